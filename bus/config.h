@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The system configuration, /etc/con/con.yaml (configs/<profile>/con.yaml in the tree).
+ * YAML port of the Go original's con.toml: same keys, same meaning, same defaults, plus the
+ * keys this implementation adds. Unknown keys are errors. Resolution (agent field, else
+ * base.<tier>, else base, else built-in fallback) is done while parsing: every ConAgent holds
+ * its effective values. Library code: no logging, errors come back in ConConfigError. */
+
+typedef enum ConTier {
+        CON_TIER_NONE,          /* "" in the original: no tier */
+        CON_TIER_OFFICER,
+        CON_TIER_OPERATOR,
+        CON_TIER_WORKER,
+        _CON_TIER_MAX,
+        _CON_TIER_INVALID = -22,
+} ConTier;
+
+typedef enum ConMode {
+        CON_MODE_ON_DEMAND,     /* "on-demand": bus activated, exits when idle */
+        CON_MODE_ALWAYS,        /* "always" (the original's "continuous" is accepted as an alias) */
+        CON_MODE_CRON,          /* "cron": a scheduled task is submitted on the cron schedule */
+        _CON_MODE_MAX,
+        _CON_MODE_INVALID = -22,
+} ConMode;
+
+/* Runtime settings that can be given at base, base.<tier> and agent level. NULL = unset. */
+typedef struct ConRuntimeSettings {
+        char *runner;           /* picoclaw | exec | claude | codex */
+        char *provider;         /* openrouter | anthropic | openai | claude_code | ollama | compatible */
+        char *model;
+        char *api_key_env;
+        char *base_url;
+} ConRuntimeSettings;
+
+typedef struct ConAgent {
+        char *name;             /* validated with con_agent_name_check() */
+        ConTier tier;
+        ConMode mode;
+        char *cron;             /* 5-field crontab expression, required for mode cron */
+        char *cron_task;        /* text submitted on schedule; default "/scheduled" */
+        char **roles;           /* identifiers (con_identifier_valid) */
+        char **groups;
+        char **scopes;
+        ConRuntimeSettings rt;  /* effective (resolved) values, never NULL after parsing */
+        char **command;         /* exec runner argv (absolute path first), NULL otherwise */
+        uint64_t exec_timeout_usec; /* exec runner wall clock, default 300 s */
+        unsigned max_sessions;  /* default 1 */
+        uint64_t idle_exit_usec;/* on-demand agents exit after this idle time, default 30 s */
+        char *instructions;     /* inline AGENTS.md layer, may be NULL */
+        unsigned line, column;  /* where the entry starts in the file, for later messages */
+} ConAgent;
+
+typedef struct ConContractThresholds {
+        unsigned disk_min_free_pct;     /* 15 */
+        unsigned mem_min_free_pct;      /* 10 */
+        double max_load_factor;         /* 2.0 */
+        unsigned max_session_min;       /* 30 */
+        uint64_t healthcheck_interval_usec; /* 60 s */
+} ConContractThresholds;
+
+typedef struct ConConfig {
+        char *path;                     /* the file it was read from (or the name given) */
+        char *system_name;              /* "conspiracy" */
+        char *submitters_group;         /* humans allowed to submit tasks: "con" */
+        uint64_t task_max_size;         /* bytes, default 1 MiB */
+        ConRuntimeSettings base;        /* as written (unresolved) */
+        ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
+        ConContractThresholds contracts;
+        ConAgent *agents;
+        size_t n_agents;
+} ConConfig;
+
+typedef struct ConConfigError {
+        char *file;             /* NULL when not file-related */
+        unsigned line, column;  /* 1-based; 0 when unknown */
+        char *key;              /* dotted path, e.g. "agents[1].tier"; NULL when not key-related */
+        char *message;          /* what is wrong and what is allowed */
+} ConConfigError;
+
+void con_config_error_done(ConConfigError *e);
+/* "FILE:LINE:COLUMN: KEY: MESSAGE" (parts omitted when unknown). Returns NULL on OOM. */
+char *con_config_error_format(const ConConfigError *e);
+
+/* Parse a config from memory; filename is used in messages only.
+ * Returns 0, -EINVAL (err filled in), or -ENOMEM. */
+int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
+                     ConConfigError *reterr);
+/* Read and parse a file. -errno when it cannot be read (err filled in too). */
+int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr);
+
+ConConfig *con_config_free(ConConfig *c);
+static inline void con_config_freep(ConConfig **c) {
+        con_config_free(*c);
+}
+
+const ConAgent *con_config_find_agent(const ConConfig *c, const char *name);
+
+const char *con_tier_to_string(ConTier t);     /* "" for NONE */
+ConTier con_tier_from_string(const char *s);
+const char *con_mode_to_string(ConMode m);
+ConMode con_mode_from_string(const char *s);   /* accepts "continuous" */
+
+/* Duration and size parsing used by the config and the contract files:
+ * "90", "90s", "5m", "1h", "250ms", "1h30m"; sizes "1048576", "512K", "1M", "1MiB". */
+int con_parse_duration(const char *s, uint64_t *ret_usec);
+int con_parse_size(const char *s, uint64_t *ret_bytes);

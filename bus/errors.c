@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+
+#include "errors.h"
+#include "macro.h"
+
+static const ConErrorInfo table[] = {
+        { CON_ERROR_INVALID_TASK,      EBADMSG,     "The task is not valid UTF-8 text or its front matter is malformed" },
+        { CON_ERROR_TASK_TOO_LARGE,    EFBIG,       "The task is larger than the configured size cap" },
+        { CON_ERROR_NO_SUCH_TASK,      ENOENT,      "No task with that id is known to this agent" },
+        { CON_ERROR_DUPLICATE_TASK,    EEXIST,      "A task with that id was already accepted" },
+        { CON_ERROR_QUEUE_FULL,        ENOSPC,      "The agent's queue is full" },
+        { CON_ERROR_NOT_CONFIGURED,    ENOMEDIUM,   "The agent has no runtime configured for this kind of task" },
+        { CON_ERROR_HALTED,            ESHUTDOWN,   "The fabric or this agent is halted" },
+        { CON_ERROR_QUARANTINED,       EKEYREVOKED, "The agent is quarantined" },
+        { CON_ERROR_NOT_FINISHED,      EINPROGRESS, "The task has not finished yet" },
+        { CON_ERROR_ACCESS_DENIED,     EACCES,      "The policy does not allow this caller to do that" },
+        { CON_ERROR_NO_SUCH_AGENT,     ENXIO,       "No agent of that name is configured" },
+        { CON_ERROR_AGENT_UNAVAILABLE, EHOSTDOWN,   "The agent could not be reached" },
+        { CON_ERROR_POLICY_TIMEOUT,    ETIMEDOUT,   "The authorization check did not answer in time" },
+        { CON_ERROR_INVALID_CONFIG,    ENOEXEC,     "A configuration or contract file is invalid" },
+        {}
+};
+
+const ConErrorInfo *con_error_table(void) {
+        return table;
+}
+
+int con_bus_errors_register(void) {
+        static sd_bus_error_map map[ELEMENTSOF(table)];
+        static bool done;
+        if (done)
+                return 0;
+        for (size_t i = 0; table[i].name; i++)
+                map[i] = (sd_bus_error_map) SD_BUS_ERROR_MAP(table[i].name, table[i].errnum);
+        map[ELEMENTSOF(table) - 1] = (sd_bus_error_map) SD_BUS_ERROR_MAP_END;
+        int r = sd_bus_error_add_map(map);
+        if (r < 0)
+                return r;
+        done = true;
+        return 0;
+}
+
+const char *con_error_name_from_errno(int errnum) {
+        for (size_t i = 0; table[i].name; i++)
+                if (table[i].errnum == errnum)
+                        return table[i].name;
+        return NULL;
+}
+
+int con_bus_error_setf(sd_bus_error *e, const char *name, const char *fmt, ...) {
+        va_list ap;
+        int errnum = EIO;
+        for (size_t i = 0; table[i].name; i++)
+                if (streq(table[i].name, name))
+                        errnum = table[i].errnum;
+        va_start(ap, fmt);
+        (void) sd_bus_error_setfv(e, name, fmt, ap);
+        va_end(ap);
+        return -errnum;
+}

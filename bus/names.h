@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Agent names and everything derived from them: Linux user, bus name, object paths.
+ * An agent name is ^[a-z][a-z0-9-]{0,30}$, without a trailing hyphen or two hyphens in a
+ * row (both would make two names map to one bus name), and not a reserved name. */
+
+#define CON_AGENT_NAME_MAX 31
+#define CON_BUS_PREFIX "org.conspiracy."
+#define CON_AGENT_PATH "/org/conspiracy/Agent"
+#define CON_AGENT_INTERFACE "org.conspiracy.Agent1"
+#define CON_ROUTER_BUS_NAME "org.conspiracy.Router"
+#define CON_ROUTER_PATH "/org/conspiracy/Router"
+#define CON_ROUTER_INTERFACE "org.conspiracy.Router1"
+#define CON_USER_PREFIX "a-"
+
+typedef enum ConNameProblem {
+        CON_NAME_OK,
+        CON_NAME_EMPTY,
+        CON_NAME_TOO_LONG,
+        CON_NAME_BAD_FIRST_CHAR,
+        CON_NAME_BAD_CHAR,
+        CON_NAME_BAD_HYPHEN,
+        CON_NAME_RESERVED,
+} ConNameProblem;
+
+/* Returns CON_NAME_OK or why the name is refused. */
+ConNameProblem con_agent_name_check(const char *name);
+static inline bool con_agent_name_valid(const char *name) {
+        return con_agent_name_check(name) == CON_NAME_OK;
+}
+/* A sentence for users: what is wrong and what is allowed. Never NULL. */
+const char *con_name_problem_to_string(ConNameProblem p);
+/* The NULL-terminated list of reserved names. */
+const char * const *con_reserved_names(void);
+
+/* code-reviewer -> CodeReviewer. Returns -EINVAL for an invalid name. */
+int con_agent_camel(const char *name, char **ret);
+/* code-reviewer -> org.conspiracy.CodeReviewer */
+int con_agent_bus_name(const char *name, char **ret);
+/* org.conspiracy.CodeReviewer -> code-reviewer, -EINVAL when not an agent bus name. */
+int con_agent_from_bus_name(const char *bus_name, char **ret);
+/* code-reviewer -> a-code-reviewer */
+int con_agent_user(const char *name, char **ret);
+/* a-code-reviewer -> code-reviewer; -EINVAL when the user is not an agent user. */
+int con_agent_from_user(const char *user, char **ret);
+
+/* Identifiers safe to use as a path component and in generated files: roles, groups, scopes,
+ * skill names, group names. ^[a-z0-9][a-z0-9._-]{0,63}$ and not "." or "..". */
+bool con_identifier_valid(const char *s);

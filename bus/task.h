@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* The task envelope. A .task file is UTF-8 text, as in the original. It may start with a
+ * YAML front-matter block:
+ *
+ *     ---
+ *     priority: 7
+ *     reply-to: sysadmin
+ *     deadline: 2026-12-01T10:00:00Z
+ *     ---
+ *     the task text
+ *
+ * The sender is never read from the file: it is the file's owner or the bus caller.
+ * Library code: no logging; errors come back as a reason string. */
+
+#define CON_TASK_DEFAULT_MAX_SIZE (1024 * 1024)
+#define CON_TASK_PRIORITY_DEFAULT 5
+#define CON_TASK_PRIORITY_MAX 9
+#define CON_TASK_ID_MAX 128
+
+typedef struct ConTaskMeta {
+        int priority;           /* 0..9, higher runs first; CON_TASK_PRIORITY_DEFAULT when absent */
+        char *reply_to;         /* agent name (validated) or NULL */
+        uint64_t deadline_usec; /* CLOCK_REALTIME usec, 0 = none */
+} ConTaskMeta;
+
+typedef struct ConTask {
+        ConTaskMeta meta;
+        char *text;             /* body without front matter, NUL-terminated */
+        size_t text_len;
+} ConTask;
+
+typedef enum ConTaskProblem {
+        CON_TASK_OK,
+        CON_TASK_TOO_LARGE,
+        CON_TASK_EMPTY,
+        CON_TASK_NUL_BYTE,
+        CON_TASK_BAD_UTF8,
+        CON_TASK_BAD_FRONT_MATTER,
+} ConTaskProblem;
+
+typedef struct ConTaskError {
+        ConTaskProblem problem;
+        size_t offset;          /* byte offset of the problem in the input, when meaningful */
+        unsigned line;          /* 1-based line for front-matter problems, 0 otherwise */
+        char *message;          /* a sentence naming the problem and what is allowed */
+} ConTaskError;
+
+void con_task_error_done(ConTaskError *e);
+
+/* Parses buf (not necessarily NUL-terminated). max_size 0 means the default.
+ * Returns 0, -EFBIG (too large), -EBADMSG (any other problem; err filled in), -ENOMEM. */
+int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConTaskError *reterr);
+ConTask *con_task_free(ConTask *t);
+static inline void con_task_freep(ConTask **t) {
+        con_task_free(*t);
+}
+
+/* Checks UTF-8 validity (no overlongs, no surrogates, <= U+10FFFF) and the absence of NUL.
+ * Returns CON_TASK_OK, CON_TASK_NUL_BYTE or CON_TASK_BAD_UTF8 with *ret_offset set. */
+ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset);
+
+/* Serialises meta + text back into the file format (front matter only when meta differs from
+ * the defaults). Returns a newly allocated NUL-terminated string. */
+int con_task_format(const ConTask *t, char **ret, size_t *ret_len);
+
+/* Task ids. A new id sorts by creation time and never collides (time + pid + counter +
+ * random): "20261129T113045.123456Z-1a2b3c-0001". A dropped NAME.task keeps NAME as its id
+ * when NAME is a valid id. Valid ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$, no "..". */
+bool con_task_id_valid(const char *id);
+int con_task_id_new(char **ret);
+/* "hello.task" -> "hello"; -EINVAL when the name does not end in .task or NAME is invalid. */
+int con_task_id_from_filename(const char *filename, char **ret);

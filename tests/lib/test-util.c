@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "test-util.h"
+
+char *test_tmpdir_new(void) {
+        GError *e = NULL;
+        char *d = g_dir_make_tmp("con-test-XXXXXX", &e);
+        g_assert_no_error(e);
+        return d;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(p);
+}
+
+void test_tmpdir_remove(const char *path) {
+        if (path)
+                (void) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *test_source_dir(void) {
+        const char *s = g_getenv("CON_SOURCE_DIR");
+        g_assert_nonnull(s);
+        return s;
+}
+
+void test_write_file(const char *path, const char *content) {
+        GError *e = NULL;
+        g_file_set_contents(path, content, -1, &e);
+        g_assert_no_error(e);
+}
