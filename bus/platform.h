@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "config.h"
+
+/* Platform files generated from the config: D-Bus policy, D-Bus activation files, polkit
+ * actions and rules, systemd units. Pure functions: config in, file texts out. Agent-controlled
+ * strings are validated before they reach any file (names.h). */
+
+typedef struct ConPlatformFile {
+        char *path;             /* absolute target path, e.g. /etc/dbus-1/system.d/org.conspiracy.conf */
+        char *content;
+        mode_t mode;            /* 0644 unless stated */
+} ConPlatformFile;
+
+typedef struct ConPlatformOptions {
+        const char *libexecdir; /* where con-agentd etc. live; default CON_LIBEXECDIR */
+        const char *bindir;     /* where con and con-send live; default CON_BINDIR */
+} ConPlatformOptions;
+
+/* Renders every generated platform file for c, sorted by path. */
+int con_platform_render(const ConConfig *c, const ConPlatformOptions *o, ConPlatformFile **ret_files,
+                        size_t *ret_n);
+void con_platform_files_free(ConPlatformFile *f, size_t n);
