@@ -1,2 +1,1322 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
 #include "config.h"
+#include "cron.h"
+#include "macro.h"
+#include "names.h"
+#include "strv.h"
+#include "yaml-util.h"
+
+/* Built-in fallbacks, as in the Go original's ResolvedAgent. */
+#define FALLBACK_RUNNER "picoclaw"
+#define FALLBACK_PROVIDER "openrouter"
+#define FALLBACK_API_KEY_ENV "CON_API_KEY"
+#define DEFAULT_SYSTEM_NAME "conspiracy"
+#define DEFAULT_SUBMITTERS_GROUP "con"
+#define DEFAULT_TASK_MAX_SIZE (UINT64_C(1) << 20)
+#define TASK_MAX_SIZE_LIMIT (UINT64_C(1) << 30)
+#define DEFAULT_CRON_TASK "/scheduled"
+#define DEFAULT_EXEC_TIMEOUT_USEC (300 * USEC_PER_SEC)
+#define DEFAULT_IDLE_EXIT_USEC (30 * USEC_PER_SEC)
+#define MAX_SESSIONS_LIMIT 64
+#define LIST_MAX 64                     /* roles, groups, scopes per agent */
+#define ARGV_MAX 256                    /* command and cli_args entries */
+#define CONFIG_FILE_MAX (UINT64_C(16) << 20)
+
+#define DURATION_HINT "use seconds (90) or a number with a unit: 250ms, 90s, 5m, 1h, 2d, 1h30m"
+#define SIZE_HINT "use bytes (1048576) or a number with a unit: 512K, 1M, 1MiB, 1G (powers of 1024)"
+
+static const char * const runners[] = { "picoclaw", "exec", "claude", "codex", NULL };
+static const char * const providers[] = {
+        "openrouter", "anthropic", "openai", "claude_code", "ollama", "compatible", NULL,
+};
+#define RUNNERS_ALLOWED "use picoclaw, exec, claude or codex"
+#define PROVIDERS_ALLOWED "use openrouter, anthropic, openai, claude_code, ollama or compatible"
+
+static const char * const tier_table[_CON_TIER_MAX] = {
+        [CON_TIER_NONE] = "",
+        [CON_TIER_OFFICER] = "officer",
+        [CON_TIER_OPERATOR] = "operator",
+        [CON_TIER_WORKER] = "worker",
+};
+
+static const char * const mode_table[_CON_MODE_MAX] = {
+        [CON_MODE_ON_DEMAND] = "on-demand",
+        [CON_MODE_ALWAYS] = "always",
+        [CON_MODE_CRON] = "cron",
+};
+
+const char *con_tier_to_string(ConTier t) {
+        return t >= 0 && t < _CON_TIER_MAX ? tier_table[t] : NULL;
+}
+
+ConTier con_tier_from_string(const char *s) {
+        if (!s)
+                return _CON_TIER_INVALID;
+        for (int i = 0; i < _CON_TIER_MAX; i++)
+                if (streq(tier_table[i], s))
+                        return (ConTier) i;
+        return _CON_TIER_INVALID;
+}
+
+const char *con_mode_to_string(ConMode m) {
+        return m >= 0 && m < _CON_MODE_MAX ? mode_table[m] : NULL;
+}
+
+ConMode con_mode_from_string(const char *s) {
+        if (!s)
+                return _CON_MODE_INVALID;
+        if (streq(s, "continuous")) /* the Go original's name */
+                return CON_MODE_ALWAYS;
+        for (int i = 0; i < _CON_MODE_MAX; i++)
+                if (streq(mode_table[i], s))
+                        return (ConMode) i;
+        return _CON_MODE_INVALID;
+}
+
+/* ---- durations and sizes ---- */
+
+static int parse_u64_prefix(const char **p, uint64_t *ret) {
+        uint64_t v = 0;
+        const char *s = *p;
+
+        if (!isdigit((unsigned char) *s))
+                return -EINVAL;
+        for (; isdigit((unsigned char) *s); s++)
+                if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t) (*s - '0'), &v))
+                        return -ERANGE;
+        *p = s;
+        *ret = v;
+        return 0;
+}
+
+int con_parse_duration(const char *s, uint64_t *ret_usec) {
+        static const struct {
+                const char *suffix;
+                uint64_t usec;
+        } units[] = {
+                /* "ms" before "m" so the longer suffix wins. */
+                { "ms", USEC_PER_MSEC },
+                { "s", USEC_PER_SEC },
+                { "m", 60 * USEC_PER_SEC },
+                { "h", 3600 * USEC_PER_SEC },
+                { "d", 86400 * USEC_PER_SEC },
+        };
+        uint64_t total = 0;
+        int r;
+
+        if (isempty(s))
+                return -EINVAL;
+
+        /* A bare number is seconds; it cannot be combined with other parts. */
+        const char *p = s;
+        uint64_t v;
+        r = parse_u64_prefix(&p, &v);
+        if (r < 0)
+                return r;
+        if (*p == 0) {
+                if (__builtin_mul_overflow(v, USEC_PER_SEC, &total))
+                        return -ERANGE;
+                *ret_usec = total;
+                return 0;
+        }
+
+        p = s;
+        while (*p) {
+                uint64_t part;
+                size_t i;
+
+                r = parse_u64_prefix(&p, &v);
+                if (r < 0)
+                        return r;
+                for (i = 0; i < ELEMENTSOF(units); i++)
+                        if (startswith(p, units[i].suffix))
+                                break;
+                if (i >= ELEMENTSOF(units))
+                        return -EINVAL;
+                p += strlen(units[i].suffix);
+                if (__builtin_mul_overflow(v, units[i].usec, &part) ||
+                    __builtin_add_overflow(total, part, &total))
+                        return -ERANGE;
+        }
+        *ret_usec = total;
+        return 0;
+}
+
+int con_parse_size(const char *s, uint64_t *ret_bytes) {
+        static const struct {
+                const char *suffix;
+                unsigned shift;
+        } units[] = {
+                { "", 0 }, { "B", 0 },
+                { "K", 10 }, { "KiB", 10 },
+                { "M", 20 }, { "MiB", 20 },
+                { "G", 30 }, { "GiB", 30 },
+                { "T", 40 }, { "TiB", 40 },
+        };
+        const char *p = s;
+        uint64_t v;
+        int r;
+
+        if (isempty(s))
+                return -EINVAL;
+        r = parse_u64_prefix(&p, &v);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+                if (!streq(p, units[i].suffix))
+                        continue;
+                if (units[i].shift > 0 && v > (UINT64_MAX >> units[i].shift))
+                        return -ERANGE;
+                *ret_bytes = v << units[i].shift;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+/* ---- errors ---- */
+
+void con_config_error_done(ConConfigError *e) {
+        if (!e)
+                return;
+        free(e->file);
+        free(e->key);
+        free(e->message);
+        *e = (ConConfigError) {};
+}
+
+char *con_config_error_format(const ConConfigError *e) {
+        char *s = NULL;
+        int r;
+
+        if (!e)
+                return NULL;
+        const char *msg = e->message ?: "invalid configuration";
+        const char *key = e->key ?: "", *ksep = e->key ? ": " : "";
+
+        if (e->file && e->line > 0)
+                r = asprintf(&s, "%s:%u:%u: %s%s%s", e->file, e->line, e->column, key, ksep, msg);
+        else if (e->file)
+                r = asprintf(&s, "%s: %s%s%s", e->file, key, ksep, msg);
+        else if (e->line > 0)
+                r = asprintf(&s, "%u:%u: %s%s%s", e->line, e->column, key, ksep, msg);
+        else
+                r = asprintf(&s, "%s%s%s", key, ksep, msg);
+        return r < 0 ? NULL : s;
+}
+
+/* ---- parser context ---- */
+
+typedef struct Ctx {
+        yaml_document_t *doc;
+        const char *file;
+        ConConfigError *err;
+} Ctx;
+
+/* What an agent entry said, kept until resolution so later errors can point at the right node. */
+typedef struct AgentNodes {
+        const yaml_node_t *entry, *name, *mode, *cron, *cron_task, *runner, *provider, *command, *cli_args;
+        char **cli_args_v;
+} AgentNodes;
+
+static int set_error(ConConfigError *err, const char *file, unsigned line, unsigned column, const char *key,
+                     char *message) {
+        if (!message)
+                return -ENOMEM;
+        if (!err) {
+                free(message);
+                return -EINVAL;
+        }
+        con_config_error_done(err);
+        err->message = message;
+        err->line = line;
+        err->column = column;
+        if (file && !(err->file = strdup(file)))
+                return -ENOMEM;
+        if (key && !(err->key = strdup(key)))
+                return -ENOMEM;
+        return -EINVAL;
+}
+
+_printf_(4, 5)
+static int fail(Ctx *c, const yaml_node_t *at, const char *key, const char *fmt, ...) {
+        char *m = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        return set_error(c->err, c->file, con_yaml_node_line(at), con_yaml_node_column(at), key, m);
+}
+
+/* A value for a message: quoted, control characters escaped, long values cut. */
+static char *quote_mem(const char *s, size_t n) {
+        const size_t max = 64;
+        char *q = malloc(max * 4 + 8), *p = q;
+
+        if (!q)
+                return NULL;
+        *p++ = '\'';
+        for (size_t i = 0; i < n && i < max; i++) {
+                unsigned char ch = (unsigned char) s[i];
+                if (ch == '\n')
+                        p = stpcpy(p, "\\n");
+                else if (ch == '\t')
+                        p = stpcpy(p, "\\t");
+                else if (ch < 0x20 || ch == 0x7f)
+                        p += sprintf(p, "\\x%02x", ch);
+                else
+                        *p++ = (char) ch;
+        }
+        if (n > max)
+                p = stpcpy(p, "...");
+        *p++ = '\'';
+        *p = 0;
+        return q;
+}
+
+static char *quote_node(const yaml_node_t *n) {
+        if (!n || n->type != YAML_SCALAR_NODE)
+                return strdup("''");
+        return quote_mem((const char *) n->data.scalar.value, n->data.scalar.length);
+}
+
+/* A key segment for a dotted path: printable, cut when long (it may be an unknown key). */
+static char *key_segment(const yaml_node_t *k) {
+        const char *v = (const char *) k->data.scalar.value;
+        size_t n = k->data.scalar.length, max = 64;
+        char *s = malloc(max * 4 + 4), *p = s;
+
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < n && i < max; i++) {
+                unsigned char ch = (unsigned char) v[i];
+                if (ch < 0x20 || ch == 0x7f)
+                        p += sprintf(p, "\\x%02x", ch);
+                else
+                        *p++ = (char) ch;
+        }
+        if (n > max)
+                p = stpcpy(p, "...");
+        *p = 0;
+        return s;
+}
+
+static char *path_key(const char *prefix, const yaml_node_t *k) {
+        _cleanup_free_ char *seg = key_segment(k);
+        char *s = NULL;
+
+        if (!seg)
+                return NULL;
+        if (!prefix)
+                return TAKE_PTR(seg);
+        return asprintf(&s, "%s.%s", prefix, seg) < 0 ? NULL : s;
+}
+
+static char *path_child(const char *prefix, const char *name) {
+        char *s = NULL;
+        if (!prefix)
+                return strdup(name);
+        return asprintf(&s, "%s.%s", prefix, name) < 0 ? NULL : s;
+}
+
+static char *path_index(const char *prefix, size_t i) {
+        char *s = NULL;
+        return asprintf(&s, "%s[%zu]", prefix, i) < 0 ? NULL : s;
+}
+
+/* Every mapping: keys are plain strings and appear once. prefix is the mapping's own path. */
+static int check_mapping(Ctx *c, const yaml_node_t *map, const char *prefix) {
+        yaml_node_t *bad = NULL, *first = NULL;
+        int r;
+
+        r = con_yaml_mapping_check_keys(c->doc, map, &bad, &first);
+        if (r == -ENOTUNIQ) {
+                _cleanup_free_ char *path = path_key(prefix, bad);
+                if (!path)
+                        return -ENOMEM;
+                return fail(c, bad, path, "duplicate key; it was already given at line %u",
+                            con_yaml_node_line(first));
+        }
+        if (r == -EBADMSG)
+                return fail(c, bad, prefix, "keys must be plain strings, got %s",
+                            con_yaml_node_kind_to_string(bad));
+        if (r < 0)
+                return r;
+
+        /* "name\0x" must not pass for "name" in the C string comparisons below. */
+        yaml_node_t *k, *v _unused_;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v)
+                if (con_yaml_scalar_has_nul(k)) {
+                        _cleanup_free_ char *path = path_key(prefix, k);
+                        return path ? fail(c, k, path, "the key contains a NUL byte") : -ENOMEM;
+                }
+        return 0;
+}
+
+static int expect_mapping(Ctx *c, const yaml_node_t *n, const char *path, const char *what) {
+        if (n && n->type == YAML_MAPPING_NODE)
+                return check_mapping(c, n, path);
+        return fail(c, n, path, "expected a mapping of %s, got %s", what, con_yaml_node_kind_to_string(n));
+}
+
+static int unknown_key(Ctx *c, const yaml_node_t *k, const char *path, const char *allowed) {
+        return fail(c, k, path, "unknown key; allowed keys are %s", allowed);
+}
+
+static bool has_space_or_control(const char *s) {
+        for (; *s; s++)
+                if ((unsigned char) *s <= ' ' || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+static bool has_control(const char *s) {
+        for (; *s; s++)
+                if (((unsigned char) *s < ' ' && *s != '\t') || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+/* ---- typed values ---- */
+
+/* A string value. YAML null (an empty value) leaves *ret untouched: the key counts as not given. */
+static int get_string(Ctx *c, const yaml_node_t *v, const char *path, char **ret) {
+        if (con_yaml_node_is_null(v))
+                return 0;
+        if (!v || v->type != YAML_SCALAR_NODE)
+                return fail(c, v, path, "expected a string, got %s", con_yaml_node_kind_to_string(v));
+        if (con_yaml_scalar_has_nul(v))
+                return fail(c, v, path, "the value contains a NUL byte");
+        char *s = strdup(con_yaml_scalar(v));
+        if (!s)
+                return -ENOMEM;
+        free(*ret);
+        *ret = s;
+        return 0;
+}
+
+/* A scalar's text for number-like values; NULL (and 0) for YAML null. */
+static int get_scalar_text(Ctx *c, const yaml_node_t *v, const char *path, const char *expected,
+                           const char **ret) {
+        *ret = NULL;
+        if (con_yaml_node_is_null(v))
+                return 0;
+        if (!v || v->type != YAML_SCALAR_NODE)
+                return fail(c, v, path, "expected %s, got %s", expected, con_yaml_node_kind_to_string(v));
+        if (con_yaml_scalar_has_nul(v))
+                return fail(c, v, path, "the value contains a NUL byte");
+        *ret = con_yaml_scalar(v);
+        return 0;
+}
+
+static int get_uint(Ctx *c, const yaml_node_t *v, const char *path, unsigned min, unsigned max, unsigned *ret) {
+        const char *s;
+        uint64_t n;
+        int r;
+
+        r = get_scalar_text(c, v, path, "a whole number", &s);
+        if (r < 0 || !s)
+                return r;
+        const char *p = s;
+        if (parse_u64_prefix(&p, &n) < 0 || *p != 0 || n < min || n > max) {
+                _cleanup_free_ char *q = quote_node(v);
+                if (!q)
+                        return -ENOMEM;
+                return fail(c, v, path, "%s is not allowed; use a whole number from %u to %u", q, min, max);
+        }
+        *ret = (unsigned) n;
+        return 0;
+}
+
+static int get_double(Ctx *c, const yaml_node_t *v, const char *path, double max, double *ret) {
+        const char *s;
+        char *end = NULL;
+        int r;
+
+        r = get_scalar_text(c, v, path, "a number", &s);
+        if (r < 0 || !s)
+                return r;
+        errno = 0;
+        double d = isdigit((unsigned char) s[0]) ? strtod(s, &end) : NAN;
+        if (errno != 0 || !end || *end != 0 || !isfinite(d) || d <= 0 || d > max) {
+                _cleanup_free_ char *q = quote_node(v);
+                if (!q)
+                        return -ENOMEM;
+                return fail(c, v, path, "%s is not allowed; use a number greater than 0 and at most %g", q, max);
+        }
+        *ret = d;
+        return 0;
+}
+
+static int get_duration(Ctx *c, const yaml_node_t *v, const char *path, uint64_t *ret) {
+        const char *s;
+        uint64_t u;
+        int r;
+
+        r = get_scalar_text(c, v, path, "a duration", &s);
+        if (r < 0 || !s)
+                return r;
+        r = con_parse_duration(s, &u);
+        if (r < 0 || u == 0) {
+                _cleanup_free_ char *q = quote_node(v);
+                if (!q)
+                        return -ENOMEM;
+                if (r == -ERANGE)
+                        return fail(c, v, path, "%s is too long a duration", q);
+                if (r < 0)
+                        return fail(c, v, path, "%s is not a valid duration; %s", q, DURATION_HINT);
+                return fail(c, v, path, "%s is not allowed; the duration must be longer than 0", q);
+        }
+        *ret = u;
+        return 0;
+}
+
+static int get_size(Ctx *c, const yaml_node_t *v, const char *path, uint64_t max, uint64_t *ret) {
+        const char *s;
+        uint64_t u;
+        int r;
+
+        r = get_scalar_text(c, v, path, "a size", &s);
+        if (r < 0 || !s)
+                return r;
+        r = con_parse_size(s, &u);
+        if (r < 0 || u == 0 || u > max) {
+                _cleanup_free_ char *q = quote_node(v);
+                if (!q)
+                        return -ENOMEM;
+                if (r == -EINVAL)
+                        return fail(c, v, path, "%s is not a valid size; %s", q, SIZE_HINT);
+                return fail(c, v, path, "%s is not allowed; use a size from 1 byte to %" PRIu64 " MiB", q,
+                            max >> 20);
+        }
+        *ret = u;
+        return 0;
+}
+
+/* A list of strings. identifiers: each must pass con_identifier_valid(). max: 0 = unlimited. */
+static int get_strv(Ctx *c, const yaml_node_t *v, const char *path, bool identifiers, size_t max, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        yaml_node_t *item;
+        size_t n = 0;
+
+        if (con_yaml_node_is_null(v))
+                return 0;
+        if (!v || v->type != YAML_SEQUENCE_NODE)
+                return fail(c, v, path, "expected a list of strings, got %s", con_yaml_node_kind_to_string(v));
+        size_t len = con_yaml_sequence_length(v);
+        if (max > 0 && len > max)
+                return fail(c, v, path, "the list has %zu entries; at most %zu are allowed", len, max);
+
+        l = calloc(len + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        CON_YAML_SEQUENCE_FOREACH(c->doc, v, item) {
+                _cleanup_free_ char *ipath = path_index(path, n);
+                if (!ipath)
+                        return -ENOMEM;
+                if (!item || item->type != YAML_SCALAR_NODE || con_yaml_node_is_null(item))
+                        return fail(c, item, ipath, "expected a string, got %s", con_yaml_node_kind_to_string(item));
+                if (con_yaml_scalar_has_nul(item))
+                        return fail(c, item, ipath, "the value contains a NUL byte");
+                const char *s = con_yaml_scalar(item);
+                if (identifiers) {
+                        _cleanup_free_ char *q = quote_node(item);
+                        if (!q)
+                                return -ENOMEM;
+                        if (!con_identifier_valid(s))
+                                return fail(c, item, ipath,
+                                            "%s is not a valid name; use 1 to 64 characters from a-z, 0-9, "
+                                            "'.', '_' and '-', starting with a letter or digit", q);
+                        if (strv_contains(l, s))
+                                return fail(c, item, ipath, "%s is listed twice", q);
+                }
+                if (!(l[n] = strdup(s)))
+                        return -ENOMEM;
+                n++;
+        }
+        strv_free(*ret);
+        *ret = n > 0 ? TAKE_PTR(l) : NULL;
+        return 0;
+}
+
+static bool in_list(const char * const *l, const char *s) {
+        for (; *l; l++)
+                if (streq(*l, s))
+                        return true;
+        return false;
+}
+
+static bool env_name_valid(const char *s) {
+        if (!(*s == '_' || (*s >= 'A' && *s <= 'Z')))
+                return false;
+        for (; *s; s++)
+                if (!(*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+                        return false;
+        return true;
+}
+
+/* Linux group name, as useradd's default NAME_REGEX would take it. */
+static bool group_name_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 32 || !(*s == '_' || (*s >= 'a' && *s <= 'z')))
+                return false;
+        for (; *s; s++)
+                if (!(*s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+                        return false;
+        return true;
+}
+
+/* One of runner/provider/model/api_key_env/base_url, at base, base.<tier>, defaults.<tier> or agent
+ * level. Returns 1 when key is one of them (and was handled), 0 when it is not one of them. */
+static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, const char *path,
+                             ConRuntimeSettings *rt) {
+        char **dest;
+        int r;
+
+        if (streq(key, "runner"))
+                dest = &rt->runner;
+        else if (streq(key, "provider"))
+                dest = &rt->provider;
+        else if (streq(key, "model"))
+                dest = &rt->model;
+        else if (streq(key, "api_key_env"))
+                dest = &rt->api_key_env;
+        else if (streq(key, "base_url"))
+                dest = &rt->base_url;
+        else
+                return 0;
+
+        _cleanup_free_ char *s = NULL;
+        r = get_string(c, v, path, &s);
+        if (r < 0)
+                return r;
+        if (!s)
+                return 1;
+
+        _cleanup_free_ char *q = quote_node(v);
+        if (!q)
+                return -ENOMEM;
+        if (dest == &rt->runner && !in_list(runners, s))
+                return fail(c, v, path, "%s is not allowed; " RUNNERS_ALLOWED, q);
+        if (dest == &rt->provider && !in_list(providers, s))
+                return fail(c, v, path, "%s is not allowed; " PROVIDERS_ALLOWED, q);
+        if (dest == &rt->model && (isempty(s) || has_space_or_control(s)))
+                return fail(c, v, path, "%s is not a valid model name; it must not be empty or contain spaces", q);
+        if (dest == &rt->api_key_env && !env_name_valid(s))
+                return fail(c, v, path,
+                            "%s is not a valid environment variable name; use A-Z, 0-9 and '_', "
+                            "not starting with a digit (e.g. CON_API_KEY)", q);
+        if (dest == &rt->base_url &&
+            (has_space_or_control(s) ||
+             !((startswith(s, "http://") && s[7]) || (startswith(s, "https://") && s[8]))))
+                return fail(c, v, path, "%s is not allowed; the URL must start with http:// or https://", q);
+
+        free(*dest);
+        *dest = TAKE_PTR(s);
+        return 1;
+}
+
+#define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url"
+
+/* A mapping of the five runtime keys; with tiers, also officer:, operator: and worker: mappings. */
+static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *path, ConRuntimeSettings *rt,
+                                 ConRuntimeSettings *tiers) {
+        yaml_node_t *k, *v;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, path,
+                           !rt ? "officer, operator, worker" :
+                           tiers ? RUNTIME_KEYS ", officer, operator, worker" : RUNTIME_KEYS);
+        if (r < 0)
+                return r;
+
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key(path, k);
+                if (!kpath)
+                        return -ENOMEM;
+
+                if (rt) {
+                        r = parse_runtime_key(c, key, v, kpath, rt);
+                        if (r < 0)
+                                return r;
+                        if (r > 0)
+                                continue;
+                }
+                ConTier t = tiers ? con_tier_from_string(key) : _CON_TIER_INVALID;
+                if (t > CON_TIER_NONE) {
+                        r = parse_runtime_mapping(c, v, kpath, &tiers[t], NULL);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                return unknown_key(c, k, kpath,
+                                   !rt ? "officer, operator and worker" :
+                                   tiers ? "runner, provider, model, api_key_env, base_url, officer, operator and worker" :
+                                           "runner, provider, model, api_key_env and base_url");
+        }
+        return 0;
+}
+
+static bool runtime_empty(const ConRuntimeSettings *rt) {
+        return !rt->runner && !rt->provider && !rt->model && !rt->api_key_env && !rt->base_url;
+}
+
+static void runtime_done(ConRuntimeSettings *rt) {
+        free(rt->runner);
+        free(rt->provider);
+        free(rt->model);
+        free(rt->api_key_env);
+        free(rt->base_url);
+        *rt = (ConRuntimeSettings) {};
+}
+
+/* ---- sections ---- */
+
+static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+        yaml_node_t *k, *v;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size");
+        if (r < 0)
+                return r;
+
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *path = path_key("system", k);
+                if (!path)
+                        return -ENOMEM;
+
+                if (streq(key, "name")) {
+                        _cleanup_free_ char *s = NULL;
+                        r = get_string(c, v, path, &s);
+                        if (r < 0)
+                                return r;
+                        if (!s)
+                                continue;
+                        if (isempty(s) || has_control(s) || strlen(s) > 64) {
+                                _cleanup_free_ char *q = quote_node(v);
+                                return q ? fail(c, v, path, "%s is not allowed; use 1 to 64 printable characters", q)
+                                         : -ENOMEM;
+                        }
+                        free(cfg->system_name);
+                        cfg->system_name = TAKE_PTR(s);
+                } else if (streq(key, "submitters_group")) {
+                        _cleanup_free_ char *s = NULL;
+                        r = get_string(c, v, path, &s);
+                        if (r < 0)
+                                return r;
+                        if (!s)
+                                continue;
+                        if (!group_name_valid(s)) {
+                                _cleanup_free_ char *q = quote_node(v);
+                                return q ? fail(c, v, path,
+                                                "%s is not a valid group name; use up to 32 characters from "
+                                                "a-z, 0-9, '_' and '-', starting with a letter or '_'", q)
+                                         : -ENOMEM;
+                        }
+                        free(cfg->submitters_group);
+                        cfg->submitters_group = TAKE_PTR(s);
+                } else if (streq(key, "task_max_size")) {
+                        r = get_size(c, v, path, TASK_MAX_SIZE_LIMIT, &cfg->task_max_size);
+                        if (r < 0)
+                                return r;
+                } else
+                        return unknown_key(c, k, path, "name, submitters_group and task_max_size");
+        }
+        return 0;
+}
+
+static int parse_contracts(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+        yaml_node_t *k, *v, *k2, *v2;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, "contracts", "system");
+        if (r < 0)
+                return r;
+
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                _cleanup_free_ char *path = path_key("contracts", k);
+                if (!path)
+                        return -ENOMEM;
+                if (!streq(con_yaml_scalar(k), "system"))
+                        return unknown_key(c, k, path, "system");
+                if (con_yaml_node_is_null(v))
+                        continue;
+                r = expect_mapping(c, v, path,
+                                   "disk_min_free_pct, mem_min_free_pct, max_load_factor, max_session_min, "
+                                   "healthcheck_interval");
+                if (r < 0)
+                        return r;
+
+                ConContractThresholds *t = &cfg->contracts;
+                CON_YAML_MAPPING_FOREACH(c->doc, v, k2, v2) {
+                        const char *key = con_yaml_scalar(k2);
+                        _cleanup_free_ char *kpath = path_key(path, k2);
+                        if (!kpath)
+                                return -ENOMEM;
+
+                        if (streq(key, "disk_min_free_pct"))
+                                r = get_uint(c, v2, kpath, 0, 100, &t->disk_min_free_pct);
+                        else if (streq(key, "mem_min_free_pct"))
+                                r = get_uint(c, v2, kpath, 0, 100, &t->mem_min_free_pct);
+                        else if (streq(key, "max_load_factor"))
+                                r = get_double(c, v2, kpath, 1000.0, &t->max_load_factor);
+                        else if (streq(key, "max_session_min"))
+                                r = get_uint(c, v2, kpath, 1, 100000, &t->max_session_min);
+                        else if (streq(key, "healthcheck_interval"))
+                                r = get_duration(c, v2, kpath, &t->healthcheck_interval_usec);
+                        else
+                                r = unknown_key(c, k2, kpath,
+                                                "disk_min_free_pct, mem_min_free_pct, max_load_factor, "
+                                                "max_session_min and healthcheck_interval");
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* ---- agents ---- */
+
+#define AGENT_KEYS "name, tier, mode, cron, cron_task, roles, groups, scopes, runner, provider, model, " \
+        "api_key_env, base_url, command, exec_timeout, max_sessions, idle_exit, instructions " \
+        "(deprecated: cli, cli_args)"
+
+static void agent_done(ConAgent *a) {
+        free(a->name);
+        free(a->cron);
+        free(a->cron_task);
+        strv_free(a->roles);
+        strv_free(a->groups);
+        strv_free(a->scopes);
+        runtime_done(&a->rt);
+        strv_free(a->command);
+        free(a->instructions);
+        *a = (ConAgent) {};
+}
+
+static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgent *a, AgentNodes *an) {
+        yaml_node_t *k, *v;
+        int r;
+
+        *a = (ConAgent) {
+                .tier = CON_TIER_NONE,
+                .mode = CON_MODE_ON_DEMAND,
+                .exec_timeout_usec = DEFAULT_EXEC_TIMEOUT_USEC,
+                .max_sessions = 1,
+                .idle_exit_usec = DEFAULT_IDLE_EXIT_USEC,
+                .line = con_yaml_node_line(map),
+                .column = con_yaml_node_column(map),
+        };
+        *an = (AgentNodes) { .entry = map };
+
+        r = expect_mapping(c, map, path, "agent settings (at least name:)");
+        if (r < 0)
+                return r;
+
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key(path, k), *q = NULL;
+                if (!kpath)
+                        return -ENOMEM;
+                if (v && v->type == YAML_SCALAR_NODE && !(q = quote_node(v)))
+                        return -ENOMEM;
+
+                if (streq(key, "name")) {
+                        r = get_string(c, v, kpath, &a->name);
+                        if (r < 0)
+                                return r;
+                        if (!a->name)
+                                return fail(c, v, kpath, "an agent name is required");
+                        ConNameProblem np = con_agent_name_check(a->name);
+                        if (np != CON_NAME_OK)
+                                return fail(c, v, kpath, "%s is not a valid agent name: %s", q,
+                                            con_name_problem_to_string(np));
+                        an->name = v;
+                } else if (streq(key, "tier")) {
+                        _cleanup_free_ char *s = NULL;
+                        r = get_string(c, v, kpath, &s);
+                        if (r < 0)
+                                return r;
+                        if (!s)
+                                continue;
+                        ConTier t = con_tier_from_string(s);
+                        if (t < 0)
+                                return fail(c, v, kpath, "%s is not allowed; use officer, operator or worker", q);
+                        a->tier = t;
+                } else if (streq(key, "mode")) {
+                        _cleanup_free_ char *s = NULL;
+                        r = get_string(c, v, kpath, &s);
+                        if (r < 0)
+                                return r;
+                        if (!s)
+                                continue;
+                        ConMode m = con_mode_from_string(s);
+                        if (m < 0)
+                                return fail(c, v, kpath,
+                                            "%s is not allowed; use on-demand, always or cron "
+                                            "(continuous is accepted for always)", q);
+                        a->mode = m;
+                        an->mode = v;
+                } else if (streq(key, "cron")) {
+                        _cleanup_free_ char *problem = NULL;
+                        r = get_string(c, v, kpath, &a->cron);
+                        if (r < 0)
+                                return r;
+                        if (!a->cron)
+                                continue;
+                        /* The scheduler's own parser, so what is accepted here is what runs. */
+                        ConCron cron;
+                        r = con_cron_parse(a->cron, &cron, &problem);
+                        if (r == -EINVAL)
+                                return fail(c, v, kpath, "%s is not a valid cron expression: %s", q, problem);
+                        if (r < 0)
+                                return r;
+                        an->cron = v;
+                } else if (streq(key, "cron_task")) {
+                        r = get_string(c, v, kpath, &a->cron_task);
+                        if (r < 0)
+                                return r;
+                        if (a->cron_task && isempty(a->cron_task))
+                                return fail(c, v, kpath, "the scheduled task text must not be empty");
+                        if (a->cron_task)
+                                an->cron_task = v;
+                } else if (streq(key, "roles")) {
+                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->roles);
+                } else if (streq(key, "groups")) {
+                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->groups);
+                } else if (streq(key, "scopes")) {
+                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->scopes);
+                } else if (streq(key, "cli") || streq(key, "runner")) {
+                        /* cli is the original's deprecated name for runner; the mapping check already
+                         * refused a key given twice, so a second one here is the other spelling. */
+                        if (an->runner)
+                                return fail(c, k, kpath,
+                                            "runner and cli (its deprecated name) are both given; keep runner");
+                        r = parse_runtime_key(c, "runner", v, kpath, &a->rt);
+                        an->runner = v;
+                } else if (streq(key, "provider")) {
+                        r = parse_runtime_key(c, key, v, kpath, &a->rt);
+                        an->provider = v;
+                } else if (streq(key, "model") || streq(key, "api_key_env") || streq(key, "base_url")) {
+                        r = parse_runtime_key(c, key, v, kpath, &a->rt);
+                } else if (streq(key, "command")) {
+                        r = get_strv(c, v, kpath, false, ARGV_MAX, &a->command);
+                        if (r < 0)
+                                return r;
+                        an->command = v;
+                        if (con_yaml_node_is_null(v))
+                                continue;
+                        if (!a->command)
+                                return fail(c, v, kpath, "the list is empty; give the program's absolute path first");
+                        if (a->command[0][0] != '/') {
+                                _cleanup_free_ char *q0 = quote_mem(a->command[0], strlen(a->command[0]));
+                                _cleanup_free_ char *p0 = path_index(kpath, 0);
+                                if (!q0 || !p0)
+                                        return -ENOMEM;
+                                return fail(c, yaml_document_get_node(c->doc, v->data.sequence.items.start[0]), p0,
+                                            "%s is not allowed; the program must be given as an absolute path", q0);
+                        }
+                } else if (streq(key, "cli_args")) {
+                        r = get_strv(c, v, kpath, false, ARGV_MAX, &an->cli_args_v);
+                        an->cli_args = con_yaml_node_is_null(v) ? NULL : v;
+                } else if (streq(key, "exec_timeout")) {
+                        r = get_duration(c, v, kpath, &a->exec_timeout_usec);
+                } else if (streq(key, "max_sessions")) {
+                        r = get_uint(c, v, kpath, 1, MAX_SESSIONS_LIMIT, &a->max_sessions);
+                } else if (streq(key, "idle_exit")) {
+                        r = get_duration(c, v, kpath, &a->idle_exit_usec);
+                } else if (streq(key, "instructions")) {
+                        r = get_string(c, v, kpath, &a->instructions);
+                } else
+                        return unknown_key(c, k, kpath, AGENT_KEYS);
+                if (r < 0)
+                        return r;
+        }
+
+        if (!a->name) {
+                _cleanup_free_ char *npath = path_child(path, "name");
+                return npath ? fail(c, map, npath, "missing; every agent needs a name") : -ENOMEM;
+        }
+        return 0;
+}
+
+/* Resolution of one setting: the agent's own value, else base.<tier>, else base, else the built-in
+ * fallback (NULL for model and base_url). *value is replaced by the result; *ret_from says where
+ * it came from, for messages. */
+static int resolve(char **value, const char *tier_value, const char *base_value, const char *fallback,
+                   ConTier tier, const char **ret_from) {
+        const char *v;
+
+        if (*value) {
+                *ret_from = "set on the agent";
+                return 0;
+        }
+        if (tier_value) {
+                v = tier_value;
+                *ret_from = tier == CON_TIER_OFFICER ? "from base.officer" :
+                            tier == CON_TIER_OPERATOR ? "from base.operator" : "from base.worker";
+        } else if (base_value) {
+                v = base_value;
+                *ret_from = "from base";
+        } else {
+                v = fallback;
+                *ret_from = "the built-in default";
+        }
+        if (v && !(*value = strdup(v)))
+                return -ENOMEM;
+        return 0;
+}
+
+static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent *a, AgentNodes *an) {
+        const char *runner_from, *provider_from, *unused;
+        int r;
+
+        /* Mode and schedule. */
+        if (a->mode == CON_MODE_CRON && !a->cron) {
+                _cleanup_free_ char *p = path_child(path, "cron");
+                return p ? fail(c, an->mode, p, "missing; mode cron needs a cron expression such as '0 8 * * 1-5'")
+                         : -ENOMEM;
+        }
+        if (a->mode != CON_MODE_CRON && (an->cron || an->cron_task)) {
+                _cleanup_free_ char *p = path_child(path, an->cron ? "cron" : "cron_task");
+                return p ? fail(c, an->cron ?: an->cron_task, p,
+                                "only allowed with mode cron (this agent's mode is %s)", con_mode_to_string(a->mode))
+                         : -ENOMEM;
+        }
+        if (!a->cron_task && !(a->cron_task = strdup(DEFAULT_CRON_TASK)))
+                return -ENOMEM;
+
+        /* Resolution: agent, base.<tier>, base, built-in. model and base_url have no built-in value. */
+        ConRuntimeSettings *rt = &a->rt;
+        const ConRuntimeSettings *tier = &cfg->tiers[a->tier], *base = &cfg->base;
+        r = resolve(&rt->runner, tier->runner, base->runner, FALLBACK_RUNNER, a->tier, &runner_from);
+        if (r >= 0)
+                r = resolve(&rt->provider, tier->provider, base->provider, FALLBACK_PROVIDER, a->tier,
+                            &provider_from);
+        if (r >= 0)
+                r = resolve(&rt->model, tier->model, base->model, NULL, a->tier, &unused);
+        if (r >= 0)
+                r = resolve(&rt->api_key_env, tier->api_key_env, base->api_key_env, FALLBACK_API_KEY_ENV, a->tier,
+                            &unused);
+        if (r >= 0)
+                r = resolve(&rt->base_url, tier->base_url, base->base_url, NULL, a->tier, &unused);
+        if (r < 0)
+                return r;
+
+        /* Runner and provider must fit together (as the original checks after resolution). */
+        const char *need = NULL;
+        if (streq(rt->runner, "claude") && !streq(rt->provider, "anthropic") && !streq(rt->provider, "claude_code"))
+                need = "runner claude needs provider anthropic or claude_code";
+        else if (streq(rt->runner, "codex") && !streq(rt->provider, "openai"))
+                need = "runner codex needs provider openai";
+        else if (streq(rt->runner, "picoclaw") && streq(rt->provider, "claude_code"))
+                need = "runner picoclaw cannot use provider claude_code (it is for runner claude)";
+        if (need) {
+                _cleanup_free_ char *p = path_child(path, "provider");
+                return p ? fail(c, an->provider ?: an->runner ?: an->entry, p,
+                                "%s; here the runner is %s (%s) and the provider is %s (%s)", need, rt->runner,
+                                runner_from, rt->provider, provider_from)
+                         : -ENOMEM;
+        }
+
+        /* command belongs to the exec runner; cli_args (deprecated) to claude and codex. */
+        bool exec = streq(rt->runner, "exec");
+        bool cli_runner = streq(rt->runner, "claude") || streq(rt->runner, "codex");
+        if (an->cli_args && !cli_runner) {
+                _cleanup_free_ char *p = path_child(path, "cli_args");
+                return p ? fail(c, an->cli_args, p,
+                                "only allowed with runner claude or codex (this agent's runner is %s, %s); "
+                                "for the exec runner use command", rt->runner, runner_from)
+                         : -ENOMEM;
+        }
+        if (an->cli_args && an->command) {
+                _cleanup_free_ char *p = path_child(path, "cli_args");
+                return p ? fail(c, an->cli_args, p, "cli_args (deprecated) and command are both given; keep one")
+                         : -ENOMEM;
+        }
+        if (exec && !a->command) {
+                _cleanup_free_ char *p = path_child(path, "command");
+                return p ? fail(c, an->command ?: an->runner ?: an->entry, p,
+                                "missing; runner exec needs the program to run, e.g. [/usr/local/bin/tool, --flag]")
+                         : -ENOMEM;
+        }
+        if (!exec && an->command && a->command) {
+                _cleanup_free_ char *p = path_child(path, "command");
+                return p ? fail(c, an->command, p, "only allowed with runner exec (this agent's runner is %s, %s)",
+                                rt->runner, runner_from)
+                         : -ENOMEM;
+        }
+        if (an->cli_args) {
+                /* [runner, cli_args...], stored as given: no PATH lookup here. */
+                size_t n = strv_length(an->cli_args_v);
+                _cleanup_strv_free_ char **cmd = calloc(n + 2, sizeof(char *));
+                if (!cmd || !(cmd[0] = strdup(rt->runner)))
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++)
+                        if (!(cmd[i + 1] = strdup(an->cli_args_v[i])))
+                                return -ENOMEM;
+                strv_free(a->command);
+                a->command = TAKE_PTR(cmd);
+        }
+        return 0;
+}
+
+static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNodes **ret_nodes) {
+        yaml_node_t *item;
+        int r;
+
+        if (!seq || con_yaml_node_is_null(seq) || (seq->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(seq) == 0))
+                return fail(c, seq, "agents", "the list is empty; at least one agent is required");
+        if (seq->type != YAML_SEQUENCE_NODE)
+                return fail(c, seq, "agents", "expected a list of agents (- name: ...), got %s",
+                            con_yaml_node_kind_to_string(seq));
+
+        size_t n = con_yaml_sequence_length(seq);
+        cfg->agents = calloc(n, sizeof(ConAgent));
+        *ret_nodes = calloc(n, sizeof(AgentNodes));
+        if (!cfg->agents || !*ret_nodes)
+                return -ENOMEM;
+
+        CON_YAML_SEQUENCE_FOREACH(c->doc, seq, item) {
+                size_t i = cfg->n_agents;
+                _cleanup_free_ char *path = path_index("agents", i);
+                if (!path)
+                        return -ENOMEM;
+
+                r = parse_agent(c, item, path, &cfg->agents[i], &(*ret_nodes)[i]);
+                cfg->n_agents++; /* count it even on failure so it gets freed */
+                if (r < 0)
+                        return r;
+
+                for (size_t j = 0; j < i; j++)
+                        if (streq(cfg->agents[j].name, cfg->agents[i].name)) {
+                                _cleanup_free_ char *npath = path_child(path, "name");
+                                if (!npath)
+                                        return -ENOMEM;
+                                return fail(c, (*ret_nodes)[i].name, npath,
+                                            "'%s' is already used by agents[%zu] (line %u); agent names must be unique",
+                                            cfg->agents[i].name, j, cfg->agents[j].line);
+                        }
+        }
+        return 0;
+}
+
+static void agent_nodes_free(AgentNodes *an, size_t n) {
+        if (!an)
+                return;
+        for (size_t i = 0; i < n; i++)
+                strv_free(an[i].cli_args_v);
+        free(an);
+}
+
+ConConfig *con_config_free(ConConfig *c) {
+        if (!c)
+                return NULL;
+        free(c->path);
+        free(c->system_name);
+        free(c->submitters_group);
+        runtime_done(&c->base);
+        for (size_t i = 0; i < _CON_TIER_MAX; i++)
+                runtime_done(&c->tiers[i]);
+        for (size_t i = 0; i < c->n_agents; i++)
+                agent_done(&c->agents[i]);
+        free(c->agents);
+        free(c);
+        return NULL;
+}
+
+static int parse_document(Ctx *c, ConConfig *cfg) {
+        ConRuntimeSettings legacy[_CON_TIER_MAX] = {};
+        AgentNodes *nodes = NULL;
+        yaml_node_t *k, *v, *agents = NULL;
+        int r;
+
+        yaml_node_t *root = yaml_document_get_root_node(c->doc);
+        if (!root || root->type != YAML_MAPPING_NODE)
+                return fail(c, root, NULL,
+                            "expected a mapping with system:, base:, contracts: and agents: at the top level, got %s",
+                            con_yaml_node_kind_to_string(root));
+        r = check_mapping(c, root, NULL);
+        if (r < 0)
+                return r;
+
+        CON_YAML_MAPPING_FOREACH(c->doc, root, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *path = path_key(NULL, k);
+                if (!path)
+                        return -ENOMEM;
+
+                if (streq(key, "system"))
+                        r = parse_system(c, v, cfg);
+                else if (streq(key, "base"))
+                        r = parse_runtime_mapping(c, v, "base", &cfg->base, cfg->tiers);
+                else if (streq(key, "defaults"))
+                        r = parse_runtime_mapping(c, v, "defaults", NULL, legacy);
+                else if (streq(key, "contracts"))
+                        r = parse_contracts(c, v, cfg);
+                else if (streq(key, "agents")) {
+                        agents = v;
+                        r = 0;
+                } else
+                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts and agents");
+                if (r < 0)
+                        break;
+        }
+
+        /* Legacy defaults.<tier> fills base.<tier> only where that tier says nothing, as the original does. */
+        for (size_t t = 0; t < _CON_TIER_MAX; t++) {
+                if (r >= 0 && runtime_empty(&cfg->tiers[t])) {
+                        cfg->tiers[t] = legacy[t];
+                        legacy[t] = (ConRuntimeSettings) {};
+                }
+                runtime_done(&legacy[t]);
+        }
+        if (r < 0)
+                return r;
+
+        if (!agents)
+                return fail(c, root, "agents", "missing; at least one agent is required");
+
+        r = parse_agents(c, agents, cfg, &nodes);
+        for (size_t i = 0; r >= 0 && i < cfg->n_agents; i++) {
+                _cleanup_free_ char *path = path_index("agents", i);
+                r = path ? finish_agent(c, cfg, path, &cfg->agents[i], &nodes[i]) : -ENOMEM;
+        }
+        agent_nodes_free(nodes, cfg->n_agents);
+        return r;
+}
+
+int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
+                     ConConfigError *reterr) {
+        _cleanup_(con_yaml_document_freep) yaml_document_t *doc = NULL;
+        _cleanup_(con_config_freep) ConConfig *cfg = NULL;
+        ConYamlProblem problem = {};
+        int r;
+
+        if (reterr)
+                con_config_error_done(reterr);
+
+        r = con_yaml_load(text, len, &doc, &problem);
+        if (r == -ENODATA) {
+                con_yaml_problem_done(&problem);
+                return set_error(reterr, filename, 0, 0, NULL,
+                                 strdup("the file is empty (or only comments); it needs at least an agents: list"));
+        }
+        if (r == -EINVAL) {
+                r = set_error(reterr, filename, problem.line, problem.column, NULL, TAKE_PTR(problem.message));
+                con_yaml_problem_done(&problem);
+                return r;
+        }
+        con_yaml_problem_done(&problem);
+        if (r < 0)
+                return r;
+
+        cfg = calloc(1, sizeof(*cfg));
+        if (!cfg)
+                return -ENOMEM;
+        *cfg = (ConConfig) {
+                .system_name = strdup(DEFAULT_SYSTEM_NAME),
+                .submitters_group = strdup(DEFAULT_SUBMITTERS_GROUP),
+                .task_max_size = DEFAULT_TASK_MAX_SIZE,
+                .contracts = {
+                        .disk_min_free_pct = 15,
+                        .mem_min_free_pct = 10,
+                        .max_load_factor = 2.0,
+                        .max_session_min = 30,
+                        .healthcheck_interval_usec = 60 * USEC_PER_SEC,
+                },
+        };
+        if (!cfg->system_name || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))
+                return -ENOMEM;
+
+        Ctx c = { .doc = doc, .file = filename, .err = reterr };
+        r = parse_document(&c, cfg);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(cfg);
+        return 0;
+}
+
+int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        size_t len = 0;
+
+        if (reterr)
+                con_config_error_done(reterr);
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                int r = negative_errno();
+                char *m = NULL;
+                if (asprintf(&m, "cannot open the file: %s", strerror(-r)) < 0)
+                        return -ENOMEM;
+                return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
+        }
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return set_error(reterr, path, 0, 0, NULL, strdup("not a regular file")) == -ENOMEM ? -ENOMEM
+                                                                                                     : -EINVAL;
+        if ((uint64_t) st.st_size > CONFIG_FILE_MAX)
+                return set_error(reterr, path, 0, 0, NULL, strdup("the file is larger than 16 MiB")) == -ENOMEM
+                               ? -ENOMEM : -EFBIG;
+
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        /* Read to the end even if the file grew, up to the limit. */
+        for (;;) {
+                if (len >= (size_t) st.st_size + 1)
+                        break;
+                ssize_t n = read(fd, buf + len, (size_t) st.st_size + 1 - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = negative_errno();
+                        char *m = NULL;
+                        if (asprintf(&m, "cannot read the file: %s", strerror(-r)) < 0)
+                                return -ENOMEM;
+                        return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+        }
+        if (len > (size_t) st.st_size)
+                return set_error(reterr, path, 0, 0, NULL, strdup("the file changed while it was read")) == -ENOMEM
+                               ? -ENOMEM : -EAGAIN;
+
+        return con_config_parse(buf, len, path, ret, reterr);
+}
+
+const ConAgent *con_config_find_agent(const ConConfig *c, const char *name) {
+        if (!c || !name)
+                return NULL;
+        for (size_t i = 0; i < c->n_agents; i++)
+                if (streq(c->agents[i].name, name))
+                        return &c->agents[i];
+        return NULL;
+}

@@ -46,8 +46,10 @@ typedef struct ConAgent {
         char **roles;           /* identifiers (con_identifier_valid) */
         char **groups;
         char **scopes;
-        ConRuntimeSettings rt;  /* effective (resolved) values, never NULL after parsing */
-        char **command;         /* exec runner argv (absolute path first), NULL otherwise */
+        ConRuntimeSettings rt;  /* effective (resolved) values; runner, provider, api_key_env are never
+                                 * NULL after parsing, model and base_url are NULL when unset */
+        char **command;         /* exec runner argv (absolute path first); [runner, cli_args...] for the
+                                 * deprecated cli_args of claude/codex; NULL otherwise */
         uint64_t exec_timeout_usec; /* exec runner wall clock, default 300 s */
         unsigned max_sessions;  /* default 1 */
         uint64_t idle_exit_usec;/* on-demand agents exit after this idle time, default 30 s */
@@ -105,7 +107,8 @@ ConTier con_tier_from_string(const char *s);
 const char *con_mode_to_string(ConMode m);
 ConMode con_mode_from_string(const char *s);   /* accepts "continuous" */
 
-/* Duration and size parsing used by the config and the contract files:
- * "90", "90s", "5m", "1h", "250ms", "1h30m"; sizes "1048576", "512K", "1M", "1MiB". */
+/* Duration and size parsing used by the config and the contract files (docs/CONFIG.md):
+ * "90" (seconds), "90s", "5m", "1h", "2d", "250ms", "1h30m"; sizes "1048576", "100B", "512K",
+ * "1M", "1MiB", "1G", "1T" (powers of 1024). -EINVAL for junk, -ERANGE on overflow. */
 int con_parse_duration(const char *s, uint64_t *ret_usec);
 int con_parse_size(const char *s, uint64_t *ret_bytes);

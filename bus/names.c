@@ -43,9 +43,9 @@ const char *con_name_problem_to_string(ConNameProblem p) {
         case CON_NAME_OK:
                 return "valid";
         case CON_NAME_EMPTY:
-                return "the name is empty; use 1 to 31 characters from a-z, 0-9 and '-'";
+                return "the name is empty; use 1 to 29 characters from a-z, 0-9 and '-'";
         case CON_NAME_TOO_LONG:
-                return "the name is longer than 31 characters";
+                return "the name is longer than 29 characters (the Linux user a-<name> may have at most 31)";
         case CON_NAME_BAD_FIRST_CHAR:
                 return "the name must start with a lower-case letter a-z";
         case CON_NAME_BAD_CHAR:

@@ -5,10 +5,12 @@
 #include <stddef.h>
 
 /* Agent names and everything derived from them: Linux user, bus name, object paths.
- * An agent name is ^[a-z][a-z0-9-]{0,30}$, without a trailing hyphen or two hyphens in a
- * row (both would make two names map to one bus name), and not a reserved name. */
+ * An agent name is ^[a-z][a-z0-9-]{0,28}$, without a trailing hyphen or two hyphens in a
+ * row (both would make two names map to one bus name), and not a reserved name.
+ * The cap is 29, not 31: the user is "a-<name>" and systemd (User=) and utmp refuse user
+ * names longer than 31 characters. */
 
-#define CON_AGENT_NAME_MAX 31
+#define CON_AGENT_NAME_MAX 29
 #define CON_BUS_PREFIX "org.conspiracy."
 #define CON_AGENT_PATH "/org/conspiracy/Agent"
 #define CON_AGENT_INTERFACE "org.conspiracy.Agent1"

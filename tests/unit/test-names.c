@@ -8,13 +8,13 @@ static void test_valid(void) {
         g_assert_true(con_agent_name_valid("code-reviewer"));
         g_assert_true(con_agent_name_valid("a"));
         g_assert_true(con_agent_name_valid("a1-b2"));
-        g_assert_true(con_agent_name_valid("abcdefghijklmnopqrstuvwxyz01234")); /* 31 */
+        g_assert_true(con_agent_name_valid("abcdefghijklmnopqrstuvwxyz012")); /* 29 */
 }
 
 static void test_invalid(void) {
         g_assert_cmpint(con_agent_name_check(""), ==, CON_NAME_EMPTY);
         g_assert_cmpint(con_agent_name_check(NULL), ==, CON_NAME_EMPTY);
-        g_assert_cmpint(con_agent_name_check("abcdefghijklmnopqrstuvwxyz012345"), ==, CON_NAME_TOO_LONG);
+        g_assert_cmpint(con_agent_name_check("abcdefghijklmnopqrstuvwxyz0123"), ==, CON_NAME_TOO_LONG);
         g_assert_cmpint(con_agent_name_check("1abc"), ==, CON_NAME_BAD_FIRST_CHAR);
         g_assert_cmpint(con_agent_name_check("-abc"), ==, CON_NAME_BAD_FIRST_CHAR);
         g_assert_cmpint(con_agent_name_check("Abc"), ==, CON_NAME_BAD_FIRST_CHAR);
