@@ -1,2 +1,271 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "macro.h"
 #include "spool.h"
+#include "task.h"
+
+/* A plain name inside the directory: not empty, no '/', not "." or "..". */
+static bool plain_name(const char *name) {
+        return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") &&
+               strlen(name) <= NAME_MAX;
+}
+
+static int write_all(int fd, const void *data, size_t len) {
+        const char *p = data;
+
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+static int fsync_retry(int fd) {
+        /* fsync(2) is not restarted after a signal on every file system. */
+        for (;;) {
+                if (fsync(fd) >= 0)
+                        return 0;
+                if (errno != EINTR)
+                        return negative_errno();
+        }
+}
+
+/* ".NAME.XXXXXX": a dot-file, which con_spool_name_is_candidate() and the watchers ignore.
+ * NAME is shortened when the whole would not fit in NAME_MAX. */
+static int tmp_create(int dirfd, const char *name, char ret_tmp[NAME_MAX + 1], int *ret_fd) {
+        static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        size_t n = strlen(name);
+
+        if (n > NAME_MAX - 8)
+                n = NAME_MAX - 8;
+
+        for (unsigned attempt = 0; attempt < 100; attempt++) {
+                uint8_t rnd[6];
+                char suffix[7];
+                int fd;
+
+                if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t) sizeof(rnd)) {
+                        uint64_t x = (uint64_t) getpid() * 0x9e3779b97f4a7c15ull + attempt + (uintptr_t) ret_tmp;
+                        memcpy(rnd, &x, sizeof(rnd));
+                }
+                for (unsigned i = 0; i < 6; i++)
+                        suffix[i] = chars[rnd[i] % (sizeof(chars) - 1)];
+                suffix[6] = '\0';
+                snprintf(ret_tmp, NAME_MAX + 1, ".%.*s.%s", (int) n, name, suffix);
+
+                fd = openat(dirfd, ret_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                if (fd >= 0) {
+                        *ret_fd = fd;
+                        return 0;
+                }
+                if (errno != EEXIST)
+                        return negative_errno();
+        }
+        return -EEXIST;
+}
+
+int con_spool_write(int dirfd, const char *name, const void *data, size_t len, const ConSpoolWrite *opts) {
+        static const ConSpoolWrite defaults = {
+                .mode = 0644,
+                .uid = (uid_t) -1,
+                .gid = (gid_t) -1,
+                .sync = true,
+        };
+        _cleanup_close_ int fd = -EBADF;
+        char tmp[NAME_MAX + 1];
+        int r;
+
+        if (dirfd < 0 && dirfd != AT_FDCWD)
+                return -EBADF;
+        if (!plain_name(name) || (!data && len > 0))
+                return -EINVAL;
+        if (!opts)
+                opts = &defaults;
+
+        r = tmp_create(dirfd, name, tmp, &fd);
+        if (r < 0)
+                return r;
+
+        r = write_all(fd, data, len);
+        if (r >= 0 && (opts->uid != (uid_t) -1 || opts->gid != (gid_t) -1) && fchown(fd, opts->uid, opts->gid) < 0)
+                r = negative_errno();
+        /* after fchown, which may clear set-id bits */
+        if (r >= 0 && fchmod(fd, opts->mode & 07777) < 0)
+                r = negative_errno();
+        if (r >= 0 && opts->sync)
+                r = fsync_retry(fd);
+        if (r >= 0 && renameat2(dirfd, tmp, dirfd, name, opts->noreplace ? RENAME_NOREPLACE : 0) < 0)
+                r = negative_errno();
+        if (r < 0) {
+                (void) unlinkat(dirfd, tmp, 0);
+                return r;
+        }
+        if (opts->sync)
+                return con_spool_sync_dir(dirfd);
+        return 0;
+}
+
+int con_spool_sync_dir(int dirfd) {
+        if (dirfd < 0 && dirfd != AT_FDCWD)
+                return -EBADF;
+        if (dirfd == AT_FDCWD) {
+                _cleanup_close_ int fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return negative_errno();
+                return fsync_retry(fd);
+        }
+        return fsync_retry(dirfd);
+}
+
+int con_spool_claim(int from_dirfd, const char *from, int to_dirfd, const char *to) {
+        if (!plain_name(from) || !plain_name(to))
+                return -EINVAL;
+        if (renameat2(from_dirfd, from, to_dirfd, to, RENAME_NOREPLACE) < 0)
+                return negative_errno();
+        return 0;
+}
+
+int con_spool_open_untrusted(int dirfd, const char *name, size_t max_size, int *ret_fd, struct stat *ret_st) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        if (!plain_name(name))
+                return -EINVAL;
+        if (max_size == 0)
+                max_size = CON_TASK_DEFAULT_MAX_SIZE;
+
+        /* O_NONBLOCK: a FIFO must not block us until a writer shows up. */
+        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        /* A hard link would let a sender pass off someone else's file as its own task. */
+        if (st.st_nlink != 1)
+                return -EMLINK;
+        if (st.st_size < 0 || (uint64_t) st.st_size > max_size)
+                return -EFBIG;
+
+        if (ret_st)
+                *ret_st = st;
+        if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int con_spool_read_untrusted(int dirfd, const char *name, size_t max_size, char **ret_buf, size_t *ret_len,
+                             struct stat *ret_st) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        size_t len = 0, cap;
+        int r;
+
+        if (max_size == 0)
+                max_size = CON_TASK_DEFAULT_MAX_SIZE;
+
+        r = con_spool_open_untrusted(dirfd, name, max_size, &fd, &st);
+        if (r < 0)
+                return r;
+
+        /* The file may still grow after fstat: read at most max_size + 1 bytes to notice. */
+        cap = (size_t) st.st_size + 1;
+        buf = malloc(cap + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n;
+
+                if (len == cap) {
+                        if (cap > max_size)
+                                return -EFBIG;
+                        size_t ncap = cap * 2 < max_size + 1 ? cap * 2 : max_size + 1;
+                        char *nbuf = realloc(buf, ncap + 1);
+                        if (!nbuf)
+                                return -ENOMEM;
+                        buf = nbuf;
+                        cap = ncap;
+                }
+                n = read(fd, buf + len, cap - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+        }
+        if (len > max_size)
+                return -EFBIG;
+        buf[len] = '\0';
+
+        if (ret_st)
+                *ret_st = st;
+        if (ret_len)
+                *ret_len = len;
+        if (ret_buf)
+                *ret_buf = TAKE_PTR(buf);
+        return 0;
+}
+
+bool con_spool_name_is_candidate(const char *name, const char *suffix) {
+        if (!plain_name(name))
+                return false;
+        if (name[0] == '.')             /* dot-files, our ".NAME.XXXXXX" temp files, ".#" locks */
+                return false;
+        if (endswith(name, ".tmp") || endswith(name, "~"))
+                return false;
+        if (!isempty(suffix)) {
+                const char *e = endswith(name, suffix);
+                if (!e || e == name)    /* "NAME.task" with a non-empty NAME */
+                        return false;
+        }
+        return true;
+}
+
+const char *con_spool_reject_reason(int err) {
+        switch (err < 0 ? -err : err) {
+        case ELOOP:
+                return "symbolic link";
+        case EBADFD:
+                return "not a regular file";
+        case EMLINK:
+                return "hard link (link count above 1)";
+        case EFBIG:
+                return "larger than the size cap";
+        case ENXIO:
+                return "not a regular file (socket or device without reader)";
+        case EACCES:
+        case EPERM:
+                return "permission denied";
+        case ENOENT:
+                return "file disappeared";
+        case EINVAL:
+                return "invalid file name";
+        case 0:
+                return "accepted";
+        default:
+                return "cannot be opened";
+        }
+}

@@ -1,2 +1,634 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "macro.h"
+#include "names.h"
 #include "task.h"
+
+#define ALLOWED_KEYS "priority, reply-to, deadline"
+
+void con_task_error_done(ConTaskError *e) {
+        if (!e)
+                return;
+        free(e->message);
+        *e = (ConTaskError) {};
+}
+
+ConTask *con_task_free(ConTask *t) {
+        if (!t)
+                return NULL;
+        free(t->meta.reply_to);
+        free(t->text);
+        free(t);
+        return NULL;
+}
+
+ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset) {
+        const unsigned char *p = (const unsigned char *) buf;
+        size_t i = 0;
+
+        while (i < len) {
+                unsigned char c = p[i];
+                size_t n;
+                uint32_t cp, min;
+
+                if (c == 0) {
+                        if (ret_offset)
+                                *ret_offset = i;
+                        return CON_TASK_NUL_BYTE;
+                }
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if ((c & 0xe0) == 0xc0) {
+                        n = 2, cp = c & 0x1f, min = 0x80;
+                } else if ((c & 0xf0) == 0xe0) {
+                        n = 3, cp = c & 0x0f, min = 0x800;
+                } else if ((c & 0xf8) == 0xf0) {
+                        n = 4, cp = c & 0x07, min = 0x10000;
+                } else
+                        goto bad; /* continuation byte without a lead, or 0xf8..0xff */
+
+                if (len - i < n)
+                        goto bad; /* truncated sequence at the end */
+                for (size_t k = 1; k < n; k++) {
+                        if ((p[i + k] & 0xc0) != 0x80)
+                                goto bad;
+                        cp = (cp << 6) | (p[i + k] & 0x3f);
+                }
+                if (cp < min ||                         /* overlong */
+                    (cp >= 0xd800 && cp <= 0xdfff) ||   /* UTF-16 surrogate */
+                    cp > 0x10ffff)
+                        goto bad;
+                i += n;
+        }
+        if (ret_offset)
+                *ret_offset = len;
+        return CON_TASK_OK;
+
+bad:
+        if (ret_offset)
+                *ret_offset = i;
+        return CON_TASK_BAD_UTF8;
+}
+
+_printf_(5, 6)
+static int task_fail(ConTaskError *e, ConTaskProblem problem, size_t offset, unsigned line, const char *fmt, ...) {
+        va_list ap;
+        char *m = NULL;
+
+        if (!e)
+                return problem == CON_TASK_TOO_LARGE ? -EFBIG : -EBADMSG;
+
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                return -ENOMEM;
+
+        free(e->message);
+        *e = (ConTaskError) {
+                .problem = problem,
+                .offset = offset,
+                .line = line,
+                .message = m,
+        };
+        return problem == CON_TASK_TOO_LARGE ? -EFBIG : -EBADMSG;
+}
+
+/* A short printable rendering of a value from the file, for messages: at most 40 bytes, cut at a
+ * character boundary, control characters shown as '?'. The input is already valid UTF-8. */
+static void quote_value(const char *s, size_t len, char ret[64]) {
+        size_t o = 0;
+
+        for (size_t i = 0; i < len;) {
+                unsigned char c = (unsigned char) s[i];
+                size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
+
+                if (n > len - i)
+                        n = len - i;
+
+                if (o + n > 40) {
+                        memcpy(ret + o, "...", 3);
+                        o += 3;
+                        break;
+                }
+                if (c < 0x20 || c == 0x7f)
+                        ret[o++] = '?';
+                else {
+                        memcpy(ret + o, s + i, n);
+                        o += n;
+                }
+                i += n;
+        }
+        ret[o] = '\0';
+}
+
+/* A line is "---" followed by "\n", "\r\n" or the end of the buffer. Returns the length of the
+ * line including its terminator, or 0 when it is not a delimiter. */
+static size_t delimiter_line(const char *p, size_t len) {
+        if (len < 3 || memcmp(p, "---", 3) != 0)
+                return 0;
+        if (len == 3)
+                return 3;
+        if (p[3] == '\n')
+                return 4;
+        if (p[3] == '\r' && (len == 4 || p[4] == '\n'))
+                return len == 4 ? 4 : 5;
+        return 0;
+}
+
+static bool leap_year(unsigned y) {
+        return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned days_in_month(unsigned y, unsigned m) {
+        static const unsigned d[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        return m == 2 && leap_year(y) ? 29 : d[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (civil-from-days inverse). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+        y -= m <= 2;
+        int64_t era = (y >= 0 ? y : y - 399) / 400;
+        int64_t yoe = y - era * 400;
+        int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        return era * 146097 + doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *ret) {
+        unsigned v = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+                v = v * 10 + (unsigned) (s[i] - '0');
+        }
+        *ret = v;
+        return true;
+}
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM). 'T' and 'Z' may be lower
+ * case (RFC 3339 section 5.6). Fractions beyond microseconds are truncated. Years 1970..9999. */
+static int parse_rfc3339(const char *s, size_t len, uint64_t *ret) {
+        unsigned Y, M, D, h, m, sec, oh = 0, om = 0;
+        uint64_t usec = 0;
+        size_t i;
+        int sign = 0;
+
+        if (len < 20 || !digits(s, 4, &Y) || s[4] != '-' || !digits(s + 5, 2, &M) || s[7] != '-' ||
+            !digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) ||
+            s[13] != ':' || !digits(s + 14, 2, &m) || s[16] != ':' || !digits(s + 17, 2, &sec))
+                return -EINVAL;
+        i = 19;
+        if (s[i] == '.') {
+                unsigned nd = 0;
+                i++;
+                while (i < len && s[i] >= '0' && s[i] <= '9') {
+                        if (nd < 6)
+                                usec = usec * 10 + (uint64_t) (s[i] - '0');
+                        nd++;
+                        i++;
+                }
+                if (nd == 0)
+                        return -EINVAL;
+                for (; nd < 6; nd++)
+                        usec *= 10;
+        }
+        if (i < len && (s[i] == 'Z' || s[i] == 'z') && i + 1 == len)
+                sign = 0;
+        else if (i < len && (s[i] == '+' || s[i] == '-') && len - i == 6 && digits(s + i + 1, 2, &oh) &&
+                 s[i + 3] == ':' && digits(s + i + 4, 2, &om))
+                sign = s[i] == '+' ? 1 : -1;
+        else
+                return -EINVAL;
+
+        if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > days_in_month(Y, M) || h > 23 || m > 59 ||
+            sec > 60 || oh > 23 || om > 59)
+                return -EINVAL;
+
+        /* A leap second (:60) counts as the first second of the next minute. */
+        int64_t t = days_from_civil(Y, M, D) * 86400 + h * 3600 + m * 60 + sec;
+        t -= sign * (int64_t) (oh * 3600 + om * 60);
+        if (t <= 0)
+                return -EINVAL;
+        *ret = (uint64_t) t * USEC_PER_SEC + usec;
+        return 0;
+}
+
+typedef struct FrontMatter {
+        const char *text;       /* the YAML between the delimiters */
+        size_t len;
+        size_t offset;          /* offset of text in the file */
+        unsigned first_line;    /* file line of text's first line */
+} FrontMatter;
+
+static unsigned fm_line(const FrontMatter *fm, const yaml_mark_t *mark) {
+        return fm->first_line + (unsigned) mark->line;
+}
+
+static size_t fm_offset(const FrontMatter *fm, const yaml_mark_t *mark) {
+        return fm->offset + (mark->index <= fm->len ? mark->index : fm->len);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(yaml_parser_t *, yaml_parser_delete);
+
+static void yaml_event_deletep(yaml_event_t *e) {
+        yaml_event_delete(e);
+}
+
+/* Next event; YAML syntax errors are turned into a task error. */
+static int fm_next(yaml_parser_t *p, const FrontMatter *fm, yaml_event_t *ev, ConTaskError *e) {
+        if (yaml_parser_parse(p, ev))
+                return 0;
+        if (p->error == YAML_MEMORY_ERROR)
+                return -ENOMEM;
+        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &p->problem_mark), fm_line(fm, &p->problem_mark),
+                         "front matter is not valid YAML: %s", p->problem ?: "syntax error");
+}
+
+static int fm_apply(const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t *key, const yaml_event_t *val,
+                    unsigned *seen, ConTaskError *e) {
+        const char *k = (const char *) key->data.scalar.value;
+        const char *v = (const char *) val->data.scalar.value;
+        size_t vlen = val->data.scalar.length;
+        unsigned kline = fm_line(fm, &key->start_mark), vline = fm_line(fm, &val->start_mark);
+        size_t koff = fm_offset(fm, &key->start_mark), voff = fm_offset(fm, &val->start_mark);
+        char q[64];
+        unsigned bit;
+
+        /* A double-quoted YAML key may contain "\0": compare whole keys, not C strings. */
+        if (strlen(k) != key->data.scalar.length)
+                bit = 0;
+        else if (streq(k, "priority"))
+                bit = 1;
+        else if (streq(k, "reply-to") || streq(k, "reply_to"))
+                bit = 2;
+        else if (streq(k, "deadline"))
+                bit = 4;
+        else
+                bit = 0;
+        if (bit == 0) {
+                quote_value(k, key->data.scalar.length, q);
+                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, koff, kline,
+                                 "unknown front-matter key '%s'; allowed keys: " ALLOWED_KEYS, q);
+        }
+        if (*seen & bit) {
+                quote_value(k, key->data.scalar.length, q);
+                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, koff, kline,
+                                 bit == 2 ? "duplicate front-matter key '%s' (reply-to and reply_to are the same key)"
+                                          : "duplicate front-matter key '%s'",
+                                 q);
+        }
+        *seen |= bit;
+
+        quote_value(v, vlen, q);
+        switch (bit) {
+        case 1:
+                if (vlen != 1 || v[0] < '0' || v[0] > '0' + CON_TASK_PRIORITY_MAX)
+                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
+                                         "priority must be an integer from 0 to %d (higher runs first), got '%s'",
+                                         CON_TASK_PRIORITY_MAX, q);
+                meta->priority = v[0] - '0';
+                return 0;
+        case 2: {
+                ConNameProblem np = strlen(v) == vlen ? con_agent_name_check(v) : CON_NAME_BAD_CHAR;
+                if (np != CON_NAME_OK)
+                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
+                                         "%s '%s' is not a valid agent name: %s", k, q, con_name_problem_to_string(np));
+                free(meta->reply_to);
+                meta->reply_to = strdup(v);
+                return meta->reply_to ? 0 : -ENOMEM;
+        }
+        default:
+                if (parse_rfc3339(v, vlen, &meta->deadline_usec) < 0)
+                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
+                                         "deadline must be an RFC 3339 timestamp such as "
+                                         "2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00, got '%s'",
+                                         q);
+                return 0;
+        }
+}
+
+static int fm_not_flat(const FrontMatter *fm, const yaml_event_t *ev, ConTaskError *e) {
+        unsigned line = fm_line(fm, &ev->start_mark);
+        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &ev->start_mark), line,
+                         "front matter must be a flat list of 'key: value' lines "
+                         "(no lists, nested maps or aliases)");
+}
+
+static int fm_pair(yaml_parser_t *parser, const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t *key,
+                   unsigned *seen, ConTaskError *e) {
+        _cleanup_(yaml_event_deletep) yaml_event_t val = {};
+        int r;
+
+        r = fm_next(parser, fm, &val, e);
+        if (r < 0)
+                return r;
+        if (val.type != YAML_SCALAR_EVENT)
+                return fm_not_flat(fm, &val, e);
+        return fm_apply(fm, meta, key, &val, seen, e);
+}
+
+static int fm_parse(const FrontMatter *fm, ConTaskMeta *meta, ConTaskError *e) {
+        _cleanup_(yaml_parser_deletep) yaml_parser_t *pp = NULL;
+        yaml_parser_t parser;
+        unsigned seen = 0;
+        int r;
+
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        pp = &parser;
+        yaml_parser_set_input_string(&parser, (const unsigned char *) fm->text, fm->len);
+        yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+
+        /* stream-start, then document-start or (empty front matter) stream-end */
+        for (unsigned state = 0;;) {
+                _cleanup_(yaml_event_deletep) yaml_event_t ev = {};
+
+                r = fm_next(&parser, fm, &ev, e);
+                if (r < 0)
+                        return r;
+
+                switch (ev.type) {
+                case YAML_STREAM_START_EVENT:
+                        continue;
+                case YAML_DOCUMENT_START_EVENT:
+                        if (state != 0)
+                                return fm_not_flat(fm, &ev, e);
+                        continue;
+                case YAML_STREAM_END_EVENT:
+                        return 0;
+                case YAML_DOCUMENT_END_EVENT:
+                        /* one document only; a further one would be a second mapping */
+                        if (state != 2)
+                                return fm_not_flat(fm, &ev, e);
+                        state = 3;
+                        continue;
+                case YAML_MAPPING_START_EVENT:
+                        if (state != 0)
+                                return fm_not_flat(fm, &ev, e);
+                        state = 1;
+                        break;
+                case YAML_MAPPING_END_EVENT:
+                        state = 2;
+                        continue;
+                case YAML_SCALAR_EVENT:
+                        if (state != 1) {
+                                unsigned line = fm_line(fm, &ev.start_mark);
+                                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &ev.start_mark), line,
+                                                 "front matter must be 'key: value' lines; allowed keys: "
+                                                 ALLOWED_KEYS);
+                        }
+                        break;
+                default:
+                        return fm_not_flat(fm, &ev, e);
+                }
+
+                if (ev.type == YAML_MAPPING_START_EVENT)
+                        continue;
+
+                /* ev is a key in the mapping; its value must be a scalar */
+                r = fm_pair(&parser, fm, meta, &ev, &seen, e);
+                if (r < 0)
+                        return r;
+        }
+}
+
+static bool is_blank(const char *s, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (!strchr(" \t\r\n\v\f", s[i]))
+                        return false;
+        return true;
+}
+
+int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConTaskError *reterr) {
+        _cleanup_(con_task_freep) ConTask *t = NULL;
+        ConTaskProblem p;
+        size_t off, body = 0;
+        int r;
+
+        if (!buf && len > 0)
+                return -EINVAL;
+        if (reterr)
+                *reterr = (ConTaskError) {};
+        if (max_size == 0)
+                max_size = CON_TASK_DEFAULT_MAX_SIZE;
+
+        if (len > max_size)
+                return task_fail(reterr, CON_TASK_TOO_LARGE, max_size, 0,
+                                 "task is %zu bytes; task files may be at most %zu bytes", len, max_size);
+
+        p = con_utf8_check(buf, len, &off);
+        if (p == CON_TASK_NUL_BYTE)
+                return task_fail(reterr, p, off, 0, "NUL byte at offset %zu; task files must be text", off);
+        if (p == CON_TASK_BAD_UTF8)
+                return task_fail(reterr, p, off, 0, "invalid UTF-8 at byte %zu; task files must be UTF-8 text", off);
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->meta.priority = CON_TASK_PRIORITY_DEFAULT;
+
+        size_t d = delimiter_line(buf, len);
+        if (d > 0) {
+                /* Front matter: look for the closing delimiter line. */
+                size_t pos = d, close = SIZE_MAX;
+
+                while (pos < len) {
+                        size_t cl = delimiter_line(buf + pos, len - pos);
+                        if (cl > 0) {
+                                close = pos;
+                                body = pos + cl;
+                                break;
+                        }
+                        const char *nl = memchr(buf + pos, '\n', len - pos);
+                        if (!nl)
+                                break;
+                        pos = (size_t) (nl - buf) + 1;
+                }
+                if (close == SIZE_MAX)
+                        return task_fail(reterr, CON_TASK_BAD_FRONT_MATTER, 0, 1,
+                                         "front matter starts with '---' but has no closing '---' line");
+
+                FrontMatter fm = {
+                        .text = buf + d,
+                        .len = close - d,
+                        .offset = d,
+                        .first_line = 2,
+                };
+                r = fm_parse(&fm, &t->meta, reterr);
+                if (r < 0)
+                        return r;
+        }
+
+        if (body == len)
+                return task_fail(reterr, CON_TASK_EMPTY, body, 0, "task text is empty");
+        if (is_blank(buf + body, len - body))
+                return task_fail(reterr, CON_TASK_EMPTY, body, 0, "task text is only whitespace");
+
+        t->text_len = len - body;
+        t->text = strndup(buf + body, t->text_len);
+        if (!t->text)
+                return -ENOMEM;
+
+        if (ret)
+                *ret = TAKE_PTR(t);
+        return 0;
+}
+
+static int format_rfc3339(uint64_t usec, char ret[64]) {
+        struct tm tm;
+        time_t s = (time_t) (usec / USEC_PER_SEC);
+        unsigned frac = (unsigned) (usec % USEC_PER_SEC);
+        size_t n;
+
+        if (!gmtime_r(&s, &tm))
+                return -ERANGE;
+        n = strftime(ret, 64, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (n == 0)
+                return -ERANGE;
+        if (frac > 0)
+                snprintf(ret + n, 64 - n, ".%06uZ", frac);
+        else
+                snprintf(ret + n, 64 - n, "Z");
+        return 0;
+}
+
+int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
+        _cleanup_free_ char *out = NULL;
+        size_t out_len = 0;
+        bool fm;
+        FILE *f;
+
+        if (!t || !ret || (!t->text && t->text_len > 0))
+                return -EINVAL;
+        if (t->meta.priority < 0 || t->meta.priority > CON_TASK_PRIORITY_MAX)
+                return -EINVAL;
+        if (t->meta.reply_to && !con_agent_name_valid(t->meta.reply_to))
+                return -EINVAL;
+
+        /* Front matter when the meta differs from the defaults, and also when the text itself
+         * starts with a '---' line: without it the text would be read back as front matter. */
+        fm = t->meta.priority != CON_TASK_PRIORITY_DEFAULT || t->meta.reply_to || t->meta.deadline_usec > 0 ||
+             (t->text && delimiter_line(t->text, t->text_len) > 0);
+
+        f = open_memstream(&out, &out_len);
+        if (!f)
+                return -ENOMEM;
+        if (fm) {
+                fputs("---\n", f);
+                if (t->meta.priority != CON_TASK_PRIORITY_DEFAULT)
+                        fprintf(f, "priority: %d\n", t->meta.priority);
+                if (t->meta.reply_to)
+                        fprintf(f, "reply-to: %s\n", t->meta.reply_to);
+                if (t->meta.deadline_usec > 0) {
+                        char ts[64];
+                        if (format_rfc3339(t->meta.deadline_usec, ts) < 0) {
+                                fclose(f);
+                                return -ERANGE;
+                        }
+                        fprintf(f, "deadline: %s\n", ts);
+                }
+                fputs("---\n", f);
+        }
+        if (t->text_len > 0)
+                fwrite(t->text, 1, t->text_len, f);
+        if (fclose(f) != 0 || !out)
+                return -ENOMEM;
+
+        if (ret_len)
+                *ret_len = out_len;
+        *ret = TAKE_PTR(out);
+        return 0;
+}
+
+bool con_task_id_valid(const char *id) {
+        size_t n;
+
+        if (!id)
+                return false;
+        n = strlen(id);
+        if (n == 0 || n > CON_TASK_ID_MAX)
+                return false;
+        if (!((id[0] >= 'A' && id[0] <= 'Z') || (id[0] >= 'a' && id[0] <= 'z') || (id[0] >= '0' && id[0] <= '9')))
+                return false;
+        for (size_t i = 1; i < n; i++) {
+                char c = id[i];
+                if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return false;
+        }
+        return !strstr(id, "..");
+}
+
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t id_last_usec;
+static uint32_t id_counter;
+
+int con_task_id_new(char **ret) {
+        struct timespec ts;
+        uint64_t now, usec;
+        uint32_t counter, rnd = 0;
+        struct tm tm;
+        time_t s;
+        char buf[32];
+
+        if (!ret)
+                return -EINVAL;
+        if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+                return negative_errno();
+        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+
+        /* Within a process ids strictly increase even when the clock steps back: never go below
+         * the last time used, and order equal times by the counter. Across processes the pid
+         * separates them, and the random part separates pids reused across pid namespaces. */
+        pthread_mutex_lock(&id_lock);
+        usec = now > id_last_usec ? now : id_last_usec;
+        id_last_usec = usec;
+        counter = id_counter++;
+        pthread_mutex_unlock(&id_lock);
+
+        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t) sizeof(rnd))
+                rnd = (uint32_t) (now ^ (now >> 32)) * 2654435761u;
+
+        s = (time_t) (usec / USEC_PER_SEC);
+        if (!gmtime_r(&s, &tm) || strftime(buf, sizeof(buf), "%Y%m%dT%H%M%S", &tm) == 0)
+                return -ERANGE;
+        if (asprintf(ret, "%s.%06" PRIu64 "Z-%06x-%08" PRIx32 "-%08" PRIx32, buf, usec % USEC_PER_SEC,
+                     (unsigned) getpid(), counter, rnd) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int con_task_id_from_filename(const char *filename, char **ret) {
+        const char *e;
+        char *id;
+
+        if (!filename || !ret)
+                return -EINVAL;
+        e = endswith(filename, ".task");
+        if (!e)
+                return -EINVAL;
+        id = strndup(filename, (size_t) (e - filename));
+        if (!id)
+                return -ENOMEM;
+        if (!con_task_id_valid(id)) {
+                free(id);
+                return -EINVAL;
+        }
+        *ret = id;
+        return 0;
+}
