@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Small file helpers for code that writes system state as root: nothing here follows a
+ * symbolic link. Paths are absolute; every component is opened with O_NOFOLLOW, so a symlink
+ * anywhere on the way gives -ELOOP instead of silently writing somewhere else. */
+
+/* Largest file read_file_at() and friends read by default. */
+#define CON_FILE_MAX (16U * 1024U * 1024U)
+
+/* Opens an absolute path without following symlinks in any component. flags are passed to the
+ * last openat() (O_NOFOLLOW and O_CLOEXEC are added). Returns the fd or -errno; -ELOOP when a
+ * component is a symlink. */
+int open_nofollow(const char *path, int flags, mode_t mode);
+/* After ENOTDIR from openat(dirfd, name, O_DIRECTORY|O_NOFOLLOW): -ELOOP when name is a
+ * symlink, else -ENOTDIR. */
+int enotdir_or_eloop(int dirfd, const char *name);
+/* Opens the parent directory of path (O_DIRECTORY, no symlinks) and returns its fd; *ret_name
+ * points into path at the last component. -EINVAL for "/" or a relative path. */
+int open_parent_nofollow(const char *path, const char **ret_name);
+
+/* Reads a whole regular file (no symlink, at most max bytes, else -EFBIG). The buffer is
+ * NUL-terminated; *ret_len excludes the NUL and may be NULL. */
+int read_fd(int fd, size_t max, char **ret, size_t *ret_len);
+int read_file_at(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
+int read_file_nofollow(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Writes data to path atomically: a temp file in the same directory gets owner, mode and the
+ * data, is fsync()ed and renamed over path; then the directory is fsync()ed. uid/gid (uid_t)-1
+ * keep the caller's. The parent directory must exist. */
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
+
+/* 1 when the regular file at path holds exactly data, 0 when it differs or does not exist,
+ * -errno on other errors (-ELOOP for a symlink, -EISDIR for a non-regular file). */
+int file_content_equal(const char *path, const void *data, size_t len);

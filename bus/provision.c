@@ -1,0 +1,1190 @@
+/* SPDX-License-Identifier: MIT */
+#include <acl/libacl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "acl-util.h"
+#include "assemble.h"
+#include "con-paths.h"
+#include "fileio.h"
+#include "macro.h"
+#include "names.h"
+#include "platform.h"
+#include "provision.h"
+#include "sha256.h"
+#include "strv.h"
+#include "userdb.h"
+
+#define AGENTS_GROUP "agents"
+#define TRUSTED_GROUP "trusted"
+#define AGENT_SHELL "/usr/sbin/nologin"
+#define SOURCE_FILE_MAX (4U * 1024U * 1024U)
+
+static const char * const tier_groups[_CON_TIER_MAX] = {
+        [CON_TIER_OFFICER] = "officers",
+        [CON_TIER_OPERATOR] = "operators",
+        [CON_TIER_WORKER] = "workers",
+};
+
+typedef enum ActionKind {
+        ACTION_USERDB,          /* a user database item, already decided while planning */
+        ACTION_DIR,
+        ACTION_FILE,
+} ActionKind;
+
+typedef struct Action {
+        ActionKind kind;
+        char *path;
+        char *change;           /* USERDB: the change, NULL when the item is up to date */
+        uid_t uid;
+        gid_t gid;
+        char *owner;            /* "user:group" for messages */
+        mode_t mode;            /* wanted st_mode & 07777 (group bits = ACL mask) */
+        bool create_only;       /* DIR: create when missing, never touch an existing one */
+        acl_t access;           /* wanted access ACL, always set */
+        acl_t def;              /* DIR: wanted default ACL, NULL = none */
+        char *content;          /* FILE */
+        size_t len;
+} Action;
+
+typedef struct AclList {
+        ConAclEntry *e;
+        size_t n;
+} AclList;
+
+struct ConProvision {
+        ConConfig *config;
+        char *config_path;
+        char *outer_root;       /* where layers, skills and contracts come from */
+        char *profile_dir;      /* the profile installed to /etc/con, or NULL */
+        ConUserDb *db;
+        ConUserDbLock lock;
+        Action *actions;
+        size_t n_actions;
+        size_t userdb_end;      /* index after the last USERDB action */
+        char **warnings;
+        char **dirs_seen;       /* create_only parents already planned */
+};
+
+static int errorf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
+static int errorf(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                free(*ret_error);
+                va_start(ap, fmt);
+                if (vasprintf(ret_error, fmt, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+static const char *path_error(int r) {
+        switch (r) {
+        case -ELOOP:
+                return "it or one of its parent directories is a symbolic link; refusing to follow it";
+        case -ENOTDIR:
+                return "a parent is not a directory";
+        default:
+                return strerror(-r);
+        }
+}
+
+/* ---- policy ---------------------------------------------------------------------------- */
+
+static int grant_add(ConPolicyGrant **g, size_t *n, ConPrincipalKind kind, const char *principal,
+                     const char *target) {
+        ConPolicyGrant *ng = realloc(*g, sizeof(**g) * (*n + 1));
+        if (!ng)
+                return -ENOMEM;
+        *g = ng;
+        ng[*n] = (ConPolicyGrant) {
+                .kind = kind,
+                .principal = strdup(principal),
+                .target = target ? strdup(target) : NULL,
+                .verb = strdup(CON_VERB_SUBMIT),
+        };
+        (*n)++;
+        if (!ng[*n - 1].principal || (target && !ng[*n - 1].target) || !ng[*n - 1].verb)
+                return -ENOMEM;
+        return 0;
+}
+
+void con_policy_grants_free(ConPolicyGrant *g, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(g[i].principal);
+                free(g[i].target);
+                free(g[i].verb);
+        }
+        free(g);
+}
+
+int con_policy_default(const ConConfig *c, ConPolicyGrant **ret, size_t *ret_n) {
+        ConPolicyGrant *g = NULL;
+        size_t n = 0;
+        bool concierge = con_config_find_agent(c, "concierge");
+        int r = 0;
+
+        for (size_t i = 0; r >= 0 && concierge && i < c->n_agents; i++)
+                if (!streq(c->agents[i].name, "concierge"))
+                        r = grant_add(&g, &n, CON_PRINCIPAL_AGENT, "concierge", c->agents[i].name);
+        if (r >= 0 && concierge && con_config_find_agent(c, "sysadmin"))
+                r = grant_add(&g, &n, CON_PRINCIPAL_AGENT, "sysadmin", "concierge");
+        if (r >= 0)
+                r = grant_add(&g, &n, CON_PRINCIPAL_GROUP, c->submitters_group ?: "con", NULL);
+        if (r < 0) {
+                con_policy_grants_free(g, n);
+                return r;
+        }
+        *ret = g;
+        *ret_n = n;
+        return 0;
+}
+
+static int acl_list_add(AclList *l, acl_tag_t tag, uint32_t id, unsigned perms) {
+        ConAclEntry *ne;
+
+        for (size_t i = 0; i < l->n; i++)
+                if (l->e[i].tag == tag && l->e[i].id == id) {
+                        l->e[i].perms |= perms;
+                        return 0;
+                }
+        ne = realloc(l->e, sizeof(*ne) * (l->n + 1));
+        if (!ne)
+                return -ENOMEM;
+        l->e = ne;
+        l->e[l->n++] = (ConAclEntry) { .tag = tag, .id = id, .perms = perms };
+        return 0;
+}
+
+/* ---- actions --------------------------------------------------------------------------- */
+
+static void action_done(Action *a) {
+        free(a->path);
+        free(a->change);
+        free(a->owner);
+        if (a->access)
+                acl_free(a->access);
+        if (a->def)
+                acl_free(a->def);
+        free(a->content);
+}
+
+static Action *action_new(ConProvision *p, ActionKind kind, const char *path) {
+        Action *na = realloc(p->actions, sizeof(*na) * (p->n_actions + 1));
+        Action *a;
+
+        if (!na)
+                return NULL;
+        p->actions = na;
+        a = &na[p->n_actions];
+        *a = (Action) { .kind = kind };
+        if (path) {
+                a->path = strdup(path);
+                if (!a->path)
+                        return NULL;
+        }
+        p->n_actions++;
+        return a;
+}
+
+static int userdb_item(ConProvision *p, char *change_or_null) {
+        Action *a = action_new(p, ACTION_USERDB, NULL);
+        if (!a) {
+                free(change_or_null);
+                return -ENOMEM;
+        }
+        a->change = change_or_null;
+        return 0;
+}
+
+static int owner_names(const char *user, const char *group, char **ret) {
+        return asprintf(ret, "%s:%s", user, group) < 0 ? -ENOMEM : 0;
+}
+
+static int resolve(ConProvision *p, const char *user, const char *group, uid_t *ret_uid, gid_t *ret_gid) {
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        int r;
+
+        if (streq(user, "root"))
+                *ret_uid = 0;
+        else {
+                r = con_userdb_get_user(p->db, user, &pw);
+                if (r < 0)
+                        return r;
+                *ret_uid = pw.uid;
+        }
+        if (streq(group, "root"))
+                *ret_gid = 0;
+        else {
+                r = con_userdb_get_group(p->db, group, ret_gid, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A managed directory: owner, mode (special bits + base rwx), named access entries, and an
+ * optional default ACL (base bits + named entries). */
+static int add_dir(ConProvision *p, const char *path, const char *user, const char *group, mode_t mode,
+                   const AclList *access, const AclList *def_list, mode_t def_mode, bool create_only) {
+        Action *a;
+        mode_t bits;
+        int r;
+
+        a = action_new(p, ACTION_DIR, path);
+        if (!a)
+                return -ENOMEM;
+        a->create_only = create_only;
+        r = resolve(p, user, group, &a->uid, &a->gid);
+        if (r < 0)
+                return r;
+        r = owner_names(user, group, &a->owner);
+        if (r < 0)
+                return r;
+        r = con_acl_build(mode, access ? access->e : NULL, access ? access->n : 0, &a->access);
+        if (r < 0)
+                return r;
+        r = con_acl_mode_bits(a->access, &bits);
+        if (r < 0)
+                return r;
+        a->mode = (mode & 07000) | bits;
+        if (def_list) {
+                r = con_acl_build(def_mode, def_list->e, def_list->n, &a->def);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Takes ownership of content. */
+static int add_file(ConProvision *p, const char *path, char *content, size_t len, const char *user,
+                    const char *group, mode_t mode) {
+        Action *a = action_new(p, ACTION_FILE, path);
+        int r;
+
+        if (!a) {
+                free(content);
+                return -ENOMEM;
+        }
+        a->content = content;
+        a->len = len;
+        a->mode = mode & 07777;
+        r = resolve(p, user, group, &a->uid, &a->gid);
+        if (r < 0)
+                return r;
+        r = owner_names(user, group, &a->owner);
+        if (r < 0)
+                return r;
+        return con_acl_build(mode, NULL, 0, &a->access);
+}
+
+/* Every missing ancestor of path (not path itself): created root:root 0755, existing ones are
+ * left alone. */
+static int add_parents(ConProvision *p, const char *path) {
+        _cleanup_free_ char *copy = strdup(path);
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *s = strchr(copy + 1, '/'); s; s = strchr(s + 1, '/')) {
+                int r;
+
+                *s = 0;
+                if (!strv_contains(p->dirs_seen, copy)) {
+                        r = strv_extend(&p->dirs_seen, copy);
+                        if (r < 0)
+                                return r;
+                        r = add_dir(p, copy, "root", "root", 0755, NULL, NULL, 0, true);
+                        if (r < 0)
+                                return r;
+                }
+                *s = '/';
+        }
+        return 0;
+}
+
+/* ---- checks and applies ---------------------------------------------------------------- */
+
+static int change_add(char ***changes, const char *fmt, ...) _printf_(2, 3);
+static int change_add(char ***changes, const char *fmt, ...) {
+        va_list ap;
+        char *s;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        return strv_consume(changes, s);
+}
+
+static int check_attrs(const Action *a, int fd, const struct stat *st, char ***changes) {
+        int r;
+
+        if (st->st_uid != a->uid || st->st_gid != a->gid) {
+                r = change_add(changes, "set owner %s (%s)", a->path, a->owner);
+                if (r < 0)
+                        return r;
+        }
+        if ((st->st_mode & 07777) != a->mode) {
+                r = change_add(changes, "set mode %s (%04o)", a->path, (unsigned) a->mode);
+                if (r < 0)
+                        return r;
+        }
+        r = con_acl_fd_matches(fd, ACL_TYPE_ACCESS, a->access);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                r = change_add(changes, "set acl %s", a->path);
+                if (r < 0)
+                        return r;
+        }
+        if (a->kind == ACTION_DIR) {
+                r = con_acl_fd_matches(fd, ACL_TYPE_DEFAULT, a->def);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        r = change_add(changes, a->def ? "set default acl %s" : "remove default acl %s", a->path);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int apply_attrs(const Action *a, int fd) {
+        int r;
+
+        if (fchown(fd, a->uid, a->gid) < 0)
+                return negative_errno();
+        /* After fchown, which may clear special bits. */
+        if (fchmod(fd, a->mode) < 0)
+                return negative_errno();
+        r = con_acl_fd_matches(fd, ACL_TYPE_ACCESS, a->access);
+        if (r == 0)
+                r = con_acl_fd_apply(fd, ACL_TYPE_ACCESS, a->access);
+        if (r < 0)
+                return r;
+        if (a->kind == ACTION_DIR) {
+                r = con_acl_fd_matches(fd, ACL_TYPE_DEFAULT, a->def);
+                if (r == 0)
+                        r = con_acl_fd_apply(fd, ACL_TYPE_DEFAULT, a->def);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Opens the managed path: fd >= 0, -ENOENT when it (or a parent) is missing, or an error with
+ * a message. */
+static int open_managed(const Action *a, char **ret_error) {
+        struct stat st;
+        int fd;
+
+        fd = open_nofollow(a->path, a->kind == ACTION_DIR ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK, 0);
+        if (fd == -ENOENT)
+                return fd;
+        if (fd == -ENOTDIR && a->kind == ACTION_DIR)
+                return errorf(ret_error, -ENOTDIR, "%s: exists and is not a directory (or a parent is not one)",
+                              a->path);
+        if (fd < 0)
+                return errorf(ret_error, fd, "%s: %s", a->path, path_error(fd));
+        if (a->kind == ACTION_FILE && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+                safe_close(fd);
+                return errorf(ret_error, -EISDIR, "%s: exists and is not a regular file", a->path);
+        }
+        return fd;
+}
+
+static int action_check(const Action *a, char ***changes, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *cur = NULL;
+        struct stat st;
+        size_t len;
+        int r;
+
+        if (a->kind == ACTION_USERDB)
+                return a->change ? strv_extend(changes, a->change) : 0;
+
+        fd = open_managed(a, ret_error);
+        if (fd == -ENOENT) {
+                if (a->kind == ACTION_DIR) {
+                        r = change_add(changes, "create directory %s (%s %04o)", a->path, a->owner,
+                                       (unsigned) a->mode);
+                        if (r >= 0 && acl_entries(a->access) > 3)
+                                r = change_add(changes, "set acl %s", a->path);
+                        if (r >= 0 && a->def)
+                                r = change_add(changes, "set default acl %s", a->path);
+                        return r;
+                }
+                return change_add(changes, "write %s", a->path);
+        }
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st) < 0)
+                return errorf(ret_error, negative_errno(), "%s: %m", a->path);
+        if (a->kind == ACTION_DIR && a->create_only)
+                return 0;
+        if (a->kind == ACTION_FILE) {
+                r = read_fd(fd, a->len + 1, &cur, &len);
+                if (r < 0 && r != -EFBIG)
+                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                if (r == -EFBIG || len != a->len || memcmp(cur, a->content, len) != 0)
+                        return change_add(changes, "write %s", a->path);
+        }
+        r = check_attrs(a, fd, &st, changes);
+        if (r < 0)
+                return errorf(ret_error, r, "%s: cannot read owner, mode or ACL: %s", a->path, strerror(-r));
+        return 0;
+}
+
+static int action_apply(const Action *a, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF, dfd = -EBADF;
+        const char *name;
+        int r;
+
+        if (a->kind == ACTION_USERDB)
+                return 0;
+
+        if (a->kind == ACTION_FILE) {
+                fd = open_managed(a, ret_error);
+                if (fd < 0 && fd != -ENOENT)
+                        return fd;
+                if (fd >= 0) {
+                        _cleanup_free_ char *cur = NULL;
+                        size_t len;
+                        r = read_fd(fd, a->len + 1, &cur, &len);
+                        if (r >= 0 && len == a->len && memcmp(cur, a->content, len) == 0) {
+                                r = apply_attrs(a, fd);
+                                if (r < 0)
+                                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                                return 0;
+                        }
+                }
+                r = write_file_atomic(a->path, a->content, a->len, a->mode, a->uid, a->gid);
+                if (r < 0)
+                        return errorf(ret_error, r, "%s: cannot write: %s", a->path, path_error(r));
+                /* A default ACL of the directory may have been inherited by the new file. */
+                safe_close(TAKE_FD(fd));
+                fd = open_managed(a, ret_error);
+                if (fd < 0)
+                        return fd;
+                r = apply_attrs(a, fd);
+                if (r < 0)
+                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                return 0;
+        }
+
+        dfd = open_parent_nofollow(a->path, &name);
+        if (dfd < 0)
+                return errorf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path, path_error(dfd));
+        if (mkdirat(dfd, name, 0700) < 0) {
+                if (errno != EEXIST)
+                        return errorf(ret_error, negative_errno(), "%s: cannot create directory: %m", a->path);
+                if (a->create_only)
+                        return 0;
+        }
+        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                r = errno == ENOTDIR ? enotdir_or_eloop(dfd, name) : negative_errno();
+                return errorf(ret_error, r, "%s: %s", a->path,
+                              r == -ENOTDIR ? "exists and is not a directory" : path_error(r));
+        }
+        r = apply_attrs(a, fd);
+        if (r < 0)
+                return errorf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
+        return 0;
+}
+
+int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
+                      unsigned *ret_checked, unsigned *ret_changed, char **ret_error) {
+        unsigned checked = 0, changed = 0;
+        int r;
+
+        for (size_t i = 0; i <= p->n_actions; i++) {
+                _cleanup_strv_free_ char **changes = NULL;
+
+                /* The user database is written in one go after its last item, before any
+                 * directory is chowned to a new user. */
+                if (i == p->userdb_end && !dry_run && con_userdb_dirty(p->db)) {
+                        r = con_userdb_save(p->db);
+                        if (r < 0)
+                                return errorf(ret_error, r, "cannot write the user database below %s/etc: %s",
+                                              p->db->root, strerror(-r));
+                }
+                if (i == p->n_actions)
+                        break;
+
+                r = action_check(&p->actions[i], &changes, ret_error);
+                if (r == -ENOMEM)
+                        return errorf(ret_error, r, "out of memory");
+                if (r < 0)
+                        return r;
+                checked++;
+                if (!changes)
+                        continue;
+                changed++;
+                STRV_FOREACH(c, changes)
+                        if (report)
+                                report(*c, userdata);
+                if (dry_run)
+                        continue;
+                r = action_apply(&p->actions[i], ret_error);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_checked)
+                *ret_checked = checked;
+        if (ret_changed)
+                *ret_changed = changed;
+        return 0;
+}
+
+/* ---- planning -------------------------------------------------------------------------- */
+
+static int read_source(const char *path, char **ret, size_t *ret_len) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+                return negative_errno();
+        return read_fd(fd, SOURCE_FILE_MAX, ret, ret_len);
+}
+
+static int plan_group(ConProvision *p, const char *name, char **ret_error) {
+        uint32_t gid;
+        char *c;
+        int r;
+
+        if (!con_userdb_name_valid(name))
+                return errorf(ret_error, -EINVAL,
+                              "invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, at most 31 characters", name);
+        r = con_userdb_get_group(p->db, name, NULL, NULL);
+        if (r >= 0)
+                return userdb_item(p, NULL);
+        if (r != -ENOENT)
+                return errorf(ret_error, r, "group '%s' in %s: %s", name, p->db->group.path, strerror(-r));
+        r = con_userdb_alloc_id(p->db, p->db->sys_gid_min, p->db->sys_gid_max, &gid);
+        if (r < 0)
+                return errorf(ret_error, r, "no free system GID in %u..%u for group '%s'", p->db->sys_gid_min,
+                              p->db->sys_gid_max, name);
+        r = con_userdb_add_group(p->db, name, gid);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot add group '%s': %s", name, strerror(-r));
+        if (asprintf(&c, "create group %s (gid %u)", name, gid) < 0)
+                return -ENOMEM;
+        return userdb_item(p, c);
+}
+
+static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        _cleanup_free_ char *user = NULL, *home = NULL, *gecos = NULL;
+        gid_t agents_gid;
+        uint32_t uid;
+        char *c;
+        int r;
+
+        r = con_agent_user(a->name, &user);
+        if (r < 0)
+                return errorf(ret_error, r, "invalid agent name '%s'", a->name);
+        if (!con_userdb_name_valid(user))
+                return errorf(ret_error, -EINVAL,
+                              "agent '%s': user name '%s' is longer than 31 characters (the systemd limit); use an agent name of at most 29 characters",
+                              a->name, user);
+        if (asprintf(&home, CON_HOME_ROOT "/%s", user) < 0 || asprintf(&gecos, "ConspiracyOS agent %s", a->name) < 0)
+                return -ENOMEM;
+        r = con_userdb_get_group(p->db, AGENTS_GROUP, &agents_gid, NULL);
+        if (r < 0)
+                return r;
+
+        r = con_userdb_get_user(p->db, user, &pw);
+        if (r == -ENOENT) {
+                r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
+                if (r < 0)
+                        return errorf(ret_error, r, "no free system UID in %u..%u for user '%s'",
+                                      p->db->sys_uid_min, p->db->sys_uid_max, user);
+                r = con_userdb_add_user(p->db, user, uid, agents_gid, gecos, home, AGENT_SHELL);
+                if (r < 0)
+                        return errorf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
+                if (asprintf(&c, "create user %s (uid %u)", user, uid) < 0)
+                        return -ENOMEM;
+                r = userdb_item(p, c);
+        } else if (r < 0)
+                return errorf(ret_error, r, "user '%s' in %s: %s", user, p->db->passwd.path, strerror(-r));
+        else {
+                /* Two names on one UID would let one agent act as another (and crash
+                 * dbus-daemon 1.14, CVE-2020-35512). */
+                if (con_userdb_uid_count(p->db, pw.uid) > 1)
+                        return errorf(ret_error, -EEXIST,
+                                      "user '%s' shares uid %u with another user in %s; give it a unique uid first",
+                                      user, (unsigned) pw.uid, p->db->passwd.path);
+                r = con_userdb_fix_user(p->db, user, agents_gid, home, AGENT_SHELL);
+                if (r < 0)
+                        return errorf(ret_error, r, "cannot update user '%s': %s", user, strerror(-r));
+                c = NULL;
+                if (r > 0 && asprintf(&c, "fix user %s (primary group %s, home %s, shell %s)", user, AGENTS_GROUP,
+                                      home, AGENT_SHELL) < 0)
+                        return -ENOMEM;
+                r = userdb_item(p, c);
+        }
+        if (r < 0)
+                return r;
+
+        for (ConTier t = CON_TIER_OFFICER; t < _CON_TIER_MAX; t++) {
+                bool want = a->tier == t;
+                r = con_userdb_set_member(p->db, tier_groups[t], user, want);
+                if (r < 0)
+                        return errorf(ret_error, r, "cannot update group '%s': %s", tier_groups[t], strerror(-r));
+                c = NULL;
+                if (r > 0 && asprintf(&c, want ? "add %s to group %s" : "remove %s from group %s", user,
+                                      tier_groups[t]) < 0)
+                        return -ENOMEM;
+                r = userdb_item(p, c);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int uid_of_agent(ConProvision *p, const char *agent, uid_t *ret) {
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        _cleanup_free_ char *user = NULL;
+        int r;
+
+        r = con_agent_user(agent, &user);
+        if (r < 0)
+                return r;
+        r = con_userdb_get_user(p->db, user, &pw);
+        if (r < 0)
+                return r;
+        *ret = pw.uid;
+        return 0;
+}
+
+typedef struct AgentAcls {
+        AclList dir, inbox;
+} AgentAcls;
+
+static int plan_policy(ConProvision *p, const ConPolicyGrant *g, size_t n, AgentAcls *acls, AclList *outer,
+                       char **ret_error) {
+        for (size_t i = 0; i < n; i++) {
+                AclList *dir = NULL, *inbox;
+                acl_tag_t tag;
+                uint32_t id;
+                int r;
+
+                if (!streq_ptr(g[i].verb, CON_VERB_SUBMIT))
+                        return errorf(ret_error, -EINVAL, "policy: unknown verb '%s' (allowed: %s)",
+                                      strempty(g[i].verb), CON_VERB_SUBMIT);
+                if (g[i].target) {
+                        const ConAgent *t = con_config_find_agent(p->config, g[i].target);
+                        if (!t)
+                                return errorf(ret_error, -ENOENT, "policy: target agent '%s' is not in %s",
+                                              g[i].target, p->config_path);
+                        dir = &acls[t - p->config->agents].dir;
+                        inbox = &acls[t - p->config->agents].inbox;
+                } else
+                        inbox = outer;
+
+                if (g[i].kind == CON_PRINCIPAL_AGENT) {
+                        uid_t uid;
+                        if (!con_config_find_agent(p->config, g[i].principal))
+                                return errorf(ret_error, -ENOENT, "policy: agent '%s' is not in %s",
+                                              g[i].principal, p->config_path);
+                        r = uid_of_agent(p, g[i].principal, &uid);
+                        if (r < 0)
+                                return r;
+                        tag = ACL_USER;
+                        id = uid;
+                } else {
+                        gid_t gid;
+                        r = con_userdb_get_group(p->db, g[i].principal, &gid, NULL);
+                        if (r < 0)
+                                return errorf(ret_error, r, "policy: group '%s' does not exist", g[i].principal);
+                        tag = ACL_GROUP;
+                        id = gid;
+                }
+                /* Traverse the agent's folder, write and traverse its inbox, never read:
+                 * a sender must not list or read another sender's task files. */
+                if (dir) {
+                        r = acl_list_add(dir, tag, id, CON_ACL_X);
+                        if (r < 0)
+                                return r;
+                }
+                r = acl_list_add(inbox, tag, id, CON_ACL_W | CON_ACL_X);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls, char **ret_error) {
+        _cleanup_free_ char *user = NULL, *base = NULL, *home = NULL, *md = NULL;
+        _cleanup_strv_free_ char **skill_names = NULL, **skill_paths = NULL;
+        const char * const roots[] = { p->outer_root, CON_SRV_DIR "/config", NULL };
+        const char * const skill_roots[] = { p->outer_root, NULL };
+        AclList owner_def = {}, home_acl = {};
+        uid_t uid;
+        int r;
+
+        r = con_agent_user(a->name, &user);
+        if (r < 0)
+                return r;
+        r = uid_of_agent(p, a->name, &uid);
+        if (r < 0)
+                return r;
+        if (asprintf(&base, CON_SRV_DIR "/agents/%s", a->name) < 0 ||
+            asprintf(&home, CON_HOME_ROOT "/%s", user) < 0)
+                return -ENOMEM;
+
+        r = add_dir(p, base, user, AGENTS_GROUP, 0700, &acls->dir, NULL, 0, false);
+        if (r < 0)
+                return r;
+
+        /* The inbox: sticky, so senders cannot delete each other's files; a default ACL so the
+         * owner can read what senders create (when their create mode grants the group class
+         * anything: a 0600 file stays unreadable, see docs/BOOTSTRAP.md). */
+        {
+                _cleanup_free_ char *inbox = NULL;
+                if (asprintf(&inbox, "%s/inbox", base) < 0)
+                        return -ENOMEM;
+                r = acl_list_add(&owner_def, ACL_USER, uid, CON_ACL_R | CON_ACL_W);
+                if (r >= 0)
+                        r = add_dir(p, inbox, user, AGENTS_GROUP, 01700, &acls->inbox, &owner_def, 0700, false);
+                free(owner_def.e);
+                if (r < 0)
+                        return r;
+        }
+        for (const char * const *s = (const char * const[]) { "outbox", "processed", "workspace",
+                                                              "workspace/sessions", NULL }; *s; s++) {
+                _cleanup_free_ char *d = NULL;
+                if (asprintf(&d, "%s/%s", base, *s) < 0)
+                        return -ENOMEM;
+                r = add_dir(p, d, user, AGENTS_GROUP, 0700, NULL, NULL, 0, false);
+                if (r < 0)
+                        return r;
+        }
+
+        /* Skills: root-owned, the agent reads but cannot change them. */
+        {
+                _cleanup_free_ char *sdir = NULL;
+                if (asprintf(&sdir, "%s/workspace/skills", base) < 0)
+                        return -ENOMEM;
+                r = add_dir(p, sdir, "root", "root", 0755, NULL, NULL, 0, false);
+                if (r < 0)
+                        return r;
+                r = con_agent_skills(a, skill_roots, &skill_names, &skill_paths);
+                if (r < 0 && r != -ENOENT)
+                        return errorf(ret_error, r, "agent '%s': cannot list skills below %s: %s", a->name,
+                                      p->outer_root, strerror(-r));
+                for (size_t i = 0; skill_names && skill_names[i]; i++) {
+                        _cleanup_free_ char *dst = NULL;
+                        char *content;
+                        size_t len;
+
+                        if (strchr(skill_names[i], '/') || !con_identifier_valid(skill_names[i]))
+                                return errorf(ret_error, -EINVAL, "%s: invalid skill file name", skill_paths[i]);
+                        r = read_source(skill_paths[i], &content, &len);
+                        if (r < 0)
+                                return errorf(ret_error, r, "%s: %s", skill_paths[i], strerror(-r));
+                        if (asprintf(&dst, "%s/%s", sdir, skill_names[i]) < 0) {
+                                free(content);
+                                return -ENOMEM;
+                        }
+                        r = add_file(p, dst, content, len, "root", "root", 0444);
+                        if (r < 0)
+                                return r;
+                }
+        }
+
+        /* Home: owned by root so the agent cannot replace AGENTS.md (owning the folder would
+         * let it unlink or rename the file); private, readable by the agent through its ACL. */
+        r = acl_list_add(&home_acl, ACL_USER, uid, CON_ACL_R | CON_ACL_X);
+        if (r >= 0)
+                r = add_dir(p, home, "root", "root", 0700, &home_acl, NULL, 0, false);
+        free(home_acl.e);
+        if (r < 0)
+                return r;
+
+        r = con_agents_md_assemble(a, roots, &md);
+        if (r == -ENODATA) {
+                char *w;
+                if (asprintf(&w, "agent '%s': no AGENTS.md layer found below %s or %s/config; %s/AGENTS.md not written",
+                             a->name, p->outer_root, CON_SRV_DIR, home) < 0)
+                        return -ENOMEM;
+                return strv_consume(&p->warnings, w);
+        }
+        if (r < 0)
+                return errorf(ret_error, r, "agent '%s': cannot assemble AGENTS.md: %s", a->name, strerror(-r));
+        {
+                _cleanup_free_ char *path = NULL, *sumpath = NULL;
+                char hex[CON_SHA256_HEX_SIZE], *sum;
+                size_t len = strlen(md);
+
+                con_sha256_hex(md, len, hex);
+                if (asprintf(&path, "%s/AGENTS.md", home) < 0 || asprintf(&sumpath, "%s/AGENTS.md.sha256", home) < 0 ||
+                    asprintf(&sum, "%s\n", hex) < 0)
+                        return -ENOMEM;
+                r = add_file(p, path, TAKE_PTR(md), len, "root", "root", 0444);
+                if (r < 0) {
+                        free(sum);
+                        return r;
+                }
+                r = add_file(p, sumpath, sum, strlen(sum), "root", "root", 0444);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int sort_names(const struct dirent **a, const struct dirent **b) {
+        return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/* Mirrors the tree src into dst: directories root 0755, files root 0644 (0755 when the source
+ * is executable). With conflicts, existing dst files that differ are collected there. */
+static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***conflicts, char **ret_error) {
+        struct dirent **de = NULL;
+        int n, r = 0;
+
+        n = scandir(src, &de, NULL, sort_names);
+        if (n < 0)
+                return errorf(ret_error, negative_errno(), "%s: cannot read directory: %m", src);
+        for (int i = 0; i < n; i++) {
+                _cleanup_free_ char *s = NULL, *d = NULL;
+                struct stat st;
+
+                if (r < 0 || streq(de[i]->d_name, ".") || streq(de[i]->d_name, ".."))
+                        goto next;
+                if (asprintf(&s, "%s/%s", src, de[i]->d_name) < 0 || asprintf(&d, "%s/%s", dst, de[i]->d_name) < 0) {
+                        r = -ENOMEM;
+                        goto next;
+                }
+                if (lstat(s, &st) < 0) {
+                        r = errorf(ret_error, negative_errno(), "%s: %m", s);
+                        goto next;
+                }
+                if (S_ISDIR(st.st_mode)) {
+                        r = add_dir(p, d, "root", "root", 0755, NULL, NULL, 0, false);
+                        if (r >= 0)
+                                r = plan_tree(p, s, d, conflicts, ret_error);
+                } else if (S_ISREG(st.st_mode)) {
+                        char *content;
+                        size_t len;
+
+                        r = read_source(s, &content, &len);
+                        if (r < 0) {
+                                r = errorf(ret_error, r, "%s: %s", s, strerror(-r));
+                                goto next;
+                        }
+                        if (conflicts) {
+                                struct stat dst_st;
+                                int eq = file_content_equal(d, content, len);
+                                if (eq == 0 && lstat(d, &dst_st) >= 0)
+                                        r = strv_extend(conflicts, d);
+                                else if (eq < 0)
+                                        r = errorf(ret_error, eq, "%s: %s", d, path_error(eq));
+                                if (r < 0) {
+                                        free(content);
+                                        goto next;
+                                }
+                        }
+                        r = add_file(p, d, content, len, "root", "root", (st.st_mode & 0111) ? 0755 : 0644);
+                } else {
+                        char *w;
+                        if (asprintf(&w, "%s: not a regular file or directory; not copied", s) < 0)
+                                r = -ENOMEM;
+                        else
+                                r = strv_consume(&p->warnings, w);
+                }
+        next:
+                free(de[i]);
+        }
+        free(de);
+        return r;
+}
+
+static int plan_profile(ConProvision *p, bool force, char **ret_error) {
+        _cleanup_strv_free_ char **conflicts = NULL;
+        size_t n;
+        int r;
+
+        r = add_dir(p, CON_ETC_DIR, "root", "root", 0755, NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+        r = plan_tree(p, p->profile_dir, CON_ETC_DIR, &conflicts, ret_error);
+        if (r < 0)
+                return r;
+        n = strv_length(conflicts);
+        if (n > 0 && !force) {
+                _cleanup_free_ char *list = strv_join(conflicts, ", ");
+                return errorf(ret_error, -EEXIST,
+                              "%zu file%s in " CON_ETC_DIR " differ%s from the profile in %s (changed here?): %s. "
+                              "Run 'con bootstrap' without --profile to provision from " CON_ETC_DIR
+                              " as it is, or add --force to replace %s with the profile's version",
+                              n, n == 1 ? "" : "s", n == 1 ? "s" : "", p->profile_dir, strempty(list),
+                              n == 1 ? "it" : "them");
+        }
+        return 0;
+}
+
+static int plan_srv(ConProvision *p, const AclList *outer, char **ret_error) {
+        static const struct {
+                const char *path;
+                mode_t mode;
+        } dirs[] = {
+                { CON_SRV_DIR "/agents", 0755 },
+                { CON_SRV_DIR "/config", 0755 },
+                { CON_SRV_DIR "/contracts", 0755 }, /* root only: contracts run as root */
+                { CON_SRV_DIR "/logs", 0755 },
+                { CON_SRV_DIR "/logs/audit", 0750 }, /* written by root services only */
+        };
+        int r;
+
+        r = add_parents(p, CON_SRV_DIR);
+        if (r < 0)
+                return r;
+        r = add_dir(p, CON_SRV_DIR, "root", "root", 0755, NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+        /* The outer inbox: the router (root) reads it; the policy's principals may drop files
+         * (write + traverse, no listing); sticky, so they cannot delete each other's files. */
+        {
+                /* Files dropped there are private to their sender and root (o::---), whatever the
+                 * sender's umask. */
+                const AclList none = {};
+                r = add_dir(p, CON_SRV_DIR "/inbox", "root", "root", 01700, outer, &none, 0700, false);
+        }
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                r = add_dir(p, dirs[i].path, "root", "root", dirs[i].mode, NULL, NULL, 0, false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int plan_contracts(ConProvision *p, char **ret_error) {
+        _cleanup_free_ char *src = NULL;
+        struct stat st;
+
+        if (asprintf(&src, "%s/contracts", p->outer_root) < 0)
+                return -ENOMEM;
+        if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
+                return 0;
+        return plan_tree(p, src, CON_SRV_DIR "/contracts", NULL, ret_error);
+}
+
+static int plan_platform(ConProvision *p, char **ret_error) {
+        ConPlatformOptions o = {};
+        ConPlatformFile *f = NULL;
+        size_t n = 0;
+        int r;
+
+        r = con_platform_render(p->config, &o, &f, &n);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot render the platform files: %s", strerror(-r));
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                if (!f[i].path || f[i].path[0] != '/' || strstr(f[i].path, "/../") || endswith(f[i].path, "/..")) {
+                        r = errorf(ret_error, -EINVAL, "platform file with an invalid path '%s'", strempty(f[i].path));
+                        break;
+                }
+                r = add_parents(p, f[i].path);
+                if (r >= 0)
+                        r = add_file(p, f[i].path, TAKE_PTR(f[i].content), strlen(f[i].content ?: ""), "root",
+                                     "root", f[i].mode ?: 0644);
+        }
+        con_platform_files_free(f, n);
+        return r;
+}
+
+static int choose_config(ConProvision *p, const ConProvisionOptions *o, char **ret_error) {
+        const char *dir = o->profiles_dir ?: CON_PROFILESDIR;
+        const char *profile = o->profile;
+        struct stat st;
+
+        if (o->config_path && o->profile)
+                return errorf(ret_error, -EINVAL, "--config and --profile cannot be combined");
+        if (o->config_path) {
+                p->config_path = strdup(o->config_path);
+                p->outer_root = strdup(CON_ETC_DIR);
+                return p->config_path && p->outer_root ? 0 : -ENOMEM;
+        }
+        if (!profile && stat(CON_CONFIG_PATH, &st) >= 0) {
+                p->config_path = strdup(CON_CONFIG_PATH);
+                p->outer_root = strdup(CON_ETC_DIR);
+                return p->config_path && p->outer_root ? 0 : -ENOMEM;
+        }
+        if (!profile)
+                profile = "default";
+        if (!con_identifier_valid(profile))
+                return errorf(ret_error, -EINVAL, "invalid profile name '%s'", profile);
+        if (asprintf(&p->profile_dir, "%s/%s", dir, profile) < 0) {
+                p->profile_dir = NULL;
+                return -ENOMEM;
+        }
+        if (stat(p->profile_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+                return errorf(ret_error, -ENOENT, "unknown profile '%s': %s is not a directory", profile,
+                              p->profile_dir);
+        if (asprintf(&p->config_path, "%s/con.yaml", p->profile_dir) < 0) {
+                p->config_path = NULL;
+                return -ENOMEM;
+        }
+        p->outer_root = strdup(p->profile_dir);
+        return p->outer_root ? 0 : -ENOMEM;
+}
+
+int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **ret_error) {
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        ConPolicyGrant *def = NULL;
+        const ConPolicyGrant *policy;
+        size_t n_policy;
+        AgentAcls *acls = NULL;
+        AclList outer = {};
+        const char *submitters;
+        int r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->lock = CON_USERDB_LOCK_INIT;
+
+        r = choose_config(p, o, ret_error);
+        if (r < 0)
+                return r;
+        {
+                ConConfigError e = {};
+                r = con_config_load(p->config_path, &p->config, &e);
+                if (r < 0) {
+                        _cleanup_free_ char *m = con_config_error_format(&e);
+                        con_config_error_done(&e);
+                        if (r == -ENOMEM)
+                                return r;
+                        return errorf(ret_error, r == -EINVAL ? -ENOEXEC : r, "%s",
+                                      m ?: "cannot load the configuration");
+                }
+        }
+        submitters = p->config->submitters_group ?: "con";
+        if (!con_userdb_name_valid(submitters))
+                return errorf(ret_error, -ENOEXEC,
+                              "%s: system.submitters_group: invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, "
+                              "at most 31 characters", p->config_path, submitters);
+
+        if (!o->dry_run) {
+                r = con_userdb_lock("", &p->lock);
+                if (r < 0)
+                        return errorf(ret_error, r, "cannot lock the user database (/etc/.pwd.lock): %s", strerror(-r));
+        }
+        r = con_userdb_load("", &p->db);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot read the user database in /etc: %s", strerror(-r));
+
+        if (p->profile_dir) {
+                r = plan_profile(p, o->force, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        /* Groups, then users: the allocation order makes IDs predictable. */
+        {
+                const char *groups[] = { AGENTS_GROUP, tier_groups[CON_TIER_OFFICER], tier_groups[CON_TIER_OPERATOR],
+                                         tier_groups[CON_TIER_WORKER], TRUSTED_GROUP, submitters, NULL };
+                for (size_t i = 0; groups[i]; i++) {
+                        bool dup = false;
+                        for (size_t j = 0; j < i; j++)
+                                dup = dup || streq(groups[i], groups[j]);
+                        if (dup)
+                                continue;
+                        r = plan_group(p, groups[i], ret_error);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        for (size_t i = 0; i < p->config->n_agents; i++) {
+                r = plan_user(p, &p->config->agents[i], ret_error);
+                if (r < 0)
+                        return r;
+        }
+        p->userdb_end = p->n_actions;
+
+        if (o->policy) {
+                policy = o->policy;
+                n_policy = o->n_policy;
+        } else {
+                r = con_policy_default(p->config, &def, &n_policy);
+                if (r < 0)
+                        return r;
+                policy = def;
+        }
+        acls = calloc(p->config->n_agents + 1, sizeof(*acls));
+        if (!acls) {
+                con_policy_grants_free(def, n_policy);
+                return -ENOMEM;
+        }
+        r = plan_policy(p, policy, n_policy, acls, &outer, ret_error);
+        if (r >= 0)
+                r = plan_srv(p, &outer, ret_error);
+        if (r >= 0)
+                r = add_parents(p, CON_HOME_ROOT "/x");
+        for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)
+                r = plan_agent(p, &p->config->agents[i], &acls[i], ret_error);
+        if (r >= 0)
+                r = plan_contracts(p, ret_error);
+        if (r >= 0)
+                r = plan_platform(p, ret_error);
+
+        for (size_t i = 0; i < p->config->n_agents; i++) {
+                free(acls[i].dir.e);
+                free(acls[i].inbox.e);
+        }
+        free(acls);
+        free(outer.e);
+        con_policy_grants_free(def, def ? n_policy : 0);
+        if (r == -ENOMEM)
+                return errorf(ret_error, r, "out of memory");
+        if (r < 0) {
+                if (ret_error && !*ret_error)
+                        return errorf(ret_error, r, "cannot plan the bootstrap: %s", strerror(-r));
+                return r;
+        }
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+ConProvision *con_provision_free(ConProvision *p) {
+        if (!p)
+                return NULL;
+        for (size_t i = 0; i < p->n_actions; i++)
+                action_done(&p->actions[i]);
+        free(p->actions);
+        con_userdb_free(p->db);
+        con_userdb_unlock(&p->lock);
+        con_config_free(p->config);
+        free(p->config_path);
+        free(p->outer_root);
+        free(p->profile_dir);
+        strv_free(p->warnings);
+        strv_free(p->dirs_seen);
+        free(p);
+        return NULL;
+}
+
+const char *con_provision_config_path(const ConProvision *p) {
+        return p->config_path;
+}
+
+const char *con_provision_profile_dir(const ConProvision *p) {
+        return p->profile_dir;
+}
+
+char * const *con_provision_warnings(const ConProvision *p) {
+        return p->warnings;
+}

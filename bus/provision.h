@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+/* The provisioning engine behind `con bootstrap`: from a config, the users, groups, directories,
+ * ACLs, AGENTS.md files, skills, contracts and platform files of a ConspiracyOS system.
+ *
+ * con_provision_new() selects and loads the config, validates it and renders everything that
+ * will be written (AGENTS.md, platform files, the user database changes) into a list of
+ * actions. It touches nothing, so a bad config fails before any change. con_provision_run()
+ * then checks each action against the system (content byte for byte, owner, group, mode, ACL)
+ * and applies only what differs; a second run changes nothing. No symlink is ever followed:
+ * a symlink where the engine writes is an error.
+ *
+ * Library code: nothing is printed; changes are reported through a callback, warnings and
+ * errors come back as strings. */
+
+/* Access policy input: principal may <verb> target. The default table reproduces the
+ * original's routing (concierge may submit to every agent, sysadmin to concierge, the
+ * submitters group to the outer inbox); a later policy file replaces it. */
+typedef enum ConPrincipalKind {
+        CON_PRINCIPAL_AGENT,
+        CON_PRINCIPAL_GROUP,
+} ConPrincipalKind;
+
+#define CON_VERB_SUBMIT "submit"
+
+typedef struct ConPolicyGrant {
+        ConPrincipalKind kind;
+        char *principal;        /* agent name or Unix group name */
+        char *target;           /* agent name; NULL = the outer inbox /srv/con/inbox */
+        char *verb;             /* only CON_VERB_SUBMIT for now */
+} ConPolicyGrant;
+
+int con_policy_default(const ConConfig *c, ConPolicyGrant **ret, size_t *ret_n);
+void con_policy_grants_free(ConPolicyGrant *g, size_t n);
+
+typedef struct ConProvisionOptions {
+        const char *config_path;        /* --config FILE: used in place, nothing copied to /etc/con */
+        const char *profile;            /* --profile NAME: installed to /etc/con */
+        const char *profiles_dir;       /* NULL = CON_PROFILESDIR */
+        bool force;                     /* overwrite /etc/con files that differ from the profile */
+        bool dry_run;                   /* do not take the user database lock */
+        const ConPolicyGrant *policy;   /* NULL = con_policy_default() */
+        size_t n_policy;
+} ConProvisionOptions;
+
+typedef struct ConProvision ConProvision;
+
+/* Returns 0, or a negative errno with *ret_error set to a message for users (for config
+ * errors: "FILE:LINE:COLUMN: KEY: MESSAGE"). -ENOEXEC means the config is invalid. */
+int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **ret_error);
+ConProvision *con_provision_free(ConProvision *p);
+static inline void con_provision_freep(ConProvision **p) {
+        con_provision_free(*p);
+}
+
+/* Which config was chosen and why, for the CLI's first line. */
+const char *con_provision_config_path(const ConProvision *p);
+/* The profile being installed into /etc/con, or NULL. */
+const char *con_provision_profile_dir(const ConProvision *p);
+/* Non-fatal findings (e.g. an agent without any AGENTS.md layer). */
+char * const *con_provision_warnings(const ConProvision *p);
+
+/* Called once per change, before it is applied, with a line like "create user a-concierge
+ * (uid 998)" or "set acl /srv/con/agents/sysadmin/inbox". */
+typedef void (*ConProvisionReportFn)(const char *change, void *userdata);
+
+/* Checks every action and, unless dry_run, applies what differs. Stops at the first failure
+ * (*ret_error says which path and why). ret_checked/ret_changed count actions. */
+int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
+                      unsigned *ret_checked, unsigned *ret_changed, char **ret_error);

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "con.h"
+#include "macro.h"
+#include "provision.h"
+#include "strv.h"
+
+static void bootstrap_help(FILE *f) {
+        fputs("Usage: con bootstrap [--profile default|minimal] [--config FILE] [--force] [--dry-run]\n"
+              "\n"
+              "Provision this machine from the configuration: groups, agent users, /srv/con, ACLs,\n"
+              "AGENTS.md, skills, contracts and platform files. Only what differs is changed.\n"
+              "\n"
+              "  --config FILE    use FILE in place (nothing is copied to /etc/con)\n"
+              "  --profile NAME   install profile NAME to /etc/con and use it\n"
+              "                   (default when /etc/con/con.yaml does not exist: 'default')\n"
+              "  --force          with a profile: overwrite /etc/con files that differ from it\n"
+              "  --dry-run        print what would change, change nothing\n"
+              "\n"
+              "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n",
+              f);
+}
+
+static void print_change(const char *change, void *userdata) {
+        bool dry_run = *(bool *) userdata;
+        printf("%s%s\n", dry_run ? "would " : "", change);
+        fflush(stdout);
+}
+
+int verb_bootstrap(int argc, char *argv[]) {
+        enum { ARG_FORCE = 0x100, ARG_DRY_RUN };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "config", required_argument, NULL, 'c' },
+                { "profile", required_argument, NULL, 'p' },
+                { "force", no_argument, NULL, ARG_FORCE },
+                { "dry-run", no_argument, NULL, ARG_DRY_RUN },
+                {}
+        };
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        _cleanup_free_ char *error = NULL;
+        ConProvisionOptions o = {};
+        unsigned checked = 0, changed = 0;
+        int c, r;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "hc:p:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        bootstrap_help(stdout);
+                        return CON_EXIT_OK;
+                case 'c':
+                        o.config_path = optarg;
+                        break;
+                case 'p':
+                        o.profile = optarg;
+                        break;
+                case ARG_FORCE:
+                        o.force = true;
+                        break;
+                case ARG_DRY_RUN:
+                        o.dry_run = true;
+                        break;
+                default:
+                        return CON_EXIT_USAGE;
+                }
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "bootstrap: unexpected argument '%s' (see 'con bootstrap --help')",
+                                argv[optind]);
+        if (o.config_path && o.profile)
+                return con_fail(CON_EXIT_USAGE, "bootstrap: --config and --profile cannot be combined");
+        if (o.force && o.config_path)
+                return con_fail(CON_EXIT_USAGE, "bootstrap: --force only applies to a profile");
+
+        if (geteuid() != 0)
+                return con_fail(CON_EXIT_NOT_ROOT,
+                                "bootstrap: must run as root (it edits /etc/passwd and /etc/shadow and owns "
+                                "/srv/con); try 'sudo con bootstrap'");
+
+        r = con_provision_new(&o, &p, &error);
+        if (r < 0)
+                return con_fail(r == -ENOEXEC ? CON_EXIT_CONFIG : CON_EXIT_FAILURE, "bootstrap: %s%s",
+                                error ?: strerror(-r), r == -ENOEXEC ? " (nothing was changed)" : "");
+
+        printf("bootstrap: config %s%s%s\n", con_provision_config_path(p),
+               con_provision_profile_dir(p) ? ", installing profile into /etc/con" : "",
+               o.dry_run ? " (dry run)" : "");
+        STRV_FOREACH(w, con_provision_warnings(p))
+                fprintf(stderr, "con: bootstrap: warning: %s\n", *w);
+
+        r = con_provision_run(p, o.dry_run, print_change, &o.dry_run, &checked, &changed, &error);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
+
+        if (changed == 0)
+                printf("bootstrap: nothing to change (%u items checked)\n", checked);
+        else
+                printf("bootstrap: %s %u of %u items\n", o.dry_run ? "would change" : "changed", changed, checked);
+        return CON_EXIT_OK;
+}

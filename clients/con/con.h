@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The `con` command: one file per subcommand (con-<verb>.c), each exporting a verb function
+ * listed in the table of con.c. A verb gets argv starting at its own name and returns the
+ * process exit status. Exit statuses shared by all verbs: */
+
+#define CON_EXIT_OK        0
+#define CON_EXIT_FAILURE   1    /* the operation failed */
+#define CON_EXIT_USAGE     2    /* bad command line */
+#define CON_EXIT_NOT_ROOT  3    /* the verb needs root */
+#define CON_EXIT_CONFIG    4    /* the configuration is invalid; nothing was changed */
+
+typedef int (*ConVerbFn)(int argc, char *argv[]);
+
+int verb_bootstrap(int argc, char *argv[]);
+/* con-fabric.c */
+int verb_up(int argc, char *argv[]);
+int verb_down(int argc, char *argv[]);
+int verb_status(int argc, char *argv[]);
+int verb_agents(int argc, char *argv[]);
+int verb_tasks(int argc, char *argv[]);
+int verb_task(int argc, char *argv[]);
+int verb_run(int argc, char *argv[]);
+int verb_route_inbox(int argc, char *argv[]);
+int verb_audit(int argc, char *argv[]);
+
+/* Prints "con: " + message to stderr, returns status. */
+int con_fail(int status, const char *fmt, ...) __attribute__((__format__(printf, 2, 3)));

@@ -1,0 +1,180 @@
+# shellcheck shell=bash
+# Shared assertions for the integration tests (tests/integration/*.sh). Source it:
+#
+#   . "$(dirname "$0")/lib.sh"
+#   require_root
+#   section "bootstrap"
+#   check "con is installed" command -v con
+#   check_fail "nobody cannot read the inbox" as_user nobody ls /srv/con/inbox
+#   check_output "dry run shows the plan" 'would create user a-concierge' con bootstrap --dry-run
+#   finish
+#
+# Each check runs its command with stdout and stderr captured; on failure the command line,
+# its exit status and the tail of its output are printed. A script ends with `finish`, which
+# prints "N passed, N failed" and exits non-zero when anything failed (also when the script
+# dies early: an EXIT trap reports the checks so far and fails). Output is TAP-like.
+#
+# Variables: LIB_OUT holds the output of the last check's command (for extra assertions),
+# LIB_RC its exit status. CON_TEST_VERBOSE=1 prints every command's output.
+
+LIB_PASSED=0
+LIB_FAILED=0
+LIB_FINISHED=0
+LIB_OUT=""
+LIB_RC=0
+LIB_TMP=$(mktemp -d "${CON_SANDBOX_TMP:-/tmp}/con-itest.XXXXXX")
+
+_lib_exit() {
+        local rc=$?
+        if ((!LIB_FINISHED)); then
+                echo "# script ended early (exit status $rc) after $((LIB_PASSED + LIB_FAILED)) checks"
+                echo "$LIB_PASSED passed, $((LIB_FAILED + 1)) failed"
+                rm -rf "$LIB_TMP"
+                exit 1
+        fi
+        rm -rf "$LIB_TMP"
+}
+trap _lib_exit EXIT
+
+# Exit 77 (skipped) when not root.
+require_root() {
+        if [ "$(id -u)" != 0 ]; then
+                echo "# needs root; skipping"
+                LIB_FINISHED=1
+                exit 77
+        fi
+}
+
+section() {
+        echo "# --- $* ---"
+}
+
+_lib_run() {
+        set +e
+        "$@" >"$LIB_TMP/out" 2>&1
+        LIB_RC=$?
+        LIB_OUT=$(cat "$LIB_TMP/out")
+        if [ "${CON_TEST_VERBOSE:-0}" = 1 ] && [ -n "$LIB_OUT" ]; then
+                printf '%s\n' "$LIB_OUT" | sed 's/^/#   | /'
+        fi
+}
+
+_lib_pass() {
+        LIB_PASSED=$((LIB_PASSED + 1))
+        echo "ok $((LIB_PASSED + LIB_FAILED)) - $1"
+}
+
+# _lib_fail DESC WHY [CMD...]
+_lib_fail() {
+        local desc=$1 why=$2
+        shift 2
+        LIB_FAILED=$((LIB_FAILED + 1))
+        echo "not ok $((LIB_PASSED + LIB_FAILED)) - $desc"
+        echo "#   $why"
+        if (($#)); then
+                echo "#   command: $(printf '%q ' "$@")"
+                echo "#   exit status: $LIB_RC"
+        fi
+        if [ -n "$LIB_OUT" ]; then
+                printf '%s\n' "$LIB_OUT" | tail -n 20 | sed 's/^/#   | /'
+        fi
+}
+
+# check DESC CMD...: passes when CMD exits 0.
+check() {
+        local desc=$1
+        shift
+        _lib_run "$@"
+        if [ "$LIB_RC" = 0 ]; then _lib_pass "$desc"; else _lib_fail "$desc" "expected success" "$@"; fi
+}
+
+# check_fail DESC CMD...: passes when CMD exits non-zero.
+check_fail() {
+        local desc=$1
+        shift
+        _lib_run "$@"
+        if [ "$LIB_RC" != 0 ]; then _lib_pass "$desc"; else _lib_fail "$desc" "expected failure" "$@"; fi
+}
+
+# check_status DESC STATUS CMD...: passes when CMD exits with exactly STATUS.
+check_status() {
+        local desc=$1 want=$2
+        shift 2
+        _lib_run "$@"
+        if [ "$LIB_RC" = "$want" ]; then _lib_pass "$desc"; else _lib_fail "$desc" "expected exit status $want" "$@"; fi
+}
+
+# check_output DESC REGEX CMD...: passes when CMD exits 0 and its output matches the
+# extended regular expression REGEX (grep -E).
+check_output() {
+        local desc=$1 re=$2
+        shift 2
+        _lib_run "$@"
+        if [ "$LIB_RC" != 0 ]; then
+                _lib_fail "$desc" "expected success" "$@"
+        elif ! grep -Eq -- "$re" <<<"$LIB_OUT"; then
+                _lib_fail "$desc" "output does not match /$re/" "$@"
+        else
+                _lib_pass "$desc"
+        fi
+}
+
+# check_fail_output DESC REGEX CMD...: CMD fails and its output matches REGEX.
+check_fail_output() {
+        local desc=$1 re=$2
+        shift 2
+        _lib_run "$@"
+        if [ "$LIB_RC" = 0 ]; then
+                _lib_fail "$desc" "expected failure" "$@"
+        elif ! grep -Eq -- "$re" <<<"$LIB_OUT"; then
+                _lib_fail "$desc" "output does not match /$re/" "$@"
+        else
+                _lib_pass "$desc"
+        fi
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq() {
+        LIB_OUT=""
+        if [ "$2" = "$3" ]; then
+                _lib_pass "$1"
+        else
+                LIB_OUT=$(printf 'expected: %s\nactual:   %s' "$2" "$3")
+                _lib_fail "$1" "values differ"
+        fi
+}
+
+# check_same_file DESC FILE1 FILE2: identical content (shows a diff otherwise).
+check_same_file() {
+        LIB_OUT=$(diff -u "$2" "$3" 2>&1)
+        if [ $? = 0 ]; then _lib_pass "$1"; else _lib_fail "$1" "files differ: $2 $3"; fi
+}
+
+# as_user USER CMD...: runs CMD as USER with USER's groups (runuser), in /.
+as_user() {
+        local user=$1
+        shift
+        (cd / && runuser -u "$user" -- "$@")
+}
+
+# stat_is DESC PATH "OWNER:GROUP MODE": owner, group and octal mode (as stat -c %a).
+stat_is() {
+        local desc=$1 path=$2 want=$3 got
+        got=$(stat -c '%U:%G %a' -- "$path" 2>&1)
+        check_eq "$desc ($path)" "$want" "$got"
+}
+
+# A scratch path private to this script run.
+lib_tmp() {
+        echo "$LIB_TMP"
+}
+
+# Prints the summary and exits: 0 when every check passed, 1 otherwise (or with no checks).
+finish() {
+        LIB_FINISHED=1
+        echo "$LIB_PASSED passed, $LIB_FAILED failed"
+        if ((LIB_FAILED > 0 || LIB_PASSED == 0)); then
+                exit 1
+        fi
+        exit 0
+}

@@ -1,0 +1,242 @@
+#!/bin/bash
+# con bootstrap, end to end, inside tests/sandbox/con-sandbox (root, overlay /etc and /usr,
+# private /srv and /home): what it creates, that the kernel enforces the intended access with
+# real users (runuser), idempotency, --dry-run, bad configs, symlinks, profiles.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox (it edits /etc/passwd); skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+
+T=$(lib_tmp)
+PROFILES=/usr/share/conspiracyos/profiles
+
+# Everything bootstrap may touch, in a comparable form.
+snapshot() {
+        {
+                echo "== users"; getent passwd | sort
+                echo "== groups"; getent group | sort
+                echo "== shadow"; sha256sum /etc/shadow /etc/gshadow 2>&1
+                echo "== tree"
+                find /srv /home /etc/con /etc/dbus-1/system.d /etc/polkit-1/rules.d \
+                        /usr/share/dbus-1/system-services /usr/share/polkit-1/actions \
+                        -printf '%p %u %g %m %y %s\n' 2>/dev/null | sort
+                echo "== content"
+                find /srv/con /home /etc/con -type f -print0 2>/dev/null | sort -z | xargs -0r sha256sum
+                echo "== acl"
+                getfacl -R -p /srv /home 2>/dev/null
+        } >"$1"
+}
+
+section "preconditions"
+check "con is installed in /usr/bin" test -x /usr/bin/con
+check "default profile is installed" test -f "$PROFILES/default/con.yaml"
+check "minimal profile is installed" test -f "$PROFILES/minimal/con.yaml"
+
+section "refusals that touch nothing"
+snapshot "$T/s0"
+check_status "not root: exit status 3" 3 as_user nobody con bootstrap --profile default
+check_output "not root: the message says why" "must run as root" echo "$LIB_OUT"
+check_status "usage error: exit status 2" 2 con bootstrap --no-such-option
+check_status "--config with --profile is a usage error" 2 con bootstrap --config /x --profile default
+
+cat >"$T/bad.yaml" <<'EOF'
+system:
+  name: test
+agents:
+  - name: concierge
+    tier: operator
+    colour: blue
+EOF
+check_status "bad config: exit status 4" 4 con bootstrap --config "$T/bad.yaml"
+check_output "bad config: FILE:LINE:COLUMN in the message" "bad\.yaml:6:[0-9]+:.*colour" echo "$LIB_OUT"
+check_output "bad config: says nothing was changed" "nothing was changed" echo "$LIB_OUT"
+check_fail "bad config: no agent user created" getent passwd a-concierge
+check_fail "bad config: /srv/con not created" test -e /srv/con
+check_status "unknown profile: exit status 1" 1 con bootstrap --profile no-such-profile
+check_output "unknown profile: names it" "unknown profile 'no-such-profile'" echo "$LIB_OUT"
+
+section "dry run on a fresh system"
+check_output "dry run prints the plan" "^would create user a-concierge \(uid [0-9]+\)" con bootstrap --dry-run --profile default
+check_output "dry run plans the ACLs" "^would set acl /srv/con/agents/sysadmin/inbox" echo "$LIB_OUT"
+check_output "dry run plans the platform files" "^would write /etc/dbus-1/system.d/" echo "$LIB_OUT"
+snapshot "$T/s1"
+check_same_file "dry run touched nothing" "$T/s0" "$T/s1"
+
+section "first run: --profile default"
+check_output "bootstrap succeeds" "^create user a-sysadmin \(uid [0-9]+\)" con bootstrap --profile default
+printf '%s\n' "$LIB_OUT" >"$T/first-run.out"
+check_same_file "the profile's con.yaml is installed" "$PROFILES/default/con.yaml" /etc/con/con.yaml
+
+for g in agents officers operators workers trusted con; do
+        check "group $g exists" getent group "$g"
+done
+for a in concierge sysadmin; do
+        check_output "user a-$a: nologin shell, home /home/a-$a" "^a-$a:x:[0-9]+:[0-9]+:[^:]*:/home/a-$a:/usr/sbin/nologin$" \
+                getent passwd "a-$a"
+        check_eq "user a-$a: primary group agents" agents "$(id -gn "a-$a")"
+        check_output "user a-$a: in its tier group" "operators" id -Gn "a-$a"
+        check_output "user a-$a: has a locked shadow entry" "^a-$a:!" grep "^a-$a:" /etc/shadow
+done
+uid_c=$(id -u a-concierge) uid_s=$(id -u a-sysadmin)
+check "agent UIDs differ" test "$uid_c" != "$uid_s"
+check "agent UIDs are system UIDs (100..999)" test "$uid_c" -ge 100 -a "$uid_c" -le 999 -a "$uid_s" -ge 100 -a "$uid_s" -le 999
+check_eq "no duplicate UID in /etc/passwd" "" "$(cut -d: -f3 /etc/passwd | sort | uniq -d)"
+check_eq "no duplicate GID in /etc/group" "" "$(cut -d: -f3 /etc/group | sort | uniq -d)"
+check_eq "/etc/shadow keeps root:shadow 0640" "root:shadow 640" "$(stat -c '%U:%G %a' /etc/shadow)"
+check_eq "/etc/passwd keeps root:root 0644" "root:root 644" "$(stat -c '%U:%G %a' /etc/passwd)"
+
+stat_is "srv root" /srv/con "root:root 755"
+stat_is "outer inbox: sticky, write-only for the submitters" /srv/con/inbox "root:root 1730"
+stat_is "contracts: root only" /srv/con/contracts "root:root 755"
+stat_is "audit logs: root only" /srv/con/logs/audit "root:root 750"
+stat_is "agent folder" /srv/con/agents/sysadmin "a-sysadmin:agents 710"
+stat_is "agent inbox: sticky" /srv/con/agents/sysadmin/inbox "a-sysadmin:agents 1730"
+for d in outbox processed workspace workspace/sessions; do
+        stat_is "agent $d" "/srv/con/agents/sysadmin/$d" "a-sysadmin:agents 700"
+done
+stat_is "skills: root-owned" /srv/con/agents/sysadmin/workspace/skills "root:root 755"
+stat_is "home: root-owned, private" /home/a-concierge "root:root 750"
+stat_is "AGENTS.md" /home/a-concierge/AGENTS.md "root:root 444"
+stat_is "AGENTS.md.sha256" /home/a-concierge/AGENTS.md.sha256 "root:root 444"
+check_eq "AGENTS.md.sha256 matches" "$(sha256sum /home/a-concierge/AGENTS.md | cut -d' ' -f1)" \
+        "$(cat /home/a-concierge/AGENTS.md.sha256)"
+check_output "concierge's AGENTS.md holds its instructions" "concierge" cat /home/a-concierge/AGENTS.md
+check_output "inbox ACL: concierge may write+traverse sysadmin's inbox" "^user:a-concierge:-wx$" \
+        getfacl -p /srv/con/agents/sysadmin/inbox
+check_output "inbox default ACL: the owner reads what senders create" "^default:user:a-sysadmin:rw-$" echo "$LIB_OUT"
+check_output "folder ACL: concierge may traverse sysadmin's folder" "^user:a-concierge:--x$" \
+        getfacl -p /srv/con/agents/sysadmin
+check_output "outer inbox ACL: the con group may write+traverse" "^group:con:-wx$" getfacl -p /srv/con/inbox
+check_fail "outbox carries no ACL entry for anyone" grep -q "^user:a-" <(getfacl -p /srv/con/agents/concierge/outbox)
+check "dbus policy written" test -f /etc/dbus-1/system.d/org.conspiracy.conf
+check_eq "dbus policy is root:root 0644" "root:root 644" "$(stat -c '%U:%G %a' /etc/dbus-1/system.d/org.conspiracy.conf)"
+
+# Whatever the profile ships in contracts/ and skills is copied, without nesting scripts/.
+if [ -d "$PROFILES/default/contracts" ]; then
+        check "contracts copied as shipped" diff -r "$PROFILES/default/contracts" /srv/con/contracts
+        check_fail "no contracts/scripts/scripts nesting" test -e /srv/con/contracts/scripts/scripts
+fi
+for f in "$PROFILES"/default/roles/sysadmin/skills/*.md; do
+        [ -f "$f" ] || continue
+        n=$(basename "$f")
+        check_same_file "skill $n deployed" "$f" "/srv/con/agents/sysadmin/workspace/skills/$n"
+        stat_is "skill $n is root-owned, read-only" "/srv/con/agents/sysadmin/workspace/skills/$n" "root:root 444"
+done
+
+section "the kernel enforces it (runuser)"
+ISYS=/srv/con/agents/sysadmin/inbox
+check "concierge can create a task in sysadmin's inbox" as_user a-concierge sh -c "echo hello >$ISYS/from-concierge.task"
+check_fail "concierge cannot list sysadmin's inbox" as_user a-concierge ls "$ISYS"
+check "sysadmin can drop a file in its own inbox" as_user a-sysadmin sh -c "echo private >$ISYS/own.task"
+check_fail "concierge cannot read sysadmin's own file" as_user a-concierge cat "$ISYS/own.task"
+check_fail "concierge cannot delete sysadmin's file (sticky)" as_user a-concierge rm -f "$ISYS/own.task"
+check "...and it is still there" test -f "$ISYS/own.task"
+check_output "sysadmin reads a task concierge created (umask ignored under the default ACL)" "^hello$" \
+        as_user a-sysadmin cat "$ISYS/from-concierge.task"
+check "concierge creates a task with umask 077" as_user a-concierge sh -c "umask 077; echo tight >$ISYS/umask.task"
+check_output "sysadmin reads it anyway" "^tight$" as_user a-sysadmin cat "$ISYS/umask.task"
+# A file created with an explicit mode 0600: the kernel masks named ACL entries with the group
+# bits of the create mode, so no ACL can make it readable for the inbox owner. Documented in
+# docs/BOOTSTRAP.md; the owner can still move it away (sticky does not bind the folder owner).
+check "concierge creates a task with open(..., 0600)" as_user a-concierge \
+        python3 -c "import os; os.write(os.open('$ISYS/mode600.task', os.O_CREAT|os.O_WRONLY, 0o600), b'x')"
+check_fail "a 0600 task is not readable by sysadmin (kernel limit, documented)" as_user a-sysadmin cat "$ISYS/mode600.task"
+check "sysadmin can still move the 0600 task to processed" as_user a-sysadmin \
+        mv "$ISYS/mode600.task" /srv/con/agents/sysadmin/processed/
+check "root (the router) reads the 0600 task" cat /srv/con/agents/sysadmin/processed/mode600.task
+check "sysadmin can submit to concierge (default policy)" as_user a-sysadmin \
+        sh -c "echo hi >/srv/con/agents/concierge/inbox/from-sysadmin.task"
+check "concierge writes to its own outbox" as_user a-concierge sh -c "echo out >/srv/con/agents/concierge/outbox/r.md"
+for d in outbox processed workspace; do
+        check_fail "sysadmin cannot list concierge's $d" as_user a-sysadmin ls "/srv/con/agents/concierge/$d"
+done
+check_fail "sysadmin cannot read concierge's outbox file" as_user a-sysadmin cat /srv/con/agents/concierge/outbox/r.md
+check_fail "sysadmin cannot write root-executed contracts" as_user a-sysadmin touch /srv/con/contracts/evil.yaml
+check_fail "agents cannot read the audit logs" as_user a-sysadmin ls /srv/con/logs/audit
+check_fail "agents cannot drop into the outer inbox" as_user a-concierge sh -c "echo x >/srv/con/inbox/a.task"
+
+A=/home/a-concierge/AGENTS.md
+check "concierge reads its AGENTS.md" as_user a-concierge cat "$A"
+check_fail "concierge cannot write its AGENTS.md" as_user a-concierge sh -c "echo evil >>$A"
+check_fail "concierge cannot unlink its AGENTS.md" as_user a-concierge rm -f "$A"
+check_fail "concierge cannot rename its AGENTS.md" as_user a-concierge mv "$A" "$A.old"
+check_fail "concierge cannot create files in its home" as_user a-concierge touch /home/a-concierge/AGENTS.md.new
+check_fail "concierge cannot chmod its AGENTS.md" as_user a-concierge chmod 644 "$A"
+check_fail "sysadmin cannot read concierge's home" as_user a-sysadmin cat "$A"
+check_fail "concierge cannot change its skills folder" as_user a-concierge \
+        touch /srv/con/agents/concierge/workspace/skills/injected.md
+
+check "create a human in the con group" useradd -M -N -g users -G con human1
+check "create a second human in the con group" useradd -M -N -g users -G con human2
+check "create a human outside the con group" useradd -M -N -g users outsider
+check "a con member drops a task into the outer inbox" as_user human1 sh -c "echo task >/srv/con/inbox/h1.task"
+check "another con member drops one too" as_user human2 sh -c "echo task >/srv/con/inbox/h2.task"
+check_fail "a non-member cannot" as_user outsider sh -c "echo task >/srv/con/inbox/o.task"
+check_fail "members cannot list the outer inbox" as_user human1 ls /srv/con/inbox
+check_fail "members cannot delete each other's tasks (sticky)" as_user human2 rm -f /srv/con/inbox/h1.task
+check_fail "members cannot read each other's tasks" as_user human2 cat /srv/con/inbox/h1.task
+check_fail "members cannot overwrite each other's tasks" as_user human2 sh -c "echo x >/srv/con/inbox/h1.task"
+check_eq "the task is intact" "task" "$(cat /srv/con/inbox/h1.task)"
+
+section "idempotency"
+snapshot "$T/s2"
+check_output "second run changes nothing" "^bootstrap: nothing to change \([0-9]+ items checked\)$" \
+        con bootstrap --profile default
+check_eq "second run prints no change line" "" "$(grep -Ev '^(bootstrap: |con: bootstrap: warning: )' <<<"$LIB_OUT")"
+snapshot "$T/s3"
+check_same_file "second run left everything as it was" "$T/s2" "$T/s3"
+check_output "no argument: uses /etc/con/con.yaml, nothing to change" "nothing to change" con bootstrap
+check_output "dry run now plans nothing" "nothing to change" con bootstrap --dry-run
+snapshot "$T/s4"
+check_same_file "dry run touched nothing" "$T/s2" "$T/s4"
+
+section "drift is repaired, and only the drift"
+chmod 0777 /srv/con/agents/sysadmin/outbox
+setfacl -b /srv/con/agents/sysadmin/inbox
+chown a-concierge /home/a-concierge
+chmod 0644 /etc/dbus-1/system.d/org.conspiracy.conf && echo '<!-- x -->' >>/etc/dbus-1/system.d/org.conspiracy.conf
+snapshot "$T/s5"
+check_output "dry run shows the drift" "^would set mode /srv/con/agents/sysadmin/outbox \(0700\)$" con bootstrap --dry-run
+check_output "...the lost ACL" "^would set acl /srv/con/agents/sysadmin/inbox$" echo "$LIB_OUT"
+check_output "...the home owner" "^would set owner /home/a-concierge \(root:root\)$" echo "$LIB_OUT"
+check_output "...the edited platform file" "^would write /etc/dbus-1/system.d/org.conspiracy.conf$" echo "$LIB_OUT"
+check_eq "dry run plans nothing else" "" \
+        "$(grep '^would ' <<<"$LIB_OUT" | grep -Ev ' (/srv/con/agents/sysadmin/(outbox|inbox)|/home/a-concierge|/etc/dbus-1/system.d/org.conspiracy.conf)( |$)')"
+snapshot "$T/s6"
+check_same_file "dry run did not repair" "$T/s5" "$T/s6"
+check "repair run" con bootstrap
+snapshot "$T/s7"
+check_same_file "repaired state equals the state before the drift" "$T/s2" "$T/s7"
+
+section "symlinks are refused"
+mv /srv/con/agents/sysadmin/outbox "$T/outbox.real"
+mkdir "$T/victim"
+ln -s "$T/victim" /srv/con/agents/sysadmin/outbox
+check_status "a symlinked agent folder: exit status 1" 1 con bootstrap
+check_output "...names the path and the symlink" "/srv/con/agents/sysadmin/outbox: .*symbolic link" echo "$LIB_OUT"
+check_eq "...and the target was not chowned" "root" "$(stat -c %U "$T/victim")"
+rm /srv/con/agents/sysadmin/outbox
+mv "$T/outbox.real" /srv/con/agents/sysadmin/outbox
+
+section "an edited /etc/con is never overwritten silently"
+echo "# local edit" >>/etc/con/con.yaml
+check_status "--profile over an edited con.yaml: exit status 1" 1 con bootstrap --profile default
+check_output "...says which file and what to do" "/etc/con/con.yaml.*--force" echo "$LIB_OUT"
+check_output "...the file is untouched" "# local edit" tail -1 /etc/con/con.yaml
+check_output "without --profile the edited file is used" "nothing to change" con bootstrap
+check_status "--force with --config is a usage error" 2 con bootstrap --force --config /etc/con/con.yaml
+check "--force replaces it with the profile's" con bootstrap --profile default --force
+check_same_file "...restored" "$PROFILES/default/con.yaml" /etc/con/con.yaml
+
+section "--profile minimal"
+check_output "switch to the minimal profile" "^write /etc/con/con.yaml$" con bootstrap --profile minimal --force
+check_same_file "minimal con.yaml installed" "$PROFILES/minimal/con.yaml" /etc/con/con.yaml
+check "concierge still provisioned" test -f /home/a-concierge/AGENTS.md
+check_output "minimal again: nothing to change" "nothing to change" con bootstrap --profile minimal
+check_fail "concierge has no peer ACL left on its own folder" grep -q "^user:a-" \
+        <(getfacl -p /srv/con/agents/concierge)
+
+finish
