@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: MIT */
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <search.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "agent-queue.h"
+#include "macro.h"
+#include "spool.h"
+#include "task.h"
+
+#define JOURNAL_NAME "journal"
+#define LOCK_NAME "lock"
+#define COMPACT_TMP_NAME ".journal.compact"
+#define DEFAULT_COMPACT_THRESHOLD (8ULL * 1024 * 1024)
+
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
+static inline size_t max_size(size_t a, size_t b) {
+        return a > b ? a : b;
+}
+
+struct AgentQueue {
+        int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd;
+        int lock_fd, journal_fd;
+
+        AgentTask **tasks;      /* arrival order, owned */
+        size_t n_tasks, n_tasks_alloc;
+        void *index;            /* tsearch() tree of AgentTask*, by id */
+
+        AgentTask **heap;       /* queued tasks; entries no longer queued are dropped lazily */
+        size_t n_heap, n_heap_alloc;
+
+        size_t n_queued, n_running;
+        uint64_t n_done, n_failed, n_cancelled;
+        uint64_t next_seq;
+
+        char *batch;
+        size_t batch_len, batch_alloc;
+
+        uint64_t journal_size, n_records, compact_threshold;
+        unsigned n_corrupt;
+        bool torn_tail;
+};
+
+static const char * const status_table[_AGENT_TASK_STATUS_MAX] = {
+        [AGENT_TASK_QUEUED] = "queued",
+        [AGENT_TASK_RUNNING] = "running",
+        [AGENT_TASK_DONE] = "done",
+        [AGENT_TASK_FAILED] = "failed",
+        [AGENT_TASK_CANCELLED] = "cancelled",
+};
+
+const char *agent_task_status_to_string(AgentTaskStatus s) {
+        if (s < 0 || s >= _AGENT_TASK_STATUS_MAX)
+                return NULL;
+        return status_table[s];
+}
+
+AgentTaskStatus agent_task_status_from_string(const char *s) {
+        for (int i = 0; s && i < _AGENT_TASK_STATUS_MAX; i++)
+                if (streq(status_table[i], s))
+                        return i;
+        return _AGENT_TASK_STATUS_INVALID;
+}
+
+static AgentTask *agent_task_free(AgentTask *t) {
+        if (!t)
+                return NULL;
+        free(t->id);
+        free(t->sender);
+        free(t->reply_to);
+        free(t->text);
+        free(t->result);
+        free(t);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
+
+static int task_cmp(const void *a, const void *b) {
+        return strcmp(((const AgentTask *) a)->id, ((const AgentTask *) b)->id);
+}
+
+static void noop_free(void *p) {
+}
+
+AgentQueue *agent_queue_free(AgentQueue *q) {
+        if (!q)
+                return NULL;
+        tdestroy(q->index, noop_free);
+        for (size_t i = 0; i < q->n_tasks; i++)
+                agent_task_free(q->tasks[i]);
+        free(q->tasks);
+        free(q->heap);
+        free(q->batch);
+        safe_close(q->journal_fd);
+        safe_close(q->lock_fd);
+        safe_close(q->queue_fd);
+        safe_close(q->outbox_fd);
+        safe_close(q->processed_fd);
+        safe_close(q->failed_fd);
+        safe_close(q->agent_dir_fd);
+        free(q);
+        return NULL;
+}
+
+AgentTask *agent_queue_find(AgentQueue *q, const char *id) {
+        AgentTask key = { .id = (char *) id };
+        void *p = tfind(&key, &q->index, task_cmp);
+        return p ? *(AgentTask **) p : NULL;
+}
+
+AgentTask * const *agent_queue_tasks(const AgentQueue *q, size_t *ret_n) {
+        *ret_n = q->n_tasks;
+        return q->tasks;
+}
+
+void agent_queue_get_stats(const AgentQueue *q, AgentQueueStats *ret) {
+        *ret = (AgentQueueStats) {
+                .n_tasks = q->n_tasks,
+                .n_queued = q->n_queued,
+                .n_running = q->n_running,
+                .n_done = q->n_done,
+                .n_failed = q->n_failed,
+                .n_cancelled = q->n_cancelled,
+                .journal_size = q->journal_size,
+                .n_records = q->n_records,
+                .n_corrupt = q->n_corrupt,
+                .torn_tail = q->torn_tail,
+        };
+}
+
+void agent_queue_set_compact_threshold(AgentQueue *q, uint64_t bytes) {
+        q->compact_threshold = bytes;
+}
+
+/* ---- the ready heap: priority first, then arrival ---- */
+
+static bool heap_before(const AgentTask *a, const AgentTask *b) {
+        if (a->priority != b->priority)
+                return a->priority > b->priority;
+        return a->seq < b->seq;
+}
+
+static void heap_swap(AgentQueue *q, size_t i, size_t j) {
+        AgentTask *t = q->heap[i];
+        q->heap[i] = q->heap[j];
+        q->heap[j] = t;
+}
+
+static int heap_push(AgentQueue *q, AgentTask *t) {
+        if (q->n_heap == q->n_heap_alloc) {
+                size_t n = q->n_heap_alloc ? q->n_heap_alloc * 2 : 64;
+                AgentTask **h = reallocarray(q->heap, n, sizeof(AgentTask *));
+                if (!h)
+                        return -ENOMEM;
+                q->heap = h;
+                q->n_heap_alloc = n;
+        }
+        size_t i = q->n_heap++;
+        q->heap[i] = t;
+        while (i > 0 && heap_before(q->heap[i], q->heap[(i - 1) / 2])) {
+                heap_swap(q, i, (i - 1) / 2);
+                i = (i - 1) / 2;
+        }
+        return 0;
+}
+
+static void heap_pop(AgentQueue *q) {
+        if (q->n_heap == 0)
+                return;
+        q->heap[0] = q->heap[--q->n_heap];
+        for (size_t i = 0;;) {
+                size_t l = 2 * i + 1, r = l + 1, m = i;
+                if (l < q->n_heap && heap_before(q->heap[l], q->heap[m]))
+                        m = l;
+                if (r < q->n_heap && heap_before(q->heap[r], q->heap[m]))
+                        m = r;
+                if (m == i)
+                        break;
+                heap_swap(q, i, m);
+                i = m;
+        }
+}
+
+AgentTask *agent_queue_peek(AgentQueue *q) {
+        while (q->n_heap > 0 && q->heap[0]->status != AGENT_TASK_QUEUED)
+                heap_pop(q);
+        return q->n_heap > 0 ? q->heap[0] : NULL;
+}
+
+/* ---- the batch ---- */
+
+static int batch_append_json(AgentQueue *q, cJSON *j) {
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(j);
+        if (!s)
+                return -ENOMEM;
+        size_t l = strlen(s);
+        if (q->batch_len + l + 1 > q->batch_alloc) {
+                size_t n = max_size(q->batch_alloc * 2, q->batch_len + l + 1 + 4096);
+                char *b = realloc(q->batch, n);
+                if (!b)
+                        return -ENOMEM;
+                q->batch = b;
+                q->batch_alloc = n;
+        }
+        memcpy(q->batch + q->batch_len, s, l);
+        q->batch[q->batch_len + l] = '\n';
+        q->batch_len += l + 1;
+        return 0;
+}
+
+bool agent_queue_has_batch(const AgentQueue *q) {
+        return q->batch_len > 0;
+}
+
+int agent_queue_commit(AgentQueue *q) {
+        if (q->batch_len == 0)
+                return 0;
+        size_t done = 0;
+        while (done < q->batch_len) {
+                ssize_t n = write(q->journal_fd, q->batch + done, q->batch_len - done);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        int r = -errno;
+                        (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
+                        return r;
+                }
+                done += (size_t) n;
+        }
+        if (fdatasync(q->journal_fd) < 0) {
+                int r = -errno;
+                (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
+                return r;
+        }
+        q->journal_size += q->batch_len;
+        q->batch_len = 0;
+        /* Do not keep a huge buffer around after a burst. */
+        if (q->batch_alloc > 1024 * 1024) {
+                free(q->batch);
+                q->batch = NULL;
+                q->batch_alloc = 0;
+        }
+        return 0;
+}
+
+static int json_add_str(cJSON *j, const char *k, const char *v) {
+        if (!v)
+                return 0;
+        return cJSON_AddStringToObject(j, k, v) ? 0 : -ENOMEM;
+}
+
+static int json_add_num(cJSON *j, const char *k, double v) {
+        return cJSON_AddNumberToObject(j, k, v) ? 0 : -ENOMEM;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
+
+static int record_accept(AgentQueue *q, const AgentTask *t) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+        if (!j)
+                return -ENOMEM;
+        if (json_add_str(j, "op", "accept") < 0 || json_add_str(j, "id", t->id) < 0 ||
+            json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
+            json_add_num(j, "prio", t->priority) < 0 || json_add_str(j, "reply_to", t->reply_to) < 0 ||
+            json_add_num(j, "deadline", (double) t->deadline_usec) < 0 ||
+            json_add_num(j, "ts", (double) t->accepted_usec) < 0 || json_add_str(j, "text", t->text) < 0)
+                return -ENOMEM;
+        return batch_append_json(q, j);
+}
+
+static int record_start(AgentQueue *q, const AgentTask *t, uint64_t now) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+        if (!j)
+                return -ENOMEM;
+        if (json_add_str(j, "op", "start") < 0 || json_add_str(j, "id", t->id) < 0 ||
+            json_add_num(j, "ts", (double) now) < 0)
+                return -ENOMEM;
+        return batch_append_json(q, j);
+}
+
+static int record_end(AgentQueue *q, const AgentTask *t) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+        if (!j)
+                return -ENOMEM;
+        if (json_add_str(j, "op", "end") < 0 || json_add_str(j, "id", t->id) < 0 ||
+            json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
+            json_add_num(j, "ts", (double) t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0)
+                return -ENOMEM;
+        return batch_append_json(q, j);
+}
+
+static cJSON *record_known(const AgentTask *t) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+        if (!j)
+                return NULL;
+        if (json_add_str(j, "op", "known") < 0 || json_add_str(j, "id", t->id) < 0 ||
+            json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
+            json_add_num(j, "prio", t->priority) < 0 ||
+            json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
+            json_add_num(j, "ts", (double) t->accepted_usec) < 0 ||
+            json_add_num(j, "end", (double) t->finished_usec) < 0 ||
+            (t->status != AGENT_TASK_DONE && json_add_str(j, "reason", t->result) < 0))
+                return NULL;
+        return TAKE_PTR(j);
+}
+
+/* ---- state changes (shared by the API and replay) ---- */
+
+static int task_insert(AgentQueue *q, AgentTask *t) {
+        if (q->n_tasks == q->n_tasks_alloc) {
+                size_t n = q->n_tasks_alloc ? q->n_tasks_alloc * 2 : 64;
+                AgentTask **a = reallocarray(q->tasks, n, sizeof(AgentTask *));
+                if (!a)
+                        return -ENOMEM;
+                q->tasks = a;
+                q->n_tasks_alloc = n;
+        }
+        void *p = tsearch(t, &q->index, task_cmp);
+        if (!p)
+                return -ENOMEM;
+        if (*(AgentTask **) p != t)
+                return -EEXIST;
+        q->tasks[q->n_tasks++] = t;
+        t->seq = q->next_seq++;
+        return 0;
+}
+
+static void count_final(AgentQueue *q, AgentTaskStatus st) {
+        if (st == AGENT_TASK_DONE)
+                q->n_done++;
+        else if (st == AGENT_TASK_FAILED)
+                q->n_failed++;
+        else if (st == AGENT_TASK_CANCELLED)
+                q->n_cancelled++;
+}
+
+static void set_status(AgentQueue *q, AgentTask *t, AgentTaskStatus st) {
+        if (t->status == AGENT_TASK_QUEUED)
+                q->n_queued--;
+        else if (t->status == AGENT_TASK_RUNNING)
+                q->n_running--;
+        t->status = st;
+        if (st == AGENT_TASK_QUEUED)
+                q->n_queued++;
+        else if (st == AGENT_TASK_RUNNING)
+                q->n_running++;
+        else
+                count_final(q, st);
+}
+
+static char *strdup_reason(const char *s) {
+        if (!s)
+                return NULL;
+        return strndup(s, AGENT_QUEUE_REASON_MAX);
+}
+
+int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_usec, AgentTask **ret) {
+        _cleanup_free_ char *newid = NULL;
+        int r;
+
+        if (req->id) {
+                if (!con_task_id_valid(req->id))
+                        return -EINVAL;
+                AgentTask *e = agent_queue_find(q, req->id);
+                if (e) {
+                        *ret = e;
+                        return 1;
+                }
+        } else {
+                r = con_task_id_new(&newid);
+                if (r < 0)
+                        return r;
+        }
+        if (req->priority < 0 || req->priority > CON_TASK_PRIORITY_MAX)
+                return -EINVAL;
+
+        _cleanup_(agent_task_freep) AgentTask *t = calloc(1, sizeof(AgentTask));
+        if (!t)
+                return -ENOMEM;
+        t->id = newid ? TAKE_PTR(newid) : strdup(req->id);
+        t->sender = strdup(strempty(req->sender));
+        t->text = strdup(strempty(req->text));
+        t->reply_to = req->reply_to ? strdup(req->reply_to) : NULL;
+        if (!t->id || !t->sender || !t->text || (req->reply_to && !t->reply_to))
+                return -ENOMEM;
+        t->sender_uid = req->sender_uid;
+        t->priority = req->priority;
+        t->deadline_usec = req->deadline_usec;
+        t->accepted_usec = now_usec;
+        t->status = AGENT_TASK_QUEUED;
+
+        r = record_accept(q, t);
+        if (r < 0)
+                return r;
+        r = task_insert(q, t);
+        if (r < 0)
+                return r;
+        AgentTask *tt = TAKE_PTR(t);
+        q->n_queued++;
+        q->n_records++;
+        r = heap_push(q, tt);
+        if (r < 0)
+                return r;
+        *ret = tt;
+        return 0;
+}
+
+int agent_queue_start(AgentQueue *q, AgentTask *t, uint64_t now_usec) {
+        if (t->status != AGENT_TASK_QUEUED)
+                return -ESTALE;
+        int r = record_start(q, t, now_usec);
+        if (r < 0)
+                return r;
+        q->n_records++;
+        if (q->n_heap > 0 && q->heap[0] == t)
+                heap_pop(q);
+        set_status(q, t, AGENT_TASK_RUNNING);
+        t->tries++;
+        return 0;
+}
+
+int agent_queue_requeue(AgentQueue *q, AgentTask *t) {
+        if (t->status != AGENT_TASK_RUNNING)
+                return -ESTALE;
+        if (t->tries >= AGENT_QUEUE_MAX_TRIES)
+                return -ELOOP;
+        set_status(q, t, AGENT_TASK_QUEUED);
+        return heap_push(q, t);
+}
+
+int agent_queue_finish(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *result, uint64_t now_usec) {
+        if (!agent_task_status_is_final(st))
+                return -EINVAL;
+        if (agent_task_status_is_final(t->status))
+                return -ESTALE;
+        _cleanup_free_ char *res = st == AGENT_TASK_DONE ? strdup(strempty(result))
+                                                         : strdup_reason(strempty(result));
+        if (!res)
+                return -ENOMEM;
+        free(t->result);
+        t->result = TAKE_PTR(res);
+        t->finished_usec = now_usec;
+        set_status(q, t, st);
+        q->n_records++;
+        return record_end(q, t);
+}
+
+/* ---- replay ---- */
+
+static const char *jstr(const cJSON *j, const char *k) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+        return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool jnum(const cJSON *j, const char *k, uint64_t *ret) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0)
+                return false;
+        *ret = (uint64_t) v->valuedouble;
+        return true;
+}
+
+/* Returns 0 when applied, -EBADMSG for a malformed record, -ENOMEM. */
+static int replay_line(AgentQueue *q, const char *line) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(line);
+        if (!j || !cJSON_IsObject(j))
+                return -EBADMSG;
+        const char *op = jstr(j, "op"), *id = jstr(j, "id");
+        if (!op || !id || !con_task_id_valid(id))
+                return -EBADMSG;
+        AgentTask *e = agent_queue_find(q, id);
+        uint64_t u = 0;
+
+        if (streq(op, "accept") || streq(op, "known")) {
+                if (e)
+                        return 0; /* dedup: the first record wins */
+                _cleanup_(agent_task_freep) AgentTask *t = calloc(1, sizeof(AgentTask));
+                if (!t)
+                        return -ENOMEM;
+                t->id = strdup(id);
+                t->sender = strdup(strempty(jstr(j, "sender")));
+                if (!t->id || !t->sender)
+                        return -ENOMEM;
+                if (jnum(j, "uid", &u))
+                        t->sender_uid = (uid_t) u;
+                else
+                        t->sender_uid = (uid_t) -1;
+                t->priority = CON_TASK_PRIORITY_DEFAULT;
+                if (jnum(j, "prio", &u) && u <= CON_TASK_PRIORITY_MAX)
+                        t->priority = (int) u;
+                (void) jnum(j, "ts", &t->accepted_usec);
+                if (streq(op, "accept")) {
+                        const char *text = jstr(j, "text"), *rt = jstr(j, "reply_to");
+                        if (!text)
+                                return -EBADMSG;
+                        t->text = strdup(text);
+                        if (!t->text)
+                                return -ENOMEM;
+                        if (rt && !(t->reply_to = strdup(rt)))
+                                return -ENOMEM;
+                        (void) jnum(j, "deadline", &t->deadline_usec);
+                        t->status = AGENT_TASK_QUEUED;
+                } else {
+                        AgentTaskStatus st = agent_task_status_from_string(jstr(j, "status"));
+                        if (!agent_task_status_is_final(st))
+                                return -EBADMSG;
+                        t->status = st;
+                        (void) jnum(j, "end", &t->finished_usec);
+                        const char *reason = jstr(j, "reason");
+                        if (reason && !(t->result = strdup_reason(reason)))
+                                return -ENOMEM;
+                }
+                int r = task_insert(q, t);
+                if (r < 0)
+                        return r;
+                AgentTask *tt = TAKE_PTR(t);
+                if (tt->status == AGENT_TASK_QUEUED)
+                        q->n_queued++;
+                else
+                        count_final(q, tt->status);
+                return 0;
+        }
+        if (!e)
+                return -EBADMSG;
+        if (streq(op, "start")) {
+                if (agent_task_status_is_final(e->status))
+                        return 0;
+                e->tries++;
+                set_status(q, e, AGENT_TASK_RUNNING);
+                return 0;
+        }
+        if (streq(op, "end")) {
+                AgentTaskStatus st = agent_task_status_from_string(jstr(j, "status"));
+                if (!agent_task_status_is_final(st))
+                        return -EBADMSG;
+                if (agent_task_status_is_final(e->status))
+                        return 0;
+                const char *res = jstr(j, "result");
+                free(e->result);
+                e->result = st == AGENT_TASK_DONE ? strdup(strempty(res)) : strdup_reason(strempty(res));
+                if (!e->result)
+                        return -ENOMEM;
+                (void) jnum(j, "ts", &e->finished_usec);
+                set_status(q, e, st);
+                return 0;
+        }
+        return -EBADMSG;
+}
+
+static int replay(AgentQueue *q) {
+        int fd = fcntl(q->journal_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
+        if (!f) {
+                safe_close(fd);
+                return -errno;
+        }
+        if (fseeko(f, 0, SEEK_SET) < 0)
+                return -errno;
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        uint64_t off = 0;
+        for (;;) {
+                errno = 0;
+                ssize_t n = getline(&line, &cap, f);
+                if (n < 0) {
+                        if (errno != 0)
+                                return -errno;
+                        break;
+                }
+                if (line[n - 1] != '\n') {
+                        /* A torn last line: a crash in the middle of a write. It was never
+                         * acknowledged, so drop it. */
+                        if (ftruncate(q->journal_fd, (off_t) off) < 0)
+                                return -errno;
+                        q->torn_tail = true;
+                        break;
+                }
+                off += (uint64_t) n;
+                line[n - 1] = 0;
+                int r = replay_line(q, line);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        q->n_corrupt++;
+                else
+                        q->n_records++;
+        }
+        q->journal_size = off;
+        if (lseek(q->journal_fd, (off_t) off, SEEK_SET) < 0)
+                return -errno;
+        return 0;
+}
+
+/* After replay: sessions that were running when the previous instance stopped counted a try. */
+static int replay_finish(AgentQueue *q, uint64_t now_usec) {
+        int r;
+        for (size_t i = 0; i < q->n_tasks; i++) {
+                AgentTask *t = q->tasks[i];
+                if (t->status == AGENT_TASK_RUNNING) {
+                        if (t->tries >= AGENT_QUEUE_MAX_TRIES) {
+                                char reason[200];
+                                (void) snprintf(reason, sizeof(reason),
+                                                "the session ended abnormally %u times (the service stopped or "
+                                                "crashed while it ran); not retried again", t->tries);
+                                r = agent_queue_finish(q, t, AGENT_TASK_FAILED, reason, now_usec);
+                                if (r < 0)
+                                        return r;
+                                continue;
+                        }
+                        set_status(q, t, AGENT_TASK_QUEUED);
+                }
+                if (t->status == AGENT_TASK_QUEUED) {
+                        r = heap_push(q, t);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+static int open_subdir(int dirfd, const char *name) {
+        if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        return fd < 0 ? -errno : fd;
+}
+
+static uint64_t now_realtime(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static int take_lock(int fd, uint64_t timeout_usec) {
+        uint64_t waited = 0;
+        for (;;) {
+                if (flock(fd, LOCK_EX | LOCK_NB) >= 0)
+                        return 0;
+                if (errno != EWOULDBLOCK && errno != EINTR)
+                        return -errno;
+                if (waited >= timeout_usec)
+                        return -EWOULDBLOCK;
+                (void) usleep(20 * 1000);
+                waited += 20 * USEC_PER_MSEC;
+        }
+}
+
+int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **ret) {
+        _cleanup_(agent_queue_freep) AgentQueue *q = calloc(1, sizeof(AgentQueue));
+        if (!q)
+                return -ENOMEM;
+        q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->lock_fd = q->journal_fd = -EBADF;
+        q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
+        q->agent_dir_fd = fcntl(agent_dir_fd, F_DUPFD_CLOEXEC, 3);
+        if (q->agent_dir_fd < 0)
+                return -errno;
+
+        if ((q->queue_fd = open_subdir(agent_dir_fd, "queue")) < 0)
+                return q->queue_fd;
+        if ((q->outbox_fd = open_subdir(agent_dir_fd, "outbox")) < 0)
+                return q->outbox_fd;
+        if ((q->processed_fd = open_subdir(agent_dir_fd, "processed")) < 0)
+                return q->processed_fd;
+        if ((q->failed_fd = open_subdir(agent_dir_fd, "failed")) < 0)
+                return q->failed_fd;
+
+        /* The lock lives in its own file: compaction replaces the journal's inode. */
+        q->lock_fd = openat(q->queue_fd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (q->lock_fd < 0)
+                return -errno;
+        int r = take_lock(q->lock_fd, lock_timeout_usec);
+        if (r < 0)
+                return r;
+
+        q->journal_fd = openat(q->queue_fd, JOURNAL_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (q->journal_fd < 0)
+                return -errno;
+        r = replay(q);
+        if (r < 0)
+                return r;
+        r = replay_finish(q, now_realtime());
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(q);
+        return 0;
+}
+
+/* ---- compaction ---- */
+
+bool agent_queue_want_compact(const AgentQueue *q) {
+        return q->n_queued == 0 && q->n_running == 0 && q->batch_len == 0 &&
+                q->journal_size > q->compact_threshold;
+}
+
+int agent_queue_compact(AgentQueue *q) {
+        if (q->n_queued > 0 || q->n_running > 0 || q->batch_len > 0)
+                return -EBUSY;
+
+        (void) unlinkat(q->queue_fd, COMPACT_TMP_NAME, 0);
+        _cleanup_close_ int fd = openat(q->queue_fd, COMPACT_TMP_NAME,
+                                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        int wfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (wfd < 0)
+                return -errno;
+        _cleanup_fclose_ FILE *f = fdopen(wfd, "w");
+        if (!f) {
+                safe_close(wfd);
+                return -errno;
+        }
+        uint64_t size = 0;
+        for (size_t i = 0; i < q->n_tasks; i++) {
+                _cleanup_(cJSON_Deletep) cJSON *j = record_known(q->tasks[i]);
+                if (!j)
+                        return -ENOMEM;
+                _cleanup_free_ char *s = cJSON_PrintUnformatted(j);
+                if (!s)
+                        return -ENOMEM;
+                if (fputs(s, f) < 0 || fputc('\n', f) < 0)
+                        return -EIO;
+                size += strlen(s) + 1;
+        }
+        if (fflush(f) != 0)
+                return negative_errno();
+        if (fsync(fd) < 0)
+                return -errno;
+        if (renameat(q->queue_fd, COMPACT_TMP_NAME, q->queue_fd, JOURNAL_NAME) < 0)
+                return -errno;
+        (void) fsync(q->queue_fd);
+
+        safe_close(q->journal_fd);
+        q->journal_fd = TAKE_FD(fd);
+        if (lseek(q->journal_fd, 0, SEEK_END) < 0)
+                return -errno;
+        q->journal_size = size;
+        q->n_records = q->n_tasks;
+
+        /* Texts and responses now live only in processed/ and outbox/. */
+        for (size_t i = 0; i < q->n_tasks; i++) {
+                AgentTask *t = q->tasks[i];
+                t->text = mfree(t->text);
+                free(t->reply_to);
+                t->reply_to = NULL;
+                if (t->status == AGENT_TASK_DONE)
+                        t->result = mfree(t->result);
+        }
+        return 1;
+}
+
+/* ---- derived files ---- */
+
+static int write_new_file(int dirfd, const char *id, const char *suffix, const char *data) {
+        char name[CON_TASK_ID_MAX + 32];
+        (void) snprintf(name, sizeof(name), "%s%s", id, suffix);
+        if (faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0)
+                return 0;
+        ConSpoolWrite o = {
+                .mode = 0600,
+                .uid = (uid_t) -1,
+                .gid = (gid_t) -1,
+                .sync = false,
+                .noreplace = true,
+        };
+        int r = con_spool_write(dirfd, name, data, strlen(data), &o);
+        return r == -EEXIST ? 0 : r;
+}
+
+static int format_task(const AgentTask *t, char **ret) {
+        ConTask ct = {
+                .meta = {
+                        .priority = t->priority,
+                        .reply_to = t->reply_to,
+                        .deadline_usec = t->deadline_usec,
+                },
+                .text = t->text,
+                .text_len = strlen(t->text),
+        };
+        size_t l;
+        return con_task_format(&ct, ret, &l);
+}
+
+int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
+        _cleanup_free_ char *formatted = NULL;
+        int r;
+
+        if (!agent_task_status_is_final(t->status))
+                return 0;
+        if (t->text) {
+                r = format_task(t, &formatted);
+                if (r < 0)
+                        return r;
+        }
+        if (t->status == AGENT_TASK_DONE) {
+                if (t->result) {
+                        r = write_new_file(q->outbox_fd, t->id, ".response", t->result);
+                        if (r < 0)
+                                return r;
+                }
+                if (formatted)
+                        return write_new_file(q->processed_fd, t->id, ".task", formatted);
+                return 0;
+        }
+        if (formatted) {
+                r = write_new_file(q->failed_fd, t->id, ".task", formatted);
+                if (r < 0)
+                        return r;
+        }
+        _cleanup_free_ char *reason = NULL;
+        if (asprintf(&reason, "%s\n", strempty(t->result)) < 0)
+                return -ENOMEM;
+        return write_new_file(q->failed_fd, t->id, ".reason", reason);
+}
+
+int agent_queue_write_all_files(AgentQueue *q) {
+        int ret = 0;
+        for (size_t i = 0; i < q->n_tasks; i++) {
+                int r = agent_queue_write_files(q, q->tasks[i]);
+                if (r < 0 && ret == 0)
+                        ret = r;
+        }
+        return ret;
+}
+
+int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
+        if (t->result || t->status != AGENT_TASK_DONE) {
+                char *s = strdup(strempty(t->result));
+                if (!s)
+                        return -ENOMEM;
+                *ret = s;
+                return 0;
+        }
+        char name[CON_TASK_ID_MAX + 32];
+        (void) snprintf(name, sizeof(name), "%s.response", t->id);
+        _cleanup_close_ int fd = openat(q->outbox_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        size_t sz = (size_t) st.st_size;
+        _cleanup_free_ char *buf = malloc(sz + 1);
+        if (!buf)
+                return -ENOMEM;
+        size_t got = 0;
+        while (got < sz) {
+                ssize_t n = read(fd, buf + got, sz - got);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                got += (size_t) n;
+        }
+        buf[got] = 0;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: MIT */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include "agent-session.h"
+#include "con-paths.h"
+#include "macro.h"
+
+#define SESSION_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* ---- runtimes ---- */
+
+static int agent_index(const ConRuntimeEnv *env) {
+        for (size_t i = 0; env->config && i < env->config->n_agents; i++)
+                if (&env->config->agents[i] == env->agent)
+                        return (int) i;
+        return -1;
+}
+
+static int exec_check(const ConRuntimeEnv *env, char **ret_reason) {
+        if (env->agent->command && env->agent->command[0])
+                return 0;
+        if (asprintf(ret_reason, "agent '%s' uses runner %s but has no command: set agents[%d].command in %s",
+                     env->agent->name, strempty(env->agent->rt.runner), agent_index(env),
+                     env->config && env->config->path ? env->config->path : CON_CONFIG_PATH) < 0)
+                return -ENOMEM;
+        return -ENOMEDIUM;
+}
+
+static int write_all(int fd, const char *p, size_t l) {
+        while (l > 0) {
+                ssize_t n = write(fd, p, l);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += n;
+                l -= (size_t) n;
+        }
+        return 0;
+}
+
+static int exec_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
+        char **argv = env->agent->command;
+        char prio[16];
+
+        /* The task text on stdin, through a memfd so a large task cannot block us. */
+        int mfd = memfd_create("con-task", 0);
+        if (mfd < 0 || write_all(mfd, t->text, strlen(t->text)) < 0 || lseek(mfd, 0, SEEK_SET) < 0 ||
+            dup2(mfd, STDIN_FILENO) < 0) {
+                dprintf(STDERR_FILENO, "cannot pass the task on stdin: %m\n");
+                return 126;
+        }
+        if (mfd != STDIN_FILENO)
+                safe_close(mfd);
+        if (dup2(result_fd, STDOUT_FILENO) < 0)
+                return 126;
+        safe_close(result_fd);
+
+        /* A clean environment: never the service's, never secrets. */
+        (void) clearenv();
+        (void) snprintf(prio, sizeof(prio), "%d", t->priority);
+        if (setenv("PATH", SESSION_PATH, 1) < 0 || setenv("HOME", env->workspace, 1) < 0 ||
+            setenv("LANG", "C.UTF-8", 1) < 0 || setenv("CON_AGENT", env->agent->name, 1) < 0 ||
+            setenv("CON_TASK_ID", t->id, 1) < 0 || setenv("CON_TASK_SENDER", strempty(t->sender), 1) < 0 ||
+            setenv("CON_TASK_PRIORITY", prio, 1) < 0 ||
+            (t->reply_to && setenv("CON_REPLY_TO", t->reply_to, 1) < 0))
+                return 126;
+        execvp(argv[0], argv);
+        dprintf(STDERR_FILENO, "cannot execute %s: %m\n", argv[0]);
+        return 127;
+}
+
+static uint64_t exec_timeout(const ConRuntimeEnv *env) {
+        return env->agent->exec_timeout_usec ?: 300 * USEC_PER_SEC;
+}
+
+const ConRuntime con_runtime_exec = {
+        .name = "exec",
+        .check = exec_check,
+        .run = exec_run,
+        .timeout = exec_timeout,
+};
+
+/* The LLM loop plugs in here (a later issue). Until then the runtime says precisely what is
+ * missing instead of pretending. */
+static int picoclaw_check(const ConRuntimeEnv *env, char **ret_reason) {
+        const ConAgent *a = env->agent;
+        const char *path = env->config && env->config->path ? env->config->path : CON_CONFIG_PATH;
+        int r;
+
+        if (isempty(a->rt.model))
+                r = asprintf(ret_reason,
+                             "agent '%s' has no model configured: set agents[%d].model or base.model in %s "
+                             "and put the key in " CON_ENV_PATH " (%s)",
+                             a->name, agent_index(env), path, strempty(a->rt.api_key_env));
+        else
+                r = asprintf(ret_reason,
+                             "agent '%s' uses runner picoclaw (model %s via %s), but this con-agentd was built "
+                             "without the picoclaw LLM runtime; built-in commands (/help) work, and free text "
+                             "runs today with runner: exec and a command in %s",
+                             a->name, a->rt.model, strempty(a->rt.provider), path);
+        if (r < 0)
+                return -ENOMEM;
+        return -ENOMEDIUM;
+}
+
+static int picoclaw_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
+        dprintf(STDERR_FILENO, "the picoclaw runtime is not available in this build\n");
+        return 1;
+}
+
+static uint64_t picoclaw_timeout(const ConRuntimeEnv *env) {
+        unsigned min = env->config ? env->config->contracts.max_session_min : 0;
+        return (uint64_t) (min ?: 30) * 60 * USEC_PER_SEC;
+}
+
+const ConRuntime con_runtime_picoclaw = {
+        .name = "picoclaw",
+        .check = picoclaw_check,
+        .run = picoclaw_run,
+        .timeout = picoclaw_timeout,
+};
+
+const ConRuntime *con_runtime_for_agent(const ConAgent *a) {
+        const char *r = a->rt.runner ?: "picoclaw";
+        if (streq(r, "picoclaw"))
+                return &con_runtime_picoclaw;
+        if (streq(r, "exec") || streq(r, "claude") || streq(r, "codex"))
+                return &con_runtime_exec;
+        return NULL;
+}
+
+/* ---- sessions ---- */
+
+static void session_close_out(AgentSession *s) {
+        s->out_source = sd_event_source_disable_unref(s->out_source);
+        s->out_fd = safe_close(s->out_fd);
+}
+
+static void session_close_err(AgentSession *s) {
+        s->err_source = sd_event_source_disable_unref(s->err_source);
+        s->err_fd = safe_close(s->err_fd);
+}
+
+AgentSession *agent_session_free(AgentSession *s) {
+        if (!s)
+                return NULL;
+        if (!s->exited && s->pid > 0)
+                (void) kill(-s->pid, SIGKILL);
+        s->child_source = sd_event_source_disable_unref(s->child_source);
+        s->timer_source = sd_event_source_disable_unref(s->timer_source);
+        session_close_out(s);
+        session_close_err(s);
+        free(s->out);
+        sd_event_unref(s->event);
+        free(s);
+        return NULL;
+}
+
+/* Returns 1 at EOF, 0 when nothing more to read now, -errno on error. */
+static int session_read_out(AgentSession *s) {
+        char scratch[16384];
+        for (;;) {
+                char *p = scratch;
+                size_t want = sizeof(scratch);
+                if (s->out_len < AGENT_SESSION_OUTPUT_MAX) {
+                        want = AGENT_SESSION_OUTPUT_MAX - s->out_len;
+                        if (want > sizeof(scratch))
+                                want = sizeof(scratch);
+                }
+                ssize_t n = read(s->out_fd, p, want);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : -errno;
+                }
+                if (n == 0)
+                        return 1;
+                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX) {
+                        s->truncated = true; /* keep draining so the child never blocks */
+                        continue;
+                }
+                char *b = realloc(s->out, s->out_len + (size_t) n + 1);
+                if (!b)
+                        return -ENOMEM;
+                s->out = b;
+                memcpy(s->out + s->out_len, p, (size_t) n);
+                s->out_len += (size_t) n;
+                s->out[s->out_len] = 0;
+        }
+}
+
+static int session_read_err(AgentSession *s) {
+        char buf[AGENT_SESSION_STDERR_TAIL];
+        for (;;) {
+                ssize_t n = read(s->err_fd, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : -errno;
+                }
+                if (n == 0)
+                        return 1;
+                /* Keep the tail: buf is exactly as large as the tail, so dropping from the front
+                 * of what we have always makes room. */
+                size_t k = (size_t) n;
+                if (s->err_len + k > sizeof(s->err)) {
+                        size_t drop = s->err_len + k - sizeof(s->err);
+                        memmove(s->err, s->err + drop, s->err_len - drop);
+                        s->err_len -= drop;
+                }
+                memcpy(s->err + s->err_len, buf, k);
+                s->err_len += k;
+        }
+}
+
+static void session_maybe_finish(AgentSession *s) {
+        if (!s->exited || s->finished)
+                return;
+        s->finished = true;
+        s->timer_source = sd_event_source_disable_unref(s->timer_source);
+        if (s->done)
+                s->done(s, s->userdata);
+}
+
+static int on_out(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        if (session_read_out(s) != 0)
+                session_close_out(s);
+        return 0;
+}
+
+static int on_err(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        if (session_read_err(s) != 0)
+                session_close_err(s);
+        return 0;
+}
+
+static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
+        AgentSession *s = userdata;
+
+        s->exited = true;
+        if (si->si_code == CLD_EXITED)
+                s->exit_status = si->si_status;
+        else
+                s->signal = si->si_status;
+        /* The session ends with its main process: whatever it left behind in its group goes too.
+         * The zombie still holds the group id, so this cannot hit a reused pid. */
+        (void) kill(-s->pid, SIGKILL);
+        if (s->out_fd >= 0)
+                (void) session_read_out(s);
+        if (s->err_fd >= 0)
+                (void) session_read_err(s);
+        session_close_out(s);
+        session_close_err(s);
+        session_maybe_finish(s);
+        return 0;
+}
+
+static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
+        AgentSession *s = userdata;
+        if (!s->exited) {
+                s->timed_out = true;
+                (void) kill(-s->pid, SIGKILL);
+        }
+        return 0;
+}
+
+void agent_session_cancel(AgentSession *s) {
+        if (s->exited)
+                return;
+        s->cancelled = true;
+        (void) kill(-s->pid, SIGKILL);
+}
+
+AgentSessionEnd agent_session_end(const AgentSession *s) {
+        if (s->cancelled)
+                return AGENT_SESSION_CANCELLED;
+        if (s->timed_out)
+                return AGENT_SESSION_TIMEOUT;
+        if (s->signal > 0)
+                return AGENT_SESSION_KILLED;
+        return AGENT_SESSION_EXITED;
+}
+
+char *agent_session_stderr(const AgentSession *s) {
+        size_t a = 0, b = s->err_len;
+        while (a < b && strchr(" \t\r\n", s->err[a]))
+                a++;
+        while (b > a && strchr(" \t\r\n", s->err[b - 1]))
+                b--;
+        return strndup(s->err + a, b - a);
+}
+
+static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
+                                    int out_w, int err_w) {
+        sigset_t ss;
+
+        (void) setsid();
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) signal(sig, SIG_DFL);
+        sigemptyset(&ss);
+        (void) sigprocmask(SIG_SETMASK, &ss, NULL);
+
+        /* fd 0 /dev/null, 1 /dev/null, 2 stderr pipe, 3 result pipe, nothing else. */
+        int o = fcntl(out_w, F_DUPFD, 10), e = fcntl(err_w, F_DUPFD, 10);
+        int null = open("/dev/null", O_RDWR);
+        if (o < 0 || e < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e, 2) < 0 ||
+            dup2(o, 3) < 0)
+                _exit(126);
+        (void) close_range(4, ~0U, 0);
+        if (chdir(env->workspace) < 0) {
+                dprintf(STDERR_FILENO, "cannot enter the workspace %s: %m\n", env->workspace);
+                _exit(126);
+        }
+        _exit(rt->run(t, env, 3) & 0xff);
+}
+
+int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
+                        agent_session_done_t done, void *userdata, AgentSession **ret) {
+        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
+        int r;
+
+        AgentSession *s = calloc(1, sizeof(AgentSession));
+        if (!s)
+                return -ENOMEM;
+        s->out_fd = s->err_fd = -EBADF;
+        s->event = sd_event_ref(e);
+        s->done = done;
+        s->userdata = userdata;
+        s->timeout_usec = rt->timeout ? rt->timeout(env) : 0;
+
+        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        s->pid = fork();
+        if (s->pid < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (s->pid == 0)
+                session_child(rt, t, env, out[1], err[1]);
+
+        /* Also in the parent, so the kill in on_child/cancel cannot race the child's setsid(). */
+        (void) setpgid(s->pid, s->pid);
+        out[1] = safe_close(out[1]);
+        err[1] = safe_close(err[1]);
+        s->out_fd = TAKE_FD(out[0]);
+        s->err_fd = TAKE_FD(err[0]);
+        (void) fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
+        (void) fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
+
+        r = sd_event_add_io(e, &s->out_source, s->out_fd, EPOLLIN, on_out, s);
+        if (r >= 0)
+                r = sd_event_add_io(e, &s->err_source, s->err_fd, EPOLLIN, on_err, s);
+        if (r >= 0)
+                r = sd_event_add_child(e, &s->child_source, s->pid, WEXITED, on_child, s);
+        if (r >= 0 && s->timeout_usec > 0)
+                r = sd_event_add_time_relative(e, &s->timer_source, CLOCK_MONOTONIC, s->timeout_usec, 0,
+                                               on_timeout, s);
+        if (r < 0) {
+                (void) kill(-s->pid, SIGKILL);
+                (void) waitpid(s->pid, NULL, 0);
+                s->exited = true;
+                agent_session_free(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+
+fail:
+        safe_close(out[0]);
+        safe_close(out[1]);
+        safe_close(err[0]);
+        safe_close(err[1]);
+        agent_session_free(s);
+        return r;
+}

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+
+/* Session processes and runtimes.
+ *
+ * Every task that is not a built-in command runs in its own session: a forked child in its own
+ * session and process group (setsid), so a contract service or Cancel can kill the whole group
+ * without touching the agent service. The child's stdout (fd 1 for exec, the result fd for
+ * in-process runtimes) is the response, its stderr the failure reason; exit status 0 means done.
+ * The parent watches the child with sd_event_add_child(), the pipes with io sources, and a
+ * wall-clock timer. */
+
+#define AGENT_SESSION_OUTPUT_MAX (1024 * 1024)
+#define AGENT_SESSION_STDERR_TAIL 4096
+
+/* What a runtime gets about the task: no bus, no queue. */
+typedef struct ConRuntimeTask {
+        const char *id;
+        const char *text;
+        const char *sender;
+        uid_t sender_uid;
+        int priority;
+        const char *reply_to;
+        uint64_t deadline_usec;
+} ConRuntimeTask;
+
+typedef struct ConRuntimeEnv {
+        const ConAgent *agent;
+        const ConConfig *config;
+        const char *workspace;  /* cwd of the session */
+} ConRuntimeEnv;
+
+/* The seam between the agent service and what runs a task (exec, the LLM loop, ...). */
+typedef struct ConRuntime {
+        const char *name;
+        /* In the service, before forking: 0 when the task can run, or -errno with *ret_reason
+         * (allocated) saying what is missing; the task then fails without a session. May be NULL. */
+        int (*check)(const ConRuntimeEnv *env, char **ret_reason);
+        /* In the session child, after setsid(): write the response to result_fd, reasons to
+         * stderr (fd 2), return the exit status (0 = done). May exec instead of returning. */
+        int (*run)(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd);
+        /* Wall clock for one session of this runtime. */
+        uint64_t (*timeout)(const ConRuntimeEnv *env);
+} ConRuntime;
+
+/* The runtime for an agent's runner: exec, claude and codex run the configured command;
+ * picoclaw is the LLM loop. NULL for an unknown runner. */
+const ConRuntime *con_runtime_for_agent(const ConAgent *a);
+extern const ConRuntime con_runtime_exec;
+extern const ConRuntime con_runtime_picoclaw;
+
+typedef enum AgentSessionEnd {
+        AGENT_SESSION_EXITED,   /* exit_status is valid */
+        AGENT_SESSION_KILLED,   /* died by a signal we did not send: signal is valid */
+        AGENT_SESSION_TIMEOUT,
+        AGENT_SESSION_CANCELLED,
+} AgentSessionEnd;
+
+typedef struct AgentSession AgentSession;
+typedef void (*agent_session_done_t)(AgentSession *s, void *userdata);
+
+struct AgentSession {
+        sd_event *event;
+        pid_t pid;
+        int out_fd, err_fd;
+        sd_event_source *child_source, *out_source, *err_source, *timer_source;
+        char *out;
+        size_t out_len;
+        bool truncated;
+        char err[AGENT_SESSION_STDERR_TAIL];
+        size_t err_len;         /* the last AGENT_SESSION_STDERR_TAIL bytes, ring-free: shifted */
+        bool exited, timed_out, cancelled, finished;
+        int exit_status, signal;
+        uint64_t timeout_usec;
+        agent_session_done_t done;
+        void *userdata;
+};
+
+/* Forks the session. The callback runs once, after the child exited and its pipes are drained;
+ * the session stays valid until agent_session_free(). */
+int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
+                        agent_session_done_t done, void *userdata, AgentSession **ret);
+/* SIGKILLs the session's process group; the done callback follows. */
+void agent_session_cancel(AgentSession *s);
+AgentSession *agent_session_free(AgentSession *s);
+AgentSessionEnd agent_session_end(const AgentSession *s);
+/* The stderr tail, trimmed, NUL-terminated, in a new string. */
+char *agent_session_stderr(const AgentSession *s);

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/* con-agentd: one agent of the conspiracy on the system bus (docs/AGENT.md). */
+#include <getopt.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "agent-service.h"
+#include "con-paths.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+
+#define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define LOCK_TIMEOUT (10 * USEC_PER_SEC)
+
+static const char *arg_agent;
+static const char *arg_config = CON_CONFIG_PATH;
+static const char *arg_data_dir;
+static bool arg_allow_any_user;
+
+static void help(void) {
+        printf("con-agentd --agent NAME [OPTIONS]\n\n"
+               "Serves one agent of the conspiracy as org.conspiracy.<Name> on the system bus.\n"
+               "Started by D-Bus activation or by con-agent@NAME.service, as the user a-NAME.\n\n"
+               "  -h --help            Show this help\n"
+               "     --version         Show the version\n"
+               "  -a --agent NAME      The agent to serve\n"
+               "  -c --config FILE     The configuration (default " CON_CONFIG_PATH ")\n"
+               "     --data-dir DIR    The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
+               "     --allow-any-user  Run as a user other than a-NAME, even root (tests only)\n"
+               "     --bus-introspect  Print the org.conspiracy.Agent1 interface XML and exit\n");
+}
+
+/* Returns 1 to go on, 0 to exit successfully, -EINVAL on a usage error (already reported). */
+static int parse_argv(int argc, char **argv) {
+        enum { ARG_VERSION = 0x100, ARG_DATA_DIR, ARG_ALLOW_ANY_USER, ARG_BUS_INTROSPECT };
+        static const struct option options[] = {
+                { "help",           no_argument,       NULL, 'h'                },
+                { "version",        no_argument,       NULL, ARG_VERSION        },
+                { "agent",          required_argument, NULL, 'a'                },
+                { "config",         required_argument, NULL, 'c'                },
+                { "data-dir",       required_argument, NULL, ARG_DATA_DIR       },
+                { "allow-any-user", no_argument,       NULL, ARG_ALLOW_ANY_USER },
+                { "bus-introspect", no_argument,       NULL, ARG_BUS_INTROSPECT },
+                {}
+        };
+        int c;
+        while ((c = getopt_long(argc, argv, "ha:c:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("con-agentd %s\n", CON_VERSION);
+                        return 0;
+                case 'a':
+                        arg_agent = optarg;
+                        break;
+                case 'c':
+                        arg_config = optarg;
+                        break;
+                case ARG_DATA_DIR:
+                        arg_data_dir = optarg;
+                        break;
+                case ARG_ALLOW_ANY_USER:
+                        arg_allow_any_user = true;
+                        break;
+                case ARG_BUS_INTROSPECT: {
+                        _cleanup_free_ char *xml = NULL;
+                        int r = agent_introspect_xml(&xml);
+                        if (r < 0) {
+                                fprintf(stderr, "con-agentd: cannot generate the introspection XML: %s\n",
+                                        strerror(-r));
+                                return r;
+                        }
+                        fputs(xml, stdout);
+                        return 0;
+                }
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "con-agentd: unexpected argument '%s' (see --help)\n", argv[optind]);
+                return -EINVAL;
+        }
+        if (!arg_agent) {
+                fprintf(stderr, "con-agentd: --agent NAME is required (see --help)\n");
+                return -EINVAL;
+        }
+        ConNameProblem p = con_agent_name_check(arg_agent);
+        if (p != CON_NAME_OK) {
+                fprintf(stderr, "con-agentd: --agent '%s': %s\n", arg_agent, con_name_problem_to_string(p));
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int check_user(void) {
+        _cleanup_free_ char *want = NULL;
+        struct passwd *pw = getpwuid(geteuid());
+        if (con_agent_user(arg_agent, &want) < 0)
+                return -ENOMEM;
+        if (arg_allow_any_user)
+                return 0;
+        if (geteuid() == 0) {
+                fprintf(stderr, "con-agentd: refusing to run as root: agent '%s' runs as the user %s "
+                        "(User= in the activation file and the unit)\n", arg_agent, want);
+                return -EPERM;
+        }
+        if (!pw || !streq(pw->pw_name, want)) {
+                fprintf(stderr, "con-agentd: running as '%s' but agent '%s' must run as %s\n",
+                        pw ? pw->pw_name : "?", arg_agent, want);
+                return -EPERM;
+        }
+        return 0;
+}
+
+static int run(int argc, char **argv) {
+        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(agent_context_freep) AgentContext *c = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sigset_t ss;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+        r = check_user();
+        if (r < 0)
+                return r;
+
+        /* Bus activation gives an almost empty environment. */
+        if (!getenv("PATH"))
+                (void) setenv("PATH", SANE_PATH, 1);
+        (void) umask(0077);
+        (void) con_bus_errors_register();
+
+        ConConfig *config = NULL;
+        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        r = con_config_load(arg_config, &config, &cerr);
+        if (r < 0) {
+                _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                fprintf(stderr, "con-agentd: %s\n", msg ?: strerror(-r));
+                return r;
+        }
+
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+
+        r = sd_event_default(&event);
+        if (r < 0)
+                return r;
+
+        AgentContextOptions o = { .agent = arg_agent, .data_dir = arg_data_dir, .lock_timeout_usec = LOCK_TIMEOUT };
+        _cleanup_free_ char *emsg = NULL;
+        r = agent_context_new(event, config, &o, &c, &emsg);
+        if (r < 0) {
+                con_config_free(config);
+                fprintf(stderr, "con-agentd: %s\n", emsg ?: strerror(-r));
+                return r;
+        }
+        (void) setenv("HOME", c->workspace, 1);
+
+        r = sd_bus_default_system(&bus);
+        if (r < 0) {
+                fprintf(stderr, "con-agentd: cannot connect to the system bus: %s\n", strerror(-r));
+                return r;
+        }
+        /* Objects first, then the name: no call can arrive for an object that is not there yet. */
+        r = agent_context_add_bus(c, bus);
+        if (r < 0) {
+                fprintf(stderr, "con-agentd: cannot register %s: %s\n", CON_AGENT_PATH, strerror(-r));
+                return r;
+        }
+        r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        r = agent_context_install_signals(c);
+        if (r < 0)
+                return r;
+        r = agent_context_request_name(c, &error);
+        if (r < 0) {
+                /* Fail at once: an activating caller otherwise waits for the bus timeout. */
+                fprintf(stderr, "con-agentd: cannot take the bus name %s: %s%s\n", strempty(c->bus_name),
+                        strerror(-r), r == -EEXIST ? " (another process owns it)" :
+                        r == -EACCES ? " (the bus policy /etc/dbus-1/system.d/org.conspiracy.conf does not "
+                        "allow this user to own it)" : "");
+                return r;
+        }
+        r = agent_context_start(c);
+        if (r < 0)
+                return r;
+        fprintf(stderr, "con-agentd: agent %s ready as %s\n", arg_agent, c->bus_name);
+        r = sd_event_loop(event);
+        if (r < 0) {
+                fprintf(stderr, "con-agentd: %s\n", strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        int r = run(argc, argv);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,685 @@
+/* SPDX-License-Identifier: MIT */
+/* org.conspiracy.Agent1 over a private socket, no broker: the service runs in a forked process
+ * (like the real one: sessions are its children), clients connect to it. Clients that must be
+ * another user fork and drop privileges before connecting, so the service sees their uid via
+ * SO_PEERCRED (needs root; those cases are skipped otherwise). */
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "agent-service.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+#include "task.h"
+#include "test-util.h"
+
+#define CONFIG_TEMPLATE                                                         \
+        "system:\n"                                                             \
+        "  name: testfabric\n"                                                  \
+        "  submitters_group: nogroup\n"                                         \
+        "agents:\n"                                                             \
+        "  - name: worker\n"                                                    \
+        "    mode: always\n"                                                    \
+        "    runner: exec\n"                                                    \
+        "    command: [/bin/sh, -c, 'eval \"$(cat)\"']\n"                       \
+        "    exec_timeout: 2s\n"                                                \
+        "    max_sessions: %u\n"                                                \
+        "  - name: thinker\n"                                                   \
+        "    mode: on-demand\n"
+
+typedef struct Server {
+        char *dir, *data, *sock;
+        pid_t pid;
+        unsigned max_sessions;
+        const char *agent;
+} Server;
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        AgentContext *c = userdata;
+        _cleanup_(sd_bus_unrefp) sd_bus *bus = NULL;
+        sd_id128_t id;
+        int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (cfd < 0)
+                return 0;
+        if (sd_bus_new(&bus) < 0 || sd_bus_set_fd(bus, cfd, cfd) < 0 || sd_id128_randomize(&id) < 0 ||
+            sd_bus_set_server(bus, 1, id) < 0 || sd_bus_set_anonymous(bus, true) < 0 ||
+            agent_context_add_bus(c, bus) < 0 || sd_bus_start(bus) < 0 ||
+            sd_bus_attach_event(bus, c->event, 0) < 0)
+                return 0;
+        return 0;
+}
+
+static _Noreturn void server_main(Server *sv) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        AgentContext *c = NULL;
+        ConConfig *config = NULL;
+        ConConfigError err = {};
+        sigset_t ss;
+        char *text = NULL;
+
+        /* Do not outlive a test that aborted. */
+        (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigprocmask(SIG_BLOCK, &ss, NULL);
+        if (asprintf(&text, CONFIG_TEMPLATE, sv->max_sessions ?: 1) < 0)
+                _exit(90);
+        if (con_config_parse(text, strlen(text), "test.yaml", &config, &err) < 0) {
+                char *m = con_config_error_format(&err);
+                fprintf(stderr, "config: %s\n", m);
+                _exit(91);
+        }
+        if (sd_event_new(&e) < 0)
+                _exit(92);
+        AgentContextOptions o = { .agent = sv->agent ?: "worker", .data_dir = sv->data };
+        char *emsg = NULL;
+        if (agent_context_new(e, config, &o, &c, &emsg) < 0) {
+                fprintf(stderr, "context: %s\n", emsg);
+                _exit(93);
+        }
+        int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        (void) snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.tmp", sv->sock);
+        if (lfd < 0 || bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(lfd, 16) < 0 ||
+            chmod(sa.sun_path, 0777) < 0)
+                _exit(94);
+        if (sd_event_add_io(e, NULL, lfd, EPOLLIN, on_accept, c) < 0 || agent_context_install_signals(c) < 0 ||
+            agent_context_start(c) < 0)
+                _exit(95);
+        if (rename(sa.sun_path, sv->sock) < 0)
+                _exit(96);
+        int r = sd_event_loop(e);
+        agent_context_free(c);
+        _exit(r < 0 ? 97 : 0);
+}
+
+static void server_start(Server *sv) {
+        (void) unlink(sv->sock);
+        fflush(NULL);
+        sv->pid = fork();
+        g_assert_cmpint(sv->pid, >=, 0);
+        if (sv->pid == 0)
+                server_main(sv);
+        for (int i = 0; i < 500 && access(sv->sock, F_OK) < 0; i++)
+                g_usleep(10000);
+        g_assert_cmpint(access(sv->sock, F_OK), ==, 0);
+}
+
+static int server_stop(Server *sv, int sig) {
+        int status = 0;
+        if (sv->pid <= 0)
+                return 0;
+        (void) kill(sv->pid, sig);
+        g_assert_cmpint(waitpid(sv->pid, &status, 0), ==, sv->pid);
+        sv->pid = 0;
+        return status;
+}
+
+static void server_init(Server *sv, unsigned max_sessions) {
+        *sv = (Server) { .max_sessions = max_sessions };
+        sv->dir = test_tmpdir_new();
+        g_assert_cmpint(chmod(sv->dir, 0755), ==, 0);
+        sv->data = g_build_filename(sv->dir, "agent", NULL);
+        sv->sock = g_build_filename(sv->dir, "sock", NULL);
+        g_assert_cmpint(mkdir(sv->data, 0700), ==, 0);
+        server_start(sv);
+}
+
+static void server_done(Server *sv) {
+        int status = server_stop(sv, SIGTERM);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        test_tmpdir_remove(sv->dir);
+        g_free(sv->dir);
+        g_free(sv->data);
+        g_free(sv->sock);
+}
+
+/* ---- client side ---- */
+
+typedef struct Client {
+        sd_bus *bus;
+        GPtrArray *signals; /* "Member id arg3" */
+} Client;
+
+static int on_signal(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Client *cl = userdata;
+        const char *member = sd_bus_message_get_member(m);
+        if (streq(member, "PropertiesChanged")) {
+                const char *iface;
+                g_assert_cmpint(sd_bus_message_read(m, "s", &iface), >=, 0);
+                g_assert_cmpint(sd_bus_message_enter_container(m, 'a', "{sv}"), >=, 0);
+                while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                        const char *k;
+                        g_assert_cmpint(sd_bus_message_read(m, "s", &k), >=, 0);
+                        g_ptr_array_add(cl->signals, g_strdup_printf("Changed %s", k));
+                        g_assert_cmpint(sd_bus_message_skip(m, "v"), >=, 0);
+                        g_assert_cmpint(sd_bus_message_exit_container(m), >=, 0);
+                }
+                return 0;
+        }
+        const char *id = NULL, *sender = NULL, *status = NULL;
+        if (streq(member, "TaskCompleted"))
+                g_assert_cmpint(sd_bus_message_read(m, "sss", &id, &sender, &status), >=, 0);
+        else
+                g_assert_cmpint(sd_bus_message_read(m, "ss", &id, &sender), >=, 0);
+        g_ptr_array_add(cl->signals, g_strdup_printf("%s %s %s", member, id, status ?: sender));
+        return 0;
+}
+
+static int client_connect(Client *cl, const Server *sv) {
+        _cleanup_free_ char *addr = NULL;
+        int r;
+        cl->signals = g_ptr_array_new_with_free_func(g_free);
+        if (asprintf(&addr, "unix:path=%s", sv->sock) < 0)
+                return -ENOMEM;
+        r = sd_bus_new(&cl->bus);
+        if (r >= 0)
+                r = sd_bus_set_address(cl->bus, addr);
+        if (r >= 0)
+                r = sd_bus_start(cl->bus);
+        if (r >= 0)
+                r = sd_bus_add_match(cl->bus, NULL, "type='signal'", on_signal, cl);
+        return r;
+}
+
+static void client_done(Client *cl) {
+        cl->bus = sd_bus_flush_close_unref(cl->bus);
+        g_ptr_array_unref(cl->signals);
+}
+
+static int call_submit(Client *cl, const char *text, char **ret_id, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *id;
+        int r = sd_bus_call_method(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", error, &reply,
+                                   "s", text);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "s", &id);
+        if (r < 0)
+                return r;
+        *ret_id = strdup(id);
+        return 0;
+}
+
+static char *submit(Client *cl, const char *text) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        char *id = NULL;
+        int r = call_submit(cl, text, &id, &error);
+        if (r < 0)
+                g_error("Submit(%s): %s: %s", text, error.name, error.message);
+        g_assert_true(con_task_id_valid(id));
+        return id;
+}
+
+static int get_result(Client *cl, const char *id, char **ret_status, char **ret_text, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *s, *t;
+        int r = sd_bus_call_method(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", error, &reply,
+                                   "s", id);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "ss", &s, &t);
+        if (r < 0)
+                return r;
+        *ret_status = strdup(s);
+        *ret_text = strdup(t);
+        return 0;
+}
+
+static bool have_signal(Client *cl, const char *line) {
+        for (guint i = 0; i < cl->signals->len; i++)
+                if (streq(g_ptr_array_index(cl->signals, i), line))
+                        return true;
+        return false;
+}
+
+static bool have_signal_prefix(Client *cl, const char *prefix) {
+        for (guint i = 0; i < cl->signals->len; i++)
+                if (startswith(g_ptr_array_index(cl->signals, i), prefix))
+                        return true;
+        return false;
+}
+
+/* Processes the connection until a signal line starting with prefix arrived. */
+static void wait_signal(Client *cl, const char *prefix, uint64_t timeout_usec) {
+        gint64 end = g_get_monotonic_time() + (gint64) timeout_usec;
+        while (!have_signal_prefix(cl, prefix)) {
+                g_assert_cmpint(g_get_monotonic_time(), <, end);
+                int r = sd_bus_process(cl->bus, NULL);
+                g_assert_cmpint(r, >=, 0);
+                if (r == 0)
+                        g_assert_cmpint(sd_bus_wait(cl->bus, 100000), >=, 0);
+        }
+}
+
+static char *wait_completed(Client *cl, const char *id, uint64_t timeout_usec) {
+        g_autofree char *prefix = g_strdup_printf("TaskCompleted %s ", id);
+        wait_signal(cl, prefix, timeout_usec);
+        for (guint i = 0; i < cl->signals->len; i++)
+                if (startswith(g_ptr_array_index(cl->signals, i), prefix))
+                        return g_strdup((char *) g_ptr_array_index(cl->signals, i) + strlen(prefix));
+        return NULL;
+}
+
+static void assert_result(Client *cl, const char *id, const char *want_status, const char *want_substr) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *st = NULL, *text = NULL;
+        g_assert_cmpint(get_result(cl, id, &st, &text, &error), ==, 0);
+        g_assert_cmpstr(st, ==, want_status);
+        if (want_substr && !strstr(text, want_substr))
+                g_error("result of %s: '%s' does not contain '%s'", id, text, want_substr);
+}
+
+/* ---- tests ---- */
+
+static void test_ping_help_unknown(void) {
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        gint64 t0 = g_get_monotonic_time();
+        _cleanup_free_ char *id = submit(&cl, "/ping");
+        g_autofree char *st = wait_completed(&cl, id, 5 * USEC_PER_SEC);
+        gint64 dt = g_get_monotonic_time() - t0;
+        g_test_message("Submit(/ping) -> TaskCompleted: %" G_GINT64_FORMAT " us", dt);
+        g_assert_cmpstr(st, ==, "done");
+        g_assert_cmpint(dt, <, 200000); /* generous: sanitizers, shared machines; fsync included */
+        assert_result(&cl, id, "done", "pong");
+        /* Accepted, started and completed in that order. */
+        g_autofree char *acc = g_strdup_printf("TaskAccepted %s root", id);
+        g_assert_true(have_signal(&cl, acc));
+
+        _cleanup_free_ char *h = submit(&cl, "/help");
+        g_autofree char *hs = wait_completed(&cl, h, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(hs, ==, "done");
+        assert_result(&cl, h, "done", "/ping");
+
+        _cleanup_free_ char *u = submit(&cl, "/nope please");
+        g_autofree char *us = wait_completed(&cl, u, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(us, ==, "failed");
+        assert_result(&cl, u, "failed", "unknown command '/nope'; the commands are /help");
+
+        _cleanup_free_ char *s = submit(&cl, "/status");
+        g_free(wait_completed(&cl, s, 5 * USEC_PER_SEC));
+        assert_result(&cl, s, "done", "agent: worker");
+        _cleanup_free_ char *a = submit(&cl, "/agents");
+        g_free(wait_completed(&cl, a, 5 * USEC_PER_SEC));
+        assert_result(&cl, a, "done", "thinker");
+        _cleanup_free_ char *ts = submit(&cl, "/tasks");
+        g_free(wait_completed(&cl, ts, 5 * USEC_PER_SEC));
+        assert_result(&cl, ts, "done", "/agents");
+
+        /* Empty text and unknown ids. */
+        _cleanup_(sd_bus_error_free) sd_bus_error e1 = SD_BUS_ERROR_NULL;
+        char *x = NULL;
+        g_assert_cmpint(call_submit(&cl, "  \n", &x, &e1), <, 0);
+        g_assert_cmpstr(e1.name, ==, CON_ERROR_INVALID_TASK);
+        _cleanup_(sd_bus_error_free) sd_bus_error e2 = SD_BUS_ERROR_NULL;
+        char *s1 = NULL, *s2 = NULL;
+        g_assert_cmpint(get_result(&cl, "no-such-task", &s1, &s2, &e2), <, 0);
+        g_assert_cmpstr(e2.name, ==, CON_ERROR_NO_SUCH_TASK);
+
+        /* Properties, and their change signals. */
+        _cleanup_free_ char *name = NULL, *mode = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e3 = SD_BUS_ERROR_NULL;
+        g_assert_cmpint(sd_bus_get_property_string(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Name", &e3,
+                                                   &name), >=, 0);
+        g_assert_cmpstr(name, ==, "worker");
+        g_assert_cmpint(sd_bus_get_property_string(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Mode", &e3,
+                                                   &mode), >=, 0);
+        g_assert_cmpstr(mode, ==, "always");
+        uint64_t done = 0;
+        g_assert_cmpint(sd_bus_get_property_trivial(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                    "TasksCompleted", &e3, 't', &done), >=, 0);
+        g_assert_cmpuint(done, ==, 5);
+        g_assert_true(have_signal(&cl, "Changed TasksCompleted"));
+        g_assert_true(have_signal(&cl, "Changed TasksFailed"));
+
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static int deliver(Client *cl, sd_bus_error *error, char **ret_id, const char *k1, const char *t1, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        va_list ap;
+        int r = sd_bus_message_new_method_call(cl->bus, &m, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Deliver");
+        g_assert_cmpint(r, >=, 0);
+        g_assert_cmpint(sd_bus_message_open_container(m, 'a', "{sv}"), >=, 0);
+        va_start(ap, t1);
+        for (const char *k = k1, *t = t1; k; k = va_arg(ap, const char *), t = k ? va_arg(ap, const char *) : NULL) {
+                g_assert_cmpint(sd_bus_message_open_container(m, 'e', "sv"), >=, 0);
+                g_assert_cmpint(sd_bus_message_append(m, "s", k), >=, 0);
+                g_assert_cmpint(sd_bus_message_open_container(m, 'v', t), >=, 0);
+                switch (t[0]) {
+                case 's':
+                        r = sd_bus_message_append(m, "s", va_arg(ap, const char *));
+                        break;
+                case 'y':
+                        r = sd_bus_message_append(m, "y", (uint8_t) va_arg(ap, int));
+                        break;
+                case 'u':
+                        r = sd_bus_message_append(m, "u", va_arg(ap, uint32_t));
+                        break;
+                case 't':
+                        r = sd_bus_message_append(m, "t", va_arg(ap, uint64_t));
+                        break;
+                default:
+                        g_assert_not_reached();
+                }
+                g_assert_cmpint(r, >=, 0);
+                g_assert_cmpint(sd_bus_message_close_container(m), >=, 0);
+                g_assert_cmpint(sd_bus_message_close_container(m), >=, 0);
+        }
+        va_end(ap);
+        g_assert_cmpint(sd_bus_message_close_container(m), >=, 0);
+        r = sd_bus_call(cl->bus, m, 0, error, &reply);
+        if (r < 0)
+                return r;
+        const char *id;
+        g_assert_cmpint(sd_bus_message_read(reply, "s", &id), >=, 0);
+        if (ret_id)
+                *ret_id = strdup(id);
+        return 0;
+}
+
+static void assert_invalid(Client *cl, int r, sd_bus_error *e, const char *name, const char *substr) {
+        g_assert_cmpint(r, <, 0);
+        g_assert_cmpstr(e->name, ==, name);
+        if (!strstr(e->message, substr))
+                g_error("error '%s' does not contain '%s'", e->message, substr);
+        sd_bus_error_free(e);
+}
+
+static void test_deliver(void) {
+        Server sv;
+        Client cl = {};
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        uint64_t far = (uint64_t) time(NULL) * USEC_PER_SEC + 3600 * USEC_PER_SEC;
+        _cleanup_free_ char *id = NULL, *id2 = NULL;
+        g_assert_cmpint(deliver(&cl, &e, &id, "text", "s", "echo once >> ../runs; echo hi", "id", "s", "my-task.1",
+                                "priority", "y", 7, "reply_to", "s", "sysadmin", "deadline", "t", far, NULL), ==, 0);
+        g_assert_cmpstr(id, ==, "my-task.1");
+        /* The same id again: same answer, runs once. */
+        g_assert_cmpint(deliver(&cl, &e, &id2, "text", "s", "echo twice", "id", "s", "my-task.1", NULL), ==, 0);
+        g_assert_cmpstr(id2, ==, "my-task.1");
+        g_autofree char *st = wait_completed(&cl, id, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(st, ==, "done");
+        assert_result(&cl, id, "done", "hi");
+        g_autofree char *runs_path = g_build_filename(sv.data, "runs", NULL);
+        g_autofree char *runs = NULL;
+        g_assert_true(g_file_get_contents(runs_path, &runs, NULL, NULL));
+        g_assert_cmpstr(runs, ==, "once\n");
+        g_autofree char *resp_path = g_build_filename(sv.data, "outbox", "my-task.1.response", NULL);
+        g_autofree char *resp = NULL;
+        g_assert_true(g_file_get_contents(resp_path, &resp, NULL, NULL));
+        g_assert_cmpstr(resp, ==, "hi\n");
+        g_autofree char *proc_path = g_build_filename(sv.data, "processed", "my-task.1.task", NULL);
+        g_autofree char *proc = NULL;
+        g_assert_true(g_file_get_contents(proc_path, &proc, NULL, NULL));
+        g_assert_nonnull(strstr(proc, "reply-to: sysadmin"));
+
+        /* sender_uid from root is honoured. */
+        _cleanup_free_ char *id3 = NULL;
+        g_assert_cmpint(deliver(&cl, &e, &id3, "text", "s", "/ping", "sender_uid", "u", 65534, NULL), ==, 0);
+        g_autofree char *st3 = wait_completed(&cl, id3, 5 * USEC_PER_SEC);
+        g_autofree char *acc = g_strdup_printf("TaskAccepted %s nobody", id3);
+        g_assert_true(have_signal(&cl, acc));
+
+        /* A deadline in the past fails the task when it would start. */
+        _cleanup_free_ char *id4 = NULL;
+        g_assert_cmpint(deliver(&cl, &e, &id4, "text", "s", "echo late", "deadline", "t", (uint64_t) 1, NULL), ==, 0);
+        g_autofree char *st4 = wait_completed(&cl, id4, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(st4, ==, "failed");
+        assert_result(&cl, id4, "failed", "deadline passed");
+
+        int r;
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "colour", "s", "red", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Unknown key 'colour'");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "priority", "s", "high", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Key 'priority' must be of type 'y', got 's'");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "priority", "y", 10, NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "out of range");
+        r = deliver(&cl, &e, NULL, "id", "s", "abc", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Key 'text' (s) is required");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "id", "s", "../etc", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "not a valid task id");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "reply_to", "s", "Bad Name", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "not an agent name");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "text", "s", "y", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "given twice");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "deadline", "u", 5, NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Key 'deadline' must be of type 't'");
+
+        /* ListTasks: oldest first, each id once. */
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "ListTasks", &e, &reply,
+                                           NULL), >=, 0);
+        g_assert_cmpint(sd_bus_message_enter_container(reply, 'a', "(sss)"), >=, 0);
+        const char *tid, *tst, *tsender;
+        unsigned n = 0, mine = 0;
+        while (sd_bus_message_read(reply, "(sss)", &tid, &tst, &tsender) > 0) {
+                n++;
+                mine += streq(tid, "my-task.1");
+        }
+        g_assert_cmpuint(n, ==, 3);
+        g_assert_cmpuint(mine, ==, 1);
+
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void test_exec(void) {
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 2);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        g_setenv("CON_TEST_SECRET", "hunter2", TRUE);
+
+        _cleanup_free_ char *ok = submit(&cl, "echo \"$CON_AGENT $CON_TASK_ID $LANG\"; pwd; env | grep -c SECRET || true");
+        _cleanup_free_ char *bad = submit(&cl, "echo partial; echo oops >&2; exit 3");
+        g_autofree char *s1 = wait_completed(&cl, ok, 10 * USEC_PER_SEC);
+        g_assert_cmpstr(s1, ==, "done");
+        g_autofree char *want = g_strdup_printf("worker %s C.UTF-8\n%s/workspace\n0\n", ok, sv.data);
+        assert_result(&cl, ok, "done", want);
+        g_autofree char *s2 = wait_completed(&cl, bad, 10 * USEC_PER_SEC);
+        g_assert_cmpstr(s2, ==, "failed");
+        assert_result(&cl, bad, "failed", "/bin/sh exited with status 3: oops");
+
+        _cleanup_free_ char *slow = submit(&cl, "sleep 30");
+        _cleanup_free_ char *big = submit(&cl, "head -c 3000000 /dev/zero | tr '\\0' a");
+        g_autofree char *s4 = wait_completed(&cl, big, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s4, ==, "done");
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *bst = NULL, *btext = NULL;
+        g_assert_cmpint(get_result(&cl, big, &bst, &btext, &e), ==, 0);
+        g_assert_cmpuint(strlen(btext), ==, AGENT_SESSION_OUTPUT_MAX);
+        g_autofree char *s3 = wait_completed(&cl, slow, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s3, ==, "failed");
+        assert_result(&cl, slow, "failed", "longer than its limit of 2s (exec_timeout)");
+
+        /* Killed by a signal: retried, then failed/ after three tries. */
+        _cleanup_free_ char *crash = submit(&cl, "echo try >> ../tries; kill -KILL $$");
+        g_autofree char *s5 = wait_completed(&cl, crash, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s5, ==, "failed");
+        assert_result(&cl, crash, "failed", "killed by signal KILL 3 times");
+        g_autofree char *tries_path = g_build_filename(sv.data, "tries", NULL);
+        g_autofree char *tries = NULL;
+        g_assert_true(g_file_get_contents(tries_path, &tries, NULL, NULL));
+        g_assert_cmpstr(tries, ==, "try\ntry\ntry\n");
+        g_autofree char *reason_path = g_build_filename(sv.data, "failed", crash, NULL);
+        g_autofree char *rp = g_strdup_printf("%s.reason", reason_path);
+        g_assert_cmpint(access(rp, F_OK), ==, 0);
+
+        /* Cancel kills the session's whole process group. */
+        _cleanup_free_ char *victim = submit(&cl, "sleep 30 & sleep 30; echo never");
+        g_autofree char *started = g_strdup_printf("TaskStarted %s", victim);
+        wait_signal(&cl, started, 5 * USEC_PER_SEC);
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL,
+                                           "s", victim), >=, 0);
+        g_autofree char *s6 = wait_completed(&cl, victim, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(s6, ==, "cancelled");
+        assert_result(&cl, victim, "cancelled", "cancelled by root");
+
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void test_restart_resumes(void) {
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        _cleanup_free_ char *first = submit(&cl, "echo run >> ../first; sleep 0.5; echo one");
+        _cleanup_free_ char *second = submit(&cl, "echo two");
+        g_autofree char *started = g_strdup_printf("TaskStarted %s", first);
+        wait_signal(&cl, started, 5 * USEC_PER_SEC);
+        client_done(&cl);
+        /* A crash: no chance to write anything more. */
+        int status = server_stop(&sv, SIGKILL);
+        g_assert_true(WIFSIGNALED(status));
+
+        server_start(&sv);
+        Client cl2 = {};
+        g_assert_cmpint(client_connect(&cl2, &sv), >=, 0);
+        for (int i = 0; i < 100; i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *st = NULL, *text = NULL;
+                g_assert_cmpint(get_result(&cl2, second, &st, &text, &e), ==, 0);
+                if (streq(st, "done"))
+                        break;
+                g_usleep(50000);
+        }
+        assert_result(&cl2, first, "done", "one");
+        assert_result(&cl2, second, "done", "two");
+        client_done(&cl2);
+        server_done(&sv);
+}
+
+/* Runs fn in a child that became uid/gid, connected as that user. Exit 0 = all checks passed. */
+static void as_user(Server *sv, uid_t uid, gid_t gid, const char *root_task, const char *expect) {
+        fflush(NULL);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+                        _exit(10);
+                Client cl = {};
+                if (client_connect(&cl, sv) < 0)
+                        _exit(11);
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                char *id = NULL, *st = NULL, *text = NULL;
+                int r = call_submit(&cl, "/ping", &id, &e);
+                if (streq(expect, "may-submit")) {
+                        if (r < 0) {
+                                fprintf(stderr, "Submit as uid %u: %s: %s\n", (unsigned) uid, e.name, e.message);
+                                _exit(12);
+                        }
+                } else if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED) ||
+                           !strstr(e.message, "may not submit tasks to agent 'worker'"))
+                        _exit(13);
+                sd_bus_error_free(&e);
+                r = get_result(&cl, root_task, &st, &text, &e);
+                if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(14);
+                sd_bus_error_free(&e);
+                r = sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
+                                       root_task);
+                if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(15);
+                sd_bus_error_free(&e);
+                if (id) {
+                        /* Its own task is readable. */
+                        for (int i = 0; i < 100; i++) {
+                                free(st);
+                                free(text);
+                                if (get_result(&cl, id, &st, &text, &e) < 0)
+                                        _exit(16);
+                                if (streq(st, "done"))
+                                        break;
+                                g_usleep(20000);
+                        }
+                        if (!streq(text, "pong"))
+                                _exit(17);
+                }
+                /* Deliver with sender_uid is for root only. */
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                if (sd_bus_message_new_method_call(cl.bus, &m, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                   "Deliver") < 0 ||
+                    sd_bus_message_append(m, "a{sv}", 2, "text", "s", "/ping", "sender_uid", "u", 0) < 0)
+                        _exit(18);
+                r = sd_bus_call(cl.bus, m, 0, &e, NULL);
+                if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(19);
+                _exit(0);
+        }
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+static void test_access(void) {
+        if (geteuid() != 0) {
+                g_test_skip("needs root to connect as other users");
+                return;
+        }
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        _cleanup_free_ char *id = submit(&cl, "/ping");
+        g_free(wait_completed(&cl, id, 5 * USEC_PER_SEC));
+        /* nobody is in the submitters group (nogroup) in this config; 65533 is in no group. */
+        as_user(&sv, 65534, 65534, id, "may-submit");
+        as_user(&sv, 65533, 65533, id, "refused");
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void test_picoclaw_not_configured(void) {
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 1);
+        server_stop(&sv, SIGTERM);
+        sv.agent = "thinker";
+        server_start(&sv);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        _cleanup_free_ char *id = submit(&cl, "write a poem");
+        g_autofree char *st = wait_completed(&cl, id, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(st, ==, "failed");
+        assert_result(&cl, id, "failed",
+                      "agent 'thinker' has no model configured: set agents[1].model or base.model in test.yaml "
+                      "and put the key in /etc/con/env (CON_API_KEY)");
+        _cleanup_free_ char *p = submit(&cl, "/ping");
+        g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
+        assert_result(&cl, p, "done", "pong");
+        client_done(&cl);
+        server_done(&sv);
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        (void) con_bus_errors_register();
+        signal(SIGPIPE, SIG_IGN);
+        g_test_add_func("/agent-vtable/ping-help-unknown", test_ping_help_unknown);
+        g_test_add_func("/agent-vtable/deliver", test_deliver);
+        g_test_add_func("/agent-vtable/exec", test_exec);
+        g_test_add_func("/agent-vtable/restart-resumes", test_restart_resumes);
+        g_test_add_func("/agent-vtable/access", test_access);
+        g_test_add_func("/agent-vtable/picoclaw-not-configured", test_picoclaw_not_configured);
+        return g_test_run();
+}

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* interfaces/org.conspiracy.Agent1.xml must say exactly what the service exports: the interface
+ * element of the live introspection (over a socketpair) is compared with the file, both with
+ * comments and whitespace stripped and <x ...></x> written as <x .../>. */
+#include "agent-service.h"
+#include "macro.h"
+#include "test-util.h"
+
+static char *normalise(const char *xml) {
+        GString *out = g_string_new(NULL);
+        const char *p = xml;
+        while (*p) {
+                if (g_str_has_prefix(p, "<!--")) {
+                        const char *e = strstr(p, "-->");
+                        g_assert_nonnull(e);
+                        p = e + 3;
+                        continue;
+                }
+                if (*p == '>') {
+                        g_string_append_c(out, '>');
+                        p++;
+                        while (*p && strchr(" \t\r\n", *p))
+                                p++;
+                        continue;
+                }
+                if (strchr("\t\r\n", *p)) {
+                        /* Line breaks inside a tag are attribute separators. */
+                        if (out->len > 0 && out->str[out->len - 1] != ' ' && out->str[out->len - 1] != '>')
+                                g_string_append_c(out, ' ');
+                        p++;
+                        continue;
+                }
+                if (*p == ' ' && out->len > 0 && (out->str[out->len - 1] == ' ' || out->str[out->len - 1] == '>')) {
+                        p++;
+                        continue;
+                }
+                g_string_append_c(out, *p++);
+        }
+        /* <property ...></property> -> <property .../> and whitespace before "/>" or ">" */
+        char *s = g_string_free(out, FALSE);
+        GRegex *re = g_regex_new("<([a-z]+)([^<>]*[^/<>])></\\1>", 0, 0, NULL);
+        char *t = g_regex_replace(re, s, -1, 0, "<\\1\\2/>", 0, NULL);
+        g_regex_unref(re);
+        g_free(s);
+        re = g_regex_new(" +(/?>)", 0, 0, NULL);
+        s = g_regex_replace(re, t, -1, 0, "\\1", 0, NULL);
+        g_regex_unref(re);
+        g_free(t);
+        return s;
+}
+
+static char *interface_element(const char *xml, const char *name) {
+        g_autofree char *open = g_strdup_printf("<interface name=\"%s\">", name);
+        const char *b = strstr(xml, open);
+        g_assert_nonnull(b);
+        const char *e = strstr(b, "</interface>");
+        g_assert_nonnull(e);
+        return g_strndup(b, (size_t) (e - b) + strlen("</interface>"));
+}
+
+static void test_agent1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(agent_introspect_xml(&live), ==, 0);
+        g_autofree char *path = g_build_filename(test_source_dir(), "interfaces", "org.conspiracy.Agent1.xml", NULL);
+        g_autofree char *file = NULL;
+        g_assert_true(g_file_get_contents(path, &file, NULL, NULL));
+
+        g_autofree char *nlive = normalise(live), *nfile = normalise(file);
+        g_autofree char *a = interface_element(nlive, "org.conspiracy.Agent1");
+        g_autofree char *b = interface_element(nfile, "org.conspiracy.Agent1");
+        if (!streq(a, b))
+                g_error("interfaces/org.conspiracy.Agent1.xml differs from what con-agentd exports "
+                        "(con-agentd --bus-introspect):\nlive: %s\nfile: %s", a, b);
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/introspect/agent1", test_agent1);
+        return g_test_run();
+}
