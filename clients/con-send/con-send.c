@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <cJSON.h>
+#include <systemd/sd-bus.h>
+
+#include "con-paths.h"
+#include "config.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+#include "task.h"
+
+/* Exit codes, documented in --help and docs/CLI.md. */
+enum {
+        EXIT_DONE = 0,
+        EXIT_TASK_FAILED = 1,
+        EXIT_USAGE = 2,
+        EXIT_REFUSED = 3,
+        EXIT_TIMEOUT = 4,
+        EXIT_UNAVAILABLE = 5,
+};
+
+static const char *arg_to = "concierge";
+static bool arg_wait = true;
+static uint64_t arg_timeout_usec = 0; /* 0: wait as long as it takes */
+static bool arg_json = false;
+static bool arg_scheduled = false;
+static const char *arg_config = CON_CONFIG_PATH;
+
+typedef struct Waiter {
+        const char *task_id;
+        bool completed;
+} Waiter;
+
+static void help(void) {
+        printf("Usage: con-send [OPTIONS] [MESSAGE... | -]\n"
+               "\n"
+               "Submit a task to an agent over the system bus and print its answer.\n"
+               "The words of MESSAGE are joined with spaces; '-' or no MESSAGE reads the task from\n"
+               "standard input. The sender of the task is you (your user).\n"
+               "\n"
+               "  --to AGENT        Agent to send to (default: concierge)\n"
+               "  --no-wait         Print the task id and return at once\n"
+               "  --timeout SEC     Stop waiting after SEC seconds (default: wait until the task ends;\n"
+               "                    the task keeps running, see 'con task ID')\n"
+               "  --json            Print {\"task_id\",\"agent\",\"status\",\"text\"} instead of the text\n"
+               "  --scheduled       Send the agent's scheduled task (cron_task of --to in the config,\n"
+               "                    default \"/scheduled\") instead of MESSAGE; implies --no-wait.\n"
+               "                    Used by the generated con-cron-AGENT timers\n"
+               "  --config PATH     Configuration for --scheduled (default " CON_CONFIG_PATH ")\n"
+               "  -h --help         Show this help\n"
+               "     --version      Show the version\n"
+               "\n"
+               "Exit status:\n"
+               "  0  the task is done (with --no-wait: it was accepted)\n"
+               "  1  the task failed or was cancelled\n"
+               "  2  usage error\n"
+               "  3  refused: access denied or invalid task\n"
+               "  4  timed out waiting for the task\n"
+               "  5  the bus or the agent is not available\n");
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG };
+        static const struct option options[] = {
+                { "to", required_argument, NULL, ARG_TO },
+                { "no-wait", no_argument, NULL, ARG_NO_WAIT },
+                { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "scheduled", no_argument, NULL, ARG_SCHEDULED },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        int c;
+
+        /* '+': options only before MESSAGE, so a message may contain words starting with '-'. */
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_TO: {
+                        ConNameProblem p = con_agent_name_check(optarg);
+                        if (p != CON_NAME_OK) {
+                                fprintf(stderr, "con-send: --to: '%s' is not an agent name: %s\n", optarg,
+                                        con_name_problem_to_string(p));
+                                return -EINVAL;
+                        }
+                        arg_to = optarg;
+                        break;
+                }
+                case ARG_NO_WAIT:
+                        arg_wait = false;
+                        break;
+                case ARG_TIMEOUT:
+                        if (con_parse_duration(optarg, &arg_timeout_usec) < 0 || arg_timeout_usec == 0) {
+                                fprintf(stderr, "con-send: --timeout: '%s' is not a duration (a positive number "
+                                        "of seconds, or e.g. 90s, 5m)\n", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_JSON:
+                        arg_json = true;
+                        break;
+                case ARG_SCHEDULED:
+                        arg_scheduled = true;
+                        arg_wait = false;
+                        break;
+                case ARG_CONFIG:
+                        arg_config = optarg;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("con-send %s\n", CON_VERSION);
+                        return 0;
+                default:
+                        fprintf(stderr, "con-send: see --help\n");
+                        return -EINVAL;
+                }
+        return 1;
+}
+
+static int read_stdin(char **ret) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
+
+        for (;;) {
+                if (cap - len < 4096) {
+                        cap = cap ? cap * 2 : 8192;
+                        if (cap > CON_TASK_DEFAULT_MAX_SIZE * 16 + 8192)
+                                return -EFBIG;
+                        char *n = realloc(buf, cap + 1);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                }
+                size_t k = fread(buf + len, 1, cap - len, stdin);
+                len += k;
+                if (k == 0) {
+                        if (ferror(stdin))
+                                return -EIO;
+                        break;
+                }
+        }
+        buf[len] = 0;
+        if (strlen(buf) != len)
+                return -EBADMSG;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+static int exit_for_bus_error(const sd_bus_error *e, int r) {
+        if (sd_bus_error_has_names(e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED, CON_ERROR_INVALID_TASK,
+                                   CON_ERROR_TASK_TOO_LARGE, SD_BUS_ERROR_INVALID_ARGS, CON_ERROR_DUPLICATE_TASK,
+                                   CON_ERROR_NO_SUCH_AGENT, CON_ERROR_NOT_CONFIGURED,
+                                   SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                return EXIT_REFUSED;
+        if (!sd_bus_error_is_set(e) && (r == -EACCES || r == -EPERM))
+                return EXIT_REFUSED;
+        return EXIT_UNAVAILABLE;
+}
+
+static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Waiter *w = userdata;
+        const char *id, *sender, *status;
+        if (sd_bus_message_read(m, "sss", &id, &sender, &status) < 0)
+                return 0;
+        if (streq(id, w->task_id))
+                w->completed = true;
+        return 0;
+}
+
+static int print_result(const char *task_id, const char *status, const char *text) {
+        if (arg_json) {
+                cJSON *o = cJSON_CreateObject();
+                if (!o)
+                        return -ENOMEM;
+                cJSON_AddStringToObject(o, "task_id", task_id);
+                cJSON_AddStringToObject(o, "agent", arg_to);
+                cJSON_AddStringToObject(o, "status", status);
+                cJSON_AddStringToObject(o, "text", text);
+                char *s = cJSON_PrintUnformatted(o);
+                cJSON_Delete(o);
+                if (!s)
+                        return -ENOMEM;
+                puts(s);
+                free(s);
+                return 0;
+        }
+        if (streq(status, "done")) {
+                fputs(text, stdout);
+                if (*text && text[strlen(text) - 1] != '\n')
+                        fputc('\n', stdout);
+        } else if (streq(status, "queued") || streq(status, "running"))
+                puts(task_id);
+        else
+                fprintf(stderr, "con-send: task %s %s%s%s\n", task_id, status, *text ? ": " : "", text);
+        return 0;
+}
+
+/* GetResult: returns 1 and fills status/text when the task ended, 0 when it did not, or < 0. */
+static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, char **ret_status, char **ret_text,
+                      sd_bus_error *e) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *status, *text;
+        int r;
+
+        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", e, &reply, "s",
+                               task_id);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "ss", &status, &text);
+        if (r < 0)
+                return r;
+        if (streq(status, "queued") || streq(status, "running"))
+                return 0;
+        *ret_status = strdup(status);
+        *ret_text = strdup(text);
+        if (!*ret_status || !*ret_text)
+                return -ENOMEM;
+        return 1;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+int main(int argc, char *argv[]) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *text = NULL, *bus_name = NULL, *task_id = NULL, *status = NULL, *result = NULL;
+        const char *id;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_USAGE : EXIT_DONE;
+
+        if (arg_scheduled) {
+                _cleanup_(con_config_freep) ConConfig *c = NULL;
+                _cleanup_(con_config_error_done) ConConfigError cerr = {};
+                if (optind < argc) {
+                        fprintf(stderr, "con-send: --scheduled takes no MESSAGE (the text comes from the config)\n");
+                        return EXIT_USAGE;
+                }
+                r = con_config_load(arg_config, &c, &cerr);
+                if (r < 0) {
+                        _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                        fprintf(stderr, "con-send: %s\n", msg ?: strerror(-r));
+                        return EXIT_USAGE;
+                }
+                const ConAgent *a = con_config_find_agent(c, arg_to);
+                if (!a) {
+                        fprintf(stderr, "con-send: --scheduled: no agent '%s' in %s\n", arg_to, arg_config);
+                        return EXIT_USAGE;
+                }
+                text = strdup(a->cron_task ?: "/scheduled");
+                if (!text)
+                        return EXIT_UNAVAILABLE;
+        } else if (optind >= argc || (argc - optind == 1 && streq(argv[optind], "-"))) {
+                r = read_stdin(&text);
+                if (r < 0) {
+                        fprintf(stderr, "con-send: cannot read the task from standard input: %s\n",
+                                r == -EBADMSG ? "it contains a NUL byte (tasks are UTF-8 text)" :
+                                r == -EFBIG ? "it is too large" : strerror(-r));
+                        return r == -EBADMSG ? EXIT_REFUSED : EXIT_USAGE;
+                }
+        } else {
+                size_t n = 0;
+                for (int i = optind; i < argc; i++)
+                        n += strlen(argv[i]) + 1;
+                text = malloc(n + 1);
+                if (!text)
+                        return EXIT_UNAVAILABLE;
+                text[0] = 0;
+                for (int i = optind; i < argc; i++) {
+                        if (i > optind)
+                                strcat(text, " ");
+                        strcat(text, argv[i]);
+                }
+        }
+        if (isempty(text)) {
+                fprintf(stderr, "con-send: the task is empty; give a MESSAGE or text on standard input\n");
+                return EXIT_USAGE;
+        }
+
+        (void) con_bus_errors_register();
+        r = con_agent_bus_name(arg_to, &bus_name);
+        if (r < 0)
+                return EXIT_USAGE;
+        r = sd_bus_open_system(&bus);
+        if (r < 0) {
+                fprintf(stderr, "con-send: cannot connect to the system bus: %s (is dbus-daemon running? try 'con up')\n",
+                        strerror(-r));
+                return EXIT_UNAVAILABLE;
+        }
+
+        Waiter w = {};
+        /* Subscribe before submitting, so the completion cannot slip by in between. */
+        if (arg_wait) {
+                r = sd_bus_match_signal(bus, &match, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
+                                        on_completed, &w);
+                if (r < 0) {
+                        fprintf(stderr, "con-send: cannot subscribe to %s's TaskCompleted signal: %s\n", bus_name,
+                                strerror(-r));
+                        return EXIT_UNAVAILABLE;
+                }
+        }
+
+        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply, "s", text);
+        if (r < 0) {
+                int ex = exit_for_bus_error(&e, r);
+                if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                        fprintf(stderr, "con-send: agent '%s' is not available on the bus (%s): is it configured "
+                                "and the fabric up? (see 'con status')\n", arg_to, bus_name);
+                else
+                        fprintf(stderr, "con-send: %s refused the task: %s\n", arg_to,
+                                e.message ?: (e.name ?: strerror(-r)));
+                return ex;
+        }
+        r = sd_bus_message_read(reply, "s", &id);
+        if (r < 0 || !(task_id = strdup(id))) {
+                fprintf(stderr, "con-send: %s sent an unexpected reply to Submit\n", bus_name);
+                return EXIT_UNAVAILABLE;
+        }
+        w.task_id = task_id;
+
+        if (!arg_wait) {
+                r = print_result(task_id, "queued", "");
+                return r < 0 ? EXIT_UNAVAILABLE : EXIT_DONE;
+        }
+
+        uint64_t deadline = arg_timeout_usec > 0 ? now_usec() + arg_timeout_usec : UINT64_MAX;
+        for (bool checked = false;;) {
+                int p = sd_bus_process(bus, NULL);
+                if (p < 0) {
+                        fprintf(stderr, "con-send: lost the system bus while waiting for task %s: %s\n", task_id,
+                                strerror(-p));
+                        return EXIT_UNAVAILABLE;
+                }
+                /* Ask once at the start too: a very fast task is then seen even without the signal. */
+                if (w.completed || !checked) {
+                        sd_bus_error_free(&e);
+                        r = get_result(bus, bus_name, task_id, &status, &result, &e);
+                        checked = true;
+                        if (r > 0)
+                                break;
+                        if (r < 0 && !sd_bus_error_has_name(&e, CON_ERROR_NOT_FINISHED)) {
+                                fprintf(stderr, "con-send: cannot get the result of task %s: %s\n", task_id,
+                                        e.message ?: strerror(-r));
+                                return exit_for_bus_error(&e, r);
+                        }
+                        w.completed = false;
+                }
+                if (p > 0)
+                        continue;
+                uint64_t now = now_usec();
+                if (now >= deadline) {
+                        fprintf(stderr, "con-send: timed out after %" PRIu64 " s waiting for task %s of %s "
+                                "(it keeps going; see 'con task %s')\n", arg_timeout_usec / USEC_PER_SEC, task_id,
+                                arg_to, task_id);
+                        return EXIT_TIMEOUT;
+                }
+                r = sd_bus_wait(bus, deadline == UINT64_MAX ? UINT64_MAX : deadline - now);
+                if (r < 0) {
+                        fprintf(stderr, "con-send: lost the system bus while waiting for task %s: %s\n", task_id,
+                                strerror(-r));
+                        return EXIT_UNAVAILABLE;
+                }
+        }
+
+        r = print_result(task_id, status, result);
+        if (r < 0)
+                return EXIT_UNAVAILABLE;
+        return streq(status, "done") ? EXIT_DONE : EXIT_TASK_FAILED;
+}

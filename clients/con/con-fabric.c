@@ -1,0 +1,956 @@
+/* SPDX-License-Identifier: MIT */
+/* The fabric verbs of `con`: up, down, status, agents, tasks, task, run, route-inbox, audit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-daemon.h>
+
+#include "audit.h"
+#include "con-paths.h"
+#include "con.h"
+#include "config.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+#include "strv.h"
+
+#define SYSTEM_BUS_SOCKET "/run/dbus/system_bus_socket"
+#define ROUTERD_PATH CON_LIBEXECDIR "/con-routerd"
+#define ROUTER_LOG CON_SRV_DIR "/logs/con-routerd.log"
+#define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+/* Options shared by the verbs: --help, --json, --config. Returns 1 to go on, 0 after --help,
+ * < 0 on a usage error (message printed). */
+typedef struct Common {
+        bool json;
+        const char *config;
+        const char *dir;        /* audit --dir */
+        unsigned lines;         /* audit -n */
+        uint64_t timeout_usec;
+} Common;
+
+static int parse_common(int argc, char *argv[], const char *verb, const char *usage, bool json_ok, Common *c) {
+        enum { ARG_JSON = 0x100, ARG_CONFIG, ARG_DIR, ARG_TIMEOUT };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "json", no_argument, NULL, ARG_JSON },
+                { "config", required_argument, NULL, ARG_CONFIG },
+                { "dir", required_argument, NULL, ARG_DIR },
+                { "timeout", required_argument, NULL, ARG_TIMEOUT },
+                { "lines", required_argument, NULL, 'n' },
+                {}
+        };
+        int o;
+
+        c->config = CON_CONFIG_PATH;
+        c->lines = 20;
+        optind = 1;
+        while ((o = getopt_long(argc, argv, "hn:", options, NULL)) >= 0)
+                switch (o) {
+                case 'h':
+                        fputs(usage, stdout);
+                        return 0;
+                case ARG_JSON:
+                        if (!json_ok) {
+                                con_fail(CON_EXIT_USAGE, "%s: --json does not apply here", verb);
+                                return -EINVAL;
+                        }
+                        c->json = true;
+                        break;
+                case ARG_CONFIG:
+                        c->config = optarg;
+                        break;
+                case ARG_DIR:
+                        c->dir = optarg;
+                        break;
+                case ARG_TIMEOUT:
+                        if (con_parse_duration(optarg, &c->timeout_usec) < 0 || c->timeout_usec == 0) {
+                                con_fail(CON_EXIT_USAGE, "%s: --timeout: '%s' is not a duration (e.g. 30, 90s, 5m)",
+                                         verb, optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case 'n': {
+                        char *end;
+                        unsigned long n = strtoul(optarg, &end, 10);
+                        if (*end || n == 0 || n > 1000000) {
+                                con_fail(CON_EXIT_USAGE, "%s: --lines: '%s' is not a number from 1 to 1000000", verb,
+                                         optarg);
+                                return -EINVAL;
+                        }
+                        c->lines = (unsigned) n;
+                        break;
+                }
+                default:
+                        con_fail(CON_EXIT_USAGE, "%s: see 'con %s --help'", verb, verb);
+                        return -EINVAL;
+                }
+        return 1;
+}
+
+static int load_config(const Common *c, ConConfig **ret) {
+        _cleanup_(con_config_error_done) ConConfigError e = {};
+        int r = con_config_load(c->config, ret, &e);
+        if (r < 0) {
+                _cleanup_free_ char *msg = con_config_error_format(&e);
+                con_fail(CON_EXIT_CONFIG, "%s (run 'con bootstrap' first?)", msg ?: strerror(-r));
+        }
+        return r;
+}
+
+static int open_bus(sd_bus **ret) {
+        int r = sd_bus_open_system(ret);
+        if (r < 0)
+                con_fail(CON_EXIT_FAILURE, "cannot connect to the system bus at " SYSTEM_BUS_SOCKET ": %s (try 'con up')",
+                         strerror(-r));
+        (void) con_bus_errors_register();
+        return r;
+}
+
+/* ---- bus helpers ---- */
+
+static bool name_has_owner(sd_bus *bus, const char *name) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int b = 0;
+        if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                               "NameHasOwner", NULL, &reply, "s", name) < 0)
+                return false;
+        return sd_bus_message_read(reply, "b", &b) >= 0 && b;
+}
+
+static int name_pid(sd_bus *bus, const char *name, pid_t *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        uint32_t pid;
+        int r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                   "GetConnectionUnixProcessID", NULL, &reply, "s", name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "u", &pid);
+        if (r < 0)
+                return r;
+        *ret = (pid_t) pid;
+        return 0;
+}
+
+static char **activatable_names(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        char **l = NULL;
+        if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                               "ListActivatableNames", NULL, &reply, NULL) < 0)
+                return NULL;
+        if (sd_bus_message_read_strv(reply, &l) < 0)
+                return NULL;
+        return l;
+}
+
+static int start_service(sd_bus *bus, const char *name, sd_bus_error *e) {
+        return sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                  "StartServiceByName", e, NULL, "su", name, 0);
+}
+
+static int wait_for_name(sd_bus *bus, const char *name, bool present, uint64_t timeout_usec, pid_t child) {
+        uint64_t end = now_usec() + timeout_usec;
+        for (;;) {
+                if (name_has_owner(bus, name) == present)
+                        return 0;
+                if (child > 0 && waitpid(child, NULL, WNOHANG) == child)
+                        return -ECHILD;
+                if (now_usec() >= end)
+                        return -ETIMEDOUT;
+                usleep(50 * 1000);
+        }
+}
+
+static int run_command(char *const argv[]) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                execvp(argv[0], argv);
+                fprintf(stderr, "con: cannot run %s: %m\n", argv[0]);
+                _exit(127);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) < 0)
+                return -errno;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static bool system_bus_alive(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = SYSTEM_BUS_SOCKET };
+        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return false;
+        return connect(fd, (struct sockaddr *) &sa, sizeof sa) >= 0;
+}
+
+/* ---- up / down ---- */
+
+static const char up_usage[] =
+        "Usage: con up [--config FILE]\n"
+        "\n"
+        "Start the fabric. Under systemd: systemctl start con-routerd.service and the units of the\n"
+        "agents with mode 'always'. Without systemd: start the system bus if its socket is dead\n"
+        "(dbus-daemon --system --fork), start con-routerd in the background (log: " ROUTER_LOG ")\n"
+        "and start the 'always' agents through bus activation. Needs root.\n"
+        "\n"
+        "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
+
+static int start_router_daemon(sd_bus *bus) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return con_fail(CON_EXIT_FAILURE, "up: cannot fork: %m");
+        if (pid == 0) {
+                /* A daemon of its own: new session, no terminal, output to the router log. */
+                (void) setsid();
+                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                (void) mkdir(CON_SRV_DIR "/logs", 0755);
+                int log = open(ROUTER_LOG, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
+                if (null >= 0)
+                        (void) dup2(null, STDIN_FILENO);
+                if (log >= 0) {
+                        (void) dup2(log, STDOUT_FILENO);
+                        (void) dup2(log, STDERR_FILENO);
+                }
+                /* Double fork so the router is not our child once we exit. */
+                pid_t p = fork();
+                if (p != 0)
+                        _exit(p < 0 ? 1 : 0);
+                execl(ROUTERD_PATH, "con-routerd", (char *) NULL);
+                fprintf(stderr, "con up: cannot run " ROUTERD_PATH ": %m\n");
+                _exit(127);
+        }
+        (void) waitpid(pid, NULL, 0);
+        int r = wait_for_name(bus, CON_ROUTER_BUS_NAME, true, START_TIMEOUT_USEC, 0);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "up: con-routerd did not take %s within %" PRIu64 " s; see " ROUTER_LOG,
+                                CON_ROUTER_BUS_NAME, START_TIMEOUT_USEC / USEC_PER_SEC);
+        return 0;
+}
+
+int verb_up(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        Common c = {};
+        int r, status = CON_EXIT_OK;
+
+        r = parse_common(argc, argv, "up", up_usage, false, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "up: unexpected argument '%s'", argv[optind]);
+        if (geteuid() != 0)
+                return con_fail(CON_EXIT_NOT_ROOT, "up: needs root (it starts system services)");
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+
+        if (sd_booted() > 0) {
+                _cleanup_strv_free_ char **units = NULL;
+                if (strv_extend(&units, "systemctl") < 0 || strv_extend(&units, "start") < 0 ||
+                    strv_extend(&units, "con-routerd.service") < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+                for (size_t i = 0; i < config->n_agents; i++) {
+                        char *u;
+                        if (config->agents[i].mode != CON_MODE_ALWAYS)
+                                continue;
+                        if (asprintf(&u, "con-agent@%s.service", config->agents[i].name) < 0 || strv_consume(&units, u) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "out of memory");
+                }
+                r = run_command(units);
+                if (r != 0)
+                        return con_fail(CON_EXIT_FAILURE, "up: systemctl start failed (exit status %d)", r);
+                printf("router: started (systemd)\n");
+                return CON_EXIT_OK;
+        }
+
+        if (!system_bus_alive()) {
+                (void) mkdir("/run/dbus", 0755);
+                (void) unlink("/run/dbus/pid");         /* stale: the socket is dead */
+                (void) unlink(SYSTEM_BUS_SOCKET);
+                r = run_command((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL });
+                if (r != 0)
+                        return con_fail(CON_EXIT_FAILURE, "up: dbus-daemon --system --fork failed (exit status %d)", r);
+                uint64_t end = now_usec() + START_TIMEOUT_USEC;
+                while (!system_bus_alive() && now_usec() < end)
+                        usleep(20 * 1000);
+                printf("bus: started dbus-daemon --system\n");
+        }
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+
+        if (name_has_owner(bus, CON_ROUTER_BUS_NAME))
+                printf("router: already running\n");
+        else {
+                r = start_router_daemon(bus);
+                if (r != 0)
+                        return r;
+                pid_t pid = 0;
+                (void) name_pid(bus, CON_ROUTER_BUS_NAME, &pid);
+                printf("router: started (pid %d, log " ROUTER_LOG ")\n", (int) pid);
+        }
+
+        for (size_t i = 0; i < config->n_agents; i++) {
+                const ConAgent *a = &config->agents[i];
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *bn = NULL;
+                if (a->mode != CON_MODE_ALWAYS)
+                        continue;
+                if (con_agent_bus_name(a->name, &bn) < 0)
+                        continue;
+                r = start_service(bus, bn, &e);
+                if (r < 0) {
+                        con_fail(CON_EXIT_FAILURE, "up: cannot start agent %s (%s): %s", a->name, bn,
+                                 e.message ?: strerror(-r));
+                        status = CON_EXIT_FAILURE;
+                } else
+                        printf("agent %s: running\n", a->name);
+        }
+        return status;
+}
+
+static const char down_usage[] =
+        "Usage: con down [--config FILE]\n"
+        "\n"
+        "Stop the fabric: the router and every running agent. Under systemd: systemctl stop of\n"
+        "con-routerd.service and con-agent@*.service. Without systemd: SIGTERM to the processes that\n"
+        "own org.conspiracy.Router and the agents' names (SIGKILL after 10 s). Queued tasks stay on\n"
+        "disk. The system bus is left running. Needs root.\n"
+        "\n"
+        "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
+
+static int stop_name(sd_bus *bus, const char *label, const char *name) {
+        pid_t pid;
+        if (!name_has_owner(bus, name))
+                return 0;
+        int r = name_pid(bus, name, &pid);
+        if (r < 0 || pid <= 1)
+                return con_fail(CON_EXIT_FAILURE, "down: cannot find the process of %s: %s", name, strerror(r < 0 ? -r : ESRCH));
+        if (kill(pid, SIGTERM) < 0)
+                return con_fail(CON_EXIT_FAILURE, "down: cannot stop %s (pid %d): %m", label, (int) pid);
+        if (wait_for_name(bus, name, false, START_TIMEOUT_USEC, 0) < 0) {
+                (void) kill(pid, SIGKILL);
+                (void) wait_for_name(bus, name, false, 2 * USEC_PER_SEC, 0);
+                printf("%s: killed (pid %d did not stop within 10 s)\n", label, (int) pid);
+        } else
+                printf("%s: stopped (pid %d)\n", label, (int) pid);
+        return 0;
+}
+
+int verb_down(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        Common c = {};
+        int r, status = CON_EXIT_OK;
+
+        r = parse_common(argc, argv, "down", down_usage, false, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "down: unexpected argument '%s'", argv[optind]);
+        if (geteuid() != 0)
+                return con_fail(CON_EXIT_NOT_ROOT, "down: needs root (it stops system services)");
+
+        if (sd_booted() > 0) {
+                r = run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "con-routerd.service",
+                                             (char *) "con-agent@*.service", NULL });
+                if (r != 0)
+                        return con_fail(CON_EXIT_FAILURE, "down: systemctl stop failed (exit status %d)", r);
+                printf("fabric: stopped (systemd)\n");
+                return CON_EXIT_OK;
+        }
+        if (!system_bus_alive()) {
+                printf("bus: not running; nothing to stop\n");
+                return CON_EXIT_OK;
+        }
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+        /* The router first, so it does not activate agents again while they stop. */
+        if (stop_name(bus, "router", CON_ROUTER_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        for (size_t i = 0; i < config->n_agents; i++) {
+                _cleanup_free_ char *bn = NULL, *label = NULL;
+                if (con_agent_bus_name(config->agents[i].name, &bn) < 0 ||
+                    asprintf(&label, "agent %s", config->agents[i].name) < 0)
+                        continue;
+                if (stop_name(bus, label, bn) != 0)
+                        status = CON_EXIT_FAILURE;
+        }
+        return status;
+}
+
+/* ---- status / agents ---- */
+
+typedef struct AgentInfo {
+        char *state;
+        uint32_t queue;
+        char *current;
+        uint64_t accepted, completed, failed;
+} AgentInfo;
+
+static void agent_info_done(AgentInfo *i) {
+        free(i->state);
+        free(i->current);
+}
+
+static int agent_properties(sd_bus *bus, const char *bus_name, AgentInfo *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, "org.freedesktop.DBus.Properties", "GetAll", NULL, &reply,
+                               "s", CON_AGENT_INTERFACE);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key, *s;
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "State") || streq(key, "CurrentTask")) {
+                        r = sd_bus_message_read(reply, "v", "s", &s);
+                        if (r < 0)
+                                return r;
+                        char **dst = streq(key, "State") ? &ret->state : &ret->current;
+                        free(*dst);
+                        *dst = strdup(s);
+                } else if (streq(key, "QueueLength"))
+                        r = sd_bus_message_read(reply, "v", "u", &ret->queue);
+                else if (streq(key, "TasksAccepted"))
+                        r = sd_bus_message_read(reply, "v", "t", &ret->accepted);
+                else if (streq(key, "TasksCompleted"))
+                        r = sd_bus_message_read(reply, "v", "t", &ret->completed);
+                else if (streq(key, "TasksFailed"))
+                        r = sd_bus_message_read(reply, "v", "t", &ret->failed);
+                else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        return r;
+}
+
+static int router_counters(sd_bus *bus, uint64_t *routed, uint64_t *rejected, uint32_t *in_flight, uint32_t *backlog) {
+        int r;
+        if ((r = sd_bus_get_property_trivial(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "Routed",
+                                             NULL, 't', routed)) < 0 ||
+            (r = sd_bus_get_property_trivial(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE,
+                                             "Rejected", NULL, 't', rejected)) < 0 ||
+            (r = sd_bus_get_property_trivial(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE,
+                                             "InFlight", NULL, 'u', in_flight)) < 0 ||
+            (r = sd_bus_get_property_trivial(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE,
+                                             "Backlog", NULL, 'u', backlog)) < 0)
+                return r;
+        return 0;
+}
+
+static void print_json(cJSON *o) {
+        char *s = cJSON_Print(o);
+        if (s) {
+                puts(s);
+                free(s);
+        }
+}
+
+static const char status_usage[] =
+        "Usage: con status [--json] [--config FILE]\n"
+        "\n"
+        "Show the router (running or stopped, counters) and every configured agent: running,\n"
+        "activatable (started on the first task) or unavailable; its state and queue length.\n"
+        "Agents that are not running are not started by this command.\n"
+        "\n"
+        "Exit status: 0 ok, 1 the bus is not reachable, 2 usage error, 4 invalid configuration.\n";
+
+static const char agents_usage[] =
+        "Usage: con agents [--json] [--config FILE]\n"
+        "\n"
+        "List the configured agents: name, tier, mode, bus name, roles, and whether it runs.\n"
+        "\n"
+        "Exit status: 0 ok, 2 usage error, 4 invalid configuration.\n";
+
+static int show_agents(int argc, char *argv[], bool full_status) {
+        const char *verb = full_status ? "status" : "agents";
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_strv_free_ char **activatable = NULL;
+        _cleanup_(cJSON_Deletep) cJSON *root = NULL;
+        Common c = {};
+        int r;
+
+        r = parse_common(argc, argv, verb, full_status ? status_usage : agents_usage, true, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "%s: unexpected argument '%s'", verb, argv[optind]);
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        if (sd_bus_open_system(&bus) < 0 || !system_bus_alive()) {
+                bus = sd_bus_unref(bus);
+                if (full_status)
+                        return con_fail(CON_EXIT_FAILURE, "status: the system bus is not running (try 'con up')");
+        } else
+                activatable = activatable_names(bus);
+
+        root = cJSON_CreateObject();
+        cJSON *jagents = cJSON_AddArrayToObject(root, "agents");
+        if (full_status) {
+                bool running = name_has_owner(bus, CON_ROUTER_BUS_NAME);
+                cJSON *jr = cJSON_AddObjectToObject(root, "router");
+                cJSON_AddBoolToObject(jr, "running", running);
+                uint64_t routed = 0, rejected = 0;
+                uint32_t in_flight = 0, backlog = 0;
+                pid_t pid = 0;
+                if (running) {
+                        (void) name_pid(bus, CON_ROUTER_BUS_NAME, &pid);
+                        (void) router_counters(bus, &routed, &rejected, &in_flight, &backlog);
+                        cJSON_AddNumberToObject(jr, "pid", pid);
+                        cJSON_AddNumberToObject(jr, "routed", (double) routed);
+                        cJSON_AddNumberToObject(jr, "rejected", (double) rejected);
+                        cJSON_AddNumberToObject(jr, "in_flight", in_flight);
+                        cJSON_AddNumberToObject(jr, "backlog", backlog);
+                }
+                if (!c.json) {
+                        if (running)
+                                printf("router      running (pid %d): %" PRIu64 " routed, %" PRIu64 " rejected, %u in "
+                                       "flight, %u waiting\n", (int) pid, routed, rejected, in_flight, backlog);
+                        else
+                                printf("router      stopped (start it with 'con up')\n");
+                        printf("\n%-20s %-12s %-10s %-10s %s\n", "AGENT", "RUNNING", "STATE", "QUEUE", "MODE");
+                }
+        } else if (!c.json)
+                printf("%-20s %-9s %-10s %-28s %-8s %s\n", "AGENT", "TIER", "MODE", "BUS NAME", "RUNNING", "ROLES");
+
+        for (size_t i = 0; i < config->n_agents; i++) {
+                const ConAgent *a = &config->agents[i];
+                _cleanup_free_ char *bn = NULL, *roles = NULL;
+                _cleanup_(agent_info_done) AgentInfo info = {};
+                if (con_agent_bus_name(a->name, &bn) < 0)
+                        continue;
+                bool running = bus && name_has_owner(bus, bn);
+                const char *run = running ? "running" : strv_contains(activatable, bn) ? "activatable" : "unavailable";
+                bool have_info = running && full_status && agent_properties(bus, bn, &info) >= 0;
+                roles = strv_join(a->roles, ",");
+
+                cJSON *ja = cJSON_CreateObject();
+                cJSON_AddItemToArray(jagents, ja);
+                cJSON_AddStringToObject(ja, "name", a->name);
+                cJSON_AddStringToObject(ja, "bus_name", bn);
+                cJSON_AddStringToObject(ja, "tier", con_tier_to_string(a->tier));
+                cJSON_AddStringToObject(ja, "mode", con_mode_to_string(a->mode));
+                cJSON_AddStringToObject(ja, "running", bus ? run : "unknown");
+                if (!full_status) {
+                        cJSON *jroles = cJSON_AddArrayToObject(ja, "roles");
+                        STRV_FOREACH(s, a->roles)
+                                cJSON_AddItemToArray(jroles, cJSON_CreateString(*s));
+                }
+                if (have_info) {
+                        cJSON_AddStringToObject(ja, "state", strempty(info.state));
+                        cJSON_AddNumberToObject(ja, "queue", info.queue);
+                        cJSON_AddStringToObject(ja, "current_task", strempty(info.current));
+                        cJSON_AddNumberToObject(ja, "tasks_accepted", (double) info.accepted);
+                        cJSON_AddNumberToObject(ja, "tasks_completed", (double) info.completed);
+                        cJSON_AddNumberToObject(ja, "tasks_failed", (double) info.failed);
+                }
+                if (c.json)
+                        continue;
+                if (full_status) {
+                        char q[16] = "-";
+                        if (have_info)
+                                snprintf(q, sizeof q, "%u", info.queue);
+                        printf("%-20s %-12s %-10s %-10s %s\n", a->name, run, have_info ? strempty(info.state) : "-", q,
+                               con_mode_to_string(a->mode));
+                } else
+                        printf("%-20s %-9s %-10s %-28s %-8s %s\n", a->name,
+                               isempty(con_tier_to_string(a->tier)) ? "-" : con_tier_to_string(a->tier),
+                               con_mode_to_string(a->mode), bn, !bus ? "unknown" : running ? "yes" : "no",
+                               isempty(roles) ? "-" : roles);
+        }
+        if (c.json)
+                print_json(full_status ? root : jagents);
+        return CON_EXIT_OK;
+}
+
+int verb_status(int argc, char *argv[]) {
+        return show_agents(argc, argv, true);
+}
+
+int verb_agents(int argc, char *argv[]) {
+        return show_agents(argc, argv, false);
+}
+
+/* ---- tasks / task ---- */
+
+static const char tasks_usage[] =
+        "Usage: con tasks [AGENT] [--json] [--config FILE]\n"
+        "\n"
+        "List the tasks the agents know (ListTasks): id, status, sender. You see your own tasks;\n"
+        "root sees all. Without AGENT every configured agent is asked (on-demand agents are\n"
+        "started for that and exit again when idle).\n"
+        "\n"
+        "Exit status: 0 ok, 1 an agent could not be asked, 2 usage error, 4 invalid configuration.\n";
+
+int verb_tasks(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(cJSON_Deletep) cJSON *root = NULL;
+        Common c = {};
+        const char *only = NULL;
+        int r, status = CON_EXIT_OK;
+
+        r = parse_common(argc, argv, "tasks", tasks_usage, true, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (argc - optind > 1)
+                return con_fail(CON_EXIT_USAGE, "tasks: at most one AGENT (see 'con tasks --help')");
+        if (optind < argc)
+                only = argv[optind];
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        if (only && !con_config_find_agent(config, only))
+                return con_fail(CON_EXIT_USAGE, "tasks: no agent '%s' in %s (see 'con agents')", only, c.config);
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+
+        root = cJSON_CreateArray();
+        if (!c.json)
+                printf("%-20s %-44s %-10s %s\n", "AGENT", "TASK", "STATUS", "SENDER");
+        for (size_t i = 0; i < config->n_agents; i++) {
+                const ConAgent *a = &config->agents[i];
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *bn = NULL;
+                const char *id, *st, *sender;
+                if (only && !streq(only, a->name))
+                        continue;
+                if (con_agent_bus_name(a->name, &bn) < 0)
+                        continue;
+                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "ListTasks", &e, &reply, NULL);
+                if (r < 0) {
+                        con_fail(CON_EXIT_FAILURE, "tasks: cannot ask %s: %s", a->name, e.message ?: strerror(-r));
+                        status = CON_EXIT_FAILURE;
+                        continue;
+                }
+                r = sd_bus_message_enter_container(reply, 'a', "(sss)");
+                while (r >= 0 && (r = sd_bus_message_read(reply, "(sss)", &id, &st, &sender)) > 0) {
+                        if (c.json) {
+                                cJSON *o = cJSON_CreateObject();
+                                cJSON_AddStringToObject(o, "agent", a->name);
+                                cJSON_AddStringToObject(o, "task_id", id);
+                                cJSON_AddStringToObject(o, "status", st);
+                                cJSON_AddStringToObject(o, "sender", sender);
+                                cJSON_AddItemToArray(root, o);
+                        } else
+                                printf("%-20s %-44s %-10s %s\n", a->name, id, st, sender);
+                }
+                if (r < 0) {
+                        con_fail(CON_EXIT_FAILURE, "tasks: bad reply from %s: %s", a->name, strerror(-r));
+                        status = CON_EXIT_FAILURE;
+                }
+        }
+        if (c.json)
+                print_json(root);
+        return status;
+}
+
+static const char task_usage[] =
+        "Usage: con task ID [--json] [--config FILE]\n"
+        "\n"
+        "Find task ID across the agents and show its agent, status and result (GetResult): the\n"
+        "response when done, the reason when failed or cancelled. Only the submitter and root may\n"
+        "read a result.\n"
+        "\n"
+        "Exit status: 0 found (any status), 1 not found or not readable, 2 usage error,\n"
+        "4 invalid configuration.\n";
+
+int verb_task(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        Common c = {};
+        const char *denied_by = NULL;
+        int r;
+
+        r = parse_common(argc, argv, "task", task_usage, true, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (argc - optind != 1)
+                return con_fail(CON_EXIT_USAGE, "task: give exactly one task ID (see 'con task --help')");
+        const char *id = argv[optind];
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+
+        /* Running agents first: asking the others starts them. */
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < config->n_agents; i++) {
+                        const ConAgent *a = &config->agents[i];
+                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        _cleanup_free_ char *bn = NULL;
+                        const char *st, *text;
+                        if (con_agent_bus_name(a->name, &bn) < 0)
+                                continue;
+                        if (name_has_owner(bus, bn) != (pass == 0))
+                                continue;
+                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
+                                               "s", id);
+                        if (r < 0) {
+                                if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                                        denied_by = a->name;
+                                continue;
+                        }
+                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0)
+                                continue;
+                        if (c.json) {
+                                _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                                cJSON_AddStringToObject(o, "task_id", id);
+                                cJSON_AddStringToObject(o, "agent", a->name);
+                                cJSON_AddStringToObject(o, "status", st);
+                                cJSON_AddStringToObject(o, "text", text);
+                                print_json(o);
+                        } else {
+                                printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, st);
+                                if (*text)
+                                        printf("\n%s%s", text, text[strlen(text) - 1] == '\n' ? "" : "\n");
+                        }
+                        return CON_EXIT_OK;
+                }
+        if (denied_by)
+                return con_fail(CON_EXIT_FAILURE, "task: %s knows task %s, but only its submitter and root may read it",
+                                denied_by, id);
+        return con_fail(CON_EXIT_FAILURE, "task: no agent knows a task '%s' (see 'con tasks')", id);
+}
+
+/* ---- run ---- */
+
+static const char run_usage[] =
+        "Usage: con run AGENT [--timeout SEC] [--config FILE]\n"
+        "\n"
+        "Run AGENT's queue in the foreground: start the agent (bus activation) if it is not\n"
+        "running and wait until its queue is empty, printing each task as it finishes. Agents work\n"
+        "through their queues by themselves; this is the original's 'con run' for scripts that want\n"
+        "to wait for an agent to be idle.\n"
+        "\n"
+        "Exit status: 0 the queue is empty, 1 the agent is not available or --timeout passed,\n"
+        "2 usage error, 4 invalid configuration.\n";
+
+int verb_run(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *bn = NULL;
+        Common c = {};
+        int r;
+
+        r = parse_common(argc, argv, "run", run_usage, false, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (argc - optind != 1)
+                return con_fail(CON_EXIT_USAGE, "run: give exactly one AGENT (see 'con run --help')");
+        const char *name = argv[optind];
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        if (!con_config_find_agent(config, name))
+                return con_fail(CON_EXIT_USAGE, "run: no agent '%s' in %s (see 'con agents')", name, c.config);
+        if (con_agent_bus_name(name, &bn) < 0)
+                return CON_EXIT_USAGE;
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+        r = start_service(bus, bn, &e);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "run: cannot start agent %s (%s): %s", name, bn, e.message ?: strerror(-r));
+
+        uint64_t end = c.timeout_usec ? now_usec() + c.timeout_usec : UINT64_MAX, last_done = UINT64_MAX;
+        for (;;) {
+                _cleanup_(agent_info_done) AgentInfo info = {};
+                r = agent_properties(bus, bn, &info);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "run: cannot read the state of %s: %s", name, strerror(-r));
+                uint64_t done = info.completed + info.failed;
+                if (last_done != UINT64_MAX && done != last_done)
+                        printf("%s: %" PRIu64 " finished, %u queued\n", name, done, info.queue);
+                last_done = done;
+                if (info.queue == 0 && isempty(info.current)) {
+                        printf("%s: queue empty (%s)\n", name, strempty(info.state));
+                        return CON_EXIT_OK;
+                }
+                if (now_usec() >= end)
+                        return con_fail(CON_EXIT_FAILURE, "run: %s still has %u queued task(s) after --timeout", name,
+                                        info.queue);
+                usleep(200 * 1000);
+        }
+}
+
+/* ---- route-inbox ---- */
+
+static const char route_usage[] =
+        "Usage: con route-inbox [--timeout SEC] [--config FILE]\n"
+        "\n"
+        "One pass of the router: deliver every *.task file now in /srv/con/inbox (to the\n"
+        "concierge) and in the agents' inboxes, wait for the agents to acknowledge, then exit\n"
+        "(con-routerd --once). Bad files go to /srv/con/rejected. Needs root.\n"
+        "\n"
+        "Exit status: 0 all delivered or rejected, 1 some files stay (agent unavailable),\n"
+        "2 usage error, 3 not root.\n";
+
+int verb_route_inbox(int argc, char *argv[]) {
+        Common c = {};
+        char timeout[32];
+        int r;
+
+        r = parse_common(argc, argv, "route-inbox", route_usage, false, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "route-inbox: unexpected argument '%s'", argv[optind]);
+        if (geteuid() != 0)
+                return con_fail(CON_EXIT_NOT_ROOT, "route-inbox: needs root (it reads every agent's inbox)");
+        snprintf(timeout, sizeof timeout, "%" PRIu64, c.timeout_usec ? c.timeout_usec / USEC_PER_SEC : 60);
+        r = run_command((char *[]) { (char *) ROUTERD_PATH, (char *) "--once", (char *) "--config", (char *) c.config,
+                                     (char *) "--timeout", timeout, NULL });
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "route-inbox: cannot run " ROUTERD_PATH ": %s", strerror(-r));
+        return r == 0 ? CON_EXIT_OK : CON_EXIT_FAILURE;
+}
+
+/* ---- audit ---- */
+
+static const char audit_usage[] =
+        "Usage: con audit [verify] [--lines N] [--json] [--dir DIR]\n"
+        "\n"
+        "Without 'verify': print the last N (default 20) records of the audit trail\n"
+        "DIR/audit.jsonl (default " CON_AUDIT_DIR_DEFAULT "); --json prints them as JSON lines.\n"
+        "'verify': check the hash chain, sequence numbers and head file. Records carry ids, agents,\n"
+        "senders and outcomes, never task text.\n"
+        "\n"
+        "Exit status: 0 printed / chain intact, 1 chain broken (the first bad record is named)\n"
+        "or the log cannot be read, 2 usage error.\n";
+
+static void print_record(const char *line) {
+        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_Parse(line);
+        if (!cJSON_IsObject(o)) {
+                printf("(unreadable record) %s\n", line);
+                return;
+        }
+        const char *keys[] = { "time", "service", "event" };
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
+                printf("%s%s", i ? " " : "", cJSON_IsString(v) ? v->valuestring : "-");
+        }
+        cJSON *it;
+        cJSON_ArrayForEach(it, o) {
+                if (streq(it->string, "time") || streq(it->string, "service") || streq(it->string, "event") ||
+                    streq(it->string, "prev") || streq(it->string, "hash"))
+                        continue;
+                if (cJSON_IsString(it))
+                        printf(" %s=%s", it->string, it->valuestring);
+                else if (cJSON_IsNumber(it))
+                        printf(" %s=%.0f", it->string, it->valuedouble);
+        }
+        putchar('\n');
+}
+
+int verb_audit(int argc, char *argv[]) {
+        Common c = {};
+        int r;
+
+        r = parse_common(argc, argv, "audit", audit_usage, true, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        const char *dir = c.dir ?: CON_AUDIT_DIR_DEFAULT;
+        if (optind < argc && streq(argv[optind], "verify")) {
+                if (argc - optind > 1)
+                        return con_fail(CON_EXIT_USAGE, "audit verify: unexpected argument '%s'", argv[optind + 1]);
+                ConAuditVerify v = {};
+                r = con_audit_verify(dir, &v);
+                if (c.json) {
+                        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                        cJSON_AddBoolToObject(o, "valid", r >= 0);
+                        cJSON_AddNumberToObject(o, "records", (double) v.records);
+                        cJSON_AddNumberToObject(o, "last_seq", (double) v.last_seq);
+                        if (r < 0) {
+                                cJSON_AddNumberToObject(o, "bad_line", (double) v.bad_line);
+                                cJSON_AddNumberToObject(o, "bad_seq", (double) v.bad_seq);
+                                cJSON_AddStringToObject(o, "reason", r == -EBADMSG ? v.reason : strerror(-r));
+                        }
+                        print_json(o);
+                }
+                if (r == -ENOENT)
+                        return con_fail(CON_EXIT_FAILURE, "audit verify: no audit log in %s", dir);
+                if (r == -EBADMSG)
+                        return con_fail(CON_EXIT_FAILURE, "audit verify: %s/%s is broken at line %" PRIu64
+                                        " (record seq %" PRIu64 "): %s; %" PRIu64 " records before it are intact",
+                                        dir, CON_AUDIT_LOG_NAME, v.bad_line, v.bad_seq, v.reason, v.records);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "audit verify: cannot read %s/%s: %s", dir,
+                                        CON_AUDIT_LOG_NAME, strerror(-r));
+                if (!c.json)
+                        printf("%s/%s: chain intact, %" PRIu64 " records, last seq %" PRIu64 "\n", dir,
+                               CON_AUDIT_LOG_NAME, v.records, v.last_seq);
+                return CON_EXIT_OK;
+        }
+        if (optind < argc)
+                return con_fail(CON_EXIT_USAGE, "audit: unknown argument '%s' (only 'verify'; see 'con audit --help')",
+                                argv[optind]);
+
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", dir, CON_AUDIT_LOG_NAME) < 0)
+                return CON_EXIT_FAILURE;
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return con_fail(CON_EXIT_FAILURE, "audit: cannot open %s: %m", path);
+        /* A ring of the last N lines. */
+        _cleanup_strv_free_ char **ring = calloc(c.lines + 1, sizeof(char *));
+        if (!ring)
+                return CON_EXIT_FAILURE;
+        size_t n = 0;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t l;
+        while ((l = getline(&line, &cap, f)) >= 0) {
+                if (l > 0 && line[l - 1] == '\n')
+                        line[l - 1] = 0;
+                free(ring[n % c.lines]);
+                ring[n % c.lines] = strdup(line);
+                n++;
+        }
+        free(line);
+        size_t first = n > c.lines ? n - c.lines : 0;
+        for (size_t i = first; i < n; i++) {
+                const char *s = ring[i % c.lines];
+                if (!s)
+                        continue;
+                if (c.json)
+                        puts(s);
+                else
+                        print_record(s);
+        }
+        return CON_EXIT_OK;
+}

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <systemd/sd-bus.h>
+
+/* con-routerd's bus glue: the Router object, the inbox watches, the Deliver pipeline, the audit
+ * writer and the cron scheduler for hosts without systemd. */
+
+typedef struct RouterOptions {
+        const char *config_path;        /* default CON_CONFIG_PATH */
+        const char *srv_dir;            /* default CON_SRV_DIR */
+        const char *audit_dir;          /* default SRV/logs/audit */
+        bool once;                      /* one pass: route what is there, wait for acks, exit */
+        unsigned window;                /* Deliver calls in flight, default 64 (< 128) */
+        uint64_t rescan_usec;           /* periodic rescan, default 30 s */
+        uint64_t once_timeout_usec;     /* give up in --once mode after this, default 60 s */
+        int cron_mode;                  /* -1 auto (off under systemd), 0 off, 1 on */
+} RouterOptions;
+
+typedef struct Router Router;
+
+/* Loads the config, opens the inboxes, connects to the system bus. Logs its own errors. */
+int router_new(const RouterOptions *o, Router **ret);
+Router *router_free(Router *r);
+static inline void router_freep(Router **r) {
+        router_free(*r);
+}
+/* Runs until SIGTERM/SIGINT (daemon) or until the pass is done (--once). Returns 0, or a
+ * positive exit status: 1 when --once left tasks behind. Negative errno on fatal errors. */
+int router_run(Router *r);
+
+/* The vtable, for the introspection test. */
+extern const sd_bus_vtable router_vtable[];
