@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* interfaces/org.conspiracy.Agent1.xml must say exactly what the service exports: the interface
+/* interfaces/org.conspiracy.*.xml must say exactly what the services export: the interface
  * element of the live introspection (over a socketpair) is compared with the file, both with
  * comments and whitespace stripped and <x ...></x> written as <x .../>. */
 #include "agent-service.h"
+#include "bus-util.h"
+#include "names.h"
+#include "router-service.h"
 #include "macro.h"
 #include "test-util.h"
 
@@ -58,23 +61,35 @@ static char *interface_element(const char *xml, const char *name) {
         return g_strndup(b, (size_t) (e - b) + strlen("</interface>"));
 }
 
-static void test_agent1(void) {
-        _cleanup_free_ char *live = NULL;
-        g_assert_cmpint(agent_introspect_xml(&live), ==, 0);
-        g_autofree char *path = g_build_filename(test_source_dir(), "interfaces", "org.conspiracy.Agent1.xml", NULL);
+static void compare(const char *interface, const char *live, const char *service) {
+        g_autofree char *fname = g_strdup_printf("%s.xml", interface);
+        g_autofree char *path = g_build_filename(test_source_dir(), "interfaces", fname, NULL);
         g_autofree char *file = NULL;
         g_assert_true(g_file_get_contents(path, &file, NULL, NULL));
 
         g_autofree char *nlive = normalise(live), *nfile = normalise(file);
-        g_autofree char *a = interface_element(nlive, "org.conspiracy.Agent1");
-        g_autofree char *b = interface_element(nfile, "org.conspiracy.Agent1");
+        g_autofree char *a = interface_element(nlive, interface);
+        g_autofree char *b = interface_element(nfile, interface);
         if (!streq(a, b))
-                g_error("interfaces/org.conspiracy.Agent1.xml differs from what con-agentd exports "
-                        "(con-agentd --bus-introspect):\nlive: %s\nfile: %s", a, b);
+                g_error("interfaces/%s differs from what %s exports:\nlive: %s\nfile: %s",
+                        fname, service, a, b);
+}
+
+static void test_agent1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(agent_introspect_xml(&live), ==, 0);
+        compare(CON_AGENT_INTERFACE, live, "con-agentd (con-agentd --bus-introspect)");
+}
+
+static void test_router1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(con_bus_introspect_vtable(CON_ROUTER_PATH, CON_ROUTER_INTERFACE, router_vtable, &live), ==, 0);
+        compare(CON_ROUTER_INTERFACE, live, "con-routerd");
 }
 
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/introspect/agent1", test_agent1);
+        g_test_add_func("/introspect/router1", test_router1);
         return g_test_run();
 }

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "bus-util.h"
+#include "macro.h"
+
+typedef struct IntrospectServer {
+        int fd;
+        const char *path, *interface;
+        const sd_bus_vtable *vtable;
+} IntrospectServer;
+
+static void *introspect_server(void *arg) {
+        IntrospectServer *s = arg;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        sd_id128_t id = SD_ID128_NULL;
+        static const int dummy;
+
+        if (sd_bus_new(&bus) < 0 || sd_bus_set_fd(bus, s->fd, s->fd) < 0 || sd_id128_randomize(&id) < 0 ||
+            sd_bus_set_server(bus, 1, id) < 0 || sd_bus_start(bus) < 0 ||
+            sd_bus_add_object_vtable(bus, NULL, s->path, s->interface, s->vtable, (void *) &dummy) < 0)
+                return NULL;
+        for (;;) {
+                int r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        break;
+                if (r == 0 && sd_bus_wait(bus, UINT64_MAX) < 0)
+                        break;
+        }
+        return NULL;
+}
+
+int con_bus_introspect_vtable(const char *path, const char *interface, const sd_bus_vtable *vtable,
+                              char **ret_xml) {
+        int pair[2], r;
+        pthread_t th;
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+                return -errno;
+        IntrospectServer s = { .fd = pair[0], .path = path, .interface = interface, .vtable = vtable };
+        r = -pthread_create(&th, NULL, introspect_server, &s);
+        if (r < 0) {
+                safe_close(pair[0]);
+                safe_close(pair[1]);
+                return r;
+        }
+        {
+                _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                const char *xml;
+
+                r = sd_bus_new(&bus);
+                if (r >= 0)
+                        r = sd_bus_set_fd(bus, pair[1], pair[1]);
+                if (r < 0)
+                        safe_close(pair[1]);
+                if (r >= 0)
+                        r = sd_bus_start(bus);
+                if (r >= 0)
+                        r = sd_bus_call_method(bus, NULL, path, "org.freedesktop.DBus.Introspectable",
+                                               "Introspect", &error, &reply, NULL);
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "s", &xml);
+                if (r >= 0 && !(*ret_xml = strdup(xml)))
+                        r = -ENOMEM;
+        }
+        /* Closing our end (above) makes the server see EOF and return. */
+        (void) pthread_join(th, NULL);
+        return r < 0 ? r : 0;
+}
