@@ -166,8 +166,16 @@ static void audit_record(Router *r, const char *service, const char *event, cJSO
         }
         r->audit_broken_logged = false;
         r->audit_dirty = true;
-        if (r->audit_timer)
-                (void) sd_event_source_set_enabled(r->audit_timer, SD_EVENT_ONESHOT);
+        /* Arm the flush relative to now, and only when it is not pending already: re-enabling a
+         * timer whose time has passed would fire at once and flush (two fdatasyncs) per record. */
+        if (r->audit_timer) {
+                int enabled = SD_EVENT_OFF;
+                (void) sd_event_source_get_enabled(r->audit_timer, &enabled);
+                if (enabled == SD_EVENT_OFF) {
+                        (void) sd_event_source_set_time_relative(r->audit_timer, AUDIT_FLUSH_USEC);
+                        (void) sd_event_source_set_enabled(r->audit_timer, SD_EVENT_ONESHOT);
+                }
+        }
 }
 
 static cJSON *fields_new(const char *task_id, const char *agent, const char *sender) {
