@@ -42,7 +42,7 @@ typedef struct ConAgent {
         ConTier tier;
         ConMode mode;
         char *cron;             /* 5-field crontab expression, required for mode cron */
-        char *cron_task;        /* text submitted on schedule; default "/scheduled" */
+        char *cron_task;        /* text submitted on schedule; default "/status" (a built-in heartbeat) */
         char **roles;           /* identifiers (con_identifier_valid) */
         char **groups;
         char **scopes;

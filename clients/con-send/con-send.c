@@ -51,7 +51,7 @@ static void help(void) {
                "                    the task keeps running, see 'con task ID')\n"
                "  --json            Print {\"task_id\",\"agent\",\"status\",\"text\"} instead of the text\n"
                "  --scheduled       Send the agent's scheduled task (cron_task of --to in the config,\n"
-               "                    default \"/scheduled\") instead of MESSAGE; implies --no-wait.\n"
+               "                    default \"/status\") instead of MESSAGE; implies --no-wait.\n"
                "                    Used by the generated con-cron-AGENT timers\n"
                "  --config PATH     Configuration for --scheduled (default " CON_CONFIG_PATH ")\n"
                "  -h --help         Show this help\n"
@@ -265,7 +265,7 @@ int main(int argc, char *argv[]) {
                         fprintf(stderr, "con-send: --scheduled: no agent '%s' in %s\n", arg_to, arg_config);
                         return EXIT_USAGE;
                 }
-                text = strdup(a->cron_task ?: "/scheduled");
+                text = strdup(a->cron_task ?: "/status");
                 if (!text)
                         return EXIT_UNAVAILABLE;
         } else if (optind >= argc || (argc - optind == 1 && streq(argv[optind], "-"))) {

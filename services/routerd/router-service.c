@@ -949,7 +949,7 @@ static int on_cron(sd_event_source *s, uint64_t usec, void *userdata) {
             (k = sd_bus_message_new_method_call(r->bus, &m, t->bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                 "Deliver")) < 0 ||
             (k = sd_bus_message_open_container(m, 'a', "{sv}")) < 0 ||
-            (k = append_text(m, "text", "s", t->cron_task ?: "/scheduled")) < 0 ||
+            (k = append_text(m, "text", "s", t->cron_task ?: "/status")) < 0 ||
             (k = append_text(m, "id", "s", id)) < 0 ||
             (k = sd_bus_message_close_container(m)) < 0 ||
             (k = sd_bus_call_async(r->bus, NULL, m, on_cron_reply, t, DELIVER_TIMEOUT_USEC)) < 0)

@@ -307,7 +307,7 @@ static void test_errors_cron(void) {
                 _cleanup_(con_config_freep) ConConfig *c = parse_ok(yaml);
                 g_assert_cmpint(c->agents[0].mode, ==, CON_MODE_CRON);
                 g_assert_cmpstr(c->agents[0].cron, ==, good[i]);
-                g_assert_cmpstr(c->agents[0].cron_task, ==, "/scheduled");
+                g_assert_cmpstr(c->agents[0].cron_task, ==, "/status");
         }
 }
 
@@ -403,7 +403,7 @@ static void test_defaults(void) {
         g_assert_cmpint(a->tier, ==, CON_TIER_NONE);
         g_assert_cmpint(a->mode, ==, CON_MODE_ON_DEMAND);
         g_assert_null(a->cron);
-        g_assert_cmpstr(a->cron_task, ==, "/scheduled");
+        g_assert_cmpstr(a->cron_task, ==, "/status");
         g_assert_null(a->roles);
         g_assert_null(a->groups);
         g_assert_null(a->scopes);
