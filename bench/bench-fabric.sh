@@ -40,7 +40,10 @@ for name in $(busctl list --no-legend | awk '$1 ~ /^org\.conspiracy\./ {print $1
         pid=$(busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
                 GetConnectionUnixProcessID s "$name" 2>/dev/null | awk '{print $2}') || continue
         [ -n "$pid" ] || continue   # an on-demand agent that exited meanwhile
-        echo "$name pid $pid $(grep VmRSS /proc/"$pid"/status)"
+        # VmRSS counts shared library pages (libc, libsystemd: ~3 MiB shared by every service);
+        # Pss and Private_Dirty are what this one process adds.
+        echo "$name pid $pid $(grep VmRSS /proc/"$pid"/status)" \
+                "$(awk '/^(Pss|Private_Dirty):/ {printf "%s %s kB ", $1, $2}' /proc/"$pid"/smaps_rollup)"
 done
 
 echo "== (d) baseline: one process per task"

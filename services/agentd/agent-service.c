@@ -99,6 +99,65 @@ void agent_caller_done(AgentCaller *a) {
 
 /* ---- authorization ---- */
 
+/* Caller credentials per sender unique name. On dbus-daemon sd_bus_query_sender_creds() is a
+ * synchronous GetConnectionCredentials round trip for every message. The daemon records a peer's
+ * credentials when it connects and never reuses a unique name, so an entry keyed by (bus, the
+ * daemon's instance id, unique name) stays right; the few slots only bound memory. Event loop
+ * thread only. */
+#define CREDS_CACHE_SLOTS 8
+
+typedef struct CredsCacheEntry {
+        sd_bus *bus;
+        sd_id128_t bus_id;
+        char *sender;
+        sd_bus_creds *creds;
+        uint64_t used;
+} CredsCacheEntry;
+
+static CredsCacheEntry creds_cache[CREDS_CACHE_SLOTS];
+static uint64_t creds_cache_clock;
+
+static int query_sender_creds(sd_bus_message *m, uint64_t mask, sd_bus_creds **ret) {
+        sd_bus *bus = sd_bus_message_get_bus(m);
+        const char *sender = sd_bus_message_get_sender(m);
+        sd_id128_t bus_id;
+        size_t victim = 0;
+
+        if (!bus || !sender || sender[0] != ':' || sd_bus_get_bus_id(bus, &bus_id) < 0)
+                return sd_bus_query_sender_creds(m, mask, ret);
+
+        for (size_t i = 0; i < CREDS_CACHE_SLOTS; i++) {
+                CredsCacheEntry *e = &creds_cache[i];
+                if (e->creds && e->bus == bus && sd_id128_equal(e->bus_id, bus_id) && streq(e->sender, sender)) {
+                        e->used = ++creds_cache_clock;
+                        *ret = sd_bus_creds_ref(e->creds);
+                        return 0;
+                }
+                if (e->used < creds_cache[victim].used)
+                        victim = i;
+        }
+
+        sd_bus_creds *creds = NULL;
+        int r = sd_bus_query_sender_creds(m, mask, &creds);
+        if (r < 0)
+                return r;
+        char *copy = strdup(sender);
+        if (copy) {
+                CredsCacheEntry *e = &creds_cache[victim];
+                free(e->sender);
+                sd_bus_creds_unref(e->creds);
+                *e = (CredsCacheEntry) {
+                        .bus = bus,
+                        .bus_id = bus_id,
+                        .sender = copy,
+                        .creds = sd_bus_creds_ref(creds),
+                        .used = ++creds_cache_clock,
+                };
+        }
+        *ret = creds;
+        return 0;
+}
+
 int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const AgentTask *t,
                     AgentCaller *ret_caller, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
@@ -106,8 +165,8 @@ int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const Ag
         int r;
 
         /* Only what the bus itself vouches for: no SD_BUS_CREDS_AUGMENT, nothing read from /proc. */
-        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_GID | SD_BUS_CREDS_EGID |
-                                      SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
+        r = query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_GID | SD_BUS_CREDS_EGID |
+                               SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
         if (r < 0)
                 return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
         uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
