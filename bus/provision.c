@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "names.h"
 #include "platform.h"
+#include "policy.h"
 #include "provision.h"
 #include "sha256.h"
 #include "strv.h"
@@ -99,55 +100,6 @@ static const char *path_error(int r) {
 }
 
 /* ---- policy ---------------------------------------------------------------------------- */
-
-static int grant_add(ConPolicyGrant **g, size_t *n, ConPrincipalKind kind, const char *principal,
-                     const char *target) {
-        ConPolicyGrant *ng = realloc(*g, sizeof(**g) * (*n + 1));
-        if (!ng)
-                return -ENOMEM;
-        *g = ng;
-        ng[*n] = (ConPolicyGrant) {
-                .kind = kind,
-                .principal = strdup(principal),
-                .target = target ? strdup(target) : NULL,
-                .verb = strdup(CON_VERB_SUBMIT),
-        };
-        (*n)++;
-        if (!ng[*n - 1].principal || (target && !ng[*n - 1].target) || !ng[*n - 1].verb)
-                return -ENOMEM;
-        return 0;
-}
-
-void con_policy_grants_free(ConPolicyGrant *g, size_t n) {
-        for (size_t i = 0; i < n; i++) {
-                free(g[i].principal);
-                free(g[i].target);
-                free(g[i].verb);
-        }
-        free(g);
-}
-
-int con_policy_default(const ConConfig *c, ConPolicyGrant **ret, size_t *ret_n) {
-        ConPolicyGrant *g = NULL;
-        size_t n = 0;
-        bool concierge = con_config_find_agent(c, "concierge");
-        int r = 0;
-
-        for (size_t i = 0; r >= 0 && concierge && i < c->n_agents; i++)
-                if (!streq(c->agents[i].name, "concierge"))
-                        r = grant_add(&g, &n, CON_PRINCIPAL_AGENT, "concierge", c->agents[i].name);
-        if (r >= 0 && concierge && con_config_find_agent(c, "sysadmin"))
-                r = grant_add(&g, &n, CON_PRINCIPAL_AGENT, "sysadmin", "concierge");
-        if (r >= 0)
-                r = grant_add(&g, &n, CON_PRINCIPAL_GROUP, c->submitters_group ?: "con", NULL);
-        if (r < 0) {
-                con_policy_grants_free(g, n);
-                return r;
-        }
-        *ret = g;
-        *ret_n = n;
-        return 0;
-}
 
 static int acl_list_add(AclList *l, acl_tag_t tag, uint32_t id, unsigned perms) {
         ConAclEntry *ne;
@@ -583,6 +535,40 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         return userdb_item(p, c);
 }
 
+/* The model gateway's own system user (no login, no home): it alone reads the provider keys
+ * (/etc/con/env, root:con-models 0640) and writes /srv/con/logs/models. */
+#define MODELS_USER "con-models"
+static int plan_models_user(ConProvision *p, char **ret_error) {
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        gid_t gid;
+        uint32_t uid;
+        char *c;
+        int r;
+
+        r = plan_group(p, MODELS_USER, ret_error);
+        if (r < 0)
+                return r;
+        r = con_userdb_get_group(p->db, MODELS_USER, &gid, NULL);
+        if (r < 0)
+                return r;
+        r = con_userdb_get_user(p->db, MODELS_USER, &pw);
+        if (r >= 0)
+                return userdb_item(p, NULL);
+        if (r != -ENOENT)
+                return errorf(ret_error, r, "user '%s' in %s: %s", MODELS_USER, p->db->passwd.path, strerror(-r));
+        r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
+        if (r < 0)
+                return errorf(ret_error, r, "no free system UID in %u..%u for user '%s'", p->db->sys_uid_min,
+                              p->db->sys_uid_max, MODELS_USER);
+        r = con_userdb_add_user(p->db, MODELS_USER, uid, gid, "ConspiracyOS model gateway", "/nonexistent",
+                                AGENT_SHELL);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot add user '%s': %s", MODELS_USER, strerror(-r));
+        if (asprintf(&c, "create user %s (uid %u)", MODELS_USER, uid) < 0)
+                return -ENOMEM;
+        return userdb_item(p, c);
+}
+
 static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         _cleanup_free_ char *user = NULL, *home = NULL, *gecos = NULL;
@@ -672,57 +658,58 @@ typedef struct AgentAcls {
         AclList dir, inbox;
 } AgentAcls;
 
-static int plan_policy(ConProvision *p, const ConPolicyGrant *g, size_t n, AgentAcls *acls, AclList *outer,
-                       char **ret_error) {
-        for (size_t i = 0; i < n; i++) {
-                AclList *dir = NULL, *inbox;
-                acl_tag_t tag;
-                uint32_t id;
-                int r;
+/* Named entries of one path, by name from the policy, to ids from the user database (which
+ * already holds the agent users this run creates). */
+static int policy_acl(ConProvision *p, const ConPolicy *policy, const char *target, bool inbox, AclList *l,
+                      char **ret_error) {
+        ConPolicyAclEntry *e = NULL;
+        size_t n = 0;
+        int r;
 
-                if (!streq_ptr(g[i].verb, CON_VERB_SUBMIT))
-                        return errorf(ret_error, -EINVAL, "policy: unknown verb '%s' (allowed: %s)",
-                                      strempty(g[i].verb), CON_VERB_SUBMIT);
-                if (g[i].target) {
-                        const ConAgent *t = con_config_find_agent(p->config, g[i].target);
-                        if (!t)
-                                return errorf(ret_error, -ENOENT, "policy: target agent '%s' is not in %s",
-                                              g[i].target, p->config_path);
-                        dir = &acls[t - p->config->agents].dir;
-                        inbox = &acls[t - p->config->agents].inbox;
-                } else
-                        inbox = outer;
-
-                if (g[i].kind == CON_PRINCIPAL_AGENT) {
-                        uid_t uid;
-                        if (!con_config_find_agent(p->config, g[i].principal))
-                                return errorf(ret_error, -ENOENT, "policy: agent '%s' is not in %s",
-                                              g[i].principal, p->config_path);
-                        r = uid_of_agent(p, g[i].principal, &uid);
-                        if (r < 0)
-                                return r;
-                        tag = ACL_USER;
-                        id = uid;
-                } else {
+        r = con_policy_acl_entries(policy, target, inbox, &e, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                if (e[i].group) {
                         gid_t gid;
-                        r = con_userdb_get_group(p->db, g[i].principal, &gid, NULL);
+                        r = con_userdb_get_group(p->db, e[i].name, &gid, NULL);
                         if (r < 0)
-                                return errorf(ret_error, r, "policy: group '%s' does not exist", g[i].principal);
-                        tag = ACL_GROUP;
-                        id = gid;
-                }
-                /* Traverse the agent's folder, write and traverse its inbox, never read:
-                 * a sender must not list or read another sender's task files. */
-                if (dir) {
-                        r = acl_list_add(dir, tag, id, CON_ACL_X);
+                                r = errorf(ret_error, r, "policy: group '%s' (allowed to task %s) does not exist in %s; "
+                                           "create it first or remove the grant", e[i].name,
+                                           target ?: "the outer inbox", p->db->group.path);
+                        else
+                                r = acl_list_add(l, ACL_GROUP, gid, e[i].perms);
+                } else {
+                        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+                        r = con_userdb_get_user(p->db, e[i].name, &pw);
                         if (r < 0)
-                                return r;
+                                r = errorf(ret_error, r, "policy: user '%s' (allowed to task %s) does not exist in %s; "
+                                           "create it first or remove the grant", e[i].name,
+                                           target ?: "the outer inbox", p->db->passwd.path);
+                        else
+                                r = acl_list_add(l, ACL_USER, pw.uid, e[i].perms);
                 }
-                r = acl_list_add(inbox, tag, id, CON_ACL_W | CON_ACL_X);
+        }
+        con_policy_acl_entries_free(e, n);
+        return r;
+}
+
+static int plan_policy(ConProvision *p, AgentAcls *acls, AclList *outer, char **ret_error) {
+        _cleanup_(con_policy_freep) ConPolicy *policy = NULL;
+        int r;
+
+        r = con_policy_from_config(p->config, &policy);
+        if (r < 0)
+                return errorf(ret_error, r, "%s: cannot build the access policy: %s", p->config_path, strerror(-r));
+        for (size_t i = 0; i < p->config->n_agents; i++) {
+                const char *name = p->config->agents[i].name;
+                r = policy_acl(p, policy, name, false, &acls[i].dir, ret_error);
+                if (r >= 0)
+                        r = policy_acl(p, policy, name, true, &acls[i].inbox, ret_error);
                 if (r < 0)
                         return r;
         }
-        return 0;
+        return policy_acl(p, policy, NULL, true, outer, ret_error);
 }
 
 static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls, char **ret_error) {
@@ -1044,9 +1031,6 @@ static int choose_config(ConProvision *p, const ConProvisionOptions *o, char **r
 
 int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **ret_error) {
         _cleanup_(con_provision_freep) ConProvision *p = NULL;
-        ConPolicyGrant *def = NULL;
-        const ConPolicyGrant *policy;
-        size_t n_policy;
         AgentAcls *acls = NULL;
         AclList outer = {};
         const char *submitters;
@@ -1113,25 +1097,19 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 if (r < 0)
                         return r;
         }
+        r = plan_models_user(p, ret_error);
+        if (r < 0)
+                return r;
         p->userdb_end = p->n_actions;
 
-        if (o->policy) {
-                policy = o->policy;
-                n_policy = o->n_policy;
-        } else {
-                r = con_policy_default(p->config, &def, &n_policy);
-                if (r < 0)
-                        return r;
-                policy = def;
-        }
         acls = calloc(p->config->n_agents + 1, sizeof(*acls));
-        if (!acls) {
-                con_policy_grants_free(def, n_policy);
+        if (!acls)
                 return -ENOMEM;
-        }
-        r = plan_policy(p, policy, n_policy, acls, &outer, ret_error);
+        r = plan_policy(p, acls, &outer, ret_error);
         if (r >= 0)
                 r = plan_srv(p, &outer, ret_error);
+        if (r >= 0)
+                r = add_dir(p, CON_SRV_DIR "/logs/models", MODELS_USER, MODELS_USER, 0750, NULL, NULL, 0, false);
         if (r >= 0)
                 r = add_parents(p, CON_HOME_ROOT "/x");
         for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)
@@ -1147,7 +1125,6 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         }
         free(acls);
         free(outer.e);
-        con_policy_grants_free(def, def ? n_policy : 0);
         if (r == -ENOMEM)
                 return errorf(ret_error, r, "out of memory");
         if (r < 0) {

@@ -19,25 +19,8 @@
  * Library code: nothing is printed; changes are reported through a callback, warnings and
  * errors come back as strings. */
 
-/* Access policy input: principal may <verb> target. The default table reproduces the
- * original's routing (concierge may submit to every agent, sysadmin to concierge, the
- * submitters group to the outer inbox); a later policy file replaces it. */
-typedef enum ConPrincipalKind {
-        CON_PRINCIPAL_AGENT,
-        CON_PRINCIPAL_GROUP,
-} ConPrincipalKind;
-
-#define CON_VERB_SUBMIT "submit"
-
-typedef struct ConPolicyGrant {
-        ConPrincipalKind kind;
-        char *principal;        /* agent name or Unix group name */
-        char *target;           /* agent name; NULL = the outer inbox /srv/con/inbox */
-        char *verb;             /* only CON_VERB_SUBMIT for now */
-} ConPolicyGrant;
-
-int con_policy_default(const ConConfig *c, ConPolicyGrant **ret, size_t *ret_n);
-void con_policy_grants_free(ConPolicyGrant *g, size_t n);
+/* The access policy comes from the config (policy: section and the original's defaults, see
+ * policy.h and docs/POLICY.md); it drives the inbox ACLs here and the polkit rules in platform.c. */
 
 typedef struct ConProvisionOptions {
         const char *config_path;        /* --config FILE: used in place, nothing copied to /etc/con */
@@ -45,8 +28,6 @@ typedef struct ConProvisionOptions {
         const char *profiles_dir;       /* NULL = CON_PROFILESDIR */
         bool force;                     /* overwrite /etc/con files that differ from the profile */
         bool dry_run;                   /* do not take the user database lock */
-        const ConPolicyGrant *policy;   /* NULL = con_policy_default() */
-        size_t n_policy;
 } ConProvisionOptions;
 
 typedef struct ConProvision ConProvision;

@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "con-paths.h"
+#include "con.h"
+#include "macro.h"
+#include "names.h"
+#include "policy-check.h"
+#include "policy.h"
+#include "strv.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
+
+/* con policy show | check | query: the one access policy of con.yaml (docs/POLICY.md). */
+
+static void policy_help(FILE *f) {
+        fputs("Usage: con policy show [--json] [--config FILE]\n"
+              "       con policy check [--config FILE]\n"
+              "       con policy query USER VERB AGENT [--config FILE]\n"
+              "\n"
+              "  show    every rule of the access policy: principal, verb, target agent, the doors that\n"
+              "          enforce it and where it comes from (default grant or con.yaml line)\n"
+              "  check   compare the three doors on this machine (inbox ACLs, polkit rules and actions,\n"
+              "          D-Bus policy) with what the config generates; exit 1 and name every drift\n"
+              "  query   whether the Unix user USER (with its groups) may VERB on AGENT: prints allow or\n"
+              "          deny, exit 0 or 1\n"
+              "\n"
+              "Verbs: " CON_POLICY_VERBS_ALLOWED ".\n"
+              "Exit status: 0 ok (allow, no drift), 1 drift or deny or failure, 2 usage error, 3 not root,\n"
+              "4 invalid configuration.\n",
+              f);
+}
+
+static int load_config(const char *path, ConConfig **ret) {
+        ConConfigError e = {};
+        int r = con_config_load(path, ret, &e);
+        if (r < 0) {
+                _cleanup_free_ char *m = con_config_error_format(&e);
+                con_config_error_done(&e);
+                return con_fail(r == -EINVAL ? CON_EXIT_CONFIG : CON_EXIT_FAILURE, "policy: %s",
+                                m ?: strerror(-r));
+        }
+        return 0;
+}
+
+/* Which doors enforce a rule. */
+static const char * const *rule_doors(const ConPolicyRule *r) {
+        static const char * const root[] = { "services", NULL };
+        static const char * const task[] = { "acl", "polkit", NULL };
+        static const char * const other[] = { "polkit", NULL };
+        if (r->kind == CON_PRINCIPAL_ROOT)
+                return root;
+        return r->verb == CON_POLICY_TASK ? task : other;
+}
+
+static char *rule_source(const ConConfig *c, const ConPolicyRule *r) {
+        char *s = NULL;
+        if (r->line == 0)
+                return strdup("default");
+        return asprintf(&s, "%s:%u", c->path ?: "con.yaml", r->line) < 0 ? NULL : s;
+}
+
+static int show_json(const ConConfig *c, const ConPolicy *p) {
+        _cleanup_(cJSON_Deletep) cJSON *root = cJSON_CreateObject();
+        cJSON *rules = cJSON_AddArrayToObject(root, "rules"), *names = cJSON_AddArrayToObject(root, "bus_names");
+        if (!root || !rules || !names)
+                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+        for (size_t i = 0; i < p->n_rules; i++) {
+                const ConPolicyRule *r = &p->rules[i];
+                _cleanup_free_ char *who = con_policy_rule_principal(r), *src = rule_source(c, r);
+                cJSON *o = cJSON_CreateObject();
+                if (!who || !src || !o || !cJSON_AddItemToArray(rules, o))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                cJSON_AddStringToObject(o, "principal", who);
+                cJSON_AddStringToObject(o, "verb", con_policy_verb_to_string(r->verb));
+                if (r->target)
+                        cJSON_AddStringToObject(o, "target", r->target);
+                else
+                        cJSON_AddNullToObject(o, "target");
+                cJSON_AddStringToObject(o, "action", con_policy_verb_action(r->verb));
+                cJSON *d = cJSON_AddArrayToObject(o, "doors");
+                for (const char * const *x = rule_doors(r); d && *x; x++)
+                        cJSON_AddItemToArray(d, cJSON_CreateString(*x));
+                cJSON_AddStringToObject(o, "source", src);
+        }
+        for (size_t i = 0; i < c->n_agents; i++) {
+                _cleanup_free_ char *user = NULL, *bus = NULL;
+                cJSON *o = cJSON_CreateObject();
+                if (con_agent_user(c->agents[i].name, &user) < 0 || con_agent_bus_name(c->agents[i].name, &bus) < 0 ||
+                    !o || !cJSON_AddItemToArray(names, o))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                cJSON_AddStringToObject(o, "user", user);
+                cJSON_AddStringToObject(o, "owns", bus);
+                cJSON_AddStringToObject(o, "door", "dbus");
+        }
+        _cleanup_free_ char *s = cJSON_Print(root);
+        if (!s)
+                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+        puts(s);
+        return CON_EXIT_OK;
+}
+
+static int show_text(const ConConfig *c, const ConPolicy *p) {
+        printf("%-24s %-16s %-20s %-12s %s\n", "PRINCIPAL", "VERB", "TARGET", "DOORS", "SOURCE");
+        for (size_t i = 0; i < p->n_rules; i++) {
+                const ConPolicyRule *r = &p->rules[i];
+                _cleanup_free_ char *who = con_policy_rule_principal(r), *src = rule_source(c, r);
+                _cleanup_free_ char *doors = strv_join((char * const *) rule_doors(r), ",");
+                if (!who || !src || !doors)
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                printf("%-24s %-16s %-20s %-12s %s\n", who, con_policy_verb_to_string(r->verb),
+                       r->target ?: "(no agent)", doors, src);
+        }
+        printf("\n%-24s %-37s %s\n", "USER", "OWNS BUS NAME (only this user)", "DOOR");
+        for (size_t i = 0; i < c->n_agents; i++) {
+                _cleanup_free_ char *user = NULL, *bus = NULL;
+                if (con_agent_user(c->agents[i].name, &user) < 0 || con_agent_bus_name(c->agents[i].name, &bus) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                printf("%-24s %-37s %s\n", user, bus, "dbus");
+        }
+        printf("\n%zu rules. Doors: acl = inbox ACLs (file drop), polkit = per-call check by the services,\n"
+               "dbus = bus policy (name ownership), services = decided by the services (root).\n",
+               p->n_rules);
+        return CON_EXIT_OK;
+}
+
+/* The user's group names, from the system's group database. */
+static int user_groups(const char *user, char ***ret) {
+        struct passwd *pw = getpwnam(user);
+        if (!pw)
+                return -ENOENT;
+        int n = 64;
+        _cleanup_free_ gid_t *gids = NULL;
+        for (;;) {
+                gid_t *g = realloc(gids, sizeof(gid_t) * (size_t) n);
+                if (!g)
+                        return -ENOMEM;
+                gids = g;
+                int k = n;
+                if (getgrouplist(user, pw->pw_gid, gids, &k) >= 0) {
+                        n = k;
+                        break;
+                }
+                if (k <= n)
+                        return -EIO;
+                n = k;
+        }
+        _cleanup_strv_free_ char **l = NULL;
+        for (int i = 0; i < n; i++) {
+                struct group *gr = getgrgid(gids[i]);
+                if (gr && !strv_contains(l, gr->gr_name) && strv_extend(&l, gr->gr_name) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int verb_policy(int argc, char *argv[]) {
+        enum { ARG_JSON = 0x100 };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "config", required_argument, NULL, 'c' },
+                { "json", no_argument, NULL, ARG_JSON },
+                {}
+        };
+        _cleanup_(con_config_freep) ConConfig *cfg = NULL;
+        _cleanup_(con_policy_freep) ConPolicy *policy = NULL;
+        const char *config = CON_CONFIG_PATH;
+        bool json = false;
+        int c, r;
+
+        /* Options anywhere: before or after the subcommand and its arguments. */
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "hc:", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        policy_help(stdout);
+                        return CON_EXIT_OK;
+                case 'c':
+                        config = optarg;
+                        break;
+                case ARG_JSON:
+                        json = true;
+                        break;
+                default:
+                        return CON_EXIT_USAGE;
+                }
+        if (optind >= argc)
+                return con_fail(CON_EXIT_USAGE, "policy: missing subcommand: show, check or query (see 'con policy --help')");
+        const char *sub = argv[optind++];
+        char **args = argv + optind;
+        size_t n_args = (size_t) (argc - optind);
+
+        if (streq(sub, "show") || streq(sub, "check")) {
+                if (n_args > 0)
+                        return con_fail(CON_EXIT_USAGE, "policy %s: unexpected argument '%s'", sub, args[0]);
+        } else if (streq(sub, "query")) {
+                if (n_args != 3)
+                        return con_fail(CON_EXIT_USAGE, "policy query: expected USER VERB AGENT, got %zu argument%s",
+                                        n_args, n_args == 1 ? "" : "s");
+        } else
+                return con_fail(CON_EXIT_USAGE, "policy: unknown subcommand '%s' (use show, check or query)", sub);
+        if (json && !streq(sub, "show"))
+                return con_fail(CON_EXIT_USAGE, "policy %s: --json only applies to show", sub);
+
+        if (streq(sub, "check") && geteuid() != 0)
+                return con_fail(CON_EXIT_NOT_ROOT,
+                                "policy check: must run as root (the agents' folders and polkit's rules folder are "
+                                "private); try 'sudo con policy check'");
+
+        r = load_config(config, &cfg);
+        if (r != 0)
+                return r;
+        r = con_policy_from_config(cfg, &policy);
+        if (r < 0)
+                return con_fail(CON_EXIT_CONFIG, "policy: %s: cannot build the access policy: %s", config, strerror(-r));
+
+        if (streq(sub, "show"))
+                return json ? show_json(cfg, policy) : show_text(cfg, policy);
+
+        if (streq(sub, "query")) {
+                ConPolicyVerb v = con_policy_verb_from_string(args[1]);
+                if (v < 0)
+                        return con_fail(CON_EXIT_USAGE, "policy query: '%s' is not a verb; use " CON_POLICY_VERBS_ALLOWED,
+                                        args[1]);
+                if (con_policy_verb_per_agent(v) && !con_config_find_agent(cfg, args[2]))
+                        return con_fail(CON_EXIT_USAGE, "policy query: '%s' is not an agent in %s", args[2], config);
+                _cleanup_strv_free_ char **groups = NULL;
+                r = user_groups(args[0], &groups);
+                if (r == -ENOENT)
+                        return con_fail(CON_EXIT_USAGE, "policy query: no user '%s' on this machine", args[0]);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "policy query: cannot read the groups of '%s': %s", args[0],
+                                        strerror(-r));
+                bool yes = con_policy_allows(policy, args[0], groups, v, args[2]);
+                puts(yes ? "allow" : "deny");
+                return yes ? CON_EXIT_OK : CON_EXIT_FAILURE;
+        }
+
+        /* check */
+        _cleanup_strv_free_ char **drift = NULL;
+        _cleanup_free_ char *error = NULL;
+        r = con_policy_check(cfg, &drift, &error);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "policy check: %s", error ?: strerror(-r));
+        STRV_FOREACH(d, drift)
+                printf("drift: %s\n", *d);
+        if (drift) {
+                size_t n = strv_length(drift);
+                printf("policy: %zu difference%s between the doors and %s; 'con bootstrap' repairs them\n", n,
+                       n == 1 ? "" : "s", config);
+                return CON_EXIT_FAILURE;
+        }
+        printf("policy: all three doors match the config (%zu rules)\n", policy->n_rules);
+        return CON_EXIT_OK;
+}

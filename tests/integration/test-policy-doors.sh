@@ -1,0 +1,153 @@
+#!/bin/bash
+# One access policy, three doors (docs/POLICY.md), inside tests/sandbox/con-sandbox: for every
+# (principal, target agent) the decision of the config (`con policy query`), the inbox ACL as the
+# kernel enforces it (runuser touch) and polkit's answer (pkcheck on a process of that user) agree.
+# Then each door is drifted by hand; `con policy check` names the drift and `con bootstrap`
+# repairs it.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox (it edits /etc/passwd); skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+
+T=$(lib_tmp)
+CFG=$T/con.yaml
+RULES=/etc/polkit-1/rules.d/50-conspiracy.rules
+BUSCONF=/etc/dbus-1/system.d/org.conspiracy.conf
+AGENTS="concierge sysadmin coder reviewer"
+
+cat >"$CFG" <<'EOF'
+system:
+  name: poltest
+  submitters_group: con
+agents:
+  - name: concierge
+  - name: sysadmin
+  - name: coder
+  - name: reviewer
+policy:
+  defaults: true
+  grants:
+    - {who: coder, may: [task], to: [reviewer]}
+    - {who: "user:carol", may: [task], to: [coder, sysadmin]}
+    - {who: "group:qa", may: [task, read-result], to: [reviewer]}
+    - {who: "user:carol", may: [halt], to: [coder]}
+    - {who: "group:qa", may: [contracts-admin]}
+EOF
+
+section "setup"
+# Humans: alice is a submitter (group con), bob is not, carol has grants of her own, dave is in qa.
+check "group con" groupadd --system con
+check "group qa" groupadd qa
+check "user alice (in con)" useradd --create-home --groups con alice
+check "user bob (outside con)" useradd --create-home bob
+check "user carol" useradd --create-home carol
+check "user dave (in qa)" useradd --create-home --groups qa dave
+check "bootstrap" con bootstrap --config "$CFG"
+check_output "policy check passes after bootstrap" '^policy: all three doors match the config \([0-9]+ rules\)$' \
+        con policy check --config "$CFG"
+check_output "show lists the config grants with their line" 'user:carol +halt +coder +polkit +.*con.yaml:15' \
+        con policy show --config "$CFG"
+check_output "show --json is JSON with every rule" '"principal":[[:space:]]*"group:qa"' con policy show --json --config "$CFG"
+check_status "check needs root" 3 as_user bob con policy check --config "$CFG"
+
+# A process of the user, whose PID polkit can check (setpriv execs: $! is the user's process).
+# Its output goes to /dev/null, or $(start_as ...) would wait for it to end.
+start_as() {
+        setpriv --reuid="$1" --regid="$(id -g "$1")" --init-groups -- sleep 300 </dev/null >/dev/null 2>&1 &
+        echo $!
+}
+allow_or_deny() { if "$@" >/dev/null 2>&1; then echo allow; else echo deny; fi; }
+
+section "equivalence: config, file ACL, polkit"
+declare -A want=(
+        [alice:concierge]=allow [alice:sysadmin]=deny
+        [bob:concierge]=deny
+        [carol:coder]=allow [carol:sysadmin]=allow [carol:concierge]=deny
+        [dave:reviewer]=allow [dave:coder]=deny
+        [a-concierge:reviewer]=allow [a-sysadmin:concierge]=allow [a-sysadmin:coder]=deny
+        [a-coder:reviewer]=allow [a-reviewer:coder]=deny
+)
+pids=()
+for who in alice bob carol dave a-concierge a-sysadmin a-coder a-reviewer; do
+        pid=$(start_as "$who")
+        pids+=("$pid")
+        for t in $AGENTS; do
+                [ "$who" = "a-$t" ] && continue # an agent's own inbox is its own
+                cfg=$(allow_or_deny con policy query "$who" task "$t" --config "$CFG")
+                file=$(allow_or_deny runuser -u "$who" -- touch "/srv/con/agents/$t/inbox/eq-$who.task")
+                rm -f "/srv/con/agents/$t/inbox/eq-$who.task"
+                pk=$(allow_or_deny pkcheck --action-id org.conspiracy.agent.task --process "$pid" --detail agent "$t")
+                check_eq "$who task $t: config, file ACL and polkit agree ($cfg $file $pk)" "$cfg $cfg" "$file $pk"
+                if [ -n "${want[$who:$t]:-}" ]; then
+                        check_eq "$who task $t is ${want[$who:$t]}" "${want[$who:$t]}" "$cfg"
+                fi
+                # The other verbs have no file door: config and polkit agree.
+                for verb in read-result halt; do
+                        cfg=$(allow_or_deny con policy query "$who" $verb "$t" --config "$CFG")
+                        pk=$(allow_or_deny pkcheck --action-id "org.conspiracy.agent.$verb" --process "$pid" \
+                                --detail agent "$t")
+                        check_eq "$who $verb $t: config and polkit agree ($cfg)" "$cfg" "$pk"
+                done
+        done
+        cfg=$(allow_or_deny con policy query "$who" contracts-admin concierge --config "$CFG")
+        pk=$(allow_or_deny pkcheck --action-id org.conspiracy.contracts.admin --process "$pid")
+        check_eq "$who contracts-admin: config and polkit agree ($cfg)" "$cfg" "$pk"
+done
+kill "${pids[@]}" 2>/dev/null || true
+wait 2>/dev/null || true
+check_eq "carol may halt coder" allow "$(allow_or_deny con policy query carol halt coder --config "$CFG")"
+check_eq "dave may administer contracts" allow "$(allow_or_deny con policy query dave contracts-admin x --config "$CFG")"
+check_eq "root may halt anything (services decide)" allow \
+        "$(allow_or_deny con policy query root halt reviewer --config "$CFG")"
+check_eq "the outer inbox is the submitters': alice" allow \
+        "$(allow_or_deny runuser -u alice -- touch /srv/con/inbox/eq-alice.task)"
+check_eq "the outer inbox is the submitters': bob" deny \
+        "$(allow_or_deny runuser -u bob -- touch /srv/con/inbox/eq-bob.task)"
+rm -f /srv/con/inbox/eq-*.task
+
+section "drift: file door"
+check "add an ACL entry by hand" setfacl -m u:a-sysadmin:-wx /srv/con/agents/coder/inbox
+check_fail_output "check names the extra entry" \
+        '^drift: /srv/con/agents/coder/inbox: ACL has u:a-sysadmin:-wx which the policy does not grant$' \
+        con policy check --config "$CFG"
+check "remove a granted entry by hand" setfacl -x u:a-coder /srv/con/agents/reviewer/inbox
+check_fail_output "check names the missing entry" \
+        '^drift: /srv/con/agents/reviewer/inbox: ACL lacks u:a-coder:-wx which the policy grants$' \
+        con policy check --config "$CFG"
+check "narrow the mask by hand" setfacl -m m::--x /srv/con/agents/concierge/inbox
+check_fail_output "check names the masked entry" \
+        '^drift: /srv/con/agents/concierge/inbox: ACL has g:con:--x where the policy grants g:con:-wx$' \
+        con policy check --config "$CFG"
+check_output "bootstrap repairs the ACLs" 'set acl /srv/con/agents/reviewer/inbox' con bootstrap --config "$CFG"
+check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+
+section "drift: polkit rules"
+check "edit the rules by hand" sed -i 's/"reviewer"\]/"reviewer", "concierge"]/' "$RULES"
+check_fail_output "check names the rules file and line" \
+        "^drift: $RULES: line [0-9]+ differs from what the config generates: found '.*\"concierge\"\\]" \
+        con policy check --config "$CFG"
+check "bootstrap repairs the rules" con bootstrap --config "$CFG"
+check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+
+section "drift: D-Bus policy"
+check "edit the bus policy by hand" \
+        sed -i 's|<allow own="org.conspiracy.Coder"/>|<allow own="org.conspiracy.Coder"/><allow own="org.conspiracy.Reviewer"/>|' \
+        "$BUSCONF"
+check_fail_output "check names the bus policy file" "^drift: $BUSCONF: line [0-9]+ differs" \
+        con policy check --config "$CFG"
+check "remove the rules file" rm "$RULES"
+check_fail_output "check names a missing door" "^drift: $RULES: missing; the config generates it" \
+        con policy check --config "$CFG"
+check "bootstrap repairs both" con bootstrap --config "$CFG"
+check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+
+section "invalid policy"
+sed 's/to: \[reviewer\]}$/to: [reviewr]}/' "$CFG" >"$T/bad.yaml"
+check_status "bootstrap refuses an unknown agent in to: (exit 4)" 4 con bootstrap --config "$T/bad.yaml"
+check_output "with file:line:column" "bad.yaml:[0-9]+:[0-9]+: policy.grants\\[0\\].to\\[0\\]: 'reviewr' is not an agent" \
+        echo "$LIB_OUT"
+
+finish
