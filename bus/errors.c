@@ -19,6 +19,8 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_AGENT_UNAVAILABLE, EHOSTDOWN,   "The agent could not be reached" },
         { CON_ERROR_POLICY_TIMEOUT,    ETIMEDOUT,   "The authorization check did not answer in time" },
         { CON_ERROR_INVALID_CONFIG,    ENOEXEC,     "A configuration or contract file is invalid" },
+        { CON_ERROR_BUDGET_EXHAUSTED,  EDQUOT,      "A model budget of this agent is used up" },
+        { CON_ERROR_RATE_LIMITED,      EBUSY,       "The model gateway's rate limit queue is full or the provider keeps refusing" },
         {}
 };
 

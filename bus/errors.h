@@ -21,6 +21,8 @@
 #define CON_ERROR_AGENT_UNAVAILABLE "org.conspiracy.Router1.Error.AgentUnavailable" /* EHOSTDOWN */
 #define CON_ERROR_POLICY_TIMEOUT    "org.conspiracy.Agent1.Error.AuthorizationTimeout" /* ETIMEDOUT */
 #define CON_ERROR_INVALID_CONFIG    "org.conspiracy.Contracts1.Error.InvalidConfig" /* ENOEXEC */
+#define CON_ERROR_BUDGET_EXHAUSTED  "org.conspiracy.Models1.Error.BudgetExhausted" /* EDQUOT */
+#define CON_ERROR_RATE_LIMITED      "org.conspiracy.Models1.Error.RateLimited"     /* EBUSY */
 
 typedef struct ConErrorInfo {
         const char *name;

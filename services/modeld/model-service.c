@@ -1,0 +1,761 @@
+/* SPDX-License-Identifier: MIT */
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "audit.h"
+#include "bus-util.h"
+#include "con-paths.h"
+#include "config.h"
+#include "errors.h"
+#include "http.h"
+#include "llm.h"
+#include "macro.h"
+#include "model-service.h"
+#include "model-util.h"
+#include "strv.h"
+
+#define log_error(...) fprintf(stderr, "con-modeld: " __VA_ARGS__), fputc('\n', stderr)
+#define log_info(...) log_error(__VA_ARGS__)
+
+#define DEFAULT_MAX_TOKENS 8192U
+#define USEC_PER_SEC_ULL 1000000ULL
+#define USEC_PER_DAY (86400ULL * USEC_PER_SEC_ULL)
+
+typedef struct Call Call;
+
+/* Keys and headers with keys are wiped before they are freed. */
+static void strv_free_erase(char **l) {
+        for (size_t i = 0; l && l[i]; i++)
+                explicit_bzero(l[i], strlen(l[i]));
+        strv_free(l);
+}
+
+struct Models {
+        ModelsOptions opts;
+        sd_event *event;
+        sd_bus *bus;
+        ConHttp *http;
+        ConConfig *config;
+        char **env;
+        ModelLedger *ledger;
+        ModelRate *rate;
+        ConAudit *audit;
+        sd_event_source *pump_timer;
+        Call *queue_head, *queue_tail;  /* waiting for the rate limit */
+        Call *calls;                    /* every call (queued, in flight, waiting for a retry) */
+        unsigned n_queued, n_calls;
+        uint64_t requests, failures;
+};
+
+struct Call {
+        Models *m;
+        Call *qnext;                    /* rate queue */
+        Call *next, *prev;              /* all calls */
+        bool queued;
+        sd_bus_message *msg;
+        char *agent, *task_id, *provider, *model, *url, *body;
+        char **headers;
+        ConLlmWire wire;
+        ConModelBudget budget;
+        unsigned attempt;
+        uint64_t started, deadline;     /* CLOCK_MONOTONIC */
+        ConHttpSlot *slot;
+        sd_event_source *retry_timer;
+        long last_status;
+};
+
+static uint64_t now_mono(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC_ULL + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static uint64_t today(void) {
+        return (uint64_t) time(NULL) / 86400;
+}
+
+/* ---- configuration and keys ---- */
+
+static int load_env(Models *m) {
+        const char *path = m->opts.env_path ?: CON_MODELS_ENV_PATH;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        struct stat st;
+        char buf[MODEL_ENV_FILE_MAX + 1];
+        size_t len = 0;
+        unsigned bad = 0;
+
+        if (fd < 0) {
+                int r = -errno;
+                if (r == -ENOENT) {
+                        log_info("%s does not exist: no provider keys (local providers without a key still work)", path);
+                        strv_free(m->env);
+                        m->env = calloc(1, sizeof(char *));
+                        return m->env ? 0 : -ENOMEM;
+                }
+                log_error("Cannot open %s: %s (it must be readable by %s: root:%s 0640)", path, strerror(-r),
+                          CON_MODELS_USER, CON_MODELS_USER);
+                return r;
+        }
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode)) {
+                log_error("%s is not a regular file", path);
+                return -EINVAL;
+        }
+        if (st.st_mode & 0007)
+                log_error("warning: %s is readable or writable by everyone (mode %04o); it holds API keys: "
+                          "chmod 0640", path, (unsigned) (st.st_mode & 07777));
+        for (;;) {
+                ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > MODEL_ENV_FILE_MAX) {
+                        log_error("%s is larger than %u bytes", path, MODEL_ENV_FILE_MAX);
+                        return -EFBIG;
+                }
+        }
+        char **env = NULL;
+        int r = model_env_parse(buf, len, &env, &bad);
+        explicit_bzero(buf, sizeof(buf));
+        if (r == -EINVAL) {
+                log_error("%s:%u: not a NAME=value line (values may be quoted; no control characters)", path, bad);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        strv_free_erase(m->env);
+        m->env = env;
+        return 0;
+}
+
+static int load_config(Models *m) {
+        const char *path = m->opts.config_path ?: CON_CONFIG_PATH;
+        _cleanup_(con_config_freep) ConConfig *c = NULL;
+        ConConfigError e = {};
+        int r = con_config_load(path, &c, &e);
+        if (r < 0) {
+                _cleanup_free_ char *s = con_config_error_format(&e);
+                log_error("%s", s ? s : strerror(-r));
+                con_config_error_done(&e);
+                return r;
+        }
+        con_config_free(m->config);
+        m->config = TAKE_PTR(c);
+        if (m->rate)
+                model_rate_set_limits(m->rate, m->config->models.requests_per_minute,
+                                      m->config->models.tokens_per_minute);
+        return 0;
+}
+
+/* ---- usage log ---- */
+
+static void audit_call(Models *m, const Call *c, const char *outcome, const char *error_kind, uint64_t in,
+                       uint64_t out) {
+        if (!m->audit)
+                return;
+        cJSON *f = cJSON_CreateObject();
+        if (!f)
+                return;
+        cJSON_AddStringToObject(f, "agent", c->agent);
+        if (c->task_id)
+                cJSON_AddStringToObject(f, "task_id", c->task_id);
+        cJSON_AddStringToObject(f, "provider", c->provider);
+        cJSON_AddStringToObject(f, "model", c->model);
+        cJSON_AddStringToObject(f, "outcome", outcome);
+        if (error_kind)
+                cJSON_AddStringToObject(f, "error", error_kind);
+        cJSON_AddNumberToObject(f, "http_status", (double) c->last_status);
+        cJSON_AddNumberToObject(f, "attempts", (double) c->attempt + 1);
+        cJSON_AddNumberToObject(f, "input_tokens", (double) in);
+        cJSON_AddNumberToObject(f, "output_tokens", (double) out);
+        cJSON_AddNumberToObject(f, "duration_ms", (double) ((now_mono() - c->started) / 1000));
+        int r = con_audit_append(m->audit, "models", "model.call", f);
+        if (r < 0)
+                log_error("Failed to append to the usage log: %s", strerror(-r));
+        cJSON_Delete(f);
+}
+
+/* Today's usage survives restarts: it is summed up again from the usage log. */
+static void restore_usage(Models *m, const char *dir) {
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", dir, CON_AUDIT_LOG_NAME) < 0)
+                return;
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return;
+        time_t t = time(NULL);
+        struct tm tm;
+        char prefix[16];
+        gmtime_r(&t, &tm);
+        strftime(prefix, sizeof prefix, "%Y-%m-%d", &tm);
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0;
+        while (getline(&line, &cap, f) > 0) {
+                cJSON *j = cJSON_Parse(line);
+                const cJSON *time_j = cJSON_GetObjectItemCaseSensitive(j, "time");
+                const cJSON *agent = cJSON_GetObjectItemCaseSensitive(j, "agent");
+                const cJSON *task = cJSON_GetObjectItemCaseSensitive(j, "task_id");
+                const cJSON *in = cJSON_GetObjectItemCaseSensitive(j, "input_tokens");
+                const cJSON *out = cJSON_GetObjectItemCaseSensitive(j, "output_tokens");
+                if (cJSON_IsString(time_j) && startswith(time_j->valuestring, prefix) && cJSON_IsString(agent) &&
+                    cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0) {
+                        ConModelBudget b;
+                        con_config_model_budget(m->config, agent->valuestring, &b);
+                        (void) model_ledger_add(m->ledger, today(), agent->valuestring,
+                                                cJSON_IsString(task) ? task->valuestring : NULL,
+                                                (uint64_t) in->valuedouble, (uint64_t) out->valuedouble, &b);
+                }
+                cJSON_Delete(j);
+        }
+}
+
+/* ---- calls ---- */
+
+static Call *call_free(Call *c) {
+        if (!c)
+                return NULL;
+        Models *m = c->m;
+        if (c->queued) {
+                Call **p = &m->queue_head;
+                while (*p && *p != c)
+                        p = &(*p)->qnext;
+                if (*p)
+                        *p = c->qnext;
+                m->queue_tail = NULL;
+                for (Call *q = m->queue_head; q; q = q->qnext)
+                        m->queue_tail = q;
+                m->n_queued--;
+        }
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                m->calls = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        m->n_calls--;
+        con_http_slot_free(c->slot);
+        sd_event_source_disable_unref(c->retry_timer);
+        sd_bus_message_unref(c->msg);
+        free(c->agent);
+        free(c->task_id);
+        free(c->provider);
+        free(c->model);
+        free(c->url);
+        free(c->body);
+        strv_free_erase(c->headers);       /* they carry the key */
+        free(c);
+        return NULL;
+}
+
+static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) _printf_(4, 5);
+static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *msg = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        (void) sd_bus_error_set(&e, name, msg ? msg : "model call failed");
+        int r = sd_bus_reply_method_error(c->msg, &e);
+        if (r < 0)
+                log_error("Failed to send the error reply to %s: %s", c->agent, strerror(-r));
+        log_info("agent %s: model call failed: %s", c->agent, msg ? msg : name);
+        c->m->failures++;
+        audit_call(c->m, c, "error", error_kind, 0, 0);
+        call_free(c);
+}
+
+static void call_start(Call *c);
+static void pump(Models *m);
+
+static int on_retry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        Call *c = userdata;
+        c->retry_timer = sd_event_source_disable_unref(c->retry_timer);
+        call_start(c);
+        return 0;
+}
+
+static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userdata) {
+        Call *c = userdata;
+        Models *m = c->m;
+        uint64_t delay = 0;
+        (void) slot;
+
+        c->slot = con_http_slot_free(c->slot);
+        c->last_status = resp ? resp->status : 0;
+
+        if (r == 0 && resp->status >= 200 && resp->status < 300) {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *lr = NULL;
+                _cleanup_free_ char *json = NULL;
+                ConLlmError e = {};
+                int k = con_llm_parse_response(c->wire, resp->body, resp->body_size, &lr, &e);
+                if (k < 0) {
+                        call_fail(c, SD_BUS_ERROR_FAILED, k == -EREMOTEIO ? "provider-error" : "bad-response",
+                                  "provider '%s' (model %s) at %s answered with something that is not a valid %s "
+                                  "response: %s", c->provider, c->model, c->url, con_llm_wire_to_string(c->wire),
+                                  e.message ? e.message : strerror(-k));
+                        con_llm_error_done(&e);
+                        return;
+                }
+                k = model_response_to_json(lr, &json);
+                if (k < 0) {
+                        call_fail(c, SD_BUS_ERROR_NO_MEMORY, "internal", "out of memory");
+                        return;
+                }
+                (void) model_ledger_add(m->ledger, today(), c->agent, c->task_id, lr->input_tokens,
+                                        lr->output_tokens, &c->budget);
+                model_rate_add_tokens(m->rate, now_mono(), lr->input_tokens + lr->output_tokens);
+                k = sd_bus_reply_method_return(c->msg, "s", json);
+                if (k < 0)
+                        log_error("Failed to send the reply to %s: %s", c->agent, strerror(-k));
+                audit_call(m, c, "ok", NULL, lr->input_tokens, lr->output_tokens);
+                call_free(c);
+                return;
+        }
+
+        if (con_llm_retry_decide(r == 0 ? resp->status : 0, r, r == 0 && resp->has_retry_after,
+                                 r == 0 ? resp->retry_after_usec : 0, c->attempt, &delay) > 0 &&
+            now_mono() + delay < c->deadline) {
+                c->attempt++;
+                log_info("agent %s: provider %s: %s%s; retry %u in %" PRIu64 " ms", c->agent, c->provider,
+                         r < 0 ? "transport error " : "HTTP ", r < 0 ? strerror(-r) : "", c->attempt,
+                         delay / 1000);
+                int k = sd_event_add_time_relative(m->event, &c->retry_timer, CLOCK_MONOTONIC, delay, 1000,
+                                                   on_retry_timer, c);
+                if (k >= 0)
+                        return;
+        }
+
+        uint64_t limit_s = m->config->models.timeout_usec / USEC_PER_SEC_ULL;
+        if (r == -ETIMEDOUT)
+                call_fail(c, SD_BUS_ERROR_TIMEOUT, "timeout",
+                          "provider '%s' (model %s) at %s did not answer within %" PRIu64 " s (models.timeout in "
+                          "/etc/con/con.yaml), %u tries", c->provider, c->model, c->url, limit_s, c->attempt + 1);
+        else if (r == -EFBIG)
+                call_fail(c, SD_BUS_ERROR_LIMITS_EXCEEDED, "too-large",
+                          "the answer of provider '%s' (model %s) at %s is larger than the limit of %u bytes",
+                          c->provider, c->model, c->url, CON_LLM_RESPONSE_MAX);
+        else if (r < 0)
+                call_fail(c, SD_BUS_ERROR_FAILED, "transport",
+                          "cannot reach provider '%s' at %s: %s", c->provider, c->url,
+                          resp && resp->error ? resp->error : strerror(-r));
+        else {
+                _cleanup_free_ char *pm = NULL;
+                (void) con_llm_parse_error(resp->body, resp->body_size, &pm);
+                if (resp->status == 429)
+                        call_fail(c, CON_ERROR_RATE_LIMITED, "rate-limited",
+                                  "provider '%s' (model %s) kept answering 429 Too Many Requests after %u tries%s%s",
+                                  c->provider, c->model, c->attempt + 1, pm ? ": " : "", pm ? pm : "");
+                else
+                        call_fail(c, SD_BUS_ERROR_FAILED, "http-status",
+                                  "provider '%s' (model %s) at %s answered HTTP %ld%s%s%s", c->provider, c->model,
+                                  c->url, resp->status, pm ? ": " : "", pm ? pm : "",
+                                  resp->status == 401 || resp->status == 403 ?
+                                  " (check the key in /etc/con/env)" : "");
+        }
+        pump(m);
+}
+
+static void call_start(Call *c) {
+        uint64_t now = now_mono();
+        if (now >= c->deadline) {
+                call_fail(c, SD_BUS_ERROR_TIMEOUT, "timeout",
+                          "no answer from provider '%s' within models.timeout", c->provider);
+                return;
+        }
+        int r = con_http_request(c->m->http, c->url, c->headers, c->body, strlen(c->body), c->deadline - now,
+                                 CON_LLM_RESPONSE_MAX, on_http, c, &c->slot);
+        if (r < 0)
+                call_fail(c, SD_BUS_ERROR_FAILED, "transport", "cannot start the request to %s: %s", c->url,
+                          strerror(-r));
+}
+
+static int on_pump_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s;
+        (void) usec;
+        pump(userdata);
+        return 0;
+}
+
+static void pump(Models *m) {
+        while (m->queue_head) {
+                uint64_t wait = model_rate_admit(m->rate, now_mono());
+                if (wait > 0) {
+                        if (!m->pump_timer)
+                                (void) sd_event_add_time_relative(m->event, &m->pump_timer, CLOCK_MONOTONIC, wait,
+                                                                  1000, on_pump_timer, m);
+                        else {
+                                (void) sd_event_source_set_time_relative(m->pump_timer, wait);
+                                (void) sd_event_source_set_enabled(m->pump_timer, SD_EVENT_ONESHOT);
+                        }
+                        return;
+                }
+                Call *c = m->queue_head;
+                m->queue_head = c->qnext;
+                if (!m->queue_head)
+                        m->queue_tail = NULL;
+                c->queued = false;
+                c->qnext = NULL;
+                m->n_queued--;
+                call_start(c);
+        }
+}
+
+/* ---- the bus method ---- */
+
+/* The calling agent: uid → a-<name> → a configured agent. Root may name one. */
+static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, const ConAgent **ret,
+                        sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+        int r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
+        uint64_t aug = sd_bus_creds_get_augmented_mask(creds);
+        if (!(aug & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
+        } else if (!(aug & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
+        } else
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: the bus did not say which user is calling");
+        if (uid == 0) {
+                if (!requested)
+                        return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                "root is not an agent: name the agent with the \"agent\" field");
+                *ret = con_config_find_agent(m->config, requested);
+                if (!*ret)
+                        return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT,
+                                                  "no agent '%s' is configured in %s", requested, m->config->path);
+                return 0;
+        }
+        struct passwd pw, *pwp = NULL;
+        char buf[1024];
+        if (getpwuid_r(uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp || !startswith(pwp->pw_name, "a-") ||
+            !(*ret = con_config_find_agent(m->config, pwp->pw_name + 2))) {
+                char name[64];
+                if (pwp)
+                        snprintf(name, sizeof name, "'%s' (uid %u)", pwp->pw_name, (unsigned) uid);
+                else
+                        snprintf(name, sizeof name, "uid %u", (unsigned) uid);
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: user %s is not an agent of this conspiracy; only agents "
+                                          "(users a-NAME of the agents in %s) may call the model gateway",
+                                          name, m->config->path);
+        }
+        return 0;
+}
+
+static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Models *m = userdata;
+        _cleanup_(model_request_freep) ModelRequest *req = NULL;
+        _cleanup_free_ char *perr = NULL, *body = NULL, *url = NULL, *bmsg = NULL;
+        _cleanup_strv_free_ char **headers = NULL;
+        const char *json, *budget_key, *key = NULL, *key_var = NULL, *base_url = NULL;
+        const ConAgent *a;
+        ConLlmWire wire;
+        ConLlmError le = {};
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &json);
+        if (r < 0)
+                return r;
+        r = model_request_parse(json, strlen(json), &req, &perr);
+        if (r == -ENOMEM)
+                return r;
+        /* Who is calling comes first: a stranger learns nothing about the request format. */
+        {
+                /* The "agent" field is only read for root; parse errors are reported after that. */
+                r = caller_agent(m, msg, req ? req->agent : NULL, &a, error);
+                if (r < 0)
+                        return r;
+        }
+        if (!req)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "request_json: %s",
+                                         perr ? perr : "invalid");
+
+        r = con_llm_provider_wire(a->rt.provider, &wire, &base_url);
+        if (r < 0)
+                return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
+                                          "agent '%s' uses provider '%s', which the model gateway does not speak "
+                                          "(use openrouter, openai, anthropic, ollama or compatible)",
+                                          a->name, a->rt.provider);
+        if (a->rt.base_url)
+                base_url = a->rt.base_url;
+        if (!base_url)
+                return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
+                                          "agent '%s' uses provider '%s' without a base_url: set base_url in %s",
+                                          a->name, a->rt.provider, m->config->path);
+        if (!a->rt.model)
+                return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
+                                          "agent '%s' has no model configured: set model on the agent or in base: "
+                                          "in %s", a->name, m->config->path);
+        (void) model_resolve_key(m->env, a, &key, &key_var);
+        bool local = streq(a->rt.provider, "ollama") || streq(a->rt.provider, "compatible");
+        if (!key && !local)
+                return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
+                                          "no API key for agent '%s' (provider %s): put %s in %s",
+                                          a->name, a->rt.provider, a->rt.api_key_env ?: "CON_API_KEY",
+                                          m->opts.env_path ?: CON_MODELS_ENV_PATH);
+
+        ConModelBudget b;
+        con_config_model_budget(m->config, a->name, &b);
+        r = model_ledger_check(m->ledger, today(), a->name, req->task_id, &b, &budget_key, &bmsg);
+        if (r == -EDQUOT) {
+                (void) sd_bus_emit_signal(m->bus, CON_MODELS_PATH, CON_MODELS_INTERFACE, "BudgetExhausted", "ss",
+                                          a->name, budget_key);
+                log_info("agent %s: %s", a->name, bmsg ? bmsg : budget_key);
+                return con_bus_error_setf(error, CON_ERROR_BUDGET_EXHAUSTED, "%s", bmsg ? bmsg : budget_key);
+        }
+        if (r < 0)
+                return r;
+
+        if (m->n_queued >= m->config->models.queue_max)
+                return con_bus_error_setf(error, CON_ERROR_RATE_LIMITED,
+                                          "the host-wide model rate limit queue is full (%u calls wait; "
+                                          "models.queue_max in %s)", m->n_queued, m->config->path);
+
+        ConLlmParams p = {
+                .model = a->rt.model,
+                .max_tokens = req->max_tokens ?: DEFAULT_MAX_TOKENS,
+                .temperature = req->temperature,
+        };
+        r = con_llm_build_request(wire, req->conv, &p, &body, &le);
+        if (r == -EINVAL) {
+                r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "request_json: %s",
+                                      le.message ? le.message : "invalid");
+                con_llm_error_done(&le);
+                return r;
+        }
+        if (r < 0)
+                return r;
+        r = con_llm_build_url(wire, base_url, &url);
+        if (r < 0)
+                return r;
+        r = con_llm_build_headers(wire, key, &headers);
+        if (r == -EINVAL)
+                return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
+                                          "the API key in %s (%s) contains a control character",
+                                          m->opts.env_path ?: CON_MODELS_ENV_PATH, key_var ? key_var : "?");
+        if (r < 0)
+                return r;
+
+        Call *c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        *c = (Call) {
+                .m = m,
+                .msg = sd_bus_message_ref(msg),
+                .agent = strdup(a->name),
+                .task_id = req->task_id ? strdup(req->task_id) : NULL,
+                .provider = strdup(a->rt.provider),
+                .model = strdup(a->rt.model),
+                .url = TAKE_PTR(url),
+                .body = TAKE_PTR(body),
+                .headers = TAKE_PTR(headers),
+                .wire = wire,
+                .budget = b,
+                .started = now_mono(),
+                .queued = true,
+        };
+        c->deadline = c->started + m->config->models.timeout_usec;
+        c->next = m->calls;
+        if (m->calls)
+                m->calls->prev = c;
+        m->calls = c;
+        m->n_calls++;
+        if (m->queue_tail)
+                m->queue_tail->qnext = c;
+        else
+                m->queue_head = c;
+        m->queue_tail = c;
+        m->n_queued++;
+        m->requests++;
+        if (!c->agent || !c->provider || !c->model || (req->task_id && !c->task_id)) {
+                call_free(c);
+                return -ENOMEM;
+        }
+        pump(m);
+        return 1;       /* replied later, from on_http() */
+}
+
+static int property_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
+                          sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        Models *m = userdata;
+        const char *agent;
+        uint64_t in, out;
+        int r = sd_bus_message_open_container(reply, 'a', "{s(tt)}");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; m && model_ledger_nth(m->ledger, today(), i, &agent, &in, &out); i++) {
+                r = sd_bus_message_append(reply, "{s(tt)}", agent, in, out);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_counter(sd_bus *bus, const char *path, const char *interface, const char *property,
+                            sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus, (void) path, (void) interface, (void) error;
+        Models *m = userdata;
+        if (streq(property, "Pending"))
+                return sd_bus_message_append(reply, "u", m ? m->n_calls : 0);
+        return sd_bus_message_append(reply, "t", !m ? 0 : streq(property, "Requests") ? m->requests : m->failures);
+}
+
+static const sd_bus_vtable models_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_NAMES("Complete", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(response_json),
+                                 method_complete, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_NAMES("BudgetExhausted", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(budget), 0),
+        SD_BUS_PROPERTY("Usage", "a{s(tt)}", property_usage, 0, 0),
+        SD_BUS_PROPERTY("Requests", "t", property_counter, 0, 0),
+        SD_BUS_PROPERTY("Failures", "t", property_counter, 0, 0),
+        SD_BUS_PROPERTY("Pending", "u", property_counter, 0, 0),
+        SD_BUS_VTABLE_END,
+};
+
+int models_introspect_xml(char **ret) {
+        return con_bus_introspect_vtable(CON_MODELS_PATH, CON_MODELS_INTERFACE, models_vtable, ret);
+}
+
+/* ---- life cycle ---- */
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) s, (void) si;
+        Models *m = userdata;
+        if (load_config(m) < 0)
+                log_error("Reload: keeping the previous configuration");
+        if (load_env(m) < 0)
+                log_error("Reload: keeping the previous keys");
+        else
+                log_info("Reloaded the configuration and the keys");
+        return 0;
+}
+
+int models_new(const ModelsOptions *o, Models **ret) {
+        _cleanup_(models_freep) Models *m = calloc(1, sizeof(Models));
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->opts = *o;
+        r = load_config(m);
+        if (r < 0)
+                return r;
+        r = load_env(m);
+        if (r < 0)
+                return r;
+        m->ledger = model_ledger_new();
+        m->rate = model_rate_new(m->config->models.requests_per_minute, m->config->models.tokens_per_minute);
+        if (!m->ledger || !m->rate)
+                return -ENOMEM;
+
+        const char *dir = o->log_dir ?: CON_MODELS_LOG_DIR;
+        if (*dir) {
+                restore_usage(m, dir);
+                r = con_audit_open(dir, &m->audit);
+                if (r < 0)
+                        log_error("warning: cannot open the usage log in %s: %s; calls are not recorded", dir,
+                                  strerror(-r));
+                else
+                        con_audit_set_sync(m->audit, false);
+        }
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        r = con_http_new(m->event, &m->http);
+        if (r < 0)
+                return r;
+        /* A non-streaming model call sends nothing until the model is done: only the total timeout counts. */
+        con_http_set_low_speed(m->http, 0, 0);
+
+        if (o->bus_address) {
+                r = sd_bus_new(&m->bus);
+                if (r >= 0)
+                        r = sd_bus_set_address(m->bus, o->bus_address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(m->bus, true);
+                if (r >= 0)
+                        r = sd_bus_start(m->bus);
+        } else
+                r = sd_bus_open_system(&m->bus);
+        if (r < 0) {
+                log_error("Failed to connect to the bus: %s", strerror(-r));
+                return r;
+        }
+        (void) con_bus_errors_register();
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int models_run(Models *m) {
+        sigset_t ss;
+        int r;
+
+        (void) sd_event_set_signal_exit(m->event, true);
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGHUP);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGHUP, on_sighup, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_object_vtable(m->bus, NULL, CON_MODELS_PATH, CON_MODELS_INTERFACE, models_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        r = sd_bus_request_name(m->bus, CON_MODELS_BUS_NAME, 0);
+        if (r < 0) {
+                log_error("Failed to own %s (%s)%s", CON_MODELS_BUS_NAME, strerror(-r),
+                          r == -EEXIST ? ": another con-modeld is running" :
+                          r == -EACCES ? ": the bus policy lets only " CON_MODELS_USER " own it" : "");
+                return r;
+        }
+        (void) sd_notify(false, "READY=1\nSTATUS=Serving model calls");
+        r = sd_event_loop(m->event);
+        (void) sd_notify(false, "STOPPING=1");
+        return r;
+}
+
+Models *models_free(Models *m) {
+        if (!m)
+                return NULL;
+        while (m->calls)
+                call_free(m->calls);
+        sd_event_source_disable_unref(m->pump_timer);
+        con_http_free(m->http);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        con_audit_close(m->audit);
+        model_rate_free(m->rate);
+        model_ledger_free(m->ledger);
+        strv_free_erase(m->env);
+        con_config_free(m->config);
+        free(m);
+        return NULL;
+}

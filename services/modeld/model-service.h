@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <systemd/sd-bus.h>
+
+#define CON_MODELS_BUS_NAME  "org.conspiracy.Models"
+#define CON_MODELS_PATH      "/org/conspiracy/Models"
+#define CON_MODELS_INTERFACE "org.conspiracy.Models1"
+#define CON_MODELS_USER      "con-models"
+#define CON_MODELS_ENV_PATH  "/etc/con/env"
+#define CON_MODELS_LOG_DIR   "/srv/con/logs/models"
+
+typedef struct ModelsOptions {
+        const char *config_path;        /* NULL: CON_CONFIG_PATH */
+        const char *env_path;           /* NULL: CON_MODELS_ENV_PATH */
+        const char *log_dir;            /* NULL: CON_MODELS_LOG_DIR; "" disables the usage log */
+        const char *bus_address;        /* NULL: the system bus */
+} ModelsOptions;
+
+typedef struct Models Models;
+
+int models_new(const ModelsOptions *o, Models **ret);
+int models_run(Models *m);
+Models *models_free(Models *m);
+static inline void models_freep(Models **m) {
+        models_free(*m);
+}
+
+/* The introspection XML of the vtable (--bus-introspect, test-introspect). */
+int models_introspect_xml(char **ret);
