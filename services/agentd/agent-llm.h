@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent-session.h"
+#include "llm.h"
+
+/* The picoclaw runtime: the LLM tool loop of one task, run in the session child as the agent
+ * user (docs/AGENT.md "The tool loop"). The session holds no key: every model turn is a call of
+ * org.conspiracy.Models1.Complete on the system bus (con-modeld picks provider, model and key
+ * for the calling agent from its bus credentials). The pure parts (prompt, loop guard, history
+ * bounds, the neutral JSON) are exposed for tests. */
+
+#define AGENT_LLM_MAX_ITERATIONS   50U
+#define AGENT_LLM_MAX_TOKENS       8192U
+#define AGENT_LLM_LOOP_REPEAT      3U          /* the same call this many times in a row: stop */
+#define AGENT_LLM_HISTORY_MAX      40U         /* messages kept in workspace/sessions/ */
+#define AGENT_LLM_HISTORY_TOOL_MAX 2000U       /* characters of a tool result kept in the history */
+#define AGENT_LLM_CALL_TIMEOUT     (300U * 1000000ULL) /* one Complete call */
+#define AGENT_LLM_NO_RESPONSE      "I've completed processing but have no response to give."
+
+#define AGENT_LLM_MODELS_NAME      "org.conspiracy.Models"
+#define AGENT_LLM_MODELS_PATH      "/org/conspiracy/Models"
+#define AGENT_LLM_MODELS_INTERFACE "org.conspiracy.Models1"
+
+/* ---- prompt ---- */
+
+/* Reads dir/ *.md (sorted, not recursive, regular files only) into names (basename without .md)
+ * and texts. A missing directory gives empty lists. */
+int agent_llm_load_skills(const char *dir, char ***ret_names, char ***ret_texts);
+/* The system prompt: who the agent is, its AGENTS.md (agents_md may be NULL) and its skills,
+ * each as a "## Skill: <name>" section. */
+int agent_llm_system_prompt(const char *agent, const char *workspace, const char *agents_md,
+                            char * const *skill_names, char * const *skill_texts, char **ret);
+/* The user message of a task, framed by its provenance (verified: root or group trusted). */
+int agent_llm_task_message(const char *text, const char *sender, bool verified, char **ret);
+/* Root, or a member of the group "trusted" (primary or supplementary). */
+bool agent_llm_sender_verified(uid_t uid);
+
+/* ---- loop detection ---- */
+
+typedef struct AgentLoopGuard {
+        char *last;             /* name NUL canonical-arguments of the previous call */
+        size_t last_len;
+        unsigned count;         /* how many times in a row */
+} AgentLoopGuard;
+
+void agent_loop_guard_done(AgentLoopGuard *g);
+/* Records a call. Returns 1 when it is the limit-th identical call in a row (same tool, same
+ * arguments after JSON canonicalisation: key order and spacing do not matter), 0 otherwise. */
+int agent_loop_guard_push(AgentLoopGuard *g, const char *name, const char *arguments, unsigned limit);
+
+/* ---- history ---- */
+
+/* Index of the first message to keep so that at most max remain and the kept part starts with a
+ * user message (never with a tool result or a tool call whose results are gone). n_messages when
+ * nothing can be kept. */
+size_t agent_llm_history_start(const ConLlmConversation *c, size_t max);
+/* Appends the messages of a history file to c. -ENOENT when there is none; -EBADMSG (message)
+ * when it is unreadable or inconsistent (the caller starts afresh). */
+int agent_llm_history_load(const char *path, ConLlmConversation *c, char **ret_error);
+/* Writes the last (at most max) messages of c to path atomically (0600); long tool results are
+ * cut to AGENT_LLM_HISTORY_TOOL_MAX characters. */
+int agent_llm_history_save(const char *path, const ConLlmConversation *c, size_t max);
+
+/* ---- the neutral JSON of org.conspiracy.Models1.Complete ---- */
+
+/* messages from index `from` on. */
+int agent_llm_request_json(const ConLlmConversation *c, size_t from, unsigned max_tokens, const char *task_id,
+                           char **ret);
+/* -EBADMSG with *ret_error naming the field. */
+int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_error);
+
+/* ---- the runtime ---- */
+
+typedef struct AgentLlmOptions {
+        unsigned max_iterations;
+        unsigned max_tokens;
+        uint64_t wall_usec;     /* 0: no own deadline */
+        const char *agents_md_path; /* NULL: /home/a-<name>/AGENTS.md */
+} AgentLlmOptions;
+
+/* ConRuntime.run of picoclaw: the final answer to result_fd, the failure reason to stderr. */
+int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd);

@@ -1,0 +1,930 @@
+/* SPDX-License-Identifier: MIT */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "agent-tools.h"
+#include "con-paths.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+#include "strv.h"
+
+#define TOOL_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define READ_FILE_MAX (256U * 1024U)
+#define EDIT_FILE_MAX (8U * 1024U * 1024U)
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
+#define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
+
+static const char *const tool_names[_AGENT_TOOL_MAX] = {
+        [AGENT_TOOL_EXEC] = "exec",
+        [AGENT_TOOL_READ_FILE] = "read_file",
+        [AGENT_TOOL_WRITE_FILE] = "write_file",
+        [AGENT_TOOL_EDIT_FILE] = "edit_file",
+        [AGENT_TOOL_APPEND_FILE] = "append_file",
+        [AGENT_TOOL_LIST_DIR] = "list_dir",
+        [AGENT_TOOL_LIST_AGENTS] = "list_agents",
+        [AGENT_TOOL_SEND_TASK] = "send_task",
+};
+
+const char *agent_tool_kind_to_string(AgentToolKind k) {
+        return k >= 0 && k < _AGENT_TOOL_MAX ? tool_names[k] : NULL;
+}
+
+AgentToolKind agent_tool_kind_from_string(const char *s) {
+        for (int i = 0; s && i < _AGENT_TOOL_MAX; i++)
+                if (streq(tool_names[i], s))
+                        return (AgentToolKind) i;
+        return _AGENT_TOOL_INVALID;
+}
+
+void agent_tool_args_done(AgentToolArgs *a) {
+        if (!a)
+                return;
+        free(a->path);
+        free(a->content);
+        free(a->old_text);
+        free(a->new_text);
+        free(a->command);
+        strv_free(a->argv);
+        free(a->working_dir);
+        free(a->agent);
+        free(a->text);
+        *a = (AgentToolArgs) {};
+}
+
+/* ---- schemas ---- */
+
+typedef enum ArgType { ARG_STRING, ARG_BOOL, ARG_INT, ARG_STRV } ArgType;
+
+typedef struct ArgSpec {
+        const char *name;
+        ArgType type;
+        bool required;
+        size_t offset;          /* into AgentToolArgs */
+        const char *description;
+} ArgSpec;
+
+#define A(n, t, req, field, d) { n, t, req, offsetof(AgentToolArgs, field), d }
+
+static const ArgSpec exec_args[] = {
+        A("command", ARG_STRING, false, command, "Shell command, run with /bin/sh -c. Give this or argv."),
+        A("argv", ARG_STRV, false, argv, "Program and arguments, run without a shell. Give this or command."),
+        A("working_dir", ARG_STRING, false, working_dir, "Working directory (default: your workspace)."),
+        A("timeout", ARG_INT, false, timeout_sec, "Seconds before the command is killed (1-600, default 60)."),
+};
+static const ArgSpec read_args[] = {
+        A("path", ARG_STRING, true, path, "File to read (relative paths start in your workspace)."),
+};
+static const ArgSpec write_args[] = {
+        A("path", ARG_STRING, true, path, "File to write; missing parent directories are created."),
+        A("content", ARG_STRING, true, content, "The whole new content."),
+};
+static const ArgSpec edit_args[] = {
+        A("path", ARG_STRING, true, path, "File to edit."),
+        A("old_text", ARG_STRING, true, old_text, "Exact text to replace; it must occur exactly once."),
+        A("new_text", ARG_STRING, true, new_text, "Replacement text."),
+};
+static const ArgSpec append_args[] = {
+        A("path", ARG_STRING, true, path, "File to append to (created when missing)."),
+        A("content", ARG_STRING, true, content, "Text to append."),
+};
+static const ArgSpec list_args[] = {
+        A("path", ARG_STRING, false, path, "Directory to list (default: your workspace)."),
+};
+static const ArgSpec send_args[] = {
+        A("agent", ARG_STRING, true, agent, "Name of the agent to task, e.g. sysadmin."),
+        A("text", ARG_STRING, true, text, "The task; it must stand on its own."),
+        A("wait", ARG_BOOL, false, wait, "Wait for the result (default true, up to 10 minutes)."),
+};
+
+typedef struct ToolSpec {
+        const char *description;
+        const ArgSpec *args;
+        size_t n_args;
+} ToolSpec;
+
+static const ToolSpec tool_specs[_AGENT_TOOL_MAX] = {
+        [AGENT_TOOL_EXEC] = { "Run a command as your user in your workspace. Returns stdout, stderr and the "
+                              "exit code (output cut at 10000 characters).", exec_args, ELEMENTSOF(exec_args) },
+        [AGENT_TOOL_READ_FILE] = { "Read a text file.", read_args, ELEMENTSOF(read_args) },
+        [AGENT_TOOL_WRITE_FILE] = { "Create or replace a file.", write_args, ELEMENTSOF(write_args) },
+        [AGENT_TOOL_EDIT_FILE] = { "Replace one exact occurrence of old_text by new_text in a file.", edit_args,
+                                   ELEMENTSOF(edit_args) },
+        [AGENT_TOOL_APPEND_FILE] = { "Append text to a file.", append_args, ELEMENTSOF(append_args) },
+        [AGENT_TOOL_LIST_DIR] = { "List a directory.", list_args, ELEMENTSOF(list_args) },
+        [AGENT_TOOL_LIST_AGENTS] = { "List the agents of this conspiracy: name, tier, roles, running or not.",
+                                     NULL, 0 },
+        [AGENT_TOOL_SEND_TASK] = { "Give a task to another agent over the system bus (the policy decides "
+                                   "whether you may). With wait, returns that agent's result.",
+                                   send_args, ELEMENTSOF(send_args) },
+};
+
+static const char *arg_type_json(ArgType t) {
+        switch (t) {
+        case ARG_STRING: return "string";
+        case ARG_BOOL: return "boolean";
+        case ARG_INT: return "integer";
+        case ARG_STRV: return "array";
+        }
+        return "string";
+}
+
+int agent_tools_register(ConLlmConversation *c) {
+        for (int k = 0; k < _AGENT_TOOL_MAX; k++) {
+                const ToolSpec *s = &tool_specs[k];
+                _cleanup_cjson_ cJSON *schema = cJSON_CreateObject();
+                cJSON *props = cJSON_AddObjectToObject(schema, "properties");
+                cJSON *req = cJSON_CreateArray();
+                if (!schema || !props || !req || !cJSON_AddStringToObject(schema, "type", "object")) {
+                        cJSON_Delete(req);
+                        return -ENOMEM;
+                }
+                for (size_t i = 0; i < s->n_args; i++) {
+                        cJSON *p = cJSON_AddObjectToObject(props, s->args[i].name);
+                        if (!p || !cJSON_AddStringToObject(p, "type", arg_type_json(s->args[i].type)) ||
+                            !cJSON_AddStringToObject(p, "description", s->args[i].description))
+                                return -ENOMEM;
+                        if (s->args[i].type == ARG_STRV) {
+                                cJSON *items = cJSON_AddObjectToObject(p, "items");
+                                if (!items || !cJSON_AddStringToObject(items, "type", "string"))
+                                        return -ENOMEM;
+                        }
+                        if (s->args[i].required)
+                                cJSON_AddItemToArray(req, cJSON_CreateString(s->args[i].name));
+                }
+                if (cJSON_GetArraySize(req) > 0)
+                        cJSON_AddItemToObject(schema, "required", req);
+                else
+                        cJSON_Delete(req);
+                _cleanup_free_ char *text = cJSON_PrintUnformatted(schema);
+                if (!text)
+                        return -ENOMEM;
+                int r = con_llm_conversation_add_tool(c, tool_names[k], s->description, text, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- argument parsing ---- */
+
+_printf_(3, 4)
+static int arg_error(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (ret_error && vasprintf(ret_error, fmt, ap) < 0) {
+                *ret_error = NULL;
+                r = -ENOMEM;
+        }
+        va_end(ap);
+        return r;
+}
+
+static const char *json_kind(const cJSON *j) {
+        if (cJSON_IsString(j))
+                return "a string";
+        if (cJSON_IsNumber(j))
+                return "a number";
+        if (cJSON_IsBool(j))
+                return "a boolean";
+        if (cJSON_IsNull(j))
+                return "null";
+        if (cJSON_IsArray(j))
+                return "an array";
+        if (cJSON_IsObject(j))
+                return "an object";
+        return "something else";
+}
+
+static char *allowed_list(const ToolSpec *s) {
+        size_t n = 1;
+        for (size_t i = 0; i < s->n_args; i++)
+                n += strlen(s->args[i].name) + 2;
+        char *b = calloc(1, n);
+        if (!b)
+                return NULL;
+        for (size_t i = 0; i < s->n_args; i++) {
+                if (i > 0)
+                        strcat(b, ", ");
+                strcat(b, s->args[i].name);
+        }
+        return b;
+}
+
+static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, AgentToolArgs *a, char **ret_error) {
+        void *field = (char *) a + spec->offset;
+
+        switch (spec->type) {
+        case ARG_STRING: {
+                if (!cJSON_IsString(v))
+                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be a string, got %s", tool,
+                                         spec->name, json_kind(v));
+                char *s = strdup(v->valuestring);
+                if (!s)
+                        return -ENOMEM;
+                *(char **) field = s;
+                return 0;
+        }
+        case ARG_BOOL:
+                if (!cJSON_IsBool(v))
+                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be true or false, got %s",
+                                         tool, spec->name, json_kind(v));
+                *(bool *) field = cJSON_IsTrue(v);
+                return 0;
+        case ARG_INT: {
+                double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+                if (!cJSON_IsNumber(v) || !isfinite(d) || d < 1 || d > AGENT_TOOL_EXEC_TIMEOUT_MAX || d != (double) (unsigned) d)
+                        return arg_error(ret_error, -EINVAL,
+                                         "%s: argument \"%s\" must be an integer from 1 to %u, got %s", tool,
+                                         spec->name, AGENT_TOOL_EXEC_TIMEOUT_MAX,
+                                         cJSON_IsNumber(v) ? "a number outside that range" : json_kind(v));
+                *(unsigned *) field = (unsigned) d;
+                return 0;
+        }
+        case ARG_STRV: {
+                _cleanup_strv_free_ char **l = NULL;
+                if (!cJSON_IsArray(v))
+                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be an array of strings, got %s",
+                                         tool, spec->name, json_kind(v));
+                int i = 0;
+                const cJSON *e;
+                cJSON_ArrayForEach(e, v) {
+                        if (!cJSON_IsString(e))
+                                return arg_error(ret_error, -EINVAL, "%s: argument \"%s\"[%d] must be a string, got %s",
+                                                 tool, spec->name, i, json_kind(e));
+                        if (strv_extend(&l, e->valuestring) < 0)
+                                return -ENOMEM;
+                        i++;
+                }
+                if (!l)
+                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must not be empty", tool, spec->name);
+                *(char ***) field = TAKE_PTR(l);
+                return 0;
+        }
+        }
+        return -EINVAL;
+}
+
+static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
+        switch (a->kind) {
+        case AGENT_TOOL_EXEC:
+                if (!!a->command == !!a->argv)
+                        return arg_error(ret_error, -EINVAL,
+                                         "exec: give exactly one of \"command\" (a shell command line) or \"argv\" "
+                                         "(an array: program and arguments)");
+                if (a->command && isempty(a->command))
+                        return arg_error(ret_error, -EINVAL, "exec: argument \"command\" must not be empty");
+                if (a->argv && isempty(a->argv[0]))
+                        return arg_error(ret_error, -EINVAL, "exec: argument \"argv\"[0] (the program) must not be empty");
+                if (a->working_dir && isempty(a->working_dir))
+                        return arg_error(ret_error, -EINVAL, "exec: argument \"working_dir\" must not be empty");
+                if (a->timeout_sec == 0)
+                        a->timeout_sec = AGENT_TOOL_EXEC_TIMEOUT;
+                return 0;
+        case AGENT_TOOL_SEND_TASK:
+                if (!con_agent_name_valid(a->agent))
+                        return arg_error(ret_error, -EINVAL,
+                                         "send_task: \"%s\" is not an agent name (lower-case letters, digits and '-', "
+                                         "up to 29 characters; list_agents shows them)", a->agent);
+                if (strspn(a->text, " \t\r\n") == strlen(a->text))
+                        return arg_error(ret_error, -EINVAL, "send_task: argument \"text\" must not be empty");
+                if (strlen(a->text) > AGENT_TOOL_SEND_TEXT_MAX)
+                        return arg_error(ret_error, -EINVAL, "send_task: argument \"text\" is longer than %u bytes",
+                                         AGENT_TOOL_SEND_TEXT_MAX);
+                return 0;
+        default:
+                if (a->path && isempty(a->path))
+                        return arg_error(ret_error, -EINVAL, "%s: argument \"path\" must not be empty", tool);
+                return 0;
+        }
+}
+
+int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret, char **ret_error) {
+        _cleanup_(agent_tool_args_done) AgentToolArgs a = { .wait = true };
+        _cleanup_cjson_ cJSON *root = NULL;
+        int r;
+
+        a.kind = agent_tool_kind_from_string(tool);
+        if (a.kind < 0)
+                return arg_error(ret_error, -ENOENT,
+                                 "unknown tool \"%s\"; the tools are exec, read_file, write_file, edit_file, "
+                                 "append_file, list_dir, list_agents, send_task", strempty(tool));
+        const ToolSpec *s = &tool_specs[a.kind];
+
+        if (isempty(json))
+                json = "{}";
+        size_t len = strlen(json);
+        if (len > AGENT_TOOL_ARGS_MAX)
+                return arg_error(ret_error, -EINVAL, "%s: arguments of %zu bytes are over the limit of %u bytes",
+                                 tool, len, AGENT_TOOL_ARGS_MAX);
+        const char *end = NULL;
+        root = cJSON_ParseWithOpts(json, &end, true);
+        if (!root)
+                return arg_error(ret_error, -EINVAL, "%s: arguments are not valid JSON (error near offset %td)", tool,
+                                 (end ?: cJSON_GetErrorPtr() ?: json) - json);
+        if (!cJSON_IsObject(root))
+                return arg_error(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
+                                 json_kind(root));
+
+        const cJSON *v;
+        cJSON_ArrayForEach(v, root) {
+                const ArgSpec *spec = NULL;
+                for (size_t i = 0; i < s->n_args; i++)
+                        if (v->string && streq(s->args[i].name, v->string))
+                                spec = &s->args[i];
+                if (!spec) {
+                        _cleanup_free_ char *allowed = allowed_list(s);
+                        return arg_error(ret_error, -EINVAL, "%s: unknown argument \"%s\" (allowed: %s)", tool,
+                                         strempty(v->string), s->n_args ? strempty(allowed) : "none");
+                }
+                for (const cJSON *w = root->child; w != v; w = w->next)
+                        if (w->string && streq(w->string, v->string))
+                                return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" is given twice", tool,
+                                                 v->string);
+                r = parse_one(tool, spec, v, &a, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < s->n_args; i++)
+                if (s->args[i].required && !cJSON_GetObjectItemCaseSensitive(root, s->args[i].name))
+                        return arg_error(ret_error, -EINVAL, "%s: missing required argument \"%s\"", tool,
+                                         s->args[i].name);
+        r = check_args(&a, tool, ret_error);
+        if (r < 0)
+                return r;
+        *ret = a;
+        a = (AgentToolArgs) {};
+        return 0;
+}
+
+/* ---- output helpers ---- */
+
+int agent_tool_cap_output(char **text, size_t max) {
+        size_t l = strlen(*text);
+        if (l <= max)
+                return 0;
+        size_t cut = max;
+        while (cut > 0 && ((unsigned char) (*text)[cut] & 0xC0) == 0x80)
+                cut--;
+        char *n = NULL;
+        if (asprintf(&n, "%.*s\n... (output cut at %zu characters of %zu)", (int) cut, *text, max, l) < 0)
+                return -ENOMEM;
+        free(*text);
+        *text = n;
+        return 0;
+}
+
+_printf_(3, 4)
+static int tool_result(char **ret, bool is_error_value, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int r = vasprintf(ret, fmt, ap);
+        va_end(ap);
+        (void) is_error_value;
+        return r < 0 ? -ENOMEM : 0;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+/* ---- exec ---- */
+
+typedef struct Capture {
+        char *buf;
+        size_t len;
+        bool cut;
+} Capture;
+
+static int capture_read(int fd, Capture *c) {
+        char b[8192];
+        ssize_t n = read(fd, b, sizeof(b));
+        if (n < 0)
+                return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+        if (n == 0)
+                return 1;
+        size_t k = (size_t) n;
+        if (c->len + k > AGENT_TOOL_OUTPUT_MAX) {
+                c->cut = true;  /* keep draining so the command never blocks on a full pipe */
+                k = c->len < AGENT_TOOL_OUTPUT_MAX ? AGENT_TOOL_OUTPUT_MAX - c->len : 0;
+        }
+        if (k > 0) {
+                char *nb = realloc(c->buf, c->len + k + 1);
+                if (!nb)
+                        return -ENOMEM;
+                c->buf = nb;
+                memcpy(c->buf + c->len, b, k);
+                c->len += k;
+                c->buf[c->len] = 0;
+        }
+        return 0;
+}
+
+static _Noreturn void exec_child(const AgentToolContext *ctx, const AgentToolArgs *a, int out_w, int err_w) {
+        (void) setpgid(0, 0);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+                _exit(126);
+        (void) close_range(3, ~0U, 0);
+        const char *dir = a->working_dir ?: ctx->workspace;
+        if (dir && chdir(dir) < 0) {
+                dprintf(2, "cannot enter the working directory %s: %m\n", dir);
+                _exit(126);
+        }
+        /* A clean environment: only what a command needs, never what the service had. */
+        (void) clearenv();
+        if ((ctx->workspace && setenv("HOME", ctx->workspace, 1) < 0) || setenv("PATH", TOOL_PATH, 1) < 0 ||
+            setenv("LANG", "C.UTF-8", 1) < 0 || (ctx->agent && setenv("CON_AGENT", ctx->agent->name, 1) < 0))
+                _exit(126);
+        if (a->command)
+                execl("/bin/sh", "sh", "-c", a->command, (char *) NULL);
+        else
+                execvp(a->argv[0], a->argv);
+        dprintf(2, "cannot execute %s: %m\n", a->command ? "/bin/sh" : a->argv[0]);
+        _exit(127);
+}
+
+int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret_output, bool *ret_is_error) {
+        _cleanup_close_ int out_r = -EBADF, out_w = -EBADF, err_r = -EBADF, err_w = -EBADF;
+        Capture out = {}, err = {};
+        int p[2], status = 0, r = 0;
+        bool timed_out = false, exited = false;
+
+        uint64_t timeout = (uint64_t) (a->timeout_sec ?: AGENT_TOOL_EXEC_TIMEOUT) * USEC_PER_SEC;
+        uint64_t deadline = now_usec() + timeout;
+        if (ctx->deadline_usec > 0 && ctx->deadline_usec < deadline)
+                deadline = ctx->deadline_usec;
+
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return tool_result(ret_output, (*ret_is_error = true), "exec: cannot create a pipe: %m");
+        out_r = p[0], out_w = p[1];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return tool_result(ret_output, (*ret_is_error = true), "exec: cannot create a pipe: %m");
+        err_r = p[0], err_w = p[1];
+
+        pid_t pid = fork();
+        if (pid < 0)
+                return tool_result(ret_output, (*ret_is_error = true), "exec: cannot fork: %m");
+        if (pid == 0)
+                exec_child(ctx, a, out_w, err_w);
+        (void) setpgid(pid, pid);
+        out_w = safe_close(out_w);
+        err_w = safe_close(err_w);
+
+        /* Read until both pipes close or the command exits (a background child may keep the pipes
+         * open: the command's end is its main process), or the deadline. */
+        while (out_r >= 0 || err_r >= 0) {
+                if (!exited) {
+                        pid_t w = waitpid(pid, &status, WNOHANG);
+                        if (w == pid)
+                                exited = true;
+                }
+                uint64_t now = now_usec();
+                if (now >= deadline) {
+                        timed_out = !exited;
+                        break;
+                }
+                struct pollfd pfd[2] = { { .fd = out_r, .events = POLLIN }, { .fd = err_r, .events = POLLIN } };
+                uint64_t wait_ms = (deadline - now + 999) / 1000;
+                int n = poll(pfd, 2, exited ? 0 : (int) (wait_ms < 100 ? wait_ms : 100));
+                if (n < 0 && errno != EINTR) {
+                        r = -errno;
+                        break;
+                }
+                if (n <= 0) {
+                        if (exited)
+                                break;  /* exited and nothing more to read now */
+                        continue;
+                }
+                if (pfd[0].revents && capture_read(out_r, &out) != 0)
+                        out_r = safe_close(out_r);
+                if (pfd[1].revents && capture_read(err_r, &err) != 0)
+                        err_r = safe_close(err_r);
+        }
+        (void) kill(-pid, SIGKILL);
+        if (!exited) {
+                if (waitpid(pid, &status, 0) == pid)
+                        exited = true;
+        }
+
+        char code[64];
+        if (timed_out)
+                (void) snprintf(code, sizeof(code), "killed after the timeout of %us",
+                                (unsigned) ((timeout + USEC_PER_SEC - 1) / USEC_PER_SEC));
+        else if (WIFEXITED(status))
+                (void) snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+                (void) snprintf(code, sizeof(code), "killed by signal %d", WTERMSIG(status));
+        else
+                (void) snprintf(code, sizeof(code), "unknown");
+
+        *ret_is_error = timed_out || r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+        r = asprintf(ret_output, "%s%s%s%s%s%sExit code: %s", out.buf ?: "",
+                     out.len && out.buf[out.len - 1] != '\n' ? "\n" : "", err.len ? "STDERR:\n" : "", err.buf ?: "",
+                     err.len && err.buf[err.len - 1] != '\n' ? "\n" : "",
+                     out.cut || err.cut ? "(output cut)\n" : "", code);
+        free(out.buf);
+        free(err.buf);
+        if (r < 0)
+                return -ENOMEM;
+        return agent_tool_cap_output(ret_output, AGENT_TOOL_OUTPUT_MAX);
+}
+
+/* ---- files ---- */
+
+static int mkdir_parents(const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = 0;
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        return 0;
+}
+
+static int write_fd_all(int fd, const char *p, size_t l) {
+        while (l > 0) {
+                ssize_t n = write(fd, p, l);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += n;
+                l -= (size_t) n;
+        }
+        return 0;
+}
+
+static int read_whole(const char *path, size_t max, char **ret, size_t *ret_len, size_t *ret_total) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        struct stat st;
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        _cleanup_free_ char *b = malloc(max + 1);
+        size_t l = 0;
+        if (!b)
+                return -ENOMEM;
+        while (l < max) {
+                ssize_t n = read(fd, b + l, max - l);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                l += (size_t) n;
+        }
+        b[l] = 0;
+        *ret_total = (size_t) st.st_size > l ? (size_t) st.st_size : l;
+        *ret_len = l;
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+static int tool_read_file(const AgentToolArgs *a, char **ret, bool *is_error) {
+        _cleanup_free_ char *b = NULL;
+        size_t l = 0, total = 0;
+        int r = read_whole(a->path, READ_FILE_MAX, &b, &l, &total);
+        if (r < 0)
+                return tool_result(ret, (*is_error = true), "read_file: cannot read %s: %s", a->path,
+                                   r == -EBADFD ? "not a regular file" : strerror(-r));
+        if (memchr(b, 0, l))
+                return tool_result(ret, (*is_error = true), "read_file: %s is a binary file (it contains NUL bytes)",
+                                   a->path);
+        *is_error = false;
+        if (total > l)
+                return tool_result(ret, false, "%s\n... (file is %zu bytes; showing the first %zu)", b, total, l);
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+static int tool_write_file(const AgentToolArgs *a, bool append, char **ret, bool *is_error) {
+        const char *tool = append ? "append_file" : "write_file";
+        int r = mkdir_parents(a->path);
+        if (r < 0)
+                return tool_result(ret, (*is_error = true), "%s: cannot create the directories of %s: %s", tool,
+                                   a->path, strerror(-r));
+        _cleanup_close_ int fd = open(a->path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (append ? O_APPEND : O_TRUNC),
+                                      0644);
+        if (fd < 0)
+                return tool_result(ret, (*is_error = true), "%s: cannot open %s: %m", tool, a->path);
+        size_t l = strlen(a->content);
+        r = write_fd_all(fd, a->content, l);
+        if (r < 0)
+                return tool_result(ret, (*is_error = true), "%s: cannot write %s: %s", tool, a->path, strerror(-r));
+        *is_error = false;
+        return tool_result(ret, false, "%s %zu bytes to %s", append ? "Appended" : "Wrote", l, a->path);
+}
+
+static size_t count_occurrences(const char *hay, const char *needle, const char **ret_first) {
+        size_t n = 0, nl = strlen(needle);
+        *ret_first = NULL;
+        for (const char *p = strstr(hay, needle); p; p = strstr(p + nl, needle)) {
+                if (!*ret_first)
+                        *ret_first = p;
+                n++;
+        }
+        return n;
+}
+
+static int tool_edit_file(const AgentToolArgs *a, char **ret, bool *is_error) {
+        _cleanup_free_ char *b = NULL;
+        size_t l = 0, total = 0;
+        const char *first;
+
+        *is_error = true;
+        if (isempty(a->old_text))
+                return tool_result(ret, true, "edit_file: argument \"old_text\" must not be empty");
+        int r = read_whole(a->path, EDIT_FILE_MAX, &b, &l, &total);
+        if (r < 0)
+                return tool_result(ret, true, "edit_file: cannot read %s: %s", a->path,
+                                   r == -EBADFD ? "not a regular file" : strerror(-r));
+        if (total > l)
+                return tool_result(ret, true, "edit_file: %s is larger than %u bytes; use exec instead", a->path,
+                                   EDIT_FILE_MAX);
+        size_t n = count_occurrences(b, a->old_text, &first);
+        if (n != 1)
+                return tool_result(ret, true, "edit_file: old_text occurs %zu times in %s; it must occur exactly once "
+                                   "(include more surrounding text)", n, a->path);
+        size_t ol = strlen(a->old_text), nl = strlen(a->new_text), pre = (size_t) (first - b);
+        _cleanup_free_ char *nb = malloc(l - ol + nl + 1);
+        if (!nb)
+                return -ENOMEM;
+        memcpy(nb, b, pre);
+        memcpy(nb + pre, a->new_text, nl);
+        memcpy(nb + pre + nl, first + ol, l - pre - ol + 1);
+        _cleanup_close_ int fd = open(a->path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return tool_result(ret, true, "edit_file: cannot write %s: %m", a->path);
+        r = write_fd_all(fd, nb, l - ol + nl);
+        if (r < 0)
+                return tool_result(ret, true, "edit_file: cannot write %s: %s", a->path, strerror(-r));
+        *is_error = false;
+        return tool_result(ret, false, "Edited %s: replaced one occurrence", a->path);
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char * const *) a, *(char * const *) b);
+}
+
+static int tool_list_dir(const AgentToolArgs *a, char **ret, bool *is_error) {
+        const char *path = a->path ?: ".";
+        _cleanup_closedir_ DIR *d = opendir(path);
+        _cleanup_strv_free_ char **lines = NULL;
+        if (!d)
+                return tool_result(ret, (*is_error = true), "list_dir: cannot open %s: %m", path);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                struct stat st;
+                bool dir = fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+                char *line = NULL;
+                if (asprintf(&line, "%s %s", dir ? "DIR: " : "FILE:", de->d_name) < 0 || strv_consume(&lines, line) < 0)
+                        return -ENOMEM;
+        }
+        *is_error = false;
+        size_t n = strv_length(lines);
+        if (n == 0)
+                return tool_result(ret, false, "(%s is empty)", path);
+        qsort(lines, n, sizeof(char *), cmp_str);
+        *ret = strv_join(lines, "\n");
+        if (!*ret)
+                return -ENOMEM;
+        return agent_tool_cap_output(ret, AGENT_TOOL_OUTPUT_MAX);
+}
+
+/* ---- agents over the bus ---- */
+
+static int tool_list_agents(const AgentToolContext *ctx, char **ret, bool *is_error) {
+        _cleanup_strv_free_ char **lines = NULL;
+        *is_error = false;
+        for (size_t i = 0; ctx->config && i < ctx->config->n_agents; i++) {
+                const ConAgent *ag = &ctx->config->agents[i];
+                _cleanup_free_ char *bus_name = NULL, *roles = NULL, *state = NULL;
+                const char *running = "unknown";
+                if (con_agent_bus_name(ag->name, &bus_name) < 0)
+                        return -ENOMEM;
+                if (ctx->bus) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                        int has = 0;
+                        if (sd_bus_call_method(ctx->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                               "org.freedesktop.DBus", "NameHasOwner", &e, &m, "s", bus_name) >= 0 &&
+                            sd_bus_message_read(m, "b", &has) >= 0)
+                                running = has ? "running" : "not running (starts on demand)";
+                        if (has)
+                                (void) sd_bus_get_property_string(ctx->bus, bus_name, "/org/conspiracy/Agent",
+                                                                  "org.conspiracy.Agent1", "State", NULL, &state);
+                }
+                roles = ag->roles ? strv_join(ag->roles, ",") : strdup("-");
+                char *line = NULL;
+                if (!roles || asprintf(&line, "%s%s: tier %s, mode %s, roles %s, %s%s%s", ag->name,
+                                       ctx->agent && streq(ctx->agent->name, ag->name) ? " (you)" : "",
+                                       *con_tier_to_string(ag->tier) ? con_tier_to_string(ag->tier) : "none",
+                                       con_mode_to_string(ag->mode), roles, running, state ? ", state " : "",
+                                       strempty(state)) < 0 ||
+                    strv_consume(&lines, line) < 0)
+                        return -ENOMEM;
+        }
+        if (!lines)
+                return tool_result(ret, false, "no agents are configured");
+        *ret = strv_join(lines, "\n");
+        return *ret ? 0 : -ENOMEM;
+}
+
+typedef struct WaitState {
+        const char *task_id;
+        bool completed;
+} WaitState;
+
+static int on_task_completed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        WaitState *w = userdata;
+        const char *id = NULL;
+        if (w->task_id && sd_bus_message_read(m, "s", &id) >= 0 && id && streq(id, w->task_id))
+                w->completed = true;
+        return 0;
+}
+
+/* 1 with status/text when finished, 0 while queued or running, -errno with *ret_text on error. */
+static int get_result(sd_bus *bus, const char *bus_name, const char *id, char **ret_status, char **ret_text) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        const char *status, *text;
+        int r = sd_bus_call_method(bus, bus_name, "/org/conspiracy/Agent", "org.conspiracy.Agent1", "GetResult", &e, &m,
+                                   "s", id);
+        if (r < 0) {
+                if (asprintf(ret_text, "%s: %s", strempty(e.name), e.message ?: strerror(-r)) < 0)
+                        return -ENOMEM;
+                return r;
+        }
+        r = sd_bus_message_read(m, "ss", &status, &text);
+        if (r < 0)
+                return r;
+        if (streq(status, "queued") || streq(status, "running"))
+                return 0;
+        *ret_status = strdup(status);
+        *ret_text = strdup(text);
+        return *ret_status && *ret_text ? 1 : -ENOMEM;
+}
+
+static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret, bool *is_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
+        _cleanup_free_ char *bus_name = NULL, *status = NULL, *text = NULL, *id = NULL;
+        const char *tid;
+        int r;
+
+        *is_error = true;
+        if (ctx->config && !con_config_find_agent(ctx->config, a->agent)) {
+                _cleanup_strv_free_ char **names = NULL;
+                for (size_t i = 0; i < ctx->config->n_agents; i++)
+                        if (strv_extend(&names, ctx->config->agents[i].name) < 0)
+                                return -ENOMEM;
+                _cleanup_free_ char *list = names ? strv_join(names, ", ") : strdup("none");
+                return tool_result(ret, true, "send_task: there is no agent '%s' in this conspiracy; the agents are: %s",
+                                   a->agent, strempty(list));
+        }
+        if (a->wait && ctx->agent && streq(a->agent, ctx->agent->name))
+                return tool_result(ret, true, "send_task: you cannot wait for a task you send to yourself (it would "
+                                   "only start after this one); send it with wait false");
+        if (!ctx->bus)
+                return tool_result(ret, true, "send_task: this session has no connection to the system bus");
+        if (con_agent_bus_name(a->agent, &bus_name) < 0)
+                return -ENOMEM;
+
+        WaitState w = {};
+        if (a->wait) {
+                /* Subscribe before submitting so the completion cannot be missed. No sender filter:
+                 * the result itself is read from the agent's own bus name below. */
+                r = sd_bus_match_signal(ctx->bus, &slot, NULL, "/org/conspiracy/Agent", "org.conspiracy.Agent1",
+                                        "TaskCompleted", on_task_completed, &w);
+                if (r < 0)
+                        return tool_result(ret, true, "send_task: cannot watch for the result: %s", strerror(-r));
+        }
+        r = sd_bus_call_method(ctx->bus, bus_name, "/org/conspiracy/Agent", "org.conspiracy.Agent1", "Submit", &e,
+                               &reply, "s", a->text);
+        if (r < 0)
+                return tool_result(ret, true, "send_task: %s refused the task or is not reachable (%s): %s", a->agent,
+                                   strempty(e.name), e.message ?: strerror(-r));
+        r = sd_bus_message_read(reply, "s", &tid);
+        if (r < 0 || !(id = strdup(tid)))
+                return tool_result(ret, true, "send_task: %s sent an unreadable reply", a->agent);
+        w.task_id = id;
+        if (!a->wait) {
+                *is_error = false;
+                return tool_result(ret, false, "Sent task %s to %s; it runs on its own (not waiting for the result).",
+                                   id, a->agent);
+        }
+
+        uint64_t wait = ctx->send_wait_usec ?: AGENT_TOOL_SEND_WAIT_USEC;
+        uint64_t deadline = now_usec() + wait, last_poll = 0;
+        if (ctx->deadline_usec > 0 && ctx->deadline_usec < deadline)
+                deadline = ctx->deadline_usec;
+        for (;;) {
+                uint64_t now = now_usec();
+                if (w.completed || now - last_poll >= 5 * USEC_PER_SEC) {
+                        last_poll = now;
+                        free(text);
+                        text = NULL;
+                        r = get_result(ctx->bus, bus_name, id, &status, &text);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                return tool_result(ret, true, "send_task: task %s was accepted by %s, but its result "
+                                                   "cannot be read: %s", id, a->agent, strempty(text));
+                        if (r > 0)
+                                break;
+                        w.completed = false;
+                }
+                if (now >= deadline)
+                        return tool_result(ret, true, "send_task: task %s sent to %s has no result after %u s; it is "
+                                           "still queued or running (con task %s shows it later)", id, a->agent,
+                                           (unsigned) (wait / USEC_PER_SEC), id);
+                r = sd_bus_process(ctx->bus, NULL);
+                if (r < 0)
+                        return tool_result(ret, true, "send_task: lost the system bus while waiting: %s", strerror(-r));
+                if (r > 0)
+                        continue;
+                uint64_t t = deadline - now;
+                (void) sd_bus_wait(ctx->bus, t < USEC_PER_SEC ? t : USEC_PER_SEC);
+        }
+        *is_error = !streq(status, "done");
+        r = tool_result(ret, *is_error, "%s %s task %s (%s):\n%s", a->agent,
+                        streq(status, "done") ? "finished" : "did not finish", id, status, text);
+        if (r < 0)
+                return r;
+        return agent_tool_cap_output(ret, AGENT_TOOL_OUTPUT_MAX);
+}
+
+int agent_tool_run(const AgentToolContext *ctx, const char *tool, const char *args_json, char **ret_output,
+                   bool *ret_is_error) {
+        _cleanup_(agent_tool_args_done) AgentToolArgs a = {};
+        _cleanup_free_ char *err = NULL;
+        int r;
+
+        *ret_output = NULL;
+        *ret_is_error = true;
+        r = agent_tool_args_parse(tool, args_json, &a, &err);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                *ret_output = TAKE_PTR(err);
+                return *ret_output ? 0 : -ENOMEM;
+        }
+        return agent_tool_dispatch(ctx, &a, ret_output, ret_is_error);
+}
+
+int agent_tool_dispatch(const AgentToolContext *ctx, const AgentToolArgs *args, char **ret_output,
+                        bool *ret_is_error) {
+        const AgentToolArgs a = *args;
+        const char *tool = agent_tool_kind_to_string(a.kind);
+
+        *ret_output = NULL;
+        *ret_is_error = true;
+        switch (a.kind) {
+        case AGENT_TOOL_EXEC:
+                return agent_tool_exec(ctx, &a, ret_output, ret_is_error);
+        case AGENT_TOOL_READ_FILE:
+                return tool_read_file(&a, ret_output, ret_is_error);
+        case AGENT_TOOL_WRITE_FILE:
+                return tool_write_file(&a, false, ret_output, ret_is_error);
+        case AGENT_TOOL_APPEND_FILE:
+                return tool_write_file(&a, true, ret_output, ret_is_error);
+        case AGENT_TOOL_EDIT_FILE:
+                return tool_edit_file(&a, ret_output, ret_is_error);
+        case AGENT_TOOL_LIST_DIR:
+                return tool_list_dir(&a, ret_output, ret_is_error);
+        case AGENT_TOOL_LIST_AGENTS:
+                return tool_list_agents(ctx, ret_output, ret_is_error);
+        case AGENT_TOOL_SEND_TASK:
+                return tool_send_task(ctx, &a, ret_output, ret_is_error);
+        default:
+                return tool_result(ret_output, true, "unknown tool \"%s\"", strempty(tool));
+        }
+}

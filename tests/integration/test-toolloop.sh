@@ -1,0 +1,152 @@
+#!/bin/bash
+# The picoclaw runtime (the LLM tool loop in the agent's session) end to end: con-send → concierge
+# → its session → org.conspiracy.Models (con-modeld) → the scripted fake LLM server, with real
+# tools: a direct answer; an exec whose command fails (the exit code goes back to the model);
+# concierge → sysadmin delegation with send_task(wait) and the reply reaching the human; and the
+# exec tool finding no key. Runs as root inside tests/sandbox/con-sandbox.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
+T=$(lib_tmp)
+chmod 0755 "$T"
+KEY=sk-toolloop-secret-31415926
+
+answer() { # a final answer in the OpenAI wire format
+        printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
+}
+toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
+        printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "%s", "arguments": %s } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2" "$3"
+}
+
+section "fake LLM server"
+P=/v1/chat/completions
+cat >"$T/script.json" <<EOF
+{ "rules": [
+  { "path": "$P", "match": "say-hello-direct", "body": $(answer "Hello human, direct answer.") },
+  { "path": "$P", "match": "run-failing-tool",
+    "body": $(toolcall call_f exec '"{\"command\":\"ls /nonexistent-toolloop-dir\"}"') },
+  { "path": "$P", "match": "Exit code: 2", "body": $(answer "The command failed with exit code 2.") },
+  { "path": "$P", "match": "delegate-disk-check",
+    "body": $(toolcall call_d send_task '"{\"agent\":\"sysadmin\",\"text\":\"sysadmin-disk-check please\",\"wait\":true}"') },
+  { "path": "$P", "match": "sysadmin-disk-check please", "body": $(answer "SYSADMIN-REPORT disks are fine") },
+  { "path": "$P", "match": "SYSADMIN-REPORT", "body": $(answer "sysadmin reports: disks are fine (relayed by concierge)") },
+  { "path": "$P", "match": "look-for-keys",
+    "body": { "choices": [ { "message": { "content": null, "tool_calls": [
+      { "id": "k1", "type": "function", "function": { "name": "exec", "arguments": "{\"command\":\"cat /etc/con/env\"}" } },
+      { "id": "k2", "type": "function", "function": { "name": "exec", "arguments": "{\"command\":\"env\"}" } },
+      { "id": "k3", "type": "function", "function": { "name": "exec",
+        "arguments": "{\"command\":\"cat /proc/*/environ 2>/dev/null | tr '\\\\\\\\0' '\\\\\\\\n' | grep -c CON_API_KEY; echo KEYS-LOOKED\"}" } } ] },
+      "finish_reason": "tool_calls" } ] } },
+  { "path": "$P", "match": "KEYS-LOOKED", "body": $(answer "I looked for keys.") },
+  { "path": "$P", "match": "loop-forever",
+    "body": $(toolcall call_l exec '"{\"command\":\"true\"}"') },
+  { "path": "$P", "match": "Exit code: 0", "body": $(toolcall call_l2 exec '"{\"command\":\"true\"}"') },
+  { "path": "$P", "body": $(answer "fallback answer") }
+] }
+EOF
+check "the script is valid JSON" jq . "$T/script.json"
+"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
+FAKE_PID=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+PORT=$(head -n1 "$T/port")
+check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+
+section "bootstrap: concierge and sysadmin on the fake model"
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<EOF
+system:
+  name: toolloop-test
+base:
+  runner: picoclaw
+  provider: compatible
+  base_url: http://127.0.0.1:$PORT/v1
+  model: fake-model
+agents:
+  - name: concierge
+    tier: operator
+  - name: sysadmin
+    tier: operator
+    roles: [sysadmin]
+EOF
+# The default profile's AGENTS.md layers and skills, with this test's con.yaml.
+for d in base tiers roles agents; do
+        [ -d "/usr/share/conspiracyos/profiles/default/$d" ] && cp -r "/usr/share/conspiracyos/profiles/default/$d" /etc/con/
+done
+check "con bootstrap" con bootstrap
+check "the concierge's AGENTS.md is installed" test -s /home/a-concierge/AGENTS.md
+printf 'CON_API_KEY=%s\n' "$KEY" >/etc/con/env
+chown root:con-models /etc/con/env
+chmod 0640 /etc/con/env
+
+section "a direct answer"
+check_output "con-send prints the model's answer" 'Hello human, direct answer' \
+        con-send --timeout 120 "say-hello-direct"
+check_output "the model got the system prompt of the concierge" 'You are the agent \\"concierge\\"' \
+        jq -c 'select(.body.messages[-1].content | tostring | test("say-hello-direct")) | .body' "$T/fake.log"
+check_output "... the task framed as verified (root sent it)" 'Task from verified source' echo "$LIB_OUT"
+check_output "... and the tool schemas" '"name":"send_task"' echo "$LIB_OUT"
+check_output "... with the installed AGENTS.md in it" '# Concierge' echo "$LIB_OUT"
+check_output "the session history was written" 'say-hello-direct' \
+        cat /srv/con/agents/concierge/workspace/sessions/con_concierge.json
+check_output "... private to the agent" '^a-concierge 600$' \
+        stat -c '%U %a' /srv/con/agents/concierge/workspace/sessions/con_concierge.json
+
+section "a tool call whose command fails"
+check_output "the model's answer after the failed command" 'failed with exit code 2' \
+        con-send --timeout 120 "run-failing-tool"
+check_output "the tool result fed back has stderr and the exit code" 'No such file or directory.*Exit code: 2' \
+        jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
+
+section "concierge delegates to sysadmin and answers with its result"
+check_output "con-send gets the relayed answer" 'sysadmin reports: disks are fine' \
+        con-send --timeout 300 "delegate-disk-check"
+check_output "the sysadmin's session answered the delegated task (unverified: sent by a-concierge)" \
+        'unverified source.*a-concierge' \
+        jq -r 'select(.body.messages[-1].content | tostring | test("sysadmin-disk-check please")) | .body.messages[-1].content' "$T/fake.log"
+check_output "the concierge's model got the sysadmin's result as the send_task result" \
+        'sysadmin finished task .* \(done\):.{1,2}SYSADMIN-REPORT disks are fine' \
+        jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
+check_output "the sysadmin's prompt carries its skills" '## Skill: ' \
+        jq -r 'select(.body.messages[-1].content | tostring | test("sysadmin-disk-check please")) | .body.messages[0].content' "$T/fake.log"
+check_output "sysadmin's task is recorded as sent by a-concierge" 'a-concierge' \
+        busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 ListTasks
+
+section "no key through the exec tool"
+check_output "the key hunt ends with an answer" 'I looked for keys' con-send --timeout 120 "look-for-keys"
+jq -r 'select(.body.messages[-1].role == "tool") | .body.messages[] | select(.role == "tool") | .content' \
+        "$T/fake.log" >"$T/tool-results"
+check_output "cat /etc/con/env is refused" 'cat: /etc/con/env: Permission denied' cat "$T/tool-results"
+check_output "/proc/*/environ holds no CON_API_KEY the agent can read" '^0$' grep -x 0 "$T/tool-results"
+check_fail "no tool result contains the key" grep -F "$KEY" "$T/tool-results"
+check_eq "no request body the sessions produced contains the key" "0" \
+        "$(jq -c '.body' "$T/fake.log" | grep -cF "$KEY")"
+check_output "control: the key did reach the provider as the Bearer token" "Bearer $KEY" \
+        jq -r '.headers.authorization' "$T/fake.log"
+
+section "loop detection"
+check_fail_output "the same call three times in a row stops the task" 'loop detected' \
+        con-send --timeout 120 "loop-forever"
+
+section "without a model, free text still fails with the clear message"
+sed -i 's/^  model: fake-model$//' /etc/con/con.yaml
+check "con bootstrap without a model" con bootstrap
+# Restart the concierge so it reads the new config (by its pid, from the bus).
+CPID=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        GetConnectionUnixProcessID s org.conspiracy.Concierge 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
+[ -n "$CPID" ] && kill "$CPID"
+for _ in $(seq 100); do
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s \
+                org.conspiracy.Concierge | grep -q false && break
+        sleep 0.1
+done
+check_fail_output "free text: the missing model is named" "has no model configured: set agents\[0\]\.model or base\.model" \
+        con-send --timeout 60 "hello without a model"
+check_output "built-in commands still work" 'pong' con-send --timeout 60 /ping
+
+kill "$FAKE_PID" 2>/dev/null
+finish

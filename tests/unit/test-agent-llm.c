@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT */
+/* The pure parts of the picoclaw runtime: tool argument checks, the loop guard, history bounds,
+ * prompt assembly, the neutral JSON of Models1.Complete, and the local tools (exec, files). */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent-llm.h"
+#include "agent-tools.h"
+#include "macro.h"
+#include "strv.h"
+#include "test-util.h"
+
+static char *parse_err(const char *tool, const char *json, int want) {
+        AgentToolArgs a = {};
+        char *err = NULL;
+        int r = agent_tool_args_parse(tool, json, &a, &err);
+        g_assert_cmpint(r, ==, want);
+        agent_tool_args_done(&a);
+        if (want < 0)
+                g_assert_nonnull(err);
+        return err;
+}
+
+static void assert_err(const char *tool, const char *json, const char *substr) {
+        _cleanup_free_ char *err = parse_err(tool, json, -EINVAL);
+        if (!strstr(err, substr))
+                g_error("%s %s: error \"%s\" does not contain \"%s\"", tool, json, err, substr);
+}
+
+static void test_args_valid(void) {
+        AgentToolArgs a = {};
+        char *err = NULL;
+
+        g_assert_cmpint(agent_tool_args_parse("exec", "{\"command\":\"ls -l\"}", &a, &err), ==, 0);
+        g_assert_cmpstr(a.command, ==, "ls -l");
+        g_assert_cmpuint(a.timeout_sec, ==, 60);
+        agent_tool_args_done(&a);
+
+        g_assert_cmpint(agent_tool_args_parse("exec", "{\"argv\":[\"/bin/echo\",\"x\"],\"timeout\":5}", &a, &err), ==, 0);
+        g_assert_cmpstr(a.argv[1], ==, "x");
+        g_assert_cmpuint(a.timeout_sec, ==, 5);
+        agent_tool_args_done(&a);
+
+        g_assert_cmpint(agent_tool_args_parse("send_task", "{\"agent\":\"sysadmin\",\"text\":\"hi\"}", &a, &err), ==, 0);
+        g_assert_true(a.wait);
+        agent_tool_args_done(&a);
+        g_assert_cmpint(agent_tool_args_parse("send_task", "{\"agent\":\"sysadmin\",\"text\":\"hi\",\"wait\":false}", &a,
+                                              &err), ==, 0);
+        g_assert_false(a.wait);
+        agent_tool_args_done(&a);
+
+        g_assert_cmpint(agent_tool_args_parse("list_agents", "", &a, &err), ==, 0);
+        agent_tool_args_done(&a);
+        g_assert_cmpint(agent_tool_args_parse("list_dir", NULL, &a, &err), ==, 0);
+        g_assert_null(a.path);
+        agent_tool_args_done(&a);
+        g_assert_cmpint(agent_tool_args_parse("edit_file", "{\"path\":\"a\",\"old_text\":\"x\",\"new_text\":\"\"}", &a,
+                                              &err), ==, 0);
+        agent_tool_args_done(&a);
+        g_assert_null(err);
+}
+
+static void test_args_invalid(void) {
+        _cleanup_free_ char *e = parse_err("rm", "{}", -ENOENT);
+        g_assert_nonnull(strstr(e, "unknown tool \"rm\""));
+
+        assert_err("exec", "{}", "exactly one of \"command\"");
+        assert_err("exec", "{\"command\":\"ls\",\"argv\":[\"ls\"]}", "exactly one of");
+        assert_err("exec", "{\"command\":\"\"}", "\"command\" must not be empty");
+        assert_err("exec", "{\"command\":1}", "\"command\" must be a string, got a number");
+        assert_err("exec", "{\"argv\":[]}", "\"argv\" must not be empty");
+        assert_err("exec", "{\"argv\":[\"ls\",3]}", "\"argv\"[1] must be a string");
+        assert_err("exec", "{\"command\":\"ls\",\"timeout\":0}", "integer from 1 to 600");
+        assert_err("exec", "{\"command\":\"ls\",\"timeout\":1.5}", "integer from 1 to 600");
+        assert_err("exec", "{\"command\":\"ls\",\"timeout\":\"5\"}", "got a string");
+        assert_err("exec", "{\"command\":\"ls\",\"cwd\":\"/\"}", "unknown argument \"cwd\" (allowed: command, argv");
+        assert_err("exec", "{\"command\":\"ls\",\"command\":\"id\"}", "given twice");
+        assert_err("exec", "[1]", "must be a JSON object, got an array");
+        assert_err("exec", "{\"command\":", "not valid JSON");
+        assert_err("read_file", "{}", "missing required argument \"path\"");
+        assert_err("read_file", "{\"path\":\"\"}", "\"path\" must not be empty");
+        assert_err("write_file", "{\"path\":\"x\"}", "missing required argument \"content\"");
+        assert_err("send_task", "{\"agent\":\"../etc\",\"text\":\"x\"}", "is not an agent name");
+        assert_err("send_task", "{\"agent\":\"sysadmin\",\"text\":\"  \"}", "\"text\" must not be empty");
+        assert_err("send_task", "{\"agent\":\"sysadmin\",\"text\":\"x\",\"wait\":\"yes\"}", "true or false");
+        assert_err("list_agents", "{\"x\":1}", "allowed: none");
+}
+
+static void test_loop_guard(void) {
+        _cleanup_(agent_loop_guard_done) AgentLoopGuard g = {};
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"ls\",\"timeout\":5}", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{ \"timeout\": 5, \"command\": \"ls\" }", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"ls\",\"timeout\":5}", 3), ==, 1);
+        /* another call resets the run */
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"id\"}", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "read_file", "{\"command\":\"id\"}", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"ls\",\"timeout\":5}", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"ls\",\"timeout\":5}", 3), ==, 0);
+        g_assert_cmpint(agent_loop_guard_push(&g, "exec", "{\"command\":\"ls\",\"timeout\":5}", 3), ==, 1);
+}
+
+static ConLlmConversation *sample_conversation(void) {
+        ConLlmConversation *c = con_llm_conversation_new();
+        ConLlmToolCall call = { .id = (char *) "c1", .name = (char *) "exec", .arguments = (char *) "{\"command\":\"ls\"}" };
+        g_assert_cmpint(con_llm_conversation_add_user(c, "task 1"), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_assistant(c, NULL, &call, 1), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_tool_result(c, "c1", "file-a\nfile-b", false), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_assistant(c, "done 1", NULL, 0), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_user(c, "task 2"), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_assistant(c, "done 2", NULL, 0), ==, 0);
+        return c;
+}
+
+static void test_history(void) {
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
+        g_assert_cmpuint(agent_llm_history_start(c, 40), ==, 0);
+        g_assert_cmpuint(agent_llm_history_start(c, 6), ==, 0);
+        /* 5 or 3 would start at a tool call / tool result: skip to the next user message */
+        g_assert_cmpuint(agent_llm_history_start(c, 5), ==, 4);
+        g_assert_cmpuint(agent_llm_history_start(c, 3), ==, 4);
+        g_assert_cmpuint(agent_llm_history_start(c, 2), ==, 4);
+        g_assert_cmpuint(agent_llm_history_start(c, 1), ==, 6);
+
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_free_ char *path = g_strdup_printf("%s/con_x.json", dir);
+        _cleanup_free_ char *err = NULL;
+        g_assert_cmpint(agent_llm_history_save(path, c, 40), ==, 0);
+        struct stat st;
+        g_assert_cmpint(stat(path, &st), ==, 0);
+        g_assert_cmpuint(st.st_mode & 0777, ==, 0600);
+
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *d = con_llm_conversation_new();
+        g_assert_cmpint(agent_llm_history_load(path, d, &err), ==, 0);
+        g_assert_cmpuint(d->n_messages, ==, 6);
+        g_assert_cmpstr(d->messages[1].tool_calls[0].name, ==, "exec");
+        g_assert_cmpstr(d->messages[1].tool_calls[0].arguments, ==, "{\"command\":\"ls\"}");
+        g_assert_cmpstr(d->messages[2].content, ==, "file-a\nfile-b");
+        g_assert_cmpstr(d->messages[5].content, ==, "done 2");
+
+        /* bounded: only the last task survives */
+        g_assert_cmpint(agent_llm_history_save(path, c, 3), ==, 0);
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *e = con_llm_conversation_new();
+        g_assert_cmpint(agent_llm_history_load(path, e, &err), ==, 0);
+        g_assert_cmpuint(e->n_messages, ==, 2);
+        g_assert_cmpstr(e->messages[0].content, ==, "task 2");
+
+        /* inconsistent files are refused, not half-loaded */
+        test_write_file(path, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\","
+                              "\"tool_call_id\":\"zz\",\"content\":\"y\"}]}");
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *f = con_llm_conversation_new();
+        g_assert_cmpint(agent_llm_history_load(path, f, &err), ==, -EBADMSG);
+        g_assert_nonnull(strstr(err, "answers no earlier call"));
+        free(err);
+        err = NULL;
+        test_write_file(path, "not json");
+        g_assert_cmpint(agent_llm_history_load(path, f, &err), ==, -EBADMSG);
+        g_assert_cmpint(agent_llm_history_load("/nonexistent/h.json", f, &err), ==, -ENOENT);
+        test_tmpdir_remove(dir);
+}
+
+static void test_prompt(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_free_ char *b = g_strdup_printf("%s/b-skill.md", dir), *a = g_strdup_printf("%s/a-skill.md", dir),
+                            *t = g_strdup_printf("%s/notes.txt", dir);
+        _cleanup_strv_free_ char **names = NULL, **texts = NULL;
+        _cleanup_free_ char *sys = NULL, *ver = NULL, *unver = NULL;
+
+        test_write_file(b, "Second skill.\n");
+        test_write_file(a, "First skill.\n");
+        test_write_file(t, "not a skill");
+        g_assert_cmpint(agent_llm_load_skills(dir, &names, &texts), ==, 0);
+        g_assert_cmpuint(strv_length(names), ==, 2);
+        g_assert_cmpstr(names[0], ==, "a-skill");
+        g_assert_cmpstr(names[1], ==, "b-skill");
+
+        g_assert_cmpint(agent_llm_system_prompt("concierge", "/srv/con/agents/concierge/workspace", "# Concierge\nRoute.\n",
+                                                names, texts, &sys), ==, 0);
+        g_assert_nonnull(strstr(sys, "# Concierge\nRoute."));
+        const char *sa = strstr(sys, "## Skill: a-skill\n\nFirst skill."), *sb = strstr(sys, "## Skill: b-skill");
+        g_assert_nonnull(sa);
+        g_assert_nonnull(sb);
+        g_assert_true(sa < sb);
+        g_assert_true(strstr(sys, "# Concierge") < sa);
+
+        g_assert_cmpint(agent_llm_task_message("do it", "root", true, &ver), ==, 0);
+        g_assert_nonnull(strstr(ver, "Task from verified source"));
+        g_assert_true(g_str_has_suffix(ver, "\n\ndo it"));
+        g_assert_null(strstr(ver, "unverified"));
+        g_assert_cmpint(agent_llm_task_message("do it", "a-concierge", false, &unver), ==, 0);
+        g_assert_nonnull(strstr(unver, "unverified source"));
+        g_assert_nonnull(strstr(unver, "xercise additional scrutiny"));
+        g_assert_nonnull(strstr(unver, "a-concierge"));
+
+        g_assert_true(agent_llm_sender_verified(0));
+
+        _cleanup_strv_free_ char **n2 = NULL, **t2 = NULL;
+        g_assert_cmpint(agent_llm_load_skills("/nonexistent/skills", &n2, &t2), ==, 0);
+        g_assert_null(n2);
+        test_tmpdir_remove(dir);
+}
+
+static void test_neutral_json(void) {
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
+        _cleanup_free_ char *req = NULL, *err = NULL;
+        g_assert_cmpint(con_llm_conversation_set_system(c, "sys"), ==, 0);
+        g_assert_cmpint(agent_tools_register(c), ==, 0);
+        g_assert_cmpuint(c->n_tools, ==, 8);
+        g_assert_cmpint(agent_llm_request_json(c, 0, 8192, "t-1", &req), ==, 0);
+        g_assert_nonnull(strstr(req, "\"system\":\"sys\""));
+        g_assert_nonnull(strstr(req, "\"arguments\":{\"command\":\"ls\"}"));
+        g_assert_nonnull(strstr(req, "\"tool_call_id\":\"c1\""));
+        g_assert_nonnull(strstr(req, "\"name\":\"send_task\""));
+        g_assert_nonnull(strstr(req, "\"max_tokens\":8192"));
+        g_assert_nonnull(strstr(req, "\"task_id\":\"t-1\""));
+
+        _cleanup_(con_llm_response_freep) ConLlmResponse *r = NULL;
+        g_assert_cmpint(agent_llm_response_parse("{\"text\":null,\"tool_calls\":[{\"id\":\"x\",\"name\":\"exec\","
+                                                 "\"arguments\":{\"command\":\"false\"}}],\"stop_reason\":\"tool_use\","
+                                                 "\"usage\":{\"input_tokens\":3,\"output_tokens\":4},\"model\":\"m\"}",
+                                                 &r, &err), ==, 0);
+        g_assert_null(r->text);
+        g_assert_cmpuint(r->n_tool_calls, ==, 1);
+        g_assert_cmpstr(r->tool_calls[0].arguments, ==, "{\"command\":\"false\"}");
+        g_assert_cmpint(r->stop, ==, CON_LLM_STOP_TOOL_USE);
+        g_assert_true(r->has_usage);
+        g_assert_cmpuint(r->output_tokens, ==, 4);
+
+        ConLlmResponse *bad = NULL;
+        g_assert_cmpint(agent_llm_response_parse("[]", &bad, &err), ==, -EBADMSG);
+        free(err);
+        err = NULL;
+        g_assert_cmpint(agent_llm_response_parse("{\"tool_calls\":[{\"id\":\"x\"}]}", &bad, &err), ==, -EBADMSG);
+        g_assert_nonnull(strstr(err, "tool_calls[0]"));
+        free(err);
+        err = NULL;
+        g_assert_cmpint(agent_llm_response_parse("{\"text\":5}", &bad, &err), ==, -EBADMSG);
+        g_assert_null(bad);
+}
+
+static char *run_tool(const char *dir, const char *tool, const char *args, bool *is_error) {
+        AgentToolContext ctx = { .workspace = dir };
+        char *out = NULL;
+        g_assert_cmpint(agent_tool_run(&ctx, tool, args, &out, is_error), ==, 0);
+        g_assert_nonnull(out);
+        return out;
+}
+
+static void test_exec_tool(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        bool is_error;
+
+        _cleanup_free_ char *o1 = run_tool(dir, "exec", "{\"command\":\"pwd; echo oops >&2; exit 3\"}", &is_error);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o1, dir));
+        g_assert_nonnull(strstr(o1, "STDERR:\noops\n"));
+        g_assert_true(g_str_has_suffix(o1, "Exit code: 3"));
+
+        _cleanup_free_ char *o2 = run_tool(dir, "exec", "{\"argv\":[\"echo\",\"$HOME\"]}", &is_error);
+        g_assert_false(is_error);
+        g_assert_cmpstr(o2, ==, "$HOME\nExit code: 0");
+
+        /* a clean environment */
+        g_setenv("CON_API_KEY", "sk-secret", TRUE);
+        _cleanup_free_ char *o3 = run_tool(dir, "exec", "{\"command\":\"env\"}", &is_error);
+        g_assert_null(strstr(o3, "sk-secret"));
+        g_unsetenv("CON_API_KEY");
+
+        _cleanup_free_ char *o4 = run_tool(dir, "exec", "{\"command\":\"sleep 30 & sleep 30\",\"timeout\":1}", &is_error);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o4, "killed after the timeout of 1s"));
+
+        _cleanup_free_ char *o5 = run_tool(dir, "exec", "{\"command\":\"head -c 50000 /dev/zero | tr '\\\\0' a\"}",
+                                           &is_error);
+        g_assert_cmpuint(strlen(o5), <, AGENT_TOOL_OUTPUT_MAX + 100);
+        g_assert_nonnull(strstr(o5, "output cut"));
+
+        _cleanup_free_ char *o6 = run_tool(dir, "exec", "{\"argv\":[\"/nonexistent/prog\"]}", &is_error);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o6, "Exit code: 127"));
+
+        _cleanup_free_ char *o7 = run_tool(dir, "exec", "{\"command\":3}", &is_error);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o7, "must be a string"));
+        test_tmpdir_remove(dir);
+}
+
+static void test_file_tools(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_free_ char *f = g_strdup_printf("%s/sub/dir/a.txt", dir);
+        _cleanup_free_ char *args = NULL, *o = NULL;
+        bool is_error;
+
+#define RUN(tool, fmt, ...)                                                     \
+        do {                                                                    \
+                free(args);                                                     \
+                free(o);                                                        \
+                args = g_strdup_printf(fmt, __VA_ARGS__);                       \
+                o = run_tool(dir, tool, args, &is_error);                       \
+        } while (0)
+
+        RUN("write_file", "{\"path\":\"%s\",\"content\":\"one two two\\n\"}", f);
+        g_assert_false(is_error);
+        RUN("read_file", "{\"path\":\"%s\"}", f);
+        g_assert_cmpstr(o, ==, "one two two\n");
+        RUN("edit_file", "{\"path\":\"%s\",\"old_text\":\"two\",\"new_text\":\"x\"}", f);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o, "occurs 2 times"));
+        RUN("edit_file", "{\"path\":\"%s\",\"old_text\":\"one\",\"new_text\":\"1\"}", f);
+        g_assert_false(is_error);
+        RUN("append_file", "{\"path\":\"%s\",\"content\":\"end\"}", f);
+        RUN("read_file", "{\"path\":\"%s\"}", f);
+        g_assert_cmpstr(o, ==, "1 two two\nend");
+        RUN("list_dir", "{\"path\":\"%s/sub\"}", dir);
+        g_assert_cmpstr(o, ==, "DIR:  dir");
+        RUN("read_file", "{\"path\":\"%s/missing\"}", dir);
+        g_assert_true(is_error);
+        g_assert_nonnull(strstr(o, "No such file"));
+        RUN("read_file", "{\"path\":\"%s/sub\"}", dir);
+        g_assert_true(is_error);
+        test_tmpdir_remove(dir);
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/agent-llm/args-valid", test_args_valid);
+        g_test_add_func("/agent-llm/args-invalid", test_args_invalid);
+        g_test_add_func("/agent-llm/loop-guard", test_loop_guard);
+        g_test_add_func("/agent-llm/history", test_history);
+        g_test_add_func("/agent-llm/prompt", test_prompt);
+        g_test_add_func("/agent-llm/neutral-json", test_neutral_json);
+        g_test_add_func("/agent-llm/exec-tool", test_exec_tool);
+        g_test_add_func("/agent-llm/file-tools", test_file_tools);
+        return g_test_run();
+}
