@@ -1,0 +1,1096 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "audit.h"
+#include "con-paths.h"
+#include "config.h"
+#include "contract-service.h"
+#include "contract-util.h"
+#include "errors.h"
+#include "fileio.h"
+#include "macro.h"
+#include "names.h"
+#include "strv.h"
+
+#define RELOAD_SETTLE_USEC (300 * USEC_PER_MSEC)
+#define FIRST_RUN_USEC (200 * USEC_PER_MSEC)
+#define AGENT_CALL_TIMEOUT_USEC (10 * USEC_PER_SEC)
+#define ESCALATION_AGENT_DEFAULT "sysadmin"
+
+typedef struct Entry Entry;
+
+typedef struct CheckResult {
+        int status;                     /* -1 not run yet, 0 pass, 1 fail, 2 skip */
+        char *message;
+        uint64_t time_usec;             /* CLOCK_REALTIME of the end */
+        uint64_t duration_usec;
+} CheckResult;
+
+struct Entry {
+        Manager *manager;
+        Contract *contract;
+        CheckResult *results;           /* n_checks, or 1 for a preventive contract */
+        size_t n_results;
+        sd_event_source *timer;
+        bool running;
+        size_t next;                    /* next check to run */
+        uint64_t started;               /* CLOCK_MONOTONIC of the current check's start */
+        /* the shell check in progress */
+        pid_t pid;
+        int out_fd;
+        char output[CONTRACT_OUTPUT_MAX + 1];
+        size_t output_len;
+        bool timed_out;
+        sd_event_source *child_src, *io_src, *timeout_src;
+};
+
+typedef struct ViolationSlot {
+        char *key;                      /* "<id>/<check>" */
+        Violation v;
+} ViolationSlot;
+
+struct Manager {
+        ContractsOptions opts;
+        char *contracts_dir, *state_dir, *audit_dir, *activation_dir, *bus_policy_dir, *polkit_rules_dir;
+        const char *config_path;
+        sd_event *event;
+        sd_bus *bus;
+        ConConfig *config;
+        ConAudit *audit;
+        bool audit_broken_logged;
+
+        Entry *entries;
+        size_t n_entries;
+        char **invalid;                 /* pairs: location, reason */
+        ViolationSlot *violations;
+        size_t n_violations;
+        char **quarantined;
+        char *halted;                   /* "", "all", "workers" */
+
+        sd_bus_message **evals;         /* Evaluate calls waiting for the sweep */
+        size_t n_evals;
+        bool reload_pending;
+
+        sd_event_source *inotify_src, *reload_timer;
+};
+
+static void log_msg(int level, const char *fmt, ...) _printf_(2, 3);
+static void log_msg(int level, const char *fmt, ...) {
+        va_list ap;
+        if (getenv("JOURNAL_STREAM"))
+                fprintf(stderr, "<%d>", level);
+        else
+                fputs("con-contractd: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+#define log_error(...) log_msg(3, __VA_ARGS__)
+#define log_warning(...) log_msg(4, __VA_ARGS__)
+#define log_info(...) log_msg(6, __VA_ARGS__)
+
+static uint64_t now(clockid_t c) {
+        struct timespec ts;
+        clock_gettime(c, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static void entry_run_next(Entry *e);
+static void manager_reload(Manager *m);
+
+/* ---- audit ---- */
+
+static void audit_record(Manager *m, const char *event, cJSON *fields) {
+        if (!m->audit) {
+                cJSON_Delete(fields);
+                return;
+        }
+        int k = con_audit_append(m->audit, "contracts", event, fields);
+        cJSON_Delete(fields);
+        if (k < 0) {
+                if (!m->audit_broken_logged)
+                        log_error("Failed to append to the audit log %s: %s", m->audit_dir, strerror(-k));
+                m->audit_broken_logged = true;
+        } else
+                m->audit_broken_logged = false;
+}
+
+static cJSON *fields(const char *key, ...) {
+        cJSON *f = cJSON_CreateObject();
+        va_list ap;
+        va_start(ap, key);
+        for (const char *k = key; f && k; k = va_arg(ap, const char *)) {
+                const char *v = va_arg(ap, const char *);
+                if (v)
+                        cJSON_AddStringToObject(f, k, v);
+        }
+        va_end(ap);
+        return f;
+}
+
+/* ---- agent calls ---- */
+
+static int on_agent_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        char *what = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e && !sd_bus_error_has_names(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER, SD_BUS_ERROR_SERVICE_UNKNOWN))
+                log_warning("%s: %s", what, e->message ?: e->name);
+        free(what);
+        return 0;
+}
+
+/* Calls method on an agent; auto_start false: only a running agent is reached. */
+static int call_agent(Manager *m, const char *agent, const char *method, bool auto_start, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_free_ char *bn = NULL;
+        char *what = NULL;
+        va_list ap;
+        int k = con_agent_bus_name(agent, &bn);
+        if (k < 0)
+                return k;
+        k = sd_bus_message_new_method_call(m->bus, &msg, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, method);
+        if (k < 0)
+                return k;
+        (void) sd_bus_message_set_auto_start(msg, auto_start);
+        if (types) {
+                va_start(ap, types);
+                k = sd_bus_message_appendv(msg, types, ap);
+                va_end(ap);
+                if (k < 0)
+                        return k;
+        }
+        if (asprintf(&what, "%s on agent %s", method, agent) < 0)
+                return -ENOMEM;
+        k = sd_bus_call_async(m->bus, NULL, msg, on_agent_reply, what, AGENT_CALL_TIMEOUT_USEC);
+        if (k < 0)
+                free(what);
+        return k;
+}
+
+static void dbus_reload_config(Manager *m) {
+        int k = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                         "org.freedesktop.DBus", "ReloadConfig", NULL, NULL, NULL);
+        if (k < 0)
+                log_warning("Failed to ask the bus to reload its policy: %s", strerror(-k));
+}
+
+/* ---- sticky state: halt and quarantine markers ---- */
+
+static int ensure_dir(const char *path) {
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static int state_path(Manager *m, const char *name, char **ret) {
+        return asprintf(ret, "%s/%s", m->state_dir, name) < 0 ? -ENOMEM : 0;
+}
+
+static int write_marker(Manager *m, const char *rel, const char *reason) {
+        _cleanup_free_ char *p = NULL, *q = NULL, *text = NULL;
+        int k = ensure_dir(m->state_dir);
+        if (k < 0)
+                return k;
+        if (asprintf(&q, "%s/quarantine", m->state_dir) < 0 || state_path(m, rel, &p) < 0 ||
+            asprintf(&text, "%s\n", reason) < 0)
+                return -ENOMEM;
+        if (startswith(rel, "quarantine/") && (k = ensure_dir(q)) < 0)
+                return k;
+        return write_file_atomic(p, text, strlen(text), 0644, 0, 0);
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char * const *) a, *(char * const *) b);
+}
+
+static void load_state(Manager *m) {
+        _cleanup_free_ char *h = NULL, *w = NULL, *q = NULL;
+        _cleanup_closedir_ DIR *d = NULL;
+        struct dirent *de;
+        (void) state_path(m, "halt", &h);
+        (void) state_path(m, "halt-workers", &w);
+        free(m->halted);
+        m->halted = strdup(h && access(h, F_OK) == 0 ? "all" : w && access(w, F_OK) == 0 ? "workers" : "");
+        m->quarantined = strv_free(m->quarantined);
+        if (asprintf(&q, "%s/quarantine", m->state_dir) < 0 || !(d = opendir(q)))
+                return;
+        while ((de = readdir(d)))
+                if (con_agent_name_valid(de->d_name))
+                        (void) strv_extend(&m->quarantined, de->d_name);
+        if (m->quarantined)
+                qsort(m->quarantined, strv_length(m->quarantined), sizeof(char *), cmp_str);
+}
+
+static void emit_state_changed(Manager *m) {
+        (void) sd_bus_emit_properties_changed(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "Halted",
+                                              "Quarantined", NULL);
+}
+
+static void emit_action(Manager *m, const char *action, const char *target, const char *id) {
+        (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "ActionTaken", "sss", action,
+                                  target, strempty(id));
+}
+
+static bool agent_is_worker(Manager *m, const char *name) {
+        const ConAgent *a = m->config ? con_config_find_agent(m->config, name) : NULL;
+        return a && a->tier == CON_TIER_WORKER;
+}
+
+static int do_halt(Manager *m, bool workers, const char *reason, const char *id) {
+        int k = write_marker(m, workers ? "halt-workers" : "halt", reason);
+        if (k < 0)
+                log_error("Failed to write the halt marker in %s: %s", m->state_dir, strerror(-k));
+        unsigned n = 0;
+        for (size_t i = 0; m->config && i < m->config->n_agents; i++) {
+                const char *a = m->config->agents[i].name;
+                if (workers && !agent_is_worker(m, a))
+                        continue;
+                (void) call_agent(m, a, "Halt", false, "s", reason);
+                n++;
+        }
+        load_state(m);
+        audit_record(m, workers ? "action.halt_workers" : "action.halt_agents",
+                     fields("contract", id, "reason", reason, "marker", k < 0 ? strerror(-k) : "written", NULL));
+        emit_action(m, workers ? "halt_workers" : "halt_agents", workers ? "workers" : "all", id);
+        emit_state_changed(m);
+        log_info("Halted %s agents (%u called): %s", workers ? "worker" : "all", n, reason);
+        return k;
+}
+
+static int do_resume(Manager *m, const char *by) {
+        _cleanup_free_ char *h = NULL, *w = NULL;
+        if (state_path(m, "halt", &h) < 0 || state_path(m, "halt-workers", &w) < 0)
+                return -ENOMEM;
+        if (unlink(h) < 0 && errno != ENOENT)
+                return -errno;
+        if (unlink(w) < 0 && errno != ENOENT)
+                return -errno;
+        for (size_t i = 0; m->config && i < m->config->n_agents; i++)
+                (void) call_agent(m, m->config->agents[i].name, "Resume", false, NULL);
+        load_state(m);
+        audit_record(m, "resume", fields("by", by, NULL));
+        emit_action(m, "resume", "all", "");
+        emit_state_changed(m);
+        log_info("Resumed the agents (by %s)", by);
+        return 0;
+}
+
+/* Moves a file, also across file systems (/usr and /srv may differ). */
+static int move_file(const char *from, const char *to) {
+        _cleanup_free_ char *data = NULL;
+        size_t len;
+        if (rename(from, to) == 0)
+                return 0;
+        if (errno != EXDEV)
+                return -errno;
+        int k = read_file_nofollow(from, CON_FILE_MAX, &data, &len);
+        if (k < 0)
+                return k;
+        k = write_file_atomic(to, data, len, 0644, 0, 0);
+        if (k < 0)
+                return k;
+        return unlink(from) < 0 ? -errno : 0;
+}
+
+static int write_or_remove(const char *dir, const char *name, const char *text) {
+        _cleanup_free_ char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        if (!text)
+                return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
+        if (ensure_dir(dir) < 0)
+                return -errno;
+        return write_file_atomic(p, text, strlen(text), 0644, 0, 0);
+}
+
+static int write_quarantine_files(Manager *m) {
+        _cleanup_free_ char *policy = NULL, *rules = NULL;
+        int k = contract_quarantine_bus_policy(m->quarantined, &policy);
+        if (k >= 0)
+                k = contract_quarantine_polkit_rules(m->quarantined, &rules);
+        if (k < 0)
+                return k;
+        k = write_or_remove(m->bus_policy_dir, "org.conspiracy.quarantine.conf", policy);
+        if (k < 0)
+                return k;
+        k = write_or_remove(m->polkit_rules_dir, "40-conspiracy-quarantine.rules", rules);
+        dbus_reload_config(m);
+        return k;
+}
+
+static int activation_paths(Manager *m, const char *agent, char **ret_active, char **ret_aside) {
+        _cleanup_free_ char *camel = NULL;
+        if (con_agent_camel(agent, &camel) < 0)
+                return -EINVAL;
+        if (asprintf(ret_active, "%s/org.conspiracy.%s.service", m->activation_dir, camel) < 0 ||
+            asprintf(ret_aside, "%s/quarantine/%s.service", m->state_dir, agent) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int do_quarantine(Manager *m, const char *agent, const char *reason, const char *id, sd_bus_error *error) {
+        _cleanup_free_ char *rel = NULL, *active = NULL, *aside = NULL;
+        int k;
+        if (!con_agent_name_valid(agent))
+                return con_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "'%s' is not an agent name: %s", agent,
+                                          con_name_problem_to_string(con_agent_name_check(agent)));
+        if (m->config && !con_config_find_agent(m->config, agent))
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "no agent '%s' in %s", agent, m->config_path);
+        if (asprintf(&rel, "quarantine/%s", agent) < 0 || activation_paths(m, agent, &active, &aside) < 0)
+                return -ENOMEM;
+        k = write_marker(m, rel, reason);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, -k, "cannot write the quarantine marker in %s: %m", m->state_dir);
+        k = move_file(active, aside);
+        if (k < 0 && k != -ENOENT)
+                log_warning("Failed to move %s aside: %s", active, strerror(-k));
+        load_state(m);
+        (void) call_agent(m, agent, "Quarantine", false, "s", reason);
+        k = write_quarantine_files(m);
+        if (k < 0)
+                log_error("Failed to write the quarantine policy files: %s", strerror(-k));
+        audit_record(m, "action.quarantine", fields("agent", agent, "contract", id, "reason", reason, NULL));
+        emit_action(m, "quarantine", agent, id);
+        emit_state_changed(m);
+        log_info("Quarantined agent %s: %s", agent, reason);
+        return 0;
+}
+
+static int do_release(Manager *m, const char *agent, const char *by, sd_bus_error *error) {
+        _cleanup_free_ char *marker = NULL, *active = NULL, *aside = NULL;
+        if (!con_agent_name_valid(agent))
+                return con_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "'%s' is not an agent name", agent);
+        if (!strv_contains(m->quarantined, agent))
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "agent '%s' is not quarantined", agent);
+        if (asprintf(&marker, "%s/quarantine/%s", m->state_dir, agent) < 0 || activation_paths(m, agent, &active, &aside) < 0)
+                return -ENOMEM;
+        int k = move_file(aside, active);
+        if (k < 0 && k != -ENOENT)
+                return sd_bus_error_set_errnof(error, -k, "cannot restore %s: %m", active);
+        if (unlink(marker) < 0 && errno != ENOENT)
+                return sd_bus_error_set_errnof(error, errno, "cannot remove %s: %m", marker);
+        load_state(m);
+        k = write_quarantine_files(m);
+        if (k < 0)
+                log_error("Failed to rewrite the quarantine policy files: %s", strerror(-k));
+        audit_record(m, "release", fields("agent", agent, "by", by, NULL));
+        emit_action(m, "release", agent, "");
+        emit_state_changed(m);
+        log_info("Released agent %s (by %s)", agent, by);
+        return 0;
+}
+
+/* ---- violations and actions ---- */
+
+static Violation *violation_get(Manager *m, const char *id, const char *check) {
+        _cleanup_free_ char *key = NULL;
+        if (asprintf(&key, "%s/%s", id, check) < 0)
+                return NULL;
+        for (size_t i = 0; i < m->n_violations; i++)
+                if (streq(m->violations[i].key, key))
+                        return &m->violations[i].v;
+        ViolationSlot *n = realloc(m->violations, (m->n_violations + 1) * sizeof *n);
+        if (!n)
+                return NULL;
+        m->violations = n;
+        n[m->n_violations] = (ViolationSlot) { .key = TAKE_PTR(key) };
+        return &n[m->n_violations++].v;
+}
+
+static void escalate(Manager *m, const Contract *c, const ContractCheck *ch, const Violation *v, const char *found) {
+        _cleanup_free_ char *tid = NULL, *text = NULL;
+        const char *agent = ch->escalate ?: ESCALATION_AGENT_DEFAULT;
+        if (m->config && !con_config_find_agent(m->config, agent)) {
+                log_warning("Contract %s/%s: escalation agent '%s' is not configured; not escalating", c->id, ch->name, agent);
+                return;
+        }
+        if (contract_escalation_id(c->id, ch->name, v->since_usec, &tid) < 0 ||
+            asprintf(&text, "Health contract %s, check %s, failed: %s.\nAction taken: %s.\n%s%s\nContract file: %s\n",
+                     c->id, ch->name, found, ch->action ? contract_action_to_string(ch->action) : "none (report only)",
+                     strempty(ch->message), ch->message ? "\n" : "", c->file) < 0)
+                return;
+        (void) call_agent(m, agent, "Deliver", true, "a{sv}", 3, "text", "s", text, "id", "s", tid, "priority", "y",
+                          (uint8_t) 7);
+        audit_record(m, "escalation", fields("contract", c->id, "check", ch->name, "agent", agent, "task_id", tid, NULL));
+}
+
+static void run_action(Manager *m, const Contract *c, const ContractCheck *ch, const char *found) {
+        _cleanup_free_ char *reason = NULL;
+        if (asprintf(&reason, "contract %s (%s) failed: %s", c->id, ch->name, found) < 0)
+                return;
+        switch (ch->action) {
+        case CONTRACT_ACTION_HALT_AGENTS:
+        case CONTRACT_ACTION_HALT_WORKERS:
+                (void) do_halt(m, ch->action == CONTRACT_ACTION_HALT_WORKERS, reason, c->id);
+                break;
+        case CONTRACT_ACTION_QUARANTINE: {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                if (do_quarantine(m, c->scope_agent, reason, c->id, &e) < 0)
+                        log_error("Contract %s: quarantine of %s failed: %s", c->id, c->scope_agent, e.message);
+                break;
+        }
+        case CONTRACT_ACTION_KILL_SESSION: {
+                unsigned n = 0;
+                for (size_t i = 0; m->config && i < m->config->n_agents; i++) {
+                        const char *a = m->config->agents[i].name;
+                        if (c->scope_agent && !streq(a, c->scope_agent))
+                                continue;
+                        (void) call_agent(m, a, "KillSessions", false, "s", reason);
+                        n++;
+                }
+                audit_record(m, "action.kill_session", fields("contract", c->id, "check", ch->name,
+                                                              "agent", c->scope_agent ?: "*", NULL));
+                emit_action(m, "kill_session", c->scope_agent ?: "all", c->id);
+                log_info("Contract %s: killed the sessions of %s", c->id, c->scope_agent ?: "every agent");
+                break;
+        }
+        case CONTRACT_ACTION_ALERT:
+                audit_record(m, "action.alert", fields("contract", c->id, "check", ch->name, NULL));
+                emit_action(m, "alert", ch->escalate ?: ESCALATION_AGENT_DEFAULT, c->id);
+                break;
+        default:
+                break;
+        }
+}
+
+static void entry_record(Entry *e, size_t idx, int status, const char *message, const char *output) {
+        Manager *m = e->manager;
+        const Contract *c = e->contract;
+        CheckResult *res = &e->results[idx];
+        free(res->message);
+        res->message = strdup(message);
+        res->status = status;
+        res->time_usec = now(CLOCK_REALTIME);
+        res->duration_usec = now(CLOCK_MONOTONIC) - e->started;
+        if (c->type == CONTRACT_PREVENTIVE)
+                return;
+        const ContractCheck *ch = &c->checks[idx];
+        Violation *v = violation_get(m, c->id, ch->name);
+        if (!v)
+                return;
+        switch (violation_update(v, status == 0, res->time_usec)) {
+        case VIOLATION_DETECTED: {
+                /* Signals carry the contract's own words or the native finding, never shell output. */
+                const char *said = ch->message ?: (check_kind_is_shell(ch->kind) ? "the check failed" : message);
+                const char *action = ch->action ? contract_action_to_string(ch->action) : "none";
+                log_warning("Contract %s check %s failed: %s (action %s)", c->id, ch->name, message, action);
+                audit_record(m, "violation.detected",
+                             fields("contract", c->id, "check", ch->name, "file", c->file, "severity",
+                                    contract_action_severity(ch->action), "action", action, "finding", message,
+                                    "output", output && *output ? output : NULL, NULL));
+                (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "ViolationDetected",
+                                          "sssss", c->id, ch->name, contract_action_severity(ch->action), said, action);
+                run_action(m, c, ch, message);
+                if (violation_take_escalation(v))
+                        escalate(m, c, ch, v, message);
+                break;
+        }
+        case VIOLATION_CLEARED:
+                log_info("Contract %s check %s passes again", c->id, ch->name);
+                audit_record(m, "violation.cleared", fields("contract", c->id, "check", ch->name, "finding", message, NULL));
+                (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "ViolationCleared",
+                                          "ss", c->id, ch->name);
+                break;
+        default:
+                break;
+        }
+}
+
+/* ---- evaluation ---- */
+
+static int reply_results(Manager *m, sd_bus_message *call);
+
+static void manager_sweep_done(Manager *m) {
+        for (size_t i = 0; i < m->n_entries; i++)
+                if (m->entries[i].running)
+                        return;
+        for (size_t i = 0; i < m->n_evals; i++) {
+                int k = reply_results(m, m->evals[i]);
+                if (k < 0)
+                        (void) sd_bus_reply_method_errnof(m->evals[i], -k, "Failed to send the results: %m");
+                sd_bus_message_unref(m->evals[i]);
+        }
+        m->n_evals = 0;
+        (void) sd_bus_emit_properties_changed(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "Results", NULL);
+        if (m->reload_pending)
+                manager_reload(m);
+}
+
+static void entry_shell_cleanup(Entry *e) {
+        e->child_src = sd_event_source_disable_unref(e->child_src);
+        e->io_src = sd_event_source_disable_unref(e->io_src);
+        e->timeout_src = sd_event_source_disable_unref(e->timeout_src);
+        e->out_fd = safe_close(e->out_fd);
+        if (e->pid > 0)
+                (void) kill(-e->pid, SIGKILL);  /* whatever the check left behind */
+        e->pid = 0;
+}
+
+static void entry_drain(Entry *e) {
+        char buf[4096];
+        ssize_t n;
+        while (e->out_fd >= 0 && (n = read(e->out_fd, buf, sizeof buf)) > 0) {
+                size_t room = CONTRACT_OUTPUT_MAX - e->output_len, take = (size_t) n < room ? (size_t) n : room;
+                memcpy(e->output + e->output_len, buf, take);
+                e->output_len += take;
+        }
+        e->output[e->output_len] = 0;
+}
+
+static int on_output(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Entry *e = userdata;
+        entry_drain(e);
+        if (revents & (EPOLLHUP | EPOLLERR))
+                e->io_src = sd_event_source_disable_unref(e->io_src);
+        return 0;
+}
+
+static int on_check_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Entry *e = userdata;
+        e->timed_out = true;
+        if (e->pid > 0)
+                (void) kill(-e->pid, SIGKILL);
+        return 0;
+}
+
+static int on_check_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Entry *e = userdata;
+        const ContractCheck *ch = &e->contract->checks[e->next];
+        _cleanup_free_ char *message = NULL;
+        entry_drain(e);
+        /* Strip a trailing newline for the audit record. */
+        while (e->output_len > 0 && e->output[e->output_len - 1] == '\n')
+                e->output[--e->output_len] = 0;
+        int status = 1;
+        if (e->timed_out)
+                (void) asprintf(&message, "timed out after %" PRIu64 " s and was killed", ch->timeout_usec / USEC_PER_SEC);
+        else if (si->si_code == CLD_EXITED && si->si_status == 0) {
+                status = 0;
+                message = strdup("exit status 0");
+        } else if (si->si_code == CLD_EXITED)
+                (void) asprintf(&message, "exit status %d", si->si_status);
+        else
+                (void) asprintf(&message, "killed by signal %s", strsignal(si->si_status));
+        e->child_src = sd_event_source_disable_unref(e->child_src);
+        entry_shell_cleanup(e);
+        entry_record(e, e->next, status, message ?: "failed", e->output);
+        e->next++;
+        entry_run_next(e);
+        return 0;
+}
+
+static int entry_start_shell(Entry *e, const ContractCheck *ch) {
+        Manager *m = e->manager;
+        int k = contract_shell_spawn(ch, m->contracts_dir, &e->pid, &e->out_fd);
+        if (k < 0)
+                return k;
+        e->output_len = 0;
+        e->output[0] = 0;
+        e->timed_out = false;
+        k = sd_event_add_child(m->event, &e->child_src, e->pid, WEXITED, on_check_exit, e);
+        if (k < 0) {
+                (void) kill(-e->pid, SIGKILL);
+                (void) waitpid(e->pid, NULL, 0);
+                e->pid = 0;
+                e->out_fd = safe_close(e->out_fd);
+                return k;
+        }
+        (void) sd_event_add_io(m->event, &e->io_src, e->out_fd, EPOLLIN, on_output, e);
+        (void) sd_event_add_time_relative(m->event, &e->timeout_src, CLOCK_MONOTONIC, ch->timeout_usec, 0,
+                                          on_check_timeout, e);
+        return 0;
+}
+
+static const CheckContext *manager_context(Manager *m, CheckContext *ctx) {
+        *ctx = (CheckContext) { .config = m->config, .config_path = m->config_path, .quarantined = m->quarantined };
+        return ctx;
+}
+
+static void entry_rearm(Entry *e) {
+        Manager *m = e->manager;
+        uint64_t freq = e->contract->frequency_usec;
+        if (!freq)
+                freq = m->config ? m->config->contracts.healthcheck_interval_usec : 60 * USEC_PER_SEC;
+        if (!freq)
+                freq = 60 * USEC_PER_SEC;
+        (void) sd_event_source_set_time_relative(e->timer, freq);
+        (void) sd_event_source_set_enabled(e->timer, SD_EVENT_ONESHOT);
+}
+
+static void entry_run_next(Entry *e) {
+        Contract *c = e->contract;
+        CheckContext ctx;
+        while (e->next < c->n_checks) {
+                const ContractCheck *ch = &c->checks[e->next];
+                e->started = now(CLOCK_MONOTONIC);
+                if (check_kind_is_shell(ch->kind)) {
+                        int k = entry_start_shell(e, ch);
+                        if (k >= 0)
+                                return;         /* on_check_exit continues */
+                        _cleanup_free_ char *mm = NULL;
+                        (void) asprintf(&mm, "cannot start the check: %s", strerror(-k));
+                        entry_record(e, e->next, 1, mm ?: "cannot start the check", NULL);
+                } else {
+                        _cleanup_free_ char *mm = NULL;
+                        int k = contract_check_native(c, ch, manager_context(e->manager, &ctx), &mm);
+                        entry_record(e, e->next, k > 0 ? 0 : 1, mm ?: strerror(k < 0 ? -k : EIO), NULL);
+                }
+                e->next++;
+        }
+        e->running = false;
+        entry_rearm(e);
+        manager_sweep_done(e->manager);
+}
+
+static void entry_start(Entry *e) {
+        if (e->running)
+                return;
+        if (e->contract->type == CONTRACT_PREVENTIVE) {
+                e->started = now(CLOCK_MONOTONIC);
+                entry_record(e, 0, 2, "preventive contract: registry only, not evaluated", NULL);
+                entry_rearm(e);
+                return;
+        }
+        e->running = true;
+        e->next = 0;
+        entry_run_next(e);
+}
+
+static int on_entry_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Entry *e = userdata;
+        entry_start(e);
+        return 0;
+}
+
+/* ---- loading ---- */
+
+static void entry_done(Entry *e) {
+        entry_shell_cleanup(e);
+        e->timer = sd_event_source_disable_unref(e->timer);
+        for (size_t i = 0; i < e->n_results; i++)
+                free(e->results[i].message);
+        free(e->results);
+        contract_free(e->contract);
+}
+
+static void manager_clear_entries(Manager *m) {
+        for (size_t i = 0; i < m->n_entries; i++)
+                entry_done(&m->entries[i]);
+        free(m->entries);
+        m->entries = NULL;
+        m->n_entries = 0;
+}
+
+static void manager_load(Manager *m) {
+        _cleanup_strv_free_ char **files = NULL, **old_invalid = TAKE_PTR(m->invalid);
+        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        ConConfig *cfg = NULL;
+        int k;
+
+        k = con_config_load(m->config_path, &cfg, &cerr);
+        if (k < 0) {
+                _cleanup_free_ char *s = con_config_error_format(&cerr);
+                log_error("Failed to load %s, keeping the previous thresholds and agents: %s", m->config_path,
+                          s ?: strerror(-k));
+        } else {
+                con_config_free(m->config);
+                m->config = cfg;
+        }
+        load_state(m);
+
+        manager_clear_entries(m);
+        k = contract_dir_list(m->contracts_dir, &files);
+        if (k < 0) {
+                log_warning("No contracts: cannot read %s: %s", m->contracts_dir, strerror(-k));
+                return;
+        }
+        m->entries = calloc(strv_length(files) + 1, sizeof *m->entries);
+        if (!m->entries)
+                return;
+        STRV_FOREACH(f, files) {
+                _cleanup_(contract_error_done) ContractError err = {};
+                Contract *c = NULL;
+                k = contract_load_file(*f, &c, &err);
+                if (k >= 0)
+                        for (size_t i = 0; i < m->n_entries; i++)
+                                if (streq(m->entries[i].contract->id, c->id)) {
+                                        contract_error_done(&err);
+                                        err.file = strdup(*f);
+                                        (void) asprintf(&err.message, "id %s is already used by %s", c->id,
+                                                        m->entries[i].contract->file);
+                                        c = contract_free(c);
+                                        k = -EINVAL;
+                                        break;
+                                }
+                if (k < 0) {
+                        _cleanup_free_ char *loc = NULL;
+                        if (err.line > 0)
+                                (void) asprintf(&loc, "%s:%u", *f, err.line);
+                        else
+                                loc = strdup(*f);
+                        const char *reason = err.message ?: strerror(-k);
+                        bool known = false;
+                        for (size_t i = 0; old_invalid && old_invalid[i] && old_invalid[i + 1]; i += 2)
+                                if (streq(old_invalid[i], strempty(loc)) && streq(old_invalid[i + 1], reason))
+                                        known = true;
+                        (void) strv_extend(&m->invalid, strempty(loc));
+                        (void) strv_extend(&m->invalid, reason);
+                        if (!known) {
+                                log_error("Invalid contract %s: %s (the other contracts keep running)", strempty(loc), reason);
+                                audit_record(m, "contract.invalid", fields("file", strempty(loc), "reason", reason, NULL));
+                                (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE,
+                                                          "ContractInvalid", "ss", strempty(loc), reason);
+                        }
+                        continue;
+                }
+                Entry *e = &m->entries[m->n_entries++];
+                *e = (Entry) { .manager = m, .contract = c, .out_fd = -EBADF };
+                e->n_results = c->type == CONTRACT_PREVENTIVE ? 1 : c->n_checks;
+                e->results = calloc(e->n_results, sizeof *e->results);
+                for (size_t i = 0; e->results && i < e->n_results; i++)
+                        e->results[i].status = -1;
+                k = sd_event_add_time_relative(m->event, &e->timer, CLOCK_MONOTONIC, FIRST_RUN_USEC, 0, on_entry_timer, e);
+                if (k < 0 || !e->results)
+                        log_error("Failed to schedule contract %s: %s", c->id, strerror(k < 0 ? -k : ENOMEM));
+        }
+        log_info("Loaded %zu contracts from %s (%zu invalid)", m->n_entries, m->contracts_dir, strv_length(m->invalid) / 2);
+        (void) sd_bus_emit_properties_changed(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "Results", "Invalid", NULL);
+}
+
+static void manager_reload(Manager *m) {
+        for (size_t i = 0; i < m->n_entries; i++)
+                if (m->entries[i].running) {
+                        m->reload_pending = true;
+                        return;
+                }
+        m->reload_pending = false;
+        manager_load(m);
+}
+
+static int on_reload_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        manager_reload(userdata);
+        return 0;
+}
+
+static int on_contracts_changed(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        Manager *m = userdata;
+        (void) sd_event_source_set_time_relative(m->reload_timer, RELOAD_SETTLE_USEC);
+        (void) sd_event_source_set_enabled(m->reload_timer, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* ---- bus ---- */
+
+/* Who may change state. Root only for now: the policy work replaces this with an asynchronous
+ * polkit check of org.conspiracy.contracts.admin (detail "agent" where there is one) at these
+ * same call sites. Reads (List, properties) stay open. */
+static int contracts_authorize(sd_bus_message *msg, const char *what, sd_bus_error *error, char **ret_user) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid = (uid_t) -1;
+        int k = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (k >= 0)
+                k = sd_bus_creds_get_euid(creds, &uid);
+        if (k < 0 || uid != 0)
+                return con_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                          "%s needs root (the polkit action org.conspiracy.contracts.admin is not "
+                                          "wired yet); caller uid %d", what, k < 0 ? -1 : (int) uid);
+        if (ret_user)
+                *ret_user = strdup("root");
+        return 0;
+}
+
+static int append_results(Manager *m, sd_bus_message *reply) {
+        int k = sd_bus_message_open_container(reply, 'a', "(sssstt)");
+        if (k < 0)
+                return k;
+        static const char * const st[] = { "pass", "fail", "skip" };
+        for (size_t i = 0; i < m->n_entries; i++) {
+                Entry *e = &m->entries[i];
+                for (size_t j = 0; j < e->n_results; j++) {
+                        CheckResult *r = &e->results[j];
+                        const char *name = e->contract->type == CONTRACT_PREVENTIVE ? "" : e->contract->checks[j].name;
+                        k = sd_bus_message_append(reply, "(sssstt)", e->contract->id, name,
+                                                  r->status >= 0 && r->status <= 2 ? st[r->status] : "pending",
+                                                  strempty(r->message), r->time_usec, r->duration_usec);
+                        if (k < 0)
+                                return k;
+                }
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int reply_results(Manager *m, sd_bus_message *call) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int k = sd_bus_message_new_method_return(call, &reply);
+        if (k < 0)
+                return k;
+        k = append_results(m, reply);
+        if (k < 0)
+                return k;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_evaluate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int k = contracts_authorize(msg, "Evaluate", error, NULL);
+        if (k < 0)
+                return k;
+        sd_bus_message **n = realloc(m->evals, (m->n_evals + 1) * sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        m->evals = n;
+        m->evals[m->n_evals++] = sd_bus_message_ref(msg);
+        for (size_t i = 0; i < m->n_entries; i++)
+                entry_start(&m->entries[i]);
+        manager_sweep_done(m);
+        return 1;
+}
+
+static int method_list(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int k = sd_bus_message_new_method_return(msg, &reply);
+        if (k < 0)
+                return k;
+        k = sd_bus_message_open_container(reply, 'a', "(ssssts)");
+        if (k < 0)
+                return k;
+        for (size_t i = 0; i < m->n_entries; i++) {
+                const Contract *c = m->entries[i].contract;
+                _cleanup_free_ char *scope = NULL;
+                if (c->scope_agent ? asprintf(&scope, "agent:%s", c->scope_agent) < 0 : !(scope = strdup("system")))
+                        return -ENOMEM;
+                uint64_t freq = c->frequency_usec ?: (m->config ? m->config->contracts.healthcheck_interval_usec : 0);
+                k = sd_bus_message_append(reply, "(ssssts)", c->id, c->file, contract_type_to_string(c->type), scope,
+                                          freq, strempty(c->description));
+                if (k < 0)
+                        return k;
+        }
+        k = sd_bus_message_close_container(reply);
+        if (k < 0)
+                return k;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_free_ char *by = NULL;
+        int k = contracts_authorize(msg, "Resume", error, &by);
+        if (k < 0)
+                return k;
+        k = do_resume(m, by ?: "root");
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, -k, "cannot remove the halt markers in %s: %m", m->state_dir);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_quarantine(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *agent, *reason;
+        _cleanup_free_ char *by = NULL, *full = NULL;
+        int k = sd_bus_message_read(msg, "ss", &agent, &reason);
+        if (k < 0)
+                return k;
+        k = contracts_authorize(msg, "Quarantine", error, &by);
+        if (k < 0)
+                return k;
+        if (asprintf(&full, "quarantined by %s: %s", by ?: "root", isempty(reason) ? "no reason given" : reason) < 0)
+                return -ENOMEM;
+        k = do_quarantine(m, agent, full, NULL, error);
+        if (k < 0)
+                return k;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_release(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *agent;
+        _cleanup_free_ char *by = NULL;
+        int k = sd_bus_message_read(msg, "s", &agent);
+        if (k < 0)
+                return k;
+        k = contracts_authorize(msg, "Release", error, &by);
+        if (k < 0)
+                return k;
+        k = do_release(m, agent, by ?: "root", error);
+        if (k < 0)
+                return k;
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int k = contracts_authorize(msg, "Reload", error, NULL);
+        if (k < 0)
+                return k;
+        manager_reload(m);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                        sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        if (streq(property, "Results"))
+                return append_results(m, reply);
+        if (streq(property, "Halted"))
+                return sd_bus_message_append(reply, "s", strempty(m->halted));
+        if (streq(property, "Quarantined"))
+                return sd_bus_message_append_strv(reply, m->quarantined);
+        if (streq(property, "Invalid")) {
+                int k = sd_bus_message_open_container(reply, 'a', "(ss)");
+                for (size_t i = 0; k >= 0 && m->invalid && m->invalid[i] && m->invalid[i + 1]; i += 2)
+                        k = sd_bus_message_append(reply, "(ss)", m->invalid[i], m->invalid[i + 1]);
+                return k < 0 ? k : sd_bus_message_close_container(reply);
+        }
+        return -ENOENT;
+}
+
+const sd_bus_vtable contracts_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Evaluate", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssstt)", results), method_evaluate,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("List", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssssts)", contracts), method_list,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Resume", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Quarantine", SD_BUS_ARGS("s", agent, "s", reason), SD_BUS_NO_RESULT, method_quarantine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Release", SD_BUS_ARGS("s", agent), SD_BUS_NO_RESULT, method_release,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("ViolationDetected",
+                                SD_BUS_ARGS("s", id, "s", check, "s", severity, "s", message, "s", action), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ViolationCleared", SD_BUS_ARGS("s", id, "s", check), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ContractInvalid", SD_BUS_ARGS("s", file, "s", reason), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("ActionTaken", SD_BUS_ARGS("s", action, "s", target, "s", id), 0),
+        SD_BUS_PROPERTY("Results", "a(sssstt)", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        SD_BUS_PROPERTY("Invalid", "a(ss)", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        SD_BUS_PROPERTY("Halted", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Quarantined", "as", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END,
+};
+
+/* ---- set-up ---- */
+
+static int dup_or(const char *v, const char *dflt, char **ret) {
+        *ret = strdup(v ?: dflt);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int manager_new(const ContractsOptions *o, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int k;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->opts = *o;
+        m->config_path = o->config_path ?: CON_CONFIG_PATH;
+        if (dup_or(o->contracts_dir, CONTRACT_DIR_DEFAULT, &m->contracts_dir) < 0 ||
+            dup_or(o->state_dir, CONTRACT_STATE_DIR_DEFAULT, &m->state_dir) < 0 ||
+            dup_or(o->audit_dir, CON_AUDIT_DIR_DEFAULT, &m->audit_dir) < 0 ||
+            dup_or(o->activation_dir, CON_DBUS_SERVICE_DIR, &m->activation_dir) < 0 ||
+            dup_or(o->bus_policy_dir, CON_DBUS_POLICY_DIR, &m->bus_policy_dir) < 0 ||
+            dup_or(o->polkit_rules_dir, CON_POLKIT_RULES_DIR, &m->polkit_rules_dir) < 0)
+                return -ENOMEM;
+
+        k = con_audit_open(m->audit_dir, &m->audit);
+        if (k < 0)
+                log_error("Failed to open the audit log in %s, running without it: %s", m->audit_dir, strerror(-k));
+
+        /* sd_event_add_child() needs SIGCHLD blocked; children unblock everything. */
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGCHLD);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+
+        k = sd_event_default(&m->event);
+        if (k < 0)
+                return k;
+        k = sd_bus_open_system(&m->bus);
+        if (k < 0) {
+                log_error("Failed to connect to the system bus: %s", strerror(-k));
+                return k;
+        }
+        (void) con_bus_errors_register();
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int k;
+
+        (void) sd_event_set_signal_exit(m->event, true);
+        k = sd_bus_add_object_vtable(m->bus, NULL, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, contracts_vtable, m);
+        if (k < 0)
+                return k;
+        k = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (k < 0)
+                return k;
+        k = sd_event_add_time_relative(m->event, &m->reload_timer, CLOCK_MONOTONIC, RELOAD_SETTLE_USEC, 0,
+                                       on_reload_timer, m);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_enabled(m->reload_timer, SD_EVENT_OFF);
+        k = sd_event_add_inotify(m->event, &m->inotify_src, m->contracts_dir,
+                                 IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_ONLYDIR,
+                                 on_contracts_changed, m);
+        if (k < 0)
+                log_warning("Failed to watch %s (%s): changes are picked up by Reload() or a restart only",
+                            m->contracts_dir, strerror(-k));
+        manager_load(m);
+
+        k = sd_bus_request_name(m->bus, CON_CONTRACTS_BUS_NAME, 0);
+        if (k < 0) {
+                log_error("Failed to own %s (%s)%s", CON_CONTRACTS_BUS_NAME, strerror(-k),
+                          k == -EEXIST ? ": another con-contractd is running" :
+                          k == -EACCES ? ": the bus policy lets only root own it" : "");
+                return k;
+        }
+        (void) sd_notify(false, "READY=1\nSTATUS=Watching contracts");
+        k = sd_event_loop(m->event);
+        (void) sd_notify(false, "STOPPING=1");
+        return k < 0 ? k : 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        manager_clear_entries(m);
+        for (size_t i = 0; i < m->n_evals; i++)
+                sd_bus_message_unref(m->evals[i]);
+        free(m->evals);
+        for (size_t i = 0; i < m->n_violations; i++)
+                free(m->violations[i].key);
+        free(m->violations);
+        strv_free(m->invalid);
+        strv_free(m->quarantined);
+        free(m->halted);
+        sd_event_source_disable_unref(m->inotify_src);
+        sd_event_source_disable_unref(m->reload_timer);
+        sd_bus_flush_close_unref(m->bus);
+        sd_event_unref(m->event);
+        con_audit_close(m->audit);
+        con_config_free(m->config);
+        free(m->contracts_dir);
+        free(m->state_dir);
+        free(m->audit_dir);
+        free(m->activation_dir);
+        free(m->bus_policy_dir);
+        free(m->polkit_rules_dir);
+        free(m);
+        return NULL;
+}

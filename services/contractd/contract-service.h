@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+/* con-contractd's bus glue: the Contracts object, one timer per contract, shell checks in child
+ * processes, the actions (halt, quarantine, kill_session, alert) and the audit records. */
+
+typedef struct ContractsOptions {
+        const char *config_path;        /* default /etc/con/con.yaml */
+        const char *contracts_dir;      /* default /srv/con/contracts */
+        const char *state_dir;          /* default /srv/con/state */
+        const char *audit_dir;          /* default /srv/con/logs/audit */
+        const char *activation_dir;     /* default /usr/share/dbus-1/system-services */
+        const char *bus_policy_dir;     /* default /etc/dbus-1/system.d */
+        const char *polkit_rules_dir;   /* default /etc/polkit-1/rules.d */
+} ContractsOptions;
+
+typedef struct Manager Manager;
+
+int manager_new(const ContractsOptions *o, Manager **ret);
+Manager *manager_free(Manager *m);
+static inline void manager_freep(Manager **m) {
+        manager_free(*m);
+}
+/* Runs until SIGTERM/SIGINT. Negative errno on fatal errors. */
+int manager_run(Manager *m);
+
+/* The vtable, for the introspection test. */
+extern const sd_bus_vtable contracts_vtable[];

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "macro.h"
+
+/* Health contracts: the YAML files in /srv/con/contracts (the original's schema plus native
+ * check kinds), the in-process checks, the shell checks' child set-up and the violation state
+ * machine. Pure logic and thin OS reads; never logs (docs/CONTRACTS.md). */
+
+#define CON_CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
+#define CON_CONTRACTS_PATH "/org/conspiracy/Contracts"
+#define CON_CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
+
+#define CONTRACT_DIR_DEFAULT "/srv/con/contracts"
+#define CONTRACT_STATE_DIR_DEFAULT "/srv/con/state"
+#define CONTRACT_SCRIPT_TIMEOUT_DEFAULT_USEC (10 * USEC_PER_SEC)
+#define CONTRACT_OUTPUT_MAX 4096        /* shell output kept for the audit record */
+#define CONTRACT_FILE_MAX (256U * 1024U)
+#define CONTRACT_FREQUENCY_MIN_USEC (1 * USEC_PER_SEC)
+#define CONTRACT_CHECK_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+typedef enum ContractType {
+        CONTRACT_DETECTIVE,
+        CONTRACT_PREVENTIVE,
+        _CONTRACT_TYPE_MAX,
+        _CONTRACT_TYPE_INVALID = -EINVAL,
+} ContractType;
+
+typedef enum ContractAction {
+        CONTRACT_ACTION_NONE,           /* on_fail absent: report only */
+        CONTRACT_ACTION_ALERT,
+        CONTRACT_ACTION_KILL_SESSION,
+        CONTRACT_ACTION_QUARANTINE,
+        CONTRACT_ACTION_HALT_AGENTS,
+        CONTRACT_ACTION_HALT_WORKERS,
+        _CONTRACT_ACTION_MAX,
+        _CONTRACT_ACTION_INVALID = -EINVAL,
+} ContractAction;
+
+typedef enum CheckKind {
+        CHECK_COMMAND,                  /* command: {run, test} through sh */
+        CHECK_SCRIPT,                   /* script: {path, timeout} through sh */
+        CHECK_DISK_FREE,                /* disk_free: {path, min_pct} */
+        CHECK_MEMORY_AVAILABLE,         /* memory_available: {min_pct} */
+        CHECK_LOAD_PER_CORE,            /* load_per_core: {max} */
+        CHECK_SESSION_DURATION,         /* session_duration: {max} */
+        CHECK_PATH,                     /* path: {path, owner, group, mode, acl, missing_ok} */
+        CHECK_AGENTS_MD,                /* agents_md: {} */
+        CHECK_AGENT_DIRS,               /* agent_dirs: {} */
+        CHECK_AUDIT_CHAIN,              /* audit_chain: {dir} */
+        CHECK_AUDIT_WRITABLE,           /* audit_writable: {dir} */
+        CHECK_ENV_FILE,                 /* env_file: {path} */
+        CHECK_DRIFT,                    /* drift: {paths}: what con bootstrap would change */
+        CHECK_SKILLS,                   /* skills: {} */
+        CHECK_POLICY_SYNC,              /* policy_sync: {}: con policy check */
+        _CHECK_KIND_MAX,
+        _CHECK_KIND_INVALID = -EINVAL,
+} CheckKind;
+
+typedef struct ContractCheck {
+        char *name;
+        CheckKind kind;
+        unsigned line;
+        /* command / script */
+        char *run, *test;               /* test NULL: exit_code_zero (pass iff run exits 0) */
+        char *script;
+        uint64_t timeout_usec;          /* shell checks; default 10 s */
+        /* native parameters */
+        char *path;                     /* disk_free, path, env_file, audit_* dir; NULL = default */
+        double threshold;               /* min_pct / max factor; < 0 = from con.yaml */
+        uint64_t max_usec;              /* session_duration; 0 = from con.yaml */
+        char *owner, *group;            /* path: NULL = any */
+        int mode;                       /* path: -1 = any */
+        int acl;                        /* path: -1 any, 0 no extended entries ("none"), 1 extended required */
+        bool missing_ok;
+        char **paths;                   /* drift: path prefixes */
+        /* on_fail */
+        ContractAction action;
+        char *escalate;                 /* agent name; NULL = sysadmin */
+        char *message;
+} ContractCheck;
+
+typedef struct Contract {
+        char *file;
+        char *id;
+        char *description;
+        ContractType type;
+        uint64_t frequency_usec;        /* 0 = contracts.system.healthcheck_interval */
+        char *scope_agent;              /* NULL = scope system */
+        ContractCheck *checks;
+        size_t n_checks;
+} Contract;
+
+typedef struct ContractError {
+        char *file;
+        unsigned line, column;
+        char *message;
+} ContractError;
+
+void contract_error_done(ContractError *e);
+/* "FILE:LINE:COLUMN: MESSAGE" (parts omitted when unknown); NULL on OOM. */
+char *contract_error_format(const ContractError *e);
+
+/* Parses one contract file. Returns 0, -EINVAL (err filled in) or -ENOMEM. */
+int contract_parse(const char *text, size_t len, const char *file, Contract **ret, ContractError *err);
+/* Reads and parses a file (no symlinks, at most CONTRACT_FILE_MAX). */
+int contract_load_file(const char *path, Contract **ret, ContractError *err);
+Contract *contract_free(Contract *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Contract *, contract_free)
+
+/* The *.yaml regular files of dir, sorted, as full paths. -ENOENT when dir is missing. */
+int contract_dir_list(const char *dir, char ***ret);
+
+const char *contract_type_to_string(ContractType t);
+const char *contract_action_to_string(ContractAction a);   /* "" for NONE */
+ContractAction contract_action_from_string(const char *s);
+const char *check_kind_to_string(CheckKind k);
+/* "critical" (halt, quarantine), "high" (kill_session), "warning" (alert, none). */
+const char *contract_action_severity(ContractAction a);
+static inline bool check_kind_is_shell(CheckKind k) {
+        return k == CHECK_COMMAND || k == CHECK_SCRIPT;
+}
+
+/* Where native checks look. NULL members mean the defaults (/srv/con, /home, ...). */
+typedef struct CheckContext {
+        const ConConfig *config;        /* thresholds and agents; may be NULL (defaults, no agents) */
+        const char *srv_dir;
+        const char *home_root;
+        const char *env_path;
+        const char *config_path;        /* for drift */
+        char **quarantined;             /* drift ignores these agents' activation files */
+} CheckContext;
+
+/* Evaluates a native check. Returns 1 pass, 0 fail, negative errno when it could not be
+ * evaluated (counted as a failure); *ret_message says what was found (never NULL on success). */
+int contract_check_native(const Contract *c, const ContractCheck *ch, const CheckContext *ctx, char **ret_message);
+
+/* The argv for a shell check ("/bin/sh", "-c", SCRIPT) or ("/bin/sh", PATH); the script path
+ * is resolved against contracts_dir. */
+int contract_shell_argv(const ContractCheck *ch, const char *contracts_dir, char ***ret);
+/* Forks the child of a shell check: new session and process group, stdin /dev/null, stdout and
+ * stderr to one pipe (*ret_fd, non-blocking, close-on-exec), cwd contracts_dir, environment
+ * PATH only. Returns the pid. */
+int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid_t *ret_pid, int *ret_fd);
+
+/* Violation state per (contract, check): transitions, not ticks. */
+typedef struct Violation {
+        bool failing;
+        uint64_t since_usec;            /* CLOCK_REALTIME of the transition to failing */
+        bool escalated;                 /* one escalation task per violation */
+} Violation;
+
+typedef enum ViolationTransition {
+        VIOLATION_NONE,
+        VIOLATION_DETECTED,
+        VIOLATION_CLEARED,
+} ViolationTransition;
+
+ViolationTransition violation_update(Violation *v, bool passed, uint64_t now_usec);
+/* True exactly once per violation (and marks it escalated). */
+bool violation_take_escalation(Violation *v);
+
+/* A task id for the escalation of one violation: stable while it persists, so a repeated
+ * Deliver is deduplicated by the agent too. "contract-<id>-<check>-<since>", other characters
+ * mapped to '-'. */
+int contract_escalation_id(const char *id, const char *check, uint64_t since_usec, char **ret);
+
+/* The platform files of a quarantine: the bus policy denying the agents their names, and the
+ * polkit rules denying them every org.conspiracy action. agents must be valid agent names;
+ * NULL/empty gives NULL (remove the file). */
+int contract_quarantine_bus_policy(char * const *agents, char **ret);
+int contract_quarantine_polkit_rules(char * const *agents, char **ret);

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+#include <sys/stat.h>
+
+#include "contract-util.h"
+#include "macro.h"
+#include "strv.h"
+#include "test-util.h"
+
+static Contract *parse_ok(const char *text) {
+        Contract *c = NULL;
+        ContractError e = {};
+        int r = contract_parse(text, strlen(text), "t.yaml", &c, &e);
+        if (r < 0)
+                g_error("parse failed: %s:%u: %s", strempty(e.file), e.line, strempty(e.message));
+        contract_error_done(&e);
+        return c;
+}
+
+static char *parse_err(const char *text, unsigned *ret_line) {
+        Contract *c = NULL;
+        ContractError e = {};
+        g_assert_cmpint(contract_parse(text, strlen(text), "t.yaml", &c, &e), ==, -EINVAL);
+        g_assert_null(c);
+        g_assert_nonnull(e.message);
+        char *s = contract_error_format(&e);
+        if (ret_line)
+                *ret_line = e.line;
+        contract_error_done(&e);
+        return s;
+}
+
+static void test_original_schema(void) {
+        _cleanup_(contract_freep) Contract *c = parse_ok(
+                "id: CON-SYS-005\n"
+                "description: x\n"
+                "type: detective\n"
+                "frequency: 60s\n"
+                "scope: system\n"
+                "checks:\n"
+                "  - name: audit_log_writable\n"
+                "    command:\n"
+                "      run: \"echo ok\"\n"
+                "      test: '[ \"$RESULT\" = \"ok\" ]'\n"
+                "    on_fail:\n"
+                "      action: halt_agents\n"
+                "      escalate: sysadmin\n"
+                "      message: \"halted\"\n"
+                "  - name: perms\n"
+                "    script:\n"
+                "      path: scripts/x.sh\n"
+                "      timeout: 3s\n");
+        g_assert_cmpstr(c->id, ==, "CON-SYS-005");
+        g_assert_cmpint(c->frequency_usec, ==, 60 * USEC_PER_SEC);
+        g_assert_null(c->scope_agent);
+        g_assert_cmpuint(c->n_checks, ==, 2);
+        g_assert_cmpint(c->checks[0].kind, ==, CHECK_COMMAND);
+        g_assert_cmpint(c->checks[0].action, ==, CONTRACT_ACTION_HALT_AGENTS);
+        g_assert_cmpstr(c->checks[0].escalate, ==, "sysadmin");
+        g_assert_cmpstr(c->checks[0].message, ==, "halted");
+        g_assert_cmpint(c->checks[1].kind, ==, CHECK_SCRIPT);
+        g_assert_cmpint(c->checks[1].timeout_usec, ==, 3 * USEC_PER_SEC);
+        g_assert_cmpint(c->checks[1].action, ==, CONTRACT_ACTION_NONE);
+        g_assert_cmpstr(contract_action_severity(c->checks[0].action), ==, "critical");
+}
+
+static void test_original_test_suite_variants(void) {
+        /* e2e 10/27 of the original: scalar on_fail and test: exit_code_zero. */
+        _cleanup_(contract_freep) Contract *c = parse_ok(
+                "id: CON-SYS-005\ntype: detective\nchecks:\n"
+                "  - name: audit_log_writable\n"
+                "    command:\n"
+                "      run: \"test -w /srv/con/logs/audit/NONEXISTENT_DIR_FOR_TEST\"\n"
+                "      test: exit_code_zero\n"
+                "    on_fail: escalate\n");
+        g_assert_null(c->checks[0].test);
+        g_assert_cmpint(c->checks[0].action, ==, CONTRACT_ACTION_ALERT);
+        _cleanup_strv_free_ char **argv = NULL;
+        g_assert_cmpint(contract_shell_argv(&c->checks[0], "/srv/con/contracts", &argv), ==, 0);
+        g_assert_cmpstr(argv[0], ==, "/bin/sh");
+        g_assert_cmpstr(argv[2], ==, "test -w /srv/con/logs/audit/NONEXISTENT_DIR_FOR_TEST");
+}
+
+static void test_native_kinds(void) {
+        _cleanup_(contract_freep) Contract *c = parse_ok(
+                "id: T-1\ntype: detective\nfrequency: 5m\nscope: agent:code-reviewer\nchecks:\n"
+                "  - name: disk\n    disk_free: {path: /srv/con, min_pct: 20}\n"
+                "  - name: mem\n    memory_available: {}\n"
+                "  - name: load\n    load_per_core:\n      max: 1.5\n"
+                "  - name: sess\n    session_duration: {max: 2s}\n    on_fail: {action: kill_session}\n"
+                "  - name: p\n    path: {path: /etc/con/env, owner: root, group: root, mode: \"0600\", acl: none, missing_ok: true}\n"
+                "  - name: drift\n    drift: {paths: [/srv/con/agents]}\n"
+                "  - name: md\n    agents_md:\n    on_fail: quarantine\n");
+        g_assert_cmpstr(c->scope_agent, ==, "code-reviewer");
+        g_assert_cmpint(c->frequency_usec, ==, 300 * USEC_PER_SEC);
+        g_assert_cmpint(c->checks[0].kind, ==, CHECK_DISK_FREE);
+        g_assert_cmpfloat(c->checks[0].threshold, ==, 20);
+        g_assert_cmpfloat(c->checks[1].threshold, <, 0);
+        g_assert_cmpfloat(c->checks[2].threshold, ==, 1.5);
+        g_assert_cmpint(c->checks[3].max_usec, ==, 2 * USEC_PER_SEC);
+        g_assert_cmpint(c->checks[3].action, ==, CONTRACT_ACTION_KILL_SESSION);
+        g_assert_cmpint(c->checks[4].mode, ==, 0600);
+        g_assert_cmpint(c->checks[4].acl, ==, 0);
+        g_assert_true(c->checks[4].missing_ok);
+        g_assert_cmpstr(c->checks[5].paths[0], ==, "/srv/con/agents");
+        g_assert_cmpint(c->checks[6].kind, ==, CHECK_AGENTS_MD);
+        g_assert_cmpint(c->checks[6].action, ==, CONTRACT_ACTION_QUARANTINE);
+}
+
+static void test_preventive(void) {
+        _cleanup_(contract_freep) Contract *c = parse_ok(
+                "id: CON-PREV-1\ntype: preventive\nmechanism: acl\nagent: concierge\nenforcement: |\n  setfacl ...\n");
+        g_assert_cmpint(c->type, ==, CONTRACT_PREVENTIVE);
+        g_assert_cmpuint(c->n_checks, ==, 0);
+}
+
+static void test_errors(void) {
+        static const struct {
+                const char *text;
+                unsigned line;
+                const char *needle;
+        } cases[] = {
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    command: {run: x}\n    on_fail: {action: explode}\n",
+                  6, "not one of alert" },
+                { "id: X\ntype: sometimes\n", 2, "not detective or preventive" },
+                { "type: detective\nchecks: []\n", 1, "'id' is required" },
+                { "id: X\ntype: detective\n", 1, "at least one check" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n", 4, "exactly one check" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    disk_free: {}\n    memory_available: {}\n", 4,
+                  "exactly one check" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    bogus: 1\n", 5, "unknown key 'bogus'" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    disk_free: {min_pct: 150}\n", 5, "from 0 to 100" },
+                { "id: X\ntype: detective\nfrequency: soon\nchecks:\n  - name: a\n    disk_free:\n", 3, "not a duration" },
+                { "id: X\ntype: detective\nscope: agent:Bad_Name\nchecks:\n  - name: a\n    disk_free:\n", 3, "scope" },
+                { "id: X\ntype: detective\nscope: system\nchecks:\n  - name: a\n    disk_free:\n    on_fail: quarantine\n",
+                  5, "needs 'scope: agent:NAME'" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    disk_free:\n  - name: a\n    disk_free:\n", 6,
+                  "used twice" },
+                { "id: X\ntype: detective\nchecks:\n  - name: a\n    path: {mode: \"0644\"}\n", 5, "'path' is required" },
+                { "id: [\n", 2, "" },
+                { "", 0, "holds no contract" },
+                { "id: X\nid: Y\n", 2, "appears twice" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                unsigned line = 0;
+                _cleanup_free_ char *s = parse_err(cases[i].text, &line);
+                if (!strstr(s, cases[i].needle) || (cases[i].line && line != cases[i].line))
+                        g_error("case %zu: got \"%s\" (line %u), wanted line %u and \"%s\"", i, s, line, cases[i].line,
+                                cases[i].needle);
+                g_assert_true(g_str_has_prefix(s, "t.yaml"));
+        }
+}
+
+static void test_violation_state(void) {
+        Violation v = {};
+        g_assert_cmpint(violation_update(&v, true, 1), ==, VIOLATION_NONE);
+        g_assert_cmpint(violation_update(&v, false, 5), ==, VIOLATION_DETECTED);
+        g_assert_cmpint(v.since_usec, ==, 5);
+        g_assert_true(violation_take_escalation(&v));
+        g_assert_false(violation_take_escalation(&v));
+        g_assert_cmpint(violation_update(&v, false, 6), ==, VIOLATION_NONE);
+        g_assert_cmpint(violation_update(&v, false, 7), ==, VIOLATION_NONE);
+        g_assert_false(violation_take_escalation(&v));
+        g_assert_cmpint(violation_update(&v, true, 8), ==, VIOLATION_CLEARED);
+        g_assert_false(violation_take_escalation(&v));
+        g_assert_cmpint(violation_update(&v, false, 9), ==, VIOLATION_DETECTED);
+        g_assert_true(violation_take_escalation(&v));
+}
+
+static void test_escalation_id(void) {
+        _cleanup_free_ char *id = NULL;
+        g_assert_cmpint(contract_escalation_id("CON-SYS-001", "disk free/x", 12 * USEC_PER_SEC, &id), ==, 0);
+        g_assert_cmpstr(id, ==, "contract-CON-SYS-001-disk-free-x-12");
+}
+
+static void test_quarantine_files(void) {
+        _cleanup_free_ char *policy = NULL, *rules = NULL, *none = NULL;
+        char *agents[] = { (char *) "code-reviewer", (char *) "x", NULL };
+        g_assert_cmpint(contract_quarantine_bus_policy(agents, &policy), ==, 0);
+        g_assert_nonnull(strstr(policy, "<policy user=\"a-code-reviewer\">"));
+        g_assert_nonnull(strstr(policy, "<deny own=\"org.conspiracy.CodeReviewer\"/>"));
+        g_assert_cmpint(contract_quarantine_polkit_rules(agents, &rules), ==, 0);
+        g_assert_nonnull(strstr(rules, "[\"a-code-reviewer\", \"a-x\"]"));
+        g_assert_nonnull(strstr(rules, "polkit.Result.NO"));
+        g_assert_cmpint(contract_quarantine_bus_policy(NULL, &none), ==, 0);
+        g_assert_null(none);
+        char *bad[] = { (char *) "Evil\"", NULL };
+        g_assert_cmpint(contract_quarantine_polkit_rules(bad, &none), ==, -EINVAL);
+}
+
+static int native(const char *text, char **ret_msg) {
+        _cleanup_(contract_freep) Contract *c = parse_ok(text);
+        CheckContext ctx = {};
+        return contract_check_native(c, &c->checks[0], &ctx, ret_msg);
+}
+
+static void test_native_checks(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new(), *f = NULL, *y = NULL, *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL,
+                            *m5 = NULL, *m6 = NULL, *m7 = NULL;
+        g_assert_cmpint(native("id: T\ntype: detective\nchecks:\n  - name: a\n    disk_free: {path: /, min_pct: 0}\n", &m1), ==, 1);
+        g_assert_nonnull(strstr(m1, "free on /"));
+        g_assert_cmpint(native("id: T\ntype: detective\nchecks:\n  - name: a\n    memory_available: {min_pct: 100.0}\n", &m2), ==, 0);
+        g_assert_cmpint(native("id: T\ntype: detective\nchecks:\n  - name: a\n    load_per_core: {max: 1000000}\n", &m3), ==, 1);
+
+        f = g_build_filename(dir, "env", NULL);
+        y = g_strdup_printf("id: T\ntype: detective\nchecks:\n  - name: a\n    env_file: {path: %s}\n", f);
+        g_assert_cmpint(native(y, &m4), ==, 1);         /* absent is fine */
+        g_assert_true(g_file_set_contents(f, "K=V\n", -1, NULL));
+        g_assert_cmpint(chmod(f, 0644), ==, 0);
+        g_assert_cmpint(native(y, &m5), ==, 0);
+        g_assert_nonnull(strstr(m5, "has mode 0644, not 0600"));
+        if (geteuid() == 0) {
+                g_assert_cmpint(chmod(f, 0600), ==, 0);
+                g_assert_cmpint(native(y, &m6), ==, 1);
+        }
+        g_free(y);
+        y = g_strdup_printf("id: T\ntype: detective\nchecks:\n  - name: a\n    session_duration: {max: 1000d}\n");
+        g_assert_cmpint(native(y, &m7), ==, 1);
+        test_tmpdir_remove(dir);
+}
+
+static void test_dir_list(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_strv_free_ char **l = NULL;
+        char *p;
+        const char *names[] = { "b.yaml", "a.yaml", "c.yml", ".hidden.yaml" };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                p = g_build_filename(dir, names[i], NULL);
+                g_assert_true(g_file_set_contents(p, "x", -1, NULL));
+                g_free(p);
+        }
+        p = g_build_filename(dir, "d.yaml", NULL);
+        g_assert_cmpint(mkdir(p, 0755), ==, 0);
+        g_free(p);
+        g_assert_cmpint(contract_dir_list(dir, &l), ==, 0);
+        g_assert_cmpuint(strv_length(l), ==, 2);
+        g_assert_true(g_str_has_suffix(l[0], "/a.yaml"));
+        g_assert_true(g_str_has_suffix(l[1], "/b.yaml"));
+        test_tmpdir_remove(dir);
+}
+
+static void test_shipped_contracts(void) {
+        _cleanup_free_ char *dir = g_build_filename(test_source_dir(), "configs", "default", "contracts", NULL);
+        _cleanup_strv_free_ char **l = NULL;
+        g_assert_cmpint(contract_dir_list(dir, &l), ==, 0);
+        g_assert_cmpuint(strv_length(l), >=, 8);
+        STRV_FOREACH(f, l) {
+                _cleanup_(contract_freep) Contract *c = NULL;
+                _cleanup_(contract_error_done) ContractError e = {};
+                if (contract_load_file(*f, &c, &e) < 0)
+                        g_error("%s: line %u: %s", *f, e.line, e.message);
+                for (size_t i = 0; i < c->n_checks; i++)
+                        g_assert_false(check_kind_is_shell(c->checks[i].kind));      /* all native */
+        }
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/contract/original-schema", test_original_schema);
+        g_test_add_func("/contract/original-test-suite-variants", test_original_test_suite_variants);
+        g_test_add_func("/contract/native-kinds", test_native_kinds);
+        g_test_add_func("/contract/preventive", test_preventive);
+        g_test_add_func("/contract/errors", test_errors);
+        g_test_add_func("/contract/violation-state", test_violation_state);
+        g_test_add_func("/contract/escalation-id", test_escalation_id);
+        g_test_add_func("/contract/quarantine-files", test_quarantine_files);
+        g_test_add_func("/contract/native-checks", test_native_checks);
+        g_test_add_func("/contract/dir-list", test_dir_list);
+        g_test_add_func("/contract/shipped", test_shipped_contracts);
+        return g_test_run();
+}
