@@ -32,6 +32,7 @@ typedef struct RunningTask {
         AgentTask *task;
         AgentSession *session;
         char *cancel_reason;
+        bool kill_fails;        /* killed by KillSessions, Halt or Quarantine: the task failed */
         bool shutdown;          /* killed because the service stops: leave it to the next start */
 } RunningTask;
 
@@ -60,36 +61,39 @@ static char *user_name_of(uid_t uid) {
         return s;
 }
 
-static bool user_is_agent(const char *name) {
-        _cleanup_free_ char *agent = NULL;
-        return name && startswith(name, CON_USER_PREFIX) && con_agent_from_user(name, &agent) >= 0;
-}
-
-/* Group membership as the user database states it, the way polkit's subject.isInGroup() sees it.
- * dbus-daemon 1.14 vouches for the caller's uid but sd-bus 252 does not pass on its UnixGroupIDs,
- * so the bus-provided groups alone would refuse every member of the submitters group. */
-static bool user_db_in_group(uid_t uid, gid_t gid) {
+/* The caller's groups as the user database states them, the way polkit's subject.isInGroup() sees
+ * them (dbus-daemon vouches for the uid; sd-bus 252 does not pass on its UnixGroupIDs). */
+static int user_db_group_names(uid_t uid, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
         struct passwd pw, *res = NULL;
         char buf[4096];
-        if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || !res)
-                return false;
-        if (pw.pw_gid == gid)
-                return true;
-        int n = 64;
+        int n = 64, r;
+        if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || !res) {
+                *ret = NULL;
+                return 0;
+        }
         for (int tries = 0; tries < 4; tries++) {
                 _cleanup_free_ gid_t *groups = calloc((size_t) n, sizeof(gid_t));
                 if (!groups)
-                        return false;
+                        return -ENOMEM;
                 int want = n;
-                if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &want) >= 0) {
-                        for (int i = 0; i < want; i++)
-                                if (groups[i] == gid)
-                                        return true;
-                        return false;
+                if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &want) < 0) {
+                        n = want > n ? want : n * 2;
+                        continue;
                 }
-                n = want > n ? want : n * 2;
+                for (int i = 0; i < want; i++) {
+                        struct group gr, *gres = NULL;
+                        char gbuf[16384];
+                        if (getgrgid_r(groups[i], &gr, gbuf, sizeof(gbuf), &gres) != 0 || !gres)
+                                continue;
+                        r = strv_extend(&l, gres->gr_name);
+                        if (r < 0)
+                                return r;
+                }
+                break;
         }
-        return false;
+        *ret = TAKE_PTR(l);
+        return 0;
 }
 
 void agent_caller_done(AgentCaller *a) {
@@ -99,138 +103,339 @@ void agent_caller_done(AgentCaller *a) {
 
 /* ---- authorization ---- */
 
-/* Caller credentials per sender unique name. On dbus-daemon sd_bus_query_sender_creds() is a
- * synchronous GetConnectionCredentials round trip for every message. The daemon records a peer's
- * credentials when it connects and never reuses a unique name, so an entry keyed by (bus, the
- * daemon's instance id, unique name) stays right; the few slots only bound memory. Event loop
- * thread only. */
-#define CREDS_CACHE_SLOTS 8
+static const struct {
+        const char *verb;       /* the polkit detail "verb" */
+        ConPolicyVerb policy;
+        const char *phrase;     /* "user 'x' may not PHRASE agent 'y'" */
+} verb_table[_AGENT_VERB_MAX] = {
+        [AGENT_VERB_SUBMIT]        = { "submit",        CON_POLICY_TASK,        "submit tasks to" },
+        [AGENT_VERB_DELIVER]       = { "deliver",       CON_POLICY_TASK,        "deliver tasks to" },
+        [AGENT_VERB_GET_RESULT]    = { "get-result",    CON_POLICY_READ_RESULT, "read other users' results on" },
+        [AGENT_VERB_LIST_TASKS]    = { "list-tasks",    CON_POLICY_READ_RESULT, "list other users' tasks on" },
+        [AGENT_VERB_CANCEL]        = { "cancel",        CON_POLICY_CANCEL,      "cancel other users' tasks on" },
+        [AGENT_VERB_HALT]          = { "halt",          CON_POLICY_HALT,        "halt" },
+        [AGENT_VERB_RESUME]        = { "resume",        CON_POLICY_HALT,        "resume" },
+        [AGENT_VERB_QUARANTINE]    = { "quarantine",    CON_POLICY_QUARANTINE,  "quarantine" },
+        [AGENT_VERB_KILL_SESSIONS] = { "kill-sessions", CON_POLICY_QUARANTINE,  "kill the sessions of" },
+};
 
-typedef struct CredsCacheEntry {
+const char *agent_verb_to_string(AgentVerb v) {
+        return v >= 0 && v < _AGENT_VERB_MAX ? verb_table[v].verb : NULL;
+}
+
+ConPolicyVerb agent_verb_policy(AgentVerb v) {
+        return v >= 0 && v < _AGENT_VERB_MAX ? verb_table[v].policy : _CON_POLICY_VERB_INVALID;
+}
+
+/* The one decision about root: polkit says yes to uid 0 before any rule runs, so the declared
+ * policy decides (the default grants root every verb on every agent). */
+static bool root_allowed(const AgentContext *c, ConPolicyVerb v) {
+        return c->policy && con_policy_allows(c->policy, "root", NULL, v, c->agent->name);
+}
+
+static int authz_root_check(sd_bus_message *m, const char *action, char * const *details, void *userdata) {
+        ConPolicyVerb v = con_policy_verb_from_action(action);
+        if (v < 0)
+                return -EINVAL;
+        return root_allowed(userdata, v);
+}
+
+/* -- the caller's uid: asynchronously from the bus driver, cached per unique name -- */
+
+struct AgentUidLookup {
+        AgentContext *c;
         sd_bus *bus;
-        sd_id128_t bus_id;
         char *sender;
-        sd_bus_creds *creds;
-        uint64_t used;
-} CredsCacheEntry;
+        sd_bus_slot *slot;              /* NULL once answered */
+        sd_bus_message **parked;
+        size_t n_parked;
+        bool answered;
+        uid_t uid;
+        sd_event_source *defer;         /* frees it after the re-dispatch */
+        AgentUidLookup *next;
+};
 
-static CredsCacheEntry creds_cache[CREDS_CACHE_SLOTS];
-static uint64_t creds_cache_clock;
+static void uid_lookup_free(AgentUidLookup *l) {
+        if (!l)
+                return;
+        AgentUidLookup **p = &l->c->uid_lookups;
+        while (*p && *p != l)
+                p = &(*p)->next;
+        if (*p)
+                *p = l->next;
+        for (size_t i = 0; i < l->n_parked; i++)
+                sd_bus_message_unref(l->parked[i]);
+        free(l->parked);
+        sd_bus_slot_unref(l->slot);
+        sd_event_source_disable_unref(l->defer);
+        free(l->sender);
+        free(l);
+}
 
-static int query_sender_creds(sd_bus_message *m, uint64_t mask, sd_bus_creds **ret) {
+static AgentUidEntry *uid_cache_find(AgentContext *c, sd_bus *bus, const char *sender) {
+        for (size_t i = 0; i < AGENT_UID_CACHE_SLOTS; i++) {
+                AgentUidEntry *e = &c->uid_cache[i];
+                if (e->sender && e->bus == bus && streq(e->sender, sender)) {
+                        e->used = ++c->uid_clock;
+                        return e;
+                }
+        }
+        return NULL;
+}
+
+static AgentUidEntry *uid_cache_put(AgentContext *c, sd_bus *bus, const char *sender, uid_t uid) {
+        size_t victim = 0;
+        for (size_t i = 0; i < AGENT_UID_CACHE_SLOTS; i++)
+                if (c->uid_cache[i].used < c->uid_cache[victim].used)
+                        victim = i;
+        _cleanup_free_ char *copy = strdup(sender), *name = user_name_of(uid);
+        if (!copy || !name)
+                return NULL;
+        AgentUidEntry *e = &c->uid_cache[victim];
+        free(e->sender);
+        free(e->name);
+        /* The bus pointer is only compared: entries of a closed test bus simply age out. */
+        *e = (AgentUidEntry) {
+                .bus = bus, .sender = TAKE_PTR(copy), .uid = uid, .name = TAKE_PTR(name), .used = ++c->uid_clock,
+        };
+        return e;
+}
+
+static void uid_cache_clear(AgentContext *c) {
+        for (size_t i = 0; i < AGENT_UID_CACHE_SLOTS; i++) {
+                free(c->uid_cache[i].sender);
+                free(c->uid_cache[i].name);
+                c->uid_cache[i] = (AgentUidEntry) {};
+        }
+}
+
+static int on_uid_lookup_defer(sd_event_source *s, void *userdata) {
+        uid_lookup_free(userdata);
+        return 0;
+}
+
+static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        AgentUidLookup *l = userdata;
+        AgentContext *c = l->c;
+        uint32_t uid;
+        int r;
+
+        l->slot = sd_bus_slot_unref(l->slot);
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e || sd_bus_message_read(reply, "u", &uid) < 0) {
+                /* A caller that is gone gets nothing (its name has no owner any more); anything else
+                 * fails closed with the reason. */
+                bool gone = e && (sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER) ||
+                                  sd_bus_error_has_name(e, "org.freedesktop.DBus.Error.NameHasNoOwner"));
+                for (size_t i = 0; !gone && i < l->n_parked; i++)
+                        (void) sd_bus_reply_method_errorf(l->parked[i], CON_ERROR_ACCESS_DENIED,
+                                                          "Access denied: the bus did not say which user is "
+                                                          "calling: %s", e ? e->message : "no uid in the reply");
+                uid_lookup_free(l);
+                return 0;
+        }
+        l->answered = true;
+        l->uid = uid;
+        (void) uid_cache_put(c, l->bus, l->sender, uid);
+        for (size_t i = 0; i < l->n_parked; i++) {
+                r = sd_bus_message_rewind(l->parked[i], true);
+                if (r >= 0)
+                        r = sd_bus_enqueue_for_read(l->bus, l->parked[i]);
+                if (r < 0)
+                        (void) sd_bus_reply_method_errorf(l->parked[i], CON_ERROR_ACCESS_DENIED,
+                                                          "Access denied: the caller's uid could not be "
+                                                          "delivered: %s", strerror(-r));
+                l->parked[i] = sd_bus_message_unref(l->parked[i]);
+        }
+        l->n_parked = 0;
+        /* Kept until the re-dispatched messages ran (they run at a higher priority), in case the
+         * cache evicted the entry meanwhile. */
+        r = sd_event_add_defer(c->event, &l->defer, on_uid_lookup_defer, l);
+        if (r < 0) {
+                uid_lookup_free(l);
+                return 0;
+        }
+        (void) sd_event_source_set_priority(l->defer, SD_EVENT_PRIORITY_IDLE);
+        return 0;
+}
+
+/* 1 with *ret_uid and *ret_name (valid during this handler run), 0 parked, or a negative errno with
+ * error set. */
+static int caller_uid(AgentContext *c, sd_bus_message *m, uid_t *ret_uid, const char **ret_name,
+                      sd_bus_error *error) {
         sd_bus *bus = sd_bus_message_get_bus(m);
         const char *sender = sd_bus_message_get_sender(m);
-        sd_id128_t bus_id;
-        size_t victim = 0;
+        int r;
 
-        if (!bus || !sender || sender[0] != ':' || sd_bus_get_bus_id(bus, &bus_id) < 0)
-                return sd_bus_query_sender_creds(m, mask, ret);
-
-        for (size_t i = 0; i < CREDS_CACHE_SLOTS; i++) {
-                CredsCacheEntry *e = &creds_cache[i];
-                if (e->creds && e->bus == bus && sd_id128_equal(e->bus_id, bus_id) && streq(e->sender, sender)) {
-                        e->used = ++creds_cache_clock;
-                        *ret = sd_bus_creds_ref(e->creds);
-                        return 0;
-                }
-                if (e->used < creds_cache[victim].used)
-                        victim = i;
+        if (!bus || !sender || sender[0] != ':') {
+                /* Peer-to-peer (tests): the peer's credentials from the socket, no round trip. Only
+                 * what the kernel vouches for: nothing augmented from /proc. */
+                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                uid_t uid;
+                r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID, &creds);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
+                uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
+                if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
+                } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
+                } else
+                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: the bus did not say which user is calling");
+                const AgentUidEntry *e = uid_cache_find(c, bus, "");
+                if (!e || e->uid != uid)
+                        e = NULL;
+                /* One peer per connection: cache the name under the empty sender of that bus. */
+                if (!e && !(e = uid_cache_put(c, bus, "", uid)))
+                        return -ENOMEM;
+                *ret_uid = e->uid;
+                *ret_name = e->name;
+                return 1;
         }
 
-        sd_bus_creds *creds = NULL;
-        int r = sd_bus_query_sender_creds(m, mask, &creds);
+        const AgentUidEntry *e = uid_cache_find(c, bus, sender);
+        if (e) {
+                *ret_uid = e->uid;
+                *ret_name = e->name;
+                return 1;
+        }
+        AgentUidLookup *l;
+        for (l = c->uid_lookups; l; l = l->next)
+                if (l->bus == bus && streq(l->sender, sender))
+                        break;
+        if (l && l->answered) {
+                e = uid_cache_put(c, bus, sender, l->uid);
+                if (!e)
+                        return -ENOMEM;
+                *ret_uid = e->uid;
+                *ret_name = e->name;
+                return 1;
+        }
+        if (!l) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+                l = calloc(1, sizeof(*l));
+                if (!l)
+                        return -ENOMEM;
+                l->c = c;
+                l->bus = bus;
+                l->next = c->uid_lookups;
+                c->uid_lookups = l;
+                l->sender = strdup(sender);
+                if (!l->sender) {
+                        uid_lookup_free(l);
+                        return -ENOMEM;
+                }
+                r = sd_bus_message_new_method_call(bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                   "org.freedesktop.DBus", "GetConnectionUnixUser");
+                if (r >= 0)
+                        r = sd_bus_message_append(call, "s", sender);
+                if (r >= 0)
+                        r = sd_bus_call_async(bus, &l->slot, call, on_uid_reply, l, 5 * USEC_PER_SEC);
+                if (r < 0) {
+                        uid_lookup_free(l);
+                        return sd_bus_error_set_errnof(error, r, "Cannot ask the bus which user is calling: %m");
+                }
+        }
+        sd_bus_message **p = reallocarray(l->parked, l->n_parked + 1, sizeof(sd_bus_message *));
+        if (!p)
+                return -ENOMEM;
+        l->parked = p;
+        l->parked[l->n_parked++] = sd_bus_message_ref(m);
+        return 0;
+}
+
+/* The declared policy, in-process: for connections without polkit (peer-to-peer in tests). */
+static int policy_check(AgentContext *c, uid_t uid, const char *name, ConPolicyVerb v, sd_bus_error *error) {
+        _cleanup_strv_free_ char **groups = NULL;
+        if (uid == 0)
+                return root_allowed(c, v) ? 1 :
+                        con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                           "Access denied: the policy does not grant root '%s' on agent '%s'",
+                                           con_policy_verb_to_string(v), c->agent->name);
+        int r = user_db_group_names(uid, &groups);
         if (r < 0)
                 return r;
-        char *copy = strdup(sender);
-        if (copy) {
-                CredsCacheEntry *e = &creds_cache[victim];
-                free(e->sender);
-                sd_bus_creds_unref(e->creds);
-                *e = (CredsCacheEntry) {
-                        .bus = bus,
-                        .bus_id = bus_id,
-                        .sender = copy,
-                        .creds = sd_bus_creds_ref(creds),
-                        .used = ++creds_cache_clock,
-                };
-        }
-        *ret = creds;
-        return 0;
+        if (c->policy && con_policy_allows(c->policy, name, groups, v, c->agent->name))
+                return 1;
+        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "the policy grants no '%s' on '%s' to this user "
+                                  "or its groups", con_policy_verb_to_string(v), c->agent->name);
 }
 
 int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const AgentTask *t,
                     AgentCaller *ret_caller, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        const char *name;
         uid_t uid;
         int r;
 
-        /* Only what the bus itself vouches for: no SD_BUS_CREDS_AUGMENT, nothing read from /proc. */
-        r = query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_GID | SD_BUS_CREDS_EGID |
-                               SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
-        if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
-        uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
-        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
-        } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
-        } else
-                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                          "Access denied: the bus did not say which user is calling");
+        if (verb < 0 || verb >= _AGENT_VERB_MAX)
+                return -EINVAL;
+        r = caller_uid(c, m, &uid, &name, error);
+        if (r <= 0)
+                return r;
 
-        _cleanup_free_ char *name = user_name_of(uid);
-        if (!name)
-                return -ENOMEM;
-
-        bool allowed;
-        switch (verb) {
-        case AGENT_VERB_SUBMIT:
-                allowed = uid == 0 || user_is_agent(name);
-                if (!allowed && c->have_submitters_gid) {
-                        gid_t gid;
-                        const gid_t *gids = NULL;
-                        /* The peer's own group (SO_PEERCRED gives the effective one), then its
-                         * supplementary groups (SO_PEERGROUPS, or UnixGroupIDs from dbus-daemon). */
-                        if (!(augmented & SD_BUS_CREDS_EGID) && sd_bus_creds_get_egid(creds, &gid) >= 0 &&
-                            gid == c->submitters_gid)
-                                allowed = true;
-                        if (!(augmented & SD_BUS_CREDS_GID) && sd_bus_creds_get_gid(creds, &gid) >= 0 &&
-                            gid == c->submitters_gid)
-                                allowed = true;
-                        int n = (augmented & SD_BUS_CREDS_SUPPLEMENTARY_GIDS) ? 0 :
-                                sd_bus_creds_get_supplementary_gids(creds, &gids);
-                        for (int i = 0; !allowed && i < n; i++)
-                                allowed = gids[i] == c->submitters_gid;
-                        if (!allowed)
-                                allowed = user_db_in_group(uid, c->submitters_gid);
-                }
-                if (!allowed)
-                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                                  "Access denied: user '%s' (uid %u) may not submit tasks to agent "
-                                                  "'%s'; allowed are root, agent users (a-*) and members of the "
-                                                  "group '%s' (system.submitters_group in %s)",
-                                                  name, (unsigned) uid, c->agent->name,
-                                                  strempty(c->config->submitters_group),
-                                                  c->config->path ?: CON_CONFIG_PATH);
-                break;
-        case AGENT_VERB_READ:
-        case AGENT_VERB_CANCEL:
-                if (t && uid != 0 && uid != t->sender_uid)
-                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                                  "Access denied: task '%s' was submitted by another user; only "
-                                                  "its submitter or root may %s it",
-                                                  t->id, verb == AGENT_VERB_CANCEL ? "cancel" : "read");
-                break;
+        bool need = true, all = false;
+        /* A submitter may always read and cancel its own tasks. */
+        if ((verb == AGENT_VERB_GET_RESULT || verb == AGENT_VERB_CANCEL) && t && t->sender_uid == uid)
+                need = false;
+        if (need && c->no_authz) {
+                need = false;
+                all = true;
+        }
+        if (need) {
+                ConPolicyVerb pv = verb_table[verb].policy;
+                const char *sender = sd_bus_message_get_sender(m);
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                if (c->authz && sender && sender[0] == ':') {
+                        const char *details[] = { "agent", c->agent->name, "verb", verb_table[verb].verb, NULL };
+                        r = con_authz_verify(c->authz, m, con_policy_verb_action(pv), (char * const *) details, &e);
+                        if (r == 0)
+                                return 0;
+                } else
+                        r = policy_check(c, uid, name, pv, &e);
+                if (r == -ENOMEM)
+                        return r;
+                if (verb == AGENT_VERB_LIST_TASKS)
+                        /* Not granted (or not decidable): the caller's own tasks only. */
+                        all = r > 0;
+                else if (r < 0) {
+                        if (uid == 0 || !sd_bus_error_is_set(&e))
+                                return sd_bus_error_is_set(&e) ? sd_bus_error_set(error, e.name, e.message) : r;
+                        return con_bus_error_setf(error, e.name,
+                                                  "Access denied: user '%s' (uid %u) may not %s agent '%s': %s "
+                                                  "(grants: the policy: section of %s, see con policy show)",
+                                                  name, (unsigned) uid, verb_table[verb].phrase, c->agent->name,
+                                                  e.message ?: "refused", c->config->path ?: CON_CONFIG_PATH);
+                } else
+                        all = true;
         }
         if (ret_caller) {
                 ret_caller->uid = uid;
-                ret_caller->name = TAKE_PTR(name);
+                ret_caller->all_tasks = all;
+                ret_caller->name = strdup(name);
+                if (!ret_caller->name)
+                        return -ENOMEM;
         }
         return 1;
+}
+
+int agent_context_enable_authz(AgentContext *c, sd_bus *bus) {
+        ConAuthzOptions o = {
+                .root_policy = CON_AUTHZ_ROOT_ASK_TABLE,
+                .root_check = authz_root_check,
+                .userdata = c,
+        };
+        if (c->no_authz)
+                return 0;
+        return con_authz_new(bus, c->event, &o, &c->authz);
 }
 
 /* ---- state and properties ---- */
 
 const char *agent_context_state(const AgentContext *c) {
         AgentQueueStats st;
+        if (c->quarantined)
+                return "quarantined";
+        if (c->halted_by_call || c->halted_by_marker)
+                return "halted";
         if (c->stopping)
                 return "stopping";
         agent_queue_get_stats(c->queue, &st);
@@ -458,7 +663,8 @@ static void on_session_done(AgentSession *s, void *userdata) {
                 break;
         }
         case AGENT_SESSION_CANCELLED:
-                task_fail_now(c, t, AGENT_TASK_CANCELLED, rt->cancel_reason ?: "cancelled");
+                task_fail_now(c, t, rt->kill_fails ? AGENT_TASK_FAILED : AGENT_TASK_CANCELLED,
+                              rt->cancel_reason ?: "cancelled");
                 break;
         case AGENT_SESSION_KILLED:
                 r = agent_queue_requeue(c->queue, t);
@@ -549,7 +755,8 @@ static void start_task(AgentContext *c, AgentTask *t) {
 static void dispatch(AgentContext *c) {
         unsigned max = c->agent->max_sessions ?: 1;
         AgentTask *t;
-        while (!c->stopping && c->n_sessions < max && (t = agent_queue_peek(c->queue)))
+        while (!c->stopping && !c->quarantined && !c->halted_by_call && !c->halted_by_marker &&
+               c->n_sessions < max && (t = agent_queue_peek(c->queue)))
                 start_task(c, t);
 }
 
@@ -567,7 +774,12 @@ static void begin_exit(AgentContext *c);
 
 static void update_idle(AgentContext *c) {
         bool idle = context_idle(c);
-        if (idle && (c->name_released || (c->stopping && c->n_sessions == 0))) {
+        AgentQueueStats st;
+        agent_queue_get_stats(c->queue, &st);
+        /* Stopping or quarantined: queued tasks stay in the journal for the next start. */
+        bool drained = st.n_running == 0 && c->n_sessions == 0 && c->n_pending == 0 &&
+                !agent_queue_has_batch(c->queue);
+        if ((idle && c->name_released) || (c->stopping && drained)) {
                 (void) sd_event_exit(c->event, 0);
                 return;
         }
@@ -698,6 +910,16 @@ int agent_context_install_signals(AgentContext *c) {
 /* ---- methods ---- */
 
 static int check_accepting(AgentContext *c, sd_bus_error *error) {
+        if (c->quarantined)
+                return con_bus_error_setf(error, CON_ERROR_QUARANTINED,
+                                          "Agent '%s' is quarantined: %s; it accepts and runs no tasks (its files "
+                                          "stay for forensics) until `con release %s`", c->agent->name,
+                                          strempty(c->quarantine_reason), c->agent->name);
+        if (c->halted_by_marker || c->halted_by_call)
+                return con_bus_error_setf(error, CON_ERROR_HALTED,
+                                          "Agent '%s' is halted: %s; it accepts and runs no tasks until `con resume`",
+                                          c->agent->name, strempty(c->halted_by_marker ? c->marker_halt_reason :
+                                                                                         c->halt_reason));
         if (c->stopping || c->name_released)
                 return con_bus_error_setf(error, CON_ERROR_HALTED,
                                           "Agent '%s' is stopping; submit again in a moment (the bus starts it anew)",
@@ -761,7 +983,7 @@ static int method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r;
         r = agent_authorize(c, m, AGENT_VERB_SUBMIT, NULL, &caller, error);
         if (r <= 0)
-                return r;
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         r = check_accepting(c, error);
         if (r < 0)
                 return r;
@@ -784,9 +1006,9 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
         _cleanup_free_ char *sender = NULL;
         int r;
 
-        r = agent_authorize(c, m, AGENT_VERB_SUBMIT, NULL, &caller, error);
+        r = agent_authorize(c, m, AGENT_VERB_DELIVER, NULL, &caller, error);
         if (r <= 0)
-                return r;
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         r = agent_deliver_parse(m, &a, error);
         if (r < 0)
                 return r;
@@ -832,7 +1054,7 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         AgentContext *c = userdata;
         _cleanup_(agent_caller_done) AgentCaller caller = {};
         const char *id;
-        AgentTask *t;
+        AgentTask *t = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
@@ -843,7 +1065,7 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 return r;
         r = agent_authorize(c, m, AGENT_VERB_CANCEL, t, &caller, error);
         if (r <= 0)
-                return r;
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
 
         _cleanup_free_ char *reason = NULL;
         if (asprintf(&reason, "cancelled by %s", caller.name) < 0)
@@ -864,7 +1086,7 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
 static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         AgentContext *c = userdata;
         const char *id;
-        AgentTask *t;
+        AgentTask *t = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
@@ -873,9 +1095,9 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
         r = find_task(c, id, &t, error);
         if (r < 0)
                 return r;
-        r = agent_authorize(c, m, AGENT_VERB_READ, t, NULL, error);
+        r = agent_authorize(c, m, AGENT_VERB_GET_RESULT, t, NULL, error);
         if (r <= 0)
-                return r;
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         _cleanup_free_ char *text = NULL;
         if (agent_task_status_is_final(t->status)) {
                 r = agent_queue_read_result(c->queue, t, &text);
@@ -894,9 +1116,9 @@ static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *er
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        r = agent_authorize(c, m, AGENT_VERB_READ, NULL, &caller, error);
+        r = agent_authorize(c, m, AGENT_VERB_LIST_TASKS, NULL, &caller, error);
         if (r <= 0)
-                return r;
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
@@ -906,7 +1128,7 @@ static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *er
         size_t n;
         AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);
         for (size_t i = 0; i < n; i++) {
-                if (caller.uid != 0 && tasks[i]->sender_uid != caller.uid)
+                if (!caller.all_tasks && tasks[i]->sender_uid != caller.uid)
                         continue;
                 r = sd_bus_message_append(reply, "(sss)", tasks[i]->id,
                                           agent_task_status_to_string(tasks[i]->status), tasks[i]->sender);
@@ -917,6 +1139,311 @@ static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *er
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
+}
+
+/* ---- halt, quarantine, kill sessions ---- */
+
+#define REASON_MAX 1024
+
+/* Kills every running session's process group; each task fails with reason. Returns how many. */
+static uint32_t kill_sessions(AgentContext *c, const char *reason) {
+        size_t n;
+        uint32_t killed = 0;
+        AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);
+        for (size_t i = 0; i < n; i++) {
+                RunningTask *rt = tasks[i]->status == AGENT_TASK_RUNNING ? tasks[i]->userdata : NULL;
+                if (!rt || !rt->session || rt->session->exited || rt->session->cancelled)
+                        continue;
+                char *copy = strdup(reason);
+                if (copy) {
+                        free(rt->cancel_reason);
+                        rt->cancel_reason = copy;
+                }
+                rt->kill_fails = true;
+                agent_session_cancel(rt->session);
+                killed++;
+        }
+        return killed;
+}
+
+static int check_reason(const char *reason, sd_bus_error *error) {
+        if (strlen(reason) > REASON_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The reason is %zu bytes; at most %d "
+                                         "are allowed", strlen(reason), REASON_MAX);
+        for (const char *p = reason; *p; p++)
+                if ((unsigned char) *p < 0x20 && *p != '\t')
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "The reason must be one line of text without control characters");
+        return 0;
+}
+
+static void quarantine_now(AgentContext *c, const char *reason) {
+        _cleanup_free_ char *why = NULL;
+        if (c->quarantined)
+                return;
+        c->quarantined = true;
+        free(c->quarantine_reason);
+        c->quarantine_reason = strdup(isempty(reason) ? "no reason given" : reason);
+        log_msg(LOG_WARNING, "quarantined: %s; killing sessions, releasing %s and exiting (files stay)",
+                strempty(c->quarantine_reason), c->bus_name ?: "the connection");
+        if (asprintf(&why, "agent quarantined: %s", strempty(c->quarantine_reason)) < 0)
+                why = NULL;
+        (void) kill_sessions(c, why ?: "agent quarantined");
+        begin_exit(c);
+}
+
+static void halt_changed(AgentContext *c, bool was_halted, const char *reason) {
+        bool halted = c->halted_by_call || c->halted_by_marker;
+        if (halted && !was_halted) {
+                _cleanup_free_ char *why = NULL;
+                if (asprintf(&why, "agent halted: %s", strempty(reason)) < 0)
+                        why = NULL;
+                uint32_t n = kill_sessions(c, why ?: "agent halted");
+                log_msg(LOG_WARNING, "halted: %s (%u session(s) killed; queued tasks wait for con resume)",
+                        strempty(reason), n);
+        } else if (!halted && was_halted)
+                log_msg(LOG_NOTICE, "resumed: starting the queue");
+        agent_context_schedule_flush(c);
+}
+
+static int method_halt(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        const char *reason;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &reason);
+        if (r < 0)
+                return r;
+        r = check_reason(reason, error);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_HALT, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        bool was = c->halted_by_call || c->halted_by_marker;
+        char *text = NULL;
+        if (asprintf(&text, "%s (by %s)", isempty(reason) ? "no reason given" : reason, caller.name) < 0)
+                return -ENOMEM;
+        free(c->halt_reason);
+        c->halt_reason = text;
+        c->halted_by_call = true;
+        halt_changed(c, was, text);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        int r;
+
+        r = agent_authorize(c, m, AGENT_VERB_RESUME, NULL, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        if (c->quarantined)
+                return con_bus_error_setf(error, CON_ERROR_QUARANTINED,
+                                          "Agent '%s' is quarantined (%s); Resume does not lift a quarantine: "
+                                          "`con release %s`", c->agent->name, strempty(c->quarantine_reason),
+                                          c->agent->name);
+        if (c->halted_by_marker)
+                return con_bus_error_setf(error, CON_ERROR_HALTED,
+                                          "Agent '%s' stays halted: %s (marker in %s, written by the contract "
+                                          "service); `con resume` lifts it", c->agent->name,
+                                          strempty(c->marker_halt_reason), c->state_dir);
+        bool was = c->halted_by_call;
+        c->halted_by_call = false;
+        free(c->halt_reason);
+        c->halt_reason = NULL;
+        halt_changed(c, was, NULL);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_quarantine(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        _cleanup_free_ char *text = NULL;
+        const char *reason;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &reason);
+        if (r < 0)
+                return r;
+        r = check_reason(reason, error);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_QUARANTINE, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        if (asprintf(&text, "%s (by %s)", isempty(reason) ? "no reason given" : reason, caller.name) < 0)
+                return -ENOMEM;
+        r = sd_bus_reply_method_return(m, NULL);
+        quarantine_now(c, text);
+        return r;
+}
+
+static int method_kill_sessions(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        const char *reason;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &reason);
+        if (r < 0)
+                return r;
+        r = check_reason(reason, error);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_KILL_SESSIONS, NULL, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        uint32_t n = kill_sessions(c, isempty(reason) ? "the session was killed (no reason given)" : reason);
+        if (n > 0)
+                log_msg(LOG_WARNING, "Killed %u session(s): %s", n, reason);
+        return sd_bus_reply_method_return(m, "u", n);
+}
+
+/* ---- markers of the contract service: STATE/halt, STATE/halt-workers, STATE/quarantine/NAME ---- */
+
+/* 1 and *ret_reason when the marker is there, 0 when not. Only markers owned by root (or by this
+ * service's own user, for tests) count: nobody else can halt or quarantine agents this way. */
+static int read_marker(const char *path, char **ret_reason) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
+        char buf[REASON_MAX + 1];
+        if (fd < 0)
+                return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()))
+                return 0;
+        ssize_t l = read(fd, buf, sizeof(buf) - 1);
+        if (l < 0)
+                return -errno;
+        buf[l] = 0;
+        buf[strcspn(buf, "\r\n")] = 0;  /* the first line */
+        for (char *p = buf; *p; p++)
+                if ((unsigned char) *p < 0x20)
+                        *p = ' ';
+        *ret_reason = strdup(buf[strspn(buf, " \t")] ? buf : "no reason given");
+        return *ret_reason ? 1 : -ENOMEM;
+}
+
+static int read_markers(AgentContext *c, bool *ret_halted, char **ret_halt_reason, bool *ret_quarantined,
+                        char **ret_quarantine_reason) {
+        _cleanup_free_ char *p = NULL, *reason = NULL, *qreason = NULL;
+        int r;
+
+        if (asprintf(&p, "%s/halt", c->state_dir) < 0)
+                return -ENOMEM;
+        r = read_marker(p, &reason);
+        if (r == 0 && c->agent->tier == CON_TIER_WORKER) {
+                free(p);
+                if (asprintf(&p, "%s/halt-workers", c->state_dir) < 0)
+                        return -ENOMEM;
+                r = read_marker(p, &reason);
+        }
+        if (r < 0)
+                return r;
+        *ret_halted = r > 0;
+        free(p);
+        if (asprintf(&p, "%s/quarantine/%s", c->state_dir, c->agent->name) < 0)
+                return -ENOMEM;
+        r = read_marker(p, &qreason);
+        if (r < 0)
+                return r;
+        *ret_quarantined = r > 0;
+        *ret_halt_reason = TAKE_PTR(reason);
+        *ret_quarantine_reason = TAKE_PTR(qreason);
+        return 0;
+}
+
+static void apply_markers(AgentContext *c, bool started) {
+        _cleanup_free_ char *hreason = NULL, *qreason = NULL;
+        bool halted = false, quarantined = false;
+        int r = read_markers(c, &halted, &hreason, &quarantined, &qreason);
+        if (r < 0) {
+                log_msg(LOG_WARNING, "Cannot read the markers in %s, ignoring: %s", c->state_dir, strerror(-r));
+                return;
+        }
+        if (quarantined) {
+                if (started)
+                        quarantine_now(c, qreason);
+                else {
+                        c->quarantined = true;
+                        free(c->quarantine_reason);
+                        c->quarantine_reason = TAKE_PTR(qreason);
+                }
+        }
+        bool was = c->halted_by_call || c->halted_by_marker;
+        if (halted != c->halted_by_marker || (halted && !streq_ptr(hreason, c->marker_halt_reason))) {
+                c->halted_by_marker = halted;
+                free(c->marker_halt_reason);
+                c->marker_halt_reason = TAKE_PTR(hreason);
+                if (started)
+                        halt_changed(c, was, c->marker_halt_reason);
+        }
+}
+
+static int on_state_change(sd_event_source *s, const struct inotify_event *ev, void *userdata);
+static int on_state_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+#define STATE_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | \
+                    IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+#define STATE_RETRY (5 * USEC_PER_SEC)
+
+/* Watches the state folder and its quarantine/ folder; while they are missing (or unreadable),
+ * the parent and a slow timer notice their creation. */
+static void state_watch_setup(AgentContext *c) {
+        _cleanup_free_ char *q = NULL, *parent = NULL;
+        if (!c->state_watch)
+                (void) sd_event_add_inotify(c->event, &c->state_watch, c->state_dir, STATE_MASK, on_state_change, c);
+        if (!c->quarantine_watch && asprintf(&q, "%s/quarantine", c->state_dir) >= 0)
+                (void) sd_event_add_inotify(c->event, &c->quarantine_watch, q, STATE_MASK, on_state_change, c);
+        if (c->state_watch && c->quarantine_watch)
+                return;
+        if (!c->state_watch && !c->state_parent_watch && (parent = strdup(c->state_dir))) {
+                char *slash = strrchr(parent, '/');
+                if (slash && slash != parent) {
+                        *slash = 0;
+                        (void) sd_event_add_inotify(c->event, &c->state_parent_watch, parent,
+                                                    IN_CREATE | IN_MOVED_TO | IN_ONLYDIR, on_state_change, c);
+                }
+        }
+        if (!c->state_timer)
+                (void) sd_event_add_time_relative(c->event, &c->state_timer, CLOCK_MONOTONIC, STATE_RETRY, 0,
+                                                  on_state_timer, c);
+        else {
+                (void) sd_event_source_set_time_relative(c->state_timer, STATE_RETRY);
+                (void) sd_event_source_set_enabled(c->state_timer, SD_EVENT_ONESHOT);
+        }
+}
+
+static void state_watch_drop(sd_event_source **s) {
+        *s = sd_event_source_disable_unref(*s);
+}
+
+static int on_state_change(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
+        AgentContext *c = userdata;
+        if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
+                if (s == c->state_watch)
+                        state_watch_drop(&c->state_watch);
+                else if (s == c->quarantine_watch)
+                        state_watch_drop(&c->quarantine_watch);
+        }
+        state_watch_setup(c);
+        apply_markers(c, true);
+        return 0;
+}
+
+static int on_state_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        AgentContext *c = userdata;
+        state_watch_setup(c);
+        apply_markers(c, true);
+        return 0;
+}
+
+int agent_context_watch_state(AgentContext *c) {
+        state_watch_setup(c);
+        apply_markers(c, false);
+        return 0;
 }
 
 /* ---- properties ---- */
@@ -970,6 +1497,13 @@ const sd_bus_vtable agent_vtable[] = {
                                 method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sss)", tasks), method_list_tasks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Halt", SD_BUS_ARGS("s", reason), SD_BUS_NO_RESULT, method_halt,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Resume", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Quarantine", SD_BUS_ARGS("s", reason), SD_BUS_NO_RESULT, method_quarantine,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("KillSessions", SD_BUS_ARGS("s", reason), SD_BUS_RESULT("u", killed),
+                                method_kill_sessions, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskAccepted", SD_BUS_ARGS("s", task_id, "s", sender), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TaskStarted", SD_BUS_ARGS("s", task_id, "s", sender), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TaskCompleted", SD_BUS_ARGS("s", task_id, "s", sender, "s", status), 0),
@@ -1039,6 +1573,19 @@ AgentContext *agent_context_free(AgentContext *c) {
         for (size_t i = 0; i < c->n_pending; i++)
                 sd_bus_message_unref(c->pending[i].call);
         free(c->pending);
+        while (c->uid_lookups)
+                uid_lookup_free(c->uid_lookups);
+        uid_cache_clear(c);
+        con_authz_free(c->authz);
+        con_policy_free(c->policy);
+        sd_event_source_disable_unref(c->state_watch);
+        sd_event_source_disable_unref(c->state_parent_watch);
+        sd_event_source_disable_unref(c->quarantine_watch);
+        sd_event_source_disable_unref(c->state_timer);
+        free(c->state_dir);
+        free(c->halt_reason);
+        free(c->marker_halt_reason);
+        free(c->quarantine_reason);
         for (size_t i = 0; i < c->n_buses; i++) {
                 sd_bus_slot_unref(c->slots[i]);
                 sd_bus_unref(c->buses[i]);
@@ -1117,16 +1664,16 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                 log_msg(LOG_NOTICE, "Cut a torn last record off %s/queue/journal (a crash during a write; it was "
                         "never acknowledged)", c->data_dir);
 
-        if (!isempty(config->submitters_group)) {
-                char buf[16384];
-                struct group gr, *res = NULL;
-                if (getgrnam_r(config->submitters_group, &gr, buf, sizeof(buf), &res) == 0 && res) {
-                        c->have_submitters_gid = true;
-                        c->submitters_gid = res->gr_gid;
-                } else
-                        log_msg(LOG_WARNING, "The submitters group '%s' does not exist: only root and agents may "
-                                "submit", config->submitters_group);
+        r = con_policy_from_config(config, &c->policy);
+        if (r < 0) {
+                (void) asprintf(ret_error, "cannot build the access policy from %s: %s (con policy show)",
+                                config->path ?: CON_CONFIG_PATH, strerror(-r));
+                return r;
         }
+        c->no_authz = o->no_authz;
+        c->state_dir = strdup(o->state_dir ?: CON_SRV_DIR "/state");
+        if (!c->state_dir)
+                return -ENOMEM;
 
         r = sd_event_add_defer(e, &c->flush_source, on_flush, c);
         if (r < 0)

@@ -9,21 +9,48 @@
 
 #include "agent-queue.h"
 #include "agent-session.h"
+#include "authz.h"
 #include "config.h"
+#include "policy.h"
 
 /* The org.conspiracy.Agent1 object of one agent: the bus glue around the queue and sessions.
  * See docs/AGENT.md. */
 
+/* One per method that needs a decision; each maps to a polkit action and the "verb" detail
+ * (docs/AGENT.md, "Who may do what"). */
 typedef enum AgentVerb {
-        AGENT_VERB_SUBMIT,      /* Submit and Deliver */
-        AGENT_VERB_READ,        /* GetResult, ListTasks */
-        AGENT_VERB_CANCEL,
+        AGENT_VERB_SUBMIT,              /* org.conspiracy.agent.task, verb=submit */
+        AGENT_VERB_DELIVER,             /* org.conspiracy.agent.task, verb=deliver */
+        AGENT_VERB_GET_RESULT,          /* own task: allowed; else org.conspiracy.agent.read-result */
+        AGENT_VERB_LIST_TASKS,          /* own tasks always; everyone's with read-result */
+        AGENT_VERB_CANCEL,              /* own task: allowed; else org.conspiracy.agent.cancel */
+        AGENT_VERB_HALT,                /* org.conspiracy.agent.halt, verb=halt */
+        AGENT_VERB_RESUME,              /* org.conspiracy.agent.halt, verb=resume */
+        AGENT_VERB_QUARANTINE,          /* org.conspiracy.agent.quarantine, verb=quarantine */
+        AGENT_VERB_KILL_SESSIONS,       /* org.conspiracy.agent.quarantine, verb=kill-sessions */
+        _AGENT_VERB_MAX,
 } AgentVerb;
+
+const char *agent_verb_to_string(AgentVerb v);  /* the "verb" detail: "submit", "get-result", ... */
+ConPolicyVerb agent_verb_policy(AgentVerb v);   /* the policy verb guarding it */
 
 typedef struct AgentCaller {
         uid_t uid;
         char *name;             /* user name or decimal uid */
+        bool all_tasks;         /* ListTasks: may see everyone's tasks (read-result granted) */
 } AgentCaller;
+
+/* Callers' uids per unique bus name (bounded LRU; unique names are never reused by the bus). */
+#define AGENT_UID_CACHE_SLOTS 64
+typedef struct AgentUidEntry {
+        sd_bus *bus;
+        char *sender;
+        uid_t uid;
+        char *name;
+        uint64_t used;
+} AgentUidEntry;
+
+typedef struct AgentUidLookup AgentUidLookup;
 
 typedef enum AgentPendingKind {
         PENDING_REPLY_ID,       /* method return "s" task id */
@@ -62,8 +89,18 @@ typedef struct AgentContext {
         int data_dir_fd;
         AgentQueue *queue;
 
-        bool have_submitters_gid;
-        gid_t submitters_gid;
+        ConPolicy *policy;      /* the declared policy: root's rights, and the decision without polkit */
+        ConAuthz *authz;        /* polkit on the system bus; NULL: the policy decides in-process */
+        bool no_authz;          /* --no-authz (benchmarks): every caller is allowed */
+        AgentUidEntry uid_cache[AGENT_UID_CACHE_SLOTS];
+        uint64_t uid_clock;
+        AgentUidLookup *uid_lookups;    /* GetConnectionUnixUser in flight, and answered ones */
+
+        /* Halt and quarantine (docs/AGENT.md): by a call, or by the contract service's markers. */
+        char *state_dir;        /* /srv/con/state */
+        bool halted_by_call, halted_by_marker, quarantined;
+        char *halt_reason, *marker_halt_reason, *quarantine_reason;
+        sd_event_source *state_watch, *state_parent_watch, *quarantine_watch, *state_timer;
 
         AgentPending *pending;
         size_t n_pending, n_pending_alloc;
@@ -81,7 +118,9 @@ typedef struct AgentContext {
 typedef struct AgentContextOptions {
         const char *agent;
         const char *data_dir;
+        const char *state_dir;  /* NULL = /srv/con/state (the contract service's markers) */
         uint64_t lock_timeout_usec;
+        bool no_authz;
 } AgentContextOptions;
 
 int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions *o, AgentContext **ret,
@@ -99,10 +138,15 @@ int agent_context_request_name(AgentContext *c, sd_bus_error *error);
 int agent_context_install_signals(AgentContext *c);
 /* Starts work found in the journal and the idle logic. */
 int agent_context_start(AgentContext *c);
+/* Asks polkit from now on (the bus must be attached to the event loop). Without it the declared
+ * policy decides in-process (peer-to-peer connections in tests). */
+int agent_context_enable_authz(AgentContext *c, sd_bus *bus);
+/* Reads the markers in state_dir and watches it; quarantined is set when this agent is. */
+int agent_context_watch_state(AgentContext *c);
 
-/* The one access decision (a later issue makes it an async polkit query: it may then return 0
- * with nothing decided yet; callers already treat "no reply yet" as fine).
- * Returns 1 allowed (ret_caller filled), or a negative errno with error set. */
+/* The one access decision, asynchronous: returns 1 allowed (ret_caller filled), 0 parked (the
+ * handler returns 1 without replying and runs again with the same message), or a negative errno
+ * with error set. Call it before touching any state. */
 int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const AgentTask *t,
                     AgentCaller *ret_caller, sd_bus_error *error);
 void agent_caller_done(AgentCaller *a);

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
+#include "agent-llm.h"
 #include "agent-session.h"
 #include "con-paths.h"
 #include "macro.h"
@@ -85,32 +86,24 @@ const ConRuntime con_runtime_exec = {
         .timeout = exec_timeout,
 };
 
-/* The LLM loop plugs in here (a later issue). Until then the runtime says precisely what is
- * missing instead of pretending. */
+/* The LLM tool loop (agent-llm.c). Without a model it says precisely what is missing; with one,
+ * the session asks the model gateway (org.conspiracy.Models), which holds the keys. */
 static int picoclaw_check(const ConRuntimeEnv *env, char **ret_reason) {
         const ConAgent *a = env->agent;
         const char *path = env->config && env->config->path ? env->config->path : CON_CONFIG_PATH;
-        int r;
 
-        if (isempty(a->rt.model))
-                r = asprintf(ret_reason,
-                             "agent '%s' has no model configured: set agents[%d].model or base.model in %s "
-                             "and put the key in " CON_ENV_PATH " (%s)",
-                             a->name, agent_index(env), path, strempty(a->rt.api_key_env));
-        else
-                r = asprintf(ret_reason,
-                             "agent '%s' uses runner picoclaw (model %s via %s), but this con-agentd was built "
-                             "without the picoclaw LLM runtime; built-in commands (/help) work, and free text "
-                             "runs today with runner: exec and a command in %s",
-                             a->name, a->rt.model, strempty(a->rt.provider), path);
-        if (r < 0)
+        if (!isempty(a->rt.model))
+                return 0;
+        if (asprintf(ret_reason,
+                     "agent '%s' has no model configured: set agents[%d].model or base.model in %s "
+                     "and put the key in " CON_ENV_PATH " (%s)",
+                     a->name, agent_index(env), path, strempty(a->rt.api_key_env)) < 0)
                 return -ENOMEM;
         return -ENOMEDIUM;
 }
 
 static int picoclaw_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
-        dprintf(STDERR_FILENO, "the picoclaw runtime is not available in this build\n");
-        return 1;
+        return agent_llm_run(t, env, result_fd);
 }
 
 static uint64_t picoclaw_timeout(const ConRuntimeEnv *env) {

@@ -17,7 +17,9 @@
 static const char *arg_agent;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_data_dir;
+static const char *arg_state_dir;
 static bool arg_allow_any_user;
+static bool arg_no_authz;
 
 static void help(void) {
         printf("con-agentd --agent NAME [OPTIONS]\n\n"
@@ -28,20 +30,24 @@ static void help(void) {
                "  -a --agent NAME      The agent to serve\n"
                "  -c --config FILE     The configuration (default " CON_CONFIG_PATH ")\n"
                "     --data-dir DIR    The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
+               "     --state-dir DIR   The contract service's markers (default " CON_SRV_DIR "/state)\n"
                "     --allow-any-user  Run as a user other than a-NAME, even root (tests only)\n"
+               "     --no-authz        Do not ask polkit: every caller is allowed (benchmarks only)\n"
                "     --bus-introspect  Print the org.conspiracy.Agent1 interface XML and exit\n");
 }
 
 /* Returns 1 to go on, 0 to exit successfully, -EINVAL on a usage error (already reported). */
 static int parse_argv(int argc, char **argv) {
-        enum { ARG_VERSION = 0x100, ARG_DATA_DIR, ARG_ALLOW_ANY_USER, ARG_BUS_INTROSPECT };
+        enum { ARG_VERSION = 0x100, ARG_DATA_DIR, ARG_STATE_DIR, ARG_ALLOW_ANY_USER, ARG_NO_AUTHZ, ARG_BUS_INTROSPECT };
         static const struct option options[] = {
                 { "help",           no_argument,       NULL, 'h'                },
                 { "version",        no_argument,       NULL, ARG_VERSION        },
                 { "agent",          required_argument, NULL, 'a'                },
                 { "config",         required_argument, NULL, 'c'                },
                 { "data-dir",       required_argument, NULL, ARG_DATA_DIR       },
+                { "state-dir",      required_argument, NULL, ARG_STATE_DIR      },
                 { "allow-any-user", no_argument,       NULL, ARG_ALLOW_ANY_USER },
+                { "no-authz",       no_argument,       NULL, ARG_NO_AUTHZ       },
                 { "bus-introspect", no_argument,       NULL, ARG_BUS_INTROSPECT },
                 {}
         };
@@ -63,8 +69,14 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_DATA_DIR:
                         arg_data_dir = optarg;
                         break;
+                case ARG_STATE_DIR:
+                        arg_state_dir = optarg;
+                        break;
                 case ARG_ALLOW_ANY_USER:
                         arg_allow_any_user = true;
+                        break;
+                case ARG_NO_AUTHZ:
+                        arg_no_authz = true;
                         break;
                 case ARG_BUS_INTROSPECT: {
                         _cleanup_free_ char *xml = NULL;
@@ -156,7 +168,13 @@ static int run(int argc, char **argv) {
         if (r < 0)
                 return r;
 
-        AgentContextOptions o = { .agent = arg_agent, .data_dir = arg_data_dir, .lock_timeout_usec = LOCK_TIMEOUT };
+        AgentContextOptions o = {
+                .agent = arg_agent,
+                .data_dir = arg_data_dir,
+                .state_dir = arg_state_dir,
+                .lock_timeout_usec = LOCK_TIMEOUT,
+                .no_authz = arg_no_authz,
+        };
         _cleanup_free_ char *emsg = NULL;
         r = agent_context_new(event, config, &o, &c, &emsg);
         if (r < 0) {
@@ -165,6 +183,18 @@ static int run(int argc, char **argv) {
                 return r;
         }
         (void) setenv("HOME", c->workspace, 1);
+
+        /* A quarantined agent never takes its name: the marker stays until con release. */
+        (void) agent_context_watch_state(c);
+        if (c->quarantined) {
+                fprintf(stderr, "con-agentd: quarantined: %s (marker %s/quarantine/%s; con release %s lifts it); "
+                        "not taking the bus name\n", strempty(c->quarantine_reason), c->state_dir, arg_agent,
+                        arg_agent);
+                return -EKEYREVOKED;
+        }
+        if (arg_no_authz)
+                fprintf(stderr, "con-agentd: WARNING: --no-authz: polkit is not asked, every caller may do "
+                        "everything (benchmarks only)\n");
 
         r = sd_bus_default_system(&bus);
         if (r < 0) {
@@ -180,6 +210,11 @@ static int run(int argc, char **argv) {
         r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return r;
+        r = agent_context_enable_authz(c, bus);
+        if (r < 0) {
+                fprintf(stderr, "con-agentd: cannot set up authorization (polkit): %s\n", strerror(-r));
+                return r;
+        }
         r = agent_context_install_signals(c);
         if (r < 0)
                 return r;

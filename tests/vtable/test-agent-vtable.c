@@ -24,8 +24,14 @@
         "system:\n"                                                             \
         "  name: testfabric\n"                                                  \
         "  submitters_group: nogroup\n"                                         \
+        "policy:\n"                                                             \
+        "  grants:\n"                                                           \
+        "    - who: group:nogroup\n"                                            \
+        "      may: [task]\n"                                                   \
+        "      to: [worker]\n"                                                  \
         "agents:\n"                                                             \
         "  - name: worker\n"                                                    \
+        "    tier: worker\n"                                                    \
         "    mode: always\n"                                                    \
         "    runner: exec\n"                                                    \
         "    command: [/bin/sh, -c, 'eval \"$(cat)\"']\n"                       \
@@ -35,7 +41,7 @@
         "    mode: on-demand\n"
 
 typedef struct Server {
-        char *dir, *data, *sock;
+        char *dir, *data, *sock, *state;
         pid_t pid;
         unsigned max_sessions;
         const char *agent;
@@ -80,11 +86,17 @@ static _Noreturn void server_main(Server *sv) {
         }
         if (sd_event_new(&e) < 0)
                 _exit(92);
-        AgentContextOptions o = { .agent = sv->agent ?: "worker", .data_dir = sv->data };
+        AgentContextOptions o = { .agent = sv->agent ?: "worker", .data_dir = sv->data, .state_dir = sv->state };
         char *emsg = NULL;
         if (agent_context_new(e, config, &o, &c, &emsg) < 0) {
                 fprintf(stderr, "context: %s\n", emsg);
                 _exit(93);
+        }
+        /* As con-agentd: a quarantined agent does not start. */
+        (void) agent_context_watch_state(c);
+        if (c->quarantined) {
+                fprintf(stderr, "quarantined: %s\n", c->quarantine_reason);
+                _exit(98);
         }
         int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -130,6 +142,7 @@ static void server_init(Server *sv, unsigned max_sessions) {
         g_assert_cmpint(chmod(sv->dir, 0755), ==, 0);
         sv->data = g_build_filename(sv->dir, "agent", NULL);
         sv->sock = g_build_filename(sv->dir, "sock", NULL);
+        sv->state = g_build_filename(sv->dir, "state", NULL);
         g_assert_cmpint(mkdir(sv->data, 0700), ==, 0);
         server_start(sv);
 }
@@ -142,6 +155,7 @@ static void server_done(Server *sv) {
         g_free(sv->dir);
         g_free(sv->data);
         g_free(sv->sock);
+        g_free(sv->state);
 }
 
 /* ---- client side ---- */
@@ -589,7 +603,8 @@ static void as_user(Server *sv, uid_t uid, gid_t gid, const char *root_task, con
                                 _exit(12);
                         }
                 } else if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED) ||
-                           !strstr(e.message, "may not submit tasks to agent 'worker'"))
+                           !strstr(e.message, "may not submit tasks to agent 'worker'") ||
+                           !strstr(e.message, "policy"))
                         _exit(13);
                 sd_bus_error_free(&e);
                 r = get_result(&cl, root_task, &st, &text, &e);
@@ -624,6 +639,31 @@ static void as_user(Server *sv, uid_t uid, gid_t gid, const char *root_task, con
                 r = sd_bus_call(cl.bus, m, 0, &e, NULL);
                 if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
                         _exit(19);
+                sd_bus_error_free(&e);
+                /* The admin methods need halt and quarantine grants: root only in this config. */
+                static const char * const admin[] = { "Halt", "Quarantine", "KillSessions" };
+                for (size_t i = 0; i < ELEMENTSOF(admin); i++) {
+                        r = sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, admin[i], &e,
+                                               NULL, "s", "breach");
+                        if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED) ||
+                            !strstr(e.message, "may not"))
+                                _exit(20 + (int) i);
+                        sd_bus_error_free(&e);
+                }
+                r = sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Resume", &e, NULL, "");
+                if (r >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(23);
+                sd_bus_error_free(&e);
+                /* ListTasks: only its own tasks (not root's). */
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                r = sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "ListTasks", &e, &reply,
+                                       "");
+                if (r < 0 || sd_bus_message_enter_container(reply, 'a', "(sss)") < 0)
+                        _exit(24);
+                const char *tid, *tst, *tsender;
+                while ((r = sd_bus_message_read(reply, "(sss)", &tid, &tst, &tsender)) > 0)
+                        if (streq(tid, root_task))
+                                _exit(25);
                 _exit(0);
         }
         int status;
@@ -646,6 +686,232 @@ static void test_access(void) {
         /* nobody is in the submitters group (nogroup) in this config; 65533 is in no group. */
         as_user(&sv, 65534, 65534, id, "may-submit");
         as_user(&sv, 65533, 65533, id, "refused");
+        client_done(&cl);
+        server_done(&sv);
+}
+
+/* ---- halt, resume, kill sessions, quarantine, markers ---- */
+
+static char *get_state(Client *cl) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        char *v = NULL;
+        g_assert_cmpint(sd_bus_get_property_string(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "State", &e,
+                                                   &v), >=, 0);
+        return v;
+}
+
+static void wait_state(Client *cl, const char *want) {
+        for (int i = 0; i < 300; i++) {
+                _cleanup_free_ char *v = get_state(cl);
+                if (streq(v, want))
+                        return;
+                g_usleep(10000);
+        }
+        _cleanup_free_ char *v = get_state(cl);
+        g_assert_cmpstr(v, ==, want);
+}
+
+static void wait_status(Client *cl, const char *id, const char *want) {
+        for (int i = 0; i < 300; i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *st = NULL, *text = NULL;
+                g_assert_cmpint(get_result(cl, id, &st, &text, &e), ==, 0);
+                if (streq(st, want))
+                        return;
+                g_usleep(10000);
+        }
+        assert_result(cl, id, want, NULL);
+}
+
+static void call_reason(Client *cl, const char *method, const char *reason, uint32_t *ret_killed) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r = sd_bus_call_method(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, method, &e, &reply, "s",
+                                   reason);
+        if (r < 0)
+                g_error("%s: %s: %s", method, e.name, e.message);
+        if (ret_killed)
+                g_assert_cmpint(sd_bus_message_read(reply, "u", ret_killed), >, 0);
+}
+
+static void assert_submit_refused(Client *cl, const char *name, const char *substr) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *id = NULL;
+        int r = call_submit(cl, "/ping", &id, &e);
+        assert_invalid(cl, r, &e, name, substr);
+        r = deliver(cl, &e, NULL, "text", "s", "/ping", NULL);
+        assert_invalid(cl, r, &e, name, substr);
+}
+
+static void test_halt_resume(void) {
+        Server sv;
+        Client cl = {};
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        _cleanup_free_ char *running = submit(&cl, "sleep 30");
+        _cleanup_free_ char *queued = submit(&cl, "echo after");
+        wait_status(&cl, running, "running");
+        call_reason(&cl, "Halt", "maintenance window", NULL);
+        _cleanup_free_ char *st = get_state(&cl);
+        g_assert_cmpstr(st, ==, "halted");
+        g_autofree char *end = wait_completed(&cl, running, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(end, ==, "failed");
+        assert_result(&cl, running, "failed", "agent halted: maintenance window (by root)");
+        /* Queued work waits; new work is refused, naming the reason and the way out. */
+        assert_result(&cl, queued, "queued", NULL);
+        assert_submit_refused(&cl, CON_ERROR_HALTED, "maintenance window");
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *x = NULL;
+        g_assert_cmpint(call_submit(&cl, "/ping", &x, &e), <, 0);
+        g_assert_nonnull(strstr(e.message, "con resume"));
+        g_assert_true(have_signal(&cl, "Changed State"));
+        /* Halt twice is fine; a reason with a newline is not. */
+        call_reason(&cl, "Halt", "again", NULL);
+        sd_bus_error_free(&e);
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Halt", &e, NULL, "s",
+                                           "two\nlines"), <, 0);
+        g_assert_cmpstr(e.name, ==, SD_BUS_ERROR_INVALID_ARGS);
+
+        sd_bus_error_free(&e);
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Resume", &e, NULL, ""),
+                        >=, 0);
+        g_autofree char *qend = wait_completed(&cl, queued, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(qend, ==, "done");
+        assert_result(&cl, queued, "done", "after");
+        _cleanup_free_ char *p = submit(&cl, "/ping");
+        g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
+
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void test_kill_sessions(void) {
+        Server sv;
+        Client cl = {};
+        uint32_t killed = 99;
+        server_init(&sv, 2);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        call_reason(&cl, "KillSessions", "nothing running", &killed);
+        g_assert_cmpuint(killed, ==, 0);
+        _cleanup_free_ char *a = submit(&cl, "sleep 30");
+        _cleanup_free_ char *b = submit(&cl, "sleep 30 & sleep 31; wait");
+        wait_status(&cl, a, "running");
+        wait_status(&cl, b, "running");
+        const char *why = "killed by contract CON-SYS-004: session ran longer than 30 min";
+        call_reason(&cl, "KillSessions", why, &killed);
+        g_assert_cmpuint(killed, ==, 2);
+        g_autofree char *ea = wait_completed(&cl, a, 5 * USEC_PER_SEC);
+        g_autofree char *eb = wait_completed(&cl, b, 5 * USEC_PER_SEC);
+        g_assert_cmpstr(ea, ==, "failed");
+        g_assert_cmpstr(eb, ==, "failed");
+        assert_result(&cl, a, "failed", why);
+        assert_result(&cl, b, "failed", why);
+        /* The service survives and keeps working. */
+        wait_state(&cl, "idle");
+        _cleanup_free_ char *p = submit(&cl, "echo still here");
+        g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
+        assert_result(&cl, p, "done", "still here");
+
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void test_quarantine(void) {
+        Server sv;
+        Client cl = {};
+        int status;
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        _cleanup_free_ char *running = submit(&cl, "sleep 30");
+        wait_status(&cl, running, "running");
+        call_reason(&cl, "Quarantine", "exfiltration suspected", NULL);
+        /* It exits 0 on its own, files kept. */
+        g_assert_cmpint(waitpid(sv.pid, &status, 0), ==, sv.pid);
+        sv.pid = 0;
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        client_done(&cl);
+
+        /* Its task failed with the reason (journal), seen after a restart. */
+        server_start(&sv);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        assert_result(&cl, running, "failed", "agent quarantined: exfiltration suspected (by root)");
+        client_done(&cl);
+        server_done(&sv);
+}
+
+static void write_marker(const char *dir, const char *name, const char *text) {
+        g_autofree char *p = g_build_filename(dir, name, NULL);
+        g_autofree char *tmp = g_strconcat(p, ".tmp", NULL);
+        g_assert_true(g_file_set_contents(tmp, text, -1, NULL));
+        g_assert_cmpint(rename(tmp, p), ==, 0);
+}
+
+static void test_markers(void) {
+        Server sv;
+        Client cl = {};
+        int status;
+
+        /* No state folder at all: nothing halted; creating it later is noticed. */
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        _cleanup_free_ char *p = submit(&cl, "/ping");
+        g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
+        g_assert_cmpint(mkdir(sv.state, 0755), ==, 0);
+        g_autofree char *qdir = g_build_filename(sv.state, "quarantine", NULL);
+        g_assert_cmpint(mkdir(qdir, 0755), ==, 0);
+        write_marker(sv.state, "halt", "contract CON-SYS-001 failed: disk full\n");
+        wait_state(&cl, "halted");
+        assert_submit_refused(&cl, CON_ERROR_HALTED, "contract CON-SYS-001 failed: disk full");
+        /* Resume cannot lift a sticky halt. */
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r = sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Resume", &e, NULL, "");
+        assert_invalid(&cl, r, &e, CON_ERROR_HALTED, "con resume");
+        g_autofree char *halt = g_build_filename(sv.state, "halt", NULL);
+        g_assert_cmpint(unlink(halt), ==, 0);
+        wait_state(&cl, "idle");
+        _cleanup_free_ char *p2 = submit(&cl, "/ping");
+        g_free(wait_completed(&cl, p2, 5 * USEC_PER_SEC));
+
+        /* halt-workers: this agent has tier worker. */
+        write_marker(sv.state, "halt-workers", "workers off");
+        wait_state(&cl, "halted");
+        assert_submit_refused(&cl, CON_ERROR_HALTED, "workers off");
+        g_autofree char *hw = g_build_filename(sv.state, "halt-workers", NULL);
+        g_assert_cmpint(unlink(hw), ==, 0);
+        wait_state(&cl, "idle");
+
+        /* A quarantine marker while running: sessions killed, the service exits 0. */
+        _cleanup_free_ char *running = submit(&cl, "sleep 30");
+        wait_status(&cl, running, "running");
+        write_marker(qdir, "worker", "contract CON-AGENT-002");
+        g_assert_cmpint(waitpid(sv.pid, &status, 0), ==, sv.pid);
+        sv.pid = 0;
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        client_done(&cl);
+
+        /* ... and with the marker present it does not start (exit non-zero, no socket). */
+        (void) unlink(sv.sock);
+        fflush(NULL);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                server_main(&sv);
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 98);
+        g_assert_cmpint(access(sv.sock, F_OK), <, 0);
+
+        /* Released: starts, and the killed task is failed with the reason. */
+        g_autofree char *q = g_build_filename(qdir, "worker", NULL);
+        g_assert_cmpint(unlink(q), ==, 0);
+        server_start(&sv);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        assert_result(&cl, running, "failed", "agent quarantined: contract CON-AGENT-002");
         client_done(&cl);
         server_done(&sv);
 }
@@ -680,6 +946,10 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-vtable/exec", test_exec);
         g_test_add_func("/agent-vtable/restart-resumes", test_restart_resumes);
         g_test_add_func("/agent-vtable/access", test_access);
+        g_test_add_func("/agent-vtable/halt-resume", test_halt_resume);
+        g_test_add_func("/agent-vtable/kill-sessions", test_kill_sessions);
+        g_test_add_func("/agent-vtable/quarantine", test_quarantine);
+        g_test_add_func("/agent-vtable/markers", test_markers);
         g_test_add_func("/agent-vtable/picoclaw-not-configured", test_picoclaw_not_configured);
         return g_test_run();
 }
