@@ -14,6 +14,7 @@
 #include "cron.h"
 #include "macro.h"
 #include "names.h"
+#include "policy.h"
 #include "strv.h"
 #include "yaml-util.h"
 
@@ -795,6 +796,135 @@ static int parse_contracts(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
         return 0;
 }
 
+/* ---- models (the model gateway) ---- */
+
+#define MODEL_BUDGET_KEYS "budget_tokens_per_task, budget_tokens_per_day, budget_cost_per_day, " \
+        "price_per_mtok_in and price_per_mtok_out"
+#define MODEL_TOKENS_MAX 4000000000U
+#define MODEL_COST_MAX 1000000.0
+
+/* One of the budget keys; 1 when handled, 0 when key is not one of them. */
+static int parse_model_budget_key(Ctx *c, const char *key, const yaml_node_t *v, const char *path,
+                                  ConModelBudget *b) {
+        int r;
+
+        if (streq(key, "budget_tokens_per_task"))
+                r = get_uint(c, v, path, 1, MODEL_TOKENS_MAX, &b->tokens_per_task);
+        else if (streq(key, "budget_tokens_per_day"))
+                r = get_uint(c, v, path, 1, MODEL_TOKENS_MAX, &b->tokens_per_day);
+        else if (streq(key, "budget_cost_per_day"))
+                r = get_double(c, v, path, MODEL_COST_MAX, &b->cost_per_day);
+        else if (streq(key, "price_per_mtok_in"))
+                r = get_double(c, v, path, MODEL_COST_MAX, &b->price_per_mtok_in);
+        else if (streq(key, "price_per_mtok_out"))
+                r = get_double(c, v, path, MODEL_COST_MAX, &b->price_per_mtok_out);
+        else
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+static int parse_models_agents(Ctx *c, const yaml_node_t *map, const char *path, ConModelsConfig *m) {
+        yaml_node_t *k, *v, *k2, *v2;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, path, "agent names");
+        if (r < 0)
+                return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *name = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key(path, k);
+                if (!kpath)
+                        return -ENOMEM;
+                if (con_agent_name_check(name) != CON_NAME_OK)
+                        return fail(c, k, kpath, "not a valid agent name");
+                ConModelAgentBudget *n = reallocarray(m->agents, m->n_agents + 1, sizeof(*n));
+                if (!n)
+                        return -ENOMEM;
+                m->agents = n;
+                ConModelAgentBudget *ab = &m->agents[m->n_agents];
+                *ab = (ConModelAgentBudget) { .agent = strdup(name) };
+                if (!ab->agent)
+                        return -ENOMEM;
+                m->n_agents++;
+                if (con_yaml_node_is_null(v))
+                        continue;
+                r = expect_mapping(c, v, kpath, MODEL_BUDGET_KEYS);
+                if (r < 0)
+                        return r;
+                CON_YAML_MAPPING_FOREACH(c->doc, v, k2, v2) {
+                        _cleanup_free_ char *p2 = path_key(kpath, k2);
+                        if (!p2)
+                                return -ENOMEM;
+                        r = parse_model_budget_key(c, con_yaml_scalar(k2), v2, p2, &ab->budget);
+                        if (r < 0)
+                                return r;
+                        if (r == 0)
+                                return unknown_key(c, k2, p2, MODEL_BUDGET_KEYS);
+                }
+        }
+        return 0;
+}
+
+static int parse_models(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+        yaml_node_t *k, *v;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, "models", "requests_per_minute, tokens_per_minute, ...");
+        if (r < 0)
+                return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key("models", k);
+                if (!kpath)
+                        return -ENOMEM;
+                ConModelsConfig *m = &cfg->models;
+                if (streq(key, "requests_per_minute"))
+                        r = get_uint(c, v, kpath, 1, 1000000, &m->requests_per_minute);
+                else if (streq(key, "tokens_per_minute"))
+                        r = get_uint(c, v, kpath, 1, MODEL_TOKENS_MAX, &m->tokens_per_minute);
+                else if (streq(key, "queue_max"))
+                        r = get_uint(c, v, kpath, 1, 100000, &m->queue_max);
+                else if (streq(key, "timeout"))
+                        r = get_duration(c, v, kpath, &m->timeout_usec);
+                else if (streq(key, "agents"))
+                        r = parse_models_agents(c, v, kpath, m);
+                else {
+                        r = parse_model_budget_key(c, key, v, kpath, &m->defaults);
+                        if (r == 0)
+                                r = unknown_key(c, k, kpath,
+                                                "requests_per_minute, tokens_per_minute, queue_max, timeout, agents, "
+                                                MODEL_BUDGET_KEYS);
+                }
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+void con_config_model_budget(const ConConfig *c, const char *agent, ConModelBudget *ret) {
+        ConModelBudget b = c->models.defaults;
+        for (size_t i = 0; agent && i < c->models.n_agents; i++) {
+                const ConModelBudget *o = &c->models.agents[i].budget;
+                if (!streq(c->models.agents[i].agent, agent))
+                        continue;
+                if (o->tokens_per_task)
+                        b.tokens_per_task = o->tokens_per_task;
+                if (o->tokens_per_day)
+                        b.tokens_per_day = o->tokens_per_day;
+                if (o->cost_per_day > 0)
+                        b.cost_per_day = o->cost_per_day;
+                if (o->price_per_mtok_in > 0)
+                        b.price_per_mtok_in = o->price_per_mtok_in;
+                if (o->price_per_mtok_out > 0)
+                        b.price_per_mtok_out = o->price_per_mtok_out;
+        }
+        *ret = b;
+}
+
 /* ---- agents ---- */
 
 #define AGENT_KEYS "name, tier, mode, cron, cron_task, roles, groups, scopes, runner, provider, model, " \
@@ -1121,6 +1251,216 @@ static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNod
         return 0;
 }
 
+/* ---- policy (docs/POLICY.md) ---- */
+
+#define POLICY_WHO_HINT "use an agent name, group:NAME, user:NAME (a Linux group or user name) or root"
+#define POLICY_GRANTS_MAX 256
+
+static int get_bool(Ctx *c, const yaml_node_t *v, const char *path, bool *ret) {
+        const char *s;
+        int r;
+
+        r = get_scalar_text(c, v, path, "true or false", &s);
+        if (r < 0 || !s)
+                return r;
+        if (streq(s, "true") || streq(s, "True") || streq(s, "TRUE"))
+                *ret = true;
+        else if (streq(s, "false") || streq(s, "False") || streq(s, "FALSE"))
+                *ret = false;
+        else {
+                _cleanup_free_ char *q = quote_node(v);
+                return q ? fail(c, v, path, "%s is not allowed; use true or false", q) : -ENOMEM;
+        }
+        return 0;
+}
+
+static int parse_policy_who(Ctx *c, const yaml_node_t *map, const yaml_node_t *who, const char *path,
+                            const ConConfig *cfg, ConPolicyGrantConfig *g) {
+        ConPrincipalKind kind;
+        const char *name;
+        int r;
+
+        if (!who || con_yaml_node_is_null(who))
+                return fail(c, who ?: map, path, "missing; " POLICY_WHO_HINT);
+        r = get_string(c, who, path, &g->who);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *q = quote_node(who);
+        if (!q)
+                return -ENOMEM;
+        if (con_principal_parse(g->who, &kind, &name) < 0)
+                return fail(c, who, path, "%s is not a valid principal; " POLICY_WHO_HINT, q);
+        if (kind == CON_PRINCIPAL_AGENT && !con_config_find_agent(cfg, name))
+                return fail(c, who, path, "%s is not an agent in agents:; " POLICY_WHO_HINT, q);
+        return 0;
+}
+
+/* Returns the number of per-agent verbs (> 0), or 0 when all are commission/contracts-admin. */
+static int parse_policy_may(Ctx *c, const yaml_node_t *map, const yaml_node_t *may, const char *path,
+                            ConPolicyGrantConfig *g) {
+        const yaml_node_t *first_global = NULL;
+        yaml_node_t *item;
+        size_t i = 0, first_global_i = 0;
+        int per_agent = 0, r;
+
+        if (!may || con_yaml_node_is_null(may) ||
+            (may->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(may) == 0))
+                return fail(c, may ?: map, path, "missing or empty; list what the principal may do: "
+                            CON_POLICY_VERBS_ALLOWED);
+        r = get_strv(c, may, path, false, _CON_POLICY_VERB_MAX * 2, &g->may);
+        if (r < 0)
+                return r;
+        CON_YAML_SEQUENCE_FOREACH(c->doc, may, item) {
+                _cleanup_free_ char *ipath = path_index(path, i), *q = quote_node(item);
+                if (!ipath || !q)
+                        return -ENOMEM;
+                ConPolicyVerb v = con_policy_verb_from_string(g->may[i]);
+                if (v < 0)
+                        return fail(c, item, ipath, "%s is not a verb; use " CON_POLICY_VERBS_ALLOWED, q);
+                for (size_t j = 0; j < i; j++)
+                        if (streq(g->may[j], g->may[i]))
+                                return fail(c, item, ipath, "%s is listed twice", q);
+                if (con_policy_verb_per_agent(v))
+                        per_agent++;
+                else if (!first_global) {
+                        first_global = item;
+                        first_global_i = i;
+                }
+                i++;
+        }
+        if (per_agent > 0 && first_global) {
+                _cleanup_free_ char *ipath = path_index(path, first_global_i);
+                return ipath ? fail(c, first_global, ipath,
+                                    "'%s' is not about one agent and cannot share a grant with per-agent verbs; "
+                                    "give it a grant of its own, without to:", g->may[first_global_i]) : -ENOMEM;
+        }
+        return per_agent;
+}
+
+static int parse_policy_to(Ctx *c, const yaml_node_t *map, const yaml_node_t *to, const char *path,
+                           bool per_agent, const ConConfig *cfg, ConPolicyGrantConfig *g) {
+        yaml_node_t *item;
+        size_t i = 0;
+        int r;
+
+        if (!per_agent) {
+                if (to && !con_yaml_node_is_null(to))
+                        return fail(c, to, path, "commission and contracts-admin are not about one agent; remove to:");
+                return 0;
+        }
+        if (!to || con_yaml_node_is_null(to) ||
+            (to->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(to) == 0))
+                return fail(c, to ?: map, path,
+                            "missing or empty; list the agents the grant applies to, or \"*\" for every agent");
+        r = get_strv(c, to, path, false, 0, &g->to);
+        if (r < 0)
+                return r;
+        CON_YAML_SEQUENCE_FOREACH(c->doc, to, item) {
+                _cleanup_free_ char *ipath = path_index(path, i), *q = quote_node(item);
+                if (!ipath || !q)
+                        return -ENOMEM;
+                if (!streq(g->to[i], "*") && !con_config_find_agent(cfg, g->to[i]))
+                        return fail(c, item, ipath,
+                                    "%s is not an agent in agents:; use agent names, or \"*\" for every agent", q);
+                for (size_t j = 0; j < i; j++)
+                        if (streq(g->to[j], g->to[i]))
+                                return fail(c, item, ipath, "%s is listed twice", q);
+                i++;
+        }
+        return 0;
+}
+
+static int parse_policy_grant(Ctx *c, const yaml_node_t *map, const char *path, const ConConfig *cfg,
+                              ConPolicyGrantConfig *g) {
+        yaml_node_t *k, *v, *who = NULL, *may = NULL, *to = NULL;
+        int r;
+
+        r = expect_mapping(c, map, path, "who, may and to");
+        if (r < 0)
+                return r;
+        g->line = con_yaml_node_line(map);
+        g->column = con_yaml_node_column(map);
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                if (streq(key, "who"))
+                        who = v;
+                else if (streq(key, "may"))
+                        may = v;
+                else if (streq(key, "to"))
+                        to = v;
+                else {
+                        _cleanup_free_ char *kpath = path_key(path, k);
+                        return kpath ? unknown_key(c, k, kpath, "who, may and to") : -ENOMEM;
+                }
+        }
+        _cleanup_free_ char *wpath = path_child(path, "who"), *mpath = path_child(path, "may"),
+                            *tpath = path_child(path, "to");
+        if (!wpath || !mpath || !tpath)
+                return -ENOMEM;
+        r = parse_policy_who(c, map, who, wpath, cfg, g);
+        if (r < 0)
+                return r;
+        r = parse_policy_may(c, map, may, mpath, g);
+        if (r < 0)
+                return r;
+        return parse_policy_to(c, map, to, tpath, r > 0, cfg, g);
+}
+
+/* After the agents: who and to name agents. */
+static int parse_policy(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+        yaml_node_t *k, *v, *grants = NULL;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, "policy", "defaults and grants");
+        if (r < 0)
+                return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key("policy", k);
+                if (!kpath)
+                        return -ENOMEM;
+                if (streq(key, "defaults")) {
+                        bool b = true;
+                        r = get_bool(c, v, kpath, &b);
+                        cfg->policy_no_defaults = !b;
+                } else if (streq(key, "grants")) {
+                        grants = v;
+                        r = 0;
+                } else
+                        r = unknown_key(c, k, kpath, "defaults and grants");
+                if (r < 0)
+                        return r;
+        }
+        if (!grants || con_yaml_node_is_null(grants))
+                return 0;
+        if (grants->type != YAML_SEQUENCE_NODE)
+                return fail(c, grants, "policy.grants",
+                            "expected a list of grants ({who: ..., may: [...], to: [...]}), got %s",
+                            con_yaml_node_kind_to_string(grants));
+        size_t n = con_yaml_sequence_length(grants);
+        if (n > POLICY_GRANTS_MAX)
+                return fail(c, grants, "policy.grants", "the list has %zu entries; at most %u are allowed", n,
+                            POLICY_GRANTS_MAX);
+        if (n == 0)
+                return 0;
+        cfg->policy_grants = calloc(n, sizeof(ConPolicyGrantConfig));
+        if (!cfg->policy_grants)
+                return -ENOMEM;
+        yaml_node_t *item;
+        CON_YAML_SEQUENCE_FOREACH(c->doc, grants, item) {
+                _cleanup_free_ char *path = path_index("policy.grants", cfg->n_policy_grants);
+                if (!path)
+                        return -ENOMEM;
+                /* Counted first, so a half-parsed entry is freed. */
+                r = parse_policy_grant(c, item, path, cfg, &cfg->policy_grants[cfg->n_policy_grants++]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static void agent_nodes_free(AgentNodes *an, size_t n) {
         if (!an)
                 return;
@@ -1138,9 +1478,18 @@ ConConfig *con_config_free(ConConfig *c) {
         runtime_done(&c->base);
         for (size_t i = 0; i < _CON_TIER_MAX; i++)
                 runtime_done(&c->tiers[i]);
+        for (size_t i = 0; i < c->models.n_agents; i++)
+                free(c->models.agents[i].agent);
+        free(c->models.agents);
         for (size_t i = 0; i < c->n_agents; i++)
                 agent_done(&c->agents[i]);
         free(c->agents);
+        for (size_t i = 0; i < c->n_policy_grants; i++) {
+                free(c->policy_grants[i].who);
+                strv_free(c->policy_grants[i].may);
+                strv_free(c->policy_grants[i].to);
+        }
+        free(c->policy_grants);
         free(c);
         return NULL;
 }
@@ -1148,7 +1497,7 @@ ConConfig *con_config_free(ConConfig *c) {
 static int parse_document(Ctx *c, ConConfig *cfg) {
         ConRuntimeSettings legacy[_CON_TIER_MAX] = {};
         AgentNodes *nodes = NULL;
-        yaml_node_t *k, *v, *agents = NULL;
+        yaml_node_t *k, *v, *agents = NULL, *policy = NULL;
         int r;
 
         yaml_node_t *root = yaml_document_get_root_node(c->doc);
@@ -1174,11 +1523,16 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                         r = parse_runtime_mapping(c, v, "defaults", NULL, legacy);
                 else if (streq(key, "contracts"))
                         r = parse_contracts(c, v, cfg);
-                else if (streq(key, "agents")) {
+                else if (streq(key, "models"))
+                        r = parse_models(c, v, cfg);
+                else if (streq(key, "policy")) {
+                        policy = v;
+                        r = 0;
+                } else if (streq(key, "agents")) {
                         agents = v;
                         r = 0;
                 } else
-                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts and agents");
+                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, policy and agents");
                 if (r < 0)
                         break;
         }
@@ -1203,6 +1557,13 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                 r = path ? finish_agent(c, cfg, path, &cfg->agents[i], &nodes[i]) : -ENOMEM;
         }
         agent_nodes_free(nodes, cfg->n_agents);
+        if (r >= 0 && policy)
+                r = parse_policy(c, policy, cfg);
+        for (size_t i = 0; r >= 0 && i < cfg->models.n_agents; i++)
+                if (!con_config_find_agent(cfg, cfg->models.agents[i].agent)) {
+                        _cleanup_free_ char *p = path_child("models.agents", cfg->models.agents[i].agent);
+                        r = p ? fail(c, root, p, "no agent of that name is configured in agents:") : -ENOMEM;
+                }
         return r;
 }
 
@@ -1244,6 +1605,10 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                         .max_load_factor = 2.0,
                         .max_session_min = 30,
                         .healthcheck_interval_usec = 60 * USEC_PER_SEC,
+                },
+                .models = {
+                        .queue_max = 64,
+                        .timeout_usec = 120 * USEC_PER_SEC,
                 },
         };
         if (!cfg->system_name || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))

@@ -65,6 +65,40 @@ typedef struct ConContractThresholds {
         uint64_t healthcheck_interval_usec; /* 60 s */
 } ConContractThresholds;
 
+/* models: the model gateway's limits (docs/CONFIG.md). 0 everywhere means "no limit / unset". */
+typedef struct ConModelBudget {
+        unsigned tokens_per_task;       /* input + output tokens of one task (request field task_id) */
+        unsigned tokens_per_day;        /* input + output tokens per UTC day */
+        double cost_per_day;            /* USD per UTC day; enforced only when both prices are known */
+        double price_per_mtok_in;       /* USD per million input tokens */
+        double price_per_mtok_out;      /* USD per million output tokens */
+} ConModelBudget;
+
+typedef struct ConModelAgentBudget {
+        char *agent;                    /* a configured agent's name */
+        ConModelBudget budget;          /* as written: 0 = take the models: default */
+} ConModelAgentBudget;
+
+typedef struct ConModelsConfig {
+        unsigned requests_per_minute;   /* host-wide; 0 = unlimited */
+        unsigned tokens_per_minute;     /* host-wide; 0 = unlimited */
+        unsigned queue_max;             /* calls waiting for the rate limit, default 64 */
+        uint64_t timeout_usec;          /* one HTTP attempt, default 120 s */
+        ConModelBudget defaults;        /* for every agent */
+        ConModelAgentBudget *agents;    /* models.agents.<name> overrides */
+        size_t n_agents;
+} ConModelsConfig;
+
+/* One entry of the policy: section (docs/POLICY.md), as written; checked by the parser (known
+ * principal kinds and agents, known verbs, "to" present exactly when a verb is per agent). The
+ * effective policy (defaults + these) is built by con_policy_from_config() in policy.h. */
+typedef struct ConPolicyGrantConfig {
+        char *who;              /* "concierge", "group:con", "user:alice" or "root" */
+        char **may;             /* verbs: task, read-result, cancel, halt, quarantine, commission, contracts-admin */
+        char **to;              /* agent names or "*" (every agent); NULL for commission/contracts-admin */
+        unsigned line, column;  /* where the entry starts */
+} ConPolicyGrantConfig;
+
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
         char *system_name;              /* "conspiracy" */
@@ -73,8 +107,12 @@ typedef struct ConConfig {
         ConRuntimeSettings base;        /* as written (unresolved) */
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
         ConContractThresholds contracts;
+        ConModelsConfig models;         /* models: section */
         ConAgent *agents;
         size_t n_agents;
+        bool policy_no_defaults;        /* policy.defaults: false (the original's grants left out) */
+        ConPolicyGrantConfig *policy_grants; /* policy.grants */
+        size_t n_policy_grants;
 } ConConfig;
 
 typedef struct ConConfigError {
@@ -101,6 +139,8 @@ static inline void con_config_freep(ConConfig **c) {
 }
 
 const ConAgent *con_config_find_agent(const ConConfig *c, const char *name);
+/* The effective model budget of an agent: its models.agents entry, else the models: defaults. */
+void con_config_model_budget(const ConConfig *c, const char *agent, ConModelBudget *ret);
 
 const char *con_tier_to_string(ConTier t);     /* "" for NONE */
 ConTier con_tier_from_string(const char *s);

@@ -30,6 +30,9 @@
 #define SYSTEM_BUS_SOCKET "/run/dbus/system_bus_socket"
 #define ROUTERD_PATH CON_LIBEXECDIR "/con-routerd"
 #define ROUTER_LOG CON_SRV_DIR "/logs/con-routerd.log"
+#define CONTRACTD_PATH CON_LIBEXECDIR "/con-contractd"
+#define CONTRACTD_LOG CON_SRV_DIR "/logs/con-contractd.log"
+#define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
@@ -217,7 +220,7 @@ static const char up_usage[] =
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
 
-static int start_router_daemon(sd_bus *bus) {
+static int start_daemon(sd_bus *bus, const char *path, const char *bus_name, const char *logfile) {
         pid_t pid = fork();
         if (pid < 0)
                 return con_fail(CON_EXIT_FAILURE, "up: cannot fork: %m");
@@ -226,7 +229,7 @@ static int start_router_daemon(sd_bus *bus) {
                 (void) setsid();
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 (void) mkdir(CON_SRV_DIR "/logs", 0755);
-                int log = open(ROUTER_LOG, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
+                int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
                 if (null >= 0)
                         (void) dup2(null, STDIN_FILENO);
                 if (log >= 0) {
@@ -237,16 +240,20 @@ static int start_router_daemon(sd_bus *bus) {
                 pid_t p = fork();
                 if (p != 0)
                         _exit(p < 0 ? 1 : 0);
-                execl(ROUTERD_PATH, "con-routerd", (char *) NULL);
-                fprintf(stderr, "con up: cannot run " ROUTERD_PATH ": %m\n");
+                execl(path, strrchr(path, '/') + 1, (char *) NULL);
+                fprintf(stderr, "con up: cannot run %s: %m\n", path);
                 _exit(127);
         }
         (void) waitpid(pid, NULL, 0);
-        int r = wait_for_name(bus, CON_ROUTER_BUS_NAME, true, START_TIMEOUT_USEC, 0);
+        int r = wait_for_name(bus, bus_name, true, START_TIMEOUT_USEC, 0);
         if (r < 0)
-                return con_fail(CON_EXIT_FAILURE, "up: con-routerd did not take %s within %" PRIu64 " s; see " ROUTER_LOG,
-                                CON_ROUTER_BUS_NAME, START_TIMEOUT_USEC / USEC_PER_SEC);
+                return con_fail(CON_EXIT_FAILURE, "up: %s did not take %s within %" PRIu64 " s; see %s",
+                                strrchr(path, '/') + 1, bus_name, START_TIMEOUT_USEC / USEC_PER_SEC, logfile);
         return 0;
+}
+
+static int start_router_daemon(sd_bus *bus) {
+        return start_daemon(bus, ROUTERD_PATH, CON_ROUTER_BUS_NAME, ROUTER_LOG);
 }
 
 int verb_up(int argc, char *argv[]) {
@@ -268,7 +275,7 @@ int verb_up(int argc, char *argv[]) {
         if (sd_booted() > 0) {
                 _cleanup_strv_free_ char **units = NULL;
                 if (strv_extend(&units, "systemctl") < 0 || strv_extend(&units, "start") < 0 ||
-                    strv_extend(&units, "con-routerd.service") < 0)
+                    strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0)
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 for (size_t i = 0; i < config->n_agents; i++) {
                         char *u;
@@ -309,6 +316,13 @@ int verb_up(int argc, char *argv[]) {
                 (void) name_pid(bus, CON_ROUTER_BUS_NAME, &pid);
                 printf("router: started (pid %d, log " ROUTER_LOG ")\n", (int) pid);
         }
+        /* The contract service (health checks, halt and quarantine). */
+        if (name_has_owner(bus, CONTRACTS_BUS_NAME))
+                printf("contracts: already running\n");
+        else if (start_daemon(bus, CONTRACTD_PATH, CONTRACTS_BUS_NAME, CONTRACTD_LOG) == 0)
+                printf("contracts: started (log " CONTRACTD_LOG ")\n");
+        else
+                status = CON_EXIT_FAILURE;
 
         for (size_t i = 0; i < config->n_agents; i++) {
                 const ConAgent *a = &config->agents[i];
@@ -373,6 +387,7 @@ int verb_down(int argc, char *argv[]) {
 
         if (sd_booted() > 0) {
                 r = run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "con-routerd.service",
+                                             (char *) "con-contractd.service",
                                              (char *) "con-agent@*.service", NULL });
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "down: systemctl stop failed (exit status %d)", r);
@@ -387,6 +402,8 @@ int verb_down(int argc, char *argv[]) {
                 return CON_EXIT_FAILURE;
         /* The router first, so it does not activate agents again while they stop. */
         if (stop_name(bus, "router", CON_ROUTER_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        if (stop_name(bus, "contracts", CONTRACTS_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (load_config(&c, &config) < 0)
                 return CON_EXIT_CONFIG;

@@ -23,6 +23,12 @@ static const struct {
         { "run",         verb_run,         "start an agent and wait until its queue is empty" },
         { "route-inbox", verb_route_inbox, "one pass of the router over the inboxes" },
         { "audit",       verb_audit,       "print the audit trail, or 'verify' its hash chain" },
+        { "healthcheck", verb_healthcheck, "evaluate the health contracts once" },
+        { "contracts",   verb_contracts,   "list the health contracts and their last results" },
+        { "resume",      verb_resume,      "lift a halt of the agents" },
+        { "quarantine",  verb_quarantine,  "quarantine an agent" },
+        { "release",     verb_release,     "end an agent's quarantine" },
+        { "policy",      verb_policy,      "show the access policy, check the three doors against it" },
 };
 
 int con_fail(int status, const char *fmt, ...) {

@@ -24,6 +24,14 @@ int verb_task(int argc, char *argv[]);
 int verb_run(int argc, char *argv[]);
 int verb_route_inbox(int argc, char *argv[]);
 int verb_audit(int argc, char *argv[]);
+/* con-contracts.c */
+int verb_healthcheck(int argc, char *argv[]);
+int verb_contracts(int argc, char *argv[]);
+int verb_resume(int argc, char *argv[]);
+int verb_quarantine(int argc, char *argv[]);
+int verb_release(int argc, char *argv[]);
+/* con-policy.c */
+int verb_policy(int argc, char *argv[]);
 
 /* Prints "con: " + message to stderr, returns status. */
 int con_fail(int status, const char *fmt, ...) __attribute__((__format__(printf, 2, 3)));

@@ -84,7 +84,7 @@ static void test_errors_syntax(void) {
 static void test_errors_top(void) {
         assert_error("a: 1\n" A0,
                      "con.yaml:1:1: a: unknown key; allowed keys are system, base, defaults (deprecated), "
-                     "contracts and agents");
+                     "contracts, models, policy and agents");
         assert_error("system: {}\n", "con.yaml:1:1: agents: missing; at least one agent is required");
         assert_error("agents: []\n", "con.yaml:1:9: agents: the list is empty; at least one agent is required");
         assert_error("agents:\n", "con.yaml:1:8: agents: the list is empty; at least one agent is required");
@@ -376,8 +376,8 @@ static void test_error_format(void) {
         ConConfigError e2 = {};
         g_assert_cmpint(con_config_parse("x: 1\n", 5, NULL, &cfg, &e2), ==, -EINVAL);
         _cleanup_free_ char *s = con_config_error_format(&e2);
-        g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts "
-                        "and agents");
+        g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts, "
+                        "models, policy and agents");
         con_config_error_done(&e2);
         con_config_error_done(NULL);
 }

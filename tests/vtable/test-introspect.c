@@ -4,8 +4,11 @@
  * comments and whitespace stripped and <x ...></x> written as <x .../>. */
 #include "agent-service.h"
 #include "bus-util.h"
+#include "contract-service.h"
+#include "contract-util.h"
 #include "names.h"
 #include "router-service.h"
+#include "model-service.h"
 #include "macro.h"
 #include "test-util.h"
 
@@ -81,15 +84,29 @@ static void test_agent1(void) {
         compare(CON_AGENT_INTERFACE, live, "con-agentd (con-agentd --bus-introspect)");
 }
 
+static void test_models1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(models_introspect_xml(&live), ==, 0);
+        compare(CON_MODELS_INTERFACE, live, "con-modeld");
+}
+
 static void test_router1(void) {
         _cleanup_free_ char *live = NULL;
         g_assert_cmpint(con_bus_introspect_vtable(CON_ROUTER_PATH, CON_ROUTER_INTERFACE, router_vtable, &live), ==, 0);
         compare(CON_ROUTER_INTERFACE, live, "con-routerd");
 }
 
+static void test_contracts1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(con_bus_introspect_vtable(CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, contracts_vtable, &live), ==, 0);
+        compare(CON_CONTRACTS_INTERFACE, live, "con-contractd (con-contractd --bus-introspect)");
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/introspect/agent1", test_agent1);
         g_test_add_func("/introspect/router1", test_router1);
+        g_test_add_func("/introspect/contracts1", test_contracts1);
+        g_test_add_func("/introspect/models1", test_models1);
         return g_test_run();
 }
