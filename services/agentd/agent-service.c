@@ -12,6 +12,7 @@
 #include "agent-builtins.h"
 #include "agent-deliver.h"
 #include "agent-service.h"
+#include "bus-util.h"
 #include "con-paths.h"
 #include "errors.h"
 #include "macro.h"
@@ -1688,61 +1689,6 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
 
 /* ---- introspection ---- */
 
-static void *introspect_server(void *arg) {
-        int fd = (int) (intptr_t) arg;
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        sd_id128_t id = SD_ID128_NULL;
-        static const int dummy;
-
-        if (sd_bus_new(&bus) < 0 || sd_bus_set_fd(bus, fd, fd) < 0 || sd_id128_randomize(&id) < 0 ||
-            sd_bus_set_server(bus, 1, id) < 0 || sd_bus_start(bus) < 0 ||
-            sd_bus_add_object_vtable(bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, agent_vtable,
-                                     (void *) &dummy) < 0)
-                return NULL;
-        for (;;) {
-                int r = sd_bus_process(bus, NULL);
-                if (r < 0)
-                        break;
-                if (r == 0 && sd_bus_wait(bus, UINT64_MAX) < 0)
-                        break;
-        }
-        return NULL;
-}
-
 int agent_introspect_xml(char **ret) {
-        int pair[2];
-        pthread_t th;
-        int r;
-
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
-                return -errno;
-        r = -pthread_create(&th, NULL, introspect_server, (void *) (intptr_t) pair[0]);
-        if (r < 0) {
-                safe_close(pair[0]);
-                safe_close(pair[1]);
-                return r;
-        }
-        {
-                _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-                const char *xml;
-                r = sd_bus_new(&bus);
-                if (r >= 0)
-                        r = sd_bus_set_fd(bus, pair[1], pair[1]);
-                if (r >= 0)
-                        r = sd_bus_start(bus);
-                if (r >= 0)
-                        r = sd_bus_call_method(bus, NULL, CON_AGENT_PATH, "org.freedesktop.DBus.Introspectable",
-                                               "Introspect", &error, &reply, NULL);
-                if (r >= 0)
-                        r = sd_bus_message_read(reply, "s", &xml);
-                if (r >= 0 && !(*ret = strdup(xml)))
-                        r = -ENOMEM;
-                if (r < 0 && !bus)
-                        safe_close(pair[1]);
-        }
-        /* Closing our end makes the server see EOF and return. */
-        (void) pthread_join(th, NULL);
-        return r < 0 ? r : 0;
+        return con_bus_introspect_vtable(CON_AGENT_PATH, CON_AGENT_INTERFACE, agent_vtable, ret);
 }
