@@ -38,6 +38,8 @@ typedef enum ActionKind {
         ACTION_USERDB,          /* a user database item, already decided while planning */
         ACTION_DIR,
         ACTION_FILE,
+        ACTION_ATTRS,           /* a file whose contents belong to the admin: created empty when
+                                 * missing, otherwise only owner, mode and ACL are set */
 } ActionKind;
 
 typedef struct Action {
@@ -239,6 +241,23 @@ static int add_file(ConProvision *p, const char *path, char *content, size_t len
         return con_acl_build(mode, NULL, 0, &a->access);
 }
 
+/* A file the admin fills (e.g. the key file): bootstrap never reads or writes its contents. */
+static int add_attrs(ConProvision *p, const char *path, const char *user, const char *group, mode_t mode) {
+        Action *a = action_new(p, ACTION_ATTRS, path);
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        a->mode = mode & 07777;
+        r = resolve(p, user, group, &a->uid, &a->gid);
+        if (r < 0)
+                return r;
+        r = owner_names(user, group, &a->owner);
+        if (r < 0)
+                return r;
+        return con_acl_build(mode, NULL, 0, &a->access);
+}
+
 /* Every missing ancestor of path (not path itself): created root:root 0755, existing ones are
  * left alone. */
 static int add_parents(ConProvision *p, const char *path) {
@@ -350,7 +369,7 @@ static int open_managed(const Action *a, char **ret_error) {
                               a->path);
         if (fd < 0)
                 return errorf(ret_error, fd, "%s: %s", a->path, path_error(fd));
-        if (a->kind == ACTION_FILE && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        if (a->kind != ACTION_DIR && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
                 safe_close(fd);
                 return errorf(ret_error, -EISDIR, "%s: exists and is not a regular file", a->path);
         }
@@ -378,6 +397,9 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
                                 r = change_add(changes, "set default acl %s", a->path);
                         return r;
                 }
+                if (a->kind == ACTION_ATTRS)
+                        return change_add(changes, "create empty %s (%s %04o)", a->path, a->owner,
+                                          (unsigned) a->mode);
                 return change_add(changes, "write %s", a->path);
         }
         if (fd < 0)
@@ -406,6 +428,28 @@ static int action_apply(const Action *a, char **ret_error) {
 
         if (a->kind == ACTION_USERDB)
                 return 0;
+
+        if (a->kind == ACTION_ATTRS) {
+                fd = open_managed(a, ret_error);
+                if (fd == -ENOENT) {
+                        /* O_EXCL: a file that appeared meanwhile is never truncated. */
+                        dfd = open_parent_nofollow(a->path, &name);
+                        if (dfd < 0)
+                                return errorf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path,
+                                              path_error(dfd));
+                        fd = openat(dfd, name, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
+                        if (fd < 0 && errno == EEXIST)
+                                fd = open_managed(a, ret_error);
+                        else if (fd < 0)
+                                return errorf(ret_error, negative_errno(), "%s: cannot create: %m", a->path);
+                }
+                if (fd < 0)
+                        return fd;
+                r = apply_attrs(a, fd);
+                if (r < 0)
+                        return errorf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
+                return 0;
+        }
 
         if (a->kind == ACTION_FILE) {
                 fd = open_managed(a, ret_error);
@@ -536,7 +580,7 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
 }
 
 /* The model gateway's own system user (no login, no home): it alone reads the provider keys
- * (/etc/con/env, root:con-models 0640) and writes /srv/con/logs/models. */
+ * (/etc/con/env, root:con-models 0640, set by plan_env_file) and writes /srv/con/logs/models. */
 #define MODELS_USER "con-models"
 static int plan_models_user(ConProvision *p, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
@@ -567,6 +611,17 @@ static int plan_models_user(ConProvision *p, char **ret_error) {
         if (asprintf(&c, "create user %s (uid %u)", MODELS_USER, uid) < 0)
                 return -ENOMEM;
         return userdb_item(p, c);
+}
+
+/* The key file: root:con-models 0640 without ACL entries, so the gateway reads it and no agent
+ * can (agents are not in group con-models). Created empty when missing, so the admin finds
+ * where the keys go and writing them (printf ... >/etc/con/env) keeps the owner and mode. Its
+ * contents are never read or changed. */
+static int plan_env_file(ConProvision *p) {
+        int r = add_parents(p, CON_ENV_PATH);
+        if (r < 0)
+                return r;
+        return add_attrs(p, CON_ENV_PATH, "root", MODELS_USER, 0640);
 }
 
 static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
@@ -1110,6 +1165,8 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = plan_srv(p, &outer, ret_error);
         if (r >= 0)
                 r = add_dir(p, CON_SRV_DIR "/logs/models", MODELS_USER, MODELS_USER, 0750, NULL, NULL, 0, false);
+        if (r >= 0)
+                r = plan_env_file(p);
         if (r >= 0)
                 r = add_parents(p, CON_HOME_ROOT "/x");
         for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)

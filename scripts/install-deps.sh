@@ -1,5 +1,6 @@
 #!/bin/sh
 # Installs every Debian 12 package needed to build, test and run ConspiracyOS.
+# --build-only: only what building needs.
 # Idempotent; needs root. Usage: scripts/install-deps.sh [--build-only]
 set -eu
 if [ "$(id -u)" != 0 ]; then
@@ -9,9 +10,11 @@ fi
 run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates"
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
-[ "${1:-}" = "--build-only" ] && run=""
+# Used by tests only: xmllint checks generated XML, node runs the generated polkit rules (ES5).
+test="libxml2-utils nodejs"
+[ "${1:-}" = "--build-only" ] && run="" test=""
 missing=""
-for p in $run $build; do
+for p in $run $build $test; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -z "$missing" ]; then

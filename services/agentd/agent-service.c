@@ -363,8 +363,8 @@ static int policy_check(AgentContext *c, uid_t uid, const char *name, ConPolicyV
 
 int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const AgentTask *t,
                     AgentCaller *ret_caller, sd_bus_error *error) {
-        const char *name;
-        uid_t uid;
+        const char *name = NULL;
+        uid_t uid = (uid_t) -1;
         int r;
 
         if (verb < 0 || verb >= _AGENT_VERB_MAX)

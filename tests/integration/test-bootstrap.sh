@@ -62,6 +62,7 @@ section "dry run on a fresh system"
 check_output "dry run prints the plan" "^would create user a-concierge \(uid [0-9]+\)" con bootstrap --dry-run --profile default
 check_output "dry run plans the ACLs" "^would set acl /srv/con/agents/sysadmin/inbox" echo "$LIB_OUT"
 check_output "dry run plans the platform files" "^would write /etc/dbus-1/system.d/" echo "$LIB_OUT"
+check_output "dry run plans the empty key file" "^would create empty /etc/con/env \(root:con-models 0640\)$" echo "$LIB_OUT"
 snapshot "$T/s1"
 check_same_file "dry run touched nothing" "$T/s0" "$T/s1"
 
@@ -69,6 +70,9 @@ section "first run: --profile default"
 check_output "bootstrap succeeds" "^create user a-sysadmin \(uid [0-9]+\)" con bootstrap --profile default
 printf '%s\n' "$LIB_OUT" >"$T/first-run.out"
 check_same_file "the profile's con.yaml is installed" "$PROFILES/default/con.yaml" /etc/con/con.yaml
+stat_is "the key file is created for the model gateway" /etc/con/env "root:con-models 640"
+check_eq "... empty" 0 "$(stat -c %s /etc/con/env)"
+check_fail "... no agent can read it" as_user a-concierge cat /etc/con/env
 
 for g in agents officers operators workers trusted con; do
         check "group $g exists" getent group "$g"
@@ -210,6 +214,20 @@ check_same_file "dry run did not repair" "$T/s5" "$T/s6"
 check "repair run" con bootstrap
 snapshot "$T/s7"
 check_same_file "repaired state equals the state before the drift" "$T/s2" "$T/s7"
+
+section "the key file: owner and mode repaired, contents never touched"
+printf 'CON_API_KEY=sk-bootstrap-test\n' >/etc/con/env
+check_output "writing keys into the file keeps its owner and mode" "root:con-models 640" stat -c '%U:%G %a' /etc/con/env
+chown root:root /etc/con/env && chmod 0644 /etc/con/env && setfacl -m u:a-concierge:r /etc/con/env
+check_output "dry run shows the owner" "^would set owner /etc/con/env \(root:con-models\)$" con bootstrap --dry-run
+check_output "...the mode" "^would set mode /etc/con/env \(0640\)$" echo "$LIB_OUT"
+check_output "...the ACL" "^would set acl /etc/con/env$" echo "$LIB_OUT"
+check "repair run" con bootstrap
+stat_is "the key file is root:con-models 0640 again" /etc/con/env "root:con-models 640"
+check_fail "... without the ACL entry" sh -c "getfacl -cp /etc/con/env | grep -q a-concierge"
+check_eq "... with the keys intact" "CON_API_KEY=sk-bootstrap-test" "$(cat /etc/con/env)"
+check_output "a second run changes nothing" "nothing to change" con bootstrap
+: >/etc/con/env   # back to the state of the first run
 
 section "symlinks are refused"
 mv /srv/con/agents/sysadmin/outbox "$T/outbox.real"

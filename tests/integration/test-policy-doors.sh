@@ -1,9 +1,10 @@
 #!/bin/bash
 # One access policy, three doors (docs/POLICY.md), inside tests/sandbox/con-sandbox: for every
 # (principal, target agent) the decision of the config (`con policy query`), the inbox ACL as the
-# kernel enforces it (runuser touch) and polkit's answer (pkcheck on a process of that user) agree.
-# Then each door is drifted by hand; `con policy check` names the drift and `con bootstrap`
-# repairs it.
+# kernel enforces it (runuser touch), polkit's answer (pkcheck on a process of that user) and the
+# real bus outcome (busctl call to the D-Bus activated agent as that user: Submit for task, GetResult
+# of root's task for read-result, Halt for halt) agree. Then each door is drifted by hand;
+# `con policy check` names the drift and `con bootstrap` repairs it.
 . "$(dirname "$0")/lib.sh"
 require_root
 if [ "${CON_SANDBOX:-}" != 1 ]; then
@@ -13,7 +14,10 @@ if [ "${CON_SANDBOX:-}" != 1 ]; then
 fi
 
 T=$(lib_tmp)
-CFG=$T/con.yaml
+# The installed config: the D-Bus activated agents (con-agentd --agent NAME) read /etc/con/con.yaml,
+# whatever `con bootstrap --config` was given.
+mkdir -p /etc/con
+CFG=/etc/con/con.yaml
 RULES=/etc/polkit-1/rules.d/50-conspiracy.rules
 BUSCONF=/etc/dbus-1/system.d/org.conspiracy.conf
 AGENTS="concierge sysadmin coder reviewer"
@@ -60,8 +64,36 @@ start_as() {
         echo $!
 }
 allow_or_deny() { if "$@" >/dev/null 2>&1; then echo allow; else echo deny; fi; }
+camel() { echo "${1^}"; }
+# bus_call USER AGENT METHOD SIG ARGS...: allow on success, deny on the agent's policy refusal
+# naming the user; anything else (polkit unavailable, activation failed, ...) is printed and fails
+# the comparison.
+bus_call() {
+        local user=$1 agent=$2 out
+        shift 2
+        if out=$(cd / && runuser -u "$user" -- busctl --system call "org.conspiracy.$(camel "$agent")" \
+                /org/conspiracy/Agent org.conspiracy.Agent1 "$@" 2>&1); then
+                echo allow
+        elif grep -q "Access denied: user '$user' (uid [0-9]*) may not" <<<"$out"; then
+                echo deny
+        else
+                echo "error: $out"
+        fi
+}
 
-section "equivalence: config, file ACL, polkit"
+section "fabric up"
+check "con up" con up
+# One task of root's on every agent (activates it): GetResult of it is someone else's task for
+# every principal below.
+declare -A root_task
+for t in $AGENTS; do
+        check_output "root submits to $t (D-Bus activation)" '^s "' \
+                busctl --system call "org.conspiracy.$(camel "$t")" /org/conspiracy/Agent org.conspiracy.Agent1 \
+                Submit s /ping
+        root_task[$t]=$(sed -n 's/^s "\(.*\)"$/\1/p' <<<"$LIB_OUT")
+done
+
+section "equivalence: config, file ACL, polkit, bus"
 declare -A want=(
         [alice:concierge]=allow [alice:sysadmin]=deny
         [bob:concierge]=deny
@@ -80,16 +112,26 @@ for who in alice bob carol dave a-concierge a-sysadmin a-coder a-reviewer; do
                 file=$(allow_or_deny runuser -u "$who" -- touch "/srv/con/agents/$t/inbox/eq-$who.task")
                 rm -f "/srv/con/agents/$t/inbox/eq-$who.task"
                 pk=$(allow_or_deny pkcheck --action-id org.conspiracy.agent.task --process "$pid" --detail agent "$t")
-                check_eq "$who task $t: config, file ACL and polkit agree ($cfg $file $pk)" "$cfg $cfg" "$file $pk"
+                bus=$(bus_call "$who" "$t" Submit s /ping)
+                check_eq "$who task $t: config, file ACL, polkit and bus agree ($cfg $file $pk $bus)" \
+                        "$cfg $cfg $cfg" "$file $pk $bus"
                 if [ -n "${want[$who:$t]:-}" ]; then
                         check_eq "$who task $t is ${want[$who:$t]}" "${want[$who:$t]}" "$cfg"
                 fi
-                # The other verbs have no file door: config and polkit agree.
+                # The other verbs have no file door: config, polkit and the bus agree.
                 for verb in read-result halt; do
                         cfg=$(allow_or_deny con policy query "$who" $verb "$t" --config "$CFG")
                         pk=$(allow_or_deny pkcheck --action-id "org.conspiracy.agent.$verb" --process "$pid" \
                                 --detail agent "$t")
-                        check_eq "$who $verb $t: config and polkit agree ($cfg)" "$cfg" "$pk"
+                        if [ $verb = read-result ]; then
+                                bus=$(bus_call "$who" "$t" GetResult s "${root_task[$t]}")
+                        else
+                                bus=$(bus_call "$who" "$t" Halt s "equivalence test")
+                        fi
+                        check_eq "$who $verb $t: config, polkit and bus agree ($cfg $pk $bus)" "$cfg $cfg" "$pk $bus"
+                        if [ $verb = halt ] && [ "$bus" = allow ]; then
+                                check_eq "$who resumes $t (halt grants resume)" allow "$(bus_call "$who" "$t" Resume)"
+                        fi
                 done
         done
         cfg=$(allow_or_deny con policy query "$who" contracts-admin concierge --config "$CFG")
@@ -107,6 +149,10 @@ check_eq "the outer inbox is the submitters': alice" allow \
 check_eq "the outer inbox is the submitters': bob" deny \
         "$(allow_or_deny runuser -u bob -- touch /srv/con/inbox/eq-bob.task)"
 rm -f /srv/con/inbox/eq-*.task
+check_eq "dave reads root's result on the reviewer over the bus (group:qa read-result)" allow \
+        "$(bus_call dave reviewer GetResult s "${root_task[reviewer]}")"
+check_eq "carol halted and resumed the coder: it accepts work" allow "$(bus_call a-concierge coder Submit s /ping)"
+check "con down" con down
 
 section "drift: file door"
 check "add an ACL entry by hand" setfacl -m u:a-sysadmin:-wx /srv/con/agents/coder/inbox

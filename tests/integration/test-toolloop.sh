@@ -27,6 +27,11 @@ section "fake LLM server"
 P=/v1/chat/completions
 cat >"$T/script.json" <<EOF
 { "rules": [
+  { "path": "$P", "match": "spend-the-budget",
+    "body": { "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "call_b", "type": "function",
+      "function": { "name": "exec", "arguments": "{\"command\":\"echo SPENT-IT\"}" } } ] }, "finish_reason": "tool_calls" } ],
+      "usage": { "prompt_tokens": 900, "completion_tokens": 100 } } },
+  { "path": "$P", "match": "SPENT-IT", "body": $(answer "BUDGET-NOT-ENFORCED") },
   { "path": "$P", "match": "say-hello-direct", "body": $(answer "Hello human, direct answer.") },
   { "path": "$P", "match": "run-failing-tool",
     "body": $(toolcall call_f exec '"{\"command\":\"ls /nonexistent-toolloop-dir\"}"') },
@@ -61,6 +66,10 @@ mkdir -p /etc/con
 cat >/etc/con/con.yaml <<EOF
 system:
   name: toolloop-test
+models:
+  agents:
+    concierge:
+      budget_tokens_per_task: 50
 base:
   runner: picoclaw
   provider: compatible
@@ -80,8 +89,7 @@ done
 check "con bootstrap" con bootstrap
 check "the concierge's AGENTS.md is installed" test -s /home/a-concierge/AGENTS.md
 printf 'CON_API_KEY=%s\n' "$KEY" >/etc/con/env
-chown root:con-models /etc/con/env
-chmod 0640 /etc/con/env
+stat_is "bootstrap made the key file for the gateway; writing keys kept it" /etc/con/env "root:con-models 640"
 
 section "a direct answer"
 check_output "con-send prints the model's answer" 'Hello human, direct answer' \
@@ -131,6 +139,56 @@ check_output "control: the key did reach the provider as the Bearer token" "Bear
 section "loop detection"
 check_fail_output "the same call three times in a row stops the task" 'loop detected' \
         con-send --timeout 120 "loop-forever"
+
+section "budget exhausted: the task pauses, the sysadmin is told once"
+sys_tasks_from_concierge() {
+        busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 ListTasks |
+                grep -o '"a-concierge"' | wc -l
+}
+notices() { jq -r '.body.messages[-1].content | tostring' "$T/fake.log" | grep -c 'Model budget exhausted'; }
+N0=$(sys_tasks_from_concierge)
+check_status "con-send: exit status 1" 1 con-send --timeout 120 "spend-the-budget"
+check_output "... the task failed" 'failed' echo "$LIB_OUT"
+check_output "... paused, naming the budget" "paused: agent 'concierge' has used up its model budget .*budget_tokens_per_task is 50" \
+        echo "$LIB_OUT"
+check_output "... and that the sysadmin was told" 'The sysadmin was told' echo "$LIB_OUT"
+check_eq "the provider was not asked for the refused turn" 0 "$(grep -c BUDGET-NOT-ENFORCED "$T/fake.log")"
+for _ in $(seq 300); do [ "$(notices)" -ge 1 ] && break; sleep 0.1; done
+check_eq "the sysadmin got one notice task from a-concierge" "$((N0 + 1))" "$(sys_tasks_from_concierge)"
+check_eq "... and its session read it" 1 "$(notices)"
+check_status "a second exhausted task: exit status 1" 1 con-send --timeout 120 "spend-the-budget again"
+check_output "... paused again" "paused: agent 'concierge' has used up its model budget" echo "$LIB_OUT"
+check_output "... without a second notice" 'The sysadmin was told within the last hour' echo "$LIB_OUT"
+sleep 1
+check_eq "... the sysadmin still has one notice" "$((N0 + 1))" "$(sys_tasks_from_concierge)"
+check_output "a task within the budget still works" 'Hello human, direct answer' \
+        con-send --timeout 120 "say-hello-direct"
+
+section "without the model gateway, free text fails with the clear message"
+# Let the sysadmin finish its notice task first (it needs the gateway).
+for _ in $(seq 300); do
+        busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 ListTasks |
+                grep -Eq '"(queued|running)"' || break
+        sleep 0.1
+done
+mv /usr/share/dbus-1/system-services/org.conspiracy.Models.service "$T/"
+busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+MPID=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        GetConnectionUnixProcessID s org.conspiracy.Models 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
+[ -n "$MPID" ] && kill "$MPID"
+for _ in $(seq 100); do
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s \
+                org.conspiracy.Models | grep -q false && break
+        sleep 0.1
+done
+check_output "con-modeld is stopped" 'false' busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus NameHasOwner s org.conspiracy.Models
+check_status "free text: exit status 1" 1 con-send --timeout 60 "say-hello-direct"
+check_output "... the gateway is named as not available" \
+        'the model gateway org\.conspiracy\.Models is not available \(org\.freedesktop\.DBus\.Error\.ServiceUnknown' \
+        echo "$LIB_OUT"
+check_output "built-in commands still work" 'pong' con-send --timeout 60 /ping
+mv "$T/org.conspiracy.Models.service" /usr/share/dbus-1/system-services/
 
 section "without a model, free text still fails with the clear message"
 sed -i 's/^  model: fake-model$//' /etc/con/con.yaml
