@@ -82,6 +82,7 @@ struct Manager {
 
         sd_bus_message **evals;         /* Evaluate calls waiting for the sweep */
         size_t n_evals;
+        bool starting_sweep;            /* Evaluate is starting every entry: do not answer yet */
         bool reload_pending;
 
         sd_event_source *inotify_src, *reload_timer;
@@ -515,6 +516,10 @@ static void entry_record(Entry *e, size_t idx, int status, const char *message, 
 static int reply_results(Manager *m, sd_bus_message *call);
 
 static void manager_sweep_done(Manager *m) {
+        /* Native checks finish synchronously inside entry_start(): while Evaluate is still starting
+         * the entries, the ones not started yet are not "running" and would be reported pending. */
+        if (m->starting_sweep)
+                return;
         for (size_t i = 0; i < m->n_entries; i++)
                 if (m->entries[i].running)
                         return;
@@ -854,8 +859,10 @@ static int method_evaluate(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return -ENOMEM;
         m->evals = n;
         m->evals[m->n_evals++] = sd_bus_message_ref(msg);
+        m->starting_sweep = true;
         for (size_t i = 0; i < m->n_entries; i++)
                 entry_start(&m->entries[i]);
+        m->starting_sweep = false;
         manager_sweep_done(m);
         return 1;
 }

@@ -26,6 +26,10 @@ id -u contest >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nolo
 id -u outsider >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin outsider
 gpasswd -a contest con >/dev/null
 check "con up" con up
+# The first Evaluate after start must answer with every contract evaluated, none "pending".
+check "the first Evaluate after con up evaluates every contract" bash -c \
+        'out=$(busctl --system call org.conspiracy.Contracts /org/conspiracy/Contracts org.conspiracy.Contracts1 Evaluate) &&
+         ! grep -q "\"pending\"" <<<"$out" && grep -q "CON-SYS-001" <<<"$out"'
 check_output "con status shows the router running" "router +running" con status
 check_output "con status --json is JSON" '"router"' con status --json
 check_output "con agents lists the concierge" "^concierge " con agents
