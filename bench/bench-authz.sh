@@ -49,10 +49,28 @@ start_agent() { # start_agent [--no-authz]
         echo "con-agentd did not start" >&2
         exit 1
 }
+# Wait until the agent has answered every accepted task (the Submits are accepted faster than the
+# /ping answers are written): otherwise the next run, after a restart, pays the previous run's
+# backlog, and whichever variant runs second in a round is measured against a busy agent.
+drain() {
+        local q s
+        for _ in $(seq 1200); do
+                q=$(busctl --system get-property $C /org/conspiracy/Agent org.conspiracy.Agent1 QueueLength)
+                s=$(busctl --system get-property $C /org/conspiracy/Agent org.conspiracy.Agent1 State)
+                [ "$q" = "u 0" ] && [ "$s" = 's "idle"' ] && return 0
+                sleep 0.5
+        done
+        echo "the concierge did not drain its queue within 10 minutes ($q, $s)" >&2
+        exit 1
+}
 run() { # run LABEL [--no-authz]: sets $rate
         local label=$1 out first ok
         shift
         stop_agent
+        # Same starting state for every run: no finished tasks to replay or to share directories with
+        # (otherwise every run is slower than the one before, whatever its variant).
+        find /srv/con/agents/concierge/outbox /srv/con/agents/concierge/processed -mindepth 1 -delete
+        find /srv/con/agents/concierge -maxdepth 3 -name journal -type f -delete
         start_agent "$@"
         out=$(printf 'bench 1 1 /ping\nbench %s %s /ping\n' "$N" "$P" | runuser -u benchuser -- "$caller" $C)
         first=$(sed -n '1s/.*first_ms=\([0-9.]*\).*/\1/p' <<<"$out")
@@ -60,6 +78,7 @@ run() { # run LABEL [--no-authz]: sets $rate
         ok=$(sed -n '2s/.*ok=\([0-9]*\).*/\1/p' <<<"$out")
         echo "BENCH-AUTHZ $label first_call_ms=$first submits_per_s=$rate ok=$ok/$N"
         [ "$ok" = "$N" ] || { echo "BENCH-AUTHZ $label: only $ok of $N Submits succeeded" >&2; exit 1; }
+        drain
         if [ "$label" = authz ]; then firsts+=" $first"; else firsts_off+=" $first"; fi
 }
 
