@@ -892,6 +892,53 @@ static int sort_names(const struct dirent **a, const struct dirent **b) {
 
 /* Mirrors the tree src into dst: directories root 0755, files root 0644 (0755 when the source
  * is executable). With conflicts, existing dst files that differ are collected there. */
+/* Plans dst as a root-owned copy of the regular file src. With conflicts, a dst that exists with
+ * other content is added to the list (the caller decides whether that is an error). */
+static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mode_t mode, char ***conflicts,
+                          char **ret_error) {
+        char *content;
+        size_t len;
+        int r = read_source(src, &content, &len);
+        if (r < 0)
+                return errorf(ret_error, r, "%s: %s", src, strerror(-r));
+        if (conflicts) {
+                struct stat dst_st;
+                int eq = file_content_equal(dst, content, len);
+                if (eq == 0 && lstat(dst, &dst_st) >= 0)
+                        r = strv_extend(conflicts, dst);
+                else if (eq < 0)
+                        r = errorf(ret_error, eq, "%s: %s", dst, path_error(eq));
+                if (r < 0) {
+                        free(content);
+                        return r;
+                }
+        }
+        return add_file(p, dst, content, len, "root", "root", mode);
+}
+
+/* --config FILE: the services read /etc/con/con.yaml, so FILE is installed there. */
+static int plan_config_file(ConProvision *p, bool force, char **ret_error) {
+        _cleanup_strv_free_ char **conflicts = NULL;
+        struct stat a, b;
+        int r;
+
+        if (stat(p->config_path, &a) >= 0 && stat(CON_CONFIG_PATH, &b) >= 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+                return 0;
+        r = add_dir(p, CON_ETC_DIR, "root", "root", 0755, NULL, NULL, 0, false);
+        if (r < 0)
+                return r;
+        r = plan_copy_file(p, p->config_path, CON_CONFIG_PATH, 0644, &conflicts, ret_error);
+        if (r < 0)
+                return r;
+        if (conflicts && !force)
+                return errorf(ret_error, -EEXIST,
+                              CON_CONFIG_PATH " differs from %s (changed here?); the services read "
+                              CON_CONFIG_PATH ", so --config installs the file there: add --force to replace it",
+                              p->config_path);
+        return 0;
+}
+
 static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***conflicts, char **ret_error) {
         struct dirent **de = NULL;
         int n, r = 0;
@@ -918,27 +965,7 @@ static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***
                         if (r >= 0)
                                 r = plan_tree(p, s, d, conflicts, ret_error);
                 } else if (S_ISREG(st.st_mode)) {
-                        char *content;
-                        size_t len;
-
-                        r = read_source(s, &content, &len);
-                        if (r < 0) {
-                                r = errorf(ret_error, r, "%s: %s", s, strerror(-r));
-                                goto next;
-                        }
-                        if (conflicts) {
-                                struct stat dst_st;
-                                int eq = file_content_equal(d, content, len);
-                                if (eq == 0 && lstat(d, &dst_st) >= 0)
-                                        r = strv_extend(conflicts, d);
-                                else if (eq < 0)
-                                        r = errorf(ret_error, eq, "%s: %s", d, path_error(eq));
-                                if (r < 0) {
-                                        free(content);
-                                        goto next;
-                                }
-                        }
-                        r = add_file(p, d, content, len, "root", "root", (st.st_mode & 0111) ? 0755 : 0644);
+                        r = plan_copy_file(p, s, d, (st.st_mode & 0111) ? 0755 : 0644, conflicts, ret_error);
                 } else {
                         char *w;
                         if (asprintf(&w, "%s: not a regular file or directory; not copied", s) < 0)
@@ -1128,6 +1155,10 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
 
         if (p->profile_dir) {
                 r = plan_profile(p, o->force, ret_error);
+                if (r < 0)
+                        return r;
+        } else if (o->config_path) {
+                r = plan_config_file(p, o->force, ret_error);
                 if (r < 0)
                         return r;
         }

@@ -23,7 +23,7 @@
  * policy.h and docs/POLICY.md); it drives the inbox ACLs here and the polkit rules in platform.c. */
 
 typedef struct ConProvisionOptions {
-        const char *config_path;        /* --config FILE: used in place, nothing copied to /etc/con */
+        const char *config_path;        /* --config FILE: provisioned from, and installed as /etc/con/con.yaml */
         const char *profile;            /* --profile NAME: installed to /etc/con */
         const char *profiles_dir;       /* NULL = CON_PROFILESDIR */
         bool force;                     /* overwrite /etc/con files that differ from the profile */

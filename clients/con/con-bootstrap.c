@@ -16,10 +16,10 @@ static void bootstrap_help(FILE *f) {
               "Provision this machine from the configuration: groups, agent users, /srv/con, ACLs,\n"
               "AGENTS.md, skills, contracts and platform files. Only what differs is changed.\n"
               "\n"
-              "  --config FILE    use FILE in place (nothing is copied to /etc/con)\n"
+              "  --config FILE    provision from FILE and install it as /etc/con/con.yaml (the services read that)\n"
               "  --profile NAME   install profile NAME to /etc/con and use it\n"
               "                   (default when /etc/con/con.yaml does not exist: 'default')\n"
-              "  --force          with a profile: overwrite /etc/con files that differ from it\n"
+              "  --force          overwrite /etc/con files that differ from the profile or FILE\n"
               "  --dry-run        print what would change, change nothing\n"
               "\n"
               "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n",
@@ -74,8 +74,6 @@ int verb_bootstrap(int argc, char *argv[]) {
                                 argv[optind]);
         if (o.config_path && o.profile)
                 return con_fail(CON_EXIT_USAGE, "bootstrap: --config and --profile cannot be combined");
-        if (o.force && o.config_path)
-                return con_fail(CON_EXIT_USAGE, "bootstrap: --force only applies to a profile");
 
         if (geteuid() != 0)
                 return con_fail(CON_EXIT_NOT_ROOT,

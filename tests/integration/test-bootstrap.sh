@@ -245,9 +245,20 @@ check_status "--profile over an edited con.yaml: exit status 1" 1 con bootstrap 
 check_output "...says which file and what to do" "/etc/con/con.yaml.*--force" echo "$LIB_OUT"
 check_output "...the file is untouched" "# local edit" tail -1 /etc/con/con.yaml
 check_output "without --profile the edited file is used" "nothing to change" con bootstrap
-check_status "--force with --config is a usage error" 2 con bootstrap --force --config /etc/con/con.yaml
+check "--config of the installed file itself changes nothing" con bootstrap --config /etc/con/con.yaml
 check "--force replaces it with the profile's" con bootstrap --profile default --force
 check_same_file "...restored" "$PROFILES/default/con.yaml" /etc/con/con.yaml
+
+section "--config FILE is installed as /etc/con/con.yaml (the services read that)"
+cp "$PROFILES/default/con.yaml" "$T/other.yaml"
+echo "# other file" >>"$T/other.yaml"
+check_status "--config FILE over a different con.yaml: exit status 1" 1 con bootstrap --config "$T/other.yaml"
+check_output "...says which file and what to do" "/etc/con/con.yaml differs from .*other.yaml.*--force" echo "$LIB_OUT"
+check_same_file "...and touched nothing" "$PROFILES/default/con.yaml" /etc/con/con.yaml
+check_output "--config FILE --force installs it" "write /etc/con/con.yaml" con bootstrap --config "$T/other.yaml" --force
+check_same_file "...as /etc/con/con.yaml" "$T/other.yaml" /etc/con/con.yaml
+check_output "...and a second run changes nothing" "nothing to change" con bootstrap --config "$T/other.yaml"
+check "back to the profile" con bootstrap --profile default --force
 
 section "--profile minimal"
 check_output "switch to the minimal profile" "^write /etc/con/con.yaml$" con bootstrap --profile minimal --force

@@ -14,8 +14,8 @@ if [ "${CON_SANDBOX:-}" != 1 ]; then
 fi
 
 T=$(lib_tmp)
-# The installed config: the D-Bus activated agents (con-agentd --agent NAME) read /etc/con/con.yaml,
-# whatever `con bootstrap --config` was given.
+# The config is written straight to /etc/con/con.yaml, the file the D-Bus activated agents read
+# (`con bootstrap --config FILE` would install FILE there too).
 mkdir -p /etc/con
 CFG=/etc/con/con.yaml
 RULES=/etc/polkit-1/rules.d/50-conspiracy.rules
