@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <systemd/sd-event.h>
 
 #include "audit.h"
+#include "authz.h"
 #include "con-paths.h"
 #include "config.h"
 #include "contract-service.h"
@@ -70,6 +72,7 @@ struct Manager {
         sd_bus *bus;
         ConConfig *config;
         ConAudit *audit;
+        ConAuthz *authz;                /* polkit checks of org.conspiracy.contracts.admin */
         bool audit_broken_logged;
 
         Entry *entries;
@@ -800,22 +803,34 @@ static int on_contracts_changed(sd_event_source *s, const struct inotify_event *
 
 /* ---- bus ---- */
 
-/* Who may change state. Root only for now: the policy work replaces this with an asynchronous
- * polkit check of org.conspiracy.contracts.admin (detail "agent" where there is one) at these
- * same call sites. Reads (List, properties) stay open. */
-static int contracts_authorize(sd_bus_message *msg, const char *what, sd_bus_error *error, char **ret_user) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        uid_t uid = (uid_t) -1;
-        int k = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
-        if (k >= 0)
-                k = sd_bus_creds_get_euid(creds, &uid);
-        if (k < 0 || uid != 0)
-                return con_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                          "%s needs root (the polkit action org.conspiracy.contracts.admin is not "
-                                          "wired yet); caller uid %d", what, k < 0 ? -1 : (int) uid);
-        if (ret_user)
-                *ret_user = strdup("root");
-        return 0;
+/* Who may change state: the policy's contracts-admin verb, i.e. polkit's
+ * org.conspiracy.contracts.admin, asked asynchronously with the caller's bus name as subject
+ * (details: "verb", and "agent" where there is one). Root is allowed by the service itself (polkit
+ * says yes to root before any rule). Returns 1 allowed, 0 parked (the handler returns 1 and runs
+ * again when polkit answered), negative with error set when denied. Reads (List, properties) stay
+ * open. */
+static int contracts_authorize(Manager *m, sd_bus_message *msg, const char *verb, const char *agent,
+                               sd_bus_error *error, char **ret_user) {
+        const char *details[5] = { "verb", verb, agent ? "agent" : NULL, agent, NULL };
+        int k = con_authz_verify(m->authz, msg, "org.conspiracy.contracts.admin", (char * const *) details, error);
+        if (k <= 0)
+                return k;
+        if (ret_user) {
+                /* For the audit record only, after the decision: administrative calls are rare, so
+                 * one lookup of the caller's uid through the bus driver is acceptable here. */
+                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                uid_t uid;
+                char buf[4096];
+                struct passwd pw, *res = NULL;
+                if (sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds) >= 0 &&
+                    sd_bus_creds_get_euid(creds, &uid) >= 0) {
+                        if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res)
+                                *ret_user = strdup(res->pw_name);
+                        else if (asprintf(ret_user, "uid %u", (unsigned) uid) < 0)
+                                *ret_user = NULL;
+                }
+        }
+        return 1;
 }
 
 static int append_results(Manager *m, sd_bus_message *reply) {
@@ -851,9 +866,9 @@ static int reply_results(Manager *m, sd_bus_message *call) {
 
 static int method_evaluate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        int k = contracts_authorize(msg, "Evaluate", error, NULL);
-        if (k < 0)
-                return k;
+        int k = contracts_authorize(m, msg, "evaluate", NULL, error, NULL);
+        if (k <= 0)
+                return k < 0 ? k : 1;
         sd_bus_message **n = realloc(m->evals, (m->n_evals + 1) * sizeof *n);
         if (!n)
                 return -ENOMEM;
@@ -896,9 +911,9 @@ static int method_list(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         _cleanup_free_ char *by = NULL;
-        int k = contracts_authorize(msg, "Resume", error, &by);
-        if (k < 0)
-                return k;
+        int k = contracts_authorize(m, msg, "resume", NULL, error, &by);
+        if (k <= 0)
+                return k < 0 ? k : 1;
         k = do_resume(m, by ?: "root");
         if (k < 0)
                 return sd_bus_error_set_errnof(error, -k, "cannot remove the halt markers in %s: %m", m->state_dir);
@@ -912,9 +927,9 @@ static int method_quarantine(sd_bus_message *msg, void *userdata, sd_bus_error *
         int k = sd_bus_message_read(msg, "ss", &agent, &reason);
         if (k < 0)
                 return k;
-        k = contracts_authorize(msg, "Quarantine", error, &by);
-        if (k < 0)
-                return k;
+        k = contracts_authorize(m, msg, "quarantine", agent, error, &by);
+        if (k <= 0)
+                return k < 0 ? k : 1;
         if (asprintf(&full, "quarantined by %s: %s", by ?: "root", isempty(reason) ? "no reason given" : reason) < 0)
                 return -ENOMEM;
         k = do_quarantine(m, agent, full, NULL, error);
@@ -930,9 +945,9 @@ static int method_release(sd_bus_message *msg, void *userdata, sd_bus_error *err
         int k = sd_bus_message_read(msg, "s", &agent);
         if (k < 0)
                 return k;
-        k = contracts_authorize(msg, "Release", error, &by);
-        if (k < 0)
-                return k;
+        k = contracts_authorize(m, msg, "release", agent, error, &by);
+        if (k <= 0)
+                return k < 0 ? k : 1;
         k = do_release(m, agent, by ?: "root", error);
         if (k < 0)
                 return k;
@@ -941,9 +956,9 @@ static int method_release(sd_bus_message *msg, void *userdata, sd_bus_error *err
 
 static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        int k = contracts_authorize(msg, "Reload", error, NULL);
-        if (k < 0)
-                return k;
+        int k = contracts_authorize(m, msg, "reload", NULL, error, NULL);
+        if (k <= 0)
+                return k < 0 ? k : 1;
         manager_reload(m);
         return sd_bus_reply_method_return(msg, NULL);
 }
@@ -1047,6 +1062,9 @@ int manager_run(Manager *m) {
         k = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (k < 0)
                 return k;
+        k = con_authz_new(m->bus, m->event, &(ConAuthzOptions) { .root_policy = CON_AUTHZ_ROOT_ALLOW }, &m->authz);
+        if (k < 0)
+                return k;
         k = sd_event_add_time_relative(m->event, &m->reload_timer, CLOCK_MONOTONIC, RELOAD_SETTLE_USEC, 0,
                                        on_reload_timer, m);
         if (k < 0)
@@ -1088,6 +1106,7 @@ Manager *manager_free(Manager *m) {
         free(m->halted);
         sd_event_source_disable_unref(m->inotify_src);
         sd_event_source_disable_unref(m->reload_timer);
+        con_authz_free(m->authz);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         con_audit_close(m->audit);
