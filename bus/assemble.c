@@ -6,6 +6,7 @@
 
 #include "assemble.h"
 #include "con-paths.h"
+#include "fileio.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
@@ -60,23 +61,15 @@ static int read_layer(const char *root, char * const *components, char **ret) {
         if ((uint64_t) st.st_size > AGENTS_MD_LAYER_MAX)
                 return -EFBIG;
 
-        size_t size = (size_t) st.st_size, n = 0;
+        size_t size = (size_t) st.st_size;
         _cleanup_free_ char *buf = malloc(size + 1);
         if (!buf)
                 return -ENOMEM;
-        for (;;) {
-                if (n == size)
-                        break; /* a file that grows meanwhile is cut at its size when we looked */
-                ssize_t k = read(fd, buf + n, size - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
+        /* A file that grows meanwhile is cut at its size when we looked. */
+        ssize_t k = con_read_full(fd, buf, size);
+        if (k < 0)
+                return (int) k;
+        size_t n = (size_t) k;
         buf[n] = 0;
         if (memchr(buf, 0, n))
                 return -EBADMSG;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "fileio.h"
 #include "macro.h"
 #include "names.h"
 #include "task.h"
@@ -408,22 +409,6 @@ static int format_now(char ret[40]) {
         return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len) {
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
-
 static int append_locked(ConAudit *a, const char *service, const char *event, const char *inner, size_t inner_len) {
         _cleanup_free_ char *line = NULL;
         char now[40], hash[CON_SHA256_HEX_SIZE];
@@ -460,7 +445,7 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
         body_hash(line, len, hash);
         len += (size_t) sprintf(line + len, HASH_KEY "%s\"}\n", hash);
 
-        r = write_all(a->log_fd, line, len);
+        r = con_write_all(a->log_fd, line, len);
         if (r < 0) {
                 /* We do not know how much landed: make the next append re-read the tail. */
                 a->cache_valid = false;
@@ -519,7 +504,8 @@ static int read_head(int dir_fd, ConAuditVerify *v, bool *ret_present, char ret_
         _cleanup_close_ int fd = -EBADF;
         _cleanup_(cJSON_Deletep) cJSON *o = NULL;
         char buf[HEAD_SIZE + 1];
-        size_t got = 0;
+        ssize_t k;
+        size_t got;
         const cJSON *h;
 
         fd = openat(dir_fd, CON_AUDIT_HEAD_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
@@ -529,17 +515,10 @@ static int read_head(int dir_fd, ConAuditVerify *v, bool *ret_present, char ret_
                 *ret_present = false;
                 return 0;
         }
-        while (got < sizeof(buf)) {
-                ssize_t k = read(fd, buf + got, sizeof(buf) - got);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (k == 0)
-                        break;
-                got += (size_t) k;
-        }
+        k = con_read_full(fd, buf, sizeof(buf));
+        if (k < 0)
+                return (int) k;
+        got = (size_t) k;
         *ret_present = true;
         o = cJSON_ParseWithLength(buf, got);
         h = cJSON_GetObjectItemCaseSensitive(o, "hash");

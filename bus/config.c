@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "cron.h"
+#include "fileio.h"
 #include "macro.h"
 #include "names.h"
 #include "policy.h"
@@ -1653,23 +1654,15 @@ int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr) {
         if (!buf)
                 return -ENOMEM;
         /* Read to the end even if the file grew, up to the limit. */
-        for (;;) {
-                if (len >= (size_t) st.st_size + 1)
-                        break;
-                ssize_t n = read(fd, buf + len, (size_t) st.st_size + 1 - len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int r = negative_errno();
-                        char *m = NULL;
-                        if (asprintf(&m, "cannot read the file: %s", strerror(-r)) < 0)
-                                return -ENOMEM;
-                        return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
+        ssize_t n = con_read_full(fd, buf, (size_t) st.st_size + 1);
+        if (n < 0) {
+                int r = (int) n;
+                char *m = NULL;
+                if (asprintf(&m, "cannot read the file: %s", strerror(-r)) < 0)
+                        return -ENOMEM;
+                return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
         }
+        len = (size_t) n;
         if (len > (size_t) st.st_size)
                 return set_error(reterr, path, 0, 0, NULL, strdup("the file changed while it was read")) == -ENOMEM
                                ? -ENOMEM : -EAGAIN;

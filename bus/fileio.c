@@ -89,10 +89,47 @@ int open_parent_nofollow(const char *path, const char **ret_name) {
         return TAKE_FD(fd);
 }
 
+int con_write_all(int fd, const void *buf, size_t len) {
+        const char *p = buf;
+
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+ssize_t con_read_full(int fd, void *buf, size_t len) {
+        char *p = buf;
+        size_t got = 0;
+
+        while (got < len) {
+                ssize_t n = read(fd, p + got, len - got);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        break;
+                got += (size_t) n;
+        }
+        return (ssize_t) got;
+}
+
 int read_fd(int fd, size_t max, char **ret, size_t *ret_len) {
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
+        ssize_t n;
 
         if (fstat(fd, &st) < 0)
                 return negative_errno();
@@ -104,19 +141,12 @@ int read_fd(int fd, size_t max, char **ret, size_t *ret_len) {
         buf = malloc((size_t) st.st_size + 1);
         if (!buf)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, (size_t) st.st_size + 1 - len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (len == (size_t) st.st_size + 1)
-                        return -EFBIG; /* grew while reading */
-        }
+        n = con_read_full(fd, buf, (size_t) st.st_size + 1);
+        if (n < 0)
+                return (int) n;
+        len = (size_t) n;
+        if (len == (size_t) st.st_size + 1)
+                return -EFBIG; /* grew while reading */
         buf[len] = 0;
         if (ret_len)
                 *ret_len = len;
@@ -143,21 +173,6 @@ int read_file_nofollow(const char *path, size_t max, char **ret, size_t *ret_len
         return read_file_at(dfd, name, max, ret, ret_len);
 }
 
-static int write_all(int fd, const void *data, size_t len) {
-        const char *p = data;
-
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
-}
 
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid) {
         _cleanup_close_ int dfd = -EBADF, fd = -EBADF;
@@ -182,7 +197,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
                         return negative_errno();
         }
 
-        r = write_all(fd, data, len);
+        r = con_write_all(fd, data, len);
         if (r >= 0 && (uid != (uid_t) -1 || gid != (gid_t) -1) && fchown(fd, uid, gid) < 0)
                 r = negative_errno();
         /* After fchown: it clears setuid/setgid bits. */

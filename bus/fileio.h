@@ -23,6 +23,13 @@ int enotdir_or_eloop(int dirfd, const char *name);
  * points into path at the last component. -EINVAL for "/" or a relative path. */
 int open_parent_nofollow(const char *path, const char **ret_name);
 
+/* Writes all len bytes of buf to fd, retrying after EINTR and short writes. Returns 0 or -errno;
+ * -EIO when write() makes no progress. */
+int con_write_all(int fd, const void *buf, size_t len);
+/* Reads from fd into buf until len bytes are in or end of file, retrying after EINTR. Returns the
+ * number of bytes read (less than len only at end of file) or -errno. */
+ssize_t con_read_full(int fd, void *buf, size_t len);
+
 /* Reads a whole regular file (no symlink, at most max bytes, else -EFBIG). The buffer is
  * NUL-terminated; *ret_len excludes the NUL and may be NULL. */
 int read_fd(int fd, size_t max, char **ret, size_t *ret_len);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "llm.h"
 #include "macro.h"
 #include "strv.h"
@@ -175,24 +176,6 @@ static bool tool_id_valid(const char *s) {
         return true;
 }
 
-static const char *json_type_name(const cJSON *j) {
-        if (!j)
-                return "nothing";
-        if (cJSON_IsObject(j))
-                return "an object";
-        if (cJSON_IsArray(j))
-                return "an array";
-        if (cJSON_IsString(j))
-                return "a string";
-        if (cJSON_IsNumber(j))
-                return "a number";
-        if (cJSON_IsBool(j))
-                return "a boolean";
-        if (cJSON_IsNull(j))
-                return "null";
-        return "invalid JSON";
-}
-
 /* Parses JSON text that must be an object; whitespace-only text counts as {}. */
 static int parse_json_object(const char *text, cJSON **ret, const char **ret_got) {
         _cleanup_free_ char *clean = NULL;
@@ -215,7 +198,7 @@ static int parse_json_object(const char *text, cJSON **ret, const char **ret_got
                 return -EINVAL;
         }
         if (!cJSON_IsObject(j)) {
-                *ret_got = json_type_name(j);
+                *ret_got = con_json_kind(j);
                 return -EINVAL;
         }
         *ret = TAKE_PTR(j);
@@ -837,7 +820,7 @@ static int member(const cJSON *obj, const char *path, const char *key, int type,
         }
         if (!ok)
                 return llm_error(e, -EBADMSG, "%s%s%s: must be %s, got %s", path, *path ? "." : "", key,
-                                 j_names[type], json_type_name(j));
+                                 j_names[type], con_json_kind(j));
         *ret = j;
         return 0;
 }
@@ -934,7 +917,7 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
         if (!choice)
                 return llm_error(e, -EBADMSG, "choices: empty array");
         if (!cJSON_IsObject(choice))
-                return llm_error(e, -EBADMSG, "choices[0]: must be an object, got %s", json_type_name(choice));
+                return llm_error(e, -EBADMSG, "choices[0]: must be an object, got %s", con_json_kind(choice));
         if ((r = member(choice, "choices[0]", "message", J_OBJECT, true, &msg, e)) < 0 ||
             (r = member(msg, "choices[0].message", "content", J_STRING, false, &content, e)) < 0 ||
             (r = member(msg, "choices[0].message", "tool_calls", J_ARRAY, false, &calls, e)) < 0 ||
@@ -955,7 +938,7 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
 
                 snprintf(path, sizeof(path), "choices[0].message.tool_calls[%zu]", i);
                 if (!cJSON_IsObject(call))
-                        return llm_error(e, -EBADMSG, "%s: must be an object, got %s", path, json_type_name(call));
+                        return llm_error(e, -EBADMSG, "%s: must be an object, got %s", path, con_json_kind(call));
                 if ((r = member(call, path, "id", J_STRING, true, &id, e)) < 0 ||
                     (r = member(call, path, "type", J_STRING, false, &type, e)) < 0 ||
                     (r = member(call, path, "function", J_OBJECT, true, &fn, e)) < 0)
@@ -980,7 +963,7 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
                         return llm_error(e, -EBADMSG, "%s.arguments: missing", path);
                 else if (!cJSON_IsObject(args))
                         return llm_error(e, -EBADMSG, "%s.arguments: must be a JSON object, got %s",
-                                         path, json_type_name(args));
+                                         path, con_json_kind(args));
                 path[strlen(path) - strlen(".function")] = 0;
                 if ((r = tool_call_new(resp, path, id->valuestring, name->valuestring, args, e)) < 0)
                         return r;
@@ -1032,7 +1015,7 @@ static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConLlmError 
 
                 snprintf(path, sizeof(path), "content[%zu]", i++);
                 if (!cJSON_IsObject(block))
-                        return llm_error(e, -EBADMSG, "%s: must be an object, got %s", path, json_type_name(block));
+                        return llm_error(e, -EBADMSG, "%s: must be an object, got %s", path, con_json_kind(block));
                 if ((r = member(block, path, "type", J_STRING, true, &btype, e)) < 0)
                         return r;
                 if (streq(btype->valuestring, "text")) {
@@ -1048,7 +1031,7 @@ static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConLlmError 
                                 return llm_error(e, -EBADMSG, "%s.input: missing", path);
                         if (!cJSON_IsObject(input))
                                 return llm_error(e, -EBADMSG, "%s.input: must be a JSON object, got %s",
-                                                 path, json_type_name(input));
+                                                 path, con_json_kind(input));
                         if ((r = tool_call_new(resp, path, id->valuestring, name->valuestring, input, e)) < 0)
                                 return r;
                 }
@@ -1098,7 +1081,7 @@ int con_llm_parse_response(ConLlmWire wire, const char *body, size_t size, ConLl
         if (r < 0)
                 return r;
         if (!cJSON_IsObject(root))
-                return llm_error(reterr, -EBADMSG, "response: must be a JSON object, got %s", json_type_name(root));
+                return llm_error(reterr, -EBADMSG, "response: must be a JSON object, got %s", con_json_kind(root));
         r = provider_error(root, reterr);
         if (r < 0)
                 return r;

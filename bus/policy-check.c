@@ -28,20 +28,6 @@ static const char * const door_files[] = {
         NULL,
 };
 
-static int drift_add(char ***drift, const char *fmt, ...) _printf_(2, 3);
-static int drift_add(char ***drift, const char *fmt, ...) {
-        va_list ap;
-        char *s;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        return strv_consume(drift, s);
-}
-
 static void perms_text(unsigned perms, char out[4]) {
         out[0] = perms & CON_ACL_R ? 'r' : '-';
         out[1] = perms & CON_ACL_W ? 'w' : '-';
@@ -139,8 +125,8 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return drift_add(drift, "%s: cannot read its ACL (%s); run con bootstrap", path,
-                                 r == -ELOOP ? "it or a parent is a symbolic link" : strerror(-r));
+                return strv_extendf(drift, "%s: cannot read its ACL (%s); run con bootstrap", path,
+                                    r == -ELOOP ? "it or a parent is a symbolic link" : strerror(-r));
 
         r = con_policy_acl_entries(policy, target, inbox, &pe, &n_pe);
         if (r < 0)
@@ -152,16 +138,16 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
                 if (pe[i].group) {
                         gid_t gid;
                         if (con_userdb_get_group(db, pe[i].name, &gid, NULL) < 0) {
-                                r = drift_add(drift, "%s: the policy grants g:%s:%s but group '%s' does not exist",
-                                              path, pe[i].name, p, pe[i].name);
+                                r = strv_extendf(drift, "%s: the policy grants g:%s:%s but group '%s' does not exist",
+                                                 path, pe[i].name, p, pe[i].name);
                                 continue;
                         }
                         want[n_want++] = (ConAclEntry) { .tag = ACL_GROUP, .id = gid, .perms = pe[i].perms };
                 } else {
                         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
                         if (con_userdb_get_user(db, pe[i].name, &pw) < 0) {
-                                r = drift_add(drift, "%s: the policy grants u:%s:%s but user '%s' does not exist",
-                                              path, pe[i].name, p, pe[i].name);
+                                r = strv_extendf(drift, "%s: the policy grants u:%s:%s but user '%s' does not exist",
+                                                 path, pe[i].name, p, pe[i].name);
                                 continue;
                         }
                         want[n_want++] = (ConAclEntry) { .tag = ACL_USER, .id = pw.uid, .perms = pe[i].perms };
@@ -183,8 +169,8 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
                 _cleanup_free_ char *h = entry_text(db, &have[i]), *x = w ? entry_text(db, w) : NULL;
                 if (!h || (w && !x))
                         return -ENOMEM;
-                r = w ? drift_add(drift, "%s: ACL has %s where the policy grants %s", path, h, x)
-                      : drift_add(drift, "%s: ACL has %s which the policy does not grant", path, h);
+                r = w ? strv_extendf(drift, "%s: ACL has %s where the policy grants %s", path, h, x)
+                      : strv_extendf(drift, "%s: ACL has %s which the policy does not grant", path, h);
                 if (r < 0)
                         return r;
         }
@@ -197,7 +183,7 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
                 _cleanup_free_ char *x = entry_text(db, &want[j]);
                 if (!x)
                         return -ENOMEM;
-                r = drift_add(drift, "%s: ACL lacks %s which the policy grants", path, x);
+                r = strv_extendf(drift, "%s: ACL lacks %s which the policy grants", path, x);
                 if (r < 0)
                         return r;
         }
@@ -232,12 +218,12 @@ static int check_file(const char *path, const char *want, char ***drift) {
 
         r = read_file_nofollow(path, GENERATED_FILE_MAX, &have, &len);
         if (r == -ENOENT)
-                return drift_add(drift, "%s: missing; the config generates it (run con bootstrap)", path);
+                return strv_extendf(drift, "%s: missing; the config generates it (run con bootstrap)", path);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return drift_add(drift, "%s: cannot be read: %s", path,
-                                 r == -ELOOP ? "it or a parent is a symbolic link" : strerror(-r));
+                return strv_extendf(drift, "%s: cannot be read: %s", path,
+                                    r == -ELOOP ? "it or a parent is a symbolic link" : strerror(-r));
         if (len == strlen(want) && memcmp(have, want, len) == 0)
                 return 0;
 
@@ -253,8 +239,8 @@ static int check_file(const char *path, const char *want, char ***drift) {
                                             *qb = b_eof ? strdup("end of file") : line_quote(b, bl);
                         if (!qa || !qb)
                                 return -ENOMEM;
-                        return drift_add(drift, "%s: line %u differs from what the config generates: found %s, "
-                                         "expected %s", path, line, qa, qb);
+                        return strv_extendf(drift, "%s: line %u differs from what the config generates: found %s, "
+                                            "expected %s", path, line, qa, qb);
                 }
                 a = ae ? ae + 1 : aend;
                 b = be ? be + 1 : b + bl;

@@ -284,30 +284,16 @@ static int add_parents(ConProvision *p, const char *path) {
 
 /* ---- checks and applies ---------------------------------------------------------------- */
 
-static int change_add(char ***changes, const char *fmt, ...) _printf_(2, 3);
-static int change_add(char ***changes, const char *fmt, ...) {
-        va_list ap;
-        char *s;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        return strv_consume(changes, s);
-}
-
 static int check_attrs(const Action *a, int fd, const struct stat *st, char ***changes) {
         int r;
 
         if (st->st_uid != a->uid || st->st_gid != a->gid) {
-                r = change_add(changes, "set owner %s (%s)", a->path, a->owner);
+                r = strv_extendf(changes, "set owner %s (%s)", a->path, a->owner);
                 if (r < 0)
                         return r;
         }
         if ((st->st_mode & 07777) != a->mode) {
-                r = change_add(changes, "set mode %s (%04o)", a->path, (unsigned) a->mode);
+                r = strv_extendf(changes, "set mode %s (%04o)", a->path, (unsigned) a->mode);
                 if (r < 0)
                         return r;
         }
@@ -315,7 +301,7 @@ static int check_attrs(const Action *a, int fd, const struct stat *st, char ***c
         if (r < 0)
                 return r;
         if (r == 0) {
-                r = change_add(changes, "set acl %s", a->path);
+                r = strv_extendf(changes, "set acl %s", a->path);
                 if (r < 0)
                         return r;
         }
@@ -324,7 +310,7 @@ static int check_attrs(const Action *a, int fd, const struct stat *st, char ***c
                 if (r < 0)
                         return r;
                 if (r == 0) {
-                        r = change_add(changes, a->def ? "set default acl %s" : "remove default acl %s", a->path);
+                        r = strv_extendf(changes, a->def ? "set default acl %s" : "remove default acl %s", a->path);
                         if (r < 0)
                                 return r;
                 }
@@ -389,18 +375,18 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
         fd = open_managed(a, ret_error);
         if (fd == -ENOENT) {
                 if (a->kind == ACTION_DIR) {
-                        r = change_add(changes, "create directory %s (%s %04o)", a->path, a->owner,
-                                       (unsigned) a->mode);
+                        r = strv_extendf(changes, "create directory %s (%s %04o)", a->path, a->owner,
+                                         (unsigned) a->mode);
                         if (r >= 0 && acl_entries(a->access) > 3)
-                                r = change_add(changes, "set acl %s", a->path);
+                                r = strv_extendf(changes, "set acl %s", a->path);
                         if (r >= 0 && a->def)
-                                r = change_add(changes, "set default acl %s", a->path);
+                                r = strv_extendf(changes, "set default acl %s", a->path);
                         return r;
                 }
                 if (a->kind == ACTION_ATTRS)
-                        return change_add(changes, "create empty %s (%s %04o)", a->path, a->owner,
-                                          (unsigned) a->mode);
-                return change_add(changes, "write %s", a->path);
+                        return strv_extendf(changes, "create empty %s (%s %04o)", a->path, a->owner,
+                                            (unsigned) a->mode);
+                return strv_extendf(changes, "write %s", a->path);
         }
         if (fd < 0)
                 return fd;
@@ -413,7 +399,7 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
                 if (r < 0 && r != -EFBIG)
                         return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
                 if (r == -EFBIG || len != a->len || memcmp(cur, a->content, len) != 0)
-                        return change_add(changes, "write %s", a->path);
+                        return strv_extendf(changes, "write %s", a->path);
         }
         r = check_attrs(a, fd, &st, changes);
         if (r < 0)

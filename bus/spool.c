@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
@@ -18,24 +19,6 @@
 static bool plain_name(const char *name) {
         return !isempty(name) && !strchr(name, '/') && !streq(name, ".") && !streq(name, "..") &&
                strlen(name) <= NAME_MAX;
-}
-
-static int write_all(int fd, const void *data, size_t len) {
-        const char *p = data;
-
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return negative_errno();
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                len -= (size_t) n;
-        }
-        return 0;
 }
 
 static int fsync_retry(int fd) {
@@ -104,7 +87,7 @@ int con_spool_write(int dirfd, const char *name, const void *data, size_t len, c
         if (r < 0)
                 return r;
 
-        r = write_all(fd, data, len);
+        r = con_write_all(fd, data, len);
         if (r >= 0 && (opts->uid != (uid_t) -1 || opts->gid != (gid_t) -1) && fchown(fd, opts->uid, opts->gid) < 0)
                 r = negative_errno();
         /* after fchown, which may clear set-id bits */

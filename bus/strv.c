@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "strv.h"
 
 char **strv_free(char **l) {
@@ -42,6 +45,19 @@ int strv_extend(char ***l, const char *s) {
         if (!c)
                 return -ENOMEM;
         return strv_consume(l, c);
+}
+
+int strv_extendf(char ***l, const char *fmt, ...) {
+        va_list ap;
+        char *s;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        return strv_consume(l, s);
 }
 
 int strv_copy(char * const *l, char ***ret) {

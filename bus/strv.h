@@ -20,6 +20,8 @@ bool strv_contains(char * const *l, const char *s);
 int strv_consume(char ***l, char *s);
 /* Appends a copy of s. */
 int strv_extend(char ***l, const char *s);
+/* Appends a newly formatted string. */
+int strv_extendf(char ***l, const char *fmt, ...) _printf_(2, 3);
 int strv_copy(char * const *l, char ***ret);
 bool strv_equal(char * const *a, char * const *b);
 /* Joins with sep; returns a newly allocated string or NULL on OOM. */

@@ -662,20 +662,6 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
         return 0;
 }
 
-static int write_all(int fd, const char *p, size_t l) {
-        while (l > 0) {
-                ssize_t n = write(fd, p, l);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                l -= (size_t) n;
-        }
-        return 0;
-}
-
 static int build_prompt(const ConRuntimeTask *t, const ConRuntimeEnv *env, const char *agents_md_path,
                         ConLlmConversation *c) {
         _cleanup_free_ char *md_path = NULL, *md = NULL, *skills_dir = NULL, *system = NULL;
@@ -820,7 +806,7 @@ out:
                 dprintf(STDERR_FILENO, "%s\n", reason);
                 return 1;
         }
-        if (write_all(result_fd, final, strlen(final)) < 0)
+        if (con_write_all(result_fd, final, strlen(final)) < 0)
                 return 1;
         return 0;
 }

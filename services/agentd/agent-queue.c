@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "agent-queue.h"
+#include "fileio.h"
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
@@ -222,20 +223,13 @@ bool agent_queue_has_batch(const AgentQueue *q) {
 int agent_queue_commit(AgentQueue *q) {
         if (q->batch_len == 0)
                 return 0;
-        size_t done = 0;
-        while (done < q->batch_len) {
-                ssize_t n = write(q->journal_fd, q->batch + done, q->batch_len - done);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int r = -errno;
-                        (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
-                        return r;
-                }
-                done += (size_t) n;
+        int r = con_write_all(q->journal_fd, q->batch, q->batch_len);
+        if (r < 0) {
+                (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
+                return r;
         }
         if (fdatasync(q->journal_fd) < 0) {
-                int r = -errno;
+                r = -errno;
                 (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
                 return r;
         }
@@ -853,18 +847,9 @@ int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
         _cleanup_free_ char *buf = malloc(sz + 1);
         if (!buf)
                 return -ENOMEM;
-        size_t got = 0;
-        while (got < sz) {
-                ssize_t n = read(fd, buf + got, sz - got);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                got += (size_t) n;
-        }
+        ssize_t got = con_read_full(fd, buf, sz);
+        if (got < 0)
+                return (int) got;
         buf[got] = 0;
         *ret = TAKE_PTR(buf);
         return 0;

@@ -7,6 +7,7 @@
 #include "agent-llm.h"
 #include "agent-session.h"
 #include "con-paths.h"
+#include "fileio.h"
 #include "macro.h"
 
 #define SESSION_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -30,27 +31,13 @@ static int exec_check(const ConRuntimeEnv *env, char **ret_reason) {
         return -ENOMEDIUM;
 }
 
-static int write_all(int fd, const char *p, size_t l) {
-        while (l > 0) {
-                ssize_t n = write(fd, p, l);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                l -= (size_t) n;
-        }
-        return 0;
-}
-
 static int exec_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
         char **argv = env->agent->command;
         char prio[16];
 
         /* The task text on stdin, through a memfd so a large task cannot block us. */
         int mfd = memfd_create("con-task", 0);
-        if (mfd < 0 || write_all(mfd, t->text, strlen(t->text)) < 0 || lseek(mfd, 0, SEEK_SET) < 0 ||
+        if (mfd < 0 || con_write_all(mfd, t->text, strlen(t->text)) < 0 || lseek(mfd, 0, SEEK_SET) < 0 ||
             dup2(mfd, STDIN_FILENO) < 0) {
                 dprintf(STDERR_FILENO, "cannot pass the task on stdin: %m\n");
                 return 126;

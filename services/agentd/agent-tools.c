@@ -13,6 +13,8 @@
 #include "agent-tools.h"
 #include "con-paths.h"
 #include "errors.h"
+#include "fileio.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
@@ -189,22 +191,6 @@ static int arg_error(char **ret_error, int r, const char *fmt, ...) {
         return r;
 }
 
-static const char *json_kind(const cJSON *j) {
-        if (cJSON_IsString(j))
-                return "a string";
-        if (cJSON_IsNumber(j))
-                return "a number";
-        if (cJSON_IsBool(j))
-                return "a boolean";
-        if (cJSON_IsNull(j))
-                return "null";
-        if (cJSON_IsArray(j))
-                return "an array";
-        if (cJSON_IsObject(j))
-                return "an object";
-        return "something else";
-}
-
 static char *allowed_list(const ToolSpec *s) {
         size_t n = 1;
         for (size_t i = 0; i < s->n_args; i++)
@@ -227,7 +213,7 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
         case ARG_STRING: {
                 if (!cJSON_IsString(v))
                         return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be a string, got %s", tool,
-                                         spec->name, json_kind(v));
+                                         spec->name, con_json_kind(v));
                 char *s = strdup(v->valuestring);
                 if (!s)
                         return -ENOMEM;
@@ -237,7 +223,7 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
         case ARG_BOOL:
                 if (!cJSON_IsBool(v))
                         return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be true or false, got %s",
-                                         tool, spec->name, json_kind(v));
+                                         tool, spec->name, con_json_kind(v));
                 *(bool *) field = cJSON_IsTrue(v);
                 return 0;
         case ARG_INT: {
@@ -246,7 +232,7 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
                         return arg_error(ret_error, -EINVAL,
                                          "%s: argument \"%s\" must be an integer from 1 to %u, got %s", tool,
                                          spec->name, AGENT_TOOL_EXEC_TIMEOUT_MAX,
-                                         cJSON_IsNumber(v) ? "a number outside that range" : json_kind(v));
+                                         cJSON_IsNumber(v) ? "a number outside that range" : con_json_kind(v));
                 *(unsigned *) field = (unsigned) d;
                 return 0;
         }
@@ -254,13 +240,13 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
                 _cleanup_strv_free_ char **l = NULL;
                 if (!cJSON_IsArray(v))
                         return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be an array of strings, got %s",
-                                         tool, spec->name, json_kind(v));
+                                         tool, spec->name, con_json_kind(v));
                 int i = 0;
                 const cJSON *e;
                 cJSON_ArrayForEach(e, v) {
                         if (!cJSON_IsString(e))
                                 return arg_error(ret_error, -EINVAL, "%s: argument \"%s\"[%d] must be a string, got %s",
-                                                 tool, spec->name, i, json_kind(e));
+                                                 tool, spec->name, i, con_json_kind(e));
                         if (strv_extend(&l, e->valuestring) < 0)
                                 return -ENOMEM;
                         i++;
@@ -333,7 +319,7 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
                                  (end ?: cJSON_GetErrorPtr() ?: json) - json);
         if (!cJSON_IsObject(root))
                 return arg_error(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
-                                 json_kind(root));
+                                 con_json_kind(root));
 
         const cJSON *v;
         cJSON_ArrayForEach(v, root) {
@@ -558,20 +544,6 @@ static int mkdir_parents(const char *path) {
         return 0;
 }
 
-static int write_fd_all(int fd, const char *p, size_t l) {
-        while (l > 0) {
-                ssize_t n = write(fd, p, l);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                l -= (size_t) n;
-        }
-        return 0;
-}
-
 static int read_whole(const char *path, size_t max, char **ret, size_t *ret_len, size_t *ret_total) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         struct stat st;
@@ -584,20 +556,12 @@ static int read_whole(const char *path, size_t max, char **ret, size_t *ret_len,
         if (!S_ISREG(st.st_mode))
                 return -EBADFD;
         _cleanup_free_ char *b = malloc(max + 1);
-        size_t l = 0;
         if (!b)
                 return -ENOMEM;
-        while (l < max) {
-                ssize_t n = read(fd, b + l, max - l);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                l += (size_t) n;
-        }
+        ssize_t n = con_read_full(fd, b, max);
+        if (n < 0)
+                return (int) n;
+        size_t l = (size_t) n;
         b[l] = 0;
         *ret_total = (size_t) st.st_size > l ? (size_t) st.st_size : l;
         *ret_len = l;
@@ -633,7 +597,7 @@ static int tool_write_file(const AgentToolArgs *a, bool append, char **ret, bool
         if (fd < 0)
                 return tool_result(ret, (*is_error = true), "%s: cannot open %s: %m", tool, a->path);
         size_t l = strlen(a->content);
-        r = write_fd_all(fd, a->content, l);
+        r = con_write_all(fd, a->content, l);
         if (r < 0)
                 return tool_result(ret, (*is_error = true), "%s: cannot write %s: %s", tool, a->path, strerror(-r));
         *is_error = false;
@@ -680,7 +644,7 @@ static int tool_edit_file(const AgentToolArgs *a, char **ret, bool *is_error) {
         _cleanup_close_ int fd = open(a->path, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return tool_result(ret, true, "edit_file: cannot write %s: %m", a->path);
-        r = write_fd_all(fd, nb, l - ol + nl);
+        r = con_write_all(fd, nb, l - ol + nl);
         if (r < 0)
                 return tool_result(ret, true, "edit_file: cannot write %s: %s", a->path, strerror(-r));
         *is_error = false;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "macro.h"
 #include "model-util.h"
 #include "names.h"
@@ -149,24 +150,6 @@ static int req_fail(char **ret_error, const char *fmt, ...) {
         return -EINVAL;
 }
 
-static const char *json_kind(const cJSON *j) {
-        if (!j)
-                return "nothing";
-        if (cJSON_IsString(j))
-                return "a string";
-        if (cJSON_IsNumber(j))
-                return "a number";
-        if (cJSON_IsBool(j))
-                return "a boolean";
-        if (cJSON_IsNull(j))
-                return "null";
-        if (cJSON_IsArray(j))
-                return "an array";
-        if (cJSON_IsObject(j))
-                return "an object";
-        return "something else";
-}
-
 static bool keys_allowed(const cJSON *obj, const char * const *allowed, const char **ret_bad) {
         const cJSON *it;
         cJSON_ArrayForEach(it, obj) {
@@ -189,7 +172,7 @@ static int get_str(const cJSON *obj, const char *key, const char *path, const ch
         if (!j || cJSON_IsNull(j))
                 return 0;
         if (!cJSON_IsString(j))
-                return req_fail(ret_error, "%s%s: must be a string, got %s", path, key, json_kind(j));
+                return req_fail(ret_error, "%s%s: must be a string, got %s", path, key, con_json_kind(j));
         *ret = j->valuestring;
         return 0;
 }
@@ -204,7 +187,7 @@ static int get_json_text(const cJSON *j, const char *path, char **ret, char **re
                 return *ret ? 0 : -ENOMEM;
         }
         if (!cJSON_IsObject(j))
-                return req_fail(ret_error, "%s: must be a JSON object, got %s", path, json_kind(j));
+                return req_fail(ret_error, "%s: must be a JSON object, got %s", path, con_json_kind(j));
         *ret = cJSON_PrintUnformatted(j);
         return *ret ? 0 : -ENOMEM;
 }
@@ -217,7 +200,7 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
 
         snprintf(path, sizeof path, "messages[%zu].", idx);
         if (!cJSON_IsObject(m))
-                return req_fail(ret_error, "messages[%zu]: must be an object, got %s", idx, json_kind(m));
+                return req_fail(ret_error, "messages[%zu]: must be an object, got %s", idx, con_json_kind(m));
         if (!keys_allowed(m, allowed, &bad))
                 return req_fail(ret_error, "%s%s: unknown key (allowed: role, content, tool_calls, tool_call_id, "
                                 "is_error)", path, bad);
@@ -244,7 +227,7 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
                 if (!id)
                         return req_fail(ret_error, "%stool_call_id: missing; a tool message answers a tool call", path);
                 if (e && !cJSON_IsBool(e))
-                        return req_fail(ret_error, "%sis_error: must be a boolean, got %s", path, json_kind(e));
+                        return req_fail(ret_error, "%sis_error: must be a boolean, got %s", path, con_json_kind(e));
                 return con_llm_conversation_add_tool_result(req->conv, id, content ? content : "",
                                                             e && cJSON_IsTrue(e));
         }
@@ -253,7 +236,7 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
 
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *it;
         if (tc && !cJSON_IsNull(tc) && !cJSON_IsArray(tc))
-                return req_fail(ret_error, "%stool_calls: must be an array, got %s", path, json_kind(tc));
+                return req_fail(ret_error, "%stool_calls: must be an array, got %s", path, con_json_kind(tc));
         size_t n = tc && cJSON_IsArray(tc) ? (size_t) cJSON_GetArraySize(tc) : 0;
         if (n > CON_LLM_TOOL_CALLS_MAX)
                 return req_fail(ret_error, "%stool_calls: more than %u tool calls", path, CON_LLM_TOOL_CALLS_MAX);
@@ -269,7 +252,7 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
                         char cpath[96];
                         snprintf(cpath, sizeof cpath, "%stool_calls[%zu].", path, i);
                         if (!cJSON_IsObject(it)) {
-                                r = req_fail(ret_error, "%.94s: must be an object, got %s", cpath, json_kind(it));
+                                r = req_fail(ret_error, "%.94s: must be an object, got %s", cpath, con_json_kind(it));
                                 break;
                         }
                         if (!keys_allowed(it, call_keys, &bad)) {
@@ -310,7 +293,7 @@ static int parse_tool(ModelRequest *req, const cJSON *t, size_t idx, char **ret_
 
         snprintf(path, sizeof path, "tools[%zu].", idx);
         if (!cJSON_IsObject(t))
-                return req_fail(ret_error, "tools[%zu]: must be an object, got %s", idx, json_kind(t));
+                return req_fail(ret_error, "tools[%zu]: must be an object, got %s", idx, con_json_kind(t));
         if (!keys_allowed(t, allowed, &bad))
                 return req_fail(ret_error, "%s%s: unknown key (allowed: name, description, parameters)", path, bad);
         if ((r = get_str(t, "name", path, &name, ret_error)) < 0 ||
@@ -370,7 +353,7 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
                         return req_fail(ret_error, "the request has data after the JSON object (offset %zu)",
                                         (size_t) (end - json));
         if (!cJSON_IsObject(root))
-                return req_fail(ret_error, "the request must be a JSON object, got %s", json_kind(root));
+                return req_fail(ret_error, "the request must be a JSON object, got %s", con_json_kind(root));
         if (!keys_allowed(root, allowed, &bad))
                 return req_fail(ret_error, "%s: unknown key (allowed: system, messages, tools, max_tokens, "
                                 "temperature, task_id, agent)", bad);
@@ -390,7 +373,7 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
 
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
         if (!cJSON_IsArray(msgs))
-                return req_fail(ret_error, "messages: must be an array, got %s", json_kind(msgs));
+                return req_fail(ret_error, "messages: must be an array, got %s", con_json_kind(msgs));
         size_t n = (size_t) cJSON_GetArraySize(msgs);
         if (n == 0)
                 return req_fail(ret_error, "messages: empty; at least one user message is needed");
@@ -404,7 +387,7 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
         const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
         if (tools && !cJSON_IsNull(tools)) {
                 if (!cJSON_IsArray(tools))
-                        return req_fail(ret_error, "tools: must be an array, got %s", json_kind(tools));
+                        return req_fail(ret_error, "tools: must be an array, got %s", con_json_kind(tools));
                 if ((size_t) cJSON_GetArraySize(tools) > MODEL_TOOLS_MAX)
                         return req_fail(ret_error, "tools: at most %u tools are allowed", MODEL_TOOLS_MAX);
                 i = 0;
