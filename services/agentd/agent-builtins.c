@@ -140,7 +140,7 @@ typedef struct AgentsEntry {
 
 struct AgentsQuery {
         AgentContext *c;
-        AgentTask *task;
+        char *task_id;          /* looked up again at the end: a cancelled task may be evicted meanwhile */
         AgentsEntry *entries;
         size_t n_entries;
         unsigned outstanding;
@@ -153,6 +153,7 @@ static void agents_query_free(AgentsQuery *q) {
                 free(q->entries[i].state);
         }
         free(q->entries);
+        free(q->task_id);
         free(q);
 }
 
@@ -178,7 +179,9 @@ static void agents_query_finish(AgentsQuery *q) {
                 else
                         buf_printf(&b, "running, did not answer\n");
         }
-        (void) buf_complete(c, q->task, &b, AGENT_TASK_DONE);
+        AgentTask *t = agent_queue_find(c->queue, q->task_id);
+        if (t)
+                (void) buf_complete(c, t, &b, AGENT_TASK_DONE);
         agent_context_schedule_flush(c);
         agents_query_free(q);
 }
@@ -243,9 +246,11 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
         if (!q)
                 return -ENOMEM;
         q->c = c;
-        q->task = t;
+        q->task_id = strdup(t->id);
         q->entries = calloc(c->config->n_agents ?: 1, sizeof(AgentsEntry));
-        if (!q->entries) {
+        if (!q->entries || !q->task_id) {
+                free(q->entries);
+                free(q->task_id);
                 free(q);
                 return -ENOMEM;
         }

@@ -15,6 +15,8 @@
 #define JOURNAL_NAME "journal"
 #define LOCK_NAME "lock"
 #define COMPACT_TMP_NAME ".journal.compact"
+#define FINISHED_DIR "finished"
+#define FINISHED_FILE_MAX (256U * 1024)
 #define DEFAULT_COMPACT_THRESHOLD (8ULL * 1024 * 1024)
 
 static inline void *mfree(void *p) {
@@ -27,7 +29,7 @@ static inline size_t max_size(size_t a, size_t b) {
 }
 
 struct AgentQueue {
-        int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd;
+        int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd, finished_fd;
         int lock_fd, journal_fd;
 
         AgentTask **tasks;      /* arrival order, owned */
@@ -40,6 +42,8 @@ struct AgentQueue {
         size_t n_queued, n_running;
         uint64_t n_done, n_failed, n_cancelled;
         uint64_t next_seq;
+        size_t keep_finished;   /* finished tasks kept in memory */
+        uint64_t n_evicted;     /* tasks accepted but no longer in memory */
 
         char *batch;
         size_t batch_len, batch_alloc;
@@ -48,6 +52,8 @@ struct AgentQueue {
         unsigned n_corrupt;
         bool torn_tail;
 };
+
+static size_t evict_to(AgentQueue *q, size_t keep);
 
 static const char * const status_table[_AGENT_TASK_STATUS_MAX] = {
         [AGENT_TASK_QUEUED] = "queued",
@@ -70,7 +76,7 @@ AgentTaskStatus agent_task_status_from_string(const char *s) {
         return _AGENT_TASK_STATUS_INVALID;
 }
 
-static AgentTask *agent_task_free(AgentTask *t) {
+AgentTask *agent_task_free(AgentTask *t) {
         if (!t)
                 return NULL;
         free(t->id);
@@ -81,7 +87,6 @@ static AgentTask *agent_task_free(AgentTask *t) {
         free(t);
         return NULL;
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(AgentTask *, agent_task_free);
 
 static int task_cmp(const void *a, const void *b) {
         return strcmp(((const AgentTask *) a)->id, ((const AgentTask *) b)->id);
@@ -105,6 +110,7 @@ AgentQueue *agent_queue_free(AgentQueue *q) {
         safe_close(q->outbox_fd);
         safe_close(q->processed_fd);
         safe_close(q->failed_fd);
+        safe_close(q->finished_fd);
         safe_close(q->agent_dir_fd);
         free(q);
         return NULL;
@@ -123,7 +129,8 @@ AgentTask * const *agent_queue_tasks(const AgentQueue *q, size_t *ret_n) {
 
 void agent_queue_get_stats(const AgentQueue *q, AgentQueueStats *ret) {
         *ret = (AgentQueueStats) {
-                .n_tasks = q->n_tasks,
+                .n_tasks = q->n_tasks + q->n_evicted,
+                .n_in_memory = q->n_tasks,
                 .n_queued = q->n_queued,
                 .n_running = q->n_running,
                 .n_done = q->n_done,
@@ -138,6 +145,10 @@ void agent_queue_get_stats(const AgentQueue *q, AgentQueueStats *ret) {
 
 void agent_queue_set_compact_threshold(AgentQueue *q, uint64_t bytes) {
         q->compact_threshold = bytes;
+}
+
+void agent_queue_set_keep_finished(AgentQueue *q, size_t n) {
+        q->keep_finished = n;
 }
 
 /* ---- the ready heap: priority first, then arrival ---- */
@@ -172,11 +183,8 @@ static int heap_push(AgentQueue *q, AgentTask *t) {
         return 0;
 }
 
-static void heap_pop(AgentQueue *q) {
-        if (q->n_heap == 0)
-                return;
-        q->heap[0] = q->heap[--q->n_heap];
-        for (size_t i = 0;;) {
+static void heap_sift_down(AgentQueue *q, size_t i) {
+        for (;;) {
                 size_t l = 2 * i + 1, r = l + 1, m = i;
                 if (l < q->n_heap && heap_before(q->heap[l], q->heap[m]))
                         m = l;
@@ -187,6 +195,24 @@ static void heap_pop(AgentQueue *q) {
                 heap_swap(q, i, m);
                 i = m;
         }
+}
+
+static void heap_pop(AgentQueue *q) {
+        if (q->n_heap == 0)
+                return;
+        q->heap[0] = q->heap[--q->n_heap];
+        heap_sift_down(q, 0);
+}
+
+/* Drops the entries that are no longer queued (they may be freed next) and restores the order. */
+static void heap_purge(AgentQueue *q) {
+        size_t j = 0;
+        for (size_t i = 0; i < q->n_heap; i++)
+                if (q->heap[i]->status == AGENT_TASK_QUEUED)
+                        q->heap[j++] = q->heap[i];
+        q->n_heap = j;
+        for (size_t i = j / 2; i > 0; i--)
+                heap_sift_down(q, i - 1);
 }
 
 AgentTask *agent_queue_peek(AgentQueue *q) {
@@ -355,6 +381,19 @@ static char *strdup_reason(const char *s) {
         return strndup(s, AGENT_QUEUE_REASON_MAX);
 }
 
+static bool file_exists(int dirfd, const char *id, const char *suffix) {
+        char name[CON_TASK_ID_MAX + 32];
+        (void) snprintf(name, sizeof(name), "%s%s", id, suffix);
+        return faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0;
+}
+
+/* A finished task evicted from memory: its files say it is known. finished/<id>.json is written
+ * last by agent_queue_write_files() and eviction requires it; the task files cover older trees. */
+bool agent_queue_known_on_disk(AgentQueue *q, const char *id) {
+        return file_exists(q->finished_fd, id, ".json") || file_exists(q->processed_fd, id, ".task") ||
+                file_exists(q->failed_fd, id, ".task");
+}
+
 int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_usec, AgentTask **ret) {
         _cleanup_free_ char *newid = NULL;
         int r;
@@ -366,6 +405,10 @@ int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_
                 if (e) {
                         *ret = e;
                         return 1;
+                }
+                if (agent_queue_known_on_disk(q, req->id)) {
+                        *ret = NULL;
+                        return 2;
                 }
         } else {
                 r = con_task_id_new(&newid);
@@ -461,57 +504,80 @@ static bool jnum(const cJSON *j, const char *k, uint64_t *ret) {
         return true;
 }
 
+/* A new task from an "accept" record, or a finished one from a "known" record (the journal after
+ * compaction, and finished/<id>.json). */
+static int task_from_record(const cJSON *j, const char *id, bool accept, AgentTask **ret) {
+        uint64_t u = 0;
+        _cleanup_(agent_task_freep) AgentTask *t = calloc(1, sizeof(AgentTask));
+        if (!t)
+                return -ENOMEM;
+        t->id = strdup(id);
+        t->sender = strdup(strempty(jstr(j, "sender")));
+        if (!t->id || !t->sender)
+                return -ENOMEM;
+        if (jnum(j, "uid", &u))
+                t->sender_uid = (uid_t) u;
+        else
+                t->sender_uid = (uid_t) -1;
+        t->priority = CON_TASK_PRIORITY_DEFAULT;
+        if (jnum(j, "prio", &u) && u <= CON_TASK_PRIORITY_MAX)
+                t->priority = (int) u;
+        (void) jnum(j, "ts", &t->accepted_usec);
+        if (accept) {
+                const char *text = jstr(j, "text"), *rt = jstr(j, "reply_to");
+                if (!text)
+                        return -EBADMSG;
+                t->text = strdup(text);
+                if (!t->text)
+                        return -ENOMEM;
+                if (rt && !(t->reply_to = strdup(rt)))
+                        return -ENOMEM;
+                (void) jnum(j, "deadline", &t->deadline_usec);
+                t->status = AGENT_TASK_QUEUED;
+        } else {
+                AgentTaskStatus st = agent_task_status_from_string(jstr(j, "status"));
+                if (!agent_task_status_is_final(st))
+                        return -EBADMSG;
+                t->status = st;
+                (void) jnum(j, "end", &t->finished_usec);
+                const char *reason = jstr(j, "reason");
+                if (reason && !(t->result = strdup_reason(reason)))
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
 /* Returns 0 when applied, -EBADMSG for a malformed record, -ENOMEM. */
 static int replay_line(AgentQueue *q, const char *line) {
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(line);
         if (!j || !cJSON_IsObject(j))
                 return -EBADMSG;
+        if (streq_ptr(jstr(j, "op"), "counters")) {
+                /* Written by compaction: the tasks that were evicted before it, for the counters. */
+                uint64_t a = 0, d = 0, fl = 0, c = 0;
+                if (!jnum(j, "accepted", &a) || !jnum(j, "done", &d) || !jnum(j, "failed", &fl) ||
+                    !jnum(j, "cancelled", &c))
+                        return -EBADMSG;
+                q->n_evicted += a;
+                q->n_done += d;
+                q->n_failed += fl;
+                q->n_cancelled += c;
+                return 0;
+        }
         const char *op = jstr(j, "op"), *id = jstr(j, "id");
         if (!op || !id || !con_task_id_valid(id))
                 return -EBADMSG;
         AgentTask *e = agent_queue_find(q, id);
-        uint64_t u = 0;
 
         if (streq(op, "accept") || streq(op, "known")) {
                 if (e)
                         return 0; /* dedup: the first record wins */
-                _cleanup_(agent_task_freep) AgentTask *t = calloc(1, sizeof(AgentTask));
-                if (!t)
-                        return -ENOMEM;
-                t->id = strdup(id);
-                t->sender = strdup(strempty(jstr(j, "sender")));
-                if (!t->id || !t->sender)
-                        return -ENOMEM;
-                if (jnum(j, "uid", &u))
-                        t->sender_uid = (uid_t) u;
-                else
-                        t->sender_uid = (uid_t) -1;
-                t->priority = CON_TASK_PRIORITY_DEFAULT;
-                if (jnum(j, "prio", &u) && u <= CON_TASK_PRIORITY_MAX)
-                        t->priority = (int) u;
-                (void) jnum(j, "ts", &t->accepted_usec);
-                if (streq(op, "accept")) {
-                        const char *text = jstr(j, "text"), *rt = jstr(j, "reply_to");
-                        if (!text)
-                                return -EBADMSG;
-                        t->text = strdup(text);
-                        if (!t->text)
-                                return -ENOMEM;
-                        if (rt && !(t->reply_to = strdup(rt)))
-                                return -ENOMEM;
-                        (void) jnum(j, "deadline", &t->deadline_usec);
-                        t->status = AGENT_TASK_QUEUED;
-                } else {
-                        AgentTaskStatus st = agent_task_status_from_string(jstr(j, "status"));
-                        if (!agent_task_status_is_final(st))
-                                return -EBADMSG;
-                        t->status = st;
-                        (void) jnum(j, "end", &t->finished_usec);
-                        const char *reason = jstr(j, "reason");
-                        if (reason && !(t->result = strdup_reason(reason)))
-                                return -ENOMEM;
-                }
-                int r = task_insert(q, t);
+                _cleanup_(agent_task_freep) AgentTask *t = NULL;
+                int r = task_from_record(j, id, streq(op, "accept"), &t);
+                if (r < 0)
+                        return r;
+                r = task_insert(q, t);
                 if (r < 0)
                         return r;
                 AgentTask *tt = TAKE_PTR(t);
@@ -560,7 +626,7 @@ static int replay(AgentQueue *q) {
         if (fseeko(f, 0, SEEK_SET) < 0)
                 return -errno;
         _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
+        size_t cap = 0, evict_at = 2 * q->keep_finished + 256;
         uint64_t off = 0;
         for (;;) {
                 errno = 0;
@@ -587,6 +653,12 @@ static int replay(AgentQueue *q) {
                         q->n_corrupt++;
                 else
                         q->n_records++;
+                /* Keep the peak low on a long journal: evict in steps, not per line (and when
+                 * files cannot be written, the tasks stay: do not retry at every line). */
+                if (q->n_tasks - q->n_queued - q->n_running > evict_at) {
+                        (void) evict_to(q, q->keep_finished);
+                        evict_at = q->n_tasks - q->n_queued - q->n_running + q->keep_finished + 256;
+                }
         }
         q->journal_size = off;
         if (lseek(q->journal_fd, (off_t) off, SEEK_SET) < 0)
@@ -652,8 +724,10 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         _cleanup_(agent_queue_freep) AgentQueue *q = calloc(1, sizeof(AgentQueue));
         if (!q)
                 return -ENOMEM;
-        q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->lock_fd = q->journal_fd = -EBADF;
+        q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->finished_fd = q->lock_fd =
+                q->journal_fd = -EBADF;
         q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
+        q->keep_finished = AGENT_QUEUE_KEEP_FINISHED;
         q->agent_dir_fd = fcntl(agent_dir_fd, F_DUPFD_CLOEXEC, 3);
         if (q->agent_dir_fd < 0)
                 return -errno;
@@ -666,6 +740,8 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
                 return q->processed_fd;
         if ((q->failed_fd = open_subdir(agent_dir_fd, "failed")) < 0)
                 return q->failed_fd;
+        if ((q->finished_fd = open_subdir(q->queue_fd, FINISHED_DIR)) < 0)
+                return q->finished_fd;
 
         /* The lock lives in its own file: compaction replaces the journal's inode. */
         q->lock_fd = openat(q->queue_fd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -684,6 +760,10 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         r = replay_finish(q, now_realtime());
         if (r < 0)
                 return r;
+        /* Tasks failed by replay_finish() have their end record in the batch: the first commit,
+         * then agent_queue_evict(), deal with them. */
+        if (q->batch_len == 0)
+                (void) evict_to(q, q->keep_finished);
         *ret = TAKE_PTR(q);
         return 0;
 }
@@ -712,7 +792,28 @@ int agent_queue_compact(AgentQueue *q) {
                 safe_close(wfd);
                 return -errno;
         }
+        /* The journal is about to forget the evicted tasks: their files in finished/, outbox/,
+         * processed/ and failed/ (written without fsync) become the only record of them. */
+        if (q->n_evicted > 0 && syncfs(q->finished_fd) < 0)
+                return -errno;
         uint64_t size = 0;
+        if (q->n_evicted > 0) {
+                uint64_t d = q->n_done, fl = q->n_failed, c = q->n_cancelled;
+                for (size_t i = 0; i < q->n_tasks; i++) {
+                        AgentTaskStatus st = q->tasks[i]->status;
+                        d -= st == AGENT_TASK_DONE;
+                        fl -= st == AGENT_TASK_FAILED;
+                        c -= st == AGENT_TASK_CANCELLED;
+                }
+                _cleanup_free_ char *s = NULL;
+                if (asprintf(&s, "{\"op\":\"counters\",\"accepted\":%llu,\"done\":%llu,\"failed\":%llu,"
+                             "\"cancelled\":%llu}\n", (unsigned long long) q->n_evicted, (unsigned long long) d,
+                             (unsigned long long) fl, (unsigned long long) c) < 0)
+                        return -ENOMEM;
+                if (fputs(s, f) < 0)
+                        return -EIO;
+                size += strlen(s);
+        }
         for (size_t i = 0; i < q->n_tasks; i++) {
                 _cleanup_(cJSON_Deletep) cJSON *j = record_known(q->tasks[i]);
                 if (!j)
@@ -737,7 +838,7 @@ int agent_queue_compact(AgentQueue *q) {
         if (lseek(q->journal_fd, 0, SEEK_END) < 0)
                 return -errno;
         q->journal_size = size;
-        q->n_records = q->n_tasks;
+        q->n_records = q->n_tasks + (q->n_evicted > 0);
 
         /* Texts and responses now live only in processed/ and outbox/. */
         for (size_t i = 0; i < q->n_tasks; i++) {
@@ -783,7 +884,24 @@ static int format_task(const AgentTask *t, char **ret) {
         return con_task_format(&ct, ret, &l);
 }
 
-int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
+/* finished/<id>.json: the "known" record of the task, the submitter's uid included (GetResult
+ * authorizes with it after eviction). Written last: its presence means the other files exist. */
+static int write_finished_file(AgentQueue *q, const AgentTask *t) {
+        if (file_exists(q->finished_fd, t->id, ".json"))
+                return 0;
+        _cleanup_(cJSON_Deletep) cJSON *j = record_known(t);
+        if (!j)
+                return -ENOMEM;
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(j);
+        if (!s)
+                return -ENOMEM;
+        _cleanup_free_ char *line = NULL;
+        if (asprintf(&line, "%s\n", s) < 0)
+                return -ENOMEM;
+        return write_new_file(q->finished_fd, t->id, ".json", line);
+}
+
+static int write_task_files(AgentQueue *q, const AgentTask *t) {
         _cleanup_free_ char *formatted = NULL;
         int r;
 
@@ -813,6 +931,15 @@ int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
         if (asprintf(&reason, "%s\n", strempty(t->result)) < 0)
                 return -ENOMEM;
         return write_new_file(q->failed_fd, t->id, ".reason", reason);
+}
+
+int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
+        if (!agent_task_status_is_final(t->status))
+                return 0;
+        int r = write_task_files(q, t);
+        if (r < 0)
+                return r;
+        return write_finished_file(q, t);
 }
 
 int agent_queue_write_all_files(AgentQueue *q) {
@@ -853,4 +980,72 @@ int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
         buf[got] = 0;
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+/* ---- eviction ---- */
+
+/* Frees the oldest finished tasks (arrival order) beyond keep, once their files (finished/<id>.json
+ * last) are on disk; a task whose files cannot be written stays. Returns how many went. */
+static size_t evict_to(AgentQueue *q, size_t keep) {
+        size_t n_final = q->n_tasks - q->n_queued - q->n_running;
+        if (n_final <= keep)
+                return 0;
+        size_t excess = n_final - keep, evicted = 0, j = 0;
+
+        /* The heap may still point at finished tasks (dropped lazily): not after this. */
+        heap_purge(q);
+        for (size_t i = 0; i < q->n_tasks; i++) {
+                AgentTask *t = q->tasks[i];
+                if (evicted < excess && agent_task_status_is_final(t->status) &&
+                    agent_queue_write_files(q, t) >= 0) {
+                        (void) tdelete(t, &q->index, task_cmp);
+                        agent_task_free(t);
+                        evicted++;
+                        continue;
+                }
+                q->tasks[j++] = t;
+        }
+        q->n_tasks = j;
+        q->n_evicted += evicted;
+        if (q->n_tasks_alloc > 256 && q->n_tasks < q->n_tasks_alloc / 4) {
+                size_t n = max_size(q->n_tasks * 2, 64);
+                AgentTask **a = reallocarray(q->tasks, n, sizeof(AgentTask *));
+                if (a) {
+                        q->tasks = a;
+                        q->n_tasks_alloc = n;
+                }
+        }
+        return evicted;
+}
+
+size_t agent_queue_evict(AgentQueue *q) {
+        if (q->batch_len > 0)
+                return 0; /* finished tasks whose end is not on disk yet must not go */
+        return evict_to(q, q->keep_finished);
+}
+
+int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret) {
+        if (!con_task_id_valid(id))
+                return -EINVAL;
+        char name[CON_TASK_ID_MAX + 32];
+        (void) snprintf(name, sizeof(name), "%s.json", id);
+        _cleanup_close_ int fd = openat(q->finished_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size > FINISHED_FILE_MAX)
+                return -EBADMSG;
+        _cleanup_free_ char *buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        ssize_t got = con_read_full(fd, buf, (size_t) st.st_size);
+        if (got < 0)
+                return (int) got;
+        buf[got] = 0;
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(buf);
+        if (!j || !cJSON_IsObject(j) || !streq_ptr(jstr(j, "op"), "known") || !streq_ptr(jstr(j, "id"), id))
+                return -EBADMSG;
+        return task_from_record(j, id, false, ret);
 }

@@ -19,10 +19,22 @@
  * Records are collected in an in-memory batch and written with one write() + fdatasync() by
  * agent_queue_commit() (group commit); nothing may be acknowledged before that returns. A torn
  * last line (crash in the middle of a write) is ignored and cut off at open. The files in
- * outbox/, processed/ and failed/ are derived from the journal and regenerated when missing. */
+ * outbox/, processed/, failed/ and queue/finished/ are derived from the journal and regenerated
+ * when missing.
+ *
+ * Memory is bounded: queued and running tasks stay in memory, finished ones only the most recent
+ * AGENT_QUEUE_KEEP_FINISHED (arrival order); older ones are evicted after a commit once their
+ * files are written. queue/finished/<id>.json (the "known" record: id, uid, sender, status,
+ * reason) is written last, so it marks an evicted task as known (dedup) and carries the
+ * submitter's uid for GetResult. Compaction keeps only the tasks in memory (after a syncfs() so
+ * the files of evicted ones are durable) plus a "counters" record for the evicted ones:
+ *
+ *   {"op":"counters","accepted":..,"done":..,"failed":..,"cancelled":..} */
 
 #define AGENT_QUEUE_MAX_TRIES 3
 #define AGENT_QUEUE_REASON_MAX 4096
+/* Finished tasks kept in memory (ListTasks, /tasks show these); older ones live on disk only. */
+#define AGENT_QUEUE_KEEP_FINISHED 1000
 
 typedef enum AgentTaskStatus {
         AGENT_TASK_QUEUED,
@@ -57,6 +69,11 @@ typedef struct AgentTask {
         void *userdata;         /* the service's session */
 } AgentTask;
 
+AgentTask *agent_task_free(AgentTask *t);
+static inline void agent_task_freep(AgentTask **t) {
+        agent_task_free(*t);
+}
+
 /* What a submitter gives; id NULL means "make a new one". */
 typedef struct AgentTaskRequest {
         const char *id;
@@ -71,7 +88,8 @@ typedef struct AgentTaskRequest {
 typedef struct AgentQueue AgentQueue;
 
 typedef struct AgentQueueStats {
-        size_t n_tasks, n_queued, n_running;
+        size_t n_tasks;         /* accepted for the life of the journal, evicted ones included */
+        size_t n_in_memory, n_queued, n_running;
         uint64_t n_done, n_failed, n_cancelled;
         uint64_t journal_size, n_records;
         unsigned n_corrupt;     /* lines skipped during replay (not counting a torn tail) */
@@ -94,8 +112,9 @@ AgentTask *agent_queue_find(AgentQueue *q, const char *id);
 /* All tasks known, in arrival order. */
 AgentTask * const *agent_queue_tasks(const AgentQueue *q, size_t *ret_n);
 
-/* Accepts a task into the batch. Returns 0 and the new task, or 1 and the existing task when its
- * id is known (dedup). -EINVAL for an invalid id. */
+/* Accepts a task into the batch. Returns 0 and the new task, 1 and the existing task when its id
+ * is known (dedup), or 2 and NULL when the id belongs to a finished task evicted from memory (also
+ * dedup: nothing to add). -EINVAL for an invalid id. */
 int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_usec, AgentTask **ret);
 /* The queued task to run next: highest priority, then arrival order. NULL when none. */
 AgentTask *agent_queue_peek(AgentQueue *q);
@@ -112,6 +131,20 @@ bool agent_queue_has_batch(const AgentQueue *q);
  * size and the error returned: the in-memory state is then ahead of the disk, the caller must
  * stop. */
 int agent_queue_commit(AgentQueue *q);
+
+/* Evicts the oldest finished tasks beyond the limit (only with an empty batch, i.e. right after a
+ * commit; the caller must hold no pointer to finished tasks). Returns how many went. */
+size_t agent_queue_evict(AgentQueue *q);
+/* Test knob: finished tasks kept in memory (default AGENT_QUEUE_KEEP_FINISHED). */
+void agent_queue_set_keep_finished(AgentQueue *q, size_t n);
+/* Whether the files of a finished task with this id exist (queue/finished/<id>.json,
+ * processed/<id>.task or failed/<id>.task). */
+bool agent_queue_known_on_disk(AgentQueue *q, const char *id);
+/* A finished task that is no longer in memory, from queue/finished/<id>.json: id, sender_uid,
+ * sender, status, reason (failed/cancelled); the response of a done task is read by
+ * agent_queue_read_result() from outbox/. The caller owns it (agent_task_free()). -ENOENT when
+ * unknown, -EBADMSG when the file is malformed. */
+int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret);
 
 /* True when nothing is queued or running and the journal has grown past its threshold. */
 bool agent_queue_want_compact(const AgentQueue *q);

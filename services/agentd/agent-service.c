@@ -812,6 +812,8 @@ static int flush(AgentContext *c) {
                 return r;
         }
         pending_run(c, 0);
+        /* No pending entry points at a task any more: finished tasks beyond the limit can go. */
+        (void) agent_queue_evict(c->queue);
         emit_props_changed(c);
         if (agent_queue_want_compact(c->queue)) {
                 r = agent_queue_compact(c->queue);
@@ -956,6 +958,11 @@ static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id or priority");
         if (r < 0)
                 return r;
+        if (r == 2) {
+                /* A finished task evicted from memory: committed long ago, answer at once. */
+                r = sd_bus_reply_method_return(m, "s", req->id);
+                return r < 0 ? r : 1;
+        }
         bool fresh = r == 0;
         r = pending_add(c, PENDING_REPLY_ID, m, t);
         if (r < 0)
@@ -1042,8 +1049,20 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
         return queue_task(c, m, &req, error);
 }
 
-static int find_task(AgentContext *c, const char *id, AgentTask **ret, sd_bus_error *error) {
+/* The task in memory, or a finished one evicted from memory, read from disk into *ret_owned. */
+static int find_task(AgentContext *c, const char *id, AgentTask **ret, AgentTask **ret_owned,
+                     sd_bus_error *error) {
         AgentTask *t = con_task_id_valid(id) ? agent_queue_find(c->queue, id) : NULL;
+        if (!t && con_task_id_valid(id)) {
+                int r = agent_queue_load_finished(c->queue, id, ret_owned);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && r != -ENOENT)
+                        log_msg(LOG_WARNING, "Failed to read the record of finished task %s, ignoring: %s", id,
+                                strerror(-r));
+                if (r >= 0)
+                        t = *ret_owned;
+        }
         if (!t)
                 return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "Agent '%s' knows no task '%s'",
                                           c->agent->name, id);
@@ -1056,12 +1075,13 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         _cleanup_(agent_caller_done) AgentCaller caller = {};
         const char *id;
         AgentTask *t = NULL;
+        _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
         if (r < 0)
                 return r;
-        r = find_task(c, id, &t, error);
+        r = find_task(c, id, &t, &evicted, error);
         if (r < 0)
                 return r;
         r = agent_authorize(c, m, AGENT_VERB_CANCEL, t, &caller, error);
@@ -1081,19 +1101,20 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 agent_session_cancel(rt->session);
         }
         /* Finished tasks: nothing to do, Cancel is idempotent. */
-        return pending_add(c, PENDING_REPLY_EMPTY, m, t) < 0 ? -ENOMEM : 1;
+        return pending_add(c, PENDING_REPLY_EMPTY, m, evicted ? NULL : t) < 0 ? -ENOMEM : 1;
 }
 
 static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         AgentContext *c = userdata;
         const char *id;
         AgentTask *t = NULL;
+        _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
         if (r < 0)
                 return r;
-        r = find_task(c, id, &t, error);
+        r = find_task(c, id, &t, &evicted, error);
         if (r < 0)
                 return r;
         r = agent_authorize(c, m, AGENT_VERB_GET_RESULT, t, NULL, error);

@@ -45,12 +45,25 @@ pid_of() { # the process owning a bus name
 
 # The agent's view: every id exactly once in ListTasks (as root: all tasks).
 ids_unique() {
+        # ListTasks shows the tasks in memory: at most the 1000 most recent finished ones
+        # (AGENT_QUEUE_KEEP_FINISHED), none twice. The journal holds one accept (or, after a
+        # compaction, known) record per id the agent took, none twice; with the records of
+        # finished tasks (queue/finished/ID.json: compaction drops evicted ones from the
+        # journal) that makes exactly N ids.
         con tasks concierge --json >"$T/tasks.json" || return 1
-        local all uniq
-        all=$(grep -o '"task_id":[[:space:]]*"[^"]*"' "$T/tasks.json" | grep -c "\"$1")
-        uniq=$(grep -o '"task_id":[[:space:]]*"[^"]*"' "$T/tasks.json" | grep "\"$1" | sort -u | wc -l)
-        echo "ids with prefix $1: $all listed, $uniq unique"
-        [ "$all" = "$uniq" ] && [ "$all" = "$2" ]
+        local listed listed_uniq jall juniq total
+        listed=$(grep -o '"task_id":[[:space:]]*"[^"]*"' "$T/tasks.json" | grep -c "\"$1")
+        listed_uniq=$(grep -o '"task_id":[[:space:]]*"[^"]*"' "$T/tasks.json" | grep "\"$1" | sort -u | wc -l)
+        grep -o '"op":"\(accept\|known\)","id":"'"$1"'[^"]*"' "$AGENT_DIR/queue/journal" \
+                | sed 's/.*"id":"//; s/"$//' >"$T/journal-ids"
+        jall=$(wc -l <"$T/journal-ids")
+        juniq=$(sort -u "$T/journal-ids" | wc -l)
+        total=$( (cat "$T/journal-ids"; ls "$AGENT_DIR/queue/finished" | grep "^$1" | sed 's/\.json$//') \
+                | sort -u | wc -l)
+        echo "ids with prefix $1: $listed listed, $listed_uniq unique; $jall in the journal, $juniq unique;" \
+                "$total known"
+        [ "$listed" = "$listed_uniq" ] && [ "$listed" -ge 1 ] && [ "$listed" -le 1000 ] &&
+                [ "$jall" = "$juniq" ] && [ "$total" = "$2" ]
 }
 
 section "fabric up"

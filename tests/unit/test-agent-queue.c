@@ -341,6 +341,151 @@ static void test_compaction(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* Runs n tasks "e0000".. to the end: done, except every 5th failed with a reason. */
+static void run_tasks(AgentQueue *q, int n) {
+        char id[32];
+        for (int i = 0; i < n; i++) {
+                (void) snprintf(id, sizeof(id), "e%04d", i);
+                AgentTask *t = accept_one(q, id, 5, "evict me");
+                g_assert_cmpint(agent_queue_start(q, t, 1), ==, 0);
+                if (i % 5 == 4)
+                        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_FAILED, "broke", 2), ==, 0);
+                else
+                        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "resp", 2), ==, 0);
+        }
+}
+
+static void test_evict_bound(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 10);
+        accept_one(q, "old-queued", 0, "waits");
+        run_tasks(q, 50);
+        /* Nothing goes while the batch holds their end records. */
+        g_assert_cmpuint(agent_queue_evict(q), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 40);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 0);
+
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 51);
+        g_assert_cmpuint(st.n_in_memory, ==, 11);
+        g_assert_cmpuint(st.n_queued, ==, 1);
+        g_assert_cmpuint(st.n_done, ==, 40);
+        g_assert_cmpuint(st.n_failed, ==, 10);
+        size_t n;
+        AgentTask * const *tasks = agent_queue_tasks(q, &n);
+        g_assert_cmpuint(n, ==, 11);
+        g_assert_cmpstr(tasks[0]->id, ==, "old-queued");
+        g_assert_cmpstr(tasks[1]->id, ==, "e0040");
+        g_assert_null(agent_queue_find(q, "e0039"));
+        g_assert_nonnull(agent_queue_find(q, "e0049"));
+        /* The queued task is still the next one (the heap was purged, not broken). */
+        g_assert_true(agent_queue_peek(q) == agent_queue_find(q, "old-queued"));
+        /* Evicted tasks left their files. */
+        g_autofree char *resp = read_file_at(f, "outbox/e0000.response");
+        g_assert_cmpstr(resp, ==, "resp");
+        g_autofree char *meta = read_file_at(f, "queue/finished/e0004.json");
+        g_assert_nonnull(meta);
+        g_assert_nonnull(strstr(meta, "\"uid\":1000"));
+        agent_queue_free(q);
+}
+
+static void test_evict_dedup_from_disk(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 2);
+        run_tasks(q, 10);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 8);
+
+        AgentTaskRequest req = { .id = "e0001", .priority = 5, .text = "again" };
+        AgentTask *d = (AgentTask *) 0x1;
+        g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
+        g_assert_null(d);
+        g_assert_false(agent_queue_has_batch(q));
+        g_assert_true(agent_queue_known_on_disk(q, "e0001"));
+        g_assert_false(agent_queue_known_on_disk(q, "never-seen"));
+        /* In memory: the usual dedup. */
+        req.id = "e0009";
+        g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 1);
+        g_assert_cmpstr(d->id, ==, "e0009");
+
+        /* Evicted tasks come back from disk for GetResult, with the submitter's uid. */
+        _cleanup_(agent_task_freep) AgentTask *done = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "e0001", &done), ==, 0);
+        g_assert_cmpint(done->status, ==, AGENT_TASK_DONE);
+        g_assert_cmpuint(done->sender_uid, ==, 1000);
+        g_assert_cmpstr(done->sender, ==, "alice");
+        g_autofree char *res = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, done, &res), ==, 0);
+        g_assert_cmpstr(res, ==, "resp");
+        _cleanup_(agent_task_freep) AgentTask *failed = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "e0004", &failed), ==, 0);
+        g_assert_cmpint(failed->status, ==, AGENT_TASK_FAILED);
+        g_autofree char *reason = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, failed, &reason), ==, 0);
+        g_assert_cmpstr(reason, ==, "broke");
+        AgentTask *none = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "never-seen", &none), ==, -ENOENT);
+        g_assert_cmpint(agent_queue_load_finished(q, "../journal", &none), ==, -EINVAL);
+        agent_queue_free(q);
+
+        /* A record that does not match its name is refused. */
+        g_autofree char *bad = g_build_filename(f->dir, "queue", "finished", "e0002.json", NULL);
+        g_assert_true(g_file_set_contents(bad, "{\"op\":\"known\",\"id\":\"e0003\",\"uid\":0,\"status\":\"done\"}\n",
+                                          -1, NULL));
+        q = open_queue(f);
+        g_assert_cmpint(agent_queue_load_finished(q, "e0002", &none), ==, -EBADMSG);
+        agent_queue_free(q);
+}
+
+static void test_evict_replay_and_compaction(Fixture *f, gconstpointer data) {
+        int n = AGENT_QUEUE_KEEP_FINISHED + 500;
+        AgentQueue *q = open_queue(f);
+        run_tasks(q, n);
+        accept_one(q, "tail-queued", 5, "still here");
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        agent_queue_free(q); /* no eviction before the "restart" */
+
+        /* Replay ends with at most the limit of finished tasks in memory. */
+        q = open_queue(f);
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, (size_t) n + 1);
+        g_assert_cmpuint(st.n_in_memory, ==, AGENT_QUEUE_KEEP_FINISHED + 1);
+        g_assert_cmpuint(st.n_corrupt, ==, 0);
+        g_assert_null(agent_queue_find(q, "e0000"));
+        AgentTaskRequest req = { .id = "e0000", .priority = 5, .text = "again" };
+        AgentTask *d = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
+
+        /* Compaction keeps the tasks in memory and the counters of the evicted ones. */
+        AgentTask *t = agent_queue_find(q, "tail-queued");
+        g_assert_cmpint(agent_queue_start(q, t, 1), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_CANCELLED, "c", 2), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        g_assert_cmpint(agent_queue_compact(q), ==, 1);
+        agent_queue_free(q);
+
+        q = open_queue(f);
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, (size_t) n + 1);
+        g_assert_cmpuint(st.n_in_memory, ==, AGENT_QUEUE_KEEP_FINISHED);
+        g_assert_cmpuint(st.n_records, ==, AGENT_QUEUE_KEEP_FINISHED + 1);
+        g_assert_cmpuint(st.n_corrupt, ==, 0);
+        g_assert_cmpuint(st.n_done, ==, (uint64_t) n - n / 5);
+        g_assert_cmpuint(st.n_failed, ==, (uint64_t) n / 5);
+        g_assert_cmpuint(st.n_cancelled, ==, 1);
+        g_assert_cmpint(agent_queue_find(q, "tail-queued")->status, ==, AGENT_TASK_CANCELLED);
+        req.id = "e0001";
+        g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
+        _cleanup_(agent_task_freep) AgentTask *old = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "e0001", &old), ==, 0);
+        g_assert_cmpint(old->status, ==, AGENT_TASK_DONE);
+        agent_queue_free(q);
+}
+
 static void test_lock(Fixture *f, gconstpointer data) {
         AgentQueue *q = open_queue(f);
         AgentQueue *q2 = NULL;
@@ -371,6 +516,9 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/files", test_files);
         ADD("/agent-queue/compaction", test_compaction);
         ADD("/agent-queue/lock", test_lock);
+        ADD("/agent-queue/evict-bound", test_evict_bound);
+        ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
+        ADD("/agent-queue/evict-replay-and-compaction", test_evict_replay_and_compaction);
         g_test_add_func("/agent-queue/status-strings", test_status_strings);
         return g_test_run();
 }
