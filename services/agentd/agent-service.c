@@ -1199,6 +1199,27 @@ static int check_reason(const char *reason, sd_bus_error *error) {
         return 0;
 }
 
+/* The prologue of the admin methods that take a reason: read it, check it, authorize. Returns 1
+ * allowed (*ret_reason points into m), 0 parked, negative with error set. */
+static int admin_prologue(AgentContext *c, sd_bus_message *m, AgentVerb verb, AgentCaller *ret_caller,
+                          const char **ret_reason, sd_bus_error *error) {
+        int r = sd_bus_message_read(m, "s", ret_reason);
+        if (r < 0)
+                return r;
+        r = check_reason(*ret_reason, error);
+        if (r < 0)
+                return r;
+        return agent_authorize(c, m, verb, NULL, ret_caller, error);
+}
+
+/* "REASON (by USER)", for the state and the log. */
+static char *reason_by(const char *reason, const AgentCaller *caller) {
+        char *text = NULL;
+        if (asprintf(&text, "%s (by %s)", isempty(reason) ? "no reason given" : reason, caller->name) < 0)
+                return NULL;
+        return text;
+}
+
 static void quarantine_now(AgentContext *c, const char *reason) {
         _cleanup_free_ char *why = NULL;
         if (c->quarantined)
@@ -1234,18 +1255,12 @@ static int method_halt(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         const char *reason;
         int r;
 
-        r = sd_bus_message_read(m, "s", &reason);
-        if (r < 0)
-                return r;
-        r = check_reason(reason, error);
-        if (r < 0)
-                return r;
-        r = agent_authorize(c, m, AGENT_VERB_HALT, NULL, &caller, error);
+        r = admin_prologue(c, m, AGENT_VERB_HALT, &caller, &reason, error);
         if (r <= 0)
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         bool was = c->halted_by_call || c->halted_by_marker;
-        char *text = NULL;
-        if (asprintf(&text, "%s (by %s)", isempty(reason) ? "no reason given" : reason, caller.name) < 0)
+        char *text = reason_by(reason, &caller);
+        if (!text)
                 return -ENOMEM;
         free(c->halt_reason);
         c->halt_reason = text;
@@ -1286,16 +1301,11 @@ static int method_quarantine(sd_bus_message *m, void *userdata, sd_bus_error *er
         const char *reason;
         int r;
 
-        r = sd_bus_message_read(m, "s", &reason);
-        if (r < 0)
-                return r;
-        r = check_reason(reason, error);
-        if (r < 0)
-                return r;
-        r = agent_authorize(c, m, AGENT_VERB_QUARANTINE, NULL, &caller, error);
+        r = admin_prologue(c, m, AGENT_VERB_QUARANTINE, &caller, &reason, error);
         if (r <= 0)
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
-        if (asprintf(&text, "%s (by %s)", isempty(reason) ? "no reason given" : reason, caller.name) < 0)
+        text = reason_by(reason, &caller);
+        if (!text)
                 return -ENOMEM;
         r = sd_bus_reply_method_return(m, NULL);
         quarantine_now(c, text);
@@ -1307,13 +1317,7 @@ static int method_kill_sessions(sd_bus_message *m, void *userdata, sd_bus_error 
         const char *reason;
         int r;
 
-        r = sd_bus_message_read(m, "s", &reason);
-        if (r < 0)
-                return r;
-        r = check_reason(reason, error);
-        if (r < 0)
-                return r;
-        r = agent_authorize(c, m, AGENT_VERB_KILL_SESSIONS, NULL, NULL, error);
+        r = admin_prologue(c, m, AGENT_VERB_KILL_SESSIONS, NULL, &reason, error);
         if (r <= 0)
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         uint32_t n = kill_sessions(c, isempty(reason) ? "the session was killed (no reason given)" : reason);
