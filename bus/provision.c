@@ -186,6 +186,22 @@ static int resolve(ConProvision *p, const char *user, const char *group, uid_t *
         return 0;
 }
 
+/* Owner (names and resolved ids) and, for plain files, mode and an ACL without named entries. */
+static int action_set_owner(ConProvision *p, Action *a, const char *user, const char *group) {
+        int r = resolve(p, user, group, &a->uid, &a->gid);
+        if (r < 0)
+                return r;
+        return owner_names(user, group, &a->owner);
+}
+
+static int action_set_file_mode(ConProvision *p, Action *a, const char *user, const char *group, mode_t mode) {
+        a->mode = mode & 07777;
+        int r = action_set_owner(p, a, user, group);
+        if (r < 0)
+                return r;
+        return con_acl_build(mode, NULL, 0, &a->access);
+}
+
 /* A managed directory: owner, mode (special bits + base rwx), named access entries, and an
  * optional default ACL (base bits + named entries). */
 static int add_dir(ConProvision *p, const char *path, const char *user, const char *group, mode_t mode,
@@ -198,10 +214,7 @@ static int add_dir(ConProvision *p, const char *path, const char *user, const ch
         if (!a)
                 return -ENOMEM;
         a->create_only = create_only;
-        r = resolve(p, user, group, &a->uid, &a->gid);
-        if (r < 0)
-                return r;
-        r = owner_names(user, group, &a->owner);
+        r = action_set_owner(p, a, user, group);
         if (r < 0)
                 return r;
         r = con_acl_build(mode, access ? access->e : NULL, access ? access->n : 0, &a->access);
@@ -223,7 +236,6 @@ static int add_dir(ConProvision *p, const char *path, const char *user, const ch
 static int add_file(ConProvision *p, const char *path, char *content, size_t len, const char *user,
                     const char *group, mode_t mode) {
         Action *a = action_new(p, ACTION_FILE, path);
-        int r;
 
         if (!a) {
                 free(content);
@@ -231,31 +243,16 @@ static int add_file(ConProvision *p, const char *path, char *content, size_t len
         }
         a->content = content;
         a->len = len;
-        a->mode = mode & 07777;
-        r = resolve(p, user, group, &a->uid, &a->gid);
-        if (r < 0)
-                return r;
-        r = owner_names(user, group, &a->owner);
-        if (r < 0)
-                return r;
-        return con_acl_build(mode, NULL, 0, &a->access);
+        return action_set_file_mode(p, a, user, group, mode);
 }
 
 /* A file the admin fills (e.g. the key file): bootstrap never reads or writes its contents. */
 static int add_attrs(ConProvision *p, const char *path, const char *user, const char *group, mode_t mode) {
         Action *a = action_new(p, ACTION_ATTRS, path);
-        int r;
 
         if (!a)
                 return -ENOMEM;
-        a->mode = mode & 07777;
-        r = resolve(p, user, group, &a->uid, &a->gid);
-        if (r < 0)
-                return r;
-        r = owner_names(user, group, &a->owner);
-        if (r < 0)
-                return r;
-        return con_acl_build(mode, NULL, 0, &a->access);
+        return action_set_file_mode(p, a, user, group, mode);
 }
 
 /* Every missing ancestor of path (not path itself): created root:root 0755, existing ones are
