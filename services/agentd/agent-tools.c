@@ -498,6 +498,21 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                 if (pfd[1].revents && capture_read(err_r, &err) != 0)
                         err_r = safe_close(err_r);
         }
+        /* Both pipes closed before the main process was reaped: it closes its output on its way
+         * out (coreutils does, in an atexit handler), so let it finish before killing what is
+         * left of its group, or a clean exit is reported as "killed by signal 9". */
+        while (!exited && r == 0 && !timed_out) {
+                pid_t w = waitpid(pid, &status, WNOHANG);
+                if (w == pid) {
+                        exited = true;
+                        break;
+                }
+                if (now_usec() >= deadline) {
+                        timed_out = true;
+                        break;
+                }
+                (void) usleep(1000);
+        }
         (void) kill(-pid, SIGKILL);
         if (!exited) {
                 if (waitpid(pid, &status, 0) == pid)
