@@ -1,18 +1,58 @@
 #!/bin/sh
 # Installs every Debian 12 package needed to build, test and run ConspiracyOS.
-# --build-only: only what building needs.
-# Idempotent; needs root. Usage: scripts/install-deps.sh [--build-only]
+# Idempotent; needs root.
+#
+#   scripts/install-deps.sh                 everything (run + build + test)
+#   scripts/install-deps.sh --build-only    only what building needs
+#   scripts/install-deps.sh --print LIST... print package names, install nothing
+#                                           (LIST: run, build, test, sandbox)
+#
+# These lists are the only place the project names its packages: the test sandbox's root
+# filesystem (tests/sandbox/con-rootfs) is built from `--print run sandbox`, so a tool a test
+# calls that is missing here fails the suite instead of working by accident on the host.
 set -eu
+
+# What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools).
+run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd
+     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
+build="build-essential cmake pkg-config clang libclang-rt-14-dev git
+       libsystemd-dev libyaml-dev libcurl4-openssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
+# What the test tiers call besides the build: xmllint checks generated XML, node runs the
+# generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
+# pristine root filesystem the integration tier runs in, iproute2 brings up its loopback.
+test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap"
+# What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
+# call and the sanitizer runtimes the test build links.
+sandbox="jq iproute2 libasan8 libubsan1"
+
+if [ "${1:-}" = "--print" ]; then
+        shift
+        [ $# -gt 0 ] || { echo "install-deps: --print needs a list name (run, build, test, sandbox)" >&2; exit 2; }
+        out=""
+        for l in "$@"; do
+                case "$l" in
+                run) out="$out $run" ;;
+                build) out="$out $build" ;;
+                test) out="$out $test" ;;
+                sandbox) out="$out $sandbox" ;;
+                *) echo "install-deps: unknown list '$l' (run, build, test, sandbox)" >&2; exit 2 ;;
+                esac
+        done
+        # shellcheck disable=SC2086
+        printf '%s\n' $out | sort -u
+        exit 0
+fi
+
 if [ "$(id -u)" != 0 ]; then
         echo "install-deps: run as root (apt-get needs it)" >&2
         exit 1
 fi
-run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates"
-build="build-essential cmake pkg-config clang libclang-rt-14-dev git
-       libsystemd-dev libyaml-dev libcurl4-openssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
-# Used by tests only: xmllint checks generated XML, node runs the generated polkit rules (ES5).
-test="libxml2-utils nodejs"
-[ "${1:-}" = "--build-only" ] && run="" test=""
+case "${1:-}" in
+"") ;;
+--build-only) run="" test="" ;;
+-h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+*) echo "install-deps: unknown option '$1' (see --help)" >&2; exit 2 ;;
+esac
 missing=""
 for p in $run $build $test; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

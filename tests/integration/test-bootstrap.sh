@@ -146,7 +146,8 @@ check_output "sysadmin reads it anyway" "^tight$" as_user a-sysadmin cat "$ISYS/
 # bits of the create mode, so no ACL can make it readable for the inbox owner. Documented in
 # docs/BOOTSTRAP.md; the owner can still move it away (sticky does not bind the folder owner).
 check "concierge creates a task with open(..., 0600)" as_user a-concierge \
-        python3 -c "import os; os.write(os.open('$ISYS/mode600.task', os.O_CREAT|os.O_WRONLY, 0o600), b'x')"
+        perl -MFcntl -e 'sysopen(my $f, $ARGV[0], O_CREAT | O_WRONLY, 0600) or die "$!"; syswrite($f, "x")' \
+        "$ISYS/mode600.task"
 check_fail "a 0600 task is not readable by sysadmin (kernel limit, documented)" as_user a-sysadmin cat "$ISYS/mode600.task"
 check "sysadmin can still move the 0600 task to processed" as_user a-sysadmin \
         mv "$ISYS/mode600.task" /srv/con/agents/sysadmin/processed/

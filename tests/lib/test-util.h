@@ -13,3 +13,10 @@ void test_tmpdir_remove(const char *path);
 const char *test_source_dir(void);
 /* Writes a file; aborts the test on failure. */
 void test_write_file(const char *path, const char *content);
+
+/* Skipping and running: every test program uses these instead of g_test_skip() and
+ * g_test_run() (tests/check-test-sources enforces it). A skip is never a pass: a program with
+ * any skipped case exits 77, which ctest shows as skipped; with CI=true a skip fails the case,
+ * so CI cannot pass by skipping. */
+void con_test_skip(const char *why);
+int con_test_run(void);

@@ -78,5 +78,5 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/acl-util/build-mode-bits", test_build_mode_bits);
         g_test_add_func("/acl-util/apply-match", test_apply_match);
-        return g_test_run();
+        return con_test_run();
 }

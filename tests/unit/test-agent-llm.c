@@ -330,5 +330,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-llm/neutral-json", test_neutral_json);
         g_test_add_func("/agent-llm/exec-tool", test_exec_tool);
         g_test_add_func("/agent-llm/file-tools", test_file_tools);
-        return g_test_run();
+        return con_test_run();
 }

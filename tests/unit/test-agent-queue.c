@@ -520,5 +520,5 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
         ADD("/agent-queue/evict-replay-and-compaction", test_evict_replay_and_compaction);
         g_test_add_func("/agent-queue/status-strings", test_status_strings);
-        return g_test_run();
+        return con_test_run();
 }

@@ -312,5 +312,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/assemble/too-large", test_too_large);
         g_test_add_func("/assemble/skills", test_skills);
         g_test_add_func("/assemble/shipped-profile", test_shipped_profile);
-        return g_test_run();
+        return con_test_run();
 }

@@ -451,5 +451,5 @@ int main(int argc, char *argv[]) {
         T("/audit/head", test_head);
         T("/audit/batch", test_batch);
         T("/audit/concurrent", test_concurrent);
-        return g_test_run();
+        return con_test_run();
 }

@@ -251,5 +251,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/authz/decision/errors", test_decision_errors);
         g_test_add_func("/authz/decision/long-details", test_decision_error_long_details);
         g_test_add_func("/authz/new/needs-root-policy", test_new_needs_root_policy);
-        return g_test_run();
+        return con_test_run();
 }

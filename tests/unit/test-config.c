@@ -826,5 +826,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/config/size", test_size);
         g_test_add_func("/config/enums", test_enums);
         g_test_add_func("/config/yaml-features", test_yaml_features);
-        return g_test_run();
+        return con_test_run();
 }

@@ -277,5 +277,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/contract/native-checks", test_native_checks);
         g_test_add_func("/contract/dir-list", test_dir_list);
         g_test_add_func("/contract/shipped", test_shipped_contracts);
-        return g_test_run();
+        return con_test_run();
 }

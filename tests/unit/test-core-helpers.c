@@ -69,5 +69,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/core/write-read-full", test_write_read_full);
         g_test_add_func("/core/strv-extendf", test_strv_extendf);
         g_test_add_func("/core/json-kind", test_json_kind);
-        return g_test_run();
+        return con_test_run();
 }

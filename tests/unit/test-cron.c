@@ -288,7 +288,7 @@ static void test_against_systemd(void) {
         };
         _cleanup_free_ char *tool = g_find_program_in_path("systemd-analyze");
         if (!tool) {
-                g_test_skip("systemd-analyze is not installed");
+                con_test_skip("systemd-analyze is not installed");
                 return;
         }
         time_t base = 1764412110; /* Sat 2025-11-29 10:28:30 UTC */
@@ -353,5 +353,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/cron/next-local-dst", test_next_local_dst);
         g_test_add_func("/cron/oncalendar", test_oncalendar);
         g_test_add_func("/cron/against-systemd", test_against_systemd);
-        return g_test_run();
+        return con_test_run();
 }

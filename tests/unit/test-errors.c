@@ -36,5 +36,5 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/errors/table-unique", test_table_unique);
         g_test_add_func("/errors/roundtrip", test_roundtrip);
-        return g_test_run();
+        return con_test_run();
 }

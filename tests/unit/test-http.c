@@ -605,5 +605,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/http/parallel-floating", test_parallel_floating);
         g_test_add_func("/http/refused-and-args", test_refused_and_args);
         g_test_add_func("/http/free-in-callback", test_free_in_callback);
-        return g_test_run();
+        return con_test_run();
 }

@@ -506,5 +506,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/llm/roundtrip", test_roundtrip);
         g_test_add_func("/llm/retry", test_retry);
         g_test_add_func("/llm/retry-after", test_retry_after);
-        return g_test_run();
+        return con_test_run();
 }

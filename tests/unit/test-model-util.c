@@ -138,5 +138,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/model-util/response", test_response);
         g_test_add_func("/model-util/budget", test_budget);
         g_test_add_func("/model-util/rate", test_rate);
-        return g_test_run();
+        return con_test_run();
 }

@@ -79,5 +79,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/names/camel", test_camel);
         g_test_add_func("/names/user", test_user);
         g_test_add_func("/names/identifier", test_identifier);
-        return g_test_run();
+        return con_test_run();
 }

@@ -370,7 +370,7 @@ static void test_xml_well_formed(void) {
                 const char *args[] = { "--noout", "--nonet", NULL };
                 if (!run_tool("xmllint", args, p, NULL)) {
                         test_tmpdir_remove(dir);
-                        g_test_skip("xmllint is not installed");
+                        con_test_skip("xmllint is not installed");
                         return;
                 }
         }
@@ -445,7 +445,7 @@ static void test_rules_behaviour(void) {
         bool ran = run_tool("node", args, p, &out);
         test_tmpdir_remove(dir);
         if (!ran) {
-                g_test_skip("node is not installed: decisions not checked");
+                con_test_skip("node is not installed: decisions not checked");
                 return;
         }
         g_assert_cmpstr(out, ==,
@@ -491,5 +491,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/platform/xml-well-formed", test_xml_well_formed);
         g_test_add_func("/platform/rules-behaviour", test_rules_behaviour);
         g_test_add_func("/platform/shipped-profiles", test_shipped_profiles);
-        return g_test_run();
+        return con_test_run();
 }

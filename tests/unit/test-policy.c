@@ -230,5 +230,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/policy/defaults", test_defaults);
         g_test_add_func("/policy/grants", test_grants);
         g_test_add_func("/policy/errors", test_errors);
-        return g_test_run();
+        return con_test_run();
 }

@@ -208,5 +208,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/router/rejected-name", test_rejected_name);
         g_test_add_func("/router/task-id", test_task_id);
         g_test_add_func("/router/map", test_map);
-        return g_test_run();
+        return con_test_run();
 }

@@ -121,7 +121,7 @@ static void test_chown(Fixture *f, gconstpointer data) {
         struct stat st;
 
         if (geteuid() != 0) {
-                g_test_skip("needs root");
+                con_test_skip("needs root");
                 return;
         }
         ConSpoolWrite o = { .mode = 04755, .uid = 65534, .gid = 65534, .sync = true };
@@ -331,5 +331,5 @@ int main(int argc, char *argv[]) {
         g_test_add("/spool/untrusted", Fixture, NULL, fixture_setup, test_untrusted, fixture_teardown);
         g_test_add_func("/spool/candidate", test_candidate);
         g_test_add_func("/spool/reject-reason", test_reject_reason);
-        return g_test_run();
+        return con_test_run();
 }

@@ -428,5 +428,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/task/id-from-filename", test_id_from_filename);
         g_test_add_func("/task/id-new", test_id_new);
         g_test_add_func("/task/id-fork", test_id_fork);
-        return g_test_run();
+        return con_test_run();
 }

@@ -225,5 +225,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/userdb/alloc", test_alloc);
         g_test_add_func("/userdb/add-save", test_add_save);
         g_test_add_func("/userdb/symlink-refused", test_symlink_refused);
-        return g_test_run();
+        return con_test_run();
 }

@@ -674,7 +674,7 @@ static void as_user(Server *sv, uid_t uid, gid_t gid, const char *root_task, con
 
 static void test_access(void) {
         if (geteuid() != 0) {
-                g_test_skip("needs root to connect as other users");
+                con_test_skip("needs root to connect as other users");
                 return;
         }
         Server sv;
@@ -951,5 +951,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-vtable/quarantine", test_quarantine);
         g_test_add_func("/agent-vtable/markers", test_markers);
         g_test_add_func("/agent-vtable/picoclaw-not-configured", test_picoclaw_not_configured);
-        return g_test_run();
+        return con_test_run();
 }

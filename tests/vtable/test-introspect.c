@@ -108,5 +108,5 @@ int main(int argc, char **argv) {
         g_test_add_func("/introspect/router1", test_router1);
         g_test_add_func("/introspect/contracts1", test_contracts1);
         g_test_add_func("/introspect/models1", test_models1);
-        return g_test_run();
+        return con_test_run();
 }

@@ -383,5 +383,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/router/once", test_once);
         g_test_add_func("/router/retry", test_retry);
         g_test_add_func("/router/daemon", test_daemon);
-        return g_test_run();
+        return con_test_run();
 }

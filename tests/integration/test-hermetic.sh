@@ -1,0 +1,42 @@
+#!/bin/bash
+# The integration tier cannot depend on what the machine ran before. This machine first runs the
+# README's main job (provision the default profile, bring the fabric up, have a task answered),
+# exactly what a new user does before running the tests. Then every other integration script
+# runs in a sandbox started from here: users, groups, /etc/con, generated bus and polkit files
+# and the running fabric of this machine must not reach any of them, so each must pass as it
+# does on a fresh machine. (Before the sandbox was built from a pristine root filesystem, the
+# host's leftovers broke test-bootstrap and test-policy-doors exactly this way.)
+# Runs as root inside tests/sandbox/con-sandbox.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+sandbox="$here/../sandbox/con-sandbox"
+
+section "the README's main job on this machine"
+check "con bootstrap --profile default" con bootstrap --profile default
+check "con up" con up
+check_output "con-send /agents is answered" "concierge" con-send /agents
+check "agent users exist here" getent passwd a-concierge
+check "the fabric runs here" pgrep -x con-routerd
+check "/etc/con exists here" test -d /etc/con
+
+section "every integration script in a sandbox started from this machine"
+# The nested sandbox sees none of the above: check that directly first.
+check_fail "a nested sandbox has no agent users" "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- getent passwd a-concierge
+check_fail "a nested sandbox has no /etc/con" "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- test -e /etc/con
+check_fail "a nested sandbox has no con group" "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- getent group con
+check_fail "a nested sandbox sees no running router" "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- pgrep -x con-routerd
+n=0
+for t in "$here"/test-*.sh; do
+        [ "$(basename "$t")" = "$(basename "$0")" ] && continue
+        n=$((n + 1))
+        check "$(basename "$t" .sh) passes after the main job ran" \
+                "$sandbox" --stage "$CON_SANDBOX_STAGE" --with "$CON_BUILD_DIR" -- "$t"
+done
+check "at least ten integration scripts ran" test "$n" -ge 10
+finish
