@@ -14,7 +14,8 @@
 # Caches on this host, to save downloads only (they prove nothing and change no result):
 # downloaded .deb files in /var/cache/conspiracyos/apt-archives, and the sandbox root
 # filesystems under /var/cache/conspiracyos/rootfs, shared with the container. The container
-# uses this host's network for apt. CI=true is passed on. Exit status: the command's; 125 on
+# uses this host's network for apt. Its /var/tmp is on this host's disk, not the overlay, so the
+# test sandboxes inside can put their own overlays there. CI=true is passed on. Exit status: the command's; 125 on
 # set-up failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,8 @@ cleanup() {
         if ((keep)); then echo "test-pristine: kept $T" >&2; else rm -rf --one-file-system "$T"; fi
 }
 trap cleanup EXIT
-mkdir -p "$T"/{up,work,root}
+mkdir -p "$T"/{up,work,root,vartmp}
+chmod 1777 "$T/vartmp"
 
 inner() {
         set -euo pipefail
@@ -61,9 +63,13 @@ inner() {
         echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >"$R/etc/apt/apt.conf.d/00con-keep-debs"
         echo "test-pristine: running '$cmd' in a pristine Debian 12 root (systemd-nspawn)" >&2
         set +e
+        # CAP_NET_ADMIN: nspawn drops it when the container shares the host's network, but
+        # each test sandbox inside brings up the loopback of its own network namespace.
         systemd-nspawn --quiet -D "$R" --register=no --keep-unit --as-pid2 \
+                --capability=CAP_NET_ADMIN \
                 --bind="$cache/apt-archives:/var/cache/apt/archives" \
                 --bind="$cache/rootfs" \
+                --bind="$T/vartmp:/var/tmp" \
                 --setenv=CI="${CI:-}" --setenv=DEBIAN_FRONTEND=noninteractive \
                 --chdir=/root/conspiracyos \
                 bash -c "$cmd"
