@@ -72,7 +72,7 @@ models:
       budget_tokens_per_task: 50
 base:
   runner: picoclaw
-  provider: compatible
+  provider: openrouter          # played by the fake server: CON_API_KEY is OpenRouter's key
   base_url: http://127.0.0.1:$PORT/v1
   model: fake-model
 agents:
