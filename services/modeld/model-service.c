@@ -59,6 +59,8 @@ struct Models {
         ModelRate *rate;
         ConAudit *audit;
         ConAuthz *authz;                /* who is calling: the async uid lookup */
+        struct PendingReg *pending_regs;        /* RegisterTask calls being decided */
+        unsigned n_pending_regs;
         sd_event_source *pump_timer;
         Call *queue_head, *queue_tail;  /* waiting for the rate limit */
         Call *calls;                    /* every call (queued, in flight, waiting for a retry) */
@@ -484,6 +486,10 @@ static void pump(Models *m) {
 
 /* ---- the bus method ---- */
 
+static int pending_wait(Models *m, const char *agent, const char *task_id, sd_bus_message *msg);
+typedef struct PendingReg PendingReg;
+static void pending_release(PendingReg *p, bool resume);
+
 /* The calling agent: uid (asked of the bus asynchronously) → a-<name> → a configured agent. Root may
  * name one. 1 with *ret, 0 parked (the handler runs again), or a negative errno with error set. */
 static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, const ConAgent **ret,
@@ -583,6 +589,9 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
 
         /* Budgets are keyed by what the gateway knows: the agent (from the caller's uid) and the
          * tasks its agent service registered. Any other task_id is the agent's unregistered use. */
+        if (req->task_id && !model_ledger_registered(m->ledger, a->name, req->task_id) &&
+            pending_wait(m, a->name, req->task_id, msg) > 0)
+                return 1;       /* parked: runs again when the registration of its task is decided */
         const char *account = req->task_id && model_ledger_registered(m->ledger, a->name, req->task_id) ?
                 req->task_id : NULL;
         ConModelBudget b;
@@ -669,6 +678,141 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
 
 /* ---- task registration (by the agent service) ---- */
 
+/* A RegisterTask being decided. The agent service sends it before it starts the session, so it is
+ * dispatched before the session's first Complete; deciding it takes bus round trips (the caller's
+ * uid, the owner of the agent's bus name), and a Complete naming that task waits for the decision
+ * instead of being charged to the unregistered account meanwhile. */
+struct PendingReg {
+        Models *m;
+        char *agent, *task_id;
+        sd_bus_message **regs;          /* the RegisterTask calls being decided */
+        size_t n_regs;
+        sd_bus_message **waiting;       /* Complete calls naming this task, parked until then */
+        size_t n_waiting;
+        sd_event_source *timer;         /* gives up waiting (a caller that vanished mid-lookup) */
+        PendingReg *next;
+};
+
+#define PENDING_REGS_MAX     1024U
+#define PENDING_WAITING_MAX  64U
+#define PENDING_REG_TIMEOUT_USEC (12ULL * 1000000ULL)
+
+static PendingReg *pending_find(Models *m, const char *agent, const char *task_id) {
+        for (PendingReg *p = m->pending_regs; p; p = p->next)
+                if (streq(p->agent, agent) && streq(p->task_id, task_id))
+                        return p;
+        return NULL;
+}
+
+/* Frees p; the Complete calls waiting for it run again (and find the decision), unless !resume
+ * (the gateway stops). */
+static void pending_release(PendingReg *p, bool resume) {
+        Models *m = p->m;
+        for (PendingReg **q = &m->pending_regs; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        m->n_pending_regs--;
+                        break;
+                }
+        for (size_t i = 0; i < p->n_waiting; i++) {
+                sd_bus_message *w = p->waiting[i];
+                if (!resume) {
+                        sd_bus_message_unref(w);
+                        continue;
+                }
+                int r = sd_bus_message_rewind(w, true);
+                if (r >= 0)
+                        r = sd_bus_enqueue_for_read(m->bus, w);
+                if (r < 0)
+                        (void) sd_bus_reply_method_errorf(w, SD_BUS_ERROR_FAILED,
+                                                          "cannot resume the call after its task's registration: %s",
+                                                          strerror(-r));
+                sd_bus_message_unref(w);
+        }
+        for (size_t i = 0; i < p->n_regs; i++)
+                sd_bus_message_unref(p->regs[i]);
+        sd_event_source_disable_unref(p->timer);
+        free(p->waiting);
+        free(p->regs);
+        free(p->agent);
+        free(p->task_id);
+        free(p);
+}
+
+static int on_pending_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        pending_release(userdata, true);
+        return 0;
+}
+
+static bool msgv_has(sd_bus_message * const *v, size_t n, const sd_bus_message *msg) {
+        for (size_t i = 0; i < n; i++)
+                if (v[i] == msg)
+                        return true;
+        return false;
+}
+
+static int msgv_push(sd_bus_message ***v, size_t *n, sd_bus_message *msg) {
+        sd_bus_message **nv = reallocarray(*v, *n + 1, sizeof(sd_bus_message *));
+        if (!nv)
+                return -ENOMEM;
+        *v = nv;
+        (*v)[(*n)++] = sd_bus_message_ref(msg);
+        return 0;
+}
+
+/* A RegisterTask call is being decided (called on every run of its handler). Best effort: without
+ * memory or over the caps, Complete calls simply do not wait. */
+static void pending_begin(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = pending_find(m, agent, task_id);
+        if (!p) {
+                if (m->n_pending_regs >= PENDING_REGS_MAX)
+                        return;
+                p = calloc(1, sizeof(*p));
+                if (!p)
+                        return;
+                p->m = m;
+                p->agent = strdup(agent);
+                p->task_id = strdup(task_id);
+                p->next = m->pending_regs;
+                m->pending_regs = p;
+                m->n_pending_regs++;
+                if (!p->agent || !p->task_id ||
+                    sd_event_add_time_relative(m->event, &p->timer, CLOCK_MONOTONIC, PENDING_REG_TIMEOUT_USEC, 0,
+                                               on_pending_timeout, p) < 0) {
+                        pending_release(p, true);
+                        return;
+                }
+        }
+        if (!msgv_has(p->regs, p->n_regs, msg))
+                (void) msgv_push(&p->regs, &p->n_regs, msg);
+}
+
+/* That RegisterTask call is decided (replied to). */
+static void pending_end(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = pending_find(m, agent, task_id);
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n_regs; i++)
+                if (p->regs[i] == msg) {
+                        sd_bus_message_unref(p->regs[i]);
+                        p->regs[i] = p->regs[--p->n_regs];
+                        break;
+                }
+        if (p->n_regs == 0)
+                pending_release(p, true);
+}
+
+/* Should this Complete call wait for a registration of its task? 1: parked. */
+static int pending_wait(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = task_id ? pending_find(m, agent, task_id) : NULL;
+        if (!p || p->n_waiting >= PENDING_WAITING_MAX)
+                return 0;
+        if (msgv_has(p->waiting, p->n_waiting, msg))
+                return 1;
+        return msgv_push(&p->waiting, &p->n_waiting, msg) < 0 ? 0 : 1;
+}
+
 typedef struct OwnerLookup {
         Models *m;
         sd_bus_message *msg;
@@ -712,45 +856,30 @@ static int on_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
         (void) ret_error;
 
         if (sd_bus_message_is_method_error(reply, NULL) || sd_bus_message_read(reply, "s", &owner) < 0 ||
-            !sender || !streq(owner, sender)) {
+            !sender || !streq(owner, sender))
                 (void) sd_bus_reply_method_errorf(o->msg, CON_ERROR_ACCESS_DENIED,
                                                   "Access denied: only root and the agent service of '%s' (the "
                                                   "owner of its bus name) may register its tasks", o->agent);
-                return 0;
-        }
-        (void) task_apply(o->m, o->msg, o->agent, o->task_id, o->register_task);
+        else
+                (void) task_apply(o->m, o->msg, o->agent, o->task_id, o->register_task);
+        if (o->register_task)
+                pending_end(o->m, o->agent, o->task_id, o->msg);
         return 0;
 }
 
-/* RegisterTask / UnregisterTask: root, or the caller that owns org.conspiracy.<Agent> (the agent
- * service: the bus policy decides who may own that name; its sessions cannot). */
-static int method_task(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Models *m = userdata;
-        bool reg = streq(sd_bus_message_get_member(msg), "RegisterTask");
-        const char *agent, *task_id;
+/* 1 replied or parked, 2 waiting for the name owner (on_owner_reply replies), or an error. */
+static int method_task_run(Models *m, sd_bus_message *msg, bool reg, const char *agent, const char *task_id,
+                           sd_bus_error *error) {
         uid_t uid;
-        int r;
-
-        r = sd_bus_message_read(msg, "ss", &agent, &task_id);
-        if (r < 0)
-                return r;
-        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        int r = con_authz_caller_uid(m->authz, msg, &uid, error);
         if (r < 0)
                 return r;
         if (r == 0)
-                return 1;
-        if (!con_config_find_agent(m->config, agent))
-                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "no agent '%s' is configured in %s",
-                                          agent, m->config->path);
-        size_t l = strlen(task_id);
-        bool ok = l >= 1 && l <= 128;
-        for (size_t k = 0; ok && k < l; k++)
-                ok = task_id[k] > ' ' && task_id[k] < 0x7f;
-        if (!ok)
-                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
-                                        "task_id: must be 1 to 128 printable characters without spaces");
-        if (uid == 0)
-                return task_apply(m, msg, agent, task_id, reg);
+                return 2;       /* parked: runs again when the bus has said who is calling */
+        if (uid == 0) {
+                r = task_apply(m, msg, agent, task_id, reg);
+                return r < 0 ? r : 1;
+        }
 
         _cleanup_free_ char *name = NULL;
         r = con_agent_bus_name(agent, &name);
@@ -763,12 +892,47 @@ static int method_task(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                              .task_id = strdup(task_id), .register_task = reg };
         if (!o->agent || !o->task_id)
                 return -ENOMEM;
-        r = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetNameOwner", on_owner_reply, o, "s", name);
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *q = NULL;
+        r = sd_bus_message_new_method_call(m->bus, &q, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                           "org.freedesktop.DBus", "GetNameOwner");
+        if (r >= 0)
+                r = sd_bus_message_append(q, "s", name);
+        if (r >= 0)
+                r = sd_bus_call_async(m->bus, NULL, q, on_owner_reply, o, OWNER_LOOKUP_TIMEOUT_USEC);
         if (r < 0)
                 return r;
         TAKE_PTR(o);
-        return 1;       /* replied from on_owner_reply() */
+        return 2;
+}
+
+/* RegisterTask / UnregisterTask: root, or the caller that owns org.conspiracy.<Agent> (the agent
+ * service: the bus policy decides who may own that name; its sessions cannot take it while the
+ * service holds it). */
+static int method_task(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Models *m = userdata;
+        bool reg = streq(sd_bus_message_get_member(msg), "RegisterTask");
+        const char *agent, *task_id;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &agent, &task_id);
+        if (r < 0)
+                return r;
+        if (!con_config_find_agent(m->config, agent))
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "no agent '%s' is configured in %s",
+                                          agent, m->config->path);
+        size_t l = strlen(task_id);
+        bool ok = l >= 1 && l <= 128;
+        for (size_t k = 0; ok && k < l; k++)
+                ok = task_id[k] > ' ' && task_id[k] < 0x7f;
+        if (!ok)
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "task_id: must be 1 to 128 printable characters without spaces");
+        if (reg)
+                pending_begin(m, agent, task_id, msg);
+        r = method_task_run(m, msg, reg, agent, task_id, error);
+        if (r != 2 && reg)
+                pending_end(m, agent, task_id, msg);    /* decided: replied, or the error below */
+        return r < 0 ? r : 1;
 }
 
 static int property_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -929,6 +1093,8 @@ Models *models_free(Models *m) {
                 return NULL;
         while (m->calls)
                 call_free(m->calls);
+        while (m->pending_regs)
+                pending_release(m->pending_regs, false);
         sd_event_source_disable_unref(m->pump_timer);
         con_authz_free(m->authz);
         con_http_free(m->http);
