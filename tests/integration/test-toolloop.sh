@@ -51,6 +51,12 @@ cat >"$T/script.json" <<EOF
   { "path": "$P", "match": "loop-forever",
     "body": $(toolcall call_l exec '"{\"command\":\"true\"}"') },
   { "path": "$P", "match": "Exit code: 0", "body": $(toolcall call_l2 exec '"{\"command\":\"true\"}"') },
+  { "path": "$P", "match": "stop-at-length",
+    "body": { "choices": [ { "message": { "content": "Partial ans" }, "finish_reason": "length" } ],
+              "usage": { "prompt_tokens": 5, "completion_tokens": 5 } } },
+  { "path": "$P", "match": "filter-me",
+    "body": { "choices": [ { "message": { "content": "" }, "finish_reason": "content_filter" } ] } },
+  { "path": "$P", "match": "hang-the-model", "behaviour": "hang" },
   { "path": "$P", "body": $(answer "fallback answer") }
 ] }
 EOF
@@ -67,6 +73,7 @@ cat >/etc/con/con.yaml <<EOF
 system:
   name: toolloop-test
 models:
+  timeout: 6s
   agents:
     concierge:
       budget_tokens_per_task: 50
@@ -104,6 +111,16 @@ check_output "the session history was written" 'say-hello-direct' \
 check_output "... private to the agent" '^a-concierge 600$' \
         stat -c '%U %a' /srv/con/agents/concierge/workspace/sessions/con_concierge.json
 
+check_output "the agent service registered the task with the model gateway (budgets are keyed by it)" \
+        '^concierge$' jq -r 'select(.event == "model.task_registered") | .agent' /srv/con/logs/models/audit.jsonl
+for _ in $(seq 50); do grep -q '"model.task_ended"' /srv/con/logs/models/audit.jsonl && break; sleep 0.1; done
+check_output "... and ended it when the session was over" '^concierge$' \
+        jq -r 'select(.event == "model.task_ended") | .agent' /srv/con/logs/models/audit.jsonl
+check_output "... so its call was charged to that task" '^1 0$' \
+        jq -s -r '[.[] | select(.event == "model.call" and .agent == "concierge")] |
+                  "\([.[] | select(.task_id != null)] | length) \([.[] | select(.task_id == null)] | length)"' \
+        /srv/con/logs/models/audit.jsonl
+
 section "a tool call whose command fails"
 check_output "the model's answer after the failed command" 'failed with exit code 2' \
         con-send --timeout 120 "run-failing-tool"
@@ -139,6 +156,25 @@ check_output "control: the key did reach the provider as the Bearer token" "Bear
 section "loop detection"
 check_fail_output "the same call three times in a row stops the task" 'loop detected' \
         con-send --timeout 120 "loop-forever"
+
+section "stop reasons: a cut-off or filtered answer is not a result"
+check_status "an answer cut at the token limit: exit status 1" 1 con-send --timeout 120 "stop-at-length"
+check_output "... the task failed as truncated, with the provider's reason" \
+        'failed: .*truncated: the model.s answer was cut off at the token limit \(stop reason "length", max_tokens 8192\)' \
+        echo "$LIB_OUT"
+ID=$(sed -n 's/^con-send: task \([^ ]*\) failed.*/\1/p' <<<"$LIB_OUT" | head -n1)
+check_output "con task $ID: failed, with the reason" 'failed' con task "${ID:-none}"
+check_output "... truncated, stop reason length" 'truncated: .*stop reason "length"' echo "$LIB_OUT"
+check_fail "... the cut-off text was not stored as the result" grep -q 'Partial ans' <<<"$LIB_OUT"
+check_status "an answer stopped by the content filter: exit status 1" 1 con-send --timeout 120 "filter-me"
+check_output "... filtered, with the provider's reason" \
+        'filtered: the provider.s content filter stopped the answer \(stop reason "content_filter"\)' echo "$LIB_OUT"
+
+section "a gateway timeout names the gateway's limit"
+check_status "a model that never answers: exit status 1" 1 con-send --timeout 120 "hang-the-model"
+check_output "... the reason is the gateway's: models.timeout of 6 s" \
+        "timed out in the gateway: provider 'openrouter' \(model fake-model\) at .* did not answer within 6 s \(models.timeout" \
+        echo "$LIB_OUT"
 
 section "budget exhausted: the task pauses, the sysadmin is told once"
 sys_tasks_from_concierge() {
