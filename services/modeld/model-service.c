@@ -205,14 +205,19 @@ static void audit_call(Models *m, const Call *c, const char *outcome, const char
         cJSON_Delete(f);
 }
 
-static void audit_task(Models *m, const char *event, const char *agent, const char *task_id) {
+/* A registration, or a refusal (field/value: what was refused; task_id as the caller named it). */
+static void audit_task(Models *m, const char *event, const char *agent, const char *task_id, const char *field,
+                       const char *value) {
         if (!m->audit)
                 return;
         cJSON *f = cJSON_CreateObject();
         if (!f)
                 return;
         cJSON_AddStringToObject(f, "agent", agent);
-        cJSON_AddStringToObject(f, "task_id", task_id);
+        if (task_id)
+                cJSON_AddStringToObject(f, "task_id", task_id);
+        if (field)
+                cJSON_AddStringToObject(f, field, value);
         int r = con_audit_append(m->audit, "models", event, f);
         if (r < 0)
                 log_error("Failed to append to the usage log: %s", strerror(-r));
@@ -601,6 +606,7 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 (void) sd_bus_emit_signal(m->bus, CON_MODELS_PATH, CON_MODELS_INTERFACE, "BudgetExhausted", "ss",
                                           a->name, budget_key);
                 log_info("agent %s: %s", a->name, bmsg ? bmsg : budget_key);
+                audit_task(m, "model.refused", a->name, req->task_id, "budget", budget_key);
                 return con_bus_error_setf(error, CON_ERROR_BUDGET_EXHAUSTED, "%s", bmsg ? bmsg : budget_key);
         }
         if (r < 0)
@@ -846,7 +852,7 @@ static int task_apply(Models *m, sd_bus_message *msg, const char *agent, const c
                         return sd_bus_reply_method_errno(msg, r, NULL);
         } else
                 (void) model_ledger_unregister(m->ledger, agent, task_id);      /* idempotent */
-        audit_task(m, reg ? "model.task_registered" : "model.task_ended", agent, task_id);
+        audit_task(m, reg ? "model.task_registered" : "model.task_ended", agent, task_id, NULL, NULL);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -856,11 +862,16 @@ static int on_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
         (void) ret_error;
 
         if (sd_bus_message_is_method_error(reply, NULL) || sd_bus_message_read(reply, "s", &owner) < 0 ||
-            !sender || !streq(owner, sender))
+            !sender || !streq(owner, sender)) {
                 (void) sd_bus_reply_method_errorf(o->msg, CON_ERROR_ACCESS_DENIED,
                                                   "Access denied: only root and the agent service of '%s' (the "
                                                   "owner of its bus name) may register its tasks", o->agent);
-        else
+                /* A session trying to buy itself a budget: visible in the usage log. */
+                log_info("agent %s: %s from %s refused: not the owner of its bus name", o->agent,
+                         sd_bus_message_get_member(o->msg), strempty(sender));
+                audit_task(o->m, "model.register_refused", o->agent, o->task_id, "method",
+                           sd_bus_message_get_member(o->msg));
+        } else
                 (void) task_apply(o->m, o->msg, o->agent, o->task_id, o->register_task);
         if (o->register_task)
                 pending_end(o->m, o->agent, o->task_id, o->msg);

@@ -189,6 +189,9 @@ check_fail_output "a malformed request names the field" 'InvalidArgs.*messages\[
 section "budgets: keyed by what the gateway knows"
 check_fail_output "an agent cannot register tasks for itself (only its agent service or root)" \
         'AccessDenied.*only root and the agent service' register a-concierge RegisterTask concierge forged1
+check_output "... the attempt is in the usage log" '^forged1$' \
+        jq -r 'select(.event == "model.register_refused" and .agent == "concierge") | .task_id' \
+        /srv/con/logs/models/audit.jsonl
 check "root registers task t1 of the concierge as running" register root RegisterTask concierge t1
 check_output "a registered task within its budget is answered" 'expensive' \
         complete a-concierge '{"task_id":"t1","messages":[{"role":"user","content":"bigspend"}]}'
@@ -209,6 +212,9 @@ done
 check_eq "six calls with fresh task ids: one answered (the unregistered day's budget of 500)" 1 "$answered"
 check_eq "... five refused with BudgetExhausted naming unregistered use" 5 "$refused"
 check_eq "... the provider was asked once" "$((N + 1))" "$(requests)"
+check_eq "... each refusal is in the usage log" 5 \
+        "$(jq -r 'select(.event == "model.refused" and .budget == "budget_tokens_per_task") | .task_id' \
+                /srv/con/logs/models/audit.jsonl | grep -c '^fresh-')"
 check_fail_output "no task_id at all: refused the same" 'name no task its agent service registered' \
         complete a-concierge '{"messages":[{"role":"user","content":"hello"}]}'
 check_output "another agent is not charged" 'Hi from fake claude' \
