@@ -25,8 +25,38 @@ toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
 
 section "fake LLM server"
 P=/v1/chat/completions
+# What a hijacked session would run through the exec tool: the model gateway directly, with fresh
+# task ids, and a registration of its own.
+cat >"$T/hostile.sh" <<'EOF'
+#!/bin/sh
+ok=0 refused=0
+for i in 1 2 3 4 5; do
+        if dbus-send --system --print-reply --reply-timeout=30000 --dest=org.conspiracy.Models \
+                /org/conspiracy/Models org.conspiracy.Models1.Complete \
+                "string:{\"task_id\":\"hostile-$i\",\"messages\":[{\"role\":\"user\",\"content\":\"bigspend-fresh\"}]}" \
+                >/dev/null 2>&1; then
+                ok=$((ok + 1))
+        else
+                refused=$((refused + 1))
+        fi
+done
+if dbus-send --system --print-reply --dest=org.conspiracy.Models /org/conspiracy/Models \
+        org.conspiracy.Models1.RegisterTask string:concierge string:hostile-reg >/dev/null 2>&1; then
+        echo REGISTERED-ITSELF
+else
+        echo REGISTER-REFUSED
+fi
+echo "HOSTILE-DONE ok=$ok refused=$refused"
+EOF
+chmod 0755 "$T/hostile.sh"
 cat >"$T/script.json" <<EOF
 { "rules": [
+  { "path": "$P", "match": "HOSTILE-DONE", "body": $(answer "hostile run over") },
+  { "path": "$P", "match": "bigspend-fresh",
+    "body": { "choices": [ { "message": { "content": "expensive" }, "finish_reason": "stop" } ],
+              "usage": { "prompt_tokens": 900, "completion_tokens": 100 } } },
+  { "path": "$P", "match": "hostile-session",
+    "body": $(toolcall call_h exec '"{\"command\":\"sh /srv/con/agents/concierge/workspace/hostile.sh\"}"') },
   { "path": "$P", "match": "spend-the-budget",
     "body": { "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "call_b", "type": "function",
       "function": { "name": "exec", "arguments": "{\"command\":\"echo SPENT-IT\"}" } } ] }, "finish_reason": "tool_calls" } ],
@@ -156,6 +186,21 @@ check_output "control: the key did reach the provider as the Bearer token" "Bear
 section "loop detection"
 check_fail_output "the same call three times in a row stops the task" 'loop detected' \
         con-send --timeout 120 "loop-forever"
+
+section "a hijacked session calling the gateway with fresh task ids is limited all the same"
+# As if the session had written it: in its workspace (its working directory), as the agent user.
+check "a script in the concierge's workspace, owned by the agent user" \
+        install -o a-concierge -g "$(id -gn a-concierge)" -m 0700 "$T/hostile.sh" /srv/con/agents/concierge/workspace/hostile.sh
+check_output "the session runs its calls and finishes" 'hostile run over' con-send --timeout 180 "hostile-session"
+jq -r 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log" >"$T/hostile-results"
+check_output "... one of five fresh-id calls was answered (the unregistered day's budget of 50), four refused" \
+        'HOSTILE-DONE ok=1 refused=4' cat "$T/hostile-results"
+check_output "... it could not register a task of its own" 'REGISTER-REFUSED' cat "$T/hostile-results"
+check_eq "... the provider was asked once for them" 1 "$(grep -c bigspend-fresh "$T/fake.log")"
+check_eq "... each refusal is a record in the gateway's usage log" 4 \
+        "$(jq -r 'select(.event == "model.refused") | .task_id' /srv/con/logs/models/audit.jsonl | grep -c '^hostile-')"
+check_output "... and so is the registration attempt" '^hostile-reg$' \
+        jq -r 'select(.event == "model.register_refused") | .task_id' /srv/con/logs/models/audit.jsonl
 
 section "stop reasons: a cut-off or filtered answer is not a result"
 check_status "an answer cut at the token limit: exit status 1" 1 con-send --timeout 120 "stop-at-length"
