@@ -840,14 +840,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(OwnerLookup *, owner_lookup_free);
 static int task_apply(Models *m, sd_bus_message *msg, const char *agent, const char *task_id, bool reg) {
         int r;
         if (reg) {
-                if (model_ledger_n_registered(m->ledger, agent) >= MODEL_TASKS_REGISTERED_MAX)
-                        return sd_bus_reply_method_errorf(msg, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                                          "agent '%s' has %u tasks registered as running; end some "
-                                                          "first", agent, MODEL_TASKS_REGISTERED_MAX);
                 r = model_ledger_register(m->ledger, agent, task_id);
-                if (r == -ENOSPC)
-                        return sd_bus_reply_method_errorf(msg, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                                          "%u tasks are registered as running", MODEL_TASKS_TRACKED);
                 if (r < 0)
                         return sd_bus_reply_method_errno(msg, r, NULL);
         } else

@@ -591,37 +591,33 @@ double model_cost(const ConModelBudget *b, uint64_t in, uint64_t out) {
         return (double) in * b->price_per_mtok_in / 1e6 + (double) out * b->price_per_mtok_out / 1e6;
 }
 
-/* The entry of a task, created when missing (evicting the least recently used task that is not
- * registered). NULL with -ENOMEM or -ENOSPC (every entry is a registered task) in *ret_error. */
-static LedgerTask *ledger_task_make(ModelLedger *l, const char *agent, const char *task_id, int *ret_error) {
+/* The entry of a task, created when missing. At MODEL_TASKS_TRACKED entries the least recently used
+ * task that is not registered goes; when all are registered, the least recently used of those (a
+ * registration the agent service never ended). NULL on -ENOMEM. */
+static LedgerTask *ledger_task_make(ModelLedger *l, const char *agent, const char *task_id) {
         LedgerTask *t = (LedgerTask *) ledger_task(l, agent, task_id);
         if (t)
                 return t;
         if (l->n_tasks >= MODEL_TASKS_TRACKED) {
                 size_t old = SIZE_MAX;
                 for (size_t i = 0; i < l->n_tasks; i++)
-                        if (!l->tasks[i].registered && (old == SIZE_MAX || l->tasks[i].stamp < l->tasks[old].stamp))
+                        if (old == SIZE_MAX || l->tasks[i].registered < l->tasks[old].registered ||
+                            (l->tasks[i].registered == l->tasks[old].registered &&
+                             l->tasks[i].stamp < l->tasks[old].stamp))
                                 old = i;
-                if (old == SIZE_MAX) {
-                        *ret_error = -ENOSPC;
-                        return NULL;
-                }
                 free(l->tasks[old].agent);
                 free(l->tasks[old].task_id);
                 l->tasks[old] = l->tasks[--l->n_tasks];
         }
         LedgerTask *n = reallocarray(l->tasks, l->n_tasks + 1, sizeof(*n));
-        if (!n) {
-                *ret_error = -ENOMEM;
+        if (!n)
                 return NULL;
-        }
         l->tasks = n;
         t = &l->tasks[l->n_tasks];
         *t = (LedgerTask) { .agent = strdup(agent), .task_id = strdup(task_id), .stamp = ++l->stamp };
         if (!t->agent || !t->task_id) {
                 free(t->agent);
                 free(t->task_id);
-                *ret_error = -ENOMEM;
                 return NULL;
         }
         l->n_tasks++;
@@ -629,10 +625,20 @@ static LedgerTask *ledger_task_make(ModelLedger *l, const char *agent, const cha
 }
 
 int model_ledger_register(ModelLedger *l, const char *agent, const char *task_id) {
-        int r = 0;
-        LedgerTask *t = ledger_task_make(l, agent, task_id, &r);
+        LedgerTask *t = ledger_task_make(l, agent, task_id);
         if (!t)
-                return r;
+                return -ENOMEM;
+        if (!t->registered && model_ledger_n_registered(l, agent) >= MODEL_TASKS_REGISTERED_MAX) {
+                /* An agent runs far fewer tasks at once: the oldest registration was never ended
+                 * (the agent service died). It is dropped, not the new one. */
+                LedgerTask *old = NULL;
+                for (size_t i = 0; i < l->n_tasks; i++)
+                        if (l->tasks[i].registered && streq(l->tasks[i].agent, agent) &&
+                            (!old || l->tasks[i].stamp < old->stamp))
+                                old = &l->tasks[i];
+                if (old)
+                        old->registered = false;
+        }
         t->registered = true;
         t->stamp = ++l->stamp;
         return 0;
@@ -687,10 +693,9 @@ int model_ledger_add(ModelLedger *l, uint64_t day, const char *agent, const char
                 d->unregistered += in + out;
                 return 0;
         }
-        int r = 0;
-        LedgerTask *t = ledger_task_make(l, agent, task_id, &r);
+        LedgerTask *t = ledger_task_make(l, agent, task_id);
         if (!t)
-                return r == -ENOSPC ? 0 : r;    /* the day's figures are what counts then */
+                return -ENOMEM;
         t->tokens += in + out;
         t->stamp = ++l->stamp;
         return 0;

@@ -80,10 +80,11 @@ static inline void model_ledger_freep(ModelLedger **l) {
  * other call (no task_id, or one not registered for the agent) for the agent's "unregistered"
  * account of the day, which has one budget_tokens_per_task of its own.
  *
- * Registration: the task is running now; its usage is kept (and not evicted) until it is
- * unregistered, then it is kept among the MODEL_TASKS_TRACKED most recent ones (a task that runs
- * again, e.g. after a requeue, continues its count). -ENOSPC when MODEL_TASKS_TRACKED tasks are
- * registered at once. */
+ * Registration: the task is running now; its usage is kept until it is unregistered, then among
+ * the MODEL_TASKS_TRACKED most recent tasks (a task that runs again, e.g. after a requeue,
+ * continues its count). Registrations the agent service never ended do not pile up: an agent
+ * keeps at most MODEL_TASKS_REGISTERED_MAX (its oldest is dropped), and when every tracked entry
+ * is registered the least recently used one goes. -ENOMEM only. */
 int model_ledger_register(ModelLedger *l, const char *agent, const char *task_id);
 /* -ENOENT when not registered. */
 int model_ledger_unregister(ModelLedger *l, const char *agent, const char *task_id);

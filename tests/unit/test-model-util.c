@@ -203,17 +203,27 @@ static void test_budget_registered(void) {
         g_assert_cmpint(model_ledger_register(l, "a", "t1"), ==, 0);
         g_assert_cmpint(model_ledger_check(l, 5, "a", "t1", &b, &which, NULL), ==, -EDQUOT);
 
-        /* Registered tasks are never evicted; at the limit, registration says so. */
+        /* Registrations never ended do not pile up: an agent keeps its newest 256. */
         char id[32];
-        for (unsigned i = 0; i < MODEL_TASKS_TRACKED - 1; i++) {
+        for (unsigned i = 0; i < MODEL_TASKS_REGISTERED_MAX; i++) {
                 snprintf(id, sizeof id, "r%u", i);
                 g_assert_cmpint(model_ledger_register(l, "a", id), ==, 0);
         }
-        g_assert_cmpint(model_ledger_register(l, "a", "one-too-many"), ==, -ENOSPC);
-        g_assert_true(model_ledger_registered(l, "a", "t1"));
-        g_assert_cmpint(model_ledger_unregister(l, "a", "r0"), ==, 0);
-        g_assert_cmpint(model_ledger_register(l, "a", "one-more"), ==, 0);
+        g_assert_cmpuint(model_ledger_n_registered(l, "a"), ==, MODEL_TASKS_REGISTERED_MAX);
+        g_assert_false(model_ledger_registered(l, "a", "t1"));          /* the oldest went */
+        g_assert_true(model_ledger_registered(l, "a", "r0"));
+        g_assert_true(model_ledger_registered(l, "a", "r255"));
+        /* Many agents: when every tracked entry is registered, the least recently used goes. */
+        for (unsigned k = 0; k < 5; k++)
+                for (unsigned i = 0; i < MODEL_TASKS_REGISTERED_MAX; i++) {
+                        char agent[16];
+                        snprintf(agent, sizeof agent, "x%u", k);
+                        snprintf(id, sizeof id, "q%u", i);
+                        g_assert_cmpint(model_ledger_register(l, agent, id), ==, 0);
+                }
+        g_assert_true(model_ledger_registered(l, "x4", "q255"));
         g_assert_false(model_ledger_registered(l, "a", "r0"));
+        g_assert_cmpuint(model_ledger_n_registered(l, NULL), <=, MODEL_TASKS_TRACKED);
         model_ledger_free(l);
 }
 
