@@ -559,10 +559,14 @@ int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char 
                              "Ask for a shorter answer or split the task.", raw ?: "max_tokens", max_tokens, got);
                 break;
         case CON_LLM_STOP_FILTERED:
-                if (raw && streq(raw, "refusal"))
-                        r = asprintf(ret_reason, "refused: the model declined to answer (stop reason \"refusal\")%s%.300s",
-                                     got ? ": " : "", strempty(resp->text));
-                else
+                if (raw && streq(raw, "refusal")) {
+                        /* Its words, cut at 300 bytes on a character boundary. */
+                        size_t n = got > 300 ? 300 : got;
+                        while (n > 0 && n < got && ((unsigned char) resp->text[n] & 0xC0) == 0x80)
+                                n--;
+                        r = asprintf(ret_reason, "refused: the model declined to answer (stop reason \"refusal\")%s%.*s",
+                                     got ? ": " : "", (int) n, strempty(resp->text));
+                } else
                         r = asprintf(ret_reason, "filtered: the provider's content filter stopped the answer (stop "
                                      "reason \"%s\"); a filtered answer is not kept as the result",
                                      raw ?: "content_filter");

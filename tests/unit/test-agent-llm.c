@@ -8,6 +8,7 @@
 #include "agent-tools.h"
 #include "macro.h"
 #include "strv.h"
+#include "task.h"
 #include "test-util.h"
 
 static char *parse_err(const char *tool, const char *json, int want) {
@@ -337,6 +338,17 @@ static void test_stop_reasons(void) {
                 { "{\"text\":null,\"tool_calls\":[{\"id\":\"c\",\"name\":\"exec\",\"arguments\":{}}],"
                   "\"stop_reason\":\"tool_use\",\"provider_stop_reason\":\"length\"}", NULL },
         };
+        /* A long refusal is cut on a character boundary: "x" then é (2 bytes) puts byte 300 inside one. */
+        char text[512] = "x";
+        for (int k = 0; k < 200; k++)
+                strcat(text, "\xc3\xa9");
+        ConLlmResponse long_refusal = { .text = text, .stop = CON_LLM_STOP_FILTERED, .stop_raw = (char *) "refusal" };
+        char *lr = NULL;
+        g_assert_cmpint(agent_llm_stop_reason(&long_refusal, 8192, &lr), ==, 1);
+        size_t bad = 0;
+        g_assert_cmpint(con_utf8_check(lr, strlen(lr), &bad), ==, CON_TASK_OK);
+        g_assert_nonnull(strstr(lr, ": x\xc3\xa9"));
+        free(lr);
         for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
                 _cleanup_(con_llm_response_freep) ConLlmResponse *r = NULL;
                 char *err = NULL, *reason = NULL;
