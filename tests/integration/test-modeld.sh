@@ -44,9 +44,8 @@ cat >"$T/script.json" <<'EOF'
   { "path": "/v1/chat/completions", "match": "bigspend",
     "body": { "choices": [ { "message": { "content": "expensive" }, "finish_reason": "stop" } ],
               "usage": { "prompt_tokens": 900, "completion_tokens": 100 } } },
-  { "path": "/v1/chat/completions", "match": "badtools-billed",
-    "body": { "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "c1", "type": "function",
-              "function": { "name": "exec", "arguments": "[1,2]" } } ] }, "finish_reason": "tool_calls" } ],
+  { "path": "/v1/chat/completions", "match": "rejected-but-billed",
+    "body": { "choices": [ { "message": { "content": 42 }, "finish_reason": "stop" } ],
               "usage": { "prompt_tokens": 550, "completion_tokens": 50 } } },
   { "path": "/v1/chat/completions", "match": "malformed", "behaviour": "malformed" },
   { "path": "/v1/chat/completions", "match": "hang", "behaviour": "hang" },
@@ -220,8 +219,8 @@ check_fail_output "no task_id at all: refused the same" 'name no task its agent 
 check_output "another agent is not charged" 'Hi from fake claude' \
         complete a-sysadmin '{"task_id":"t1","messages":[{"role":"user","content":"hello"}]}'
 check "root registers task t3" register root RegisterTask concierge t3
-check_fail_output "a 2xx answer the parser rejects: an error" 'not a valid openai response.*must be a JSON object' \
-        complete a-concierge '{"task_id":"t3","messages":[{"role":"user","content":"badtools-billed"}]}'
+check_fail_output "a 2xx answer the parser rejects: an error" 'not a valid openai response.*content: must be a string' \
+        complete a-concierge '{"task_id":"t3","messages":[{"role":"user","content":"rejected-but-billed"}]}'
 check_fail_output "... whose billed 600 tokens were charged to the task" 'used 600 tokens on task t3' \
         complete a-concierge '{"task_id":"t3","messages":[{"role":"user","content":"hello"}]}'
 check_output "... and are in the usage log" '"outcome":"error".*"input_tokens":550,"output_tokens":50' \

@@ -533,9 +533,9 @@ static void test_stop_reasons(void) {
 
 static void test_usage_of_rejected(void) {
         uint64_t in = 9, out = 9;
-        /* Rejected by the parser (a tool call with bad arguments), billed all the same. */
-        const char *b = "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"c\",\"function\":{\"name\":\"x\","
-                        "\"arguments\":\"[1]\"}}]}}],\"usage\":{\"prompt_tokens\":700,\"completion_tokens\":300}}";
+        /* Rejected by the parser (content that is not a string), billed all the same. */
+        const char *b = "{\"choices\":[{\"message\":{\"content\":42}}],"
+                        "\"usage\":{\"prompt_tokens\":700,\"completion_tokens\":300}}";
         ConLlmResponse *resp = NULL;
         ConLlmError e = {};
         g_assert_cmpint(con_llm_parse_response(CON_LLM_WIRE_OPENAI, b, strlen(b), &resp, &e), ==, -EBADMSG);
