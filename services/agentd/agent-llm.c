@@ -693,7 +693,7 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                                          (unsigned) (timeout / USEC_PER_SEC),
                                          timeout < AGENT_LLM_CALL_TIMEOUT ? " (the rest of the session's wall clock)" : "");
                 if (sd_bus_error_has_name(&e, CON_ERROR_NOT_CONFIGURED))
-                        return set_error(ret_reason, -ENOMEDIUM, "no model for agent '%s': %s", a->name,
+                        return set_error(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s", a->name,
                                          strempty(e.message));
                 return set_error(ret_reason, r, "the model call failed (%s): %s", strempty(e.name),
                                  e.message ?: strerror(-r));
