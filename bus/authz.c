@@ -885,7 +885,8 @@ int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_
                 uid_t uid;
                 r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID, &creds);
                 if (r < 0)
-                        return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
+                        return sd_bus_error_set_errnof(error, r,
+                                                       "Cannot determine the caller's credentials: %m");
                 uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
                 if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
                 } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
@@ -911,10 +912,10 @@ int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_
                         }
                         if (res->decision == CON_AUTHZ_TIMEOUT)
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
-                                                         "The bus did not say within %llu ms which user is calling",
+                                                         "The bus did not say within %llu ms who is calling",
                                                          (unsigned long long) (res->timeout_usec / USEC_PER_MSEC));
                         return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                                  "Access denied: cannot determine which user is calling (%s%s%s)",
+                                                  "Access denied: cannot determine who is calling (%s%s%s)",
                                                   con_authz_decision_to_string(res->decision),
                                                   res->reason ? ": " : "", strempty(res->reason));
                 }

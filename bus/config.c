@@ -897,8 +897,8 @@ static int parse_models(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
                             (!in_list(providers, m->generic_key_provider) ||
                              streq(m->generic_key_provider, "claude_code"))) {
                                 _cleanup_free_ char *q = quote_node(v);
-                                r = fail(c, v, kpath, "%s is not allowed; use openrouter, anthropic, openai, ollama "
-                                         "or compatible (the provider that CON_API_KEY is for)", strempty(q));
+                                r = fail(c, v, kpath, "%s is not allowed; use openrouter, anthropic, openai, "
+                                         "ollama or compatible (the provider that CON_API_KEY is for)", strempty(q));
                         }
                 } else if (streq(key, "agents"))
                         r = parse_models_agents(c, v, kpath, m);

@@ -1118,7 +1118,8 @@ static uint64_t usage_number(const cJSON *usage, const char *key) {
         return (double) v < j->valuedouble ? v + 1 : v;       /* rounded up */
 }
 
-int con_llm_parse_usage(ConLlmWire wire, const char *body, size_t size, uint64_t *ret_input, uint64_t *ret_output) {
+int con_llm_parse_usage(ConLlmWire wire, const char *body, size_t size, uint64_t *ret_input,
+                        uint64_t *ret_output) {
         _cleanup_cjson_ cJSON *root = NULL;
 
         if (!ret_input || !ret_output || wire < 0 || wire >= _CON_LLM_WIRE_MAX)
@@ -1136,7 +1137,8 @@ int con_llm_parse_usage(ConLlmWire wire, const char *body, size_t size, uint64_t
                 *ret_input = usage_number(usage, "prompt_tokens");
                 *ret_output = usage_number(usage, "completion_tokens");
         } else {
-                *ret_input = usage_number(usage, "input_tokens") + usage_number(usage, "cache_creation_input_tokens") +
+                *ret_input = usage_number(usage, "input_tokens") +
+                             usage_number(usage, "cache_creation_input_tokens") +
                              usage_number(usage, "cache_read_input_tokens");
                 *ret_output = usage_number(usage, "output_tokens");
         }

@@ -554,9 +554,10 @@ int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char 
                 return 0;
         switch (resp->stop) {
         case CON_LLM_STOP_MAX_TOKENS:
-                r = asprintf(ret_reason, "truncated: the model's answer was cut off at the token limit (stop reason "
-                             "\"%s\", max_tokens %u) after %zu bytes; a cut-off answer is not kept as the result. "
-                             "Ask for a shorter answer or split the task.", raw ?: "max_tokens", max_tokens, got);
+                r = asprintf(ret_reason, "truncated: the model's answer was cut off at the token limit "
+                             "(stop reason \"%s\", max_tokens %u) after %zu bytes; a cut-off answer is not kept "
+                             "as the result. Ask for a shorter answer or split the task.",
+                             raw ?: "max_tokens", max_tokens, got);
                 break;
         case CON_LLM_STOP_FILTERED:
                 if (raw && streq(raw, "refusal")) {
@@ -564,11 +565,12 @@ int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char 
                         size_t n = got > 300 ? 300 : got;
                         while (n > 0 && n < got && ((unsigned char) resp->text[n] & 0xC0) == 0x80)
                                 n--;
-                        r = asprintf(ret_reason, "refused: the model declined to answer (stop reason \"refusal\")%s%.*s",
+                        r = asprintf(ret_reason,
+                                     "refused: the model declined to answer (stop reason \"refusal\")%s%.*s",
                                      got ? ": " : "", (int) n, strempty(resp->text));
                 } else
-                        r = asprintf(ret_reason, "filtered: the provider's content filter stopped the answer (stop "
-                                     "reason \"%s\"); a filtered answer is not kept as the result",
+                        r = asprintf(ret_reason, "filtered: the provider's content filter stopped the answer "
+                                     "(stop reason \"%s\"); a filtered answer is not kept as the result",
                                      raw ?: "content_filter");
                 break;
         default:
@@ -693,8 +695,8 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                                          (unsigned) (timeout / USEC_PER_SEC),
                                          timeout < AGENT_LLM_CALL_TIMEOUT ? " (the rest of the session's wall clock)" : "");
                 if (sd_bus_error_has_name(&e, CON_ERROR_NOT_CONFIGURED))
-                        return set_error(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s", a->name,
-                                         strempty(e.message));
+                        return set_error(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s",
+                                         a->name, strempty(e.message));
                 return set_error(ret_reason, r, "the model call failed (%s): %s", strempty(e.name),
                                  e.message ?: strerror(-r));
         }
