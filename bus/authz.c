@@ -385,6 +385,7 @@ struct Result {
         ConAuthzDecision decision;
         char *reason;
         uint64_t timeout_usec;
+        uid_t uid;              /* caller-uid lookups: the answer */
         Result *next;
 };
 
@@ -405,6 +406,8 @@ struct Query {
         char *key, *sender, *action;
         char **details;
         bool interactive;
+        bool uid_only;          /* con_authz_caller_uid(): no polkit check, the uid is the answer */
+        uid_t uid;
         uint64_t timeout_usec, started, generation;
         sd_bus_slot *slot;      /* the uid lookup, then the CheckAuthorization call */
         sd_event_source *timer;
@@ -508,6 +511,7 @@ static int call_add_result(Call *c, const Query *q, ConAuthzDecision d, const ch
         }
         r->decision = d;
         r->timeout_usec = q->timeout_usec;
+        r->uid = q->uid;
         r->next = c->results;
         c->results = r;
         return 0;
@@ -589,7 +593,7 @@ static void query_complete(Query *q, ConAuthzDecision d, const char *reason) {
         }
 
         /* An answer to a check sent before (or just after) the rules changed may reflect the old rules. */
-        if (a->cache && con_authz_decision_cacheable(d) && q->generation == a->generation &&
+        if (a->cache && !q->uid_only && con_authz_decision_cacheable(d) && q->generation == a->generation &&
             (a->last_flush == 0 || q->started >= a->last_flush + CON_AUTHZ_RULES_SETTLE_USEC))
                 (void) con_authz_cache_put(a->cache, q->key, q->sender, d, authz_now(a));
 
@@ -702,6 +706,11 @@ static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
                 query_complete(q, CON_AUTHZ_FAILED, "the bus sent no uid for the caller");
                 return 0;
         }
+        if (q->uid_only) {
+                q->uid = (uid_t) uid;
+                query_complete(q, CON_AUTHZ_ALLOWED, NULL);
+                return 0;
+        }
         if (uid == 0) {
                 /* polkit says yes to root before any rule runs: its answer would mean nothing. */
                 query_complete(q, CON_AUTHZ_ROOT, NULL);
@@ -714,7 +723,7 @@ static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 }
 
 static int query_start(ConAuthz *a, const char *key, const char *sender, const char *action,
-                       char * const *details, bool interactive, Query **ret) {
+                       char * const *details, bool interactive, bool uid_only, Query **ret) {
         int r;
 
         Query *q = calloc(1, sizeof(*q));
@@ -728,6 +737,7 @@ static int query_start(ConAuthz *a, const char *key, const char *sender, const c
         a->stats.pending++;
 
         q->interactive = interactive;
+        q->uid_only = uid_only;
         q->timeout_usec = interactive ? a->opts.interactive_timeout_usec : a->opts.timeout_usec;
         q->started = authz_now(a);
         q->generation = a->generation;
@@ -841,7 +851,7 @@ int con_authz_verify(ConAuthz *a, sd_bus_message *m, const char *action, char * 
         if (q)
                 a->stats.coalesced++;
         else {
-                r = query_start(a, key, sender, action, details, interactive, &q);
+                r = query_start(a, key, sender, action, details, interactive, false, &q);
                 if (r < 0) {
                         if (new_call)
                                 call_free(c);
@@ -854,6 +864,92 @@ int con_authz_verify(ConAuthz *a, sd_bus_message *m, const char *action, char * 
         c->query_next = q->calls;
         q->calls = c;
         return 0; /* parked: the handler runs again when the answer is here */
+}
+
+/* Not a polkit action id (those have no spaces): the key of a caller-uid lookup cannot collide with a
+ * check's key. */
+#define CALLER_UID_KEY_ACTION "(caller uid)"
+
+int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_error *error) {
+        _cleanup_free_ char *key = NULL;
+        const char *sender;
+        int r;
+
+        if (!m || !ret_uid || !sd_bus_message_is_method_call(m, NULL, NULL))
+                return -EINVAL;
+        sender = sd_bus_message_get_sender(m);
+        if (isempty(sender) || sender[0] != ':') {
+                /* Peer-to-peer (tests): the socket's peer credentials, no round trip. Only what the
+                 * kernel vouches for: nothing augmented from /proc. */
+                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                uid_t uid;
+                r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID, &creds);
+                if (r < 0)
+                        return sd_bus_error_set_errnof(error, r,
+                                                       "Cannot determine the caller's credentials: %m");
+                uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
+                if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
+                } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
+                } else
+                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: the bus did not say which user is calling");
+                *ret_uid = uid;
+                return 1;
+        }
+        if (!a || sd_bus_message_get_bus(m) != a->bus)
+                return -EINVAL;
+        r = con_authz_key(sender, CALLER_UID_KEY_ACTION, NULL, false, &key);
+        if (r < 0)
+                return r;
+
+        Call *c = call_find(a, m);
+        if (c) {
+                const Result *res = call_find_result(c, key);
+                if (res) {
+                        if (res->decision == CON_AUTHZ_ALLOWED) {
+                                *ret_uid = res->uid;
+                                return 1;
+                        }
+                        if (res->decision == CON_AUTHZ_TIMEOUT)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
+                                                         "The bus did not say within %llu ms who is calling",
+                                                         (unsigned long long) (res->timeout_usec / USEC_PER_MSEC));
+                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: cannot determine who is calling (%s%s%s)",
+                                                  con_authz_decision_to_string(res->decision),
+                                                  res->reason ? ": " : "", strempty(res->reason));
+                }
+                if (c->query)
+                        return -EBUSY;
+        }
+
+        Query *q = query_find(a, key);
+        if (!q && a->stats.pending >= a->opts.max_pending)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many caller lookups in flight (%zu), try again later",
+                                         a->stats.pending);
+        bool new_call = !c;
+        if (!c) {
+                c = call_new(a, m);
+                if (!c)
+                        return -ENOMEM;
+        }
+        if (q)
+                a->stats.coalesced++;
+        else {
+                r = query_start(a, key, sender, CALLER_UID_KEY_ACTION, NULL, false, true, &q);
+                if (r < 0) {
+                        if (new_call)
+                                call_free(c);
+                        return r;
+                }
+        }
+        if (c->defer)
+                (void) sd_event_source_set_enabled(c->defer, SD_EVENT_OFF);
+        c->query = q;
+        c->query_next = q->calls;
+        q->calls = c;
+        return 0;
 }
 
 /* ---- Invalidation ---- */

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -102,6 +103,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(ConAuthz *, con_authz_free);
  * -ENOBUFS (too many checks in flight), -EINVAL (bad arguments: a bug in the service). */
 int con_authz_verify(ConAuthz *a, sd_bus_message *m, const char *action, char * const *details,
                      sd_bus_error *error);
+
+/* Who is calling: the uid of the sender of method call m, from the bus driver (GetConnectionUnixUser,
+ * asynchronous; never /proc). Same contract as con_authz_verify(): 1 with *ret_uid set; 0 parked (return
+ * 1 from the handler without replying, it runs again with the same message); a negative errno with
+ * error filled when the bus does not say (timeout, caller gone, error). Concurrent lookups for one
+ * sender share one bus call; answers are not cached. On a peer-to-peer connection (no unique sender
+ * name) the socket's peer credentials answer at once, and a may be NULL. */
+int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_error *error);
 
 /* Drops every cached decision; answers already in flight are not cached. */
 void con_authz_flush(ConAuthz *a);

@@ -891,14 +891,23 @@ static int parse_models(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
                         r = get_uint(c, v, kpath, 1, 100000, &m->queue_max);
                 else if (streq(key, "timeout"))
                         r = get_duration(c, v, kpath, &m->timeout_usec);
-                else if (streq(key, "agents"))
+                else if (streq(key, "generic_key_provider")) {
+                        r = get_string(c, v, kpath, &m->generic_key_provider);
+                        if (r >= 0 && m->generic_key_provider &&
+                            (!in_list(providers, m->generic_key_provider) ||
+                             streq(m->generic_key_provider, "claude_code"))) {
+                                _cleanup_free_ char *q = quote_node(v);
+                                r = fail(c, v, kpath, "%s is not allowed; use openrouter, anthropic, openai, "
+                                         "ollama or compatible (the provider that CON_API_KEY is for)", strempty(q));
+                        }
+                } else if (streq(key, "agents"))
                         r = parse_models_agents(c, v, kpath, m);
                 else {
                         r = parse_model_budget_key(c, key, v, kpath, &m->defaults);
                         if (r == 0)
                                 r = unknown_key(c, k, kpath,
-                                                "requests_per_minute, tokens_per_minute, queue_max, timeout, agents, "
-                                                MODEL_BUDGET_KEYS);
+                                                "requests_per_minute, tokens_per_minute, queue_max, timeout, "
+                                                "generic_key_provider, agents, " MODEL_BUDGET_KEYS);
                 }
                 if (r < 0)
                         return r;
@@ -1479,6 +1488,7 @@ ConConfig *con_config_free(ConConfig *c) {
         runtime_done(&c->base);
         for (size_t i = 0; i < _CON_TIER_MAX; i++)
                 runtime_done(&c->tiers[i]);
+        free(c->models.generic_key_provider);
         for (size_t i = 0; i < c->models.n_agents; i++)
                 free(c->models.agents[i].agent);
         free(c->models.agents);

@@ -84,6 +84,8 @@ typedef struct ConModelsConfig {
         unsigned tokens_per_minute;     /* host-wide; 0 = unlimited */
         unsigned queue_max;             /* calls waiting for the rate limit, default 64 */
         uint64_t timeout_usec;          /* one HTTP attempt, default 120 s */
+        char *generic_key_provider;     /* the provider CON_API_KEY (and the tier keys) are for; NULL:
+                                         * openrouter */
         ConModelBudget defaults;        /* for every agent */
         ConModelAgentBudget *agents;    /* models.agents.<name> overrides */
         size_t n_agents;

@@ -908,7 +908,7 @@ static int append_string(char **dst, const char *s) {
 }
 
 static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e) {
-        const cJSON *choices, *choice, *msg, *content, *calls, *finish, *usage, *model;
+        const cJSON *choices, *choice, *msg, *content, *calls, *finish, *usage, *model, *refusal;
         int r;
 
         if ((r = member(root, "", "choices", J_ARRAY, true, &choices, e)) < 0)
@@ -921,6 +921,7 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
         if ((r = member(choice, "choices[0]", "message", J_OBJECT, true, &msg, e)) < 0 ||
             (r = member(msg, "choices[0].message", "content", J_STRING, false, &content, e)) < 0 ||
             (r = member(msg, "choices[0].message", "tool_calls", J_ARRAY, false, &calls, e)) < 0 ||
+            (r = member(msg, "choices[0].message", "refusal", J_STRING, false, &refusal, e)) < 0 ||
             (r = member(choice, "choices[0]", "finish_reason", J_STRING, false, &finish, e)) < 0 ||
             (r = member(root, "", "usage", J_OBJECT, false, &usage, e)) < 0 ||
             (r = member(root, "", "model", J_STRING, false, &model, e)) < 0)
@@ -980,6 +981,14 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
                              streq(f, "content_filter") ? CON_LLM_STOP_FILTERED : CON_LLM_STOP_OTHER;
         } else
                 resp->stop = CON_LLM_STOP_OTHER;
+        /* The model declined (OpenAI's message.refusal): whatever the finish reason, not an answer. */
+        if (refusal && !isempty(refusal->valuestring)) {
+                if ((r = set_string(&resp->stop_raw, "refusal")) < 0)
+                        return r;
+                resp->stop = CON_LLM_STOP_FILTERED;
+                if (!resp->text && (r = set_string(&resp->text, refusal->valuestring)) < 0)
+                        return r;
+        }
 
         if (usage) {
                 if ((r = member_count(usage, "usage", "prompt_tokens", true, &resp->input_tokens, e)) < 0 ||
@@ -1096,6 +1105,44 @@ int con_llm_parse_response(ConLlmWire wire, const char *body, size_t size, ConLl
                 resp->stop = CON_LLM_STOP_TOOL_USE;
         *ret = TAKE_PTR(resp);
         return 0;
+}
+
+static uint64_t usage_number(const cJSON *usage, const char *key) {
+        const cJSON *j = cJSON_GetObjectItemCaseSensitive(usage, key);
+        if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) || j->valuedouble < 0)
+                return 0;
+        /* Lenient on purpose: a provider's bill counts even when the figure is odd. */
+        if (j->valuedouble > 9007199254740992.0)
+                return UINT64_C(9007199254740992);
+        uint64_t v = (uint64_t) j->valuedouble;
+        return (double) v < j->valuedouble ? v + 1 : v;       /* rounded up */
+}
+
+int con_llm_parse_usage(ConLlmWire wire, const char *body, size_t size, uint64_t *ret_input,
+                        uint64_t *ret_output) {
+        _cleanup_cjson_ cJSON *root = NULL;
+
+        if (!ret_input || !ret_output || wire < 0 || wire >= _CON_LLM_WIRE_MAX)
+                return -EINVAL;
+        *ret_input = *ret_output = 0;
+        if (!body || size == 0 || size > CON_LLM_RESPONSE_MAX)
+                return 0;
+        root = cJSON_ParseWithLength(body, size);
+        if (!root)
+                return 0;       /* not JSON (or out of memory): no figures to bill */
+        const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+        if (!cJSON_IsObject(usage))
+                return 0;
+        if (wire == CON_LLM_WIRE_OPENAI) {
+                *ret_input = usage_number(usage, "prompt_tokens");
+                *ret_output = usage_number(usage, "completion_tokens");
+        } else {
+                *ret_input = usage_number(usage, "input_tokens") +
+                             usage_number(usage, "cache_creation_input_tokens") +
+                             usage_number(usage, "cache_read_input_tokens");
+                *ret_output = usage_number(usage, "output_tokens");
+        }
+        return *ret_input > 0 || *ret_output > 0;
 }
 
 int con_llm_parse_error(const char *body, size_t size, char **ret_message) {

@@ -156,6 +156,13 @@ static inline void con_llm_response_freep(ConLlmResponse **r) {
         con_llm_response_free(*r);
 }
 
+/* The billed tokens of a response body, even one con_llm_parse_response() rejects: usage figures are
+ * read leniently from any JSON object with a "usage" member (OpenAI prompt_tokens/completion_tokens;
+ * Anthropic input_tokens + cache_creation_input_tokens + cache_read_input_tokens, output_tokens).
+ * 1 when figures were found, 0 when none (both set to 0). */
+int con_llm_parse_usage(ConLlmWire wire, const char *body, size_t size, uint64_t *ret_input,
+                        uint64_t *ret_output);
+
 /* The provider's error message from an error body ({"error":{"message":...}} in both formats,
  * Anthropic adds "type"). Returns a copy, or -ENOENT when the body carries none. */
 int con_llm_parse_error(const char *body, size_t size, char **ret_message);

@@ -369,7 +369,12 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
         for (int s = 0; stop && s < _CON_LLM_STOP_MAX; s++)
                 if (streq(stop, con_llm_stop_to_string((ConLlmStop) s)))
                         resp->stop = (ConLlmStop) s;
-        resp->stop_raw = TAKE_PTR(stop);
+        /* The provider's own word ("length", "content_filter", "refusal") when the gateway sent it. */
+        _cleanup_free_ char *provider_stop = NULL;
+        r = opt_string(o, "provider_stop_reason", &provider_stop, ret_error);
+        if (r < 0)
+                return r;
+        resp->stop_raw = provider_stop ? TAKE_PTR(provider_stop) : TAKE_PTR(stop);
 
         const cJSON *calls = cJSON_GetObjectItemCaseSensitive(o, "tool_calls");
         if (calls && !cJSON_IsNull(calls)) {
@@ -537,6 +542,43 @@ int agent_llm_history_load(const char *path, ConLlmConversation *c, char **ret_e
         return 0;
 }
 
+/* ---- stop reasons ---- */
+
+int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char **ret_reason) {
+        const char *raw = resp->stop_raw && !streq(resp->stop_raw, con_llm_stop_to_string(resp->stop)) ?
+                resp->stop_raw : NULL;
+        size_t got = resp->text ? strlen(resp->text) : 0;
+        int r;
+
+        if (resp->n_tool_calls > 0)
+                return 0;
+        switch (resp->stop) {
+        case CON_LLM_STOP_MAX_TOKENS:
+                r = asprintf(ret_reason, "truncated: the model's answer was cut off at the token limit "
+                             "(stop reason \"%s\", max_tokens %u) after %zu bytes; a cut-off answer is not kept "
+                             "as the result. Ask for a shorter answer or split the task.",
+                             raw ?: "max_tokens", max_tokens, got);
+                break;
+        case CON_LLM_STOP_FILTERED:
+                if (raw && streq(raw, "refusal")) {
+                        /* Its words, cut at 300 bytes on a character boundary. */
+                        size_t n = got > 300 ? 300 : got;
+                        while (n > 0 && n < got && ((unsigned char) resp->text[n] & 0xC0) == 0x80)
+                                n--;
+                        r = asprintf(ret_reason,
+                                     "refused: the model declined to answer (stop reason \"refusal\")%s%.*s",
+                                     got ? ": " : "", (int) n, strempty(resp->text));
+                } else
+                        r = asprintf(ret_reason, "filtered: the provider's content filter stopped the answer "
+                                     "(stop reason \"%s\"); a filtered answer is not kept as the result",
+                                     raw ?: "content_filter");
+                break;
+        default:
+                return 0;
+        }
+        return r < 0 ? -ENOMEM : 1;
+}
+
 /* ---- the runtime ---- */
 
 typedef struct Loop {
@@ -624,8 +666,15 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                 return r == -ENOMEM ? r : set_error(ret_reason, r, "cannot build the model call: %s", strerror(-r));
         /* A blocking call is right here: this is the session child, which has nothing else to do
          * while the model thinks (the service's event loop is in another process). */
+        uint64_t called = now_usec();
         r = sd_bus_call(l->bus, m, timeout, &e, &reply);
         if (r < 0) {
+                /* The gateway's own timeout (models.timeout) comes back as its error reply well before
+                 * ours: its message says which provider and how long. */
+                if (sd_bus_error_has_name(&e, SD_BUS_ERROR_TIMEOUT) && !isempty(e.message) &&
+                    now_usec() - called + USEC_PER_SEC < timeout)
+                        return set_error(ret_reason, -ETIMEDOUT, "the model call timed out in the gateway: %s",
+                                         e.message);
                 if (sd_bus_error_has_name(&e, CON_ERROR_BUDGET_EXHAUSTED)) {
                         _cleanup_free_ char *told = budget_notify(l, e.message ?: "budget used up");
                         return set_error(ret_reason, -EDQUOT,
@@ -646,8 +695,8 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                                          (unsigned) (timeout / USEC_PER_SEC),
                                          timeout < AGENT_LLM_CALL_TIMEOUT ? " (the rest of the session's wall clock)" : "");
                 if (sd_bus_error_has_name(&e, CON_ERROR_NOT_CONFIGURED))
-                        return set_error(ret_reason, -ENOMEDIUM, "no model for agent '%s': %s", a->name,
-                                         strempty(e.message));
+                        return set_error(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s",
+                                         a->name, strempty(e.message));
                 return set_error(ret_reason, r, "the model call failed (%s): %s", strempty(e.name),
                                  e.message ?: strerror(-r));
         }
@@ -748,6 +797,12 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                 if (r == -ENOMEM)
                         goto out;
                 if (r < 0)
+                        break;
+                /* A cut-off, filtered or refused answer is not the result of the task. */
+                r = agent_llm_stop_reason(resp, AGENT_LLM_MAX_TOKENS, &reason);
+                if (r < 0)
+                        goto out;
+                if (r > 0)
                         break;
                 r = con_llm_conversation_add_response(c, resp);
                 if (r < 0)

@@ -75,6 +75,13 @@ int agent_llm_request_json(const ConLlmConversation *c, size_t from, unsigned ma
 /* -EBADMSG with *ret_error naming the field. */
 int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_error);
 
+/* ---- stop reasons ---- */
+
+/* Does this answer end the task as failed? 1 with *ret_reason (a sentence for `con task`) when the
+ * model's final answer was cut off by the token limit ("length", "max_tokens"), stopped by a
+ * content filter ("content_filter") or refused ("refusal"); 0 for a usable answer or tool calls. */
+int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char **ret_reason);
+
 /* ---- the runtime ---- */
 
 typedef struct AgentLlmOptions {

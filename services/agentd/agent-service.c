@@ -11,6 +11,7 @@
 
 #include "agent-builtins.h"
 #include "agent-deliver.h"
+#include "agent-llm.h"
 #include "agent-service.h"
 #include "bus-util.h"
 #include "con-paths.h"
@@ -35,6 +36,7 @@ typedef struct RunningTask {
         char *cancel_reason;
         bool kill_fails;        /* killed by KillSessions, Halt or Quarantine: the task failed */
         bool shutdown;          /* killed because the service stops: leave it to the next start */
+        char *models_task_id;   /* the model gateway was told this task runs (a copy: the task may be gone) */
 } RunningTask;
 
 static uint64_t now_realtime(void) {
@@ -601,9 +603,29 @@ int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, co
         return pending_add(c, PENDING_COMPLETED, NULL, t);
 }
 
+/* The model gateway charges a session's calls to the task registered here, not to whatever task id
+ * the session names (docs/MODELS.md "Budgets"). Fire and forget, on the connection that owns the
+ * agent's bus name (that is what the gateway checks): without it (no gateway, an old one), the
+ * calls count as the agent's unregistered use. */
+static bool models_task_notify(AgentContext *c, const char *method, const char *task_id) {
+        if (c->runtime != &con_runtime_picoclaw || !c->bus_name || c->n_buses == 0)
+                return false;
+        int r = sd_bus_call_method_async(c->buses[0], NULL, AGENT_LLM_MODELS_NAME, AGENT_LLM_MODELS_PATH,
+                                         AGENT_LLM_MODELS_INTERFACE, method, NULL, NULL, "ss", c->agent->name,
+                                         task_id);
+        if (r < 0) {
+                log_msg(LOG_WARNING, "Task %s: cannot tell the model gateway (%s): %s", task_id, method, strerror(-r));
+                return false;
+        }
+        return true;
+}
+
 static RunningTask *running_task_free(RunningTask *rt) {
         if (!rt)
                 return NULL;
+        if (rt->models_task_id)
+                (void) models_task_notify(rt->c, "UnregisterTask", rt->models_task_id);
+        free(rt->models_task_id);
         agent_session_free(rt->session);
         free(rt->cancel_reason);
         free(rt);
@@ -740,9 +762,12 @@ static void start_task(AgentContext *c, AgentTask *t) {
                 .reply_to = t->reply_to,
                 .deadline_usec = t->deadline_usec,
         };
+        /* Sent before the session exists, so it reaches the gateway before the session's first call. */
+        if (models_task_notify(c, "RegisterTask", t->id))
+                rt->models_task_id = strdup(t->id);     /* NULL (out of memory): ended by the gateway's LRU */
         r = agent_session_spawn(c->event, c->runtime, &rtask, &env, on_session_done, rt, &rt->session);
         if (r < 0) {
-                free(rt);
+                running_task_free(rt);
                 _cleanup_free_ char *reason = NULL;
                 if (asprintf(&reason, "cannot start a session: %s", strerror(-r)) < 0)
                         reason = NULL;

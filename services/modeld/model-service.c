@@ -17,6 +17,7 @@
 #include <systemd/sd-event.h>
 
 #include "audit.h"
+#include "authz.h"
 #include "bus-util.h"
 #include "con-paths.h"
 #include "config.h"
@@ -26,12 +27,15 @@
 #include "macro.h"
 #include "model-service.h"
 #include "model-util.h"
+#include "names.h"
 #include "strv.h"
 
 #define log_error(...) fprintf(stderr, "con-modeld: " __VA_ARGS__), fputc('\n', stderr)
 #define log_info(...) log_error(__VA_ARGS__)
 
 #define DEFAULT_MAX_TOKENS 8192U
+#define RELOAD_HINT "the gateway re-reads its keys on reload: systemctl reload con-modeld, or pkill -HUP con-modeld"
+#define OWNER_LOOKUP_TIMEOUT_USEC (5ULL * 1000000ULL)
 #define USEC_PER_SEC_ULL 1000000ULL
 #define USEC_PER_DAY (86400ULL * USEC_PER_SEC_ULL)
 
@@ -54,6 +58,9 @@ struct Models {
         ModelLedger *ledger;
         ModelRate *rate;
         ConAudit *audit;
+        ConAuthz *authz;                /* who is calling: the async uid lookup */
+        struct PendingReg *pending_regs;        /* RegisterTask calls being decided */
+        unsigned n_pending_regs;
         sd_event_source *pump_timer;
         Call *queue_head, *queue_tail;  /* waiting for the rate limit */
         Call *calls;                    /* every call (queued, in flight, waiting for a retry) */
@@ -67,7 +74,9 @@ struct Call {
         Call *next, *prev;              /* all calls */
         bool queued;
         sd_bus_message *msg;
-        char *agent, *task_id, *provider, *model, *url, *body;
+        char *agent, *provider, *model, *url, *body;
+        char *task_id;                  /* the registered task this call is charged to, NULL: unregistered */
+        char *claimed_task_id;          /* the task_id the caller named, when it is not registered */
         char **headers;
         ConLlmWire wire;
         ConModelBudget budget;
@@ -178,6 +187,8 @@ static void audit_call(Models *m, const Call *c, const char *outcome, const char
         cJSON_AddStringToObject(f, "agent", c->agent);
         if (c->task_id)
                 cJSON_AddStringToObject(f, "task_id", c->task_id);
+        if (c->claimed_task_id)
+                cJSON_AddStringToObject(f, "unregistered_task_id", c->claimed_task_id);
         cJSON_AddStringToObject(f, "provider", c->provider);
         cJSON_AddStringToObject(f, "model", c->model);
         cJSON_AddStringToObject(f, "outcome", outcome);
@@ -194,7 +205,27 @@ static void audit_call(Models *m, const Call *c, const char *outcome, const char
         cJSON_Delete(f);
 }
 
-/* Today's usage survives restarts: it is summed up again from the usage log. */
+/* A registration, or a refusal (field/value: what was refused; task_id as the caller named it). */
+static void audit_task(Models *m, const char *event, const char *agent, const char *task_id, const char *field,
+                       const char *value) {
+        if (!m->audit)
+                return;
+        cJSON *f = cJSON_CreateObject();
+        if (!f)
+                return;
+        cJSON_AddStringToObject(f, "agent", agent);
+        if (task_id)
+                cJSON_AddStringToObject(f, "task_id", task_id);
+        if (field)
+                cJSON_AddStringToObject(f, field, value);
+        int r = con_audit_append(m->audit, "models", event, f);
+        if (r < 0)
+                log_error("Failed to append to the usage log: %s", strerror(-r));
+        cJSON_Delete(f);
+}
+
+/* Today's usage survives restarts: it is summed up again from the usage log, and the tasks
+ * registered today and not yet ended are registered again. */
 static void restore_usage(Models *m, const char *dir) {
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "%s/%s", dir, CON_AUDIT_LOG_NAME) < 0)
@@ -212,11 +243,18 @@ static void restore_usage(Models *m, const char *dir) {
         while (getline(&line, &cap, f) > 0) {
                 cJSON *j = cJSON_Parse(line);
                 const cJSON *time_j = cJSON_GetObjectItemCaseSensitive(j, "time");
+                const cJSON *event = cJSON_GetObjectItemCaseSensitive(j, "event");
                 const cJSON *agent = cJSON_GetObjectItemCaseSensitive(j, "agent");
                 const cJSON *task = cJSON_GetObjectItemCaseSensitive(j, "task_id");
                 const cJSON *in = cJSON_GetObjectItemCaseSensitive(j, "input_tokens");
                 const cJSON *out = cJSON_GetObjectItemCaseSensitive(j, "output_tokens");
-                if (cJSON_IsString(time_j) && startswith(time_j->valuestring, prefix) && cJSON_IsString(agent) &&
+                bool today_agent = cJSON_IsString(time_j) && startswith(time_j->valuestring, prefix) &&
+                        cJSON_IsString(agent) && cJSON_IsString(event);
+                if (today_agent && cJSON_IsString(task) && streq(event->valuestring, "model.task_registered"))
+                        (void) model_ledger_register(m->ledger, agent->valuestring, task->valuestring);
+                else if (today_agent && cJSON_IsString(task) && streq(event->valuestring, "model.task_ended"))
+                        (void) model_ledger_unregister(m->ledger, agent->valuestring, task->valuestring);
+                else if (today_agent && streq(event->valuestring, "model.call") &&
                     cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0) {
                         ConModelBudget b;
                         con_config_model_budget(m->config, agent->valuestring, &b);
@@ -257,6 +295,7 @@ static Call *call_free(Call *c) {
         sd_bus_message_unref(c->msg);
         free(c->agent);
         free(c->task_id);
+        free(c->claimed_task_id);
         free(c->provider);
         free(c->model);
         free(c->url);
@@ -266,23 +305,45 @@ static Call *call_free(Call *c) {
         return NULL;
 }
 
-static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) _printf_(4, 5);
-static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) {
+static void call_failv(Call *c, uint64_t in, uint64_t out, const char *name, const char *error_kind,
+                       const char *fmt, va_list ap) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *msg = NULL;
-        va_list ap;
-        va_start(ap, fmt);
         if (vasprintf(&msg, fmt, ap) < 0)
                 msg = NULL;
-        va_end(ap);
         (void) sd_bus_error_set(&e, name, msg ? msg : "model call failed");
         int r = sd_bus_reply_method_error(c->msg, &e);
         if (r < 0)
                 log_error("Failed to send the error reply to %s: %s", c->agent, strerror(-r));
         log_info("agent %s: model call failed: %s", c->agent, msg ? msg : name);
         c->m->failures++;
-        audit_call(c->m, c, "error", error_kind, 0, 0);
+        audit_call(c->m, c, "error", error_kind, in, out);
         call_free(c);
+}
+
+static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) _printf_(4, 5);
+static void call_fail(Call *c, const char *name, const char *error_kind, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        call_failv(c, 0, 0, name, error_kind, fmt, ap);
+        va_end(ap);
+}
+
+/* A failed call the provider billed anyway (a 2xx body we refuse still carries usage). */
+static void call_fail_billed(Call *c, uint64_t in, uint64_t out, const char *name, const char *error_kind,
+                             const char *fmt, ...) _printf_(6, 7);
+static void call_fail_billed(Call *c, uint64_t in, uint64_t out, const char *name, const char *error_kind,
+                             const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        call_failv(c, in, out, name, error_kind, fmt, ap);
+        va_end(ap);
+}
+
+/* Every billed token counts: the agent's day, and its registered task or its unregistered account. */
+static void call_charge(Call *c, uint64_t in, uint64_t out) {
+        (void) model_ledger_add(c->m->ledger, today(), c->agent, c->task_id, in, out, &c->budget);
+        model_rate_add_tokens(c->m->rate, now_mono(), in + out);
 }
 
 static void call_start(Call *c);
@@ -312,21 +373,24 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
                 ConLlmError e = {};
                 int k = con_llm_parse_response(c->wire, resp->body, resp->body_size, &lr, &e);
                 if (k < 0) {
-                        call_fail(c, SD_BUS_ERROR_FAILED, k == -EREMOTEIO ? "provider-error" : "bad-response",
-                                  "provider '%s' (model %s) at %s answered with something that is not a valid %s "
-                                  "response: %s", c->provider, c->model, c->url, con_llm_wire_to_string(c->wire),
-                                  e.message ? e.message : strerror(-k));
+                        uint64_t in = 0, out = 0;
+                        (void) con_llm_parse_usage(c->wire, resp->body, resp->body_size, &in, &out);
+                        call_charge(c, in, out);
+                        call_fail_billed(c, in, out, SD_BUS_ERROR_FAILED,
+                                         k == -EREMOTEIO ? "provider-error" : "bad-response",
+                                         "provider '%s' (model %s) at %s answered with something that is not a "
+                                         "valid %s response: %s", c->provider, c->model, c->url,
+                                         con_llm_wire_to_string(c->wire), e.message ? e.message : strerror(-k));
                         con_llm_error_done(&e);
                         return;
                 }
+                call_charge(c, lr->input_tokens, lr->output_tokens);
                 k = model_response_to_json(lr, &json);
                 if (k < 0) {
-                        call_fail(c, SD_BUS_ERROR_NO_MEMORY, "internal", "out of memory");
+                        call_fail_billed(c, lr->input_tokens, lr->output_tokens, SD_BUS_ERROR_NO_MEMORY, "internal",
+                                         "out of memory");
                         return;
                 }
-                (void) model_ledger_add(m->ledger, today(), c->agent, c->task_id, lr->input_tokens,
-                                        lr->output_tokens, &c->budget);
-                model_rate_add_tokens(m->rate, now_mono(), lr->input_tokens + lr->output_tokens);
                 k = sd_bus_reply_method_return(c->msg, "s", json);
                 if (k < 0)
                         log_error("Failed to send the reply to %s: %s", c->agent, strerror(-k));
@@ -352,7 +416,7 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
         if (r == -ETIMEDOUT)
                 call_fail(c, SD_BUS_ERROR_TIMEOUT, "timeout",
                           "provider '%s' (model %s) at %s did not answer within %" PRIu64 " s (models.timeout in "
-                          "/etc/con/con.yaml), %u tries", c->provider, c->model, c->url, limit_s, c->attempt + 1);
+                          "%s), %u tries", c->provider, c->model, c->url, limit_s, m->config->path, c->attempt + 1);
         else if (r == -EFBIG)
                 call_fail(c, SD_BUS_ERROR_LIMITS_EXCEEDED, "too-large",
                           "the answer of provider '%s' (model %s) at %s is larger than the limit of %u bytes",
@@ -382,7 +446,9 @@ static void call_start(Call *c) {
         uint64_t now = now_mono();
         if (now >= c->deadline) {
                 call_fail(c, SD_BUS_ERROR_TIMEOUT, "timeout",
-                          "no answer from provider '%s' within models.timeout", c->provider);
+                          "provider '%s' (model %s) at %s did not answer within %" PRIu64 " s (models.timeout in "
+                          "%s), %u tries", c->provider, c->model, c->url,
+                          (uint64_t) (c->m->config->models.timeout_usec / USEC_PER_SEC_ULL), c->m->config->path, c->attempt + 1);
                 return;
         }
         int r = con_http_request(c->m->http, c->url, c->headers, c->body, strlen(c->body), c->deadline - now,
@@ -425,20 +491,20 @@ static void pump(Models *m) {
 
 /* ---- the bus method ---- */
 
-/* The calling agent: uid → a-<name> → a configured agent. Root may name one. */
+static int pending_wait(Models *m, const char *agent, const char *task_id, sd_bus_message *msg);
+typedef struct PendingReg PendingReg;
+static void pending_release(PendingReg *p, bool resume);
+
+/* The calling agent: uid (asked of the bus asynchronously) → a-<name> → a configured agent. Root may
+ * name one. 1 with *ret, 0 parked (the handler runs again), or a negative errno with error set. */
 static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, const ConAgent **ret,
-                        sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                        uid_t *ret_uid, sd_bus_error *error) {
         uid_t uid;
-        int r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_UID, &creds);
-        if (r < 0)
-                return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
-        uint64_t aug = sd_bus_creds_get_augmented_mask(creds);
-        if (!(aug & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
-        } else if (!(aug & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
-        } else
-                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                          "Access denied: the bus did not say which user is calling");
+        int r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r;
+        if (ret_uid)
+                *ret_uid = uid;
         if (uid == 0) {
                 if (!requested)
                         return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
@@ -447,7 +513,7 @@ static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, c
                 if (!*ret)
                         return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT,
                                                   "no agent '%s' is configured in %s", requested, m->config->path);
-                return 0;
+                return 1;
         }
         struct passwd pw, *pwp = NULL;
         char buf[1024];
@@ -463,7 +529,7 @@ static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, c
                                           "(users a-NAME of the agents in %s) may call the model gateway",
                                           name, m->config->path);
         }
-        return 0;
+        return 1;
 }
 
 static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -483,13 +549,13 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = model_request_parse(json, strlen(json), &req, &perr);
         if (r == -ENOMEM)
                 return r;
-        /* Who is calling comes first: a stranger learns nothing about the request format. */
-        {
-                /* The "agent" field is only read for root; parse errors are reported after that. */
-                r = caller_agent(m, msg, req ? req->agent : NULL, &a, error);
-                if (r < 0)
-                        return r;
-        }
+        /* Who is calling comes first: a stranger learns nothing about the request format. The
+         * "agent" field is only read for root; parse errors are reported after that. */
+        r = caller_agent(m, msg, req ? req->agent : NULL, &a, NULL, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 1;       /* parked: runs again when the bus has said who is calling */
         if (!req)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "request_json: %s",
                                          perr ? perr : "invalid");
@@ -510,21 +576,37 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
                                           "agent '%s' has no model configured: set model on the agent or in base: "
                                           "in %s", a->name, m->config->path);
-        (void) model_resolve_key(m->env, a, &key, &key_var);
+        const char *generic_owner = m->config->models.generic_key_provider ?: MODEL_GENERIC_KEY_PROVIDER_DEFAULT;
+        (void) model_resolve_key(m->env, a, generic_owner, &key, &key_var);
         bool local = streq(a->rt.provider, "ollama") || streq(a->rt.provider, "compatible");
-        if (!key && !local)
+        if (!key && !local) {
+                const char *want = a->rt.api_key_env ?: "CON_API_KEY";
+                bool generic_elsewhere = model_key_var_is_generic(want) && !streq(generic_owner, a->rt.provider);
                 return con_bus_error_setf(error, CON_ERROR_NOT_CONFIGURED,
-                                          "no API key for agent '%s' (provider %s): put %s in %s",
-                                          a->name, a->rt.provider, a->rt.api_key_env ?: "CON_API_KEY",
-                                          m->opts.env_path ?: CON_MODELS_ENV_PATH);
+                                          "no API key for agent '%s' (provider %s): put %s in %s%s%s%s; "
+                                          RELOAD_HINT,
+                                          a->name, a->rt.provider, key_var ?: want,
+                                          m->opts.env_path ?: CON_MODELS_ENV_PATH,
+                                          generic_elsewhere ? " (" : "", generic_elsewhere ? want : "",
+                                          generic_elsewhere ? " is only sent to the provider named by "
+                                          "models.generic_key_provider, which is not this one)" : "");
+        }
 
+        /* Budgets are keyed by what the gateway knows: the agent (from the caller's uid) and the
+         * tasks its agent service registered. Any other task_id is the agent's unregistered use. */
+        if (req->task_id && !model_ledger_registered(m->ledger, a->name, req->task_id) &&
+            pending_wait(m, a->name, req->task_id, msg) > 0)
+                return 1;       /* parked: runs again when the registration of its task is decided */
+        const char *account = req->task_id && model_ledger_registered(m->ledger, a->name, req->task_id) ?
+                req->task_id : NULL;
         ConModelBudget b;
         con_config_model_budget(m->config, a->name, &b);
-        r = model_ledger_check(m->ledger, today(), a->name, req->task_id, &b, &budget_key, &bmsg);
+        r = model_ledger_check(m->ledger, today(), a->name, account, &b, &budget_key, &bmsg);
         if (r == -EDQUOT) {
                 (void) sd_bus_emit_signal(m->bus, CON_MODELS_PATH, CON_MODELS_INTERFACE, "BudgetExhausted", "ss",
                                           a->name, budget_key);
                 log_info("agent %s: %s", a->name, bmsg ? bmsg : budget_key);
+                audit_task(m, "model.refused", a->name, req->task_id, "budget", budget_key);
                 return con_bus_error_setf(error, CON_ERROR_BUDGET_EXHAUSTED, "%s", bmsg ? bmsg : budget_key);
         }
         if (r < 0)
@@ -567,7 +649,8 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 .m = m,
                 .msg = sd_bus_message_ref(msg),
                 .agent = strdup(a->name),
-                .task_id = req->task_id ? strdup(req->task_id) : NULL,
+                .task_id = account ? strdup(account) : NULL,
+                .claimed_task_id = req->task_id && !account ? strdup(req->task_id) : NULL,
                 .provider = strdup(a->rt.provider),
                 .model = strdup(a->rt.model),
                 .url = TAKE_PTR(url),
@@ -591,12 +674,269 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
         m->queue_tail = c;
         m->n_queued++;
         m->requests++;
-        if (!c->agent || !c->provider || !c->model || (req->task_id && !c->task_id)) {
+        if (!c->agent || !c->provider || !c->model || (req->task_id && !c->task_id && !c->claimed_task_id)) {
                 call_free(c);
                 return -ENOMEM;
         }
         pump(m);
         return 1;       /* replied later, from on_http() */
+}
+
+/* ---- task registration (by the agent service) ---- */
+
+/* A RegisterTask being decided. The agent service sends it before it starts the session, so it is
+ * dispatched before the session's first Complete; deciding it takes bus round trips (the caller's
+ * uid, the owner of the agent's bus name), and a Complete naming that task waits for the decision
+ * instead of being charged to the unregistered account meanwhile. */
+struct PendingReg {
+        Models *m;
+        char *agent, *task_id;
+        sd_bus_message **regs;          /* the RegisterTask calls being decided */
+        size_t n_regs;
+        sd_bus_message **waiting;       /* Complete calls naming this task, parked until then */
+        size_t n_waiting;
+        sd_event_source *timer;         /* gives up waiting (a caller that vanished mid-lookup) */
+        PendingReg *next;
+};
+
+#define PENDING_REGS_MAX     1024U
+#define PENDING_WAITING_MAX  64U
+#define PENDING_REG_TIMEOUT_USEC (12ULL * 1000000ULL)
+
+static PendingReg *pending_find(Models *m, const char *agent, const char *task_id) {
+        for (PendingReg *p = m->pending_regs; p; p = p->next)
+                if (streq(p->agent, agent) && streq(p->task_id, task_id))
+                        return p;
+        return NULL;
+}
+
+/* Frees p; the Complete calls waiting for it run again (and find the decision), unless !resume
+ * (the gateway stops). */
+static void pending_release(PendingReg *p, bool resume) {
+        Models *m = p->m;
+        for (PendingReg **q = &m->pending_regs; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        m->n_pending_regs--;
+                        break;
+                }
+        for (size_t i = 0; i < p->n_waiting; i++) {
+                sd_bus_message *w = p->waiting[i];
+                if (!resume) {
+                        sd_bus_message_unref(w);
+                        continue;
+                }
+                int r = sd_bus_message_rewind(w, true);
+                if (r >= 0)
+                        r = sd_bus_enqueue_for_read(m->bus, w);
+                if (r < 0)
+                        (void) sd_bus_reply_method_errorf(w, SD_BUS_ERROR_FAILED,
+                                                          "cannot resume the call after its task's registration: %s",
+                                                          strerror(-r));
+                sd_bus_message_unref(w);
+        }
+        for (size_t i = 0; i < p->n_regs; i++)
+                sd_bus_message_unref(p->regs[i]);
+        sd_event_source_disable_unref(p->timer);
+        free(p->waiting);
+        free(p->regs);
+        free(p->agent);
+        free(p->task_id);
+        free(p);
+}
+
+static int on_pending_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) s, (void) usec;
+        pending_release(userdata, true);
+        return 0;
+}
+
+static bool msgv_has(sd_bus_message * const *v, size_t n, const sd_bus_message *msg) {
+        for (size_t i = 0; i < n; i++)
+                if (v[i] == msg)
+                        return true;
+        return false;
+}
+
+static int msgv_push(sd_bus_message ***v, size_t *n, sd_bus_message *msg) {
+        sd_bus_message **nv = reallocarray(*v, *n + 1, sizeof(sd_bus_message *));
+        if (!nv)
+                return -ENOMEM;
+        *v = nv;
+        (*v)[(*n)++] = sd_bus_message_ref(msg);
+        return 0;
+}
+
+/* A RegisterTask call is being decided (called on every run of its handler). Best effort: without
+ * memory or over the caps, Complete calls simply do not wait. */
+static void pending_begin(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = pending_find(m, agent, task_id);
+        if (!p) {
+                if (m->n_pending_regs >= PENDING_REGS_MAX)
+                        return;
+                p = calloc(1, sizeof(*p));
+                if (!p)
+                        return;
+                p->m = m;
+                p->agent = strdup(agent);
+                p->task_id = strdup(task_id);
+                p->next = m->pending_regs;
+                m->pending_regs = p;
+                m->n_pending_regs++;
+                if (!p->agent || !p->task_id ||
+                    sd_event_add_time_relative(m->event, &p->timer, CLOCK_MONOTONIC, PENDING_REG_TIMEOUT_USEC, 0,
+                                               on_pending_timeout, p) < 0) {
+                        pending_release(p, true);
+                        return;
+                }
+        }
+        if (!msgv_has(p->regs, p->n_regs, msg))
+                (void) msgv_push(&p->regs, &p->n_regs, msg);
+}
+
+/* That RegisterTask call is decided (replied to). */
+static void pending_end(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = pending_find(m, agent, task_id);
+        if (!p)
+                return;
+        for (size_t i = 0; i < p->n_regs; i++)
+                if (p->regs[i] == msg) {
+                        sd_bus_message_unref(p->regs[i]);
+                        p->regs[i] = p->regs[--p->n_regs];
+                        break;
+                }
+        if (p->n_regs == 0)
+                pending_release(p, true);
+}
+
+/* Should this Complete call wait for a registration of its task? 1: parked. */
+static int pending_wait(Models *m, const char *agent, const char *task_id, sd_bus_message *msg) {
+        PendingReg *p = task_id ? pending_find(m, agent, task_id) : NULL;
+        if (!p || p->n_waiting >= PENDING_WAITING_MAX)
+                return 0;
+        if (msgv_has(p->waiting, p->n_waiting, msg))
+                return 1;
+        return msgv_push(&p->waiting, &p->n_waiting, msg) < 0 ? 0 : 1;
+}
+
+typedef struct OwnerLookup {
+        Models *m;
+        sd_bus_message *msg;
+        char *agent, *task_id;
+        bool register_task;
+} OwnerLookup;
+
+static OwnerLookup *owner_lookup_free(OwnerLookup *o) {
+        if (!o)
+                return NULL;
+        sd_bus_message_unref(o->msg);
+        free(o->agent);
+        free(o->task_id);
+        free(o);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(OwnerLookup *, owner_lookup_free);
+
+static int task_apply(Models *m, sd_bus_message *msg, const char *agent, const char *task_id, bool reg) {
+        int r;
+        if (reg) {
+                r = model_ledger_register(m->ledger, agent, task_id);
+                if (r < 0)
+                        return sd_bus_reply_method_errno(msg, r, NULL);
+        } else
+                (void) model_ledger_unregister(m->ledger, agent, task_id);      /* idempotent */
+        audit_task(m, reg ? "model.task_registered" : "model.task_ended", agent, task_id, NULL, NULL);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int on_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(owner_lookup_freep) OwnerLookup *o = userdata;
+        const char *owner = NULL, *sender = sd_bus_message_get_sender(o->msg);
+        (void) ret_error;
+
+        if (sd_bus_message_is_method_error(reply, NULL) || sd_bus_message_read(reply, "s", &owner) < 0 ||
+            !sender || !streq(owner, sender)) {
+                (void) sd_bus_reply_method_errorf(o->msg, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: only root and the agent service of '%s' (the "
+                                                  "owner of its bus name) may register its tasks", o->agent);
+                /* A session trying to buy itself a budget: visible in the usage log. */
+                log_info("agent %s: %s from %s refused: not the owner of its bus name", o->agent,
+                         sd_bus_message_get_member(o->msg), strempty(sender));
+                audit_task(o->m, "model.register_refused", o->agent, o->task_id, "method",
+                           sd_bus_message_get_member(o->msg));
+        } else
+                (void) task_apply(o->m, o->msg, o->agent, o->task_id, o->register_task);
+        if (o->register_task)
+                pending_end(o->m, o->agent, o->task_id, o->msg);
+        return 0;
+}
+
+/* 1 replied or parked, 2 waiting for the name owner (on_owner_reply replies), or an error. */
+static int method_task_run(Models *m, sd_bus_message *msg, bool reg, const char *agent, const char *task_id,
+                           sd_bus_error *error) {
+        uid_t uid;
+        int r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return 2;       /* parked: runs again when the bus has said who is calling */
+        if (uid == 0) {
+                r = task_apply(m, msg, agent, task_id, reg);
+                return r < 0 ? r : 1;
+        }
+
+        _cleanup_free_ char *name = NULL;
+        r = con_agent_bus_name(agent, &name);
+        if (r < 0)
+                return r;
+        _cleanup_(owner_lookup_freep) OwnerLookup *o = calloc(1, sizeof(*o));
+        if (!o)
+                return -ENOMEM;
+        *o = (OwnerLookup) { .m = m, .msg = sd_bus_message_ref(msg), .agent = strdup(agent),
+                             .task_id = strdup(task_id), .register_task = reg };
+        if (!o->agent || !o->task_id)
+                return -ENOMEM;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *q = NULL;
+        r = sd_bus_message_new_method_call(m->bus, &q, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                           "org.freedesktop.DBus", "GetNameOwner");
+        if (r >= 0)
+                r = sd_bus_message_append(q, "s", name);
+        if (r >= 0)
+                r = sd_bus_call_async(m->bus, NULL, q, on_owner_reply, o, OWNER_LOOKUP_TIMEOUT_USEC);
+        if (r < 0)
+                return r;
+        TAKE_PTR(o);
+        return 2;
+}
+
+/* RegisterTask / UnregisterTask: root, or the caller that owns org.conspiracy.<Agent> (the agent
+ * service: the bus policy decides who may own that name; its sessions cannot take it while the
+ * service holds it). */
+static int method_task(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Models *m = userdata;
+        bool reg = streq(sd_bus_message_get_member(msg), "RegisterTask");
+        const char *agent, *task_id;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &agent, &task_id);
+        if (r < 0)
+                return r;
+        if (!con_config_find_agent(m->config, agent))
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "no agent '%s' is configured in %s",
+                                          agent, m->config->path);
+        size_t l = strlen(task_id);
+        bool ok = l >= 1 && l <= 128;
+        for (size_t k = 0; ok && k < l; k++)
+                ok = task_id[k] > ' ' && task_id[k] < 0x7f;
+        if (!ok)
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "task_id: must be 1 to 128 printable characters without spaces");
+        if (reg)
+                pending_begin(m, agent, task_id, msg);
+        r = method_task_run(m, msg, reg, agent, task_id, error);
+        if (r != 2 && reg)
+                pending_end(m, agent, task_id, msg);    /* decided: replied, or the error below */
+        return r < 0 ? r : 1;
 }
 
 static int property_usage(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -629,6 +969,10 @@ static const sd_bus_vtable models_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_NAMES("Complete", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(response_json),
                                  method_complete, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RegisterTask", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(task_id), NULL, ,
+                                 method_task, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("UnregisterTask", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(task_id), NULL, ,
+                                 method_task, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_NAMES("BudgetExhausted", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(budget), 0),
         SD_BUS_PROPERTY("Usage", "a{s(tt)}", property_usage, 0, 0),
         SD_BUS_PROPERTY("Requests", "t", property_counter, 0, 0),
@@ -729,6 +1073,12 @@ int models_run(Models *m) {
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return r;
+        /* Only for "who is calling" (con_authz_caller_uid): the gateway asks polkit nothing. */
+        ConAuthzOptions ao = { .root_policy = CON_AUTHZ_ROOT_ALLOW, .no_cache = true,
+                               .watch_dirs = (char * const[]) { NULL } };
+        r = con_authz_new(m->bus, m->event, &ao, &m->authz);
+        if (r < 0)
+                return r;
         r = sd_bus_request_name(m->bus, CON_MODELS_BUS_NAME, 0);
         if (r < 0) {
                 log_error("Failed to own %s (%s)%s", CON_MODELS_BUS_NAME, strerror(-r),
@@ -747,7 +1097,10 @@ Models *models_free(Models *m) {
                 return NULL;
         while (m->calls)
                 call_free(m->calls);
+        while (m->pending_regs)
+                pending_release(m->pending_regs, false);
         sd_event_source_disable_unref(m->pump_timer);
+        con_authz_free(m->authz);
         con_http_free(m->http);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);

@@ -104,33 +104,78 @@ const char *model_env_get(char * const *env, const char *name) {
         return found && *found ? found : NULL;
 }
 
-int model_resolve_key(char * const *env, const ConAgent *a, const char **ret_key, const char **ret_var) {
+/* The variables that belong to one provider: never sent anywhere else. */
+static const struct {
+        const char *var, *provider;
+} provider_vars[] = {
+        { "CON_OPENROUTER_API_KEY", "openrouter" },
+        { "CON_AUTH_ANTHROPIC",     "anthropic" },
+        { "CON_AUTH_OPENAI",        "openai" },
+};
+
+static const char * const generic_vars[] = {
+        "CON_API_KEY", "CON_OFFICER_API_KEY", "CON_OPERATOR_API_KEY", "CON_WORKER_API_KEY",
+};
+
+bool model_key_var_is_generic(const char *var) {
+        for (size_t i = 0; i < ELEMENTSOF(generic_vars); i++)
+                if (streq(var, generic_vars[i]))
+                        return true;
+        return false;
+}
+
+const char *model_key_var_provider(const char *var, const char *generic_owner) {
+        if (model_key_var_is_generic(var))
+                return generic_owner ?: MODEL_GENERIC_KEY_PROVIDER_DEFAULT;
+        for (size_t i = 0; i < ELEMENTSOF(provider_vars); i++)
+                if (streq(var, provider_vars[i].var))
+                        return provider_vars[i].provider;
+        return NULL;
+}
+
+const char *model_provider_key_var(const char *provider) {
+        for (size_t i = 0; provider && i < ELEMENTSOF(provider_vars); i++)
+                if (streq(provider, provider_vars[i].provider))
+                        return provider_vars[i].var;
+        return NULL;
+}
+
+int model_resolve_key(char * const *env, const ConAgent *a, const char *generic_owner, const char **ret_key,
+                      const char **ret_var) {
         static const char * const tier_vars[_CON_TIER_MAX] = {
                 [CON_TIER_OFFICER] = "CON_OFFICER_API_KEY",
                 [CON_TIER_OPERATOR] = "CON_OPERATOR_API_KEY",
                 [CON_TIER_WORKER] = "CON_WORKER_API_KEY",
         };
         const char *var = a->rt.api_key_env ? a->rt.api_key_env : "CON_API_KEY";
+        const char *p = a->rt.provider ? a->rt.provider : "openrouter";
+        const char *own = model_provider_key_var(p);
         const char *cand[3] = {};
         size_t n = 0;
 
         if (streq(var, "CON_API_KEY") && a->tier > CON_TIER_NONE && a->tier < _CON_TIER_MAX)
                 cand[n++] = tier_vars[a->tier];
         cand[n++] = var;
-        const char *p = a->rt.provider ? a->rt.provider : "openrouter";
-        cand[n++] = streq(p, "openrouter") ? "CON_OPENROUTER_API_KEY" :
-                    streq(p, "anthropic") ? "CON_AUTH_ANTHROPIC" :
-                    streq(p, "openai") ? "CON_AUTH_OPENAI" : NULL;
+        if (own && !streq(own, var))
+                cand[n++] = own;
 
         for (size_t i = 0; i < n; i++) {
-                const char *k = cand[i] ? model_env_get(env, cand[i]) : NULL;
+                /* A variable that belongs to a provider (the generic ones to the owner the config
+                 * names) goes to that provider only; any other name is the agent's own choice. */
+                const char *owner = model_key_var_provider(cand[i], generic_owner);
+                if (owner && !streq(owner, p))
+                        continue;
+                const char *k = model_env_get(env, cand[i]);
                 if (k) {
                         *ret_key = k;
                         *ret_var = cand[i];
                         return 0;
                 }
         }
-        *ret_key = *ret_var = NULL;
+        *ret_key = NULL;
+        /* The variable to set: the agent's own when it may be used, else the provider's. */
+        const char *owner = model_key_var_provider(var, generic_owner);
+        *ret_var = !owner || streq(owner, p) ? var : own;
         return -ENOKEY;
 }
 
@@ -458,6 +503,9 @@ int model_response_to_json(const ConLlmResponse *resp, char **ret_json) {
         }
         if (!cJSON_AddStringToObject(o, "stop_reason", con_llm_stop_to_string(resp->stop) ?: "other"))
                 return -ENOMEM;
+        if (!(resp->stop_raw ? cJSON_AddStringToObject(o, "provider_stop_reason", resp->stop_raw) :
+              cJSON_AddNullToObject(o, "provider_stop_reason")))
+                return -ENOMEM;
         cJSON *u = cJSON_AddObjectToObject(o, "usage");
         if (!u || !cJSON_AddNumberToObject(u, "input_tokens", (double) resp->input_tokens) ||
             !cJSON_AddNumberToObject(u, "output_tokens", (double) resp->output_tokens))
@@ -477,12 +525,14 @@ typedef struct LedgerDay {
         char *agent;
         uint64_t in, out;
         double cost;
+        uint64_t unregistered;  /* tokens of calls that named no registered task */
 } LedgerDay;
 
 typedef struct LedgerTask {
         char *agent, *task_id;
         uint64_t tokens;
         uint64_t stamp;         /* for eviction: higher = more recent */
+        bool registered;        /* running now: never evicted */
 } LedgerTask;
 
 struct ModelLedger {
@@ -541,6 +591,80 @@ double model_cost(const ConModelBudget *b, uint64_t in, uint64_t out) {
         return (double) in * b->price_per_mtok_in / 1e6 + (double) out * b->price_per_mtok_out / 1e6;
 }
 
+/* The entry of a task, created when missing. At MODEL_TASKS_TRACKED entries the least recently used
+ * task that is not registered goes; when all are registered, the least recently used of those (a
+ * registration the agent service never ended). NULL on -ENOMEM. */
+static LedgerTask *ledger_task_make(ModelLedger *l, const char *agent, const char *task_id) {
+        LedgerTask *t = (LedgerTask *) ledger_task(l, agent, task_id);
+        if (t)
+                return t;
+        if (l->n_tasks >= MODEL_TASKS_TRACKED) {
+                size_t old = SIZE_MAX;
+                for (size_t i = 0; i < l->n_tasks; i++)
+                        if (old == SIZE_MAX || l->tasks[i].registered < l->tasks[old].registered ||
+                            (l->tasks[i].registered == l->tasks[old].registered &&
+                             l->tasks[i].stamp < l->tasks[old].stamp))
+                                old = i;
+                free(l->tasks[old].agent);
+                free(l->tasks[old].task_id);
+                l->tasks[old] = l->tasks[--l->n_tasks];
+        }
+        LedgerTask *n = reallocarray(l->tasks, l->n_tasks + 1, sizeof(*n));
+        if (!n)
+                return NULL;
+        l->tasks = n;
+        t = &l->tasks[l->n_tasks];
+        *t = (LedgerTask) { .agent = strdup(agent), .task_id = strdup(task_id), .stamp = ++l->stamp };
+        if (!t->agent || !t->task_id) {
+                free(t->agent);
+                free(t->task_id);
+                return NULL;
+        }
+        l->n_tasks++;
+        return t;
+}
+
+int model_ledger_register(ModelLedger *l, const char *agent, const char *task_id) {
+        LedgerTask *t = ledger_task_make(l, agent, task_id);
+        if (!t)
+                return -ENOMEM;
+        if (!t->registered && model_ledger_n_registered(l, agent) >= MODEL_TASKS_REGISTERED_MAX) {
+                /* An agent runs far fewer tasks at once: the oldest registration was never ended
+                 * (the agent service died). It is dropped, not the new one. */
+                LedgerTask *old = NULL;
+                for (size_t i = 0; i < l->n_tasks; i++)
+                        if (l->tasks[i].registered && streq(l->tasks[i].agent, agent) &&
+                            (!old || l->tasks[i].stamp < old->stamp))
+                                old = &l->tasks[i];
+                if (old)
+                        old->registered = false;
+        }
+        t->registered = true;
+        t->stamp = ++l->stamp;
+        return 0;
+}
+
+int model_ledger_unregister(ModelLedger *l, const char *agent, const char *task_id) {
+        LedgerTask *t = (LedgerTask *) ledger_task(l, agent, task_id);
+        if (!t || !t->registered)
+                return -ENOENT;
+        t->registered = false;
+        return 0;
+}
+
+bool model_ledger_registered(const ModelLedger *l, const char *agent, const char *task_id) {
+        const LedgerTask *t = ledger_task(l, agent, task_id);
+        return t && t->registered;
+}
+
+size_t model_ledger_n_registered(const ModelLedger *l, const char *agent) {
+        size_t n = 0;
+        for (size_t i = 0; i < l->n_tasks; i++)
+                if (l->tasks[i].registered && (!agent || streq(l->tasks[i].agent, agent)))
+                        n++;
+        return n;
+}
+
 int model_ledger_add(ModelLedger *l, uint64_t day, const char *agent, const char *task_id,
                      uint64_t in, uint64_t out, const ConModelBudget *b) {
         if (day != l->day) {
@@ -565,33 +689,13 @@ int model_ledger_add(ModelLedger *l, uint64_t day, const char *agent, const char
         if (cost > 0)
                 d->cost += cost;
 
-        if (!task_id)
+        if (!task_id) {
+                d->unregistered += in + out;
                 return 0;
-        LedgerTask *t = (LedgerTask *) ledger_task(l, agent, task_id);
-        if (!t) {
-                if (l->n_tasks >= MODEL_TASKS_TRACKED) {
-                        /* Forget the least recently used task. */
-                        size_t old = 0;
-                        for (size_t i = 1; i < l->n_tasks; i++)
-                                if (l->tasks[i].stamp < l->tasks[old].stamp)
-                                        old = i;
-                        free(l->tasks[old].agent);
-                        free(l->tasks[old].task_id);
-                        l->tasks[old] = l->tasks[--l->n_tasks];
-                }
-                LedgerTask *n = reallocarray(l->tasks, l->n_tasks + 1, sizeof(*n));
-                if (!n)
-                        return -ENOMEM;
-                l->tasks = n;
-                t = &l->tasks[l->n_tasks];
-                *t = (LedgerTask) { .agent = strdup(agent), .task_id = strdup(task_id) };
-                if (!t->agent || !t->task_id) {
-                        free(t->agent);
-                        free(t->task_id);
-                        return -ENOMEM;
-                }
-                l->n_tasks++;
         }
+        LedgerTask *t = ledger_task_make(l, agent, task_id);
+        if (!t)
+                return -ENOMEM;
         t->tokens += in + out;
         t->stamp = ++l->stamp;
         return 0;
@@ -606,6 +710,16 @@ int model_ledger_check(const ModelLedger *l, uint64_t day, const char *agent, co
         *ret_budget = NULL;
         if (ret_message)
                 *ret_message = NULL;
+        if (b->tokens_per_task && !task_id && d && d->unregistered >= b->tokens_per_task) {
+                *ret_budget = "budget_tokens_per_task";
+                if (ret_message && asprintf(ret_message,
+                                            "agent '%s' used %" PRIu64 " tokens today (UTC) in calls that name no task "
+                                            "its agent service registered as running; together they get one "
+                                            "budget_tokens_per_task of %u a day (models: in /etc/con/con.yaml)",
+                                            agent, d->unregistered, b->tokens_per_task) < 0)
+                        return -ENOMEM;
+                return -EDQUOT;
+        }
         if (b->tokens_per_task && t && t->tokens >= b->tokens_per_task) {
                 *ret_budget = "budget_tokens_per_task";
                 if (ret_message && asprintf(ret_message,

@@ -75,6 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         check_response(resp);
                         round_trip(resp);
                 }
+                /* The billed tokens: read from anything, and the same figures a valid parse found. */
+                uint64_t in = 1, out = 1;
+                int u = con_llm_parse_usage((ConLlmWire) w, (const char *) data, size, &in, &out);
+                if (u < 0 || (u == 0 && (in || out)))
+                        abort();
+                if (r >= 0 && resp->has_usage && (resp->input_tokens != in || resp->output_tokens != out))
+                        abort();
                 con_llm_response_free(resp);
                 con_llm_error_done(&e);
         }

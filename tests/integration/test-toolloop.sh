@@ -25,8 +25,38 @@ toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
 
 section "fake LLM server"
 P=/v1/chat/completions
+# What a hijacked session would run through the exec tool: the model gateway directly, with fresh
+# task ids, and a registration of its own.
+cat >"$T/hostile.sh" <<'EOF'
+#!/bin/sh
+ok=0 refused=0
+for i in 1 2 3 4 5; do
+        if dbus-send --system --print-reply --reply-timeout=30000 --dest=org.conspiracy.Models \
+                /org/conspiracy/Models org.conspiracy.Models1.Complete \
+                "string:{\"task_id\":\"hostile-$i\",\"messages\":[{\"role\":\"user\",\"content\":\"bigspend-fresh\"}]}" \
+                >/dev/null 2>&1; then
+                ok=$((ok + 1))
+        else
+                refused=$((refused + 1))
+        fi
+done
+if dbus-send --system --print-reply --dest=org.conspiracy.Models /org/conspiracy/Models \
+        org.conspiracy.Models1.RegisterTask string:concierge string:hostile-reg >/dev/null 2>&1; then
+        echo REGISTERED-ITSELF
+else
+        echo REGISTER-REFUSED
+fi
+echo "HOSTILE-DONE ok=$ok refused=$refused"
+EOF
+chmod 0755 "$T/hostile.sh"
 cat >"$T/script.json" <<EOF
 { "rules": [
+  { "path": "$P", "match": "HOSTILE-DONE", "body": $(answer "hostile run over") },
+  { "path": "$P", "match": "bigspend-fresh",
+    "body": { "choices": [ { "message": { "content": "expensive" }, "finish_reason": "stop" } ],
+              "usage": { "prompt_tokens": 900, "completion_tokens": 100 } } },
+  { "path": "$P", "match": "hostile-session",
+    "body": $(toolcall call_h exec '"{\"command\":\"sh /srv/con/agents/concierge/workspace/hostile.sh\"}"') },
   { "path": "$P", "match": "spend-the-budget",
     "body": { "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "call_b", "type": "function",
       "function": { "name": "exec", "arguments": "{\"command\":\"echo SPENT-IT\"}" } } ] }, "finish_reason": "tool_calls" } ],
@@ -51,6 +81,12 @@ cat >"$T/script.json" <<EOF
   { "path": "$P", "match": "loop-forever",
     "body": $(toolcall call_l exec '"{\"command\":\"true\"}"') },
   { "path": "$P", "match": "Exit code: 0", "body": $(toolcall call_l2 exec '"{\"command\":\"true\"}"') },
+  { "path": "$P", "match": "stop-at-length",
+    "body": { "choices": [ { "message": { "content": "Partial ans" }, "finish_reason": "length" } ],
+              "usage": { "prompt_tokens": 5, "completion_tokens": 5 } } },
+  { "path": "$P", "match": "filter-me",
+    "body": { "choices": [ { "message": { "content": "" }, "finish_reason": "content_filter" } ] } },
+  { "path": "$P", "match": "hang-the-model", "behaviour": "hang" },
   { "path": "$P", "body": $(answer "fallback answer") }
 ] }
 EOF
@@ -67,12 +103,13 @@ cat >/etc/con/con.yaml <<EOF
 system:
   name: toolloop-test
 models:
+  timeout: 6s
   agents:
     concierge:
       budget_tokens_per_task: 50
 base:
   runner: picoclaw
-  provider: compatible
+  provider: openrouter          # played by the fake server: CON_API_KEY is OpenRouter's key
   base_url: http://127.0.0.1:$PORT/v1
   model: fake-model
 agents:
@@ -103,6 +140,16 @@ check_output "the session history was written" 'say-hello-direct' \
         cat /srv/con/agents/concierge/workspace/sessions/con_concierge.json
 check_output "... private to the agent" '^a-concierge 600$' \
         stat -c '%U %a' /srv/con/agents/concierge/workspace/sessions/con_concierge.json
+
+check_output "the agent service registered the task with the model gateway (budgets are keyed by it)" \
+        '^concierge$' jq -r 'select(.event == "model.task_registered") | .agent' /srv/con/logs/models/audit.jsonl
+for _ in $(seq 50); do grep -q '"model.task_ended"' /srv/con/logs/models/audit.jsonl && break; sleep 0.1; done
+check_output "... and ended it when the session was over" '^concierge$' \
+        jq -r 'select(.event == "model.task_ended") | .agent' /srv/con/logs/models/audit.jsonl
+check_output "... so its call was charged to that task" '^1 0$' \
+        jq -s -r '[.[] | select(.event == "model.call" and .agent == "concierge")] |
+                  "\([.[] | select(.task_id != null)] | length) \([.[] | select(.task_id == null)] | length)"' \
+        /srv/con/logs/models/audit.jsonl
 
 section "a tool call whose command fails"
 check_output "the model's answer after the failed command" 'failed with exit code 2' \
@@ -139,6 +186,40 @@ check_output "control: the key did reach the provider as the Bearer token" "Bear
 section "loop detection"
 check_fail_output "the same call three times in a row stops the task" 'loop detected' \
         con-send --timeout 120 "loop-forever"
+
+section "a hijacked session calling the gateway with fresh task ids is limited all the same"
+# As if the session had written it: in its workspace (its working directory), as the agent user.
+check "a script in the concierge's workspace, owned by the agent user" \
+        install -o a-concierge -g "$(id -gn a-concierge)" -m 0700 "$T/hostile.sh" /srv/con/agents/concierge/workspace/hostile.sh
+check_output "the session runs its calls and finishes" 'hostile run over' con-send --timeout 180 "hostile-session"
+jq -r 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log" >"$T/hostile-results"
+check_output "... one of five fresh-id calls was answered (the unregistered day's budget of 50), four refused" \
+        'HOSTILE-DONE ok=1 refused=4' cat "$T/hostile-results"
+check_output "... it could not register a task of its own" 'REGISTER-REFUSED' cat "$T/hostile-results"
+check_eq "... the provider was asked once for them" 1 "$(grep -c bigspend-fresh "$T/fake.log")"
+check_eq "... each refusal is a record in the gateway's usage log" 4 \
+        "$(jq -r 'select(.event == "model.refused") | .task_id' /srv/con/logs/models/audit.jsonl | grep -c '^hostile-')"
+check_output "... and so is the registration attempt" '^hostile-reg$' \
+        jq -r 'select(.event == "model.register_refused") | .task_id' /srv/con/logs/models/audit.jsonl
+
+section "stop reasons: a cut-off or filtered answer is not a result"
+check_status "an answer cut at the token limit: exit status 1" 1 con-send --timeout 120 "stop-at-length"
+check_output "... the task failed as truncated, with the provider's reason" \
+        'failed: .*truncated: the model.s answer was cut off at the token limit \(stop reason "length", max_tokens 8192\)' \
+        echo "$LIB_OUT"
+ID=$(sed -n 's/^con-send: task \([^ ]*\) failed.*/\1/p' <<<"$LIB_OUT" | head -n1)
+check_output "con task $ID: failed, with the reason" 'failed' con task "${ID:-none}"
+check_output "... truncated, stop reason length" 'truncated: .*stop reason "length"' echo "$LIB_OUT"
+check_fail "... the cut-off text was not stored as the result" grep -q 'Partial ans' <<<"$LIB_OUT"
+check_status "an answer stopped by the content filter: exit status 1" 1 con-send --timeout 120 "filter-me"
+check_output "... filtered, with the provider's reason" \
+        'filtered: the provider.s content filter stopped the answer \(stop reason "content_filter"\)' echo "$LIB_OUT"
+
+section "a gateway timeout names the gateway's limit"
+check_status "a model that never answers: exit status 1" 1 con-send --timeout 120 "hang-the-model"
+check_output "... the reason is the gateway's: models.timeout of 6 s" \
+        "timed out in the gateway: provider 'openrouter' \(model fake-model\) at .* did not answer within 6 s \(models.timeout" \
+        echo "$LIB_OUT"
 
 section "budget exhausted: the task pauses, the sysadmin is told once"
 sys_tasks_from_concierge() {

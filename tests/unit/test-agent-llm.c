@@ -8,6 +8,7 @@
 #include "agent-tools.h"
 #include "macro.h"
 #include "strv.h"
+#include "task.h"
 #include "test-util.h"
 
 static char *parse_err(const char *tool, const char *json, int want) {
@@ -320,6 +321,51 @@ static void test_file_tools(void) {
         test_tmpdir_remove(dir);
 }
 
+static void test_stop_reasons(void) {
+        static const struct {
+                const char *json, *want;        /* want NULL: a usable answer */
+        } t[] = {
+                { "{\"text\":\"ok\",\"stop_reason\":\"end\",\"provider_stop_reason\":\"stop\"}", NULL },
+                { "{\"text\":\"half an ans\",\"stop_reason\":\"max_tokens\",\"provider_stop_reason\":\"length\"}",
+                  "truncated: the model's answer was cut off at the token limit (stop reason \"length\", max_tokens 8192) after 11 bytes" },
+                { "{\"text\":\"x\",\"stop_reason\":\"max_tokens\"}", "stop reason \"max_tokens\"" },
+                { "{\"text\":null,\"stop_reason\":\"filtered\",\"provider_stop_reason\":\"content_filter\"}",
+                  "filtered: the provider's content filter stopped the answer (stop reason \"content_filter\")" },
+                { "{\"text\":\"I won't\",\"stop_reason\":\"filtered\",\"provider_stop_reason\":\"refusal\"}",
+                  "refused: the model declined to answer (stop reason \"refusal\"): I won't" },
+                { "{\"text\":\"x\",\"stop_reason\":\"other\",\"provider_stop_reason\":\"pause_turn\"}", NULL },
+                /* Tool calls are run whatever the stop says. */
+                { "{\"text\":null,\"tool_calls\":[{\"id\":\"c\",\"name\":\"exec\",\"arguments\":{}}],"
+                  "\"stop_reason\":\"tool_use\",\"provider_stop_reason\":\"length\"}", NULL },
+        };
+        /* A long refusal is cut on a character boundary: "x" then é (2 bytes) puts byte 300 inside one. */
+        char text[512] = "x";
+        for (int k = 0; k < 200; k++)
+                strcat(text, "\xc3\xa9");
+        ConLlmResponse long_refusal = { .text = text, .stop = CON_LLM_STOP_FILTERED, .stop_raw = (char *) "refusal" };
+        char *lr = NULL;
+        g_assert_cmpint(agent_llm_stop_reason(&long_refusal, 8192, &lr), ==, 1);
+        size_t bad = 0;
+        g_assert_cmpint(con_utf8_check(lr, strlen(lr), &bad), ==, CON_TASK_OK);
+        g_assert_nonnull(strstr(lr, ": x\xc3\xa9"));
+        free(lr);
+        for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *r = NULL;
+                char *err = NULL, *reason = NULL;
+                g_assert_cmpint(agent_llm_response_parse(t[i].json, &r, &err), ==, 0);
+                int k = agent_llm_stop_reason(r, 8192, &reason);
+                if (!t[i].want) {
+                        g_assert_cmpint(k, ==, 0);
+                        g_assert_null(reason);
+                } else {
+                        g_assert_cmpint(k, ==, 1);
+                        if (!strstr(reason, t[i].want))
+                                g_error("case %zu: \"%s\" lacks \"%s\"", i, reason, t[i].want);
+                        free(reason);
+                }
+        }
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/agent-llm/args-valid", test_args_valid);
@@ -328,6 +374,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-llm/history", test_history);
         g_test_add_func("/agent-llm/prompt", test_prompt);
         g_test_add_func("/agent-llm/neutral-json", test_neutral_json);
+        g_test_add_func("/agent-llm/stop-reasons", test_stop_reasons);
         g_test_add_func("/agent-llm/exec-tool", test_exec_tool);
         g_test_add_func("/agent-llm/file-tools", test_file_tools);
         return con_test_run();

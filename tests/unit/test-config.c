@@ -81,6 +81,21 @@ static void test_errors_syntax(void) {
                      "con.yaml:3:5: agents[0].tier\\x00x: the key contains a NUL byte");
 }
 
+static void test_generic_key_provider(void) {
+        ConConfig *c = parse_ok(A0);
+        g_assert_null(c->models.generic_key_provider);        /* the gateway's default: openrouter */
+        con_config_free(c);
+        c = parse_ok("models:\n  generic_key_provider: anthropic\n" A0);
+        g_assert_cmpstr(c->models.generic_key_provider, ==, "anthropic");
+        con_config_free(c);
+        assert_error("models:\n  generic_key_provider: claude_code\n" A0,
+                     "con.yaml:2:25: models.generic_key_provider: 'claude_code' is not allowed; use openrouter, "
+                     "anthropic, openai, ollama or compatible (the provider that CON_API_KEY is for)");
+        _cleanup_free_ char *e = parse_error_len("models:\n  generic_key_provider: acme\n" A0,
+                                                 strlen("models:\n  generic_key_provider: acme\n" A0));
+        g_assert_nonnull(strstr(e, "models.generic_key_provider: 'acme' is not allowed"));
+}
+
 static void test_errors_top(void) {
         assert_error("a: 1\n" A0,
                      "con.yaml:1:1: a: unknown key; allowed keys are system, base, defaults (deprecated), "
@@ -810,6 +825,7 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/config/errors/syntax", test_errors_syntax);
         g_test_add_func("/config/errors/top", test_errors_top);
+        g_test_add_func("/config/generic-key-provider", test_generic_key_provider);
         g_test_add_func("/config/errors/base", test_errors_base);
         g_test_add_func("/config/errors/contracts", test_errors_contracts);
         g_test_add_func("/config/errors/agent", test_errors_agent);

@@ -493,6 +493,69 @@ static void test_retry_after(void) {
         g_assert_cmpint(con_http_parse_retry_after("Sun, 06 Nov 1994 08:49:37 UTC", now, &d), ==, -EINVAL);
 }
 
+static void test_stop_reasons(void) {
+        static const struct {
+                ConLlmWire wire;
+                const char *body;
+                ConLlmStop stop;
+                const char *raw;
+        } t[] = {
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}",
+                  CON_LLM_STOP_END, "stop" },
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"a\"},\"finish_reason\":\"length\"}]}",
+                  CON_LLM_STOP_MAX_TOKENS, "length" },
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":null},\"finish_reason\":\"content_filter\"}]}",
+                  CON_LLM_STOP_FILTERED, "content_filter" },
+                /* OpenAI's refusal field wins over "stop": the model declined. */
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"I can't help\"},"
+                  "\"finish_reason\":\"stop\"}]}", CON_LLM_STOP_FILTERED, "refusal" },
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"a\"},\"finish_reason\":\"weird\"}]}",
+                  CON_LLM_STOP_OTHER, "weird" },
+                { CON_LLM_WIRE_OPENAI, "{\"choices\":[{\"message\":{\"content\":\"a\"}}]}", CON_LLM_STOP_OTHER, NULL },
+                { CON_LLM_WIRE_ANTHROPIC, "{\"content\":[{\"type\":\"text\",\"text\":\"a\"}],\"stop_reason\":\"end_turn\"}",
+                  CON_LLM_STOP_END, "end_turn" },
+                { CON_LLM_WIRE_ANTHROPIC, "{\"content\":[{\"type\":\"text\",\"text\":\"a\"}],\"stop_reason\":\"max_tokens\"}",
+                  CON_LLM_STOP_MAX_TOKENS, "max_tokens" },
+                { CON_LLM_WIRE_ANTHROPIC, "{\"content\":[{\"type\":\"text\",\"text\":\"no\"}],\"stop_reason\":\"refusal\"}",
+                  CON_LLM_STOP_FILTERED, "refusal" },
+                { CON_LLM_WIRE_ANTHROPIC, "{\"content\":[],\"stop_reason\":\"pause_turn\"}", CON_LLM_STOP_OTHER,
+                  "pause_turn" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(t); i++) {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *r = parse_ok(t[i].wire, t[i].body);
+                g_assert_cmpint(r->stop, ==, t[i].stop);
+                g_assert_cmpstr(r->stop_raw, ==, t[i].raw);
+        }
+        _cleanup_(con_llm_response_freep) ConLlmResponse *r = parse_ok(CON_LLM_WIRE_OPENAI,
+                "{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"I can't help\"},\"finish_reason\":\"stop\"}]}");
+        g_assert_cmpstr(r->text, ==, "I can't help");
+}
+
+static void test_usage_of_rejected(void) {
+        uint64_t in = 9, out = 9;
+        /* Rejected by the parser (content that is not a string), billed all the same. */
+        const char *b = "{\"choices\":[{\"message\":{\"content\":42}}],"
+                        "\"usage\":{\"prompt_tokens\":700,\"completion_tokens\":300}}";
+        ConLlmResponse *resp = NULL;
+        ConLlmError e = {};
+        g_assert_cmpint(con_llm_parse_response(CON_LLM_WIRE_OPENAI, b, strlen(b), &resp, &e), ==, -EBADMSG);
+        con_llm_error_done(&e);
+        g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_OPENAI, b, strlen(b), &in, &out), ==, 1);
+        g_assert_cmpuint(in, ==, 700);
+        g_assert_cmpuint(out, ==, 300);
+        /* An error object in a 2xx body with usage; odd figures are rounded up, not dropped. */
+        b = "{\"error\":{\"message\":\"x\"},\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5,"
+            "\"cache_creation_input_tokens\":1,\"output_tokens\":2.5}}";
+        g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_ANTHROPIC, b, strlen(b), &in, &out), ==, 1);
+        g_assert_cmpuint(in, ==, 16);
+        g_assert_cmpuint(out, ==, 3);
+        b = "{\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":\"7\"}}";
+        g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_OPENAI, b, strlen(b), &in, &out), ==, 0);
+        g_assert_cmpuint(in + out, ==, 0);
+        g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_OPENAI, "{\"choices\":[", 12, &in, &out), ==, 0);
+        g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_OPENAI, NULL, 0, &in, &out), ==, 0);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/llm/build-openai", test_build_openai);
@@ -503,6 +566,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/llm/parse-openai", test_parse_openai);
         g_test_add_func("/llm/parse-anthropic", test_parse_anthropic);
         g_test_add_func("/llm/parse-error-body", test_parse_error_body);
+        g_test_add_func("/llm/stop-reasons", test_stop_reasons);
+        g_test_add_func("/llm/usage-of-rejected", test_usage_of_rejected);
         g_test_add_func("/llm/roundtrip", test_roundtrip);
         g_test_add_func("/llm/retry", test_retry);
         g_test_add_func("/llm/retry-after", test_retry_after);

@@ -26,21 +26,62 @@ static void test_env(void) {
 
 static void test_keys(void) {
         char *env[] = { "CON_API_KEY=global", "CON_OPERATOR_API_KEY=tier", "CON_AUTH_ANTHROPIC=ant",
-                        "CON_OPENROUTER_API_KEY=or", NULL };
+                        "CON_OPENROUTER_API_KEY=or", "MY_KEY=mine", NULL };
+        char *only_generic[] = { "CON_API_KEY=global", NULL };
         const char *key, *var;
         ConAgent a = { .name = "x", .tier = CON_TIER_OPERATOR,
                        .rt = { .provider = "openrouter", .api_key_env = "CON_API_KEY" } };
-        g_assert_cmpint(model_resolve_key(env, &a, &key, &var), ==, 0);
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, 0);
         g_assert_cmpstr(key, ==, "tier");
         a.tier = CON_TIER_WORKER;
-        g_assert_cmpint(model_resolve_key(env, &a, &key, &var), ==, 0);
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, 0);
         g_assert_cmpstr(key, ==, "global");
+
+        /* The generic key is the owner's only: with both set, anthropic gets its own. */
+        a.rt.provider = "anthropic";
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, 0);
+        g_assert_cmpstr(var, ==, "CON_AUTH_ANTHROPIC");
+        g_assert_cmpstr(key, ==, "ant");
+        /* ... and without its own, none: the variable to set is named. */
+        g_assert_cmpint(model_resolve_key(only_generic, &a, NULL, &key, &var), ==, -ENOKEY);
+        g_assert_null(key);
+        g_assert_cmpstr(var, ==, "CON_AUTH_ANTHROPIC");
+        /* Unless the config names anthropic as the generic key's owner. */
+        g_assert_cmpint(model_resolve_key(only_generic, &a, "anthropic", &key, &var), ==, 0);
+        g_assert_cmpstr(key, ==, "global");
+        a.rt.provider = "openrouter";
+        g_assert_cmpint(model_resolve_key(only_generic, &a, "anthropic", &key, &var), ==, -ENOKEY);
+        g_assert_cmpint(model_resolve_key(env, &a, "anthropic", &key, &var), ==, 0);
+        g_assert_cmpstr(var, ==, "CON_OPENROUTER_API_KEY");
+        a.rt.provider = "openai";
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, -ENOKEY);
+        g_assert_cmpstr(var, ==, "CON_AUTH_OPENAI");
+
+        /* An agent's own variable is its choice; a fallback to its provider's. */
         a.rt.api_key_env = "MY_KEY";
         a.rt.provider = "anthropic";
-        g_assert_cmpint(model_resolve_key(env, &a, &key, &var), ==, 0);
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, 0);
+        g_assert_cmpstr(key, ==, "mine");
+        a.rt.api_key_env = "CON_SYSADMIN_API_KEY";
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, 0);
         g_assert_cmpstr(var, ==, "CON_AUTH_ANTHROPIC");
-        a.rt.provider = "compatible"; /* legacy keys never go to another provider */
-        g_assert_cmpint(model_resolve_key(env, &a, &key, &var), ==, -ENOKEY);
+        /* A provider's variable named for another provider is never used. */
+        a.rt.api_key_env = "CON_AUTH_ANTHROPIC";
+        a.rt.provider = "openai";
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, -ENOKEY);
+        g_assert_cmpstr(var, ==, "CON_AUTH_OPENAI");
+        /* Local providers get no generic key unless they own it. */
+        a.rt.api_key_env = "CON_API_KEY";
+        a.rt.provider = "compatible";
+        g_assert_cmpint(model_resolve_key(env, &a, NULL, &key, &var), ==, -ENOKEY);
+        g_assert_null(var);
+        g_assert_cmpint(model_resolve_key(env, &a, "compatible", &key, &var), ==, 0);
+        g_assert_cmpstr(key, ==, "global");
+
+        g_assert_true(model_key_var_is_generic("CON_OFFICER_API_KEY"));
+        g_assert_false(model_key_var_is_generic("CON_AUTH_OPENAI"));
+        g_assert_cmpstr(model_key_var_provider("CON_API_KEY", NULL), ==, "openrouter");
+        g_assert_null(model_key_var_provider("MY_KEY", NULL));
 }
 
 static void test_request(void) {
@@ -85,8 +126,8 @@ static void test_response(void) {
         char *j = NULL;
         g_assert_cmpint(model_response_to_json(&resp, &j), ==, 0);
         g_assert_cmpstr(j, ==, "{\"text\":null,\"tool_calls\":[{\"id\":\"c1\",\"name\":\"exec\",\"arguments\":"
-                        "{\"cmd\":\"ls\"}}],\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":3,"
-                        "\"output_tokens\":4},\"model\":null}");
+                        "{\"cmd\":\"ls\"}}],\"stop_reason\":\"tool_use\",\"provider_stop_reason\":null,"
+                        "\"usage\":{\"input_tokens\":3,\"output_tokens\":4},\"model\":null}");
         free(j);
 }
 
@@ -118,6 +159,74 @@ static void test_budget(void) {
         model_ledger_free(l);
 }
 
+/* Budgets by what the gateway knows: fresh task ids buy nothing. */
+static void test_budget_registered(void) {
+        ModelLedger *l = model_ledger_new();
+        ConModelBudget b = { .tokens_per_task = 100 };
+        const char *which;
+        char *msg = NULL;
+
+        g_assert_false(model_ledger_registered(l, "a", "t1"));
+        g_assert_cmpint(model_ledger_register(l, "a", "t1"), ==, 0);
+        g_assert_true(model_ledger_registered(l, "a", "t1"));
+        g_assert_false(model_ledger_registered(l, "b", "t1"));  /* another agent's task is not a's */
+        g_assert_cmpuint(model_ledger_n_registered(l, "a"), ==, 1);
+
+        /* A registered task has its own budget. */
+        g_assert_cmpint(model_ledger_add(l, 5, "a", "t1", 90, 10, &b), ==, 0);
+        g_assert_cmpint(model_ledger_check(l, 5, "a", "t1", &b, &which, NULL), ==, -EDQUOT);
+        /* Calls naming no registered task share one more budget a day: 20 fresh ids, 10 tokens each. */
+        unsigned refused = 0;
+        for (int i = 0; i < 20; i++) {
+                if (model_ledger_check(l, 5, "a", NULL, &b, &which, i == 19 ? &msg : NULL) == -EDQUOT) {
+                        refused++;
+                        continue;
+                }
+                g_assert_cmpint(model_ledger_add(l, 5, "a", NULL, 5, 5, &b), ==, 0);
+        }
+        g_assert_cmpuint(refused, ==, 10);
+        g_assert_cmpstr(which, ==, "budget_tokens_per_task");
+        g_assert_nonnull(strstr(msg, "name no task its agent service registered"));
+        free(msg);
+        /* Another agent is not charged, and the next day starts afresh. */
+        g_assert_cmpint(model_ledger_check(l, 5, "b", NULL, &b, &which, NULL), ==, 0);
+        g_assert_cmpint(model_ledger_check(l, 6, "a", NULL, &b, &which, NULL), ==, 0);
+        /* Every call counts for the day as well. */
+        uint64_t in, out;
+        model_ledger_get(l, 5, "a", &in, &out, NULL);
+        g_assert_cmpuint(in + out, ==, 200);
+
+        /* Ended: no longer registered; running again continues the count. */
+        g_assert_cmpint(model_ledger_unregister(l, "a", "t1"), ==, 0);
+        g_assert_cmpint(model_ledger_unregister(l, "a", "t1"), ==, -ENOENT);
+        g_assert_false(model_ledger_registered(l, "a", "t1"));
+        g_assert_cmpint(model_ledger_register(l, "a", "t1"), ==, 0);
+        g_assert_cmpint(model_ledger_check(l, 5, "a", "t1", &b, &which, NULL), ==, -EDQUOT);
+
+        /* Registrations never ended do not pile up: an agent keeps its newest 256. */
+        char id[32];
+        for (unsigned i = 0; i < MODEL_TASKS_REGISTERED_MAX; i++) {
+                snprintf(id, sizeof id, "r%u", i);
+                g_assert_cmpint(model_ledger_register(l, "a", id), ==, 0);
+        }
+        g_assert_cmpuint(model_ledger_n_registered(l, "a"), ==, MODEL_TASKS_REGISTERED_MAX);
+        g_assert_false(model_ledger_registered(l, "a", "t1"));          /* the oldest went */
+        g_assert_true(model_ledger_registered(l, "a", "r0"));
+        g_assert_true(model_ledger_registered(l, "a", "r255"));
+        /* Many agents: when every tracked entry is registered, the least recently used goes. */
+        for (unsigned k = 0; k < 5; k++)
+                for (unsigned i = 0; i < MODEL_TASKS_REGISTERED_MAX; i++) {
+                        char agent[16];
+                        snprintf(agent, sizeof agent, "x%u", k);
+                        snprintf(id, sizeof id, "q%u", i);
+                        g_assert_cmpint(model_ledger_register(l, agent, id), ==, 0);
+                }
+        g_assert_true(model_ledger_registered(l, "x4", "q255"));
+        g_assert_false(model_ledger_registered(l, "a", "r0"));
+        g_assert_cmpuint(model_ledger_n_registered(l, NULL), <=, MODEL_TASKS_TRACKED);
+        model_ledger_free(l);
+}
+
 static void test_rate(void) {
         ModelRate *r = model_rate_new(2, 100);
         uint64_t t = 1000000000;
@@ -137,6 +246,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/model-util/request", test_request);
         g_test_add_func("/model-util/response", test_response);
         g_test_add_func("/model-util/budget", test_budget);
+        g_test_add_func("/model-util/budget-registered", test_budget_registered);
         g_test_add_func("/model-util/rate", test_rate);
         return con_test_run();
 }
