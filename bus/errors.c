@@ -8,7 +8,7 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_INVALID_TASK,      EBADMSG,     "The task is not valid UTF-8 text or its front matter is malformed" },
         { CON_ERROR_TASK_TOO_LARGE,    EFBIG,       "The task is larger than the configured size cap" },
         { CON_ERROR_NO_SUCH_TASK,      ENOENT,      "No task with that id is known to this agent" },
-        { CON_ERROR_DUPLICATE_TASK,    EEXIST,      "A task with that id was already accepted" },
+        { CON_ERROR_DUPLICATE_TASK,    EEXIST,      "Another sender already uses that task id; send again under another id" },
         { CON_ERROR_QUEUE_FULL,        ENOSPC,      "The agent's queue is full" },
         { CON_ERROR_NOT_CONFIGURED,    ENOMEDIUM,   "The agent has no runtime configured for this kind of task" },
         { CON_ERROR_HALTED,            ESHUTDOWN,   "The fabric or this agent is halted" },

@@ -103,12 +103,20 @@ static int builtin_tasks(AgentContext *c, AgentTask *t) {
         size_t n, shown = 0;
         AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);
         Buf b = {};
-        /* The submitter's own recent tasks (root sees all), newest first, without this one. */
+        /* The submitter's own recent tasks (root sees all, but only the text of its own: a task's
+         * text is for its sender), newest first, without this one. */
         for (size_t i = n; i > 0 && shown < RECENT_TASKS; i--) {
                 const AgentTask *x = tasks[i - 1];
-                if (x == t || (t->sender_uid != 0 && x->sender_uid != t->sender_uid))
+                bool own = x->sender_uid == t->sender_uid;
+                if (x == t || (t->sender_uid != 0 && !own))
                         continue;
                 char first[61] = "";
+                if (!own) {
+                        buf_printf(&b, "%s  %-9s  %s  (another sender's task)\n", x->id,
+                                   agent_task_status_to_string(x->status), x->sender);
+                        shown++;
+                        continue;
+                }
                 if (x->text) {
                         size_t l = strcspn(x->text, "\n");
                         if (l > 60)

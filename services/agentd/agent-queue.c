@@ -394,6 +394,24 @@ bool agent_queue_known_on_disk(AgentQueue *q, const char *id) {
                 file_exists(q->failed_fd, id, ".task");
 }
 
+/* Who holds an id that is not in memory: 1 with *ret_uid when a finished task of that id is on
+ * disk ((uid_t) -1 when its record is missing or unreadable: an older tree, or a damaged file;
+ * treated as another sender's), 0 when the id is free. */
+static int owner_on_disk(AgentQueue *q, const char *id, uid_t *ret_uid) {
+        _cleanup_(agent_task_freep) AgentTask *t = NULL;
+        int r = agent_queue_load_finished(q, id, &t);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0) {
+                *ret_uid = t->sender_uid;
+                return 1;
+        }
+        if (r == -ENOENT && !agent_queue_known_on_disk(q, id))
+                return 0;
+        *ret_uid = (uid_t) -1;
+        return 1;
+}
+
 int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_usec, AgentTask **ret) {
         _cleanup_free_ char *newid = NULL;
         int r;
@@ -401,20 +419,38 @@ int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_
         if (req->id) {
                 if (!con_task_id_valid(req->id))
                         return -EINVAL;
+                /* Ids are scoped by sender: the same sender sending an id again gets its task back
+                 * (idempotent), another sender is refused and must pick another id. */
                 AgentTask *e = agent_queue_find(q, req->id);
                 if (e) {
+                        if (e->sender_uid != req->sender_uid)
+                                return -EEXIST;
                         *ret = e;
                         return 1;
                 }
-                if (agent_queue_known_on_disk(q, req->id)) {
+                uid_t owner;
+                r = owner_on_disk(q, req->id, &owner);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        if (owner == (uid_t) -1 || owner != req->sender_uid)
+                                return -EEXIST;
                         *ret = NULL;
                         return 2;
                 }
-        } else {
-                r = con_task_id_new(&newid);
-                if (r < 0)
-                        return r;
-        }
+        } else
+                /* A fresh id never meets a known one (time, pid, counter, 32 random bits), but an id
+                 * somebody else chose could: draw again rather than collide. */
+                for (unsigned attempt = 0;; attempt++) {
+                        newid = mfree(newid);
+                        r = con_task_id_new(&newid);
+                        if (r < 0)
+                                return r;
+                        if (!agent_queue_find(q, newid) && !agent_queue_known_on_disk(q, newid))
+                                break;
+                        if (attempt >= 16)
+                                return -EEXIST;
+                }
         if (req->priority < 0 || req->priority > CON_TASK_PRIORITY_MAX)
                 return -EINVAL;
 

@@ -112,9 +112,13 @@ AgentTask *agent_queue_find(AgentQueue *q, const char *id);
 /* All tasks known, in arrival order. */
 AgentTask * const *agent_queue_tasks(const AgentQueue *q, size_t *ret_n);
 
-/* Accepts a task into the batch. Returns 0 and the new task, 1 and the existing task when its id
- * is known (dedup), or 2 and NULL when the id belongs to a finished task evicted from memory (also
- * dedup: nothing to add). -EINVAL for an invalid id. */
+/* Accepts a task into the batch. Ids are scoped by sender (sender_uid): returns 0 and the new
+ * task, 1 and the existing task when the same sender already holds the id (dedup), or 2 and NULL
+ * when the id belongs to a finished task of the same sender evicted from memory (also dedup:
+ * nothing to add). -EEXIST when the id is held by another sender, in memory or on disk
+ * (queue/finished/<id>.json names the submitter; a finished task whose record is missing counts
+ * as another sender's). -EINVAL for an invalid id or priority. Without an id a fresh one is made
+ * that no known task holds. */
 int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_usec, AgentTask **ret);
 /* The queued task to run next: highest priority, then arrival order. NULL when none. */
 AgentTask *agent_queue_peek(AgentQueue *q);

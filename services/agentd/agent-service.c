@@ -981,6 +981,15 @@ static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest
         int r = agent_queue_accept(c->queue, req, now_realtime(), &t);
         if (r == -EINVAL)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id or priority");
+        if (r == -EEXIST && req->id)
+                /* Never who holds it: the id is all the caller learns. */
+                return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK,
+                                          "Task id '%s' is already used on agent '%s' by another sender; send "
+                                          "the task again under another id", req->id, c->agent->name);
+        if (r == -EEXIST)
+                return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK,
+                                          "Agent '%s' could not make a task id that is not already used",
+                                          c->agent->name);
         if (r < 0)
                 return r;
         if (r == 2) {

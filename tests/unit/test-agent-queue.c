@@ -112,19 +112,31 @@ static void test_uncommitted_lost(Fixture *f, gconstpointer data) {
 static void test_dedup(Fixture *f, gconstpointer data) {
         AgentQueue *q = open_queue(f);
         AgentTask *a = accept_one(q, "same", 5, "first");
-        AgentTaskRequest req = { .id = "same", .priority = 5, .text = "second", .sender = "bob" };
+        /* The same sender again: its task back (idempotent). */
+        AgentTaskRequest req = { .id = "same", .sender_uid = 1000, .priority = 5, .text = "second",
+                                 .sender = "alice" };
         AgentTask *b = NULL;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &b), ==, 1);
         g_assert_true(a == b);
+        /* Another sender (root included): refused, nothing added to the batch. */
+        AgentTaskRequest other = { .id = "same", .sender_uid = 1001, .priority = 5, .text = "mine",
+                                   .sender = "bob" };
+        AgentTask *c = (AgentTask *) 0x1;
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &c), ==, -EEXIST);
+        other.sender_uid = 0;
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &c), ==, -EEXIST);
         g_assert_cmpint(agent_queue_commit(q), ==, 0);
         agent_queue_free(q);
 
+        /* After a restart (journal replay): the same rules. */
         q = open_queue(f);
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &b), ==, 1);
         g_assert_cmpstr(b->text, ==, "first");
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &c), ==, -EEXIST);
         AgentQueueStats st;
         agent_queue_get_stats(q, &st);
         g_assert_cmpuint(st.n_tasks, ==, 1);
+        g_assert_false(agent_queue_has_batch(q));
 
         /* Invalid ids and priorities are refused. */
         AgentTaskRequest bad = { .id = "../x", .priority = 5, .text = "t" };
@@ -333,11 +345,13 @@ static void test_compaction(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(agent_queue_find(q, "t07")->result, ==, "bad");
         g_assert_cmpstr(agent_queue_find(q, "t08")->sender, ==, "alice");
         g_assert_cmpstr(agent_queue_find(q, "post")->text, ==, "after compaction");
-        /* Dedup survives compaction. */
-        AgentTaskRequest req = { .id = "t20", .priority = 5, .text = "again" };
+        /* Dedup, and the sender scope of ids, survive compaction. */
+        AgentTaskRequest req = { .id = "t20", .sender_uid = 1000, .priority = 5, .text = "again" };
         AgentTask *d = NULL;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 1);
         g_assert_cmpint(d->status, ==, AGENT_TASK_DONE);
+        req.sender_uid = 1001;
+        g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, -EEXIST);
         agent_queue_free(q);
 }
 
@@ -398,10 +412,14 @@ static void test_evict_dedup_from_disk(Fixture *f, gconstpointer data) {
         g_assert_cmpint(agent_queue_commit(q), ==, 0);
         g_assert_cmpuint(agent_queue_evict(q), ==, 8);
 
-        AgentTaskRequest req = { .id = "e0001", .priority = 5, .text = "again" };
+        AgentTaskRequest req = { .id = "e0001", .sender_uid = 1000, .priority = 5, .text = "again" };
         AgentTask *d = (AgentTask *) 0x1;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
         g_assert_null(d);
+        g_assert_false(agent_queue_has_batch(q));
+        /* Only on disk, the record names the submitter: another sender is refused. */
+        AgentTaskRequest other = { .id = "e0001", .sender_uid = 1001, .priority = 5, .text = "mine" };
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &d), ==, -EEXIST);
         g_assert_false(agent_queue_has_batch(q));
         g_assert_true(agent_queue_known_on_disk(q, "e0001"));
         g_assert_false(agent_queue_known_on_disk(q, "never-seen"));
@@ -436,6 +454,13 @@ static void test_evict_dedup_from_disk(Fixture *f, gconstpointer data) {
                                           -1, NULL));
         q = open_queue(f);
         g_assert_cmpint(agent_queue_load_finished(q, "e0002", &none), ==, -EBADMSG);
+        /* A finished task of an older tree, without its record: whose it is cannot be told, so
+         * nobody may take that id. */
+        g_autofree char *legacy = g_build_filename(f->dir, "processed", "legacy.task", NULL);
+        g_assert_true(g_file_set_contents(legacy, "old\n", -1, NULL));
+        AgentTaskRequest again = { .id = "legacy", .sender_uid = 1000, .priority = 5, .text = "x" };
+        g_assert_cmpint(agent_queue_accept(q, &again, 1, &none), ==, -EEXIST);
+        g_assert_false(agent_queue_has_batch(q));
         agent_queue_free(q);
 }
 
@@ -455,9 +480,11 @@ static void test_evict_replay_and_compaction(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(st.n_in_memory, ==, AGENT_QUEUE_KEEP_FINISHED + 1);
         g_assert_cmpuint(st.n_corrupt, ==, 0);
         g_assert_null(agent_queue_find(q, "e0000"));
-        AgentTaskRequest req = { .id = "e0000", .priority = 5, .text = "again" };
+        AgentTaskRequest req = { .id = "e0000", .sender_uid = 1000, .priority = 5, .text = "again" };
         AgentTask *d = NULL;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
+        AgentTaskRequest other = { .id = "e0000", .sender_uid = 0, .priority = 5, .text = "again" };
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &d), ==, -EEXIST);
 
         /* Compaction keeps the tasks in memory and the counters of the evicted ones. */
         AgentTask *t = agent_queue_find(q, "tail-queued");
