@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -49,7 +50,7 @@ struct Item {
         char *key;              /* "<inbox rel>/<name>", in Router.known */
         char *task_id;
         struct stat st;
-        bool fresh_id;          /* the agent said the NAME id is taken: use the identity id */
+        unsigned id_attempt;    /* router_task_id() attempt: moves on at each DuplicateTask */
         sd_bus_slot *slot;
         TAILQ_ENTRY(Item) link;
 };
@@ -441,12 +442,20 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         e = sd_bus_message_get_error(m);
         if (e) {
                 switch (router_classify_reply_error(e->name)) {
-                case ROUTER_REPLY_NEW_ID:
-                        if (!it->fresh_id) {
-                                it->fresh_id = true;
+                case ROUTER_REPLY_NEW_ID: {
+                        /* Another sender holds the id: never drop the file, deliver it again under
+                         * the next id (the file stays in the inbox meanwhile). */
+                        cJSON *f = fields_new(it->task_id, t->agent, user_name(it->st.st_uid, ubuf));
+                        if (f)
+                                cJSON_AddStringToObject(f, "inbox", it->inbox->path);
+                        audit_record(r, "router", "task.id_taken", f);
+                        if (++it->id_attempt < ROUTER_ID_ATTEMPTS_MAX) {
+                                log_info("Task id %s is taken on agent %s by another sender; delivering %s/%s "
+                                         "again under a new id", it->task_id, t->agent, it->inbox->path, it->name);
                                 item_requeue(it, true);
                                 return 0;
                         }
+                }
                         __attribute__((fallthrough));
                 case ROUTER_REPLY_REJECT: {
                         _cleanup_free_ char *reason = NULL;
@@ -611,19 +620,25 @@ static bool item_start(Item *it) {
                 return false;
         }
 
-        /* NAME keeps being the id unless this run already used it for another file. */
-        bool elsewhere = it->fresh_id;
-        if (!elsewhere) {
+        /* NAME keeps being the id unless this run already used it for another file, or the agent
+         * said another sender holds it (id_attempt > 0). */
+        if (it->id_attempt == 0) {
                 _cleanup_free_ char *base = NULL;
                 uint64_t ident;
                 if (con_task_id_from_filename(it->name, &base) >= 0 &&
                     asprintf(&used_key, "%s/%s", t->agent, base) >= 0 &&
                     router_map_get(r->used_ids, used_key, &ident) && ident != router_file_identity(&it->st))
-                        elsewhere = true;
+                        it->id_attempt = 1;
+        }
+        uint64_t rnd;
+        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t) sizeof(rnd)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                rnd = router_file_identity(&it->st) ^ ((uint64_t) ts.tv_sec * USEC_PER_SEC * NSEC_PER_USEC + (uint64_t) ts.tv_nsec);
         }
         free(it->task_id);
         it->task_id = NULL;
-        k = router_task_id(it->name, &it->st, elsewhere, &it->task_id);
+        k = router_task_id(it->name, &it->st, it->id_attempt, rnd, &it->task_id);
         if (k < 0) {
                 (void) router_map_remove(r->known, it->key);
                 item_free(it);

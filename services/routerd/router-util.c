@@ -174,7 +174,8 @@ uint64_t router_file_identity(const struct stat *st) {
         return h;
 }
 
-int router_task_id(const char *filename, const struct stat *st, bool used_elsewhere, char **ret) {
+int router_task_id(const char *filename, const struct stat *st, unsigned attempt, uint64_t random,
+                   char **ret) {
         _cleanup_free_ char *base = NULL;
         char *s;
         int r;
@@ -182,15 +183,21 @@ int router_task_id(const char *filename, const struct stat *st, bool used_elsewh
         r = con_task_id_from_filename(filename, &base);
         if (r == -ENOMEM)
                 return r;
-        if (r >= 0 && !used_elsewhere) {
+        /* Without a usable NAME the sequence starts at the identity form. */
+        if (r < 0)
+                attempt++;
+        if (attempt == 0) {
                 *ret = TAKE_PTR(base);
                 return 0;
         }
-        /* Keep a recognisable prefix when there is one; the identity part makes it unique. */
+        /* Keep a recognisable prefix when there is one; the suffix makes it unique: the file's
+         * identity first (stable, so a redelivery after a restart is deduplicated), then random
+         * (unguessable, when another sender took even that one). */
+        uint64_t suffix = attempt <= 1 ? router_file_identity(st) : random;
         if (r >= 0 && strlen(base) <= 80) {
-                if (asprintf(&s, "%s-%016" PRIx64, base, router_file_identity(st)) < 0)
+                if (asprintf(&s, "%s-%016" PRIx64, base, suffix) < 0)
                         return -ENOMEM;
-        } else if (asprintf(&s, "file-%016" PRIx64, router_file_identity(st)) < 0)
+        } else if (asprintf(&s, "file-%016" PRIx64, suffix) < 0)
                 return -ENOMEM;
         *ret = s;
         return 0;

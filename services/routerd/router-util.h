@@ -73,11 +73,17 @@ int router_inbox_label(const char *rel, char **ret_label);
  * safe to show. */
 int router_rejected_name(uint64_t realtime_usec, const char *label, const char *name, char **ret);
 
-/* The task id for a dropped file. NAME.task keeps NAME when it is a valid id and used_elsewhere is
- * false; otherwise the id is derived from the file's identity (inode, change time), so it stays
- * the same when the router restarts and delivers the same file again: the agent then drops the
- * duplicate. */
-int router_task_id(const char *filename, const struct stat *st, bool used_elsewhere, char **ret);
+/* The task id for a dropped file, by attempt (each DuplicateTask from the agent moves to the
+ * next one):
+ *   0  NAME of NAME.task when it is a valid id;
+ *   1  "NAME-<16 hex digits of the file's identity>" (inode, change time, size): the same when
+ *      the router restarts and delivers the same file again, so the agent drops the duplicate;
+ *   2+ "NAME-<16 hex digits of random>", for when another sender holds even that id.
+ * "file-..." replaces NAME when NAME is not a valid id (the sequence then starts at the identity
+ * form: attempt 0 gives it, 1+ random) or longer than 80 characters. */
+#define ROUTER_ID_ATTEMPTS_MAX 8
+int router_task_id(const char *filename, const struct stat *st, unsigned attempt, uint64_t random,
+                   char **ret);
 /* A 64-bit digest of a file's identity (device, inode, change time, size). */
 uint64_t router_file_identity(const struct stat *st);
 

@@ -140,24 +140,41 @@ static void test_rejected_name(void) {
 static void test_task_id(void) {
         struct stat st1 = { .st_dev = 1, .st_ino = 42, .st_size = 5 }, st2 = st1;
         st2.st_ino = 43;
-        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *f = NULL;
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *f = NULL, *g = NULL,
+                *h = NULL, *i = NULL, *j = NULL;
 
-        g_assert_cmpint(router_task_id("hello.task", &st1, false, &a), ==, 0);
+        g_assert_cmpint(router_task_id("hello.task", &st1, 0, 7, &a), ==, 0);
         g_assert_cmpstr(a, ==, "hello");
-        /* Used by another file: derived from the identity, stable for the same file. */
-        g_assert_cmpint(router_task_id("hello.task", &st1, true, &b), ==, 0);
+        /* Attempt 1 (used by another file, or taken by another sender): derived from the identity,
+         * stable for the same file whatever the random part. */
+        g_assert_cmpint(router_task_id("hello.task", &st1, 1, 7, &b), ==, 0);
         g_assert_true(g_str_has_prefix(b, "hello-"));
-        g_assert_cmpint(router_task_id("hello.task", &st1, true, &c), ==, 0);
+        g_assert_cmpint(router_task_id("hello.task", &st1, 1, 8, &c), ==, 0);
         g_assert_cmpstr(b, ==, c);
-        g_assert_cmpint(router_task_id("hello.task", &st2, true, &d), ==, 0);
+        g_assert_cmpint(router_task_id("hello.task", &st2, 1, 7, &d), ==, 0);
         g_assert_cmpstr(b, !=, d);
-        /* Invalid NAME: an identity id, which is a valid id. */
-        g_assert_cmpint(router_task_id("bad name!.task", &st1, false, &e), ==, 0);
+        /* Attempt 2 and later: the random part, different from the identity id. */
+        g_assert_cmpint(router_task_id("hello.task", &st1, 2, 0xabcdef, &g), ==, 0);
+        g_assert_cmpstr(g, ==, "hello-0000000000abcdef");
+        g_assert_cmpstr(g, !=, b);
+        g_assert_true(con_task_id_valid(g));
+        g_assert_cmpint(router_task_id("hello.task", &st1, ROUTER_ID_ATTEMPTS_MAX - 1, UINT64_MAX, &h), ==, 0);
+        g_assert_cmpstr(h, ==, "hello-ffffffffffffffff");
+        /* Invalid NAME: an identity id, which is a valid id; then random. */
+        g_assert_cmpint(router_task_id("bad name!.task", &st1, 0, 7, &e), ==, 0);
         g_assert_true(g_str_has_prefix(e, "file-"));
         g_assert_true(con_task_id_valid(e));
         g_assert_true(con_task_id_valid(b));
-        g_assert_cmpint(router_task_id("..task", &st1, false, &f), ==, 0);
+        g_assert_cmpint(router_task_id("bad name!.task", &st1, 1, 7, &i), ==, 0);
+        g_assert_cmpstr(i, ==, "file-0000000000000007");
+        g_assert_cmpint(router_task_id("..task", &st1, 0, 7, &f), ==, 0);
         g_assert_true(con_task_id_valid(f));
+        /* A long NAME: the suffix still fits in an id. */
+        char longname[140];
+        memset(longname, 'y', 128);
+        strcpy(longname + 128, ".task");
+        g_assert_cmpint(router_task_id(longname, &st1, 3, 9, &j), ==, 0);
+        g_assert_cmpstr(j, ==, "file-0000000000000009");
 
         g_assert_cmpuint(router_file_identity(&st1), !=, router_file_identity(&st2));
         struct stat st3 = st1;
