@@ -44,6 +44,7 @@ typedef struct Server {
         char *dir, *data, *sock, *state;
         pid_t pid;
         unsigned max_sessions;
+        size_t keep_finished;   /* 0: the default */
         const char *agent;
 } Server;
 
@@ -92,6 +93,8 @@ static _Noreturn void server_main(Server *sv) {
                 fprintf(stderr, "context: %s\n", emsg);
                 _exit(93);
         }
+        if (sv->keep_finished > 0)
+                agent_queue_set_keep_finished(c->queue, sv->keep_finished);
         /* As con-agentd: a quarantined agent does not start. */
         (void) agent_context_watch_state(c);
         if (c->quarantined) {
@@ -690,6 +693,155 @@ static void test_access(void) {
         server_done(&sv);
 }
 
+/* Delivers text under id with sender_uid (root only); returns 0 and checks the id, or the error. */
+static int deliver_as(Client *cl, const char *id, uint32_t uid, const char *text, sd_bus_error *e) {
+        _cleanup_free_ char *got = NULL;
+        int r = deliver(cl, e, &got, "text", "s", text, "id", "s", id, "sender_uid", "u", uid, NULL);
+        if (r >= 0)
+                g_assert_cmpstr(got, ==, id);
+        return r;
+}
+
+static void assert_duplicate(Client *cl, const char *id, uint32_t uid) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        g_autofree char *want = g_strdup_printf("Task id '%s' is already used on agent 'worker' by another sender",
+                                                id);
+        int r = deliver_as(cl, id, uid, "echo intruder >> ../intruders", &e);
+        assert_invalid(cl, r, &e, CON_ERROR_DUPLICATE_TASK, want);
+}
+
+static unsigned count_listed(Client *cl, const char *id) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *tid, *tst, *tsender;
+        unsigned n = 0;
+        g_assert_cmpint(sd_bus_call_method(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "ListTasks", &e,
+                                           &reply, NULL), >=, 0);
+        g_assert_cmpint(sd_bus_message_enter_container(reply, 'a', "(sss)"), >=, 0);
+        while (sd_bus_message_read(reply, "(sss)", &tid, &tst, &tsender) > 0)
+                n += streq(tid, id);
+        return n;
+}
+
+/* As uid 65534 (nobody, a submitter in this config): its own id is idempotent over its real
+ * credentials; as 65533 (no grants): another sender's task cannot be read, cancelled or
+ * claimed, and the refusal says nothing about the id. */
+static void id_scope_as_users(Server *sv, const char *id) {
+        fflush(NULL);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+                    setresuid(65534, 65534, 65534) < 0)
+                        _exit(10);
+                Client cl = {};
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *got = NULL, *st = NULL, *text = NULL;
+                if (client_connect(&cl, sv) < 0)
+                        _exit(11);
+                if (deliver(&cl, &e, &got, "text", "s", "echo again >> ../intruders", "id", "s", id, NULL) < 0 ||
+                    !streq(got, id))
+                        _exit(12);
+                if (get_result(&cl, id, &st, &text, &e) < 0 || !streq(st, "done") || !streq(text, "one\n"))
+                        _exit(13);
+                _exit(0);
+        }
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+
+        fflush(NULL);
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                if (setgroups(0, NULL) < 0 || setresgid(65533, 65533, 65533) < 0 ||
+                    setresuid(65533, 65533, 65533) < 0)
+                        _exit(10);
+                Client cl = {};
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                char *st = NULL, *text = NULL;
+                if (client_connect(&cl, sv) < 0)
+                        _exit(11);
+                if (get_result(&cl, id, &st, &text, &e) >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(14);
+                sd_bus_error_free(&e);
+                if (sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
+                                       id) >= 0 || !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(15);
+                sd_bus_error_free(&e);
+                /* Not allowed to task the agent: refused before the id is looked at. */
+                if (deliver(&cl, &e, NULL, "text", "s", "echo x", "id", "s", id, NULL) >= 0 ||
+                    !streq(e.name, CON_ERROR_ACCESS_DENIED))
+                        _exit(16);
+                _exit(0);
+        }
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+static void test_id_scope(void) {
+        if (geteuid() != 0) {
+                g_test_skip("needs root to deliver for other uids and connect as other users");
+                return;
+        }
+        Server sv;
+        Client cl = {};
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        server_init(&sv, 1);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        /* User 65534 takes "collide1" first. */
+        g_assert_cmpint(deliver_as(&cl, "collide1", 65534, "echo one", &e), ==, 0);
+        g_autofree char *st = wait_completed(&cl, "collide1", 5 * USEC_PER_SEC);
+        g_assert_cmpstr(st, ==, "done");
+        /* In memory: another user, and root itself, are refused; the owner gets its task back. */
+        assert_duplicate(&cl, "collide1", 65533);
+        _cleanup_free_ char *dup = NULL;
+        int r = deliver(&cl, &e, &dup, "text", "s", "echo root", "id", "s", "collide1", NULL);
+        assert_invalid(&cl, r, &e, CON_ERROR_DUPLICATE_TASK, "'collide1'");
+        g_assert_cmpint(deliver_as(&cl, "collide1", 65534, "echo again >> ../intruders", &e), ==, 0);
+        g_assert_cmpuint(count_listed(&cl, "collide1"), ==, 1);
+        id_scope_as_users(&sv, "collide1");
+        /* The owner's result is untouched, and root's /tasks does not show another sender's text. */
+        assert_result(&cl, "collide1", "done", "one");
+        _cleanup_free_ char *ts = submit(&cl, "/tasks");
+        g_free(wait_completed(&cl, ts, 5 * USEC_PER_SEC));
+        assert_result(&cl, ts, "done", "collide1  done       nobody  (another sender's task)");
+        _cleanup_free_ char *st2 = NULL, *listing = NULL;
+        g_assert_cmpint(get_result(&cl, ts, &st2, &listing, &e), ==, 0);
+        g_assert_null(strstr(listing, "echo one"));
+
+        /* After a restart (journal replay): the same. */
+        client_done(&cl);
+        g_assert_true(WIFEXITED(server_stop(&sv, SIGTERM)));
+        sv.keep_finished = 1;
+        server_start(&sv);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+        assert_duplicate(&cl, "collide1", 65533);
+        g_assert_cmpint(deliver_as(&cl, "collide1", 65534, "echo again >> ../intruders", &e), ==, 0);
+
+        /* Only on disk (evicted: at most one finished task stays in memory). */
+        for (int i = 0; i < 3; i++) {
+                _cleanup_free_ char *id = submit(&cl, "/ping");
+                g_free(wait_completed(&cl, id, 5 * USEC_PER_SEC));
+        }
+        g_assert_cmpuint(count_listed(&cl, "collide1"), ==, 0);
+        g_autofree char *json = g_build_filename(sv.data, "queue", "finished", "collide1.json", NULL);
+        g_assert_cmpint(access(json, F_OK), ==, 0);
+        assert_duplicate(&cl, "collide1", 65533);
+        assert_duplicate(&cl, "collide1", 0);
+        g_assert_cmpint(deliver_as(&cl, "collide1", 65534, "echo again >> ../intruders", &e), ==, 0);
+        id_scope_as_users(&sv, "collide1");
+
+        /* None of the refused or repeated deliveries ran. */
+        g_autofree char *intruders = g_build_filename(sv.data, "intruders", NULL);
+        g_assert_cmpint(access(intruders, F_OK), <, 0);
+        client_done(&cl);
+        server_done(&sv);
+}
+
 /* ---- halt, resume, kill sessions, quarantine, markers ---- */
 
 static char *get_state(Client *cl) {
@@ -946,6 +1098,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-vtable/exec", test_exec);
         g_test_add_func("/agent-vtable/restart-resumes", test_restart_resumes);
         g_test_add_func("/agent-vtable/access", test_access);
+        g_test_add_func("/agent-vtable/id-scope", test_id_scope);
         g_test_add_func("/agent-vtable/halt-resume", test_halt_resume);
         g_test_add_func("/agent-vtable/kill-sessions", test_kill_sessions);
         g_test_add_func("/agent-vtable/quarantine", test_quarantine);
