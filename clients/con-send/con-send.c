@@ -32,6 +32,7 @@ static uint64_t arg_timeout_usec = 0; /* 0: wait as long as it takes */
 static bool arg_json = false;
 static bool arg_scheduled = false;
 static const char *arg_config = CON_CONFIG_PATH;
+static const char *arg_id = NULL;
 
 typedef struct Waiter {
         const char *task_id;
@@ -46,6 +47,9 @@ static void help(void) {
                "standard input. The sender of the task is you (your user).\n"
                "\n"
                "  --to AGENT        Agent to send to (default: concierge)\n"
+               "  --id ID           Send under this task id (default: the agent makes a new one).\n"
+               "                    Sending again with the same ID does not queue a second task;\n"
+               "                    an ID another user already used is refused (exit 3)\n"
                "  --no-wait         Print the task id and return at once\n"
                "  --timeout SEC     Stop waiting after SEC seconds (default: wait until the task ends;\n"
                "                    the task keeps running, see 'con task ID')\n"
@@ -61,13 +65,13 @@ static void help(void) {
                "  0  the task is done (with --no-wait: it was accepted)\n"
                "  1  the task failed or was cancelled\n"
                "  2  usage error\n"
-               "  3  refused: access denied or invalid task\n"
+               "  3  refused: access denied, invalid task, or --id used by another user\n"
                "  4  timed out waiting for the task\n"
                "  5  the bus or the agent is not available\n");
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG };
+        enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG, ARG_ID };
         static const struct option options[] = {
                 { "to", required_argument, NULL, ARG_TO },
                 { "no-wait", no_argument, NULL, ARG_NO_WAIT },
@@ -75,6 +79,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "json", no_argument, NULL, ARG_JSON },
                 { "scheduled", no_argument, NULL, ARG_SCHEDULED },
                 { "config", required_argument, NULL, ARG_CONFIG },
+                { "id", required_argument, NULL, ARG_ID },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -113,6 +118,15 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_CONFIG:
                         arg_config = optarg;
+                        break;
+                case ARG_ID:
+                        if (!con_task_id_valid(optarg)) {
+                                fprintf(stderr, "con-send: --id: '%s' is not a task id (1 to 128 characters "
+                                        "A-Z a-z 0-9 . _ -, starting with a letter or digit, without '..')\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        arg_id = optarg;
                         break;
                 case 'h':
                         help();
@@ -318,10 +332,19 @@ int main(int argc, char *argv[]) {
                 }
         }
 
-        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply, "s", text);
+        /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it. */
+        if (arg_id)
+                r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Deliver", &e, &reply,
+                                       "a{sv}", 2, "text", "s", text, "id", "s", arg_id);
+        else
+                r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply,
+                                       "s", text);
         if (r < 0) {
                 int ex = exit_for_bus_error(&e, r);
-                if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                if (sd_bus_error_has_name(&e, CON_ERROR_DUPLICATE_TASK))
+                        fprintf(stderr, "con-send: task id '%s' is already used on agent '%s' by another sender; "
+                                "send again with another --id (or without --id)\n", arg_id ?: "", arg_to);
+                else if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         fprintf(stderr, "con-send: agent '%s' is not available on the bus (%s): is it configured "
                                 "and the fabric up? (see 'con status')\n", arg_to, bus_name);
                 else
@@ -331,7 +354,8 @@ int main(int argc, char *argv[]) {
         }
         r = sd_bus_message_read(reply, "s", &id);
         if (r < 0 || !(task_id = strdup(id))) {
-                fprintf(stderr, "con-send: %s sent an unexpected reply to Submit\n", bus_name);
+                fprintf(stderr, "con-send: %s sent an unexpected reply to %s\n", bus_name,
+                        arg_id ? "Deliver" : "Submit");
                 return EXIT_UNAVAILABLE;
         }
         w.task_id = task_id;
