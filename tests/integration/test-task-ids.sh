@@ -1,0 +1,111 @@
+#!/bin/bash
+# Task ids are scoped by sender (issue 13, item 2). One member of group con claims an id with
+# Deliver; another drops a file of that name into the outer inbox. The second task must not
+# vanish: the agent refuses the id (DuplicateTask), the router delivers the file again under a new
+# id, the task completes with its own result, and neither user can read or cancel the other's
+# task. con-send --id reports the collision; the rules hold across a restart of the agent.
+# Runs as root inside tests/sandbox/con-sandbox.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+C=org.conspiracy.Concierge
+P=/org/conspiracy/Agent
+I=org.conspiracy.Agent1
+R=(org.conspiracy.Router /org/conspiracy/Router org.conspiracy.Router1)
+
+wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
+        local n=$(($1 * 10))
+        shift
+        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+        return 1
+}
+agent_call() { # agent_call USER METHOD SIG ARGS...: busctl call to the concierge as USER
+        local user=$1
+        shift
+        as_user "$user" busctl --system call "$C" "$P" "$I" "$@"
+}
+# The id of USER's task (on the concierge) whose id starts with PREFIX-, other than PREFIX itself.
+renamed_id() {
+        agent_call "$1" ListTasks | grep -oE "\"$2-[A-Za-z0-9._-]+\"" | head -n 1 | tr -d '"'
+}
+
+section "fabric up, two members of group con"
+check "con bootstrap --profile default" con bootstrap --profile default
+for u in first second; do
+        id -u "$u" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$u"
+        gpasswd -a "$u" con >/dev/null
+done
+# This test is about ids, not the host: the contracts that halt every agent on load, memory or
+# disk of a busy shared machine would only get in the way.
+for f in /srv/con/contracts/*.yaml; do
+        if grep -q "halt" "$f"; then rm -f "$f"; fi
+done
+check "con up" con up
+
+section "the attack: first claims collide1, second drops collide1.task"
+check_output "first delivers with id collide1" '^s "collide1"$' \
+        agent_call first Deliver a{sv} 2 text s "/help" id s collide1
+check "first's task completes" wait_for 20 bash -c \
+        "runuser -u first -- busctl --system call $C $P $I GetResult s collide1 | grep -q 'Built-in commands'"
+check_fail_output "second cannot Deliver under collide1: DuplicateTask naming the id" \
+        "DuplicateTask|Task id 'collide1' is already used on agent 'concierge' by another sender" \
+        agent_call second Deliver a{sv} 2 text s "/ping" id s collide1
+check "second drops collide1.task" as_user second sh -c 'echo /ping > /srv/con/inbox/collide1.task'
+check "Rescan" busctl call "${R[@]}" Rescan
+check "the file leaves the inbox" wait_for 30 test ! -e /srv/con/inbox/collide1.task
+check "... and was not rejected" bash -c '! ls /srv/con/rejected 2>/dev/null | grep -q collide1'
+check "second's task is listed under a new id" wait_for 20 bash -c \
+        "runuser -u second -- busctl --system call $C $P $I ListTasks | grep -qE '\"collide1-[0-9a-f]{16}\"'"
+NEW=$(renamed_id second collide1)
+check_eq "the new id is collide1-<16 hex digits>" 1 "$(grep -cE '^collide1-[0-9a-f]{16}$' <<<"$NEW")"
+check "second's task completes with its own result" wait_for 20 bash -c \
+        "runuser -u second -- busctl --system call $C $P $I GetResult s '$NEW' | grep -q '\"done\" \"pong\"'"
+check_output "first's task is untouched" '"done" "Built-in commands' agent_call first GetResult s collide1
+check_output "the collision is in the audit trail" 'task.id_taken.*collide1' con audit --lines 200
+check_output "... and the delivery under the new id" "task.routed.*$NEW" con audit --lines 200
+
+section "neither reads nor cancels the other's task"
+check_fail_output "second cannot GetResult collide1" "Access denied.*may not read other users' results" \
+        agent_call second GetResult s collide1
+check_fail_output "second cannot Cancel collide1" "Access denied.*may not cancel other users' tasks" \
+        agent_call second Cancel s collide1
+check_fail_output "first cannot GetResult second's task" "Access denied" agent_call first GetResult s "$NEW"
+check_fail_output "first cannot Cancel second's task" "Access denied" agent_call first Cancel s "$NEW"
+check_output "ListTasks as second" "$NEW" agent_call second ListTasks
+check_fail "... does not show collide1" grep -q '"collide1"' <<<"$LIB_OUT"
+check_output "ListTasks as first shows collide1" '"collide1"' agent_call first ListTasks
+check_fail "... but not second's task" grep -q "$NEW" <<<"$LIB_OUT"
+
+section "con-send --id"
+check_status "second: con-send --id collide1 is refused (exit 3)" 3 as_user second con-send --id collide1 /ping
+check_output "... saying the id is used by another sender" \
+        "task id 'collide1' is already used on agent 'concierge' by another sender" echo "$LIB_OUT"
+check_output "first: the same --id again is its own task (nothing new runs)" "Built-in commands" \
+        as_user first con-send --id collide1 /ping
+check_output "second: a fresh --id works" '^pong$' as_user second con-send --id second-own /ping
+check_status "con-send --id with an invalid id: usage error" 2 as_user second con-send --id ../x /ping
+
+section "across a restart of the agent (journal replay)"
+check "con down" con down
+check "con up" con up
+check_fail_output "second still cannot Deliver under collide1" "already used on agent 'concierge' by another sender" \
+        agent_call second Deliver a{sv} 2 text s "/ping" id s collide1
+check_output "first still gets its own task back" '^s "collide1"$' \
+        agent_call first Deliver a{sv} 2 text s "/ping" id s collide1
+check_output "... which is still the first one" '"done" "Built-in commands' agent_call first GetResult s collide1
+check "second drops collide1.task again" as_user second sh -c 'echo /ping > /srv/con/inbox/collide1.task'
+check "Rescan" busctl call "${R[@]}" Rescan
+check "the file leaves the inbox" wait_for 30 test ! -e /srv/con/inbox/collide1.task
+check "... and was not rejected" bash -c '! ls /srv/con/rejected 2>/dev/null | grep -q collide1'
+check "second now has two collide1-* tasks, both done" wait_for 20 bash -c \
+        "[ \$(runuser -u second -- busctl --system call $C $P $I ListTasks | grep -oE '\"collide1-[0-9a-f]{16}\" \"done\"' | sort -u | wc -l) = 2 ]"
+
+check "con down" con down
+if grep -rqE "AddressSanitizer|LeakSanitizer|runtime error" /srv/con/logs 2>/dev/null; then
+        check "no sanitizer report in the logs" false
+fi
+finish
