@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -415,6 +416,77 @@ static Violation *violation_get(Manager *m, const char *id, const char *check) {
         return &n[m->n_violations++].v;
 }
 
+/* One escalation task on its way to an agent. Its id is predictable (contract, check, since): when
+ * another sender took it first, the agent says DuplicateTask and it goes again under a random id. */
+#define ESCALATION_ATTEMPTS_MAX 4
+typedef struct Escalation {
+        Manager *m;
+        char *agent, *text, *tid, *contract, *check;
+        unsigned attempt;
+} Escalation;
+
+static Escalation *escalation_free(Escalation *x) {
+        if (!x)
+                return NULL;
+        free(x->agent);
+        free(x->text);
+        free(x->tid);
+        free(x->contract);
+        free(x->check);
+        free(x);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Escalation *, escalation_free);
+
+static int escalation_send(Escalation *x);
+
+static int on_escalation_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(escalation_freep) Escalation *x = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint64_t rnd;
+
+        if (!e)
+                return 0;
+        if (!sd_bus_error_has_name(e, CON_ERROR_DUPLICATE_TASK) || ++x->attempt >= ESCALATION_ATTEMPTS_MAX) {
+                log_warning("Escalation %s to agent %s: %s", x->tid, x->agent, e->message ?: e->name);
+                return 0;
+        }
+        audit_record(x->m, "escalation.id_taken", fields("contract", x->contract, "check", x->check, "agent",
+                                                         x->agent, "task_id", x->tid, NULL));
+        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t) sizeof(rnd))
+                rnd = (uint64_t) time(NULL) * 2654435761u ^ (uint64_t) x->attempt;
+        _cleanup_free_ char *old = TAKE_PTR(x->tid);
+        if (contract_escalation_retry_id(old, rnd, &x->tid) < 0)
+                return 0;
+        log_warning("Escalation id %s is taken on agent %s by another sender; sending it as %s", old, x->agent,
+                    x->tid);
+        if (escalation_send(x) >= 0)
+                TAKE_PTR(x);
+        return 0;
+}
+
+/* Sends x; on success the reply handler owns it. */
+static int escalation_send(Escalation *x) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_free_ char *bn = NULL;
+        int k = con_agent_bus_name(x->agent, &bn);
+        if (k >= 0)
+                k = sd_bus_message_new_method_call(x->m->bus, &msg, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                   "Deliver");
+        if (k >= 0)
+                k = sd_bus_message_append(msg, "a{sv}", 3, "text", "s", x->text, "id", "s", x->tid, "priority",
+                                          "y", (uint8_t) 7);
+        if (k >= 0)
+                k = sd_bus_call_async(x->m->bus, NULL, msg, on_escalation_reply, x, AGENT_CALL_TIMEOUT_USEC);
+        if (k < 0) {
+                log_warning("Failed to send escalation %s to agent %s: %s", x->tid, x->agent, strerror(-k));
+                return k;
+        }
+        audit_record(x->m, "escalation", fields("contract", x->contract, "check", x->check, "agent", x->agent,
+                                                "task_id", x->tid, NULL));
+        return 0;
+}
+
 static void escalate(Manager *m, const Contract *c, const ContractCheck *ch, const Violation *v, const char *found) {
         _cleanup_free_ char *tid = NULL, *text = NULL;
         const char *agent = ch->escalate ?: ESCALATION_AGENT_DEFAULT;
@@ -427,9 +499,19 @@ static void escalate(Manager *m, const Contract *c, const ContractCheck *ch, con
                      c->id, ch->name, found, ch->action ? contract_action_to_string(ch->action) : "none (report only)",
                      strempty(ch->message), ch->message ? "\n" : "", c->file) < 0)
                 return;
-        (void) call_agent(m, agent, "Deliver", true, "a{sv}", 3, "text", "s", text, "id", "s", tid, "priority", "y",
-                          (uint8_t) 7);
-        audit_record(m, "escalation", fields("contract", c->id, "check", ch->name, "agent", agent, "task_id", tid, NULL));
+        _cleanup_(escalation_freep) Escalation *x = calloc(1, sizeof(Escalation));
+        if (!x)
+                return;
+        x->m = m;
+        x->tid = TAKE_PTR(tid);
+        x->text = TAKE_PTR(text);
+        x->agent = strdup(agent);
+        x->contract = strdup(c->id);
+        x->check = strdup(ch->name);
+        if (!x->agent || !x->contract || !x->check)
+                return;
+        if (escalation_send(x) >= 0)
+                TAKE_PTR(x);
 }
 
 static void run_action(Manager *m, const Contract *c, const ContractCheck *ch, const char *found) {

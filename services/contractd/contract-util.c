@@ -1338,6 +1338,13 @@ int contract_escalation_id(const char *id, const char *check, uint64_t since_use
         return 0;
 }
 
+int contract_escalation_retry_id(const char *tid, uint64_t random, char **ret) {
+        /* 128 characters at most: the tid, '-', 16 hex digits. */
+        if (asprintf(ret, "%.111s-%016" PRIx64, tid, random) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 /* ---- quarantine files ---- */
 
 int contract_quarantine_bus_policy(char * const *agents, char **ret) {

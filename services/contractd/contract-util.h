@@ -170,6 +170,9 @@ bool violation_take_escalation(Violation *v);
  * Deliver is deduplicated by the agent too. "contract-<id>-<check>-<since>", other characters
  * mapped to '-'. */
 int contract_escalation_id(const char *id, const char *check, uint64_t since_usec, char **ret);
+/* The id to deliver an escalation under when another sender holds tid (task ids are scoped by
+ * sender): "<tid>-<16 hex digits of random>", tid shortened so that it stays a valid id. */
+int contract_escalation_retry_id(const char *tid, uint64_t random, char **ret);
 
 /* The platform files of a quarantine: the bus policy denying the agents their names, and the
  * polkit rules denying them every org.conspiracy action. agents must be valid agent names;

@@ -6,6 +6,7 @@
 #include "contract-util.h"
 #include "macro.h"
 #include "strv.h"
+#include "task.h"
 #include "test-util.h"
 
 static Contract *parse_ok(const char *text) {
@@ -172,6 +173,18 @@ static void test_escalation_id(void) {
         _cleanup_free_ char *id = NULL;
         g_assert_cmpint(contract_escalation_id("CON-SYS-001", "disk free/x", 12 * USEC_PER_SEC, &id), ==, 0);
         g_assert_cmpstr(id, ==, "contract-CON-SYS-001-disk-free-x-12");
+        /* Taken by another sender: a random suffix, and still a valid id when the tid is long. */
+        _cleanup_free_ char *retry = NULL, *longest = NULL, *lr = NULL;
+        g_assert_cmpint(contract_escalation_retry_id(id, 0x1234, &retry), ==, 0);
+        g_assert_cmpstr(retry, ==, "contract-CON-SYS-001-disk-free-x-12-0000000000001234");
+        g_assert_true(con_task_id_valid(retry));
+        g_autofree char *check = g_strnfill(200, 'c');
+        g_assert_cmpint(contract_escalation_id("CON-X", check, 0, &longest), ==, 0);
+        g_assert_cmpuint(strlen(longest), ==, 128);
+        g_assert_cmpint(contract_escalation_retry_id(longest, UINT64_MAX, &lr), ==, 0);
+        g_assert_cmpuint(strlen(lr), ==, 128);
+        g_assert_true(g_str_has_suffix(lr, "-ffffffffffffffff"));
+        g_assert_true(con_task_id_valid(lr));
 }
 
 static void test_quarantine_files(void) {
