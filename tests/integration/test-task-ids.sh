@@ -89,6 +89,39 @@ check_output "first: the same --id again is its own task (nothing new runs)" "Bu
 check_output "second: a fresh --id works" '^pong$' as_user second con-send --id second-own /ping
 check_status "con-send --id with an invalid id: usage error" 2 as_user second con-send --id ../x /ping
 
+section "a contract escalation whose id a hijacked agent took first"
+# The escalation id is contract-<id>-<check>-<since seconds>: predictable. a-concierge may task
+# the sysadmin (default policy), so it claims every second of the next 20 first.
+S=org.conspiracy.Sysadmin
+now=$(date +%s)
+claimed=0
+for s in $(seq "$now" $((now + 20))); do
+        as_user a-concierge busctl --system call "$S" "$P" "$I" Deliver a{sv} 2 text s "/ping" \
+                id s "contract-T-IDS-flag_present-$s" >/dev/null 2>&1 && claimed=$((claimed + 1))
+done
+check_eq "a-concierge claimed 21 escalation ids" 21 "$claimed"
+rm -f /run/con-ids-flag
+cat >/srv/con/contracts/.T-IDS.tmp <<'YAML'
+id: T-IDS
+type: detective
+frequency: 1s
+scope: system
+checks:
+  - name: flag_present
+    path: {path: /run/con-ids-flag}
+    on_fail:
+      action: alert
+      escalate: sysadmin
+      message: "ids test flag missing"
+YAML
+mv /srv/con/contracts/.T-IDS.tmp /srv/con/contracts/T-IDS.yaml
+check "the escalation reaches the sysadmin under a new id" wait_for 20 bash -c \
+        "busctl call $S $P $I ListTasks | grep -qE '\"contract-T-IDS-flag_present-[0-9]+-[0-9a-f]{16}\"'"
+check "... after an escalation.id_taken audit record" grep -q '"escalation.id_taken".*"T-IDS"' \
+        /srv/con/logs/audit/audit.jsonl
+touch /run/con-ids-flag
+rm -f /srv/con/contracts/T-IDS.yaml
+
 section "across a restart of the agent (journal replay)"
 check "con down" con down
 check "con up" con up
