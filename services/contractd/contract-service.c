@@ -438,36 +438,50 @@ static Escalation *escalation_free(Escalation *x) {
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(Escalation *, escalation_free);
 
+static void escalation_destroy(void *userdata) {
+        escalation_free(userdata);
+}
+
 static int escalation_send(Escalation *x);
 
+/* x belongs to the call's slot (freed when it goes, also when the bus closes first). */
 static int on_escalation_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        _cleanup_(escalation_freep) Escalation *x = userdata;
+        Escalation *x = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
         uint64_t rnd;
 
         if (!e)
                 return 0;
-        if (!sd_bus_error_has_name(e, CON_ERROR_DUPLICATE_TASK) || ++x->attempt >= ESCALATION_ATTEMPTS_MAX) {
+        if (!sd_bus_error_has_name(e, CON_ERROR_DUPLICATE_TASK) || x->attempt + 1 >= ESCALATION_ATTEMPTS_MAX) {
                 log_warning("Escalation %s to agent %s: %s", x->tid, x->agent, e->message ?: e->name);
                 return 0;
         }
         audit_record(x->m, "escalation.id_taken", fields("contract", x->contract, "check", x->check, "agent",
                                                          x->agent, "task_id", x->tid, NULL));
+        _cleanup_(escalation_freep) Escalation *next = calloc(1, sizeof(Escalation));
+        if (!next)
+                return 0;
         if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t) sizeof(rnd))
                 rnd = (uint64_t) time(NULL) * 2654435761u ^ (uint64_t) x->attempt;
-        _cleanup_free_ char *old = TAKE_PTR(x->tid);
-        if (contract_escalation_retry_id(old, rnd, &x->tid) < 0)
+        if (contract_escalation_retry_id(x->tid, rnd, &next->tid) < 0)
                 return 0;
-        log_warning("Escalation id %s is taken on agent %s by another sender; sending it as %s", old, x->agent,
-                    x->tid);
-        if (escalation_send(x) >= 0)
-                TAKE_PTR(x);
+        log_warning("Escalation id %s is taken on agent %s by another sender; sending it as %s", x->tid, x->agent,
+                    next->tid);
+        next->m = x->m;
+        next->attempt = x->attempt + 1;
+        next->agent = TAKE_PTR(x->agent);
+        next->text = TAKE_PTR(x->text);
+        next->contract = TAKE_PTR(x->contract);
+        next->check = TAKE_PTR(x->check);
+        if (escalation_send(next) >= 0)
+                TAKE_PTR(next);
         return 0;
 }
 
-/* Sends x; on success the reply handler owns it. */
+/* Sends x; on success the call's slot owns it. */
 static int escalation_send(Escalation *x) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         _cleanup_free_ char *bn = NULL;
         int k = con_agent_bus_name(x->agent, &bn);
         if (k >= 0)
@@ -477,13 +491,15 @@ static int escalation_send(Escalation *x) {
                 k = sd_bus_message_append(msg, "a{sv}", 3, "text", "s", x->text, "id", "s", x->tid, "priority",
                                           "y", (uint8_t) 7);
         if (k >= 0)
-                k = sd_bus_call_async(x->m->bus, NULL, msg, on_escalation_reply, x, AGENT_CALL_TIMEOUT_USEC);
+                k = sd_bus_call_async(x->m->bus, &slot, msg, on_escalation_reply, x, AGENT_CALL_TIMEOUT_USEC);
         if (k < 0) {
                 log_warning("Failed to send escalation %s to agent %s: %s", x->tid, x->agent, strerror(-k));
                 return k;
         }
         audit_record(x->m, "escalation", fields("contract", x->contract, "check", x->check, "agent", x->agent,
                                                 "task_id", x->tid, NULL));
+        (void) sd_bus_slot_set_destroy_callback(slot, escalation_destroy);
+        (void) sd_bus_slot_set_floating(slot, 1);
         return 0;
 }
 
