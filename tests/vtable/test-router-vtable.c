@@ -22,6 +22,8 @@ typedef struct Mock {
         GMutex lock;
         GHashTable *delivered;  /* id -> text */
         unsigned transient_failures;
+        unsigned duplicates;    /* "DUP..." tasks: refused as DuplicateTask this many times */
+        GPtrArray *dup_ids;     /* ids the "DUP..." tasks were offered under */
         unsigned calls;
         volatile bool stop;
         char *address;
@@ -59,6 +61,17 @@ static int mock_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error) 
                 mock->transient_failures--;
                 g_mutex_unlock(&mock->lock);
                 return sd_bus_error_set(error, CON_ERROR_QUEUE_FULL, "mock: queue full, try later");
+        }
+        if (text && g_str_has_prefix(text, "DUP")) {
+                /* Another sender holds the id (task ids are scoped by sender). */
+                g_ptr_array_add(mock->dup_ids, g_strdup(id));
+                if (mock->duplicates > 0 || g_str_has_prefix(text, "DUPALWAYS")) {
+                        if (mock->duplicates > 0)
+                                mock->duplicates--;
+                        g_mutex_unlock(&mock->lock);
+                        return sd_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK,
+                                                 "mock: task id '%s' is already used by another sender", id);
+                }
         }
         if (text && g_str_has_prefix(text, "REFUSE")) {
                 g_mutex_unlock(&mock->lock);
@@ -143,6 +156,7 @@ static void env_start(Env *e) {
 
         g_mutex_init(&e->mock.lock);
         e->mock.delivered = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        e->mock.dup_ids = g_ptr_array_new_with_free_func(g_free);
         e->mock.address = e->address;
         e->mock.thread = g_thread_new("mock-agent", mock_thread, &e->mock);
         while (!e->mock.ready)
@@ -153,6 +167,7 @@ static void env_stop(Env *e) {
         e->mock.stop = true;
         g_thread_join(e->mock.thread);
         g_hash_table_unref(e->mock.delivered);
+        g_ptr_array_unref(e->mock.dup_ids);
         g_mutex_clear(&e->mock.lock);
         (void) kill(e->bus_pid, SIGTERM);
         test_tmpdir_remove(e->dir);
@@ -287,6 +302,57 @@ static void test_retry(void) {
         env_stop(&e);
 }
 
+/* The agent says another sender holds the id: the file goes again under NAME-<identity>, then
+ * NAME-<random>; it is never dropped, and rejected (kept) only after ROUTER_ID_ATTEMPTS_MAX (8). */
+static void test_duplicate_id(void) {
+        Env e = {};
+        env_start(&e);
+        e.mock.duplicates = 2;
+        drop(&e, "dup.task", "DUP twice", 9);
+        g_assert_cmpint(run_router_once(&e), ==, 0);
+        g_assert_cmpuint(e.mock.dup_ids->len, ==, 3);
+        const char *a0 = g_ptr_array_index(e.mock.dup_ids, 0), *a1 = g_ptr_array_index(e.mock.dup_ids, 1),
+                *a2 = g_ptr_array_index(e.mock.dup_ids, 2);
+        g_assert_cmpstr(a0, ==, "dup");
+        g_assert_true(g_regex_match_simple("^dup-[0-9a-f]{16}$", a1, 0, 0));
+        g_assert_true(g_regex_match_simple("^dup-[0-9a-f]{16}$", a2, 0, 0));
+        g_assert_cmpstr(a1, !=, a2);
+        g_assert_cmpstr(g_hash_table_lookup(e.mock.delivered, a2), ==, "DUP twice");
+        g_assert_false(inbox_has(&e, "dup.task"));
+        _cleanup_free_ char *none = rejected_reason(&e, "dup.task");
+        g_assert_null(none);
+
+        /* Refused under every id: kept in rejected/ with the reason, after 8 attempts. */
+        g_ptr_array_set_size(e.mock.dup_ids, 0);
+        drop(&e, "always.task", "DUPALWAYS", 9);
+        g_assert_cmpint(run_router_once(&e), ==, 0);
+        g_assert_cmpuint(e.mock.dup_ids->len, ==, 8);
+        g_assert_false(inbox_has(&e, "always.task"));
+        _cleanup_free_ char *reason = rejected_reason(&e, "always.task");
+        g_assert_nonnull(reason);
+        g_assert_nonnull(strstr(reason, "is already used by another sender"));
+        _cleanup_free_ char *content = NULL, *rejected = NULL;
+        _cleanup_free_ char *d = g_strdup_printf("%s/rejected", e.srv);
+        GDir *dir = g_dir_open(d, 0, NULL);
+        g_assert_nonnull(dir);
+        for (const char *n; (n = g_dir_read_name(dir));)
+                if (g_str_has_suffix(n, "-inbox-always.task"))
+                        rejected = g_strdup_printf("%s/%s", d, n);
+        g_dir_close(dir);
+        g_assert_nonnull(rejected);
+        g_assert_true(g_file_get_contents(rejected, &content, NULL, NULL));
+        g_assert_cmpstr(content, ==, "DUPALWAYS");
+
+        /* Each collision is in the audit trail. */
+        _cleanup_free_ char *log = NULL, *logpath = g_strdup_printf("%s/audit.jsonl", e.audit);
+        g_assert_true(g_file_get_contents(logpath, &log, NULL, NULL));
+        unsigned taken = 0;
+        for (const char *p = log; (p = strstr(p, "task.id_taken")); p++)
+                taken++;
+        g_assert_cmpuint(taken, ==, 2 + 8);
+        env_stop(&e);
+}
+
 typedef struct Signals {
         unsigned routed, rejected;
 } Signals;
@@ -382,6 +448,7 @@ int main(int argc, char *argv[]) {
         }
         g_test_add_func("/router/once", test_once);
         g_test_add_func("/router/retry", test_retry);
+        g_test_add_func("/router/duplicate-id", test_duplicate_id);
         g_test_add_func("/router/daemon", test_daemon);
         return con_test_run();
 }
