@@ -783,7 +783,7 @@ static void id_scope_as_users(Server *sv, const char *id) {
 
 static void test_id_scope(void) {
         if (geteuid() != 0) {
-                g_test_skip("needs root to deliver for other uids and connect as other users");
+                con_test_skip("needs root to deliver for other uids and connect as other users");
                 return;
         }
         Server sv;
