@@ -580,13 +580,20 @@ static bool group_name_valid(const char *s) {
         return true;
 }
 
-/* One of runner/provider/model/api_key_env/base_url, at base, base.<tier>, defaults.<tier> or agent
- * level. Returns 1 when key is one of them (and was handled), 0 when it is not one of them. */
+/* One of runner/provider/model/api_key_env/base_url/context_window, at base, base.<tier>,
+ * defaults.<tier> or agent level. Returns 1 when key is one of them (and was handled), 0 when it is
+ * not one of them. */
 static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, const char *path,
                              ConRuntimeSettings *rt) {
         char **dest;
         int r;
 
+        if (streq(key, "context_window")) {
+                if (con_yaml_node_is_null(v))
+                        return 1;
+                r = get_uint(c, v, path, CON_CONTEXT_WINDOW_MIN, CON_CONTEXT_WINDOW_MAX, &rt->context_window);
+                return r < 0 ? r : 1;
+        }
         if (streq(key, "runner"))
                 dest = &rt->runner;
         else if (streq(key, "provider"))
@@ -630,7 +637,7 @@ static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, cons
         return 1;
 }
 
-#define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url"
+#define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url, context_window"
 
 /* A mapping of the five runtime keys; with tiers, also officer:, operator: and worker: mappings. */
 static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *path, ConRuntimeSettings *rt,
@@ -668,14 +675,16 @@ static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *pat
                 }
                 return unknown_key(c, k, kpath,
                                    !rt ? "officer, operator and worker" :
-                                   tiers ? "runner, provider, model, api_key_env, base_url, officer, operator and worker" :
-                                           "runner, provider, model, api_key_env and base_url");
+                                   tiers ? "runner, provider, model, api_key_env, base_url, context_window, officer, "
+                                           "operator and worker" :
+                                           "runner, provider, model, api_key_env, base_url and context_window");
         }
         return 0;
 }
 
 static bool runtime_empty(const ConRuntimeSettings *rt) {
-        return !rt->runner && !rt->provider && !rt->model && !rt->api_key_env && !rt->base_url;
+        return !rt->runner && !rt->provider && !rt->model && !rt->api_key_env && !rt->base_url &&
+                rt->context_window == 0;
 }
 
 static void runtime_done(ConRuntimeSettings *rt) {
@@ -938,7 +947,7 @@ void con_config_model_budget(const ConConfig *c, const char *agent, ConModelBudg
 /* ---- agents ---- */
 
 #define AGENT_KEYS "name, tier, mode, cron, cron_task, roles, groups, scopes, runner, provider, model, " \
-        "api_key_env, base_url, command, exec_timeout, max_sessions, idle_exit, instructions " \
+        "api_key_env, base_url, context_window, command, exec_timeout, max_sessions, idle_exit, instructions " \
         "(deprecated: cli, cli_args)"
 
 static void agent_done(ConAgent *a) {
@@ -1057,7 +1066,8 @@ static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgen
                 } else if (streq(key, "provider")) {
                         r = parse_runtime_key(c, key, v, kpath, &a->rt);
                         an->provider = v;
-                } else if (streq(key, "model") || streq(key, "api_key_env") || streq(key, "base_url")) {
+                } else if (streq(key, "model") || streq(key, "api_key_env") || streq(key, "base_url") ||
+                           streq(key, "context_window")) {
                         r = parse_runtime_key(c, key, v, kpath, &a->rt);
                 } else if (streq(key, "command")) {
                         r = get_strv(c, v, kpath, false, ARGV_MAX, &a->command);
@@ -1162,6 +1172,8 @@ static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent
                 r = resolve(&rt->base_url, tier->base_url, base->base_url, NULL, a->tier, &unused);
         if (r < 0)
                 return r;
+        if (rt->context_window == 0)
+                rt->context_window = tier->context_window ?: base->context_window ?: CON_CONTEXT_WINDOW_DEFAULT;
 
         /* Runner and provider must fit together (as the original checks after resolution). */
         const char *need = NULL;

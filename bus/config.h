@@ -35,7 +35,13 @@ typedef struct ConRuntimeSettings {
         char *model;
         char *api_key_env;
         char *base_url;
+        unsigned context_window; /* the model's context window in tokens; 0 = unset
+                                  * (resolved: CON_CONTEXT_WINDOW_DEFAULT) */
 } ConRuntimeSettings;
+
+#define CON_CONTEXT_WINDOW_DEFAULT 128000U
+#define CON_CONTEXT_WINDOW_MIN     4096U
+#define CON_CONTEXT_WINDOW_MAX     100000000U
 
 typedef struct ConAgent {
         char *name;             /* validated with con_agent_name_check() */

@@ -242,6 +242,17 @@ ConLlmConversation *con_llm_conversation_free(ConLlmConversation *c) {
         return NULL;
 }
 
+void con_llm_conversation_remove(ConLlmConversation *c, size_t from, size_t n) {
+        if (from >= c->n_messages)
+                return;
+        if (n > c->n_messages - from)
+                n = c->n_messages - from;
+        for (size_t i = from; i < from + n; i++)
+                message_done(&c->messages[i]);
+        memmove(c->messages + from, c->messages + from + n, (c->n_messages - from - n) * sizeof(ConLlmMessage));
+        c->n_messages -= n;
+}
+
 static int strdup_opt(const char *s, char **ret) {
         *ret = NULL;
         if (!s)
@@ -856,6 +867,23 @@ static int provider_error(const cJSON *root, ConLlmError *e) {
                          cJSON_IsString(msg) && msg->valuestring ? msg->valuestring : "(no message)");
 }
 
+/* Tool-call arguments that are not a JSON object: kept, wrapped, for the tool loop to answer the
+ * call with an error the model can act on (one bad call must not fail the whole task). */
+static int malformed_arguments(const cJSON *args, const char *raw, cJSON **ret) {
+        _cleanup_free_ char *printed = NULL;
+        if (!raw) {
+                printed = cJSON_PrintUnformatted(args);
+                if (!printed)
+                        return -ENOMEM;
+                raw = printed;
+        }
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddStringToObject(o, CON_LLM_MALFORMED_ARGUMENTS, raw))
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
 static int tool_call_new(ConLlmResponse *resp, const char *path, const char *id, const char *name,
                          const cJSON *args_obj, ConLlmError *e) {
         if (resp->n_tool_calls >= CON_LLM_TOOL_CALLS_MAX)
@@ -956,15 +984,18 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
                         r = parse_json_object(args->valuestring, &parsed, &got);
                         if (r == -ENOMEM)
                                 return r;
-                        if (r < 0)
-                                return llm_error(e, -EBADMSG, "%s.arguments: must be a JSON object, got %s",
-                                                 path, got);
+                        if (r < 0 && (r = malformed_arguments(NULL, args->valuestring, &parsed)) < 0)
+                                return r;
                         args = parsed;
-                } else if (!args || cJSON_IsNull(args))
-                        return llm_error(e, -EBADMSG, "%s.arguments: missing", path);
-                else if (!cJSON_IsObject(args))
-                        return llm_error(e, -EBADMSG, "%s.arguments: must be a JSON object, got %s",
-                                         path, con_json_kind(args));
+                } else if (!args || cJSON_IsNull(args)) {
+                        if (!(parsed = cJSON_CreateObject()))
+                                return -ENOMEM;
+                        args = parsed;
+                } else if (!cJSON_IsObject(args)) {
+                        if ((r = malformed_arguments(args, NULL, &parsed)) < 0)
+                                return r;
+                        args = parsed;
+                }
                 path[strlen(path) - strlen(".function")] = 0;
                 if ((r = tool_call_new(resp, path, id->valuestring, name->valuestring, args, e)) < 0)
                         return r;
@@ -1035,12 +1066,17 @@ static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConLlmError 
                         if ((r = member(block, path, "id", J_STRING, true, &id, e)) < 0 ||
                             (r = member(block, path, "name", J_STRING, true, &name, e)) < 0)
                                 return r;
+                        _cleanup_cjson_ cJSON *made = NULL;
                         input = cJSON_GetObjectItemCaseSensitive(block, "input");
-                        if (!input || cJSON_IsNull(input))
-                                return llm_error(e, -EBADMSG, "%s.input: missing", path);
-                        if (!cJSON_IsObject(input))
-                                return llm_error(e, -EBADMSG, "%s.input: must be a JSON object, got %s",
-                                                 path, con_json_kind(input));
+                        if (!input || cJSON_IsNull(input)) {
+                                if (!(made = cJSON_CreateObject()))
+                                        return -ENOMEM;
+                                input = made;
+                        } else if (!cJSON_IsObject(input)) {
+                                if ((r = malformed_arguments(input, NULL, &made)) < 0)
+                                        return r;
+                                input = made;
+                        }
                         if ((r = tool_call_new(resp, path, id->valuestring, name->valuestring, input, e)) < 0)
                                 return r;
                 }

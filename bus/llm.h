@@ -46,8 +46,13 @@ typedef enum ConLlmStop {
 typedef struct ConLlmToolCall {
         char *id;
         char *name;
-        char *arguments;                /* compact JSON text of an object, e.g. {"path":"/x"} */
+        char *arguments;                /* compact JSON text of an object, e.g. {"path":"/x"}. Arguments
+                                         * the model sent that are not an object (invalid JSON, an
+                                         * array, ...) arrive as {CON_LLM_MALFORMED_ARGUMENTS: "<as
+                                         * sent>"}; missing arguments as {} */
 } ConLlmToolCall;
+
+#define CON_LLM_MALFORMED_ARGUMENTS "_malformed_arguments"
 
 typedef struct ConLlmMessage {
         ConLlmRole role;
@@ -121,6 +126,8 @@ int con_llm_conversation_add_tool_result(ConLlmConversation *c, const char *tool
                                          const char *content, bool is_error);
 /* Appends the assistant turn of a parsed response (its text and tool calls). */
 int con_llm_conversation_add_response(ConLlmConversation *c, const ConLlmResponse *resp);
+/* Removes (and frees) n messages from index from on (fewer at the end). */
+void con_llm_conversation_remove(ConLlmConversation *c, size_t from, size_t n);
 /* parameters NULL means {"type":"object","properties":{}}. -EINVAL (with message) when the name
  * is not [A-Za-z0-9_-]{1,64} or parameters is not a JSON object. */
 int con_llm_conversation_add_tool(ConLlmConversation *c, const char *name, const char *description,

@@ -15,7 +15,7 @@
 #include "names.h"
 #include "task.h"
 
-#define ALLOWED_KEYS "priority, reply-to, deadline"
+#define ALLOWED_KEYS "priority, reply-to, deadline, conversation"
 
 void con_task_error_done(ConTaskError *e) {
         if (!e)
@@ -28,6 +28,7 @@ ConTask *con_task_free(ConTask *t) {
         if (!t)
                 return NULL;
         free(t->meta.reply_to);
+        free(t->meta.conversation);
         free(t->text);
         free(t);
         return NULL;
@@ -278,6 +279,8 @@ static int fm_apply(const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t
                 bit = 2;
         else if (streq(k, "deadline"))
                 bit = 4;
+        else if (streq(k, "conversation"))
+                bit = 8;
         else
                 bit = 0;
         if (bit == 0) {
@@ -312,6 +315,14 @@ static int fm_apply(const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t
                 meta->reply_to = strdup(v);
                 return meta->reply_to ? 0 : -ENOMEM;
         }
+        case 8:
+                if (strlen(v) != vlen || !con_conversation_id_valid(v))
+                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
+                                         "conversation '%s' is not a conversation id (the id of the task that "
+                                         "started it, or '" CON_CONVERSATION_LATEST "')", q);
+                free(meta->conversation);
+                meta->conversation = strdup(v);
+                return meta->conversation ? 0 : -ENOMEM;
         default:
                 if (parse_rfc3339(v, vlen, &meta->deadline_usec) < 0)
                         return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
@@ -519,10 +530,13 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                 return -EINVAL;
         if (t->meta.reply_to && !con_agent_name_valid(t->meta.reply_to))
                 return -EINVAL;
+        if (t->meta.conversation && !con_conversation_id_valid(t->meta.conversation))
+                return -EINVAL;
 
         /* Front matter when the meta differs from the defaults, and also when the text itself
          * starts with a '---' line: without it the text would be read back as front matter. */
         fm = t->meta.priority != CON_TASK_PRIORITY_DEFAULT || t->meta.reply_to || t->meta.deadline_usec > 0 ||
+             t->meta.conversation ||
              (t->text && delimiter_line(t->text, t->text_len) > 0);
 
         f = open_memstream(&out, &out_len);
@@ -542,6 +556,8 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                         }
                         fprintf(f, "deadline: %s\n", ts);
                 }
+                if (t->meta.conversation)
+                        fprintf(f, "conversation: %s\n", t->meta.conversation);
                 fputs("---\n", f);
         }
         if (t->text_len > 0)
@@ -572,6 +588,10 @@ bool con_task_id_valid(const char *id) {
                         return false;
         }
         return !strstr(id, "..");
+}
+
+bool con_conversation_id_valid(const char *id) {
+        return con_task_id_valid(id);
 }
 
 static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -13,6 +13,7 @@
  *     priority: 7
  *     reply-to: sysadmin
  *     deadline: 2026-12-01T10:00:00Z
+ *     conversation: latest
  *     ---
  *     the task text
  *
@@ -28,6 +29,7 @@ typedef struct ConTaskMeta {
         int priority;           /* 0..9, higher runs first; CON_TASK_PRIORITY_DEFAULT when absent */
         char *reply_to;         /* agent name (validated) or NULL */
         uint64_t deadline_usec; /* CLOCK_REALTIME usec, 0 = none */
+        char *conversation;     /* continue this conversation of the sender (con_conversation_id_valid) or NULL */
 } ConTaskMeta;
 
 typedef struct ConTask {
@@ -74,6 +76,11 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len);
  * random): "20261129T113045.123456Z-1a2b3c-0001". A dropped NAME.task keeps NAME as its id
  * when NAME is a valid id. Valid ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$, no "..". */
 bool con_task_id_valid(const char *id);
+/* A conversation id names one of the sender's conversations with an agent (docs/AGENT.md): the id
+ * of the task that started it, or CON_CONVERSATION_LATEST for the sender's most recent one. It is
+ * a path component, so it has the syntax of a task id. */
+#define CON_CONVERSATION_LATEST "latest"
+bool con_conversation_id_valid(const char *id);
 int con_task_id_new(char **ret);
 /* "hello.task" -> "hello"; -EINVAL when the name does not end in .task or NAME is invalid. */
 int con_task_id_from_filename(const char *filename, char **ret);

@@ -33,6 +33,7 @@ static bool arg_json = false;
 static bool arg_scheduled = false;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_id = NULL;
+static const char *arg_conversation = NULL; /* NULL: a new conversation */
 
 typedef struct Waiter {
         const char *task_id;
@@ -58,6 +59,10 @@ static void help(void) {
                "                    default \"/status\") instead of MESSAGE; implies --no-wait.\n"
                "                    Used by the generated con-cron-AGENT timers\n"
                "  --config PATH     Configuration for --scheduled (default " CON_CONFIG_PATH ")\n"
+               "  --continue[=ID]   Continue your conversation ID with the agent (the id of the task that\n"
+               "                    started it); without ID your latest one. Without this option every\n"
+               "                    task starts a new conversation\n"
+               "  --conversation ID The same as --continue=ID\n"
                "  -h --help         Show this help\n"
                "     --version      Show the version\n"
                "\n"
@@ -71,7 +76,8 @@ static void help(void) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG, ARG_ID };
+        enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG, ARG_ID,
+               ARG_CONTINUE, ARG_CONVERSATION };
         static const struct option options[] = {
                 { "to", required_argument, NULL, ARG_TO },
                 { "no-wait", no_argument, NULL, ARG_NO_WAIT },
@@ -80,6 +86,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "scheduled", no_argument, NULL, ARG_SCHEDULED },
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "id", required_argument, NULL, ARG_ID },
+                { "continue", optional_argument, NULL, ARG_CONTINUE },
+                { "conversation", required_argument, NULL, ARG_CONVERSATION },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -127,6 +135,16 @@ static int parse_argv(int argc, char *argv[]) {
                                 return -EINVAL;
                         }
                         arg_id = optarg;
+                        break;
+                case ARG_CONTINUE:
+                case ARG_CONVERSATION:
+                        arg_conversation = optarg ?: CON_CONVERSATION_LATEST;
+                        if (!con_conversation_id_valid(arg_conversation)) {
+                                fprintf(stderr, "con-send: --%s: '%s' is not a conversation id (the id of the "
+                                        "task that started it)\n", c == ARG_CONTINUE ? "continue" : "conversation",
+                                        arg_conversation);
+                                return -EINVAL;
+                        }
                         break;
                 case 'h':
                         help();
@@ -242,6 +260,24 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, ch
         return 1;
 }
 
+static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_error *e, sd_bus_message **reply) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = sd_bus_message_new_method_call(bus, &m, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Deliver");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "{sv}", "text", "s", text);
+        if (r >= 0 && arg_id)
+                r = sd_bus_message_append(m, "{sv}", "id", "s", arg_id);
+        if (r >= 0 && arg_conversation)
+                r = sd_bus_message_append(m, "{sv}", "conversation", "s", arg_conversation);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_call(bus, m, 0, e, reply);
+}
+
 static uint64_t now_usec(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -332,10 +368,10 @@ int main(int argc, char *argv[]) {
                 }
         }
 
-        /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it. */
-        if (arg_id)
-                r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Deliver", &e, &reply,
-                                       "a{sv}", 2, "text", "s", text, "id", "s", arg_id);
+        /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it.
+         * Submit takes only the text: Deliver's named arguments carry the id and the conversation. */
+        if (arg_id || arg_conversation)
+                r = deliver(bus, bus_name, text, &e, &reply);
         else
                 r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply,
                                        "s", text);

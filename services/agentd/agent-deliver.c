@@ -4,12 +4,13 @@
 #include "names.h"
 #include "task.h"
 
-#define ALLOWED_KEYS "text (s), id (s), priority (y), reply_to (s), deadline (t), sender_uid (u)"
+#define ALLOWED_KEYS "text (s), id (s), priority (y), reply_to (s), deadline (t), sender_uid (u), conversation (s)"
 
 void agent_deliver_args_done(AgentDeliverArgs *a) {
         free(a->text);
         free(a->id);
         free(a->reply_to);
+        free(a->conversation);
         *a = (AgentDeliverArgs) {};
 }
 
@@ -60,7 +61,7 @@ int agent_deliver_parse(sd_bus_message *m, AgentDeliverArgs *ret, sd_bus_error *
                         return r;
 
                 static const char * const keys[] = { "text", "id", "priority", "reply_to", "deadline",
-                                                     "sender_uid" };
+                                                     "sender_uid", "conversation" };
                 unsigned bit = 0;
                 for (unsigned i = 0; i < ELEMENTSOF(keys); i++)
                         if (streq(key, keys[i]))
@@ -106,6 +107,13 @@ int agent_deliver_parse(sd_bus_message *m, AgentDeliverArgs *ret, sd_bus_error *
                         r = want_type(m, key, "t", error);
                         if (r >= 0)
                                 r = sd_bus_message_read(m, "v", "t", &a.deadline_usec);
+                } else if (streq(key, "conversation")) {
+                        r = read_string(m, key, &a.conversation, error);
+                        if (r >= 0 && !con_conversation_id_valid(a.conversation))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Key 'conversation': '%s' is not a conversation id (the id "
+                                                         "of the task that started it, or '"
+                                                         CON_CONVERSATION_LATEST "')", a.conversation);
                 } else {
                         r = want_type(m, key, "u", error);
                         if (r >= 0)

@@ -16,6 +16,7 @@ typedef struct AgentDeliverArgs {
         uint64_t deadline_usec; /* 0: none */
         bool has_sender_uid;
         uint32_t sender_uid;
+        char *conversation;     /* a valid conversation id (con_conversation_id_valid) or NULL */
 } AgentDeliverArgs;
 
 void agent_deliver_args_done(AgentDeliverArgs *a);

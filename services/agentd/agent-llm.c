@@ -9,6 +9,7 @@
 #include <time.h>
 #include <systemd/sd-bus.h>
 
+#include "agent-history.h"
 #include "agent-llm.h"
 #include "agent-tools.h"
 #include "con-paths.h"
@@ -23,7 +24,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 #define SKILL_MAX       (256U * 1024U)
 #define AGENTS_MD_MAX   (1024U * 1024U)
-#define HISTORY_MAX     (16U * 1024U * 1024U)
 #define BUDGET_NOTICE_INTERVAL (3600U) /* seconds between two notices to the sysadmin */
 
 static uint64_t now_usec(void) {
@@ -230,18 +230,11 @@ static cJSON *arguments_json(const char *arguments) {
         return cJSON_CreateObject();
 }
 
-static int message_to_json(const ConLlmMessage *m, size_t content_max, cJSON **ret) {
+static int message_to_json(const ConLlmMessage *m, cJSON **ret) {
         _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
-        _cleanup_free_ char *cut = NULL;
         const char *content = m->content;
         if (!o)
                 return -ENOMEM;
-        if (content && content_max > 0 && strlen(content) > content_max) {
-                cut = strdup(content);
-                if (!cut || agent_tool_cap_output(&cut, content_max) < 0)
-                        return -ENOMEM;
-                content = cut;
-        }
         switch (m->role) {
         case CON_LLM_ROLE_USER:
                 if (!cJSON_AddStringToObject(o, "role", "user") || !cJSON_AddStringToObject(o, "content", strempty(content)))
@@ -285,10 +278,10 @@ static int message_to_json(const ConLlmMessage *m, size_t content_max, cJSON **r
         return 0;
 }
 
-static int messages_to_json(const ConLlmConversation *c, size_t from, size_t content_max, cJSON *array) {
+int agent_llm_messages_json(const ConLlmConversation *c, size_t from, cJSON *array) {
         for (size_t i = from; i < c->n_messages; i++) {
                 cJSON *m = NULL;
-                int r = message_to_json(&c->messages[i], c->messages[i].role == CON_LLM_ROLE_TOOL ? content_max : 0, &m);
+                int r = message_to_json(&c->messages[i], &m);
                 if (r < 0)
                         return r;
                 cJSON_AddItemToArray(array, m);
@@ -306,7 +299,7 @@ int agent_llm_request_json(const ConLlmConversation *c, size_t from, unsigned ma
         cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
         if (!msgs)
                 return -ENOMEM;
-        int r = messages_to_json(c, from, 0, msgs);
+        int r = agent_llm_messages_json(c, from, msgs);
         if (r < 0)
                 return r;
         if (c->n_tools > 0) {
@@ -403,9 +396,14 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
                                 a = cJSON_PrintUnformatted(args);
                         else if (cJSON_IsString(args))
                                 a = strdup(isempty(args->valuestring) ? "{}" : args->valuestring);
-                        else
-                                return set_error(ret_error, -EBADMSG,
-                                                 "response tool_calls[%d].arguments: must be a JSON object", i);
+                        else {
+                                /* Not an object: the tool loop answers the call with an error. */
+                                _cleanup_free_ char *p = cJSON_PrintUnformatted(args);
+                                _cleanup_cjson_ cJSON *w = cJSON_CreateObject();
+                                if (!p || !w || !cJSON_AddStringToObject(w, CON_LLM_MALFORMED_ARGUMENTS, p) ||
+                                    !(a = cJSON_PrintUnformatted(w)))
+                                        return -ENOMEM;
+                        }
                         ConLlmToolCall *tc = &resp->tool_calls[i];
                         tc->id = strdup(id->valuestring);
                         tc->name = strdup(name->valuestring);
@@ -426,119 +424,6 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
                 }
         }
         *ret = TAKE_PTR(resp);
-        return 0;
-}
-
-/* ---- history ---- */
-
-size_t agent_llm_history_start(const ConLlmConversation *c, size_t max) {
-        size_t from = c->n_messages > max ? c->n_messages - max : 0;
-        while (from < c->n_messages && c->messages[from].role != CON_LLM_ROLE_USER)
-                from++;
-        return from;
-}
-
-int agent_llm_history_save(const char *path, const ConLlmConversation *c, size_t max) {
-        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddNumberToObject(o, "version", 1))
-                return -ENOMEM;
-        cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
-        if (!msgs)
-                return -ENOMEM;
-        int r = messages_to_json(c, agent_llm_history_start(c, max), AGENT_LLM_HISTORY_TOOL_MAX, msgs);
-        if (r < 0)
-                return r;
-        _cleanup_free_ char *text = cJSON_PrintUnformatted(o);
-        if (!text)
-                return -ENOMEM;
-        return write_file_atomic(path, text, strlen(text), 0600, (uid_t) -1, (gid_t) -1);
-}
-
-int agent_llm_history_load(const char *path, ConLlmConversation *c, char **ret_error) {
-        _cleanup_free_ char *text = NULL;
-        _cleanup_(con_llm_conversation_freep) ConLlmConversation *tmp = con_llm_conversation_new();
-        size_t len;
-        int r;
-
-        if (!tmp)
-                return -ENOMEM;
-        r = read_file_nofollow(path, HISTORY_MAX, &text, &len);
-        if (r == -ENOENT)
-                return r;
-        if (r < 0)
-                return set_error(ret_error, -EBADMSG, "%s: cannot read: %s", path, strerror(-r));
-        _cleanup_cjson_ cJSON *o = cJSON_ParseWithOpts(text, NULL, true);
-        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
-        if (!cJSON_IsArray(msgs))
-                return set_error(ret_error, -EBADMSG, "%s: not a session history (no messages array)", path);
-
-        /* Tool results must answer the calls of the assistant message before them. */
-        _cleanup_strv_free_ char **open_calls = NULL;
-        int i = 0;
-        const cJSON *m;
-        cJSON_ArrayForEach(m, msgs) {
-                const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-                const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-                const char *ct = cJSON_IsString(content) ? content->valuestring : NULL;
-                const char *rs = cJSON_IsString(role) ? role->valuestring : "";
-                if (i == 0 && !streq(rs, "user"))
-                        return set_error(ret_error, -EBADMSG, "%s: messages[0] is not a user message", path);
-                if (streq(rs, "user")) {
-                        if (!ct)
-                                return set_error(ret_error, -EBADMSG, "%s: messages[%d].content missing", path, i);
-                        r = con_llm_conversation_add_user(tmp, ct);
-                        open_calls = strv_free(open_calls);
-                } else if (streq(rs, "assistant")) {
-                        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *tc;
-                        size_t n = 0, k = (size_t) cJSON_GetArraySize(calls);
-                        _cleanup_free_ ConLlmToolCall *tcs = calloc(k + 1, sizeof(ConLlmToolCall));
-                        _cleanup_strv_free_ char **argv_keep = NULL;
-                        if (!tcs)
-                                return -ENOMEM;
-                        open_calls = strv_free(open_calls);
-                        cJSON_ArrayForEach(tc, calls) {
-                                const cJSON *id = cJSON_GetObjectItemCaseSensitive(tc, "id");
-                                const cJSON *name = cJSON_GetObjectItemCaseSensitive(tc, "name");
-                                const cJSON *args = cJSON_GetObjectItemCaseSensitive(tc, "arguments");
-                                if (!cJSON_IsString(id) || !cJSON_IsString(name) || (args && !cJSON_IsObject(args)))
-                                        return set_error(ret_error, -EBADMSG, "%s: messages[%d].tool_calls malformed",
-                                                         path, i);
-                                char *a = args ? cJSON_PrintUnformatted(args) : strdup("{}");
-                                if (!a || strv_consume(&argv_keep, a) < 0 || strv_extend(&open_calls, id->valuestring) < 0)
-                                        return -ENOMEM;
-                                tcs[n++] = (ConLlmToolCall) { .id = id->valuestring, .name = name->valuestring,
-                                                              .arguments = a };
-                        }
-                        r = con_llm_conversation_add_assistant(tmp, ct, tcs, n);
-                } else if (streq(rs, "tool")) {
-                        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
-                        if (!cJSON_IsString(id) || !strv_contains(open_calls, id->valuestring) || !ct)
-                                return set_error(ret_error, -EBADMSG,
-                                                 "%s: messages[%d] is a tool result that answers no earlier call", path, i);
-                        r = con_llm_conversation_add_tool_result(tmp, id->valuestring, ct,
-                                                                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "is_error")));
-                } else
-                        return set_error(ret_error, -EBADMSG, "%s: messages[%d].role must be user, assistant or tool",
-                                         path, i);
-                if (r < 0)
-                        return r;
-                i++;
-        }
-        for (size_t k = 0; k < tmp->n_messages; k++) {
-                const ConLlmMessage *x = &tmp->messages[k];
-                switch (x->role) {
-                case CON_LLM_ROLE_USER:
-                        r = con_llm_conversation_add_user(c, x->content);
-                        break;
-                case CON_LLM_ROLE_ASSISTANT:
-                        r = con_llm_conversation_add_assistant(c, x->content, x->tool_calls, x->n_tool_calls);
-                        break;
-                default:
-                        r = con_llm_conversation_add_tool_result(c, x->tool_call_id, x->content, x->is_error);
-                }
-                if (r < 0)
-                        return r;
-        }
         return 0;
 }
 
@@ -741,16 +626,80 @@ static int build_prompt(const ConRuntimeTask *t, const ConRuntimeEnv *env, const
         return agent_tools_register(c);
 }
 
+/* A tool result above AGENT_HISTORY_INLINE_MAX is stored in the workspace; the model gets its
+ * head, its tail and the file's path. */
+static int tool_output_inline(const ConRuntimeTask *t, const ConRuntimeEnv *env, unsigned n, char **output) {
+        _cleanup_free_ char *name = NULL, *path = NULL, *cut = NULL;
+        if (strlen(*output) <= AGENT_HISTORY_INLINE_MAX)
+                return 0;
+        if (asprintf(&name, "%s-%u.txt", t->id, n) < 0)
+                return -ENOMEM;
+        int r = agent_history_spill(env->workspace, name, *output, &path);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                dprintf(STDERR_FILENO, "note: cannot store a tool output in %s/" AGENT_HISTORY_SPILL_DIR ": %s\n",
+                        env->workspace, strerror(-r));
+        r = agent_history_head_tail(*output, AGENT_HISTORY_INLINE_HEAD, AGENT_HISTORY_INLINE_TAIL, path, &cut);
+        if (r < 0)
+                return r;
+        free(*output);
+        *output = TAKE_PTR(cut);
+        return 0;
+}
+
+/* The conversation of this task: the sender's own, new unless the task names one. 0, or 1 with
+ * *ret_reason when the task must fail. */
+static int conversation_open(const ConRuntimeTask *t, const ConRuntimeEnv *env, int *ret_dfd, char **ret_id,
+                             bool *ret_new, char **ret_reason) {
+        _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *legacy = NULL;
+        int r;
+
+        /* The shared history of earlier versions mixed every sender's tasks: never read it again. */
+        if (asprintf(&legacy, "%s/" AGENT_HISTORY_DIR "/con_%s.json", env->workspace, env->agent->name) < 0)
+                return -ENOMEM;
+        (void) unlink(legacy);
+
+        r = agent_history_open_dir(env->workspace, t->sender_uid, true, &dfd);
+        if (r < 0) {
+                if (t->conversation)
+                        return set_error(ret_reason, 1, "cannot open the conversations of %s in %s/" AGENT_HISTORY_DIR
+                                         ": %s", strempty(t->sender), env->workspace, strerror(-r));
+                dprintf(STDERR_FILENO, "note: cannot open %s/" AGENT_HISTORY_DIR ", this turn is not kept: %s\n",
+                        env->workspace, strerror(-r));
+        }
+        r = agent_history_resolve(dfd, t->conversation, t->id, ret_id, ret_new);
+        if (r == -ENOENT)
+                /* Also what another sender's conversation id gives: it is looked up only among the
+                 * sender's own. */
+                return set_error(ret_reason, 1,
+                                 "refused: %s has no conversation '%s' with agent '%s' (a conversation can only be "
+                                 "continued by the sender who started it; without an id, --continue takes your "
+                                 "latest)", isempty(t->sender) ? "the sender" : t->sender, t->conversation,
+                                 env->agent->name);
+        if (r < 0)
+                return r;
+        *ret_dfd = TAKE_FD(dfd);
+        return 0;
+}
+
 int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(agent_loop_guard_done) AgentLoopGuard guard = {};
-        _cleanup_free_ char *history = NULL, *herr = NULL, *user = NULL, *final = NULL, *reason = NULL;
+        _cleanup_free_ char *conv = NULL, *herr = NULL, *user = NULL, *final = NULL, *reason = NULL;
+        _cleanup_close_ int hdir = -EBADF;
         Loop l = { .task = t, .env = env };
+        bool is_new = true;
+        unsigned n_outputs = 0;
         int r;
 
         if (!c)
                 return 1;
+        unsigned window = env->agent->rt.context_window ?: CON_CONTEXT_WINDOW_DEFAULT;
+        size_t budget = agent_history_budget(window, AGENT_LLM_MAX_TOKENS);
+
         r = sd_bus_open_system(&bus);
         if (r < 0) {
                 dprintf(STDERR_FILENO, "cannot connect to the system bus to reach the model gateway: %s\n", strerror(-r));
@@ -762,27 +711,45 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
         /* Stop a little before the service's own timer kills the session, to report why. */
         l.deadline = now_usec() + (wall > 60 * USEC_PER_SEC ? wall - 30 * USEC_PER_SEC : wall);
 
-        if (asprintf(&l.sessions_dir, "%s/sessions", env->workspace) < 0 ||
-            asprintf(&history, "%s/con_%s.json", l.sessions_dir, env->agent->name) < 0)
+        if (asprintf(&l.sessions_dir, "%s/" AGENT_HISTORY_DIR, env->workspace) < 0)
                 return 1;
         if (mkdir(l.sessions_dir, 0700) < 0 && errno != EEXIST)
                 dprintf(STDERR_FILENO, "note: cannot create %s: %m\n", l.sessions_dir);
 
+        r = conversation_open(t, env, &hdir, &conv, &is_new, &reason);
+        if (r < 0)
+                goto out;
+        if (r > 0)
+                goto out;
         r = build_prompt(t, env, NULL, c);
         if (r < 0) {
                 dprintf(STDERR_FILENO, "cannot build the prompt: %s\n", strerror(-r));
                 goto out;
         }
-        r = agent_llm_history_load(history, c, &herr);
-        if (r < 0 && r != -ENOENT) {
-                dprintf(STDERR_FILENO, "note: session history dropped: %s\n", strempty(herr));
-                /* start afresh: drop whatever was added */
-                con_llm_conversation_free(c);
-                c = con_llm_conversation_new();
-                if (!c || build_prompt(t, env, NULL, c) < 0)
-                        return 1;
+        if (!is_new && hdir >= 0) {
+                r = agent_history_load(hdir, conv, c, &herr);
+                if (r == -ENOMEM)
+                        goto out;
+                if (r < 0 && r != -ENOENT)
+                        dprintf(STDERR_FILENO, "note: conversation %s unreadable, continuing without it: %s\n", conv,
+                                strempty(herr));
         }
+        size_t turn = c->n_messages; /* where this task's turn starts */
         r = agent_llm_task_message(t->text, t->sender, agent_llm_sender_verified(t->sender_uid), &user);
+        if (r >= 0 && strlen(user) > budget / 2) {
+                /* A task larger than half the window: the model gets its head and tail and the file. */
+                _cleanup_free_ char *name = NULL, *path = NULL, *cut = NULL;
+                if (asprintf(&name, "%s-task.txt", t->id) < 0)
+                        goto out;
+                r = agent_history_spill(env->workspace, name, user, &path);
+                if (r == -ENOMEM)
+                        goto out;
+                r = agent_history_head_tail(user, budget / 8, budget / 8, r >= 0 ? path : NULL, &cut);
+                if (r >= 0) {
+                        free(user);
+                        user = TAKE_PTR(cut);
+                }
+        }
         if (r >= 0)
                 r = con_llm_conversation_add_user(c, user);
         if (r < 0)
@@ -793,6 +760,13 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
         unsigned iter;
         for (iter = 0; iter < AGENT_LLM_MAX_ITERATIONS && !final && !reason; iter++) {
                 _cleanup_(con_llm_response_freep) ConLlmResponse *resp = NULL;
+                size_t dropped = 0;
+                r = agent_history_fit(c, &turn, budget, &dropped);
+                if (r < 0)
+                        goto out;
+                if (dropped > 0)
+                        dprintf(STDERR_FILENO, "note: %zu older messages of conversation %s left out to fit the "
+                                "context window of %u tokens\n", dropped, conv, window);
                 r = model_call(&l, c, &resp, &reason);
                 if (r == -ENOMEM)
                         goto out;
@@ -818,7 +792,7 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                         _cleanup_free_ char *output = NULL;
                         bool is_error = true;
                         if (reason) {
-                                /* Every call gets an answer, so the history stays consistent. */
+                                /* Every call gets an answer, so the conversation stays consistent. */
                                 r = con_llm_conversation_add_tool_result(c, tc->id, "not run: the task was stopped", true);
                                 if (r < 0)
                                         goto out;
@@ -837,9 +811,10 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                                 continue;
                         }
                         r = agent_tool_run(&ctx, tc->name, tc->arguments, &output, &is_error);
-                        if (r < 0)
-                                goto out;
-                        r = con_llm_conversation_add_tool_result(c, tc->id, output, is_error);
+                        if (r >= 0)
+                                r = tool_output_inline(t, env, ++n_outputs, &output);
+                        if (r >= 0)
+                                r = con_llm_conversation_add_tool_result(c, tc->id, output, is_error);
                         if (r < 0)
                                 goto out;
                 }
@@ -848,10 +823,16 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
             asprintf(&reason, "stopped after %u model turns without a final answer (the limit of turns per task)",
                      AGENT_LLM_MAX_ITERATIONS) < 0)
                 goto out;
+        /* Only a completed turn is kept: a failed task adds nothing to the conversation. */
+        if (final && hdir >= 0) {
+                r = agent_history_commit(hdir, conv, c, turn, budget);
+                if (r == -ENOMEM)
+                        goto out;
+                if (r < 0)
+                        dprintf(STDERR_FILENO, "note: cannot save conversation %s: %s\n", conv, strerror(-r));
+        }
         r = 0;
 out:
-        if (c && agent_llm_history_save(history, c, AGENT_LLM_HISTORY_MAX) < 0)
-                dprintf(STDERR_FILENO, "note: cannot save the session history %s\n", history);
         free(l.sessions_dir);
         if (r < 0) {
                 dprintf(STDERR_FILENO, "the tool loop failed: %s\n", strerror(-r));

@@ -12,14 +12,12 @@
 /* The picoclaw runtime: the LLM tool loop of one task, run in the session child as the agent
  * user (docs/AGENT.md "The tool loop"). The session holds no key: every model turn is a call of
  * org.conspiracy.Models1.Complete on the system bus (con-modeld picks provider, model and key
- * for the calling agent from its bus credentials). The pure parts (prompt, loop guard, history
- * bounds, the neutral JSON) are exposed for tests. */
+ * for the calling agent from its bus credentials). The pure parts (prompt, loop guard, the
+ * neutral JSON) are exposed for tests; conversations and context bounds are agent-history.h. */
 
 #define AGENT_LLM_MAX_ITERATIONS   50U
 #define AGENT_LLM_MAX_TOKENS       8192U
 #define AGENT_LLM_LOOP_REPEAT      3U          /* the same call this many times in a row: stop */
-#define AGENT_LLM_HISTORY_MAX      40U         /* messages kept in workspace/sessions/ */
-#define AGENT_LLM_HISTORY_TOOL_MAX 2000U       /* characters of a tool result kept in the history */
 #define AGENT_LLM_CALL_TIMEOUT     (300U * 1000000ULL) /* one Complete call */
 #define AGENT_LLM_NO_RESPONSE      "I've completed processing but have no response to give."
 
@@ -54,21 +52,11 @@ void agent_loop_guard_done(AgentLoopGuard *g);
  * arguments after JSON canonicalisation: key order and spacing do not matter), 0 otherwise. */
 int agent_loop_guard_push(AgentLoopGuard *g, const char *name, const char *arguments, unsigned limit);
 
-/* ---- history ---- */
-
-/* Index of the first message to keep so that at most max remain and the kept part starts with a
- * user message (never with a tool result or a tool call whose results are gone). n_messages when
- * nothing can be kept. */
-size_t agent_llm_history_start(const ConLlmConversation *c, size_t max);
-/* Appends the messages of a history file to c. -ENOENT when there is none; -EBADMSG (message)
- * when it is unreadable or inconsistent (the caller starts afresh). */
-int agent_llm_history_load(const char *path, ConLlmConversation *c, char **ret_error);
-/* Writes the last (at most max) messages of c to path atomically (0600); long tool results are
- * cut to AGENT_LLM_HISTORY_TOOL_MAX characters. */
-int agent_llm_history_save(const char *path, const ConLlmConversation *c, size_t max);
-
 /* ---- the neutral JSON of org.conspiracy.Models1.Complete ---- */
 
+struct cJSON;
+/* Appends the neutral JSON of c's messages from index from on to a JSON array. */
+int agent_llm_messages_json(const ConLlmConversation *c, size_t from, struct cJSON *array);
 /* messages from index `from` on. */
 int agent_llm_request_json(const ConLlmConversation *c, size_t from, unsigned max_tokens, const char *task_id,
                            char **ret);

@@ -82,6 +82,7 @@ AgentTask *agent_task_free(AgentTask *t) {
         free(t->id);
         free(t->sender);
         free(t->reply_to);
+        free(t->conversation);
         free(t->text);
         free(t->result);
         free(t);
@@ -289,6 +290,7 @@ static int record_accept(AgentQueue *q, const AgentTask *t) {
         if (json_add_str(j, "op", "accept") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
             json_add_num(j, "prio", t->priority) < 0 || json_add_str(j, "reply_to", t->reply_to) < 0 ||
+            json_add_str(j, "conversation", t->conversation) < 0 ||
             json_add_num(j, "deadline", (double) t->deadline_usec) < 0 ||
             json_add_num(j, "ts", (double) t->accepted_usec) < 0 || json_add_str(j, "text", t->text) < 0)
                 return -ENOMEM;
@@ -461,7 +463,9 @@ int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_
         t->sender = strdup(strempty(req->sender));
         t->text = strdup(strempty(req->text));
         t->reply_to = req->reply_to ? strdup(req->reply_to) : NULL;
-        if (!t->id || !t->sender || !t->text || (req->reply_to && !t->reply_to))
+        t->conversation = req->conversation ? strdup(req->conversation) : NULL;
+        if (!t->id || !t->sender || !t->text || (req->reply_to && !t->reply_to) ||
+            (req->conversation && !t->conversation))
                 return -ENOMEM;
         t->sender_uid = req->sender_uid;
         t->priority = req->priority;
@@ -567,6 +571,9 @@ static int task_from_record(const cJSON *j, const char *id, bool accept, AgentTa
                 if (!t->text)
                         return -ENOMEM;
                 if (rt && !(t->reply_to = strdup(rt)))
+                        return -ENOMEM;
+                const char *conv = jstr(j, "conversation");
+                if (conv && con_conversation_id_valid(conv) && !(t->conversation = strdup(conv)))
                         return -ENOMEM;
                 (void) jnum(j, "deadline", &t->deadline_usec);
                 t->status = AGENT_TASK_QUEUED;
@@ -882,6 +889,7 @@ int agent_queue_compact(AgentQueue *q) {
                 t->text = mfree(t->text);
                 free(t->reply_to);
                 t->reply_to = NULL;
+                t->conversation = mfree(t->conversation);
                 if (t->status == AGENT_TASK_DONE)
                         t->result = mfree(t->result);
         }
@@ -912,6 +920,7 @@ static int format_task(const AgentTask *t, char **ret) {
                         .priority = t->priority,
                         .reply_to = t->reply_to,
                         .deadline_usec = t->deadline_usec,
+                        .conversation = t->conversation,
                 },
                 .text = t->text,
                 .text_len = strlen(t->text),

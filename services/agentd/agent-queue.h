@@ -11,7 +11,7 @@
  * The journal <agent dir>/queue/journal is the source of truth. It is append-only JSON Lines,
  * one record per line:
  *
- *   {"op":"accept","id":..,"uid":..,"sender":..,"prio":..,"reply_to":..,"deadline":..,"ts":..,"text":..}
+ *   {"op":"accept","id":..,"uid":..,"sender":..,"prio":..,"reply_to":..,"deadline":..,"conversation":..,"ts":..,"text":..}
  *   {"op":"start","id":..,"ts":..}                        a session took the task (counts a try)
  *   {"op":"end","id":..,"status":"done|failed|cancelled","ts":..,"result":..}
  *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..}   after compaction
@@ -59,6 +59,7 @@ typedef struct AgentTask {
         int priority;           /* 0..9, higher first */
         char *reply_to;         /* agent name or NULL */
         uint64_t deadline_usec; /* CLOCK_REALTIME, 0 = none */
+        char *conversation;     /* the sender's conversation to continue, or NULL (a new one) */
         char *text;             /* NULL after compaction */
         uint64_t seq;           /* arrival order */
         uint64_t accepted_usec, finished_usec;
@@ -82,6 +83,7 @@ typedef struct AgentTaskRequest {
         int priority;
         const char *reply_to;
         uint64_t deadline_usec;
+        const char *conversation;
         const char *text;
 } AgentTaskRequest;
 

@@ -761,6 +761,7 @@ static void start_task(AgentContext *c, AgentTask *t) {
                 .priority = t->priority,
                 .reply_to = t->reply_to,
                 .deadline_usec = t->deadline_usec,
+                .conversation = t->conversation,
         };
         /* Sent before the session exists, so it reaches the gateway before the session's first call. */
         if (models_task_notify(c, "RegisterTask", t->id))
@@ -1078,6 +1079,7 @@ static int method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error
                 .priority = a.priority,
                 .reply_to = a.reply_to,
                 .deadline_usec = a.deadline_usec,
+                .conversation = a.conversation,
                 .text = a.text,
         };
         return queue_task(c, m, &req, error);

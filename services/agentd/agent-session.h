@@ -30,6 +30,7 @@ typedef struct ConRuntimeTask {
         int priority;
         const char *reply_to;
         uint64_t deadline_usec;
+        const char *conversation;       /* the sender's conversation to continue; NULL: a new one */
 } ConRuntimeTask;
 
 typedef struct ConRuntimeEnv {

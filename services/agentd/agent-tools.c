@@ -320,6 +320,15 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
         if (!cJSON_IsObject(root))
                 return arg_error(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
                                  con_json_kind(root));
+        /* What the gateway makes of arguments that were no JSON object (bus/llm.h). */
+        const cJSON *bad = cJSON_GetObjectItemCaseSensitive(root, CON_LLM_MALFORMED_ARGUMENTS);
+        if (cJSON_IsString(bad)) {
+                _cleanup_cjson_ cJSON *j = cJSON_Parse(bad->valuestring);
+                return arg_error(ret_error, -EINVAL,
+                                 "%s: the arguments are not a JSON object (%s): %.200s%s -- call %s again with a "
+                                 "JSON object of its parameters", tool, j ? con_json_kind(j) : "invalid JSON",
+                                 bad->valuestring, strlen(bad->valuestring) > 200 ? "..." : "", tool);
+        }
 
         const cJSON *v;
         cJSON_ArrayForEach(v, root) {
@@ -537,9 +546,8 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                      out.cut || err.cut ? "(output cut)\n" : "", code);
         free(out.buf);
         free(err.buf);
-        if (r < 0)
-                return -ENOMEM;
-        return agent_tool_cap_output(ret_output, AGENT_TOOL_OUTPUT_MAX);
+        /* Not cut again: both captures are bounded, and the exit code at the end must stay. */
+        return r < 0 ? -ENOMEM : 0;
 }
 
 /* ---- files ---- */

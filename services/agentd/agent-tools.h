@@ -15,7 +15,9 @@
  * strictly (agent_tool_args_parse, fuzzed by tests/fuzz/fuzz-tool-args.c); every problem is
  * a sentence returned to the model as the tool result. */
 
-#define AGENT_TOOL_OUTPUT_MAX        10000U             /* characters of a tool result */
+#define AGENT_TOOL_OUTPUT_MAX        (1024U * 1024U)    /* bytes of a tool result (of each of exec's
+                                                         * stdout and stderr); above 16 KiB the tool
+                                                         * loop stores it in the workspace (agent-history.h) */
 #define AGENT_TOOL_ARGS_MAX          (4U * 1024U * 1024U) /* bytes of one call's arguments */
 #define AGENT_TOOL_EXEC_TIMEOUT      60U                /* seconds, default of exec */
 #define AGENT_TOOL_EXEC_TIMEOUT_MAX  600U

@@ -566,6 +566,8 @@ static int deliver_message_new(Router *r, Target *t, const ConTask *task, const 
                 return k;
         if (task->meta.deadline_usec > 0 && (k = append_text(m, "deadline", "t", task->meta.deadline_usec)) < 0)
                 return k;
+        if (task->meta.conversation && (k = append_text(m, "conversation", "s", task->meta.conversation)) < 0)
+                return k;
         k = sd_bus_message_close_container(m);
         if (k < 0)
                 return k;

@@ -21,6 +21,7 @@ static void check_roundtrip(const ConTask *t) {
         if (con_task_parse(out, len, len, &t2, &e) < 0)
                 abort();
         if (t2->meta.priority != t->meta.priority || !streq_ptr(t2->meta.reply_to, t->meta.reply_to) ||
+            !streq_ptr(t2->meta.conversation, t->meta.conversation) ||
             t2->meta.deadline_usec != t->meta.deadline_usec || t2->text_len != t->text_len ||
             memcmp(t2->text, t->text, t->text_len) != 0)
                 abort();

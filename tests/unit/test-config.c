@@ -134,13 +134,13 @@ static void test_errors_base(void) {
                      "claude_code, ollama or compatible");
         assert_error("base:\n  boss:\n    model: x\n" A0,
                      "con.yaml:2:3: base.boss: unknown key; allowed keys are runner, provider, model, api_key_env, "
-                     "base_url, officer, operator and worker");
+                     "base_url, context_window, officer, operator and worker");
         assert_error("base:\n  officer:\n    officer: {}\n" A0,
                      "con.yaml:3:5: base.officer.officer: unknown key; allowed keys are runner, provider, model, "
-                     "api_key_env and base_url");
+                     "api_key_env, base_url and context_window");
         assert_error("base:\n  officer: x\n" A0,
                      "con.yaml:2:12: base.officer: expected a mapping of runner, provider, model, api_key_env, "
-                     "base_url, got a string");
+                     "base_url, context_window, got a string");
         assert_error("base:\n  model: \"two words\"\n" A0,
                      "con.yaml:2:10: base.model: 'two words' is not a valid model name; it must not be empty or "
                      "contain spaces");
@@ -218,7 +218,8 @@ static void test_errors_agent(void) {
                      "con.yaml:4:11: agents[1].tier: 'boss' is not allowed; use officer, operator or worker");
         assert_error(AG "    nmae: x\n",
                      "con.yaml:3:5: agents[0].nmae: unknown key; allowed keys are name, tier, mode, cron, "
-                     "cron_task, roles, groups, scopes, runner, provider, model, api_key_env, base_url, command, "
+                     "cron_task, roles, groups, scopes, runner, provider, model, api_key_env, base_url, context_window, "
+                     "command, "
                      "exec_timeout, max_sessions, idle_exit, instructions (deprecated: cli, cli_args)");
         assert_error(AG "    mode: sometimes\n",
                      "con.yaml:3:11: agents[0].mode: 'sometimes' is not allowed; use on-demand, always or cron "
@@ -525,9 +526,11 @@ static void test_resolution(void) {
                 "  model: base-model\n"
                 "  api_key_env: BASE_KEY\n"
                 "  base_url: https://base.example\n"
+                "  context_window: 200000\n"
                 "  officer:\n"
                 "    model: officer-model\n"
                 "    api_key_env: OFFICER_KEY\n"
+                "    context_window: 1000000\n"
                 "  worker:\n"
                 "    runner: claude\n"
                 "agents:\n"
@@ -542,6 +545,7 @@ static void test_resolution(void) {
                 "    model: own-model\n"
                 "    api_key_env: OWN_KEY\n"
                 "    base_url: http://own\n"
+                "    context_window: 32000\n"
                 "    mode: continuous\n"
                 "    cli: codex\n"
                 "    provider: openai\n");
@@ -553,6 +557,7 @@ static void test_resolution(void) {
         g_assert_cmpstr(boss->rt.model, ==, "officer-model");
         g_assert_cmpstr(boss->rt.api_key_env, ==, "OFFICER_KEY");
         g_assert_cmpstr(boss->rt.base_url, ==, "https://base.example");
+        g_assert_cmpuint(boss->rt.context_window, ==, 1000000);
 
         const ConAgent *hand = con_config_find_agent(c, "hand");
         g_assert_cmpstr(hand->rt.runner, ==, "claude");
@@ -563,6 +568,7 @@ static void test_resolution(void) {
         const ConAgent *plain = con_config_find_agent(c, "plain");
         g_assert_cmpstr(plain->rt.model, ==, "base-model");
         g_assert_cmpstr(plain->rt.api_key_env, ==, "BASE_KEY");
+        g_assert_cmpuint(plain->rt.context_window, ==, 200000);
 
         const ConAgent *own = con_config_find_agent(c, "own");
         g_assert_cmpint(own->mode, ==, CON_MODE_ALWAYS);
@@ -571,12 +577,19 @@ static void test_resolution(void) {
         g_assert_cmpstr(own->rt.model, ==, "own-model");
         g_assert_cmpstr(own->rt.api_key_env, ==, "OWN_KEY");
         g_assert_cmpstr(own->rt.base_url, ==, "http://own");
+        g_assert_cmpuint(own->rt.context_window, ==, 32000);
         g_assert_null(own->command);
 
         /* base is kept as written. */
         g_assert_cmpstr(c->base.model, ==, "base-model");
         g_assert_cmpstr(c->tiers[CON_TIER_OFFICER].model, ==, "officer-model");
         g_assert_null(c->tiers[CON_TIER_OPERATOR].model);
+
+        /* nothing set: the default window */
+        _cleanup_(con_config_freep) ConConfig *w = parse_ok(AG);
+        g_assert_cmpuint(w->agents[0].rt.context_window, ==, CON_CONTEXT_WINDOW_DEFAULT);
+        assert_error("base:\n  context_window: 100\n" AG,
+                     "con.yaml:2:19: base.context_window: '100' is not allowed; use a whole number from 4096 to 100000000");
 
         /* cli_args (deprecated) become the command: [runner, args...], no PATH lookup. */
         _cleanup_(con_config_freep) ConConfig *d = parse_ok(

@@ -315,14 +315,21 @@ static void test_parse_openai(void) {
         EXPECT_PARSE_ERROR(O, "{\"choices\":[{}]}", -EBADMSG, "choices[0].message: missing");
         EXPECT_PARSE_ERROR(O, "{\"choices\":[{\"message\":{\"content\":5}}]}", -EBADMSG,
                            "choices[0].message.content: must be a string, got a number");
-        EXPECT_PARSE_ERROR(O, "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
-                           "{\"name\":\"x\",\"arguments\":\"[1]\"}}]}}]}", -EBADMSG,
-                           "choices[0].message.tool_calls[0].function.arguments: must be a JSON object, got an array");
-        EXPECT_PARSE_ERROR(O, "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
-                           "{\"name\":\"x\",\"arguments\":\"{broken\"}}]}}]}", -EBADMSG,
-                           "arguments: must be a JSON object, got invalid JSON");
-        EXPECT_PARSE_ERROR(O, "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
-                           "{\"name\":\"x\"}}]}}]}", -EBADMSG, "tool_calls[0].function.arguments: missing");
+        /* Arguments that are no JSON object do not fail the response: they are kept, wrapped, for
+         * the tool loop to answer that one call with an error; missing ones are {}. */
+        {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *m = parse_ok(O,
+                        "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
+                        "{\"name\":\"x\",\"arguments\":\"[1]\"}},{\"id\":\"b\",\"function\":"
+                        "{\"name\":\"x\",\"arguments\":\"{broken\"}},{\"id\":\"c\",\"function\":"
+                        "{\"name\":\"x\"}},{\"id\":\"d\",\"function\":{\"name\":\"x\",\"arguments\":7}}]}}]}");
+                g_assert_cmpuint(m->n_tool_calls, ==, 4);
+                g_assert_cmpstr(m->tool_calls[0].arguments, ==, "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"[1]\"}");
+                g_assert_cmpstr(m->tool_calls[1].arguments, ==, "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"{broken\"}");
+                g_assert_cmpstr(m->tool_calls[2].arguments, ==, "{}");
+                g_assert_cmpstr(m->tool_calls[3].arguments, ==, "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"7\"}");
+                g_assert_cmpint(m->stop, ==, CON_LLM_STOP_TOOL_USE);
+        }
         EXPECT_PARSE_ERROR(O, "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
                            "{\"name\":\"rm -rf\",\"arguments\":\"{}\"}}]}}]}", -EBADMSG,
                            "tool_calls[0].name \"rm -rf\": invalid tool name");
@@ -387,10 +394,14 @@ static void test_parse_anthropic(void) {
         g_assert_null(c->text);
         g_assert_cmpint(c->stop, ==, CON_LLM_STOP_FILTERED);
 
-        EXPECT_PARSE_ERROR(A, "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"x\",\"input\":\"{}\"}]}",
-                           -EBADMSG, "content[0].input: must be a JSON object, got a string");
-        EXPECT_PARSE_ERROR(A, "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"x\"}]}",
-                           -EBADMSG, "content[0].input: missing");
+        {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *m = parse_ok(A,
+                        "{\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"x\",\"input\":\"{}\"},"
+                        "{\"type\":\"tool_use\",\"id\":\"u\",\"name\":\"x\"}]}");
+                g_assert_cmpuint(m->n_tool_calls, ==, 2);
+                g_assert_cmpstr(m->tool_calls[0].arguments, ==, "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"\\\"{}\\\"\"}");
+                g_assert_cmpstr(m->tool_calls[1].arguments, ==, "{}");
+        }
         EXPECT_PARSE_ERROR(A, "{\"content\":[{\"type\":\"text\"}]}", -EBADMSG, "content[0].text: missing");
         EXPECT_PARSE_ERROR(A, "{\"content\":[{\"text\":\"x\"}]}", -EBADMSG, "content[0].type: missing");
         EXPECT_PARSE_ERROR(A, "{\"content\":[5]}", -EBADMSG, "content[0]: must be an object, got a number");

@@ -230,7 +230,7 @@ static void test_front_matter_errors(void) {
         expect_fail("---\npriority:\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
                     "priority must be an integer from 0 to 9 (higher runs first), got ''");
         expect_fail("---\npriority: 1\nsender: root\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "unknown front-matter key 'sender'; allowed keys: priority, reply-to, deadline");
+                    "unknown front-matter key 'sender'; allowed keys: priority, reply-to, deadline, conversation");
         expect_fail("---\npriority: 1\npriority: 2\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
                     "duplicate front-matter key 'priority'");
         expect_fail("---\nreply-to: ops\nreply_to: ops\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
@@ -246,7 +246,7 @@ static void test_front_matter_errors(void) {
         expect_fail("---\npriority: &p 1\ndeadline: *p\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
                     "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
         expect_fail("---\njust text\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "front matter must be 'key: value' lines; allowed keys: priority, reply-to, deadline");
+                    "front matter must be 'key: value' lines; allowed keys: priority, reply-to, deadline, conversation");
         expect_fail("---\npriority: 1\n--- \npriority: 2\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
                     "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
         expect_fail("---\npriority: \"1\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
@@ -256,7 +256,7 @@ static void test_front_matter_errors(void) {
 
         /* YAML escapes can put a NUL into a key or value. */
         expect_fail("---\n\"priority\\0x\": 1\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "unknown front-matter key 'priority?x'; allowed keys: priority, reply-to, deadline");
+                    "unknown front-matter key 'priority?x'; allowed keys: priority, reply-to, deadline, conversation");
         expect_fail_name("---\nreply-to: \"ops\\0x\"\n---\nx", 2, "reply-to 'ops?x' is not a valid agent name: ",
                          CON_NAME_BAD_CHAR);
         expect_fail("---\npriority: \"1\\0\"\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "llm.h"
+
+/* Conversations of the picoclaw runtime (docs/AGENT.md "Conversations"): what the model is given
+ * of earlier tasks. A conversation belongs to one sender (uid) and one agent; it is stored as
+ *
+ *     <workspace>/sessions/<uid>/<conversation-id>.json     {"version":2,"messages":[...]}
+ *     <workspace>/sessions/<uid>/.latest                     the id of the sender's latest one
+ *     <workspace>/sessions/<uid>/.lock                       flock()ed while a turn is appended
+ *
+ * The id of a conversation is the id of the task that started it. A task starts a new
+ * conversation unless it names one of its own sender's (a conversation id is only ever looked up
+ * in the sender's own directory, so naming another sender's id finds nothing). Only completed
+ * turns are appended; files are replaced atomically (temp + rename) under the lock, after
+ * re-reading, so two sessions of the same conversation never lose each other's turns.
+ *
+ * Context management: a conversation is cut to the model's window before every model call and
+ * when it is saved: the oldest whole turns go first and the first kept user message carries
+ * AGENT_HISTORY_MARKER. Large tool results are stored in <workspace>/tool-output/ and replaced
+ * by their head and tail and the file's path.
+ *
+ * Library code: no logging. */
+
+#define AGENT_HISTORY_DIR             "sessions"
+#define AGENT_HISTORY_SPILL_DIR       "tool-output"
+#define AGENT_HISTORY_FILE_MAX        (16U * 1024U * 1024U) /* bytes of one conversation file */
+#define AGENT_HISTORY_MESSAGES_MAX    1000U      /* messages of one conversation file */
+#define AGENT_HISTORY_BYTES_PER_TOKEN 3U         /* estimate, on the safe side for JSON text */
+#define AGENT_HISTORY_INLINE_MAX      (16U * 1024U) /* a tool result above this is stored as a file */
+#define AGENT_HISTORY_INLINE_HEAD     (6U * 1024U)
+#define AGENT_HISTORY_INLINE_TAIL     (6U * 1024U)
+#define AGENT_HISTORY_MARKER          "[Earlier messages of this conversation were left out to fit the model's " \
+                                      "context window.]"
+
+/* ---- the file format (pure; fuzzed by tests/fuzz/fuzz-history.c) ---- */
+
+/* Appends the messages of a conversation file's text to c. The text must be a JSON object with a
+ * "messages" array that starts with a user message, whose tool results answer the calls of the
+ * assistant message before them, at most AGENT_HISTORY_MESSAGES_MAX messages. 0, -EBADMSG with
+ * *ret_error (c unchanged), or -ENOMEM. */
+int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, char **ret_error);
+/* The file text of c's messages from index from on. */
+int agent_history_format(const ConLlmConversation *c, size_t from, char **ret);
+
+/* ---- context bounds (pure) ---- */
+
+/* The window in bytes for a model window of window_tokens, minus room for the answer. */
+size_t agent_history_budget(unsigned window_tokens, unsigned max_tokens);
+/* Estimated request bytes of c (system prompt, tool schemas, messages from index from on). */
+size_t agent_history_estimate(const ConLlmConversation *c, size_t from);
+/* Index where the turn containing message i starts (the user message at or before i), 0 if none. */
+size_t agent_history_turn_start(const ConLlmConversation *c, size_t i);
+/* Makes c fit budget bytes: drops the oldest whole turns before index *protect (the current
+ * turn, never dropped; *protect is moved down by the number dropped) and marks the first kept
+ * user message with AGENT_HISTORY_MARKER. When that is not enough, tool results of the current
+ * turn (oldest first) and then its user message are cut to head and tail. *ret_dropped: messages
+ * dropped. 0 or -ENOMEM; c may still be over budget when even that was not enough. */
+int agent_history_fit(ConLlmConversation *c, size_t *protect, size_t budget, size_t *ret_dropped);
+/* text cut to its first head and last tail bytes (at UTF-8 boundaries) with a line between them
+ * saying how much was left out and, when where is not NULL, where the whole text is. */
+int agent_history_head_tail(const char *text, size_t head, size_t tail, const char *where, char **ret);
+
+/* ---- the store ---- */
+
+/* Opens (creating with create) <workspace>/sessions/<uid>/, 0700, without following symlinks.
+ * -ENOENT when it does not exist and create is false. */
+int agent_history_open_dir(const char *workspace, uid_t uid, bool create, int *ret_fd);
+/* Which conversation a task belongs to. requested NULL: a new one, id task_id.
+ * CON_CONVERSATION_LATEST: the sender's latest, or a new one when there is none. Another id: it
+ * must exist in the sender's directory, else -ENOENT. *ret_new says whether it is new. */
+int agent_history_resolve(int dfd, const char *requested, const char *task_id, char **ret_id, bool *ret_new);
+/* Appends the messages of conversation id in dfd to c: -ENOENT when there is none, -EBADMSG with
+ * *ret_error when the file is unreadable. */
+int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **ret_error);
+/* Appends the turn c->messages[turn_start..] to conversation id (under the lock, re-reading the
+ * file first), cuts it to budget bytes, writes it atomically (0600) and makes it the latest. */
+int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, size_t turn_start, size_t budget);
+/* /new: the sender's next --continue without an id starts a new conversation. */
+int agent_history_end_latest(const char *workspace, uid_t uid);
+/* /forget: deletes the sender's conversations. Returns how many were deleted. */
+int agent_history_forget(const char *workspace, uid_t uid);
+
+/* Stores text as <workspace>/tool-output/<name> (0600, created exclusively) and returns its path. */
+int agent_history_spill(const char *workspace, const char *name, const char *text, char **ret_path);
