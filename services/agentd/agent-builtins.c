@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "agent-builtins.h"
+#include "agent-history.h"
 #include "agent-service.h"
 #include "macro.h"
 #include "names.h"
@@ -287,16 +288,47 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
         return 0;
 }
 
+/* Conversations are the sender's own (agent-history.h): these touch only the caller's directory. */
+static int builtin_new(AgentContext *c, AgentTask *t) {
+        _cleanup_free_ char *reason = NULL;
+        int r = agent_history_end_latest(c->workspace, t->sender_uid);
+        if (r < 0) {
+                if (asprintf(&reason, "cannot end your latest conversation: %s", strerror(-r)) < 0)
+                        return -ENOMEM;
+                return agent_context_complete(c, t, AGENT_TASK_FAILED, reason);
+        }
+        return agent_context_complete(c, t, AGENT_TASK_DONE,
+                                      "Your next 'con-send --continue' starts a new conversation (tasks without "
+                                      "--continue always do). Earlier conversations stay until /forget; "
+                                      "--continue=ID returns to one.");
+}
+
+static int builtin_forget(AgentContext *c, AgentTask *t) {
+        _cleanup_free_ char *text = NULL;
+        int r = agent_history_forget(c->workspace, t->sender_uid);
+        if (r < 0) {
+                if (asprintf(&text, "cannot delete your conversations: %s", strerror(-r)) < 0)
+                        return -ENOMEM;
+                return agent_context_complete(c, t, AGENT_TASK_FAILED, text);
+        }
+        if (asprintf(&text, "Deleted %d conversation%s of yours with agent %s.", r, r == 1 ? "" : "s",
+                     c->agent->name) < 0)
+                return -ENOMEM;
+        return agent_context_complete(c, t, AGENT_TASK_DONE, text);
+}
+
 static const Builtin builtins[] = {
         { "help",   "this list",                                                    builtin_help },
         { "ping",   "answers pong (a liveness check that needs no model)",           builtin_ping },
         { "agents", "the agents of this system and whether they are running",        builtin_agents },
         { "status", "this agent: state, queue, counters, runtime, uptime",            builtin_status },
         { "tasks",  "your recent tasks on this agent",                               builtin_tasks },
+        { "new",    "your next --continue starts a new conversation",                builtin_new },
+        { "forget", "deletes your conversations with this agent",                    builtin_forget },
 };
 
 const char *agent_builtin_list(void) {
-        return "/help, /ping, /agents, /status, /tasks";
+        return "/help, /ping, /agents, /status, /tasks, /new, /forget";
 }
 
 static int builtin_help(AgentContext *c, AgentTask *t) {
