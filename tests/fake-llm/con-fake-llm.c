@@ -48,6 +48,7 @@ typedef enum Behaviour {
 typedef struct Rule {
         const cJSON *json;
         const char *path, *method, *match;
+        size_t min_body;        /* 0: any size; else only requests with a body of at least this many bytes */
         long times;             /* < 0: unlimited */
         int status;
         Behaviour behaviour;
@@ -139,7 +140,7 @@ static void parse_rules(const cJSON *script, const char *path) {
                 if (!cJSON_IsObject(r))
                         die("script %s: every rule must be an object", path);
                 static const char *const keys[] = { "path", "method", "match", "times", "status", "headers",
-                                                    "body", "behaviour", "delay_ms", "size" };
+                                                    "body", "behaviour", "delay_ms", "size", "min_body" };
                 for (const cJSON *k = r->child; k; k = k->next) {
                         size_t ki;
                         for (ki = 0; ki < ELEMENTSOF(keys); ki++)
@@ -147,7 +148,7 @@ static void parse_rules(const cJSON *script, const char *path) {
                                         break;
                         if (ki == ELEMENTSOF(keys))
                                 die("script %s: rule %zu: unknown key \"%s\" (allowed: path, method, match, times, "
-                                    "status, headers, body, behaviour, delay_ms, size)", path, i - 1, strempty(k->string));
+                                    "status, headers, body, behaviour, delay_ms, size, min_body)", path, i - 1, strempty(k->string));
                 }
                 x->json = r;
                 x->times = -1;
@@ -171,6 +172,9 @@ static void parse_rules(const cJSON *script, const char *path) {
                 v = cJSON_GetObjectItemCaseSensitive(r, "delay_ms");
                 if (cJSON_IsNumber(v) && v->valuedouble > 0)
                         x->delay_ms = (uint64_t) v->valuedouble;
+                v = cJSON_GetObjectItemCaseSensitive(r, "min_body");
+                if (cJSON_IsNumber(v) && v->valuedouble > 0)
+                        x->min_body = (size_t) v->valuedouble;
                 v = cJSON_GetObjectItemCaseSensitive(r, "size");
                 x->size = cJSON_IsNumber(v) && v->valuedouble > 0 ? (size_t) v->valuedouble : 1024 * 1024;
                 v = cJSON_GetObjectItemCaseSensitive(r, "behaviour");
@@ -291,6 +295,7 @@ static void log_request(const char *method, const char *path, cJSON *headers, co
                 cJSON_AddStringToObject(line, "body", copy ?: "");
                 free(copy);
         }
+        cJSON_AddNumberToObject(line, "body_bytes", (double) body_len);
         cJSON_AddNumberToObject(line, "rule", (double) rule);
         char *s = cJSON_PrintUnformatted(line);
         if (s) {
@@ -339,6 +344,8 @@ static void dispatch(Conn *c) {
                 if (r->times == 0 || !streq(r->path, path) || (r->method && !streq(r->method, method)))
                         continue;
                 if (r->match && (!text || !strstr(text, r->match)))
+                        continue;
+                if (body_len < r->min_body)
                         continue;
                 chosen = (long) i;
                 if (r->times > 0)
