@@ -52,7 +52,7 @@ static char *take_string(Input *in) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static const char * const keys[] = { "text", "id", "priority", "reply_to", "deadline", "sender_uid",
-                                              "", "colour" };
+                                              "conversation", "", "colour" };
         static const char types[] = { 's', 'y', 'u', 't', 'b', 'x' };
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -110,6 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 assert(a.priority >= 0 && a.priority <= CON_TASK_PRIORITY_MAX);
                 assert(!a.id || con_task_id_valid(a.id));
                 assert(!a.reply_to || con_agent_name_valid(a.reply_to));
+                assert(!a.conversation || con_conversation_id_valid(a.conversation));
         } else if (r == -EINVAL)
                 assert(sd_bus_error_is_set(&error) && error.message);
         return 0;

@@ -428,7 +428,8 @@ static void test_deliver(void) {
         uint64_t far = (uint64_t) time(NULL) * USEC_PER_SEC + 3600 * USEC_PER_SEC;
         _cleanup_free_ char *id = NULL, *id2 = NULL;
         g_assert_cmpint(deliver(&cl, &e, &id, "text", "s", "echo once >> ../runs; echo hi", "id", "s", "my-task.1",
-                                "priority", "y", 7, "reply_to", "s", "sysadmin", "deadline", "t", far, NULL), ==, 0);
+                                "priority", "y", 7, "reply_to", "s", "sysadmin", "deadline", "t", far,
+                                "conversation", "s", "latest", NULL), ==, 0);
         g_assert_cmpstr(id, ==, "my-task.1");
         /* The same id again: same answer, runs once. */
         g_assert_cmpint(deliver(&cl, &e, &id2, "text", "s", "echo twice", "id", "s", "my-task.1", NULL), ==, 0);
@@ -448,6 +449,7 @@ static void test_deliver(void) {
         g_autofree char *proc = NULL;
         g_assert_true(g_file_get_contents(proc_path, &proc, NULL, NULL));
         g_assert_nonnull(strstr(proc, "reply-to: sysadmin"));
+        g_assert_nonnull(strstr(proc, "conversation: latest"));
 
         /* sender_uid from root is honoured. */
         _cleanup_free_ char *id3 = NULL;
@@ -478,6 +480,8 @@ static void test_deliver(void) {
         assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "not an agent name");
         r = deliver(&cl, &e, NULL, "text", "s", "x", "text", "s", "y", NULL);
         assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "given twice");
+        r = deliver(&cl, &e, NULL, "text", "s", "x", "conversation", "s", "../0/x", NULL);
+        assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Key 'conversation': '../0/x' is not a conversation id");
         r = deliver(&cl, &e, NULL, "text", "s", "x", "deadline", "u", 5, NULL);
         assert_invalid(&cl, r, &e, SD_BUS_ERROR_INVALID_ARGS, "Key 'deadline' must be of type 't'");
 
