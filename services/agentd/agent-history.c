@@ -443,7 +443,75 @@ int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, s
         _cleanup_free_ char *line = NULL;
         if (asprintf(&line, "%s\n", id) < 0)
                 return -ENOMEM;
-        return con_spool_write(dfd, LATEST_NAME, line, strlen(line), &o);
+        r = con_spool_write(dfd, LATEST_NAME, line, strlen(line), &o);
+        if (r < 0)
+                return r;
+        /* Every task starts a conversation: keep the sender's most recently used ones. */
+        r = agent_history_prune(dfd, ".json", AGENT_HISTORY_KEEP - 1, name);
+        return r == -ENOMEM ? r : 0;
+}
+
+typedef struct Aged {
+        char *name;
+        struct timespec mtime;
+} Aged;
+
+static int cmp_aged(const void *a, const void *b) {
+        const Aged *x = a, *y = b;
+        /* newest first */
+        if (x->mtime.tv_sec != y->mtime.tv_sec)
+                return x->mtime.tv_sec < y->mtime.tv_sec ? 1 : -1;
+        if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+                return x->mtime.tv_nsec < y->mtime.tv_nsec ? 1 : -1;
+        return strcmp(x->name, y->name);
+}
+
+int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *except) {
+        _cleanup_free_ Aged *files = NULL;
+        size_t n = 0, alloc = 0;
+        int r = 0, deleted = 0;
+
+        int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        _cleanup_closedir_ DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        rewinddir(d);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (de->d_name[0] == '.' || !endswith(de->d_name, suffix) || streq_ptr(de->d_name, except))
+                        continue;
+                if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (n == alloc) {
+                        Aged *a = reallocarray(files, alloc ? alloc * 2 : 64, sizeof(Aged));
+                        if (!a) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        files = a;
+                        alloc = alloc ? alloc * 2 : 64;
+                }
+                files[n].name = strdup(de->d_name);
+                if (!files[n].name) {
+                        r = -ENOMEM;
+                        break;
+                }
+                files[n++].mtime = st.st_mtim;
+        }
+        if (r >= 0 && n > keep) {
+                qsort(files, n, sizeof(Aged), cmp_aged);
+                for (size_t i = keep; i < n; i++)
+                        if (unlinkat(dfd, files[i].name, 0) >= 0)
+                                deleted++;
+        }
+        for (size_t i = 0; i < n; i++)
+                free(files[i].name);
+        return r < 0 ? r : deleted;
 }
 
 int agent_history_end_latest(const char *workspace, uid_t uid) {
@@ -515,6 +583,9 @@ int agent_history_spill(const char *workspace, const char *name, const char *tex
         ConSpoolWrite o = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .sync = false, .noreplace = true };
         r = con_spool_write(dir, name, text, strlen(text), &o);
         if (r < 0)
+                return r;
+        r = agent_history_prune(dir, "", AGENT_HISTORY_SPILL_KEEP - 1, name);
+        if (r == -ENOMEM)
                 return r;
         *ret_path = TAKE_PTR(path);
         return 0;

@@ -31,6 +31,8 @@
 #define AGENT_HISTORY_SPILL_DIR       "tool-output"
 #define AGENT_HISTORY_FILE_MAX        (16U * 1024U * 1024U) /* bytes of one conversation file */
 #define AGENT_HISTORY_MESSAGES_MAX    1000U      /* messages of one conversation file */
+#define AGENT_HISTORY_KEEP            100U       /* conversations kept per sender (the newest) */
+#define AGENT_HISTORY_SPILL_KEEP      200U       /* files kept in tool-output/ (the newest) */
 #define AGENT_HISTORY_BYTES_PER_TOKEN 3U         /* estimate, on the safe side for JSON text */
 #define AGENT_HISTORY_INLINE_MAX      (16U * 1024U) /* a tool result above this is stored as a file */
 #define AGENT_HISTORY_INLINE_HEAD     (6U * 1024U)
@@ -79,12 +81,17 @@ int agent_history_resolve(int dfd, const char *requested, const char *task_id, c
  * *ret_error when the file is unreadable. */
 int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **ret_error);
 /* Appends the turn c->messages[turn_start..] to conversation id (under the lock, re-reading the
- * file first), cuts it to budget bytes, writes it atomically (0600) and makes it the latest. */
+ * file first), cuts it to budget bytes, writes it atomically (0600) and makes it the latest.
+ * Beyond AGENT_HISTORY_KEEP conversations of the sender, the least recently used are deleted. */
 int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, size_t turn_start, size_t budget);
 /* /new: the sender's next --continue without an id starts a new conversation. */
 int agent_history_end_latest(const char *workspace, uid_t uid);
+/* Deletes the regular files ending in suffix (not starting with '.') of directory dfd beyond the
+ * keep most recently modified ones, never the one named except. Returns how many were deleted. */
+int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *except);
 /* /forget: deletes the sender's conversations. Returns how many were deleted. */
 int agent_history_forget(const char *workspace, uid_t uid);
 
-/* Stores text as <workspace>/tool-output/<name> (0600, created exclusively) and returns its path. */
+/* Stores text as <workspace>/tool-output/<name> (0600, created exclusively) and returns its path.
+ * Beyond AGENT_HISTORY_SPILL_KEEP files there, the oldest are deleted. */
 int agent_history_spill(const char *workspace, const char *name, const char *text, char **ret_path);

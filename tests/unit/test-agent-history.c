@@ -241,6 +241,32 @@ static void test_store(void) {
         test_tmpdir_remove(ws);
 }
 
+static void test_prune(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        for (int i = 0; i < 5; i++) {
+                _cleanup_free_ char *p = g_strdup_printf("%s/c%d.json", dir, i);
+                test_write_file(p, "{}");
+                struct timespec ts[2] = { { .tv_sec = 1000 + i }, { .tv_sec = 1000 + i } };
+                g_assert_cmpint(utimensat(AT_FDCWD, p, ts, 0), ==, 0);
+        }
+        _cleanup_free_ char *other = g_strdup_printf("%s/.latest", dir);
+        test_write_file(other, "c0\n");
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_assert_cmpint(dfd, >=, 0);
+        /* keep the 2 newest (c4, c3) and c0, the one in use */
+        g_assert_cmpint(agent_history_prune(dfd, ".json", 2, "c0.json"), ==, 2);
+        struct stat st;
+        g_assert_cmpint(fstatat(dfd, "c4.json", &st, 0), ==, 0);
+        g_assert_cmpint(fstatat(dfd, "c3.json", &st, 0), ==, 0);
+        g_assert_cmpint(fstatat(dfd, "c0.json", &st, 0), ==, 0);
+        g_assert_cmpint(fstatat(dfd, "c2.json", &st, 0), ==, -1);
+        g_assert_cmpint(fstatat(dfd, "c1.json", &st, 0), ==, -1);
+        g_assert_cmpint(fstatat(dfd, ".latest", &st, 0), ==, 0);
+        g_assert_cmpint(agent_history_prune(dfd, ".json", 2, "c0.json"), ==, 0);
+        safe_close(dfd);
+        test_tmpdir_remove(dir);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/agent-history/format-parse", test_format_parse);
@@ -248,5 +274,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/agent-history/fit", test_fit);
         g_test_add_func("/agent-history/head-tail", test_head_tail);
         g_test_add_func("/agent-history/store", test_store);
+        g_test_add_func("/agent-history/prune", test_prune);
         return con_test_run();
 }
