@@ -276,15 +276,17 @@ int agent_history_fit(ConLlmConversation *c, size_t *protect, size_t budget, siz
 
         /* Still too large: cut the results of the current turn's tool calls, oldest first, then
          * its task text. The whole tool outputs are in the workspace already when large. */
-        for (size_t i = p; i < c->n_messages && agent_history_estimate(c, 0) > budget; i++) {
+        size_t est = agent_history_estimate(c, 0);
+        for (size_t i = p; i < c->n_messages && est > budget; i++) {
                 ConLlmMessage *m = &c->messages[i];
                 if (m->role == CON_LLM_ROLE_TOOL && strlen(strempty(m->content)) > 4 * (CUT_HEAD + CUT_TAIL)) {
+                        size_t before = message_size(m);
                         r = cut_content(m, CUT_HEAD, CUT_TAIL);
                         if (r < 0)
                                 return r;
+                        est = est - before + message_size(m);
                 }
         }
-        size_t est = agent_history_estimate(c, 0);
         if (est > budget && p < c->n_messages && c->messages[p].role == CON_LLM_ROLE_USER) {
                 size_t own = strlen(strempty(c->messages[p].content)), over = est - budget;
                 if (own > over + 2 * CUT_HEAD) {
