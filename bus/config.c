@@ -675,8 +675,8 @@ static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *pat
                 }
                 return unknown_key(c, k, kpath,
                                    !rt ? "officer, operator and worker" :
-                                   tiers ? "runner, provider, model, api_key_env, base_url, context_window, officer, "
-                                           "operator and worker" :
+                                   tiers ? "runner, provider, model, api_key_env, base_url, context_window, "
+                                           "officer, operator and worker" :
                                            "runner, provider, model, api_key_env, base_url and context_window");
         }
         return 0;

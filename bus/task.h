@@ -29,7 +29,7 @@ typedef struct ConTaskMeta {
         int priority;           /* 0..9, higher runs first; CON_TASK_PRIORITY_DEFAULT when absent */
         char *reply_to;         /* agent name (validated) or NULL */
         uint64_t deadline_usec; /* CLOCK_REALTIME usec, 0 = none */
-        char *conversation;     /* continue this conversation of the sender (con_conversation_id_valid) or NULL */
+        char *conversation;     /* the sender's conversation to continue (con_conversation_id_valid), or NULL */
 } ConTaskMeta;
 
 typedef struct ConTask {
