@@ -5,7 +5,8 @@
 # another sender's conversation; a failed task is not replayed; concurrent sessions of one
 # conversation keep both turns; large tasks do not break the next ones (the provider's context
 # limit is the fake's min_body rule); malformed tool arguments become a tool error and the task
-# completes; /new and /forget; the file door's conversation: front matter. Runs as root inside
+# completes (both wire formats); /new and /forget; the file door's conversation: front matter.
+# Runs as root inside
 # tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_root
@@ -47,6 +48,14 @@ cat >"$T/script.json" <<EOF
       "function": { "name": "exec", "arguments": "{\"command\": ls -l" } } ] }, "finish_reason": "tool_calls" } ] } },
   { "path": "$P", "match": "the arguments are not a JSON object", "body": $(answer "RECOVERED from the bad arguments") },
   { "path": "$P", "match": "slow-turn", "delay_ms": 1500, "body": $(answer "slow answer") },
+  { "path": "/v1/messages", "match": "bad-input-please",
+    "body": { "type": "message", "role": "assistant", "stop_reason": "tool_use",
+              "content": [ { "type": "tool_use", "id": "toolu_bad", "name": "list_dir", "input": "[\"/\"]" } ],
+              "usage": { "input_tokens": 5, "output_tokens": 5 } } },
+  { "path": "/v1/messages", "match": "the arguments are not a JSON object",
+    "body": { "type": "message", "role": "assistant", "stop_reason": "end_turn",
+              "content": [ { "type": "text", "text": "ANTHROPIC RECOVERED" } ],
+              "usage": { "input_tokens": 5, "output_tokens": 5 } } },
   { "path": "$P", "body": $(answer "fine answer") }
 ] }
 EOF
@@ -72,9 +81,11 @@ agents:
   - name: concierge
     tier: operator
     max_sessions: 2
+  - name: scribe
+    provider: anthropic
 EOF
 check "con bootstrap" con bootstrap
-printf 'CON_API_KEY=sk-mind-test\n' >/etc/con/env
+printf 'CON_API_KEY=sk-mind-test\nCON_AUTH_ANTHROPIC=sk-ant-mind-test\n' >/etc/con/env
 for u in alice bob; do
         id -u "$u" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$u"
         gpasswd -a "$u" con >/dev/null
@@ -179,6 +190,13 @@ check_output "the tool result told the model what was wrong" \
         'exec: the arguments are not a JSON object \(invalid JSON\): \{\\"command\\": ls -l' \
         jq -c 'select(.body.messages[-1].role == "tool") | .body.messages[-1]' "$T/fake.log"
 check_output "... as an error result for the call" '"tool_call_id":"call_bad"' echo "$LIB_OUT"
+
+check_output "the same on the Anthropic wire (input a string): the task completes" 'ANTHROPIC RECOVERED' \
+        con-send --to scribe --timeout 120 "bad-input-please"
+check_output "... the tool result told the model" \
+        'list_dir: the arguments are not a JSON object \(a string\)' \
+        jq -c 'select(.path == "/v1/messages") | .body.messages[-1]' "$T/fake.log"
+check_output "... as an error for its call" '"tool_use_id":"toolu_bad".*"is_error":true' echo "$LIB_OUT"
 
 section "the file door: conversation: in the front matter"
 check "con up (the router)" con up
