@@ -6,8 +6,7 @@
 # conversation keep both turns; large tasks do not break the next ones (the provider's context
 # limit is the fake's min_body rule); malformed tool arguments become a tool error and the task
 # completes (both wire formats); /new and /forget; the file door's conversation: front matter.
-# Runs as root inside
-# tests/sandbox/con-sandbox.
+# Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_root
 if [ "${CON_SANDBOX:-}" != 1 ]; then
