@@ -119,6 +119,9 @@ check_output "alice continues her latest conversation" 'fine answer' \
         as_user alice con-send --continue --timeout 120 "alice-latest-4"
 check_output "... which is the first one (continued last)" 'alice-secret-4711.*alice-followup-3.*alice-latest-4' \
         requests_for alice-latest-4
+check_output "--id and --continue together" 'fine answer' \
+        as_user alice con-send --id alice-named-15 --continue="$A1" --timeout 120 "alice-with-id-15"
+check_output "... in her conversation" 'alice-secret-4711.*alice-latest-4.*alice-with-id-15' requests_for alice-with-id-15
 check_fail_output "bob naming alice's conversation is refused" \
         "refused: bob has no conversation '$A1' with agent 'concierge'" \
         as_user bob con-send --continue="$A1" --timeout 120 "bob-steals-5"
