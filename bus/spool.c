@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "acl-util.h"
 #include "fileio.h"
 #include "macro.h"
 #include "spool.h"
@@ -93,6 +94,13 @@ int con_spool_write(int dirfd, const char *name, const void *data, size_t len, c
         /* after fchown, which may clear set-id bits */
         if (r >= 0 && fchmod(fd, opts->mode & 07777) < 0)
                 r = negative_errno();
+        if (r >= 0 && opts->reader != 0 && opts->reader != (uid_t) -1) {
+                _cleanup_acl_free_ acl_t acl = NULL;
+                const ConAclEntry e = { .tag = ACL_USER, .id = opts->reader, .perms = CON_ACL_R };
+                r = con_acl_build(opts->mode & 0777, &e, 1, &acl);
+                if (r >= 0)
+                        r = con_acl_fd_apply(fd, ACL_TYPE_ACCESS, acl);
+        }
         if (r >= 0 && opts->sync)
                 r = fsync_retry(fd);
         if (r >= 0 && renameat2(dirfd, tmp, dirfd, name, opts->noreplace ? RENAME_NOREPLACE : 0) < 0)

@@ -11,7 +11,7 @@
  * errno and do not log. */
 
 /* Write data to dirfd/name durably: temp file ".NAME.XXXXXX" in the same directory, write,
- * fsync (when sync), fchmod(mode), optional fchown (uid/gid != -1), rename over name, then
+ * fsync (when sync), fchmod(mode), optional fchown (uid/gid != -1), optional reader ACL, rename over name, then
  * fsync the directory (when sync). With noreplace, an existing name gives -EEXIST. */
 typedef struct ConSpoolWrite {
         mode_t mode;
@@ -19,6 +19,8 @@ typedef struct ConSpoolWrite {
         gid_t gid;              /* (gid_t) -1: keep */
         bool sync;
         bool noreplace;
+        uid_t reader;           /* 0 or (uid_t) -1: none; else an ACL entry u:READER:r-- is set
+                                 * before the rename (a response readable by its task's sender) */
 } ConSpoolWrite;
 int con_spool_write(int dirfd, const char *name, const void *data, size_t len, const ConSpoolWrite *opts);
 

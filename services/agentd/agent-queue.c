@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <search.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -49,6 +50,7 @@ struct AgentQueue {
         size_t batch_len, batch_alloc;
 
         uint64_t journal_size, n_records, compact_threshold;
+        bool untrusted_journal;
         unsigned n_corrupt;
         bool torn_tail;
 };
@@ -138,6 +140,7 @@ void agent_queue_get_stats(const AgentQueue *q, AgentQueueStats *ret) {
                 .n_failed = q->n_failed,
                 .n_cancelled = q->n_cancelled,
                 .journal_size = q->journal_size,
+                .untrusted_journal = q->untrusted_journal,
                 .n_records = q->n_records,
                 .n_corrupt = q->n_corrupt,
                 .torn_tail = q->torn_tail,
@@ -736,17 +739,53 @@ static int replay_finish(AgentQueue *q, uint64_t now_usec) {
         return 0;
 }
 
-static int open_subdir(int dirfd, const char *name) {
-        if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
-                return -errno;
-        int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        return fd < 0 ? -errno : fd;
-}
-
 static uint64_t now_realtime(void) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+/* Only what the service itself wrote is trusted: its own user's, not writable by group or others
+ * (an ACL's write entries show in the group bits), one link. Sessions run as another user. */
+static bool owned_by_service(const struct stat *st) {
+        return st->st_uid == geteuid() && !(st->st_mode & 022) && (S_ISDIR(st->st_mode) || st->st_nlink == 1);
+}
+
+static int open_subdir(int dirfd, const char *name) {
+        struct stat st;
+        if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!owned_by_service(&st))
+                return -EPERM;
+        return TAKE_FD(fd);
+}
+
+/* A journal someone else could have written is never replayed: it is kept aside for inspection. */
+static int open_journal(AgentQueue *q) {
+        struct stat st;
+        for (unsigned i = 0; i < 2; i++) {
+                q->journal_fd = openat(q->queue_fd, JOURNAL_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (q->journal_fd < 0)
+                        return -errno;
+                if (fstat(q->journal_fd, &st) < 0)
+                        return -errno;
+                if (S_ISREG(st.st_mode) && owned_by_service(&st))
+                        return 0;
+                if (i > 0)
+                        return -EPERM;
+                char aside[64];
+                (void) snprintf(aside, sizeof(aside), JOURNAL_NAME ".untrusted-%" PRIu64, now_realtime());
+                q->journal_fd = safe_close(q->journal_fd);
+                if (renameat2(q->queue_fd, JOURNAL_NAME, q->queue_fd, aside, RENAME_NOREPLACE) < 0)
+                        return -errno;
+                q->untrusted_journal = true;
+        }
+        return -EPERM;
 }
 
 static int take_lock(int fd, uint64_t timeout_usec) {
@@ -794,9 +833,9 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         if (r < 0)
                 return r;
 
-        q->journal_fd = openat(q->queue_fd, JOURNAL_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (q->journal_fd < 0)
-                return -errno;
+        r = open_journal(q);
+        if (r < 0)
+                return r;
         r = replay(q);
         if (r < 0)
                 return r;
@@ -898,7 +937,8 @@ int agent_queue_compact(AgentQueue *q) {
 
 /* ---- derived files ---- */
 
-static int write_new_file(int dirfd, const char *id, const char *suffix, const char *data) {
+/* Root-owned (the service's), 0600, readable by the task's sender through its own ACL entry. */
+static int write_new_file(int dirfd, const char *id, const char *suffix, const char *data, uid_t reader) {
         char name[CON_TASK_ID_MAX + 32];
         (void) snprintf(name, sizeof(name), "%s%s", id, suffix);
         if (faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0)
@@ -909,6 +949,7 @@ static int write_new_file(int dirfd, const char *id, const char *suffix, const c
                 .gid = (gid_t) -1,
                 .sync = false,
                 .noreplace = true,
+                .reader = reader == geteuid() ? (uid_t) -1 : reader,
         };
         int r = con_spool_write(dirfd, name, data, strlen(data), &o);
         return r == -EEXIST ? 0 : r;
@@ -943,7 +984,7 @@ static int write_finished_file(AgentQueue *q, const AgentTask *t) {
         _cleanup_free_ char *line = NULL;
         if (asprintf(&line, "%s\n", s) < 0)
                 return -ENOMEM;
-        return write_new_file(q->finished_fd, t->id, ".json", line);
+        return write_new_file(q->finished_fd, t->id, ".json", line, (uid_t) -1);
 }
 
 static int write_task_files(AgentQueue *q, const AgentTask *t) {
@@ -959,23 +1000,23 @@ static int write_task_files(AgentQueue *q, const AgentTask *t) {
         }
         if (t->status == AGENT_TASK_DONE) {
                 if (t->result) {
-                        r = write_new_file(q->outbox_fd, t->id, ".response", t->result);
+                        r = write_new_file(q->outbox_fd, t->id, ".response", t->result, t->sender_uid);
                         if (r < 0)
                                 return r;
                 }
                 if (formatted)
-                        return write_new_file(q->processed_fd, t->id, ".task", formatted);
+                        return write_new_file(q->processed_fd, t->id, ".task", formatted, t->sender_uid);
                 return 0;
         }
         if (formatted) {
-                r = write_new_file(q->failed_fd, t->id, ".task", formatted);
+                r = write_new_file(q->failed_fd, t->id, ".task", formatted, t->sender_uid);
                 if (r < 0)
                         return r;
         }
         _cleanup_free_ char *reason = NULL;
         if (asprintf(&reason, "%s\n", strempty(t->result)) < 0)
                 return -ENOMEM;
-        return write_new_file(q->failed_fd, t->id, ".reason", reason);
+        return write_new_file(q->failed_fd, t->id, ".reason", reason, t->sender_uid);
 }
 
 int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
@@ -1015,6 +1056,8 @@ int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADFD;
+        if (!owned_by_service(&st))
+                return -EPERM; /* not written by the service: never served as a result */
         size_t sz = (size_t) st.st_size;
         _cleanup_free_ char *buf = malloc(sz + 1);
         if (!buf)
@@ -1082,6 +1125,8 @@ int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret) {
                 return -errno;
         if (!S_ISREG(st.st_mode) || st.st_size > FINISHED_FILE_MAX)
                 return -EBADMSG;
+        if (!owned_by_service(&st))
+                return -EPERM;
         _cleanup_free_ char *buf = malloc((size_t) st.st_size + 1);
         if (!buf)
                 return -ENOMEM;

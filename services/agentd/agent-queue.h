@@ -96,9 +96,12 @@ typedef struct AgentQueueStats {
         uint64_t journal_size, n_records;
         unsigned n_corrupt;     /* lines skipped during replay (not counting a torn tail) */
         bool torn_tail;         /* a torn last line was cut off during replay */
+        bool untrusted_journal; /* queue/journal was not the service's own file (owner, mode, links):
+                                 * set aside as queue/journal.untrusted-<usec>, not replayed */
 } AgentQueueStats;
 
-/* Opens (creating when missing) queue/, outbox/, processed/, failed/ below agent_dir_fd, takes an
+/* Opens (creating when missing) queue/, outbox/, processed/, failed/ below agent_dir_fd (each must
+ * belong to the service's user and not be writable by group or others: -EPERM), takes an
  * exclusive lock on the journal (waiting up to lock_timeout_usec for a previous instance), and
  * replays it. Tasks started but never ended count one try and are queued again, or failed when
  * they reached AGENT_QUEUE_MAX_TRIES (those end records are in the batch: commit them).

@@ -728,7 +728,14 @@ static void start_task(AgentContext *c, AgentTask *t) {
                 return;
         }
 
-        ConRuntimeEnv env = { .agent = c->agent, .config = c->config, .workspace = c->workspace };
+        ConRuntimeEnv env = {
+                .agent = c->agent,
+                .config = c->config,
+                .workspace = c->workspace,
+                .skills_dir = c->skills_dir,
+                .user = c->has_session_user ? &c->session_user : NULL,
+                .cgroup_fd = c->cgroup_fd,
+        };
         if (!c->runtime) {
                 _cleanup_free_ char *reason = NULL;
                 if (asprintf(&reason, "agent '%s' has runner '%s', which this con-agentd does not know",
@@ -1162,6 +1169,12 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
                 if (r == -ENOENT)
                         r = asprintf(&text, "(the response file outbox/%s.response is gone)", t->id) < 0 ? -ENOMEM
                                                                                                            : 0;
+                else if (r == -EPERM) {
+                        log_msg(LOG_WARNING, "outbox/%s.response is not the service's own file (owner, mode or "
+                                "links changed): not served", t->id);
+                        r = asprintf(&text, "(the response file outbox/%s.response was replaced by someone other "
+                                     "than the agent service; it is not served)", t->id) < 0 ? -ENOMEM : 0;
+                }
                 if (r < 0)
                         return r;
         }
@@ -1659,6 +1672,10 @@ AgentContext *agent_context_free(AgentContext *c) {
         sd_event_source_disable_unref(c->stop_source);
         agent_queue_free(c->queue);
         safe_close(c->data_dir_fd);
+        safe_close(c->cgroup_fd);
+        free((char *) c->session_user.name);
+        free((gid_t *) c->session_user.groups);
+        free(c->skills_dir);
         con_config_free(c->config);
         free(c->bus_name);
         free(c->data_dir);
@@ -1675,7 +1692,7 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
 
         if (!c)
                 return -ENOMEM;
-        c->data_dir_fd = -EBADF;
+        c->data_dir_fd = c->cgroup_fd = -EBADF;
         c->event = sd_event_ref(e);
         c->started_usec = now_monotonic();
         c->stop_grace_usec = DEFAULT_STOP_GRACE;
@@ -1694,8 +1711,30 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                 c->data_dir = strdup(o->data_dir);
         else if (asprintf(&c->data_dir, CON_SRV_DIR "/agents/%s", c->agent->name) < 0)
                 c->data_dir = NULL;
-        if (!c->data_dir || asprintf(&c->workspace, "%s/workspace", c->data_dir) < 0)
+        if (!c->data_dir || asprintf(&c->workspace, "%s/workspace", c->data_dir) < 0 ||
+            asprintf(&c->skills_dir, "%s/skills", c->data_dir) < 0)
                 return -ENOMEM;
+        if (o->session_user) {
+                const ConSessionUser *u = o->session_user;
+                c->session_user = (ConSessionUser) { .uid = u->uid, .gid = u->gid, .n_groups = u->n_groups };
+                c->session_user.name = strdup(u->name);
+                gid_t *g = calloc(u->n_groups ?: 1, sizeof(gid_t));
+                if (!c->session_user.name || !g) {
+                        free(g);
+                        return -ENOMEM;
+                }
+                memcpy(g, u->groups, u->n_groups * sizeof(gid_t));
+                c->session_user.groups = g;
+                c->has_session_user = true;
+        }
+        if (o->cgroup_dir) {
+                c->cgroup_fd = open(o->cgroup_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (c->cgroup_fd < 0) {
+                        r = -errno;
+                        (void) asprintf(ret_error, "cannot open the cgroup %s: %s", o->cgroup_dir, strerror(-r));
+                        return r;
+                }
+        }
         c->data_dir_fd = open(c->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (c->data_dir_fd < 0) {
                 r = -errno;
@@ -1703,7 +1742,30 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                                 c->data_dir, strerror(-r));
                 return r;
         }
-        if (mkdirat(c->data_dir_fd, "workspace", 0700) < 0 && errno != EEXIST) {
+        {
+                /* The service's own folder: nobody else may rename or replace what is in it. */
+                struct stat st;
+                if (fstat(c->data_dir_fd, &st) < 0)
+                        return -errno;
+                if (st.st_uid != geteuid() || (st.st_mode & 022)) {
+                        (void) asprintf(ret_error, "%s belongs to uid %u with mode %04o: it must belong to the agent "
+                                        "service's user (root) and not be writable by group or others, or a "
+                                        "session could replace the queue and results (con bootstrap repairs it)",
+                                        c->data_dir, (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777));
+                        return -EPERM;
+                }
+        }
+        if (mkdirat(c->data_dir_fd, "workspace", 0700) >= 0) {
+                /* The sessions' folder belongs to the agent user, not to the service. */
+                if (c->has_session_user &&
+                    fchownat(c->data_dir_fd, "workspace", c->session_user.uid, c->session_user.gid,
+                             AT_SYMLINK_NOFOLLOW) < 0) {
+                        r = -errno;
+                        (void) asprintf(ret_error, "cannot give %s to %s: %s", c->workspace, c->session_user.name,
+                                        strerror(-r));
+                        return r;
+                }
+        } else if (errno != EEXIST) {
                 r = -errno;
                 (void) asprintf(ret_error, "cannot create %s: %s", c->workspace, strerror(-r));
                 return r;
@@ -1712,6 +1774,10 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         if (r < 0) {
                 if (r == -EWOULDBLOCK)
                         (void) asprintf(ret_error, "another con-agentd holds %s/queue/lock", c->data_dir);
+                else if (r == -EPERM)
+                        (void) asprintf(ret_error, "cannot open the queue in %s: queue/, outbox/, processed/, failed/ "
+                                        "and queue/finished/ must belong to the agent service's user (root) and not "
+                                        "be writable by group or others (con bootstrap repairs them)", c->data_dir);
                 else
                         (void) asprintf(ret_error, "cannot open the queue in %s/queue: %s", c->data_dir,
                                         strerror(-r));
@@ -1722,6 +1788,9 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         if (st.n_corrupt > 0)
                 log_msg(LOG_WARNING, "Skipped %u unreadable record(s) in %s/queue/journal", st.n_corrupt,
                         c->data_dir);
+        if (st.untrusted_journal)
+                log_msg(LOG_ERR, "%s/queue/journal was not written by this service (owner, mode or links): not "
+                        "replayed, set aside as queue/journal.untrusted-*; the queue starts empty", c->data_dir);
         if (st.torn_tail)
                 log_msg(LOG_NOTICE, "Cut a torn last record off %s/queue/journal (a crash during a write; it was "
                         "never acknowledged)", c->data_dir);

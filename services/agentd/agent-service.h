@@ -86,7 +86,11 @@ typedef struct AgentContext {
         char *bus_name;         /* requested name, NULL on peer-to-peer connections */
         char *data_dir;
         char *workspace;
+        char *skills_dir;
         int data_dir_fd;
+        ConSessionUser session_user;    /* valid when has_session_user; name and groups owned */
+        bool has_session_user;
+        int cgroup_fd;
         AgentQueue *queue;
 
         ConPolicy *policy;      /* the declared policy: root's rights, and the decision without polkit */
@@ -121,6 +125,8 @@ typedef struct AgentContextOptions {
         const char *state_dir;  /* NULL = /srv/con/state (the contract service's markers) */
         uint64_t lock_timeout_usec;
         bool no_authz;
+        const ConSessionUser *session_user; /* NULL: sessions keep the service's identity */
+        const char *cgroup_dir; /* the agent's cgroup2 folder (sessions get children); NULL: none */
 } AgentContextOptions;
 
 int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions *o, AgentContext **ret,

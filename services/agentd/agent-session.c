@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 
 #include "agent-llm.h"
 #include "agent-session.h"
+#include "cgroup-util.h"
 #include "con-paths.h"
 #include "fileio.h"
 #include "macro.h"
@@ -126,11 +130,39 @@ static void session_close_err(AgentSession *s) {
         s->err_fd = safe_close(s->err_fd);
 }
 
+/* Every process of the session: its cgroup (double-forked daemons, tools in their own process
+ * groups), and its process group, which also covers the moment between fork() and the child
+ * entering the cgroup (it forks nothing before). The main process is not reaped before
+ * on_child, so its pid (and group id) cannot have been reused. */
+static void session_kill(AgentSession *s) {
+        if (s->cg_fd >= 0)
+                (void) con_cgroup_kill(s->cg_fd);
+        if (s->pid > 0)
+                (void) kill(-s->pid, SIGKILL);
+        if (!s->exited && s->pid > 0)
+                (void) kill(s->pid, SIGKILL);
+}
+
+static void session_remove_cgroup(AgentSession *s) {
+        s->cg_source = sd_event_source_disable_unref(s->cg_source);
+        s->cg_events_fd = safe_close(s->cg_events_fd);
+        if (s->cg_fd >= 0) {
+                (void) con_cgroup_kill(s->cg_fd);
+                s->cg_fd = safe_close(s->cg_fd);
+                /* EBUSY when something is still dying: the empty folder is left behind. */
+                if (s->cg_name && s->cg_parent_fd >= 0)
+                        (void) unlinkat(s->cg_parent_fd, s->cg_name, AT_REMOVEDIR);
+        }
+        free(s->cg_name);
+        s->cg_name = NULL;
+}
+
 AgentSession *agent_session_free(AgentSession *s) {
         if (!s)
                 return NULL;
-        if (!s->exited && s->pid > 0)
-                (void) kill(-s->pid, SIGKILL);
+        if (!s->exited || s->cg_waiting)
+                session_kill(s);
+        session_remove_cgroup(s);
         s->child_source = sd_event_source_disable_unref(s->child_source);
         s->timer_source = sd_event_source_disable_unref(s->timer_source);
         session_close_out(s);
@@ -199,7 +231,7 @@ static int session_read_err(AgentSession *s) {
 }
 
 static void session_maybe_finish(AgentSession *s) {
-        if (!s->exited || s->finished)
+        if (!s->exited || s->cg_waiting || s->finished)
                 return;
         s->finished = true;
         s->timer_source = sd_event_source_disable_unref(s->timer_source);
@@ -221,6 +253,36 @@ static int on_err(sd_event_source *src, int fd, uint32_t revents, void *userdata
         return 0;
 }
 
+/* The session is over once its cgroup is empty: then it is removed and the task can end. */
+static int on_cgroup_events(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        int r = con_cgroup_populated(s->cg_fd);
+        if (r > 0) {
+                (void) con_cgroup_kill(s->cg_fd); /* a fork that raced the first kill */
+                return 0;
+        }
+        s->cg_waiting = false;
+        session_remove_cgroup(s);
+        session_maybe_finish(s);
+        return 0;
+}
+
+static void session_wait_cgroup(AgentSession *s) {
+        if (s->cg_fd < 0 || con_cgroup_populated(s->cg_fd) <= 0) {
+                session_remove_cgroup(s);
+                return;
+        }
+        s->cg_events_fd = con_cgroup_open_events(s->cg_fd);
+        if (s->cg_events_fd < 0 ||
+            sd_event_add_io(s->event, &s->cg_source, s->cg_events_fd, EPOLLPRI, on_cgroup_events, s) < 0) {
+                session_remove_cgroup(s);
+                return;
+        }
+        s->cg_waiting = true;
+        /* It may have emptied between the check and the watch. */
+        (void) on_cgroup_events(s->cg_source, s->cg_events_fd, 0, s);
+}
+
 static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
         AgentSession *s = userdata;
 
@@ -229,9 +291,10 @@ static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
                 s->exit_status = si->si_status;
         else
                 s->signal = si->si_status;
-        /* The session ends with its main process: whatever it left behind in its group goes too.
-         * The zombie still holds the group id, so this cannot hit a reused pid. */
-        (void) kill(-s->pid, SIGKILL);
+        /* The session ends with its main process: whatever it left behind goes too. The zombie
+         * still holds the group id, so the group kill cannot hit a reused pid. */
+        session_kill(s);
+        session_wait_cgroup(s);
         if (s->out_fd >= 0)
                 (void) session_read_out(s);
         if (s->err_fd >= 0)
@@ -246,7 +309,7 @@ static int on_timeout(sd_event_source *src, uint64_t usec, void *userdata) {
         AgentSession *s = userdata;
         if (!s->exited) {
                 s->timed_out = true;
-                (void) kill(-s->pid, SIGKILL);
+                session_kill(s);
         }
         return 0;
 }
@@ -255,7 +318,7 @@ void agent_session_cancel(AgentSession *s) {
         if (s->exited)
                 return;
         s->cancelled = true;
-        (void) kill(-s->pid, SIGKILL);
+        session_kill(s);
 }
 
 AgentSessionEnd agent_session_end(const AgentSession *s) {
@@ -277,11 +340,34 @@ char *agent_session_stderr(const AgentSession *s) {
         return strndup(s->err + a, b - a);
 }
 
+/* Root to the agent user, for good: supplementary groups, then gid, then uid (all three ids each). */
+static int drop_privileges(const ConSessionUser *u) {
+        if (setgroups(u->n_groups, u->groups) < 0 || setresgid(u->gid, u->gid, u->gid) < 0 ||
+            setresuid(u->uid, u->uid, u->uid) < 0)
+                return negative_errno();
+        uid_t ru, eu, su;
+        if (getresuid(&ru, &eu, &su) < 0 || ru != u->uid || eu != u->uid || su != u->uid)
+                return -EPERM;
+        if (u->uid != 0 && setuid(0) >= 0)
+                return -EPERM; /* getting root back must fail */
+        return 0;
+}
+
 static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
-                                    int out_w, int err_w) {
+                                    int out_w, int err_w, int cg_procs_fd) {
         sigset_t ss;
+        int r;
 
         (void) setsid();
+        /* First, before anything can fork: into the session's cgroup, while still root. */
+        if (cg_procs_fd >= 0) {
+                r = con_write_all(cg_procs_fd, "0", 1);
+                if (r < 0) {
+                        dprintf(err_w, "cannot enter the session's cgroup: %s\n", strerror(-r));
+                        _exit(126);
+                }
+                safe_close(cg_procs_fd);
+        }
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) signal(sig, SIG_DFL);
@@ -295,6 +381,22 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
             dup2(o, 3) < 0)
                 _exit(126);
         (void) close_range(4, ~0U, 0);
+        if (env->user) {
+                r = drop_privileges(env->user);
+                if (r < 0) {
+                        dprintf(STDERR_FILENO, "cannot become the agent user %s: %s\n", env->user->name,
+                                strerror(-r));
+                        _exit(126);
+                }
+        }
+        /* Whatever runs in the session gains no privileges (setuid programs do not elevate). */
+        (void) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        /* A clean environment: never the service's. */
+        (void) clearenv();
+        if (setenv("PATH", SESSION_PATH, 1) < 0 || setenv("HOME", env->workspace, 1) < 0 ||
+            setenv("LANG", "C.UTF-8", 1) < 0 || setenv("CON_AGENT", env->agent->name, 1) < 0 ||
+            (env->user && (setenv("USER", env->user->name, 1) < 0 || setenv("LOGNAME", env->user->name, 1) < 0)))
+                _exit(126);
         if (chdir(env->workspace) < 0) {
                 dprintf(STDERR_FILENO, "cannot enter the workspace %s: %m\n", env->workspace);
                 _exit(126);
@@ -304,13 +406,14 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
 
 int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
                         agent_session_done_t done, void *userdata, AgentSession **ret) {
-        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF };
+        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF }, cg_procs = -EBADF;
         int r;
 
         AgentSession *s = calloc(1, sizeof(AgentSession));
         if (!s)
                 return -ENOMEM;
-        s->out_fd = s->err_fd = -EBADF;
+        s->out_fd = s->err_fd = s->cg_fd = s->cg_events_fd = -EBADF;
+        s->cg_parent_fd = env->cgroup_fd;
         s->event = sd_event_ref(e);
         s->done = done;
         s->userdata = userdata;
@@ -320,13 +423,40 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
                 r = -errno;
                 goto fail;
         }
+        if (env->cgroup_fd >= 0) {
+                /* A fresh folder per session, never one that exists (another instance's). */
+                for (unsigned i = 0;; i++) {
+                        uint32_t rnd = 0;
+                        (void) getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK);
+                        free(s->cg_name);
+                        if (asprintf(&s->cg_name, "session-%s-%08x", t->id, rnd) < 0) {
+                                s->cg_name = NULL;
+                                r = -ENOMEM;
+                                goto fail;
+                        }
+                        r = con_cgroup_create(env->cgroup_fd, s->cg_name, &s->cg_fd);
+                        if (r != -EEXIST || i >= 8)
+                                break;
+                }
+                if (r < 0) {
+                        free(s->cg_name);
+                        s->cg_name = NULL;
+                        goto fail;
+                }
+                cg_procs = openat(s->cg_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (cg_procs < 0) {
+                        r = -errno;
+                        goto fail;
+                }
+        }
         s->pid = fork();
         if (s->pid < 0) {
                 r = -errno;
                 goto fail;
         }
         if (s->pid == 0)
-                session_child(rt, t, env, out[1], err[1]);
+                session_child(rt, t, env, out[1], err[1], cg_procs);
+        cg_procs = safe_close(cg_procs);
 
         /* Also in the parent, so the kill in on_child/cancel cannot race the child's setsid(). */
         (void) setpgid(s->pid, s->pid);
@@ -346,7 +476,7 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
                 r = sd_event_add_time_relative(e, &s->timer_source, CLOCK_MONOTONIC, s->timeout_usec, 0,
                                                on_timeout, s);
         if (r < 0) {
-                (void) kill(-s->pid, SIGKILL);
+                session_kill(s);
                 (void) waitpid(s->pid, NULL, 0);
                 s->exited = true;
                 agent_session_free(s);
@@ -356,6 +486,7 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
         return 0;
 
 fail:
+        safe_close(cg_procs);
         safe_close(out[0]);
         safe_close(out[1]);
         safe_close(err[0]);

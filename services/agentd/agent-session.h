@@ -12,8 +12,10 @@
 /* Session processes and runtimes.
  *
  * Every task that is not a built-in command runs in its own session: a forked child in its own
- * session and process group (setsid), so a contract service or Cancel can kill the whole group
- * without touching the agent service. The child's stdout (fd 1 for exec, the result fd for
+ * session and process group (setsid) and, where cgroup v2 is available, its own cgroup, entered
+ * before the child drops the service's root identity for the agent user. Cancel, the timeout and
+ * the end of the main process kill the whole cgroup (the process group without cgroup v2), so
+ * double-forked daemons and tools in their own process groups die with the session. The child's stdout (fd 1 for exec, the result fd for
  * in-process runtimes) is the response, its stderr the failure reason; exit status 0 means done.
  * The parent watches the child with sd_event_add_child(), the pipes with io sources, and a
  * wall-clock timer. */
@@ -33,10 +35,23 @@ typedef struct ConRuntimeTask {
         const char *conversation;       /* the sender's conversation to continue; NULL: a new one */
 } ConRuntimeTask;
 
+/* Who a session runs as: the agent user, entered by the root service after forking. */
+typedef struct ConSessionUser {
+        const char *name;
+        uid_t uid;
+        gid_t gid;
+        const gid_t *groups;    /* supplementary groups (the tier groups), from the user database */
+        size_t n_groups;
+} ConSessionUser;
+
 typedef struct ConRuntimeEnv {
         const ConAgent *agent;
         const ConConfig *config;
         const char *workspace;  /* cwd of the session */
+        const char *skills_dir; /* root-owned skills (DATA/skills); NULL: DATA/../skills of workspace */
+        const ConSessionUser *user; /* NULL: the session keeps the service's identity (tests) */
+        int cgroup_fd;          /* the agent's cgroup2 folder, each session gets a child; < 0: none,
+                                 * sessions are contained by their process group only */
 } ConRuntimeEnv;
 
 /* The seam between the agent service and what runs a task (exec, the LLM loop, ...). */
@@ -81,6 +96,11 @@ struct AgentSession {
         bool exited, timed_out, cancelled, finished;
         int exit_status, signal;
         uint64_t timeout_usec;
+        int cg_parent_fd;       /* not owned: ConRuntimeEnv.cgroup_fd */
+        int cg_fd, cg_events_fd;
+        char *cg_name;
+        sd_event_source *cg_source;
+        bool cg_waiting;        /* the main process exited, waiting for the cgroup to empty */
         agent_session_done_t done;
         void *userdata;
 };
@@ -89,7 +109,8 @@ struct AgentSession {
  * the session stays valid until agent_session_free(). */
 int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
                         agent_session_done_t done, void *userdata, AgentSession **ret);
-/* SIGKILLs the session's process group; the done callback follows. */
+/* SIGKILLs every process of the session (its cgroup, or its process group without one); the done
+ * callback follows once they are gone. */
 void agent_session_cancel(AgentSession *s);
 AgentSession *agent_session_free(AgentSession *s);
 AgentSessionEnd agent_session_end(const AgentSession *s);

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* con-agentd: one agent of the conspiracy on the system bus (docs/AGENT.md). */
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/stat.h>
 
 #include "agent-service.h"
+#include "cgroup-util.h"
 #include "con-paths.h"
 #include "errors.h"
 #include "macro.h"
@@ -24,14 +27,16 @@ static bool arg_no_authz;
 static void help(void) {
         printf("con-agentd --agent NAME [OPTIONS]\n\n"
                "Serves one agent of the conspiracy as org.conspiracy.<Name> on the system bus.\n"
-               "Started by D-Bus activation or by con-agent@NAME.service, as the user a-NAME.\n\n"
+               "Started by D-Bus activation or by con-agent@NAME.service as root; its sessions run as\n"
+               "the user a-NAME, each in its own cgroup (docs/SECURITY.md).\n\n"
                "  -h --help            Show this help\n"
                "     --version         Show the version\n"
                "  -a --agent NAME      The agent to serve\n"
                "  -c --config FILE     The configuration (default " CON_CONFIG_PATH ")\n"
                "     --data-dir DIR    The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
                "     --state-dir DIR   The contract service's markers (default " CON_SRV_DIR "/state)\n"
-               "     --allow-any-user  Run as a user other than a-NAME, even root (tests only)\n"
+               "     --allow-any-user  Run as any user; sessions keep that identity when a-NAME is\n"
+               "                       missing or the service is not root (tests only)\n"
                "     --no-authz        Do not ask polkit: every caller is allowed (benchmarks only)\n"
                "     --bus-introspect  Print the org.conspiracy.Agent1 interface XML and exit\n");
 }
@@ -108,24 +113,91 @@ static int parse_argv(int argc, char **argv) {
         return 1;
 }
 
-static int check_user(void) {
+typedef struct SessionUser {
+        ConSessionUser u;
+        char *name;
+        gid_t *groups;
+        bool set;
+} SessionUser;
+
+static void session_user_done(SessionUser *s) {
+        free(s->name);
+        free(s->groups);
+}
+
+/* The service runs as root and keeps its state to itself; sessions run as a-NAME (with its
+ * supplementary groups, read once here). */
+static int check_user(SessionUser *ret) {
         _cleanup_free_ char *want = NULL;
-        struct passwd *pw = getpwuid(geteuid());
         if (con_agent_user(arg_agent, &want) < 0)
                 return -ENOMEM;
-        if (arg_allow_any_user)
-                return 0;
-        if (geteuid() == 0) {
-                fprintf(stderr, "con-agentd: refusing to run as root: agent '%s' runs as the user %s "
-                        "(User= in the activation file and the unit)\n", arg_agent, want);
+        if (geteuid() != 0) {
+                if (arg_allow_any_user)
+                        return 0; /* tests: sessions keep the service's identity */
+                fprintf(stderr, "con-agentd: must run as root (User=root in the activation file and the unit): "
+                        "it keeps the agent's queue and results where %s cannot reach them and starts each "
+                        "session as %s\n", want, want);
                 return -EPERM;
         }
-        if (!pw || !streq(pw->pw_name, want)) {
-                fprintf(stderr, "con-agentd: running as '%s' but agent '%s' must run as %s\n",
-                        pw ? pw->pw_name : "?", arg_agent, want);
+        struct passwd *pw = getpwnam(want);
+        if (!pw) {
+                if (arg_allow_any_user) {
+                        fprintf(stderr, "con-agentd: WARNING: the user %s does not exist: sessions run as root "
+                                "(--allow-any-user, tests only)\n", want);
+                        return 0;
+                }
+                fprintf(stderr, "con-agentd: the user %s of agent '%s' does not exist (con bootstrap creates it)\n",
+                        want, arg_agent);
+                return -ESRCH;
+        }
+        if (pw->pw_uid == 0) {
+                fprintf(stderr, "con-agentd: the user %s has uid 0; refusing to run its sessions as root\n", want);
                 return -EPERM;
         }
+        int n = 32;
+        for (;;) {
+                gid_t *g = reallocarray(ret->groups, (size_t) n, sizeof(gid_t));
+                if (!g)
+                        return -ENOMEM;
+                ret->groups = g;
+                int want_n = n;
+                if (getgrouplist(want, pw->pw_gid, ret->groups, &want_n) >= 0) {
+                        n = want_n;
+                        break;
+                }
+                if (want_n <= n || want_n > 65536)
+                        return -E2BIG;
+                n = want_n;
+        }
+        ret->name = TAKE_PTR(want);
+        ret->u = (ConSessionUser) {
+                .name = ret->name, .uid = pw->pw_uid, .gid = pw->pw_gid, .groups = ret->groups, .n_groups = (size_t) n,
+        };
+        ret->set = true;
         return 0;
+}
+
+/* CGROUP/con-NAME below the service's own cgroup (its delegated subtree under systemd), or NULL
+ * with a logged reason: then sessions are contained by their process group only. */
+static char *agent_cgroup_dir(void) {
+        _cleanup_free_ char *own = NULL;
+        char *dir = NULL;
+        int r = con_cgroup_own_dir(&own);
+        if (r < 0) {
+                fprintf(stderr, "con-agentd: no cgroup v2 (%s): sessions are contained by their process group only; "
+                        "a process that leaves it survives Cancel\n",
+                        r == -ENOMEDIUM ? "no cgroup2 mount" : strerror(-r));
+                return NULL;
+        }
+        if (asprintf(&dir, "%s/con-%s", own, arg_agent) < 0)
+                return NULL;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+                fprintf(stderr, "con-agentd: cannot create the cgroup %s (%m): sessions are contained by their "
+                        "process group only; a process that leaves it survives Cancel\n", dir);
+                free(dir);
+                return NULL;
+        }
+        return dir;
 }
 
 static int run(int argc, char **argv) {
@@ -133,13 +205,15 @@ static int run(int argc, char **argv) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(agent_context_freep) AgentContext *c = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(session_user_done) SessionUser su = {};
+        _cleanup_free_ char *cgroup_dir = NULL;
         sigset_t ss;
         int r;
 
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r;
-        r = check_user();
+        r = check_user(&su);
         if (r < 0)
                 return r;
 
@@ -168,7 +242,10 @@ static int run(int argc, char **argv) {
         if (r < 0)
                 return r;
 
+        cgroup_dir = agent_cgroup_dir();
         AgentContextOptions o = {
+                .session_user = su.set ? &su.u : NULL,
+                .cgroup_dir = cgroup_dir,
                 .agent = arg_agent,
                 .data_dir = arg_data_dir,
                 .state_dir = arg_state_dir,
@@ -182,7 +259,6 @@ static int run(int argc, char **argv) {
                 fprintf(stderr, "con-agentd: %s\n", emsg ?: strerror(-r));
                 return r;
         }
-        (void) setenv("HOME", c->workspace, 1);
 
         /* A quarantined agent never takes its name: the marker stays until con release. */
         (void) agent_context_watch_state(c);
@@ -230,7 +306,8 @@ static int run(int argc, char **argv) {
         r = agent_context_start(c);
         if (r < 0)
                 return r;
-        fprintf(stderr, "con-agentd: agent %s ready as %s\n", arg_agent, c->bus_name);
+        fprintf(stderr, "con-agentd: agent %s ready as %s; sessions run as %s in %s\n", arg_agent, c->bus_name,
+                su.set ? su.name : "the service's user", cgroup_dir ?: "the service's cgroup (process groups only)");
         r = sd_event_loop(event);
         if (r < 0) {
                 fprintf(stderr, "con-agentd: %s\n", strerror(-r));

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "acl-util.h"
 #include "agent-queue.h"
 #include "macro.h"
 #include "test-util.h"
@@ -191,6 +192,61 @@ static void test_corrupt_middle(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* Replay trusts only the service's own journal: one another user could write (here: mode 0666,
+ * as a session's forgery would need) is set aside, never replayed. */
+static void test_untrusted_journal(Fixture *f, gconstpointer data) {
+        append_raw(f, "{\"op\":\"accept\",\"id\":\"planted1\",\"text\":\"/status\",\"uid\":0,\"prio\":5}\n");
+        g_autofree char *p = g_build_filename(f->dir, "queue", "journal", NULL);
+        g_assert_cmpint(chmod(p, 0666), ==, 0);
+        AgentQueue *q = open_queue(f);
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_true(st.untrusted_journal);
+        g_assert_cmpuint(st.n_tasks, ==, 0);
+        g_assert_null(agent_queue_find(q, "planted1"));
+        agent_queue_free(q);
+        /* Kept aside for inspection; the new journal is the service's own. */
+        g_autofree char *qd = g_build_filename(f->dir, "queue", NULL);
+        g_autoptr(GDir) d = g_dir_open(qd, 0, NULL);
+        bool aside = false;
+        for (const char *n; d && (n = g_dir_read_name(d));)
+                aside = aside || g_str_has_prefix(n, "journal.untrusted-");
+        g_assert_true(aside);
+        struct stat jst;
+        g_assert_cmpint(stat(p, &jst), ==, 0);
+        g_assert_cmpint(jst.st_mode & 0777, ==, 0600);
+        q = open_queue(f);
+        agent_queue_get_stats(q, &st);
+        g_assert_false(st.untrusted_journal);
+        agent_queue_free(q);
+
+        /* A queue folder others can write is refused outright. */
+        g_assert_cmpint(chmod(qd, 0777), ==, 0);
+        AgentQueue *q2 = NULL;
+        g_assert_cmpint(agent_queue_open(f->dfd, 0, &q2), ==, -EPERM);
+        g_assert_cmpint(chmod(qd, 0700), ==, 0);
+}
+
+/* A response someone replaced (not the service's own file) is never served. */
+static void test_replaced_response(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        AgentTask *t = accept_one(q, "r1", 5, "do it");
+        g_assert_cmpint(agent_queue_start(q, t, 1), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "true answer", 2), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_files(q, t), ==, 0);
+        g_autofree char *p = g_build_filename(f->dir, "outbox", "r1.response", NULL);
+        g_assert_cmpint(unlink(p), ==, 0);
+        g_assert_true(g_file_set_contents(p, "forged", -1, NULL));
+        g_assert_cmpint(chmod(p, 0666), ==, 0);
+        free(t->result);
+        t->result = NULL; /* as after eviction: the answer comes from the outbox */
+        char *out = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, t, &out), ==, -EPERM);
+        g_assert_null(out);
+        agent_queue_free(q);
+}
+
 static void test_retry_counting_across_crashes(Fixture *f, gconstpointer data) {
         AgentQueue *q = open_queue(f);
         accept_one(q, "crashy", 5, "boom");
@@ -274,7 +330,16 @@ static void test_files(Fixture *f, gconstpointer data) {
         g_autofree char *p = g_build_filename(f->dir, "outbox", "ok.response", NULL);
         struct stat st;
         g_assert_cmpint(stat(p, &st), ==, 0);
-        g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+        /* 0600 plus the sender's own read entry (the group bits show the ACL mask). */
+        g_assert_cmpint(st.st_mode & 0777, ==, 0640);
+        {
+                acl_t acl = acl_get_file(p, ACL_TYPE_ACCESS);
+                g_assert_nonnull(acl);
+                _cleanup_free_ char *txt = con_acl_to_short_text(acl);
+                acl_free(acl);
+                g_assert_nonnull(strstr(txt, "u:1000:r--"));
+                g_assert_nonnull(strstr(txt, "o::---"));
+        }
         g_autofree char *task = read_file_at(f, "processed/ok.task");
         g_assert_nonnull(task);
         g_assert_nonnull(strstr(task, "priority: 7"));
@@ -538,6 +603,8 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/dedup", test_dedup);
         ADD("/agent-queue/torn-tail", test_torn_tail);
         ADD("/agent-queue/corrupt-middle", test_corrupt_middle);
+        ADD("/agent-queue/untrusted-journal", test_untrusted_journal);
+        ADD("/agent-queue/replaced-response", test_replaced_response);
         ADD("/agent-queue/retry-counting-across-crashes", test_retry_counting_across_crashes);
         ADD("/agent-queue/requeue", test_requeue);
         ADD("/agent-queue/files", test_files);

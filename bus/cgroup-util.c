@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroup-util.h"
+#include "fileio.h"
+#include "macro.h"
+
+#define CGROUP_FILE_MAX (64U * 1024U)
+#define KILL_ROUNDS 64
+
+/* The n-th space-separated field of a mountinfo line (0-based), into buf. */
+static bool field(const char *line, unsigned n, char *buf, size_t size) {
+        const char *p = line;
+        for (unsigned i = 0; i < n; i++) {
+                p = strchr(p, ' ');
+                if (!p)
+                        return false;
+                p++;
+        }
+        size_t l = strcspn(p, " \n");
+        if (l == 0 || l >= size)
+                return false;
+        memcpy(buf, p, l);
+        buf[l] = 0;
+        return true;
+}
+
+int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **ret) {
+        char mnt[4096] = "", root[4096] = "";
+        const char *own = NULL;
+        size_t own_len = 0;
+
+        if (!mountinfo || !proc_cgroup || !ret)
+                return -EINVAL;
+        /* mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER */
+        for (const char *l = mountinfo; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+                const char *sep = strstr(l, " - ");
+                const char *eol = strchr(l, '\n');
+                if (!sep || (eol && sep > eol))
+                        continue;
+                if (!startswith(sep + 3, "cgroup2 "))
+                        continue;
+                if (!field(l, 3, root, sizeof(root)) || !field(l, 4, mnt, sizeof(mnt))) {
+                        mnt[0] = 0;
+                        continue;
+                }
+                /* Escaped names (\040) are not ours to handle: skip such a mount. */
+                if (strchr(mnt, '\\') || strchr(root, '\\')) {
+                        mnt[0] = 0;
+                        continue;
+                }
+                break;
+        }
+        if (!mnt[0])
+                return -ENOMEDIUM;
+        for (const char *l = proc_cgroup; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+                if (startswith(l, "0::")) {
+                        own = l + 3;
+                        own_len = strcspn(own, "\n");
+                        break;
+                }
+        if (!own || own_len == 0 || own[0] != '/')
+                return -ENOMEDIUM;
+        _cleanup_free_ char *path = strndup(own, own_len);
+        if (!path)
+                return -ENOMEM;
+        if (strstr(path, "/../") || endswith(path, "/..") || strstr(path, " (deleted)"))
+                return -EINVAL;
+        /* A mount of a subtree (root field other than "/"): the own path is below it. */
+        const char *rel = path;
+        if (!streq(root, "/")) {
+                rel = startswith(path, root);
+                if (!rel || (*rel && *rel != '/'))
+                        return -ENOMEDIUM;
+        }
+        if (streq(rel, "/"))
+                rel = "";
+        return asprintf(ret, "%s%s", mnt, rel) < 0 ? -ENOMEM : 0;
+}
+
+/* /proc/self is a symbolic link by design: a plain open. */
+static int read_proc(const char *path, size_t max, char **ret) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        return read_fd(fd, max, ret, NULL);
+}
+
+int con_cgroup_own_dir(char **ret) {
+        _cleanup_free_ char *mi = NULL, *cg = NULL;
+        int r = read_proc("/proc/self/mountinfo", 4U * 1024U * 1024U, &mi);
+        if (r < 0)
+                return r;
+        r = read_proc("/proc/self/cgroup", CGROUP_FILE_MAX, &cg);
+        if (r < 0)
+                return r;
+        return con_cgroup_parse_own(mi, cg, ret);
+}
+
+int con_cgroup_create(int parent_fd, const char *name, int *ret_fd) {
+        if (!name || !*name || strchr(name, '/') || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        if (mkdirat(parent_fd, name, 0755) < 0)
+                return negative_errno();
+        int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                int r = negative_errno();
+                (void) unlinkat(parent_fd, name, AT_REMOVEDIR);
+                return r;
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
+static int write_at(int dfd, const char *name, const char *s) {
+        _cleanup_close_ int fd = openat(dfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        return con_write_all(fd, s, strlen(s));
+}
+
+int con_cgroup_kill(int cg_fd) {
+        int r = write_at(cg_fd, "cgroup.kill", "1");
+        if (r != -ENOENT)
+                return r;
+        /* Before Linux 5.14: kill what is listed until nothing is (a fork between the read and
+         * the kill shows up in the next round). */
+        for (unsigned round = 0; round < KILL_ROUNDS; round++) {
+                _cleanup_free_ char *procs = NULL;
+                bool any = false;
+                r = read_file_at(cg_fd, "cgroup.procs", CGROUP_FILE_MAX, &procs, NULL);
+                if (r < 0)
+                        return r;
+                for (char *p = procs, *end; *p; p = end) {
+                        long pid = strtol(p, &end, 10);
+                        if (end == p)
+                                break;
+                        if (pid > 0 && kill((pid_t) pid, SIGKILL) >= 0)
+                                any = true;
+                }
+                if (!any)
+                        return 0;
+        }
+        return -EBUSY;
+}
+
+int con_cgroup_populated(int cg_fd) {
+        _cleanup_free_ char *ev = NULL;
+        int r = read_file_at(cg_fd, "cgroup.events", CGROUP_FILE_MAX, &ev, NULL);
+        if (r < 0)
+                return r;
+        const char *p = strstr(ev, "populated ");
+        if (!p || (p != ev && p[-1] != '\n'))
+                return -EBADMSG;
+        return p[10] == '1';
+}
+
+int con_cgroup_open_events(int cg_fd) {
+        int fd = openat(cg_fd, "cgroup.events", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        return fd < 0 ? negative_errno() : fd;
+}
