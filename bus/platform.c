@@ -383,23 +383,21 @@ static int render_dbus_policy(Context *c) {
               " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
               "<!-- " GENERATED_NOTE " -->\n"
               "<busconfig>\n"
-              "  <!-- Fabric services, running as root. -->\n"
+              "  <!-- Fabric and agent services, running as root. -->\n"
               "  <policy user=\"root\">\n", f);
         for (const char * const *n = root_bus_names; *n; n++) {
                 fputs("    <allow own=\"", f);
                 xml_escape(f, *n);
                 fputs("\"/>\n", f);
         }
-        fputs("  </policy>\n", f);
-
-        fputs("  <!-- Each agent user may own its own name and no other. -->\n", f);
+        /* The agent services run as root too (their sessions as the agent users, who own no
+         * name: a session cannot pose as its service or any other). */
         for (size_t i = 0; i < c->n_agents; i++) {
-                fputs("  <policy user=\"", f);
-                xml_escape(f, c->agents[i].user);
-                fputs("\">\n    <allow own=\"", f);
+                fputs("    <allow own=\"", f);
                 xml_escape(f, c->agents[i].bus_name);
-                fputs("\"/>\n  </policy>\n", f);
+                fputs("\"/>\n", f);
         }
+        fputs("  </policy>\n", f);
 
         /* Anyone may call the fabric's interfaces; the services ask polkit per call and caller.
          * A later per-agent sender policy would replace the default-context rules of that agent
@@ -427,9 +425,9 @@ static int render_dbus_services(Context *c) {
                              "[D-BUS Service]\n"
                              "Name=%s\n"
                              "Exec=%s/con-agentd --agent %s\n"
-                             "User=%s\n"
+                             "User=root\n"
                              "SystemdService=con-agent@%s.service\n",
-                             a->bus_name, c->libexecdir, a->agent->name, a->user, a->agent->name) < 0) {
+                             a->bus_name, c->libexecdir, a->agent->name, a->agent->name) < 0) {
                         free(path);
                         return -ENOMEM;
                 }
@@ -440,16 +438,10 @@ static int render_dbus_services(Context *c) {
         return 0;
 }
 
-/* "unix-user:root unix-user:a-x ...": polkit splits the owner annotation on single spaces and
- * lets each listed identity call CheckAuthorization() with details. */
+/* The identities that may call CheckAuthorization() with details: the agent services run as
+ * root, so root alone (agent users, i.e. sessions, cannot probe other callers' rights). */
 static char *polkit_owners(const Context *c) {
-        _cleanup_(text_done) Text t = {};
-        if (text_open(&t) < 0)
-                return NULL;
-        fputs("unix-user:root", t.f);
-        for (size_t i = 0; i < c->n_agents; i++)
-                fprintf(t.f, " unix-user:%s", c->agents[i].user);
-        return text_take(&t);
+        return strdup("unix-user:root");
 }
 
 static int render_polkit_actions(Context *c) {

@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/acl.h>
+#include <sys/stat.h>
 
 #include "acl-util.h"
 #include "con-paths.h"
 #include "fileio.h"
 #include "macro.h"
+#include "names.h"
 #include "platform.h"
 #include "policy-check.h"
 #include "policy.h"
@@ -248,6 +250,49 @@ static int check_file(const char *path, const char *want, char ***drift) {
         }
 }
 
+/* The keeper's layout (docs/SECURITY.md): the agent folder and the service's state are root's and
+ * not writable by the agent user; only the workspace is the agent's. */
+static int check_keeper_layout(const ConUserDb *db, const char *name, char ***drift) {
+        static const struct {
+                const char *sub;
+                bool group_may_write; /* the inbox: peers' -wx shows as the ACL mask */
+        } root_dirs[] = {
+                { "", false }, { "/inbox", true }, { "/queue", false }, { "/outbox", false },
+                { "/processed", false }, { "/failed", false }, { "/skills", false },
+        };
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        _cleanup_free_ char *user = NULL, *ws = NULL;
+        struct stat st;
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(root_dirs); i++) {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, CON_SRV_DIR "/agents/%s%s", name, root_dirs[i].sub) < 0)
+                        return -ENOMEM;
+                if (lstat(path, &st) < 0) {
+                        if (errno == ENOENT && !streq(root_dirs[i].sub, "")) /* created on first use */
+                                continue;
+                        r = strv_extendf(drift, "%s: %m; run con bootstrap", path);
+                } else if (!S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+                           (st.st_mode & (root_dirs[i].group_may_write ? 002 : 022)))
+                        r = strv_extendf(drift, "%s: must be a folder of root's that the agent cannot write (it is "
+                                         "uid %u, mode %04o); run con bootstrap", path, (unsigned) st.st_uid,
+                                         (unsigned) (st.st_mode & 07777));
+                else
+                        r = 0;
+                if (r < 0)
+                        return r;
+        }
+        if (con_agent_user(name, &user) < 0 || asprintf(&ws, CON_SRV_DIR "/agents/%s/workspace", name) < 0)
+                return -ENOMEM;
+        if (con_userdb_get_user(db, user, &pw) < 0 || lstat(ws, &st) < 0)
+                return 0; /* reported elsewhere (bootstrap, CON-AGENT-001) */
+        if (!S_ISDIR(st.st_mode) || st.st_uid != pw.uid)
+                return strv_extendf(drift, "%s: must be a folder of %s (it is uid %u); run con bootstrap", ws, user,
+                                    (unsigned) st.st_uid);
+        return 0;
+}
+
 int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
         _cleanup_(con_policy_freep) ConPolicy *policy = NULL;
         _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
@@ -282,6 +327,8 @@ int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
                 r = check_acl_path(policy, db, name, false, dir, &drift);
                 if (r >= 0)
                         r = check_acl_path(policy, db, name, true, inbox, &drift);
+                if (r >= 0)
+                        r = check_keeper_layout(db, name, &drift);
         }
         if (r < 0)
                 return r;

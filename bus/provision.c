@@ -755,7 +755,7 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
         _cleanup_strv_free_ char **skill_names = NULL, **skill_paths = NULL;
         const char * const roots[] = { p->outer_root, CON_SRV_DIR "/config", NULL };
         const char * const skill_roots[] = { p->outer_root, NULL };
-        AclList owner_def = {}, home_acl = {};
+        AclList home_acl = {};
         uid_t uid;
         int r;
 
@@ -769,26 +769,43 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
             asprintf(&home, CON_HOME_ROOT "/%s", user) < 0)
                 return -ENOMEM;
 
-        r = add_dir(p, base, user, AGENTS_GROUP, 0700, &acls->dir, NULL, 0, false);
+        /* The agent's folder belongs to its keeper, the agent service (root), so a session (the
+         * agent user) can rename or replace nothing in it. Traversable, not listable: peers reach
+         * the inbox, senders their own responses. */
+        r = add_dir(p, base, "root", "root", 0711, &acls->dir, NULL, 0, false);
         if (r < 0)
                 return r;
 
-        /* The inbox: sticky, so senders cannot delete each other's files; a default ACL so the
-         * owner can read what senders create (when their create mode grants the group class
-         * anything: a 0600 file stays unreadable, see docs/BOOTSTRAP.md). */
+        /* The inbox: root's (the router reads it), sticky so senders cannot delete each other's
+         * files, o::--- by default so nobody but root reads what a sender drops. */
         {
                 _cleanup_free_ char *inbox = NULL;
+                const AclList none = {};
                 if (asprintf(&inbox, "%s/inbox", base) < 0)
                         return -ENOMEM;
-                r = acl_list_add(&owner_def, ACL_USER, uid, CON_ACL_R | CON_ACL_W);
-                if (r >= 0)
-                        r = add_dir(p, inbox, user, AGENTS_GROUP, 01700, &acls->inbox, &owner_def, 0700, false);
-                free(owner_def.e);
+                r = add_dir(p, inbox, "root", "root", 01700, &acls->inbox, &none, 0700, false);
                 if (r < 0)
                         return r;
         }
-        for (const char * const *s = (const char * const[]) { "outbox", "processed", "workspace",
-                                                              "workspace/sessions", NULL }; *s; s++) {
+        /* The service's state: the queue (journal, lock, finished records) is root's alone; the
+         * outbox, processed/ and failed/ are traversable, each file readable by its task's sender
+         * only (an ACL entry the service sets). */
+        {
+                static const struct {
+                        const char *name;
+                        mode_t mode;
+                } state[] = { { "queue", 0700 }, { "outbox", 0711 }, { "processed", 0711 }, { "failed", 0711 } };
+                for (size_t i = 0; i < ELEMENTSOF(state); i++) {
+                        _cleanup_free_ char *d = NULL;
+                        if (asprintf(&d, "%s/%s", base, state[i].name) < 0)
+                                return -ENOMEM;
+                        r = add_dir(p, d, "root", "root", state[i].mode, NULL, NULL, 0, false);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        /* The agent's own: the sessions' working folder. */
+        for (const char * const *s = (const char * const[]) { "workspace", "workspace/sessions", NULL }; *s; s++) {
                 _cleanup_free_ char *d = NULL;
                 if (asprintf(&d, "%s/%s", base, *s) < 0)
                         return -ENOMEM;
@@ -797,10 +814,11 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                         return r;
         }
 
-        /* Skills: root-owned, the agent reads but cannot change them. */
+        /* Skills: root-owned, outside the workspace, in the root-owned agent folder: the agent
+         * reads them but can neither change, rename nor replace them. */
         {
                 _cleanup_free_ char *sdir = NULL;
-                if (asprintf(&sdir, "%s/workspace/skills", base) < 0)
+                if (asprintf(&sdir, "%s/skills", base) < 0)
                         return -ENOMEM;
                 r = add_dir(p, sdir, "root", "root", 0755, NULL, NULL, 0, false);
                 if (r < 0)

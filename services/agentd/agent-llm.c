@@ -50,16 +50,36 @@ static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char * const *) a, *(char * const *) b);
 }
 
-int agent_llm_load_skills(const char *dir, char ***ret_names, char ***ret_texts) {
-        _cleanup_strv_free_ char **files = NULL, **names = NULL, **texts = NULL;
-        _cleanup_closedir_ DIR *d = opendir(dir);
+/* Only root's files reach a system prompt: owned by the trusted uid, not writable by group or
+ * others (ACL write entries show in the group bits). */
+static bool trusted_stat(const struct stat *st, uid_t owner) {
+        return st->st_uid == owner && !(st->st_mode & 022);
+}
 
-        if (!d) {
-                if (errno != ENOENT && errno != ENOTDIR)
-                        return -errno;
-                *ret_names = *ret_texts = NULL;
+int agent_llm_load_skills(const char *dir, uid_t owner, char ***ret_names, char ***ret_texts, char ***ret_skipped) {
+        _cleanup_strv_free_ char **files = NULL, **names = NULL, **texts = NULL, **skipped = NULL;
+        _cleanup_close_ int dfd = open_nofollow(dir, O_RDONLY | O_DIRECTORY, 0);
+        struct stat st;
+
+        *ret_names = *ret_texts = NULL;
+        if (ret_skipped)
+                *ret_skipped = NULL;
+        if (dfd < 0) {
+                if (dfd != -ENOENT && dfd != -ENOTDIR)
+                        return dfd;
                 return 0;
         }
+        if (fstat(dfd, &st) < 0)
+                return -errno;
+        if (!trusted_stat(&st, owner)) {
+                if (ret_skipped && strv_extendf(ret_skipped, "%s (the folder: uid %u, mode %04o)", dir,
+                                                (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777)) < 0)
+                        return -ENOMEM;
+                return 0;
+        }
+        _cleanup_closedir_ DIR *d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
+        if (!d)
+                return -errno;
         struct dirent *de;
         while ((de = readdir(d))) {
                 const char *e = endswith(de->d_name, ".md");
@@ -72,7 +92,15 @@ int agent_llm_load_skills(const char *dir, char ***ret_names, char ***ret_texts)
                 qsort(files, strv_length(files), sizeof(char *), cmp_str);
         for (char **f = files; f && *f; f++) {
                 _cleanup_free_ char *text = NULL;
-                int r = read_file_at(dirfd(d), *f, SKILL_MAX, &text, NULL);
+                if (fstatat(dfd, *f, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue; /* not a regular file: not a skill */
+                if (!trusted_stat(&st, owner)) {
+                        if (strv_extendf(&skipped, "%s/%s (uid %u, mode %04o)", dir, *f, (unsigned) st.st_uid,
+                                         (unsigned) (st.st_mode & 07777)) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                int r = read_file_at(dfd, *f, SKILL_MAX, &text, NULL);
                 if (r == -ELOOP || r == -EISDIR || r == -ENOENT || r == -EFBIG || r == -EACCES)
                         continue; /* not a readable regular file: not a skill */
                 if (r < 0)
@@ -83,7 +111,29 @@ int agent_llm_load_skills(const char *dir, char ***ret_names, char ***ret_texts)
         }
         *ret_names = TAKE_PTR(names);
         *ret_texts = TAKE_PTR(texts);
+        if (ret_skipped)
+                *ret_skipped = TAKE_PTR(skipped);
         return 0;
+}
+
+/* AGENTS.md: root's file in a folder of root's the agent cannot write, or nothing. */
+static int read_agents_md(const char *path, char **ret) {
+        _cleanup_close_ int fd = open_nofollow(path, O_RDONLY | O_NONBLOCK, 0);
+        _cleanup_free_ char *dir = NULL;
+        struct stat st, dst;
+        if (fd < 0)
+                return fd;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        const char *slash = strrchr(path, '/');
+        dir = slash && slash != path ? strndup(path, (size_t) (slash - path)) : strdup("/");
+        if (!dir)
+                return -ENOMEM;
+        if (stat(dir, &dst) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || !trusted_stat(&st, 0) || !trusted_stat(&dst, 0))
+                return -EPERM;
+        return read_fd(fd, AGENTS_MD_MAX, ret, NULL);
 }
 
 static void trim_end(char *s) {
@@ -609,14 +659,22 @@ static int build_prompt(const ConRuntimeTask *t, const ConRuntimeEnv *env, const
         }
         /* Read fresh for every task: root may have re-assembled it. Missing: the agent works
          * without (a warning on stderr ends up in the log only when the task fails). */
-        r = read_file_nofollow(agents_md_path, AGENTS_MD_MAX, &md, NULL);
+        r = read_agents_md(agents_md_path, &md);
         if (r < 0)
-                dprintf(STDERR_FILENO, "note: cannot read %s: %s\n", agents_md_path, strerror(-r));
-        if (asprintf(&skills_dir, "%s/skills", env->workspace) < 0)
+                dprintf(STDERR_FILENO, "note: cannot read %s: %s\n", agents_md_path,
+                        r == -EPERM ? "it or its folder is not root's or is writable by others; not used" : strerror(-r));
+        if (env->skills_dir)
+                skills_dir = strdup(env->skills_dir);
+        else if (asprintf(&skills_dir, "%s/../skills", env->workspace) < 0)
+                skills_dir = NULL;
+        if (!skills_dir)
                 return -ENOMEM;
-        r = agent_llm_load_skills(skills_dir, &names, &texts);
+        _cleanup_strv_free_ char **skipped = NULL;
+        r = agent_llm_load_skills(skills_dir, 0, &names, &texts, &skipped);
         if (r < 0)
                 dprintf(STDERR_FILENO, "note: cannot read the skills in %s: %s\n", skills_dir, strerror(-r));
+        STRV_FOREACH(k, skipped)
+                dprintf(STDERR_FILENO, "note: skill not used, not root's or writable by others: %s\n", *k);
         r = agent_llm_system_prompt(env->agent->name, env->workspace, md, names, texts, &system);
         if (r < 0)
                 return r;

@@ -28,8 +28,10 @@
 /* ---- prompt ---- */
 
 /* Reads dir/ *.md (sorted, not recursive, regular files only) into names (basename without .md)
- * and texts. A missing directory gives empty lists. */
-int agent_llm_load_skills(const char *dir, char ***ret_names, char ***ret_texts);
+ * and texts. A missing directory gives empty lists. Only files of owner (root in the service)
+ * that group and others cannot write, in such a folder, are read; the others are listed in
+ * *ret_skipped (may be NULL) with their owner and mode. */
+int agent_llm_load_skills(const char *dir, uid_t owner, char ***ret_names, char ***ret_texts, char ***ret_skipped);
 /* The system prompt: who the agent is, its AGENTS.md (agents_md may be NULL) and its skills,
  * each as a "## Skill: <name>" section. */
 int agent_llm_system_prompt(const char *agent, const char *workspace, const char *agents_md,

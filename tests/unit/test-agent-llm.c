@@ -114,7 +114,8 @@ static void test_prompt(void) {
         test_write_file(b, "Second skill.\n");
         test_write_file(a, "First skill.\n");
         test_write_file(t, "not a skill");
-        g_assert_cmpint(agent_llm_load_skills(dir, &names, &texts), ==, 0);
+        g_assert_cmpint(chmod(dir, 0755), ==, 0);
+        g_assert_cmpint(agent_llm_load_skills(dir, geteuid(), &names, &texts, NULL), ==, 0);
         g_assert_cmpuint(strv_length(names), ==, 2);
         g_assert_cmpstr(names[0], ==, "a-skill");
         g_assert_cmpstr(names[1], ==, "b-skill");
@@ -140,8 +141,26 @@ static void test_prompt(void) {
         g_assert_true(agent_llm_sender_verified(0));
 
         _cleanup_strv_free_ char **n2 = NULL, **t2 = NULL;
-        g_assert_cmpint(agent_llm_load_skills("/nonexistent/skills", &n2, &t2), ==, 0);
+        g_assert_cmpint(agent_llm_load_skills("/nonexistent/skills", geteuid(), &n2, &t2, NULL), ==, 0);
         g_assert_null(n2);
+
+        /* Only the trusted owner's files that nobody else can write reach the prompt. */
+        _cleanup_strv_free_ char **n3 = NULL, **t3 = NULL, **skipped = NULL;
+        g_assert_cmpint(chmod(b, 0666), ==, 0);
+        g_assert_cmpint(agent_llm_load_skills(dir, geteuid(), &n3, &t3, &skipped), ==, 0);
+        g_assert_cmpuint(strv_length(n3), ==, 1);
+        g_assert_cmpstr(n3[0], ==, "a-skill");
+        g_assert_cmpuint(strv_length(skipped), ==, 1);
+        g_assert_nonnull(strstr(skipped[0], "b-skill.md"));
+        _cleanup_strv_free_ char **n4 = NULL, **t4 = NULL, **s4 = NULL;
+        g_assert_cmpint(agent_llm_load_skills(dir, geteuid() + 1, &n4, &t4, &s4), ==, 0);
+        g_assert_null(n4); /* the folder is not the trusted owner's: nothing from it */
+        g_assert_cmpuint(strv_length(s4), ==, 1);
+        _cleanup_strv_free_ char **n5 = NULL, **t5 = NULL, **s5 = NULL;
+        g_assert_cmpint(chmod(dir, 0777), ==, 0);
+        g_assert_cmpint(agent_llm_load_skills(dir, geteuid(), &n5, &t5, &s5), ==, 0);
+        g_assert_null(n5); /* a folder others can write: nothing from it */
+        g_assert_cmpint(chmod(dir, 0755), ==, 0);
         test_tmpdir_remove(dir);
 }
 
