@@ -85,12 +85,50 @@ int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **
         return asprintf(ret, "%s%s", mnt, rel) < 0 ? -ENOMEM : 0;
 }
 
+/* Kernel pseudo files report a size of 0: read until EOF, up to max bytes. */
+static int read_pseudo_fd(int fd, size_t max, char **ret) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
+        for (;;) {
+                if (len + 4096 + 1 > cap) {
+                        if (cap >= max)
+                                return -EFBIG;
+                        cap = cap ? cap * 2 : 8192;
+                        char *n = realloc(buf, cap);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                }
+                ssize_t k = read(fd, buf + len, cap - len - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+        }
+        if (!buf && !(buf = malloc(1)))
+                return -ENOMEM;
+        buf[len] = 0;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+static int read_pseudo_at(int dfd, const char *name, size_t max, char **ret) {
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return negative_errno();
+        return read_pseudo_fd(fd, max, ret);
+}
+
 /* /proc/self is a symbolic link by design: a plain open. */
 static int read_proc(const char *path, size_t max, char **ret) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return negative_errno();
-        return read_fd(fd, max, ret, NULL);
+        return read_pseudo_fd(fd, max, ret);
 }
 
 int con_cgroup_own_dir(char **ret) {
@@ -135,7 +173,7 @@ int con_cgroup_kill(int cg_fd) {
         for (unsigned round = 0; round < KILL_ROUNDS; round++) {
                 _cleanup_free_ char *procs = NULL;
                 bool any = false;
-                r = read_file_at(cg_fd, "cgroup.procs", CGROUP_FILE_MAX, &procs, NULL);
+                r = read_pseudo_at(cg_fd, "cgroup.procs", 4U * 1024U * 1024U, &procs);
                 if (r < 0)
                         return r;
                 for (char *p = procs, *end; *p; p = end) {
@@ -151,15 +189,29 @@ int con_cgroup_kill(int cg_fd) {
         return -EBUSY;
 }
 
-int con_cgroup_populated(int cg_fd) {
-        _cleanup_free_ char *ev = NULL;
-        int r = read_file_at(cg_fd, "cgroup.events", CGROUP_FILE_MAX, &ev, NULL);
-        if (r < 0)
-                return r;
+static int parse_populated(const char *ev) {
         const char *p = strstr(ev, "populated ");
         if (!p || (p != ev && p[-1] != '\n'))
                 return -EBADMSG;
         return p[10] == '1';
+}
+
+int con_cgroup_populated(int cg_fd) {
+        _cleanup_free_ char *ev = NULL;
+        int r = read_pseudo_at(cg_fd, "cgroup.events", CGROUP_FILE_MAX, &ev);
+        if (r < 0)
+                return r;
+        return parse_populated(ev);
+}
+
+int con_cgroup_events_populated(int events_fd) {
+        _cleanup_free_ char *ev = NULL;
+        if (lseek(events_fd, 0, SEEK_SET) < 0)
+                return negative_errno();
+        int r = read_pseudo_fd(events_fd, CGROUP_FILE_MAX, &ev);
+        if (r < 0)
+                return r;
+        return parse_populated(ev);
 }
 
 int con_cgroup_open_events(int cg_fd) {

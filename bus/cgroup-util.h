@@ -25,5 +25,7 @@ int con_cgroup_kill(int cg_fd);
 /* 1 when processes are in the cgroup or its children (cgroup.events "populated 1"), 0 when not. */
 int con_cgroup_populated(int cg_fd);
 
-/* Opens cgroup.events for EPOLLPRI notification of "populated" changes. */
+/* Opens cgroup.events for EPOLLPRI notification of "populated" changes. Each notification must
+ * be answered by reading it again (con_cgroup_events_populated()), or poll keeps reporting it. */
 int con_cgroup_open_events(int cg_fd);
+int con_cgroup_events_populated(int events_fd);

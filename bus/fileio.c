@@ -78,6 +78,9 @@ int open_parent_nofollow(const char *path, const char **ret_name) {
                 if (streq(comp, ".."))
                         return -EINVAL;
                 nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                /* A folder we may traverse but not list (0711): a path fd is enough to go on. */
+                if (nfd < 0 && errno == EACCES)
+                        nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (nfd < 0)
                         return errno == ENOTDIR ? enotdir_or_eloop(fd, comp) : negative_errno();
                 safe_close(fd);

@@ -20,7 +20,9 @@ int open_nofollow(const char *path, int flags, mode_t mode);
  * symlink, else -ENOTDIR. */
 int enotdir_or_eloop(int dirfd, const char *name);
 /* Opens the parent directory of path (O_DIRECTORY, no symlinks) and returns its fd; *ret_name
- * points into path at the last component. -EINVAL for "/" or a relative path. */
+ * points into path at the last component. -EINVAL for "/" or a relative path. A folder the
+ * caller may traverse but not read (0711) is opened O_PATH: fine for *at() calls, not for
+ * reading the folder or fsync(). */
 int open_parent_nofollow(const char *path, const char **ret_name);
 
 /* Writes all len bytes of buf to fd, retrying after EINTR and short writes. Returns 0 or -errno;

@@ -256,7 +256,7 @@ static int on_err(sd_event_source *src, int fd, uint32_t revents, void *userdata
 /* The session is over once its cgroup is empty: then it is removed and the task can end. */
 static int on_cgroup_events(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         AgentSession *s = userdata;
-        int r = con_cgroup_populated(s->cg_fd);
+        int r = con_cgroup_events_populated(s->cg_events_fd);
         if (r > 0) {
                 (void) con_cgroup_kill(s->cg_fd); /* a fork that raced the first kill */
                 return 0;

@@ -972,18 +972,28 @@ static int check_agents_md(const Contract *c, const CheckContext *ctx, char **m)
         return msg(m, "%u AGENTS.md files intact", n) < 0 ? -ENOMEM : 1;
 }
 
+/* The keeper's layout (docs/SECURITY.md): the agent folder and the service's state are root's and
+ * not writable by the agent; only the workspace is the agent user's. */
 static int check_agent_dirs(const Contract *c, const CheckContext *ctx, char **m) {
-        static const char * const subdirs[] = { "inbox", "outbox", "processed", "workspace" };
+        static const struct {
+                const char *sub;
+                mode_t forbidden;       /* the inbox's group bits are the peers' -wx ACL mask */
+                bool optional;          /* created by the service on first use */
+        } root_dirs[] = {
+                { "inbox", 002, false }, { "outbox", 022, false }, { "processed", 022, false },
+                { "queue", 077, true }, { "failed", 022, true }, { "skills", 022, true },
+        };
         _cleanup_free_ char *problems = NULL;
         unsigned n = 0;
         for (size_t i = 0; ctx->config && i < ctx->config->n_agents; i++) {
                 const char *name = ctx->config->agents[i].name;
-                _cleanup_free_ char *user = NULL, *base = NULL;
+                _cleanup_free_ char *user = NULL, *base = NULL, *ws = NULL;
                 struct stat st;
                 if (!agent_in_scope(c, name))
                         continue;
                 n++;
-                if (con_agent_user(name, &user) < 0 || asprintf(&base, "%s/agents/%s", SRV(ctx), name) < 0)
+                if (con_agent_user(name, &user) < 0 || asprintf(&base, "%s/agents/%s", SRV(ctx), name) < 0 ||
+                    asprintf(&ws, "%s/workspace", base) < 0)
                         return -ENOMEM;
                 struct passwd *pw = getpwnam(user);
                 if (!pw) {
@@ -996,19 +1006,26 @@ static int check_agent_dirs(const Contract *c, const CheckContext *ctx, char **m
                                 return -ENOMEM;
                         continue;
                 }
-                if (st.st_uid != pw->pw_uid && append(&problems, "%s is not owned by %s", base, user) < 0)
+                if (st.st_uid != 0 && append(&problems, "%s is not owned by root (its keeper, the agent service)",
+                                             base) < 0)
                         return -ENOMEM;
                 if ((st.st_mode & 066) && append(&problems, "%s has group/other read or write bits (%04o)", base,
                                                  (unsigned) (st.st_mode & 07777)) < 0)
                         return -ENOMEM;
-                for (size_t j = 0; j < ELEMENTSOF(subdirs); j++) {
+                for (size_t j = 0; j < ELEMENTSOF(root_dirs); j++) {
                         _cleanup_free_ char *sub = NULL;
-                        if (asprintf(&sub, "%s/%s", base, subdirs[j]) < 0)
+                        if (asprintf(&sub, "%s/%s", base, root_dirs[j].sub) < 0)
                                 return -ENOMEM;
-                        if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != pw->pw_uid)
-                                if (append(&problems, "%s is missing or not owned by %s", sub, user) < 0)
+                        if (lstat(sub, &st) < 0 && errno == ENOENT && root_dirs[j].optional)
+                                continue;
+                        if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+                            (st.st_mode & root_dirs[j].forbidden))
+                                if (append(&problems, "%s is missing, not owned by root or writable by others", sub) < 0)
                                         return -ENOMEM;
                 }
+                if (lstat(ws, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != pw->pw_uid)
+                        if (append(&problems, "%s is missing or not owned by %s", ws, user) < 0)
+                                return -ENOMEM;
         }
         if (problems) {
                 free(*m);
@@ -1117,13 +1134,13 @@ static int check_skills(const Contract *c, const CheckContext *ctx, char **m) {
         _cleanup_free_ char *problems = NULL;
         DriftScan s;
         unsigned files = 0;
-        /* Extra or changed files: everything in workspace/skills is root:root 0444. */
+        /* Extra or changed files: everything in the agent's skills folder is root:root 0444. */
         for (size_t i = 0; ctx->config && i < ctx->config->n_agents; i++) {
                 const char *name = ctx->config->agents[i].name;
                 _cleanup_free_ char *dir = NULL;
                 if (!agent_in_scope(c, name))
                         continue;
-                if (asprintf(&dir, "%s/agents/%s/workspace/skills", SRV(ctx), name) < 0)
+                if (asprintf(&dir, "%s/agents/%s/skills", SRV(ctx), name) < 0)
                         return -ENOMEM;
                 _cleanup_close_ int dfd = open_nofollow(dir, O_RDONLY | O_DIRECTORY, 0);
                 if (dfd == -ENOENT)
@@ -1157,7 +1174,7 @@ static int check_skills(const Contract *c, const CheckContext *ctx, char **m) {
         if (r < 0)
                 return r;
         _cleanup_free_ char *drift = s.problems;
-        if (drift && strstr(drift, "/workspace/skills") && append(&problems, "%s", drift) < 0)
+        if (drift && strstr(drift, "/skills") && append(&problems, "%s", drift) < 0)
                 return -ENOMEM;
         if (problems) {
                 free(*m);
@@ -1357,16 +1374,16 @@ int contract_quarantine_bus_policy(char * const *agents, char **ret) {
                 _cleanup_free_ char *camel = NULL, *old = TAKE_PTR(body);
                 if (con_agent_camel(*a, &camel) < 0)
                         return -EINVAL;
-                if (asprintf(&body, "%s  <policy user=\"a-%s\">\n    <deny own=\"org.conspiracy.%s\"/>\n  </policy>\n",
-                             strempty(old), *a, camel) < 0)
+                if (asprintf(&body, "%s    <deny own=\"org.conspiracy.%s\"/>\n", strempty(old), camel) < 0)
                         return -ENOMEM;
         }
         if (asprintf(ret, "<?xml version=\"1.0\"?>\n"
                      "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
                      " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-                     "<!-- Written by con-contractd: quarantined agents may not own their bus names.\n"
+                     "<!-- Written by con-contractd: quarantined agents may not own their bus names\n"
+                     "     (their services run as root; agent users own no name at all).\n"
                      "     Do not edit; run 'con release AGENT'. -->\n"
-                     "<busconfig>\n%s</busconfig>\n", body) < 0)
+                     "<busconfig>\n  <policy user=\"root\">\n%s  </policy>\n</busconfig>\n", body) < 0)
                 return -ENOMEM;
         return 0;
 }

@@ -96,12 +96,17 @@ stat_is "srv root" /srv/con "root:root 755"
 stat_is "outer inbox: sticky, write-only for the submitters" /srv/con/inbox "root:root 1730"
 stat_is "contracts: root only" /srv/con/contracts "root:root 755"
 stat_is "audit logs: root only" /srv/con/logs/audit "root:root 750"
-stat_is "agent folder" /srv/con/agents/sysadmin "a-sysadmin:agents 710"
-stat_is "agent inbox: sticky" /srv/con/agents/sysadmin/inbox "a-sysadmin:agents 1730"
-for d in outbox processed workspace workspace/sessions; do
+# The keeper's layout (docs/SECURITY.md): everything but the workspace is root's.
+stat_is "agent folder: root's, traversable" /srv/con/agents/sysadmin "root:root 711"
+stat_is "agent inbox: root's, sticky" /srv/con/agents/sysadmin/inbox "root:root 1730"
+stat_is "agent queue: root only" /srv/con/agents/sysadmin/queue "root:root 700"
+for d in outbox processed failed; do
+        stat_is "agent $d: root's, traversable" "/srv/con/agents/sysadmin/$d" "root:root 711"
+done
+for d in workspace workspace/sessions; do
         stat_is "agent $d" "/srv/con/agents/sysadmin/$d" "a-sysadmin:agents 700"
 done
-stat_is "skills: root-owned" /srv/con/agents/sysadmin/workspace/skills "root:root 755"
+stat_is "skills: root-owned, outside the workspace" /srv/con/agents/sysadmin/skills "root:root 755"
 stat_is "home: root-owned, private" /home/a-concierge "root:root 750"
 stat_is "AGENTS.md" /home/a-concierge/AGENTS.md "root:root 444"
 stat_is "AGENTS.md.sha256" /home/a-concierge/AGENTS.md.sha256 "root:root 444"
@@ -110,7 +115,9 @@ check_eq "AGENTS.md.sha256 matches" "$(sha256sum /home/a-concierge/AGENTS.md | c
 check_output "concierge's AGENTS.md holds its instructions" "concierge" cat /home/a-concierge/AGENTS.md
 check_output "inbox ACL: concierge may write+traverse sysadmin's inbox" "^user:a-concierge:-wx$" \
         getfacl -p /srv/con/agents/sysadmin/inbox
-check_output "inbox default ACL: the owner reads what senders create" "^default:user:a-sysadmin:rw-$" echo "$LIB_OUT"
+ACL_OUT=$LIB_OUT
+check_fail "inbox default ACL: no agent reads what senders create" grep -q "^default:user:[^:]" <<<"$ACL_OUT"
+check_output "... others get nothing" "^default:other::---$" echo "$ACL_OUT"
 check_output "folder ACL: concierge may traverse sysadmin's folder" "^user:a-concierge:--x$" \
         getfacl -p /srv/con/agents/sysadmin
 check_output "outer inbox ACL: the con group may write+traverse" "^group:con:-wx$" getfacl -p /srv/con/inbox
@@ -126,35 +133,32 @@ fi
 for f in "$PROFILES"/default/roles/sysadmin/skills/*.md; do
         [ -f "$f" ] || continue
         n=$(basename "$f")
-        check_same_file "skill $n deployed" "$f" "/srv/con/agents/sysadmin/workspace/skills/$n"
-        stat_is "skill $n is root-owned, read-only" "/srv/con/agents/sysadmin/workspace/skills/$n" "root:root 444"
+        check_same_file "skill $n deployed" "$f" "/srv/con/agents/sysadmin/skills/$n"
+        stat_is "skill $n is root-owned, read-only" "/srv/con/agents/sysadmin/skills/$n" "root:root 444"
 done
 
 section "the kernel enforces it (runuser)"
 ISYS=/srv/con/agents/sysadmin/inbox
 check "concierge can create a task in sysadmin's inbox" as_user a-concierge sh -c "echo hello >$ISYS/from-concierge.task"
 check_fail "concierge cannot list sysadmin's inbox" as_user a-concierge ls "$ISYS"
-check "sysadmin can drop a file in its own inbox" as_user a-sysadmin sh -c "echo private >$ISYS/own.task"
-check_fail "concierge cannot read sysadmin's own file" as_user a-concierge cat "$ISYS/own.task"
-check_fail "concierge cannot delete sysadmin's file (sticky)" as_user a-concierge rm -f "$ISYS/own.task"
-check "...and it is still there" test -f "$ISYS/own.task"
-check_output "sysadmin reads a task concierge created (umask ignored under the default ACL)" "^hello$" \
-        as_user a-sysadmin cat "$ISYS/from-concierge.task"
+# The inbox is root's: the agent itself can neither drop, read, move nor delete what its
+# senders left there (the router, root, reads it and hands each task over on the bus).
+check_fail "sysadmin cannot drop a file in its own inbox" as_user a-sysadmin sh -c "echo private >$ISYS/own.task"
+check_fail "sysadmin cannot read a task concierge created" as_user a-sysadmin cat "$ISYS/from-concierge.task"
+check_fail "sysadmin cannot list its inbox" as_user a-sysadmin ls "$ISYS"
+check_fail "sysadmin cannot move a task out of its inbox" as_user a-sysadmin \
+        mv "$ISYS/from-concierge.task" /srv/con/agents/sysadmin/workspace/
 check "concierge creates a task with umask 077" as_user a-concierge sh -c "umask 077; echo tight >$ISYS/umask.task"
-check_output "sysadmin reads it anyway" "^tight$" as_user a-sysadmin cat "$ISYS/umask.task"
-# A file created with an explicit mode 0600: the kernel masks named ACL entries with the group
-# bits of the create mode, so no ACL can make it readable for the inbox owner. Documented in
-# docs/BOOTSTRAP.md; the owner can still move it away (sticky does not bind the folder owner).
 check "concierge creates a task with open(..., 0600)" as_user a-concierge \
         perl -MFcntl -e 'sysopen(my $f, $ARGV[0], O_CREAT | O_WRONLY, 0600) or die "$!"; syswrite($f, "x")' \
         "$ISYS/mode600.task"
-check_fail "a 0600 task is not readable by sysadmin (kernel limit, documented)" as_user a-sysadmin cat "$ISYS/mode600.task"
-check "sysadmin can still move the 0600 task to processed" as_user a-sysadmin \
-        mv "$ISYS/mode600.task" /srv/con/agents/sysadmin/processed/
-check "root (the router) reads the 0600 task" cat /srv/con/agents/sysadmin/processed/mode600.task
+check "root (the router) reads the 0600 task" cat "$ISYS/mode600.task"
 check "sysadmin can submit to concierge (default policy)" as_user a-sysadmin \
         sh -c "echo hi >/srv/con/agents/concierge/inbox/from-sysadmin.task"
-check "concierge writes to its own outbox" as_user a-concierge sh -c "echo out >/srv/con/agents/concierge/outbox/r.md"
+check_fail "concierge cannot write to its own outbox (the service's)" as_user a-concierge \
+        sh -c "echo out >/srv/con/agents/concierge/outbox/r.md"
+check "root writes a response there (0600, as the service does)" \
+        sh -c "umask 077; echo out >/srv/con/agents/concierge/outbox/r.md"
 for d in outbox processed workspace; do
         check_fail "sysadmin cannot list concierge's $d" as_user a-sysadmin ls "/srv/con/agents/concierge/$d"
 done
@@ -171,8 +175,11 @@ check_fail "concierge cannot rename its AGENTS.md" as_user a-concierge mv "$A" "
 check_fail "concierge cannot create files in its home" as_user a-concierge touch /home/a-concierge/AGENTS.md.new
 check_fail "concierge cannot chmod its AGENTS.md" as_user a-concierge chmod 644 "$A"
 check_fail "sysadmin cannot read concierge's home" as_user a-sysadmin cat "$A"
-check_fail "concierge cannot change its skills folder" as_user a-concierge \
-        touch /srv/con/agents/concierge/workspace/skills/injected.md
+check_fail "sysadmin cannot add a skill" as_user a-sysadmin touch /srv/con/agents/sysadmin/skills/injected.md
+check_fail "sysadmin cannot rename its skills folder" as_user a-sysadmin \
+        mv /srv/con/agents/sysadmin/skills /srv/con/agents/sysadmin/skills.old
+check_fail "sysadmin cannot create a skills folder of its own next to it" as_user a-sysadmin \
+        mkdir /srv/con/agents/sysadmin/skills2
 
 check "create a human in the con group" useradd -M -N -g users -G con human1
 check "create a second human in the con group" useradd -M -N -g users -G con human2
@@ -204,7 +211,7 @@ setfacl -b /srv/con/agents/sysadmin/inbox
 chown a-concierge /home/a-concierge
 chmod 0644 /etc/dbus-1/system.d/org.conspiracy.conf && echo '<!-- x -->' >>/etc/dbus-1/system.d/org.conspiracy.conf
 snapshot "$T/s5"
-check_output "dry run shows the drift" "^would set mode /srv/con/agents/sysadmin/outbox \(0700\)$" con bootstrap --dry-run
+check_output "dry run shows the drift" "^would set mode /srv/con/agents/sysadmin/outbox \(0711\)$" con bootstrap --dry-run
 check_output "...the lost ACL" "^would set acl /srv/con/agents/sysadmin/inbox$" echo "$LIB_OUT"
 check_output "...the home owner" "^would set owner /home/a-concierge \(root:root\)$" echo "$LIB_OUT"
 check_output "...the edited platform file" "^would write /etc/dbus-1/system.d/org.conspiracy.conf$" echo "$LIB_OUT"

@@ -150,7 +150,9 @@ check_output "bus policy denies the name" 'deny own="org.conspiracy.Sleeper"' ca
 check_output "polkit rule denies a-sleeper" '"a-sleeper"' cat /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
 check "the agent has left the bus" wait_for 15 bash -c '! busctl status org.conspiracy.Sleeper'
 check_fail "a task for the quarantined agent is refused" busctl call org.conspiracy.Sleeper /org/conspiracy/Agent org.conspiracy.Agent1 Submit s hi
-check_fail "a-sleeper cannot own org.conspiracy.Sleeper" as_user a-sleeper dbus-send --system --print-reply \
+check_fail "root (the agent service's identity) cannot own org.conspiracy.Sleeper" dbus-send --system --print-reply \
+        --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.RequestName string:org.conspiracy.Sleeper uint32:4
+check_fail "a-sleeper cannot either" as_user a-sleeper dbus-send --system --print-reply \
         --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.RequestName string:org.conspiracy.Sleeper uint32:4
 check_output "con contracts lists it" "quarantined: sleeper" con contracts
 check "audit record action.quarantine" grep -q '"action.quarantine"' /srv/con/logs/audit/audit.jsonl
@@ -159,7 +161,9 @@ check_fail "marker removed" test -e /srv/con/state/quarantine/sleeper
 check "activation file restored" test -f /usr/share/dbus-1/system-services/org.conspiracy.Sleeper.service
 check_fail "bus policy file removed" test -e /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
 sleep 1
-check "a-sleeper may own its name again" as_user a-sleeper dbus-send --system --print-reply \
+check "root may own the name again" dbus-send --system --print-reply \
+        --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.RequestName string:org.conspiracy.Sleeper uint32:4
+check_fail "... a-sleeper never (sessions cannot pose as the service)" as_user a-sleeper dbus-send --system --print-reply \
         --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.RequestName string:org.conspiracy.Sleeper uint32:4
 check_status "con release of an agent that is not quarantined fails" 1 con release sleeper
 

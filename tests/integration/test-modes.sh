@@ -1,6 +1,6 @@
 #!/bin/bash
 # Agent modes without systemd as PID 1: an on-demand agent is started by D-Bus activation
-# (the launch helper, User=a-NAME) and exits after idle_exit; an always agent started by
+# (the launch helper, User=root; sessions run as a-NAME) and exits after idle_exit; an always agent started by
 # `con up` stays up past its idle_exit; a cron agent gets its cron_task submitted by the
 # router's own scheduler. Runs as root inside tests/sandbox/con-sandbox (fresh system bus,
 # private /run, so sd_booted() is false; project installed in /usr).
@@ -68,11 +68,11 @@ check "activation file of the on-demand agent" test -f $SVC/org.conspiracy.Sleep
 check_output "... names the bus name" '^Name=org\.conspiracy\.Sleeper$' cat $SVC/org.conspiracy.Sleeper.service
 check_output "... runs con-agentd for the agent" '^Exec=/usr/libexec/conspiracyos/con-agentd --agent sleeper$' \
         cat $SVC/org.conspiracy.Sleeper.service
-check_output "... as the agent's user" '^User=a-sleeper$' cat $SVC/org.conspiracy.Sleeper.service
+check_output "... as root, the agent's keeper (sessions run as a-sleeper)" '^User=root$' cat $SVC/org.conspiracy.Sleeper.service
 check_output "... with its systemd unit" '^SystemdService=con-agent@sleeper\.service$' \
         cat $SVC/org.conspiracy.Sleeper.service
-check_output "activation file of the cron agent" '^User=a-ticker$' cat $SVC/org.conspiracy.Ticker.service
-check_output "activation file of the always agent" '^User=a-keeper$' cat $SVC/org.conspiracy.Keeper.service
+check_output "activation file of the cron agent" '^User=root$' cat $SVC/org.conspiracy.Ticker.service
+check_output "activation file of the always agent" '^User=root$' cat $SVC/org.conspiracy.Keeper.service
 check "the launch helper is installed setuid" test -u /usr/lib/dbus-1.0/dbus-daemon-launch-helper
 check_fail "PID 1 is not systemd here (no /run/systemd/system)" test -d /run/systemd/system
 
@@ -82,7 +82,7 @@ T_UP=$SECONDS
 check "the router owns its name" has_owner org.conspiracy.Router
 check "the always agent owns its name after con up" has_owner org.conspiracy.Keeper
 KPID=$(owner_pid org.conspiracy.Keeper)
-check_output "the always agent runs as a-keeper (pid ${KPID:-none})" '^a-keeper$' proc_user "${KPID:-0}"
+check_output "the always agent's service runs as root (pid ${KPID:-none})" '^root$' proc_user "${KPID:-0}"
 check "the on-demand agent is not started by con up" no_owner org.conspiracy.Sleeper
 check_output "con status: sleeper activatable" '^sleeper .*activatable' con status
 check_output "con status --json" '"keeper"' con status --json
@@ -91,7 +91,7 @@ section "on-demand: D-Bus activation, idle exit, activation again"
 check_output "Submit to the on-demand agent activates it" '^s "' agent_call org.conspiracy.Sleeper Submit s /ping
 check "the on-demand agent owns its name" has_owner org.conspiracy.Sleeper
 SPID=$(owner_pid org.conspiracy.Sleeper)
-check_output "it runs as a-sleeper (pid ${SPID:-none})" '^a-sleeper$' proc_user "${SPID:-0}"
+check_output "its service runs as root (pid ${SPID:-none})" '^root$' proc_user "${SPID:-0}"
 check_output "its Mode is on-demand" '"on-demand"' busctl --system get-property org.conspiracy.Sleeper \
         /org/conspiracy/Agent org.conspiracy.Agent1 Mode
 sleep 1
@@ -102,7 +102,7 @@ check_output "con status: sleeper activatable again" '^sleeper .*activatable' co
 check_output "a new call activates it again" '^s "' agent_call org.conspiracy.Sleeper Submit s /ping
 SPID2=$(owner_pid org.conspiracy.Sleeper)
 check "a new process (pid ${SPID2:-none})" test -n "$SPID2" -a "${SPID2:-0}" != "${SPID:-0}"
-check_output "... as a-sleeper" '^a-sleeper$' proc_user "${SPID2:-0}"
+check_output "... as root" '^root$' proc_user "${SPID2:-0}"
 check_output "both tasks are done" '"done".*"done"' agent_call org.conspiracy.Sleeper ListTasks
 check "it exits again when idle" wait_for 10 no_owner org.conspiracy.Sleeper
 

@@ -1,0 +1,233 @@
+#!/bin/bash
+# Assume breach inside an agent (docs/SECURITY.md): a hijacked session is an attacker running
+# shell commands as a-concierge. The same attack script runs twice: through the exec tool of a
+# session driven by a scripted model, and directly with runuser -u a-concierge. It tries to read
+# another sender's task and result, overwrite a response, append a forged record to the journal
+# (then the service is killed with SIGKILL and activated again to replay it), rename or add
+# skills, and take the agent's bus name. Every attempt must fail, and honest tasks sent
+# meanwhile complete with their true result. Then Cancel and KillSessions of sessions whose exec
+# tool left a double-forked daemon: no process of a-concierge survives.
+# Runs as root inside tests/sandbox/con-sandbox.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
+T=$(lib_tmp)
+chmod 0755 "$T"
+C=org.conspiracy.Concierge
+P=/org/conspiracy/Agent
+I=org.conspiracy.Agent1
+A=/srv/con/agents/concierge
+BIN=/usr/local/libexec/con-test
+mkdir -p "$BIN"
+
+wait_for() { # wait_for SECONDS CMD...
+        local n=$(($1 * 10))
+        shift
+        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+        return 1
+}
+submit() { # submit USER TEXT: prints the task id
+        as_user "$1" busctl --system call "$C" "$P" "$I" Submit s "$2" | sed -n 's/^s "\(.*\)"$/\1/p'
+}
+service_pid() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s "$C" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
+}
+agent_procs() { pgrep -u a-concierge -l; }
+
+answer() {
+        printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
+}
+exec_call() { # exec_call ID COMMAND (no quotes or backslashes in COMMAND)
+        printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "exec", "arguments": "{\\"command\\":\\"%s\\"}" } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2"
+}
+
+section "set-up: a scripted model, the concierge with skills, two human senders"
+cat >"$BIN/hostile.sh" <<'EOF'
+#!/bin/sh
+# One attacker, many attempts: "held:" when the system refused, "BREACH:" when it did not.
+A=/srv/con/agents/concierge
+VICTIM=${VICTIM:-$(cat /run/con-test-victim)}
+try() { # try WHAT CMD...: the attempt must fail
+        what=$1
+        shift
+        if "$@" >/dev/null 2>&1; then echo "BREACH: $what"; else echo "held: $what"; fi
+}
+id -un
+try "list the outbox" ls "$A/outbox"
+try "read a response of another sender" cat "$A/outbox/$VICTIM.response"
+try "read a processed task of another sender" cat "$A/processed/$VICTIM.task"
+try "overwrite a response" sh -c "echo FORGED >$A/outbox/$VICTIM.response"
+try "replace a response" sh -c "echo FORGED >$HOME/f.$$ && mv -f $HOME/f.$$ $A/outbox/$VICTIM.response"
+try "delete a response" rm -f "$A/outbox/$VICTIM.response"
+try "plant a response" sh -c "echo FORGED >$A/outbox/planted1.response"
+try "read the journal" cat "$A/queue/journal"
+try "append a forged record to the journal" sh -c \
+        "echo '{\"op\":\"accept\",\"id\":\"planted1\",\"uid\":0,\"text\":\"/status\"}' >>$A/queue/journal"
+try "list the finished records" ls "$A/queue/finished"
+try "forge a finished record" sh -c "echo '{\"op\":\"known\",\"id\":\"planted1\",\"uid\":0,\"status\":\"done\"}' >$A/queue/finished/planted1.json"
+try "move the queue away" mv "$A/queue" "$A/queue.old"
+try "read the inbox" ls "$A/inbox"
+try "add a skill" sh -c "echo INJECTED-SKILL >$A/skills/evil.md"
+try "change a skill" sh -c "echo INJECTED-SKILL >>$A/skills/heartbeat-audit.md"
+try "rename the skills folder" mv "$A/skills" "$A/skills.old"
+try "make a skills folder of its own" mkdir "$A/skills2"
+try "change AGENTS.md" sh -c "echo INJECTED-SKILL >>/home/a-concierge/AGENTS.md"
+try "own the agent's bus name" busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus RequestName su org.conspiracy.Concierge 4
+# The workspace is the agent's own: a skill planted there must not reach a prompt.
+mkdir -p "$HOME/skills" && echo "## INJECTED-SKILL" >"$HOME/skills/evil.md"
+echo HOSTILE-DONE
+EOF
+cat >"$BIN/spawn.sh" <<'EOF'
+#!/bin/sh
+# A daemon that leaves the tool's process group (double fork, new session), then a long sleep.
+setsid sh -c 'sleep 300 &'
+sleep 120
+EOF
+chmod 0755 "$BIN/hostile.sh" "$BIN/spawn.sh"
+
+PCH=/v1/chat/completions
+cat >"$T/script.json" <<EOF
+{ "rules": [
+  { "path": "$PCH", "match": "HOSTILE-DONE", "body": $(answer "hostile session finished") },
+  { "path": "$PCH", "match": "run-hostile-session", "body": $(exec_call h1 "$BIN/hostile.sh") },
+  { "path": "$PCH", "match": "spawn-a-daemon", "body": $(exec_call s1 "$BIN/spawn.sh") },
+  { "path": "$PCH", "match": "honest-question", "body": $(answer "HONEST-ANSWER-42") },
+  { "path": "$PCH", "body": $(answer "fallback answer") }
+] }
+EOF
+check "the script is valid JSON" jq . "$T/script.json"
+"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
+FAKE_PID=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+PORT=$(head -n1 "$T/port")
+check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<EOF
+system:
+  name: hostile-test
+base:
+  runner: picoclaw
+  provider: compatible
+  base_url: http://127.0.0.1:$PORT/v1
+  model: fake-model
+agents:
+  - name: concierge
+    tier: operator
+    roles: [sysadmin]
+    max_sessions: 2
+EOF
+for d in base tiers roles agents; do
+        [ -d "/usr/share/conspiracyos/profiles/default/$d" ] && cp -r "/usr/share/conspiracyos/profiles/default/$d" /etc/con/
+done
+printf 'CON_API_KEY=sk-hostile\n' >/etc/con/env
+check "con bootstrap" con bootstrap
+id -u member >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin member
+id -u member2 >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin member2
+gpasswd -a member con >/dev/null
+gpasswd -a member2 con >/dev/null
+check "the concierge has root-owned skills" test -s "$A/skills/heartbeat-audit.md"
+
+section "an honest task of another sender"
+VICTIM=$(submit member honest-question)
+check "member submits (id ${VICTIM:-none})" test -n "$VICTIM"
+check "... it completes" wait_for 60 bash -c "[ \"\$(runuser -u member -- busctl --system call $C $P $I GetResult s $VICTIM | cut -d'\"' -f2)\" = done ]"
+echo "$VICTIM" >/run/con-test-victim
+chmod 0644 /run/con-test-victim
+check_output "the sender reads its response file (ACL)" '^HONEST-ANSWER-42$' as_user member cat "$A/outbox/$VICTIM.response"
+check_output "... and its processed task" 'honest-question' as_user member cat "$A/processed/$VICTIM.task"
+check_fail "another member cannot read it" as_user member2 cat "$A/outbox/$VICTIM.response"
+check_fail "... nor the processed task" as_user member2 cat "$A/processed/$VICTIM.task"
+stat_is "the response is root's" "$A/outbox/$VICTIM.response" "root:root 640"
+check_output "... with a read entry for its sender only" "^user:member:r--$" getfacl -p "$A/outbox/$VICTIM.response"
+
+section "the hostile session, through the exec tool"
+H=$(submit root run-hostile-session)
+check "the hostile task (id ${H:-none}) completes" wait_for 60 bash -c "[ \"\$(busctl --system call $C $P $I GetResult s $H | cut -d'\"' -f2)\" = done ]"
+jq -r '.body.messages[] | select(.role == "tool") | .content' "$T/fake.log" >"$T/tool-out"
+check_output "the session ran as a-concierge" '^a-concierge$' cat "$T/tool-out"
+check_output "it got to the end of the script" 'HOSTILE-DONE' cat "$T/tool-out"
+check_fail "no attempt succeeded" grep BREACH "$T/tool-out"
+check_eq "every attempt was refused (19)" 19 "$(grep -c '^held: ' "$T/tool-out")"
+
+section "the same attacks, directly as a-concierge (runuser)"
+check_output "runuser: the script ran to its end" 'HOSTILE-DONE' \
+        as_user a-concierge env VICTIM="$VICTIM" HOME="$A/workspace" "$BIN/hostile.sh"
+DIRECT=$LIB_OUT
+check_fail "no attempt succeeded" grep BREACH <<<"$DIRECT"
+check_eq "every attempt was refused (19)" 19 "$(grep -c '^held: ' <<<"$DIRECT")"
+check "the planted workspace skill exists (the workspace is the agent's)" test -f "$A/workspace/skills/evil.md"
+
+section "restart: kill -9, activate again with a bus call, nothing forged is replayed"
+OLD=$(service_pid)
+check "the service runs as root (pid ${OLD:-none})" test "$(stat -c %U "/proc/${OLD:-0}")" = root
+kill -9 "${OLD:-0}"
+check "it is gone" wait_for 10 bash -c "! busctl --system status $C"
+check_output "a member's Submit activates it again" '.' submit member honest-question
+SECOND=$LIB_OUT
+check "a new process" test "$(service_pid)" != "$OLD"
+check_fail "no planted1 task" busctl --system call "$C" "$P" "$I" GetResult s planted1
+check_fail "ListTasks has no planted1" grep -q planted1 <(busctl --system call "$C" "$P" "$I" ListTasks)
+check_output "the honest task still has its true result" 'HONEST-ANSWER-42' \
+        as_user member busctl --system call "$C" "$P" "$I" GetResult s "$VICTIM"
+check "the second honest task completes" wait_for 60 bash -c "runuser -u member -- busctl --system call $C $P $I GetResult s $SECOND | grep -q HONEST-ANSWER-42"
+check_fail "a-concierge cannot own the name while the service is down either" \
+        as_user a-concierge busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus RequestName su "$C" 4
+
+section "replay trusts only the service's own journal"
+# Simulate a journal someone else could write (what a session would need to forge it).
+printf '%s\n' '{"op":"accept","id":"planted2","uid":0,"text":"/status"}' >>"$A/queue/journal"
+chmod 0666 "$A/queue/journal"
+kill -9 "$(service_pid)"
+check "the service is gone" wait_for 10 bash -c "! busctl --system status $C"
+check_output "activated again" '.' submit root /ping
+check_fail "planted2 was not replayed" busctl --system call "$C" "$P" "$I" GetResult s planted2
+check "the untrusted journal is kept aside" bash -c "ls $A/queue/journal.untrusted-*"
+stat_is "the new journal is the service's" "$A/queue/journal" "root:root 600"
+check_output "the honest task's result survives (finished record)" 'HONEST-ANSWER-42' \
+        as_user member busctl --system call "$C" "$P" "$I" GetResult s "$VICTIM"
+
+section "the next prompt: only root's skills"
+N=$(submit root honest-question)
+check "a task after the attacks completes" wait_for 60 bash -c "busctl --system call $C $P $I GetResult s $N | grep -q HONEST-ANSWER-42"
+jq -r 'select(.body.messages[-1].content | tostring | test("honest-question")) | .body.messages[0].content' \
+        "$T/fake.log" | tail -c 200000 >"$T/last-system"
+check_output "the prompt carries the shipped skills" '## Skill: heartbeat-audit' cat "$T/last-system"
+check_fail "... and nothing planted" grep -q INJECTED-SKILL "$T/last-system"
+
+section "Cancel kills the whole session: a double-forked daemon and the tool's sleep"
+CG=$(find /sys/fs/cgroup -maxdepth 3 -type d -name con-concierge 2>/dev/null | head -n1)
+check "the agent has a cgroup (${CG:-none})" test -n "$CG"
+X=$(submit root spawn-a-daemon)
+check "the daemon runs as a-concierge" wait_for 30 pgrep -u a-concierge -f "sleep 300"
+check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
+DAEMON=$(pgrep -u a-concierge -f "sleep 300" | head -n1)
+check_fail "the daemon left the session's process group" test "$(ps -o pgid= -p "$DAEMON" | tr -d ' ')" = \
+        "$(ps -o pgid= -p "$(pgrep -u a-concierge -f "sleep 120" | head -n1)" | tr -d ' ')"
+check_output "... but not the session's cgroup" "/con-concierge/session-$X-" cat "/proc/$DAEMON/cgroup"
+check "Cancel" busctl --system call "$C" "$P" "$I" Cancel s "$X"
+check "the task is cancelled" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $X | grep -q cancelled"
+check_fail "no process of a-concierge survives" agent_procs
+check_fail "the session's cgroup is removed" bash -c "ls -d $CG/session-$X-*"
+
+section "KillSessions too"
+Y=$(submit root spawn-a-daemon)
+check "the daemon runs again" wait_for 30 pgrep -u a-concierge -f "sleep 300"
+check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
+check_output "KillSessions kills one session" '^u 1$' busctl --system call "$C" "$P" "$I" KillSessions s "hostile test"
+check "the task failed" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $Y | grep -q failed"
+check_fail "no process of a-concierge survives" agent_procs
+check "the service survived" busctl --system status "$C"
+check_output "an honest task after that still completes" 'HONEST-ANSWER-42' \
+        bash -c "id=\$(busctl --system call $C $P $I Submit s honest-question | cut -d'\"' -f2); for i in \$(seq 100); do busctl --system call $C $P $I GetResult s \$id | grep HONEST && break; sleep 0.2; done"
+
+kill "$FAKE_PID" 2>/dev/null
+finish
