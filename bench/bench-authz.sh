@@ -44,7 +44,7 @@ stop_agent() {
         while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 }
 start_agent() { # start_agent [--no-authz]
-        runuser -u a-concierge -- "$exe" --agent concierge "$@" 2>/dev/null &
+        "$exe" --agent concierge "$@" 2>/dev/null & # as root: sessions run as a-concierge
         for _ in $(seq 100); do [ -n "$(agent_pid)" ] && return 0; sleep 0.05; done
         echo "con-agentd did not start" >&2
         exit 1

@@ -389,6 +389,7 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
                         _exit(126);
                 }
         }
+        (void) prctl(PR_SET_NAME, "con-session", 0, 0, 0);
         /* Whatever runs in the session gains no privileges (setuid programs do not elevate). */
         (void) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         /* A clean environment: never the service's. */

@@ -796,8 +796,6 @@ static int check_sessions(const Contract *c, const ContractCheck *ch, const Chec
                 if (!lp || !rp || rp < lp)
                         continue;
                 snprintf(comm, sizeof comm, "%.*s", (int) (rp - lp - 1), lp + 1);
-                if (streq(comm, "con-agentd"))
-                        continue;
                 unsigned long long start = 0;
                 char *f = rp + 2;
                 for (int i = 3; i < 22 && f; i++) {
