@@ -131,16 +131,16 @@ static void session_close_err(AgentSession *s) {
 }
 
 /* Every process of the session: its cgroup (double-forked daemons, tools in their own process
- * groups), and its process group, which also covers the moment between fork() and the child
- * entering the cgroup (it forks nothing before). The main process is not reaped before
- * on_child, so its pid (and group id) cannot have been reused. */
+ * groups), and, while the main process is not reaped (so its pid and group id cannot have been
+ * reused), its process group, which also covers the moment between fork() and the child
+ * entering the cgroup (it forks nothing before). */
 static void session_kill(AgentSession *s) {
         if (s->cg_fd >= 0)
                 (void) con_cgroup_kill(s->cg_fd);
-        if (s->pid > 0)
+        if (!s->exited && s->pid > 0) {
                 (void) kill(-s->pid, SIGKILL);
-        if (!s->exited && s->pid > 0)
                 (void) kill(s->pid, SIGKILL);
+        }
 }
 
 static void session_remove_cgroup(AgentSession *s) {
@@ -293,6 +293,7 @@ static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
                 s->signal = si->si_status;
         /* The session ends with its main process: whatever it left behind goes too. The zombie
          * still holds the group id, so the group kill cannot hit a reused pid. */
+        (void) kill(-s->pid, SIGKILL);
         session_kill(s);
         session_wait_cgroup(s);
         if (s->out_fd >= 0)
