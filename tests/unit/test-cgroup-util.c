@@ -11,6 +11,7 @@
 
 #include "cgroup-util.h"
 #include "macro.h"
+#include "test-util.h"
 
 static void test_parse(void) {
         char *d = NULL;
@@ -50,7 +51,7 @@ static void test_parse(void) {
 static void test_kill(void) {
         _cleanup_free_ char *own = NULL;
         if (geteuid() != 0 || con_cgroup_own_dir(&own) < 0) {
-                g_test_skip("needs root and cgroup2");
+                con_test_skip("needs root and cgroup2");
                 return;
         }
         _cleanup_close_ int parent = open(own, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -60,7 +61,7 @@ static void test_kill(void) {
         int cg = -1;
         int r = con_cgroup_create(parent, name, &cg);
         if (r == -EACCES || r == -EROFS || r == -EPERM) {
-                g_test_skip("cannot create a cgroup here");
+                con_test_skip("cannot create a cgroup here");
                 return;
         }
         g_assert_cmpint(r, ==, 0);
@@ -109,5 +110,5 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/cgroup-util/parse", test_parse);
         g_test_add_func("/cgroup-util/kill", test_kill);
-        return g_test_run();
+        return con_test_run();
 }
