@@ -662,7 +662,8 @@ static int build_prompt(const ConRuntimeTask *t, const ConRuntimeEnv *env, const
         r = read_agents_md(agents_md_path, &md);
         if (r < 0)
                 dprintf(STDERR_FILENO, "note: cannot read %s: %s\n", agents_md_path,
-                        r == -EPERM ? "it or its folder is not root's or is writable by others; not used" : strerror(-r));
+                        r == -EPERM ? "it or its folder is not root's or is writable by others; not used"
+                                    : strerror(-r));
         if (env->skills_dir)
                 skills_dir = strdup(env->skills_dir);
         else if (asprintf(&skills_dir, "%s/../skills", env->workspace) < 0)

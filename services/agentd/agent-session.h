@@ -15,8 +15,9 @@
  * session and process group (setsid) and, where cgroup v2 is available, its own cgroup, entered
  * before the child drops the service's root identity for the agent user. Cancel, the timeout and
  * the end of the main process kill the whole cgroup (the process group without cgroup v2), so
- * double-forked daemons and tools in their own process groups die with the session. The child's stdout (fd 1 for exec, the result fd for
- * in-process runtimes) is the response, its stderr the failure reason; exit status 0 means done.
+ * double-forked daemons and tools in their own process groups die with the session. The child's
+ * stdout (fd 1 for exec, the result fd for in-process runtimes) is the response, its stderr the
+ * failure reason; exit status 0 means done.
  * The parent watches the child with sd_event_add_child(), the pipes with io sources, and a
  * wall-clock timer. */
 

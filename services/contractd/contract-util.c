@@ -1018,7 +1018,8 @@ static int check_agent_dirs(const Contract *c, const CheckContext *ctx, char **m
                                 continue;
                         if (lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
                             (st.st_mode & root_dirs[j].forbidden))
-                                if (append(&problems, "%s is missing, not owned by root or writable by others", sub) < 0)
+                                if (append(&problems, "%s is missing, not owned by root or writable by others",
+                                           sub) < 0)
                                         return -ENOMEM;
                 }
                 if (lstat(ws, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != pw->pw_uid)
