@@ -27,7 +27,7 @@
 #include "strv.h"
 #include "task.h"
 
-#define INBOX_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+#define INBOX_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 #define DELIVER_TIMEOUT_USEC (25 * USEC_PER_SEC)
 /* A file younger than this seen by a rescan may still be written to: its IN_CLOSE_WRITE will
  * come, or the follow-up rescan takes it. */
@@ -810,6 +810,18 @@ static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *
                 if (k < 0)
                         log_error("Failed to queue %s/%s: %s", in->path, ev->name, strerror(-k));
                 break;
+        case ROUTER_EVENT_CREATED: {
+                /* A symlink, hard link or FIFO gets no IN_CLOSE_WRITE: reject it now, not on the
+                 * next rescan. A regular file being written is taken at its IN_CLOSE_WRITE. */
+                struct stat st;
+                if (in->fd < 0 || fstatat(in->fd, ev->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !router_created_is_final(&st))
+                        break;
+                k = item_enqueue(in, ev->name);
+                if (k < 0)
+                        log_error("Failed to queue %s/%s: %s", in->path, ev->name, strerror(-k));
+                break;
+        }
         case ROUTER_EVENT_RESCAN:
                 log_warning("Inotify queue overflowed, rescanning the inboxes");
                 router_rescan(r);
