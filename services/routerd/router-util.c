@@ -74,6 +74,8 @@ RouterReplyVerdict router_classify_reply_error(const char *error_name) {
                 return ROUTER_REPLY_RETRY;
         if (streq(error_name, CON_ERROR_DUPLICATE_TASK))
                 return ROUTER_REPLY_NEW_ID;
+        if (streq(error_name, CON_ERROR_SENDER_QUOTA))
+                return ROUTER_REPLY_SENDER_WAIT;
         for (size_t i = 0; i < ELEMENTSOF(reject); i++)
                 if (streq(error_name, reject[i]))
                         return ROUTER_REPLY_REJECT;

@@ -43,6 +43,8 @@ typedef enum RouterReplyVerdict {
         ROUTER_REPLY_RETRY,             /* the agent is down, starting, busy or halted: back off */
         ROUTER_REPLY_REJECT,            /* the agent refused the task for good: reject the file */
         ROUTER_REPLY_NEW_ID,            /* the id is taken by another task: retry under a fresh id */
+        ROUTER_REPLY_SENDER_WAIT,       /* the sender is over its quota at the agent: only its files
+                                         * wait (in the inbox) until its tasks finish */
 } RouterReplyVerdict;
 RouterReplyVerdict router_classify_reply_error(const char *error_name);
 
