@@ -704,7 +704,7 @@ static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size");
+        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size, max_queued_per_sender");
         if (r < 0)
                 return r;
 
@@ -748,8 +748,13 @@ static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
                         r = get_size(c, v, path, TASK_MAX_SIZE_LIMIT, &cfg->task_max_size);
                         if (r < 0)
                                 return r;
+                } else if (streq(key, "max_queued_per_sender")) {
+                        r = get_uint(c, v, path, 1, CON_MAX_QUEUED_PER_SENDER_LIMIT, &cfg->max_queued_per_sender);
+                        if (r < 0)
+                                return r;
                 } else
-                        return unknown_key(c, k, path, "name, submitters_group and task_max_size");
+                        return unknown_key(c, k, path,
+                                           "name, submitters_group, task_max_size and max_queued_per_sender");
         }
         return 0;
 }
@@ -1622,6 +1627,7 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                 .system_name = strdup(DEFAULT_SYSTEM_NAME),
                 .submitters_group = strdup(DEFAULT_SUBMITTERS_GROUP),
                 .task_max_size = DEFAULT_TASK_MAX_SIZE,
+                .max_queued_per_sender = CON_MAX_QUEUED_PER_SENDER_DEFAULT,
                 .contracts = {
                         .disk_min_free_pct = 15,
                         .mem_min_free_pct = 10,

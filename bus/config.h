@@ -107,11 +107,16 @@ typedef struct ConPolicyGrantConfig {
         unsigned line, column;  /* where the entry starts */
 } ConPolicyGrantConfig;
 
+/* system.max_queued_per_sender: default and upper bound (the agent's whole queue holds 100,000). */
+#define CON_MAX_QUEUED_PER_SENDER_DEFAULT 1000U
+#define CON_MAX_QUEUED_PER_SENDER_LIMIT 100000U
+
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
         char *system_name;              /* "conspiracy" */
         char *submitters_group;         /* humans allowed to submit tasks: "con" */
         uint64_t task_max_size;         /* bytes, default 1 MiB */
+        unsigned max_queued_per_sender; /* unfinished tasks one sender may have at one agent */
         ConRuntimeSettings base;        /* as written (unresolved) */
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
         ConContractThresholds contracts;

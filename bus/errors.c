@@ -10,6 +10,8 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_NO_SUCH_TASK,      ENOENT,      "No task with that id is known to this agent" },
         { CON_ERROR_DUPLICATE_TASK,    EEXIST,      "Another sender already uses that task id; send again under another id" },
         { CON_ERROR_QUEUE_FULL,        ENOSPC,      "The agent's queue is full" },
+        { CON_ERROR_SENDER_QUOTA,      EUSERS,      "This sender has as many unfinished tasks at the agent as "
+                                                    "system.max_queued_per_sender allows" },
         { CON_ERROR_NOT_CONFIGURED,    ENOMEDIUM,   "The agent has no runtime configured for this kind of task" },
         { CON_ERROR_HALTED,            ESHUTDOWN,   "The fabric or this agent is halted" },
         { CON_ERROR_QUARANTINED,       EKEYREVOKED, "The agent is quarantined" },

@@ -12,6 +12,7 @@
 #define CON_ERROR_NO_SUCH_TASK      "org.conspiracy.Agent1.Error.NoSuchTask"       /* ENOENT */
 #define CON_ERROR_DUPLICATE_TASK    "org.conspiracy.Agent1.Error.DuplicateTask"    /* EEXIST */
 #define CON_ERROR_QUEUE_FULL        "org.conspiracy.Agent1.Error.QueueFull"        /* ENOSPC */
+#define CON_ERROR_SENDER_QUOTA      "org.conspiracy.Agent1.Error.SenderQuotaExceeded" /* EUSERS */
 #define CON_ERROR_NOT_CONFIGURED    "org.conspiracy.Agent1.Error.NotConfigured"    /* ENOMEDIUM */
 #define CON_ERROR_HALTED            "org.conspiracy.Agent1.Error.Halted"           /* ESHUTDOWN */
 #define CON_ERROR_QUARANTINED       "org.conspiracy.Agent1.Error.Quarantined"      /* EKEYREVOKED */

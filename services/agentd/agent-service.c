@@ -984,9 +984,39 @@ static int check_text(AgentContext *c, const char *text, sd_bus_error *error) {
         return 0;
 }
 
+/* The per-sender quota: one sender (a uid: the bus caller, or the owner of a dropped file) may
+ * have at most system.max_queued_per_sender unfinished (queued or running) tasks here, so a flood
+ * from one sender neither fills the queue nor the memory and the others keep getting through.
+ * A redelivery of a task already known is never refused: the queue deduplicates it. */
+static int check_sender_quota(AgentContext *c, const AgentTaskRequest *req, sd_bus_error *error) {
+        size_t limit = c->config->max_queued_per_sender ?: CON_MAX_QUEUED_PER_SENDER_DEFAULT;
+        AgentQueueStats st;
+        agent_queue_get_stats(c->queue, &st);
+        if (st.n_queued + st.n_running < limit)
+                return 0;
+        if (req->id && con_task_id_valid(req->id) &&
+            (agent_queue_find(c->queue, req->id) || agent_queue_known_on_disk(c->queue, req->id)))
+                return 0;
+        size_t n_tasks, mine = 0;
+        AgentTask * const *tasks = agent_queue_tasks(c->queue, &n_tasks);
+        for (size_t i = 0; i < n_tasks && mine < limit; i++)
+                if (tasks[i]->sender_uid == req->sender_uid && !agent_task_status_is_final(tasks[i]->status))
+                        mine++;
+        if (mine < limit)
+                return 0;
+        return con_bus_error_setf(error, CON_ERROR_SENDER_QUOTA,
+                                  "Sender '%s' (uid %u) already has %zu unfinished tasks at agent '%s', the limit "
+                                  "per sender (system.max_queued_per_sender in %s); submit again when some have "
+                                  "finished", strempty(req->sender), (unsigned) req->sender_uid, mine,
+                                  c->agent->name, c->config->path ?: CON_CONFIG_PATH);
+}
+
 static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest *req, sd_bus_error *error) {
         AgentTask *t = NULL;
-        int r = agent_queue_accept(c->queue, req, now_realtime(), &t);
+        int r = check_sender_quota(c, req, error);
+        if (r < 0)
+                return r;
+        r = agent_queue_accept(c->queue, req, now_realtime(), &t);
         if (r == -EINVAL)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id or priority");
         if (r == -EEXIST && req->id)

@@ -88,6 +88,10 @@ struct Manager {
         size_t n_evals;
         bool starting_sweep;            /* Evaluate is starting every entry: do not answer yet */
         bool reload_pending;
+        /* Digest of the contract files and con.yaml taken just before the last load: Evaluate
+         * compares it with the files on disk and reloads first when they changed. */
+        uint8_t loaded_fp[CONTRACT_FINGERPRINT_SIZE];
+        bool have_loaded_fp;
 
         sd_event_source *inotify_src, *reload_timer;
 };
@@ -807,6 +811,8 @@ static void manager_load(Manager *m) {
         ConConfig *cfg = NULL;
         int k;
 
+        /* Before reading: a change made during the load then shows as a difference later. */
+        m->have_loaded_fp = contract_dir_fingerprint(m->contracts_dir, m->config_path, m->loaded_fp) >= 0;
         k = con_config_load(m->config_path, &cfg, &cerr);
         if (k < 0) {
                 _cleanup_free_ char *s = con_config_error_format(&cerr);
@@ -972,6 +978,17 @@ static int method_evaluate(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return -ENOMEM;
         m->evals = n;
         m->evals[m->n_evals++] = sd_bus_message_ref(msg);
+        /* Evaluate the files as they are now, not as the inotify debounce last saw them: when
+         * anything changed since the last load, reload first (stopping a sweep in progress; the
+         * calls waiting for it get the results of the new one). */
+        uint8_t fp[CONTRACT_FINGERPRINT_SIZE];
+        k = contract_dir_fingerprint(m->contracts_dir, m->config_path, fp);
+        if (k < 0 || !m->have_loaded_fp || memcmp(fp, m->loaded_fp, sizeof fp) != 0) {
+                log_info("Contracts or %s changed on disk; reloading before evaluating", m->config_path);
+                m->reload_pending = false;
+                (void) sd_event_source_set_enabled(m->reload_timer, SD_EVENT_OFF);
+                manager_load(m);
+        }
         m->starting_sweep = true;
         for (size_t i = 0; i < m->n_entries; i++)
                 entry_start(&m->entries[i]);

@@ -652,6 +652,41 @@ int contract_dir_list(const char *dir, char ***ret) {
         return 0;
 }
 
+static void fingerprint_file(ConSha256 *h, const char *path, size_t max) {
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = read_file_nofollow(path, max, &text, &len);
+        uint64_t hdr[2] = { (uint64_t) (int64_t) r, len };
+        /* The name with its NUL, the outcome and the length, then the bytes: no two different
+         * sets of files hash the same input. */
+        con_sha256_update(h, path, strlen(path) + 1);
+        con_sha256_update(h, hdr, sizeof hdr);
+        if (r >= 0)
+                con_sha256_update(h, text, len);
+}
+
+int contract_dir_fingerprint(const char *dir, const char *config_path, uint8_t ret[CONTRACT_FINGERPRINT_SIZE]) {
+        _cleanup_strv_free_ char **files = NULL;
+        ConSha256 h;
+        int r;
+
+        con_sha256_init(&h);
+        r = contract_dir_list(dir, &files);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                uint64_t e = (uint64_t) (int64_t) r;
+                con_sha256_update(&h, &e, sizeof e);
+        }
+        STRV_FOREACH(f, files)
+                fingerprint_file(&h, *f, CONTRACT_FILE_MAX);
+        con_sha256_update(&h, "", 1);  /* end of the list */
+        if (config_path)
+                fingerprint_file(&h, config_path, 16U * 1024U * 1024U);
+        con_sha256_final(&h, ret);
+        return 0;
+}
+
 /* ---- native checks ---- */
 
 static const ConContractThresholds default_thresholds = {

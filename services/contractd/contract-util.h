@@ -117,6 +117,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Contract *, contract_free)
 /* The *.yaml regular files of dir, sorted, as full paths. -ENOENT when dir is missing. */
 int contract_dir_list(const char *dir, char ***ret);
 
+/* A digest of what a load would read: the names and contents of the *.yaml files of dir (as
+ * contract_dir_list() lists them) and of config_path (may be NULL). Two calls give the same digest
+ * exactly when a load would see the same files, so a caller compares it with the digest taken just
+ * before its last load to know whether that load is stale. Reads the files (each at most
+ * CONTRACT_FILE_MAX counts; a file that cannot be read counts by its error), a few KiB usually. */
+#define CONTRACT_FINGERPRINT_SIZE 32
+int contract_dir_fingerprint(const char *dir, const char *config_path, uint8_t ret[CONTRACT_FINGERPRINT_SIZE]);
+
 const char *contract_type_to_string(ContractType t);
 const char *contract_action_to_string(ContractAction a);   /* "" for NONE */
 ContractAction contract_action_from_string(const char *s);

@@ -27,7 +27,7 @@
 #include "strv.h"
 #include "task.h"
 
-#define INBOX_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
+#define INBOX_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 #define DELIVER_TIMEOUT_USEC (25 * USEC_PER_SEC)
 /* A file younger than this seen by a rescan may still be written to: its IN_CLOSE_WRITE will
  * come, or the follow-up rescan takes it. */
@@ -37,15 +37,26 @@
 /* Ids used in this run, kept to tell a redelivery of the same file from a new file that reuses
  * a name; cleared when it grows past this. */
 #define USED_IDS_MAX 65536
+/* Files of one sender for one agent the router holds in memory (queued or in flight). More stay
+ * in the inbox, untracked, and a rescan takes them once the sender's lane fell to the low mark:
+ * memory stays bounded however many files one sender drops. */
+#define LANE_TRACK_MAX 4096
+#define LANE_TRACK_LOW (LANE_TRACK_MAX / 2)
+/* A sender over its quota at the agent (SenderQuotaExceeded): probe again after this, doubling
+ * up to the maximum, unless one of its tasks finishing gives a credit earlier. */
+#define QUOTA_RETRY_MIN_USEC (200 * USEC_PER_MSEC)
+#define QUOTA_RETRY_MAX_USEC (5 * USEC_PER_SEC)
 
 typedef struct Router Router;
 typedef struct Target Target;
 typedef struct Inbox Inbox;
 typedef struct Item Item;
+typedef struct Lane Lane;
 
 struct Item {
         Router *router;
         Inbox *inbox;
+        Lane *lane;
         char *name;
         char *key;              /* "<inbox rel>/<name>", in Router.known */
         char *task_id;
@@ -65,13 +76,30 @@ struct Inbox {
         sd_event_source *watch;
 };
 
+/* The files of one sender (the files' owner) for one agent. The dispatcher takes lanes in turn, so
+ * one sender's flood delays another sender's file by at most one round. */
+struct Lane {
+        Target *target;
+        uid_t uid;
+        char *user;             /* as the agent names the sender in its signals */
+        TAILQ_HEAD(, Item) queue;
+        unsigned n_queued;      /* in queue */
+        unsigned n_tracked;     /* in queue or in flight */
+        bool overflow;          /* files left untracked in the inbox: rescan at LANE_TRACK_LOW */
+        bool over_quota;        /* the agent refused: deliver only with credits */
+        unsigned credits;       /* this sender's tasks that finished since the refusal */
+        unsigned quota_refusals;
+        sd_event_source *quota_timer;
+};
+
 struct Target {
         Router *router;
         char *agent;
         char *bus_name;
         char *owner;            /* unique name owning bus_name, NULL when not running */
-        TAILQ_HEAD(, Item) queue;
-        unsigned n_queued;
+        Lane **lanes;
+        size_t n_lanes;
+        size_t next_lane;       /* round robin */
         unsigned failures;
         bool backing_off;
         sd_event_source *backoff;
@@ -247,9 +275,20 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
 
 /* ---- items ---- */
 
+static void router_rescan_soon(Router *r);
+
 static Item *item_free(Item *it) {
         if (!it)
                 return NULL;
+        if (it->lane) {
+                Lane *l = it->lane;
+                l->n_tracked--;
+                /* Files of this sender wait untracked in the inbox: take the next ones. */
+                if (l->overflow && l->n_tracked <= LANE_TRACK_LOW && !it->router->shutting_down) {
+                        l->overflow = false;
+                        router_rescan_soon(it->router);
+                }
+        }
         sd_bus_slot_unref(it->slot);
         free(it->name);
         free(it->key);
@@ -267,20 +306,71 @@ static void item_done(Item *it) {
         router_kick(r);
 }
 
-static int item_enqueue(Inbox *in, const char *name) {
+static int on_quota_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static Lane *lane_free(Lane *l) {
+        if (!l)
+                return NULL;
+        sd_event_source_disable_unref(l->quota_timer);
+        free(l->user);
+        free(l);
+        return NULL;
+}
+
+/* The lane of a sender for a target, created on first use. */
+static Lane *target_lane(Target *t, uid_t uid) {
+        char ubuf[64];
+
+        for (size_t i = 0; i < t->n_lanes; i++)
+                if (t->lanes[i]->uid == uid)
+                        return t->lanes[i];
+        Lane **n = realloc(t->lanes, (t->n_lanes + 1) * sizeof *n);
+        if (!n)
+                return NULL;
+        t->lanes = n;
+        Lane *l = calloc(1, sizeof *l);
+        if (!l)
+                return NULL;
+        *l = (Lane) { .target = t, .uid = uid };
+        TAILQ_INIT(&l->queue);
+        /* The agent names a sender without a user name by its number, not "uid:N". */
+        const char *u = user_name(uid, ubuf);
+        if (!(l->user = strdup(startswith(u, "uid:") ?: u)))
+                return lane_free(l);
+        t->lanes[t->n_lanes++] = l;
+        return l;
+}
+
+/* st: the file's lstat() when the caller has it, else NULL. */
+static int item_enqueue(Inbox *in, const char *name, const struct stat *st) {
         Router *r = in->router;
         _cleanup_free_ char *key = NULL;
+        struct stat buf;
         int k;
 
         if (asprintf(&key, "%s/%s", in->rel, name) < 0)
                 return -ENOMEM;
         if (router_map_get(r->known, key, NULL))
                 return 0;
+        if (!st) {
+                if (fstatat(in->fd, name, &buf, AT_SYMLINK_NOFOLLOW) < 0)
+                        return errno == ENOENT ? 0 : negative_errno();
+                st = &buf;
+        }
+        Lane *lane = target_lane(in->target, st->st_uid);
+        if (!lane)
+                return -ENOMEM;
+        if (!r->opts.once && lane->n_tracked >= LANE_TRACK_MAX) {
+                lane->overflow = true;  /* stays in the inbox; a rescan takes it later */
+                return 0;
+        }
         Item *it = calloc(1, sizeof *it);
         if (!it)
                 return -ENOMEM;
         it->router = r;
         it->inbox = in;
+        it->lane = lane;
+        lane->n_tracked++;
         it->name = strdup(name);
         if (!it->name) {
                 item_free(it);
@@ -297,12 +387,12 @@ static int item_enqueue(Inbox *in, const char *name) {
 }
 
 static void item_requeue(Item *it, bool front) {
-        Target *t = it->inbox->target;
+        Lane *l = it->lane;
         if (front)
-                TAILQ_INSERT_HEAD(&t->queue, it, link);
+                TAILQ_INSERT_HEAD(&l->queue, it, link);
         else
-                TAILQ_INSERT_TAIL(&t->queue, it, link);
-        t->n_queued++;
+                TAILQ_INSERT_TAIL(&l->queue, it, link);
+        l->n_queued++;
         it->router->backlog++;
         props_changed(it->router);
         router_kick(it->router);
@@ -425,6 +515,44 @@ static void target_backoff(Target *t) {
         (void) sd_event_source_set_enabled(t->backoff, SD_EVENT_ONESHOT);
 }
 
+static void lane_arm_quota_timer(Lane *l) {
+        Router *r = l->target->router;
+        uint64_t d = QUOTA_RETRY_MIN_USEC, now;
+        for (unsigned i = 1; i < l->quota_refusals && d < QUOTA_RETRY_MAX_USEC; i++)
+                d *= 2;
+        if (d > QUOTA_RETRY_MAX_USEC)
+                d = QUOTA_RETRY_MAX_USEC;
+        (void) sd_event_now(r->event, CLOCK_MONOTONIC, &now);
+        if (!l->quota_timer) {
+                if (sd_event_add_time(r->event, &l->quota_timer, CLOCK_MONOTONIC, now + d, 0, on_quota_timer, l) < 0) {
+                        l->credits = 1; /* no timer: keep probing instead of waiting forever */
+                        return;
+                }
+        } else
+                (void) sd_event_source_set_time(l->quota_timer, now + d);
+        (void) sd_event_source_set_enabled(l->quota_timer, SD_EVENT_ONESHOT);
+}
+
+/* The agent refused a file of this sender for its quota: hold the sender's files back until its
+ * tasks finish (a TaskCompleted signal gives one credit) or the timer allows a probe. */
+static void lane_over_quota(Lane *l, const char *why) {
+        if (!l->over_quota)
+                log_info("Holding back the files of %s for %s in the inbox: %s", l->user, l->target->agent, why);
+        l->over_quota = true;
+        l->credits = 0;
+        l->quota_refusals++;
+        lane_arm_quota_timer(l);
+}
+
+static int on_quota_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Lane *l = userdata;
+        if (l->over_quota && l->credits == 0) {
+                l->credits = 1;
+                router_kick(l->target->router);
+        }
+        return 0;
+}
+
 static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Item *it = userdata;
         Router *r = it->router;
@@ -467,6 +595,11 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                         item_reject(it, reason);
                         return 0;
                 }
+                case ROUTER_REPLY_SENDER_WAIT:
+                        /* Only this sender waits; the file stays in the inbox. */
+                        lane_over_quota(it->lane, e->message ?: e->name);
+                        item_requeue(it, true);
+                        return 0;
                 case ROUTER_REPLY_RETRY:
                         if (t->failures == 0 || !t->backing_off)
                                 log_warning("Agent %s is not available (%s), retrying with backoff", t->agent,
@@ -479,6 +612,18 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         }
 
         t->failures = 0;
+        if (it->lane->over_quota) {
+                /* Accepted. Stay on credits until the sender's files are all delivered; the probe
+                 * timer keeps things moving should a TaskCompleted not reach us. */
+                Lane *l = it->lane;
+                l->quota_refusals = 0;
+                if (TAILQ_EMPTY(&l->queue)) {
+                        l->over_quota = false;
+                        l->credits = 0;
+                        (void) sd_event_source_set_enabled(l->quota_timer, SD_EVENT_OFF);
+                } else if (l->credits == 0)
+                        lane_arm_quota_timer(l);
+        }
         k = sd_bus_message_read(m, "s", &id);
         if (k < 0 || !id)
                 id = it->task_id;
@@ -519,7 +664,7 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         _cleanup_free_ char *name = strdup(it->name);
         item_done(it);
         if (again && name)
-                (void) item_enqueue(in, name);
+                (void) item_enqueue(in, name, NULL);
         return 0;
 }
 
@@ -661,6 +806,23 @@ static bool item_start(Item *it) {
         return true;
 }
 
+/* The next file of a target: its sender lanes in turn; a lane over its quota only with credits. */
+static Item *target_take(Target *t) {
+        for (size_t i = 0; i < t->n_lanes; i++) {
+                Lane *l = t->lanes[(t->next_lane + i) % t->n_lanes];
+                if (TAILQ_EMPTY(&l->queue) || (l->over_quota && l->credits == 0))
+                        continue;
+                Item *it = TAILQ_FIRST(&l->queue);
+                TAILQ_REMOVE(&l->queue, it, link);
+                l->n_queued--;
+                if (l->over_quota)
+                        l->credits--;
+                t->next_lane = (t->next_lane + i + 1) % t->n_lanes;
+                return it;
+        }
+        return NULL;
+}
+
 static int on_dispatch(sd_event_source *s, void *userdata) {
         Router *r = userdata;
 
@@ -668,17 +830,19 @@ static int on_dispatch(sd_event_source *s, void *userdata) {
                 Item *it = NULL;
                 for (size_t i = 0; i < r->n_targets && !it; i++) {
                         Target *t = &r->targets[(r->next_target + i) % r->n_targets];
-                        if (t->backing_off || TAILQ_EMPTY(&t->queue))
+                        if (t->backing_off)
                                 continue;
-                        it = TAILQ_FIRST(&t->queue);
-                        TAILQ_REMOVE(&t->queue, it, link);
-                        t->n_queued--;
+                        it = target_take(t);
+                        if (!it)
+                                continue;
                         r->backlog--;
                         r->next_target = (r->next_target + i + 1) % r->n_targets;
                 }
                 if (!it)
                         break;
                 if (!router_window_try_acquire(&r->window)) {
+                        if (it->lane->over_quota)
+                                it->lane->credits++;
                         item_requeue(it, true);
                         break;
                 }
@@ -767,8 +931,8 @@ static unsigned inbox_scan(Inbox *in) {
                         continue;
                 if (de->d_type == DT_DIR)
                         continue;
+                struct stat st;
                 if (!r->opts.once) {
-                        struct stat st;
                         if (fstatat(in->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                 continue;
                         int64_t age = (int64_t) (now.tv_sec - st.st_mtim.tv_sec) * 1000000 +
@@ -778,7 +942,7 @@ static unsigned inbox_scan(Inbox *in) {
                                 continue;
                         }
                 }
-                k = item_enqueue(in, de->d_name);
+                k = item_enqueue(in, de->d_name, r->opts.once ? NULL : &st);
                 if (k < 0)
                         log_error("Failed to queue %s/%s: %s", in->path, de->d_name, strerror(-k));
         }
@@ -797,6 +961,16 @@ static void router_rescan(Router *r) {
         }
 }
 
+/* A rescan from the event loop, not from inside the caller (which may be walking a queue). */
+static void router_rescan_soon(Router *r) {
+        uint64_t now;
+        if (!r->settle_timer)
+                return;
+        (void) sd_event_now(r->event, CLOCK_MONOTONIC, &now);
+        (void) sd_event_source_set_time(r->settle_timer, now);
+        (void) sd_event_source_set_enabled(r->settle_timer, SD_EVENT_ONESHOT);
+}
+
 static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
         Inbox *in = userdata;
         Router *r = in->router;
@@ -806,10 +980,22 @@ static int on_inotify(sd_event_source *s, const struct inotify_event *ev, void *
         case ROUTER_EVENT_IGNORE:
                 break;
         case ROUTER_EVENT_CANDIDATE:
-                k = item_enqueue(in, ev->name);
+                k = item_enqueue(in, ev->name, NULL);
                 if (k < 0)
                         log_error("Failed to queue %s/%s: %s", in->path, ev->name, strerror(-k));
                 break;
+        case ROUTER_EVENT_CREATED: {
+                /* A symlink, hard link or FIFO gets no IN_CLOSE_WRITE: reject it now, not on the
+                 * next rescan. A regular file being written is taken at its IN_CLOSE_WRITE. */
+                struct stat st;
+                if (in->fd < 0 || fstatat(in->fd, ev->name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !router_created_is_final(&st))
+                        break;
+                k = item_enqueue(in, ev->name, &st);
+                if (k < 0)
+                        log_error("Failed to queue %s/%s: %s", in->path, ev->name, strerror(-k));
+                break;
+        }
         case ROUTER_EVENT_RESCAN:
                 log_warning("Inotify queue overflowed, rescanning the inboxes");
                 router_rescan(r);
@@ -902,6 +1088,13 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
         } else if (streq(member, "TaskCompleted")) {
                 event = "task.completed";
                 k = sd_bus_message_read(m, "sss", &task_id, &sender, &status);
+                /* A sender held back for its quota has room for one more task. */
+                for (size_t i = 0; k >= 0 && sender && i < t->n_lanes; i++)
+                        if (t->lanes[i]->over_quota && streq(t->lanes[i]->user, sender) &&
+                            t->lanes[i]->credits < LANE_TRACK_MAX) {
+                                t->lanes[i]->credits++;
+                                router_kick(r);
+                        }
         } else
                 return 0;
         if (k < 0)
@@ -1071,7 +1264,6 @@ int router_new(const RouterOptions *o, Router **ret) {
         for (size_t i = 0; i < r->config->n_agents; i++) {
                 const ConAgent *a = &r->config->agents[i];
                 Target *t = &r->targets[r->n_targets];
-                TAILQ_INIT(&t->queue);
                 t->router = r;
                 if (!(t->agent = strdup(a->name)))
                         return -ENOMEM;
@@ -1095,7 +1287,6 @@ int router_new(const RouterOptions *o, Router **ret) {
         }
         if (!concierge) {
                 Target *t = &r->targets[r->n_targets++];
-                TAILQ_INIT(&t->queue);
                 t->router = r;
                 if (!(t->agent = strdup(ROUTER_OUTER_AGENT)))
                         return -ENOMEM;
@@ -1228,24 +1419,32 @@ int router_run(Router *r) {
 Router *router_free(Router *r) {
         if (!r)
                 return NULL;
+        r->shutting_down = true;
+        for (size_t i = 0; i < r->n_targets; i++)
+                for (size_t j = 0; j < r->targets[i].n_lanes; j++) {
+                        Lane *l = r->targets[i].lanes[j];
+                        Item *it;
+                        while ((it = TAILQ_FIRST(&l->queue))) {
+                                TAILQ_REMOVE(&l->queue, it, link);
+                                item_free(it);
+                        }
+                }
+        Item *it;
+        while ((it = TAILQ_FIRST(&r->in_flight))) {
+                TAILQ_REMOVE(&r->in_flight, it, link);
+                item_free(it);
+        }
         for (size_t i = 0; i < r->n_targets; i++) {
                 Target *t = &r->targets[i];
-                Item *it;
-                while ((it = TAILQ_FIRST(&t->queue))) {
-                        TAILQ_REMOVE(&t->queue, it, link);
-                        item_free(it);
-                }
+                for (size_t j = 0; j < t->n_lanes; j++)
+                        lane_free(t->lanes[j]);
+                free(t->lanes);
                 sd_event_source_disable_unref(t->backoff);
                 sd_event_source_disable_unref(t->cron_timer);
                 free(t->agent);
                 free(t->bus_name);
                 free(t->owner);
                 free(t->cron_task);
-        }
-        Item *it;
-        while ((it = TAILQ_FIRST(&r->in_flight))) {
-                TAILQ_REMOVE(&r->in_flight, it, link);
-                item_free(it);
         }
         free(r->targets);
         for (size_t i = 0; i < r->n_inboxes; i++) {

@@ -20,13 +20,19 @@ RouterEvent router_classify_event(uint32_t mask, const char *name) {
                 return ROUTER_EVENT_WATCH_GONE;
         if (mask & IN_ISDIR)
                 return ROUTER_EVENT_IGNORE;
-        if (!(mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
+        if (!(mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)))
                 return ROUTER_EVENT_IGNORE;
         if (isempty(name) || strchr(name, '/'))
                 return ROUTER_EVENT_IGNORE;
         if (!con_spool_name_is_candidate(name, ".task"))
                 return ROUTER_EVENT_IGNORE;
+        if (!(mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
+                return ROUTER_EVENT_CREATED;
         return ROUTER_EVENT_CANDIDATE;
+}
+
+bool router_created_is_final(const struct stat *st) {
+        return !S_ISREG(st->st_mode) || st->st_nlink > 1;
 }
 
 RouterFileVerdict router_classify_open_error(int r) {
@@ -68,6 +74,8 @@ RouterReplyVerdict router_classify_reply_error(const char *error_name) {
                 return ROUTER_REPLY_RETRY;
         if (streq(error_name, CON_ERROR_DUPLICATE_TASK))
                 return ROUTER_REPLY_NEW_ID;
+        if (streq(error_name, CON_ERROR_SENDER_QUOTA))
+                return ROUTER_REPLY_SENDER_WAIT;
         for (size_t i = 0; i < ELEMENTSOF(reject); i++)
                 if (streq(error_name, reject[i]))
                         return ROUTER_REPLY_REJECT;

@@ -13,13 +13,22 @@
 typedef enum RouterEvent {
         ROUTER_EVENT_IGNORE,            /* not for us: dot-file, temp name, not *.task, directory */
         ROUTER_EVENT_CANDIDATE,         /* a complete *.task file may be there: look at it */
+        ROUTER_EVENT_CREATED,           /* a *.task name appeared: look only if it is no file being
+                                         * written (router_created_is_final()) */
         ROUTER_EVENT_RESCAN,            /* the kernel queue overflowed: rescan every inbox */
         ROUTER_EVENT_WATCH_GONE,        /* the inbox itself went away or was replaced */
 } RouterEvent;
 
 /* mask and name as in struct inotify_event (name may be NULL or empty). Only IN_CLOSE_WRITE and
- * IN_MOVED_TO make a candidate: a file still being written is never taken. */
+ * IN_MOVED_TO make a candidate: a file still being written is never taken. IN_CREATE gives
+ * ROUTER_EVENT_CREATED: symlinks, hard links, FIFOs and device nodes appear with IN_CREATE alone
+ * (no IN_CLOSE_WRITE ever follows), so the router looks at what was created. */
 RouterEvent router_classify_event(uint32_t mask, const char *name);
+
+/* For ROUTER_EVENT_CREATED, with the lstat() of the new name: true when no IN_CLOSE_WRITE will
+ * come for it (anything but a regular file with one link), so the router takes it now (to reject
+ * it). A new regular file with one link is being written: wait for its IN_CLOSE_WRITE. */
+bool router_created_is_final(const struct stat *st);
 
 /* What a failed con_spool_read_untrusted() means for the file. */
 typedef enum RouterFileVerdict {
@@ -34,6 +43,8 @@ typedef enum RouterReplyVerdict {
         ROUTER_REPLY_RETRY,             /* the agent is down, starting, busy or halted: back off */
         ROUTER_REPLY_REJECT,            /* the agent refused the task for good: reject the file */
         ROUTER_REPLY_NEW_ID,            /* the id is taken by another task: retry under a fresh id */
+        ROUTER_REPLY_SENDER_WAIT,       /* the sender is over its quota at the agent: only its files
+                                         * wait (in the inbox) until its tasks finish */
 } RouterReplyVerdict;
 RouterReplyVerdict router_classify_reply_error(const char *error_name);
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Health contracts end to end: con-contractd under `con up`, a failing contract's signal, audit
 # record and single escalation, recovery, kill_session of a long session, quarantine and release,
-# halt_agents until `con resume`, a malformed contract beside good ones, a hanging script.
+# halt_agents until `con resume`, a malformed contract beside good ones, a hanging script, and
+# `con healthcheck` right after an edit evaluating the edited contract.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
 require_root
@@ -93,6 +94,34 @@ check_output "... naming file:line and the reason" "INVALID $C/T-BAD.yaml:6: .*e
 check_output "... and still evaluates the good one" "T-GOOD PASS disk" echo "$LIB_OUT"
 check "audit record contract.invalid" grep -q '"contract.invalid"' /srv/con/logs/audit/audit.jsonl
 rm -f "$C/T-BAD.yaml"
+
+section "con healthcheck evaluates the contracts as they are on disk at the call"
+# No pause between an edit and the call: the service must not answer from the version it loaded
+# before (its inotify reload waits 0.3 s for writes to settle).
+edit_contract() { # edit_contract HOW NAME PATH: T-EDIT with one check NAME on PATH
+        local text
+        text=$(printf 'id: T-EDIT\ntype: detective\nfrequency: 1h\nchecks:\n  - name: %s\n    path: {path: %s}\n' "$2" "$3")
+        if [ "$1" = atomic ]; then
+                printf '%s\n' "$text" | contract T-EDIT
+        else
+                printf '%s\n' "$text" >"$C/T-EDIT.yaml"  # in place: same inode, often the same size
+        fi
+}
+touch /run/con-test-edit
+for i in 1 2 3; do
+        for how in atomic inplace; do
+                edit_contract "$how" "v${i}a" /run/con-test-edit
+                check_output "$how edit $i: the new passing version at once" "T-EDIT PASS v${i}a" con healthcheck
+                check_fail "... not the previous one" grep -Eq "T-EDIT [A-Z]+ v[0-9]b" <<<"$LIB_OUT"
+                edit_contract "$how" "v${i}b" /run/con-test-edit-missing
+                check_status "$how edit $i: the new failing version at once" 1 con healthcheck
+                check_output "... it is the one reported" "T-EDIT FAIL v${i}b" echo "$LIB_OUT"
+                check_fail "... not the previous one" grep -q "v${i}a" <<<"$LIB_OUT"
+        done
+done
+rm -f "$C/T-EDIT.yaml"
+check_output "a contract removed a moment before is gone" "T-GOOD PASS disk" con healthcheck
+check_fail "... T-EDIT is not reported" grep -q T-EDIT <<<"$LIB_OUT"
 
 section "a hanging script is killed at its timeout; the others are evaluated"
 printf '#!/bin/sh\nsleep 100\n' >"$C/scripts/hang.sh"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # con-routerd rejects every kind of bad inbox file: each ends in /srv/con/rejected with a
 # .reason file and a TaskRejected signal, and the router never follows a link to its target.
+# Symlinks, hard links and FIFOs dropped into any inbox are rejected at once (no rescan needed).
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
 require_root
@@ -21,12 +22,41 @@ dbus-monitor --system "type='signal',sender='org.conspiracy.Router'" >"$T/monito
 MON=$!
 sleep 0.5
 
-section "bad files"
+# rejected_soon LABEL NAME: the file is in /srv/con/rejected (with its reason) within 2 s.
+rejected_soon() {
+        for _ in $(seq 20); do
+                ls /srv/con/rejected/*-"$1-$2.reason" >/dev/null 2>&1 && return 0
+                sleep 0.1
+        done
+        return 1
+}
+
 # The target lives on the same file system as the inbox, so a hard link to it can exist.
 SECRET=/srv/secret-target
 echo "secret: never read me" >"$SECRET"
 chmod 0600 "$SECRET"
 before=$(sha256sum "$SECRET")
+
+section "links and FIFOs are rejected at once, without a rescan"
+# They appear with IN_CREATE alone (no IN_CLOSE_WRITE ever follows): the router looks at once,
+# in the outer inbox and in an agent's own inbox alike.
+for box in inbox:/srv/con/inbox sysadmin:/srv/con/agents/sysadmin/inbox; do
+        label=${box%%:*} dir=${box#*:}
+        ln -s "$SECRET" "$dir/now-symlink.task"
+        ln "$SECRET" "$dir/now-hardlink.task"
+        mkfifo "$dir/now-fifo.task"
+        for k in symlink hardlink fifo; do
+                check "$label: $k rejected within 2 s" rejected_soon "$label" "now-$k.task"
+                check_fail "$label: $k gone from the inbox" test -e "$dir/now-$k.task" -o -L "$dir/now-$k.task"
+        done
+        check_output "$label: the symlink's reason names it" "symbolic link" \
+                cat /srv/con/rejected/*-"$label"-now-symlink.task.reason
+        check "$label: the symlink was moved as a link" test -L "$(ls /srv/con/rejected/*-"$label"-now-symlink.task)"
+done
+check_eq "the link target is untouched" "$before" "$(sha256sum "$SECRET")"
+rm -f /srv/con/rejected/*-now-hardlink.task  # the checks below count the target's links
+
+section "bad files"
 ln -s "$SECRET" /srv/con/inbox/symlink.task
 ln "$SECRET" /srv/con/inbox/hardlink.task
 mkfifo /srv/con/inbox/fifo.task
@@ -35,7 +65,7 @@ mv /srv/con/inbox/.oversize.tmp /srv/con/inbox/oversize.task
 printf 'bad \xff\xfe utf-8' >/srv/con/inbox/badutf8.task
 printf 'nul\0byte' >/srv/con/inbox/nul.task
 printf -- '---\npriority: eleven\n---\ntext\n' >/srv/con/inbox/frontmatter.task
-# The router only sees IN_CLOSE_WRITE / IN_MOVED_TO: symlinks, links and fifos show up on a rescan.
+# A rescan takes whatever is there (the files above were seen at once already).
 check "Rescan" busctl call org.conspiracy.Router /org/conspiracy/Router org.conspiracy.Router1 Rescan
 
 kinds="symlink hardlink fifo oversize badutf8 nul frontmatter"

@@ -107,10 +107,10 @@ static void test_errors_top(void) {
                      "con.yaml:1:9: agents: expected a list of agents (- name: ...), got a mapping");
         assert_error("system: x\n" A0,
                      "con.yaml:1:9: system: expected a mapping of name, submitters_group, task_max_size, "
-                     "got a string");
+                     "max_queued_per_sender, got a string");
         assert_error("system:\n  nmae: x\n" A0,
-                     "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group and "
-                     "task_max_size");
+                     "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group, "
+                     "task_max_size and max_queued_per_sender");
         assert_error("system:\n  name: [x]\n" A0, "con.yaml:2:9: system.name: expected a string, got a list");
         assert_error("system:\n  name: \"\"\n" A0,
                      "con.yaml:2:9: system.name: '' is not allowed; use 1 to 64 printable characters");
@@ -124,6 +124,12 @@ static void test_errors_top(void) {
                      "number with a unit: 512K, 1M, 1MiB, 1G (powers of 1024)");
         assert_error("system:\n  task_max_size: 0\n" A0,
                      "con.yaml:2:18: system.task_max_size: '0' is not allowed; use a size from 1 byte to 1024 MiB");
+        assert_error("system:\n  max_queued_per_sender: 0\n" A0,
+                     "con.yaml:2:26: system.max_queued_per_sender: '0' is not allowed; use a whole number from 1 "
+                     "to 100000");
+        assert_error("system:\n  max_queued_per_sender: 100001\n" A0,
+                     "con.yaml:2:26: system.max_queued_per_sender: '100001' is not allowed; use a whole number from "
+                     "1 to 100000");
 }
 
 static void test_errors_base(void) {
@@ -405,6 +411,7 @@ static void test_defaults(void) {
         g_assert_cmpstr(c->system_name, ==, "conspiracy");
         g_assert_cmpstr(c->submitters_group, ==, "con");
         g_assert_cmpuint(c->task_max_size, ==, 1024 * 1024);
+        g_assert_cmpuint(c->max_queued_per_sender, ==, 1000);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 15);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 10);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 2.0);
@@ -457,6 +464,7 @@ static void test_all_keys(void) {
                 "  name: my-box\n"
                 "  submitters_group: humans\n"
                 "  task_max_size: 512K\n"
+                "  max_queued_per_sender: 250\n"
                 "contracts:\n"
                 "  system:\n"
                 "    disk_min_free_pct: 20\n"
@@ -490,6 +498,7 @@ static void test_all_keys(void) {
         g_assert_cmpstr(c->system_name, ==, "my-box");
         g_assert_cmpstr(c->submitters_group, ==, "humans");
         g_assert_cmpuint(c->task_max_size, ==, 512 * 1024);
+        g_assert_cmpuint(c->max_queued_per_sender, ==, 250);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 20);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 5);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 4.5);

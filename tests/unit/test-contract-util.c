@@ -262,6 +262,51 @@ static void test_dir_list(void) {
         test_tmpdir_remove(dir);
 }
 
+static void fp_set(const char *dir, const char *name, const char *content) {
+        _cleanup_free_ char *p = g_build_filename(dir, name, NULL);
+        test_write_file(p, content);
+}
+
+static void test_dir_fingerprint(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_free_ char *cfg = g_build_filename(dir, "con.yaml", NULL), *cdir = g_build_filename(dir, "c", NULL);
+        uint8_t a[CONTRACT_FINGERPRINT_SIZE], b[CONTRACT_FINGERPRINT_SIZE], c[CONTRACT_FINGERPRINT_SIZE];
+
+        g_assert_cmpint(mkdir(cdir, 0755), ==, 0);
+        test_write_file(cfg, "system: {}\n");
+        fp_set(cdir, "a.yaml", "id: A\n");
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, a), ==, 0);
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, b), ==, 0);
+        g_assert_cmpmem(a, sizeof a, b, sizeof b);                     /* stable */
+
+        /* Same size, same inode, written at once: the content decides, not the time stamps. */
+        fp_set(cdir, "a.yaml", "id: B\n");
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, b), ==, 0);
+        g_assert_true(memcmp(a, b, sizeof a) != 0);
+        fp_set(cdir, "a.yaml", "id: A\n");
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, c), ==, 0);
+        g_assert_cmpmem(a, sizeof a, c, sizeof c);                     /* back to the first */
+
+        fp_set(cdir, "b.yaml", "");                                     /* a new, empty file */
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, b), ==, 0);
+        g_assert_true(memcmp(a, b, sizeof a) != 0);
+        fp_set(cdir, ".b.yaml.tmp", "ignored");                         /* not a contract file */
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, c), ==, 0);
+        g_assert_cmpmem(b, sizeof b, c, sizeof c);
+
+        test_write_file(cfg, "system: {name: x}\n");                   /* con.yaml counts too */
+        g_assert_cmpint(contract_dir_fingerprint(cdir, cfg, c), ==, 0);
+        g_assert_true(memcmp(b, c, sizeof b) != 0);
+        g_assert_cmpint(contract_dir_fingerprint(cdir, NULL, a), ==, 0);
+        g_assert_true(memcmp(a, c, sizeof a) != 0);
+
+        /* A missing folder is a state of its own, not an error. */
+        _cleanup_free_ char *missing = g_build_filename(dir, "missing", NULL);
+        g_assert_cmpint(contract_dir_fingerprint(missing, cfg, a), ==, 0);
+        g_assert_true(memcmp(a, c, sizeof a) != 0);
+        test_tmpdir_remove(dir);
+}
+
 static void test_shipped_contracts(void) {
         _cleanup_free_ char *dir = g_build_filename(test_source_dir(), "configs", "default", "contracts", NULL);
         _cleanup_strv_free_ char **l = NULL;
@@ -289,6 +334,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/contract/quarantine-files", test_quarantine_files);
         g_test_add_func("/contract/native-checks", test_native_checks);
         g_test_add_func("/contract/dir-list", test_dir_list);
+        g_test_add_func("/contract/dir-fingerprint", test_dir_fingerprint);
         g_test_add_func("/contract/shipped", test_shipped_contracts);
         return con_test_run();
 }

@@ -11,7 +11,10 @@ static void test_classify_event(void) {
         g_assert_cmpint(router_classify_event(IN_CLOSE_WRITE, "a.task"), ==, ROUTER_EVENT_CANDIDATE);
         g_assert_cmpint(router_classify_event(IN_MOVED_TO, "hello.task"), ==, ROUTER_EVENT_CANDIDATE);
         /* Never a file still being written, never a temp name. */
-        g_assert_cmpint(router_classify_event(IN_CREATE, "a.task"), ==, ROUTER_EVENT_IGNORE);
+        g_assert_cmpint(router_classify_event(IN_CREATE, "a.task"), ==, ROUTER_EVENT_CREATED);
+        g_assert_cmpint(router_classify_event(IN_CREATE, ".a.task"), ==, ROUTER_EVENT_IGNORE);
+        g_assert_cmpint(router_classify_event(IN_CREATE, "a.txt"), ==, ROUTER_EVENT_IGNORE);
+        g_assert_cmpint(router_classify_event(IN_CREATE | IN_ISDIR, "d.task"), ==, ROUTER_EVENT_IGNORE);
         g_assert_cmpint(router_classify_event(IN_MODIFY, "a.task"), ==, ROUTER_EVENT_IGNORE);
         g_assert_cmpint(router_classify_event(IN_CLOSE_WRITE, ".a.task"), ==, ROUTER_EVENT_IGNORE);
         g_assert_cmpint(router_classify_event(IN_CLOSE_WRITE, ".a.task.XXXXXX"), ==, ROUTER_EVENT_IGNORE);
@@ -24,6 +27,16 @@ static void test_classify_event(void) {
         g_assert_cmpint(router_classify_event(IN_Q_OVERFLOW, NULL), ==, ROUTER_EVENT_RESCAN);
         g_assert_cmpint(router_classify_event(IN_IGNORED, NULL), ==, ROUTER_EVENT_WATCH_GONE);
         g_assert_cmpint(router_classify_event(IN_DELETE_SELF, NULL), ==, ROUTER_EVENT_WATCH_GONE);
+}
+
+static void test_created_is_final(void) {
+        /* A file being written waits for IN_CLOSE_WRITE; links, FIFOs and devices never get one. */
+        g_assert_false(router_created_is_final(&(struct stat) { .st_mode = S_IFREG | 0644, .st_nlink = 1 }));
+        g_assert_true(router_created_is_final(&(struct stat) { .st_mode = S_IFREG | 0644, .st_nlink = 2 }));
+        g_assert_true(router_created_is_final(&(struct stat) { .st_mode = S_IFLNK | 0777, .st_nlink = 1 }));
+        g_assert_true(router_created_is_final(&(struct stat) { .st_mode = S_IFIFO | 0644, .st_nlink = 1 }));
+        g_assert_true(router_created_is_final(&(struct stat) { .st_mode = S_IFSOCK | 0755, .st_nlink = 1 }));
+        g_assert_true(router_created_is_final(&(struct stat) { .st_mode = S_IFCHR | 0600, .st_nlink = 1 }));
 }
 
 static void test_classify_open(void) {
@@ -47,6 +60,7 @@ static void test_classify_reply(void) {
         g_assert_cmpint(router_classify_reply_error("org.freedesktop.DBus.Error.Spawn.ChildExited"), ==,
                         ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_QUEUE_FULL), ==, ROUTER_REPLY_RETRY);
+        g_assert_cmpint(router_classify_reply_error(CON_ERROR_SENDER_QUOTA), ==, ROUTER_REPLY_SENDER_WAIT);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_HALTED), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_QUARANTINED), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(NULL), ==, ROUTER_REPLY_RETRY);
@@ -217,6 +231,7 @@ static void test_map(void) {
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/router/classify-event", test_classify_event);
+        g_test_add_func("/router/created-is-final", test_created_is_final);
         g_test_add_func("/router/classify-open", test_classify_open);
         g_test_add_func("/router/classify-reply", test_classify_reply);
         g_test_add_func("/router/backoff", test_backoff);

@@ -24,6 +24,7 @@
         "system:\n"                                                             \
         "  name: testfabric\n"                                                  \
         "  submitters_group: nogroup\n"                                         \
+        "  max_queued_per_sender: %u\n"                                         \
         "policy:\n"                                                             \
         "  grants:\n"                                                           \
         "    - who: group:nogroup\n"                                            \
@@ -45,6 +46,7 @@ typedef struct Server {
         pid_t pid;
         unsigned max_sessions;
         size_t keep_finished;   /* 0: the default */
+        unsigned quota;         /* system.max_queued_per_sender, 0: the highest allowed */
         const char *agent;
 } Server;
 
@@ -78,7 +80,7 @@ static _Noreturn void server_main(Server *sv) {
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
         sigprocmask(SIG_BLOCK, &ss, NULL);
-        if (asprintf(&text, CONFIG_TEMPLATE, sv->max_sessions ?: 1) < 0)
+        if (asprintf(&text, CONFIG_TEMPLATE, sv->quota ?: CON_MAX_QUEUED_PER_SENDER_LIMIT, sv->max_sessions ?: 1) < 0)
                 _exit(90);
         if (con_config_parse(text, strlen(text), "test.yaml", &config, &err) < 0) {
                 char *m = con_config_error_format(&err);
@@ -139,8 +141,8 @@ static int server_stop(Server *sv, int sig) {
         return status;
 }
 
-static void server_init(Server *sv, unsigned max_sessions) {
-        *sv = (Server) { .max_sessions = max_sessions };
+static void server_init_quota(Server *sv, unsigned max_sessions, unsigned quota) {
+        *sv = (Server) { .max_sessions = max_sessions, .quota = quota };
         sv->dir = test_tmpdir_new();
         g_assert_cmpint(chmod(sv->dir, 0755), ==, 0);
         sv->data = g_build_filename(sv->dir, "agent", NULL);
@@ -148,6 +150,10 @@ static void server_init(Server *sv, unsigned max_sessions) {
         sv->state = g_build_filename(sv->dir, "state", NULL);
         g_assert_cmpint(mkdir(sv->data, 0700), ==, 0);
         server_start(sv);
+}
+
+static void server_init(Server *sv, unsigned max_sessions) {
+        server_init_quota(sv, max_sessions, 0);
 }
 
 static void server_done(Server *sv) {
@@ -942,6 +948,53 @@ static void test_halt_resume(void) {
         server_done(&sv);
 }
 
+static void test_sender_quota(void) {
+        Server sv;
+        Client cl = {};
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        server_init_quota(&sv, 1, 3);
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        /* One running, two queued: the caller's quota of 3 unfinished tasks is used up. */
+        _cleanup_free_ char *a = submit(&cl, "sleep 30"), *b = submit(&cl, "sleep 30"), *c = submit(&cl, "echo c");
+        wait_status(&cl, a, "running");
+        char *id = NULL;
+        g_assert_cmpint(call_submit(&cl, "echo d", &id, &e), ==, -EUSERS);
+        g_assert_null(id);
+        g_assert_cmpstr(e.name, ==, CON_ERROR_SENDER_QUOTA);
+        g_autofree char *want = g_strdup_printf("already has 3 unfinished tasks at agent 'worker', the limit per "
+                                                "sender (system.max_queued_per_sender in test.yaml)");
+        if (!strstr(e.message, want))
+                g_error("unexpected message: %s", e.message);
+        sd_bus_error_free(&e);
+        /* The same through Deliver; a redelivery of a known id is never refused. */
+        g_assert_cmpint(deliver(&cl, &e, NULL, "text", "s", "echo e", NULL), ==, -EUSERS);
+        g_assert_cmpstr(e.name, ==, CON_ERROR_SENDER_QUOTA);
+        sd_bus_error_free(&e);
+        _cleanup_free_ char *again = NULL;
+        g_assert_cmpint(deliver(&cl, &e, &again, "text", "s", "echo c", "id", "s", c, NULL), ==, 0);
+        g_assert_cmpstr(again, ==, c);
+        /* Another sender (root delivering a file of nobody's) is not affected. */
+        if (geteuid() == 0) {
+                _cleanup_free_ char *other = NULL;
+                g_assert_cmpint(deliver(&cl, &e, &other, "text", "s", "/ping", "sender_uid", "u", 65534, NULL), ==, 0);
+                g_free(wait_completed(&cl, other, 5 * USEC_PER_SEC));
+        }
+        /* One finishes: room for one more. */
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL,
+                                           "s", b), >=, 0);
+        g_free(wait_completed(&cl, b, 5 * USEC_PER_SEC));
+        _cleanup_free_ char *d = submit(&cl, "echo d");
+        g_assert_cmpint(call_submit(&cl, "echo f", &id, &e), ==, -EUSERS);
+        sd_bus_error_free(&e);
+
+        g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL,
+                                           "s", a), >=, 0);
+        g_free(wait_completed(&cl, d, 10 * USEC_PER_SEC));
+        client_done(&cl);
+        server_done(&sv);
+}
+
 static void test_kill_sessions(void) {
         Server sv;
         Client cl = {};
@@ -1105,6 +1158,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-vtable/id-scope", test_id_scope);
         g_test_add_func("/agent-vtable/halt-resume", test_halt_resume);
         g_test_add_func("/agent-vtable/kill-sessions", test_kill_sessions);
+        g_test_add_func("/agent-vtable/sender-quota", test_sender_quota);
         g_test_add_func("/agent-vtable/quarantine", test_quarantine);
         g_test_add_func("/agent-vtable/markers", test_markers);
         g_test_add_func("/agent-vtable/picoclaw-not-configured", test_picoclaw_not_configured);
