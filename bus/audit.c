@@ -447,8 +447,11 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
 
         r = con_write_all(a->log_fd, line, len);
         if (r < 0) {
-                /* We do not know how much landed: make the next append re-read the tail. */
-                a->cache_valid = false;
+                /* Part of the line may have landed (ENOSPC, EIO): cut it off again, under the lock
+                 * we hold, or the log ends with a partial record and every later append and
+                 * 'con audit verify' fail. If even that fails, make the next append re-read. */
+                if (ftruncate(a->log_fd, size) < 0)
+                        a->cache_valid = false;
                 return r;
         }
         a->cache_seq++;

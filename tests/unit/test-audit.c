@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -325,6 +327,37 @@ static void test_partial_tail(Fixture *f, gconstpointer data) {
         g_assert_cmpint(con_audit_open(f->dir, &a), ==, -EBADMSG);
 }
 
+static void test_write_fails(Fixture *f, gconstpointer data) {
+        /* The disk fills up in the middle of a record (here: RLIMIT_FSIZE, a short write then
+         * EFBIG): the partial line is cut off again, so the chain stays intact and continues. */
+        append_n(f->dir, 3, true);
+        ConAudit *a = NULL;
+        g_assert_cmpint(con_audit_open(f->dir, &a), ==, 0);
+        struct stat st;
+        g_assert_cmpint(stat(f->log, &st), ==, 0);
+        struct rlimit old, lim;
+        g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+        lim = (struct rlimit) { .rlim_cur = (rlim_t) st.st_size + 40, .rlim_max = old.rlim_max };
+        void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+        g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &lim), ==, 0);
+        cJSON *fields = cJSON_CreateObject();
+        cJSON_AddStringToObject(fields, "task_id", "20261129T113045.123456Z-1a2b3c-00000001-0123abcd");
+        g_assert_cmpint(con_audit_append(a, "router", "task.routed", fields), ==, -EFBIG);
+        g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+        signal(SIGXFSZ, old_handler);
+        struct stat st2;
+        g_assert_cmpint(stat(f->log, &st2), ==, 0);
+        g_assert_cmpint(st2.st_size, ==, st.st_size);
+
+        /* space is back: the same handle appends, and the chain verifies */
+        g_assert_cmpint(con_audit_append(a, "router", "task.routed", fields), ==, 0);
+        cJSON_Delete(fields);
+        con_audit_close(a);
+        ConAuditVerify v;
+        g_assert_cmpint(con_audit_verify(f->dir, &v), ==, 0);
+        g_assert_cmpuint(v.records, ==, 4);
+}
+
 static void test_head(Fixture *f, gconstpointer data) {
         append_n(f->dir, 3, true);
 
@@ -448,6 +481,7 @@ int main(int argc, char *argv[]) {
         T("/audit/reorder", test_reorder);
         T("/audit/truncate-tail", test_truncate_tail);
         T("/audit/partial-tail", test_partial_tail);
+        T("/audit/write-fails", test_write_fails);
         T("/audit/head", test_head);
         T("/audit/batch", test_batch);
         T("/audit/concurrent", test_concurrent);
