@@ -23,6 +23,7 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_INVALID_CONFIG,    ENOEXEC,     "A configuration or contract file is invalid" },
         { CON_ERROR_BUDGET_EXHAUSTED,  EDQUOT,      "A model budget of this agent is used up" },
         { CON_ERROR_RATE_LIMITED,      EBUSY,       "The model gateway's rate limit queue is full or the provider keeps refusing" },
+        { CON_ERROR_STORAGE_FAILED,    EIO,         "The agent could not write its queue journal (disk full or I/O error)" },
         {}
 };
 

@@ -24,6 +24,7 @@
 #define CON_ERROR_INVALID_CONFIG    "org.conspiracy.Contracts1.Error.InvalidConfig" /* ENOEXEC */
 #define CON_ERROR_BUDGET_EXHAUSTED  "org.conspiracy.Models1.Error.BudgetExhausted" /* EDQUOT */
 #define CON_ERROR_RATE_LIMITED      "org.conspiracy.Models1.Error.RateLimited"     /* EBUSY */
+#define CON_ERROR_STORAGE_FAILED    "org.conspiracy.Agent1.Error.StorageFailed"    /* EIO */
 
 typedef struct ConErrorInfo {
         const char *name;

@@ -549,10 +549,14 @@ static void pending_run(AgentContext *c, int commit_error) {
                 AgentPending *p = &c->pending[i];
                 int r = 0;
                 if (commit_error < 0) {
-                        if (p->call)
-                                r = sd_bus_reply_method_errnof(p->call, commit_error,
-                                                               "Cannot write the queue journal of agent '%s': %m",
-                                                               c->agent->name);
+                        if (p->call) {
+                                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                                (void) con_bus_error_setf(&e, CON_ERROR_STORAGE_FAILED,
+                                                          "Cannot write the queue journal of agent '%s': %s; "
+                                                          "nothing was accepted, try again later",
+                                                          c->agent->name, strerror(-commit_error));
+                                r = sd_bus_reply_method_error(p->call, &e);
+                        }
                 } else
                         switch (p->kind) {
                         case PENDING_REPLY_ID:

@@ -80,8 +80,8 @@ RouterReplyVerdict router_classify_reply_error(const char *error_name) {
                 if (streq(error_name, reject[i]))
                         return ROUTER_REPLY_REJECT;
         /* Everything else (ServiceUnknown, NameHasNoOwner, NoReply, Timeout, LimitsExceeded,
-         * Spawn.*, QueueFull, Halted, Quarantined, Disconnected, unknown names) is a state of
-         * the agent that passes: keep the file and try again later. */
+         * Spawn.*, QueueFull, StorageFailed, Halted, Quarantined, Disconnected, unknown names) is
+         * a state of the agent that passes: keep the file and try again later. */
         return ROUTER_REPLY_RETRY;
 }
 

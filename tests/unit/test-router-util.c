@@ -61,6 +61,7 @@ static void test_classify_reply(void) {
                         ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_QUEUE_FULL), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_SENDER_QUOTA), ==, ROUTER_REPLY_SENDER_WAIT);
+        g_assert_cmpint(router_classify_reply_error(CON_ERROR_STORAGE_FAILED), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_HALTED), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_QUARANTINED), ==, ROUTER_REPLY_RETRY);
         g_assert_cmpint(router_classify_reply_error(NULL), ==, ROUTER_REPLY_RETRY);
