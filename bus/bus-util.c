@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -70,4 +71,20 @@ int con_bus_introspect_vtable(const char *path, const char *interface, const sd_
         /* Closing our end (above) makes the server see EOF and return. */
         (void) pthread_join(th, NULL);
         return r < 0 ? r : 0;
+}
+
+static int on_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        if (!sd_bus_message_is_signal(m, "org.freedesktop.DBus.Local", "Disconnected"))
+                return 0;
+        return sd_event_exit(userdata, -ENOTCONN);
+}
+
+int con_bus_exit_on_disconnect(sd_bus *bus) {
+        sd_event *e = bus ? sd_bus_get_event(bus) : NULL;
+        if (!e)
+                return -EINVAL;
+        /* The event loop, not the bus's: sd-bus detaches the closed bus from the loop before it
+         * hands the synthetic Local.Disconnected signal to the filters (matches on that sender
+         * do not fire). The caller's loop outlives its bus connection. */
+        return sd_bus_add_filter(bus, NULL, on_disconnected, e);
 }

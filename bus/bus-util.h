@@ -11,3 +11,10 @@
  * vtable's handlers are never called. */
 int con_bus_introspect_vtable(const char *path, const char *interface, const sd_bus_vtable *vtable,
                               char **ret_xml);
+
+/* When the connection to the bus is lost (dbus-daemon restarted or killed), the event loop the
+ * bus is attached to exits with -ENOTCONN, so the service's run function returns that error and
+ * the process exits non-zero (con up, bus activation or systemd's Restart=on-failure start a new
+ * one on the new bus) instead of serving a dead connection forever. Call after
+ * sd_bus_attach_event(). */
+int con_bus_exit_on_disconnect(sd_bus *bus);

@@ -18,6 +18,7 @@
 
 #include "audit.h"
 #include "authz.h"
+#include "bus-util.h"
 #include "con-paths.h"
 #include "config.h"
 #include "contract-service.h"
@@ -1177,6 +1178,10 @@ int manager_run(Manager *m) {
         k = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (k < 0)
                 return k;
+        /* The bus went away (restarted): exit, con up or systemd starts us on the new bus. */
+        k = con_bus_exit_on_disconnect(m->bus);
+        if (k < 0)
+                return k;
         k = con_authz_new(m->bus, m->event, &(ConAuthzOptions) { .root_policy = CON_AUTHZ_ROOT_ALLOW }, &m->authz);
         if (k < 0)
                 return k;
@@ -1203,6 +1208,8 @@ int manager_run(Manager *m) {
         (void) sd_notify(false, "READY=1\nSTATUS=Watching contracts");
         k = sd_event_loop(m->event);
         (void) sd_notify(false, "STOPPING=1");
+        if (k == -ENOTCONN)
+                log_error("Lost the connection to the system bus; exiting");
         return k < 0 ? k : 0;
 }
 

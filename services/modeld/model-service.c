@@ -1079,6 +1079,10 @@ int models_run(Models *m) {
         r = con_authz_new(m->bus, m->event, &ao, &m->authz);
         if (r < 0)
                 return r;
+        /* The bus went away (restarted): exit, the next caller activates us on the new bus. */
+        r = con_bus_exit_on_disconnect(m->bus);
+        if (r < 0)
+                return r;
         r = sd_bus_request_name(m->bus, CON_MODELS_BUS_NAME, 0);
         if (r < 0) {
                 log_error("Failed to own %s (%s)%s", CON_MODELS_BUS_NAME, strerror(-r),
@@ -1089,6 +1093,8 @@ int models_run(Models *m) {
         (void) sd_notify(false, "READY=1\nSTATUS=Serving model calls");
         r = sd_event_loop(m->event);
         (void) sd_notify(false, "STOPPING=1");
+        if (r == -ENOTCONN)
+                log_error("Lost the connection to the bus; exiting");
         return r;
 }
 

@@ -15,6 +15,7 @@
 #include <systemd/sd-event.h>
 
 #include "audit.h"
+#include "bus-util.h"
 #include "con-paths.h"
 #include "config.h"
 #include "cron.h"
@@ -1388,6 +1389,11 @@ int router_run(Router *r) {
         k = sd_bus_attach_event(r->bus, r->event, SD_EVENT_PRIORITY_NORMAL);
         if (k < 0)
                 return k;
+        /* The bus went away (restarted): exit rather than route into a dead connection forever;
+         * con up or systemd starts a new router on the new bus. */
+        k = con_bus_exit_on_disconnect(r->bus);
+        if (k < 0)
+                return k;
 
         /* Watches first, then the scan: a file arriving in between is seen at least once. */
         for (size_t i = 0; i < r->n_inboxes; i++) {
@@ -1411,6 +1417,8 @@ int router_run(Router *r) {
         (void) sd_notify(false, "STOPPING=1");
         if (r->audit)
                 (void) con_audit_flush(r->audit);
+        if (k == -ENOTCONN)
+                log_error("Lost the connection to the system bus; exiting");
         if (k < 0)
                 return k;
         return r->exit_status;

@@ -165,7 +165,8 @@ static void env_start(Env *e) {
 
 static void env_stop(Env *e) {
         e->mock.stop = true;
-        g_thread_join(e->mock.thread);
+        if (e->mock.thread)
+                g_thread_join(e->mock.thread);
         g_hash_table_unref(e->mock.delivered);
         g_ptr_array_unref(e->mock.dup_ids);
         g_mutex_clear(&e->mock.lock);
@@ -440,6 +441,50 @@ static void test_daemon(void) {
         env_stop(&e);
 }
 
+static void test_bus_gone(void) {
+        /* The bus daemon dies (a restart): the router exits non-zero instead of serving a dead
+         * connection forever, so con up or systemd can start one on the new bus. */
+        Env e = {};
+        sd_bus *bus = NULL;
+        env_start(&e);
+        g_assert_cmpint(sd_bus_open_system(&bus), >=, 0);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+                execl(ROUTERD_PATH, "con-routerd", "--config", e.config, "--srv-dir", e.srv, "--audit-dir", e.audit,
+                      (char *) NULL);
+                _exit(127);
+        }
+        bool up = false;
+        for (unsigned i = 0; i < 200 && !up; i++) {
+                up = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                        "GetNameOwner", NULL, NULL, "s", CON_ROUTER_BUS_NAME) >= 0;
+                if (!up)
+                        g_usleep(25 * 1000);
+        }
+        g_assert_true(up);
+        sd_bus_flush_close_unref(bus);
+        e.mock.stop = true;
+        g_thread_join(e.mock.thread);
+        e.mock.thread = NULL;
+
+        g_assert_cmpint(kill(e.bus_pid, SIGKILL), ==, 0);
+        int status = 0;
+        pid_t got = 0;
+        for (unsigned i = 0; i < 200 && got == 0; i++) {
+                got = waitpid(pid, &status, WNOHANG);
+                if (got == 0)
+                        g_usleep(25 * 1000);
+        }
+        if (got == 0)
+                (void) kill(pid, SIGKILL);
+        g_assert_cmpint(got, ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+        env_stop(&e);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         if (access("/usr/bin/dbus-daemon", X_OK) < 0) {
@@ -450,5 +495,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/router/retry", test_retry);
         g_test_add_func("/router/duplicate-id", test_duplicate_id);
         g_test_add_func("/router/daemon", test_daemon);
+        g_test_add_func("/router/bus-gone", test_bus_gone);
         return con_test_run();
 }
