@@ -544,6 +544,40 @@ static void emit_task_signal(AgentContext *c, const char *member, const AgentTas
         }
 }
 
+/* A derived file could not be written (disk full): write every missing one again a little later,
+ * so that outbox/ fills in once space returns, not only at the next start. */
+#define FILES_RETRY_USEC (2 * USEC_PER_SEC)
+
+static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void files_retry_arm(AgentContext *c) {
+        uint64_t when = now_monotonic() + FILES_RETRY_USEC;
+        int enabled = SD_EVENT_OFF;
+        if (!c->files_retry_source) {
+                int r = sd_event_add_time(c->event, &c->files_retry_source, CLOCK_MONOTONIC, when, 0,
+                                          on_files_retry, c);
+                if (r < 0)
+                        log_msg(LOG_WARNING, "Failed to arm the retry of the task files, ignoring: %s",
+                                strerror(-r));
+                return;
+        }
+        (void) sd_event_source_get_enabled(c->files_retry_source, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return;
+        (void) sd_event_source_set_time(c->files_retry_source, when);
+        (void) sd_event_source_set_enabled(c->files_retry_source, SD_EVENT_ONESHOT);
+}
+
+static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        AgentContext *c = userdata;
+        int r = agent_queue_write_all_files(c->queue);
+        if (r < 0)
+                files_retry_arm(c);
+        else
+                log_msg(LOG_NOTICE, "Wrote the outbox/processed/failed files that could not be written before");
+        return 0;
+}
+
 static void pending_run(AgentContext *c, int commit_error) {
         for (size_t i = 0; i < c->n_pending; i++) {
                 AgentPending *p = &c->pending[i];
@@ -574,9 +608,11 @@ static void pending_run(AgentContext *c, int commit_error) {
                         case PENDING_COMPLETED:
                                 emit_task_signal(c, "TaskCompleted", p->task);
                                 r = agent_queue_write_files(c->queue, p->task);
-                                if (r < 0)
-                                        log_msg(LOG_WARNING, "Failed to write the files of task %s, ignoring: %s",
+                                if (r < 0) {
+                                        log_msg(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
                                                 p->task->id, strerror(-r));
+                                        files_retry_arm(c);
+                                }
                                 r = 0;
                                 break;
                         }
@@ -1657,9 +1693,11 @@ int agent_context_request_name(AgentContext *c, sd_bus_error *error) {
 
 int agent_context_start(AgentContext *c) {
         int r = agent_queue_write_all_files(c->queue);
-        if (r < 0)
-                log_msg(LOG_WARNING, "Failed to regenerate outbox/processed/failed files, ignoring: %s",
+        if (r < 0) {
+                log_msg(LOG_WARNING, "Failed to regenerate outbox/processed/failed files, will retry: %s",
                         strerror(-r));
+                files_retry_arm(c);
+        }
         agent_context_schedule_flush(c);
         return 0;
 }
@@ -1703,6 +1741,7 @@ AgentContext *agent_context_free(AgentContext *c) {
         free(c->slots);
         sd_event_source_disable_unref(c->flush_source);
         sd_event_source_disable_unref(c->idle_source);
+        sd_event_source_disable_unref(c->files_retry_source);
         sd_event_source_disable_unref(c->stop_source);
         agent_queue_free(c->queue);
         safe_close(c->data_dir_fd);

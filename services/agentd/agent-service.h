@@ -109,6 +109,7 @@ typedef struct AgentContext {
         AgentPending *pending;
         size_t n_pending, n_pending_alloc;
         sd_event_source *flush_source, *idle_source, *stop_source;
+        sd_event_source *files_retry_source;    /* derived files that could not be written */
         AgentPropsSnapshot props;
 
         size_t n_sessions;      /* real session processes */
