@@ -12,7 +12,9 @@
  *     roundtrip SECONDS GAP_MS TEXT -> one task at a time for SECONDS: Submit, then GetResult every
  *                                 5 ms until it has finished; "roundtrip n=N failed=F p50_ms=A
  *                                 p99_ms=B max_ms=C"
- *     name                     -> the client's unique bus name */
+ *     name                     -> the client's unique bus name
+ *
+ * Exits 6 when the bus connection is gone (the bus was restarted): the caller starts a new one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,9 +143,11 @@ int main(int argc, char **argv) {
                         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
                         const char *id;
                         if (sd_bus_call_method(bus, dest, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply,
-                                               "s", line + 7) < 0)
+                                               "s", line + 7) < 0) {
                                 printf("error %s %s\n", e.name, e.message);
-                        else if (sd_bus_message_read(reply, "s", &id) >= 0)
+                                if (!sd_bus_is_open(bus))
+                                        return 6;
+                        } else if (sd_bus_message_read(reply, "s", &id) >= 0)
                                 printf("ok %s\n", id);
                 } else if (startswith(line, "bench ")) {
                         unsigned n, p;
