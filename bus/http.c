@@ -338,11 +338,18 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata) {
                 slot->over_cap = true;
                 return 0;
         }
+        /* The line that ends the header block (curl passes on whatever follows its CR). */
+        if (len == 0 || data[0] == '\r' || data[0] == '\n')
+                return len;
         while (l > 0 && (data[l - 1] == '\n' || data[l - 1] == '\r'))
                 l--;
-        if (l == 0)
-                return len;
-        char *line = strndup(data, l);
+        /* RFC 9110 5.5: CR, LF or NUL inside a field value is replaced by SP. */
+        char *line = malloc(l + 1);
+        if (line) {
+                for (size_t i = 0; i < l; i++)
+                        line[i] = data[i] == '\0' || data[i] == '\r' || data[i] == '\n' ? ' ' : data[i];
+                line[l] = '\0';
+        }
         if (!line || strv_consume(&slot->resp.headers, line) < 0) {
                 slot->oom = true;
                 return 0;
@@ -484,7 +491,9 @@ static int curl_code_to_errno(CURLcode c, const ConHttpSlot *slot) {
         case CURLE_GOT_NOTHING:
                 return -ECONNRESET;
         case CURLE_UNSUPPORTED_PROTOCOL:
-                return -EPROTONOSUPPORT;
+                /* The scheme was checked before the transfer started: here curl refused the
+                 * reply (an HTTP/0.9 answer, without a status line). */
+                return -EPROTO;
         case CURLE_URL_MALFORMAT:
                 return -EINVAL;
         case CURLE_OUT_OF_MEMORY:

@@ -21,7 +21,8 @@ typedef struct ConHttpSlot ConHttpSlot;
 
 typedef struct ConHttpResponse {
         long status;                 /* HTTP status of the final response, 0 when none arrived */
-        char **headers;              /* "Name: value" lines of the final response (strv), may be NULL */
+        char **headers;              /* "Name: value" lines of the final response (strv), may be NULL;
+                                      * CR, LF and NUL inside a line are replaced by spaces */
         char *body;                  /* always NUL-terminated (empty string when no body) */
         size_t body_size;            /* without the terminating NUL */
         bool has_retry_after;        /* a valid Retry-After header was present */
@@ -36,7 +37,8 @@ typedef struct ConHttpResponse {
  *    -ECONNREFUSED     nobody listens
  *    -EHOSTUNREACH     the host name does not resolve or the host is unreachable
  *    -ECONNRESET       the peer closed the connection early (e.g. in the middle of the body)
- *    -EPROTO           TLS or HTTP protocol failure (certificate problems included)
+ *    -EPROTO           TLS or HTTP protocol failure (certificate problems included; a reply
+ *                      without a status line, i.e. HTTP/0.9)
  *    -EPROTONOSUPPORT  not an http:// or https:// URL
  *    -EINVAL           malformed URL
  *    -ENOMEM, -EIO     anything else

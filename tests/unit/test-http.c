@@ -591,6 +591,90 @@ static void test_free_in_callback(void) {
         server_stop(&s);
 }
 
+/* A one-shot server thread that sends raw bytes as the reply (what the fake LLM cannot send). */
+typedef struct RawServer {
+        int fd;
+        const char *reply;
+        size_t len;
+} RawServer;
+
+static gpointer raw_server(gpointer data) {
+        RawServer *s = data;
+        char buf[4096];
+        size_t got = 0;
+        int c = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+        g_assert_cmpint(c, >=, 0);
+        while (got < sizeof(buf) - 1 && !g_strstr_len(buf, (gssize) got, "\r\n\r\n")) {
+                ssize_t k = read(c, buf + got, sizeof(buf) - 1 - got);
+                g_assert_cmpint(k, >, 0);
+                got += (size_t) k;
+        }
+        g_assert_cmpint(write(c, s->reply, s->len), ==, (ssize_t) s->len);
+        shutdown(c, SHUT_WR);
+        while (read(c, buf, sizeof(buf)) > 0)
+                ;
+        close(c);
+        return NULL;
+}
+
+typedef struct RawResult {
+        int r;
+        char *retry_after, *x_a, *body;
+        size_t n_headers;
+        bool has_retry_after;
+        sd_event *event;
+} RawResult;
+
+static void on_raw_done(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userdata) {
+        RawResult *res = userdata;
+        res->r = r;
+        res->retry_after = g_strdup(con_http_response_header(resp, "Retry-After"));
+        res->x_a = g_strdup(con_http_response_header(resp, "X-A"));
+        res->has_retry_after = resp->has_retry_after;
+        res->n_headers = strv_length(resp->headers);
+        res->body = g_strdup(resp->body);
+        sd_event_exit(res->event, 0);
+}
+
+/* A CR inside a header line becomes a space (RFC 9110 5.5), and the line that ends the header
+ * block is no header, whatever follows its CR (it was kept as "\r"). Found by
+ * fuzz-http-response. */
+static void test_header_cr(void) {
+        static const char reply[] = "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nRetry-After: 7\r\n\r\0\0" "5\nok";
+        _cleanup_(sd_event_unrefp) sd_event *ev = NULL;
+        _cleanup_(con_http_freep) ConHttp *h = NULL;
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sin);
+        RawServer srv = { .reply = reply, .len = sizeof(reply) - 1 };
+        RawResult res = { .r = 1 };
+
+        srv.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(bind(srv.fd, (struct sockaddr *) &sin, sizeof(sin)), ==, 0);
+        g_assert_cmpint(listen(srv.fd, 1), ==, 0);
+        g_assert_cmpint(getsockname(srv.fd, (struct sockaddr *) &sin, &sl), ==, 0);
+        GThread *t = g_thread_new("raw-server", raw_server, &srv);
+        g_autofree char *url = g_strdup_printf("http://127.0.0.1:%u/", ntohs(sin.sin_port));
+
+        g_assert_cmpint(sd_event_new(&ev), >=, 0);
+        g_assert_cmpint(sd_event_add_time_relative(ev, NULL, CLOCK_MONOTONIC, 30 * USEC_PER_SEC, 0, on_watchdog, NULL), >=, 0);
+        g_assert_cmpint(con_http_new(ev, &h), ==, 0);
+        res.event = ev;
+        g_assert_cmpint(con_http_request(h, url, NULL, NULL, 0, 10 * USEC_PER_SEC, 0, on_raw_done, &res, NULL), ==, 0);
+        g_assert_cmpint(sd_event_loop(ev), ==, 0);
+        g_thread_join(t);
+        close(srv.fd);
+
+        g_assert_cmpint(res.r, ==, 0);
+        g_assert_cmpstr(res.x_a, ==, "a b");
+        g_assert_cmpstr(res.retry_after, ==, "7");
+        g_assert_true(res.has_retry_after);
+        g_assert_cmpuint(res.n_headers, ==, 2);
+        g_assert_cmpstr(res.body, ==, "ok");
+        g_free(res.retry_after);
+        g_free(res.x_a);
+        g_free(res.body);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/http/openai-tool-loop", test_openai_tool_loop);
@@ -605,5 +689,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/http/parallel-floating", test_parallel_floating);
         g_test_add_func("/http/refused-and-args", test_refused_and_args);
         g_test_add_func("/http/free-in-callback", test_free_in_callback);
+        g_test_add_func("/http/header-cr", test_header_cr);
         return con_test_run();
 }
