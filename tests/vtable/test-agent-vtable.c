@@ -461,6 +461,7 @@ static void test_deliver(void) {
         _cleanup_free_ char *id3 = NULL;
         g_assert_cmpint(deliver(&cl, &e, &id3, "text", "s", "/ping", "sender_uid", "u", 65534, NULL), ==, 0);
         g_autofree char *st3 = wait_completed(&cl, id3, 5 * USEC_PER_SEC);
+        g_assert_nonnull(st3);
         g_autofree char *acc = g_strdup_printf("TaskAccepted %s nobody", id3);
         g_assert_true(have_signal(&cl, acc));
 

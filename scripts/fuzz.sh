@@ -1,0 +1,117 @@
+#!/bin/bash
+# Runs the libFuzzer targets of tests/fuzz (docs/HACKING.md, "Fuzzing").
+#
+#   scripts/fuzz.sh [--time SECONDS] [--build DIR] [TARGET...]
+#
+# Builds the fuzz build folder (default build-fuzz: clang, ASan + UBSan + libFuzzer, only the
+# `fuzzers` target), then runs every target (or the TARGETs named, e.g. cron config) one after the
+# other for SECONDS each (default 60), each from a fresh working corpus seeded with
+# tests/fuzz/corpus/<target>/, and prints one table: executions, coverage, corpus size, findings.
+# Exit status 1 when any target found a crash, a leak, a timeout or an out-of-memory, or did not
+# run; 2 on a usage error.
+#
+# Every input that crashed, leaked or timed out is kept in DIR/fuzz-findings/<target>/ and added to
+# tests/fuzz/corpus/<target>/ as regress-<kind>-<sha1>: the corpus replay test (ctest -L fuzz)
+# then fails until the bug is fixed, and guards the fix afterwards. Logs: DIR/fuzz-work/<target>.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+time_s=60
+build=build-fuzz
+targets=()
+while [ $# -gt 0 ]; do
+        case "$1" in
+        --time) time_s="${2:?--time needs SECONDS}"; shift 2 ;;
+        --time=*) time_s="${1#--time=}"; shift ;;
+        --build) build="${2:?--build needs DIR}"; shift 2 ;;
+        --build=*) build="${1#--build=}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        -*) echo "fuzz.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        *) targets+=("$1"); shift ;;
+        esac
+done
+case "$time_s" in ''|*[!0-9]*|0) echo "fuzz.sh: --time wants a positive number of seconds" >&2; exit 2 ;; esac
+
+all=()
+for f in tests/fuzz/fuzz-*.c; do
+        t="${f#tests/fuzz/fuzz-}"
+        t="${t%.c}"
+        [ "$t" = main ] || all+=("$t")
+done
+if [ ${#targets[@]} -eq 0 ]; then
+        targets=("${all[@]}")
+fi
+for t in "${targets[@]}"; do
+        if [ ! -f "tests/fuzz/fuzz-$t.c" ]; then
+                echo "fuzz.sh: no target '$t' (there are: ${all[*]})" >&2
+                exit 2
+        fi
+done
+
+if ! command -v clang >/dev/null; then
+        echo "fuzz.sh: needs clang and libclang-rt-14-dev (scripts/install-deps.sh)" >&2
+        exit 1
+fi
+CC=clang cmake -S . -B "$build" -DCON_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build "$build" --target fuzzers -j"$(nproc)" >/dev/null
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+work="$build/fuzz-work"
+findings_dir="$build/fuzz-findings"
+mkdir -p "$work" "$findings_dir"
+
+failed=0
+rows=()
+for t in "${targets[@]}"; do
+        bin="$build/tests/fuzz/fuzz-$t-libfuzzer"
+        corpus="$work/$t.corpus"
+        arts="$work/$t.artifacts"
+        log="$work/$t.log"
+        rm -rf "$corpus" "$arts"
+        mkdir -p "$corpus" "$arts"
+        echo "fuzz.sh: $t for ${time_s} s" >&2
+        rc=0
+        "$bin" -max_total_time="$time_s" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+                -artifact_prefix="$arts/" "$corpus" "tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+        last=$(grep -E '^#[0-9]+' "$log" | grep -E ' cov: ' | tail -n1 || true)
+        cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+        ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+        corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")
+        found=()
+        for a in "$arts"/*; do
+                [ -f "$a" ] || continue
+                kind=$(basename "$a" | cut -d- -f1)
+                sum=$(sha1sum "$a" | cut -c1-16)
+                mkdir -p "$findings_dir/$t"
+                cp "$a" "$findings_dir/$t/"
+                cp "$a" "tests/fuzz/corpus/$t/regress-$kind-$sum"
+                found+=("$kind:tests/fuzz/corpus/$t/regress-$kind-$sum")
+        done
+        result=ok
+        if [ ${#found[@]} -gt 0 ]; then
+                result="${found[*]}"
+        elif [ "$rc" -ne 0 ] || [ -z "$execs" ]; then
+                result="exit $rc (see $log)"
+        fi
+        [ "$result" = ok ] || failed=1
+        rows+=("$(printf '%-16s %12s %9s %7s %7s %9s  %s' "$t" "${execs:--}" "$((${execs:-0} / time_s))" \
+                "${cov:--}" "${ft:--}" "${corp:--}" "$result")")
+done
+
+echo
+printf 'libFuzzer, ASan+UBSan, %s s per target (%s)\n' "$time_s" "$(clang --version | head -n1)"
+printf '%-16s %12s %9s %7s %7s %9s  %s\n' target executions exec/s cov ft corpus findings
+for r in "${rows[@]}"; do
+        echo "$r"
+done
+if [ "$failed" -ne 0 ]; then
+        echo "fuzz.sh: findings above; the inputs were added to tests/fuzz/corpus/<target>/ (logs in $work)" >&2
+        exit 1
+fi
