@@ -4,6 +4,8 @@
 # integration tier runs in sandboxes built from a pristine Debian 12 root filesystem
 # (tests/sandbox/con-rootfs, made once with mmdebstrap and cached). Extra args go to ctest
 # (e.g. scripts/test.sh -L unit). With CI=true a skipped test is a failure.
+# The fuzz step is the ctest test fuzz-smoke (label fuzz): scripts/fuzz.sh --time 8 in its own
+# clang build folder, build-asan/fuzz-smoke.
 set -eu
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
