@@ -642,6 +642,10 @@ int con_audit_verify(const char *dir, ConAuditVerify *ret_report) {
                 return verify_fail(v, lineno + 1, v->last_seq + 1,
                                    "the log ends at seq %" PRIu64 " but " CON_AUDIT_HEAD_NAME " records seq %" PRIu64
                                    ": records were removed from the end", v->last_seq, v->head_seq);
+        /* seq 0 (no record yet) goes with the genesis hash: the appender refuses anything else */
+        if (v->head_seq == 0 && !streq(head_hash, GENESIS))
+                return verify_fail(v, 0, 0, CON_AUDIT_HEAD_NAME " names seq 0 with another hash than 64 zeros "
+                                   "(the head was rewritten)");
         if (v->head_seq > 0 && !streq(head_rec_hash, head_hash))
                 return verify_fail(v, v->head_seq, v->head_seq,
                                    CON_AUDIT_HEAD_NAME " hash does not match record seq %" PRIu64

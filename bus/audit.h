@@ -22,8 +22,8 @@
  *
  * So changing any byte of a record breaks its hash; recomputing that hash breaks the next
  * record's prev; deleting, inserting or reordering records breaks seq and prev. Removing
- * records from the end is caught by DIR/audit.head ({"seq":N,"hash":"<hex>"}, padded with
- * spaces to 128 bytes), overwritten in place and fdatasync()ed under the log lock. Someone
+ * records from the end is caught by DIR/audit.head ({"seq":N,"hash":"<hex>"}: record N's hash,
+ * or 64 zeros for N = 0; padded with spaces to 128 bytes), overwritten in place and fdatasync()ed under the log lock. Someone
  * who can rewrite both files (root) can rewrite history: export the head hash elsewhere
  * (journal, another host) to anchor it.
  *

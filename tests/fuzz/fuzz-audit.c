@@ -2,9 +2,10 @@
 /* `con audit verify` reads DIR/audit.jsonl and DIR/audit.head, files that anyone with write access
  * to the directory may have made: the verifier and the appender's tail reader must survive any
  * bytes, and agree. Input: one flags byte, then the log; "\n#head\n" starts the content of
- * audit.head (else there is none, or with flag 2 a correct one). Flag 1 rechains: every line
- * ending in '}' gets its correct ,"hash":"..." suffix, and "prev":"=" becomes the previous hash
- * (as does "hash":"=" in the head), so that the fuzzer gets past the hashes.
+ * audit.head (its newline ends the log, if any; without it there is no audit.head, or with flag 2
+ * a correct one). Flag 1 rechains: every line ending in '}' gets its correct ,"hash":"..." suffix,
+ * and "prev":"=" becomes the previous hash (as does "hash":"=" in the head), so that the fuzzer
+ * gets past the hashes.
  * Checks: every verdict is 0 or -EBADMSG with a reason; the report counts what it read; a log
  * that verifies can be opened and appended to and still verifies, one record longer. */
 #include <errno.h>
@@ -117,7 +118,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t len = size - 1;
 
         const char *sep = memmem(in, len, HEAD_SEP, strlen(HEAD_SEP));
-        size_t log_len = sep ? (size_t) (sep - in) + 1 : len;
+        /* the separator's newline ends the log, unless the log is empty */
+        size_t log_len = sep ? (size_t) (sep - in) + (sep > in) : len;
         const char *head = sep ? sep + strlen(HEAD_SEP) : NULL;
         size_t head_len = sep ? len - (size_t) (head - in) : 0;
 

@@ -385,6 +385,12 @@ static void test_head(Fixture *f, gconstpointer data) {
         g_assert_cmpint(con_audit_open(f->dir, &a), ==, -EBADMSG);
         g_assert_null(a);
         expect_bad(f->dir, 1, "the log ends at seq 0 but audit.head records seq 3: records were removed from the end");
+
+        /* seq 0 with another hash than the genesis one: the appender refuses it, so does the
+         * verifier (it said "intact"; found by fuzz-audit) */
+        test_write_file(f->head, "{\"seq\":0,\"hash\":\"1111111111111111111111111111111111111111111111111111111111111111\"}");
+        g_assert_cmpint(con_audit_open(f->dir, &a), ==, -EBADMSG);
+        expect_bad(f->dir, 0, "audit.head names seq 0 with another hash than 64 zeros (the head was rewritten)");
         g_free(orig);
         g_free(other);
 }
