@@ -305,6 +305,7 @@ static Call *call_free(Call *c) {
         return NULL;
 }
 
+_printf_(6, 0)
 static void call_failv(Call *c, uint64_t in, uint64_t out, const char *name, const char *error_kind,
                        const char *fmt, va_list ap) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
