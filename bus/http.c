@@ -519,6 +519,13 @@ static void slot_complete(ConHttpSlot *slot, CURLcode result) {
 
         (void) curl_easy_getinfo(slot->easy, CURLINFO_RESPONSE_CODE, &status);
         r = curl_code_to_errno(result, slot);
+        /* curl 7.88 takes "HTTP/2777777777777 702" for a status line, with a status that is
+         * none: a status has three digits (RFC 9110 15). */
+        bool bad_status = r >= 0 && (status < 100 || status > 999);
+        if (bad_status) {
+                r = -EPROTO;
+                status = 0;
+        }
 
         /* Move the response out so that the callback may free the slot. */
         resp = slot->resp;
@@ -528,6 +535,7 @@ static void slot_complete(ConHttpSlot *slot, CURLcode result) {
                 resp.body = strdup("");
         if (r < 0) {
                 const char *what = slot->over_cap ? "response larger than the allowed size" :
+                                   bad_status ? "no valid HTTP status line" :
                                    slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result);
                 resp.error = strdup(what);
         } else {

@@ -20,7 +20,7 @@ typedef struct ConHttp ConHttp;
 typedef struct ConHttpSlot ConHttpSlot;
 
 typedef struct ConHttpResponse {
-        long status;                 /* HTTP status of the final response, 0 when none arrived */
+        long status;                 /* HTTP status of the final response (100-999), 0 when none arrived */
         char **headers;              /* "Name: value" lines of the final response (strv), may be NULL;
                                       * CR, LF and NUL inside a line are replaced by spaces */
         char *body;                  /* always NUL-terminated (empty string when no body) */
@@ -38,7 +38,7 @@ typedef struct ConHttpResponse {
  *    -EHOSTUNREACH     the host name does not resolve or the host is unreachable
  *    -ECONNRESET       the peer closed the connection early (e.g. in the middle of the body)
  *    -EPROTO           TLS or HTTP protocol failure (certificate problems included; a reply
- *                      without a status line, i.e. HTTP/0.9)
+ *                      without a valid status line, e.g. HTTP/0.9)
  *    -EPROTONOSUPPORT  not an http:// or https:// URL
  *    -EINVAL           malformed URL
  *    -ENOMEM, -EIO     anything else

@@ -114,7 +114,7 @@ static void on_done(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
                 abort();
         switch (r) {
         case 0:
-                if (resp->error || resp->status < 0 || resp->status > 999)
+                if (resp->error || resp->status < 100 || resp->status > 999)
                         abort();
                 if (run->cap > 0 && resp->body_size > run->cap)
                         abort();
