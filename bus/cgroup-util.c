@@ -51,8 +51,9 @@ int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **
                         mnt[0] = 0;
                         continue;
                 }
-                /* Escaped names (\040) are not ours to handle: skip such a mount. */
-                if (strchr(mnt, '\\') || strchr(root, '\\')) {
+                /* Escaped names (\040) are not ours to handle, and both fields must be absolute
+                 * paths: skip such a mount. */
+                if (strchr(mnt, '\\') || strchr(root, '\\') || mnt[0] != '/' || root[0] != '/') {
                         mnt[0] = 0;
                         continue;
                 }

@@ -43,6 +43,11 @@ static void test_parse(void) {
                                              "8:pids:/\n", &d), ==, -ENOMEDIUM);
         g_assert_cmpint(con_cgroup_parse_own("41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
                                              "0::/a/../b\n", &d), ==, -EINVAL);
+        /* A mount point or root that is not an absolute path (found by fuzz-cgroup). */
+        g_assert_cmpint(con_cgroup_parse_own("30 23 0:26 / (deleted)group rw,nosuid - cgroup2 rw,nsdelegate\n",
+                                             "0::/\n", &d), ==, -ENOMEDIUM);
+        g_assert_cmpint(con_cgroup_parse_own("30 23 0:26 x /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+                                             "0::/\n", &d), ==, -ENOMEDIUM);
         g_assert_null(d);
 }
 
