@@ -32,6 +32,10 @@ static bool field(const char *line, unsigned n, char *buf, size_t size) {
         return true;
 }
 
+static bool has_dotdot(const char *p) {
+        return strstr(p, "/../") || endswith(p, "/..");
+}
+
 int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **ret) {
         char mnt[4096] = "", root[4096] = "";
         const char *own = NULL;
@@ -52,8 +56,9 @@ int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **
                         continue;
                 }
                 /* Escaped names (\040) are not ours to handle, and both fields must be absolute
-                 * paths: skip such a mount. */
-                if (strchr(mnt, '\\') || strchr(root, '\\') || mnt[0] != '/' || root[0] != '/') {
+                 * paths without "..": skip such a mount. */
+                if (strchr(mnt, '\\') || strchr(root, '\\') || mnt[0] != '/' || root[0] != '/' ||
+                    has_dotdot(mnt) || has_dotdot(root)) {
                         mnt[0] = 0;
                         continue;
                 }
@@ -72,7 +77,7 @@ int con_cgroup_parse_own(const char *mountinfo, const char *proc_cgroup, char **
         _cleanup_free_ char *path = strndup(own, own_len);
         if (!path)
                 return -ENOMEM;
-        if (strstr(path, "/../") || endswith(path, "/..") || strstr(path, " (deleted)"))
+        if (has_dotdot(path) || strstr(path, " (deleted)"))
                 return -EINVAL;
         /* A mount of a subtree (root field other than "/"): the own path is below it. */
         const char *rel = path;

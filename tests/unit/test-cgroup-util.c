@@ -48,6 +48,8 @@ static void test_parse(void) {
                                              "0::/\n", &d), ==, -ENOMEDIUM);
         g_assert_cmpint(con_cgroup_parse_own("30 23 0:26 x /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
                                              "0::/\n", &d), ==, -ENOMEDIUM);
+        g_assert_cmpint(con_cgroup_parse_own("60 50 0:38 / /sys/..//fs/cgroup/u rw - cgroup2 cgroup2 rw\n",
+                                             "0::/\n", &d), ==, -ENOMEDIUM);
         g_assert_null(d);
 }
 
