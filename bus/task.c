@@ -77,10 +77,7 @@ static void quote_value(const char *s, size_t len, char ret[64]) {
 
         for (size_t i = 0; i < len;) {
                 unsigned char c = (unsigned char) s[i];
-                size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
-
-                if (n > len - i)
-                        n = len - i;
+                size_t n = con_utf8_char_len(s + i, len - i) ?: 1;
 
                 if (o + n > 40) {
                         memcpy(ret + o, "...", 3);

@@ -127,14 +127,27 @@ size_t con_utf8_cut(const char *s, size_t n, size_t max) {
         return is_continuation(p[k]) ? max : k;
 }
 
+size_t con_utf8_complete_len(const char *s, size_t n) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t skip;
+        for (size_t back = 1; back <= 3 && back <= n; back++) {
+                size_t o = n - back;
+                if (is_continuation(p[o]))
+                        continue;
+                /* A lead whose sequence is valid so far and runs into the end. */
+                if (p[o] >= 0xC2 && p[o] <= 0xF4 && scan(p + o, back, &skip) == 0 && skip == back)
+                        return o;
+                break;
+        }
+        return n;
+}
+
 size_t con_utf8_tail_start(const char *s, size_t n, size_t max) {
         const unsigned char *p = (const unsigned char *) s;
-        if (n <= max)
-                return 0;
-        size_t o = n - max;
-        while (o < n && o - (n - max) < 3 && is_continuation(p[o]))
+        size_t base = n > max ? n - max : 0, o = base;
+        while (o < n && o - base < 3 && is_continuation(p[o]))
                 o++;
-        return o < n && is_continuation(p[o]) ? n - max : o;
+        return o < n && is_continuation(p[o]) ? base : o;
 }
 
 int con_utf8_head_tail(const char *s, size_t n, size_t max, const char *marker, char **ret) {

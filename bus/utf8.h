@@ -36,9 +36,14 @@ int con_utf8_sanitize(const char *s, size_t n, char **ret, size_t *ret_len);
  * bytes. On valid text the head s[0..k) is valid text. */
 size_t con_utf8_cut(const char *s, size_t n, size_t max);
 
+/* n without the start of a character that s[0..n) ends in the middle of (the first bytes of a
+ * stream read up to a limit): the offset of that character's lead byte, or n. */
+size_t con_utf8_complete_len(const char *s, size_t n);
+
 /* Where a tail of at most max bytes of s[0..n) starts without splitting a character: the smallest
- * o >= n - max (0 when n <= max) such that o == n or s[o] is not a continuation byte, looking
- * ahead at most 3 bytes. On valid text the tail s[o..n) is valid text. */
+ * o >= n - max (>= 0 when n <= max) such that o == n or s[o] is not a continuation byte, looking
+ * ahead at most 3 bytes. On valid text the tail s[o..n) is valid text; a buffer that lost its
+ * front (a ring of the last bytes of a stream) starts at its first whole character. */
 size_t con_utf8_tail_start(const char *s, size_t n, size_t max);
 
 /* s[0..n) in at most max bytes: s itself when it fits; otherwise its head and its tail, each cut

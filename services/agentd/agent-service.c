@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -634,13 +635,19 @@ static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, con
         (void) pending_add(c, PENDING_COMPLETED, NULL, t);
 }
 
-int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text) {
+int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                                  uint64_t size) {
         if (agent_task_status_is_final(t->status))
                 return 0; /* cancelled meanwhile */
-        int r = agent_queue_finish(c->queue, t, st, text, now_realtime());
+        int r = agent_queue_finish_output(c->queue, t, st, data, len, size, now_realtime());
         if (r < 0)
                 return r;
         return pending_add(c, PENDING_COMPLETED, NULL, t);
+}
+
+int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text) {
+        size_t l = strlen(strempty(text));
+        return agent_context_complete_output(c, t, st, text, l, l);
 }
 
 /* The model gateway charges a session's calls to the task registered here, not to whatever task id
@@ -705,10 +712,13 @@ static void on_session_done(AgentSession *s, void *userdata) {
         switch (agent_session_end(s)) {
         case AGENT_SESSION_EXITED:
                 if (s->exit_status == 0) {
-                        if (s->truncated)
-                                log_msg(LOG_NOTICE, "Task %s: response cut at %d bytes", t->id,
-                                        AGENT_SESSION_OUTPUT_MAX);
-                        (void) agent_context_complete(c, t, AGENT_TASK_DONE, s->out ?: "");
+                        if (s->out_size > s->out_len)
+                                log_msg(LOG_NOTICE, "Task %s: response of %" PRIu64 " bytes cut at %d bytes",
+                                        t->id, s->out_size, AGENT_QUEUE_RESULT_MAX);
+                        /* Whatever bytes the runner wrote: stored as valid text, cut and marked. */
+                        r = agent_context_complete_output(c, t, AGENT_TASK_DONE, s->out, s->out_len, s->out_size);
+                        if (r < 0)
+                                task_fail_now(c, t, AGENT_TASK_FAILED, "the response could not be stored");
                         break;
                 }
                 if (asprintf(&reason, "%s exited with status %d%s%s", runtime_label(c), s->exit_status,
@@ -1217,11 +1227,13 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return pending_add(c, PENDING_REPLY_EMPTY, m, evicted ? NULL : t) < 0 ? -ENOMEM : 1;
 }
 
-static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+/* GetResult and GetResultInfo: one reply, with or without the info dictionary. */
+static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bool with_info) {
         AgentContext *c = userdata;
         const char *id;
         AgentTask *t = NULL;
         _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
+        AgentResultInfo info = {};
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
@@ -1235,7 +1247,7 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         _cleanup_free_ char *text = NULL;
         if (agent_task_status_is_final(t->status)) {
-                r = agent_queue_read_result(c->queue, t, &text);
+                r = agent_queue_read_result(c->queue, t, &text, &info);
                 if (r == -ENOENT)
                         r = asprintf(&text, "(the response file outbox/%s.response is gone)", t->id) < 0 ? -ENOMEM
                                                                                                            : 0;
@@ -1248,7 +1260,20 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
                 if (r < 0)
                         return r;
         }
-        return sd_bus_reply_method_return(m, "ss", agent_task_status_to_string(t->status), strempty(text));
+        if (!with_info)
+                return sd_bus_reply_method_return(m, "ss", agent_task_status_to_string(t->status), strempty(text));
+        return sd_bus_reply_method_return(m, "ssa{sv}", agent_task_status_to_string(t->status), strempty(text), 3,
+                                          "truncated", "b", (int) info.truncated,
+                                          "replaced", "b", (int) info.replaced,
+                                          "size", "t", info.size);
+}
+
+static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, false);
+}
+
+static int method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, true);
 }
 
 static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -1640,6 +1665,9 @@ const sd_bus_vtable agent_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetResult", SD_BUS_ARGS("s", task_id), SD_BUS_RESULT("s", status, "s", text),
                                 method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
+                                SD_BUS_RESULT("s", status, "s", text, "a{sv}", info),
+                                method_get_result_info, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sss)", tasks), method_list_tasks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Halt", SD_BUS_ARGS("s", reason), SD_BUS_NO_RESULT, method_halt,

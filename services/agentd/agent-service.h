@@ -160,6 +160,10 @@ void agent_caller_done(AgentCaller *a);
 
 /* Used by built-in commands: completes a running task. */
 int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text);
+/* The same for a session's output: data[0..len) of the size bytes it wrote, any bytes (stored
+ * through agent_result_text()). */
+int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                                  uint64_t size);
 void agent_context_schedule_flush(AgentContext *c);
 const char *agent_context_state(const AgentContext *c);
 

@@ -13,6 +13,7 @@
 #include "con-paths.h"
 #include "fileio.h"
 #include "macro.h"
+#include "utf8.h"
 
 #define SESSION_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -192,10 +193,9 @@ static int session_read_out(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
-                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX) {
-                        s->truncated = true; /* keep draining so the child never blocks */
-                        continue;
-                }
+                s->out_size += (uint64_t) n;
+                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX)
+                        continue; /* keep draining so the child never blocks */
                 char *b = realloc(s->out, s->out_len + (size_t) n + 1);
                 if (!b)
                         return -ENOMEM;
@@ -217,6 +217,7 @@ static int session_read_err(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
+                s->err_size += (uint64_t) n;
                 /* Keep the tail: buf is exactly as large as the tail, so dropping from the front
                  * of what we have always makes room. */
                 size_t k = (size_t) n;
@@ -333,12 +334,21 @@ AgentSessionEnd agent_session_end(const AgentSession *s) {
 }
 
 char *agent_session_stderr(const AgentSession *s) {
-        size_t a = 0, b = s->err_len;
-        while (a < b && strchr(" \t\r\n", s->err[a]))
+        bool cut = s->err_size > s->err_len;
+        /* The front was dropped: start at the first whole character. */
+        size_t a = cut ? con_utf8_tail_start(s->err, s->err_len, s->err_len) : 0, b = s->err_len;
+        _cleanup_free_ char *text = NULL;
+        char *out = NULL;
+
+        while (a < b && s->err[a] && strchr(" \t\r\n", s->err[a]))
                 a++;
-        while (b > a && strchr(" \t\r\n", s->err[b - 1]))
+        while (b > a && s->err[b - 1] && strchr(" \t\r\n", s->err[b - 1]))
                 b--;
-        return strndup(s->err + a, b - a);
+        if (con_utf8_sanitize(s->err + a, b - a, &text, NULL) < 0)
+                return NULL;
+        if (asprintf(&out, "%s%s", cut ? "... " : "", text) < 0)
+                return NULL;
+        return out;
 }
 
 /* Root to the agent user, for good: supplementary groups, then gid, then uid (all three ids each). */

@@ -164,6 +164,22 @@ static void test_cut(void) {
         g_assert_cmpuint(con_utf8_cut("\x80\x80\x80\x80\x80\x80", 6, 5), ==, 5);
         g_assert_cmpuint(con_utf8_cut("\x80\x80", 2, 1), ==, 1);
 
+        /* A character cut short at the end of what was read. */
+        g_assert_cmpuint(con_utf8_complete_len("ab", 2), ==, 2);
+        g_assert_cmpuint(con_utf8_complete_len("", 0), ==, 0);
+        g_assert_cmpuint(con_utf8_complete_len("a\xc3", 2), ==, 1);
+        g_assert_cmpuint(con_utf8_complete_len("a\xc3\xa9", 3), ==, 3);
+        g_assert_cmpuint(con_utf8_complete_len("a\xe2\x82", 3), ==, 1);
+        g_assert_cmpuint(con_utf8_complete_len("a\xf0\x9f\x98", 4), ==, 1);
+        g_assert_cmpuint(con_utf8_complete_len("a\xf0\x9f\x98\x80", 5), ==, 5);
+        g_assert_cmpuint(con_utf8_complete_len("\xf0", 1), ==, 0);
+        /* Not a prefix of any character: left for the sanitizer to replace. */
+        g_assert_cmpuint(con_utf8_complete_len("a\xff", 2), ==, 2);
+        g_assert_cmpuint(con_utf8_complete_len("a\xc0", 2), ==, 2);
+        g_assert_cmpuint(con_utf8_complete_len("a\xed\xa0", 3), ==, 3);     /* a surrogate */
+        g_assert_cmpuint(con_utf8_complete_len("a\xf4\x90", 3), ==, 3);     /* above U+10FFFF */
+        g_assert_cmpuint(con_utf8_complete_len("a\x80\x80\x80", 4), ==, 4);
+
         /* Tails. */
         static const size_t tail[11] = { 10, 10, 10, 10, 6, 6, 6, 3, 3, 1, 0 };
         for (size_t max = 0; max <= 10; max++) {
@@ -175,6 +191,9 @@ static void test_cut(void) {
         }
         g_assert_cmpuint(con_utf8_tail_start(s, 10, 100), ==, 0);
         g_assert_cmpuint(con_utf8_tail_start("\x80\x80\x80\x80\x80\x80", 6, 5), ==, 1);
+        /* The front of a character lost (the last bytes of a stream): start at the next one. */
+        g_assert_cmpuint(con_utf8_tail_start("\x98\x80ok", 4, 4), ==, 2);
+        g_assert_cmpuint(con_utf8_tail_start("\x9f\x98\x80", 3, 100), ==, 3);
 }
 
 static void test_head_tail(void) {
