@@ -188,12 +188,13 @@ void con_llm_conversation_remove(ConLlmConversation *c, size_t from, size_t n) {
         c->n_messages -= n;
 }
 
+/* Every string of a conversation is a copy made valid text: a tool result or a history file with
+ * bytes that are not UTF-8 must never make a request unsendable (D-Bus and JSON want UTF-8). */
 static int strdup_opt(const char *s, char **ret) {
         *ret = NULL;
         if (!s)
                 return 0;
-        *ret = strdup(s);
-        return *ret ? 0 : -ENOMEM;
+        return con_utf8_sanitize(s, strlen(s), ret, NULL) < 0 ? -ENOMEM : 0;
 }
 
 int con_llm_conversation_set_system(ConLlmConversation *c, const char *system) {
