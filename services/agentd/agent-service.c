@@ -1227,6 +1227,16 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return pending_add(c, PENDING_REPLY_EMPTY, m, evicted ? NULL : t) < 0 ? -ENOMEM : 1;
 }
 
+int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
+                        bool with_info) {
+        if (!with_info)
+                return sd_bus_message_append(reply, "ss", agent_task_status_to_string(st), strempty(text));
+        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_string(st), strempty(text), 3,
+                                     "truncated", "b", (int) info->truncated,
+                                     "replaced", "b", (int) info->replaced,
+                                     "size", "t", info->size);
+}
+
 /* GetResult and GetResultInfo: one reply, with or without the info dictionary. */
 static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bool with_info) {
         AgentContext *c = userdata;
@@ -1260,12 +1270,14 @@ static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bo
                 if (r < 0)
                         return r;
         }
-        if (!with_info)
-                return sd_bus_reply_method_return(m, "ss", agent_task_status_to_string(t->status), strempty(text));
-        return sd_bus_reply_method_return(m, "ssa{sv}", agent_task_status_to_string(t->status), strempty(text), 3,
-                                          "truncated", "b", (int) info.truncated,
-                                          "replaced", "b", (int) info.replaced,
-                                          "size", "t", info.size);
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = agent_result_append(reply, t->status, text, &info, with_info);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
 }
 
 static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {

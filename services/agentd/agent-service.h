@@ -167,6 +167,12 @@ int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus
 void agent_context_schedule_flush(AgentContext *c);
 const char *agent_context_state(const AgentContext *c);
 
+/* The out-arguments of GetResult ("ss") or, with_info, GetResultInfo ("ssa{sv}"): text comes
+ * from agent_queue_read_result(), so it is valid text (a D-Bus string) whatever a runner wrote.
+ * Exposed for tests/fuzz/fuzz-result.c. */
+int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
+                        bool with_info);
+
 /* The vtable, for --bus-introspect and the introspection test. */
 extern const sd_bus_vtable agent_vtable[];
 /* The interface XML as sd-bus generates it (over an in-process socketpair). */
