@@ -626,13 +626,18 @@ static void pending_run(AgentContext *c, int commit_error) {
 
 /* ---- running tasks ---- */
 
-static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason) {
-        int r = agent_queue_finish(c->queue, t, st, reason, now_realtime());
+/* reason[0..len): any bytes (a session's stderr): the queue makes them text. */
+static void task_fail_now_bytes(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason, size_t len) {
+        int r = agent_queue_finish_output(c->queue, t, st, reason, len, len, now_realtime());
         if (r < 0) {
                 log_msg(LOG_ERR, "Failed to record the end of task %s: %s", t->id, strerror(-r));
                 return;
         }
         (void) pending_add(c, PENDING_COMPLETED, NULL, t);
+}
+
+static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason) {
+        task_fail_now_bytes(c, t, st, reason, strlen(reason));
 }
 
 int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
@@ -698,7 +703,6 @@ static void on_session_done(AgentSession *s, void *userdata) {
         RunningTask *rt = userdata;
         AgentContext *c = rt->c;
         AgentTask *t = rt->task;
-        _cleanup_free_ char *err = agent_session_stderr(s);
         _cleanup_free_ char *reason = NULL;
         int r;
 
@@ -721,10 +725,11 @@ static void on_session_done(AgentSession *s, void *userdata) {
                                 task_fail_now(c, t, AGENT_TASK_FAILED, "the response could not be stored");
                         break;
                 }
-                if (asprintf(&reason, "%s exited with status %d%s%s", runtime_label(c), s->exit_status,
-                             isempty(err) ? " and wrote nothing on stderr" : ": ", strempty(err)) < 0)
-                        reason = NULL;
-                task_fail_now(c, t, AGENT_TASK_FAILED, reason ?: "the session failed");
+                size_t len;
+                if (agent_session_exit_reason(s, runtime_label(c), &reason, &len) < 0)
+                        task_fail_now(c, t, AGENT_TASK_FAILED, "the session failed");
+                else
+                        task_fail_now_bytes(c, t, AGENT_TASK_FAILED, reason, len);
                 break;
         case AGENT_SESSION_TIMEOUT: {
                 _cleanup_free_ char *d = format_duration(s->timeout_usec);

@@ -333,22 +333,29 @@ AgentSessionEnd agent_session_end(const AgentSession *s) {
         return AGENT_SESSION_EXITED;
 }
 
-char *agent_session_stderr(const AgentSession *s) {
+int agent_session_exit_reason(const AgentSession *s, const char *label, char **ret, size_t *ret_len) {
         bool cut = s->err_size > s->err_len;
         /* The front was dropped: start at the first whole character. */
         size_t a = cut ? con_utf8_tail_start(s->err, s->err_len, s->err_len) : 0, b = s->err_len;
-        _cleanup_free_ char *text = NULL;
-        char *out = NULL;
+        _cleanup_free_ char *head = NULL;
 
         while (a < b && s->err[a] && strchr(" \t\r\n", s->err[a]))
                 a++;
         while (b > a && s->err[b - 1] && strchr(" \t\r\n", s->err[b - 1]))
                 b--;
-        if (con_utf8_sanitize(s->err + a, b - a, &text, NULL) < 0)
-                return NULL;
-        if (asprintf(&out, "%s%s", cut ? "... " : "", text) < 0)
-                return NULL;
-        return out;
+        int n = asprintf(&head, "%s exited with status %d%s%s", label, s->exit_status,
+                         a == b ? " and wrote nothing on stderr" : ": ", a < b && cut ? "... " : "");
+        if (n < 0)
+                return -ENOMEM;
+        char *out = malloc((size_t) n + (b - a) + 1);
+        if (!out)
+                return -ENOMEM;
+        memcpy(out, head, (size_t) n);
+        memcpy(out + n, s->err + a, b - a);
+        out[(size_t) n + (b - a)] = 0;
+        *ret = out;
+        *ret_len = (size_t) n + (b - a);
+        return 0;
 }
 
 /* Root to the agent user, for good: supplementary groups, then gid, then uid (all three ids each). */

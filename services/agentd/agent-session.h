@@ -116,6 +116,8 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
 void agent_session_cancel(AgentSession *s);
 AgentSession *agent_session_free(AgentSession *s);
 AgentSessionEnd agent_session_end(const AgentSession *s);
-/* The stderr tail as valid text (bus/utf8.h: bytes that are not become U+FFFD), trimmed, starting
- * with "... " and a whole character when the front was dropped; a new string. */
-char *agent_session_stderr(const AgentSession *s);
+/* Why a session that exited with a non-zero status failed: "LABEL exited with status N: " and its
+ * stderr tail, trimmed, starting with "... " and a whole character when the front was dropped (or
+ * "... and wrote nothing on stderr"). The tail is any bytes, NULs included: *ret_len counts them
+ * and the queue (agent_queue_finish_output()) makes them text and marks what it replaced. */
+int agent_session_exit_reason(const AgentSession *s, const char *label, char **ret, size_t *ret_len);

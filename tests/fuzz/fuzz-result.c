@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* What a runner prints, through the agent service's own path to a stored result and the GetResult
- * reply: the session's stdout bytes (or its stderr tail, as a failure reason) go into a real queue
- * (agent_queue_finish_output), are read back from memory, from the journal after a restart and from
- * outbox/ after eviction (agent_queue_read_result), and are appended to a real sd-bus reply of
- * GetResult and GetResultInfo (agent_result_append). Every text must be valid UTF-8 without NUL
- * and within its limit, and sd-bus must accept it.
+ * reply: the session's stdout bytes (or its stderr tail in the failure reason, built by the
+ * service's agent_session_exit_reason()) go into a real queue (agent_queue_finish_output), are
+ * read back from memory, from the journal after a restart and from outbox/ after eviction
+ * (agent_queue_read_result), and are appended to a real sd-bus reply of GetResult and
+ * GetResultInfo (agent_result_append). Every text must be valid UTF-8 without NUL and within its
+ * limit, and sd-bus must accept it.
  *
  * Input: one flag byte, then the output bytes. Flags: bit 0 failed (the bytes are stderr), bit 1
  * the runner wrote more than was read (the bytes are repeated past the 1 MiB read limit), bits 2-7
@@ -116,12 +117,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 s->err_len = written < AGENT_SESSION_STDERR_TAIL ? written : AGENT_SESSION_STDERR_TAIL;
                 for (size_t o = 0; n > 0 && o < s->err_len; o++)
                         s->err[s->err_len - 1 - o] = bytes[n - 1 - (o % n)];
-                _cleanup_free_ char *tail = agent_session_stderr(s);
-                assert(tail);
-                check_text(tail, 4 + 3 * AGENT_SESSION_STDERR_TAIL);
-                if (asprintf(&out, "the runner exited with status 1: %s", tail) < 0)
+                s->exit_status = 1;
+                if (agent_session_exit_reason(s, "/usr/bin/runner", &out, &len) < 0)
                         return 0;
-                len = total = strlen(out);
+                assert(len <= 64 + AGENT_SESSION_STDERR_TAIL);
+                total = len;
         } else {
                 out = malloc(n + 1);
                 if (!out)

@@ -7,6 +7,7 @@
 
 #include "acl-util.h"
 #include "agent-queue.h"
+#include "agent-session.h"
 #include "macro.h"
 #include "test-util.h"
 
@@ -736,6 +737,34 @@ static void test_result_replay_old_journal(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* The failure reason of a session: its stderr tail, whole characters only, any bytes kept for the
+ * queue to replace and mark. */
+static void test_session_exit_reason(void) {
+        _cleanup_free_ AgentSession *s = calloc(1, sizeof(AgentSession));
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL;
+        size_t len;
+
+        s->exit_status = 3;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &a, &len), ==, 0);
+        g_assert_cmpstr(a, ==, "/bin/x exited with status 3 and wrote nothing on stderr");
+
+        memcpy(s->err, "\n bad \xff\0byte \n", 13);
+        s->err_len = s->err_size = 13;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &b, &len), ==, 0);
+        g_assert_cmpuint(len, ==, 29 + 10);
+        g_assert_cmpmem(b, len, "/bin/x exited with status 3: bad \xff\0byte", 39);
+
+        /* The ring lost its front in the middle of an "é": the tail starts at the next one. */
+        for (size_t i = 0; i < AGENT_SESSION_STDERR_TAIL; i += 2)
+                memcpy(s->err + i, "\xa9\xc3", 2);
+        s->err_len = AGENT_SESSION_STDERR_TAIL;
+        s->err_size = 3 * AGENT_SESSION_STDERR_TAIL;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &c, &len), ==, 0);
+        g_assert_true(g_str_has_prefix(c, "/bin/x exited with status 3: ... \xc3\xa9\xc3\xa9"));
+        g_assert_cmpuint(len, ==, 33 + AGENT_SESSION_STDERR_TAIL - 1);
+        g_assert_true(g_utf8_validate(c, (gssize) len - 1, NULL)); /* ends in a lone lead byte */
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -755,6 +784,7 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/evict-bound", test_evict_bound);
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
         g_test_add_func("/agent-queue/result-text", test_result_text);
+        g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
         ADD("/agent-queue/result-replay-old-journal", test_result_replay_old_journal);
         ADD("/agent-queue/evict-replay-and-compaction", test_evict_replay_and_compaction);
