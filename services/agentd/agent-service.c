@@ -21,6 +21,7 @@
 #include "names.h"
 #include "strv.h"
 #include "task.h"
+#include "utf8.h"
 
 /* Commit inline once this many replies wait, so a flood cannot starve the idle-priority flush. */
 #define PENDING_FLUSH_INLINE 256
@@ -1504,13 +1505,16 @@ static int read_marker(const char *path, char **ret_reason) {
         ssize_t l = read(fd, buf, sizeof(buf) - 1);
         if (l < 0)
                 return -errno;
+        /* The reason goes into bus errors and task results: whole characters, valid text. */
+        if (l == (ssize_t) sizeof(buf) - 1)
+                l = (ssize_t) con_utf8_complete_len(buf, (size_t) l);
         buf[l] = 0;
         buf[strcspn(buf, "\r\n")] = 0;  /* the first line */
         for (char *p = buf; *p; p++)
                 if ((unsigned char) *p < 0x20)
                         *p = ' ';
-        *ret_reason = strdup(buf[strspn(buf, " \t")] ? buf : "no reason given");
-        return *ret_reason ? 1 : -ENOMEM;
+        const char *r = buf[strspn(buf, " \t")] ? buf : "no reason given";
+        return con_utf8_sanitize(r, strlen(r), ret_reason, NULL) < 0 ? -ENOMEM : 1;
 }
 
 static int read_markers(AgentContext *c, bool *ret_halted, char **ret_halt_reason, bool *ret_quarantined,
