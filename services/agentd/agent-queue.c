@@ -437,7 +437,6 @@ static size_t result_max(AgentTaskStatus st) {
         return st == AGENT_TASK_DONE ? AGENT_QUEUE_RESULT_MAX : AGENT_QUEUE_REASON_MAX;
 }
 
-
 static bool file_exists(int dirfd, const char *id, const char *suffix) {
         char name[CON_TASK_ID_MAX + 32];
         (void) snprintf(name, sizeof(name), "%s%s", id, suffix);
