@@ -118,7 +118,8 @@ typedef struct ToolSpec {
 
 static const ToolSpec tool_specs[_AGENT_TOOL_MAX] = {
         [AGENT_TOOL_EXEC] = { "Run a command as your user in your workspace. Returns stdout, stderr and the "
-                              "exit code (at most 10000 bytes: a longer output keeps its start and its end).", exec_args, ELEMENTSOF(exec_args) },
+                              "exit code (at most 1 MiB: a longer output keeps its start and its end).",
+                              exec_args, ELEMENTSOF(exec_args) },
         [AGENT_TOOL_READ_FILE] = { "Read a text file.", read_args, ELEMENTSOF(read_args) },
         [AGENT_TOOL_WRITE_FILE] = { "Create or replace a file.", write_args, ELEMENTSOF(write_args) },
         [AGENT_TOOL_EDIT_FILE] = { "Replace one exact occurrence of old_text by new_text in a file.", edit_args,
