@@ -15,7 +15,7 @@
 #include "fileio.h"
 #include "macro.h"
 #include "names.h"
-#include "task.h"
+#include "utf8.h"
 
 #define HASH_KEY ",\"hash\":\""
 #define HASH_KEY_LEN (sizeof(HASH_KEY) - 1)
@@ -361,7 +361,7 @@ static bool reserved_key(const char *k) {
 /* The caller's fields, serialised, without the outer braces ("" for none). */
 static int fields_inner(const cJSON *fields, char **ret, size_t *ret_len) {
         _cleanup_free_ char *s = NULL;
-        size_t n, off;
+        size_t n;
 
         if (!fields) {
                 *ret = NULL;
@@ -382,7 +382,7 @@ static int fields_inner(const cJSON *fields, char **ret, size_t *ret_len) {
                 return -ENOMEM;
         n = strlen(s);
         /* JSON Lines readers need valid UTF-8; cJSON passes strings through unchecked. */
-        if (con_utf8_check(s, n, &off) != CON_TASK_OK)
+        if (!con_utf8_valid(s, n))
                 return -EINVAL;
         if (n < 2 || s[0] != '{' || s[n - 1] != '}')
                 return -EINVAL;

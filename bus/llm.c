@@ -11,6 +11,7 @@
 #include "llm.h"
 #include "macro.h"
 #include "strv.h"
+#include "utf8.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 #define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
@@ -93,71 +94,6 @@ int con_llm_provider_wire(const char *provider, ConLlmWire *ret_wire, const char
         return -EOPNOTSUPP;
 }
 
-/* ---- UTF-8 -------------------------------------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-        unsigned c = s[0];
-        size_t len;
-        unsigned cp;
-
-        if (c < 0x80)
-                return 1;
-        if (c >= 0xC2 && c <= 0xDF)
-                len = 2, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-                len = 3, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-                len = 4, cp = c & 0x07;
-        else
-                return 0;
-        if (n < len)
-                return 0;
-        for (size_t i = 1; i < len; i++) {
-                if ((s[i] & 0xC0) != 0x80)
-                        return 0;
-                cp = (cp << 6) | (s[i] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-                return 0;
-        return len;
-}
-
-/* Offset of the first invalid byte, or n when all is valid. */
-static size_t utf8_invalid_offset(const char *s, size_t n) {
-        size_t i = 0;
-        while (i < n) {
-                size_t l = utf8_seq_len((const unsigned char *) s + i, n - i);
-                if (l == 0)
-                        return i;
-                i += l;
-        }
-        return n;
-}
-
-/* Copy of s with each invalid byte replaced by U+FFFD. */
-static char *utf8_sanitize(const char *s) {
-        size_t n = strlen(s), j = 0;
-        char *out = malloc(n * 3 + 1);
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < n;) {
-                size_t l = utf8_seq_len((const unsigned char *) s + i, n - i);
-                if (l == 0) {
-                        memcpy(out + j, "\xEF\xBF\xBD", 3);
-                        j += 3;
-                        i++;
-                } else {
-                        memcpy(out + j, s + i, l);
-                        j += l;
-                        i += l;
-                }
-        }
-        out[j] = 0;
-        return out;
-}
-
 /* ---- small checks ------------------------------------------------------------------------- */
 
 static bool tool_name_valid(const char *s) {
@@ -185,9 +121,8 @@ static int parse_json_object(const char *text, cJSON **ret, const char **ret_got
                 *ret = cJSON_CreateObject();
                 return *ret ? 0 : -ENOMEM;
         }
-        if (utf8_invalid_offset(t, strlen(t)) != strlen(t)) {
-                clean = utf8_sanitize(t);
-                if (!clean)
+        if (!con_utf8_valid(t, strlen(t))) {
+                if (con_utf8_sanitize(t, strlen(t), &clean, NULL) < 0)
                         return -ENOMEM;
                 t = clean;
         }
@@ -253,12 +188,13 @@ void con_llm_conversation_remove(ConLlmConversation *c, size_t from, size_t n) {
         c->n_messages -= n;
 }
 
+/* Every string of a conversation is a copy made valid text: a tool result or a history file with
+ * bytes that are not UTF-8 must never make a request unsendable (D-Bus and JSON want UTF-8). */
 static int strdup_opt(const char *s, char **ret) {
         *ret = NULL;
         if (!s)
                 return 0;
-        *ret = strdup(s);
-        return *ret ? 0 : -ENOMEM;
+        return con_utf8_sanitize(s, strlen(s), ret, NULL) < 0 ? -ENOMEM : 0;
 }
 
 int con_llm_conversation_set_system(ConLlmConversation *c, const char *system) {
@@ -391,10 +327,10 @@ int con_llm_conversation_add_tool(ConLlmConversation *c, const char *name, const
 /* Adds a string member, replacing invalid UTF-8. Returns the new item or NULL on OOM. */
 static cJSON *add_text(cJSON *obj, const char *key, const char *text) {
         const char *t = text ?: "";
-        if (utf8_invalid_offset(t, strlen(t)) == strlen(t))
+        if (con_utf8_valid(t, strlen(t)))
                 return cJSON_AddStringToObject(obj, key, t);
-        _cleanup_free_ char *clean = utf8_sanitize(t);
-        return clean ? cJSON_AddStringToObject(obj, key, clean) : NULL;
+        _cleanup_free_ char *clean = NULL;
+        return con_utf8_sanitize(t, strlen(t), &clean, NULL) >= 0 ? cJSON_AddStringToObject(obj, key, clean) : NULL;
 }
 
 static cJSON *add_object(cJSON *obj, const char *key) {
@@ -423,7 +359,7 @@ static int check_conversation(const ConLlmConversation *c, const ConLlmParams *p
                               ConLlmError *e) {
         if (!p || isempty(p->model))
                 return llm_error(e, -EINVAL, "model: missing");
-        if (utf8_invalid_offset(p->model, strlen(p->model)) != strlen(p->model))
+        if (!con_utf8_valid(p->model, strlen(p->model)))
                 return llm_error(e, -EINVAL, "model: not valid UTF-8");
         if (wire == CON_LLM_WIRE_ANTHROPIC && p->max_tokens == 0)
                 return llm_error(e, -EINVAL, "max_tokens: required by the anthropic wire format (got 0)");
@@ -780,7 +716,7 @@ static int parse_body(const char *body, size_t size, cJSON **ret, ConLlmError *e
         if (memchr(body, 0, size))
                 return llm_error(e, -EBADMSG, "response contains a NUL byte at offset %zu",
                                  (size_t) ((const char *) memchr(body, 0, size) - body));
-        bad = utf8_invalid_offset(body, size);
+        bad = con_utf8_invalid_offset(body, size);
         if (bad != size)
                 return llm_error(e, -EBADMSG, "response is not valid UTF-8 (offset %zu)", bad);
 

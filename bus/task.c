@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "names.h"
 #include "task.h"
+#include "utf8.h"
 
 #define ALLOWED_KEYS "priority, reply-to, deadline, conversation"
 
@@ -35,53 +36,13 @@ ConTask *con_task_free(ConTask *t) {
 }
 
 ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset) {
-        const unsigned char *p = (const unsigned char *) buf;
-        size_t i = 0;
+        size_t off = con_utf8_invalid_offset(buf, len);
 
-        while (i < len) {
-                unsigned char c = p[i];
-                size_t n;
-                uint32_t cp, min;
-
-                if (c == 0) {
-                        if (ret_offset)
-                                *ret_offset = i;
-                        return CON_TASK_NUL_BYTE;
-                }
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-                if ((c & 0xe0) == 0xc0) {
-                        n = 2, cp = c & 0x1f, min = 0x80;
-                } else if ((c & 0xf0) == 0xe0) {
-                        n = 3, cp = c & 0x0f, min = 0x800;
-                } else if ((c & 0xf8) == 0xf0) {
-                        n = 4, cp = c & 0x07, min = 0x10000;
-                } else
-                        goto bad; /* continuation byte without a lead, or 0xf8..0xff */
-
-                if (len - i < n)
-                        goto bad; /* truncated sequence at the end */
-                for (size_t k = 1; k < n; k++) {
-                        if ((p[i + k] & 0xc0) != 0x80)
-                                goto bad;
-                        cp = (cp << 6) | (p[i + k] & 0x3f);
-                }
-                if (cp < min ||                         /* overlong */
-                    (cp >= 0xd800 && cp <= 0xdfff) ||   /* UTF-16 surrogate */
-                    cp > 0x10ffff)
-                        goto bad;
-                i += n;
-        }
         if (ret_offset)
-                *ret_offset = len;
-        return CON_TASK_OK;
-
-bad:
-        if (ret_offset)
-                *ret_offset = i;
-        return CON_TASK_BAD_UTF8;
+                *ret_offset = off;
+        if (off == len)
+                return CON_TASK_OK;
+        return buf[off] == 0 ? CON_TASK_NUL_BYTE : CON_TASK_BAD_UTF8;
 }
 
 _printf_(5, 6)
@@ -116,10 +77,7 @@ static void quote_value(const char *s, size_t len, char ret[64]) {
 
         for (size_t i = 0; i < len;) {
                 unsigned char c = (unsigned char) s[i];
-                size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : 4;
-
-                if (n > len - i)
-                        n = len - i;
+                size_t n = con_utf8_char_len(s + i, len - i) ?: 1;
 
                 if (o + n > 40) {
                         memcpy(ret + o, "...", 3);

@@ -696,12 +696,48 @@ int verb_tasks(int argc, char *argv[]) {
         return status;
 }
 
+typedef struct ResultInfo {
+        int truncated, replaced;
+        uint64_t size;
+} ResultInfo;
+
+/* The a{sv} of GetResultInfo; unknown keys are skipped (later versions may add some). */
+static int read_result_info(sd_bus_message *m, ResultInfo *ret) {
+        int r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key;
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "truncated"))
+                        r = sd_bus_message_read(m, "v", "b", &ret->truncated);
+                else if (streq(key, "replaced"))
+                        r = sd_bus_message_read(m, "v", "b", &ret->replaced);
+                else if (streq(key, "size"))
+                        r = sd_bus_message_read(m, "v", "t", &ret->size);
+                else
+                        r = sd_bus_message_skip(m, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
 static const char task_usage[] =
         "Usage: con task ID [--json] [--config FILE]\n"
         "\n"
-        "Find task ID across the agents and show its agent, status and result (GetResult): the\n"
+        "Find task ID across the agents and show its agent, status and result (GetResultInfo): the\n"
         "response when done, the reason when failed or cancelled. Only the submitter and root may\n"
-        "read a result.\n"
+        "read a result. --json adds \"truncated\" (the result was cut to 1 MiB, a reason to 4 KiB),\n"
+        "\"replaced\" (bytes that were not UTF-8 became U+FFFD) and \"size\" (the bytes the runner\n"
+        "gave).\n"
         "\n"
         "Exit status: 0 found (any status), 1 not found or not readable, 2 usage error,\n"
         "4 invalid configuration.\n";
@@ -736,14 +772,15 @@ int verb_task(int argc, char *argv[]) {
                                 continue;
                         if (name_has_owner(bus, bn) != (pass == 0))
                                 continue;
-                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
-                                               "s", id);
+                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e,
+                                               &reply, "s", id);
                         if (r < 0) {
                                 if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
                                         denied_by = a->name;
                                 continue;
                         }
-                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0)
+                        ResultInfo info = {};
+                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0 || read_result_info(reply, &info) < 0)
                                 continue;
                         if (c.json) {
                                 _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
@@ -751,9 +788,16 @@ int verb_task(int argc, char *argv[]) {
                                 cJSON_AddStringToObject(o, "agent", a->name);
                                 cJSON_AddStringToObject(o, "status", st);
                                 cJSON_AddStringToObject(o, "text", text);
+                                cJSON_AddBoolToObject(o, "truncated", info.truncated);
+                                cJSON_AddBoolToObject(o, "replaced", info.replaced);
+                                cJSON_AddNumberToObject(o, "size", (double) info.size);
                                 print_json(o);
                         } else {
                                 printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, st);
+                                if (info.truncated || info.replaced)
+                                        printf("result: %" PRIu64 " bytes from the runner%s%s\n", info.size,
+                                               info.truncated ? ", truncated" : "",
+                                               info.replaced ? ", bytes that were not UTF-8 replaced by U+FFFD" : "");
                                 if (*text)
                                         printf("\n%s%s", text, text[strlen(text) - 1] == '\n' ? "" : "\n");
                         }

@@ -8,6 +8,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "utf8.h"
 
 #define QUERY_TIMEOUT (2 * USEC_PER_SEC)
 #define RECENT_TASKS 10
@@ -349,7 +350,7 @@ int agent_builtin_run(AgentContext *c, AgentTask *t) {
                         return builtins[i].run(c, t);
 
         _cleanup_free_ char *reason = NULL;
-        if (asprintf(&reason, "unknown command '/%.*s'; the commands are %s", (int) (l > 64 ? 64 : l), p,
+        if (asprintf(&reason, "unknown command '/%.*s'; the commands are %s", (int) con_utf8_cut(p, l, 64), p,
                      agent_builtin_list()) < 0)
                 return -ENOMEM;
         return agent_context_complete(c, t, AGENT_TASK_FAILED, reason);

@@ -15,6 +15,7 @@
 #include "spool.h"
 #include "strv.h"
 #include "task.h"
+#include "utf8.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 #define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
@@ -197,22 +198,13 @@ size_t agent_history_turn_start(const ConLlmConversation *c, size_t i) {
         }
 }
 
-static size_t utf8_back(const char *s, size_t i) {
-        while (i > 0 && ((unsigned char) s[i] & 0xC0) == 0x80)
-                i--;
-        return i;
-}
-
 int agent_history_head_tail(const char *text, size_t head, size_t tail, const char *where, char **ret) {
         size_t l = strlen(text);
         if (l <= head + tail) {
                 *ret = strdup(text);
                 return *ret ? 0 : -ENOMEM;
         }
-        size_t h = utf8_back(text, head);
-        size_t t = l - tail;
-        while (t < l && ((unsigned char) text[t] & 0xC0) == 0x80)
-                t++;
+        size_t h = con_utf8_cut(text, l, head), t = con_utf8_tail_start(text, l, tail);
         int r;
         if (where)
                 r = asprintf(ret, "[%zu bytes; the whole text is in %s. Shown: the first %zu and the last %zu bytes.]\n"

@@ -18,6 +18,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "utf8.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 #define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
@@ -497,9 +498,7 @@ int agent_llm_stop_reason(const ConLlmResponse *resp, unsigned max_tokens, char 
         case CON_LLM_STOP_FILTERED:
                 if (raw && streq(raw, "refusal")) {
                         /* Its words, cut at 300 bytes on a character boundary. */
-                        size_t n = got > 300 ? 300 : got;
-                        while (n > 0 && n < got && ((unsigned char) resp->text[n] & 0xC0) == 0x80)
-                                n--;
+                        size_t n = con_utf8_cut(strempty(resp->text), got, 300);
                         r = asprintf(ret_reason,
                                      "refused: the model declined to answer (stop reason \"refusal\")%s%.*s",
                                      got ? ": " : "", (int) n, strempty(resp->text));

@@ -12,6 +12,7 @@
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
+#include "utf8.h"
 
 #define JOURNAL_NAME "journal"
 #define LOCK_NAME "lock"
@@ -284,6 +285,16 @@ static int json_add_num(cJSON *j, const char *k, double v) {
         return cJSON_AddNumberToObject(j, k, v) ? 0 : -ENOMEM;
 }
 
+/* "truncated", "replaced" and the producer's "size", only when the result is not what it gave. */
+static int json_add_result_info(cJSON *j, const AgentResultInfo *i) {
+        if (!i->truncated && !i->replaced)
+                return 0;
+        if ((i->truncated && !cJSON_AddTrueToObject(j, "truncated")) ||
+            (i->replaced && !cJSON_AddTrueToObject(j, "replaced")))
+                return -ENOMEM;
+        return json_add_num(j, "size", (double) i->size);
+}
+
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 static int record_accept(AgentQueue *q, const AgentTask *t) {
@@ -316,7 +327,8 @@ static int record_end(AgentQueue *q, const AgentTask *t) {
                 return -ENOMEM;
         if (json_add_str(j, "op", "end") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
-            json_add_num(j, "ts", (double) t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0)
+            json_add_num(j, "ts", (double) t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0 ||
+            json_add_result_info(j, &t->result_info) < 0)
                 return -ENOMEM;
         return batch_append_json(q, j);
 }
@@ -331,7 +343,8 @@ static cJSON *record_known(const AgentTask *t) {
             json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
             json_add_num(j, "ts", (double) t->accepted_usec) < 0 ||
             json_add_num(j, "end", (double) t->finished_usec) < 0 ||
-            (t->status != AGENT_TASK_DONE && json_add_str(j, "reason", t->result) < 0))
+            (t->status != AGENT_TASK_DONE && json_add_str(j, "reason", t->result) < 0) ||
+            json_add_result_info(j, &t->result_info) < 0)
                 return NULL;
         return TAKE_PTR(j);
 }
@@ -380,10 +393,48 @@ static void set_status(AgentQueue *q, AgentTask *t, AgentTaskStatus st) {
                 count_final(q, st);
 }
 
-static char *strdup_reason(const char *s) {
-        if (!s)
-                return NULL;
-        return strndup(s, AGENT_QUEUE_REASON_MAX);
+int agent_result_text(const char *data, size_t len, uint64_t size, size_t max, char **ret,
+                      AgentResultInfo *ret_info) {
+        _cleanup_free_ char *clean = NULL;
+        size_t cl;
+        char note[96];
+
+        if (!data)
+                len = 0;
+        AgentResultInfo info = { .size = size > len ? size : len };
+        /* Read up to a limit: a character cut short there is part of what was dropped. */
+        if (info.size > len)
+                len = con_utf8_complete_len(data, len);
+        int r = con_utf8_sanitize(strempty(data), len, &clean, &cl);
+        if (r < 0)
+                return r;
+        info.replaced = r > 0;
+        if (info.size > len || cl > max) {
+                /* The note's length depends on what is kept: make room for the longest. */
+                int nl = snprintf(note, sizeof(note), "\n[truncated: %" PRIu64 " bytes, the first %zu kept]",
+                                  info.size, max);
+                if (nl < 0 || (size_t) nl >= max)
+                        return -EINVAL;
+                size_t keep = con_utf8_cut(clean, cl, max - (size_t) nl);
+                nl = snprintf(note, sizeof(note), "\n[truncated: %" PRIu64 " bytes, the first %zu kept]",
+                              info.size, keep);
+                char *cut = malloc(keep + (size_t) nl + 1);
+                if (!cut)
+                        return -ENOMEM;
+                memcpy(cut, clean, keep);
+                memcpy(cut + keep, note, (size_t) nl + 1);
+                free(clean);
+                clean = cut;
+                info.truncated = true;
+        }
+        *ret = TAKE_PTR(clean);
+        if (ret_info)
+                *ret_info = info;
+        return 0;
+}
+
+static size_t result_max(AgentTaskStatus st) {
+        return st == AGENT_TASK_DONE ? AGENT_QUEUE_RESULT_MAX : AGENT_QUEUE_REASON_MAX;
 }
 
 static bool file_exists(int dirfd, const char *id, const char *suffix) {
@@ -515,21 +566,30 @@ int agent_queue_requeue(AgentQueue *q, AgentTask *t) {
         return heap_push(q, t);
 }
 
-int agent_queue_finish(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *result, uint64_t now_usec) {
+int agent_queue_finish_output(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                              uint64_t size, uint64_t now_usec) {
+        _cleanup_free_ char *res = NULL;
+        AgentResultInfo info;
+
         if (!agent_task_status_is_final(st))
                 return -EINVAL;
         if (agent_task_status_is_final(t->status))
                 return -ESTALE;
-        _cleanup_free_ char *res = st == AGENT_TASK_DONE ? strdup(strempty(result))
-                                                         : strdup_reason(strempty(result));
-        if (!res)
-                return -ENOMEM;
+        int r = agent_result_text(data, len, size, result_max(st), &res, &info);
+        if (r < 0)
+                return r;
         free(t->result);
         t->result = TAKE_PTR(res);
+        t->result_info = info;
         t->finished_usec = now_usec;
         set_status(q, t, st);
         q->n_records++;
         return record_end(q, t);
+}
+
+int agent_queue_finish(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *result, uint64_t now_usec) {
+        size_t l = strlen(strempty(result));
+        return agent_queue_finish_output(q, t, st, result, l, l, now_usec);
 }
 
 /* ---- replay ---- */
@@ -545,6 +605,21 @@ static bool jnum(const cJSON *j, const char *k, uint64_t *ret) {
                 return false;
         *ret = (uint64_t) v->valuedouble;
         return true;
+}
+
+/* The "truncated", "replaced" and "size" of a record, merged into what reading its text found:
+ * the record knows what the producer gave. */
+static void result_info_from_record(const cJSON *j, AgentResultInfo *i) {
+        bool truncated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "truncated"));
+        bool replaced = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "replaced"));
+        uint64_t size;
+
+        if (!truncated && !replaced)
+                return;
+        i->truncated |= truncated;
+        i->replaced |= replaced;
+        if (jnum(j, "size", &size))
+                i->size = size;
 }
 
 /* A new task from an "accept" record, or a finished one from a "known" record (the journal after
@@ -586,9 +661,15 @@ static int task_from_record(const cJSON *j, const char *id, bool accept, AgentTa
                         return -EBADMSG;
                 t->status = st;
                 (void) jnum(j, "end", &t->finished_usec);
+                /* Valid text whatever the file holds: the reason is sent as a D-Bus string. */
                 const char *reason = jstr(j, "reason");
-                if (reason && !(t->result = strdup_reason(reason)))
-                        return -ENOMEM;
+                if (reason) {
+                        int r = agent_result_text(reason, strlen(reason), 0, AGENT_QUEUE_REASON_MAX, &t->result,
+                                                  &t->result_info);
+                        if (r < 0)
+                                return r;
+                }
+                result_info_from_record(j, &t->result_info);
         }
         *ret = TAKE_PTR(t);
         return 0;
@@ -648,11 +729,15 @@ static int replay_line(AgentQueue *q, const char *line) {
                         return -EBADMSG;
                 if (agent_task_status_is_final(e->status))
                         return 0;
-                const char *res = jstr(j, "result");
+                /* Through the same door as a new result: journals written before results were
+                 * made valid text may hold split characters or raw bytes. */
+                const char *res = strempty(jstr(j, "result"));
                 free(e->result);
-                e->result = st == AGENT_TASK_DONE ? strdup(strempty(res)) : strdup_reason(strempty(res));
-                if (!e->result)
-                        return -ENOMEM;
+                e->result = NULL;
+                int r = agent_result_text(res, strlen(res), 0, result_max(st), &e->result, &e->result_info);
+                if (r < 0)
+                        return r;
+                result_info_from_record(j, &e->result_info);
                 (void) jnum(j, "ts", &e->finished_usec);
                 set_status(q, e, st);
                 return 0;
@@ -1038,12 +1123,17 @@ int agent_queue_write_all_files(AgentQueue *q) {
         return ret;
 }
 
-int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
+int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret, AgentResultInfo *ret_info) {
         if (t->result || t->status != AGENT_TASK_DONE) {
                 char *s = strdup(strempty(t->result));
                 if (!s)
                         return -ENOMEM;
                 *ret = s;
+                if (ret_info) {
+                        *ret_info = t->result_info;
+                        if (!t->result_info.truncated && !t->result_info.replaced)
+                                ret_info->size = strlen(s);
+                }
                 return 0;
         }
         char name[CON_TASK_ID_MAX + 32];
@@ -1058,15 +1148,28 @@ int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret) {
                 return -EBADFD;
         if (!owned_by_service(&st))
                 return -EPERM; /* not written by the service: never served as a result */
-        size_t sz = (size_t) st.st_size;
+        /* Whatever the file holds (a response of an older version), at most
+         * AGENT_QUEUE_RESULT_MAX bytes of valid text come out. */
+        size_t sz = (uint64_t) st.st_size < AGENT_QUEUE_RESULT_MAX ? (size_t) st.st_size : AGENT_QUEUE_RESULT_MAX;
         _cleanup_free_ char *buf = malloc(sz + 1);
         if (!buf)
                 return -ENOMEM;
         ssize_t got = con_read_full(fd, buf, sz);
         if (got < 0)
                 return (int) got;
-        buf[got] = 0;
-        *ret = TAKE_PTR(buf);
+        AgentResultInfo info;
+        int r = agent_result_text(buf, (size_t) got, (uint64_t) st.st_size, AGENT_QUEUE_RESULT_MAX, ret, &info);
+        if (r < 0)
+                return r;
+        if (ret_info) {
+                /* What the known record says about the producer's output wins over the file. */
+                if (t->result_info.truncated || t->result_info.replaced) {
+                        info.truncated |= t->result_info.truncated;
+                        info.replaced |= t->result_info.replaced;
+                        info.size = t->result_info.size;
+                }
+                *ret_info = info;
+        }
         return 0;
 }
 

@@ -13,8 +13,10 @@
  *
  *   {"op":"accept","id":..,"uid":..,"sender":..,"prio":..,"reply_to":..,"deadline":..,"conversation":..,"ts":..,"text":..}
  *   {"op":"start","id":..,"ts":..}                        a session took the task (counts a try)
- *   {"op":"end","id":..,"status":"done|failed|cancelled","ts":..,"result":..}
- *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..}   after compaction
+ *   {"op":"end","id":..,"status":"done|failed|cancelled","ts":..,"result":..[,"truncated":true]
+ *    [,"replaced":true][,"size":..]}             size: the producer's bytes, when cut or replaced
+ *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..[,"truncated",
+ *    "replaced","size" as in end]}                after compaction
  *
  * Records are collected in an in-memory batch and written with one write() + fdatasync() by
  * agent_queue_commit() (group commit); nothing may be acknowledged before that returns. A torn
@@ -32,6 +34,8 @@
  *   {"op":"counters","accepted":..,"done":..,"failed":..,"cancelled":..} */
 
 #define AGENT_QUEUE_MAX_TRIES 3
+/* Stored results are valid text (bus/utf8.h) of at most these many bytes, the cut note included. */
+#define AGENT_QUEUE_RESULT_MAX (1024 * 1024)
 #define AGENT_QUEUE_REASON_MAX 4096
 /* Finished tasks kept in memory (ListTasks, /tasks show these); older ones live on disk only. */
 #define AGENT_QUEUE_KEEP_FINISHED 1000
@@ -52,6 +56,13 @@ static inline bool agent_task_status_is_final(AgentTaskStatus s) {
         return s >= AGENT_TASK_DONE;
 }
 
+/* What became of a result on its way to storage (agent_result_text()). */
+typedef struct AgentResultInfo {
+        bool truncated;         /* cut on a character boundary, with a note at the end */
+        bool replaced;          /* bytes that were not valid text became U+FFFD */
+        uint64_t size;          /* bytes the producer gave, before any cut or replacement */
+} AgentResultInfo;
+
 typedef struct AgentTask {
         char *id;
         uid_t sender_uid;
@@ -66,7 +77,8 @@ typedef struct AgentTask {
         AgentTaskStatus status;
         unsigned tries;         /* how many times a session started it */
         char *result;           /* done: response (NULL after compaction: read outbox/); failed,
-                                 * cancelled: reason */
+                                 * cancelled: reason. Always valid text. */
+        AgentResultInfo result_info;
         void *userdata;         /* the service's session */
 } AgentTask;
 
@@ -132,8 +144,21 @@ int agent_queue_start(AgentQueue *q, AgentTask *t, uint64_t now_usec);
 /* Running -> queued after a session died. -ELOOP when the task used up its tries (the caller
  * then fails it). */
 int agent_queue_requeue(AgentQueue *q, AgentTask *t);
-/* -> done/failed/cancelled with result (copied; reasons are cut to AGENT_QUEUE_REASON_MAX). */
+/* -> done/failed/cancelled with result (copied through agent_result_text(): responses cut to
+ * AGENT_QUEUE_RESULT_MAX, reasons to AGENT_QUEUE_REASON_MAX). */
 int agent_queue_finish(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *result, uint64_t now_usec);
+/* The same for output of any bytes: data[0..len) of size bytes the producer wrote (size > len when
+ * the bytes beyond len were dropped while reading). */
+int agent_queue_finish_output(AgentQueue *q, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                              uint64_t size, uint64_t now_usec);
+
+/* The stored form of a result or reason, from any bytes: invalid UTF-8 and NUL bytes replaced by
+ * U+FFFD; when longer than max bytes (or size > len), cut on a character boundary with the note
+ * "\n[truncated: SIZE bytes, the first KEPT kept]" at the end, all within max. Every response,
+ * reason and response file read back goes through here, so GetResult always has valid text.
+ * ret_info may be NULL. */
+int agent_result_text(const char *data, size_t len, uint64_t size, size_t max, char **ret,
+                      AgentResultInfo *ret_info);
 
 bool agent_queue_has_batch(const AgentQueue *q);
 /* Writes the batch and fdatasync()s once. On failure the journal is cut back to its last good
@@ -170,5 +195,7 @@ void agent_queue_set_compact_threshold(AgentQueue *q, uint64_t bytes);
 int agent_queue_write_files(AgentQueue *q, const AgentTask *t);
 /* Writes missing derived files of every finished task (after replay). */
 int agent_queue_write_all_files(AgentQueue *q);
-/* The response or reason of a finished task, from memory or from outbox/. */
-int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret);
+/* The response or reason of a finished task, from memory or from outbox/ (through
+ * agent_result_text(): a response file that is not valid text or too large is read as such).
+ * ret_info (may be NULL) says whether it was cut or had bytes replaced. */
+int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret, AgentResultInfo *ret_info);

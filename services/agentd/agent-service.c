@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "names.h"
 #include "strv.h"
 #include "task.h"
+#include "utf8.h"
 
 /* Commit inline once this many replies wait, so a flood cannot starve the idle-priority flush. */
 #define PENDING_FLUSH_INLINE 256
@@ -625,8 +627,9 @@ static void pending_run(AgentContext *c, int commit_error) {
 
 /* ---- running tasks ---- */
 
-static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason) {
-        int r = agent_queue_finish(c->queue, t, st, reason, now_realtime());
+/* reason[0..len): any bytes (a session's stderr): the queue makes them text. */
+static void task_fail_now_bytes(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason, size_t len) {
+        int r = agent_queue_finish_output(c->queue, t, st, reason, len, len, now_realtime());
         if (r < 0) {
                 log_msg(LOG_ERR, "Failed to record the end of task %s: %s", t->id, strerror(-r));
                 return;
@@ -634,13 +637,23 @@ static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, con
         (void) pending_add(c, PENDING_COMPLETED, NULL, t);
 }
 
-int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text) {
+static void task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason) {
+        task_fail_now_bytes(c, t, st, reason, strlen(reason));
+}
+
+int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                                  uint64_t size) {
         if (agent_task_status_is_final(t->status))
                 return 0; /* cancelled meanwhile */
-        int r = agent_queue_finish(c->queue, t, st, text, now_realtime());
+        int r = agent_queue_finish_output(c->queue, t, st, data, len, size, now_realtime());
         if (r < 0)
                 return r;
         return pending_add(c, PENDING_COMPLETED, NULL, t);
+}
+
+int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text) {
+        size_t l = strlen(strempty(text));
+        return agent_context_complete_output(c, t, st, text, l, l);
 }
 
 /* The model gateway charges a session's calls to the task registered here, not to whatever task id
@@ -691,7 +704,6 @@ static void on_session_done(AgentSession *s, void *userdata) {
         RunningTask *rt = userdata;
         AgentContext *c = rt->c;
         AgentTask *t = rt->task;
-        _cleanup_free_ char *err = agent_session_stderr(s);
         _cleanup_free_ char *reason = NULL;
         int r;
 
@@ -705,16 +717,20 @@ static void on_session_done(AgentSession *s, void *userdata) {
         switch (agent_session_end(s)) {
         case AGENT_SESSION_EXITED:
                 if (s->exit_status == 0) {
-                        if (s->truncated)
-                                log_msg(LOG_NOTICE, "Task %s: response cut at %d bytes", t->id,
-                                        AGENT_SESSION_OUTPUT_MAX);
-                        (void) agent_context_complete(c, t, AGENT_TASK_DONE, s->out ?: "");
+                        if (s->out_size > s->out_len)
+                                log_msg(LOG_NOTICE, "Task %s: response of %" PRIu64 " bytes cut at %d bytes",
+                                        t->id, s->out_size, AGENT_QUEUE_RESULT_MAX);
+                        /* Whatever bytes the runner wrote: stored as valid text, cut and marked. */
+                        r = agent_context_complete_output(c, t, AGENT_TASK_DONE, s->out, s->out_len, s->out_size);
+                        if (r < 0)
+                                task_fail_now(c, t, AGENT_TASK_FAILED, "the response could not be stored");
                         break;
                 }
-                if (asprintf(&reason, "%s exited with status %d%s%s", runtime_label(c), s->exit_status,
-                             isempty(err) ? " and wrote nothing on stderr" : ": ", strempty(err)) < 0)
-                        reason = NULL;
-                task_fail_now(c, t, AGENT_TASK_FAILED, reason ?: "the session failed");
+                size_t len;
+                if (agent_session_exit_reason(s, runtime_label(c), &reason, &len) < 0)
+                        task_fail_now(c, t, AGENT_TASK_FAILED, "the session failed");
+                else
+                        task_fail_now_bytes(c, t, AGENT_TASK_FAILED, reason, len);
                 break;
         case AGENT_SESSION_TIMEOUT: {
                 _cleanup_free_ char *d = format_duration(s->timeout_usec);
@@ -1217,11 +1233,23 @@ static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return pending_add(c, PENDING_REPLY_EMPTY, m, evicted ? NULL : t) < 0 ? -ENOMEM : 1;
 }
 
-static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
+                        bool with_info) {
+        if (!with_info)
+                return sd_bus_message_append(reply, "ss", agent_task_status_to_string(st), strempty(text));
+        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_string(st), strempty(text), 3,
+                                     "truncated", "b", (int) info->truncated,
+                                     "replaced", "b", (int) info->replaced,
+                                     "size", "t", info->size);
+}
+
+/* GetResult and GetResultInfo: one reply, with or without the info dictionary. */
+static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bool with_info) {
         AgentContext *c = userdata;
         const char *id;
         AgentTask *t = NULL;
         _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
+        AgentResultInfo info = {};
         int r;
 
         r = sd_bus_message_read(m, "s", &id);
@@ -1235,7 +1263,7 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         _cleanup_free_ char *text = NULL;
         if (agent_task_status_is_final(t->status)) {
-                r = agent_queue_read_result(c->queue, t, &text);
+                r = agent_queue_read_result(c->queue, t, &text, &info);
                 if (r == -ENOENT)
                         r = asprintf(&text, "(the response file outbox/%s.response is gone)", t->id) < 0 ? -ENOMEM
                                                                                                            : 0;
@@ -1248,7 +1276,22 @@ static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *er
                 if (r < 0)
                         return r;
         }
-        return sd_bus_reply_method_return(m, "ss", agent_task_status_to_string(t->status), strempty(text));
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = agent_result_append(reply, t->status, text, &info, with_info);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, false);
+}
+
+static int method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, true);
 }
 
 static int method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -1462,13 +1505,16 @@ static int read_marker(const char *path, char **ret_reason) {
         ssize_t l = read(fd, buf, sizeof(buf) - 1);
         if (l < 0)
                 return -errno;
+        /* The reason goes into bus errors and task results: whole characters, valid text. */
+        if (l == (ssize_t) sizeof(buf) - 1)
+                l = (ssize_t) con_utf8_complete_len(buf, (size_t) l);
         buf[l] = 0;
         buf[strcspn(buf, "\r\n")] = 0;  /* the first line */
         for (char *p = buf; *p; p++)
                 if ((unsigned char) *p < 0x20)
                         *p = ' ';
-        *ret_reason = strdup(buf[strspn(buf, " \t")] ? buf : "no reason given");
-        return *ret_reason ? 1 : -ENOMEM;
+        const char *r = buf[strspn(buf, " \t")] ? buf : "no reason given";
+        return con_utf8_sanitize(r, strlen(r), ret_reason, NULL) < 0 ? -ENOMEM : 1;
 }
 
 static int read_markers(AgentContext *c, bool *ret_halted, char **ret_halt_reason, bool *ret_quarantined,
@@ -1640,6 +1686,9 @@ const sd_bus_vtable agent_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetResult", SD_BUS_ARGS("s", task_id), SD_BUS_RESULT("s", status, "s", text),
                                 method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
+                                SD_BUS_RESULT("s", status, "s", text, "a{sv}", info),
+                                method_get_result_info, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sss)", tasks), method_list_tasks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Halt", SD_BUS_ARGS("s", reason), SD_BUS_NO_RESULT, method_halt,

@@ -160,8 +160,18 @@ void agent_caller_done(AgentCaller *a);
 
 /* Used by built-in commands: completes a running task. */
 int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text);
+/* The same for a session's output: data[0..len) of the size bytes it wrote, any bytes (stored
+ * through agent_result_text()). */
+int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
+                                  uint64_t size);
 void agent_context_schedule_flush(AgentContext *c);
 const char *agent_context_state(const AgentContext *c);
+
+/* The out-arguments of GetResult ("ss") or, with_info, GetResultInfo ("ssa{sv}"): text comes
+ * from agent_queue_read_result(), so it is valid text (a D-Bus string) whatever a runner wrote.
+ * Exposed for tests/fuzz/fuzz-result.c. */
+int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
+                        bool with_info);
 
 /* The vtable, for --bus-introspect and the introspection test. */
 extern const sd_bus_vtable agent_vtable[];

@@ -13,6 +13,7 @@
 #include "con-paths.h"
 #include "fileio.h"
 #include "macro.h"
+#include "utf8.h"
 
 #define SESSION_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -192,10 +193,9 @@ static int session_read_out(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
-                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX) {
-                        s->truncated = true; /* keep draining so the child never blocks */
-                        continue;
-                }
+                s->out_size += (uint64_t) n;
+                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX)
+                        continue; /* keep draining so the child never blocks */
                 char *b = realloc(s->out, s->out_len + (size_t) n + 1);
                 if (!b)
                         return -ENOMEM;
@@ -217,6 +217,7 @@ static int session_read_err(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
+                s->err_size += (uint64_t) n;
                 /* Keep the tail: buf is exactly as large as the tail, so dropping from the front
                  * of what we have always makes room. */
                 size_t k = (size_t) n;
@@ -332,13 +333,29 @@ AgentSessionEnd agent_session_end(const AgentSession *s) {
         return AGENT_SESSION_EXITED;
 }
 
-char *agent_session_stderr(const AgentSession *s) {
-        size_t a = 0, b = s->err_len;
-        while (a < b && strchr(" \t\r\n", s->err[a]))
+int agent_session_exit_reason(const AgentSession *s, const char *label, char **ret, size_t *ret_len) {
+        bool cut = s->err_size > s->err_len;
+        /* The front was dropped: start at the first whole character. */
+        size_t a = cut ? con_utf8_tail_start(s->err, s->err_len, s->err_len) : 0, b = s->err_len;
+        _cleanup_free_ char *head = NULL;
+
+        while (a < b && s->err[a] && strchr(" \t\r\n", s->err[a]))
                 a++;
-        while (b > a && strchr(" \t\r\n", s->err[b - 1]))
+        while (b > a && s->err[b - 1] && strchr(" \t\r\n", s->err[b - 1]))
                 b--;
-        return strndup(s->err + a, b - a);
+        int n = asprintf(&head, "%s exited with status %d%s%s", label, s->exit_status,
+                         a == b ? " and wrote nothing on stderr" : ": ", a < b && cut ? "... " : "");
+        if (n < 0)
+                return -ENOMEM;
+        char *out = malloc((size_t) n + (b - a) + 1);
+        if (!out)
+                return -ENOMEM;
+        memcpy(out, head, (size_t) n);
+        memcpy(out + n, s->err + a, b - a);
+        out[(size_t) n + (b - a)] = 0;
+        *ret = out;
+        *ret_len = (size_t) n + (b - a);
+        return 0;
 }
 
 /* Root to the agent user, for good: supplementary groups, then gid, then uid (all three ids each). */

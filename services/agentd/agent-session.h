@@ -89,11 +89,12 @@ struct AgentSession {
         pid_t pid;
         int out_fd, err_fd;
         sd_event_source *child_source, *out_source, *err_source, *timer_source;
-        char *out;
+        char *out;              /* the first AGENT_SESSION_OUTPUT_MAX bytes, any bytes */
         size_t out_len;
-        bool truncated;
+        uint64_t out_size;      /* bytes the session wrote in all (more than out_len: cut) */
         char err[AGENT_SESSION_STDERR_TAIL];
         size_t err_len;         /* the last AGENT_SESSION_STDERR_TAIL bytes, ring-free: shifted */
+        uint64_t err_size;
         bool exited, timed_out, cancelled, finished;
         int exit_status, signal;
         uint64_t timeout_usec;
@@ -115,5 +116,8 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
 void agent_session_cancel(AgentSession *s);
 AgentSession *agent_session_free(AgentSession *s);
 AgentSessionEnd agent_session_end(const AgentSession *s);
-/* The stderr tail, trimmed, NUL-terminated, in a new string. */
-char *agent_session_stderr(const AgentSession *s);
+/* Why a session that exited with a non-zero status failed: "LABEL exited with status N: " and its
+ * stderr tail, trimmed, starting with "... " and a whole character when the front was dropped (or
+ * "... and wrote nothing on stderr"). The tail is any bytes, NULs included: *ret_len counts them
+ * and the queue (agent_queue_finish_output()) makes them text and marks what it replaced. */
+int agent_session_exit_reason(const AgentSession *s, const char *label, char **ret, size_t *ret_len);

@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "utf8.h"
 
 #define TOOL_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define READ_FILE_MAX (256U * 1024U)
@@ -116,7 +118,8 @@ typedef struct ToolSpec {
 
 static const ToolSpec tool_specs[_AGENT_TOOL_MAX] = {
         [AGENT_TOOL_EXEC] = { "Run a command as your user in your workspace. Returns stdout, stderr and the "
-                              "exit code (output cut at 10000 characters).", exec_args, ELEMENTSOF(exec_args) },
+                              "exit code (at most 1 MiB: a longer output keeps its start and its end).",
+                              exec_args, ELEMENTSOF(exec_args) },
         [AGENT_TOOL_READ_FILE] = { "Read a text file.", read_args, ELEMENTSOF(read_args) },
         [AGENT_TOOL_WRITE_FILE] = { "Create or replace a file.", write_args, ELEMENTSOF(write_args) },
         [AGENT_TOOL_EDIT_FILE] = { "Replace one exact occurrence of old_text by new_text in a file.", edit_args,
@@ -363,15 +366,41 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
 
 /* ---- output helpers ---- */
 
+/* The marker between the head and the tail of a cut output. */
+static int cut_marker(uint64_t size, char **ret) {
+        return asprintf(ret, "\n[... cut: %" PRIu64 " bytes in all, the start and the end are shown ...]\n",
+                        size) < 0 ? -ENOMEM : 0;
+}
+
 int agent_tool_cap_output(char **text, size_t max) {
-        size_t l = strlen(*text);
-        if (l <= max)
+        _cleanup_free_ char *clean = NULL, *marker = NULL, *out = NULL;
+        size_t l = strlen(*text), cl;
+        int r = con_utf8_sanitize(*text, l, &clean, &cl);
+        if (r < 0)
+                return r;
+        if (cl <= max && r == 0)
                 return 0;
-        size_t cut = max;
-        while (cut > 0 && ((unsigned char) (*text)[cut] & 0xC0) == 0x80)
-                cut--;
+        if (cut_marker(l, &marker) < 0)
+                return -ENOMEM;
+        r = con_utf8_head_tail(clean, cl, max, marker, &out);
+        if (r < 0)
+                return r;
+        free(*text);
+        *text = TAKE_PTR(out);
+        return 0;
+}
+
+/* Tool output as valid text: bytes that are not UTF-8 become U+FFFD, with a line saying so (the
+ * model should know the bytes it sees are not all the file or stream had). */
+static int tool_output_text(char **text) {
+        _cleanup_free_ char *clean = NULL;
+        size_t l = strlen(*text);
+        if (con_utf8_valid(*text, l))
+                return 0;
+        if (con_utf8_sanitize(*text, l, &clean, NULL) < 0)
+                return -ENOMEM;
         char *n = NULL;
-        if (asprintf(&n, "%.*s\n... (output cut at %zu characters of %zu)", (int) cut, *text, max, l) < 0)
+        if (asprintf(&n, "%s\n" AGENT_TOOL_REPLACED_NOTE, clean) < 0)
                 return -ENOMEM;
         free(*text);
         *text = n;
@@ -396,10 +425,12 @@ static uint64_t now_usec(void) {
 
 /* ---- exec ---- */
 
+/* One output stream of a command: its first and its last AGENT_TOOL_OUTPUT_MAX bytes (any
+ * bytes) and its true size; whatever the result keeps of it lies within those. */
 typedef struct Capture {
-        char *buf;
-        size_t len;
-        bool cut;
+        char head[AGENT_TOOL_OUTPUT_MAX], tail[AGENT_TOOL_OUTPUT_MAX];
+        size_t head_len, tail_len;
+        uint64_t size;
 } Capture;
 
 static int capture_read(int fd, Capture *c) {
@@ -410,20 +441,56 @@ static int capture_read(int fd, Capture *c) {
         if (n == 0)
                 return 1;
         size_t k = (size_t) n;
-        if (c->len + k > AGENT_TOOL_OUTPUT_MAX) {
-                c->cut = true;  /* keep draining so the command never blocks on a full pipe */
-                k = c->len < AGENT_TOOL_OUTPUT_MAX ? AGENT_TOOL_OUTPUT_MAX - c->len : 0;
+        c->size += k;
+        /* Keep draining whatever the size, so the command never blocks on a full pipe. */
+        size_t h = k < sizeof(c->head) - c->head_len ? k : sizeof(c->head) - c->head_len;
+        memcpy(c->head + c->head_len, b, h);
+        c->head_len += h;
+        if (c->tail_len + k > sizeof(c->tail)) {
+                size_t drop = c->tail_len + k - sizeof(c->tail);
+                memmove(c->tail, c->tail + drop, c->tail_len - drop);
+                c->tail_len -= drop;
         }
-        if (k > 0) {
-                char *nb = realloc(c->buf, c->len + k + 1);
-                if (!nb)
-                        return -ENOMEM;
-                c->buf = nb;
-                memcpy(c->buf + c->len, b, k);
-                c->len += k;
-                c->buf[c->len] = 0;
-        }
+        memcpy(c->tail + c->tail_len, b, k);
+        c->tail_len += k;
         return 0;
+}
+
+/* The stream as valid text: all of it when the head holds it, else the head and the tail (each
+ * starting and ending on whole characters) joined, a text longer than any budget that is cut
+ * below. *ret_replaced is set when bytes that were not UTF-8 became U+FFFD. */
+static int capture_text(const Capture *c, char **ret, size_t *ret_len, bool *ret_replaced) {
+        if (c->size <= sizeof(c->head)) {
+                int r = con_utf8_sanitize(c->head, c->head_len, ret, ret_len);
+                if (r > 0)
+                        *ret_replaced = true;
+                return r < 0 ? r : 0;
+        }
+        _cleanup_free_ char *h = NULL, *t = NULL;
+        size_t hl, tl, o = con_utf8_tail_start(c->tail, c->tail_len, c->tail_len);
+        int r1 = con_utf8_sanitize(c->head, con_utf8_complete_len(c->head, c->head_len), &h, &hl);
+        int r2 = con_utf8_sanitize(c->tail + o, c->tail_len - o, &t, &tl);
+        if (r1 < 0 || r2 < 0)
+                return -ENOMEM;
+        if (r1 > 0 || r2 > 0)
+                *ret_replaced = true;
+        char *j = malloc(hl + tl + 1);
+        if (!j)
+                return -ENOMEM;
+        memcpy(j, h, hl);
+        memcpy(j + hl, t, tl + 1);
+        *ret = j;
+        *ret_len = hl + tl;
+        return 0;
+}
+
+/* The stream's text in at most budget bytes: whole, or its start and its end with a marker. */
+static int capture_fit(const Capture *c, const char *text, size_t len, size_t budget, char **ret) {
+        _cleanup_free_ char *marker = NULL;
+        if (cut_marker(c->size, &marker) < 0)
+                return -ENOMEM;
+        int r = con_utf8_head_tail(text, len, budget, marker, ret);
+        return r == -EINVAL ? con_utf8_head_tail(text, len, budget, "", ret) : r;
 }
 
 static _Noreturn void exec_child(const AgentToolContext *ctx, const AgentToolArgs *a, int out_w, int err_w) {
@@ -450,12 +517,70 @@ static _Noreturn void exec_child(const AgentToolContext *ctx, const AgentToolArg
         _exit(127);
 }
 
+/* The lines that always stay whole, last: what was cut with the true sizes, what was replaced,
+ * and "Exit code: ...". */
+static int exec_footer(bool cut, bool replaced, const Capture *out, const Capture *err, const char *code,
+                       char **ret) {
+        _cleanup_free_ char *c = NULL;
+        if (cut && asprintf(&c, "[output cut: stdout %" PRIu64 " bytes, stderr %" PRIu64 " bytes in all; the start "
+                            "and the end are shown]\n", out->size, err->size) < 0)
+                return -ENOMEM;
+        return asprintf(ret, "%s%sExit code: %s", strempty(c), replaced ? AGENT_TOOL_REPLACED_NOTE "\n" : "",
+                        code) < 0 ? -ENOMEM : 0;
+}
+
+/* stdout, "STDERR:" and stderr, then the footer; all in AGENT_TOOL_OUTPUT_MAX bytes. When both
+ * streams do not fit, stdout gets two thirds unless one of them needs less. */
+static int exec_result(const Capture *out, const Capture *err, const char *code, char **ret) {
+        _cleanup_free_ char *ot = NULL, *et = NULL, *of = NULL, *ef = NULL, *footer = NULL;
+        size_t ol = 0, el = 0;
+        bool replaced = false;
+
+        if (capture_text(out, &ot, &ol, &replaced) < 0 || capture_text(err, &et, &el, &replaced) < 0)
+                return -ENOMEM;
+        /* A stream larger than its head is always cut: what was read of it is longer than any budget. */
+        bool cut = out->size > sizeof(out->head) || err->size > sizeof(err->head);
+        for (;;) {
+                free(footer);
+                footer = NULL;
+                if (exec_footer(cut, replaced, out, err, code, &footer) < 0)
+                        return -ENOMEM;
+                /* "\n" after stdout, "STDERR:\n", "\n" after stderr (a cut keeps the last byte). */
+                size_t fixed = strlen(footer) + (ol > 0 && ot[ol - 1] != '\n') +
+                        (el > 0 ? strlen("STDERR:\n") + (et[el - 1] != '\n') : 0);
+                size_t budget = AGENT_TOOL_OUTPUT_MAX - fixed;
+                if (!cut && ol + el > budget) {
+                        cut = true; /* the footer grows: size it again */
+                        continue;
+                }
+                size_t ob = ol, eb = el;
+                if (ol + el > budget) {
+                        if (ol <= budget * 2 / 3)
+                                eb = budget - ol;
+                        else if (el <= budget / 3)
+                                ob = budget - el;
+                        else
+                                eb = budget / 3, ob = budget - eb;
+                }
+                if (capture_fit(out, ot, ol, ob, &of) < 0 || capture_fit(err, et, el, eb, &ef) < 0)
+                        return -ENOMEM;
+                break;
+        }
+        size_t ofl = strlen(of), efl = strlen(ef);
+        if (asprintf(ret, "%s%s%s%s%s%s", of, ofl && of[ofl - 1] != '\n' ? "\n" : "", efl ? "STDERR:\n" : "", ef,
+                     efl && ef[efl - 1] != '\n' ? "\n" : "", footer) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
 int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret_output, bool *ret_is_error) {
         _cleanup_close_ int out_r = -EBADF, out_w = -EBADF, err_r = -EBADF, err_w = -EBADF;
-        Capture out = {}, err = {};
+        _cleanup_free_ Capture *out = calloc(1, sizeof(Capture)), *err = calloc(1, sizeof(Capture));
         int p[2], status = 0, r = 0;
         bool timed_out = false, exited = false;
 
+        if (!out || !err)
+                return -ENOMEM;
         uint64_t timeout = (uint64_t) (a->timeout_sec ?: AGENT_TOOL_EXEC_TIMEOUT) * USEC_PER_SEC;
         uint64_t deadline = now_usec() + timeout;
         if (ctx->deadline_usec > 0 && ctx->deadline_usec < deadline)
@@ -502,9 +627,9 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                                 break;  /* exited and nothing more to read now */
                         continue;
                 }
-                if (pfd[0].revents && capture_read(out_r, &out) != 0)
+                if (pfd[0].revents && capture_read(out_r, out) != 0)
                         out_r = safe_close(out_r);
-                if (pfd[1].revents && capture_read(err_r, &err) != 0)
+                if (pfd[1].revents && capture_read(err_r, err) != 0)
                         err_r = safe_close(err_r);
         }
         /* Both pipes closed before the main process was reaped: it closes its output on its way
@@ -540,14 +665,7 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                 (void) snprintf(code, sizeof(code), "unknown");
 
         *ret_is_error = timed_out || r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
-        r = asprintf(ret_output, "%s%s%s%s%s%sExit code: %s", out.buf ?: "",
-                     out.len && out.buf[out.len - 1] != '\n' ? "\n" : "", err.len ? "STDERR:\n" : "", err.buf ?: "",
-                     err.len && err.buf[err.len - 1] != '\n' ? "\n" : "",
-                     out.cut || err.cut ? "(output cut)\n" : "", code);
-        free(out.buf);
-        free(err.buf);
-        /* Not cut again: both captures are bounded, and the exit code at the end must stay. */
-        return r < 0 ? -ENOMEM : 0;
+        return exec_result(out, err, code, ret_output);
 }
 
 /* ---- files ---- */
@@ -603,10 +721,17 @@ static int tool_read_file(const AgentToolArgs *a, char **ret, bool *is_error) {
                 return tool_result(ret, (*is_error = true), "read_file: %s is a binary file (it contains NUL bytes)",
                                    a->path);
         *is_error = false;
-        if (total > l)
-                return tool_result(ret, false, "%s\n... (file is %zu bytes; showing the first %zu)", b, total, l);
-        *ret = TAKE_PTR(b);
-        return 0;
+        if (total > l) {
+                /* Do not show the start of a character cut by the limit as an invalid byte. */
+                l = con_utf8_complete_len(b, l);
+                b[l] = 0;
+                r = tool_result(ret, false, "%s\n... (file is %zu bytes; showing the first %zu)", b, total, l);
+        } else {
+                *ret = TAKE_PTR(b);
+                r = 0;
+        }
+        /* A Latin-1 or otherwise non-UTF-8 file: shown with U+FFFD, and said so. */
+        return r < 0 ? r : tool_output_text(ret);
 }
 
 static int tool_write_file(const AgentToolArgs *a, bool append, char **ret, bool *is_error) {
@@ -892,26 +1017,40 @@ int agent_tool_dispatch(const AgentToolContext *ctx, const AgentToolArgs *args, 
         const AgentToolArgs a = *args;
         const char *tool = agent_tool_kind_to_string(a.kind);
 
+        int r;
+
         *ret_output = NULL;
         *ret_is_error = true;
         switch (a.kind) {
         case AGENT_TOOL_EXEC:
-                return agent_tool_exec(ctx, &a, ret_output, ret_is_error);
+                r = agent_tool_exec(ctx, &a, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_READ_FILE:
-                return tool_read_file(&a, ret_output, ret_is_error);
+                r = tool_read_file(&a, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_WRITE_FILE:
-                return tool_write_file(&a, false, ret_output, ret_is_error);
+                r = tool_write_file(&a, false, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_APPEND_FILE:
-                return tool_write_file(&a, true, ret_output, ret_is_error);
+                r = tool_write_file(&a, true, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_EDIT_FILE:
-                return tool_edit_file(&a, ret_output, ret_is_error);
+                r = tool_edit_file(&a, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_LIST_DIR:
-                return tool_list_dir(&a, ret_output, ret_is_error);
+                r = tool_list_dir(&a, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_LIST_AGENTS:
-                return tool_list_agents(ctx, ret_output, ret_is_error);
+                r = tool_list_agents(ctx, ret_output, ret_is_error);
+                break;
         case AGENT_TOOL_SEND_TASK:
-                return tool_send_task(ctx, &a, ret_output, ret_is_error);
+                r = tool_send_task(ctx, &a, ret_output, ret_is_error);
+                break;
         default:
-                return tool_result(ret_output, true, "unknown tool \"%s\"", strempty(tool));
+                r = tool_result(ret_output, true, "unknown tool \"%s\"", strempty(tool));
         }
+        if (r < 0)
+                return r;
+        /* Whatever a tool produced (file names, a path in an error), the model gets valid text. */
+        return *ret_output ? tool_output_text(ret_output) : 0;
 }

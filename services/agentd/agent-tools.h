@@ -15,9 +15,12 @@
  * strictly (agent_tool_args_parse, fuzzed by tests/fuzz/fuzz-tool-args.c); every problem is
  * a sentence returned to the model as the tool result. */
 
-#define AGENT_TOOL_OUTPUT_MAX        (1024U * 1024U)    /* bytes of a tool result (of each of exec's
-                                                         * stdout and stderr); above 16 KiB the tool
-                                                         * loop stores it in the workspace (agent-history.h) */
+#define AGENT_TOOL_OUTPUT_MAX        (1024U * 1024U)    /* bytes of a tool result (exec: stdout, stderr
+                                                         * and the exit code together); above 16 KiB the
+                                                         * tool loop stores it in the workspace
+                                                         * (agent-history.h) */
+/* The line a tool result ends with (before exec's "Exit code:") when bytes were not UTF-8. */
+#define AGENT_TOOL_REPLACED_NOTE     "[bytes that were not valid UTF-8 are shown as U+FFFD]"
 #define AGENT_TOOL_ARGS_MAX          (4U * 1024U * 1024U) /* bytes of one call's arguments */
 #define AGENT_TOOL_EXEC_TIMEOUT      60U                /* seconds, default of exec */
 #define AGENT_TOOL_EXEC_TIMEOUT_MAX  600U
@@ -73,7 +76,8 @@ typedef struct AgentToolContext {
         uint64_t send_wait_usec;        /* 0: AGENT_TOOL_SEND_WAIT_USEC */
 } AgentToolContext;
 
-/* Runs one tool call. Always produces *ret_output (also for failures: the model reads it) and
+/* Runs one tool call. Always produces *ret_output (also for failures: the model reads it), valid
+ * text (bus/utf8.h; bytes that were not UTF-8 become U+FFFD with AGENT_TOOL_REPLACED_NOTE), and
  * *ret_is_error; returns -ENOMEM only. */
 int agent_tool_run(const AgentToolContext *ctx, const char *tool, const char *args_json, char **ret_output,
                    bool *ret_is_error);
@@ -82,9 +86,11 @@ int agent_tool_run(const AgentToolContext *ctx, const char *tool, const char *ar
 int agent_tool_dispatch(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret_output, bool *ret_is_error);
 
 /* Runs argv (or "/bin/sh -c command") as the caller, cwd dir, clean environment, with a
- * timeout, capturing stdout and stderr; the result text ends with "Exit code: N". Exposed for
- * tests. */
+ * timeout, capturing stdout and stderr. The result text is at most AGENT_TOOL_OUTPUT_MAX bytes
+ * and always ends with "Exit code: N": a stream that does not fit keeps its start and its end,
+ * and a line before the exit code gives the true sizes. Exposed for tests. */
 int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret_output, bool *ret_is_error);
 
-/* Cuts text to max characters (bytes, at a UTF-8 boundary) with a note saying so. */
+/* Makes text valid text of at most max bytes: when longer, its start and its end, cut on
+ * character boundaries, with a marker giving the true size between them. */
 int agent_tool_cap_output(char **text, size_t max);

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* A conversation file as the session reads it back (agent-history.h): whatever the agent's
  * workspace holds, the reader refuses or loads a consistent conversation, and what it loads
- * formats and reads back to the same messages. Cutting it to a window keeps it consistent. */
+ * formats and reads back to the same messages. Cutting it to a window keeps it consistent.
+ * Whatever bytes the file holds, every string loaded, the model request built from it (the
+ * neutral JSON and both wire formats) and the text written back are valid UTF-8 (bus/utf8.h). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent-history.h"
+#include "agent-llm.h"
 #include "macro.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -18,6 +22,36 @@ static void check_consistent(const ConLlmConversation *c) {
         for (size_t i = 0; i < c->n_messages; i++)
                 if (c->messages[i].role == CON_LLM_ROLE_TOOL && i == 0)
                         abort();
+}
+
+static void check_text(const char *s) {
+        if (s && !con_utf8_valid(s, strlen(s)))
+                abort();
+}
+
+/* Every string of the conversation, and every request built from it, is valid text. */
+static void check_utf8(const ConLlmConversation *c) {
+        for (size_t i = 0; i < c->n_messages; i++) {
+                const ConLlmMessage *m = &c->messages[i];
+                check_text(m->content);
+                check_text(m->tool_call_id);
+                for (size_t k = 0; k < m->n_tool_calls; k++) {
+                        check_text(m->tool_calls[k].id);
+                        check_text(m->tool_calls[k].name);
+                        check_text(m->tool_calls[k].arguments);
+                }
+        }
+        _cleanup_free_ char *req = NULL;
+        if (agent_llm_request_json(c, 0, 100, "t1", &req) == 0)
+                check_text(req);
+        for (int w = 0; w < _CON_LLM_WIRE_MAX; w++) {
+                ConLlmParams p = { .model = "m", .max_tokens = 100, .temperature = -1 };
+                ConLlmError e = {};
+                _cleanup_free_ char *body = NULL;
+                if (con_llm_build_request((ConLlmWire) w, c, &p, &body, &e) == 0)
+                        check_text(body);
+                con_llm_error_done(&e);
+        }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -36,10 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         }
         check_consistent(c);
+        check_utf8(c);
         if (c->n_messages > AGENT_HISTORY_MESSAGES_MAX)
                 abort();
         if (agent_history_format(c, 0, &text) < 0)
                 return 0;
+        check_text(text);
         if (agent_history_parse(text, strlen(text), d, &err2) < 0 || d->n_messages != c->n_messages)
                 abort();
         for (size_t i = 0; i < c->n_messages; i++)
@@ -53,6 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (agent_history_fit(c, &protect, 200 + size % 2000, &dropped) < 0)
                 return 0;
         check_consistent(c);
+        check_utf8(c);
         if (protect > c->n_messages)
                 abort();
         return 0;

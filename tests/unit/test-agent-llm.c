@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent-history.h"
 #include "agent-llm.h"
 #include "agent-tools.h"
 #include "macro.h"
@@ -262,6 +263,129 @@ static void test_exec_tool(void) {
         test_tmpdir_remove(dir);
 }
 
+/* Bytes of "seq 1 n". */
+static size_t seq_bytes(unsigned n) {
+        size_t b = 0;
+        for (unsigned i = 1; i <= n; i++)
+                b += (size_t) snprintf(NULL, 0, "%u\n", i);
+        return b;
+}
+
+/* Tool output larger than the limit keeps its start, its end, the true sizes and the exit code;
+ * bytes that are not UTF-8 reach the model as U+FFFD with a note, never as raw bytes. */
+static void test_exec_output_cut(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        bool is_error;
+
+        _cleanup_free_ char *o1 = run_tool(dir, "exec", "{\"command\":\"echo START; head -c 3000000 /dev/zero | "
+                                           "tr '\\\\0' a; echo; echo END; exit 4\"}", &is_error);
+        g_assert_true(is_error);
+        g_assert_cmpuint(strlen(o1), <=, AGENT_TOOL_OUTPUT_MAX);
+        g_assert_cmpuint(strlen(o1), >, AGENT_TOOL_OUTPUT_MAX - 200);
+        g_assert_true(g_str_has_prefix(o1, "START\naaa"));
+        g_assert_nonnull(strstr(o1, "\n[... cut: 3000011 bytes in all, the start and the end are shown ...]\n"));
+        g_assert_nonnull(strstr(o1, "aaa\nEND\n[output cut: stdout 3000011 bytes, stderr 0 bytes in all;"));
+        g_assert_true(g_str_has_suffix(o1, "Exit code: 4"));
+
+        /* Both streams large: each keeps its start and end, stdout two thirds of the room. */
+        _cleanup_free_ char *o2 = run_tool(dir, "exec", "{\"command\":\"seq 1 200000; seq 1 300000 >&2\"}", &is_error);
+        g_assert_false(is_error);
+        g_assert_cmpuint(strlen(o2), <=, AGENT_TOOL_OUTPUT_MAX);
+        g_assert_true(g_str_has_prefix(o2, "1\n2\n3\n"));
+        g_assert_nonnull(strstr(o2, "199999\n200000\nSTDERR:\n1\n2\n"));
+        g_autofree char *sizes = g_strdup_printf("299999\n300000\n[output cut: stdout %zu bytes, stderr %zu bytes in all;",
+                                                 seq_bytes(200000), seq_bytes(300000));
+        g_assert_nonnull(strstr(o2, sizes));
+        g_assert_true(g_str_has_suffix(o2, "Exit code: 0"));
+        const char *se = strstr(o2, "STDERR:\n");
+        g_assert_cmpuint((size_t) (se - o2), >, strlen(se));
+
+        /* Multi-byte characters at every possible cut: always valid text. */
+        _cleanup_free_ char *o3 = run_tool(dir, "exec", "{\"command\":\"printf a; c=$(printf '\\\\303\\\\251\\\\360\\\\237"
+                                           "\\\\230\\\\200'); yes \\\"$c\\\" | head -n 300000 | tr -d '\\\\n'\"}", &is_error);
+        g_assert_cmpuint(strlen(o3), <=, AGENT_TOOL_OUTPUT_MAX);
+        g_assert_true(g_utf8_validate(o3, -1, NULL));
+        g_assert_nonnull(strstr(o3, "[output cut: stdout 1800001 bytes"));
+        g_assert_null(strstr(o3, AGENT_TOOL_REPLACED_NOTE));
+        g_assert_true(g_str_has_suffix(o3, "Exit code: 0"));
+
+        /* Raw bytes. */
+        _cleanup_free_ char *o4 = run_tool(dir, "exec", "{\"command\":\"printf '\\\\377'; printf 'x\\\\300y' >&2\"}",
+                                           &is_error);
+        g_assert_true(g_utf8_validate(o4, -1, NULL));
+        g_assert_cmpstr(o4, ==, "\xef\xbf\xbd\nSTDERR:\nx\xef\xbf\xbdy\n" AGENT_TOOL_REPLACED_NOTE "\nExit code: 0");
+
+        /* Exactly at the limit of what fits, and one byte more. */
+        for (int extra = -1; extra <= 1; extra++) {
+                g_autofree char *args = g_strdup_printf("{\"command\":\"head -c %d /dev/zero | tr '\\\\0' b\"}",
+                                                        (int) AGENT_TOOL_OUTPUT_MAX - 13 + extra);
+                _cleanup_free_ char *o = run_tool(dir, "exec", args, &is_error);
+                g_assert_cmpuint(strlen(o), <=, AGENT_TOOL_OUTPUT_MAX);
+                g_assert_true(g_str_has_suffix(o, "Exit code: 0"));
+                g_assert_true((strstr(o, "[output cut:") != NULL) == (extra > 0));
+        }
+        test_tmpdir_remove(dir);
+}
+
+static void test_tools_invalid_utf8(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_free_ char *latin1 = g_strdup_printf("%s/latin1.txt", dir);
+        _cleanup_free_ char *odd = g_strdup_printf("%s/sub/n\xe9.txt", dir);
+        _cleanup_free_ char *args = NULL;
+        bool is_error;
+
+        test_write_file(latin1, "caf\xe9 cr\xe8me\n");
+        args = g_strdup_printf("{\"path\":\"%s\"}", latin1);
+        _cleanup_free_ char *o1 = run_tool(dir, "read_file", args, &is_error);
+        g_assert_false(is_error);
+        g_assert_cmpstr(o1, ==, "caf\xef\xbf\xbd cr\xef\xbf\xbdme\n\n" AGENT_TOOL_REPLACED_NOTE);
+
+        /* A file name that is not UTF-8. */
+        g_autofree char *sub = g_path_get_dirname(odd);
+        g_assert_cmpint(g_mkdir_with_parents(sub, 0700), ==, 0);
+        test_write_file(odd, "x");
+        free(args);
+        args = g_strdup_printf("{\"path\":\"%s/sub\"}", dir);
+        _cleanup_free_ char *o2 = run_tool(dir, "list_dir", args, &is_error);
+        g_assert_true(g_utf8_validate(o2, -1, NULL));
+        g_assert_true(g_str_has_prefix(o2, "FILE: n\xef\xbf\xbd.txt"));
+
+        /* Into the conversation and out as a request: valid, and the raw bytes never saved. */
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
+        ConLlmToolCall call = { .id = (char *) "c1", .name = (char *) "exec", .arguments = (char *) "{}" };
+        g_assert_cmpint(con_llm_conversation_add_user(c, "task"), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_assistant(c, NULL, &call, 1), ==, 0);
+        g_assert_cmpint(con_llm_conversation_add_tool_result(c, "c1", "\xff\xfe", false), ==, 0);
+        g_assert_cmpstr(c->messages[2].content, ==, "\xef\xbf\xbd\xef\xbf\xbd");
+        _cleanup_free_ char *req = NULL;
+        g_assert_cmpint(agent_llm_request_json(c, 0, 100, "t1", &req), ==, 0);
+        g_assert_true(g_utf8_validate(req, -1, NULL));
+        test_tmpdir_remove(dir);
+}
+
+/* A conversation file saved before tool results were made text: read with U+FFFD, not refused. */
+static void test_history_invalid_utf8(void) {
+        const char *text = "{\"version\":2,\"messages\":[{\"role\":\"user\",\"content\":\"t\xe9\"},"
+                           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c\xff\",\"name\":"
+                           "\"exec\",\"arguments\":{\"command\":\"printf '\xff'\"}}]},{\"role\":\"tool\","
+                           "\"tool_call_id\":\"c\xff\",\"content\":\"\xff\"},{\"role\":\"assistant\","
+                           "\"content\":\"ok \xc3\"}]}";
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
+        _cleanup_free_ char *err = NULL, *req = NULL, *saved = NULL;
+
+        g_assert_cmpint(agent_history_parse(text, strlen(text), c, &err), ==, 0);
+        g_assert_cmpuint(c->n_messages, ==, 4);
+        g_assert_cmpstr(c->messages[0].content, ==, "t\xef\xbf\xbd");
+        g_assert_cmpstr(c->messages[2].content, ==, "\xef\xbf\xbd");
+        g_assert_cmpstr(c->messages[2].tool_call_id, ==, "c\xef\xbf\xbd");
+        g_assert_cmpstr(c->messages[3].content, ==, "ok \xef\xbf\xbd");
+        g_assert_cmpint(agent_llm_request_json(c, 0, 100, "t1", &req), ==, 0);
+        g_assert_true(g_utf8_validate(req, -1, NULL));
+        /* Written back: valid text only. */
+        g_assert_cmpint(agent_history_format(c, 0, &saved), ==, 0);
+        g_assert_true(g_utf8_validate(saved, -1, NULL));
+}
+
 static void test_file_tools(void) {
         _cleanup_free_ char *dir = test_tmpdir_new();
         _cleanup_free_ char *f = g_strdup_printf("%s/sub/dir/a.txt", dir);
@@ -353,5 +477,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-llm/stop-reasons", test_stop_reasons);
         g_test_add_func("/agent-llm/exec-tool", test_exec_tool);
         g_test_add_func("/agent-llm/file-tools", test_file_tools);
+        g_test_add_func("/agent-llm/exec-output-cut", test_exec_output_cut);
+        g_test_add_func("/agent-llm/tools-invalid-utf8", test_tools_invalid_utf8);
+        g_test_add_func("/agent-llm/history-invalid-utf8", test_history_invalid_utf8);
         return con_test_run();
 }

@@ -3,9 +3,11 @@
  * counting, compaction and the derived files. */
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "acl-util.h"
 #include "agent-queue.h"
+#include "agent-session.h"
 #include "macro.h"
 #include "test-util.h"
 
@@ -242,7 +244,7 @@ static void test_replaced_response(Fixture *f, gconstpointer data) {
         free(t->result);
         t->result = NULL; /* as after eviction: the answer comes from the outbox */
         char *out = NULL;
-        g_assert_cmpint(agent_queue_read_result(q, t, &out), ==, -EPERM);
+        g_assert_cmpint(agent_queue_read_result(q, t, &out, NULL), ==, -EPERM);
         g_assert_null(out);
         agent_queue_free(q);
 }
@@ -391,7 +393,7 @@ static void test_compaction(Fixture *f, gconstpointer data) {
         AgentTask *t = agent_queue_find(q, "t03");
         g_assert_null(t->result);
         g_autofree char *res = NULL;
-        g_assert_cmpint(agent_queue_read_result(q, t, &res), ==, 0);
+        g_assert_cmpint(agent_queue_read_result(q, t, &res, NULL), ==, 0);
         g_assert_cmpstr(res, ==, "a response");
 
         /* Appends go to the new journal. */
@@ -500,13 +502,13 @@ static void test_evict_dedup_from_disk(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(done->sender_uid, ==, 1000);
         g_assert_cmpstr(done->sender, ==, "alice");
         g_autofree char *res = NULL;
-        g_assert_cmpint(agent_queue_read_result(q, done, &res), ==, 0);
+        g_assert_cmpint(agent_queue_read_result(q, done, &res, NULL), ==, 0);
         g_assert_cmpstr(res, ==, "resp");
         _cleanup_(agent_task_freep) AgentTask *failed = NULL;
         g_assert_cmpint(agent_queue_load_finished(q, "e0004", &failed), ==, 0);
         g_assert_cmpint(failed->status, ==, AGENT_TASK_FAILED);
         g_autofree char *reason = NULL;
-        g_assert_cmpint(agent_queue_read_result(q, failed, &reason), ==, 0);
+        g_assert_cmpint(agent_queue_read_result(q, failed, &reason, NULL), ==, 0);
         g_assert_cmpstr(reason, ==, "broke");
         AgentTask *none = NULL;
         g_assert_cmpint(agent_queue_load_finished(q, "never-seen", &none), ==, -ENOENT);
@@ -594,6 +596,175 @@ static void test_status_strings(void) {
         g_assert_null(agent_task_status_to_string(_AGENT_TASK_STATUS_MAX));
 }
 
+/* Results are valid text within their limits whatever bytes came: cut on a character boundary
+ * with a note, bytes that are not UTF-8 replaced, both recorded with the original size. */
+static void test_result_text(void) {
+        g_autofree char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL;
+        AgentResultInfo i;
+
+        g_assert_cmpint(agent_result_text("fine \xc3\xa9", 7, 7, 100, &a, &i), ==, 0);
+        g_assert_cmpstr(a, ==, "fine \xc3\xa9");
+        g_assert_false(i.truncated);
+        g_assert_false(i.replaced);
+        g_assert_cmpuint(i.size, ==, 7);
+
+        g_assert_cmpint(agent_result_text("\xff\0x", 3, 3, 100, &b, &i), ==, 0);
+        g_assert_cmpstr(b, ==, "\xef\xbf\xbd\xef\xbf\xbdx");
+        g_assert_true(i.replaced);
+        g_assert_false(i.truncated);
+        g_assert_cmpuint(i.size, ==, 3);
+
+        /* "a" + 600 × "é", over a limit of 1000: cut between two "é", the note says so. */
+        GString *g = g_string_new("a");
+        for (int k = 0; k < 600; k++)
+                g_string_append(g, "\xc3\xa9");
+        g_assert_cmpint(agent_result_text(g->str, g->len, g->len, 1000, &c, &i), ==, 0);
+        g_assert_true(i.truncated);
+        g_assert_false(i.replaced);
+        g_assert_cmpuint(i.size, ==, 1201);
+        g_assert_cmpuint(strlen(c), <=, 1000);
+        g_assert_true(g_utf8_validate(c, -1, NULL));
+        g_autofree char *note = g_strdup_printf("\n[truncated: 1201 bytes, the first %zu kept]",
+                                                (size_t) (strstr(c, "\n[truncated") - c));
+        g_assert_true(g_str_has_suffix(c, note));
+        g_assert_true(g_str_has_prefix(c, "a\xc3\xa9"));
+
+        /* The producer's bytes beyond len were dropped: marked even when the rest fits. */
+        g_assert_cmpint(agent_result_text(g->str, 10, 5000, 1000, &d, &i), ==, 0);
+        g_assert_true(i.truncated);
+        g_assert_cmpuint(i.size, ==, 5000);
+        g_assert_cmpstr(d, ==, "a\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\n[truncated: 5000 bytes, the first 9 kept]");
+
+        /* Replacement grows the text past the limit: cut again. */
+        char raw[600];
+        memset(raw, 0xff, sizeof(raw));
+        g_assert_cmpint(agent_result_text(raw, sizeof(raw), sizeof(raw), 1000, &e, &i), ==, 0);
+        g_assert_true(i.truncated);
+        g_assert_true(i.replaced);
+        g_assert_cmpuint(strlen(e), <=, 1000);
+        g_assert_true(g_utf8_validate(e, -1, NULL));
+        g_string_free(g, true);
+}
+
+static void test_result_invalid_bytes(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        GString *big = g_string_new("a");
+        for (int k = 0; k < 600000; k++)
+                g_string_append(big, "\xc3\xa9");
+        /* The session read the first AGENT_QUEUE_RESULT_MAX bytes of 1200001. */
+        AgentTask *t = accept_one(q, "big", 5, "x");
+        g_assert_cmpint(agent_queue_start(q, t, 1), ==, 0);
+        g_assert_cmpint(agent_queue_finish_output(q, t, AGENT_TASK_DONE, big->str, AGENT_QUEUE_RESULT_MAX, big->len, 2),
+                        ==, 0);
+        g_assert_true(t->result_info.truncated);
+        g_assert_cmpuint(t->result_info.size, ==, 1200001);
+        g_assert_cmpuint(strlen(t->result), <=, AGENT_QUEUE_RESULT_MAX);
+        g_assert_true(g_utf8_validate(t->result, -1, NULL));
+
+        AgentTask *raw = accept_one(q, "raw", 5, "y");
+        g_assert_cmpint(agent_queue_start(q, raw, 1), ==, 0);
+        g_assert_cmpint(agent_queue_finish_output(q, raw, AGENT_TASK_DONE, "\xff\xfe ok", 5, 5, 2), ==, 0);
+        g_assert_cmpstr(raw->result, ==, "\xef\xbf\xbd\xef\xbf\xbd ok");
+        g_assert_true(raw->result_info.replaced);
+
+        /* A failure reason of invalid bytes, longer than the limit. */
+        AgentTask *fl = accept_one(q, "fl", 5, "z");
+        g_assert_cmpint(agent_queue_start(q, fl, 1), ==, 0);
+        g_autofree char *reason = g_strnfill(AGENT_QUEUE_REASON_MAX + 10, '\xe9');
+        g_assert_cmpint(agent_queue_finish(q, fl, AGENT_TASK_FAILED, reason, 2), ==, 0);
+        g_assert_true(fl->result_info.truncated && fl->result_info.replaced);
+        g_assert_cmpuint(fl->result_info.size, ==, AGENT_QUEUE_REASON_MAX + 10);
+        g_assert_cmpuint(strlen(fl->result), <=, AGENT_QUEUE_REASON_MAX);
+        g_assert_true(g_utf8_validate(fl->result, -1, NULL));
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        for (size_t k = 0; k < 3; k++)
+                g_assert_cmpint(agent_queue_write_files(q, agent_queue_find(q, (const char *[]) { "big", "raw", "fl" }[k])),
+                                ==, 0);
+        agent_queue_free(q);
+
+        /* Replay keeps the marks; after eviction the finished record carries them. */
+        q = open_queue(f);
+        t = agent_queue_find(q, "big");
+        g_assert_true(t->result_info.truncated);
+        g_assert_cmpuint(t->result_info.size, ==, 1200001);
+        g_assert_true(agent_queue_find(q, "raw")->result_info.replaced);
+        g_autofree char *res = NULL;
+        AgentResultInfo info;
+        g_assert_cmpint(agent_queue_read_result(q, agent_queue_find(q, "raw"), &res, &info), ==, 0);
+        g_assert_true(info.replaced);
+        g_assert_cmpuint(info.size, ==, 5);
+        agent_queue_set_keep_finished(q, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 3);
+        _cleanup_(agent_task_freep) AgentTask *ev = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "big", &ev), ==, 0);
+        g_autofree char *evres = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, ev, &evres, &info), ==, 0);
+        g_assert_true(info.truncated);
+        g_assert_cmpuint(info.size, ==, 1200001);
+        g_assert_true(g_utf8_validate(evres, -1, NULL));
+        g_assert_nonnull(strstr(evres, "\n[truncated: 1200001 bytes, the first "));
+        agent_queue_free(q);
+
+        /* A response file of raw bytes (an older version, or replaced by someone): read as text. */
+        g_autofree char *rf = g_build_filename(f->dir, "outbox", "raw.response", NULL);
+        g_assert_cmpint(unlink(rf), ==, 0);
+        g_assert_true(g_file_set_contents(rf, "caf\xe9", 4, NULL));
+        q = open_queue(f);
+        _cleanup_(agent_task_freep) AgentTask *rt = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "raw", &rt), ==, 0);
+        g_autofree char *rres = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, rt, &rres, &info), ==, 0);
+        g_assert_cmpstr(rres, ==, "caf\xef\xbf\xbd");
+        g_assert_true(info.replaced);
+        agent_queue_free(q);
+        g_string_free(big, true);
+}
+
+/* A journal written before results were made text: a split character and raw bytes in an end
+ * record come back as valid text. */
+static void test_result_replay_old_journal(Fixture *f, gconstpointer data) {
+        append_raw(f, "{\"op\":\"accept\",\"id\":\"old\",\"uid\":1000,\"sender\":\"alice\",\"prio\":5,\"ts\":1,\"text\":\"t\"}\n"
+                      "{\"op\":\"start\",\"id\":\"old\",\"ts\":2}\n"
+                      "{\"op\":\"end\",\"id\":\"old\",\"status\":\"done\",\"ts\":3,\"result\":\"a\xc3\xa9\xc3\"}\n"
+                      "{\"op\":\"accept\",\"id\":\"old2\",\"uid\":1000,\"sender\":\"alice\",\"prio\":5,\"ts\":1,\"text\":\"t\"}\n"
+                      "{\"op\":\"end\",\"id\":\"old2\",\"status\":\"failed\",\"ts\":3,\"result\":\"x\xff\"}\n");
+        AgentQueue *q = open_queue(f);
+        AgentTask *t = agent_queue_find(q, "old");
+        g_assert_cmpstr(t->result, ==, "a\xc3\xa9\xef\xbf\xbd");
+        g_assert_true(t->result_info.replaced);
+        g_assert_cmpuint(t->result_info.size, ==, 4);
+        g_assert_cmpstr(agent_queue_find(q, "old2")->result, ==, "x\xef\xbf\xbd");
+        agent_queue_free(q);
+}
+
+/* The failure reason of a session: its stderr tail, whole characters only, any bytes kept for the
+ * queue to replace and mark. */
+static void test_session_exit_reason(void) {
+        _cleanup_free_ AgentSession *s = calloc(1, sizeof(AgentSession));
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL;
+        size_t len;
+
+        s->exit_status = 3;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &a, &len), ==, 0);
+        g_assert_cmpstr(a, ==, "/bin/x exited with status 3 and wrote nothing on stderr");
+
+        memcpy(s->err, "\n bad \xff\0byte \n", 13);
+        s->err_len = s->err_size = 13;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &b, &len), ==, 0);
+        g_assert_cmpuint(len, ==, 29 + 10);
+        g_assert_cmpmem(b, len, "/bin/x exited with status 3: bad \xff\0byte", 39);
+
+        /* The ring lost its front in the middle of an "é": the tail starts at the next one. */
+        for (size_t i = 0; i < AGENT_SESSION_STDERR_TAIL; i += 2)
+                memcpy(s->err + i, "\xa9\xc3", 2);
+        s->err_len = AGENT_SESSION_STDERR_TAIL;
+        s->err_size = 3 * AGENT_SESSION_STDERR_TAIL;
+        g_assert_cmpint(agent_session_exit_reason(s, "/bin/x", &c, &len), ==, 0);
+        g_assert_true(g_str_has_prefix(c, "/bin/x exited with status 3: ... \xc3\xa9\xc3\xa9"));
+        g_assert_cmpuint(len, ==, 33 + AGENT_SESSION_STDERR_TAIL - 1);
+        g_assert_true(g_utf8_validate(c, (gssize) len - 1, NULL)); /* ends in a lone lead byte */
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -612,6 +783,10 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/lock", test_lock);
         ADD("/agent-queue/evict-bound", test_evict_bound);
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
+        g_test_add_func("/agent-queue/result-text", test_result_text);
+        g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
+        ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
+        ADD("/agent-queue/result-replay-old-journal", test_result_replay_old_journal);
         ADD("/agent-queue/evict-replay-and-compaction", test_evict_replay_and_compaction);
         g_test_add_func("/agent-queue/status-strings", test_status_strings);
         return con_test_run();

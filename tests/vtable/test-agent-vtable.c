@@ -259,6 +259,35 @@ static int get_result(Client *cl, const char *id, char **ret_status, char **ret_
         return 0;
 }
 
+/* GetResultInfo: status, text and the marks of the info dictionary. */
+static void get_result_info(Client *cl, const char *id, char **ret_text, int *ret_truncated, int *ret_replaced,
+                            uint64_t *ret_size) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *s, *t, *key;
+        int n = 0;
+        if (sd_bus_call_method(cl->bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &error, &reply,
+                               "s", id) < 0)
+                g_error("GetResultInfo(%s): %s: %s", id, error.name, error.message);
+        g_assert_cmpint(sd_bus_message_read(reply, "ss", &s, &t), >=, 0);
+        *ret_text = strdup(t);
+        g_assert_cmpint(sd_bus_message_enter_container(reply, 'a', "{sv}"), >, 0);
+        while (sd_bus_message_enter_container(reply, 'e', "sv") > 0) {
+                g_assert_cmpint(sd_bus_message_read(reply, "s", &key), >, 0);
+                if (streq(key, "truncated"))
+                        g_assert_cmpint(sd_bus_message_read(reply, "v", "b", ret_truncated), >, 0);
+                else if (streq(key, "replaced"))
+                        g_assert_cmpint(sd_bus_message_read(reply, "v", "b", ret_replaced), >, 0);
+                else if (streq(key, "size"))
+                        g_assert_cmpint(sd_bus_message_read(reply, "v", "t", ret_size), >, 0);
+                else
+                        g_error("unexpected key %s", key);
+                g_assert_cmpint(sd_bus_message_exit_container(reply), >, 0);
+                n++;
+        }
+        g_assert_cmpint(n, ==, 3);
+}
+
 static bool have_signal(Client *cl, const char *line) {
         for (guint i = 0; i < cl->signals->len; i++)
                 if (streq(g_ptr_array_index(cl->signals, i), line))
@@ -534,7 +563,42 @@ static void test_exec(void) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *bst = NULL, *btext = NULL;
         g_assert_cmpint(get_result(&cl, big, &bst, &btext, &e), ==, 0);
-        g_assert_cmpuint(strlen(btext), ==, AGENT_SESSION_OUTPUT_MAX);
+        g_assert_cmpuint(strlen(btext), <=, AGENT_SESSION_OUTPUT_MAX);
+        g_assert_nonnull(strstr(btext, "aaaa\n[truncated: 3000000 bytes, the first "));
+        _cleanup_free_ char *binfo = NULL;
+        int truncated = -1, replaced = -1;
+        uint64_t size = 0;
+        get_result_info(&cl, big, &binfo, &truncated, &replaced, &size);
+        g_assert_cmpstr(binfo, ==, btext);
+        g_assert_true(truncated && !replaced);
+        g_assert_cmpuint(size, ==, 3000000);
+
+        /* Whatever bytes the runner writes, the result is readable (a D-Bus string is UTF-8):
+         * cut in the middle of an "é" at the read limit, and raw bytes and a NUL. */
+        _cleanup_free_ char *eacute = submit(&cl, "printf a; yes \303\251 | head -n 600000 | tr -d '\\n'");
+        _cleanup_free_ char *raw = submit(&cl, "printf 'a\\377\\000b'; printf 'bad \\376' >&2; exit 1");
+        g_autofree char *s7 = wait_completed(&cl, eacute, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s7, ==, "done");
+        _cleanup_free_ char *etext = NULL;
+        get_result_info(&cl, eacute, &etext, &truncated, &replaced, &size);
+        g_assert_true(g_utf8_validate(etext, -1, NULL));
+        g_assert_true(g_str_has_prefix(etext, "a\303\251\303\251"));
+        g_assert_true(truncated && !replaced);
+        g_assert_cmpuint(size, ==, 1200001);
+        g_autofree char *s8 = wait_completed(&cl, raw, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s8, ==, "failed");
+        _cleanup_free_ char *rtext = NULL;
+        get_result_info(&cl, raw, &rtext, &truncated, &replaced, &size);
+        g_assert_cmpstr(rtext, ==, "/bin/sh exited with status 1: bad \357\277\275");
+        g_assert_true(!truncated && replaced);
+        _cleanup_free_ char *rawout = submit(&cl, "printf 'a\\377\\000b'");
+        g_autofree char *s9 = wait_completed(&cl, rawout, 20 * USEC_PER_SEC);
+        g_assert_cmpstr(s9, ==, "done");
+        _cleanup_free_ char *otext = NULL;
+        get_result_info(&cl, rawout, &otext, &truncated, &replaced, &size);
+        g_assert_cmpstr(otext, ==, "a\357\277\275\357\277\275b");
+        g_assert_true(!truncated && replaced);
+        g_assert_cmpuint(size, ==, 4);
         g_autofree char *s3 = wait_completed(&cl, slow, 20 * USEC_PER_SEC);
         g_assert_cmpstr(s3, ==, "failed");
         assert_result(&cl, slow, "failed", "longer than its limit of 2s (exec_timeout)");

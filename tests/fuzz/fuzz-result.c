@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/* What a runner prints, through the agent service's own path to a stored result and the GetResult
+ * reply: the session's stdout bytes (or its stderr tail in the failure reason, built by the
+ * service's agent_session_exit_reason()) go into a real queue (agent_queue_finish_output), are
+ * read back from memory, from the journal after a restart and from outbox/ after eviction
+ * (agent_queue_read_result), and are appended to a real sd-bus reply of GetResult and
+ * GetResultInfo (agent_result_append). Every text must be valid UTF-8 without NUL and within its
+ * limit, and sd-bus must accept it.
+ *
+ * Input: one flag byte, then the output bytes. Flags: bit 0 failed (the bytes are stderr), bits
+ * 2-7 a small limit for agent_result_text() itself; bit 1 with bits 2-7 clear: the runner wrote
+ * more than was read (the bytes are repeated past the 1 MiB read limit, or fill the stderr ring). */
+#include <assert.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include "agent-queue.h"
+#include "agent-service.h"
+#include "agent-session.h"
+#include "macro.h"
+#include "utf8.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static sd_bus *fuzz_bus(void) {
+        static sd_bus *bus;
+        int pair[2];
+        if (bus)
+                return bus;
+        /* A started connection is needed to create messages; nobody ever answers on the other end. */
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 || sd_bus_new(&bus) < 0 ||
+            sd_bus_set_fd(bus, pair[0], pair[0]) < 0 || sd_bus_start(bus) < 0)
+                abort();
+        return bus;
+}
+
+static void check_text(const char *text, size_t max) {
+        size_t l = strlen(text);
+        assert(l <= max);
+        assert(con_utf8_valid(text, l));
+}
+
+/* The reply a GetResult / GetResultInfo caller gets: sd-bus refuses strings that are not UTF-8. */
+static void check_reply(AgentTaskStatus st, const char *text, const AgentResultInfo *info) {
+        for (int with_info = 0; with_info <= 1; with_info++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+                if (sd_bus_message_new_method_call(fuzz_bus(), &m, "org.conspiracy.Fuzz", "/org/conspiracy/Agent",
+                                                   "org.conspiracy.Agent1", "GetResultInfo") < 0)
+                        abort();
+                assert(agent_result_append(m, st, text, info, with_info) >= 0);
+                assert(sd_bus_message_seal(m, 1, 0) >= 0);
+        }
+}
+
+static void check_result(AgentQueue *q, AgentTask *t, size_t max, uint64_t want_size) {
+        _cleanup_free_ char *text = NULL;
+        AgentResultInfo info;
+        assert(agent_queue_read_result(q, t, &text, &info) == 0);
+        check_text(text, max);
+        assert(info.size == want_size);
+        check_reply(t->status, text, &info);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        if (size == 0)
+                return 0;
+        uint8_t flags = data[0];
+        const char *bytes = (const char *) data + 1;
+        size_t n = size - 1;
+        bool failed = flags & 1;
+        AgentTaskStatus st = failed ? AGENT_TASK_FAILED : AGENT_TASK_DONE;
+        size_t max = failed ? AGENT_QUEUE_REASON_MAX : AGENT_QUEUE_RESULT_MAX;
+
+        /* The pure step with a small limit: cuts at every position the input allows. */
+        {
+                _cleanup_free_ char *text = NULL;
+                AgentResultInfo info;
+                size_t small = 64 + (flags >> 2);
+                assert(agent_result_text(bytes, n, n, small, &text, &info) == 0);
+                check_text(text, small);
+                assert(info.size == n);
+                assert(info.replaced == !con_utf8_valid(bytes, n) || info.truncated);
+                if (!info.truncated && !info.replaced)
+                        assert(strlen(text) == n && memcmp(text, bytes, n) == 0);
+        }
+
+        /* What the session read: the output as it came (stdout up to the read limit), or the stderr
+         * tail turned into a reason. */
+        _cleanup_free_ char *out = NULL;
+        size_t len = n;
+        uint64_t total = n;
+        /* Only with the limit bits clear: a 1 MiB round trip is costly, the cut logic itself is
+         * exercised above at every input. */
+        bool big = (flags & 2) && (flags >> 2) == 0;
+        if (!failed && big && n > 0) {
+                total = AGENT_SESSION_OUTPUT_MAX + n;
+                len = AGENT_SESSION_OUTPUT_MAX;
+                out = malloc(len);
+                if (!out)
+                        return 0;
+                for (size_t o = 0; o < len; o += n)
+                        memcpy(out + o, bytes, len - o < n ? len - o : n);
+        } else if (failed) {
+                _cleanup_free_ AgentSession *s = calloc(1, sizeof(AgentSession));
+                if (!s)
+                        return 0;
+                /* The ring keeps the last bytes; a repeated input fills it and loses its front. */
+                uint64_t written = big ? AGENT_SESSION_STDERR_TAIL + n : n;
+                s->err_size = written;
+                s->err_len = written < AGENT_SESSION_STDERR_TAIL ? written : AGENT_SESSION_STDERR_TAIL;
+                for (size_t o = 0; n > 0 && o < s->err_len; o++)
+                        s->err[s->err_len - 1 - o] = bytes[n - 1 - (o % n)];
+                s->exit_status = 1;
+                if (agent_session_exit_reason(s, "/usr/bin/runner", &out, &len) < 0)
+                        return 0;
+                assert(len <= 64 + AGENT_SESSION_STDERR_TAIL);
+                total = len;
+        } else {
+                out = malloc(n + 1);
+                if (!out)
+                        return 0;
+                memcpy(out, bytes, n);
+        }
+
+        /* tmpfs: the queue fsyncs, which a disk would make the slowest part by far. */
+        char dir[] = "/dev/shm/fuzz-result-XXXXXX";
+        if (!mkdtemp(dir))
+                abort();
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert(dfd >= 0);
+
+        AgentQueue *q = NULL;
+        assert(agent_queue_open(dfd, 0, &q) == 0);
+        AgentTaskRequest req = { .id = "fuzz", .sender_uid = 1000, .sender = "alice", .priority = 5, .text = "t" };
+        AgentTask *t = NULL;
+        assert(agent_queue_accept(q, &req, 1, &t) == 0);
+        assert(agent_queue_start(q, t, 2) == 0);
+        assert(agent_queue_finish_output(q, t, st, out, len, total, 3) == 0);
+        check_text(t->result, max);
+        assert(t->result_info.size == total);
+        check_result(q, t, max, total);
+        assert(agent_queue_commit(q) == 0);
+        assert(agent_queue_write_files(q, t) == 0);
+        agent_queue_free(q);
+
+        /* After a restart (replay of the journal), then from disk after eviction. */
+        q = NULL;
+        assert(agent_queue_open(dfd, 0, &q) == 0);
+        t = agent_queue_find(q, "fuzz");
+        assert(t);
+        check_result(q, t, max, total);
+        agent_queue_set_keep_finished(q, 0);
+        assert(agent_queue_evict(q) == 1);
+        assert(agent_queue_compact(q) >= 0);
+        AgentTask *ev = NULL;
+        assert(agent_queue_load_finished(q, "fuzz", &ev) == 0);
+        check_result(q, ev, max, total);
+        agent_task_free(ev);
+        agent_queue_free(q);
+
+        (void) nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        return 0;
+}

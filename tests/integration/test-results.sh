@@ -1,0 +1,201 @@
+#!/bin/bash
+# Results are always readable, whatever bytes a runner or a tool produced (issue 13 item 3, issue 14
+# items 1 and 9): exec-runner agents that print "a" followed by 600,000 "é" (1,200,001 bytes, cut
+# at 1 MiB in the middle of a character), raw \377 bytes and a NUL, and raw bytes on stderr; the
+# results are read back with con-send, con task (--json: truncated, replaced, the original size),
+# GetResult over the bus, after a restart of the agent and from the file door's outbox. Then the
+# tool loop with the scripted model (tests/fake-llm): a tool result of printf '\377' and a
+# read_file of a Latin-1 file reach the model as U+FFFD with a note, never fail the task, never go
+# raw into the conversation files, and the next task of the agent still works, also one that
+# continues a conversation written with raw bytes. Runs as root inside tests/sandbox/con-sandbox.
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
+T=$(lib_tmp)
+chmod 0755 "$T"
+A=/org/conspiracy/Agent
+I=org.conspiracy.Agent1
+
+answer() { # a final answer in the OpenAI wire format
+        printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
+}
+toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
+        printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "%s", "arguments": %s } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2" "$3"
+}
+utf8_ok() { iconv -f UTF-8 -t UTF-8 "$1" >/dev/null; }
+restart_agent() { # restart_agent BUSNAME: kill it by its pid; the next call starts it again
+        local pid
+        pid=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
+        [ -n "$pid" ] && kill "$pid"
+        for _ in $(seq 100); do
+                busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner \
+                        s "$1" | grep -q false && return 0
+                sleep 0.1
+        done
+        return 1
+}
+
+section "runners that print what they like"
+# Where the agent users can reach them (/usr is the sandbox's overlay; the scratch folder is not).
+R=/usr/local/libexec/con-test-results
+mkdir -p "$R"
+chmod 0755 "$R"
+cat >"$R/bigout" <<'EOF'
+#!/bin/sh
+printf a
+yes 'é' | head -n 600000 | tr -d '\n'
+EOF
+cat >"$R/rawout" <<'EOF'
+#!/bin/sh
+printf '\377\376 raw\000nul\n'
+EOF
+cat >"$R/rawerr" <<'EOF'
+#!/bin/sh
+printf 'bad \377 byte' >&2
+exit 3
+EOF
+chmod 0755 "$R/bigout" "$R/rawout" "$R/rawerr"
+"$R/bigout" >"$T/bigout.raw"
+check_eq "the big runner prints 1,200,001 bytes" 1200001 "$(stat -c %s "$T/bigout.raw")"
+
+section "fake LLM server"
+P=/v1/chat/completions
+cat >"$T/script.json" <<EOF
+{ "rules": [
+  { "path": "$P", "match": "run-raw-byte", "body": $(toolcall call_r exec '"{\"command\":\"printf \u0027\\\\377\u0027\"}"') },
+  { "path": "$P", "match": "read-latin1", "body": $(toolcall call_l read_file "\"{\\\"path\\\":\\\"$R/latin1.txt\\\"}\"") },
+  { "path": "$P", "match": "shown as U+FFFD", "body": $(answer "RAW-BYTE-SEEN") },
+  { "path": "$P", "match": "say-hello", "body": $(answer "HELLO-AFTER") },
+  { "path": "$P", "body": $(answer "fallback answer") }
+] }
+EOF
+check "the script is valid JSON" jq . "$T/script.json"
+check_output "... the model will run printf '\\377'" "^printf '\\\\377'\$" \
+        jq -r '.rules[0].body.choices[0].message.tool_calls[0].function.arguments | fromjson | .command' "$T/script.json"
+printf 'caf\351 cr\350me\n' >"$R/latin1.txt"
+chmod 0644 "$R/latin1.txt"
+"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
+FAKE_PID=$!
+for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+PORT=$(head -n1 "$T/port")
+check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+
+section "bootstrap"
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<EOF
+system:
+  name: results-test
+base:
+  runner: picoclaw
+  provider: compatible
+  base_url: http://127.0.0.1:$PORT/v1
+  model: fake-model
+agents:
+  - name: concierge
+    tier: operator
+  - name: bigout
+    tier: worker
+    mode: on-demand
+    runner: exec
+    command: [$R/bigout]
+  - name: rawout
+    tier: worker
+    mode: on-demand
+    runner: exec
+    command: [$R/rawout]
+  - name: rawerr
+    tier: worker
+    mode: on-demand
+    runner: exec
+    command: [$R/rawerr]
+EOF
+check "con bootstrap" con bootstrap
+printf 'CON_API_KEY=sk-results-test\n' >/etc/con/env
+
+section "a response of 1,200,001 bytes, cut at 1 MiB in the middle of an é"
+con-send --to bigout --timeout 120 go >"$T/big.out" 2>"$T/big.err"
+check_eq "con-send --to bigout: done (exit status 0)" 0 "$?"
+check "... it printed valid UTF-8" utf8_ok "$T/big.out"
+check_output "... starting with the runner's output" '^aéééé' head -c 11 "$T/big.out"
+check_output "... ending with the mark: the original size and what was kept" \
+        '^\[truncated: 1200001 bytes, the first [0-9]+ kept\]$' tail -n 1 "$T/big.out"
+KEPT=$(tail -n 1 "$T/big.out" | sed -n 's/.*the first \([0-9]*\) kept.*/\1/p')
+check "... nearly 1 MiB of it (${KEPT:-none} bytes)" test "${KEPT:-0}" -gt 1048000
+check_eq "... the kept part is exactly what the runner printed first" "$(head -c "$KEPT" "$T/bigout.raw" | sha256sum)" \
+        "$(head -c "$KEPT" "$T/big.out" | sha256sum)"
+SIZE=$(stat -c %s "$T/big.out")
+check "... within 1 MiB (plus con-send's newline): $SIZE bytes" test "$SIZE" -le $((1048576 + 1)) -a "$SIZE" -gt 1048000
+ID=$(busctl --system --json=short call org.conspiracy.Bigout $A $I ListTasks | jq -r '.data[0][-1][0]')
+check "the task id is listed ($ID)" test -n "$ID"
+check_output "con task --json: truncated, the original size, not replaced" \
+        '^true true false 1200001$' \
+        bash -c "con task '$ID' --json | jq -r '[.status == \"done\", .truncated, .replaced, .size] | map(tostring) | join(\" \")'"
+check_output "con task says it was truncated" 'result: 1200001 bytes from the runner, truncated' con task "$ID"
+check_output "GetResult over the bus works" '^ss "done"' busctl --system call org.conspiracy.Bigout $A $I GetResult s "$ID"
+check "the file door's response is valid UTF-8" utf8_ok "/srv/con/agents/bigout/outbox/$ID.response"
+check "bigout restarts" restart_agent org.conspiracy.Bigout
+check_output "after the restart (replay), con task --json still says so" '^true 1200001$' \
+        bash -c "con task '$ID' --json | jq -r '[.truncated, .size] | map(tostring) | join(\" \")'"
+
+section "raw bytes and a NUL on stdout"
+con-send --to rawout --timeout 120 go >"$T/raw.out" 2>"$T/raw.err"
+check_eq "con-send --to rawout: done (exit status 0)" 0 "$?"
+check "... valid UTF-8" utf8_ok "$T/raw.out"
+check_eq "... each invalid byte and the NUL became U+FFFD" "$(printf '\357\277\275\357\277\275 raw\357\277\275nul')" \
+        "$(cat "$T/raw.out")"
+RID=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
+check_output "con task --json: replaced, not truncated, the original size" '^false true 11$' \
+        bash -c "con task '$RID' --json | jq -r '[.truncated, .replaced, .size] | map(tostring) | join(\" \")'"
+
+section "raw bytes on stderr: the failure reason"
+check_fail_output "con-send --to rawerr fails with the reason, the byte replaced" \
+        "exited with status 3: bad $(printf '\357\277\275') byte" con-send --to rawerr --timeout 120 go
+EID=$(busctl --system --json=short call org.conspiracy.Rawerr $A $I ListTasks | jq -r '.data[0][-1][0]')
+check_output "con task --json: failed, replaced" '^"failed" true$' \
+        bash -c "con task '$EID' --json | jq -c '.status, .replaced' | paste -sd' '"
+
+section "the tool loop: a tool result that is not UTF-8"
+check_output "a tool result of printf '\\377' does not fail the task" 'RAW-BYTE-SEEN' \
+        con-send --timeout 120 "run-raw-byte"
+check_output "the model got U+FFFD and the note, not the raw byte" \
+        "^\"$(printf '\357\277\275')\\\\n\[bytes that were not valid UTF-8 are shown as U\+FFFD\]\\\\nExit code: 0\"$" \
+        jq '.body.messages[-1] | select(.role == "tool") | .content' "$T/fake.log"
+check "every request the model got was valid UTF-8" utf8_ok "$T/fake.log"
+SESS=/srv/con/agents/concierge/workspace/sessions
+HIST=$(find "$SESS" -name '*.json' | head -n 1)
+check "the conversation was written (${HIST:-none})" test -n "$HIST"
+for h in $(find "$SESS" -name '*.json'); do
+        check "... $h holds no raw bytes" utf8_ok "$h"
+done
+check_output "the next task of the concierge still works" 'HELLO-AFTER' con-send --timeout 120 "say-hello next"
+check_output "a read_file of a Latin-1 file does not fail the task" 'RAW-BYTE-SEEN' \
+        con-send --timeout 120 "read-latin1"
+check_output "... the model got the text with U+FFFD" "caf$(printf '\357\277\275') cr$(printf '\357\277\275')me" \
+        jq -r '.body.messages[-1] | select(.role == "tool") | .content' "$T/fake.log"
+
+section "a conversation written with raw bytes (before this fix) is read, not fatal"
+HIST="$SESS/0/$(cat "$SESS/0/.latest").json"
+check "root's latest conversation is there ($HIST)" test -f "$HIST"
+printf '{"version":2,"messages":[{"role":"user","content":"old \377"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","name":"exec","arguments":{"command":"printf x"}}]},{"role":"tool","tool_call_id":"c1","content":"\377"},{"role":"assistant","content":"old answer \303"}]}' \
+        >"$HIST"
+chown a-concierge: "$HIST"
+chmod 0600 "$HIST"
+check_output "continuing it works" 'HELLO-AFTER' con-send --continue --timeout 120 "say-hello after poison"
+check "every request the model got was valid UTF-8" utf8_ok "$T/fake.log"
+check_output "... and the old turns reached the model, replaced" "old answer $(printf '\357\277\275')" \
+        jq -r 'select(.body.messages[-1].content | tostring | test("say-hello after poison")) | .body.messages[] | .content // empty' \
+        "$T/fake.log"
+check_output "two more tasks work" 'HELLO-AFTER' con-send --continue --timeout 120 "say-hello again"
+check_output "..." 'HELLO-AFTER' con-send --timeout 120 "say-hello once more"
+for h in $(find "$SESS" -name '*.json'); do
+        check "... $h holds no raw bytes" utf8_ok "$h"
+done
+
+kill "$FAKE_PID" 2>/dev/null
+finish
