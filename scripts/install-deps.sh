@@ -19,8 +19,9 @@ build="build-essential cmake pkg-config clang libclang-rt-14-dev git
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
-# pristine root filesystem the integration tier runs in, iproute2 brings up its loopback.
-test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap"
+# pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
+# systemd-container (systemd-nspawn) boots the systemd tier's machine.
+test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap systemd-container"
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links.
 sandbox="jq iproute2 libasan8 libubsan1"

@@ -13,8 +13,10 @@ skip_fails=OFF
 [ "${CI:-}" = true ] && skip_fails=ON
 cmake -S . -B build-asan -DCON_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug -DCON_SKIP_IS_FAILURE=$skip_fails
 cmake --build build-asan -j"$(nproc)"
-# Made before the clock of the first integration test starts (about a minute, once).
+# Made before the clock of the first integration and systemd test starts (about a minute
+# each, once).
 tests/sandbox/con-rootfs sandbox >/dev/null
+tests/sandbox/con-rootfs systemd >/dev/null
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 ctest --test-dir build-asan --output-on-failure --timeout 900 "$@"

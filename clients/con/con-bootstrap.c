@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "con-paths.h"
 #include "con.h"
 #include "macro.h"
 #include "provision.h"
@@ -14,7 +15,10 @@ static void bootstrap_help(FILE *f) {
         fputs("Usage: con bootstrap [--profile default|minimal] [--config FILE] [--force] [--dry-run]\n"
               "\n"
               "Provision this machine from the configuration: groups, agent users, /srv/con, ACLs,\n"
-              "AGENTS.md, skills, contracts and platform files. Only what differs is changed.\n"
+              "AGENTS.md, skills, contracts and platform files, and enable the fabric's systemd units\n"
+              "(conspiracyos.target, 'always' agents, cron timers) with links in /etc/systemd/system.\n"
+              "Under systemd it then runs systemctl daemon-reload and starts them. Only what differs\n"
+              "is changed.\n"
               "\n"
               "  --config FILE    provision from FILE and install it as /etc/con/con.yaml (the services read that)\n"
               "  --profile NAME   install profile NAME to /etc/con and use it\n"
@@ -94,6 +98,11 @@ int verb_bootstrap(int argc, char *argv[]) {
         r = con_provision_run(p, o.dry_run, print_change, &o.dry_run, &checked, &changed, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
+
+        /* The units: enabled (and started, under systemd) from the config just installed. */
+        r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed);
+        if (r != 0)
+                return r;
 
         if (changed == 0)
                 printf("bootstrap: nothing to change (%u items checked)\n", checked);

@@ -33,6 +33,7 @@
 #define CONTRACTD_PATH CON_LIBEXECDIR "/con-contractd"
 #define CONTRACTD_LOG CON_SRV_DIR "/logs/con-contractd.log"
 #define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
+#define MODELS_BUS_NAME "org.conspiracy.Models"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
@@ -185,7 +186,7 @@ static int wait_for_name(sd_bus *bus, const char *name, bool present, uint64_t t
         }
 }
 
-static int run_command(char *const argv[]) {
+int con_run_command(char *const argv[]) {
         pid_t pid = fork();
         if (pid < 0)
                 return -errno;
@@ -213,9 +214,10 @@ static bool system_bus_alive(void) {
 static const char up_usage[] =
         "Usage: con up [--config FILE]\n"
         "\n"
-        "Start the fabric. Under systemd: systemctl start con-routerd.service and the units of the\n"
-        "agents with mode 'always'. Without systemd: start the system bus if its socket is dead\n"
-        "(dbus-daemon --system --fork), start con-routerd in the background (log: " ROUTER_LOG ")\n"
+        "Start the fabric. Under systemd: systemctl start conspiracyos.target, con-routerd.service,\n"
+        "con-contractd.service, the units of the agents with mode 'always' and the cron agents'\n"
+        "timers. Without systemd: start the system bus if its socket is dead (dbus-daemon --system\n"
+        "--fork), start con-routerd in the background (log: " ROUTER_LOG ")\n"
         "and start the 'always' agents through bus activation. Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
@@ -275,16 +277,19 @@ int verb_up(int argc, char *argv[]) {
         if (sd_booted() > 0) {
                 _cleanup_strv_free_ char **units = NULL;
                 if (strv_extend(&units, "systemctl") < 0 || strv_extend(&units, "start") < 0 ||
+                    strv_extend(&units, "conspiracyos.target") < 0 ||
                     strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0)
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 for (size_t i = 0; i < config->n_agents; i++) {
                         char *u;
-                        if (config->agents[i].mode != CON_MODE_ALWAYS)
+                        ConMode m = config->agents[i].mode;
+                        if (m != CON_MODE_ALWAYS && m != CON_MODE_CRON)
                                 continue;
-                        if (asprintf(&u, "con-agent@%s.service", config->agents[i].name) < 0 || strv_consume(&units, u) < 0)
+                        if (asprintf(&u, m == CON_MODE_CRON ? "con-cron-%s.timer" : "con-agent@%s.service",
+                                     config->agents[i].name) < 0 || strv_consume(&units, u) < 0)
                                 return con_fail(CON_EXIT_FAILURE, "out of memory");
                 }
-                r = run_command(units);
+                r = con_run_command(units);
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "up: systemctl start failed (exit status %d)", r);
                 printf("router: started (systemd)\n");
@@ -295,7 +300,7 @@ int verb_up(int argc, char *argv[]) {
                 (void) mkdir("/run/dbus", 0755);
                 (void) unlink("/run/dbus/pid");         /* stale: the socket is dead */
                 (void) unlink(SYSTEM_BUS_SOCKET);
-                r = run_command((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL });
+                r = con_run_command((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL });
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "up: dbus-daemon --system --fork failed (exit status %d)", r);
                 uint64_t end = now_usec() + START_TIMEOUT_USEC;
@@ -346,10 +351,12 @@ int verb_up(int argc, char *argv[]) {
 static const char down_usage[] =
         "Usage: con down [--config FILE]\n"
         "\n"
-        "Stop the fabric: the router and every running agent. Under systemd: systemctl stop of\n"
-        "con-routerd.service and con-agent@*.service. Without systemd: SIGTERM to the processes that\n"
-        "own org.conspiracy.Router and the agents' names (SIGKILL after 10 s). Queued tasks stay on\n"
-        "disk. The system bus is left running. Needs root.\n"
+        "Stop the fabric: the router, the contract service, the model gateway and every running\n"
+        "agent. Under systemd: systemctl stop of conspiracyos.target, its services, con-agent@*.service\n"
+        "and the cron timers (they stay enabled: the next boot starts them again). Without systemd:\n"
+        "SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Models and the agents'\n"
+        "names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
+        "Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
 
@@ -386,9 +393,10 @@ int verb_down(int argc, char *argv[]) {
                 return con_fail(CON_EXIT_NOT_ROOT, "down: needs root (it stops system services)");
 
         if (sd_booted() > 0) {
-                r = run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "con-routerd.service",
-                                             (char *) "con-contractd.service",
-                                             (char *) "con-agent@*.service", NULL });
+                r = con_run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "conspiracyos.target",
+                                                 (char *) "con-routerd.service", (char *) "con-contractd.service",
+                                                 (char *) "con-modeld.service", (char *) "con-agent@*.service",
+                                                 (char *) "con-cron-*.timer", NULL });
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "down: systemctl stop failed (exit status %d)", r);
                 printf("fabric: stopped (systemd)\n");
@@ -404,6 +412,9 @@ int verb_down(int argc, char *argv[]) {
         if (stop_name(bus, "router", CON_ROUTER_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (stop_name(bus, "contracts", CONTRACTS_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        /* The model gateway: started by bus activation on an agent's first model call. */
+        if (stop_name(bus, "model gateway", MODELS_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (load_config(&c, &config) < 0)
                 return CON_EXIT_CONFIG;
@@ -894,7 +905,7 @@ int verb_route_inbox(int argc, char *argv[]) {
         if (geteuid() != 0)
                 return con_fail(CON_EXIT_NOT_ROOT, "route-inbox: needs root (it reads every agent's inbox)");
         snprintf(timeout, sizeof timeout, "%" PRIu64, c.timeout_usec ? c.timeout_usec / USEC_PER_SEC : 60);
-        r = run_command((char *[]) { (char *) ROUTERD_PATH, (char *) "--once", (char *) "--config", (char *) c.config,
+        r = con_run_command((char *[]) { (char *) ROUTERD_PATH, (char *) "--once", (char *) "--config", (char *) c.config,
                                      (char *) "--timeout", timeout, NULL });
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "route-inbox: cannot run " ROUTERD_PATH ": %s", strerror(-r));

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
+
 /* The `con` command: one file per subcommand (con-<verb>.c), each exporting a verb function
  * listed in the table of con.c. A verb gets argv starting at its own name and returns the
  * process exit status. Exit statuses shared by all verbs: */
@@ -32,6 +34,12 @@ int verb_quarantine(int argc, char *argv[]);
 int verb_release(int argc, char *argv[]);
 /* con-policy.c */
 int verb_policy(int argc, char *argv[]);
+
+/* con-enable.c: the enablement links under /etc/systemd/system for the config at CONFIG_PATH;
+ * under systemd also daemon-reload and start. 0 or a CON_EXIT_* status (message printed). */
+int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed);
+/* con-fabric.c: runs ARGV (PATH lookup), returns its exit status or -errno. */
+int con_run_command(char *const argv[]);
 
 /* Prints "con: " + message to stderr, returns status. */
 int con_fail(int status, const char *fmt, ...) __attribute__((__format__(printf, 2, 3)));

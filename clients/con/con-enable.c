@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/* con bootstrap's last step: enable the fabric under systemd. It writes the same symlinks
+ * `systemctl enable` would (so it also works in a root that is not booted, such as an image
+ * being built), and only when systemd is PID 1 asks it to reload and start them. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "con-paths.h"
+#include "con.h"
+#include "config.h"
+#include "macro.h"
+#include "strv.h"
+
+#define TARGET "conspiracyos.target"
+
+/* The fabric's own services, enabled into TARGET. */
+static const char * const fabric_services[] = {
+        "con-routerd.service", "con-contractd.service", "con-modeld.service", NULL,
+};
+
+static int link_unit(const char *dir, const char *name, const char *target, bool dry_run, unsigned *checked,
+                     unsigned *changed) {
+        _cleanup_free_ char *path = NULL;
+        char buf[PATH_MAX];
+
+        (*checked)++;
+
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return -ENOMEM;
+        ssize_t n = readlink(path, buf, sizeof buf - 1);
+        if (n >= 0) {
+                buf[n] = 0;
+                if (streq(buf, target))
+                        return 0;
+        }
+        printf("%slink %s -> %s\n", dry_run ? "would " : "", path, target);
+        (*changed)++;
+        if (dry_run)
+                return 0;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        if (symlink(target, path) < 0)
+                return -errno;
+        return 0;
+}
+
+/* Removes links in DIR named PREFIX*SUFFIX that are not in KEEP: agents no longer configured. */
+static int unlink_stale(const char *dir, const char *prefix, const char *suffix, char **keep, bool dry_run,
+                        unsigned *changed) {
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name);
+                if (!startswith(de->d_name, prefix) || l < strlen(suffix) ||
+                    !streq(de->d_name + l - strlen(suffix), suffix) || strv_contains(keep, de->d_name))
+                        continue;
+                printf("%sremove %s/%s\n", dry_run ? "would " : "", dir, de->d_name);
+                (*changed)++;
+                if (!dry_run && unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+        return 0;
+}
+
+int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(con_config_error_done) ConConfigError e = {};
+        _cleanup_strv_free_ char **agents = NULL, **timers = NULL;
+        _cleanup_strv_free_ char **start = NULL;
+        int r;
+
+        r = con_config_load(config_path, &config, &e);
+        if (r < 0)
+                return con_fail(CON_EXIT_CONFIG, "bootstrap: cannot read %s again to enable units: %s", config_path,
+                                strerror(-r));
+        for (size_t i = 0; i < config->n_agents; i++) {
+                const ConAgent *a = &config->agents[i];
+                char *u = NULL;
+                if (a->mode == CON_MODE_ALWAYS)
+                        r = asprintf(&u, "con-agent@%s.service", a->name) < 0 ? -ENOMEM : strv_consume(&agents, u);
+                else if (a->mode == CON_MODE_CRON)
+                        r = asprintf(&u, "con-cron-%s.timer", a->name) < 0 ? -ENOMEM : strv_consume(&timers, u);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+        }
+
+        r = link_unit(CON_SYSTEMD_UNIT_DIR "/multi-user.target.wants", TARGET, CON_SHIPPED_UNIT_DIR "/" TARGET,
+                      dry_run, checked, changed);
+        /* What `systemctl enable` makes of the services' WantedBy=conspiracyos.target. */
+        for (const char * const *u = fabric_services; *u && r >= 0; u++) {
+                _cleanup_free_ char *t = NULL;
+                if (asprintf(&t, CON_SHIPPED_UNIT_DIR "/%s", *u) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+                r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", *u, t, dry_run, checked, changed);
+        }
+        STRV_FOREACH(u, agents)
+                if (r >= 0)
+                        r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", *u,
+                                      CON_SHIPPED_UNIT_DIR "/con-agent@.service", dry_run, checked, changed);
+        STRV_FOREACH(u, timers)
+                if (r >= 0) {
+                        _cleanup_free_ char *t = NULL;
+                        if (asprintf(&t, CON_SYSTEMD_UNIT_DIR "/%s", *u) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "out of memory");
+                        r = link_unit(CON_SYSTEMD_UNIT_DIR "/timers.target.wants", *u, t, dry_run, checked, changed);
+                }
+        if (r >= 0)
+                r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-agent@", ".service", agents, dry_run,
+                                 changed);
+        if (r >= 0)
+                r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/timers.target.wants", "con-cron-", ".timer", timers, dry_run,
+                                 changed);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot enable the fabric's units in " CON_SYSTEMD_UNIT_DIR
+                                ": %s", strerror(-r));
+
+        /* Without systemd as PID 1 (the test sandbox, a root being built) the links wait for the
+         * first boot; `con up` starts the fabric meanwhile. */
+        if (dry_run || sd_booted() <= 0)
+                return 0;
+        r = con_run_command((char *[]) { (char *) "systemctl", (char *) "daemon-reload", NULL });
+        if (r != 0)
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl daemon-reload failed (exit status %d)", r);
+        if (strv_extend(&start, "systemctl") < 0 || strv_extend(&start, "start") < 0 ||
+            strv_extend(&start, TARGET) < 0)
+                return con_fail(CON_EXIT_FAILURE, "out of memory");
+        STRV_FOREACH(u, timers)
+                if (strv_extend(&start, *u) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+        r = con_run_command(start);
+        if (r != 0)
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl start " TARGET " failed (exit status %d)", r);
+        printf("bootstrap: " TARGET " enabled and started (%zu always agents, %zu timers)\n", strv_length(agents),
+               strv_length(timers));
+        return 0;
+}
