@@ -578,7 +578,10 @@ static int render_cron_units(Context *c) {
                         a->agent->name);
                 STRV_FOREACH(l, calendar)
                         fprintf(t.f, "OnCalendar=%s\n", *l);
-                fputs("Persistent=true\n"
+                /* cron runs a job at its minute; systemd's default AccuracySec=1min could start it
+                 * up to a minute late. */
+                fputs("AccuracySec=1s\n"
+                      "Persistent=true\n"
                       "\n"
                       "[Install]\n"
                       "WantedBy=timers.target\n", t.f);

@@ -67,6 +67,21 @@ if [ "$CON_BOOT" = 1 ]; then
         check_output "NRestarts counts it" "^[1-9]" systemctl show -P NRestarts con-routerd.service
         check "a task after the restart is answered" drop_task afterkill
         check "outbox/afterkill.response" wait_for 30 test -e /srv/con/agents/concierge/outbox/afterkill.response
+
+        section "a cron agent gets a timer, enabled and started by bootstrap"
+        # The profile's commented-out scheduled agent, every minute, with /ping as its task.
+        cfg=$(lib_tmp)/cron.yaml
+        sed -e 's/^  # - name: strategist/  - name: strategist/' -e 's/^  #   \(tier\|mode\|cron\|cron_task\):/    \1:/' \
+                -e 's/^\(    cron:\).*/\1 "* * * * *"/' -e 's|^\(    cron_task:\).*|\1 /ping|' /etc/con/con.yaml >"$cfg"
+        check_output "the test config has the cron agent" 'cron: "\* \* \* \* \*"' cat "$cfg"
+        check "con bootstrap --config (with a cron agent) --force" con bootstrap --config "$cfg" --force
+        check "con-cron-strategist.timer is enabled" systemctl is-enabled con-cron-strategist.timer
+        check "con-cron-strategist.timer is active" systemctl is-active con-cron-strategist.timer
+        check_output "the generated units verify without a word" "^verify-clean$" bash -c \
+                "out=\$(systemd-analyze verify con-cron-strategist.timer con-cron-strategist.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
+        check "the timer fires within a minute and the scheduled /ping is answered" wait_for 75 bash -c \
+                'ls /srv/con/agents/strategist/outbox/*.response'
+        check_fail "the timer's run did not fail" systemctl is-failed -q con-cron-strategist.service
         finish
 fi
 
@@ -78,10 +93,11 @@ check "the outbox of the first boot is still there" test -e /srv/con/agents/conc
 check "drop /ping into /srv/con/inbox" drop_task boot2
 check "outbox/boot2.response" wait_for 30 test -e /srv/con/agents/concierge/outbox/boot2.response
 check_output "con-send /ping" "pong" con-send /ping
+check "the cron agent's timer is active again" systemctl is-active con-cron-strategist.timer
 
 section "con down stops everything it started"
 check "con down" con down
-for u in $fabric_units con-agent@concierge.service; do
+for u in $fabric_units con-agent@concierge.service con-cron-strategist.timer; do
         check_fail "$u is inactive" systemctl is-active "$u"
 done
 check_fail "no con-modeld process is left" pgrep -x con-modeld

@@ -98,6 +98,7 @@ static const char golden_timer[] =
         "[Timer]\n"
         "OnCalendar=Mon..Fri *-*-* 09..17:00/15:00\n"
         "OnCalendar=*-*-01 09..17:00/15:00\n"
+        "AccuracySec=1s\n"
         "Persistent=true\n"
         "\n"
         "[Install]\n"
