@@ -95,6 +95,11 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
         }
 
+        /* A machine without systemd installed may lack the folder; the links wait in it anyway. */
+        if (!dry_run && (mkdir("/etc/systemd", 0755) < 0 && errno != EEXIST))
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot create /etc/systemd: %m");
+        if (!dry_run && (mkdir(CON_SYSTEMD_UNIT_DIR, 0755) < 0 && errno != EEXIST))
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot create " CON_SYSTEMD_UNIT_DIR ": %m");
         r = link_unit(CON_SYSTEMD_UNIT_DIR "/multi-user.target.wants", TARGET, CON_SHIPPED_UNIT_DIR "/" TARGET,
                       dry_run, checked, changed);
         /* What `systemctl enable` makes of the services' WantedBy=conspiracyos.target. */
