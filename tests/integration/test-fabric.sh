@@ -116,5 +116,11 @@ check_output "... naming the first bad record" "line 2" echo "$LIB_OUT"
 cp "$T/audit.orig" /srv/con/logs/audit/audit.jsonl
 check "restored log verifies again" con audit verify
 
+section "con down stops the model gateway too"
+check "the model gateway starts by bus activation" busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus StartServiceByName su org.conspiracy.Models 0
 check "con down" con down
+check_output "... stopped the gateway" "model gateway: stopped" echo "$LIB_OUT"
+check "no con-modeld process is left" bash -c \
+        'for _ in $(seq 50); do pgrep -x con-modeld >/dev/null || exit 0; sleep 0.1; done; exit 1'
 finish
