@@ -787,14 +787,15 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                 if (r < 0)
                         return r;
         }
-        /* The service's state: the queue (journal, lock, finished records) is root's alone; the
-         * outbox, processed/ and failed/ are traversable, each file readable by its task's sender
+        /* The service's state: the queue (journal, lock, finished records, the senders'
+         * conversations) is root's alone; the outbox, processed/ and failed/ are traversable, each file readable by its task's sender
          * only (an ACL entry the service sets). */
         {
                 static const struct {
                         const char *name;
                         mode_t mode;
-                } state[] = { { "queue", 0700 }, { "outbox", 0711 }, { "processed", 0711 }, { "failed", 0711 } };
+                } state[] = { { "queue", 0700 }, { "queue/conversations", 0700 }, { "outbox", 0711 },
+                              { "processed", 0711 }, { "failed", 0711 } };
                 for (size_t i = 0; i < ELEMENTSOF(state); i++) {
                         _cleanup_free_ char *d = NULL;
                         if (asprintf(&d, "%s/%s", base, state[i].name) < 0)
@@ -804,10 +805,11 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                                 return r;
                 }
         }
-        /* The agent's own: the sessions' working folder. */
-        for (const char * const *s = (const char * const[]) { "workspace", "workspace/sessions", NULL }; *s; s++) {
+        /* The agent's own: the sessions' working folder (conversations are not in it: the
+         * service removes a workspace/sessions/ of earlier versions unread). */
+        {
                 _cleanup_free_ char *d = NULL;
-                if (asprintf(&d, "%s/%s", base, *s) < 0)
+                if (asprintf(&d, "%s/workspace", base) < 0)
                         return -ENOMEM;
                 r = add_dir(p, d, user, AGENTS_GROUP, 0700, NULL, NULL, 0, false);
                 if (r < 0)

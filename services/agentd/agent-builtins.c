@@ -289,10 +289,11 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
         return 0;
 }
 
-/* Conversations are the sender's own (agent-history.h): these touch only the caller's directory. */
+/* Conversations are the sender's own, in the service's state (agent-history.h): these touch only
+ * the caller's directory. */
 static int builtin_new(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *reason = NULL;
-        int r = agent_history_end_latest(c->workspace, t->sender_uid);
+        int r = agent_history_end_latest(c->conversations_dir, t->sender_uid);
         if (r < 0) {
                 if (asprintf(&reason, "cannot end your latest conversation: %s", strerror(-r)) < 0)
                         return -ENOMEM;
@@ -306,7 +307,7 @@ static int builtin_new(AgentContext *c, AgentTask *t) {
 
 static int builtin_forget(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *text = NULL;
-        int r = agent_history_forget(c->workspace, t->sender_uid);
+        int r = agent_history_forget(c->conversations_dir, t->sender_uid);
         if (r < 0) {
                 if (asprintf(&text, "cannot delete your conversations: %s", strerror(-r)) < 0)
                         return -ENOMEM;

@@ -306,19 +306,17 @@ static int open_subdir(int dfd, const char *name, bool create, int *ret_fd) {
         return 0;
 }
 
-int agent_history_open_dir(const char *workspace, uid_t uid, bool create, int *ret_fd) {
-        _cleanup_close_ int ws = -EBADF, sessions = -EBADF;
+int agent_history_open_dir(const char *root, uid_t uid, bool create, int *ret_fd) {
+        _cleanup_close_ int rfd = -EBADF;
         char name[32];
-        int r;
 
-        ws = open_nofollow(workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-        if (ws < 0)
-                return ws;
-        r = open_subdir(ws, AGENT_HISTORY_DIR, create, &sessions);
-        if (r < 0)
-                return r;
+        if (create && mkdir(root, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        rfd = open_nofollow(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (rfd < 0)
+                return rfd;
         (void) snprintf(name, sizeof(name), "%u", (unsigned) uid);
-        return open_subdir(sessions, name, create, ret_fd);
+        return open_subdir(rfd, name, create, ret_fd);
 }
 
 static bool conversation_exists(int dfd, const char *id) {
@@ -355,12 +353,15 @@ int agent_history_resolve(int dfd, const char *requested, const char *task_id, c
         return *ret_id ? 0 : -ENOMEM;
 }
 
-int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **ret_error) {
+int agent_history_read(int dfd, const char *id, char **ret_text, size_t *ret_len, char **ret_error) {
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
         char name[CON_TASK_ID_MAX + 8];
         _cleanup_free_ char *text = NULL;
         _cleanup_free_ char *err = NULL;
         size_t len;
 
+        if (!c)
+                return -ENOMEM;
         if (!con_conversation_id_valid(id))
                 return -EINVAL;
         (void) snprintf(name, sizeof(name), "%s.json", id);
@@ -372,7 +373,21 @@ int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **re
         r = agent_history_parse(text, len, c, &err);
         if (r == -EBADMSG)
                 return set_error(ret_error, r, "%s: %s", name, strempty(err));
-        return r;
+        if (r < 0)
+                return r;
+        *ret_text = TAKE_PTR(text);
+        *ret_len = len;
+        return 0;
+}
+
+int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **ret_error) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+
+        int r = agent_history_read(dfd, id, &text, &len, ret_error);
+        if (r < 0)
+                return r;
+        return agent_history_parse(text, len, c, ret_error);
 }
 
 int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, size_t turn_start, size_t budget) {
@@ -445,6 +460,25 @@ int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, s
         return r == -ENOMEM ? r : 0;
 }
 
+int agent_history_store_turn(int dfd, const char *id, const char *text, size_t len, size_t budget,
+                              char **ret_error) {
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *turn = con_llm_conversation_new();
+        _cleanup_free_ char *err = NULL;
+
+        if (!turn)
+                return -ENOMEM;
+        if (len > AGENT_HISTORY_FILE_MAX)
+                return set_error(ret_error, -E2BIG, "the turn is larger than %u bytes", AGENT_HISTORY_FILE_MAX);
+        int r = agent_history_parse(text, len, turn, &err);
+        if (r == -EBADMSG)
+                return set_error(ret_error, r, "%s", strempty(err));
+        if (r < 0)
+                return r;
+        if (turn->n_messages == 0)
+                return set_error(ret_error, -EBADMSG, "the turn has no messages");
+        return agent_history_commit(dfd, id, turn, 0, budget);
+}
+
 typedef struct Aged {
         char *name;
         struct timespec mtime;
@@ -508,9 +542,9 @@ int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *ex
         return r < 0 ? r : deleted;
 }
 
-int agent_history_end_latest(const char *workspace, uid_t uid) {
+int agent_history_end_latest(const char *root, uid_t uid) {
         _cleanup_close_ int dfd = -EBADF;
-        int r = agent_history_open_dir(workspace, uid, false, &dfd);
+        int r = agent_history_open_dir(root, uid, false, &dfd);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
@@ -520,23 +554,18 @@ int agent_history_end_latest(const char *workspace, uid_t uid) {
         return 0;
 }
 
-int agent_history_forget(const char *workspace, uid_t uid) {
-        _cleanup_close_ int ws = -EBADF, sessions = -EBADF;
+int agent_history_forget(const char *root, uid_t uid) {
+        _cleanup_close_ int rfd = -EBADF;
         char name[32];
-        int r, n = 0;
+        int n = 0;
 
-        ws = open_nofollow(workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-        if (ws < 0)
-                return ws == -ENOENT ? 0 : ws;
-        r = open_subdir(ws, AGENT_HISTORY_DIR, false, &sessions);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
+        rfd = open_nofollow(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (rfd < 0)
+                return rfd == -ENOENT ? 0 : rfd;
         (void) snprintf(name, sizeof(name), "%u", (unsigned) uid);
-        int fd = openat(sessions, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = openat(rfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
-                return errno == ENOENT ? 0 : errno == ENOTDIR ? enotdir_or_eloop(sessions, name) : -errno;
+                return errno == ENOENT ? 0 : errno == ENOTDIR ? enotdir_or_eloop(rfd, name) : -errno;
         _cleanup_closedir_ DIR *d = fdopendir(fd);
         if (!d) {
                 safe_close(fd);
@@ -556,23 +585,72 @@ int agent_history_forget(const char *workspace, uid_t uid) {
                         n++;
         }
         d = (closedir(d), NULL);
-        if (unlinkat(sessions, name, AT_REMOVEDIR) < 0 && errno != ENOENT && errno != ENOTEMPTY)
+        if (unlinkat(rfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && errno != ENOTEMPTY)
                 return -errno;
         return n;
 }
 
-int agent_history_spill(const char *workspace, const char *name, const char *text, char **ret_path) {
-        _cleanup_close_ int ws = -EBADF, dir = -EBADF;
+/* Removes name in dfd and, for a directory, everything below it (at most depth levels), never
+ * following a symlink. */
+static int remove_tree_at(int dfd, const char *name, unsigned depth) {
+        if (unlinkat(dfd, name, 0) >= 0 || errno == ENOENT)
+                return 0;
+        if (errno != EISDIR && errno != EPERM)
+                return -errno;
+        if (depth == 0)
+                return -ELOOP;
+        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        _cleanup_closedir_ DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        struct dirent *de;
+        int r = 0;
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                int k = remove_tree_at(dirfd(d), de->d_name, depth - 1);
+                if (k < 0 && r == 0)
+                        r = k;
+        }
+        d = (closedir(d), NULL);
+        if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                return r < 0 ? r : -errno;
+        return r;
+}
+
+int agent_history_remove_legacy(const char *workspace) {
+        _cleanup_close_ int ws = open_nofollow(workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        struct stat st;
+
+        if (ws < 0)
+                return ws == -ENOENT ? 0 : ws;
+        if (fstatat(ws, AGENT_HISTORY_LEGACY_DIR, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        int r = remove_tree_at(ws, AGENT_HISTORY_LEGACY_DIR, 8);
+        return r < 0 ? r : 1;
+}
+
+int agent_history_spill(const char *workspace, uid_t uid, const char *name, const char *text, char **ret_path) {
+        _cleanup_close_ int ws = -EBADF, top = -EBADF, dir = -EBADF;
         _cleanup_free_ char *path = NULL;
+        char sender[32];
         int r;
 
         ws = open_nofollow(workspace, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (ws < 0)
                 return ws;
-        r = open_subdir(ws, AGENT_HISTORY_SPILL_DIR, true, &dir);
+        r = open_subdir(ws, AGENT_HISTORY_SPILL_DIR, true, &top);
         if (r < 0)
                 return r;
-        if (asprintf(&path, "%s/" AGENT_HISTORY_SPILL_DIR "/%s", workspace, name) < 0)
+        (void) snprintf(sender, sizeof(sender), "%u", (unsigned) uid);
+        r = open_subdir(top, sender, true, &dir);
+        if (r < 0)
+                return r;
+        if (asprintf(&path, "%s/" AGENT_HISTORY_SPILL_DIR "/%s/%s", workspace, sender, name) < 0)
                 return -ENOMEM;
         ConSpoolWrite o = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .sync = false, .noreplace = true };
         r = con_spool_write(dir, name, text, strlen(text), &o);

@@ -8,26 +8,30 @@
 #include "llm.h"
 
 /* Conversations of the picoclaw runtime (docs/AGENT.md "Conversations"): what the model is given
- * of earlier tasks. A conversation belongs to one sender (uid) and one agent; it is stored as
+ * of earlier tasks. A conversation belongs to one sender (uid) and one agent; it is kept by the
+ * root service, in its own state, never in the agent user's workspace:
  *
- *     <workspace>/sessions/<uid>/<conversation-id>.json     {"version":2,"messages":[...]}
- *     <workspace>/sessions/<uid>/.latest                     the id of the sender's latest one
- *     <workspace>/sessions/<uid>/.lock                       flock()ed while a turn is appended
+ *     <agent dir>/queue/conversations/<uid>/<conversation-id>.json   {"version":2,"messages":[...]}
+ *     <agent dir>/queue/conversations/<uid>/.latest                   the id of the sender's latest one
+ *     <agent dir>/queue/conversations/<uid>/.lock                     flock()ed while a turn is appended
  *
- * The id of a conversation is the id of the task that started it. A task starts a new
- * conversation unless it names one of its own sender's (a conversation id is only ever looked up
- * in the sender's own directory, so naming another sender's id finds nothing). Only completed
+ * The service reads the task's conversation before it forks the session and hands over its text;
+ * the session sends back the completed turn, which the service validates (agent_history_parse)
+ * and appends. The id of a conversation is the id of the task that started it. A task starts a
+ * new conversation unless it names one of its own sender's (a conversation id is only ever looked
+ * up in the sender's own directory, so naming another sender's id finds nothing). Only completed
  * turns are appended; files are replaced atomically (temp + rename) under the lock, after
  * re-reading, so two sessions of the same conversation never lose each other's turns.
  *
  * Context management: a conversation is cut to the model's window before every model call and
  * when it is saved: the oldest whole turns go first and the first kept user message carries
- * AGENT_HISTORY_MARKER. Large tool results are stored in <workspace>/tool-output/ and replaced
- * by their head and tail and the file's path.
+ * AGENT_HISTORY_MARKER. Large tool results are stored in <workspace>/tool-output/<uid>/ (the
+ * session's own files) and replaced by their head and tail and the file's path.
  *
  * Library code: no logging. */
 
-#define AGENT_HISTORY_DIR             "sessions"
+#define AGENT_HISTORY_DIR             "conversations" /* in the service's queue/ folder */
+#define AGENT_HISTORY_LEGACY_DIR      "sessions"      /* in the workspace: removed unread */
 #define AGENT_HISTORY_SPILL_DIR       "tool-output"
 #define AGENT_HISTORY_FILE_MAX        (16U * 1024U * 1024U) /* bytes of one conversation file */
 #define AGENT_HISTORY_MESSAGES_MAX    1000U      /* messages of one conversation file */
@@ -70,13 +74,16 @@ int agent_history_head_tail(const char *text, size_t head, size_t tail, const ch
 
 /* ---- the store ---- */
 
-/* Opens (creating with create) <workspace>/sessions/<uid>/, 0700, without following symlinks.
- * -ENOENT when it does not exist and create is false. */
-int agent_history_open_dir(const char *workspace, uid_t uid, bool create, int *ret_fd);
+/* Opens (creating with create, root too) <root>/<uid>/, 0700, without following symlinks. root
+ * is the service's conversations folder. -ENOENT when it does not exist and create is false. */
+int agent_history_open_dir(const char *root, uid_t uid, bool create, int *ret_fd);
 /* Which conversation a task belongs to. requested NULL: a new one, id task_id.
  * CON_CONVERSATION_LATEST: the sender's latest, or a new one when there is none. Another id: it
  * must exist in the sender's directory, else -ENOENT. *ret_new says whether it is new. */
 int agent_history_resolve(int dfd, const char *requested, const char *task_id, char **ret_id, bool *ret_new);
+/* The text of conversation id in dfd, checked with agent_history_parse: -ENOENT when there is
+ * none, -EBADMSG with *ret_error when the file is unreadable. */
+int agent_history_read(int dfd, const char *id, char **ret_text, size_t *ret_len, char **ret_error);
 /* Appends the messages of conversation id in dfd to c: -ENOENT when there is none, -EBADMSG with
  * *ret_error when the file is unreadable. */
 int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **ret_error);
@@ -84,14 +91,21 @@ int agent_history_load(int dfd, const char *id, ConLlmConversation *c, char **re
  * file first), cuts it to budget bytes, writes it atomically (0600) and makes it the latest.
  * Beyond AGENT_HISTORY_KEEP conversations of the sender, the least recently used are deleted. */
 int agent_history_commit(int dfd, const char *id, const ConLlmConversation *c, size_t turn_start, size_t budget);
+/* The same for a turn sent by a session as file text (agent_history_format): at most
+ * AGENT_HISTORY_FILE_MAX bytes, checked with agent_history_parse (-EBADMSG with *ret_error). */
+int agent_history_store_turn(int dfd, const char *id, const char *text, size_t len, size_t budget,
+                              char **ret_error);
 /* /new: the sender's next --continue without an id starts a new conversation. */
-int agent_history_end_latest(const char *workspace, uid_t uid);
+int agent_history_end_latest(const char *root, uid_t uid);
 /* Deletes the regular files ending in suffix (not starting with '.') of directory dfd beyond the
  * keep most recently modified ones, never the one named except. Returns how many were deleted. */
 int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *except);
 /* /forget: deletes the sender's conversations. Returns how many were deleted. */
-int agent_history_forget(const char *workspace, uid_t uid);
+int agent_history_forget(const char *root, uid_t uid);
+/* Removes <workspace>/sessions/ of earlier versions (written by the sessions, so never read),
+ * without following symlinks. 1 when there was one, 0 when not, or -errno. */
+int agent_history_remove_legacy(const char *workspace);
 
-/* Stores text as <workspace>/tool-output/<name> (0600, created exclusively) and returns its path.
- * Beyond AGENT_HISTORY_SPILL_KEEP files there, the oldest are deleted. */
-int agent_history_spill(const char *workspace, const char *name, const char *text, char **ret_path);
+/* Stores text as <workspace>/tool-output/<uid>/<name> (0600, created exclusively) and returns its
+ * path. Beyond AGENT_HISTORY_SPILL_KEEP files there, the oldest are deleted. */
+int agent_history_spill(const char *workspace, uid_t uid, const char *name, const char *text, char **ret_path);

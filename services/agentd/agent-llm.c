@@ -520,7 +520,6 @@ typedef struct Loop {
         const ConRuntimeEnv *env;
         sd_bus *bus;
         uint64_t deadline;
-        char *sessions_dir;
 } Loop;
 
 static bool error_is_unavailable(const sd_bus_error *e) {
@@ -532,7 +531,7 @@ static bool error_is_unavailable(const sd_bus_error *e) {
 }
 
 /* Tells the sysadmin that this agent's budget is used up, at most once an hour (a marker file in
- * the sessions directory). Returns a sentence saying who was told. */
+ * the workspace). Returns a sentence saying who was told. */
 static char *budget_notify(Loop *l, const char *message) {
         const ConAgent *a = l->env->agent;
         const ConAgent *sys = l->env->config ? con_config_find_agent(l->env->config, "sysadmin") : NULL;
@@ -545,7 +544,7 @@ static char *budget_notify(Loop *l, const char *message) {
                                 isempty(l->task->sender) ? "the submitter" : l->task->sender);
                 return out;
         }
-        if (asprintf(&marker, "%s/budget-notified", l->sessions_dir) < 0)
+        if (asprintf(&marker, "%s/.budget-notified", l->env->workspace) < 0)
                 return NULL;
         if (stat(marker, &st) == 0 && time(NULL) - st.st_mtime < BUDGET_NOTICE_INTERVAL) {
                 (void) asprintf(&out, "The sysadmin was told within the last hour.");
@@ -692,7 +691,7 @@ static int tool_output_inline(const ConRuntimeTask *t, const ConRuntimeEnv *env,
                 return 0;
         if (asprintf(&name, "%s-%u.txt", t->id, n) < 0)
                 return -ENOMEM;
-        int r = agent_history_spill(env->workspace, name, *output, &path);
+        int r = agent_history_spill(env->workspace, t->sender_uid, name, *output, &path);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
@@ -706,50 +705,24 @@ static int tool_output_inline(const ConRuntimeTask *t, const ConRuntimeEnv *env,
         return 0;
 }
 
-/* The conversation of this task: the sender's own, new unless the task names one. 0, or 1 with
- * *ret_reason when the task must fail. */
-static int conversation_open(const ConRuntimeTask *t, const ConRuntimeEnv *env, int *ret_dfd, char **ret_id,
-                             bool *ret_new, char **ret_reason) {
-        _cleanup_close_ int dfd = -EBADF;
-        _cleanup_free_ char *legacy = NULL;
-        int r;
-
-        /* The shared history of earlier versions mixed every sender's tasks: never read it again. */
-        if (asprintf(&legacy, "%s/" AGENT_HISTORY_DIR "/con_%s.json", env->workspace, env->agent->name) < 0)
-                return -ENOMEM;
-        (void) unlink(legacy);
-
-        r = agent_history_open_dir(env->workspace, t->sender_uid, true, &dfd);
-        if (r < 0) {
-                if (t->conversation)
-                        return set_error(ret_reason, 1, "cannot open the conversations of %s in %s/" AGENT_HISTORY_DIR
-                                         ": %s", strempty(t->sender), env->workspace, strerror(-r));
-                dprintf(STDERR_FILENO, "note: cannot open %s/" AGENT_HISTORY_DIR ", this turn is not kept: %s\n",
-                        env->workspace, strerror(-r));
-        }
-        r = agent_history_resolve(dfd, t->conversation, t->id, ret_id, ret_new);
-        if (r == -ENOENT)
-                /* Also what another sender's conversation id gives: it is looked up only among the
-                 * sender's own. */
-                return set_error(ret_reason, 1,
-                                 "refused: %s has no conversation '%s' with agent '%s' (a conversation can only be "
-                                 "continued by the sender who started it; without an id, --continue takes your "
-                                 "latest)", isempty(t->sender) ? "the sender" : t->sender, t->conversation,
-                                 env->agent->name);
+/* Sends the completed turn (messages from index turn on) to the service, which stores it. */
+static int turn_send(const ConRuntimeTask *t, const ConLlmConversation *c, size_t turn) {
+        _cleanup_free_ char *text = NULL;
+        if (t->turn_fd < 0 || !t->conversation)
+                return 0;
+        int r = agent_history_format(c, turn, &text);
         if (r < 0)
                 return r;
-        *ret_dfd = TAKE_FD(dfd);
-        return 0;
+        return con_write_all(t->turn_fd, text, strlen(text));
 }
 
 int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(agent_loop_guard_done) AgentLoopGuard guard = {};
-        _cleanup_free_ char *conv = NULL, *herr = NULL, *user = NULL, *final = NULL, *reason = NULL;
-        _cleanup_close_ int hdir = -EBADF;
+        _cleanup_free_ char *herr = NULL, *user = NULL, *final = NULL, *reason = NULL;
+        const char *conv = strempty(t->conversation);
         Loop l = { .task = t, .env = env };
-        bool is_new = true;
         unsigned n_outputs = 0;
         int r;
 
@@ -769,26 +742,17 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
         /* Stop a little before the service's own timer kills the session, to report why. */
         l.deadline = now_usec() + (wall > 60 * USEC_PER_SEC ? wall - 30 * USEC_PER_SEC : wall);
 
-        if (asprintf(&l.sessions_dir, "%s/" AGENT_HISTORY_DIR, env->workspace) < 0)
-                return 1;
-        if (mkdir(l.sessions_dir, 0700) < 0 && errno != EEXIST)
-                dprintf(STDERR_FILENO, "note: cannot create %s: %m\n", l.sessions_dir);
-
-        r = conversation_open(t, env, &hdir, &conv, &is_new, &reason);
-        if (r < 0)
-                goto out;
-        if (r > 0)
-                goto out;
         r = build_prompt(t, env, NULL, c);
         if (r < 0) {
                 dprintf(STDERR_FILENO, "cannot build the prompt: %s\n", strerror(-r));
                 goto out;
         }
-        if (!is_new && hdir >= 0) {
-                r = agent_history_load(hdir, conv, c, &herr);
+        /* The conversation the service read for this task (its own state, not the workspace). */
+        if (t->history) {
+                r = agent_history_parse(t->history, t->history_len, c, &herr);
                 if (r == -ENOMEM)
                         goto out;
-                if (r < 0 && r != -ENOENT)
+                if (r < 0)
                         dprintf(STDERR_FILENO, "note: conversation %s unreadable, continuing without it: %s\n", conv,
                                 strempty(herr));
         }
@@ -799,7 +763,7 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                 _cleanup_free_ char *name = NULL, *path = NULL, *cut = NULL;
                 if (asprintf(&name, "%s-task.txt", t->id) < 0)
                         goto out;
-                r = agent_history_spill(env->workspace, name, user, &path);
+                r = agent_history_spill(env->workspace, t->sender_uid, name, user, &path);
                 if (r == -ENOMEM)
                         goto out;
                 r = agent_history_head_tail(user, budget / 8, budget / 8, r >= 0 ? path : NULL, &cut);
@@ -882,16 +846,16 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                      AGENT_LLM_MAX_ITERATIONS) < 0)
                 goto out;
         /* Only a completed turn is kept: a failed task adds nothing to the conversation. */
-        if (final && hdir >= 0) {
-                r = agent_history_commit(hdir, conv, c, turn, budget);
+        if (final) {
+                r = turn_send(t, c, turn);
                 if (r == -ENOMEM)
                         goto out;
                 if (r < 0)
-                        dprintf(STDERR_FILENO, "note: cannot save conversation %s: %s\n", conv, strerror(-r));
+                        dprintf(STDERR_FILENO, "note: cannot hand conversation %s back to the service: %s\n", conv,
+                                strerror(-r));
         }
         r = 0;
 out:
-        free(l.sessions_dir);
         if (r < 0) {
                 dprintf(STDERR_FILENO, "the tool loop failed: %s\n", strerror(-r));
                 return 1;

@@ -12,6 +12,7 @@
 
 #include "agent-builtins.h"
 #include "agent-deliver.h"
+#include "agent-history.h"
 #include "agent-llm.h"
 #include "agent-service.h"
 #include "bus-util.h"
@@ -39,6 +40,8 @@ typedef struct RunningTask {
         bool kill_fails;        /* killed by KillSessions, Halt or Quarantine: the task failed */
         bool shutdown;          /* killed because the service stops: leave it to the next start */
         char *models_task_id;   /* the model gateway was told this task runs (a copy: the task may be gone) */
+        char *conversation;     /* the conversation the session's turn is appended to; NULL: none */
+        uid_t sender_uid;
 } RunningTask;
 
 static uint64_t now_realtime(void) {
@@ -679,6 +682,7 @@ static RunningTask *running_task_free(RunningTask *rt) {
         if (rt->models_task_id)
                 (void) models_task_notify(rt->c, "UnregisterTask", rt->models_task_id);
         free(rt->models_task_id);
+        free(rt->conversation);
         agent_session_free(rt->session);
         free(rt->cancel_reason);
         free(rt);
@@ -700,6 +704,80 @@ static const char *runtime_label(const AgentContext *c) {
         return c->runtime ? c->runtime->name : "the runtime";
 }
 
+/* The completed turn the session sent back: checked (size, the history reader) and appended to
+ * the sender's conversation in the service's own state. A failed task never gets here. */
+static void conversation_store_turn(RunningTask *rt, AgentSession *s) {
+        AgentContext *c = rt->c;
+        _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *err = NULL;
+        int r;
+
+        if (!rt->conversation || s->turn_len == 0)
+                return;
+        if (s->turn_size > s->turn_len || !s->turn_eof) {
+                log_msg(LOG_WARNING, "Task %s: the session sent an incomplete or too large turn (over %u bytes); "
+                        "conversation %s not changed", rt->task->id, AGENT_SESSION_TURN_MAX, rt->conversation);
+                return;
+        }
+        unsigned window = c->agent->rt.context_window ?: CON_CONTEXT_WINDOW_DEFAULT;
+        r = agent_history_open_dir(c->conversations_dir, rt->sender_uid, true, &dfd);
+        if (r >= 0)
+                r = agent_history_store_turn(dfd, rt->conversation, s->turn, s->turn_len,
+                                             agent_history_budget(window, AGENT_LLM_MAX_TOKENS), &err);
+        if (r < 0)
+                log_msg(LOG_WARNING, "Task %s: cannot save conversation %s: %s", rt->task->id, rt->conversation,
+                        err ?: strerror(-r));
+}
+
+/* Before the fork: the conversation of the task (the sender's own, new unless the task names
+ * one), read from the service's state; the session gets its text, never the folder. 0, or 1
+ * with *ret_reason when the task must fail. */
+static int conversation_prepare(AgentContext *c, const AgentTask *t, RunningTask *rt, char **ret_text,
+                                size_t *ret_len, char **ret_reason) {
+        _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *id = NULL, *err = NULL;
+        bool is_new = true;
+        int r;
+
+        r = agent_history_open_dir(c->conversations_dir, t->sender_uid, true, &dfd);
+        if (r < 0) {
+                if (t->conversation) {
+                        if (asprintf(ret_reason, "cannot open the conversations of %s in %s: %s", strempty(t->sender),
+                                     c->conversations_dir, strerror(-r)) < 0)
+                                return -ENOMEM;
+                        return 1;
+                }
+                log_msg(LOG_WARNING, "Task %s: cannot open %s, this turn is not kept: %s", t->id,
+                        c->conversations_dir, strerror(-r));
+        }
+        r = agent_history_resolve(dfd, t->conversation, t->id, &id, &is_new);
+        if (r == -ENOENT) {
+                /* Also what another sender's conversation id gives: it is looked up only among the
+                 * sender's own. */
+                if (asprintf(ret_reason, "refused: %s has no conversation '%s' with agent '%s' (a conversation can "
+                             "only be continued by the sender who started it; without an id, --continue takes "
+                             "your latest)", isempty(t->sender) ? "the sender" : t->sender, t->conversation,
+                             c->agent->name) < 0)
+                        return -ENOMEM;
+                return 1;
+        }
+        if (r < 0)
+                return r;
+        if (!is_new && dfd >= 0) {
+                r = agent_history_read(dfd, id, ret_text, ret_len, &err);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && r != -ENOENT)
+                        log_msg(LOG_NOTICE, "Task %s: conversation %s unreadable, continuing without it (the next "
+                                "completed turn replaces it): %s", t->id, id, err ?: strerror(-r));
+        }
+        if (dfd >= 0) {
+                rt->conversation = TAKE_PTR(id);
+                rt->sender_uid = t->sender_uid;
+        }
+        return 0;
+}
+
 static void on_session_done(AgentSession *s, void *userdata) {
         RunningTask *rt = userdata;
         AgentContext *c = rt->c;
@@ -717,6 +795,7 @@ static void on_session_done(AgentSession *s, void *userdata) {
         switch (agent_session_end(s)) {
         case AGENT_SESSION_EXITED:
                 if (s->exit_status == 0) {
+                        conversation_store_turn(rt, s);
                         if (s->out_size > s->out_len)
                                 log_msg(LOG_NOTICE, "Task %s: response of %" PRIu64 " bytes cut at %d bytes",
                                         t->id, s->out_size, AGENT_QUEUE_RESULT_MAX);
@@ -816,6 +895,18 @@ static void start_task(AgentContext *c, AgentTask *t) {
         }
         rt->c = c;
         rt->task = t;
+        _cleanup_free_ char *history = NULL;
+        size_t history_len = 0;
+        if (c->runtime->conversations) {
+                _cleanup_free_ char *reason = NULL;
+                r = conversation_prepare(c, t, rt, &history, &history_len, &reason);
+                if (r != 0) {
+                        running_task_free(rt);
+                        (void) agent_context_complete(c, t, AGENT_TASK_FAILED,
+                                                      reason ?: "cannot read the conversation");
+                        return;
+                }
+        }
         ConRuntimeTask rtask = {
                 .id = t->id,
                 .text = t->text ?: "",
@@ -824,7 +915,10 @@ static void start_task(AgentContext *c, AgentTask *t) {
                 .priority = t->priority,
                 .reply_to = t->reply_to,
                 .deadline_usec = t->deadline_usec,
-                .conversation = t->conversation,
+                .conversation = rt->conversation,
+                .history = history,
+                .history_len = history_len,
+                .turn_fd = -EBADF,
         };
         /* Sent before the session exists, so it reaches the gateway before the session's first call. */
         if (models_task_notify(c, "RegisterTask", t->id))
@@ -1802,6 +1896,7 @@ AgentContext *agent_context_free(AgentContext *c) {
         free(c->bus_name);
         free(c->data_dir);
         free(c->workspace);
+        free(c->conversations_dir);
         sd_event_unref(c->event);
         free(c);
         return NULL;
@@ -1834,6 +1929,7 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         else if (asprintf(&c->data_dir, CON_SRV_DIR "/agents/%s", c->agent->name) < 0)
                 c->data_dir = NULL;
         if (!c->data_dir || asprintf(&c->workspace, "%s/workspace", c->data_dir) < 0 ||
+            asprintf(&c->conversations_dir, "%s/queue/" AGENT_HISTORY_DIR, c->data_dir) < 0 ||
             asprintf(&c->skills_dir, "%s/skills", c->data_dir) < 0)
                 return -ENOMEM;
         if (o->session_user) {
@@ -1916,6 +2012,15 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         if (st.torn_tail)
                 log_msg(LOG_NOTICE, "Cut a torn last record off %s/queue/journal (a crash during a write; it was "
                         "never acknowledged)", c->data_dir);
+        /* Conversations of earlier versions were in the workspace, written by the sessions
+         * themselves: not to be trusted, so removed without being read. */
+        r = agent_history_remove_legacy(c->workspace);
+        if (r > 0)
+                log_msg(LOG_NOTICE, "Removed %s/" AGENT_HISTORY_LEGACY_DIR "/ unread: conversations are kept in %s "
+                        "now, out of the agent user's reach", c->workspace, c->conversations_dir);
+        else if (r < 0)
+                log_msg(LOG_WARNING, "Cannot remove %s/" AGENT_HISTORY_LEGACY_DIR "/ (it is never read): %s",
+                        c->workspace, strerror(-r));
 
         r = con_policy_from_config(config, &c->policy);
         if (r < 0) {

@@ -87,6 +87,7 @@ typedef struct AgentContext {
         char *data_dir;
         char *workspace;
         char *skills_dir;
+        char *conversations_dir; /* DATA/queue/conversations: root's, never the sessions' */
         int data_dir_fd;
         ConSessionUser session_user;    /* valid when has_session_user; name and groups owned */
         bool has_session_user;

@@ -108,6 +108,7 @@ const ConRuntime con_runtime_picoclaw = {
         .check = picoclaw_check,
         .run = picoclaw_run,
         .timeout = picoclaw_timeout,
+        .conversations = true,
 };
 
 const ConRuntime *con_runtime_for_agent(const ConAgent *a) {
@@ -124,6 +125,11 @@ const ConRuntime *con_runtime_for_agent(const ConAgent *a) {
 static void session_close_out(AgentSession *s) {
         s->out_source = sd_event_source_disable_unref(s->out_source);
         s->out_fd = safe_close(s->out_fd);
+}
+
+static void session_close_turn(AgentSession *s) {
+        s->turn_source = sd_event_source_disable_unref(s->turn_source);
+        s->turn_fd = safe_close(s->turn_fd);
 }
 
 static void session_close_err(AgentSession *s) {
@@ -167,25 +173,24 @@ AgentSession *agent_session_free(AgentSession *s) {
         s->child_source = sd_event_source_disable_unref(s->child_source);
         s->timer_source = sd_event_source_disable_unref(s->timer_source);
         session_close_out(s);
+        session_close_turn(s);
         session_close_err(s);
         free(s->out);
+        free(s->turn);
         sd_event_unref(s->event);
         free(s);
         return NULL;
 }
 
-/* Returns 1 at EOF, 0 when nothing more to read now, -errno on error. */
-static int session_read_out(AgentSession *s) {
+/* Reads what fd has into *buf, at most max bytes (the rest is drained, so the child never blocks);
+ * *total counts every byte. Returns 1 at EOF, 0 when nothing more to read now, -errno on error. */
+static int read_capped(int fd, char **buf, size_t *len, size_t max, uint64_t *total) {
         char scratch[16384];
         for (;;) {
-                char *p = scratch;
                 size_t want = sizeof(scratch);
-                if (s->out_len < AGENT_SESSION_OUTPUT_MAX) {
-                        want = AGENT_SESSION_OUTPUT_MAX - s->out_len;
-                        if (want > sizeof(scratch))
-                                want = sizeof(scratch);
-                }
-                ssize_t n = read(s->out_fd, p, want);
+                if (*len < max && max - *len < want)
+                        want = max - *len;
+                ssize_t n = read(fd, scratch, want);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -193,17 +198,28 @@ static int session_read_out(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
-                s->out_size += (uint64_t) n;
-                if (s->out_len >= AGENT_SESSION_OUTPUT_MAX)
+                *total += (uint64_t) n;
+                if (*len >= max)
                         continue; /* keep draining so the child never blocks */
-                char *b = realloc(s->out, s->out_len + (size_t) n + 1);
+                char *b = realloc(*buf, *len + (size_t) n + 1);
                 if (!b)
                         return -ENOMEM;
-                s->out = b;
-                memcpy(s->out + s->out_len, p, (size_t) n);
-                s->out_len += (size_t) n;
-                s->out[s->out_len] = 0;
+                *buf = b;
+                memcpy(b + *len, scratch, (size_t) n);
+                *len += (size_t) n;
+                b[*len] = 0;
         }
+}
+
+static int session_read_out(AgentSession *s) {
+        return read_capped(s->out_fd, &s->out, &s->out_len, AGENT_SESSION_OUTPUT_MAX, &s->out_size);
+}
+
+static int session_read_turn(AgentSession *s) {
+        int r = read_capped(s->turn_fd, &s->turn, &s->turn_len, AGENT_SESSION_TURN_MAX, &s->turn_size);
+        if (r > 0)
+                s->turn_eof = true;
+        return r;
 }
 
 static int session_read_err(AgentSession *s) {
@@ -244,6 +260,13 @@ static int on_out(sd_event_source *src, int fd, uint32_t revents, void *userdata
         AgentSession *s = userdata;
         if (session_read_out(s) != 0)
                 session_close_out(s);
+        return 0;
+}
+
+static int on_turn(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        if (session_read_turn(s) != 0)
+                session_close_turn(s);
         return 0;
 }
 
@@ -299,9 +322,12 @@ static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
         session_wait_cgroup(s);
         if (s->out_fd >= 0)
                 (void) session_read_out(s);
+        if (s->turn_fd >= 0)
+                (void) session_read_turn(s);
         if (s->err_fd >= 0)
                 (void) session_read_err(s);
         session_close_out(s);
+        session_close_turn(s);
         session_close_err(s);
         session_maybe_finish(s);
         return 0;
@@ -372,7 +398,7 @@ static int drop_privileges(const ConSessionUser *u) {
 }
 
 static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
-                                    int out_w, int err_w, int cg_procs_fd) {
+                                    int out_w, int err_w, int turn_w, int cg_procs_fd) {
         sigset_t ss;
         int r;
 
@@ -392,13 +418,17 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
         sigemptyset(&ss);
         (void) sigprocmask(SIG_SETMASK, &ss, NULL);
 
-        /* fd 0 /dev/null, 1 /dev/null, 2 stderr pipe, 3 result pipe, nothing else. */
+        /* fd 0 /dev/null, 1 /dev/null, 2 stderr pipe, 3 result pipe, 4 the turn pipe of a runtime
+         * that keeps conversations (close-on-exec: the session's own, not its tools'), nothing else. */
         int o = fcntl(out_w, F_DUPFD, 10), e = fcntl(err_w, F_DUPFD, 10);
+        int tw = turn_w >= 0 ? fcntl(turn_w, F_DUPFD, 10) : -EBADF;
         int null = open("/dev/null", O_RDWR);
-        if (o < 0 || e < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e, 2) < 0 ||
-            dup2(o, 3) < 0)
+        if (o < 0 || e < 0 || null < 0 || (turn_w >= 0 && tw < 0) || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+            dup2(e, 2) < 0 || dup2(o, 3) < 0 || (tw >= 0 && dup3(tw, 4, O_CLOEXEC) < 0))
                 _exit(126);
-        (void) close_range(4, ~0U, 0);
+        (void) close_range(tw >= 0 ? 5 : 4, ~0U, 0);
+        ConRuntimeTask task = *t;
+        task.turn_fd = tw >= 0 ? 4 : -EBADF;
         if (env->user) {
                 r = drop_privileges(env->user);
                 if (r < 0) {
@@ -408,6 +438,9 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
                 }
         }
         (void) prctl(PR_SET_NAME, "con-session", 0, 0, 0);
+        /* Not dumpable: the session's tools (the same user) cannot ptrace it or open its fds in
+         * /proc (the turn pipe, the conversation it was handed). */
+        (void) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         /* Whatever runs in the session gains no privileges (setuid programs do not elevate). */
         (void) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         /* A clean environment: never the service's. */
@@ -420,25 +453,27 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
                 dprintf(STDERR_FILENO, "cannot enter the workspace %s: %m\n", env->workspace);
                 _exit(126);
         }
-        _exit(rt->run(t, env, 3) & 0xff);
+        _exit(rt->run(&task, env, 3) & 0xff);
 }
 
 int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
                         agent_session_done_t done, void *userdata, AgentSession **ret) {
-        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF }, cg_procs = -EBADF;
+        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF }, turn[2] = { -EBADF, -EBADF };
+        int cg_procs = -EBADF;
         int r;
 
         AgentSession *s = calloc(1, sizeof(AgentSession));
         if (!s)
                 return -ENOMEM;
-        s->out_fd = s->err_fd = s->cg_fd = s->cg_events_fd = -EBADF;
+        s->out_fd = s->err_fd = s->turn_fd = s->cg_fd = s->cg_events_fd = -EBADF;
         s->cg_parent_fd = env->cgroup_fd;
         s->event = sd_event_ref(e);
         s->done = done;
         s->userdata = userdata;
         s->timeout_usec = rt->timeout ? rt->timeout(env) : 0;
 
-        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
+        if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+            (rt->conversations && pipe2(turn, O_CLOEXEC) < 0)) {
                 r = -errno;
                 goto fail;
         }
@@ -474,19 +509,25 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
                 goto fail;
         }
         if (s->pid == 0)
-                session_child(rt, t, env, out[1], err[1], cg_procs);
+                session_child(rt, t, env, out[1], err[1], turn[1], cg_procs);
         cg_procs = safe_close(cg_procs);
 
         /* Also in the parent, so the kill in on_child/cancel cannot race the child's setsid(). */
         (void) setpgid(s->pid, s->pid);
         out[1] = safe_close(out[1]);
         err[1] = safe_close(err[1]);
+        turn[1] = safe_close(turn[1]);
         s->out_fd = TAKE_FD(out[0]);
         s->err_fd = TAKE_FD(err[0]);
+        s->turn_fd = TAKE_FD(turn[0]);
         (void) fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
         (void) fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
 
         r = sd_event_add_io(e, &s->out_source, s->out_fd, EPOLLIN, on_out, s);
+        if (r >= 0 && s->turn_fd >= 0) {
+                (void) fcntl(s->turn_fd, F_SETFL, O_NONBLOCK);
+                r = sd_event_add_io(e, &s->turn_source, s->turn_fd, EPOLLIN, on_turn, s);
+        }
         if (r >= 0)
                 r = sd_event_add_io(e, &s->err_source, s->err_fd, EPOLLIN, on_err, s);
         if (r >= 0)
@@ -510,6 +551,8 @@ fail:
         safe_close(out[1]);
         safe_close(err[0]);
         safe_close(err[1]);
+        safe_close(turn[0]);
+        safe_close(turn[1]);
         agent_session_free(s);
         return r;
 }

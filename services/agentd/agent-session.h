@@ -17,12 +17,14 @@
  * the end of the main process kill the whole cgroup (the process group without cgroup v2), so
  * double-forked daemons and tools in their own process groups die with the session. The child's
  * stdout (fd 1 for exec, the result fd for in-process runtimes) is the response, its stderr the
- * failure reason; exit status 0 means done.
+ * failure reason; exit status 0 means done. A runtime that keeps conversations writes the completed
+ * turn on ConRuntimeTask.turn_fd (a pipe to the service, inherited across the privilege drop).
  * The parent watches the child with sd_event_add_child(), the pipes with io sources, and a
  * wall-clock timer. */
 
 #define AGENT_SESSION_OUTPUT_MAX (1024 * 1024)
 #define AGENT_SESSION_STDERR_TAIL 4096
+#define AGENT_SESSION_TURN_MAX (16U * 1024U * 1024U) /* = AGENT_HISTORY_FILE_MAX */
 
 /* What a runtime gets about the task: no bus, no queue. */
 typedef struct ConRuntimeTask {
@@ -33,7 +35,12 @@ typedef struct ConRuntimeTask {
         int priority;
         const char *reply_to;
         uint64_t deadline_usec;
-        const char *conversation;       /* the sender's conversation to continue; NULL: a new one */
+        /* The sender's conversation, chosen and read by the service before the fork (agent-history.h):
+         * its id (NULL: the turn is not kept), and its file text (NULL: a new one, or unreadable). */
+        const char *conversation;
+        const char *history;
+        size_t history_len;
+        int turn_fd;                    /* in the session: where the completed turn goes; < 0: nowhere */
 } ConRuntimeTask;
 
 /* Who a session runs as: the agent user, entered by the root service after forking. */
@@ -66,6 +73,9 @@ typedef struct ConRuntime {
         int (*run)(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_fd);
         /* Wall clock for one session of this runtime. */
         uint64_t (*timeout)(const ConRuntimeEnv *env);
+        /* Keeps conversations: the service hands the session its conversation and stores the
+         * turn the session sends back on ConRuntimeTask.turn_fd. */
+        bool conversations;
 } ConRuntime;
 
 /* The runtime for an agent's runner: exec, claude and codex run the configured command;
@@ -92,6 +102,12 @@ struct AgentSession {
         char *out;              /* the first AGENT_SESSION_OUTPUT_MAX bytes, any bytes */
         size_t out_len;
         uint64_t out_size;      /* bytes the session wrote in all (more than out_len: cut) */
+        int turn_fd;            /* the completed turn of a runtime that keeps conversations */
+        sd_event_source *turn_source;
+        char *turn;
+        size_t turn_len;
+        uint64_t turn_size;     /* bytes sent in all (more than turn_len: over the limit) */
+        bool turn_eof;
         char err[AGENT_SESSION_STDERR_TAIL];
         size_t err_len;         /* the last AGENT_SESSION_STDERR_TAIL bytes, ring-free: shifted */
         uint64_t err_size;

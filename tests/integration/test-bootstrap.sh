@@ -100,12 +100,12 @@ stat_is "audit logs: root only" /srv/con/logs/audit "root:root 750"
 stat_is "agent folder: root's, traversable" /srv/con/agents/sysadmin "root:root 711"
 stat_is "agent inbox: root's, sticky" /srv/con/agents/sysadmin/inbox "root:root 1730"
 stat_is "agent queue: root only" /srv/con/agents/sysadmin/queue "root:root 700"
+stat_is "... with the senders' conversations in it" /srv/con/agents/sysadmin/queue/conversations "root:root 700"
 for d in outbox processed failed; do
         stat_is "agent $d: root's, traversable" "/srv/con/agents/sysadmin/$d" "root:root 711"
 done
-for d in workspace workspace/sessions; do
-        stat_is "agent $d" "/srv/con/agents/sysadmin/$d" "a-sysadmin:agents 700"
-done
+stat_is "agent workspace" /srv/con/agents/sysadmin/workspace "a-sysadmin:agents 700"
+check_fail "no conversations in the workspace" test -e /srv/con/agents/sysadmin/workspace/sessions
 stat_is "skills: root-owned, outside the workspace" /srv/con/agents/sysadmin/skills "root:root 755"
 stat_is "home: root-owned, private" /home/a-concierge "root:root 750"
 stat_is "AGENTS.md" /home/a-concierge/AGENTS.md "root:root 444"

@@ -52,7 +52,10 @@ cat >"$BIN/hostile.sh" <<'EOF'
 #!/bin/sh
 # One attacker, many attempts: "held:" when the system refused, "BREACH:" when it did not.
 A=/srv/con/agents/concierge
+VICTIM_CONV=$(cat /run/con-test-victim-conv)
 VICTIM=${VICTIM:-$(cat /run/con-test-victim)}
+VUID=$(id -u member)
+CONV=$A/queue/conversations
 try() { # try WHAT CMD...: the attempt must fail
         what=$1
         shift
@@ -72,6 +75,15 @@ try "append a forged record to the journal" sh -c \
 try "list the finished records" ls "$A/queue/finished"
 try "forge a finished record" sh -c "echo '{\"op\":\"known\",\"id\":\"planted1\",\"uid\":0,\"status\":\"done\"}' >$A/queue/finished/planted1.json"
 try "move the queue away" mv "$A/queue" "$A/queue.old"
+try "list the senders' conversations" ls "$CONV"
+try "list another sender's conversations" ls "$CONV/$VUID"
+try "read another sender's conversation" cat "$CONV/$VICTIM_CONV"
+try "edit another sender's conversation" sh -c "echo '{\"messages\":[]}' >$CONV/$VICTIM_CONV"
+try "plant a conversation for another sender" sh -c "echo '{\"messages\":[]}' >$CONV/$VUID/planted1.json"
+try "list its own sender's conversations (root's)" ls "$CONV/0"
+try "read its own sender's latest" cat "$CONV/0/.latest"
+try "write to a session's turn pipe" sh -c 'p=$(pgrep -u a-concierge -x con-session | head -n1); [ -n "$p" ] && echo x >/proc/$p/fd/4'
+pgrep -u a-concierge -x con-session >/dev/null && echo "a session is there"
 try "read the inbox" ls "$A/inbox"
 try "add a skill" sh -c "echo INJECTED-SKILL >$A/skills/evil.md"
 try "change a skill" sh -c "echo INJECTED-SKILL >>$A/skills/heartbeat-audit.md"
@@ -140,7 +152,11 @@ VICTIM=$(submit member honest-question)
 check "member submits (id ${VICTIM:-none})" test -n "$VICTIM"
 check "... it completes" wait_for 60 bash -c "[ \"\$(runuser -u member -- busctl --system call $C $P $I GetResult s $VICTIM | cut -d'\"' -f2)\" = done ]"
 echo "$VICTIM" >/run/con-test-victim
-chmod 0644 /run/con-test-victim
+echo "$(id -u member)/$VICTIM.json" >/run/con-test-victim-conv
+chmod 0644 /run/con-test-victim /run/con-test-victim-conv
+stat_is "its conversation is kept by the service" "$A/queue/conversations/$(id -u member)/$VICTIM.json" "root:root 600"
+check_output "... with the task and the answer" 'honest-question.*HONEST-ANSWER-42' \
+        cat "$A/queue/conversations/$(id -u member)/$VICTIM.json"
 check_output "the sender reads its response file (ACL)" '^HONEST-ANSWER-42$' as_user member cat "$A/outbox/$VICTIM.response"
 check_output "... and its processed task" 'honest-question' as_user member cat "$A/processed/$VICTIM.task"
 check_fail "another member cannot read it" as_user member2 cat "$A/outbox/$VICTIM.response"
@@ -155,14 +171,18 @@ jq -r '.body.messages[] | select(.role == "tool") | .content' "$T/fake.log" >"$T
 check_output "the session ran as a-concierge" '^a-concierge$' cat "$T/tool-out"
 check_output "it got to the end of the script" 'HOSTILE-DONE' cat "$T/tool-out"
 check_fail "no attempt succeeded" grep BREACH "$T/tool-out"
-check_eq "every attempt was refused (19)" 19 "$(grep -c '^held: ' "$T/tool-out")"
+check_output "... the turn pipe was tried on a live session" '^a session is there$' cat "$T/tool-out"
+check_eq "every attempt was refused (27)" 27 "$(grep -c '^held: ' "$T/tool-out")"
 
 section "the same attacks, directly as a-concierge (runuser)"
 check_output "runuser: the script ran to its end" 'HOSTILE-DONE' \
         as_user a-concierge env VICTIM="$VICTIM" HOME="$A/workspace" "$BIN/hostile.sh"
 DIRECT=$LIB_OUT
 check_fail "no attempt succeeded" grep BREACH <<<"$DIRECT"
-check_eq "every attempt was refused (19)" 19 "$(grep -c '^held: ' <<<"$DIRECT")"
+check_eq "every attempt was refused (27)" 27 "$(grep -c '^held: ' <<<"$DIRECT")"
+check_output "the victim's conversation is unchanged" 'honest-question.*HONEST-ANSWER-42' \
+        cat "$A/queue/conversations/$(id -u member)/$VICTIM.json"
+check_fail "... and nothing was planted" test -e "$A/queue/conversations/$(id -u member)/planted1.json"
 check "the planted workspace skill exists (the workspace is the agent's)" test -f "$A/workspace/skills/evil.md"
 
 section "restart: kill -9, activate again with a bus call, nothing forged is replayed"

@@ -90,7 +90,12 @@ for u in alice bob; do
         gpasswd -a "$u" con >/dev/null
 done
 ALICE_UID=$(id -u alice)
-SESS=/srv/con/agents/concierge/workspace/sessions
+SESS=/srv/con/agents/concierge/queue/conversations
+WS=/srv/con/agents/concierge/workspace
+
+section "an install of an earlier version: conversations in the workspace are removed unread"
+check "a-concierge plants a conversation in the old place" as_user a-concierge bash -c \
+        "mkdir -p $WS/sessions/$ALICE_UID && echo '{\"messages\":[{\"role\":\"user\",\"content\":\"planted-4242\"}]}' >$WS/sessions/$ALICE_UID/old.json && echo old >$WS/sessions/$ALICE_UID/.latest"
 
 section "a second sender never gets the first sender's text"
 check_output "alice's task is answered" 'fine answer' as_user alice con-send --json --timeout 120 "alice-secret-4711 hello"
@@ -106,9 +111,25 @@ check_fail "... without alice's or bob's text" grep -Eq 'alice-secret-4711|bob-q
 check_output "alice's new task (no --continue) starts afresh" 'fine answer' \
         as_user alice con-send --timeout 120 "alice-fresh-2"
 check_fail "... without her first task's text" grep -q alice-secret-4711 <<<"$(requests_for alice-fresh-2)"
-stat_is "the conversations are per sender uid" "$SESS/$ALICE_UID" "a-concierge:agents 700"
-stat_is "... one file per conversation" "$SESS/$ALICE_UID/$A1.json" "a-concierge:agents 600"
-check_fail "the old shared history file is gone" test -e "$SESS/con_concierge.json"
+stat_is "the conversations are in the service's state" "$SESS" "root:root 700"
+stat_is "... per sender uid" "$SESS/$ALICE_UID" "root:root 700"
+stat_is "... one file per conversation" "$SESS/$ALICE_UID/$A1.json" "root:root 600"
+check_output "... with her task in it" 'alice-secret-4711' cat "$SESS/$ALICE_UID/$A1.json"
+check_fail "the workspace's sessions/ of the earlier version is gone" test -e "$WS/sessions"
+check_fail "... its planted text never reached a request" grep -q planted-4242 "$T/fake.log"
+
+section "the agent user cannot reach the conversations (runuser -u a-concierge)"
+check_fail "list the senders' folders" as_user a-concierge ls "$SESS"
+check_fail "list alice's conversations" as_user a-concierge ls "$SESS/$ALICE_UID"
+check_fail "read alice's conversation" as_user a-concierge cat "$SESS/$ALICE_UID/$A1.json"
+check_fail "read bob's conversation" as_user a-concierge cat "$SESS/$(id -u bob)/$B1.json"
+check_fail "read alice's latest" as_user a-concierge cat "$SESS/$ALICE_UID/.latest"
+check_fail "overwrite alice's conversation" as_user a-concierge \
+        bash -c "echo '{\"messages\":[]}' >$SESS/$ALICE_UID/$A1.json"
+check_fail "plant a conversation for bob" as_user a-concierge \
+        bash -c "echo '{\"messages\":[]}' >$SESS/$(id -u bob)/planted.json"
+check_fail "replace the conversations folder" as_user a-concierge mv "$SESS" "$SESS.old"
+check_output "alice's conversation is unchanged" 'alice-secret-4711' cat "$SESS/$ALICE_UID/$A1.json"
 
 section "--continue: the same sender only"
 check_output "alice continues her first conversation by id" 'fine answer' \
@@ -178,7 +199,7 @@ check_fail "... big-1 is not in it" grep -q '"big-1 ' <<<"$(requests_for big-4)"
 check_output "a 900 kB task is answered too" 'fine answer' \
         bash -c "$(declare -f big); big huge-5 900000 | (cd / && runuser -u alice -- con-send --continue=$BIG --timeout 120 -)"
 check_output "... the model got its head and tail and where the whole text is" \
-        'the whole text is in /srv/con/agents/concierge/workspace/tool-output/' requests_for huge-5
+        'the whole text is in /srv/con/agents/concierge/workspace/tool-output/'"$ALICE_UID/" requests_for huge-5
 check_eq "... and no request reached the limit" "" "$(jq -c "select(.body_bytes >= $LIMIT) | .seq" "$T/fake.log")"
 check_output "the conversation file stays bounded" '^[0-9]+$' stat -c %s "$SESS/$ALICE_UID/$BIG.json"
 check "... below the window" test "$LIB_OUT" -lt "$LIMIT"

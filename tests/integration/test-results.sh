@@ -167,7 +167,7 @@ check_output "the model got U+FFFD and the note, not the raw byte" \
         "^\"$(printf '\357\277\275')\\\\n\[bytes that were not valid UTF-8 are shown as U\+FFFD\]\\\\nExit code: 0\"$" \
         jq '.body.messages[-1] | select(.role == "tool") | .content' "$T/fake.log"
 check "every request the model got was valid UTF-8" utf8_ok "$T/fake.log"
-SESS=/srv/con/agents/concierge/workspace/sessions
+SESS=/srv/con/agents/concierge/queue/conversations # the service's own (docs/AGENT.md)
 HIST=$(find "$SESS" -name '*.json' | head -n 1)
 check "the conversation was written (${HIST:-none})" test -n "$HIST"
 for h in $(find "$SESS" -name '*.json'); do
@@ -184,7 +184,7 @@ HIST="$SESS/0/$(cat "$SESS/0/.latest").json"
 check "root's latest conversation is there ($HIST)" test -f "$HIST"
 printf '{"version":2,"messages":[{"role":"user","content":"old \377"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","name":"exec","arguments":{"command":"printf x"}}]},{"role":"tool","tool_call_id":"c1","content":"\377"},{"role":"assistant","content":"old answer \303"}]}' \
         >"$HIST"
-chown a-concierge: "$HIST"
+chown root: "$HIST"
 chmod 0600 "$HIST"
 check_output "continuing it works" 'HELLO-AFTER' con-send --continue --timeout 120 "say-hello after poison"
 check "every request the model got was valid UTF-8" utf8_ok "$T/fake.log"

@@ -136,10 +136,10 @@ check_output "the model got the system prompt of the concierge" 'You are the age
 check_output "... the task framed as verified (root sent it)" 'Task from verified source' echo "$LIB_OUT"
 check_output "... and the tool schemas" '"name":"send_task"' echo "$LIB_OUT"
 check_output "... with the installed AGENTS.md in it" '# Concierge' echo "$LIB_OUT"
-CONV=/srv/con/agents/concierge/workspace/sessions/0 # root's conversations with the concierge
+CONV=/srv/con/agents/concierge/queue/conversations/0 # root's conversations with the concierge
 check_output "the conversation was kept, under root's uid" 'say-hello-direct' \
         bash -c "cat $CONV/\$(cat $CONV/.latest).json"
-check_output "... private to the agent" '^a-concierge 600$' \
+check_output "... in the service's state, not the agent's" '^root 600$' \
         bash -c "stat -c '%U %a' $CONV/\$(cat $CONV/.latest).json"
 
 check_output "the agent service registered the task with the model gateway (budgets are keyed by it)" \

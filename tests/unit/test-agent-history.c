@@ -129,12 +129,13 @@ static void test_store(void) {
         _cleanup_free_ char *ws = test_tmpdir_new();
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
         _cleanup_free_ char *id = NULL, *err = NULL;
+        _cleanup_free_ char *root = g_strdup_printf("%s/conversations", ws);
         int alice = -EBADF, bob = -EBADF;
         bool is_new = false;
 
-        g_assert_cmpint(agent_history_open_dir(ws, 1000, false, &alice), ==, -ENOENT);
-        g_assert_cmpint(agent_history_open_dir(ws, 1000, true, &alice), ==, 0);
-        g_assert_cmpint(agent_history_open_dir(ws, 1001, true, &bob), ==, 0);
+        g_assert_cmpint(agent_history_open_dir(root, 1000, false, &alice), ==, -ENOENT);
+        g_assert_cmpint(agent_history_open_dir(root, 1000, true, &alice), ==, 0);
+        g_assert_cmpint(agent_history_open_dir(root, 1001, true, &bob), ==, 0);
 
         /* no conversation named: a new one, named after the task */
         g_assert_cmpint(agent_history_resolve(alice, NULL, "T1", &id, &is_new), ==, 0);
@@ -153,7 +154,7 @@ static void test_store(void) {
         /* commit the second turn only (the first belongs to nobody here) */
         g_assert_cmpint(agent_history_commit(alice, "T1", c, 1, 1000000), ==, -EINVAL); /* not a turn start */
         g_assert_cmpint(agent_history_commit(alice, "T1", c, 4, 1000000), ==, 0);
-        _cleanup_free_ char *path = g_strdup_printf("%s/sessions/1000/T1.json", ws);
+        _cleanup_free_ char *path = g_strdup_printf("%s/conversations/1000/T1.json", ws);
         struct stat st;
         g_assert_cmpint(stat(path, &st), ==, 0);
         g_assert_cmpuint(st.st_mode & 0777, ==, 0600);
@@ -198,14 +199,14 @@ static void test_store(void) {
         g_assert_true(g_str_has_prefix(cut->messages[0].content, AGENT_HISTORY_MARKER "\n\nfrom session 2"));
 
         /* an unreadable file: load says so, and a commit starts it afresh */
-        _cleanup_free_ char *bad = g_strdup_printf("%s/sessions/1000/T9.json", ws);
+        _cleanup_free_ char *bad = g_strdup_printf("%s/conversations/1000/T9.json", ws);
         test_write_file(bad, "{\"messages\":[{\"role\":\"tool\"}]}");
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *b = con_llm_conversation_new();
         g_assert_cmpint(agent_history_load(alice, "T9", b, &err), ==, -EBADMSG);
         g_assert_cmpint(agent_history_load(alice, "T8", b, &err), ==, -ENOENT);
 
         /* /new: the next --continue without id starts afresh; ids still work */
-        g_assert_cmpint(agent_history_end_latest(ws, 1000), ==, 0);
+        g_assert_cmpint(agent_history_end_latest(root, 1000), ==, 0);
         g_assert_cmpint(agent_history_resolve(alice, CON_CONVERSATION_LATEST, "T4", &id, &is_new), ==, 0);
         g_assert_cmpstr(id, ==, "T4");
         g_assert_true(is_new);
@@ -215,26 +216,71 @@ static void test_store(void) {
 
         /* /forget: alice's conversations go, bob's directory is untouched */
         g_assert_cmpint(agent_history_commit(bob, "B1", s1, 2, 1000000), ==, 0);
-        g_assert_cmpint(agent_history_forget(ws, 1000), ==, 2);
+        g_assert_cmpint(agent_history_forget(root, 1000), ==, 2);
         g_assert_cmpint(stat(path, &st), ==, -1);
-        g_assert_cmpint(agent_history_forget(ws, 1000), ==, 0);
-        _cleanup_free_ char *bpath = g_strdup_printf("%s/sessions/1001/B1.json", ws);
+        g_assert_cmpint(agent_history_forget(root, 1000), ==, 0);
+        _cleanup_free_ char *bpath = g_strdup_printf("%s/conversations/1001/B1.json", ws);
         g_assert_cmpint(stat(bpath, &st), ==, 0);
 
         /* a symlink for a sender's directory is refused, not followed */
-        _cleanup_free_ char *link = g_strdup_printf("%s/sessions/1002", ws);
-        _cleanup_free_ char *target = g_strdup_printf("%s/sessions/1001", ws);
+        _cleanup_free_ char *link = g_strdup_printf("%s/conversations/1002", ws);
+        _cleanup_free_ char *target = g_strdup_printf("%s/conversations/1001", ws);
         g_assert_cmpint(symlink(target, link), ==, 0);
         int x = -EBADF;
-        g_assert_cmpint(agent_history_open_dir(ws, 1002, true, &x), ==, -ELOOP);
-        g_assert_cmpint(agent_history_forget(ws, 1002), ==, -ELOOP);
+        g_assert_cmpint(agent_history_open_dir(root, 1002, true, &x), ==, -ELOOP);
+        g_assert_cmpint(agent_history_forget(root, 1002), ==, -ELOOP);
         g_assert_cmpint(stat(bpath, &st), ==, 0);
 
-        /* spill: a file in tool-output/, never replaced */
+        /* a turn sent back by a session: checked with the reader, then appended */
+        _cleanup_free_ char *turn = NULL, *text = NULL;
+        size_t len = 0;
+        g_assert_cmpint(agent_history_format(c, 4, &turn), ==, 0);
+        g_assert_cmpint(agent_history_store_turn(bob, "B1", turn, strlen(turn), 1000000, &err), ==, 0);
+        g_assert_cmpint(agent_history_read(bob, "B1", &text, &len, &err), ==, 0);
+        _cleanup_(con_llm_conversation_freep) ConLlmConversation *bc = con_llm_conversation_new();
+        g_assert_cmpint(agent_history_parse(text, len, bc, &err), ==, 0);
+        g_assert_cmpuint(bc->n_messages, ==, 2 + c->n_messages - 4);
+        g_clear_pointer(&err, free);
+        /* not a turn (no user message first, not JSON, empty): refused, the file unchanged */
+        g_assert_cmpint(agent_history_store_turn(bob, "B1", "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}",
+                                                 48, 1000000, &err), ==, -EBADMSG);
+        g_assert_nonnull(err);
+        g_clear_pointer(&err, free);
+        g_assert_cmpint(agent_history_store_turn(bob, "B1", "garbage", 7, 1000000, &err), ==, -EBADMSG);
+        g_clear_pointer(&err, free);
+        g_assert_cmpint(agent_history_store_turn(bob, "B1", "{\"messages\":[]}", 15, 1000000, &err), ==, -EBADMSG);
+        g_clear_pointer(&err, free);
+        g_assert_cmpint(agent_history_store_turn(bob, "../x", turn, strlen(turn), 1000000, &err), ==, -EINVAL);
+        _cleanup_free_ char *text2 = NULL;
+        g_assert_cmpint(agent_history_read(bob, "B1", &text2, &len, &err), ==, 0);
+        g_assert_cmpstr(text, ==, text2);
+        _cleanup_free_ char *bad2 = g_strdup_printf("%s/conversations/1001/B9.json", ws);
+        test_write_file(bad2, "{\"messages\":[{\"role\":\"tool\"}]}");
+        g_clear_pointer(&text2, free);
+        g_assert_cmpint(agent_history_read(bob, "B9", &text2, &len, &err), ==, -EBADMSG);
+        g_assert_null(text2);
+        g_clear_pointer(&err, free);
+
+        /* spill: a file in tool-output/<sender>/, never replaced */
         _cleanup_free_ char *sp = NULL, *sp2 = NULL;
-        g_assert_cmpint(agent_history_spill(ws, "T1-1.txt", "whole output", &sp), ==, 0);
-        g_assert_true(g_str_has_suffix(sp, "/tool-output/T1-1.txt"));
-        g_assert_cmpint(agent_history_spill(ws, "T1-1.txt", "other", &sp2), ==, -EEXIST);
+        g_assert_cmpint(agent_history_spill(ws, 1000, "T1-1.txt", "whole output", &sp), ==, 0);
+        g_assert_true(g_str_has_suffix(sp, "/tool-output/1000/T1-1.txt"));
+        g_assert_cmpint(agent_history_spill(ws, 1000, "T1-1.txt", "other", &sp2), ==, -EEXIST);
+        g_assert_cmpint(agent_history_spill(ws, 1001, "T1-1.txt", "bob's", &sp2), ==, 0);
+        g_assert_true(g_str_has_suffix(sp2, "/tool-output/1001/T1-1.txt"));
+
+        /* the workspace's sessions/ of earlier versions: removed unread, symlinks not followed */
+        _cleanup_free_ char *legacy = g_strdup_printf("%s/sessions/1000", ws);
+        _cleanup_free_ char *lfile = g_strdup_printf("%s/sessions/1000/X.json", ws);
+        _cleanup_free_ char *llink = g_strdup_printf("%s/sessions/1000/escape", ws);
+        g_assert_cmpint(g_mkdir_with_parents(legacy, 0700), ==, 0);
+        test_write_file(lfile, "{}");
+        g_assert_cmpint(symlink(root, llink), ==, 0);
+        g_assert_cmpint(agent_history_remove_legacy(ws), ==, 1);
+        _cleanup_free_ char *lsessions = g_strdup_printf("%s/sessions", ws);
+        g_assert_cmpint(stat(lsessions, &st), ==, -1);
+        g_assert_cmpint(stat(bpath, &st), ==, 0);
+        g_assert_cmpint(agent_history_remove_legacy(ws), ==, 0);
 
         safe_close(alice);
         safe_close(bob);
