@@ -788,8 +788,8 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                         return r;
         }
         /* The service's state: the queue (journal, lock, finished records, the senders'
-         * conversations) is root's alone; the outbox, processed/ and failed/ are traversable, each file readable by its task's sender
-         * only (an ACL entry the service sets). */
+         * conversations) is root's alone; the outbox, processed/ and failed/ are traversable,
+         * each file readable by its task's sender only (an ACL entry the service sets). */
         {
                 static const struct {
                         const char *name;

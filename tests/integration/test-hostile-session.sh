@@ -82,7 +82,8 @@ try "edit another sender's conversation" sh -c "echo '{\"messages\":[]}' >$CONV/
 try "plant a conversation for another sender" sh -c "echo '{\"messages\":[]}' >$CONV/$VUID/planted1.json"
 try "list its own sender's conversations (root's)" ls "$CONV/0"
 try "read its own sender's latest" cat "$CONV/0/.latest"
-try "write to a session's turn pipe" sh -c 'p=$(pgrep -u a-concierge -x con-session | head -n1); [ -n "$p" ] && echo x >/proc/$p/fd/4'
+try "write to a session's turn pipe" sh -c \
+        'p=$(pgrep -u a-concierge -x con-session | head -n1); [ -n "$p" ] && echo x >/proc/$p/fd/4'
 pgrep -u a-concierge -x con-session >/dev/null && echo "a session is there"
 try "read the inbox" ls "$A/inbox"
 try "add a skill" sh -c "echo INJECTED-SKILL >$A/skills/evil.md"

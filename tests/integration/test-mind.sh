@@ -94,8 +94,10 @@ SESS=/srv/con/agents/concierge/queue/conversations
 WS=/srv/con/agents/concierge/workspace
 
 section "an install of an earlier version: conversations in the workspace are removed unread"
+OLD_TURN='{"messages":[{"role":"user","content":"planted-4242"}]}'
 check "a-concierge plants a conversation in the old place" as_user a-concierge bash -c \
-        "mkdir -p $WS/sessions/$ALICE_UID && echo '{\"messages\":[{\"role\":\"user\",\"content\":\"planted-4242\"}]}' >$WS/sessions/$ALICE_UID/old.json && echo old >$WS/sessions/$ALICE_UID/.latest"
+        "mkdir -p $WS/sessions/$ALICE_UID && echo '$OLD_TURN' >$WS/sessions/$ALICE_UID/old.json &&
+         echo old >$WS/sessions/$ALICE_UID/.latest"
 
 section "a second sender never gets the first sender's text"
 check_output "alice's task is answered" 'fine answer' as_user alice con-send --json --timeout 120 "alice-secret-4711 hello"

@@ -242,8 +242,9 @@ static void test_store(void) {
         g_assert_cmpuint(bc->n_messages, ==, 2 + c->n_messages - 4);
         g_clear_pointer(&err, free);
         /* not a turn (no user message first, not JSON, empty): refused, the file unchanged */
-        g_assert_cmpint(agent_history_store_turn(bob, "B1", "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}",
-                                                 48, 1000000, &err), ==, -EBADMSG);
+        const char *no_task = "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}";
+        g_assert_cmpint(agent_history_store_turn(bob, "B1", no_task, strlen(no_task), 1000000, &err), ==,
+                        -EBADMSG);
         g_assert_nonnull(err);
         g_clear_pointer(&err, free);
         g_assert_cmpint(agent_history_store_turn(bob, "B1", "garbage", 7, 1000000, &err), ==, -EBADMSG);
