@@ -34,7 +34,7 @@
  *   {"op":"counters","accepted":..,"done":..,"failed":..,"cancelled":..} */
 
 #define AGENT_QUEUE_MAX_TRIES 3
-/* Stored results are valid text (bus/utf8.h) of at most these many bytes, the cut note included. */
+/* Stored results are valid text (bus/basic/utf8.h) of at most these many bytes, the cut note included. */
 #define AGENT_QUEUE_RESULT_MAX (1024 * 1024)
 #define AGENT_QUEUE_REASON_MAX 4096
 /* Finished tasks kept in memory (ListTasks, /tasks show these); older ones live on disk only. */

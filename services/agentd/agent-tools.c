@@ -323,7 +323,7 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
         if (!cJSON_IsObject(root))
                 return arg_error(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
                                  con_json_kind(root));
-        /* What the gateway makes of arguments that were no JSON object (bus/llm.h). */
+        /* What the gateway makes of arguments that were no JSON object (bus/fabric/llm.h). */
         const cJSON *bad = cJSON_GetObjectItemCaseSensitive(root, CON_LLM_MALFORMED_ARGUMENTS);
         if (cJSON_IsString(bad)) {
                 _cleanup_cjson_ cJSON *j = cJSON_Parse(bad->valuestring);

@@ -77,7 +77,7 @@ typedef struct AgentToolContext {
 } AgentToolContext;
 
 /* Runs one tool call. Always produces *ret_output (also for failures: the model reads it), valid
- * text (bus/utf8.h; bytes that were not UTF-8 become U+FFFD with AGENT_TOOL_REPLACED_NOTE), and
+ * text (bus/basic/utf8.h; bytes that were not UTF-8 become U+FFFD with AGENT_TOOL_REPLACED_NOTE), and
  * *ret_is_error; returns -ENOMEM only. */
 int agent_tool_run(const AgentToolContext *ctx, const char *tool, const char *args_json, char **ret_output,
                    bool *ret_is_error);

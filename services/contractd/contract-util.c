@@ -939,7 +939,7 @@ static int check_path(const ContractCheck *ch, char **m) {
         return msg(m, "%s as required", ch->path) < 0 ? -ENOMEM : 1;
 }
 
-/* Exactly what con bootstrap sets (bus/provision.c): root:con-models 0640, no ACL entries, so the
+/* Exactly what con bootstrap sets (bus/provision/provision.c): root:con-models 0640, no ACL entries, so the
  * model gateway reads the keys and no agent can. Absent is fine (no provider keys). */
 static int check_env_file(const ContractCheck *ch, const CheckContext *ctx, char **m) {
         ContractCheck p = { .path = (char *) (ch->path ?: ctx->env_path ?: "/etc/con/env"), .owner = (char *) "root",

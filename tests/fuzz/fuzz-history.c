@@ -3,7 +3,7 @@
  * workspace holds, the reader refuses or loads a consistent conversation, and what it loads
  * formats and reads back to the same messages. Cutting it to a window keeps it consistent.
  * Whatever bytes the file holds, every string loaded, the model request built from it (the
- * neutral JSON and both wire formats) and the text written back are valid UTF-8 (bus/utf8.h). */
+ * neutral JSON and both wire formats) and the text written back are valid UTF-8 (bus/basic/utf8.h). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>

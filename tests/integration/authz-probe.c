@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Test program for bus/authz.c against the real dbus-daemon and polkitd (tests/integration/test-authz.sh).
+/* Test program for bus/runtime/authz.c against the real dbus-daemon and polkitd (tests/integration/test-authz.sh).
  *
  *   authz-probe service --name NAME [--timeout-ms N] [--ttl-ms N] [--root-policy allow|table] [--no-cache]
  *       Owns NAME on the system bus and exports /org/conspiracy/AuthzProbe1 with

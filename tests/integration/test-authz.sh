@@ -1,5 +1,5 @@
 #!/bin/bash
-# test-authz: bus/authz.c against the real dbus-daemon and the real polkitd, inside tests/sandbox/con-sandbox.
+# test-authz: bus/runtime/authz.c against the real dbus-daemon and the real polkitd, inside tests/sandbox/con-sandbox.
 # A test service (authz-probe, running as an unprivileged service user) gates a method with
 # con_authz_verify(); callers run as two other users. Prints "AUTHZ-MEASURE" lines for the benchmarks.
 set -euo pipefail

@@ -78,7 +78,7 @@ static void test_args_invalid(void) {
         assert_err("exec", "{\"command\":\"ls\",\"cwd\":\"/\"}", "unknown argument \"cwd\" (allowed: command, argv");
         assert_err("exec", "{\"command\":\"ls\",\"command\":\"id\"}", "given twice");
         assert_err("exec", "[1]", "must be a JSON object, got an array");
-        /* what the gateway makes of arguments that were no JSON object (bus/llm.h) */
+        /* what the gateway makes of arguments that were no JSON object (bus/fabric/llm.h) */
         assert_err("exec", "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"{\\\"command\\\": ls\"}",
                    "exec: the arguments are not a JSON object (invalid JSON): {\"command\": ls -- call exec again");
         assert_err("read_file", "{\"" CON_LLM_MALFORMED_ARGUMENTS "\":\"[1]\"}", "not a JSON object (an array)");

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The pure parts of bus/authz.c: keys, the cache, decision mapping. The asynchronous path against the
+/* The pure parts of bus/runtime/authz.c: keys, the cache, decision mapping. The asynchronous path against the
  * real polkitd is tests/integration/test-authz.sh. */
 #include <systemd/sd-bus.h>
 

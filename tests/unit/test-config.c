@@ -300,7 +300,7 @@ static void test_errors_agent(void) {
 }
 
 static void test_errors_cron(void) {
-        /* The sentence after the colon comes from the scheduler's parser (bus/cron.c), so the config
+        /* The sentence after the colon comes from the scheduler's parser (bus/fabric/cron.c), so the config
          * accepts exactly what will run; here we check how it is placed in the message. */
         static const char * const bad[] = {
                 "0 8 * *", "0 8 * * * *", "61 8 * * *", "0 24 * * *", "0 0 0 * *", "0 0 1 13 *", "0 0 * * 8",

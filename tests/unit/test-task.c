@@ -31,7 +31,7 @@ static void expect_fail(const char *s, ConTaskProblem problem, unsigned line, co
         expect_fail_full(s, strlen(s), 0, -EBADMSG, problem, line, msg);
 }
 
-/* The agent-name part of the message comes from bus/names.c. */
+/* The agent-name part of the message comes from bus/basic/names.c. */
 static void expect_fail_name(const char *s, unsigned line, const char *prefix, ConNameProblem p) {
         _cleanup_free_ char *m = g_strconcat(prefix, con_name_problem_to_string(p), NULL);
         expect_fail(s, CON_TASK_BAD_FRONT_MATTER, line, m);

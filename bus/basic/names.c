@@ -53,7 +53,7 @@ const char *con_name_problem_to_string(ConNameProblem p) {
         case CON_NAME_BAD_HYPHEN:
                 return "the name may not end with '-' or contain '--'";
         case CON_NAME_RESERVED:
-                return "the name is reserved by the fabric (see con_reserved_names in bus/names.c)";
+                return "the name is reserved by the fabric (see con_reserved_names in bus/basic/names.c)";
         }
         return "invalid";
 }

@@ -64,7 +64,7 @@ static inline void con_task_freep(ConTask **t) {
         con_task_free(*t);
 }
 
-/* Whether buf is task text (valid text in the sense of bus/utf8.h): CON_TASK_OK, or
+/* Whether buf is task text (valid text in the sense of bus/basic/utf8.h): CON_TASK_OK, or
  * CON_TASK_NUL_BYTE or CON_TASK_BAD_UTF8 with *ret_offset at the first offending byte. */
 ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset);
 

@@ -111,7 +111,7 @@ const char *con_llm_stop_to_string(ConLlmStop s);      /* "end", "tool_use", "ma
 int con_llm_provider_wire(const char *provider, ConLlmWire *ret_wire, const char **ret_base_url);
 
 /* ---- conversation building (copies every string as valid text: bytes that are not UTF-8
- * become U+FFFD, bus/utf8.h) ---- */
+ * become U+FFFD, bus/basic/utf8.h) ---- */
 
 ConLlmConversation *con_llm_conversation_new(void);
 ConLlmConversation *con_llm_conversation_free(ConLlmConversation *c);
