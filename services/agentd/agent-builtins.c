@@ -67,12 +67,6 @@ static int builtin_ping(AgentContext *c, AgentTask *t) {
 
 static int builtin_help(AgentContext *c, AgentTask *t);
 
-static uint64_t now_monotonic(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static int builtin_status(AgentContext *c, AgentTask *t) {
         const ConAgent *a = c->agent;
         AgentQueueStats st;

@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
@@ -173,6 +175,77 @@ const char *agent_context_state(const AgentContext *c);
  * Exposed for tests/fuzz/fuzz-result.c. */
 int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
                         bool with_info);
+
+/* ---- Internal: shared by the files of the service (agent-*.c) ---- */
+
+/* Programs log, libraries do not: the agent-*.c files are program code of con-agentd. */
+#define log_msg(prio, ...) (void) (fprintf(stderr, __VA_ARGS__), fputc('\n', stderr))
+
+/* Commit inline once this many replies wait, so a flood cannot starve the idle-priority flush. */
+#define PENDING_FLUSH_INLINE 256
+#define QUEUE_MAX 100000
+#define AGENT_REASON_MAX 1024
+
+static inline uint64_t now_realtime(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static inline uint64_t now_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+typedef struct RunningTask {
+        AgentContext *c;
+        AgentTask *task;
+        AgentSession *session;
+        char *cancel_reason;
+        bool kill_fails;        /* killed by KillSessions, Halt or Quarantine: the task failed */
+        bool shutdown;          /* killed because the service stops: leave it to the next start */
+        char *models_task_id;   /* the model gateway was told this task runs (a copy: the task may be gone) */
+        char *conversation;     /* the conversation the session's turn is appended to; NULL: none */
+        uid_t sender_uid;
+} RunningTask;
+
+/* agent-service.c: the flush (dispatch, group commit, replies, idle) and the exit. */
+int agent_context_flush(AgentContext *c);
+void agent_context_begin_exit(AgentContext *c);
+
+/* agent-authz.c */
+char *agent_user_name_of(uid_t uid);
+void agent_authz_free(AgentContext *c);
+
+/* agent-pending.c: replies and signals wait for the group commit. */
+int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *call, AgentTask *t);
+void agent_pending_run(AgentContext *c, int commit_error);
+void agent_files_retry_arm(AgentContext *c);
+
+/* agent-run.c: running tasks. */
+void agent_task_fail_now_bytes(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason, size_t len);
+void agent_task_fail_now(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason);
+RunningTask *agent_running_task_free(RunningTask *rt);
+void agent_start_task(AgentContext *c, AgentTask *t);
+void agent_dispatch(AgentContext *c);
+
+/* agent-methods.c and agent-halt.c: the method handlers of agent_vtable. */
+int agent_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_halt(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_quarantine(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_kill_sessions(sd_bus_message *m, void *userdata, sd_bus_error *error);
+
+/* agent-halt.c: used by the markers too. */
+uint32_t agent_kill_sessions(AgentContext *c, const char *reason);
+void agent_quarantine_now(AgentContext *c, const char *reason);
+void agent_halt_changed(AgentContext *c, bool was_halted, const char *reason);
 
 /* The vtable, for --bus-introspect and the introspection test. */
 extern const sd_bus_vtable agent_vtable[];

@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/* The task methods: Submit, Deliver, Cancel, GetResult, GetResultInfo, ListTasks. */
+#include <syslog.h>
+
+#include "agent-builtins.h"
+#include "agent-deliver.h"
+#include "agent-service.h"
+#include "con-paths.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+#include "task.h"
+
+/* ---- methods ---- */
+
+static int check_accepting(AgentContext *c, sd_bus_error *error) {
+        if (c->quarantined)
+                return con_bus_error_setf(error, CON_ERROR_QUARANTINED,
+                                          "Agent '%s' is quarantined: %s; it accepts and runs no tasks (its files "
+                                          "stay for forensics) until `con release %s`", c->agent->name,
+                                          strempty(c->quarantine_reason), c->agent->name);
+        if (c->halted_by_marker || c->halted_by_call)
+                return con_bus_error_setf(error, CON_ERROR_HALTED,
+                                          "Agent '%s' is halted: %s; it accepts and runs no tasks until `con resume`",
+                                          c->agent->name, strempty(c->halted_by_marker ? c->marker_halt_reason :
+                                                                                         c->halt_reason));
+        if (c->stopping || c->name_released)
+                return con_bus_error_setf(error, CON_ERROR_HALTED,
+                                          "Agent '%s' is stopping; submit again in a moment (the bus starts it anew)",
+                                          c->agent->name);
+        if (c->failed_commit)
+                return con_bus_error_setf(error, CON_ERROR_HALTED, "Agent '%s' cannot write its queue",
+                                          c->agent->name);
+        return 0;
+}
+
+static int check_text(AgentContext *c, const char *text, sd_bus_error *error) {
+        size_t l = strlen(text);
+        uint64_t max = c->config->task_max_size ?: CON_TASK_DEFAULT_MAX_SIZE;
+        if (l > max)
+                return con_bus_error_setf(error, CON_ERROR_TASK_TOO_LARGE,
+                                          "The task is %zu bytes; agent '%s' accepts at most %llu "
+                                          "(system.task_max_size)", l, c->agent->name, (unsigned long long) max);
+        if (text[strspn(text, " \t\r\n")] == 0)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_TASK, "The task text is empty");
+        AgentQueueStats st;
+        agent_queue_get_stats(c->queue, &st);
+        if (st.n_queued >= QUEUE_MAX)
+                return con_bus_error_setf(error, CON_ERROR_QUEUE_FULL,
+                                          "Agent '%s' already has %zu tasks queued; try again later",
+                                          c->agent->name, st.n_queued);
+        return 0;
+}
+
+/* The per-sender quota: one sender (a uid: the bus caller, or the owner of a dropped file) may
+ * have at most system.max_queued_per_sender unfinished (queued or running) tasks here, so a flood
+ * from one sender neither fills the queue nor the memory and the others keep getting through.
+ * A redelivery of a task already known is never refused: the queue deduplicates it. */
+static int check_sender_quota(AgentContext *c, const AgentTaskRequest *req, sd_bus_error *error) {
+        size_t limit = c->config->max_queued_per_sender ?: CON_MAX_QUEUED_PER_SENDER_DEFAULT;
+        AgentQueueStats st;
+        agent_queue_get_stats(c->queue, &st);
+        if (st.n_queued + st.n_running < limit)
+                return 0;
+        if (req->id && con_task_id_valid(req->id) &&
+            (agent_queue_find(c->queue, req->id) || agent_queue_known_on_disk(c->queue, req->id)))
+                return 0;
+        size_t n_tasks, mine = 0;
+        AgentTask * const *tasks = agent_queue_tasks(c->queue, &n_tasks);
+        for (size_t i = 0; i < n_tasks && mine < limit; i++)
+                if (tasks[i]->sender_uid == req->sender_uid && !agent_task_status_is_final(tasks[i]->status))
+                        mine++;
+        if (mine < limit)
+                return 0;
+        return con_bus_error_setf(error, CON_ERROR_SENDER_QUOTA,
+                                  "Sender '%s' (uid %u) already has %zu unfinished tasks at agent '%s', the limit "
+                                  "per sender (system.max_queued_per_sender in %s); submit again when some have "
+                                  "finished", strempty(req->sender), (unsigned) req->sender_uid, mine,
+                                  c->agent->name, c->config->path ?: CON_CONFIG_PATH);
+}
+
+static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest *req, sd_bus_error *error) {
+        AgentTask *t = NULL;
+        int r = check_sender_quota(c, req, error);
+        if (r < 0)
+                return r;
+        r = agent_queue_accept(c->queue, req, now_realtime(), &t);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id or priority");
+        if (r == -EEXIST && req->id)
+                /* Never who holds it: the id is all the caller learns. */
+                return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK,
+                                          "Task id '%s' is already used on agent '%s' by another sender; send "
+                                          "the task again under another id", req->id, c->agent->name);
+        if (r == -EEXIST)
+                return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK,
+                                          "Agent '%s' could not make a task id that is not already used",
+                                          c->agent->name);
+        if (r < 0)
+                return r;
+        if (r == 2) {
+                /* A finished task evicted from memory: committed long ago, answer at once. */
+                r = sd_bus_reply_method_return(m, "s", req->id);
+                return r < 0 ? r : 1;
+        }
+        bool fresh = r == 0;
+        r = agent_pending_add(c, PENDING_REPLY_ID, m, t);
+        if (r < 0)
+                return r;
+        if (fresh) {
+                r = agent_pending_add(c, PENDING_ACCEPTED, NULL, t);
+                if (r < 0)
+                        return r;
+                /* Built-in commands are answered at once, in the same journal batch as the accept. */
+                if (agent_builtin_is(t->text))
+                        agent_start_task(c, t);
+        }
+        if (c->n_pending >= PENDING_FLUSH_INLINE)
+                (void) agent_context_flush(c);
+        return 1;
+}
+
+int agent_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        const char *text;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &text);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_SUBMIT, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        r = check_accepting(c, error);
+        if (r < 0)
+                return r;
+        r = check_text(c, text, error);
+        if (r < 0)
+                return r;
+        AgentTaskRequest req = {
+                .sender_uid = caller.uid,
+                .sender = caller.name,
+                .priority = CON_TASK_PRIORITY_DEFAULT,
+                .text = text,
+        };
+        return queue_task(c, m, &req, error);
+}
+
+int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        _cleanup_(agent_deliver_args_done) AgentDeliverArgs a = {};
+        _cleanup_free_ char *sender = NULL;
+        int r;
+
+        r = agent_authorize(c, m, AGENT_VERB_DELIVER, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        r = agent_deliver_parse(m, &a, error);
+        if (r < 0)
+                return r;
+        r = check_accepting(c, error);
+        if (r < 0)
+                return r;
+        r = check_text(c, a.text, error);
+        if (r < 0)
+                return r;
+        uid_t uid = caller.uid;
+        if (a.has_sender_uid) {
+                if (caller.uid != 0)
+                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: only root may set sender_uid (the router "
+                                                  "delivering a file owned by that user)");
+                uid = a.sender_uid;
+                sender = agent_user_name_of(uid);
+                if (!sender)
+                        return -ENOMEM;
+        }
+        AgentTaskRequest req = {
+                .id = a.id,
+                .sender_uid = uid,
+                .sender = sender ?: caller.name,
+                .priority = a.priority,
+                .reply_to = a.reply_to,
+                .deadline_usec = a.deadline_usec,
+                .conversation = a.conversation,
+                .text = a.text,
+        };
+        return queue_task(c, m, &req, error);
+}
+
+/* The task in memory, or a finished one evicted from memory, read from disk into *ret_owned. */
+static int find_task(AgentContext *c, const char *id, AgentTask **ret, AgentTask **ret_owned,
+                     sd_bus_error *error) {
+        AgentTask *t = con_task_id_valid(id) ? agent_queue_find(c->queue, id) : NULL;
+        if (!t && con_task_id_valid(id)) {
+                int r = agent_queue_load_finished(c->queue, id, ret_owned);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && r != -ENOENT)
+                        log_msg(LOG_WARNING, "Failed to read the record of finished task %s, ignoring: %s", id,
+                                strerror(-r));
+                if (r >= 0)
+                        t = *ret_owned;
+        }
+        if (!t)
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "Agent '%s' knows no task '%s'",
+                                          c->agent->name, id);
+        *ret = t;
+        return 0;
+}
+
+int agent_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        const char *id;
+        AgentTask *t = NULL;
+        _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &id);
+        if (r < 0)
+                return r;
+        r = find_task(c, id, &t, &evicted, error);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_CANCEL, t, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+
+        _cleanup_free_ char *reason = NULL;
+        if (asprintf(&reason, "cancelled by %s", caller.name) < 0)
+                return -ENOMEM;
+        RunningTask *rt = t->status == AGENT_TASK_RUNNING ? t->userdata : NULL;
+        if (t->status == AGENT_TASK_QUEUED || (t->status == AGENT_TASK_RUNNING && !rt)) {
+                /* Queued, or a built-in still waiting for answers: ends now. */
+                agent_task_fail_now(c, t, AGENT_TASK_CANCELLED, reason);
+        } else if (rt && rt->session) {
+                free(rt->cancel_reason);
+                rt->cancel_reason = TAKE_PTR(reason);
+                agent_session_cancel(rt->session);
+        }
+        /* Finished tasks: nothing to do, Cancel is idempotent. */
+        return agent_pending_add(c, PENDING_REPLY_EMPTY, m, evicted ? NULL : t) < 0 ? -ENOMEM : 1;
+}
+
+int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
+                        bool with_info) {
+        if (!with_info)
+                return sd_bus_message_append(reply, "ss", agent_task_status_to_string(st), strempty(text));
+        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_string(st), strempty(text), 3,
+                                     "truncated", "b", (int) info->truncated,
+                                     "replaced", "b", (int) info->replaced,
+                                     "size", "t", info->size);
+}
+
+/* GetResult and GetResultInfo: one reply, with or without the info dictionary. */
+static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bool with_info) {
+        AgentContext *c = userdata;
+        const char *id;
+        AgentTask *t = NULL;
+        _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
+        AgentResultInfo info = {};
+        int r;
+
+        r = sd_bus_message_read(m, "s", &id);
+        if (r < 0)
+                return r;
+        r = find_task(c, id, &t, &evicted, error);
+        if (r < 0)
+                return r;
+        r = agent_authorize(c, m, AGENT_VERB_GET_RESULT, t, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        _cleanup_free_ char *text = NULL;
+        if (agent_task_status_is_final(t->status)) {
+                r = agent_queue_read_result(c->queue, t, &text, &info);
+                if (r == -ENOENT)
+                        r = asprintf(&text, "(the response file outbox/%s.response is gone)", t->id) < 0 ? -ENOMEM
+                                                                                                           : 0;
+                else if (r == -EPERM) {
+                        log_msg(LOG_WARNING, "outbox/%s.response is not the service's own file (owner, mode or "
+                                "links changed): not served", t->id);
+                        r = asprintf(&text, "(the response file outbox/%s.response was replaced by someone other "
+                                     "than the agent service; it is not served)", t->id) < 0 ? -ENOMEM : 0;
+                }
+                if (r < 0)
+                        return r;
+        }
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = agent_result_append(reply, t->status, text, &info, with_info);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int agent_method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, false);
+}
+
+int agent_method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return get_result(m, userdata, error, true);
+}
+
+int agent_method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_caller_done) AgentCaller caller = {};
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = agent_authorize(c, m, AGENT_VERB_LIST_TASKS, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(sss)");
+        if (r < 0)
+                return r;
+        size_t n;
+        AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);
+        for (size_t i = 0; i < n; i++) {
+                if (!caller.all_tasks && tasks[i]->sender_uid != caller.uid)
+                        continue;
+                r = sd_bus_message_append(reply, "(sss)", tasks[i]->id,
+                                          agent_task_status_to_string(tasks[i]->status), tasks[i]->sender);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/* Reply batching: replies and signals wait for the group commit of the queue journal. */
+#include <syslog.h>
+
+#include "agent-service.h"
+#include "con-paths.h"
+#include "errors.h"
+#include "macro.h"
+#include "names.h"
+
+/* ---- pending replies and signals ---- */
+
+int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *call, AgentTask *t) {
+        if (c->n_pending == c->n_pending_alloc) {
+                size_t n = c->n_pending_alloc ? c->n_pending_alloc * 2 : 64;
+                AgentPending *p = reallocarray(c->pending, n, sizeof(AgentPending));
+                if (!p)
+                        return -ENOMEM;
+                c->pending = p;
+                c->n_pending_alloc = n;
+        }
+        c->pending[c->n_pending++] = (AgentPending) {
+                .kind = kind,
+                .call = call ? sd_bus_message_ref(call) : NULL,
+                .task = t,
+        };
+        agent_context_schedule_flush(c);
+        return 0;
+}
+
+static void emit_task_signal(AgentContext *c, const char *member, const AgentTask *t) {
+        for (size_t i = 0; i < c->n_buses; i++) {
+                int r;
+                if (!sd_bus_is_open(c->buses[i]))
+                        continue;
+                if (streq(member, "TaskCompleted"))
+                        r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "sss",
+                                               t->id, t->sender, agent_task_status_to_string(t->status));
+                else
+                        r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "ss",
+                                               t->id, t->sender);
+                if (r < 0)
+                        log_msg(LOG_WARNING, "Failed to emit %s for %s, ignoring: %s", member, t->id, strerror(-r));
+        }
+}
+
+/* A derived file could not be written (disk full): write every missing one again a little later,
+ * so that outbox/ fills in once space returns, not only at the next start. */
+#define FILES_RETRY_USEC (2 * USEC_PER_SEC)
+
+static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+void agent_files_retry_arm(AgentContext *c) {
+        uint64_t when = now_monotonic() + FILES_RETRY_USEC;
+        int enabled = SD_EVENT_OFF;
+        if (!c->files_retry_source) {
+                int r = sd_event_add_time(c->event, &c->files_retry_source, CLOCK_MONOTONIC, when, 0,
+                                          on_files_retry, c);
+                if (r < 0)
+                        log_msg(LOG_WARNING, "Failed to arm the retry of the task files, ignoring: %s",
+                                strerror(-r));
+                return;
+        }
+        (void) sd_event_source_get_enabled(c->files_retry_source, &enabled);
+        if (enabled != SD_EVENT_OFF)
+                return;
+        (void) sd_event_source_set_time(c->files_retry_source, when);
+        (void) sd_event_source_set_enabled(c->files_retry_source, SD_EVENT_ONESHOT);
+}
+
+static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        AgentContext *c = userdata;
+        int r = agent_queue_write_all_files(c->queue);
+        if (r < 0)
+                agent_files_retry_arm(c);
+        else
+                log_msg(LOG_NOTICE, "Wrote the outbox/processed/failed files that could not be written before");
+        return 0;
+}
+
+void agent_pending_run(AgentContext *c, int commit_error) {
+        for (size_t i = 0; i < c->n_pending; i++) {
+                AgentPending *p = &c->pending[i];
+                int r = 0;
+                if (commit_error < 0) {
+                        if (p->call) {
+                                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                                (void) con_bus_error_setf(&e, CON_ERROR_STORAGE_FAILED,
+                                                          "Cannot write the queue journal of agent '%s': %s; "
+                                                          "nothing was accepted, try again later",
+                                                          c->agent->name, strerror(-commit_error));
+                                r = sd_bus_reply_method_error(p->call, &e);
+                        }
+                } else
+                        switch (p->kind) {
+                        case PENDING_REPLY_ID:
+                                r = sd_bus_reply_method_return(p->call, "s", p->task->id);
+                                break;
+                        case PENDING_REPLY_EMPTY:
+                                r = sd_bus_reply_method_return(p->call, NULL);
+                                break;
+                        case PENDING_ACCEPTED:
+                                emit_task_signal(c, "TaskAccepted", p->task);
+                                break;
+                        case PENDING_STARTED:
+                                emit_task_signal(c, "TaskStarted", p->task);
+                                break;
+                        case PENDING_COMPLETED:
+                                emit_task_signal(c, "TaskCompleted", p->task);
+                                r = agent_queue_write_files(c->queue, p->task);
+                                if (r < 0) {
+                                        log_msg(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
+                                                p->task->id, strerror(-r));
+                                        agent_files_retry_arm(c);
+                                }
+                                r = 0;
+                                break;
+                        }
+                if (r < 0)
+                        log_msg(LOG_DEBUG, "Failed to send a reply, ignoring: %s", strerror(-r));
+                sd_bus_message_unref(p->call);
+        }
+        c->n_pending = 0;
+}
