@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json-util.h"
 #include "audit.h"
 #include "fileio.h"
 #include "macro.h"
@@ -37,7 +38,6 @@ struct ConAudit {
         uint64_t last_seq;
 };
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 static int flock_retry(int fd, int op) {
         while (flock(fd, op) < 0)

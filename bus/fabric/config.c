@@ -15,7 +15,7 @@
 #include "fileio.h"
 #include "macro.h"
 #include "names.h"
-#include "policy.h"
+#include "policy-vocab.h"
 #include "strv.h"
 #include "yaml-util.h"
 

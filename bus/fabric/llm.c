@@ -13,8 +13,6 @@
 #include "strv.h"
 #include "utf8.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
-#define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
 
 /* ---- errors ------------------------------------------------------------------------------- */
 

@@ -5,56 +5,13 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "policy-vocab.h"
 
 /* The declared access policy: one list of rules "principal may VERB on target agent", built from
  * the config (the original's default grants plus the policy: section), from which the three
  * doors are generated: inbox ACLs (provision.c), polkit rules and the D-Bus policy (platform.c).
  * con_policy_allows() is the same decision as a query, for services and tests. Pure logic: no
  * I/O, no logging. Vocabulary and defaults: docs/POLICY.md. */
-
-typedef enum ConPolicyVerb {
-        CON_POLICY_TASK,                /* Submit, Deliver, a file in the agent's inbox */
-        CON_POLICY_READ_RESULT,         /* GetResult, ListTasks of any task of the agent (own: always) */
-        CON_POLICY_CANCEL,              /* Cancel any task of the agent (own: always) */
-        CON_POLICY_HALT,                /* Halt, Resume */
-        CON_POLICY_QUARANTINE,          /* Quarantine, Release, KillSessions */
-        CON_POLICY_COMMISSION,          /* create or retire agents: not about one agent */
-        CON_POLICY_CONTRACTS_ADMIN,     /* administer health contracts: not about one agent */
-        _CON_POLICY_VERB_MAX,
-        _CON_POLICY_VERB_INVALID = -22,
-} ConPolicyVerb;
-
-const char *con_policy_verb_to_string(ConPolicyVerb v);        /* "task", "read-result", ... */
-ConPolicyVerb con_policy_verb_from_string(const char *s);
-/* The polkit action id, e.g. "org.conspiracy.agent.task". */
-const char *con_policy_verb_action(ConPolicyVerb v);
-/* The verb of an action id, or _CON_POLICY_VERB_INVALID. */
-ConPolicyVerb con_policy_verb_from_action(const char *action_id);
-/* Whether the verb is about one agent (the polkit detail "agent"); false for commission and
- * contracts-admin. */
-bool con_policy_verb_per_agent(ConPolicyVerb v);
-/* The verb guarding a method-level verb (the polkit detail "verb"): "submit" and "deliver" give
- * task, "get-result" and "list-tasks" read-result, "cancel" cancel, "halt" and "resume" halt,
- * "quarantine", "release" and "kill-sessions" quarantine. _CON_POLICY_VERB_INVALID otherwise. */
-ConPolicyVerb con_policy_verb_of_method(const char *method_verb);
-/* "task, read-result, cancel, halt, quarantine, commission or contracts-admin" */
-#define CON_POLICY_VERBS_ALLOWED "task, read-result, cancel, halt, quarantine, commission or contracts-admin"
-
-typedef enum ConPrincipalKind {
-        CON_PRINCIPAL_AGENT,    /* "concierge": the user a-concierge */
-        CON_PRINCIPAL_GROUP,    /* "group:con": members of a Unix group */
-        CON_PRINCIPAL_USER,     /* "user:alice": a Unix user */
-        CON_PRINCIPAL_ROOT,     /* "root": uid 0; decided by the services, never by polkit or ACLs */
-        _CON_PRINCIPAL_KIND_MAX,
-        _CON_PRINCIPAL_KIND_INVALID = -22,
-} ConPrincipalKind;
-
-/* Splits a principal as written in the config ("group:con" gives GROUP and "con"). Checks the
- * syntax only (agent name, Linux user or group name); whether the agent exists is the caller's
- * business. -EINVAL when malformed. ret_name points into s; NULL for root. */
-int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **ret_name);
-/* A Linux user or group name as the policy accepts it: ^[a-z_][a-z0-9_-]*$, at most 32. */
-bool con_policy_unix_name_valid(const char *s);
 
 typedef struct ConPolicyRule {
         ConPrincipalKind kind;

@@ -14,6 +14,7 @@
 #include <cJSON.h>
 #include <systemd/sd-bus.h>
 
+#include "json-util.h"
 #include "con-paths.h"
 #include "con.h"
 #include "config.h"
@@ -267,7 +268,6 @@ static const char contracts_usage[] =
         "List the contracts con-contractd runs, with each check's last result and when it ran,\n"
         "the invalid files, and the halt and quarantine state. Needs con-contractd.\n";
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 int verb_contracts(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;

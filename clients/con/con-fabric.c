@@ -18,6 +18,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
+#include "json-util.h"
 #include "audit.h"
 #include "con-paths.h"
 #include "con.h"
@@ -36,7 +37,6 @@
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 static uint64_t now_usec(void) {
         struct timespec ts;

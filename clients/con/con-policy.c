@@ -10,6 +10,7 @@
 
 #include <cJSON.h>
 
+#include "json-util.h"
 #include "con-paths.h"
 #include "con.h"
 #include "macro.h"
@@ -18,7 +19,6 @@
 #include "policy.h"
 #include "strv.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 /* con policy show | check | query: the one access policy of con.yaml (docs/POLICY.md). */
 

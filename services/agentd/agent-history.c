@@ -8,8 +8,9 @@
 #include <sys/param.h>
 #include <sys/stat.h>
 
+#include "json-util.h"
 #include "agent-history.h"
-#include "agent-llm.h"
+#include "agent-wire.h"
 #include "fileio.h"
 #include "macro.h"
 #include "spool.h"
@@ -17,8 +18,6 @@
 #include "task.h"
 #include "utf8.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
-#define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
 
 #define HISTORY_VERSION 2
 #define LATEST_NAME ".latest"

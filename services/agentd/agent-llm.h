@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "agent-session.h"
+#include "agent-runtime.h"
 #include "llm.h"
 
 /* The picoclaw runtime: the LLM tool loop of one task, run in the session child as the agent
@@ -56,9 +56,6 @@ int agent_loop_guard_push(AgentLoopGuard *g, const char *name, const char *argum
 
 /* ---- the neutral JSON of org.conspiracy.Models1.Complete ---- */
 
-struct cJSON;
-/* Appends the neutral JSON of c's messages from index from on to a JSON array. */
-int agent_llm_messages_json(const ConLlmConversation *c, size_t from, struct cJSON *array);
 /* messages from index `from` on. */
 int agent_llm_request_json(const ConLlmConversation *c, size_t from, unsigned max_tokens, const char *task_id,
                            char **ret);

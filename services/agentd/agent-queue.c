@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "json-util.h"
 #include "agent-queue.h"
 #include "fileio.h"
 #include "macro.h"
@@ -295,7 +296,6 @@ static int json_add_result_info(cJSON *j, const AgentResultInfo *i) {
         return json_add_num(j, "size", (double) i->size);
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 static int record_accept(AgentQueue *q, const AgentTask *t) {
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();

@@ -25,8 +25,6 @@
 #define READ_FILE_MAX (256U * 1024U)
 #define EDIT_FILE_MAX (8U * 1024U * 1024U)
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
-#define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
 
 static const char *const tool_names[_AGENT_TOOL_MAX] = {
         [AGENT_TOOL_EXEC] = "exec",

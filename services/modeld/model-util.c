@@ -20,8 +20,6 @@
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
-#define _cleanup_cjson_ _cleanup_(cJSON_Deletep)
 
 /* ---- the key file ---- */
 

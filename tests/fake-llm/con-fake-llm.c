@@ -28,13 +28,13 @@
 #include <time.h>
 #include <arpa/inet.h>
 
+#include "json-util.h"
 #include "macro.h"
 
 #define HEAD_MAX (64U * 1024U)
 #define BODY_MAX (32U * 1024U * 1024U)
 #define CONNS_MAX 64
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 typedef enum Behaviour {
         B_NORMAL,

@@ -11,7 +11,6 @@
 #include "strv.h"
 #include "test-util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 static void test_write_read_full(void) {
         int p[2];

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "json-util.h"
 #include "http.h"
 #include "llm.h"
 #include "strv.h"
@@ -20,7 +21,6 @@
 #error "CON_FAKE_LLM_PATH must point to the con-fake-llm binary"
 #endif
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 /* The fake server goes away with the test, even when the test aborts. */
 static void child_setup(gpointer data) {

@@ -3,12 +3,12 @@
 #include <errno.h>
 #include <string.h>
 
+#include "json-util.h"
 #include "http.h"
 #include "llm.h"
 #include "strv.h"
 #include "test-util.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 /* path: dot-separated keys, numbers index arrays */
 static const cJSON *jget(const cJSON *root, const char *path) {
