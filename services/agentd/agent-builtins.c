@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
-#include <time.h>
 
+#include "agent-api.h"
 #include "agent-builtins.h"
 #include "agent-history.h"
-#include "agent-service.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
@@ -68,12 +67,12 @@ static int builtin_ping(AgentContext *c, AgentTask *t) {
 static int builtin_help(AgentContext *c, AgentTask *t);
 
 static int builtin_status(AgentContext *c, AgentTask *t) {
-        const ConAgent *a = c->agent;
+        const ConAgent *a = agent_context_agent(c);
         AgentQueueStats st;
         Buf b = {};
-        agent_queue_get_stats(c->queue, &st);
+        agent_queue_get_stats(agent_context_queue(c), &st);
         _cleanup_free_ char *roles = strv_join(a->roles, ", ");
-        uint64_t up = (now_monotonic() - c->started_usec) / USEC_PER_SEC;
+        uint64_t up = agent_context_uptime_usec(c) / USEC_PER_SEC;
 
         buf_printf(&b, "agent: %s\n", a->name);
         buf_printf(&b, "tier: %s\n", isempty(con_tier_to_string(a->tier)) ? "(none)" : con_tier_to_string(a->tier));
@@ -85,19 +84,19 @@ static int builtin_status(AgentContext *c, AgentTask *t) {
         buf_printf(&b, "tasks: %zu accepted, %llu done, %llu failed, %llu cancelled\n", st.n_tasks,
                    (unsigned long long) st.n_done, (unsigned long long) st.n_failed,
                    (unsigned long long) st.n_cancelled);
-        if (c->runtime == &con_runtime_exec)
+        if (agent_context_runtime(c) == &con_runtime_exec)
                 buf_printf(&b, "runtime: exec (%s)\n", a->command && a->command[0] ? a->command[0] : "no command");
         else
                 buf_printf(&b, "runtime: %s (model %s, provider %s)\n", strempty(a->rt.runner),
                            isempty(a->rt.model) ? "not configured" : a->rt.model, strempty(a->rt.provider));
         buf_printf(&b, "uptime: %llus\n", (unsigned long long) up);
-        buf_printf(&b, "directory: %s\n", c->data_dir);
+        buf_printf(&b, "directory: %s\n", agent_context_data_dir(c));
         return buf_complete(c, t, &b, AGENT_TASK_DONE);
 }
 
 static int builtin_tasks(AgentContext *c, AgentTask *t) {
         size_t n, shown = 0;
-        AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);
+        AgentTask * const *tasks = agent_queue_tasks(agent_context_queue(c), &n);
         Buf b = {};
         /* The submitter's own recent tasks (root sees all, but only the text of its own: a task's
          * text is for its sender), newest first, without this one. */
@@ -164,15 +163,15 @@ static void agents_query_free(AgentsQuery *q) {
 static void agents_query_finish(AgentsQuery *q) {
         AgentContext *c = q->c;
         Buf b = {};
-        buf_printf(&b, "agents of %s:\n", strempty(c->config->system_name));
+        buf_printf(&b, "agents of %s:\n", strempty(agent_context_config(c)->system_name));
         for (size_t i = 0; i < q->n_entries; i++) {
                 AgentsEntry *e = &q->entries[i];
                 const char *tier = con_tier_to_string(e->agent->tier);
                 buf_printf(&b, "  %-20s %-9s %-10s ", e->agent->name, isempty(tier) ? "-" : tier,
                            con_mode_to_string(e->agent->mode));
-                if (e->agent == c->agent) {
+                if (e->agent == agent_context_agent(c)) {
                         AgentQueueStats st;
-                        agent_queue_get_stats(c->queue, &st);
+                        agent_queue_get_stats(agent_context_queue(c), &st);
                         buf_printf(&b, "running, %s, queue %zu (this agent)\n", agent_context_state(c), st.n_queued);
                 } else if (q->no_bus)
                         buf_printf(&b, "unknown (not on the system bus)\n");
@@ -183,7 +182,7 @@ static void agents_query_finish(AgentsQuery *q) {
                 else
                         buf_printf(&b, "running, did not answer\n");
         }
-        AgentTask *t = agent_queue_find(c->queue, q->task_id);
+        AgentTask *t = agent_queue_find(agent_context_queue(c), q->task_id);
         if (t)
                 (void) buf_complete(c, t, &b, AGENT_TASK_DONE);
         agent_context_schedule_flush(c);
@@ -219,24 +218,25 @@ static int on_list_names(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
         AgentsQuery *q = userdata;
         AgentContext *c = q->c;
         _cleanup_strv_free_ char **names = NULL;
+        sd_bus *bus = agent_context_system_bus(c);
 
         q->outstanding--;
-        if (sd_bus_message_is_method_error(m, NULL) || sd_bus_message_read_strv(m, &names) < 0)
+        if (!bus || sd_bus_message_is_method_error(m, NULL) || sd_bus_message_read_strv(m, &names) < 0)
                 q->no_bus = true;
         for (size_t i = 0; !q->no_bus && i < q->n_entries; i++) {
                 AgentsEntry *e = &q->entries[i];
-                if (e->agent == c->agent || !e->bus_name || !strv_contains(names, e->bus_name))
+                if (e->agent == agent_context_agent(c) || !e->bus_name || !strv_contains(names, e->bus_name))
                         continue;
                 e->running = true;
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
-                int r = sd_bus_message_new_method_call(c->buses[0], &call, e->bus_name, CON_AGENT_PATH,
+                int r = sd_bus_message_new_method_call(bus, &call, e->bus_name, CON_AGENT_PATH,
                                                        "org.freedesktop.DBus.Properties", "GetAll");
                 if (r >= 0)
                         r = sd_bus_message_append(call, "s", CON_AGENT_INTERFACE);
                 if (r >= 0)
                         r = sd_bus_message_set_auto_start(call, false);
                 if (r >= 0)
-                        r = sd_bus_call_async(c->buses[0], NULL, call, on_get_all, e, QUERY_TIMEOUT);
+                        r = sd_bus_call_async(bus, NULL, call, on_get_all, e, QUERY_TIMEOUT);
                 if (r >= 0)
                         q->outstanding++;
         }
@@ -251,29 +251,30 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
                 return -ENOMEM;
         q->c = c;
         q->task_id = strdup(t->id);
-        q->entries = calloc(c->config->n_agents ?: 1, sizeof(AgentsEntry));
+        q->entries = calloc(agent_context_config(c)->n_agents ?: 1, sizeof(AgentsEntry));
         if (!q->entries || !q->task_id) {
                 free(q->entries);
                 free(q->task_id);
                 free(q);
                 return -ENOMEM;
         }
-        q->n_entries = c->config->n_agents;
+        q->n_entries = agent_context_config(c)->n_agents;
         for (size_t i = 0; i < q->n_entries; i++) {
                 q->entries[i].q = q;
-                q->entries[i].agent = &c->config->agents[i];
-                (void) con_agent_bus_name(c->config->agents[i].name, &q->entries[i].bus_name);
+                q->entries[i].agent = &agent_context_config(c)->agents[i];
+                (void) con_agent_bus_name(agent_context_config(c)->agents[i].name, &q->entries[i].bus_name);
         }
-        if (!c->bus_name || c->n_buses == 0) {
+        sd_bus *bus = agent_context_system_bus(c);
+        if (!bus) {
                 q->no_bus = true;
                 agents_query_finish(q);
                 return 0;
         }
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
-        int r = sd_bus_message_new_method_call(c->buses[0], &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+        int r = sd_bus_message_new_method_call(bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                                "org.freedesktop.DBus", "ListNames");
         if (r >= 0)
-                r = sd_bus_call_async(c->buses[0], NULL, call, on_list_names, q, QUERY_TIMEOUT);
+                r = sd_bus_call_async(bus, NULL, call, on_list_names, q, QUERY_TIMEOUT);
         if (r < 0) {
                 q->no_bus = true;
                 agents_query_finish(q);
@@ -287,7 +288,7 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
  * the caller's directory. */
 static int builtin_new(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *reason = NULL;
-        int r = agent_history_end_latest(c->conversations_dir, t->sender_uid);
+        int r = agent_history_end_latest(agent_context_conversations_dir(c), t->sender_uid);
         if (r < 0) {
                 if (asprintf(&reason, "cannot end your latest conversation: %s", strerror(-r)) < 0)
                         return -ENOMEM;
@@ -301,14 +302,14 @@ static int builtin_new(AgentContext *c, AgentTask *t) {
 
 static int builtin_forget(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *text = NULL;
-        int r = agent_history_forget(c->conversations_dir, t->sender_uid);
+        int r = agent_history_forget(agent_context_conversations_dir(c), t->sender_uid);
         if (r < 0) {
                 if (asprintf(&text, "cannot delete your conversations: %s", strerror(-r)) < 0)
                         return -ENOMEM;
                 return agent_context_complete(c, t, AGENT_TASK_FAILED, text);
         }
         if (asprintf(&text, "Deleted %d conversation%s of yours with agent %s.", r, r == 1 ? "" : "s",
-                     c->agent->name) < 0)
+                     agent_context_agent(c)->name) < 0)
                 return -ENOMEM;
         return agent_context_complete(c, t, AGENT_TASK_DONE, text);
 }
@@ -330,7 +331,7 @@ const char *agent_builtin_list(void) {
 static int builtin_help(AgentContext *c, AgentTask *t) {
         Buf b = {};
         buf_printf(&b, "Built-in commands of agent %s (answered by the service, no model involved):\n",
-                   c->agent->name);
+                   agent_context_agent(c)->name);
         for (size_t i = 0; i < ELEMENTSOF(builtins); i++)
                 buf_printf(&b, "  /%-8s %s\n", builtins[i].name, builtins[i].help);
         buf_printf(&b, "Any other text is a task for the agent's runtime.\n");

@@ -16,6 +16,40 @@
 
 #define DEFAULT_STOP_GRACE (5 * USEC_PER_SEC)
 
+/* ---- the small API of agent-api.h ---- */
+
+const ConConfig *agent_context_config(const AgentContext *c) {
+        return c->config;
+}
+
+const ConAgent *agent_context_agent(const AgentContext *c) {
+        return c->agent;
+}
+
+const ConRuntime *agent_context_runtime(const AgentContext *c) {
+        return c->runtime;
+}
+
+AgentQueue *agent_context_queue(const AgentContext *c) {
+        return c->queue;
+}
+
+const char *agent_context_data_dir(const AgentContext *c) {
+        return c->data_dir;
+}
+
+const char *agent_context_conversations_dir(const AgentContext *c) {
+        return c->conversations_dir;
+}
+
+uint64_t agent_context_uptime_usec(const AgentContext *c) {
+        return now_monotonic() - c->started_usec;
+}
+
+sd_bus *agent_context_system_bus(const AgentContext *c) {
+        return c->bus_name && c->n_buses > 0 ? c->buses[0] : NULL;
+}
+
 /* ---- state and properties ---- */
 
 const char *agent_context_state(const AgentContext *c) {

@@ -9,6 +9,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "agent-api.h"
 #include "agent-queue.h"
 #include "agent-session.h"
 #include "authz.h"
@@ -161,14 +162,10 @@ int agent_authorize(AgentContext *c, sd_bus_message *m, AgentVerb verb, const Ag
                     AgentCaller *ret_caller, sd_bus_error *error);
 void agent_caller_done(AgentCaller *a);
 
-/* Used by built-in commands: completes a running task. */
-int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *text);
-/* The same for a session's output: data[0..len) of the size bytes it wrote, any bytes (stored
- * through agent_result_text()). */
+/* agent_context_complete() (agent-api.h) for a session's output: data[0..len) of the size bytes it
+ * wrote, any bytes (stored through agent_result_text()). */
 int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
                                   uint64_t size);
-void agent_context_schedule_flush(AgentContext *c);
-const char *agent_context_state(const AgentContext *c);
 
 /* The out-arguments of GetResult ("ss") or, with_info, GetResultInfo ("ssa{sv}"): text comes
  * from agent_queue_read_result(), so it is valid text (a D-Bus string) whatever a runner wrote.
