@@ -243,6 +243,9 @@ section "KillSessions too"
 Y=$(submit root spawn-a-daemon)
 check "the daemon runs again" wait_for 30 pgrep -u a-concierge -f "sleep 300"
 check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
+# What runs now, for the log when the next check fails (it once found a second session).
+busctl --system call "$C" "$P" "$I" ListTasks | tr '(' '\n' | grep -E 'running|working' || true
+agent_procs || true
 check_output "KillSessions kills one session" '^u 1$' busctl --system call "$C" "$P" "$I" KillSessions s "hostile test"
 check "the task failed" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $Y | grep -q failed"
 check_fail "no process of a-concierge survives" agent_procs
