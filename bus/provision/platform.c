@@ -549,6 +549,44 @@ static int render_polkit_rules(Context *c) {
         return add_file(c, strdup(CON_POLKIT_RULES_DIR "/50-conspiracy.rules"), s, 0644);
 }
 
+/* The scheduled task's sender must be the principal the policy lets task every agent and the agent
+ * frames as verified: root, exactly as the router's own scheduler without systemd. It keeps uid 0
+ * and nothing else: no capability, nothing writable, no network, only the bus socket
+ * (docs/DEPLOY.md, "Hardening"). PrivateUsers keeps uid 0 mapped to itself, so the bus still sees
+ * root, while every capability is confined to a user namespace. */
+#define CRON_SERVICE_HARDENING \
+        "User=root\n" \
+        "CapabilityBoundingSet=\n" \
+        "AmbientCapabilities=\n" \
+        "NoNewPrivileges=yes\n" \
+        "ProtectSystem=strict\n" \
+        "ProtectHome=yes\n" \
+        "PrivateTmp=yes\n" \
+        "PrivateDevices=yes\n" \
+        "PrivateMounts=yes\n" \
+        "PrivateUsers=yes\n" \
+        "PrivateNetwork=yes\n" \
+        "RestrictAddressFamilies=AF_UNIX\n" \
+        "IPAddressDeny=any\n" \
+        "ProtectKernelTunables=yes\n" \
+        "ProtectKernelModules=yes\n" \
+        "ProtectKernelLogs=yes\n" \
+        "ProtectControlGroups=yes\n" \
+        "ProtectClock=yes\n" \
+        "ProtectHostname=yes\n" \
+        "ProtectProc=invisible\n" \
+        "ProcSubset=pid\n" \
+        "RestrictNamespaces=yes\n" \
+        "RestrictRealtime=yes\n" \
+        "RestrictSUIDSGID=yes\n" \
+        "LockPersonality=yes\n" \
+        "MemoryDenyWriteExecute=yes\n" \
+        "SystemCallArchitectures=native\n" \
+        "SystemCallFilter=@system-service\n" \
+        "SystemCallFilter=~@privileged @resources\n" \
+        "SystemCallErrorNumber=EPERM\n" \
+        "UMask=0077\n"
+
 static int render_cron_units(Context *c) {
         for (size_t i = 0; i < c->n_agents; i++) {
                 const PlatformAgent *a = &c->agents[i];
@@ -604,11 +642,7 @@ static int render_cron_units(Context *c) {
                              "[Service]\n"
                              "Type=oneshot\n"
                              "ExecStart=%s/con-send --to %s --scheduled\n"
-                             "NoNewPrivileges=yes\n"
-                             "PrivateTmp=yes\n"
-                             "PrivateDevices=yes\n"
-                             "ProtectSystem=strict\n"
-                             "ProtectHome=yes\n",
+                             CRON_SERVICE_HARDENING,
                              a->agent->name, c->bindir, a->agent->name) < 0)
                         return -ENOMEM;
                 path = NULL;

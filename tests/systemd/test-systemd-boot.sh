@@ -1,8 +1,10 @@
 #!/bin/bash
 # ConspiracyOS under systemd as PID 1, the way it is deployed: con bootstrap enables and starts
 # the fabric (conspiracyos.target), a dropped task is answered, a Submit over the bus activates
-# an agent through con-agent@.service, systemd restarts a killed router, and after a reboot the
-# fabric is up again without any command.
+# an agent through con-agent@.service, systemd restarts a killed router, a cron agent's timer
+# fires, every shipped and generated unit verifies and is in the OK band of `systemd-analyze
+# security`, a contract violation halts the agents; after a reboot the fabric is up again without
+# any command and the halt is still in force, until `con resume`.
 # Runs inside tests/systemd/con-boot --boots 2 (CON_BOOT is 1, then 2).
 . "$(dirname "$0")/../integration/lib.sh"
 require_root
@@ -79,9 +81,68 @@ if [ "$CON_BOOT" = 1 ]; then
         check "con-cron-strategist.timer is active" systemctl is-active con-cron-strategist.timer
         check_output "the generated units verify without a word" "^verify-clean$" bash -c \
                 "out=\$(systemd-analyze verify con-cron-strategist.timer con-cron-strategist.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
-        check "the timer fires within a minute and the scheduled /ping is answered" wait_for 75 bash -c \
+        # The schedule is every minute: its next elapse is less than a minute away.
+        check "the timer's next run is within a minute" bash -c \
+                'n=$(date -d "$(systemctl show -P NextElapseUSecRealtime con-cron-strategist.timer)" +%s) &&
+                 d=$((n - $(date +%s))) && echo "next run in $d s" && [ "$d" -ge 0 ] && [ "$d" -le 60 ]'
+        # Rather than wait for that minute, move the timer forward: the same timer, a runtime
+        # drop-in (gone at the reboot) that also fires it one second after it starts.
+        mkdir -p /run/systemd/system/con-cron-strategist.timer.d
+        printf '[Timer]\nOnActiveSec=1s\n' >/run/systemd/system/con-cron-strategist.timer.d/soon.conf
+        check "daemon-reload and restart the timer" bash -c \
+                'systemctl daemon-reload && systemctl restart con-cron-strategist.timer'
+        check "the timer fires and the scheduled /ping is answered" wait_for 30 bash -c \
                 'ls /srv/con/agents/strategist/outbox/*.response'
+        check_output "... by the timer's service" "^[1-9]" bash -c \
+                'systemctl show -P ExecMainExitTimestampMonotonic con-cron-strategist.service'
         check_fail "the timer's run did not fail" systemctl is-failed -q con-cron-strategist.service
+
+        section "every shipped and generated unit verifies and is in the OK band of systemd-analyze security"
+        # Every unit the build installs and every unit con bootstrap generated, found by name so a
+        # new unit is covered without editing this list; a template is checked as an instance.
+        units=$(cd /usr/lib/systemd/system && ls -d con-* conspiracyos.* | sed 's/@\.service$/@concierge.service/')
+        units="$units $(cd /etc/systemd/system && ls -d con-cron-*.service con-cron-*.timer)"
+        check_output "the shipped units are all there" \
+                "^con-agent@concierge.service con-contractd.service con-modeld.service con-routerd.service conspiracyos.target " \
+                echo $units
+        check_output "... and the generated ones" "con-cron-strategist.service con-cron-strategist.timer$" echo $units
+        for u in $units; do
+                check_output "systemd-analyze verify $u is silent" "^verify-clean$" bash -c \
+                        "out=\$(systemd-analyze verify $u 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
+                # Exposure is a property of what a service runs; targets and timers run nothing.
+                [[ "$u" == *.service ]] || continue
+                # OK band: exposure below 5.0, i.e. at most 4.9 (--threshold is in tenths).
+                check_output "systemd-analyze security $u: OK or better" \
+                        "Overall exposure level for $u: [0-4]\.[0-9] (OK|SAFE|PERFECT)" \
+                        systemd-analyze security --offline=yes --threshold=49 "$u"
+                echo "# exposure: $(grep -o "Overall exposure level.*" <<<"$LIB_OUT")"
+        done
+
+        section "a contract violation and its action: halt_agents"
+        rm -f /run/con-boot-flag
+        cat >/srv/con/contracts/T-BOOT.yaml.tmp <<'YAML'
+id: T-BOOT
+type: detective
+frequency: 1s
+checks:
+  - name: flag_present
+    path: {path: /run/con-boot-flag}
+    on_fail: {action: halt_agents, message: "halted by the systemd tier"}
+YAML
+        check "a contract that fails at once (no /run/con-boot-flag)" \
+                mv /srv/con/contracts/T-BOOT.yaml.tmp /srv/con/contracts/T-BOOT.yaml
+        check "the halt marker is written" wait_for 15 test -e /srv/con/state/halt
+        check_output "... with the contract's id" "T-BOOT" cat /srv/con/state/halt
+        check_output "con contracts: halted all" "halted: all" con contracts
+        check_output "the Halted property" '^s "all"' busctl --system get-property org.conspiracy.Contracts \
+                /org/conspiracy/Contracts org.conspiracy.Contracts1 Halted
+        check_output "the audit trail has the action" '"action.halt_agents"' \
+                grep -h '"action.halt_agents"' /srv/con/logs/audit/audit.jsonl
+        check_fail "the concierge refuses work" busctl --system call $A Submit s /ping
+        check_output "... because it is halted" "is halted" printf '%s' "$LIB_OUT"
+        check "con-contractd is still active (its sandbox allowed the action)" systemctl is-active con-contractd.service
+        # The halt outlives its cause: the contract goes, the marker stays for the reboot.
+        check "remove the test contract" rm /srv/con/contracts/T-BOOT.yaml
         finish
 fi
 
@@ -90,10 +151,58 @@ for u in $fabric_units; do
         check "$u is active" wait_for 20 systemctl is-active "$u"
 done
 check "the outbox of the first boot is still there" test -e /srv/con/agents/concierge/outbox/boot1.response
+
+section "the contract's halt is still in force after the reboot"
+check_output "con contracts: halted all" "halted: all" con contracts
+check_fail "the concierge, activated again, refuses work" busctl --system call $A Submit s /ping
+check_output "... because it is halted" "is halted" printf '%s' "$LIB_OUT"
+check "con-agent@concierge was started for it" systemctl is-active con-agent@concierge.service
+check_fail "con-send /ping is refused" con-send /ping
+check "con resume" con resume
+check_fail "the halt marker is gone" test -e /srv/con/state/halt
+check_output "con contracts: not halted" "halted: no" con contracts
+
+section "after con resume the fabric works"
 check "drop /ping into /srv/con/inbox" drop_task boot2
 check "outbox/boot2.response" wait_for 30 test -e /srv/con/agents/concierge/outbox/boot2.response
 check_output "con-send /ping" "pong" con-send /ping
 check "the cron agent's timer is active again" systemctl is-active con-cron-strategist.timer
+
+section "the tool loop under the hardened unit: the exec tool runs as the agent, without network"
+# The concierge on the scripted fake model (loopback, reached by con-modeld): its first answer
+# asks for an exec tool call, whose output goes back in the next request, which the fake logs.
+T=$(lib_tmp)
+tool_cmd='id -un; echo TOOL-$((40+2)); test -e /proc/1/comm && echo SEES-PID1 || echo PID1-HIDDEN;
+bash -c "echo >/dev/tcp/127.0.0.1/9" 2>&1 | sed "s/^.*socket: /NET: /"'
+jq -n --arg cmd "$tool_cmd" '{ rules: [
+  { path: "/v1/chat/completions", match: "TOOL-42",
+    body: { choices: [ { message: { content: "TOOLS-DONE" }, finish_reason: "stop" } ] } },
+  { path: "/v1/chat/completions", match: "tools-under-systemd",
+    body: { choices: [ { message: { content: null, tool_calls: [ { id: "call_s", type: "function",
+      function: { name: "exec", arguments: ({ command: $cmd } | tojson) } } ] }, finish_reason: "tool_calls" } ] } }
+] }' >"$T/script.json"
+"$CON_BUILD_DIR/tests/fake-llm/con-fake-llm" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 120 \
+        >"$T/port" 2>"$T/fake.err" &
+FAKE_PID=$!
+check "the fake LLM server listens" wait_for 5 test -s "$T/port"
+PORT=$(head -n1 "$T/port")
+check "point the fabric at it" sed -i "s|^  api_key_env: CON_API_KEY.*|&\n  base_url: http://127.0.0.1:$PORT/v1|" /etc/con/con.yaml
+check_output "... in /etc/con/con.yaml" "base_url: http://127.0.0.1:$PORT/v1" cat /etc/con/con.yaml
+printf 'CON_API_KEY=sk-systemd-tier\n' >/etc/con/env
+check "restart the gateway and the concierge on the new config" \
+        systemctl restart con-modeld.service con-agent@concierge.service
+check_output "con-send: the model called the exec tool and answered" "TOOLS-DONE" \
+        con-send --timeout 60 tools-under-systemd
+# The tool's output alone: the last message of the request that answered it (the command text
+# is in the request too, in the model's tool call, so the whole log proves nothing).
+check "the tool's output went back to the model" bash -c \
+        "jq -r 'select(.body.messages[-1].role == \"tool\") | .body.messages[-1].content' '$T/fake.log' >'$T/tool.out' && grep -q '^TOOL-42\$' '$T/tool.out'"
+check_output "... it ran as a-concierge" "^a-concierge$" cat "$T/tool.out"
+check_output "... seeing only its own processes (ProtectProc=invisible)" "^PID1-HIDDEN$" cat "$T/tool.out"
+# Not a refused connection: no IP socket at all.
+check_output "... with no network (RestrictAddressFamilies=AF_UNIX)" "^NET: Address family not supported" cat "$T/tool.out"
+kill "$FAKE_PID" 2>/dev/null
+wait "$FAKE_PID" 2>/dev/null
 
 section "con down stops everything it started"
 check "con down" con down
