@@ -71,7 +71,7 @@ void agent_quarantine_now(AgentContext *c, const char *reason) {
         c->quarantined = true;
         free(c->quarantine_reason);
         c->quarantine_reason = strdup(isempty(reason) ? "no reason given" : reason);
-        log_msg(LOG_WARNING, "quarantined: %s; killing sessions, releasing %s and exiting (files stay)",
+        log_full(LOG_WARNING, "quarantined: %s; killing sessions, releasing %s and exiting (files stay)",
                 strempty(c->quarantine_reason), c->bus_name ?: "the connection");
         if (asprintf(&why, "agent quarantined: %s", strempty(c->quarantine_reason)) < 0)
                 why = NULL;
@@ -86,10 +86,10 @@ void agent_halt_changed(AgentContext *c, bool was_halted, const char *reason) {
                 if (asprintf(&why, "agent halted: %s", strempty(reason)) < 0)
                         why = NULL;
                 uint32_t n = agent_kill_sessions(c, why ?: "agent halted");
-                log_msg(LOG_WARNING, "halted: %s (%u session(s) killed; queued tasks wait for con resume)",
+                log_full(LOG_WARNING, "halted: %s (%u session(s) killed; queued tasks wait for con resume)",
                         strempty(reason), n);
         } else if (!halted && was_halted)
-                log_msg(LOG_NOTICE, "resumed: starting the queue");
+                log_full(LOG_NOTICE, "resumed: starting the queue");
         agent_context_schedule_flush(c);
 }
 
@@ -166,6 +166,6 @@ int agent_method_kill_sessions(sd_bus_message *m, void *userdata, sd_bus_error *
                 return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         uint32_t n = agent_kill_sessions(c, isempty(reason) ? "the session was killed (no reason given)" : reason);
         if (n > 0)
-                log_msg(LOG_WARNING, "Killed %u session(s): %s", n, reason);
+                log_full(LOG_WARNING, "Killed %u session(s): %s", n, reason);
         return sd_bus_reply_method_return(m, "u", n);
 }

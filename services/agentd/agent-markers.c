@@ -72,7 +72,7 @@ static void apply_markers(AgentContext *c, bool started) {
         bool halted = false, quarantined = false;
         int r = read_markers(c, &halted, &hreason, &quarantined, &qreason);
         if (r < 0) {
-                log_msg(LOG_WARNING, "Cannot read the markers in %s, ignoring: %s", c->state_dir, strerror(-r));
+                log_full(LOG_WARNING, "Cannot read the markers in %s, ignoring: %s", c->state_dir, strerror(-r));
                 return;
         }
         if (quarantined) {

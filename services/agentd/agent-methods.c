@@ -199,7 +199,7 @@ static int find_task(AgentContext *c, const char *id, AgentTask **ret, AgentTask
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0 && r != -ENOENT)
-                        log_msg(LOG_WARNING, "Failed to read the record of finished task %s, ignoring: %s", id,
+                        log_full(LOG_WARNING, "Failed to read the record of finished task %s, ignoring: %s", id,
                                 strerror(-r));
                 if (r >= 0)
                         t = *ret_owned;
@@ -280,7 +280,7 @@ static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bo
                         r = asprintf(&text, "(the response file outbox/%s.response is gone)", t->id) < 0 ? -ENOMEM
                                                                                                            : 0;
                 else if (r == -EPERM) {
-                        log_msg(LOG_WARNING, "outbox/%s.response is not the service's own file (owner, mode or "
+                        log_full(LOG_WARNING, "outbox/%s.response is not the service's own file (owner, mode or "
                                 "links changed): not served", t->id);
                         r = asprintf(&text, "(the response file outbox/%s.response was replaced by someone other "
                                      "than the agent service; it is not served)", t->id) < 0 ? -ENOMEM : 0;

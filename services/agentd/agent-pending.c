@@ -40,7 +40,7 @@ static void emit_task_signal(AgentContext *c, const char *member, const AgentTas
                         r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "ss",
                                                t->id, t->sender);
                 if (r < 0)
-                        log_msg(LOG_WARNING, "Failed to emit %s for %s, ignoring: %s", member, t->id, strerror(-r));
+                        log_full(LOG_WARNING, "Failed to emit %s for %s, ignoring: %s", member, t->id, strerror(-r));
         }
 }
 
@@ -57,7 +57,7 @@ void agent_files_retry_arm(AgentContext *c) {
                 int r = sd_event_add_time(c->event, &c->files_retry_source, CLOCK_MONOTONIC, when, 0,
                                           on_files_retry, c);
                 if (r < 0)
-                        log_msg(LOG_WARNING, "Failed to arm the retry of the task files, ignoring: %s",
+                        log_full(LOG_WARNING, "Failed to arm the retry of the task files, ignoring: %s",
                                 strerror(-r));
                 return;
         }
@@ -74,7 +74,7 @@ static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         if (r < 0)
                 agent_files_retry_arm(c);
         else
-                log_msg(LOG_NOTICE, "Wrote the outbox/processed/failed files that could not be written before");
+                log_full(LOG_NOTICE, "Wrote the outbox/processed/failed files that could not be written before");
         return 0;
 }
 
@@ -109,7 +109,7 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                 emit_task_signal(c, "TaskCompleted", p->task);
                                 r = agent_queue_write_files(c->queue, p->task);
                                 if (r < 0) {
-                                        log_msg(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
+                                        log_full(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
                                                 p->task->id, strerror(-r));
                                         agent_files_retry_arm(c);
                                 }
@@ -117,7 +117,7 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                 break;
                         }
                 if (r < 0)
-                        log_msg(LOG_DEBUG, "Failed to send a reply, ignoring: %s", strerror(-r));
+                        log_full(LOG_DEBUG, "Failed to send a reply, ignoring: %s", strerror(-r));
                 sd_bus_message_unref(p->call);
         }
         c->n_pending = 0;

@@ -18,7 +18,7 @@
 void agent_task_fail_now_bytes(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason, size_t len) {
         int r = agent_queue_finish_output(c->queue, t, st, reason, len, len, now_realtime());
         if (r < 0) {
-                log_msg(LOG_ERR, "Failed to record the end of task %s: %s", t->id, strerror(-r));
+                log_full(LOG_ERR, "Failed to record the end of task %s: %s", t->id, strerror(-r));
                 return;
         }
         (void) agent_pending_add(c, PENDING_COMPLETED, NULL, t);
@@ -54,7 +54,7 @@ static bool models_task_notify(AgentContext *c, const char *method, const char *
                                          AGENT_LLM_MODELS_INTERFACE, method, NULL, NULL, "ss", c->agent->name,
                                          task_id);
         if (r < 0) {
-                log_msg(LOG_WARNING, "Task %s: cannot tell the model gateway (%s): %s", task_id, method, strerror(-r));
+                log_full(LOG_WARNING, "Task %s: cannot tell the model gateway (%s): %s", task_id, method, strerror(-r));
                 return false;
         }
         return true;
@@ -99,7 +99,7 @@ static void conversation_store_turn(RunningTask *rt, AgentSession *s) {
         if (!rt->conversation || s->turn_len == 0)
                 return;
         if (s->turn_size > s->turn_len || !s->turn_eof) {
-                log_msg(LOG_WARNING, "Task %s: the session sent an incomplete or too large turn (over %u bytes); "
+                log_full(LOG_WARNING, "Task %s: the session sent an incomplete or too large turn (over %u bytes); "
                         "conversation %s not changed", rt->task->id, AGENT_SESSION_TURN_MAX, rt->conversation);
                 return;
         }
@@ -109,7 +109,7 @@ static void conversation_store_turn(RunningTask *rt, AgentSession *s) {
                 r = agent_history_store_turn(dfd, rt->conversation, s->turn, s->turn_len,
                                              agent_history_budget(window, AGENT_LLM_MAX_TOKENS), &err);
         if (r < 0)
-                log_msg(LOG_WARNING, "Task %s: cannot save conversation %s: %s", rt->task->id, rt->conversation,
+                log_full(LOG_WARNING, "Task %s: cannot save conversation %s: %s", rt->task->id, rt->conversation,
                         err ?: strerror(-r));
 }
 
@@ -131,7 +131,7 @@ static int conversation_prepare(AgentContext *c, const AgentTask *t, RunningTask
                                 return -ENOMEM;
                         return 1;
                 }
-                log_msg(LOG_WARNING, "Task %s: cannot open %s, this turn is not kept: %s", t->id,
+                log_full(LOG_WARNING, "Task %s: cannot open %s, this turn is not kept: %s", t->id,
                         c->conversations_dir, strerror(-r));
         }
         r = agent_history_resolve(dfd, t->conversation, t->id, &id, &is_new);
@@ -152,7 +152,7 @@ static int conversation_prepare(AgentContext *c, const AgentTask *t, RunningTask
                 if (r == -ENOMEM)
                         return r;
                 if (r < 0 && r != -ENOENT)
-                        log_msg(LOG_NOTICE, "Task %s: conversation %s unreadable, continuing without it (the next "
+                        log_full(LOG_NOTICE, "Task %s: conversation %s unreadable, continuing without it (the next "
                                 "completed turn replaces it): %s", t->id, id, err ?: strerror(-r));
         }
         if (dfd >= 0) {
@@ -181,7 +181,7 @@ static void on_session_done(AgentSession *s, void *userdata) {
                 if (s->exit_status == 0) {
                         conversation_store_turn(rt, s);
                         if (s->out_size > s->out_len)
-                                log_msg(LOG_NOTICE, "Task %s: response of %" PRIu64 " bytes cut at %d bytes",
+                                log_full(LOG_NOTICE, "Task %s: response of %" PRIu64 " bytes cut at %d bytes",
                                         t->id, s->out_size, AGENT_QUEUE_RESULT_MAX);
                         /* Whatever bytes the runner wrote: stored as valid text, cut and marked. */
                         r = agent_context_complete_output(c, t, AGENT_TASK_DONE, s->out, s->out_len, s->out_size);
@@ -218,7 +218,7 @@ static void on_session_done(AgentSession *s, void *userdata) {
                 } else if (r < 0)
                         agent_task_fail_now(c, t, AGENT_TASK_FAILED, "the session died and could not be queued again");
                 else
-                        log_msg(LOG_NOTICE, "Task %s: session killed by signal %s (try %u of %d), queued again",
+                        log_full(LOG_NOTICE, "Task %s: session killed by signal %s (try %u of %d), queued again",
                                 t->id, sigabbrev_np(s->signal) ?: "?", t->tries, AGENT_QUEUE_MAX_TRIES);
                 break;
         }
@@ -235,7 +235,7 @@ void agent_start_task(AgentContext *c, AgentTask *t) {
         }
         r = agent_queue_start(c->queue, t, now_realtime());
         if (r < 0) {
-                log_msg(LOG_ERR, "Failed to start task %s: %s", t->id, strerror(-r));
+                log_full(LOG_ERR, "Failed to start task %s: %s", t->id, strerror(-r));
                 return;
         }
         (void) agent_pending_add(c, PENDING_STARTED, NULL, t);

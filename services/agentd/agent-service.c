@@ -123,7 +123,7 @@ static void emit_props_changed(AgentContext *c) {
                 int r = sd_bus_emit_properties_changed_strv(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                             (char **) changed);
                 if (r < 0)
-                        log_msg(LOG_WARNING, "Failed to emit PropertiesChanged, ignoring: %s", strerror(-r));
+                        log_full(LOG_WARNING, "Failed to emit PropertiesChanged, ignoring: %s", strerror(-r));
         }
 }
 
@@ -158,7 +158,7 @@ static void update_idle(AgentContext *c) {
         if (!c->idle_source) {
                 int r = sd_event_add_time(c->event, &c->idle_source, CLOCK_MONOTONIC, when, 0, on_idle_timer, c);
                 if (r < 0)
-                        log_msg(LOG_WARNING, "Failed to arm the idle timer, ignoring: %s", strerror(-r));
+                        log_full(LOG_WARNING, "Failed to arm the idle timer, ignoring: %s", strerror(-r));
                 return;
         }
         (void) sd_event_source_set_time(c->idle_source, when);
@@ -169,7 +169,7 @@ int agent_context_flush(AgentContext *c) {
         agent_dispatch(c);
         int r = agent_queue_commit(c->queue);
         if (r < 0) {
-                log_msg(LOG_ERR, "Failed to write the queue journal: %s; stopping (the journal is intact up to "
+                log_full(LOG_ERR, "Failed to write the queue journal: %s; stopping (the journal is intact up to "
                         "the last acknowledged task)", strerror(-r));
                 agent_pending_run(c, r);
                 c->failed_commit = true;
@@ -183,7 +183,7 @@ int agent_context_flush(AgentContext *c) {
         if (agent_queue_want_compact(c->queue)) {
                 r = agent_queue_compact(c->queue);
                 if (r < 0)
-                        log_msg(LOG_WARNING, "Failed to compact the queue journal, ignoring: %s", strerror(-r));
+                        log_full(LOG_WARNING, "Failed to compact the queue journal, ignoring: %s", strerror(-r));
         }
         update_idle(c);
         return 0;
@@ -213,7 +213,7 @@ static void release_name(AgentContext *c) {
                 return;
         int r = sd_bus_release_name_async(c->buses[0], NULL, c->bus_name, on_name_released, c);
         if (r < 0) {
-                log_msg(LOG_WARNING, "Failed to release %s: %s", c->bus_name, strerror(-r));
+                log_full(LOG_WARNING, "Failed to release %s: %s", c->bus_name, strerror(-r));
                 c->name_released = true;
         }
 }
@@ -222,7 +222,7 @@ static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         AgentContext *c = userdata;
         if (!context_idle(c) || c->stopping)
                 return 0;
-        log_msg(LOG_INFO, "Idle for %llus with an empty queue, exiting",
+        log_full(LOG_INFO, "Idle for %llus with an empty queue, exiting",
                 (unsigned long long) (c->idle_exit_usec / USEC_PER_SEC));
         /* Calls that arrive before the release completes are still served; then we exit. */
         if (c->bus_name)
@@ -240,7 +240,7 @@ static int on_stop_grace(sd_event_source *s, uint64_t usec, void *userdata) {
         for (size_t i = 0; i < n; i++) {
                 RunningTask *rt = tasks[i]->status == AGENT_TASK_RUNNING ? tasks[i]->userdata : NULL;
                 if (rt && rt->session) {
-                        log_msg(LOG_NOTICE, "Task %s still running at shutdown: killed, it runs again at the next "
+                        log_full(LOG_NOTICE, "Task %s still running at shutdown: killed, it runs again at the next "
                                 "start", tasks[i]->id);
                         rt->shutdown = true;
                         agent_session_cancel(rt->session);
@@ -255,7 +255,7 @@ void agent_context_begin_exit(AgentContext *c) {
         c->stopping = true;
         release_name(c);
         if (c->n_sessions > 0) {
-                log_msg(LOG_INFO, "Stopping: waiting up to %llus for %zu running session(s)",
+                log_full(LOG_INFO, "Stopping: waiting up to %llus for %zu running session(s)",
                         (unsigned long long) (c->stop_grace_usec / USEC_PER_SEC), c->n_sessions);
                 (void) sd_event_add_time_relative(c->event, &c->stop_source, CLOCK_MONOTONIC, c->stop_grace_usec,
                                                   0, on_stop_grace, c);
@@ -381,7 +381,7 @@ int agent_context_request_name(AgentContext *c, sd_bus_error *error) {
 int agent_context_start(AgentContext *c) {
         int r = agent_queue_write_all_files(c->queue);
         if (r < 0) {
-                log_msg(LOG_WARNING, "Failed to regenerate outbox/processed/failed files, will retry: %s",
+                log_full(LOG_WARNING, "Failed to regenerate outbox/processed/failed files, will retry: %s",
                         strerror(-r));
                 agent_files_retry_arm(c);
         }
@@ -545,22 +545,22 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         AgentQueueStats st;
         agent_queue_get_stats(c->queue, &st);
         if (st.n_corrupt > 0)
-                log_msg(LOG_WARNING, "Skipped %u unreadable record(s) in %s/queue/journal", st.n_corrupt,
+                log_full(LOG_WARNING, "Skipped %u unreadable record(s) in %s/queue/journal", st.n_corrupt,
                         c->data_dir);
         if (st.untrusted_journal)
-                log_msg(LOG_ERR, "%s/queue/journal was not written by this service (owner, mode or links): not "
+                log_full(LOG_ERR, "%s/queue/journal was not written by this service (owner, mode or links): not "
                         "replayed, set aside as queue/journal.untrusted-*; the queue starts empty", c->data_dir);
         if (st.torn_tail)
-                log_msg(LOG_NOTICE, "Cut a torn last record off %s/queue/journal (a crash during a write; it was "
+                log_full(LOG_NOTICE, "Cut a torn last record off %s/queue/journal (a crash during a write; it was "
                         "never acknowledged)", c->data_dir);
         /* Conversations of earlier versions were in the workspace, written by the sessions
          * themselves: not to be trusted, so removed without being read. */
         r = agent_history_remove_legacy(c->workspace);
         if (r > 0)
-                log_msg(LOG_NOTICE, "Removed %s/" AGENT_HISTORY_LEGACY_DIR "/ unread: conversations are kept in %s "
+                log_full(LOG_NOTICE, "Removed %s/" AGENT_HISTORY_LEGACY_DIR "/ unread: conversations are kept in %s "
                         "now, out of the agent user's reach", c->workspace, c->conversations_dir);
         else if (r < 0)
-                log_msg(LOG_WARNING, "Cannot remove %s/" AGENT_HISTORY_LEGACY_DIR "/ (it is never read): %s",
+                log_full(LOG_WARNING, "Cannot remove %s/" AGENT_HISTORY_LEGACY_DIR "/ (it is never read): %s",
                         c->workspace, strerror(-r));
 
         r = con_policy_from_config(config, &c->policy);

@@ -14,6 +14,7 @@
 #include "agent-session.h"
 #include "authz.h"
 #include "config.h"
+#include "log.h"
 #include "policy.h"
 
 /* The org.conspiracy.Agent1 object of one agent: the bus glue around the queue and sessions.
@@ -174,9 +175,6 @@ int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *t
                         bool with_info);
 
 /* ---- Internal: shared by the files of the service (agent-*.c) ---- */
-
-/* Programs log, libraries do not: the agent-*.c files are program code of con-agentd. */
-#define log_msg(prio, ...) (void) (fprintf(stderr, __VA_ARGS__), fputc('\n', stderr))
 
 /* Commit inline once this many replies wait, so a flood cannot starve the idle-priority flush. */
 #define PENDING_FLUSH_INLINE 256

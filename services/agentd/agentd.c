@@ -12,11 +12,15 @@
 #include "con-paths.h"
 #include "errors.h"
 #include "macro.h"
+#include "log.h"
 #include "names.h"
+#include "service.h"
 
 #define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOCK_TIMEOUT (10 * USEC_PER_SEC)
 
+static void help(void);
+static ConService svc = { .name = "con-agentd", .help = help, .introspect = agent_introspect_xml };
 static const char *arg_agent;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_data_dir;
@@ -29,42 +33,32 @@ static void help(void) {
                "Serves one agent of the conspiracy as org.conspiracy.<Name> on the system bus.\n"
                "Started by D-Bus activation or by con-agent@NAME.service as root; its sessions run as\n"
                "the user a-NAME, each in its own cgroup (docs/SECURITY.md).\n\n"
-               "  -h --help            Show this help\n"
-               "     --version         Show the version\n"
-               "  -a --agent NAME      The agent to serve\n"
-               "  -c --config FILE     The configuration (default " CON_CONFIG_PATH ")\n"
-               "     --data-dir DIR    The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
-               "     --state-dir DIR   The contract service's markers (default " CON_SRV_DIR "/state)\n"
-               "     --allow-any-user  Run as any user; sessions keep that identity when a-NAME is\n"
-               "                       missing or the service is not root (tests only)\n"
-               "     --no-authz        Do not ask polkit: every caller is allowed (benchmarks only)\n"
-               "     --bus-introspect  Print the org.conspiracy.Agent1 interface XML and exit\n");
+               "  -a --agent NAME          The agent to serve\n"
+               "  -c --config FILE         The configuration (default " CON_CONFIG_PATH ")\n"
+               "     --data-dir DIR        The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
+               "     --state-dir DIR       The contract service's markers (default " CON_SRV_DIR "/state)\n"
+               "     --allow-any-user      Run as any user; sessions keep that identity when a-NAME is\n"
+               "                           missing or the service is not root (tests only)\n"
+               "     --no-authz            Do not ask polkit: every caller is allowed (benchmarks only)\n"
+               CON_SERVICE_HELP);
 }
 
 /* Returns 1 to go on, 0 to exit successfully, -EINVAL on a usage error (already reported). */
 static int parse_argv(int argc, char **argv) {
-        enum { ARG_VERSION = 0x100, ARG_DATA_DIR, ARG_STATE_DIR, ARG_ALLOW_ANY_USER, ARG_NO_AUTHZ, ARG_BUS_INTROSPECT };
+        enum { ARG_DATA_DIR = 0x100, ARG_STATE_DIR, ARG_ALLOW_ANY_USER, ARG_NO_AUTHZ };
         static const struct option options[] = {
-                { "help",           no_argument,       NULL, 'h'                },
-                { "version",        no_argument,       NULL, ARG_VERSION        },
+                CON_SERVICE_OPTIONS,
                 { "agent",          required_argument, NULL, 'a'                },
                 { "config",         required_argument, NULL, 'c'                },
                 { "data-dir",       required_argument, NULL, ARG_DATA_DIR       },
                 { "state-dir",      required_argument, NULL, ARG_STATE_DIR      },
                 { "allow-any-user", no_argument,       NULL, ARG_ALLOW_ANY_USER },
                 { "no-authz",       no_argument,       NULL, ARG_NO_AUTHZ       },
-                { "bus-introspect", no_argument,       NULL, ARG_BUS_INTROSPECT },
                 {}
         };
-        int c;
+        int c, r;
         while ((c = getopt_long(argc, argv, "ha:c:", options, NULL)) >= 0)
                 switch (c) {
-                case 'h':
-                        help();
-                        return 0;
-                case ARG_VERSION:
-                        printf("con-agentd %s\n", CON_VERSION);
-                        return 0;
                 case 'a':
                         arg_agent = optarg;
                         break;
@@ -83,32 +77,22 @@ static int parse_argv(int argc, char **argv) {
                 case ARG_NO_AUTHZ:
                         arg_no_authz = true;
                         break;
-                case ARG_BUS_INTROSPECT: {
-                        _cleanup_free_ char *xml = NULL;
-                        int r = agent_introspect_xml(&xml);
-                        if (r < 0) {
-                                fprintf(stderr, "con-agentd: cannot generate the introspection XML: %s\n",
-                                        strerror(-r));
-                                return r;
-                        }
-                        fputs(xml, stdout);
-                        return 0;
-                }
                 default:
-                        return -EINVAL;
+                        r = con_service_parse_option(&svc, c, optarg);
+                        if (r <= 0)
+                                return r;
                 }
-        if (optind < argc) {
-                fprintf(stderr, "con-agentd: unexpected argument '%s' (see --help)\n", argv[optind]);
-                return -EINVAL;
-        }
+        r = con_service_no_arguments(&svc, argc, argv, optind);
+        if (r <= 0)
+                return r;
         if (!arg_agent) {
-                fprintf(stderr, "con-agentd: --agent NAME is required (see --help)\n");
-                return -EINVAL;
+                svc.usage_error = true;
+                return log_error_errno(-EINVAL, "--agent NAME is required (see --help)");
         }
         ConNameProblem p = con_agent_name_check(arg_agent);
         if (p != CON_NAME_OK) {
-                fprintf(stderr, "con-agentd: --agent '%s': %s\n", arg_agent, con_name_problem_to_string(p));
-                return -EINVAL;
+                svc.usage_error = true;
+                return log_error_errno(-EINVAL, "--agent '%s': %s", arg_agent, con_name_problem_to_string(p));
         }
         return 1;
 }
@@ -134,25 +118,22 @@ static int check_user(SessionUser *ret) {
         if (geteuid() != 0) {
                 if (arg_allow_any_user)
                         return 0; /* tests: sessions keep the service's identity */
-                fprintf(stderr, "con-agentd: must run as root (User=root in the activation file and the unit): "
-                        "it keeps the agent's queue and results where %s cannot reach them and starts each "
-                        "session as %s\n", want, want);
-                return -EPERM;
+                return log_error_errno(-EPERM, "Must run as root (User=root in the activation file and the unit): "
+                                       "it keeps the agent's queue and results where %s cannot reach them and "
+                                       "starts each session as %s", want, want);
         }
         struct passwd *pw = getpwnam(want);
         if (!pw) {
                 if (arg_allow_any_user) {
-                        fprintf(stderr, "con-agentd: WARNING: the user %s does not exist: sessions run as root "
-                                "(--allow-any-user, tests only)\n", want);
+                        log_warning("The user %s does not exist: sessions run as root (--allow-any-user, "
+                                    "tests only)", want);
                         return 0;
                 }
-                fprintf(stderr, "con-agentd: the user %s of agent '%s' does not exist (con bootstrap creates it)\n",
-                        want, arg_agent);
-                return -ESRCH;
+                return log_error_errno(-ESRCH, "The user %s of agent '%s' does not exist (con bootstrap creates it)",
+                                       want, arg_agent);
         }
         if (pw->pw_uid == 0) {
-                fprintf(stderr, "con-agentd: the user %s has uid 0; refusing to run its sessions as root\n", want);
-                return -EPERM;
+                return log_error_errno(-EPERM, "The user %s has uid 0; refusing to run its sessions as root", want);
         }
         int n = 32;
         for (;;) {
@@ -184,16 +165,15 @@ static char *agent_cgroup_dir(void) {
         char *dir = NULL;
         int r = con_cgroup_own_dir(&own);
         if (r < 0) {
-                fprintf(stderr, "con-agentd: no cgroup v2 (%s): sessions are contained by their process group only; "
-                        "a process that leaves it survives Cancel\n",
-                        r == -ENOMEDIUM ? "no cgroup2 mount" : strerror(-r));
+                log_warning("No cgroup v2 (%s): sessions are contained by their process group only; a process "
+                            "that leaves it survives Cancel", r == -ENOMEDIUM ? "no cgroup2 mount" : strerror(-r));
                 return NULL;
         }
         if (asprintf(&dir, "%s/con-%s", own, arg_agent) < 0)
                 return NULL;
         if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-                fprintf(stderr, "con-agentd: cannot create the cgroup %s (%m): sessions are contained by their "
-                        "process group only; a process that leaves it survives Cancel\n", dir);
+                log_warning("Cannot create the cgroup %s (%m): sessions are contained by their process group "
+                            "only; a process that leaves it survives Cancel", dir);
                 free(dir);
                 return NULL;
         }
@@ -201,8 +181,6 @@ static char *agent_cgroup_dir(void) {
 }
 
 static int run(int argc, char **argv) {
-        _cleanup_(sd_event_unrefp) sd_event *event = NULL;
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(agent_context_freep) AgentContext *c = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(session_user_done) SessionUser su = {};
@@ -221,26 +199,28 @@ static int run(int argc, char **argv) {
         if (!getenv("PATH"))
                 (void) setenv("PATH", SANE_PATH, 1);
         (void) umask(0077);
-        (void) con_bus_errors_register();
 
         ConConfig *config = NULL;
         _cleanup_(con_config_error_done) ConConfigError cerr = {};
         r = con_config_load(arg_config, &config, &cerr);
         if (r < 0) {
                 _cleanup_free_ char *msg = con_config_error_format(&cerr);
-                fprintf(stderr, "con-agentd: %s\n", msg ?: strerror(-r));
-                return r;
+                return log_error_errno(r, "%s", msg ?: strerror(-r));
         }
 
+        /* SIGTERM and SIGINT stop gracefully (running sessions get a grace period): the service
+         * handles them itself. */
         sigemptyset(&ss);
         sigaddset(&ss, SIGCHLD);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
         (void) sigprocmask(SIG_BLOCK, &ss, NULL);
 
-        r = sd_event_default(&event);
-        if (r < 0)
+        r = con_service_start(&svc, CON_SERVICE_OWN_SIGNALS);
+        if (r < 0) {
+                con_config_free(config);
                 return r;
+        }
 
         cgroup_dir = agent_cgroup_dir();
         AgentContextOptions o = {
@@ -253,70 +233,45 @@ static int run(int argc, char **argv) {
                 .no_authz = arg_no_authz,
         };
         _cleanup_free_ char *emsg = NULL;
-        r = agent_context_new(event, config, &o, &c, &emsg);
+        r = agent_context_new(svc.event, config, &o, &c, &emsg);
         if (r < 0) {
                 con_config_free(config);
-                fprintf(stderr, "con-agentd: %s\n", emsg ?: strerror(-r));
-                return r;
+                return log_error_errno(r, "%s", emsg ?: strerror(-r));
         }
 
         /* A quarantined agent never takes its name: the marker stays until con release. */
         (void) agent_context_watch_state(c);
-        if (c->quarantined) {
-                fprintf(stderr, "con-agentd: quarantined: %s (marker %s/quarantine/%s; con release %s lifts it); "
-                        "not taking the bus name\n", strempty(c->quarantine_reason), c->state_dir, arg_agent,
-                        arg_agent);
-                return -EKEYREVOKED;
-        }
+        if (c->quarantined)
+                return log_error_errno(-EKEYREVOKED, "Quarantined: %s (marker %s/quarantine/%s; con release %s lifts "
+                                       "it); not taking the bus name", strempty(c->quarantine_reason), c->state_dir,
+                                       arg_agent, arg_agent);
         if (arg_no_authz)
-                fprintf(stderr, "con-agentd: WARNING: --no-authz: polkit is not asked, every caller may do "
-                        "everything (benchmarks only)\n");
+                log_warning("--no-authz: polkit is not asked, every caller may do everything (benchmarks only)");
 
-        r = sd_bus_default_system(&bus);
-        if (r < 0) {
-                fprintf(stderr, "con-agentd: cannot connect to the system bus: %s\n", strerror(-r));
-                return r;
-        }
         /* Objects first, then the name: no call can arrive for an object that is not there yet. */
-        r = agent_context_add_bus(c, bus);
-        if (r < 0) {
-                fprintf(stderr, "con-agentd: cannot register %s: %s\n", CON_AGENT_PATH, strerror(-r));
-                return r;
-        }
-        r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+        r = agent_context_add_bus(c, svc.bus);
         if (r < 0)
-                return r;
-        r = agent_context_enable_authz(c, bus);
-        if (r < 0) {
-                fprintf(stderr, "con-agentd: cannot set up authorization (polkit): %s\n", strerror(-r));
-                return r;
-        }
+                return log_error_errno(r, "Cannot register %s: %m", CON_AGENT_PATH);
+        r = agent_context_enable_authz(c, svc.bus);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up authorization (polkit): %m");
         r = agent_context_install_signals(c);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Cannot handle SIGTERM and SIGINT: %m");
         r = agent_context_request_name(c, &error);
-        if (r < 0) {
+        if (r < 0)
                 /* Fail at once: an activating caller otherwise waits for the bus timeout. */
-                fprintf(stderr, "con-agentd: cannot take the bus name %s: %s%s\n", strempty(c->bus_name),
-                        strerror(-r), r == -EEXIST ? " (another process owns it)" :
-                        r == -EACCES ? " (the bus policy /etc/dbus-1/system.d/org.conspiracy.conf does not "
-                        "allow this user to own it)" : "");
-                return r;
-        }
+                return log_error_errno(r, "Cannot take the bus name %s: %m%s", strempty(c->bus_name),
+                                       r == -EEXIST ? " (another process owns it)" :
+                                       r == -EACCES ? " (the bus policy /etc/dbus-1/system.d/org.conspiracy.conf "
+                                       "does not allow this user to own it)" : "");
         r = agent_context_start(c);
         if (r < 0)
-                return r;
-        fprintf(stderr, "con-agentd: agent %s ready as %s; sessions run as %s in %s\n", arg_agent, c->bus_name,
-                su.set ? su.name : "the service's user", cgroup_dir ?: "the service's cgroup (process groups only)");
-        r = sd_event_loop(event);
-        if (r < 0) {
-                fprintf(stderr, "con-agentd: %s\n", strerror(-r));
-                return r;
-        }
-        return 0;
+                return log_error_errno(r, "Cannot start the queue: %m");
+        log_info("Agent %s ready as %s; sessions run as %s in %s", arg_agent, c->bus_name,
+                 su.set ? su.name : "the service's user", cgroup_dir ?: "the service's cgroup (process groups only)");
+        r = con_service_loop(&svc, "Serving");
+        return r < 0 ? r : 0;
 }
 
-int main(int argc, char **argv) {
-        int r = run(argc, argv);
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CON_SERVICE_MAIN(svc, run)

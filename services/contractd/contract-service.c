@@ -25,6 +25,7 @@
 #include "contract-util.h"
 #include "errors.h"
 #include "fileio.h"
+#include "log.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
@@ -96,22 +97,6 @@ struct Manager {
 
         sd_event_source *inotify_src, *reload_timer;
 };
-
-static void log_msg(int level, const char *fmt, ...) _printf_(2, 3);
-static void log_msg(int level, const char *fmt, ...) {
-        va_list ap;
-        if (getenv("JOURNAL_STREAM"))
-                fprintf(stderr, "<%d>", level);
-        else
-                fputs("con-contractd: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-}
-#define log_error(...) log_msg(3, __VA_ARGS__)
-#define log_warning(...) log_msg(4, __VA_ARGS__)
-#define log_info(...) log_msg(6, __VA_ARGS__)
 
 static uint64_t now(clockid_t c) {
         struct timespec ts;
@@ -1128,7 +1113,7 @@ static int dup_or(const char *v, const char *dflt, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int manager_new(const ContractsOptions *o, Manager **ret) {
+int manager_new(const ContractsOptions *o, sd_event *event, sd_bus *bus, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int k;
 
@@ -1155,31 +1140,16 @@ int manager_new(const ContractsOptions *o, Manager **ret) {
         sigaddset(&ss, SIGCHLD);
         (void) sigprocmask(SIG_BLOCK, &ss, NULL);
 
-        k = sd_event_default(&m->event);
-        if (k < 0)
-                return k;
-        k = sd_bus_open_system(&m->bus);
-        if (k < 0) {
-                log_error("Failed to connect to the system bus: %s", strerror(-k));
-                return k;
-        }
-        (void) con_bus_errors_register();
+        m->event = sd_event_ref(event);
+        m->bus = sd_bus_ref(bus);
         *ret = TAKE_PTR(m);
         return 0;
 }
 
-int manager_run(Manager *m) {
+int manager_start(Manager *m) {
         int k;
 
-        (void) sd_event_set_signal_exit(m->event, true);
         k = sd_bus_add_object_vtable(m->bus, NULL, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, contracts_vtable, m);
-        if (k < 0)
-                return k;
-        k = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
-        if (k < 0)
-                return k;
-        /* The bus went away (restarted): exit, con up or systemd starts us on the new bus. */
-        k = con_bus_exit_on_disconnect(m->bus);
         if (k < 0)
                 return k;
         k = con_authz_new(m->bus, m->event, &(ConAuthzOptions) { .root_policy = CON_AUTHZ_ROOT_ALLOW }, &m->authz);
@@ -1205,12 +1175,11 @@ int manager_run(Manager *m) {
                           k == -EACCES ? ": the bus policy lets only root own it" : "");
                 return k;
         }
-        (void) sd_notify(false, "READY=1\nSTATUS=Watching contracts");
-        k = sd_event_loop(m->event);
-        (void) sd_notify(false, "STOPPING=1");
-        if (k == -ENOTCONN)
-                log_error("Lost the connection to the system bus; exiting");
-        return k < 0 ? k : 0;
+        return 0;
+}
+
+int manager_introspect_xml(char **ret) {
+        return con_bus_introspect_vtable(CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, contracts_vtable, ret);
 }
 
 Manager *manager_free(Manager *m) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 /* con-contractd's bus glue: the Contracts object, one timer per contract, shell checks in child
  * processes, the actions (halt, quarantine, kill_session, alert) and the audit records. */
@@ -18,13 +19,17 @@ typedef struct ContractsOptions {
 
 typedef struct Manager Manager;
 
-int manager_new(const ContractsOptions *o, Manager **ret);
+/* On the service's event loop and bus connection (con_service_start()). */
+int manager_new(const ContractsOptions *o, sd_event *event, sd_bus *bus, Manager **ret);
 Manager *manager_free(Manager *m);
 static inline void manager_freep(Manager **m) {
         manager_free(*m);
 }
-/* Runs until SIGTERM/SIGINT. Negative errno on fatal errors. */
-int manager_run(Manager *m);
+/* Publishes the object, loads the contracts and takes the bus name; the event loop then runs
+ * until SIGTERM/SIGINT. Negative errno on fatal errors (logged). */
+int manager_start(Manager *m);
+/* --bus-introspect */
+int manager_introspect_xml(char **ret);
 
 /* The vtable, for the introspection test. */
 extern const sd_bus_vtable contracts_vtable[];

@@ -1,15 +1,20 @@
 /* SPDX-License-Identifier: MIT */
+/* con-contractd: the health contract service (docs/CONTRACTS.md). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "con-paths.h"
 #include "contract-service.h"
-#include "bus-util.h"
 #include "contract-util.h"
+#include "log.h"
 #include "macro.h"
+#include "service.h"
+
+static void help(void);
+static ConService svc = { .name = "con-contractd", .help = help, .introspect = manager_introspect_xml };
+static ContractsOptions arg;
 
 static void help(void) {
         printf("Usage: con-contractd [OPTIONS]\n"
@@ -22,77 +27,67 @@ static void help(void) {
                "  --contracts-dir DIR    Contracts (default %s)\n"
                "  --state-dir DIR        Halt and quarantine markers (default %s)\n"
                "  --audit-dir DIR        Audit log folder (default %s)\n"
-               "  -h --help              Show this help\n"
-               "     --version           Show the version\n"
-               "     --bus-introspect    Print the introspection XML of the Contracts object\n",
+               CON_SERVICE_HELP,
                CONTRACT_DIR_DEFAULT, CON_CONTRACTS_BUS_NAME, CON_CONFIG_PATH, CONTRACT_DIR_DEFAULT,
-               CONTRACT_STATE_DIR_DEFAULT, "/srv/con/logs/audit");
+               CONTRACT_STATE_DIR_DEFAULT, CON_SRV_DIR "/logs/audit");
 }
 
-int main(int argc, char *argv[]) {
-        enum { ARG_CONFIG = 0x100, ARG_CONTRACTS, ARG_STATE, ARG_AUDIT, ARG_VERSION, ARG_INTROSPECT };
+/* Returns 1 to go on, 0 to exit successfully, < 0 on a usage error (reported). */
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_CONFIG = 0x100, ARG_CONTRACTS, ARG_STATE, ARG_AUDIT };
         static const struct option options[] = {
+                CON_SERVICE_OPTIONS,
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "contracts-dir", required_argument, NULL, ARG_CONTRACTS },
                 { "state-dir", required_argument, NULL, ARG_STATE },
                 { "audit-dir", required_argument, NULL, ARG_AUDIT },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
-                { "bus-introspect", no_argument, NULL, ARG_INTROSPECT },
                 {}
         };
-        ContractsOptions o = {};
-        _cleanup_(manager_freep) Manager *m = NULL;
-        int c, k;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_CONFIG:
-                        o.config_path = optarg;
+                        arg.config_path = optarg;
                         break;
                 case ARG_CONTRACTS:
-                        o.contracts_dir = optarg;
+                        arg.contracts_dir = optarg;
                         break;
                 case ARG_STATE:
-                        o.state_dir = optarg;
+                        arg.state_dir = optarg;
                         break;
                 case ARG_AUDIT:
-                        o.audit_dir = optarg;
+                        arg.audit_dir = optarg;
                         break;
-                case 'h':
-                        help();
-                        return 0;
-                case ARG_VERSION:
-                        printf("con-contractd %s\n", CON_VERSION);
-                        return 0;
-                case ARG_INTROSPECT: {
-                        _cleanup_free_ char *xml = NULL;
-                        k = con_bus_introspect_vtable(CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, contracts_vtable, &xml);
-                        if (k < 0) {
-                                fprintf(stderr, "con-contractd: %s\n", strerror(-k));
-                                return 1;
-                        }
-                        fputs(xml, stdout);
-                        return 0;
-                }
                 default:
-                        fprintf(stderr, "con-contractd: see --help\n");
-                        return 2;
+                        r = con_service_parse_option(&svc, c, optarg);
+                        if (r <= 0)
+                                return r;
                 }
-        if (optind < argc) {
-                fprintf(stderr, "con-contractd: unexpected argument '%s' (see --help)\n", argv[optind]);
-                return 2;
-        }
-        if (geteuid() != 0)
-                fprintf(stderr, "con-contractd: warning: not running as root; checks and actions will fail\n");
-
-        k = manager_new(&o, &m);
-        if (k < 0)
-                return 1;
-        k = manager_run(m);
-        if (k < 0) {
-                fprintf(stderr, "con-contractd: %s\n", strerror(-k));
-                return 1;
-        }
-        return 0;
+        return con_service_no_arguments(&svc, argc, argv, optind);
 }
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+        if (geteuid() != 0)
+                log_warning("Not running as root; checks and actions will fail");
+
+        r = con_service_start(&svc, 0);
+        if (r < 0)
+                return r;
+        r = manager_new(&arg, svc.event, svc.bus, &m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up: %m");
+        r = manager_start(m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start: %m");
+        r = con_service_loop(&svc, "Watching contracts");
+        return r < 0 ? r : 0;
+}
+
+CON_SERVICE_MAIN(svc, run)

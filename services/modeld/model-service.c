@@ -24,14 +24,13 @@
 #include "errors.h"
 #include "http.h"
 #include "llm.h"
+#include "log.h"
 #include "macro.h"
 #include "model-service.h"
 #include "model-util.h"
 #include "names.h"
 #include "strv.h"
 
-#define log_error(...) fprintf(stderr, "con-modeld: " __VA_ARGS__), fputc('\n', stderr)
-#define log_info(...) log_error(__VA_ARGS__)
 
 #define DEFAULT_MAX_TOKENS 8192U
 #define RELOAD_HINT "the gateway re-reads its keys on reload: systemctl reload con-modeld, or pkill -HUP con-modeld"
@@ -126,7 +125,7 @@ static int load_env(Models *m) {
                 return -EINVAL;
         }
         if (st.st_mode & 0007)
-                log_error("warning: %s is readable or writable by everyone (mode %04o); it holds API keys: "
+                log_warning("%s is readable or writable by everyone (mode %04o); it holds API keys: "
                           "chmod 0640", path, (unsigned) (st.st_mode & 07777));
         for (;;) {
                 ssize_t n = read(fd, buf + len, sizeof(buf) - len);
@@ -1000,7 +999,7 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
-int models_new(const ModelsOptions *o, Models **ret) {
+int models_new(const ModelsOptions *o, sd_event *event, sd_bus *bus, Models **ret) {
         _cleanup_(models_freep) Models *m = calloc(1, sizeof(Models));
         int r;
 
@@ -1023,45 +1022,28 @@ int models_new(const ModelsOptions *o, Models **ret) {
                 restore_usage(m, dir);
                 r = con_audit_open(dir, &m->audit);
                 if (r < 0)
-                        log_error("warning: cannot open the usage log in %s: %s; calls are not recorded", dir,
+                        log_warning("cannot open the usage log in %s: %s; calls are not recorded", dir,
                                   strerror(-r));
                 else
                         con_audit_set_sync(m->audit, false);
         }
 
-        r = sd_event_default(&m->event);
-        if (r < 0)
-                return r;
+        m->event = sd_event_ref(event);
+        m->bus = sd_bus_ref(bus);
         r = con_http_new(m->event, &m->http);
         if (r < 0)
                 return r;
         /* A non-streaming model call sends nothing until the model is done: only the total timeout counts. */
         con_http_set_low_speed(m->http, 0, 0);
 
-        if (o->bus_address) {
-                r = sd_bus_new(&m->bus);
-                if (r >= 0)
-                        r = sd_bus_set_address(m->bus, o->bus_address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(m->bus, true);
-                if (r >= 0)
-                        r = sd_bus_start(m->bus);
-        } else
-                r = sd_bus_open_system(&m->bus);
-        if (r < 0) {
-                log_error("Failed to connect to the bus: %s", strerror(-r));
-                return r;
-        }
-        (void) con_bus_errors_register();
         *ret = TAKE_PTR(m);
         return 0;
 }
 
-int models_run(Models *m) {
+int models_start(Models *m) {
         sigset_t ss;
         int r;
 
-        (void) sd_event_set_signal_exit(m->event, true);
         sigemptyset(&ss);
         sigaddset(&ss, SIGHUP);
         (void) sigprocmask(SIG_BLOCK, &ss, NULL);
@@ -1071,17 +1053,10 @@ int models_run(Models *m) {
         r = sd_bus_add_object_vtable(m->bus, NULL, CON_MODELS_PATH, CON_MODELS_INTERFACE, models_vtable, m);
         if (r < 0)
                 return r;
-        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
-        if (r < 0)
-                return r;
         /* Only for "who is calling" (con_authz_caller_uid): the gateway asks polkit nothing. */
         ConAuthzOptions ao = { .root_policy = CON_AUTHZ_ROOT_ALLOW, .no_cache = true,
                                .watch_dirs = (char * const[]) { NULL } };
         r = con_authz_new(m->bus, m->event, &ao, &m->authz);
-        if (r < 0)
-                return r;
-        /* The bus went away (restarted): exit, the next caller activates us on the new bus. */
-        r = con_bus_exit_on_disconnect(m->bus);
         if (r < 0)
                 return r;
         r = sd_bus_request_name(m->bus, CON_MODELS_BUS_NAME, 0);
@@ -1091,12 +1066,7 @@ int models_run(Models *m) {
                           r == -EACCES ? ": the bus policy lets only " CON_MODELS_USER " own it" : "");
                 return r;
         }
-        (void) sd_notify(false, "READY=1\nSTATUS=Serving model calls");
-        r = sd_event_loop(m->event);
-        (void) sd_notify(false, "STOPPING=1");
-        if (r == -ENOTCONN)
-                log_error("Lost the connection to the bus; exiting");
-        return r;
+        return 0;
 }
 
 Models *models_free(Models *m) {

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 #define CON_MODELS_BUS_NAME  "org.conspiracy.Models"
 #define CON_MODELS_PATH      "/org/conspiracy/Models"
@@ -17,13 +18,14 @@ typedef struct ModelsOptions {
         const char *config_path;        /* NULL: CON_CONFIG_PATH */
         const char *env_path;           /* NULL: CON_MODELS_ENV_PATH */
         const char *log_dir;            /* NULL: CON_MODELS_LOG_DIR; "" disables the usage log */
-        const char *bus_address;        /* NULL: the system bus */
 } ModelsOptions;
 
 typedef struct Models Models;
 
-int models_new(const ModelsOptions *o, Models **ret);
-int models_run(Models *m);
+/* On the service's event loop and bus connection (con_service_start()). */
+int models_new(const ModelsOptions *o, sd_event *event, sd_bus *bus, Models **ret);
+/* Publishes the object and takes the bus name; SIGHUP reloads the config and keys. */
+int models_start(Models *m);
 Models *models_free(Models *m);
 static inline void models_freep(Models **m) {
         models_free(*m);

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "cron.h"
 #include "errors.h"
+#include "log.h"
 #include "macro.h"
 #include "names.h"
 #include "router-service.h"
@@ -146,23 +147,6 @@ struct Router {
         sd_bus_slot *match_owners;
         int exit_status;
 };
-
-static void log_msg(int level, const char *fmt, ...) _printf_(2, 3);
-static void log_msg(int level, const char *fmt, ...) {
-        va_list ap;
-        /* With stderr going to the journal, the <N> prefix sets the priority. */
-        if (getenv("JOURNAL_STREAM"))
-                fprintf(stderr, "<%d>", level);
-        else
-                fputs("con-routerd: ", stderr);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-}
-#define log_error(...) log_msg(3, __VA_ARGS__)
-#define log_warning(...) log_msg(4, __VA_ARGS__)
-#define log_info(...) log_msg(6, __VA_ARGS__)
 
 static void router_kick(Router *r);
 static void item_requeue(Item *it, bool front);
@@ -1221,7 +1205,7 @@ static int router_add_inbox(Router *r, const char *rel, Target *t) {
         return 0;
 }
 
-int router_new(const RouterOptions *o, Router **ret) {
+int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **ret) {
         _cleanup_(router_freep) Router *r = NULL;
         _cleanup_(con_config_error_done) ConConfigError cerr = {};
         int k;
@@ -1314,24 +1298,15 @@ int router_new(const RouterOptions *o, Router **ret) {
         else
                 con_audit_set_sync(r->audit, false);
 
-        k = sd_event_default(&r->event);
-        if (k < 0)
-                return k;
-        k = sd_bus_open_system(&r->bus);
-        if (k < 0) {
-                log_error("Failed to connect to the system bus: %s", strerror(-k));
-                return k;
-        }
-        (void) con_bus_errors_register();
-
+        r->event = sd_event_ref(event);
+        r->bus = sd_bus_ref(bus);
         *ret = TAKE_PTR(r);
         return 0;
 }
 
-int router_run(Router *r) {
+int router_start(Router *r) {
         int k;
 
-        (void) sd_event_set_signal_exit(r->event, true);
         k = sd_event_add_defer(r->event, &r->dispatch, on_dispatch, r);
         if (k < 0)
                 return k;
@@ -1386,15 +1361,6 @@ int router_run(Router *r) {
                 if (k < 0)
                         return k;
         }
-        k = sd_bus_attach_event(r->bus, r->event, SD_EVENT_PRIORITY_NORMAL);
-        if (k < 0)
-                return k;
-        /* The bus went away (restarted): exit rather than route into a dead connection forever;
-         * con up or systemd starts a new router on the new bus. */
-        k = con_bus_exit_on_disconnect(r->bus);
-        if (k < 0)
-                return k;
-
         /* Watches first, then the scan: a file arriving in between is seen at least once. */
         for (size_t i = 0; i < r->n_inboxes; i++) {
                 Inbox *in = &r->inboxes[i];
@@ -1410,18 +1376,20 @@ int router_run(Router *r) {
         }
         router_rescan(r);
         router_kick(r);
+        return 0;
+}
 
-        (void) sd_notify(false, "READY=1\nSTATUS=Routing");
-        k = sd_event_loop(r->event);
+int router_stop(Router *r, int loop_result) {
         r->shutting_down = true;
-        (void) sd_notify(false, "STOPPING=1");
         if (r->audit)
                 (void) con_audit_flush(r->audit);
-        if (k == -ENOTCONN)
-                log_error("Lost the connection to the system bus; exiting");
-        if (k < 0)
-                return k;
+        if (loop_result < 0)
+                return loop_result;
         return r->exit_status;
+}
+
+int router_introspect_xml(char **ret) {
+        return con_bus_introspect_vtable(CON_ROUTER_PATH, CON_ROUTER_INTERFACE, router_vtable, ret);
 }
 
 Router *router_free(Router *r) {

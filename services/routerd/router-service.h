@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
 /* con-routerd's bus glue: the Router object, the inbox watches, the Deliver pipeline, the audit
  * writer and the cron scheduler for hosts without systemd. */
@@ -22,15 +23,21 @@ typedef struct RouterOptions {
 
 typedef struct Router Router;
 
-/* Loads the config, opens the inboxes, connects to the system bus. Logs its own errors. */
-int router_new(const RouterOptions *o, Router **ret);
+/* Loads the config and prepares the inboxes, on the service's event loop and bus connection
+ * (con_service_start()). Logs its own errors. */
+int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **ret);
 Router *router_free(Router *r);
 static inline void router_freep(Router **r) {
         router_free(*r);
 }
-/* Runs until SIGTERM/SIGINT (daemon) or until the pass is done (--once). Returns 0, or a
- * positive exit status: 1 when --once left tasks behind. Negative errno on fatal errors. */
-int router_run(Router *r);
+/* Publishes the object, takes the bus name (daemon), watches and scans the inboxes. The event
+ * loop then runs until SIGTERM/SIGINT (daemon) or until the pass is done (--once). */
+int router_start(Router *r);
+/* After the loop: flushes the audit log. Returns 0, or a positive exit status: 1 when --once
+ * left tasks behind; loop_result when it is a negative errno. */
+int router_stop(Router *r, int loop_result);
+/* --bus-introspect */
+int router_introspect_xml(char **ret);
 
 /* The vtable, for the introspection test. */
 extern const sd_bus_vtable router_vtable[];

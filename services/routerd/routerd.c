@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
+/* con-routerd: delivers dropped task files to the agents over the system bus. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "con-paths.h"
 #include "config.h"
+#include "log.h"
 #include "macro.h"
 #include "router-service.h"
+#include "service.h"
+
+static void help(void);
+static ConService svc = { .name = "con-routerd", .help = help, .introspect = router_introspect_xml };
+static RouterOptions arg = { .cron_mode = -1 };
 
 static void help(void) {
         printf("Usage: con-routerd [OPTIONS]\n"
@@ -25,26 +32,26 @@ static void help(void) {
                "  --timeout SEC          With --once: give up after SEC seconds (default 60)\n"
                "  --cron auto|yes|no     Submit cron agents' tasks on schedule (auto: only when\n"
                "                         systemd is not PID 1; under systemd timers do it)\n"
-               "  -h --help              Show this help\n"
-               "     --version           Show the version\n",
+               CON_SERVICE_HELP,
                CON_SRV_DIR, CON_SRV_DIR, CON_SRV_DIR, CON_CONFIG_PATH, CON_SRV_DIR);
 }
 
 static int parse_seconds(const char *opt, const char *s, uint64_t *ret) {
         uint64_t usec;
         if (con_parse_duration(s, &usec) < 0 || usec == 0) {
-                fprintf(stderr, "con-routerd: %s: invalid duration '%s' (a positive number of seconds, or e.g. 90s, 5m)\n",
-                        opt, s);
+                log_error("%s: invalid duration '%s' (a positive number of seconds, or e.g. 90s, 5m)", opt, s);
+                svc.usage_error = true;
                 return -EINVAL;
         }
         *ret = usec;
         return 0;
 }
 
-int main(int argc, char *argv[]) {
-        enum { ARG_ONCE = 0x100, ARG_CONFIG, ARG_SRV, ARG_AUDIT, ARG_WINDOW, ARG_RESCAN, ARG_TIMEOUT, ARG_CRON,
-               ARG_VERSION };
+/* Returns 1 to go on, 0 to exit successfully, < 0 on a usage error (reported). */
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_ONCE = 0x100, ARG_CONFIG, ARG_SRV, ARG_AUDIT, ARG_WINDOW, ARG_RESCAN, ARG_TIMEOUT, ARG_CRON };
         static const struct option options[] = {
+                CON_SERVICE_OPTIONS,
                 { "once", no_argument, NULL, ARG_ONCE },
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "srv-dir", required_argument, NULL, ARG_SRV },
@@ -53,84 +60,88 @@ int main(int argc, char *argv[]) {
                 { "rescan-interval", required_argument, NULL, ARG_RESCAN },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "cron", required_argument, NULL, ARG_CRON },
-                { "help", no_argument, NULL, 'h' },
-                { "version", no_argument, NULL, ARG_VERSION },
                 {}
         };
-        RouterOptions o = { .cron_mode = -1 };
-        _cleanup_(router_freep) Router *r = NULL;
-        int c, k;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_ONCE:
-                        o.once = true;
+                        arg.once = true;
                         break;
                 case ARG_CONFIG:
-                        o.config_path = optarg;
+                        arg.config_path = optarg;
                         break;
                 case ARG_SRV:
-                        o.srv_dir = optarg;
+                        arg.srv_dir = optarg;
                         break;
                 case ARG_AUDIT:
-                        o.audit_dir = optarg;
+                        arg.audit_dir = optarg;
                         break;
                 case ARG_WINDOW: {
                         char *end;
                         unsigned long w = strtoul(optarg, &end, 10);
                         if (*end || w < 1 || w > 127) {
-                                fprintf(stderr, "con-routerd: --window: '%s' is not a number from 1 to 127 "
-                                        "(the bus allows 128 pending replies per connection)\n", optarg);
-                                return 2;
+                                log_error("--window: '%s' is not a number from 1 to 127 "
+                                          "(the bus allows 128 pending replies per connection)", optarg);
+                                svc.usage_error = true;
+                                return -EINVAL;
                         }
-                        o.window = (unsigned) w;
+                        arg.window = (unsigned) w;
                         break;
                 }
                 case ARG_RESCAN:
-                        if (parse_seconds("--rescan-interval", optarg, &o.rescan_usec) < 0)
-                                return 2;
+                        r = parse_seconds("--rescan-interval", optarg, &arg.rescan_usec);
+                        if (r < 0)
+                                return r;
                         break;
                 case ARG_TIMEOUT:
-                        if (parse_seconds("--timeout", optarg, &o.once_timeout_usec) < 0)
-                                return 2;
+                        r = parse_seconds("--timeout", optarg, &arg.once_timeout_usec);
+                        if (r < 0)
+                                return r;
                         break;
                 case ARG_CRON:
                         if (streq(optarg, "auto"))
-                                o.cron_mode = -1;
+                                arg.cron_mode = -1;
                         else if (streq(optarg, "yes"))
-                                o.cron_mode = 1;
+                                arg.cron_mode = 1;
                         else if (streq(optarg, "no"))
-                                o.cron_mode = 0;
+                                arg.cron_mode = 0;
                         else {
-                                fprintf(stderr, "con-routerd: --cron: '%s' is not one of auto, yes, no\n", optarg);
-                                return 2;
+                                log_error("--cron: '%s' is not one of auto, yes, no", optarg);
+                                svc.usage_error = true;
+                                return -EINVAL;
                         }
                         break;
-                case 'h':
-                        help();
-                        return 0;
-                case ARG_VERSION:
-                        printf("con-routerd %s\n", CON_VERSION);
-                        return 0;
                 default:
-                        fprintf(stderr, "con-routerd: see --help\n");
-                        return 2;
+                        r = con_service_parse_option(&svc, c, optarg);
+                        if (r <= 0)
+                                return r;
                 }
-        if (optind < argc) {
-                fprintf(stderr, "con-routerd: unexpected argument '%s' (see --help)\n", argv[optind]);
-                return 2;
-        }
-        if (geteuid() != 0)
-                fprintf(stderr, "con-routerd: warning: not running as root; agent inboxes and the audit log "
-                        "will probably not be accessible\n");
-
-        k = router_new(&o, &r);
-        if (k < 0)
-                return 1;
-        k = router_run(r);
-        if (k < 0) {
-                fprintf(stderr, "con-routerd: %s\n", strerror(-k));
-                return 1;
-        }
-        return k;
+        return con_service_no_arguments(&svc, argc, argv, optind);
 }
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(router_freep) Router *router = NULL;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r;
+        if (geteuid() != 0)
+                log_warning("Not running as root; agent inboxes and the audit log will probably not be accessible");
+
+        r = con_service_start(&svc, 0);
+        if (r < 0)
+                return r;
+        r = router_new(&arg, svc.event, svc.bus, &router);
+        if (r < 0)
+                return r;
+        r = router_start(router);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start: %m");
+        r = con_service_loop(&svc, "Routing");
+        return router_stop(router, r);
+}
+
+CON_SERVICE_MAIN(svc, run)
