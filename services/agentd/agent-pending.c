@@ -5,6 +5,7 @@
 #include "agent-service.h"
 #include "con-paths.h"
 #include "errors.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 
@@ -28,7 +29,24 @@ int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *ca
         return 0;
 }
 
+static void audit_task_event(AgentContext *c, const char *member, const AgentTask *t) {
+        const char *event = streq(member, "TaskAccepted") ? "task.accepted" :
+                            streq(member, "TaskStarted") ? "task.started" :
+                            streq(member, "TaskCompleted") ? "task.completed" : NULL;
+        if (!c->audit || !event)
+                return;
+        _cleanup_cjson_ cJSON *f = con_audit_task_fields(t->id, c->agent->name, t->sender);
+        if (f && streq(member, "TaskCompleted"))
+                (void) cJSON_AddStringToObject(f, "status", agent_task_status_to_string(t->status));
+        bool first = false;
+        int r = f ? con_audit_writer_append(c->audit, c->agent->name, event, f, &first) : -ENOMEM;
+        if (r < 0 && first)
+                log_full(LOG_ERR, "Failed to append to the audit log: %s", strerror(-r));
+}
+
+/* Signals go out after the group commit made the change durable; the audit record with them. */
 static void emit_task_signal(AgentContext *c, const char *member, const AgentTask *t) {
+        audit_task_event(c, member, t);
         for (size_t i = 0; i < c->n_buses; i++) {
                 int r;
                 if (!sd_bus_is_open(c->buses[i]))

@@ -413,6 +413,7 @@ AgentContext *agent_context_free(AgentContext *c) {
         sd_event_source_disable_unref(c->state_parent_watch);
         sd_event_source_disable_unref(c->quarantine_watch);
         sd_event_source_disable_unref(c->state_timer);
+        con_audit_writer_free(c->audit);
         free(c->state_dir);
         free(c->halt_reason);
         free(c->marker_halt_reason);
@@ -573,6 +574,14 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         c->state_dir = strdup(o->state_dir ?: CON_SRV_DIR "/state");
         if (!c->state_dir)
                 return -ENOMEM;
+        /* The agent's own task events go to the audit log from here, so they are recorded whether
+         * or not the router runs. A log that cannot be opened does not stop the agent. */
+        if (o->audit_dir) {
+                r = con_audit_writer_new(e, o->audit_dir, &c->audit);
+                if (r < 0)
+                        log_full(LOG_ERR, "Failed to open the audit log in %s, serving without it: %s%s", o->audit_dir,
+                                strerror(-r), r == -EBADMSG ? " (run 'con audit verify')" : "");
+        }
 
         r = sd_event_add_defer(e, &c->flush_source, on_flush, c);
         if (r < 0)

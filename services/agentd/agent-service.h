@@ -12,6 +12,7 @@
 #include "agent-api.h"
 #include "agent-queue.h"
 #include "agent-session.h"
+#include "audit-writer.h"
 #include "authz.h"
 #include "config.h"
 #include "log.h"
@@ -111,6 +112,8 @@ typedef struct AgentContext {
         char *halt_reason, *marker_halt_reason, *quarantine_reason;
         sd_event_source *state_watch, *state_parent_watch, *quarantine_watch, *state_timer;
 
+        ConAuditWriter *audit;  /* NULL: no audit log (tests) */
+
         AgentPending *pending;
         size_t n_pending, n_pending_alloc;
         sd_event_source *flush_source, *idle_source, *stop_source;
@@ -133,6 +136,7 @@ typedef struct AgentContextOptions {
         bool no_authz;
         const ConSessionUser *session_user; /* NULL: sessions keep the service's identity */
         const char *cgroup_dir; /* the agent's cgroup2 folder (sessions get children); NULL: none */
+        const char *audit_dir;  /* where task events are audited; NULL: nowhere (tests) */
 } AgentContextOptions;
 
 int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions *o, AgentContext **ret,

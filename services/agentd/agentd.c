@@ -25,6 +25,7 @@ static const char *arg_agent;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_data_dir;
 static const char *arg_state_dir;
+static const char *arg_audit_dir = CON_SRV_DIR "/logs/audit";
 static bool arg_allow_any_user;
 static bool arg_no_authz;
 
@@ -37,6 +38,7 @@ static void help(void) {
                "  -c --config FILE         The configuration (default " CON_CONFIG_PATH ")\n"
                "     --data-dir DIR        The agent's directory (default " CON_SRV_DIR "/agents/NAME)\n"
                "     --state-dir DIR       The contract service's markers (default " CON_SRV_DIR "/state)\n"
+               "     --audit-dir DIR       The audit log's folder (default " CON_SRV_DIR "/logs/audit)\n"
                "     --allow-any-user      Run as any user; sessions keep that identity when a-NAME is\n"
                "                           missing or the service is not root (tests only)\n"
                "     --no-authz            Do not ask polkit: every caller is allowed (benchmarks only)\n"
@@ -45,13 +47,14 @@ static void help(void) {
 
 /* Returns 1 to go on, 0 to exit successfully, -EINVAL on a usage error (already reported). */
 static int parse_argv(int argc, char **argv) {
-        enum { ARG_DATA_DIR = 0x100, ARG_STATE_DIR, ARG_ALLOW_ANY_USER, ARG_NO_AUTHZ };
+        enum { ARG_DATA_DIR = 0x100, ARG_STATE_DIR, ARG_AUDIT_DIR, ARG_ALLOW_ANY_USER, ARG_NO_AUTHZ };
         static const struct option options[] = {
                 CON_SERVICE_OPTIONS,
                 { "agent",          required_argument, NULL, 'a'                },
                 { "config",         required_argument, NULL, 'c'                },
                 { "data-dir",       required_argument, NULL, ARG_DATA_DIR       },
                 { "state-dir",      required_argument, NULL, ARG_STATE_DIR      },
+                { "audit-dir",      required_argument, NULL, ARG_AUDIT_DIR      },
                 { "allow-any-user", no_argument,       NULL, ARG_ALLOW_ANY_USER },
                 { "no-authz",       no_argument,       NULL, ARG_NO_AUTHZ       },
                 {}
@@ -70,6 +73,9 @@ static int parse_argv(int argc, char **argv) {
                         break;
                 case ARG_STATE_DIR:
                         arg_state_dir = optarg;
+                        break;
+                case ARG_AUDIT_DIR:
+                        arg_audit_dir = optarg;
                         break;
                 case ARG_ALLOW_ANY_USER:
                         arg_allow_any_user = true;
@@ -229,6 +235,7 @@ static int run(int argc, char **argv) {
                 .agent = arg_agent,
                 .data_dir = arg_data_dir,
                 .state_dir = arg_state_dir,
+                .audit_dir = arg_audit_dir,
                 .lock_timeout_usec = LOCK_TIMEOUT,
                 .no_authz = arg_no_authz,
         };

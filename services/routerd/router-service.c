@@ -14,7 +14,7 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
-#include "audit.h"
+#include "audit-writer.h"
 #include "bus-util.h"
 #include "con-paths.h"
 #include "config.h"
@@ -35,7 +35,6 @@
  * come, or the follow-up rescan takes it. */
 #define RESCAN_SETTLE_USEC (2 * USEC_PER_SEC)
 #define PROPERTIES_COALESCE_USEC (100 * USEC_PER_MSEC)
-#define AUDIT_FLUSH_USEC (200 * USEC_PER_MSEC)
 /* Ids used in this run, kept to tell a redelivery of the same file from a new file that reuses
  * a name; cleared when it grows past this. */
 #define USED_IDS_MAX 65536
@@ -123,9 +122,7 @@ struct Router {
         Inbox *inboxes;
         size_t n_inboxes;
         int rejected_fd;
-        ConAudit *audit;
-        bool audit_dirty;
-        bool audit_broken_logged;
+        ConAuditWriter *audit;
 
         TAILQ_HEAD(, Item) in_flight;   /* Deliver calls waiting for a reply */
         RouterMap *known;       /* files queued or in flight */
@@ -141,7 +138,6 @@ struct Router {
         sd_event_source *rescan_timer;
         sd_event_source *settle_timer;
         sd_event_source *props_timer;
-        sd_event_source *audit_timer;
         sd_event_source *once_timer;
         sd_bus_slot *match_signals;
         sd_bus_slot *match_owners;
@@ -164,56 +160,13 @@ static const char *user_name(uid_t uid, char buf[static 64]) {
 /* ---- audit ---- */
 
 static void audit_record(Router *r, const char *service, const char *event, cJSON *fields) {
-        if (!r->audit) {
-                cJSON_Delete(fields);
-                return;
-        }
-        int k = con_audit_append(r->audit, service, event, fields);
+        bool first = false;
+        int k = r->audit ? con_audit_writer_append(r->audit, service, event, fields, &first) : 0;
         cJSON_Delete(fields);
-        if (k < 0) {
-                if (!r->audit_broken_logged)
-                        log_error("Failed to append to the audit log %s/%s: %s%s", r->audit_dir,
-                                  CON_AUDIT_LOG_NAME, strerror(-k),
-                                  k == -EBADMSG ? " (the log ends with a damaged record: run 'con audit verify')" : "");
-                r->audit_broken_logged = true;
-                return;
-        }
-        r->audit_broken_logged = false;
-        r->audit_dirty = true;
-        /* Arm the flush relative to now, and only when it is not pending already: re-enabling a
-         * timer whose time has passed would fire at once and flush (two fdatasyncs) per record. */
-        if (r->audit_timer) {
-                int enabled = SD_EVENT_OFF;
-                (void) sd_event_source_get_enabled(r->audit_timer, &enabled);
-                if (enabled == SD_EVENT_OFF) {
-                        (void) sd_event_source_set_time_relative(r->audit_timer, AUDIT_FLUSH_USEC);
-                        (void) sd_event_source_set_enabled(r->audit_timer, SD_EVENT_ONESHOT);
-                }
-        }
-}
-
-static cJSON *fields_new(const char *task_id, const char *agent, const char *sender) {
-        cJSON *f = cJSON_CreateObject();
-        if (!f)
-                return NULL;
-        if (task_id)
-                cJSON_AddStringToObject(f, "task_id", task_id);
-        if (agent)
-                cJSON_AddStringToObject(f, "agent", agent);
-        if (sender)
-                cJSON_AddStringToObject(f, "sender", sender);
-        return f;
-}
-
-static int on_audit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Router *r = userdata;
-        if (r->audit && r->audit_dirty) {
-                int k = con_audit_flush(r->audit);
-                if (k < 0)
-                        log_warning("Failed to flush the audit log, ignoring: %s", strerror(-k));
-                r->audit_dirty = false;
-        }
-        return 0;
+        if (k < 0 && first)
+                log_error("Failed to append to the audit log %s/%s: %s%s", r->audit_dir,
+                          CON_AUDIT_LOG_NAME, strerror(-k),
+                          k == -EBADMSG ? " (the log ends with a damaged record: run 'con audit verify')" : "");
 }
 
 /* ---- properties ---- */
@@ -468,7 +421,7 @@ static void item_reject(Item *it, const char *reason) {
                 if (k < 0)
                         log_warning("Failed to emit TaskRejected, ignoring: %s", strerror(-k));
         }
-        cJSON *f = fields_new(NULL, in->target->agent, owner);
+        cJSON *f = con_audit_task_fields(NULL, in->target->agent, owner);
         if (f) {
                 cJSON_AddStringToObject(f, "file", file);
                 cJSON_AddStringToObject(f, "rejected", dest);
@@ -558,7 +511,7 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                 case ROUTER_REPLY_NEW_ID: {
                         /* Another sender holds the id: never drop the file, deliver it again under
                          * the next id (the file stays in the inbox meanwhile). */
-                        cJSON *f = fields_new(it->task_id, t->agent, user_name(it->st.st_uid, ubuf));
+                        cJSON *f = con_audit_task_fields(it->task_id, t->agent, user_name(it->st.st_uid, ubuf));
                         if (f)
                                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);
                         audit_record(r, "router", "task.id_taken", f);
@@ -638,7 +591,7 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                                sender);
         if (k < 0)
                 log_warning("Failed to emit TaskRouted, ignoring: %s", strerror(-k));
-        cJSON *f = fields_new(id, t->agent, sender);
+        cJSON *f = con_audit_task_fields(id, t->agent, sender);
         if (f)
                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);
         audit_record(r, "router", "task.routed", f);
@@ -1015,7 +968,7 @@ static int on_once_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         return sd_event_exit(r->event, 1);
 }
 
-/* ---- agent signals: the audit trail of the agents ---- */
+/* ---- agent signals: quota credits ---- */
 
 static Target *target_by_owner(Router *r, const char *unique) {
         if (!unique)
@@ -1055,39 +1008,22 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
 
 static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Router *r = userdata;
-        const char *member = sd_bus_message_get_member(m);
         const char *task_id = NULL, *sender = NULL, *status = NULL;
-        const char *event;
-        int k;
 
-        /* Only the current owner of a configured agent's name speaks for that agent. */
+        /* Only the current owner of a configured agent's name speaks for that agent. The agents
+         * audit their own task events (con-agentd); the router only needs to know that a sender
+         * held back for its quota has room for one more task. */
         Target *t = target_by_owner(r, sd_bus_message_get_sender(m));
-        if (!t || !member)
+        if (!t || !streq_ptr(sd_bus_message_get_member(m), "TaskCompleted"))
                 return 0;
-        if (streq(member, "TaskAccepted")) {
-                event = "task.accepted";
-                k = sd_bus_message_read(m, "ss", &task_id, &sender);
-        } else if (streq(member, "TaskStarted")) {
-                event = "task.started";
-                k = sd_bus_message_read(m, "ss", &task_id, &sender);
-        } else if (streq(member, "TaskCompleted")) {
-                event = "task.completed";
-                k = sd_bus_message_read(m, "sss", &task_id, &sender, &status);
-                /* A sender held back for its quota has room for one more task. */
-                for (size_t i = 0; k >= 0 && sender && i < t->n_lanes; i++)
-                        if (t->lanes[i]->over_quota && streq(t->lanes[i]->user, sender) &&
-                            t->lanes[i]->credits < LANE_TRACK_MAX) {
-                                t->lanes[i]->credits++;
-                                router_kick(r);
-                        }
-        } else
+        if (sd_bus_message_read(m, "sss", &task_id, &sender, &status) < 0 || !sender)
                 return 0;
-        if (k < 0)
-                return 0;
-        cJSON *f = fields_new(task_id, t->agent, sender);
-        if (f && status)
-                cJSON_AddStringToObject(f, "status", status);
-        audit_record(r, t->agent, event, f);
+        for (size_t i = 0; i < t->n_lanes; i++)
+                if (t->lanes[i]->over_quota && streq(t->lanes[i]->user, sender) &&
+                    t->lanes[i]->credits < LANE_TRACK_MAX) {
+                        t->lanes[i]->credits++;
+                        router_kick(r);
+                }
         return 0;
 }
 
@@ -1098,7 +1034,7 @@ static int router_watch_agents(Router *r) {
                                 "org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed, r);
         if (k < 0)
                 return k;
-        k = sd_bus_match_signal(r->bus, &r->match_signals, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, NULL,
+        k = sd_bus_match_signal(r->bus, &r->match_signals, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
                                 on_agent_signal, r);
         if (k < 0)
                 return k;
@@ -1126,7 +1062,7 @@ static int on_cron_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
                 return 0;
         }
         (void) sd_bus_message_read(m, "s", &id);
-        cJSON *f = fields_new(id, t->agent, "root");
+        cJSON *f = con_audit_task_fields(id, t->agent, "root");
         audit_record(t->router, "router", "task.scheduled", f);
         return 0;
 }
@@ -1292,14 +1228,11 @@ int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **re
                         return k;
         }
 
-        k = con_audit_open(r->audit_dir, &r->audit);
-        if (k < 0)
-                log_error("Failed to open the audit log in %s, routing without it: %s", r->audit_dir, strerror(-k));
-        else
-                con_audit_set_sync(r->audit, false);
-
         r->event = sd_event_ref(event);
         r->bus = sd_bus_ref(bus);
+        k = con_audit_writer_new(r->event, r->audit_dir, &r->audit);
+        if (k < 0)
+                log_error("Failed to open the audit log in %s, routing without it: %s", r->audit_dir, strerror(-k));
         *ret = TAKE_PTR(r);
         return 0;
 }
@@ -1311,11 +1244,6 @@ int router_start(Router *r) {
         if (k < 0)
                 return k;
         (void) sd_event_source_set_enabled(r->dispatch, SD_EVENT_OFF);
-        k = sd_event_add_time(r->event, &r->audit_timer, CLOCK_MONOTONIC, 0, AUDIT_FLUSH_USEC, on_audit_timer, r);
-        if (k < 0)
-                return k;
-        (void) sd_event_source_set_time_relative(r->audit_timer, AUDIT_FLUSH_USEC);
-        (void) sd_event_source_set_enabled(r->audit_timer, SD_EVENT_OFF);
 
         if (!r->opts.once) {
                 k = sd_bus_add_object_vtable(r->bus, NULL, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, router_vtable, r);
@@ -1381,8 +1309,7 @@ int router_start(Router *r) {
 
 int router_stop(Router *r, int loop_result) {
         r->shutting_down = true;
-        if (r->audit)
-                (void) con_audit_flush(r->audit);
+        (void) con_audit_writer_flush(r->audit);
         if (loop_result < 0)
                 return loop_result;
         return r->exit_status;
@@ -1436,13 +1363,12 @@ Router *router_free(Router *r) {
         sd_event_source_disable_unref(r->rescan_timer);
         sd_event_source_disable_unref(r->settle_timer);
         sd_event_source_disable_unref(r->props_timer);
-        sd_event_source_disable_unref(r->audit_timer);
         sd_event_source_disable_unref(r->once_timer);
         sd_bus_slot_unref(r->match_signals);
         sd_bus_slot_unref(r->match_owners);
         sd_bus_flush_close_unref(r->bus);
+        con_audit_writer_free(r->audit);
         sd_event_unref(r->event);
-        con_audit_close(r->audit);
         con_config_free(r->config);
         router_map_free(r->known);
         router_map_free(r->used_ids);

@@ -283,8 +283,8 @@ for a in $AGENTS; do
 done >"$T/dup-ends"
 check_eq "no task ended twice in a journal" "" "$(head -n 5 "$T/dup-ends")"
 
-# The audit trail: no task completed twice. (Completions while the router was down are not in
-# it: the router writes the agents' signals, and a signal nobody listens to is gone.)
+# The audit trail: no task completed twice. Each agent audits its own completions after the
+# journal commit, router or not; a kill -9 between the commit and the append loses those records.
 jq -r 'select(.event == "task.completed") | .agent + " " + .task_id' $S/logs/audit/audit.jsonl | sort >"$T/audit-done"
 uniq -d "$T/audit-done" >"$T/audit-dups"
 check_eq "no task completed twice in the audit log" "" "$(head -n 5 "$T/audit-dups")"

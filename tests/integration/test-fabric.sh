@@ -98,6 +98,8 @@ printf '/ping\n' >/srv/con/inbox/once.task
 check "con route-inbox" con route-inbox
 check_fail "once.task was routed" test -e /srv/con/inbox/once.task
 check "once.task is answered" wait_for 30 test -e /srv/con/agents/concierge/outbox/once.response
+check "the agent audited its completion with the router down" wait_for 10 bash -c \
+        'jq -c "select(.event == \"task.completed\" and .task_id == \"once\" and .service == \"concierge\")" /srv/con/logs/audit/audit.jsonl | grep -q .'
 check "con up again" con up
 
 section "audit trail"
