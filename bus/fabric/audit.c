@@ -68,15 +68,19 @@ static int record_split(const char *line, size_t len, size_t *ret_body_len, char
         return 0;
 }
 
-static void body_hash(const char *body, size_t len, char ret[CON_SHA256_HEX_SIZE]) {
+static int body_hash(const char *body, size_t len, char ret[CON_SHA256_HEX_SIZE]) {
         uint8_t d[CON_SHA256_DIGEST_SIZE];
         ConSha256 s;
+        int r;
 
-        con_sha256_init(&s);
+        (void) con_sha256_init(&s);     /* an init failure is reported by final */
         con_sha256_update(&s, body, len);
         con_sha256_update(&s, "}", 1);
-        con_sha256_final(&s, d);
+        r = con_sha256_final(&s, d);
+        if (r < 0)
+                return r;
         con_sha256_to_hex(d, ret);
+        return 0;
 }
 
 /* Parses the body of a record (plus the closing brace) as JSON. */
@@ -442,7 +446,9 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
         if (len + strlen(",\"prev\":\"\"") + 64 + HASH_SUFFIX_LEN + 1 > CON_AUDIT_LINE_MAX)
                 return -E2BIG;
         len += (size_t) sprintf(line + len, ",\"prev\":\"%s\"", a->cache_hash);
-        body_hash(line, len, hash);
+        r = body_hash(line, len, hash);
+        if (r < 0)
+                return r;
         len += (size_t) sprintf(line + len, HASH_KEY "%s\"}\n", hash);
 
         r = con_write_all(a->log_fd, line, len);
@@ -539,11 +545,14 @@ static int verify_record(ConAuditVerify *v, uint64_t lineno, const char *line, s
         const cJSON *f;
         size_t body_len;
         uint64_t seq;
+        int r;
 
         if (record_split(line, len, &body_len, ret_hash) < 0)
                 return verify_fail(v, lineno, lineno, "line %" PRIu64 ": not an audit record (no \"hash\" field at the end)",
                                    lineno);
-        body_hash(line, body_len, want);
+        r = body_hash(line, body_len, want);
+        if (r < 0)
+                return r;
         if (!streq(want, ret_hash))
                 return verify_fail(v, lineno, lineno, "line %" PRIu64 ": hash mismatch: the record was modified", lineno);
         o = record_json(line, body_len);

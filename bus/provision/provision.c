@@ -873,7 +873,9 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                 char hex[CON_SHA256_HEX_SIZE], *sum;
                 size_t len = strlen(md);
 
-                con_sha256_hex(md, len, hex);
+                r = con_sha256_hex(md, len, hex);
+                if (r < 0)
+                        return errorf(ret_error, r, "agent '%s': cannot hash AGENTS.md: %s", a->name, strerror(-r));
                 if (asprintf(&path, "%s/AGENTS.md", home) < 0 || asprintf(&sumpath, "%s/AGENTS.md.sha256", home) < 0 ||
                     asprintf(&sum, "%s\n", hex) < 0)
                         return -ENOMEM;

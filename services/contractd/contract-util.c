@@ -670,10 +670,14 @@ int contract_dir_fingerprint(const char *dir, const char *config_path, uint8_t r
         ConSha256 h;
         int r;
 
-        con_sha256_init(&h);
-        r = contract_dir_list(dir, &files);
-        if (r == -ENOMEM)
+        r = con_sha256_init(&h);
+        if (r < 0)
                 return r;
+        r = contract_dir_list(dir, &files);
+        if (r == -ENOMEM) {
+                (void) con_sha256_final(&h, ret);
+                return r;
+        }
         if (r < 0) {
                 uint64_t e = (uint64_t) (int64_t) r;
                 con_sha256_update(&h, &e, sizeof e);
@@ -683,8 +687,7 @@ int contract_dir_fingerprint(const char *dir, const char *config_path, uint8_t r
         con_sha256_update(&h, "", 1);  /* end of the list */
         if (config_path)
                 fingerprint_file(&h, config_path, 16U * 1024U * 1024U);
-        con_sha256_final(&h, ret);
-        return 0;
+        return con_sha256_final(&h, ret);
 }
 
 /* ---- native checks ---- */
@@ -993,7 +996,9 @@ static int check_agents_md(const Contract *c, const CheckContext *ctx, char **m)
                         continue;
                 }
                 char hex[CON_SHA256_HEX_SIZE];
-                con_sha256_hex(text, len, hex);
+                r = con_sha256_hex(text, len, hex);
+                if (r < 0)
+                        return r;
                 if (strncmp(sum, hex, 64) != 0 && append(&problems, "%s does not match %s", path, sumpath) < 0)
                         return -ENOMEM;
         }

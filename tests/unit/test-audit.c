@@ -41,28 +41,28 @@ static void test_sha256(void) {
         char hex[CON_SHA256_HEX_SIZE];
 
         for (size_t i = 0; i < ELEMENTSOF(v); i++) {
-                con_sha256_hex(v[i].in, strlen(v[i].in), hex);
+                g_assert_cmpint(con_sha256_hex(v[i].in, strlen(v[i].in), hex), ==, 0);
                 g_assert_cmpstr(hex, ==, v[i].hex);
         }
 
         _cleanup_free_ char *as = malloc(1000000);
         memset(as, 'a', 1000000);
         for (size_t i = 0; i < ELEMENTSOF(a); i++) {
-                con_sha256_hex(as, a[i].n, hex);
+                g_assert_cmpint(con_sha256_hex(as, a[i].n, hex), ==, 0);
                 g_assert_cmpstr(hex, ==, a[i].hex);
 
                 /* the same in uneven pieces */
                 ConSha256 s;
                 uint8_t d[CON_SHA256_DIGEST_SIZE];
                 size_t done = 0, step = 1;
-                con_sha256_init(&s);
+                g_assert_cmpint(con_sha256_init(&s), ==, 0);
                 while (done < a[i].n) {
                         size_t k = MIN(step, a[i].n - done);
                         con_sha256_update(&s, as + done, k);
                         done += k;
                         step = step * 3 + 1;
                 }
-                con_sha256_final(&s, d);
+                g_assert_cmpint(con_sha256_final(&s, d), ==, 0);
                 con_sha256_to_hex(d, hex);
                 g_assert_cmpstr(hex, ==, a[i].hex);
         }
@@ -174,7 +174,7 @@ static void test_append_verify(Fixture *f, gconstpointer data) {
                 char *body = g_strndup(l[i], strlen(l[i]) - strlen(",\"hash\":\"\"}") - 64);
                 char *withbrace = g_strconcat(body, "}", NULL);
                 char hex[CON_SHA256_HEX_SIZE];
-                con_sha256_hex(withbrace, strlen(withbrace), hex);
+                g_assert_cmpint(con_sha256_hex(withbrace, strlen(withbrace), hex), ==, 0);
                 g_assert_cmpstr(hex, ==, h);
                 if (i == 4)
                         g_assert_cmpstr(v.last_hash, ==, h);
@@ -266,7 +266,7 @@ static void test_tamper_rehash(Fixture *f, gconstpointer data) {
         char *body = g_strndup(l[2], body_len);
         char *withbrace = g_strconcat(body, "}", NULL);
         char hex[CON_SHA256_HEX_SIZE];
-        con_sha256_hex(withbrace, strlen(withbrace), hex);
+        g_assert_cmpint(con_sha256_hex(withbrace, strlen(withbrace), hex), ==, 0);
         memcpy(l[2] + body_len + strlen(",\"hash\":\""), hex, 64);
         write_lines(f->log, l);
         g_strfreev(l);
