@@ -11,12 +11,7 @@
 
 #include "contract-util.h"
 #include "strv.h"
-
-static uint64_t mono(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
+#include "time-util.h"
 
 /* The original's shell form (upstream-facts §4.7), scripts inlined as their essential loops. */
 static const char * const shell_checks[] = {
@@ -67,7 +62,7 @@ int main(int argc, char *argv[]) {
         }
         CheckContext ctx = { .config = config };
         unsigned nfail = 0;
-        uint64_t t0 = mono();
+        uint64_t t0 = con_now(CLOCK_MONOTONIC);
         for (unsigned s = 0; s < sweeps; s++)
                 for (size_t i = 0; i < 8; i++)
                         for (size_t j = 0; j < cs[i]->n_checks; j++) {
@@ -76,14 +71,14 @@ int main(int argc, char *argv[]) {
                                         nfail++;
                                 free(m);
                         }
-        uint64_t native = (mono() - t0) / sweeps;
+        uint64_t native = (con_now(CLOCK_MONOTONIC) - t0) / sweeps;
         unsigned sfail = 0;
-        t0 = mono();
+        t0 = con_now(CLOCK_MONOTONIC);
         for (unsigned s = 0; s < sweeps; s++)
                 for (size_t i = 0; i < 8; i++)
                         if (run_sh(shell_checks[i]) != 0)
                                 sfail++;
-        uint64_t shell = (mono() - t0) / sweeps;
+        uint64_t shell = (con_now(CLOCK_MONOTONIC) - t0) / sweeps;
         printf("contracts: 8 (CON-SYS-001..006, CON-AGENT-001/002), sweeps: %u\n", sweeps);
         printf("native (in-process):   %8.3f ms per sweep  (%u failing checks in total)\n", native / 1000.0, nfail);
         printf("shell (original form): %8.3f ms per sweep  (%u failing checks in total)\n", shell / 1000.0, sfail);

@@ -9,6 +9,7 @@
 
 #include "macro.h"
 #include "names.h"
+#include "time-util.h"
 
 static const char *wanted;
 static bool done;
@@ -18,12 +19,6 @@ static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         if (sd_bus_message_read(m, "s", &id) >= 0 && wanted && streq(id, wanted))
                 done = true;
         return 0;
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 static int cmp(const void *a, const void *b) {
@@ -54,7 +49,7 @@ int main(int argc, char *argv[]) {
                 sd_bus_error e = SD_BUS_ERROR_NULL;
                 const char *id;
                 _cleanup_free_ char *copy = NULL;
-                uint64_t t0 = now_usec();
+                uint64_t t0 = con_now(CLOCK_MONOTONIC);
                 done = false;
                 r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply, "s", text);
                 if (r < 0) {
@@ -72,7 +67,7 @@ int main(int argc, char *argv[]) {
                         if (r == 0 && sd_bus_wait(bus, 10 * USEC_PER_SEC) < 0)
                                 return 1;
                 }
-                lat[i] = now_usec() - t0;
+                lat[i] = con_now(CLOCK_MONOTONIC) - t0;
         }
         qsort(lat, n, sizeof *lat, cmp);
         printf("submit->completed n=%u p50=%.3f ms p99=%.3f ms max=%.3f ms\n", n, lat[n / 2] / 1000.0,

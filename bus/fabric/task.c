@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "names.h"
 #include "task.h"
+#include "time-util.h"
 #include "utf8.h"
 
 #define ALLOWED_KEYS "priority, reply-to, deadline, conversation"
@@ -557,7 +558,6 @@ static uint64_t id_last_usec;
 static uint32_t id_counter;
 
 int con_task_id_new(char **ret) {
-        struct timespec ts;
         uint64_t now, usec;
         uint32_t counter, rnd = 0;
         struct tm tm;
@@ -566,9 +566,7 @@ int con_task_id_new(char **ret) {
 
         if (!ret)
                 return -EINVAL;
-        if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-                return negative_errno();
-        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+        now = con_now(CLOCK_REALTIME);
 
         /* Within a process ids strictly increase even when the clock steps back: never go below
          * the last time used, and order equal times by the counter. Across processes the pid

@@ -19,6 +19,7 @@
 #include "errors.h"
 #include "macro.h"
 #include "strv.h"
+#include "time-util.h"
 
 #define POLKIT_NAME      "org.freedesktop.PolicyKit1"
 #define POLKIT_PATH      "/org/freedesktop/PolicyKit1/Authority"
@@ -430,11 +431,9 @@ struct ConAuthz {
 
 static uint64_t authz_now(ConAuthz *a) {
         uint64_t t;
-        struct timespec ts;
         if (sd_event_now(a->event, CLOCK_MONOTONIC, &t) >= 0)
                 return t;
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+        return con_now(CLOCK_MONOTONIC);
 }
 
 static void result_free_all(Result *r) {

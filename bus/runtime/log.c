@@ -14,6 +14,7 @@
 #include <systemd/sd-journal.h>
 
 #include "log.h"
+#include "time-util.h"
 
 static const char *log_ident = "con";
 static int log_max_level = LOG_INFO;
@@ -159,15 +160,9 @@ char *log_format_line(char *buf, size_t size, ConLogTarget target, int level, co
         return buf;
 }
 
-static unsigned long long now_realtime_usec(void) {
-        struct timespec ts;
-        (void) clock_gettime(CLOCK_REALTIME, &ts);
-        return (unsigned long long) ts.tv_sec * 1000000ULL + (unsigned long long) ts.tv_nsec / 1000ULL;
-}
-
 static void write_line(int level, const char *message) {
         char buf[8192];
-        log_format_line(buf, sizeof buf - 1, log_target, level, log_ident, (int) getpid(), now_realtime_usec(),
+        log_format_line(buf, sizeof buf - 1, log_target, level, log_ident, (int) getpid(), con_now(CLOCK_REALTIME),
                         message);
         size_t n = strlen(buf);
         buf[n++] = '\n';

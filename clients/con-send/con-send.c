@@ -15,6 +15,7 @@
 #include "macro.h"
 #include "names.h"
 #include "task.h"
+#include "time-util.h"
 
 /* Exit codes, documented in --help and docs/CLI.md. */
 enum {
@@ -278,12 +279,6 @@ static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_e
         return sd_bus_call(bus, m, 0, e, reply);
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 int main(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
@@ -401,7 +396,7 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? EXIT_UNAVAILABLE : EXIT_DONE;
         }
 
-        uint64_t deadline = arg_timeout_usec > 0 ? now_usec() + arg_timeout_usec : UINT64_MAX;
+        uint64_t deadline = arg_timeout_usec > 0 ? con_now(CLOCK_MONOTONIC) + arg_timeout_usec : UINT64_MAX;
         for (bool checked = false;;) {
                 int p = sd_bus_process(bus, NULL);
                 if (p < 0) {
@@ -425,7 +420,7 @@ int main(int argc, char *argv[]) {
                 }
                 if (p > 0)
                         continue;
-                uint64_t now = now_usec();
+                uint64_t now = con_now(CLOCK_MONOTONIC);
                 if (now >= deadline) {
                         fprintf(stderr, "con-send: timed out after %" PRIu64 " s waiting for task %s of %s "
                                 "(it keeps going; see 'con task %s')\n", arg_timeout_usec / USEC_PER_SEC, task_id,

@@ -22,12 +22,7 @@
 #include "errors.h"
 #include "macro.h"
 #include "strv.h"
-
-static uint64_t mono_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
+#include "time-util.h"
 
 typedef struct Opts {
         bool json;
@@ -119,14 +114,14 @@ static int run_shell(const ContractCheck *ch, const char *dir, char **ret_messag
         int r = contract_shell_spawn(ch, dir, &pid, &fd);
         if (r < 0)
                 return asprintf(ret_message, "cannot start the check: %s", strerror(-r)) < 0 ? -ENOMEM : 0;
-        uint64_t end = mono_usec() + ch->timeout_usec;
+        uint64_t end = con_now(CLOCK_MONOTONIC) + ch->timeout_usec;
         int status = 0;
         bool timed_out = false;
         for (;;) {
                 pid_t w = waitpid(pid, &status, WNOHANG);
                 if (w == pid)
                         break;
-                uint64_t n = mono_usec();
+                uint64_t n = con_now(CLOCK_MONOTONIC);
                 if (n >= end) {
                         (void) kill(-pid, SIGKILL);
                         (void) waitpid(pid, &status, 0);
@@ -186,9 +181,9 @@ static int healthcheck_local(const Opts *o) {
                 for (size_t i = 0; i < c->n_checks; i++) {
                         const ContractCheck *ch = &c->checks[i];
                         _cleanup_free_ char *m = NULL;
-                        uint64_t start = mono_usec();
+                        uint64_t start = con_now(CLOCK_MONOTONIC);
                         r = check_kind_is_shell(ch->kind) ? run_shell(ch, o->dir, &m) : contract_check_native(c, ch, &ctx, &m);
-                        print_result(c->id, ch->name, r > 0 ? "pass" : "fail", m, mono_usec() - start, &t);
+                        print_result(c->id, ch->name, r > 0 ? "pass" : "fail", m, con_now(CLOCK_MONOTONIC) - start, &t);
                 }
         }
         printf("summary: %u passed, %u failed, %u skipped", t.passed, t.failed, t.skipped);

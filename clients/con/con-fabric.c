@@ -27,6 +27,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "time-util.h"
 
 #define SYSTEM_BUS_SOCKET "/run/dbus/system_bus_socket"
 #define ROUTERD_PATH CON_LIBEXECDIR "/con-routerd"
@@ -37,12 +38,6 @@
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
 
 /* Options shared by the verbs: --help, --json, --config. Returns 1 to go on, 0 after --help,
  * < 0 on a usage error (message printed). */
@@ -174,13 +169,13 @@ static int start_service(sd_bus *bus, const char *name, sd_bus_error *e) {
 }
 
 static int wait_for_name(sd_bus *bus, const char *name, bool present, uint64_t timeout_usec, pid_t child) {
-        uint64_t end = now_usec() + timeout_usec;
+        uint64_t end = con_now(CLOCK_MONOTONIC) + timeout_usec;
         for (;;) {
                 if (name_has_owner(bus, name) == present)
                         return 0;
                 if (child > 0 && waitpid(child, NULL, WNOHANG) == child)
                         return -ECHILD;
-                if (now_usec() >= end)
+                if (con_now(CLOCK_MONOTONIC) >= end)
                         return -ETIMEDOUT;
                 usleep(50 * 1000);
         }
@@ -303,8 +298,8 @@ int verb_up(int argc, char *argv[]) {
                 r = con_run_command((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL });
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "up: dbus-daemon --system --fork failed (exit status %d)", r);
-                uint64_t end = now_usec() + START_TIMEOUT_USEC;
-                while (!system_bus_alive() && now_usec() < end)
+                uint64_t end = con_now(CLOCK_MONOTONIC) + START_TIMEOUT_USEC;
+                while (!system_bus_alive() && con_now(CLOCK_MONOTONIC) < end)
                         usleep(20 * 1000);
                 printf("bus: started dbus-daemon --system\n");
         }
@@ -859,7 +854,7 @@ int verb_run(int argc, char *argv[]) {
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "run: cannot start agent %s (%s): %s", name, bn, e.message ?: strerror(-r));
 
-        uint64_t end = c.timeout_usec ? now_usec() + c.timeout_usec : UINT64_MAX, last_done = UINT64_MAX;
+        uint64_t end = c.timeout_usec ? con_now(CLOCK_MONOTONIC) + c.timeout_usec : UINT64_MAX, last_done = UINT64_MAX;
         for (;;) {
                 _cleanup_(agent_info_done) AgentInfo info = {};
                 r = agent_properties(bus, bn, &info);
@@ -873,7 +868,7 @@ int verb_run(int argc, char *argv[]) {
                         printf("%s: queue empty (%s)\n", name, strempty(info.state));
                         return CON_EXIT_OK;
                 }
-                if (now_usec() >= end)
+                if (con_now(CLOCK_MONOTONIC) >= end)
                         return con_fail(CON_EXIT_FAILURE, "run: %s still has %u queued task(s) after --timeout", name,
                                         info.queue);
                 usleep(200 * 1000);

@@ -20,18 +20,13 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "time-util.h"
 #include "utf8.h"
 
 
 #define SKILL_MAX       (256U * 1024U)
 #define AGENTS_MD_MAX   (1024U * 1024U)
 #define BUDGET_NOTICE_INTERVAL (3600U) /* seconds between two notices to the sysadmin */
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
 
 _printf_(3, 4)
 static int set_error(char **ret_error, int r, const char *fmt, ...) {
@@ -516,7 +511,7 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
         r = agent_llm_request_json(c, 0, AGENT_LLM_MAX_TOKENS, l->task->id, &req);
         if (r < 0)
                 return r;
-        uint64_t timeout = AGENT_LLM_CALL_TIMEOUT, now = now_usec();
+        uint64_t timeout = AGENT_LLM_CALL_TIMEOUT, now = con_now(CLOCK_MONOTONIC);
         if (l->deadline > 0) {
                 if (now >= l->deadline)
                         return set_error(ret_reason, -ETIME, "the session used up its wall clock before the task "
@@ -532,13 +527,13 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                 return r == -ENOMEM ? r : set_error(ret_reason, r, "cannot build the model call: %s", strerror(-r));
         /* A blocking call is right here: this is the session child, which has nothing else to do
          * while the model thinks (the service's event loop is in another process). */
-        uint64_t called = now_usec();
+        uint64_t called = con_now(CLOCK_MONOTONIC);
         r = sd_bus_call(l->bus, m, timeout, &e, &reply);
         if (r < 0) {
                 /* The gateway's own timeout (models.timeout) comes back as its error reply well before
                  * ours: its message says which provider and how long. */
                 if (sd_bus_error_has_name(&e, SD_BUS_ERROR_TIMEOUT) && !isempty(e.message) &&
-                    now_usec() - called + USEC_PER_SEC < timeout)
+                    con_now(CLOCK_MONOTONIC) - called + USEC_PER_SEC < timeout)
                         return set_error(ret_reason, -ETIMEDOUT, "the model call timed out in the gateway: %s",
                                          e.message);
                 if (sd_bus_error_has_name(&e, CON_ERROR_BUDGET_EXHAUSTED)) {
@@ -673,7 +668,7 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
         uint64_t wall = env->config && env->config->contracts.max_session_min
                 ? (uint64_t) env->config->contracts.max_session_min * 60 * USEC_PER_SEC : 30 * 60 * USEC_PER_SEC;
         /* Stop a little before the service's own timer kills the session, to report why. */
-        l.deadline = now_usec() + (wall > 60 * USEC_PER_SEC ? wall - 30 * USEC_PER_SEC : wall);
+        l.deadline = con_now(CLOCK_MONOTONIC) + (wall > 60 * USEC_PER_SEC ? wall - 30 * USEC_PER_SEC : wall);
 
         r = build_prompt(t, env, NULL, c);
         if (r < 0) {

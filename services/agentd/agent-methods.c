@@ -84,7 +84,7 @@ static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest
         int r = check_sender_quota(c, req, error);
         if (r < 0)
                 return r;
-        r = agent_queue_accept(c->queue, req, now_realtime(), &t);
+        r = agent_queue_accept(c->queue, req, con_now(CLOCK_REALTIME), &t);
         if (r == -EINVAL)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid task id or priority");
         if (r == -EEXIST && req->id)

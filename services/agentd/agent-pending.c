@@ -69,7 +69,7 @@ static void emit_task_signal(AgentContext *c, const char *member, const AgentTas
 static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata);
 
 void agent_files_retry_arm(AgentContext *c) {
-        uint64_t when = now_monotonic() + FILES_RETRY_USEC;
+        uint64_t when = con_now(CLOCK_MONOTONIC) + FILES_RETRY_USEC;
         int enabled = SD_EVENT_OFF;
         if (!c->files_retry_source) {
                 int r = sd_event_add_time(c->event, &c->files_retry_source, CLOCK_MONOTONIC, when, 0,

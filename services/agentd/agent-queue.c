@@ -13,6 +13,7 @@
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
+#include "time-util.h"
 #include "utf8.h"
 
 #define JOURNAL_NAME "journal"
@@ -824,12 +825,6 @@ static int replay_finish(AgentQueue *q, uint64_t now_usec) {
         return 0;
 }
 
-static uint64_t now_realtime(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 /* Only what the service itself wrote is trusted: its own user's, not writable by group or others
  * (an ACL's write entries show in the group bits), one link. Sessions run as another user. */
 static bool owned_by_service(const struct stat *st) {
@@ -864,7 +859,7 @@ static int open_journal(AgentQueue *q) {
                 if (i > 0)
                         return -EPERM;
                 char aside[64];
-                (void) snprintf(aside, sizeof(aside), JOURNAL_NAME ".untrusted-%" PRIu64, now_realtime());
+                (void) snprintf(aside, sizeof(aside), JOURNAL_NAME ".untrusted-%" PRIu64, con_now(CLOCK_REALTIME));
                 q->journal_fd = safe_close(q->journal_fd);
                 if (renameat2(q->queue_fd, JOURNAL_NAME, q->queue_fd, aside, RENAME_NOREPLACE) < 0)
                         return -errno;
@@ -924,7 +919,7 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         r = replay(q);
         if (r < 0)
                 return r;
-        r = replay_finish(q, now_realtime());
+        r = replay_finish(q, con_now(CLOCK_REALTIME));
         if (r < 0)
                 return r;
         /* Tasks failed by replay_finish() have their end record in the batch: the first commit,

@@ -16,7 +16,7 @@
 
 /* reason[0..len): any bytes (a session's stderr): the queue makes them text. */
 void agent_task_fail_now_bytes(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *reason, size_t len) {
-        int r = agent_queue_finish_output(c->queue, t, st, reason, len, len, now_realtime());
+        int r = agent_queue_finish_output(c->queue, t, st, reason, len, len, con_now(CLOCK_REALTIME));
         if (r < 0) {
                 log_full(LOG_ERR, "Failed to record the end of task %s: %s", t->id, strerror(-r));
                 return;
@@ -32,7 +32,7 @@ int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus
                                   uint64_t size) {
         if (agent_task_status_is_final(t->status))
                 return 0; /* cancelled meanwhile */
-        int r = agent_queue_finish_output(c->queue, t, st, data, len, size, now_realtime());
+        int r = agent_queue_finish_output(c->queue, t, st, data, len, size, con_now(CLOCK_REALTIME));
         if (r < 0)
                 return r;
         return agent_pending_add(c, PENDING_COMPLETED, NULL, t);
@@ -229,11 +229,11 @@ static void on_session_done(AgentSession *s, void *userdata) {
 void agent_start_task(AgentContext *c, AgentTask *t) {
         int r;
 
-        if (t->deadline_usec > 0 && now_realtime() > t->deadline_usec) {
+        if (t->deadline_usec > 0 && con_now(CLOCK_REALTIME) > t->deadline_usec) {
                 agent_task_fail_now(c, t, AGENT_TASK_FAILED, "the deadline passed before the task could start");
                 return;
         }
-        r = agent_queue_start(c->queue, t, now_realtime());
+        r = agent_queue_start(c->queue, t, con_now(CLOCK_REALTIME));
         if (r < 0) {
                 log_full(LOG_ERR, "Failed to start task %s: %s", t->id, strerror(-r));
                 return;

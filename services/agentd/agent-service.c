@@ -43,7 +43,7 @@ const char *agent_context_conversations_dir(const AgentContext *c) {
 }
 
 uint64_t agent_context_uptime_usec(const AgentContext *c) {
-        return now_monotonic() - c->started_usec;
+        return con_now(CLOCK_MONOTONIC) - c->started_usec;
 }
 
 sd_bus *agent_context_system_bus(const AgentContext *c) {
@@ -154,7 +154,7 @@ static void update_idle(AgentContext *c) {
                         (void) sd_event_source_set_enabled(c->idle_source, SD_EVENT_OFF);
                 return;
         }
-        uint64_t when = now_monotonic() + c->idle_exit_usec;
+        uint64_t when = con_now(CLOCK_MONOTONIC) + c->idle_exit_usec;
         if (!c->idle_source) {
                 int r = sd_event_add_time(c->event, &c->idle_source, CLOCK_MONOTONIC, when, 0, on_idle_timer, c);
                 if (r < 0)
@@ -453,7 +453,7 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                 return -ENOMEM;
         c->data_dir_fd = c->cgroup_fd = -EBADF;
         c->event = sd_event_ref(e);
-        c->started_usec = now_monotonic();
+        c->started_usec = con_now(CLOCK_MONOTONIC);
         c->stop_grace_usec = DEFAULT_STOP_GRACE;
 
         c->agent = con_config_find_agent(config, o->agent);

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "log.h"
 #include "policy.h"
+#include "time-util.h"
 
 /* The org.conspiracy.Agent1 object of one agent: the bus glue around the queue and sessions.
  * See docs/AGENT.md. */
@@ -184,18 +185,6 @@ int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *t
 #define PENDING_FLUSH_INLINE 256
 #define QUEUE_MAX 100000
 #define AGENT_REASON_MAX 1024
-
-static inline uint64_t now_realtime(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
-static inline uint64_t now_monotonic(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
 
 typedef struct RunningTask {
         AgentContext *c;

@@ -19,6 +19,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "time-util.h"
 #include "utf8.h"
 
 #define TOOL_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -415,12 +416,6 @@ static int tool_result(char **ret, bool is_error_value, const char *fmt, ...) {
         return r < 0 ? -ENOMEM : 0;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 /* ---- exec ---- */
 
 /* One output stream of a command: its first and its last AGENT_TOOL_OUTPUT_MAX bytes (any
@@ -580,7 +575,7 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
         if (!out || !err)
                 return -ENOMEM;
         uint64_t timeout = (uint64_t) (a->timeout_sec ?: AGENT_TOOL_EXEC_TIMEOUT) * USEC_PER_SEC;
-        uint64_t deadline = now_usec() + timeout;
+        uint64_t deadline = con_now(CLOCK_MONOTONIC) + timeout;
         if (ctx->deadline_usec > 0 && ctx->deadline_usec < deadline)
                 deadline = ctx->deadline_usec;
 
@@ -608,7 +603,7 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                         if (w == pid)
                                 exited = true;
                 }
-                uint64_t now = now_usec();
+                uint64_t now = con_now(CLOCK_MONOTONIC);
                 if (now >= deadline) {
                         timed_out = !exited;
                         break;
@@ -639,7 +634,7 @@ int agent_tool_exec(const AgentToolContext *ctx, const AgentToolArgs *a, char **
                         exited = true;
                         break;
                 }
-                if (now_usec() >= deadline) {
+                if (con_now(CLOCK_MONOTONIC) >= deadline) {
                         timed_out = true;
                         break;
                 }
@@ -953,11 +948,11 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
         }
 
         uint64_t wait = ctx->send_wait_usec ?: AGENT_TOOL_SEND_WAIT_USEC;
-        uint64_t deadline = now_usec() + wait, last_poll = 0;
+        uint64_t deadline = con_now(CLOCK_MONOTONIC) + wait, last_poll = 0;
         if (ctx->deadline_usec > 0 && ctx->deadline_usec < deadline)
                 deadline = ctx->deadline_usec;
         for (;;) {
-                uint64_t now = now_usec();
+                uint64_t now = con_now(CLOCK_MONOTONIC);
                 if (w.completed || now - last_poll >= 5 * USEC_PER_SEC) {
                         last_poll = now;
                         free(text);

@@ -29,6 +29,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "time-util.h"
 
 #define RELOAD_SETTLE_USEC (300 * USEC_PER_MSEC)
 #define FIRST_RUN_USEC (200 * USEC_PER_MSEC)
@@ -98,11 +99,6 @@ struct Manager {
         sd_event_source *inotify_src, *reload_timer;
 };
 
-static uint64_t now(clockid_t c) {
-        struct timespec ts;
-        clock_gettime(c, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
 
 static void entry_run_next(Entry *e);
 static void manager_reload(Manager *m);
@@ -566,8 +562,8 @@ static void entry_record(Entry *e, size_t idx, int status, const char *message, 
         free(res->message);
         res->message = strdup(message);
         res->status = status;
-        res->time_usec = now(CLOCK_REALTIME);
-        res->duration_usec = now(CLOCK_MONOTONIC) - e->started;
+        res->time_usec = con_now(CLOCK_REALTIME);
+        res->duration_usec = con_now(CLOCK_MONOTONIC) - e->started;
         if (c->type == CONTRACT_PREVENTIVE)
                 return;
         const ContractCheck *ch = &c->checks[idx];
@@ -732,7 +728,7 @@ static void entry_run_next(Entry *e) {
         CheckContext ctx;
         while (e->next < c->n_checks) {
                 const ContractCheck *ch = &c->checks[e->next];
-                e->started = now(CLOCK_MONOTONIC);
+                e->started = con_now(CLOCK_MONOTONIC);
                 if (check_kind_is_shell(ch->kind)) {
                         int k = entry_start_shell(e, ch);
                         if (k >= 0)
@@ -756,7 +752,7 @@ static void entry_start(Entry *e) {
         if (e->running)
                 return;
         if (e->contract->type == CONTRACT_PREVENTIVE) {
-                e->started = now(CLOCK_MONOTONIC);
+                e->started = con_now(CLOCK_MONOTONIC);
                 entry_record(e, 0, 2, "preventive contract: registry only, not evaluated", NULL);
                 entry_rearm(e);
                 return;

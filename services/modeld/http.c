@@ -14,6 +14,7 @@
 #include "http.h"
 #include "macro.h"
 #include "strv.h"
+#include "time-util.h"
 
 /* Headers of one response larger than this are treated like an oversize body. */
 #define HTTP_HEADERS_MAX (64U * 1024U)
@@ -540,11 +541,7 @@ static void slot_complete(ConHttpSlot *slot, CURLcode result) {
                 resp.error = strdup(what);
         } else {
                 const char *ra = con_http_response_header(&resp, "Retry-After");
-                struct timespec ts;
-                if (ra && clock_gettime(CLOCK_REALTIME, &ts) == 0 &&
-                    con_http_parse_retry_after(ra, (uint64_t) ts.tv_sec * USEC_PER_SEC +
-                                               (uint64_t) ts.tv_nsec / NSEC_PER_USEC,
-                                               &resp.retry_after_usec) >= 0)
+                if (ra && con_http_parse_retry_after(ra, con_now(CLOCK_REALTIME), &resp.retry_after_usec) >= 0)
                         resp.has_retry_after = true;
         }
         if (!resp.body || (r < 0 && !resp.error)) {

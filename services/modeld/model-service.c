@@ -30,6 +30,7 @@
 #include "model-util.h"
 #include "names.h"
 #include "strv.h"
+#include "time-util.h"
 
 
 #define DEFAULT_MAX_TOKENS 8192U
@@ -85,12 +86,6 @@ struct Call {
         sd_event_source *retry_timer;
         long last_status;
 };
-
-static uint64_t now_mono(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC_ULL + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static uint64_t today(void) {
         return (uint64_t) time(NULL) / 86400;
@@ -197,7 +192,7 @@ static void audit_call(Models *m, const Call *c, const char *outcome, const char
         cJSON_AddNumberToObject(f, "attempts", (double) c->attempt + 1);
         cJSON_AddNumberToObject(f, "input_tokens", (double) in);
         cJSON_AddNumberToObject(f, "output_tokens", (double) out);
-        cJSON_AddNumberToObject(f, "duration_ms", (double) ((now_mono() - c->started) / 1000));
+        cJSON_AddNumberToObject(f, "duration_ms", (double) ((con_now(CLOCK_MONOTONIC) - c->started) / 1000));
         int r = con_audit_append(m->audit, "models", "model.call", f);
         if (r < 0)
                 log_error("Failed to append to the usage log: %s", strerror(-r));
@@ -343,7 +338,7 @@ static void call_fail_billed(Call *c, uint64_t in, uint64_t out, const char *nam
 /* Every billed token counts: the agent's day, and its registered task or its unregistered account. */
 static void call_charge(Call *c, uint64_t in, uint64_t out) {
         (void) model_ledger_add(c->m->ledger, today(), c->agent, c->task_id, in, out, &c->budget);
-        model_rate_add_tokens(c->m->rate, now_mono(), in + out);
+        model_rate_add_tokens(c->m->rate, con_now(CLOCK_MONOTONIC), in + out);
 }
 
 static void call_start(Call *c);
@@ -401,7 +396,7 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
 
         if (con_llm_retry_decide(r == 0 ? resp->status : 0, r, r == 0 && resp->has_retry_after,
                                  r == 0 ? resp->retry_after_usec : 0, c->attempt, &delay) > 0 &&
-            now_mono() + delay < c->deadline) {
+            con_now(CLOCK_MONOTONIC) + delay < c->deadline) {
                 c->attempt++;
                 log_info("agent %s: provider %s: %s%s; retry %u in %" PRIu64 " ms", c->agent, c->provider,
                          r < 0 ? "transport error " : "HTTP ", r < 0 ? strerror(-r) : "", c->attempt,
@@ -443,7 +438,7 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
 }
 
 static void call_start(Call *c) {
-        uint64_t now = now_mono();
+        uint64_t now = con_now(CLOCK_MONOTONIC);
         if (now >= c->deadline) {
                 call_fail(c, SD_BUS_ERROR_TIMEOUT, "timeout",
                           "provider '%s' (model %s) at %s did not answer within %" PRIu64 " s (models.timeout in "
@@ -467,7 +462,7 @@ static int on_pump_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static void pump(Models *m) {
         while (m->queue_head) {
-                uint64_t wait = model_rate_admit(m->rate, now_mono());
+                uint64_t wait = model_rate_admit(m->rate, con_now(CLOCK_MONOTONIC));
                 if (wait > 0) {
                         if (!m->pump_timer)
                                 (void) sd_event_add_time_relative(m->event, &m->pump_timer, CLOCK_MONOTONIC, wait,
@@ -658,7 +653,7 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 .headers = TAKE_PTR(headers),
                 .wire = wire,
                 .budget = b,
-                .started = now_mono(),
+                .started = con_now(CLOCK_MONOTONIC),
                 .queued = true,
         };
         c->deadline = c->started + m->config->models.timeout_usec;

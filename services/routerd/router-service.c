@@ -28,6 +28,7 @@
 #include "spool.h"
 #include "strv.h"
 #include "task.h"
+#include "time-util.h"
 
 #define INBOX_MASK (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 #define DELIVER_TIMEOUT_USEC (25 * USEC_PER_SEC)
@@ -353,7 +354,6 @@ static int rejected_dir_open(Router *r) {
 
 /* Moves dirfd/name to the rejected folder under a unique name, returned in *ret_dest. */
 static int reject_move(Router *r, Inbox *in, const char *name, char **ret_dest) {
-        struct timespec ts;
         int dfd, k = -EEXIST;
 
         dfd = rejected_dir_open(r);
@@ -361,8 +361,7 @@ static int reject_move(Router *r, Inbox *in, const char *name, char **ret_dest) 
                 return dfd;
         for (unsigned attempt = 0; k == -EEXIST && attempt < 16; attempt++) {
                 _cleanup_free_ char *dest = NULL;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                k = router_rejected_name((uint64_t) ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000 + attempt,
+                k = router_rejected_name(con_now(CLOCK_REALTIME) + attempt,
                                          in->label, name, &dest);
                 if (k < 0)
                         return k;
@@ -837,7 +836,7 @@ static int inbox_watch(Inbox *in) {
 /* Queues every candidate file of the inbox. Returns how many were too young to take. */
 static unsigned inbox_scan(Inbox *in) {
         Router *r = in->router;
-        struct timespec now;
+        uint64_t now;
         unsigned young = 0;
         int k;
 
@@ -862,7 +861,7 @@ static unsigned inbox_scan(Inbox *in) {
         }
         /* The duplicate shares the file offset with in->fd, which the last scan left at the end. */
         rewinddir(d);
-        clock_gettime(CLOCK_REALTIME, &now);
+        now = con_now(CLOCK_REALTIME);
         struct dirent *de;
         while ((de = readdir(d))) {
                 if (!con_spool_name_is_candidate(de->d_name, ".task"))
@@ -873,8 +872,7 @@ static unsigned inbox_scan(Inbox *in) {
                 if (!r->opts.once) {
                         if (fstatat(in->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                                 continue;
-                        int64_t age = (int64_t) (now.tv_sec - st.st_mtim.tv_sec) * 1000000 +
-                                      (now.tv_nsec - st.st_mtim.tv_nsec) / 1000;
+                        int64_t age = (int64_t) (now - con_timespec_usec(&st.st_mtim));
                         if (S_ISREG(st.st_mode) && age >= 0 && (uint64_t) age < RESCAN_SETTLE_USEC) {
                                 young++;
                                 continue;

@@ -30,6 +30,7 @@
 
 #include "json-util.h"
 #include "macro.h"
+#include "time-util.h"
 
 #define HEAD_MAX (64U * 1024U)
 #define BODY_MAX (32U * 1024U * 1024U)
@@ -87,9 +88,7 @@ static void on_signal(int sig) {
 }
 
 static uint64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+        return con_now(CLOCK_MONOTONIC) / USEC_PER_MSEC;
 }
 
 _printf_(1, 2) static void die(const char *fmt, ...) {

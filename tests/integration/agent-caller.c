@@ -24,11 +24,10 @@
 #include "errors.h"
 #include "macro.h"
 #include "names.h"
+#include "time-util.h"
 
 static double now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec / 1e6;
+        return (double) con_now(CLOCK_MONOTONIC) / 1e3;
 }
 
 static unsigned ok, done, refused, other;

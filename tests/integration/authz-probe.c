@@ -35,6 +35,7 @@
 #include "authz.h"
 #include "errors.h"
 #include "macro.h"
+#include "time-util.h"
 
 #define PROBE_PATH      "/org/conspiracy/AuthzProbe1"
 #define PROBE_INTERFACE "org.conspiracy.AuthzProbe1"
@@ -43,9 +44,7 @@ static ConAuthz *authz;
 static uint64_t performed;
 
 static double now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+        return (double) con_now(CLOCK_MONOTONIC) / 1e3;
 }
 
 /* ---- service ---- */

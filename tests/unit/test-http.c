@@ -16,6 +16,7 @@
 #include "llm.h"
 #include "strv.h"
 #include "test-util.h"
+#include "time-util.h"
 
 #ifndef CON_FAKE_LLM_PATH
 #error "CON_FAKE_LLM_PATH must point to the con-fake-llm binary"
@@ -155,12 +156,6 @@ static void on_done(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         g_error("event loop did not finish in time");
         return 0;
-}
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 /* One request, run to completion. */
@@ -376,12 +371,12 @@ static void test_hang_timeout(void) {
         uint64_t t0;
 
         server_start(&s, SCRIPT);
-        t0 = now_usec();
+        t0 = con_now(CLOCK_MONOTONIC);
         run_one(&s, "/hang", NULL, "{}", 500 * USEC_PER_MSEC, 4096, &a);
         g_assert_cmpint(a.r, ==, -ETIMEDOUT);
         g_assert_cmpint(a.status, ==, 0);
-        g_assert_cmpuint(now_usec() - t0, >=, 450 * USEC_PER_MSEC);
-        g_assert_cmpuint(now_usec() - t0, <, 5 * USEC_PER_SEC);
+        g_assert_cmpuint(con_now(CLOCK_MONOTONIC) - t0, >=, 450 * USEC_PER_MSEC);
+        g_assert_cmpuint(con_now(CLOCK_MONOTONIC) - t0, <, 5 * USEC_PER_SEC);
         result_done(&a);
         server_stop(&s);
 }
@@ -392,11 +387,11 @@ static void test_slow(void) {
         uint64_t t0;
 
         server_start(&s, SCRIPT);
-        t0 = now_usec();
+        t0 = con_now(CLOCK_MONOTONIC);
         run_one(&s, "/slow", NULL, NULL, 5 * USEC_PER_SEC, 4096, &a);
         g_assert_cmpint(a.r, ==, 0);
         g_assert_cmpstr(a.body, ==, "slow-ok");
-        g_assert_cmpuint(now_usec() - t0, >=, 290 * USEC_PER_MSEC);
+        g_assert_cmpuint(con_now(CLOCK_MONOTONIC) - t0, >=, 290 * USEC_PER_MSEC);
         result_done(&a);
         server_stop(&s);
 }
