@@ -13,8 +13,9 @@
 set -eu
 
 # What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools).
+# libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
 run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd
-     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1 libssl3"
+     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
