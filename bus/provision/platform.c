@@ -552,8 +552,7 @@ static int render_polkit_rules(Context *c) {
 /* The scheduled task's sender must be the principal the policy lets task every agent and the agent
  * frames as verified: root, exactly as the router's own scheduler without systemd. It keeps uid 0
  * and nothing else: no capability, nothing writable, no network, only the bus socket
- * (docs/DEPLOY.md, "Hardening"). PrivateUsers keeps uid 0 mapped to itself, so the bus still sees
- * root, while every capability is confined to a user namespace. */
+ * (docs/DEPLOY.md, "Hardening"). */
 #define CRON_SERVICE_HARDENING \
         "User=root\n" \
         "CapabilityBoundingSet=\n" \
@@ -564,7 +563,6 @@ static int render_polkit_rules(Context *c) {
         "PrivateTmp=yes\n" \
         "PrivateDevices=yes\n" \
         "PrivateMounts=yes\n" \
-        "PrivateUsers=yes\n" \
         "PrivateNetwork=yes\n" \
         "RestrictAddressFamilies=AF_UNIX\n" \
         "IPAddressDeny=any\n" \

@@ -102,10 +102,10 @@ if [ "$CON_BOOT" = 1 ]; then
         # new unit is covered without editing this list; a template is checked as an instance.
         units=$(cd /usr/lib/systemd/system && ls -d con-* conspiracyos.* | sed 's/@\.service$/@concierge.service/')
         units="$units $(cd /etc/systemd/system && ls -d con-cron-*.service con-cron-*.timer)"
-        check_output "the shipped units are all there" \
-                "^con-agent@concierge.service con-contractd.service con-modeld.service con-routerd.service conspiracyos.target " \
-                echo $units
-        check_output "... and the generated ones" "con-cron-strategist.service con-cron-strategist.timer$" echo $units
+        for u in con-agent@concierge.service con-contractd.service con-modeld.service con-routerd.service \
+                 conspiracyos.target con-cron-strategist.service con-cron-strategist.timer; do
+                check "$u is among them" grep -qxF "$u" <(printf '%s\n' $units)
+        done
         for u in $units; do
                 check_output "systemd-analyze verify $u is silent" "^verify-clean$" bash -c \
                         "out=\$(systemd-analyze verify $u 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
@@ -117,6 +117,22 @@ if [ "$CON_BOOT" = 1 ]; then
                         systemd-analyze security --offline=yes --threshold=49 "$u"
                 echo "# exposure: $(grep -o "Overall exposure level.*" <<<"$LIB_OUT")"
         done
+
+        section "the actions that write policy work in con-contractd's sandbox: quarantine, release"
+        # The same code as a contract's quarantine action: it writes the bus policy, the polkit
+        # rules and moves the activation file, each in a folder the unit must leave writable.
+        S="org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1"
+        check "con quarantine sysadmin" con quarantine sysadmin --reason "systemd tier"
+        check "the marker" test -e /srv/con/state/quarantine/sysadmin
+        check "the activation file was moved aside" test -e /srv/con/state/quarantine/sysadmin.service
+        check_fail "... out of the bus's service folder" test -e /usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
+        check "the quarantine bus policy" test -s /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
+        check "the quarantine polkit rules" test -s /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
+        check_fail "the sysadmin takes no task" busctl --system call $S Submit s /ping
+        check "con release sysadmin" con release sysadmin
+        check "the activation file is back" test -e /usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
+        check_fail "the quarantine polkit rules are gone" test -e /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
+        check_output "the sysadmin takes tasks again" '^s "' busctl --system call $S Submit s /ping
 
         section "a contract violation and its action: halt_agents"
         rm -f /run/con-boot-flag

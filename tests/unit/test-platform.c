@@ -123,7 +123,6 @@ static const char golden_cron_service[] =
         "PrivateTmp=yes\n"
         "PrivateDevices=yes\n"
         "PrivateMounts=yes\n"
-        "PrivateUsers=yes\n"
         "PrivateNetwork=yes\n"
         "RestrictAddressFamilies=AF_UNIX\n"
         "IPAddressDeny=any\n"
