@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -87,4 +88,28 @@ int con_bus_exit_on_disconnect(sd_bus *bus) {
          * hands the synthetic Local.Disconnected signal to the filters (matches on that sender
          * do not fire). The caller's loop outlives its bus connection. */
         return sd_bus_add_filter(bus, NULL, on_disconnected, e);
+}
+
+int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, ...) {
+        va_list ap;
+        int k;
+
+        k = sd_bus_message_open_container(m, 'e', "sv");
+        if (k < 0)
+                return k;
+        k = sd_bus_message_append(m, "s", key);
+        if (k < 0)
+                return k;
+        k = sd_bus_message_open_container(m, 'v', type);
+        if (k < 0)
+                return k;
+        va_start(ap, type);
+        k = sd_bus_message_appendv(m, type, ap);
+        va_end(ap);
+        if (k < 0)
+                return k;
+        k = sd_bus_message_close_container(m);
+        if (k < 0)
+                return k;
+        return sd_bus_message_close_container(m);
 }

@@ -18,3 +18,7 @@ int con_bus_introspect_vtable(const char *path, const char *interface, const sd_
  * one on the new bus) instead of serving a dead connection forever. Call after
  * sd_bus_attach_event(). */
 int con_bus_exit_on_disconnect(sd_bus *bus);
+
+/* Appends one entry {key: variant of type} to an open a{sv} container of m; the value as for
+ * sd_bus_message_append(m, type, ...). Returns 0 or a negative errno. */
+int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, ...);
