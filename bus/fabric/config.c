@@ -704,7 +704,7 @@ static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size, max_queued_per_sender");
+        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size, max_queued_per_sender, max_delegation_hops");
         if (r < 0)
                 return r;
 
@@ -752,9 +752,14 @@ static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
                         r = get_uint(c, v, path, 1, CON_MAX_QUEUED_PER_SENDER_LIMIT, &cfg->max_queued_per_sender);
                         if (r < 0)
                                 return r;
+                } else if (streq(key, "max_delegation_hops")) {
+                        r = get_uint(c, v, path, 0, CON_MAX_DELEGATION_HOPS_LIMIT, &cfg->max_delegation_hops);
+                        if (r < 0)
+                                return r;
                 } else
                         return unknown_key(c, k, path,
-                                           "name, submitters_group, task_max_size and max_queued_per_sender");
+                                           "name, submitters_group, task_max_size, max_queued_per_sender and "
+                                           "max_delegation_hops");
         }
         return 0;
 }
@@ -1628,6 +1633,7 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                 .submitters_group = strdup(DEFAULT_SUBMITTERS_GROUP),
                 .task_max_size = DEFAULT_TASK_MAX_SIZE,
                 .max_queued_per_sender = CON_MAX_QUEUED_PER_SENDER_DEFAULT,
+                .max_delegation_hops = CON_MAX_DELEGATION_HOPS_DEFAULT,
                 .contracts = {
                         .disk_min_free_pct = 15,
                         .mem_min_free_pct = 10,

@@ -110,6 +110,9 @@ typedef struct ConPolicyGrantConfig {
 /* system.max_queued_per_sender: default and upper bound (the agent's whole queue holds 100,000). */
 #define CON_MAX_QUEUED_PER_SENDER_DEFAULT 1000U
 #define CON_MAX_QUEUED_PER_SENDER_LIMIT 100000U
+/* system.max_delegation_hops: how deep agents may task agents (docs/AGENT.md "Delegation"). */
+#define CON_MAX_DELEGATION_HOPS_DEFAULT 4U
+#define CON_MAX_DELEGATION_HOPS_LIMIT 32U
 
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
@@ -117,6 +120,7 @@ typedef struct ConConfig {
         char *submitters_group;         /* humans allowed to submit tasks: "con" */
         uint64_t task_max_size;         /* bytes, default 1 MiB */
         unsigned max_queued_per_sender; /* unfinished tasks one sender may have at one agent */
+        unsigned max_delegation_hops;   /* agent-to-agent hops below a task a human or root sent */
         ConRuntimeSettings base;        /* as written (unresolved) */
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
         ConContractThresholds contracts;

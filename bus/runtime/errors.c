@@ -24,6 +24,8 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_BUDGET_EXHAUSTED,  EDQUOT,      "A model budget of this agent is used up" },
         { CON_ERROR_RATE_LIMITED,      EBUSY,       "The model gateway's rate limit queue is full or the provider keeps refusing" },
         { CON_ERROR_STORAGE_FAILED,    EIO,         "The agent could not write its queue journal (disk full or I/O error)" },
+        { CON_ERROR_DELEGATION_REFUSED, ELOOP,      "An agent's task may not be delegated there: the hop limit, a cycle "
+                                                    "back to an agent waiting in the chain, or the parent's deadline" },
         {}
 };
 

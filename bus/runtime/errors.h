@@ -25,6 +25,7 @@
 #define CON_ERROR_BUDGET_EXHAUSTED  "org.conspiracy.Models1.Error.BudgetExhausted" /* EDQUOT */
 #define CON_ERROR_RATE_LIMITED      "org.conspiracy.Models1.Error.RateLimited"     /* EBUSY */
 #define CON_ERROR_STORAGE_FAILED    "org.conspiracy.Agent1.Error.StorageFailed"    /* EIO */
+#define CON_ERROR_DELEGATION_REFUSED "org.conspiracy.Agent1.Error.DelegationRefused" /* ELOOP */
 
 typedef struct ConErrorInfo {
         const char *name;

@@ -669,6 +669,14 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                 ? (uint64_t) env->config->contracts.max_session_min * 60 * USEC_PER_SEC : 30 * 60 * USEC_PER_SEC;
         /* Stop a little before the service's own timer kills the session, to report why. */
         l.deadline = con_now(CLOCK_MONOTONIC) + (wall > 60 * USEC_PER_SEC ? wall - 30 * USEC_PER_SEC : wall);
+        if (t->deadline_usec > 0) {
+                /* The task's deadline (a delegated task inherits its parent's), less a margin to report. */
+                uint64_t now_rt = con_now(CLOCK_REALTIME);
+                uint64_t left = t->deadline_usec > now_rt ? t->deadline_usec - now_rt : 0;
+                left = left > 4 * USEC_PER_SEC ? left - 2 * USEC_PER_SEC : left / 2;
+                if (con_now(CLOCK_MONOTONIC) + left < l.deadline)
+                        l.deadline = con_now(CLOCK_MONOTONIC) + left;
+        }
 
         r = build_prompt(t, env, NULL, c);
         if (r < 0) {

@@ -3,6 +3,7 @@
 #include <syslog.h>
 
 #include "agent-builtins.h"
+#include "agent-chain.h"
 #include "agent-deliver.h"
 #include "agent-service.h"
 #include "con-paths.h"
@@ -79,6 +80,67 @@ static int check_sender_quota(AgentContext *c, const AgentTaskRequest *req, sd_b
                                   c->agent->name, c->config->path ?: CON_CONFIG_PATH);
 }
 
+/* An agent tasking this one (docs/AGENT.md "Delegation"): the chain is never taken from the call.
+ * It comes from the records the sending agent's service keeps of its running tasks (root's
+ * files, out of the agents' reach), so a hijacked session cannot claim a shorter one. Fills
+ * *ret_chain (NULL: the caller is no agent) and lowers *deadline to the parent's; a negative
+ * errno with error set when the delegation is refused. */
+static int delegation_derive(AgentContext *c, uid_t uid, const char *name, uint64_t *deadline, char **ret_chain,
+                             sd_bus_error *error) {
+        _cleanup_(agent_chain_parent_done) AgentChainParent p = {};
+        _cleanup_free_ char *from = NULL, *agents_dir = NULL;
+        int r;
+
+        *ret_chain = NULL;
+        if (uid == 0 || !name || con_agent_from_user(name, &from) < 0)
+                return 0;
+        const char *slash = strrchr(c->data_dir, '/');
+        agents_dir = slash && slash != c->data_dir ? strndup(c->data_dir, (size_t) (slash - c->data_dir)) : strdup("/");
+        if (!agents_dir)
+                return -ENOMEM;
+        r = agent_chain_parent_read(agents_dir, from, geteuid(), &p);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return con_bus_error_setf(error, CON_ERROR_DELEGATION_REFUSED,
+                                          "Delegation refused: the running tasks of agent '%s' cannot be read "
+                                          "(%s/%s/" AGENT_CHAIN_RUNNING_DIR ": %s), so its chain is unknown",
+                                          from, agents_dir, from, strerror(-r));
+        if (p.n_running == 0) {
+                /* Not from a session (no task of that agent runs): one hop all the same. */
+                r = agent_chain_append(NULL, from, AGENT_CHAIN_NO_TASK, &p.chain);
+                if (r < 0)
+                        return r;
+                r = agent_chain_append(NULL, from, AGENT_CHAIN_NO_TASK, &p.agents);
+                if (r < 0)
+                        return r;
+        }
+        size_t hops = agent_chain_hops(p.chain);
+        unsigned limit = c->config->max_delegation_hops;
+        if (hops > limit)
+                return con_bus_error_setf(error, CON_ERROR_DELEGATION_REFUSED,
+                                          "Delegation refused: this would be hop %zu of the chain %s, and "
+                                          "system.max_delegation_hops in %s allows %u; do the work yourself or "
+                                          "answer with what you have", hops, p.chain,
+                                          c->config->path ?: CON_CONFIG_PATH, limit);
+        if (agent_chain_has_agent(p.agents, c->agent->name))
+                return con_bus_error_setf(error, CON_ERROR_DELEGATION_REFUSED,
+                                          "Delegation refused: agent '%s' is already in the chain of this task "
+                                          "(%s), waiting for it: tasking it again would be a cycle; do the work "
+                                          "yourself or answer with what you have", c->agent->name, p.chain);
+        if (p.deadline_usec > 0) {
+                uint64_t now = con_now(CLOCK_REALTIME);
+                if (now >= p.deadline_usec)
+                        return con_bus_error_setf(error, CON_ERROR_DELEGATION_REFUSED,
+                                                  "Delegation refused: the deadline of task %s of agent '%s' has "
+                                                  "passed", strempty(p.task), from);
+                if (*deadline == 0 || *deadline > p.deadline_usec)
+                        *deadline = p.deadline_usec; /* a child never outlives its parent */
+        }
+        *ret_chain = TAKE_PTR(p.chain);
+        return 0;
+}
+
 static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest *req, sd_bus_error *error) {
         AgentTask *t = NULL;
         int r = check_sender_quota(c, req, error);
@@ -104,6 +166,9 @@ static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest
                 return r < 0 ? r : 1;
         }
         bool fresh = r == 0;
+        if (fresh && t->chain)
+                log_msg(LOG_INFO, "Task %s from %s, delegated within the chain %s (hop %zu)", t->id, strempty(t->sender),
+                        t->chain, agent_chain_hops(t->chain));
         r = agent_pending_add(c, PENDING_REPLY_ID, m, t);
         if (r < 0)
                 return r;
@@ -138,10 +203,17 @@ int agent_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         r = check_text(c, text, error);
         if (r < 0)
                 return r;
+        _cleanup_free_ char *chain = NULL;
+        uint64_t deadline = 0;
+        r = delegation_derive(c, caller.uid, caller.name, &deadline, &chain, error);
+        if (r < 0)
+                return r;
         AgentTaskRequest req = {
                 .sender_uid = caller.uid,
                 .sender = caller.name,
                 .priority = CON_TASK_PRIORITY_DEFAULT,
+                .deadline_usec = deadline,
+                .chain = chain,
                 .text = text,
         };
         return queue_task(c, m, &req, error);
@@ -177,14 +249,21 @@ int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error)
                 if (!sender)
                         return -ENOMEM;
         }
+        _cleanup_free_ char *chain = NULL;
+        uint64_t deadline = a.deadline_usec;
+        /* The router delivering an agent's file (sender_uid) gets the agent's chain too. */
+        r = delegation_derive(c, uid, sender ?: caller.name, &deadline, &chain, error);
+        if (r < 0)
+                return r;
         AgentTaskRequest req = {
                 .id = a.id,
                 .sender_uid = uid,
                 .sender = sender ?: caller.name,
                 .priority = a.priority,
                 .reply_to = a.reply_to,
-                .deadline_usec = a.deadline_usec,
+                .deadline_usec = deadline,
                 .conversation = a.conversation,
+                .chain = chain,
                 .text = a.text,
         };
         return queue_task(c, m, &req, error);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "agent-chain.h"
 #include "json-util.h"
 #include "agent-queue.h"
 #include "fileio.h"
@@ -88,6 +89,7 @@ AgentTask *agent_task_free(AgentTask *t) {
         free(t->sender);
         free(t->reply_to);
         free(t->conversation);
+        free(t->chain);
         free(t->text);
         free(t->result);
         free(t);
@@ -305,7 +307,7 @@ static int record_accept(AgentQueue *q, const AgentTask *t) {
         if (json_add_str(j, "op", "accept") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
             json_add_num(j, "prio", t->priority) < 0 || json_add_str(j, "reply_to", t->reply_to) < 0 ||
-            json_add_str(j, "conversation", t->conversation) < 0 ||
+            json_add_str(j, "conversation", t->conversation) < 0 || json_add_str(j, "chain", t->chain) < 0 ||
             json_add_num(j, "deadline", (double) t->deadline_usec) < 0 ||
             json_add_num(j, "ts", (double) t->accepted_usec) < 0 || json_add_str(j, "text", t->text) < 0)
                 return -ENOMEM;
@@ -345,7 +347,7 @@ static cJSON *record_known(const AgentTask *t) {
             json_add_num(j, "ts", (double) t->accepted_usec) < 0 ||
             json_add_num(j, "end", (double) t->finished_usec) < 0 ||
             (t->status != AGENT_TASK_DONE && json_add_str(j, "reason", t->result) < 0) ||
-            json_add_result_info(j, &t->result_info) < 0)
+            json_add_str(j, "chain", t->chain) < 0 || json_add_result_info(j, &t->result_info) < 0)
                 return NULL;
         return TAKE_PTR(j);
 }
@@ -519,8 +521,9 @@ int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_
         t->text = strdup(strempty(req->text));
         t->reply_to = req->reply_to ? strdup(req->reply_to) : NULL;
         t->conversation = req->conversation ? strdup(req->conversation) : NULL;
+        t->chain = req->chain ? strdup(req->chain) : NULL;
         if (!t->id || !t->sender || !t->text || (req->reply_to && !t->reply_to) ||
-            (req->conversation && !t->conversation))
+            (req->conversation && !t->conversation) || (req->chain && !t->chain))
                 return -ENOMEM;
         t->sender_uid = req->sender_uid;
         t->priority = req->priority;
@@ -642,6 +645,9 @@ static int task_from_record(const cJSON *j, const char *id, bool accept, AgentTa
         if (jnum(j, "prio", &u) && u <= CON_TASK_PRIORITY_MAX)
                 t->priority = (int) u;
         (void) jnum(j, "ts", &t->accepted_usec);
+        const char *chain = jstr(j, "chain");
+        if (chain && *chain && agent_chain_valid(chain) && !(t->chain = strdup(chain)))
+                return -ENOMEM;
         if (accept) {
                 const char *text = jstr(j, "text"), *rt = jstr(j, "reply_to");
                 if (!text)

@@ -11,11 +11,12 @@
  * The journal <agent dir>/queue/journal is the source of truth. It is append-only JSON Lines,
  * one record per line:
  *
- *   {"op":"accept","id":..,"uid":..,"sender":..,"prio":..,"reply_to":..,"deadline":..,"conversation":..,"ts":..,"text":..}
+ *   {"op":"accept","id":..,"uid":..,"sender":..,"prio":..,"reply_to":..,"deadline":..,"conversation":..,
+ *    "chain":..,"ts":..,"text":..}                 chain: the delegation chain, when an agent sent it
  *   {"op":"start","id":..,"ts":..}                        a session took the task (counts a try)
  *   {"op":"end","id":..,"status":"done|failed|cancelled","ts":..,"result":..[,"truncated":true]
  *    [,"replaced":true][,"size":..]}             size: the producer's bytes, when cut or replaced
- *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..[,"truncated",
+ *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..,"chain":..[,"truncated",
  *    "replaced","size" as in end]}                after compaction
  *
  * Records are collected in an in-memory batch and written with one write() + fdatasync() by
@@ -71,6 +72,8 @@ typedef struct AgentTask {
         char *reply_to;         /* agent name or NULL */
         uint64_t deadline_usec; /* CLOCK_REALTIME, 0 = none */
         char *conversation;     /* the sender's conversation to continue, or NULL (a new one) */
+        char *chain;            /* delegation chain "AGENT/TASK ..." (agent-chain.h), NULL: sent by a
+                                 * human or root; the last entry is the parent task */
         char *text;             /* NULL after compaction */
         uint64_t seq;           /* arrival order */
         uint64_t accepted_usec, finished_usec;
@@ -96,6 +99,7 @@ typedef struct AgentTaskRequest {
         const char *reply_to;
         uint64_t deadline_usec;
         const char *conversation;
+        const char *chain;      /* derived by the service, never taken from the caller */
         const char *text;
 } AgentTaskRequest;
 

@@ -6,6 +6,7 @@
 #include <syslog.h>
 
 #include "agent-builtins.h"
+#include "agent-chain.h"
 #include "agent-history.h"
 #include "agent-llm.h"
 #include "agent-service.h"
@@ -66,6 +67,10 @@ RunningTask *agent_running_task_free(RunningTask *rt) {
         if (rt->models_task_id)
                 (void) models_task_notify(rt->c, "UnregisterTask", rt->models_task_id);
         free(rt->models_task_id);
+        if (rt->running_id) {
+                (void) agent_chain_running_remove(rt->c->data_dir_fd, rt->running_id);
+                free(rt->running_id);
+        }
         free(rt->conversation);
         agent_session_free(rt->session);
         free(rt->cancel_reason);
@@ -226,6 +231,27 @@ static void on_session_done(AgentSession *s, void *userdata) {
         agent_context_schedule_flush(c);
 }
 
+/* What an agent this session tasks learns of it (agent-chain.h): its chain and when it must be
+ * over, the task's deadline or the end of the session's wall clock, whichever comes first.
+ * Written before the session exists: without it the session's delegations would count as from
+ * outside any session (a shorter chain), so a task whose record cannot be written does not run. */
+static int running_record_write(AgentContext *c, RunningTask *rt, const ConRuntimeEnv *env) {
+        AgentTask *t = rt->task;
+        uint64_t deadline = t->deadline_usec, now = con_now(CLOCK_REALTIME);
+        uint64_t timeout = c->runtime->timeout ? c->runtime->timeout(env) : 0;
+        if (timeout > 0 && (deadline == 0 || now + timeout < deadline))
+                deadline = now + timeout;
+        int r = agent_chain_running_write(c->data_dir_fd, t->id, t->chain, deadline);
+        if (r < 0)
+                return r;
+        rt->running_id = strdup(t->id);
+        if (!rt->running_id) {
+                (void) agent_chain_running_remove(c->data_dir_fd, t->id);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 void agent_start_task(AgentContext *c, AgentTask *t) {
         int r;
 
@@ -304,6 +330,16 @@ void agent_start_task(AgentContext *c, AgentTask *t) {
                 .history_len = history_len,
                 .turn_fd = -EBADF,
         };
+        r = running_record_write(c, rt, &env);
+        if (r < 0) {
+                agent_running_task_free(rt);
+                _cleanup_free_ char *reason = NULL;
+                if (asprintf(&reason, "cannot record the running task in %s/" AGENT_CHAIN_RUNNING_DIR ": %s",
+                             c->data_dir, strerror(-r)) < 0)
+                        reason = NULL;
+                (void) agent_context_complete(c, t, AGENT_TASK_FAILED, reason ?: "cannot record the running task");
+                return;
+        }
         /* Sent before the session exists, so it reaches the gateway before the session's first call. */
         if (models_task_notify(c, "RegisterTask", t->id))
                 rt->models_task_id = strdup(t->id);     /* NULL (out of memory): ended by the gateway's LRU */

@@ -196,6 +196,7 @@ typedef struct RunningTask {
         char *models_task_id;   /* the model gateway was told this task runs (a copy: the task may be gone) */
         char *conversation;     /* the conversation the session's turn is appended to; NULL: none */
         uid_t sender_uid;
+        char *running_id;       /* queue/running/<id>.json was written (agent-chain.h) */
 } RunningTask;
 
 /* agent-service.c: the flush (dispatch, group commit, replies, idle) and the exit. */

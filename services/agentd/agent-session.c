@@ -10,6 +10,7 @@
 #include "agent-llm.h"
 #include "agent-session.h"
 #include "cgroup-util.h"
+#include "time-util.h"
 #include "con-paths.h"
 #include "fileio.h"
 #include "macro.h"
@@ -471,6 +472,13 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
         s->done = done;
         s->userdata = userdata;
         s->timeout_usec = rt->timeout ? rt->timeout(env) : 0;
+        if (t->deadline_usec > 0) {
+                /* A task's deadline (a delegated task's is at most its parent's) bounds its session. */
+                uint64_t now = con_now(CLOCK_REALTIME);
+                uint64_t left = t->deadline_usec > now + USEC_PER_SEC ? t->deadline_usec - now : USEC_PER_SEC;
+                if (s->timeout_usec == 0 || left < s->timeout_usec)
+                        s->timeout_usec = left;
+        }
 
         if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
             (rt->conversations && pipe2(turn, O_CLOEXEC) < 0)) {

@@ -61,6 +61,7 @@ RouterReplyVerdict router_classify_reply_error(const char *error_name) {
                 CON_ERROR_ACCESS_DENIED,
                 CON_ERROR_NO_SUCH_AGENT,
                 CON_ERROR_NOT_CONFIGURED,
+                CON_ERROR_DELEGATION_REFUSED,   /* an agent's file beyond the hop limit, a cycle */
                 SD_BUS_ERROR_ACCESS_DENIED,
                 SD_BUS_ERROR_INVALID_ARGS,
                 SD_BUS_ERROR_INVALID_SIGNATURE,

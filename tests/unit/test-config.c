@@ -107,10 +107,10 @@ static void test_errors_top(void) {
                      "con.yaml:1:9: agents: expected a list of agents (- name: ...), got a mapping");
         assert_error("system: x\n" A0,
                      "con.yaml:1:9: system: expected a mapping of name, submitters_group, task_max_size, "
-                     "max_queued_per_sender, got a string");
+                     "max_queued_per_sender, max_delegation_hops, got a string");
         assert_error("system:\n  nmae: x\n" A0,
                      "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group, "
-                     "task_max_size and max_queued_per_sender");
+                     "task_max_size, max_queued_per_sender and max_delegation_hops");
         assert_error("system:\n  name: [x]\n" A0, "con.yaml:2:9: system.name: expected a string, got a list");
         assert_error("system:\n  name: \"\"\n" A0,
                      "con.yaml:2:9: system.name: '' is not allowed; use 1 to 64 printable characters");
@@ -130,6 +130,9 @@ static void test_errors_top(void) {
         assert_error("system:\n  max_queued_per_sender: 100001\n" A0,
                      "con.yaml:2:26: system.max_queued_per_sender: '100001' is not allowed; use a whole number from "
                      "1 to 100000");
+        assert_error("system:\n  max_delegation_hops: 33\n" A0,
+                     "con.yaml:2:24: system.max_delegation_hops: '33' is not allowed; use a whole number from 0 "
+                     "to 32");
 }
 
 static void test_errors_base(void) {
@@ -412,6 +415,7 @@ static void test_defaults(void) {
         g_assert_cmpstr(c->submitters_group, ==, "con");
         g_assert_cmpuint(c->task_max_size, ==, 1024 * 1024);
         g_assert_cmpuint(c->max_queued_per_sender, ==, 1000);
+        g_assert_cmpuint(c->max_delegation_hops, ==, 4);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 15);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 10);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 2.0);
@@ -465,6 +469,7 @@ static void test_all_keys(void) {
                 "  submitters_group: humans\n"
                 "  task_max_size: 512K\n"
                 "  max_queued_per_sender: 250\n"
+                "  max_delegation_hops: 2\n"
                 "contracts:\n"
                 "  system:\n"
                 "    disk_min_free_pct: 20\n"
@@ -499,6 +504,7 @@ static void test_all_keys(void) {
         g_assert_cmpstr(c->submitters_group, ==, "humans");
         g_assert_cmpuint(c->task_max_size, ==, 512 * 1024);
         g_assert_cmpuint(c->max_queued_per_sender, ==, 250);
+        g_assert_cmpuint(c->max_delegation_hops, ==, 2);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 20);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 5);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 4.5);

@@ -67,6 +67,7 @@ static void test_classify_reply(void) {
         g_assert_cmpint(router_classify_reply_error(NULL), ==, ROUTER_REPLY_RETRY);
         /* Refused for good. */
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_INVALID_TASK), ==, ROUTER_REPLY_REJECT);
+        g_assert_cmpint(router_classify_reply_error(CON_ERROR_DELEGATION_REFUSED), ==, ROUTER_REPLY_REJECT);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_TASK_TOO_LARGE), ==, ROUTER_REPLY_REJECT);
         g_assert_cmpint(router_classify_reply_error(CON_ERROR_ACCESS_DENIED), ==, ROUTER_REPLY_REJECT);
         g_assert_cmpint(router_classify_reply_error(SD_BUS_ERROR_ACCESS_DENIED), ==, ROUTER_REPLY_REJECT);
