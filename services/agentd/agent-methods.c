@@ -167,7 +167,7 @@ static int queue_task(AgentContext *c, sd_bus_message *m, const AgentTaskRequest
         }
         bool fresh = r == 0;
         if (fresh && t->chain)
-                log_msg(LOG_INFO, "Task %s from %s, delegated within the chain %s (hop %zu)", t->id, strempty(t->sender),
+                log_full(LOG_INFO, "Task %s from %s, delegated within the chain %s (hop %zu)", t->id, strempty(t->sender),
                         t->chain, agent_chain_hops(t->chain));
         r = agent_pending_add(c, PENDING_REPLY_ID, m, t);
         if (r < 0)

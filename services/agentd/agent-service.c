@@ -547,7 +547,7 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
         /* Nothing runs yet: records left by an instance that died are stale. */
         r = agent_chain_running_clear(c->data_dir_fd);
         if (r < 0)
-                log_msg(LOG_WARNING, "Cannot clear %s/" AGENT_CHAIN_RUNNING_DIR ": %s", c->data_dir, strerror(-r));
+                log_full(LOG_WARNING, "Cannot clear %s/" AGENT_CHAIN_RUNNING_DIR ": %s", c->data_dir, strerror(-r));
         AgentQueueStats st;
         agent_queue_get_stats(c->queue, &st);
         if (st.n_corrupt > 0)
