@@ -1,12 +1,14 @@
 #!/bin/bash
 # Runs the libFuzzer targets of tests/fuzz (docs/HACKING.md, "Fuzzing").
 #
-#   scripts/fuzz.sh [--time SECONDS] [--build DIR] [TARGET...]
+#   scripts/fuzz.sh [--time SECONDS | --runs N] [--build DIR] [TARGET...]
 #
 # Builds the fuzz build folder (default build-fuzz: clang, ASan + UBSan + libFuzzer, only the
 # `fuzzers` target), then runs every target (or the TARGETs named, e.g. cron config) one after the
 # other for SECONDS each (default 60), each from a fresh working corpus seeded with
 # tests/fuzz/corpus/<target>/, and prints one table: executions, coverage, corpus size, findings.
+# --runs N runs each target for N executions instead (the long run of docs/RELIABILITY.md:
+# --runs 10000000), however long that takes.
 # Exit status 1 when any target found a crash, a leak, a timeout or an out-of-memory, or did not
 # run; 2 on a usage error.
 #
@@ -21,12 +23,15 @@ usage() {
 }
 
 time_s=60
+runs=
 build=build-fuzz
 targets=()
 while [ $# -gt 0 ]; do
         case "$1" in
         --time) time_s="${2:?--time needs SECONDS}"; shift 2 ;;
         --time=*) time_s="${1#--time=}"; shift ;;
+        --runs) runs="${2:?--runs needs N}"; shift 2 ;;
+        --runs=*) runs="${1#--runs=}"; shift ;;
         --build) build="${2:?--build needs DIR}"; shift 2 ;;
         --build=*) build="${1#--build=}"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
         esac
 done
 case "$time_s" in ''|*[!0-9]*|0) echo "fuzz.sh: --time wants a positive number of seconds" >&2; exit 2 ;; esac
+case "$runs" in *[!0-9]*|0) echo "fuzz.sh: --runs wants a positive number of executions" >&2; exit 2 ;; esac
 
 all=()
 for f in tests/fuzz/fuzz-*.c; do
@@ -74,11 +80,20 @@ for t in "${targets[@]}"; do
         log="$work/$t.log"
         rm -rf "$corpus" "$arts"
         mkdir -p "$corpus" "$arts"
-        echo "fuzz.sh: $t for ${time_s} s" >&2
+        if [ -n "$runs" ]; then
+                echo "fuzz.sh: $t for $runs executions" >&2
+                limit=(-runs="$runs")
+        else
+                echo "fuzz.sh: $t for ${time_s} s" >&2
+                limit=(-max_total_time="$time_s")
+        fi
         rc=0
-        "$bin" -max_total_time="$time_s" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        start=$(date +%s)
+        "$bin" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
                 -artifact_prefix="$arts/" "$corpus" "tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
 
+        secs=$(($(date +%s) - start))
+        [ "$secs" -gt 0 ] || secs=1
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
         last=$(grep -E '^#[0-9]+' "$log" | grep -E ' cov: ' | tail -n1 || true)
         cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
@@ -101,13 +116,14 @@ for t in "${targets[@]}"; do
                 result="exit $rc (see $log)"
         fi
         [ "$result" = ok ] || failed=1
-        rows+=("$(printf '%-16s %12s %9s %7s %7s %9s  %s' "$t" "${execs:--}" "$((${execs:-0} / time_s))" \
+        rows+=("$(printf '%-16s %12s %7s %9s %7s %7s %9s  %s' "$t" "${execs:--}" "$secs" "$((${execs:-0} / secs))" \
                 "${cov:--}" "${ft:--}" "${corp:--}" "$result")")
 done
 
 echo
-printf 'libFuzzer, ASan+UBSan, %s s per target (%s)\n' "$time_s" "$(clang --version | head -n1)"
-printf '%-16s %12s %9s %7s %7s %9s  %s\n' target executions exec/s cov ft corpus findings
+printf 'libFuzzer, ASan+UBSan, %s per target (%s)\n' "${runs:+$runs executions}${runs:-$time_s s}" \
+        "$(clang --version | head -n1)"
+printf '%-16s %12s %7s %9s %7s %7s %9s  %s\n' target executions seconds exec/s cov ft corpus findings
 for r in "${rows[@]}"; do
         echo "$r"
 done
