@@ -279,6 +279,33 @@ static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_e
         return sd_bus_call(bus, m, 0, e, reply);
 }
 
+/* The bus could not start the agent (D-Bus activation: "Launch helper exited with unknown return
+ * code 1"). The service cannot pass its reason through the launch helper, so say what the most
+ * common cause is when it is the cause: the configuration the service reads at start. */
+static void explain_spawn_failure(const sd_bus_error *e) {
+        _cleanup_(con_config_freep) ConConfig *c = NULL;
+        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        int r = con_config_load(arg_config, &c, &cerr);
+        if (r == -ENOMEM)
+                return (void) fprintf(stderr, "con-send: agent '%s' could not be started: %s\n", arg_to, e->message);
+        if (r < 0 && (r == -EACCES || r == -ENOENT || r == -EPERM))
+                return (void) fprintf(stderr, "con-send: agent '%s' could not be started (%s); %s cannot be checked "
+                                      "from here (%s): see the agent's log (the journal, or /srv/con/logs)\n", arg_to,
+                                      e->message, arg_config, strerror(-r));
+        if (r < 0) {
+                _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                return (void) fprintf(stderr, "con-send: agent '%s' could not be started: the configuration is "
+                                      "invalid, %s\n(fix it and check it with 'con status'; the agents read "
+                                      "it when they start)\n", arg_to, msg ?: strerror(-r));
+        }
+        if (!con_config_find_agent(c, arg_to))
+                return (void) fprintf(stderr, "con-send: agent '%s' could not be started: there is no agent '%s' "
+                                      "in %s (run 'con bootstrap' after changing the agents)\n", arg_to, arg_to,
+                                      arg_config);
+        fprintf(stderr, "con-send: agent '%s' could not be started (%s); %s is valid: see the agent's log (con "
+                "logs, or the journal)\n", arg_to, e->message, arg_config);
+}
+
 int main(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
@@ -375,6 +402,8 @@ int main(int argc, char *argv[]) {
                 if (sd_bus_error_has_name(&e, CON_ERROR_DUPLICATE_TASK))
                         fprintf(stderr, "con-send: task id '%s' is already used on agent '%s' by another sender; "
                                 "send again with another --id (or without --id)\n", arg_id ?: "", arg_to);
+                else if (e.name && startswith(e.name, "org.freedesktop.DBus.Error.Spawn."))
+                        explain_spawn_failure(&e);
                 else if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         fprintf(stderr, "con-send: agent '%s' is not available on the bus (%s): is it configured "
                                 "and the fabric up? (see 'con status')\n", arg_to, bus_name);

@@ -101,6 +101,8 @@ agents:
     tier: operator
   - name: worker2
     tier: operator
+  - name: spare
+    tier: operator
 policy:
   grants:
     - {who: sysadmin, may: [task], to: ["*"]}
@@ -161,6 +163,18 @@ check "sysadmin's pong ran and its send_task was refused" wait_for 60 bash -c \
 sleep 2
 check_fail "the concierge never got the ping back" grep -q ping-again "$A/concierge/queue/journal"
 check "at most 4 model calls for the whole exchange" test $(($(wc -l <"$T/fake.log") - BEFORE)) -le 4
+
+section "an agent that cannot start because con.yaml is invalid says so (not 'Launch helper exited')"
+check_output "the spare agent has not been started yet" '^b false$' busctl --system call org.freedesktop.DBus \
+        /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s org.conspiracy.Spare
+cp /etc/con/con.yaml "$T/con.yaml.good"
+printf 'system:\n  max_delegation_hops: many\n' >>/etc/con/con.yaml
+check_fail_output "con-send /ping names the file and what is wrong" \
+        "could not be started: the configuration is invalid, /etc/con/con.yaml:[0-9]+:[0-9]+: .*" \
+        con-send --to spare --timeout 30 /ping
+check_fail "... and not only the launch helper's code" grep -q 'Launch helper exited' <<<"$LIB_OUT"
+cp "$T/con.yaml.good" /etc/con/con.yaml
+check_output "with the file repaired the same /ping is answered" '^pong$' con-send --to spare --timeout 30 /ping
 
 kill "$FAKE_PID" 2>/dev/null
 finish
