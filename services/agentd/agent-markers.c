@@ -7,58 +7,24 @@
 
 #include "agent-service.h"
 #include "macro.h"
+#include "markers.h"
 #include "utf8.h"
 
 /* ---- markers of the contract service: STATE/halt, STATE/halt-workers, STATE/quarantine/NAME ---- */
 
-/* 1 and *ret_reason when the marker is there, 0 when not. Only markers owned by root (or by this
- * service's own user, for tests) count: nobody else can halt or quarantine agents this way. */
-static int read_marker(const char *path, char **ret_reason) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-        struct stat st;
-        char buf[AGENT_REASON_MAX + 1];
-        if (fd < 0)
-                return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()))
-                return 0;
-        ssize_t l = read(fd, buf, sizeof(buf) - 1);
-        if (l < 0)
-                return -errno;
-        /* The reason goes into bus errors and task results: whole characters, valid text. */
-        if (l == (ssize_t) sizeof(buf) - 1)
-                l = (ssize_t) con_utf8_complete_len(buf, (size_t) l);
-        buf[l] = 0;
-        buf[strcspn(buf, "\r\n")] = 0;  /* the first line */
-        for (char *p = buf; *p; p++)
-                if ((unsigned char) *p < 0x20)
-                        *p = ' ';
-        const char *r = buf[strspn(buf, " \t")] ? buf : "no reason given";
-        return con_utf8_sanitize(r, strlen(r), ret_reason, NULL) < 0 ? -ENOMEM : 1;
-}
-
+/* The markers and their trust rule are bus/fabric/markers.h, shared with the contract service. */
 static int read_markers(AgentContext *c, bool *ret_halted, char **ret_halt_reason, bool *ret_quarantined,
                         char **ret_quarantine_reason) {
-        _cleanup_free_ char *p = NULL, *reason = NULL, *qreason = NULL;
+        _cleanup_free_ char *reason = NULL, *qreason = NULL;
         int r;
 
-        if (asprintf(&p, "%s/halt", c->state_dir) < 0)
-                return -ENOMEM;
-        r = read_marker(p, &reason);
-        if (r == 0 && c->agent->tier == CON_TIER_WORKER) {
-                free(p);
-                if (asprintf(&p, "%s/halt-workers", c->state_dir) < 0)
-                        return -ENOMEM;
-                r = read_marker(p, &reason);
-        }
+        r = con_marker_read(c->state_dir, CON_MARKER_HALT, NULL, &reason);
+        if (r == 0 && c->agent->tier == CON_TIER_WORKER)
+                r = con_marker_read(c->state_dir, CON_MARKER_HALT_WORKERS, NULL, &reason);
         if (r < 0)
                 return r;
         *ret_halted = r > 0;
-        free(p);
-        if (asprintf(&p, "%s/quarantine/%s", c->state_dir, c->agent->name) < 0)
-                return -ENOMEM;
-        r = read_marker(p, &qreason);
+        r = con_marker_read(c->state_dir, CON_MARKER_QUARANTINE, c->agent->name, &qreason);
         if (r < 0)
                 return r;
         *ret_quarantined = r > 0;

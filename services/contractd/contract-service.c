@@ -27,6 +27,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "macro.h"
+#include "markers.h"
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
@@ -187,43 +188,21 @@ static int ensure_dir(const char *path) {
         return 0;
 }
 
-static int state_path(Manager *m, const char *name, char **ret) {
-        return asprintf(ret, "%s/%s", m->state_dir, name) < 0 ? -ENOMEM : 0;
-}
-
-static int write_marker(Manager *m, const char *rel, const char *reason) {
-        _cleanup_free_ char *p = NULL, *q = NULL, *text = NULL;
-        int k = ensure_dir(m->state_dir);
-        if (k < 0)
-                return k;
-        if (asprintf(&q, "%s/quarantine", m->state_dir) < 0 || state_path(m, rel, &p) < 0 ||
-            asprintf(&text, "%s\n", reason) < 0)
-                return -ENOMEM;
-        if (startswith(rel, "quarantine/") && (k = ensure_dir(q)) < 0)
-                return k;
-        return write_file_atomic(p, text, strlen(text), 0644, 0, 0);
-}
-
-static int cmp_str(const void *a, const void *b) {
-        return strcmp(*(char * const *) a, *(char * const *) b);
-}
-
+/* The markers (bus/fabric/markers.h) as the agents see them: the same trust rule, so a file an
+ * agent user planted in the state folder is neither reported nor acted on here. */
 static void load_state(Manager *m) {
-        _cleanup_free_ char *h = NULL, *w = NULL, *q = NULL;
-        _cleanup_closedir_ DIR *d = NULL;
-        struct dirent *de;
-        (void) state_path(m, "halt", &h);
-        (void) state_path(m, "halt-workers", &w);
+        _cleanup_strv_free_ char **q = NULL;
+        const char *h = "";
+        int k = con_marker_halted(m->state_dir, &h);
+        if (k < 0)
+                log_warning("Cannot read the halt markers in %s: %s", m->state_dir, strerror(-k));
         free(m->halted);
-        m->halted = strdup(h && access(h, F_OK) == 0 ? "all" : w && access(w, F_OK) == 0 ? "workers" : "");
-        m->quarantined = strv_free(m->quarantined);
-        if (asprintf(&q, "%s/quarantine", m->state_dir) < 0 || !(d = opendir(q)))
-                return;
-        while ((de = readdir(d)))
-                if (con_agent_name_valid(de->d_name))
-                        (void) strv_extend(&m->quarantined, de->d_name);
-        if (m->quarantined)
-                qsort(m->quarantined, strv_length(m->quarantined), sizeof(char *), cmp_str);
+        m->halted = strdup(h);
+        k = con_marker_list_quarantined(m->state_dir, &q);
+        if (k < 0)
+                log_warning("Cannot read the quarantine markers in %s: %s", m->state_dir, strerror(-k));
+        strv_free(m->quarantined);
+        m->quarantined = TAKE_PTR(q);
 }
 
 static void emit_state_changed(Manager *m) {
@@ -242,7 +221,7 @@ static bool agent_is_worker(Manager *m, const char *name) {
 }
 
 static int do_halt(Manager *m, bool workers, const char *reason, const char *id) {
-        int k = write_marker(m, workers ? "halt-workers" : "halt", reason);
+        int k = con_marker_write(m->state_dir, workers ? CON_MARKER_HALT_WORKERS : CON_MARKER_HALT, NULL, reason);
         if (k < 0)
                 log_error("Failed to write the halt marker in %s: %s", m->state_dir, strerror(-k));
         unsigned n = 0;
@@ -263,13 +242,12 @@ static int do_halt(Manager *m, bool workers, const char *reason, const char *id)
 }
 
 static int do_resume(Manager *m, const char *by) {
-        _cleanup_free_ char *h = NULL, *w = NULL;
-        if (state_path(m, "halt", &h) < 0 || state_path(m, "halt-workers", &w) < 0)
-                return -ENOMEM;
-        if (unlink(h) < 0 && errno != ENOENT)
-                return -errno;
-        if (unlink(w) < 0 && errno != ENOENT)
-                return -errno;
+        int k = con_marker_remove(m->state_dir, CON_MARKER_HALT, NULL);
+        if (k < 0)
+                return k;
+        k = con_marker_remove(m->state_dir, CON_MARKER_HALT_WORKERS, NULL);
+        if (k < 0)
+                return k;
         for (size_t i = 0; m->config && i < m->config->n_agents; i++)
                 (void) call_agent(m, m->config->agents[i].name, "Resume", false, NULL);
         load_state(m);
@@ -334,16 +312,16 @@ static int activation_paths(Manager *m, const char *agent, char **ret_active, ch
 }
 
 static int do_quarantine(Manager *m, const char *agent, const char *reason, const char *id, sd_bus_error *error) {
-        _cleanup_free_ char *rel = NULL, *active = NULL, *aside = NULL;
+        _cleanup_free_ char *active = NULL, *aside = NULL;
         int k;
         if (!con_agent_name_valid(agent))
                 return con_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "'%s' is not an agent name: %s", agent,
                                           con_name_problem_to_string(con_agent_name_check(agent)));
         if (m->config && !con_config_find_agent(m->config, agent))
                 return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "no agent '%s' in %s", agent, m->config_path);
-        if (asprintf(&rel, "quarantine/%s", agent) < 0 || activation_paths(m, agent, &active, &aside) < 0)
+        if (activation_paths(m, agent, &active, &aside) < 0)
                 return -ENOMEM;
-        k = write_marker(m, rel, reason);
+        k = con_marker_write(m->state_dir, CON_MARKER_QUARANTINE, agent, reason);
         if (k < 0)
                 return sd_bus_error_set_errnof(error, -k, "cannot write the quarantine marker in %s: %m", m->state_dir);
         k = move_file(active, aside);
@@ -362,18 +340,20 @@ static int do_quarantine(Manager *m, const char *agent, const char *reason, cons
 }
 
 static int do_release(Manager *m, const char *agent, const char *by, sd_bus_error *error) {
-        _cleanup_free_ char *marker = NULL, *active = NULL, *aside = NULL;
+        _cleanup_free_ char *active = NULL, *aside = NULL;
         if (!con_agent_name_valid(agent))
                 return con_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "'%s' is not an agent name", agent);
         if (!strv_contains(m->quarantined, agent))
                 return con_bus_error_setf(error, CON_ERROR_NO_SUCH_AGENT, "agent '%s' is not quarantined", agent);
-        if (asprintf(&marker, "%s/quarantine/%s", m->state_dir, agent) < 0 || activation_paths(m, agent, &active, &aside) < 0)
+        if (activation_paths(m, agent, &active, &aside) < 0)
                 return -ENOMEM;
         int k = move_file(aside, active);
         if (k < 0 && k != -ENOENT)
                 return sd_bus_error_set_errnof(error, -k, "cannot restore %s: %m", active);
-        if (unlink(marker) < 0 && errno != ENOENT)
-                return sd_bus_error_set_errnof(error, errno, "cannot remove %s: %m", marker);
+        k = con_marker_remove(m->state_dir, CON_MARKER_QUARANTINE, agent);
+        if (k < 0)
+                return sd_bus_error_set_errnof(error, -k, "cannot remove the quarantine marker of %s in %s: %m", agent,
+                                               m->state_dir);
         load_state(m);
         k = write_quarantine_files(m);
         if (k < 0)
