@@ -45,6 +45,16 @@ if [ "$CON_BOOT" = 1 ]; then
         check_output "the units verify without a word" "^verify-clean$" bash -c \
                 "out=\$(systemd-analyze verify $fabric_units con-agent@concierge.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
 
+        section "the shipped contracts pass inside con-contractd's sandbox"
+        # Through the service (its checks run in the unit's sandbox): a check the sandbox broke
+        # (a folder it cannot read, a file it cannot write) would fail here.
+        check_output "con healthcheck (Evaluate on con-contractd): every contract passes" \
+                "^summary: (1[0-9]|[2-9][0-9]) passed, 0 failed, 0 skipped" con healthcheck
+        check_output "the service's own Results: 10 or more checks" "^a\(sssstt\) ([1-9][0-9]+) " \
+                busctl --system get-property org.conspiracy.Contracts /org/conspiracy/Contracts \
+                org.conspiracy.Contracts1 Results
+        check_fail "... none of them fail" grep -q '"fail"' <<<"$LIB_OUT"
+
         section "a dropped task is answered"
         check "drop /ping into /srv/con/inbox" drop_task boot1
         check "outbox/boot1.response" wait_for 30 test -e /srv/con/agents/concierge/outbox/boot1.response
