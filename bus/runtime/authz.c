@@ -197,6 +197,7 @@ struct CacheEntry {
         uint64_t hash;
         uint64_t stored;
         ConAuthzDecision decision;
+        uid_t uid;              /* the uid cache (ConAuthz.uids): the sender's uid */
         CacheEntry *bucket_next;
         CacheEntry *lru_prev, *lru_next; /* lru_head is the most recently used */
 };
@@ -284,24 +285,32 @@ static bool cache_expired(const ConAuthzCache *c, const CacheEntry *e, uint64_t 
         return now >= e->stored && now - e->stored >= c->ttl;
 }
 
+/* The live entry for key (most recently used from now on), or NULL; an expired one is removed. */
+static CacheEntry *cache_get_entry(ConAuthzCache *c, const char *key, uint64_t now) {
+        CacheEntry *e = cache_find(c, key, hash_string(key));
+        if (!e)
+                return NULL;
+        if (cache_expired(c, e, now)) {
+                cache_entry_remove(c, e);
+                return NULL;
+        }
+        cache_lru_touch(c, e);
+        return e;
+}
+
 int con_authz_cache_get(ConAuthzCache *c, const char *key, uint64_t now, ConAuthzDecision *ret) {
         if (!c || !key)
                 return -EINVAL;
-        CacheEntry *e = cache_find(c, key, hash_string(key));
+        CacheEntry *e = cache_get_entry(c, key, now);
         if (!e)
                 return 0;
-        if (cache_expired(c, e, now)) {
-                cache_entry_remove(c, e);
-                return 0;
-        }
-        cache_lru_touch(c, e);
         if (ret)
                 *ret = e->decision;
         return 1;
 }
 
-int con_authz_cache_put(ConAuthzCache *c, const char *key, const char *sender, ConAuthzDecision d,
-                        uint64_t now) {
+static int cache_put_entry(ConAuthzCache *c, const char *key, const char *sender, ConAuthzDecision d,
+                           uint64_t now, CacheEntry **ret) {
         if (!c || !key || !sender || (unsigned) d >= _CON_AUTHZ_DECISION_MAX)
                 return -EINVAL;
         uint64_t hash = hash_string(key);
@@ -310,6 +319,7 @@ int con_authz_cache_put(ConAuthzCache *c, const char *key, const char *sender, C
                 e->decision = d;
                 e->stored = now;
                 cache_lru_touch(c, e);
+                *ret = e;
                 return 0;
         }
         e = calloc(1, sizeof(*e));
@@ -333,7 +343,14 @@ int con_authz_cache_put(ConAuthzCache *c, const char *key, const char *sender, C
         *b = e;
         cache_lru_push_front(c, e);
         c->n_entries++;
+        *ret = e;
         return 0;
+}
+
+int con_authz_cache_put(ConAuthzCache *c, const char *key, const char *sender, ConAuthzDecision d,
+                        uint64_t now) {
+        CacheEntry *e;
+        return cache_put_entry(c, key, sender, d, now, &e);
 }
 
 size_t con_authz_cache_drop_sender(ConAuthzCache *c, const char *sender) {
@@ -421,6 +438,7 @@ struct ConAuthz {
         sd_event *event;
         ConAuthzOptions opts;
         ConAuthzCache *cache;   /* NULL with no_cache */
+        ConAuthzCache *uids;    /* who is calling: unique name → uid, as the bus driver said */
         Query *queries;
         Call *calls;
         sd_bus_slot *owner_match, *changed_match;
@@ -429,11 +447,46 @@ struct ConAuthz {
         ConAuthzStats stats;
 };
 
+/* The doubly linked lists of parked calls and queries in flight (fields prev, next). */
+#define LIST_PREPEND(head, item)                        \
+        do {                                            \
+                (item)->prev = NULL;                    \
+                (item)->next = (head);                  \
+                if (head)                               \
+                        (head)->prev = (item);          \
+                (head) = (item);                        \
+        } while (0)
+#define LIST_UNLINK(head, item)                         \
+        do {                                            \
+                if ((item)->prev)                       \
+                        (item)->prev->next = (item)->next; \
+                else if ((head) == (item))              \
+                        (head) = (item)->next;          \
+                if ((item)->next)                       \
+                        (item)->next->prev = (item)->prev; \
+        } while (0)
+
 static uint64_t authz_now(ConAuthz *a) {
         uint64_t t;
         if (sd_event_now(a->event, CLOCK_MONOTONIC, &t) >= 0)
                 return t;
         return con_now(CLOCK_MONOTONIC);
+}
+
+/* Unique names are never reused by the bus, and the uid of a connection never changes: what the bus
+ * driver said about a name holds until the name goes (on_owner_changed drops it). */
+static bool uid_known(ConAuthz *a, const char *sender, uid_t *ret) {
+        CacheEntry *e = cache_get_entry(a->uids, sender, authz_now(a));
+        if (!e)
+                return false;
+        *ret = e->uid;
+        return true;
+}
+
+static void uid_remember(ConAuthz *a, const char *sender, uid_t uid) {
+        CacheEntry *e;
+        if (cache_put_entry(a->uids, sender, sender, CON_AUTHZ_ALLOWED, authz_now(a), &e) >= 0)
+                e->uid = uid;
 }
 
 static void result_free_all(Result *r) {
@@ -457,12 +510,7 @@ static void call_free(Call *c) {
                 if (*p)
                         *p = c->query_next;
         }
-        if (c->prev)
-                c->prev->next = c->next;
-        else if (a->calls == c)
-                a->calls = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
+        LIST_UNLINK(a->calls, c);
         a->stats.parked--;
         sd_bus_message_unref(c->message);
         result_free_all(c->results);
@@ -483,10 +531,7 @@ static Call *call_new(ConAuthz *a, sd_bus_message *m) {
                 return NULL;
         c->authz = a;
         c->message = sd_bus_message_ref(m);
-        c->next = a->calls;
-        if (a->calls)
-                a->calls->prev = c;
-        a->calls = c;
+        LIST_PREPEND(a->calls, c);
         a->stats.parked++;
         return c;
 }
@@ -523,12 +568,7 @@ static void query_free(Query *q) {
         ConAuthz *a = q->authz;
         while (q->calls)
                 call_free(q->calls);
-        if (q->prev)
-                q->prev->next = q->next;
-        else if (a->queries == q)
-                a->queries = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
+        LIST_UNLINK(a->queries, q);
         a->stats.pending--;
         sd_bus_slot_unref(q->slot);
         sd_event_source_disable_unref(q->timer);
@@ -705,6 +745,7 @@ static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
                 query_complete(q, CON_AUTHZ_FAILED, "the bus sent no uid for the caller");
                 return 0;
         }
+        uid_remember(q->authz, q->sender, (uid_t) uid);
         if (q->uid_only) {
                 q->uid = (uid_t) uid;
                 query_complete(q, CON_AUTHZ_ALLOWED, NULL);
@@ -729,10 +770,7 @@ static int query_start(ConAuthz *a, const char *key, const char *sender, const c
         if (!q)
                 return -ENOMEM;
         q->authz = a;
-        q->next = a->queries;
-        if (a->queries)
-                a->queries->prev = q;
-        a->queries = q;
+        LIST_PREPEND(a->queries, q);
         a->stats.pending++;
 
         q->interactive = interactive;
@@ -747,10 +785,17 @@ static int query_start(ConAuthz *a, const char *key, const char *sender, const c
                 query_free(q);
                 return -ENOMEM;
         }
-        /* The caller's uid from the bus driver (not /proc): root is decided by the service's policy. */
-        r = sd_bus_call_method_async(a->bus, &q->slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetConnectionUnixUser", on_uid_reply, q, "s",
-                                     sender);
+        /* The caller's uid from the bus driver (not /proc): root is decided by the service's policy.
+         * A check for a caller already known (never root: con_authz_verify() decided those) goes to
+         * polkit at once. */
+        uid_t uid;
+        bool known = !uid_only && uid_known(a, sender, &uid) && uid != 0;
+        if (known)
+                r = query_send_polkit(q);
+        else
+                r = sd_bus_call_method_async(a->bus, &q->slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus", "GetConnectionUnixUser", on_uid_reply, q,
+                                             "s", sender);
         if (r >= 0)
                 r = sd_event_add_time_relative(a->event, &q->timer, CLOCK_MONOTONIC, q->timeout_usec, 0,
                                                on_timeout, q);
@@ -759,8 +804,64 @@ static int query_start(ConAuthz *a, const char *key, const char *sender, const c
                 return r;
         }
         (void) sd_event_source_set_description(q->timer, "authz-timeout");
-        a->stats.uid_lookups++;
+        if (!known)
+                a->stats.uid_lookups++;
         *ret = q;
+        return 0;
+}
+
+/* The key of the question, the Call of m when it was parked before, and the answer when it is in
+ * (the second run of the handler). -EBUSY when m is still parked on another check (the handler
+ * verified again before returning: a bug in it), -EINVAL for a bad question. */
+static int call_lookup(ConAuthz *a, sd_bus_message *m, const char *sender, const char *action,
+                       char * const *details, bool interactive, char **ret_key, Call **ret_call,
+                       const Result **ret_res) {
+        int r = con_authz_key(sender, action, details, interactive, ret_key);
+        if (r < 0)
+                return r;
+        Call *c = call_find(a, m);
+        *ret_call = c;
+        *ret_res = c ? call_find_result(c, *ret_key) : NULL;
+        if (c && !*ret_res && c->query)
+                return -EBUSY;
+        return 0;
+}
+
+/* Parks m (its Call c, NULL the first time) on the query for key: one in flight with the same key,
+ * or a new one. 0 parked: the handler returns 1 without replying and runs again with m. */
+static int call_park(ConAuthz *a, sd_bus_message *m, Call *c, const char *key, const char *sender,
+                     const char *action, char * const *details, bool interactive, bool uid_only,
+                     sd_bus_error *error) {
+        int r;
+
+        Query *q = query_find(a, key);
+        if (!q && a->stats.pending >= a->opts.max_pending) {
+                a->stats.denied++;
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many %s in flight (%zu), try again later",
+                                         uid_only ? "caller lookups" : "authorization checks", a->stats.pending);
+        }
+        bool new_call = !c;
+        if (!c) {
+                c = call_new(a, m);
+                if (!c)
+                        return -ENOMEM;
+        }
+        if (q)
+                a->stats.coalesced++;
+        else {
+                r = query_start(a, key, sender, action, details, interactive, uid_only, &q);
+                if (r < 0) {
+                        if (new_call)
+                                call_free(c);
+                        return r;
+                }
+        }
+        if (c->defer)
+                (void) sd_event_source_set_enabled(c->defer, SD_EVENT_OFF);
+        c->query = q;
+        c->query_next = q->calls;
+        q->calls = c;
         return 0;
 }
 
@@ -812,57 +913,56 @@ int con_authz_verify(ConAuthz *a, sd_bus_message *m, const char *action, char * 
                                           "checked", action);
         }
         interactive = sd_bus_message_get_allow_interactive_authorization(m) > 0;
-        r = con_authz_key(sender, action, details, interactive, &key);
-        if (r < 0)
-                return r;
 
         /* Second run of the handler: the answer is waiting for this very message. */
-        Call *c = call_find(a, m);
-        if (c) {
-                const Result *res = call_find_result(c, key);
-                if (res)
-                        return decide(a, m, action, details, res->decision, res->reason, res->timeout_usec,
-                                      error);
-                if (c->query)
-                        return -EBUSY; /* already parked on another check: a bug in the handler */
-        }
+        Call *c;
+        const Result *res;
+        r = call_lookup(a, m, sender, action, details, interactive, &key, &c, &res);
+        if (r < 0)
+                return r;
+        if (res)
+                return decide(a, m, action, details, res->decision, res->reason, res->timeout_usec, error);
 
-        if (a->cache && con_authz_cache_get(a->cache, key, authz_now(a), &d) > 0) {
+        uid_t uid;
+        bool hit = a->cache && con_authz_cache_get(a->cache, key, authz_now(a), &d) > 0;
+        if (!hit && uid_known(a, sender, &uid) && uid == 0) {
+                /* polkit's yes would mean nothing for root: the service's root policy decides. */
+                d = CON_AUTHZ_ROOT;
+                hit = true;
+        }
+        if (hit) {
                 a->stats.cache_hits++;
                 return decide(a, m, action, details, d, NULL, 0, error);
         }
         a->stats.cache_misses++;
+        /* parked: the handler runs again when the answer is here */
+        return call_park(a, m, c, key, sender, action, details, interactive, false, error);
+}
 
-        Query *q = query_find(a, key);
-        if (!q && a->stats.pending >= a->opts.max_pending) {
-                a->stats.denied++;
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many authorization checks in flight (%zu), try again later",
-                                         a->stats.pending);
-        }
+/* Peer-to-peer (tests): the peer's credentials the kernel recorded when the socket connected
+ * (SO_PEERCRED), kept by sd-bus: no round trip. Only what the kernel vouches for, nothing augmented
+ * from /proc. On a bus every caller has a unique name: a message without one is refused. */
+static int peer_uid(sd_bus_message *m, uid_t *ret_uid, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        sd_bus *bus = sd_bus_message_get_bus(m);
+        uid_t uid;
+        int r;
 
-        bool new_call = !c;
-        if (!c) {
-                c = call_new(a, m);
-                if (!c)
-                        return -ENOMEM;
-        }
-        if (q)
-                a->stats.coalesced++;
-        else {
-                r = query_start(a, key, sender, action, details, interactive, false, &q);
-                if (r < 0) {
-                        if (new_call)
-                                call_free(c);
-                        return r;
-                }
-        }
-        if (c->defer)
-                (void) sd_event_source_set_enabled(c->defer, SD_EVENT_OFF);
-        c->query = q;
-        c->query_next = q->calls;
-        q->calls = c;
-        return 0; /* parked: the handler runs again when the answer is here */
+        if (!bus || sd_bus_is_bus_client(bus) != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: the caller has no unique bus name, so who is calling "
+                                          "cannot be known");
+        r = sd_bus_get_owner_creds(bus, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID, &creds);
+        if (r < 0)
+                return sd_bus_error_set_errnof(error, r, "Cannot determine the caller's credentials: %m");
+        uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
+        if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
+        } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
+        } else
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: the bus did not say which user is calling");
+        *ret_uid = uid;
+        return 1;
 }
 
 /* Not a polkit action id (those have no spaces): the key of a caller-uid lookup cannot collide with a
@@ -877,78 +977,34 @@ int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_
         if (!m || !ret_uid || !sd_bus_message_is_method_call(m, NULL, NULL))
                 return -EINVAL;
         sender = sd_bus_message_get_sender(m);
-        if (isempty(sender) || sender[0] != ':') {
-                /* Peer-to-peer (tests): the socket's peer credentials, no round trip. Only what the
-                 * kernel vouches for: nothing augmented from /proc. */
-                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-                uid_t uid;
-                r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID, &creds);
-                if (r < 0)
-                        return sd_bus_error_set_errnof(error, r,
-                                                       "Cannot determine the caller's credentials: %m");
-                uint64_t augmented = sd_bus_creds_get_augmented_mask(creds);
-                if (!(augmented & SD_BUS_CREDS_EUID) && sd_bus_creds_get_euid(creds, &uid) >= 0) {
-                } else if (!(augmented & SD_BUS_CREDS_UID) && sd_bus_creds_get_uid(creds, &uid) >= 0) {
-                } else
-                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                                  "Access denied: the bus did not say which user is calling");
-                *ret_uid = uid;
-                return 1;
-        }
+        if (isempty(sender) || sender[0] != ':')
+                return peer_uid(m, ret_uid, error);
         if (!a || sd_bus_message_get_bus(m) != a->bus)
                 return -EINVAL;
-        r = con_authz_key(sender, CALLER_UID_KEY_ACTION, NULL, false, &key);
+        if (uid_known(a, sender, ret_uid)) {
+                a->stats.uid_cache_hits++;
+                return 1;
+        }
+
+        Call *c;
+        const Result *res;
+        r = call_lookup(a, m, sender, CALLER_UID_KEY_ACTION, NULL, false, &key, &c, &res);
         if (r < 0)
                 return r;
-
-        Call *c = call_find(a, m);
-        if (c) {
-                const Result *res = call_find_result(c, key);
-                if (res) {
-                        if (res->decision == CON_AUTHZ_ALLOWED) {
-                                *ret_uid = res->uid;
-                                return 1;
-                        }
-                        if (res->decision == CON_AUTHZ_TIMEOUT)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
-                                                         "The bus did not say within %llu ms who is calling",
-                                                         (unsigned long long) (res->timeout_usec / USEC_PER_MSEC));
-                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                                  "Access denied: cannot determine who is calling (%s%s%s)",
-                                                  con_authz_decision_to_string(res->decision),
-                                                  res->reason ? ": " : "", strempty(res->reason));
-                }
-                if (c->query)
-                        return -EBUSY;
+        if (!res)
+                return call_park(a, m, c, key, sender, CALLER_UID_KEY_ACTION, NULL, false, true, error);
+        if (res->decision == CON_AUTHZ_ALLOWED) {
+                *ret_uid = res->uid;
+                return 1;
         }
-
-        Query *q = query_find(a, key);
-        if (!q && a->stats.pending >= a->opts.max_pending)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many caller lookups in flight (%zu), try again later",
-                                         a->stats.pending);
-        bool new_call = !c;
-        if (!c) {
-                c = call_new(a, m);
-                if (!c)
-                        return -ENOMEM;
-        }
-        if (q)
-                a->stats.coalesced++;
-        else {
-                r = query_start(a, key, sender, CALLER_UID_KEY_ACTION, NULL, false, true, &q);
-                if (r < 0) {
-                        if (new_call)
-                                call_free(c);
-                        return r;
-                }
-        }
-        if (c->defer)
-                (void) sd_event_source_set_enabled(c->defer, SD_EVENT_OFF);
-        c->query = q;
-        c->query_next = q->calls;
-        q->calls = c;
-        return 0;
+        if (res->decision == CON_AUTHZ_TIMEOUT)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_TIMEOUT,
+                                         "The bus did not say within %llu ms who is calling",
+                                         (unsigned long long) (res->timeout_usec / USEC_PER_MSEC));
+        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                  "Access denied: cannot determine who is calling (%s%s%s)",
+                                  con_authz_decision_to_string(res->decision), res->reason ? ": " : "",
+                                  strempty(res->reason));
 }
 
 /* ---- Invalidation ---- */
@@ -971,6 +1027,7 @@ static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret
         if (name[0] != ':' || !isempty(new_owner))
                 return 0;
         (void) con_authz_cache_drop_sender(a->cache, name);
+        (void) con_authz_cache_drop_sender(a->uids, name);
         /* CVE-2021-3560 class: a caller that vanishes mid-check gets nothing, not even a denial. */
         for (Query *q = a->queries, *next; q; q = next) {
                 next = q->next;
@@ -1014,6 +1071,7 @@ ConAuthz *con_authz_free(ConAuthz *a) {
                 sd_event_source_disable_unref(a->watches[i]);
         free(a->watches);
         con_authz_cache_free(a->cache);
+        con_authz_cache_free(a->uids);
         sd_event_unref(a->event);
         sd_bus_unref(a->bus);
         free(a);
@@ -1058,6 +1116,11 @@ int con_authz_new(sd_bus *bus, sd_event *event, const ConAuthzOptions *o, ConAut
                         return r;
         }
 
+        /* Who is calling is kept as long as the name lives (never expires: UINT64_MAX). */
+        r = con_authz_cache_new(a->opts.cache_max, UINT64_MAX, &a->uids);
+        if (r < 0)
+                return r;
+
         r = sd_bus_add_match_async(bus, &a->owner_match,
                                    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                                    "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg2=''",
@@ -1098,4 +1161,5 @@ void con_authz_get_stats(const ConAuthz *a, ConAuthzStats *ret) {
         }
         *ret = a->stats;
         ret->cache_entries = con_authz_cache_size(a->cache);
+        ret->callers_known = con_authz_cache_size(a->uids);
 }

@@ -74,6 +74,7 @@ typedef struct ConAuthzOptions {
 typedef struct ConAuthzStats {
         uint64_t checks_sent;   /* CheckAuthorization calls sent to polkit */
         uint64_t uid_lookups;   /* GetConnectionUnixUser calls sent to the bus */
+        uint64_t uid_cache_hits; /* con_authz_caller_uid() answered from what the bus said before */
         uint64_t cache_hits;
         uint64_t cache_misses;
         uint64_t coalesced;     /* calls parked on a check that was already in flight */
@@ -85,6 +86,7 @@ typedef struct ConAuthzStats {
         uint64_t dropped;       /* parked calls dropped without reply: the caller disconnected */
         uint64_t flushes;       /* whole-cache drops (rules or actions changed, or con_authz_flush) */
         size_t cache_entries;
+        size_t callers_known;   /* unique names whose uid is known (dropped when they disconnect) */
         size_t pending;         /* checks in flight */
         size_t parked;          /* messages waiting for a decision or for re-dispatch */
         size_t watches;         /* folders watched for rule and action changes */
@@ -108,8 +110,12 @@ int con_authz_verify(ConAuthz *a, sd_bus_message *m, const char *action, char * 
  * asynchronous; never /proc). Same contract as con_authz_verify(): 1 with *ret_uid set; 0 parked (return
  * 1 from the handler without replying, it runs again with the same message); a negative errno with
  * error filled when the bus does not say (timeout, caller gone, error). Concurrent lookups for one
- * sender share one bus call; answers are not cached. On a peer-to-peer connection (no unique sender
- * name) the socket's peer credentials answer at once, and a may be NULL. */
+ * sender share one bus call. The answer is kept for the sender's unique name until it disconnects
+ * (the bus never reuses a unique name), and con_authz_verify() keeps the uid it looked up, so a call
+ * after a verify of the same message, or a second call of the same caller, answers at once. On a
+ * peer-to-peer connection (no unique sender name) the socket's peer credentials (SO_PEERCRED, taken
+ * at connect) answer at once, and a may be NULL; on a bus a message without a unique sender is
+ * refused. This is the one way services learn who is calling: never a PID, never a blocking call. */
 int con_authz_caller_uid(ConAuthz *a, sd_bus_message *m, uid_t *ret_uid, sd_bus_error *error);
 
 /* Drops every cached decision; answers already in flight are not cached. */

@@ -18,6 +18,7 @@
 #include "policy-check.h"
 #include "policy.h"
 #include "strv.h"
+#include "user-util.h"
 
 
 /* con policy show | check | query: the one access policy of con.yaml (docs/POLICY.md). */
@@ -138,30 +139,7 @@ static int user_groups(const char *user, char ***ret) {
         struct passwd *pw = getpwnam(user);
         if (!pw)
                 return -ENOENT;
-        int n = 64;
-        _cleanup_free_ gid_t *gids = NULL;
-        for (;;) {
-                gid_t *g = realloc(gids, sizeof(gid_t) * (size_t) n);
-                if (!g)
-                        return -ENOMEM;
-                gids = g;
-                int k = n;
-                if (getgrouplist(user, pw->pw_gid, gids, &k) >= 0) {
-                        n = k;
-                        break;
-                }
-                if (k <= n)
-                        return -EIO;
-                n = k;
-        }
-        _cleanup_strv_free_ char **l = NULL;
-        for (int i = 0; i < n; i++) {
-                struct group *gr = getgrgid(gids[i]);
-                if (gr && !strv_contains(l, gr->gr_name) && strv_extend(&l, gr->gr_name) < 0)
-                        return -ENOMEM;
-        }
-        *ret = TAKE_PTR(l);
-        return 0;
+        return con_user_group_names(user, pw->pw_gid, ret);
 }
 
 int verb_policy(int argc, char *argv[]) {

@@ -21,6 +21,7 @@
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
+#include "user-util.h"
 #include "utf8.h"
 
 
@@ -198,26 +199,15 @@ bool agent_llm_sender_verified(uid_t uid) {
         struct group *g = getgrnam("trusted");
         if (!g)
                 return false;
-        gid_t trusted = g->gr_gid;
-        struct passwd *pw = getpwuid(uid);
-        if (!pw)
+        gid_t trusted = g->gr_gid, gid;
+        _cleanup_free_ char *name = NULL;
+        _cleanup_free_ gid_t *groups = NULL;
+        size_t n;
+        if (con_user_by_uid(uid, &name, &gid) < 0 || con_user_gids(name, gid, &groups, &n) < 0)
                 return false;
-        if (pw->pw_gid == trusted)
-                return true;
-        int n = 64;
-        for (int tries = 0; tries < 4; tries++) {
-                _cleanup_free_ gid_t *groups = calloc((size_t) n, sizeof(gid_t));
-                if (!groups)
-                        return false;
-                int m = n;
-                if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &m) >= 0) {
-                        for (int i = 0; i < m; i++)
-                                if (groups[i] == trusted)
-                                        return true;
-                        return false;
-                }
-                n = m > n ? m : n * 2;
-        }
+        for (size_t i = 0; i < n; i++)
+                if (groups[i] == trusted)
+                        return true;
         return false;
 }
 

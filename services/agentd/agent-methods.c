@@ -11,6 +11,7 @@
 #include "macro.h"
 #include "names.h"
 #include "task.h"
+#include "user-util.h"
 
 /* ---- methods ---- */
 
@@ -245,9 +246,9 @@ int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error)
                                                   "Access denied: only root may set sender_uid (the router "
                                                   "delivering a file owned by that user)");
                 uid = a.sender_uid;
-                sender = agent_user_name_of(uid);
-                if (!sender)
-                        return -ENOMEM;
+                r = con_uid_to_name(uid, &sender);
+                if (r < 0)
+                        return r;
         }
         _cleanup_free_ char *chain = NULL;
         uint64_t deadline = a.deadline_usec;

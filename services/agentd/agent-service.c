@@ -408,7 +408,7 @@ AgentContext *agent_context_free(AgentContext *c) {
         for (size_t i = 0; i < c->n_pending; i++)
                 sd_bus_message_unref(c->pending[i].call);
         free(c->pending);
-        agent_authz_free(c);
+        con_authz_free(c->authz);
         con_policy_free(c->policy);
         sd_event_source_disable_unref(c->state_watch);
         sd_event_source_disable_unref(c->state_parent_watch);

@@ -46,18 +46,6 @@ typedef struct AgentCaller {
         bool all_tasks;         /* ListTasks: may see everyone's tasks (read-result granted) */
 } AgentCaller;
 
-/* Callers' uids per unique bus name (bounded LRU; unique names are never reused by the bus). */
-#define AGENT_UID_CACHE_SLOTS 64
-typedef struct AgentUidEntry {
-        sd_bus *bus;
-        char *sender;
-        uid_t uid;
-        char *name;
-        uint64_t used;
-} AgentUidEntry;
-
-typedef struct AgentUidLookup AgentUidLookup;
-
 typedef enum AgentPendingKind {
         PENDING_REPLY_ID,       /* method return "s" task id */
         PENDING_REPLY_EMPTY,
@@ -101,11 +89,9 @@ typedef struct AgentContext {
         AgentQueue *queue;
 
         ConPolicy *policy;      /* the declared policy: root's rights, and the decision without polkit */
-        ConAuthz *authz;        /* polkit on the system bus; NULL: the policy decides in-process */
+        ConAuthz *authz;        /* who is calling, and polkit, on the system bus; NULL: peer-to-peer only,
+                                 * where the socket says who and the policy decides in-process */
         bool no_authz;          /* --no-authz (benchmarks): every caller is allowed */
-        AgentUidEntry uid_cache[AGENT_UID_CACHE_SLOTS];
-        uint64_t uid_clock;
-        AgentUidLookup *uid_lookups;    /* GetConnectionUnixUser in flight, and answered ones */
 
         /* Halt and quarantine (docs/AGENT.md): by a call, or by the contract service's markers. */
         char *state_dir;        /* /srv/con/state */
@@ -202,10 +188,6 @@ typedef struct RunningTask {
 /* agent-service.c: the flush (dispatch, group commit, replies, idle) and the exit. */
 int agent_context_flush(AgentContext *c);
 void agent_context_begin_exit(AgentContext *c);
-
-/* agent-authz.c */
-char *agent_user_name_of(uid_t uid);
-void agent_authz_free(AgentContext *c);
 
 /* agent-pending.c: replies and signals wait for the group commit. */
 int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *call, AgentTask *t);

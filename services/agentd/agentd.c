@@ -15,6 +15,7 @@
 #include "log.h"
 #include "names.h"
 #include "service.h"
+#include "user-util.h"
 
 #define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOCK_TIMEOUT (10 * USEC_PER_SEC)
@@ -141,24 +142,13 @@ static int check_user(SessionUser *ret) {
         if (pw->pw_uid == 0) {
                 return log_error_errno(-EPERM, "The user %s has uid 0; refusing to run its sessions as root", want);
         }
-        int n = 32;
-        for (;;) {
-                gid_t *g = reallocarray(ret->groups, (size_t) n, sizeof(gid_t));
-                if (!g)
-                        return -ENOMEM;
-                ret->groups = g;
-                int want_n = n;
-                if (getgrouplist(want, pw->pw_gid, ret->groups, &want_n) >= 0) {
-                        n = want_n;
-                        break;
-                }
-                if (want_n <= n || want_n > 65536)
-                        return -E2BIG;
-                n = want_n;
-        }
+        size_t n;
+        int r = con_user_gids(want, pw->pw_gid, &ret->groups, &n);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the groups of %s: %m", want);
         ret->name = TAKE_PTR(want);
         ret->u = (ConSessionUser) {
-                .name = ret->name, .uid = pw->pw_uid, .gid = pw->pw_gid, .groups = ret->groups, .n_groups = (size_t) n,
+                .name = ret->name, .uid = pw->pw_uid, .gid = pw->pw_gid, .groups = ret->groups, .n_groups = n,
         };
         ret->set = true;
         return 0;

@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +30,7 @@
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
+#include "user-util.h"
 
 #define RELOAD_SETTLE_USEC (300 * USEC_PER_MSEC)
 #define FIRST_RUN_USEC (200 * USEC_PER_MSEC)
@@ -882,19 +882,15 @@ static int contracts_authorize(Manager *m, sd_bus_message *msg, const char *verb
         if (k <= 0)
                 return k;
         if (ret_user) {
-                /* For the audit record only, after the decision: administrative calls are rare, so
-                 * one lookup of the caller's uid through the bus driver is acceptable here. */
-                _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+                /* For the audit record: who, as the bus driver said for the check just made (kept
+                 * per unique name, so this answers at once; 0 parks like the check). */
                 uid_t uid;
-                char buf[4096];
-                struct passwd pw, *res = NULL;
-                if (sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds) >= 0 &&
-                    sd_bus_creds_get_euid(creds, &uid) >= 0) {
-                        if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res)
-                                *ret_user = strdup(res->pw_name);
-                        else if (asprintf(ret_user, "uid %u", (unsigned) uid) < 0)
-                                *ret_user = NULL;
-                }
+                k = con_authz_caller_uid(m->authz, msg, &uid, error);
+                if (k <= 0)
+                        return k;
+                k = con_uid_to_name(uid, ret_user);
+                if (k < 0)
+                        return k;
         }
         return 1;
 }
@@ -991,7 +987,7 @@ static int method_resume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         int k = contracts_authorize(m, msg, "resume", NULL, error, &by);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        k = do_resume(m, by ?: "root");
+        k = do_resume(m, by);
         if (k < 0)
                 return sd_bus_error_set_errnof(error, -k, "cannot remove the halt markers in %s: %m", m->state_dir);
         return sd_bus_reply_method_return(msg, NULL);
@@ -1007,7 +1003,7 @@ static int method_quarantine(sd_bus_message *msg, void *userdata, sd_bus_error *
         k = contracts_authorize(m, msg, "quarantine", agent, error, &by);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        if (asprintf(&full, "quarantined by %s: %s", by ?: "root", isempty(reason) ? "no reason given" : reason) < 0)
+        if (asprintf(&full, "quarantined by %s: %s", by, isempty(reason) ? "no reason given" : reason) < 0)
                 return -ENOMEM;
         k = do_quarantine(m, agent, full, NULL, error);
         if (k < 0)
@@ -1025,7 +1021,7 @@ static int method_release(sd_bus_message *msg, void *userdata, sd_bus_error *err
         k = contracts_authorize(m, msg, "release", agent, error, &by);
         if (k <= 0)
                 return k < 0 ? k : 1;
-        k = do_release(m, agent, by ?: "root", error);
+        k = do_release(m, agent, by, error);
         if (k < 0)
                 return k;
         return sd_bus_reply_method_return(msg, NULL);

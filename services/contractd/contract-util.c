@@ -23,6 +23,7 @@
 #include "provision.h"
 #include "sha256.h"
 #include "strv.h"
+#include "user-util.h"
 #include "yaml-util.h"
 
 /* ---- names ---- */
@@ -777,14 +778,12 @@ static int check_load(const ContractCheck *ch, const CheckContext *ctx, char **m
 }
 
 static bool user_is_agent(uid_t uid, const char *only, char name[static 64]) {
-        struct passwd pw, *res = NULL;
-        char tmp[1024];
-        if (getpwuid_r(uid, &pw, tmp, sizeof tmp, &res) != 0 || !res || !startswith(res->pw_name, CON_USER_PREFIX) ||
-            strlen(res->pw_name) >= 64)
+        _cleanup_free_ char *user = NULL;
+        if (con_user_by_uid(uid, &user, NULL) < 0 || !startswith(user, CON_USER_PREFIX) || strlen(user) >= 64)
                 return false;
-        if (only && !streq(res->pw_name + strlen(CON_USER_PREFIX), only))
+        if (only && !streq(user + strlen(CON_USER_PREFIX), only))
                 return false;
-        strcpy(name, res->pw_name);
+        strcpy(name, user);
         return true;
 }
 

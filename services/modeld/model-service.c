@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +30,7 @@
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
+#include "user-util.h"
 
 
 #define DEFAULT_MAX_TOKENS 8192U
@@ -510,20 +510,16 @@ static int caller_agent(Models *m, sd_bus_message *msg, const char *requested, c
                                                   "no agent '%s' is configured in %s", requested, m->config->path);
                 return 1;
         }
-        struct passwd pw, *pwp = NULL;
-        char buf[1024];
-        if (getpwuid_r(uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp || !startswith(pwp->pw_name, "a-") ||
-            !(*ret = con_config_find_agent(m->config, pwp->pw_name + 2))) {
-                char name[64];
-                if (pwp)
-                        snprintf(name, sizeof name, "'%s' (uid %u)", pwp->pw_name, (unsigned) uid);
-                else
-                        snprintf(name, sizeof name, "uid %u", (unsigned) uid);
+        _cleanup_free_ char *name = NULL;
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        const char *agent = startswith(name, CON_USER_PREFIX);
+        if (!agent || !(*ret = con_config_find_agent(m->config, agent)))
                 return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
-                                          "Access denied: user %s is not an agent of this conspiracy; only agents "
-                                          "(users a-NAME of the agents in %s) may call the model gateway",
-                                          name, m->config->path);
-        }
+                                          "Access denied: user '%s' (uid %u) is not an agent of this conspiracy; only "
+                                          "agents (users a-NAME of the agents in %s) may call the model gateway",
+                                          name, (unsigned) uid, m->config->path);
         return 1;
 }
 

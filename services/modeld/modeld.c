@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* con-modeld: the model gateway (docs/MODELS.md). */
 #include <getopt.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "macro.h"
 #include "model-service.h"
 #include "service.h"
+#include "user-util.h"
 
 static void help(void);
 static ConService svc = { .name = "con-modeld", .help = help, .introspect = models_introspect_xml };
@@ -83,10 +83,10 @@ static int run(int argc, char *argv[]) {
         if (r <= 0)
                 return r;
         if (!arg_any_user) {
-                struct passwd *pw = getpwuid(geteuid());
-                if (!pw || strcmp(pw->pw_name, CON_MODELS_USER) != 0) {
+                _cleanup_free_ char *user = NULL;
+                if (con_uid_to_name(geteuid(), &user) < 0 || strcmp(user, CON_MODELS_USER) != 0) {
                         log_error("Must run as the user %s, not %s (the keys are readable by that user only; "
-                                  "see --allow-any-user for tests)", CON_MODELS_USER, pw ? pw->pw_name : "an unknown uid");
+                                  "see --allow-any-user for tests)", CON_MODELS_USER, user ?: "an unknown user");
                         return -EPERM;
                 }
         }

@@ -5,6 +5,8 @@
  *       Owns NAME on the system bus and exports /org/conspiracy/AuthzProbe1 with
  *       Check(s action, s agent, s verb) -> s, gated by con_authz_verify(action, {agent, verb}),
  *       CheckTwo(s action1, s action2, s agent, s verb) -> s, gated by both actions,
+ *       Who() -> (u uid, s name): who is calling, from con_authz_caller_uid() and con_uid_to_name(),
+ *       WhoThenCheck(s action, s agent, s verb) -> s: Who, then Check, in one handler,
  *       Stats() -> a{st} (the ConAuthzStats counters plus "performed") and Flush().
  *       The root policy "table" allows uid 0 only for verb "root-ok".
  *
@@ -17,6 +19,8 @@
  *         bench-cached N ACTION AGENT VERB       -> "cached n=N ok=K avg_ms=X"
  *         bench-uncached N P ACTION AGENT        -> N distinct verbs, P in flight: "uncached n=N ok=K
  *                                                   seconds=S per_s=R"
+ *         who                            -> "who UID NAME" | "error NAME MS MESSAGE"
+ *         whocheck ACTION AGENT VERB     -> like check, through WhoThenCheck
  *         stats                          -> "stats key=value ..."
  *         name                           -> the client's unique bus name
  *         sleep MS / quit */
@@ -36,6 +40,7 @@
 #include "errors.h"
 #include "macro.h"
 #include "time-util.h"
+#include "user-util.h"
 
 #define PROBE_PATH      "/org/conspiracy/AuthzProbe1"
 #define PROBE_INTERFACE "org.conspiracy.AuthzProbe1"
@@ -73,6 +78,39 @@ static int method_check(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         return sd_bus_reply_method_return(m, "s", "allowed");
 }
 
+/* Who is calling; the handler runs twice when the bus has to be asked. */
+static int method_who(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        uid_t uid;
+        int r = con_authz_caller_uid(authz, m, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "us", (uint32_t) uid, name);
+}
+
+/* Who, then a check, as the agent service does: the check needs no second uid lookup. */
+static int method_who_then_check(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        const char *action, *agent, *verb;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(m, "sss", &action, &agent, &verb);
+        if (r < 0)
+                return r;
+        r = con_authz_caller_uid(authz, m, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        const char *details[] = { "agent", agent, "verb", verb, NULL };
+        r = con_authz_verify(authz, m, action, (char * const *) details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        performed++;
+        return sd_bus_reply_method_return(m, "s", "allowed");
+}
+
 /* Two actions for one message: the handler is parked, re-dispatched, parked again, re-dispatched. */
 static int method_check_two(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         const char *action1, *action2, *agent, *verb;
@@ -101,8 +139,9 @@ static int method_stats(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(reply, "a{st}", 17,
+        r = sd_bus_message_append(reply, "a{st}", 19,
                                   "checks_sent", s.checks_sent, "uid_lookups", s.uid_lookups,
+                                  "uid_cache_hits", s.uid_cache_hits, "callers_known", (uint64_t) s.callers_known,
                                   "cache_hits", s.cache_hits, "cache_misses", s.cache_misses,
                                   "coalesced", s.coalesced, "allowed", s.allowed, "denied", s.denied,
                                   "timeouts", s.timeouts, "unavailable", s.unavailable, "errors", s.errors,
@@ -126,6 +165,10 @@ static const sd_bus_vtable probe_vtable[] = {
                                 SD_BUS_RESULT("s", result), method_check, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("CheckTwo", SD_BUS_ARGS("s", action1, "s", action2, "s", agent, "s", verb),
                                 SD_BUS_RESULT("s", result), method_check_two, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Who", SD_BUS_NO_ARGS, SD_BUS_RESULT("u", uid, "s", name), method_who,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("WhoThenCheck", SD_BUS_ARGS("s", action, "s", agent, "s", verb),
+                                SD_BUS_RESULT("s", result), method_who_then_check, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Stats", SD_BUS_NO_ARGS, SD_BUS_RESULT("a{st}", counters), method_stats,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Flush", "", "", method_flush, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -284,13 +327,28 @@ static void print_result(int r, const sd_bus_error *e, double t) {
                 printf("allowed %.3f\n", t);
 }
 
-static void do_check(sd_bus *bus, const char *action, const char *agent, const char *verb) {
+static void do_check(sd_bus *bus, const char *method, const char *action, const char *agent, const char *verb) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         double t = now_ms();
-        int r = sd_bus_call_method(bus, dest, PROBE_PATH, PROBE_INTERFACE, "Check", &e, &reply, "sss", action,
+        int r = sd_bus_call_method(bus, dest, PROBE_PATH, PROBE_INTERFACE, method, &e, &reply, "sss", action,
                                    agent, verb);
         print_result(r, &e, now_ms() - t);
+}
+
+static void do_who(sd_bus *bus) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *name;
+        uint32_t uid;
+        double t = now_ms();
+        int r = sd_bus_call_method(bus, dest, PROBE_PATH, PROBE_INTERFACE, "Who", &e, &reply, "");
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "us", &uid, &name);
+        if (r < 0)
+                print_result(r, &e, now_ms() - t);
+        else
+                printf("who %u %s\n", (unsigned) uid, name);
 }
 
 static void do_check_two(sd_bus *bus, const char *action1, const char *action2, const char *agent,
@@ -322,7 +380,11 @@ static int run_client(int argc, char *argv[]) {
                 if (sscanf(line, "check2 %255s %255s %255s %255s", a, b, c, d) == 4)
                         do_check_two(bus, a, b, c, d);
                 else if (sscanf(line, "check %255s %255s %255s", a, b, c) == 3)
-                        do_check(bus, a, b, c);
+                        do_check(bus, "Check", a, b, c);
+                else if (sscanf(line, "whocheck %255s %255s %255s", a, b, c) == 3)
+                        do_check(bus, "WhoThenCheck", a, b, c);
+                else if (streq(line, "who\n"))
+                        do_who(bus);
                 else if (sscanf(line, "send %255s %255s %255s", a, b, c) == 3) {
                         r = sd_bus_call_method_async(bus, NULL, dest, PROBE_PATH, PROBE_INTERFACE, "Check",
                                                      NULL, NULL, "sss", a, b, c);

@@ -148,6 +148,28 @@ expect "two actions for one call, first denied" "$(line 2 "$out")" "error org.co
 expect "two actions: three polkit checks" $(($(stat_of "$after" checks_sent) - $(stat_of "$before" checks_sent))) 3
 expect "two actions: nothing left parked" "$(stat_of "$after" parked)" "0"
 
+# ---- 1c. who is calling: asked of the bus once per connection, kept until it disconnects ----
+a_uid=$(id -u $A)
+before=$(stats)
+out=$(printf 'who\nwho\nwhocheck %s x who\nstats\n' $ACT | client $A)
+after=$(line 4 "$out")
+expect "who: the bus driver's uid and the user's name" "$(line 1 "$out")" "who $a_uid $A"
+expect "who again: the same answer" "$(line 2 "$out")" "who $a_uid $A"
+expect "who, then a check in one handler: allowed" "$(line 3 "$out")" "allowed *"
+expect "one uid lookup for one connection" $(($(stat_of "$after" uid_lookups) - $(stat_of "$before" uid_lookups))) 1
+# Answered from what the bus said: the re-run of the first who, the second who, and whocheck's two
+# runs (before and after polkit's answer).
+expect "who answered from what the bus said" \
+        $(($(stat_of "$after" uid_cache_hits) - $(stat_of "$before" uid_cache_hits))) 4
+expect "the check after who went to polkit without a second lookup" \
+        $(($(stat_of "$after" checks_sent) - $(stat_of "$before" checks_sent))) 1
+expect "who: nothing left parked" "$(stat_of "$after" parked)" "0"
+# The connection has gone: its uid is forgotten (NameOwnerChanged), only the stats caller's is known.
+sleep 0.2
+expect "a disconnected caller's uid is dropped" "$(stat_of "$(stats)" callers_known)" "$(stat_of "$before" callers_known)"
+out=$(printf 'who\n' | client root)
+expect "who as root" "$out" "who 0 root"
+
 # ---- 2. a challenge without interaction is a denial ----
 out=$(printf 'check %s x task\n' $ACT_CHALLENGE | client $A)
 expect "challenge without interaction denied" "$out" \
