@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/inotify.h>
@@ -31,6 +30,7 @@
 #include "strv.h"
 #include "task.h"
 #include "time-util.h"
+#include "user-util.h"
 
 
 /* ---- items ---- */
@@ -80,7 +80,6 @@ Lane *router_lane_free(Lane *l) {
 
 /* The lane of a sender for a target, created on first use. */
 static Lane *target_lane(Target *t, uid_t uid) {
-        char ubuf[64];
 
         for (size_t i = 0; i < t->n_lanes; i++)
                 if (t->lanes[i]->uid == uid)
@@ -94,9 +93,8 @@ static Lane *target_lane(Target *t, uid_t uid) {
                 return NULL;
         *l = (Lane) { .target = t, .uid = uid };
         TAILQ_INIT(&l->queue);
-        /* The agent names a sender without a user name by its number, not "uid:N". */
-        const char *u = router_user_name(uid, ubuf);
-        if (!(l->user = strdup(startswith(u, "uid:") ?: u)))
+        /* Named as the agent names it: the user name, or the decimal uid. */
+        if (con_uid_to_name(uid, &l->user) < 0)
                 return router_lane_free(l);
         t->lanes[t->n_lanes++] = l;
         return l;
@@ -202,7 +200,6 @@ void router_item_reject(Item *it, const char *reason) {
         Inbox *in = it->inbox;
         _cleanup_free_ char *dest = NULL, *reason_name = NULL, *text = NULL, *file = NULL;
         struct stat st = {};
-        char ubuf[64];
         int k;
 
         if (asprintf(&file, "%s/%s", in->path, it->name) < 0) {
@@ -211,7 +208,10 @@ void router_item_reject(Item *it, const char *reason) {
                 return;
         }
         bool have_st = fstatat(in->fd, it->name, &st, AT_SYMLINK_NOFOLLOW) >= 0;
-        const char *owner = have_st ? router_user_name(st.st_uid, ubuf) : "unknown";
+        _cleanup_free_ char *owner_name = NULL;
+        if (have_st)
+                (void) con_uid_to_name(st.st_uid, &owner_name);
+        const char *owner = owner_name ?: "unknown";
 
         k = reject_move(r, in, it->name, &dest);
         if (k == -ENOENT) {
@@ -318,7 +318,6 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         Target *t = it->inbox->target;
         const sd_bus_error *e;
         const char *id = NULL;
-        char ubuf[64];
         int k;
 
         it->slot = sd_bus_slot_unref(it->slot);
@@ -332,7 +331,9 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                 case ROUTER_REPLY_NEW_ID: {
                         /* Another sender holds the id: never drop the file, deliver it again under
                          * the next id (the file stays in the inbox meanwhile). */
-                        cJSON *f = con_audit_task_fields(it->task_id, t->agent, router_user_name(it->st.st_uid, ubuf));
+                        _cleanup_free_ char *owner = NULL;
+                        (void) con_uid_to_name(it->st.st_uid, &owner);
+                        cJSON *f = con_audit_task_fields(it->task_id, t->agent, owner ?: "unknown");
                         if (f)
                                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);
                         router_audit(r, "router", "task.id_taken", f);
@@ -407,7 +408,9 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         }
 
         r->routed++;
-        const char *sender = router_user_name(it->st.st_uid, ubuf);
+        _cleanup_free_ char *sender_name = NULL;
+        (void) con_uid_to_name(it->st.st_uid, &sender_name);
+        const char *sender = sender_name ?: "unknown";
         k = sd_bus_emit_signal(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "TaskRouted", "sss", id, t->agent,
                                sender);
         if (k < 0)

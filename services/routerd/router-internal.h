@@ -137,7 +137,6 @@ struct Router {
 };
 
 /* router-service.c */
-const char *router_user_name(uid_t uid, char buf[static 64]);
 void router_audit(Router *r, const char *service, const char *event, cJSON *fields);
 void router_props_changed(Router *r);
 

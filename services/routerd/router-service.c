@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/inotify.h>
@@ -32,16 +31,6 @@
 #include "task.h"
 #include "time-util.h"
 
-
-const char *router_user_name(uid_t uid, char buf[static 64]) {
-        struct passwd pw, *res = NULL;
-        char tmp[1024];
-        if (getpwuid_r(uid, &pw, tmp, sizeof tmp, &res) == 0 && res && strlen(res->pw_name) < 64)
-                strcpy(buf, res->pw_name);
-        else
-                snprintf(buf, 64, "uid:%u", (unsigned) uid);
-        return buf;
-}
 
 /* ---- audit ---- */
 
