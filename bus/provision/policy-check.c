@@ -17,6 +17,7 @@
 #include "platform.h"
 #include "policy-check.h"
 #include "policy.h"
+#include "provision.h"
 #include "strv.h"
 #include "userdb.h"
 
@@ -293,6 +294,100 @@ static int check_keeper_layout(const ConUserDb *db, const char *name, char ***dr
         return 0;
 }
 
+typedef struct DriftScan {
+        char * const *paths;
+        char * const *quarantined;
+        char **changes;
+        int r;
+} DriftScan;
+
+/* The path a provisioning change line names ("set mode /srv/x (0700)" -> "/srv/x"), or NULL. */
+static const char *change_path(const char *change, size_t *ret_len) {
+        const char *p = strchr(change, '/');
+        if (p)
+                *ret_len = strcspn(p, " ");
+        return p;
+}
+
+static void drift_report(const char *change, void *userdata) {
+        DriftScan *s = userdata;
+        size_t len = 0;
+        const char *p = change_path(change, &len);
+        bool hit = !s->paths;
+
+        if (s->r < 0)
+                return;
+        STRV_FOREACH(prefix, s->paths)
+                if (p && startswith(p, *prefix))
+                        hit = true;
+        /* The activation file of a quarantined agent is moved aside on purpose. */
+        STRV_FOREACH(q, s->quarantined) {
+                _cleanup_free_ char *camel = NULL, *file = NULL;
+                if (con_agent_camel(*q, &camel) >= 0 && asprintf(&file, "/org.conspiracy.%s.service", camel) >= 0 &&
+                    p && len >= strlen(file) && strncmp(p + len - strlen(file), file, strlen(file)) == 0)
+                        hit = false;
+        }
+        if (hit)
+                s->r = strv_extend(&s->changes, change);
+}
+
+int con_drift_scan(const char *config_path, char * const *paths, char * const *quarantined, char ***ret_changes,
+                   char **ret_error) {
+        ConProvisionOptions o = { .config_path = config_path, .dry_run = true };
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        DriftScan s = { .paths = paths, .quarantined = quarantined };
+        int r;
+
+        if (!config_path || !ret_changes)
+                return -EINVAL;
+        r = con_provision_new(&o, &p, ret_error);
+        if (r >= 0)
+                r = con_provision_run(p, true, drift_report, &s, NULL, NULL, ret_error);
+        if (r >= 0)
+                r = s.r;
+        if (r < 0) {
+                strv_free(s.changes);
+                return r;
+        }
+        *ret_changes = s.changes;
+        return 0;
+}
+
+/* Whether a drift line already names path ("PATH: ..."). */
+static bool drift_names(char * const *drift, const char *path, size_t len) {
+        STRV_FOREACH(d, drift)
+                if (strncmp(*d, path, len) == 0 && (*d)[len] == ':')
+                        return true;
+        return false;
+}
+
+/* The file door through the drift checker: what con bootstrap would change below it. */
+static int check_file_door_drift(const ConConfig *c, char ***drift, char **ret_error) {
+        char * const paths[] = CON_FILE_DOOR_PATHS;
+        _cleanup_strv_free_ char **changes = NULL, **add = NULL;
+        int r;
+
+        r = con_drift_scan(c->path, paths, NULL, &changes, ret_error);
+        if (r < 0)
+                return r;
+        STRV_FOREACH(ch, changes) {
+                size_t len = 0;
+                const char *p = change_path(*ch, &len);
+                if (!p || drift_names(*drift, p, len))
+                        continue;
+                r = strv_extendf(&add, "%.*s: differs from what con bootstrap provisions (it would %s)", (int) len, p,
+                                 *ch);
+                if (r < 0)
+                        return r;
+        }
+        STRV_FOREACH(a, add) {
+                r = strv_extend(drift, *a);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
         _cleanup_(con_policy_freep) ConPolicy *policy = NULL;
         _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
@@ -330,6 +425,9 @@ int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
                 if (r >= 0)
                         r = check_keeper_layout(db, name, &drift);
         }
+        if (r < 0)
+                return r;
+        r = check_file_door_drift(c, &drift, ret_error);
         if (r < 0)
                 return r;
 

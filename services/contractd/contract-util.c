@@ -1109,60 +1109,37 @@ static int check_audit_writable(const ContractCheck *ch, const CheckContext *ctx
         return msg(m, "%s is writable", dir) < 0 ? -ENOMEM : 1;
 }
 
-typedef struct DriftScan {
-        char * const *paths;
-        char * const *quarantined;
-        char *problems;
-        unsigned n;
-        int r;
-} DriftScan;
-
-static void drift_report(const char *change, void *userdata) {
-        DriftScan *s = userdata;
-        const char *p = strchr(change, '/');
-        bool hit = !s->paths;
-        STRV_FOREACH(prefix, s->paths)
-                if (p && startswith(p, *prefix))
-                        hit = true;
-        /* The activation file of a quarantined agent is moved aside on purpose. */
-        STRV_FOREACH(q, s->quarantined) {
-                _cleanup_free_ char *camel = NULL, *file = NULL;
-                if (con_agent_camel(*q, &camel) >= 0 && asprintf(&file, "/org.conspiracy.%s.service", camel) >= 0 &&
-                    p && endswith(p, file))
-                        hit = false;
-        }
-        if (!hit)
-                return;
-        if (s->n++ < 5 && append(&s->problems, "%s", change) < 0)
-                s->r = -ENOMEM;
+/* The first five changes, joined, for a message. */
+static int drift_scan(const CheckContext *ctx, char * const *paths, char ***ret_changes, char **m) {
+        _cleanup_free_ char *error = NULL;
+        int r = con_drift_scan(ctx->config_path ?: "/etc/con/con.yaml", paths, ctx->quarantined, ret_changes, &error);
+        if (r < 0)
+                (void) msg(m, "cannot compare with the provisioned state: %s", error ?: strerror(-r));
+        return r;
 }
 
-static int drift_scan(const CheckContext *ctx, char * const *paths, DriftScan *s, char **m) {
-        ConProvisionOptions o = { .config_path = ctx->config_path ?: "/etc/con/con.yaml", .dry_run = true };
-        _cleanup_(con_provision_freep) ConProvision *p = NULL;
-        _cleanup_free_ char *error = NULL;
-        unsigned checked = 0, changed = 0;
-        *s = (DriftScan) { .paths = paths, .quarantined = ctx->quarantined };
-        int r = con_provision_new(&o, &p, &error);
-        if (r >= 0)
-                r = con_provision_run(p, true, drift_report, s, &checked, &changed, &error);
-        if (r < 0) {
-                (void) msg(m, "cannot compare with the provisioned state: %s", error ?: strerror(-r));
-                free(s->problems);
-                return r;
-        }
-        return s->r;
+static int drift_text(char * const *changes, char **ret) {
+        size_t n = strv_length(changes);
+        _cleanup_free_ char *t = NULL;
+        for (size_t i = 0; i < n && i < 5; i++)
+                if (append(&t, "%s", changes[i]) < 0)
+                        return -ENOMEM;
+        *ret = TAKE_PTR(t);
+        return 0;
 }
 
 static int check_drift(const ContractCheck *ch, const CheckContext *ctx, char **m) {
-        DriftScan s;
-        int r = drift_scan(ctx, ch->paths, &s, m);
+        _cleanup_strv_free_ char **changes = NULL;
+        _cleanup_free_ char *text = NULL;
+        int r = drift_scan(ctx, ch->paths, &changes, m);
         if (r < 0)
                 return r;
-        if (s.n > 0) {
-                r = msg(m, "%u difference%s from what con bootstrap provisions: %s%s", s.n, s.n == 1 ? "" : "s",
-                        s.problems, s.n > 5 ? "; ..." : "");
-                free(s.problems);
+        size_t n = strv_length(changes);
+        if (n > 0) {
+                if (drift_text(changes, &text) < 0)
+                        return -ENOMEM;
+                r = msg(m, "%zu difference%s from what con bootstrap provisions: %s%s", n, n == 1 ? "" : "s", text,
+                        n > 5 ? "; ..." : "");
                 return r < 0 ? r : 0;
         }
         return msg(m, "in sync with con bootstrap") < 0 ? -ENOMEM : 1;
@@ -1170,7 +1147,6 @@ static int check_drift(const ContractCheck *ch, const CheckContext *ctx, char **
 
 static int check_skills(const Contract *c, const CheckContext *ctx, char **m) {
         _cleanup_free_ char *problems = NULL;
-        DriftScan s;
         unsigned files = 0;
         /* Extra or changed files: everything in the agent's skills folder is root:root 0444. */
         for (size_t i = 0; ctx->config && i < ctx->config->n_agents; i++) {
@@ -1208,10 +1184,13 @@ static int check_skills(const Contract *c, const CheckContext *ctx, char **m) {
         _cleanup_strv_free_ char **paths = NULL;
         if (strv_extend(&paths, SRV(ctx)) < 0)
                 return -ENOMEM;
-        int r = drift_scan(ctx, paths, &s, m);
+        _cleanup_strv_free_ char **changes = NULL;
+        _cleanup_free_ char *drift = NULL;
+        int r = drift_scan(ctx, paths, &changes, m);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *drift = s.problems;
+        if (drift_text(changes, &drift) < 0)
+                return -ENOMEM;
         if (drift && strstr(drift, "/skills") && append(&problems, "%s", drift) < 0)
                 return -ENOMEM;
         if (problems) {

@@ -4,7 +4,8 @@
 # kernel enforces it (runuser touch), polkit's answer (pkcheck on a process of that user) and the
 # real bus outcome (busctl call to the D-Bus activated agent as that user: Submit for task, GetResult
 # of root's task for read-result, Halt for halt) agree. Then each door is drifted by hand;
-# `con policy check` names the drift and `con bootstrap` repairs it.
+# `con policy check` names the drift and `con bootstrap` repairs it; for a workspace opened with
+# chmod o+rx, contract CON-POL-001 reports the same drift (both run the one drift checker).
 . "$(dirname "$0")/lib.sh"
 require_root
 if [ "${CON_SANDBOX:-}" != 1 ]; then
@@ -167,6 +168,25 @@ check_eq "dave reads root's result on the reviewer over the bus (group:qa read-r
         "$(bus_call dave reviewer GetResult s "${root_task[reviewer]}")"
 check_eq "carol halted and resumed the coder: it accepts work" allow "$(bus_call a-concierge coder Submit s /ping)"
 check "con down" con down
+
+section "drift: a workspace opened to others; con policy check and CON-POL-001 agree (one drift checker)"
+POLC="$T/pol-contracts"
+mkdir -p "$POLC"
+cp /usr/share/conspiracyos/profiles/default/contracts/CON-POL-001.yaml "$POLC/"
+WS=/srv/con/agents/coder/workspace
+check_output "CON-POL-001 passes after bootstrap" "^CON-POL-001 PASS acl_drift" \
+        con healthcheck --local --contracts-dir "$POLC" --config "$CFG"
+check "chmod o+rx the coder's workspace" chmod o+rx "$WS"
+check_fail_output "con policy check names the workspace" \
+        "^drift: $WS: differs from what con bootstrap provisions \\(it would set mode $WS \\(0[0-7]+\\)\\)\$" \
+        con policy check --config "$CFG"
+check_fail_output "CON-POL-001 fails" "^CON-POL-001 FAIL acl_drift" \
+        con healthcheck --local --contracts-dir "$POLC" --config "$CFG"
+check_output "... on the same change" "set mode $WS \\(0[0-7]+\\)" echo "$LIB_OUT"
+check "bootstrap repairs it" con bootstrap --config "$CFG"
+check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+check_output "CON-POL-001 passes again" "^CON-POL-001 PASS acl_drift" \
+        con healthcheck --local --contracts-dir "$POLC" --config "$CFG"
 
 section "drift: file door"
 check "add an ACL entry by hand" setfacl -m u:a-sysadmin:-wx /srv/con/agents/coder/inbox
