@@ -170,6 +170,7 @@ static void write_line(int level, const char *message) {
         (void) !write(STDERR_FILENO, buf, n);
 }
 
+_printf_(2, 0)
 static char *format_message(int errnum, const char *fmt, va_list ap) {
         char *m = NULL;
         if (errnum != 0)
