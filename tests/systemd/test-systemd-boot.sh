@@ -66,9 +66,16 @@ if [ "$CON_BOOT" = 1 ]; then
         check_fail "... it is inactive" systemctl is-active con-agent@concierge.service
         check_output "busctl call ... Submit s /ping" '^s "' busctl --system call $A Submit s /ping
         check "con-agent@concierge is active again" wait_for 10 systemctl is-active con-agent@concierge.service
-        check_output "systemctl status names con-agentd" "con-agentd --agent concierge" \
-                systemctl status --no-pager con-agent@concierge.service
+        # The unit's main process (not `systemctl status`: its process list, read from the cgroup
+        # while the keeper creates its delegated subtree, once failed with EIO).
+        check_output "its main process is con-agentd --agent concierge" "con-agentd --agent concierge" bash -c \
+                'tr "\0" " " </proc/$(systemctl show -P MainPID con-agent@concierge.service)/cmdline'
         check_output "con-send /ping" "pong" con-send /ping
+        # The keeper writes its own task events into the audit log (its unit must let it).
+        check "the agent audited the task itself" wait_for 5 bash -c \
+                "jq -e -c 'select(.service == \"concierge\" and .event == \"task.completed\")' /srv/con/logs/audit/audit.jsonl"
+        check_fail "... and never failed to" bash -c \
+                "journalctl -b --no-pager -u con-agent@concierge.service | grep 'audit log'"
 
         section "systemd restarts a killed router"
         old=$(systemctl show -P MainPID con-routerd.service)
@@ -200,12 +207,19 @@ section "the tool loop under the hardened unit: the exec tool runs as the agent,
 T=$(lib_tmp)
 tool_cmd='id -un; echo TOOL-$((40+2)); test -e /proc/1/comm && echo SEES-PID1 || echo PID1-HIDDEN;
 bash -c "echo >/dev/tcp/127.0.0.1/9" 2>&1 | sed "s/^.*socket: /NET: /"'
-jq -n --arg cmd "$tool_cmd" '{ rules: [
+# A session that leaves a daemon of its own session id and process group behind, then sleeps.
+daemon_cmd='setsid sh -c "sleep 300" </dev/null >/dev/null 2>&1 & sleep 120; echo WOKE'
+jq -n --arg cmd "$tool_cmd" --arg daemon "$daemon_cmd" '{ rules: [
   { path: "/v1/chat/completions", match: "TOOL-42",
     body: { choices: [ { message: { content: "TOOLS-DONE" }, finish_reason: "stop" } ] } },
   { path: "/v1/chat/completions", match: "tools-under-systemd",
     body: { choices: [ { message: { content: null, tool_calls: [ { id: "call_s", type: "function",
-      function: { name: "exec", arguments: ({ command: $cmd } | tojson) } } ] }, finish_reason: "tool_calls" } ] } }
+      function: { name: "exec", arguments: ({ command: $cmd } | tojson) } } ] }, finish_reason: "tool_calls" } ] } },
+  { path: "/v1/chat/completions", match: "spawn-a-daemon",
+    body: { choices: [ { message: { content: null, tool_calls: [ { id: "call_d", type: "function",
+      function: { name: "exec", arguments: ({ command: $daemon } | tojson) } } ] }, finish_reason: "tool_calls" } ] } },
+  { path: "/v1/chat/completions",
+    body: { choices: [ { message: { content: "fallback answer" }, finish_reason: "stop" } ] } }
 ] }' >"$T/script.json"
 "$CON_BUILD_DIR/tests/fake-llm/con-fake-llm" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 120 \
         >"$T/port" 2>"$T/fake.err" &
@@ -227,6 +241,35 @@ check_output "... it ran as a-concierge" "^a-concierge$" cat "$T/tool.out"
 check_output "... seeing only its own processes (ProtectProc=invisible)" "^PID1-HIDDEN$" cat "$T/tool.out"
 # Not a refused connection: no IP socket at all.
 check_output "... with no network (RestrictAddressFamilies=AF_UNIX)" "^NET: Address family not supported" cat "$T/tool.out"
+
+section "a contract's kill_session kills a whole session in the unit's delegated cgroup"
+X=$(busctl --system call $A Submit s spawn-a-daemon | cut -d'"' -f2)
+check "a task whose tool leaves a daemon (${X:-no id})" test -n "$X"
+check "the daemon runs as a-concierge" wait_for 30 pgrep -u a-concierge -f "sleep 300"
+check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
+DAEMON=$(pgrep -u a-concierge -f "sleep 300" | head -n1)
+check_output "the daemon is in the session's cgroup below the unit's" \
+        "/con-agent@concierge.service/con-concierge/session-$X-" cat "/proc/$DAEMON/cgroup"
+rm -f /run/con-boot-kill
+cat >/srv/con/contracts/T-KILL.yaml.tmp <<'YAML'
+id: T-KILL
+type: detective
+frequency: 1s
+scope: agent:concierge
+checks:
+  - name: flag_present
+    path: {path: /run/con-boot-kill}
+    on_fail: {action: kill_session, message: "sessions killed by the systemd tier"}
+YAML
+check "a contract that fails at once, with kill_session" \
+        mv /srv/con/contracts/T-KILL.yaml.tmp /srv/con/contracts/T-KILL.yaml
+check "the task failed" wait_for 20 bash -c "busctl --system call $A GetResult s $X | grep -q failed"
+check "no process of a-concierge survives, the daemon included" wait_for 10 bash -c '! pgrep -u a-concierge'
+check_output "the audit trail has the action" '"action.kill_session"' \
+        grep -h '"action.kill_session"' /srv/con/logs/audit/audit.jsonl
+check "the agent's service survived" systemctl is-active con-agent@concierge.service
+check "remove the test contract" rm /srv/con/contracts/T-KILL.yaml
+check_output "the next task is answered" "pong" con-send /ping
 kill "$FAKE_PID" 2>/dev/null
 wait "$FAKE_PID" 2>/dev/null
 
