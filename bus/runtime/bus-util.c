@@ -113,3 +113,31 @@ int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, .
                 return k;
         return sd_bus_message_close_container(m);
 }
+
+int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret) {
+        int r = sd_bus_message_enter_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key;
+                r = sd_bus_message_read(m, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "truncated"))
+                        r = sd_bus_message_read(m, "v", "b", &ret->truncated);
+                else if (streq(key, "replaced"))
+                        r = sd_bus_message_read(m, "v", "b", &ret->replaced);
+                else if (streq(key, "size"))
+                        r = sd_bus_message_read(m, "v", "t", &ret->size);
+                else
+                        r = sd_bus_message_skip(m, "v");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}

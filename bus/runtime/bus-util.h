@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdint.h>
+
 #include <systemd/sd-bus.h>
 
 /* Small sd-bus helpers shared by the services. */
@@ -22,3 +24,12 @@ int con_bus_exit_on_disconnect(sd_bus *bus);
 /* Appends one entry {key: variant of type} to an open a{sv} container of m; the value as for
  * sd_bus_message_append(m, type, ...). Returns 0 or a negative errno. */
 int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, ...);
+
+/* The a{sv} that follows status and text in the reply of org.conspiracy.Agent1.GetResultInfo:
+ * "truncated", "replaced" (b) and "size" (t); unknown keys are skipped (later versions may add
+ * some), missing ones stay false/0. */
+typedef struct ConResultInfo {
+        int truncated, replaced;
+        uint64_t size;
+} ConResultInfo;
+int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret);

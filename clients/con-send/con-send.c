@@ -10,8 +10,10 @@
 #include <systemd/sd-bus.h>
 
 #include "con-paths.h"
+#include "bus-util.h"
 #include "config.h"
 #include "errors.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "task.h"
@@ -55,7 +57,8 @@ static void help(void) {
                "  --no-wait         Print the task id and return at once\n"
                "  --timeout SEC     Stop waiting after SEC seconds (default: wait until the task ends;\n"
                "                    the task keeps running, see 'con task ID')\n"
-               "  --json            Print {\"task_id\",\"agent\",\"status\",\"text\"} instead of the text\n"
+               "  --json            Print the result as one line of JSON instead of the text:\n"
+               "                    {\"task_id\",\"agent\",\"status\",\"text\",\"truncated\",\"replaced\",\"size\"}\n"
                "  --scheduled       Send the agent's scheduled task (cron_task of --to in the config,\n"
                "                    default \"/status\") instead of MESSAGE; implies --no-wait.\n"
                "                    Used by the generated con-cron-AGENT timers\n"
@@ -210,15 +213,19 @@ static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_err
         return 0;
 }
 
-static int print_result(const char *task_id, const char *status, const char *text) {
+/* --json: the result object of docs/CLI.md, the same as 'con task ID --json' prints. */
+static int print_result(const char *task_id, const char *status, const char *text, const ConResultInfo *info) {
         if (arg_json) {
                 cJSON *o = cJSON_CreateObject();
                 if (!o)
                         return -ENOMEM;
-                cJSON_AddStringToObject(o, "task_id", task_id);
-                cJSON_AddStringToObject(o, "agent", arg_to);
-                cJSON_AddStringToObject(o, "status", status);
-                cJSON_AddStringToObject(o, "text", text);
+                if (!cJSON_AddStringToObject(o, "task_id", task_id) || !cJSON_AddStringToObject(o, "agent", arg_to) ||
+                    !cJSON_AddStringToObject(o, "status", status) || !cJSON_AddStringToObject(o, "text", text) ||
+                    !cJSON_AddBoolToObject(o, "truncated", info->truncated) ||
+                    !cJSON_AddBoolToObject(o, "replaced", info->replaced) || !con_json_add_u64(o, "size", info->size)) {
+                        cJSON_Delete(o);
+                        return -ENOMEM;
+                }
                 char *s = cJSON_PrintUnformatted(o);
                 cJSON_Delete(o);
                 if (!s)
@@ -238,18 +245,22 @@ static int print_result(const char *task_id, const char *status, const char *tex
         return 0;
 }
 
-/* GetResult: returns 1 and fills status/text when the task ended, 0 when it did not, or < 0. */
+/* GetResultInfo: returns 1 and fills status/text/info when the task ended, 0 when it did not, or < 0. */
 static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, char **ret_status, char **ret_text,
-                      sd_bus_error *e) {
+                      ConResultInfo *ret_info, sd_bus_error *e) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *status, *text;
         int r;
 
-        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", e, &reply, "s",
+        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", e, &reply, "s",
                                task_id);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(reply, "ss", &status, &text);
+        if (r < 0)
+                return r;
+        *ret_info = (ConResultInfo) {};
+        r = con_bus_read_result_info(reply, ret_info);
         if (r < 0)
                 return r;
         if (streq(status, "queued") || streq(status, "running"))
@@ -379,6 +390,7 @@ int main(int argc, char *argv[]) {
         }
 
         Waiter w = {};
+        ConResultInfo info = {};
         /* Subscribe before submitting, so the completion cannot slip by in between. */
         if (arg_wait) {
                 r = sd_bus_match_signal(bus, &match, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
@@ -421,7 +433,7 @@ int main(int argc, char *argv[]) {
         w.task_id = task_id;
 
         if (!arg_wait) {
-                r = print_result(task_id, "queued", "");
+                r = print_result(task_id, "queued", "", &(ConResultInfo) {});
                 return r < 0 ? EXIT_UNAVAILABLE : EXIT_DONE;
         }
 
@@ -436,7 +448,7 @@ int main(int argc, char *argv[]) {
                 /* Ask once at the start too: a very fast task is then seen even without the signal. */
                 if (w.completed || !checked) {
                         sd_bus_error_free(&e);
-                        r = get_result(bus, bus_name, task_id, &status, &result, &e);
+                        r = get_result(bus, bus_name, task_id, &status, &result, &info, &e);
                         checked = true;
                         if (r > 0)
                                 break;
@@ -464,7 +476,7 @@ int main(int argc, char *argv[]) {
                 }
         }
 
-        r = print_result(task_id, status, result);
+        r = print_result(task_id, status, result, &info);
         if (r < 0)
                 return EXIT_UNAVAILABLE;
         return streq(status, "done") ? EXIT_DONE : EXIT_TASK_FAILED;

@@ -19,6 +19,7 @@
 #include "con.h"
 #include "config.h"
 #include "contract-util.h"
+#include "json-util.h"
 #include "errors.h"
 #include "macro.h"
 #include "strv.h"
@@ -85,25 +86,96 @@ static bool service_running(sd_bus *bus) {
 
 /* ---- healthcheck ---- */
 
+/* What 'con healthcheck' found: printed line by line, or with --json collected into
+ * {"source","results":[check result...],"invalid":[...],"passed","failed","skipped"}. */
 typedef struct Tally {
         unsigned passed, failed, skipped, invalid;
+        cJSON *results, *invalids;      /* with --json */
 } Tally;
 
-static void print_result(const char *id, const char *check, const char *status, const char *message, uint64_t usec,
-                         Tally *t) {
-        if (streq(status, "skip")) {
-                t->skipped++;
-                printf("%s SKIP %s\n", id, *check ? check : "-");
-                return;
+/* The check result object, the same in 'con healthcheck --json' and 'con contracts --json'. */
+static cJSON *check_result_json(const char *id, const char *check, const char *status, const char *message,
+                                uint64_t time_usec, uint64_t duration_usec) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+                return NULL;
+        if (!cJSON_AddStringToObject(o, "contract", id) || !cJSON_AddStringToObject(o, "check", check) ||
+            !cJSON_AddStringToObject(o, "status", status) || !cJSON_AddStringToObject(o, "message", message) ||
+            !con_json_add_u64(o, "time_usec", time_usec) || !con_json_add_u64(o, "duration_usec", duration_usec)) {
+                cJSON_Delete(o);
+                return NULL;
         }
-        bool pass = streq(status, "pass");
-        if (pass)
+        return o;
+}
+
+static void print_result(const char *id, const char *check, const char *status, const char *message,
+                         uint64_t time_usec, uint64_t usec, Tally *t) {
+        bool skip = streq(status, "skip"), pass = streq(status, "pass");
+        if (skip)
+                t->skipped++;
+        else if (pass)
                 t->passed++;
         else
                 t->failed++;
+        if (t->results) {
+                cJSON_AddItemToArray(t->results, check_result_json(id, check, status, strempty(message), time_usec, usec));
+                return;
+        }
+        if (skip) {
+                printf("%s SKIP %s\n", id, *check ? check : "-");
+                return;
+        }
         printf("%s %s %s (%" PRIu64 "ms)\n", id, pass ? "PASS" : "FAIL", check, usec / USEC_PER_MSEC);
         if (!pass && !isempty(message))
                 printf("    %s\n", message);
+}
+
+static void print_invalid_one(const char *location, const char *reason, Tally *t) {
+        t->invalid++;
+        if (t->invalids) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "location", location);
+                cJSON_AddStringToObject(o, "reason", reason);
+                cJSON_AddItemToArray(t->invalids, o);
+        } else
+                printf("INVALID %s: %s\n", location, reason);
+}
+
+/* The summary line, or with --json the whole document. Returns the exit status. */
+static int print_summary(const char *source, cJSON *doc, Tally *t) {
+        if (doc) {
+                cJSON_AddStringToObject(doc, "source", source);
+                cJSON_AddItemToObject(doc, "results", t->results);
+                cJSON_AddItemToObject(doc, "invalid", t->invalids);
+                con_json_add_u64(doc, "passed", t->passed);
+                con_json_add_u64(doc, "failed", t->failed);
+                con_json_add_u64(doc, "skipped", t->skipped);
+                _cleanup_free_ char *s = cJSON_PrintUnformatted(doc);
+                if (!s)
+                        return con_fail(CON_EXIT_FAILURE, "healthcheck: out of memory");
+                puts(s);
+        } else {
+                printf("summary: %u passed, %u failed, %u skipped", t->passed, t->failed, t->skipped);
+                if (t->invalid)
+                        printf(", %u invalid", t->invalid);
+                printf("\n");
+        }
+        return t->failed || t->invalid ? CON_EXIT_FAILURE : CON_EXIT_OK;
+}
+
+/* With --json: the document and the two arrays of the tally; they go into the document in
+ * print_summary(). */
+static int tally_json(cJSON **ret_doc, Tally *t) {
+        *ret_doc = cJSON_CreateObject();
+        t->results = cJSON_CreateArray();
+        t->invalids = cJSON_CreateArray();
+        if (!*ret_doc || !t->results || !t->invalids) {
+                cJSON_Delete(t->results);
+                cJSON_Delete(t->invalids);
+                t->results = t->invalids = NULL;
+                return con_fail(CON_EXIT_FAILURE, "healthcheck: out of memory");
+        }
+        return 0;
 }
 
 /* A shell check run synchronously, with its timeout. 1 pass, 0 fail. */
@@ -150,9 +222,12 @@ static int healthcheck_local(const Opts *o) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(con_config_error_done) ConConfigError cerr = {};
         _cleanup_strv_free_ char **files = NULL;
+        _cleanup_(cJSON_Deletep) cJSON *doc = NULL;
         Tally t = {};
         int r;
 
+        if (o->json && tally_json(&doc, &t) != 0)
+                return CON_EXIT_FAILURE;
         r = con_config_load(o->config, &config, &cerr);
         if (r < 0) {
                 _cleanup_free_ char *s = con_config_error_format(&cerr);
@@ -160,8 +235,12 @@ static int healthcheck_local(const Opts *o) {
         }
         r = contract_dir_list(o->dir, &files);
         if (r < 0 || !files) {
-                printf("no contracts found%s%s\n", r < 0 ? ": " : " in ", r < 0 ? strerror(-r) : o->dir);
-                return CON_EXIT_OK;
+                if (!o->json)
+                        printf("no contracts found%s%s\n", r < 0 ? ": " : " in ", r < 0 ? strerror(-r) : o->dir);
+                else
+                        fprintf(stderr, "con: healthcheck: no contracts found%s%s\n", r < 0 ? ": " : " in ",
+                                r < 0 ? strerror(-r) : o->dir);
+                return print_summary("local", doc, &t);
         }
         CheckContext ctx = { .config = config, .config_path = o->config };
         STRV_FOREACH(f, files) {
@@ -169,54 +248,50 @@ static int healthcheck_local(const Opts *o) {
                 _cleanup_(contract_error_done) ContractError err = {};
                 r = contract_load_file(*f, &c, &err);
                 if (r < 0) {
-                        _cleanup_free_ char *s = contract_error_format(&err);
-                        printf("INVALID %s\n", s ?: *f);
-                        t.invalid++;
+                        /* As con-contractd names it: FILE[:LINE], the reason. */
+                        _cleanup_free_ char *loc = NULL;
+                        if (err.line > 0 ? asprintf(&loc, "%s:%u", *f, err.line) < 0 : !(loc = strdup(*f)))
+                                return con_fail(CON_EXIT_FAILURE, "healthcheck: out of memory");
+                        print_invalid_one(loc, err.message ?: strerror(-r), &t);
                         continue;
                 }
                 if (c->type == CONTRACT_PREVENTIVE) {
-                        print_result(c->id, "", "skip", NULL, 0, &t);
+                        print_result(c->id, "", "skip", NULL, con_now(CLOCK_REALTIME), 0, &t);
                         continue;
                 }
                 for (size_t i = 0; i < c->n_checks; i++) {
                         const ContractCheck *ch = &c->checks[i];
                         _cleanup_free_ char *m = NULL;
-                        uint64_t start = con_now(CLOCK_MONOTONIC);
+                        uint64_t start = con_now(CLOCK_MONOTONIC), when = con_now(CLOCK_REALTIME);
                         r = check_kind_is_shell(ch->kind) ? run_shell(ch, o->dir, &m) : contract_check_native(c, ch, &ctx, &m);
-                        print_result(c->id, ch->name, r > 0 ? "pass" : "fail", m, con_now(CLOCK_MONOTONIC) - start, &t);
+                        print_result(c->id, ch->name, r > 0 ? "pass" : "fail", m, when, con_now(CLOCK_MONOTONIC) - start, &t);
                 }
         }
-        printf("summary: %u passed, %u failed, %u skipped", t.passed, t.failed, t.skipped);
-        if (t.invalid)
-                printf(", %u invalid", t.invalid);
-        printf("\n");
-        return t.failed || t.invalid ? CON_EXIT_FAILURE : CON_EXIT_OK;
+        return print_summary("local", doc, &t);
 }
 
-static unsigned print_invalid(sd_bus *bus) {
+/* The service's invalid contracts, printed or (t->invalids) collected. */
+static void print_invalid(sd_bus *bus, Tally *t) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         const char *loc, *reason;
-        unsigned n = 0;
         if (sd_bus_get_property(bus, CON_CONTRACTS_BUS_NAME, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "Invalid", &e,
                                 &reply, "a(ss)") < 0 || sd_bus_message_enter_container(reply, 'a', "(ss)") < 0)
-                return 0;
-        while (sd_bus_message_read(reply, "(ss)", &loc, &reason) > 0) {
-                printf("INVALID %s: %s\n", loc, reason);
-                n++;
-        }
-        return n;
+                return;
+        while (sd_bus_message_read(reply, "(ss)", &loc, &reason) > 0)
+                print_invalid_one(loc, reason, t);
 }
 
 static const char healthcheck_usage[] =
-        "Usage: con healthcheck [--local] [--contracts-dir DIR] [--config FILE]\n"
+        "Usage: con healthcheck [--local] [--contracts-dir DIR] [--config FILE] [--json]\n"
         "\n"
         "Evaluate every health contract once and print one line per check:\n"
         "  ID PASS|FAIL CHECK (MS ms)   (failures followed by what was found)\n"
         "and a summary 'N passed, N failed, N skipped'. Malformed contracts are printed as\n"
         "'INVALID FILE:LINE:COLUMN: reason'; the others are still evaluated. Through con-contractd\n"
         "when it runs (its actions apply), else in this process (report only, no actions).\n"
-        "--local or --contracts-dir: always in this process. Needs root.\n"
+        "--local or --contracts-dir: always in this process. --json prints one JSON document\n"
+        "instead: the check results, the invalid contracts and the counts (docs/CLI.md). Needs root.\n"
         "\n"
         "Exit status: 0 all passed, 1 a check failed or a contract is invalid, 2 usage, 3 not root.\n";
 
@@ -224,6 +299,7 @@ int verb_healthcheck(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(cJSON_Deletep) cJSON *doc = NULL;
         Opts o;
         Tally t = {};
         int r = parse(argc, argv, "healthcheck", healthcheck_usage, &o);
@@ -243,16 +319,14 @@ int verb_healthcheck(int argc, char *argv[]) {
         r = sd_bus_message_enter_container(reply, 'a', "(sssstt)");
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "healthcheck: bad reply from con-contractd: %s", strerror(-r));
+        if (o.json && tally_json(&doc, &t) != 0)
+                return CON_EXIT_FAILURE;
         const char *id, *check, *status, *message;
         uint64_t time, dur;
         while ((r = sd_bus_message_read(reply, "(sssstt)", &id, &check, &status, &message, &time, &dur)) > 0)
-                print_result(id, check, status, message, dur, &t);
-        t.invalid = print_invalid(bus);
-        printf("summary: %u passed, %u failed, %u skipped", t.passed, t.failed, t.skipped);
-        if (t.invalid)
-                printf(", %u invalid", t.invalid);
-        printf("\n");
-        return t.failed || t.invalid ? CON_EXIT_FAILURE : CON_EXIT_OK;
+                print_result(id, check, status, message, time, dur, &t);
+        print_invalid(bus, &t);
+        return print_summary("service", doc, &t);
 }
 
 /* ---- contracts ---- */
@@ -261,8 +335,9 @@ static const char contracts_usage[] =
         "Usage: con contracts [--json]\n"
         "\n"
         "List the contracts con-contractd runs, with each check's last result and when it ran,\n"
-        "the invalid files, and the halt and quarantine state. Needs con-contractd.\n";
-
+        "the invalid files, and the halt and quarantine state. Needs con-contractd.\n"
+        "\n"
+        "Exit status: 0 ok, 1 con-contractd is not running or did not answer, 2 usage error.\n";
 
 int verb_contracts(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -306,7 +381,8 @@ int verb_contracts(int argc, char *argv[]) {
                 cJSON_AddStringToObject(c, "file", file);
                 cJSON_AddStringToObject(c, "type", type);
                 cJSON_AddStringToObject(c, "scope", scope);
-                cJSON_AddNumberToObject(c, "frequency_s", (double) (freq / USEC_PER_SEC));
+                cJSON_AddStringToObject(c, "description", desc);
+                con_json_add_u64(c, "frequency_usec", freq);
                 cJSON_AddArrayToObject(c, "checks");
                 cJSON_AddItemToArray(arr, c);
         }
@@ -314,46 +390,49 @@ int verb_contracts(int argc, char *argv[]) {
                 return con_fail(CON_EXIT_FAILURE, "contracts: bad reply");
         while (sd_bus_message_read(res, "(sssstt)", &id, &check, &status, &message, &time, &dur) > 0) {
                 cJSON *c;
-                cJSON_ArrayForEach(c, arr) {
-                        if (!streq(cJSON_GetObjectItem(c, "id")->valuestring, id))
-                                continue;
-                        cJSON *r2 = cJSON_CreateObject();
-                        cJSON_AddStringToObject(r2, "name", check);
-                        cJSON_AddStringToObject(r2, "status", status);
-                        cJSON_AddStringToObject(r2, "message", message);
-                        cJSON_AddNumberToObject(r2, "time_usec", (double) time);
-                        cJSON_AddNumberToObject(r2, "duration_usec", (double) dur);
-                        cJSON_AddItemToArray(cJSON_GetObjectItem(c, "checks"), r2);
-                }
+                cJSON_ArrayForEach(c, arr)
+                        if (streq(cJSON_GetObjectItem(c, "id")->valuestring, id))
+                                cJSON_AddItemToArray(cJSON_GetObjectItem(c, "checks"),
+                                                     check_result_json(id, check, status, message, time, dur));
         }
-        cJSON_AddStringToObject(root, "halted", halt);
+        Tally t = { .invalids = cJSON_AddArrayToObject(root, "invalid") };
+        if (o.json)
+                print_invalid(bus, &t);
+        if (isempty(halt))
+                cJSON_AddNullToObject(root, "halted");
+        else
+                cJSON_AddStringToObject(root, "halted", halt);
         cJSON *q = cJSON_AddArrayToObject(root, "quarantined");
         STRV_FOREACH(a, quarantined)
                 cJSON_AddItemToArray(q, cJSON_CreateString(*a));
 
         if (o.json) {
-                _cleanup_free_ char *s = cJSON_Print(root);
-                puts(s ?: "{}");
+                _cleanup_free_ char *s = cJSON_PrintUnformatted(root);
+                if (!s)
+                        return con_fail(CON_EXIT_FAILURE, "contracts: out of memory");
+                puts(s);
                 return CON_EXIT_OK;
         }
         cJSON *c;
         cJSON_ArrayForEach(c, arr) {
                 printf("%-16s %-10s %-14s every %gs  %s\n", cJSON_GetObjectItem(c, "id")->valuestring,
                        cJSON_GetObjectItem(c, "type")->valuestring, cJSON_GetObjectItem(c, "scope")->valuestring,
-                       cJSON_GetObjectItem(c, "frequency_s")->valuedouble, cJSON_GetObjectItem(c, "file")->valuestring);
+                       (double) con_json_get_u64(cJSON_GetObjectItem(c, "frequency_usec")) / USEC_PER_SEC,
+                       cJSON_GetObjectItem(c, "file")->valuestring);
                 cJSON *r2;
                 cJSON_ArrayForEach(r2, cJSON_GetObjectItem(c, "checks")) {
                         char when[64] = "never";
-                        time_t tt = (time_t) (cJSON_GetObjectItem(r2, "time_usec")->valuedouble / 1e6);
+                        time_t tt = (time_t) (con_json_get_u64(cJSON_GetObjectItem(r2, "time_usec")) / USEC_PER_SEC);
                         struct tm tm;
                         if (tt > 0 && gmtime_r(&tt, &tm))
                                 strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-                        printf("    %-28s %-7s %s  %s\n", cJSON_GetObjectItem(r2, "name")->valuestring,
+                        printf("    %-28s %-7s %s  %s\n", cJSON_GetObjectItem(r2, "check")->valuestring,
                                cJSON_GetObjectItem(r2, "status")->valuestring, when,
                                cJSON_GetObjectItem(r2, "message")->valuestring);
                 }
         }
-        (void) print_invalid(bus);
+        t.invalids = NULL;
+        print_invalid(bus, &t);
         printf("halted: %s\n", *halt ? halt : "no");
         _cleanup_free_ char *ql = strv_join(quarantined, ", ");
         printf("quarantined: %s\n", !isempty(ql) ? ql : "none");

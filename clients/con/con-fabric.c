@@ -20,10 +20,12 @@
 
 #include "json-util.h"
 #include "audit.h"
+#include "bus-util.h"
 #include "con-paths.h"
 #include "con.h"
 #include "config.h"
 #include "errors.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
@@ -494,8 +496,16 @@ static int router_counters(sd_bus *bus, uint64_t *routed, uint64_t *rejected, ui
         return 0;
 }
 
+static void json_add_u64_or_null(cJSON *o, const char *key, uint64_t v, bool known) {
+        if (known)
+                con_json_add_u64(o, key, v);
+        else
+                cJSON_AddNullToObject(o, key);
+}
+
+/* Every --json output is one JSON document on one line (docs/CLI.md, "JSON output"). */
 static void print_json(cJSON *o) {
-        char *s = cJSON_Print(o);
+        char *s = cJSON_PrintUnformatted(o);
         if (s) {
                 puts(s);
                 free(s);
@@ -550,15 +560,17 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                 uint64_t routed = 0, rejected = 0;
                 uint32_t in_flight = 0, backlog = 0;
                 pid_t pid = 0;
+                bool counted = false;
                 if (running) {
                         (void) name_pid(bus, CON_ROUTER_BUS_NAME, &pid);
-                        (void) router_counters(bus, &routed, &rejected, &in_flight, &backlog);
-                        cJSON_AddNumberToObject(jr, "pid", pid);
-                        cJSON_AddNumberToObject(jr, "routed", (double) routed);
-                        cJSON_AddNumberToObject(jr, "rejected", (double) rejected);
-                        cJSON_AddNumberToObject(jr, "in_flight", in_flight);
-                        cJSON_AddNumberToObject(jr, "backlog", backlog);
+                        counted = router_counters(bus, &routed, &rejected, &in_flight, &backlog) >= 0;
                 }
+                /* One shape: every key always there, null when not known (docs/CLI.md). */
+                json_add_u64_or_null(jr, "pid", (uint64_t) pid, pid > 0);
+                json_add_u64_or_null(jr, "routed", routed, counted);
+                json_add_u64_or_null(jr, "rejected", rejected, counted);
+                json_add_u64_or_null(jr, "in_flight", in_flight, counted);
+                json_add_u64_or_null(jr, "backlog", backlog, counted);
                 if (!c.json) {
                         if (running)
                                 printf("router      running (pid %d): %" PRIu64 " routed, %" PRIu64 " rejected, %u in "
@@ -578,29 +590,44 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                         continue;
                 bool running = bus && name_has_owner(bus, bn);
                 const char *run = running ? "running" : strv_contains(activatable, bn) ? "activatable" : "unavailable";
-                bool have_info = running && full_status && agent_properties(bus, bn, &info) >= 0;
+                bool have_info = running && (full_status || c.json) && agent_properties(bus, bn, &info) >= 0;
                 roles = strv_join(a->roles, ",");
 
+                /* The agent object: the same keys in 'con status' and 'con agents'. */
                 cJSON *ja = cJSON_CreateObject();
                 cJSON_AddItemToArray(jagents, ja);
                 cJSON_AddStringToObject(ja, "name", a->name);
                 cJSON_AddStringToObject(ja, "bus_name", bn);
-                cJSON_AddStringToObject(ja, "tier", con_tier_to_string(a->tier));
+                if (isempty(con_tier_to_string(a->tier)))
+                        cJSON_AddNullToObject(ja, "tier");
+                else
+                        cJSON_AddStringToObject(ja, "tier", con_tier_to_string(a->tier));
                 cJSON_AddStringToObject(ja, "mode", con_mode_to_string(a->mode));
-                cJSON_AddStringToObject(ja, "running", bus ? run : "unknown");
-                if (!full_status) {
-                        cJSON *jroles = cJSON_AddArrayToObject(ja, "roles");
-                        STRV_FOREACH(s, a->roles)
-                                cJSON_AddItemToArray(jroles, cJSON_CreateString(*s));
+                cJSON *jroles = cJSON_AddArrayToObject(ja, "roles");
+                STRV_FOREACH(s, a->roles)
+                        cJSON_AddItemToArray(jroles, cJSON_CreateString(*s));
+                if (bus) {
+                        cJSON_AddBoolToObject(ja, "running", running);
+                        cJSON_AddBoolToObject(ja, "activatable", strv_contains(activatable, bn));
+                } else {
+                        cJSON_AddNullToObject(ja, "running");
+                        cJSON_AddNullToObject(ja, "activatable");
                 }
                 if (have_info) {
                         cJSON_AddStringToObject(ja, "state", strempty(info.state));
-                        cJSON_AddNumberToObject(ja, "queue", info.queue);
-                        cJSON_AddStringToObject(ja, "current_task", strempty(info.current));
-                        cJSON_AddNumberToObject(ja, "tasks_accepted", (double) info.accepted);
-                        cJSON_AddNumberToObject(ja, "tasks_completed", (double) info.completed);
-                        cJSON_AddNumberToObject(ja, "tasks_failed", (double) info.failed);
+                        con_json_add_u64(ja, "queue", info.queue);
+                        if (isempty(info.current))
+                                cJSON_AddNullToObject(ja, "current_task");
+                        else
+                                cJSON_AddStringToObject(ja, "current_task", info.current);
+                } else {
+                        cJSON_AddNullToObject(ja, "state");
+                        cJSON_AddNullToObject(ja, "queue");
+                        cJSON_AddNullToObject(ja, "current_task");
                 }
+                json_add_u64_or_null(ja, "tasks_accepted", info.accepted, have_info);
+                json_add_u64_or_null(ja, "tasks_completed", info.completed, have_info);
+                json_add_u64_or_null(ja, "tasks_failed", info.failed, have_info);
                 if (c.json)
                         continue;
                 if (full_status) {
@@ -702,40 +729,6 @@ int verb_tasks(int argc, char *argv[]) {
         return status;
 }
 
-typedef struct ResultInfo {
-        int truncated, replaced;
-        uint64_t size;
-} ResultInfo;
-
-/* The a{sv} of GetResultInfo; unknown keys are skipped (later versions may add some). */
-static int read_result_info(sd_bus_message *m, ResultInfo *ret) {
-        int r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key;
-                r = sd_bus_message_read(m, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "truncated"))
-                        r = sd_bus_message_read(m, "v", "b", &ret->truncated);
-                else if (streq(key, "replaced"))
-                        r = sd_bus_message_read(m, "v", "b", &ret->replaced);
-                else if (streq(key, "size"))
-                        r = sd_bus_message_read(m, "v", "t", &ret->size);
-                else
-                        r = sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
-}
-
 static const char task_usage[] =
         "Usage: con task ID [--json] [--config FILE]\n"
         "\n"
@@ -785,8 +778,9 @@ int verb_task(int argc, char *argv[]) {
                                         denied_by = a->name;
                                 continue;
                         }
-                        ResultInfo info = {};
-                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0 || read_result_info(reply, &info) < 0)
+                        ConResultInfo info = {};
+                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0 ||
+                            con_bus_read_result_info(reply, &info) < 0)
                                 continue;
                         if (c.json) {
                                 _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
@@ -796,7 +790,7 @@ int verb_task(int argc, char *argv[]) {
                                 cJSON_AddStringToObject(o, "text", text);
                                 cJSON_AddBoolToObject(o, "truncated", info.truncated);
                                 cJSON_AddBoolToObject(o, "replaced", info.replaced);
-                                cJSON_AddNumberToObject(o, "size", (double) info.size);
+                                con_json_add_u64(o, "size", info.size);
                                 print_json(o);
                         } else {
                                 printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, st);
@@ -960,11 +954,11 @@ int verb_audit(int argc, char *argv[]) {
                 if (c.json) {
                         _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
                         cJSON_AddBoolToObject(o, "valid", r >= 0);
-                        cJSON_AddNumberToObject(o, "records", (double) v.records);
-                        cJSON_AddNumberToObject(o, "last_seq", (double) v.last_seq);
+                        con_json_add_u64(o, "records", v.records);
+                        con_json_add_u64(o, "last_seq", v.last_seq);
                         if (r < 0) {
-                                cJSON_AddNumberToObject(o, "bad_line", (double) v.bad_line);
-                                cJSON_AddNumberToObject(o, "bad_seq", (double) v.bad_seq);
+                                con_json_add_u64(o, "bad_line", v.bad_line);
+                                con_json_add_u64(o, "bad_seq", v.bad_seq);
                                 cJSON_AddStringToObject(o, "reason", r == -EBADMSG ? v.reason : strerror(-r));
                         }
                         print_json(o);

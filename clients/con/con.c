@@ -46,16 +46,25 @@ static void help(FILE *f) {
         fprintf(f, "Usage: con COMMAND [OPTION...]\n\nCommands:\n");
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 fprintf(f, "  %-12s %s\n", verbs[i].name, verbs[i].summary);
-        fprintf(f, "\nRun 'con COMMAND --help' for the options of a command.\n"
+        fprintf(f, "\nRun 'con COMMAND --help' or 'con help COMMAND' for the options of a command.\n"
                    "Exit status: 0 ok, 1 failure, 2 usage error, 3 needs root, 4 invalid configuration.\n");
 }
 
 int main(int argc, char *argv[]) {
         if (argc < 2)
                 return help(stderr), CON_EXIT_USAGE;
-        if (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help")) {
+        if (streq(argv[1], "--help") || streq(argv[1], "-h") || (streq(argv[1], "help") && argc == 2)) {
                 help(stdout);
                 return CON_EXIT_OK;
+        }
+        if (streq(argv[1], "help")) {
+                /* 'con help VERB' is 'con VERB --help'. */
+                if (argc > 3)
+                        return con_fail(CON_EXIT_USAGE, "help: give one COMMAND (see 'con --help')");
+                for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                        if (streq(argv[2], verbs[i].name))
+                                return verbs[i].fn(2, (char *[]) { argv[2], (char *) "--help", NULL });
+                return con_fail(CON_EXIT_USAGE, "help: unknown command '%s' (see 'con --help')", argv[2]);
         }
         if (streq(argv[1], "--version")) {
                 printf("con %s\n", CON_VERSION);

@@ -11,6 +11,7 @@
 #include "json-util.h"
 #include "agent-queue.h"
 #include "fileio.h"
+#include "json-util.h"
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
@@ -285,8 +286,9 @@ static int json_add_str(cJSON *j, const char *k, const char *v) {
         return cJSON_AddStringToObject(j, k, v) ? 0 : -ENOMEM;
 }
 
-static int json_add_num(cJSON *j, const char *k, double v) {
-        return cJSON_AddNumberToObject(j, k, v) ? 0 : -ENOMEM;
+/* Integers as integer literals: a double would print microsecond timestamps as 1.79...e+15. */
+static int json_add_num(cJSON *j, const char *k, uint64_t v) {
+        return con_json_add_u64(j, k, v) ? 0 : -ENOMEM;
 }
 
 /* "truncated", "replaced" and the producer's "size", only when the result is not what it gave. */
@@ -296,7 +298,7 @@ static int json_add_result_info(cJSON *j, const AgentResultInfo *i) {
         if ((i->truncated && !cJSON_AddTrueToObject(j, "truncated")) ||
             (i->replaced && !cJSON_AddTrueToObject(j, "replaced")))
                 return -ENOMEM;
-        return json_add_num(j, "size", (double) i->size);
+        return json_add_num(j, "size", i->size);
 }
 
 
@@ -306,10 +308,10 @@ static int record_accept(AgentQueue *q, const AgentTask *t) {
                 return -ENOMEM;
         if (json_add_str(j, "op", "accept") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
-            json_add_num(j, "prio", t->priority) < 0 || json_add_str(j, "reply_to", t->reply_to) < 0 ||
+            json_add_num(j, "prio", (uint64_t) t->priority) < 0 || json_add_str(j, "reply_to", t->reply_to) < 0 ||
             json_add_str(j, "conversation", t->conversation) < 0 || json_add_str(j, "chain", t->chain) < 0 ||
-            json_add_num(j, "deadline", (double) t->deadline_usec) < 0 ||
-            json_add_num(j, "ts", (double) t->accepted_usec) < 0 || json_add_str(j, "text", t->text) < 0)
+            json_add_num(j, "deadline", t->deadline_usec) < 0 ||
+            json_add_num(j, "ts", t->accepted_usec) < 0 || json_add_str(j, "text", t->text) < 0)
                 return -ENOMEM;
         return batch_append_json(q, j);
 }
@@ -319,7 +321,7 @@ static int record_start(AgentQueue *q, const AgentTask *t, uint64_t now) {
         if (!j)
                 return -ENOMEM;
         if (json_add_str(j, "op", "start") < 0 || json_add_str(j, "id", t->id) < 0 ||
-            json_add_num(j, "ts", (double) now) < 0)
+            json_add_num(j, "ts", now) < 0)
                 return -ENOMEM;
         return batch_append_json(q, j);
 }
@@ -330,7 +332,7 @@ static int record_end(AgentQueue *q, const AgentTask *t) {
                 return -ENOMEM;
         if (json_add_str(j, "op", "end") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
-            json_add_num(j, "ts", (double) t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0 ||
+            json_add_num(j, "ts", t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0 ||
             json_add_result_info(j, &t->result_info) < 0)
                 return -ENOMEM;
         return batch_append_json(q, j);
@@ -342,10 +344,10 @@ static cJSON *record_known(const AgentTask *t) {
                 return NULL;
         if (json_add_str(j, "op", "known") < 0 || json_add_str(j, "id", t->id) < 0 ||
             json_add_num(j, "uid", t->sender_uid) < 0 || json_add_str(j, "sender", t->sender) < 0 ||
-            json_add_num(j, "prio", t->priority) < 0 ||
+            json_add_num(j, "prio", (uint64_t) t->priority) < 0 ||
             json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
-            json_add_num(j, "ts", (double) t->accepted_usec) < 0 ||
-            json_add_num(j, "end", (double) t->finished_usec) < 0 ||
+            json_add_num(j, "ts", t->accepted_usec) < 0 ||
+            json_add_num(j, "end", t->finished_usec) < 0 ||
             (t->status != AGENT_TASK_DONE && json_add_str(j, "reason", t->result) < 0) ||
             json_add_str(j, "chain", t->chain) < 0 || json_add_result_info(j, &t->result_info) < 0)
                 return NULL;

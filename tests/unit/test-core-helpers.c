@@ -63,10 +63,35 @@ static void test_json_kind(void) {
         g_assert_cmpstr(con_json_kind(cJSON_GetObjectItem(o, "missing")), ==, "nothing");
 }
 
+/* Microsecond timestamps print as integers, not as 1.79641781710264e+15 (what a double gives). */
+static void test_json_u64(void) {
+        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+        g_assert_nonnull(con_json_add_u64(o, "t", UINT64_C(1796417817102640)));
+        g_assert_nonnull(con_json_add_u64(o, "big", UINT64_MAX));
+        g_assert_nonnull(con_json_add_u64(o, "zero", 0));
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(o);
+        g_assert_cmpstr(s, ==, "{\"t\":1796417817102640,\"big\":18446744073709551615,\"zero\":0}");
+        /* What cJSON itself does with the same value: the bug this helper avoids. */
+        _cleanup_(cJSON_Deletep) cJSON *d = cJSON_CreateNumber(1796417817102640.0);
+        _cleanup_free_ char *ds = cJSON_PrintUnformatted(d);
+        g_assert_cmpstr(ds, ==, "1.79641781710264e+15");
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(o, "t")), ==, UINT64_C(1796417817102640));
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(o, "big")), ==, UINT64_MAX);
+        /* Read back after a round trip through text: a number again. */
+        _cleanup_(cJSON_Deletep) cJSON *p = cJSON_Parse(s);
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(p, "t")), ==, UINT64_C(1796417817102640));
+        _cleanup_(cJSON_Deletep) cJSON *bad = cJSON_Parse("{\"neg\":-1,\"frac\":1.5,\"s\":\"7\"}");
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(bad, "neg")), ==, 0);
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(bad, "frac")), ==, 0);
+        g_assert_cmpuint(con_json_get_u64(cJSON_GetObjectItem(bad, "s")), ==, 0);
+        g_assert_cmpuint(con_json_get_u64(NULL), ==, 0);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/core/write-read-full", test_write_read_full);
         g_test_add_func("/core/strv-extendf", test_strv_extendf);
         g_test_add_func("/core/json-kind", test_json_kind);
+        g_test_add_func("/core/json-u64", test_json_u64);
         return con_test_run();
 }
