@@ -103,7 +103,7 @@ static int show_json(const ConConfig *c, const ConPolicy *p) {
                 cJSON_AddStringToObject(o, "owns", bus);
                 cJSON_AddStringToObject(o, "door", "dbus");
         }
-        _cleanup_free_ char *s = cJSON_Print(root);
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(root);
         if (!s)
                 return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
         puts(s);
