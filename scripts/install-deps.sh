@@ -21,8 +21,9 @@ build="build-essential cmake pkg-config clang libclang-rt-14-dev git
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
 # pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
-# systemd-container (systemd-nspawn) boots the systemd tier's machine.
-test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap systemd-container"
+# systemd-container (systemd-nspawn) boots the systemd tier's machine, groff-base and man-db
+# render the manual pages (tests/unit/test-manpages.sh).
+test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap systemd-container groff-base man-db"
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links.
 sandbox="jq iproute2 libasan8 libubsan1"

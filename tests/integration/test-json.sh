@@ -43,7 +43,7 @@ RESULT="$(keys_are '["task_id","agent","status","text","truncated","replaced","s
         ([.task_id,.agent,.status,.text] | all(.[]; $J_STR)) and (.truncated|$J_BOOL) and (.replaced|$J_BOOL) and
         (.size|$J_INT)"
 CHECK="$(keys_are '["contract","check","status","message","time_usec","duration_usec"]') and
-        ([.contract,.check,.status,.message] | all(.[]; $J_STR)) and (.status|IN(\"pass\",\"fail\",\"skip\")) and
+        ([.contract,.check,.status,.message] | all(.[]; $J_STR)) and (.status|IN(\"pass\",\"fail\",\"skip\",\"pending\")) and
         (.time_usec|$J_INT) and (.duration_usec|$J_INT)"
 INVALID="$(keys_are '["location","reason"]') and (.location|$J_STR) and (.reason|$J_STR)"
 CONTRACT="$(keys_are '["id","file","type","scope","description","frequency_usec","checks"]') and
