@@ -19,7 +19,6 @@
 #include "con.h"
 #include "config.h"
 #include "contract-util.h"
-#include "json-util.h"
 #include "errors.h"
 #include "macro.h"
 #include "strv.h"

@@ -25,7 +25,6 @@
 #include "con.h"
 #include "config.h"
 #include "errors.h"
-#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "strv.h"

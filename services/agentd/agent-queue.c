@@ -11,7 +11,6 @@
 #include "json-util.h"
 #include "agent-queue.h"
 #include "fileio.h"
-#include "json-util.h"
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
