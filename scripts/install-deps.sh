@@ -12,9 +12,10 @@
 # calls that is missing here fails the suite instead of working by accident on the host.
 set -eu
 
-# What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools).
+# What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools, and
+# logrotate for the daemons' log files on hosts without systemd: /etc/logrotate.d/conspiracyos).
 # libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
-run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd
+run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate
      libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev"

@@ -424,10 +424,10 @@ static int render_dbus_services(Context *c) {
                              "# " GENERATED_NOTE "\n"
                              "[D-BUS Service]\n"
                              "Name=%s\n"
-                             "Exec=%s/con-agentd --agent %s\n"
+                             "Exec=%s/con-agentd --agent %s --log-file=" CON_DAEMON_LOG_DIR "/con-agent@%s.log\n"
                              "User=root\n"
                              "SystemdService=con-agent@%s.service\n",
-                             a->bus_name, c->libexecdir, a->agent->name, a->agent->name) < 0) {
+                             a->bus_name, c->libexecdir, a->agent->name, a->agent->name, a->agent->name) < 0) {
                         free(path);
                         return -ENOMEM;
                 }

@@ -1019,6 +1019,7 @@ static int plan_srv(ConProvision *p, const AclList *outer, char **ret_error) {
                 { CON_SRV_DIR "/contracts", 0755 }, /* root only: contracts run as root */
                 { CON_SRV_DIR "/logs", 0755 },
                 { CON_SRV_DIR "/logs/audit", 0750 }, /* written by root services only */
+                { CON_DAEMON_LOG_DIR, 0700 },        /* the daemons' logs without systemd: root only */
         };
         int r;
 

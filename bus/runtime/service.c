@@ -41,11 +41,11 @@ int con_service_parse_option(ConService *s, int c, const char *arg) {
                 /* Now, so that everything after the options (the configuration's errors too)
                  * lands in the file: under bus activation stderr is /dev/null. */
                 r = log_open_file(arg);
-                if (r < 0) {
-                        log_error_errno(r, "--log-file: cannot open %s: %m", arg);
-                        return r;
-                }
-                s->log_file = arg;
+                if (r < 0)
+                        /* Not fatal: a service that cannot log still serves (to stderr). */
+                        log_warning_errno(r, "--log-file: cannot open %s, logging to stderr: %m", arg);
+                else
+                        s->log_file = arg;
                 return 1;
         case CON_ARG_BUS_INTROSPECT: {
                 _cleanup_free_ char *xml = NULL;
@@ -121,6 +121,7 @@ int con_service_loop(ConService *s, const char *status) {
         if (asprintf(&ready, "READY=1\nSTATUS=%s", strempty(status)) < 0)
                 return log_error_errno(-ENOMEM, "Out of memory");
         (void) sd_notify(false, ready);
+        log_info("Ready: %s", strempty(status));
         int r = sd_event_loop(s->event);
         (void) sd_notify(false, "STOPPING=1");
         if (r == -ENOTCONN)

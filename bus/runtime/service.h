@@ -79,7 +79,7 @@ int con_service_parse_option(ConService *s, int c, const char *arg);
 /* Reports and refuses arguments left after the options. Returns 1 or -EINVAL. */
 int con_service_no_arguments(ConService *s, int argc, char **argv, int optind_);
 
-/* Opens --log-file, takes the default event loop, makes SIGTERM and SIGINT end it (unless
+/* Takes the default event loop, makes SIGTERM and SIGINT end it (unless
  * CON_SERVICE_OWN_SIGNALS), connects to the bus (unless CON_SERVICE_NO_BUS), attaches it to the
  * loop and makes a lost bus connection end the loop with -ENOTCONN (con_bus_exit_on_disconnect).
  * Logs what failed. */

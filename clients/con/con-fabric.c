@@ -32,9 +32,10 @@
 
 #define SYSTEM_BUS_SOCKET "/run/dbus/system_bus_socket"
 #define ROUTERD_PATH CON_LIBEXECDIR "/con-routerd"
-#define ROUTER_LOG CON_SRV_DIR "/logs/con-routerd.log"
+#define ROUTER_LOG CON_DAEMON_LOG_DIR "/con-routerd.log"
 #define CONTRACTD_PATH CON_LIBEXECDIR "/con-contractd"
-#define CONTRACTD_LOG CON_SRV_DIR "/logs/con-contractd.log"
+#define CONTRACTD_LOG CON_DAEMON_LOG_DIR "/con-contractd.log"
+#define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
@@ -182,11 +183,38 @@ static int wait_for_name(sd_bus *bus, const char *name, bool present, uint64_t t
         }
 }
 
-int con_run_command(char *const argv[]) {
+/* The environment of what `con up` starts: PATH, LANG and CON_LOG_LEVEL (when set), nothing
+ * else of the admin's session (an exported CON_API_KEY must not reach a daemon's environment;
+ * the model gateway reads its keys from /etc/con/env). Fills buf; returns a NULL-ended list. */
+typedef struct DaemonEnv {
+        char lang[256];
+        char level[64];
+        char *v[4];
+} DaemonEnv;
+
+static char **daemon_env(DaemonEnv *e) {
+        size_t n = 0;
+        const char *lang = getenv("LANG"), *level = getenv("CON_LOG_LEVEL");
+        e->v[n++] = (char *) "PATH=" SANE_PATH;
+        if (lang && strlen(lang) < sizeof e->lang - 6) {
+                (void) snprintf(e->lang, sizeof e->lang, "LANG=%s", lang);
+                e->v[n++] = e->lang;
+        }
+        if (level && strlen(level) < sizeof e->level - 15) {
+                (void) snprintf(e->level, sizeof e->level, "CON_LOG_LEVEL=%s", level);
+                e->v[n++] = e->level;
+        }
+        e->v[n] = NULL;
+        return e->v;
+}
+
+static int run_command_env(char *const argv[], char **envp) {
         pid_t pid = fork();
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
+                if (envp)
+                        environ = envp;
                 execvp(argv[0], argv);
                 fprintf(stderr, "con: cannot run %s: %m\n", argv[0]);
                 _exit(127);
@@ -195,6 +223,10 @@ int con_run_command(char *const argv[]) {
         if (waitpid(pid, &status, 0) < 0)
                 return -errno;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int con_run_command(char *const argv[]) {
+        return run_command_env(argv, NULL);
 }
 
 static bool system_bus_alive(void) {
@@ -213,20 +245,26 @@ static const char up_usage[] =
         "Start the fabric. Under systemd: systemctl start conspiracyos.target, con-routerd.service,\n"
         "con-contractd.service, the units of the agents with mode 'always' and the cron agents'\n"
         "timers. Without systemd: start the system bus if its socket is dead (dbus-daemon --system\n"
-        "--fork), start con-routerd in the background (log: " ROUTER_LOG ")\n"
-        "and start the 'always' agents through bus activation. Needs root.\n"
+        "--fork), start con-routerd and con-contractd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
+        "and start the 'always' agents through bus activation. The daemons get a clean environment:\n"
+        "PATH, LANG and CON_LOG_LEVEL only. Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
 
 static int start_daemon(sd_bus *bus, const char *path, const char *bus_name, const char *logfile) {
+        DaemonEnv env;
+        char **envp = daemon_env(&env);
         pid_t pid = fork();
         if (pid < 0)
                 return con_fail(CON_EXIT_FAILURE, "up: cannot fork: %m");
         if (pid == 0) {
-                /* A daemon of its own: new session, no terminal, output to the router log. */
+                /* A daemon of its own: new session, no terminal, output to its log file (root only:
+                 * the folder is 0700), which the daemon sees as a file and timestamps. */
                 (void) setsid();
+                (void) umask(0022);
                 int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 (void) mkdir(CON_SRV_DIR "/logs", 0755);
+                (void) mkdir(CON_DAEMON_LOG_DIR, 0700);
                 int log = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
                 if (null >= 0)
                         (void) dup2(null, STDIN_FILENO);
@@ -238,7 +276,7 @@ static int start_daemon(sd_bus *bus, const char *path, const char *bus_name, con
                 pid_t p = fork();
                 if (p != 0)
                         _exit(p < 0 ? 1 : 0);
-                execl(path, strrchr(path, '/') + 1, (char *) NULL);
+                execle(path, strrchr(path, '/') + 1, (char *) NULL, envp);
                 fprintf(stderr, "con up: cannot run %s: %m\n", path);
                 _exit(127);
         }
@@ -296,7 +334,9 @@ int verb_up(int argc, char *argv[]) {
                 (void) mkdir("/run/dbus", 0755);
                 (void) unlink("/run/dbus/pid");         /* stale: the socket is dead */
                 (void) unlink(SYSTEM_BUS_SOCKET);
-                r = con_run_command((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL });
+                DaemonEnv env;
+                r = run_command_env((char *[]) { (char *) "dbus-daemon", (char *) "--system", (char *) "--fork", NULL },
+                                    daemon_env(&env));
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "up: dbus-daemon --system --fork failed (exit status %d)", r);
                 uint64_t end = con_now(CLOCK_MONOTONIC) + START_TIMEOUT_USEC;

@@ -85,7 +85,8 @@ static const char golden_activation[] =
         "See docs/PLATFORM.md.\n"
         "[D-BUS Service]\n"
         "Name=org.conspiracy.CodeReviewer\n"
-        "Exec=/usr/libexec/conspiracyos/con-agentd --agent code-reviewer\n"
+        "Exec=/usr/libexec/conspiracyos/con-agentd --agent code-reviewer "
+        "--log-file=/srv/con/logs/daemons/con-agent@code-reviewer.log\n"
         "User=root\n"
         "SystemdService=con-agent@code-reviewer.service\n";
 
@@ -348,7 +349,8 @@ static void test_empty_and_defaults(void) {
         g_assert_nonnull(strstr(rules, "{ group: \"con\","));
         g_assert_nonnull(strstr(rules, "{ user: \"a-sysadmin\","));
         g_assert_nonnull(strstr(content_of(&r, "/usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service"),
-                                "/conspiracyos/con-agentd --agent sysadmin\n"));
+                                "/conspiracyos/con-agentd --agent sysadmin "
+                                "--log-file=/srv/con/logs/daemons/con-agent@sysadmin.log\n"));
 }
 
 static bool run_tool(const char *tool, const char *const *args, const char *input_path, char **ret_out) {
