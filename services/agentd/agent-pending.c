@@ -119,12 +119,23 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                 break;
                         case PENDING_ACCEPTED:
                                 emit_task_signal(c, "TaskAccepted", p->task);
+                                log_event(CON_EVENT_TASK_ACCEPTED, LOG_INFO,
+                                          &(ConLogFields) { .task_id = p->task->id, .agent = c->agent->name,
+                                                            .sender = p->task->sender },
+                                          "Task %s accepted from %s", p->task->id, p->task->sender);
                                 break;
                         case PENDING_STARTED:
                                 emit_task_signal(c, "TaskStarted", p->task);
                                 break;
-                        case PENDING_COMPLETED:
+                        case PENDING_COMPLETED: {
+                                const char *st = agent_task_status_to_string(p->task->status);
+                                bool ok = p->task->status == AGENT_TASK_DONE;
                                 emit_task_signal(c, "TaskCompleted", p->task);
+                                log_event(ok ? CON_EVENT_TASK_COMPLETED : CON_EVENT_TASK_FAILED,
+                                          ok ? LOG_INFO : LOG_NOTICE,
+                                          &(ConLogFields) { .task_id = p->task->id, .agent = c->agent->name,
+                                                            .sender = p->task->sender, .status = st },
+                                          "Task %s of %s: %s", p->task->id, p->task->sender, st);
                                 r = agent_queue_write_files(c->queue, p->task);
                                 if (r < 0) {
                                         log_full(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
@@ -133,6 +144,7 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                 }
                                 r = 0;
                                 break;
+                        }
                         }
                 if (r < 0)
                         log_full(LOG_DEBUG, "Failed to send a reply, ignoring: %s", strerror(-r));

@@ -213,6 +213,9 @@ static void emit_state_changed(Manager *m) {
 static void emit_action(Manager *m, const char *action, const char *target, const char *id) {
         (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "ActionTaken", "sss", action,
                                   target, strempty(id));
+        log_event(CON_EVENT_ACTION_TAKEN, LOG_NOTICE,
+                  &(ConLogFields) { .contract = id && *id ? id : NULL, .action = action, .agent = target },
+                  "Action %s on %s%s%s", action, target, id && *id ? " for contract " : "", strempty(id));
 }
 
 static bool agent_is_worker(Manager *m, const char *name) {
@@ -555,7 +558,9 @@ static void entry_record(Entry *e, size_t idx, int status, const char *message, 
                 /* Signals carry the contract's own words or the native finding, never shell output. */
                 const char *said = ch->message ?: (check_kind_is_shell(ch->kind) ? "the check failed" : message);
                 const char *action = ch->action ? contract_action_to_string(ch->action) : "none";
-                log_warning("Contract %s check %s failed: %s (action %s)", c->id, ch->name, message, action);
+                log_event(CON_EVENT_VIOLATION_RAISED, LOG_WARNING,
+                          &(ConLogFields) { .contract = c->id, .agent = c->scope_agent, .action = action },
+                          "Contract %s check %s failed: %s (action %s)", c->id, ch->name, message, action);
                 audit_record(m, "violation.detected",
                              fields("contract", c->id, "check", ch->name, "file", c->file, "severity",
                                     contract_action_severity(ch->action), "action", action, "finding", message,
@@ -568,7 +573,9 @@ static void entry_record(Entry *e, size_t idx, int status, const char *message, 
                 break;
         }
         case VIOLATION_CLEARED:
-                log_info("Contract %s check %s passes again", c->id, ch->name);
+                log_event(CON_EVENT_VIOLATION_CLEARED, LOG_INFO,
+                          &(ConLogFields) { .contract = c->id, .agent = c->scope_agent },
+                          "Contract %s check %s passes again", c->id, ch->name);
                 audit_record(m, "violation.cleared", fields("contract", c->id, "check", ch->name, "finding", message, NULL));
                 (void) sd_bus_emit_signal(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE, "ViolationCleared",
                                           "ss", c->id, ch->name);

@@ -234,7 +234,8 @@ void router_item_reject(Item *it, const char *reason) {
         } else
                 log_error("Out of memory while writing the reason for %s", file);
 
-        log_info("Rejected %s: %s (moved to %s/rejected/%s)", file, reason, r->srv_dir, dest);
+        log_event(CON_EVENT_TASK_REJECTED, LOG_INFO, &(ConLogFields) { .sender = owner },
+                  "Rejected %s: %s (moved to %s/rejected/%s)", file, reason, r->srv_dir, dest);
         r->rejected++;
         if (r->bus) {
                 k = sd_bus_emit_signal(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "TaskRejected", "ss", file,
@@ -415,6 +416,8 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                                sender);
         if (k < 0)
                 log_warning("Failed to emit TaskRouted, ignoring: %s", strerror(-k));
+        log_event(CON_EVENT_TASK_ROUTED, LOG_INFO, &(ConLogFields) { .task_id = id, .agent = t->agent, .sender = sender },
+                  "Task %s from %s routed to %s", id, sender, t->agent);
         cJSON *f = con_audit_task_fields(id, t->agent, sender);
         if (f)
                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);

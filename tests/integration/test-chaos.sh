@@ -401,7 +401,7 @@ check_eq "no temp file left over after the disk was full" "" "$(head -n 5 "$T/te
 con down >/dev/null 2>&1
 if ((LIB_FAILED > 0)); then
         echo "# the last lines of the router's and the contract service's logs:"
-        tail -n 15 $S/logs/con-routerd.log $S/logs/con-contractd.log 2>/dev/null | sed 's/^/#   /'
+        tail -n 15 $S/logs/daemons/con-routerd.log $S/logs/daemons/con-contractd.log 2>/dev/null | sed 's/^/#   /'
         cp -a $S/logs "${CHAOS_KEEP_LOGS:-/dev/null}" 2>/dev/null
 fi
 umount -l $S

@@ -77,6 +77,19 @@ if [ "$CON_BOOT" = 1 ]; then
         check_fail "... and never failed to" bash -c \
                 "journalctl -b --no-pager -u con-agent@concierge.service | grep 'audit log'"
 
+        section "the journal: priorities and MESSAGE_IDs (docs/LOGGING.md)"
+        # task.accepted and task.completed, with the ids as fields and no task text.
+        check_output "journalctl MESSAGE_ID=task.accepted finds the agent's event" "CON_AGENT=concierge" \
+                journalctl -b -o verbose --no-pager MESSAGE_ID=c8bf5142e01eeb06ca4168f307d7d34d
+        check_output "journalctl MESSAGE_ID=task.completed, status done" "CON_STATUS=done" \
+                journalctl -b -o verbose --no-pager MESSAGE_ID=b2be746bd3ab4ae343744ff2177cfb7a
+        check_fail "... no task text in the events' fields" bash -c "journalctl -b -o verbose --no-pager \
+                MESSAGE_ID=c8bf5142e01eeb06ca4168f307d7d34d | grep -E '^ +CON_[A-Z_]+=.*ping'"
+        check_output "the ready line is at priority info (6), not error" "^6$" bash -c \
+                "journalctl -b -o json --no-pager -u con-routerd.service | jq -r 'select(.MESSAGE | test(\"^Ready\")) | .PRIORITY' | tail -n1"
+        check_fail "... and without a timestamp or name prefix of our own" bash -c \
+                "journalctl -b -o cat --no-pager -u con-routerd.service | grep -E '^(<[0-9]>|[0-9]{4}-|con-routerd: )'"
+
         section "systemd restarts a killed router"
         old=$(systemctl show -P MainPID con-routerd.service)
         check "the router has a main pid" test "${old:-0}" -gt 1
@@ -171,6 +184,10 @@ YAML
                 /org/conspiracy/Contracts org.conspiracy.Contracts1 Halted
         check_output "the audit trail has the action" '"action.halt_agents"' \
                 grep -h '"action.halt_agents"' /srv/con/logs/audit/audit.jsonl
+        check_output "journalctl MESSAGE_ID=violation.raised names the contract" "CON_CONTRACT=T-BOOT" \
+                journalctl -b -o verbose --no-pager MESSAGE_ID=2e6f37c75a8f55761f59292c246710d6
+        check_output "journalctl MESSAGE_ID=action.taken names the action" "CON_ACTION=halt_agents" \
+                journalctl -b -o verbose --no-pager MESSAGE_ID=ffe10889b74f0cb3e2c1e79a86673f2c
         check_fail "the concierge refuses work" busctl --system call $A Submit s /ping
         check_output "... because it is halted" "is halted" printf '%s' "$LIB_OUT"
         check "con-contractd is still active (its sandbox allowed the action)" systemctl is-active con-contractd.service
