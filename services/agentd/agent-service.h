@@ -141,8 +141,9 @@ int agent_context_request_name(AgentContext *c, sd_bus_error *error);
 int agent_context_install_signals(AgentContext *c);
 /* Starts work found in the journal and the idle logic. */
 int agent_context_start(AgentContext *c);
-/* Asks polkit from now on (the bus must be attached to the event loop). Without it the declared
- * policy decides in-process (peer-to-peer connections in tests). */
+/* Asks the bus who is calling, and polkit (unless no_authz), for calls on bus from now on (the bus
+ * must be attached to the event loop). Without it (peer-to-peer connections in tests) the socket
+ * says who is calling and the declared policy decides in-process. */
 int agent_context_enable_authz(AgentContext *c, sd_bus *bus);
 /* Reads the markers in state_dir and watches it; quarantined is set when this agent is. */
 int agent_context_watch_state(AgentContext *c);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* con_authz_caller_uid() over a private socket pair, no broker: the peer-to-peer path answers at
  * once from the socket's credentials (SO_PEERCRED), without a ConAuthz; a non-method message is
- * refused. The broker path (GetConnectionUnixUser, parked and re-dispatched) runs in
- * tests/integration/test-modeld.sh, where every Complete goes through it. */
+ * refused. The broker path (GetConnectionUnixUser, parked, re-dispatched and kept per unique name)
+ * runs in tests/integration/test-authz.sh ("who is calling") and test-modeld.sh. */
 #include <sys/socket.h>
 #include <unistd.h>
 
