@@ -63,6 +63,7 @@ typedef struct AclList {
 } AclList;
 
 struct ConProvision {
+        char *root;             /* "" for the real system; a test folder in the unit test */
         ConConfig *config;
         char *config_path;
         char *outer_root;       /* where layers, skills and contracts come from */
@@ -132,6 +133,15 @@ static void action_done(Action *a) {
         free(a->content);
 }
 
+/* path below the root the system is provisioned in. */
+static int rooted(const ConProvision *p, const char *path, char **ret) {
+        if (asprintf(ret, "%s%s", p->root, path) < 0) {
+                *ret = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 static Action *action_new(ConProvision *p, ActionKind kind, const char *path) {
         Action *na = realloc(p->actions, sizeof(*na) * (p->n_actions + 1));
         Action *a;
@@ -141,11 +151,8 @@ static Action *action_new(ConProvision *p, ActionKind kind, const char *path) {
         p->actions = na;
         a = &na[p->n_actions];
         *a = (Action) { .kind = kind };
-        if (path) {
-                a->path = strdup(path);
-                if (!a->path)
-                        return NULL;
-        }
+        if (path && rooted(p, path, &a->path) < 0)
+                return NULL;
         p->n_actions++;
         return a;
 }
@@ -751,13 +758,17 @@ static int plan_policy(ConProvision *p, AgentAcls *acls, AclList *outer, char **
 }
 
 static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls, char **ret_error) {
-        _cleanup_free_ char *user = NULL, *base = NULL, *home = NULL, *md = NULL;
+        _cleanup_free_ char *user = NULL, *base = NULL, *home = NULL, *md = NULL, *srv_config = NULL;
         _cleanup_strv_free_ char **skill_names = NULL, **skill_paths = NULL;
-        const char * const roots[] = { p->outer_root, CON_SRV_DIR "/config", NULL };
         const char * const skill_roots[] = { p->outer_root, NULL };
         AclList home_acl = {};
         uid_t uid;
         int r;
+
+        r = rooted(p, CON_SRV_DIR "/config", &srv_config);
+        if (r < 0)
+                return r;
+        const char * const roots[] = { p->outer_root, srv_config, NULL };
 
         r = con_agent_user(a->name, &user);
         if (r < 0)
@@ -901,6 +912,7 @@ static int sort_names(const struct dirent **a, const struct dirent **b) {
  * other content is added to the list (the caller decides whether that is an error). */
 static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mode_t mode, char ***conflicts,
                           char **ret_error) {
+        _cleanup_free_ char *rdst = NULL;
         char *content;
         size_t len;
         int r = read_source(src, &content, &len);
@@ -908,11 +920,13 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
                 return errorf(ret_error, r, "%s: %s", src, strerror(-r));
         if (conflicts) {
                 struct stat dst_st;
-                int eq = file_content_equal(dst, content, len);
-                if (eq == 0 && lstat(dst, &dst_st) >= 0)
-                        r = strv_extend(conflicts, dst);
+                int eq = rooted(p, dst, &rdst);
+                if (eq >= 0)
+                        eq = file_content_equal(rdst, content, len);
+                if (eq == 0 && lstat(rdst, &dst_st) >= 0)
+                        r = strv_extend(conflicts, rdst);
                 else if (eq < 0)
-                        r = errorf(ret_error, eq, "%s: %s", dst, path_error(eq));
+                        r = errorf(ret_error, eq, "%s: %s", rdst ?: dst, path_error(eq));
                 if (r < 0) {
                         free(content);
                         return r;
@@ -924,10 +938,14 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
 /* --config FILE: the services read /etc/con/con.yaml, so FILE is installed there. */
 static int plan_config_file(ConProvision *p, bool force, char **ret_error) {
         _cleanup_strv_free_ char **conflicts = NULL;
+        _cleanup_free_ char *installed = NULL;
         struct stat a, b;
         int r;
 
-        if (stat(p->config_path, &a) >= 0 && stat(CON_CONFIG_PATH, &b) >= 0 && a.st_dev == b.st_dev &&
+        r = rooted(p, CON_CONFIG_PATH, &installed);
+        if (r < 0)
+                return r;
+        if (stat(p->config_path, &a) >= 0 && stat(installed, &b) >= 0 && a.st_dev == b.st_dev &&
             a.st_ino == b.st_ino)
                 return 0;
         r = add_dir(p, CON_ETC_DIR, "root", "root", 0755, NULL, NULL, 0, false);
@@ -1088,15 +1106,20 @@ static int choose_config(ConProvision *p, const ConProvisionOptions *o, char **r
 
         if (o->config_path && o->profile)
                 return errorf(ret_error, -EINVAL, "--config and --profile cannot be combined");
+        _cleanup_free_ char *installed = NULL;
+        int r;
+
         if (o->config_path) {
                 p->config_path = strdup(o->config_path);
-                p->outer_root = strdup(CON_ETC_DIR);
-                return p->config_path && p->outer_root ? 0 : -ENOMEM;
+                r = rooted(p, CON_ETC_DIR, &p->outer_root);
+                return p->config_path && r >= 0 ? 0 : -ENOMEM;
         }
-        if (!profile && stat(CON_CONFIG_PATH, &st) >= 0) {
-                p->config_path = strdup(CON_CONFIG_PATH);
-                p->outer_root = strdup(CON_ETC_DIR);
-                return p->config_path && p->outer_root ? 0 : -ENOMEM;
+        r = rooted(p, CON_CONFIG_PATH, &installed);
+        if (r < 0)
+                return r;
+        if (!profile && stat(installed, &st) >= 0) {
+                p->config_path = TAKE_PTR(installed);
+                return rooted(p, CON_ETC_DIR, &p->outer_root);
         }
         if (!profile)
                 profile = "default";
@@ -1128,6 +1151,9 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         if (!p)
                 return -ENOMEM;
         p->lock = CON_USERDB_LOCK_INIT;
+        p->root = strdup(!o->root || streq(o->root, "/") ? "" : o->root);
+        if (!p->root)
+                return -ENOMEM;
 
         r = choose_config(p, o, ret_error);
         if (r < 0)
@@ -1151,13 +1177,14 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                               "at most 31 characters", p->config_path, submitters);
 
         if (!o->dry_run) {
-                r = con_userdb_lock("", &p->lock);
+                r = con_userdb_lock(p->root, &p->lock);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot lock the user database (/etc/.pwd.lock): %s", strerror(-r));
+                        return errorf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
+                                      strerror(-r));
         }
-        r = con_userdb_load("", &p->db);
+        r = con_userdb_load(p->root, &p->db);
         if (r < 0)
-                return errorf(ret_error, r, "cannot read the user database in /etc: %s", strerror(-r));
+                return errorf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
 
         if (p->profile_dir) {
                 r = plan_profile(p, o->force, ret_error);
@@ -1242,6 +1269,7 @@ ConProvision *con_provision_free(ConProvision *p) {
         free(p->config_path);
         free(p->outer_root);
         free(p->profile_dir);
+        free(p->root);
         strv_free(p->warnings);
         strv_free(p->dirs_seen);
         free(p);

@@ -28,6 +28,8 @@ typedef struct ConProvisionOptions {
         const char *profiles_dir;       /* NULL = CON_PROFILESDIR */
         bool force;                     /* overwrite /etc/con files that differ from the profile */
         bool dry_run;                   /* do not take the user database lock */
+        const char *root;               /* NULL or "/": this system; a folder: provision the system below it
+                                         * (its etc/passwd, etc/group, ...; the unit test) */
 } ConProvisionOptions;
 
 typedef struct ConProvision ConProvision;

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/* The provisioning engine, plan then apply, below a test root: a temp folder with its own
+ * etc/passwd and etc/group, so nothing of this machine is touched. Applying (chown to the
+ * allocated ids, ACLs) needs root; planning and the dry run do not. */
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "con-paths.h"
+#include "macro.h"
+#include "provision.h"
+#include "strv.h"
+#include "test-util.h"
+#include "userdb.h"
+
+static const char config_text[] =
+        "system:\n"
+        "  name: provtest\n"
+        "  submitters_group: con\n"
+        "agents:\n"
+        "  - name: concierge\n"
+        "  - name: coder\n"
+        "    tier: worker\n"
+        "policy:\n"
+        "  defaults: true\n"
+        "  grants:\n"
+        "    - {who: coder, may: [task], to: [concierge]}\n";
+
+typedef struct Fixture {
+        char *tmp, *root, *config;
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        g_autofree char *etc = NULL, *p = NULL;
+
+        f->tmp = test_tmpdir_new();
+        f->root = g_build_filename(f->tmp, "root", NULL);
+        f->config = g_build_filename(f->tmp, "con.yaml", NULL);
+        etc = g_build_filename(f->root, "etc", NULL);
+        g_assert_cmpint(g_mkdir_with_parents(etc, 0755), ==, 0);
+        p = g_build_filename(etc, "passwd", NULL);
+        test_write_file(p, "root:x:0:0:root:/root:/bin/bash\nolduser:x:999:999::/home/olduser:/bin/sh\n");
+        g_free(p);
+        p = g_build_filename(etc, "group", NULL);
+        test_write_file(p, "root:x:0:\nolduser:x:999:\n");
+        g_free(p);
+        p = g_build_filename(etc, "shadow", NULL);
+        test_write_file(p, "root:*:19000:0:99999:7:::\nolduser:!:19000::::::\n");
+        test_write_file(f->config, config_text);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        test_tmpdir_remove(f->tmp);
+        g_free(f->tmp);
+        g_free(f->root);
+        g_free(f->config);
+}
+
+static void collect(const char *change, void *userdata) {
+        g_assert_cmpint(strv_extend(userdata, change), ==, 0);
+}
+
+/* Plans and runs once; returns the changes reported. */
+static char **run(const Fixture *f, bool dry_run, unsigned *ret_changed, int *ret_r, char **ret_error) {
+        ConProvisionOptions o = { .config_path = f->config, .root = f->root, .dry_run = dry_run };
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        _cleanup_free_ char *error = NULL;
+        char **changes = NULL;
+        unsigned checked = 0, changed = 0;
+        int r;
+
+        r = con_provision_new(&o, &p, &error);
+        g_assert_cmpint(r, ==, 0);
+        g_assert_null(error);
+        r = con_provision_run(p, dry_run, collect, &changes, &checked, &changed, &error);
+        if (ret_r)
+                *ret_r = r;
+        else {
+                g_assert_cmpint(r, ==, 0);
+                g_assert_cmpuint(checked, >, 0);
+        }
+        if (ret_error)
+                *ret_error = TAKE_PTR(error);
+        if (ret_changed)
+                *ret_changed = changed;
+        return changes;
+}
+
+static char *in_root(const Fixture *f, const char *path) {
+        return g_strconcat(f->root, path, NULL);
+}
+
+static bool has_change(char **changes, const char *prefix) {
+        STRV_FOREACH(c, changes)
+                if (g_str_has_prefix(*c, prefix))
+                        return true;
+        return false;
+}
+
+/* Planning and the dry run report every change and write nothing. */
+static void test_plan(Fixture *f, gconstpointer data) {
+        g_autofree char *srv = in_root(f, CON_SRV_DIR), *agent_dir = NULL, *want = NULL;
+        _cleanup_strv_free_ char **changes = NULL;
+        g_autofree char *passwd_before = NULL, *passwd_after = NULL, *pw = in_root(f, "/etc/passwd");
+        unsigned changed = 0;
+
+        g_assert_true(g_file_get_contents(pw, &passwd_before, NULL, NULL));
+        changes = run(f, true, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, >, 0);
+        g_assert_true(has_change(changes, "create group agents (gid "));
+        g_assert_true(has_change(changes, "create group workers (gid "));
+        g_assert_true(has_change(changes, "create user a-concierge (uid "));
+        g_assert_true(has_change(changes, "create user a-coder (uid "));
+        agent_dir = in_root(f, CON_SRV_DIR "/agents/coder/workspace");
+        want = g_strdup_printf("create directory %s (a-coder:agents 0700)", agent_dir);
+        g_assert_true(strv_contains(changes, want));
+        /* every path is below the root */
+        STRV_FOREACH(c, changes) {
+                const char *slash = strchr(*c, '/');
+                if (slash)
+                        g_assert_true(g_str_has_prefix(slash, f->root));
+        }
+        /* nothing written */
+        g_assert_cmpint(access(srv, F_OK), ==, -1);
+        g_assert_true(g_file_get_contents(pw, &passwd_after, NULL, NULL));
+        g_assert_cmpstr(passwd_before, ==, passwd_after);
+}
+
+/* An invalid config fails while planning, before any change. */
+static void test_bad_config(Fixture *f, gconstpointer data) {
+        ConProvisionOptions o = { .config_path = f->config, .root = f->root };
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        _cleanup_free_ char *error = NULL;
+        g_autofree char *etc_con = in_root(f, CON_ETC_DIR);
+
+        test_write_file(f->config, "agents:\n  - name: coder\npolicy:\n  grants:\n    - {who: coder, may: [task], to: [nobody]}\n");
+        g_assert_cmpint(con_provision_new(&o, &p, &error), ==, -ENOEXEC);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error, "con.yaml:5:"));
+        g_assert_null(p);
+        g_assert_cmpint(access(etc_con, F_OK), ==, -1);
+}
+
+/* Apply, then a second run changes nothing; a changed mode is found and repaired; a symlink
+ * where the engine writes stops it. */
+static void test_apply(Fixture *f, gconstpointer data) {
+        _cleanup_strv_free_ char **changes = NULL, **again = NULL, **drift = NULL, **repair = NULL;
+        _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        _cleanup_free_ char *error = NULL;
+        g_autofree char *ws = in_root(f, CON_SRV_DIR "/agents/coder/workspace");
+        g_autofree char *busconf = in_root(f, CON_DBUS_POLICY_DIR "/org.conspiracy.conf");
+        g_autofree char *installed = in_root(f, CON_CONFIG_PATH), *text = NULL;
+        g_autofree char *want = NULL, *inbox = NULL, *elsewhere = NULL;
+        gid_t agents_gid;
+        unsigned changed = 0;
+        struct stat st;
+        int r;
+
+        if (geteuid() != 0) {
+                con_test_skip("applying chowns to the allocated ids: needs root");
+                return;
+        }
+        changes = run(f, false, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, >, 0);
+
+        /* the user database below the root */
+        g_assert_cmpint(con_userdb_load(f->root, &db), ==, 0);
+        g_assert_cmpint(con_userdb_get_user(db, "a-coder", &pw), ==, 0);
+        g_assert_cmpint(con_userdb_get_group(db, "agents", &agents_gid, NULL), ==, 0);
+        g_assert_cmpuint(pw.uid, >=, 100);
+        g_assert_cmpuint(pw.uid, <, 999);               /* 999 is taken by olduser */
+        g_assert_cmpuint(pw.gid, ==, agents_gid);
+        g_assert_cmpstr(pw.shell, ==, "/usr/sbin/nologin");
+
+        /* the files below the root */
+        g_assert_cmpint(lstat(ws, &st), ==, 0);
+        g_assert_true(S_ISDIR(st.st_mode));
+        g_assert_cmpuint(st.st_uid, ==, pw.uid);
+        g_assert_cmpuint(st.st_gid, ==, agents_gid);
+        g_assert_cmpuint(st.st_mode & 07777, ==, 0700);
+        g_assert_cmpint(access(busconf, F_OK), ==, 0);
+        g_assert_true(g_file_get_contents(installed, &text, NULL, NULL));
+        g_assert_cmpstr(text, ==, config_text);
+
+        /* idempotent */
+        again = run(f, false, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, ==, 0);
+        g_assert_null(again);
+
+        /* drift: the workspace opened to others is found by a dry run and repaired by a run */
+        g_assert_cmpint(chmod(ws, 0755), ==, 0);
+        want = g_strdup_printf("set mode %s (0700)", ws);
+        drift = run(f, true, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, ==, 1);            /* one action: mode (and the ACL the group bits show in) */
+        g_assert_true(strv_contains(drift, want));
+        repair = run(f, false, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, ==, 1);
+        g_assert_cmpint(lstat(ws, &st), ==, 0);
+        g_assert_cmpuint(st.st_mode & 07777, ==, 0700);
+
+        /* a symlink where the engine writes is an error, never followed */
+        inbox = in_root(f, CON_SRV_DIR "/agents/coder/inbox");
+        elsewhere = g_build_filename(f->tmp, "elsewhere", NULL);
+        g_assert_cmpint(rename(inbox, elsewhere), ==, 0);
+        g_assert_cmpint(symlink(elsewhere, inbox), ==, 0);
+        strv_free(run(f, false, NULL, &r, &error));
+        g_assert_cmpint(r, <, 0);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error, inbox));
+}
+
+int main(int argc, char *argv[]) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add("/provision/plan", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
+        g_test_add("/provision/bad-config", Fixture, NULL, fixture_setup, test_bad_config, fixture_teardown);
+        g_test_add("/provision/apply", Fixture, NULL, fixture_setup, test_apply, fixture_teardown);
+        return con_test_run();
+}
