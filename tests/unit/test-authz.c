@@ -135,6 +135,24 @@ static void test_cache_drop(void) {
         g_assert_cmpint(con_authz_cache_get(c, "x", 3, NULL), ==, 1);
 }
 
+/* The callers' uids are kept with no time limit (a unique name's uid never changes): only the LRU
+ * bound and the disconnect drop them. */
+static void test_cache_no_expiry(void) {
+        _cleanup_(con_authz_cache_freep) ConAuthzCache *c = NULL;
+        g_assert_cmpint(con_authz_cache_new(2, UINT64_MAX, &c), ==, 0);
+
+        g_assert_cmpint(con_authz_cache_put(c, ":1.1", ":1.1", CON_AUTHZ_ALLOWED, 5), ==, 0);
+        g_assert_cmpint(con_authz_cache_get(c, ":1.1", UINT64_MAX - 1, NULL), ==, 1);
+        g_assert_cmpint(con_authz_cache_put(c, ":1.2", ":1.2", CON_AUTHZ_ALLOWED, 6), ==, 0);
+        g_assert_cmpint(con_authz_cache_get(c, ":1.1", 7, NULL), ==, 1);
+        g_assert_cmpint(con_authz_cache_put(c, ":1.3", ":1.3", CON_AUTHZ_ALLOWED, 7), ==, 0);
+        g_assert_cmpint(con_authz_cache_get(c, ":1.2", 8, NULL), ==, 0);  /* least recently used */
+        g_assert_cmpint(con_authz_cache_get(c, ":1.1", 8, NULL), ==, 1);
+        g_assert_cmpuint(con_authz_cache_drop_sender(c, ":1.1"), ==, 1);
+        g_assert_cmpint(con_authz_cache_get(c, ":1.1", 9, NULL), ==, 0);
+        g_assert_cmpint(con_authz_cache_get(c, ":1.3", 9, NULL), ==, 1);
+}
+
 static void test_decision_mapping(void) {
         g_assert_cmpint(con_authz_decision_from_result(true, false), ==, CON_AUTHZ_ALLOWED);
         g_assert_cmpint(con_authz_decision_from_result(true, true), ==, CON_AUTHZ_ALLOWED);
@@ -247,6 +265,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/authz/cache/hit-and-expiry", test_cache_hit_and_expiry);
         g_test_add_func("/authz/cache/lru", test_cache_lru);
         g_test_add_func("/authz/cache/drop", test_cache_drop);
+        g_test_add_func("/authz/cache/no-expiry", test_cache_no_expiry);
         g_test_add_func("/authz/decision/mapping", test_decision_mapping);
         g_test_add_func("/authz/decision/errors", test_decision_errors);
         g_test_add_func("/authz/decision/long-details", test_decision_error_long_details);
