@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1514,6 +1515,7 @@ ConConfig *con_config_free(ConConfig *c) {
         for (size_t i = 0; i < c->models.n_agents; i++)
                 free(c->models.agents[i].agent);
         free(c->models.agents);
+        free(c->dashboard.bind);
         for (size_t i = 0; i < c->n_agents; i++)
                 agent_done(&c->agents[i]);
         free(c->agents);
@@ -1525,6 +1527,47 @@ ConConfig *con_config_free(ConConfig *c) {
         free(c->policy_grants);
         free(c);
         return NULL;
+}
+
+static int parse_dashboard(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+        yaml_node_t *k, *v;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = expect_mapping(c, map, "dashboard", "enabled, bind, port");
+        if (r < 0)
+                return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = path_key("dashboard", k);
+                if (!kpath)
+                        return -ENOMEM;
+                ConDashboardConfig *d = &cfg->dashboard;
+                if (streq(key, "enabled"))
+                        r = get_bool(c, v, kpath, &d->enabled);
+                else if (streq(key, "port"))
+                        r = get_uint(c, v, kpath, 1, 65535, &d->port);
+                else if (streq(key, "bind")) {
+                        _cleanup_free_ char *b = NULL;
+                        unsigned char buf[sizeof(struct in6_addr)];
+                        r = get_string(c, v, kpath, &b);
+                        if (r >= 0 && b) {
+                                if (inet_pton(AF_INET, b, buf) != 1 && inet_pton(AF_INET6, b, buf) != 1) {
+                                        _cleanup_free_ char *q = quote_node(v);
+                                        r = q ? fail(c, v, kpath, "%s is not allowed; use an IPv4 or IPv6 address "
+                                                     "(127.0.0.1, ::1, 0.0.0.0, ...)", q) : -ENOMEM;
+                                } else {
+                                        free(d->bind);
+                                        d->bind = TAKE_PTR(b);
+                                }
+                        }
+                } else
+                        r = unknown_key(c, k, kpath, "enabled, bind, port");
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 static int parse_document(Ctx *c, ConConfig *cfg) {
@@ -1558,6 +1601,8 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                         r = parse_contracts(c, v, cfg);
                 else if (streq(key, "models"))
                         r = parse_models(c, v, cfg);
+                else if (streq(key, "dashboard"))
+                        r = parse_dashboard(c, v, cfg);
                 else if (streq(key, "policy")) {
                         policy = v;
                         r = 0;
@@ -1565,7 +1610,7 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                         agents = v;
                         r = 0;
                 } else
-                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, policy and agents");
+                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, policy and agents");
                 if (r < 0)
                         break;
         }
@@ -1645,8 +1690,12 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                         .queue_max = 64,
                         .timeout_usec = 120 * USEC_PER_SEC,
                 },
+                .dashboard = {
+                        .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
+                        .port = CON_DASHBOARD_PORT_DEFAULT,
+                },
         };
-        if (!cfg->system_name || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))
+        if (!cfg->system_name || !cfg->dashboard.bind || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))
                 return -ENOMEM;
 
         Ctx c = { .doc = doc, .file = filename, .err = reterr };

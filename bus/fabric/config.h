@@ -114,6 +114,15 @@ typedef struct ConPolicyGrantConfig {
 #define CON_MAX_DELEGATION_HOPS_DEFAULT 4U
 #define CON_MAX_DELEGATION_HOPS_LIMIT 32U
 
+/* dashboard: the status page, con-webd (docs/DASHBOARD.md). */
+#define CON_DASHBOARD_PORT_DEFAULT 8080U
+#define CON_DASHBOARD_BIND_DEFAULT "127.0.0.1"
+typedef struct ConDashboardConfig {
+        bool enabled;                   /* default false: con up does not start con-webd */
+        char *bind;                     /* an IPv4 or IPv6 address, default 127.0.0.1 */
+        unsigned port;                  /* 1..65535, default 8080 */
+} ConDashboardConfig;
+
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
         char *system_name;              /* "conspiracy" */
@@ -125,6 +134,7 @@ typedef struct ConConfig {
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
         ConContractThresholds contracts;
         ConModelsConfig models;         /* models: section */
+        ConDashboardConfig dashboard;   /* dashboard: section */
         ConAgent *agents;
         size_t n_agents;
         bool policy_no_defaults;        /* policy.defaults: false (the original's grants left out) */

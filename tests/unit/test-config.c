@@ -96,10 +96,35 @@ static void test_generic_key_provider(void) {
         g_assert_nonnull(strstr(e, "models.generic_key_provider: 'acme' is not allowed"));
 }
 
+static void test_dashboard(void) {
+        ConConfig *c = parse_ok(A0);
+        g_assert_false(c->dashboard.enabled);
+        g_assert_cmpstr(c->dashboard.bind, ==, "127.0.0.1");
+        g_assert_cmpuint(c->dashboard.port, ==, 8080);
+        con_config_free(c);
+        c = parse_ok("dashboard:\n  enabled: true\n  bind: \"::1\"\n  port: 9090\n" A0);
+        g_assert_true(c->dashboard.enabled);
+        g_assert_cmpstr(c->dashboard.bind, ==, "::1");
+        g_assert_cmpuint(c->dashboard.port, ==, 9090);
+        con_config_free(c);
+        c = parse_ok("dashboard: {enabled: false, bind: 0.0.0.0}\n" A0);
+        g_assert_cmpstr(c->dashboard.bind, ==, "0.0.0.0");
+        con_config_free(c);
+        assert_error("dashboard:\n  port: 0\n" A0,
+                     "con.yaml:2:9: dashboard.port: '0' is not allowed; use a whole number from 1 to 65535");
+        assert_error("dashboard:\n  bind: localhost\n" A0,
+                     "con.yaml:2:9: dashboard.bind: 'localhost' is not allowed; use an IPv4 or IPv6 address "
+                     "(127.0.0.1, ::1, 0.0.0.0, ...)");
+        assert_error("dashboard:\n  enabled: yes please\n" A0,
+                     "con.yaml:2:12: dashboard.enabled: 'yes please' is not allowed; use true or false");
+        assert_error("dashboard:\n  listen: 1\n" A0,
+                     "con.yaml:2:3: dashboard.listen: unknown key; allowed keys are enabled, bind, port");
+}
+
 static void test_errors_top(void) {
         assert_error("a: 1\n" A0,
                      "con.yaml:1:1: a: unknown key; allowed keys are system, base, defaults (deprecated), "
-                     "contracts, models, policy and agents");
+                     "contracts, models, dashboard, policy and agents");
         assert_error("system: {}\n", "con.yaml:1:1: agents: missing; at least one agent is required");
         assert_error("agents: []\n", "con.yaml:1:9: agents: the list is empty; at least one agent is required");
         assert_error("agents:\n", "con.yaml:1:8: agents: the list is empty; at least one agent is required");
@@ -402,7 +427,7 @@ static void test_error_format(void) {
         g_assert_cmpint(con_config_parse("x: 1\n", 5, NULL, &cfg, &e2), ==, -EINVAL);
         _cleanup_free_ char *s = con_config_error_format(&e2);
         g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts, "
-                        "models, policy and agents");
+                        "models, dashboard, policy and agents");
         con_config_error_done(&e2);
         con_config_error_done(NULL);
 }
@@ -868,6 +893,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/config/load-errors", test_load_errors);
         g_test_add_func("/config/duration", test_duration);
         g_test_add_func("/config/size", test_size);
+        g_test_add_func("/config/dashboard", test_dashboard);
         g_test_add_func("/config/enums", test_enums);
         g_test_add_func("/config/yaml-features", test_yaml_features);
         return con_test_run();
