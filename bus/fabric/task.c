@@ -530,6 +530,26 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
         return 0;
 }
 
+const char *con_task_state_a2a(const char *s) {
+        static const char * const map[][2] = {
+                { "submitted", "submitted" }, { "queued", "submitted" },
+                { "working", "working" },     { "running", "working" },
+                { "input-required", "input-required" },
+                { "completed", "completed" }, { "done", "completed" },
+                { "failed", "failed" },
+                { "canceled", "canceled" },   { "cancelled", "canceled" },
+        };
+        for (size_t i = 0; s && i < ELEMENTSOF(map); i++)
+                if (streq(map[i][0], s))
+                        return map[i][1];
+        return NULL;
+}
+
+bool con_task_state_is_final(const char *s) {
+        const char *a = con_task_state_a2a(s);
+        return a && (streq(a, "completed") || streq(a, "failed") || streq(a, "canceled"));
+}
+
 bool con_task_id_valid(const char *id) {
         size_t n;
 

@@ -76,6 +76,13 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len);
  * random): "20261129T113045.123456Z-1a2b3c-0001". A dropped NAME.task keeps NAME as its id
  * when NAME is a valid id. Valid ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$, no "..". */
 bool con_task_id_valid(const char *id);
+/* Task states on the bus and in JSON are the names of the A2A protocol and MCP tasks: submitted,
+ * working, input-required, completed, failed, canceled. The names before them (queued, running,
+ * done, cancelled) are accepted for one release (docs/AGENT.md). Returns the A2A name for either,
+ * NULL for anything else. */
+const char *con_task_state_a2a(const char *s);
+/* completed, failed or canceled (or an old name of one). */
+bool con_task_state_is_final(const char *s);
 /* A conversation id names one of the sender's conversations with an agent (docs/AGENT.md): the id
  * of the task that started it, or CON_CONVERSATION_LATEST for the sender's most recent one. It is
  * a path component, so it has the syntax of a task id. */

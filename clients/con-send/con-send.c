@@ -33,6 +33,7 @@ static const char *arg_to = "concierge";
 static bool arg_wait = true;
 static uint64_t arg_timeout_usec = 0; /* 0: wait as long as it takes */
 static bool arg_json = false;
+static int arg_progress = -1; /* -1: when stderr is a terminal */
 static bool arg_scheduled = false;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_id = NULL;
@@ -41,6 +42,7 @@ static const char *arg_conversation = NULL; /* NULL: a new conversation */
 typedef struct Waiter {
         const char *task_id;
         bool completed;
+        bool progress_shown;    /* a progress line on the terminal is to be cleared */
 } Waiter;
 
 static void help(void) {
@@ -59,6 +61,8 @@ static void help(void) {
                "                    the task keeps running, see 'con task ID')\n"
                "  --json            Print the result as one line of JSON instead of the text:\n"
                "                    {\"task_id\",\"agent\",\"status\",\"text\",\"truncated\",\"replaced\",\"size\"}\n"
+               "  --progress        Show the task's steps on stderr (TaskProgress; the default on a terminal)\n"
+               "  --no-progress     Do not\n"
                "  --scheduled       Send the agent's scheduled task (cron_task of --to in the config,\n"
                "                    default \"/status\") instead of MESSAGE; implies --no-wait.\n"
                "                    Used by the generated con-cron-AGENT timers\n"
@@ -81,12 +85,14 @@ static void help(void) {
 
 static int parse_argv(int argc, char *argv[]) {
         enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG, ARG_ID,
-               ARG_CONTINUE, ARG_CONVERSATION };
+               ARG_CONTINUE, ARG_CONVERSATION, ARG_PROGRESS, ARG_NO_PROGRESS };
         static const struct option options[] = {
                 { "to", required_argument, NULL, ARG_TO },
                 { "no-wait", no_argument, NULL, ARG_NO_WAIT },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "progress", no_argument, NULL, ARG_PROGRESS },
+                { "no-progress", no_argument, NULL, ARG_NO_PROGRESS },
                 { "scheduled", no_argument, NULL, ARG_SCHEDULED },
                 { "config", required_argument, NULL, ARG_CONFIG },
                 { "id", required_argument, NULL, ARG_ID },
@@ -123,6 +129,12 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_JSON:
                         arg_json = true;
+                        break;
+                case ARG_PROGRESS:
+                        arg_progress = 1;
+                        break;
+                case ARG_NO_PROGRESS:
+                        arg_progress = 0;
                         break;
                 case ARG_SCHEDULED:
                         arg_scheduled = true;
@@ -203,6 +215,24 @@ static int exit_for_bus_error(const sd_bus_error *e, int r) {
         return EXIT_UNAVAILABLE;
 }
 
+/* TaskProgress(task_id, turn, phase): one line per step, or one line kept up to date on a terminal. */
+static int on_progress(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Waiter *w = userdata;
+        const char *id, *phase;
+        uint32_t turn;
+        if (sd_bus_message_read(m, "sus", &id, &turn, &phase) < 0 || !w->task_id || !streq(id, w->task_id))
+                return 0;
+        const char *what = streq(phase, "model") ? "waiting for the model" :
+                           streq(phase, "tool") ? "running a tool" : "working";
+        if (isatty(STDERR_FILENO)) {
+                fprintf(stderr, "\r\033[K%s: turn %" PRIu32 ", %s", arg_to, turn, what);
+                w->progress_shown = true;
+        } else
+                fprintf(stderr, "con-send: %s: turn %" PRIu32 ", %s\n", arg_to, turn, what);
+        fflush(stderr);
+        return 0;
+}
+
 static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Waiter *w = userdata;
         const char *id, *sender, *status;
@@ -234,11 +264,11 @@ static int print_result(const char *task_id, const char *status, const char *tex
                 free(s);
                 return 0;
         }
-        if (streq(status, "done")) {
+        if (streq_ptr(con_task_state_a2a(status), "completed")) {
                 fputs(text, stdout);
                 if (*text && text[strlen(text) - 1] != '\n')
                         fputc('\n', stdout);
-        } else if (streq(status, "queued") || streq(status, "running"))
+        } else if (!con_task_state_is_final(status))
                 puts(task_id);
         else
                 fprintf(stderr, "con-send: task %s %s%s%s\n", task_id, status, *text ? ": " : "", text);
@@ -263,9 +293,10 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, ch
         r = con_bus_read_result_info(reply, ret_info);
         if (r < 0)
                 return r;
-        if (streq(status, "queued") || streq(status, "running"))
+        if (!con_task_state_is_final(status))
                 return 0;
-        *ret_status = strdup(status);
+        /* The A2A name, also from an agent of the previous release (done, cancelled). */
+        *ret_status = strdup(con_task_state_a2a(status));
         *ret_text = strdup(text);
         if (!*ret_status || !*ret_text)
                 return -ENOMEM;
@@ -319,7 +350,7 @@ static void explain_spawn_failure(const sd_bus_error *e) {
 
 int main(int argc, char *argv[]) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL, *progress_match = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *text = NULL, *bus_name = NULL, *task_id = NULL, *status = NULL, *result = NULL;
@@ -400,6 +431,10 @@ int main(int argc, char *argv[]) {
                                 strerror(-r));
                         return EXIT_UNAVAILABLE;
                 }
+                /* Steps as they happen (no text in them); without them the wait is silent. */
+                if (arg_progress > 0 || (arg_progress < 0 && isatty(STDERR_FILENO)))
+                        (void) sd_bus_match_signal(bus, &progress_match, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                   "TaskProgress", on_progress, &w);
         }
 
         /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it.
@@ -433,7 +468,7 @@ int main(int argc, char *argv[]) {
         w.task_id = task_id;
 
         if (!arg_wait) {
-                r = print_result(task_id, "queued", "", &(ConResultInfo) {});
+                r = print_result(task_id, "submitted", "", &(ConResultInfo) {});
                 return r < 0 ? EXIT_UNAVAILABLE : EXIT_DONE;
         }
 
@@ -463,6 +498,8 @@ int main(int argc, char *argv[]) {
                         continue;
                 uint64_t now = con_now(CLOCK_MONOTONIC);
                 if (now >= deadline) {
+                        if (w.progress_shown)
+                                fputc('\n', stderr);
                         fprintf(stderr, "con-send: timed out after %" PRIu64 " s waiting for task %s of %s "
                                 "(it keeps going; see 'con task %s')\n", arg_timeout_usec / USEC_PER_SEC, task_id,
                                 arg_to, task_id);
@@ -476,8 +513,10 @@ int main(int argc, char *argv[]) {
                 }
         }
 
+        if (w.progress_shown)
+                fputs("\r\033[K", stderr);
         r = print_result(task_id, status, result, &info);
         if (r < 0)
                 return EXIT_UNAVAILABLE;
-        return streq(status, "done") ? EXIT_DONE : EXIT_TASK_FAILED;
+        return streq_ptr(con_task_state_a2a(status), "completed") ? EXIT_DONE : EXIT_TASK_FAILED;
 }

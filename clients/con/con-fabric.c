@@ -28,6 +28,7 @@
 #include "macro.h"
 #include "names.h"
 #include "strv.h"
+#include "task.h"
 #include "time-util.h"
 
 #define SYSTEM_BUS_SOCKET "/run/dbus/system_bus_socket"
@@ -49,10 +50,11 @@ typedef struct Common {
         const char *dir;        /* audit --dir */
         unsigned lines;         /* audit -n */
         uint64_t timeout_usec;
+        bool transcript;        /* task --transcript */
 } Common;
 
 static int parse_common(int argc, char *argv[], const char *verb, const char *usage, bool json_ok, Common *c) {
-        enum { ARG_JSON = 0x100, ARG_CONFIG, ARG_DIR, ARG_TIMEOUT };
+        enum { ARG_JSON = 0x100, ARG_CONFIG, ARG_DIR, ARG_TIMEOUT, ARG_TRANSCRIPT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "json", no_argument, NULL, ARG_JSON },
@@ -60,6 +62,7 @@ static int parse_common(int argc, char *argv[], const char *verb, const char *us
                 { "dir", required_argument, NULL, ARG_DIR },
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "lines", required_argument, NULL, 'n' },
+                { "transcript", no_argument, NULL, ARG_TRANSCRIPT },
                 {}
         };
         int o;
@@ -81,6 +84,13 @@ static int parse_common(int argc, char *argv[], const char *verb, const char *us
                         break;
                 case ARG_CONFIG:
                         c->config = optarg;
+                        break;
+                case ARG_TRANSCRIPT:
+                        if (!streq(verb, "task")) {
+                                con_fail(CON_EXIT_USAGE, "%s: --transcript does not apply here", verb);
+                                return -EINVAL;
+                        }
+                        c->transcript = true;
                         break;
                 case ARG_DIR:
                         c->dir = optarg;
@@ -752,11 +762,11 @@ int verb_tasks(int argc, char *argv[]) {
                                 cJSON *o = cJSON_CreateObject();
                                 cJSON_AddStringToObject(o, "agent", a->name);
                                 cJSON_AddStringToObject(o, "task_id", id);
-                                cJSON_AddStringToObject(o, "status", st);
+                                cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
                                 cJSON_AddStringToObject(o, "sender", sender);
                                 cJSON_AddItemToArray(root, o);
                         } else
-                                printf("%-20s %-44s %-10s %s\n", a->name, id, st, sender);
+                                printf("%-20s %-44s %-10s %s\n", a->name, id, con_task_state_a2a(st) ?: st, sender);
                 }
                 if (r < 0) {
                         con_fail(CON_EXIT_FAILURE, "tasks: bad reply from %s: %s", a->name, strerror(-r));
@@ -769,16 +779,93 @@ int verb_tasks(int argc, char *argv[]) {
 }
 
 static const char task_usage[] =
-        "Usage: con task ID [--json] [--config FILE]\n"
+        "Usage: con task ID [--transcript] [--json] [--config FILE]\n"
         "\n"
         "Find task ID across the agents and show its agent, status and result (GetResultInfo): the\n"
         "response when done, the reason when failed or cancelled. Only the submitter and root may\n"
         "read a result. --json adds \"truncated\" (the result was cut to 1 MiB, a reason to 4 KiB),\n"
         "\"replaced\" (bytes that were not UTF-8 became U+FFFD) and \"size\" (the bytes the runner\n"
         "gave).\n"
+        "--transcript shows what the agent did instead (GetTranscript): the model, each turn's\n"
+        "tokens and time, each tool call with its arguments, exit code and output size, the\n"
+        "delegation chain, tokens in and out, cost and duration.\n"
         "\n"
         "Exit status: 0 found (any status), 1 not found or not readable, 2 usage error,\n"
         "4 invalid configuration.\n";
+
+static void print_ms(const char *label, const cJSON *v) {
+        if (cJSON_IsNumber(v))
+                printf("%s%.1f s", label, v->valuedouble / 1000.0);
+}
+
+/* GetTranscript of task id at agent, printed as it came (--json) or as lines. */
+static int show_transcript(sd_bus *bus, const char *bn, const char *agent, const char *id, bool json) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *text;
+        int r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetTranscript", &e, &reply, "s", id);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "task: %s cannot show the transcript of %s: %s", agent, id,
+                                e.message ?: strerror(-r));
+        if (sd_bus_message_read(reply, "s", &text) < 0)
+                return con_fail(CON_EXIT_FAILURE, "task: %s sent an unreadable transcript", agent);
+        if (json) {
+                puts(text);
+                return CON_EXIT_OK;
+        }
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(text);
+        if (!j)
+                return con_fail(CON_EXIT_FAILURE, "task: %s sent a transcript that is not JSON", agent);
+#define S(k) (cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, k)))
+#define N(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, k)) ? \
+              cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, k)) : -1)
+        printf("task:     %s\nagent:    %s\nstatus:   %s\nsender:   %s\n", id, agent, strempty(S("status")),
+               strempty(S("sender")));
+        printf("chain:    %s (hop %.0f)\n", S("chain") ?: "none: sent by a person or root", N("hops"));
+        printf("model:    %s\n", S("model") ?: "none");
+        printf("tokens:   %.0f in, %.0f out\n", N("tokens_in"), N("tokens_out"));
+        if (N("cost") >= 0)
+                printf("cost:     $%.6f\n", N("cost"));
+        else
+                printf("cost:     unknown (no prices in models: of the configuration)\n");
+        printf("turns:    %.0f, tool calls %.0f\n", N("turns"), N("tool_calls"));
+        print_ms("duration: ", cJSON_GetObjectItemCaseSensitive(j, "duration_ms"));
+        print_ms(" (queued ", cJSON_GetObjectItemCaseSensitive(j, "queued_ms"));
+        printf("%s\n", cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "queued_ms")) ? ")" : "");
+#undef S
+#undef N
+        const cJSON *step;
+        cJSON_ArrayForEach(step, cJSON_GetObjectItemCaseSensitive(j, "steps")) {
+                const cJSON *turn = cJSON_GetObjectItemCaseSensitive(step, "turn"),
+                            *ev = cJSON_GetObjectItemCaseSensitive(step, "ev"),
+                            *ms = cJSON_GetObjectItemCaseSensitive(step, "ms");
+                printf("  turn %2.0f  ", cJSON_IsNumber(turn) ? turn->valuedouble : 0);
+                if (cJSON_IsString(ev) && streq(ev->valuestring, "model")) {
+                        const cJSON *m = cJSON_GetObjectItemCaseSensitive(step, "model"),
+                                    *in = cJSON_GetObjectItemCaseSensitive(step, "in"),
+                                    *out = cJSON_GetObjectItemCaseSensitive(step, "out");
+                        printf("model %s: %.0f in, %.0f out", cJSON_IsString(m) ? m->valuestring : "?",
+                               cJSON_IsNumber(in) ? in->valuedouble : 0, cJSON_IsNumber(out) ? out->valuedouble : 0);
+                        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(step, "error")))
+                                printf(", failed");
+                } else {
+                        const cJSON *tool = cJSON_GetObjectItemCaseSensitive(step, "tool"),
+                                    *args = cJSON_GetObjectItemCaseSensitive(step, "args"),
+                                    *code = cJSON_GetObjectItemCaseSensitive(step, "exit"),
+                                    *bytes = cJSON_GetObjectItemCaseSensitive(step, "bytes");
+                        printf("tool %s %s", cJSON_IsString(tool) ? tool->valuestring : "?",
+                               cJSON_IsString(args) ? args->valuestring : "");
+                        if (cJSON_IsNumber(code))
+                                printf(" -> exit %.0f", code->valuedouble);
+                        else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(step, "error")))
+                                printf(" -> error");
+                        printf(", %.0f bytes of output", cJSON_IsNumber(bytes) ? bytes->valuedouble : 0);
+                }
+                print_ms(", ", ms);
+                putchar('\n');
+        }
+        return CON_EXIT_OK;
+}
 
 int verb_task(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
@@ -821,18 +908,20 @@ int verb_task(int argc, char *argv[]) {
                         if (sd_bus_message_read(reply, "ss", &st, &text) < 0 ||
                             con_bus_read_result_info(reply, &info) < 0)
                                 continue;
+                        if (c.transcript)
+                                return show_transcript(bus, bn, a->name, id, c.json);
                         if (c.json) {
                                 _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
                                 cJSON_AddStringToObject(o, "task_id", id);
                                 cJSON_AddStringToObject(o, "agent", a->name);
-                                cJSON_AddStringToObject(o, "status", st);
+                                cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
                                 cJSON_AddStringToObject(o, "text", text);
                                 cJSON_AddBoolToObject(o, "truncated", info.truncated);
                                 cJSON_AddBoolToObject(o, "replaced", info.replaced);
                                 con_json_add_u64(o, "size", info.size);
                                 print_json(o);
                         } else {
-                                printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, st);
+                                printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, con_task_state_a2a(st) ?: st);
                                 if (info.truncated || info.replaced)
                                         printf("result: %" PRIu64 " bytes from the runner%s%s\n", info.size,
                                                info.truncated ? ", truncated" : "",
@@ -846,6 +935,72 @@ int verb_task(int argc, char *argv[]) {
                 return con_fail(CON_EXIT_FAILURE, "task: %s knows task %s, but only its submitter and root may read it",
                                 denied_by, id);
         return con_fail(CON_EXIT_FAILURE, "task: no agent knows a task '%s' (see 'con tasks')", id);
+}
+
+/* ---- cancel ---- */
+
+static const char cancel_usage[] =
+        "Usage: con cancel ID [--config FILE]\n"
+        "\n"
+        "Cancel task ID (Cancel on the agent that knows it): a queued task is dropped, a running one's\n"
+        "session is killed with every process it started; the task ends as canceled. A finished task\n"
+        "stays as it is. The submitter may always cancel its own tasks; others need the policy's\n"
+        "cancel grant (root by default).\n"
+        "\n"
+        "Exit status: 0 canceled (or already finished: its status is printed), 1 not found or\n"
+        "refused, 2 usage error, 4 invalid configuration.\n";
+
+int verb_cancel(int argc, char *argv[]) {
+        _cleanup_(con_config_freep) ConConfig *config = NULL;
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        Common c = {};
+        int r;
+
+        r = parse_common(argc, argv, "cancel", cancel_usage, false, &c);
+        if (r <= 0)
+                return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
+        if (argc - optind != 1)
+                return con_fail(CON_EXIT_USAGE, "cancel: give exactly one task ID (see 'con cancel --help')");
+        const char *id = argv[optind];
+        if (!con_task_id_valid(id))
+                return con_fail(CON_EXIT_USAGE, "cancel: '%s' is not a task id", id);
+        if (load_config(&c, &config) < 0)
+                return CON_EXIT_CONFIG;
+        if (open_bus(&bus) < 0)
+                return CON_EXIT_FAILURE;
+
+        /* Running agents first: a task that runs or waits is at a running agent. */
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < config->n_agents; i++) {
+                        const ConAgent *a = &config->agents[i];
+                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        _cleanup_free_ char *bn = NULL;
+                        const char *st, *text;
+                        if (con_agent_bus_name(a->name, &bn) < 0 || name_has_owner(bus, bn) != (pass == 0))
+                                continue;
+                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
+                                               id);
+                        if (r < 0) {
+                                if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
+                                        continue;
+                                return con_fail(CON_EXIT_FAILURE, "cancel: %s refused to cancel task %s: %s", a->name,
+                                                id, e.message ?: strerror(-r));
+                        }
+                        sd_bus_error_free(&e);
+                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
+                                               "s", id);
+                        if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0) {
+                                printf("Asked %s to cancel task %s.\n", a->name, id);
+                                return CON_EXIT_OK;
+                        }
+                        /* A running session ends once its processes are gone: the state follows. */
+                        printf("Task %s on agent %s: %s\n", id, a->name,
+                               streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
+                                                                              : con_task_state_a2a(st) ?: st);
+                        return CON_EXIT_OK;
+                }
+        return con_fail(CON_EXIT_FAILURE, "cancel: no agent knows a task '%s' (see 'con tasks')", id);
 }
 
 /* ---- run ---- */

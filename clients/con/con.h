@@ -23,6 +23,7 @@ int verb_status(int argc, char *argv[]);
 int verb_agents(int argc, char *argv[]);
 int verb_tasks(int argc, char *argv[]);
 int verb_task(int argc, char *argv[]);
+int verb_cancel(int argc, char *argv[]);
 int verb_run(int argc, char *argv[]);
 int verb_route_inbox(int argc, char *argv[]);
 int verb_audit(int argc, char *argv[]);

@@ -108,7 +108,7 @@ static int builtin_tasks(AgentContext *c, AgentTask *t) {
                 char first[61] = "";
                 if (!own) {
                         buf_printf(&b, "%s  %-9s  %s  (another sender's task)\n", x->id,
-                                   agent_task_status_to_string(x->status), x->sender);
+                                   agent_task_status_to_a2a(x->status), x->sender);
                         shown++;
                         continue;
                 }
@@ -119,7 +119,7 @@ static int builtin_tasks(AgentContext *c, AgentTask *t) {
                         memcpy(first, x->text, l);
                         first[l] = 0;
                 }
-                buf_printf(&b, "%s  %-9s  %s  %s\n", x->id, agent_task_status_to_string(x->status), x->sender,
+                buf_printf(&b, "%s  %-9s  %s  %s\n", x->id, agent_task_status_to_a2a(x->status), x->sender,
                            x->text ? first : "(text in processed/)");
                 shown++;
         }

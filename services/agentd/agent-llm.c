@@ -11,6 +11,7 @@
 
 #include "json-util.h"
 #include "agent-history.h"
+#include "agent-transcript.h"
 #include "agent-llm.h"
 #include "agent-wire.h"
 #include "agent-tools.h"
@@ -623,6 +624,95 @@ static int tool_output_inline(const ConRuntimeTask *t, const ConRuntimeEnv *env,
         return 0;
 }
 
+/* One step for the task's transcript and progress (agent-transcript.h): a JSON line on the
+ * progress pipe. No task text, no tool output: names, sizes, codes, tokens and times. */
+static void progress_emit(const ConRuntimeTask *t, cJSON *j) {
+        if (!j)
+                return;
+        if (t->progress_fd >= 0) {
+                _cleanup_free_ char *line = cJSON_PrintUnformatted(j);
+                size_t l = line ? strlen(line) : 0;
+                if (line && l + 1 < AGENT_TRANSCRIPT_LINE_MAX) {
+                        line[l] = '\n';
+                        (void) con_write_all(t->progress_fd, line, l + 1);
+                }
+        }
+        cJSON_Delete(j);
+}
+
+static cJSON *progress_new(const char *ev, unsigned turn) {
+        cJSON *j = cJSON_CreateObject();
+        if (j && (!cJSON_AddStringToObject(j, "ev", ev) || !cJSON_AddNumberToObject(j, "turn", turn))) {
+                cJSON_Delete(j);
+                return NULL;
+        }
+        return j;
+}
+
+static void progress_phase(const ConRuntimeTask *t, unsigned turn, const char *phase) {
+        cJSON *j = progress_new("phase", turn);
+        if (j && !cJSON_AddStringToObject(j, "phase", phase)) {
+                cJSON_Delete(j);
+                return;
+        }
+        progress_emit(t, j);
+}
+
+static void progress_model(const ConRuntimeTask *t, unsigned turn, const char *model, const ConLlmResponse *resp,
+                           uint64_t usec) {
+        cJSON *j = progress_new("model", turn);
+        if (!j)
+                return;
+        bool ok = cJSON_AddNumberToObject(j, "ms", (double) (usec / 1000));
+        if (resp) {
+                ok = ok && cJSON_AddStringToObject(j, "model", resp->model ?: strempty(model)) &&
+                        cJSON_AddStringToObject(j, "stop", strempty(con_llm_stop_to_string(resp->stop)));
+                if (resp->has_usage)
+                        ok = ok && cJSON_AddNumberToObject(j, "in", (double) resp->input_tokens) &&
+                                cJSON_AddNumberToObject(j, "out", (double) resp->output_tokens);
+        } else
+                ok = ok && cJSON_AddStringToObject(j, "model", strempty(model)) && cJSON_AddTrueToObject(j, "error");
+        if (!ok) {
+                cJSON_Delete(j);
+                return;
+        }
+        progress_emit(t, j);
+}
+
+/* The exit code of an exec result: its last line "Exit code: N"; -1 when there is none. */
+static int tool_exit_code(const char *output) {
+        const char *p = NULL;
+        for (const char *q = output; q && (q = strstr(q, "Exit code: ")); q++)
+                if (q == output || q[-1] == '\n')
+                        p = q;
+        if (!p)
+                return -1;
+        char *end = NULL;
+        long v = strtol(p + strlen("Exit code: "), &end, 10);
+        return end && end != p + strlen("Exit code: ") && v >= 0 && v <= 255 ? (int) v : -1;
+}
+
+static void progress_tool(const ConRuntimeTask *t, unsigned turn, const ConLlmToolCall *tc, const char *output,
+                          bool is_error, uint64_t usec) {
+        cJSON *j = progress_new("tool", turn);
+        if (!j)
+                return;
+        char args[AGENT_TRANSCRIPT_ARGS_MAX + 1];
+        (void) snprintf(args, sizeof(args), "%s", strempty(tc->arguments));
+        int code = streq_ptr(tc->name, "exec") ? tool_exit_code(output) : -1;
+        bool ok = cJSON_AddStringToObject(j, "tool", strempty(tc->name)) && cJSON_AddStringToObject(j, "args", args) &&
+                cJSON_AddNumberToObject(j, "args_bytes", (double) strlen(strempty(tc->arguments))) &&
+                cJSON_AddBoolToObject(j, "error", is_error) &&
+                cJSON_AddNumberToObject(j, "bytes", (double) strlen(strempty(output))) &&
+                cJSON_AddNumberToObject(j, "ms", (double) (usec / 1000)) &&
+                (code < 0 || cJSON_AddNumberToObject(j, "exit", code));
+        if (!ok) {
+                cJSON_Delete(j);
+                return;
+        }
+        progress_emit(t, j);
+}
+
 /* Sends the completed turn (messages from index turn on) to the service, which stores it. */
 static int turn_send(const ConRuntimeTask *t, const ConLlmConversation *c, size_t turn) {
         _cleanup_free_ char *text = NULL;
@@ -715,7 +805,11 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                 if (dropped > 0)
                         dprintf(STDERR_FILENO, "note: %zu older messages of conversation %s left out to fit the "
                                 "context window of %u tokens\n", dropped, conv, window);
+                progress_phase(t, iter + 1, "model");
+                uint64_t called = con_now(CLOCK_MONOTONIC);
                 r = model_call(&l, c, &resp, &reason);
+                progress_model(t, iter + 1, env->agent->rt.model, r >= 0 ? resp : NULL,
+                               con_now(CLOCK_MONOTONIC) - called);
                 if (r == -ENOMEM)
                         goto out;
                 if (r < 0)
@@ -758,7 +852,11 @@ int agent_llm_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int result_
                                         goto out;
                                 continue;
                         }
+                        progress_phase(t, iter + 1, "tool");
+                        uint64_t started = con_now(CLOCK_MONOTONIC);
                         r = agent_tool_run(&ctx, tc->name, tc->arguments, &output, &is_error);
+                        if (r >= 0)
+                                progress_tool(t, iter + 1, tc, output, is_error, con_now(CLOCK_MONOTONIC) - started);
                         if (r >= 0)
                                 r = tool_output_inline(t, env, ++n_outputs, &output);
                         if (r >= 0)

@@ -8,6 +8,7 @@
 #include "agent-service.h"
 #include "con-paths.h"
 #include "errors.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "task.h"
@@ -328,8 +329,8 @@ int agent_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) 
 int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
                         bool with_info) {
         if (!with_info)
-                return sd_bus_message_append(reply, "ss", agent_task_status_to_string(st), strempty(text));
-        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_string(st), strempty(text), 3,
+                return sd_bus_message_append(reply, "ss", agent_task_status_to_a2a(st), strempty(text));
+        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_a2a(st), strempty(text), 3,
                                      "truncated", "b", (int) info->truncated,
                                      "replaced", "b", (int) info->replaced,
                                      "size", "t", info->size);
@@ -386,6 +387,99 @@ int agent_method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error
         return get_result(m, userdata, error, true);
 }
 
+/* The transcript (docs/AGENT.md "Transcripts"): the task's record and the steps its session
+ * reported, from queue/transcripts/<id>.json (or the running session's, in memory). */
+static int transcript_json(AgentContext *c, const AgentTask *t, char **ret) {
+        _cleanup_(cJSON_Deletep) cJSON *j = NULL;
+        const RunningTask *rt = t->status == AGENT_TASK_RUNNING ? t->userdata : NULL;
+        int r;
+
+        if (rt) {
+                AgentTranscript copy = rt->transcript;
+                copy.ended_usec = 0;
+                j = agent_transcript_to_json(&copy);
+                if (!j)
+                        return -ENOMEM;
+        } else {
+                r = agent_transcript_read(c->data_dir_fd, t->id, &j);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && r != -ENOENT)
+                        log_full(LOG_WARNING, "Task %s: transcript not read: %s", t->id, strerror(-r));
+                if (!j) {
+                        /* No session (a built-in, a task that failed before one, one still queued). */
+                        AgentTranscript none = {};
+                        j = agent_transcript_to_json(&none);
+                        if (!j)
+                                return -ENOMEM;
+                        cJSON_ReplaceItemInObject(j, "started", cJSON_CreateNull());
+                        cJSON_ReplaceItemInObject(j, "ended", cJSON_CreateNull());
+                }
+        }
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "started"),
+                    *en = cJSON_GetObjectItemCaseSensitive(j, "ended");
+        double started = cJSON_IsNumber(st) ? st->valuedouble : 0, ended = cJSON_IsNumber(en) ? en->valuedouble : 0;
+        double finished = agent_task_status_is_final(t->status) ? (double) t->finished_usec : 0;
+        double duration = ended > 0 && started > 0 ? ended - started :
+                          started > 0 ? (double) con_now(CLOCK_REALTIME) - started :
+                          finished > 0 && t->accepted_usec > 0 ? finished - (double) t->accepted_usec : -1;
+        ConModelBudget b = {};
+        con_config_model_budget(c->config, c->agent->name, &b);
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(j, "tokens_in"),
+                    *out = cJSON_GetObjectItemCaseSensitive(j, "tokens_out");
+        bool priced = b.price_per_mtok_in > 0 && b.price_per_mtok_out > 0;
+        double cost = priced ? (cJSON_IsNumber(in) ? in->valuedouble : 0) * b.price_per_mtok_in / 1e6 +
+                               (cJSON_IsNumber(out) ? out->valuedouble : 0) * b.price_per_mtok_out / 1e6 : 0;
+        const char *parent = t->chain ? strrchr(t->chain, ' ') : NULL;
+        parent = parent ? parent + 1 : t->chain;
+        if (!cJSON_AddStringToObject(j, "task_id", t->id) || !cJSON_AddStringToObject(j, "agent", c->agent->name) ||
+            !cJSON_AddStringToObject(j, "sender", strempty(t->sender)) ||
+            !cJSON_AddStringToObject(j, "status", agent_task_status_to_a2a(t->status)) ||
+            !(t->chain ? cJSON_AddStringToObject(j, "chain", t->chain) : cJSON_AddNullToObject(j, "chain")) ||
+            !(parent ? cJSON_AddStringToObject(j, "parent", parent) : cJSON_AddNullToObject(j, "parent")) ||
+            !cJSON_AddNumberToObject(j, "hops", (double) agent_chain_hops(t->chain)) ||
+            !cJSON_AddNumberToObject(j, "accepted", (double) t->accepted_usec) ||
+            !(finished > 0 ? cJSON_AddNumberToObject(j, "finished", finished) : cJSON_AddNullToObject(j, "finished")) ||
+            !(t->deadline_usec > 0 ? cJSON_AddNumberToObject(j, "deadline", (double) t->deadline_usec)
+                                   : cJSON_AddNullToObject(j, "deadline")) ||
+            !(started > 0 && t->accepted_usec > 0 ? cJSON_AddNumberToObject(j, "queued_ms",
+                                                                             (started - (double) t->accepted_usec) / 1000)
+                                                  : cJSON_AddNullToObject(j, "queued_ms")) ||
+            !(duration >= 0 ? cJSON_AddNumberToObject(j, "duration_ms", (double) (uint64_t) (duration / 1000))
+                            : cJSON_AddNullToObject(j, "duration_ms")) ||
+            !(priced ? cJSON_AddNumberToObject(j, "cost", cost) : cJSON_AddNullToObject(j, "cost")))
+                return -ENOMEM;
+        char *s = cJSON_PrintUnformatted(j);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int agent_method_get_transcript(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        AgentContext *c = userdata;
+        _cleanup_(agent_task_freep) AgentTask *evicted = NULL;
+        _cleanup_free_ char *json = NULL;
+        AgentTask *t = NULL;
+        const char *id;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &id);
+        if (r < 0)
+                return r;
+        r = find_task(c, id, &t, &evicted, error);
+        if (r < 0)
+                return r;
+        /* The same rule as GetResult: the submitter, and callers granted read-result (root). */
+        r = agent_authorize(c, m, AGENT_VERB_GET_RESULT, t, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        r = transcript_json(c, t, &json);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(m, "s", json);
+}
+
 int agent_method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         AgentContext *c = userdata;
         _cleanup_(agent_caller_done) AgentCaller caller = {};
@@ -407,7 +501,7 @@ int agent_method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *err
                 if (!caller.all_tasks && tasks[i]->sender_uid != caller.uid)
                         continue;
                 r = sd_bus_message_append(reply, "(sss)", tasks[i]->id,
-                                          agent_task_status_to_string(tasks[i]->status), tasks[i]->sender);
+                                          agent_task_status_to_a2a(tasks[i]->status), tasks[i]->sender);
                 if (r < 0)
                         return r;
         }

@@ -37,7 +37,10 @@ static void audit_task_event(AgentContext *c, const char *member, const AgentTas
                 return;
         _cleanup_cjson_ cJSON *f = con_audit_task_fields(t->id, c->agent->name, t->sender);
         if (f && streq(member, "TaskCompleted"))
-                (void) cJSON_AddStringToObject(f, "status", agent_task_status_to_string(t->status));
+                (void) cJSON_AddStringToObject(f, "status", agent_task_status_to_a2a(t->status));
+        if (f && streq(member, "TaskAccepted") && t->chain)
+                /* Why an agent tasks another: the chain of tasks above it, the parent last. */
+                (void) cJSON_AddStringToObject(f, "chain", t->chain);
         bool first = false;
         int r = f ? con_audit_writer_append(c->audit, c->agent->name, event, f, &first) : -ENOMEM;
         if (r < 0 && first)
@@ -53,7 +56,7 @@ static void emit_task_signal(AgentContext *c, const char *member, const AgentTas
                         continue;
                 if (streq(member, "TaskCompleted"))
                         r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "sss",
-                                               t->id, t->sender, agent_task_status_to_string(t->status));
+                                               t->id, t->sender, agent_task_status_to_a2a(t->status));
                 else
                         r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "ss",
                                                t->id, t->sender);

@@ -75,9 +75,24 @@ const char *agent_task_status_to_string(AgentTaskStatus s) {
         return status_table[s];
 }
 
+/* The names of the A2A protocol and MCP tasks, used on the bus and in JSON. */
+static const char * const a2a_table[_AGENT_TASK_STATUS_MAX] = {
+        [AGENT_TASK_QUEUED] = "submitted",
+        [AGENT_TASK_RUNNING] = "working",
+        [AGENT_TASK_DONE] = "completed",
+        [AGENT_TASK_FAILED] = "failed",
+        [AGENT_TASK_CANCELLED] = "canceled",
+};
+
+const char *agent_task_status_to_a2a(AgentTaskStatus s) {
+        if (s < 0 || s >= _AGENT_TASK_STATUS_MAX)
+                return NULL;
+        return a2a_table[s];
+}
+
 AgentTaskStatus agent_task_status_from_string(const char *s) {
         for (int i = 0; s && i < _AGENT_TASK_STATUS_MAX; i++)
-                if (streq(status_table[i], s))
+                if (streq(status_table[i], s) || streq(a2a_table[i], s))
                         return i;
         return _AGENT_TASK_STATUS_INVALID;
 }

@@ -51,7 +51,12 @@ typedef enum AgentTaskStatus {
         _AGENT_TASK_STATUS_INVALID = -22,
 } AgentTaskStatus;
 
+/* The journal's names: queued, running, done, failed, cancelled. */
 const char *agent_task_status_to_string(AgentTaskStatus s);
+/* The names on the bus and in JSON (A2A and MCP tasks): submitted, working, completed, failed,
+ * canceled (docs/AGENT.md "States and properties"). */
+const char *agent_task_status_to_a2a(AgentTaskStatus s);
+/* Either name. */
 AgentTaskStatus agent_task_status_from_string(const char *s);
 static inline bool agent_task_status_is_final(AgentTaskStatus s) {
         return s >= AGENT_TASK_DONE;

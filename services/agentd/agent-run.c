@@ -10,6 +10,7 @@
 #include "agent-history.h"
 #include "agent-llm.h"
 #include "agent-service.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 
@@ -72,6 +73,7 @@ RunningTask *agent_running_task_free(RunningTask *rt) {
                 free(rt->running_id);
         }
         free(rt->conversation);
+        agent_transcript_done(&rt->transcript);
         agent_session_free(rt->session);
         free(rt->cancel_reason);
         free(rt);
@@ -167,6 +169,36 @@ static int conversation_prepare(AgentContext *c, const AgentTask *t, RunningTask
         return 0;
 }
 
+/* A step the session reported: kept for the transcript; a phase becomes TaskProgress (ids, a turn
+ * number and a fixed word: no text). */
+static void on_session_line(AgentSession *s, const char *line, size_t len, void *userdata) {
+        RunningTask *rt = userdata;
+        AgentContext *c = rt->c;
+        const char *phase = NULL;
+        unsigned turn = 0;
+        int r = agent_transcript_add_line(&rt->transcript, line, len, &turn, &phase);
+        if (r <= 0)
+                return;
+        for (size_t i = 0; i < c->n_buses; i++) {
+                if (!sd_bus_is_open(c->buses[i]))
+                        continue;
+                r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskProgress", "sus",
+                                       rt->task->id, (uint32_t) turn, phase);
+                if (r < 0)
+                        log_full(LOG_DEBUG, "Failed to emit TaskProgress for %s, ignoring: %s", rt->task->id,
+                                 strerror(-r));
+        }
+}
+
+/* The session part of the transcript, written when the session is over (whatever its end). */
+static void transcript_store(RunningTask *rt) {
+        rt->transcript.ended_usec = con_now(CLOCK_REALTIME);
+        _cleanup_(cJSON_Deletep) cJSON *j = agent_transcript_to_json(&rt->transcript);
+        int r = j ? agent_transcript_write(rt->c->data_dir_fd, rt->task->id, j) : -ENOMEM;
+        if (r < 0)
+                log_full(LOG_WARNING, "Task %s: cannot write its transcript: %s", rt->task->id, strerror(-r));
+}
+
 static void on_session_done(AgentSession *s, void *userdata) {
         RunningTask *rt = userdata;
         AgentContext *c = rt->c;
@@ -181,6 +213,7 @@ static void on_session_done(AgentSession *s, void *userdata) {
                 agent_context_schedule_flush(c);
                 return;
         }
+        transcript_store(rt);
         switch (agent_session_end(s)) {
         case AGENT_SESSION_EXITED:
                 if (s->exit_status == 0) {
@@ -329,6 +362,7 @@ void agent_start_task(AgentContext *c, AgentTask *t) {
                 .history = history,
                 .history_len = history_len,
                 .turn_fd = -EBADF,
+                .progress_fd = -EBADF,
         };
         r = running_record_write(c, rt, &env);
         if (r < 0) {
@@ -352,6 +386,8 @@ void agent_start_task(AgentContext *c, AgentTask *t) {
                 (void) agent_context_complete(c, t, AGENT_TASK_FAILED, reason ?: "cannot start a session");
                 return;
         }
+        rt->session->on_line = on_session_line;
+        rt->transcript.started_usec = con_now(CLOCK_REALTIME);
         t->userdata = rt;
         c->n_sessions++;
 }

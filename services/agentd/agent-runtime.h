@@ -27,6 +27,8 @@ typedef struct ConRuntimeTask {
         const char *history;
         size_t history_len;
         int turn_fd;                    /* in the session: where the completed turn goes; < 0: nowhere */
+        int progress_fd;                /* in the session: one JSON line per step for the transcript
+                                         * (agent-transcript.h); < 0: nowhere */
 } ConRuntimeTask;
 
 /* Who a session runs as: the agent user, entered by the root service after forking. */

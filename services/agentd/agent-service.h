@@ -15,6 +15,7 @@
 #include "audit-writer.h"
 #include "authz.h"
 #include "config.h"
+#include "agent-transcript.h"
 #include "log.h"
 #include "policy.h"
 #include "time-util.h"
@@ -184,6 +185,7 @@ typedef struct RunningTask {
         char *conversation;     /* the conversation the session's turn is appended to; NULL: none */
         uid_t sender_uid;
         char *running_id;       /* queue/running/<id>.json was written (agent-chain.h) */
+        AgentTranscript transcript; /* the steps the session reported (agent-transcript.h) */
 } RunningTask;
 
 /* agent-service.c: the flush (dispatch, group commit, replies, idle) and the exit. */
@@ -208,6 +210,7 @@ int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error)
 int agent_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int agent_method_get_result(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int agent_method_get_result_info(sd_bus_message *m, void *userdata, sd_bus_error *error);
+int agent_method_get_transcript(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int agent_method_list_tasks(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int agent_method_halt(sd_bus_message *m, void *userdata, sd_bus_error *error);
 int agent_method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error);

@@ -128,6 +128,11 @@ static void session_close_out(AgentSession *s) {
         s->out_fd = safe_close(s->out_fd);
 }
 
+static void session_close_progress(AgentSession *s) {
+        s->progress_source = sd_event_source_disable_unref(s->progress_source);
+        s->progress_fd = safe_close(s->progress_fd);
+}
+
 static void session_close_turn(AgentSession *s) {
         s->turn_source = sd_event_source_disable_unref(s->turn_source);
         s->turn_fd = safe_close(s->turn_fd);
@@ -175,6 +180,7 @@ AgentSession *agent_session_free(AgentSession *s) {
         s->timer_source = sd_event_source_disable_unref(s->timer_source);
         session_close_out(s);
         session_close_turn(s);
+        session_close_progress(s);
         session_close_err(s);
         free(s->out);
         free(s->turn);
@@ -210,6 +216,41 @@ static int read_capped(int fd, char **buf, size_t *len, size_t max, uint64_t *to
                 *len += (size_t) n;
                 b[*len] = 0;
         }
+}
+
+
+/* Splits what the session wrote into lines for on_line; a line longer than the buffer is dropped. */
+static int session_read_progress(AgentSession *s) {
+        for (;;) {
+                char buf[4096];
+                ssize_t n = read(s->progress_fd, buf, sizeof(buf));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return errno == EAGAIN ? 0 : -errno;
+                }
+                if (n == 0)
+                        return 1;
+                for (ssize_t i = 0; i < n; i++) {
+                        if (buf[i] == '\n') {
+                                if (!s->progress_skip && s->on_line)
+                                        s->on_line(s, s->progress, s->progress_len, s->userdata);
+                                s->progress_len = 0;
+                                s->progress_skip = false;
+                        } else if (s->progress_len + 1 >= sizeof(s->progress)) {
+                                s->progress_skip = true;
+                                s->progress_len = 0;
+                        } else if (!s->progress_skip)
+                                s->progress[s->progress_len++] = buf[i];
+                }
+        }
+}
+
+static int on_progress(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        if (session_read_progress(s) != 0)
+                session_close_progress(s);
+        return 0;
 }
 
 static int session_read_out(AgentSession *s) {
@@ -325,10 +366,13 @@ static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
                 (void) session_read_out(s);
         if (s->turn_fd >= 0)
                 (void) session_read_turn(s);
+        if (s->progress_fd >= 0)
+                (void) session_read_progress(s);
         if (s->err_fd >= 0)
                 (void) session_read_err(s);
         session_close_out(s);
         session_close_turn(s);
+        session_close_progress(s);
         session_close_err(s);
         session_maybe_finish(s);
         return 0;
@@ -399,7 +443,7 @@ static int drop_privileges(const ConSessionUser *u) {
 }
 
 static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
-                                    int out_w, int err_w, int turn_w, int cg_procs_fd) {
+                                    int out_w, int err_w, int turn_w, int prog_w, int cg_procs_fd) {
         sigset_t ss;
         int r;
 
@@ -419,17 +463,21 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
         sigemptyset(&ss);
         (void) sigprocmask(SIG_SETMASK, &ss, NULL);
 
-        /* fd 0 /dev/null, 1 /dev/null, 2 stderr pipe, 3 result pipe, 4 the turn pipe of a runtime
-         * that keeps conversations (close-on-exec: the session's own, not its tools'), nothing else. */
+        /* fd 0 /dev/null, 1 /dev/null, 2 stderr pipe, 3 result pipe, 4 the turn pipe and 5 the
+         * progress pipe of a runtime that keeps conversations (close-on-exec: the session's own,
+         * not its tools'), nothing else. */
         int o = fcntl(out_w, F_DUPFD, 10), e = fcntl(err_w, F_DUPFD, 10);
         int tw = turn_w >= 0 ? fcntl(turn_w, F_DUPFD, 10) : -EBADF;
+        int pw = prog_w >= 0 ? fcntl(prog_w, F_DUPFD, 10) : -EBADF;
         int null = open("/dev/null", O_RDWR);
-        if (o < 0 || e < 0 || null < 0 || (turn_w >= 0 && tw < 0) || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
-            dup2(e, 2) < 0 || dup2(o, 3) < 0 || (tw >= 0 && dup3(tw, 4, O_CLOEXEC) < 0))
+        if (o < 0 || e < 0 || null < 0 || (turn_w >= 0 && tw < 0) || (prog_w >= 0 && pw < 0) ||
+            dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(e, 2) < 0 || dup2(o, 3) < 0 ||
+            (tw >= 0 && dup3(tw, 4, O_CLOEXEC) < 0) || (pw >= 0 && dup3(pw, 5, O_CLOEXEC) < 0))
                 _exit(126);
-        (void) close_range(tw >= 0 ? 5 : 4, ~0U, 0);
+        (void) close_range(pw >= 0 ? 6 : tw >= 0 ? 5 : 4, ~0U, 0);
         ConRuntimeTask task = *t;
         task.turn_fd = tw >= 0 ? 4 : -EBADF;
+        task.progress_fd = pw >= 0 ? 5 : -EBADF;
         if (env->user) {
                 r = drop_privileges(env->user);
                 if (r < 0) {
@@ -459,14 +507,15 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
 
 int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask *t, const ConRuntimeEnv *env,
                         agent_session_done_t done, void *userdata, AgentSession **ret) {
-        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF }, turn[2] = { -EBADF, -EBADF };
+        int out[2] = { -EBADF, -EBADF }, err[2] = { -EBADF, -EBADF }, turn[2] = { -EBADF, -EBADF },
+            prog[2] = { -EBADF, -EBADF };
         int cg_procs = -EBADF;
         int r;
 
         AgentSession *s = calloc(1, sizeof(AgentSession));
         if (!s)
                 return -ENOMEM;
-        s->out_fd = s->err_fd = s->turn_fd = s->cg_fd = s->cg_events_fd = -EBADF;
+        s->out_fd = s->err_fd = s->turn_fd = s->progress_fd = s->cg_fd = s->cg_events_fd = -EBADF;
         s->cg_parent_fd = env->cgroup_fd;
         s->event = sd_event_ref(e);
         s->done = done;
@@ -481,7 +530,7 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
         }
 
         if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-            (rt->conversations && pipe2(turn, O_CLOEXEC) < 0)) {
+            (rt->conversations && (pipe2(turn, O_CLOEXEC) < 0 || pipe2(prog, O_CLOEXEC) < 0))) {
                 r = -errno;
                 goto fail;
         }
@@ -517,7 +566,7 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
                 goto fail;
         }
         if (s->pid == 0)
-                session_child(rt, t, env, out[1], err[1], turn[1], cg_procs);
+                session_child(rt, t, env, out[1], err[1], turn[1], prog[1], cg_procs);
         cg_procs = safe_close(cg_procs);
 
         /* Also in the parent, so the kill in on_child/cancel cannot race the child's setsid(). */
@@ -525,9 +574,11 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
         out[1] = safe_close(out[1]);
         err[1] = safe_close(err[1]);
         turn[1] = safe_close(turn[1]);
+        prog[1] = safe_close(prog[1]);
         s->out_fd = TAKE_FD(out[0]);
         s->err_fd = TAKE_FD(err[0]);
         s->turn_fd = TAKE_FD(turn[0]);
+        s->progress_fd = TAKE_FD(prog[0]);
         (void) fcntl(s->out_fd, F_SETFL, O_NONBLOCK);
         (void) fcntl(s->err_fd, F_SETFL, O_NONBLOCK);
 
@@ -535,6 +586,10 @@ int agent_session_spawn(sd_event *e, const ConRuntime *rt, const ConRuntimeTask 
         if (r >= 0 && s->turn_fd >= 0) {
                 (void) fcntl(s->turn_fd, F_SETFL, O_NONBLOCK);
                 r = sd_event_add_io(e, &s->turn_source, s->turn_fd, EPOLLIN, on_turn, s);
+        }
+        if (r >= 0 && s->progress_fd >= 0) {
+                (void) fcntl(s->progress_fd, F_SETFL, O_NONBLOCK);
+                r = sd_event_add_io(e, &s->progress_source, s->progress_fd, EPOLLIN, on_progress, s);
         }
         if (r >= 0)
                 r = sd_event_add_io(e, &s->err_source, s->err_fd, EPOLLIN, on_err, s);
@@ -561,6 +616,8 @@ fail:
         safe_close(err[1]);
         safe_close(turn[0]);
         safe_close(turn[1]);
+        safe_close(prog[0]);
+        safe_close(prog[1]);
         agent_session_free(s);
         return r;
 }

@@ -36,6 +36,10 @@ typedef enum AgentSessionEnd {
 
 typedef struct AgentSession AgentSession;
 typedef void (*agent_session_done_t)(AgentSession *s, void *userdata);
+/* One line of the progress pipe (without its newline; lines over AGENT_SESSION_PROGRESS_LINE_MAX
+ * are dropped whole). */
+typedef void (*agent_session_line_t)(AgentSession *s, const char *line, size_t len, void *userdata);
+#define AGENT_SESSION_PROGRESS_LINE_MAX 4096
 
 struct AgentSession {
         sd_event *event;
@@ -51,6 +55,12 @@ struct AgentSession {
         size_t turn_len;
         uint64_t turn_size;     /* bytes sent in all (more than turn_len: over the limit) */
         bool turn_eof;
+        int progress_fd;        /* the progress pipe of a runtime that keeps conversations */
+        sd_event_source *progress_source;
+        char progress[AGENT_SESSION_PROGRESS_LINE_MAX];
+        size_t progress_len;
+        bool progress_skip;     /* inside a line that was too long */
+        agent_session_line_t on_line;   /* set by the caller right after spawning; may be NULL */
         char err[AGENT_SESSION_STDERR_TAIL];
         size_t err_len;         /* the last AGENT_SESSION_STDERR_TAIL bytes, ring-free: shifted */
         uint64_t err_size;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "agent-tools.h"
+#include "task.h"
 #include "con-paths.h"
 #include "errors.h"
 #include "fileio.h"
@@ -890,9 +891,9 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *id, char **
         r = sd_bus_message_read(m, "ss", &status, &text);
         if (r < 0)
                 return r;
-        if (streq(status, "queued") || streq(status, "running"))
+        if (!con_task_state_is_final(status))
                 return 0;
-        *ret_status = strdup(status);
+        *ret_status = strdup(con_task_state_a2a(status));
         *ret_text = strdup(text);
         return *ret_status && *ret_text ? 1 : -ENOMEM;
 }
@@ -979,9 +980,9 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
                 uint64_t t = deadline - now;
                 (void) sd_bus_wait(ctx->bus, t < USEC_PER_SEC ? t : USEC_PER_SEC);
         }
-        *is_error = !streq(status, "done");
+        *is_error = !streq(status, "completed");
         r = tool_result(ret, *is_error, "%s %s task %s (%s):\n%s", a->agent,
-                        streq(status, "done") ? "finished" : "did not finish", id, status, text);
+                        streq(status, "completed") ? "finished" : "did not finish", id, status, text);
         if (r < 0)
                 return r;
         return agent_tool_cap_output(ret, AGENT_TOOL_OUTPUT_MAX);

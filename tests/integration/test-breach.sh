@@ -39,7 +39,7 @@ gpasswd -a member con >/dev/null
 check "con up" con up
 check_output "root submits to the concierge" '^s "' busctl call "$C" "$P" "$I" Submit s "/ping"
 ROOT_TASK=$(sed -n 's/^s "\(.*\)"$/\1/p' <<<"$LIB_OUT")
-check "root's task completes" wait_for 20 bash -c "busctl call $C $P $I GetResult s '$ROOT_TASK' | grep -q done"
+check "root's task completes" wait_for 20 bash -c "busctl call $C $P $I GetResult s '$ROOT_TASK' | grep -q completed"
 
 section "as the agent a-concierge"
 check_fail_output "a-concierge cannot own org.conspiracy.Sysadmin" "Access ?[Dd]enied|not allowed" \

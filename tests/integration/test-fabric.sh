@@ -41,7 +41,7 @@ check "con up twice is fine" con up
 section "con-send"
 check_output "con-send /agents names the concierge" "concierge" con-send /agents
 check_output "... and the sysadmin" "sysadmin" con-send /agents
-check_output "con-send --json" '"status":"done"' con-send --json /ping
+check_output "con-send --json" '"status":"completed"' con-send --json /ping
 check_output "con-send reads stdin" "." bash -c "echo /ping | con-send -"
 check_output "con-send --no-wait prints an id" '^[A-Za-z0-9]' con-send --no-wait /ping
 check_status "con-send usage error: 2" 2 con-send --to Not_An_Agent hi
@@ -58,20 +58,20 @@ check_output "Submit returns an id" '^s "' busctl call org.conspiracy.Concierge 
 ID=$(sed -n 's/^s "\(.*\)"$/\1/p' <<<"$LIB_OUT")
 check "TaskCompleted signal for $ID" wait_for 30 grep -q "$ID" "$T/monitor"
 check "TaskCompleted is in the monitor output" wait_for 10 grep -q "member=TaskCompleted" "$T/monitor"
-check_output "GetResult as the submitter (root)" '^ss "done"' busctl call org.conspiracy.Concierge \
+check_output "GetResult as the submitter (root)" '^ss "completed"' busctl call org.conspiracy.Concierge \
         /org/conspiracy/Agent org.conspiracy.Agent1 GetResult s "$ID"
 
 check_output "a con member can submit" '^s "' as_user contest busctl call org.conspiracy.Concierge \
         /org/conspiracy/Agent org.conspiracy.Agent1 Submit s "/ping"
 UID_ID=$(sed -n 's/^s "\(.*\)"$/\1/p' <<<"$LIB_OUT")
 check "... and the task completes" wait_for 30 grep -q "$UID_ID" "$T/monitor"
-check_output "the submitter reads the result" '"done"' as_user contest busctl call org.conspiracy.Concierge \
+check_output "the submitter reads the result" '"completed"' as_user contest busctl call org.conspiracy.Concierge \
         /org/conspiracy/Agent org.conspiracy.Agent1 GetResult s "$UID_ID"
 check_fail "another user cannot read it" as_user outsider busctl call org.conspiracy.Concierge \
         /org/conspiracy/Agent org.conspiracy.Agent1 GetResult s "$UID_ID"
 check_fail "another user cannot read root's task" as_user outsider busctl call org.conspiracy.Concierge \
         /org/conspiracy/Agent org.conspiracy.Agent1 GetResult s "$ID"
-check_output "con task ID shows it to root" "status: done" con task "$ID"
+check_output "con task ID shows it to root" "status: completed" con task "$ID"
 check_output "con tasks lists it" "$ID" con tasks concierge
 
 section "durable file drop through the router"

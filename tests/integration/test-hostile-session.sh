@@ -151,7 +151,7 @@ check "the concierge has root-owned skills" test -s "$A/skills/heartbeat-audit.m
 section "an honest task of another sender"
 VICTIM=$(submit member honest-question)
 check "member submits (id ${VICTIM:-none})" test -n "$VICTIM"
-check "... it completes" wait_for 60 bash -c "[ \"\$(runuser -u member -- busctl --system call $C $P $I GetResult s $VICTIM | cut -d'\"' -f2)\" = done ]"
+check "... it completes" wait_for 60 bash -c "[ \"\$(runuser -u member -- busctl --system call $C $P $I GetResult s $VICTIM | cut -d'\"' -f2)\" = completed ]"
 echo "$VICTIM" >/run/con-test-victim
 echo "$(id -u member)/$VICTIM.json" >/run/con-test-victim-conv
 chmod 0644 /run/con-test-victim /run/con-test-victim-conv
@@ -167,7 +167,7 @@ check_output "... with a read entry for its sender only" "^user:member:r--$" get
 
 section "the hostile session, through the exec tool"
 H=$(submit root run-hostile-session)
-check "the hostile task (id ${H:-none}) completes" wait_for 60 bash -c "[ \"\$(busctl --system call $C $P $I GetResult s $H | cut -d'\"' -f2)\" = done ]"
+check "the hostile task (id ${H:-none}) completes" wait_for 60 bash -c "[ \"\$(busctl --system call $C $P $I GetResult s $H | cut -d'\"' -f2)\" = completed ]"
 jq -r '.body.messages[] | select(.role == "tool") | .content' "$T/fake.log" >"$T/tool-out"
 check_output "the session ran as a-concierge" '^a-concierge$' cat "$T/tool-out"
 check_output "it got to the end of the script" 'HOSTILE-DONE' cat "$T/tool-out"
@@ -235,7 +235,7 @@ check_fail "the daemon left the session's process group" test "$(ps -o pgid= -p 
         "$(ps -o pgid= -p "$(pgrep -u a-concierge -f "sleep 120" | head -n1)" | tr -d ' ')"
 check_output "... but not the session's cgroup" "/con-concierge/session-$X-" cat "/proc/$DAEMON/cgroup"
 check "Cancel" busctl --system call "$C" "$P" "$I" Cancel s "$X"
-check "the task is cancelled" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $X | grep -q cancelled"
+check "the task is cancelled" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $X | grep -q canceled"
 check_fail "no process of a-concierge survives" agent_procs
 check_fail "the session's cgroup is removed" bash -c "ls -d $CG/session-$X-*"
 

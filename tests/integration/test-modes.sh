@@ -103,7 +103,7 @@ check_output "a new call activates it again" '^s "' agent_call org.conspiracy.Sl
 SPID2=$(owner_pid org.conspiracy.Sleeper)
 check "a new process (pid ${SPID2:-none})" test -n "$SPID2" -a "${SPID2:-0}" != "${SPID:-0}"
 check_output "... as root" '^root$' proc_user "${SPID2:-0}"
-check_output "both tasks are done" '"done".*"done"' agent_call org.conspiracy.Sleeper ListTasks
+check_output "both tasks are done" '"completed".*"completed"' agent_call org.conspiracy.Sleeper ListTasks
 check "it exits again when idle" wait_for 10 no_owner org.conspiracy.Sleeper
 
 section "always: stays up past idle_exit"
@@ -117,7 +117,7 @@ check_output "con status: keeper running" '^keeper .*running' con status
 
 section "cron: the router submits the cron_task each minute"
 check "a scheduled /ping completed for the cron agent" wait_for $((75 - (SECONDS - T_UP))) ticker_done
-check_output "ListTasks: a done task sent by root" '"[^"]*" "done" "root"' agent_call org.conspiracy.Ticker ListTasks
+check_output "ListTasks: a done task sent by root" '"[^"]*" "completed" "root"' agent_call org.conspiracy.Ticker ListTasks
 check "the audit trail has task.scheduled for ticker" \
         bash -c 'grep "task.scheduled" /srv/con/logs/audit/audit.jsonl | grep -q "\"ticker\""'
 check "the cron agent exits when idle" wait_for 10 no_owner org.conspiracy.Ticker

@@ -135,9 +135,9 @@ ID=$(busctl --system --json=short call org.conspiracy.Bigout $A $I ListTasks | j
 check "the task id is listed ($ID)" test -n "$ID"
 check_output "con task --json: truncated, the original size, not replaced" \
         '^true true false 1200001$' \
-        bash -c "con task '$ID' --json | jq -r '[.status == \"done\", .truncated, .replaced, .size] | map(tostring) | join(\" \")'"
+        bash -c "con task '$ID' --json | jq -r '[.status == \"completed\", .truncated, .replaced, .size] | map(tostring) | join(\" \")'"
 check_output "con task says it was truncated" 'result: 1200001 bytes from the runner, truncated' con task "$ID"
-check_output "GetResult over the bus works" '^ss "done"' busctl --system call org.conspiracy.Bigout $A $I GetResult s "$ID"
+check_output "GetResult over the bus works" '^ss "completed"' busctl --system call org.conspiracy.Bigout $A $I GetResult s "$ID"
 check "the file door's response is valid UTF-8" utf8_ok "/srv/con/agents/bigout/outbox/$ID.response"
 check "bigout restarts" restart_agent org.conspiracy.Bigout
 check_output "after the restart (replay), con task --json still says so" '^true 1200001$' \

@@ -58,8 +58,8 @@ check "second's task is listed under a new id" wait_for 20 bash -c \
 NEW=$(renamed_id second collide1)
 check_eq "the new id is collide1-<16 hex digits>" 1 "$(grep -cE '^collide1-[0-9a-f]{16}$' <<<"$NEW")"
 check "second's task completes with its own result" wait_for 20 bash -c \
-        "runuser -u second -- busctl --system call $C $P $I GetResult s '$NEW' | grep -q '\"done\" \"pong\"'"
-check_output "first's task is untouched" '"done" "Built-in commands' agent_call first GetResult s collide1
+        "runuser -u second -- busctl --system call $C $P $I GetResult s '$NEW' | grep -q '\"completed\" \"pong\"'"
+check_output "first's task is untouched" '"completed" "Built-in commands' agent_call first GetResult s collide1
 check_output "the collision is in the audit trail" 'task.id_taken.*collide1' con audit --lines 200
 check_output "... and the delivery under the new id" "task.routed.*$NEW" con audit --lines 200
 
@@ -124,13 +124,13 @@ check_fail_output "second still cannot Deliver under collide1" "already used on 
         agent_call second Deliver a{sv} 2 text s "/ping" id s collide1
 check_output "first still gets its own task back" '^s "collide1"$' \
         agent_call first Deliver a{sv} 2 text s "/ping" id s collide1
-check_output "... which is still the first one" '"done" "Built-in commands' agent_call first GetResult s collide1
+check_output "... which is still the first one" '"completed" "Built-in commands' agent_call first GetResult s collide1
 check "second drops collide1.task again" as_user second sh -c 'echo /ping > /srv/con/inbox/collide1.task'
 check "Rescan" busctl call "${R[@]}" Rescan
 check "the file leaves the inbox" wait_for 30 test ! -e /srv/con/inbox/collide1.task
 check "... and was not rejected" bash -c '! ls /srv/con/rejected 2>/dev/null | grep -q collide1'
 check "second now has two collide1-* tasks, both done" wait_for 20 bash -c \
-        "[ \$(runuser -u second -- busctl --system call $C $P $I ListTasks | grep -oE '\"collide1-[0-9a-f]{16}\" \"done\"' | sort -u | wc -l) = 2 ]"
+        "[ \$(runuser -u second -- busctl --system call $C $P $I ListTasks | grep -oE '\"collide1-[0-9a-f]{16}\" \"completed\"' | sort -u | wc -l) = 2 ]"
 
 check "con down" con down
 if grep -rqE "AddressSanitizer|LeakSanitizer|runtime error" /srv/con/logs 2>/dev/null; then

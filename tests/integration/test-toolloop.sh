@@ -165,7 +165,7 @@ check_output "the sysadmin's session answered the delegated task (unverified: se
         'unverified source.*a-concierge' \
         jq -r 'select(.body.messages[-1].content | tostring | test("sysadmin-disk-check please")) | .body.messages[-1].content' "$T/fake.log"
 check_output "the concierge's model got the sysadmin's result as the send_task result" \
-        'sysadmin finished task .* \(done\):.{1,2}SYSADMIN-REPORT disks are fine' \
+        'sysadmin finished task .* \(completed\):.{1,2}SYSADMIN-REPORT disks are fine' \
         jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
 check_output "the sysadmin's prompt carries its skills" '## Skill: ' \
         jq -r 'select(.body.messages[-1].content | tostring | test("sysadmin-disk-check please")) | .body.messages[0].content' "$T/fake.log"

@@ -414,6 +414,26 @@ static void test_id_fork(void) {
         g_free(ids);
 }
 
+static void test_state_names(void) {
+        static const char * const same[][2] = {
+                { "submitted", "submitted" }, { "queued", "submitted" }, { "working", "working" },
+                { "running", "working" },     { "input-required", "input-required" },
+                { "completed", "completed" }, { "done", "completed" },   { "failed", "failed" },
+                { "canceled", "canceled" },   { "cancelled", "canceled" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(same); i++)
+                g_assert_cmpstr(con_task_state_a2a(same[i][0]), ==, same[i][1]);
+        g_assert_null(con_task_state_a2a("finished"));
+        g_assert_null(con_task_state_a2a(NULL));
+        g_assert_true(con_task_state_is_final("done"));
+        g_assert_true(con_task_state_is_final("canceled"));
+        g_assert_true(con_task_state_is_final("failed"));
+        g_assert_false(con_task_state_is_final("running"));
+        g_assert_false(con_task_state_is_final("submitted"));
+        g_assert_false(con_task_state_is_final("input-required"));
+        g_assert_false(con_task_state_is_final("bogus"));
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/task/utf8", test_utf8);
@@ -428,5 +448,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/task/id-from-filename", test_id_from_filename);
         g_test_add_func("/task/id-new", test_id_new);
         g_test_add_func("/task/id-fork", test_id_fork);
+        g_test_add_func("/task/state-names", test_state_names);
         return con_test_run();
 }

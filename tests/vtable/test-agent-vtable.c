@@ -345,17 +345,17 @@ static void test_ping_help_unknown(void) {
         g_autofree char *st = wait_completed(&cl, id, 5 * USEC_PER_SEC);
         gint64 dt = g_get_monotonic_time() - t0;
         g_test_message("Submit(/ping) -> TaskCompleted: %" G_GINT64_FORMAT " us", dt);
-        g_assert_cmpstr(st, ==, "done");
+        g_assert_cmpstr(st, ==, "completed");
         g_assert_cmpint(dt, <, 200000); /* generous: sanitizers, shared machines; fsync included */
-        assert_result(&cl, id, "done", "pong");
+        assert_result(&cl, id, "completed", "pong");
         /* Accepted, started and completed in that order. */
         g_autofree char *acc = g_strdup_printf("TaskAccepted %s root", id);
         g_assert_true(have_signal(&cl, acc));
 
         _cleanup_free_ char *h = submit(&cl, "/help");
         g_autofree char *hs = wait_completed(&cl, h, 5 * USEC_PER_SEC);
-        g_assert_cmpstr(hs, ==, "done");
-        assert_result(&cl, h, "done", "/ping");
+        g_assert_cmpstr(hs, ==, "completed");
+        assert_result(&cl, h, "completed", "/ping");
 
         _cleanup_free_ char *u = submit(&cl, "/nope please");
         g_autofree char *us = wait_completed(&cl, u, 5 * USEC_PER_SEC);
@@ -364,13 +364,13 @@ static void test_ping_help_unknown(void) {
 
         _cleanup_free_ char *s = submit(&cl, "/status");
         g_free(wait_completed(&cl, s, 5 * USEC_PER_SEC));
-        assert_result(&cl, s, "done", "agent: worker");
+        assert_result(&cl, s, "completed", "agent: worker");
         _cleanup_free_ char *a = submit(&cl, "/agents");
         g_free(wait_completed(&cl, a, 5 * USEC_PER_SEC));
-        assert_result(&cl, a, "done", "thinker");
+        assert_result(&cl, a, "completed", "thinker");
         _cleanup_free_ char *ts = submit(&cl, "/tasks");
         g_free(wait_completed(&cl, ts, 5 * USEC_PER_SEC));
-        assert_result(&cl, ts, "done", "/agents");
+        assert_result(&cl, ts, "completed", "/agents");
 
         /* Empty text and unknown ids. */
         _cleanup_(sd_bus_error_free) sd_bus_error e1 = SD_BUS_ERROR_NULL;
@@ -470,8 +470,8 @@ static void test_deliver(void) {
         g_assert_cmpint(deliver(&cl, &e, &id2, "text", "s", "echo twice", "id", "s", "my-task.1", NULL), ==, 0);
         g_assert_cmpstr(id2, ==, "my-task.1");
         g_autofree char *st = wait_completed(&cl, id, 5 * USEC_PER_SEC);
-        g_assert_cmpstr(st, ==, "done");
-        assert_result(&cl, id, "done", "hi");
+        g_assert_cmpstr(st, ==, "completed");
+        assert_result(&cl, id, "completed", "hi");
         g_autofree char *runs_path = g_build_filename(sv.data, "runs", NULL);
         g_autofree char *runs = NULL;
         g_assert_true(g_file_get_contents(runs_path, &runs, NULL, NULL));
@@ -549,9 +549,9 @@ static void test_exec(void) {
         _cleanup_free_ char *ok = submit(&cl, "echo \"$CON_AGENT $CON_TASK_ID $LANG\"; pwd; env | grep -c SECRET || true");
         _cleanup_free_ char *bad = submit(&cl, "echo partial; echo oops >&2; exit 3");
         g_autofree char *s1 = wait_completed(&cl, ok, 10 * USEC_PER_SEC);
-        g_assert_cmpstr(s1, ==, "done");
+        g_assert_cmpstr(s1, ==, "completed");
         g_autofree char *want = g_strdup_printf("worker %s C.UTF-8\n%s/workspace\n0\n", ok, sv.data);
-        assert_result(&cl, ok, "done", want);
+        assert_result(&cl, ok, "completed", want);
         g_autofree char *s2 = wait_completed(&cl, bad, 10 * USEC_PER_SEC);
         g_assert_cmpstr(s2, ==, "failed");
         assert_result(&cl, bad, "failed", "/bin/sh exited with status 3: oops");
@@ -559,7 +559,7 @@ static void test_exec(void) {
         _cleanup_free_ char *slow = submit(&cl, "sleep 30");
         _cleanup_free_ char *big = submit(&cl, "head -c 3000000 /dev/zero | tr '\\0' a");
         g_autofree char *s4 = wait_completed(&cl, big, 20 * USEC_PER_SEC);
-        g_assert_cmpstr(s4, ==, "done");
+        g_assert_cmpstr(s4, ==, "completed");
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *bst = NULL, *btext = NULL;
         g_assert_cmpint(get_result(&cl, big, &bst, &btext, &e), ==, 0);
@@ -578,7 +578,7 @@ static void test_exec(void) {
         _cleanup_free_ char *eacute = submit(&cl, "printf a; yes \303\251 | head -n 600000 | tr -d '\\n'");
         _cleanup_free_ char *raw = submit(&cl, "printf 'a\\377\\000b'; printf 'bad \\376' >&2; exit 1");
         g_autofree char *s7 = wait_completed(&cl, eacute, 20 * USEC_PER_SEC);
-        g_assert_cmpstr(s7, ==, "done");
+        g_assert_cmpstr(s7, ==, "completed");
         _cleanup_free_ char *etext = NULL;
         get_result_info(&cl, eacute, &etext, &truncated, &replaced, &size);
         g_assert_true(g_utf8_validate(etext, -1, NULL));
@@ -593,7 +593,7 @@ static void test_exec(void) {
         g_assert_true(!truncated && replaced);
         _cleanup_free_ char *rawout = submit(&cl, "printf 'a\\377\\000b'");
         g_autofree char *s9 = wait_completed(&cl, rawout, 20 * USEC_PER_SEC);
-        g_assert_cmpstr(s9, ==, "done");
+        g_assert_cmpstr(s9, ==, "completed");
         _cleanup_free_ char *otext = NULL;
         get_result_info(&cl, rawout, &otext, &truncated, &replaced, &size);
         g_assert_cmpstr(otext, ==, "a\357\277\275\357\277\275b");
@@ -623,8 +623,8 @@ static void test_exec(void) {
         g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL,
                                            "s", victim), >=, 0);
         g_autofree char *s6 = wait_completed(&cl, victim, 5 * USEC_PER_SEC);
-        g_assert_cmpstr(s6, ==, "cancelled");
-        assert_result(&cl, victim, "cancelled", "cancelled by root");
+        g_assert_cmpstr(s6, ==, "canceled");
+        assert_result(&cl, victim, "canceled", "cancelled by root");
 
         client_done(&cl);
         server_done(&sv);
@@ -651,12 +651,12 @@ static void test_restart_resumes(void) {
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                 _cleanup_free_ char *st = NULL, *text = NULL;
                 g_assert_cmpint(get_result(&cl2, second, &st, &text, &e), ==, 0);
-                if (streq(st, "done"))
+                if (streq(st, "completed"))
                         break;
                 g_usleep(50000);
         }
-        assert_result(&cl2, first, "done", "one");
-        assert_result(&cl2, second, "done", "two");
+        assert_result(&cl2, first, "completed", "one");
+        assert_result(&cl2, second, "completed", "two");
         client_done(&cl2);
         server_done(&sv);
 }
@@ -701,7 +701,7 @@ static void as_user(Server *sv, uid_t uid, gid_t gid, const char *root_task, con
                                 free(text);
                                 if (get_result(&cl, id, &st, &text, &e) < 0)
                                         _exit(16);
-                                if (streq(st, "done"))
+                                if (streq(st, "completed"))
                                         break;
                                 g_usleep(20000);
                         }
@@ -817,7 +817,7 @@ static void id_scope_as_users(Server *sv, const char *id) {
                 if (deliver(&cl, &e, &got, "text", "s", "echo again >> ../intruders", "id", "s", id, NULL) < 0 ||
                     !streq(got, id))
                         _exit(12);
-                if (get_result(&cl, id, &st, &text, &e) < 0 || !streq(st, "done") || !streq(text, "one\n"))
+                if (get_result(&cl, id, &st, &text, &e) < 0 || !streq(st, "completed") || !streq(text, "one\n"))
                         _exit(13);
                 _exit(0);
         }
@@ -870,7 +870,7 @@ static void test_id_scope(void) {
         /* User 65534 takes "collide1" first. */
         g_assert_cmpint(deliver_as(&cl, "collide1", 65534, "echo one", &e), ==, 0);
         g_autofree char *st = wait_completed(&cl, "collide1", 5 * USEC_PER_SEC);
-        g_assert_cmpstr(st, ==, "done");
+        g_assert_cmpstr(st, ==, "completed");
         /* In memory: another user, and root itself, are refused; the owner gets its task back. */
         assert_duplicate(&cl, "collide1", 65533);
         _cleanup_free_ char *dup = NULL;
@@ -880,10 +880,10 @@ static void test_id_scope(void) {
         g_assert_cmpuint(count_listed(&cl, "collide1"), ==, 1);
         id_scope_as_users(&sv, "collide1");
         /* The owner's result is untouched, and root's /tasks does not show another sender's text. */
-        assert_result(&cl, "collide1", "done", "one");
+        assert_result(&cl, "collide1", "completed", "one");
         _cleanup_free_ char *ts = submit(&cl, "/tasks");
         g_free(wait_completed(&cl, ts, 5 * USEC_PER_SEC));
-        assert_result(&cl, ts, "done", "collide1  done       nobody  (another sender's task)");
+        assert_result(&cl, ts, "completed", "collide1  completed  nobody  (another sender's task)");
         _cleanup_free_ char *st2 = NULL, *listing = NULL;
         g_assert_cmpint(get_result(&cl, ts, &st2, &listing, &e), ==, 0);
         g_assert_null(strstr(listing, "echo one"));
@@ -978,7 +978,7 @@ static void test_halt_resume(void) {
 
         _cleanup_free_ char *running = submit(&cl, "sleep 30");
         _cleanup_free_ char *queued = submit(&cl, "echo after");
-        wait_status(&cl, running, "running");
+        wait_status(&cl, running, "working");
         call_reason(&cl, "Halt", "maintenance window", NULL);
         _cleanup_free_ char *st = get_state(&cl);
         g_assert_cmpstr(st, ==, "halted");
@@ -986,7 +986,7 @@ static void test_halt_resume(void) {
         g_assert_cmpstr(end, ==, "failed");
         assert_result(&cl, running, "failed", "agent halted: maintenance window (by root)");
         /* Queued work waits; new work is refused, naming the reason and the way out. */
-        assert_result(&cl, queued, "queued", NULL);
+        assert_result(&cl, queued, "submitted", NULL);
         assert_submit_refused(&cl, CON_ERROR_HALTED, "maintenance window");
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *x = NULL;
@@ -1004,8 +1004,8 @@ static void test_halt_resume(void) {
         g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Resume", &e, NULL, ""),
                         >=, 0);
         g_autofree char *qend = wait_completed(&cl, queued, 5 * USEC_PER_SEC);
-        g_assert_cmpstr(qend, ==, "done");
-        assert_result(&cl, queued, "done", "after");
+        g_assert_cmpstr(qend, ==, "completed");
+        assert_result(&cl, queued, "completed", "after");
         _cleanup_free_ char *p = submit(&cl, "/ping");
         g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
 
@@ -1022,7 +1022,7 @@ static void test_sender_quota(void) {
 
         /* One running, two queued: the caller's quota of 3 unfinished tasks is used up. */
         _cleanup_free_ char *a = submit(&cl, "sleep 30"), *b = submit(&cl, "sleep 30"), *c = submit(&cl, "echo c");
-        wait_status(&cl, a, "running");
+        wait_status(&cl, a, "working");
         char *id = NULL;
         g_assert_cmpint(call_submit(&cl, "echo d", &id, &e), ==, -EUSERS);
         g_assert_null(id);
@@ -1071,8 +1071,8 @@ static void test_kill_sessions(void) {
         g_assert_cmpuint(killed, ==, 0);
         _cleanup_free_ char *a = submit(&cl, "sleep 30");
         _cleanup_free_ char *b = submit(&cl, "sleep 30 & sleep 31; wait");
-        wait_status(&cl, a, "running");
-        wait_status(&cl, b, "running");
+        wait_status(&cl, a, "working");
+        wait_status(&cl, b, "working");
         const char *why = "killed by contract CON-SYS-004: session ran longer than 30 min";
         call_reason(&cl, "KillSessions", why, &killed);
         g_assert_cmpuint(killed, ==, 2);
@@ -1086,7 +1086,7 @@ static void test_kill_sessions(void) {
         wait_state(&cl, "idle");
         _cleanup_free_ char *p = submit(&cl, "echo still here");
         g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
-        assert_result(&cl, p, "done", "still here");
+        assert_result(&cl, p, "completed", "still here");
 
         client_done(&cl);
         server_done(&sv);
@@ -1100,7 +1100,7 @@ static void test_quarantine(void) {
         g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
 
         _cleanup_free_ char *running = submit(&cl, "sleep 30");
-        wait_status(&cl, running, "running");
+        wait_status(&cl, running, "working");
         call_reason(&cl, "Quarantine", "exfiltration suspected", NULL);
         /* It exits 0 on its own, files kept. */
         g_assert_cmpint(waitpid(sv.pid, &status, 0), ==, sv.pid);
@@ -1160,7 +1160,7 @@ static void test_markers(void) {
 
         /* A quarantine marker while running: sessions killed, the service exits 0. */
         _cleanup_free_ char *running = submit(&cl, "sleep 30");
-        wait_status(&cl, running, "running");
+        wait_status(&cl, running, "working");
         write_marker(qdir, "worker", "contract CON-AGENT-002");
         g_assert_cmpint(waitpid(sv.pid, &status, 0), ==, sv.pid);
         sv.pid = 0;
@@ -1206,7 +1206,7 @@ static void test_picoclaw_not_configured(void) {
                       "and put the key in /etc/con/env (CON_API_KEY)");
         _cleanup_free_ char *p = submit(&cl, "/ping");
         g_free(wait_completed(&cl, p, 5 * USEC_PER_SEC));
-        assert_result(&cl, p, "done", "pong");
+        assert_result(&cl, p, "completed", "pong");
         client_done(&cl);
         server_done(&sv);
 }

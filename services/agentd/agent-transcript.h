@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per-task transcripts (docs/AGENT.md "Transcripts"): pure logic, no bus, no logging.
+ *
+ * A session of the tool loop writes one JSON line per step on its progress pipe:
+ *
+ *   {"ev":"phase","turn":N,"phase":"model"|"tool"}          about to call the model, run a tool
+ *   {"ev":"model","turn":N,"model":s,"stop":s,"in":t,"out":t,"ms":t[,"error":true]}
+ *   {"ev":"tool","turn":N,"tool":s,"args":s,"args_bytes":t,"error":b,"bytes":t,"ms":t[,"exit":n]}
+ *
+ * The service checks each line (the session is not trusted: unknown events and keys are dropped,
+ * strings are cut and made valid UTF-8, numbers bounded), keeps the steps (at most
+ * AGENT_TRANSCRIPT_STEPS_MAX) and sums them up, and writes the result when the session ends to
+ * queue/transcripts/<id>.json, root's file in root's folder: the agent user cannot read or change
+ * it. Arguments are kept up to AGENT_TRANSCRIPT_ARGS_MAX bytes with their full size; outputs only
+ * by size. */
+
+#define AGENT_TRANSCRIPT_LINE_MAX 4096
+#define AGENT_TRANSCRIPT_ARGS_MAX 512
+#define AGENT_TRANSCRIPT_STEPS_MAX 1000
+#define AGENT_TRANSCRIPT_DIR "queue/transcripts"
+#define AGENT_TRANSCRIPT_KEEP 2000      /* transcript files kept per agent (newest) */
+
+typedef struct AgentTranscript {
+        cJSON *steps;           /* array of checked steps (model and tool events) */
+        size_t n_dropped;       /* steps beyond the limit, or malformed lines */
+        unsigned turns;
+        unsigned tool_calls;
+        uint64_t tokens_in, tokens_out;
+        char *model;            /* the model that answered last */
+        uint64_t started_usec, ended_usec; /* CLOCK_REALTIME, of the session */
+} AgentTranscript;
+
+void agent_transcript_done(AgentTranscript *t);
+
+/* Adds one line the session wrote. Returns 1 and *ret_turn, *ret_phase (static) for a phase event
+ * (a TaskProgress signal), 0 for a step kept or a line dropped, -ENOMEM. */
+int agent_transcript_add_line(AgentTranscript *t, const char *line, size_t len, unsigned *ret_turn,
+                              const char **ret_phase);
+
+/* The session part as a JSON object: {"model","turns","tool_calls","tokens_in","tokens_out",
+ * "started","ended","steps":[...],"dropped"}. */
+cJSON *agent_transcript_to_json(const AgentTranscript *t);
+
+/* queue/transcripts/<id>.json below data_dir_fd: written atomically (0600, folder 0700, keeping the
+ * newest AGENT_TRANSCRIPT_KEEP), read back only when it is the service's own file. */
+int agent_transcript_write(int data_dir_fd, const char *id, const cJSON *j);
+int agent_transcript_read(int data_dir_fd, const char *id, cJSON **ret);
