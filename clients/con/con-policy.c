@@ -25,8 +25,8 @@
 
 static void policy_help(FILE *f) {
         fputs("Usage: con policy show [--json] [--config FILE]\n"
-              "       con policy check [--config FILE]\n"
-              "       con policy query USER VERB AGENT [--config FILE]\n"
+              "       con policy check [--json] [--config FILE]\n"
+              "       con policy query USER VERB AGENT [--json] [--config FILE]\n"
               "\n"
               "  show    every rule of the access policy: principal, verb, target agent, the doors that\n"
               "          enforce it and where it comes from (default grant or con.yaml line)\n"
@@ -34,6 +34,9 @@ static void policy_help(FILE *f) {
               "          D-Bus policy) with what the config generates; exit 1 and name every drift\n"
               "  query   whether the Unix user USER (with its groups) may VERB on AGENT: prints allow or\n"
               "          deny, exit 0 or 1\n"
+              "\n"
+              "--json prints one JSON document instead: show {rules, bus_names}, check {in_sync, drift,\n"
+              "rules}, query {user, verb, agent, allow} (docs/CLI.md); the exit status stays the same.\n"
               "\n"
               "Verbs: " CON_POLICY_VERBS_ALLOWED ".\n"
               "Exit status: 0 ok (allow, no drift), 1 drift or deny or failure, 2 usage error, 3 not root,\n"
@@ -68,6 +71,15 @@ static char *rule_source(const ConConfig *c, const ConPolicyRule *r) {
         if (r->line == 0)
                 return strdup("default");
         return asprintf(&s, "%s:%u", c->path ?: "con.yaml", r->line) < 0 ? NULL : s;
+}
+
+/* One JSON document on one line (docs/CLI.md, "JSON output"). */
+static int print_json(const cJSON *o) {
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(o);
+        if (!s)
+                return -ENOMEM;
+        puts(s);
+        return 0;
 }
 
 static int show_json(const ConConfig *c, const ConPolicy *p) {
@@ -187,8 +199,6 @@ int verb_policy(int argc, char *argv[]) {
                                         n_args, n_args == 1 ? "" : "s");
         } else
                 return con_fail(CON_EXIT_USAGE, "policy: unknown subcommand '%s' (use show, check or query)", sub);
-        if (json && !streq(sub, "show"))
-                return con_fail(CON_EXIT_USAGE, "policy %s: --json only applies to show", sub);
 
         if (streq(sub, "check") && geteuid() != 0)
                 return con_fail(CON_EXIT_NOT_ROOT,
@@ -220,7 +230,16 @@ int verb_policy(int argc, char *argv[]) {
                         return con_fail(CON_EXIT_FAILURE, "policy query: cannot read the groups of '%s': %s", args[0],
                                         strerror(-r));
                 bool yes = con_policy_allows(policy, args[0], groups, v, args[2]);
-                puts(yes ? "allow" : "deny");
+                if (json) {
+                        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                        if (!o || !cJSON_AddStringToObject(o, "user", args[0]) ||
+                            !cJSON_AddStringToObject(o, "verb", args[1]) ||
+                            !(con_policy_verb_per_agent(v) ? cJSON_AddStringToObject(o, "agent", args[2]) :
+                                                              cJSON_AddNullToObject(o, "agent")) ||
+                            !cJSON_AddBoolToObject(o, "allow", yes) || print_json(o) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                } else
+                        puts(yes ? "allow" : "deny");
                 return yes ? CON_EXIT_OK : CON_EXIT_FAILURE;
         }
 
@@ -230,6 +249,18 @@ int verb_policy(int argc, char *argv[]) {
         r = con_policy_check(cfg, &drift, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "policy check: %s", error ?: strerror(-r));
+        if (json) {
+                _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                cJSON *a = o && cJSON_AddBoolToObject(o, "in_sync", !drift) ? cJSON_AddArrayToObject(o, "drift") : NULL;
+                if (!a || !con_json_add_u64(o, "rules", policy->n_rules))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                STRV_FOREACH(d, drift)
+                        if (!cJSON_AddItemToArray(a, cJSON_CreateString(*d)))
+                                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                if (print_json(o) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                return drift ? CON_EXIT_FAILURE : CON_EXIT_OK;
+        }
         STRV_FOREACH(d, drift)
                 printf("drift: %s\n", *d);
         if (drift) {

@@ -140,6 +140,18 @@ section "policy and audit"
 json_ok "con policy show --json: rule and bus name objects" policy \
         "$(keys_are '["rules","bus_names"]') and (.rules|length > 0 and all(.[]; $RULE)) and
          (.bus_names|length == 2 and all(.[]; $BUSNAME))" con policy show --json
+json_ok "con policy check --json: in sync" policy \
+        "$(keys_are '["in_sync","drift","rules"]') and .in_sync == true and .drift == [] and (.rules|$J_INT) and .rules > 0" \
+        con policy check --json
+_lib_run con policy query nobody task sysadmin --json
+check_eq "con policy query --json: deny exits 1" 1 "$LIB_RC"
+check "... with the query object" jq -e "$(keys_are '["user","verb","agent","allow"]') and
+        . == {\"user\": \"nobody\", \"verb\": \"task\", \"agent\": \"sysadmin\", \"allow\": false}" <<<"$LIB_OUT"
+json_ok "con policy query --json: allow" policy \
+        "$(keys_are '["user","verb","agent","allow"]') and .allow == true and .agent == \"concierge\"" \
+        con policy query root task concierge --json
+json_ok "con policy query --json: a verb about no agent" policy ".agent == null and .verb == \"contracts-admin\"" \
+        con policy query root contracts-admin concierge --json
 json_ok "con audit verify --json" audit "$VERIFY and .records > 0" con audit verify --json
 check "con audit --json: one record per line, each the log's own line" bash -c \
         "con audit --json --lines 5 >'$T/audit' && test \$(wc -l <'$T/audit') = 5 &&
