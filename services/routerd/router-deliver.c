@@ -24,7 +24,7 @@
 #include "macro.h"
 #include "names.h"
 #include "router-internal.h"
-#include "router-service.h"
+#include "router.h"
 #include "router-util.h"
 #include "spool.h"
 #include "strv.h"

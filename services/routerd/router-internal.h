@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* The router's inside, shared by its files (router-service.h is the outside):
+/* The router's inside, shared by its files (router.h is the outside):
  *   router-service.c  the Router object: set-up, bus object, properties, audit, agent signals
  *   router-deliver.c  files as items in per-sender lanes, the Deliver pipeline, rejects, backoff
  *   router-inbox.c    inbox folders: inotify, scans, settle and rescan timers
@@ -17,7 +17,7 @@
 #include "audit-writer.h"
 #include "config.h"
 #include "cron.h"
-#include "router-service.h"
+#include "router.h"
 #include "router-util.h"
 #include "task.h"
 

@@ -8,7 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "macro.h"
-#include "router-service.h"
+#include "router.h"
 #include "service.h"
 
 static void help(void);

@@ -7,7 +7,7 @@
 #include "contract-service.h"
 #include "contract-util.h"
 #include "names.h"
-#include "router-service.h"
+#include "router.h"
 #include "model-service.h"
 #include "macro.h"
 #include "test-util.h"
