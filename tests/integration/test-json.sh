@@ -38,10 +38,13 @@ AGENT="$(keys_are '["name","bus_name","tier","mode","roles","running","activatab
         (.tasks_completed|$(or_null "$J_INT")) and (.tasks_failed|$(or_null "$J_INT"))"
 ROUTER="$(keys_are '["running","pid","routed","rejected","in_flight","backlog"]') and (.running|$J_BOOL) and
         ([.pid,.routed,.rejected,.in_flight,.backlog] | all(.[]; $(or_null "$J_INT")))"
-TASK="$(keys_are '["task_id","agent","status","sender"]') and ([.task_id,.agent,.status,.sender] | all(.[]; $J_STR))"
+# Task states: the A2A names (docs/AGENT.md, "States and properties").
+J_STATE='(IN("submitted", "working", "completed", "failed", "canceled"))'
+TASK="$(keys_are '["task_id","agent","status","sender"]') and ([.task_id,.agent,.status,.sender] | all(.[]; $J_STR)) and
+        (.status|$J_STATE)"
 RESULT="$(keys_are '["task_id","agent","status","text","truncated","replaced","size"]') and
         ([.task_id,.agent,.status,.text] | all(.[]; $J_STR)) and (.truncated|$J_BOOL) and (.replaced|$J_BOOL) and
-        (.size|$J_INT)"
+        (.size|$J_INT) and (.status|$J_STATE)"
 CHECK="$(keys_are '["contract","check","status","message","time_usec","duration_usec"]') and
         ([.contract,.check,.status,.message] | all(.[]; $J_STR)) and (.status|IN(\"pass\",\"fail\",\"skip\",\"pending\")) and
         (.time_usec|$J_INT) and (.duration_usec|$J_INT)"
@@ -88,12 +91,12 @@ check "con up" con up
 check "con-contractd owns org.conspiracy.Contracts" wait_for 10 busctl status org.conspiracy.Contracts
 
 section "con-send and the task verbs"
-json_ok "con-send --json: the result object" con-send "$RESULT and .status == \"done\" and .agent == \"concierge\"" \
+json_ok "con-send --json: the result object" con-send "$RESULT and .status == \"completed\" and .agent == \"concierge\"" \
         con-send --json /ping
 ID=$(jq -r .task_id <<<"$LIB_OUT")
-json_ok "con-send --no-wait --json: the result object, queued" con-send \
-        "$RESULT and .status == \"queued\" and .text == \"\"" con-send --no-wait --json /ping
-json_ok "con task ID --json: the result object" task "$RESULT and .task_id == \"$ID\" and .status == \"done\"" \
+json_ok "con-send --no-wait --json: the result object, submitted" con-send \
+        "$RESULT and .status == \"submitted\" and .text == \"\"" con-send --no-wait --json /ping
+json_ok "con task ID --json: the result object" task "$RESULT and .task_id == \"$ID\" and .status == \"completed\"" \
         con task "$ID" --json
 json_ok "con tasks --json: task objects" tasks \
         "type == \"array\" and length >= 1 and all(.[]; $TASK) and any(.[]; .task_id == \"$ID\")" con tasks --json
