@@ -10,12 +10,11 @@
 #include <unistd.h>
 
 #include "agent-chain.h"
+#include "json-util.h"
 #include "macro.h"
 #include "names.h"
 #include "spool.h"
 #include "task.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete);
 
 size_t agent_chain_hops(const char *chain) {
         size_t n = 0;
@@ -79,7 +78,7 @@ bool agent_chain_valid(const char *s) {
 int agent_chain_record_format(const char *id, const char *chain, uint64_t deadline_usec, char **ret) {
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
         if (!j || !cJSON_AddStringToObject(j, "id", id) || !cJSON_AddStringToObject(j, "chain", strempty(chain)) ||
-            !cJSON_AddNumberToObject(j, "deadline", (double) deadline_usec))
+            !con_json_add_u64(j, "deadline", deadline_usec))
                 return -ENOMEM;
         char *s = cJSON_PrintUnformatted(j);
         if (!s)

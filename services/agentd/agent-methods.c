@@ -418,11 +418,13 @@ static int transcript_json(AgentContext *c, const AgentTask *t, char **ret) {
         }
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "started"),
                     *en = cJSON_GetObjectItemCaseSensitive(j, "ended");
-        double started = cJSON_IsNumber(st) ? st->valuedouble : 0, ended = cJSON_IsNumber(en) ? en->valuedouble : 0;
-        double finished = agent_task_status_is_final(t->status) ? (double) t->finished_usec : 0;
-        double duration = ended > 0 && started > 0 ? ended - started :
-                          started > 0 ? (double) con_now(CLOCK_REALTIME) - started :
-                          finished > 0 && t->accepted_usec > 0 ? finished - (double) t->accepted_usec : -1;
+        /* Times as integer microseconds (docs/CLI.md, "JSON output"); "started" and "ended" may be
+         * raw integer items (con_json_add_u64) or parsed numbers. */
+        uint64_t started = con_json_get_u64(st), ended = con_json_get_u64(en);
+        uint64_t finished = agent_task_status_is_final(t->status) ? t->finished_usec : 0;
+        int64_t duration = ended > 0 && started > 0 ? (int64_t) (ended - started) :
+                           started > 0 ? (int64_t) (con_now(CLOCK_REALTIME) - started) :
+                           finished > 0 && t->accepted_usec > 0 ? (int64_t) (finished - t->accepted_usec) : -1;
         ConModelBudget b = {};
         con_config_model_budget(c->config, c->agent->name, &b);
         const cJSON *in = cJSON_GetObjectItemCaseSensitive(j, "tokens_in"),
@@ -438,14 +440,15 @@ static int transcript_json(AgentContext *c, const AgentTask *t, char **ret) {
             !(t->chain ? cJSON_AddStringToObject(j, "chain", t->chain) : cJSON_AddNullToObject(j, "chain")) ||
             !(parent ? cJSON_AddStringToObject(j, "parent", parent) : cJSON_AddNullToObject(j, "parent")) ||
             !cJSON_AddNumberToObject(j, "hops", (double) agent_chain_hops(t->chain)) ||
-            !cJSON_AddNumberToObject(j, "accepted", (double) t->accepted_usec) ||
-            !(finished > 0 ? cJSON_AddNumberToObject(j, "finished", finished) : cJSON_AddNullToObject(j, "finished")) ||
-            !(t->deadline_usec > 0 ? cJSON_AddNumberToObject(j, "deadline", (double) t->deadline_usec)
+            !con_json_add_u64(j, "accepted", t->accepted_usec) ||
+            !(finished > 0 ? con_json_add_u64(j, "finished", finished) : cJSON_AddNullToObject(j, "finished")) ||
+            !(t->deadline_usec > 0 ? con_json_add_u64(j, "deadline", t->deadline_usec)
                                    : cJSON_AddNullToObject(j, "deadline")) ||
-            !(started > 0 && t->accepted_usec > 0 ? cJSON_AddNumberToObject(j, "queued_ms",
-                                                                             (started - (double) t->accepted_usec) / 1000)
+            !(started > 0 && t->accepted_usec > 0 ? con_json_add_u64(j, "queued_ms",
+                                                                      started > t->accepted_usec ?
+                                                                      (started - t->accepted_usec) / 1000 : 0)
                                                   : cJSON_AddNullToObject(j, "queued_ms")) ||
-            !(duration >= 0 ? cJSON_AddNumberToObject(j, "duration_ms", (double) (uint64_t) (duration / 1000))
+            !(duration >= 0 ? con_json_add_u64(j, "duration_ms", (uint64_t) duration / 1000)
                             : cJSON_AddNullToObject(j, "duration_ms")) ||
             !(priced ? cJSON_AddNumberToObject(j, "cost", cost) : cJSON_AddNullToObject(j, "cost")))
                 return -ENOMEM;

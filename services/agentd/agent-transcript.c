@@ -147,8 +147,7 @@ cJSON *agent_transcript_to_json(const AgentTranscript *t) {
             !cJSON_AddNumberToObject(j, "turns", t->turns) || !cJSON_AddNumberToObject(j, "tool_calls", t->tool_calls) ||
             !cJSON_AddNumberToObject(j, "tokens_in", (double) t->tokens_in) ||
             !cJSON_AddNumberToObject(j, "tokens_out", (double) t->tokens_out) ||
-            !cJSON_AddNumberToObject(j, "started", (double) t->started_usec) ||
-            !cJSON_AddNumberToObject(j, "ended", (double) t->ended_usec) ||
+            !con_json_add_u64(j, "started", t->started_usec) || !con_json_add_u64(j, "ended", t->ended_usec) ||
             !cJSON_AddNumberToObject(j, "dropped", (double) t->n_dropped))
                 return NULL;
         return TAKE_PTR(j);

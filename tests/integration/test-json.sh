@@ -98,6 +98,14 @@ json_ok "con-send --no-wait --json: the result object, submitted" con-send \
         "$RESULT and .status == \"submitted\" and .text == \"\"" con-send --no-wait --json /ping
 json_ok "con task ID --json: the result object" task "$RESULT and .task_id == \"$ID\" and .status == \"completed\"" \
         con task "$ID" --json
+TRANSCRIPT="all([\"task_id\",\"agent\",\"sender\",\"status\",\"chain\",\"parent\",\"hops\",\"accepted\",\"finished\",
+        \"deadline\",\"queued_ms\",\"duration_ms\",\"model\",\"turns\",\"tool_calls\",\"tokens_in\",\"tokens_out\",\"cost\",
+        \"steps\"][]; . as \$k | \$in | has(\$k)) and (.status|$J_STATE) and (.accepted|$J_INT) and
+        .accepted > 1600000000000000 and (.finished|$(or_null "$J_INT")) and (.deadline|$(or_null "$J_INT")) and
+        ([.hops,.turns,.tool_calls,.tokens_in,.tokens_out] | all(.[]; $J_INT)) and (.queued_ms|$(or_null "$J_INT")) and
+        (.duration_ms|$(or_null "$J_INT")) and (.cost == null or (.cost|type == \"number\")) and (.steps|type == \"array\")"
+json_ok "con task ID --transcript --json: the transcript object, integer microsecond times" task \
+        ". as \$in | $TRANSCRIPT and .task_id == \"$ID\" and .finished >= .accepted" con task "$ID" --transcript --json
 json_ok "con tasks --json: task objects" tasks \
         "type == \"array\" and length >= 1 and all(.[]; $TASK) and any(.[]; .task_id == \"$ID\")" con tasks --json
 json_ok "con tasks AGENT --json: task objects of that agent" tasks \
