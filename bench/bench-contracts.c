@@ -47,7 +47,7 @@ int main(int argc, char *argv[]) {
                                             "CON-SYS-006", "CON-AGENT-001", "CON-AGENT-002" };
         Contract *cs[8] = {};
         ConConfig *config = NULL;
-        ConConfigError cerr = {};
+        ConErrorDetail cerr = {};
         if (sweeps == 0)
                 sweeps = 1;
         (void) con_config_load("/etc/con/con.yaml", &config, &cerr);
@@ -86,6 +86,6 @@ int main(int argc, char *argv[]) {
         for (size_t i = 0; i < 8; i++)
                 contract_free(cs[i]);
         con_config_free(config);
-        con_config_error_done(&cerr);
+        con_error_detail_done(&cerr);
         return 0;
 }

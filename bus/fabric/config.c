@@ -18,7 +18,7 @@
 #include "names.h"
 #include "policy-vocab.h"
 #include "strv.h"
-#include "yaml-util.h"
+#include "yaml-reader.h"
 
 /* Built-in fallbacks, as in the Go original's ResolvedAgent. */
 #define FALLBACK_RUNNER "picoclaw"
@@ -36,8 +36,6 @@
 #define ARGV_MAX 256                    /* command and cli_args entries */
 #define CONFIG_FILE_MAX (UINT64_C(16) << 20)
 
-#define DURATION_HINT "use seconds (90) or a number with a unit: 250ms, 90s, 5m, 1h, 2d, 1h30m"
-#define SIZE_HINT "use bytes (1048576) or a number with a unit: 512K, 1M, 1MiB, 1G (powers of 1024)"
 
 static const char * const runners[] = { "picoclaw", "exec", "claude", "codex", NULL };
 static const char * const providers[] = {
@@ -87,296 +85,11 @@ ConMode con_mode_from_string(const char *s) {
         return _CON_MODE_INVALID;
 }
 
-/* ---- durations and sizes ---- */
-
-static int parse_u64_prefix(const char **p, uint64_t *ret) {
-        uint64_t v = 0;
-        const char *s = *p;
-
-        if (!isdigit((unsigned char) *s))
-                return -EINVAL;
-        for (; isdigit((unsigned char) *s); s++)
-                if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t) (*s - '0'), &v))
-                        return -ERANGE;
-        *p = s;
-        *ret = v;
-        return 0;
-}
-
-int con_parse_duration(const char *s, uint64_t *ret_usec) {
-        static const struct {
-                const char *suffix;
-                uint64_t usec;
-        } units[] = {
-                /* "ms" before "m" so the longer suffix wins. */
-                { "ms", USEC_PER_MSEC },
-                { "s", USEC_PER_SEC },
-                { "m", 60 * USEC_PER_SEC },
-                { "h", 3600 * USEC_PER_SEC },
-                { "d", 86400 * USEC_PER_SEC },
-        };
-        uint64_t total = 0;
-        int r;
-
-        if (isempty(s))
-                return -EINVAL;
-
-        /* A bare number is seconds; it cannot be combined with other parts. */
-        const char *p = s;
-        uint64_t v;
-        r = parse_u64_prefix(&p, &v);
-        if (r < 0)
-                return r;
-        if (*p == 0) {
-                if (__builtin_mul_overflow(v, USEC_PER_SEC, &total))
-                        return -ERANGE;
-                *ret_usec = total;
-                return 0;
-        }
-
-        p = s;
-        while (*p) {
-                uint64_t part;
-                size_t i;
-
-                r = parse_u64_prefix(&p, &v);
-                if (r < 0)
-                        return r;
-                for (i = 0; i < ELEMENTSOF(units); i++)
-                        if (startswith(p, units[i].suffix))
-                                break;
-                if (i >= ELEMENTSOF(units))
-                        return -EINVAL;
-                p += strlen(units[i].suffix);
-                if (__builtin_mul_overflow(v, units[i].usec, &part) ||
-                    __builtin_add_overflow(total, part, &total))
-                        return -ERANGE;
-        }
-        *ret_usec = total;
-        return 0;
-}
-
-int con_parse_size(const char *s, uint64_t *ret_bytes) {
-        static const struct {
-                const char *suffix;
-                unsigned shift;
-        } units[] = {
-                { "", 0 }, { "B", 0 },
-                { "K", 10 }, { "KiB", 10 },
-                { "M", 20 }, { "MiB", 20 },
-                { "G", 30 }, { "GiB", 30 },
-                { "T", 40 }, { "TiB", 40 },
-        };
-        const char *p = s;
-        uint64_t v;
-        int r;
-
-        if (isempty(s))
-                return -EINVAL;
-        r = parse_u64_prefix(&p, &v);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(units); i++) {
-                if (!streq(p, units[i].suffix))
-                        continue;
-                if (units[i].shift > 0 && v > (UINT64_MAX >> units[i].shift))
-                        return -ERANGE;
-                *ret_bytes = v << units[i].shift;
-                return 0;
-        }
-        return -EINVAL;
-}
-
-/* ---- errors ---- */
-
-void con_config_error_done(ConConfigError *e) {
-        if (!e)
-                return;
-        free(e->file);
-        free(e->key);
-        free(e->message);
-        *e = (ConConfigError) {};
-}
-
-char *con_config_error_format(const ConConfigError *e) {
-        char *s = NULL;
-        int r;
-
-        if (!e)
-                return NULL;
-        const char *msg = e->message ?: "invalid configuration";
-        const char *key = e->key ?: "", *ksep = e->key ? ": " : "";
-
-        if (e->file && e->line > 0)
-                r = asprintf(&s, "%s:%u:%u: %s%s%s", e->file, e->line, e->column, key, ksep, msg);
-        else if (e->file)
-                r = asprintf(&s, "%s: %s%s%s", e->file, key, ksep, msg);
-        else if (e->line > 0)
-                r = asprintf(&s, "%u:%u: %s%s%s", e->line, e->column, key, ksep, msg);
-        else
-                r = asprintf(&s, "%s%s%s", key, ksep, msg);
-        return r < 0 ? NULL : s;
-}
-
-/* ---- parser context ---- */
-
-typedef struct Ctx {
-        yaml_document_t *doc;
-        const char *file;
-        ConConfigError *err;
-} Ctx;
-
 /* What an agent entry said, kept until resolution so later errors can point at the right node. */
 typedef struct AgentNodes {
         const yaml_node_t *entry, *name, *mode, *cron, *cron_task, *runner, *provider, *command, *cli_args;
         char **cli_args_v;
 } AgentNodes;
-
-static int set_error(ConConfigError *err, const char *file, unsigned line, unsigned column, const char *key,
-                     char *message) {
-        if (!message)
-                return -ENOMEM;
-        if (!err) {
-                free(message);
-                return -EINVAL;
-        }
-        con_config_error_done(err);
-        err->message = message;
-        err->line = line;
-        err->column = column;
-        if (file && !(err->file = strdup(file)))
-                return -ENOMEM;
-        if (key && !(err->key = strdup(key)))
-                return -ENOMEM;
-        return -EINVAL;
-}
-
-_printf_(4, 5)
-static int fail(Ctx *c, const yaml_node_t *at, const char *key, const char *fmt, ...) {
-        char *m = NULL;
-        va_list ap;
-
-        va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
-        va_end(ap);
-        return set_error(c->err, c->file, con_yaml_node_line(at), con_yaml_node_column(at), key, m);
-}
-
-/* A value for a message: quoted, control characters escaped, long values cut. */
-static char *quote_mem(const char *s, size_t n) {
-        const size_t max = 64;
-        char *q = malloc(max * 4 + 8), *p = q;
-
-        if (!q)
-                return NULL;
-        *p++ = '\'';
-        for (size_t i = 0; i < n && i < max; i++) {
-                unsigned char ch = (unsigned char) s[i];
-                if (ch == '\n')
-                        p = stpcpy(p, "\\n");
-                else if (ch == '\t')
-                        p = stpcpy(p, "\\t");
-                else if (ch < 0x20 || ch == 0x7f)
-                        p += sprintf(p, "\\x%02x", ch);
-                else
-                        *p++ = (char) ch;
-        }
-        if (n > max)
-                p = stpcpy(p, "...");
-        *p++ = '\'';
-        *p = 0;
-        return q;
-}
-
-static char *quote_node(const yaml_node_t *n) {
-        if (!n || n->type != YAML_SCALAR_NODE)
-                return strdup("''");
-        return quote_mem((const char *) n->data.scalar.value, n->data.scalar.length);
-}
-
-/* A key segment for a dotted path: printable, cut when long (it may be an unknown key). */
-static char *key_segment(const yaml_node_t *k) {
-        const char *v = (const char *) k->data.scalar.value;
-        size_t n = k->data.scalar.length, max = 64;
-        char *s = malloc(max * 4 + 4), *p = s;
-
-        if (!s)
-                return NULL;
-        for (size_t i = 0; i < n && i < max; i++) {
-                unsigned char ch = (unsigned char) v[i];
-                if (ch < 0x20 || ch == 0x7f)
-                        p += sprintf(p, "\\x%02x", ch);
-                else
-                        *p++ = (char) ch;
-        }
-        if (n > max)
-                p = stpcpy(p, "...");
-        *p = 0;
-        return s;
-}
-
-static char *path_key(const char *prefix, const yaml_node_t *k) {
-        _cleanup_free_ char *seg = key_segment(k);
-        char *s = NULL;
-
-        if (!seg)
-                return NULL;
-        if (!prefix)
-                return TAKE_PTR(seg);
-        return asprintf(&s, "%s.%s", prefix, seg) < 0 ? NULL : s;
-}
-
-static char *path_child(const char *prefix, const char *name) {
-        char *s = NULL;
-        if (!prefix)
-                return strdup(name);
-        return asprintf(&s, "%s.%s", prefix, name) < 0 ? NULL : s;
-}
-
-static char *path_index(const char *prefix, size_t i) {
-        char *s = NULL;
-        return asprintf(&s, "%s[%zu]", prefix, i) < 0 ? NULL : s;
-}
-
-/* Every mapping: keys are plain strings and appear once. prefix is the mapping's own path. */
-static int check_mapping(Ctx *c, const yaml_node_t *map, const char *prefix) {
-        yaml_node_t *bad = NULL, *first = NULL;
-        int r;
-
-        r = con_yaml_mapping_check_keys(c->doc, map, &bad, &first);
-        if (r == -ENOTUNIQ) {
-                _cleanup_free_ char *path = path_key(prefix, bad);
-                if (!path)
-                        return -ENOMEM;
-                return fail(c, bad, path, "duplicate key; it was already given at line %u",
-                            con_yaml_node_line(first));
-        }
-        if (r == -EBADMSG)
-                return fail(c, bad, prefix, "keys must be plain strings, got %s",
-                            con_yaml_node_kind_to_string(bad));
-        if (r < 0)
-                return r;
-
-        /* "name\0x" must not pass for "name" in the C string comparisons below. */
-        yaml_node_t *k, *v _unused_;
-        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v)
-                if (con_yaml_scalar_has_nul(k)) {
-                        _cleanup_free_ char *path = path_key(prefix, k);
-                        return path ? fail(c, k, path, "the key contains a NUL byte") : -ENOMEM;
-                }
-        return 0;
-}
-
-static int expect_mapping(Ctx *c, const yaml_node_t *n, const char *path, const char *what) {
-        if (n && n->type == YAML_MAPPING_NODE)
-                return check_mapping(c, n, path);
-        return fail(c, n, path, "expected a mapping of %s, got %s", what, con_yaml_node_kind_to_string(n));
-}
-
-static int unknown_key(Ctx *c, const yaml_node_t *k, const char *path, const char *allowed) {
-        return fail(c, k, path, "unknown key; allowed keys are %s", allowed);
-}
 
 static bool has_space_or_control(const char *s) {
         for (; *s; s++)
@@ -390,168 +103,6 @@ static bool has_control(const char *s) {
                 if (((unsigned char) *s < ' ' && *s != '\t') || *s == 0x7f)
                         return true;
         return false;
-}
-
-/* ---- typed values ---- */
-
-/* A string value. YAML null (an empty value) leaves *ret untouched: the key counts as not given. */
-static int get_string(Ctx *c, const yaml_node_t *v, const char *path, char **ret) {
-        if (con_yaml_node_is_null(v))
-                return 0;
-        if (!v || v->type != YAML_SCALAR_NODE)
-                return fail(c, v, path, "expected a string, got %s", con_yaml_node_kind_to_string(v));
-        if (con_yaml_scalar_has_nul(v))
-                return fail(c, v, path, "the value contains a NUL byte");
-        char *s = strdup(con_yaml_scalar(v));
-        if (!s)
-                return -ENOMEM;
-        free(*ret);
-        *ret = s;
-        return 0;
-}
-
-/* A scalar's text for number-like values; NULL (and 0) for YAML null. */
-static int get_scalar_text(Ctx *c, const yaml_node_t *v, const char *path, const char *expected,
-                           const char **ret) {
-        *ret = NULL;
-        if (con_yaml_node_is_null(v))
-                return 0;
-        if (!v || v->type != YAML_SCALAR_NODE)
-                return fail(c, v, path, "expected %s, got %s", expected, con_yaml_node_kind_to_string(v));
-        if (con_yaml_scalar_has_nul(v))
-                return fail(c, v, path, "the value contains a NUL byte");
-        *ret = con_yaml_scalar(v);
-        return 0;
-}
-
-static int get_uint(Ctx *c, const yaml_node_t *v, const char *path, unsigned min, unsigned max, unsigned *ret) {
-        const char *s;
-        uint64_t n;
-        int r;
-
-        r = get_scalar_text(c, v, path, "a whole number", &s);
-        if (r < 0 || !s)
-                return r;
-        const char *p = s;
-        if (parse_u64_prefix(&p, &n) < 0 || *p != 0 || n < min || n > max) {
-                _cleanup_free_ char *q = quote_node(v);
-                if (!q)
-                        return -ENOMEM;
-                return fail(c, v, path, "%s is not allowed; use a whole number from %u to %u", q, min, max);
-        }
-        *ret = (unsigned) n;
-        return 0;
-}
-
-static int get_double(Ctx *c, const yaml_node_t *v, const char *path, double max, double *ret) {
-        const char *s;
-        char *end = NULL;
-        int r;
-
-        r = get_scalar_text(c, v, path, "a number", &s);
-        if (r < 0 || !s)
-                return r;
-        errno = 0;
-        double d = isdigit((unsigned char) s[0]) ? strtod(s, &end) : NAN;
-        if (errno != 0 || !end || *end != 0 || !isfinite(d) || d <= 0 || d > max) {
-                _cleanup_free_ char *q = quote_node(v);
-                if (!q)
-                        return -ENOMEM;
-                return fail(c, v, path, "%s is not allowed; use a number greater than 0 and at most %g", q, max);
-        }
-        *ret = d;
-        return 0;
-}
-
-static int get_duration(Ctx *c, const yaml_node_t *v, const char *path, uint64_t *ret) {
-        const char *s;
-        uint64_t u;
-        int r;
-
-        r = get_scalar_text(c, v, path, "a duration", &s);
-        if (r < 0 || !s)
-                return r;
-        r = con_parse_duration(s, &u);
-        if (r < 0 || u == 0) {
-                _cleanup_free_ char *q = quote_node(v);
-                if (!q)
-                        return -ENOMEM;
-                if (r == -ERANGE)
-                        return fail(c, v, path, "%s is too long a duration", q);
-                if (r < 0)
-                        return fail(c, v, path, "%s is not a valid duration; %s", q, DURATION_HINT);
-                return fail(c, v, path, "%s is not allowed; the duration must be longer than 0", q);
-        }
-        *ret = u;
-        return 0;
-}
-
-static int get_size(Ctx *c, const yaml_node_t *v, const char *path, uint64_t max, uint64_t *ret) {
-        const char *s;
-        uint64_t u;
-        int r;
-
-        r = get_scalar_text(c, v, path, "a size", &s);
-        if (r < 0 || !s)
-                return r;
-        r = con_parse_size(s, &u);
-        if (r < 0 || u == 0 || u > max) {
-                _cleanup_free_ char *q = quote_node(v);
-                if (!q)
-                        return -ENOMEM;
-                if (r == -EINVAL)
-                        return fail(c, v, path, "%s is not a valid size; %s", q, SIZE_HINT);
-                return fail(c, v, path, "%s is not allowed; use a size from 1 byte to %" PRIu64 " MiB", q,
-                            max >> 20);
-        }
-        *ret = u;
-        return 0;
-}
-
-/* A list of strings. identifiers: each must pass con_identifier_valid(). max: 0 = unlimited. */
-static int get_strv(Ctx *c, const yaml_node_t *v, const char *path, bool identifiers, size_t max, char ***ret) {
-        _cleanup_strv_free_ char **l = NULL;
-        yaml_node_t *item;
-        size_t n = 0;
-
-        if (con_yaml_node_is_null(v))
-                return 0;
-        if (!v || v->type != YAML_SEQUENCE_NODE)
-                return fail(c, v, path, "expected a list of strings, got %s", con_yaml_node_kind_to_string(v));
-        size_t len = con_yaml_sequence_length(v);
-        if (max > 0 && len > max)
-                return fail(c, v, path, "the list has %zu entries; at most %zu are allowed", len, max);
-
-        l = calloc(len + 1, sizeof(char *));
-        if (!l)
-                return -ENOMEM;
-        CON_YAML_SEQUENCE_FOREACH(c->doc, v, item) {
-                _cleanup_free_ char *ipath = path_index(path, n);
-                if (!ipath)
-                        return -ENOMEM;
-                if (!item || item->type != YAML_SCALAR_NODE || con_yaml_node_is_null(item))
-                        return fail(c, item, ipath, "expected a string, got %s", con_yaml_node_kind_to_string(item));
-                if (con_yaml_scalar_has_nul(item))
-                        return fail(c, item, ipath, "the value contains a NUL byte");
-                const char *s = con_yaml_scalar(item);
-                if (identifiers) {
-                        _cleanup_free_ char *q = quote_node(item);
-                        if (!q)
-                                return -ENOMEM;
-                        if (!con_identifier_valid(s))
-                                return fail(c, item, ipath,
-                                            "%s is not a valid name; use 1 to 64 characters from a-z, 0-9, "
-                                            "'.', '_' and '-', starting with a letter or digit", q);
-                        if (strv_contains(l, s))
-                                return fail(c, item, ipath, "%s is listed twice", q);
-                }
-                if (!(l[n] = strdup(s)))
-                        return -ENOMEM;
-                n++;
-        }
-        strv_free(*ret);
-        *ret = n > 0 ? TAKE_PTR(l) : NULL;
-        return 0;
 }
 
 static bool in_list(const char * const *l, const char *s) {
@@ -584,7 +135,7 @@ static bool group_name_valid(const char *s) {
 /* One of runner/provider/model/api_key_env/base_url/context_window, at base, base.<tier>,
  * defaults.<tier> or agent level. Returns 1 when key is one of them (and was handled), 0 when it is
  * not one of them. */
-static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, const char *path,
+static int parse_runtime_key(ConYamlReader *c, const char *key, const yaml_node_t *v, const char *path,
                              ConRuntimeSettings *rt) {
         char **dest;
         int r;
@@ -592,7 +143,7 @@ static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, cons
         if (streq(key, "context_window")) {
                 if (con_yaml_node_is_null(v))
                         return 1;
-                r = get_uint(c, v, path, CON_CONTEXT_WINDOW_MIN, CON_CONTEXT_WINDOW_MAX, &rt->context_window);
+                r = con_yaml_get_uint(c, v, path, CON_CONTEXT_WINDOW_MIN, CON_CONTEXT_WINDOW_MAX, &rt->context_window);
                 return r < 0 ? r : 1;
         }
         if (streq(key, "runner"))
@@ -609,29 +160,29 @@ static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, cons
                 return 0;
 
         _cleanup_free_ char *s = NULL;
-        r = get_string(c, v, path, &s);
+        r = con_yaml_get_string(c, v, path, &s);
         if (r < 0)
                 return r;
         if (!s)
                 return 1;
 
-        _cleanup_free_ char *q = quote_node(v);
+        _cleanup_free_ char *q = con_yaml_quote(v);
         if (!q)
                 return -ENOMEM;
         if (dest == &rt->runner && !in_list(runners, s))
-                return fail(c, v, path, "%s is not allowed; " RUNNERS_ALLOWED, q);
+                return con_yaml_fail(c, v, path, "%s is not allowed; " RUNNERS_ALLOWED, q);
         if (dest == &rt->provider && !in_list(providers, s))
-                return fail(c, v, path, "%s is not allowed; " PROVIDERS_ALLOWED, q);
+                return con_yaml_fail(c, v, path, "%s is not allowed; " PROVIDERS_ALLOWED, q);
         if (dest == &rt->model && (isempty(s) || has_space_or_control(s)))
-                return fail(c, v, path, "%s is not a valid model name; it must not be empty or contain spaces", q);
+                return con_yaml_fail(c, v, path, "%s is not a valid model name; it must not be empty or contain spaces", q);
         if (dest == &rt->api_key_env && !env_name_valid(s))
-                return fail(c, v, path,
+                return con_yaml_fail(c, v, path,
                             "%s is not a valid environment variable name; use A-Z, 0-9 and '_', "
                             "not starting with a digit (e.g. CON_API_KEY)", q);
         if (dest == &rt->base_url &&
             (has_space_or_control(s) ||
              !((startswith(s, "http://") && s[7]) || (startswith(s, "https://") && s[8]))))
-                return fail(c, v, path, "%s is not allowed; the URL must start with http:// or https://", q);
+                return con_yaml_fail(c, v, path, "%s is not allowed; the URL must start with http:// or https://", q);
 
         free(*dest);
         *dest = TAKE_PTR(s);
@@ -641,14 +192,14 @@ static int parse_runtime_key(Ctx *c, const char *key, const yaml_node_t *v, cons
 #define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url, context_window"
 
 /* A mapping of the five runtime keys; with tiers, also officer:, operator: and worker: mappings. */
-static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *path, ConRuntimeSettings *rt,
+static int parse_runtime_mapping(ConYamlReader *c, const yaml_node_t *map, const char *path, ConRuntimeSettings *rt,
                                  ConRuntimeSettings *tiers) {
         yaml_node_t *k, *v;
         int r;
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = expect_mapping(c, map, path,
+        r = con_yaml_expect_mapping(c, map, path,
                            !rt ? "officer, operator, worker" :
                            tiers ? RUNTIME_KEYS ", officer, operator, worker" : RUNTIME_KEYS);
         if (r < 0)
@@ -656,7 +207,7 @@ static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *pat
 
         CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
                 const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key(path, k);
+                _cleanup_free_ char *kpath = con_yaml_path_key(path, k);
                 if (!kpath)
                         return -ENOMEM;
 
@@ -674,7 +225,7 @@ static int parse_runtime_mapping(Ctx *c, const yaml_node_t *map, const char *pat
                                 return r;
                         continue;
                 }
-                return unknown_key(c, k, kpath,
+                return con_yaml_unknown_key(c, k, kpath,
                                    !rt ? "officer, operator and worker" :
                                    tiers ? "runner, provider, model, api_key_env, base_url, context_window, "
                                            "officer, operator and worker" :
@@ -699,167 +250,95 @@ static void runtime_done(ConRuntimeSettings *rt) {
 
 /* ---- sections ---- */
 
-static int parse_system(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+static const char *system_name_check(const char *s) {
+        return isempty(s) || has_control(s) || strlen(s) > 64 ? "is not allowed; use 1 to 64 printable characters" : NULL;
+}
+
+static const char *group_name_check(const char *s) {
+        return group_name_valid(s) ? NULL :
+                "is not a valid group name; use up to 32 characters from a-z, 0-9, '_' and '-', starting with a "
+                "letter or '_'";
+}
+
+static const ConYamlField system_fields[] = {
+        { "name", .type = CON_YAML_STRING, .offset = offsetof(ConConfig, system_name), .check = system_name_check },
+        { "submitters_group", .type = CON_YAML_STRING, .offset = offsetof(ConConfig, submitters_group),
+          .check = group_name_check },
+        { "task_max_size", .type = CON_YAML_SIZE, .offset = offsetof(ConConfig, task_max_size),
+          .max = (double) TASK_MAX_SIZE_LIMIT },
+        { "max_queued_per_sender", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, max_queued_per_sender),
+          .min = 1, .max = CON_MAX_QUEUED_PER_SENDER_LIMIT },
+        { "max_delegation_hops", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, max_delegation_hops),
+          .min = 0, .max = CON_MAX_DELEGATION_HOPS_LIMIT },
+        {}
+};
+
+static const ConYamlField thresholds_fields[] = {
+        { "disk_min_free_pct", .type = CON_YAML_UINT, .offset = offsetof(ConContractThresholds, disk_min_free_pct),
+          .max = 100 },
+        { "mem_min_free_pct", .type = CON_YAML_UINT, .offset = offsetof(ConContractThresholds, mem_min_free_pct),
+          .max = 100 },
+        { "max_load_factor", .type = CON_YAML_DOUBLE, .offset = offsetof(ConContractThresholds, max_load_factor),
+          .flags = CON_YAML_MIN_EXCLUSIVE, .max = 1000.0 },
+        { "max_session_min", .type = CON_YAML_UINT, .offset = offsetof(ConContractThresholds, max_session_min),
+          .min = 1, .max = 100000 },
+        { "healthcheck_interval", .type = CON_YAML_DURATION,
+          .offset = offsetof(ConContractThresholds, healthcheck_interval_usec) },
+        {}
+};
+
+static const ConYamlField contracts_fields[] = {
+        { "system", .type = CON_YAML_MAPPING, .offset = 0, .fields = thresholds_fields },
+        {}
+};
+
+/* ---- models (the model gateway) ---- */
+
+#define MODEL_TOKENS_MAX 4000000000U
+#define MODEL_COST_MAX 1000000.0
+
+#define BUDGET_FIELDS(base)                                                                                   \
+        { "budget_tokens_per_task", .type = CON_YAML_UINT,                                                    \
+          .offset = (base) + offsetof(ConModelBudget, tokens_per_task), .min = 1, .max = MODEL_TOKENS_MAX },  \
+        { "budget_tokens_per_day", .type = CON_YAML_UINT,                                                     \
+          .offset = (base) + offsetof(ConModelBudget, tokens_per_day), .min = 1, .max = MODEL_TOKENS_MAX },   \
+        { "budget_cost_per_day", .type = CON_YAML_DOUBLE, .flags = CON_YAML_MIN_EXCLUSIVE,                    \
+          .offset = (base) + offsetof(ConModelBudget, cost_per_day), .max = MODEL_COST_MAX },                 \
+        { "price_per_mtok_in", .type = CON_YAML_DOUBLE, .flags = CON_YAML_MIN_EXCLUSIVE,                      \
+          .offset = (base) + offsetof(ConModelBudget, price_per_mtok_in), .max = MODEL_COST_MAX },            \
+        { "price_per_mtok_out", .type = CON_YAML_DOUBLE, .flags = CON_YAML_MIN_EXCLUSIVE,                     \
+          .offset = (base) + offsetof(ConModelBudget, price_per_mtok_out), .max = MODEL_COST_MAX }
+
+static const ConYamlField budget_fields[] = {
+        BUDGET_FIELDS(0),
+        {}
+};
+
+static const char *generic_key_provider_check(const char *s) {
+        return in_list(providers, s) && !streq(s, "claude_code") ? NULL :
+                "is not allowed; use openrouter, anthropic, openai, ollama or compatible (the provider that "
+                "CON_API_KEY is for)";
+}
+
+/* models.agents: a mapping of agent name to budget keys. */
+static int parse_models_agents(ConYamlReader *c, const yaml_node_t *map, const char *path, void *dest,
+                               void *userdata _unused_) {
+        ConModelsConfig *m = dest;
         yaml_node_t *k, *v;
         int r;
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = expect_mapping(c, map, "system", "name, submitters_group, task_max_size, max_queued_per_sender, max_delegation_hops");
-        if (r < 0)
-                return r;
-
-        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
-                const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *path = path_key("system", k);
-                if (!path)
-                        return -ENOMEM;
-
-                if (streq(key, "name")) {
-                        _cleanup_free_ char *s = NULL;
-                        r = get_string(c, v, path, &s);
-                        if (r < 0)
-                                return r;
-                        if (!s)
-                                continue;
-                        if (isempty(s) || has_control(s) || strlen(s) > 64) {
-                                _cleanup_free_ char *q = quote_node(v);
-                                return q ? fail(c, v, path, "%s is not allowed; use 1 to 64 printable characters", q)
-                                         : -ENOMEM;
-                        }
-                        free(cfg->system_name);
-                        cfg->system_name = TAKE_PTR(s);
-                } else if (streq(key, "submitters_group")) {
-                        _cleanup_free_ char *s = NULL;
-                        r = get_string(c, v, path, &s);
-                        if (r < 0)
-                                return r;
-                        if (!s)
-                                continue;
-                        if (!group_name_valid(s)) {
-                                _cleanup_free_ char *q = quote_node(v);
-                                return q ? fail(c, v, path,
-                                                "%s is not a valid group name; use up to 32 characters from "
-                                                "a-z, 0-9, '_' and '-', starting with a letter or '_'", q)
-                                         : -ENOMEM;
-                        }
-                        free(cfg->submitters_group);
-                        cfg->submitters_group = TAKE_PTR(s);
-                } else if (streq(key, "task_max_size")) {
-                        r = get_size(c, v, path, TASK_MAX_SIZE_LIMIT, &cfg->task_max_size);
-                        if (r < 0)
-                                return r;
-                } else if (streq(key, "max_queued_per_sender")) {
-                        r = get_uint(c, v, path, 1, CON_MAX_QUEUED_PER_SENDER_LIMIT, &cfg->max_queued_per_sender);
-                        if (r < 0)
-                                return r;
-                } else if (streq(key, "max_delegation_hops")) {
-                        r = get_uint(c, v, path, 0, CON_MAX_DELEGATION_HOPS_LIMIT, &cfg->max_delegation_hops);
-                        if (r < 0)
-                                return r;
-                } else
-                        return unknown_key(c, k, path,
-                                           "name, submitters_group, task_max_size, max_queued_per_sender and "
-                                           "max_delegation_hops");
-        }
-        return 0;
-}
-
-static int parse_contracts(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
-        yaml_node_t *k, *v, *k2, *v2;
-        int r;
-
-        if (con_yaml_node_is_null(map))
-                return 0;
-        r = expect_mapping(c, map, "contracts", "system");
-        if (r < 0)
-                return r;
-
-        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
-                _cleanup_free_ char *path = path_key("contracts", k);
-                if (!path)
-                        return -ENOMEM;
-                if (!streq(con_yaml_scalar(k), "system"))
-                        return unknown_key(c, k, path, "system");
-                if (con_yaml_node_is_null(v))
-                        continue;
-                r = expect_mapping(c, v, path,
-                                   "disk_min_free_pct, mem_min_free_pct, max_load_factor, max_session_min, "
-                                   "healthcheck_interval");
-                if (r < 0)
-                        return r;
-
-                ConContractThresholds *t = &cfg->contracts;
-                CON_YAML_MAPPING_FOREACH(c->doc, v, k2, v2) {
-                        const char *key = con_yaml_scalar(k2);
-                        _cleanup_free_ char *kpath = path_key(path, k2);
-                        if (!kpath)
-                                return -ENOMEM;
-
-                        if (streq(key, "disk_min_free_pct"))
-                                r = get_uint(c, v2, kpath, 0, 100, &t->disk_min_free_pct);
-                        else if (streq(key, "mem_min_free_pct"))
-                                r = get_uint(c, v2, kpath, 0, 100, &t->mem_min_free_pct);
-                        else if (streq(key, "max_load_factor"))
-                                r = get_double(c, v2, kpath, 1000.0, &t->max_load_factor);
-                        else if (streq(key, "max_session_min"))
-                                r = get_uint(c, v2, kpath, 1, 100000, &t->max_session_min);
-                        else if (streq(key, "healthcheck_interval"))
-                                r = get_duration(c, v2, kpath, &t->healthcheck_interval_usec);
-                        else
-                                r = unknown_key(c, k2, kpath,
-                                                "disk_min_free_pct, mem_min_free_pct, max_load_factor, "
-                                                "max_session_min and healthcheck_interval");
-                        if (r < 0)
-                                return r;
-                }
-        }
-        return 0;
-}
-
-/* ---- models (the model gateway) ---- */
-
-#define MODEL_BUDGET_KEYS "budget_tokens_per_task, budget_tokens_per_day, budget_cost_per_day, " \
-        "price_per_mtok_in and price_per_mtok_out"
-#define MODEL_TOKENS_MAX 4000000000U
-#define MODEL_COST_MAX 1000000.0
-
-/* One of the budget keys; 1 when handled, 0 when key is not one of them. */
-static int parse_model_budget_key(Ctx *c, const char *key, const yaml_node_t *v, const char *path,
-                                  ConModelBudget *b) {
-        int r;
-
-        if (streq(key, "budget_tokens_per_task"))
-                r = get_uint(c, v, path, 1, MODEL_TOKENS_MAX, &b->tokens_per_task);
-        else if (streq(key, "budget_tokens_per_day"))
-                r = get_uint(c, v, path, 1, MODEL_TOKENS_MAX, &b->tokens_per_day);
-        else if (streq(key, "budget_cost_per_day"))
-                r = get_double(c, v, path, MODEL_COST_MAX, &b->cost_per_day);
-        else if (streq(key, "price_per_mtok_in"))
-                r = get_double(c, v, path, MODEL_COST_MAX, &b->price_per_mtok_in);
-        else if (streq(key, "price_per_mtok_out"))
-                r = get_double(c, v, path, MODEL_COST_MAX, &b->price_per_mtok_out);
-        else
-                return 0;
-        return r < 0 ? r : 1;
-}
-
-static int parse_models_agents(Ctx *c, const yaml_node_t *map, const char *path, ConModelsConfig *m) {
-        yaml_node_t *k, *v, *k2, *v2;
-        int r;
-
-        if (con_yaml_node_is_null(map))
-                return 0;
-        r = expect_mapping(c, map, path, "agent names");
+        r = con_yaml_expect_mapping(c, map, path, "agent names");
         if (r < 0)
                 return r;
         CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
                 const char *name = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key(path, k);
+                _cleanup_free_ char *kpath = con_yaml_path_key(path, k);
                 if (!kpath)
                         return -ENOMEM;
                 if (con_agent_name_check(name) != CON_NAME_OK)
-                        return fail(c, k, kpath, "not a valid agent name");
+                        return con_yaml_fail(c, k, kpath, "not a valid agent name");
                 ConModelAgentBudget *n = reallocarray(m->agents, m->n_agents + 1, sizeof(*n));
                 if (!n)
                         return -ENOMEM;
@@ -869,71 +348,26 @@ static int parse_models_agents(Ctx *c, const yaml_node_t *map, const char *path,
                 if (!ab->agent)
                         return -ENOMEM;
                 m->n_agents++;
-                if (con_yaml_node_is_null(v))
-                        continue;
-                r = expect_mapping(c, v, kpath, MODEL_BUDGET_KEYS);
-                if (r < 0)
-                        return r;
-                CON_YAML_MAPPING_FOREACH(c->doc, v, k2, v2) {
-                        _cleanup_free_ char *p2 = path_key(kpath, k2);
-                        if (!p2)
-                                return -ENOMEM;
-                        r = parse_model_budget_key(c, con_yaml_scalar(k2), v2, p2, &ab->budget);
-                        if (r < 0)
-                                return r;
-                        if (r == 0)
-                                return unknown_key(c, k2, p2, MODEL_BUDGET_KEYS);
-                }
-        }
-        return 0;
-}
-
-static int parse_models(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
-        yaml_node_t *k, *v;
-        int r;
-
-        if (con_yaml_node_is_null(map))
-                return 0;
-        r = expect_mapping(c, map, "models", "requests_per_minute, tokens_per_minute, ...");
-        if (r < 0)
-                return r;
-        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
-                const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key("models", k);
-                if (!kpath)
-                        return -ENOMEM;
-                ConModelsConfig *m = &cfg->models;
-                if (streq(key, "requests_per_minute"))
-                        r = get_uint(c, v, kpath, 1, 1000000, &m->requests_per_minute);
-                else if (streq(key, "tokens_per_minute"))
-                        r = get_uint(c, v, kpath, 1, MODEL_TOKENS_MAX, &m->tokens_per_minute);
-                else if (streq(key, "queue_max"))
-                        r = get_uint(c, v, kpath, 1, 100000, &m->queue_max);
-                else if (streq(key, "timeout"))
-                        r = get_duration(c, v, kpath, &m->timeout_usec);
-                else if (streq(key, "generic_key_provider")) {
-                        r = get_string(c, v, kpath, &m->generic_key_provider);
-                        if (r >= 0 && m->generic_key_provider &&
-                            (!in_list(providers, m->generic_key_provider) ||
-                             streq(m->generic_key_provider, "claude_code"))) {
-                                _cleanup_free_ char *q = quote_node(v);
-                                r = fail(c, v, kpath, "%s is not allowed; use openrouter, anthropic, openai, "
-                                         "ollama or compatible (the provider that CON_API_KEY is for)", strempty(q));
-                        }
-                } else if (streq(key, "agents"))
-                        r = parse_models_agents(c, v, kpath, m);
-                else {
-                        r = parse_model_budget_key(c, key, v, kpath, &m->defaults);
-                        if (r == 0)
-                                r = unknown_key(c, k, kpath,
-                                                "requests_per_minute, tokens_per_minute, queue_max, timeout, "
-                                                "generic_key_provider, agents, " MODEL_BUDGET_KEYS);
-                }
+                r = con_yaml_read_mapping(c, v, kpath, budget_fields, &ab->budget, NULL, NULL);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
+
+static const ConYamlField models_fields[] = {
+        { "requests_per_minute", .type = CON_YAML_UINT, .offset = offsetof(ConModelsConfig, requests_per_minute),
+          .min = 1, .max = 1000000 },
+        { "tokens_per_minute", .type = CON_YAML_UINT, .offset = offsetof(ConModelsConfig, tokens_per_minute),
+          .min = 1, .max = MODEL_TOKENS_MAX },
+        { "queue_max", .type = CON_YAML_UINT, .offset = offsetof(ConModelsConfig, queue_max), .min = 1, .max = 100000 },
+        { "timeout", .type = CON_YAML_DURATION, .offset = offsetof(ConModelsConfig, timeout_usec) },
+        { "generic_key_provider", .type = CON_YAML_STRING, .offset = offsetof(ConModelsConfig, generic_key_provider),
+          .check = generic_key_provider_check },
+        { "agents", .type = CON_YAML_CUSTOM, .offset = 0, .parse = parse_models_agents },
+        BUDGET_FIELDS(offsetof(ConModelsConfig, defaults)),
+        {}
+};
 
 void con_config_model_budget(const ConConfig *c, const char *agent, ConModelBudget *ret) {
         ConModelBudget b = c->models.defaults;
@@ -974,7 +408,7 @@ static void agent_done(ConAgent *a) {
         *a = (ConAgent) {};
 }
 
-static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgent *a, AgentNodes *an) {
+static int parse_agent(ConYamlReader *c, const yaml_node_t *map, const char *path, ConAgent *a, AgentNodes *an) {
         yaml_node_t *k, *v;
         int r;
 
@@ -989,57 +423,57 @@ static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgen
         };
         *an = (AgentNodes) { .entry = map };
 
-        r = expect_mapping(c, map, path, "agent settings (at least name:)");
+        r = con_yaml_expect_mapping(c, map, path, "agent settings (at least name:)");
         if (r < 0)
                 return r;
 
         CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
                 const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key(path, k), *q = NULL;
+                _cleanup_free_ char *kpath = con_yaml_path_key(path, k), *q = NULL;
                 if (!kpath)
                         return -ENOMEM;
-                if (v && v->type == YAML_SCALAR_NODE && !(q = quote_node(v)))
+                if (v && v->type == YAML_SCALAR_NODE && !(q = con_yaml_quote(v)))
                         return -ENOMEM;
 
                 if (streq(key, "name")) {
-                        r = get_string(c, v, kpath, &a->name);
+                        r = con_yaml_get_string(c, v, kpath, &a->name);
                         if (r < 0)
                                 return r;
                         if (!a->name)
-                                return fail(c, v, kpath, "an agent name is required");
+                                return con_yaml_fail(c, v, kpath, "an agent name is required");
                         ConNameProblem np = con_agent_name_check(a->name);
                         if (np != CON_NAME_OK)
-                                return fail(c, v, kpath, "%s is not a valid agent name: %s", q,
+                                return con_yaml_fail(c, v, kpath, "%s is not a valid agent name: %s", q,
                                             con_name_problem_to_string(np));
                         an->name = v;
                 } else if (streq(key, "tier")) {
                         _cleanup_free_ char *s = NULL;
-                        r = get_string(c, v, kpath, &s);
+                        r = con_yaml_get_string(c, v, kpath, &s);
                         if (r < 0)
                                 return r;
                         if (!s)
                                 continue;
                         ConTier t = con_tier_from_string(s);
                         if (t < 0)
-                                return fail(c, v, kpath, "%s is not allowed; use officer, operator or worker", q);
+                                return con_yaml_fail(c, v, kpath, "%s is not allowed; use officer, operator or worker", q);
                         a->tier = t;
                 } else if (streq(key, "mode")) {
                         _cleanup_free_ char *s = NULL;
-                        r = get_string(c, v, kpath, &s);
+                        r = con_yaml_get_string(c, v, kpath, &s);
                         if (r < 0)
                                 return r;
                         if (!s)
                                 continue;
                         ConMode m = con_mode_from_string(s);
                         if (m < 0)
-                                return fail(c, v, kpath,
+                                return con_yaml_fail(c, v, kpath,
                                             "%s is not allowed; use on-demand, always or cron "
                                             "(continuous is accepted for always)", q);
                         a->mode = m;
                         an->mode = v;
                 } else if (streq(key, "cron")) {
                         _cleanup_free_ char *problem = NULL;
-                        r = get_string(c, v, kpath, &a->cron);
+                        r = con_yaml_get_string(c, v, kpath, &a->cron);
                         if (r < 0)
                                 return r;
                         if (!a->cron)
@@ -1048,29 +482,29 @@ static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgen
                         ConCron cron;
                         r = con_cron_parse(a->cron, &cron, &problem);
                         if (r == -EINVAL)
-                                return fail(c, v, kpath, "%s is not a valid cron expression: %s", q, problem);
+                                return con_yaml_fail(c, v, kpath, "%s is not a valid cron expression: %s", q, problem);
                         if (r < 0)
                                 return r;
                         an->cron = v;
                 } else if (streq(key, "cron_task")) {
-                        r = get_string(c, v, kpath, &a->cron_task);
+                        r = con_yaml_get_string(c, v, kpath, &a->cron_task);
                         if (r < 0)
                                 return r;
                         if (a->cron_task && isempty(a->cron_task))
-                                return fail(c, v, kpath, "the scheduled task text must not be empty");
+                                return con_yaml_fail(c, v, kpath, "the scheduled task text must not be empty");
                         if (a->cron_task)
                                 an->cron_task = v;
                 } else if (streq(key, "roles")) {
-                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->roles);
+                        r = con_yaml_get_strv(c, v, kpath, true, LIST_MAX, &a->roles);
                 } else if (streq(key, "groups")) {
-                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->groups);
+                        r = con_yaml_get_strv(c, v, kpath, true, LIST_MAX, &a->groups);
                 } else if (streq(key, "scopes")) {
-                        r = get_strv(c, v, kpath, true, LIST_MAX, &a->scopes);
+                        r = con_yaml_get_strv(c, v, kpath, true, LIST_MAX, &a->scopes);
                 } else if (streq(key, "cli") || streq(key, "runner")) {
                         /* cli is the original's deprecated name for runner; the mapping check already
                          * refused a key given twice, so a second one here is the other spelling. */
                         if (an->runner)
-                                return fail(c, k, kpath,
+                                return con_yaml_fail(c, k, kpath,
                                             "runner and cli (its deprecated name) are both given; keep runner");
                         r = parse_runtime_key(c, "runner", v, kpath, &a->rt);
                         an->runner = v;
@@ -1081,42 +515,42 @@ static int parse_agent(Ctx *c, const yaml_node_t *map, const char *path, ConAgen
                            streq(key, "context_window")) {
                         r = parse_runtime_key(c, key, v, kpath, &a->rt);
                 } else if (streq(key, "command")) {
-                        r = get_strv(c, v, kpath, false, ARGV_MAX, &a->command);
+                        r = con_yaml_get_strv(c, v, kpath, false, ARGV_MAX, &a->command);
                         if (r < 0)
                                 return r;
                         an->command = v;
                         if (con_yaml_node_is_null(v))
                                 continue;
                         if (!a->command)
-                                return fail(c, v, kpath, "the list is empty; give the program's absolute path first");
+                                return con_yaml_fail(c, v, kpath, "the list is empty; give the program's absolute path first");
                         if (a->command[0][0] != '/') {
-                                _cleanup_free_ char *q0 = quote_mem(a->command[0], strlen(a->command[0]));
-                                _cleanup_free_ char *p0 = path_index(kpath, 0);
+                                _cleanup_free_ char *q0 = con_yaml_quote_mem(a->command[0], strlen(a->command[0]));
+                                _cleanup_free_ char *p0 = con_yaml_path_index(kpath, 0);
                                 if (!q0 || !p0)
                                         return -ENOMEM;
-                                return fail(c, yaml_document_get_node(c->doc, v->data.sequence.items.start[0]), p0,
+                                return con_yaml_fail(c, yaml_document_get_node(c->doc, v->data.sequence.items.start[0]), p0,
                                             "%s is not allowed; the program must be given as an absolute path", q0);
                         }
                 } else if (streq(key, "cli_args")) {
-                        r = get_strv(c, v, kpath, false, ARGV_MAX, &an->cli_args_v);
+                        r = con_yaml_get_strv(c, v, kpath, false, ARGV_MAX, &an->cli_args_v);
                         an->cli_args = con_yaml_node_is_null(v) ? NULL : v;
                 } else if (streq(key, "exec_timeout")) {
-                        r = get_duration(c, v, kpath, &a->exec_timeout_usec);
+                        r = con_yaml_get_duration(c, v, kpath, false, &a->exec_timeout_usec);
                 } else if (streq(key, "max_sessions")) {
-                        r = get_uint(c, v, kpath, 1, MAX_SESSIONS_LIMIT, &a->max_sessions);
+                        r = con_yaml_get_uint(c, v, kpath, 1, MAX_SESSIONS_LIMIT, &a->max_sessions);
                 } else if (streq(key, "idle_exit")) {
-                        r = get_duration(c, v, kpath, &a->idle_exit_usec);
+                        r = con_yaml_get_duration(c, v, kpath, false, &a->idle_exit_usec);
                 } else if (streq(key, "instructions")) {
-                        r = get_string(c, v, kpath, &a->instructions);
+                        r = con_yaml_get_string(c, v, kpath, &a->instructions);
                 } else
-                        return unknown_key(c, k, kpath, AGENT_KEYS);
+                        return con_yaml_unknown_key(c, k, kpath, AGENT_KEYS);
                 if (r < 0)
                         return r;
         }
 
         if (!a->name) {
-                _cleanup_free_ char *npath = path_child(path, "name");
-                return npath ? fail(c, map, npath, "missing; every agent needs a name") : -ENOMEM;
+                _cleanup_free_ char *npath = con_yaml_path_child(path, "name");
+                return npath ? con_yaml_fail(c, map, npath, "missing; every agent needs a name") : -ENOMEM;
         }
         return 0;
 }
@@ -1148,19 +582,19 @@ static int resolve(char **value, const char *tier_value, const char *base_value,
         return 0;
 }
 
-static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent *a, AgentNodes *an) {
+static int finish_agent(ConYamlReader *c, const ConConfig *cfg, const char *path, ConAgent *a, AgentNodes *an) {
         const char *runner_from, *provider_from, *unused;
         int r;
 
         /* Mode and schedule. */
         if (a->mode == CON_MODE_CRON && !a->cron) {
-                _cleanup_free_ char *p = path_child(path, "cron");
-                return p ? fail(c, an->mode, p, "missing; mode cron needs a cron expression such as '0 8 * * 1-5'")
+                _cleanup_free_ char *p = con_yaml_path_child(path, "cron");
+                return p ? con_yaml_fail(c, an->mode, p, "missing; mode cron needs a cron expression such as '0 8 * * 1-5'")
                          : -ENOMEM;
         }
         if (a->mode != CON_MODE_CRON && (an->cron || an->cron_task)) {
-                _cleanup_free_ char *p = path_child(path, an->cron ? "cron" : "cron_task");
-                return p ? fail(c, an->cron ?: an->cron_task, p,
+                _cleanup_free_ char *p = con_yaml_path_child(path, an->cron ? "cron" : "cron_task");
+                return p ? con_yaml_fail(c, an->cron ?: an->cron_task, p,
                                 "only allowed with mode cron (this agent's mode is %s)", con_mode_to_string(a->mode))
                          : -ENOMEM;
         }
@@ -1195,8 +629,8 @@ static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent
         else if (streq(rt->runner, "picoclaw") && streq(rt->provider, "claude_code"))
                 need = "runner picoclaw cannot use provider claude_code (it is for runner claude)";
         if (need) {
-                _cleanup_free_ char *p = path_child(path, "provider");
-                return p ? fail(c, an->provider ?: an->runner ?: an->entry, p,
+                _cleanup_free_ char *p = con_yaml_path_child(path, "provider");
+                return p ? con_yaml_fail(c, an->provider ?: an->runner ?: an->entry, p,
                                 "%s; here the runner is %s (%s) and the provider is %s (%s)", need, rt->runner,
                                 runner_from, rt->provider, provider_from)
                          : -ENOMEM;
@@ -1206,26 +640,26 @@ static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent
         bool exec = streq(rt->runner, "exec");
         bool cli_runner = streq(rt->runner, "claude") || streq(rt->runner, "codex");
         if (an->cli_args && !cli_runner) {
-                _cleanup_free_ char *p = path_child(path, "cli_args");
-                return p ? fail(c, an->cli_args, p,
+                _cleanup_free_ char *p = con_yaml_path_child(path, "cli_args");
+                return p ? con_yaml_fail(c, an->cli_args, p,
                                 "only allowed with runner claude or codex (this agent's runner is %s, %s); "
                                 "for the exec runner use command", rt->runner, runner_from)
                          : -ENOMEM;
         }
         if (an->cli_args && an->command) {
-                _cleanup_free_ char *p = path_child(path, "cli_args");
-                return p ? fail(c, an->cli_args, p, "cli_args (deprecated) and command are both given; keep one")
+                _cleanup_free_ char *p = con_yaml_path_child(path, "cli_args");
+                return p ? con_yaml_fail(c, an->cli_args, p, "cli_args (deprecated) and command are both given; keep one")
                          : -ENOMEM;
         }
         if (exec && !a->command) {
-                _cleanup_free_ char *p = path_child(path, "command");
-                return p ? fail(c, an->command ?: an->runner ?: an->entry, p,
+                _cleanup_free_ char *p = con_yaml_path_child(path, "command");
+                return p ? con_yaml_fail(c, an->command ?: an->runner ?: an->entry, p,
                                 "missing; runner exec needs the program to run, e.g. [/usr/local/bin/tool, --flag]")
                          : -ENOMEM;
         }
         if (!exec && an->command && a->command) {
-                _cleanup_free_ char *p = path_child(path, "command");
-                return p ? fail(c, an->command, p, "only allowed with runner exec (this agent's runner is %s, %s)",
+                _cleanup_free_ char *p = con_yaml_path_child(path, "command");
+                return p ? con_yaml_fail(c, an->command, p, "only allowed with runner exec (this agent's runner is %s, %s)",
                                 rt->runner, runner_from)
                          : -ENOMEM;
         }
@@ -1244,14 +678,14 @@ static int finish_agent(Ctx *c, const ConConfig *cfg, const char *path, ConAgent
         return 0;
 }
 
-static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNodes **ret_nodes) {
+static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg, AgentNodes **ret_nodes) {
         yaml_node_t *item;
         int r;
 
         if (!seq || con_yaml_node_is_null(seq) || (seq->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(seq) == 0))
-                return fail(c, seq, "agents", "the list is empty; at least one agent is required");
+                return con_yaml_fail(c, seq, "agents", "the list is empty; at least one agent is required");
         if (seq->type != YAML_SEQUENCE_NODE)
-                return fail(c, seq, "agents", "expected a list of agents (- name: ...), got %s",
+                return con_yaml_fail(c, seq, "agents", "expected a list of agents (- name: ...), got %s",
                             con_yaml_node_kind_to_string(seq));
 
         size_t n = con_yaml_sequence_length(seq);
@@ -1262,7 +696,7 @@ static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNod
 
         CON_YAML_SEQUENCE_FOREACH(c->doc, seq, item) {
                 size_t i = cfg->n_agents;
-                _cleanup_free_ char *path = path_index("agents", i);
+                _cleanup_free_ char *path = con_yaml_path_index("agents", i);
                 if (!path)
                         return -ENOMEM;
 
@@ -1273,10 +707,10 @@ static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNod
 
                 for (size_t j = 0; j < i; j++)
                         if (streq(cfg->agents[j].name, cfg->agents[i].name)) {
-                                _cleanup_free_ char *npath = path_child(path, "name");
+                                _cleanup_free_ char *npath = con_yaml_path_child(path, "name");
                                 if (!npath)
                                         return -ENOMEM;
-                                return fail(c, (*ret_nodes)[i].name, npath,
+                                return con_yaml_fail(c, (*ret_nodes)[i].name, npath,
                                             "'%s' is already used by agents[%zu] (line %u); agent names must be unique",
                                             cfg->agents[i].name, j, cfg->agents[j].line);
                         }
@@ -1289,47 +723,29 @@ static int parse_agents(Ctx *c, const yaml_node_t *seq, ConConfig *cfg, AgentNod
 #define POLICY_WHO_HINT "use an agent name, group:NAME, user:NAME (a Linux group or user name) or root"
 #define POLICY_GRANTS_MAX 256
 
-static int get_bool(Ctx *c, const yaml_node_t *v, const char *path, bool *ret) {
-        const char *s;
-        int r;
-
-        r = get_scalar_text(c, v, path, "true or false", &s);
-        if (r < 0 || !s)
-                return r;
-        if (streq(s, "true") || streq(s, "True") || streq(s, "TRUE"))
-                *ret = true;
-        else if (streq(s, "false") || streq(s, "False") || streq(s, "FALSE"))
-                *ret = false;
-        else {
-                _cleanup_free_ char *q = quote_node(v);
-                return q ? fail(c, v, path, "%s is not allowed; use true or false", q) : -ENOMEM;
-        }
-        return 0;
-}
-
-static int parse_policy_who(Ctx *c, const yaml_node_t *map, const yaml_node_t *who, const char *path,
+static int parse_policy_who(ConYamlReader *c, const yaml_node_t *map, const yaml_node_t *who, const char *path,
                             const ConConfig *cfg, ConPolicyGrantConfig *g) {
         ConPrincipalKind kind;
         const char *name;
         int r;
 
         if (!who || con_yaml_node_is_null(who))
-                return fail(c, who ?: map, path, "missing; " POLICY_WHO_HINT);
-        r = get_string(c, who, path, &g->who);
+                return con_yaml_fail(c, who ?: map, path, "missing; " POLICY_WHO_HINT);
+        r = con_yaml_get_string(c, who, path, &g->who);
         if (r < 0)
                 return r;
-        _cleanup_free_ char *q = quote_node(who);
+        _cleanup_free_ char *q = con_yaml_quote(who);
         if (!q)
                 return -ENOMEM;
         if (con_principal_parse(g->who, &kind, &name) < 0)
-                return fail(c, who, path, "%s is not a valid principal; " POLICY_WHO_HINT, q);
+                return con_yaml_fail(c, who, path, "%s is not a valid principal; " POLICY_WHO_HINT, q);
         if (kind == CON_PRINCIPAL_AGENT && !con_config_find_agent(cfg, name))
-                return fail(c, who, path, "%s is not an agent in agents:; " POLICY_WHO_HINT, q);
+                return con_yaml_fail(c, who, path, "%s is not an agent in agents:; " POLICY_WHO_HINT, q);
         return 0;
 }
 
 /* Returns the number of per-agent verbs (> 0), or 0 when all are commission/contracts-admin. */
-static int parse_policy_may(Ctx *c, const yaml_node_t *map, const yaml_node_t *may, const char *path,
+static int parse_policy_may(ConYamlReader *c, const yaml_node_t *map, const yaml_node_t *may, const char *path,
                             ConPolicyGrantConfig *g) {
         const yaml_node_t *first_global = NULL;
         yaml_node_t *item;
@@ -1338,21 +754,21 @@ static int parse_policy_may(Ctx *c, const yaml_node_t *map, const yaml_node_t *m
 
         if (!may || con_yaml_node_is_null(may) ||
             (may->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(may) == 0))
-                return fail(c, may ?: map, path, "missing or empty; list what the principal may do: "
+                return con_yaml_fail(c, may ?: map, path, "missing or empty; list what the principal may do: "
                             CON_POLICY_VERBS_ALLOWED);
-        r = get_strv(c, may, path, false, _CON_POLICY_VERB_MAX * 2, &g->may);
+        r = con_yaml_get_strv(c, may, path, false, _CON_POLICY_VERB_MAX * 2, &g->may);
         if (r < 0)
                 return r;
         CON_YAML_SEQUENCE_FOREACH(c->doc, may, item) {
-                _cleanup_free_ char *ipath = path_index(path, i), *q = quote_node(item);
+                _cleanup_free_ char *ipath = con_yaml_path_index(path, i), *q = con_yaml_quote(item);
                 if (!ipath || !q)
                         return -ENOMEM;
                 ConPolicyVerb v = con_policy_verb_from_string(g->may[i]);
                 if (v < 0)
-                        return fail(c, item, ipath, "%s is not a verb; use " CON_POLICY_VERBS_ALLOWED, q);
+                        return con_yaml_fail(c, item, ipath, "%s is not a verb; use " CON_POLICY_VERBS_ALLOWED, q);
                 for (size_t j = 0; j < i; j++)
                         if (streq(g->may[j], g->may[i]))
-                                return fail(c, item, ipath, "%s is listed twice", q);
+                                return con_yaml_fail(c, item, ipath, "%s is listed twice", q);
                 if (con_policy_verb_per_agent(v))
                         per_agent++;
                 else if (!first_global) {
@@ -1362,15 +778,15 @@ static int parse_policy_may(Ctx *c, const yaml_node_t *map, const yaml_node_t *m
                 i++;
         }
         if (per_agent > 0 && first_global) {
-                _cleanup_free_ char *ipath = path_index(path, first_global_i);
-                return ipath ? fail(c, first_global, ipath,
+                _cleanup_free_ char *ipath = con_yaml_path_index(path, first_global_i);
+                return ipath ? con_yaml_fail(c, first_global, ipath,
                                     "'%s' is not about one agent and cannot share a grant with per-agent verbs; "
                                     "give it a grant of its own, without to:", g->may[first_global_i]) : -ENOMEM;
         }
         return per_agent;
 }
 
-static int parse_policy_to(Ctx *c, const yaml_node_t *map, const yaml_node_t *to, const char *path,
+static int parse_policy_to(ConYamlReader *c, const yaml_node_t *map, const yaml_node_t *to, const char *path,
                            bool per_agent, const ConConfig *cfg, ConPolicyGrantConfig *g) {
         yaml_node_t *item;
         size_t i = 0;
@@ -1378,37 +794,37 @@ static int parse_policy_to(Ctx *c, const yaml_node_t *map, const yaml_node_t *to
 
         if (!per_agent) {
                 if (to && !con_yaml_node_is_null(to))
-                        return fail(c, to, path, "commission and contracts-admin are not about one agent; remove to:");
+                        return con_yaml_fail(c, to, path, "commission and contracts-admin are not about one agent; remove to:");
                 return 0;
         }
         if (!to || con_yaml_node_is_null(to) ||
             (to->type == YAML_SEQUENCE_NODE && con_yaml_sequence_length(to) == 0))
-                return fail(c, to ?: map, path,
+                return con_yaml_fail(c, to ?: map, path,
                             "missing or empty; list the agents the grant applies to, or \"*\" for every agent");
-        r = get_strv(c, to, path, false, 0, &g->to);
+        r = con_yaml_get_strv(c, to, path, false, 0, &g->to);
         if (r < 0)
                 return r;
         CON_YAML_SEQUENCE_FOREACH(c->doc, to, item) {
-                _cleanup_free_ char *ipath = path_index(path, i), *q = quote_node(item);
+                _cleanup_free_ char *ipath = con_yaml_path_index(path, i), *q = con_yaml_quote(item);
                 if (!ipath || !q)
                         return -ENOMEM;
                 if (!streq(g->to[i], "*") && !con_config_find_agent(cfg, g->to[i]))
-                        return fail(c, item, ipath,
+                        return con_yaml_fail(c, item, ipath,
                                     "%s is not an agent in agents:; use agent names, or \"*\" for every agent", q);
                 for (size_t j = 0; j < i; j++)
                         if (streq(g->to[j], g->to[i]))
-                                return fail(c, item, ipath, "%s is listed twice", q);
+                                return con_yaml_fail(c, item, ipath, "%s is listed twice", q);
                 i++;
         }
         return 0;
 }
 
-static int parse_policy_grant(Ctx *c, const yaml_node_t *map, const char *path, const ConConfig *cfg,
+static int parse_policy_grant(ConYamlReader *c, const yaml_node_t *map, const char *path, const ConConfig *cfg,
                               ConPolicyGrantConfig *g) {
         yaml_node_t *k, *v, *who = NULL, *may = NULL, *to = NULL;
         int r;
 
-        r = expect_mapping(c, map, path, "who, may and to");
+        r = con_yaml_expect_mapping(c, map, path, "who, may and to");
         if (r < 0)
                 return r;
         g->line = con_yaml_node_line(map);
@@ -1422,12 +838,12 @@ static int parse_policy_grant(Ctx *c, const yaml_node_t *map, const char *path, 
                 else if (streq(key, "to"))
                         to = v;
                 else {
-                        _cleanup_free_ char *kpath = path_key(path, k);
-                        return kpath ? unknown_key(c, k, kpath, "who, may and to") : -ENOMEM;
+                        _cleanup_free_ char *kpath = con_yaml_path_key(path, k);
+                        return kpath ? con_yaml_unknown_key(c, k, kpath, "who, may and to") : -ENOMEM;
                 }
         }
-        _cleanup_free_ char *wpath = path_child(path, "who"), *mpath = path_child(path, "may"),
-                            *tpath = path_child(path, "to");
+        _cleanup_free_ char *wpath = con_yaml_path_child(path, "who"), *mpath = con_yaml_path_child(path, "may"),
+                            *tpath = con_yaml_path_child(path, "to");
         if (!wpath || !mpath || !tpath)
                 return -ENOMEM;
         r = parse_policy_who(c, map, who, wpath, cfg, g);
@@ -1440,41 +856,41 @@ static int parse_policy_grant(Ctx *c, const yaml_node_t *map, const char *path, 
 }
 
 /* After the agents: who and to name agents. */
-static int parse_policy(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
+static int parse_policy(ConYamlReader *c, const yaml_node_t *map, ConConfig *cfg) {
         yaml_node_t *k, *v, *grants = NULL;
         int r;
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = expect_mapping(c, map, "policy", "defaults and grants");
+        r = con_yaml_expect_mapping(c, map, "policy", "defaults and grants");
         if (r < 0)
                 return r;
         CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
                 const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key("policy", k);
+                _cleanup_free_ char *kpath = con_yaml_path_key("policy", k);
                 if (!kpath)
                         return -ENOMEM;
                 if (streq(key, "defaults")) {
                         bool b = true;
-                        r = get_bool(c, v, kpath, &b);
+                        r = con_yaml_get_bool(c, v, kpath, &b);
                         cfg->policy_no_defaults = !b;
                 } else if (streq(key, "grants")) {
                         grants = v;
                         r = 0;
                 } else
-                        r = unknown_key(c, k, kpath, "defaults and grants");
+                        r = con_yaml_unknown_key(c, k, kpath, "defaults and grants");
                 if (r < 0)
                         return r;
         }
         if (!grants || con_yaml_node_is_null(grants))
                 return 0;
         if (grants->type != YAML_SEQUENCE_NODE)
-                return fail(c, grants, "policy.grants",
+                return con_yaml_fail(c, grants, "policy.grants",
                             "expected a list of grants ({who: ..., may: [...], to: [...]}), got %s",
                             con_yaml_node_kind_to_string(grants));
         size_t n = con_yaml_sequence_length(grants);
         if (n > POLICY_GRANTS_MAX)
-                return fail(c, grants, "policy.grants", "the list has %zu entries; at most %u are allowed", n,
+                return con_yaml_fail(c, grants, "policy.grants", "the list has %zu entries; at most %u are allowed", n,
                             POLICY_GRANTS_MAX);
         if (n == 0)
                 return 0;
@@ -1483,7 +899,7 @@ static int parse_policy(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
                 return -ENOMEM;
         yaml_node_t *item;
         CON_YAML_SEQUENCE_FOREACH(c->doc, grants, item) {
-                _cleanup_free_ char *path = path_index("policy.grants", cfg->n_policy_grants);
+                _cleanup_free_ char *path = con_yaml_path_index("policy.grants", cfg->n_policy_grants);
                 if (!path)
                         return -ENOMEM;
                 /* Counted first, so a half-parsed entry is freed. */
@@ -1529,48 +945,20 @@ ConConfig *con_config_free(ConConfig *c) {
         return NULL;
 }
 
-static int parse_dashboard(Ctx *c, const yaml_node_t *map, ConConfig *cfg) {
-        yaml_node_t *k, *v;
-        int r;
-
-        if (con_yaml_node_is_null(map))
-                return 0;
-        r = expect_mapping(c, map, "dashboard", "enabled, bind, port");
-        if (r < 0)
-                return r;
-        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
-                const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *kpath = path_key("dashboard", k);
-                if (!kpath)
-                        return -ENOMEM;
-                ConDashboardConfig *d = &cfg->dashboard;
-                if (streq(key, "enabled"))
-                        r = get_bool(c, v, kpath, &d->enabled);
-                else if (streq(key, "port"))
-                        r = get_uint(c, v, kpath, 1, 65535, &d->port);
-                else if (streq(key, "bind")) {
-                        _cleanup_free_ char *b = NULL;
-                        unsigned char buf[sizeof(struct in6_addr)];
-                        r = get_string(c, v, kpath, &b);
-                        if (r >= 0 && b) {
-                                if (inet_pton(AF_INET, b, buf) != 1 && inet_pton(AF_INET6, b, buf) != 1) {
-                                        _cleanup_free_ char *q = quote_node(v);
-                                        r = q ? fail(c, v, kpath, "%s is not allowed; use an IPv4 or IPv6 address "
-                                                     "(127.0.0.1, ::1, 0.0.0.0, ...)", q) : -ENOMEM;
-                                } else {
-                                        free(d->bind);
-                                        d->bind = TAKE_PTR(b);
-                                }
-                        }
-                } else
-                        r = unknown_key(c, k, kpath, "enabled, bind, port");
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+static const char *ip_address_check(const char *s) {
+        unsigned char buf[sizeof(struct in6_addr)];
+        return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1 ? NULL :
+                "is not allowed; use an IPv4 or IPv6 address (127.0.0.1, ::1, 0.0.0.0, ...)";
 }
 
-static int parse_document(Ctx *c, ConConfig *cfg) {
+static const ConYamlField dashboard_fields[] = {
+        { "enabled", .type = CON_YAML_BOOL, .offset = offsetof(ConDashboardConfig, enabled) },
+        { "bind", .type = CON_YAML_STRING, .offset = offsetof(ConDashboardConfig, bind), .check = ip_address_check },
+        { "port", .type = CON_YAML_UINT, .offset = offsetof(ConDashboardConfig, port), .min = 1, .max = 65535 },
+        {}
+};
+
+static int parse_document(ConYamlReader *c, ConConfig *cfg) {
         ConRuntimeSettings legacy[_CON_TIER_MAX] = {};
         AgentNodes *nodes = NULL;
         yaml_node_t *k, *v, *agents = NULL, *policy = NULL;
@@ -1578,31 +966,31 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
 
         yaml_node_t *root = yaml_document_get_root_node(c->doc);
         if (!root || root->type != YAML_MAPPING_NODE)
-                return fail(c, root, NULL,
+                return con_yaml_fail(c, root, NULL,
                             "expected a mapping with system:, base:, contracts: and agents: at the top level, got %s",
                             con_yaml_node_kind_to_string(root));
-        r = check_mapping(c, root, NULL);
+        r = con_yaml_check_mapping(c, root, NULL);
         if (r < 0)
                 return r;
 
         CON_YAML_MAPPING_FOREACH(c->doc, root, k, v) {
                 const char *key = con_yaml_scalar(k);
-                _cleanup_free_ char *path = path_key(NULL, k);
+                _cleanup_free_ char *path = con_yaml_path_key(NULL, k);
                 if (!path)
                         return -ENOMEM;
 
                 if (streq(key, "system"))
-                        r = parse_system(c, v, cfg);
+                        r = con_yaml_read_mapping(c, v, path, system_fields, cfg, NULL, NULL);
                 else if (streq(key, "base"))
                         r = parse_runtime_mapping(c, v, "base", &cfg->base, cfg->tiers);
                 else if (streq(key, "defaults"))
                         r = parse_runtime_mapping(c, v, "defaults", NULL, legacy);
                 else if (streq(key, "contracts"))
-                        r = parse_contracts(c, v, cfg);
+                        r = con_yaml_read_mapping(c, v, path, contracts_fields, &cfg->contracts, NULL, NULL);
                 else if (streq(key, "models"))
-                        r = parse_models(c, v, cfg);
+                        r = con_yaml_read_mapping(c, v, path, models_fields, &cfg->models, NULL, NULL);
                 else if (streq(key, "dashboard"))
-                        r = parse_dashboard(c, v, cfg);
+                        r = con_yaml_read_mapping(c, v, path, dashboard_fields, &cfg->dashboard, NULL, NULL);
                 else if (streq(key, "policy")) {
                         policy = v;
                         r = 0;
@@ -1610,7 +998,7 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                         agents = v;
                         r = 0;
                 } else
-                        r = unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, policy and agents");
+                        r = con_yaml_unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, policy and agents");
                 if (r < 0)
                         break;
         }
@@ -1627,11 +1015,11 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                 return r;
 
         if (!agents)
-                return fail(c, root, "agents", "missing; at least one agent is required");
+                return con_yaml_fail(c, root, "agents", "missing; at least one agent is required");
 
         r = parse_agents(c, agents, cfg, &nodes);
         for (size_t i = 0; r >= 0 && i < cfg->n_agents; i++) {
-                _cleanup_free_ char *path = path_index("agents", i);
+                _cleanup_free_ char *path = con_yaml_path_index("agents", i);
                 r = path ? finish_agent(c, cfg, path, &cfg->agents[i], &nodes[i]) : -ENOMEM;
         }
         agent_nodes_free(nodes, cfg->n_agents);
@@ -1639,34 +1027,24 @@ static int parse_document(Ctx *c, ConConfig *cfg) {
                 r = parse_policy(c, policy, cfg);
         for (size_t i = 0; r >= 0 && i < cfg->models.n_agents; i++)
                 if (!con_config_find_agent(cfg, cfg->models.agents[i].agent)) {
-                        _cleanup_free_ char *p = path_child("models.agents", cfg->models.agents[i].agent);
-                        r = p ? fail(c, root, p, "no agent of that name is configured in agents:") : -ENOMEM;
+                        _cleanup_free_ char *p = con_yaml_path_child("models.agents", cfg->models.agents[i].agent);
+                        r = p ? con_yaml_fail(c, root, p, "no agent of that name is configured in agents:") : -ENOMEM;
                 }
         return r;
 }
 
 int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
-                     ConConfigError *reterr) {
-        _cleanup_(con_yaml_document_freep) yaml_document_t *doc = NULL;
+                     ConErrorDetail *reterr) {
         _cleanup_(con_config_freep) ConConfig *cfg = NULL;
-        ConYamlProblem problem = {};
+        _cleanup_(con_yaml_reader_done) ConYamlReader c = { .file = filename, .err = reterr };
         int r;
 
         if (reterr)
-                con_config_error_done(reterr);
+                con_error_detail_done(reterr);
 
-        r = con_yaml_load(text, len, &doc, &problem);
-        if (r == -ENODATA) {
-                con_yaml_problem_done(&problem);
-                return set_error(reterr, filename, 0, 0, NULL,
-                                 strdup("the file is empty (or only comments); it needs at least an agents: list"));
-        }
-        if (r == -EINVAL) {
-                r = set_error(reterr, filename, problem.line, problem.column, NULL, TAKE_PTR(problem.message));
-                con_yaml_problem_done(&problem);
-                return r;
-        }
-        con_yaml_problem_done(&problem);
+        r = con_yaml_open(&c, text, len, "the file is empty (or only comments); it needs at least an agents: list");
+        if (r == -ENODATA)
+                return -EINVAL;
         if (r < 0)
                 return r;
 
@@ -1698,7 +1076,6 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
         if (!cfg->system_name || !cfg->dashboard.bind || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))
                 return -ENOMEM;
 
-        Ctx c = { .doc = doc, .file = filename, .err = reterr };
         r = parse_document(&c, cfg);
         if (r < 0)
                 return r;
@@ -1707,30 +1084,28 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
         return 0;
 }
 
-int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr) {
+int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
         struct stat st;
         size_t len = 0;
+        int r;
 
         if (reterr)
-                con_config_error_done(reterr);
+                con_error_detail_done(reterr);
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
-                int r = negative_errno();
-                char *m = NULL;
-                if (asprintf(&m, "cannot open the file: %s", strerror(-r)) < 0)
-                        return -ENOMEM;
-                return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
+                r = negative_errno();
+                return con_error_detail_set(reterr, path, 0, 0, NULL, "cannot open the file: %s", strerror(-r)) == -ENOMEM
+                               ? -ENOMEM : r;
         }
         if (fstat(fd, &st) < 0)
                 return negative_errno();
         if (!S_ISREG(st.st_mode))
-                return set_error(reterr, path, 0, 0, NULL, strdup("not a regular file")) == -ENOMEM ? -ENOMEM
-                                                                                                     : -EINVAL;
+                return con_error_detail_set(reterr, path, 0, 0, NULL, "not a regular file");
         if ((uint64_t) st.st_size > CONFIG_FILE_MAX)
-                return set_error(reterr, path, 0, 0, NULL, strdup("the file is larger than 16 MiB")) == -ENOMEM
+                return con_error_detail_set(reterr, path, 0, 0, NULL, "the file is larger than 16 MiB") == -ENOMEM
                                ? -ENOMEM : -EFBIG;
 
         buf = malloc((size_t) st.st_size + 1);
@@ -1739,15 +1114,13 @@ int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr) {
         /* Read to the end even if the file grew, up to the limit. */
         ssize_t n = con_read_full(fd, buf, (size_t) st.st_size + 1);
         if (n < 0) {
-                int r = (int) n;
-                char *m = NULL;
-                if (asprintf(&m, "cannot read the file: %s", strerror(-r)) < 0)
-                        return -ENOMEM;
-                return set_error(reterr, path, 0, 0, NULL, m) == -ENOMEM ? -ENOMEM : r;
+                r = (int) n;
+                return con_error_detail_set(reterr, path, 0, 0, NULL, "cannot read the file: %s", strerror(-r)) == -ENOMEM
+                               ? -ENOMEM : r;
         }
         len = (size_t) n;
         if (len > (size_t) st.st_size)
-                return set_error(reterr, path, 0, 0, NULL, strdup("the file changed while it was read")) == -ENOMEM
+                return con_error_detail_set(reterr, path, 0, 0, NULL, "the file changed while it was read") == -ENOMEM
                                ? -ENOMEM : -EAGAIN;
 
         return con_config_parse(buf, len, path, ret, reterr);

@@ -5,11 +5,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error-detail.h"
+#include "units.h"
+
 /* The system configuration, /etc/con/con.yaml (configs/<profile>/con.yaml in the tree).
  * YAML port of the Go original's con.toml: same keys, same meaning, same defaults, plus the
  * keys this implementation adds. Unknown keys are errors. Resolution (agent field, else
  * base.<tier>, else base, else built-in fallback) is done while parsing: every ConAgent holds
- * its effective values. Library code: no logging, errors come back in ConConfigError. */
+ * its effective values. Library code: no logging, errors come back in a ConErrorDetail; the YAML rules are yaml-reader.h's. */
 
 typedef enum ConTier {
         CON_TIER_NONE,          /* "" in the original: no tier */
@@ -142,23 +145,12 @@ typedef struct ConConfig {
         size_t n_policy_grants;
 } ConConfig;
 
-typedef struct ConConfigError {
-        char *file;             /* NULL when not file-related */
-        unsigned line, column;  /* 1-based; 0 when unknown */
-        char *key;              /* dotted path, e.g. "agents[1].tier"; NULL when not key-related */
-        char *message;          /* what is wrong and what is allowed */
-} ConConfigError;
-
-void con_config_error_done(ConConfigError *e);
-/* "FILE:LINE:COLUMN: KEY: MESSAGE" (parts omitted when unknown). Returns NULL on OOM. */
-char *con_config_error_format(const ConConfigError *e);
-
 /* Parse a config from memory; filename is used in messages only.
  * Returns 0, -EINVAL (err filled in), or -ENOMEM. */
 int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
-                     ConConfigError *reterr);
+                     ConErrorDetail *reterr);
 /* Read and parse a file. -errno when it cannot be read (err filled in too). */
-int con_config_load(const char *path, ConConfig **ret, ConConfigError *reterr);
+int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr);
 
 ConConfig *con_config_free(ConConfig *c);
 static inline void con_config_freep(ConConfig **c) {
@@ -174,8 +166,3 @@ ConTier con_tier_from_string(const char *s);
 const char *con_mode_to_string(ConMode m);
 ConMode con_mode_from_string(const char *s);   /* accepts "continuous" */
 
-/* Duration and size parsing used by the config and the contract files (docs/CONFIG.md):
- * "90" (seconds), "90s", "5m", "1h", "2d", "250ms", "1h30m"; sizes "1048576", "100B", "512K",
- * "1M", "1MiB", "1G", "1T" (powers of 1024). -EINVAL for junk, -ERANGE on overflow. */
-int con_parse_duration(const char *s, uint64_t *ret_usec);
-int con_parse_size(const char *s, uint64_t *ret_bytes);

@@ -1159,11 +1159,11 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         if (r < 0)
                 return r;
         {
-                ConConfigError e = {};
+                ConErrorDetail e = {};
                 r = con_config_load(p->config_path, &p->config, &e);
                 if (r < 0) {
-                        _cleanup_free_ char *m = con_config_error_format(&e);
-                        con_config_error_done(&e);
+                        _cleanup_free_ char *m = con_error_detail_format(&e);
+                        con_error_detail_done(&e);
                         if (r == -ENOMEM)
                                 return r;
                         return errorf(ret_error, r == -EINVAL ? -ENOEXEC : r, "%s",

@@ -326,7 +326,7 @@ static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_e
  * common cause is when it is the cause: the configuration the service reads at start. */
 static void explain_spawn_failure(const sd_bus_error *e) {
         _cleanup_(con_config_freep) ConConfig *c = NULL;
-        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
         int r = con_config_load(arg_config, &c, &cerr);
         if (r == -ENOMEM)
                 return (void) fprintf(stderr, "con-send: agent '%s' could not be started: %s\n", arg_to, e->message);
@@ -335,7 +335,7 @@ static void explain_spawn_failure(const sd_bus_error *e) {
                                       "from here (%s): see the agent's log (the journal, or /srv/con/logs)\n", arg_to,
                                       e->message, arg_config, strerror(-r));
         if (r < 0) {
-                _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                _cleanup_free_ char *msg = con_error_detail_format(&cerr);
                 return (void) fprintf(stderr, "con-send: agent '%s' could not be started: the configuration is "
                                       "invalid, %s\n(fix it and check it with 'con status'; the agents read "
                                       "it when they start)\n", arg_to, msg ?: strerror(-r));
@@ -363,14 +363,14 @@ int main(int argc, char *argv[]) {
 
         if (arg_scheduled) {
                 _cleanup_(con_config_freep) ConConfig *c = NULL;
-                _cleanup_(con_config_error_done) ConConfigError cerr = {};
+                _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
                 if (optind < argc) {
                         fprintf(stderr, "con-send: --scheduled takes no MESSAGE (the text comes from the config)\n");
                         return EXIT_USAGE;
                 }
                 r = con_config_load(arg_config, &c, &cerr);
                 if (r < 0) {
-                        _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                        _cleanup_free_ char *msg = con_error_detail_format(&cerr);
                         fprintf(stderr, "con-send: %s\n", msg ?: strerror(-r));
                         return EXIT_USAGE;
                 }

@@ -219,7 +219,7 @@ static int run_shell(const ContractCheck *ch, const char *dir, char **ret_messag
 
 static int healthcheck_local(const Opts *o) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
-        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
         _cleanup_strv_free_ char **files = NULL;
         _cleanup_(cJSON_Deletep) cJSON *doc = NULL;
         Tally t = {};
@@ -229,7 +229,7 @@ static int healthcheck_local(const Opts *o) {
                 return CON_EXIT_FAILURE;
         r = con_config_load(o->config, &config, &cerr);
         if (r < 0) {
-                _cleanup_free_ char *s = con_config_error_format(&cerr);
+                _cleanup_free_ char *s = con_error_detail_format(&cerr);
                 fprintf(stderr, "con: healthcheck: %s; using the default thresholds and no agents\n", s ?: strerror(-r));
         }
         r = contract_dir_list(o->dir, &files);

@@ -75,7 +75,7 @@ static int unlink_stale(const char *dir, const char *prefix, const char *suffix,
 
 int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
-        _cleanup_(con_config_error_done) ConConfigError e = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail e = {};
         _cleanup_strv_free_ char **agents = NULL, **timers = NULL;
         _cleanup_strv_free_ char **start = NULL;
         int r;

@@ -121,10 +121,10 @@ static int parse_common(int argc, char *argv[], const char *verb, const char *us
 }
 
 static int load_config(const Common *c, ConConfig **ret) {
-        _cleanup_(con_config_error_done) ConConfigError e = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail e = {};
         int r = con_config_load(c->config, ret, &e);
         if (r < 0) {
-                _cleanup_free_ char *msg = con_config_error_format(&e);
+                _cleanup_free_ char *msg = con_error_detail_format(&e);
                 con_fail(CON_EXIT_CONFIG, "%s (run 'con bootstrap' first?)", msg ?: strerror(-r));
         }
         return r;

@@ -45,11 +45,11 @@ static void policy_help(FILE *f) {
 }
 
 static int load_config(const char *path, ConConfig **ret) {
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_load(path, ret, &e);
         if (r < 0) {
-                _cleanup_free_ char *m = con_config_error_format(&e);
-                con_config_error_done(&e);
+                _cleanup_free_ char *m = con_error_detail_format(&e);
+                con_error_detail_done(&e);
                 return con_fail(r == -EINVAL ? CON_EXIT_CONFIG : CON_EXIT_FAILURE, "policy: %s",
                                 m ?: strerror(-r));
         }

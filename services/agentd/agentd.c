@@ -197,10 +197,10 @@ static int run(int argc, char **argv) {
         (void) umask(0077);
 
         ConConfig *config = NULL;
-        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
         r = con_config_load(arg_config, &config, &cerr);
         if (r < 0) {
-                _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                _cleanup_free_ char *msg = con_error_detail_format(&cerr);
                 return log_error_errno(r, "%s", msg ?: strerror(-r));
         }
 

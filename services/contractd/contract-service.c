@@ -776,7 +776,7 @@ static void manager_clear_entries(Manager *m) {
 
 static void manager_load(Manager *m) {
         _cleanup_strv_free_ char **files = NULL, **old_invalid = TAKE_PTR(m->invalid);
-        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
         ConConfig *cfg = NULL;
         int k;
 
@@ -784,7 +784,7 @@ static void manager_load(Manager *m) {
         m->have_loaded_fp = contract_dir_fingerprint(m->contracts_dir, m->config_path, m->loaded_fp) >= 0;
         k = con_config_load(m->config_path, &cfg, &cerr);
         if (k < 0) {
-                _cleanup_free_ char *s = con_config_error_format(&cerr);
+                _cleanup_free_ char *s = con_error_detail_format(&cerr);
                 log_error("Failed to load %s, keeping the previous thresholds and agents: %s", m->config_path,
                           s ?: strerror(-k));
         } else {

@@ -153,12 +153,12 @@ static int load_env(Models *m) {
 static int load_config(Models *m) {
         const char *path = m->opts.config_path ?: CON_CONFIG_PATH;
         _cleanup_(con_config_freep) ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_load(path, &c, &e);
         if (r < 0) {
-                _cleanup_free_ char *s = con_config_error_format(&e);
+                _cleanup_free_ char *s = con_error_detail_format(&e);
                 log_error("%s", s ? s : strerror(-r));
-                con_config_error_done(&e);
+                con_error_detail_done(&e);
                 return r;
         }
         con_config_free(m->config);

@@ -205,7 +205,7 @@ static int router_add_inbox(Router *r, const char *rel, Target *t) {
 
 int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **ret) {
         _cleanup_(router_freep) Router *r = NULL;
-        _cleanup_(con_config_error_done) ConConfigError cerr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
         int k;
 
         r = calloc(1, sizeof *r);
@@ -229,7 +229,7 @@ int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **re
         const char *cpath = o->config_path ?: CON_CONFIG_PATH;
         k = con_config_load(cpath, &r->config, &cerr);
         if (k < 0) {
-                _cleanup_free_ char *msg = con_config_error_format(&cerr);
+                _cleanup_free_ char *msg = con_error_detail_format(&cerr);
                 log_error("Failed to load the configuration: %s", msg ?: strerror(-k));
                 return k;
         }

@@ -16,23 +16,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(con_config_freep) ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
 
         if (size > 64 * 1024)
                 return 0;
 
         int r = con_config_parse((const char *) data, size, "fuzz.yaml", &c, &e);
         if (r == -ENOMEM) {
-                con_config_error_done(&e);
+                con_error_detail_done(&e);
                 return 0;
         }
         if (r < 0) {
                 if (r != -EINVAL || c || !e.message)
                         abort();
-                _cleanup_free_ char *s = con_config_error_format(&e);
+                _cleanup_free_ char *s = con_error_detail_format(&e);
                 if (!s || strchr(e.message, '\n'))
                         abort(); /* one line per error, even for values with newlines */
-                con_config_error_done(&e);
+                con_error_detail_done(&e);
                 return 0;
         }
         if (r != 0 || !c || e.message || c->n_agents == 0)

@@ -109,12 +109,12 @@ static void check_acl(const ConPolicy *p, const char *target, bool inbox) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(con_config_freep) ConConfig *c = NULL;
         _cleanup_(con_policy_freep) ConPolicy *p = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
 
         if (size > 64 * 1024)
                 return 0;
         int r = con_config_parse((const char *) data, size, "fuzz.yaml", &c, &e);
-        con_config_error_done(&e);
+        con_error_detail_done(&e);
         if (r < 0)
                 return 0;
 

@@ -14,10 +14,10 @@
 
 static ConConfig *parse_ok(const char *yaml) {
         ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_parse(yaml, strlen(yaml), "con.yaml", &c, &e);
         if (r < 0) {
-                _cleanup_free_ char *s = con_config_error_format(&e);
+                _cleanup_free_ char *s = con_error_detail_format(&e);
                 g_test_message("unexpected error: %s", s);
         }
         g_assert_cmpint(r, ==, 0);
@@ -29,14 +29,14 @@ static ConConfig *parse_ok(const char *yaml) {
 /* The exact line a user would see for a refused file. */
 static char *parse_error_len(const char *yaml, size_t len) {
         ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_parse(yaml, len, "con.yaml", &c, &e);
         g_assert_cmpint(r, ==, -EINVAL);
         g_assert_null(c);
         g_assert_nonnull(e.message);
-        char *s = con_config_error_format(&e);
+        char *s = con_error_detail_format(&e);
         g_assert_nonnull(s);
-        con_config_error_done(&e);
+        con_error_detail_done(&e);
         g_assert_null(e.message);
         return s;
 }
@@ -118,7 +118,7 @@ static void test_dashboard(void) {
         assert_error("dashboard:\n  enabled: yes please\n" A0,
                      "con.yaml:2:12: dashboard.enabled: 'yes please' is not allowed; use true or false");
         assert_error("dashboard:\n  listen: 1\n" A0,
-                     "con.yaml:2:3: dashboard.listen: unknown key; allowed keys are enabled, bind, port");
+                     "con.yaml:2:3: dashboard.listen: unknown key; allowed keys are enabled, bind and port");
 }
 
 static void test_errors_top(void) {
@@ -132,7 +132,7 @@ static void test_errors_top(void) {
                      "con.yaml:1:9: agents: expected a list of agents (- name: ...), got a mapping");
         assert_error("system: x\n" A0,
                      "con.yaml:1:9: system: expected a mapping of name, submitters_group, task_max_size, "
-                     "max_queued_per_sender, max_delegation_hops, got a string");
+                     "max_queued_per_sender and max_delegation_hops, got a string");
         assert_error("system:\n  nmae: x\n" A0,
                      "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group, "
                      "task_max_size, max_queued_per_sender and max_delegation_hops");
@@ -400,36 +400,36 @@ static void test_errors_runner(void) {
 }
 
 static void test_error_format(void) {
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *d = NULL;
 
         e.message = (char *) "m";
-        g_assert_nonnull(d = con_config_error_format(&e));
+        g_assert_nonnull(d = con_error_detail_format(&e));
         g_assert_cmpstr(d, ==, "m");
         e.key = (char *) "k";
-        g_assert_nonnull(a = con_config_error_format(&e));
+        g_assert_nonnull(a = con_error_detail_format(&e));
         g_assert_cmpstr(a, ==, "k: m");
         e.file = (char *) "f";
-        g_assert_nonnull(b = con_config_error_format(&e));
+        g_assert_nonnull(b = con_error_detail_format(&e));
         g_assert_cmpstr(b, ==, "f: k: m");
         e.line = 3;
         e.column = 4;
-        g_assert_nonnull(c = con_config_error_format(&e));
+        g_assert_nonnull(c = con_error_detail_format(&e));
         g_assert_cmpstr(c, ==, "f:3:4: k: m");
-        g_assert_null(con_config_error_format(NULL));
+        g_assert_null(con_error_detail_format(NULL));
 
         /* No error struct: the return value still says what happened. */
         ConConfig *cfg = NULL;
         g_assert_cmpint(con_config_parse("x: 1\n", 5, "con.yaml", &cfg, NULL), ==, -EINVAL);
         g_assert_null(cfg);
         g_assert_cmpint(con_config_parse("", 0, NULL, &cfg, NULL), ==, -EINVAL);
-        ConConfigError e2 = {};
+        ConErrorDetail e2 = {};
         g_assert_cmpint(con_config_parse("x: 1\n", 5, NULL, &cfg, &e2), ==, -EINVAL);
-        _cleanup_free_ char *s = con_config_error_format(&e2);
+        _cleanup_free_ char *s = con_error_detail_format(&e2);
         g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts, "
                         "models, dashboard, policy and agents");
-        con_config_error_done(&e2);
-        con_config_error_done(NULL);
+        con_error_detail_done(&e2);
+        con_error_detail_done(NULL);
 }
 
 static void test_defaults(void) {
@@ -675,12 +675,12 @@ static void test_profiles(void) {
         for (size_t i = 0; i < ELEMENTSOF(profiles); i++) {
                 _cleanup_free_ char *path = NULL;
                 _cleanup_(con_config_freep) ConConfig *c = NULL;
-                ConConfigError e = {};
+                ConErrorDetail e = {};
 
                 g_assert_cmpint(asprintf(&path, "%s/configs/%s/con.yaml", test_source_dir(), profiles[i]), >, 0);
                 int r = con_config_load(path, &c, &e);
                 if (r < 0) {
-                        _cleanup_free_ char *s = con_config_error_format(&e);
+                        _cleanup_free_ char *s = con_error_detail_format(&e);
                         g_test_message("%s", s);
                 }
                 g_assert_cmpint(r, ==, 0);
@@ -718,35 +718,35 @@ static void test_load_errors(void) {
         _cleanup_free_ char *s1 = NULL, *s2 = NULL, *s3 = NULL, *s4 = NULL, *x1 = NULL, *x2 = NULL, *x3 = NULL,
                             *x4 = NULL;
         ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
 
         missing = g_strdup_printf("%s/nope.yaml", dir);
         g_assert_cmpint(con_config_load(missing, &c, &e), ==, -ENOENT);
-        s1 = con_config_error_format(&e);
+        s1 = con_error_detail_format(&e);
         x1 = g_strdup_printf("%s: cannot open the file: No such file or directory", missing);
         g_assert_cmpstr(s1, ==, x1);
 
         g_assert_cmpint(con_config_load(dir, &c, &e), ==, -EINVAL);
-        s2 = con_config_error_format(&e);
+        s2 = con_error_detail_format(&e);
         x2 = g_strdup_printf("%s: not a regular file", dir);
         g_assert_cmpstr(s2, ==, x2);
 
         empty = g_strdup_printf("%s/empty.yaml", dir);
         test_write_file(empty, "");
         g_assert_cmpint(con_config_load(empty, &c, &e), ==, -EINVAL);
-        s3 = con_config_error_format(&e);
+        s3 = con_error_detail_format(&e);
         x3 = g_strdup_printf("%s: the file is empty (or only comments); it needs at least an agents: list", empty);
         g_assert_cmpstr(s3, ==, x3);
 
         bad = g_strdup_printf("%s/bad.yaml", dir);
         test_write_file(bad, "agents:\n  - name: a\n    tier: boss\n");
         g_assert_cmpint(con_config_load(bad, &c, &e), ==, -EINVAL);
-        s4 = con_config_error_format(&e);
+        s4 = con_error_detail_format(&e);
         x4 = g_strdup_printf("%s:3:11: agents[0].tier: 'boss' is not allowed; use officer, operator or worker", bad);
         g_assert_cmpstr(s4, ==, x4);
         g_assert_null(c);
 
-        con_config_error_done(&e);
+        con_error_detail_done(&e);
         test_tmpdir_remove(dir);
 }
 
@@ -869,9 +869,9 @@ static void test_yaml_features(void) {
         g_assert_true(strv_equal(c->agents[1].roles, (char *[]) { (char *) "x", (char *) "y", NULL }));
         g_assert_cmpuint(c->agents[1].max_sessions, ==, 3);
 
-        /* A self-referencing alias is refused by the schema, not looped over. */
+        /* A self-referencing alias is refused before any schema walks it. */
         assert_error("agents: &a\n  - name: a\n    roles: *a\n",
-                     "con.yaml:2:5: agents[0].roles[0]: expected a string, got a mapping");
+                     "con.yaml:1:9: an alias refers to the mapping or list that contains it (write the value out)");
 }
 
 int main(int argc, char **argv) {

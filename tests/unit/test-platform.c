@@ -484,13 +484,13 @@ static void test_shipped_profiles(void) {
         for (size_t i = 0; i < G_N_ELEMENTS(profiles); i++) {
                 _cleanup_free_ char *path = g_build_filename(test_source_dir(), "configs", profiles[i], "con.yaml", NULL);
                 _cleanup_(con_config_freep) ConConfig *c = NULL;
-                ConConfigError e = {};
+                ConErrorDetail e = {};
                 int k = con_config_load(path, &c, &e);
                 if (k < 0) {
-                        _cleanup_free_ char *msg = con_config_error_format(&e);
+                        _cleanup_free_ char *msg = con_error_detail_format(&e);
                         g_error("%s: %s", path, strempty(msg));
                 }
-                con_config_error_done(&e);
+                con_error_detail_done(&e);
 
                 _cleanup_(rendered_done) Rendered a = {}, b = {};
                 render_into(c, &a);

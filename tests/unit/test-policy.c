@@ -12,12 +12,12 @@
 
 static ConConfig *parse_ok(const char *yaml) {
         ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_parse(yaml, strlen(yaml), "con.yaml", &c, &e);
         if (r < 0) {
-                _cleanup_free_ char *s = con_config_error_format(&e);
+                _cleanup_free_ char *s = con_error_detail_format(&e);
                 g_test_message("unexpected error: %s", s);
-                con_config_error_done(&e);
+                con_error_detail_done(&e);
         }
         g_assert_cmpint(r, ==, 0);
         return c;
@@ -25,12 +25,12 @@ static ConConfig *parse_ok(const char *yaml) {
 
 static void assert_error(const char *yaml, const char *expected) {
         ConConfig *c = NULL;
-        ConConfigError e = {};
+        ConErrorDetail e = {};
         int r = con_config_parse(yaml, strlen(yaml), "con.yaml", &c, &e);
         g_assert_cmpint(r, ==, -EINVAL);
         g_assert_null(c);
-        _cleanup_free_ char *s = con_config_error_format(&e);
-        con_config_error_done(&e);
+        _cleanup_free_ char *s = con_error_detail_format(&e);
+        con_error_detail_done(&e);
         if (!streq_ptr(s, expected))
                 g_test_message("input:\n%s", yaml);
         g_assert_cmpstr(s, ==, expected);

@@ -69,7 +69,7 @@ static _Noreturn void server_main(Server *sv) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         AgentContext *c = NULL;
         ConConfig *config = NULL;
-        ConConfigError err = {};
+        ConErrorDetail err = {};
         sigset_t ss;
         char *text = NULL;
 
@@ -83,7 +83,7 @@ static _Noreturn void server_main(Server *sv) {
         if (asprintf(&text, CONFIG_TEMPLATE, sv->quota ?: CON_MAX_QUEUED_PER_SENDER_LIMIT, sv->max_sessions ?: 1) < 0)
                 _exit(90);
         if (con_config_parse(text, strlen(text), "test.yaml", &config, &err) < 0) {
-                char *m = con_config_error_format(&err);
+                char *m = con_error_detail_format(&err);
                 fprintf(stderr, "config: %s\n", m);
                 _exit(91);
         }
