@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "contract-util.h"
+#include "contract-check.h"
 #include "strv.h"
 #include "time-util.h"
 
@@ -53,7 +53,7 @@ int main(int argc, char *argv[]) {
         (void) con_config_load("/etc/con/con.yaml", &config, &cerr);
         for (size_t i = 0; i < 8; i++) {
                 char path[512];
-                ContractError e = {};
+                ConErrorDetail e = {};
                 snprintf(path, sizeof path, "%s/%s.yaml", dir, ids[i]);
                 if (contract_load_file(path, &cs[i], &e) < 0) {
                         fprintf(stderr, "bench-contracts: %s: %s\n", path, e.message ? e.message : "cannot load");

@@ -18,7 +18,7 @@
 #include "con-paths.h"
 #include "con.h"
 #include "config.h"
-#include "contract-util.h"
+#include "contract-check.h"
 #include "errors.h"
 #include "macro.h"
 #include "strv.h"
@@ -244,14 +244,17 @@ static int healthcheck_local(const Opts *o) {
         CheckContext ctx = { .config = config, .config_path = o->config };
         STRV_FOREACH(f, files) {
                 _cleanup_(contract_freep) Contract *c = NULL;
-                _cleanup_(contract_error_done) ContractError err = {};
+                _cleanup_(con_error_detail_done) ConErrorDetail err = {};
                 r = contract_load_file(*f, &c, &err);
                 if (r < 0) {
                         /* As con-contractd names it: FILE[:LINE], the reason. */
                         _cleanup_free_ char *loc = NULL;
                         if (err.line > 0 ? asprintf(&loc, "%s:%u", *f, err.line) < 0 : !(loc = strdup(*f)))
                                 return con_fail(CON_EXIT_FAILURE, "healthcheck: out of memory");
-                        print_invalid_one(loc, err.message ?: strerror(-r), &t);
+                        /* The reason with its key path, as con-contractd gives it. */
+                        ConErrorDetail why = { .key = err.key, .message = err.message };
+                        _cleanup_free_ char *reason = err.message ? con_error_detail_format(&why) : NULL;
+                        print_invalid_one(loc, reason ?: strerror(-r), &t);
                         continue;
                 }
                 if (c->type == CONTRACT_PREVENTIVE) {

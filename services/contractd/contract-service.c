@@ -803,13 +803,13 @@ static void manager_load(Manager *m) {
         if (!m->entries)
                 return;
         STRV_FOREACH(f, files) {
-                _cleanup_(contract_error_done) ContractError err = {};
+                _cleanup_(con_error_detail_done) ConErrorDetail err = {};
                 Contract *c = NULL;
                 k = contract_load_file(*f, &c, &err);
                 if (k >= 0)
                         for (size_t i = 0; i < m->n_entries; i++)
                                 if (streq(m->entries[i].contract->id, c->id)) {
-                                        contract_error_done(&err);
+                                        con_error_detail_done(&err);
                                         err.file = strdup(*f);
                                         (void) asprintf(&err.message, "id %s is already used by %s", c->id,
                                                         m->entries[i].contract->file);
@@ -823,7 +823,10 @@ static void manager_load(Manager *m) {
                                 (void) asprintf(&loc, "%s:%u", *f, err.line);
                         else
                                 loc = strdup(*f);
-                        const char *reason = err.message ?: strerror(-k);
+                        /* FILE:LINE, and the reason with its key path ("checks[0].name: ..."). */
+                        ConErrorDetail why = { .key = err.key, .message = err.message };
+                        _cleanup_free_ char *formatted = err.message ? con_error_detail_format(&why) : NULL;
+                        const char *reason = formatted ?: strerror(-k);
                         bool known = false;
                         for (size_t i = 0; old_invalid && old_invalid[i] && old_invalid[i + 1]; i += 2)
                                 if (streq(old_invalid[i], strempty(loc)) && streq(old_invalid[i + 1], reason))

@@ -3,12 +3,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "contract-util.h"
+#include "contract-check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         Contract *c = NULL;
-        ContractError e = {};
+        ConErrorDetail e = {};
         if (size > 64 * 1024)
                 return 0;
         if (contract_parse((const char *) data, size, "fuzz.yaml", &c, &e) >= 0) {
@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 }
                 contract_free(c);
         } else
-                free(contract_error_format(&e));
-        contract_error_done(&e);
+                free(con_error_detail_format(&e));
+        con_error_detail_done(&e);
         return 0;
 }
