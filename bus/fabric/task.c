@@ -9,22 +9,14 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include "macro.h"
 #include "names.h"
 #include "task.h"
 #include "time-util.h"
 #include "utf8.h"
+#include "yaml-reader.h"
 
-#define ALLOWED_KEYS "priority, reply-to, deadline, conversation"
-
-void con_task_error_done(ConTaskError *e) {
-        if (!e)
-                return;
-        free(e->message);
-        *e = (ConTaskError) {};
-}
 
 ConTask *con_task_free(ConTask *t) {
         if (!t)
@@ -46,54 +38,20 @@ ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset) {
         return buf[off] == 0 ? CON_TASK_NUL_BYTE : CON_TASK_BAD_UTF8;
 }
 
-_printf_(5, 6)
-static int task_fail(ConTaskError *e, ConTaskProblem problem, size_t offset, unsigned line, const char *fmt, ...) {
+_printf_(4, 5)
+static int task_fail(ConErrorDetail *e, int r, size_t offset, const char *fmt, ...) {
         va_list ap;
-        char *m = NULL;
+        int k;
 
         if (!e)
-                return problem == CON_TASK_TOO_LARGE ? -EFBIG : -EBADMSG;
-
+                return r;
         va_start(ap, fmt);
-        if (vasprintf(&m, fmt, ap) < 0)
-                m = NULL;
+        k = con_error_detail_setv(e, NULL, 0, 0, NULL, fmt, ap);
         va_end(ap);
-        if (!m)
-                return -ENOMEM;
-
-        free(e->message);
-        *e = (ConTaskError) {
-                .problem = problem,
-                .offset = offset,
-                .line = line,
-                .message = m,
-        };
-        return problem == CON_TASK_TOO_LARGE ? -EFBIG : -EBADMSG;
-}
-
-/* A short printable rendering of a value from the file, for messages: at most 40 bytes, cut at a
- * character boundary, control characters shown as '?'. The input is already valid UTF-8. */
-static void quote_value(const char *s, size_t len, char ret[64]) {
-        size_t o = 0;
-
-        for (size_t i = 0; i < len;) {
-                unsigned char c = (unsigned char) s[i];
-                size_t n = con_utf8_char_len(s + i, len - i) ?: 1;
-
-                if (o + n > 40) {
-                        memcpy(ret + o, "...", 3);
-                        o += 3;
-                        break;
-                }
-                if (c < 0x20 || c == 0x7f)
-                        ret[o++] = '?';
-                else {
-                        memcpy(ret + o, s + i, n);
-                        o += n;
-                }
-                i += n;
-        }
-        ret[o] = '\0';
+        if (k == -ENOMEM)
+                return k;
+        e->offset = offset;
+        return r;
 }
 
 /* A line is "---" followed by "\n", "\r\n" or the end of the buffer. Returns the length of the
@@ -188,193 +146,111 @@ static int parse_rfc3339(const char *s, size_t len, uint64_t *ret) {
         return 0;
 }
 
-typedef struct FrontMatter {
-        const char *text;       /* the YAML between the delimiters */
-        size_t len;
-        size_t offset;          /* offset of text in the file */
-        unsigned first_line;    /* file line of text's first line */
-} FrontMatter;
+/* ---- front matter, read with the one YAML reader (yaml-reader.h) ---- */
 
-static unsigned fm_line(const FrontMatter *fm, const yaml_mark_t *mark) {
-        return fm->first_line + (unsigned) mark->line;
-}
-
-static size_t fm_offset(const FrontMatter *fm, const yaml_mark_t *mark) {
-        return fm->offset + (mark->index <= fm->len ? mark->index : fm->len);
-}
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(yaml_parser_t *, yaml_parser_delete);
-
-static void yaml_event_deletep(yaml_event_t *e) {
-        yaml_event_delete(e);
-}
-
-/* Next event; YAML syntax errors are turned into a task error. */
-static int fm_next(yaml_parser_t *p, const FrontMatter *fm, yaml_event_t *ev, ConTaskError *e) {
-        if (yaml_parser_parse(p, ev))
-                return 0;
-        if (p->error == YAML_MEMORY_ERROR)
-                return -ENOMEM;
-        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &p->problem_mark), fm_line(fm, &p->problem_mark),
-                         "front matter is not valid YAML: %s", p->problem ?: "syntax error");
-}
-
-static int fm_apply(const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t *key, const yaml_event_t *val,
-                    unsigned *seen, ConTaskError *e) {
-        const char *k = (const char *) key->data.scalar.value;
-        const char *v = (const char *) val->data.scalar.value;
-        size_t vlen = val->data.scalar.length;
-        unsigned kline = fm_line(fm, &key->start_mark), vline = fm_line(fm, &val->start_mark);
-        size_t koff = fm_offset(fm, &key->start_mark), voff = fm_offset(fm, &val->start_mark);
-        char q[64];
-        unsigned bit;
-
-        /* A double-quoted YAML key may contain "\0": compare whole keys, not C strings. */
-        if (strlen(k) != key->data.scalar.length)
-                bit = 0;
-        else if (streq(k, "priority"))
-                bit = 1;
-        else if (streq(k, "reply-to") || streq(k, "reply_to"))
-                bit = 2;
-        else if (streq(k, "deadline"))
-                bit = 4;
-        else if (streq(k, "conversation"))
-                bit = 8;
-        else
-                bit = 0;
-        if (bit == 0) {
-                quote_value(k, key->data.scalar.length, q);
-                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, koff, kline,
-                                 "unknown front-matter key '%s'; allowed keys: " ALLOWED_KEYS, q);
-        }
-        if (*seen & bit) {
-                quote_value(k, key->data.scalar.length, q);
-                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, koff, kline,
-                                 bit == 2 ? "duplicate front-matter key '%s' (reply-to and reply_to are the same key)"
-                                          : "duplicate front-matter key '%s'",
-                                 q);
-        }
-        *seen |= bit;
-
-        quote_value(v, vlen, q);
-        switch (bit) {
-        case 1:
-                if (vlen != 1 || v[0] < '0' || v[0] > '0' + CON_TASK_PRIORITY_MAX)
-                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
-                                         "priority must be an integer from 0 to %d (higher runs first), got '%s'",
-                                         CON_TASK_PRIORITY_MAX, q);
-                meta->priority = v[0] - '0';
-                return 0;
-        case 2: {
-                ConNameProblem np = strlen(v) == vlen ? con_agent_name_check(v) : CON_NAME_BAD_CHAR;
-                if (np != CON_NAME_OK)
-                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
-                                         "%s '%s' is not a valid agent name: %s", k, q, con_name_problem_to_string(np));
-                free(meta->reply_to);
-                meta->reply_to = strdup(v);
-                return meta->reply_to ? 0 : -ENOMEM;
-        }
-        case 8:
-                if (strlen(v) != vlen || !con_conversation_id_valid(v))
-                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
-                                         "conversation '%s' is not a conversation id (the id of the task that "
-                                         "started it, or '" CON_CONVERSATION_LATEST "')", q);
-                free(meta->conversation);
-                meta->conversation = strdup(v);
-                return meta->conversation ? 0 : -ENOMEM;
-        default:
-                if (parse_rfc3339(v, vlen, &meta->deadline_usec) < 0)
-                        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, voff, vline,
-                                         "deadline must be an RFC 3339 timestamp such as "
-                                         "2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00, got '%s'",
-                                         q);
-                return 0;
-        }
-}
-
-static int fm_not_flat(const FrontMatter *fm, const yaml_event_t *ev, ConTaskError *e) {
-        unsigned line = fm_line(fm, &ev->start_mark);
-        return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &ev->start_mark), line,
-                         "front matter must be a flat list of 'key: value' lines "
-                         "(no lists, nested maps or aliases)");
-}
-
-static int fm_pair(yaml_parser_t *parser, const FrontMatter *fm, ConTaskMeta *meta, const yaml_event_t *key,
-                   unsigned *seen, ConTaskError *e) {
-        _cleanup_(yaml_event_deletep) yaml_event_t val = {};
+static int parse_priority(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest,
+                          void *userdata _unused_) {
+        unsigned u = CON_TASK_PRIORITY_DEFAULT;
         int r;
 
-        r = fm_next(parser, fm, &val, e);
+        if (con_yaml_node_is_null(v))
+                return con_yaml_fail(y, v, path, "the value is empty; use a whole number from 0 to %d "
+                                     "(higher runs first)", CON_TASK_PRIORITY_MAX);
+        r = con_yaml_get_uint(y, v, path, 0, CON_TASK_PRIORITY_MAX, &u);
         if (r < 0)
                 return r;
-        if (val.type != YAML_SCALAR_EVENT)
-                return fm_not_flat(fm, &val, e);
-        return fm_apply(fm, meta, key, &val, seen, e);
+        *(int *) dest = (int) u;
+        return 0;
 }
 
-static int fm_parse(const FrontMatter *fm, ConTaskMeta *meta, ConTaskError *e) {
-        _cleanup_(yaml_parser_deletep) yaml_parser_t *pp = NULL;
-        yaml_parser_t parser;
-        unsigned seen = 0;
+/* The string value of a front-matter key; an empty value is refused (it would mean nothing). */
+static int fm_string(ConYamlReader *y, const yaml_node_t *v, const char *path, const char *what, char **ret) {
+        if (con_yaml_node_is_null(v))
+                return con_yaml_fail(y, v, path, "the value is empty; give %s or leave the key out", what);
+        return con_yaml_get_string(y, v, path, ret);
+}
+
+static int parse_reply_to(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest,
+                          void *userdata _unused_) {
+        _cleanup_free_ char *s = NULL;
         int r;
 
-        if (!yaml_parser_initialize(&parser))
-                return -ENOMEM;
-        pp = &parser;
-        yaml_parser_set_input_string(&parser, (const unsigned char *) fm->text, fm->len);
-        yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
-
-        /* stream-start, then document-start or (empty front matter) stream-end */
-        for (unsigned state = 0;;) {
-                _cleanup_(yaml_event_deletep) yaml_event_t ev = {};
-
-                r = fm_next(&parser, fm, &ev, e);
-                if (r < 0)
-                        return r;
-
-                switch (ev.type) {
-                case YAML_STREAM_START_EVENT:
-                        continue;
-                case YAML_DOCUMENT_START_EVENT:
-                        if (state != 0)
-                                return fm_not_flat(fm, &ev, e);
-                        continue;
-                case YAML_STREAM_END_EVENT:
-                        return 0;
-                case YAML_DOCUMENT_END_EVENT:
-                        /* one document only; a further one would be a second mapping */
-                        if (state != 2)
-                                return fm_not_flat(fm, &ev, e);
-                        state = 3;
-                        continue;
-                case YAML_MAPPING_START_EVENT:
-                        if (state != 0)
-                                return fm_not_flat(fm, &ev, e);
-                        state = 1;
-                        break;
-                case YAML_MAPPING_END_EVENT:
-                        state = 2;
-                        continue;
-                case YAML_SCALAR_EVENT:
-                        if (state != 1) {
-                                unsigned line = fm_line(fm, &ev.start_mark);
-                                return task_fail(e, CON_TASK_BAD_FRONT_MATTER, fm_offset(fm, &ev.start_mark), line,
-                                                 "front matter must be 'key: value' lines; allowed keys: "
-                                                 ALLOWED_KEYS);
-                        }
-                        break;
-                default:
-                        return fm_not_flat(fm, &ev, e);
-                }
-
-                if (ev.type == YAML_MAPPING_START_EVENT)
-                        continue;
-
-                /* ev is a key in the mapping; its value must be a scalar */
-                r = fm_pair(&parser, fm, meta, &ev, &seen, e);
-                if (r < 0)
-                        return r;
+        r = fm_string(y, v, path, "an agent name", &s);
+        if (r < 0)
+                return r;
+        ConNameProblem np = con_agent_name_check(s);
+        if (np != CON_NAME_OK) {
+                _cleanup_free_ char *q = con_yaml_quote(v);
+                return q ? con_yaml_fail(y, v, path, "%s is not a valid agent name: %s", q,
+                                         con_name_problem_to_string(np)) : -ENOMEM;
         }
+        free(*(char **) dest);
+        *(char **) dest = TAKE_PTR(s);
+        return 0;
+}
+
+static int parse_deadline(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest,
+                          void *userdata _unused_) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        r = fm_string(y, v, path, "a timestamp", &s);
+        if (r < 0)
+                return r;
+        if (parse_rfc3339(s, strlen(s), dest) < 0) {
+                _cleanup_free_ char *q = con_yaml_quote(v);
+                return q ? con_yaml_fail(y, v, path, "%s is not an RFC 3339 timestamp; write it like "
+                                         "2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00", q) : -ENOMEM;
+        }
+        return 0;
+}
+
+static int parse_conversation(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest,
+                              void *userdata _unused_) {
+        _cleanup_free_ char *s = NULL;
+        int r;
+
+        r = fm_string(y, v, path, "a conversation id", &s);
+        if (r < 0)
+                return r;
+        if (!con_conversation_id_valid(s)) {
+                _cleanup_free_ char *q = con_yaml_quote(v);
+                return q ? con_yaml_fail(y, v, path, "%s is not a conversation id; use the id of the task that "
+                                         "started it, or '" CON_CONVERSATION_LATEST "'", q) : -ENOMEM;
+        }
+        free(*(char **) dest);
+        *(char **) dest = TAKE_PTR(s);
+        return 0;
+}
+
+static const ConYamlField front_matter_fields[] = {
+        { "priority", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, priority), .parse = parse_priority },
+        { "reply-to", .alias = "reply_to", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, reply_to),
+          .parse = parse_reply_to },
+        { "deadline", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, deadline_usec), .parse = parse_deadline },
+        { "conversation", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, conversation),
+          .parse = parse_conversation },
+        {}
+};
+
+/* text: the YAML between the delimiter lines, which starts on the file's second line at offset. */
+static int fm_parse(const char *text, size_t len, size_t offset, ConTaskMeta *meta, ConErrorDetail *e) {
+        _cleanup_(con_yaml_reader_done) ConYamlReader y = {
+                .line_base = 1, .offset_base = offset, .err = e, .no_aliases = true,
+        };
+        int r;
+
+        r = con_yaml_open(&y, text, len, NULL);
+        if (r == -ENODATA) {    /* empty front matter, or only comments */
+                con_error_detail_done(e);
+                return 0;
+        }
+        if (r < 0)
+                return r == -ENOMEM ? r : -EBADMSG;
+        r = con_yaml_read_mapping(&y, yaml_document_get_root_node(y.doc), NULL, front_matter_fields, meta, NULL, NULL);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EBADMSG;
+        return 0;
 }
 
 static bool is_blank(const char *s, size_t n) {
@@ -384,7 +260,7 @@ static bool is_blank(const char *s, size_t n) {
         return true;
 }
 
-int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConTaskError *reterr) {
+int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConErrorDetail *reterr) {
         _cleanup_(con_task_freep) ConTask *t = NULL;
         ConTaskProblem p;
         size_t off, body = 0;
@@ -393,19 +269,19 @@ int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, 
         if (!buf && len > 0)
                 return -EINVAL;
         if (reterr)
-                *reterr = (ConTaskError) {};
+                con_error_detail_done(reterr);
         if (max_size == 0)
                 max_size = CON_TASK_DEFAULT_MAX_SIZE;
 
         if (len > max_size)
-                return task_fail(reterr, CON_TASK_TOO_LARGE, max_size, 0,
+                return task_fail(reterr, -EFBIG, max_size,
                                  "task is %zu bytes; task files may be at most %zu bytes", len, max_size);
 
         p = con_utf8_check(buf, len, &off);
         if (p == CON_TASK_NUL_BYTE)
-                return task_fail(reterr, p, off, 0, "NUL byte at offset %zu; task files must be text", off);
+                return task_fail(reterr, -EBADMSG, off, "NUL byte at offset %zu; task files must be text", off);
         if (p == CON_TASK_BAD_UTF8)
-                return task_fail(reterr, p, off, 0, "invalid UTF-8 at byte %zu; task files must be UTF-8 text", off);
+                return task_fail(reterr, -EBADMSG, off, "invalid UTF-8 at byte %zu; task files must be UTF-8 text", off);
 
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -429,25 +305,23 @@ int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, 
                                 break;
                         pos = (size_t) (nl - buf) + 1;
                 }
-                if (close == SIZE_MAX)
-                        return task_fail(reterr, CON_TASK_BAD_FRONT_MATTER, 0, 1,
-                                         "front matter starts with '---' but has no closing '---' line");
+                if (close == SIZE_MAX) {
+                        r = task_fail(reterr, -EBADMSG, 0, "front matter starts with '---' but has no closing '---' line "
+                                      "(add one after the last key)");
+                        if (reterr)
+                                reterr->line = 1;
+                        return r;
+                }
 
-                FrontMatter fm = {
-                        .text = buf + d,
-                        .len = close - d,
-                        .offset = d,
-                        .first_line = 2,
-                };
-                r = fm_parse(&fm, &t->meta, reterr);
+                r = fm_parse(buf + d, close - d, d, &t->meta, reterr);
                 if (r < 0)
                         return r;
         }
 
         if (body == len)
-                return task_fail(reterr, CON_TASK_EMPTY, body, 0, "task text is empty");
+                return task_fail(reterr, -EBADMSG, body, "task text is empty");
         if (is_blank(buf + body, len - body))
-                return task_fail(reterr, CON_TASK_EMPTY, body, 0, "task text is only whitespace");
+                return task_fail(reterr, -EBADMSG, body, "task text is only whitespace");
 
         t->text_len = len - body;
         t->text = strndup(buf + body, t->text_len);

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "error-detail.h"
+
 /* The task envelope. A .task file is UTF-8 text, as in the original. It may start with a
  * YAML front-matter block:
  *
@@ -18,7 +20,7 @@
  *     the task text
  *
  * The sender is never read from the file: it is the file's owner or the bus caller.
- * Library code: no logging; errors come back as a reason string. */
+ * Library code: no logging; errors come back in a ConErrorDetail. */
 
 #define CON_TASK_DEFAULT_MAX_SIZE (1024 * 1024)
 #define CON_TASK_PRIORITY_DEFAULT 5
@@ -38,27 +40,18 @@ typedef struct ConTask {
         size_t text_len;
 } ConTask;
 
+/* What con_utf8_check() found. */
 typedef enum ConTaskProblem {
         CON_TASK_OK,
-        CON_TASK_TOO_LARGE,
-        CON_TASK_EMPTY,
         CON_TASK_NUL_BYTE,
         CON_TASK_BAD_UTF8,
-        CON_TASK_BAD_FRONT_MATTER,
 } ConTaskProblem;
 
-typedef struct ConTaskError {
-        ConTaskProblem problem;
-        size_t offset;          /* byte offset of the problem in the input, when meaningful */
-        unsigned line;          /* 1-based line for front-matter problems, 0 otherwise */
-        char *message;          /* a sentence naming the problem and what is allowed */
-} ConTaskError;
-
-void con_task_error_done(ConTaskError *e);
-
-/* Parses buf (not necessarily NUL-terminated). max_size 0 means the default.
+/* Parses buf (not necessarily NUL-terminated). max_size 0 means the default. The front matter is
+ * read with the one YAML reader (yaml-reader.h: the same rules as con.yaml); reterr gets the line
+ * and column in the file, the key and the byte offset (no file name: the caller knows it).
  * Returns 0, -EFBIG (too large), -EBADMSG (any other problem; err filled in), -ENOMEM. */
-int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConTaskError *reterr);
+int con_task_parse(const char *buf, size_t len, size_t max_size, ConTask **ret, ConErrorDetail *reterr);
 ConTask *con_task_free(ConTask *t);
 static inline void con_task_freep(ConTask **t) {
         con_task_free(*t);

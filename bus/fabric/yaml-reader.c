@@ -61,7 +61,7 @@ int con_yaml_open(ConYamlReader *y, const char *text, size_t len, const char *em
         int r;
 
         y->doc = NULL;
-        r = con_yaml_load(text, len, &y->doc, &problem);
+        r = con_yaml_load(text, len, y->line_base, &y->doc, &problem);
         if (r == -ENOMEM)
                 return r;
         if (r == -ENODATA) {
@@ -110,12 +110,14 @@ int con_yaml_fail(ConYamlReader *y, const yaml_node_t *at, const char *key, cons
 
 char *con_yaml_quote_mem(const char *s, size_t n) {
         const size_t max = 64;
-        char *q = malloc(max * 4 + 8), *p = q;
+        char *q = malloc(max * 4 + 16), *p = q;
 
         if (!q)
                 return NULL;
         *p++ = '\'';
-        for (size_t i = 0; i < n && i < max; i++) {
+        size_t i;
+        /* Cut after max bytes, but never inside a UTF-8 sequence. */
+        for (i = 0; i < n && (i < max || (i < max + 3 && ((unsigned char) s[i] & 0xc0) == 0x80)); i++) {
                 unsigned char ch = (unsigned char) s[i];
                 if (ch == '\n')
                         p = stpcpy(p, "\\n");
@@ -126,7 +128,7 @@ char *con_yaml_quote_mem(const char *s, size_t n) {
                 else
                         *p++ = (char) ch;
         }
-        if (n > max)
+        if (i < n)
                 p = stpcpy(p, "...");
         *p++ = '\'';
         *p = 0;

@@ -43,7 +43,8 @@ static int problem_set(ConYamlProblem *p, unsigned line, unsigned column, char *
 }
 
 /* libyaml's problem text, with the context ("while parsing a block mapping") when there is one. */
-static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, const char *text, size_t len) {
+static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, const char *text, size_t len,
+                               unsigned line_base) {
         char *m = NULL;
         const char *problem = parser->problem ?: "invalid YAML";
 
@@ -52,7 +53,7 @@ static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, c
 
         if (parser->context) {
                 if (asprintf(&m, "%s (%s that starts at line %zu, column %zu)", problem, parser->context,
-                             parser->context_mark.line + 1, parser->context_mark.column + 1) < 0)
+                             parser->context_mark.line + 1 + line_base, parser->context_mark.column + 1) < 0)
                         m = NULL;
         } else
                 m = strdup(problem);
@@ -75,7 +76,8 @@ static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, c
                            (unsigned) parser->problem_mark.column + 1, m) ?: -EINVAL;
 }
 
-int con_yaml_load(const char *text, size_t len, yaml_document_t **ret, ConYamlProblem *ret_problem) {
+int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_document_t **ret,
+                  ConYamlProblem *ret_problem) {
         _cleanup_(con_yaml_parser_freep) yaml_parser_t *parser = NULL;
         _cleanup_(con_yaml_document_freep) yaml_document_t *doc = NULL, *next = NULL;
 
@@ -92,7 +94,7 @@ int con_yaml_load(const char *text, size_t len, yaml_document_t **ret, ConYamlPr
         if (!doc)
                 return -ENOMEM;
         if (!yaml_parser_load(parser, doc))
-                return problem_from_parser(ret_problem, parser, text, len);
+                return problem_from_parser(ret_problem, parser, text, len, line_base);
 
         yaml_node_t *root = yaml_document_get_root_node(doc);
         if (!root) {
@@ -105,10 +107,12 @@ int con_yaml_load(const char *text, size_t len, yaml_document_t **ret, ConYamlPr
         if (!next)
                 return -ENOMEM;
         if (!yaml_parser_load(parser, next))
-                return problem_from_parser(ret_problem, parser, text, len);
+                return problem_from_parser(ret_problem, parser, text, len, line_base);
         yaml_node_t *second = yaml_document_get_root_node(next);
         if (second) {
-                int r = problem_set(ret_problem, con_yaml_node_line(second), con_yaml_node_column(second),
+                /* Where the second document starts: its "---" line. */
+                int r = problem_set(ret_problem, (unsigned) next->start_mark.line + 1,
+                                    (unsigned) next->start_mark.column + 1,
                                     strdup("only one YAML document is allowed; remove the second '---'"));
                 return r < 0 ? r : -EINVAL;
         }

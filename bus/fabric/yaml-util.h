@@ -28,11 +28,13 @@ typedef struct ConYamlProblem {
 
 void con_yaml_problem_done(ConYamlProblem *p);
 
-/* Loads exactly one YAML document from memory.
+/* Loads exactly one YAML document from memory. line_base is added to the line numbers quoted in
+ * the message (the lines of a file before the YAML text); ret_problem's line is not shifted.
  * Returns 0 and the document; -EINVAL for a syntax error or more than one document, -ENODATA
  * when the input holds no document at all (empty, only comments), both with ret_problem filled
  * in; -ENOMEM. ret_problem may be NULL. */
-int con_yaml_load(const char *text, size_t len, yaml_document_t **ret, ConYamlProblem *ret_problem);
+int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_document_t **ret,
+                  ConYamlProblem *ret_problem);
 
 static inline unsigned con_yaml_node_line(const yaml_node_t *n) {
         return n ? (unsigned) n->start_mark.line + 1 : 0;

@@ -468,7 +468,7 @@ static bool item_start(Item *it) {
         Target *t = it->inbox->target;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(con_task_freep) ConTask *task = NULL;
-        _cleanup_(con_task_error_done) ConTaskError terr = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail terr = {};
         _cleanup_free_ char *buf = NULL, *used_key = NULL;
         size_t len = 0;
         uint64_t max = r->config->task_max_size ?: CON_TASK_DEFAULT_MAX_SIZE;
@@ -500,10 +500,8 @@ static bool item_start(Item *it) {
                         (void) router_map_remove(r->known, it->key);
                         router_item_free(it);
                         return false;
-                } else if (terr.line > 0)
-                        (void) asprintf(&reason, "line %u: %s", terr.line, terr.message ?: "invalid task");
-                else
-                        (void) asprintf(&reason, "%s", terr.message ?: "invalid task file");
+                } else
+                        reason = con_error_detail_format(&terr);
                 router_item_reject(it, reason ?: "invalid task file");
                 return false;
         }

@@ -14,7 +14,7 @@ static void check_roundtrip(const ConTask *t) {
         _cleanup_(con_task_freep) ConTask *t2 = NULL;
         _cleanup_free_ char *out = NULL;
         size_t len = 0;
-        ConTaskError e = {};
+        ConErrorDetail e = {};
 
         if (con_task_format(t, &out, &len) < 0)
                 abort();
@@ -29,18 +29,19 @@ static void check_roundtrip(const ConTask *t) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(con_task_freep) ConTask *t = NULL;
-        ConTaskError e = {};
+        ConErrorDetail e = {};
         size_t off;
         int r;
 
         r = con_task_parse((const char *) data, size, 0, &t, &e);
         if (r < 0) {
                 /* every failure explains itself */
-                if (r != -ENOMEM && (!e.message || e.problem == CON_TASK_OK))
+                if (r != -ENOMEM && r != -EFBIG && r != -EBADMSG)
                         abort();
-                if ((r == -EFBIG) != (e.problem == CON_TASK_TOO_LARGE))
+                if (r != -ENOMEM && (!e.message || e.offset > size))
                         abort();
-                con_task_error_done(&e);
+                free(con_error_detail_format(&e));
+                con_error_detail_done(&e);
         } else {
                 if (!t || e.message || strlen(t->text) != t->text_len)
                         abort();
@@ -56,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         r = con_task_parse((const char *) data, size, 16, &small, &e);
         if (size > 16 && r != -EFBIG)
                 abort();
-        con_task_error_done(&e);
+        con_error_detail_done(&e);
 
         /* Ids from file names. */
         if (size < 300) {

@@ -57,7 +57,7 @@ static void test_errors_syntax(void) {
                      "(while parsing a flow node that starts at line 2, column 1)");
         assert_error("a: b\n c: d\n", "con.yaml:2:3: mapping values are not allowed in this context");
         assert_error("agents:\n  - name: \xff\n", "con.yaml:2:11: invalid leading UTF-8 octet");
-        assert_error(A0 "---\nfoo: 1\n", "con.yaml:4:1: only one YAML document is allowed; remove the second '---'");
+        assert_error(A0 "---\nfoo: 1\n", "con.yaml:3:1: only one YAML document is allowed; remove the second '---'");
         assert_error("- a\n",
                      "con.yaml:1:1: expected a mapping with system:, base:, contracts: and agents: at the top "
                      "level, got a list");

@@ -7,19 +7,21 @@
 #include "task.h"
 #include "test-util.h"
 
-/* Parses s and expects failure r with exactly message msg (and problem, line, offset). */
-static void expect_fail_full(const char *s, size_t len, size_t max, int r, ConTaskProblem problem, unsigned line,
-                             const char *msg) {
+/* Parses s and expects failure r at line `line` with exactly the message msg, as the router
+ * writes it in the .reason file (LINE:COLUMN: key: message). */
+static void expect_fail_full(const char *s, size_t len, size_t max, int r, unsigned line, const char *msg) {
         ConTask *t = NULL;
-        ConTaskError e = {};
+        ConErrorDetail e = {};
 
         g_assert_cmpint(con_task_parse(s, len, max, &t, &e), ==, r);
-        g_test_message("got: line %u: %s", e.line, e.message);
+        _cleanup_free_ char *f = con_error_detail_format(&e);
+        g_test_message("got: %s", f);
         g_assert_null(t);
-        g_assert_cmpint(e.problem, ==, problem);
+
+        g_assert_cmpuint(e.offset, <=, len);
         g_assert_cmpuint(e.line, ==, line);
-        g_assert_cmpstr(e.message, ==, msg);
-        con_task_error_done(&e);
+        g_assert_cmpstr(f, ==, msg);
+        con_error_detail_done(&e);
         g_assert_null(e.message);
 
         /* no error struct: same return value */
@@ -27,19 +29,19 @@ static void expect_fail_full(const char *s, size_t len, size_t max, int r, ConTa
         g_assert_null(t);
 }
 
-static void expect_fail(const char *s, ConTaskProblem problem, unsigned line, const char *msg) {
-        expect_fail_full(s, strlen(s), 0, -EBADMSG, problem, line, msg);
+static void expect_fail(const char *s, unsigned line, const char *msg) {
+        expect_fail_full(s, strlen(s), 0, -EBADMSG, line, msg);
 }
 
 /* The agent-name part of the message comes from bus/basic/names.c. */
 static void expect_fail_name(const char *s, unsigned line, const char *prefix, ConNameProblem p) {
         _cleanup_free_ char *m = g_strconcat(prefix, con_name_problem_to_string(p), NULL);
-        expect_fail(s, CON_TASK_BAD_FRONT_MATTER, line, m);
+        expect_fail(s, line, m);
 }
 
 static ConTask *expect_ok(const char *s) {
         ConTask *t = NULL;
-        ConTaskError e = {};
+        ConErrorDetail e = {};
         int r = con_task_parse(s, strlen(s), 0, &t, &e);
         if (r < 0)
                 g_test_message("unexpected failure: %s", e.message);
@@ -93,19 +95,19 @@ static void test_utf8(void) {
 static void test_bad_input(void) {
         char big[101];
 
-        expect_fail_full("hello\0world", 11, 0, -EBADMSG, CON_TASK_NUL_BYTE, 0,
+        expect_fail_full("hello\0world", 11, 0, -EBADMSG, 0,
                          "NUL byte at offset 5; task files must be text");
-        expect_fail("0123456789abcdef\xff", CON_TASK_BAD_UTF8, 0,
+        expect_fail("0123456789abcdef\xff", 0,
                     "invalid UTF-8 at byte 16; task files must be UTF-8 text");
-        expect_fail("", CON_TASK_EMPTY, 0, "task text is empty");
-        expect_fail(" \t\r\n\n  ", CON_TASK_EMPTY, 0, "task text is only whitespace");
-        expect_fail("---\npriority: 1\n---\n", CON_TASK_EMPTY, 0, "task text is empty");
-        expect_fail("---\npriority: 1\n---\n  \n", CON_TASK_EMPTY, 0, "task text is only whitespace");
-        expect_fail("---\n---", CON_TASK_EMPTY, 0, "task text is empty");
+        expect_fail("", 0, "task text is empty");
+        expect_fail(" \t\r\n\n  ", 0, "task text is only whitespace");
+        expect_fail("---\npriority: 1\n---\n", 0, "task text is empty");
+        expect_fail("---\npriority: 1\n---\n  \n", 0, "task text is only whitespace");
+        expect_fail("---\n---", 0, "task text is empty");
 
         memset(big, 'a', 100);
         big[100] = '\0';
-        expect_fail_full(big, 100, 99, -EFBIG, CON_TASK_TOO_LARGE, 0,
+        expect_fail_full(big, 100, 99, -EFBIG, 0,
                          "task is 100 bytes; task files may be at most 99 bytes");
         /* exactly at the cap is fine */
         _cleanup_(con_task_freep) ConTask *t = NULL;
@@ -115,7 +117,7 @@ static void test_bad_input(void) {
         /* default cap is 1 MiB */
         _cleanup_free_ char *huge = malloc(CON_TASK_DEFAULT_MAX_SIZE + 1);
         memset(huge, 'x', CON_TASK_DEFAULT_MAX_SIZE + 1);
-        expect_fail_full(huge, CON_TASK_DEFAULT_MAX_SIZE + 1, 0, -EFBIG, CON_TASK_TOO_LARGE, 0,
+        expect_fail_full(huge, CON_TASK_DEFAULT_MAX_SIZE + 1, 0, -EFBIG, 0,
                          "task is 1048577 bytes; task files may be at most 1048576 bytes");
         ConTask *t2 = NULL;
         g_assert_cmpint(con_task_parse(huge, CON_TASK_DEFAULT_MAX_SIZE, 0, &t2, NULL), ==, 0);
@@ -174,8 +176,8 @@ static void test_crlf(void) {
         g_assert_cmpstr(t->meta.reply_to, ==, "ops");
         g_assert_cmpstr(t->text, ==, "line1\r\nline2\r\n");
 
-        expect_fail("---\r\npriority: 12\r\n---\r\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "priority must be an integer from 0 to 9 (higher runs first), got '12'");
+        expect_fail("---\r\npriority: 12\r\n---\r\nx", 2,
+                    "2:11: priority: '12' is not allowed; use a whole number from 0 to 9");
 }
 
 static void test_deadline(void) {
@@ -208,64 +210,62 @@ static void test_deadline(void) {
         }
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 _cleanup_free_ char *s = g_strdup_printf("---\ndeadline: %s\n---\nx", bad[i]);
-                _cleanup_free_ char *m = g_strdup_printf(
-                        "deadline must be an RFC 3339 timestamp such as 2026-12-01T10:00:00Z or "
-                        "2026-12-01T11:00:00+01:00, got '%s'", bad[i]);
+                _cleanup_free_ char *m = *bad[i] ?
+                        g_strdup_printf("2:11: deadline: '%s' is not an RFC 3339 timestamp; write it like "
+                                        "2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00", bad[i]) :
+                        g_strdup("2:10: deadline: the value is empty; give a timestamp or leave the key out");
                 g_test_message("deadline %s", bad[i]);
-                expect_fail(s, CON_TASK_BAD_FRONT_MATTER, 2, m);
+                expect_fail(s, 2, m);
         }
 }
 
 static void test_front_matter_errors(void) {
-        expect_fail("---\npriority: 1\nno closing line\n", CON_TASK_BAD_FRONT_MATTER, 1,
-                    "front matter starts with '---' but has no closing '---' line");
-        expect_fail("---", CON_TASK_BAD_FRONT_MATTER, 1,
-                    "front matter starts with '---' but has no closing '---' line");
-        expect_fail("---\npriority: 10\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "priority must be an integer from 0 to 9 (higher runs first), got '10'");
-        expect_fail("---\n\npriority: high\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "priority must be an integer from 0 to 9 (higher runs first), got 'high'");
-        expect_fail("---\npriority: -1\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "priority must be an integer from 0 to 9 (higher runs first), got '-1'");
-        expect_fail("---\npriority:\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "priority must be an integer from 0 to 9 (higher runs first), got ''");
-        expect_fail("---\npriority: 1\nsender: root\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "unknown front-matter key 'sender'; allowed keys: priority, reply-to, deadline, conversation");
-        expect_fail("---\npriority: 1\npriority: 2\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "duplicate front-matter key 'priority'");
-        expect_fail("---\nreply-to: ops\nreply_to: ops\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "duplicate front-matter key 'reply_to' (reply-to and reply_to are the same key)");
-        expect_fail_name("---\nreply-to: Not_An_Agent\n---\nx", 2, "reply-to 'Not_An_Agent' is not a valid agent name: ",
-                         CON_NAME_BAD_FIRST_CHAR);
-        expect_fail("---\npriority: [1, 2]\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
-        expect_fail("---\nreply-to:\n  a: b\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
-        expect_fail("---\n- priority\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
-        expect_fail("---\npriority: &p 1\ndeadline: *p\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
-        expect_fail("---\njust text\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "front matter must be 'key: value' lines; allowed keys: priority, reply-to, deadline, conversation");
-        expect_fail("---\npriority: 1\n--- \npriority: 2\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "front matter must be a flat list of 'key: value' lines (no lists, nested maps or aliases)");
-        expect_fail("---\npriority: \"1\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "front matter is not valid YAML: found unexpected end of stream");
-        expect_fail("---\npriority: 1\n\tdeadline: x\n---\nx", CON_TASK_BAD_FRONT_MATTER, 3,
-                    "front matter is not valid YAML: found a tab character that violates indentation");
+        /* The one YAML reader's messages (yaml-reader.h): LINE:COLUMN: key: what is wrong (what to do),
+         * with the file's own line numbers (the front matter starts on line 2). */
+        expect_fail("---\npriority: 1\nno closing line\n", 1,
+                    "1: front matter starts with '---' but has no closing '---' line (add one after the last key)");
+        expect_fail("---", 1,
+                    "1: front matter starts with '---' but has no closing '---' line (add one after the last key)");
+        expect_fail("---\npriority: 10\n---\nx", 2, "2:11: priority: '10' is not allowed; use a whole number from 0 to 9");
+        expect_fail("---\n\npriority: high\n---\nx", 3,
+                    "3:11: priority: 'high' is not allowed; use a whole number from 0 to 9");
+        expect_fail("---\npriority: -1\n---\nx", 2, "2:11: priority: '-1' is not allowed; use a whole number from 0 to 9");
+        expect_fail("---\npriority:\n---\nx", 2,
+                    "2:10: priority: the value is empty; use a whole number from 0 to 9 (higher runs first)");
+        expect_fail("---\npriority: 1\nsender: root\n---\nx", 3,
+                    "3:1: sender: unknown key; allowed keys are priority, reply-to, deadline and conversation");
+        expect_fail("---\npriority: 1\npriority: 2\n---\nx", 3,
+                    "3:1: priority: duplicate key; it was already given at line 2");
+        expect_fail("---\nreply-to: ops\nreply_to: ops\n---\nx", 3,
+                    "3:1: reply_to: reply-to and reply_to are the same key; keep reply-to");
+        expect_fail_name("---\nreply-to: Not_An_Agent\n---\nx", 2,
+                         "2:11: reply-to: 'Not_An_Agent' is not a valid agent name: ", CON_NAME_BAD_FIRST_CHAR);
+        expect_fail("---\npriority: [1, 2]\n---\nx", 2, "2:11: priority: expected a whole number, got a list");
+        expect_fail("---\nreply-to:\n  a: b\n---\nx", 3, "3:3: reply-to: expected a string, got a mapping");
+        expect_fail("---\n- priority\n---\nx", 2,
+                    "2:1: expected a mapping of priority, reply-to, deadline and conversation, got a list");
+        expect_fail("---\npriority: &p 1\ndeadline: *p\n---\nx", 2,
+                    "2:11: anchors and aliases (&name, *name) are not supported here (write the value out)");
+        expect_fail("---\njust text\n---\nx", 2,
+                    "2:1: expected a mapping of priority, reply-to, deadline and conversation, got a string");
+        expect_fail("---\npriority: 1\n--- \npriority: 2\n---\nx", 3,
+                    "3:1: only one YAML document is allowed; remove the second '---'");
+        expect_fail("---\npriority: \"1\n---\nx", 3,
+                    "3:1: found unexpected end of stream (while scanning a quoted scalar that starts at line 2, "
+                    "column 11)");
+        expect_fail("---\npriority: 1\n\tdeadline: x\n---\nx", 3,
+                    "3:1: found a tab character that violates indentation (while scanning a plain scalar that starts "
+                    "at line 2, column 11)");
 
         /* YAML escapes can put a NUL into a key or value. */
-        expect_fail("---\n\"priority\\0x\": 1\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "unknown front-matter key 'priority?x'; allowed keys: priority, reply-to, deadline, conversation");
-        expect_fail_name("---\nreply-to: \"ops\\0x\"\n---\nx", 2, "reply-to 'ops?x' is not a valid agent name: ",
-                         CON_NAME_BAD_CHAR);
-        expect_fail("---\npriority: \"1\\0\"\n---\nx", CON_TASK_BAD_FRONT_MATTER, 2,
-                    "priority must be an integer from 0 to 9 (higher runs first), got '1?'");
+        expect_fail("---\n\"priority\\0x\": 1\n---\nx", 2, "2:1: priority\\x00x: the key contains a NUL byte");
+        expect_fail("---\nreply-to: \"ops\\0x\"\n---\nx", 2, "2:11: reply-to: the value contains a NUL byte");
+        expect_fail("---\npriority: \"1\\0\"\n---\nx", 2, "2:11: priority: the value contains a NUL byte");
 
-        /* Values are quoted shortened and without control characters. */
-        expect_fail_name("---\nreply-to: \"a\\tb\\u00e9cccccccccccccccccccccccccccccccccccccccccccccccc\"\n---\nx", 2,
-                         "reply-to 'a?b\xc3\xa9" "ccccccccccccccccccccccccccccccccccc...' is not a valid agent name: ",
-                         CON_NAME_TOO_LONG);
+        /* Values are quoted, shortened (never inside a UTF-8 character) and with control characters escaped. */
+        expect_fail_name("---\nreply-to: \"a\\tb\\u00e9cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\"\n---\nx",
+                         2, "2:11: reply-to: 'a\\tb\xc3\xa9" "ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc...' "
+                         "is not a valid agent name: ", CON_NAME_TOO_LONG);
 }
 
 static void roundtrip(const char *in, const char *want) {
