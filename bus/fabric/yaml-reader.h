@@ -33,7 +33,7 @@
  * Every error is one ConErrorDetail: FILE:LINE:COLUMN: key.path: what is wrong (what to do).
  * Library code: never logs. */
 
-#define CON_YAML_DEPTH_MAX 32
+#define CON_YAML_DEPTH_MAX CON_YAML_LOAD_DEPTH_MAX
 #define CON_YAML_ALIAS_EXPANSION_MAX 8
 
 typedef struct ConYamlReader {

@@ -76,10 +76,53 @@ static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, c
                            (unsigned) parser->problem_mark.column + 1, m) ?: -EINVAL;
 }
 
+/* Nesting beyond max_depth is refused by a pass over the events before the document is built:
+ * libyaml's scanner costs O(depth) per token in flow context, so a few hundred KiB of '[' would
+ * cost minutes; the event parser stops at the first node too deep. Syntax errors are left to the
+ * load that follows, which reports them with their context. */
+static int check_depth(const char *text, size_t len, unsigned max_depth, ConYamlProblem *ret_problem) {
+        yaml_parser_t parser;
+        unsigned depth = 0;
+        int r = 0;
+
+        if (!yaml_parser_initialize(&parser))
+                return -ENOMEM;
+        yaml_parser_set_input_string(&parser, (const unsigned char *) (text ?: ""), text ? len : 0);
+        for (;;) {
+                yaml_event_t ev;
+                if (!yaml_parser_parse(&parser, &ev)) {
+                        r = parser.error == YAML_MEMORY_ERROR ? -ENOMEM : 0;
+                        break;
+                }
+                yaml_event_type_t t = ev.type;
+                if (t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT)
+                        depth++;
+                else if (t == YAML_SEQUENCE_END_EVENT || t == YAML_MAPPING_END_EVENT)
+                        depth--;
+                if (depth > max_depth) {
+                        char *m = NULL;
+                        if (asprintf(&m, "nested more than %u levels deep (flatten it)", max_depth) < 0)
+                                m = NULL;
+                        r = problem_set(ret_problem, (unsigned) ev.start_mark.line + 1,
+                                        (unsigned) ev.start_mark.column + 1, m) ?: -EINVAL;
+                }
+                yaml_event_delete(&ev);
+                if (r < 0 || t == YAML_STREAM_END_EVENT)
+                        break;
+        }
+        yaml_parser_delete(&parser);
+        return r;
+}
+
 int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_document_t **ret,
                   ConYamlProblem *ret_problem) {
         _cleanup_(con_yaml_parser_freep) yaml_parser_t *parser = NULL;
         _cleanup_(con_yaml_document_freep) yaml_document_t *doc = NULL, *next = NULL;
+        int r;
+
+        r = check_depth(text, len, CON_YAML_LOAD_DEPTH_MAX, ret_problem);
+        if (r < 0)
+                return r;
 
         parser = calloc(1, sizeof(*parser));
         if (!parser)
@@ -98,7 +141,7 @@ int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_documen
 
         yaml_node_t *root = yaml_document_get_root_node(doc);
         if (!root) {
-                int r = problem_set(ret_problem, 0, 0, strdup("the file holds no YAML document"));
+                r = problem_set(ret_problem, 0, 0, strdup("the file holds no YAML document"));
                 return r < 0 ? r : -ENODATA;
         }
 
@@ -111,9 +154,9 @@ int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_documen
         yaml_node_t *second = yaml_document_get_root_node(next);
         if (second) {
                 /* Where the second document starts: its "---" line. */
-                int r = problem_set(ret_problem, (unsigned) next->start_mark.line + 1,
-                                    (unsigned) next->start_mark.column + 1,
-                                    strdup("only one YAML document is allowed; remove the second '---'"));
+                r = problem_set(ret_problem, (unsigned) next->start_mark.line + 1,
+                                (unsigned) next->start_mark.column + 1,
+                                strdup("only one YAML document is allowed; remove the second '---'"));
                 return r < 0 ? r : -EINVAL;
         }
 

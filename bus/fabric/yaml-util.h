@@ -14,6 +14,8 @@
  * memory stays linear in the input). Walk documents with a schema of bounded depth: an alias
  * can make a node its own descendant. */
 
+#define CON_YAML_LOAD_DEPTH_MAX 32
+
 /* Heap-allocated parser and document; the free functions accept NULL and return NULL. */
 yaml_parser_t *con_yaml_parser_free(yaml_parser_t *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(yaml_parser_t *, con_yaml_parser_free)
@@ -28,7 +30,8 @@ typedef struct ConYamlProblem {
 
 void con_yaml_problem_done(ConYamlProblem *p);
 
-/* Loads exactly one YAML document from memory. line_base is added to the line numbers quoted in
+/* Loads exactly one YAML document from memory; nesting deeper than CON_YAML_LOAD_DEPTH_MAX is
+ * refused (-EINVAL) before the document is built. line_base is added to the line numbers quoted in
  * the message (the lines of a file before the YAML text); ret_problem's line is not shifted.
  * Returns 0 and the document; -EINVAL for a syntax error or more than one document, -ENODATA
  * when the input holds no document at all (empty, only comments), both with ret_problem filled
