@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "names.h"
 #include "strv.h"
+#include "units.h"
 #include "yaml-reader.h"
 
 #define DURATION_HINT "use seconds (90) or a number with a unit: 250ms, 90s, 5m, 1h, 2d, 1h30m"
