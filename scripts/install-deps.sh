@@ -17,8 +17,11 @@ set -eu
 # libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
 run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate
      libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
+# bash-completion: its pkg-config file names the folder the completion of con and con-send goes to
+# (and on a machine it is what loads them; without it they can be sourced by hand).
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git
-       libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev"
+       libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev
+       bash-completion"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
 # pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
