@@ -1,7 +1,7 @@
 #!/bin/bash
 # test-manpages.sh SRC PROGRAM=PATH...: the manual pages in SRC/man cannot go stale.
 #   1. Every page renders without a single warning (groff -man -ww, and man -l when man-db is
-#      installed).
+#      installed), and without words run together (a sentence given to .BR loses its spaces).
 #   2. Every word of each program's --help that names something a user types appears in its page:
 #      every option (--long, -s) and every literal word of its Usage lines (subcommands such as
 #      'verify', values such as 'default|minimal'). For con(1) per verb: each verb of
@@ -73,6 +73,11 @@ for p in $pages; do
                 w+=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$man/$p" 2>&1 >/dev/null)
         fi
         if [ -z "$w" ]; then ok "$p renders without warnings"; else not_ok "$p renders without warnings" "$w"; fi
+        # Words run together (an alternating-font macro such as .BR given a sentence: its words
+        # lose their spaces) render as one long run of letters.
+        glued=$(render "$man/$p" | grep -oE '[A-Za-z]{28,}' | head -n 3)
+        if [ -z "$glued" ]; then ok "$p: no words run together"
+        else not_ok "$p: no words run together (quote the sentence or start a new line after .BR/.IR ...)" "$glued"; fi
         name=${p%.*}
         section=${p##*.}
         if grep -qE "^\.TH \"?$(sed 's/[.]/\\./g' <<<"${name^^}")\"? $section " "$man/$p"; then
