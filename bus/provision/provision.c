@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "acl-util.h"
@@ -27,6 +28,10 @@
 #define TRUSTED_GROUP "trusted"
 #define AGENT_SHELL "/usr/sbin/nologin"
 #define SOURCE_FILE_MAX (4U * 1024U * 1024U)
+/* The users and groups, declared for systemd-sysusers (sysusers.d(5)); kept, so the declaration
+ * is what a package would ship and systemd-sysusers.service re-creates a deleted agent user. */
+#define SYSUSERS_PATH "/etc/sysusers.d/conspiracyos.conf"
+#define SYSTEMD_SYSUSERS "/usr/bin/systemd-sysusers"
 
 static const char * const tier_groups[_CON_TIER_MAX] = {
         [CON_TIER_OFFICER] = "officers",
@@ -62,6 +67,16 @@ typedef struct AclList {
         size_t n;
 } AclList;
 
+/* A change to an existing user systemd-sysusers never makes: primary group, home and shell of a
+ * user (fix), or leaving a group (remove). */
+typedef struct Fixup {
+        char *user;
+        char *group;            /* remove: the group to leave; NULL for a fix */
+        gid_t gid;
+        char *home;
+        char *shell;
+} Fixup;
+
 struct ConProvision {
         char *root;             /* "" for the real system; a test folder in the unit test */
         ConConfig *config;
@@ -75,6 +90,9 @@ struct ConProvision {
         size_t userdb_end;      /* index after the last USERDB action */
         char **warnings;
         char **dirs_seen;       /* create_only parents already planned */
+        char *sysusers;         /* the sysusers.d lines of every user, group and membership */
+        Fixup *fixups;          /* what systemd-sysusers cannot do, applied by userdb.c after it */
+        size_t n_fixups;
 };
 
 static int errorf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
@@ -164,6 +182,48 @@ static int userdb_item(ConProvision *p, char *change_or_null) {
                 return -ENOMEM;
         }
         a->change = change_or_null;
+        return 0;
+}
+
+static int sysusers_line(ConProvision *p, const char *fmt, ...) _printf_(2, 3);
+static int sysusers_line(ConProvision *p, const char *fmt, ...) {
+        _cleanup_free_ char *line = NULL;
+        char *n;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&line, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                line = NULL;
+                return -ENOMEM;
+        }
+        if (asprintf(&n, "%s%s\n", strempty(p->sysusers), line) < 0)
+                return -ENOMEM;
+        free(p->sysusers);
+        p->sysusers = n;
+        return 0;
+}
+
+static int fixup_add(ConProvision *p, const char *user, const char *group, gid_t gid, const char *home,
+                     const char *shell) {
+        Fixup *n = realloc(p->fixups, sizeof(*n) * (p->n_fixups + 1));
+        Fixup *f;
+
+        if (!n)
+                return -ENOMEM;
+        p->fixups = n;
+        f = &n[p->n_fixups++];
+        *f = (Fixup) {
+                .user = strdup(user),
+                .group = group ? strdup(group) : NULL,
+                .gid = gid,
+                .home = home ? strdup(home) : NULL,
+                .shell = shell ? strdup(shell) : NULL,
+        };
+        if (!f->user || (group && !f->group) || (home && !f->home) || (shell && !f->shell))
+                return -ENOMEM;
         return 0;
 }
 
@@ -491,6 +551,109 @@ static int action_apply(const Action *a, char **ret_error) {
         return 0;
 }
 
+/* Runs systemd-sysusers on the declaration (written by the action before this point) and
+ * waits for it. Its messages ("Creating user ...") are the caller's to see: stdout is dropped,
+ * stderr kept for the error. */
+static int run_sysusers(ConProvision *p, char **ret_error) {
+        _cleanup_free_ char *conf = NULL, *rootarg = NULL;
+        _cleanup_close_ int rfd = -EBADF;
+        int pipefd[2], status;
+        char err[512] = "";
+        size_t n = 0;
+        pid_t pid;
+        int r;
+
+        r = rooted(p, SYSUSERS_PATH, &conf);
+        if (r < 0)
+                return r;
+        if (!isempty(p->root) && asprintf(&rootarg, "--root=%s", p->root) < 0) {
+                rootarg = NULL;
+                return -ENOMEM;
+        }
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return negative_errno();
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                safe_close(pipefd[0]);
+                safe_close(pipefd[1]);
+                return r;
+        }
+        if (pid == 0) {
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0 ||
+                    dup2(pipefd[1], STDERR_FILENO) < 0)
+                        _exit(127);
+                if (rootarg)
+                        execl(SYSTEMD_SYSUSERS, SYSTEMD_SYSUSERS, rootarg, conf, (char *) NULL);
+                else
+                        execl(SYSTEMD_SYSUSERS, SYSTEMD_SYSUSERS, conf, (char *) NULL);
+                _exit(127);
+        }
+        safe_close(pipefd[1]);
+        rfd = pipefd[0];
+        for (;;) {
+                char buf[256];
+                ssize_t k = read(rfd, buf, sizeof buf);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;
+                size_t room = sizeof(err) - 1 - n, take = (size_t) k < room ? (size_t) k : room;
+                memcpy(err + n, buf, take);
+                n += take;
+        }
+        err[n] = 0;
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        return errorf(ret_error, negative_errno(), "cannot wait for " SYSTEMD_SYSUSERS ": %m");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                /* keep the last line: systemd-sysusers says what it refused there */
+                while (n > 0 && err[n - 1] == '\n')
+                        err[--n] = 0;
+                const char *last = strrchr(err, '\n');
+                return errorf(ret_error, -EIO, SYSTEMD_SYSUSERS " %s failed (%s %d)%s%s", conf,
+                              WIFEXITED(status) ? "exit status" : "signal",
+                              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), n ? ": " : "",
+                              last ? last + 1 : err);
+        }
+        return 0;
+}
+
+/* The user database: systemd-sysusers creates the users, groups and memberships of the
+ * declaration (it takes the shadow-utils lock itself, so ours is released first); what it never
+ * does (changing an existing user, leaving a group) is then applied with userdb.c under the lock
+ * again, on the files as systemd-sysusers left them. */
+static int apply_userdb(ConProvision *p, char **ret_error) {
+        _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
+        int r;
+
+        con_userdb_unlock(&p->lock);
+        r = run_sysusers(p, ret_error);
+        if (r < 0)
+                return r;
+        if (p->n_fixups == 0)
+                return 0;
+        r = con_userdb_lock(p->root, &p->lock);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
+                              strerror(-r));
+        r = con_userdb_load(p->root, &db);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
+        for (size_t i = 0; i < p->n_fixups; i++) {
+                const Fixup *f = &p->fixups[i];
+                r = f->group ? con_userdb_set_member(db, f->group, f->user, false)
+                             : con_userdb_fix_user(db, f->user, f->gid, f->home, f->shell);
+                if (r < 0)
+                        return errorf(ret_error, r, "cannot update user '%s': %s", f->user, strerror(-r));
+        }
+        r = con_userdb_save(db);
+        if (r < 0)
+                return errorf(ret_error, r, "cannot write the user database below %s/etc: %s", p->root, strerror(-r));
+        return 0;
+}
+
 int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
                       unsigned *ret_checked, unsigned *ret_changed, char **ret_error) {
         unsigned checked = 0, changed = 0;
@@ -502,10 +665,9 @@ int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report
                 /* The user database is written in one go after its last item, before any
                  * directory is chowned to a new user. */
                 if (i == p->userdb_end && !dry_run && con_userdb_dirty(p->db)) {
-                        r = con_userdb_save(p->db);
+                        r = apply_userdb(p, ret_error);
                         if (r < 0)
-                                return errorf(ret_error, r, "cannot write the user database below %s/etc: %s",
-                                              p->db->root, strerror(-r));
+                                return r;
                 }
                 if (i == p->n_actions)
                         break;
@@ -552,9 +714,11 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         if (!con_userdb_name_valid(name))
                 return errorf(ret_error, -EINVAL,
                               "invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, at most 31 characters", name);
-        r = con_userdb_get_group(p->db, name, NULL, NULL);
-        if (r >= 0)
-                return userdb_item(p, NULL);
+        r = con_userdb_get_group(p->db, name, &gid, NULL);
+        if (r >= 0) {
+                r = sysusers_line(p, "g %s %u", name, (unsigned) gid);
+                return r < 0 ? r : userdb_item(p, NULL);
+        }
         if (r != -ENOENT)
                 return errorf(ret_error, r, "group '%s' in %s: %s", name, p->db->group.path, strerror(-r));
         r = con_userdb_alloc_id(p->db, p->db->sys_gid_min, p->db->sys_gid_max, &gid);
@@ -564,6 +728,9 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         r = con_userdb_add_group(p->db, name, gid);
         if (r < 0)
                 return errorf(ret_error, r, "cannot add group '%s': %s", name, strerror(-r));
+        r = sysusers_line(p, "g %s %u", name, (unsigned) gid);
+        if (r < 0)
+                return r;
         if (asprintf(&c, "create group %s (gid %u)", name, gid) < 0)
                 return -ENOMEM;
         return userdb_item(p, c);
@@ -586,8 +753,11 @@ static int plan_models_user(ConProvision *p, char **ret_error) {
         if (r < 0)
                 return r;
         r = con_userdb_get_user(p->db, MODELS_USER, &pw);
-        if (r >= 0)
-                return userdb_item(p, NULL);
+        if (r >= 0) {
+                r = sysusers_line(p, "u %s %u:%s \"ConspiracyOS model gateway\" /nonexistent %s", MODELS_USER,
+                                  (unsigned) pw.uid, MODELS_USER, AGENT_SHELL);
+                return r < 0 ? r : userdb_item(p, NULL);
+        }
         if (r != -ENOENT)
                 return errorf(ret_error, r, "user '%s' in %s: %s", MODELS_USER, p->db->passwd.path, strerror(-r));
         r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
@@ -598,9 +768,28 @@ static int plan_models_user(ConProvision *p, char **ret_error) {
                                 AGENT_SHELL);
         if (r < 0)
                 return errorf(ret_error, r, "cannot add user '%s': %s", MODELS_USER, strerror(-r));
+        r = sysusers_line(p, "u %s %u:%s \"ConspiracyOS model gateway\" /nonexistent %s", MODELS_USER, uid,
+                          MODELS_USER, AGENT_SHELL);
+        if (r < 0)
+                return r;
         if (asprintf(&c, "create user %s (uid %u)", MODELS_USER, uid) < 0)
                 return -ENOMEM;
         return userdb_item(p, c);
+}
+
+static int plan_sysusers_file(ConProvision *p) {
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (asprintf(&text, "# Generated by con bootstrap from the config; edits are overwritten.\n"
+                            "# The agent users and groups of ConspiracyOS (sysusers.d(5)).\n%s",
+                     strempty(p->sysusers)) < 0)
+                return -ENOMEM;
+        r = add_parents(p, SYSUSERS_PATH);
+        if (r < 0)
+                return r;
+        size_t len = strlen(text);
+        return add_file(p, SYSUSERS_PATH, TAKE_PTR(text), len, "root", "root", 0644);
 }
 
 /* The key file: root:con-models 0640 without ACL entries, so the gateway reads it and no agent
@@ -644,6 +833,9 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 r = con_userdb_add_user(p->db, user, uid, agents_gid, gecos, home, AGENT_SHELL);
                 if (r < 0)
                         return errorf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
+                r = sysusers_line(p, "u %s %u:%s \"%s\" %s %s", user, uid, AGENTS_GROUP, gecos, home, AGENT_SHELL);
+                if (r < 0)
+                        return r;
                 if (asprintf(&c, "create user %s (uid %u)", user, uid) < 0)
                         return -ENOMEM;
                 r = userdb_item(p, c);
@@ -659,6 +851,12 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 r = con_userdb_fix_user(p->db, user, agents_gid, home, AGENT_SHELL);
                 if (r < 0)
                         return errorf(ret_error, r, "cannot update user '%s': %s", user, strerror(-r));
+                int k = sysusers_line(p, "u %s %u:%s \"%s\" %s %s", user, (unsigned) pw.uid, AGENTS_GROUP, gecos, home,
+                                      AGENT_SHELL);
+                if (k >= 0 && r > 0)
+                        k = fixup_add(p, user, NULL, agents_gid, home, AGENT_SHELL);
+                if (k < 0)
+                        return k;
                 c = NULL;
                 if (r > 0 && asprintf(&c, "fix user %s (primary group %s, home %s, shell %s)", user, AGENTS_GROUP,
                                       home, AGENT_SHELL) < 0)
@@ -673,6 +871,10 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 r = con_userdb_set_member(p->db, tier_groups[t], user, want);
                 if (r < 0)
                         return errorf(ret_error, r, "cannot update group '%s': %s", tier_groups[t], strerror(-r));
+                int k = want ? sysusers_line(p, "m %s %s", user, tier_groups[t])
+                             : r > 0 ? fixup_add(p, user, tier_groups[t], 0, NULL, NULL) : 0;
+                if (k < 0)
+                        return k;
                 c = NULL;
                 if (r > 0 && asprintf(&c, want ? "add %s to group %s" : "remove %s from group %s", user,
                                       tier_groups[t]) < 0)
@@ -1219,6 +1421,9 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         r = plan_models_user(p, ret_error);
         if (r < 0)
                 return r;
+        r = plan_sysusers_file(p);
+        if (r < 0)
+                return r;
         p->userdb_end = p->n_actions;
 
         acls = calloc(p->config->n_agents + 1, sizeof(*acls));
@@ -1270,6 +1475,14 @@ ConProvision *con_provision_free(ConProvision *p) {
         free(p->outer_root);
         free(p->profile_dir);
         free(p->root);
+        free(p->sysusers);
+        for (size_t i = 0; i < p->n_fixups; i++) {
+                free(p->fixups[i].user);
+                free(p->fixups[i].group);
+                free(p->fixups[i].home);
+                free(p->fixups[i].shell);
+        }
+        free(p->fixups);
         strv_free(p->warnings);
         strv_free(p->dirs_seen);
         free(p);

@@ -7,9 +7,14 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-/* Direct editing of the local user database: /etc/passwd, /etc/group, /etc/shadow and
- * /etc/gshadow, the way shadow-utils does it (lock, read, change lines, write a temp file and
- * rename it over the original, keeping the original's owner and mode). No useradd/groupadd.
+/* The local user database: /etc/passwd, /etc/group, /etc/shadow and /etc/gshadow, read and
+ * changed the way shadow-utils does it (lock, read, change lines, write a temp file and rename it
+ * over the original, keeping the original's owner and mode). No useradd/groupadd.
+ *
+ * con bootstrap creates users, groups and memberships with systemd-sysusers (provision.c); this
+ * module is what that tool cannot do: the plan (the ID choice in memory, so a dry run names the
+ * IDs and the declaration pins them) and, after systemd-sysusers, the changes to existing users
+ * (primary group, home, shell) and leaving a group (docs/BOOTSTRAP.md).
  *
  * Every function works below a root prefix ("" or "/" for the real system, a temp folder in
  * tests), so it can be unit-tested without root. Lines this code does not understand (comments,

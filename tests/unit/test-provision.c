@@ -183,6 +183,17 @@ static void test_apply(Fixture *f, gconstpointer data) {
         g_assert_true(g_file_get_contents(installed, &text, NULL, NULL));
         g_assert_cmpstr(text, ==, config_text);
 
+        /* created by systemd-sysusers from the generated declaration ("!*": its locked password) */
+        g_autofree char *decl = in_root(f, "/etc/sysusers.d/conspiracyos.conf"), *decl_text = NULL;
+        g_autofree char *shadow = in_root(f, "/etc/shadow"), *shadow_text = NULL;
+        g_assert_true(g_file_get_contents(decl, &decl_text, NULL, NULL));
+        g_autofree char *uline = g_strdup_printf("\nu a-coder %u:agents \"ConspiracyOS agent coder\" /home/a-coder "
+                                                 "/usr/sbin/nologin\n", (unsigned) pw.uid);
+        g_assert_nonnull(strstr(decl_text, uline));
+        g_assert_nonnull(strstr(decl_text, "\nm a-coder workers\n"));
+        g_assert_true(g_file_get_contents(shadow, &shadow_text, NULL, NULL));
+        g_assert_nonnull(strstr(shadow_text, "\na-coder:!*:"));
+
         /* idempotent */
         again = run(f, false, &changed, NULL, NULL);
         g_assert_cmpuint(changed, ==, 0);
@@ -210,10 +221,49 @@ static void test_apply(Fixture *f, gconstpointer data) {
         g_assert_nonnull(strstr(error, inbox));
 }
 
+/* What systemd-sysusers never does, done after it: an existing agent user with another primary
+ * group and shell, in the wrong tier group. */
+static void test_fixups(Fixture *f, gconstpointer data) {
+        _cleanup_strv_free_ char **changes = NULL, **members = NULL, **again = NULL;
+        _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
+        _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+        g_autofree char *passwd = in_root(f, "/etc/passwd"), *group = in_root(f, "/etc/group");
+        gid_t agents_gid;
+        unsigned changed = 0;
+
+        if (geteuid() != 0) {
+                con_test_skip("applying chowns to the allocated ids: needs root");
+                return;
+        }
+        test_write_file(passwd, "root:x:0:0:root:/root:/bin/bash\na-coder:x:500:500::/home/elsewhere:/bin/bash\n");
+        test_write_file(group, "root:x:0:\na-coder:x:500:\noperators:x:401:a-coder\n");
+        changes = run(f, false, &changed, NULL, NULL);
+        g_assert_true(has_change(changes, "fix user a-coder (primary group agents, home /home/a-coder"));
+        g_assert_true(strv_contains(changes, "remove a-coder from group operators"));
+        g_assert_true(strv_contains(changes, "add a-coder to group workers"));
+
+        g_assert_cmpint(con_userdb_load(f->root, &db), ==, 0);
+        g_assert_cmpint(con_userdb_get_user(db, "a-coder", &pw), ==, 0);
+        g_assert_cmpint(con_userdb_get_group(db, "agents", &agents_gid, NULL), ==, 0);
+        g_assert_cmpuint(pw.uid, ==, 500);
+        g_assert_cmpuint(pw.gid, ==, agents_gid);
+        g_assert_cmpstr(pw.home, ==, "/home/a-coder");
+        g_assert_cmpstr(pw.shell, ==, "/usr/sbin/nologin");
+        g_assert_cmpint(con_userdb_get_group(db, "operators", NULL, &members), ==, 0);
+        g_assert_false(strv_contains(members, "a-coder"));
+        members = strv_free(members);
+        g_assert_cmpint(con_userdb_get_group(db, "workers", NULL, &members), ==, 0);
+        g_assert_true(strv_contains(members, "a-coder"));
+
+        again = run(f, false, &changed, NULL, NULL);
+        g_assert_cmpuint(changed, ==, 0);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/provision/plan", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
         g_test_add("/provision/bad-config", Fixture, NULL, fixture_setup, test_bad_config, fixture_teardown);
         g_test_add("/provision/apply", Fixture, NULL, fixture_setup, test_apply, fixture_teardown);
+        g_test_add("/provision/fixups", Fixture, NULL, fixture_setup, test_fixups, fixture_teardown);
         return con_test_run();
 }
