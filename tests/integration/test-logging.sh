@@ -116,6 +116,8 @@ check "logrotate -f rotates them" logrotate -f -s "$T/state" /etc/logrotate.d/co
 check_output "the router's old lines are in the rotated file" "Ready: Routing" bash -c "cat $L/con-routerd.log-*"
 check_eq "the live file was truncated" 0 "$(stat -c %s $L/con-routerd.log)"
 check "the gateway's log was rotated too" bash -c "ls $ML-*"
+stat_is "... the live file still con-models'" $ML "con-models:con-models 640"
+check_output "... and the copy too" "^con-models:con-models 640$" bash -c "stat -c '%U:%G %a' $ML-*"
 # The router goes on writing into the truncated file (O_APPEND: from its start, no hole).
 mkfifo /srv/con/inbox/after-rotation.task
 check "a bad drop is logged after the rotation" wait_for 20 grep -q "Rejected" $L/con-routerd.log
