@@ -155,7 +155,7 @@ _con() {
         case $verb in
         help) ((n == 0)) && _con_reply "$cur" "$(_con_verbs)" ;;
         tasks|run|quarantine|release) ((n == 0)) && _con_reply "$cur" "$(_con_agents "$config")" ;;
-        task) ((n == 0)) && _con_reply "$cur" "$(_con_task_ids "$config")" ;;
+        task|cancel) ((n == 0)) && _con_reply "$cur" "$(_con_task_ids "$config")" ;;
         audit) ((n == 0)) && _con_reply "$cur" verify ;;
         policy)
                 case $n in

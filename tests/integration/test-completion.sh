@@ -43,6 +43,7 @@ check "con tasks <Tab>: the configured agents" has sysadmin "con tasks "
 check "... and the concierge" has concierge "con tasks "
 check "con task <Tab>: the id of the task just run" has "$ID" "con task "
 check "con task ${ID:0:8}<Tab>: completes it" has "$ID" "con task ${ID:0:8}"
+check "con cancel <Tab>: task ids too" has "$ID" "con cancel "
 check "con-send --to <Tab>: agents" has concierge "con-send --to "
 check "con-send --continue=<Tab>: task ids" has "$ID" "con-send --continue="
 running_before=$(con status --json | jq -r '.agents[] | select(.running) | .name' | sort | paste -sd' ')
