@@ -270,8 +270,25 @@ static const ConYamlField system_fields[] = {
           .min = 1, .max = CON_MAX_QUEUED_PER_SENDER_LIMIT },
         { "max_delegation_hops", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, max_delegation_hops),
           .min = 0, .max = CON_MAX_DELEGATION_HOPS_LIMIT },
+        { "agent_uid_min", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, agent_uid_min),
+          .min = CON_AGENT_UID_LOWEST, .max = CON_AGENT_UID_HIGHEST },
+        { "agent_uid_max", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, agent_uid_max),
+          .min = CON_AGENT_UID_LOWEST, .max = CON_AGENT_UID_HIGHEST },
         {}
 };
+
+/* The agent UID block (system.agent_uid_min..agent_uid_max), checked once both are read. */
+static int check_agent_uid_range(ConYamlReader *c, const yaml_node_t *system, const ConConfig *cfg) {
+        if (cfg->agent_uid_min > cfg->agent_uid_max)
+                return con_yaml_fail(c, system, "system.agent_uid_min",
+                                     "the agent UID range %u..%u is empty; agent_uid_min must not exceed agent_uid_max",
+                                     cfg->agent_uid_min, cfg->agent_uid_max);
+        if (cfg->agent_uid_min <= 65535 && cfg->agent_uid_max >= 65534)
+                return con_yaml_fail(c, system, "system.agent_uid_min",
+                                     "the agent UID range %u..%u contains 65534 (nobody) or 65535; use a range below "
+                                     "65534 or above 65535", cfg->agent_uid_min, cfg->agent_uid_max);
+        return 0;
+}
 
 static const ConYamlField thresholds_fields[] = {
         { "disk_min_free_pct", .type = CON_YAML_UINT, .offset = offsetof(ConContractThresholds, disk_min_free_pct),
@@ -979,9 +996,11 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg) {
                 if (!path)
                         return -ENOMEM;
 
-                if (streq(key, "system"))
+                if (streq(key, "system")) {
                         r = con_yaml_read_mapping(c, v, path, system_fields, cfg, NULL, NULL);
-                else if (streq(key, "base"))
+                        if (r >= 0)
+                                r = check_agent_uid_range(c, v, cfg);
+                } else if (streq(key, "base"))
                         r = parse_runtime_mapping(c, v, "base", &cfg->base, cfg->tiers);
                 else if (streq(key, "defaults"))
                         r = parse_runtime_mapping(c, v, "defaults", NULL, legacy);
@@ -1057,6 +1076,8 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                 .task_max_size = DEFAULT_TASK_MAX_SIZE,
                 .max_queued_per_sender = CON_MAX_QUEUED_PER_SENDER_DEFAULT,
                 .max_delegation_hops = CON_MAX_DELEGATION_HOPS_DEFAULT,
+                .agent_uid_min = CON_AGENT_UID_MIN_DEFAULT,
+                .agent_uid_max = CON_AGENT_UID_MAX_DEFAULT,
                 .contracts = {
                         .disk_min_free_pct = 15,
                         .mem_min_free_pct = 10,

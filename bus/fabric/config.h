@@ -117,6 +117,13 @@ typedef struct ConPolicyGrantConfig {
 #define CON_MAX_DELEGATION_HOPS_DEFAULT 4U
 #define CON_MAX_DELEGATION_HOPS_LIMIT 32U
 
+/* system.agent_uid_min/max: the block agent users' UIDs come from (docs/BOOTSTRAP.md), outside the
+ * 100..999 system range and the 1000.. range of people; never containing 65534 (nobody) or 65535. */
+#define CON_AGENT_UID_MIN_DEFAULT 60000U
+#define CON_AGENT_UID_MAX_DEFAULT 60999U
+#define CON_AGENT_UID_LOWEST 1000U
+#define CON_AGENT_UID_HIGHEST 2147483646U
+
 /* dashboard: the status page, con-webd (docs/DASHBOARD.md). */
 #define CON_DASHBOARD_PORT_DEFAULT 8080U
 #define CON_DASHBOARD_BIND_DEFAULT "127.0.0.1"
@@ -133,6 +140,7 @@ typedef struct ConConfig {
         uint64_t task_max_size;         /* bytes, default 1 MiB */
         unsigned max_queued_per_sender; /* unfinished tasks one sender may have at one agent */
         unsigned max_delegation_hops;   /* agent-to-agent hops below a task a human or root sent */
+        unsigned agent_uid_min, agent_uid_max; /* agent users' UIDs, default 60000..60999 */
         ConRuntimeSettings base;        /* as written (unresolved) */
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */
         ConContractThresholds contracts;

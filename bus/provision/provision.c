@@ -79,6 +79,7 @@ typedef struct Fixup {
 
 struct ConProvision {
         char *root;             /* "" for the real system; a test folder in the unit test */
+        char *profiles_dir;     /* where the profiles are (CON_PROFILESDIR) */
         ConConfig *config;
         char *config_path;
         char *outer_root;       /* where layers, skills and contracts come from */
@@ -93,6 +94,7 @@ struct ConProvision {
         char *sysusers;         /* the sysusers.d lines of every user, group and membership */
         Fixup *fixups;          /* what systemd-sysusers cannot do, applied by userdb.c after it */
         size_t n_fixups;
+        uint32_t next_agent_uid;  /* where the search for the next agent UID starts; 0 before the first */
 };
 
 static int errorf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
@@ -826,10 +828,18 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
 
         r = con_userdb_get_user(p->db, user, &pw);
         if (r == -ENOENT) {
-                r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
+                /* Agent users come from their own block (system.agent_uid_min/max), filled
+                 * upward; a number used by any user or group is skipped, never shared. */
+                if (p->next_agent_uid == 0)
+                        p->next_agent_uid = p->config->agent_uid_min;
+                r = p->next_agent_uid > p->config->agent_uid_max ? -ENOSPC :
+                        con_userdb_alloc_id_up(p->db, p->next_agent_uid, p->config->agent_uid_max, &uid);
                 if (r < 0)
-                        return errorf(ret_error, r, "no free system UID in %u..%u for user '%s'",
-                                      p->db->sys_uid_min, p->db->sys_uid_max, user);
+                        return errorf(ret_error, r,
+                                      "no free agent UID in %u..%u (system.agent_uid_min..agent_uid_max) for user '%s'; "
+                                      "widen the range",
+                                      p->config->agent_uid_min, p->config->agent_uid_max, user);
+                p->next_agent_uid = uid + 1;
                 r = con_userdb_add_user(p->db, user, uid, agents_gid, gecos, home, AGENT_SHELL);
                 if (r < 0)
                         return errorf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
@@ -1267,14 +1277,32 @@ static int plan_srv(ConProvision *p, const AclList *outer, char **ret_error) {
         return 0;
 }
 
-static int plan_contracts(ConProvision *p, char **ret_error) {
+static int plan_contracts(ConProvision *p, bool config_file, char **ret_error) {
         _cleanup_free_ char *src = NULL;
         struct stat st;
+        int r;
 
         if (asprintf(&src, "%s/contracts", p->outer_root) < 0)
                 return -ENOMEM;
-        if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode))
-                return 0;
+        if (stat(src, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                /* --config FILE without a profile in /etc/con: the default profile's health
+                 * contracts, installed into /etc/con/contracts too, so later runs keep them. */
+                _cleanup_free_ char *dflt = NULL;
+
+                if (!config_file)
+                        return 0;
+                if (asprintf(&dflt, "%s/default/contracts", p->profiles_dir) < 0)
+                        return -ENOMEM;
+                if (stat(dflt, &st) < 0 || !S_ISDIR(st.st_mode))
+                        return 0;
+                r = add_dir(p, CON_ETC_DIR "/contracts", "root", "root", 0755, NULL, NULL, 0, false);
+                if (r >= 0)
+                        r = plan_tree(p, dflt, CON_ETC_DIR "/contracts", NULL, ret_error);
+                if (r < 0)
+                        return r;
+                free(src);
+                src = TAKE_PTR(dflt);
+        }
         return plan_tree(p, src, CON_SRV_DIR "/contracts", NULL, ret_error);
 }
 
@@ -1354,7 +1382,8 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 return -ENOMEM;
         p->lock = CON_USERDB_LOCK_INIT;
         p->root = strdup(!o->root || streq(o->root, "/") ? "" : o->root);
-        if (!p->root)
+        p->profiles_dir = strdup(o->profiles_dir ?: CON_PROFILESDIR);
+        if (!p->root || !p->profiles_dir)
                 return -ENOMEM;
 
         r = choose_config(p, o, ret_error);
@@ -1441,7 +1470,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)
                 r = plan_agent(p, &p->config->agents[i], &acls[i], ret_error);
         if (r >= 0)
-                r = plan_contracts(p, ret_error);
+                r = plan_contracts(p, o->config_path && !p->profile_dir, ret_error);
         if (r >= 0)
                 r = plan_platform(p, ret_error);
 
@@ -1483,6 +1512,7 @@ ConProvision *con_provision_free(ConProvision *p) {
                 free(p->fixups[i].shell);
         }
         free(p->fixups);
+        free(p->profiles_dir);
         strv_free(p->warnings);
         strv_free(p->dirs_seen);
         free(p);

@@ -467,6 +467,20 @@ int con_userdb_alloc_id(const ConUserDb *db, uint32_t min, uint32_t max, uint32_
         return -ENOSPC;
 }
 
+int con_userdb_alloc_id_up(const ConUserDb *db, uint32_t min, uint32_t max, uint32_t *ret) {
+        if (min > max)
+                return -EINVAL;
+        for (uint32_t id = min;; id++) {
+                if (con_userdb_uid_count(db, id) == 0 && con_userdb_gid_count(db, id) == 0) {
+                        *ret = id;
+                        return 0;
+                }
+                if (id == max)
+                        break;
+        }
+        return -ENOSPC;
+}
+
 static bool field_valid(const char *s) {
         return s && !strpbrk(s, ":\n");
 }

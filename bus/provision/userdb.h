@@ -87,6 +87,9 @@ int con_userdb_user_by_uid(const ConUserDb *db, uid_t uid, char **ret_name);
 /* The highest id in [min, max] used neither as a UID nor as a GID (useradd -r allocates
  * downward from the maximum). -ENOSPC when the range is full. */
 int con_userdb_alloc_id(const ConUserDb *db, uint32_t min, uint32_t max, uint32_t *ret);
+/* The lowest id in [min, max] used neither as a UID nor as a GID (the agent range is filled upward,
+ * so a caller allocating many keeps the last one + 1 as the next min). -ENOSPC when none. */
+int con_userdb_alloc_id_up(const ConUserDb *db, uint32_t min, uint32_t max, uint32_t *ret);
 
 /* Changes (in memory). -EEXIST when the name or id is taken, -EINVAL for a bad name or a field
  * containing ':' or a newline. */

@@ -86,7 +86,7 @@ for a in concierge sysadmin; do
 done
 uid_c=$(id -u a-concierge) uid_s=$(id -u a-sysadmin)
 check "agent UIDs differ" test "$uid_c" != "$uid_s"
-check "agent UIDs are system UIDs (100..999)" test "$uid_c" -ge 100 -a "$uid_c" -le 999 -a "$uid_s" -ge 100 -a "$uid_s" -le 999
+check "agent UIDs come from the agent block (60000..60999)" test "$uid_c" -ge 60000 -a "$uid_c" -le 60999 -a "$uid_s" -ge 60000 -a "$uid_s" -le 60999
 check_eq "no duplicate UID in /etc/passwd" "" "$(cut -d: -f3 /etc/passwd | sort | uniq -d)"
 check_eq "no duplicate GID in /etc/group" "" "$(cut -d: -f3 /etc/group | sort | uniq -d)"
 check_eq "/etc/shadow keeps root:shadow 0640" "root:shadow 640" "$(stat -c '%U:%G %a' /etc/shadow)"

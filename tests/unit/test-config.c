@@ -132,10 +132,10 @@ static void test_errors_top(void) {
                      "con.yaml:1:9: agents: expected a list of agents (- name: ...), got a mapping");
         assert_error("system: x\n" A0,
                      "con.yaml:1:9: system: expected a mapping of name, submitters_group, task_max_size, "
-                     "max_queued_per_sender and max_delegation_hops, got a string");
+                     "max_queued_per_sender, max_delegation_hops, agent_uid_min and agent_uid_max, got a string");
         assert_error("system:\n  nmae: x\n" A0,
                      "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group, "
-                     "task_max_size, max_queued_per_sender and max_delegation_hops");
+                     "task_max_size, max_queued_per_sender, max_delegation_hops, agent_uid_min and agent_uid_max");
         assert_error("system:\n  name: [x]\n" A0, "con.yaml:2:9: system.name: expected a string, got a list");
         assert_error("system:\n  name: \"\"\n" A0,
                      "con.yaml:2:9: system.name: '' is not allowed; use 1 to 64 printable characters");
@@ -158,6 +158,15 @@ static void test_errors_top(void) {
         assert_error("system:\n  max_delegation_hops: 33\n" A0,
                      "con.yaml:2:24: system.max_delegation_hops: '33' is not allowed; use a whole number from 0 "
                      "to 32");
+        assert_error("system:\n  agent_uid_min: 999\n" A0,
+                     "con.yaml:2:18: system.agent_uid_min: '999' is not allowed; use a whole number from 1000 "
+                     "to 2147483646");
+        assert_error("system:\n  agent_uid_min: 61000\n  agent_uid_max: 60000\n" A0,
+                     "con.yaml:2:3: system.agent_uid_min: the agent UID range 61000..60000 is empty; "
+                     "agent_uid_min must not exceed agent_uid_max");
+        assert_error("system:\n  agent_uid_min: 65000\n  agent_uid_max: 66000\n" A0,
+                     "con.yaml:2:3: system.agent_uid_min: the agent UID range 65000..66000 contains 65534 "
+                     "(nobody) or 65535; use a range below 65534 or above 65535");
 }
 
 static void test_errors_base(void) {
@@ -441,6 +450,8 @@ static void test_defaults(void) {
         g_assert_cmpuint(c->task_max_size, ==, 1024 * 1024);
         g_assert_cmpuint(c->max_queued_per_sender, ==, 1000);
         g_assert_cmpuint(c->max_delegation_hops, ==, 4);
+        g_assert_cmpuint(c->agent_uid_min, ==, 60000);
+        g_assert_cmpuint(c->agent_uid_max, ==, 60999);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 15);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 10);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 2.0);

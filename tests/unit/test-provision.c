@@ -27,7 +27,7 @@ static const char config_text[] =
         "    - {who: coder, may: [task], to: [concierge]}\n";
 
 typedef struct Fixture {
-        char *tmp, *root, *config;
+        char *tmp, *root, *config, *profiles;
 } Fixture;
 
 static void fixture_setup(Fixture *f, gconstpointer data) {
@@ -47,6 +47,14 @@ static void fixture_setup(Fixture *f, gconstpointer data) {
         p = g_build_filename(etc, "shadow", NULL);
         test_write_file(p, "root:*:19000:0:99999:7:::\nolduser:!:19000::::::\n");
         test_write_file(f->config, config_text);
+        /* a default profile with one health contract and no con.yaml of its own */
+        f->profiles = g_build_filename(f->tmp, "profiles", NULL);
+        g_free(p);
+        p = g_build_filename(f->profiles, "default", "contracts", NULL);
+        g_assert_cmpint(g_mkdir_with_parents(p, 0755), ==, 0);
+        g_free(p);
+        p = g_build_filename(f->profiles, "default", "contracts", "CON-TEST-001.yaml", NULL);
+        test_write_file(p, "id: CON-TEST-001\n");
 }
 
 static void fixture_teardown(Fixture *f, gconstpointer data) {
@@ -54,6 +62,7 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         g_free(f->tmp);
         g_free(f->root);
         g_free(f->config);
+        g_free(f->profiles);
 }
 
 static void collect(const char *change, void *userdata) {
@@ -62,7 +71,8 @@ static void collect(const char *change, void *userdata) {
 
 /* Plans and runs once; returns the changes reported. */
 static char **run(const Fixture *f, bool dry_run, unsigned *ret_changed, int *ret_r, char **ret_error) {
-        ConProvisionOptions o = { .config_path = f->config, .root = f->root, .dry_run = dry_run };
+        ConProvisionOptions o = { .config_path = f->config, .root = f->root, .dry_run = dry_run,
+                                  .profiles_dir = f->profiles };
         _cleanup_(con_provision_freep) ConProvision *p = NULL;
         _cleanup_free_ char *error = NULL;
         char **changes = NULL;
@@ -111,6 +121,13 @@ static void test_plan(Fixture *f, gconstpointer data) {
         g_assert_true(has_change(changes, "create group workers (gid "));
         g_assert_true(has_change(changes, "create user a-concierge (uid "));
         g_assert_true(has_change(changes, "create user a-coder (uid "));
+        /* --config FILE without contracts in /etc/con: the default profile's */
+        want = g_strdup_printf("write %s%s/contracts/CON-TEST-001.yaml", f->root, CON_SRV_DIR);
+        g_assert_true(has_change(changes, want));
+        g_free(want);
+        want = g_strdup_printf("write %s%s/contracts/CON-TEST-001.yaml", f->root, CON_ETC_DIR);
+        g_assert_true(has_change(changes, want));
+        g_free(want);
         agent_dir = in_root(f, CON_SRV_DIR "/agents/coder/workspace");
         want = g_strdup_printf("create directory %s (a-coder:agents 0700)", agent_dir);
         g_assert_true(strv_contains(changes, want));
@@ -141,6 +158,39 @@ static void test_bad_config(Fixture *f, gconstpointer data) {
         g_assert_cmpint(access(etc_con, F_OK), ==, -1);
 }
 
+/* Agent users come from system.agent_uid_min..agent_uid_max, filled upward, skipping a number any
+ * user or group holds; a full range fails while planning. */
+static void test_agent_uid_range(Fixture *f, gconstpointer data) {
+        static const char two[] =
+                "system:\n"
+                "  agent_uid_min: 61000\n"
+                "  agent_uid_max: 61003\n"
+                "agents:\n"
+                "  - name: concierge\n"
+                "  - name: coder\n";
+        ConProvisionOptions o = { .config_path = f->config, .root = f->root, .dry_run = true };
+        _cleanup_(con_provision_freep) ConProvision *p = NULL;
+        _cleanup_strv_free_ char **changes = NULL;
+        _cleanup_free_ char *error = NULL;
+        g_autofree char *three = NULL;
+        g_autofree char *pw = in_root(f, "/etc/passwd"), *gr = in_root(f, "/etc/group");
+
+        /* 61000 is a user's UID, 61002 a group's GID */
+        test_write_file(pw, "root:x:0:0:root:/root:/bin/bash\nsquatter:x:61000:100::/:/bin/sh\n");
+        test_write_file(gr, "root:x:0:\nsquad:x:61002:\n");
+        test_write_file(f->config, two);
+        changes = run(f, true, NULL, NULL, NULL);
+        g_assert_true(strv_contains(changes, "create user a-concierge (uid 61001)"));
+        g_assert_true(strv_contains(changes, "create user a-coder (uid 61003)"));
+
+        /* a third agent finds no room: the plan fails, naming the range */
+        three = g_strconcat(two, "  - name: tester\n", NULL);
+        test_write_file(f->config, three);
+        g_assert_cmpint(con_provision_new(&o, &p, &error), ==, -ENOSPC);
+        g_assert_nonnull(error);
+        g_assert_nonnull(strstr(error, "no free agent UID in 61000..61003"));
+}
+
 /* Apply, then a second run changes nothing; a changed mode is found and repaired; a symlink
  * where the engine writes stops it. */
 static void test_apply(Fixture *f, gconstpointer data) {
@@ -168,8 +218,8 @@ static void test_apply(Fixture *f, gconstpointer data) {
         g_assert_cmpint(con_userdb_load(f->root, &db), ==, 0);
         g_assert_cmpint(con_userdb_get_user(db, "a-coder", &pw), ==, 0);
         g_assert_cmpint(con_userdb_get_group(db, "agents", &agents_gid, NULL), ==, 0);
-        g_assert_cmpuint(pw.uid, >=, 100);
-        g_assert_cmpuint(pw.uid, <, 999);               /* 999 is taken by olduser */
+        g_assert_cmpuint(pw.uid, >=, CON_AGENT_UID_MIN_DEFAULT);  /* the agents' block, not 100..999 */
+        g_assert_cmpuint(pw.uid, <=, CON_AGENT_UID_MAX_DEFAULT);
         g_assert_cmpuint(pw.gid, ==, agents_gid);
         g_assert_cmpstr(pw.shell, ==, "/usr/sbin/nologin");
 
@@ -263,6 +313,7 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/provision/plan", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
         g_test_add("/provision/bad-config", Fixture, NULL, fixture_setup, test_bad_config, fixture_teardown);
+        g_test_add("/provision/agent-uid-range", Fixture, NULL, fixture_setup, test_agent_uid_range, fixture_teardown);
         g_test_add("/provision/apply", Fixture, NULL, fixture_setup, test_apply, fixture_teardown);
         g_test_add("/provision/fixups", Fixture, NULL, fixture_setup, test_fixups, fixture_teardown);
         return con_test_run();
