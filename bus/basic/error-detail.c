@@ -58,3 +58,19 @@ char *con_error_detail_format(const ConErrorDetail *e) {
                 return NULL;
         return s;
 }
+
+int con_error_textf(char **ret_error, int r, const char *fmt, ...) {
+        char *m = NULL;
+        va_list ap;
+
+        if (!ret_error)
+                return r;
+        va_start(ap, fmt);
+        int k = vasprintf(&m, fmt, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        free(*ret_error);
+        *ret_error = m;
+        return r;
+}

@@ -29,5 +29,11 @@ _printf_(6, 0)
 int con_error_detail_setv(ConErrorDetail *e, const char *file, unsigned line, unsigned column, const char *key,
                           const char *fmt, va_list ap);
 
+/* For functions that report why in a plain text (char **ret_error): replaces *ret_error (the old
+ * text is freed, so it must be NULL or allocated) with the formatted message when ret_error is not
+ * NULL, and returns r; -ENOMEM when the message cannot be made. */
+_printf_(3, 4)
+int con_error_textf(char **ret_error, int r, const char *fmt, ...);
+
 /* "FILE:LINE:COLUMN: KEY: MESSAGE", each part left out when unknown. NULL on OOM. */
 char *con_error_detail_format(const ConErrorDetail *e);

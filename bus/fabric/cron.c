@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <strings.h>
 
+#include "error-detail.h"
 #include "cron.h"
 #include "macro.h"
 #include "strv.h"
@@ -46,22 +47,6 @@ static const struct {
         { "@hourly", "0 * * * *" },
 };
 
-static int set_error(char **ret_error, const char *fmt, ...) _printf_(2, 3);
-static int set_error(char **ret_error, const char *fmt, ...) {
-        if (!ret_error)
-                return -EINVAL;
-        va_list ap;
-        va_start(ap, fmt);
-        char *s = NULL;
-        int r = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        if (r < 0)
-                return -ENOMEM;
-        free(*ret_error);
-        *ret_error = s;
-        return -EINVAL;
-}
-
 /* A printable, bounded copy of user text for messages (the text may hold control characters). */
 static void quote_text(const char *s, size_t len, char *buf, size_t size) {
         size_t keep = len < size - 4 ? len : size - 4, n;
@@ -88,7 +73,7 @@ static int field_error(char **ret_error, unsigned f, const char *text, size_t le
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
-        return set_error(ret_error, "%s field \"%s\": %s", fields[f].name, quoted, why);
+        return con_error_textf(ret_error, -EINVAL, "%s field \"%s\": %s", fields[f].name, quoted, why);
 }
 
 /* Reads one value (number or name) from [*p, end). */
@@ -217,7 +202,7 @@ int con_cron_parse(const char *expr, ConCron *ret, char **ret_error) {
                                 return con_cron_parse(shorthands[i].expr, ret, ret_error);
                 char quoted[72];
                 quote_text(s, strlen(s), quoted, sizeof quoted);
-                return set_error(ret_error, "unknown schedule \"%s\"; allowed shorthands: @yearly, @annually, "
+                return con_error_textf(ret_error, -EINVAL, "unknown schedule \"%s\"; allowed shorthands: @yearly, @annually, "
                                  "@monthly, @weekly, @daily, @midnight, @hourly (@reboot is not supported)", quoted);
         }
 
@@ -227,7 +212,7 @@ int con_cron_parse(const char *expr, ConCron *ret, char **ret_error) {
                 size_t l = strcspn(p, " \t");
                 for (size_t i = 0; i < l; i++)
                         if (!isprint((unsigned char) p[i]))
-                                return set_error(ret_error, "the schedule contains a control character; expected 5 "
+                                return con_error_textf(ret_error, -EINVAL, "the schedule contains a control character; expected 5 "
                                                  "fields separated by spaces: " FIELDS_HINT);
                 if (n < _FIELD_MAX) {
                         tok[n] = p;
@@ -239,7 +224,7 @@ int con_cron_parse(const char *expr, ConCron *ret, char **ret_error) {
                         p++;
         }
         if (n != _FIELD_MAX)
-                return set_error(ret_error, "expected 5 fields (" FIELDS_HINT ") or a shorthand like @daily, found %zu", n);
+                return con_error_textf(ret_error, -EINVAL, "expected 5 fields (" FIELDS_HINT ") or a shorthand like @daily, found %zu", n);
 
         uint64_t bits[_FIELD_MAX];
         for (unsigned f = 0; f < _FIELD_MAX; f++) {

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "error-detail.h"
 #include "acl-util.h"
 #include "assemble.h"
 #include "con-paths.h"
@@ -96,20 +97,6 @@ struct ConProvision {
         size_t n_fixups;
         uint32_t next_agent_uid;  /* where the search for the next agent UID starts; 0 before the first */
 };
-
-static int errorf(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int errorf(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                free(*ret_error);
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 static const char *path_error(int r) {
         switch (r) {
@@ -417,13 +404,13 @@ static int open_managed(const Action *a, char **ret_error) {
         if (fd == -ENOENT)
                 return fd;
         if (fd == -ENOTDIR && a->kind == ACTION_DIR)
-                return errorf(ret_error, -ENOTDIR, "%s: exists and is not a directory (or a parent is not one)",
+                return con_error_textf(ret_error, -ENOTDIR, "%s: exists and is not a directory (or a parent is not one)",
                               a->path);
         if (fd < 0)
-                return errorf(ret_error, fd, "%s: %s", a->path, path_error(fd));
+                return con_error_textf(ret_error, fd, "%s: %s", a->path, path_error(fd));
         if (a->kind != ACTION_DIR && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
                 safe_close(fd);
-                return errorf(ret_error, -EISDIR, "%s: exists and is not a regular file", a->path);
+                return con_error_textf(ret_error, -EISDIR, "%s: exists and is not a regular file", a->path);
         }
         return fd;
 }
@@ -457,19 +444,19 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
         if (fd < 0)
                 return fd;
         if (fstat(fd, &st) < 0)
-                return errorf(ret_error, negative_errno(), "%s: %m", a->path);
+                return con_error_textf(ret_error, negative_errno(), "%s: %m", a->path);
         if (a->kind == ACTION_DIR && a->create_only)
                 return 0;
         if (a->kind == ACTION_FILE) {
                 r = read_fd(fd, a->len + 1, &cur, &len);
                 if (r < 0 && r != -EFBIG)
-                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                        return con_error_textf(ret_error, r, "%s: %s", a->path, strerror(-r));
                 if (r == -EFBIG || len != a->len || memcmp(cur, a->content, len) != 0)
                         return strv_extendf(changes, "write %s", a->path);
         }
         r = check_attrs(a, fd, &st, changes);
         if (r < 0)
-                return errorf(ret_error, r, "%s: cannot read owner, mode or ACL: %s", a->path, strerror(-r));
+                return con_error_textf(ret_error, r, "%s: cannot read owner, mode or ACL: %s", a->path, strerror(-r));
         return 0;
 }
 
@@ -487,19 +474,19 @@ static int action_apply(const Action *a, char **ret_error) {
                         /* O_EXCL: a file that appeared meanwhile is never truncated. */
                         dfd = open_parent_nofollow(a->path, &name);
                         if (dfd < 0)
-                                return errorf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path,
+                                return con_error_textf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path,
                                               path_error(dfd));
                         fd = openat(dfd, name, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
                         if (fd < 0 && errno == EEXIST)
                                 fd = open_managed(a, ret_error);
                         else if (fd < 0)
-                                return errorf(ret_error, negative_errno(), "%s: cannot create: %m", a->path);
+                                return con_error_textf(ret_error, negative_errno(), "%s: cannot create: %m", a->path);
                 }
                 if (fd < 0)
                         return fd;
                 r = apply_attrs(a, fd);
                 if (r < 0)
-                        return errorf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
+                        return con_error_textf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
                 return 0;
         }
 
@@ -514,13 +501,13 @@ static int action_apply(const Action *a, char **ret_error) {
                         if (r >= 0 && len == a->len && memcmp(cur, a->content, len) == 0) {
                                 r = apply_attrs(a, fd);
                                 if (r < 0)
-                                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                                        return con_error_textf(ret_error, r, "%s: %s", a->path, strerror(-r));
                                 return 0;
                         }
                 }
                 r = write_file_atomic(a->path, a->content, a->len, a->mode, a->uid, a->gid);
                 if (r < 0)
-                        return errorf(ret_error, r, "%s: cannot write: %s", a->path, path_error(r));
+                        return con_error_textf(ret_error, r, "%s: cannot write: %s", a->path, path_error(r));
                 /* A default ACL of the directory may have been inherited by the new file. */
                 safe_close(TAKE_FD(fd));
                 fd = open_managed(a, ret_error);
@@ -528,28 +515,28 @@ static int action_apply(const Action *a, char **ret_error) {
                         return fd;
                 r = apply_attrs(a, fd);
                 if (r < 0)
-                        return errorf(ret_error, r, "%s: %s", a->path, strerror(-r));
+                        return con_error_textf(ret_error, r, "%s: %s", a->path, strerror(-r));
                 return 0;
         }
 
         dfd = open_parent_nofollow(a->path, &name);
         if (dfd < 0)
-                return errorf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path, path_error(dfd));
+                return con_error_textf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path, path_error(dfd));
         if (mkdirat(dfd, name, 0700) < 0) {
                 if (errno != EEXIST)
-                        return errorf(ret_error, negative_errno(), "%s: cannot create directory: %m", a->path);
+                        return con_error_textf(ret_error, negative_errno(), "%s: cannot create directory: %m", a->path);
                 if (a->create_only)
                         return 0;
         }
         fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
                 r = errno == ENOTDIR ? enotdir_or_eloop(dfd, name) : negative_errno();
-                return errorf(ret_error, r, "%s: %s", a->path,
+                return con_error_textf(ret_error, r, "%s: %s", a->path,
                               r == -ENOTDIR ? "exists and is not a directory" : path_error(r));
         }
         r = apply_attrs(a, fd);
         if (r < 0)
-                return errorf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
+                return con_error_textf(ret_error, r, "%s: cannot set owner, mode or ACL: %s", a->path, strerror(-r));
         return 0;
 }
 
@@ -608,13 +595,13 @@ static int run_sysusers(ConProvision *p, char **ret_error) {
         err[n] = 0;
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
-                        return errorf(ret_error, negative_errno(), "cannot wait for " SYSTEMD_SYSUSERS ": %m");
+                        return con_error_textf(ret_error, negative_errno(), "cannot wait for " SYSTEMD_SYSUSERS ": %m");
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
                 /* keep the last line: systemd-sysusers says what it refused there */
                 while (n > 0 && err[n - 1] == '\n')
                         err[--n] = 0;
                 const char *last = strrchr(err, '\n');
-                return errorf(ret_error, -EIO, SYSTEMD_SYSUSERS " %s failed (%s %d)%s%s", conf,
+                return con_error_textf(ret_error, -EIO, SYSTEMD_SYSUSERS " %s failed (%s %d)%s%s", conf,
                               WIFEXITED(status) ? "exit status" : "signal",
                               WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), n ? ": " : "",
                               last ? last + 1 : err);
@@ -638,21 +625,21 @@ static int apply_userdb(ConProvision *p, char **ret_error) {
                 return 0;
         r = con_userdb_lock(p->root, &p->lock);
         if (r < 0)
-                return errorf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
+                return con_error_textf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
                               strerror(-r));
         r = con_userdb_load(p->root, &db);
         if (r < 0)
-                return errorf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
+                return con_error_textf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
         for (size_t i = 0; i < p->n_fixups; i++) {
                 const Fixup *f = &p->fixups[i];
                 r = f->group ? con_userdb_set_member(db, f->group, f->user, false)
                              : con_userdb_fix_user(db, f->user, f->gid, f->home, f->shell);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot update user '%s': %s", f->user, strerror(-r));
+                        return con_error_textf(ret_error, r, "cannot update user '%s': %s", f->user, strerror(-r));
         }
         r = con_userdb_save(db);
         if (r < 0)
-                return errorf(ret_error, r, "cannot write the user database below %s/etc: %s", p->root, strerror(-r));
+                return con_error_textf(ret_error, r, "cannot write the user database below %s/etc: %s", p->root, strerror(-r));
         return 0;
 }
 
@@ -676,7 +663,7 @@ int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report
 
                 r = action_check(&p->actions[i], &changes, ret_error);
                 if (r == -ENOMEM)
-                        return errorf(ret_error, r, "out of memory");
+                        return con_error_textf(ret_error, r, "out of memory");
                 if (r < 0)
                         return r;
                 checked++;
@@ -714,7 +701,7 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         int r;
 
         if (!con_userdb_name_valid(name))
-                return errorf(ret_error, -EINVAL,
+                return con_error_textf(ret_error, -EINVAL,
                               "invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, at most 31 characters", name);
         r = con_userdb_get_group(p->db, name, &gid, NULL);
         if (r >= 0) {
@@ -722,14 +709,14 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
                 return r < 0 ? r : userdb_item(p, NULL);
         }
         if (r != -ENOENT)
-                return errorf(ret_error, r, "group '%s' in %s: %s", name, p->db->group.path, strerror(-r));
+                return con_error_textf(ret_error, r, "group '%s' in %s: %s", name, p->db->group.path, strerror(-r));
         r = con_userdb_alloc_id(p->db, p->db->sys_gid_min, p->db->sys_gid_max, &gid);
         if (r < 0)
-                return errorf(ret_error, r, "no free system GID in %u..%u for group '%s'", p->db->sys_gid_min,
+                return con_error_textf(ret_error, r, "no free system GID in %u..%u for group '%s'", p->db->sys_gid_min,
                               p->db->sys_gid_max, name);
         r = con_userdb_add_group(p->db, name, gid);
         if (r < 0)
-                return errorf(ret_error, r, "cannot add group '%s': %s", name, strerror(-r));
+                return con_error_textf(ret_error, r, "cannot add group '%s': %s", name, strerror(-r));
         r = sysusers_line(p, "g %s %u", name, (unsigned) gid);
         if (r < 0)
                 return r;
@@ -761,15 +748,15 @@ static int plan_models_user(ConProvision *p, char **ret_error) {
                 return r < 0 ? r : userdb_item(p, NULL);
         }
         if (r != -ENOENT)
-                return errorf(ret_error, r, "user '%s' in %s: %s", MODELS_USER, p->db->passwd.path, strerror(-r));
+                return con_error_textf(ret_error, r, "user '%s' in %s: %s", MODELS_USER, p->db->passwd.path, strerror(-r));
         r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
         if (r < 0)
-                return errorf(ret_error, r, "no free system UID in %u..%u for user '%s'", p->db->sys_uid_min,
+                return con_error_textf(ret_error, r, "no free system UID in %u..%u for user '%s'", p->db->sys_uid_min,
                               p->db->sys_uid_max, MODELS_USER);
         r = con_userdb_add_user(p->db, MODELS_USER, uid, gid, "ConspiracyOS model gateway", "/nonexistent",
                                 AGENT_SHELL);
         if (r < 0)
-                return errorf(ret_error, r, "cannot add user '%s': %s", MODELS_USER, strerror(-r));
+                return con_error_textf(ret_error, r, "cannot add user '%s': %s", MODELS_USER, strerror(-r));
         r = sysusers_line(p, "u %s %u:%s \"ConspiracyOS model gateway\" /nonexistent %s", MODELS_USER, uid,
                           MODELS_USER, AGENT_SHELL);
         if (r < 0)
@@ -815,9 +802,9 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
 
         r = con_agent_user(a->name, &user);
         if (r < 0)
-                return errorf(ret_error, r, "invalid agent name '%s'", a->name);
+                return con_error_textf(ret_error, r, "invalid agent name '%s'", a->name);
         if (!con_userdb_name_valid(user))
-                return errorf(ret_error, -EINVAL,
+                return con_error_textf(ret_error, -EINVAL,
                               "agent '%s': user name '%s' is longer than 31 characters (the systemd limit); use an agent name of at most 29 characters",
                               a->name, user);
         if (asprintf(&home, CON_HOME_ROOT "/%s", user) < 0 || asprintf(&gecos, "ConspiracyOS agent %s", a->name) < 0)
@@ -835,14 +822,14 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 r = p->next_agent_uid > p->config->agent_uid_max ? -ENOSPC :
                         con_userdb_alloc_id_up(p->db, p->next_agent_uid, p->config->agent_uid_max, &uid);
                 if (r < 0)
-                        return errorf(ret_error, r,
+                        return con_error_textf(ret_error, r,
                                       "no free agent UID in %u..%u (system.agent_uid_min..agent_uid_max) for user '%s'; "
                                       "widen the range",
                                       p->config->agent_uid_min, p->config->agent_uid_max, user);
                 p->next_agent_uid = uid + 1;
                 r = con_userdb_add_user(p->db, user, uid, agents_gid, gecos, home, AGENT_SHELL);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
+                        return con_error_textf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
                 r = sysusers_line(p, "u %s %u:%s \"%s\" %s %s", user, uid, AGENTS_GROUP, gecos, home, AGENT_SHELL);
                 if (r < 0)
                         return r;
@@ -850,17 +837,17 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                         return -ENOMEM;
                 r = userdb_item(p, c);
         } else if (r < 0)
-                return errorf(ret_error, r, "user '%s' in %s: %s", user, p->db->passwd.path, strerror(-r));
+                return con_error_textf(ret_error, r, "user '%s' in %s: %s", user, p->db->passwd.path, strerror(-r));
         else {
                 /* Two names on one UID would let one agent act as another (and crash
                  * dbus-daemon 1.14, CVE-2020-35512). */
                 if (con_userdb_uid_count(p->db, pw.uid) > 1)
-                        return errorf(ret_error, -EEXIST,
+                        return con_error_textf(ret_error, -EEXIST,
                                       "user '%s' shares uid %u with another user in %s; give it a unique uid first",
                                       user, (unsigned) pw.uid, p->db->passwd.path);
                 r = con_userdb_fix_user(p->db, user, agents_gid, home, AGENT_SHELL);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot update user '%s': %s", user, strerror(-r));
+                        return con_error_textf(ret_error, r, "cannot update user '%s': %s", user, strerror(-r));
                 int k = sysusers_line(p, "u %s %u:%s \"%s\" %s %s", user, (unsigned) pw.uid, AGENTS_GROUP, gecos, home,
                                       AGENT_SHELL);
                 if (k >= 0 && r > 0)
@@ -880,7 +867,7 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 bool want = a->tier == t;
                 r = con_userdb_set_member(p->db, tier_groups[t], user, want);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot update group '%s': %s", tier_groups[t], strerror(-r));
+                        return con_error_textf(ret_error, r, "cannot update group '%s': %s", tier_groups[t], strerror(-r));
                 int k = want ? sysusers_line(p, "m %s %s", user, tier_groups[t])
                              : r > 0 ? fixup_add(p, user, tier_groups[t], 0, NULL, NULL) : 0;
                 if (k < 0)
@@ -931,7 +918,7 @@ static int policy_acl(ConProvision *p, const ConPolicy *policy, const char *targ
                         gid_t gid;
                         r = con_userdb_get_group(p->db, e[i].name, &gid, NULL);
                         if (r < 0)
-                                r = errorf(ret_error, r, "policy: group '%s' (allowed to task %s) does not exist in %s; "
+                                r = con_error_textf(ret_error, r, "policy: group '%s' (allowed to task %s) does not exist in %s; "
                                            "create it first or remove the grant", e[i].name,
                                            target ?: "the outer inbox", p->db->group.path);
                         else
@@ -940,7 +927,7 @@ static int policy_acl(ConProvision *p, const ConPolicy *policy, const char *targ
                         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
                         r = con_userdb_get_user(p->db, e[i].name, &pw);
                         if (r < 0)
-                                r = errorf(ret_error, r, "policy: user '%s' (allowed to task %s) does not exist in %s; "
+                                r = con_error_textf(ret_error, r, "policy: user '%s' (allowed to task %s) does not exist in %s; "
                                            "create it first or remove the grant", e[i].name,
                                            target ?: "the outer inbox", p->db->passwd.path);
                         else
@@ -957,7 +944,7 @@ static int plan_policy(ConProvision *p, AgentAcls *acls, AclList *outer, char **
 
         r = con_policy_from_config(p->config, &policy);
         if (r < 0)
-                return errorf(ret_error, r, "%s: cannot build the access policy: %s", p->config_path, strerror(-r));
+                return con_error_textf(ret_error, r, "%s: cannot build the access policy: %s", p->config_path, strerror(-r));
         for (size_t i = 0; i < p->config->n_agents; i++) {
                 const char *name = p->config->agents[i].name;
                 r = policy_acl(p, policy, name, false, &acls[i].dir, ret_error);
@@ -1050,7 +1037,7 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                         return r;
                 r = con_agent_skills(a, skill_roots, &skill_names, &skill_paths);
                 if (r < 0 && r != -ENOENT)
-                        return errorf(ret_error, r, "agent '%s': cannot list skills below %s: %s", a->name,
+                        return con_error_textf(ret_error, r, "agent '%s': cannot list skills below %s: %s", a->name,
                                       p->outer_root, strerror(-r));
                 for (size_t i = 0; skill_names && skill_names[i]; i++) {
                         _cleanup_free_ char *dst = NULL;
@@ -1058,10 +1045,10 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                         size_t len;
 
                         if (strchr(skill_names[i], '/') || !con_identifier_valid(skill_names[i]))
-                                return errorf(ret_error, -EINVAL, "%s: invalid skill file name", skill_paths[i]);
+                                return con_error_textf(ret_error, -EINVAL, "%s: invalid skill file name", skill_paths[i]);
                         r = read_source(skill_paths[i], &content, &len);
                         if (r < 0)
-                                return errorf(ret_error, r, "%s: %s", skill_paths[i], strerror(-r));
+                                return con_error_textf(ret_error, r, "%s: %s", skill_paths[i], strerror(-r));
                         if (asprintf(&dst, "%s/%s", sdir, skill_names[i]) < 0) {
                                 free(content);
                                 return -ENOMEM;
@@ -1090,7 +1077,7 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
                 return strv_consume(&p->warnings, w);
         }
         if (r < 0)
-                return errorf(ret_error, r, "agent '%s': cannot assemble AGENTS.md: %s", a->name, strerror(-r));
+                return con_error_textf(ret_error, r, "agent '%s': cannot assemble AGENTS.md: %s", a->name, strerror(-r));
         {
                 _cleanup_free_ char *path = NULL, *sumpath = NULL;
                 char hex[CON_SHA256_HEX_SIZE], *sum;
@@ -1098,7 +1085,7 @@ static int plan_agent(ConProvision *p, const ConAgent *a, const AgentAcls *acls,
 
                 r = con_sha256_hex(md, len, hex);
                 if (r < 0)
-                        return errorf(ret_error, r, "agent '%s': cannot hash AGENTS.md: %s", a->name, strerror(-r));
+                        return con_error_textf(ret_error, r, "agent '%s': cannot hash AGENTS.md: %s", a->name, strerror(-r));
                 if (asprintf(&path, "%s/AGENTS.md", home) < 0 || asprintf(&sumpath, "%s/AGENTS.md.sha256", home) < 0 ||
                     asprintf(&sum, "%s\n", hex) < 0)
                         return -ENOMEM;
@@ -1129,7 +1116,7 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
         size_t len;
         int r = read_source(src, &content, &len);
         if (r < 0)
-                return errorf(ret_error, r, "%s: %s", src, strerror(-r));
+                return con_error_textf(ret_error, r, "%s: %s", src, strerror(-r));
         if (conflicts) {
                 struct stat dst_st;
                 int eq = rooted(p, dst, &rdst);
@@ -1138,7 +1125,7 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
                 if (eq == 0 && lstat(rdst, &dst_st) >= 0)
                         r = strv_extend(conflicts, rdst);
                 else if (eq < 0)
-                        r = errorf(ret_error, eq, "%s: %s", rdst ?: dst, path_error(eq));
+                        r = con_error_textf(ret_error, eq, "%s: %s", rdst ?: dst, path_error(eq));
                 if (r < 0) {
                         free(content);
                         return r;
@@ -1167,7 +1154,7 @@ static int plan_config_file(ConProvision *p, bool force, char **ret_error) {
         if (r < 0)
                 return r;
         if (conflicts && !force)
-                return errorf(ret_error, -EEXIST,
+                return con_error_textf(ret_error, -EEXIST,
                               CON_CONFIG_PATH " differs from %s (changed here?); the services read "
                               CON_CONFIG_PATH ", so --config installs the file there: add --force to replace it",
                               p->config_path);
@@ -1180,7 +1167,7 @@ static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***
 
         n = scandir(src, &de, NULL, sort_names);
         if (n < 0)
-                return errorf(ret_error, negative_errno(), "%s: cannot read directory: %m", src);
+                return con_error_textf(ret_error, negative_errno(), "%s: cannot read directory: %m", src);
         for (int i = 0; i < n; i++) {
                 _cleanup_free_ char *s = NULL, *d = NULL;
                 struct stat st;
@@ -1192,7 +1179,7 @@ static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***
                         goto next;
                 }
                 if (lstat(s, &st) < 0) {
-                        r = errorf(ret_error, negative_errno(), "%s: %m", s);
+                        r = con_error_textf(ret_error, negative_errno(), "%s: %m", s);
                         goto next;
                 }
                 if (S_ISDIR(st.st_mode)) {
@@ -1229,7 +1216,7 @@ static int plan_profile(ConProvision *p, bool force, char **ret_error) {
         n = strv_length(conflicts);
         if (n > 0 && !force) {
                 _cleanup_free_ char *list = strv_join(conflicts, ", ");
-                return errorf(ret_error, -EEXIST,
+                return con_error_textf(ret_error, -EEXIST,
                               "%zu file%s in " CON_ETC_DIR " differ%s from the profile in %s (changed here?): %s. "
                               "Run 'con bootstrap' without --profile to provision from " CON_ETC_DIR
                               " as it is, or add --force to replace %s with the profile's version",
@@ -1314,10 +1301,10 @@ static int plan_platform(ConProvision *p, char **ret_error) {
 
         r = con_platform_render(p->config, &o, &f, &n);
         if (r < 0)
-                return errorf(ret_error, r, "cannot render the platform files: %s", strerror(-r));
+                return con_error_textf(ret_error, r, "cannot render the platform files: %s", strerror(-r));
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 if (!f[i].path || f[i].path[0] != '/' || strstr(f[i].path, "/../") || endswith(f[i].path, "/..")) {
-                        r = errorf(ret_error, -EINVAL, "platform file with an invalid path '%s'", strempty(f[i].path));
+                        r = con_error_textf(ret_error, -EINVAL, "platform file with an invalid path '%s'", strempty(f[i].path));
                         break;
                 }
                 r = add_parents(p, f[i].path);
@@ -1335,7 +1322,7 @@ static int choose_config(ConProvision *p, const ConProvisionOptions *o, char **r
         struct stat st;
 
         if (o->config_path && o->profile)
-                return errorf(ret_error, -EINVAL, "--config and --profile cannot be combined");
+                return con_error_textf(ret_error, -EINVAL, "--config and --profile cannot be combined");
         _cleanup_free_ char *installed = NULL;
         int r;
 
@@ -1354,13 +1341,13 @@ static int choose_config(ConProvision *p, const ConProvisionOptions *o, char **r
         if (!profile)
                 profile = "default";
         if (!con_identifier_valid(profile))
-                return errorf(ret_error, -EINVAL, "invalid profile name '%s'", profile);
+                return con_error_textf(ret_error, -EINVAL, "invalid profile name '%s'", profile);
         if (asprintf(&p->profile_dir, "%s/%s", dir, profile) < 0) {
                 p->profile_dir = NULL;
                 return -ENOMEM;
         }
         if (stat(p->profile_dir, &st) < 0 || !S_ISDIR(st.st_mode))
-                return errorf(ret_error, -ENOENT, "unknown profile '%s': %s is not a directory", profile,
+                return con_error_textf(ret_error, -ENOENT, "unknown profile '%s': %s is not a directory", profile,
                               p->profile_dir);
         if (asprintf(&p->config_path, "%s/con.yaml", p->profile_dir) < 0) {
                 p->config_path = NULL;
@@ -1397,25 +1384,25 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                         con_error_detail_done(&e);
                         if (r == -ENOMEM)
                                 return r;
-                        return errorf(ret_error, r == -EINVAL ? -ENOEXEC : r, "%s",
+                        return con_error_textf(ret_error, r == -EINVAL ? -ENOEXEC : r, "%s",
                                       m ?: "cannot load the configuration");
                 }
         }
         submitters = p->config->submitters_group ?: "con";
         if (!con_userdb_name_valid(submitters))
-                return errorf(ret_error, -ENOEXEC,
+                return con_error_textf(ret_error, -ENOEXEC,
                               "%s: system.submitters_group: invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, "
                               "at most 31 characters", p->config_path, submitters);
 
         if (!o->dry_run) {
                 r = con_userdb_lock(p->root, &p->lock);
                 if (r < 0)
-                        return errorf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
+                        return con_error_textf(ret_error, r, "cannot lock the user database (%s/etc/.pwd.lock): %s", p->root,
                                       strerror(-r));
         }
         r = con_userdb_load(p->root, &p->db);
         if (r < 0)
-                return errorf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
+                return con_error_textf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
 
         if (p->profile_dir) {
                 r = plan_profile(p, o->force, ret_error);
@@ -1481,10 +1468,10 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         free(acls);
         free(outer.e);
         if (r == -ENOMEM)
-                return errorf(ret_error, r, "out of memory");
+                return con_error_textf(ret_error, r, "out of memory");
         if (r < 0) {
                 if (ret_error && !*ret_error)
-                        return errorf(ret_error, r, "cannot plan the bootstrap: %s", strerror(-r));
+                        return con_error_textf(ret_error, r, "cannot plan the bootstrap: %s", strerror(-r));
                 return r;
         }
         *ret = TAKE_PTR(p);

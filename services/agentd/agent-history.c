@@ -8,6 +8,7 @@
 #include <sys/param.h>
 #include <sys/stat.h>
 
+#include "error-detail.h"
 #include "json-util.h"
 #include "agent-history.h"
 #include "agent-wire.h"
@@ -25,18 +26,6 @@
 #define MESSAGE_OVERHEAD 64U    /* JSON keys and quotes around one message */
 #define CUT_HEAD 1024U          /* what fit() keeps of a tool result when nothing else helps */
 #define CUT_TAIL 1024U
-
-_printf_(3, 4)
-static int set_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (ret_error && vasprintf(ret_error, fmt, ap) < 0) {
-                *ret_error = NULL;
-                r = -ENOMEM;
-        }
-        va_end(ap);
-        return r;
-}
 
 static int copy_message(ConLlmConversation *dst, const ConLlmMessage *x) {
         switch (x->role) {
@@ -58,16 +47,16 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
         if (!tmp)
                 return -ENOMEM;
         if (!text || len == 0 || memchr(text, 0, len))
-                return set_error(ret_error, -EBADMSG, "not a conversation (empty, or a NUL byte in it)");
+                return con_error_textf(ret_error, -EBADMSG, "not a conversation (empty, or a NUL byte in it)");
         _cleanup_cjson_ cJSON *o = cJSON_ParseWithLength(text, len);
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
         if (!cJSON_IsObject(o) || !cJSON_IsArray(msgs))
-                return set_error(ret_error, -EBADMSG, "not a conversation (no messages array)");
+                return con_error_textf(ret_error, -EBADMSG, "not a conversation (no messages array)");
         const cJSON *version = cJSON_GetObjectItemCaseSensitive(o, "version");
         if (version && (!cJSON_IsNumber(version) || version->valuedouble < 1 || version->valuedouble > HISTORY_VERSION))
-                return set_error(ret_error, -EBADMSG, "conversation version must be 1 to %d", HISTORY_VERSION);
+                return con_error_textf(ret_error, -EBADMSG, "conversation version must be 1 to %d", HISTORY_VERSION);
         if (cJSON_GetArraySize(msgs) > (int) AGENT_HISTORY_MESSAGES_MAX)
-                return set_error(ret_error, -EBADMSG, "more than %u messages", AGENT_HISTORY_MESSAGES_MAX);
+                return con_error_textf(ret_error, -EBADMSG, "more than %u messages", AGENT_HISTORY_MESSAGES_MAX);
 
         /* Tool results must answer the calls of the assistant message before them. */
         _cleanup_strv_free_ char **open_calls = NULL;
@@ -79,23 +68,23 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
                 const char *ct = cJSON_IsString(content) ? content->valuestring : NULL;
                 const char *rs = cJSON_IsString(role) ? role->valuestring : "";
                 if (!cJSON_IsObject(m))
-                        return set_error(ret_error, -EBADMSG, "messages[%d] is not an object", i);
+                        return con_error_textf(ret_error, -EBADMSG, "messages[%d] is not an object", i);
                 if (content && !cJSON_IsNull(content) && !ct)
-                        return set_error(ret_error, -EBADMSG, "messages[%d].content must be a string", i);
+                        return con_error_textf(ret_error, -EBADMSG, "messages[%d].content must be a string", i);
                 if (i == 0 && !streq(rs, "user"))
-                        return set_error(ret_error, -EBADMSG, "messages[0] is not a user message");
+                        return con_error_textf(ret_error, -EBADMSG, "messages[0] is not a user message");
                 if (streq(rs, "user")) {
                         if (!ct)
-                                return set_error(ret_error, -EBADMSG, "messages[%d].content missing", i);
+                                return con_error_textf(ret_error, -EBADMSG, "messages[%d].content missing", i);
                         r = con_llm_conversation_add_user(tmp, ct);
                         open_calls = strv_free(open_calls);
                 } else if (streq(rs, "assistant")) {
                         const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *tc;
                         if (calls && !cJSON_IsNull(calls) && !cJSON_IsArray(calls))
-                                return set_error(ret_error, -EBADMSG, "messages[%d].tool_calls must be an array", i);
+                                return con_error_textf(ret_error, -EBADMSG, "messages[%d].tool_calls must be an array", i);
                         int k = cJSON_IsArray(calls) ? cJSON_GetArraySize(calls) : 0;
                         if (k > (int) CON_LLM_TOOL_CALLS_MAX)
-                                return set_error(ret_error, -EBADMSG, "messages[%d]: more than %u tool calls", i,
+                                return con_error_textf(ret_error, -EBADMSG, "messages[%d]: more than %u tool calls", i,
                                                  CON_LLM_TOOL_CALLS_MAX);
                         _cleanup_free_ ConLlmToolCall *tcs = calloc((size_t) k + 1, sizeof(ConLlmToolCall));
                         _cleanup_strv_free_ char **args_keep = NULL;
@@ -110,9 +99,9 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
                                 const cJSON *args = cJSON_GetObjectItemCaseSensitive(tc, "arguments");
                                 if (!cJSON_IsString(id) || isempty(id->valuestring) || !cJSON_IsString(name) ||
                                     isempty(name->valuestring) || (args && !cJSON_IsObject(args)))
-                                        return set_error(ret_error, -EBADMSG, "messages[%d].tool_calls malformed", i);
+                                        return con_error_textf(ret_error, -EBADMSG, "messages[%d].tool_calls malformed", i);
                                 if (strv_contains(open_calls, id->valuestring))
-                                        return set_error(ret_error, -EBADMSG, "messages[%d]: tool call id \"%s\" used twice",
+                                        return con_error_textf(ret_error, -EBADMSG, "messages[%d]: tool call id \"%s\" used twice",
                                                          i, id->valuestring);
                                 char *a = args ? cJSON_PrintUnformatted(args) : strdup("{}");
                                 if (!a || strv_consume(&args_keep, a) < 0 || strv_extend(&open_calls, id->valuestring) < 0)
@@ -124,12 +113,12 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
                 } else if (streq(rs, "tool")) {
                         const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
                         if (!cJSON_IsString(id) || !strv_contains(open_calls, id->valuestring) || !ct)
-                                return set_error(ret_error, -EBADMSG,
+                                return con_error_textf(ret_error, -EBADMSG,
                                                  "messages[%d] is a tool result that answers no earlier call", i);
                         r = con_llm_conversation_add_tool_result(tmp, id->valuestring, ct,
                                                                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "is_error")));
                 } else
-                        return set_error(ret_error, -EBADMSG, "messages[%d].role must be user, assistant or tool", i);
+                        return con_error_textf(ret_error, -EBADMSG, "messages[%d].role must be user, assistant or tool", i);
                 if (r < 0)
                         return r;
                 i++;
@@ -368,10 +357,10 @@ int agent_history_read(int dfd, const char *id, char **ret_text, size_t *ret_len
         if (r == -ENOENT)
                 return r;
         if (r < 0)
-                return set_error(ret_error, -EBADMSG, "%s: cannot read: %s", name, strerror(-r));
+                return con_error_textf(ret_error, -EBADMSG, "%s: cannot read: %s", name, strerror(-r));
         r = agent_history_parse(text, len, c, &err);
         if (r == -EBADMSG)
-                return set_error(ret_error, r, "%s: %s", name, strempty(err));
+                return con_error_textf(ret_error, r, "%s: %s", name, strempty(err));
         if (r < 0)
                 return r;
         *ret_text = TAKE_PTR(text);
@@ -467,14 +456,14 @@ int agent_history_store_turn(int dfd, const char *id, const char *text, size_t l
         if (!turn)
                 return -ENOMEM;
         if (len > AGENT_HISTORY_FILE_MAX)
-                return set_error(ret_error, -E2BIG, "the turn is larger than %u bytes", AGENT_HISTORY_FILE_MAX);
+                return con_error_textf(ret_error, -E2BIG, "the turn is larger than %u bytes", AGENT_HISTORY_FILE_MAX);
         int r = agent_history_parse(text, len, turn, &err);
         if (r == -EBADMSG)
-                return set_error(ret_error, r, "%s", strempty(err));
+                return con_error_textf(ret_error, r, "%s", strempty(err));
         if (r < 0)
                 return r;
         if (turn->n_messages == 0)
-                return set_error(ret_error, -EBADMSG, "the turn has no messages");
+                return con_error_textf(ret_error, -EBADMSG, "the turn has no messages");
         return agent_history_commit(dfd, id, turn, 0, budget);
 }
 

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <systemd/sd-bus.h>
 
+#include "error-detail.h"
 #include "json-util.h"
 #include "agent-history.h"
 #include "agent-transcript.h"
@@ -29,18 +30,6 @@
 #define SKILL_MAX       (256U * 1024U)
 #define AGENTS_MD_MAX   (1024U * 1024U)
 #define BUDGET_NOTICE_INTERVAL (3600U) /* seconds between two notices to the sysadmin */
-
-_printf_(3, 4)
-static int set_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (ret_error && vasprintf(ret_error, fmt, ap) < 0) {
-                *ret_error = NULL;
-                r = -ENOMEM;
-        }
-        va_end(ap);
-        return r;
-}
 
 /* ---- prompt ---- */
 
@@ -305,7 +294,7 @@ static int opt_string(const cJSON *o, const char *key, char **ret, char **ret_er
         if (!v || cJSON_IsNull(v))
                 return 0;
         if (!cJSON_IsString(v))
-                return set_error(ret_error, -EBADMSG, "response %s: must be a string or null", key);
+                return con_error_textf(ret_error, -EBADMSG, "response %s: must be a string or null", key);
         *ret = strdup(v->valuestring);
         return *ret ? 0 : -ENOMEM;
 }
@@ -317,7 +306,7 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
         int r;
 
         if (!o || !cJSON_IsObject(o))
-                return set_error(ret_error, -EBADMSG, "response of the model gateway is not a JSON object");
+                return con_error_textf(ret_error, -EBADMSG, "response of the model gateway is not a JSON object");
         resp = calloc(1, sizeof(ConLlmResponse));
         if (!resp)
                 return -ENOMEM;
@@ -342,10 +331,10 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
         const cJSON *calls = cJSON_GetObjectItemCaseSensitive(o, "tool_calls");
         if (calls && !cJSON_IsNull(calls)) {
                 if (!cJSON_IsArray(calls))
-                        return set_error(ret_error, -EBADMSG, "response tool_calls: must be an array");
+                        return con_error_textf(ret_error, -EBADMSG, "response tool_calls: must be an array");
                 int n = cJSON_GetArraySize(calls);
                 if (n > (int) CON_LLM_TOOL_CALLS_MAX)
-                        return set_error(ret_error, -EBADMSG, "response tool_calls: more than %u tool calls",
+                        return con_error_textf(ret_error, -EBADMSG, "response tool_calls: more than %u tool calls",
                                          CON_LLM_TOOL_CALLS_MAX);
                 resp->tool_calls = calloc((size_t) n + 1, sizeof(ConLlmToolCall));
                 if (!resp->tool_calls)
@@ -357,7 +346,7 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
                         const cJSON *args = cJSON_GetObjectItemCaseSensitive(c, "arguments");
                         if (!cJSON_IsString(id) || isempty(id->valuestring) || !cJSON_IsString(name) ||
                             isempty(name->valuestring))
-                                return set_error(ret_error, -EBADMSG,
+                                return con_error_textf(ret_error, -EBADMSG,
                                                  "response tool_calls[%d]: needs a non-empty string id and name", i);
                         _cleanup_free_ char *a = NULL;
                         if (!args || cJSON_IsNull(args))
@@ -505,7 +494,7 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
         uint64_t timeout = AGENT_LLM_CALL_TIMEOUT, now = con_now(CLOCK_MONOTONIC);
         if (l->deadline > 0) {
                 if (now >= l->deadline)
-                        return set_error(ret_reason, -ETIME, "the session used up its wall clock before the task "
+                        return con_error_textf(ret_reason, -ETIME, "the session used up its wall clock before the task "
                                          "was finished");
                 if (l->deadline - now < timeout)
                         timeout = l->deadline - now;
@@ -515,7 +504,7 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
         if (r >= 0)
                 r = sd_bus_message_append(m, "s", req);
         if (r < 0)
-                return r == -ENOMEM ? r : set_error(ret_reason, r, "cannot build the model call: %s", strerror(-r));
+                return r == -ENOMEM ? r : con_error_textf(ret_reason, r, "cannot build the model call: %s", strerror(-r));
         /* A blocking call is right here: this is the session child, which has nothing else to do
          * while the model thinks (the service's event loop is in another process). */
         uint64_t called = con_now(CLOCK_MONOTONIC);
@@ -525,17 +514,17 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                  * ours: its message says which provider and how long. */
                 if (sd_bus_error_has_name(&e, SD_BUS_ERROR_TIMEOUT) && !isempty(e.message) &&
                     con_now(CLOCK_MONOTONIC) - called + USEC_PER_SEC < timeout)
-                        return set_error(ret_reason, -ETIMEDOUT, "the model call timed out in the gateway: %s",
+                        return con_error_textf(ret_reason, -ETIMEDOUT, "the model call timed out in the gateway: %s",
                                          e.message);
                 if (sd_bus_error_has_name(&e, CON_ERROR_BUDGET_EXHAUSTED)) {
                         _cleanup_free_ char *told = budget_notify(l, e.message ?: "budget used up");
-                        return set_error(ret_reason, -EDQUOT,
+                        return con_error_textf(ret_reason, -EDQUOT,
                                          "paused: agent '%s' has used up its model budget (%s). The task was not "
                                          "finished; send it again when the budget allows. %s",
                                          a->name, e.message ?: "no details", strempty(told));
                 }
                 if (error_is_unavailable(&e))
-                        return set_error(ret_reason, -EHOSTDOWN,
+                        return con_error_textf(ret_reason, -EHOSTDOWN,
                                          "the model gateway %s is not available (%s: %s): install con-modeld and "
                                          "run con bootstrap so its bus files exist, give agent '%s' a model in %s "
                                          "and put the key in " CON_ENV_PATH " (%s)",
@@ -543,23 +532,23 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                                          a->name, cfg, strempty(a->rt.api_key_env));
                 if (sd_bus_error_has_names(&e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT, "org.freedesktop.DBus.Error.TimedOut") ||
                     r == -ETIMEDOUT)
-                        return set_error(ret_reason, -ETIMEDOUT, "the model gateway did not answer within %u s%s",
+                        return con_error_textf(ret_reason, -ETIMEDOUT, "the model gateway did not answer within %u s%s",
                                          (unsigned) (timeout / USEC_PER_SEC),
                                          timeout < AGENT_LLM_CALL_TIMEOUT ? " (the rest of the session's wall clock)" : "");
                 if (sd_bus_error_has_name(&e, CON_ERROR_NOT_CONFIGURED))
-                        return set_error(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s",
+                        return con_error_textf(ret_reason, -ENOMEDIUM, "the model gateway cannot serve agent '%s': %s",
                                          a->name, strempty(e.message));
-                return set_error(ret_reason, r, "the model call failed (%s): %s", strempty(e.name),
+                return con_error_textf(ret_reason, r, "the model call failed (%s): %s", strempty(e.name),
                                  e.message ?: strerror(-r));
         }
         r = sd_bus_message_read(reply, "s", &resp_json);
         if (r < 0)
-                return set_error(ret_reason, r, "the model gateway sent an unreadable reply: %s", strerror(-r));
+                return con_error_textf(ret_reason, r, "the model gateway sent an unreadable reply: %s", strerror(-r));
         r = agent_llm_response_parse(resp_json, ret, &perr);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return set_error(ret_reason, r, "%s", strempty(perr));
+                return con_error_textf(ret_reason, r, "%s", strempty(perr));
         return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "error-detail.h"
 #include "agent-tools.h"
 #include "task.h"
 #include "con-paths.h"
@@ -182,18 +183,6 @@ int agent_tools_register(ConLlmConversation *c) {
 
 /* ---- argument parsing ---- */
 
-_printf_(3, 4)
-static int arg_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (ret_error && vasprintf(ret_error, fmt, ap) < 0) {
-                *ret_error = NULL;
-                r = -ENOMEM;
-        }
-        va_end(ap);
-        return r;
-}
-
 static char *allowed_list(const ToolSpec *s) {
         size_t n = 1;
         for (size_t i = 0; i < s->n_args; i++)
@@ -215,7 +204,7 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
         switch (spec->type) {
         case ARG_STRING: {
                 if (!cJSON_IsString(v))
-                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be a string, got %s", tool,
+                        return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\" must be a string, got %s", tool,
                                          spec->name, con_json_kind(v));
                 char *s = strdup(v->valuestring);
                 if (!s)
@@ -225,14 +214,14 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
         }
         case ARG_BOOL:
                 if (!cJSON_IsBool(v))
-                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be true or false, got %s",
+                        return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\" must be true or false, got %s",
                                          tool, spec->name, con_json_kind(v));
                 *(bool *) field = cJSON_IsTrue(v);
                 return 0;
         case ARG_INT: {
                 double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
                 if (!cJSON_IsNumber(v) || !isfinite(d) || d < 1 || d > AGENT_TOOL_EXEC_TIMEOUT_MAX || d != (double) (unsigned) d)
-                        return arg_error(ret_error, -EINVAL,
+                        return con_error_textf(ret_error, -EINVAL,
                                          "%s: argument \"%s\" must be an integer from 1 to %u, got %s", tool,
                                          spec->name, AGENT_TOOL_EXEC_TIMEOUT_MAX,
                                          cJSON_IsNumber(v) ? "a number outside that range" : con_json_kind(v));
@@ -242,20 +231,20 @@ static int parse_one(const char *tool, const ArgSpec *spec, const cJSON *v, Agen
         case ARG_STRV: {
                 _cleanup_strv_free_ char **l = NULL;
                 if (!cJSON_IsArray(v))
-                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must be an array of strings, got %s",
+                        return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\" must be an array of strings, got %s",
                                          tool, spec->name, con_json_kind(v));
                 int i = 0;
                 const cJSON *e;
                 cJSON_ArrayForEach(e, v) {
                         if (!cJSON_IsString(e))
-                                return arg_error(ret_error, -EINVAL, "%s: argument \"%s\"[%d] must be a string, got %s",
+                                return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\"[%d] must be a string, got %s",
                                                  tool, spec->name, i, con_json_kind(e));
                         if (strv_extend(&l, e->valuestring) < 0)
                                 return -ENOMEM;
                         i++;
                 }
                 if (!l)
-                        return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" must not be empty", tool, spec->name);
+                        return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\" must not be empty", tool, spec->name);
                 *(char ***) field = TAKE_PTR(l);
                 return 0;
         }
@@ -267,32 +256,32 @@ static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
         switch (a->kind) {
         case AGENT_TOOL_EXEC:
                 if (!!a->command == !!a->argv)
-                        return arg_error(ret_error, -EINVAL,
+                        return con_error_textf(ret_error, -EINVAL,
                                          "exec: give exactly one of \"command\" (a shell command line) or \"argv\" "
                                          "(an array: program and arguments)");
                 if (a->command && isempty(a->command))
-                        return arg_error(ret_error, -EINVAL, "exec: argument \"command\" must not be empty");
+                        return con_error_textf(ret_error, -EINVAL, "exec: argument \"command\" must not be empty");
                 if (a->argv && isempty(a->argv[0]))
-                        return arg_error(ret_error, -EINVAL, "exec: argument \"argv\"[0] (the program) must not be empty");
+                        return con_error_textf(ret_error, -EINVAL, "exec: argument \"argv\"[0] (the program) must not be empty");
                 if (a->working_dir && isempty(a->working_dir))
-                        return arg_error(ret_error, -EINVAL, "exec: argument \"working_dir\" must not be empty");
+                        return con_error_textf(ret_error, -EINVAL, "exec: argument \"working_dir\" must not be empty");
                 if (a->timeout_sec == 0)
                         a->timeout_sec = AGENT_TOOL_EXEC_TIMEOUT;
                 return 0;
         case AGENT_TOOL_SEND_TASK:
                 if (!con_agent_name_valid(a->agent))
-                        return arg_error(ret_error, -EINVAL,
+                        return con_error_textf(ret_error, -EINVAL,
                                          "send_task: \"%s\" is not an agent name (lower-case letters, digits and '-', "
                                          "up to 29 characters; list_agents shows them)", a->agent);
                 if (strspn(a->text, " \t\r\n") == strlen(a->text))
-                        return arg_error(ret_error, -EINVAL, "send_task: argument \"text\" must not be empty");
+                        return con_error_textf(ret_error, -EINVAL, "send_task: argument \"text\" must not be empty");
                 if (strlen(a->text) > AGENT_TOOL_SEND_TEXT_MAX)
-                        return arg_error(ret_error, -EINVAL, "send_task: argument \"text\" is longer than %u bytes",
+                        return con_error_textf(ret_error, -EINVAL, "send_task: argument \"text\" is longer than %u bytes",
                                          AGENT_TOOL_SEND_TEXT_MAX);
                 return 0;
         default:
                 if (a->path && isempty(a->path))
-                        return arg_error(ret_error, -EINVAL, "%s: argument \"path\" must not be empty", tool);
+                        return con_error_textf(ret_error, -EINVAL, "%s: argument \"path\" must not be empty", tool);
                 return 0;
         }
 }
@@ -304,7 +293,7 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
 
         a.kind = agent_tool_kind_from_string(tool);
         if (a.kind < 0)
-                return arg_error(ret_error, -ENOENT,
+                return con_error_textf(ret_error, -ENOENT,
                                  "unknown tool \"%s\"; the tools are exec, read_file, write_file, edit_file, "
                                  "append_file, list_dir, list_agents, send_task", strempty(tool));
         const ToolSpec *s = &tool_specs[a.kind];
@@ -313,21 +302,21 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
                 json = "{}";
         size_t len = strlen(json);
         if (len > AGENT_TOOL_ARGS_MAX)
-                return arg_error(ret_error, -EINVAL, "%s: arguments of %zu bytes are over the limit of %u bytes",
+                return con_error_textf(ret_error, -EINVAL, "%s: arguments of %zu bytes are over the limit of %u bytes",
                                  tool, len, AGENT_TOOL_ARGS_MAX);
         const char *end = NULL;
         root = cJSON_ParseWithOpts(json, &end, true);
         if (!root)
-                return arg_error(ret_error, -EINVAL, "%s: arguments are not valid JSON (error near offset %td)", tool,
+                return con_error_textf(ret_error, -EINVAL, "%s: arguments are not valid JSON (error near offset %td)", tool,
                                  (end ?: cJSON_GetErrorPtr() ?: json) - json);
         if (!cJSON_IsObject(root))
-                return arg_error(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
+                return con_error_textf(ret_error, -EINVAL, "%s: arguments must be a JSON object, got %s", tool,
                                  con_json_kind(root));
         /* What the gateway makes of arguments that were no JSON object (bus/fabric/llm.h). */
         const cJSON *bad = cJSON_GetObjectItemCaseSensitive(root, CON_LLM_MALFORMED_ARGUMENTS);
         if (cJSON_IsString(bad)) {
                 _cleanup_cjson_ cJSON *j = cJSON_Parse(bad->valuestring);
-                return arg_error(ret_error, -EINVAL,
+                return con_error_textf(ret_error, -EINVAL,
                                  "%s: the arguments are not a JSON object (%s): %.200s%s -- call %s again with a "
                                  "JSON object of its parameters", tool, j ? con_json_kind(j) : "invalid JSON",
                                  bad->valuestring, strlen(bad->valuestring) > 200 ? "..." : "", tool);
@@ -341,12 +330,12 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
                                 spec = &s->args[i];
                 if (!spec) {
                         _cleanup_free_ char *allowed = allowed_list(s);
-                        return arg_error(ret_error, -EINVAL, "%s: unknown argument \"%s\" (allowed: %s)", tool,
+                        return con_error_textf(ret_error, -EINVAL, "%s: unknown argument \"%s\" (allowed: %s)", tool,
                                          strempty(v->string), s->n_args ? strempty(allowed) : "none");
                 }
                 for (const cJSON *w = root->child; w != v; w = w->next)
                         if (w->string && streq(w->string, v->string))
-                                return arg_error(ret_error, -EINVAL, "%s: argument \"%s\" is given twice", tool,
+                                return con_error_textf(ret_error, -EINVAL, "%s: argument \"%s\" is given twice", tool,
                                                  v->string);
                 r = parse_one(tool, spec, v, &a, ret_error);
                 if (r < 0)
@@ -354,7 +343,7 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
         }
         for (size_t i = 0; i < s->n_args; i++)
                 if (s->args[i].required && !cJSON_GetObjectItemCaseSensitive(root, s->args[i].name))
-                        return arg_error(ret_error, -EINVAL, "%s: missing required argument \"%s\"", tool,
+                        return con_error_textf(ret_error, -EINVAL, "%s: missing required argument \"%s\"", tool,
                                          s->args[i].name);
         r = check_args(&a, tool, ret_error);
         if (r < 0)

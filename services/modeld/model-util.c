@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error-detail.h"
 #include "json-util.h"
 #include "macro.h"
 #include "model-util.h"
@@ -179,20 +180,6 @@ int model_resolve_key(char * const *env, const ConAgent *a, const char *generic_
 
 /* ---- request JSON ---- */
 
-_printf_(2, 3)
-static int req_fail(char **ret_error, const char *fmt, ...) {
-        va_list ap;
-        if (ret_error) {
-                free(*ret_error);
-                *ret_error = NULL;
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return -EINVAL;
-}
-
 static bool keys_allowed(const cJSON *obj, const char * const *allowed, const char **ret_bad) {
         const cJSON *it;
         cJSON_ArrayForEach(it, obj) {
@@ -215,7 +202,7 @@ static int get_str(const cJSON *obj, const char *key, const char *path, const ch
         if (!j || cJSON_IsNull(j))
                 return 0;
         if (!cJSON_IsString(j))
-                return req_fail(ret_error, "%s%s: must be a string, got %s", path, key, con_json_kind(j));
+                return con_error_textf(ret_error, -EINVAL, "%s%s: must be a string, got %s", path, key, con_json_kind(j));
         *ret = j->valuestring;
         return 0;
 }
@@ -230,7 +217,7 @@ static int get_json_text(const cJSON *j, const char *path, char **ret, char **re
                 return *ret ? 0 : -ENOMEM;
         }
         if (!cJSON_IsObject(j))
-                return req_fail(ret_error, "%s: must be a JSON object, got %s", path, con_json_kind(j));
+                return con_error_textf(ret_error, -EINVAL, "%s: must be a JSON object, got %s", path, con_json_kind(j));
         *ret = cJSON_PrintUnformatted(j);
         return *ret ? 0 : -ENOMEM;
 }
@@ -243,22 +230,22 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
 
         snprintf(path, sizeof path, "messages[%zu].", idx);
         if (!cJSON_IsObject(m))
-                return req_fail(ret_error, "messages[%zu]: must be an object, got %s", idx, con_json_kind(m));
+                return con_error_textf(ret_error, -EINVAL, "messages[%zu]: must be an object, got %s", idx, con_json_kind(m));
         if (!keys_allowed(m, allowed, &bad))
-                return req_fail(ret_error, "%s%s: unknown key (allowed: role, content, tool_calls, tool_call_id, "
+                return con_error_textf(ret_error, -EINVAL, "%s%s: unknown key (allowed: role, content, tool_calls, tool_call_id, "
                                 "is_error)", path, bad);
         r = get_str(m, "role", path, &role, ret_error);
         if (r < 0)
                 return r;
         if (!role)
-                return req_fail(ret_error, "%srole: missing (user, assistant or tool)", path);
+                return con_error_textf(ret_error, -EINVAL, "%srole: missing (user, assistant or tool)", path);
         r = get_str(m, "content", path, &content, ret_error);
         if (r < 0)
                 return r;
 
         if (streq(role, "user")) {
                 if (!content)
-                        return req_fail(ret_error, "%scontent: missing; a user message needs text", path);
+                        return con_error_textf(ret_error, -EINVAL, "%scontent: missing; a user message needs text", path);
                 return con_llm_conversation_add_user(req->conv, content);
         }
         if (streq(role, "tool")) {
@@ -268,21 +255,21 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
                 if (r < 0)
                         return r;
                 if (!id)
-                        return req_fail(ret_error, "%stool_call_id: missing; a tool message answers a tool call", path);
+                        return con_error_textf(ret_error, -EINVAL, "%stool_call_id: missing; a tool message answers a tool call", path);
                 if (e && !cJSON_IsBool(e))
-                        return req_fail(ret_error, "%sis_error: must be a boolean, got %s", path, con_json_kind(e));
+                        return con_error_textf(ret_error, -EINVAL, "%sis_error: must be a boolean, got %s", path, con_json_kind(e));
                 return con_llm_conversation_add_tool_result(req->conv, id, content ? content : "",
                                                             e && cJSON_IsTrue(e));
         }
         if (!streq(role, "assistant"))
-                return req_fail(ret_error, "%srole: \"%.32s\" is not allowed; use user, assistant or tool", path, role);
+                return con_error_textf(ret_error, -EINVAL, "%srole: \"%.32s\" is not allowed; use user, assistant or tool", path, role);
 
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), *it;
         if (tc && !cJSON_IsNull(tc) && !cJSON_IsArray(tc))
-                return req_fail(ret_error, "%stool_calls: must be an array, got %s", path, con_json_kind(tc));
+                return con_error_textf(ret_error, -EINVAL, "%stool_calls: must be an array, got %s", path, con_json_kind(tc));
         size_t n = tc && cJSON_IsArray(tc) ? (size_t) cJSON_GetArraySize(tc) : 0;
         if (n > CON_LLM_TOOL_CALLS_MAX)
-                return req_fail(ret_error, "%stool_calls: more than %u tool calls", path, CON_LLM_TOOL_CALLS_MAX);
+                return con_error_textf(ret_error, -EINVAL, "%stool_calls: more than %u tool calls", path, CON_LLM_TOOL_CALLS_MAX);
         ConLlmToolCall *calls = n ? calloc(n, sizeof(ConLlmToolCall)) : NULL;
         if (n && !calls)
                 return -ENOMEM;
@@ -295,18 +282,18 @@ static int parse_message(ModelRequest *req, const cJSON *m, size_t idx, char **r
                         char cpath[96];
                         snprintf(cpath, sizeof cpath, "%stool_calls[%zu].", path, i);
                         if (!cJSON_IsObject(it)) {
-                                r = req_fail(ret_error, "%.94s: must be an object, got %s", cpath, con_json_kind(it));
+                                r = con_error_textf(ret_error, -EINVAL, "%.94s: must be an object, got %s", cpath, con_json_kind(it));
                                 break;
                         }
                         if (!keys_allowed(it, call_keys, &bad)) {
-                                r = req_fail(ret_error, "%s%s: unknown key (allowed: id, name, arguments)", cpath, bad);
+                                r = con_error_textf(ret_error, -EINVAL, "%s%s: unknown key (allowed: id, name, arguments)", cpath, bad);
                                 break;
                         }
                         if ((r = get_str(it, "id", cpath, &id, ret_error)) < 0 ||
                             (r = get_str(it, "name", cpath, &name, ret_error)) < 0)
                                 break;
                         if (!id || !name) {
-                                r = req_fail(ret_error, "%s%s: missing", cpath, !id ? "id" : "name");
+                                r = con_error_textf(ret_error, -EINVAL, "%s%s: missing", cpath, !id ? "id" : "name");
                                 break;
                         }
                         char apath[112];
@@ -336,14 +323,14 @@ static int parse_tool(ModelRequest *req, const cJSON *t, size_t idx, char **ret_
 
         snprintf(path, sizeof path, "tools[%zu].", idx);
         if (!cJSON_IsObject(t))
-                return req_fail(ret_error, "tools[%zu]: must be an object, got %s", idx, con_json_kind(t));
+                return con_error_textf(ret_error, -EINVAL, "tools[%zu]: must be an object, got %s", idx, con_json_kind(t));
         if (!keys_allowed(t, allowed, &bad))
-                return req_fail(ret_error, "%s%s: unknown key (allowed: name, description, parameters)", path, bad);
+                return con_error_textf(ret_error, -EINVAL, "%s%s: unknown key (allowed: name, description, parameters)", path, bad);
         if ((r = get_str(t, "name", path, &name, ret_error)) < 0 ||
             (r = get_str(t, "description", path, &desc, ret_error)) < 0)
                 return r;
         if (!name)
-                return req_fail(ret_error, "%sname: missing", path);
+                return con_error_textf(ret_error, -EINVAL, "%sname: missing", path);
         char ppath[80];
         snprintf(ppath, sizeof ppath, "%sparameters", path);
         r = get_json_text(cJSON_GetObjectItemCaseSensitive(t, "parameters"), ppath, &params, ret_error);
@@ -352,7 +339,7 @@ static int parse_tool(ModelRequest *req, const cJSON *t, size_t idx, char **ret_
         ConLlmError e = {};
         r = con_llm_conversation_add_tool(req->conv, name, desc ? desc : "", params, &e);
         if (r == -EINVAL)
-                r = req_fail(ret_error, "%s%s", path, e.message ? e.message : "invalid");
+                r = con_error_textf(ret_error, -EINVAL, "%s%s", path, e.message ? e.message : "invalid");
         con_llm_error_done(&e);
         return r;
 }
@@ -380,25 +367,25 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
         if (ret_error)
                 *ret_error = NULL;
         if (size > MODEL_REQUEST_MAX) {
-                req_fail(ret_error, "the request has %zu bytes; at most %u are allowed", size, MODEL_REQUEST_MAX);
+                con_error_textf(ret_error, -EINVAL, "the request has %zu bytes; at most %u are allowed", size, MODEL_REQUEST_MAX);
                 return -EFBIG;
         }
         if (memchr(json, '\0', size))
-                return req_fail(ret_error, "the request contains a NUL byte");
+                return con_error_textf(ret_error, -EINVAL, "the request contains a NUL byte");
         root = cJSON_ParseWithLengthOpts(json, size, &end, false);
         if (!root) {
                 const char *at = cJSON_GetErrorPtr();
                 size_t off = at && at >= json && at <= json + size ? (size_t) (at - json) : 0;
-                return req_fail(ret_error, "the request is not valid JSON (error near offset %zu)", off);
+                return con_error_textf(ret_error, -EINVAL, "the request is not valid JSON (error near offset %zu)", off);
         }
         for (; end && end < json + size; end++)
                 if (!strchr(" \t\r\n", *end))
-                        return req_fail(ret_error, "the request has data after the JSON object (offset %zu)",
+                        return con_error_textf(ret_error, -EINVAL, "the request has data after the JSON object (offset %zu)",
                                         (size_t) (end - json));
         if (!cJSON_IsObject(root))
-                return req_fail(ret_error, "the request must be a JSON object, got %s", con_json_kind(root));
+                return con_error_textf(ret_error, -EINVAL, "the request must be a JSON object, got %s", con_json_kind(root));
         if (!keys_allowed(root, allowed, &bad))
-                return req_fail(ret_error, "%s: unknown key (allowed: system, messages, tools, max_tokens, "
+                return con_error_textf(ret_error, -EINVAL, "%s: unknown key (allowed: system, messages, tools, max_tokens, "
                                 "temperature, task_id, agent)", bad);
 
         req = calloc(1, sizeof(*req));
@@ -416,12 +403,12 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
 
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
         if (!cJSON_IsArray(msgs))
-                return req_fail(ret_error, "messages: must be an array, got %s", con_json_kind(msgs));
+                return con_error_textf(ret_error, -EINVAL, "messages: must be an array, got %s", con_json_kind(msgs));
         size_t n = (size_t) cJSON_GetArraySize(msgs);
         if (n == 0)
-                return req_fail(ret_error, "messages: empty; at least one user message is needed");
+                return con_error_textf(ret_error, -EINVAL, "messages: empty; at least one user message is needed");
         if (n > MODEL_MESSAGES_MAX)
-                return req_fail(ret_error, "messages: %zu messages; at most %u are allowed", n, MODEL_MESSAGES_MAX);
+                return con_error_textf(ret_error, -EINVAL, "messages: %zu messages; at most %u are allowed", n, MODEL_MESSAGES_MAX);
         size_t i = 0;
         cJSON_ArrayForEach(it, msgs)
                 if ((r = parse_message(req, it, i++, ret_error)) < 0)
@@ -430,9 +417,9 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
         const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
         if (tools && !cJSON_IsNull(tools)) {
                 if (!cJSON_IsArray(tools))
-                        return req_fail(ret_error, "tools: must be an array, got %s", con_json_kind(tools));
+                        return con_error_textf(ret_error, -EINVAL, "tools: must be an array, got %s", con_json_kind(tools));
                 if ((size_t) cJSON_GetArraySize(tools) > MODEL_TOOLS_MAX)
-                        return req_fail(ret_error, "tools: at most %u tools are allowed", MODEL_TOOLS_MAX);
+                        return con_error_textf(ret_error, -EINVAL, "tools: at most %u tools are allowed", MODEL_TOOLS_MAX);
                 i = 0;
                 cJSON_ArrayForEach(it, tools)
                         if ((r = parse_tool(req, it, i++, ret_error)) < 0)
@@ -443,13 +430,13 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
         if (mt && !cJSON_IsNull(mt)) {
                 if (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble > 1000000 ||
                     mt->valuedouble != floor(mt->valuedouble))
-                        return req_fail(ret_error, "max_tokens: must be a whole number from 1 to 1000000");
+                        return con_error_textf(ret_error, -EINVAL, "max_tokens: must be a whole number from 1 to 1000000");
                 req->max_tokens = (unsigned) mt->valuedouble;
         }
         const cJSON *te = cJSON_GetObjectItemCaseSensitive(root, "temperature");
         if (te && !cJSON_IsNull(te)) {
                 if (!cJSON_IsNumber(te) || !(te->valuedouble >= 0 && te->valuedouble <= 2))
-                        return req_fail(ret_error, "temperature: must be a number from 0 to 2");
+                        return con_error_textf(ret_error, -EINVAL, "temperature: must be a number from 0 to 2");
                 req->temperature = te->valuedouble;
         }
         if ((r = get_str(root, "task_id", "", &s, ret_error)) < 0)
@@ -460,7 +447,7 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
                 for (size_t k = 0; ok && k < l; k++)
                         ok = s[k] > ' ' && s[k] < 0x7f;
                 if (!ok)
-                        return req_fail(ret_error, "task_id: must be 1 to 128 printable characters without spaces");
+                        return con_error_textf(ret_error, -EINVAL, "task_id: must be 1 to 128 printable characters without spaces");
                 if (!(req->task_id = strdup(s)))
                         return -ENOMEM;
         }
@@ -468,7 +455,7 @@ int model_request_parse(const char *json, size_t size, ModelRequest **ret, char 
                 return r;
         if (s) {
                 if (con_agent_name_check(s) != CON_NAME_OK)
-                        return req_fail(ret_error, "agent: \"%.64s\" is not a valid agent name", s);
+                        return con_error_textf(ret_error, -EINVAL, "agent: \"%.64s\" is not a valid agent name", s);
                 if (!(req->agent = strdup(s)))
                         return -ENOMEM;
         }
