@@ -60,6 +60,25 @@ require_root() {
         fi
 }
 
+# Exit 77 (skipped) unless root inside tests/sandbox/con-sandbox (a fresh system bus, the
+# project installed in /usr): the integration scripts change users, /etc and /srv.
+require_sandbox() {
+        require_root
+        if [ "${CON_SANDBOX:-}" != 1 ]; then
+                echo "# must run inside tests/sandbox/con-sandbox; skipping"
+                LIB_FINISHED=1
+                exit 77
+        fi
+}
+
+# wait_for SECONDS CMD...: runs CMD (quietly) every 0.1 s until it succeeds; 1 after SECONDS.
+wait_for() {
+        local n=$(($1 * 10))
+        shift
+        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+        return 1
+}
+
 section() {
         echo "# --- $* ---"
 }

@@ -4,12 +4,7 @@
 # the polkit door: a caller that disconnects during a slow check, polkitd stopped, rules changed
 # while a decision is cached. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 build=${CON_BUILD_DIR:?CON_BUILD_DIR is not set}
 caller=/usr/local/libexec/con-test/agent-caller
@@ -18,12 +13,6 @@ C=org.conspiracy.Concierge
 P=/org/conspiracy/Agent
 I=org.conspiracy.Agent1
 
-wait_for() { # wait_for SECONDS CMD...
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 agent_call() { # agent_call USER METHOD SIG ARGS...: busctl call to the concierge as USER
         local user=$1
         shift

@@ -3,12 +3,7 @@
 # agent in the middle of a burst loses and duplicates nothing.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 N=${CON_BURST_N:-10000}
 M=${CON_BURST_KILL_N:-3000}

@@ -23,12 +23,7 @@
 #
 #   CHAOS_TASKS=10000 CHAOS_TIMEOUT=1500 ctest --test-dir build-asan -R test-chaos -V
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 chmod 755 "$T"
 N=${CHAOS_TASKS:-1500}

@@ -5,18 +5,7 @@
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/../lib/complete.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
+require_sandbox
 # has WORD LINE: Tab at the end of LINE offers WORD.
 has() { [[ " $(completions "$2") " == *" $1 "* ]]; }
 lacks() { ! has "$@"; }

@@ -5,21 +5,10 @@
 # `con healthcheck` right after an edit evaluating the edited contract.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 C=/srv/con/contracts
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 contract() { # contract NAME: stdin -> $C/NAME.yaml, atomically
         cat >"$C/.$1.tmp" && mv "$C/.$1.tmp" "$C/$1.yaml"
 }

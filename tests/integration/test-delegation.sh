@@ -7,12 +7,7 @@
 # parent's; the chain (the parent task) is in the child's record. Ping-pong without waiting stays
 # bounded. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 T=$(lib_tmp)
 chmod 0755 "$T"
@@ -26,12 +21,6 @@ send() { # send ID AGENT TEXT WAIT: a send_task tool call
 }
 execcall() { # execcall ID COMMAND (no double quotes in it)
         printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "exec", "arguments": "{\\"command\\":\\"%s\\"}" } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2"
-}
-wait_for() { # wait_for SECONDS CMD...
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
 }
 requests_for() { # the request bodies whose last message contains TEXT
         jq -c --arg t "$1" 'select((.body.messages[-1].content | tostring) | contains($t))' "$T/fake.log"

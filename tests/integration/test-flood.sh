@@ -12,12 +12,7 @@
 # uses 100000), CON_FLOOD_QUOTA_FILES (400), CON_FLOOD_SUBMIT_SECONDS (4), CON_FLOOD_QUOTA (50),
 # CON_FLOOD_TIMEOUT (600 s). Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 build=${CON_BUILD_DIR:?CON_BUILD_DIR is not set}
 caller=/usr/local/libexec/con-test/agent-caller
@@ -33,12 +28,6 @@ STAGE=/srv/flood-stage          # same file system as /srv/con: mv is a rename (
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 count() { find "$1" -maxdepth 1 -name "$2" | wc -l; }
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 wait_count() { # wait_count DIR GLOB WANT
         local end=$((SECONDS + TIMEOUT)) n
         while ((SECONDS < end)); do

@@ -8,12 +8,7 @@
 # host's leftovers broke test-bootstrap and test-policy-doors exactly this way.)
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 here=$(cd "$(dirname "$0")" && pwd)
 sandbox="$here/../sandbox/con-sandbox"
 

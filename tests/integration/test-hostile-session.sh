@@ -9,12 +9,7 @@
 # tool left a double-forked daemon: no process of a-concierge survives.
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 T=$(lib_tmp)
 chmod 0755 "$T"
@@ -25,12 +20,6 @@ A=/srv/con/agents/concierge
 BIN=/usr/local/libexec/con-test
 mkdir -p "$BIN"
 
-wait_for() { # wait_for SECONDS CMD...
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 submit() { # submit USER TEXT: prints the task id
         as_user "$1" busctl --system call "$C" "$P" "$I" Submit s "$2" | sed -n 's/^s "\(.*\)"$/\1/p'
 }

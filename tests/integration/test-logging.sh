@@ -7,12 +7,7 @@
 # the daemons go on writing into the same path). Also the common options of the skeleton.
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 L=/srv/con/logs/daemons
 ML=/srv/con/logs/models/con-modeld.log
@@ -20,12 +15,6 @@ LIBEXEC=/usr/libexec/conspiracyos
 # 2026-12-06T07:44:24.123456Z con-routerd[42] info: ...
 TS='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z con-[a-z]+\[[0-9]+\] (emerg|alert|crit|err|warning|notice|info|debug): '
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 bus_alive() { busctl --system status >/dev/null 2>&1; }
 # all_lines_stamped FILE: non-empty, and every line carries the timestamp prefix.
 all_lines_stamped() {

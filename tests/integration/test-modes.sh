@@ -5,19 +5,8 @@
 # router's own scheduler. Runs as root inside tests/sandbox/con-sandbox (fresh system bus,
 # private /run, so sd_booted() is false; project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 has_owner() { # has_owner BUSNAME: the name is owned now (never activates)
         busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
                 NameHasOwner s "$1" | grep -qx 'b true'

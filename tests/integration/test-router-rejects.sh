@@ -4,12 +4,7 @@
 # Symlinks, hard links and FIFOs dropped into any inbox are rejected at once (no rescan needed).
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 
 section "fabric up"

@@ -9,12 +9,7 @@
 # (docs/RELIABILITY.md). Runs as root inside tests/sandbox/con-sandbox:
 #   SOAK_SECONDS=600 ctest --test-dir build-asan -R test-soak -V
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 T=$(lib_tmp)
 chmod 0755 "$T"
@@ -30,12 +25,6 @@ answer() {
 }
 send() { # send ID AGENT TEXT WAIT
         printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "send_task", "arguments": "{\\"agent\\":\\"%s\\",\\"text\\":\\"%s\\",\\"wait\\":%s}" } } ] }, "finish_reason": "tool_calls" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1" "$2" "$3" "$4"
-}
-wait_for() { # wait_for SECONDS CMD...
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
 }
 prop() { # prop AGENT PROPERTY: its value
         busctl --system get-property "org.conspiracy.$2" /org/conspiracy/Agent org.conspiracy.Agent1 "$1" | cut -d' ' -f2

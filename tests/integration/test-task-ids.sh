@@ -6,23 +6,12 @@
 # task. con-send --id reports the collision; the rules hold across a restart of the agent.
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 C=org.conspiracy.Concierge
 P=/org/conspiracy/Agent
 I=org.conspiracy.Agent1
 R=(org.conspiracy.Router /org/conspiracy/Router org.conspiracy.Router1)
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 agent_call() { # agent_call USER METHOD SIG ARGS...: busctl call to the concierge as USER
         local user=$1
         shift

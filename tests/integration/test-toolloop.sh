@@ -5,12 +5,7 @@
 # concierge → sysadmin delegation with send_task(wait) and the reply reaching the human; and the
 # exec tool finding no key. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 T=$(lib_tmp)
 chmod 0755 "$T"

@@ -6,12 +6,7 @@
 # user cannot read, and another user cannot fetch it; states carry the A2A names on the bus and in
 # JSON; con cancel kills a running session with its tool. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 T=$(lib_tmp)
 chmod 0755 "$T"
@@ -25,12 +20,6 @@ answer() { # a final answer in the OpenAI wire format
 }
 execcall() { # execcall ID COMMAND (no double quotes in it)
         printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "exec", "arguments": "{\\"command\\":\\"%s\\"}" } } ] }, "finish_reason": "tool_calls" } ], "usage": { "prompt_tokens": 7, "completion_tokens": 3 } }' "$1" "$2"
-}
-wait_for() { # wait_for SECONDS CMD...
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
 }
 state_of() { busctl --system call $C $P $I GetResult s "$1" | cut -d'"' -f2; }
 
