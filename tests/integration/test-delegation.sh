@@ -117,6 +117,10 @@ SYS_DL=$(jq -r .deadline <<<"$SYS_REC")
 check "... and got a deadline although none was asked for (the parent's session bound)" test "$SYS_DL" -gt 0
 check_output "... which is the chain con task shows" "concierge/$CONC_TASK" \
         jq -r .chain "$A/sysadmin/queue/finished/$(jq -r .id <<<"$SYS_REC").json"
+check_eq "... and the transcript (con task --transcript) names the parent" "concierge/$CONC_TASK 1" \
+        "$(con task "$(jq -r .id <<<"$SYS_REC")" --transcript --json | jq -r '"\(.parent) \(.hops)"')"
+check_output "... in the audit trail too (task.accepted)" "concierge/$CONC_TASK" \
+        jq -r 'select(.event == "task.accepted" and .agent == "sysadmin") | .chain' /srv/con/logs/audit/audit.jsonl
 check_eq "no running-task record is left once the tasks are over" "" \
         "$(find $A/concierge/queue/running $A/sysadmin/queue/running -type f)"
 stat_is "the running records are the service's own" "$A/concierge/queue/running" "root:root 700"
