@@ -83,6 +83,8 @@ int agent_transcript_add_line(AgentTranscript *t, const char *line, size_t len, 
                         t->n_dropped++;
                         return 0;
                 }
+                if (++t->n_phases > 2 * AGENT_TRANSCRIPT_STEPS_MAX)
+                        return 0;
                 *ret_turn = (unsigned) turn;
                 *ret_phase = streq(ph->valuestring, "model") ? "model" : "tool";
                 return 1;

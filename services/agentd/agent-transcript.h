@@ -30,6 +30,8 @@
 typedef struct AgentTranscript {
         cJSON *steps;           /* array of checked steps (model and tool events) */
         size_t n_dropped;       /* steps beyond the limit, or malformed lines */
+        size_t n_phases;        /* phase lines (TaskProgress); beyond 2 * AGENT_TRANSCRIPT_STEPS_MAX
+                                 * they are not signalled: a session cannot flood the bus */
         unsigned turns;
         unsigned tool_calls;
         uint64_t tokens_in, tokens_out;
@@ -40,7 +42,8 @@ typedef struct AgentTranscript {
 void agent_transcript_done(AgentTranscript *t);
 
 /* Adds one line the session wrote. Returns 1 and *ret_turn, *ret_phase (static) for a phase event
- * (a TaskProgress signal), 0 for a step kept or a line dropped, -ENOMEM. */
+ * to signal (TaskProgress; at most 2 * AGENT_TRANSCRIPT_STEPS_MAX per task), 0 for a step kept or
+ * a line dropped, -ENOMEM. */
 int agent_transcript_add_line(AgentTranscript *t, const char *line, size_t len, unsigned *ret_turn,
                               const char **ret_phase);
 
