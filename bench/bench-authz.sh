@@ -30,7 +30,7 @@ id -u benchuser >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/no
 gpasswd -a benchuser con >/dev/null
 con up >/dev/null
 con-send /ping >/dev/null # activation and polkitd out of the way
-exe=$(sed -n 's/^Exec=\([^ ]*\).*/\1/p' /usr/share/dbus-1/system-services/$C.service)
+exe=$(sed -n 's/^Exec=\([^ ]*\).*/\1/p' /usr/local/share/dbus-1/system-services/$C.service)
 
 agent_pid() {
         busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \

@@ -19,7 +19,8 @@ run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd 
      libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
 # bash-completion: its pkg-config file names the folder the completion of con and con-send goes to
 # (and on a machine it is what loads them; without it they can be sourced by hand).
-build="build-essential cmake pkg-config clang libclang-rt-14-dev git
+# debhelper: scripts/make-deb.sh builds the Debian package (debian/) with dpkg-buildpackage.
+build="build-essential cmake pkg-config clang libclang-rt-14-dev git debhelper
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev
        bash-completion"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the

@@ -53,23 +53,9 @@ static const SendRule router_send_rules[] = {
 #define ACTION_TASK "org.conspiracy.agent.task"
 #define ACTION_READ_RESULT "org.conspiracy.agent.read-result"
 #define ACTION_CANCEL "org.conspiracy.agent.cancel"
-
-static const struct {
-        const char *id;
-        const char *description;
-        const char *message;
-} polkit_actions[] = {
-        { ACTION_TASK, "Submit a task to an agent", "Authorization is required to submit a task to this agent" },
-        { ACTION_READ_RESULT, "Read the result of a task", "Authorization is required to read the result of this task" },
-        { ACTION_CANCEL, "Cancel a task", "Authorization is required to cancel this task" },
-        { "org.conspiracy.agent.halt", "Halt or resume an agent", "Authorization is required to halt or resume this agent" },
-        { "org.conspiracy.agent.quarantine", "Quarantine an agent", "Authorization is required to quarantine this agent" },
-        { "org.conspiracy.agent.commission", "Commission or decommission an agent",
-          "Authorization is required to commission or decommission an agent" },
-        { "org.conspiracy.contracts.admin", "Administer health contracts",
-          "Authorization is required to administer health contracts" },
-};
-
+/* The actions themselves are static (polkit/org.conspiracy.policy.in, installed in
+ * /usr/share/polkit-1/actions): which agent an action is about is a detail of the check, so the
+ * per-agent decisions live in the generated rules alone. */
 
 /* An agent with the names derived from it. */
 typedef struct PlatformAgent {
@@ -438,53 +424,6 @@ static int render_dbus_services(Context *c) {
         return 0;
 }
 
-/* The identities that may call CheckAuthorization() with details: the agent services run as
- * root, so root alone (agent users, i.e. sessions, cannot probe other callers' rights). */
-static char *polkit_owners(const Context *c) {
-        return strdup("unix-user:root");
-}
-
-static int render_polkit_actions(Context *c) {
-        _cleanup_free_ char *owners = polkit_owners(c);
-        if (!owners)
-                return -ENOMEM;
-        _cleanup_(text_done) Text t = {};
-        if (text_open(&t) < 0)
-                return -ENOMEM;
-        FILE *f = t.f;
-
-        fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-              "<!DOCTYPE policyconfig PUBLIC \"-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN\"\n"
-              " \"http://www.freedesktop.org/standards/PolicyKit/1/policyconfig.dtd\">\n"
-              "<!-- " GENERATED_NOTE "\n"
-              "     Nothing is allowed by default: grants come from /etc/polkit-1/rules.d/50-conspiracy.rules.\n"
-              "     The owner annotation lets the agent services ask polkit about their callers. -->\n"
-              "<policyconfig>\n"
-              "  <vendor>ConspiracyOS</vendor>\n"
-              "  <vendor_url>https://github.com/ConspiracyOS</vendor_url>\n", f);
-        for (size_t i = 0; i < ELEMENTSOF(polkit_actions); i++) {
-                fputs("\n  <action id=\"", f);
-                xml_escape(f, polkit_actions[i].id);
-                fputs("\">\n    <description>", f);
-                xml_escape(f, polkit_actions[i].description);
-                fputs("</description>\n    <message>", f);
-                xml_escape(f, polkit_actions[i].message);
-                fputs("</message>\n"
-                      "    <defaults>\n"
-                      "      <allow_any>no</allow_any>\n"
-                      "      <allow_inactive>no</allow_inactive>\n"
-                      "      <allow_active>no</allow_active>\n"
-                      "    </defaults>\n"
-                      "    <annotate key=\"org.freedesktop.policykit.owner\">", f);
-                xml_escape(f, owners);
-                fputs("</annotate>\n  </action>\n", f);
-        }
-        fputs("</policyconfig>\n", f);
-
-        char *s = text_take(&t);
-        return add_file(c, strdup(CON_POLKIT_ACTIONS_DIR "/org.conspiracy.policy"), s, 0644);
-}
-
 static void js_string_array(FILE *f, char * const *l) {
         fputc('[', f);
         STRV_FOREACH(s, l) {
@@ -679,8 +618,6 @@ int con_platform_render(const ConConfig *config, const ConPlatformOptions *o, Co
                 r = render_dbus_policy(&c);
         if (r >= 0)
                 r = render_dbus_services(&c);
-        if (r >= 0)
-                r = render_polkit_actions(&c);
         if (r >= 0)
                 r = render_polkit_rules(&c);
         if (r >= 0)

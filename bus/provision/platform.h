@@ -7,7 +7,8 @@
 #include "config.h"
 
 /* Platform files generated from the config: D-Bus policy, D-Bus activation files, polkit
- * actions and rules, systemd units. Pure functions: config in, file texts out. Agent-controlled
+ * rules, systemd units, under /etc and /usr/local (none in package-owned /usr: the polkit actions
+ * file is static and installed with the project). Pure functions: config in, file texts out. Agent-controlled
  * strings are validated before they reach any file (names.h). */
 
 typedef struct ConPlatformFile {

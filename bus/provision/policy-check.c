@@ -27,7 +27,6 @@
 static const char * const door_files[] = {
         CON_DBUS_POLICY_DIR "/org.conspiracy.conf",
         CON_POLKIT_RULES_DIR "/50-conspiracy.rules",
-        CON_POLKIT_ACTIONS_DIR "/org.conspiracy.policy",
         NULL,
 };
 

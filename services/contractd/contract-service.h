@@ -12,7 +12,7 @@ typedef struct ContractsOptions {
         const char *contracts_dir;      /* default /srv/con/contracts */
         const char *state_dir;          /* default /srv/con/state */
         const char *audit_dir;          /* default /srv/con/logs/audit */
-        const char *activation_dir;     /* default /usr/share/dbus-1/system-services */
+        const char *activation_dir;     /* default /usr/local/share/dbus-1/system-services */
         const char *bus_policy_dir;     /* default /etc/dbus-1/system.d */
         const char *polkit_rules_dir;   /* default /etc/polkit-1/rules.d */
 } ContractsOptions;

@@ -21,7 +21,7 @@ snapshot() {
                 echo "== shadow"; sha256sum /etc/shadow /etc/gshadow 2>&1
                 echo "== tree"
                 find /srv /home /etc/con /etc/dbus-1/system.d /etc/polkit-1/rules.d \
-                        /usr/share/dbus-1/system-services /usr/share/polkit-1/actions \
+                        /usr/local/share/dbus-1/system-services /etc/systemd/system \
                         -printf '%p %u %g %m %y %s\n' 2>/dev/null | sort
                 echo "== content"
                 find /srv/con /home /etc/con -type f -print0 2>/dev/null | sort -z | xargs -0r sha256sum
@@ -67,8 +67,17 @@ snapshot "$T/s1"
 check_same_file "dry run touched nothing" "$T/s0" "$T/s1"
 
 section "first run: --profile default"
+touch "$T/before-first-run"
 check_output "bootstrap succeeds" "^create user a-sysadmin \(uid [0-9]+\)" con bootstrap --profile default
 printf '%s\n' "$LIB_OUT" >"$T/first-run.out"
+# Package-owned /usr is never written: generated files go under /etc and /usr/local (docs/DEPLOY.md).
+check_output "nothing under /usr but /usr/local was written" "^none$" bash -c \
+        "f=\$(find /usr -xdev -path /usr/local -prune -o -newer '$T/before-first-run' \\( -type f -o -type l \\) -print); echo \${f:-none}"
+check "the agents' activation files are in /usr/local/share/dbus-1/system-services" \
+        test -f /usr/local/share/dbus-1/system-services/org.conspiracy.Concierge.service
+check_fail "... and not in /usr/share" test -e /usr/share/dbus-1/system-services/org.conspiracy.Concierge.service
+check "the static polkit actions file is installed, not generated" test -f /usr/share/polkit-1/actions/org.conspiracy.policy
+check_fail "... it names no agent" grep -q concierge /usr/share/polkit-1/actions/org.conspiracy.policy
 check_same_file "the profile's con.yaml is installed" "$PROFILES/default/con.yaml" /etc/con/con.yaml
 stat_is "the key file is created for the model gateway" /etc/con/env "root:con-models 640"
 check_eq "... empty" 0 "$(stat -c %s /etc/con/env)"

@@ -163,7 +163,7 @@ check "con quarantine sleeper" con quarantine sleeper --reason "integration test
 check "marker written" test -f /srv/con/state/quarantine/sleeper
 check_output "marker holds the reason" "integration test" cat /srv/con/state/quarantine/sleeper
 check "activation file moved aside" test -f /srv/con/state/quarantine/sleeper.service
-check_fail "... and gone from the bus" test -e /usr/share/dbus-1/system-services/org.conspiracy.Sleeper.service
+check_fail "... and gone from the bus" test -e /usr/local/share/dbus-1/system-services/org.conspiracy.Sleeper.service
 check_output "bus policy denies the name" 'deny own="org.conspiracy.Sleeper"' cat /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
 check_output "polkit rule denies a-sleeper" '"a-sleeper"' cat /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
 check "the agent has left the bus" wait_for 15 bash -c '! busctl status org.conspiracy.Sleeper'
@@ -176,7 +176,7 @@ check_output "con contracts lists it" "quarantined: sleeper" con contracts
 check "audit record action.quarantine" grep -q '"action.quarantine"' /srv/con/logs/audit/audit.jsonl
 check "con release sleeper" con release sleeper
 check_fail "marker removed" test -e /srv/con/state/quarantine/sleeper
-check "activation file restored" test -f /usr/share/dbus-1/system-services/org.conspiracy.Sleeper.service
+check "activation file restored" test -f /usr/local/share/dbus-1/system-services/org.conspiracy.Sleeper.service
 check_fail "bus policy file removed" test -e /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
 sleep 1
 check "root may own the name again" dbus-send --system --print-reply \

@@ -52,7 +52,7 @@ agents:
     idle_exit: 2s
 EOF
 check "con bootstrap with the modes config" con bootstrap
-SVC=/usr/share/dbus-1/system-services
+SVC=/usr/local/share/dbus-1/system-services
 check "activation file of the on-demand agent" test -f $SVC/org.conspiracy.Sleeper.service
 check_output "... names the bus name" '^Name=org\.conspiracy\.Sleeper$' cat $SVC/org.conspiracy.Sleeper.service
 check_output "... runs con-agentd for the agent" '^Exec=/usr/libexec/conspiracyos/con-agentd --agent sleeper --log-file=/srv/con/logs/daemons/con-agent@sleeper\.log$' \

@@ -2,6 +2,7 @@
 #include <errno.h>
 
 #include "platform.h"
+#include "policy.h"
 #include "strv.h"
 #include "test-util.h"
 
@@ -191,9 +192,8 @@ static void test_two_agents_golden(void) {
                 "/etc/polkit-1/rules.d/50-conspiracy.rules",
                 "/etc/systemd/system/con-cron-code-reviewer.service",
                 "/etc/systemd/system/con-cron-code-reviewer.timer",
-                "/usr/share/dbus-1/system-services/org.conspiracy.CodeReviewer.service",
-                "/usr/share/dbus-1/system-services/org.conspiracy.Concierge.service",
-                "/usr/share/polkit-1/actions/org.conspiracy.policy",
+                "/usr/local/share/dbus-1/system-services/org.conspiracy.CodeReviewer.service",
+                "/usr/local/share/dbus-1/system-services/org.conspiracy.Concierge.service",
         };
         g_assert_cmpuint(r.n, ==, G_N_ELEMENTS(expected_paths));
         for (size_t i = 0; i < r.n; i++) {
@@ -207,6 +207,11 @@ static void test_two_agents_golden(void) {
         g_assert_cmpstr(content_of(&r, expected_paths[3]), ==, golden_timer);
         g_assert_cmpstr(content_of(&r, expected_paths[4]), ==, golden_activation);
 
+        /* Nothing generated goes to package-owned /usr (docs/DEPLOY.md: the Debian package). */
+        for (size_t i = 0; i < r.n; i++)
+                g_assert_true(g_str_has_prefix(r.files[i].path, "/etc/") ||
+                              g_str_has_prefix(r.files[i].path, "/usr/local/"));
+
         /* The cron task text never reaches a generated file. */
         for (size_t i = 0; i < r.n; i++) {
                 g_assert_null(strstr(r.files[i].content, "rm -rf"));
@@ -214,37 +219,30 @@ static void test_two_agents_golden(void) {
         }
 }
 
-/* The actions file is the checked-in template with the owners filled in. */
-static void test_polkit_actions_template(void) {
-        ConConfig c = two_agent_config();
-        _cleanup_(rendered_done) Rendered r = {};
-        g_assert_cmpint(con_platform_render(&c, &opts, &r.files, &r.n), ==, 0);
-
+/* The actions file is static (polkit/org.conspiracy.policy.in, installed with the owners filled
+ * in): seven actions that deny by default, and every action the generated rules grant is one of
+ * them. */
+static void test_polkit_actions_static(void) {
         _cleanup_free_ char *path = g_build_filename(test_source_dir(), "polkit", "org.conspiracy.policy.in", NULL);
-        char *tmpl = NULL;
+        char *actions = NULL;
         GError *e = NULL;
-        g_assert_true(g_file_get_contents(path, &tmpl, NULL, &e));
+        g_assert_true(g_file_get_contents(path, &actions, NULL, &e));
         g_assert_no_error(e);
-        char **parts = g_strsplit(tmpl, "@OWNERS@", -1);
-        g_assert_cmpuint(g_strv_length(parts), ==, 8); /* seven actions */
-        /* Root alone: the agent services run as root, agent users (sessions) may not probe. */
-        char *expected = g_strjoinv("unix-user:root", parts);
-        g_assert_cmpstr(content_of(&r, "/usr/share/polkit-1/actions/org.conspiracy.policy"), ==, expected);
-
-        const char *actions = content_of(&r, "/usr/share/polkit-1/actions/org.conspiracy.policy");
-        const char *ids[] = { "org.conspiracy.agent.task", "org.conspiracy.agent.read-result",
-                              "org.conspiracy.agent.cancel", "org.conspiracy.agent.halt",
-                              "org.conspiracy.agent.quarantine", "org.conspiracy.agent.commission",
-                              "org.conspiracy.contracts.admin" };
-        for (size_t i = 0; i < G_N_ELEMENTS(ids); i++) {
-                _cleanup_free_ char *needle = g_strdup_printf("<action id=\"%s\">", ids[i]);
-                g_assert_nonnull(strstr(actions, needle));
-        }
-        g_assert_null(strstr(actions, "_keep"));
-        g_assert_null(strstr(actions, "<allow_any>yes"));
-        g_free(expected);
+        char **parts = g_strsplit(actions, "@OWNERS@", -1);
+        g_assert_cmpuint(g_strv_length(parts), ==, 8); /* seven actions, each with its owners */
         g_strfreev(parts);
-        g_free(tmpl);
+        /* Every verb of the policy (bus/fabric/policy.c), the only action ids the generated rules
+         * and the services' checks use, has its action here. */
+        for (ConPolicyVerb v = 0; v < _CON_POLICY_VERB_MAX; v++) {
+                _cleanup_free_ char *needle = g_strdup_printf("<action id=\"%s\">", con_policy_verb_action(v));
+                if (!strstr(actions, needle))
+                        g_error("verb %s: the static actions file lacks %s", con_policy_verb_to_string(v),
+                                con_policy_verb_action(v));
+        }
+        g_assert_null(strstr(actions, "<allow_any>yes"));
+        g_assert_null(strstr(actions, "<allow_active>yes"));
+        g_assert_null(strstr(actions, "<allow_inactive>yes"));
+        g_free(actions);
 }
 
 static void render_into(const ConConfig *c, Rendered *r) {
@@ -336,9 +334,7 @@ static void test_empty_and_defaults(void) {
         ConConfig c = {};
         _cleanup_(rendered_done) Rendered r = {};
         g_assert_cmpint(con_platform_render(&c, NULL, &r.files, &r.n), ==, 0);
-        g_assert_cmpuint(r.n, ==, 3);
-        g_assert_nonnull(strstr(content_of(&r, "/usr/share/polkit-1/actions/org.conspiracy.policy"),
-                                ">unix-user:root</annotate>"));
+        g_assert_cmpuint(r.n, ==, 2);
         g_assert_nonnull(strstr(content_of(&r, "/etc/polkit-1/rules.d/50-conspiracy.rules"), "var grants = [\n    ];"));
 
         ConAgent a[] = { { .name = (char *) "concierge" }, { .name = (char *) "sysadmin" } };
@@ -348,7 +344,7 @@ static void test_empty_and_defaults(void) {
         const char *rules = content_of(&r, "/etc/polkit-1/rules.d/50-conspiracy.rules");
         g_assert_nonnull(strstr(rules, "{ group: \"con\","));
         g_assert_nonnull(strstr(rules, "{ user: \"a-sysadmin\","));
-        g_assert_nonnull(strstr(content_of(&r, "/usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service"),
+        g_assert_nonnull(strstr(content_of(&r, "/usr/local/share/dbus-1/system-services/org.conspiracy.Sysadmin.service"),
                                 "/conspiracyos/con-agentd --agent sysadmin "
                                 "--log-file=/srv/con/logs/daemons/con-agent@sysadmin.log\n"));
 }
@@ -380,17 +376,24 @@ static bool run_tool(const char *tool, const char *const *args, const char *inpu
         return true;
 }
 
-/* Both XML files are well formed (the bus and polkitd refuse the whole file otherwise). */
+/* The generated bus policy and the static actions file (owners filled in as polkit/CMakeLists.txt
+ * does) are well formed XML (the bus and polkitd refuse the whole file otherwise). */
 static void test_xml_well_formed(void) {
         ConConfig c = two_agent_config();
         _cleanup_(rendered_done) Rendered r = {};
         render_into(&c, &r);
         _cleanup_free_ char *dir = test_tmpdir_new();
-        const char *files[] = { "/etc/dbus-1/system.d/org.conspiracy.conf",
-                                "/usr/share/polkit-1/actions/org.conspiracy.policy" };
-        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+        _cleanup_free_ char *tmpl_path = g_build_filename(test_source_dir(), "polkit", "org.conspiracy.policy.in", NULL);
+        char *tmpl = NULL;
+        g_assert_true(g_file_get_contents(tmpl_path, &tmpl, NULL, NULL));
+        char **parts = g_strsplit(tmpl, "@OWNERS@", -1);
+        _cleanup_free_ char *actions = g_strjoinv("unix-user:root", parts);
+        g_strfreev(parts);
+        g_free(tmpl);
+        const char *texts[] = { content_of(&r, "/etc/dbus-1/system.d/org.conspiracy.conf"), actions };
+        for (size_t i = 0; i < G_N_ELEMENTS(texts); i++) {
                 _cleanup_free_ char *p = g_build_filename(dir, i == 0 ? "policy.conf" : "actions.policy", NULL);
-                test_write_file(p, content_of(&r, files[i]));
+                test_write_file(p, texts[i]);
                 const char *args[] = { "--noout", "--nonet", NULL };
                 if (!run_tool("xmllint", args, p, NULL)) {
                         test_tmpdir_remove(dir);
@@ -496,14 +499,14 @@ static void test_shipped_profiles(void) {
                 render_into(c, &a);
                 render_into(c, &b);
                 assert_same(&a, &b);
-                g_assert_nonnull(find_file(&a, "/usr/share/dbus-1/system-services/org.conspiracy.Concierge.service"));
+                g_assert_nonnull(find_file(&a, "/usr/local/share/dbus-1/system-services/org.conspiracy.Concierge.service"));
                 const char *pol = content_of(&a, "/etc/dbus-1/system.d/org.conspiracy.conf");
                 g_assert_nonnull(strstr(pol, "<policy user=\"root\">"));
                 g_assert_nonnull(strstr(pol, "    <allow own=\"org.conspiracy.Concierge\"/>\n"));
                 /* No agent user owns any name: a session cannot pose as its service. */
                 g_assert_null(strstr(pol, "<policy user=\"a-"));
                 bool is_default = streq(profiles[i], "default");
-                g_assert_true(!!find_file(&a, "/usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service") ==
+                g_assert_true(!!find_file(&a, "/usr/local/share/dbus-1/system-services/org.conspiracy.Sysadmin.service") ==
                               is_default);
         }
 }
@@ -511,7 +514,7 @@ static void test_shipped_profiles(void) {
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/platform/two-agents-golden", test_two_agents_golden);
-        g_test_add_func("/platform/polkit-actions-template", test_polkit_actions_template);
+        g_test_add_func("/platform/polkit-actions-static", test_polkit_actions_static);
         g_test_add_func("/platform/deterministic", test_deterministic);
         g_test_add_func("/platform/refused", test_refused);
         g_test_add_func("/platform/empty-and-defaults", test_empty_and_defaults);
