@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh                 everything (run + build + test)
 #   scripts/install-deps.sh --build-only    only what building needs
 #   scripts/install-deps.sh --print LIST... print package names, install nothing
-#                                           (LIST: run, build, test, sandbox)
+#                                           (LIST: run, build, test, sandbox, deb)
 #
 # These lists are the only place the project names its packages: the test sandbox's root
 # filesystem (tests/sandbox/con-rootfs) is built from `--print run sandbox`, so a tool a test
@@ -27,15 +27,21 @@ build="build-essential cmake pkg-config clang libclang-rt-14-dev git debhelper
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
 # pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
 # systemd-container (systemd-nspawn) boots the systemd tier's machine, groff-base and man-db
-# render the manual pages (tests/unit/test-manpages.sh).
-test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap systemd-container groff-base man-db"
+# render the manual pages (tests/unit/test-manpages.sh), podman and runc build and boot the
+# container image (test-image; runc: crun refuses hybrid cgroup hosts).
+test="libxml2-utils nodejs jq mmdebstrap iproute2 uidmap systemd-container groff-base man-db podman runc"
+# What building the Debian package needs: the Build-Depends of debian/control (read from there,
+# so the two never disagree), plus build-essential, which Debian's build dependencies imply.
+deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Depends:/p;/^ /p}' \
+        "$(dirname "$0")/../debian/control" | sed -e 's/^Build-Depends://' -e 's/([^)]*)//g' -e 's/,/ /g' \
+        -e 's/debhelper-compat/debhelper/')"
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links.
 sandbox="jq iproute2 libasan8 libubsan1"
 
 if [ "${1:-}" = "--print" ]; then
         shift
-        [ $# -gt 0 ] || { echo "install-deps: --print needs a list name (run, build, test, sandbox)" >&2; exit 2; }
+        [ $# -gt 0 ] || { echo "install-deps: --print needs a list name (run, build, test, sandbox, deb)" >&2; exit 2; }
         out=""
         for l in "$@"; do
                 case "$l" in
@@ -43,7 +49,8 @@ if [ "${1:-}" = "--print" ]; then
                 build) out="$out $build" ;;
                 test) out="$out $test" ;;
                 sandbox) out="$out $sandbox" ;;
-                *) echo "install-deps: unknown list '$l' (run, build, test, sandbox)" >&2; exit 2 ;;
+                deb) out="$out $deb" ;;
+                *) echo "install-deps: unknown list '$l' (run, build, test, sandbox, deb)" >&2; exit 2 ;;
                 esac
         done
         # shellcheck disable=SC2086

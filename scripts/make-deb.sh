@@ -17,7 +17,7 @@ done
 T=$(mktemp -d "${TMPDIR:-/var/tmp}/con-deb.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 mkdir "$T/conspiracyos"
-if [ -d .git ] || git rev-parse --git-dir >/dev/null 2>&1; then
+if command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
         git ls-files -z --cached --others --exclude-standard |
                 tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$T/conspiracyos" -xf -
 else    # a source tree without git (the image's build stage): everything but build folders
