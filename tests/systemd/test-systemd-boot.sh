@@ -155,12 +155,12 @@ if [ "$CON_BOOT" = 1 ]; then
         check "con quarantine sysadmin" con quarantine sysadmin --reason "systemd tier"
         check "the marker" test -e /srv/con/state/quarantine/sysadmin
         check "the activation file was moved aside" test -e /srv/con/state/quarantine/sysadmin.service
-        check_fail "... out of the bus's service folder" test -e /usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
+        check_fail "... out of the bus's service folder" test -e /usr/local/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
         check "the quarantine bus policy" test -s /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
         check "the quarantine polkit rules" test -s /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
         check_fail "the sysadmin takes no task" busctl --system call $S Submit s /ping
         check "con release sysadmin" con release sysadmin
-        check "the activation file is back" test -e /usr/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
+        check "the activation file is back" test -e /usr/local/share/dbus-1/system-services/org.conspiracy.Sysadmin.service
         check_fail "the quarantine polkit rules are gone" test -e /etc/polkit-1/rules.d/40-conspiracy-quarantine.rules
         check_output "the sysadmin takes tasks again" '^s "' busctl --system call $S Submit s /ping
 
