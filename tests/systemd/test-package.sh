@@ -13,12 +13,6 @@ if [ "${CON_BOOT:-}" = "" ] || [ "${CON_DEB:-}" = "" ] || [ "$(cat /proc/1/comm)
         exit 77
 fi
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 none_found() { # none_found FIND-ARGS...: prints the paths found, succeeds when there are none
         local f
         f=$(find "$@" -print 2>/dev/null)
