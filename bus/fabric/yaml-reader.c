@@ -56,7 +56,7 @@ static int check_tree(ConYamlReader *y, int id, unsigned depth, bool *on_path, b
 }
 
 int con_yaml_open(ConYamlReader *y, const char *text, size_t len, const char *empty_message) {
-        _cleanup_(con_yaml_problem_done) ConYamlProblem problem = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail problem = {};
         _cleanup_free_ bool *on_path = NULL, *seen = NULL;
         int r;
 

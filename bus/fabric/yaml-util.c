@@ -23,27 +23,20 @@ yaml_document_t *con_yaml_document_free(yaml_document_t *d) {
         return NULL;
 }
 
-void con_yaml_problem_done(ConYamlProblem *p) {
-        if (!p)
-                return;
-        free(p->message);
-        *p = (ConYamlProblem) {};
-}
-
-static int problem_set(ConYamlProblem *p, unsigned line, unsigned column, char *message) {
+static int problem_set(ConErrorDetail *p, unsigned line, unsigned column, char *message) {
         if (!message)
                 return -ENOMEM;
         if (!p) {
                 free(message);
                 return 0;
         }
-        free(p->message);
-        *p = (ConYamlProblem) { .line = line, .column = column, .message = message };
+        con_error_detail_done(p);
+        *p = (ConErrorDetail) { .line = line, .column = column, .message = message };
         return 0;
 }
 
 /* libyaml's problem text, with the context ("while parsing a block mapping") when there is one. */
-static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, const char *text, size_t len,
+static int problem_from_parser(ConErrorDetail *p, const yaml_parser_t *parser, const char *text, size_t len,
                                unsigned line_base) {
         char *m = NULL;
         const char *problem = parser->problem ?: "invalid YAML";
@@ -80,7 +73,7 @@ static int problem_from_parser(ConYamlProblem *p, const yaml_parser_t *parser, c
  * libyaml's scanner costs O(depth) per token in flow context, so a few hundred KiB of '[' would
  * cost minutes; the event parser stops at the first node too deep. Syntax errors are left to the
  * load that follows, which reports them with their context. */
-static int check_depth(const char *text, size_t len, unsigned max_depth, ConYamlProblem *ret_problem) {
+static int check_depth(const char *text, size_t len, unsigned max_depth, ConErrorDetail *ret_problem) {
         yaml_parser_t parser;
         unsigned depth = 0;
         int r = 0;
@@ -115,7 +108,7 @@ static int check_depth(const char *text, size_t len, unsigned max_depth, ConYaml
 }
 
 int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_document_t **ret,
-                  ConYamlProblem *ret_problem) {
+                  ConErrorDetail *ret_problem) {
         _cleanup_(con_yaml_parser_freep) yaml_parser_t *parser = NULL;
         _cleanup_(con_yaml_document_freep) yaml_document_t *doc = NULL, *next = NULL;
         int r;

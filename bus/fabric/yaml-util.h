@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <yaml.h>
 
+#include "error-detail.h"
 #include "macro.h"
 
 /* Small helpers over libyaml's document API: loading one document with a usable error, cleanup
@@ -22,22 +23,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(yaml_parser_t *, con_yaml_parser_free)
 yaml_document_t *con_yaml_document_free(yaml_document_t *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(yaml_document_t *, con_yaml_document_free)
 
-/* Where and why loading failed. line and column are 1-based, 0 when unknown. */
-typedef struct ConYamlProblem {
-        unsigned line, column;
-        char *message;
-} ConYamlProblem;
-
-void con_yaml_problem_done(ConYamlProblem *p);
-
 /* Loads exactly one YAML document from memory; nesting deeper than CON_YAML_LOAD_DEPTH_MAX is
  * refused (-EINVAL) before the document is built. line_base is added to the line numbers quoted in
- * the message (the lines of a file before the YAML text); ret_problem's line is not shifted.
+ * the message (the lines of a file before the YAML text); ret_problem gets the line and column in
+ * the YAML text itself, and the message (no file, no key).
  * Returns 0 and the document; -EINVAL for a syntax error or more than one document, -ENODATA
  * when the input holds no document at all (empty, only comments), both with ret_problem filled
  * in; -ENOMEM. ret_problem may be NULL. */
 int con_yaml_load(const char *text, size_t len, unsigned line_base, yaml_document_t **ret,
-                  ConYamlProblem *ret_problem);
+                  ConErrorDetail *ret_problem);
 
 static inline unsigned con_yaml_node_line(const yaml_node_t *n) {
         return n ? (unsigned) n->start_mark.line + 1 : 0;
