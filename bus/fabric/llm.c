@@ -16,26 +16,18 @@
 
 /* ---- errors ------------------------------------------------------------------------------- */
 
-void con_llm_error_done(ConLlmError *e) {
-        if (!e)
-                return;
-        free(e->message);
-        e->message = NULL;
-}
-
+/* The message names the field ("choices[0].message.content: ..."); returns r (or -ENOMEM). */
 _printf_(3, 4)
-static int llm_error(ConLlmError *e, int r, const char *fmt, ...) {
+static int llm_error(ConErrorDetail *e, int r, const char *fmt, ...) {
         va_list ap;
+        int k;
 
         if (!e)
                 return r;
-        free(e->message);
-        e->message = NULL;
         va_start(ap, fmt);
-        if (vasprintf(&e->message, fmt, ap) < 0)
-                e->message = NULL;
+        k = con_error_detail_setv(e, NULL, 0, 0, NULL, fmt, ap);
         va_end(ap);
-        return r;
+        return k == -ENOMEM ? k : r;
 }
 
 /* ---- names -------------------------------------------------------------------------------- */
@@ -280,7 +272,7 @@ int con_llm_conversation_add_response(ConLlmConversation *c, const ConLlmRespons
 }
 
 int con_llm_conversation_add_tool(ConLlmConversation *c, const char *name, const char *description,
-                                  const char *parameters, ConLlmError *reterr) {
+                                  const char *parameters, ConErrorDetail *reterr) {
         _cleanup_cjson_ cJSON *schema = NULL;
         const char *got = NULL;
         ConLlmTool t = {};
@@ -354,7 +346,7 @@ static const ConLlmMessage *owning_assistant(const ConLlmConversation *c, size_t
 }
 
 static int check_conversation(const ConLlmConversation *c, const ConLlmParams *p, ConLlmWire wire,
-                              ConLlmError *e) {
+                              ConErrorDetail *e) {
         if (!p || isempty(p->model))
                 return llm_error(e, -EINVAL, "model: missing");
         if (!con_utf8_valid(p->model, strlen(p->model)))
@@ -404,7 +396,7 @@ static int check_conversation(const ConLlmConversation *c, const ConLlmParams *p
         return 0;
 }
 
-static int tool_arguments(const ConLlmToolCall *t, size_t i, size_t k, cJSON **ret, ConLlmError *e) {
+static int tool_arguments(const ConLlmToolCall *t, size_t i, size_t k, cJSON **ret, ConErrorDetail *e) {
         const char *got = NULL;
         int r = parse_json_object(t->arguments, ret, &got);
         if (r == -ENOMEM)
@@ -415,7 +407,7 @@ static int tool_arguments(const ConLlmToolCall *t, size_t i, size_t k, cJSON **r
         return 0;
 }
 
-static int tool_schema(const ConLlmTool *t, cJSON **ret, ConLlmError *e) {
+static int tool_schema(const ConLlmTool *t, cJSON **ret, ConErrorDetail *e) {
         const char *got = NULL;
         int r = parse_json_object(t->parameters, ret, &got);
         if (r == -ENOMEM)
@@ -436,7 +428,7 @@ static int add_common_params(cJSON *root, const ConLlmParams *p, ConLlmWire wire
         return 0;
 }
 
-static int build_openai(const ConLlmConversation *c, const ConLlmParams *p, cJSON *root, ConLlmError *e) {
+static int build_openai(const ConLlmConversation *c, const ConLlmParams *p, cJSON *root, ConErrorDetail *e) {
         cJSON *msgs, *m, *tools;
         int r;
 
@@ -529,7 +521,7 @@ static int build_openai(const ConLlmConversation *c, const ConLlmParams *p, cJSO
         return 0;
 }
 
-static int build_anthropic(const ConLlmConversation *c, const ConLlmParams *p, cJSON *root, ConLlmError *e) {
+static int build_anthropic(const ConLlmConversation *c, const ConLlmParams *p, cJSON *root, ConErrorDetail *e) {
         cJSON *msgs, *content = NULL;
         const char *last_role = NULL;
         int r;
@@ -610,7 +602,7 @@ static int build_anthropic(const ConLlmConversation *c, const ConLlmParams *p, c
 }
 
 int con_llm_build_request(ConLlmWire wire, const ConLlmConversation *c, const ConLlmParams *p,
-                          char **ret_body, ConLlmError *reterr) {
+                          char **ret_body, ConErrorDetail *reterr) {
         _cleanup_cjson_ cJSON *root = NULL;
         int r;
 
@@ -701,7 +693,7 @@ ConLlmResponse *con_llm_response_free(ConLlmResponse *r) {
 }
 
 /* Parses a whole body as one JSON value; validates size, NUL bytes and UTF-8 first. */
-static int parse_body(const char *body, size_t size, cJSON **ret, ConLlmError *e) {
+static int parse_body(const char *body, size_t size, cJSON **ret, ConErrorDetail *e) {
         size_t bad;
 
         if (!body && size > 0)
@@ -740,7 +732,7 @@ enum { J_STRING, J_OBJECT, J_ARRAY, J_NUMBER };
 static const char *const j_names[] = { "a string", "an object", "an array", "a number" };
 
 static int member(const cJSON *obj, const char *path, const char *key, int type, bool required,
-                  const cJSON **ret, ConLlmError *e) {
+                  const cJSON **ret, ConErrorDetail *e) {
         const cJSON *j = cJSON_GetObjectItemCaseSensitive(obj, key);
         bool ok;
 
@@ -771,7 +763,7 @@ static int member(const cJSON *obj, const char *path, const char *key, int type,
 }
 
 static int member_count(const cJSON *obj, const char *path, const char *key, bool required,
-                        uint64_t *ret, ConLlmError *e) {
+                        uint64_t *ret, ConErrorDetail *e) {
         const cJSON *j;
         int r = member(obj, path, key, J_NUMBER, required, &j, e);
         if (r < 0)
@@ -787,7 +779,7 @@ static int member_count(const cJSON *obj, const char *path, const char *key, boo
         return 0;
 }
 
-static int provider_error(const cJSON *root, ConLlmError *e) {
+static int provider_error(const cJSON *root, ConErrorDetail *e) {
         const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
         const cJSON *msg = NULL;
 
@@ -819,7 +811,7 @@ static int malformed_arguments(const cJSON *args, const char *raw, cJSON **ret) 
 }
 
 static int tool_call_new(ConLlmResponse *resp, const char *path, const char *id, const char *name,
-                         const cJSON *args_obj, ConLlmError *e) {
+                         const cJSON *args_obj, ConErrorDetail *e) {
         if (resp->n_tool_calls >= CON_LLM_TOOL_CALLS_MAX)
                 return llm_error(e, -EBADMSG, "%s: more than %u tool calls", path, CON_LLM_TOOL_CALLS_MAX);
         if (!tool_id_valid(id))
@@ -869,7 +861,7 @@ static int append_string(char **dst, const char *s) {
         return 0;
 }
 
-static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e) {
+static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConErrorDetail *e) {
         const cJSON *choices, *choice, *msg, *content, *calls, *finish, *usage, *model, *refusal;
         int r;
 
@@ -966,7 +958,7 @@ static int parse_openai(const cJSON *root, ConLlmResponse *resp, ConLlmError *e)
         return 0;
 }
 
-static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConLlmError *e) {
+static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConErrorDetail *e) {
         const cJSON *type, *role, *content, *stop, *usage, *model, *block;
         int r;
 
@@ -1049,7 +1041,7 @@ static int parse_anthropic(const cJSON *root, ConLlmResponse *resp, ConLlmError 
 }
 
 int con_llm_parse_response(ConLlmWire wire, const char *body, size_t size, ConLlmResponse **ret,
-                           ConLlmError *reterr) {
+                           ConErrorDetail *reterr) {
         _cleanup_cjson_ cJSON *root = NULL;
         _cleanup_(con_llm_response_freep) ConLlmResponse *resp = NULL;
         int r;

@@ -5,9 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error-detail.h"
+
 /* Model wire formats, pure: build request bodies and headers from a provider-neutral conversation,
  * parse (and strictly validate) responses into a provider-neutral result, and decide about retries.
- * No I/O, no logging; errors come back as -errno plus a message in ConLlmError.
+ * No I/O, no logging; errors come back as -errno plus a message in a ConErrorDetail
+ * (error-detail.h) that names the field: "choices[0].message.tool_calls[1].function.arguments: ...".
  * The mapping is documented in docs/LLM-WIRE.md. */
 
 typedef enum ConLlmWire {
@@ -95,12 +98,6 @@ typedef struct ConLlmResponse {
         char *model;                    /* model that answered, may be NULL */
 } ConLlmResponse;
 
-typedef struct ConLlmError {
-        char *message;                  /* "choices[0].message.tool_calls[1].function.arguments: ..." */
-} ConLlmError;
-
-void con_llm_error_done(ConLlmError *e);
-
 const char *con_llm_wire_to_string(ConLlmWire w);      /* "openai", "anthropic" */
 ConLlmWire con_llm_wire_from_string(const char *s);
 const char *con_llm_stop_to_string(ConLlmStop s);      /* "end", "tool_use", "max_tokens", ... */
@@ -132,7 +129,7 @@ void con_llm_conversation_remove(ConLlmConversation *c, size_t from, size_t n);
 /* parameters NULL means {"type":"object","properties":{}}. -EINVAL (with message) when the name
  * is not [A-Za-z0-9_-]{1,64} or parameters is not a JSON object. */
 int con_llm_conversation_add_tool(ConLlmConversation *c, const char *name, const char *description,
-                                  const char *parameters, ConLlmError *reterr);
+                                  const char *parameters, ConErrorDetail *reterr);
 
 /* ---- requests ---- */
 
@@ -141,7 +138,7 @@ int con_llm_conversation_add_tool(ConLlmConversation *c, const char *name, const
  * a tool message without tool_call_id, tool call arguments that are not a JSON object,
  * a tool result answering no earlier tool call. -ENOMEM. */
 int con_llm_build_request(ConLlmWire wire, const ConLlmConversation *c, const ConLlmParams *p,
-                          char **ret_body, ConLlmError *reterr);
+                          char **ret_body, ConErrorDetail *reterr);
 /* "{base}/chat/completions" or "{base}/messages" (one trailing '/' of base dropped). */
 int con_llm_build_url(ConLlmWire wire, const char *base_url, char **ret_url);
 /* Request headers ("Name: value" strv): OPENAI: Content-Type, Authorization: Bearer KEY (only when
@@ -158,7 +155,7 @@ int con_llm_build_headers(ConLlmWire wire, const char *api_key, char ***ret_head
  * body over CON_LLM_RESPONSE_MAX (-EFBIG). An answer with neither text nor tool calls is not an
  * error (text NULL, n_tool_calls 0): what to do with it is the tool loop's decision. */
 int con_llm_parse_response(ConLlmWire wire, const char *body, size_t size, ConLlmResponse **ret,
-                           ConLlmError *reterr);
+                           ConErrorDetail *reterr);
 ConLlmResponse *con_llm_response_free(ConLlmResponse *r);
 static inline void con_llm_response_freep(ConLlmResponse **r) {
         con_llm_response_free(*r);

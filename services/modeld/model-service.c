@@ -365,7 +365,7 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
         if (r == 0 && resp->status >= 200 && resp->status < 300) {
                 _cleanup_(con_llm_response_freep) ConLlmResponse *lr = NULL;
                 _cleanup_free_ char *json = NULL;
-                ConLlmError e = {};
+                ConErrorDetail e = {};
                 int k = con_llm_parse_response(c->wire, resp->body, resp->body_size, &lr, &e);
                 if (k < 0) {
                         uint64_t in = 0, out = 0;
@@ -376,7 +376,7 @@ static void on_http(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
                                          "provider '%s' (model %s) at %s answered with something that is not a "
                                          "valid %s response: %s", c->provider, c->model, c->url,
                                          con_llm_wire_to_string(c->wire), e.message ? e.message : strerror(-k));
-                        con_llm_error_done(&e);
+                        con_error_detail_done(&e);
                         return;
                 }
                 call_charge(c, lr->input_tokens, lr->output_tokens);
@@ -531,7 +531,7 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
         const char *json, *budget_key, *key = NULL, *key_var = NULL, *base_url = NULL;
         const ConAgent *a;
         ConLlmWire wire;
-        ConLlmError le = {};
+        ConErrorDetail le = {};
         int r;
 
         r = sd_bus_message_read(msg, "s", &json);
@@ -617,7 +617,7 @@ static int method_complete(sd_bus_message *msg, void *userdata, sd_bus_error *er
         if (r == -EINVAL) {
                 r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "request_json: %s",
                                       le.message ? le.message : "invalid");
-                con_llm_error_done(&le);
+                con_error_detail_done(&le);
                 return r;
         }
         if (r < 0)

@@ -336,11 +336,11 @@ static int parse_tool(ModelRequest *req, const cJSON *t, size_t idx, char **ret_
         r = get_json_text(cJSON_GetObjectItemCaseSensitive(t, "parameters"), ppath, &params, ret_error);
         if (r < 0)
                 return r;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         r = con_llm_conversation_add_tool(req->conv, name, desc ? desc : "", params, &e);
         if (r == -EINVAL)
                 r = con_error_textf(ret_error, -EINVAL, "%s%s", path, e.message ? e.message : "invalid");
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
         return r;
 }
 

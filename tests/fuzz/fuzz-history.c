@@ -46,11 +46,11 @@ static void check_utf8(const ConLlmConversation *c) {
                 check_text(req);
         for (int w = 0; w < _CON_LLM_WIRE_MAX; w++) {
                 ConLlmParams p = { .model = "m", .max_tokens = 100, .temperature = -1 };
-                ConLlmError e = {};
+                ConErrorDetail e = {};
                 _cleanup_free_ char *body = NULL;
                 if (con_llm_build_request((ConLlmWire) w, c, &p, &body, &e) == 0)
                         check_text(body);
-                con_llm_error_done(&e);
+                con_error_detail_done(&e);
         }
 }
 

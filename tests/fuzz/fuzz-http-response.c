@@ -139,10 +139,10 @@ static void on_done(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userd
         if (r == 0) {
                 for (int w = 0; w < _CON_LLM_WIRE_MAX; w++) {
                         ConLlmResponse *lr = NULL;
-                        ConLlmError e = {};
+                        ConErrorDetail e = {};
                         (void) con_llm_parse_response((ConLlmWire) w, resp->body, resp->body_size, &lr, &e);
                         con_llm_response_free(lr);
-                        con_llm_error_done(&e);
+                        con_error_detail_done(&e);
                 }
                 _cleanup_free_ char *msg = NULL;
                 (void) con_llm_parse_error(resp->body, resp->body_size, &msg);

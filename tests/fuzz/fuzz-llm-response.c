@@ -41,7 +41,7 @@ static void round_trip(const ConLlmResponse *resp) {
                         return;
         for (int w = 0; w < _CON_LLM_WIRE_MAX; w++) {
                 _cleanup_free_ char *body = NULL;
-                ConLlmError e = {};
+                ConErrorDetail e = {};
                 int r = con_llm_build_request((ConLlmWire) w, c, &p, &body, &e);
                 /* everything the parser accepted must be sendable */
                 if (r < 0 && r != -ENOMEM)
@@ -52,7 +52,7 @@ static void round_trip(const ConLlmResponse *resp) {
                                 abort();
                         cJSON_Delete(j);
                 }
-                con_llm_error_done(&e);
+                con_error_detail_done(&e);
         }
 }
 
@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         for (int w = 0; w < _CON_LLM_WIRE_MAX; w++) {
                 ConLlmResponse *resp = NULL;
-                ConLlmError e = {};
+                ConErrorDetail e = {};
                 int r = con_llm_parse_response((ConLlmWire) w, (const char *) data, size, &resp, &e);
                 if (r < 0) {
                         if (resp)
@@ -83,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (r >= 0 && resp->has_usage && (resp->input_tokens != in || resp->output_tokens != out))
                         abort();
                 con_llm_response_free(resp);
-                con_llm_error_done(&e);
+                con_error_detail_done(&e);
         }
 
         _cleanup_free_ char *msg = NULL;

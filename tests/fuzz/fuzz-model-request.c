@@ -15,11 +15,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 for (ConLlmWire w = 0; w < _CON_LLM_WIRE_MAX; w++) {
                         ConLlmParams p = { .model = "m", .max_tokens = req->max_tokens ? req->max_tokens : 100,
                                            .temperature = req->temperature > 1 ? 1 : req->temperature };
-                        ConLlmError e = {};
+                        ConErrorDetail e = {};
                         char *body = NULL;
                         (void) con_llm_build_request(w, req->conv, &p, &body, &e);
                         free(body);
-                        con_llm_error_done(&e);
+                        con_error_detail_done(&e);
                 }
         }
         model_request_free(req);

@@ -211,7 +211,7 @@ static void test_openai_tool_loop(void) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = con_llm_conversation_new();
         _cleanup_strv_free_ char **headers = NULL;
         ConLlmParams p = { .model = "test/model", .max_tokens = 8192, .temperature = 0.7 };
-        ConLlmError e = {};
+        ConErrorDetail e = {};
 
         server_start(&s, SCRIPT);
         g_assert_cmpint(con_llm_build_headers(CON_LLM_WIRE_OPENAI, "sk-test", &headers), ==, 0);
@@ -264,7 +264,7 @@ static void test_openai_tool_loop(void) {
 
         result_done(&r1);
         result_done(&r2);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
         server_stop(&s);
 }
 
@@ -415,7 +415,7 @@ static void test_oversize(void) {
 static void test_cut_and_malformed(void) {
         Server s;
         Result a = {}, b = {};
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         ConLlmResponse *resp = NULL;
 
         server_start(&s, SCRIPT);
@@ -426,7 +426,7 @@ static void test_cut_and_malformed(void) {
         g_assert_cmpint(con_llm_parse_response(CON_LLM_WIRE_OPENAI, b.body, b.body_size, &resp, &e), ==, -EBADMSG);
         g_assert_null(resp);
         g_assert_nonnull(strstr(e.message, "response is not valid JSON"));
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
         result_done(&a);
         result_done(&b);
         server_stop(&s);

@@ -45,7 +45,7 @@ static ConLlmConversation *sample_conversation(void) {
                 { .id = "call_1", .name = "read_file", .arguments = "{\"path\":\"/etc/hostname\"}" },
                 { .id = "call_2", .name = "exec", .arguments = NULL },
         };
-        ConLlmError e = {};
+        ConErrorDetail e = {};
 
         g_assert_nonnull(c);
         g_assert_cmpint(con_llm_conversation_set_system(c, "You are a test."), ==, 0);
@@ -65,7 +65,7 @@ static void test_build_openai(void) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
         ConLlmParams p = { .model = "anthropic/claude-sonnet-4.6", .max_tokens = 8192, .temperature = 0.7 };
         _cleanup_free_ char *body = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
 
         g_assert_cmpint(con_llm_build_request(CON_LLM_WIRE_OPENAI, c, &p, &body, &e), ==, 0);
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(body);
@@ -104,14 +104,14 @@ static void test_build_openai(void) {
         p = (ConLlmParams) { .model = "llama3", .temperature = -1 };
         g_assert_cmpint(con_llm_build_request(CON_LLM_WIRE_OPENAI, c2, &p, &body2, &e), ==, 0);
         g_assert_cmpstr(body2, ==, "{\"model\":\"llama3\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
 }
 
 static void test_build_anthropic(void) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
         ConLlmParams p = { .model = "claude-sonnet-4-6", .max_tokens = 1024, .temperature = 0.5 };
         _cleanup_free_ char *body = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
 
         g_assert_cmpint(con_llm_build_request(CON_LLM_WIRE_ANTHROPIC, c, &p, &body, &e), ==, 0);
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(body);
@@ -143,24 +143,24 @@ static void test_build_anthropic(void) {
         g_assert_cmpstr(jstr(j, "tools.0.input_schema.type"), ==, "object");
         g_assert_null(jget(j, "tools.0.type"));
         g_assert_null(jget(j, "messages.0.content.1"));
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
 }
 
 static void expect_build_error(ConLlmWire wire, ConLlmConversation *c, const ConLlmParams *p, const char *msg) {
         _cleanup_free_ char *body = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         g_assert_cmpint(con_llm_build_request(wire, c, p, &body, &e), ==, -EINVAL);
         g_assert_null(body);
         g_assert_nonnull(e.message);
         if (!strstr(e.message, msg))
                 g_error("expected \"%s\" in \"%s\"", msg, e.message);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
 }
 
 static void test_build_errors(void) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
         ConLlmParams p = { .model = "m", .max_tokens = 0, .temperature = 0.7 };
-        ConLlmError e = {};
+        ConErrorDetail e = {};
 
         expect_build_error(CON_LLM_WIRE_ANTHROPIC, c, &p, "max_tokens: required by the anthropic wire format");
         p.max_tokens = 100;
@@ -196,7 +196,7 @@ static void test_build_errors(void) {
         g_assert_cmpstr(e.message, ==, "tool \"t\": parameters must be a JSON Schema object, got a string");
         g_assert_cmpint(con_llm_conversation_add_tool(c, "t", NULL, "{nope", &e), ==, -EINVAL);
         g_assert_cmpint(con_llm_conversation_add_tool_result(c, "", "x", false), ==, -EINVAL);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
 }
 
 static void test_build_utf8(void) {
@@ -248,23 +248,23 @@ static void test_headers_url(void) {
 
 static ConLlmResponse *parse_ok(ConLlmWire wire, const char *body) {
         ConLlmResponse *r = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         int k = con_llm_parse_response(wire, body, strlen(body), &r, &e);
         if (k < 0)
                 g_error("parse failed (%d): %s", k, e.message);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
         return r;
 }
 
 static void expect_parse_error(ConLlmWire wire, const char *body, size_t size, int err, const char *msg) {
         ConLlmResponse *r = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         g_assert_cmpint(con_llm_parse_response(wire, body, size, &r, &e), ==, err);
         g_assert_null(r);
         g_assert_nonnull(e.message);
         if (!strstr(e.message, msg))
                 g_error("expected \"%s\" in \"%s\"", msg, e.message);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
 }
 #define EXPECT_PARSE_ERROR(w, body, err, msg) expect_parse_error(w, body, strlen(body), err, msg)
 
@@ -548,9 +548,9 @@ static void test_usage_of_rejected(void) {
         const char *b = "{\"choices\":[{\"message\":{\"content\":42}}],"
                         "\"usage\":{\"prompt_tokens\":700,\"completion_tokens\":300}}";
         ConLlmResponse *resp = NULL;
-        ConLlmError e = {};
+        ConErrorDetail e = {};
         g_assert_cmpint(con_llm_parse_response(CON_LLM_WIRE_OPENAI, b, strlen(b), &resp, &e), ==, -EBADMSG);
-        con_llm_error_done(&e);
+        con_error_detail_done(&e);
         g_assert_cmpint(con_llm_parse_usage(CON_LLM_WIRE_OPENAI, b, strlen(b), &in, &out), ==, 1);
         g_assert_cmpuint(in, ==, 700);
         g_assert_cmpuint(out, ==, 300);
