@@ -180,6 +180,13 @@ static void test_errors(void) {
                      "con.yaml:7:3: policy.deny: unknown key; allowed keys are defaults and grants");
         assert_error(AGENTS "policy:\n  defaults: maybe\n",
                      "con.yaml:7:13: policy.defaults: 'maybe' is not allowed; use true or false");
+        /* The one YAML reader's booleans: True was accepted here before, and is now refused with a hint. */
+        assert_error(AGENTS "policy:\n  defaults: True\n",
+                     "con.yaml:7:13: policy.defaults: 'True' is not a boolean here (write true: booleans are exactly "
+                     "true or false, lower-case)");
+        assert_error(AGENTS "policy:\n  defaults: \"false\"\n",
+                     "con.yaml:7:13: policy.defaults: 'false' is a quoted string, not a boolean (write false without "
+                     "quotes)");
         assert_error(AGENTS "policy:\n  grants: {who: coder}\n",
                      "con.yaml:7:11: policy.grants: expected a list of grants ({who: ..., may: [...], to: [...]}), "
                      "got a mapping");
