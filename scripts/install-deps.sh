@@ -13,16 +13,17 @@
 set -eu
 
 # What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools, and
-# logrotate for the daemons' log files on hosts without systemd: /etc/logrotate.d/conspiracyos).
+# logrotate for the daemons' log files on hosts without systemd: /etc/logrotate.d/conspiracyos,
+# libmicrohttpd for the status page con-webd).
 # libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
 run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate
-     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1"
+     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1 libmicrohttpd12"
 # bash-completion: its pkg-config file names the folder the completion of con and con-send goes to
 # (and on a machine it is what loads them; without it they can be sourced by hand).
 # debhelper: scripts/make-deb.sh builds the Debian package (debian/) with dpkg-buildpackage.
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git debhelper
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev
-       bash-completion"
+       bash-completion libmicrohttpd-dev"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
 # pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
@@ -36,8 +37,9 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
         "$(dirname "$0")/../debian/control" | sed -e 's/^Build-Depends://' -e 's/([^)]*)//g' -e 's/,/ /g' \
         -e 's/debhelper-compat/debhelper/')"
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
-# call and the sanitizer runtimes the test build links.
-sandbox="jq iproute2 libasan8 libubsan1"
+# call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
+# with one font so its screenshots show text) for the status page's tests (test-dashboard).
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core"
 
 if [ "${1:-}" = "--print" ]; then
         shift

@@ -725,43 +725,43 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         return userdb_item(p, c);
 }
 
-/* The model gateway's own system user (no login, no home): it alone reads the provider keys
- * (/etc/con/env, root:con-models 0640, set by plan_env_file) and writes /srv/con/logs/models. */
+/* A service's own system user and group (no login, no home). The model gateway's, con-models,
+ * alone reads the provider keys (/etc/con/env, root:con-models 0640, set by plan_env_file) and
+ * writes /srv/con/logs/models; the status page's, con-web, exists when dashboard.enabled is set. */
 #define MODELS_USER "con-models"
-static int plan_models_user(ConProvision *p, char **ret_error) {
+#define WEB_USER "con-web"
+static int plan_service_user(ConProvision *p, const char *name, const char *gecos, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         gid_t gid;
         uint32_t uid;
         char *c;
         int r;
 
-        r = plan_group(p, MODELS_USER, ret_error);
+        r = plan_group(p, name, ret_error);
         if (r < 0)
                 return r;
-        r = con_userdb_get_group(p->db, MODELS_USER, &gid, NULL);
+        r = con_userdb_get_group(p->db, name, &gid, NULL);
         if (r < 0)
                 return r;
-        r = con_userdb_get_user(p->db, MODELS_USER, &pw);
+        r = con_userdb_get_user(p->db, name, &pw);
         if (r >= 0) {
-                r = sysusers_line(p, "u %s %u:%s \"ConspiracyOS model gateway\" /nonexistent %s", MODELS_USER,
-                                  (unsigned) pw.uid, MODELS_USER, AGENT_SHELL);
+                r = sysusers_line(p, "u %s %u:%s \"%s\" /nonexistent %s", name, (unsigned) pw.uid, name, gecos,
+                                  AGENT_SHELL);
                 return r < 0 ? r : userdb_item(p, NULL);
         }
         if (r != -ENOENT)
-                return con_error_textf(ret_error, r, "user '%s' in %s: %s", MODELS_USER, p->db->passwd.path, strerror(-r));
+                return con_error_textf(ret_error, r, "user '%s' in %s: %s", name, p->db->passwd.path, strerror(-r));
         r = con_userdb_alloc_id(p->db, p->db->sys_uid_min, p->db->sys_uid_max, &uid);
         if (r < 0)
                 return con_error_textf(ret_error, r, "no free system UID in %u..%u for user '%s'", p->db->sys_uid_min,
-                              p->db->sys_uid_max, MODELS_USER);
-        r = con_userdb_add_user(p->db, MODELS_USER, uid, gid, "ConspiracyOS model gateway", "/nonexistent",
-                                AGENT_SHELL);
+                                       p->db->sys_uid_max, name);
+        r = con_userdb_add_user(p->db, name, uid, gid, gecos, "/nonexistent", AGENT_SHELL);
         if (r < 0)
-                return con_error_textf(ret_error, r, "cannot add user '%s': %s", MODELS_USER, strerror(-r));
-        r = sysusers_line(p, "u %s %u:%s \"ConspiracyOS model gateway\" /nonexistent %s", MODELS_USER, uid,
-                          MODELS_USER, AGENT_SHELL);
+                return con_error_textf(ret_error, r, "cannot add user '%s': %s", name, strerror(-r));
+        r = sysusers_line(p, "u %s %u:%s \"%s\" /nonexistent %s", name, uid, name, gecos, AGENT_SHELL);
         if (r < 0)
                 return r;
-        if (asprintf(&c, "create user %s (uid %u)", MODELS_USER, uid) < 0)
+        if (asprintf(&c, "create user %s (uid %u)", name, uid) < 0)
                 return -ENOMEM;
         return userdb_item(p, c);
 }
@@ -1434,7 +1434,9 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 if (r < 0)
                         return r;
         }
-        r = plan_models_user(p, ret_error);
+        r = plan_service_user(p, MODELS_USER, "ConspiracyOS model gateway", ret_error);
+        if (r >= 0 && p->config->dashboard.enabled)
+                r = plan_service_user(p, WEB_USER, "ConspiracyOS status page", ret_error);
         if (r < 0)
                 return r;
         r = plan_sysusers_file(p);

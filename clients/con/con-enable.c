@@ -24,6 +24,8 @@ static const char * const fabric_services[] = {
         "con-routerd.service", "con-contractd.service", "con-modeld.service", NULL,
 };
 
+#define WEBD_SERVICE "con-webd.service"
+
 static int link_unit(const char *dir, const char *name, const char *target, bool dry_run, unsigned *checked,
                      unsigned *changed) {
         _cleanup_free_ char *path = NULL;
@@ -109,6 +111,13 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", *u, t, dry_run, checked, changed);
         }
+        /* The status page when dashboard.enabled; its link goes when it is turned off. */
+        if (r >= 0 && config->dashboard.enabled)
+                r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", WEBD_SERVICE,
+                              CON_SHIPPED_UNIT_DIR "/" WEBD_SERVICE, dry_run, checked, changed);
+        else if (r >= 0)
+                r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-webd", ".service", NULL, dry_run,
+                                 changed);
         STRV_FOREACH(u, agents)
                 if (r >= 0)
                         r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", *u,

@@ -38,6 +38,9 @@
 #define CONTRACTD_LOG CON_DAEMON_LOG_DIR "/con-contractd.log"
 #define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
+#define WEBD_PATH CON_LIBEXECDIR "/con-webd"
+#define WEBD_LOG CON_DAEMON_LOG_DIR "/con-webd.log"
+#define WEBD_BUS_NAME "org.conspiracy.Web"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
@@ -253,9 +256,10 @@ static const char up_usage[] =
         "Usage: con up [--config FILE]\n"
         "\n"
         "Start the fabric. Under systemd: systemctl start conspiracyos.target, con-routerd.service,\n"
-        "con-contractd.service, the units of the agents with mode 'always' and the cron agents'\n"
-        "timers. Without systemd: start the system bus if its socket is dead (dbus-daemon --system\n"
-        "--fork), start con-routerd and con-contractd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
+        "con-contractd.service, con-webd.service when dashboard.enabled, the units of the agents with\n"
+        "mode 'always' and the cron agents' timers. Without systemd: start the system bus if its socket\n"
+        "is dead (dbus-daemon --system --fork), start con-routerd, con-contractd and (dashboard.enabled)\n"
+        "con-webd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
         "and start the 'always' agents through bus activation. The daemons get a clean environment:\n"
         "PATH, LANG and CON_LOG_LEVEL only. Needs root.\n"
         "\n"
@@ -322,7 +326,8 @@ int verb_up(int argc, char *argv[]) {
                 _cleanup_strv_free_ char **units = NULL;
                 if (strv_extend(&units, "systemctl") < 0 || strv_extend(&units, "start") < 0 ||
                     strv_extend(&units, "conspiracyos.target") < 0 ||
-                    strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0)
+                    strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0 ||
+                    (config->dashboard.enabled && strv_extend(&units, "con-webd.service") < 0))
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 for (size_t i = 0; i < config->n_agents; i++) {
                         char *u;
@@ -374,6 +379,16 @@ int verb_up(int argc, char *argv[]) {
                 printf("contracts: started (log " CONTRACTD_LOG ")\n");
         else
                 status = CON_EXIT_FAILURE;
+        /* The status page (dashboard.enabled): starts as root, binds, runs as con-web. */
+        if (config->dashboard.enabled) {
+                if (name_has_owner(bus, WEBD_BUS_NAME))
+                        printf("dashboard: already running\n");
+                else if (start_daemon(bus, WEBD_PATH, WEBD_BUS_NAME, WEBD_LOG) == 0)
+                        printf("dashboard: started on %s port %u (log " WEBD_LOG ")\n", config->dashboard.bind,
+                               config->dashboard.port);
+                else
+                        status = CON_EXIT_FAILURE;
+        }
 
         for (size_t i = 0; i < config->n_agents; i++) {
                 const ConAgent *a = &config->agents[i];
@@ -397,11 +412,11 @@ int verb_up(int argc, char *argv[]) {
 static const char down_usage[] =
         "Usage: con down [--config FILE]\n"
         "\n"
-        "Stop the fabric: the router, the contract service, the model gateway and every running\n"
-        "agent. Under systemd: systemctl stop of conspiracyos.target, its services, con-agent@*.service\n"
-        "and the cron timers (they stay enabled: the next boot starts them again). Without systemd:\n"
-        "SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Models and the agents'\n"
-        "names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
+        "Stop the fabric: the router, the contract service, the status page, the model gateway and\n"
+        "every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
+        "con-agent@*.service and the cron timers (they stay enabled: the next boot starts them again).\n"
+        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web,\n"
+        ".Models and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
         "Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
@@ -441,7 +456,8 @@ int verb_down(int argc, char *argv[]) {
         if (sd_booted() > 0) {
                 r = con_run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "conspiracyos.target",
                                                  (char *) "con-routerd.service", (char *) "con-contractd.service",
-                                                 (char *) "con-modeld.service", (char *) "con-agent@*.service",
+                                                 (char *) "con-modeld.service", (char *) "con-webd.service",
+                                                 (char *) "con-agent@*.service",
                                                  (char *) "con-cron-*.timer", NULL });
                 if (r != 0)
                         return con_fail(CON_EXIT_FAILURE, "down: systemctl stop failed (exit status %d)", r);
@@ -458,6 +474,8 @@ int verb_down(int argc, char *argv[]) {
         if (stop_name(bus, "router", CON_ROUTER_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (stop_name(bus, "contracts", CONTRACTS_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        if (stop_name(bus, "dashboard", WEBD_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         /* The model gateway: started by bus activation on an agent's first model call. */
         if (stop_name(bus, "model gateway", MODELS_BUS_NAME) != 0)
