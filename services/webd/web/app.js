@@ -84,11 +84,18 @@ function renderServices(st) {
   }));
 }
 
+/* When this page first saw each event (ms since the epoch): the browser test compares it with the
+ * event's time to measure the live path. */
+const seen = new Map();
+
 function renderEvents(st) {
   const rows = st.events.slice().reverse().map(e => {
     const tr = el("tr");
+    if (!seen.has(e.seq)) seen.set(e.seq, Date.now());
     if (e.task_id) tr.dataset.task = e.task_id;
     tr.dataset.event = e.event;
+    tr.dataset.time = String(e.time);
+    tr.dataset.seen = String(seen.get(e.seq));
     tr.append(el("td", time(e.time)), el("td", e.event), el("td", e.agent || ""), el("td", e.task_id || ""),
               el("td", e.sender || ""), el("td", e.status || ""), el("td", e.detail || ""));
     return tr;
@@ -175,4 +182,5 @@ function connect() {
   };
 }
 
+document.body.dataset.loaded = String(Date.now());
 connect();

@@ -1,0 +1,192 @@
+#!/bin/bash
+# The status page, con-webd (docs/DASHBOARD.md): con up starts it from dashboard: in con.yaml;
+# its HTTP API and Server-Sent Events with curl (a finished task is on the stream within a
+# second, security headers, read only, the Unix socket for group con only); a bind that is not
+# loopback is refused without the token and served with it; and a real browser (headless
+# Chromium) loads the page before a task runs, shows both agents and the task within a second of
+# its end (the SSE path), and leaves a screenshot in the build folder's test-artifacts/.
+# Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
+. "$(dirname "$0")/lib.sh"
+require_root
+if [ "${CON_SANDBOX:-}" != 1 ]; then
+        echo "# must run inside tests/sandbox/con-sandbox; skipping"
+        LIB_FINISHED=1
+        exit 77
+fi
+T=$(lib_tmp)
+PORT=8080
+URL=http://127.0.0.1:$PORT
+WEBD_BIN=/usr/libexec/conspiracyos/con-webd
+
+wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
+        local n=$(($1 * 10))
+        shift
+        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+        return 1
+}
+now_ms() { date +%s%3N; }
+
+section "bootstrap and con up with the dashboard enabled"
+cp /usr/share/conspiracyos/profiles/default/con.yaml "$T/con.yaml"
+printf 'dashboard:\n  enabled: true\n  bind: 127.0.0.1\n  port: %s\n' "$PORT" >>"$T/con.yaml"
+check "con bootstrap --config (dashboard.enabled)" con bootstrap --config "$T/con.yaml"
+check "bootstrap made the service's user con-web" id con-web
+check_fail "con-web is not in group con (it cannot task agents)" sh -c 'id -nG con-web | tr " " "\n" | grep -qx con'
+check_output "con up starts the dashboard" '^dashboard: started on 127.0.0.1 port 8080' con up
+check_output "con-webd runs as con-web" '^con-web$' ps -o user= -C con-webd
+
+section "HTTP: the page, headers, read only"
+check_output "GET / is the page" '<title>ConspiracyOS status</title>' curl -fsS "$URL/"
+curl -sS -D "$T/h" -o /dev/null "$URL/app.js"
+check_output "CSP: default-src 'self', no inline script" "^Content-Security-Policy: default-src 'self'; script-src 'self';" \
+        tr -d '\r' <"$T/h"
+check_output "X-Content-Type-Options: nosniff" '^X-Content-Type-Options: nosniff$' tr -d '\r' <"$T/h"
+check_output "app.js is text/javascript" '^Content-Type: text/javascript' tr -d '\r' <"$T/h"
+check_fail "the page has no inline script or style" grep -qE '<script>|<script [^>]*>[^<]|<style|[[:space:]](on[a-z]+|style)=' \
+        /usr/share/conspiracyos/web/index.html
+check_output "POST is refused (405, Allow: GET, HEAD)" '^405 GET, HEAD$' \
+        curl -sS -o /dev/null -X POST -w '%{http_code} %header{allow}' "$URL/api/state"
+check_output "unknown paths are 404" '^404$' curl -sS -o /dev/null -w '%{http_code}' --path-as-is "$URL/../../etc/passwd"
+check_output "/api/state: both agents, the router, the contracts" '^concierge,sysadmin true true$' \
+        sh -c "curl -fsS $URL/api/state | jq -r '([.agents[].name] | join(\",\")) + \" \" + (.router.running|tostring) + \" \" + (.contracts.running|tostring)'"
+
+section "Server-Sent Events: a finished task within a second"
+curl -sSN "$URL/api/events" >"$T/sse" 2>&1 &
+SSE=$!
+check "the stream starts with the state" wait_for 5 grep -q '^event: state' "$T/sse"
+check "con-send /ping" sh -c "con-send --json /ping >'$T/ping.json'"
+done_ms=$(now_ms)
+ID=$(jq -r .task_id "$T/ping.json")
+got=""
+while (($(now_ms) - done_ms <= 1000)); do
+        if grep '^data: ' "$T/sse" | cut -c7- |
+                jq -e --arg id "$ID" 'any(.events[]; .event == "task.completed" and .task_id == $id)' >/dev/null 2>&1; then
+                got=$(($(now_ms) - done_ms))
+                break
+        fi
+        sleep 0.02
+done
+check "task $ID completed is on the stream within 1 s of con-send's answer (${got:-not seen} ms)" test -n "$got"
+check "... with the agent and sender, and no task text" sh -c "grep '^data: ' '$T/sse' | tail -n1 | cut -c7- |
+        jq -e --arg id '$ID' '[.events[] | select(.task_id == \$id and .event == \"task.completed\")][0] |
+        .agent == \"concierge\" and .sender == \"root\" and .status == \"done\" and (has(\"text\") | not)'"
+check_fail "the stream never carries the task's text or answer" grep -q 'pong' "$T/sse"
+kill "$SSE" 2>/dev/null
+wait "$SSE" 2>/dev/null
+
+section "the Unix socket: group con only"
+SOCK=/run/con-webd/webd.sock
+useradd -M -N -G con webd-alice 2>/dev/null
+useradd -M -N webd-bob 2>/dev/null
+check_output "a member of con reads the state on $SOCK" '^true$' \
+        as_user webd-alice sh -c "curl -fsS --unix-socket $SOCK http://localhost/api/state | jq .router.running"
+check_fail "a user outside con cannot reach it" as_user webd-bob curl -fsS --unix-socket "$SOCK" http://localhost/api/state
+
+section "the browser: the page live, both agents and a finished task"
+# Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON
+# messages ending in NUL on fds 3 and 4), so the page stays open while a task runs and its DOM is
+# read as the events arrive.
+export HOME=$T/chrome-home
+mkdir -p "$HOME"
+ART=${CON_SANDBOX_ARTIFACTS:-$T}
+mkfifo "$T/cdp-in" "$T/cdp-out"
+start_ms=$(now_ms)
+chromium --headless=new --no-sandbox --disable-gpu --no-first-run --hide-scrollbars --window-size=1400,1000 \
+        --enable-logging=stderr --remote-debugging-pipe about:blank 3<"$T/cdp-in" 4>"$T/cdp-out" 2>"$T/chrome.log" &
+CHR=$!
+exec 5>"$T/cdp-in" 6<"$T/cdp-out"
+CDP_ID=0
+CDP_OUT=""
+# cdp METHOD PARAMS_JSON [SESSION]: sends one command, sets CDP_OUT to its answer (10 s at most).
+cdp() {
+        local id=$((++CDP_ID)) msg
+        jq -cnj --argjson id "$id" --arg m "$1" --argjson p "$2" --arg s "${3:-}" \
+                '{id: $id, method: $m, params: $p} + (if $s != "" then {sessionId: $s} else {} end)' >&5
+        printf '\0' >&5
+        CDP_OUT=""
+        while IFS= read -r -d '' -t 10 msg <&6; do
+                if [ "$(jq -r '.id // empty' <<<"$msg")" = "$id" ]; then
+                        CDP_OUT=$msg
+                        return 0
+                fi
+        done
+        return 1
+}
+# js EXPRESSION: its value (returnByValue) as JSON text in CDP_OUT's place, on stdout.
+js() {
+        cdp Runtime.evaluate "$(jq -cn --arg e "$1" '{expression: $e, returnByValue: true}')" "$SESSION" &&
+                jq -c '.result.result.value' <<<"$CDP_OUT"
+}
+cdp Target.createTarget "$(jq -cn --arg u "$URL/" '{url: $u}')"
+TARGET=$(jq -r '.result.targetId // empty' <<<"$CDP_OUT")
+check "chromium opened the page (target ${TARGET:-none})" test -n "$TARGET"
+cdp Target.attachToTarget "$(jq -cn --arg t "$TARGET" '{targetId: $t, flatten: true}')"
+SESSION=$(jq -r '.result.sessionId // empty' <<<"$CDP_OUT")
+page_live() { [ "$(js 'document.getElementById("connection").textContent')" = '"live"' ]; }
+check "the page is live (its event stream is open)" wait_for 20 page_live
+echo "# chromium up and the page live in $(($(now_ms) - start_ms)) ms"
+check_output "the page shows both agents" '^\["concierge","sysadmin"\]$' \
+        js '[...document.querySelectorAll("#agents tbody tr")].map(r => r.dataset.agent)'
+check "con-send /ping while the page is open" sh -c "con-send --json /ping >'$T/ping2.json'"
+done_ms=$(now_ms)
+ID2=$(jq -r .task_id "$T/ping2.json")
+got=""
+while (($(now_ms) - done_ms <= 1000)); do
+        if [ "$(js "!!document.querySelector('#events tr[data-task=\"$ID2\"][data-event=\"task.completed\"]')")" = true ]; then
+                got=$(($(now_ms) - done_ms))
+                break
+        fi
+        sleep 0.02
+done
+check "the page shows task $ID2 completed within 1 s of con-send's answer (${got:-not seen} ms)" test -n "$got"
+check_output "... in its row: agent, sender, status" '^\["concierge","root","done"\]$' \
+        js "[...document.querySelector('#events tr[data-task=\"$ID2\"][data-event=\"task.completed\"]').cells].slice(2).filter((c, i) => i != 1 && i < 4).map(c => c.textContent)"
+check_output "the agent's counters went up (accepted 2, completed 2)" '^\["2","2"\]$' \
+        js '[...document.querySelector("#agents tr[data-agent=concierge]").cells].slice(6, 8).map(c => c.textContent)'
+check_output "the tasks-per-minute plot has a bar" '^[1-9][0-9]*$' js 'document.querySelectorAll("#plot-tasks rect").length'
+check_output "the queue and spend plots have a line per agent" '^\[2,2\]$' \
+        js '[document.querySelectorAll("#plot-queue polyline").length, document.querySelectorAll("#plot-tokens polyline").length]'
+js 'document.documentElement.outerHTML' | jq -r . >"$ART/dashboard-dom.html"
+SHOT=$ART/dashboard.png
+rm -f "$SHOT"
+cdp Emulation.setDeviceMetricsOverride '{"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false}' "$SESSION"
+cdp Page.captureScreenshot '{"format": "png"}' "$SESSION"
+jq -r '.result.data // empty' <<<"$CDP_OUT" | base64 -d >"$SHOT"
+# The PNG signature, then the IHDR chunk's width and height (1400 = 0x578, 1000 = 0x3e8).
+check_output "a screenshot of the page: a 1400x1000 PNG" '^89504e470d0a1a0a0000000d49484452000005780000 ?03e8$' \
+        sh -c "od -An -tx1 -N24 '$SHOT' | tr -d ' \n'; echo"
+echo "# screenshot: $SHOT (the DOM: $ART/dashboard-dom.html)"
+cdp Browser.close '{}'
+exec 5>&- 6<&-
+wait "$CHR"
+grep -i 'CONSOLE' "$T/chrome.log" | grep -v 'chrome://' >"$ART/dashboard-console.log"
+check_eq "no script errors or CSP violations on the page's console" "" "$(cat "$ART/dashboard-console.log")"
+echo "# the browser part took $(($(now_ms) - start_ms)) ms"
+
+section "a bind that is not loopback needs the token"
+check_fail_output "con-webd --bind 0.0.0.0 without a token refuses to start, saying why" \
+        'Refusing to listen on 0.0.0.0 \(not a loopback address\) without authentication: /etc/con/dashboard.token does not exist' \
+        "$WEBD_BIN" --config "$T/con.yaml" --bind 0.0.0.0 --port 8081
+echo "0123456789abcdef-webd-token" >/etc/con/dashboard.token
+chown con-web:con-web /etc/con/dashboard.token
+chmod 0644 /etc/con/dashboard.token
+check_fail_output "... and with a token file others can read" 'is not a file owned by the service.s user and closed to everyone else' \
+        "$WEBD_BIN" --config "$T/con.yaml" --bind 0.0.0.0 --port 8081
+chmod 0400 /etc/con/dashboard.token
+check_output "con down stops the dashboard" '^dashboard: stopped' con down
+"$WEBD_BIN" --config "$T/con.yaml" --bind 0.0.0.0 --port 8081 >"$T/webd.log" 2>&1 &
+WEBD=$!
+check "with the token (con-web, 0400) it starts on 0.0.0.0" wait_for 10 sh -c "ss -Htln '( sport = :8081 )' | grep -q ."
+check_output "... and says requests need it" 'requests need the token of /etc/con/dashboard.token' cat "$T/webd.log"
+check_output "no credentials: 401 with a Basic challenge" '^401 Basic realm="ConspiracyOS dashboard"' \
+        curl -sS -o /dev/null -w '%{http_code} %header{www-authenticate}' http://127.0.0.1:8081/api/state
+check_output "a wrong token: 401" '^401$' curl -sS -o /dev/null -w '%{http_code}' -u x:wrong-token-wrong-token http://127.0.0.1:8081/api/state
+check_output "the token as a Bearer: 200" '^200$' curl -sS -o /dev/null -w '%{http_code}' \
+        -H 'Authorization: Bearer 0123456789abcdef-webd-token' http://127.0.0.1:8081/api/state
+check_output "the token as the basic-auth password: 200" '^200$' curl -sS -o /dev/null -w '%{http_code}' \
+        -u viewer:0123456789abcdef-webd-token http://127.0.0.1:8081/
+check_output "the Unix socket needs no token" '^200$' curl -sS -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" http://localhost/
+kill "$WEBD"
+check "con-webd stops on SIGTERM" wait_for 10 sh -c "! kill -0 $WEBD"
+
+finish
