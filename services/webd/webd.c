@@ -25,6 +25,7 @@
 #include "acl-util.h"
 #include "con-paths.h"
 #include "config.h"
+#include "error-detail.h"
 #include "fileio.h"
 #include "log.h"
 #include "macro.h"
@@ -618,7 +619,7 @@ static int run(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(webd_freep) Webd *w = NULL;
         _cleanup_close_ int tcp_fd = -EBADF, unix_fd = -EBADF;
-        ConConfigError err = {};
+        ConErrorDetail err = {};
         int r;
 
         r = parse_argv(argc, argv);
@@ -626,8 +627,8 @@ static int run(int argc, char *argv[]) {
                 return r;
         r = con_config_load(arg.config_path, &config, &err);
         if (r < 0) {
-                _cleanup_free_ char *m = con_config_error_format(&err);
-                con_config_error_done(&err);
+                _cleanup_free_ char *m = con_error_detail_format(&err);
+                con_error_detail_done(&err);
                 return log_error_errno(r, "Invalid configuration: %s", m ?: "out of memory");
         }
         const char *bind_addr = arg.bind ?: config->dashboard.bind;
