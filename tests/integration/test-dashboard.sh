@@ -69,7 +69,7 @@ done
 check "task $ID completed is on the stream within 1 s of con-send's answer (${got:-not seen} ms)" test -n "$got"
 check "... with the agent and sender, and no task text" sh -c "grep '^data: ' '$T/sse' | tail -n1 | cut -c7- |
         jq -e --arg id '$ID' '[.events[] | select(.task_id == \$id and .event == \"task.completed\")][0] |
-        .agent == \"concierge\" and .sender == \"root\" and .status == \"done\" and (has(\"text\") | not)'"
+        .agent == \"concierge\" and .sender == \"root\" and .status == \"completed\" and (has(\"text\") | not)'"
 check_fail "the stream never carries the task's text or answer" grep -q 'pong' "$T/sse"
 kill "$SSE" 2>/dev/null
 wait "$SSE" 2>/dev/null
@@ -139,7 +139,7 @@ while (($(now_ms) - done_ms <= 1000)); do
         sleep 0.02
 done
 check "the page shows task $ID2 completed within 1 s of con-send's answer (${got:-not seen} ms)" test -n "$got"
-check_output "... in its row: agent, sender, status" '^\["concierge","root","done"\]$' \
+check_output "... in its row: agent, sender, status" '^\["concierge","root","completed"\]$' \
         js "[...document.querySelector('#events tr[data-task=\"$ID2\"][data-event=\"task.completed\"]').cells].slice(2).filter((c, i) => i != 1 && i < 4).map(c => c.textContent)"
 check_output "the agent's counters went up (accepted 2, completed 2)" '^\["2","2"\]$' \
         js '[...document.querySelector("#agents tr[data-agent=concierge]").cells].slice(6, 8).map(c => c.textContent)'
