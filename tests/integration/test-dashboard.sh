@@ -18,12 +18,6 @@ PORT=8080
 URL=http://127.0.0.1:$PORT
 WEBD_BIN=/usr/libexec/conspiracyos/con-webd
 
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 now_ms() { date +%s%3N; }
 
 section "bootstrap and con up with the dashboard enabled"
