@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,12 +417,22 @@ static int on_keepalive(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* libmicrohttpd's messages (a client gone mid-stream, a malformed request) are the clients'
+ * business, not the service's: debug level. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+        char buf[512];
+        (void) vsnprintf(buf, sizeof buf, fmt, ap);
+        buf[strcspn(buf, "\n")] = 0;
+        log_debug("HTTP (%s): %s", ((Listener *) cls)->label, buf);
+}
+
 static int listener_start(Webd *w, Listener *l, int fd) {
         int r;
         l->webd = w;
         l->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                                   on_request, l,
                                   MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
+                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) (WEBD_CLIENTS_MAX + 16),
                                   MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) 0,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 30,

@@ -168,6 +168,7 @@ check_fail_output "... and with a token file others can read" 'is not a file own
         "$WEBD_BIN" --config "$T/con.yaml" --bind 0.0.0.0 --port 8081
 chmod 0400 /etc/con/dashboard.token
 check_output "con down stops the dashboard" '^dashboard: stopped' con down
+check_fail "no sanitizer report in its log" grep -q Sanitizer /srv/con/logs/daemons/con-webd.log
 "$WEBD_BIN" --config "$T/con.yaml" --bind 0.0.0.0 --port 8081 >"$T/webd.log" 2>&1 &
 WEBD=$!
 check "with the token (con-web, 0400) it starts on 0.0.0.0" wait_for 10 sh -c "ss -Htln '( sport = :8081 )' | grep -q ."
@@ -182,5 +183,6 @@ check_output "the token as the basic-auth password: 200" '^200$' curl -sS -o /de
 check_output "the Unix socket needs no token" '^200$' curl -sS -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" http://localhost/
 kill "$WEBD"
 check "con-webd stops on SIGTERM" wait_for 10 sh -c "! kill -0 $WEBD"
+check_fail "... without a sanitizer report" grep -q Sanitizer "$T/webd.log"
 
 finish
