@@ -18,7 +18,7 @@ static void bootstrap_help(FILE *f) {
               "AGENTS.md, skills, contracts and platform files, and enable the fabric's systemd units\n"
               "(conspiracyos.target, 'always' agents, cron timers) with links in /etc/systemd/system.\n"
               "Under systemd it then runs systemctl daemon-reload and starts them. Only what differs\n"
-              "is changed.\n"
+              "is changed; when something did, the running services reload their configuration.\n"
               "\n"
               "  --config FILE    provision from FILE and install it as /etc/con/con.yaml (the services read that)\n"
               "  --profile NAME   install profile NAME to /etc/con and use it\n"
@@ -103,6 +103,13 @@ int verb_bootstrap(int argc, char *argv[]) {
         r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed);
         if (r != 0)
                 return r;
+
+        /* Running services pick the change up now, without a restart. */
+        if (!o.dry_run && changed > 0) {
+                r = con_reload_services();
+                if (r != 0)
+                        return r;
+        }
 
         if (changed == 0)
                 printf("bootstrap: nothing to change (%u items checked)\n", checked);

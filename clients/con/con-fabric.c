@@ -42,6 +42,10 @@
 #define WEBD_LOG CON_DAEMON_LOG_DIR "/con-webd.log"
 #define WEBD_BUS_NAME "org.conspiracy.Web"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
+#define MODELS_PATH "/org/conspiracy/Models"
+#define MODELS_INTERFACE "org.conspiracy.Models1"
+#define CONTRACTS_PATH "/org/conspiracy/Contracts"
+#define CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
 
@@ -248,6 +252,47 @@ static bool system_bus_alive(void) {
         if (fd < 0)
                 return false;
         return connect(fd, (struct sockaddr *) &sa, sizeof sa) >= 0;
+}
+
+/* ---- reload ---- */
+
+/* After con bootstrap changed the machine: the bus re-reads its policy and activation files, then
+ * every running fabric service its configuration (Reload), so new agents are served without a
+ * restart. Services that do not run are not started. Returns 0, or CON_EXIT_FAILURE when one
+ * refused (reported; it keeps the configuration it had). */
+int con_reload_services(void) {
+        static const struct {
+                const char *service, *name, *path, *interface;
+        } services[] = {
+                { "con-routerd", CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE },
+                { "con-contractd", CONTRACTS_BUS_NAME, CONTRACTS_PATH, CONTRACTS_INTERFACE },
+                { "con-modeld", MODELS_BUS_NAME, MODELS_PATH, MODELS_INTERFACE },
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int status = 0, r;
+
+        if (!system_bus_alive() || sd_bus_open_system(&bus) < 0)
+                return 0;       /* nothing runs: everything reads the new files when it starts */
+        (void) con_bus_errors_register();
+        r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                               "ReloadConfig", NULL, NULL, NULL);
+        if (r < 0)
+                fprintf(stderr, "con: bootstrap: warning: the system bus did not reload its configuration: %s\n",
+                        strerror(-r));
+        for (size_t i = 0; i < ELEMENTSOF(services); i++) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                if (!name_has_owner(bus, services[i].name))
+                        continue;
+                r = sd_bus_call_method(bus, services[i].name, services[i].path, services[i].interface, "Reload", &e,
+                                       NULL, NULL);
+                if (r < 0) {
+                        con_fail(CON_EXIT_FAILURE, "bootstrap: %s refused to reload: %s", services[i].service,
+                                 e.message ?: strerror(-r));
+                        status = CON_EXIT_FAILURE;
+                } else
+                        printf("reload %s\n", services[i].service);
+        }
+        return status;
 }
 
 /* ---- up / down ---- */
@@ -595,8 +640,23 @@ static const char agents_usage[] =
         "\n"
         "Exit status: 0 ok, 2 usage error, 4 invalid configuration.\n";
 
+/* The reason a running service refused its last reload (its ConfigError property); NULL when it
+ * did not, or does not run. */
+static char *service_config_error(sd_bus *bus, const char *name, const char *path, const char *interface) {
+        char *s = NULL;
+        if (!bus || !name_has_owner(bus, name) ||
+            sd_bus_get_property_string(bus, name, path, interface, "ConfigError", NULL, &s) < 0)
+                return NULL;
+        if (isempty(s)) {
+                free(s);
+                return NULL;
+        }
+        return s;
+}
+
 static int show_agents(int argc, char *argv[], bool full_status) {
         const char *verb = full_status ? "status" : "agents";
+        _cleanup_free_ char *config_error = NULL;
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_strv_free_ char **activatable = NULL;
@@ -609,7 +669,17 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                 return r < 0 ? CON_EXIT_USAGE : CON_EXIT_OK;
         if (optind < argc)
                 return con_fail(CON_EXIT_USAGE, "%s: unexpected argument '%s'", verb, argv[optind]);
-        if (load_config(&c, &config) < 0)
+        if (full_status) {
+                /* A con.yaml that does not load is shown, not fatal: the services keep running
+                 * with the one they loaded, and say so below. */
+                _cleanup_(con_error_detail_done) ConErrorDetail e = {};
+                r = con_config_load(c.config, &config, &e);
+                if (r < 0) {
+                        config_error = con_error_detail_format(&e);
+                        if (!config_error && !(config_error = strdup(strerror(-r))))
+                                return con_fail(CON_EXIT_FAILURE, "out of memory");
+                }
+        } else if (load_config(&c, &config) < 0)
                 return CON_EXIT_CONFIG;
         if (sd_bus_open_system(&bus) < 0 || !system_bus_alive()) {
                 bus = sd_bus_unref(bus);
@@ -644,12 +714,44 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                                        "flight, %u waiting\n", (int) pid, routed, rejected, in_flight, backlog);
                         else
                                 printf("router      stopped (start it with 'con up')\n");
-                        printf("\n%-20s %-12s %-10s %-10s %s\n", "AGENT", "RUNNING", "STATE", "QUEUE", "MODE");
                 }
+                /* The configuration: the file as it is now, and each running service that
+                 * refused it on its last reload (it keeps the one loaded before). */
+                static const struct {
+                        const char *service, *name, *path, *interface;
+                } services[] = {
+                        { "con-routerd", CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE },
+                        { "con-contractd", CONTRACTS_BUS_NAME, CONTRACTS_PATH, CONTRACTS_INTERFACE },
+                        { "con-modeld", MODELS_BUS_NAME, MODELS_PATH, MODELS_INTERFACE },
+                };
+                cJSON *jerrs = cJSON_AddArrayToObject(root, "config_errors");
+                if (config_error) {
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddStringToObject(o, "source", c.config);
+                        cJSON_AddStringToObject(o, "error", config_error);
+                        cJSON_AddItemToArray(jerrs, o);
+                        if (!c.json)
+                                printf("config      %s does not load: %s\n", c.config, config_error);
+                }
+                for (size_t i = 0; i < ELEMENTSOF(services); i++) {
+                        _cleanup_free_ char *err = service_config_error(bus, services[i].name, services[i].path,
+                                                                        services[i].interface);
+                        if (!err)
+                                continue;
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddStringToObject(o, "source", services[i].service);
+                        cJSON_AddStringToObject(o, "error", err);
+                        cJSON_AddItemToArray(jerrs, o);
+                        if (!c.json)
+                                printf("config      %s refused its last reload and keeps the configuration it had: %s\n",
+                                       services[i].service, err);
+                }
+                if (!c.json)
+                        printf("\n%-20s %-12s %-10s %-10s %s\n", "AGENT", "RUNNING", "STATE", "QUEUE", "MODE");
         } else if (!c.json)
                 printf("%-20s %-9s %-10s %-28s %-8s %s\n", "AGENT", "TIER", "MODE", "BUS NAME", "RUNNING", "ROLES");
 
-        for (size_t i = 0; i < config->n_agents; i++) {
+        for (size_t i = 0; config && i < config->n_agents; i++) {
                 const ConAgent *a = &config->agents[i];
                 _cleanup_free_ char *bn = NULL, *roles = NULL;
                 _cleanup_(agent_info_done) AgentInfo info = {};
@@ -711,7 +813,7 @@ static int show_agents(int argc, char *argv[], bool full_status) {
         }
         if (c.json)
                 print_json(full_status ? root : jagents);
-        return CON_EXIT_OK;
+        return config_error ? CON_EXIT_CONFIG : CON_EXIT_OK;
 }
 
 int verb_status(int argc, char *argv[]) {

@@ -16,6 +16,8 @@
 typedef int (*ConVerbFn)(int argc, char *argv[]);
 
 int verb_bootstrap(int argc, char *argv[]);
+/* The bus and the running fabric services re-read their configuration (con-fabric.c). */
+int con_reload_services(void);
 /* con-fabric.c */
 int verb_up(int argc, char *argv[]);
 int verb_down(int argc, char *argv[]);

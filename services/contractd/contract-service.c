@@ -73,6 +73,8 @@ struct Manager {
         ContractsOptions opts;
         char *contracts_dir, *state_dir, *audit_dir, *activation_dir, *bus_policy_dir, *polkit_rules_dir;
         const char *config_path;
+        char *config_error;     /* why the last load of config_path was refused; NULL when it was not */
+        sd_event_source *sighup;
         sd_event *event;
         sd_bus *bus;
         ConConfig *config;
@@ -787,7 +789,19 @@ static void manager_load(Manager *m) {
                 _cleanup_free_ char *s = con_error_detail_format(&cerr);
                 log_error("Failed to load %s, keeping the previous thresholds and agents: %s", m->config_path,
                           s ?: strerror(-k));
+                if (!streq_ptr(m->config_error, s ?: strerror(-k))) {
+                        free(m->config_error);
+                        m->config_error = strdup(s ?: strerror(-k));
+                        (void) sd_bus_emit_properties_changed(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE,
+                                                              "ConfigError", NULL);
+                }
         } else {
+                if (m->config_error) {
+                        free(m->config_error);
+                        m->config_error = NULL;
+                        (void) sd_bus_emit_properties_changed(m->bus, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE,
+                                                              "ConfigError", NULL);
+                }
                 con_config_free(m->config);
                 m->config = cfg;
         }
@@ -1043,7 +1057,15 @@ static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (k <= 0)
                 return k < 0 ? k : 1;
         manager_reload(m);
+        if (!m->reload_pending && m->config_error)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_CONFIG, "%s: %s; the running configuration is kept",
+                                          m->config_path, m->config_error);
         return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        manager_reload(userdata);
+        return 0;
 }
 
 static int property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -1053,6 +1075,8 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return append_results(m, reply);
         if (streq(property, "Halted"))
                 return sd_bus_message_append(reply, "s", strempty(m->halted));
+        if (streq(property, "ConfigError"))
+                return sd_bus_message_append(reply, "s", strempty(m->config_error));
         if (streq(property, "Quarantined"))
                 return sd_bus_message_append_strv(reply, m->quarantined);
         if (streq(property, "Invalid")) {
@@ -1085,6 +1109,7 @@ const sd_bus_vtable contracts_vtable[] = {
         SD_BUS_PROPERTY("Invalid", "a(ss)", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
         SD_BUS_PROPERTY("Halted", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Quarantined", "as", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ConfigError", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };
 
@@ -1142,6 +1167,13 @@ int manager_start(Manager *m) {
         if (k < 0)
                 return k;
         (void) sd_event_source_set_enabled(m->reload_timer, SD_EVENT_OFF);
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGHUP);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+        k = sd_event_add_signal(m->event, &m->sighup, SIGHUP, on_sighup, m);
+        if (k < 0)
+                return k;
         k = sd_event_add_inotify(m->event, &m->inotify_src, m->contracts_dir,
                                  IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB | IN_ONLYDIR,
                                  on_contracts_changed, m);
@@ -1177,6 +1209,8 @@ Manager *manager_free(Manager *m) {
         strv_free(m->invalid);
         strv_free(m->quarantined);
         free(m->halted);
+        free(m->config_error);
+        sd_event_source_disable_unref(m->sighup);
         sd_event_source_disable_unref(m->inotify_src);
         sd_event_source_disable_unref(m->reload_timer);
         con_authz_free(m->authz);

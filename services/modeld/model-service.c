@@ -66,6 +66,7 @@ struct Models {
         Call *calls;                    /* every call (queued, in flight, waiting for a retry) */
         unsigned n_queued, n_calls;
         uint64_t requests, failures;
+        char *config_error;             /* why the last reload was refused; NULL when it was not */
 };
 
 struct Call {
@@ -159,6 +160,8 @@ static int load_config(Models *m) {
                 _cleanup_free_ char *s = con_error_detail_format(&e);
                 log_error("%s", s ? s : strerror(-r));
                 con_error_detail_done(&e);
+                free(m->config_error);
+                m->config_error = s ? TAKE_PTR(s) : strdup(strerror(-r));
                 return r;
         }
         con_config_free(m->config);
@@ -956,6 +959,10 @@ static int property_counter(sd_bus *bus, const char *path, const char *interface
         return sd_bus_message_append(reply, "t", !m ? 0 : streq(property, "Requests") ? m->requests : m->failures);
 }
 
+static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+static int property_config_error(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error);
+
 static const sd_bus_vtable models_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_NAMES("Complete", "s", SD_BUS_PARAM(request_json), "s", SD_BUS_PARAM(response_json),
@@ -964,11 +971,13 @@ static const sd_bus_vtable models_vtable[] = {
                                  method_task, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("UnregisterTask", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(task_id), NULL, ,
                                  method_task, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_NAMES("BudgetExhausted", "ss", SD_BUS_PARAM(agent) SD_BUS_PARAM(budget), 0),
         SD_BUS_PROPERTY("Usage", "a{s(tt)}", property_usage, 0, 0),
         SD_BUS_PROPERTY("Requests", "t", property_counter, 0, 0),
         SD_BUS_PROPERTY("Failures", "t", property_counter, 0, 0),
         SD_BUS_PROPERTY("Pending", "u", property_counter, 0, 0),
+        SD_BUS_PROPERTY("ConfigError", "s", property_config_error, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };
 
@@ -978,16 +987,59 @@ int models_introspect_xml(char **ret) {
 
 /* ---- life cycle ---- */
 
+/* SIGHUP and Reload: the config (providers, limits, budgets) and the keys again. A config that
+ * does not load is refused and the running one kept; the reason is the ConfigError property. */
+static int models_reload(Models *m) {
+        char *had = m->config_error;
+        int r, k;
+
+        m->config_error = NULL;
+        r = load_config(m);
+        if (r < 0)
+                log_error("Reload: keeping the previous configuration");
+        k = load_env(m);
+        if (k < 0) {
+                log_error("Reload: keeping the previous keys");
+                if (!m->config_error)
+                        (void) asprintf(&m->config_error, "cannot read the keys in %s: %s",
+                                        m->opts.env_path ?: CON_MODELS_ENV_PATH, strerror(-k));
+        } else if (r >= 0)
+                log_info("Reloaded the configuration and the keys");
+        if (!streq_ptr(had, m->config_error))
+                (void) sd_bus_emit_properties_changed(m->bus, CON_MODELS_PATH, CON_MODELS_INTERFACE, "ConfigError", NULL);
+        free(had);
+        return r < 0 ? r : k;
+}
+
 static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         (void) s, (void) si;
-        Models *m = userdata;
-        if (load_config(m) < 0)
-                log_error("Reload: keeping the previous configuration");
-        if (load_env(m) < 0)
-                log_error("Reload: keeping the previous keys");
-        else
-                log_info("Reloaded the configuration and the keys");
+        (void) models_reload(userdata);
         return 0;
+}
+
+/* Reload: root only. */
+static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Models *m = userdata;
+        uid_t uid;
+        int r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        if (uid != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "only root may reload the model gateway");
+        r = models_reload(m);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_CONFIG, "%s; the running configuration is kept",
+                                          m->config_error ?: strerror(-r));
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int property_config_error(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        (void) bus, (void) path, (void) interface, (void) property, (void) error;
+        Models *m = userdata;
+        return sd_bus_message_append(reply, "s", m ? strempty(m->config_error) : "");
 }
 
 int models_new(const ModelsOptions *o, sd_event *event, sd_bus *bus, Models **ret) {
@@ -1077,6 +1129,7 @@ Models *models_free(Models *m) {
         model_ledger_free(m->ledger);
         strv_free_erase(m->env);
         con_config_free(m->config);
+        free(m->config_error);
         free(m);
         return NULL;
 }

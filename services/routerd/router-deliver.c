@@ -568,7 +568,7 @@ int router_on_dispatch(sd_event_source *s, void *userdata) {
         while (!r->shutting_down && r->window.in_flight < r->window.max) {
                 Item *it = NULL;
                 for (size_t i = 0; i < r->n_targets && !it; i++) {
-                        Target *t = &r->targets[(r->next_target + i) % r->n_targets];
+                        Target *t = r->targets[(r->next_target + i) % r->n_targets];
                         if (t->backing_off)
                                 continue;
                         it = target_take(t);

@@ -115,7 +115,8 @@ static unsigned inbox_scan(Inbox *in) {
 void router_rescan(Router *r) {
         unsigned young = 0;
         for (size_t i = 0; i < r->n_inboxes; i++)
-                young += inbox_scan(&r->inboxes[i]);
+                if (!r->inboxes[i]->retired)
+                        young += inbox_scan(r->inboxes[i]);
         if (young > 0 && r->settle_timer) {
                 uint64_t now;
                 (void) sd_event_now(r->event, CLOCK_MONOTONIC, &now);

@@ -67,6 +67,7 @@ struct Inbox {
         Target *target;
         int fd;
         sd_event_source *watch;
+        bool retired;           /* its agent left the config: not watched, not scanned */
 };
 
 /* The files of one sender (the files' owner) for one agent. The dispatcher takes lanes in turn, so
@@ -100,18 +101,24 @@ struct Target {
         bool has_cron;
         char *cron_task;
         sd_event_source *cron_timer;
+        bool configured;        /* in the config loaded last (else retired: its queue still drains) */
 };
 
 struct Router {
         RouterOptions opts;
+        char *config_path;
+        char *config_error;     /* why the last reload was refused; NULL when it was not */
+        bool started;           /* router_start() ran: new inboxes are watched at once */
+        sd_event_source *sighup;
+        struct ConAuthz *authz; /* Reload: who is calling */
         char *srv_dir;
         char *audit_dir;
         sd_event *event;
         sd_bus *bus;
         ConConfig *config;
-        Target *targets;
+        Target **targets;       /* pointers: items and lanes point into them; never moved */
         size_t n_targets;
-        Inbox *inboxes;
+        Inbox **inboxes;
         size_t n_inboxes;
         int rejected_fd;
         ConAuditWriter *audit;

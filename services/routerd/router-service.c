@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/queue.h>
 #include <sys/random.h>
@@ -15,10 +16,12 @@
 #include <systemd/sd-event.h>
 
 #include "audit-writer.h"
+#include "authz.h"
 #include "bus-util.h"
 #include "con-paths.h"
 #include "config.h"
 #include "cron.h"
+#include "error-detail.h"
 #include "errors.h"
 #include "log.h"
 #include "macro.h"
@@ -83,6 +86,8 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "u", r->window.in_flight);
         if (streq(property, "Backlog"))
                 return sd_bus_message_append(reply, "u", (uint32_t) r->backlog);
+        if (streq(property, "ConfigError"))
+                return sd_bus_message_append(reply, "s", strempty(r->config_error));
         return -ENOENT;
 }
 
@@ -92,15 +97,15 @@ static Target *target_by_owner(Router *r, const char *unique) {
         if (!unique)
                 return NULL;
         for (size_t i = 0; i < r->n_targets; i++)
-                if (streq_ptr(r->targets[i].owner, unique))
-                        return &r->targets[i];
+                if (streq_ptr(r->targets[i]->owner, unique))
+                        return r->targets[i];
         return NULL;
 }
 
 static Target *target_by_bus_name(Router *r, const char *name) {
         for (size_t i = 0; i < r->n_targets; i++)
-                if (streq(r->targets[i].bus_name, name))
-                        return &r->targets[i];
+                if (streq(r->targets[i]->bus_name, name))
+                        return r->targets[i];
         return NULL;
 }
 
@@ -161,10 +166,10 @@ static int router_watch_agents(Router *r) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
                 const char *owner;
                 if (sd_bus_call_method(r->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                       "GetNameOwner", &e, &reply, "s", r->targets[i].bus_name) < 0)
+                                       "GetNameOwner", &e, &reply, "s", r->targets[i]->bus_name) < 0)
                         continue;
                 if (sd_bus_message_read(reply, "s", &owner) >= 0)
-                        (void) target_set_owner(&r->targets[i], owner);
+                        (void) target_set_owner(r->targets[i], owner);
         }
         return 0;
 }
@@ -176,9 +181,37 @@ static int method_rescan(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_reply_method_return(m, NULL);
 }
 
+/* Reload: root only (the bus policy lets anyone call the router). Replies once the config is
+ * applied, or with the reason it was refused (the running one is kept). */
+static int method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Router *r = userdata;
+        uid_t uid;
+        int k;
+
+        k = con_authz_caller_uid(r->authz, m, &uid, error);
+        if (k <= 0)
+                return k < 0 ? k : 1;
+        if (uid != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "only root may reload the router");
+        k = router_reload(r);
+        if (k == -ENOMEM)
+                return k;
+        if (k < 0)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_CONFIG, "%s: %s; the running configuration is kept",
+                                          r->config_path, r->config_error ?: strerror(-k));
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) router_reload(userdata);
+        return 0;
+}
+
 const sd_bus_vtable router_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD_WITH_ARGS("Rescan", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_rescan,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskRouted", SD_BUS_ARGS("s", task_id, "s", agent, "s", sender), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TaskRejected", SD_BUS_ARGS("s", file, "s", reason), 0),
@@ -186,26 +219,256 @@ const sd_bus_vtable router_vtable[] = {
         SD_BUS_PROPERTY("Rejected", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("InFlight", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Backlog", "u", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ConfigError", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END,
 };
 
-/* ---- set-up ---- */
+/* ---- set-up and reload ---- */
 
-static int router_add_inbox(Router *r, const char *rel, Target *t) {
-        Inbox *in = &r->inboxes[r->n_inboxes];
-        *in = (Inbox) { .router = r, .target = t, .fd = -EBADF };
+static Target *target_find(Router *r, const char *agent) {
+        for (size_t i = 0; i < r->n_targets; i++)
+                if (streq(r->targets[i]->agent, agent))
+                        return r->targets[i];
+        return NULL;
+}
+
+/* Targets and inboxes are never freed before the router: items, lanes and event sources point
+ * at them. One that leaves the config is retired (not watched, not scanned, not scheduled), and
+ * comes back to life when it returns. */
+static int target_get(Router *r, const char *agent, Target **ret) {
+        Target *t = target_find(r, agent);
+        int k;
+
+        if (t) {
+                *ret = t;
+                return 0;
+        }
+        Target **n = realloc(r->targets, sizeof(*n) * (r->n_targets + 1));
+        if (!n)
+                return -ENOMEM;
+        r->targets = n;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        r->targets[r->n_targets++] = t;
+        t->router = r;
+        if (!(t->agent = strdup(agent)))
+                return -ENOMEM;
+        k = con_agent_bus_name(agent, &t->bus_name);
+        if (k < 0)
+                return k;
+        *ret = t;
+        return 0;
+}
+
+static int inbox_get(Router *r, const char *rel, Target *t, Inbox **ret) {
+        Inbox *in;
+
+        for (size_t i = 0; i < r->n_inboxes; i++)
+                if (streq(r->inboxes[i]->rel, rel)) {
+                        *ret = r->inboxes[i];
+                        return 0;
+                }
+        Inbox **n = realloc(r->inboxes, sizeof(*n) * (r->n_inboxes + 1));
+        if (!n)
+                return -ENOMEM;
+        r->inboxes = n;
+        in = calloc(1, sizeof(*in));
+        if (!in)
+                return -ENOMEM;
+        r->inboxes[r->n_inboxes++] = in;
+        *in = (Inbox) { .router = r, .target = t, .fd = -EBADF, .retired = true };
         if (!(in->rel = strdup(rel)) || asprintf(&in->path, "%s/%s", r->srv_dir, rel) < 0)
                 return -ENOMEM;
         int k = router_inbox_label(rel, &in->label);
         if (k < 0)
                 return k;
-        r->n_inboxes++;
+        *ret = in;
+        return 0;
+}
+
+static bool cron_wanted(const Router *r) {
+        return !r->opts.once && (r->opts.cron_mode > 0 || (r->opts.cron_mode < 0 && sd_booted() <= 0));
+}
+
+/* The schedule of a cron agent, from its config entry (NULL: none). */
+static int target_set_cron(Target *t, const ConAgent *a) {
+        Router *r = t->router;
+
+        t->has_cron = false;
+        free(t->cron_task);
+        t->cron_task = NULL;
+        if (a && a->mode == CON_MODE_CRON && a->cron) {
+                _cleanup_free_ char *cron_err = NULL;
+                int k = con_cron_parse(a->cron, &t->cron, &cron_err);
+                if (k < 0)
+                        log_warning("Agent %s: cron \"%s\": %s; not scheduling it", a->name, a->cron,
+                                    cron_err ?: strerror(-k));
+                else
+                        t->has_cron = true;
+                if (a->cron_task && !(t->cron_task = strdup(a->cron_task)))
+                        return -ENOMEM;
+        }
+        if (!r->started)
+                return 0;
+        if (t->has_cron && cron_wanted(r)) {
+                int k = router_cron_arm(t);
+                if (k < 0)
+                        log_warning("Failed to schedule %s: %s", t->agent, strerror(-k));
+        } else if (t->cron_timer)
+                (void) sd_event_source_set_enabled(t->cron_timer, SD_EVENT_OFF);
+        return 0;
+}
+
+/* Starts watching an inbox (once the router runs). A missing folder is looked for again on every
+ * rescan. */
+static void inbox_activate(Inbox *in) {
+        Router *r = in->router;
+        int k;
+
+        in->retired = false;
+        if (!r->started)
+                return;
+        k = router_inbox_open(in);
+        if (k < 0) {
+                log_warning("Inbox %s is not there yet (%s); looking again on every rescan", in->path, strerror(-k));
+                return;
+        }
+        k = router_inbox_watch(in);
+        if (k < 0)
+                log_warning("Failed to watch %s: %s", in->path, strerror(-k));
+}
+
+/* Files already taken from a retired inbox are still delivered (its descriptor stays open for
+ * them); nothing new is taken from it. */
+static void inbox_retire(Inbox *in) {
+        in->retired = true;
+        in->watch = sd_event_source_disable_unref(in->watch);
+}
+
+/* Makes targets and inboxes match cfg: one per configured agent, plus the concierge for the outer
+ * inbox; the others are retired. Returns the number of inboxes added and retired in *ret_changes. */
+static int router_apply_config(Router *r, const ConConfig *cfg, unsigned *ret_added, unsigned *ret_retired) {
+        unsigned added = 0, retired = 0;
+        Target *concierge;
+        Inbox *in;
+        int k;
+
+        for (size_t i = 0; i < r->n_targets; i++)
+                r->targets[i]->configured = false;
+        for (size_t i = 0; i < cfg->n_agents; i++) {
+                const ConAgent *a = &cfg->agents[i];
+                _cleanup_free_ char *rel = NULL;
+                Target *t;
+
+                k = target_get(r, a->name, &t);
+                if (k < 0)
+                        return k;
+                t->configured = true;
+                k = target_set_cron(t, a);
+                if (k < 0)
+                        return k;
+                if (asprintf(&rel, "agents/%s/inbox", a->name) < 0)
+                        return -ENOMEM;
+                k = inbox_get(r, rel, t, &in);
+                if (k < 0)
+                        return k;
+                if (in->retired) {
+                        inbox_activate(in);
+                        added++;
+                }
+        }
+        /* The outer inbox goes to the concierge, configured or not (its files wait then). */
+        k = target_get(r, ROUTER_OUTER_AGENT, &concierge);
+        if (k < 0)
+                return k;
+        k = inbox_get(r, "inbox", concierge, &in);
+        if (k < 0)
+                return k;
+        if (in->retired)
+                inbox_activate(in);
+        for (size_t i = 0; i < r->n_targets; i++) {
+                Target *t = r->targets[i];
+                if (t->configured)
+                        continue;
+                k = target_set_cron(t, NULL);
+                if (k < 0)
+                        return k;
+        }
+        for (size_t i = 0; i < r->n_inboxes; i++) {
+                in = r->inboxes[i];
+                if (!in->retired && in->target != concierge && !in->target->configured) {
+                        inbox_retire(in);
+                        retired++;
+                } else if (!in->retired && in->target == concierge && !streq(in->rel, "inbox") &&
+                           !concierge->configured) {
+                        inbox_retire(in);
+                        retired++;
+                }
+        }
+        if (ret_added)
+                *ret_added = added;
+        if (ret_retired)
+                *ret_retired = retired;
+        return 0;
+}
+
+static int config_load(Router *r, ConConfig **ret, char **ret_error) {
+        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
+        int k = con_config_load(r->config_path, ret, &cerr);
+        if (k < 0) {
+                _cleanup_free_ char *msg = con_error_detail_format(&cerr);
+                if (asprintf(ret_error, "%s", msg ?: strerror(-k)) < 0)
+                        *ret_error = NULL;
+                return k;
+        }
+        if (!con_config_find_agent(*ret, ROUTER_OUTER_AGENT))
+                log_warning("No agent 'concierge' in %s: files in %s/inbox will wait until one is configured",
+                            r->config_path, r->srv_dir);
+        return 0;
+}
+
+int router_reload(Router *r) {
+        _cleanup_(con_config_freep) ConConfig *cfg = NULL;
+        _cleanup_free_ char *error = NULL;
+        unsigned added = 0, retired = 0;
+        int k;
+
+        k = config_load(r, &cfg, &error);
+        if (k < 0) {
+                log_error("Reload: %s is not valid, keeping the configuration loaded before: %s", r->config_path,
+                          error ?: strerror(-k));
+                free(r->config_error);
+                r->config_error = TAKE_PTR(error);
+                if (!r->config_error)
+                        r->config_error = strdup("cannot load the configuration");
+                (void) sd_bus_emit_properties_changed(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "ConfigError",
+                                                      NULL);
+                return k;
+        }
+        k = router_apply_config(r, cfg, &added, &retired);
+        if (k < 0) {
+                log_error("Reload: cannot apply %s: %s", r->config_path, strerror(-k));
+                return k;
+        }
+        con_config_free(r->config);
+        r->config = TAKE_PTR(cfg);
+        if (r->config_error) {
+                free(r->config_error);
+                r->config_error = NULL;
+                (void) sd_bus_emit_properties_changed(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "ConfigError",
+                                                      NULL);
+        }
+        log_info("Reloaded %s: %zu agents, %u inbox%s added, %u retired", r->config_path, r->config->n_agents, added,
+                 added == 1 ? "" : "es", retired);
+        router_rescan(r);
+        router_kick(r);
         return 0;
 }
 
 int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **ret) {
         _cleanup_(router_freep) Router *r = NULL;
-        _cleanup_(con_error_detail_done) ConErrorDetail cerr = {};
+        _cleanup_free_ char *error = NULL;
         int k;
 
         r = calloc(1, sizeof *r);
@@ -219,76 +482,21 @@ int router_new(const RouterOptions *o, sd_event *event, sd_bus *bus, Router **re
                 r->opts.rescan_usec = 30 * USEC_PER_SEC;
         if (r->opts.once_timeout_usec == 0)
                 r->opts.once_timeout_usec = 60 * USEC_PER_SEC;
-        if (!(r->srv_dir = strdup(o->srv_dir ?: CON_SRV_DIR)))
+        if (!(r->srv_dir = strdup(o->srv_dir ?: CON_SRV_DIR)) || !(r->config_path = strdup(o->config_path ?: CON_CONFIG_PATH)))
                 return -ENOMEM;
         if (o->audit_dir ? !(r->audit_dir = strdup(o->audit_dir)) : asprintf(&r->audit_dir, "%s/logs/audit", r->srv_dir) < 0)
                 return -ENOMEM;
         if (!(r->known = router_map_new()) || !(r->used_ids = router_map_new()))
                 return -ENOMEM;
 
-        const char *cpath = o->config_path ?: CON_CONFIG_PATH;
-        k = con_config_load(cpath, &r->config, &cerr);
+        k = config_load(r, &r->config, &error);
         if (k < 0) {
-                _cleanup_free_ char *msg = con_error_detail_format(&cerr);
-                log_error("Failed to load the configuration: %s", msg ?: strerror(-k));
+                log_error("Failed to load the configuration: %s", error ?: strerror(-k));
                 return k;
         }
-        if (!con_config_find_agent(r->config, ROUTER_OUTER_AGENT))
-                log_warning("No agent 'concierge' in %s: files in %s/inbox will wait until one is configured",
-                            cpath, r->srv_dir);
-
-        /* One target per configured agent, plus the concierge for the outer inbox. */
-        size_t n = r->config->n_agents + 1;
-        r->targets = calloc(n, sizeof *r->targets);
-        r->inboxes = calloc(n + 1, sizeof *r->inboxes);
-        if (!r->targets || !r->inboxes)
-                return -ENOMEM;
-        Target *concierge = NULL;
-        for (size_t i = 0; i < r->config->n_agents; i++) {
-                const ConAgent *a = &r->config->agents[i];
-                Target *t = &r->targets[r->n_targets];
-                t->router = r;
-                if (!(t->agent = strdup(a->name)))
-                        return -ENOMEM;
-                r->n_targets++;
-                k = con_agent_bus_name(a->name, &t->bus_name);
-                if (k < 0)
-                        return k;
-                if (streq(a->name, ROUTER_OUTER_AGENT))
-                        concierge = t;
-                if (a->mode == CON_MODE_CRON && a->cron) {
-                        _cleanup_free_ char *cron_err = NULL;
-                        k = con_cron_parse(a->cron, &t->cron, &cron_err);
-                        if (k < 0)
-                                log_warning("Agent %s: cron \"%s\": %s; not scheduling it", a->name, a->cron,
-                                            cron_err ?: strerror(-k));
-                        else
-                                t->has_cron = true;
-                        if (a->cron_task && !(t->cron_task = strdup(a->cron_task)))
-                                return -ENOMEM;
-                }
-        }
-        if (!concierge) {
-                Target *t = &r->targets[r->n_targets++];
-                t->router = r;
-                if (!(t->agent = strdup(ROUTER_OUTER_AGENT)))
-                        return -ENOMEM;
-                k = con_agent_bus_name(ROUTER_OUTER_AGENT, &t->bus_name);
-                if (k < 0)
-                        return k;
-                concierge = t;
-        }
-        k = router_add_inbox(r, "inbox", concierge);
+        k = router_apply_config(r, r->config, NULL, NULL);
         if (k < 0)
                 return k;
-        for (size_t i = 0; i < r->config->n_agents; i++) {
-                _cleanup_free_ char *rel = NULL;
-                if (asprintf(&rel, "agents/%s/inbox", r->targets[i].agent) < 0)
-                        return -ENOMEM;
-                k = router_add_inbox(r, rel, &r->targets[i]);
-                if (k < 0)
-                        return k;
-        }
 
         r->event = sd_event_ref(event);
         r->bus = sd_bus_ref(bus);
@@ -338,13 +546,25 @@ int router_start(Router *r) {
                         return k;
                 (void) sd_event_source_set_enabled(r->props_timer, SD_EVENT_OFF);
 
-                bool cron = r->opts.cron_mode > 0 || (r->opts.cron_mode < 0 && sd_booted() <= 0);
-                for (size_t i = 0; cron && i < r->n_targets; i++)
-                        if (r->targets[i].has_cron) {
-                                k = router_cron_arm(&r->targets[i]);
+                for (size_t i = 0; cron_wanted(r) && i < r->n_targets; i++)
+                        if (r->targets[i]->has_cron && r->targets[i]->configured) {
+                                k = router_cron_arm(r->targets[i]);
                                 if (k < 0)
-                                        log_warning("Failed to schedule %s: %s", r->targets[i].agent, strerror(-k));
+                                        log_warning("Failed to schedule %s: %s", r->targets[i]->agent, strerror(-k));
                         }
+                /* SIGHUP and Reload: the config again, without a restart. */
+                sigset_t ss;
+                sigemptyset(&ss);
+                sigaddset(&ss, SIGHUP);
+                (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+                k = sd_event_add_signal(r->event, &r->sighup, SIGHUP, on_sighup, r);
+                if (k < 0)
+                        return k;
+                ConAuthzOptions ao = { .root_policy = CON_AUTHZ_ROOT_ALLOW, .no_cache = true,
+                                       .watch_dirs = (char * const[]) { NULL } };
+                k = con_authz_new(r->bus, r->event, &ao, &r->authz);
+                if (k < 0)
+                        return k;
         } else {
                 k = sd_event_add_time_relative(r->event, &r->once_timer, CLOCK_MONOTONIC, r->opts.once_timeout_usec,
                                                0, router_on_once_timeout, r);
@@ -352,18 +572,10 @@ int router_start(Router *r) {
                         return k;
         }
         /* Watches first, then the scan: a file arriving in between is seen at least once. */
-        for (size_t i = 0; i < r->n_inboxes; i++) {
-                Inbox *in = &r->inboxes[i];
-                k = router_inbox_open(in);
-                if (k < 0) {
-                        log_warning("Inbox %s is not there yet (%s); looking again on every rescan", in->path,
-                                    strerror(-k));
-                        continue;
-                }
-                k = router_inbox_watch(in);
-                if (k < 0)
-                        log_warning("Failed to watch %s: %s", in->path, strerror(-k));
-        }
+        r->started = true;
+        for (size_t i = 0; i < r->n_inboxes; i++)
+                if (!r->inboxes[i]->retired)
+                        inbox_activate(r->inboxes[i]);
         router_rescan(r);
         router_kick(r);
         return 0;
@@ -386,8 +598,8 @@ Router *router_free(Router *r) {
                 return NULL;
         r->shutting_down = true;
         for (size_t i = 0; i < r->n_targets; i++)
-                for (size_t j = 0; j < r->targets[i].n_lanes; j++) {
-                        Lane *l = r->targets[i].lanes[j];
+                for (size_t j = 0; j < r->targets[i]->n_lanes; j++) {
+                        Lane *l = r->targets[i]->lanes[j];
                         Item *it;
                         while ((it = TAILQ_FIRST(&l->queue))) {
                                 TAILQ_REMOVE(&l->queue, it, link);
@@ -400,7 +612,7 @@ Router *router_free(Router *r) {
                 router_item_free(it);
         }
         for (size_t i = 0; i < r->n_targets; i++) {
-                Target *t = &r->targets[i];
+                Target *t = r->targets[i];
                 for (size_t j = 0; j < t->n_lanes; j++)
                         router_lane_free(t->lanes[j]);
                 free(t->lanes);
@@ -410,17 +622,23 @@ Router *router_free(Router *r) {
                 free(t->bus_name);
                 free(t->owner);
                 free(t->cron_task);
+                free(t);
         }
         free(r->targets);
         for (size_t i = 0; i < r->n_inboxes; i++) {
-                Inbox *in = &r->inboxes[i];
+                Inbox *in = r->inboxes[i];
                 sd_event_source_disable_unref(in->watch);
                 safe_close(in->fd);
                 free(in->rel);
                 free(in->path);
                 free(in->label);
+                free(in);
         }
         free(r->inboxes);
+        sd_event_source_disable_unref(r->sighup);
+        con_authz_free(r->authz);
+        free(r->config_error);
+        free(r->config_path);
         sd_event_source_disable_unref(r->dispatch);
         sd_event_source_disable_unref(r->rescan_timer);
         sd_event_source_disable_unref(r->settle_timer);

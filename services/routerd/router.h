@@ -36,6 +36,10 @@ int router_start(Router *r);
 /* After the loop: flushes the audit log. Returns 0, or a positive exit status: 1 when --once
  * left tasks behind; loop_result when it is a negative errno. */
 int router_stop(Router *r, int loop_result);
+/* Loads the config again (SIGHUP, Reload): new agents' inboxes are watched and scanned, removed
+ * ones forgotten (files already taken are still delivered). A config that does not load is
+ * refused: the running one is kept and the reason is the ConfigError property. Logs. */
+int router_reload(Router *r);
 /* --bus-introspect */
 int router_introspect_xml(char **ret);
 

@@ -101,7 +101,8 @@ json_ok "con tasks AGENT --json: task objects of that agent" tasks \
 
 section "status and agents: one agent object"
 json_ok "con status --json: router and agent objects" status \
-        "$(keys_are '["router","agents"]') and (.router|$ROUTER and .running and .pid > 1) and
+        "$(keys_are '["router","config_errors","agents"]') and (.router|$ROUTER and .running and .pid > 1) and
+         .config_errors == [] and
          (.agents|type == \"array\" and length == 2 and all(.[]; $AGENT)) and
          (.agents[] | select(.name == \"concierge\") | .running and .state != null and .tasks_completed >= 1)" \
         con status --json
