@@ -48,6 +48,12 @@ if [ "${CON_SANDBOX:-0}" = 1 ]; then
                         -e 's/^\( *disk_min_free_pct:\) *[0-9.]*/\1 0/' \
                         -e 's/^\( *mem_min_free_pct:\) *[0-9.]*/\1 0/' "$_f"
         done
+        # A config without a contracts: section (con bootstrap --config FILE) gets the built-in
+        # threshold: the load contract itself carries the sandbox's.
+        for _f in /usr/share/conspiracyos/profiles/*/contracts/CON-SYS-003.yaml; do
+                [ -w "$_f" ] || continue
+                sed -i 's/^\( *load_per_core:\) *{}/\1 {max: 1000}/' "$_f"
+        done
         unset _f
 fi
 
