@@ -24,6 +24,8 @@ SECRET = $(NAME)-env
 image:
 	scripts/make-base-image.sh
 	$(PODMAN) --runtime $(RUNTIME) build --network=none $(ULIMITS) --build-arg PROFILE=$(PROFILE) -t $(IMAGE) .
+	@# The build stage's images are left untagged (dangling): about 640 MB each, nothing reuses them.
+	@$(PODMAN) image prune -f >/dev/null
 
 # Keys: .env becomes the podman secret $(SECRET), mounted 0400 at /run/secrets/conspiracyos-env;
 # the image's set-up hands its CON_* lines to the model gateway (/etc/con/env) and nothing else.

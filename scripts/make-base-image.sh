@@ -27,5 +27,9 @@ for pair in build:build image:base; do
                         podman import --quiet - "$tag" >/dev/null
         fi
         podman tag "$tag" "$name:latest"
+        # Older imports of this name (an earlier package list) are not needed any more.
+        for old in $(podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$name"); do
+                [ "$old" = "$tag" ] || [ "$old" = "$name:latest" ] || podman rmi "$old" >/dev/null 2>&1 || true
+        done
         echo "$name:latest"
 done
