@@ -63,6 +63,16 @@ typedef struct Action {
         size_t len;
 } Action;
 
+/* One change a failed run reverts: a path it created (removed again), or a file it replaced
+ * (written back with its old content, owner and mode). */
+typedef struct Undo {
+        char *path;
+        bool created;
+        char *content;
+        size_t len;
+        struct stat st;
+} Undo;
+
 typedef struct AclList {
         ConAclEntry *e;
         size_t n;
@@ -96,6 +106,12 @@ struct ConProvision {
         Fixup *fixups;          /* what systemd-sysusers cannot do, applied by userdb.c after it */
         size_t n_fixups;
         uint32_t next_agent_uid;  /* where the search for the next agent UID starts; 0 before the first */
+        char **created_users;   /* planned "create user" items: what a rollback removes */
+        char **created_groups;
+        Undo *undo;             /* what the run changed on disk, in order: a rollback reverts it */
+        size_t n_undo;
+        bool userdb_applied;
+        unsigned fail_after;    /* test hook: fail before the Nth change (0: never) */
 };
 
 static const char *path_error(int r) {
@@ -643,8 +659,113 @@ static int apply_userdb(ConProvision *p, char **ret_error) {
         return 0;
 }
 
+/* Before an action changes a path: what reverts it. Paths that exist and are not regular files
+ * (folders, whose owner, mode or ACL change) are left as they are by a rollback. */
+static int undo_record(ConProvision *p, const Action *a) {
+        _cleanup_free_ char *content = NULL;
+        Undo *n, u = {};
+        size_t len = 0;
+        int r;
+
+        if (a->kind == ACTION_USERDB)
+                return 0;
+        if (lstat(a->path, &u.st) < 0) {
+                if (errno != ENOENT)
+                        return 0;
+                u.created = true;
+        } else if (a->kind == ACTION_FILE && S_ISREG(u.st.st_mode)) {
+                _cleanup_close_ int fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+                if (fd < 0)
+                        return 0;
+                r = read_fd(fd, SOURCE_FILE_MAX, &content, &len);
+                if (r < 0)
+                        return 0;
+        } else
+                return 0;
+        n = realloc(p->undo, sizeof(*n) * (p->n_undo + 1));
+        if (!n)
+                return -ENOMEM;
+        p->undo = n;
+        u.path = strdup(a->path);
+        if (!u.path)
+                return -ENOMEM;
+        u.content = TAKE_PTR(content);
+        u.len = len;
+        p->undo[p->n_undo++] = u;
+        return 0;
+}
+
+/* Reverts a failed run: files written back, paths it created removed (last first, so folders are
+ * empty by then), then the users and groups it created removed from the user database. Returns
+ * how many things it could not revert. */
+static unsigned rollback(ConProvision *p, unsigned *ret_reverted) {
+        unsigned failed = 0, reverted = 0;
+        int r;
+
+        for (size_t i = p->n_undo; i > 0; i--) {
+                const Undo *u = &p->undo[i - 1];
+                if (u->created)
+                        r = (unlink(u->path) < 0 && (errno != EISDIR || rmdir(u->path) < 0)) ? -errno : 0;
+                else
+                        r = write_file_atomic(u->path, u->content, u->len, u->st.st_mode & 07777, u->st.st_uid,
+                                              u->st.st_gid);
+                if (r < 0 && r != -ENOENT)
+                        failed++;
+                else
+                        reverted++;
+        }
+        if (p->userdb_applied && (p->created_users || p->created_groups)) {
+                _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
+                bool locked = p->lock.pwdf || p->lock.fd >= 0 || con_userdb_lock(p->root, &p->lock) >= 0;
+
+                r = locked ? con_userdb_load(p->root, &db) : -EBUSY;
+                if (r < 0)
+                        failed += strv_length(p->created_users) + strv_length(p->created_groups);
+                else {
+                        STRV_FOREACH(u, p->created_users) {
+                                for (ConTier t = CON_TIER_OFFICER; t < _CON_TIER_MAX; t++)
+                                        (void) con_userdb_set_member(db, tier_groups[t], *u, false);
+                                if (con_userdb_remove_user(db, *u) > 0)
+                                        reverted++;
+                        }
+                        STRV_FOREACH(g, p->created_groups)
+                                if (con_userdb_remove_group(db, *g) > 0)
+                                        reverted++;
+                        if (con_userdb_dirty(db) && con_userdb_save(db) < 0)
+                                failed += strv_length(p->created_users) + strv_length(p->created_groups);
+                }
+        }
+        if (ret_reverted)
+                *ret_reverted = reverted;
+        return failed;
+}
+
+static int provision_apply(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
+                           unsigned *ret_checked, unsigned *ret_changed, char **ret_error);
+
 int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
                       unsigned *ret_checked, unsigned *ret_changed, char **ret_error) {
+        unsigned reverted = 0, failed;
+        char *e;
+        int r;
+
+        r = provision_apply(p, dry_run, report, userdata, ret_checked, ret_changed, ret_error);
+        if (r >= 0 || dry_run)
+                return r;
+        failed = rollback(p, &reverted);
+        if (ret_error && *ret_error) {
+                if (asprintf(&e, "%s; %s (%u change%s reverted%s)", *ret_error,
+                             failed ? "rolling back failed in part" : "rolled back", reverted, reverted == 1 ? "" : "s",
+                             failed ? ", some could not be: see above" : "") >= 0) {
+                        free(*ret_error);
+                        *ret_error = e;
+                }
+        }
+        return r;
+}
+
+static int provision_apply(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
+                           unsigned *ret_checked, unsigned *ret_changed, char **ret_error) {
         unsigned checked = 0, changed = 0;
         int r;
 
@@ -654,6 +775,7 @@ int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report
                 /* The user database is written in one go after its last item, before any
                  * directory is chowned to a new user. */
                 if (i == p->userdb_end && !dry_run && con_userdb_dirty(p->db)) {
+                        p->userdb_applied = true;
                         r = apply_userdb(p, ret_error);
                         if (r < 0)
                                 return r;
@@ -675,6 +797,12 @@ int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report
                                 report(*c, userdata);
                 if (dry_run)
                         continue;
+                if (p->fail_after > 0 && changed >= p->fail_after)
+                        return con_error_textf(ret_error, -EIO, "%s: failure injected before change %u (test)",
+                                      p->actions[i].path, changed);
+                r = undo_record(p, &p->actions[i]);
+                if (r < 0)
+                        return con_error_textf(ret_error, r, "out of memory");
                 r = action_apply(&p->actions[i], ret_error);
                 if (r < 0)
                         return r;
@@ -720,6 +848,9 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         r = sysusers_line(p, "g %s %u", name, (unsigned) gid);
         if (r < 0)
                 return r;
+        r = strv_extend(&p->created_groups, name);
+        if (r < 0)
+                return r;
         if (asprintf(&c, "create group %s (gid %u)", name, gid) < 0)
                 return -ENOMEM;
         return userdb_item(p, c);
@@ -759,6 +890,9 @@ static int plan_service_user(ConProvision *p, const char *name, const char *geco
         if (r < 0)
                 return con_error_textf(ret_error, r, "cannot add user '%s': %s", name, strerror(-r));
         r = sysusers_line(p, "u %s %u:%s \"%s\" /nonexistent %s", name, uid, name, gecos, AGENT_SHELL);
+        if (r < 0)
+                return r;
+        r = strv_extend(&p->created_users, name);
         if (r < 0)
                 return r;
         if (asprintf(&c, "create user %s (uid %u)", name, uid) < 0)
@@ -831,6 +965,9 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
                 if (r < 0)
                         return con_error_textf(ret_error, r, "cannot add user '%s': %s", user, strerror(-r));
                 r = sysusers_line(p, "u %s %u:%s \"%s\" %s %s", user, uid, AGENTS_GROUP, gecos, home, AGENT_SHELL);
+                if (r < 0)
+                        return r;
+                r = strv_extend(&p->created_users, user);
                 if (r < 0)
                         return r;
                 if (asprintf(&c, "create user %s (uid %u)", user, uid) < 0)
@@ -1370,6 +1507,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         p->lock = CON_USERDB_LOCK_INIT;
         p->root = strdup(!o->root || streq(o->root, "/") ? "" : o->root);
         p->profiles_dir = strdup(o->profiles_dir ?: CON_PROFILESDIR);
+        p->fail_after = o->fail_after;
         if (!p->root || !p->profiles_dir)
                 return -ENOMEM;
 
@@ -1502,6 +1640,13 @@ ConProvision *con_provision_free(ConProvision *p) {
         }
         free(p->fixups);
         free(p->profiles_dir);
+        strv_free(p->created_users);
+        strv_free(p->created_groups);
+        for (size_t i = 0; i < p->n_undo; i++) {
+                free(p->undo[i].path);
+                free(p->undo[i].content);
+        }
+        free(p->undo);
         strv_free(p->warnings);
         strv_free(p->dirs_seen);
         free(p);

@@ -30,6 +30,8 @@ typedef struct ConProvisionOptions {
         bool dry_run;                   /* do not take the user database lock */
         const char *root;               /* NULL or "/": this system; a folder: provision the system below it
                                          * (its etc/passwd, etc/group, ...; the unit test) */
+        unsigned fail_after;            /* tests only: fail before the Nth change (0: never), to check
+                                         * that a failed run is rolled back */
 } ConProvisionOptions;
 
 typedef struct ConProvision ConProvision;
@@ -54,6 +56,9 @@ char * const *con_provision_warnings(const ConProvision *p);
 typedef void (*ConProvisionReportFn)(const char *change, void *userdata);
 
 /* Checks every action and, unless dry_run, applies what differs. Stops at the first failure
- * (*ret_error says which path and why). ret_checked/ret_changed count actions. */
+ * (*ret_error says which path and why) and rolls back: files it wrote get their old content,
+ * owner and mode back, paths it created are removed, users and groups it created are removed
+ * from the user database (owner, mode and ACL changes of folders that existed stay).
+ * ret_checked/ret_changed count actions. */
 int con_provision_run(ConProvision *p, bool dry_run, ConProvisionReportFn report, void *userdata,
                       unsigned *ret_checked, unsigned *ret_changed, char **ret_error);

@@ -649,6 +649,41 @@ static int set_member_in(ConUserDbFile *f, unsigned idx, const char *group, cons
         return 1;
 }
 
+static int drop_line(ConUserDbFile *f, const char *name) {
+        int i;
+
+        if (!f->present)
+                return 0;
+        i = find_line(f, name);
+        if (i < 0)
+                return 0;
+        free(f->lines[i]);
+        for (size_t k = (size_t) i; f->lines[k]; k++)
+                f->lines[k] = f->lines[k + 1];
+        f->dirty = true;
+        return 1;
+}
+
+int con_userdb_remove_user(ConUserDb *db, const char *name) {
+        int a, b;
+
+        if (!con_userdb_name_valid(name))
+                return -EINVAL;
+        a = drop_line(&db->passwd, name);
+        b = drop_line(&db->shadow, name);
+        return a || b;
+}
+
+int con_userdb_remove_group(ConUserDb *db, const char *name) {
+        int a, b;
+
+        if (!con_userdb_name_valid(name))
+                return -EINVAL;
+        a = drop_line(&db->group, name);
+        b = drop_line(&db->gshadow, name);
+        return a || b;
+}
+
 int con_userdb_set_member(ConUserDb *db, const char *group, const char *user, bool member) {
         int r, changed;
 

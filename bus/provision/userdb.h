@@ -99,6 +99,11 @@ int con_userdb_add_user(ConUserDb *db, const char *name, uid_t uid, gid_t gid, c
 /* Sets primary group, home and shell of an existing user; adds a missing shadow entry.
  * Returns 1 when something changed, 0 when not. */
 int con_userdb_fix_user(ConUserDb *db, const char *name, gid_t gid, const char *home, const char *shell);
+/* Removes a user (passwd and shadow lines) or a group (group and gshadow lines), as a rollback
+ * does; memberships of a removed user are the caller's (con_userdb_set_member). 1 removed, 0 not
+ * there, -EINVAL for an invalid name. */
+int con_userdb_remove_user(ConUserDb *db, const char *name);
+int con_userdb_remove_group(ConUserDb *db, const char *name);
 /* Adds or removes user from the member lists of group in group and gshadow.
  * Returns 1 when something changed, 0 when not. */
 int con_userdb_set_member(ConUserDb *db, const char *group, const char *user, bool member);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -83,6 +84,11 @@ int verb_bootstrap(int argc, char *argv[]) {
                 return con_fail(CON_EXIT_NOT_ROOT,
                                 "bootstrap: must run as root (it edits /etc/passwd and /etc/shadow and owns "
                                 "/srv/con); try 'sudo con bootstrap'");
+
+        /* Tests only: fail before the Nth change, to check that a failed run is rolled back. */
+        const char *fail = getenv("CON_TEST_BOOTSTRAP_FAIL_AT");
+        if (fail)
+                o.fail_after = (unsigned) strtoul(fail, NULL, 10);
 
         r = con_provision_new(&o, &p, &error);
         if (r < 0)

@@ -106,5 +106,23 @@ check "Reload of the contract service succeeds" busctl --system call \
 check "con status: no error left" wait_for 5 bash -c '! con status | grep -q "refused its last reload"'
 check "con status exits 0" con status
 
+section "a failed bootstrap is rolled back"
+cp /etc/con/con.yaml "$T/before.yaml"
+getent passwd | sort >"$T/passwd.before"
+getent group | sort >"$T/group.before"
+write_config sysadmin helper late1 late2
+# CON_TEST_BOOTSTRAP_FAIL_AT=N: a failure injected before the Nth change (tests only)
+check_fail_output "a failure injected after the users were created: exit 1, rolled back" \
+        "/srv/con/agents/late.*failure injected.*rolled back" \
+        env CON_TEST_BOOTSTRAP_FAIL_AT=12 con bootstrap --config "$T/con.yaml" --force
+check_fail "no user a-late1 is left" id a-late1
+check_fail "no user a-late2 is left" id a-late2
+check_eq "the users are as before" "$(cat "$T/passwd.before")" "$(getent passwd | sort)"
+check_eq "the groups are as before" "$(cat "$T/group.before")" "$(getent group | sort)"
+check "no folder of the new agents is left" test ! -e /srv/con/agents/late1 -a ! -e /srv/con/agents/late2
+check_same_file "/etc/con/con.yaml is the one before" "$T/before.yaml" /etc/con/con.yaml
+check "then the same bootstrap without the failure works" con bootstrap --config "$T/con.yaml" --force
+check "a-late2 exists now" id a-late2
+
 check "con down" con down
 finish

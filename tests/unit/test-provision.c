@@ -191,6 +191,48 @@ static void test_agent_uid_range(Fixture *f, gconstpointer data) {
         g_assert_nonnull(strstr(error, "no free agent UID in 61000..61003"));
 }
 
+/* A run that fails (a failure injected before change N) is rolled back: no user or group it
+ * created is left, no file or folder it made; at N = 1 (nothing done yet) and at an N after the
+ * user database was written and folders were chowned to the new users. */
+static void test_rollback(Fixture *f, gconstpointer data) {
+        static const unsigned at[] = { 1, 20, 40 };
+        g_autofree char *srv = in_root(f, CON_SRV_DIR), *installed = in_root(f, CON_CONFIG_PATH);
+        g_autofree char *sysusers = in_root(f, "/etc/sysusers.d/conspiracyos.conf");
+
+        if (geteuid() != 0) {
+                con_test_skip("applying chowns to the allocated ids: needs root");
+                return;
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(at); i++) {
+                ConProvisionOptions o = { .config_path = f->config, .root = f->root, .profiles_dir = f->profiles,
+                                          .fail_after = at[i] };
+                _cleanup_(con_provision_freep) ConProvision *p = NULL;
+                _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
+                _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
+                _cleanup_free_ char *error = NULL;
+                unsigned changed = 0;
+
+                g_assert_cmpint(con_provision_new(&o, &p, &error), ==, 0);
+                g_assert_cmpint(con_provision_run(p, false, NULL, NULL, NULL, &changed, &error), ==, -EIO);
+                g_assert_nonnull(strstr(error, "failure injected"));
+                g_assert_nonnull(strstr(error, "; rolled back ("));
+                g_test_message("N = %u: %s", at[i], error);
+                g_assert_cmpint(con_userdb_load(f->root, &db), ==, 0);
+                g_assert_cmpint(con_userdb_get_user(db, "a-coder", &pw), ==, -ENOENT);
+                g_assert_cmpint(con_userdb_get_user(db, "a-concierge", &pw), ==, -ENOENT);
+                g_assert_cmpint(con_userdb_get_user(db, "con-models", &pw), ==, -ENOENT);
+                g_assert_cmpint(con_userdb_get_group(db, "agents", NULL, NULL), ==, -ENOENT);
+                g_assert_cmpint(con_userdb_get_group(db, "workers", NULL, NULL), ==, -ENOENT);
+                g_assert_cmpint(con_userdb_get_user(db, "olduser", &pw), ==, 0);   /* what was there stays */
+                g_assert_cmpint(access(srv, F_OK), ==, -1);
+                g_assert_cmpint(access(installed, F_OK), ==, -1);
+                g_assert_cmpint(access(sysusers, F_OK), ==, -1);
+        }
+        /* and then a run without the failure works */
+        _cleanup_strv_free_ char **changes = run(f, false, NULL, NULL, NULL);
+        g_assert_true(has_change(changes, "create user a-coder (uid "));
+}
+
 /* Apply, then a second run changes nothing; a changed mode is found and repaired; a symlink
  * where the engine writes stops it. */
 static void test_apply(Fixture *f, gconstpointer data) {
@@ -314,6 +356,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/provision/plan", Fixture, NULL, fixture_setup, test_plan, fixture_teardown);
         g_test_add("/provision/bad-config", Fixture, NULL, fixture_setup, test_bad_config, fixture_teardown);
         g_test_add("/provision/agent-uid-range", Fixture, NULL, fixture_setup, test_agent_uid_range, fixture_teardown);
+        g_test_add("/provision/rollback", Fixture, NULL, fixture_setup, test_rollback, fixture_teardown);
         g_test_add("/provision/apply", Fixture, NULL, fixture_setup, test_apply, fixture_teardown);
         g_test_add("/provision/fixups", Fixture, NULL, fixture_setup, test_fixups, fixture_teardown);
         return con_test_run();
