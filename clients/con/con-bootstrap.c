@@ -6,11 +6,26 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <systemd/sd-bus.h>
+
 #include "con-paths.h"
 #include "con.h"
 #include "macro.h"
 #include "provision.h"
 #include "strv.h"
+
+/* Best effort: no bus running (a root being built) is fine. */
+static void reload_bus_config(void) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        if (sd_bus_open_system(&bus) < 0)
+                return;
+        int r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                   "ReloadConfig", &e, NULL, NULL);
+        if (r < 0 && r != -ENOENT && r != -ECONNREFUSED)
+                fprintf(stderr, "con: bootstrap: warning: the system bus did not reload its policy: %s\n",
+                        e.message ?: strerror(-r));
+}
 
 static void bootstrap_help(FILE *f) {
         fputs("Usage: con bootstrap [--profile default|minimal] [--config FILE] [--force] [--dry-run]\n"
@@ -104,6 +119,12 @@ int verb_bootstrap(int argc, char *argv[]) {
         r = con_provision_run(p, o.dry_run, print_change, &o.dry_run, &checked, &changed, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
+
+        /* dbus-daemon reloads its policy when a policy file changes, not when a user it names
+         * appears: a run that only created a user (con-web, after dashboard.enabled was turned on)
+         * would leave that user's <policy user=...> ignored. Ask it to read its files again. */
+        if (!o.dry_run && changed > 0)
+                reload_bus_config();
 
         /* The units: enabled (and started, under systemd) from the config just installed. */
         r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed);
