@@ -21,7 +21,45 @@ WEBD_BIN=/usr/libexec/conspiracyos/con-webd
 now_ms() { date +%s%3N; }
 
 section "bootstrap and con up with the dashboard enabled"
-check "con bootstrap --profile default" con bootstrap --profile default
+# The agents' model is the scripted fake LLM server (tests/fake-llm): its answers report token
+# usage, so the page has tokens and cost to show.
+cat >"$T/script.json" <<'EOF'
+{ "rules": [
+  { "path": "/v1/chat/completions",
+    "body": { "choices": [ { "message": { "content": "Hello from the fake model" }, "finish_reason": "stop" } ],
+              "usage": { "prompt_tokens": 1200, "completion_tokens": 300 }, "model": "fake-model" } }
+] }
+EOF
+"${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 600 \
+        >"$T/fake.port" 2>"$T/fake.err" &
+wait_for 5 test -s "$T/fake.port"
+FAKE_PORT=$(head -n1 "$T/fake.port")
+check "the fake LLM server listens (port ${FAKE_PORT:-none})" test -n "$FAKE_PORT"
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<EOF
+system:
+  name: dashboard-test
+models:
+  price_per_mtok_in: 10
+  price_per_mtok_out: 20
+  budget_tokens_per_day: 100000
+base:
+  runner: picoclaw
+  provider: openrouter
+  base_url: http://127.0.0.1:$FAKE_PORT/v1
+  model: fake-model
+agents:
+  - name: concierge
+    tier: operator
+  - name: sysadmin
+    tier: operator
+    roles: [sysadmin]
+EOF
+for d in base tiers roles agents; do
+        [ -d "/usr/share/conspiracyos/profiles/default/$d" ] && cp -r "/usr/share/conspiracyos/profiles/default/$d" /etc/con/
+done
+check "con bootstrap (no dashboard yet)" con bootstrap
+printf 'CON_API_KEY=sk-dashboard-test-0123456789\n' >/etc/con/env
 check_fail "... makes no user con-web while the dashboard is off" id con-web
 printf 'dashboard:\n  enabled: true\n  bind: 127.0.0.1\n  port: %s\n' "$PORT" >>/etc/con/con.yaml
 check "con bootstrap with dashboard.enabled" con bootstrap
@@ -142,6 +180,14 @@ check_output "... in its row: agent, sender, status" '^\["concierge","root","com
         js "[...document.querySelector('#events tr[data-task=\"$ID2\"][data-event=\"task.completed\"]').cells].slice(2).filter((c, i) => i != 1 && i < 4).map(c => c.textContent)"
 check_output "the agent's counters went up (accepted 2, completed 2)" '^\["2","2"\]$' \
         js '[...document.querySelector("#agents tr[data-agent=concierge]").cells].slice(6, 8).map(c => c.textContent)'
+# Two tasks for the model: the gateway starts with the first, the second's tokens are spent
+# while the page watches (the plot counts what it saw being spent).
+check_output "a task for the model (the fake one)" 'Hello from the fake model' con-send --timeout 60 "hello-dashboard-1"
+check_output "... and another" 'Hello from the fake model' con-send --timeout 60 "hello-dashboard-2"
+tokens_shown() { [ "$(js 'document.querySelector("#agents tr[data-agent=concierge]").cells[9].textContent')" = '"2400 / 600 ($0.0360)"' ]; }
+check "the page shows the concierge's tokens today and their cost (2400 in, 600 out, \$0.0360)" wait_for 5 tokens_shown
+check_output "... and its daily budget" '^"100000 tokens"$' js 'document.querySelector("#agents tr[data-agent=concierge]").cells[10].textContent'
+check_output "the spend plot saw the tokens being spent" '^"(1500|3000)"$' js 'document.getElementById("plot-tokens").dataset.max'
 check_output "the tasks-per-minute plot has a bar" '^[1-9][0-9]*$' js 'document.querySelectorAll("#plot-tasks rect").length'
 check_output "the queue and spend plots have a line per agent" '^\[2,2\]$' \
         js '[document.querySelectorAll("#plot-queue polyline").length, document.querySelectorAll("#plot-tokens polyline").length]'

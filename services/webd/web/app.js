@@ -112,8 +112,10 @@ function svgEl(tag, attrs) {
 /* series: [{name, color, values}] over the same minutes; bars when one series. */
 function plot(svg, series, bars) {
   const W = 300, H = 120, L = 28, B = 14, T = 6;
-  let max = 1;
-  for (const s of series) for (const v of s.values) max = Math.max(max, v);
+  let top = 0;
+  for (const s of series) for (const v of s.values) top = Math.max(top, v);
+  svg.dataset.max = String(top);
+  const max = Math.max(1, top);
   const n = series.length ? series[0].values.length : 0;
   const kids = [];
   kids.push(svgEl("line", { x1: L, y1: H - B, x2: W, y2: H - B, class: "axis" }));
