@@ -509,6 +509,10 @@ static void set_owner(Entity *e, const char *owner) {
         notify(s);
 }
 
+static Entity *entity_models(WebdState *s) {
+        return &s->entities[s->n_agents + 2];   /* agents, then router, contracts, models */
+}
+
 static Entity *entity_by_sender(WebdState *s, sd_bus_message *m, EntityKind kind) {
         const char *sender = sd_bus_message_get_sender(m);
         if (!sender)
@@ -589,7 +593,7 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                 add_event(s, "task.completed", a->name, id, sender, status, NULL);
                 bucket_now(s)->tasks++;
                 /* The gateway's Usage does not signal changes: a task's end is when it moved. */
-                (void) refresh_all(&s->entities[s->n_agents + 2]);
+                (void) refresh_all(entity_models(s));
         } else
                 return 0;
         /* The agent does not announce the counters of its very first flush: read them again at
@@ -740,12 +744,19 @@ int webd_state_attach(WebdState *s, sd_bus *bus) {
 
         s->bus = sd_bus_ref(bus);
         /* Signals first, then the owners: a change between the two is seen either way. */
-        r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                      "NameOwnerChanged", on_name_owner_changed, NULL, s);
+        /* Only the fabric's names and objects: under systemd every unit change is a
+         * PropertiesChanged and every connection a NameOwnerChanged, none of them ours. */
+        r = sd_bus_add_match_async(bus, NULL,
+                                   "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                                   "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
+                                   "arg0namespace='org.conspiracy'",
+                                   on_name_owner_changed, NULL, s);
         if (r < 0)
                 return r;
-        r = sd_bus_match_signal_async(bus, NULL, NULL, NULL, PROPERTIES_INTERFACE, "PropertiesChanged",
-                                      on_properties_changed, NULL, s);
+        r = sd_bus_add_match_async(bus, NULL,
+                                   "type='signal',interface='" PROPERTIES_INTERFACE "',member='PropertiesChanged',"
+                                   "path_namespace='/org/conspiracy'",
+                                   on_properties_changed, NULL, s);
         if (r < 0)
                 return r;
         r = sd_bus_match_signal_async(bus, NULL, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, NULL,
