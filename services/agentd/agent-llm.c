@@ -29,7 +29,6 @@
 
 #define SKILL_MAX       (256U * 1024U)
 #define AGENTS_MD_MAX   (1024U * 1024U)
-#define BUDGET_NOTICE_INTERVAL (3600U) /* seconds between two notices to the sysadmin */
 
 /* ---- prompt ---- */
 
@@ -438,46 +437,6 @@ static bool error_is_unavailable(const sd_bus_error *e) {
                                       "org.freedesktop.DBus.Error.Spawn.ServiceNotFound");
 }
 
-/* Tells the sysadmin that this agent's budget is used up, at most once an hour (a marker file in
- * the workspace). Returns a sentence saying who was told. */
-static char *budget_notify(Loop *l, const char *message) {
-        const ConAgent *a = l->env->agent;
-        const ConAgent *sys = l->env->config ? con_config_find_agent(l->env->config, "sysadmin") : NULL;
-        _cleanup_free_ char *marker = NULL, *text = NULL;
-        char *out = NULL;
-        struct stat st;
-
-        if (!sys || streq(a->name, "sysadmin")) {
-                (void) asprintf(&out, "No sysadmin agent is configured to tell; %s gets this message.",
-                                isempty(l->task->sender) ? "the submitter" : l->task->sender);
-                return out;
-        }
-        if (asprintf(&marker, "%s/.budget-notified", l->env->workspace) < 0)
-                return NULL;
-        if (stat(marker, &st) == 0 && time(NULL) - st.st_mtime < BUDGET_NOTICE_INTERVAL) {
-                (void) asprintf(&out, "The sysadmin was told within the last hour.");
-                return out;
-        }
-        if (asprintf(&text, "Model budget exhausted: agent '%s' could not finish task %s from %s: %s\n"
-                     "Its tasks fail until the budget allows more (models: in " CON_CONFIG_PATH ").",
-                     a->name, l->task->id, strempty(l->task->sender), message) < 0)
-                return NULL;
-        AgentToolContext ctx = { .agent = a, .config = l->env->config, .workspace = l->env->workspace, .bus = l->bus };
-        AgentToolArgs args = { .kind = AGENT_TOOL_SEND_TASK, .agent = (char *) "sysadmin", .text = text, .wait = false };
-        _cleanup_free_ char *res = NULL;
-        bool is_error = true;
-        if (agent_tool_dispatch(&ctx, &args, &res, &is_error) < 0)
-                return NULL;
-        if (is_error) {
-                (void) asprintf(&out, "Telling the sysadmin failed: %s", strempty(res));
-                return out;
-        }
-        _cleanup_close_ int fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        (void) fd;
-        (void) asprintf(&out, "The sysadmin was told (%s).", strempty(res));
-        return out;
-}
-
 /* One model turn. 0 with *ret; or -errno with *ret_reason, the sentence the task fails with. */
 static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret, char **ret_reason) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -517,11 +476,13 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                         return con_error_textf(ret_reason, -ETIMEDOUT, "the model call timed out in the gateway: %s",
                                          e.message);
                 if (sd_bus_error_has_name(&e, CON_ERROR_BUDGET_EXHAUSTED)) {
-                        _cleanup_free_ char *told = budget_notify(l, e.message ?: "budget used up");
+                        /* The gateway's BudgetExhausted signal reaches the sysadmin through
+                         * con-contractd (root), whatever the policy lets this agent do. */
                         return con_error_textf(ret_reason, -EDQUOT,
                                          "paused: agent '%s' has used up its model budget (%s). The task was not "
-                                         "finished; send it again when the budget allows. %s",
-                                         a->name, e.message ?: "no details", strempty(told));
+                                         "finished; send it again when the budget allows. The sysadmin is "
+                                         "notified by the contract service (once an hour per budget).",
+                                         a->name, e.message ?: "no details");
                 }
                 if (error_is_unavailable(&e))
                         return con_error_textf(ret_reason, -EHOSTDOWN,

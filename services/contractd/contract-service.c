@@ -36,6 +36,11 @@
 #define FIRST_RUN_USEC (200 * USEC_PER_MSEC)
 #define AGENT_CALL_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define ESCALATION_AGENT_DEFAULT "sysadmin"
+#define MODELS_BUS_NAME "org.conspiracy.Models"
+#define MODELS_PATH "/org/conspiracy/Models"
+#define MODELS_INTERFACE "org.conspiracy.Models1"
+#define BUDGET_NOTICE_INTERVAL_USEC (3600 * USEC_PER_SEC)
+#define BUDGET_NOTICES_MAX 1024         /* (agent, budget) pairs remembered */
 
 typedef struct Entry Entry;
 
@@ -63,6 +68,12 @@ struct Entry {
         bool timed_out;
         sd_event_source *child_src, *io_src, *timeout_src;
 };
+
+/* The last notice to the sysadmin of one agent's exhausted budget. */
+typedef struct BudgetNotice {
+        char *key;                      /* "<agent>/<budget>" */
+        uint64_t sent_usec;             /* CLOCK_MONOTONIC */
+} BudgetNotice;
 
 typedef struct ViolationSlot {
         char *key;                      /* "<id>/<check>" */
@@ -100,6 +111,12 @@ struct Manager {
         bool have_loaded_fp;
 
         sd_event_source *inotify_src, *reload_timer;
+
+        /* The model gateway's BudgetExhausted signals: only from the current owner of its name. */
+        char *models_owner;
+        sd_bus_slot *models_owner_match, *models_owner_call, *budget_match;
+        BudgetNotice *budget_notices;
+        size_t n_budget_notices;
 };
 
 
@@ -499,6 +516,134 @@ static void escalate(Manager *m, const Contract *c, const ContractCheck *ch, con
                 return;
         if (escalation_send(x) >= 0)
                 TAKE_PTR(x);
+}
+
+/* ---- budget notices ---- */
+
+static bool budget_key_valid(const char *budget) {
+        return streq(budget, "budget_tokens_per_task") || streq(budget, "budget_tokens_per_day") ||
+                streq(budget, "budget_cost_per_day");
+}
+
+/* True when agent/budget was not noticed within the interval (and records now). */
+static bool budget_notice_take(Manager *m, const char *agent, const char *budget) {
+        _cleanup_free_ char *key = NULL;
+        uint64_t now = con_now(CLOCK_MONOTONIC);
+        size_t oldest = 0;
+
+        if (asprintf(&key, "%s/%s", agent, budget) < 0)
+                return false;
+        for (size_t i = 0; i < m->n_budget_notices; i++) {
+                BudgetNotice *n = &m->budget_notices[i];
+                if (streq(n->key, key)) {
+                        if (now - n->sent_usec < BUDGET_NOTICE_INTERVAL_USEC)
+                                return false;
+                        n->sent_usec = now;
+                        return true;
+                }
+                if (n->sent_usec < m->budget_notices[oldest].sent_usec)
+                        oldest = i;
+        }
+        if (m->n_budget_notices >= BUDGET_NOTICES_MAX) {
+                /* Full: the oldest slot goes (agents and budgets are few; this bounds a long run). */
+                free(m->budget_notices[oldest].key);
+                m->budget_notices[oldest] = (BudgetNotice) { .key = TAKE_PTR(key), .sent_usec = now };
+                return true;
+        }
+        BudgetNotice *n = realloc(m->budget_notices, (m->n_budget_notices + 1) * sizeof *n);
+        if (!n)
+                return false;
+        m->budget_notices = n;
+        n[m->n_budget_notices++] = (BudgetNotice) { .key = TAKE_PTR(key), .sent_usec = now };
+        return true;
+}
+
+static int models_set_owner(Manager *m, const char *owner) {
+        char *o = NULL;
+        if (!isempty(owner) && !(o = strdup(owner)))
+                return -ENOMEM;
+        free(m->models_owner);
+        m->models_owner = o;
+        return 0;
+}
+
+static int on_models_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const char *name, *old, *new;
+        if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0 || !streq(name, MODELS_BUS_NAME))
+                return 0;
+        (void) models_set_owner(m, new);
+        return 0;
+}
+
+static int on_models_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const char *owner;
+        m->models_owner_call = sd_bus_slot_unref(m->models_owner_call);
+        /* An error is "no owner yet": NameOwnerChanged tells when the gateway starts. */
+        if (!sd_bus_message_is_method_error(reply, NULL) && sd_bus_message_read(reply, "s", &owner) >= 0)
+                (void) models_set_owner(m, owner);
+        return 0;
+}
+
+/* BudgetExhausted(agent, budget) from the model gateway: one task to the sysadmin per agent and
+ * budget an hour, from this root service, whatever the policy lets the agent do. */
+static int on_budget_exhausted(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const char *agent, *budget, *to = ESCALATION_AGENT_DEFAULT;
+        _cleanup_free_ char *tid = NULL, *text = NULL;
+
+        if (!m->models_owner || !streq_ptr(sd_bus_message_get_sender(msg), m->models_owner))
+                return 0;       /* not the gateway: anyone can emit a signal */
+        if (sd_bus_message_read(msg, "ss", &agent, &budget) < 0 || !budget_key_valid(budget) ||
+            !m->config || !con_config_find_agent(m->config, agent))
+                return 0;
+        if (!budget_notice_take(m, agent, budget))
+                return 0;
+        audit_record(m, "budget.exhausted", fields("agent", agent, "budget", budget, NULL));
+        if (streq(agent, to) || !con_config_find_agent(m->config, to)) {
+                log_warning("Agent %s used up its %s; no other sysadmin agent to tell", agent, budget);
+                return 0;
+        }
+        if (asprintf(&tid, "budget-%s-%s-%" PRIu64, agent, budget, con_now(CLOCK_REALTIME) / USEC_PER_SEC) < 0 ||
+            asprintf(&text, "Model budget exhausted: agent '%s' used up its %s. Its model calls are refused "
+                     "(its tasks pause) until the budget allows more (models: in %s).\n"
+                     "Sent by con-contractd, at most once an hour per agent and budget.\n",
+                     agent, budget, m->config_path) < 0)
+                return 0;
+        _cleanup_(escalation_freep) Escalation *x = calloc(1, sizeof(Escalation));
+        if (!x)
+                return 0;
+        x->m = m;
+        x->tid = TAKE_PTR(tid);
+        x->text = TAKE_PTR(text);
+        x->agent = strdup(to);
+        x->contract = strdup("budget");
+        x->check = strdup(budget);
+        if (!x->agent || !x->contract || !x->check)
+                return 0;
+        log_info("Agent %s used up its %s; telling %s", agent, budget, to);
+        if (escalation_send(x) >= 0)
+                TAKE_PTR(x);
+        return 0;
+}
+
+static int manager_watch_models(Manager *m) {
+        int k;
+
+        k = sd_bus_add_match_async(m->bus, &m->models_owner_match,
+                                   "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                                   "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
+                                   "arg0='" MODELS_BUS_NAME "'", on_models_owner_changed, NULL, m);
+        if (k < 0)
+                return k;
+        k = sd_bus_call_method_async(m->bus, &m->models_owner_call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetNameOwner", on_models_owner_reply, m, "s",
+                                     MODELS_BUS_NAME);
+        if (k < 0)
+                return k;
+        return sd_bus_match_signal_async(m->bus, &m->budget_match, NULL, MODELS_PATH, MODELS_INTERFACE,
+                                         "BudgetExhausted", on_budget_exhausted, NULL, m);
 }
 
 static void run_action(Manager *m, const Contract *c, const ContractCheck *ch, const char *found) {
@@ -1181,6 +1326,9 @@ int manager_start(Manager *m) {
                 log_warning("Failed to watch %s (%s): changes are picked up by Reload() or a restart only",
                             m->contracts_dir, strerror(-k));
         manager_load(m);
+        k = manager_watch_models(m);
+        if (k < 0)
+                return k;
 
         k = sd_bus_request_name(m->bus, CON_CONTRACTS_BUS_NAME, 0);
         if (k < 0) {
@@ -1206,6 +1354,13 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_violations; i++)
                 free(m->violations[i].key);
         free(m->violations);
+        for (size_t i = 0; i < m->n_budget_notices; i++)
+                free(m->budget_notices[i].key);
+        free(m->budget_notices);
+        sd_bus_slot_unref(m->models_owner_match);
+        sd_bus_slot_unref(m->models_owner_call);
+        sd_bus_slot_unref(m->budget_match);
+        free(m->models_owner);
         strv_free(m->invalid);
         strv_free(m->quarantined);
         free(m->halted);

@@ -5,7 +5,8 @@
 #include <systemd/sd-event.h>
 
 /* con-contractd's bus glue: the Contracts object, one timer per contract, shell checks in child
- * processes, the actions (halt, quarantine, kill_session, alert) and the audit records. */
+ * processes, the actions (halt, quarantine, kill_session, alert), the budget notices to the
+ * sysadmin (the model gateway's BudgetExhausted signal) and the audit records. */
 
 typedef struct ContractsOptions {
         const char *config_path;        /* default /etc/con/con.yaml */
