@@ -14,9 +14,9 @@ set -eu
 
 # What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools, and
 # logrotate for the daemons' log files on hosts without systemd: /etc/logrotate.d/conspiracyos,
-# libmicrohttpd for the status page con-webd).
+# libmicrohttpd for the status page con-webd, nftables for the network door, docs/NETWORK.md).
 # libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
-run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate
+run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate nftables
      libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1 libmicrohttpd12"
 # bash-completion: its pkg-config file names the folder the completion of con and con-send goes to
 # (and on a machine it is what loads them; without it they can be sourced by hand).
@@ -38,8 +38,9 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
         -e 's/debhelper-compat/debhelper/')"
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
-# with one font so its screenshots show text) for the status page's tests (test-dashboard).
-sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core"
+# with one font so its screenshots show text) for the status page's tests (test-dashboard);
+# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network.
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal"
 
 if [ "${1:-}" = "--print" ]; then
         shift

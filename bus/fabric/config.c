@@ -132,7 +132,70 @@ static bool group_name_valid(const char *s) {
         return true;
 }
 
-/* One of runner/provider/model/api_key_env/base_url/context_window, at base, base.<tier>,
+/* network: none, gateway, or a list of allow-list entries (network.h). */
+static int parse_network(ConYamlReader *c, const yaml_node_t *v, const char *path, ConNetwork *ret) {
+        yaml_node_t *item;
+        int r;
+
+        if (v->type == YAML_SCALAR_NODE) {
+                _cleanup_free_ char *s = NULL, *q = con_yaml_quote(v);
+                if (!q)
+                        return -ENOMEM;
+                r = con_yaml_get_string(c, v, path, &s);
+                if (r < 0)
+                        return r;
+                con_network_done(ret);
+                if (streq(s, "none"))
+                        ret->mode = CON_NETWORK_NONE;
+                else if (streq(s, "gateway"))
+                        ret->mode = CON_NETWORK_GATEWAY;
+                else
+                        return con_yaml_fail(c, v, path,
+                                    "%s is not allowed; use none, gateway, or a list of allowed hosts, addresses "
+                                    "and CIDRs (e.g. [10.0.0.0/8:443, '*.example.com:443'])", q);
+                return 0;
+        }
+        if (v->type != YAML_SEQUENCE_NODE)
+                return con_yaml_fail(c, v, path, "expected none, gateway or a list of allowed destinations, got %s",
+                            con_yaml_node_kind_to_string(v));
+        size_t n = con_yaml_sequence_length(v);
+        if (n == 0)
+                return con_yaml_fail(c, v, path, "the list is empty; to allow nothing write none");
+        if (n > CON_NETWORK_ALLOW_MAX)
+                return con_yaml_fail(c, v, path, "the list has %zu entries; at most %u are allowed", n,
+                            CON_NETWORK_ALLOW_MAX);
+        _cleanup_(con_network_done) ConNetwork net = { .mode = CON_NETWORK_ALLOW };
+        net.allow = calloc(n, sizeof(ConNetAllow));
+        if (!net.allow)
+                return -ENOMEM;
+        CON_YAML_SEQUENCE_FOREACH(c->doc, v, item) {
+                _cleanup_free_ char *ipath = con_yaml_path_index(path, net.n_allow), *s = NULL;
+                if (!ipath)
+                        return -ENOMEM;
+                if (item->type != YAML_SCALAR_NODE)
+                        return con_yaml_fail(c, item, ipath, "expected a host, address or CIDR, got %s",
+                                    con_yaml_node_kind_to_string(item));
+                r = con_yaml_get_string(c, item, ipath, &s);
+                if (r < 0)
+                        return r;
+                const char *problem = NULL;
+                _cleanup_free_ char *q = con_yaml_quote(item);
+                if (!q)
+                        return -ENOMEM;
+                r = con_net_allow_parse(s ?: "", &net.allow[net.n_allow], &problem);
+                if (r == -EINVAL)
+                        return con_yaml_fail(c, item, ipath, "%s %s", q, problem);
+                if (r < 0)
+                        return r;
+                net.n_allow++;
+        }
+        con_network_done(ret);
+        *ret = net;
+        net = (ConNetwork) {};
+        return 0;
+}
+
+/* One of runner/provider/model/api_key_env/base_url/context_window/network, at base, base.<tier>,
  * defaults.<tier> or agent level. Returns 1 when key is one of them (and was handled), 0 when it is
  * not one of them. */
 static int parse_runtime_key(ConYamlReader *c, const char *key, const yaml_node_t *v, const char *path,
@@ -144,6 +207,12 @@ static int parse_runtime_key(ConYamlReader *c, const char *key, const yaml_node_
                 if (con_yaml_node_is_null(v))
                         return 1;
                 r = con_yaml_get_uint(c, v, path, CON_CONTEXT_WINDOW_MIN, CON_CONTEXT_WINDOW_MAX, &rt->context_window);
+                return r < 0 ? r : 1;
+        }
+        if (streq(key, "network")) {
+                if (con_yaml_node_is_null(v))
+                        return 1;
+                r = parse_network(c, v, path, &rt->network);
                 return r < 0 ? r : 1;
         }
         if (streq(key, "runner"))
@@ -189,7 +258,7 @@ static int parse_runtime_key(ConYamlReader *c, const char *key, const yaml_node_
         return 1;
 }
 
-#define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url, context_window"
+#define RUNTIME_KEYS "runner, provider, model, api_key_env, base_url, context_window, network"
 
 /* A mapping of the five runtime keys; with tiers, also officer:, operator: and worker: mappings. */
 static int parse_runtime_mapping(ConYamlReader *c, const yaml_node_t *map, const char *path, ConRuntimeSettings *rt,
@@ -228,15 +297,15 @@ static int parse_runtime_mapping(ConYamlReader *c, const yaml_node_t *map, const
                 return con_yaml_unknown_key(c, k, kpath,
                                    !rt ? "officer, operator and worker" :
                                    tiers ? "runner, provider, model, api_key_env, base_url, context_window, "
-                                           "officer, operator and worker" :
-                                           "runner, provider, model, api_key_env, base_url and context_window");
+                                           "network, officer, operator and worker" :
+                                           "runner, provider, model, api_key_env, base_url, context_window and network");
         }
         return 0;
 }
 
 static bool runtime_empty(const ConRuntimeSettings *rt) {
         return !rt->runner && !rt->provider && !rt->model && !rt->api_key_env && !rt->base_url &&
-                rt->context_window == 0;
+                rt->context_window == 0 && rt->network.mode == CON_NETWORK_UNSET;
 }
 
 static void runtime_done(ConRuntimeSettings *rt) {
@@ -245,6 +314,7 @@ static void runtime_done(ConRuntimeSettings *rt) {
         free(rt->model);
         free(rt->api_key_env);
         free(rt->base_url);
+        con_network_done(&rt->network);
         *rt = (ConRuntimeSettings) {};
 }
 
@@ -409,7 +479,7 @@ void con_config_model_budget(const ConConfig *c, const char *agent, ConModelBudg
 /* ---- agents ---- */
 
 #define AGENT_KEYS "name, tier, mode, cron, cron_task, roles, groups, scopes, runner, provider, model, " \
-        "api_key_env, base_url, context_window, command, exec_timeout, max_sessions, idle_exit, instructions " \
+        "api_key_env, base_url, context_window, network, command, exec_timeout, max_sessions, idle_exit, instructions " \
         "(deprecated: cli, cli_args)"
 
 static void agent_done(ConAgent *a) {
@@ -529,7 +599,7 @@ static int parse_agent(ConYamlReader *c, const yaml_node_t *map, const char *pat
                         r = parse_runtime_key(c, key, v, kpath, &a->rt);
                         an->provider = v;
                 } else if (streq(key, "model") || streq(key, "api_key_env") || streq(key, "base_url") ||
-                           streq(key, "context_window")) {
+                           streq(key, "context_window") || streq(key, "network")) {
                         r = parse_runtime_key(c, key, v, kpath, &a->rt);
                 } else if (streq(key, "command")) {
                         r = con_yaml_get_strv(c, v, kpath, false, ARGV_MAX, &a->command);
@@ -636,6 +706,16 @@ static int finish_agent(ConYamlReader *c, const ConConfig *cfg, const char *path
                 return r;
         if (rt->context_window == 0)
                 rt->context_window = tier->context_window ?: base->context_window ?: CON_CONTEXT_WINDOW_DEFAULT;
+        if (rt->network.mode == CON_NETWORK_UNSET) {
+                const ConNetwork *from = tier->network.mode != CON_NETWORK_UNSET ? &tier->network :
+                                         base->network.mode != CON_NETWORK_UNSET ? &base->network : NULL;
+                if (from) {
+                        r = con_network_copy(&rt->network, from);
+                        if (r < 0)
+                                return r;
+                } else
+                        rt->network.mode = CON_NETWORK_GATEWAY;
+        }
 
         /* Runner and provider must fit together (as the original checks after resolution). */
         const char *need = NULL;

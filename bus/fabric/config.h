@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "error-detail.h"
+#include "network.h"
 #include "units.h"
 
 /* The system configuration, /etc/con/con.yaml (configs/<profile>/con.yaml in the tree).
@@ -40,6 +41,8 @@ typedef struct ConRuntimeSettings {
         char *base_url;
         unsigned context_window; /* the model's context window in tokens; 0 = unset
                                   * (resolved: CON_CONTEXT_WINDOW_DEFAULT) */
+        ConNetwork network;     /* network: (docs/NETWORK.md); mode UNSET = not written (resolved:
+                                 * gateway) */
 } ConRuntimeSettings;
 
 #define CON_CONTEXT_WINDOW_DEFAULT 128000U

@@ -1526,6 +1526,22 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                                       m ?: "cannot load the configuration");
                 }
         }
+        /* The network door: host-name entries need the egress gateway (docs/NETWORK.md). */
+        for (size_t i = 0; i < p->config->n_agents; i++) {
+                const ConAgent *a = &p->config->agents[i];
+                for (size_t j = 0; j < a->rt.network.n_allow; j++) {
+                        char *w = NULL;
+                        if (!a->rt.network.allow[j].host)
+                                continue;
+                        if (asprintf(&w, "agent %s: network entry '%s' is a host name; host names need the egress "
+                                     "gateway, which is not built yet, so the kernel refuses it (docs/NETWORK.md)",
+                                     a->name, a->rt.network.allow[j].host) < 0)
+                                return -ENOMEM;
+                        r = strv_consume(&p->warnings, w);
+                        if (r < 0)
+                                return r;
+                }
+        }
         submitters = p->config->submitters_group ?: "con";
         if (!con_userdb_name_valid(submitters))
                 return con_error_textf(ret_error, -ENOEXEC,
@@ -1659,6 +1675,10 @@ const char *con_provision_config_path(const ConProvision *p) {
 
 const char *con_provision_profile_dir(const ConProvision *p) {
         return p->profile_dir;
+}
+
+const ConConfig *con_provision_config(const ConProvision *p) {
+        return p->config;
 }
 
 char * const *con_provision_warnings(const ConProvision *p) {

@@ -48,6 +48,8 @@ static inline void con_provision_freep(ConProvision **p) {
 const char *con_provision_config_path(const ConProvision *p);
 /* The profile being installed into /etc/con, or NULL. */
 const char *con_provision_profile_dir(const ConProvision *p);
+/* The loaded configuration (for the network door, netdoor.h, applied after con_provision_run()). */
+const ConConfig *con_provision_config(const ConProvision *p);
 /* Non-fatal findings (e.g. an agent without any AGENTS.md layer). */
 char * const *con_provision_warnings(const ConProvision *p);
 

@@ -11,6 +11,7 @@
 #include "con-paths.h"
 #include "con.h"
 #include "macro.h"
+#include "netdoor.h"
 #include "provision.h"
 #include "strv.h"
 
@@ -31,7 +32,8 @@ static void bootstrap_help(FILE *f) {
         fputs("Usage: con bootstrap [--profile default|minimal] [--config FILE] [--force] [--dry-run]\n"
               "\n"
               "Provision this machine from the configuration: groups, agent users, /srv/con, ACLs,\n"
-              "AGENTS.md, skills, contracts and platform files, and enable the fabric's systemd units\n"
+              "AGENTS.md, skills, contracts, platform files and the network door (nftables table\n"
+              "inet conspiracyos, docs/NETWORK.md), and enable the fabric's systemd units\n"
               "(conspiracyos.target, 'always' agents, cron timers) with links in /etc/systemd/system.\n"
               "Under systemd it then runs systemctl daemon-reload and starts them. Only what differs\n"
               "is changed; when something did, the running services reload their configuration.\n"
@@ -125,6 +127,19 @@ int verb_bootstrap(int argc, char *argv[]) {
          * would leave that user's <policy user=...> ignored. Ask it to read its files again. */
         if (!o.dry_run && changed > 0)
                 reload_bus_config();
+
+        /* The network door: the nftables table of the agents' users, replaced atomically. */
+        {
+                _cleanup_free_ char *change = NULL;
+                r = con_netdoor_sync(con_provision_config(p), o.dry_run, &change, &error);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: network door: %s", error ?: strerror(-r));
+                checked++;
+                if (change) {
+                        print_change(change, &o.dry_run);
+                        changed++;
+                }
+        }
 
         /* The units: enabled (and started, under systemd) from the config just installed. */
         r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed);

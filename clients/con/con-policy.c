@@ -15,6 +15,7 @@
 #include "con.h"
 #include "macro.h"
 #include "names.h"
+#include "netdoor.h"
 #include "policy-check.h"
 #include "policy.h"
 #include "strv.h"
@@ -247,6 +248,8 @@ int verb_policy(int argc, char *argv[]) {
         _cleanup_strv_free_ char **drift = NULL;
         _cleanup_free_ char *error = NULL;
         r = con_policy_check(cfg, &drift, &error);
+        if (r >= 0)
+                r = con_netdoor_check(cfg, &drift, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "policy check: %s", error ?: strerror(-r));
         if (json) {
@@ -269,6 +272,6 @@ int verb_policy(int argc, char *argv[]) {
                        n == 1 ? "" : "s", config);
                 return CON_EXIT_FAILURE;
         }
-        printf("policy: all three doors match the config (%zu rules)\n", policy->n_rules);
+        printf("policy: all four doors match the config (%zu rules)\n", policy->n_rules);
         return CON_EXIT_OK;
 }

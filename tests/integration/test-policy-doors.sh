@@ -58,7 +58,7 @@ check "user bob (outside con)" useradd --create-home bob
 check "user carol" useradd --create-home carol
 check "user dave (in qa)" useradd --create-home --groups qa dave
 check "bootstrap" con bootstrap --config "$CFG"
-check_output "policy check passes after bootstrap" '^policy: all three doors match the config \([0-9]+ rules\)$' \
+check_output "policy check passes after bootstrap" '^policy: all four doors match the config \([0-9]+ rules\)$' \
         con policy check --config "$CFG"
 check_output "show lists the config grants with their line" 'user:carol +halt +coder +polkit +.*con.yaml:15' \
         con policy show --config "$CFG"
@@ -191,7 +191,7 @@ check_fail_output "CON-POL-001 fails" "^CON-POL-001 FAIL acl_drift" \
         con healthcheck --local --contracts-dir "$POLC" --config "$CFG"
 check_output "... on the same change" "set mode $WS \\(0[0-7]+\\)" echo "$LIB_OUT"
 check "bootstrap repairs it" con bootstrap --config "$CFG"
-check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
 check_output "CON-POL-001 passes again" "^CON-POL-001 PASS acl_drift" \
         con healthcheck --local --contracts-dir "$POLC" --config "$CFG"
 
@@ -209,7 +209,7 @@ check_fail_output "check names the masked entry" \
         '^drift: /srv/con/agents/concierge/inbox: ACL has g:con:--x where the policy grants g:con:-wx$' \
         con policy check --config "$CFG"
 check_output "bootstrap repairs the ACLs" 'set acl /srv/con/agents/reviewer/inbox' con bootstrap --config "$CFG"
-check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
 
 section "drift: polkit rules"
 check "edit the rules by hand" sed -i 's/"reviewer"\]/"reviewer", "concierge"]/' "$RULES"
@@ -217,7 +217,7 @@ check_fail_output "check names the rules file and line" \
         "^drift: $RULES: line [0-9]+ differs from what the config generates: found '.*\"concierge\"\\]" \
         con policy check --config "$CFG"
 check "bootstrap repairs the rules" con bootstrap --config "$CFG"
-check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
 
 section "drift: D-Bus policy"
 check "edit the bus policy by hand" \
@@ -229,7 +229,7 @@ check "remove the rules file" rm "$RULES"
 check_fail_output "check names a missing door" "^drift: $RULES: missing; the config generates it" \
         con policy check --config "$CFG"
 check "bootstrap repairs both" con bootstrap --config "$CFG"
-check_output "check passes again" '^policy: all three doors match' con policy check --config "$CFG"
+check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
 
 section "invalid policy"
 sed 's/to: \[reviewer\]}$/to: [reviewr]}/' "$CFG" >"$T/bad.yaml"

@@ -96,6 +96,103 @@ static void test_generic_key_provider(void) {
         g_assert_nonnull(strstr(e, "models.generic_key_provider: 'acme' is not allowed"));
 }
 
+/* network: none, gateway (the default) or an allow-list; resolved agent, base.<tier>, base. */
+static void test_network(void) {
+        ConConfig *c = parse_ok(A0);
+        g_assert_cmpint(c->agents[0].rt.network.mode, ==, CON_NETWORK_GATEWAY);
+        con_config_free(c);
+
+        c = parse_ok("base:\n  network: none\n  worker:\n    network: [\"10.0.0.0/8:443\", \"*.example.com\"]\n"
+                     "agents:\n  - name: a\n  - name: b\n    tier: worker\n"
+                     "  - name: c\n    tier: worker\n    network: gateway\n"
+                     "  - name: d\n    network: [\"[fd00::/64]:80-90\", 192.168.1.7]\n");
+        g_assert_cmpint(c->agents[0].rt.network.mode, ==, CON_NETWORK_NONE);
+        const ConNetwork *n = &c->agents[1].rt.network;
+        g_assert_cmpint(n->mode, ==, CON_NETWORK_ALLOW);
+        g_assert_cmpuint(n->n_allow, ==, 2);
+        g_assert_cmpuint(n->allow[0].prefix, ==, 8);
+        g_assert_cmpuint(n->allow[0].port_min, ==, 443);
+        g_assert_cmpstr(n->allow[1].host, ==, "*.example.com");
+        g_assert_cmpint(c->agents[2].rt.network.mode, ==, CON_NETWORK_GATEWAY);
+        n = &c->agents[3].rt.network;
+        g_assert_cmpuint(n->n_allow, ==, 2);
+        _cleanup_free_ char *f0 = con_net_allow_format(&n->allow[0]), *f1 = con_net_allow_format(&n->allow[1]);
+        g_assert_cmpstr(f0, ==, "[fd00::/64]:80-90");
+        g_assert_cmpstr(f1, ==, "192.168.1.7");
+        con_config_free(c);
+
+        assert_error("agents:\n  - name: a\n    network: open\n",
+                     "con.yaml:3:14: agents[0].network: 'open' is not allowed; use none, gateway, or a list of allowed "
+                     "hosts, addresses and CIDRs (e.g. [10.0.0.0/8:443, '*.example.com:443'])");
+        assert_error("agents:\n  - name: a\n    network: []\n",
+                     "con.yaml:3:14: agents[0].network: the list is empty; to allow nothing write none");
+        assert_error("agents:\n  - name: a\n    network: [10.1.2.3/8]\n",
+                     "con.yaml:3:15: agents[0].network[0]: '10.1.2.3/8' has bits set after the prefix length; write "
+                     "the network address (e.g. 10.0.0.0/8, not 10.1.2.3/8)");
+        assert_error("agents:\n  - name: a\n    network: [\"10.0.0.0/8:0\"]\n",
+                     "con.yaml:3:15: agents[0].network[0]: '10.0.0.0/8:0' has an invalid port; use :PORT or "
+                     ":PORT-PORT with ports 1 to 65535");
+        assert_error("base:\n  officer:\n    network: {a: b}\n" A0,
+                     "con.yaml:3:14: base.officer.network: expected none, gateway or a list of allowed destinations, "
+                     "got a mapping");
+}
+
+/* Every entry form and every refusal of the allow-list parser. */
+static void test_network_entries(void) {
+        static const struct { const char *in, *out; } ok[] = {
+                { "api.example.com", "api.example.com" },
+                { "api.example.com:443", "api.example.com:443" },
+                { "*.example.com:8000-8100", "*.example.com:8000-8100" },
+                { "10.0.0.0/8", "10.0.0.0/8" },
+                { "10.0.0.1/32:53", "10.0.0.1:53" },
+                { "0.0.0.0/0:443", "0.0.0.0/0:443" },
+                { "fd00::/8", "fd00::/8" },
+                { "::1", "::1" },
+                { "[::1]:8080", "[::1]:8080" },
+                { "[2001:db8::/32]:443", "[2001:db8::/32]:443" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+                ConNetAllow a = {};
+                const char *problem = NULL;
+                int r = con_net_allow_parse(ok[i].in, &a, &problem);
+                if (r < 0)
+                        g_test_message("%s: %s", ok[i].in, problem);
+                g_assert_cmpint(r, ==, 0);
+                _cleanup_free_ char *f = con_net_allow_format(&a);
+                g_assert_cmpstr(f, ==, ok[i].out);
+                con_net_allow_done(&a);
+        }
+        static const struct { const char *in, *problem; } bad[] = {
+                { "", "is empty; give a host name, an address or a CIDR" },
+                { "Example.com", "is not allowed; write host names in lower case" },
+                { "localhost", "is not allowed; give a fully qualified host name with at least one dot (e.g. api.example.com)" },
+                { "a..b", "is not a valid host name; each label between dots needs 1 to 63 letters, digits or '-', "
+                          "not starting or ending with '-'" },
+                { "-a.b", "is not a valid host name; a label must not start with '-'" },
+                { "a_b.c", "is not a valid host name, address or CIDR; use e.g. api.example.com, *.example.com, "
+                           "10.0.0.0/8 or [fd00::/64], each with an optional :PORT or :PORT-PORT" },
+                { "*example.com", "is not allowed; a wildcard is only allowed as a whole first label, e.g. *.example.com" },
+                { "a.*.com", "is not a valid host name, address or CIDR; use e.g. api.example.com, *.example.com, "
+                             "10.0.0.0/8 or [fd00::/64], each with an optional :PORT or :PORT-PORT" },
+                { "10.0.0.0/33", "has an invalid prefix length; use /0 to /32" },
+                { "fd00::/129", "has an invalid prefix length; use /0 to /128" },
+                { "10.0.0.0/8:70000", "has an invalid port; use :PORT or :PORT-PORT with ports 1 to 65535" },
+                { "10.0.0.0/8:90-80", "has a port range that ends before it starts" },
+                { "10.0.0.0/8:", "has an invalid port; use :PORT or :PORT-PORT with ports 1 to 65535" },
+                { "[fd00::1", "is not valid; write an IPv6 address or CIDR in brackets, optionally followed by :PORT, "
+                              "e.g. [fd00::/64]:443" },
+                { "[a.example.com]:443", "is not a valid address or CIDR; use e.g. 10.0.0.0/8 or [fd00::/64]" },
+                { "example.com/8", "is not a valid address or CIDR; use e.g. 10.0.0.0/8 or [fd00::/64]" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ConNetAllow a = {};
+                const char *problem = NULL;
+                g_assert_cmpint(con_net_allow_parse(bad[i].in, &a, &problem), ==, -EINVAL);
+                g_assert_cmpstr(problem, ==, bad[i].problem);
+                g_assert_null(a.host);
+        }
+}
+
 static void test_dashboard(void) {
         ConConfig *c = parse_ok(A0);
         g_assert_false(c->dashboard.enabled);
@@ -177,13 +274,13 @@ static void test_errors_base(void) {
                      "claude_code, ollama or compatible");
         assert_error("base:\n  boss:\n    model: x\n" A0,
                      "con.yaml:2:3: base.boss: unknown key; allowed keys are runner, provider, model, api_key_env, "
-                     "base_url, context_window, officer, operator and worker");
+                     "base_url, context_window, network, officer, operator and worker");
         assert_error("base:\n  officer:\n    officer: {}\n" A0,
                      "con.yaml:3:5: base.officer.officer: unknown key; allowed keys are runner, provider, model, "
-                     "api_key_env, base_url and context_window");
+                     "api_key_env, base_url, context_window and network");
         assert_error("base:\n  officer: x\n" A0,
                      "con.yaml:2:12: base.officer: expected a mapping of runner, provider, model, api_key_env, "
-                     "base_url, context_window, got a string");
+                     "base_url, context_window, network, got a string");
         assert_error("base:\n  model: \"two words\"\n" A0,
                      "con.yaml:2:10: base.model: 'two words' is not a valid model name; it must not be empty or "
                      "contain spaces");
@@ -262,7 +359,7 @@ static void test_errors_agent(void) {
         assert_error(AG "    nmae: x\n",
                      "con.yaml:3:5: agents[0].nmae: unknown key; allowed keys are name, tier, mode, cron, "
                      "cron_task, roles, groups, scopes, runner, provider, model, api_key_env, base_url, context_window, "
-                     "command, "
+                     "network, command, "
                      "exec_timeout, max_sessions, idle_exit, instructions (deprecated: cli, cli_args)");
         assert_error(AG "    mode: sometimes\n",
                      "con.yaml:3:11: agents[0].mode: 'sometimes' is not allowed; use on-demand, always or cron "
@@ -905,6 +1002,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/config/duration", test_duration);
         g_test_add_func("/config/size", test_size);
         g_test_add_func("/config/dashboard", test_dashboard);
+        g_test_add_func("/config/network", test_network);
+        g_test_add_func("/config/network-entries", test_network_entries);
         g_test_add_func("/config/enums", test_enums);
         g_test_add_func("/config/yaml-features", test_yaml_features);
         return con_test_run();

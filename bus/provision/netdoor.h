@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "config.h"
+
+/* The network door in the kernel (docs/NETWORK.md): one nftables table owned by the project,
+ * `table inet conspiracyos`, whose output chain matches packets by the sending socket's owner
+ * (`meta skuid`): agents with network none or gateway send nothing; allow-list agents send only
+ * to their address entries. Root, the gateways and every other user are not matched.
+ *
+ * con_netdoor_render() is pure (config and UIDs in, text out): the script for `nft -f` replaces
+ * the table atomically (one transaction: create, delete, create with the rules); the listing is
+ * the table exactly as `nft -n list table inet conspiracyos` prints it, so drift is one string
+ * comparison. */
+
+#define CON_NFT_FAMILY "inet"
+#define CON_NFT_TABLE "conspiracyos"
+
+typedef struct ConNetdoorAgent {
+        const char *name;
+        uid_t uid;
+        const ConNetwork *network;      /* resolved */
+} ConNetdoorAgent;
+
+/* ret_script: for `nft -f -`; ret_listing: what `nft -n list table inet conspiracyos` prints.
+ * Agents are matched in the order given; host-name entries are left out (the kernel cannot
+ * match names). */
+int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, char **ret_script, char **ret_listing);
+
+/* From the config and the agent users that exist now (getpwnam): agents whose user does not
+ * exist yet are left out and named in *ret_missing (may be NULL). */
+int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_listing, char ***ret_missing);
+
+/* Running nft (CON_NFT_PATH or nft in PATH). Errors come back as text. */
+int con_netdoor_apply(const char *script, char **ret_error);
+/* The table as `nft -n list` prints it; -ENOENT when there is no such table. */
+int con_netdoor_list(char **ret_listing, char **ret_error);
+/* `nft delete table inet conspiracyos`; 0 also when there was none. */
+int con_netdoor_remove(char **ret_error);
+
+/* Drift of the table: appends "nftables table inet conspiracyos: ..." lines to *drift (missing,
+ * or the first line that differs). Agents whose user does not exist are left out of what is
+ * expected (the file door check names them). */
+int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error);
+
+/* What con bootstrap does: renders the table from c and the agent users, compares it with the
+ * kernel's and, unless dry_run, replaces it when it differs. *ret_change (NULL when nothing
+ * differs) describes the change. */
+int con_netdoor_sync(const ConConfig *c, bool dry_run, char **ret_change, char **ret_error);
