@@ -29,7 +29,7 @@ static const struct {
         { "resume",      verb_resume,      "lift a halt of the agents" },
         { "quarantine",  verb_quarantine,  "quarantine an agent" },
         { "release",     verb_release,     "end an agent's quarantine" },
-        { "policy",      verb_policy,      "show the access policy, check the three doors against it" },
+        { "policy",      verb_policy,      "show the access policy, check the four doors against it" },
 };
 
 int con_fail(int status, const char *fmt, ...) {
