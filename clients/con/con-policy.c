@@ -16,6 +16,7 @@
 #include "macro.h"
 #include "names.h"
 #include "netdoor.h"
+#include "network.h"
 #include "policy-check.h"
 #include "policy.h"
 #include "strv.h"
@@ -84,6 +85,21 @@ static int print_json(const cJSON *o) {
         return 0;
 }
 
+/* The network door of one agent as text: the kernel's entries and the host names that wait for
+ * the egress gateway (docs/NETWORK.md). */
+static int network_entries(const ConNetwork *n, bool host, char ***ret) {
+        _cleanup_strv_free_ char **l = NULL;
+        for (size_t i = 0; i < n->n_allow; i++) {
+                if (!!n->allow[i].host != host)
+                        continue;
+                char *e = con_net_allow_format(&n->allow[i]);
+                if (!e || strv_consume(&l, e) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
 static int show_json(const ConConfig *c, const ConPolicy *p) {
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_CreateObject();
         cJSON *rules = cJSON_AddArrayToObject(root, "rules"), *names = cJSON_AddArrayToObject(root, "bus_names");
@@ -117,6 +133,26 @@ static int show_json(const ConConfig *c, const ConPolicy *p) {
                 cJSON_AddStringToObject(o, "owns", bus);
                 cJSON_AddStringToObject(o, "door", "dbus");
         }
+        cJSON *net = cJSON_AddArrayToObject(root, "network");
+        if (!net)
+                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+        for (size_t i = 0; i < c->n_agents; i++) {
+                const ConNetwork *n = &c->agents[i].rt.network;
+                _cleanup_strv_free_ char **kernel = NULL, **hosts = NULL;
+                _cleanup_free_ char *user = NULL;
+                cJSON *o = cJSON_CreateObject(), *k, *h;
+                if (con_agent_user(c->agents[i].name, &user) < 0 || network_entries(n, false, &kernel) < 0 ||
+                    network_entries(n, true, &hosts) < 0 || !o || !cJSON_AddItemToArray(net, o) ||
+                    !cJSON_AddStringToObject(o, "user", user) ||
+                    !cJSON_AddStringToObject(o, "network", con_network_mode_to_string(n->mode)) ||
+                    !(k = cJSON_AddArrayToObject(o, "kernel")) || !(h = cJSON_AddArrayToObject(o, "needs_gateway")) ||
+                    !cJSON_AddStringToObject(o, "door", "nft"))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                STRV_FOREACH(e, kernel)
+                        cJSON_AddItemToArray(k, cJSON_CreateString(*e));
+                STRV_FOREACH(e, hosts)
+                        cJSON_AddItemToArray(h, cJSON_CreateString(*e));
+        }
         _cleanup_free_ char *s = cJSON_PrintUnformatted(root);
         if (!s)
                 return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
@@ -142,8 +178,21 @@ static int show_text(const ConConfig *c, const ConPolicy *p) {
                         return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
                 printf("%-24s %-37s %s\n", user, bus, "dbus");
         }
+        printf("\n%-24s %-12s %s\n", "USER", "NETWORK", "MAY SEND TO (DOOR nft)");
+        for (size_t i = 0; i < c->n_agents; i++) {
+                const ConNetwork *n = &c->agents[i].rt.network;
+                _cleanup_strv_free_ char **kernel = NULL, **hosts = NULL;
+                _cleanup_free_ char *user = NULL, *k = NULL, *h = NULL;
+                if (con_agent_user(c->agents[i].name, &user) < 0 || network_entries(n, false, &kernel) < 0 ||
+                    network_entries(n, true, &hosts) < 0 || !(k = strv_join(kernel, ", ")) || !(h = strv_join(hosts, ", ")))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                printf("%-24s %-12s %s%s%s%s\n", user, con_network_mode_to_string(n->mode),
+                       kernel ? k : "nothing", hosts ? " (not enforced yet, need the egress gateway: " : "", h,
+                       hosts ? ")" : "");
+        }
         printf("\n%zu rules. Doors: acl = inbox ACLs (file drop), polkit = per-call check by the services,\n"
-               "dbus = bus policy (name ownership), services = decided by the services (root).\n",
+               "dbus = bus policy (name ownership), services = decided by the services (root),\n"
+               "nft = the network door (nftables table inet conspiracyos, docs/NETWORK.md).\n",
                p->n_rules);
         return CON_EXIT_OK;
 }

@@ -104,6 +104,13 @@ check_output "the host-name entry is named as not enforced" "agent lister: netwo
 check_output "a second bootstrap changes nothing in the table" '^bootstrap: nothing to change' con bootstrap --config "$CFG"
 check_eq "one table" "$(nft list tables | grep -c conspiracyos)" 1
 check_output "policy check passes" '^policy: all four doors match' con policy check --config "$CFG"
+check_output "policy show: the network door of each agent" \
+        'a-lister +allow-list +10\.77\.0\.0/24:8443 \(not enforced yet, need the egress gateway: api\.example\.com:443\)' \
+        con policy show --config "$CFG"
+check_output "policy show: none and gateway send nothing" 'a-shut +none +nothing' con policy show --config "$CFG"
+check "policy show --json: the network door" jq -e '.network[] | select(.user == "a-lister") |
+        .network == "allow-list" and .kernel == ["10.77.0.0/24:8443"] and .needs_gateway == ["api.example.com:443"]' \
+        <<<"$(con policy show --json --config "$CFG")"
 SHUT=$(id -u a-shut) QUIET=$(id -u a-quiet) LISTER=$(id -u a-lister)
 check_output "the table drops a-shut's packets" "meta skuid $SHUT reject with icmpx 3 comment \"agent shut: network none\"" \
         nft -n list table inet conspiracyos
