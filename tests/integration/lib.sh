@@ -77,6 +77,18 @@ require_sandbox() {
         fi
 }
 
+# start_fake_llm [IDLE_SECONDS]: starts the scripted model ($FAKE, tests/fake-llm) on
+# $T/script.json, logging each request to $T/fake.log; sets FAKE_PID and PORT, and checks that the
+# script is valid JSON and that the server listens. IDLE_SECONDS (default 900, 0: never) ends it.
+start_fake_llm() {
+        check "the script is valid JSON" jq . "$T/script.json"
+        "$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout "${1:-900}" >"$T/port" 2>"$T/fake.err" &
+        FAKE_PID=$!
+        for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+        PORT=$(head -n1 "$T/port")
+        check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+}
+
 # wait_for SECONDS CMD...: runs CMD (quietly) every 0.1 s until it succeeds; 1 after SECONDS.
 wait_for() {
         local n=$(($1 * 10))

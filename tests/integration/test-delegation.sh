@@ -63,12 +63,7 @@ busctl --system call $W2 /org/conspiracy/Agent org.conspiracy.Agent1 Submit s fo
 echo FORGED-CHECKED
 EOF
 chmod 0755 "$T/forge.sh"
-check "the script is valid JSON" jq . "$T/script.json"
-"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
-FAKE_PID=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
-PORT=$(head -n1 "$T/port")
-check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+start_fake_llm
 
 section "bootstrap: four agents that may task each other, at most 2 hops"
 mkdir -p /etc/con

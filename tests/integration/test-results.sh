@@ -75,11 +75,7 @@ check_output "... the model will run printf '\\377'" "^printf '\\\\377'\$" \
         jq -r '.rules[0].body.choices[0].message.tool_calls[0].function.arguments | fromjson | .command' "$T/script.json"
 printf 'caf\351 cr\350me\n' >"$R/latin1.txt"
 chmod 0644 "$R/latin1.txt"
-"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
-FAKE_PID=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
-PORT=$(head -n1 "$T/port")
-check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+start_fake_llm
 
 section "bootstrap"
 mkdir -p /etc/con

@@ -85,12 +85,7 @@ cat >"$T/script.json" <<EOF
   { "path": "$P", "body": $(answer "fallback answer") }
 ] }
 EOF
-check "the script is valid JSON" jq . "$T/script.json"
-"$FAKE" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 900 >"$T/port" 2>"$T/fake.err" &
-FAKE_PID=$!
-for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
-PORT=$(head -n1 "$T/port")
-check "the fake LLM server listens (port ${PORT:-none})" test -n "$PORT"
+start_fake_llm
 
 section "bootstrap: concierge and sysadmin on the fake model"
 mkdir -p /etc/con
