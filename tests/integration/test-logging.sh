@@ -89,6 +89,8 @@ done
 check "none of them has the key" no_key_in $pids
 CON_API_KEY=$SECRET sleep 60 &
 control=$!
+# Until the fork has exec'd sleep, /proc/PID/environ is still the shell's (no key in it).
+wait_for 5 bash -c "test \"\$(cat /proc/$control/comm)\" = sleep"
 check_fail "(control: the check finds a key where there is one)" no_key_in $control
 kill $control
 R=$(pgrep -x con-routerd)
