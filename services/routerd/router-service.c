@@ -320,6 +320,21 @@ static int target_set_cron(Target *t, const ConAgent *a) {
         return 0;
 }
 
+static int on_owner_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Target *t = userdata;
+        const char *owner;
+        if (!sd_bus_message_is_method_error(m, NULL) && sd_bus_message_read(m, "s", &owner) >= 0)
+                (void) target_set_owner(t, owner);
+        return 0;
+}
+
+/* A target added by a reload: who owns its name now (NameOwnerChanged tells the changes), without
+ * blocking the loop. Only the quota credits need it. */
+static void target_lookup_owner(Target *t) {
+        (void) sd_bus_call_method_async(t->router->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                        "org.freedesktop.DBus", "GetNameOwner", on_owner_reply, t, "s", t->bus_name);
+}
+
 /* Starts watching an inbox (once the router runs). A missing folder is looked for again on every
  * rescan. */
 static void inbox_activate(Inbox *in) {
@@ -364,6 +379,8 @@ static int router_apply_config(Router *r, const ConConfig *cfg, unsigned *ret_ad
                 k = target_get(r, a->name, &t);
                 if (k < 0)
                         return k;
+                if (!t->configured && r->started && r->match_owners)
+                        target_lookup_owner(t);
                 t->configured = true;
                 k = target_set_cron(t, a);
                 if (k < 0)

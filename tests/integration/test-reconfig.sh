@@ -125,4 +125,7 @@ check "then the same bootstrap without the failure works" con bootstrap --config
 check "a-late2 exists now" id a-late2
 
 check "con down" con down
+check "the services logged to /srv/con/logs/daemons" test -s /srv/con/logs/daemons/con-routerd.log
+check_fail "no sanitizer report in the services' logs (reloads included)" \
+        grep -rqE "AddressSanitizer|LeakSanitizer|runtime error" /srv/con/logs/daemons
 finish
