@@ -441,6 +441,115 @@ static void test_daemon(void) {
         env_stop(&e);
 }
 
+static uint32_t router_backlog(sd_bus *bus) {
+        uint32_t v = UINT32_MAX;
+        g_assert_cmpint(sd_bus_get_property_trivial(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE,
+                                                    "Backlog", NULL, 'u', &v), >=, 0);
+        return v;
+}
+
+static char *router_config_error(sd_bus *bus) {
+        char *s = NULL;
+        g_assert_cmpint(sd_bus_get_property_string(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE,
+                                                   "ConfigError", NULL, &s), >=, 0);
+        return s;
+}
+
+static bool wait_backlog(sd_bus *bus, uint32_t want) {
+        for (unsigned i = 0; i < 120; i++) {
+                if (router_backlog(bus) == want)
+                        return true;
+                g_usleep(25 * 1000);
+        }
+        return false;
+}
+
+static bool wait_config_error(sd_bus *bus, bool want_error) {
+        for (unsigned i = 0; i < 120; i++) {
+                _cleanup_free_ char *s = router_config_error(bus);
+                if (isempty(s) != want_error)
+                        return true;
+                g_usleep(25 * 1000);
+        }
+        return false;
+}
+
+/* SIGHUP and Reload: an agent added to the config gets its inbox watched (its file is queued:
+ * Backlog, as no agent answers for it here), a broken config is refused (ConfigError, the
+ * concierge's inbox still routed), an agent removed is forgotten (a new file there is not
+ * taken). */
+static void test_reload(void) {
+        static const char one[] = "system:\n  name: test\nagents:\n  - name: concierge\n";
+        static const char two[] = "system:\n  name: test\nagents:\n  - name: concierge\n  - name: helper\n";
+        Env e = {};
+        sd_bus *bus = NULL;
+        Signals sig = {};
+        env_start(&e);
+        _cleanup_free_ char *hinbox = g_strdup_printf("%s/agents/helper/inbox", e.srv);
+        _cleanup_free_ char *h1 = g_strdup_printf("%s/h1.task", hinbox), *h2 = g_strdup_printf("%s/h2.task", hinbox);
+        g_assert_cmpint(g_mkdir_with_parents(hinbox, 0755), ==, 0);
+        test_write_file(h1, "for helper");
+
+        g_assert_cmpint(sd_bus_open_system(&bus), >=, 0);
+        g_assert_cmpint(sd_bus_match_signal(bus, NULL, NULL, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, NULL, on_signal, &sig),
+                        >=, 0);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+                execl(ROUTERD_PATH, "con-routerd", "--config", e.config, "--srv-dir", e.srv, "--audit-dir", e.audit,
+                      (char *) NULL);
+                _exit(127);
+        }
+        for (unsigned i = 0; i < 200; i++) {
+                if (sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                       "GetNameOwner", NULL, NULL, "s", CON_ROUTER_BUS_NAME) >= 0)
+                        break;
+                g_usleep(25 * 1000);
+        }
+        g_usleep(300 * 1000);
+        g_assert_cmpuint(router_backlog(bus), ==, 0);   /* helper is not configured: not watched */
+
+        test_write_file(e.config, two);
+        g_assert_cmpint(kill(pid, SIGHUP), ==, 0);
+        g_assert_true(wait_backlog(bus, 1));            /* its inbox scanned: the file is queued */
+        g_assert_true(wait_config_error(bus, false));
+
+        test_write_file(e.config, "system:\n  nmae: x\nagents:\n  - name: concierge\n");
+        g_assert_cmpint(kill(pid, SIGHUP), ==, 0);
+        g_assert_true(wait_config_error(bus, true));
+        _cleanup_free_ char *err = router_config_error(bus);
+        g_assert_nonnull(strstr(err, "system.nmae"));
+        _cleanup_(sd_bus_error_free) sd_bus_error be = SD_BUS_ERROR_NULL;
+        g_assert_cmpint(sd_bus_call_method(bus, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "Reload",
+                                           &be, NULL, NULL), <, 0);
+        g_assert_cmpstr(be.name, ==, geteuid() == 0 ? CON_ERROR_INVALID_CONFIG : CON_ERROR_ACCESS_DENIED);
+        /* the configuration loaded before is kept: the concierge's inbox is routed */
+        drop(&e, "kept.task", "kept", 4);
+        for (unsigned i = 0; i < 200 && sig.routed < 1; i++) {
+                while (sd_bus_process(bus, NULL) > 0)
+                        ;
+                (void) sd_bus_wait(bus, 25 * 1000);
+        }
+        g_assert_cmpuint(sig.routed, ==, 1);
+        g_assert_nonnull(g_hash_table_lookup(e.mock.delivered, "kept"));
+
+        test_write_file(e.config, one);
+        g_assert_cmpint(kill(pid, SIGHUP), ==, 0);
+        g_assert_true(wait_config_error(bus, false));
+        test_write_file(h2, "after removal");
+        g_usleep(500 * 1000);
+        g_assert_cmpuint(router_backlog(bus), ==, 1);   /* h1 still queued, h2 not taken */
+
+        g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        sd_bus_flush_close_unref(bus);
+        env_stop(&e);
+}
+
 static void test_bus_gone(void) {
         /* The bus daemon dies (a restart): the router exits non-zero instead of serving a dead
          * connection forever, so con up or systemd can start one on the new bus. */
@@ -495,6 +604,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/router/retry", test_retry);
         g_test_add_func("/router/duplicate-id", test_duplicate_id);
         g_test_add_func("/router/daemon", test_daemon);
+        g_test_add_func("/router/reload", test_reload);
         g_test_add_func("/router/bus-gone", test_bus_gone);
         return con_test_run();
 }
