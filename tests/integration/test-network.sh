@@ -27,6 +27,9 @@ agents:
   - name: quiet
   - name: lister
     network: ["10.77.0.0/24:8443", "api.example.com:443"]
+  - name: runner
+    runner: exec
+    command: [/usr/local/libexec/con-test-network/try]
 EOF
 
 # A client and servers that say exactly what happened (errno names), so a refusal by the kernel
@@ -66,6 +69,18 @@ elif mode == "udp":
         fail(e)
 EOF
 chmod 0755 "$NET"
+# The exec runner of agent `runner`: a task's session (forked by con-agentd, a-runner,
+# no_new_privs, its own cgroup) tries the veth peer directly, as a client that ignores any
+# proxy would.
+mkdir -p /usr/local/libexec/con-test-network
+cat >/usr/local/libexec/con-test-network/try <<EOF
+#!/bin/sh
+echo "uid \$(id -un)"
+python3 $NET tcp 10.77.0.2 9000
+python3 $NET udp 10.77.0.2 9000
+exit 0
+EOF
+chmod 0755 /usr/local/libexec/con-test-network /usr/local/libexec/con-test-network/try
 
 section "setup: servers on loopback and on a veth peer"
 check "loopback up" ip link set lo up
@@ -97,7 +112,7 @@ done
 check_output "root reaches the veth peer before bootstrap" '^connected hello' python3 "$NET" tcp 10.77.0.2 9000
 
 section "bootstrap generates the table"
-check_output "con bootstrap creates the table" 'create nftables table inet conspiracyos \(network door: 3 agents' \
+check_output "con bootstrap creates the table" 'create nftables table inet conspiracyos \(network door: 4 agents' \
         con bootstrap --config "$CFG"
 check_output "the host-name entry is named as not enforced" "agent lister: network entry 'api.example.com' is a host name" \
         con bootstrap --config "$CFG"
@@ -134,6 +149,10 @@ check_fail_output "a-shut: no raw socket without ping's capability" 'error E(PER
         runuser -u a-shut -- python3 -c 'import socket,errno
 try: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 except OSError as e: print("error", errno.errorcode[e.errno]); raise SystemExit(1)'
+
+section "an agent's session (exec runner, through con-agentd) is refused the same way"
+check_output "con-send --to runner: the session runs as a-runner" '^uid a-runner' con-send --to runner --timeout 60 go
+check_eq "... its TCP and UDP were refused by the kernel" 2 "$(grep -cE '^error E(PERM|HOSTUNREACH)' <<<"$LIB_OUT")"
 
 section "root and other users are unaffected"
 check_output "root: TCP to 127.0.0.1" '^connected hello' python3 "$NET" tcp 127.0.0.1 7000
