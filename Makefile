@@ -17,6 +17,9 @@ PODMAN ?= podman
 # root may set (podman's defaults are above it on such hosts).
 RUNTIME ?= runc
 ULIMITS ?= --ulimit nofile=16384:16384 --ulimit nproc=32768:32768
+# con bootstrap applies the network door (nftables, docs/NETWORK.md) in the container's own
+# network namespace, and fails closed without this capability.
+CAPS ?= --cap-add NET_ADMIN
 SECRET = $(NAME)-env
 
 .PHONY: image run task stop deploy status logs shell
@@ -33,7 +36,7 @@ run:
 	@$(PODMAN) secret rm $(SECRET) >/dev/null 2>&1 || true
 	@if [ -f $(ENV_FILE) ]; then $(PODMAN) secret create $(SECRET) $(ENV_FILE) >/dev/null; \
 		echo "make run: keys from $(ENV_FILE) as the podman secret $(SECRET)"; fi
-	$(PODMAN) --runtime $(RUNTIME) run -d --name $(NAME) --hostname $(NAME) $(ULIMITS) \
+	$(PODMAN) --runtime $(RUNTIME) run -d --name $(NAME) --hostname $(NAME) $(ULIMITS) $(CAPS) \
 		--systemd=always --stop-signal SIGRTMIN+3 \
 		-v $(NAME)-srv:/srv/con -v $(NAME)-etc:/etc/con \
 		$$( [ -f $(ENV_FILE) ] && echo --secret $(SECRET),target=conspiracyos-env,mode=0400 ) \
