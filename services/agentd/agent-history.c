@@ -100,11 +100,16 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
                                 if (!cJSON_IsString(id) || isempty(id->valuestring) || !cJSON_IsString(name) ||
                                     isempty(name->valuestring) || (args && !cJSON_IsObject(args)))
                                         return con_error_textf(ret_error, -EBADMSG, "messages[%d].tool_calls malformed", i);
-                                if (strv_contains(open_calls, id->valuestring))
+                                /* Ids are compared as the conversation will hold them: bad bytes become
+                                 * U+FFFD, so two ids that differ only there are the same id. */
+                                _cleanup_free_ char *sid = NULL;
+                                if (con_utf8_sanitize(id->valuestring, strlen(id->valuestring), &sid, NULL) < 0)
+                                        return -ENOMEM;
+                                if (strv_contains(open_calls, sid))
                                         return con_error_textf(ret_error, -EBADMSG, "messages[%d]: tool call id \"%s\" used twice",
-                                                         i, id->valuestring);
+                                                         i, sid);
                                 char *a = args ? cJSON_PrintUnformatted(args) : strdup("{}");
-                                if (!a || strv_consume(&args_keep, a) < 0 || strv_extend(&open_calls, id->valuestring) < 0)
+                                if (!a || strv_consume(&args_keep, a) < 0 || strv_extend(&open_calls, sid) < 0)
                                         return -ENOMEM;
                                 tcs[n++] = (ConLlmToolCall) { .id = id->valuestring, .name = name->valuestring,
                                                               .arguments = a };
@@ -112,7 +117,11 @@ int agent_history_parse(const char *text, size_t len, ConLlmConversation *c, cha
                         r = con_llm_conversation_add_assistant(tmp, ct, tcs, n);
                 } else if (streq(rs, "tool")) {
                         const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
-                        if (!cJSON_IsString(id) || !strv_contains(open_calls, id->valuestring) || !ct)
+                        _cleanup_free_ char *sid = NULL;
+                        if (cJSON_IsString(id) &&
+                            con_utf8_sanitize(id->valuestring, strlen(id->valuestring), &sid, NULL) < 0)
+                                return -ENOMEM;
+                        if (!sid || !strv_contains(open_calls, sid) || !ct)
                                 return con_error_textf(ret_error, -EBADMSG,
                                                  "messages[%d] is a tool result that answers no earlier call", i);
                         r = con_llm_conversation_add_tool_result(tmp, id->valuestring, ct,
