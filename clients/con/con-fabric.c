@@ -157,6 +157,25 @@ static bool name_has_owner(sd_bus *bus, const char *name) {
         return sd_bus_message_read(reply, "b", &b) >= 0 && b;
 }
 
+/* The configured agents, those running first: a task that runs or waits is at a running agent,
+ * and asking one that is not running starts it. *ret (free it; not the agents) holds n pointers. */
+static int agents_running_first(sd_bus *bus, const ConConfig *config, const ConAgent ***ret) {
+        const ConAgent **v = calloc(config->n_agents + 1, sizeof(*v));
+        size_t n = 0;
+        if (!v)
+                return -ENOMEM;
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < config->n_agents; i++) {
+                        _cleanup_free_ char *bn = NULL;
+                        if (con_agent_bus_name(config->agents[i].name, &bn) < 0)
+                                continue;
+                        if (name_has_owner(bus, bn) == (pass == 0))
+                                v[n++] = &config->agents[i];
+                }
+        *ret = v;
+        return (int) n;
+}
+
 static int name_pid(sd_bus *bus, const char *name, pid_t *ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         uint32_t pid;
@@ -1005,52 +1024,52 @@ int verb_task(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        /* Running agents first: asking the others starts them. */
-        for (int pass = 0; pass < 2; pass++)
-                for (size_t i = 0; i < config->n_agents; i++) {
-                        const ConAgent *a = &config->agents[i];
-                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                        _cleanup_free_ char *bn = NULL;
-                        const char *st, *text;
-                        if (con_agent_bus_name(a->name, &bn) < 0)
-                                continue;
-                        if (name_has_owner(bus, bn) != (pass == 0))
-                                continue;
-                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e,
-                                               &reply, "s", id);
-                        if (r < 0) {
-                                if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
-                                        denied_by = a->name;
-                                continue;
-                        }
-                        ConResultInfo info = {};
-                        if (sd_bus_message_read(reply, "ss", &st, &text) < 0 ||
-                            con_bus_read_result_info(reply, &info) < 0)
-                                continue;
-                        if (c.transcript)
-                                return show_transcript(bus, bn, a->name, id, c.json);
-                        if (c.json) {
-                                _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
-                                cJSON_AddStringToObject(o, "task_id", id);
-                                cJSON_AddStringToObject(o, "agent", a->name);
-                                cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
-                                cJSON_AddStringToObject(o, "text", text);
-                                cJSON_AddBoolToObject(o, "truncated", info.truncated);
-                                cJSON_AddBoolToObject(o, "replaced", info.replaced);
-                                con_json_add_u64(o, "size", info.size);
-                                print_json(o);
-                        } else {
-                                printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, con_task_state_a2a(st) ?: st);
-                                if (info.truncated || info.replaced)
-                                        printf("result: %" PRIu64 " bytes from the runner%s%s\n", info.size,
-                                               info.truncated ? ", truncated" : "",
-                                               info.replaced ? ", bytes that were not UTF-8 replaced by U+FFFD" : "");
-                                if (*text)
-                                        printf("\n%s%s", text, text[strlen(text) - 1] == '\n' ? "" : "\n");
-                        }
-                        return CON_EXIT_OK;
+        _cleanup_free_ const ConAgent **agents = NULL;
+        int n = agents_running_first(bus, config, &agents);
+        if (n < 0)
+                return con_fail(CON_EXIT_FAILURE, "task: %s", strerror(-n));
+        for (int i = 0; i < n; i++) {
+                const ConAgent *a = agents[i];
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *bn = NULL;
+                const char *st, *text;
+                if (con_agent_bus_name(a->name, &bn) < 0)
+                        continue;
+                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e,
+                                       &reply, "s", id);
+                if (r < 0) {
+                        if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                                denied_by = a->name;
+                        continue;
                 }
+                ConResultInfo info = {};
+                if (sd_bus_message_read(reply, "ss", &st, &text) < 0 ||
+                    con_bus_read_result_info(reply, &info) < 0)
+                        continue;
+                if (c.transcript)
+                        return show_transcript(bus, bn, a->name, id, c.json);
+                if (c.json) {
+                        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                        cJSON_AddStringToObject(o, "task_id", id);
+                        cJSON_AddStringToObject(o, "agent", a->name);
+                        cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
+                        cJSON_AddStringToObject(o, "text", text);
+                        cJSON_AddBoolToObject(o, "truncated", info.truncated);
+                        cJSON_AddBoolToObject(o, "replaced", info.replaced);
+                        con_json_add_u64(o, "size", info.size);
+                        print_json(o);
+                } else {
+                        printf("task:   %s\nagent:  %s\nstatus: %s\n", id, a->name, con_task_state_a2a(st) ?: st);
+                        if (info.truncated || info.replaced)
+                                printf("result: %" PRIu64 " bytes from the runner%s%s\n", info.size,
+                                       info.truncated ? ", truncated" : "",
+                                       info.replaced ? ", bytes that were not UTF-8 replaced by U+FFFD" : "");
+                        if (*text)
+                                printf("\n%s%s", text, text[strlen(text) - 1] == '\n' ? "" : "\n");
+                }
+                return CON_EXIT_OK;
+        }
         if (denied_by)
                 return con_fail(CON_EXIT_FAILURE, "task: %s knows task %s, but only its submitter and root may read it",
                                 denied_by, id);
@@ -1089,37 +1108,39 @@ int verb_cancel(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        /* Running agents first: a task that runs or waits is at a running agent. */
-        for (int pass = 0; pass < 2; pass++)
-                for (size_t i = 0; i < config->n_agents; i++) {
-                        const ConAgent *a = &config->agents[i];
-                        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                        _cleanup_free_ char *bn = NULL;
-                        const char *st, *text;
-                        if (con_agent_bus_name(a->name, &bn) < 0 || name_has_owner(bus, bn) != (pass == 0))
+        _cleanup_free_ const ConAgent **agents = NULL;
+        int n = agents_running_first(bus, config, &agents);
+        if (n < 0)
+                return con_fail(CON_EXIT_FAILURE, "cancel: %s", strerror(-n));
+        for (int i = 0; i < n; i++) {
+                const ConAgent *a = agents[i];
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                _cleanup_free_ char *bn = NULL;
+                const char *st, *text;
+                if (con_agent_bus_name(a->name, &bn) < 0)
+                        continue;
+                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
+                                       id);
+                if (r < 0) {
+                        if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
                                 continue;
-                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
-                                               id);
-                        if (r < 0) {
-                                if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
-                                        continue;
-                                return con_fail(CON_EXIT_FAILURE, "cancel: %s refused to cancel task %s: %s", a->name,
-                                                id, e.message ?: strerror(-r));
-                        }
-                        sd_bus_error_free(&e);
-                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
-                                               "s", id);
-                        if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0) {
-                                printf("Asked %s to cancel task %s.\n", a->name, id);
-                                return CON_EXIT_OK;
-                        }
-                        /* A running session ends once its processes are gone: the state follows. */
-                        printf("Task %s on agent %s: %s\n", id, a->name,
-                               streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
-                                                                              : con_task_state_a2a(st) ?: st);
+                        return con_fail(CON_EXIT_FAILURE, "cancel: %s refused to cancel task %s: %s", a->name,
+                                        id, e.message ?: strerror(-r));
+                }
+                sd_bus_error_free(&e);
+                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
+                                       "s", id);
+                if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0) {
+                        printf("Asked %s to cancel task %s.\n", a->name, id);
                         return CON_EXIT_OK;
                 }
+                /* A running session ends once its processes are gone: the state follows. */
+                printf("Task %s on agent %s: %s\n", id, a->name,
+                       streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
+                                                                      : con_task_state_a2a(st) ?: st);
+                return CON_EXIT_OK;
+        }
         return con_fail(CON_EXIT_FAILURE, "cancel: no agent knows a task '%s' (see 'con tasks')", id);
 }
 
