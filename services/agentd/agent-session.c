@@ -191,9 +191,15 @@ AgentSession *agent_session_free(AgentSession *s) {
 
 /* Reads what fd has into *buf, at most max bytes (the rest is drained, so the child never blocks);
  * *total counts every byte. Returns 1 at EOF, 0 when nothing more to read now, -errno on error. */
+/* What one call of a reader takes from a session's pipe before it returns to the loop (the io
+ * sources are level-triggered: the rest is read on the next turn). A session, or a tool that
+ * opened the pipe through /proc, writing without pause cannot keep the service in one callback;
+ * the drain at the session's end gets at least a full pipe (at most 1 MiB, pipe-max-size). */
+#define SESSION_READ_BUDGET (1024U * 1024U)
+
 static int read_capped(int fd, char **buf, size_t *len, size_t max, uint64_t *total) {
         char scratch[16384];
-        for (;;) {
+        for (size_t taken = 0; taken < SESSION_READ_BUDGET;) {
                 size_t want = sizeof(scratch);
                 if (*len < max && max - *len < want)
                         want = max - *len;
@@ -206,6 +212,7 @@ static int read_capped(int fd, char **buf, size_t *len, size_t max, uint64_t *to
                 if (n == 0)
                         return 1;
                 *total += (uint64_t) n;
+                taken += (size_t) n;
                 if (*len >= max)
                         continue; /* keep draining so the child never blocks */
                 char *b = realloc(*buf, *len + (size_t) n + 1);
@@ -216,12 +223,13 @@ static int read_capped(int fd, char **buf, size_t *len, size_t max, uint64_t *to
                 *len += (size_t) n;
                 b[*len] = 0;
         }
+        return 0;
 }
 
 
 /* Splits what the session wrote into lines for on_line; a line longer than the buffer is dropped. */
 static int session_read_progress(AgentSession *s) {
-        for (;;) {
+        for (size_t taken = 0; taken < SESSION_READ_BUDGET;) {
                 char buf[4096];
                 ssize_t n = read(s->progress_fd, buf, sizeof(buf));
                 if (n < 0) {
@@ -231,6 +239,7 @@ static int session_read_progress(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
+                taken += (size_t) n;
                 for (ssize_t i = 0; i < n; i++) {
                         if (buf[i] == '\n') {
                                 if (!s->progress_skip && s->on_line)
@@ -244,6 +253,7 @@ static int session_read_progress(AgentSession *s) {
                                 s->progress[s->progress_len++] = buf[i];
                 }
         }
+        return 0;
 }
 
 static int on_progress(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -266,7 +276,7 @@ static int session_read_turn(AgentSession *s) {
 
 static int session_read_err(AgentSession *s) {
         char buf[AGENT_SESSION_STDERR_TAIL];
-        for (;;) {
+        for (size_t taken = 0; taken < SESSION_READ_BUDGET;) {
                 ssize_t n = read(s->err_fd, buf, sizeof(buf));
                 if (n < 0) {
                         if (errno == EINTR)
@@ -275,6 +285,7 @@ static int session_read_err(AgentSession *s) {
                 }
                 if (n == 0)
                         return 1;
+                taken += (size_t) n;
                 s->err_size += (uint64_t) n;
                 /* Keep the tail: buf is exactly as large as the tail, so dropping from the front
                  * of what we have always makes room. */
@@ -287,6 +298,7 @@ static int session_read_err(AgentSession *s) {
                 memcpy(s->err + s->err_len, buf, k);
                 s->err_len += k;
         }
+        return 0;
 }
 
 static void session_maybe_finish(AgentSession *s) {
