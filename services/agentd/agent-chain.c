@@ -171,8 +171,14 @@ int agent_chain_parent_read(const char *agents_dir, const char *agent, uid_t own
                 _cleanup_free_ char *buf = NULL, *id = NULL, *chain = NULL;
                 size_t len;
                 uint64_t deadline;
+                /* A record that is not the service's own (owner, mode, content) is not believed;
+                 * one that cannot be read at all fails the whole lookup, so an I/O error cannot
+                 * make a delegation look like one from outside any session (a shorter chain). A
+                 * record removed since readdir() is simply gone. */
                 r = con_spool_read_untrusted(dfd, de->d_name, AGENT_CHAIN_RECORD_MAX, &buf, &len, &st);
-                if (r == -ENOMEM)
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0 && r != -ELOOP && r != -EBADFD && r != -EMLINK && r != -EFBIG)
                         return r;
                 if (r < 0 || st.st_uid != owner || (st.st_mode & 0022))
                         continue;
