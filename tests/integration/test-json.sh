@@ -63,7 +63,7 @@ json_ok() {
                 _lib_fail "$desc" "expected success" "$@"
         elif [ "$(printf '%s\n' "$LIB_OUT" | wc -l)" != 1 ]; then
                 _lib_fail "$desc" "not one line" "$@"
-        elif ! jq -e "$filter" >/dev/null 2>&1 <<<"$LIB_OUT"; then
+        elif ! jq -e -n "input | ($filter)" >/dev/null 2>&1 <<<"$LIB_OUT"; then
                 _lib_fail "$desc" "jq rejects the shape: $(tr -s ' \n' ' ' <<<"$filter" | cut -c1-300)" "$@"
         elif grep -Eq '[0-9][eE][+-]?[0-9]|[0-9]\.[0-9]' <<<"$(jq -c '[.. | numbers]' <<<"$LIB_OUT")" ||
              grep -Eq '[:,[][[:space:]]*-?[0-9]+(\.[0-9]+)?[eE][+-]?[0-9]+' <<<"$LIB_OUT"; then
@@ -130,9 +130,11 @@ check_fail "the raw output has no exponent (what a double gave: 1.79641781710264
 # A broken contract beside the good ones: listed the same way by both verbs.
 printf 'id: BROKEN\ntype: nonsense\n' >/srv/con/contracts/zz-broken.yaml
 _lib_run con healthcheck --local --json
+out=$LIB_OUT # check_eq clears LIB_OUT
 check_eq "con healthcheck --local --json exits 1 with an invalid contract" 1 "$LIB_RC"
-check "... and lists it as an invalid object" jq -e "$HEALTH and any(.invalid[]; (.location|contains(\"zz-broken.yaml\")))" \
-        <<<"$LIB_OUT"
+# jq -n 'input | ...': an empty output is an error, not a pass (jq -e on no input exits 0).
+check "... and lists it as an invalid object" jq -e -n "input | $HEALTH and any(.invalid[]; (.location|contains(\"zz-broken.yaml\")))" \
+        <<<"$out"
 rm -f /srv/con/contracts/zz-broken.yaml
 TESTED="$TESTED healthcheck "
 
@@ -146,9 +148,10 @@ json_ok "con policy check --json: in sync" policy \
         "$(keys_are '["in_sync","drift","rules"]') and .in_sync == true and .drift == [] and (.rules|$J_INT) and .rules > 0" \
         con policy check --json
 _lib_run con policy query nobody task sysadmin --json
+out=$LIB_OUT
 check_eq "con policy query --json: deny exits 1" 1 "$LIB_RC"
-check "... with the query object" jq -e "$(keys_are '["user","verb","agent","allow"]') and
-        . == {\"user\": \"nobody\", \"verb\": \"task\", \"agent\": \"sysadmin\", \"allow\": false}" <<<"$LIB_OUT"
+check "... with the query object" jq -e -n "input | $(keys_are '["user","verb","agent","allow"]') and
+        . == {\"user\": \"nobody\", \"verb\": \"task\", \"agent\": \"sysadmin\", \"allow\": false}" <<<"$out"
 json_ok "con policy query --json: allow" policy \
         "$(keys_are '["user","verb","agent","allow"]') and .allow == true and .agent == \"concierge\"" \
         con policy query root task concierge --json

@@ -9,12 +9,7 @@
 # named by `con policy check` and repaired by `con bootstrap`; `nft delete table` removes it.
 # Only loopback and 10.77.0.0/24 on the veth pair are ever used.
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox (it edits /etc/passwd and the netfilter tables); skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox # it edits /etc/passwd and the netfilter tables
 
 mkdir -p /etc/con
 CFG=/etc/con/con.yaml
@@ -123,7 +118,7 @@ check_output "policy show: the network door of each agent" \
         'a-lister +allow-list +10\.77\.0\.0/24:8443 \(not enforced yet, need the egress gateway: api\.example\.com:443\)' \
         con policy show --config "$CFG"
 check_output "policy show: none and gateway send nothing" 'a-shut +none +nothing' con policy show --config "$CFG"
-check "policy show --json: the network door" jq -e '.network[] | select(.user == "a-lister") |
+check "policy show --json: the network door" jq -e -n 'input | .network[] | select(.user == "a-lister") |
         .network == "allow-list" and .kernel == ["10.77.0.0/24:8443"] and .needs_gateway == ["api.example.com:443"]' \
         <<<"$(con policy show --json --config "$CFG")"
 SHUT=$(id -u a-shut) QUIET=$(id -u a-quiet) LISTER=$(id -u a-lister)
