@@ -71,7 +71,8 @@ check_output "... paused, naming the budget" "paused: agent 'scout' has used up 
         echo "$LIB_OUT"
 check_output "... the sysadmin is notified by the contract service" 'The sysadmin is notified by the contract service' \
         echo "$LIB_OUT"
-check "the sysadmin got the notice task" wait_for 20 test "$(sys_tasks scout budget_tokens_per_day)" -ge 1
+has_notice() { [ "$(sys_tasks scout budget_tokens_per_day)" -ge 1 ]; }
+check "the sysadmin got the notice task" wait_for 20 has_notice
 check_eq "... exactly one" 1 "$(sys_tasks scout budget_tokens_per_day)"
 check "... and its session read it (agent and budget named)" wait_for 30 \
         grep -q "Model budget exhausted: agent 'scout' used up its budget_tokens_per_day" "$T/fake.log"
