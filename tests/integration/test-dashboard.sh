@@ -7,12 +7,7 @@
 # its end (the SSE path), and leaves a screenshot in the build folder's test-artifacts/.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
 PORT=8080
 URL=http://127.0.0.1:$PORT
@@ -30,11 +25,10 @@ cat >"$T/script.json" <<'EOF'
               "usage": { "prompt_tokens": 1200, "completion_tokens": 300 }, "model": "fake-model" } }
 ] }
 EOF
-"${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 600 \
-        >"$T/fake.port" 2>"$T/fake.err" &
-wait_for 5 test -s "$T/fake.port"
-FAKE_PORT=$(head -n1 "$T/fake.port")
-check "the fake LLM server listens (port ${FAKE_PORT:-none})" test -n "$FAKE_PORT"
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
+start_fake_llm 600
+FAKE_PORT=$PORT
+PORT=8080
 mkdir -p /etc/con
 cat >/etc/con/con.yaml <<EOF
 system:

@@ -6,20 +6,8 @@
 # service and the gateway, which keep the configuration they had, and con status shows why.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
-require_root
-if [ "${CON_SANDBOX:-}" != 1 ]; then
-        echo "# must run inside tests/sandbox/con-sandbox; skipping"
-        LIB_FINISHED=1
-        exit 77
-fi
+require_sandbox
 T=$(lib_tmp)
-
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 inbox_empty() { [ -z "$(find "$1" -maxdepth 1 -name '*.task' -print -quit)" ]; }
 router_reload() { busctl --system call org.conspiracy.Router /org/conspiracy/Router org.conspiracy.Router1 Reload; }
 

@@ -13,13 +13,6 @@ if [ "${CON_BOOT:-}" = "" ] || [ "$(cat /proc/1/comm)" != systemd ]; then
         LIB_FINISHED=1
         exit 77
 fi
-
-wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
-        local n=$(($1 * 10))
-        shift
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-        return 1
-}
 drop_task() { # drop_task NAME: /ping into the outer inbox, atomically
         printf '/ping\n' >"/srv/con/inbox/.$1.tmp" && mv "/srv/con/inbox/.$1.tmp" "/srv/con/inbox/$1.task"
 }
@@ -238,11 +231,8 @@ jq -n --arg cmd "$tool_cmd" --arg daemon "$daemon_cmd" '{ rules: [
   { path: "/v1/chat/completions",
     body: { choices: [ { message: { content: "fallback answer" }, finish_reason: "stop" } ] } }
 ] }' >"$T/script.json"
-"$CON_BUILD_DIR/tests/fake-llm/con-fake-llm" --script "$T/script.json" --log "$T/fake.log" --idle-timeout 120 \
-        >"$T/port" 2>"$T/fake.err" &
-FAKE_PID=$!
-check "the fake LLM server listens" wait_for 5 test -s "$T/port"
-PORT=$(head -n1 "$T/port")
+FAKE=$CON_BUILD_DIR/tests/fake-llm/con-fake-llm
+start_fake_llm 120
 check "point the fabric at it" sed -i "s|^  api_key_env: CON_API_KEY.*|&\n  base_url: http://127.0.0.1:$PORT/v1|" /etc/con/con.yaml
 check_output "... in /etc/con/con.yaml" "base_url: http://127.0.0.1:$PORT/v1" cat /etc/con/con.yaml
 printf 'CON_API_KEY=sk-systemd-tier\n' >/etc/con/env
