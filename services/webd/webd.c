@@ -317,6 +317,43 @@ static enum MHD_Result serve_events(Webd *w, struct MHD_Connection *conn) {
         return ret;
 }
 
+/* Whether a Host header names this machine's loopback: localhost, 127.0.0.0/8 or [::1], with an
+ * optional port. The listeners without a token answer only such requests, so a web page the
+ * admin visits cannot read the status by pointing its own name at 127.0.0.1 (DNS rebinding). */
+static bool host_is_loopback(const char *host) {
+        char name[64];
+        const char *end;
+
+        if (!host)
+                return false;
+        if (host[0] == '[') {
+                end = strchr(host, ']');
+                if (!end || (size_t) (end - host - 1) >= sizeof(name))
+                        return false;
+                memcpy(name, host + 1, (size_t) (end - host - 1));
+                name[end - host - 1] = 0;
+                end++;
+        } else {
+                end = strchr(host, ':') ?: host + strlen(host);
+                if ((size_t) (end - host) >= sizeof(name))
+                        return false;
+                memcpy(name, host, (size_t) (end - host));
+                name[end - host] = 0;
+        }
+        if (*end == ':') {
+                if (!end[1] || strspn(end + 1, "0123456789") != strlen(end + 1))
+                        return false;
+        } else if (*end)
+                return false;
+        struct in_addr a4;
+        struct in6_addr a6;
+        if (strcasecmp(name, "localhost") == 0)
+                return true;
+        if (host[0] != '[' && inet_pton(AF_INET, name, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        return host[0] == '[' && inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
@@ -330,6 +367,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (!streq(method, MHD_HTTP_METHOD_GET) && !streq(method, MHD_HTTP_METHOD_HEAD))
                 return queue_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "Read only: GET and HEAD\n");
+        if (!l->auth && !host_is_loopback(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)))
+                return queue_text(conn, MHD_HTTP_FORBIDDEN, "Without the token only requests for localhost are "
+                                  "answered (Host: localhost, 127.0.0.1 or [::1])\n");
         if (l->auth && !authorized(w, conn)) {
                 static const char denied[] = "Authentication required: the dashboard token as the password (any user name) or a Bearer token\n";
                 struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(denied), (void *) denied,

@@ -74,6 +74,11 @@ check_fail "the page has no inline script or style" grep -qE '<script>|<script [
 check_output "POST is refused (405, Allow: GET, HEAD)" '^405 GET, HEAD$' \
         curl -sS -o /dev/null -X POST -w '%{http_code} %header{allow}' "$URL/api/state"
 check_output "unknown paths are 404" '^404$' curl -sS -o /dev/null -w '%{http_code}' --path-as-is "$URL/../../etc/passwd"
+check_output "a request for another host name is refused (403: DNS rebinding)" '^403$' \
+        curl -sS -o /dev/null -w '%{http_code}' -H 'Host: rebind.example:8080' "$URL/api/state"
+check_output "... Host: localhost is answered" '^200$' \
+        curl -sS -o /dev/null -w '%{http_code}' -H "Host: localhost:$PORT" "$URL/api/state"
+check_output "... and Host: [::1]" '^200$' curl -sS -o /dev/null -w '%{http_code}' -H "Host: [::1]:$PORT" "$URL/api/state"
 check_output "/api/state: both agents, the router, the contracts" '^concierge,sysadmin true true$' \
         sh -c "curl -fsS $URL/api/state | jq -r '([.agents[].name] | join(\",\")) + \" \" + (.router.running|tostring) + \" \" + (.contracts.running|tostring)'"
 
