@@ -932,6 +932,16 @@ static const char task_usage[] =
         "Exit status: 0 found (any status), 1 not found or not readable, 2 usage error,\n"
         "4 invalid configuration.\n";
 
+/* Prints s for a terminal: control characters (what a model or an agent put into tool arguments
+ * could use to rewrite the screen) as \xNN. */
+static void print_terminal_safe(const char *s) {
+        for (; s && *s; s++)
+                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                        printf("\\x%02x", (unsigned) (unsigned char) *s);
+                else
+                        putchar(*s);
+}
+
 static void print_ms(const char *label, const cJSON *v) {
         if (cJSON_IsNumber(v))
                 printf("%s%.1f s", label, v->valuedouble / 1000.0);
@@ -983,8 +993,10 @@ static int show_transcript(sd_bus *bus, const char *bn, const char *agent, const
                         const cJSON *m = cJSON_GetObjectItemCaseSensitive(step, "model"),
                                     *in = cJSON_GetObjectItemCaseSensitive(step, "in"),
                                     *out = cJSON_GetObjectItemCaseSensitive(step, "out");
-                        printf("model %s: %.0f in, %.0f out", cJSON_IsString(m) ? m->valuestring : "?",
-                               cJSON_IsNumber(in) ? in->valuedouble : 0, cJSON_IsNumber(out) ? out->valuedouble : 0);
+                        printf("model ");
+                        print_terminal_safe(cJSON_IsString(m) ? m->valuestring : "?");
+                        printf(": %.0f in, %.0f out", cJSON_IsNumber(in) ? in->valuedouble : 0,
+                               cJSON_IsNumber(out) ? out->valuedouble : 0);
                         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(step, "error")))
                                 printf(", failed");
                 } else {
@@ -992,8 +1004,10 @@ static int show_transcript(sd_bus *bus, const char *bn, const char *agent, const
                                     *args = cJSON_GetObjectItemCaseSensitive(step, "args"),
                                     *code = cJSON_GetObjectItemCaseSensitive(step, "exit"),
                                     *bytes = cJSON_GetObjectItemCaseSensitive(step, "bytes");
-                        printf("tool %s %s", cJSON_IsString(tool) ? tool->valuestring : "?",
-                               cJSON_IsString(args) ? args->valuestring : "");
+                        printf("tool ");
+                        print_terminal_safe(cJSON_IsString(tool) ? tool->valuestring : "?");
+                        putchar(' ');
+                        print_terminal_safe(cJSON_IsString(args) ? args->valuestring : "");
                         if (cJSON_IsNumber(code))
                                 printf(" -> exit %.0f", code->valuedouble);
                         else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(step, "error")))
