@@ -17,6 +17,12 @@
 #define CON_ROUTER_BUS_NAME "org.conspiracy.Router"
 #define CON_ROUTER_PATH "/org/conspiracy/Router"
 #define CON_ROUTER_INTERFACE "org.conspiracy.Router1"
+#define CON_MODELS_BUS_NAME "org.conspiracy.Models"
+#define CON_MODELS_PATH "/org/conspiracy/Models"
+#define CON_MODELS_INTERFACE "org.conspiracy.Models1"
+#define CON_CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
+#define CON_CONTRACTS_PATH "/org/conspiracy/Contracts"
+#define CON_CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
 #define CON_USER_PREFIX "a-"
 
 typedef enum ConNameProblem {

@@ -7,15 +7,12 @@
 
 #include "error-detail.h"
 #include "macro.h"
+#include "names.h"
 
 /* Health contracts as files: the YAML files in /srv/con/contracts (the original's schema plus
  * native check kinds), read with the one YAML reader (yaml-reader.h), so they follow con.yaml's
  * rules and messages. Used by the contract service and by the con client (docs/CONTRACTS.md).
  * Running the checks is contract-check.h (bus/provision); library code, never logs. */
-
-#define CON_CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
-#define CON_CONTRACTS_PATH "/org/conspiracy/Contracts"
-#define CON_CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
 
 #define CONTRACT_DIR_DEFAULT "/srv/con/contracts"
 #define CONTRACT_STATE_DIR_DEFAULT "/srv/con/state"

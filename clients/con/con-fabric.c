@@ -37,15 +37,14 @@
 #define CONTRACTD_PATH CON_LIBEXECDIR "/con-contractd"
 #define CONTRACTD_LOG CON_DAEMON_LOG_DIR "/con-contractd.log"
 #define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
 #define WEBD_PATH CON_LIBEXECDIR "/con-webd"
 #define WEBD_LOG CON_DAEMON_LOG_DIR "/con-webd.log"
 #define WEBD_BUS_NAME "org.conspiracy.Web"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define MODELS_PATH "/org/conspiracy/Models"
 #define MODELS_INTERFACE "org.conspiracy.Models1"
-#define CONTRACTS_PATH "/org/conspiracy/Contracts"
-#define CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
+#define CON_CONTRACTS_PATH "/org/conspiracy/Contracts"
+#define CON_CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
 #define START_TIMEOUT_USEC (10 * USEC_PER_SEC)
 
 
@@ -284,7 +283,7 @@ int con_reload_services(void) {
                 const char *service, *name, *path, *interface;
         } services[] = {
                 { "con-routerd", CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE },
-                { "con-contractd", CONTRACTS_BUS_NAME, CONTRACTS_PATH, CONTRACTS_INTERFACE },
+                { "con-contractd", CON_CONTRACTS_BUS_NAME, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE },
                 { "con-modeld", MODELS_BUS_NAME, MODELS_PATH, MODELS_INTERFACE },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -437,9 +436,9 @@ int verb_up(int argc, char *argv[]) {
                 printf("router: started (pid %d, log " ROUTER_LOG ")\n", (int) pid);
         }
         /* The contract service (health checks, halt and quarantine). */
-        if (name_has_owner(bus, CONTRACTS_BUS_NAME))
+        if (name_has_owner(bus, CON_CONTRACTS_BUS_NAME))
                 printf("contracts: already running\n");
-        else if (start_daemon(bus, CONTRACTD_PATH, CONTRACTS_BUS_NAME, CONTRACTD_LOG) == 0)
+        else if (start_daemon(bus, CONTRACTD_PATH, CON_CONTRACTS_BUS_NAME, CONTRACTD_LOG) == 0)
                 printf("contracts: started (log " CONTRACTD_LOG ")\n");
         else
                 status = CON_EXIT_FAILURE;
@@ -537,7 +536,7 @@ int verb_down(int argc, char *argv[]) {
         /* The router first, so it does not activate agents again while they stop. */
         if (stop_name(bus, "router", CON_ROUTER_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
-        if (stop_name(bus, "contracts", CONTRACTS_BUS_NAME) != 0)
+        if (stop_name(bus, "contracts", CON_CONTRACTS_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (stop_name(bus, "dashboard", WEBD_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
@@ -740,7 +739,7 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                         const char *service, *name, *path, *interface;
                 } services[] = {
                         { "con-routerd", CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE },
-                        { "con-contractd", CONTRACTS_BUS_NAME, CONTRACTS_PATH, CONTRACTS_INTERFACE },
+                        { "con-contractd", CON_CONTRACTS_BUS_NAME, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE },
                         { "con-modeld", MODELS_BUS_NAME, MODELS_PATH, MODELS_INTERFACE },
                 };
                 cJSON *jerrs = cJSON_AddArrayToObject(root, "config_errors");

@@ -458,8 +458,8 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                 if (l->deadline - now < timeout)
                         timeout = l->deadline - now;
         }
-        r = sd_bus_message_new_method_call(l->bus, &m, AGENT_LLM_MODELS_NAME, AGENT_LLM_MODELS_PATH,
-                                           AGENT_LLM_MODELS_INTERFACE, "Complete");
+        r = sd_bus_message_new_method_call(l->bus, &m, CON_MODELS_BUS_NAME, CON_MODELS_PATH,
+                                           CON_MODELS_INTERFACE, "Complete");
         if (r >= 0)
                 r = sd_bus_message_append(m, "s", req);
         if (r < 0)
@@ -489,7 +489,7 @@ static int model_call(Loop *l, const ConLlmConversation *c, ConLlmResponse **ret
                                          "the model gateway %s is not available (%s: %s): install con-modeld and "
                                          "run con bootstrap so its bus files exist, give agent '%s' a model in %s "
                                          "and put the key in " CON_ENV_PATH " (%s)",
-                                         AGENT_LLM_MODELS_NAME, strempty(e.name), e.message ?: strerror(-r),
+                                         CON_MODELS_BUS_NAME, strempty(e.name), e.message ?: strerror(-r),
                                          a->name, cfg, strempty(a->rt.api_key_env));
                 if (sd_bus_error_has_names(&e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_TIMEOUT, "org.freedesktop.DBus.Error.TimedOut") ||
                     r == -ETIMEDOUT)

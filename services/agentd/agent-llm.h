@@ -8,6 +8,7 @@
 
 #include "agent-runtime.h"
 #include "llm.h"
+#include "names.h"
 
 /* The picoclaw runtime: the LLM tool loop of one task, run in the session child as the agent
  * user (docs/AGENT.md "The tool loop"). The session holds no key: every model turn is a call of
@@ -21,9 +22,6 @@
 #define AGENT_LLM_CALL_TIMEOUT     (300U * 1000000ULL) /* one Complete call */
 #define AGENT_LLM_NO_RESPONSE      "I've completed processing but have no response to give."
 
-#define AGENT_LLM_MODELS_NAME      "org.conspiracy.Models"
-#define AGENT_LLM_MODELS_PATH      "/org/conspiracy/Models"
-#define AGENT_LLM_MODELS_INTERFACE "org.conspiracy.Models1"
 
 /* ---- prompt ---- */
 

@@ -52,8 +52,8 @@ int agent_context_complete(AgentContext *c, AgentTask *t, AgentTaskStatus st, co
 static bool models_task_notify(AgentContext *c, const char *method, const char *task_id) {
         if (c->runtime != &con_runtime_picoclaw || !c->bus_name || c->n_buses == 0)
                 return false;
-        int r = sd_bus_call_method_async(c->buses[0], NULL, AGENT_LLM_MODELS_NAME, AGENT_LLM_MODELS_PATH,
-                                         AGENT_LLM_MODELS_INTERFACE, method, NULL, NULL, "ss", c->agent->name,
+        int r = sd_bus_call_method_async(c->buses[0], NULL, CON_MODELS_BUS_NAME, CON_MODELS_PATH,
+                                         CON_MODELS_INTERFACE, method, NULL, NULL, "ss", c->agent->name,
                                          task_id);
         if (r < 0) {
                 log_full(LOG_WARNING, "Task %s: cannot tell the model gateway (%s): %s", task_id, method, strerror(-r));

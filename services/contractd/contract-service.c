@@ -36,9 +36,6 @@
 #define FIRST_RUN_USEC (200 * USEC_PER_MSEC)
 #define AGENT_CALL_TIMEOUT_USEC (10 * USEC_PER_SEC)
 #define ESCALATION_AGENT_DEFAULT "sysadmin"
-#define MODELS_BUS_NAME "org.conspiracy.Models"
-#define MODELS_PATH "/org/conspiracy/Models"
-#define MODELS_INTERFACE "org.conspiracy.Models1"
 #define BUDGET_NOTICE_INTERVAL_USEC (3600 * USEC_PER_SEC)
 #define BUDGET_NOTICES_MAX 1024         /* (agent, budget) pairs remembered */
 
@@ -570,7 +567,7 @@ static int models_set_owner(Manager *m, const char *owner) {
 static int on_models_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
         Manager *m = userdata;
         const char *name, *old, *new;
-        if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0 || !streq(name, MODELS_BUS_NAME))
+        if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0 || !streq(name, CON_MODELS_BUS_NAME))
                 return 0;
         (void) models_set_owner(m, new);
         return 0;
@@ -634,15 +631,15 @@ static int manager_watch_models(Manager *m) {
         k = sd_bus_add_match_async(m->bus, &m->models_owner_match,
                                    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                                    "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
-                                   "arg0='" MODELS_BUS_NAME "'", on_models_owner_changed, NULL, m);
+                                   "arg0='" CON_MODELS_BUS_NAME "'", on_models_owner_changed, NULL, m);
         if (k < 0)
                 return k;
         k = sd_bus_call_method_async(m->bus, &m->models_owner_call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                      "org.freedesktop.DBus", "GetNameOwner", on_models_owner_reply, m, "s",
-                                     MODELS_BUS_NAME);
+                                     CON_MODELS_BUS_NAME);
         if (k < 0)
                 return k;
-        return sd_bus_match_signal_async(m->bus, &m->budget_match, NULL, MODELS_PATH, MODELS_INTERFACE,
+        return sd_bus_match_signal_async(m->bus, &m->budget_match, NULL, CON_MODELS_PATH, CON_MODELS_INTERFACE,
                                          "BudgetExhausted", on_budget_exhausted, NULL, m);
 }
 

@@ -7,9 +7,8 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
-#define CON_MODELS_BUS_NAME  "org.conspiracy.Models"
-#define CON_MODELS_PATH      "/org/conspiracy/Models"
-#define CON_MODELS_INTERFACE "org.conspiracy.Models1"
+#include "names.h"
+
 #define CON_MODELS_USER      "con-models"
 #define CON_MODELS_ENV_PATH  "/etc/con/env"
 #define CON_MODELS_LOG_DIR   "/srv/con/logs/models"

@@ -15,12 +15,6 @@
 #include "time-util.h"
 #include "webd-state.h"
 
-#define CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
-#define CONTRACTS_PATH "/org/conspiracy/Contracts"
-#define CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
-#define MODELS_BUS_NAME "org.conspiracy.Models"
-#define MODELS_PATH "/org/conspiracy/Models"
-#define MODELS_INTERFACE "org.conspiracy.Models1"
 #define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
 
 typedef enum EntityKind {
@@ -555,9 +549,9 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
                 kind = ENTITY_AGENT;
         else if (streq(iface, CON_ROUTER_INTERFACE))
                 kind = ENTITY_ROUTER;
-        else if (streq(iface, CONTRACTS_INTERFACE))
+        else if (streq(iface, CON_CONTRACTS_INTERFACE))
                 kind = ENTITY_CONTRACTS;
-        else if (streq(iface, MODELS_INTERFACE))
+        else if (streq(iface, CON_MODELS_INTERFACE))
                 kind = ENTITY_MODELS;
         else
                 return 0;
@@ -692,8 +686,8 @@ int webd_state_new(const ConConfig *config, WebdChangedFunc changed, void *userd
                 const char *name, *path, *interface;
         } services[] = {
                 { ENTITY_ROUTER, CON_ROUTER_BUS_NAME, CON_ROUTER_PATH, CON_ROUTER_INTERFACE },
-                { ENTITY_CONTRACTS, CONTRACTS_BUS_NAME, CONTRACTS_PATH, CONTRACTS_INTERFACE },
-                { ENTITY_MODELS, MODELS_BUS_NAME, MODELS_PATH, MODELS_INTERFACE },
+                { ENTITY_CONTRACTS, CON_CONTRACTS_BUS_NAME, CON_CONTRACTS_PATH, CON_CONTRACTS_INTERFACE },
+                { ENTITY_MODELS, CON_MODELS_BUS_NAME, CON_MODELS_PATH, CON_MODELS_INTERFACE },
         };
         for (size_t i = 0; i < ELEMENTSOF(services); i++) {
                 Entity *e = &s->entities[s->n_entities++];
@@ -763,7 +757,7 @@ int webd_state_attach(WebdState *s, sd_bus *bus) {
                                       on_agent_signal, NULL, s);
         if (r < 0)
                 return r;
-        static const char *const ifaces[] = { CON_ROUTER_INTERFACE, CONTRACTS_INTERFACE, MODELS_INTERFACE };
+        static const char *const ifaces[] = { CON_ROUTER_INTERFACE, CON_CONTRACTS_INTERFACE, CON_MODELS_INTERFACE };
         for (size_t i = 0; i < ELEMENTSOF(ifaces); i++) {
                 r = sd_bus_match_signal_async(bus, NULL, NULL, NULL, ifaces[i], NULL, on_service_signal, NULL, s);
                 if (r < 0)
