@@ -121,17 +121,6 @@ static bool env_name_valid(const char *s) {
         return true;
 }
 
-/* Linux group name, as useradd's default NAME_REGEX would take it. */
-static bool group_name_valid(const char *s) {
-        size_t n = strlen(s);
-        if (n == 0 || n > 32 || !(*s == '_' || (*s >= 'a' && *s <= 'z')))
-                return false;
-        for (; *s; s++)
-                if (!(*s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
-                        return false;
-        return true;
-}
-
 /* network: none, gateway, or a list of allow-list entries (network.h). */
 static int parse_network(ConYamlReader *c, const yaml_node_t *v, const char *path, ConNetwork *ret) {
         yaml_node_t *item;
@@ -325,7 +314,7 @@ static const char *system_name_check(const char *s) {
 }
 
 static const char *group_name_check(const char *s) {
-        return group_name_valid(s) ? NULL :
+        return con_policy_unix_name_valid(s) ? NULL :
                 "is not a valid group name; use up to 32 characters from a-z, 0-9, '_' and '-', starting with a "
                 "letter or '_'";
 }
