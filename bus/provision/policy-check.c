@@ -316,9 +316,11 @@ static void drift_report(const char *change, void *userdata) {
 
         if (s->r < 0)
                 return;
-        STRV_FOREACH(prefix, s->paths)
-                if (p && startswith(p, *prefix))
+        STRV_FOREACH(prefix, s->paths) {
+                const char *rest = p ? startswith(p, *prefix) : NULL;
+                if (rest && (endswith(*prefix, "/") || *rest == '/' || *rest == ' ' || *rest == 0)) /* whole components */
                         hit = true;
+        }
         /* The activation file of a quarantined agent is moved aside on purpose. */
         STRV_FOREACH(q, s->quarantined) {
                 _cleanup_free_ char *camel = NULL, *file = NULL;
