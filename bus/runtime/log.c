@@ -165,6 +165,11 @@ static void write_line(int level, const char *message) {
         log_format_line(buf, sizeof buf - 1, log_target, level, log_ident, (int) getpid(), con_now(CLOCK_REALTIME),
                         message);
         size_t n = strlen(buf);
+        /* One message, one line: a newline (or another control character) inside a message, which
+         * may quote something an agent sent, cannot start a forged line or priority prefix. */
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) buf[i] < 0x20 && buf[i] != '\t')
+                        buf[i] = ' ';
         buf[n++] = '\n';
         /* One write per line: lines of concurrent writers (O_APPEND) do not interleave. */
         (void) !write(STDERR_FILENO, buf, n);
