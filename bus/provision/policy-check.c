@@ -15,6 +15,7 @@
 #include "macro.h"
 #include "names.h"
 #include "platform.h"
+#include "linkguard.h"
 #include "policy-check.h"
 #include "policy.h"
 #include "provision.h"
@@ -429,6 +430,10 @@ int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
         if (r < 0)
                 return r;
         r = check_file_door_drift(c, &drift, ret_error);
+        if (r < 0)
+                return r;
+        /* What the markers and the file door rely on in the kernel. */
+        r = con_linkguard_check(CON_PROC_SYS, &drift);
         if (r < 0)
                 return r;
 

@@ -11,6 +11,7 @@
 #include "con-paths.h"
 #include "con.h"
 #include "macro.h"
+#include "linkguard.h"
 #include "netdoor.h"
 #include "provision.h"
 #include "strv.h"
@@ -134,6 +135,19 @@ int verb_bootstrap(int argc, char *argv[]) {
                 r = con_netdoor_sync(con_provision_config(p), o.dry_run, &change, &error);
                 if (r < 0)
                         return con_fail(CON_EXIT_FAILURE, "bootstrap: network door: %s", error ?: strerror(-r));
+                checked++;
+                if (change) {
+                        print_change(change, &o.dry_run);
+                        changed++;
+                }
+        }
+
+        /* The kernel's link protections, which the halt and quarantine markers rely on. */
+        {
+                _cleanup_free_ char *change = NULL;
+                r = con_linkguard_sync(CON_PROC_SYS, o.dry_run, &change, &error);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
                 checked++;
                 if (change) {
                         print_change(change, &o.dry_run);

@@ -231,6 +231,23 @@ check_fail_output "check names a missing door" "^drift: $RULES: missing; the con
 check "bootstrap repairs both" con bootstrap --config "$CFG"
 check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
 
+section "drift: kernel link protection (what the halt and quarantine markers rely on)"
+# fs.protected_hardlinks is one setting for the whole machine: the test never writes the real
+# one. A file bind-mounted over it (in this sandbox's mount namespace only) reads 0.
+LINKS=/proc/sys/fs/protected_hardlinks
+echo 0 >"$T/protected_hardlinks"
+check "a protected_hardlinks of 0 (bind mount)" mount --bind "$T/protected_hardlinks" "$LINKS"
+check_fail_output "check names the setting and why" \
+        '^drift: kernel: fs.protected_hardlinks is 0, want 1 \(without it an agent can hard-link a halt or quarantine marker' \
+        con policy check --config "$CFG"
+check_fail_output "CON-POL-002 (the policy check contract) fails" "^CON-POL-002 FAIL" \
+        con healthcheck --local --contracts-dir /srv/con/contracts --config "$CFG"
+check_output "bootstrap sets it" '^set fs.protected_hardlinks to 1 \(kernel link protection\)$' \
+        con bootstrap --config "$CFG"
+check_eq "... to 1" 1 "$(cat "$LINKS")"
+check_output "check passes again" '^policy: all four doors match' con policy check --config "$CFG"
+check "umount" umount "$LINKS"
+
 section "invalid policy"
 sed 's/to: \[reviewer\]}$/to: [reviewr]}/' "$CFG" >"$T/bad.yaml"
 check_status "bootstrap refuses an unknown agent in to: (exit 4)" 4 con bootstrap --config "$T/bad.yaml"
