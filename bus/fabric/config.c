@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "config.h"
@@ -481,6 +482,7 @@ static void agent_done(ConAgent *a) {
         runtime_done(&a->rt);
         strv_free(a->command);
         free(a->instructions);
+        free(a->file);
         *a = (ConAgent) {};
 }
 
@@ -764,7 +766,8 @@ static int finish_agent(ConYamlReader *c, const ConConfig *cfg, const char *path
         return 0;
 }
 
-static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg, AgentNodes **ret_nodes) {
+static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg, AgentNodes **ret_nodes,
+                        size_t *ret_first) {
         yaml_node_t *item;
         int r;
 
@@ -774,32 +777,49 @@ static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg
                 return con_yaml_fail(c, seq, "agents", "expected a list of agents (- name: ...), got %s",
                             con_yaml_node_kind_to_string(seq));
 
-        size_t n = con_yaml_sequence_length(seq);
-        cfg->agents = calloc(n, sizeof(ConAgent));
+        /* Appended: the drop-ins add their agents to those of con.yaml. */
+        size_t n = con_yaml_sequence_length(seq), first = cfg->n_agents;
+        if (n > CON_CONFIG_AGENTS_MAX || first + n > CON_CONFIG_AGENTS_MAX)
+                return con_yaml_fail(c, seq, "agents", "too many agents (%zu with the other files); at most %u",
+                            first + n, CON_CONFIG_AGENTS_MAX);
+        ConAgent *agents = reallocarray(cfg->agents, first + n, sizeof(ConAgent));
+        if (!agents)
+                return -ENOMEM;
+        cfg->agents = agents;
+        *ret_first = first;
         *ret_nodes = calloc(n, sizeof(AgentNodes));
-        if (!cfg->agents || !*ret_nodes)
+        if (!*ret_nodes)
                 return -ENOMEM;
 
+        size_t k = 0;
         CON_YAML_SEQUENCE_FOREACH(c->doc, seq, item) {
                 size_t i = cfg->n_agents;
-                _cleanup_free_ char *path = con_yaml_path_index("agents", i);
+                _cleanup_free_ char *path = con_yaml_path_index("agents", k);
                 if (!path)
                         return -ENOMEM;
 
-                r = parse_agent(c, item, path, &cfg->agents[i], &(*ret_nodes)[i]);
+                r = parse_agent(c, item, path, &cfg->agents[i], &(*ret_nodes)[k]);
                 cfg->n_agents++; /* count it even on failure so it gets freed */
                 if (r < 0)
                         return r;
+                if (c->file && !(cfg->agents[i].file = strdup(c->file)))
+                        return -ENOMEM;
 
                 for (size_t j = 0; j < i; j++)
                         if (streq(cfg->agents[j].name, cfg->agents[i].name)) {
                                 _cleanup_free_ char *npath = con_yaml_path_child(path, "name");
                                 if (!npath)
                                         return -ENOMEM;
-                                return con_yaml_fail(c, (*ret_nodes)[i].name, npath,
-                                            "'%s' is already used by agents[%zu] (line %u); agent names must be unique",
-                                            cfg->agents[i].name, j, cfg->agents[j].line);
+                                if (j >= first)
+                                        return con_yaml_fail(c, (*ret_nodes)[k].name, npath,
+                                                    "'%s' is already used by agents[%zu] (line %u); agent names must be unique",
+                                                    cfg->agents[i].name, j - first, cfg->agents[j].line);
+                                return con_yaml_fail(c, (*ret_nodes)[k].name, npath,
+                                            "'%s' is already defined in %s:%u; an agent is defined once, in con.yaml "
+                                            "or in one drop-in", cfg->agents[i].name,
+                                            cfg->agents[j].file ?: "con.yaml", cfg->agents[j].line);
                         }
+                k++;
         }
         return 0;
 }
@@ -942,13 +962,13 @@ static int parse_policy_grant(ConYamlReader *c, const yaml_node_t *map, const ch
 }
 
 /* After the agents: who and to name agents. */
-static int parse_policy(ConYamlReader *c, const yaml_node_t *map, ConConfig *cfg) {
+static int parse_policy(ConYamlReader *c, const yaml_node_t *map, ConConfig *cfg, bool dropin) {
         yaml_node_t *k, *v, *grants = NULL;
         int r;
 
         if (con_yaml_node_is_null(map))
                 return 0;
-        r = con_yaml_expect_mapping(c, map, "policy", "defaults and grants");
+        r = con_yaml_expect_mapping(c, map, "policy", dropin ? "grants" : "defaults and grants");
         if (r < 0)
                 return r;
         CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
@@ -956,7 +976,9 @@ static int parse_policy(ConYamlReader *c, const yaml_node_t *map, ConConfig *cfg
                 _cleanup_free_ char *kpath = con_yaml_path_key("policy", k);
                 if (!kpath)
                         return -ENOMEM;
-                if (streq(key, "defaults")) {
+                if (dropin && streq(key, "defaults"))
+                        r = con_yaml_fail(c, k, kpath, "only allowed in con.yaml; a drop-in adds grants (policy.grants)");
+                else if (streq(key, "defaults")) {
                         bool b = true;
                         r = con_yaml_get_bool(c, v, kpath, &b);
                         cfg->policy_no_defaults = !b;
@@ -974,18 +996,20 @@ static int parse_policy(ConYamlReader *c, const yaml_node_t *map, ConConfig *cfg
                 return con_yaml_fail(c, grants, "policy.grants",
                             "expected a list of grants ({who: ..., may: [...], to: [...]}), got %s",
                             con_yaml_node_kind_to_string(grants));
-        size_t n = con_yaml_sequence_length(grants);
+        size_t n = con_yaml_sequence_length(grants), first = cfg->n_policy_grants, i = 0;
         if (n > POLICY_GRANTS_MAX)
                 return con_yaml_fail(c, grants, "policy.grants", "the list has %zu entries; at most %u are allowed", n,
                             POLICY_GRANTS_MAX);
         if (n == 0)
                 return 0;
-        cfg->policy_grants = calloc(n, sizeof(ConPolicyGrantConfig));
-        if (!cfg->policy_grants)
+        ConPolicyGrantConfig *g = reallocarray(cfg->policy_grants, first + n, sizeof(ConPolicyGrantConfig));
+        if (!g)
                 return -ENOMEM;
+        cfg->policy_grants = g;
+        memset(g + first, 0, n * sizeof(ConPolicyGrantConfig));
         yaml_node_t *item;
         CON_YAML_SEQUENCE_FOREACH(c->doc, grants, item) {
-                _cleanup_free_ char *path = con_yaml_path_index("policy.grants", cfg->n_policy_grants);
+                _cleanup_free_ char *path = con_yaml_path_index("policy.grants", i++);
                 if (!path)
                         return -ENOMEM;
                 /* Counted first, so a half-parsed entry is freed. */
@@ -1044,10 +1068,25 @@ static const ConYamlField dashboard_fields[] = {
         {}
 };
 
-static int parse_document(ConYamlReader *c, ConConfig *cfg) {
-        ConRuntimeSettings legacy[_CON_TIER_MAX] = {};
+/* The agents of one file, parsed, resolved against base: and appended to cfg->agents. */
+static int parse_file_agents(ConYamlReader *c, const yaml_node_t *agents, ConConfig *cfg) {
         AgentNodes *nodes = NULL;
-        yaml_node_t *k, *v, *agents = NULL, *policy = NULL;
+        size_t first = cfg->n_agents;
+        int r;
+
+        r = parse_agents(c, agents, cfg, &nodes, &first);
+        for (size_t i = first; r >= 0 && i < cfg->n_agents; i++) {
+                _cleanup_free_ char *path = con_yaml_path_index("agents", i - first);
+                r = path ? finish_agent(c, cfg, path, &cfg->agents[i], &nodes[i - first]) : -ENOMEM;
+        }
+        agent_nodes_free(nodes, cfg->n_agents - first);
+        return r;
+}
+
+/* con.yaml: everything but the policy, which is read once the drop-ins' agents are known too. */
+static int parse_document(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **ret_policy) {
+        ConRuntimeSettings legacy[_CON_TIER_MAX] = {};
+        yaml_node_t *k, *v, *agents = NULL;
         int r;
 
         yaml_node_t *root = yaml_document_get_root_node(c->doc);
@@ -1080,7 +1119,7 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg) {
                 else if (streq(key, "dashboard"))
                         r = con_yaml_read_mapping(c, v, path, dashboard_fields, &cfg->dashboard, NULL, NULL);
                 else if (streq(key, "policy")) {
-                        policy = v;
+                        *ret_policy = v;
                         r = 0;
                 } else if (streq(key, "agents")) {
                         agents = v;
@@ -1104,41 +1143,60 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg) {
 
         if (!agents)
                 return con_yaml_fail(c, root, "agents", "missing; at least one agent is required");
-
-        r = parse_agents(c, agents, cfg, &nodes);
-        for (size_t i = 0; r >= 0 && i < cfg->n_agents; i++) {
-                _cleanup_free_ char *path = con_yaml_path_index("agents", i);
-                r = path ? finish_agent(c, cfg, path, &cfg->agents[i], &nodes[i]) : -ENOMEM;
-        }
-        agent_nodes_free(nodes, cfg->n_agents);
-        if (r >= 0 && policy)
-                r = parse_policy(c, policy, cfg);
-        for (size_t i = 0; r >= 0 && i < cfg->models.n_agents; i++)
-                if (!con_config_find_agent(cfg, cfg->models.agents[i].agent)) {
-                        _cleanup_free_ char *p = con_yaml_path_child("models.agents", cfg->models.agents[i].agent);
-                        r = p ? con_yaml_fail(c, root, p, "no agent of that name is configured in agents:") : -ENOMEM;
-                }
-        return r;
+        return parse_file_agents(c, agents, cfg);
 }
 
-int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
-                     ConErrorDetail *reterr) {
-        _cleanup_(con_config_freep) ConConfig *cfg = NULL;
-        _cleanup_(con_yaml_reader_done) ConYamlReader c = { .file = filename, .err = reterr };
+/* A drop-in (con.yaml.d/NAME.yaml): agents: and policy.grants only; everything else is con.yaml's. */
+static int parse_dropin(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **ret_policy) {
+        yaml_node_t *k, *v, *agents = NULL;
         int r;
 
-        if (reterr)
-                con_error_detail_done(reterr);
-
-        r = con_yaml_open(&c, text, len, "the file is empty (or only comments); it needs at least an agents: list");
-        if (r == -ENODATA)
-                return -EINVAL;
+        yaml_node_t *root = yaml_document_get_root_node(c->doc);
+        if (!root || root->type != YAML_MAPPING_NODE)
+                return con_yaml_fail(c, root, NULL, "expected a mapping with agents: (and policy:) at the top level, got %s",
+                            con_yaml_node_kind_to_string(root));
+        r = con_yaml_check_mapping(c, root, NULL);
         if (r < 0)
                 return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, root, k, v) {
+                const char *key = con_yaml_scalar(k);
+                _cleanup_free_ char *path = con_yaml_path_key(NULL, k);
+                if (!path)
+                        return -ENOMEM;
+                if (streq(key, "agents"))
+                        agents = v;
+                else if (streq(key, "policy"))
+                        *ret_policy = v;
+                else
+                        return con_yaml_unknown_key(c, k, path, "agents and policy (a drop-in adds agents and grants; "
+                                    "system, base, contracts, models and dashboard belong in con.yaml)");
+        }
+        if (!agents)
+                return *ret_policy ? 0 : con_yaml_fail(c, root, "agents", "missing; a drop-in adds agents (and grants)");
+        return parse_file_agents(c, agents, cfg);
+}
 
-        cfg = calloc(1, sizeof(*cfg));
+typedef struct ConfigFile {
+        char *path;
+        char *text;
+        size_t len;
+        ConYamlReader reader;
+        const yaml_node_t *policy;
+} ConfigFile;
+
+static void config_files_free(ConfigFile *f, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                con_yaml_reader_done(&f[i].reader);
+                free(f[i].path);
+                free(f[i].text);
+        }
+        free(f);
+}
+
+static ConConfig *config_new(const char *filename) {
+        _cleanup_(con_config_freep) ConConfig *cfg = calloc(1, sizeof(*cfg));
         if (!cfg)
-                return -ENOMEM;
+                return NULL;
         *cfg = (ConConfig) {
                 .system_name = strdup(DEFAULT_SYSTEM_NAME),
                 .submitters_group = strdup(DEFAULT_SUBMITTERS_GROUP),
@@ -1164,29 +1222,82 @@ int con_config_parse(const char *text, size_t len, const char *filename, ConConf
                 },
         };
         if (!cfg->system_name || !cfg->dashboard.bind || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))
-                return -ENOMEM;
-
-        r = parse_document(&c, cfg);
-        if (r < 0)
-                return r;
-
-        *ret = TAKE_PTR(cfg);
-        return 0;
+                return NULL;
+        return TAKE_PTR(cfg);
 }
 
-int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr) {
-        _cleanup_close_ int fd = -EBADF;
-        _cleanup_free_ char *buf = NULL;
-        struct stat st;
-        size_t len = 0;
+/* files[0] is con.yaml, the others drop-ins, each with its text read. */
+static int parse_files(ConfigFile *files, size_t n, ConErrorDetail *reterr, ConConfig **ret) {
+        _cleanup_(con_config_freep) ConConfig *cfg = NULL;
         int r;
 
         if (reterr)
                 con_error_detail_done(reterr);
+        cfg = config_new(files[0].path);
+        if (!cfg)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                ConYamlReader *c = &files[i].reader;
+                *c = (ConYamlReader) { .file = files[i].path, .err = reterr };
+                r = con_yaml_open(c, files[i].text, files[i].len, i == 0 ?
+                                  "the file is empty (or only comments); it needs at least an agents: list" :
+                                  "the drop-in is empty (or only comments); it needs an agents: list");
+                if (r == -ENODATA)
+                        return -EINVAL;
+                if (r < 0)
+                        return r;
+                r = i == 0 ? parse_document(c, cfg, &files[i].policy) : parse_dropin(c, cfg, &files[i].policy);
+                if (r < 0)
+                        return r;
+        }
+        /* The policy last: its grants name agents of any file. */
+        for (size_t i = 0; i < n; i++)
+                if (files[i].policy) {
+                        r = parse_policy(&files[i].reader, files[i].policy, cfg, i > 0);
+                        if (r < 0)
+                                return r;
+                }
+        for (size_t i = 0; i < cfg->models.n_agents; i++)
+                if (!con_config_find_agent(cfg, cfg->models.agents[i].agent)) {
+                        ConYamlReader *c = &files[0].reader;
+                        _cleanup_free_ char *p = con_yaml_path_child("models.agents", cfg->models.agents[i].agent);
+                        return p ? con_yaml_fail(c, yaml_document_get_root_node(c->doc), p,
+                                                 "no agent of that name is configured in agents:") : -ENOMEM;
+                }
+        *ret = TAKE_PTR(cfg);
+        return 0;
+}
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
+                     ConErrorDetail *reterr) {
+        _cleanup_free_ ConfigFile *f = calloc(1, sizeof(ConfigFile));
+        int r;
+
+        if (!f)
+                return -ENOMEM;
+        /* Borrowed: not freed by config_files_free(), so done by hand here. */
+        f->path = (char *) filename;
+        f->text = (char *) text;
+        f->len = len;
+        r = parse_files(f, 1, reterr, ret);
+        con_yaml_reader_done(&f->reader);
+        return r;
+}
+
+static int read_config_file(int dir_fd, const char *path, const char *name, char **ret, size_t *ret_len,
+                            ConErrorDetail *reterr) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ char *buf = NULL;
+        struct stat st;
+        int r;
+
+        /* In a drop-in folder: no symlink is followed (the folder is root's, its files must be too). */
+        fd = dir_fd >= 0 ? openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW)
+                         : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
                 r = negative_errno();
+                if (r == -ELOOP && dir_fd >= 0)
+                        return con_error_detail_set(reterr, path, 0, 0, NULL, "a symbolic link; drop-ins must be regular files");
                 return con_error_detail_set(reterr, path, 0, 0, NULL, "cannot open the file: %s", strerror(-r)) == -ENOMEM
                                ? -ENOMEM : r;
         }
@@ -1208,12 +1319,126 @@ int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr) {
                 return con_error_detail_set(reterr, path, 0, 0, NULL, "cannot read the file: %s", strerror(-r)) == -ENOMEM
                                ? -ENOMEM : r;
         }
-        len = (size_t) n;
-        if (len > (size_t) st.st_size)
+        if ((size_t) n > (size_t) st.st_size)
                 return con_error_detail_set(reterr, path, 0, 0, NULL, "the file changed while it was read") == -ENOMEM
                                ? -ENOMEM : -EAGAIN;
+        *ret = TAKE_PTR(buf);
+        *ret_len = (size_t) n;
+        return 0;
+}
 
-        return con_config_parse(buf, len, path, ret, reterr);
+bool con_config_dropin_name_valid(const char *name) {
+        size_t n = name ? strlen(name) : 0;
+        if (n <= 5 || n > 255 || name[0] == '.' || !endswith(name, ".yaml"))
+                return false;
+        for (const char *p = name; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || strchr("._-", *p)))
+                        return false;
+        return true;
+}
+
+static int dropin_filter(const struct dirent *de) {
+        return con_config_dropin_name_valid(de->d_name);
+}
+
+typedef struct ConfigFiles {
+        struct dirent **entries;
+        int n_entries;
+        ConfigFile *files;
+        size_t n_files;
+} ConfigFiles;
+
+static void config_files_done(ConfigFiles *f) {
+        for (int i = 0; i < f->n_entries; i++)
+                free(f->entries[i]);
+        free(f->entries);
+        if (f->files)
+                config_files_free(f->files, f->n_files);
+}
+
+static int set_text(ConfigFile *f, const char *text, size_t len) {
+        f->text = malloc(len + 1);
+        if (!f->text)
+                return -ENOMEM;
+        memcpy(f->text, text, len);
+        f->text[len] = 0;
+        f->len = len;
+        return 0;
+}
+
+int con_config_load_full(const ConConfigLoad *l, ConConfig **ret, ConErrorDetail *reterr) {
+        _cleanup_(config_files_done) ConfigFiles cf = {};
+        _cleanup_free_ char *default_dir = NULL;
+        _cleanup_close_ int dfd = -EBADF;
+        int r;
+
+        if (reterr)
+                con_error_detail_done(reterr);
+
+        const char *dir = l->dropin_dir;
+        if (!dir && !l->no_dropins) {
+                if (asprintf(&default_dir, "%s.d", l->path) < 0)
+                        return -ENOMEM;
+                dir = default_dir;
+        }
+        if (dir && !l->no_dropins) {
+                dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd < 0 && errno != ENOENT) {
+                        r = negative_errno();
+                        return con_error_detail_set(reterr, dir, 0, 0, NULL, "cannot open the drop-in folder: %s",
+                                                    strerror(-r)) == -ENOMEM ? -ENOMEM : r;
+                }
+                if (dfd >= 0) {
+                        cf.n_entries = scandirat(dfd, ".", &cf.entries, dropin_filter, alphasort);
+                        if (cf.n_entries < 0) {
+                                r = negative_errno();
+                                cf.n_entries = 0;
+                                return con_error_detail_set(reterr, dir, 0, 0, NULL, "cannot list the drop-in folder: %s",
+                                                            strerror(-r)) == -ENOMEM ? -ENOMEM : r;
+                        }
+                }
+        }
+        if ((size_t) cf.n_entries > CON_CONFIG_DROPINS_MAX)
+                return con_error_detail_set(reterr, dir, 0, 0, NULL, "%d drop-ins; at most %u are read", cf.n_entries,
+                                            CON_CONFIG_DROPINS_MAX) == -ENOMEM ? -ENOMEM : -E2BIG;
+
+        cf.files = calloc((size_t) cf.n_entries + 2, sizeof(ConfigFile));
+        if (!cf.files || !(cf.files[0].path = strdup(l->path)))
+                return -ENOMEM;
+        cf.n_files = 1;
+        r = read_config_file(-EBADF, l->path, NULL, &cf.files[0].text, &cf.files[0].len, reterr);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < cf.n_entries; i++) {
+                const char *name = cf.entries[i]->d_name;
+                if (l->omit_dropin && streq(name, l->omit_dropin))
+                        continue;
+                if (l->extra_dropin_name && streq(name, l->extra_dropin_name))
+                        continue; /* replaced by the text given below */
+                ConfigFile *f = &cf.files[cf.n_files++];
+                if (asprintf(&f->path, "%s/%s", dir, name) < 0) {
+                        f->path = NULL;
+                        return -ENOMEM;
+                }
+                r = read_config_file(dfd, f->path, name, &f->text, &f->len, reterr);
+                if (r < 0)
+                        return r;
+        }
+        if (l->extra_dropin_name) {
+                ConfigFile *f = &cf.files[cf.n_files++];
+                if (asprintf(&f->path, "%s/%s", dir ?: ".", l->extra_dropin_name) < 0) {
+                        f->path = NULL;
+                        return -ENOMEM;
+                }
+                r = set_text(f, l->extra_dropin_text ?: "", l->extra_dropin_text ? l->extra_dropin_len : 0);
+                if (r < 0)
+                        return r;
+        }
+        return parse_files(cf.files, cf.n_files, reterr, ret);
+}
+
+int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr) {
+        return con_config_load_full(&(ConConfigLoad) { .path = path }, ret, reterr);
 }
 
 const ConAgent *con_config_find_agent(const ConConfig *c, const char *name) {

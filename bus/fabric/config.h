@@ -66,6 +66,8 @@ typedef struct ConAgent {
         unsigned max_sessions;  /* default 1 */
         uint64_t idle_exit_usec;/* on-demand agents exit after this idle time, default 30 s */
         char *instructions;     /* inline AGENTS.md layer, may be NULL */
+        char *file;             /* the file that defines it: con.yaml or a drop-in (NULL when parsed from
+                                 * memory without a name) */
         unsigned line, column;  /* where the entry starts in the file, for later messages */
 } ConAgent;
 
@@ -160,8 +162,28 @@ typedef struct ConConfig {
  * Returns 0, -EINVAL (err filled in), or -ENOMEM. */
 int con_config_parse(const char *text, size_t len, const char *filename, ConConfig **ret,
                      ConErrorDetail *reterr);
-/* Read and parse a file. -errno when it cannot be read (err filled in too). */
+/* Read and parse a file and its drop-ins, the files NAME.yaml in PATH.d (docs/CONFIG.md "Drop-ins"): each adds
+ * agents and policy grants, in the order of their names. -errno when a file cannot be read (err
+ * filled in too). */
 int con_config_load(const char *path, ConConfig **ret, ConErrorDetail *reterr);
+
+#define CON_CONFIG_AGENTS_MAX 100000U   /* agents in con.yaml and its drop-ins together */
+#define CON_CONFIG_DROPINS_MAX 100000U
+
+/* What con_config_load_full() reads: con.yaml, the drop-ins of a folder (PATH.d when NULL), and
+ * for the provisioner a drop-in not written yet (its text) or without one that is to go. */
+typedef struct ConConfigLoad {
+        const char *path;
+        const char *dropin_dir;         /* NULL: PATH.d */
+        bool no_dropins;
+        const char *extra_dropin_name;  /* read EXTRA_TEXT as DROPIN_DIR/EXTRA_NAME (in place of that file) */
+        const char *extra_dropin_text;
+        size_t extra_dropin_len;
+        const char *omit_dropin;        /* a drop-in's file name left out */
+} ConConfigLoad;
+int con_config_load_full(const ConConfigLoad *l, ConConfig **ret, ConErrorDetail *reterr);
+/* A drop-in's file name: [a-z0-9._-]+ ending in .yaml, not starting with '.'. Others are ignored. */
+bool con_config_dropin_name_valid(const char *name);
 
 ConConfig *con_config_free(ConConfig *c);
 static inline void con_config_freep(ConConfig **c) {

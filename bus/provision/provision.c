@@ -1515,8 +1515,21 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         if (r < 0)
                 return r;
         {
+                /* The drop-ins are the installed ones, whichever con.yaml is provisioned from: they
+                 * are what the services read next to /etc/con/con.yaml. */
+                _cleanup_free_ char *dropins = NULL;
                 ConErrorDetail e = {};
-                r = con_config_load(p->config_path, &p->config, &e);
+                r = rooted(p, CON_DROPIN_DIR, &dropins);
+                if (r < 0)
+                        return r;
+                r = con_config_load_full(&(ConConfigLoad) {
+                                .path = p->config_path,
+                                .dropin_dir = dropins,
+                                .extra_dropin_name = o->extra_dropin_name,
+                                .extra_dropin_text = o->extra_dropin_text,
+                                .extra_dropin_len = o->extra_dropin_text ? strlen(o->extra_dropin_text) : 0,
+                                .omit_dropin = o->omit_dropin,
+                        }, &p->config, &e);
                 if (r < 0) {
                         _cleanup_free_ char *m = con_error_detail_format(&e);
                         con_error_detail_done(&e);
@@ -1616,6 +1629,18 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = plan_contracts(p, o->config_path && !p->profile_dir, ret_error);
         if (r >= 0)
                 r = plan_platform(p, ret_error);
+        /* Last, so the services see the new agent only once everything else is in place. */
+        if (r >= 0 && o->extra_dropin_name) {
+                _cleanup_free_ char *path = NULL, *content = strdup(o->extra_dropin_text ?: "");
+                if (!content || asprintf(&path, CON_DROPIN_DIR "/%s", o->extra_dropin_name) < 0)
+                        r = -ENOMEM;
+                if (r >= 0)
+                        r = add_dir(p, CON_DROPIN_DIR, "root", "root", 0755, NULL, NULL, 0, false);
+                if (r >= 0) {
+                        size_t len = strlen(content);
+                        r = add_file(p, path, TAKE_PTR(content), len, "root", "root", 0644);
+                }
+        }
 
         for (size_t i = 0; i < p->config->n_agents; i++) {
                 free(acls[i].dir.e);

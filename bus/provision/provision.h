@@ -32,6 +32,11 @@ typedef struct ConProvisionOptions {
                                          * (its etc/passwd, etc/group, ...; the unit test) */
         unsigned fail_after;            /* tests only: fail before the Nth change (0: never), to check
                                          * that a failed run is rolled back */
+        /* The provisioner (con-provisiond): a drop-in added to /etc/con/con.yaml.d as the run's last
+         * change (rolled back with the rest), or one left out of the config provisioned from. */
+        const char *extra_dropin_name;  /* a file name, con_config_dropin_name_valid() */
+        const char *extra_dropin_text;
+        const char *omit_dropin;
 } ConProvisionOptions;
 
 typedef struct ConProvision ConProvision;

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "cron.h"
@@ -982,6 +984,129 @@ static void test_yaml_features(void) {
                      "con.yaml:1:9: an alias refers to the mapping or list that contains it (write the value out)");
 }
 
+/* Drop-ins: con.yaml.d/NAME.yaml add agents and grants; conflicts name the file, line and key. */
+static char *load_error(const char *path) {
+        ConConfig *c = NULL;
+        ConErrorDetail e = {};
+        int r = con_config_load(path, &c, &e);
+        g_assert_cmpint(r, <, 0);
+        g_assert_null(c);
+        char *s = con_error_detail_format(&e);
+        con_error_detail_done(&e);
+        return s;
+}
+
+static void test_dropins(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new(), *main = NULL, *d = NULL, *f1 = NULL, *f2 = NULL, *f3 = NULL,
+                            *ign = NULL, *link = NULL;
+        ConErrorDetail e = {};
+        ConConfig *c = NULL;
+
+        g_assert_nonnull(main = g_strdup_printf("%s/con.yaml", dir));
+        g_assert_nonnull(d = g_strdup_printf("%s/con.yaml.d", dir));
+        g_assert_nonnull(f1 = g_strdup_printf("%s/researcher.yaml", d));
+        g_assert_nonnull(f2 = g_strdup_printf("%s/writer.yaml", d));
+        g_assert_nonnull(ign = g_strdup_printf("%s/notes.txt", d));
+        test_write_file(main, "base:\n  worker:\n    model: small/m\nagents:\n  - name: concierge\n  - name: sysadmin\n");
+
+        /* No folder: con.yaml alone. */
+        g_assert_cmpint(con_config_load(main, &c, &e), ==, 0);
+        g_assert_cmpuint(c->n_agents, ==, 2);
+        g_assert_cmpstr(c->agents[0].file, ==, main);
+        c = con_config_free(c);
+
+        g_assert_cmpint(mkdir(d, 0755), ==, 0);
+        test_write_file(f2, "agents:\n  - name: writer\n");
+        test_write_file(f1, "agents:\n  - name: researcher\n    tier: worker\n"
+                            "policy:\n  grants:\n    - {who: researcher, may: [task], to: [writer]}\n"
+                            "    - {who: sysadmin, may: [task, halt], to: [researcher]}\n");
+        test_write_file(ign, "agents: [this is not read\n");
+        g_assert_cmpint(con_config_load(main, &c, &e), ==, 0);
+        g_assert_cmpuint(c->n_agents, ==, 4);
+        /* In the order of the file names; resolved against con.yaml's base:. */
+        g_assert_cmpstr(c->agents[2].name, ==, "researcher");
+        g_assert_cmpstr(c->agents[2].file, ==, f1);
+        g_assert_cmpstr(c->agents[2].rt.model, ==, "small/m");
+        g_assert_cmpstr(c->agents[3].name, ==, "writer");
+        g_assert_cmpuint(c->n_policy_grants, ==, 2);
+        g_assert_cmpstr(c->policy_grants[1].who, ==, "sysadmin");
+        g_assert_cmpstr(c->policy_grants[0].to[0], ==, "writer");
+        c = con_config_free(c);
+
+        /* What the provisioner plans with: one drop-in not written yet, one left out. */
+        const char *extra = "agents:\n  - name: coder\n";
+        g_assert_cmpint(con_config_load_full(&(ConConfigLoad) { .path = main, .extra_dropin_name = "coder.yaml",
+                                .extra_dropin_text = extra, .extra_dropin_len = strlen(extra),
+                                .omit_dropin = "researcher.yaml" }, &c, &e), ==, 0);
+        g_assert_cmpuint(c->n_agents, ==, 4);
+        g_assert_null(con_config_find_agent(c, "researcher"));
+        g_assert_nonnull(con_config_find_agent(c, "coder"));
+        c = con_config_free(c);
+        /* Without the writer, the researcher's grant names an unknown agent. */
+        g_assert_cmpint(con_config_load_full(&(ConConfigLoad) { .path = main, .omit_dropin = "writer.yaml" }, &c, &e),
+                        ==, -EINVAL);
+        con_error_detail_done(&e);
+
+        /* An agent defined twice, across files. */
+        g_assert_nonnull(f3 = g_strdup_printf("%s/zz.yaml", d));
+        test_write_file(f3, "agents:\n  - name: x1\n  - name: sysadmin\n");
+        _cleanup_free_ char *want = g_strdup_printf("%s:3:11: agents[1].name: 'sysadmin' is already defined in %s:6; "
+                                                    "an agent is defined once, in con.yaml or in one drop-in", f3, main);
+        char *got = load_error(main);
+        g_assert_cmpstr(got, ==, want);
+        free(got);
+        test_write_file(f3, "agents:\n  - name: researcher\n");
+        got = load_error(main);
+        free(want);
+        want = g_strdup_printf("%s:2:11: agents[0].name: 'researcher' is already defined in %s:2; an agent is defined "
+                               "once, in con.yaml or in one drop-in", f3, f1);
+        g_assert_cmpstr(got, ==, want);
+        free(got);
+
+        /* Only agents and policy.grants; everything else belongs to con.yaml. */
+        test_write_file(f3, "system:\n  name: x\nagents:\n  - name: x1\n");
+        got = load_error(main);
+        free(want);
+        want = g_strdup_printf("%s:1:1: system: unknown key; allowed keys are agents and policy (a drop-in adds agents "
+                               "and grants; system, base, contracts, models and dashboard belong in con.yaml)", f3);
+        g_assert_cmpstr(got, ==, want);
+        free(got);
+        test_write_file(f3, "policy:\n  defaults: false\n");
+        got = load_error(main);
+        free(want);
+        want = g_strdup_printf("%s:2:3: policy.defaults: only allowed in con.yaml; a drop-in adds grants (policy.grants)", f3);
+        g_assert_cmpstr(got, ==, want);
+        free(got);
+        test_write_file(f3, "# nothing\n");
+        got = load_error(main);
+        g_assert_nonnull(strstr(got, "the drop-in is empty"));
+        free(got);
+        /* An error inside a drop-in names the drop-in. */
+        test_write_file(f3, "agents:\n  - name: x1\n    tier: boss\n");
+        got = load_error(main);
+        free(want);
+        want = g_strdup_printf("%s:3:11: agents[0].tier: 'boss' is not allowed; use officer, operator or worker", f3);
+        g_assert_cmpstr(got, ==, want);
+        free(got);
+        g_assert_cmpint(unlink(f3), ==, 0);
+
+        /* A symlinked drop-in is refused, not followed. */
+        g_assert_nonnull(link = g_strdup_printf("%s/link.yaml", d));
+        g_assert_cmpint(symlink(f2, link), ==, 0);
+        got = load_error(main);
+        g_assert_nonnull(strstr(got, "link.yaml: a symbolic link; drop-ins must be regular files"));
+        free(got);
+        g_assert_cmpint(unlink(link), ==, 0);
+
+        g_assert_true(con_config_dropin_name_valid("researcher.yaml"));
+        g_assert_false(con_config_dropin_name_valid(".hidden.yaml"));
+        g_assert_false(con_config_dropin_name_valid("x.yml"));
+        g_assert_false(con_config_dropin_name_valid(".yaml"));
+        g_assert_false(con_config_dropin_name_valid("A.yaml"));
+        g_assert_false(con_config_dropin_name_valid("a/b.yaml"));
+        test_tmpdir_remove(dir);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/config/errors/syntax", test_errors_syntax);
@@ -1006,5 +1131,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/config/network-entries", test_network_entries);
         g_test_add_func("/config/enums", test_enums);
         g_test_add_func("/config/yaml-features", test_yaml_features);
+        g_test_add_func("/config/dropins", test_dropins);
         return con_test_run();
 }
