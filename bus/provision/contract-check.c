@@ -24,6 +24,7 @@
 #include "sha256.h"
 #include "strv.h"
 #include "user-util.h"
+#include "utf8.h"
 
 /* ---- native checks ---- */
 
@@ -632,23 +633,22 @@ int contract_shell_argv(const ContractCheck *ch, const char *contracts_dir, char
         return 0;
 }
 
-int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid_t *ret_pid, int *ret_fd) {
-        _cleanup_strv_free_ char **argv = NULL;
+/* Forks a check's child: new session and process group (so a kill of -pid reaches whatever it
+ * starts), default signals and an empty mask, stdin /dev/null, stdout and stderr to one pipe,
+ * cwd dir. Returns 0 in the child, the pid (> 0) in the parent with *ret_fd the pipe's read end
+ * (non-blocking, close-on-exec), negative errno. */
+static int check_fork(const char *dir, int *ret_fd) {
         int p[2];
-        int r = contract_shell_argv(ch, contracts_dir, &argv);
-        if (r < 0)
-                return r;
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
         pid_t pid = fork();
         if (pid < 0) {
-                r = -errno;
+                int r = -errno;
                 safe_close(p[0]);
                 safe_close(p[1]);
                 return r;
         }
         if (pid == 0) {
-                char *envp[] = { (char *) "PATH=" CONTRACT_CHECK_PATH, NULL };
                 sigset_t all;
                 (void) setsid();
                 sigemptyset(&all);
@@ -659,15 +659,69 @@ int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid
                 if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(p[1], STDOUT_FILENO) < 0 ||
                     dup2(p[1], STDERR_FILENO) < 0)
                         _exit(126);
-                if (chdir(contracts_dir) < 0)
+                if (!dir || chdir(dir) < 0)
                         (void) chdir("/");
+                return 0;
+        }
+        safe_close(p[1]);
+        (void) fcntl(p[0], F_SETFL, O_NONBLOCK);
+        *ret_fd = p[0];
+        return pid;
+}
+
+int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid_t *ret_pid, int *ret_fd) {
+        _cleanup_strv_free_ char **argv = NULL;
+        int r = contract_shell_argv(ch, contracts_dir, &argv);
+        if (r < 0)
+                return r;
+        r = check_fork(contracts_dir, ret_fd);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                char *envp[] = { (char *) "PATH=" CONTRACT_CHECK_PATH, NULL };
                 execve(argv[0], argv, envp);
                 dprintf(STDERR_FILENO, "cannot run %s: %s\n", argv[0], strerror(errno));
                 _exit(127);
         }
-        safe_close(p[1]);
-        (void) fcntl(p[0], F_SETFL, O_NONBLOCK);
-        *ret_pid = pid;
-        *ret_fd = p[0];
+        *ret_pid = r;
+        return 0;
+}
+
+/* ---- native checks in a worker process ---- */
+
+int contract_native_spawn(const Contract *c, const ContractCheck *ch, const CheckContext *ctx, pid_t *ret_pid,
+                          int *ret_fd) {
+        int r = check_fork("/", ret_fd);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                _cleanup_free_ char *m = NULL;
+                int k = contract_check_native(c, ch, ctx, &m);
+                size_t n = m ? con_utf8_cut(m, strlen(m), CONTRACT_NATIVE_MESSAGE_MAX) : 0;
+                _exit(dprintf(STDOUT_FILENO, "%d\n%.*s", k, (int) n, strempty(m)) < 0 ? 125 : 0);
+        }
+        *ret_pid = r;
+        return 0;
+}
+
+int contract_native_parse(const char *out, size_t len, int *ret_result, char **ret_message) {
+        const char *nl = memchr(out, '\n', len);
+        char num[16], *end;
+        if (!nl || nl == out || (size_t) (nl - out) >= sizeof num)
+                return -EBADMSG;
+        memcpy(num, out, nl - out);
+        num[nl - out] = 0;
+        errno = 0;
+        long v = strtol(num, &end, 10);
+        if (errno != 0 || *end || v < -4095 || v > 1)
+                return -EBADMSG;
+        size_t mlen = len - (size_t) (nl + 1 - out);
+        if (memchr(nl + 1, 0, mlen) || !con_utf8_valid(nl + 1, mlen))
+                return -EBADMSG;
+        char *m = mlen > 0 ? strndup(nl + 1, mlen) : strdup(v < 0 ? strerror((int) -v) : "ok");
+        if (!m)
+                return -ENOMEM;
+        *ret_result = (int) v;
+        *ret_message = m;
         return 0;
 }

@@ -32,3 +32,14 @@ int contract_shell_argv(const ContractCheck *ch, const char *contracts_dir, char
  * PATH only. Returns the pid. */
 int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid_t *ret_pid, int *ret_fd);
 
+
+/* A native check off the caller's event loop: forks a worker (set up as a shell check's child,
+ * cwd /) that runs contract_check_native() on its copy of the caller's memory, writes
+ * "RESULT\nMESSAGE" to the pipe (*ret_fd) and exits 0. The message is cut, on a character
+ * boundary, to CONTRACT_NATIVE_MESSAGE_MAX bytes. Returns the pid. */
+#define CONTRACT_NATIVE_MESSAGE_MAX (CONTRACT_OUTPUT_MAX - 16)
+int contract_native_spawn(const Contract *c, const ContractCheck *ch, const CheckContext *ctx, pid_t *ret_pid,
+                          int *ret_fd);
+/* Reads what a worker wrote: *ret_result as contract_check_native() returned it (1, 0 or a
+ * negative errno), *ret_message its message. -EBADMSG when out is not that shape. */
+int contract_native_parse(const char *out, size_t len, int *ret_result, char **ret_message);

@@ -2,7 +2,8 @@
 # Health contracts end to end: con-contractd under `con up`, a failing contract's signal, audit
 # record and single escalation, recovery, kill_session of a long session, quarantine and release,
 # halt_agents until `con resume`, a malformed contract beside good ones, a hanging script, and
-# `con healthcheck` right after an edit evaluating the edited contract.
+# `con healthcheck` right after an edit evaluating the edited contract, and a native check that
+# blocks (in its worker) while the service keeps answering the bus.
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
 require_sandbox
@@ -211,6 +212,27 @@ check "ActionTaken resume" wait_for 5 grep -q 'string "resume"' "$T/monitor"
 check_output "the concierge works again" '^s "' busctl call org.conspiracy.Concierge /org/conspiracy/Agent org.conspiracy.Agent1 Submit s /ping
 check "audit record resume" grep -q '"event":"resume"' /srv/con/logs/audit/audit.jsonl
 check "con audit verify" con audit verify
+
+section "a slow native check runs in a worker: the service answers the bus meanwhile"
+# The audit-chain check opens DIR/audit.jsonl; a FIFO there blocks that open until a writer comes,
+# as long as we like. Run in the service's event loop, it would stop every bus call.
+mkdir -p "$T/slow" && mkfifo "$T/slow/audit.jsonl"
+contract T-SLOW <<YAML
+id: T-SLOW
+type: detective
+frequency: 1h
+checks:
+  - name: blocked
+    audit_chain: {dir: $T/slow}
+YAML
+results() { busctl --timeout=3 get-property org.conspiracy.Contracts /org/conspiracy/Contracts org.conspiracy.Contracts1 Results; }
+sleep 1.5       # loaded (inotify, 0.3 s) and started (0.2 s later)
+check_output "a property Get is answered while it runs, showing it pending" '"T-SLOW" "blocked" "pending"' results
+check "List is answered too" busctl --timeout=3 call org.conspiracy.Contracts /org/conspiracy/Contracts org.conspiracy.Contracts1 List
+timeout 5 sh -c ': >"$1"' sh "$T/slow/audit.jsonl"      # a writer comes and goes: the check reads EOF
+slow_done() { results | grep -Eq '"T-SLOW" "blocked" "(pass|fail)"'; }
+check "the check then finishes, with its result from the worker" wait_for 10 slow_done
+rm -f "$C/T-SLOW.yaml"
 
 section "access: state-changing methods are root only, reads are open"
 id -u outsider >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin outsider

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "contract-util.h"
@@ -237,6 +238,67 @@ static int native(const char *text, char **ret_msg) {
         return contract_check_native(c, &c->checks[0], &ctx, ret_msg);
 }
 
+/* A native check in its worker: the same result and message as in-process, through the pipe. */
+static int native_in_worker(const char *text, char **ret_msg) {
+        _cleanup_(contract_freep) Contract *c = parse_ok(text);
+        CheckContext ctx = {};
+        char buf[CONTRACT_OUTPUT_MAX + 1];
+        size_t len = 0;
+        pid_t pid;
+        int fd, st, r;
+        g_assert_cmpint(contract_native_spawn(c, &c->checks[0], &ctx, &pid, &fd), ==, 0);
+        for (;;) {
+                ssize_t n = read(fd, buf + len, sizeof buf - len);
+                if (n < 0 && errno == EAGAIN) {
+                        g_usleep(1000);
+                        continue;
+                }
+                g_assert_cmpint(n, >=, 0);
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                g_assert_cmpuint(len, <, sizeof buf);
+        }
+        close(fd);
+        g_assert_cmpint(waitpid(pid, &st, 0), ==, pid);
+        g_assert_true(WIFEXITED(st));
+        g_assert_cmpint(WEXITSTATUS(st), ==, 0);
+        g_assert_cmpint(contract_native_parse(buf, len, &r, ret_msg), ==, 0);
+        return r;
+}
+
+static void test_native_worker(void) {
+        static const char * const checks[] = {
+                "id: T\ntype: detective\nchecks:\n  - name: a\n    path: {path: /}\n",
+                "id: T\ntype: detective\nchecks:\n  - name: a\n    path: {path: /nonexistent/\xc3\xa9t\xc3\xa9}\n",
+                "id: T\ntype: detective\nchecks:\n  - name: a\n    disk_free: {path: /nonexistent, min_pct: 1}\n",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(checks); i++) {
+                _cleanup_free_ char *inproc = NULL, *worker = NULL;
+                int a = native(checks[i], &inproc), b = native_in_worker(checks[i], &worker);
+                g_assert_cmpint(a, ==, b);
+                g_assert_cmpstr(inproc, ==, worker);
+        }
+
+        _cleanup_free_ char *m = NULL;
+        int r = 7;
+        g_assert_cmpint(contract_native_parse("1\nfine", 6, &r, &m), ==, 0);
+        g_assert_cmpint(r, ==, 1);
+        g_assert_cmpstr(m, ==, "fine");
+        free(m);
+        m = NULL;
+        g_assert_cmpint(contract_native_parse("-2\n", 3, &r, &m), ==, 0);
+        g_assert_cmpint(r, ==, -ENOENT);
+        g_assert_cmpstr(m, ==, strerror(ENOENT));
+        free(m);
+        m = NULL;
+        static const char * const bad[] = { "", "1", "\nx", "2\nx", "x\ny", "1 \nx", "-99999\nx", "1\n\xc3", "1\n\xff" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                g_assert_cmpint(contract_native_parse(bad[i], strlen(bad[i]), &r, &m), ==, -EBADMSG);
+        g_assert_cmpint(contract_native_parse("1\na\0b", 5, &r, &m), ==, -EBADMSG);
+        g_assert_null(m);
+}
+
 static void test_native_checks(void) {
         _cleanup_free_ char *dir = test_tmpdir_new(), *f = NULL, *y = NULL, *m1 = NULL, *m2 = NULL, *m3 = NULL, *m4 = NULL,
                             *m5 = NULL, *m6 = NULL, *m7 = NULL;
@@ -362,6 +424,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/contract/escalation-id", test_escalation_id);
         g_test_add_func("/contract/quarantine-files", test_quarantine_files);
         g_test_add_func("/contract/native-checks", test_native_checks);
+        g_test_add_func("/contract/native-worker", test_native_worker);
         g_test_add_func("/contract/dir-list", test_dir_list);
         g_test_add_func("/contract/dir-fingerprint", test_dir_fingerprint);
         g_test_add_func("/contract/shipped", test_shipped_contracts);
