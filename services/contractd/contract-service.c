@@ -27,6 +27,7 @@
 #include "log.h"
 #include "macro.h"
 #include "markers.h"
+#include "name-owners.h"
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
@@ -112,8 +113,8 @@ struct Manager {
         sd_event_source *inotify_src, *reload_timer;
 
         /* The model gateway's BudgetExhausted signals: only from the current owner of its name. */
-        char *models_owner;
-        sd_bus_slot *models_owner_match, *models_owner_call, *budget_match;
+        ConNameOwners *models_owner;
+        sd_bus_slot *budget_match;
         BudgetNotice *budget_notices;
         size_t n_budget_notices;
 };
@@ -557,34 +558,6 @@ static bool budget_notice_take(Manager *m, const char *agent, const char *budget
         return true;
 }
 
-static int models_set_owner(Manager *m, const char *owner) {
-        char *o = NULL;
-        if (!isempty(owner) && !(o = strdup(owner)))
-                return -ENOMEM;
-        free(m->models_owner);
-        m->models_owner = o;
-        return 0;
-}
-
-static int on_models_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
-        Manager *m = userdata;
-        const char *name, *old, *new;
-        if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0 || !streq(name, CON_MODELS_BUS_NAME))
-                return 0;
-        (void) models_set_owner(m, new);
-        return 0;
-}
-
-static int on_models_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        Manager *m = userdata;
-        const char *owner;
-        m->models_owner_call = sd_bus_slot_unref(m->models_owner_call);
-        /* An error is "no owner yet": NameOwnerChanged tells when the gateway starts. */
-        if (!sd_bus_message_is_method_error(reply, NULL) && sd_bus_message_read(reply, "s", &owner) >= 0)
-                (void) models_set_owner(m, owner);
-        return 0;
-}
-
 /* BudgetExhausted(agent, budget) from the model gateway: one task to the sysadmin per agent and
  * budget an hour, from this root service, whatever the policy lets the agent do. */
 static int on_budget_exhausted(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
@@ -592,7 +565,8 @@ static int on_budget_exhausted(sd_bus_message *msg, void *userdata, sd_bus_error
         const char *agent, *budget, *to = ESCALATION_AGENT_DEFAULT;
         _cleanup_free_ char *tid = NULL, *text = NULL;
 
-        if (!m->models_owner || !streq_ptr(sd_bus_message_get_sender(msg), m->models_owner))
+        const char *owner = con_name_owners_get(m->models_owner, CON_MODELS_BUS_NAME);
+        if (!owner || !streq_ptr(sd_bus_message_get_sender(msg), owner))
                 return 0;       /* not the gateway: anyone can emit a signal */
         if (sd_bus_message_read(msg, "ss", &agent, &budget) < 0 || !budget_key_valid(budget) ||
             !m->config || !con_config_find_agent(m->config, agent))
@@ -628,17 +602,10 @@ static int on_budget_exhausted(sd_bus_message *msg, void *userdata, sd_bus_error
 }
 
 static int manager_watch_models(Manager *m) {
-        int k;
-
-        k = sd_bus_add_match_async(m->bus, &m->models_owner_match,
-                                   "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                                   "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
-                                   "arg0='" CON_MODELS_BUS_NAME "'", on_models_owner_changed, NULL, m);
+        int k = con_name_owners_new(m->bus, CON_MODELS_BUS_NAME, false, NULL, NULL, &m->models_owner);
         if (k < 0)
                 return k;
-        k = sd_bus_call_method_async(m->bus, &m->models_owner_call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetNameOwner", on_models_owner_reply, m, "s",
-                                     CON_MODELS_BUS_NAME);
+        k = con_name_owners_add(m->models_owner, CON_MODELS_BUS_NAME);
         if (k < 0)
                 return k;
         return sd_bus_match_signal_async(m->bus, &m->budget_match, NULL, CON_MODELS_PATH, CON_MODELS_INTERFACE,
@@ -1380,10 +1347,8 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_budget_notices; i++)
                 free(m->budget_notices[i].key);
         free(m->budget_notices);
-        sd_bus_slot_unref(m->models_owner_match);
-        sd_bus_slot_unref(m->models_owner_call);
         sd_bus_slot_unref(m->budget_match);
-        free(m->models_owner);
+        con_name_owners_free(m->models_owner);
         strv_free(m->invalid);
         strv_free(m->quarantined);
         free(m->halted);

@@ -17,6 +17,7 @@
 #include "audit-writer.h"
 #include "config.h"
 #include "cron.h"
+#include "name-owners.h"
 #include "router.h"
 #include "router-util.h"
 #include "task.h"
@@ -90,7 +91,6 @@ struct Target {
         Router *router;
         char *agent;
         char *bus_name;
-        char *owner;            /* unique name owning bus_name, NULL when not running */
         Lane **lanes;
         size_t n_lanes;
         size_t next_lane;       /* round robin */
@@ -139,7 +139,7 @@ struct Router {
         sd_event_source *props_timer;
         sd_event_source *once_timer;
         sd_bus_slot *match_signals;
-        sd_bus_slot *match_owners;
+        ConNameOwners *owners;          /* who owns each target's bus name */
         int exit_status;
 };
 

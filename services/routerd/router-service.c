@@ -25,6 +25,7 @@
 #include "errors.h"
 #include "log.h"
 #include "macro.h"
+#include "name-owners.h"
 #include "names.h"
 #include "router-internal.h"
 #include "router.h"
@@ -93,40 +94,11 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
 
 /* ---- agent signals: quota credits ---- */
 
-static Target *target_by_owner(Router *r, const char *unique) {
-        if (!unique)
-                return NULL;
-        for (size_t i = 0; i < r->n_targets; i++)
-                if (streq_ptr(r->targets[i]->owner, unique))
-                        return r->targets[i];
-        return NULL;
-}
-
 static Target *target_by_bus_name(Router *r, const char *name) {
         for (size_t i = 0; i < r->n_targets; i++)
                 if (streq(r->targets[i]->bus_name, name))
                         return r->targets[i];
         return NULL;
-}
-
-static int target_set_owner(Target *t, const char *owner) {
-        char *o = NULL;
-        if (!isempty(owner) && !(o = strdup(owner)))
-                return -ENOMEM;
-        free(t->owner);
-        t->owner = o;
-        return 0;
-}
-
-static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Router *r = userdata;
-        const char *name, *old, *new;
-        if (sd_bus_message_read(m, "sss", &name, &old, &new) < 0)
-                return 0;
-        Target *t = target_by_bus_name(r, name);
-        if (t)
-                (void) target_set_owner(t, new);
-        return 0;
 }
 
 static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -136,7 +108,8 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
         /* Only the current owner of a configured agent's name speaks for that agent. The agents
          * audit their own task events (con-agentd); the router only needs to know that a sender
          * held back for its quota has room for one more task. */
-        Target *t = target_by_owner(r, sd_bus_message_get_sender(m));
+        const char *name = con_name_owners_name_of(r->owners, sd_bus_message_get_sender(m));
+        Target *t = name ? target_by_bus_name(r, name) : NULL;
         if (!t || !streq_ptr(sd_bus_message_get_member(m), "TaskCompleted"))
                 return 0;
         if (sd_bus_message_read(m, "sss", &task_id, &sender, &status) < 0 || !sender)
@@ -153,8 +126,8 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
 static int router_watch_agents(Router *r) {
         int k;
 
-        k = sd_bus_match_signal(r->bus, &r->match_owners, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                "org.freedesktop.DBus", "NameOwnerChanged", on_name_owner_changed, r);
+        /* The agents' names only (arg0namespace): not every connection coming and going on the bus. */
+        k = con_name_owners_new(r->bus, "org.conspiracy", true, NULL, NULL, &r->owners);
         if (k < 0)
                 return k;
         k = sd_bus_match_signal(r->bus, &r->match_signals, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
@@ -162,14 +135,9 @@ static int router_watch_agents(Router *r) {
         if (k < 0)
                 return k;
         for (size_t i = 0; i < r->n_targets; i++) {
-                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-                const char *owner;
-                if (sd_bus_call_method(r->bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                       "GetNameOwner", &e, &reply, "s", r->targets[i]->bus_name) < 0)
-                        continue;
-                if (sd_bus_message_read(reply, "s", &owner) >= 0)
-                        (void) target_set_owner(r->targets[i], owner);
+                k = con_name_owners_add(r->owners, r->targets[i]->bus_name);
+                if (k < 0)
+                        return k;
         }
         return 0;
 }
@@ -320,21 +288,6 @@ static int target_set_cron(Target *t, const ConAgent *a) {
         return 0;
 }
 
-static int on_owner_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Target *t = userdata;
-        const char *owner;
-        if (!sd_bus_message_is_method_error(m, NULL) && sd_bus_message_read(m, "s", &owner) >= 0)
-                (void) target_set_owner(t, owner);
-        return 0;
-}
-
-/* A target added by a reload: who owns its name now (NameOwnerChanged tells the changes), without
- * blocking the loop. Only the quota credits need it. */
-static void target_lookup_owner(Target *t) {
-        (void) sd_bus_call_method_async(t->router->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                        "org.freedesktop.DBus", "GetNameOwner", on_owner_reply, t, "s", t->bus_name);
-}
-
 /* Starts watching an inbox (once the router runs). A missing folder is looked for again on every
  * rescan. */
 static void inbox_activate(Inbox *in) {
@@ -379,8 +332,12 @@ static int router_apply_config(Router *r, const ConConfig *cfg, unsigned *ret_ad
                 k = target_get(r, a->name, &t);
                 if (k < 0)
                         return k;
-                if (!t->configured && r->started && r->match_owners)
-                        target_lookup_owner(t);
+                if (!t->configured && r->owners) {
+                        /* A target added by a reload: who owns its name (only the quota credits need it). */
+                        k = con_name_owners_add(r->owners, t->bus_name);
+                        if (k < 0)
+                                return k;
+                }
                 t->configured = true;
                 k = target_set_cron(t, a);
                 if (k < 0)
@@ -637,7 +594,6 @@ Router *router_free(Router *r) {
                 sd_event_source_disable_unref(t->cron_timer);
                 free(t->agent);
                 free(t->bus_name);
-                free(t->owner);
                 free(t->cron_task);
                 free(t);
         }
@@ -662,7 +618,7 @@ Router *router_free(Router *r) {
         sd_event_source_disable_unref(r->props_timer);
         sd_event_source_disable_unref(r->once_timer);
         sd_bus_slot_unref(r->match_signals);
-        sd_bus_slot_unref(r->match_owners);
+        con_name_owners_free(r->owners);
         sd_bus_flush_close_unref(r->bus);
         con_audit_writer_free(r->audit);
         sd_event_unref(r->event);

@@ -10,6 +10,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "name-owners.h"
 #include "names.h"
 #include "strv.h"
 #include "time-util.h"
@@ -56,6 +57,7 @@ struct WebdState {
         WebdChangedFunc changed;
         void *userdata;
         sd_bus *bus;
+        ConNameOwners *owners;          /* who owns the entities' names */
         char *system_name;
 
         Agent *agents;
@@ -517,24 +519,11 @@ static Entity *entity_by_sender(WebdState *s, sd_bus_message *m, EntityKind kind
         return NULL;
 }
 
-static int on_get_name_owner(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        Entity *e = userdata;
-        const char *owner = NULL;
-        if (!sd_bus_message_is_method_error(m, NULL))
-                (void) sd_bus_message_read(m, "s", &owner);
-        set_owner(e, owner);
-        return 0;
-}
-
-static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+static void on_owner_changed(ConNameOwners *w, const char *name, const char *owner, void *userdata) {
         WebdState *s = userdata;
-        const char *name, *old, *new;
-        if (sd_bus_message_read(m, "sss", &name, &old, &new) < 0)
-                return 0;
         for (size_t i = 0; i < s->n_entities; i++)
                 if (streq(s->entities[i].bus_name, name))
-                        set_owner(&s->entities[i], new);
-        return 0;
+                        set_owner(&s->entities[i], owner);
 }
 
 static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -728,6 +717,7 @@ WebdState *webd_state_free(WebdState *s) {
         cJSON_Delete(s->violations);
         cJSON_Delete(s->quarantined);
         cJSON_Delete(s->events);
+        con_name_owners_free(s->owners);
         sd_bus_unref(s->bus);
         free(s);
         return NULL;
@@ -740,11 +730,7 @@ int webd_state_attach(WebdState *s, sd_bus *bus) {
         /* Signals first, then the owners: a change between the two is seen either way. */
         /* Only the fabric's names and objects: under systemd every unit change is a
          * PropertiesChanged and every connection a NameOwnerChanged, none of them ours. */
-        r = sd_bus_add_match_async(bus, NULL,
-                                   "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                                   "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
-                                   "arg0namespace='org.conspiracy'",
-                                   on_name_owner_changed, NULL, s);
+        r = con_name_owners_new(bus, "org.conspiracy", true, on_owner_changed, s, &s->owners);
         if (r < 0)
                 return r;
         r = sd_bus_add_match_async(bus, NULL,
@@ -764,9 +750,7 @@ int webd_state_attach(WebdState *s, sd_bus *bus) {
                         return r;
         }
         for (size_t i = 0; i < s->n_entities; i++) {
-                r = sd_bus_call_method_async(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                             "org.freedesktop.DBus", "GetNameOwner", on_get_name_owner,
-                                             &s->entities[i], "s", s->entities[i].bus_name);
+                r = con_name_owners_add(s->owners, s->entities[i].bus_name);
                 if (r < 0)
                         return r;
         }
