@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <inttypes.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -23,3 +24,10 @@ static inline uint64_t con_now(clockid_t c) {
                 return 0;
         return con_timespec_usec(&ts);
 }
+
+/* A CLOCK_REALTIME time in microseconds as people and files see it, the one format of the tree
+ * (the audit log's "ts", the log files' lines): ISO 8601 in UTC with microseconds,
+ * "2026-12-06T11:24:49.123456Z". Returns 0, or -ERANGE (buf then holds "") when the time cannot
+ * be shown. */
+#define CON_TIMESTAMP_MAX 40
+int con_format_timestamp(uint64_t usec, char buf[static CON_TIMESTAMP_MAX]);

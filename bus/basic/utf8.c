@@ -180,3 +180,47 @@ int con_utf8_head_tail(const char *s, size_t n, size_t max, const char *marker, 
         *ret = out;
         return 1;
 }
+
+char *con_utf8_quote(const char *s, size_t n, size_t max) {
+        /* Each byte of s taken becomes at most 4 ("\xNN"); plus the quotes, "..." and NUL. */
+        size_t take = n < max ? n : max;
+        char *q = malloc(take * 4 + 6), *p = q;
+        size_t i = 0;
+
+        if (!q)
+                return NULL;
+        *p++ = '\'';
+        while (i < n) {
+                unsigned char ch = (unsigned char) s[i];
+                size_t len = con_utf8_char_len(s + i, n - i);
+                if (i + (len ?: 1) > max)
+                        break;
+                if (len == 0 || (len == 1 && (ch < 0x20 || ch == 0x7f))) {
+                        if (ch == '\n') {
+                                *p++ = '\\';
+                                *p++ = 'n';
+                        } else if (ch == '\t') {
+                                *p++ = '\\';
+                                *p++ = 't';
+                        } else {
+                                static const char hex[] = "0123456789abcdef";
+                                *p++ = '\\';
+                                *p++ = 'x';
+                                *p++ = hex[ch >> 4];
+                                *p++ = hex[ch & 15];
+                        }
+                        i++;
+                        continue;
+                }
+                memcpy(p, s + i, len);
+                p += len;
+                i += len;
+        }
+        if (i < n) {
+                memcpy(p, "...", 3);
+                p += 3;
+        }
+        *p++ = '\'';
+        *p = 0;
+        return q;
+}

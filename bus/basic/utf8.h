@@ -52,3 +52,9 @@ size_t con_utf8_tail_start(const char *s, size_t n, size_t max);
  * Returns 0 when s was copied whole, 1 when it was cut, -EINVAL when the marker does not fit in
  * max, -ENOMEM. */
 int con_utf8_head_tail(const char *s, size_t n, size_t max, const char *marker, char **ret);
+
+/* s[0..n) for a message, the one quoting helper: in single quotes, \n and \t escaped, other
+ * control characters, NUL and bytes of invalid UTF-8 as \xNN, cut after at most max bytes of s
+ * on a character boundary (never inside a UTF-8 sequence) with "..." after the text when cut.
+ * The result is valid text whatever s holds. NULL when out of memory. */
+char *con_utf8_quote(const char *s, size_t n, size_t max);

@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "macro.h"
 #include "names.h"
+#include "time-util.h"
 #include "utf8.h"
 
 #define HASH_KEY ",\"hash\":\""
@@ -397,25 +398,9 @@ static int fields_inner(const cJSON *fields, char **ret, size_t *ret_len) {
         return 0;
 }
 
-static int format_now(char ret[40]) {
-        struct timespec ts;
-        struct tm tm;
-        size_t n;
-
-        if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-                return negative_errno();
-        if (!gmtime_r(&ts.tv_sec, &tm))
-                return -ERANGE;
-        n = strftime(ret, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-        if (n == 0)
-                return -ERANGE;
-        snprintf(ret + n, 40 - n, ".%06luZ", (unsigned long) (ts.tv_nsec / 1000));
-        return 0;
-}
-
 static int append_locked(ConAudit *a, const char *service, const char *event, const char *inner, size_t inner_len) {
         _cleanup_free_ char *line = NULL;
-        char now[40], hash[CON_SHA256_HEX_SIZE];
+        char now[CON_TIMESTAMP_MAX], hash[CON_SHA256_HEX_SIZE];
         off_t size;
         size_t len = 0;
         int r, n;
@@ -423,7 +408,7 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
         r = current_tail(a, &size);
         if (r < 0)
                 return r;
-        r = format_now(now);
+        r = con_format_timestamp(con_now(CLOCK_REALTIME), now);
         if (r < 0)
                 return r;
 

@@ -19,6 +19,7 @@
 #include "names.h"
 #include "policy-vocab.h"
 #include "strv.h"
+#include "utf8.h"
 #include "yaml-reader.h"
 
 /* Built-in fallbacks, as in the Go original's ResolvedAgent. */
@@ -602,7 +603,7 @@ static int parse_agent(ConYamlReader *c, const yaml_node_t *map, const char *pat
                         if (!a->command)
                                 return con_yaml_fail(c, v, kpath, "the list is empty; give the program's absolute path first");
                         if (a->command[0][0] != '/') {
-                                _cleanup_free_ char *q0 = con_yaml_quote_mem(a->command[0], strlen(a->command[0]));
+                                _cleanup_free_ char *q0 = con_utf8_quote(a->command[0], strlen(a->command[0]), CON_YAML_QUOTE_MAX);
                                 _cleanup_free_ char *p0 = con_yaml_path_index(kpath, 0);
                                 if (!q0 || !p0)
                                         return -ENOMEM;

@@ -10,6 +10,7 @@
 #include "cron.h"
 #include "macro.h"
 #include "strv.h"
+#include "utf8.h"
 
 enum { FIELD_MINUTE, FIELD_HOUR, FIELD_DOM, FIELD_MONTH, FIELD_DOW, _FIELD_MAX };
 
@@ -47,25 +48,14 @@ static const struct {
         { "@hourly", "0 * * * *" },
 };
 
-/* A printable, bounded copy of user text for messages (the text may hold control characters). */
-static void quote_text(const char *s, size_t len, char *buf, size_t size) {
-        size_t keep = len < size - 4 ? len : size - 4, n;
-        for (n = 0; n < keep; n++)
-                buf[n] = isprint((unsigned char) s[n]) ? s[n] : '?';
-        if (keep < len) {
-                memcpy(buf + n, "...", 3);
-                n += 3;
-        }
-        buf[n] = 0;
-}
-
 static int field_error(char **ret_error, unsigned f, const char *text, size_t len, const char *fmt, ...)
         _printf_(5, 6);
 static int field_error(char **ret_error, unsigned f, const char *text, size_t len, const char *fmt, ...) {
         if (!ret_error)
                 return -EINVAL;
-        char quoted[72];
-        quote_text(text, len, quoted, sizeof quoted);
+        _cleanup_free_ char *quoted = con_utf8_quote(text, len, 64);
+        if (!quoted)
+                return -ENOMEM;
         va_list ap;
         va_start(ap, fmt);
         _cleanup_free_ char *why = NULL;
@@ -73,7 +63,7 @@ static int field_error(char **ret_error, unsigned f, const char *text, size_t le
         va_end(ap);
         if (r < 0)
                 return -ENOMEM;
-        return con_error_textf(ret_error, -EINVAL, "%s field \"%s\": %s", fields[f].name, quoted, why);
+        return con_error_textf(ret_error, -EINVAL, "%s field %s: %s", fields[f].name, quoted, why);
 }
 
 /* Reads one value (number or name) from [*p, end). */
@@ -200,9 +190,10 @@ int con_cron_parse(const char *expr, ConCron *ret, char **ret_error) {
                 for (size_t i = 0; i < ELEMENTSOF(shorthands); i++)
                         if (strlen(shorthands[i].name) == l && strncasecmp(s, shorthands[i].name, l) == 0 && !*rest)
                                 return con_cron_parse(shorthands[i].expr, ret, ret_error);
-                char quoted[72];
-                quote_text(s, strlen(s), quoted, sizeof quoted);
-                return con_error_textf(ret_error, -EINVAL, "unknown schedule \"%s\"; allowed shorthands: @yearly, @annually, "
+                _cleanup_free_ char *quoted = con_utf8_quote(s, strlen(s), 64);
+                if (!quoted)
+                        return -ENOMEM;
+                return con_error_textf(ret_error, -EINVAL, "unknown schedule %s; allowed shorthands: @yearly, @annually, "
                                  "@monthly, @weekly, @daily, @midnight, @hourly (@reboot is not supported)", quoted);
         }
 
@@ -253,11 +244,13 @@ int con_cron_parse(const char *expr, ConCron *ret, char **ret_error) {
                                                 possible = true;
                                                 break;
                                         }
-                if (!possible)
+                if (!possible) {
+                        _cleanup_free_ char *month = con_utf8_quote(tok[FIELD_MONTH], tok_len[FIELD_MONTH], 64);
+                        if (!month)
+                                return -ENOMEM;
                         return field_error(ret_error, FIELD_DOM, tok[FIELD_DOM], tok_len[FIELD_DOM],
-                                           "no such day in the selected months (month field \"%.*s\")",
-                                           (int) (tok_len[FIELD_MONTH] > 64 ? 64 : tok_len[FIELD_MONTH]),
-                                           tok[FIELD_MONTH]);
+                                           "no such day in the selected months (month field %s)", month);
+                }
         }
 
         *ret = c;

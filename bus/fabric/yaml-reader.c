@@ -11,6 +11,7 @@
 #include "names.h"
 #include "strv.h"
 #include "units.h"
+#include "utf8.h"
 #include "yaml-reader.h"
 
 #define DURATION_HINT "use seconds (90) or a number with a unit: 250ms, 90s, 5m, 1h, 2d, 1h30m"
@@ -108,37 +109,10 @@ int con_yaml_fail(ConYamlReader *y, const yaml_node_t *at, const char *key, cons
 
 /* ---- messages ---- */
 
-char *con_yaml_quote_mem(const char *s, size_t n) {
-        const size_t max = 64;
-        char *q = malloc(max * 4 + 16), *p = q;
-
-        if (!q)
-                return NULL;
-        *p++ = '\'';
-        size_t i;
-        /* Cut after max bytes, but never inside a UTF-8 sequence. */
-        for (i = 0; i < n && (i < max || (i < max + 3 && ((unsigned char) s[i] & 0xc0) == 0x80)); i++) {
-                unsigned char ch = (unsigned char) s[i];
-                if (ch == '\n')
-                        p = stpcpy(p, "\\n");
-                else if (ch == '\t')
-                        p = stpcpy(p, "\\t");
-                else if (ch < 0x20 || ch == 0x7f)
-                        p += sprintf(p, "\\x%02x", ch);
-                else
-                        *p++ = (char) ch;
-        }
-        if (i < n)
-                p = stpcpy(p, "...");
-        *p++ = '\'';
-        *p = 0;
-        return q;
-}
-
 char *con_yaml_quote(const yaml_node_t *n) {
         if (!n || n->type != YAML_SCALAR_NODE)
                 return strdup("''");
-        return con_yaml_quote_mem((const char *) n->data.scalar.value, n->data.scalar.length);
+        return con_utf8_quote((const char *) n->data.scalar.value, n->data.scalar.length, CON_YAML_QUOTE_MAX);
 }
 
 /* A key segment for a dotted path: printable, cut when long (it may be an unknown key). */

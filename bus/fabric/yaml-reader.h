@@ -56,9 +56,10 @@ void con_yaml_reader_done(ConYamlReader *y);
 _printf_(4, 5)
 int con_yaml_fail(ConYamlReader *y, const yaml_node_t *at, const char *key, const char *fmt, ...);
 
-/* A scalar for a message: in single quotes, control characters escaped, cut after 64 bytes. */
+/* A scalar for a message: con_utf8_quote() of its text (in single quotes, control characters
+ * escaped, cut after 64 bytes on a character boundary). */
+#define CON_YAML_QUOTE_MAX 64
 char *con_yaml_quote(const yaml_node_t *n);
-char *con_yaml_quote_mem(const char *s, size_t n);
 
 /* Key paths: "prefix.key" (the key node's text, made printable), "prefix.name", "prefix[i]". */
 char *con_yaml_path_key(const char *prefix, const yaml_node_t *k);

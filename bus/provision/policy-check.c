@@ -21,6 +21,7 @@
 #include "provision.h"
 #include "strv.h"
 #include "userdb.h"
+#include "utf8.h"
 
 #define GENERATED_FILE_MAX (4U * 1024U * 1024U)
 
@@ -193,26 +194,7 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
         return 0;
 }
 
-/* One line of text, quoted for a message and cut when long. */
-static char *line_quote(const char *s, size_t n) {
-        const size_t max = 100;
-        char *q = malloc(max * 4 + 8), *p = q;
-        if (!q)
-                return NULL;
-        *p++ = '\'';
-        for (size_t i = 0; i < n && i < max; i++) {
-                unsigned char ch = (unsigned char) s[i];
-                if (ch < 0x20 || ch == 0x7f)
-                        p += sprintf(p, "\\x%02x", ch);
-                else
-                        *p++ = (char) ch;
-        }
-        if (n > max)
-                p = stpcpy(p, "...");
-        *p++ = '\'';
-        *p = 0;
-        return q;
-}
+#define LINE_QUOTE_MAX 100     /* bytes of a differing line shown */
 
 static int check_file(const char *path, const char *want, char ***drift) {
         _cleanup_free_ char *have = NULL;
@@ -238,8 +220,8 @@ static int check_file(const char *path, const char *want, char ***drift) {
                 size_t al = ae ? (size_t) (ae - a) : (size_t) (aend - a), bl = be ? (size_t) (be - b) : strlen(b);
                 bool a_eof = a >= aend, b_eof = *b == 0;
                 if (a_eof || b_eof || al != bl || memcmp(a, b, al) != 0) {
-                        _cleanup_free_ char *qa = a_eof ? strdup("end of file") : line_quote(a, al),
-                                            *qb = b_eof ? strdup("end of file") : line_quote(b, bl);
+                        _cleanup_free_ char *qa = a_eof ? strdup("end of file") : con_utf8_quote(a, al, LINE_QUOTE_MAX),
+                                            *qb = b_eof ? strdup("end of file") : con_utf8_quote(b, bl, LINE_QUOTE_MAX);
                         if (!qa || !qb)
                                 return -ENOMEM;
                         return strv_extendf(drift, "%s: line %u differs from what the config generates: found %s, "

@@ -145,12 +145,9 @@ char *log_format_line(char *buf, size_t size, ConLogTarget target, int level, co
                 (void) snprintf(buf, size, "<%d>%s", level & LOG_PRIMASK, message);
                 break;
         case CON_LOG_TARGET_FILE: {
-                struct tm tm;
-                time_t sec = (time_t) (realtime_usec / 1000000ULL);
-                char ts[32] = "";
-                if (gmtime_r(&sec, &tm))
-                        (void) strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-                (void) snprintf(buf, size, "%s.%06lluZ %s[%d] %s: %s", ts, realtime_usec % 1000000ULL, ident, pid,
+                char ts[CON_TIMESTAMP_MAX];
+                (void) con_format_timestamp(realtime_usec, ts);
+                (void) snprintf(buf, size, "%s %s[%d] %s: %s", ts, ident, pid,
                                 strempty(log_level_to_string(level & LOG_PRIMASK)), message);
                 break;
         }

@@ -9,6 +9,7 @@
 #include "json-util.h"
 #include "macro.h"
 #include "strv.h"
+#include "time-util.h"
 #include "test-util.h"
 
 
@@ -87,11 +88,27 @@ static void test_json_u64(void) {
         g_assert_cmpuint(con_json_get_u64(NULL), ==, 0);
 }
 
+static void test_timestamp(void) {
+        char ts[CON_TIMESTAMP_MAX];
+        g_assert_cmpint(con_format_timestamp(UINT64_C(1796543064000042), ts), ==, 0);
+        g_assert_cmpstr(ts, ==, "2026-12-06T07:44:24.000042Z");
+        g_assert_cmpint(con_format_timestamp(0, ts), ==, 0);
+        g_assert_cmpstr(ts, ==, "1970-01-01T00:00:00.000000Z");
+        g_assert_cmpint(con_format_timestamp(UINT64_C(999999), ts), ==, 0);
+        g_assert_cmpstr(ts, ==, "1970-01-01T00:00:00.999999Z");
+        /* The largest time still fits (year 586912): never a cut string. */
+        g_assert_cmpint(con_format_timestamp(UINT64_MAX, ts), ==, 0);
+        g_assert_true(g_str_has_suffix(ts, ".551615Z"));
+        g_assert_cmpint(con_format_timestamp(con_now(CLOCK_REALTIME), ts), ==, 0);
+        g_assert_true(g_regex_match_simple("^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{6}Z$", ts, 0, 0));
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/core/write-read-full", test_write_read_full);
         g_test_add_func("/core/strv-extendf", test_strv_extendf);
         g_test_add_func("/core/json-kind", test_json_kind);
         g_test_add_func("/core/json-u64", test_json_u64);
+        g_test_add_func("/core/timestamp", test_timestamp);
         return con_test_run();
 }

@@ -84,26 +84,26 @@ static void test_errors(void) {
                     "@daily, found 0");
         check_error("0 8 * *", "found 4");
         check_error("0 8 * * * *", "found 6");
-        check_error("60 * * * *", "minute field \"60\": 60 is out of range 0-59");
-        check_error("* 24 * * *", "hour field \"24\": 24 is out of range 0-23");
-        check_error("* * 0 * *", "day-of-month field \"0\": 0 is out of range 1-31");
-        check_error("* * * 13 *", "month field \"13\": 13 is out of range 1-12 or jan..dec");
-        check_error("* * * * 8", "day-of-week field \"8\": 8 is out of range 0-7 or sun..sat (0 and 7 are Sunday)");
-        check_error("* * * foo *", "month field \"foo\": expected a number 1-12 or jan..dec");
-        check_error("* * * * monday", "day-of-week field \"monday\": expected a number");
-        check_error("*/0 * * * *", "minute field \"*/0\": the step after '/' must be a number 1-60");
+        check_error("60 * * * *", "minute field '60': 60 is out of range 0-59");
+        check_error("* 24 * * *", "hour field '24': 24 is out of range 0-23");
+        check_error("* * 0 * *", "day-of-month field '0': 0 is out of range 1-31");
+        check_error("* * * 13 *", "month field '13': 13 is out of range 1-12 or jan..dec");
+        check_error("* * * * 8", "day-of-week field '8': 8 is out of range 0-7 or sun..sat (0 and 7 are Sunday)");
+        check_error("* * * foo *", "month field 'foo': expected a number 1-12 or jan..dec");
+        check_error("* * * * monday", "day-of-week field 'monday': expected a number");
+        check_error("*/0 * * * *", "minute field '*/0': the step after '/' must be a number 1-60");
         check_error("*/61 * * * *", "the step after '/' must be a number 1-60");
         check_error("*/ * * * *", "the step after '/' must be a number 1-60");
-        check_error("5-1 * * * *", "minute field \"5-1\": range 5-1 runs backwards");
-        check_error("1,,2 * * * *", "minute field \"1,,2\": empty list item");
+        check_error("5-1 * * * *", "minute field '5-1': range 5-1 runs backwards");
+        check_error("1,,2 * * * *", "minute field '1,,2': empty list item");
         check_error("1, * * * *", "empty list item");
         check_error("5/10 * * * *", "a step needs a range or '*' before it, e.g. 5-59/N or */N");
-        check_error("1-2-3 * * * *", "minute field \"1-2-3\": unexpected '-'");
-        check_error("* * * * mon-", "day-of-week field \"mon-\": expected a number");
+        check_error("1-2-3 * * * *", "minute field '1-2-3': unexpected '-'");
+        check_error("* * * * mon-", "day-of-week field 'mon-': expected a number");
         check_error("0007 * * * *", "number too long");
-        check_error("0 0 30 feb *", "day-of-month field \"30\": no such day in the selected months (month field \"feb\")");
+        check_error("0 0 30 feb *", "day-of-month field '30': no such day in the selected months (month field 'feb')");
         check_error("0 0 31 4,6,9,11 *", "no such day in the selected months");
-        check_error("@reboot", "unknown schedule \"@reboot\"");
+        check_error("@reboot", "unknown schedule '@reboot'");
         check_error("@daily 5", "unknown schedule");
         check_error("0 8 * * *\n", "control character");
         check_error("0 8\x01 * * *", "control character");
@@ -113,7 +113,7 @@ static void test_errors(void) {
         for (unsigned i = 0; i < 50; i++)
                 g_string_append(g, "1,");
         g_string_append(g, "x * * * *");
-        check_error(g->str, "minute field \"1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,...\": "
+        check_error(g->str, "minute field '1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,...': "
                     "expected a number 0-59");
         g_string_free(g, true);
 }

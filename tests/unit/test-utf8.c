@@ -229,6 +229,41 @@ static void test_head_tail(void) {
         g_string_free(g, true);
 }
 
+static void check_quote(const char *s, size_t n, size_t max, const char *want) {
+        _cleanup_free_ char *q = con_utf8_quote(s, n, max);
+        g_assert_nonnull(q);
+        g_assert_cmpstr(q, ==, want);
+        g_assert_true(con_utf8_valid(q, strlen(q)));
+}
+
+static void test_quote(void) {
+        check_quote("abc", 3, 64, "'abc'");
+        check_quote("", 0, 64, "''");
+        check_quote("a\nb\tc\x01\x7f", 7, 64, "'a\\nb\\tc\\x01\\x7f'");
+        check_quote("a\0b", 3, 64, "'a\\x00b'");
+        /* Invalid UTF-8 comes out escaped, so the quote is always valid text. */
+        check_quote("x\xff\xc3y", 4, 64, "'x\\xff\\xc3y'");
+        /* Cut after max bytes: "é" (2 bytes) at the cut is left out whole, never halved. */
+        check_quote("abc\xc3\xa9", 5, 4, "'abc...'");
+        check_quote("abc\xc3\xa9", 5, 5, "'abc\xc3\xa9'");
+        check_quote("abc\xc3\xa9z", 6, 5, "'abc\xc3\xa9...'");
+        /* A 3-byte and a 4-byte character straddling the cut at every offset. */
+        for (size_t max = 1; max <= 6; max++) {
+                _cleanup_free_ char *q3 = con_utf8_quote("a\xe2\x82\xac" "bc", 6, max);  /* a€bc */
+                _cleanup_free_ char *q4 = con_utf8_quote("\xf0\x9f\x98\x80" "xy", 6, max); /* 😀xy */
+                g_assert_true(con_utf8_valid(q3, strlen(q3)));
+                g_assert_true(con_utf8_valid(q4, strlen(q4)));
+        }
+        check_quote("a\xe2\x82\xac" "bc", 6, 3, "'a...'");
+        check_quote("\xf0\x9f\x98\x80" "xy", 6, 3, "'...'");
+        check_quote("\xf0\x9f\x98\x80" "xy", 6, 4, "'\xf0\x9f\x98\x80...'");
+        /* The size bound holds for the worst input: every byte escaped. */
+        char bad[64];
+        memset(bad, 0xff, sizeof bad);
+        _cleanup_free_ char *w = con_utf8_quote(bad, sizeof bad, 64);
+        g_assert_cmpuint(strlen(w), ==, 64 * 4 + 2);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/utf8/char-len", test_char_len);
@@ -236,6 +271,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/utf8/agrees-with-glib", test_agrees_with_glib);
         g_test_add_func("/utf8/sanitize", test_sanitize);
         g_test_add_func("/utf8/cut", test_cut);
+        g_test_add_func("/utf8/quote", test_quote);
         g_test_add_func("/utf8/head-tail", test_head_tail);
         return con_test_run();
 }
