@@ -1069,6 +1069,36 @@ static const ConYamlField dashboard_fields[] = {
         {}
 };
 
+bool con_config_needs_egress(const ConConfig *c) {
+        for (size_t i = 0; c && i < c->n_agents; i++)
+                if (c->agents[i].rt.network.mode == CON_NETWORK_ALLOW)
+                        return true;
+        return false;
+}
+
+bool con_config_agent_proxy(const ConConfig *c, const ConAgent *a, char *buf, size_t size) {
+        if (!c || !a || a->rt.network.mode != CON_NETWORK_ALLOW)
+                return false;
+        int n = snprintf(buf, size, "http://127.0.0.1:%u", c->egress.port);
+        return n > 0 && (size_t) n < size;
+}
+
+int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a) {
+        char url[64];
+        if (!con_config_agent_proxy(c, a, url, sizeof url))
+                return 0;
+        static const char * const vars[] = { "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY" };
+        for (size_t i = 0; i < ELEMENTSOF(vars); i++)
+                if (setenv(vars[i], url, 1) < 0)
+                        return -errno;
+        return 0;
+}
+
+static const ConYamlField egress_fields[] = {
+        { "port", .type = CON_YAML_UINT, .offset = offsetof(ConEgressConfig, port), .min = 1, .max = 65535 },
+        {}
+};
+
 /* The agents of one file, parsed, resolved against base: and appended to cfg->agents. */
 static int parse_file_agents(ConYamlReader *c, const yaml_node_t *agents, ConConfig *cfg) {
         AgentNodes *nodes = NULL;
@@ -1119,6 +1149,8 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **
                         r = con_yaml_read_mapping(c, v, path, models_fields, &cfg->models, NULL, NULL);
                 else if (streq(key, "dashboard"))
                         r = con_yaml_read_mapping(c, v, path, dashboard_fields, &cfg->dashboard, NULL, NULL);
+                else if (streq(key, "egress"))
+                        r = con_yaml_read_mapping(c, v, path, egress_fields, &cfg->egress, NULL, NULL);
                 else if (streq(key, "policy")) {
                         *ret_policy = v;
                         r = 0;
@@ -1126,7 +1158,7 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **
                         agents = v;
                         r = 0;
                 } else
-                        r = con_yaml_unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, policy and agents");
+                        r = con_yaml_unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, egress, policy and agents");
                 if (r < 0)
                         break;
         }
@@ -1220,6 +1252,9 @@ static ConConfig *config_new(const char *filename) {
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,
+                },
+                .egress = {
+                        .port = CON_EGRESS_PORT_DEFAULT,
                 },
         };
         if (!cfg->system_name || !cfg->dashboard.bind || !cfg->submitters_group || (filename && !(cfg->path = strdup(filename))))

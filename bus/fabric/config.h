@@ -138,6 +138,25 @@ typedef struct ConDashboardConfig {
         unsigned port;                  /* 1..65535, default 8080 */
 } ConDashboardConfig;
 
+/* egress: the egress gateway, con-egressd (docs/NETWORK.md): an HTTP proxy on 127.0.0.1:port
+ * that allow-list agents reach (the only thing on loopback the kernel lets them reach). */
+#define CON_EGRESS_PORT_DEFAULT 3128U
+typedef struct ConEgressConfig {
+        unsigned port;                  /* 1..65535, default 3128 */
+} ConEgressConfig;
+
+typedef struct ConConfig ConConfig;
+/* Whether some agent has a network allow-list: then the egress gateway runs (con up, con enable)
+ * and bootstrap creates its user, con-egress. */
+bool con_config_needs_egress(const ConConfig *c);
+
+/* The agent's proxy URL, "http://127.0.0.1:PORT", in buf when the agent has a network allow-list
+ * (returns true); its sessions get it as http_proxy/https_proxy/HTTP_PROXY/HTTPS_PROXY. */
+bool con_config_agent_proxy(const ConConfig *c, const ConAgent *a, char *buf, size_t size);
+/* Sets those four variables in this process's environment (a session child, before exec) when
+ * the agent has an allow-list. Returns 0 or -errno. */
+int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
+
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
         char *system_name;              /* "conspiracy" */
@@ -151,6 +170,7 @@ typedef struct ConConfig {
         ConContractThresholds contracts;
         ConModelsConfig models;         /* models: section */
         ConDashboardConfig dashboard;   /* dashboard: section */
+        ConEgressConfig egress;         /* egress: section */
         ConAgent *agents;
         size_t n_agents;
         bool policy_no_defaults;        /* policy.defaults: false (the original's grants left out) */

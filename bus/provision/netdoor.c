@@ -40,7 +40,7 @@ static int entry_rule(FILE *f, uid_t uid, const char *name, const ConNetAllow *a
         return 0;
 }
 
-int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, char **ret_script, char **ret_listing) {
+int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_port, char **ret_script, char **ret_listing) {
         _cleanup_free_ char *body = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&body, &len);
@@ -57,6 +57,11 @@ int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, char **ret_scrip
                         r = -EINVAL;
                         break;
                 }
+                /* An allow-list agent reaches the egress gateway (its host-name entries, and its
+                 * addresses through the proxy); nothing else on loopback. */
+                if (a->network->mode == CON_NETWORK_ALLOW && proxy_port > 0 && proxy_port <= 65535)
+                        fprintf(f, "\t\tmeta skuid %u ip daddr 127.0.0.1 tcp dport %u accept comment \"agent %s: egress gateway\"\n",
+                                (unsigned) a->uid, proxy_port, a->name);
                 if (a->network->mode == CON_NETWORK_ALLOW)
                         for (size_t j = 0; r >= 0 && j < a->network->n_allow; j++)
                                 if (!a->network->allow[j].host)
@@ -110,7 +115,7 @@ int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_
                 agents[n++] = (ConNetdoorAgent) { .name = c->agents[i].name, .uid = pw->pw_uid,
                                                   .network = &c->agents[i].rt.network };
         }
-        r = con_netdoor_render(agents, n, ret_script, ret_listing);
+        r = con_netdoor_render(agents, n, c->egress.port, ret_script, ret_listing);
         if (r < 0)
                 return r;
         if (ret_missing)

@@ -10,7 +10,7 @@
 /* The network door in the kernel (docs/NETWORK.md): one nftables table owned by the project,
  * `table inet conspiracyos`, whose output chain matches packets by the sending socket's owner
  * (`meta skuid`): agents with network none or gateway send nothing; allow-list agents send only
- * to their address entries. Root, the gateways and every other user are not matched.
+ * to the egress gateway (127.0.0.1, egress.port) and to their address entries. Root, the gateways and every other user are not matched.
  *
  * con_netdoor_render() is pure (config and UIDs in, text out): the script for `nft -f` replaces
  * the table atomically (one transaction: create, delete, create with the rules); the listing is
@@ -28,8 +28,9 @@ typedef struct ConNetdoorAgent {
 
 /* ret_script: for `nft -f -`; ret_listing: what `nft -n list table inet conspiracyos` prints.
  * Agents are matched in the order given; host-name entries are left out (the kernel cannot
- * match names). */
-int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, char **ret_script, char **ret_listing);
+ * match names: the egress gateway does). proxy_port (0: none): allow-list agents may reach the
+ * egress gateway on 127.0.0.1:proxy_port (TCP). */
+int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_port, char **ret_script, char **ret_listing);
 
 /* From the config and the agent users that exist now (getpwnam): agents whose user does not
  * exist yet are left out and named in *ret_missing (may be NULL). */

@@ -858,9 +858,11 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
 
 /* A service's own system user and group (no login, no home). The model gateway's, con-models,
  * alone reads the provider keys (/etc/con/env, root:con-models 0640, set by plan_env_file) and
- * writes /srv/con/logs/models; the status page's, con-web, exists when dashboard.enabled is set. */
+ * writes /srv/con/logs/models; the status page's, con-web, exists when dashboard.enabled is set;
+ * the egress gateway's, con-egress, when an agent has a network allow-list. */
 #define MODELS_USER "con-models"
 #define WEB_USER "con-web"
+#define EGRESS_USER "con-egress"
 static int plan_service_user(ConProvision *p, const char *name, const char *gecos, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         gid_t gid;
@@ -1539,22 +1541,6 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                                       m ?: "cannot load the configuration");
                 }
         }
-        /* The network door: host-name entries need the egress gateway (docs/NETWORK.md). */
-        for (size_t i = 0; i < p->config->n_agents; i++) {
-                const ConAgent *a = &p->config->agents[i];
-                for (size_t j = 0; j < a->rt.network.n_allow; j++) {
-                        char *w = NULL;
-                        if (!a->rt.network.allow[j].host)
-                                continue;
-                        if (asprintf(&w, "agent %s: network entry '%s' is a host name; host names need the egress "
-                                     "gateway, which is not built yet, so the kernel refuses it (docs/NETWORK.md)",
-                                     a->name, a->rt.network.allow[j].host) < 0)
-                                return -ENOMEM;
-                        r = strv_consume(&p->warnings, w);
-                        if (r < 0)
-                                return r;
-                }
-        }
         submitters = p->config->submitters_group ?: "con";
         if (!con_userdb_name_valid(submitters))
                 return con_error_textf(ret_error, -ENOEXEC,
@@ -1604,6 +1590,8 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         r = plan_service_user(p, MODELS_USER, "ConspiracyOS model gateway", ret_error);
         if (r >= 0 && p->config->dashboard.enabled)
                 r = plan_service_user(p, WEB_USER, "ConspiracyOS status page", ret_error);
+        if (r >= 0 && con_config_needs_egress(p->config))
+                r = plan_service_user(p, EGRESS_USER, "ConspiracyOS egress gateway", ret_error);
         if (r < 0)
                 return r;
         r = plan_sysusers_file(p);

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -129,6 +132,17 @@ int con_service_loop(ConService *s, const char *status) {
         else if (r < 0)
                 log_error_errno(r, "Event loop failed: %m");
         return r;
+}
+
+int con_service_become(const char *user) {
+        struct passwd *pw = getpwnam(user);
+        if (!pw)
+                return log_error_errno(-ENOENT, "User %s does not exist (con bootstrap creates it)", user);
+        if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+                return log_error_errno(-errno, "Cannot become %s: %m", user);
+        if (setuid(0) == 0)
+                return log_error_errno(-EPERM, "Could regain root after dropping it; refusing to run");
+        return 0;
 }
 
 void con_service_done(ConService *s) {

@@ -91,6 +91,11 @@ int con_service_loop(ConService *s, const char *status);
 
 void con_service_done(ConService *s);
 
+/* For a service started as root that binds and opens what it needs first: becomes user (its
+ * primary group, no supplementary groups) for good; refuses to go on when root could be regained.
+ * Logs what failed. */
+int con_service_become(const char *user);
+
 /* The exit status for run()'s result: r < 0 is a failure (2 after a usage error), r >= 0 is
  * passed through (0 success). */
 int con_service_exit_status(const ConService *s, int r);

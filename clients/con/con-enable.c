@@ -25,6 +25,7 @@ static const char * const fabric_services[] = {
 };
 
 #define WEBD_SERVICE "con-webd.service"
+#define EGRESSD_SERVICE "con-egressd.service"
 
 static int link_unit(const char *dir, const char *name, const char *target, bool dry_run, unsigned *checked,
                      unsigned *changed) {
@@ -117,6 +118,13 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
                               CON_SHIPPED_UNIT_DIR "/" WEBD_SERVICE, dry_run, checked, changed);
         else if (r >= 0)
                 r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-webd", ".service", NULL, dry_run,
+                                 changed);
+        /* The egress gateway when an agent has a network allow-list. */
+        if (r >= 0 && con_config_needs_egress(config))
+                r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", EGRESSD_SERVICE,
+                              CON_SHIPPED_UNIT_DIR "/" EGRESSD_SERVICE, dry_run, checked, changed);
+        else if (r >= 0)
+                r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-egressd", ".service", NULL, dry_run,
                                  changed);
         STRV_FOREACH(u, agents)
                 if (r >= 0)

@@ -40,6 +40,9 @@
 #define WEBD_PATH CON_LIBEXECDIR "/con-webd"
 #define WEBD_LOG CON_DAEMON_LOG_DIR "/con-webd.log"
 #define WEBD_BUS_NAME "org.conspiracy.Web"
+#define EGRESSD_PATH CON_LIBEXECDIR "/con-egressd"
+#define EGRESSD_LOG CON_DAEMON_LOG_DIR "/con-egressd.log"
+#define EGRESSD_BUS_NAME "org.conspiracy.Egress"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define MODELS_PATH "/org/conspiracy/Models"
 #define MODELS_INTERFACE "org.conspiracy.Models1"
@@ -319,10 +322,11 @@ static const char up_usage[] =
         "Usage: con up [--config FILE]\n"
         "\n"
         "Start the fabric. Under systemd: systemctl start conspiracyos.target, con-routerd.service,\n"
-        "con-contractd.service, con-webd.service when dashboard.enabled, the units of the agents with\n"
+        "con-contractd.service, con-webd.service when dashboard.enabled, con-egressd.service when an\n"
+        "agent has a network allow-list, the units of the agents with\n"
         "mode 'always' and the cron agents' timers. Without systemd: start the system bus if its socket\n"
-        "is dead (dbus-daemon --system --fork), start con-routerd, con-contractd and (dashboard.enabled)\n"
-        "con-webd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
+        "is dead (dbus-daemon --system --fork), start con-routerd, con-contractd, (dashboard.enabled)\n"
+        "con-webd and (an allow-list) con-egressd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
         "and start the 'always' agents through bus activation. The daemons get a clean environment:\n"
         "PATH, LANG and CON_LOG_LEVEL only. Needs root.\n"
         "\n"
@@ -390,7 +394,8 @@ int verb_up(int argc, char *argv[]) {
                 if (strv_extend(&units, "systemctl") < 0 || strv_extend(&units, "start") < 0 ||
                     strv_extend(&units, "conspiracyos.target") < 0 ||
                     strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0 ||
-                    (config->dashboard.enabled && strv_extend(&units, "con-webd.service") < 0))
+                    (config->dashboard.enabled && strv_extend(&units, "con-webd.service") < 0) ||
+                    (con_config_needs_egress(config) && strv_extend(&units, "con-egressd.service") < 0))
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 for (size_t i = 0; i < config->n_agents; i++) {
                         char *u;
@@ -452,6 +457,16 @@ int verb_up(int argc, char *argv[]) {
                 else
                         status = CON_EXIT_FAILURE;
         }
+        /* The egress gateway (an agent has a network allow-list): starts as root, binds, runs as
+         * con-egress. */
+        if (con_config_needs_egress(config)) {
+                if (name_has_owner(bus, EGRESSD_BUS_NAME))
+                        printf("egress gateway: already running\n");
+                else if (start_daemon(bus, EGRESSD_PATH, EGRESSD_BUS_NAME, EGRESSD_LOG) == 0)
+                        printf("egress gateway: started on 127.0.0.1 port %u (log " EGRESSD_LOG ")\n", config->egress.port);
+                else
+                        status = CON_EXIT_FAILURE;
+        }
 
         for (size_t i = 0; i < config->n_agents; i++) {
                 const ConAgent *a = &config->agents[i];
@@ -478,7 +493,7 @@ static const char down_usage[] =
         "Stop the fabric: the router, the contract service, the status page, the model gateway and\n"
         "every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
         "con-agent@*.service and the cron timers (they stay enabled: the next boot starts them again).\n"
-        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web,\n"
+        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,\n"
         ".Models and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
         "Needs root.\n"
         "\n"
@@ -520,6 +535,7 @@ int verb_down(int argc, char *argv[]) {
                 r = con_run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "conspiracyos.target",
                                                  (char *) "con-routerd.service", (char *) "con-contractd.service",
                                                  (char *) "con-modeld.service", (char *) "con-webd.service",
+                                                 (char *) "con-egressd.service",
                                                  (char *) "con-agent@*.service",
                                                  (char *) "con-cron-*.timer", NULL });
                 if (r != 0)
@@ -539,6 +555,8 @@ int verb_down(int argc, char *argv[]) {
         if (stop_name(bus, "contracts", CON_CONTRACTS_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (stop_name(bus, "dashboard", WEBD_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        if (stop_name(bus, "egress gateway", EGRESSD_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         /* The model gateway: started by bus activation on an agent's first model call. */
         if (stop_name(bus, "model gateway", MODELS_BUS_NAME) != 0)

@@ -85,8 +85,8 @@ static int print_json(const cJSON *o) {
         return 0;
 }
 
-/* The network door of one agent as text: the kernel's entries and the host names that wait for
- * the egress gateway (docs/NETWORK.md). */
+/* The network door of one agent as text: the kernel's entries (addresses) and the host names,
+ * which only the egress gateway lets through (docs/NETWORK.md). */
 static int network_entries(const ConNetwork *n, bool host, char ***ret) {
         _cleanup_strv_free_ char **l = NULL;
         for (size_t i = 0; i < n->n_allow; i++) {
@@ -145,7 +145,7 @@ static int show_json(const ConConfig *c, const ConPolicy *p) {
                     network_entries(n, true, &hosts) < 0 || !o || !cJSON_AddItemToArray(net, o) ||
                     !cJSON_AddStringToObject(o, "user", user) ||
                     !cJSON_AddStringToObject(o, "network", con_network_mode_to_string(n->mode)) ||
-                    !(k = cJSON_AddArrayToObject(o, "kernel")) || !(h = cJSON_AddArrayToObject(o, "needs_gateway")) ||
+                    !(k = cJSON_AddArrayToObject(o, "kernel")) || !(h = cJSON_AddArrayToObject(o, "via_gateway")) ||
                     !cJSON_AddStringToObject(o, "door", "nft"))
                         return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
                 STRV_FOREACH(e, kernel)
@@ -186,9 +186,12 @@ static int show_text(const ConConfig *c, const ConPolicy *p) {
                 if (con_agent_user(c->agents[i].name, &user) < 0 || network_entries(n, false, &kernel) < 0 ||
                     network_entries(n, true, &hosts) < 0 || !(k = strv_join(kernel, ", ")) || !(h = strv_join(hosts, ", ")))
                         return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
-                printf("%-24s %-12s %s%s%s%s\n", user, con_network_mode_to_string(n->mode),
-                       kernel ? k : "nothing", hosts ? " (not enforced yet, need the egress gateway: " : "", h,
-                       hosts ? ")" : "");
+                if (n->mode == CON_NETWORK_ALLOW)
+                        printf("%-24s %-12s %s%sthe egress gateway 127.0.0.1:%u%s%s\n", user,
+                               con_network_mode_to_string(n->mode), kernel ? k : "", kernel ? ", " : "", c->egress.port,
+                               hosts ? " for " : "", h);
+                else
+                        printf("%-24s %-12s nothing\n", user, con_network_mode_to_string(n->mode));
         }
         printf("\n%zu rules. Doors: acl = inbox ACLs (file drop), polkit = per-call check by the services,\n"
                "dbus = bus policy (name ownership), services = decided by the services (root),\n"

@@ -61,7 +61,8 @@ static int exec_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int resul
             setenv("LANG", "C.UTF-8", 1) < 0 || setenv("CON_AGENT", env->agent->name, 1) < 0 ||
             setenv("CON_TASK_ID", t->id, 1) < 0 || setenv("CON_TASK_SENDER", strempty(t->sender), 1) < 0 ||
             setenv("CON_TASK_PRIORITY", prio, 1) < 0 ||
-            (t->reply_to && setenv("CON_REPLY_TO", t->reply_to, 1) < 0))
+            (t->reply_to && setenv("CON_REPLY_TO", t->reply_to, 1) < 0) ||
+            con_config_agent_proxy_setenv(env->config, env->agent) < 0)
                 return 126;
         execvp(argv[0], argv);
         dprintf(STDERR_FILENO, "cannot execute %s: %m\n", argv[0]);
@@ -508,7 +509,8 @@ static _Noreturn void session_child(const ConRuntime *rt, const ConRuntimeTask *
         (void) clearenv();
         if (setenv("PATH", SESSION_PATH, 1) < 0 || setenv("HOME", env->workspace, 1) < 0 ||
             setenv("LANG", "C.UTF-8", 1) < 0 || setenv("CON_AGENT", env->agent->name, 1) < 0 ||
-            (env->user && (setenv("USER", env->user->name, 1) < 0 || setenv("LOGNAME", env->user->name, 1) < 0)))
+            (env->user && (setenv("USER", env->user->name, 1) < 0 || setenv("LOGNAME", env->user->name, 1) < 0)) ||
+            con_config_agent_proxy_setenv(env->config, env->agent) < 0)
                 _exit(126);
         if (chdir(env->workspace) < 0) {
                 dprintf(STDERR_FILENO, "cannot enter the workspace %s: %m\n", env->workspace);

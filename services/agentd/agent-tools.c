@@ -490,7 +490,8 @@ static _Noreturn void exec_child(const AgentToolContext *ctx, const AgentToolArg
         /* A clean environment: only what a command needs, never what the service had. */
         (void) clearenv();
         if ((ctx->workspace && setenv("HOME", ctx->workspace, 1) < 0) || setenv("PATH", TOOL_PATH, 1) < 0 ||
-            setenv("LANG", "C.UTF-8", 1) < 0 || (ctx->agent && setenv("CON_AGENT", ctx->agent->name, 1) < 0))
+            setenv("LANG", "C.UTF-8", 1) < 0 || (ctx->agent && setenv("CON_AGENT", ctx->agent->name, 1) < 0) ||
+            con_config_agent_proxy_setenv(ctx->config, ctx->agent) < 0)
                 _exit(126);
         if (a->command)
                 execl("/bin/sh", "sh", "-c", a->command, (char *) NULL);

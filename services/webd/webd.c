@@ -615,11 +615,7 @@ static int drop_privileges(const char *user, const char *dir) {
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dfd < 0 || fchown(dfd, pw->pw_uid, pw->pw_gid) < 0)
                 return log_error_errno(-errno, "Cannot give %s to %s: %m", dir, user);
-        if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
-                return log_error_errno(-errno, "Cannot become %s: %m", user);
-        if (setuid(0) == 0)
-                return log_error_errno(-EPERM, "Could regain root after dropping it; refusing to run");
-        return 0;
+        return con_service_become(user);
 }
 
 /* The token: one line in a file only the service may read (owner: the service's user; no access

@@ -109,22 +109,24 @@ check_output "root reaches the veth peer before bootstrap" '^connected hello' py
 section "bootstrap generates the table"
 check_output "con bootstrap creates the table" 'create nftables table inet conspiracyos \(network door: 4 agents' \
         con bootstrap --config "$CFG"
-check_output "the host-name entry is named as not enforced" "agent lister: network entry 'api.example.com' is a host name" \
-        con bootstrap --config "$CFG"
+check "bootstrap again" con bootstrap --config "$CFG"
+check_fail "... without a warning about the host-name entry (the egress gateway serves it)" grep -q 'host name' <<<"$LIB_OUT"
 check_output "a second bootstrap changes nothing in the table" '^bootstrap: nothing to change' con bootstrap --config "$CFG"
 check_eq "one table" "$(nft list tables | grep -c conspiracyos)" 1
 check_output "policy check passes" '^policy: all four doors match' con policy check --config "$CFG"
 check_output "policy show: the network door of each agent" \
-        'a-lister +allow-list +10\.77\.0\.0/24:8443 \(not enforced yet, need the egress gateway: api\.example\.com:443\)' \
+        'a-lister +allow-list +10\.77\.0\.0/24:8443, the egress gateway 127\.0\.0\.1:3128 for api\.example\.com:443$' \
         con policy show --config "$CFG"
 check_output "policy show: none and gateway send nothing" 'a-shut +none +nothing' con policy show --config "$CFG"
 check "policy show --json: the network door" jq -e -n 'input | .network[] | select(.user == "a-lister") |
-        .network == "allow-list" and .kernel == ["10.77.0.0/24:8443"] and .needs_gateway == ["api.example.com:443"]' \
+        .network == "allow-list" and .kernel == ["10.77.0.0/24:8443"] and .via_gateway == ["api.example.com:443"]' \
         <<<"$(con policy show --json --config "$CFG")"
 SHUT=$(id -u a-shut) QUIET=$(id -u a-quiet) LISTER=$(id -u a-lister)
 check_output "the table drops a-shut's packets" "meta skuid $SHUT reject with icmpx 3 comment \"agent shut: network none\"" \
         nft -n list table inet conspiracyos
 check_output "the table drops a-quiet's packets (gateway is the default)" "meta skuid $QUIET reject with icmpx 3 comment \"agent quiet: network gateway\"" \
+        nft -n list table inet conspiracyos
+check_output "a-lister: the egress gateway's port on loopback" "meta skuid $LISTER ip daddr 127.0.0.1 tcp dport 3128 accept comment \"agent lister: egress gateway\"" \
         nft -n list table inet conspiracyos
 check_output "a-lister: its CIDR:port" "meta skuid $LISTER ip daddr 10.77.0.0/24 meta l4proto \{ 6, 17 \} th dport 8443 accept" \
         nft -n list table inet conspiracyos

@@ -223,7 +223,7 @@ static void test_dashboard(void) {
 static void test_errors_top(void) {
         assert_error("a: 1\n" A0,
                      "con.yaml:1:1: a: unknown key; allowed keys are system, base, defaults (deprecated), "
-                     "contracts, models, dashboard, policy and agents");
+                     "contracts, models, dashboard, egress, policy and agents");
         assert_error("system: {}\n", "con.yaml:1:1: agents: missing; at least one agent is required");
         assert_error("agents: []\n", "con.yaml:1:9: agents: the list is empty; at least one agent is required");
         assert_error("agents:\n", "con.yaml:1:8: agents: the list is empty; at least one agent is required");
@@ -535,7 +535,7 @@ static void test_error_format(void) {
         g_assert_cmpint(con_config_parse("x: 1\n", 5, NULL, &cfg, &e2), ==, -EINVAL);
         _cleanup_free_ char *s = con_error_detail_format(&e2);
         g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts, "
-                        "models, dashboard, policy and agents");
+                        "models, dashboard, egress, policy and agents");
         con_error_detail_done(&e2);
         con_error_detail_done(NULL);
 }

@@ -13,6 +13,7 @@ static const char golden[] =
         "\t\ttype filter hook output priority 0; policy accept;\n"
         "\t\tmeta skuid 60000 reject with icmpx 3 comment \"agent concierge: network gateway\"\n"
         "\t\tmeta skuid 60001 reject with icmpx 3 comment \"agent sysadmin: network none\"\n"
+        "\t\tmeta skuid 60002 ip daddr 127.0.0.1 tcp dport 3128 accept comment \"agent coder: egress gateway\"\n"
         "\t\tmeta skuid 60002 ip daddr 10.0.0.0/8 meta l4proto { 6, 17 } th dport 443 accept comment \"agent coder\"\n"
         "\t\tmeta skuid 60002 ip6 daddr fd00::/64 meta l4proto { 6, 17 } th dport 80-90 accept comment \"agent coder\"\n"
         "\t\tmeta skuid 60002 ip daddr 192.168.1.7 accept comment \"agent coder\"\n"
@@ -40,7 +41,7 @@ static void test_render(void) {
                 agents[i] = (ConNetdoorAgent) { .name = c->agents[i].name, .uid = 60000 + (uid_t) i,
                                                 .network = &c->agents[i].rt.network };
         _cleanup_free_ char *script = NULL, *listing = NULL;
-        g_assert_cmpint(con_netdoor_render(agents, 3, &script, &listing), ==, 0);
+        g_assert_cmpint(con_netdoor_render(agents, 3, 3128, &script, &listing), ==, 0);
         /* The host name (*.github.com) is not in the kernel's table. */
         g_assert_cmpstr(listing, ==, golden);
         g_assert_true(strncmp(script, "table inet conspiracyos\ndelete table inet conspiracyos\n", 55) == 0);
@@ -48,17 +49,17 @@ static void test_render(void) {
 
         /* No agents: an empty chain, still one table (so bootstrap replaces an old one). */
         _cleanup_free_ char *empty = NULL;
-        g_assert_cmpint(con_netdoor_render(NULL, 0, NULL, &empty), ==, 0);
+        g_assert_cmpint(con_netdoor_render(NULL, 0, 3128, NULL, &empty), ==, 0);
         g_assert_cmpstr(empty, ==, "table inet conspiracyos {\n\tchain output {\n"
                                    "\t\ttype filter hook output priority 0; policy accept;\n\t}\n}\n");
 
         /* Never a rule for root, never a name that could break out of the comment. */
         ConNetdoorAgent bad = { .name = "concierge", .uid = 0, .network = &c->agents[0].rt.network };
         _cleanup_free_ char *s1 = NULL;
-        g_assert_cmpint(con_netdoor_render(&bad, 1, NULL, &s1), ==, -EINVAL);
+        g_assert_cmpint(con_netdoor_render(&bad, 1, 3128, NULL, &s1), ==, -EINVAL);
         g_assert_null(s1);
         bad = (ConNetdoorAgent) { .name = "x\" accept", .uid = 60000, .network = &c->agents[0].rt.network };
-        g_assert_cmpint(con_netdoor_render(&bad, 1, NULL, &s1), ==, -EINVAL);
+        g_assert_cmpint(con_netdoor_render(&bad, 1, 3128, NULL, &s1), ==, -EINVAL);
         g_assert_null(s1);
 }
 

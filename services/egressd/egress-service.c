@@ -1,0 +1,869 @@
+/* SPDX-License-Identifier: MIT */
+/* con-egressd's proxy (egress-service.h). One Conn per accepted connection:
+ *
+ *   HEAD ──(request head read; caller = the kernel's owner UID of the client socket)──┐
+ *        refused (not an agent, not on its list, malformed): error answer, audit, close
+ *   RESOLVING (a worker thread runs getaddrinfo; never the loop) → CONNECTING (non-blocking
+ *   connect, next address on failure) → RELAY (both directions, 64 KiB each, EOF passed on as
+ *   shutdown) → done: one audit record with the byte counts.
+ *
+ * The audit record waits for the agent's answer to "which task are you running" (CurrentTask,
+ * asked on the bus without activating the agent, 1 s at most). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+
+#include "audit-writer.h"
+#include "con-paths.h"
+#include "config.h"
+#include "egress-service.h"
+#include "egress-util.h"
+#include "error-detail.h"
+#include "log.h"
+#include "json-util.h"
+#include "macro.h"
+#include "names.h"
+#include "task.h"
+
+#define BUF_SIZE (64U * 1024U)
+#define TASK_QUERY_USEC (1000ULL * 1000ULL)
+
+typedef struct EgressAgent {
+        char *name;
+        char *bus_name;
+        uid_t uid;
+        const ConNetwork *network;      /* in the config */
+} EgressAgent;
+
+typedef struct Lookup {
+        atomic_int refs;
+        int efd;
+        char host[EGRESS_HOST_MAX + 1];
+        char port[8];
+        struct addrinfo *res;
+        int err;                        /* getaddrinfo's EAI_* */
+} Lookup;
+
+typedef enum ConnState {
+        CONN_HEAD,
+        CONN_RESOLVING,
+        CONN_CONNECTING,
+        CONN_RELAY,
+        CONN_ANSWER,                    /* writing an error answer, then done */
+        CONN_DONE,
+} ConnState;
+
+typedef struct Conn Conn;
+struct Conn {
+        Egress *g;
+        Conn *prev, *next;
+        ConnState state;
+        int cfd, ufd;
+        sd_event_source *cio, *uio, *timer, *lookup_io;
+        Lookup *lookup;
+        struct addrinfo *addr;          /* the next address to try (in lookup->res) */
+        sd_bus_slot *task_slot;
+        bool task_pending;
+        char *task_id;
+
+        const EgressAgent *agent;
+        uid_t uid;
+        bool uid_known;
+        EgressRequest req;
+
+        char in[BUF_SIZE];              /* client → upstream (the head first) */
+        size_t in_len, in_off;
+        char out[BUF_SIZE];             /* upstream → client */
+        size_t out_len, out_off;
+        bool client_eof, upstream_eof, client_shut, upstream_shut;
+        uint64_t bytes_out, bytes_in;   /* to the upstream, from the upstream */
+
+        bool quiet;                     /* no request was made: no record */
+        const char *decision;           /* "allowed", "denied", "failed" */
+        char *reason;
+        int status;                     /* the HTTP status answered */
+};
+
+struct Egress {
+        sd_event *event;
+        sd_bus *bus;
+        ConConfig *config;
+        EgressAgent *agents;
+        size_t n_agents;
+        ConAuditWriter *audit;
+        bool audit_failed;
+        int listen_fd, nl_fd;
+        struct sockaddr_storage local;
+        unsigned port;
+        sd_event_source *listen_io;
+        Conn *conns;
+        unsigned n_conns;
+};
+
+/* ---- resolver threads ---- */
+
+static void lookup_unref(Lookup *l) {
+        if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+                return;
+        if (l->res)
+                freeaddrinfo(l->res);
+        safe_close(l->efd);
+        free(l);
+}
+
+static void *lookup_thread(void *p) {
+        Lookup *l = p;
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+        l->err = getaddrinfo(l->host, l->port, &hints, &l->res);
+        (void) eventfd_write(l->efd, 1);
+        lookup_unref(l);
+        return NULL;
+}
+
+static int lookup_start(const char *host, uint16_t port, Lookup **ret) {
+        Lookup *l = calloc(1, sizeof *l);
+        pthread_attr_t attr;
+        pthread_t t;
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        atomic_init(&l->refs, 2);
+        snprintf(l->host, sizeof l->host, "%s", host);
+        snprintf(l->port, sizeof l->port, "%u", (unsigned) port);
+        l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->efd < 0) {
+                r = -errno;
+                free(l);
+                return r;
+        }
+        r = -pthread_attr_init(&attr);
+        if (r == 0) {
+                (void) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                (void) pthread_attr_setstacksize(&attr, 256 * 1024);
+                r = -pthread_create(&t, &attr, lookup_thread, l);
+                (void) pthread_attr_destroy(&attr);
+        }
+        if (r < 0) {
+                safe_close(l->efd);
+                free(l);
+                return r;
+        }
+        *ret = l;
+        return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_free(Conn *c) {
+        Egress *g = c->g;
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                g->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        g->n_conns--;
+        sd_event_source_disable_unref(c->cio);
+        sd_event_source_disable_unref(c->uio);
+        sd_event_source_disable_unref(c->timer);
+        sd_event_source_disable_unref(c->lookup_io);
+        sd_bus_slot_unref(c->task_slot);
+        lookup_unref(c->lookup);
+        safe_close(c->cfd);
+        safe_close(c->ufd);
+        free(c->task_id);
+        free(c->reason);
+        free(c);
+}
+
+static void conn_audit(Conn *c) {
+        Egress *g = c->g;
+        _cleanup_(cJSON_Deletep) cJSON *f = cJSON_CreateObject();
+        bool first = false;
+
+        if (!f)
+                return;
+        if (c->agent)
+                cJSON_AddStringToObject(f, "agent", c->agent->name);
+        if (c->uid_known)
+                cJSON_AddNumberToObject(f, "uid", (double) c->uid);
+        if (c->task_id)
+                cJSON_AddStringToObject(f, "task_id", c->task_id);
+        if (c->req.method[0])
+                cJSON_AddStringToObject(f, "method", c->req.method);
+        if (c->req.host[0]) {
+                cJSON_AddStringToObject(f, "host", c->req.host);
+                cJSON_AddNumberToObject(f, "port", c->req.port);
+        }
+        cJSON_AddStringToObject(f, "via", "proxy");
+        cJSON_AddStringToObject(f, "decision", c->decision ?: "failed");
+        if (c->reason)
+                cJSON_AddStringToObject(f, "reason", c->reason);
+        if (c->status)
+                cJSON_AddNumberToObject(f, "status", c->status);
+        cJSON_AddNumberToObject(f, "bytes_out", (double) c->bytes_out);
+        cJSON_AddNumberToObject(f, "bytes_in", (double) c->bytes_in);
+        int r = con_audit_writer_append(g->audit, "egress", "egress.request", f, &first);
+        if (r < 0 && first)
+                log_error_errno(r, "Cannot write the audit log: %m");
+        log_debug("%s %s %s:%u for %s: %s (%" PRIu64 " out, %" PRIu64 " in)", c->decision ?: "failed", c->req.method,
+                  c->req.host, (unsigned) c->req.port, c->agent ? c->agent->name : "?", strempty(c->reason),
+                  c->bytes_out, c->bytes_in);
+}
+
+/* The connection is over: close both ends; the record waits for the task id if asked. */
+static void conn_done(Conn *c) {
+        c->state = CONN_DONE;
+        c->cio = sd_event_source_disable_unref(c->cio);
+        c->uio = sd_event_source_disable_unref(c->uio);
+        c->timer = sd_event_source_disable_unref(c->timer);
+        c->lookup_io = sd_event_source_disable_unref(c->lookup_io);
+        c->cfd = safe_close(c->cfd);
+        c->ufd = safe_close(c->ufd);
+        if (c->task_pending)
+                return;
+        if (!c->quiet)
+                conn_audit(c);
+        conn_free(c);
+}
+
+static int on_task_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Conn *c = userdata;
+        const char *id = NULL;
+
+        c->task_pending = false;
+        c->task_slot = sd_bus_slot_unref(c->task_slot);
+        if (!sd_bus_message_is_method_error(m, NULL) && sd_bus_message_read(m, "v", "s", &id) >= 0 && !isempty(id) &&
+            con_task_id_valid(id))
+                c->task_id = strdup(id);
+        if (c->state == CONN_DONE)
+                conn_done(c);
+        return 0;
+}
+
+static void conn_ask_task(Conn *c) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        Egress *g = c->g;
+
+        if (!g->bus || !c->agent)
+                return;
+        if (sd_bus_message_new_method_call(g->bus, &m, c->agent->bus_name, CON_AGENT_PATH,
+                                           "org.freedesktop.DBus.Properties", "Get") < 0 ||
+            sd_bus_message_append(m, "ss", CON_AGENT_INTERFACE, "CurrentTask") < 0 ||
+            sd_bus_message_set_auto_start(m, false) < 0)
+                return;
+        if (sd_bus_call_async(g->bus, &c->task_slot, m, on_task_reply, c, TASK_QUERY_USEC) >= 0)
+                c->task_pending = true;
+}
+
+static void conn_update_events(Conn *c);
+
+/* An answer of the gateway's own (an error): queued on the client side, then the end. */
+static void conn_answer(Conn *c, int status, const char *decision, const char *fmt, ...) _printf_(4, 5);
+static void conn_answer(Conn *c, int status, const char *decision, const char *fmt, ...) {
+        _cleanup_free_ char *body = NULL;
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        if (vasprintf(&body, fmt, ap) < 0)
+                body = NULL;
+        va_end(ap);
+        const char *text = status == 400 ? "Bad Request" : status == 403 ? "Forbidden" : status == 502 ? "Bad Gateway" :
+                status == 503 ? "Service Unavailable" : status == 504 ? "Gateway Timeout" : "Error";
+        free(c->reason);
+        c->reason = body ? strdup(body) : NULL;
+        c->decision = decision;
+        c->status = status;
+        n = snprintf(c->out, sizeof c->out,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\nX-Con-Egress: %s\r\n\r\ncon-egressd: %s\n",
+                     status, text, strlen("con-egressd: \n") + strlen(strempty(body)), decision, strempty(body));
+        c->out_len = n > 0 && (size_t) n < sizeof c->out ? (size_t) n : 0;
+        c->out_off = 0;
+        c->in_len = c->in_off = 0;
+        c->ufd = safe_close(c->ufd);
+        c->uio = sd_event_source_disable_unref(c->uio);
+        c->lookup_io = sd_event_source_disable_unref(c->lookup_io);
+        c->state = CONN_ANSWER;
+        conn_update_events(c);
+}
+
+static void conn_update_events(Conn *c) {
+        uint32_t ce = 0, ue = 0;
+
+        if (c->state == CONN_HEAD)
+                ce = EPOLLIN;
+        else if (c->state == CONN_ANSWER)
+                ce = c->client_shut ? EPOLLIN : EPOLLOUT;
+        else if (c->state == CONN_RELAY) {
+                if (!c->client_eof && c->in_len == 0)
+                        ce |= EPOLLIN;
+                if (c->out_len > c->out_off)
+                        ce |= EPOLLOUT;
+                if (!c->upstream_eof && c->out_len == 0)
+                        ue |= EPOLLIN;
+                if (c->in_len > c->in_off)
+                        ue |= EPOLLOUT;
+        } else if (c->state == CONN_CONNECTING)
+                ue = EPOLLOUT;
+        if (c->cio) {
+                (void) sd_event_source_set_io_events(c->cio, ce);
+                (void) sd_event_source_set_enabled(c->cio, ce ? SD_EVENT_ON : SD_EVENT_OFF);
+        }
+        if (c->uio) {
+                (void) sd_event_source_set_io_events(c->uio, ue);
+                (void) sd_event_source_set_enabled(c->uio, ue ? SD_EVENT_ON : SD_EVENT_OFF);
+        }
+}
+
+static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void conn_connect_next(Conn *c);
+
+static void conn_relay_step(Conn *c) {
+        ssize_t k;
+
+        /* client → upstream */
+        if (!c->client_eof && c->in_len == 0) {
+                k = read(c->cfd, c->in, sizeof c->in);
+                if (k > 0)
+                        c->in_len = (size_t) k, c->in_off = 0;
+                else if (k == 0 || (errno != EAGAIN && errno != EINTR))
+                        c->client_eof = true;
+        }
+        while (c->in_len > c->in_off) {
+                k = send(c->ufd, c->in + c->in_off, c->in_len - c->in_off, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                break;
+                        c->upstream_eof = c->client_eof = true;
+                        c->in_len = c->in_off = 0;
+                        break;
+                }
+                c->in_off += (size_t) k;
+                c->bytes_out += (uint64_t) k;
+        }
+        if (c->in_off == c->in_len)
+                c->in_len = c->in_off = 0;
+        /* upstream → client */
+        if (!c->upstream_eof && c->out_len == 0) {
+                k = read(c->ufd, c->out, sizeof c->out);
+                if (k > 0) {
+                        c->out_len = (size_t) k, c->out_off = 0;
+                        c->bytes_in += (uint64_t) k;
+                } else if (k == 0 || (errno != EAGAIN && errno != EINTR))
+                        c->upstream_eof = true;
+        }
+        while (c->out_len > c->out_off) {
+                k = send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                break;
+                        c->upstream_eof = c->client_eof = true;
+                        c->out_len = c->out_off = 0;
+                        break;
+                }
+                c->out_off += (size_t) k;
+        }
+        if (c->out_off == c->out_len)
+                c->out_len = c->out_off = 0;
+
+        /* An end seen on one side is passed on once what came before it is delivered. */
+        if (c->client_eof && c->in_len == 0 && !c->upstream_shut) {
+                (void) shutdown(c->ufd, SHUT_WR);
+                c->upstream_shut = true;
+        }
+        if (c->upstream_eof && c->out_len == 0 && !c->client_shut) {
+                (void) shutdown(c->cfd, SHUT_WR);
+                c->client_shut = true;
+        }
+        if (c->client_shut && c->upstream_shut) {
+                conn_done(c);
+                return;
+        }
+        conn_update_events(c);
+}
+
+/* The answer, then the end of our side; what the client still sends is read and dropped until
+ * it closes (closing with unread bytes would reset the connection and lose the answer). */
+static void conn_answer_step(Conn *c) {
+        char sink[4096];
+        ssize_t k;
+
+        while (c->out_len > c->out_off) {
+                k = send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return;
+                        conn_done(c);
+                        return;
+                }
+                c->out_off += (size_t) k;
+        }
+        if (!c->client_shut) {
+                (void) shutdown(c->cfd, SHUT_WR);
+                c->client_shut = true;
+                c->out_len = c->out_off = 0;
+                (void) sd_event_source_set_io_events(c->cio, EPOLLIN);
+        }
+        while ((k = read(c->cfd, sink, sizeof sink)) > 0)
+                ;
+        if (k == 0 || (errno != EAGAIN && errno != EINTR))
+                conn_done(c);
+}
+
+/* Connected: the tunnel's "200" or the rewritten plain-HTTP head, then relay. */
+static void conn_connected(Conn *c) {
+        c->state = CONN_RELAY;
+        c->decision = "allowed";
+        c->timer = sd_event_source_disable_unref(c->timer);
+        (void) setsockopt(c->ufd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
+        size_t rest = c->in_len - c->req.head_len;      /* bytes the client sent after the head */
+        if (c->req.form == EGRESS_FORM_CONNECT) {
+                static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+                memcpy(c->out, ok, sizeof ok - 1);
+                c->out_len = sizeof ok - 1;
+                c->out_off = 0;
+                c->status = 200;
+                memmove(c->in, c->in + c->req.head_len, rest);
+                c->in_len = rest;
+        } else {
+                _cleanup_free_ char *head = NULL;
+                size_t hl;
+                int r = egress_rewrite_request(c->in, &c->req, &head, &hl);
+                if (r < 0 || hl + rest > sizeof c->in) {
+                        conn_answer(c, 400, "failed", "the request cannot be passed on (%s)",
+                                    r < 0 ? strerror(-r) : "head too long");
+                        return;
+                }
+                memmove(c->in + hl, c->in + c->req.head_len, rest);
+                memcpy(c->in, head, hl);
+                c->in_len = hl + rest;
+        }
+        c->in_off = 0;
+        conn_relay_step(c);
+}
+
+static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Conn *c = userdata;
+        if (c->state == CONN_CONNECTING || c->state == CONN_RESOLVING)
+                conn_answer(c, 504, "failed", "%s:%u did not answer within %llu s", c->req.host, (unsigned) c->req.port,
+                            EGRESS_CONNECT_TIMEOUT_USEC / 1000000ULL);
+        else {
+                if (c->state == CONN_HEAD) {
+                        c->quiet = c->in_len == 0;
+                        free(c->reason);
+                        c->reason = strdup("no whole request within 10 s");
+                }
+                conn_done(c);
+        }
+        return 0;
+}
+
+static void conn_connect_next(Conn *c) {
+        Egress *g = c->g;
+        int last = 0;
+
+        for (; c->addr; c->addr = c->addr->ai_next) {
+                struct addrinfo *a = c->addr;
+                const void *ip = a->ai_family == AF_INET ? (const void *) &((struct sockaddr_in *) a->ai_addr)->sin_addr :
+                        a->ai_family == AF_INET6 ? (const void *) &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr : NULL;
+                if (!ip)
+                        continue;
+                /* A name on the list that points at this host (or link-local, multicast) is not
+                 * followed there unless an address entry names that address. */
+                if (egress_addr_is_local(a->ai_family, ip) &&
+                    !egress_addr_allowed(c->agent->network, a->ai_family, ip, c->req.port)) {
+                        last = -EADDRNOTAVAIL;
+                        continue;
+                }
+                c->ufd = safe_close(c->ufd);
+                c->uio = sd_event_source_disable_unref(c->uio);
+                c->ufd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                if (c->ufd < 0) {
+                        last = -errno;
+                        continue;
+                }
+                if (connect(c->ufd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS) {
+                        last = -errno;
+                        continue;
+                }
+                if (sd_event_add_io(g->event, &c->uio, c->ufd, EPOLLOUT, on_upstream_io, c) < 0) {
+                        last = -ENOMEM;
+                        continue;
+                }
+                c->addr = a->ai_next;
+                c->state = CONN_CONNECTING;
+                conn_update_events(c);
+                return;
+        }
+        if (last == -EADDRNOTAVAIL)
+                conn_answer(c, 403, "denied", "%s resolves to a local address, which agent %s may not reach",
+                            c->req.host, c->agent->name);
+        else
+                conn_answer(c, 502, "failed", "cannot connect to %s:%u: %s", c->req.host, (unsigned) c->req.port,
+                            strerror(last ? -last : ENETUNREACH));
+}
+
+static int on_upstream_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+
+        if (c->state == CONN_CONNECTING) {
+                int err = 0;
+                socklen_t l = sizeof err;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+                        err = errno;
+                if (err == 0) {
+                        conn_connected(c);
+                        return 0;
+                }
+                if (!c->addr) {
+                        conn_answer(c, 502, "failed", "cannot connect to %s:%u: %s", c->req.host, (unsigned) c->req.port,
+                                    strerror(err));
+                        return 0;
+                }
+                conn_connect_next(c);
+                return 0;
+        }
+        if (c->state == CONN_RELAY)
+                conn_relay_step(c);
+        return 0;
+}
+
+static int on_lookup(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        Lookup *l = c->lookup;
+
+        c->lookup_io = sd_event_source_disable_unref(c->lookup_io);
+        if (l->err != 0 || !l->res) {
+                conn_answer(c, 502, "failed", "cannot resolve %s: %s", c->req.host,
+                            l->err == EAI_SYSTEM ? strerror(errno) : gai_strerror(l->err));
+                return 0;
+        }
+        c->addr = l->res;
+        conn_connect_next(c);
+        return 0;
+}
+
+/* The head is complete: who is asking, and may they? */
+static void conn_decide(Conn *c) {
+        Egress *g = c->g;
+        uint8_t ip[16];
+        int family = 0;
+        int r;
+
+        if (!c->agent) {
+                conn_answer(c, 403, "denied", "UID %u is not an agent of this system; the egress gateway serves agents only",
+                            (unsigned) c->uid);
+                return;
+        }
+        if (c->req.form == EGRESS_FORM_ORIGIN) {
+                conn_answer(c, 400, "failed", "%s %.*s: not a proxy request (use CONNECT host:port or an http:// URL)",
+                            c->req.method, (int) (c->req.target_len > 200 ? 200 : c->req.target_len), c->req.target);
+                return;
+        }
+        if (inet_pton(AF_INET, c->req.host, ip) == 1)
+                family = AF_INET;
+        else if (inet_pton(AF_INET6, c->req.host, ip) == 1)
+                family = AF_INET6;
+        bool ok = family ? egress_addr_allowed(c->agent->network, family, ip, c->req.port) :
+                egress_host_allowed(c->agent->network, c->req.host, c->req.port);
+        if (!ok) {
+                conn_answer(c, 403, "denied", "agent %s may not reach %s%s%s:%u (not on its network allow-list; docs/NETWORK.md)",
+                            c->agent->name, family == AF_INET6 ? "[" : "", c->req.host, family == AF_INET6 ? "]" : "",
+                            (unsigned) c->req.port);
+                return;
+        }
+        c->state = CONN_RESOLVING;
+        (void) sd_event_source_set_enabled(c->cio, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(c->timer, EGRESS_CONNECT_TIMEOUT_USEC);
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        if (family) {
+                /* An address: no resolver, straight to connect. */
+                struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM,
+                                          .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+                char port[8];
+                Lookup *l = calloc(1, sizeof *l);
+                if (!l) {
+                        conn_answer(c, 503, "failed", "out of memory");
+                        return;
+                }
+                atomic_init(&l->refs, 1);
+                l->efd = -EBADF;
+                snprintf(port, sizeof port, "%u", (unsigned) c->req.port);
+                l->err = getaddrinfo(c->req.host, port, &hints, &l->res);
+                c->lookup = l;
+                if (l->err != 0) {
+                        conn_answer(c, 502, "failed", "invalid address %s", c->req.host);
+                        return;
+                }
+                c->addr = l->res;
+                conn_connect_next(c);
+                return;
+        }
+        r = lookup_start(c->req.host, c->req.port, &c->lookup);
+        if (r >= 0)
+                r = sd_event_add_io(g->event, &c->lookup_io, c->lookup->efd, EPOLLIN, on_lookup, c);
+        if (r < 0)
+                conn_answer(c, 503, "failed", "cannot resolve %s now: %s", c->req.host, strerror(-r));
+}
+
+static void conn_head_step(Conn *c) {
+        const char *problem = NULL;
+
+        for (;;) {
+                ssize_t k = read(c->cfd, c->in + c->in_len, sizeof c->in - c->in_len);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                break;
+                        conn_done(c);
+                        return;
+                }
+                if (k == 0) {
+                        /* Gone before a whole request: nothing was asked, nothing to record. */
+                        c->task_pending = false;
+                        c->task_slot = sd_bus_slot_unref(c->task_slot);
+                        c->quiet = c->in_len == 0;
+                        c->decision = "failed";
+                        free(c->reason);
+                        c->reason = strdup("the client closed the connection before a whole request");
+                        conn_done(c);
+                        return;
+                }
+                c->in_len += (size_t) k;
+                int r = egress_parse_request(c->in, c->in_len, &c->req, &problem);
+                if (r == 0)
+                        continue;
+                if (r == -E2BIG) {
+                        conn_answer(c, 400, "failed", "the request head is longer than %u bytes or has more than %u headers",
+                                    EGRESS_HEAD_MAX, EGRESS_HEADERS_MAX);
+                        return;
+                }
+                if (r < 0) {
+                        c->req = (EgressRequest) {};
+                        conn_answer(c, 400, "failed", "the request %s", problem ?: "is malformed");
+                        return;
+                }
+                conn_decide(c);
+                return;
+        }
+}
+
+static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+
+        switch (c->state) {
+        case CONN_HEAD:
+                conn_head_step(c);
+                break;
+        case CONN_RELAY:
+                conn_relay_step(c);
+                break;
+        case CONN_ANSWER:
+                conn_answer_step(c);
+                break;
+        default:
+                break;
+        }
+        return 0;
+}
+
+static const EgressAgent *agent_by_uid(Egress *g, uid_t uid) {
+        for (size_t i = 0; i < g->n_agents; i++)
+                if (g->agents[i].uid == uid)
+                        return &g->agents[i];
+        return NULL;
+}
+
+static void conn_accepted(Egress *g, int fd) {
+        struct sockaddr_storage peer, local;
+        socklen_t pl = sizeof peer, ll = sizeof local;
+        Conn *c = calloc(1, sizeof *c);
+        int r;
+
+        if (!c) {
+                safe_close(fd);
+                return;
+        }
+        c->g = g;
+        c->cfd = fd;
+        c->ufd = -EBADF;
+        c->next = g->conns;
+        if (g->conns)
+                g->conns->prev = c;
+        g->conns = c;
+        g->n_conns++;
+
+        r = sd_event_add_io(g->event, &c->cio, fd, EPOLLIN, on_client_io, c);
+        if (r >= 0)
+                r = sd_event_add_time_relative(g->event, &c->timer, CLOCK_MONOTONIC, EGRESS_HEAD_TIMEOUT_USEC, 0,
+                                               on_connect_timeout, c);
+        if (r < 0) {
+                conn_done(c);
+                return;
+        }
+        /* Who: the kernel's owner of the other end (the client's socket), never what it says. */
+        if (getpeername(fd, (struct sockaddr *) &peer, &pl) < 0 || getsockname(fd, (struct sockaddr *) &local, &ll) < 0)
+                r = -errno;
+        else
+                r = egress_socket_uid(g->nl_fd, &peer, &local, &c->uid);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot learn who opened a connection: %m");
+                conn_answer(c, 403, "denied", "the caller could not be identified by the kernel (%s)", strerror(-r));
+                return;
+        }
+        c->uid_known = true;
+        c->agent = agent_by_uid(g, c->uid);
+        conn_ask_task(c);
+        if (g->n_conns > EGRESS_CONNS_MAX) {
+                conn_answer(c, 503, "failed", "too many connections (%u); try again", EGRESS_CONNS_MAX);
+                return;
+        }
+}
+
+static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Egress *g = userdata;
+
+        for (unsigned i = 0; i < 64; i++) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                                log_warning_errno(-errno, "accept failed: %m");
+                        break;
+                }
+                (void) setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int) { 1 }, sizeof(int));
+                conn_accepted(g, cfd);
+        }
+        return 0;
+}
+
+/* ---- setup ---- */
+
+static int load_agents(Egress *g) {
+        g->agents = calloc(g->config->n_agents + 1, sizeof *g->agents);
+        if (!g->agents)
+                return -ENOMEM;
+        for (size_t i = 0; i < g->config->n_agents; i++) {
+                const ConAgent *a = &g->config->agents[i];
+                _cleanup_free_ char *user = NULL;
+                int r = con_agent_user(a->name, &user);
+                if (r < 0)
+                        return r;
+                struct passwd *pw = getpwnam(user);
+                if (!pw) {
+                        log_notice("Agent %s has no user %s yet (run con bootstrap); its requests are refused", a->name, user);
+                        continue;
+                }
+                EgressAgent *e = &g->agents[g->n_agents];
+                e->name = strdup(a->name);
+                if (!e->name || con_agent_bus_name(a->name, &e->bus_name) < 0) {
+                        free(e->name);
+                        return -ENOMEM;
+                }
+                e->uid = pw->pw_uid;
+                e->network = &a->rt.network;
+                g->n_agents++;
+        }
+        return 0;
+}
+
+int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
+        _cleanup_(egress_freep) Egress *g = calloc(1, sizeof *g);
+        ConErrorDetail err = {};
+        const char *path = o->config_path ?: CON_CONFIG_PATH;
+        int r;
+
+        if (!g)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        g->listen_fd = g->nl_fd = -EBADF;
+        g->event = sd_event_ref(e);
+        r = con_config_load(path, &g->config, &err);
+        if (r < 0) {
+                _cleanup_free_ char *m = con_error_detail_format(&err);
+                con_error_detail_done(&err);
+                return log_error_errno(r, "Invalid configuration: %s", m ?: "out of memory");
+        }
+        r = load_agents(g);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the agent users: %m");
+        r = con_audit_writer_new(e, o->audit_dir, &g->audit);
+        if (r < 0)
+                return log_error_errno(r, "Cannot open the audit log in %s: %m", o->audit_dir ?: CON_AUDIT_DIR_DEFAULT);
+        g->nl_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (g->nl_fd < 0)
+                return log_error_errno(-errno, "Cannot open the kernel's socket diagnosis (NETLINK_SOCK_DIAG): %m");
+
+        g->port = o->port ?: g->config->egress.port;
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) g->port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        g->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (g->listen_fd < 0)
+                return log_error_errno(-errno, "Cannot create a socket: %m");
+        (void) setsockopt(g->listen_fd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
+        if (bind(g->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(g->listen_fd, 128) < 0)
+                return log_error_errno(-errno, "Cannot listen on 127.0.0.1 port %u: %m", g->port);
+        *ret = TAKE_PTR(g);
+        return 0;
+}
+
+int egress_start(Egress *g, sd_bus *bus) {
+        int r;
+
+        g->bus = bus ? sd_bus_ref(bus) : NULL;
+        r = sd_event_add_io(g->event, &g->listen_io, g->listen_fd, EPOLLIN, on_listen, g);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch the listening socket: %m");
+        log_info("Serving %zu agent%s on 127.0.0.1 port %u", g->n_agents, g->n_agents == 1 ? "" : "s", g->port);
+        return 0;
+}
+
+unsigned egress_port(const Egress *g) {
+        return g->port;
+}
+
+Egress *egress_free(Egress *g) {
+        if (!g)
+                return NULL;
+        while (g->conns) {
+                Conn *c = g->conns;
+                c->task_pending = false;
+                c->task_slot = sd_bus_slot_unref(c->task_slot);
+                if (c->state != CONN_DONE)
+                        conn_done(c);
+                else
+                        conn_free(c);
+        }
+        sd_event_source_disable_unref(g->listen_io);
+        safe_close(g->listen_fd);
+        safe_close(g->nl_fd);
+        con_audit_writer_free(g->audit);
+        for (size_t i = 0; i < g->n_agents; i++) {
+                free(g->agents[i].name);
+                free(g->agents[i].bus_name);
+        }
+        free(g->agents);
+        con_config_free(g->config);
+        sd_bus_unref(g->bus);
+        sd_event_unref(g->event);
+        free(g);
+        return NULL;
+}

@@ -1,0 +1,282 @@
+#!/bin/bash
+# The egress gateway, con-egressd (docs/NETWORK.md), inside tests/sandbox/con-sandbox (its own
+# network namespace): con up starts it as con-egress on 127.0.0.1:3128; the kernel lets
+# allow-list agents reach only that port; the gateway learns the calling agent from the kernel
+# (the client socket's owner, NETLINK_SOCK_DIAG), resolves names itself and lets through only
+# that agent's list, for CONNECT and for plain http:// requests alike, with one audit record per
+# request naming the agent (and, for a session, its task). A veth pair to a namespace made here
+# (10.77.0.0/24; names in /etc/hosts) holds the servers; never an outside address.
+. "$(dirname "$0")/lib.sh"
+require_sandbox # it edits /etc/passwd, /etc/hosts and the netfilter tables
+
+PROXY=3128
+AUDIT=/srv/con/logs/audit/audit.jsonl
+mkdir -p /etc/con
+CFG=/etc/con/con.yaml
+cat >"$CFG" <<'EOF'
+system:
+  name: egresstest
+agents:
+  - name: fetcher
+    network: ["allowed.example.test:8080", "*.suffix.test:8080", "local.example.test:7000", "10.77.0.2/32:9443"]
+  - name: other
+    network: ["other.example.test:8080"]
+  - name: shut
+    network: none
+  - name: quiet
+  - name: runner
+    runner: exec
+    command: [/usr/local/libexec/con-test-egress/fetch]
+    network: ["allowed.example.test:8080"]
+EOF
+cat >>/etc/hosts <<'EOF'
+10.77.0.2 allowed.example.test other.example.test denied.example.test a.suffix.test
+127.0.0.1 local.example.test
+EOF
+
+# Clients that say exactly what happened: through the proxy (CONNECT, plain http:// by hand,
+# curl with the proxy variables) and direct (errno names, so a refusal by the kernel is never
+# mistaken for a server that is not there).
+NET=/usr/local/lib/con-egress-test.py
+mkdir -p /usr/local/lib
+cat >"$NET" <<'EOF'
+import errno, socket, sys
+mode = sys.argv[1]
+def fail(e):
+    print("error", errno.errorcode.get(e.errno, "timeout") if e.errno else "timeout", e)
+    sys.exit(1)
+def proxy():
+    s = socket.socket(); s.settimeout(5)
+    try:
+        s.connect(("127.0.0.1", int(sys.argv[2])))
+    except OSError as e:
+        fail(e)
+    return s
+def read_all(s):
+    data = b""
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError:
+            break
+        if not d:
+            break
+        data += d
+    return data.decode(errors="replace")
+if mode == "connect":       # connect PROXYPORT HOST:PORT
+    s = proxy()
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (sys.argv[3], sys.argv[3])).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d: break
+        head += d
+    print(head.split(b"\r\n")[0].decode())
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        print(read_all(s)); sys.exit(1)
+    host = sys.argv[3].rsplit(":", 1)[0]
+    s.sendall(("GET /hello HTTP/1.0\r\nHost: %s\r\n\r\n" % host).encode())
+    print(read_all(s))
+elif mode == "plain":       # plain PROXYPORT URL
+    s = proxy()
+    host = sys.argv[3].split("/")[2]
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nProxy-Connection: keep-alive\r\n\r\n" % (sys.argv[3], host)).encode())
+    out = read_all(s); print(out)
+    sys.exit(0 if out.startswith("HTTP/1.0 200") or out.startswith("HTTP/1.1 200") else 1)
+elif mode == "serve-http":  # a small web server (python3-minimal has no http.server)
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], int(sys.argv[3]))); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.settimeout(5); head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                d = c.recv(4096)
+                if not d: break
+                head += d
+            body = b"hello from peer\n"
+            if head.split(b" ")[1:2] != [b"/hello"]:
+                body = b"request line " + head.split(b"\r\n")[0] + b"\n"
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        except OSError:
+            pass
+        c.close()
+elif mode == "serve-tcp":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[2], int(sys.argv[3]))); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"hello from tcp\n"); c.close()
+elif mode == "serve-udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[3])))
+    while True:
+        d, a = s.recvfrom(100); s.sendto(b"echo " + d, a)
+elif mode == "get":         # get HOST PORT: GET /hello directly
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((sys.argv[2], int(sys.argv[3]))); s.sendall(b"GET /hello HTTP/1.0\r\n\r\n"); print(read_all(s))
+    except OSError as e:
+        fail(e)
+elif mode == "tcp":
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((sys.argv[2], int(sys.argv[3]))); print("connected", s.recv(100).decode().strip())
+    except OSError as e:
+        fail(e)
+elif mode == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    try:
+        s.sendto(b"ping", (sys.argv[2], int(sys.argv[3]))); print("answer", s.recv(100).decode())
+    except OSError as e:
+        fail(e)
+EOF
+chmod 0755 "$NET"
+# The exec runner of agent `runner`: its session (forked by con-agentd as a-runner) fetches through
+# the proxy named by the variables the session was given.
+mkdir -p /usr/local/libexec/con-test-egress
+cat >/usr/local/libexec/con-test-egress/fetch <<EOF
+#!/bin/sh
+echo "uid \$(id -un) task \$CON_TASK_ID"
+echo "proxy \$https_proxy \$HTTP_PROXY"
+curl -sS -f http://allowed.example.test:8080/hello 2>&1
+curl -sS -f http://denied.example.test:8080/hello 2>&1
+exit 0
+EOF
+chmod 0755 /usr/local/libexec/con-test-egress /usr/local/libexec/con-test-egress/fetch
+
+section "setup: servers on a veth peer and on loopback"
+check "loopback up" ip link set lo up
+check "namespace peer" ip netns add peer
+check "veth pair" ip link add con-e0 type veth peer name con-e1
+check "peer end in namespace peer" ip link set con-e1 netns peer
+check "address 10.77.0.1" ip addr add 10.77.0.1/24 dev con-e0
+check "con-e0 up" ip link set con-e0 up
+check "address 10.77.0.2 (peer)" ip netns exec peer ip addr add 10.77.0.2/24 dev con-e1
+check "con-e1 up (peer)" ip netns exec peer ip link set con-e1 up
+check "lo up (peer)" ip netns exec peer ip link set lo up
+PIDS=()
+cleanup() {
+        for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+        ip netns del peer 2>/dev/null
+        ip link del con-e0 2>/dev/null
+}
+trap 'cleanup; _lib_exit' EXIT
+ip netns exec peer python3 "$NET" serve-http 10.77.0.2 8080 >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec peer python3 "$NET" serve-tcp 10.77.0.2 9443 >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec peer python3 "$NET" serve-udp 10.77.0.2 53 >/dev/null 2>&1 & PIDS+=($!)
+python3 "$NET" serve-tcp 127.0.0.1 7000 >/dev/null 2>&1 & PIDS+=($!)
+check "the peer's web server answers root" wait_for 10 python3 "$NET" get 10.77.0.2 8080
+check "the peer's TCP server answers root" wait_for 10 python3 "$NET" tcp 10.77.0.2 9443
+check "the loopback server answers root" wait_for 10 python3 "$NET" tcp 127.0.0.1 7000
+
+section "bootstrap and con up start the gateway"
+check "con bootstrap" con bootstrap --config "$CFG"
+check "bootstrap made the gateway's user con-egress" id con-egress
+check_fail "con-egress is not in group con" sh -c 'id -nG con-egress | tr " " "\n" | grep -qx con'
+check_output "the table lets a-fetcher reach the proxy" \
+        "meta skuid $(id -u a-fetcher) ip daddr 127.0.0.1 tcp dport $PROXY accept comment \"agent fetcher: egress gateway\"" \
+        nft -n list table inet conspiracyos
+check_eq "... and not a-shut or a-quiet" "$(nft -n list table inet conspiracyos | grep -cE "skuid ($(id -u a-shut)|$(id -u a-quiet)) ip daddr 127")" 0
+check_output "policy show names the gateway for host entries" \
+        "a-fetcher +allow-list +10\.77\.0\.2:9443, the egress gateway 127\.0\.0\.1:$PROXY for allowed\.example\.test:8080" \
+        con policy show --config "$CFG"
+check_output "policy check passes" '^policy: all four doors match' con policy check --config "$CFG"
+check_output "con up starts the egress gateway" "^egress gateway: started on 127.0.0.1 port $PROXY" con up
+check_output "con-egressd runs as con-egress" '^con-egress$' ps -o user= -C con-egressd
+
+section "an allow-listed host through the proxy"
+check_output "a-fetcher: CONNECT allowed.example.test:8080" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY allowed.example.test:8080
+check_output "... and the tunnel carries the server's answer" 'hello from peer' echo "$LIB_OUT"
+check_output "a-fetcher: plain GET http://allowed.example.test:8080/hello (origin form upstream)" 'hello from peer' \
+        runuser -u a-fetcher -- python3 "$NET" plain $PROXY http://allowed.example.test:8080/hello
+check_output "a-fetcher: a suffix entry (*.suffix.test)" 'hello from peer' \
+        runuser -u a-fetcher -- python3 "$NET" plain $PROXY http://a.suffix.test:8080/hello
+check_output "a-fetcher: an address entry through the proxy" 'hello from tcp' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY 10.77.0.2:9443
+check_output "a-fetcher: curl with the proxy variable" '^hello from peer' \
+        runuser -u a-fetcher -- env http_proxy=http://127.0.0.1:$PROXY curl -sS -f http://allowed.example.test:8080/hello
+check_output "a-fetcher: curl through the CONNECT tunnel (-p)" '^hello from peer' \
+        runuser -u a-fetcher -- curl -sS -f -p -x http://127.0.0.1:$PROXY http://a.suffix.test:8080/hello
+sleep 0.3
+check "the audit log has an allowed CONNECT record for fetcher, with bytes" jq -e -s \
+        'map(select(.event == "egress.request" and .agent == "fetcher" and .method == "CONNECT" and .host == "allowed.example.test"
+                    and .port == 8080 and .decision == "allowed" and .bytes_in > 0 and .bytes_out > 0)) | length >= 1' "$AUDIT"
+
+section "hosts not on the list are refused, CONNECT and plain HTTP alike"
+check_fail_output "a-fetcher: CONNECT denied.example.test:8080 refused (403)" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY denied.example.test:8080
+check_output "... with a clear reason" 'agent fetcher may not reach denied.example.test:8080 \(not on its network allow-list' echo "$LIB_OUT"
+check_fail_output "a-fetcher: plain GET http://denied.example.test:8080/ refused (403)" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" plain $PROXY http://denied.example.test:8080/hello
+check_fail_output "a-fetcher: a listed host on another port refused" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY allowed.example.test:9443
+check_fail_output "a-fetcher: the bare suffix (suffix.test) is not below it" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY suffix.test:8080
+check_fail_output "a-fetcher: an address not listed, through the proxy" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY 10.77.0.2:8080
+check_fail_output "a-fetcher: a listed name that resolves to loopback is not followed there" \
+        'resolves to a local address' runuser -u a-fetcher -- python3 "$NET" connect $PROXY local.example.test:7000
+check_fail_output "a-fetcher: the proxy itself is no way to this host's services" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY 127.0.0.1:7000
+sleep 0.3
+check "audit: the denied CONNECT names the agent, host and port" jq -e -s \
+        'map(select(.event == "egress.request" and .agent == "fetcher" and .method == "CONNECT" and .host == "denied.example.test"
+                    and .port == 8080 and .decision == "denied" and .status == 403 and .uid > 0)) | length == 1' "$AUDIT"
+check "audit: the denied plain GET too" jq -e -s \
+        'map(select(.event == "egress.request" and .agent == "fetcher" and .method == "GET" and .host == "denied.example.test"
+                    and .decision == "denied")) | length == 1' "$AUDIT"
+check_fail "audit: no record carries content (no path, no body)" grep -q 'hello' "$AUDIT"
+
+section "one agent cannot use another's allow-list"
+check_fail_output "a-other: allowed.example.test (fetcher's) refused" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-other -- python3 "$NET" connect $PROXY allowed.example.test:8080
+check_output "a-other: its own other.example.test works" 'hello from peer' \
+        runuser -u a-other -- python3 "$NET" plain $PROXY http://other.example.test:8080/hello
+check_fail_output "a-fetcher: other.example.test (other's) refused" '^HTTP/1.1 403 Forbidden' \
+        runuser -u a-fetcher -- python3 "$NET" plain $PROXY http://other.example.test:8080/hello
+check_fail_output "root is no agent: the proxy refuses it" 'is not an agent of this system' \
+        python3 "$NET" connect $PROXY allowed.example.test:8080
+
+section "the kernel: clients that ignore the proxy, none and gateway agents"
+check_fail_output "a-fetcher: direct TCP to the web server (ignoring the proxy) refused by the kernel" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-fetcher -- python3 "$NET" tcp 10.77.0.2 8080
+check_fail_output "a-fetcher: DNS (UDP 53) to the peer refused" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-fetcher -- python3 "$NET" udp 10.77.0.2 53
+check_fail_output "a-fetcher: loopback besides the proxy refused" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-fetcher -- python3 "$NET" tcp 127.0.0.1 7000
+check_output "a-fetcher: its address entry directly (kernel allows it)" '^connected hello from tcp' \
+        runuser -u a-fetcher -- python3 "$NET" tcp 10.77.0.2 9443
+for a in shut quiet; do
+        check_fail_output "a-$a: the proxy port refused by the kernel" 'error E(PERM|HOSTUNREACH)' \
+                runuser -u a-$a -- python3 "$NET" tcp 127.0.0.1 $PROXY
+        check_fail_output "a-$a: TCP to the web server refused" 'error E(PERM|HOSTUNREACH)' \
+                runuser -u a-$a -- python3 "$NET" tcp 10.77.0.2 8080
+        check_fail_output "a-$a: DNS (UDP 53) refused" 'error E(PERM|HOSTUNREACH)' \
+                runuser -u a-$a -- python3 "$NET" udp 10.77.0.2 53
+        check_fail_output "a-$a: ping refused" 'Operation not permitted|100% packet loss' \
+                runuser -u a-$a -- ping -n -c 1 -W 1 10.77.0.2
+done
+check_output "root: direct to the web server" 'hello from peer' python3 "$NET" get 10.77.0.2 8080
+check_output "root: UDP to the peer" '^answer echo ping' python3 "$NET" udp 10.77.0.2 53
+check_output "con-egress (the gateway's user): direct to the web server" 'hello from peer' runuser -u con-egress -- python3 "$NET" get 10.77.0.2 8080
+check_output "con-models: direct to the web server" 'hello from peer' runuser -u con-models -- python3 "$NET" get 10.77.0.2 8080
+
+section "an agent's session gets the proxy variables; its records name the task"
+check_output "con-send --to runner: the session fetched through the proxy" 'hello from peer' \
+        con-send --to runner --timeout 60 go
+check_output "... as a-runner, with https_proxy and HTTP_PROXY set" "^proxy http://127.0.0.1:$PROXY http://127.0.0.1:$PROXY" echo "$LIB_OUT"
+check_output "... and denied.example.test was refused" 'error: 403' echo "$LIB_OUT"
+TASK=$(sed -n 's/^uid a-runner task \([^ ]*\)$/\1/p' <<<"$LIB_OUT")
+check "the session knew its task (${TASK:-none})" test -n "$TASK"
+sleep 0.5
+check "audit: runner's allowed request names its task" jq -e -s --arg t "$TASK" \
+        'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "allowed")) | length == 1' "$AUDIT"
+check "audit: runner's denied request names its task" jq -e -s --arg t "$TASK" \
+        'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "denied"
+                    and .host == "denied.example.test")) | length == 1' "$AUDIT"
+check "the audit chain verifies" con audit verify
+
+section "con down stops it"
+check_output "con down stops the egress gateway" '^egress gateway: stopped' con down
+check_fail "no con-egressd left" pgrep -x con-egressd
+
+finish
