@@ -134,6 +134,16 @@ int con_agent_from_user(const char *user, char **ret) {
         return 0;
 }
 
+bool con_unix_name_valid(const char *s) {
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || n > CON_UNIX_NAME_MAX || !(*s == '_' || (*s >= 'a' && *s <= 'z')))
+                return false;
+        for (; *s; s++)
+                if (!(*s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+                        return false;
+        return true;
+}
+
 bool con_identifier_valid(const char *s) {
         if (isempty(s) || strlen(s) > 64 || streq(s, ".") || streq(s, ".."))
                 return false;

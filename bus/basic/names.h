@@ -11,6 +11,14 @@
  * names longer than 31 characters. */
 
 #define CON_AGENT_NAME_MAX 29
+
+/* A Linux user or group name as the fabric accepts it, in the config (submitters_group, the
+ * policy's user: and group: principals) and in what con bootstrap writes: ^[a-z_][a-z0-9_-]*$,
+ * at most 31 characters. Not useradd's 32: con bootstrap creates users and groups with
+ * systemd-sysusers, which refuses names longer than UT_NAMESIZE - 1 = 31 (as User= does: the name
+ * must fit utmp with its NUL), so a longer name would pass the config and fail the bootstrap. */
+#define CON_UNIX_NAME_MAX 31
+bool con_unix_name_valid(const char *s);
 #define CON_BUS_PREFIX "org.conspiracy."
 #define CON_AGENT_PATH "/org/conspiracy/Agent"
 #define CON_AGENT_INTERFACE "org.conspiracy.Agent1"

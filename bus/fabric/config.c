@@ -316,9 +316,9 @@ static const char *system_name_check(const char *s) {
 }
 
 static const char *group_name_check(const char *s) {
-        return con_policy_unix_name_valid(s) ? NULL :
-                "is not a valid group name; use up to 32 characters from a-z, 0-9, '_' and '-', starting with a "
-                "letter or '_'";
+        return con_unix_name_valid(s) ? NULL :
+                "is not a valid group name; use 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a "
+                "letter or '_' (con bootstrap creates the group with systemd-sysusers, which refuses longer names)";
 }
 
 static const ConYamlField system_fields[] = {
@@ -827,7 +827,8 @@ static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg
 
 /* ---- policy (docs/POLICY.md) ---- */
 
-#define POLICY_WHO_HINT "use an agent name, group:NAME, user:NAME (a Linux group or user name) or root"
+#define POLICY_WHO_HINT "use an agent name, group:NAME, user:NAME (a Linux group or user name: 1 to 31 " \
+        "characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root"
 #define POLICY_GRANTS_MAX 256
 
 static int parse_policy_who(ConYamlReader *c, const yaml_node_t *map, const yaml_node_t *who, const char *path,

@@ -70,16 +70,6 @@ ConPolicyVerb con_policy_verb_of_method(const char *method_verb) {
         return _CON_POLICY_VERB_INVALID;
 }
 
-bool con_policy_unix_name_valid(const char *s) {
-        size_t n = s ? strlen(s) : 0;
-        if (n == 0 || n > 32 || !(*s == '_' || (*s >= 'a' && *s <= 'z')))
-                return false;
-        for (; *s; s++)
-                if (!(*s == '_' || *s == '-' || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
-                        return false;
-        return true;
-}
-
 int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **ret_name) {
         ConPrincipalKind kind;
         const char *name;
@@ -91,12 +81,12 @@ int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **
                 name = NULL;
         } else if ((name = startswith(s, "group:"))) {
                 kind = CON_PRINCIPAL_GROUP;
-                if (!con_policy_unix_name_valid(name))
+                if (!con_unix_name_valid(name))
                         return -EINVAL;
         } else if ((name = startswith(s, "user:"))) {
                 kind = CON_PRINCIPAL_USER;
                 /* root is its own principal: polkit and ACLs cannot restrict it. */
-                if (!con_policy_unix_name_valid(name) || streq(name, "root"))
+                if (!con_unix_name_valid(name) || streq(name, "root"))
                         return -EINVAL;
         } else {
                 kind = CON_PRINCIPAL_AGENT;

@@ -49,5 +49,4 @@ typedef enum ConPrincipalKind {
  * syntax only (agent name, Linux user or group name); whether the agent exists is the caller's
  * business. -EINVAL when malformed. ret_name points into s; NULL for root. */
 int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **ret_name);
-/* A Linux user or group name as the policy accepts it: ^[a-z_][a-z0-9_-]*$, at most 32. */
-bool con_policy_unix_name_valid(const char *s);
+/* A Linux user or group name: con_unix_name_valid() (names.h). */

@@ -151,7 +151,7 @@ int con_policy_from_config(const ConConfig *c, ConPolicy **ret) {
         p->submitters_group = strdup(c->submitters_group ?: SUBMITTERS_GROUP_DEFAULT);
         if (!p->submitters_group)
                 return -ENOMEM;
-        if (!con_policy_unix_name_valid(p->submitters_group))
+        if (!con_unix_name_valid(p->submitters_group))
                 return -EINVAL;
         for (size_t i = 0; i < c->n_agents; i++)
                 if (!con_agent_name_valid(c->agents[i].name))

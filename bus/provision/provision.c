@@ -828,9 +828,10 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
         char *c;
         int r;
 
-        if (!con_userdb_name_valid(name))
+        if (!con_unix_name_valid(name))
                 return con_error_textf(ret_error, -EINVAL,
-                              "invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, at most 31 characters", name);
+                              "invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, at most 31 characters "
+                              "(systemd-sysusers refuses longer names)", name);
         r = con_userdb_get_group(p->db, name, &gid, NULL);
         if (r >= 0) {
                 r = sysusers_line(p, "g %s %u", name, (unsigned) gid);
@@ -939,7 +940,7 @@ static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
         r = con_agent_user(a->name, &user);
         if (r < 0)
                 return con_error_textf(ret_error, r, "invalid agent name '%s'", a->name);
-        if (!con_userdb_name_valid(user))
+        if (!con_unix_name_valid(user))
                 return con_error_textf(ret_error, -EINVAL,
                               "agent '%s': user name '%s' is longer than 31 characters (the systemd limit); use an agent name of at most 29 characters",
                               a->name, user);
@@ -1542,7 +1543,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 }
         }
         submitters = p->config->submitters_group ?: "con";
-        if (!con_userdb_name_valid(submitters))
+        if (!con_unix_name_valid(submitters))
                 return con_error_textf(ret_error, -ENOEXEC,
                               "%s: system.submitters_group: invalid group name '%s': allowed are ^[a-z_][a-z0-9_-]*$, "
                               "at most 31 characters", p->config_path, submitters);

@@ -13,6 +13,7 @@
 
 #include "fileio.h"
 #include "macro.h"
+#include "names.h"
 #include "strv.h"
 #include "userdb.h"
 
@@ -24,23 +25,6 @@ void con_passwd_entry_done(ConPasswdEntry *e) {
         free(e->home);
         free(e->shell);
         *e = (ConPasswdEntry) {};
-}
-
-bool con_userdb_name_valid(const char *name) {
-        size_t l;
-
-        if (isempty(name))
-                return false;
-        l = strlen(name);
-        if (l > 31)
-                return false;
-        if (!((name[0] >= 'a' && name[0] <= 'z') || name[0] == '_'))
-                return false;
-        for (size_t i = 1; i < l; i++)
-                if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
-                      name[i] == '_' || name[i] == '-'))
-                        return false;
-        return true;
 }
 
 /* Splits on ':' keeping empty fields. */
@@ -507,7 +491,7 @@ int con_userdb_add_group(ConUserDb *db, const char *name, gid_t gid) {
         char *l;
         int r;
 
-        if (!con_userdb_name_valid(name))
+        if (!con_unix_name_valid(name))
                 return -EINVAL;
         if (find_line(&db->group, name) >= 0 || con_userdb_gid_count(db, gid) > 0)
                 return -EEXIST;
@@ -543,7 +527,7 @@ int con_userdb_add_user(ConUserDb *db, const char *name, uid_t uid, gid_t gid, c
         char *l;
         int r;
 
-        if (!con_userdb_name_valid(name) || !field_valid(gecos) || !field_valid(home) || !field_valid(shell))
+        if (!con_unix_name_valid(name) || !field_valid(gecos) || !field_valid(home) || !field_valid(shell))
                 return -EINVAL;
         if (find_line(&db->passwd, name) >= 0 || con_userdb_uid_count(db, uid) > 0)
                 return -EEXIST;
@@ -667,7 +651,7 @@ static int drop_line(ConUserDbFile *f, const char *name) {
 int con_userdb_remove_user(ConUserDb *db, const char *name) {
         int a, b;
 
-        if (!con_userdb_name_valid(name))
+        if (!con_unix_name_valid(name))
                 return -EINVAL;
         a = drop_line(&db->passwd, name);
         b = drop_line(&db->shadow, name);
@@ -677,7 +661,7 @@ int con_userdb_remove_user(ConUserDb *db, const char *name) {
 int con_userdb_remove_group(ConUserDb *db, const char *name) {
         int a, b;
 
-        if (!con_userdb_name_valid(name))
+        if (!con_unix_name_valid(name))
                 return -EINVAL;
         a = drop_line(&db->group, name);
         b = drop_line(&db->gshadow, name);
@@ -687,7 +671,7 @@ int con_userdb_remove_group(ConUserDb *db, const char *name) {
 int con_userdb_set_member(ConUserDb *db, const char *group, const char *user, bool member) {
         int r, changed;
 
-        if (!con_userdb_name_valid(user))
+        if (!con_unix_name_valid(user))
                 return -EINVAL;
         changed = set_member_in(&db->group, 3, group, user, member);
         if (changed < 0)

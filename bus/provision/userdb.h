@@ -47,9 +47,7 @@ typedef struct ConPasswdEntry {
 
 void con_passwd_entry_done(ConPasswdEntry *e);
 
-/* ^[a-z_][a-z0-9_-]*$, at most 31 characters (systemd refuses longer User= names): what this
- * code ever writes as a user or group. */
-bool con_userdb_name_valid(const char *name);
+/* What this code ever writes as a user or group: con_unix_name_valid() (names.h). */
 
 /* Reads the four files (shadow and gshadow may be missing) and login.defs below root.
  * -ENOENT when passwd or group is missing. */

@@ -32,7 +32,7 @@ static void check_rule(const ConConfig *c, const ConPolicy *p, const ConPolicyRu
         if (rule->kind == CON_PRINCIPAL_AGENT && !con_config_find_agent(c, rule->name))
                 abort();
         if ((rule->kind == CON_PRINCIPAL_GROUP || rule->kind == CON_PRINCIPAL_USER) &&
-            !con_policy_unix_name_valid(rule->name))
+            !con_unix_name_valid(rule->name))
                 abort();
 
         /* The written principal parses back to the same principal. */
@@ -121,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         r = con_policy_from_config(c, &p);
         if (r == -ENOMEM)
                 return 0;
-        if (r < 0 || !p || !con_policy_unix_name_valid(p->submitters_group))
+        if (r < 0 || !p || !con_unix_name_valid(p->submitters_group))
                 abort(); /* the parser let through a config the policy cannot use */
 
         for (size_t i = 0; i < p->n_rules; i++) {

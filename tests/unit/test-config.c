@@ -239,8 +239,23 @@ static void test_errors_top(void) {
         assert_error("system:\n  name: \"\"\n" A0,
                      "con.yaml:2:9: system.name: '' is not allowed; use 1 to 64 printable characters");
         assert_error("system:\n  submitters_group: Humans\n" A0,
-                     "con.yaml:2:21: system.submitters_group: 'Humans' is not a valid group name; use up to 32 "
-                     "characters from a-z, 0-9, '_' and '-', starting with a letter or '_'");
+                     "con.yaml:2:21: system.submitters_group: 'Humans' is not a valid group name; use 1 to 31 "
+                     "characters from a-z, 0-9, '_' and '-', starting with a letter or '_' (con bootstrap creates "
+                     "the group with systemd-sysusers, which refuses longer names)");
+        /* The limit is the one con bootstrap can create (systemd-sysusers: 31), not useradd's 32. */
+        assert_error("system:\n  submitters_group: abcdefghijklmnopqrstuvwxyz012345\n" A0,
+                     "con.yaml:2:21: system.submitters_group: 'abcdefghijklmnopqrstuvwxyz012345' is not a valid "
+                     "group name; use 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_' "
+                     "(con bootstrap creates the group with systemd-sysusers, which refuses longer names)");
+        {
+                _cleanup_(con_config_freep) ConConfig *c31 =
+                        parse_ok("system:\n  submitters_group: abcdefghijklmnopqrstuvwxyz01234\n" A0);
+                g_assert_cmpstr(c31->submitters_group, ==, "abcdefghijklmnopqrstuvwxyz01234");
+        }
+        assert_error(A0 "policy:\n  grants:\n    - {who: 'group:abcdefghijklmnopqrstuvwxyz012345', may: [task], to: [a]}\n",
+                     "con.yaml:5:13: policy.grants[0].who: 'group:abcdefghijklmnopqrstuvwxyz012345' is not a valid "
+                     "principal; use an agent name, group:NAME, user:NAME (a Linux group or user name: 1 to 31 "
+                     "characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
         assert_error("system:\n  task_max_size: 2G\n" A0,
                      "con.yaml:2:18: system.task_max_size: '2G' is not allowed; use a size from 1 byte to 1024 MiB");
         assert_error("system:\n  task_max_size: 1MB\n" A0,

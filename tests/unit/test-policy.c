@@ -194,13 +194,13 @@ static void test_errors(void) {
                      "con.yaml:8:49: policy.grants[0].why: unknown key; allowed keys are who, may and to");
         assert_error(AGENTS "policy:\n  grants:\n    - {may: [task], to: [reviewer]}\n",
                      "con.yaml:8:7: policy.grants[0].who: missing; use an agent name, group:NAME, user:NAME "
-                     "(a Linux group or user name) or root");
+                     "(a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: \"user:Bob\", may: [task], to: [reviewer]}\n",
                      "con.yaml:8:13: policy.grants[0].who: 'user:Bob' is not a valid principal; use an agent name, "
-                     "group:NAME, user:NAME (a Linux group or user name) or root");
+                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: coderr, may: [task], to: [reviewer]}\n",
                      "con.yaml:8:13: policy.grants[0].who: 'coderr' is not an agent in agents:; use an agent name, "
-                     "group:NAME, user:NAME (a Linux group or user name) or root");
+                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: coder, to: [reviewer]}\n",
                      "con.yaml:8:7: policy.grants[0].may: missing or empty; list what the principal may do: "
                      "task, read-result, cancel, halt, quarantine, commission or contracts-admin");

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include "macro.h"
+#include "names.h"
 #include "strv.h"
 #include "test-util.h"
 #include "userdb.h"
@@ -54,19 +55,19 @@ static char *read_etc(const char *root, const char *name) {
 }
 
 static void test_names(void) {
-        g_assert_true(con_userdb_name_valid("agents"));
-        g_assert_true(con_userdb_name_valid("a-concierge"));
-        g_assert_true(con_userdb_name_valid("_x1"));
-        g_assert_true(con_userdb_name_valid("abcdefghijklmnopqrstuvwxyz01234")); /* 31 */
-        g_assert_false(con_userdb_name_valid("abcdefghijklmnopqrstuvwxyz012345"));
-        g_assert_false(con_userdb_name_valid(""));
-        g_assert_false(con_userdb_name_valid(NULL));
-        g_assert_false(con_userdb_name_valid("-x"));
-        g_assert_false(con_userdb_name_valid("1x"));
-        g_assert_false(con_userdb_name_valid("Root"));
-        g_assert_false(con_userdb_name_valid("a:b"));
-        g_assert_false(con_userdb_name_valid("a\nb"));
-        g_assert_false(con_userdb_name_valid("a b"));
+        g_assert_true(con_unix_name_valid("agents"));
+        g_assert_true(con_unix_name_valid("a-concierge"));
+        g_assert_true(con_unix_name_valid("_x1"));
+        g_assert_true(con_unix_name_valid("abcdefghijklmnopqrstuvwxyz01234")); /* 31 */
+        g_assert_false(con_unix_name_valid("abcdefghijklmnopqrstuvwxyz012345"));
+        g_assert_false(con_unix_name_valid(""));
+        g_assert_false(con_unix_name_valid(NULL));
+        g_assert_false(con_unix_name_valid("-x"));
+        g_assert_false(con_unix_name_valid("1x"));
+        g_assert_false(con_unix_name_valid("Root"));
+        g_assert_false(con_unix_name_valid("a:b"));
+        g_assert_false(con_unix_name_valid("a\nb"));
+        g_assert_false(con_unix_name_valid("a b"));
 }
 
 static void test_load_lookup(void) {
