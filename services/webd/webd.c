@@ -33,6 +33,7 @@
 #include "service.h"
 #include "time-util.h"
 #include "webd-state.h"
+#include "webd-util.h"
 
 #define WEBD_BUS_NAME "org.conspiracy.Web"
 #define WEBD_USER_DEFAULT "con-web"
@@ -164,8 +165,7 @@ typedef struct Listener {
 typedef struct Client {
         Webd *webd;
         struct MHD_Connection *conn;
-        char *buf;
-        size_t len, off;
+        WebdBacklog backlog;
         bool suspended;
         struct Client *next;
 } Client;
@@ -241,19 +241,13 @@ static bool authorized(Webd *w, struct MHD_Connection *conn) {
 static void listener_run(Listener *l);
 
 static void client_append(Client *c, const char *data, size_t n) {
-        /* A client that does not read is cut off rather than kept growing. */
-        if (c->len - c->off + n > 4 * 1024 * 1024) {
-                c->off = c->len = 0;
+        if (c->backlog.closed)
                 return;
-        }
-        if (c->off > 0 && c->off == c->len)
-                c->off = c->len = 0;
-        char *b = realloc(c->buf, c->len + n);
-        if (!b)
-                return;
-        memcpy(b + c->len, data, n);
-        c->buf = b;
-        c->len += n;
+        /* A client that does not keep up is disconnected (at its next read; MHD's timeout ends one
+         * that reads nothing), never left with a stream missing events: the page reconnects and
+         * starts from the current state. */
+        if (webd_backlog_append(&c->backlog, data, n, WEBD_BACKLOG_MAX) < 0)
+                log_debug("An event stream client fell %d MiB behind; closing its stream", WEBD_BACKLOG_MAX >> 20);
         if (c->suspended) {
                 c->suspended = false;
                 MHD_resume_connection(c->conn);
@@ -270,14 +264,13 @@ static char *state_event(Webd *w) {
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
         Client *c = cls;
-        if (c->off == c->len) {
+        if (c->backlog.closed)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        size_t n = webd_backlog_take(&c->backlog, buf, max);
+        if (n == 0) {
                 c->suspended = true;
                 MHD_suspend_connection(c->conn);
-                return 0;
         }
-        size_t n = c->len - c->off < max ? c->len - c->off : max;
-        memcpy(buf, c->buf + c->off, n);
-        c->off += n;
         return (ssize_t) n;
 }
 
@@ -290,7 +283,7 @@ static void sse_free(void *cls) {
                         break;
                 }
         w->n_clients--;
-        free(c->buf);
+        webd_backlog_done(&c->backlog);
         free(c);
 }
 
