@@ -580,12 +580,10 @@ static void progress_emit(const ConRuntimeTask *t, cJSON *j) {
         if (!j)
                 return;
         if (t->progress_fd >= 0) {
-                _cleanup_free_ char *line = cJSON_PrintUnformatted(j);
-                size_t l = line ? strlen(line) : 0;
-                if (line && l + 1 < AGENT_TRANSCRIPT_LINE_MAX) {
-                        line[l] = '\n';
-                        (void) con_write_all(t->progress_fd, line, l + 1);
-                }
+                /* Never left out for its length: a long step goes marked "truncated". */
+                _cleanup_free_ char *line = agent_transcript_step_line(j);
+                if (line)
+                        (void) con_write_all(t->progress_fd, line, strlen(line));
         }
         cJSON_Delete(j);
 }
@@ -647,8 +645,13 @@ static void progress_tool(const ConRuntimeTask *t, unsigned turn, const ConLlmTo
         cJSON *j = progress_new("tool", turn);
         if (!j)
                 return;
-        char args[AGENT_TRANSCRIPT_ARGS_MAX + 1];
-        (void) snprintf(args, sizeof(args), "%s", strempty(tc->arguments));
+        /* The head of the arguments, cut on a character boundary (the service cuts again). */
+        const char *a = strempty(tc->arguments);
+        _cleanup_free_ char *args = strndup(a, con_utf8_cut(a, strlen(a), AGENT_TRANSCRIPT_ARGS_MAX));
+        if (!args) {
+                cJSON_Delete(j);
+                return;
+        }
         int code = streq_ptr(tc->name, "exec") ? tool_exit_code(output) : -1;
         bool ok = cJSON_AddStringToObject(j, "tool", strempty(tc->name)) && cJSON_AddStringToObject(j, "args", args) &&
                 cJSON_AddNumberToObject(j, "args_bytes", (double) strlen(strempty(tc->arguments))) &&

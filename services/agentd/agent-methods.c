@@ -401,10 +401,13 @@ static int transcript_json(AgentContext *c, const AgentTask *t, char **ret) {
                 if (!j)
                         return -ENOMEM;
         } else {
-                r = agent_transcript_read(c->data_dir_fd, t->id, &j);
+                r = agent_transcript_read(c->data_dir_fd, t->id, t->sender_uid, &j);
                 if (r == -ENOMEM)
                         return r;
-                if (r < 0 && r != -ENOENT)
+                if (r == -EACCES)
+                        log_full(LOG_WARNING, "Task %s: the transcript under its id is not of its sender (an "
+                                 "earlier task's, or an older version's file): not served", t->id);
+                else if (r < 0 && r != -ENOENT)
                         log_full(LOG_WARNING, "Task %s: transcript not read: %s", t->id, strerror(-r));
                 if (!j) {
                         /* No session (a built-in, a task that failed before one, one still queued). */

@@ -194,7 +194,7 @@ static void on_session_line(AgentSession *s, const char *line, size_t len, void 
 static void transcript_store(RunningTask *rt) {
         rt->transcript.ended_usec = con_now(CLOCK_REALTIME);
         _cleanup_(cJSON_Deletep) cJSON *j = agent_transcript_to_json(&rt->transcript);
-        int r = j ? agent_transcript_write(rt->c->data_dir_fd, rt->task->id, j) : -ENOMEM;
+        int r = j ? agent_transcript_write(rt->c->data_dir_fd, rt->task->id, rt->task->sender_uid, j) : -ENOMEM;
         if (r < 0)
                 log_full(LOG_WARNING, "Task %s: cannot write its transcript: %s", rt->task->id, strerror(-r));
 }

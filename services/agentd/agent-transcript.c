@@ -106,7 +106,8 @@ int agent_transcript_add_line(AgentTranscript *t, const char *line, size_t len, 
                 t->turns = (unsigned) turn;
         if (streq(e, "model")) {
                 if ((r = copy_str(step, j, "model", 128)) < 0 || (r = copy_str(step, j, "stop", 32)) < 0 ||
-                    (r = copy_num(step, j, "ms", 1e10, NULL)) < 0 || (r = copy_bool(step, j, "error")) < 0)
+                    (r = copy_num(step, j, "ms", 1e10, NULL)) < 0 || (r = copy_bool(step, j, "error")) < 0 ||
+                    (r = copy_bool(step, j, "truncated")) < 0)
                         return r;
                 if ((r = copy_num(step, j, "in", 1e12, &v)) < 0)
                         return r;
@@ -129,12 +130,49 @@ int agent_transcript_add_line(AgentTranscript *t, const char *line, size_t len, 
                     (r = copy_str(step, j, "args", AGENT_TRANSCRIPT_ARGS_MAX)) < 0 ||
                     (r = copy_num(step, j, "args_bytes", 1e12, NULL)) < 0 || (r = copy_bool(step, j, "error")) < 0 ||
                     (r = copy_num(step, j, "bytes", 1e12, NULL)) < 0 || (r = copy_num(step, j, "ms", 1e10, NULL)) < 0 ||
-                    (r = copy_num(step, j, "exit", 255, NULL)) < 0)
+                    (r = copy_num(step, j, "exit", 255, NULL)) < 0 || (r = copy_bool(step, j, "truncated")) < 0)
                         return r;
                 t->tool_calls++;
         }
         cJSON_AddItemToArray(t->steps, TAKE_PTR(step));
         return 0;
+}
+
+static int cut_name(cJSON *j, const char *key) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+        if (!cJSON_IsString(v))
+                return 0;
+        size_t n = con_utf8_cut(v->valuestring, strlen(v->valuestring), AGENT_TRANSCRIPT_NAME_MAX);
+        _cleanup_free_ char *cut = strndup(v->valuestring, n);
+        if (!cut)
+                return -ENOMEM;
+        return cJSON_ReplaceItemInObjectCaseSensitive(j, key, cJSON_CreateString(cut)) ? 0 : -ENOMEM;
+}
+
+char *agent_transcript_step_line(cJSON *j) {
+        for (unsigned attempt = 0; attempt < 2; attempt++) {
+                _cleanup_free_ char *line = cJSON_PrintUnformatted(j);
+                if (!line)
+                        return NULL;
+                size_t l = strlen(line);
+                if (l + 1 <= AGENT_TRANSCRIPT_LINE_MAX) {
+                        char *s = realloc(line, l + 2);
+                        if (!s)
+                                return NULL;
+                        TAKE_PTR(line);
+                        s[l] = '\n';
+                        s[l + 1] = 0;
+                        return s;
+                }
+                /* Too long: kept, marked, without what made it long (args_bytes keeps the size). */
+                cJSON_DeleteItemFromObjectCaseSensitive(j, "args");
+                if (cut_name(j, "tool") < 0 || cut_name(j, "model") < 0 || cut_name(j, "stop") < 0)
+                        return NULL;
+                cJSON_DeleteItemFromObjectCaseSensitive(j, "truncated");
+                if (!cJSON_AddTrueToObject(j, "truncated"))
+                        return NULL;
+        }
+        return NULL;    /* numbers and cut names always fit; not reached */
 }
 
 cJSON *agent_transcript_to_json(const AgentTranscript *t) {
@@ -169,14 +207,23 @@ static int transcript_dir(int data_dir_fd, bool create) {
         return fd;
 }
 
-int agent_transcript_write(int data_dir_fd, const char *id, const cJSON *j) {
+#define SENDER_UID_KEY "sender_uid"
+
+int agent_transcript_write(int data_dir_fd, const char *id, uid_t sender_uid, const cJSON *j) {
         _cleanup_free_ char *data = NULL, *name = NULL;
+        _cleanup_(cJSON_Deletep) cJSON *copy = NULL;
         if (!con_task_id_valid(id))
                 return -EINVAL;
         _cleanup_close_ int dfd = transcript_dir(data_dir_fd, true);
         if (dfd < 0)
                 return dfd;
-        data = cJSON_PrintUnformatted(j);
+        copy = cJSON_Duplicate(j, true);
+        if (!copy)
+                return -ENOMEM;
+        cJSON_DeleteItemFromObjectCaseSensitive(copy, SENDER_UID_KEY);
+        if (!con_json_add_u64(copy, SENDER_UID_KEY, (uint64_t) sender_uid))
+                return -ENOMEM;
+        data = cJSON_PrintUnformatted(copy);
         if (!data || asprintf(&name, "%s.json", id) < 0)
                 return -ENOMEM;
         ConSpoolWrite o = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .reader = (uid_t) -1 };
@@ -187,7 +234,7 @@ int agent_transcript_write(int data_dir_fd, const char *id, const cJSON *j) {
         return 0;
 }
 
-int agent_transcript_read(int data_dir_fd, const char *id, cJSON **ret) {
+int agent_transcript_read(int data_dir_fd, const char *id, uid_t sender_uid, cJSON **ret) {
         _cleanup_free_ char *name = NULL, *buf = NULL;
         size_t len;
         struct stat st;
@@ -203,11 +250,15 @@ int agent_transcript_read(int data_dir_fd, const char *id, cJSON **ret) {
                 return r;
         if (st.st_uid != geteuid() || (st.st_mode & 0077))
                 return -EPERM;
-        cJSON *j = cJSON_ParseWithLength(buf, len);
-        if (!j || !cJSON_IsObject(j)) {
-                cJSON_Delete(j);
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_ParseWithLength(buf, len);
+        if (!j || !cJSON_IsObject(j))
                 return -EBADMSG;
-        }
-        *ret = j;
+        /* Like a result: only the task's sender's (GetTranscript authorised the caller for the task,
+         * not for whatever file bears its id). A file without the uid is not believed either. */
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, SENDER_UID_KEY);
+        if (!cJSON_IsNumber(u) || con_json_get_u64(u) != (uint64_t) sender_uid)
+                return -EACCES;
+        cJSON_DeleteItemFromObjectCaseSensitive(j, SENDER_UID_KEY);
+        *ret = TAKE_PTR(j);
         return 0;
 }

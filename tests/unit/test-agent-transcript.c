@@ -86,10 +86,22 @@ static void test_files(void) {
         g_assert_cmpint(mkdirat(dfd, "queue", 0700), ==, 0);
         AgentTranscript t = { .turns = 3 };
         _cleanup_cjson_ cJSON *j = agent_transcript_to_json(&t), *back = NULL;
-        g_assert_cmpint(agent_transcript_write(dfd, "t1", j), ==, 0);
-        g_assert_cmpint(agent_transcript_write(dfd, "../x", j), ==, -EINVAL);
-        g_assert_cmpint(agent_transcript_read(dfd, "t1", &back), ==, 0);
+        g_assert_cmpint(agent_transcript_write(dfd, "t1", 1000, j), ==, 0);
+        g_assert_cmpint(agent_transcript_write(dfd, "../x", 1000, j), ==, -EINVAL);
+        g_assert_cmpint(agent_transcript_read(dfd, "t1", 1000, &back), ==, 0);
         g_assert_cmpint(cJSON_GetObjectItem(back, "turns")->valueint, ==, 3);
+        g_assert_null(cJSON_GetObjectItem(back, "sender_uid"));     /* internal: not shown */
+        /* The same id asked for another sender's task (an id reused after the first task's records
+         * went): not served, whoever is asking. */
+        cJSON *other = NULL;
+        g_assert_cmpint(agent_transcript_read(dfd, "t1", 1001, &other), ==, -EACCES);
+        g_assert_null(other);
+        /* A file without the sender (an older version's) is not believed. */
+        int fd = openat(dfd, AGENT_TRANSCRIPT_DIR "/t3.json", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(write(fd, "{\"turns\":1}", 11), ==, 11);
+        safe_close(fd);
+        g_assert_cmpint(agent_transcript_read(dfd, "t3", 1000, &other), ==, -EACCES);
         struct stat st;
         g_assert_cmpint(fstatat(dfd, AGENT_TRANSCRIPT_DIR "/t1.json", &st, 0), ==, 0);
         g_assert_cmpint(st.st_mode & 0777, ==, 0600);
@@ -98,11 +110,57 @@ static void test_files(void) {
         /* A file others may write is not believed. */
         g_assert_cmpint(fchmodat(dfd, AGENT_TRANSCRIPT_DIR "/t1.json", 0666, 0), ==, 0);
         cJSON *x = NULL;
-        g_assert_cmpint(agent_transcript_read(dfd, "t1", &x), ==, -EPERM);
-        g_assert_cmpint(agent_transcript_read(dfd, "t2", &x), ==, -ENOENT);
+        g_assert_cmpint(agent_transcript_read(dfd, "t1", 1000, &x), ==, -EPERM);
+        g_assert_cmpint(agent_transcript_read(dfd, "t2", 1000, &x), ==, -ENOENT);
         safe_close(dfd);
         test_tmpdir_remove(dir);
         free(dir);
+}
+
+/* A step too long for one line is sent marked, never left out; the service keeps the mark. */
+static void test_step_line(void) {
+        AgentTranscript t = {};
+        unsigned turn = 0;
+        const char *phase = NULL;
+
+        /* A normal step: its JSON and a newline, unchanged. */
+        _cleanup_cjson_ cJSON *small = cJSON_Parse("{\"ev\":\"tool\",\"turn\":1,\"tool\":\"exec\",\"args\":\"ls\"}");
+        _cleanup_free_ char *l1 = agent_transcript_step_line(small);
+        g_assert_cmpstr(l1, ==, "{\"ev\":\"tool\",\"turn\":1,\"tool\":\"exec\",\"args\":\"ls\"}\n");
+
+        /* A tool name of 5000 "é" and 512 bytes of control characters (6 bytes each in JSON). */
+        GString *name = g_string_new(NULL);
+        for (unsigned i = 0; i < 5000; i++)
+                g_string_append(name, "\xc3\xa9");
+        char args[AGENT_TRANSCRIPT_ARGS_MAX + 1];
+        memset(args, 1, AGENT_TRANSCRIPT_ARGS_MAX);
+        args[AGENT_TRANSCRIPT_ARGS_MAX] = 0;
+        _cleanup_cjson_ cJSON *big = cJSON_CreateObject();
+        cJSON_AddStringToObject(big, "ev", "tool");
+        cJSON_AddNumberToObject(big, "turn", 2);
+        cJSON_AddStringToObject(big, "tool", name->str);
+        cJSON_AddStringToObject(big, "args", args);
+        cJSON_AddNumberToObject(big, "args_bytes", 9999);
+        cJSON_AddNumberToObject(big, "bytes", 7);
+        g_string_free(name, true);
+        _cleanup_free_ char *l2 = agent_transcript_step_line(big);
+        g_assert_nonnull(l2);
+        size_t n = strlen(l2);
+        g_assert_cmpuint(n, <=, AGENT_TRANSCRIPT_LINE_MAX);
+        g_assert_true(con_utf8_valid(l2, n));
+        g_assert_cmpint(l2[n - 1], ==, '\n');
+
+        g_assert_cmpint(agent_transcript_add_line(&t, l2, n - 1, &turn, &phase), ==, 0);
+        g_assert_cmpuint(t.n_dropped, ==, 0);
+        g_assert_cmpuint(t.tool_calls, ==, 1);
+        const cJSON *step = cJSON_GetArrayItem(t.steps, 0);
+        g_assert_true(cJSON_IsTrue(cJSON_GetObjectItem(step, "truncated")));
+        g_assert_null(cJSON_GetObjectItem(step, "args"));
+        g_assert_cmpint(cJSON_GetObjectItem(step, "args_bytes")->valueint, ==, 9999);
+        const char *tool = cJSON_GetObjectItem(step, "tool")->valuestring;
+        g_assert_cmpuint(strlen(tool), ==, AGENT_TRANSCRIPT_NAME_MAX);   /* 32 whole "é" */
+        g_assert_true(con_utf8_valid(tool, strlen(tool)));
+        agent_transcript_done(&t);
 }
 
 int main(int argc, char *argv[]) {
@@ -110,5 +168,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/agent-transcript/lines", test_lines);
         g_test_add_func("/agent-transcript/text-and-bounds", test_text_and_bounds);
         g_test_add_func("/agent-transcript/files", test_files);
+        g_test_add_func("/agent-transcript/step-line", test_step_line);
         return con_test_run();
 }
