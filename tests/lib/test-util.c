@@ -2,6 +2,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "test-util.h"
 
@@ -54,4 +55,31 @@ int con_test_run(void) {
                 return 77;
         }
         return r;
+}
+
+char *test_bus_daemon_start(const char *dir, int *ret_pid) {
+        g_autofree char *conf = g_strdup_printf("%s/bus.conf", dir);
+        g_autofree char *text = g_strdup_printf(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
+                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+                "<busconfig><listen>unix:path=%s/bus</listen><auth>EXTERNAL</auth>\n"
+                "<policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>"
+                "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/></policy></busconfig>\n",
+                dir);
+        g_autofree char *cmd = NULL;
+        char line[512];
+
+        test_write_file(conf, text);
+        cmd = g_strdup_printf("dbus-daemon --config-file=%s --fork --print-address=1 --print-pid=1 2>/dev/null </dev/null",
+                              conf);
+        FILE *p = popen(cmd, "r");
+        g_assert_nonnull(p);
+        g_assert_nonnull(fgets(line, sizeof line, p));
+        line[strcspn(line, "\n")] = 0;
+        char *address = g_strdup(line);
+        g_assert_nonnull(fgets(line, sizeof line, p));
+        *ret_pid = atoi(line);
+        pclose(p);
+        g_assert_cmpint(*ret_pid, >, 1);
+        return address;
 }

@@ -17,29 +17,10 @@ static char *dir, *address;
 static pid_t bus_pid;
 
 static void bus_start(void) {
-        _cleanup_free_ char *conf = NULL, *text = NULL, *cmd = NULL;
-        char line[512];
+        int pid;
         dir = test_tmpdir_new();
-        conf = g_strdup_printf("%s/bus.conf", dir);
-        text = g_strdup_printf(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
-                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-                "<busconfig><listen>unix:path=%s/bus</listen><auth>EXTERNAL</auth>\n"
-                "<policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>"
-                "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/></policy></busconfig>\n",
-                dir);
-        test_write_file(conf, text);
-        cmd = g_strdup_printf("dbus-daemon --config-file=%s --fork --print-address=1 --print-pid=1 2>/dev/null </dev/null",
-                              conf);
-        FILE *p = popen(cmd, "r");
-        g_assert_nonnull(p);
-        g_assert_nonnull(fgets(line, sizeof line, p));
-        line[strcspn(line, "\n")] = 0;
-        address = g_strdup(line);
-        g_assert_nonnull(fgets(line, sizeof line, p));
-        bus_pid = (pid_t) atoi(line);
-        pclose(p);
-        g_assert_cmpint(bus_pid, >, 1);
+        address = test_bus_daemon_start(dir, &pid);
+        bus_pid = (pid_t) pid;
 }
 
 static void bus_stop(void) {

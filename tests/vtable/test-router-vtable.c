@@ -120,9 +120,6 @@ typedef struct Env {
 } Env;
 
 static void env_start(Env *e) {
-        _cleanup_free_ char *conf = NULL, *conf_text = NULL, *cmd = NULL;
-        char line[512];
-
         e->dir = test_tmpdir_new();
         e->srv = g_strdup_printf("%s/srv", e->dir);
         e->config = g_strdup_printf("%s/con.yaml", e->dir);
@@ -133,25 +130,9 @@ static void env_start(Env *e) {
         g_assert_cmpint(mkdir(inbox, 0755), ==, 0);
         test_write_file(e->config, "system:\n  name: test\nagents:\n  - name: concierge\n");
 
-        conf = g_strdup_printf("%s/bus.conf", e->dir);
-        conf_text = g_strdup_printf(
-                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
-                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
-                "<busconfig><listen>unix:path=%s/bus</listen><auth>EXTERNAL</auth>\n"
-                "<policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>"
-                "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/></policy></busconfig>\n",
-                e->dir);
-        test_write_file(conf, conf_text);
-        cmd = g_strdup_printf("dbus-daemon --config-file=%s --fork --print-address=1 --print-pid=1 2>/dev/null </dev/null", conf);
-        FILE *p = popen(cmd, "r");
-        g_assert_nonnull(p);
-        g_assert_nonnull(fgets(line, sizeof line, p));
-        line[strcspn(line, "\n")] = 0;
-        e->address = g_strdup(line);
-        g_assert_nonnull(fgets(line, sizeof line, p));
-        e->bus_pid = (pid_t) atoi(line);
-        pclose(p);
-        g_assert_cmpint(e->bus_pid, >, 1);
+        int pid;
+        e->address = test_bus_daemon_start(e->dir, &pid);
+        e->bus_pid = (pid_t) pid;
         g_setenv("DBUS_SYSTEM_BUS_ADDRESS", e->address, true);
 
         g_mutex_init(&e->mock.lock);
