@@ -1044,6 +1044,16 @@ ConConfig *con_config_free(ConConfig *c) {
                 free(c->models.agents[i].agent);
         free(c->models.agents);
         free(c->dashboard.bind);
+        for (size_t i = 0; i < c->egress.n_services; i++) {
+                ConEgressService *sv = &c->egress.services[i];
+                free(sv->name);
+                free(sv->base_url);
+                free(sv->header);
+                free(sv->prefix);
+                free(sv->secret);
+                strv_free(sv->agents);
+        }
+        free(c->egress.services);
         for (size_t i = 0; i < c->n_agents; i++)
                 agent_done(&c->agents[i]);
         free(c->agents);
@@ -1070,15 +1080,26 @@ static const ConYamlField dashboard_fields[] = {
         {}
 };
 
+bool con_config_agent_uses_egress(const ConConfig *c, const ConAgent *a) {
+        if (!c || !a || a->rt.network.mode == CON_NETWORK_NONE)
+                return false;
+        if (a->rt.network.mode == CON_NETWORK_ALLOW)
+                return true;
+        for (size_t i = 0; i < c->egress.n_services; i++)
+                if (strv_contains(c->egress.services[i].agents, a->name))
+                        return true;
+        return false;
+}
+
 bool con_config_needs_egress(const ConConfig *c) {
         for (size_t i = 0; c && i < c->n_agents; i++)
-                if (c->agents[i].rt.network.mode == CON_NETWORK_ALLOW)
+                if (con_config_agent_uses_egress(c, &c->agents[i]))
                         return true;
         return false;
 }
 
 bool con_config_agent_proxy(const ConConfig *c, const ConAgent *a, char *buf, size_t size) {
-        if (!c || !a || a->rt.network.mode != CON_NETWORK_ALLOW)
+        if (!con_config_agent_uses_egress(c, a))
                 return false;
         int n = snprintf(buf, size, "http://127.0.0.1:%u", c->egress.port);
         return n > 0 && (size_t) n < size;
@@ -1095,8 +1116,102 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a) {
         return 0;
 }
 
+static const char *service_url_check(const char *s) {
+        if (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0)
+                return "is not an http:// or https:// URL; use e.g. https://api.github.com";
+        const char *host = s + (s[4] == 's' ? 8 : 7);
+        if (!*host || *host == '/' || strpbrk(s, " \t\r\n\"\\?#@"))
+                return "is not a plain URL (scheme, host, optional port and path; no spaces, user, query or fragment)";
+        if (s[strlen(s) - 1] == '/')
+                return "ends with '/'; write the base URL without it";
+        return NULL;
+}
+
+static const char *header_name_check(const char *s) {
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'))
+                        return "is not a header name; use letters, digits and '-' (Authorization, X-Api-Key)";
+        return *s ? NULL : "is empty; use a header name such as Authorization";
+}
+
+static const char *prefix_check(const char *s) {
+        for (const char *p = s; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        return "has a control character; use e.g. \"Bearer \"";
+        return NULL;
+}
+
+static const char *env_name_check(const char *s) {
+        if (!*s || (*s >= '0' && *s <= '9'))
+                return "is not a variable name; use e.g. GITHUB_TOKEN";
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+                        return "is not a variable name; use e.g. GITHUB_TOKEN";
+        return NULL;
+}
+
+static const ConYamlField egress_service_fields[] = {
+        { "base_url", .type = CON_YAML_STRING, .offset = offsetof(ConEgressService, base_url), .flags = CON_YAML_REQUIRED,
+          .check = service_url_check, .hint = "the service's base URL, e.g. https://api.github.com" },
+        { "header", .type = CON_YAML_STRING, .offset = offsetof(ConEgressService, header), .flags = CON_YAML_REQUIRED,
+          .check = header_name_check, .hint = "the header that carries the secret, e.g. Authorization" },
+        { "prefix", .type = CON_YAML_STRING, .offset = offsetof(ConEgressService, prefix), .check = prefix_check },
+        { "secret", .type = CON_YAML_STRING, .offset = offsetof(ConEgressService, secret), .flags = CON_YAML_REQUIRED,
+          .check = env_name_check, .hint = "the variable in /etc/con/env that holds it, e.g. GITHUB_TOKEN" },
+        { "agents", .type = CON_YAML_STRV, .offset = offsetof(ConEgressService, agents), .flags = CON_YAML_IDENTIFIERS,
+          .max = 1024 },
+        {}
+};
+
+static int parse_egress_services(ConYamlReader *c, const yaml_node_t *map, const char *path, void *dest,
+                                 void *userdata _unused_) {
+        ConEgressConfig *e = dest;
+        yaml_node_t *k, *v;
+        int r;
+
+        if (con_yaml_node_is_null(map))
+                return 0;
+        r = con_yaml_expect_mapping(c, map, path, "service names");
+        if (r < 0)
+                return r;
+        CON_YAML_MAPPING_FOREACH(c->doc, map, k, v) {
+                const char *name = con_yaml_scalar(k);
+                _cleanup_free_ char *kpath = con_yaml_path_key(path, k);
+                if (!kpath)
+                        return -ENOMEM;
+                bool ok = name && *name && strlen(name) <= 64;
+                for (const char *p = name; ok && *p; p++)
+                        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_';
+                if (!ok)
+                        return con_yaml_fail(c, k, kpath, "not a valid service name; use lower-case letters, digits, '-' and '_' (it is the first part of the path)");
+                ConEgressService *n = reallocarray(e->services, e->n_services + 1, sizeof(*n));
+                if (!n)
+                        return -ENOMEM;
+                e->services = n;
+                ConEgressService *sv = &e->services[e->n_services];
+                *sv = (ConEgressService) { .name = strdup(name) };
+                if (!sv->name)
+                        return -ENOMEM;
+                e->n_services++;
+                r = con_yaml_read_mapping(c, v, kpath, egress_service_fields, sv, NULL, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+const ConEgressService *con_config_egress_service(const ConConfig *c, const char *agent, const char *name) {
+        for (size_t i = 0; c && i < c->egress.n_services; i++) {
+                const ConEgressService *s = &c->egress.services[i];
+                if (streq(s->name, name) && agent && strv_contains(s->agents, agent))
+                        return s;
+        }
+        return NULL;
+}
+
 static const ConYamlField egress_fields[] = {
         { "port", .type = CON_YAML_UINT, .offset = offsetof(ConEgressConfig, port), .min = 1, .max = 65535 },
+        { "services", .type = CON_YAML_CUSTOM, .offset = 0, .parse = parse_egress_services },
         {}
 };
 

@@ -141,20 +141,40 @@ typedef struct ConDashboardConfig {
 /* egress: the egress gateway, con-egressd (docs/NETWORK.md): an HTTP proxy on 127.0.0.1:port
  * that allow-list agents reach (the only thing on loopback the kernel lets them reach). */
 #define CON_EGRESS_PORT_DEFAULT 3128U
+/* egress.services.<name>: a credentialed service. The gateway answers
+ * http://127.0.0.1:PORT/<name>/PATH by calling base_url + /PATH with the header
+ * "<header>: <prefix><value of secret in /etc/con/env>"; the agents named may use it. */
+typedef struct ConEgressService {
+        char *name;                     /* [a-z0-9_-], the first path segment */
+        char *base_url;                 /* http:// or https://, no trailing slash */
+        char *header;                   /* a header name: Authorization */
+        char *prefix;                   /* before the secret: "Bearer ", "token "; NULL: none */
+        char *secret;                   /* the variable in /etc/con/env: GITHUB_TOKEN */
+        char **agents;                  /* the agents that may use it (names) */
+} ConEgressService;
+
 typedef struct ConEgressConfig {
         unsigned port;                  /* 1..65535, default 3128 */
+        ConEgressService *services;
+        size_t n_services;
 } ConEgressConfig;
+
 
 typedef struct ConConfig ConConfig;
 /* Whether some agent has a network allow-list: then the egress gateway runs (con up, con enable)
  * and bootstrap creates its user, con-egress. */
 bool con_config_needs_egress(const ConConfig *c);
+/* Whether the agent reaches the egress gateway: it has an allow-list, or (network not none) a
+ * credentialed service names it. */
+bool con_config_agent_uses_egress(const ConConfig *c, const ConAgent *a);
+/* The service an agent may use by that name, or NULL. */
+const ConEgressService *con_config_egress_service(const ConConfig *c, const char *agent, const char *name);
 
-/* The agent's proxy URL, "http://127.0.0.1:PORT", in buf when the agent has a network allow-list
+/* The agent's proxy URL, "http://127.0.0.1:PORT", in buf when the agent uses the egress gateway
  * (returns true); its sessions get it as http_proxy/https_proxy/HTTP_PROXY/HTTPS_PROXY. */
 bool con_config_agent_proxy(const ConConfig *c, const ConAgent *a, char *buf, size_t size);
 /* Sets those four variables in this process's environment (a session child, before exec) when
- * the agent has an allow-list. Returns 0 or -errno. */
+ * the agent uses the egress gateway. Returns 0 or -errno. */
 int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
 
 typedef struct ConConfig {

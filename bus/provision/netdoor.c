@@ -59,7 +59,8 @@ int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_p
                 }
                 /* An allow-list agent reaches the egress gateway (its host-name entries, and its
                  * addresses through the proxy); nothing else on loopback. */
-                if (a->network->mode == CON_NETWORK_ALLOW && proxy_port > 0 && proxy_port <= 65535)
+                if ((a->network->mode == CON_NETWORK_ALLOW || (a->egress && a->network->mode != CON_NETWORK_NONE)) &&
+                    proxy_port > 0 && proxy_port <= 65535)
                         fprintf(f, "\t\tmeta skuid %u ip daddr 127.0.0.1 tcp dport %u accept comment \"agent %s: egress gateway\"\n",
                                 (unsigned) a->uid, proxy_port, a->name);
                 if (a->network->mode == CON_NETWORK_ALLOW)
@@ -113,7 +114,8 @@ int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_
                         continue;
                 }
                 agents[n++] = (ConNetdoorAgent) { .name = c->agents[i].name, .uid = pw->pw_uid,
-                                                  .network = &c->agents[i].rt.network };
+                                                  .network = &c->agents[i].rt.network,
+                                                  .egress = con_config_agent_uses_egress(c, &c->agents[i]) };
         }
         r = con_netdoor_render(agents, n, c->egress.port, ret_script, ret_listing);
         if (r < 0)

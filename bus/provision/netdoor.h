@@ -10,7 +10,7 @@
 /* The network door in the kernel (docs/NETWORK.md): one nftables table owned by the project,
  * `table inet conspiracyos`, whose output chain matches packets by the sending socket's owner
  * (`meta skuid`): agents with network none or gateway send nothing; allow-list agents send only
- * to the egress gateway (127.0.0.1, egress.port) and to their address entries. Root, the gateways and every other user are not matched.
+ * to the egress gateway (127.0.0.1, egress.port) and to their address entries; agents a credentialed service names reach the gateway too. Root, the gateways and every other user are not matched.
  *
  * con_netdoor_render() is pure (config and UIDs in, text out): the script for `nft -f` replaces
  * the table atomically (one transaction: create, delete, create with the rules); the listing is
@@ -24,6 +24,8 @@ typedef struct ConNetdoorAgent {
         const char *name;
         uid_t uid;
         const ConNetwork *network;      /* resolved */
+        bool egress;                    /* reaches the egress gateway although not an allow-list
+                                         * (a credentialed service names it) */
 } ConNetdoorAgent;
 
 /* ret_script: for `nft -f -`; ret_listing: what `nft -n list table inet conspiracyos` prints.

@@ -186,10 +186,18 @@ static int show_text(const ConConfig *c, const ConPolicy *p) {
                 if (con_agent_user(c->agents[i].name, &user) < 0 || network_entries(n, false, &kernel) < 0 ||
                     network_entries(n, true, &hosts) < 0 || !(k = strv_join(kernel, ", ")) || !(h = strv_join(hosts, ", ")))
                         return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
-                if (n->mode == CON_NETWORK_ALLOW)
-                        printf("%-24s %-12s %s%sthe egress gateway 127.0.0.1:%u%s%s\n", user,
+                _cleanup_strv_free_ char **svc = NULL;
+                _cleanup_free_ char *sv = NULL;
+                for (size_t j = 0; j < c->egress.n_services; j++)
+                        if (con_config_egress_service(c, c->agents[i].name, c->egress.services[j].name) &&
+                            strv_extend(&svc, c->egress.services[j].name) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                if (!(sv = strv_join(svc, ", ")))
+                        return con_fail(CON_EXIT_FAILURE, "policy: out of memory");
+                if (con_config_agent_uses_egress(c, &c->agents[i]))
+                        printf("%-24s %-12s %s%sthe egress gateway 127.0.0.1:%u%s%s%s%s\n", user,
                                con_network_mode_to_string(n->mode), kernel ? k : "", kernel ? ", " : "", c->egress.port,
-                               hosts ? " for " : "", h);
+                               hosts ? " for " : "", h, svc ? (hosts ? "; services: " : " for services: ") : "", sv);
                 else
                         printf("%-24s %-12s nothing\n", user, con_network_mode_to_string(n->mode));
         }

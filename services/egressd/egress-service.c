@@ -37,6 +37,10 @@
 #include "egress-service.h"
 #include "egress-util.h"
 #include "error-detail.h"
+#include "fileio.h"
+#include "http.h"
+#include "model-util.h"
+#include "strv.h"
 #include "log.h"
 #include "json-util.h"
 #include "macro.h"
@@ -45,6 +49,10 @@
 
 #define BUF_SIZE (64U * 1024U)
 #define TASK_QUERY_USEC (1000ULL * 1000ULL)
+#define SERVICE_BODY_MAX (1024U * 1024U)               /* a request body to a credentialed service */
+#define SERVICE_REPLY_MAX (8U * 1024U * 1024U)         /* its answer */
+#define SERVICE_TIMEOUT_USEC (60ULL * 1000000ULL)
+#define ENV_MAX (1024U * 1024U)
 
 typedef struct EgressAgent {
         char *name;
@@ -67,6 +75,8 @@ typedef enum ConnState {
         CONN_RESOLVING,
         CONN_CONNECTING,
         CONN_RELAY,
+        CONN_BODY,                      /* reading a request body for a credentialed service */
+        CONN_UPSTREAM,                  /* its call is in flight (libcurl) */
         CONN_ANSWER,                    /* writing an error answer, then done */
         CONN_DONE,
 } ConnState;
@@ -96,6 +106,12 @@ struct Conn {
         bool client_eof, upstream_eof, client_shut, upstream_shut;
         uint64_t bytes_out, bytes_in;   /* to the upstream, from the upstream */
 
+        const ConEgressService *service;/* a credentialed service's request */
+        ConHttpSlot *slot;
+        char *body;                     /* its request body */
+        size_t body_len, body_want;
+        char *reply;                    /* an answer longer than out: the service's */
+        size_t reply_len;
         bool quiet;                     /* no request was made: no record */
         const char *decision;           /* "allowed", "denied", "failed" */
         char *reason;
@@ -109,7 +125,8 @@ struct Egress {
         EgressAgent *agents;
         size_t n_agents;
         ConAuditWriter *audit;
-        bool audit_failed;
+        ConHttp *http;
+        char **env;                     /* /etc/con/env, read as root at start: the services' secrets */
         int listen_fd, nl_fd;
         struct sockaddr_storage local;
         unsigned port;
@@ -188,6 +205,9 @@ static void conn_free(Conn *c) {
         sd_event_source_disable_unref(c->lookup_io);
         sd_bus_slot_unref(c->task_slot);
         lookup_unref(c->lookup);
+        con_http_slot_free(c->slot);
+        free(c->body);
+        free(c->reply);
         safe_close(c->cfd);
         safe_close(c->ufd);
         free(c->task_id);
@@ -214,7 +234,7 @@ static void conn_audit(Conn *c) {
                 cJSON_AddStringToObject(f, "host", c->req.host);
                 cJSON_AddNumberToObject(f, "port", c->req.port);
         }
-        cJSON_AddStringToObject(f, "via", "proxy");
+        cJSON_AddStringToObject(f, "via", c->service ? c->service->name : "proxy");
         cJSON_AddStringToObject(f, "decision", c->decision ?: "failed");
         if (c->reason)
                 cJSON_AddStringToObject(f, "reason", c->reason);
@@ -237,6 +257,7 @@ static void conn_done(Conn *c) {
         c->uio = sd_event_source_disable_unref(c->uio);
         c->timer = sd_event_source_disable_unref(c->timer);
         c->lookup_io = sd_event_source_disable_unref(c->lookup_io);
+        c->slot = con_http_slot_free(c->slot);
         c->cfd = safe_close(c->cfd);
         c->ufd = safe_close(c->ufd);
         if (c->task_pending)
@@ -289,7 +310,11 @@ static void conn_answer(Conn *c, int status, const char *decision, const char *f
                 body = NULL;
         va_end(ap);
         const char *text = status == 400 ? "Bad Request" : status == 403 ? "Forbidden" : status == 502 ? "Bad Gateway" :
-                status == 503 ? "Service Unavailable" : status == 504 ? "Gateway Timeout" : "Error";
+                status == 503 ? "Service Unavailable" : status == 504 ? "Gateway Timeout" : status == 405 ?
+                "Method Not Allowed" : status == 411 ? "Length Required" : status == 413 ? "Content Too Large" : "Error";
+        free(c->reply);
+        c->reply = NULL;
+        c->slot = con_http_slot_free(c->slot);
         free(c->reason);
         c->reason = body ? strdup(body) : NULL;
         c->decision = decision;
@@ -315,6 +340,8 @@ static void conn_update_events(Conn *c) {
                 ce = EPOLLIN;
         else if (c->state == CONN_ANSWER)
                 ce = c->client_shut ? EPOLLIN : EPOLLOUT;
+        else if (c->state == CONN_BODY)
+                ce = EPOLLIN;
         else if (c->state == CONN_RELAY) {
                 if (!c->client_eof && c->in_len == 0)
                         ce |= EPOLLIN;
@@ -409,8 +436,10 @@ static void conn_answer_step(Conn *c) {
         char sink[4096];
         ssize_t k;
 
-        while (c->out_len > c->out_off) {
-                k = send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        const char *ans = c->reply ?: c->out;
+        size_t ans_len = c->reply ? c->reply_len : c->out_len;
+        while (!c->client_shut && ans_len > c->out_off) {
+                k = send(c->cfd, ans + c->out_off, ans_len - c->out_off, MSG_NOSIGNAL);
                 if (k < 0) {
                         if (errno == EAGAIN || errno == EINTR)
                                 return;
@@ -469,8 +498,8 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
                 conn_answer(c, 504, "failed", "%s:%u did not answer within %llu s", c->req.host, (unsigned) c->req.port,
                             EGRESS_CONNECT_TIMEOUT_USEC / 1000000ULL);
         else {
-                if (c->state == CONN_HEAD) {
-                        c->quiet = c->in_len == 0;
+                if (c->state == CONN_HEAD || c->state == CONN_BODY) {
+                        c->quiet = c->state == CONN_HEAD && c->in_len == 0;
                         free(c->reason);
                         c->reason = strdup("no whole request within 10 s");
                 }
@@ -564,6 +593,183 @@ static int on_lookup(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
+/* ---- credentialed services ---- */
+
+static void on_service_done(ConHttpSlot *slot, int r, ConHttpResponse *resp, void *userdata) {
+        Conn *c = userdata;
+        _cleanup_free_ char *head = NULL;
+        FILE *f;
+        size_t hl = 0;
+
+        c->slot = con_http_slot_free(c->slot);
+        if (r < 0) {
+                conn_answer(c, r == -ETIMEDOUT ? 504 : 502, "failed", "the service %s did not answer: %s", c->service->name,
+                            resp->error ?: strerror(-r));
+                return;
+        }
+        const char *ct = con_http_response_header(resp, "Content-Type");
+        f = open_memstream(&head, &hl);
+        if (!f) {
+                conn_answer(c, 503, "failed", "out of memory");
+                return;
+        }
+        fprintf(f, "HTTP/1.1 %ld %s\r\n", resp->status, resp->status < 400 ? "OK" : "Error");
+        if (ct && !strpbrk(ct, "\r\n"))
+                fprintf(f, "Content-Type: %s\r\n", ct);
+        fprintf(f, "Content-Length: %zu\r\nConnection: close\r\nX-Con-Egress: service %s\r\n\r\n", resp->body_size,
+                c->service->name);
+        if (fclose(f) != 0 || !head) {
+                conn_answer(c, 503, "failed", "out of memory");
+                return;
+        }
+        c->reply = malloc(hl + resp->body_size);
+        if (!c->reply) {
+                conn_answer(c, 503, "failed", "out of memory");
+                return;
+        }
+        memcpy(c->reply, head, hl);
+        memcpy(c->reply + hl, resp->body, resp->body_size);
+        c->reply_len = hl + resp->body_size;
+        c->out_off = 0;
+        c->bytes_in = resp->body_size;
+        c->status = (int) resp->status;
+        c->decision = "allowed";
+        c->state = CONN_ANSWER;
+        conn_update_events(c);
+}
+
+static void conn_service_call(Conn *c) {
+        Egress *g = c->g;
+        _cleanup_strv_free_ char **headers = NULL;
+        _cleanup_free_ char *url = NULL;
+        char *h = NULL, v[1024];
+        const char *rest;
+        size_t rest_len;
+        char name[72];
+        int r;
+
+        (void) egress_service_split(&c->req, name, sizeof name, &rest, &rest_len);
+        const char *secret = model_env_get(g->env, c->service->secret);
+        if (!secret) {
+                conn_answer(c, 503, "failed", "the service %s has no secret: %s is not set in %s", c->service->name,
+                            c->service->secret, CON_ENV_PATH);
+                return;
+        }
+        if (asprintf(&url, "%s%s%.*s", c->service->base_url, rest_len > 0 && rest[0] == '/' ? "" : "/", (int) rest_len,
+                     rest) < 0 ||
+            asprintf(&h, "%s: %s%s", c->service->header, strempty(c->service->prefix), secret) < 0 ||
+            strv_consume(&headers, h) < 0) {
+                conn_answer(c, 503, "failed", "out of memory");
+                return;
+        }
+        /* The client's own headers stay here but for these two. */
+        static const char * const pass[] = { "Accept", "Content-Type" };
+        for (size_t i = 0; i < ELEMENTSOF(pass); i++) {
+                const char *n = pass[i];
+                if (egress_header_value(c->in, &c->req, n, v, sizeof v) == 1 && strv_extendf(&headers, "%s: %s", n, v) < 0) {
+                        conn_answer(c, 503, "failed", "out of memory");
+                        return;
+                }
+        }
+        bool post = streq(c->req.method, "POST");
+        c->bytes_out = c->body_len;
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);     /* curl's own timeout rules */
+        c->state = CONN_UPSTREAM;
+        conn_update_events(c);
+        r = con_http_request(g->http, url, headers, post ? (c->body ?: "") : NULL, c->body_len, SERVICE_TIMEOUT_USEC,
+                             SERVICE_REPLY_MAX, on_service_done, c, &c->slot);
+        if (r < 0)
+                conn_answer(c, 502, "failed", "cannot call the service %s: %s", c->service->name, strerror(-r));
+}
+
+static void conn_body_step(Conn *c) {
+        while (c->body_len < c->body_want) {
+                ssize_t k = read(c->cfd, c->body + c->body_len, c->body_want - c->body_len);
+                if (k < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return;
+                        conn_done(c);
+                        return;
+                }
+                if (k == 0) {
+                        free(c->reason);
+                        c->reason = strdup("the client closed the connection before the whole body");
+                        conn_done(c);
+                        return;
+                }
+                c->body_len += (size_t) k;
+        }
+        conn_service_call(c);
+}
+
+/* GET or POST /<service>/rest: the agent must be named by the service; the body is read whole. */
+static void conn_service(Conn *c) {
+        Egress *g = c->g;
+        const char *rest;
+        size_t rest_len;
+        char name[72], v[32];
+        int r;
+
+        if (egress_service_split(&c->req, name, sizeof name, &rest, &rest_len) < 0) {
+                conn_answer(c, 400, "failed", "%s %.*s: not a proxy request (use CONNECT host:port, an http:// URL, or "
+                            "/SERVICE/PATH for a credentialed service)", c->req.method,
+                            (int) (c->req.target_len > 200 ? 200 : c->req.target_len), c->req.target);
+                return;
+        }
+        c->service = con_config_egress_service(g->config, c->agent->name, name);
+        if (!c->service) {
+                /* Recorded under the name asked for. */
+                snprintf(c->req.host, sizeof c->req.host, "%s", name);
+                c->req.port = 0;
+                conn_answer(c, 403, "denied", "agent %s may not use the service %s (egress.services.%s.agents; docs/NETWORK.md)",
+                            c->agent->name, name, name);
+                return;
+        }
+        /* The audit names the service's host. */
+        const char *hs = strstr(c->service->base_url, "://") + 3;
+        size_t hn = strcspn(hs, ":/");
+        snprintf(c->req.host, sizeof c->req.host, "%.*s", (int) hn, hs);
+        c->req.port = hs[hn] == ':' ? (uint16_t) atoi(hs + hn + 1) : strncmp(c->service->base_url, "https", 5) == 0 ? 443 : 80;
+        if (!streq(c->req.method, "GET") && !streq(c->req.method, "POST")) {
+                conn_answer(c, 405, "failed", "the service endpoint takes GET and POST only, not %s", c->req.method);
+                return;
+        }
+        if (egress_header_value(c->in, &c->req, "Transfer-Encoding", v, sizeof v) != 0) {
+                conn_answer(c, 411, "failed", "send the body with a Content-Length, not chunked");
+                return;
+        }
+        r = egress_header_value(c->in, &c->req, "Content-Length", v, sizeof v);
+        if (r == 1) {
+                char *end;
+                errno = 0;
+                unsigned long long n = strtoull(v, &end, 10);
+                if (errno || *end || end == v || v[0] == '-') {
+                        conn_answer(c, 400, "failed", "invalid Content-Length");
+                        return;
+                }
+                if (n > SERVICE_BODY_MAX) {
+                        conn_answer(c, 413, "failed", "the body is larger than %u bytes", SERVICE_BODY_MAX);
+                        return;
+                }
+                c->body_want = (size_t) n;
+        }
+        c->body = malloc(c->body_want + 1);
+        if (!c->body) {
+                conn_answer(c, 503, "failed", "out of memory");
+                return;
+        }
+        size_t have = c->in_len - c->req.head_len;
+        if (have > c->body_want)
+                have = c->body_want;
+        memcpy(c->body, c->in + c->req.head_len, have);
+        c->body_len = have;
+        c->state = CONN_BODY;
+        (void) sd_event_source_set_time_relative(c->timer, EGRESS_HEAD_TIMEOUT_USEC);
+        (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
+        conn_update_events(c);
+        conn_body_step(c);
+}
+
 /* The head is complete: who is asking, and may they? */
 static void conn_decide(Conn *c) {
         Egress *g = c->g;
@@ -577,8 +783,7 @@ static void conn_decide(Conn *c) {
                 return;
         }
         if (c->req.form == EGRESS_FORM_ORIGIN) {
-                conn_answer(c, 400, "failed", "%s %.*s: not a proxy request (use CONNECT host:port or an http:// URL)",
-                            c->req.method, (int) (c->req.target_len > 200 ? 200 : c->req.target_len), c->req.target);
+                conn_service(c);
                 return;
         }
         if (inet_pton(AF_INET, c->req.host, ip) == 1)
@@ -677,6 +882,9 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 break;
         case CONN_RELAY:
                 conn_relay_step(c);
+                break;
+        case CONN_BODY:
+                conn_body_step(c);
                 break;
         case CONN_ANSWER:
                 conn_answer_step(c);
@@ -808,6 +1016,25 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
         r = con_audit_writer_new(e, o->audit_dir, &g->audit);
         if (r < 0)
                 return log_error_errno(r, "Cannot open the audit log in %s: %m", o->audit_dir ?: CON_AUDIT_DIR_DEFAULT);
+        if (g->config->egress.n_services > 0) {
+                /* The services' secrets live with the model keys (root:con-models 0640); read while
+                 * still root, kept in this process only (not dumpable), never written anywhere. */
+                _cleanup_free_ char *text = NULL;
+                size_t len = 0;
+                unsigned bad = 0;
+                r = read_file_nofollow(o->env_path ?: CON_ENV_PATH, ENV_MAX, &text, &len);
+                if (r < 0 && r != -ENOENT)
+                        return log_error_errno(r, "Cannot read %s: %m", o->env_path ?: CON_ENV_PATH);
+                if (r >= 0) {
+                        r = model_env_parse(text, len, &g->env, &bad);
+                        explicit_bzero(text, len);
+                        if (r < 0)
+                                return log_error_errno(r, "%s:%u: not NAME=value", o->env_path ?: CON_ENV_PATH, bad);
+                }
+                r = con_http_new(e, &g->http);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot set up HTTP: %m");
+        }
         g->nl_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
         if (g->nl_fd < 0)
                 return log_error_errno(-errno, "Cannot open the kernel's socket diagnosis (NETLINK_SOCK_DIAG): %m");
@@ -856,6 +1083,10 @@ Egress *egress_free(Egress *g) {
         safe_close(g->listen_fd);
         safe_close(g->nl_fd);
         con_audit_writer_free(g->audit);
+        con_http_free(g->http);
+        STRV_FOREACH(v, g->env)
+                explicit_bzero(*v, strlen(*v));
+        strv_free(g->env);
         for (size_t i = 0; i < g->n_agents; i++) {
                 free(g->agents[i].name);
                 free(g->agents[i].bus_name);

@@ -20,6 +20,7 @@
 typedef struct EgressOptions {
         const char *config_path;        /* NULL: CON_CONFIG_PATH */
         const char *audit_dir;          /* NULL: the audit log's default folder */
+        const char *env_path;           /* NULL: CON_ENV_PATH (the services' secrets) */
         unsigned port;                  /* 0: egress.port of the config */
 } EgressOptions;
 

@@ -299,6 +299,53 @@ int egress_rewrite_request(const char *head, const EgressRequest *req, char **re
         return 0;
 }
 
+int egress_header_value(const char *head, const EgressRequest *req, const char *name, char *buf, size_t size) {
+        if (req->headers_start == 0)
+                return 0;
+        for (size_t pos = req->headers_start; pos < req->head_len;) {
+                const char *l = head + pos, *nl = memchr(l, '\n', req->head_len - pos);
+                size_t full = nl ? (size_t) (nl - l) + 1 : req->head_len - pos;
+                size_t content = full - (nl ? 1 : 0);
+                if (content > 0 && l[content - 1] == '\r')
+                        content--;
+                pos += full;
+                if (content == 0)
+                        break;
+                if (!header_is(l, content, name))
+                        continue;
+                const char *v = l + strlen(name) + 1, *end = l + content;
+                while (v < end && (*v == ' ' || *v == '\t'))
+                        v++;
+                while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+                        end--;
+                if ((size_t) (end - v) >= size)
+                        return -E2BIG;
+                memcpy(buf, v, (size_t) (end - v));
+                buf[end - v] = 0;
+                return 1;
+        }
+        return 0;
+}
+
+int egress_service_split(const EgressRequest *req, char *name, size_t size, const char **ret_rest, size_t *ret_rest_len) {
+        if (req->form != EGRESS_FORM_ORIGIN || req->target_len < 2 || req->target[0] != '/')
+                return -EINVAL;
+        const char *s = req->target + 1, *end = req->target + req->target_len, *p = s;
+        while (p < end && *p != '/' && *p != '?')
+                p++;
+        size_t n = (size_t) (p - s);
+        if (n == 0 || n >= size)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+                        return -EINVAL;
+        memcpy(name, s, n);
+        name[n] = 0;
+        *ret_rest = p;
+        *ret_rest_len = (size_t) (end - p);
+        return 0;
+}
+
 static bool port_in(const ConNetAllow *a, uint16_t port) {
         return a->port_min == 0 || (port >= a->port_min && port <= a->port_max);
 }

@@ -46,6 +46,14 @@ int egress_parse_request(const char *buf, size_t len, EgressRequest *ret, const 
  * (Connection, Keep-Alive, Proxy-*, TE, Upgrade), then "Connection: close". */
 int egress_rewrite_request(const char *head, const EgressRequest *req, char **ret, size_t *ret_len);
 
+/* The value of the first header `name` (case-insensitive) of a parsed head, blanks trimmed, into
+ * buf (at most size - 1 bytes; longer values are refused). Returns 1, 0 when absent, -E2BIG. */
+int egress_header_value(const char *head, const EgressRequest *req, const char *name, char *buf, size_t size);
+
+/* For an ORIGIN request "/<service>/rest": the service name into name (size bytes) and *ret_rest
+ * (into the head: "/rest", "?query" or "" with its length). Returns 0 or -EINVAL. */
+int egress_service_split(const EgressRequest *req, char *name, size_t size, const char **ret_rest, size_t *ret_rest_len);
+
 /* Whether host (a name, not an address literal) and port are on the allow-list's host entries
  * (exact, or *.suffix for names below the suffix). */
 bool egress_host_allowed(const ConNetwork *n, const char *host, uint16_t port);

@@ -3,7 +3,7 @@
  * 127.0.0.1:egress.port. Input: the bytes of the head. Checks: the parser answers 0 (more),
  * 1 (a whole head, within the input and EGRESS_HEAD_MAX), -EINVAL with a reason or -E2BIG; fed
  * byte by byte it agrees with itself; a parsed head has a valid lower-case host and port 1-65535
- * (CONNECT, http://) and a target inside the input; the plain-HTTP rewrite is one head in origin
+ * (CONNECT, http://) and a target inside the input; header look-ups and the service split stay inside it; the plain-HTTP rewrite is one head in origin
  * form ending in "Connection: close" and the empty line, without CR or LF inside its lines. */
 #include <errno.h>
 #include <stdint.h>
@@ -47,6 +47,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (req.form != EGRESS_FORM_CONNECT &&
             (!req.target || req.target < buf || req.target + req.target_len > buf + req.head_len))
+                abort();
+        char v[64], name[72];
+        const char *rest;
+        size_t rest_len;
+        static const char * const hs[] = { "Content-Length", "Transfer-Encoding", "Accept", "Host" };
+        for (size_t i = 0; i < ELEMENTSOF(hs); i++) {
+                int h = egress_header_value(buf, &req, hs[i], v, sizeof v);
+                if (h == 1 && (strlen(v) >= sizeof v || strpbrk(v, "\r\n")))
+                        abort();
+                if (h != 0 && h != 1 && h != -E2BIG)
+                        abort();
+        }
+        if (egress_service_split(&req, name, sizeof name, &rest, &rest_len) == 0 &&
+            (req.form != EGRESS_FORM_ORIGIN || !*name || rest < req.target || rest + rest_len != req.target + req.target_len))
                 abort();
         if (req.form == EGRESS_FORM_ABSOLUTE) {
                 _cleanup_free_ char *out = NULL;

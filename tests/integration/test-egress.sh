@@ -28,7 +28,18 @@ agents:
     runner: exec
     command: [/usr/local/libexec/con-test-egress/fetch]
     network: ["allowed.example.test:8080"]
+egress:
+  services:
+    echo:
+      base_url: http://allowed.example.test:8080/svc
+      header: X-Api-Key
+      prefix: "Key "
+      secret: TEST_ECHO_TOKEN
+      agents: [fetcher, runner]
 EOF
+# The service's secret, with the model keys (root:con-models 0640 after bootstrap).
+SECRET=s3cr3t-$RANDOM$RANDOM
+printf 'TEST_ECHO_TOKEN=%s\n' "$SECRET" >/etc/con/env
 cat >>/etc/hosts <<'EOF'
 10.77.0.2 allowed.example.test other.example.test denied.example.test a.suffix.test
 127.0.0.1 local.example.test
@@ -94,7 +105,22 @@ elif mode == "serve-http":  # a small web server (python3-minimal has no http.se
                 if not d: break
                 head += d
             body = b"hello from peer\n"
-            if head.split(b" ")[1:2] != [b"/hello"]:
+            path = head.split(b" ")[1] if b" " in head else b""
+            if path.startswith(b"/svc/"):
+                # A credentialed service: say which key and body arrived (the test compares).
+                hd = head.split(b"\r\n\r\n", 1)
+                lines = hd[0].split(b"\r\n")[1:]
+                key = [l.split(b":", 1)[1].strip() for l in lines if l.lower().startswith(b"x-api-key:")]
+                want = [int(l.split(b":", 1)[1]) for l in lines if l.lower().startswith(b"content-length:")]
+                got = hd[1] if len(hd) > 1 else b""
+                while want and len(got) < want[0]:
+                    d = c.recv(4096)
+                    if not d: break
+                    got += d
+                # Never echo the key itself (answers end up in results): only whether it was right.
+                seen = b"ok" if key == [b"Key " + sys.argv[4].encode()] else b"wrong" if key else b"none"
+                body = b"service saw key [" + seen + b"] path " + path + b" body [" + got + b"]\n"
+            elif path != b"/hello":
                 body = b"request line " + head.split(b"\r\n")[0] + b"\n"
             c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         except OSError:
@@ -138,6 +164,8 @@ echo "uid \$(id -un) task \$CON_TASK_ID"
 echo "proxy \$https_proxy \$HTTP_PROXY"
 curl -sS -f http://allowed.example.test:8080/hello 2>&1
 curl -sS -f http://denied.example.test:8080/hello 2>&1
+echo "env-secret \$(env | grep -c s3cr3t)"
+curl -sS -f --noproxy '*' http://127.0.0.1:\${HTTP_PROXY##*:}/echo/from-session 2>&1
 exit 0
 EOF
 chmod 0755 /usr/local/libexec/con-test-egress /usr/local/libexec/con-test-egress/fetch
@@ -159,7 +187,7 @@ cleanup() {
         ip link del con-e0 2>/dev/null
 }
 trap 'cleanup; _lib_exit' EXIT
-ip netns exec peer python3 "$NET" serve-http 10.77.0.2 8080 >/dev/null 2>&1 & PIDS+=($!)
+ip netns exec peer python3 "$NET" serve-http 10.77.0.2 8080 "$SECRET" >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec peer python3 "$NET" serve-tcp 10.77.0.2 9443 >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec peer python3 "$NET" serve-udp 10.77.0.2 53 >/dev/null 2>&1 & PIDS+=($!)
 python3 "$NET" serve-tcp 127.0.0.1 7000 >/dev/null 2>&1 & PIDS+=($!)
@@ -269,11 +297,45 @@ TASK=$(sed -n 's/^uid a-runner task \([^ ]*\)$/\1/p' <<<"$LIB_OUT")
 check "the session knew its task (${TASK:-none})" test -n "$TASK"
 sleep 0.5
 check "audit: runner's allowed request names its task" jq -e -s --arg t "$TASK" \
-        'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "allowed")) | length == 1' "$AUDIT"
+        'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "allowed"
+                    and .via == "proxy")) | length == 1' "$AUDIT"
+check "audit: so does its call of the credentialed service" jq -e -s --arg t "$TASK" \
+        'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "allowed"
+                    and .via == "echo")) | length == 1' "$AUDIT"
 check "audit: runner's denied request names its task" jq -e -s --arg t "$TASK" \
         'map(select(.event == "egress.request" and .agent == "runner" and .task_id == $t and .decision == "denied"
                     and .host == "denied.example.test")) | length == 1' "$AUDIT"
 check "the audit chain verifies" con audit verify
+
+section "a credentialed service: the gateway adds the secret, no agent holds it"
+check_output "a-fetcher: GET /echo/... reaches the service with the key added" \
+        "^service saw key \\[ok\\] path /svc/repos/x\\?page=2 body \\[\\]" \
+        runuser -u a-fetcher -- curl -sS -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/repos/x?page=2"
+check_output "a-fetcher: POST with a body" "^service saw key \\[ok\\] path /svc/issues body \\[\\{\"title\": \"t\"\\}\\]" \
+        runuser -u a-fetcher -- curl -sS -f --noproxy '*' -H 'Content-Type: application/json' -d '{"title": "t"}' \
+        "http://127.0.0.1:$PROXY/echo/issues"
+check_fail_output "a-other (not named by the service) is refused" 'agent other may not use the service echo' \
+        runuser -u a-other -- sh -c "curl -sS --noproxy '*' http://127.0.0.1:$PROXY/echo/repos/x; exit 1"
+check_fail_output "... with 403" '^HTTP/1.1 403' runuser -u a-other -- curl -sS -i -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/repos/x"
+check_fail_output "an unknown service is refused" 'may not use the service nosuch' \
+        runuser -u a-fetcher -- sh -c "curl -sS --noproxy '*' http://127.0.0.1:$PROXY/nosuch/x; exit 1"
+check_fail_output "a-shut cannot reach the service endpoint at all (kernel)" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-shut -- python3 "$NET" tcp 127.0.0.1 $PROXY
+check_fail "no agent can read the key file" runuser -u a-fetcher -- cat /etc/con/env
+check_fail "con-egress cannot read it either (read by root at start)" runuser -u con-egress -- cat /etc/con/env
+check_eq "no agent process has the secret in its environment" \
+        "$(for p in $(pgrep -u "$(id -u a-fetcher),$(id -u a-runner),$(id -u a-other)"); do cat /proc/$p/environ 2>/dev/null; done | grep -c "$SECRET")" 0
+check_eq "nothing under /srv/con or /home holds it" "$(grep -rl "$SECRET" /srv/con /home 2>/dev/null | wc -l)" 0
+check_output "the runner's session uses the service; its environment has no secret" '^env-secret 0$' \
+        con-send --to runner --timeout 60 go
+check_output "... and the service answered it" "^service saw key \\[ok\\] path /svc/from-session" echo "$LIB_OUT"
+sleep 0.5
+check "audit: the service calls are recorded (via echo, allowed, bytes)" jq -e -s \
+        'map(select(.event == "egress.request" and .agent == "fetcher" and .via == "echo" and .decision == "allowed"
+                    and .host == "allowed.example.test" and .status == 200 and .bytes_in > 0)) | length == 2' "$AUDIT"
+check "audit: the refusal names the agent and the service" jq -e -s \
+        'map(select(.event == "egress.request" and .agent == "other" and .host == "echo" and .decision == "denied")) | length == 2' "$AUDIT"
+check_fail "audit: the secret is in no record" grep -q "$SECRET" "$AUDIT"
 
 section "con down stops it"
 check_output "con down stops the egress gateway" '^egress gateway: stopped' con down

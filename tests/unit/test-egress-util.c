@@ -108,6 +108,85 @@ static void test_rewrite(void) {
         g_assert_cmpstr(out, ==, "GET / HTTP/1.0\r\nConnection: close\r\n\r\n");
 }
 
+static void test_service_parts(void) {
+        const char *head = "POST /github/repos/x?y=1 HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-length:  12 \r\n"
+                           "Accept: application/json\r\n\r\n";
+        EgressRequest r;
+        char v[16], name[16];
+        const char *rest;
+        size_t rest_len;
+
+        g_assert_cmpint(parse(head, &r, NULL), ==, 1);
+        g_assert_cmpint(egress_header_value(head, &r, "Content-Length", v, sizeof v), ==, 1);
+        g_assert_cmpstr(v, ==, "12");
+        g_assert_cmpint(egress_header_value(head, &r, "Accept", v, 4), ==, -E2BIG);
+        g_assert_cmpint(egress_header_value(head, &r, "Transfer-Encoding", v, sizeof v), ==, 0);
+        g_assert_cmpint(egress_service_split(&r, name, sizeof name, &rest, &rest_len), ==, 0);
+        g_assert_cmpstr(name, ==, "github");
+        g_assert_cmpint(rest_len, ==, strlen("/repos/x?y=1"));
+        g_assert_true(strncmp(rest, "/repos/x?y=1", rest_len) == 0);
+
+        g_assert_cmpint(parse("GET /svc HTTP/1.1\r\n\r\n", &r, NULL), ==, 1);
+        g_assert_cmpint(egress_service_split(&r, name, sizeof name, &rest, &rest_len), ==, 0);
+        g_assert_cmpint(rest_len, ==, 0);
+        static const char * const bad[] = { "GET / HTTP/1.1\r\n\r\n", "GET //x HTTP/1.1\r\n\r\n",
+                                             "GET /Git/x HTTP/1.1\r\n\r\n", "GET /a.b/x HTTP/1.1\r\n\r\n",
+                                             "GET /aaaaaaaaaaaaaaaaaaaa/x HTTP/1.1\r\n\r\n" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                g_assert_cmpint(parse(bad[i], &r, NULL), ==, 1);
+                g_assert_cmpint(egress_service_split(&r, name, sizeof name, &rest, &rest_len), ==, -EINVAL);
+        }
+}
+
+static void test_services_config(void) {
+        ConConfig *c = NULL;
+        ConErrorDetail e = {};
+        const char *yaml = "egress:\n"
+                           "  port: 4000\n"
+                           "  services:\n"
+                           "    github: {base_url: https://api.github.com, header: Authorization, prefix: \"Bearer \",\n"
+                           "             secret: GITHUB_TOKEN, agents: [coder]}\n"
+                           "agents:\n"
+                           "  - name: coder\n"
+                           "  - name: other\n"
+                           "  - name: shut\n"
+                           "    network: none\n";
+        g_assert_cmpint(con_config_parse(yaml, strlen(yaml), "con.yaml", &c, &e), ==, 0);
+        g_assert_cmpint(c->egress.port, ==, 4000);
+        g_assert_cmpint(c->egress.n_services, ==, 1);
+        g_assert_cmpstr(c->egress.services[0].prefix, ==, "Bearer ");
+        g_assert_nonnull(con_config_egress_service(c, "coder", "github"));
+        g_assert_null(con_config_egress_service(c, "other", "github"));
+        g_assert_null(con_config_egress_service(c, "coder", "gitlab"));
+        /* A service makes a gateway agent use the egress gateway; none stays none. */
+        g_assert_true(con_config_agent_uses_egress(c, &c->agents[0]));
+        g_assert_false(con_config_agent_uses_egress(c, &c->agents[1]));
+        g_assert_false(con_config_agent_uses_egress(c, &c->agents[2]));
+        g_assert_true(con_config_needs_egress(c));
+        char url[64];
+        g_assert_true(con_config_agent_proxy(c, &c->agents[0], url, sizeof url));
+        g_assert_cmpstr(url, ==, "http://127.0.0.1:4000");
+        con_config_free(c);
+
+        static const char * const bad[] = {
+                "egress: {services: {gh: {header: A, secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: ftp://x, header: A, secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: https://x/, header: A, secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: https://u@x, header: A, secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: https://x, header: \"A B\", secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: https://x, header: A, secret: 1B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {Gh: {base_url: https://x, header: A, secret: B}}}\nagents: [{name: a}]\n",
+                "egress: {services: {gh: {base_url: https://x, header: A, secret: B, x: 1}}}\nagents: [{name: a}]\n",
+                "egress: {port: 0}\nagents: [{name: a}]\n",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                ConConfig *b = NULL;
+                g_assert_cmpint(con_config_parse(bad[i], strlen(bad[i]), "con.yaml", &b, &e), ==, -EINVAL);
+                g_assert_null(b);
+                con_error_detail_done(&e);
+        }
+}
+
 static void test_allow(void) {
         ConConfig *c = NULL;
         ConErrorDetail e = {};
@@ -188,6 +267,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/egress/parse", test_parse);
         g_test_add_func("/egress/rewrite", test_rewrite);
         g_test_add_func("/egress/allow", test_allow);
+        g_test_add_func("/egress/service-parts", test_service_parts);
+        g_test_add_func("/egress/services-config", test_services_config);
         g_test_add_func("/egress/socket-uid", test_socket_uid);
         return con_test_run();
 }
