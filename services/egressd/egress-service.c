@@ -36,10 +36,10 @@
 #include "config.h"
 #include "egress-service.h"
 #include "egress-util.h"
+#include "env-file.h"
 #include "error-detail.h"
 #include "fileio.h"
 #include "http.h"
-#include "model-util.h"
 #include "strv.h"
 #include "log.h"
 #include "json-util.h"
@@ -649,7 +649,7 @@ static void conn_service_call(Conn *c) {
         int r;
 
         (void) egress_service_split(&c->req, name, sizeof name, &rest, &rest_len);
-        const char *secret = model_env_get(g->env, c->service->secret);
+        const char *secret = con_env_get(g->env, c->service->secret);
         if (!secret) {
                 conn_answer(c, 503, "failed", "the service %s has no secret: %s is not set in %s", c->service->name,
                             c->service->secret, CON_ENV_PATH);
@@ -1026,7 +1026,7 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
                 if (r < 0 && r != -ENOENT)
                         return log_error_errno(r, "Cannot read %s: %m", o->env_path ?: CON_ENV_PATH);
                 if (r >= 0) {
-                        r = model_env_parse(text, len, &g->env, &bad);
+                        r = con_env_parse(text, len, &g->env, &bad);
                         explicit_bzero(text, len);
                         if (r < 0)
                                 return log_error_errno(r, "%s:%u: not NAME=value", o->env_path ?: CON_ENV_PATH, bad);

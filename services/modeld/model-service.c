@@ -138,7 +138,7 @@ static int load_env(Models *m) {
                 }
         }
         char **env = NULL;
-        int r = model_env_parse(buf, len, &env, &bad);
+        int r = con_env_parse(buf, len, &env, &bad);
         explicit_bzero(buf, sizeof(buf));
         if (r == -EINVAL) {
                 log_error("%s:%u: not a NAME=value line (values may be quoted; no control characters)", path, bad);

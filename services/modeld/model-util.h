@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include "env-file.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,12 +23,6 @@
 
 /* ---- the key file (/etc/con/env) ---- */
 
-/* Parses "NAME=value" lines (blank lines and '#' comments skipped, an optional "export " prefix,
- * values optionally in matching single or double quotes, no escapes). Returns a strv of
- * "NAME=value", or -EINVAL with *ret_bad_line set (1-based) for a line that is none of these. */
-int model_env_parse(const char *text, size_t len, char ***ret_env, unsigned *ret_bad_line);
-/* The value of name in env, NULL when absent or empty. */
-const char *model_env_get(char * const *env, const char *name);
 
 #define MODEL_GENERIC_KEY_PROVIDER_DEFAULT "openrouter"
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The HTTP response reader: whatever a model endpoint (or anything that answers on its address)
- * sends back goes through libcurl into services/modeld/http.c (status, header lines, body assembly, caps,
+ * sends back goes through libcurl into bus/runtime/http.c (status, header lines, body assembly, caps,
  * Retry-After) and then into the LLM response parsers. Each input is served raw, as the complete
  * reply, by a server socket on 127.0.0.1 in the same event loop, to a real con_http_request().
  * Input: one flags byte (bits 0-1: response cap none, 16 B, 1 KiB, 64 KiB; bit 2: POST), then the

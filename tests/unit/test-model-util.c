@@ -10,18 +10,18 @@ static void test_env(void) {
         char **env = NULL;
         unsigned bad = 0;
         const char *t = "# keys\n\nCON_API_KEY=sk-1\nexport CON_AUTH_ANTHROPIC=\"ant 2\"\nCON_X='q'\r\n";
-        g_assert_cmpint(model_env_parse(t, strlen(t), &env, &bad), ==, 0);
-        g_assert_cmpstr(model_env_get(env, "CON_API_KEY"), ==, "sk-1");
-        g_assert_cmpstr(model_env_get(env, "CON_AUTH_ANTHROPIC"), ==, "ant 2");
-        g_assert_cmpstr(model_env_get(env, "CON_X"), ==, "q");
-        g_assert_null(model_env_get(env, "CON_API"));
+        g_assert_cmpint(con_env_parse(t, strlen(t), &env, &bad), ==, 0);
+        g_assert_cmpstr(con_env_get(env, "CON_API_KEY"), ==, "sk-1");
+        g_assert_cmpstr(con_env_get(env, "CON_AUTH_ANTHROPIC"), ==, "ant 2");
+        g_assert_cmpstr(con_env_get(env, "CON_X"), ==, "q");
+        g_assert_null(con_env_get(env, "CON_API"));
         strv_free(env);
         env = NULL;
         t = "A=1\nnot a line\n";
-        g_assert_cmpint(model_env_parse(t, strlen(t), &env, &bad), ==, -EINVAL);
+        g_assert_cmpint(con_env_parse(t, strlen(t), &env, &bad), ==, -EINVAL);
         g_assert_cmpuint(bad, ==, 2);
         t = "A=\"unterminated\n";
-        g_assert_cmpint(model_env_parse(t, strlen(t), &env, &bad), ==, -EINVAL);
+        g_assert_cmpint(con_env_parse(t, strlen(t), &env, &bad), ==, -EINVAL);
 }
 
 static void test_keys(void) {
