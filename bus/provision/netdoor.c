@@ -15,6 +15,7 @@
 #include "error-detail.h"
 #include "fileio.h"
 #include "macro.h"
+#include "markers.h"
 #include "names.h"
 #include "netdoor.h"
 #include "strv.h"
@@ -59,6 +60,12 @@ int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_p
                 }
                 /* An allow-list agent reaches the egress gateway (its host-name entries, and its
                  * addresses through the proxy); nothing else on loopback. */
+                if (a->cut) {
+                        /* Halted or quarantined: nothing leaves, whatever the policy allows. */
+                        fprintf(f, "\t\tmeta skuid %u reject with icmpx 3 comment \"agent %s: network cut (%s)\"\n",
+                                (unsigned) a->uid, a->name, streq(a->cut, "halted") ? "halted" : "quarantined");
+                        continue;
+                }
                 if ((a->network->mode == CON_NETWORK_ALLOW || (a->egress && a->network->mode != CON_NETWORK_NONE)) &&
                     proxy_port > 0 && proxy_port <= 65535)
                         fprintf(f, "\t\tmeta skuid %u ip daddr 127.0.0.1 tcp dport %u accept comment \"agent %s: egress gateway\"\n",
@@ -92,12 +99,18 @@ int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_p
 
 int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_listing, char ***ret_missing) {
         _cleanup_free_ ConNetdoorAgent *agents = calloc(c->n_agents + 1, sizeof(ConNetdoorAgent));
-        _cleanup_strv_free_ char **missing = NULL;
+        _cleanup_strv_free_ char **missing = NULL, **quarantined = NULL;
+        const char *halted = "";
         size_t n = 0;
         int r;
 
         if (!agents)
                 return -ENOMEM;
+        /* The markers decide what is cut; unreadable markers cut nothing here (the agents' own
+         * services refuse work on them; con bootstrap still writes the policy's table). */
+        if (con_marker_halted(CON_NETDOOR_STATE_DIR, &halted) < 0)
+                halted = "";
+        (void) con_marker_list_quarantined(CON_NETDOOR_STATE_DIR, &quarantined);
         for (size_t i = 0; i < c->n_agents; i++) {
                 _cleanup_free_ char *user = NULL;
                 r = con_agent_user(c->agents[i].name, &user);
@@ -116,6 +129,10 @@ int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_
                 agents[n++] = (ConNetdoorAgent) { .name = c->agents[i].name, .uid = pw->pw_uid,
                                                   .network = &c->agents[i].rt.network,
                                                   .egress = con_config_agent_uses_egress(c, &c->agents[i]) };
+                if (streq(halted, "all") || (streq(halted, "workers") && c->agents[i].tier == CON_TIER_WORKER))
+                        agents[n - 1].cut = "halted";
+                else if (strv_contains(quarantined, c->agents[i].name))
+                        agents[n - 1].cut = "quarantined";
         }
         r = con_netdoor_render(agents, n, c->egress.port, ret_script, ret_listing);
         if (r < 0)
@@ -288,4 +305,17 @@ int con_netdoor_sync(const ConConfig *c, bool dry_run, char **ret_change, char *
         if (dry_run)
                 return 0;
         return con_netdoor_apply(script, ret_error);
+}
+
+int con_netdoor_refresh(const ConConfig *c, char **ret_change, char **ret_error) {
+        _cleanup_free_ char *have = NULL;
+        int r;
+
+        *ret_change = NULL;
+        r = con_netdoor_list(&have, ret_error);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        return con_netdoor_sync(c, false, ret_change, ret_error);
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "con-paths.h"
 #include "config.h"
 
 /* The network door in the kernel (docs/NETWORK.md): one nftables table owned by the project,
@@ -26,6 +27,8 @@ typedef struct ConNetdoorAgent {
         const ConNetwork *network;      /* resolved */
         bool egress;                    /* reaches the egress gateway although not an allow-list
                                          * (a credentialed service names it) */
+        const char *cut;                /* "halted" or "quarantined": nothing at all, whatever the
+                                         * policy says; NULL: the policy */
 } ConNetdoorAgent;
 
 /* ret_script: for `nft -f -`; ret_listing: what `nft -n list table inet conspiracyos` prints.
@@ -34,8 +37,11 @@ typedef struct ConNetdoorAgent {
  * egress gateway on 127.0.0.1:proxy_port (TCP). */
 int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_port, char **ret_script, char **ret_listing);
 
-/* From the config and the agent users that exist now (getpwnam): agents whose user does not
- * exist yet are left out and named in *ret_missing (may be NULL). */
+/* From the config, the agent users that exist now (getpwnam) and the halt and quarantine
+ * markers (bus/fabric/markers.h, in CON_NETDOOR_STATE_DIR): a halted or quarantined agent is cut
+ * off entirely. Agents whose user does not exist yet are left out and named in *ret_missing (may
+ * be NULL). */
+#define CON_NETDOOR_STATE_DIR CON_SRV_DIR "/state"
 int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_listing, char ***ret_missing);
 
 /* Running nft (CON_NFT_PATH or nft in PATH). Errors come back as text. */
@@ -54,3 +60,8 @@ int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error);
  * kernel's and, unless dry_run, replaces it when it differs. *ret_change (NULL when nothing
  * differs) describes the change. */
 int con_netdoor_sync(const ConConfig *c, bool dry_run, char **ret_change, char **ret_error);
+
+/* What the contract service does after a halt, resume, quarantine or release: the same as
+ * con_netdoor_sync() when the table exists (the markers changed, so the cut agents did), nothing
+ * when there is none (creating the table is con bootstrap's). Blocks on nft: call it from a child. */
+int con_netdoor_refresh(const ConConfig *c, char **ret_change, char **ret_error);

@@ -29,6 +29,7 @@
 #include "markers.h"
 #include "name-owners.h"
 #include "names.h"
+#include "netdoor.h"
 #include "strv.h"
 #include "time-util.h"
 #include "user-util.h"
@@ -209,6 +210,44 @@ static int ensure_dir(const char *path) {
 
 /* The markers (bus/fabric/markers.h) as the agents see them: the same trust rule, so a file an
  * agent user planted in the state folder is neither reported nor acted on here. */
+static int on_network_cut_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        if (si->si_code != CLD_EXITED || si->si_status != 0)
+                log_error("Could not update the network door (nftables table inet conspiracyos) after a halt or "
+                          "quarantine change; see above. Run con bootstrap.");
+        return 0;
+}
+
+/* The markers changed: the network door follows them (a halted or quarantined agent sends
+ * nothing, at once). nft blocks, so a child does it; only with the default state folder (the one
+ * the table is rendered from) and only when the table exists. */
+static void network_cut_sync(Manager *m) {
+        _cleanup_(sd_event_source_unrefp) sd_event_source *src = NULL;
+
+        if (!m->config || !streq(m->state_dir, CON_NETDOOR_STATE_DIR) || geteuid() != 0)
+                return;
+        pid_t pid = fork();
+        if (pid < 0) {
+                log_error_errno(-errno, "Cannot fork to update the network door: %m");
+                return;
+        }
+        if (pid == 0) {
+                _cleanup_free_ char *change = NULL, *error = NULL;
+                int r = con_netdoor_refresh(m->config, &change, &error);
+                if (r < 0) {
+                        log_error("network door: %s", error ?: strerror(-r));
+                        _exit(EXIT_FAILURE);
+                }
+                if (change)
+                        log_info("network door: %s", change);
+                _exit(EXIT_SUCCESS);
+        }
+        if (sd_event_add_child(m->event, &src, pid, WEXITED, on_network_cut_exit, m) < 0 ||
+            sd_event_source_set_floating(src, true) < 0) {
+                (void) waitpid(pid, NULL, 0);
+                return;
+        }
+}
+
 static void load_state(Manager *m) {
         _cleanup_strv_free_ char **q = NULL;
         const char *h = "";
@@ -255,6 +294,7 @@ static int do_halt(Manager *m, bool workers, const char *reason, const char *id)
                 n++;
         }
         load_state(m);
+        network_cut_sync(m);
         audit_record(m, workers ? "action.halt_workers" : "action.halt_agents",
                      fields("contract", id, "reason", reason, "marker", k < 0 ? strerror(-k) : "written", NULL));
         emit_action(m, workers ? "halt_workers" : "halt_agents", workers ? "workers" : "all", id);
@@ -273,6 +313,7 @@ static int do_resume(Manager *m, const char *by) {
         for (size_t i = 0; m->config && i < m->config->n_agents; i++)
                 (void) call_agent(m, m->config->agents[i].name, "Resume", false, NULL);
         load_state(m);
+        network_cut_sync(m);
         audit_record(m, "resume", fields("by", by, NULL));
         emit_action(m, "resume", "all", "");
         emit_state_changed(m);
@@ -350,6 +391,7 @@ static int do_quarantine(Manager *m, const char *agent, const char *reason, cons
         if (k < 0 && k != -ENOENT)
                 log_warning("Failed to move %s aside: %s", active, strerror(-k));
         load_state(m);
+        network_cut_sync(m);
         (void) call_agent(m, agent, "Quarantine", false, "s", reason);
         k = write_quarantine_files(m);
         if (k < 0)
@@ -377,6 +419,7 @@ static int do_release(Manager *m, const char *agent, const char *by, sd_bus_erro
                 return sd_bus_error_set_errnof(error, -k, "cannot remove the quarantine marker of %s in %s: %m", agent,
                                                m->state_dir);
         load_state(m);
+        network_cut_sync(m);
         k = write_quarantine_files(m);
         if (k < 0)
                 log_error("Failed to rewrite the quarantine policy files: %s", strerror(-k));

@@ -337,6 +337,24 @@ check "audit: the refusal names the agent and the service" jq -e -s \
         'map(select(.event == "egress.request" and .agent == "other" and .host == "echo" and .decision == "denied")) | length == 2' "$AUDIT"
 check_fail "audit: the secret is in no record" grep -q "$SECRET" "$AUDIT"
 
+section "quarantine cuts the agent's network at once; release restores it"
+check "con quarantine fetcher" con quarantine fetcher --reason "egress test"
+check "the table cuts a-fetcher (within 5 s)" wait_for 5 sh -c \
+        "nft -n list table inet conspiracyos | grep -q 'meta skuid $(id -u a-fetcher) reject with icmpx 3 comment \"agent fetcher: network cut (quarantined)\"'"
+check_eq "... and lets nothing of it through" "$(nft -n list table inet conspiracyos | grep -c "skuid $(id -u a-fetcher) .*accept")" 0
+check_fail_output "a-fetcher: the proxy port refused by the kernel" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-fetcher -- python3 "$NET" tcp 127.0.0.1 $PROXY
+check_fail_output "a-fetcher: its address entry refused too" 'error E(PERM|HOSTUNREACH)' \
+        runuser -u a-fetcher -- python3 "$NET" tcp 10.77.0.2 9443
+check_output "a-other is not cut" 'hello from peer' \
+        runuser -u a-other -- python3 "$NET" plain $PROXY http://other.example.test:8080/hello
+check_output "policy check agrees (the table follows the markers)" '^policy: all four doors match' con policy check
+check "con release fetcher" con release fetcher
+check "the cut is lifted (within 5 s)" wait_for 5 sh -c \
+        "nft -n list table inet conspiracyos | grep -q 'skuid $(id -u a-fetcher) ip daddr 127.0.0.1 tcp dport $PROXY accept'"
+check_output "a-fetcher: through the proxy again" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY allowed.example.test:8080
+
 section "con down stops it"
 check_output "con down stops the egress gateway" '^egress gateway: stopped' con down
 check_fail "no con-egressd left" pgrep -x con-egressd

@@ -53,6 +53,19 @@ static void test_render(void) {
         g_assert_cmpstr(empty, ==, "table inet conspiracyos {\n\tchain output {\n"
                                    "\t\ttype filter hook output priority 0; policy accept;\n\t}\n}\n");
 
+        /* A halted or quarantined agent: one rule, nothing allowed, whatever its list says. */
+        agents[2].cut = "quarantined";
+        agents[0].cut = "halted";
+        _cleanup_free_ char *cut = NULL;
+        g_assert_cmpint(con_netdoor_render(agents, 3, 3128, NULL, &cut), ==, 0);
+        g_assert_cmpstr(cut, ==,
+                        "table inet conspiracyos {\n\tchain output {\n"
+                        "\t\ttype filter hook output priority 0; policy accept;\n"
+                        "\t\tmeta skuid 60000 reject with icmpx 3 comment \"agent concierge: network cut (halted)\"\n"
+                        "\t\tmeta skuid 60001 reject with icmpx 3 comment \"agent sysadmin: network none\"\n"
+                        "\t\tmeta skuid 60002 reject with icmpx 3 comment \"agent coder: network cut (quarantined)\"\n"
+                        "\t}\n}\n");
+
         /* Never a rule for root, never a name that could break out of the comment. */
         ConNetdoorAgent bad = { .name = "concierge", .uid = 0, .network = &c->agents[0].rt.network };
         _cleanup_free_ char *s1 = NULL;
