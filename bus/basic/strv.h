@@ -8,6 +8,9 @@
 
 /* NULL-terminated string vectors. NULL is a valid empty vector everywhere. */
 
+/* A NULL-terminated list literal. */
+#define STRV_MAKE(...) ((char *[]) { __VA_ARGS__, NULL })
+
 char **strv_free(char **l);
 static inline void strv_freep(char ***l) {
         strv_free(*l);

@@ -84,6 +84,10 @@ static int add_defaults(ConPolicy *p, const ConConfig *c, char * const *agents) 
                 if (sysadmin && (r = rule_add(p, CON_PRINCIPAL_AGENT, SYSADMIN, CON_POLICY_TASK, CONCIERGE, 0)) < 0)
                         return r;
         }
+        /* The sysadmin commissions and retires agents (con-provisiond, docs/PROVISIONING.md),
+         * within what it may grant itself. */
+        if (sysadmin && (r = rule_add(p, CON_PRINCIPAL_AGENT, SYSADMIN, CON_POLICY_COMMISSION, NULL, 0)) < 0)
+                return r;
         /* Root may do everything; listed so that the services' root table and `con policy show`
          * say so explicitly (polkit answers yes to root before any rule runs). */
         for (ConPolicyVerb v = 0; v < _CON_POLICY_VERB_MAX; v++) {

@@ -104,6 +104,11 @@ static void test_defaults(void) {
         g_assert_false(allows(p, "a-concierge", "agents", "halt", "coder"));
         g_assert_true(allows(p, "a-sysadmin", NULL, "task", "concierge"));
         g_assert_false(allows(p, "a-sysadmin", NULL, "task", "coder"));
+        /* Commissioning: root and the sysadmin, nobody else by default. */
+        g_assert_true(allows(p, "a-sysadmin", NULL, "commission", NULL));
+        g_assert_true(allows(p, "root", NULL, "commission", NULL));
+        g_assert_false(allows(p, "a-concierge", "agents", "commission", NULL));
+        g_assert_false(allows(p, "alice", "con", "commission", NULL));
         g_assert_false(allows(p, "a-coder", NULL, "task", "reviewer"));
         g_assert_true(allows(p, "root", NULL, "halt", "coder"));
         g_assert_true(allows(p, "root", NULL, "contracts-admin", NULL));
