@@ -31,6 +31,9 @@ bool con_unix_name_valid(const char *s);
 #define CON_CONTRACTS_BUS_NAME "org.conspiracy.Contracts"
 #define CON_CONTRACTS_PATH "/org/conspiracy/Contracts"
 #define CON_CONTRACTS_INTERFACE "org.conspiracy.Contracts1"
+#define CON_PROVISIONER_BUS_NAME "org.conspiracy.Provisioner"
+#define CON_PROVISIONER_PATH "/org/conspiracy/Provisioner"
+#define CON_PROVISIONER_INTERFACE "org.conspiracy.Provisioner1"
 #define CON_USER_PREFIX "a-"
 
 typedef enum ConNameProblem {

@@ -26,6 +26,11 @@ static const ConErrorInfo table[] = {
         { CON_ERROR_STORAGE_FAILED,    EIO,         "The agent could not write its queue journal (disk full or I/O error)" },
         { CON_ERROR_DELEGATION_REFUSED, ELOOP,      "An agent's task may not be delegated there: the hop limit, a cycle "
                                                     "back to an agent waiting in the chain, or the parent's deadline" },
+        { CON_ERROR_INVALID_SPEC,      EBADRQC,     "The agent's name or specification is not valid (the message names the field)" },
+        { CON_ERROR_AGENT_EXISTS,      ENOTUNIQ,    "An agent or user of that name already exists" },
+        { CON_ERROR_NOT_COMMISSIONED,  ENOPKG,      "The agent was not commissioned at run time (it is defined in con.yaml "
+                                                    "or another drop-in)" },
+        { CON_ERROR_PROVISIONING_FAILED, EREMOTEIO, "Provisioning failed and was rolled back (the message says which step)" },
         {}
 };
 

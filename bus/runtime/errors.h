@@ -26,6 +26,10 @@
 #define CON_ERROR_RATE_LIMITED      "org.conspiracy.Models1.Error.RateLimited"     /* EBUSY */
 #define CON_ERROR_STORAGE_FAILED    "org.conspiracy.Agent1.Error.StorageFailed"    /* EIO */
 #define CON_ERROR_DELEGATION_REFUSED "org.conspiracy.Agent1.Error.DelegationRefused" /* ELOOP */
+#define CON_ERROR_INVALID_SPEC      "org.conspiracy.Provisioner1.Error.InvalidSpec"      /* EBADRQC */
+#define CON_ERROR_AGENT_EXISTS      "org.conspiracy.Provisioner1.Error.AgentExists"      /* ENOTUNIQ */
+#define CON_ERROR_NOT_COMMISSIONED  "org.conspiracy.Provisioner1.Error.NotCommissioned"  /* ENOPKG */
+#define CON_ERROR_PROVISIONING_FAILED "org.conspiracy.Provisioner1.Error.ProvisioningFailed" /* EREMOTEIO */
 
 typedef struct ConErrorInfo {
         const char *name;

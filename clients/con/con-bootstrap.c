@@ -10,6 +10,7 @@
 
 #include "con-paths.h"
 #include "con.h"
+#include "fileio.h"
 #include "macro.h"
 #include "linkguard.h"
 #include "netdoor.h"
@@ -44,6 +45,10 @@ static void bootstrap_help(FILE *f) {
               "                   (default when /etc/con/con.yaml does not exist: 'default')\n"
               "  --force          overwrite /etc/con files that differ from the profile or FILE\n"
               "  --dry-run        print what would change, change nothing\n"
+              "  --add-dropin FILE     also provision FILE (an agent's drop-in) and install it as\n"
+              "                        " CON_DROPIN_DIR "/NAME.yaml, NAME.yaml being FILE's name\n"
+              "  --remove-dropin NAME.yaml  provision without that drop-in, then remove it\n"
+              "                        (con-provisiond commissions and retires agents with these)\n"
               "\n"
               "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n",
               f);
@@ -56,17 +61,20 @@ static void print_change(const char *change, void *userdata) {
 }
 
 int verb_bootstrap(int argc, char *argv[]) {
-        enum { ARG_FORCE = 0x100, ARG_DRY_RUN };
+        enum { ARG_FORCE = 0x100, ARG_DRY_RUN, ARG_ADD_DROPIN, ARG_REMOVE_DROPIN };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "config", required_argument, NULL, 'c' },
                 { "profile", required_argument, NULL, 'p' },
                 { "force", no_argument, NULL, ARG_FORCE },
                 { "dry-run", no_argument, NULL, ARG_DRY_RUN },
+                { "add-dropin", required_argument, NULL, ARG_ADD_DROPIN },
+                { "remove-dropin", required_argument, NULL, ARG_REMOVE_DROPIN },
                 {}
         };
         _cleanup_(con_provision_freep) ConProvision *p = NULL;
-        _cleanup_free_ char *error = NULL;
+        _cleanup_free_ char *error = NULL, *dropin_text = NULL;
+        const char *add_dropin = NULL;
         ConProvisionOptions o = {};
         unsigned checked = 0, changed = 0;
         int c, r;
@@ -89,6 +97,15 @@ int verb_bootstrap(int argc, char *argv[]) {
                 case ARG_DRY_RUN:
                         o.dry_run = true;
                         break;
+                case ARG_ADD_DROPIN:
+                        add_dropin = optarg;
+                        break;
+                case ARG_REMOVE_DROPIN:
+                        if (!con_config_dropin_name_valid(optarg))
+                                return con_fail(CON_EXIT_USAGE, "bootstrap: --remove-dropin: '%s' is not a drop-in's "
+                                                "name (NAME.yaml)", optarg);
+                        o.omit_dropin = optarg;
+                        break;
                 default:
                         return CON_EXIT_USAGE;
                 }
@@ -97,6 +114,16 @@ int verb_bootstrap(int argc, char *argv[]) {
                                 argv[optind]);
         if (o.config_path && o.profile)
                 return con_fail(CON_EXIT_USAGE, "bootstrap: --config and --profile cannot be combined");
+        if (add_dropin) {
+                const char *base = strrchr(add_dropin, '/');
+                base = base ? base + 1 : add_dropin;
+                if (!con_config_dropin_name_valid(base))
+                        return con_fail(CON_EXIT_USAGE, "bootstrap: --add-dropin: '%s' is not a drop-in's name (NAME.yaml)",
+                                        base);
+                if (o.omit_dropin && streq(o.omit_dropin, base))
+                        return con_fail(CON_EXIT_USAGE, "bootstrap: --add-dropin and --remove-dropin name the same file");
+                o.extra_dropin_name = base;
+        }
 
         if (geteuid() != 0)
                 return con_fail(CON_EXIT_NOT_ROOT,
@@ -107,6 +134,16 @@ int verb_bootstrap(int argc, char *argv[]) {
         const char *fail = getenv("CON_TEST_BOOTSTRAP_FAIL_AT");
         if (fail)
                 o.fail_after = (unsigned) strtoul(fail, NULL, 10);
+
+        if (add_dropin) {
+                r = read_file_nofollow(add_dropin, 16U << 20, &dropin_text, NULL);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: --add-dropin: cannot read %s: %s", add_dropin,
+                                        strerror(-r));
+                if (strlen(dropin_text) == 0 || memchr(dropin_text, 0, strlen(dropin_text)) != NULL)
+                        return con_fail(CON_EXIT_CONFIG, "bootstrap: --add-dropin: %s is empty", add_dropin);
+                o.extra_dropin_text = dropin_text;
+        }
 
         r = con_provision_new(&o, &p, &error);
         if (r < 0)
@@ -122,6 +159,24 @@ int verb_bootstrap(int argc, char *argv[]) {
         r = con_provision_run(p, o.dry_run, print_change, &o.dry_run, &checked, &changed, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
+
+        /* A retired agent's drop-in goes once everything was provisioned without it, before the
+         * services reload. */
+        if (o.omit_dropin) {
+                _cleanup_free_ char *path = NULL;
+                if (asprintf(&path, CON_DROPIN_DIR "/%s", o.omit_dropin) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: out of memory");
+                checked++;
+                if (access(path, F_OK) >= 0) {
+                        _cleanup_free_ char *change = NULL;
+                        if (asprintf(&change, "remove %s", path) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "bootstrap: out of memory");
+                        print_change(change, &o.dry_run);
+                        changed++;
+                        if (!o.dry_run && unlink(path) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot remove %s: %m", path);
+                }
+        }
 
         /* dbus-daemon reloads its policy when a policy file changes, not when a user it names
          * appears: a run that only created a user (con-web, after dashboard.enabled was turned on)

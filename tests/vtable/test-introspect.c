@@ -9,6 +9,7 @@
 #include "names.h"
 #include "router.h"
 #include "model-service.h"
+#include "provisioner.h"
 #include "macro.h"
 #include "test-util.h"
 
@@ -102,11 +103,18 @@ static void test_contracts1(void) {
         compare(CON_CONTRACTS_INTERFACE, live, "con-contractd (con-contractd --bus-introspect)");
 }
 
+static void test_provisioner1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(provisioner_introspect_xml(&live), ==, 0);
+        compare(CON_PROVISIONER_INTERFACE, live, "con-provisiond (con-provisiond --bus-introspect)");
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/introspect/agent1", test_agent1);
         g_test_add_func("/introspect/router1", test_router1);
         g_test_add_func("/introspect/contracts1", test_contracts1);
         g_test_add_func("/introspect/models1", test_models1);
+        g_test_add_func("/introspect/provisioner1", test_provisioner1);
         return con_test_run();
 }
