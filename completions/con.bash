@@ -123,6 +123,7 @@ _con() {
         for ((i = 0; i < ${#args[@]}; i++)); do
                 case ${args[i]} in
                 --config|--dir|--contracts-dir|--lines|--timeout|--reason|--profile|-n|-c|-p) ((i++)) ;;
+                --tier|--mode|--cron|--cron-task|--role|--instructions|--may-task|--tasked-by|--runner|--provider|--model|--network) ((i++)) ;;
                 -*) ;;
                 *) positional+=("${args[i]}") ;;
                 esac
@@ -141,6 +142,13 @@ _con() {
         --dir|--contracts-dir) _con_reply_files "$cur" dirs; return ;;
         --profile|-p) _con_reply "$cur" "$(ls /usr/share/conspiracyos/profiles 2>/dev/null || echo default minimal)"; return ;;
         --lines|-n|--timeout|--reason) COMPREPLY=(); return ;;
+        --tier) _con_reply "$cur" officer operator worker; return ;;
+        --mode) _con_reply "$cur" on-demand always cron; return ;;
+        --runner) _con_reply "$cur" picoclaw claude codex; return ;;
+        --network) _con_reply "$cur" none gateway; return ;;
+        --may-task|--tasked-by) _con_reply "$cur" "$(_con_agents "$config")"; return ;;
+        --instructions) _con_reply_files "$cur"; return ;;
+        --cron|--cron-task|--role|--provider|--model) COMPREPLY=(); return ;;
         esac
 
         if [[ -z $verb ]]; then
@@ -157,6 +165,12 @@ _con() {
         tasks|run|quarantine|release) ((n == 0)) && _con_reply "$cur" "$(_con_agents "$config")" ;;
         task|cancel) ((n == 0)) && _con_reply "$cur" "$(_con_task_ids "$config")" ;;
         audit) ((n == 0)) && _con_reply "$cur" verify ;;
+        agent)
+                case $n in
+                0) _con_reply "$cur" add remove list ;;
+                1) [[ ${positional[1]} == remove ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
+                esac
+                ;;
         policy)
                 case $n in
                 0) _con_reply "$cur" show check query ;;

@@ -18,6 +18,7 @@ static const struct {
         { "down",        verb_down,        "stop the router and the agents" },
         { "status",      verb_status,      "router and agents: running, state, queue" },
         { "agents",      verb_agents,      "list the configured agents" },
+        { "agent",       verb_agent,       "commission (add), retire (remove) or list agents at run time" },
         { "tasks",       verb_tasks,       "list the tasks of one or all agents" },
         { "task",        verb_task,        "show one task's status and result, or its transcript" },
         { "cancel",      verb_cancel,      "cancel a queued or running task" },

@@ -35,6 +35,8 @@ int verb_contracts(int argc, char *argv[]);
 int verb_resume(int argc, char *argv[]);
 int verb_quarantine(int argc, char *argv[]);
 int verb_release(int argc, char *argv[]);
+/* con-agent.c */
+int verb_agent(int argc, char *argv[]);
 /* con-policy.c */
 int verb_policy(int argc, char *argv[]);
 

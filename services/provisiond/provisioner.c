@@ -131,10 +131,25 @@ static int run_bootstrap(const Provisioner *p, char * const *args, char ***ret_l
         }
         wfd = safe_close(wfd);
 
-        _cleanup_free_ char *buf = NULL;
+        /* Everything it prints, up to OUTPUT_MAX (the rest is read and dropped, so it never blocks). */
+        _cleanup_free_ char *buf = malloc(OUTPUT_MAX + 1);
         size_t len = 0;
-        int r = read_fd(rfd, OUTPUT_MAX, &buf, &len);
-        int status;
+        int r = buf ? 0 : -ENOMEM, status;
+        for (;;) {
+                char chunk[4096];
+                ssize_t n = read(rfd, chunk, sizeof chunk);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        break;
+                size_t room = OUTPUT_MAX - len, take = !buf ? 0 : (size_t) n < room ? (size_t) n : room;
+                if (take > 0) {
+                        memcpy(buf + len, chunk, take);
+                        len += take;
+                }
+        }
+        if (buf)
+                buf[len] = 0;
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
                         return negative_errno();
