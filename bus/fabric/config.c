@@ -1561,28 +1561,34 @@ int con_config_load_full(const ConConfigLoad *l, ConConfig **ret, ConErrorDetail
         r = read_config_file(-EBADF, l->path, NULL, &cf.files[0].text, &cf.files[0].len, reterr);
         if (r < 0)
                 return r;
-        for (int i = 0; i < cf.n_entries; i++) {
-                const char *name = cf.entries[i]->d_name;
+        /* In the order of the names, the extra drop-in (not written yet) in its place among them, so
+         * the config is the same as once it is written. */
+        bool extra_done = !l->extra_dropin_name;
+        for (int i = 0; i <= cf.n_entries; i++) {
+                const char *name = i < cf.n_entries ? cf.entries[i]->d_name : NULL;
+                if (!extra_done && (!name || strcmp(l->extra_dropin_name, name) <= 0)) {
+                        ConfigFile *f = &cf.files[cf.n_files++];
+                        if (asprintf(&f->path, "%s/%s", dir ?: ".", l->extra_dropin_name) < 0) {
+                                f->path = NULL;
+                                return -ENOMEM;
+                        }
+                        r = set_text(f, l->extra_dropin_text ?: "", l->extra_dropin_text ? l->extra_dropin_len : 0);
+                        if (r < 0)
+                                return r;
+                        extra_done = true;
+                }
+                if (!name)
+                        break;
                 if (l->omit_dropin && streq(name, l->omit_dropin))
                         continue;
                 if (l->extra_dropin_name && streq(name, l->extra_dropin_name))
-                        continue; /* replaced by the text given below */
+                        continue; /* replaced by the text given */
                 ConfigFile *f = &cf.files[cf.n_files++];
                 if (asprintf(&f->path, "%s/%s", dir, name) < 0) {
                         f->path = NULL;
                         return -ENOMEM;
                 }
                 r = read_config_file(dfd, f->path, name, &f->text, &f->len, reterr);
-                if (r < 0)
-                        return r;
-        }
-        if (l->extra_dropin_name) {
-                ConfigFile *f = &cf.files[cf.n_files++];
-                if (asprintf(&f->path, "%s/%s", dir ?: ".", l->extra_dropin_name) < 0) {
-                        f->path = NULL;
-                        return -ENOMEM;
-                }
-                r = set_text(f, l->extra_dropin_text ?: "", l->extra_dropin_text ? l->extra_dropin_len : 0);
                 if (r < 0)
                         return r;
         }

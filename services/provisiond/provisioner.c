@@ -207,7 +207,7 @@ static int worker_commission(Provisioner *p, Job *j, int fd) {
         {
                 _cleanup_(con_userdb_freep) ConUserDb *db = NULL;
                 ConPasswdEntry pw = {};
-                if (con_userdb_load(NULL, &db) >= 0 && con_userdb_get_user(db, user, &pw) > 0) {
+                if (con_userdb_load(NULL, &db) >= 0 && con_userdb_get_user(db, user, &pw) >= 0) {
                         con_passwd_entry_done(&pw);
                         return fail(fd, CON_ERROR_AGENT_EXISTS, "the user '%s' already exists and is not an agent of "
                                     "this configuration; choose another name (or remove the user)", user);
@@ -337,12 +337,13 @@ static int worker_decommission(Provisioner *p, Job *j, int fd) {
         if (r != 0)
                 return fail(fd, CON_ERROR_PROVISIONING_FAILED, "%s", r < 0 ? strerror(-r) : bootstrap_error(lines));
         stop_agent(name);
-        if (p->o.fail_retire)
-                return fail(fd, CON_ERROR_PROVISIONING_FAILED, "test: the retire step fails (CON_TEST_PROVISION_FAIL_RETIRE)");
         free(error);
         error = NULL;
-        r = con_retire_agent(&(ConRetireOptions) { .name = name, .archive = j->archive,
-                                                   .now_usec = con_now(CLOCK_REALTIME) }, &archive, &error);
+        if (p->o.fail_retire)
+                r = con_error_textf(&error, -EIO, "test: the retire step fails (CON_TEST_PROVISION_FAIL_RETIRE)");
+        else
+                r = con_retire_agent(&(ConRetireOptions) { .name = name, .archive = j->archive,
+                                                           .now_usec = con_now(CLOCK_REALTIME) }, &archive, &error);
         if (r < 0)
                 return fail(fd, CON_ERROR_PROVISIONING_FAILED, "%s was removed from the configuration, but: %s",
                             name, error ?: strerror(-r));

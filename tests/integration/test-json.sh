@@ -112,6 +112,12 @@ check "con agents and con status describe the agents alike" bash -c \
         'diff <(con agents --json | jq -S "map(del(.state,.queue,.current_task,.tasks_accepted,.tasks_completed,.tasks_failed))") \
               <(con status --json | jq -S ".agents | map(del(.state,.queue,.current_task,.tasks_accepted,.tasks_completed,.tasks_failed))")'
 
+json_ok "con agent list --json: commissioned-agent objects (through con-provisiond)" agent \
+        "type == \"array\" and length == 2 and all(.[]; $(keys_are '["name","tier","file","commissioned"]') and
+         (.name|$J_STR) and (.tier|$(or_null "$J_STR")) and (.file|$J_STR) and (.commissioned|$J_BOOL)) and
+         any(.[]; .name == \"concierge\" and .commissioned == false and .file == \"/etc/con/con.yaml\")" \
+        con agent list --json
+
 section "contracts: integer microsecond timestamps"
 json_ok "con healthcheck --json (through con-contractd)" healthcheck \
         "$HEALTH and .source == \"service\" and (.results|length) > 0 and
