@@ -490,11 +490,13 @@ int verb_up(int argc, char *argv[]) {
 static const char down_usage[] =
         "Usage: con down [--config FILE]\n"
         "\n"
-        "Stop the fabric: the router, the contract service, the status page, the model gateway and\n"
-        "every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
+        "Stop the fabric: the router, the contract service, the status page, the model gateway, the\n"
+        "commissioner and every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
         "con-agent@*.service and the cron timers (they stay enabled: the next boot starts them again).\n"
-        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,\n"
-        ".Models and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
+        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,
+"
+        ".Models, .Provisioner and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.
+"
         "Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
@@ -535,7 +537,7 @@ int verb_down(int argc, char *argv[]) {
                 r = con_run_command((char *[]) { (char *) "systemctl", (char *) "stop", (char *) "conspiracyos.target",
                                                  (char *) "con-routerd.service", (char *) "con-contractd.service",
                                                  (char *) "con-modeld.service", (char *) "con-webd.service",
-                                                 (char *) "con-egressd.service",
+                                                 (char *) "con-egressd.service", (char *) "con-provisiond.service",
                                                  (char *) "con-agent@*.service",
                                                  (char *) "con-cron-*.timer", NULL });
                 if (r != 0)
@@ -560,6 +562,10 @@ int verb_down(int argc, char *argv[]) {
                 status = CON_EXIT_FAILURE;
         /* The model gateway: started by bus activation on an agent's first model call. */
         if (stop_name(bus, "model gateway", MODELS_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        /* The commissioner: started by bus activation too (a job in flight is rolled back by its
+         * worker, which dies with it). */
+        if (stop_name(bus, "provisioner", CON_PROVISIONER_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (load_config(&c, &config) < 0)
                 return CON_EXIT_CONFIG;

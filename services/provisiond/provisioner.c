@@ -71,6 +71,7 @@ struct Provisioner {
         Job *queue_head, *queue_tail;
         size_t n_queued;
         ConConfig *config;              /* the agents as last loaded (ListAgents, Agents) */
+        struct timespec config_mtime, dropins_mtime; /* of what was loaded: a change loads again */
         char *config_error;
 };
 
@@ -375,9 +376,23 @@ static void job_free(Job *j) {
         free(j);
 }
 
+static bool timespec_eq(const struct timespec *a, const struct timespec *b) {
+        return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* The mtimes of con.yaml and of the drop-in folder (a file added, removed or renamed in it). */
+static void config_mtimes(const Provisioner *p, struct timespec *ret_config, struct timespec *ret_dropins) {
+        _cleanup_free_ char *dir = NULL;
+        struct stat st;
+        *ret_config = stat(p->o.config_path, &st) >= 0 ? st.st_mtim : (struct timespec) {};
+        *ret_dropins = asprintf(&dir, "%s.d", p->o.config_path) >= 0 && stat(dir, &st) >= 0 ? st.st_mtim
+                                                                                           : (struct timespec) {};
+}
+
 static void provisioner_load(Provisioner *p) {
         _cleanup_(con_config_freep) ConConfig *c = NULL;
         _cleanup_free_ char *error = NULL;
+        config_mtimes(p, &p->config_mtime, &p->dropins_mtime);
         if (load_config(p, &(ConConfigLoad) {}, &c, &error) < 0) {
                 log_warning("The configuration does not load; the agent list is the last one loaded: %s",
                             error ?: "unknown error");
@@ -774,6 +789,15 @@ static int method_decommission(sd_bus_message *m, void *userdata, sd_bus_error *
         return enqueue(p, m, &j, error);
 }
 
+/* The agent list follows con.yaml and its drop-ins changed by others (con bootstrap, an editor):
+ * two stat() calls, and a load only when one changed. */
+static void provisioner_refresh(Provisioner *p) {
+        struct timespec c, d;
+        config_mtimes(p, &c, &d);
+        if (!timespec_eq(&c, &p->config_mtime) || !timespec_eq(&d, &p->dropins_mtime))
+                provisioner_load(p);
+}
+
 static int method_list(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Provisioner *p = userdata;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -782,6 +806,7 @@ static int method_list(sd_bus_message *m, void *userdata, sd_bus_error *error) {
 
         if (asprintf(&dir, "%s.d/", p->o.config_path) < 0)
                 return -ENOMEM;
+        provisioner_refresh(p);
         r = sd_bus_message_new_method_return(m, &reply);
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'a', "(sssb)");
@@ -803,6 +828,7 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
         Provisioner *p = userdata;
         int r;
 
+        provisioner_refresh(p);
         if (streq(property, "ConfigError"))
                 return sd_bus_message_append(reply, "s", p->config_error ?: "");
         r = sd_bus_message_open_container(reply, 'a', "s");

@@ -33,10 +33,10 @@ section "apt installs the package (its dependencies are already on the machine; 
 check "apt-get install $CON_DEB" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$CON_DEB"
 check_output "dpkg says installed" "^install ok installed$" dpkg-query -W -f='${Status}\n' conspiracyos
 for f in /usr/bin/con /usr/bin/con-send /usr/libexec/conspiracyos/con-agentd /usr/libexec/conspiracyos/con-routerd \
-         /usr/libexec/conspiracyos/con-contractd /usr/libexec/conspiracyos/con-modeld \
+         /usr/libexec/conspiracyos/con-contractd /usr/libexec/conspiracyos/con-modeld /usr/libexec/conspiracyos/con-provisiond \
          /usr/share/doc/conspiracyos/README.md /usr/share/doc/conspiracyos/DEPLOY.md /usr/share/doc/conspiracyos/LICENSE \
          /usr/share/doc/conspiracyos/copyright /usr/share/polkit-1/actions/org.conspiracy.policy \
-         /usr/share/dbus-1/system-services/org.conspiracy.Models.service \
+         /usr/share/dbus-1/system-services/org.conspiracy.Models.service /usr/share/dbus-1/system-services/org.conspiracy.Provisioner.service \
          /usr/share/conspiracyos/profiles/default/con.yaml; do
         check "the package ships $f" dpkg -S "$f"
 done
