@@ -67,7 +67,7 @@ int con_agent_spec_check(const ConAgentSpec *s, char **ret_error) {
                 return con_error_textf(ret_error, -EINVAL, "no agent name given");
         ConNameProblem p = con_agent_name_check(s->name);
         if (p != CON_NAME_OK) {
-                _cleanup_free_ char *q = con_yaml_quote_mem(s->name, strlen(s->name));
+                _cleanup_free_ char *q = con_utf8_quote(s->name, strlen(s->name), 64);
                 return con_error_textf(ret_error, -EINVAL, "%s is not a valid agent name: %s", q ?: "the name",
                                        con_name_problem_to_string(p));
         }

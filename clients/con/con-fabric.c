@@ -493,10 +493,8 @@ static const char down_usage[] =
         "Stop the fabric: the router, the contract service, the status page, the model gateway, the\n"
         "commissioner and every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
         "con-agent@*.service and the cron timers (they stay enabled: the next boot starts them again).\n"
-        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,
-"
-        ".Models, .Provisioner and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.
-"
+        "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,\n"
+        ".Models, .Provisioner and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
         "Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";

@@ -31,6 +31,7 @@
 #include "time-util.h"
 #include "user-util.h"
 #include "userdb.h"
+#include "utf8.h"
 #include "yaml-reader.h"
 
 #define RUN_DIR_DEFAULT "/run/con-provisiond"
@@ -655,7 +656,7 @@ int provisioner_read_spec(sd_bus_message *m, ConAgentSpec *s, char **ret_error) 
                 else if (streq(key, "network"))
                         r = read_strv(m, key, &s->network, ret_error);
                 else {
-                        _cleanup_free_ char *q = con_yaml_quote_mem(key, strlen(key));
+                        _cleanup_free_ char *q = con_utf8_quote(key, strlen(key), 64);
                         return con_error_textf(ret_error, -EINVAL, "%s: unknown key; use tier, mode, cron, cron_task, "
                                                "roles, instructions, may_task, tasked_by, runner, provider, model, "
                                                "network", q ?: "key");
@@ -748,7 +749,7 @@ static int method_decommission(sd_bus_message *m, void *userdata, sd_bus_error *
                 return r;
         ConNameProblem np = con_agent_name_check(name);
         if (np != CON_NAME_OK) {
-                _cleanup_free_ char *q = con_yaml_quote_mem(name, strlen(name));
+                _cleanup_free_ char *q = con_utf8_quote(name, strlen(name), 64);
                 return con_bus_error_setf(error, CON_ERROR_INVALID_SPEC, "%s is not a valid agent name: %s", q ?: "name",
                                           con_name_problem_to_string(np));
         }
