@@ -47,6 +47,7 @@ static const char * const kind_names[_CHECK_KIND_MAX] = {
         [CHECK_DRIFT] = "drift",
         [CHECK_SKILLS] = "skills",
         [CHECK_POLICY_SYNC] = "policy_sync",
+        [CHECK_NETWORK_DRIFT] = "network_drift",
 };
 
 const char *contract_type_to_string(ContractType t) {
@@ -242,6 +243,7 @@ static const ConYamlField * const kind_fields[_CHECK_KIND_MAX] = {
         [CHECK_DRIFT] = drift_fields,
         [CHECK_SKILLS] = no_fields,
         [CHECK_POLICY_SYNC] = no_fields,
+        [CHECK_NETWORK_DRIFT] = no_fields,
 };
 
 static int parse_kind(ConYamlReader *y, const yaml_node_t *v, const char *path, ContractCheck *ch, CheckKind kind) {
@@ -273,6 +275,7 @@ KIND_PARSER(env_file, CHECK_ENV_FILE)
 KIND_PARSER(drift, CHECK_DRIFT)
 KIND_PARSER(skills, CHECK_SKILLS)
 KIND_PARSER(policy_sync, CHECK_POLICY_SYNC)
+KIND_PARSER(network_drift, CHECK_NETWORK_DRIFT)
 
 #define KIND_FIELD(name) F(#name, .type = CON_YAML_CUSTOM, .offset = 0, .parse = parse_##name)
 #define N_CHECK_FIELDS_BEFORE_KINDS 2
@@ -296,6 +299,7 @@ static const ConYamlField check_fields[] = {
         KIND_FIELD(drift),
         KIND_FIELD(skills),
         KIND_FIELD(policy_sync),
+        KIND_FIELD(network_drift),
         {}
 };
 
@@ -318,7 +322,7 @@ static int parse_check(ConYamlReader *y, const yaml_node_t *v, const char *path,
         if (kinds != 1)
                 return con_yaml_fail(y, v, path, "needs exactly one check, found %u (give one of command, script, "
                                      "disk_free, memory_available, load_per_core, session_duration, path, agents_md, "
-                                     "agent_dirs, audit_chain, audit_writable, env_file, drift, skills or policy_sync)",
+                                     "agent_dirs, audit_chain, audit_writable, env_file, drift, skills, policy_sync or network_drift)",
                                      kinds);
         /* test: exit_code_zero (the original's spelling) or empty means: pass iff run exits 0. */
         if (ch->test && (streq(ch->test, "exit_code_zero") || !*ch->test)) {

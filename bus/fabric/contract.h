@@ -56,6 +56,7 @@ typedef enum CheckKind {
         CHECK_DRIFT,                    /* drift: {paths}: what con bootstrap would change */
         CHECK_SKILLS,                   /* skills: {} */
         CHECK_POLICY_SYNC,              /* policy_sync: {}: con policy check */
+        CHECK_NETWORK_DRIFT,            /* network_drift: {}: the network door's nftables table */
         _CHECK_KIND_MAX,
         _CHECK_KIND_INVALID = -EINVAL,
 } CheckKind;

@@ -19,6 +19,7 @@
 #include "contract-check.h"
 #include "fileio.h"
 #include "names.h"
+#include "netdoor.h"
 #include "policy-check.h"
 #include "provision.h"
 #include "sha256.h"
@@ -552,6 +553,28 @@ static int check_policy_sync(const CheckContext *ctx, char **m) {
                 -ENOMEM : 0;
 }
 
+/* The network door's table is the host's: a service in a network namespace of its own (systemd's
+ * PrivateNetwork) sees another table set, so it says so instead of reporting the table missing. */
+static int check_network_drift(const CheckContext *ctx, char **m) {
+        _cleanup_strv_free_ char **drift = NULL;
+        _cleanup_free_ char *error = NULL;
+        struct stat self, init;
+        if (!ctx->config)
+                return (void) msg(m, "no configuration to compare with"), -ENOMEDIUM;
+        if (stat("/proc/self/ns/net", &self) == 0 && stat("/proc/1/ns/net", &init) == 0 &&
+            (self.st_ino != init.st_ino || self.st_dev != init.st_dev))
+                return (void) msg(m, "this service runs in a network namespace of its own (PrivateNetwork) and cannot "
+                                  "see the host's nftables table; run con policy check"), -ENOMEDIUM;
+        int r = con_netdoor_check(ctx->config, &drift, &error);
+        if (r < 0)
+                return (void) msg(m, "cannot check the network door: %s", error ?: strerror(-r)), r;
+        size_t n = strv_length(drift);
+        if (n == 0)
+                return msg(m, "the nftables table inet conspiracyos is what the config generates") < 0 ? -ENOMEM : 1;
+        _cleanup_free_ char *j = strv_join(drift, "; ");
+        return msg(m, "%.600s", strempty(j)) < 0 ? -ENOMEM : 0;
+}
+
 int contract_check_native(const Contract *c, const ContractCheck *ch, const CheckContext *ctx, char **ret_message) {
         _cleanup_free_ char *m = NULL;
         int r;
@@ -594,6 +617,9 @@ int contract_check_native(const Contract *c, const ContractCheck *ch, const Chec
                 break;
         case CHECK_POLICY_SYNC:
                 r = check_policy_sync(ctx, &m);
+                break;
+        case CHECK_NETWORK_DRIFT:
+                r = check_network_drift(ctx, &m);
                 break;
         default:
                 return -EOPNOTSUPP;

@@ -355,8 +355,41 @@ check "the cut is lifted (within 5 s)" wait_for 5 sh -c \
 check_output "a-fetcher: through the proxy again" '^HTTP/1.1 200 Connection established' \
         runuser -u a-fetcher -- python3 "$NET" connect $PROXY allowed.example.test:8080
 
+section "a contract watches the table (network_drift)"
+CDIR=$(lib_tmp)
+cat >"$CDIR/CON-NET-001.yaml" <<'YAML'
+id: CON-NET-001
+description: The network door's nftables table is what the config generates.
+type: detective
+frequency: 1m
+scope: system
+checks:
+  - name: network_table
+    network_drift: {}
+    on_fail:
+      action: alert
+      message: "The nftables table inet conspiracyos is missing or altered. Run con policy check, then con bootstrap."
+YAML
+check "network_drift passes on the table bootstrap made" jq -e \
+        '.results | map(select(.check == "network_table" and .status == "pass")) | length == 1' \
+        <<<"$(con healthcheck --contracts-dir "$CDIR" --json)"
+check "delete the table" nft delete table inet conspiracyos
+check_fail_output "network_drift fails and says the table is missing" 'inet conspiracyos: missing' \
+        con healthcheck --contracts-dir "$CDIR"
+check_output "con bootstrap repairs it" 'create nftables table inet conspiracyos' con bootstrap
+check "insert an accept rule for a-shut" nft insert rule inet conspiracyos output meta skuid "$(id -u a-shut)" accept
+check_fail_output "network_drift names the altered line" "line 4 is 'meta skuid $(id -u a-shut) accept'" \
+        con healthcheck --contracts-dir "$CDIR"
+check_output "con bootstrap replaces it" 'replace nftables table inet conspiracyos' con bootstrap
+check "network_drift passes again" jq -e \
+        '.results | map(select(.check == "network_table" and .status == "pass")) | length == 1' \
+        <<<"$(con healthcheck --contracts-dir "$CDIR" --json)"
+
 section "con down stops it"
 check_output "con down stops the egress gateway" '^egress gateway: stopped' con down
 check_fail "no con-egressd left" pgrep -x con-egressd
+check "con-egressd logged to /srv/con/logs/daemons" test -s /srv/con/logs/daemons/con-egressd.log
+check_fail "no sanitizer report in its log (a leak is reported at exit)" \
+        grep -qE "AddressSanitizer|LeakSanitizer|runtime error" /srv/con/logs/daemons/con-egressd.log
 
 finish

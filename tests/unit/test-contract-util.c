@@ -132,11 +132,11 @@ static void test_errors(void) {
                 { "id: X\ntype: detective\nchecks:\n  - name: a\n",
                   "t.yaml:4:5: checks[0]: needs exactly one check, found 0 (give one of command, script, disk_free, "
                   "memory_available, load_per_core, session_duration, path, agents_md, agent_dirs, audit_chain, "
-                  "audit_writable, env_file, drift, skills or policy_sync)" },
+                  "audit_writable, env_file, drift, skills, policy_sync or network_drift)" },
                 { "id: X\ntype: detective\nchecks:\n  - name: a\n    disk_free: {}\n    memory_available: {}\n",
                   "t.yaml:4:5: checks[0]: needs exactly one check, found 2 (give one of command, script, disk_free, "
                   "memory_available, load_per_core, session_duration, path, agents_md, agent_dirs, audit_chain, "
-                  "audit_writable, env_file, drift, skills or policy_sync)" },
+                  "audit_writable, env_file, drift, skills, policy_sync or network_drift)" },
                 { "id: X\ntype: detective\nchecks:\n  - name: a\n    bogus: 1\n",
                   "t.yaml:5:5: checks[0].bogus: unknown key; allowed keys are name, on_fail, command, script, "
                   "disk_free, memory_available, load_per_core, session_duration, path, agents_md, agent_dirs, "
