@@ -140,7 +140,7 @@ static void test_errors(void) {
                 { "id: X\ntype: detective\nchecks:\n  - name: a\n    bogus: 1\n",
                   "t.yaml:5:5: checks[0].bogus: unknown key; allowed keys are name, on_fail, command, script, "
                   "disk_free, memory_available, load_per_core, session_duration, path, agents_md, agent_dirs, "
-                  "audit_chain, audit_writable, env_file, drift, skills and policy_sync" },
+                  "audit_chain, audit_writable, env_file, drift, skills, policy_sync and network_drift" },
                 { "id: X\ntype: detective\nchecks:\n  - name: a\n    disk_free: {min_pct: 150}\n",
                   "t.yaml:5:26: checks[0].disk_free.min_pct: '150' is not allowed; use a number from 0 to 100" },
                 { "id: X\ntype: detective\nfrequency: soon\nchecks:\n  - name: a\n    disk_free:\n",
