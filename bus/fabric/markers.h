@@ -12,13 +12,18 @@
  *   halt-workers           every worker-tier agent is halted
  *   quarantine/NAME        agent NAME is quarantined
  *
- * The content is the reason (its first line counts). The markers survive restarts and reboots.
+ * Each marker is a folder holding the file "reason" (its first line counts). The markers survive
+ * restarts and reboots.
  *
- * One trust rule, for both sides: a marker counts only when it is a regular file with one link,
- * owned by root or by the reading process's own user (the services in tests), and never through
- * a symbolic link (every path component is opened with O_NOFOLLOW). A file an agent user planted,
- * a symlink, a FIFO or a hard link count as absent, so nobody but the contract service can halt
- * or quarantine agents this way, and a planted file cannot hide a genuine one either.
+ * One trust rule, for both sides: a marker counts only when it is a folder owned by root or by
+ * the reading process's own user (the services in tests) that nobody else may write to, and
+ * never through a symbolic link (every path component is opened with O_NOFOLLOW). A folder cannot
+ * be hard-linked, so an agent that may hard-link root's files (fs.protected_hardlinks=0) cannot
+ * make a genuine marker read as absent (it could with the marker files of earlier versions, which
+ * counted only with one link). A file an agent user planted, a symlink, a FIFO or a hard link
+ * count as absent, so nobody but the contract service can halt or quarantine agents this way.
+ * A marker file of an earlier version (a regular file with one link, of that owner) still counts
+ * until con_marker_upgrade() rewrites it.
  *
  * Library code: no logging. */
 
@@ -43,12 +48,16 @@ bool con_marker_trusted(const struct stat *st);
  * not trusted; -errno on other errors. */
 int con_marker_read(const char *state_dir, ConMarkerKind kind, const char *agent, char **ret_reason);
 
-/* Writes the marker atomically (mode 0644, the caller's owner), creating the state folder and
- * quarantine/ (0755) when missing. reason must not be NULL. */
+/* Writes the marker atomically (a folder 0755 with "reason" 0644, the caller's owner), creating
+ * the state folder and quarantine/ (0755) when missing; whatever was at its place is swapped out
+ * in the same step and removed. reason must not be NULL. */
 int con_marker_write(const char *state_dir, ConMarkerKind kind, const char *agent, const char *reason);
 
 /* Removes the marker, whatever is there (a planted file or symlink too). 0 also when absent. */
 int con_marker_remove(const char *state_dir, ConMarkerKind kind, const char *agent);
+
+/* Rewrites every trusted marker file of an earlier version as a marker folder (same reason). */
+int con_marker_upgrade(const char *state_dir);
 
 /* The sorted names of the agents with a trusted quarantine marker (an empty vector when there is
  * no quarantine/ folder). Other files there (the activation files moved aside, "NAME.service")

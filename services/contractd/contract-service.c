@@ -1358,6 +1358,10 @@ int manager_start(Manager *m) {
         if (k < 0)
                 log_warning("Failed to watch %s (%s): changes are picked up by Reload() or a restart only",
                             m->contracts_dir, strerror(-k));
+        /* Marker files of an earlier version become folders, which no hard link can hide. */
+        k = con_marker_upgrade(m->state_dir);
+        if (k < 0 && k != -ENOENT)
+                log_warning("Failed to rewrite the markers in %s as folders: %s", m->state_dir, strerror(-k));
         manager_load(m);
         k = manager_watch_models(m);
         if (k < 0)

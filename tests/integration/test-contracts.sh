@@ -161,8 +161,8 @@ fi
 
 section "quarantine: refuses work, cannot own its name; release restores it"
 check "con quarantine sleeper" con quarantine sleeper --reason "integration test"
-check "marker written" test -f /srv/con/state/quarantine/sleeper
-check_output "marker holds the reason" "integration test" cat /srv/con/state/quarantine/sleeper
+check "marker written (a root-owned folder)" test -d /srv/con/state/quarantine/sleeper
+check_output "marker holds the reason" "integration test" cat /srv/con/state/quarantine/sleeper/reason
 check "activation file moved aside" test -f /srv/con/state/quarantine/sleeper.service
 check_fail "... and gone from the bus" test -e /usr/local/share/dbus-1/system-services/org.conspiracy.Sleeper.service
 check_output "bus policy denies the name" 'deny own="org.conspiracy.Sleeper"' cat /etc/dbus-1/system.d/org.conspiracy.quarantine.conf
@@ -198,7 +198,16 @@ checks:
     on_fail: {action: halt_agents, message: "halting for the test"}
 YAML
 check "ActionTaken halt_agents" wait_for 10 grep -q 'string "halt_agents"' "$T/monitor"
-check_output "the halt marker holds the reason" "T-HALT" cat /srv/con/state/halt
+check_output "the halt marker holds the reason" "T-HALT" cat /srv/con/state/halt/reason
+# What an agent could do with fs.protected_hardlinks=0 (root here): links to the marker's files.
+W=/srv/con/agents/sysadmin/workspace    # an agent's folder, on the file system of the markers
+check_output "the halt marker (a folder) cannot be hard-linked" "not allowed for directory" \
+        sh -c "ln /srv/con/state/halt $W/halt-link 2>&1; true"
+check "its reason file can be" ln /srv/con/state/halt/reason "$W/reason-link"
+check "... and the marker still reads (the service reloads and reads it again)" \
+        busctl call org.conspiracy.Contracts /org/conspiracy/Contracts org.conspiracy.Contracts1 Reload
+check_output "... halted: all" "halted: all" con contracts
+rm -f "$W/reason-link"
 check_output "con contracts: halted all" "halted: all" con contracts
 if has_method org.conspiracy.Concierge Halt; then
         check_fail "the concierge refuses work" busctl call org.conspiracy.Concierge /org/conspiracy/Agent org.conspiracy.Agent1 Submit s /ping

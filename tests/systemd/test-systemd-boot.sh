@@ -171,7 +171,7 @@ YAML
         check "a contract that fails at once (no /run/con-boot-flag)" \
                 mv /srv/con/contracts/T-BOOT.yaml.tmp /srv/con/contracts/T-BOOT.yaml
         check "the halt marker is written" wait_for 15 test -e /srv/con/state/halt
-        check_output "... with the contract's id" "T-BOOT" cat /srv/con/state/halt
+        check_output "... with the contract's id" "T-BOOT" cat /srv/con/state/halt/reason
         check_output "con contracts: halted all" "halted: all" con contracts
         check_output "the Halted property" '^s "all"' busctl --system get-property org.conspiracy.Contracts \
                 /org/conspiracy/Contracts org.conspiracy.Contracts1 Halted

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,10 +162,86 @@ static void test_long_reason(void) {
         test_tmpdir_remove(dir);
 }
 
+/* fs.protected_hardlinks=0 lets an agent hard-link root's files it can read: a marker must
+ * read the same whatever links are made to it (the marker files of earlier versions then read
+ * as absent, so a halt was lifted by a link). */
+static void test_hard_links(void) {
+        g_autofree char *dir = test_tmpdir_new(), *state = path_in(dir, "state");
+        g_autofree char *halt = path_in(state, "halt"), *halt_reason = path_in(state, "halt/reason");
+        g_autofree char *q = path_in(state, "quarantine/worker"), *q_reason = path_in(state, "quarantine/worker/reason");
+        g_autofree char *elsewhere = path_in(dir, "agent-workspace");
+        _cleanup_free_ char *reason = NULL;
+        _cleanup_strv_free_ char **list = NULL;
+        const char *h = NULL;
+
+        g_assert_cmpint(mkdir(elsewhere, 0755), ==, 0);
+        g_assert_cmpint(con_marker_write(state, CON_MARKER_HALT, NULL, "contract T-1"), ==, 0);
+        g_assert_cmpint(con_marker_write(state, CON_MARKER_QUARANTINE, "worker", "contract T-2"), ==, 0);
+
+        /* The marker itself cannot be linked; its reason file can, and nothing changes. */
+        g_autofree char *l1 = path_in(elsewhere, "halt"), *l2 = path_in(elsewhere, "reason1"),
+                        *l3 = path_in(elsewhere, "reason2");
+        g_assert_cmpint(link(halt, l1), ==, -1);
+        g_assert_cmpint(errno, ==, EPERM);
+        g_assert_cmpint(link(halt_reason, l2), ==, 0);
+        g_assert_cmpint(link(q_reason, l3), ==, 0);
+        g_assert_cmpint(con_marker_read(state, CON_MARKER_HALT, NULL, &reason), ==, 1);
+        g_assert_cmpstr(reason, ==, "contract T-1");
+        g_assert_cmpint(con_marker_halted(state, &h), ==, 0);
+        g_assert_cmpstr(h, ==, "all");
+        g_assert_cmpint(con_marker_list_quarantined(state, &list), ==, 0);
+        g_assert_cmpuint(strv_length(list), ==, 1);
+        g_assert_cmpstr(list[0], ==, "worker");
+
+        /* Written again: the new reason, and nothing left over beside it. */
+        g_assert_cmpint(con_marker_write(state, CON_MARKER_HALT, NULL, "contract T-3"), ==, 0);
+        free(reason);
+        reason = NULL;
+        g_assert_cmpint(con_marker_read(state, CON_MARKER_HALT, NULL, &reason), ==, 1);
+        g_assert_cmpstr(reason, ==, "contract T-3");
+        g_autoptr(GDir) d = g_dir_open(state, 0, NULL);
+        unsigned n = 0;
+        for (const char *e; (e = g_dir_read_name(d));)
+                n++;
+        g_assert_cmpuint(n, ==, 2);     /* halt and quarantine/ */
+
+        /* A marker folder others may write to is not one. */
+        g_assert_cmpint(chmod(q, 0777), ==, 0);
+        g_assert_cmpint(con_marker_read(state, CON_MARKER_QUARANTINE, "worker", NULL), ==, 0);
+        g_assert_cmpint(con_marker_remove(state, CON_MARKER_QUARANTINE, "worker"), ==, 0);
+        g_assert_cmpint(access(q, F_OK), ==, -1);
+
+        /* A marker file of an earlier version counts (one link) and is rewritten as a folder. */
+        g_assert_cmpint(con_marker_remove(state, CON_MARKER_HALT, NULL), ==, 0);
+        g_autofree char *legacy = path_in(state, "halt-workers");
+        test_write_file(legacy, "old version\n");
+        g_assert_cmpint(con_marker_halted(state, &h), ==, 0);
+        g_assert_cmpstr(h, ==, "workers");
+        g_assert_cmpint(con_marker_upgrade(state), ==, 0);
+        struct stat st;
+        g_assert_cmpint(lstat(legacy, &st), ==, 0);
+        g_assert_true(S_ISDIR(st.st_mode));
+        free(reason);
+        reason = NULL;
+        g_assert_cmpint(con_marker_read(state, CON_MARKER_HALT_WORKERS, NULL, &reason), ==, 1);
+        g_assert_cmpstr(reason, ==, "old version");
+
+        /* A folder planted by an agent user (were the state folder open to it) is not a marker. */
+        if (geteuid() == 0) {
+                g_autofree char *planted = path_in(state, "quarantine/planted");
+                g_assert_cmpint(mkdir(planted, 0755), ==, 0);
+                g_assert_cmpint(chown(planted, OTHER_UID, OTHER_UID), ==, 0);
+                g_assert_cmpint(con_marker_read(state, CON_MARKER_QUARANTINE, "planted", NULL), ==, 0);
+        } else
+                con_test_skip("the case of a marker folder owned by another user needs root (chown)");
+        test_tmpdir_remove(dir);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/markers/write-read-remove", test_write_read_remove);
         g_test_add_func("/markers/hostile", test_hostile);
+        g_test_add_func("/markers/hard-links", test_hard_links);
         g_test_add_func("/markers/long-reason", test_long_reason);
         return con_test_run();
 }
