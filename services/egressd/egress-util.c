@@ -273,6 +273,13 @@ int egress_rewrite_request(const char *head, const EgressRequest *req, char **re
                 fwrite(req->target, 1, req->target_len, f);
         }
         fprintf(f, " HTTP/1.%u\r\n", req->minor);
+        /* The Host the check allowed, never the client's own (a different Host on the same address
+         * is another site on a shared front end). */
+        bool v6 = strchr(req->host, ':');
+        fprintf(f, "Host: %s%s%s", v6 ? "[" : "", req->host, v6 ? "]" : "");
+        if (req->port != 80)
+                fprintf(f, ":%u", (unsigned) req->port);
+        fputs("\r\n", f);
         if (req->headers_start > 0)
                 for (size_t pos = req->headers_start; pos < req->head_len;) {
                         const char *l = head + pos, *nl = memchr(l, '\n', req->head_len - pos);
@@ -283,7 +290,7 @@ int egress_rewrite_request(const char *head, const EgressRequest *req, char **re
                         pos += full;
                         if (content == 0)
                                 break;
-                        if (header_is(l, content, "Connection") || header_is(l, content, "Keep-Alive") ||
+                        if (header_is(l, content, "Host") || header_is(l, content, "Connection") || header_is(l, content, "Keep-Alive") ||
                             header_is(l, content, "Proxy-Connection") || header_is(l, content, "Proxy-Authorization") ||
                             header_is(l, content, "Proxy-Authenticate") || header_is(l, content, "TE") ||
                             header_is(l, content, "Upgrade"))

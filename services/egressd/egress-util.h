@@ -42,8 +42,9 @@ typedef struct EgressRequest {
 int egress_parse_request(const char *buf, size_t len, EgressRequest *ret, const char **ret_problem);
 
 /* The head for the upstream server of a plain-HTTP (ABSOLUTE) request: origin form
- * ("GET /path HTTP/1.1"), the client's headers without the hop-by-hop and proxy ones
- * (Connection, Keep-Alive, Proxy-*, TE, Upgrade), then "Connection: close". */
+ * ("GET /path HTTP/1.1"), "Host:" the URL's host and port (the client's Host is dropped), the
+ * client's other headers without the hop-by-hop and proxy ones (Connection, Keep-Alive, Proxy-*,
+ * TE, Upgrade), then "Connection: close". */
 int egress_rewrite_request(const char *head, const EgressRequest *req, char **ret, size_t *ret_len);
 
 /* The value of the first header `name` (case-insensitive) of a parsed head, blanks trimmed, into

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "egress-util.h"
 #include "macro.h"
@@ -78,6 +79,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 EgressRequest again;
                 if (egress_parse_request(out, len, &again, NULL) != 1 || again.form != EGRESS_FORM_ORIGIN ||
                     again.head_len != len)
+                        abort();
+                /* Exactly one Host, the checked one. */
+                char host[EGRESS_HOST_MAX + 16];
+                if (egress_header_value(out, &again, "Host", host, sizeof host) != 1 || !strstr(host, req.host))
+                        abort();
+                const char *first = strcasestr(out, "\r\nHost:");
+                if (!first || strcasestr(first + 2, "\r\nHost:"))
                         abort();
         }
         return 0;

@@ -100,12 +100,19 @@ static void test_rewrite(void) {
         g_assert_cmpint(parse(head, &r, NULL), ==, 1);
         g_assert_cmpint(egress_rewrite_request(head, &r, &out, &len), ==, 0);
         g_assert_cmpstr(out, ==, "GET /x?y HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+
+        /* A Host of its own is replaced by the one that was checked. */
+        free(TAKE_PTR(out));
+        const char *fronted = "GET http://a.test/ HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+        g_assert_cmpint(parse(fronted, &r, NULL), ==, 1);
+        g_assert_cmpint(egress_rewrite_request(fronted, &r, &out, &len), ==, 0);
+        g_assert_cmpstr(out, ==, "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
         g_assert_cmpint(len, ==, strlen(out));
 
         free(TAKE_PTR(out));
         g_assert_cmpint(parse("GET http://a.test HTTP/1.0\r\n\r\n", &r, NULL), ==, 1);
         g_assert_cmpint(egress_rewrite_request("GET http://a.test HTTP/1.0\r\n\r\n", &r, &out, &len), ==, 0);
-        g_assert_cmpstr(out, ==, "GET / HTTP/1.0\r\nConnection: close\r\n\r\n");
+        g_assert_cmpstr(out, ==, "GET / HTTP/1.0\r\nHost: a.test\r\nConnection: close\r\n\r\n");
 }
 
 static void test_service_parts(void) {
