@@ -15,8 +15,10 @@
 # Then the file door: BENCH_N files dropped into /srv/con/inbox while the router is stopped
 # (SIGSTOP), timed from SIGCONT to the last response in the concierge's outbox; and the
 # original's one-process-per-task design (bench-spawn-baseline) on the same disk.
-# Every run starts from empty agent folders (agents stopped, journals, outboxes, processed and
-# finished records removed), each agent then started by one warm-up task.
+# Every run starts with the agents stopped and their journals removed (nothing to replay; the task
+# files of earlier runs stay), each agent then started by one warm-up task.
+# BENCH_SRV=ext4-journal puts /srv/con on a fresh ext4 file system with a journal (a loop file on
+# the same disk), to tell the file system's cost from the fabric's.
 # Prints "ROW name k value..." lines (medians of the rounds, with the range) for bench-all.sh.
 set -euo pipefail
 BUILD=${1:?usage: bench-bus.sh BUILD_DIR}
@@ -28,7 +30,14 @@ AGENTS="concierge w1 w2 w3"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
+if [ "${BENCH_SRV:-}" = ext4-journal ]; then
+        truncate -s 4G /var/tmp/bench-srv.img
+        mkfs.ext4 -q -F -O has_journal /var/tmp/bench-srv.img
+        mkdir -p /srv/con
+        mount -o loop /var/tmp/bench-srv.img /srv/con
+fi
 fs=$(stat -f -c %T /srv/con 2>/dev/null || stat -f -c %T /srv)
+[ "${BENCH_SRV:-}" != ext4-journal ] || fs="ext4-journal-loop"
 echo "INFO broker=${CON_SANDBOX_BUS:-dbus-daemon} srv_fs=$fs disk_fs=${CON_SANDBOX_DISK_FS:-?}" \
         "load=$(cut -d' ' -f1-3 /proc/loadavg) cpus=$(nproc)"
 
@@ -70,9 +79,9 @@ reset_agents() {
                         kill -TERM "$pid"
                         while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
                 fi
-                for d in outbox processed failed queue/finished; do
-                        [ ! -d "/srv/con/agents/$a/$d" ] || find "/srv/con/agents/$a/$d" -mindepth 1 -delete
-                done
+                # Only the journal goes (nothing to replay): the task files stay until the end. On
+                # ext4 a deleted inode is skipped by the allocator for a while (recently_deleted),
+                # so deleting thousands of files would slow the next run's creates.
                 rm -f /srv/con/agents/$a/queue/journal
         done
         sync
@@ -81,6 +90,48 @@ reset_agents() {
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'; }
+
+# BENCH_COUNT=1 (bench/bench-count.sh, run on the host, attaches strace to the services): one bus
+# door run (BENCH_N Submits, K=64, to the concierge) and one file door run (BENCH_N files), each
+# announced in $CON_SANDBOX_ARTIFACTS/ready-PHASE and started by go-PHASE, with dbus-monitor
+# counting the messages on the bus by type and member.
+if [ "${BENCH_COUNT:-0}" = 1 ]; then
+        A=${CON_SANDBOX_ARTIFACTS:?BENCH_COUNT needs --artifacts}
+        kill "$serve_pid"
+        count_phase() { # count_phase NAME CMD...
+                local name=$1
+                shift
+                reset_agents
+                dbus-monitor --system --profile >"$T/monitor" 2>/dev/null &
+                local mon=$!
+                sleep 0.5
+                for a in $AGENTS; do echo "$(pid_of "$(bus_name "$a")") con-agentd-$a"; done >"$A/pids-$name"
+                echo "$(pid_of org.conspiracy.Router) con-routerd" >>"$A/pids-$name"
+                echo "$(cat /run/con-sandbox-dbus.pid 2>/dev/null || pgrep -x dbus-daemon | head -n 1) bus" >>"$A/pids-$name"
+                echo ready >"$A/ready-$name"
+                while [ ! -e "$A/go-$name" ]; do sleep 0.05; done
+                "$@"
+                sleep 0.5
+                echo done >"$A/done-$name"
+                while [ ! -e "$A/stopped-$name" ]; do sleep 0.05; done
+                kill "$mon"
+                # --profile: type, timestamp, serial, sender, destination, path, interface, member
+                awk '$1 != "#" {print $1, ($1 == "sig" || $1 == "mc") ? $NF : ""}' "$T/monitor" | sort | uniq -c |
+                        sed "s/^/MSG $name /"
+        }
+        filedoor() {
+                local router
+                router=$(pid_of org.conspiracy.Router)
+                kill -STOP "$router"
+                for j in $(seq -w 1 "$N"); do printf '/ping\n' >"/srv/con/inbox/count-$j.task"; done
+                kill -CONT "$router"
+                while (($(find /srv/con/agents/concierge/outbox -name "count-*.response" | wc -l) < N)); do sleep 0.02; done
+        }
+        count_phase busdoor "$BB" submit 64 "$N" /ping concierge
+        count_phase filedoor filedoor
+        con down >/dev/null || true
+        exit 0
+fi
 
 # run NAME K CMD...: ROUNDS runs; prints the ROW line
 declare -A rate p50 p99 ack50 ack99

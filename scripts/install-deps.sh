@@ -39,8 +39,10 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
 # with one font so its screenshots show text) for the status page's tests (test-dashboard);
-# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network.
-sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal"
+# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network;
+# dbus-broker, the second bus broker the sandbox can start (CON_BUS_BROKER=dbus-broker, the
+# broker tier of the tests and bench/bench-all.sh).
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal dbus-broker"
 
 if [ "${1:-}" = "--print" ]; then
         shift
