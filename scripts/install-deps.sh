@@ -5,10 +5,10 @@
 #   scripts/install-deps.sh                 everything (run + build + test)
 #   scripts/install-deps.sh --build-only    only what building needs
 #   scripts/install-deps.sh --print LIST... print package names, install nothing
-#                                           (LIST: run, build, test, sandbox, deb)
+#                                           (LIST: run, build, test, sandbox, broker, deb)
 #
 # These lists are the only place the project names its packages: the test sandbox's root
-# filesystem (tests/sandbox/con-rootfs) is built from `--print run sandbox`, so a tool a test
+# filesystem (tests/sandbox/con-rootfs) is built from `--print run sandbox broker`, so a tool a test
 # calls that is missing here fails the suite instead of working by accident on the host.
 set -eu
 
@@ -39,14 +39,18 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
 # with one font so its screenshots show text) for the status page's tests (test-dashboard);
-# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network;
-# dbus-broker, the second bus broker the sandbox can start (CON_BUS_BROKER=dbus-broker, the
-# broker tier of the tests and bench/bench-all.sh).
-sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal dbus-broker"
+# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network.
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal"
+# The second bus broker, only in the sandbox's root (tests/sandbox/con-rootfs sandbox), which
+# starts it with CON_BUS_BROKER=dbus-broker (the broker tests, bench/bench-all.sh). Debian's
+# package makes itself the system bus under systemd (dbus.service becomes an alias of
+# dbus-broker.service), so it is in no list installed on a machine or in the systemd tier's root:
+# there the administrator picks the broker (docs/DEPLOY.md).
+broker="dbus-broker"
 
 if [ "${1:-}" = "--print" ]; then
         shift
-        [ $# -gt 0 ] || { echo "install-deps: --print needs a list name (run, build, test, sandbox, deb)" >&2; exit 2; }
+        [ $# -gt 0 ] || { echo "install-deps: --print needs a list name (run, build, test, sandbox, broker, deb)" >&2; exit 2; }
         out=""
         for l in "$@"; do
                 case "$l" in
@@ -54,8 +58,9 @@ if [ "${1:-}" = "--print" ]; then
                 build) out="$out $build" ;;
                 test) out="$out $test" ;;
                 sandbox) out="$out $sandbox" ;;
+                broker) out="$out $broker" ;;
                 deb) out="$out $deb" ;;
-                *) echo "install-deps: unknown list '$l' (run, build, test, sandbox, deb)" >&2; exit 2 ;;
+                *) echo "install-deps: unknown list '$l' (run, build, test, sandbox, broker, deb)" >&2; exit 2 ;;
                 esac
         done
         # shellcheck disable=SC2086
