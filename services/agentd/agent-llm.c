@@ -549,7 +549,7 @@ static int build_prompt(const ConRuntimeTask *t, const ConRuntimeEnv *env, const
         r = con_llm_conversation_set_system(c, system);
         if (r < 0)
                 return r;
-        return agent_tools_register(c);
+        return agent_tools_register(c, env->config, env->agent);
 }
 
 /* A tool result above AGENT_HISTORY_INLINE_MAX is stored in the workspace; the model gets its

@@ -20,6 +20,7 @@
 #include "json-util.h"
 #include "macro.h"
 #include "names.h"
+#include "policy.h"
 #include "strv.h"
 #include "time-util.h"
 #include "utf8.h"
@@ -38,6 +39,7 @@ static const char *const tool_names[_AGENT_TOOL_MAX] = {
         [AGENT_TOOL_LIST_DIR] = "list_dir",
         [AGENT_TOOL_LIST_AGENTS] = "list_agents",
         [AGENT_TOOL_SEND_TASK] = "send_task",
+        [AGENT_TOOL_COMMISSION_AGENT] = "commission_agent",
 };
 
 const char *agent_tool_kind_to_string(AgentToolKind k) {
@@ -63,6 +65,14 @@ void agent_tool_args_done(AgentToolArgs *a) {
         free(a->working_dir);
         free(a->agent);
         free(a->text);
+        free(a->tier);
+        free(a->mode);
+        free(a->instructions);
+        free(a->model);
+        strv_free(a->roles);
+        strv_free(a->may_task);
+        strv_free(a->tasked_by);
+        strv_free(a->network);
         *a = (AgentToolArgs) {};
 }
 
@@ -111,6 +121,20 @@ static const ArgSpec send_args[] = {
         A("wait", ARG_BOOL, false, wait, "Wait for the result (default true, up to 10 minutes)."),
 };
 
+static const ArgSpec commission_args[] = {
+        A("name", ARG_STRING, true, agent, "The new agent's name: lower-case letters, digits and '-', up to 29 "
+          "characters, e.g. researcher."),
+        A("tier", ARG_STRING, false, tier, "officer, operator or worker."),
+        A("instructions", ARG_STRING, false, instructions, "Its own instructions (its AGENTS.md layer), at most 64 KiB."),
+        A("roles", ARG_STRV, false, roles, "Roles (layers and skills)."),
+        A("mode", ARG_STRING, false, mode, "on-demand (default) or always."),
+        A("model", ARG_STRING, false, model, "Its model (default: its tier's)."),
+        A("may_task", ARG_STRV, false, may_task, "Agents the new agent may task (only ones you may task yourself)."),
+        A("tasked_by", ARG_STRV, false, tasked_by, "Agents that may task it, besides the concierge."),
+        A("network", ARG_STRV, false, network, "[\"none\"], [\"gateway\"] or allow-list entries, not wider than "
+          "your own."),
+};
+
 typedef struct ToolSpec {
         const char *description;
         const ArgSpec *args;
@@ -132,6 +156,11 @@ static const ToolSpec tool_specs[_AGENT_TOOL_MAX] = {
         [AGENT_TOOL_SEND_TASK] = { "Give a task to another agent over the system bus (the policy decides "
                                    "whether you may). With wait, returns that agent's result.",
                                    send_args, ELEMENTSOF(send_args) },
+        [AGENT_TOOL_COMMISSION_AGENT] = { "Create a new agent in this conspiracy (its Linux user, folders, "
+                                          "AGENTS.md and bus name), through con-provisiond. It answers at once, by "
+                                          "file drop and on the bus. You may grant it only what you may do yourself. "
+                                          "Returns what was done, or why it was refused.",
+                                          commission_args, ELEMENTSOF(commission_args) },
 };
 
 static const char *arg_type_json(ArgType t) {
@@ -144,9 +173,21 @@ static const char *arg_type_json(ArgType t) {
         return "string";
 }
 
-int agent_tools_register(ConLlmConversation *c) {
+/* Whether agent may commission agents: the policy's commission verb for its user. */
+static bool may_commission(const ConConfig *config, const ConAgent *agent) {
+        _cleanup_(con_policy_freep) ConPolicy *policy = NULL;
+        _cleanup_free_ char *user = NULL;
+        if (!config || !agent || con_policy_from_config(config, &policy) < 0 || con_agent_user(agent->name, &user) < 0)
+                return false;
+        return con_policy_allows(policy, user, NULL, CON_POLICY_COMMISSION, NULL);
+}
+
+int agent_tools_register(ConLlmConversation *c, const ConConfig *config, const ConAgent *agent) {
+        bool commission = may_commission(config, agent);
         for (int k = 0; k < _AGENT_TOOL_MAX; k++) {
                 const ToolSpec *s = &tool_specs[k];
+                if (k == AGENT_TOOL_COMMISSION_AGENT && !commission)
+                        continue;
                 _cleanup_cjson_ cJSON *schema = cJSON_CreateObject();
                 cJSON *props = cJSON_AddObjectToObject(schema, "properties");
                 cJSON *req = cJSON_CreateArray();
@@ -279,6 +320,12 @@ static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
                         return con_error_textf(ret_error, -EINVAL, "send_task: argument \"text\" is longer than %u bytes",
                                          AGENT_TOOL_SEND_TEXT_MAX);
                 return 0;
+        case AGENT_TOOL_COMMISSION_AGENT:
+                if (!con_agent_name_valid(a->agent))
+                        return con_error_textf(ret_error, -EINVAL,
+                                         "commission_agent: \"%s\" is not a valid agent name (lower-case letters, digits "
+                                         "and '-', starting with a letter, up to 29 characters)", a->agent);
+                return 0;
         default:
                 if (a->path && isempty(a->path))
                         return con_error_textf(ret_error, -EINVAL, "%s: argument \"path\" must not be empty", tool);
@@ -295,7 +342,8 @@ int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret
         if (a.kind < 0)
                 return con_error_textf(ret_error, -ENOENT,
                                  "unknown tool \"%s\"; the tools are exec, read_file, write_file, edit_file, "
-                                 "append_file, list_dir, list_agents, send_task", strempty(tool));
+                                 "append_file, list_dir, list_agents, send_task (and commission_agent where the "
+                                 "policy allows it)", strempty(tool));
         const ToolSpec *s = &tool_specs[a.kind];
 
         if (isempty(json))
@@ -888,6 +936,84 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *id, char **
         return *ret_status && *ret_text ? 1 : -ENOMEM;
 }
 
+static int append_entry(sd_bus_message *m, const char *key, const char *s, char **l) {
+        if (!s && !l)
+                return 0;
+        int r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", key);
+        if (r >= 0 && s)
+                r = sd_bus_message_append(m, "v", "s", s);
+        else if (r >= 0) {
+                r = sd_bus_message_open_container(m, 'v', "as");
+                if (r >= 0)
+                        r = sd_bus_message_append_strv(m, l);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        }
+        return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+/* commission_agent: CommissionAgent on con-provisiond, as this session's user (polkit decides, and
+ * the service limits the grants to the caller's own). */
+static int tool_commission_agent(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret, bool *is_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_strv_free_ char **changes = NULL;
+        int r;
+
+        *is_error = true;
+        if (!ctx->bus)
+                return tool_result(ret, true, "commission_agent: this session has no connection to the system bus");
+        uint64_t timeout = AGENT_TOOL_COMMISSION_USEC;
+        if (ctx->deadline_usec > 0) {
+                uint64_t now = con_now(CLOCK_MONOTONIC);
+                if (now >= ctx->deadline_usec)
+                        return tool_result(ret, true, "commission_agent: the task's time is up");
+                if (ctx->deadline_usec - now < timeout)
+                        timeout = ctx->deadline_usec - now;
+        }
+        r = sd_bus_message_new_method_call(ctx->bus, &m, CON_PROVISIONER_BUS_NAME, CON_PROVISIONER_PATH,
+                                           CON_PROVISIONER_INTERFACE, "CommissionAgent");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", a->agent);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0)
+                r = append_entry(m, "tier", a->tier, NULL);
+        if (r >= 0)
+                r = append_entry(m, "mode", a->mode, NULL);
+        if (r >= 0)
+                r = append_entry(m, "instructions", a->instructions, NULL);
+        if (r >= 0)
+                r = append_entry(m, "model", a->model, NULL);
+        if (r >= 0)
+                r = append_entry(m, "roles", NULL, a->roles);
+        if (r >= 0)
+                r = append_entry(m, "may_task", NULL, a->may_task);
+        if (r >= 0)
+                r = append_entry(m, "tasked_by", NULL, a->tasked_by);
+        if (r >= 0)
+                r = append_entry(m, "network", NULL, a->network);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r == -ENOMEM ? r : tool_result(ret, true, "commission_agent: cannot build the call: %s", strerror(-r));
+        r = sd_bus_call(ctx->bus, m, timeout, &e, &reply);
+        if (r < 0)
+                return tool_result(ret, true, "commission_agent: refused (%s): %s", strempty(e.name),
+                                   e.message ?: strerror(-r));
+        r = sd_bus_message_read_strv(reply, &changes);
+        if (r < 0)
+                return tool_result(ret, true, "commission_agent: con-provisiond sent an unreadable reply");
+        _cleanup_free_ char *list = changes ? strv_join(changes, "\n") : strdup("");
+        if (!list)
+                return -ENOMEM;
+        *is_error = false;
+        return tool_result(ret, false, "Commissioned agent %s (user a-%s). It can be tasked now (send_task, or a file "
+                           "in /srv/con/agents/%s/inbox). Changes:\n%s", a->agent, a->agent, a->agent, list);
+}
+
 static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, char **ret, bool *is_error) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -1029,6 +1155,9 @@ int agent_tool_dispatch(const AgentToolContext *ctx, const AgentToolArgs *args, 
                 break;
         case AGENT_TOOL_SEND_TASK:
                 r = tool_send_task(ctx, &a, ret_output, ret_is_error);
+                break;
+        case AGENT_TOOL_COMMISSION_AGENT:
+                r = tool_commission_agent(ctx, &a, ret_output, ret_is_error);
                 break;
         default:
                 r = tool_result(ret_output, true, "unknown tool \"%s\"", strempty(tool));

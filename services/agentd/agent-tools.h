@@ -26,6 +26,7 @@
 #define AGENT_TOOL_EXEC_TIMEOUT_MAX  600U
 #define AGENT_TOOL_SEND_TEXT_MAX     (1024U * 1024U)
 #define AGENT_TOOL_SEND_WAIT_USEC    (10U * 60U * 1000000ULL) /* send_task wait: 10 minutes */
+#define AGENT_TOOL_COMMISSION_USEC   (10U * 60U * 1000000ULL) /* commission_agent: at most 10 minutes */
 
 typedef enum AgentToolKind {
         AGENT_TOOL_EXEC,
@@ -36,6 +37,7 @@ typedef enum AgentToolKind {
         AGENT_TOOL_LIST_DIR,
         AGENT_TOOL_LIST_AGENTS,
         AGENT_TOOL_SEND_TASK,
+        AGENT_TOOL_COMMISSION_AGENT,    /* offered only to agents the policy lets commission */
         _AGENT_TOOL_MAX,
         _AGENT_TOOL_INVALID = -22,
 } AgentToolKind;
@@ -49,8 +51,10 @@ typedef struct AgentToolArgs {
         char **argv;            /* ... or argv (no shell); exactly one of both */
         char *working_dir;      /* exec, optional */
         unsigned timeout_sec;   /* exec, default AGENT_TOOL_EXEC_TIMEOUT */
-        char *agent, *text;     /* send_task */
+        char *agent, *text;     /* send_task; commission_agent: agent is the new agent's name */
         bool wait;              /* send_task, default true */
+        char *tier, *mode, *instructions, *model; /* commission_agent */
+        char **roles, **may_task, **tasked_by, **network;
 } AgentToolArgs;
 
 void agent_tool_args_done(AgentToolArgs *a);
@@ -63,8 +67,9 @@ AgentToolKind agent_tool_kind_from_string(const char *s);
  * got a string"), -ENOENT for an unknown tool (with message), -ENOMEM. */
 int agent_tool_args_parse(const char *tool, const char *json, AgentToolArgs *ret, char **ret_error);
 
-/* Adds the JSON schemas of every tool to a conversation. */
-int agent_tools_register(ConLlmConversation *c);
+/* Adds the JSON schemas of the tools to a conversation: every tool, commission_agent only when
+ * the policy of config lets agent (NULL: nobody) commission agents (docs/PROVISIONING.md). */
+int agent_tools_register(ConLlmConversation *c, const ConConfig *config, const ConAgent *agent);
 
 /* Where the tools run. */
 typedef struct AgentToolContext {

@@ -5,11 +5,14 @@
 # bus with no restart; the concierge may task it; con policy check is clean. The concierge itself
 # is refused; bad names are refused with a clear error; a failure injected before each change of
 # a commission leaves no trace; two commissions at once are safe; decommission removes it (an
-# archive when asked); con bootstrap afterwards keeps a commissioned agent.
+# archive when asked); con bootstrap afterwards keeps a commissioned agent. Last, the sysadmin
+# agent commissions `scout` itself through its commission_agent tool (scripted fake model).
 # Runs as root inside tests/sandbox/con-sandbox (fresh system bus, project installed in /usr).
 . "$(dirname "$0")/lib.sh"
 require_sandbox
 T=$(lib_tmp)
+chmod 0755 "$T"
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
 PROVISIOND=/usr/libexec/conspiracyos/con-provisiond
 inbox_empty() { [ -z "$(find "$1" -maxdepth 1 -name '*.task' -print -quit)" ]; }
 provisioner() { # provisioner VERB ARGS...: busctl VERB on the Provisioner object
@@ -173,5 +176,57 @@ check_output "con agent list still lists it" "twin-a .*\(commissioned\)" con age
 echo /ping >/srv/con/agents/twin-a/inbox/late.task
 check "... and it is still served" wait_for 20 bash -c 'ls /srv/con/agents/twin-a/outbox/*.response'
 check "con policy check is clean" con policy check
+
+
+section "the sysadmin commissions an agent through its commission_agent tool (scripted model)"
+answer() { # a final answer in the OpenAI wire format
+        printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
+}
+commission() { # commission ID NAME: a commission_agent tool call
+        printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "commission_agent", "arguments": "{\\"name\\":\\"%s\\",\\"tier\\":\\"worker\\",\\"instructions\\":\\"You scout the logs.\\",\\"network\\":[\\"none\\"]}" } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2"
+}
+P=/v1/chat/completions
+cat >"$T/script.json" <<JSON
+{ "rules": [
+  { "path": "$P", "match": "Commissioned agent scout", "body": $(answer "SCOUT-READY") },
+  { "path": "$P", "match": "commission_agent: refused", "body": $(answer "SCOUT-REFUSED") },
+  { "path": "$P", "match": "please commission a scout", "body": $(commission k1 scout) },
+  { "path": "$P", "body": $(answer "fallback answer") }
+] }
+JSON
+start_fake_llm
+# The installed profile with a model: the sysadmin's role and skills stay in /etc/con.
+cat >/etc/con/con.yaml <<YAML
+system:
+  name: provision-test
+contracts:
+  system:
+    max_load_factor: 1000
+    disk_min_free_pct: 0
+    mem_min_free_pct: 0
+base:
+  runner: picoclaw
+  provider: compatible
+  base_url: http://127.0.0.1:$PORT/v1
+  model: fake-model
+agents:
+  - name: concierge
+    tier: operator
+  - name: sysadmin
+    tier: operator
+    roles: [sysadmin]
+YAML
+check "con bootstrap with the model" con bootstrap
+check_output "the sysadmin's answer: its tool commissioned scout" "SCOUT-READY" \
+        con-send --to sysadmin --timeout 120 "please commission a scout"
+check "the model was offered commission_agent" grep -q '"name":"commission_agent"' "$T/fake.log"
+check "a-scout exists" id a-scout
+check "its drop-in is there" test -f /etc/con/con.yaml.d/scout.yaml
+check_output "the instructions are in its AGENTS.md" "You scout the logs." cat /home/a-scout/AGENTS.md
+check_output "con agent list: scout, commissioned" "scout .*\(commissioned\)" con agent list
+check_output "scout answers on the bus" 's "' busctl --system call org.conspiracy.Scout /org/conspiracy/Agent \
+        org.conspiracy.Agent1 Submit s /ping
+check "con policy check is clean" con policy check
+kill "$FAKE_PID" 2>/dev/null
 
 finish

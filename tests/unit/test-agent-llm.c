@@ -51,6 +51,20 @@ static void test_args_valid(void) {
         g_assert_false(a.wait);
         agent_tool_args_done(&a);
 
+        g_assert_cmpint(agent_tool_args_parse("commission_agent", "{\"name\":\"researcher\",\"tier\":\"worker\","
+                                              "\"instructions\":\"x\",\"may_task\":[\"concierge\"],\"network\":[\"none\"]}",
+                                              &a, &err), ==, 0);
+        g_assert_cmpstr(a.agent, ==, "researcher");
+        g_assert_cmpstr(a.tier, ==, "worker");
+        g_assert_cmpstr(a.may_task[0], ==, "concierge");
+        g_assert_cmpstr(a.network[0], ==, "none");
+        agent_tool_args_done(&a);
+        g_assert_cmpint(agent_tool_args_parse("commission_agent", "{\"name\":\"../etc\"}", &a, &err), ==, -EINVAL);
+        g_assert_nonnull(strstr(err, "is not a valid agent name"));
+        g_assert_cmpint(agent_tool_args_parse("commission_agent", "{\"tier\":\"worker\"}", &a, &err), ==, -EINVAL);
+        free(err);
+        err = NULL;
+
         g_assert_cmpint(agent_tool_args_parse("list_agents", "", &a, &err), ==, 0);
         agent_tool_args_done(&a);
         g_assert_cmpint(agent_tool_args_parse("list_dir", NULL, &a, &err), ==, 0);
@@ -181,8 +195,21 @@ static void test_neutral_json(void) {
         _cleanup_(con_llm_conversation_freep) ConLlmConversation *c = sample_conversation();
         _cleanup_free_ char *req = NULL, *err = NULL;
         g_assert_cmpint(con_llm_conversation_set_system(c, "sys"), ==, 0);
-        g_assert_cmpint(agent_tools_register(c), ==, 0);
-        g_assert_cmpuint(c->n_tools, ==, 8);
+        g_assert_cmpint(agent_tools_register(c, NULL, NULL), ==, 0);
+        g_assert_cmpuint(c->n_tools, ==, 8);    /* commission_agent only where the policy allows it */
+        {
+                const char *yaml = "agents:\n  - name: concierge\n  - name: sysadmin\n";
+                _cleanup_(con_config_freep) ConConfig *cfg = NULL;
+                ConErrorDetail e = {};
+                g_assert_cmpint(con_config_parse(yaml, strlen(yaml), "con.yaml", &cfg, &e), ==, 0);
+                _cleanup_(con_llm_conversation_freep) ConLlmConversation *s1 = sample_conversation(),
+                                                                          *s2 = sample_conversation();
+                g_assert_cmpint(agent_tools_register(s1, cfg, con_config_find_agent(cfg, "sysadmin")), ==, 0);
+                g_assert_cmpuint(s1->n_tools, ==, 9);
+                g_assert_cmpstr(s1->tools[8].name, ==, "commission_agent");
+                g_assert_cmpint(agent_tools_register(s2, cfg, con_config_find_agent(cfg, "concierge")), ==, 0);
+                g_assert_cmpuint(s2->n_tools, ==, 8);
+        }
         g_assert_cmpint(agent_llm_request_json(c, 0, 8192, "t-1", &req), ==, 0);
         g_assert_nonnull(strstr(req, "\"system\":\"sys\""));
         g_assert_nonnull(strstr(req, "\"arguments\":{\"command\":\"ls\"}"));
