@@ -246,8 +246,12 @@ static void client_append(Client *c, const char *data, size_t n) {
         /* A client that does not keep up is disconnected (at its next read; MHD's timeout ends one
          * that reads nothing), never left with a stream missing events: the page reconnects and
          * starts from the current state. */
-        if (webd_backlog_append(&c->backlog, data, n, WEBD_BACKLOG_MAX) < 0)
+        if (webd_backlog_append(&c->backlog, data, n, WEBD_BACKLOG_MAX) < 0) {
                 log_debug("An event stream client fell %d MiB behind; closing its stream", WEBD_BACKLOG_MAX >> 20);
+                /* sse_read() ends the stream when libmicrohttpd asks for more; while the client's
+                 * socket is full it does not ask, so a 1 s timeout closes the connection then. */
+                (void) MHD_set_connection_option(c->conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned) 1);
+        }
         if (c->suspended) {
                 c->suspended = false;
                 MHD_resume_connection(c->conn);

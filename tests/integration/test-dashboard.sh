@@ -230,6 +230,29 @@ grep -i 'CONSOLE' "$T/chrome.log" | grep -v 'chrome://' >"$ART/dashboard-console
 check_eq "no script errors or CSP violations on the page's console" "" "$(cat "$ART/dashboard-console.log")"
 echo "# the browser part took $(($(now_ms) - start_ms)) ms"
 
+section "a reader that does not keep up is disconnected, never sent a stream with events missing"
+# Small TCP buffers in this sandbox's network namespace, so that what the reader leaves unread
+# piles up in con-webd (its limit: 4 MiB) rather than in the kernel.
+OLD_WMEM=$(sysctl -n net.ipv4.tcp_wmem) OLD_RMEM=$(sysctl -n net.ipv4.tcp_rmem)
+sysctl -qw net.ipv4.tcp_wmem="4096 16384 65536" net.ipv4.tcp_rmem="4096 16384 65536"
+exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n' "$PORT" >&3   # and nothing read
+# Ended by con-webd: its side of the connection closing (its FIN waits behind what is unread).
+server_closed() { ss -Htn state fin-wait-1 state fin-wait-2 state closing "( sport = :$PORT )" | grep -q .; }
+n=0
+while [ $n -lt 600 ] && ! server_closed; do
+        busctl call org.conspiracy.Concierge /org/conspiracy/Agent org.conspiracy.Agent1 Submit s /ping >/dev/null 2>&1
+        n=$((n + 1))
+done
+echo "# $n tasks until the stream was ended ($(curl -fsS "$URL/api/state" | wc -c) bytes of state a push)"
+check "con-webd ended the stream of the reader that fell behind" server_closed
+check "... which reads to its end (no stream going on without the lost events)" \
+        sh -c 'timeout 30 cat <&3 >/dev/null'
+exec 3<&-
+check_output "a new stream starts with the current state" 'event: state' \
+        sh -c "curl -sSN --max-time 3 '$URL/api/events' | head -1"
+sysctl -qw net.ipv4.tcp_wmem="$OLD_WMEM" net.ipv4.tcp_rmem="$OLD_RMEM"
+
 section "a bind that is not loopback needs the token"
 check_fail_output "con-webd --bind 0.0.0.0 without a token refuses to start, saying why" \
         'Refusing to listen on 0.0.0.0 \(not a loopback address\) without authentication: /etc/con/dashboard.token does not exist' \
