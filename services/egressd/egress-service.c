@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,15 @@ typedef struct EgressAgent {
         const ConNetwork *network;      /* in the config */
 } EgressAgent;
 
+/* The config and the agent users as read at start or by the last SIGHUP. A connection keeps the
+ * one it was accepted under until it ends. */
+typedef struct EgressPolicy {
+        unsigned refs;
+        ConConfig *config;
+        EgressAgent *agents;
+        size_t n_agents;
+} EgressPolicy;
+
 typedef struct Lookup {
         atomic_int refs;
         int efd;
@@ -94,7 +104,8 @@ struct Conn {
         bool task_pending;
         char *task_id;
 
-        const EgressAgent *agent;
+        EgressPolicy *policy;
+        const EgressAgent *agent;       /* in policy */
         uid_t uid;
         bool uid_known;
         EgressRequest req;
@@ -121,19 +132,85 @@ struct Conn {
 struct Egress {
         sd_event *event;
         sd_bus *bus;
-        ConConfig *config;
-        EgressAgent *agents;
-        size_t n_agents;
+        char *config_path;
+        EgressPolicy *policy;
         ConAuditWriter *audit;
         ConHttp *http;
         char **env;                     /* /etc/con/env, read as root at start: the services' secrets */
         int listen_fd, nl_fd;
         struct sockaddr_storage local;
         unsigned port;
-        sd_event_source *listen_io;
+        sd_event_source *listen_io, *sighup;
         Conn *conns;
         unsigned n_conns;
 };
+
+/* ---- the policy ---- */
+
+static EgressPolicy *policy_unref(EgressPolicy *p) {
+        if (!p || --p->refs > 0)
+                return NULL;
+        for (size_t i = 0; i < p->n_agents; i++) {
+                free(p->agents[i].name);
+                free(p->agents[i].bus_name);
+        }
+        free(p->agents);
+        con_config_free(p->config);
+        free(p);
+        return NULL;
+}
+
+static void policy_unrefp(EgressPolicy **p) {
+        policy_unref(*p);
+}
+
+static EgressPolicy *policy_ref(EgressPolicy *p) {
+        p->refs++;
+        return p;
+}
+
+/* The config and, for each agent, its user's UID now (agents without a user yet are left out). */
+static int policy_load(const char *path, EgressPolicy **ret) {
+        _cleanup_(policy_unrefp) EgressPolicy *p = calloc(1, sizeof *p);
+        ConErrorDetail err = {};
+        int r;
+
+        if (!p)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        p->refs = 1;
+        r = con_config_load(path, &p->config, &err);
+        if (r < 0) {
+                _cleanup_free_ char *m = con_error_detail_format(&err);
+                con_error_detail_done(&err);
+                return log_error_errno(r, "Invalid configuration: %s", m ?: "out of memory");
+        }
+        p->agents = calloc(p->config->n_agents + 1, sizeof *p->agents);
+        if (!p->agents)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        for (size_t i = 0; i < p->config->n_agents; i++) {
+                const ConAgent *a = &p->config->agents[i];
+                _cleanup_free_ char *user = NULL;
+                r = con_agent_user(a->name, &user);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid agent name %s: %m", a->name);
+                struct passwd *pw = getpwnam(user);
+                if (!pw) {
+                        log_notice("Agent %s has no user %s yet (run con bootstrap); its requests are refused", a->name, user);
+                        continue;
+                }
+                EgressAgent *e = &p->agents[p->n_agents];
+                e->name = strdup(a->name);
+                if (!e->name || con_agent_bus_name(a->name, &e->bus_name) < 0) {
+                        free(e->name);
+                        return log_error_errno(-ENOMEM, "Out of memory");
+                }
+                e->uid = pw->pw_uid;
+                e->network = &a->rt.network;
+                p->n_agents++;
+        }
+        *ret = TAKE_PTR(p);
+        return 0;
+}
 
 /* ---- resolver threads ---- */
 
@@ -206,6 +283,7 @@ static void conn_free(Conn *c) {
         sd_bus_slot_unref(c->task_slot);
         lookup_unref(c->lookup);
         con_http_slot_free(c->slot);
+        policy_unref(c->policy);
         free(c->body);
         free(c->reply);
         safe_close(c->cfd);
@@ -704,7 +782,6 @@ static void conn_body_step(Conn *c) {
 
 /* GET or POST /<service>/rest: the agent must be named by the service; the body is read whole. */
 static void conn_service(Conn *c) {
-        Egress *g = c->g;
         const char *rest;
         size_t rest_len;
         char name[72], v[32];
@@ -716,7 +793,7 @@ static void conn_service(Conn *c) {
                             (int) (c->req.target_len > 200 ? 200 : c->req.target_len), c->req.target);
                 return;
         }
-        c->service = con_config_egress_service(g->config, c->agent->name, name);
+        c->service = con_config_egress_service(c->policy->config, c->agent->name, name);
         if (!c->service) {
                 /* Recorded under the name asked for. */
                 snprintf(c->req.host, sizeof c->req.host, "%s", name);
@@ -895,10 +972,10 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
         return 0;
 }
 
-static const EgressAgent *agent_by_uid(Egress *g, uid_t uid) {
-        for (size_t i = 0; i < g->n_agents; i++)
-                if (g->agents[i].uid == uid)
-                        return &g->agents[i];
+static const EgressAgent *agent_by_uid(const EgressPolicy *p, uid_t uid) {
+        for (size_t i = 0; i < p->n_agents; i++)
+                if (p->agents[i].uid == uid)
+                        return &p->agents[i];
         return NULL;
 }
 
@@ -913,6 +990,7 @@ static void conn_accepted(Egress *g, int fd) {
                 return;
         }
         c->g = g;
+        c->policy = policy_ref(g->policy);
         c->cfd = fd;
         c->ufd = -EBADF;
         c->next = g->conns;
@@ -940,7 +1018,7 @@ static void conn_accepted(Egress *g, int fd) {
                 return;
         }
         c->uid_known = true;
-        c->agent = agent_by_uid(g, c->uid);
+        c->agent = agent_by_uid(c->policy, c->uid);
         conn_ask_task(c);
         if (g->n_conns > EGRESS_CONNS_MAX) {
                 conn_answer(c, 503, "failed", "too many connections (%u); try again", EGRESS_CONNS_MAX);
@@ -966,57 +1044,45 @@ static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
 /* ---- setup ---- */
 
-static int load_agents(Egress *g) {
-        g->agents = calloc(g->config->n_agents + 1, sizeof *g->agents);
-        if (!g->agents)
-                return -ENOMEM;
-        for (size_t i = 0; i < g->config->n_agents; i++) {
-                const ConAgent *a = &g->config->agents[i];
-                _cleanup_free_ char *user = NULL;
-                int r = con_agent_user(a->name, &user);
-                if (r < 0)
-                        return r;
-                struct passwd *pw = getpwnam(user);
-                if (!pw) {
-                        log_notice("Agent %s has no user %s yet (run con bootstrap); its requests are refused", a->name, user);
-                        continue;
-                }
-                EgressAgent *e = &g->agents[g->n_agents];
-                e->name = strdup(a->name);
-                if (!e->name || con_agent_bus_name(a->name, &e->bus_name) < 0) {
-                        free(e->name);
-                        return -ENOMEM;
-                }
-                e->uid = pw->pw_uid;
-                e->network = &a->rt.network;
-                g->n_agents++;
+/* SIGHUP: the config and the agent users again (a new agent, a changed allow-list or service);
+ * connections in flight keep the policy they started under. The secrets and the port stay those
+ * of the start (the key file is root's: restart the service for a new secret). */
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Egress *g = userdata;
+        EgressPolicy *p = NULL;
+
+        if (policy_load(g->config_path, &p) < 0) {
+                log_error("Reload failed; keeping the previous configuration");
+                return 0;
         }
+        if (p->config->egress.port != g->port)
+                log_notice("egress.port is now %u; still listening on %u until restarted", p->config->egress.port, g->port);
+        if (p->config->egress.n_services > 0 && !g->http && con_http_new(g->event, &g->http) < 0)
+                log_error("Cannot set up HTTP for the credentialed services");
+        policy_unref(g->policy);
+        g->policy = p;
+        log_info("Reloaded: %zu agent%s", p->n_agents, p->n_agents == 1 ? "" : "s");
         return 0;
 }
 
 int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
         _cleanup_(egress_freep) Egress *g = calloc(1, sizeof *g);
-        ConErrorDetail err = {};
-        const char *path = o->config_path ?: CON_CONFIG_PATH;
         int r;
 
         if (!g)
                 return log_error_errno(-ENOMEM, "Out of memory");
         g->listen_fd = g->nl_fd = -EBADF;
         g->event = sd_event_ref(e);
-        r = con_config_load(path, &g->config, &err);
-        if (r < 0) {
-                _cleanup_free_ char *m = con_error_detail_format(&err);
-                con_error_detail_done(&err);
-                return log_error_errno(r, "Invalid configuration: %s", m ?: "out of memory");
-        }
-        r = load_agents(g);
+        g->config_path = strdup(o->config_path ?: CON_CONFIG_PATH);
+        if (!g->config_path)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        r = policy_load(g->config_path, &g->policy);
         if (r < 0)
-                return log_error_errno(r, "Cannot read the agent users: %m");
+                return r;
         r = con_audit_writer_new(e, o->audit_dir, &g->audit);
         if (r < 0)
                 return log_error_errno(r, "Cannot open the audit log in %s: %m", o->audit_dir ?: CON_AUDIT_DIR_DEFAULT);
-        if (g->config->egress.n_services > 0) {
+        if (g->policy->config->egress.n_services > 0) {
                 /* The services' secrets live with the model keys (root:con-models 0640); read while
                  * still root, kept in this process only (not dumpable), never written anywhere. */
                 _cleanup_free_ char *text = NULL;
@@ -1039,7 +1105,7 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
         if (g->nl_fd < 0)
                 return log_error_errno(-errno, "Cannot open the kernel's socket diagnosis (NETLINK_SOCK_DIAG): %m");
 
-        g->port = o->port ?: g->config->egress.port;
+        g->port = o->port ?: g->policy->config->egress.port;
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) g->port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         g->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1055,11 +1121,21 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
 int egress_start(Egress *g, sd_bus *bus) {
         int r;
 
+        sigset_t ss;
+
         g->bus = bus ? sd_bus_ref(bus) : NULL;
+        /* Blocked before any resolver thread exists, so they all inherit it. */
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGHUP);
+        (void) sigprocmask(SIG_BLOCK, &ss, NULL);
+        r = sd_event_add_signal(g->event, &g->sighup, SIGHUP, on_sighup, g);
+        if (r < 0)
+                return log_error_errno(r, "Cannot handle SIGHUP: %m");
         r = sd_event_add_io(g->event, &g->listen_io, g->listen_fd, EPOLLIN, on_listen, g);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch the listening socket: %m");
-        log_info("Serving %zu agent%s on 127.0.0.1 port %u", g->n_agents, g->n_agents == 1 ? "" : "s", g->port);
+        log_info("Serving %zu agent%s on 127.0.0.1 port %u", g->policy->n_agents, g->policy->n_agents == 1 ? "" : "s",
+                 g->port);
         return 0;
 }
 
@@ -1087,12 +1163,9 @@ Egress *egress_free(Egress *g) {
         STRV_FOREACH(v, g->env)
                 explicit_bzero(*v, strlen(*v));
         strv_free(g->env);
-        for (size_t i = 0; i < g->n_agents; i++) {
-                free(g->agents[i].name);
-                free(g->agents[i].bus_name);
-        }
-        free(g->agents);
-        con_config_free(g->config);
+        policy_unref(g->policy);
+        free(g->config_path);
+        sd_event_source_disable_unref(g->sighup);
         sd_bus_unref(g->bus);
         sd_event_unref(g->event);
         free(g);

@@ -337,6 +337,18 @@ check "audit: the refusal names the agent and the service" jq -e -s \
         'map(select(.event == "egress.request" and .agent == "other" and .host == "echo" and .decision == "denied")) | length == 2' "$AUDIT"
 check_fail "audit: the secret is in no record" grep -q "$SECRET" "$AUDIT"
 
+section "SIGHUP: a changed allow-list takes effect without a restart"
+echo "10.77.0.2 later.example.test" >>/etc/hosts
+check_fail_output "a-other: later.example.test is not on its list yet" '^HTTP/1.1 403' \
+        runuser -u a-other -- python3 "$NET" connect $PROXY later.example.test:8080
+sed -i 's|network: \["other.example.test:8080"\]|network: ["other.example.test:8080", "later.example.test:8080"]|' "$CFG"
+EPID=$(pgrep -x con-egressd)
+check "SIGHUP to con-egressd (pid ${EPID:-none})" kill -HUP "$EPID"
+check "it reloads (its log says so)" wait_for 5 grep -q 'Reloaded: 5 agents' /srv/con/logs/daemons/con-egressd.log
+check_output "a-other: later.example.test now works" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-other -- python3 "$NET" connect $PROXY later.example.test:8080
+check_eq "the same process" "$(pgrep -x con-egressd)" "$EPID"
+
 section "quarantine cuts the agent's network at once; release restores it"
 check "con quarantine fetcher" con quarantine fetcher --reason "egress test"
 check "the table cuts a-fetcher (within 5 s)" wait_for 5 sh -c \
