@@ -133,8 +133,11 @@ int con_retire_agent(const ConRetireOptions *o, char **ret_archive, char **ret_e
                 r = con_userdb_load(root, &db);
                 if (r >= 0) {
                         static const char * const groups[] = { "officers", "operators", "workers", "trusted", "agents" };
-                        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(groups); i++)
+                        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(groups); i++) {
                                 r = con_userdb_set_member(db, groups[i], user, false);
+                                if (r == -ENOENT)
+                                        r = 0;  /* no such group here */
+                        }
                 }
                 if (r >= 0)
                         r = con_userdb_remove_user(db, user);
