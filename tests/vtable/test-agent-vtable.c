@@ -126,8 +126,19 @@ static void server_start(Server *sv) {
         g_assert_cmpint(sv->pid, >=, 0);
         if (sv->pid == 0)
                 server_main(sv);
-        for (int i = 0; i < 500 && access(sv->sock, F_OK) < 0; i++)
+        /* Ready when the socket is renamed into place. Under a loaded machine and the sanitizers
+         * that has taken more than 5 s: wait as long as the server lives (60 s at most), and
+         * fail at once with its exit status when it died. */
+        for (int i = 0; i < 6000 && access(sv->sock, F_OK) < 0; i++) {
+                int status = 0;
+                pid_t p = waitpid(sv->pid, &status, WNOHANG);
+                if (p == sv->pid) {
+                        sv->pid = 0;
+                        g_test_message("the agent server exited before it was ready (status 0x%x)", status);
+                        g_assert_not_reached();
+                }
                 g_usleep(10000);
+        }
         g_assert_cmpint(access(sv->sock, F_OK), ==, 0);
 }
 
