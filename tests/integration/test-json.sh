@@ -148,8 +148,8 @@ section "policy and audit"
 json_ok "con policy show --json: rule and bus name objects" policy \
         "$(keys_are '["rules","bus_names","network"]') and (.rules|length > 0 and all(.[]; $RULE)) and
          (.bus_names|length == 2 and all(.[]; $BUSNAME)) and
-         (.network|length == 2 and all(.[]; (keys == [\"door\",\"kernel\",\"needs_gateway\",\"network\",\"user\"]) and
-          .network == \"gateway\" and .kernel == [] and .needs_gateway == [] and .door == \"nft\"))" con policy show --json
+         (.network|length == 2 and all(.[]; (keys == [\"door\",\"kernel\",\"network\",\"user\",\"via_gateway\"]) and
+          .network == \"gateway\" and .kernel == [] and .via_gateway == [] and .door == \"nft\"))" con policy show --json
 json_ok "con policy check --json: in sync" policy \
         "$(keys_are '["in_sync","drift","rules"]') and .in_sync == true and .drift == [] and (.rules|$J_INT) and .rules > 0" \
         con policy check --json
