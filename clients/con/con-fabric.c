@@ -313,6 +313,17 @@ int con_reload_services(void) {
                 } else
                         printf("reload %s\n", services[i].service);
         }
+        /* The egress gateway has no bus interface: SIGHUP to the process that owns its name (our
+         * own daemon, as con down finds it) makes it read the config and the agent users again. */
+        pid_t pid = 0;
+        if (name_has_owner(bus, EGRESSD_BUS_NAME)) {
+                if (name_pid(bus, EGRESSD_BUS_NAME, &pid) < 0 || pid <= 1 || kill(pid, SIGHUP) < 0) {
+                        con_fail(CON_EXIT_FAILURE, "bootstrap: cannot tell con-egressd to reload: %s",
+                                 strerror(pid <= 1 ? ESRCH : errno));
+                        status = CON_EXIT_FAILURE;
+                } else
+                        printf("reload con-egressd\n");
+        }
         return status;
 }
 

@@ -348,6 +348,12 @@ check "it reloads (its log says so)" wait_for 5 grep -q 'Reloaded: 5 agents' /sr
 check_output "a-other: later.example.test now works" '^HTTP/1.1 200 Connection established' \
         runuser -u a-other -- python3 "$NET" connect $PROXY later.example.test:8080
 check_eq "the same process" "$(pgrep -x con-egressd)" "$EPID"
+sed -i 's|^egress:$|  - name: newbie\n    network: ["later.example.test:8080"]\negress:|' "$CFG"
+check_output "con bootstrap of a new agent tells the gateway to reload" '^reload con-egressd$' con bootstrap
+check_output "a-newbie: through the proxy at once" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-newbie -- python3 "$NET" connect $PROXY later.example.test:8080
+check_fail_output "a-newbie: only its own list" '^HTTP/1.1 403' \
+        runuser -u a-newbie -- python3 "$NET" connect $PROXY allowed.example.test:8080
 
 section "quarantine cuts the agent's network at once; release restores it"
 check "con quarantine fetcher" con quarantine fetcher --reason "egress test"
