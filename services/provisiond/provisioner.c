@@ -122,10 +122,17 @@ static int run_bootstrap(const Provisioner *p, char * const *args, char ***ret_l
                 STRV_FOREACH(a, args)
                         if (strv_extend(&argv, *a) < 0)
                                 _exit(127);
-                /* A clean environment, as con up gives the daemons. */
+                /* A clean environment, as con up gives the daemons; the sanitizers' options pass
+                 * (a sanitizer build under systemd turns leak checks off for the units). */
                 if (strv_extend(&envp, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
                     strv_extend(&envp, "LANG=C.UTF-8") < 0)
                         _exit(127);
+                STRV_FOREACH(k, STRV_MAKE((char *) "ASAN_OPTIONS", (char *) "UBSAN_OPTIONS", (char *) "LSAN_OPTIONS",
+                                          (char *) "CON_LOG_LEVEL")) {
+                        const char *v = getenv(*k);
+                        if (v && strv_extendf(&envp, "%s=%s", *k, v) < 0)
+                                _exit(127);
+                }
                 if (p->o.fail_at > 0 && strv_extendf(&envp, "CON_TEST_BOOTSTRAP_FAIL_AT=%u", p->o.fail_at) < 0)
                         _exit(127);
                 execve(argv[0], argv, envp);
@@ -166,13 +173,20 @@ static int run_bootstrap(const Provisioner *p, char * const *args, char ***ret_l
         return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-/* The last "con: " line of a failed run: why it failed. */
-static const char *bootstrap_error(char * const *lines) {
+/* Why a run failed: its last "con: " line, else its exit status and its last line. */
+static char *bootstrap_error(int status, char * const *lines) {
         const char *e = NULL;
+        char *m = NULL;
         STRV_FOREACH(l, lines)
                 if (startswith(*l, "con: ") && !strstr(*l, ": warning: "))
                         e = *l + strlen("con: ");
-        return e ?: "con bootstrap failed without saying why";
+        if (e)
+                return strdup(e);
+        size_t n = strv_length(lines);
+        if (asprintf(&m, "con bootstrap failed with exit status %d%s%s", status, n > 0 ? "; its last line: " : "",
+                     n > 0 ? lines[n - 1] : "") < 0)
+                return NULL;
+        return m;
 }
 
 static int load_config(const Provisioner *p, const ConConfigLoad *l, ConConfig **ret, char **ret_error) {
@@ -255,9 +269,11 @@ static int worker_commission(Provisioner *p, Job *j, int fd) {
                 return fail(fd, CON_ERROR_PROVISIONING_FAILED, "cannot write %s: %s", dropin, strerror(-r));
         r = run_bootstrap(p, STRV_MAKE((char *) "--add-dropin", dropin), &lines);
         (void) unlink(dropin);
-        if (r != 0)
+        if (r != 0) {
+                _cleanup_free_ char *why = r < 0 ? strdup(strerror(-r)) : bootstrap_error(r, lines);
                 return fail(fd, r == 4 ? CON_ERROR_INVALID_SPEC : CON_ERROR_PROVISIONING_FAILED, "%s",
-                            r < 0 ? strerror(-r) : bootstrap_error(lines));
+                            why ?: "con bootstrap failed");
+        }
         report(fd, "", "", lines);
         return 0;
 }
@@ -336,8 +352,10 @@ static int worker_decommission(Provisioner *p, Job *j, int fd) {
         }
 
         r = run_bootstrap(p, STRV_MAKE((char *) "--remove-dropin", file), &lines);
-        if (r != 0)
-                return fail(fd, CON_ERROR_PROVISIONING_FAILED, "%s", r < 0 ? strerror(-r) : bootstrap_error(lines));
+        if (r != 0) {
+                _cleanup_free_ char *why = r < 0 ? strdup(strerror(-r)) : bootstrap_error(r, lines);
+                return fail(fd, CON_ERROR_PROVISIONING_FAILED, "%s", why ?: "con bootstrap failed");
+        }
         stop_agent(name);
         free(error);
         error = NULL;

@@ -70,6 +70,18 @@ if [ "$CON_BOOT" = 1 ]; then
         check_fail "... and never failed to" bash -c \
                 "journalctl -b --no-pager -u con-agent@concierge.service | grep 'audit log'"
 
+        section "con agent add under systemd: con-provisiond activated as its hardened unit"
+        check_output "con agent add sysprobe" "agent sysprobe commissioned" con agent add sysprobe --tier worker
+        check "con-provisiond.service was activated (SystemdService=)" systemctl is-active con-provisiond.service
+        check "a-sysprobe exists" id a-sysprobe
+        check "its drop-in is there" test -f /etc/con/con.yaml.d/sysprobe.yaml
+        check_output "it answers on the bus (activated through systemd)" '^s "' busctl --system call \
+                org.conspiracy.Sysprobe /org/conspiracy/Agent org.conspiracy.Agent1 Submit s /ping
+        check "con policy check is clean" con policy check
+        check_output "con agent remove sysprobe" "agent sysprobe decommissioned" con agent remove sysprobe
+        check_fail "a-sysprobe is gone" id a-sysprobe
+        check_fail "... and its unit is not running" systemctl is-active con-agent@sysprobe.service
+
         section "the journal: priorities and MESSAGE_IDs (docs/LOGGING.md)"
         # task.accepted and task.completed, with the ids as fields and no task text.
         check_output "journalctl MESSAGE_ID=task.accepted finds the agent's event" "CON_AGENT=concierge" \
