@@ -15,15 +15,16 @@ set -eu
 # What the installed fabric needs at run time (binaries, libraries, bus, polkit, ACL tools, and
 # logrotate for the daemons' log files on hosts without systemd: /etc/logrotate.d/conspiracyos,
 # libmicrohttpd for the status page con-webd, nftables for the network door, docs/NETWORK.md).
-# libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4.
+# libcrypto (libssl3, SHA-256 of the audit chain) comes with libcurl4. libnats3.4 (nats.c) is the
+# NATS client of the mesh gateway con-meshd (docs/MULTIHOST.md).
 run="dbus dbus-bin polkitd systemd util-linux procps acl ca-certificates passwd logrotate nftables
-     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1 libmicrohttpd12"
+     libsystemd0 libyaml-0-2 libcurl4 libcjson1 libacl1 libmicrohttpd12 libnats3.4"
 # bash-completion: its pkg-config file names the folder the completion of con and con-send goes to
 # (and on a machine it is what loads them; without it they can be sourced by hand).
 # debhelper: scripts/make-deb.sh builds the Debian package (debian/) with dpkg-buildpackage.
 build="build-essential cmake pkg-config clang libclang-rt-14-dev git debhelper
        libsystemd-dev libyaml-dev libcurl4-openssl-dev libssl-dev libcjson-dev libacl1-dev libglib2.0-dev
-       bash-completion libmicrohttpd-dev"
+       bash-completion libmicrohttpd-dev libnats-dev"
 # What the test tiers call besides the build: xmllint checks generated XML, node runs the
 # generated polkit rules (ES5), jq reads JSON in the integration scripts, mmdebstrap builds the
 # pristine root filesystem the integration tier runs in, iproute2 brings up its loopback,
@@ -39,8 +40,9 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
 # What the integration sandbox's root filesystem holds besides `run`: the tools its scripts
 # call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
 # with one font so its screenshots show text) for the status page's tests (test-dashboard);
-# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network.
-sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal"
+# iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network;
+# nats-server (JetStream) for the hosts of test-mesh.
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal nats-server"
 # The second bus broker, only in the sandbox's root (tests/sandbox/con-rootfs sandbox), which
 # starts it with CON_BUS_BROKER=dbus-broker (the broker tests, bench/bench-all.sh). Debian's
 # package makes itself the system bus under systemd (dbus.service becomes an alias of

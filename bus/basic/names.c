@@ -7,7 +7,7 @@
 /* Names the fabric keeps for itself: its own services' bus names (router -> org.conspiracy.Router)
  * and words that would be confusing as an agent or a Linux user. */
 static const char * const reserved[] = {
-        "router", "contracts", "models", "provisioner", "status", "web", "gateway", "fabric",
+        "router", "contracts", "models", "provisioner", "mesh", "status", "web", "gateway", "fabric",
         "con", "root", "all", "system", "inbox", "agents", "agent", "human", "humans", "nobody",
         "trusted", "officers", "operators", "workers", "daemon", "dbus", "polkit",
         NULL,
@@ -153,4 +153,13 @@ bool con_identifier_valid(const char *s) {
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || strchr("._-", *c)))
                         return false;
         return true;
+}
+
+bool con_mesh_host_valid(const char *s) {
+        size_t n;
+
+        if (!s || !(s[0] >= 'a' && s[0] <= 'z'))
+                return false;
+        n = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        return s[n] == 0 && n <= CON_MESH_HOST_MAX && s[n - 1] != '-';
 }

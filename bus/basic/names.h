@@ -34,6 +34,10 @@ bool con_unix_name_valid(const char *s);
 #define CON_PROVISIONER_BUS_NAME "org.conspiracy.Provisioner"
 #define CON_PROVISIONER_PATH "/org/conspiracy/Provisioner"
 #define CON_PROVISIONER_INTERFACE "org.conspiracy.Provisioner1"
+#define CON_MESH_BUS_NAME "org.conspiracy.Mesh"
+#define CON_MESH_PATH "/org/conspiracy/Mesh"
+#define CON_MESH_INTERFACE "org.conspiracy.Mesh1"
+#define CON_MESH_USER "con-mesh"     /* the mesh gateway's system user (docs/MULTIHOST.md) */
 #define CON_USER_PREFIX "a-"
 
 typedef enum ConNameProblem {
@@ -70,3 +74,9 @@ int con_agent_from_user(const char *user, char **ret);
 /* Identifiers safe to use as a path component and in generated files: roles, groups, scopes,
  * skill names, group names. ^[a-z0-9][a-z0-9._-]{0,63}$ and not "." or "..". */
 bool con_identifier_valid(const char *s);
+
+/* The name of a host in a mesh of several hosts (mesh.host in con.yaml, docs/MULTIHOST.md):
+ * ^[a-z][a-z0-9-]{0,62}$ without a trailing hyphen. It is one token of a NATS subject
+ * (con.task.<host>) and the part after '@' of a remote principal ("concierge@host-a"). */
+#define CON_MESH_HOST_MAX 63
+bool con_mesh_host_valid(const char *s);

@@ -828,7 +828,8 @@ static int parse_agents(ConYamlReader *c, const yaml_node_t *seq, ConConfig *cfg
 /* ---- policy (docs/POLICY.md) ---- */
 
 #define POLICY_WHO_HINT "use an agent name, group:NAME, user:NAME (a Linux group or user name: 1 to 31 " \
-        "characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root"
+        "characters from a-z, 0-9, '_' and '-', starting with a letter or '_'), root, or AGENT@HOST or " \
+        "user:NAME@HOST for a principal of another host of the mesh"
 #define POLICY_GRANTS_MAX 256
 
 static int parse_policy_who(ConYamlReader *c, const yaml_node_t *map, const yaml_node_t *who, const char *path,
@@ -1054,6 +1055,9 @@ ConConfig *con_config_free(ConConfig *c) {
                 strv_free(sv->agents);
         }
         free(c->egress.services);
+        free(c->mesh.host);
+        strv_free(c->mesh.servers);
+        free(c->mesh.credentials);
         for (size_t i = 0; i < c->n_agents; i++)
                 agent_done(&c->agents[i]);
         free(c->agents);
@@ -1215,6 +1219,82 @@ static const ConYamlField egress_fields[] = {
         {}
 };
 
+static const char *mesh_host_check(const char *s) {
+        return con_mesh_host_valid(s) ? NULL :
+                "is not a valid host name; use 1 to 63 characters from a-z, 0-9 and -, starting with a letter, "
+                "not ending with -";
+}
+
+static const char *absolute_file_check(const char *s) {
+        return s[0] == '/' && !strstr(s, "/../") && !endswith(s, "/..") ? NULL :
+                "is not an absolute path; write the full path of the file, e.g. /etc/con/mesh.creds";
+}
+
+/* A NATS server URL: nats://HOST:PORT or tls://HOST:PORT (IPv6 in brackets); no user or password
+ * in it (those belong in the credentials file), nothing nats.c would split (commas, spaces). */
+static const char *mesh_server_check(const char *s) {
+        const char *h = startswith(s, "nats://") ?: startswith(s, "tls://");
+        if (!h)
+                return "is not a NATS server URL; use nats://HOST:PORT or tls://HOST:PORT";
+        if (!*h || strpbrk(h, "@/, \t") || h[strcspn(h, "\r\n")] || strlen(s) > 255)
+                return "is not a NATS server URL; use nats://HOST:PORT or tls://HOST:PORT (no user, password or "
+                       "path: credentials go in mesh.credentials)";
+        const char *colon = strrchr(h, ':');
+        if (!colon || colon == h || (colon[-1] == ':' && h[0] != '['))
+                return "has no port; use nats://HOST:PORT, e.g. nats://10.0.0.1:4222";
+        char *end = NULL;
+        errno = 0;
+        unsigned long port = strtoul(colon + 1, &end, 10);
+        if (!colon[1] || *end || errno || port < 1 || port > 65535)
+                return "has no valid port; use nats://HOST:PORT with a port from 1 to 65535";
+        return NULL;
+}
+
+static int parse_mesh_servers(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest,
+                              void *userdata _unused_) {
+        char ***servers = dest;
+        yaml_node_t *it;
+        size_t i = 0;
+        int r;
+
+        r = con_yaml_get_strv(y, v, path, false, CON_MESH_SERVERS_MAX, servers);
+        if (r < 0 || !v || v->type != YAML_SEQUENCE_NODE)
+                return r;
+        CON_YAML_SEQUENCE_FOREACH(y->doc, v, it) {
+                const char *problem = mesh_server_check((*servers)[i]);
+                if (problem) {
+                        _cleanup_free_ char *ipath = con_yaml_path_index(path, i), *q = con_yaml_quote(it);
+                        return ipath && q ? con_yaml_fail(y, it, ipath, "%s %s", q, problem) : -ENOMEM;
+                }
+                i++;
+        }
+        return 0;
+}
+
+static const ConYamlField mesh_fields[] = {
+        { "host", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, host), .check = mesh_host_check,
+          .flags = CON_YAML_REQUIRED, .hint = "this host's name in the mesh, e.g. host: host-a" },
+        { "servers", .type = CON_YAML_CUSTOM, .offset = offsetof(ConMeshConfig, servers), .parse = parse_mesh_servers },
+        { "credentials", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, credentials),
+          .check = absolute_file_check },
+        { "retention", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, retention_usec) },
+        {}
+};
+
+static int parse_mesh(ConYamlReader *c, const yaml_node_t *v, const char *path, ConMeshConfig *m) {
+        if (!v || v->type != YAML_MAPPING_NODE)
+                return con_yaml_fail(c, v, path, "expected a mapping with host: and servers:, got %s",
+                                     con_yaml_node_kind_to_string(v));
+        int r = con_yaml_read_mapping(c, v, path, mesh_fields, m, NULL, NULL);
+        if (r < 0)
+                return r;
+        if (strv_length(m->servers) == 0)
+                return con_yaml_fail(c, v, path, "servers: missing; at least one NATS server is needed, "
+                                     "e.g. servers: [nats://10.0.0.1:4222]");
+        m->enabled = true;
+        return 0;
+}
+
 /* The agents of one file, parsed, resolved against base: and appended to cfg->agents. */
 static int parse_file_agents(ConYamlReader *c, const yaml_node_t *agents, ConConfig *cfg) {
         AgentNodes *nodes = NULL;
@@ -1267,6 +1347,8 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **
                         r = con_yaml_read_mapping(c, v, path, dashboard_fields, &cfg->dashboard, NULL, NULL);
                 else if (streq(key, "egress"))
                         r = con_yaml_read_mapping(c, v, path, egress_fields, &cfg->egress, NULL, NULL);
+                else if (streq(key, "mesh"))
+                        r = parse_mesh(c, v, path, &cfg->mesh);
                 else if (streq(key, "policy")) {
                         *ret_policy = v;
                         r = 0;
@@ -1274,7 +1356,7 @@ static int parse_document(ConYamlReader *c, ConConfig *cfg, const yaml_node_t **
                         agents = v;
                         r = 0;
                 } else
-                        r = con_yaml_unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, egress, policy and agents");
+                        r = con_yaml_unknown_key(c, k, path, "system, base, defaults (deprecated), contracts, models, dashboard, egress, mesh, policy and agents");
                 if (r < 0)
                         break;
         }
@@ -1365,6 +1447,7 @@ static ConConfig *config_new(const char *filename) {
                         .queue_max = 64,
                         .timeout_usec = 120 * USEC_PER_SEC,
                 },
+                .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC },
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,

@@ -176,6 +176,17 @@ bool con_config_agent_proxy(const ConConfig *c, const ConAgent *a, char *buf, si
 /* Sets those four variables in this process's environment (a session child, before exec) when
  * the agent uses the egress gateway. Returns 0 or -errno. */
 int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
+/* mesh: this host in a conspiracy of several hosts joined through NATS JetStream
+ * (docs/MULTIHOST.md). Absent: enabled false, nothing else set, nothing extra runs. */
+#define CON_MESH_SERVERS_MAX 16
+#define CON_MESH_RETENTION_DEFAULT_USEC (7ULL * 24 * 3600 * 1000000)
+typedef struct ConMeshConfig {
+        bool enabled;                   /* the section was given */
+        char *host;                     /* required: this host's name (con_mesh_host_valid) */
+        char **servers;                 /* required: nats://HOST:PORT or tls://HOST:PORT, 1..16 */
+        char *credentials;              /* absolute path of a NATS credentials file, or NULL */
+        uint64_t retention_usec;        /* how long a task may wait in a host's stream (7 days) */
+} ConMeshConfig;
 
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */
@@ -191,6 +202,7 @@ typedef struct ConConfig {
         ConModelsConfig models;         /* models: section */
         ConDashboardConfig dashboard;   /* dashboard: section */
         ConEgressConfig egress;         /* egress: section */
+        ConMeshConfig mesh;             /* mesh: section */
         ConAgent *agents;
         size_t n_agents;
         bool policy_no_defaults;        /* policy.defaults: false (the original's grants left out) */

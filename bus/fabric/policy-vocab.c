@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "macro.h"
@@ -76,7 +77,25 @@ int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **
 
         if (!s)
                 return -EINVAL;
-        if (streq(s, "root")) {
+        const char *at = strrchr(s, '@');
+        if (at) {
+                /* A principal of another host: USER@HOST, the host as mesh.host names it there. */
+                _cleanup_free_ char *who = strndup(s, (size_t) (at - s));
+                if (!who)
+                        return -ENOMEM;
+                if (!con_mesh_host_valid(at + 1))
+                        return -EINVAL;
+                if ((name = startswith(s, "user:"))) {
+                        kind = CON_PRINCIPAL_REMOTE_USER;
+                        if (!con_unix_name_valid(who + strlen("user:")) || streq(who + strlen("user:"), "root"))
+                                return -EINVAL;
+                } else {
+                        kind = CON_PRINCIPAL_REMOTE_AGENT;
+                        name = s;
+                        if (!con_agent_name_valid(who))
+                                return -EINVAL;
+                }
+        } else if (streq(s, "root")) {
                 kind = CON_PRINCIPAL_ROOT;
                 name = NULL;
         } else if ((name = startswith(s, "group:"))) {
@@ -99,4 +118,12 @@ int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **
         if (ret_name)
                 *ret_name = name;
         return 0;
+}
+
+bool con_remote_sender_valid(const char *s) {
+        const char *at = s ? strrchr(s, '@') : NULL;
+        if (!at || !con_mesh_host_valid(at + 1))
+                return false;
+        _cleanup_free_ char *user = strndup(s, (size_t) (at - s));
+        return user && con_unix_name_valid(user);
 }

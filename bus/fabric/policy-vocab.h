@@ -41,12 +41,24 @@ typedef enum ConPrincipalKind {
         CON_PRINCIPAL_GROUP,    /* "group:con": members of a Unix group */
         CON_PRINCIPAL_USER,     /* "user:alice": a Unix user */
         CON_PRINCIPAL_ROOT,     /* "root": uid 0; decided by the services, never by polkit or ACLs */
+        CON_PRINCIPAL_REMOTE_AGENT, /* "concierge@host-a": agent concierge (user a-concierge) of another
+                                     * host of the mesh, as that host's gateway saw it; decided by the
+                                     * agent services from the declared policy (docs/MULTIHOST.md) */
+        CON_PRINCIPAL_REMOTE_USER,  /* "user:alice@host-a": the Unix user alice of another host */
         _CON_PRINCIPAL_KIND_MAX,
         _CON_PRINCIPAL_KIND_INVALID = -22,
 } ConPrincipalKind;
 
 /* Splits a principal as written in the config ("group:con" gives GROUP and "con"). Checks the
- * syntax only (agent name, Linux user or group name); whether the agent exists is the caller's
- * business. -EINVAL when malformed. ret_name points into s; NULL for root. */
+ * syntax only (agent name, Linux user or group name, mesh host name); whether the agent exists is
+ * the caller's business. -EINVAL when malformed. ret_name points into s; NULL for root. Remote
+ * principals keep their host: "concierge@host-a" gives REMOTE_AGENT and "concierge@host-a",
+ * "user:alice@host-a" REMOTE_USER and "alice@host-a". */
 int con_principal_parse(const char *s, ConPrincipalKind *ret_kind, const char **ret_name);
 /* A Linux user or group name: con_unix_name_valid() (names.h). */
+/* The sender of a task from another host as its gateway names it: USER@HOST, the Unix user name
+ * the origin's gateway saw in the caller's bus credentials ("a-concierge@host-a", "alice@host-a"). */
+bool con_remote_sender_valid(const char *s);
+static inline bool con_principal_is_remote(ConPrincipalKind k) {
+        return k == CON_PRINCIPAL_REMOTE_AGENT || k == CON_PRINCIPAL_REMOTE_USER;
+}

@@ -185,7 +185,10 @@ char *con_policy_rule_principal(const ConPolicyRule *r) {
         case CON_PRINCIPAL_GROUP:
                 return asprintf(&s, "group:%s", r->name) < 0 ? NULL : s;
         case CON_PRINCIPAL_USER:
+        case CON_PRINCIPAL_REMOTE_USER:
                 return asprintf(&s, "user:%s", r->name) < 0 ? NULL : s;
+        case CON_PRINCIPAL_REMOTE_AGENT:
+                return strdup(r->name);
         default:
                 return strdup("root");
         }
@@ -193,13 +196,17 @@ char *con_policy_rule_principal(const ConPolicyRule *r) {
 
 static bool principal_matches(const ConPolicyRule *r, const char *user, char * const *groups) {
         switch (r->kind) {
-        case CON_PRINCIPAL_AGENT: {
+        case CON_PRINCIPAL_AGENT:
+        case CON_PRINCIPAL_REMOTE_AGENT: {
+                /* "a-concierge@host-a" is the remote agent "concierge@host-a"; local user names
+                 * never hold an '@', so local and remote principals never match each other. */
                 const char *a = startswith(user, CON_USER_PREFIX);
                 return a && streq(a, r->name);
         }
         case CON_PRINCIPAL_GROUP:
                 return strv_contains(groups, r->name);
         case CON_PRINCIPAL_USER:
+        case CON_PRINCIPAL_REMOTE_USER:
                 return streq(user, r->name);
         case CON_PRINCIPAL_ROOT:
                 return streq(user, "root");
@@ -287,7 +294,7 @@ int con_policy_acl_entries(const ConPolicy *p, const char *target, bool inbox, C
                 case CON_PRINCIPAL_GROUP:
                         r = acl_entry_add(&e, &n, true, rule->name, perms);
                         break;
-                default: /* root bypasses ACLs */
+                default: /* root bypasses ACLs; remote principals have no file door here */
                         break;
                 }
         }

@@ -245,7 +245,8 @@ static int build_grants(Context *c) {
                 _cleanup_free_ char *who = NULL;
                 bool seen = false;
 
-                if (p->kind == CON_PRINCIPAL_ROOT)
+                /* Root and remote principals are decided by the services, from the policy. */
+                if (p->kind == CON_PRINCIPAL_ROOT || con_principal_is_remote(p->kind))
                         continue;
                 for (size_t j = 0; j < i && !seen; j++)
                         seen = c->policy->rules[j].kind == p->kind && streq_ptr(c->policy->rules[j].name, p->name);

@@ -864,6 +864,7 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
 #define MODELS_USER "con-models"
 #define WEB_USER "con-web"
 #define EGRESS_USER "con-egress"
+/* The mesh gateway's (docs/MULTIHOST.md), when the config has a mesh: section: CON_MESH_USER. */
 static int plan_service_user(ConProvision *p, const char *name, const char *gecos, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         gid_t gid;
@@ -1593,6 +1594,8 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = plan_service_user(p, WEB_USER, "ConspiracyOS status page", ret_error);
         if (r >= 0 && con_config_needs_egress(p->config))
                 r = plan_service_user(p, EGRESS_USER, "ConspiracyOS egress gateway", ret_error);
+        if (r >= 0 && p->config->mesh.enabled)
+                r = plan_service_user(p, CON_MESH_USER, "ConspiracyOS mesh gateway", ret_error);
         if (r < 0)
                 return r;
         r = plan_sysusers_file(p);

@@ -30,6 +30,11 @@ enum {
 };
 
 static const char *arg_to = "concierge";
+/* --to AGENT@HOST: through the mesh gateway (docs/MULTIHOST.md). The object and interface the
+ * task goes to: an agent's, or the gateway's. */
+static bool arg_remote = false;
+static const char *obj_path = CON_AGENT_PATH;
+static const char *obj_interface = CON_AGENT_INTERFACE;
 static bool arg_wait = true;
 static uint64_t arg_timeout_usec = 0; /* 0: wait as long as it takes */
 static bool arg_json = false;
@@ -52,7 +57,8 @@ static void help(void) {
                "The words of MESSAGE are joined with spaces; '-' or no MESSAGE reads the task from\n"
                "standard input. The sender of the task is you (your user).\n"
                "\n"
-               "  --to AGENT        Agent to send to (default: concierge)\n"
+               "  --to AGENT        Agent to send to (default: concierge); AGENT@HOST: an agent of\n"
+               "                    another host of the mesh, through this host's mesh gateway\n"
                "  --id ID           Send under this task id (default: the agent makes a new one).\n"
                "                    Sending again with the same ID does not queue a second task;\n"
                "                    an ID another user already used is refused (exit 3)\n"
@@ -108,13 +114,23 @@ static int parse_argv(int argc, char *argv[]) {
         while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
                 switch (c) {
                 case ARG_TO: {
-                        ConNameProblem p = con_agent_name_check(optarg);
+                        const char *at = strrchr(optarg, '@');
+                        _cleanup_free_ char *agent = at ? strndup(optarg, (size_t) (at - optarg)) : NULL;
+                        if (at && !agent)
+                                return -ENOMEM;
+                        if (at && !con_mesh_host_valid(at + 1)) {
+                                fprintf(stderr, "con-send: --to: '%s' is not a mesh host name (a-z, 0-9 and -, "
+                                        "starting with a letter)\n", at + 1);
+                                return -EINVAL;
+                        }
+                        ConNameProblem p = con_agent_name_check(agent ?: optarg);
                         if (p != CON_NAME_OK) {
                                 fprintf(stderr, "con-send: --to: '%s' is not an agent name: %s\n", optarg,
                                         con_name_problem_to_string(p));
                                 return -EINVAL;
                         }
                         arg_to = optarg;
+                        arg_remote = at;
                         break;
                 }
                 case ARG_NO_WAIT:
@@ -282,7 +298,7 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, ch
         const char *status, *text;
         int r;
 
-        r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", e, &reply, "s",
+        r = sd_bus_call_method(bus, bus_name, obj_path, obj_interface, "GetResultInfo", e, &reply, "s",
                                task_id);
         if (r < 0)
                 return r;
@@ -314,6 +330,23 @@ static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_e
                 r = sd_bus_message_append(m, "{sv}", "id", "s", arg_id);
         if (r >= 0 && arg_conversation)
                 r = sd_bus_message_append(m, "{sv}", "conversation", "s", arg_conversation);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_call(bus, m, 0, e, reply);
+}
+
+/* Submit(to, text, options) of the mesh gateway: the task for AGENT@HOST. */
+static int mesh_submit(sd_bus *bus, const char *text, sd_bus_error *e, sd_bus_message **reply) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r = sd_bus_message_new_method_call(bus, &m, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "Submit");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", arg_to, text);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && arg_id)
+                r = sd_bus_message_append(m, "{sv}", "id", "s", arg_id);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -410,7 +443,18 @@ int main(int argc, char *argv[]) {
         }
 
         (void) con_bus_errors_register();
-        r = con_agent_bus_name(arg_to, &bus_name);
+        if (arg_remote) {
+                if (arg_conversation || arg_scheduled) {
+                        fprintf(stderr, "con-send: --continue, --conversation and --scheduled are for agents of "
+                                "this host, not %s\n", arg_to);
+                        return EXIT_USAGE;
+                }
+                obj_path = CON_MESH_PATH;
+                obj_interface = CON_MESH_INTERFACE;
+                bus_name = strdup(CON_MESH_BUS_NAME);
+                r = bus_name ? 0 : -ENOMEM;
+        } else
+                r = con_agent_bus_name(arg_to, &bus_name);
         if (r < 0)
                 return EXIT_USAGE;
         r = sd_bus_open_system(&bus);
@@ -424,7 +468,7 @@ int main(int argc, char *argv[]) {
         ConResultInfo info = {};
         /* Subscribe before submitting, so the completion cannot slip by in between. */
         if (arg_wait) {
-                r = sd_bus_match_signal(bus, &match, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
+                r = sd_bus_match_signal(bus, &match, bus_name, obj_path, obj_interface, "TaskCompleted",
                                         on_completed, &w);
                 if (r < 0) {
                         fprintf(stderr, "con-send: cannot subscribe to %s's TaskCompleted signal: %s\n", bus_name,
@@ -432,14 +476,16 @@ int main(int argc, char *argv[]) {
                         return EXIT_UNAVAILABLE;
                 }
                 /* Steps as they happen (no text in them); without them the wait is silent. */
-                if (arg_progress > 0 || (arg_progress < 0 && isatty(STDERR_FILENO)))
+                if (!arg_remote && (arg_progress > 0 || (arg_progress < 0 && isatty(STDERR_FILENO))))
                         (void) sd_bus_match_signal(bus, &progress_match, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                    "TaskProgress", on_progress, &w);
         }
 
         /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it.
          * Submit takes only the text: Deliver's named arguments carry the id and the conversation. */
-        if (arg_id || arg_conversation)
+        if (arg_remote)
+                r = mesh_submit(bus, text, &e, &reply);
+        else if (arg_id || arg_conversation)
                 r = deliver(bus, bus_name, text, &e, &reply);
         else
                 r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply,
@@ -451,6 +497,11 @@ int main(int argc, char *argv[]) {
                                 "send again with another --id (or without --id)\n", arg_id ?: "", arg_to);
                 else if (e.name && startswith(e.name, "org.freedesktop.DBus.Error.Spawn."))
                         explain_spawn_failure(&e);
+                else if (arg_remote && sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN,
+                                                              SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                        fprintf(stderr, "con-send: the mesh gateway (%s) is not on the bus: does this host's "
+                                "con.yaml have a mesh: section, and is the fabric up? (see 'con status')\n",
+                                CON_MESH_BUS_NAME);
                 else if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                         fprintf(stderr, "con-send: agent '%s' is not available on the bus (%s): is it configured "
                                 "and the fabric up? (see 'con status')\n", arg_to, bus_name);

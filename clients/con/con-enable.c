@@ -126,6 +126,13 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
         else if (r >= 0)
                 r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-egressd", ".service", NULL, dry_run,
                                  changed);
+        /* The mesh gateway when the config has a mesh: section. */
+        if (r >= 0 && config->mesh.enabled)
+                r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-meshd.service",
+                              CON_SHIPPED_UNIT_DIR "/con-meshd.service", dry_run, checked, changed);
+        else if (r >= 0)
+                r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", "con-meshd", ".service", NULL, dry_run,
+                                 changed);
         STRV_FOREACH(u, agents)
                 if (r >= 0)
                         r = link_unit(CON_SYSTEMD_UNIT_DIR "/" TARGET ".wants", *u,

@@ -43,6 +43,8 @@
 #define EGRESSD_PATH CON_LIBEXECDIR "/con-egressd"
 #define EGRESSD_LOG CON_DAEMON_LOG_DIR "/con-egressd.log"
 #define EGRESSD_BUS_NAME "org.conspiracy.Egress"
+#define MESHD_PATH CON_LIBEXECDIR "/con-meshd"
+#define MESHD_LOG CON_DAEMON_LOG_DIR "/con-meshd.log"
 #define MODELS_BUS_NAME "org.conspiracy.Models"
 #define MODELS_PATH "/org/conspiracy/Models"
 #define MODELS_INTERFACE "org.conspiracy.Models1"
@@ -334,10 +336,11 @@ static const char up_usage[] =
         "\n"
         "Start the fabric. Under systemd: systemctl start conspiracyos.target, con-routerd.service,\n"
         "con-contractd.service, con-webd.service when dashboard.enabled, con-egressd.service when an\n"
-        "agent has a network allow-list, the units of the agents with\n"
-        "mode 'always' and the cron agents' timers. Without systemd: start the system bus if its socket\n"
+        "agent has a network allow-list, con-meshd.service with a mesh: section, the units of the\n"
+        "agents with mode 'always' and the cron agents' timers. Without systemd: start the system bus if its socket\n"
         "is dead (dbus-daemon --system --fork), start con-routerd, con-contractd, (dashboard.enabled)\n"
-        "con-webd and (an allow-list) con-egressd in the background (logs in " CON_DAEMON_LOG_DIR "/)\n"
+        "con-webd, (an allow-list) con-egressd and (mesh:) con-meshd in the background (logs in\n"
+        CON_DAEMON_LOG_DIR "/)\n"
         "and start the 'always' agents through bus activation. The daemons get a clean environment:\n"
         "PATH, LANG and CON_LOG_LEVEL only. Needs root.\n"
         "\n"
@@ -406,7 +409,8 @@ int verb_up(int argc, char *argv[]) {
                     strv_extend(&units, "conspiracyos.target") < 0 ||
                     strv_extend(&units, "con-routerd.service") < 0 || strv_extend(&units, "con-contractd.service") < 0 ||
                     (config->dashboard.enabled && strv_extend(&units, "con-webd.service") < 0) ||
-                    (con_config_needs_egress(config) && strv_extend(&units, "con-egressd.service") < 0))
+                    (con_config_needs_egress(config) && strv_extend(&units, "con-egressd.service") < 0) ||
+                    (config->mesh.enabled && strv_extend(&units, "con-meshd.service") < 0))
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
                 for (size_t i = 0; i < config->n_agents; i++) {
                         char *u;
@@ -479,6 +483,16 @@ int verb_up(int argc, char *argv[]) {
                         status = CON_EXIT_FAILURE;
         }
 
+        /* The mesh gateway (a mesh: section): starts as root, runs as con-mesh. */
+        if (config->mesh.enabled) {
+                if (name_has_owner(bus, CON_MESH_BUS_NAME))
+                        printf("mesh: already running\n");
+                else if (start_daemon(bus, MESHD_PATH, CON_MESH_BUS_NAME, MESHD_LOG) == 0)
+                        printf("mesh: started as host %s (log " MESHD_LOG ")\n", config->mesh.host);
+                else
+                        status = CON_EXIT_FAILURE;
+        }
+
         for (size_t i = 0; i < config->n_agents; i++) {
                 const ConAgent *a = &config->agents[i];
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -505,7 +519,7 @@ static const char down_usage[] =
         "commissioner and every running agent. Under systemd: systemctl stop of conspiracyos.target, its services,\n"
         "con-agent@*.service and the cron timers (they stay enabled: the next boot starts them again).\n"
         "Without systemd: SIGTERM to the processes that own org.conspiracy.Router, .Contracts, .Web, .Egress,\n"
-        ".Models, .Provisioner and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
+        ".Mesh, .Models, .Provisioner and the agents' names (SIGKILL after 10 s). Queued tasks stay on disk. The system bus is left running.\n"
         "Needs root.\n"
         "\n"
         "Exit status: 0 ok, 1 failure, 2 usage error, 3 not root, 4 invalid configuration.\n";
@@ -547,6 +561,7 @@ int verb_down(int argc, char *argv[]) {
                                                  (char *) "con-routerd.service", (char *) "con-contractd.service",
                                                  (char *) "con-modeld.service", (char *) "con-webd.service",
                                                  (char *) "con-egressd.service", (char *) "con-provisiond.service",
+                                                 (char *) "con-meshd.service",
                                                  (char *) "con-agent@*.service",
                                                  (char *) "con-cron-*.timer", NULL });
                 if (r != 0)
@@ -568,6 +583,9 @@ int verb_down(int argc, char *argv[]) {
         if (stop_name(bus, "dashboard", WEBD_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         if (stop_name(bus, "egress gateway", EGRESSD_BUS_NAME) != 0)
+                status = CON_EXIT_FAILURE;
+        /* The mesh gateway, before the agents it delivers to. */
+        if (stop_name(bus, "mesh", CON_MESH_BUS_NAME) != 0)
                 status = CON_EXIT_FAILURE;
         /* The model gateway: started by bus activation on an agent's first model call. */
         if (stop_name(bus, "model gateway", MODELS_BUS_NAME) != 0)

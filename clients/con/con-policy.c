@@ -64,7 +64,7 @@ static const char * const *rule_doors(const ConPolicyRule *r) {
         static const char * const root[] = { "services", NULL };
         static const char * const task[] = { "acl", "polkit", NULL };
         static const char * const other[] = { "polkit", NULL };
-        if (r->kind == CON_PRINCIPAL_ROOT)
+        if (r->kind == CON_PRINCIPAL_ROOT || con_principal_is_remote(r->kind))
                 return root;
         return r->verb == CON_POLICY_TASK ? task : other;
 }

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 #include "agent-deliver.h"
+#include "policy-vocab.h"
 #include "macro.h"
 #include "names.h"
 #include "task.h"
 
-#define ALLOWED_KEYS "text (s), id (s), priority (y), reply_to (s), deadline (t), sender_uid (u), conversation (s)"
+#define ALLOWED_KEYS "text (s), id (s), priority (y), reply_to (s), deadline (t), sender_uid (u), conversation (s), origin (s)"
 
 void agent_deliver_args_done(AgentDeliverArgs *a) {
         free(a->text);
         free(a->id);
         free(a->reply_to);
+        free(a->origin);
         free(a->conversation);
         *a = (AgentDeliverArgs) {};
 }
@@ -61,7 +63,7 @@ int agent_deliver_parse(sd_bus_message *m, AgentDeliverArgs *ret, sd_bus_error *
                         return r;
 
                 static const char * const keys[] = { "text", "id", "priority", "reply_to", "deadline",
-                                                     "sender_uid", "conversation" };
+                                                     "sender_uid", "conversation", "origin" };
                 unsigned bit = 0;
                 for (unsigned i = 0; i < ELEMENTSOF(keys); i++)
                         if (streq(key, keys[i]))
@@ -114,6 +116,12 @@ int agent_deliver_parse(sd_bus_message *m, AgentDeliverArgs *ret, sd_bus_error *
                                                          "Key 'conversation': '%s' is not a conversation id (the id "
                                                          "of the task that started it, or '"
                                                          CON_CONVERSATION_LATEST "')", a.conversation);
+                } else if (streq(key, "origin")) {
+                        r = read_string(m, key, &a.origin, error);
+                        if (r >= 0 && !con_remote_sender_valid(a.origin))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Key 'origin': '%s' is not USER@HOST (a Unix user name "
+                                                         "and a mesh host name)", a.origin);
                 } else {
                         r = want_type(m, key, "u", error);
                         if (r >= 0)

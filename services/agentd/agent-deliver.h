@@ -17,6 +17,8 @@ typedef struct AgentDeliverArgs {
         bool has_sender_uid;
         uint32_t sender_uid;
         char *conversation;     /* a valid conversation id (con_conversation_id_valid) or NULL */
+        char *origin;           /* USER@HOST: the sender on another host, given by the mesh gateway
+                                 * (con_remote_sender_valid), or NULL */
 } AgentDeliverArgs;
 
 void agent_deliver_args_done(AgentDeliverArgs *a);

@@ -221,6 +221,43 @@ int agent_method_submit(sd_bus_message *m, void *userdata, sd_bus_error *error) 
         return queue_task(c, m, &req, error);
 }
 
+/* A task of another host, delivered by this host's mesh gateway (docs/MULTIHOST.md): the caller
+ * must be the gateway's user (the bus driver says so), and the declared policy decides the remote
+ * sender a.origin ("a-concierge@host-a" is the principal concierge@host-a), the way it decides
+ * root: polkit has no subject for a user of another host. 1: the caller is the gateway and the
+ * sender is allowed; 0: parked; < 0 refused, with error set. */
+static int authorize_remote(AgentContext *c, sd_bus_message *m, const AgentDeliverArgs *a, AgentCaller *ret_caller,
+                            sd_bus_error *error) {
+        _cleanup_free_ char *name = NULL;
+        uid_t uid = (uid_t) -1;
+        int r;
+
+        r = con_authz_caller_uid(c->authz, m, &uid, error);
+        if (r <= 0)
+                return r;
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        if (!streq(name, CON_MESH_USER))
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: only the mesh gateway (user " CON_MESH_USER ") may set "
+                                          "origin; user '%s' (uid %u) may not", name, (unsigned) uid);
+        if (a->has_sender_uid || a->conversation)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Key 'origin' goes with neither sender_uid nor conversation");
+        if (!c->no_authz && !(c->policy && con_policy_allows(c->policy, a->origin, NULL, CON_POLICY_TASK,
+                                                             c->agent->name)))
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: '%s' of another host may not deliver tasks to agent '%s' "
+                                          "(grants: the policy: section of %s, e.g. who: concierge@host-a, see "
+                                          "docs/MULTIHOST.md)", a->origin, c->agent->name,
+                                          c->config->path ?: CON_CONFIG_PATH);
+        ret_caller->uid = uid;
+        ret_caller->all_tasks = false;
+        ret_caller->name = TAKE_PTR(name);
+        return 1;
+}
+
 int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         AgentContext *c = userdata;
         _cleanup_(agent_caller_done) AgentCaller caller = {};
@@ -228,12 +265,17 @@ int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error)
         _cleanup_free_ char *sender = NULL;
         int r;
 
-        r = agent_authorize(c, m, AGENT_VERB_DELIVER, NULL, &caller, error);
-        if (r <= 0)
-                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
+        /* The arguments first (the handler restarts from here when parked): origin decides who
+         * authorizes. */
         r = agent_deliver_parse(m, &a, error);
         if (r < 0)
                 return r;
+        if (a.origin)
+                r = authorize_remote(c, m, &a, &caller, error);
+        else
+                r = agent_authorize(c, m, AGENT_VERB_DELIVER, NULL, &caller, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 0: parked, the handler runs again */
         r = check_accepting(c, error);
         if (r < 0)
                 return r;
@@ -260,7 +302,7 @@ int agent_method_deliver(sd_bus_message *m, void *userdata, sd_bus_error *error)
         AgentTaskRequest req = {
                 .id = a.id,
                 .sender_uid = uid,
-                .sender = sender ?: caller.name,
+                .sender = a.origin ?: sender ?: caller.name,
                 .priority = a.priority,
                 .reply_to = a.reply_to,
                 .deadline_usec = deadline,

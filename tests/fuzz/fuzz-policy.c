@@ -31,6 +31,8 @@ static void check_rule(const ConConfig *c, const ConPolicy *p, const ConPolicyRu
                 abort();
         if (rule->kind == CON_PRINCIPAL_AGENT && !con_config_find_agent(c, rule->name))
                 abort();
+        if (con_principal_is_remote(rule->kind) && !strchr(rule->name, '@'))
+                abort();
         if ((rule->kind == CON_PRINCIPAL_GROUP || rule->kind == CON_PRINCIPAL_USER) &&
             !con_unix_name_valid(rule->name))
                 abort();
@@ -58,7 +60,12 @@ static void check_rule(const ConConfig *c, const ConPolicy *p, const ConPolicyRu
                         return;
                 break;
         case CON_PRINCIPAL_USER:
+        case CON_PRINCIPAL_REMOTE_USER:
                 user = strdup(rule->name);
+                break;
+        case CON_PRINCIPAL_REMOTE_AGENT:
+                if (asprintf(&user, CON_USER_PREFIX "%s", rule->name) < 0)
+                        return;
                 break;
         default:
                 user = strdup("root");
@@ -91,7 +98,7 @@ static void check_acl(const ConPolicy *p, const char *target, bool inbox) {
         for (size_t i = 0; target && i < p->n_rules; i++) {
                 const ConPolicyRule *rule = &p->rules[i];
                 if (rule->verb != CON_POLICY_TASK || !streq(rule->target, target) ||
-                    rule->kind == CON_PRINCIPAL_ROOT)
+                    rule->kind == CON_PRINCIPAL_ROOT || con_principal_is_remote(rule->kind))
                         continue;
                 _cleanup_free_ char *agent_user = NULL;
                 if (rule->kind == CON_PRINCIPAL_AGENT && con_agent_user(rule->name, &agent_user) < 0)

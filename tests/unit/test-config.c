@@ -195,6 +195,59 @@ static void test_network_entries(void) {
         }
 }
 
+static void test_mesh(void) {
+        _cleanup_(con_config_freep) ConConfig *c = parse_ok(A0);
+        g_assert_false(c->mesh.enabled);
+        g_assert_null(c->mesh.host);
+        g_assert_null(c->mesh.servers);
+        con_config_free(c);
+
+        c = parse_ok("mesh:\n  host: host-a\n  servers: [nats://10.77.0.1:4222, \"tls://[fd00::1]:4222\"]\n"
+                     "  credentials: /etc/con/mesh.creds\n  retention: 2d\n" A0);
+        g_assert_true(c->mesh.enabled);
+        g_assert_cmpstr(c->mesh.host, ==, "host-a");
+        g_assert_cmpuint(strv_length(c->mesh.servers), ==, 2);
+        g_assert_cmpstr(c->mesh.servers[1], ==, "tls://[fd00::1]:4222");
+        g_assert_cmpstr(c->mesh.credentials, ==, "/etc/con/mesh.creds");
+        g_assert_cmpuint(c->mesh.retention_usec, ==, 2ULL * 24 * 3600 * 1000000);
+        con_config_free(c);
+
+        c = parse_ok("mesh: {host: b, servers: [nats://127.0.0.1:4222]}\n" A0);
+        g_assert_true(c->mesh.enabled);
+        g_assert_null(c->mesh.credentials);
+        g_assert_cmpuint(c->mesh.retention_usec, ==, CON_MESH_RETENTION_DEFAULT_USEC);
+        con_config_free(c);
+        c = NULL;
+
+        assert_error("mesh:\n" A0, "con.yaml:1:6: mesh: expected a mapping with host: and servers:, got an empty value");
+        assert_error("mesh:\n  servers: [nats://a:1]\n" A0,
+                     "con.yaml:2:3: mesh.host: missing; this key is required (this host's name in the mesh, e.g. host: host-a)");
+        assert_error("mesh:\n  host: Host_A\n  servers: [nats://a:1]\n" A0,
+                     "con.yaml:2:9: mesh.host: 'Host_A' is not a valid host name; use 1 to 63 characters from a-z, "
+                     "0-9 and -, starting with a letter, not ending with -");
+        assert_error("mesh:\n  host: a\n" A0,
+                     "con.yaml:2:3: mesh: servers: missing; at least one NATS server is needed, e.g. servers: "
+                     "[nats://10.0.0.1:4222]");
+        assert_error("mesh:\n  host: a\n  servers: [http://x:1]\n" A0,
+                     "con.yaml:3:13: mesh.servers[0]: 'http://x:1' is not a NATS server URL; use nats://HOST:PORT "
+                     "or tls://HOST:PORT");
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:1, nats://x]\n" A0,
+                     "con.yaml:3:25: mesh.servers[1]: 'nats://x' has no port; use nats://HOST:PORT, e.g. "
+                     "nats://10.0.0.1:4222");
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:99999]\n" A0,
+                     "con.yaml:3:13: mesh.servers[0]: 'nats://x:99999' has no valid port; use nats://HOST:PORT with "
+                     "a port from 1 to 65535");
+        assert_error("mesh:\n  host: a\n  servers: [\"nats://u:p@x:1\"]\n" A0,
+                     "con.yaml:3:13: mesh.servers[0]: 'nats://u:p@x:1' is not a NATS server URL; use "
+                     "nats://HOST:PORT or tls://HOST:PORT (no user, password or path: credentials go in "
+                     "mesh.credentials)");
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  credentials: mesh.creds\n" A0,
+                     "con.yaml:4:16: mesh.credentials: 'mesh.creds' is not an absolute path; write the full path of "
+                     "the file, e.g. /etc/con/mesh.creds");
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  port: 4222\n" A0,
+                     "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials and retention");
+}
+
 static void test_dashboard(void) {
         ConConfig *c = parse_ok(A0);
         g_assert_false(c->dashboard.enabled);
@@ -223,7 +276,7 @@ static void test_dashboard(void) {
 static void test_errors_top(void) {
         assert_error("a: 1\n" A0,
                      "con.yaml:1:1: a: unknown key; allowed keys are system, base, defaults (deprecated), "
-                     "contracts, models, dashboard, egress, policy and agents");
+                     "contracts, models, dashboard, egress, mesh, policy and agents");
         assert_error("system: {}\n", "con.yaml:1:1: agents: missing; at least one agent is required");
         assert_error("agents: []\n", "con.yaml:1:9: agents: the list is empty; at least one agent is required");
         assert_error("agents:\n", "con.yaml:1:8: agents: the list is empty; at least one agent is required");
@@ -255,7 +308,8 @@ static void test_errors_top(void) {
         assert_error(A0 "policy:\n  grants:\n    - {who: 'group:abcdefghijklmnopqrstuvwxyz012345', may: [task], to: [a]}\n",
                      "con.yaml:5:13: policy.grants[0].who: 'group:abcdefghijklmnopqrstuvwxyz012345' is not a valid "
                      "principal; use an agent name, group:NAME, user:NAME (a Linux group or user name: 1 to 31 "
-                     "characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
+                     "characters from a-z, 0-9, '_' and '-', starting with a letter or '_'), root, or AGENT@HOST or "
+                     "user:NAME@HOST for a principal of another host of the mesh");
         assert_error("system:\n  task_max_size: 2G\n" A0,
                      "con.yaml:2:18: system.task_max_size: '2G' is not allowed; use a size from 1 byte to 1024 MiB");
         assert_error("system:\n  task_max_size: 1MB\n" A0,
@@ -550,7 +604,7 @@ static void test_error_format(void) {
         g_assert_cmpint(con_config_parse("x: 1\n", 5, NULL, &cfg, &e2), ==, -EINVAL);
         _cleanup_free_ char *s = con_error_detail_format(&e2);
         g_assert_cmpstr(s, ==, "1:1: x: unknown key; allowed keys are system, base, defaults (deprecated), contracts, "
-                        "models, dashboard, egress, policy and agents");
+                        "models, dashboard, egress, mesh, policy and agents");
         con_error_detail_done(&e2);
         con_error_detail_done(NULL);
 }
@@ -1144,6 +1198,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/config/duration", test_duration);
         g_test_add_func("/config/size", test_size);
         g_test_add_func("/config/dashboard", test_dashboard);
+        g_test_add_func("/config/mesh", test_mesh);
         g_test_add_func("/config/network", test_network);
         g_test_add_func("/config/network-entries", test_network_entries);
         g_test_add_func("/config/enums", test_enums);

@@ -85,9 +85,67 @@ static void test_vocabulary(void) {
         g_assert_null(n);
         g_assert_cmpint(con_principal_parse("coder", &k, &n), ==, 0);
         g_assert_cmpint(k, ==, CON_PRINCIPAL_AGENT);
-        const char *bad[] = { "", "group:", "user:root", "user:Alice", "group:a b", "Coder", "x:y", "user:\"" };
+        g_assert_cmpint(con_principal_parse("concierge@host-a", &k, &n), ==, 0);
+        g_assert_cmpint(k, ==, CON_PRINCIPAL_REMOTE_AGENT);
+        g_assert_cmpstr(n, ==, "concierge@host-a");
+        g_assert_cmpint(con_principal_parse("user:alice@h1", &k, &n), ==, 0);
+        g_assert_cmpint(k, ==, CON_PRINCIPAL_REMOTE_USER);
+        g_assert_cmpstr(n, ==, "alice@h1");
+        g_assert_true(con_remote_sender_valid("a-concierge@host-a"));
+        g_assert_true(con_remote_sender_valid("root@b"));
+        g_assert_false(con_remote_sender_valid("alice"));
+        g_assert_false(con_remote_sender_valid("alice@"));
+        g_assert_false(con_remote_sender_valid("@host"));
+        g_assert_false(con_remote_sender_valid("Alice@host"));
+        g_assert_false(con_remote_sender_valid("alice@Host"));
+        g_assert_false(con_remote_sender_valid("alice@host.example"));
+        const char *bad[] = { "", "group:", "user:root", "user:Alice", "group:a b", "Coder", "x:y", "user:\"",
+                              "concierge@", "@host-a", "Concierge@host-a", "concierge@Host", "concierge@host-",
+                              "group:con@host-a", "user:root@host-a", "root@host-a", "user:@h", "a@b@c" };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
                 g_assert_cmpint(con_principal_parse(bad[i], NULL, NULL), ==, -EINVAL);
+}
+
+static void test_remote(void) {
+        _cleanup_(con_config_freep) ConConfig *c = parse_ok(AGENTS "policy:\n  grants:\n"
+                                                            "    - {who: concierge@host-a, may: [task], to: [sysadmin]}\n"
+                                                            "    - {who: \"user:alice@host-a\", may: [task], to: [coder]}\n");
+        _cleanup_(con_policy_freep) ConPolicy *p = policy_of(c);
+
+        /* The gateway names the sender USER@HOST; the agent user a-concierge is concierge. */
+        g_assert_true(allows(p, "a-concierge@host-a", NULL, "task", "sysadmin"));
+        g_assert_false(allows(p, "a-concierge@host-b", NULL, "task", "sysadmin"));
+        g_assert_false(allows(p, "a-concierge@host-a", NULL, "task", "coder"));
+        g_assert_false(allows(p, "a-concierge@host-a", NULL, "halt", "sysadmin"));
+        g_assert_true(allows(p, "alice@host-a", NULL, "task", "coder"));
+        g_assert_false(allows(p, "alice@host-a", NULL, "task", "sysadmin"));
+        /* Local principals never match a remote sender, nor remote grants a local user. */
+        g_assert_false(allows(p, "a-concierge@host-a", NULL, "task", "reviewer"));
+        g_assert_false(allows(p, "alice", "con", "task", "coder"));
+
+        /* No file door for remote principals. */
+        ConPolicyAclEntry *e = NULL;
+        size_t n = 0;
+        g_assert_cmpint(con_policy_acl_entries(p, "sysadmin", true, &e, &n), ==, 0);
+        for (size_t i = 0; i < n; i++)
+                g_assert_null(strchr(e[i].name, '@'));
+        con_policy_acl_entries_free(e, n);
+
+        /* Written back as given. */
+        bool seen_agent = false, seen_user = false;
+        for (size_t i = 0; i < p->n_rules; i++) {
+                _cleanup_free_ char *w = con_policy_rule_principal(&p->rules[i]);
+                seen_agent = seen_agent || streq(w, "concierge@host-a");
+                seen_user = seen_user || streq(w, "user:alice@host-a");
+        }
+        g_assert_true(seen_agent);
+        g_assert_true(seen_user);
+
+        assert_error(AGENTS "policy:\n  grants:\n    - {who: concierge@Host, may: [task], to: [coder]}\n",
+                     "con.yaml:8:13: policy.grants[0].who: 'concierge@Host' is not a valid principal; use an agent "
+                     "name, group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' "
+                     "and '-', starting with a letter or '_'), root, or AGENT@HOST or "
+                     "user:NAME@HOST for a principal of another host of the mesh");
 }
 
 static void test_defaults(void) {
@@ -199,13 +257,13 @@ static void test_errors(void) {
                      "con.yaml:8:49: policy.grants[0].why: unknown key; allowed keys are who, may and to");
         assert_error(AGENTS "policy:\n  grants:\n    - {may: [task], to: [reviewer]}\n",
                      "con.yaml:8:7: policy.grants[0].who: missing; use an agent name, group:NAME, user:NAME "
-                     "(a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
+                     "(a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_'), root, or AGENT@HOST or user:NAME@HOST for a principal of another host of the mesh");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: \"user:Bob\", may: [task], to: [reviewer]}\n",
                      "con.yaml:8:13: policy.grants[0].who: 'user:Bob' is not a valid principal; use an agent name, "
-                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
+                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_'), root, or AGENT@HOST or user:NAME@HOST for a principal of another host of the mesh");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: coderr, may: [task], to: [reviewer]}\n",
                      "con.yaml:8:13: policy.grants[0].who: 'coderr' is not an agent in agents:; use an agent name, "
-                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_') or root");
+                     "group:NAME, user:NAME (a Linux group or user name: 1 to 31 characters from a-z, 0-9, '_' and '-', starting with a letter or '_'), root, or AGENT@HOST or user:NAME@HOST for a principal of another host of the mesh");
         assert_error(AGENTS "policy:\n  grants:\n    - {who: coder, to: [reviewer]}\n",
                      "con.yaml:8:7: policy.grants[0].may: missing or empty; list what the principal may do: "
                      "task, read-result, cancel, halt, quarantine, commission or contracts-admin");
@@ -242,5 +300,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/policy/defaults", test_defaults);
         g_test_add_func("/policy/grants", test_grants);
         g_test_add_func("/policy/errors", test_errors);
+        g_test_add_func("/policy/remote", test_remote);
         return con_test_run();
 }

@@ -11,6 +11,7 @@
 #include "model-service.h"
 #include "provisioner.h"
 #include "macro.h"
+#include "mesh-service.h"
 #include "test-util.h"
 
 static char *normalise(const char *xml) {
@@ -109,6 +110,12 @@ static void test_provisioner1(void) {
         compare(CON_PROVISIONER_INTERFACE, live, "con-provisiond (con-provisiond --bus-introspect)");
 }
 
+static void test_mesh1(void) {
+        _cleanup_free_ char *live = NULL;
+        g_assert_cmpint(mesh_introspect_xml(&live), ==, 0);
+        compare(CON_MESH_INTERFACE, live, "con-meshd (con-meshd --bus-introspect)");
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/introspect/agent1", test_agent1);
@@ -116,5 +123,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/introspect/contracts1", test_contracts1);
         g_test_add_func("/introspect/models1", test_models1);
         g_test_add_func("/introspect/provisioner1", test_provisioner1);
+        g_test_add_func("/introspect/mesh1", test_mesh1);
         return con_test_run();
 }

@@ -1,0 +1,1088 @@
+/* SPDX-License-Identifier: MIT */
+/* The mesh gateway: org.conspiracy.Mesh1 and the NATS JetStream side (docs/MULTIHOST.md). */
+#include <errno.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+#include "bus-util.h"
+#include "errors.h"
+#include "authz.h"
+#include "log.h"
+#include "macro.h"
+#include "mesh-service.h"
+#include "mesh-util.h"
+#include "names.h"
+#include "policy-vocab.h"
+#include "strv.h"
+#include "task.h"
+#include "time-util.h"
+#include "user-util.h"
+
+#define FETCH_BATCH 16
+#define FETCH_WAIT_MS 1000
+#define INFLIGHT_MAX 64                 /* messages a fetch thread hands over before it waits */
+#define PUBLISH_WAIT_MS 5000
+#define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
+#define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
+#define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
+#define KEEP_RESULTS 10000
+#define DURABLE "con-meshd"
+
+typedef enum JobKind {
+        JOB_PUBLISH,            /* worker: js_Publish, answer */
+        JOB_ACK,                /* worker: natsMsg_Ack */
+        JOB_NAK,                /* worker: natsMsg_Nak (redelivered later) */
+        JOB_TERM,               /* worker: natsMsg_Term (never redelivered) */
+        JOB_INCOMING,           /* fetch thread -> loop: a message */
+        JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
+} JobKind;
+
+typedef struct Job Job;
+struct Job {
+        Job *next;
+        JobKind kind;
+        MeshKind stream;        /* INCOMING: which stream */
+        char *subject, *msg_id, *data;
+        size_t len;
+        natsMsg *msg;
+        sd_bus_message *call;   /* PUBLISH of a Submit: answered by the loop (only the loop touches it) */
+        char *task_id;          /* PUBLISH: the task or result it carries */
+        bool is_result;
+        int error;              /* the worker's outcome: 0 or a negative errno */
+        char *error_text;
+};
+
+typedef struct Outgoing {      /* a task this host sent, and its result */
+        char *id, *agent, *host, *sender;
+        uid_t uid;
+        bool done;
+        MeshResult result;
+} Outgoing;
+
+typedef struct Delivery {      /* a task of another host accepted by a local agent */
+        char *id, *agent, *from, *origin;
+        bool asking;
+} Delivery;
+
+struct Mesh {
+        const ConConfig *config;
+        sd_event *event;
+        sd_bus *bus;
+        ConAuthz *authz;
+        sd_bus_slot *object, *completed_match;
+        sd_event_source *wake;
+        int efd;
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        Job *todo, *todo_tail;          /* loop -> worker */
+        Job *done, *done_tail;          /* threads -> loop */
+        unsigned inflight[2];           /* incoming messages the loop has not finished, per stream */
+        bool stop, connected;
+        pthread_t worker, fetch[2];
+        bool worker_started, fetch_started[2];
+
+        /* Owned by the worker thread until connected, then read-only for the fetch threads. */
+        natsConnection *nc;
+        jsCtx *js;
+        natsSubscription *sub[2];
+
+        Outgoing *out;
+        size_t n_out;
+        Delivery *dl;
+        size_t n_dl;
+};
+
+static void job_free(Job *j) {
+        if (!j)
+                return;
+        free(j->subject);
+        free(j->msg_id);
+        free(j->data);
+        free(j->task_id);
+        free(j->error_text);
+        if (j->msg)
+                natsMsg_Destroy(j->msg);
+        sd_bus_message_unref(j->call);
+        free(j);
+}
+
+static void wake_loop(Mesh *m) {
+        uint64_t one = 1;
+        (void) !write(m->efd, &one, sizeof(one));
+}
+
+/* Caller holds the lock. */
+static void push(Job **head, Job **tail, Job *j) {
+        j->next = NULL;
+        if (*tail)
+                (*tail)->next = j;
+        else
+                *head = j;
+        *tail = j;
+}
+
+static Job *pop(Job **head, Job **tail) {
+        Job *j = *head;
+        if (j) {
+                *head = j->next;
+                if (!*head)
+                        *tail = NULL;
+                j->next = NULL;
+        }
+        return j;
+}
+
+static void hand_to_loop(Mesh *m, Job *j) {
+        pthread_mutex_lock(&m->lock);
+        push(&m->done, &m->done_tail, j);
+        pthread_mutex_unlock(&m->lock);
+        wake_loop(m);
+}
+
+static void queue_job(Mesh *m, Job *j) {
+        pthread_mutex_lock(&m->lock);
+        push(&m->todo, &m->todo_tail, j);
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* A message the loop gives up on without a job (left unacknowledged: redelivered after the ack wait). */
+static void release_msg(Mesh *m, MeshKind stream, natsMsg *msg) {
+        natsMsg_Destroy(msg);
+        pthread_mutex_lock(&m->lock);
+        if (m->inflight[stream] > 0)
+                m->inflight[stream]--;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+static int queue_msg_job(Mesh *m, JobKind kind, MeshKind stream, natsMsg *msg) {
+        Job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->kind = kind;
+        j->stream = stream;
+        j->msg = msg;
+        queue_job(m, j);
+        return 0;
+}
+
+static int queue_publish(Mesh *m, MeshKind k, const char *host, const char *msg_id, char *data,
+                         sd_bus_message *call, const char *task_id) {
+        Job *j = calloc(1, sizeof(*j));
+        if (!j) {
+                free(data);
+                return -ENOMEM;
+        }
+        j->kind = JOB_PUBLISH;
+        j->is_result = k == MESH_KIND_RESULT;
+        j->data = data;
+        j->len = strlen(data);
+        j->call = sd_bus_message_ref(call);
+        if (mesh_subject(k, host, &j->subject) < 0 || !(j->msg_id = strdup(msg_id)) ||
+            !(j->task_id = strdup(task_id))) {
+                job_free(j);
+                return -ENOMEM;
+        }
+        queue_job(m, j);
+        return 0;
+}
+
+/* ---- the threads (no logging, no bus: outcomes go back as jobs) ---- */
+
+static char *nats_error_text(natsStatus s, jsErrCode jerr) {
+        char *t = NULL;
+        const char *last = nats_GetLastError(NULL);
+        if (asprintf(&t, "%s%s%s (JetStream error %d)", natsStatus_GetText(s), last ? ": " : "", strempty(last),
+                     (int) jerr) < 0)
+                return NULL;
+        return t;
+}
+
+static natsStatus add_stream(Mesh *m, MeshKind k, const char *host, jsErrCode *jerr) {
+        _cleanup_free_ char *name = NULL, *subject = NULL;
+        jsStreamConfig cfg;
+        jsStreamInfo *si = NULL;
+
+        if (mesh_stream(k, host, &name) < 0 || mesh_subject(k, host, &subject) < 0)
+                return NATS_NO_MEMORY;
+        jsStreamConfig_Init(&cfg);
+        const char *subjects[] = { subject };
+        cfg.Name = name;
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Retention = js_WorkQueuePolicy;
+        cfg.Storage = js_FileStorage;
+        cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
+        cfg.Duplicates = DUPLICATE_WINDOW_NS;
+        natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
+        if (s == NATS_OK)
+                jsStreamInfo_Destroy(si);
+        else if (*jerr == JSStreamNameExistErr)
+                s = NATS_OK;    /* made before (by this host, or by a host sending to it first) */
+        return s;
+}
+
+static natsStatus pull_subscribe(Mesh *m, MeshKind k, jsErrCode *jerr) {
+        _cleanup_free_ char *name = NULL, *subject = NULL;
+        jsSubOptions so;
+
+        if (mesh_stream(k, m->config->mesh.host, &name) < 0 || mesh_subject(k, m->config->mesh.host, &subject) < 0)
+                return NATS_NO_MEMORY;
+        jsSubOptions_Init(&so);
+        so.Stream = name;
+        so.Config.AckWait = ACK_WAIT_NS;
+        so.Config.AckPolicy = js_AckExplicit;
+        return js_PullSubscribe(&m->sub[k], m->js, subject, DURABLE, NULL, &so, jerr);
+}
+
+static int connect_nats(Mesh *m, char **ret_error) {
+        natsOptions *o = NULL;
+        natsStatus s;
+        jsErrCode jerr = 0;
+        char * const *servers = m->config->mesh.servers;
+
+        s = natsOptions_Create(&o);
+        if (s == NATS_OK)
+                s = natsOptions_SetServers(o, (const char **) servers, (int) strv_length(servers));
+        if (s == NATS_OK)
+                s = natsOptions_SetName(o, m->config->mesh.host);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxReconnect(o, -1);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectWait(o, 1000);
+        if (s == NATS_OK && m->config->mesh.credentials)
+                s = natsOptions_SetUserCredentialsFromFiles(o, m->config->mesh.credentials, NULL);
+        if (s == NATS_OK)
+                s = natsConnection_Connect(&m->nc, o);
+        natsOptions_Destroy(o);
+        if (s == NATS_OK)
+                s = natsConnection_JetStream(&m->js, m->nc, NULL);
+        for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
+                s = add_stream(m, k, m->config->mesh.host, &jerr);
+        for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
+                s = pull_subscribe(m, k, &jerr);
+        if (s != NATS_OK) {
+                *ret_error = nats_error_text(s, jerr);
+                for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
+                        natsSubscription_Destroy(m->sub[k]);
+                        m->sub[k] = NULL;
+                }
+                jsCtx_Destroy(m->js);
+                m->js = NULL;
+                natsConnection_Destroy(m->nc);
+                m->nc = NULL;
+                return -EHOSTUNREACH;
+        }
+        return 0;
+}
+
+typedef struct FetchArg {
+        Mesh *mesh;
+        MeshKind kind;
+} FetchArg;
+
+static FetchArg fetch_args[2];
+
+static void *fetch_thread(void *p) {
+        FetchArg *a = p;
+        Mesh *m = a->mesh;
+
+        for (;;) {
+                pthread_mutex_lock(&m->lock);
+                while (!m->stop && m->inflight[a->kind] >= INFLIGHT_MAX)
+                        pthread_cond_wait(&m->cond, &m->lock);
+                bool stop = m->stop;
+                pthread_mutex_unlock(&m->lock);
+                if (stop)
+                        return NULL;
+
+                natsMsgList list = {};
+                jsErrCode jerr = 0;
+                natsStatus s = natsSubscription_Fetch(&list, m->sub[a->kind], FETCH_BATCH, FETCH_WAIT_MS, &jerr);
+                if (s != NATS_OK) {
+                        natsMsgList_Destroy(&list);
+                        if (s != NATS_TIMEOUT)
+                                usleep(200 * 1000);     /* disconnected: nats.c reconnects */
+                        continue;
+                }
+                for (int i = 0; i < list.Count; i++) {
+                        Job *j = calloc(1, sizeof(*j));
+                        if (!j)
+                                break;  /* left unacknowledged: redelivered after the ack wait */
+                        j->kind = JOB_INCOMING;
+                        j->stream = a->kind;
+                        j->msg = list.Msgs[i];
+                        list.Msgs[i] = NULL;
+                        pthread_mutex_lock(&m->lock);
+                        m->inflight[a->kind]++;
+                        push(&m->done, &m->done_tail, j);
+                        pthread_mutex_unlock(&m->lock);
+                }
+                natsMsgList_Destroy(&list);
+                wake_loop(m);
+        }
+}
+
+static void run_job(Mesh *m, Job *j) {
+        natsStatus s = NATS_OK;
+        jsErrCode jerr = 0;
+
+        switch (j->kind) {
+        case JOB_PUBLISH: {
+                jsPubOptions po;
+                jsPubAck *pa = NULL;
+                jsPubOptions_Init(&po);
+                po.MsgId = j->msg_id;
+                po.MaxWait = PUBLISH_WAIT_MS;
+                if (!m->connected) {
+                        j->error = -ENOTCONN;
+                        break;
+                }
+                s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
+                if (s == NATS_NO_RESPONDERS || jerr == JSStreamNotFoundErr) {
+                        /* The other host never joined: make its stream, so the task waits there
+                         * (within the retention) until it does. */
+                        const char *host = strrchr(j->subject, '.') + 1;
+                        jsErrCode e2 = 0;
+                        if (add_stream(m, j->is_result ? MESH_KIND_RESULT : MESH_KIND_TASK, host, &e2) == NATS_OK)
+                                s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
+                }
+                jsPubAck_Destroy(pa);
+                break;
+        }
+        case JOB_ACK:
+                s = natsMsg_Ack(j->msg, NULL);
+                break;
+        case JOB_NAK:
+                s = natsMsg_Nak(j->msg, NULL);
+                break;
+        case JOB_TERM:
+                s = natsMsg_Term(j->msg, NULL);
+                break;
+        default:
+                break;
+        }
+        if (s != NATS_OK) {
+                j->error = -EIO;
+                j->error_text = nats_error_text(s, jerr);
+        }
+}
+
+static void *worker_thread(void *p) {
+        Mesh *m = p;
+
+        /* Connect first (retrying); only then the fetch threads. */
+        for (;;) {
+                _cleanup_free_ char *error = NULL;
+                pthread_mutex_lock(&m->lock);
+                bool stop = m->stop;
+                pthread_mutex_unlock(&m->lock);
+                if (stop)
+                        return NULL;
+                if (connect_nats(m, &error) >= 0)
+                        break;
+                Job *j = calloc(1, sizeof(*j));
+                if (j) {
+                        j->kind = JOB_CONNECTED;
+                        j->error = -EHOSTUNREACH;
+                        j->error_text = TAKE_PTR(error);
+                        hand_to_loop(m, j);
+                }
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += CONNECT_RETRY_USEC / USEC_PER_SEC;
+                pthread_mutex_lock(&m->lock);
+                if (!m->stop)
+                        pthread_cond_timedwait(&m->cond, &m->lock, &ts);
+                pthread_mutex_unlock(&m->lock);
+        }
+        pthread_mutex_lock(&m->lock);
+        m->connected = true;
+        pthread_mutex_unlock(&m->lock);
+        for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
+                fetch_args[k] = (FetchArg) { .mesh = m, .kind = k };
+                m->fetch_started[k] = pthread_create(&m->fetch[k], NULL, fetch_thread, &fetch_args[k]) == 0;
+        }
+        Job *c = calloc(1, sizeof(*c));
+        if (c) {
+                c->kind = JOB_CONNECTED;
+                hand_to_loop(m, c);
+        }
+
+        for (;;) {
+                pthread_mutex_lock(&m->lock);
+                while (!m->stop && !m->todo)
+                        pthread_cond_wait(&m->cond, &m->lock);
+                Job *j = pop(&m->todo, &m->todo_tail);
+                bool stop = m->stop && !j;
+                pthread_mutex_unlock(&m->lock);
+                if (stop)
+                        return NULL;
+                run_job(m, j);
+                if (j->kind == JOB_PUBLISH)
+                        hand_to_loop(m, j);
+                else {
+                        /* The message is done with: let its fetch thread take more. */
+                        pthread_mutex_lock(&m->lock);
+                        if (m->inflight[j->stream] > 0)
+                                m->inflight[j->stream]--;
+                        pthread_cond_broadcast(&m->cond);
+                        pthread_mutex_unlock(&m->lock);
+                        if (j->error)
+                                hand_to_loop(m, j);
+                        else
+                                job_free(j);
+                }
+        }
+}
+
+/* ---- the loop's side ---- */
+
+static Outgoing *find_out(Mesh *m, const char *id) {
+        for (size_t i = 0; i < m->n_out; i++)
+                if (streq(m->out[i].id, id))
+                        return &m->out[i];
+        return NULL;
+}
+
+static void outgoing_done(Outgoing *o) {
+        free(o->id);
+        free(o->agent);
+        free(o->host);
+        free(o->sender);
+        mesh_result_done(&o->result);
+}
+
+static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char *host, uid_t uid, const char *sender) {
+        if (m->n_out >= KEEP_RESULTS) {
+                /* The oldest goes (its result has been there the longest). */
+                outgoing_done(&m->out[0]);
+                memmove(m->out, m->out + 1, sizeof(*m->out) * (m->n_out - 1));
+                m->n_out--;
+        }
+        Outgoing *n = realloc(m->out, sizeof(*n) * (m->n_out + 1));
+        if (!n)
+                return NULL;
+        m->out = n;
+        Outgoing *o = &n[m->n_out];
+        *o = (Outgoing) { .uid = uid, .id = strdup(id), .agent = strdup(agent), .host = strdup(host),
+                          .sender = strdup(sender) };
+        if (!o->id || !o->agent || !o->host || !o->sender) {
+                outgoing_done(o);
+                return NULL;
+        }
+        m->n_out++;
+        return o;
+}
+
+static Delivery *find_delivery(Mesh *m, const char *id, const char *from) {
+        for (size_t i = 0; i < m->n_dl; i++)
+                if (streq(m->dl[i].id, id) && (!from || streq(m->dl[i].from, from)))
+                        return &m->dl[i];
+        return NULL;
+}
+
+static void drop_delivery(Mesh *m, Delivery *d) {
+        free(d->id);
+        free(d->agent);
+        free(d->from);
+        free(d->origin);
+        size_t i = (size_t) (d - m->dl);
+        memmove(d, d + 1, sizeof(*d) * (m->n_dl - i - 1));
+        m->n_dl--;
+}
+
+static int publish_result(Mesh *m, const char *origin, MeshResult *res) {
+        _cleanup_free_ char *msg_id = NULL;
+        char *json = NULL;
+        int r = mesh_result_to_json(res, &json);
+        if (r < 0)
+                return r;
+        if (asprintf(&msg_id, "r.%s.%s", m->config->mesh.host, res->id) < 0) {
+                free(json);
+                return -ENOMEM;
+        }
+        return queue_publish(m, MESH_KIND_RESULT, origin, msg_id, json, NULL, res->id);
+}
+
+/* A refusal or failure on this host, as the task's result. */
+static int publish_failure(Mesh *m, const MeshTask *t, const char *detail) {
+        _cleanup_free_ char *text = NULL;
+        if (asprintf(&text, "Refused on host %s: %s", m->config->mesh.host, detail) < 0)
+                return -ENOMEM;
+        MeshResult res = { .id = t->id, .host = m->config->mesh.host, .agent = t->agent, .from = t->from,
+                           .status = (char *) "failed", .text = text };
+        return publish_result(m, t->origin, &res);
+}
+
+static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_);
+
+static int ask_result(Mesh *m, Delivery *d) {
+        _cleanup_free_ char *bus_name = NULL, *key = NULL;
+        if (d->asking)
+                return 0;
+        int r = con_agent_bus_name(d->agent, &bus_name);
+        if (r < 0)
+                return r;
+        /* The callback finds the delivery again by id and sender (the array moves). */
+        if (asprintf(&key, "%s\n%s", d->id, d->from) < 0)
+                return -ENOMEM;
+        r = sd_bus_call_method_async(m->bus, NULL, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo",
+                                     on_result_info, key, "s", d->id);
+        if (r < 0)
+                return r;
+        TAKE_PTR(key);
+        d->asking = true;
+        return 0;
+}
+
+static Mesh *the_mesh;  /* the one gateway of the process, for the bus callbacks' keys */
+
+static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        _cleanup_free_ char *key = userdata;
+        Mesh *m = the_mesh;
+        const char *status, *text;
+        char *nl = strchr(key, '\n');
+        *nl = 0;
+        Delivery *d = find_delivery(m, key, nl + 1);
+        if (!d)
+                return 0;
+        d->asking = false;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e) {
+                log_warning("Cannot read the result of task %s of %s at agent %s: %s", d->id, d->from, d->agent,
+                            e->message ?: e->name);
+                return 0;
+        }
+        ConResultInfo info = {};
+        if (sd_bus_message_read(reply, "ss", &status, &text) < 0 || con_bus_read_result_info(reply, &info) < 0)
+                return 0;
+        if (!con_task_state_is_final(status))
+                return 0;       /* TaskCompleted will say when */
+        MeshResult res = { .id = d->id, .host = m->config->mesh.host, .agent = d->agent, .from = d->from,
+                           .status = (char *) con_task_state_a2a(status), .text = (char *) text,
+                           .truncated = info.truncated, .replaced = info.replaced, .size = info.size };
+        int r = publish_result(m, d->origin, &res);
+        if (r < 0) {
+                log_error_errno(r, "Cannot send the result of task %s to %s: %m", d->id, d->origin);
+                return 0;
+        }
+        log_info("Task %s from %s at agent %s ended %s; result sent to %s", d->id, d->from, d->agent,
+                 res.status, d->origin);
+        drop_delivery(m, d);
+        return 0;
+}
+
+/* A local agent's TaskCompleted: one of the deliveries ended. */
+static int on_agent_completed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error _unused_) {
+        Mesh *m = userdata;
+        const char *id, *sender, *status;
+        if (sd_bus_message_read(msg, "sss", &id, &sender, &status) < 0)
+                return 0;
+        Delivery *d = find_delivery(m, id, sender);
+        if (d)
+                (void) ask_result(m, d);
+        return 0;
+}
+
+typedef struct DeliverCall {
+        Mesh *mesh;
+        MeshTask task;
+        natsMsg *msg;
+} DeliverCall;
+
+static void deliver_call_free(DeliverCall *c) {
+        mesh_task_done(&c->task);
+        if (c->msg)
+                natsMsg_Destroy(c->msg);
+        free(c);
+}
+
+static bool transient_error(const sd_bus_error *e) {
+        return sd_bus_error_has_names(e, CON_ERROR_HALTED, CON_ERROR_QUEUE_FULL, CON_ERROR_SENDER_QUOTA,
+                                      CON_ERROR_STORAGE_FAILED, CON_ERROR_POLICY_TIMEOUT, SD_BUS_ERROR_NO_REPLY,
+                                      SD_BUS_ERROR_TIMEOUT, SD_BUS_ERROR_DISCONNECTED) ||
+                (e->name && startswith(e->name, "org.freedesktop.DBus.Error.Spawn."));
+}
+
+/* The local agent answered Deliver: accepted durably (its journal is on disk) → ack; refused →
+ * a failed result to the origin, then ack; a passing trouble → nak (JetStream redelivers). */
+static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        DeliverCall *c = userdata;
+        Mesh *m = c->mesh;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        MeshTask *t = &c->task;
+        natsMsg *msg = TAKE_PTR(c->msg);
+        int r;
+
+        if (!e) {
+                log_info("Task %s from %s accepted by agent %s", t->id, t->from, t->agent);
+                r = queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg);
+                if (r < 0)
+                        release_msg(m, MESH_KIND_TASK, msg);    /* redelivered; Deliver dedups it */
+                if (!find_delivery(m, t->id, t->from)) {
+                        Delivery *n = realloc(m->dl, sizeof(*n) * (m->n_dl + 1));
+                        if (n) {
+                                m->dl = n;
+                                n[m->n_dl++] = (Delivery) { .id = TAKE_PTR(t->id), .agent = TAKE_PTR(t->agent),
+                                                            .from = TAKE_PTR(t->from), .origin = TAKE_PTR(t->origin) };
+                                (void) ask_result(m, &n[m->n_dl - 1]);  /* it may have ended already */
+                        }
+                }
+        } else if (transient_error(e)) {
+                log_notice("Task %s from %s not delivered to agent %s for now (%s); JetStream delivers it again",
+                           t->id, t->from, t->agent, e->message ?: e->name);
+                if (queue_msg_job(m, JOB_NAK, MESH_KIND_TASK, msg) < 0)
+                        release_msg(m, MESH_KIND_TASK, msg);
+        } else {
+                log_notice("Task %s from %s refused by agent %s: %s", t->id, t->from, t->agent, e->message ?: e->name);
+                r = publish_failure(m, t, e->message ?: e->name);
+                if (r < 0)
+                        log_error_errno(r, "Cannot send the refusal of task %s: %m", t->id);
+                if (queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg) < 0)
+                        release_msg(m, MESH_KIND_TASK, msg);
+        }
+        deliver_call_free(c);
+        return 0;
+}
+
+static int handle_task(Mesh *m, natsMsg *msg) {
+        _cleanup_free_ char *bus_name = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        MeshTask t = {};
+        int r;
+
+        r = mesh_task_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &t);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_warning("Dropping a malformed task message on %s (%d bytes)", natsMsg_GetSubject(msg),
+                            natsMsg_GetDataLength(msg));
+                return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
+        }
+        if (!con_config_find_agent(m->config, t.agent)) {
+                log_notice("Task %s from %s is for agent '%s', which this host does not have", t.id, t.from, t.agent);
+                _cleanup_free_ char *why = NULL;
+                r = asprintf(&why, "no agent '%s' here", t.agent) < 0 ? -ENOMEM : publish_failure(m, &t, why);
+                mesh_task_done(&t);
+                if (r < 0)
+                        return r;
+                return queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg);
+        }
+        r = con_agent_bus_name(t.agent, &bus_name);
+        if (r >= 0)
+                r = sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                   "Deliver");
+        if (r >= 0)
+                r = sd_bus_message_open_container(call, 'a', "{sv}");
+        if (r >= 0)
+                r = sd_bus_message_append(call, "{sv}{sv}{sv}", "text", "s", t.text, "id", "s", t.id, "origin", "s",
+                                          t.from);
+        if (r >= 0)
+                r = sd_bus_message_close_container(call);
+        if (r < 0) {
+                mesh_task_done(&t);
+                return r;
+        }
+        DeliverCall *c = calloc(1, sizeof(*c));
+        if (!c) {
+                mesh_task_done(&t);
+                return -ENOMEM;
+        }
+        *c = (DeliverCall) { .mesh = m, .task = t, .msg = msg };
+        r = sd_bus_call_async(m->bus, NULL, call, on_delivered, c, 0);
+        if (r < 0) {
+                c->msg = NULL;  /* the caller keeps it */
+                deliver_call_free(c);
+                return r;
+        }
+        return 0;
+}
+
+static int handle_result(Mesh *m, natsMsg *msg) {
+        MeshResult res = {};
+        int r = mesh_result_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &res);
+        if (r == -ENOMEM)
+                return r;
+        const char *at = r >= 0 ? strrchr(res.from, '@') : NULL;
+        if (r < 0 || !streq(at + 1, m->config->mesh.host)) {
+                log_warning("Dropping a malformed result message on %s", natsMsg_GetSubject(msg));
+                mesh_result_done(&res);
+                return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
+        }
+        Outgoing *o = find_out(m, res.id);
+        if (o && (!streq(o->host, res.host) || !streq(o->agent, res.agent))) {
+                log_warning("Dropping result of task %s from host %s: the task went to %s@%s", res.id, res.host,
+                            o->agent, o->host);
+                mesh_result_done(&res);
+                return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
+        }
+        if (!o) {
+                /* Sent before this gateway started (a restart): the sender is the user named in it. */
+                _cleanup_free_ char *user = strndup(res.from, (size_t) (at - res.from));
+                uid_t uid;
+                struct passwd *pw = user ? getpwnam(user) : NULL;
+                uid = pw ? pw->pw_uid : (uid_t) -1;
+                if (!pw ||
+                    !(o = add_out(m, res.id, res.agent, res.host, uid, user))) {
+                        mesh_result_done(&res);
+                        return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
+                }
+        }
+        if (!o->done) {
+                mesh_result_done(&o->result);
+                o->result = res;
+                res = (MeshResult) {};
+                o->done = true;
+                log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
+                (void) sd_bus_emit_signal(m->bus, CON_MESH_PATH, CON_MESH_INTERFACE, "TaskCompleted", "sss", o->id,
+                                          o->sender, o->result.status);
+        }
+        mesh_result_done(&res);
+        return queue_msg_job(m, JOB_ACK, MESH_KIND_RESULT, msg);
+}
+
+static void handle_published(Mesh *m, Job *j) {
+        if (!j->call) {
+                if (j->error)
+                        log_error("Cannot send the result of task %s: %s", j->task_id,
+                                  j->error_text ?: strerror(-j->error));
+                return;
+        }
+        if (j->error) {
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                (void) con_bus_error_setf(&e, CON_ERROR_AGENT_UNAVAILABLE, "The mesh cannot take the task now: %s",
+                                          j->error == -ENOTCONN ? "not connected to a NATS server yet" :
+                                          (j->error_text ?: strerror(-j->error)));
+                (void) sd_bus_reply_method_error(j->call, &e);
+                /* Not stored: forget it, so the same id may be sent again. */
+                Outgoing *o = find_out(m, j->task_id);
+                if (o && !o->done) {
+                        outgoing_done(o);
+                        size_t i = (size_t) (o - m->out);
+                        memmove(o, o + 1, sizeof(*o) * (m->n_out - i - 1));
+                        m->n_out--;
+                }
+                return;
+        }
+        (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
+}
+
+static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused_, void *userdata) {
+        Mesh *m = userdata;
+        uint64_t n;
+        (void) !read(fd, &n, sizeof(n));
+
+        for (;;) {
+                pthread_mutex_lock(&m->lock);
+                Job *j = pop(&m->done, &m->done_tail);
+                pthread_mutex_unlock(&m->lock);
+                if (!j)
+                        return 0;
+                int r = 0;
+                switch (j->kind) {
+                case JOB_CONNECTED:
+                        if (j->error)
+                                log_warning("Cannot reach the NATS servers yet (retrying): %s", strempty(j->error_text));
+                        else
+                                log_info("Connected to NATS; consuming con.task.%s and con.result.%s",
+                                         m->config->mesh.host, m->config->mesh.host);
+                        break;
+                case JOB_PUBLISH:
+                        handle_published(m, j);
+                        break;
+                case JOB_INCOMING: {
+                        natsMsg *msg = TAKE_PTR(j->msg);
+                        r = j->stream == MESH_KIND_TASK ? handle_task(m, msg) : handle_result(m, msg);
+                        if (r < 0) {
+                                log_error_errno(r, "Cannot handle a message: %m");
+                                release_msg(m, j->stream, msg);   /* unacknowledged: delivered again */
+                        }
+                        break;
+                }
+                default:
+                        log_warning("NATS: %s", strempty(j->error_text));
+                        break;
+                }
+                job_free(j);
+        }
+}
+
+/* ---- bus methods ---- */
+
+static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Mesh *m = userdata;
+        _cleanup_free_ char *agent = NULL, *host = NULL, *name = NULL, *from = NULL, *id = NULL, *json = NULL,
+                            *msg_id = NULL;
+        const char *to, *text, *given_id = NULL;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &to, &text);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const char *key;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (!streq(key, "id") || given_id)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Option '%s' is %s; the only option is id (s)", key,
+                                                 given_id ? "given twice" : "unknown");
+                r = sd_bus_message_read(msg, "v", "s", &given_id);
+                if (r < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option 'id' must be a string (s)");
+                if (!con_task_id_valid(given_id))
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option 'id': '%s' is not a valid "
+                                                 "task id", given_id);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+
+        /* Who: the bus driver's answer, never an argument (0: parked, the handler runs again). */
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = mesh_split_target(to, &agent, &host);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "'%s' is not AGENT@HOST (an agent name and a mesh host name)", to);
+        size_t max = m->config->task_max_size ?: CON_TASK_DEFAULT_MAX_SIZE;
+        if (strlen(text) > max)
+                return con_bus_error_setf(error, CON_ERROR_TASK_TOO_LARGE, "The task is %zu bytes; at most %zu",
+                                          strlen(text), max);
+        if (text[strspn(text, " \t\r\n")] == 0)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_TASK, "The task text is empty");
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        if (asprintf(&from, "%s@%s", name, m->config->mesh.host) < 0)
+                return -ENOMEM;
+        if (!con_remote_sender_valid(from))
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                          "Access denied: uid %u has no user name other hosts could grant", (unsigned) uid);
+        if (given_id) {
+                Outgoing *o = find_out(m, given_id);
+                if (o && o->uid != uid)
+                        return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK, "Task id '%s' is already used by "
+                                                  "another sender; send again under another id", given_id);
+                if (o)
+                        return sd_bus_reply_method_return(msg, "s", given_id);
+                id = strdup(given_id);
+                if (!id)
+                        return -ENOMEM;
+        } else {
+                r = con_task_id_new(&id);
+                if (r < 0)
+                        return r;
+        }
+        MeshTask t = { .id = id, .from = from, .origin = m->config->mesh.host, .agent = agent, .text = (char *) text };
+        r = mesh_task_to_json(&t, &json);
+        if (r == -EINVAL)
+                return con_bus_error_setf(error, CON_ERROR_INVALID_TASK, "The task is not valid UTF-8 text");
+        if (r < 0)
+                return r;
+        if (asprintf(&msg_id, "%s.%s", m->config->mesh.host, id) < 0)
+                return -ENOMEM;
+        if (!add_out(m, id, agent, host, uid, name))
+                return -ENOMEM;
+        r = queue_publish(m, MESH_KIND_TASK, host, msg_id, TAKE_PTR(json), msg, id);
+        if (r < 0)
+                return r;
+        log_info("Task %s from %s to %s@%s", id, from, agent, host);
+        return 1;       /* answered when JetStream has stored it */
+}
+
+static int result_common(sd_bus_message *msg, Mesh *m, bool with_info, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *id;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        Outgoing *o = find_out(m, id);
+        if (!o)
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "The mesh knows no task '%s' sent from here", id);
+        if (o->uid != uid && uid != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: task '%s' is not yours", id);
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "ss", o->done ? o->result.status : "submitted",
+                                  o->done ? o->result.text : "");
+        if (r >= 0 && with_info) {
+                r = sd_bus_message_open_container(reply, 'a', "{sv}");
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "truncated", "b", (int) o->result.truncated);
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "replaced", "b", (int) o->result.replaced);
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "size", "t", o->result.size);
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "host", "s", o->host);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_get_result(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return result_common(msg, userdata, false, error);
+}
+
+static int method_get_result_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return result_common(msg, userdata, true, error);
+}
+
+static int property_host(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                         const char *property _unused_, sd_bus_message *reply, void *userdata,
+                         sd_bus_error *error _unused_) {
+        Mesh *m = userdata;
+        return sd_bus_message_append(reply, "s", m->config->mesh.host);
+}
+
+static int property_connected(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                              const char *property _unused_, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error _unused_) {
+        Mesh *m = userdata;
+        pthread_mutex_lock(&m->lock);
+        bool c = m->connected && m->nc && natsConnection_Status(m->nc) == NATS_CONN_STATUS_CONNECTED;
+        pthread_mutex_unlock(&m->lock);
+        return sd_bus_message_append(reply, "b", c);
+}
+
+const sd_bus_vtable mesh_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Host", "s", property_host, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Connected", "b", property_connected, 0, 0),
+        SD_BUS_METHOD_WITH_ARGS("Submit", SD_BUS_ARGS("s", to, "s", text, "a{sv}", options),
+                                SD_BUS_RESULT("s", task_id), method_submit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetResult", SD_BUS_ARGS("s", task_id), SD_BUS_RESULT("s", status, "s", text),
+                                method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
+                                SD_BUS_RESULT("s", status, "s", text, "a{sv}", info), method_get_result_info,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("TaskCompleted", SD_BUS_ARGS("s", task_id, "s", sender, "s", status), 0),
+        SD_BUS_VTABLE_END
+};
+
+int mesh_introspect_xml(char **ret) {
+        return con_bus_introspect_vtable(CON_MESH_PATH, CON_MESH_INTERFACE, mesh_vtable, ret);
+}
+
+int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, Mesh **ret) {
+        _cleanup_(mesh_freep) Mesh *m = NULL;
+        int r;
+
+        if (!config->mesh.enabled)
+                return -ENOMEDIUM;
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->efd = -EBADF;
+        pthread_mutex_init(&m->lock, NULL);
+        pthread_cond_init(&m->cond, NULL);
+        m->config = config;
+        m->event = sd_event_ref(event);
+        m->bus = sd_bus_ref(bus);
+        m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (m->efd < 0)
+                return -errno;
+        r = sd_event_add_io(event, &m->wake, m->efd, EPOLLIN, on_wake, m);
+        if (r < 0)
+                return r;
+        ConAuthzOptions o = { .root_policy = CON_AUTHZ_ROOT_ALLOW };
+        r = con_authz_new(bus, event, &o, &m->authz);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int mesh_start(Mesh *m) {
+        int r;
+
+        the_mesh = m;
+        r = sd_bus_add_object_vtable(m->bus, &m->object, CON_MESH_PATH, CON_MESH_INTERFACE, mesh_vtable, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_match_signal_async(m->bus, &m->completed_match, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                      "TaskCompleted", on_agent_completed, NULL, m);
+        if (r < 0)
+                return r;
+        r = pthread_create(&m->worker, NULL, worker_thread, m);
+        if (r != 0)
+                return -r;
+        m->worker_started = true;
+        return sd_bus_request_name_async(m->bus, NULL, CON_MESH_BUS_NAME, 0, NULL, NULL);
+}
+
+Mesh *mesh_free(Mesh *m) {
+        if (!m)
+                return NULL;
+        pthread_mutex_lock(&m->lock);
+        m->stop = true;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+        if (m->worker_started)
+                (void) pthread_join(m->worker, NULL);
+        for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
+                if (m->fetch_started[k])
+                        (void) pthread_join(m->fetch[k], NULL);
+        for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
+                job_free(j);
+        for (Job *j; (j = pop(&m->done, &m->done_tail)); )
+                job_free(j);
+        for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
+                natsSubscription_Destroy(m->sub[k]);
+        jsCtx_Destroy(m->js);
+        natsConnection_Destroy(m->nc);
+        for (size_t i = 0; i < m->n_out; i++)
+                outgoing_done(&m->out[i]);
+        free(m->out);
+        while (m->n_dl > 0)
+                drop_delivery(m, &m->dl[0]);
+        free(m->dl);
+        sd_bus_slot_unref(m->object);
+        sd_bus_slot_unref(m->completed_match);
+        sd_event_source_disable_unref(m->wake);
+        if (m->efd >= 0)
+                close(m->efd);
+        con_authz_free(m->authz);
+        sd_bus_unref(m->bus);
+        sd_event_unref(m->event);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cond);
+        if (the_mesh == m)
+                the_mesh = NULL;
+        free(m);
+        return NULL;
+}

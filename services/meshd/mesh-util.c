@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json-util.h"
+#include "macro.h"
+#include "mesh-util.h"
+#include "names.h"
+#include "policy-vocab.h"
+#include "task.h"
+#include "utf8.h"
+
+int mesh_split_target(const char *to, char **ret_agent, char **ret_host) {
+        if (!to)
+                return -EINVAL;
+        const char *at = strrchr(to, '@');
+        if (!at || at == to)
+                return -EINVAL;
+        _cleanup_free_ char *agent = strndup(to, (size_t) (at - to)), *host = strdup(at + 1);
+        if (!agent || !host)
+                return -ENOMEM;
+        if (!con_agent_name_valid(agent) || !con_mesh_host_valid(host))
+                return -EINVAL;
+        *ret_agent = TAKE_PTR(agent);
+        *ret_host = TAKE_PTR(host);
+        return 0;
+}
+
+int mesh_subject(MeshKind k, const char *host, char **ret) {
+        if (!con_mesh_host_valid(host))
+                return -EINVAL;
+        return asprintf(ret, "con.%s.%s", k == MESH_KIND_TASK ? "task" : "result", host) < 0 ? -ENOMEM : 0;
+}
+
+int mesh_stream(MeshKind k, const char *host, char **ret) {
+        if (!con_mesh_host_valid(host))
+                return -EINVAL;
+        return asprintf(ret, "con-%s-%s", k == MESH_KIND_TASK ? "task" : "result", host) < 0 ? -ENOMEM : 0;
+}
+
+void mesh_task_done(MeshTask *t) {
+        free(t->id);
+        free(t->from);
+        free(t->origin);
+        free(t->agent);
+        free(t->text);
+        *t = (MeshTask) {};
+}
+
+void mesh_result_done(MeshResult *r) {
+        free(r->id);
+        free(r->host);
+        free(r->agent);
+        free(r->from);
+        free(r->status);
+        free(r->text);
+        *r = (MeshResult) {};
+}
+
+static bool text_ok(const char *s) {
+        return s && con_utf8_valid(s, strlen(s));
+}
+
+static bool task_valid(const MeshTask *t) {
+        const char *at = t->from ? strrchr(t->from, '@') : NULL;
+        return con_task_id_valid(t->id) && con_remote_sender_valid(t->from) && con_mesh_host_valid(t->origin) &&
+                at && streq(at + 1, t->origin) && con_agent_name_valid(t->agent) && text_ok(t->text) &&
+                t->text[strspn(t->text, " \t\r\n")] != 0;
+}
+
+static bool status_valid(const char *s) {
+        return s && (streq(s, "completed") || streq(s, "failed") || streq(s, "canceled"));
+}
+
+static bool result_valid(const MeshResult *r) {
+        return con_task_id_valid(r->id) && con_mesh_host_valid(r->host) && con_agent_name_valid(r->agent) &&
+                con_remote_sender_valid(r->from) && status_valid(r->status) && text_ok(r->text);
+}
+
+static int print_json(cJSON *o, char **ret) {
+        char *s = cJSON_PrintUnformatted(o);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int mesh_task_to_json(const MeshTask *t, char **ret) {
+        if (!task_valid(t))
+                return -EINVAL;
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", t->id) ||
+            !cJSON_AddStringToObject(o, "from", t->from) || !cJSON_AddStringToObject(o, "origin", t->origin) ||
+            !cJSON_AddStringToObject(o, "agent", t->agent) || !cJSON_AddStringToObject(o, "text", t->text))
+                return -ENOMEM;
+        return print_json(o, ret);
+}
+
+int mesh_result_to_json(const MeshResult *r, char **ret) {
+        if (!result_valid(r))
+                return -EINVAL;
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", r->id) ||
+            !cJSON_AddStringToObject(o, "host", r->host) || !cJSON_AddStringToObject(o, "agent", r->agent) ||
+            !cJSON_AddStringToObject(o, "from", r->from) || !cJSON_AddStringToObject(o, "status", r->status) ||
+            !cJSON_AddStringToObject(o, "text", r->text) || !cJSON_AddBoolToObject(o, "truncated", r->truncated) ||
+            !cJSON_AddBoolToObject(o, "replaced", r->replaced) || !con_json_add_u64(o, "size", r->size))
+                return -ENOMEM;
+        return print_json(o, ret);
+}
+
+/* One object of known keys only, "v": 1. */
+static int parse_object(const char *data, size_t len, const char * const *keys, cJSON **ret) {
+        if (!data || len == 0 || len > MESH_PAYLOAD_MAX)
+                return -EBADMSG;
+        cJSON *o = cJSON_ParseWithLength(data, len);
+        if (!o)
+                return cJSON_GetErrorPtr() ? -EBADMSG : -ENOMEM;
+        _cleanup_cjson_ cJSON *owned = o;
+        if (!cJSON_IsObject(o))
+                return -EBADMSG;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "v");
+        if (!cJSON_IsNumber(v) || v->valuedouble != 1)
+                return -EBADMSG;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, o) {
+                bool known = streq(it->string, "v");
+                for (size_t i = 0; keys[i] && !known; i++)
+                        known = streq(it->string, keys[i]);
+                if (!known)
+                        return -EBADMSG;
+                /* A key twice: cJSON keeps both; refuse. */
+                size_t n = 0;
+                const cJSON *j;
+                cJSON_ArrayForEach(j, o)
+                        n += streq(j->string, it->string);
+                if (n != 1)
+                        return -EBADMSG;
+        }
+        *ret = TAKE_PTR(owned);
+        return 0;
+}
+
+static int get_string(const cJSON *o, const char *key, char **ret) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+        if (!cJSON_IsString(v) || !v->valuestring)
+                return -EBADMSG;
+        *ret = strdup(v->valuestring);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int mesh_task_from_json(const char *data, size_t len, MeshTask *ret) {
+        static const char * const keys[] = { "id", "from", "origin", "agent", "text", NULL };
+        _cleanup_cjson_ cJSON *o = NULL;
+        MeshTask t = {};
+        int r;
+
+        r = parse_object(data, len, keys, &o);
+        if (r < 0)
+                return r;
+        if ((r = get_string(o, "id", &t.id)) < 0 || (r = get_string(o, "from", &t.from)) < 0 ||
+            (r = get_string(o, "origin", &t.origin)) < 0 || (r = get_string(o, "agent", &t.agent)) < 0 ||
+            (r = get_string(o, "text", &t.text)) < 0 || (!task_valid(&t) && (r = -EBADMSG) < 0)) {
+                mesh_task_done(&t);
+                return r;
+        }
+        *ret = t;
+        return 0;
+}
+
+int mesh_result_from_json(const char *data, size_t len, MeshResult *ret) {
+        static const char * const keys[] = { "id", "host", "agent", "from", "status", "text", "truncated",
+                                             "replaced", "size", NULL };
+        _cleanup_cjson_ cJSON *o = NULL;
+        MeshResult m = {};
+        int r;
+
+        r = parse_object(data, len, keys, &o);
+        if (r < 0)
+                return r;
+        const cJSON *tr = cJSON_GetObjectItemCaseSensitive(o, "truncated"),
+                    *rp = cJSON_GetObjectItemCaseSensitive(o, "replaced"),
+                    *sz = cJSON_GetObjectItemCaseSensitive(o, "size");
+        if ((r = get_string(o, "id", &m.id)) < 0 || (r = get_string(o, "host", &m.host)) < 0 ||
+            (r = get_string(o, "agent", &m.agent)) < 0 || (r = get_string(o, "from", &m.from)) < 0 ||
+            (r = get_string(o, "status", &m.status)) < 0 || (r = get_string(o, "text", &m.text)) < 0 ||
+            ((!cJSON_IsBool(tr) || !cJSON_IsBool(rp) || !cJSON_IsNumber(sz) || sz->valuedouble < 0) &&
+             (r = -EBADMSG) < 0) || (!result_valid(&m) && (r = -EBADMSG) < 0)) {
+                mesh_result_done(&m);
+                return r;
+        }
+        m.truncated = cJSON_IsTrue(tr);
+        m.replaced = cJSON_IsTrue(rp);
+        m.size = con_json_get_u64(sz);
+        *ret = m;
+        return 0;
+}

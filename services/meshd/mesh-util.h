@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The mesh's wire format and names (docs/MULTIHOST.md). Pure: no I/O, no logging.
+ *
+ * Subjects and streams, one pair per host:
+ *   con.task.<host>     stream con-task-<host>     (work queue: the tasks for <host>'s agents)
+ *   con.result.<host>   stream con-result-<host>   (work queue: results for tasks <host> sent)
+ * The JetStream message id (Nats-Msg-Id) of a task is "<origin>.<task id>", of a result
+ * "r.<host>.<task id>", so a publish retried after a lost acknowledgement is stored once.
+ *
+ * A task message is one JSON object:
+ *   {"v":1,"id":TASK_ID,"from":"USER@ORIGIN","origin":ORIGIN,"agent":AGENT,"text":TEXT}
+ * "from" is written by the origin host's gateway from the bus credentials of the caller, never
+ * from anything the caller sent. A result message:
+ *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","status":STATUS,"text":TEXT,
+ *    "truncated":B,"replaced":B,"size":N}
+ * STATUS is completed, failed or canceled (a refusal on the receiving host is failed, with the
+ * reason as text). */
+
+#define MESH_PAYLOAD_MAX (2U * 1024 * 1024)
+
+/* "sysadmin@host-b" -> "sysadmin", "host-b". -EINVAL when not AGENT@HOST. */
+int mesh_split_target(const char *to, char **ret_agent, char **ret_host);
+
+typedef enum MeshKind {
+        MESH_KIND_TASK,
+        MESH_KIND_RESULT,
+} MeshKind;
+
+/* con.task.<host> / con.result.<host>; -EINVAL for an invalid host. */
+int mesh_subject(MeshKind k, const char *host, char **ret);
+/* con-task-<host> / con-result-<host> */
+int mesh_stream(MeshKind k, const char *host, char **ret);
+
+typedef struct MeshTask {
+        char *id;
+        char *from;             /* USER@ORIGIN */
+        char *origin;
+        char *agent;
+        char *text;
+} MeshTask;
+
+void mesh_task_done(MeshTask *t);
+
+/* -ENOMEM, or -EINVAL when a field is invalid. */
+int mesh_task_to_json(const MeshTask *t, char **ret);
+/* Parses and checks a task message: every field present and valid (task id, USER@ORIGIN with a
+ * Unix user name and the origin's host name, agent name, text valid UTF-8 and not empty), no
+ * other key. -EBADMSG when malformed, -ENOMEM. */
+int mesh_task_from_json(const char *data, size_t len, MeshTask *ret);
+
+typedef struct MeshResult {
+        char *id;
+        char *host;             /* the host that answered */
+        char *agent;
+        char *from;             /* the task's sender, USER@ORIGIN */
+        char *status;           /* completed, failed, canceled */
+        char *text;
+        bool truncated, replaced;
+        uint64_t size;
+} MeshResult;
+
+void mesh_result_done(MeshResult *r);
+int mesh_result_to_json(const MeshResult *r, char **ret);
+int mesh_result_from_json(const char *data, size_t len, MeshResult *ret);

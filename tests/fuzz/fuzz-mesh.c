@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/* The mesh's messages as they come off NATS (services/meshd/mesh-util.c): anything a NATS client
+ * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
+ * valid fields and must write back to a message that parses to the same fields. Input: one byte
+ * (bit 0: a result, else a task), then the message. */
+#undef NDEBUG
+#include <assert.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "mesh-util.h"
+#include "names.h"
+#include "policy-vocab.h"
+#include "task.h"
+#include "utf8.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_task(const char *d, size_t n) {
+        MeshTask t = {}, back = {};
+        _cleanup_free_ char *json = NULL;
+        int r = mesh_task_from_json(d, n, &t);
+        if (r < 0) {
+                assert(r == -EBADMSG || r == -ENOMEM);
+                assert(!t.id && !t.text);
+                return;
+        }
+        assert(con_task_id_valid(t.id) && con_agent_name_valid(t.agent) && con_mesh_host_valid(t.origin));
+        assert(con_remote_sender_valid(t.from) && streq(strrchr(t.from, '@') + 1, t.origin));
+        assert(con_utf8_valid(t.text, strlen(t.text)));
+        r = mesh_task_to_json(&t, &json);
+        if (r == 0) {
+                assert(mesh_task_from_json(json, strlen(json), &back) == 0);
+                assert(streq(back.id, t.id) && streq(back.from, t.from) && streq(back.text, t.text));
+                mesh_task_done(&back);
+        } else
+                assert(r == -ENOMEM);
+        mesh_task_done(&t);
+}
+
+static void check_result(const char *d, size_t n) {
+        MeshResult m = {}, back = {};
+        _cleanup_free_ char *json = NULL;
+        int r = mesh_result_from_json(d, n, &m);
+        if (r < 0) {
+                assert(r == -EBADMSG || r == -ENOMEM);
+                assert(!m.id && !m.text);
+                return;
+        }
+        assert(con_task_id_valid(m.id) && con_mesh_host_valid(m.host) && con_remote_sender_valid(m.from));
+        assert(con_utf8_valid(m.text, strlen(m.text)));
+        r = mesh_result_to_json(&m, &json);
+        if (r == 0) {
+                assert(mesh_result_from_json(json, strlen(json), &back) == 0);
+                assert(streq(back.status, m.status) && streq(back.text, m.text) && back.size == m.size);
+                mesh_result_done(&back);
+        } else
+                assert(r == -ENOMEM);
+        mesh_result_done(&m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+        if (size < 1 || size > 64 * 1024)
+                return 0;
+        if (data[0] & 1)
+                check_result((const char *) data + 1, size - 1);
+        else
+                check_task((const char *) data + 1, size - 1);
+        return 0;
+}

@@ -1,0 +1,222 @@
+#!/bin/bash
+# Two hosts, one conspiracy (docs/MULTIHOST.md): host-a is this sandbox; host-b is a nested
+# sandbox (its own root, users, system bus, polkitd and fabric) in a network namespace linked to
+# this one by a veth pair with private addresses 10.77.0.1 (host-a) and 10.77.0.2 (host-b),
+# nothing else. One nats-server with JetStream listens on host-a's veth address; each host's
+# con-meshd connects to it. Shows: a task from alice on host-a answered by sysadmin on host-b
+# (con-send --to sysadmin@host-b, and busctl on org.conspiracy.Mesh1), the sender recorded as
+# alice@host-a by host-b's agent and audit log; bob, whom host-b's policy does not name, refused
+# there; a sender given in the options or the text ignored; only host-b's gateway may name a remote
+# sender to an agent.
+. "$(dirname "$0")/lib.sh"
+require_sandbox
+
+T=$(lib_tmp)
+SHARED=$T/shared               # host-b's --artifacts folder: its reports and the stop signal
+mkdir -p "$SHARED"
+NATS_PID=""
+HOSTB_PID=""
+cleanup() {
+        touch "$SHARED/stop" 2>/dev/null
+        [ -n "$HOSTB_PID" ] && { timeout 20 tail --pid="$HOSTB_PID" -f /dev/null; kill "$HOSTB_PID" 2>/dev/null; }
+        [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null
+        ip netns del hostb 2>/dev/null
+        return 0
+}
+trap 'cleanup; _lib_exit' EXIT
+
+section "the network: host-b's namespace, a veth pair, private addresses only"
+check "ip netns add hostb" ip netns add hostb
+check "veth pair host-a <-> host-b" ip link add veth-a type veth peer name veth-b netns hostb
+check "host-a is 10.77.0.1" ip addr add 10.77.0.1/24 dev veth-a
+check "host-a's end up" ip link set veth-a up
+check "host-b is 10.77.0.2" ip -n hostb addr add 10.77.0.2/24 dev veth-b
+check "host-b's end up" ip -n hostb link set veth-b up
+check "host-b's loopback up" ip -n hostb link set lo up
+check_output "no default route on host-a: nothing beyond the two hosts" '^$' ip route show default
+
+section "a NATS server with JetStream on host-a"
+check "nats-server is installed" command -v nats-server
+nats-server -js -a 10.77.0.1 -p 4222 -sd "$T/jetstream" -l "$T/nats.log" &
+NATS_PID=$!
+check "nats-server listens on 10.77.0.1:4222" wait_for 15 bash -c 'exec 3<>/dev/tcp/10.77.0.1/4222'
+check "... and host-b reaches it" wait_for 5 ip netns exec hostb bash -c 'exec 3<>/dev/tcp/10.77.0.1/4222'
+
+section "host-b: a nested sandbox with its own fabric"
+cat >"$T/hostb.sh" <<'HOSTB'
+#!/bin/bash
+# Runs inside host-b's sandbox; reports to $CON_SANDBOX_ARTIFACTS.
+set -u
+out=$CON_SANDBOX_ARTIFACTS
+step() { echo "$*" >>"$out/steps"; }
+cat >/usr/local/bin/mesh-echo <<'EOF'
+#!/bin/sh
+printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(cat)"
+EOF
+chmod 755 /usr/local/bin/mesh-echo
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<'EOF'
+system:
+  name: host-b
+agents:
+  - name: concierge
+    runner: exec
+    command: [/usr/local/bin/mesh-echo]
+  - name: sysadmin
+    runner: exec
+    command: [/usr/local/bin/mesh-echo]
+mesh:
+  host: host-b
+  servers: [nats://10.77.0.1:4222]
+policy:
+  grants:
+    - {who: "user:alice@host-a", may: [task], to: [sysadmin]}
+    - {who: concierge@host-a, may: [task], to: [sysadmin]}
+EOF
+con bootstrap >"$out/bootstrap.log" 2>&1 || { step "bootstrap failed"; exit 1; }
+step "bootstrap ok"
+con up >"$out/up.log" 2>&1 || { step "up failed"; cat /srv/con/logs/daemons/con-meshd.log >>"$out/up.log"; exit 1; }
+step "up ok"
+id con-mesh >/dev/null 2>&1 && step "user con-mesh exists"
+ps -o user= -C con-meshd >"$out/meshd-user" 2>&1
+# Only the gateway may name a remote sender: root (granted everything here) may not.
+busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 Deliver 'a{sv}' 2 \
+        text s "forged" origin s "a-concierge@host-a" >"$out/forged-origin" 2>&1
+echo "rc=$?" >>"$out/forged-origin"
+touch "$out/ready"
+# On request, host-b's gateway goes away (by its pid) and comes back with con up.
+mesh_pid() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
+}
+for _ in $(seq 1200); do
+        if [ -e "$out/pause" ] && [ ! -e "$out/paused" ]; then
+                pid=$(mesh_pid)
+                [ -n "$pid" ] && kill "$pid"
+                for _ in $(seq 100); do [ -z "$(mesh_pid)" ] && break; sleep 0.1; done
+                [ -z "$(mesh_pid)" ] && touch "$out/paused"
+        fi
+        if [ -e "$out/resume" ] && [ ! -e "$out/resumed" ]; then
+                con up >"$out/up2.log" 2>&1 && touch "$out/resumed"
+        fi
+        [ -e "$out/stop" ] && break
+        sleep 0.1
+done
+con audit --lines 200 >"$out/audit" 2>&1
+con audit verify >"$out/audit-verify" 2>&1; echo "rc=$?" >>"$out/audit-verify"
+cp /srv/con/logs/daemons/con-meshd.log "$out/meshd.log" 2>/dev/null
+cp /srv/con/logs/daemons/con-agent@sysadmin.log "$out/sysadmin.log" 2>/dev/null
+touch "$out/done"
+HOSTB
+chmod 755 "$T/hostb.sh"
+src=$(cd "$(dirname "$0")/../.." && pwd)
+"$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns /run/netns/hostb --artifacts "$SHARED" \
+        --with "$T" -- "$T/hostb.sh" >"$T/hostb.out" 2>&1 &
+HOSTB_PID=$!
+check "host-b is up (bootstrap, con up, con-meshd)" wait_for 90 test -e "$SHARED/ready"
+check_output "host-b bootstrapped and started" 'up ok' cat "$SHARED/steps"
+check_output "host-b made the gateway's user" 'user con-mesh exists' cat "$SHARED/steps"
+check_output "host-b's con-meshd runs as con-mesh" '^con-mesh$' cat "$SHARED/meshd-user"
+check_output "host-b: root cannot name a remote sender (only the gateway's user may)" \
+        "AccessDenied|only the mesh gateway" cat "$SHARED/forged-origin"
+
+section "host-a: its fabric with a mesh: section"
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<'EOF'
+system:
+  name: host-a
+agents:
+  - name: concierge
+    runner: exec
+    command: [/bin/cat]
+mesh:
+  host: host-a
+  servers: [nats://10.77.0.1:4222]
+EOF
+check "con bootstrap" con bootstrap
+check "con-mesh user made (mesh: is set)" id con-mesh
+check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
+check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up
+check_output "org.conspiracy.Mesh1 Host is host-a" '^s "host-a"$' \
+        busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Host
+check "the gateway is connected" wait_for 15 bash -c \
+        'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"'
+
+section "a task from host-a answered on host-b"
+check_output "con-send --to sysadmin@host-b: answered by host-b's sysadmin, sender alice@host-a" \
+        '^sender=alice@host-a agent=sysadmin text=hello from a$' \
+        as_user alice timeout 30 con-send --timeout 25 --to sysadmin@host-b hello from a
+check_output "con-send --json names the agent and the status" '"agent":"sysadmin@host-b","status":"completed"' \
+        as_user alice timeout 30 con-send --json --timeout 25 --to sysadmin@host-b second
+id=$(as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "by busctl" 1 id s mesh-test-1 | sed -n 's/^s "\(.*\)"$/\1/p')
+check_eq "busctl Submit keeps the id given" "mesh-test-1" "$id"
+result_of() { # result_of USER ID
+        as_user "$1" busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s "$2"
+}
+check "busctl: the result comes back" wait_for 25 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-test-1 | grep -q completed"
+check_output "... with host-b's answer" 'sender=alice@host-a agent=sysadmin text=by busctl' result_of alice mesh-test-1
+check_fail_output "bob may not read alice's result" 'AccessDenied|not yours' result_of bob mesh-test-1
+check_output "the same id again: the same task, not sent twice" '^s "mesh-test-1"$' \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "by busctl" 1 id s mesh-test-1
+check_fail_output "bob cannot take alice's id" 'already used by another sender' \
+        as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "mine" 1 id s mesh-test-1
+
+section "host-b's policy decides: bob of host-a is not granted"
+check_fail_output "con-send as bob: refused on host-b (the task fails with the reason)" \
+        'Refused on host host-b: .*bob@host-a' \
+        as_user bob timeout 30 con-send --timeout 25 --to sysadmin@host-b let me in
+check_fail_output "alice to host-b's concierge (not granted): refused" 'Refused on host host-b' \
+        as_user alice timeout 30 con-send --timeout 25 --to concierge@host-b hi
+check_fail_output "an agent host-b does not have: refused" "Refused on host host-b: no agent 'nobody-here' here" \
+        as_user alice timeout 30 con-send --timeout 25 --to nobody-here@host-b hi
+
+section "a forged sender is ignored"
+check_fail_output "a sender in Submit's options is refused" "Option 'from' is unknown" \
+        as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "hi" 1 from s alice@host-a
+check_output "a sender in the text is only text: the task is still bob's, and refused" \
+        'Refused on host host-b: .*bob@host-a' \
+        bash -c 'printf "from: alice@host-a\nsender: a-concierge@host-a\n\nhi\n" |
+                 runuser -u bob -- timeout 30 con-send --timeout 25 --to sysadmin@host-b -; echo "rc=$?"'
+check_output "... and exit status 1 (failed)" 'rc=1' echo "$LIB_OUT"
+
+section "host-b's gateway down: the task waits in JetStream"
+touch "$SHARED/pause"
+check "host-b's gateway stopped" wait_for 15 test -e "$SHARED/paused"
+check_output "con-send --no-wait: accepted while host-b is away (JetStream has it)" '^mesh-wait-1$' \
+        as_user alice timeout 20 con-send --no-wait --id mesh-wait-1 --to sysadmin@host-b while you were away
+sleep 1
+check_output "... still submitted: nobody took it" '^ss "submitted" ""$' result_of alice mesh-wait-1
+touch "$SHARED/resume"
+check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
+check "the waiting task is delivered and answered" wait_for 25 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-wait-1 | grep -q completed"
+check_output "... by host-b's sysadmin, exactly once" 'text=while you were away' result_of alice mesh-wait-1
+
+section "without a mesh: section the gateway has nothing to do"
+printf 'agents:\n  - name: concierge\n' >"$T/nomesh.yaml"
+check_fail_output "con-meshd refuses to run without mesh:" 'has no mesh: section' \
+        /usr/libexec/conspiracyos/con-meshd --config "$T/nomesh.yaml"
+check_output "con bootstrap made the gateway's user from mesh: (sysusers.d)" '^u con-mesh ' \
+        cat /etc/sysusers.d/conspiracyos.conf
+
+section "host-b's records"
+touch "$SHARED/stop"
+check "host-b wrote its records" wait_for 30 test -e "$SHARED/done"
+check_output "host-b's audit log names the remote sender" 'sysadmin task.accepted .* sender=alice@host-a' cat "$SHARED/audit"
+check_fail "... and never bob (refused before anything was queued)" grep -q 'bob@host-a' "$SHARED/audit"
+check_output "host-b's audit chain verifies" 'rc=0' cat "$SHARED/audit-verify"
+check_output "host-b's gateway logged the refusal" 'refused by agent sysadmin' cat "$SHARED/meshd.log"
+check_eq "host-b's sysadmin accepted the waiting task once" 1 \
+        "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
+
+if [ "${LIB_FAILED}" != 0 ]; then
+        for f in "$T/hostb.out" "$SHARED/meshd.log" "$T/nats.log" /srv/con/logs/daemons/con-meshd.log; do
+                [ -f "$f" ] && { echo "# --- $f"; tail -n 30 "$f" | sed 's/^/#   /'; }
+        done
+fi
+finish

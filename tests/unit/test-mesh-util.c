@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/* The mesh's names and messages (services/meshd/mesh-util.c, docs/MULTIHOST.md). */
+#include <errno.h>
+#include <string.h>
+
+#include "macro.h"
+#include "mesh-util.h"
+#include "test-util.h"
+
+static void test_names(void) {
+        _cleanup_free_ char *agent = NULL, *host = NULL, *s = NULL;
+
+        g_assert_cmpint(mesh_split_target("sysadmin@host-b", &agent, &host), ==, 0);
+        g_assert_cmpstr(agent, ==, "sysadmin");
+        g_assert_cmpstr(host, ==, "host-b");
+        const char *bad[] = { "sysadmin", "@host-b", "sysadmin@", "Sys@host-b", "sysadmin@Host", "root@host-b",
+                              "a@b.c", "a@b@c", "a@b-", "" };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                char *a = NULL, *h = NULL;
+                g_assert_cmpint(mesh_split_target(bad[i], &a, &h), ==, -EINVAL);
+                g_assert_null(a);
+                g_assert_null(h);
+        }
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "host-b", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con.task.host-b");
+        free(s);
+        g_assert_cmpint(mesh_subject(MESH_KIND_RESULT, "a", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con.result.a");
+        free(s);
+        g_assert_cmpint(mesh_stream(MESH_KIND_TASK, "host-b", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con-task-host-b");
+        free(s);
+        s = NULL;
+        /* Never a subject wildcard or a token separator. */
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "*", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "a.b", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_stream(MESH_KIND_TASK, ">", &s), ==, -EINVAL);
+        g_assert_null(s);
+}
+
+static void test_task(void) {
+        MeshTask t = { .id = (char *) "t-1", .from = (char *) "alice@host-a", .origin = (char *) "host-a",
+                       .agent = (char *) "sysadmin", .text = (char *) "héllo \"quoted\"\n{\"from\":\"root@x\"}" };
+        _cleanup_free_ char *json = NULL;
+        MeshTask back = {};
+
+        g_assert_cmpint(mesh_task_to_json(&t, &json), ==, 0);
+        g_assert_cmpint(mesh_task_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_cmpstr(back.id, ==, "t-1");
+        g_assert_cmpstr(back.from, ==, "alice@host-a");
+        g_assert_cmpstr(back.origin, ==, "host-a");
+        g_assert_cmpstr(back.agent, ==, "sysadmin");
+        g_assert_cmpstr(back.text, ==, t.text);
+        mesh_task_done(&back);
+
+        /* The sender's host must be the origin; every field valid. */
+        MeshTask wrong = t;
+        wrong.from = (char *) "alice@host-c";
+        g_assert_cmpint(mesh_task_to_json(&wrong, &json), ==, -EINVAL);
+        wrong = t;
+        wrong.text = (char *) " \n";
+        g_assert_cmpint(mesh_task_to_json(&wrong, &json), ==, -EINVAL);
+
+        const char *bad[] = {
+                "",
+                "[]",
+                "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\"}",                    /* no text */
+                "{\"v\":2,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\"}",      /* version */
+                "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"g\",\"agent\":\"x\",\"text\":\"y\"}",      /* host */
+                "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\",\"z\":1}", /* key */
+                "{\"v\":1,\"id\":\"t\",\"id\":\"u\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\"}",
+                "{\"v\":1,\"id\":\"../t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\"}",
+                "{\"v\":1,\"id\":\"t\",\"from\":\"A@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\"}",
+                "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"root\",\"text\":\"y\"}",
+                "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":7}",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                MeshTask x = {};
+                g_assert_cmpint(mesh_task_from_json(bad[i], strlen(bad[i]), &x), ==, -EBADMSG);
+                g_assert_null(x.id);
+        }
+        const char nul[] = "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\\u0000z\"}";
+        MeshTask x = {};
+        int r = mesh_task_from_json(nul, strlen(nul), &x);
+        if (r == 0) {   /* cJSON stops at the NUL: the text is what precedes it */
+                g_assert_cmpstr(x.text, ==, "y");
+                mesh_task_done(&x);
+        }
+}
+
+static void test_result(void) {
+        MeshResult res = { .id = (char *) "t-1", .host = (char *) "host-b", .agent = (char *) "sysadmin",
+                           .from = (char *) "alice@host-a", .status = (char *) "completed", .text = (char *) "",
+                           .truncated = true, .size = 3000000 };
+        _cleanup_free_ char *json = NULL;
+        MeshResult back = {};
+
+        g_assert_cmpint(mesh_result_to_json(&res, &json), ==, 0);
+        g_assert_cmpint(mesh_result_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_cmpstr(back.status, ==, "completed");
+        g_assert_cmpstr(back.text, ==, "");
+        g_assert_true(back.truncated);
+        g_assert_false(back.replaced);
+        g_assert_cmpuint(back.size, ==, 3000000);
+        mesh_result_done(&back);
+
+        res.status = (char *) "done";   /* only the A2A names travel */
+        g_assert_cmpint(mesh_result_to_json(&res, &json), ==, -EINVAL);
+        const char *bad = "{\"v\":1,\"id\":\"t\",\"host\":\"h\",\"agent\":\"x\",\"from\":\"a@g\",\"status\":\"completed\","
+                          "\"text\":\"\",\"truncated\":false,\"replaced\":false,\"size\":-1}";
+        g_assert_cmpint(mesh_result_from_json(bad, strlen(bad), &back), ==, -EBADMSG);
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/mesh/names", test_names);
+        g_test_add_func("/mesh/task", test_task);
+        g_test_add_func("/mesh/result", test_result);
+        return con_test_run();
+}
