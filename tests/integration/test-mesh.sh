@@ -211,6 +211,8 @@ check_output "host-b's audit log names the remote sender" 'sysadmin task.accepte
 check_fail "... and never bob (refused before anything was queued)" grep -q 'bob@host-a' "$SHARED/audit"
 check_output "host-b's audit chain verifies" 'rc=0' cat "$SHARED/audit-verify"
 check_output "host-b's gateway logged the refusal" 'refused by agent sysadmin' cat "$SHARED/meshd.log"
+check_fail "no sanitizer report from host-b's gateway (stopped and started again)" \
+        grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' "$SHARED/meshd.log"
 check_eq "host-b's sysadmin accepted the waiting task once" 1 \
         "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
 
