@@ -67,13 +67,13 @@ for br in $BROKERS; do
                 "idle agent private dirty $(awk '$1 == "ROW" && $2 ~ /^idle-/ {split($4, a, "="); printf "%s%s", s, a[2]; s = "/"}' "$f") KiB"
         met() { awk -v a="$1" -v b="$2" -v op="$3" 'BEGIN {ok = op == ">=" ? a + 0 >= b + 0 : a + 0 <= b + 0; print ok ? "met" : "NOT met"}'; }
         p99_1=$(v "$f" submit1 1 p99) p99_64=$(v "$f" submit1 64 p99)
-        pd=$(awk '$1 == "ROW" && $2 ~ /^idle-/ {split($4, a, "="); if (a[2] > m) m = a[2]} END {print m + 0}' "$f")
+        pd=$(awk '$1 == "ROW" && $2 ~ /^idle-/ {split($4, a, "="); if (a[2] > m) m = a[2]} END {print m}' "$f")
         echo "$br targets: file drop >= 5000/s: $fd $(met "$fd" 5000 '>=');" \
                 "Submit K=64 >= 5000/s: $s64 $(met "$s64" 5000 '>=');" \
                 "K=64 >= 50% of bare: $(awk -v a="$s64" -v b="$b64" 'BEGIN {printf "%.0f%%", 100 * a / b}')" \
                 "$(met "$(awk -v a="$s64" -v b="$b64" 'BEGIN {print 100 * a / b}')" 50 '>=');" \
                 "p99 K=1 <= 1 ms: $p99_1 $(met "$p99_1" 1 '<=');" \
                 "p99 K=64 <= 10 ms: $p99_64 $(met "$p99_64" 10 '<=');" \
-                "idle private dirty <= 1024 KiB: $pd $(met "$pd" 1024 '<=')"
+                "idle private dirty <= 1024 KiB: ${pd:-not measured} $([ -z "$pd" ] || met "$pd" 1024 '<=')"
 done
 echo "raw output: $L"

@@ -107,7 +107,8 @@ if [ "${BENCH_COUNT:-0}" = 1 ]; then
                 sleep 0.5
                 for a in $AGENTS; do echo "$(pid_of "$(bus_name "$a")") con-agentd-$a"; done >"$A/pids-$name"
                 echo "$(pid_of org.conspiracy.Router) con-routerd" >>"$A/pids-$name"
-                echo "$(cat /run/con-sandbox-dbus.pid 2>/dev/null || pgrep -x dbus-daemon | head -n 1) bus" >>"$A/pids-$name"
+                # The broker itself (dbus-broker runs under its launcher, whose pid con-sandbox keeps).
+                echo "$(pgrep -x dbus-broker | head -n 1 || true)$(pgrep -x dbus-daemon | head -n 1 || true) bus" >>"$A/pids-$name"
                 echo ready >"$A/ready-$name"
                 while [ ! -e "$A/go-$name" ]; do sleep 0.05; done
                 "$@"
@@ -178,6 +179,15 @@ for i in $(seq "$ROUNDS"); do
         drops+=" $r"
 done
 echo "ROW filedrop - rate=$(median <<<"$drops") rate_range=$(range <<<"$drops")"
+# Idle memory of each agent two seconds after its last task (before the on-demand agents
+# exit idle).
+sleep 2
+for a in $AGENTS; do
+        pid=$(pid_of "$(bus_name "$a")") || true
+        [ -n "$pid" ] || continue
+        echo "ROW idle-$a - private_dirty_kb=$(awk '/^Private_Dirty:/ {print $2}' /proc/"$pid"/smaps_rollup)" \
+                "pss_kb=$(awk '/^Pss:/ {print $2}' /proc/"$pid"/smaps_rollup) rss_kb=$(awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status)"
+done
 
 spawns=""
 for i in $(seq "$ROUNDS"); do
@@ -190,12 +200,5 @@ for i in $(seq "$ROUNDS"); do
 done
 echo "ROW spawn - rate=$(median <<<"$spawns") rate_range=$(range <<<"$spawns")"
 
-sleep 2
-for a in $AGENTS; do
-        pid=$(pid_of "$(bus_name "$a")") || true
-        [ -n "$pid" ] || continue
-        echo "ROW idle-$a - private_dirty_kb=$(awk '/^Private_Dirty:/ {print $2}' /proc/"$pid"/smaps_rollup)" \
-                "pss_kb=$(awk '/^Pss:/ {print $2}' /proc/"$pid"/smaps_rollup) rss_kb=$(awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status)"
-done
 echo "INFO load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
 con down >/dev/null || true
