@@ -1059,8 +1059,13 @@ Mesh *mesh_free(Mesh *m) {
                         (void) pthread_join(m->fetch[k], NULL);
         for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
                 job_free(j);
-        for (Job *j; (j = pop(&m->done, &m->done_tail)); )
+        /* Messages fetched but never handled (the loop had stopped): back to JetStream at once,
+         * rather than after the ack wait, so a gateway stopping cannot hold a task for 30 s. */
+        for (Job *j; (j = pop(&m->done, &m->done_tail)); ) {
+                if (j->kind == JOB_INCOMING && j->msg)
+                        (void) natsMsg_Nak(j->msg, NULL);
                 job_free(j);
+        }
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
                 natsSubscription_Destroy(m->sub[k]);
         jsCtx_Destroy(m->js);
