@@ -66,6 +66,8 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
         MeshResult result;
 } Outgoing;
 
+typedef struct DeliverCall DeliverCall;
+
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
         bool asking;
@@ -98,6 +100,7 @@ struct Mesh {
         size_t n_out;
         Delivery *dl;
         size_t n_dl;
+        DeliverCall *calls;             /* Deliver calls in flight, each holding its message */
 };
 
 static void job_free(Job *j) {
@@ -594,13 +597,21 @@ static int on_agent_completed(sd_bus_message *msg, void *userdata, sd_bus_error 
         return 0;
 }
 
-typedef struct DeliverCall {
+struct DeliverCall {
         Mesh *mesh;
         MeshTask task;
         natsMsg *msg;
-} DeliverCall;
+        sd_bus_slot *slot;
+        DeliverCall *next, **pprev;
+};
 
 static void deliver_call_free(DeliverCall *c) {
+        if (c->pprev) {
+                *c->pprev = c->next;
+                if (c->next)
+                        c->next->pprev = c->pprev;
+        }
+        sd_bus_slot_unref(c->slot);
         mesh_task_done(&c->task);
         if (c->msg)
                 natsMsg_Destroy(c->msg);
@@ -699,12 +710,17 @@ static int handle_task(Mesh *m, natsMsg *msg) {
                 return -ENOMEM;
         }
         *c = (DeliverCall) { .mesh = m, .task = t, .msg = msg };
-        r = sd_bus_call_async(m->bus, NULL, call, on_delivered, c, 0);
+        r = sd_bus_call_async(m->bus, &c->slot, call, on_delivered, c, 0);
         if (r < 0) {
                 c->msg = NULL;  /* the caller keeps it */
                 deliver_call_free(c);
                 return r;
         }
+        c->next = m->calls;
+        if (c->next)
+                c->next->pprev = &c->next;
+        c->pprev = &m->calls;
+        m->calls = c;
         return 0;
 }
 
@@ -1059,6 +1075,13 @@ Mesh *mesh_free(Mesh *m) {
                         (void) pthread_join(m->fetch[k], NULL);
         for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
                 job_free(j);
+        /* Deliver calls still in flight: cancelled, their messages given back too. */
+        while (m->calls) {
+                DeliverCall *c = m->calls;
+                if (c->msg)
+                        (void) natsMsg_Nak(c->msg, NULL);
+                deliver_call_free(c);
+        }
         /* Messages fetched but never handled (the loop had stopped): back to JetStream at once,
          * rather than after the ack wait, so a gateway stopping cannot hold a task for 30 s. */
         for (Job *j; (j = pop(&m->done, &m->done_tail)); ) {
