@@ -76,9 +76,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         if ((out[i] == '\r' && (i + 1 >= len || out[i + 1] != '\n')) ||
                             (out[i] == '\n' && (i == 0 || out[i - 1] != '\r')))
                                 abort();
+                /* It parses again as one origin-form head (the added Host and Connection lines may take a
+                 * head at the limits over them: -E2BIG, which only the upstream server sees). */
                 EgressRequest again;
-                if (egress_parse_request(out, len, &again, NULL) != 1 || again.form != EGRESS_FORM_ORIGIN ||
-                    again.head_len != len)
+                int k = egress_parse_request(out, len, &again, NULL);
+                if (k == -E2BIG)
+                        return 0;
+                if (k != 1 || again.form != EGRESS_FORM_ORIGIN || again.head_len != len)
                         abort();
                 /* Exactly one Host, the checked one. */
                 char host[EGRESS_HOST_MAX + 16];
