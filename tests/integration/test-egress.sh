@@ -24,6 +24,7 @@ agents:
   - name: shut
     network: none
   - name: quiet
+  - name: svconly
   - name: runner
     runner: exec
     command: [/usr/local/libexec/con-test-egress/fetch]
@@ -35,7 +36,7 @@ egress:
       header: X-Api-Key
       prefix: "Key "
       secret: TEST_ECHO_TOKEN
-      agents: [fetcher, runner]
+      agents: [fetcher, runner, svconly, shut]
 EOF
 # The service's secret, with the model keys (root:con-models 0640 after bootstrap).
 SECRET=s3cr3t-$RANDOM$RANDOM
@@ -321,6 +322,16 @@ check_fail_output "an unknown service is refused" 'may not use the service nosuc
         runuser -u a-fetcher -- sh -c "curl -sS --noproxy '*' http://127.0.0.1:$PROXY/nosuch/x; exit 1"
 check_fail_output "a-shut cannot reach the service endpoint at all (kernel)" 'error E(PERM|HOSTUNREACH)' \
         runuser -u a-shut -- python3 "$NET" tcp 127.0.0.1 $PROXY
+check_output "a-svconly (network gateway, named by the service) may reach the gateway" \
+        "meta skuid $(id -u a-svconly) ip daddr 127.0.0.1 tcp dport $PROXY accept" nft -n list table inet conspiracyos
+check_output "... and uses the service" "^service saw key \\[ok\\] path /svc/x" \
+        runuser -u a-svconly -- curl -sS -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/x"
+check_fail_output "... but no host through the proxy (its list is empty)" '^HTTP/1.1 403' \
+        runuser -u a-svconly -- python3 "$NET" connect $PROXY allowed.example.test:8080
+check_fail_output "... nor directly" 'error E(PERM|HOSTUNREACH)' runuser -u a-svconly -- python3 "$NET" tcp 10.77.0.2 8080
+check_output "policy show: the gateway for its service" "a-svconly +gateway +the egress gateway 127\\.0\\.0\\.1:$PROXY for services: echo" \
+        con policy show
+check_output "a-shut (network none) named by the service stays cut off" 'a-shut +none +nothing' con policy show
 check_fail "no agent can read the key file" runuser -u a-fetcher -- cat /etc/con/env
 check_fail "con-egress cannot read it either (read by root at start)" runuser -u con-egress -- cat /etc/con/env
 check_eq "no agent process has the secret in its environment" \
@@ -344,7 +355,7 @@ check_fail_output "a-other: later.example.test is not on its list yet" '^HTTP/1.
 sed -i 's|network: \["other.example.test:8080"\]|network: ["other.example.test:8080", "later.example.test:8080"]|' "$CFG"
 EPID=$(pgrep -x con-egressd)
 check "SIGHUP to con-egressd (pid ${EPID:-none})" kill -HUP "$EPID"
-check "it reloads (its log says so)" wait_for 5 grep -q 'Reloaded: 5 agents' /srv/con/logs/daemons/con-egressd.log
+check "it reloads (its log says so)" wait_for 5 grep -q 'Reloaded: 6 agents' /srv/con/logs/daemons/con-egressd.log
 check_output "a-other: later.example.test now works" '^HTTP/1.1 200 Connection established' \
         runuser -u a-other -- python3 "$NET" connect $PROXY later.example.test:8080
 check_eq "the same process" "$(pgrep -x con-egressd)" "$EPID"
