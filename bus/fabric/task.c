@@ -351,6 +351,16 @@ static int format_rfc3339(uint64_t usec, char ret[64]) {
         return 0;
 }
 
+/* One front-matter line. Names and ids have no character YAML would have to escape, but a plain
+ * "null" or "Null" (a valid agent name, a valid conversation id) reads back as an empty value:
+ * such a value is written quoted (found by fuzz-task). */
+static void fm_put(FILE *f, const char *key, const char *value) {
+        if (con_yaml_word_is_null(value))
+                fprintf(f, "%s: \"%s\"\n", key, value);
+        else
+                fprintf(f, "%s: %s\n", key, value);
+}
+
 int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
         _cleanup_free_ char *out = NULL;
         size_t out_len = 0;
@@ -380,7 +390,7 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                 if (t->meta.priority != CON_TASK_PRIORITY_DEFAULT)
                         fprintf(f, "priority: %d\n", t->meta.priority);
                 if (t->meta.reply_to)
-                        fprintf(f, "reply-to: %s\n", t->meta.reply_to);
+                        fm_put(f, "reply-to", t->meta.reply_to);
                 if (t->meta.deadline_usec > 0) {
                         char ts[64];
                         if (format_rfc3339(t->meta.deadline_usec, ts) < 0) {
@@ -390,7 +400,7 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                         fprintf(f, "deadline: %s\n", ts);
                 }
                 if (t->meta.conversation)
-                        fprintf(f, "conversation: %s\n", t->meta.conversation);
+                        fm_put(f, "conversation", t->meta.conversation);
                 fputs("---\n", f);
         }
         if (t->text_len > 0)

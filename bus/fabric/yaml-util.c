@@ -179,9 +179,12 @@ bool con_yaml_node_is_null(const yaml_node_t *n) {
         if (n->tag && strcmp((const char *) n->tag, YAML_NULL_TAG) != 0 &&
             strcmp((const char *) n->tag, YAML_DEFAULT_SCALAR_TAG) != 0)
                 return false;
-        const char *v = (const char *) n->data.scalar.value;
-        return n->data.scalar.length == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-                strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+        return n->data.scalar.length == 0 || con_yaml_word_is_null((const char *) n->data.scalar.value);
+}
+
+bool con_yaml_word_is_null(const char *v) {
+        return v && (v[0] == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 ||
+                     strcmp(v, "NULL") == 0);
 }
 
 bool con_yaml_scalar_has_nul(const yaml_node_t *n) {

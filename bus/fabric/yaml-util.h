@@ -46,6 +46,10 @@ const char *con_yaml_node_kind_to_string(const yaml_node_t *n);
 /* A plain (unquoted) "", "~", "null", "Null" or "NULL": YAML's null. */
 bool con_yaml_node_is_null(const yaml_node_t *n);
 
+/* Whether the text, written as a plain scalar, reads as YAML's null (the words above): a writer
+ * quotes such a value. */
+bool con_yaml_word_is_null(const char *v);
+
 /* The scalar's text, or NULL when the node is not a scalar. */
 static inline const char *con_yaml_scalar(const yaml_node_t *n) {
         return n && n->type == YAML_SCALAR_NODE ? (const char *) n->data.scalar.value : NULL;

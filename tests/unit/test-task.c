@@ -280,6 +280,7 @@ static void roundtrip(const char *in, const char *want) {
         t2 = expect_ok(out);
         g_assert_cmpint(t2->meta.priority, ==, t->meta.priority);
         g_assert_cmpstr(t2->meta.reply_to, ==, t->meta.reply_to);
+        g_assert_cmpstr(t2->meta.conversation, ==, t->meta.conversation);
         g_assert_cmpuint(t2->meta.deadline_usec, ==, t->meta.deadline_usec);
         g_assert_cmpuint(t2->text_len, ==, t->text_len);
         g_assert_cmpstr(t2->text, ==, t->text);
@@ -291,6 +292,12 @@ static void test_format(void) {
         roundtrip("---\nreply_to: ops\ndeadline: 2026-12-01T11:00:00.250+01:00\npriority: 9\n---\nhi\r\n",
                   "---\npriority: 9\nreply-to: ops\ndeadline: 2026-12-01T10:00:00.250000Z\n---\nhi\r\n");
         roundtrip("---\ndeadline: 2026-12-01T10:00:00Z\n---\nx", "---\ndeadline: 2026-12-01T10:00:00Z\n---\nx");
+        /* A value that YAML reads as null when plain is written quoted (found by fuzz-task:
+         * corpus/task/regress-crash-a1389be2e393e9e9). */
+        roundtrip("---\nconversation: !0\tNull\n---\nx", "---\nconversation: \"Null\"\n---\nx");
+        roundtrip("---\nconversation: 'null'\n---\nx", "---\nconversation: \"null\"\n---\nx");
+        roundtrip("---\nreply-to: \"null\"\nconversation: NULLx\n---\nx",
+                  "---\nreply-to: \"null\"\nconversation: NULLx\n---\nx");
         /* Text that starts with a delimiter line needs an (empty) front matter to survive. */
         roundtrip("---\n---\n---\nbody", "---\n---\n---\nbody");
         roundtrip("---\n---\n---\r\nbody", "---\n---\n---\r\nbody");
