@@ -6,12 +6,20 @@
 #
 #   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF
 #   cmake --build build-rel -j2
-#   tests/sandbox/con-sandbox --build build-rel -- "$PWD/bench/bench-provision.sh" 1000
+#   tests/sandbox/con-sandbox --build build-rel -- "$PWD/bench/bench-provision.sh" 1000 "$PWD/build-rel"
+#
+# With the build folder as second argument (its bench/bench-bus), it also measures Submit ->
+# TaskCompleted latency, one task in flight, to the first and to the last worker (after one task
+# has started each). The issue's comparison is with the 2-agent case: the same command with N=1
+# (the concierge and w0001).
 #
 # The agents are w0001..wNNNN (workers, on-demand) plus the concierge; their users come from the
 # agent UID block (system.agent_uid_min..agent_uid_max, widened when N > 999).
 set -euo pipefail
 N=${1:-1000}
+BUILD=${2:-}
+SUBMITS=${BENCH_SUBMITS:-500}
+[ -z "$BUILD" ] || [ -x "$BUILD/bench/bench-bus" ] || { echo "bench-provision: no $BUILD/bench/bench-bus" >&2; exit 2; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
@@ -60,6 +68,15 @@ if compgen -G "/srv/con/agents/$last/outbox/*.response" >/dev/null; then
         echo "file drop to $last:      $(((b - a) / 1000000)) ms to the response (agent started by D-Bus activation)"
 else
         echo "file drop to $last:      no response within 30 s"
+fi
+if [ -n "$BUILD" ]; then
+        for w in w0001 "$last"; do
+                "$BUILD/bench/bench-bus" submit 1 4 /ping "$w" >/dev/null # its activation out of the way
+                out=$("$BUILD/bench/bench-bus" submit 1 "$SUBMITS" /ping "$w")
+                p50=$(sed -n 's/.* p50_ms=\([^ ]*\).*/\1/p' <<<"$out")
+                p99=$(sed -n 's/.* p99_ms=\([^ ]*\).*/\1/p' <<<"$out")
+                echo "Submit to $w, K=1:    p50 ${p50} ms, p99 ${p99} ms ($SUBMITS tasks, Submit -> TaskCompleted)"
+        done
 fi
 echo "router RSS:              $(ps -o rss= -C con-routerd | head -n 1) KiB;" \
         "dbus-daemon RSS: $(ps -o rss= -C dbus-daemon | head -n 1) KiB"
