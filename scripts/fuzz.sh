@@ -121,7 +121,8 @@ for t in "${targets[@]}"; do
 done
 
 echo
-printf 'libFuzzer, ASan+UBSan, %s per target (%s)\n' "${runs:+$runs executions}${runs:-$time_s s}" \
+if [ -n "$runs" ]; then limit_text="$runs executions"; else limit_text="$time_s s"; fi
+printf 'libFuzzer, ASan+UBSan, %s per target (%s)\n' "$limit_text" \
         "$(clang --version | head -n1)"
 printf '%-16s %12s %7s %9s %7s %7s %9s  %s\n' target executions seconds exec/s cov ft corpus findings
 for r in "${rows[@]}"; do
