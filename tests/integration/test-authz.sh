@@ -48,6 +48,17 @@ client() {
         if [ "$1" = root ]; then "$probe" client --dest $DEST; else runuser -u "$1" -- "$probe" client --dest $DEST; fi
 }
 stats() { echo stats | client root; }
+# A message whose handler ran again is freed at the loop's idle priority: a stats call arriving in
+# between still counts it as parked. What must hold is that it reaches 0 (within 2 s).
+parked_settled() {
+        local p i
+        for i in $(seq 40); do
+                p=$(stat_of "$(stats)" parked)
+                [ "$p" = 0 ] && break
+                sleep 0.05
+        done
+        echo "$p"
+}
 bus_call() { dbus-send --system --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus "$@"; }
 
 # ---- platform files ----
@@ -146,7 +157,7 @@ after=$(stats)
 expect "two actions for one call, both allowed" "$(line 1 "$out")" "allowed *"
 expect "two actions for one call, first denied" "$(line 2 "$out")" "error org.conspiracy.Agent1.Error.AccessDenied * $ACT *"
 expect "two actions: three polkit checks" $(($(stat_of "$after" checks_sent) - $(stat_of "$before" checks_sent))) 3
-expect "two actions: nothing left parked" "$(stat_of "$after" parked)" "0"
+expect "two actions: nothing left parked" "$(parked_settled)" "0"
 
 # ---- 1c. who is calling: asked of the bus once per connection, kept until it disconnects ----
 a_uid=$(id -u $A)
@@ -163,7 +174,7 @@ expect "who answered from what the bus said" \
         $(($(stat_of "$after" uid_cache_hits) - $(stat_of "$before" uid_cache_hits))) 4
 expect "the check after who went to polkit without a second lookup" \
         $(($(stat_of "$after" checks_sent) - $(stat_of "$before" checks_sent))) 1
-expect "who: nothing left parked" "$(stat_of "$after" parked)" "0"
+expect "who: nothing left parked" "$(parked_settled)" "0"
 # The connection has gone: its uid is forgotten (NameOwnerChanged), only the stats caller's is known.
 sleep 0.2
 expect "a disconnected caller's uid is dropped" "$(stat_of "$(stats)" callers_known)" "$(stat_of "$before" callers_known)"
