@@ -68,8 +68,9 @@ int con_linkguard_check(const char *proc_sys, char ***drift) {
                         r = asprintf(&line, "kernel: %s cannot be read (%s); want 1", name, strerror(-r));
                 else
                         r = asprintf(&line,
-                                     "kernel: %s is %s, want 1 (without it an agent can hard-link a halt or "
-                                     "quarantine marker and make it read as absent)", name, value);
+                                     "kernel: %s is %s, want 1 (without it an agent can hard-link any "
+                                     "root-owned file it can read, such as a marker file of an earlier "
+                                     "version)", name, value);
                 if (r < 0 || strv_consume(drift, TAKE_PTR(line)) < 0)
                         return -ENOMEM;
         }

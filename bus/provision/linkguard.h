@@ -3,15 +3,15 @@
 
 #include <stdbool.h>
 
-/* The kernel's link protections, which the halt and quarantine markers rely on
- * (docs/SECURITY.md, "Markers"). A marker is trusted only with one link (bus/fabric/markers.c),
- * so that a hard link planted in the state folder does not count. Without
- * fs.protected_hardlinks, an agent could hard-link a root-owned marker into its own workspace
- * (it may read it): the marker then has two links and the services would read it as absent.
- * Debian sets it to 1 (/usr/lib/sysctl.d/99-protect-links.conf); `con bootstrap` makes sure
- * and `con policy check` (and the drift contracts) report it at another value. (The project
- * opens every path an agent can touch with O_NOFOLLOW, so it does not rely on
- * fs.protected_symlinks.)
+/* The kernel's hard-link protection, defense in depth for the halt and quarantine markers
+ * (docs/BOOTSTRAP.md, "Kernel link protection"). Markers are root-owned folders, which cannot
+ * be hard-linked; marker files of earlier versions were trusted only with one link, and without
+ * fs.protected_hardlinks an agent could hard-link such a file into its own workspace (it may
+ * read it), giving it two links, so the services read it as absent, until con-contractd
+ * rewrites it as a folder. Debian sets it to 1 (/usr/lib/sysctl.d/99-protect-links.conf);
+ * `con bootstrap` makes sure and `con policy check` (and the drift contracts) report it at
+ * another value. (The project opens every path an agent can touch with O_NOFOLLOW, so it does
+ * not rely on fs.protected_symlinks.)
  *
  * proc_sys is the folder the settings are read from and written to: "/proc/sys" (tests pass
  * another). Library code: no logging. */

@@ -238,7 +238,7 @@ LINKS=/proc/sys/fs/protected_hardlinks
 echo 0 >"$T/protected_hardlinks"
 check "a protected_hardlinks of 0 (bind mount)" mount --bind "$T/protected_hardlinks" "$LINKS"
 check_fail_output "check names the setting and why" \
-        '^drift: kernel: fs.protected_hardlinks is 0, want 1 \(without it an agent can hard-link a halt or quarantine marker' \
+        '^drift: kernel: fs.protected_hardlinks is 0, want 1 \(without it an agent can hard-link any root-owned file it can read' \
         con policy check --config "$CFG"
 check_fail_output "CON-POL-002 (the policy check contract) fails" "^CON-POL-002 FAIL" \
         con healthcheck --local --contracts-dir /srv/con/contracts --config "$CFG"
