@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -64,6 +65,51 @@ static int tmp_create(int dirfd, const char *name, char ret_tmp[NAME_MAX + 1], i
                         return negative_errno();
         }
         return -EEXIST;
+}
+
+/* The names tmp_create() makes: ".", at least one character, ".", six of chars. */
+static bool is_temp_name(const char *name) {
+        size_t n = strlen(name);
+
+        if (n < 9 || name[0] != '.' || name[n - 7] != '.')
+                return false;
+        for (size_t i = n - 6; i < n; i++)
+                if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+                      (name[i] >= '0' && name[i] <= '9')))
+                        return false;
+        return true;
+}
+
+int con_spool_remove_temps(int dirfd) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        int fd, removed = 0;
+
+        fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd);
+        if (!d) {
+                int r = negative_errno();
+                safe_close(fd);
+                return r;
+        }
+        for (struct dirent *de; (errno = 0, de = readdir(d));) {
+                struct stat st;
+
+                if (!is_temp_name(de->d_name))
+                        continue;
+                if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (unlinkat(dirfd, de->d_name, 0) < 0) {
+                        if (errno == ENOENT)
+                                continue;
+                        return negative_errno();
+                }
+                removed++;
+        }
+        if (errno != 0)
+                return negative_errno();
+        return removed;
 }
 
 int con_spool_write(int dirfd, const char *name, const void *data, size_t len, const ConSpoolWrite *opts) {

@@ -24,6 +24,12 @@ typedef struct ConSpoolWrite {
 } ConSpoolWrite;
 int con_spool_write(int dirfd, const char *name, const void *data, size_t len, const ConSpoolWrite *opts);
 
+/* Removes the temp files con_spool_write() leaves when its writer is killed between create and
+ * rename (".NAME.XXXXXX", regular files only; other dot-files stay). Only for a folder whose one
+ * writer is the caller, at its start, before it writes: another writer's temp file in progress
+ * would go too. Returns the number removed, or a negative errno. */
+int con_spool_remove_temps(int dirfd);
+
 /* Group commit helper: fsync a directory once after many renames into it. */
 int con_spool_sync_dir(int dirfd);
 

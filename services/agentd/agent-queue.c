@@ -935,6 +935,17 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         if (r < 0)
                 return r;
 
+        /* This instance is now the folders' one writer: temp files and a half-written compacted
+         * journal left by an instance killed mid-write go (test-chaos checks none is left). */
+        const int dirs[] = { q->queue_fd, q->finished_fd, q->outbox_fd, q->processed_fd, q->failed_fd };
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                r = con_spool_remove_temps(dirs[i]);
+                if (r < 0)
+                        return r;
+        }
+        if (unlinkat(q->queue_fd, COMPACT_TMP_NAME, 0) < 0 && errno != ENOENT)
+                return -errno;
+
         r = open_journal(q);
         if (r < 0)
                 return r;

@@ -765,6 +765,36 @@ static void test_session_exit_reason(void) {
         g_assert_true(g_utf8_validate(c, (gssize) len - 1, NULL)); /* ends in a lone lead byte */
 }
 
+/* A service killed mid-write leaves temp files; the next instance removes them once it holds the
+ * lock (and only then: a second opener waiting for the lock removes nothing). */
+static void test_stale_temps(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        agent_queue_free(q);
+        static const char * const left[] = { "queue/.T-1.json.aB3xY9", "queue/finished/.T-1.json.zzzzzz",
+                                             "outbox/.T-1.response.Q1w2E3", "queue/.journal.compact" };
+        for (size_t i = 0; i < G_N_ELEMENTS(left); i++) {
+                g_autofree char *p = g_build_filename(f->dir, left[i], NULL);
+                g_assert_true(g_file_set_contents(p, "half", -1, NULL));
+        }
+        g_autofree char *kept = g_build_filename(f->dir, "outbox", ".keep", NULL);
+        g_assert_true(g_file_set_contents(kept, "", -1, NULL));
+
+        q = open_queue(f);
+        AgentQueue *q2 = NULL;
+        for (size_t i = 0; i < G_N_ELEMENTS(left); i++) {
+                g_autofree char *p = g_build_filename(f->dir, left[i], NULL);
+                g_assert_false(g_file_test(p, G_FILE_TEST_EXISTS));
+        }
+        g_assert_true(g_file_test(kept, G_FILE_TEST_EXISTS));
+
+        /* While q holds the lock, a waiting opener sweeps nothing. */
+        g_autofree char *busy = g_build_filename(f->dir, "queue", "finished", ".T-2.json.aaaaaa", NULL);
+        g_assert_true(g_file_set_contents(busy, "in progress", -1, NULL));
+        g_assert_cmpint(agent_queue_open(f->dfd, 50 * USEC_PER_MSEC, &q2), ==, -EWOULDBLOCK);
+        g_assert_true(g_file_test(busy, G_FILE_TEST_EXISTS));
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -781,6 +811,7 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/files", test_files);
         ADD("/agent-queue/compaction", test_compaction);
         ADD("/agent-queue/lock", test_lock);
+        ADD("/agent-queue/stale-temps", test_stale_temps);
         ADD("/agent-queue/evict-bound", test_evict_bound);
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
         g_test_add_func("/agent-queue/result-text", test_result_text);

@@ -321,6 +321,50 @@ static void test_reject_reason(void) {
         g_assert_cmpstr(con_spool_reject_reason(-EIO), ==, "cannot be opened");
 }
 
+static void put(int dirfd, const char *name) {
+        int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(write(fd, "x", 1), ==, 1);
+        close(fd);
+}
+
+static bool exists(int dirfd, const char *name) {
+        struct stat st;
+        return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static void test_remove_temps(Fixture *f, gconstpointer data) {
+        /* What a writer killed between create and rename leaves: made by con_spool_write's own
+         * naming (".NAME.XXXXXX"). */
+        put(f->dirfd, ".T-1.json.aB3xY9");
+        put(f->dirfd, ".a.task.000000");
+        /* Not ours: they stay. */
+        put(f->dirfd, "T-2.json");
+        put(f->dirfd, ".lock");
+        put(f->dirfd, ".#editor");
+        put(f->dirfd, ".x.abc");                /* suffix too short */
+        put(f->dirfd, ".x.abcde!");             /* not one of the six characters */
+        put(f->dirfd, "..abcdef");              /* no NAME */
+        g_assert_cmpint(mkdirat(f->dirfd, ".d.abcdef", 0700), ==, 0);   /* not a regular file */
+        g_assert_cmpint(symlinkat("/etc/passwd", f->dirfd, ".s.abcdef"), ==, 0);
+
+        g_assert_cmpint(con_spool_remove_temps(f->dirfd), ==, 2);
+        g_assert_false(exists(f->dirfd, ".T-1.json.aB3xY9"));
+        g_assert_false(exists(f->dirfd, ".a.task.000000"));
+        static const char * const kept[] = { "T-2.json", ".lock", ".#editor", ".x.abc", ".x.abcde!", "..abcdef",
+                                             ".d.abcdef", ".s.abcdef" };
+        for (size_t i = 0; i < G_N_ELEMENTS(kept); i++)
+                g_assert_true(exists(f->dirfd, kept[i]));
+        g_assert_cmpint(access("/etc/passwd", F_OK), ==, 0);
+        g_assert_cmpint(con_spool_remove_temps(f->dirfd), ==, 0);
+
+        /* A real write after the sweep still works, and leaves no temp file. */
+        g_assert_cmpint(con_spool_write(f->dirfd, "T-3.json", "{}", 2, NULL), ==, 0);
+        g_assert_cmpint(con_spool_remove_temps(f->dirfd), ==, 0);
+        g_assert_true(exists(f->dirfd, "T-3.json"));
+        g_assert_cmpint(unlinkat(f->dirfd, ".d.abcdef", AT_REMOVEDIR), ==, 0);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/spool/write", Fixture, NULL, fixture_setup, test_write, fixture_teardown);
@@ -329,6 +373,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/spool/claim", Fixture, NULL, fixture_setup, test_claim, fixture_teardown);
         g_test_add("/spool/claim-race", Fixture, NULL, fixture_setup, test_claim_race, fixture_teardown);
         g_test_add("/spool/untrusted", Fixture, NULL, fixture_setup, test_untrusted, fixture_teardown);
+        g_test_add("/spool/remove-temps", Fixture, NULL, fixture_setup, test_remove_temps, fixture_teardown);
         g_test_add_func("/spool/candidate", test_candidate);
         g_test_add_func("/spool/reject-reason", test_reject_reason);
         return con_test_run();
