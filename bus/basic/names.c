@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "macro.h"
 #include "names.h"
@@ -153,6 +156,22 @@ bool con_identifier_valid(const char *s) {
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || strchr("._-", *c)))
                         return false;
         return true;
+}
+
+int con_mesh_target_split(const char *to, char **ret_agent, char **ret_host) {
+        if (!to)
+                return -EINVAL;
+        const char *at = strrchr(to, '@');
+        if (!at || at == to)
+                return -EINVAL;
+        _cleanup_free_ char *agent = strndup(to, (size_t) (at - to)), *host = strdup(at + 1);
+        if (!agent || !host)
+                return -ENOMEM;
+        if (!con_agent_name_valid(agent) || !con_mesh_host_valid(host))
+                return -EINVAL;
+        *ret_agent = TAKE_PTR(agent);
+        *ret_host = TAKE_PTR(host);
+        return 0;
 }
 
 bool con_mesh_host_valid(const char *s) {

@@ -80,3 +80,6 @@ bool con_identifier_valid(const char *s);
  * (con.task.<host>) and the part after '@' of a remote principal ("concierge@host-a"). */
 #define CON_MESH_HOST_MAX 63
 bool con_mesh_host_valid(const char *s);
+/* "AGENT@HOST" (an agent of another host): 0 with both parts, -EINVAL when either is not valid
+ * (con_agent_name_valid, con_mesh_host_valid), -ENOMEM. */
+int con_mesh_target_split(const char *to, char **ret_agent, char **ret_host);

@@ -116,7 +116,8 @@ static const ArgSpec list_args[] = {
         A("path", ARG_STRING, false, path, "Directory to list (default: your workspace)."),
 };
 static const ArgSpec send_args[] = {
-        A("agent", ARG_STRING, true, agent, "Name of the agent to task, e.g. sysadmin."),
+        A("agent", ARG_STRING, true, agent, "Name of the agent to task, e.g. sysadmin; AGENT@HOST for an agent of "
+          "another host of the mesh, e.g. sysadmin@host-b."),
         A("text", ARG_STRING, true, text, "The task; it must stand on its own."),
         A("wait", ARG_BOOL, false, wait, "Wait for the result (default true, up to 10 minutes)."),
 };
@@ -310,10 +311,20 @@ static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
                         a->timeout_sec = AGENT_TOOL_EXEC_TIMEOUT;
                 return 0;
         case AGENT_TOOL_SEND_TASK:
-                if (!con_agent_name_valid(a->agent))
+                if (strchr(a->agent, '@')) {
+                        _cleanup_free_ char *agent = NULL, *host = NULL;
+                        int r = con_mesh_target_split(a->agent, &agent, &host);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                return con_error_textf(ret_error, -EINVAL,
+                                                 "send_task: \"%s\" is not AGENT@HOST (an agent name, '@' and the name "
+                                                 "of a host of the mesh: lower-case letters, digits and '-')", a->agent);
+                } else if (!con_agent_name_valid(a->agent))
                         return con_error_textf(ret_error, -EINVAL,
                                          "send_task: \"%s\" is not an agent name (lower-case letters, digits and '-', "
-                                         "up to 29 characters; list_agents shows them)", a->agent);
+                                         "up to 29 characters; list_agents shows them), or AGENT@HOST for an agent of "
+                                         "another host", a->agent);
                 if (strspn(a->text, " \t\r\n") == strlen(a->text))
                         return con_error_textf(ret_error, -EINVAL, "send_task: argument \"text\" must not be empty");
                 if (strlen(a->text) > AGENT_TOOL_SEND_TEXT_MAX)
@@ -915,12 +926,12 @@ static int on_task_completed(sd_bus_message *m, void *userdata, sd_bus_error *er
 }
 
 /* 1 with status/text when finished, 0 while queued or running, -errno with *ret_text on error. */
-static int get_result(sd_bus *bus, const char *bus_name, const char *id, char **ret_status, char **ret_text) {
+static int get_result(sd_bus *bus, const char *bus_name, const char *path, const char *interface, const char *id,
+                      char **ret_status, char **ret_text) {
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         const char *status, *text;
-        int r = sd_bus_call_method(bus, bus_name, "/org/conspiracy/Agent", "org.conspiracy.Agent1", "GetResult", &e, &m,
-                                   "s", id);
+        int r = sd_bus_call_method(bus, bus_name, path, interface, "GetResult", &e, &m, "s", id);
         if (r < 0) {
                 if (asprintf(ret_text, "%s: %s", strempty(e.name), e.message ?: strerror(-r)) < 0)
                         return -ENOMEM;
@@ -1022,8 +1033,14 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
         const char *tid;
         int r;
 
+        /* AGENT@HOST: through this host's mesh gateway, which names this session's user (the
+         * agent's own) as the sender, AGENT-USER@THIS-HOST (docs/MULTIHOST.md). */
+        bool remote = strchr(a->agent, '@');
+        const char *path = remote ? CON_MESH_PATH : CON_AGENT_PATH;
+        const char *interface = remote ? CON_MESH_INTERFACE : CON_AGENT_INTERFACE;
+
         *is_error = true;
-        if (ctx->config && !con_config_find_agent(ctx->config, a->agent)) {
+        if (!remote && ctx->config && !con_config_find_agent(ctx->config, a->agent)) {
                 _cleanup_strv_free_ char **names = NULL;
                 for (size_t i = 0; i < ctx->config->n_agents; i++)
                         if (strv_extend(&names, ctx->config->agents[i].name) < 0)
@@ -1037,20 +1054,29 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
                                    "only start after this one); send it with wait false");
         if (!ctx->bus)
                 return tool_result(ret, true, "send_task: this session has no connection to the system bus");
-        if (con_agent_bus_name(a->agent, &bus_name) < 0)
+        if (remote)
+                bus_name = strdup(CON_MESH_BUS_NAME);
+        else if (con_agent_bus_name(a->agent, &bus_name) < 0)
+                return -ENOMEM;
+        if (!bus_name)
                 return -ENOMEM;
 
         WaitState w = {};
         if (a->wait) {
                 /* Subscribe before submitting so the completion cannot be missed. No sender filter:
                  * the result itself is read from the agent's own bus name below. */
-                r = sd_bus_match_signal(ctx->bus, &slot, NULL, "/org/conspiracy/Agent", "org.conspiracy.Agent1",
-                                        "TaskCompleted", on_task_completed, &w);
+                r = sd_bus_match_signal(ctx->bus, &slot, NULL, path, interface, "TaskCompleted", on_task_completed, &w);
                 if (r < 0)
                         return tool_result(ret, true, "send_task: cannot watch for the result: %s", strerror(-r));
         }
-        r = sd_bus_call_method(ctx->bus, bus_name, "/org/conspiracy/Agent", "org.conspiracy.Agent1", "Submit", &e,
-                               &reply, "s", a->text);
+        if (remote)
+                r = sd_bus_call_method(ctx->bus, bus_name, path, interface, "Submit", &e, &reply, "ssa{sv}", a->agent,
+                                       a->text, 0);
+        else
+                r = sd_bus_call_method(ctx->bus, bus_name, path, interface, "Submit", &e, &reply, "s", a->text);
+        if (remote && r < 0 && sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
+                return tool_result(ret, true, "send_task: %s is on another host, and this host has no mesh gateway "
+                                   "(no mesh: section in con.yaml, or the fabric is not up)", a->agent);
         if (r < 0)
                 return tool_result(ret, true, "send_task: %s refused the task or is not reachable (%s): %s", a->agent,
                                    strempty(e.name), e.message ?: strerror(-r));
@@ -1074,7 +1100,7 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
                         last_poll = now;
                         free(text);
                         text = NULL;
-                        r = get_result(ctx->bus, bus_name, id, &status, &text);
+                        r = get_result(ctx->bus, bus_name, path, interface, id, &status, &text);
                         if (r == -ENOMEM)
                                 return r;
                         if (r < 0)

@@ -878,7 +878,7 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = con_authz_caller_uid(m->authz, msg, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        r = mesh_split_target(to, &agent, &host);
+        r = con_mesh_target_split(to, &agent, &host);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)

@@ -12,22 +12,6 @@
 #include "task.h"
 #include "utf8.h"
 
-int mesh_split_target(const char *to, char **ret_agent, char **ret_host) {
-        if (!to)
-                return -EINVAL;
-        const char *at = strrchr(to, '@');
-        if (!at || at == to)
-                return -EINVAL;
-        _cleanup_free_ char *agent = strndup(to, (size_t) (at - to)), *host = strdup(at + 1);
-        if (!agent || !host)
-                return -ENOMEM;
-        if (!con_agent_name_valid(agent) || !con_mesh_host_valid(host))
-                return -EINVAL;
-        *ret_agent = TAKE_PTR(agent);
-        *ret_host = TAKE_PTR(host);
-        return 0;
-}
-
 int mesh_subject(MeshKind k, const char *host, char **ret) {
         if (!con_mesh_host_valid(host))
                 return -EINVAL;

@@ -24,9 +24,6 @@
 
 #define MESH_PAYLOAD_MAX (2U * 1024 * 1024)
 
-/* "sysadmin@host-b" -> "sysadmin", "host-b". -EINVAL when not AGENT@HOST. */
-int mesh_split_target(const char *to, char **ret_agent, char **ret_host);
-
 typedef enum MeshKind {
         MESH_KIND_TASK,
         MESH_KIND_RESULT,

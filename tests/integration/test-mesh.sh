@@ -121,20 +121,44 @@ check_output "host-b: root cannot name a remote sender (only the gateway's user 
         "AccessDenied|only the mesh gateway" cat "$SHARED/forged-origin"
 
 section "host-a: its fabric with a mesh: section"
+# host-a's concierge runs the tool loop on the scripted model (tests/fake-llm): its send_task
+# reaches sysadmin@host-b through the mesh gateway.
+FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
+P=/v1/chat/completions
+answer() { # a final answer in the OpenAI wire format
+        printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
+}
+toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
+        printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "%s", "arguments": %s } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2" "$3"
+}
+cat >"$T/script.json" <<EOF
+{ "rules": [
+  { "path": "$P", "match": "delegate-to-host-b",
+    "body": $(toolcall call_m send_task '"{\"agent\":\"sysadmin@host-b\",\"text\":\"remote-disk-check\",\"wait\":true}"') },
+  { "path": "$P", "match": "sender=a-concierge@host-a agent=sysadmin text=remote-disk-check",
+    "body": $(answer "RELAYED-FROM-HOST-B") },
+  { "path": "$P", "body": $(answer "fallback answer") }
+] }
+EOF
+start_fake_llm
 mkdir -p /etc/con
-cat >/etc/con/con.yaml <<'EOF'
+cat >/etc/con/con.yaml <<EOF
 system:
   name: host-a
+base:
+  runner: picoclaw
+  provider: openrouter
+  base_url: http://127.0.0.1:$PORT/v1
+  model: fake-model
 agents:
   - name: concierge
-    runner: exec
-    command: [/bin/cat]
 mesh:
   host: host-a
   servers: [nats://10.77.0.1:4222]
 EOF
 check "con bootstrap" con bootstrap
 check "con-mesh user made (mesh: is set)" id con-mesh
+printf 'CON_API_KEY=sk-mesh-test\n' >/etc/con/env
 check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
 check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up
 check_output "org.conspiracy.Mesh1 Host is host-a" '^s "host-a"$' \
@@ -164,6 +188,13 @@ check_output "the same id again: the same task, not sent twice" '^s "mesh-test-1
 check_fail_output "bob cannot take alice's id" 'already used by another sender' \
         as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
         'ssa{sv}' sysadmin@host-b "mine" 1 id s mesh-test-1
+
+section "the tool loop's send_task to AGENT@HOST"
+check_output "host-a's concierge delegates to sysadmin@host-b (send_task) and relays its answer" \
+        'RELAYED-FROM-HOST-B' timeout 120 con-send --timeout 110 --to concierge delegate-to-host-b
+check_output "the tool result was host-b's answer, sent as a-concierge@host-a" \
+        'sysadmin@host-b finished task .* \(completed\):.{1,2}sender=a-concierge@host-a agent=sysadmin text=remote-disk-check' \
+        jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
 
 section "host-b's policy decides: bob of host-a is not granted"
 check_fail_output "con-send as bob: refused on host-b (the task fails with the reason)" \

@@ -50,6 +50,11 @@ static void test_args_valid(void) {
                                               &err), ==, 0);
         g_assert_false(a.wait);
         agent_tool_args_done(&a);
+        /* an agent of another host: AGENT@HOST, through the mesh gateway */
+        g_assert_cmpint(agent_tool_args_parse("send_task", "{\"agent\":\"sysadmin@host-b\",\"text\":\"hi\"}", &a, &err),
+                        ==, 0);
+        g_assert_cmpstr(a.agent, ==, "sysadmin@host-b");
+        agent_tool_args_done(&a);
 
         g_assert_cmpint(agent_tool_args_parse("commission_agent", "{\"name\":\"researcher\",\"tier\":\"worker\","
                                               "\"instructions\":\"x\",\"may_task\":[\"concierge\"],\"network\":[\"none\"]}",
@@ -102,6 +107,10 @@ static void test_args_invalid(void) {
         assert_err("write_file", "{\"path\":\"x\"}", "missing required argument \"content\"");
         assert_err("send_task", "{\"agent\":\"../etc\",\"text\":\"x\"}", "is not an agent name");
         assert_err("send_task", "{\"agent\":\"sysadmin\",\"text\":\"  \"}", "\"text\" must not be empty");
+        assert_err("send_task", "{\"agent\":\"sysadmin@Host-B\",\"text\":\"x\"}", "is not AGENT@HOST");
+        assert_err("send_task", "{\"agent\":\"@host-b\",\"text\":\"x\"}", "is not AGENT@HOST");
+        assert_err("send_task", "{\"agent\":\"root@host-b\",\"text\":\"x\"}", "is not AGENT@HOST");
+        assert_err("send_task", "{\"agent\":\"sysadmin@host.b\",\"text\":\"x\"}", "is not AGENT@HOST");
         assert_err("send_task", "{\"agent\":\"sysadmin\",\"text\":\"x\",\"wait\":\"yes\"}", "true or false");
         assert_err("list_agents", "{\"x\":1}", "allowed: none");
 }

@@ -5,19 +5,20 @@
 
 #include "macro.h"
 #include "mesh-util.h"
+#include "names.h"
 #include "test-util.h"
 
 static void test_names(void) {
         _cleanup_free_ char *agent = NULL, *host = NULL, *s = NULL;
 
-        g_assert_cmpint(mesh_split_target("sysadmin@host-b", &agent, &host), ==, 0);
+        g_assert_cmpint(con_mesh_target_split("sysadmin@host-b", &agent, &host), ==, 0);
         g_assert_cmpstr(agent, ==, "sysadmin");
         g_assert_cmpstr(host, ==, "host-b");
         const char *bad[] = { "sysadmin", "@host-b", "sysadmin@", "Sys@host-b", "sysadmin@Host", "root@host-b",
                               "a@b.c", "a@b@c", "a@b-", "" };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
                 char *a = NULL, *h = NULL;
-                g_assert_cmpint(mesh_split_target(bad[i], &a, &h), ==, -EINVAL);
+                g_assert_cmpint(con_mesh_target_split(bad[i], &a, &h), ==, -EINVAL);
                 g_assert_null(a);
                 g_assert_null(h);
         }
