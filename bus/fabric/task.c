@@ -23,6 +23,7 @@ ConTask *con_task_free(ConTask *t) {
                 return NULL;
         free(t->meta.reply_to);
         free(t->meta.conversation);
+        free(t->meta.to);
         free(t->text);
         free(t);
         return NULL;
@@ -223,6 +224,26 @@ static int parse_conversation(ConYamlReader *y, const yaml_node_t *v, const char
         return 0;
 }
 
+static int parse_to(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest, void *userdata _unused_) {
+        _cleanup_free_ char *s = NULL, *agent = NULL, *host = NULL;
+        int r;
+
+        r = fm_string(y, v, path, "AGENT@HOST", &s);
+        if (r < 0)
+                return r;
+        r = con_mesh_target_split(s, &agent, &host);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                _cleanup_free_ char *q = con_yaml_quote(v);
+                return q ? con_yaml_fail(y, v, path, "%s is not AGENT@HOST (an agent name, '@' and the name of a host "
+                                         "of the mesh, e.g. sysadmin@host-b)", q) : -ENOMEM;
+        }
+        free(*(char **) dest);
+        *(char **) dest = TAKE_PTR(s);
+        return 0;
+}
+
 static const ConYamlField front_matter_fields[] = {
         { "priority", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, priority), .parse = parse_priority },
         { "reply-to", .alias = "reply_to", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, reply_to),
@@ -230,6 +251,7 @@ static const ConYamlField front_matter_fields[] = {
         { "deadline", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, deadline_usec), .parse = parse_deadline },
         { "conversation", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, conversation),
           .parse = parse_conversation },
+        { "to", .type = CON_YAML_CUSTOM, .offset = offsetof(ConTaskMeta, to), .parse = parse_to },
         {}
 };
 
@@ -375,11 +397,17 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                 return -EINVAL;
         if (t->meta.conversation && !con_conversation_id_valid(t->meta.conversation))
                 return -EINVAL;
+        if (t->meta.to) {
+                _cleanup_free_ char *agent = NULL, *host = NULL;
+                int r = con_mesh_target_split(t->meta.to, &agent, &host);
+                if (r < 0)
+                        return r;
+        }
 
         /* Front matter when the meta differs from the defaults, and also when the text itself
          * starts with a '---' line: without it the text would be read back as front matter. */
         fm = t->meta.priority != CON_TASK_PRIORITY_DEFAULT || t->meta.reply_to || t->meta.deadline_usec > 0 ||
-             t->meta.conversation ||
+             t->meta.conversation || t->meta.to ||
              (t->text && delimiter_line(t->text, t->text_len) > 0);
 
         f = open_memstream(&out, &out_len);
@@ -401,6 +429,8 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                 }
                 if (t->meta.conversation)
                         fm_put(f, "conversation", t->meta.conversation);
+                if (t->meta.to)
+                        fm_put(f, "to", t->meta.to);
                 fputs("---\n", f);
         }
         if (t->text_len > 0)

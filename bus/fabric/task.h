@@ -16,6 +16,7 @@
  *     reply-to: sysadmin
  *     deadline: 2026-12-01T10:00:00Z
  *     conversation: latest
+ *     to: sysadmin@host-b
  *     ---
  *     the task text
  *
@@ -32,6 +33,8 @@ typedef struct ConTaskMeta {
         char *reply_to;         /* agent name (validated) or NULL */
         uint64_t deadline_usec; /* CLOCK_REALTIME usec, 0 = none */
         char *conversation;     /* the sender's conversation to continue (con_conversation_id_valid), or NULL */
+        char *to;               /* "AGENT@HOST": an agent of another host, through the mesh gateway
+                                 * (con_mesh_target_split), or NULL */
 } ConTaskMeta;
 
 typedef struct ConTask {

@@ -1611,6 +1611,14 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = plan_srv(p, &outer, ret_error);
         if (r >= 0)
                 r = add_dir(p, CON_SRV_DIR "/logs/models", MODELS_USER, MODELS_USER, 0750, NULL, NULL, 0, false);
+        /* The mesh gateway's answers to .task files sent to other hosts (docs/MULTIHOST.md): its
+         * own folders, 0711 like an agent's outbox (each file readable by its sender alone). */
+        if (r >= 0 && p->config->mesh.enabled)
+                r = add_dir(p, CON_MESH_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
+        if (r >= 0 && p->config->mesh.enabled)
+                r = add_dir(p, CON_MESH_OUTBOX_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
+        if (r >= 0 && p->config->mesh.enabled)
+                r = add_dir(p, CON_MESH_FAILED_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
         if (r >= 0)
                 r = plan_env_file(p);
         if (r >= 0)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The mesh gateway: org.conspiracy.Mesh1 and the NATS JetStream side (docs/MULTIHOST.md). */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include <nats/nats.h>
 
 #include "bus-util.h"
+#include "con-paths.h"
+#include "fileio.h"
+#include "spool.h"
 #include "errors.h"
 #include "authz.h"
 #include "log.h"
@@ -81,6 +85,7 @@ struct Mesh {
         sd_bus_slot *object, *completed_match;
         sd_event_source *wake;
         int efd;
+        int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -724,6 +729,26 @@ static int handle_task(Mesh *m, natsMsg *msg) {
         return 0;
 }
 
+/* The answer as a file for its sender, as an agent writes outbox/<id>.response (completed) or
+ * failed/<id>.reason (failed, canceled): con-mesh 0600 plus u:<sender>:r--, never replaced. A
+ * .task file's sender reads it there; anyone else through GetResult. */
+static void write_result_file(Mesh *m, const Outgoing *o) {
+        bool ok = streq(o->result.status, "completed");
+        int dirfd = ok ? m->outbox_fd : m->failed_fd;
+        _cleanup_free_ char *name = NULL;
+
+        if (dirfd < 0 || o->uid == (uid_t) -1)
+                return;
+        if (asprintf(&name, "%s%s", o->id, ok ? ".response" : ".reason") < 0)
+                return;
+        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .noreplace = true,
+                            .reader = o->uid == geteuid() ? (uid_t) -1 : o->uid };
+        int r = con_spool_write(dirfd, name, o->result.text, strlen(o->result.text), &w);
+        if (r < 0 && r != -EEXIST)
+                log_warning_errno(r, "Cannot write %s/%s for %s: %m", ok ? CON_MESH_OUTBOX_DIR : CON_MESH_FAILED_DIR,
+                                  name, o->sender);
+}
+
 static int handle_result(Mesh *m, natsMsg *msg) {
         MeshResult res = {};
         int r = mesh_result_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &res);
@@ -760,6 +785,7 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 res = (MeshResult) {};
                 o->done = true;
                 log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
+                write_result_file(m, o);
                 (void) sd_bus_emit_signal(m->bus, CON_MESH_PATH, CON_MESH_INTERFACE, "TaskCompleted", "sss", o->id,
                                           o->sender, o->result.status);
         }
@@ -840,6 +866,8 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         _cleanup_free_ char *agent = NULL, *host = NULL, *name = NULL, *from = NULL, *id = NULL, *json = NULL,
                             *msg_id = NULL;
         const char *to, *text, *given_id = NULL;
+        uint32_t sender_uid = 0;
+        bool has_sender_uid = false;
         uid_t uid;
         int r;
 
@@ -854,10 +882,22 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = sd_bus_message_read(msg, "s", &key);
                 if (r < 0)
                         return r;
+                if (streq(key, "sender_uid") && !has_sender_uid) {
+                        /* The router handing over a .task file: the file's owner (root only). */
+                        r = sd_bus_message_read(msg, "v", "u", &sender_uid);
+                        if (r < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option 'sender_uid' must be a uid (u)");
+                        has_sender_uid = true;
+                        r = sd_bus_message_exit_container(msg);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 if (!streq(key, "id") || given_id)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Option '%s' is %s; the only option is id (s)", key,
-                                                 given_id ? "given twice" : "unknown");
+                                                 "Option '%s' is %s; the options are id (s) and sender_uid (u)", key,
+                                                 given_id || has_sender_uid ? "given twice" : "unknown");
                 r = sd_bus_message_read(msg, "v", "s", &given_id);
                 if (r < 0)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option 'id' must be a string (s)");
@@ -878,6 +918,13 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = con_authz_caller_uid(m->authz, msg, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
+        if (has_sender_uid) {
+                if (uid != 0)
+                        return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
+                                                  "Access denied: only root may set sender_uid (the router handing "
+                                                  "over a file owned by that user)");
+                uid = (uid_t) sender_uid;
+        }
         r = con_mesh_target_split(to, &agent, &host);
         if (r == -ENOMEM)
                 return r;
@@ -1023,7 +1070,7 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, Mesh **ret) 
         m = calloc(1, sizeof(*m));
         if (!m)
                 return -ENOMEM;
-        m->efd = -EBADF;
+        m->efd = m->outbox_fd = m->failed_fd = -EBADF;
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
@@ -1035,6 +1082,12 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, Mesh **ret) 
         r = sd_event_add_io(event, &m->wake, m->efd, EPOLLIN, on_wake, m);
         if (r < 0)
                 return r;
+        /* Made by con bootstrap for the gateway's user; without them results are on the bus only. */
+        m->outbox_fd = open_nofollow(CON_MESH_OUTBOX_DIR, O_DIRECTORY | O_PATH, 0);
+        m->failed_fd = open_nofollow(CON_MESH_FAILED_DIR, O_DIRECTORY | O_PATH, 0);
+        if (m->outbox_fd < 0 || m->failed_fd < 0)
+                log_warning("No %s or %s (con bootstrap makes them): results are on the bus only",
+                            CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR);
         ConAuthzOptions o = { .root_policy = CON_AUTHZ_ROOT_ALLOW };
         r = con_authz_new(bus, event, &o, &m->authz);
         if (r < 0)
@@ -1104,6 +1157,10 @@ Mesh *mesh_free(Mesh *m) {
         sd_event_source_disable_unref(m->wake);
         if (m->efd >= 0)
                 close(m->efd);
+        if (m->outbox_fd >= 0)
+                close(m->outbox_fd);
+        if (m->failed_fd >= 0)
+                close(m->failed_fd);
         con_authz_free(m->authz);
         sd_bus_unref(m->bus);
         sd_event_unref(m->event);

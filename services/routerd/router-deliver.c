@@ -54,6 +54,7 @@ Item *router_item_free(Item *it) {
         free(it->name);
         free(it->key);
         free(it->task_id);
+        free(it->remote);
         free(it);
         return NULL;
 }
@@ -326,6 +327,8 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         router_window_release(&r->window);
         router_props_changed(r);
 
+        /* The agent the file went to: the inbox's, or another host's through the mesh gateway. */
+        const char *dest = it->remote ?: t->agent;
         e = sd_bus_message_get_error(m);
         if (e) {
                 switch (router_classify_reply_error(e->name)) {
@@ -334,13 +337,13 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                          * the next id (the file stays in the inbox meanwhile). */
                         _cleanup_free_ char *owner = NULL;
                         (void) con_uid_to_name(it->st.st_uid, &owner);
-                        cJSON *f = con_audit_task_fields(it->task_id, t->agent, owner ?: "unknown");
+                        cJSON *f = con_audit_task_fields(it->task_id, dest, owner ?: "unknown");
                         if (f)
                                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);
                         router_audit(r, "router", "task.id_taken", f);
                         if (++it->id_attempt < ROUTER_ID_ATTEMPTS_MAX) {
                                 log_info("Task id %s is taken on agent %s by another sender; delivering %s/%s "
-                                         "again under a new id", it->task_id, t->agent, it->inbox->path, it->name);
+                                         "again under a new id", it->task_id, dest, it->inbox->path, it->name);
                                 item_requeue(it, true);
                                 return 0;
                         }
@@ -348,7 +351,8 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                         __attribute__((fallthrough));
                 case ROUTER_REPLY_REJECT: {
                         _cleanup_free_ char *reason = NULL;
-                        if (asprintf(&reason, "agent %s refused the task: %s", t->agent,
+                        if (asprintf(&reason, "%s %s refused the task: %s",
+                                     it->remote ? "the mesh gateway, for" : "agent", dest,
                                      e->message ?: e->name) < 0) {
                                 item_done(it);
                                 return 0;
@@ -402,7 +406,7 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         }
 
         _cleanup_free_ char *used_key = NULL;
-        if (asprintf(&used_key, "%s/%s", t->agent, id) >= 0) {
+        if (asprintf(&used_key, "%s/%s", dest, id) >= 0) {
                 if (router_map_size(r->used_ids) >= USED_IDS_MAX)
                         router_map_clear(r->used_ids);
                 (void) router_map_put(r->used_ids, used_key, router_file_identity(&it->st));
@@ -412,13 +416,13 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         /* The lane is this file owner's: its name was looked up once, when the lane was made (a
          * user database read per task costs as much as the rest of the routing). */
         const char *sender = it->lane->user;
-        k = sd_bus_emit_signal(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "TaskRouted", "sss", id, t->agent,
+        k = sd_bus_emit_signal(r->bus, CON_ROUTER_PATH, CON_ROUTER_INTERFACE, "TaskRouted", "sss", id, dest,
                                sender);
         if (k < 0)
                 log_warning("Failed to emit TaskRouted, ignoring: %s", strerror(-k));
-        log_event(CON_EVENT_TASK_ROUTED, LOG_INFO, &(ConLogFields) { .task_id = id, .agent = t->agent, .sender = sender },
-                  "Task %s from %s routed to %s", id, sender, t->agent);
-        cJSON *f = con_audit_task_fields(id, t->agent, sender);
+        log_event(CON_EVENT_TASK_ROUTED, LOG_INFO, &(ConLogFields) { .task_id = id, .agent = dest, .sender = sender },
+                  "Task %s from %s routed to %s", id, sender, dest);
+        cJSON *f = con_audit_task_fields(id, dest, sender);
         if (f)
                 cJSON_AddStringToObject(f, "inbox", it->inbox->path);
         router_audit(r, "router", "task.routed", f);
@@ -430,6 +434,31 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
         item_done(it);
         if (again && name)
                 (void) router_item_enqueue(in, name, NULL);
+        return 0;
+}
+
+/* A file with "to: AGENT@HOST": Submit on the mesh gateway, with the file's owner as the sender
+ * (sender_uid, which the gateway takes from root only) and the file's task id. */
+static int mesh_submit_message_new(Router *r, const ConTask *task, const Item *it, sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int k;
+
+        k = sd_bus_message_new_method_call(r->bus, &m, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "Submit");
+        if (k < 0)
+                return k;
+        k = sd_bus_message_append(m, "ss", task->meta.to, task->text);
+        if (k < 0)
+                return k;
+        k = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (k < 0)
+                return k;
+        if ((k = con_bus_append_entry(m, "id", "s", it->task_id)) < 0 ||
+            (k = con_bus_append_entry(m, "sender_uid", "u", (uint32_t) it->st.st_uid)) < 0)
+                return k;
+        k = sd_bus_message_close_container(m);
+        if (k < 0)
+                return k;
+        *ret = TAKE_PTR(m);
         return 0;
 }
 
@@ -531,7 +560,29 @@ static bool item_start(Item *it) {
                 return false;
         }
 
-        k = deliver_message_new(r, t, task, it, &m);
+        free(it->remote);
+        it->remote = NULL;
+        if (task->meta.to) {
+                /* An agent of another host (docs/MULTIHOST.md): what the agents of this host do with
+                 * a file (reply-to, conversations) does not cross hosts. */
+                const char *why = !r->config->mesh.enabled ? "this host has no mesh: section in con.yaml" :
+                                  task->meta.reply_to ? "reply-to is for agents of this host" :
+                                  task->meta.conversation ? "conversation is for agents of this host" : NULL;
+                if (why) {
+                        _cleanup_free_ char *reason = NULL;
+                        if (asprintf(&reason, "to: %s names an agent of another host, but %s", task->meta.to,
+                                     why) < 0) {
+                                (void) router_map_remove(r->known, it->key);
+                                router_item_free(it);
+                                return false;
+                        }
+                        router_item_reject(it, reason);
+                        return false;
+                }
+                it->remote = strdup(task->meta.to);
+                k = it->remote ? mesh_submit_message_new(r, task, it, &m) : -ENOMEM;
+        } else
+                k = deliver_message_new(r, t, task, it, &m);
         if (k >= 0)
                 k = sd_bus_call_async(r->bus, &it->slot, m, on_deliver_reply, it, DELIVER_TIMEOUT_USEC);
         if (k < 0) {

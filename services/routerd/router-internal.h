@@ -56,6 +56,7 @@ struct Item {
         char *task_id;
         struct stat st;
         unsigned id_attempt;    /* router_task_id() attempt: moves on at each DuplicateTask */
+        char *remote;           /* "to: AGENT@HOST" of the file being sent: handed to the mesh gateway */
         sd_bus_slot *slot;
         TAILQ_ENTRY(Item) link;
 };

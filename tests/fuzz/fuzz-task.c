@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "macro.h"
+#include "names.h"
 #include "task.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -21,7 +22,7 @@ static void check_roundtrip(const ConTask *t) {
         if (con_task_parse(out, len, len, &t2, &e) < 0)
                 abort();
         if (t2->meta.priority != t->meta.priority || !streq_ptr(t2->meta.reply_to, t->meta.reply_to) ||
-            !streq_ptr(t2->meta.conversation, t->meta.conversation) ||
+            !streq_ptr(t2->meta.conversation, t->meta.conversation) || !streq_ptr(t2->meta.to, t->meta.to) ||
             t2->meta.deadline_usec != t->meta.deadline_usec || t2->text_len != t->text_len ||
             memcmp(t2->text, t->text, t->text_len) != 0)
                 abort();
@@ -49,6 +50,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 if (t->meta.priority < 0 || t->meta.priority > CON_TASK_PRIORITY_MAX)
                         abort();
+                /* to: always a valid AGENT@HOST */
+                if (t->meta.to) {
+                        _cleanup_free_ char *agent = NULL, *host = NULL;
+                        if (con_mesh_target_split(t->meta.to, &agent, &host) < 0)
+                                abort();
+                }
                 check_roundtrip(t);
         }
 

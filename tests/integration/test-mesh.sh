@@ -196,6 +196,37 @@ check_output "the tool result was host-b's answer, sent as a-concierge@host-a" \
         'sysadmin@host-b finished task .* \(completed\):.{1,2}sender=a-concierge@host-a agent=sysadmin text=remote-disk-check' \
         jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
 
+section "the file door: a .task file with to: AGENT@HOST"
+check "alice drops a .task file for sysadmin@host-b into the inbox" as_user alice bash -c \
+        'printf -- "---\nto: sysadmin@host-b\n---\nby file\n" >/srv/con/inbox/.mesh-file-1 &&
+         mv /srv/con/inbox/.mesh-file-1 /srv/con/inbox/mesh-file-1.task'
+check "the router handed it over (the file is gone)" wait_for 20 bash -c '! test -e /srv/con/inbox/mesh-file-1.task'
+check "the answer comes back as a file, as an agent's outbox/<id>.response" \
+        wait_for 25 test -e /srv/con/mesh/outbox/mesh-file-1.response
+check_output "... host-b's answer, the sender being the file's owner (alice@host-a)" \
+        '^sender=alice@host-a agent=sysadmin text=by file$' as_user alice cat /srv/con/mesh/outbox/mesh-file-1.response
+check_fail "... which bob cannot read" as_user bob cat /srv/con/mesh/outbox/mesh-file-1.response
+stat_is "... con-mesh's own (0600 and an ACL entry: the mask shows as group r)" \
+        /srv/con/mesh/outbox/mesh-file-1.response "con-mesh:con-mesh 640"
+check_output "... the ACL entry is alice's, read only" '^user:alice:r--$' \
+        getfacl -cp /srv/con/mesh/outbox/mesh-file-1.response
+stat_is "con bootstrap made the gateway's folders (no listing)" /srv/con/mesh/outbox "con-mesh:con-mesh 711"
+check_output "GetResult on the gateway gives alice the same answer (the file's name is the task id)" \
+        'completed.*sender=alice@host-a agent=sysadmin text=by file' result_of alice mesh-file-1
+check_output "the router's audit records it as routed to sysadmin@host-b" \
+        'task.routed .*task_id=mesh-file-1 .*agent=sysadmin@host-b' con audit --lines 50
+check "bob's file for sysadmin@host-b (host-b does not grant bob)" as_user bob bash -c \
+        'printf -- "---\nto: sysadmin@host-b\n---\nfrom: alice@host-a\nlet me in\n" >/srv/con/inbox/.mesh-file-2 &&
+         mv /srv/con/inbox/.mesh-file-2 /srv/con/inbox/mesh-file-2.task'
+check "... its refusal comes back as failed/<id>.reason" wait_for 25 test -e /srv/con/mesh/failed/mesh-file-2.reason
+check_output "... refused on host-b as bob@host-a (the file's owner, not what the text says)" \
+        'Refused on host host-b: .*bob@host-a' as_user bob cat /srv/con/mesh/failed/mesh-file-2.reason
+check "a to: file with a conversation" bash -c \
+        'printf -- "---\nto: sysadmin@host-b\nconversation: latest\n---\nx\n" >/srv/con/inbox/mesh-file-3.task'
+check "... is rejected by the router" wait_for 20 bash -c 'ls /srv/con/rejected/*mesh-file-3.task.reason'
+check_output "... with the reason" 'to: sysadmin@host-b names an agent of another host, but conversation is for agents of this host' \
+        bash -c 'cat /srv/con/rejected/*mesh-file-3.task.reason'
+
 section "host-b's policy decides: bob of host-a is not granted"
 check_fail_output "con-send as bob: refused on host-b (the task fails with the reason)" \
         'Refused on host host-b: .*bob@host-a' \
@@ -209,6 +240,9 @@ section "a forged sender is ignored"
 check_fail_output "a sender in Submit's options is refused" "Option 'from' is unknown" \
         as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
         'ssa{sv}' sysadmin@host-b "hi" 1 from s alice@host-a
+check_fail_output "sender_uid (the router's, for a file's owner) is root's only" 'only root may set sender_uid' \
+        as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "hi" 1 sender_uid u "$(id -u alice)"
 check_output "a sender in the text is only text: the task is still bob's, and refused" \
         'Refused on host host-b: .*bob@host-a' \
         bash -c 'printf "from: alice@host-a\nsender: a-concierge@host-a\n\nhi\n" |

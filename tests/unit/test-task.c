@@ -166,6 +166,10 @@ static void test_front_matter(void) {
         /* Closing delimiter at the very end, followed by text without newline. */
         _cleanup_(con_task_freep) ConTask *y = expect_ok("---\npriority: 2\n---\nz");
         g_assert_cmpstr(y->text, ==, "z");
+        /* to: an agent of another host (the mesh, docs/MULTIHOST.md) */
+        _cleanup_(con_task_freep) ConTask *z = expect_ok("---\nto: sysadmin@host-b\n---\ncheck the disks");
+        g_assert_cmpstr(z->meta.to, ==, "sysadmin@host-b");
+        g_assert_cmpstr(z->text, ==, "check the disks");
 }
 
 static void test_crlf(void) {
@@ -233,21 +237,31 @@ static void test_front_matter_errors(void) {
         expect_fail("---\npriority:\n---\nx", 2,
                     "2:10: priority: the value is empty; use a whole number from 0 to 9 (higher runs first)");
         expect_fail("---\npriority: 1\nsender: root\n---\nx", 3,
-                    "3:1: sender: unknown key; allowed keys are priority, reply-to, deadline and conversation");
+                    "3:1: sender: unknown key; allowed keys are priority, reply-to, deadline, conversation and to");
         expect_fail("---\npriority: 1\npriority: 2\n---\nx", 3,
                     "3:1: priority: duplicate key; it was already given at line 2");
         expect_fail("---\nreply-to: ops\nreply_to: ops\n---\nx", 3,
                     "3:1: reply_to: reply-to and reply_to are the same key; keep reply-to");
         expect_fail_name("---\nreply-to: Not_An_Agent\n---\nx", 2,
                          "2:11: reply-to: 'Not_An_Agent' is not a valid agent name: ", CON_NAME_BAD_FIRST_CHAR);
+        expect_fail("---\nto: sysadmin\n---\nx", 2,
+                    "2:5: to: 'sysadmin' is not AGENT@HOST (an agent name, '@' and the name of a host of the mesh, "
+                    "e.g. sysadmin@host-b)");
+        expect_fail("---\nto: root@host-b\n---\nx", 2,
+                    "2:5: to: 'root@host-b' is not AGENT@HOST (an agent name, '@' and the name of a host of the mesh, "
+                    "e.g. sysadmin@host-b)");
+        expect_fail("---\nto: sysadmin@Host_B\n---\nx", 2,
+                    "2:5: to: 'sysadmin@Host_B' is not AGENT@HOST (an agent name, '@' and the name of a host of the "
+                    "mesh, e.g. sysadmin@host-b)");
+        expect_fail("---\nto:\n---\nx", 2, "2:4: to: the value is empty; give AGENT@HOST or leave the key out");
         expect_fail("---\npriority: [1, 2]\n---\nx", 2, "2:11: priority: expected a whole number, got a list");
         expect_fail("---\nreply-to:\n  a: b\n---\nx", 3, "3:3: reply-to: expected a string, got a mapping");
         expect_fail("---\n- priority\n---\nx", 2,
-                    "2:1: expected a mapping of priority, reply-to, deadline and conversation, got a list");
+                    "2:1: expected a mapping of priority, reply-to, deadline, conversation and to, got a list");
         expect_fail("---\npriority: &p 1\ndeadline: *p\n---\nx", 2,
                     "2:11: anchors and aliases (&name, *name) are not supported here (write the value out)");
         expect_fail("---\njust text\n---\nx", 2,
-                    "2:1: expected a mapping of priority, reply-to, deadline and conversation, got a string");
+                    "2:1: expected a mapping of priority, reply-to, deadline, conversation and to, got a string");
         expect_fail("---\npriority: 1\n--- \npriority: 2\n---\nx", 3,
                     "3:1: only one YAML document is allowed; remove the second '---'");
         expect_fail("---\npriority: \"1\n---\nx", 3,
@@ -281,6 +295,7 @@ static void roundtrip(const char *in, const char *want) {
         g_assert_cmpint(t2->meta.priority, ==, t->meta.priority);
         g_assert_cmpstr(t2->meta.reply_to, ==, t->meta.reply_to);
         g_assert_cmpstr(t2->meta.conversation, ==, t->meta.conversation);
+        g_assert_cmpstr(t2->meta.to, ==, t->meta.to);
         g_assert_cmpuint(t2->meta.deadline_usec, ==, t->meta.deadline_usec);
         g_assert_cmpuint(t2->text_len, ==, t->text_len);
         g_assert_cmpstr(t2->text, ==, t->text);
@@ -298,6 +313,7 @@ static void test_format(void) {
         roundtrip("---\nconversation: 'null'\n---\nx", "---\nconversation: \"null\"\n---\nx");
         roundtrip("---\nreply-to: \"null\"\nconversation: NULLx\n---\nx",
                   "---\nreply-to: \"null\"\nconversation: NULLx\n---\nx");
+        roundtrip("---\nto: 'sysadmin@host-b'\npriority: 3\n---\nx", "---\npriority: 3\nto: sysadmin@host-b\n---\nx");
         /* Text that starts with a delimiter line needs an (empty) front matter to survive. */
         roundtrip("---\n---\n---\nbody", "---\n---\n---\nbody");
         roundtrip("---\n---\n---\r\nbody", "---\n---\n---\r\nbody");
@@ -307,6 +323,9 @@ static void test_format(void) {
         g_assert_cmpint(con_task_format(&bad, &out, NULL), ==, -EINVAL);
         bad.meta.priority = 1;
         bad.meta.reply_to = (char *) "Bad Name";
+        g_assert_cmpint(con_task_format(&bad, &out, NULL), ==, -EINVAL);
+        bad.meta.reply_to = NULL;
+        bad.meta.to = (char *) "sysadmin@Host";
         g_assert_cmpint(con_task_format(&bad, &out, NULL), ==, -EINVAL);
         g_assert_null(out);
 }
