@@ -15,6 +15,7 @@
 #include "acl-util.h"
 #include "assemble.h"
 #include "con-paths.h"
+#include "conffile.h"
 #include "fileio.h"
 #include "macro.h"
 #include "names.h"
@@ -46,6 +47,7 @@ typedef enum ActionKind {
         ACTION_FILE,
         ACTION_ATTRS,           /* a file whose contents belong to the admin: created empty when
                                  * missing, otherwise only owner, mode and ACL are set */
+        ACTION_REMOVE,          /* a file bootstrap installed that is no longer wanted: removed */
 } ActionKind;
 
 typedef struct Action {
@@ -61,6 +63,8 @@ typedef struct Action {
         acl_t def;              /* DIR: wanted default ACL, NULL = none */
         char *content;          /* FILE */
         size_t len;
+        const char *verb;       /* FILE: what replacing an existing file is called ("write") */
+        const char *why;        /* FILE, REMOVE: said in parentheses after the path, or NULL */
 } Action;
 
 /* One change a failed run reverts: a path it created (removed again), or a file it replaced
@@ -112,6 +116,16 @@ struct ConProvision {
         size_t n_undo;
         bool userdb_applied;
         unsigned fail_after;    /* test hook: fail before the Nth change (0: never) */
+        bool force;             /* --force: files changed here are replaced too */
+        /* What bootstrap installed into /etc/con (conffile.h), read when a profile or --config
+         * FILE is installed: the record (updated by the plan and written last), whether it
+         * existed, the earlier versions of the profiles' files (paths below /etc/con), and the
+         * paths this run installs. */
+        bool record_loaded;
+        bool record_existed;
+        ConFileHashes record;
+        ConFileHashes history;
+        char **conffiles;
 };
 
 static const char *path_error(int r) {
@@ -455,10 +469,15 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
                 if (a->kind == ACTION_ATTRS)
                         return strv_extendf(changes, "create empty %s (%s %04o)", a->path, a->owner,
                                             (unsigned) a->mode);
+                if (a->kind == ACTION_REMOVE)
+                        return 0;
                 return strv_extendf(changes, "write %s", a->path);
         }
         if (fd < 0)
                 return fd;
+        if (a->kind == ACTION_REMOVE)
+                return strv_extendf(changes, "remove %s%s%s%s", a->path, a->why ? " (" : "", strempty(a->why),
+                                    a->why ? ")" : "");
         if (fstat(fd, &st) < 0)
                 return con_error_textf(ret_error, negative_errno(), "%s: %m", a->path);
         if (a->kind == ACTION_DIR && a->create_only)
@@ -468,7 +487,8 @@ static int action_check(const Action *a, char ***changes, char **ret_error) {
                 if (r < 0 && r != -EFBIG)
                         return con_error_textf(ret_error, r, "%s: %s", a->path, strerror(-r));
                 if (r == -EFBIG || len != a->len || memcmp(cur, a->content, len) != 0)
-                        return strv_extendf(changes, "write %s", a->path);
+                        return strv_extendf(changes, "%s %s%s%s%s", a->verb ?: "write", a->path, a->why ? " (" : "",
+                                            strempty(a->why), a->why ? ")" : "");
         }
         r = check_attrs(a, fd, &st, changes);
         if (r < 0)
@@ -483,6 +503,18 @@ static int action_apply(const Action *a, char **ret_error) {
 
         if (a->kind == ACTION_USERDB)
                 return 0;
+
+        if (a->kind == ACTION_REMOVE) {
+                dfd = open_parent_nofollow(a->path, &name);
+                if (dfd == -ENOENT)
+                        return 0;
+                if (dfd < 0)
+                        return con_error_textf(ret_error, dfd, "%s: cannot open parent directory: %s", a->path,
+                                      path_error(dfd));
+                if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+                        return con_error_textf(ret_error, negative_errno(), "%s: cannot remove: %m", a->path);
+                return 0;
+        }
 
         if (a->kind == ACTION_ATTRS) {
                 fd = open_managed(a, ret_error);
@@ -670,10 +702,10 @@ static int undo_record(ConProvision *p, const Action *a) {
         if (a->kind == ACTION_USERDB)
                 return 0;
         if (lstat(a->path, &u.st) < 0) {
-                if (errno != ENOENT)
+                if (errno != ENOENT || a->kind == ACTION_REMOVE)
                         return 0;
                 u.created = true;
-        } else if (a->kind == ACTION_FILE && S_ISREG(u.st.st_mode)) {
+        } else if ((a->kind == ACTION_FILE || a->kind == ACTION_REMOVE) && S_ISREG(u.st.st_mode)) {
                 _cleanup_close_ int fd = open(a->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
                 if (fd < 0)
                         return 0;
@@ -1246,37 +1278,247 @@ static int sort_names(const struct dirent **a, const struct dirent **b) {
         return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-/* Mirrors the tree src into dst: directories root 0755, files root 0644 (0755 when the source
- * is executable). With conflicts, existing dst files that differ are collected there. */
-/* Plans dst as a root-owned copy of the regular file src. With conflicts, a dst that exists with
- * other content is added to the list (the caller decides whether that is an error). */
+/* ---- files installed from a profile (conffile.h, docs/BOOTSTRAP.md "Upgrades") ----------- */
+
+/* Reads the record of what earlier runs installed and the shipped history of the profiles'
+ * files, once. A malformed file is ignored with a warning: without it, files that differ from
+ * the profile are refused as edits, which is safe. */
+static int load_conffile_state(ConProvision *p) {
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        ConFileHashes h = {};
+        size_t len, line;
+        int r;
+
+        if (p->record_loaded)
+                return 0;
+        p->record_loaded = true;
+
+        r = rooted(p, CON_INSTALLED_FILES_PATH, &path);
+        if (r < 0)
+                return r;
+        r = read_file_nofollow(path, SOURCE_FILE_MAX, &text, &len);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0) {
+                p->record_existed = true;
+                r = con_file_hashes_parse(text, len, &p->record, &line);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 && strv_extendf(&p->warnings, "%s:%zu: not a line 'SHA256  PATH'; the record of installed "
+                                          "files is ignored and written anew", path, line) < 0)
+                        return -ENOMEM;
+        } else if (r != -ENOENT &&
+                   strv_extendf(&p->warnings, "%s: cannot read the record of installed files: %s; it is written anew",
+                                path, r == -ELOOP ? path_error(r) : strerror(-r)) < 0)
+                return -ENOMEM;
+
+        free(path);
+        free(text);
+        text = NULL;
+        if (asprintf(&path, "%s/" CON_PROFILE_HISTORY_NAME, p->profiles_dir) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        r = read_file_nofollow(path, SOURCE_FILE_MAX, &text, &len);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                /* Shipped with the profiles; a test root without it has no earlier versions. */
+                if (r != -ENOENT && strv_extendf(&p->warnings, "%s: cannot read: %s", path, strerror(-r)) < 0)
+                        return -ENOMEM;
+                return 0;
+        }
+        r = con_file_hashes_parse(text, len, &h, &line);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return strv_extendf(&p->warnings, "%s:%zu: not a line 'SHA256  PROFILE/PATH'; earlier versions of "
+                                    "the profiles' files are not recognised", path, line);
+        /* PROFILE/PATH -> /etc/con/PATH: which profile installed a file is not known. */
+        for (size_t i = 0; r >= 0 && i < h.n; i++) {
+                _cleanup_free_ char *etc = NULL;
+                const char *rel = strchr(h.e[i].path, '/');
+                if (!rel || !rel[1])
+                        continue;
+                if (asprintf(&etc, CON_ETC_DIR "%s", rel) < 0)
+                        r = -ENOMEM;
+                else {
+                        ConFileHash *n = realloc(p->history.e, sizeof(*n) * (p->history.n + 1));
+                        if (!n)
+                                r = -ENOMEM;
+                        else {
+                                p->history.e = n;
+                                n[p->history.n] = (ConFileHash) { .path = TAKE_PTR(etc) };
+                                memcpy(n[p->history.n].hash, h.e[i].hash, sizeof(n->hash));
+                                p->history.n++;
+                        }
+                }
+        }
+        con_file_hashes_done(&h);
+        return r;
+}
+
+/* The SHA-256 (hex) of the file at the rooted path rpath now: 1 with ret filled, 0 when it does
+ * not exist, or an error (-ELOOP, -EISDIR, ...). A file too large for a profile file gets a hash
+ * no version has. */
+static int current_hash(const char *rpath, char ret[CON_SHA256_HEX_SIZE]) {
+        _cleanup_free_ char *cur = NULL;
+        size_t len;
+        int r = read_file_nofollow(rpath, SOURCE_FILE_MAX, &cur, &len);
+
+        if (r == -ENOENT)
+                return 0;
+        if (r == -EFBIG) {
+                strcpy(ret, "too-large");
+                return 1;
+        }
+        if (r < 0)
+                return r;
+        r = con_sha256_hex(cur, len, ret);
+        return r < 0 ? r : 1;
+}
+
+/* Plans dst as a root-owned copy of the regular file src. With conflicts, dst is a file bootstrap
+ * installs from a profile or --config FILE, upgraded as conffile.h says: a dst changed here is
+ * added to the list (unless --force), and the record gets what is written. */
 static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mode_t mode, char ***conflicts,
                           char **ret_error) {
         _cleanup_free_ char *rdst = NULL;
+        char cur[CON_SHA256_HEX_SIZE], want[CON_SHA256_HEX_SIZE];
+        const char *verb = NULL, *why = NULL;
         char *content;
         size_t len;
         int r = read_source(src, &content, &len);
         if (r < 0)
                 return con_error_textf(ret_error, r, "%s: %s", src, strerror(-r));
         if (conflicts) {
-                struct stat dst_st;
-                int eq = rooted(p, dst, &rdst);
-                if (eq >= 0)
-                        eq = file_content_equal(rdst, content, len);
-                if (eq == 0 && lstat(rdst, &dst_st) >= 0)
-                        r = strv_extend(conflicts, rdst);
-                else if (eq < 0)
-                        r = con_error_textf(ret_error, eq, "%s: %s", rdst ?: dst, path_error(eq));
+                r = load_conffile_state(p);
+                if (r >= 0)
+                        r = rooted(p, dst, &rdst);
+                if (r >= 0)
+                        r = con_sha256_hex(content, len, want);
+                if (r < 0) {
+                        free(content);
+                        return r;
+                }
+                r = current_hash(rdst, cur);
+                if (r < 0) {
+                        free(content);
+                        return con_error_textf(ret_error, r, "%s: %s", rdst, path_error(r));
+                }
+                switch (con_conffile_decide(r > 0 ? cur : NULL, want, con_file_hashes_get(&p->record, dst),
+                                            r > 0 && con_file_hashes_contains(&p->history, dst, cur))) {
+                case CON_CONFFILE_INSTALL:
+                case CON_CONFFILE_SAME:
+                        break;
+                case CON_CONFFILE_UPDATE:
+                        verb = "update";
+                        why = p->profile_dir ? "unedited since installed, profile changed" : "unedited since installed";
+                        break;
+                case CON_CONFFILE_EDITED:
+                        verb = "replace";
+                        why = "changed here; --force";
+                        if (!p->force)
+                                r = strv_extend(conflicts, rdst);
+                        break;
+                }
+                if (r >= 0)
+                        r = strv_extend(&p->conffiles, dst);
+                /* A name the record cannot hold is simply not recorded: a later change of it is
+                 * taken for an edit. */
+                if (r >= 0 && con_file_hashes_path_valid(dst))
+                        r = con_file_hashes_set(&p->record, dst, want);
                 if (r < 0) {
                         free(content);
                         return r;
                 }
         }
-        return add_file(p, dst, content, len, "root", "root", mode);
+        r = add_file(p, dst, content, len, "root", "root", mode);
+        if (r < 0)
+                return r;
+        p->actions[p->n_actions - 1].verb = verb;
+        p->actions[p->n_actions - 1].why = why;
+        return 0;
+}
+
+/* Files an earlier run installed (the record) or an earlier profile version had (the history)
+ * that the profile installed now no longer has: removed when unedited, kept with a warning when
+ * changed here (once: the record forgets them). */
+static int plan_obsolete(ConProvision *p) {
+        _cleanup_strv_free_ char **seen = NULL;
+        int r;
+
+        r = load_conffile_state(p);
+        if (r < 0)
+                return r;
+        for (int pass = 0; pass < 2; pass++) {
+                const ConFileHashes *h = pass == 0 ? &p->record : &p->history;
+                for (size_t i = 0; i < h->n; i++) {
+                        _cleanup_free_ char *path = strdup(h->e[i].path), *rpath = NULL;
+                        char cur[CON_SHA256_HEX_SIZE];
+                        const char *recorded;
+
+                        if (!path)
+                                return -ENOMEM;
+                        if (!startswith(path, CON_ETC_DIR "/") || strv_contains(p->conffiles, path) ||
+                            strv_contains(seen, path))
+                                continue;
+                        r = strv_extend(&seen, path);
+                        if (r < 0)
+                                return r;
+                        r = rooted(p, path, &rpath);
+                        if (r < 0)
+                                return r;
+                        recorded = con_file_hashes_get(&p->record, path);
+                        r = current_hash(rpath, cur);
+                        if (r == -ENOMEM)
+                                return r;
+                        switch (r < 0 ? CON_OBSOLETE_KEEP :
+                                con_obsolete_decide(r > 0 ? cur : NULL, recorded,
+                                                    r > 0 && con_file_hashes_contains(&p->history, path, cur))) {
+                        case CON_OBSOLETE_GONE:
+                                break;
+                        case CON_OBSOLETE_REMOVE: {
+                                Action *a = action_new(p, ACTION_REMOVE, path);
+                                if (!a)
+                                        return -ENOMEM;
+                                a->why = "unedited since installed, no longer in the profile";
+                                break;
+                        }
+                        case CON_OBSOLETE_KEEP:
+                                if ((recorded || !p->record_existed) &&
+                                    strv_extendf(&p->warnings, "%s is no longer in the profile, but was changed here: "
+                                                 "kept (remove it if nothing needs it)", rpath) < 0)
+                                        return -ENOMEM;
+                                break;
+                        }
+                        con_file_hashes_remove(&p->record, path);
+                }
+        }
+        return 0;
+}
+
+/* The record, last of all changes, when this run installs files from a profile or FILE. */
+static int plan_record(ConProvision *p) {
+        char *text;
+        int r;
+
+        if (!p->record_loaded)
+                return 0;
+        r = con_file_hashes_format(&p->record, "con bootstrap: the files it installed from a profile or --config "
+                                   "FILE, with the SHA-256 of what it wrote (docs/BOOTSTRAP.md). Do not edit.", &text);
+        if (r < 0)
+                return r;
+        r = add_parents(p, CON_INSTALLED_FILES_PATH);
+        if (r < 0) {
+                free(text);
+                return r;
+        }
+        return add_file(p, CON_INSTALLED_FILES_PATH, text, strlen(text), "root", "root", 0600);
 }
 
 /* --config FILE: the services read /etc/con/con.yaml, so FILE is installed there. */
-static int plan_config_file(ConProvision *p, bool force, char **ret_error) {
+static int plan_config_file(ConProvision *p, char **ret_error) {
         _cleanup_strv_free_ char **conflicts = NULL;
         _cleanup_free_ char *installed = NULL;
         struct stat a, b;
@@ -1294,11 +1536,13 @@ static int plan_config_file(ConProvision *p, bool force, char **ret_error) {
         r = plan_copy_file(p, p->config_path, CON_CONFIG_PATH, 0644, &conflicts, ret_error);
         if (r < 0)
                 return r;
-        if (conflicts && !force)
+        if (conflicts)
                 return con_error_textf(ret_error, -EEXIST,
-                              CON_CONFIG_PATH " differs from %s (changed here?); the services read "
-                              CON_CONFIG_PATH ", so --config installs the file there: add --force to replace it",
-                              p->config_path);
+                              CON_CONFIG_PATH " differs from %s and was changed here; "
+                              "the services read " CON_CONFIG_PATH ", so --config installs the file there. "
+                              "See the difference with 'diff -u %s %s'; add --force to replace it with %s, or "
+                              "run 'con bootstrap' without --config to keep it",
+                              p->config_path, p->config_path, installed, p->config_path);
         return 0;
 }
 
@@ -1343,8 +1587,9 @@ static int plan_tree(ConProvision *p, const char *src, const char *dst, char ***
         return r;
 }
 
-static int plan_profile(ConProvision *p, bool force, char **ret_error) {
-        _cleanup_strv_free_ char **conflicts = NULL;
+static int plan_profile(ConProvision *p, char **ret_error) {
+        _cleanup_strv_free_ char **conflicts = NULL, **diffs = NULL;
+        _cleanup_free_ char *etc = NULL;
         size_t n;
         int r;
 
@@ -1355,16 +1600,29 @@ static int plan_profile(ConProvision *p, bool force, char **ret_error) {
         if (r < 0)
                 return r;
         n = strv_length(conflicts);
-        if (n > 0 && !force) {
-                _cleanup_free_ char *list = strv_join(conflicts, ", ");
+        if (n > 0) {
+                _cleanup_free_ char *list = NULL, *cmds = NULL;
+                r = rooted(p, CON_ETC_DIR, &etc);
+                if (r < 0)
+                        return r;
+                STRV_FOREACH(c, conflicts) {
+                        r = strv_extendf(&diffs, "diff -u %s%s %s", p->profile_dir, *c + strlen(etc), *c);
+                        if (r < 0)
+                                return r;
+                }
+                list = strv_join(conflicts, ", ");
+                cmds = strv_join(diffs, "; ");
+                if (!list || !cmds)
+                        return -ENOMEM;
                 return con_error_textf(ret_error, -EEXIST,
-                              "%zu file%s in " CON_ETC_DIR " differ%s from the profile in %s (changed here?): %s. "
-                              "Run 'con bootstrap' without --profile to provision from " CON_ETC_DIR
-                              " as it is, or add --force to replace %s with the profile's version",
-                              n, n == 1 ? "" : "s", n == 1 ? "s" : "", p->profile_dir, strempty(list),
+                              "%zu file%s in " CON_ETC_DIR " %s changed here and differ%s "
+                              "from the profile in %s: %s. See the differences with: %s. Then either add --force to "
+                              "replace %s with the profile's version (the changes are lost), or keep %s: run "
+                              "'con bootstrap' without --profile, which provisions from " CON_ETC_DIR " as it is",
+                              n, n == 1 ? "" : "s", n == 1 ? "was" : "were", n == 1 ? "s" : "", p->profile_dir, list, cmds, n == 1 ? "it" : "them",
                               n == 1 ? "it" : "them");
         }
-        return 0;
+        return plan_obsolete(p);
 }
 
 static int plan_srv(ConProvision *p, const AclList *outer, char **ret_error) {
@@ -1512,6 +1770,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         p->root = strdup(!o->root || streq(o->root, "/") ? "" : o->root);
         p->profiles_dir = strdup(o->profiles_dir ?: CON_PROFILESDIR);
         p->fail_after = o->fail_after;
+        p->force = o->force;
         if (!p->root || !p->profiles_dir)
                 return -ENOMEM;
 
@@ -1560,11 +1819,11 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 return con_error_textf(ret_error, r, "cannot read the user database in %s/etc: %s", p->root, strerror(-r));
 
         if (p->profile_dir) {
-                r = plan_profile(p, o->force, ret_error);
+                r = plan_profile(p, ret_error);
                 if (r < 0)
                         return r;
         } else if (o->config_path) {
-                r = plan_config_file(p, o->force, ret_error);
+                r = plan_config_file(p, ret_error);
                 if (r < 0)
                         return r;
         }
@@ -1641,6 +1900,9 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                         r = add_file(p, path, TAKE_PTR(content), len, "root", "root", 0644);
                 }
         }
+        /* After everything it describes. */
+        if (r >= 0)
+                r = plan_record(p);
 
         for (size_t i = 0; i < p->config->n_agents; i++) {
                 free(acls[i].dir.e);
@@ -1690,6 +1952,9 @@ ConProvision *con_provision_free(ConProvision *p) {
         free(p->undo);
         strv_free(p->warnings);
         strv_free(p->dirs_seen);
+        con_file_hashes_done(&p->record);
+        con_file_hashes_done(&p->history);
+        strv_free(p->conffiles);
         free(p);
         return NULL;
 }

@@ -269,20 +269,143 @@ check_same_file "...restored" "$PROFILES/default/con.yaml" /etc/con/con.yaml
 section "--config FILE is installed as /etc/con/con.yaml (the services read that)"
 cp "$PROFILES/default/con.yaml" "$T/other.yaml"
 echo "# other file" >>"$T/other.yaml"
-check_status "--config FILE over a different con.yaml: exit status 1" 1 con bootstrap --config "$T/other.yaml"
-check_output "...says which file and what to do" "/etc/con/con.yaml differs from .*other.yaml.*--force" echo "$LIB_OUT"
-check_same_file "...and touched nothing" "$PROFILES/default/con.yaml" /etc/con/con.yaml
-check_output "--config FILE --force installs it" "write /etc/con/con.yaml" con bootstrap --config "$T/other.yaml" --force
+echo "# local edit" >>/etc/con/con.yaml
+check_status "--config FILE over an edited con.yaml: exit status 1" 1 con bootstrap --config "$T/other.yaml"
+check_output "...says which file and what to do" \
+        "/etc/con/con.yaml differs from .*other.yaml and was changed here.*'diff -u .*other.yaml /etc/con/con.yaml'.*--force" \
+        echo "$LIB_OUT"
+check_output "...and touched nothing" "# local edit" tail -1 /etc/con/con.yaml
+check_output "--config FILE --force installs it" "^replace /etc/con/con.yaml \(changed here; --force\)$" \
+        con bootstrap --config "$T/other.yaml" --force
 check_same_file "...as /etc/con/con.yaml" "$T/other.yaml" /etc/con/con.yaml
 check_output "...and a second run changes nothing" "nothing to change" con bootstrap --config "$T/other.yaml"
-check "back to the profile" con bootstrap --profile default --force
+cp "$T/other.yaml" "$T/other2.yaml"
+echo "# another file" >>"$T/other2.yaml"
+check_output "--config FILE over the unedited one it installed: replaced without --force" \
+        "^update /etc/con/con.yaml \(unedited since installed\)$" con bootstrap --config "$T/other2.yaml"
+check_same_file "...as /etc/con/con.yaml" "$T/other2.yaml" /etc/con/con.yaml
+check_output "back to the profile, without --force (con.yaml is unedited)" \
+        "^update /etc/con/con.yaml \(unedited since installed, profile changed\)$" con bootstrap --profile default
+check_same_file "...restored" "$PROFILES/default/con.yaml" /etc/con/con.yaml
 
 section "--profile minimal"
-check_output "switch to the minimal profile" "^write /etc/con/con.yaml$" con bootstrap --profile minimal --force
+check_output "switch to the minimal profile: its files replace the unedited ones" \
+        "^update /etc/con/con.yaml \(unedited since installed, profile changed\)$" con bootstrap --profile minimal
+check_output "...the default profile's files it lacks are removed" \
+        "^remove /etc/con/agents/sysadmin/AGENTS.md \(unedited since installed, no longer in the profile\)$" echo "$LIB_OUT"
+check_fail "...gone" test -e /etc/con/agents/sysadmin/AGENTS.md
 check_same_file "minimal con.yaml installed" "$PROFILES/minimal/con.yaml" /etc/con/con.yaml
 check "concierge still provisioned" test -f /home/a-concierge/AGENTS.md
 check_output "minimal again: nothing to change" "nothing to change" con bootstrap --profile minimal
 check_fail "concierge has no peer ACL left on its own folder" grep -q "^user:a-" \
         <(getfacl -p /srv/con/agents/concierge)
+check "back to the default profile" con bootstrap --profile default
+check_same_file "...its files are back" "$PROFILES/default/agents/sysadmin/AGENTS.md" /etc/con/agents/sysadmin/AGENTS.md
+
+# Upgrades (docs/BOOTSTRAP.md): dpkg's conffile logic. What bootstrap installed from a profile is
+# recorded with its SHA-256; a file unedited since then is replaced when the profile changes, an
+# admin's edit is refused (or replaced with --force).
+REC=/var/lib/conspiracyos/installed-files
+SYS=/etc/con/agents/sysadmin/AGENTS.md
+SKILL=/etc/con/roles/sysadmin/skills/commission-agent.md
+OLD=$(cd "$(dirname "$0")" && pwd)/data/default-55f2e39
+hash() { sha256sum "$1" | cut -d' ' -f1; }
+
+section "upgrades: the record of installed files"
+stat_is "the record is root's, 0600" "$REC" "root:root 600"
+stat_is "...in a root-owned folder" /var/lib/conspiracyos "root:root 755"
+check_fail "...no agent can read it" as_user a-sysadmin cat "$REC"
+check_fail "...nor a member of con" as_user human1 cat "$REC"
+for f in /etc/con/con.yaml "$SYS" "$SKILL"; do
+        check "...it has $f with the SHA-256 of what was written" grep -qxF "$(hash "$f")  $f" "$REC"
+done
+check_eq "...one line per file of the profile" "$(find "$PROFILES/default" -type f | wc -l)" "$(grep -vc '^#' "$REC")"
+
+section "upgrades: a machine provisioned by an earlier version (no record)"
+# /etc/con as the default profile of commit 55f2e39 installed it, unedited; no record then.
+check "the 55f2e39 fixture is in the shipped history" \
+        grep -qxF "$(hash "$OLD/agents/sysadmin/AGENTS.md")  default/agents/sysadmin/AGENTS.md" "$PROFILES/profile-history.sha256"
+check_fail "...and differs from the profile now" \
+        cmp -s "$OLD/agents/sysadmin/AGENTS.md" "$PROFILES/default/agents/sysadmin/AGENTS.md"
+cp "$OLD/agents/sysadmin/AGENTS.md" "$SYS"
+cp "$OLD/roles/sysadmin/skills/commission-agent.md" "$SKILL"
+rm "$REC"
+check_output "dry run: the old files are updated" \
+        "^would update $SYS \(unedited since installed, profile changed\)$" con bootstrap --profile default --dry-run
+check_output "...both" "^would update $SKILL \(unedited since installed, profile changed\)$" echo "$LIB_OUT"
+check_same_file "...and the dry run changed nothing" "$OLD/agents/sysadmin/AGENTS.md" "$SYS"
+check_output "bootstrap --profile default succeeds without --force" \
+        "^update $SYS \(unedited since installed, profile changed\)$" con bootstrap --profile default
+check_same_file "...installs the profile's AGENTS.md" "$PROFILES/default/agents/sysadmin/AGENTS.md" "$SYS"
+check_same_file "...and skill" "$PROFILES/default/roles/sysadmin/skills/commission-agent.md" "$SKILL"
+stat_is "...and writes the record" "$REC" "root:root 600"
+check "...with the new version" grep -qxF "$(hash "$SYS")  $SYS" "$REC"
+check_output "a second run changes nothing" "nothing to change" con bootstrap --profile default
+cp "$OLD/agents/sysadmin/AGENTS.md" "$SYS"
+echo "# edited after 55f2e39" >>"$SYS"
+rm "$REC"
+check_status "an edited old file (no record): refused" 1 con bootstrap --profile default
+check_output "...naming it and the diff to run" \
+        "1 file in /etc/con was changed here.*: $SYS\. See the differences with: diff -u $PROFILES/default/agents/sysadmin/AGENTS.md $SYS\. .*--force.*without --profile" \
+        echo "$LIB_OUT"
+check_output "...the file is untouched" "# edited after 55f2e39" tail -1 "$SYS"
+check_fail "...and no record was written" test -e "$REC"
+check "--force replaces it" con bootstrap --profile default --force
+check_same_file "...with the profile's" "$PROFILES/default/agents/sysadmin/AGENTS.md" "$SYS"
+
+section "upgrades: the profile changed since bootstrap installed it (record)"
+# A copy of the profile stands for the next version of the package.
+NEW=$PROFILES/upgradetest
+cp -a "$PROFILES/default" "$NEW"
+check_output "the copy installs nothing new" "nothing to change" con bootstrap --profile upgradetest
+echo "# version 2" >>"$NEW/agents/sysadmin/AGENTS.md"
+rm "$NEW/roles/sysadmin/skills/heartbeat-audit.md"
+check_output "dry run: the changed file is updated" \
+        "^would update $SYS \(unedited since installed, profile changed\)$" con bootstrap --profile upgradetest --dry-run
+check_output "...the dropped one removed" \
+        "^would remove /etc/con/roles/sysadmin/skills/heartbeat-audit.md \(unedited since installed, no longer in the profile\)$" \
+        echo "$LIB_OUT"
+check_output "bootstrap replaces it silently" "^update $SYS \(unedited since installed, profile changed\)$" \
+        con bootstrap --profile upgradetest
+check_same_file "...with the new version" "$NEW/agents/sysadmin/AGENTS.md" "$SYS"
+check_fail "...removes the dropped file" test -e /etc/con/roles/sysadmin/skills/heartbeat-audit.md
+check_fail "...and forgets it" grep -q heartbeat-audit "$REC"
+check "...records the new version" grep -qxF "$(hash "$SYS")  $SYS" "$REC"
+check_output "a second run changes nothing" "nothing to change" con bootstrap --profile upgradetest
+
+section "upgrades: an admin's edit is refused, --force replaces it"
+echo "# admin edit" >>"$SYS"
+echo "# version 3" >>"$NEW/agents/sysadmin/AGENTS.md"
+sha256sum "$REC" >"$T/rec.sum"
+check_status "bootstrap refuses: exit status 1" 1 con bootstrap --profile upgradetest
+check_output "...naming the file, the diff to run, --force, and how to keep it" \
+        "1 file in /etc/con was changed here and differs from the profile in $NEW: $SYS\. See the differences with: diff -u $NEW/agents/sysadmin/AGENTS.md $SYS\. Then either add --force .* or keep it: run 'con bootstrap' without --profile" \
+        echo "$LIB_OUT"
+check_output "...the file is untouched" "# admin edit" tail -1 "$SYS"
+check "...and so is the record" sha256sum -c --quiet "$T/rec.sum"
+check_status "the dry run refuses too" 1 con bootstrap --profile upgradetest --dry-run
+check_output "...naming the file" "was changed here.*: $SYS\\." echo "$LIB_OUT"
+check_output "--force replaces it" "^replace $SYS \(changed here; --force\)$" con bootstrap --profile upgradetest --force
+check_same_file "...with the profile's" "$NEW/agents/sysadmin/AGENTS.md" "$SYS"
+check "...and records it" grep -qxF "$(hash "$SYS")  $SYS" "$REC"
+
+section "upgrades: an edited file the profile dropped is kept"
+W=/etc/con/roles/sysadmin/skills/writing-contracts.md
+echo "# admin edit" >>"$W"
+rm "$NEW/roles/sysadmin/skills/writing-contracts.md"
+check_output "bootstrap succeeds and says it kept the file" \
+        "warning: $W is no longer in the profile, but was changed here: kept" con bootstrap --profile upgradetest
+check_output "...the file is there, edited" "# admin edit" tail -1 "$W"
+check_fail "...the record forgets it" grep -q writing-contracts "$REC"
+check_output "a second run says nothing more" "nothing to change" con bootstrap --profile upgradetest
+check_fail "...no warning" grep -q "writing-contracts" <<<"$LIB_OUT"
+
+section "con-provisiond's runs (--add-dropin) leave the record alone"
+sha256sum "$REC" >"$T/rec.sum"
+printf 'agents:\n  - name: extra\n    tier: worker\n' >"$T/extra.yaml"
+check "bootstrap --add-dropin" con bootstrap --add-dropin "$T/extra.yaml"
+check "...the record is as it was" sha256sum -c --quiet "$T/rec.sum"
+check "bootstrap --remove-dropin" con bootstrap --remove-dropin extra.yaml
+check "...the record is as it was" sha256sum -c --quiet "$T/rec.sum"
 
 finish

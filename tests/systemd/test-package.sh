@@ -19,8 +19,9 @@ none_found() { # none_found FIND-ARGS...: prints the paths found, succeeds when 
         [ -z "$f" ] || { printf '%s\n' "$f"; return 1; }
 }
 fabric_units="conspiracyos.target con-routerd.service con-contractd.service con-modeld.service"
-# Everything `con bootstrap` generates under /etc (docs/DEPLOY.md), and what the purge must remove.
-generated="/etc/con /etc/dbus-1/system.d/org.conspiracy.conf /etc/polkit-1/rules.d/50-conspiracy.rules /etc/sysusers.d/conspiracyos.conf
+# Everything `con bootstrap` generates under /etc and /var/lib (docs/DEPLOY.md), and what the purge
+# must remove.
+generated="/etc/con /var/lib/conspiracyos/installed-files /var/lib/conspiracyos /etc/dbus-1/system.d/org.conspiracy.conf /etc/polkit-1/rules.d/50-conspiracy.rules /etc/sysusers.d/conspiracyos.conf
            /etc/systemd/system/multi-user.target.wants/conspiracyos.target /etc/systemd/system/conspiracyos.target.wants"
 
 section "a machine without ConspiracyOS"
