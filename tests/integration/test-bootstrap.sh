@@ -365,6 +365,14 @@ check_output "dry run: the changed file is updated" \
 check_output "...the dropped one removed" \
         "^would remove /etc/con/roles/sysadmin/skills/heartbeat-audit.md \(unedited since installed, no longer in the profile\)$" \
         echo "$LIB_OUT"
+cp "$SYS" "$T/sys.before"
+sha256sum "$REC" >"$T/rec.sum"
+# The changes, in order: the update, the removal, the record (last).
+check_status "a run that fails before its 3rd change (the record)" 1 env CON_TEST_BOOTSTRAP_FAIL_AT=3 con bootstrap --profile upgradetest
+check_output "...is rolled back" "rolled back \(2 changes reverted\)" echo "$LIB_OUT"
+check_same_file "...the updated file has its old content" "$T/sys.before" "$SYS"
+check "...the removed file is back" test -f /etc/con/roles/sysadmin/skills/heartbeat-audit.md
+check "...the record is as it was" sha256sum -c --quiet "$T/rec.sum"
 check_output "bootstrap replaces it silently" "^update $SYS \(unedited since installed, profile changed\)$" \
         con bootstrap --profile upgradetest
 check_same_file "...with the new version" "$NEW/agents/sysadmin/AGENTS.md" "$SYS"
