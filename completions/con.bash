@@ -171,6 +171,7 @@ _con() {
                 1) [[ ${positional[1]} == remove ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
                 esac
                 ;;
+        mesh) ((n == 0)) && _con_reply "$cur" status ;;
         policy)
                 case $n in
                 0) _con_reply "$cur" show check query ;;

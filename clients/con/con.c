@@ -31,6 +31,7 @@ static const struct {
         { "quarantine",  verb_quarantine,  "quarantine an agent" },
         { "release",     verb_release,     "end an agent's quarantine" },
         { "policy",      verb_policy,      "show the access policy, check the four doors against it" },
+        { "mesh",        verb_mesh,        "the hosts of the mesh: joined, tasks waiting, lag (con-meshd)" },
 };
 
 int con_fail(int status, const char *fmt, ...) {

@@ -39,6 +39,8 @@ int verb_release(int argc, char *argv[]);
 int verb_agent(int argc, char *argv[]);
 /* con-policy.c */
 int verb_policy(int argc, char *argv[]);
+/* con-mesh.c */
+int verb_mesh(int argc, char *argv[]);
 
 /* con-enable.c: the enablement links under /etc/systemd/system for the config at CONFIG_PATH;
  * under systemd also daemon-reload and start. 0 or a CON_EXIT_* status (message printed). */

@@ -46,6 +46,7 @@ typedef enum JobKind {
         JOB_TERM,               /* worker: natsMsg_Term (never redelivered) */
         JOB_INCOMING,           /* fetch thread -> loop: a message */
         JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
+        JOB_STATUS,             /* worker: stream and consumer info, answered by the loop (GetStatus) */
 } JobKind;
 
 typedef struct Job Job;
@@ -61,6 +62,9 @@ struct Job {
         bool is_result;
         int error;              /* the worker's outcome: 0 or a negative errno */
         char *error_text;
+        MeshStreamStatus *streams;      /* STATUS */
+        size_t n_streams;
+        char *server;                   /* STATUS: the server connected to */
 };
 
 typedef struct Outgoing {      /* a task this host sent, and its result */
@@ -116,6 +120,8 @@ static void job_free(Job *j) {
         free(j->data);
         free(j->task_id);
         free(j->error_text);
+        free(j->server);
+        mesh_stream_status_free_many(j->streams, j->n_streams);
         if (j->msg)
                 natsMsg_Destroy(j->msg);
         sd_bus_message_unref(j->call);
@@ -340,6 +346,54 @@ static void *fetch_thread(void *p) {
         }
 }
 
+/* GetStatus: JetStream's view of the mesh's streams (all hosts') and of their consumers. In the
+ * worker: these are requests to the server. */
+static natsStatus collect_status(Mesh *m, Job *j, jsErrCode *jerr) {
+        jsStreamInfoList *list = NULL;
+        char url[256];
+
+        if (natsConnection_GetConnectedUrl(m->nc, url, sizeof(url)) == NATS_OK && url[0])
+                j->server = strdup(url);
+        natsStatus s = js_Streams(&list, m->js, NULL, jerr);
+        if (s == NATS_NOT_FOUND)
+                return NATS_OK;         /* no stream at all */
+        if (s != NATS_OK)
+                return s;
+        j->streams = calloc((size_t) list->Count, sizeof(*j->streams));
+        if (!j->streams && list->Count > 0) {
+                jsStreamInfoList_Destroy(list);
+                return NATS_NO_MEMORY;
+        }
+        for (int i = 0; i < list->Count; i++) {
+                jsStreamInfo *si = list->List[i];
+                MeshStreamStatus *st = &j->streams[j->n_streams];
+                if (!si || !si->Config || mesh_stream_parse(si->Config->Name, &st->kind, &st->host) < 0)
+                        continue;
+                st->name = strdup(si->Config->Name);
+                if (!st->name) {
+                        free(st->host);
+                        st->host = NULL;
+                        continue;
+                }
+                st->messages = si->State.Msgs;
+                st->bytes = si->State.Bytes;
+                if (si->State.Msgs > 0 && si->State.FirstTime > 0)
+                        st->oldest_usec = (uint64_t) si->State.FirstTime / 1000;
+                jsConsumerInfo *ci = NULL;
+                jsErrCode e2 = 0;
+                if (js_GetConsumerInfo(&ci, m->js, st->name, DURABLE, NULL, &e2) == NATS_OK && ci) {
+                        st->consumer = true;
+                        st->pending = ci->NumPending;
+                        st->ack_pending = ci->NumAckPending > 0 ? (uint64_t) ci->NumAckPending : 0;
+                        st->redelivered = ci->NumRedelivered > 0 ? (uint64_t) ci->NumRedelivered : 0;
+                        jsConsumerInfo_Destroy(ci);
+                }
+                j->n_streams++;
+        }
+        jsStreamInfoList_Destroy(list);
+        return NATS_OK;
+}
+
 static void run_job(Mesh *m, Job *j) {
         natsStatus s = NATS_OK;
         jsErrCode jerr = 0;
@@ -367,6 +421,13 @@ static void run_job(Mesh *m, Job *j) {
                 jsPubAck_Destroy(pa);
                 break;
         }
+        case JOB_STATUS:
+                if (!m->connected) {
+                        j->error = -ENOTCONN;
+                        break;
+                }
+                s = collect_status(m, j, &jerr);
+                break;
         case JOB_ACK:
                 s = natsMsg_Ack(j->msg, NULL);
                 break;
@@ -436,7 +497,7 @@ static void *worker_thread(void *p) {
                 if (stop)
                         return NULL;
                 run_job(m, j);
-                if (j->kind == JOB_PUBLISH)
+                if (j->kind == JOB_PUBLISH || j->kind == JOB_STATUS)
                         hand_to_loop(m, j);
                 else {
                         /* The message is done with: let its fetch thread take more. */
@@ -819,6 +880,59 @@ static void handle_published(Mesh *m, Job *j) {
         (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
 }
 
+/* GetStatus's answer: the gateway's own counts, and the streams as the worker found them. */
+static void handle_status(Mesh *m, Job *j) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        size_t waiting = 0;
+        int r;
+
+        for (size_t i = 0; i < m->n_out; i++)
+                if (!m->out[i].done)
+                        waiting++;
+        pthread_mutex_lock(&m->lock);
+        bool connected = m->connected && m->nc && natsConnection_Status(m->nc) == NATS_CONN_STATUS_CONNECTED;
+        pthread_mutex_unlock(&m->lock);
+
+        r = sd_bus_message_new_method_return(j->call, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r >= 0)
+                r = con_bus_append_entry(reply, "host", "s", m->config->mesh.host);
+        if (r >= 0)
+                r = con_bus_append_entry(reply, "connected", "b", (int) connected);
+        if (r >= 0 && j->server)
+                r = con_bus_append_entry(reply, "server", "s", j->server);
+        if (r >= 0)
+                r = con_bus_append_entry(reply, "retention_usec", "t", (uint64_t) m->config->mesh.retention_usec);
+        if (r >= 0)
+                r = con_bus_append_entry(reply, "sent_waiting", "t", (uint64_t) waiting);
+        if (r >= 0)
+                r = con_bus_append_entry(reply, "delivered_running", "t", (uint64_t) m->n_dl);
+        if (r >= 0 && j->error)
+                r = con_bus_append_entry(reply, "error", "s",
+                                         j->error == -ENOTCONN ? "not connected to a NATS server yet" :
+                                         (j->error_text ?: strerror(-j->error)));
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ssstttbttt)");
+        for (size_t i = 0; r >= 0 && i < j->n_streams; i++) {
+                const MeshStreamStatus *st = &j->streams[i];
+                r = sd_bus_message_append(reply, "(ssstttbttt)", st->name, st->host,
+                                          st->kind == MESH_KIND_TASK ? "task" : "result", st->messages, st->bytes,
+                                          st->oldest_usec, (int) st->consumer, st->pending, st->ack_pending,
+                                          st->redelivered);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Cannot answer GetStatus: %m");
+                (void) sd_bus_reply_method_errno(j->call, r, NULL);
+        }
+}
+
 static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused_, void *userdata) {
         Mesh *m = userdata;
         uint64_t n;
@@ -841,6 +955,9 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                         break;
                 case JOB_PUBLISH:
                         handle_published(m, j);
+                        break;
+                case JOB_STATUS:
+                        handle_status(m, j);
                         break;
                 case JOB_INCOMING: {
                         natsMsg *msg = TAKE_PTR(j->msg);
@@ -1025,6 +1142,26 @@ static int method_get_result_info(sd_bus_message *msg, void *userdata, sd_bus_er
         return result_common(msg, userdata, true, error);
 }
 
+static int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
+        Mesh *m = userdata;
+        pthread_mutex_lock(&m->lock);
+        bool connected = m->connected;
+        pthread_mutex_unlock(&m->lock);
+        if (!connected) {
+                /* The worker is still trying to connect: nothing to ask JetStream. */
+                Job nc = { .kind = JOB_STATUS, .call = msg, .error = -ENOTCONN };
+                handle_status(m, &nc);
+                return 1;
+        }
+        Job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        j->kind = JOB_STATUS;
+        j->call = sd_bus_message_ref(msg);
+        queue_job(m, j);        /* the worker asks JetStream; the loop answers (handle_status) */
+        return 1;
+}
+
 static int property_host(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
                          const char *property _unused_, sd_bus_message *reply, void *userdata,
                          sd_bus_error *error _unused_) {
@@ -1052,6 +1189,9 @@ const sd_bus_vtable mesh_vtable[] = {
                                 method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
                                 SD_BUS_RESULT("s", status, "s", text, "a{sv}", info), method_get_result_info,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("GetStatus", SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a{sv}", status, "a(ssstttbttt)", streams), method_get_status,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("TaskCompleted", SD_BUS_ARGS("s", task_id, "s", sender, "s", status), 0),
         SD_BUS_VTABLE_END

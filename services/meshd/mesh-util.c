@@ -24,6 +24,36 @@ int mesh_stream(MeshKind k, const char *host, char **ret) {
         return asprintf(ret, "con-%s-%s", k == MESH_KIND_TASK ? "task" : "result", host) < 0 ? -ENOMEM : 0;
 }
 
+int mesh_stream_parse(const char *name, MeshKind *ret_kind, char **ret_host) {
+        static const struct {
+                const char *prefix;
+                MeshKind kind;
+        } kinds[] = { { "con-task-", MESH_KIND_TASK }, { "con-result-", MESH_KIND_RESULT } };
+
+        if (!name)
+                return -EINVAL;
+        for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
+                const char *host = startswith(name, kinds[i].prefix);
+                if (!host || !con_mesh_host_valid(host))
+                        continue;
+                char *h = strdup(host);
+                if (!h)
+                        return -ENOMEM;
+                *ret_kind = kinds[i].kind;
+                *ret_host = h;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(s[i].name);
+                free(s[i].host);
+        }
+        free(s);
+}
+
 void mesh_task_done(MeshTask *t) {
         free(t->id);
         free(t->from);

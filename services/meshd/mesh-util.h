@@ -33,6 +33,23 @@ typedef enum MeshKind {
 int mesh_subject(MeshKind k, const char *host, char **ret);
 /* con-task-<host> / con-result-<host> */
 int mesh_stream(MeshKind k, const char *host, char **ret);
+/* The inverse, for the names JetStream lists: 0 with the kind and the host for con-task-<host>
+ * and con-result-<host> (a valid host name), -EINVAL for any other stream, -ENOMEM. */
+int mesh_stream_parse(const char *name, MeshKind *ret_kind, char **ret_host);
+
+/* What `con mesh status` shows of one stream (GetStatus, docs/MULTIHOST.md). */
+typedef struct MeshStreamStatus {
+        char *name, *host;
+        MeshKind kind;
+        uint64_t messages, bytes;
+        uint64_t oldest_usec;   /* CLOCK_REALTIME of the oldest message waiting, 0: none */
+        bool consumer;          /* the durable consumer of the host's gateway exists: it joined */
+        uint64_t pending;       /* messages the consumer has not been given yet */
+        uint64_t ack_pending;   /* given to the gateway, not yet acknowledged */
+        uint64_t redelivered;
+} MeshStreamStatus;
+
+void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n);
 
 typedef struct MeshTask {
         char *id;

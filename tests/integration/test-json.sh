@@ -169,6 +169,34 @@ check "con audit --json: one record per line, each the log's own line" bash -c \
          jq -e -s 'length == 5 and all(.[]; $AUDIT)' '$T/audit' >/dev/null &&
          tail -n 5 /srv/con/logs/audit/audit.jsonl | cmp - '$T/audit'"
 
+section "con mesh status: a mesh of one host (a nats-server on loopback)"
+_lib_run con mesh status --json
+check_eq "con mesh status --json without a gateway (no mesh: section): exit 1" 1 "$LIB_RC"
+check_output "... saying why, on standard error only" 'mesh gateway .* is not on the bus' \
+        bash -c 'con mesh status --json 2>&1 >/dev/null; true'
+check_eq "... and nothing on standard output" "" "$(con mesh status --json 2>/dev/null)"
+check "nats-server is installed" command -v nats-server
+nats-server -js -a 127.0.0.1 -p 4222 -sd "$T/jetstream" -l "$T/nats.log" &
+NATS_PID=$!
+trap 'kill "$NATS_PID" 2>/dev/null; _lib_exit' EXIT
+check "nats-server listens on 127.0.0.1:4222" wait_for 15 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'
+printf 'mesh:\n  host: json-test\n  servers: [nats://127.0.0.1:4222]\n' >>/etc/con/con.yaml
+check "con bootstrap with mesh:" con bootstrap
+check "con up starts the gateway" con up
+check "the gateway is connected" wait_for 15 bash -c \
+        'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"'
+STREAM="$(keys_are '["stream","messages","bytes","oldest","lag_sec","consumer","pending","ack_pending","redelivered"]') and
+        (.stream|$J_STR) and (.oldest|$(or_null "$J_STR")) and (.consumer|$J_BOOL) and
+        ([.messages,.bytes,.lag_sec,.pending,.ack_pending,.redelivered] | all(.[]; $J_INT))"
+MESHHOST="$(keys_are '["host","self","joined","tasks","results"]') and (.host|$J_STR) and (.self|$J_BOOL) and
+        (.joined|$J_BOOL) and (.tasks|$STREAM) and (.results|$STREAM)"
+json_ok "con mesh status --json: this host's streams" mesh \
+        "$(keys_are '["host","connected","server","retention_sec","sent_waiting","delivered_running","hosts"]') and
+         .host == \"json-test\" and .connected == true and (.server|$J_STR) and (.retention_sec|$J_INT) and
+         (.sent_waiting|$J_INT) and (.delivered_running|$J_INT) and
+         (.hosts|length == 1 and all(.[]; $MESHHOST) and .[0].self and .[0].joined and
+          .[0].tasks.stream == \"con-task-json-test\")" con mesh status --json
+
 section "every data verb is covered, and 'con help VERB' is 'con VERB --help'"
 verbs=$(con --help | awk '/^Commands:/ { f = 1; next } f && /^  [a-z]/ { print $1 }')
 check "con --help lists verbs" test -n "$verbs"

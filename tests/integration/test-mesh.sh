@@ -166,6 +166,18 @@ check_output "org.conspiracy.Mesh1 Host is host-a" '^s "host-a"$' \
 check "the gateway is connected" wait_for 15 bash -c \
         'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"'
 
+section "con mesh status"
+check "host-b's gateway joined (its consumer on con-task-host-b)" wait_for 15 bash -c \
+        'con mesh status --json | jq -e ".hosts[] | select(.host == \"host-b\") | .joined"'
+check_output "con mesh status: connected, this host and host-b, both joined" \
+        'connected to nats://10\.77\.0\.1:4222' con mesh status
+check_output "... host-a's row (this host), joined" '^host-a \(this\) +yes +0 ' echo "$LIB_OUT"
+check_output "... host-b's row, joined, nothing waiting" '^host-b +yes +0 +- ' echo "$LIB_OUT"
+check_output "con mesh status --json: this host, connected, its server, retention 7 days" \
+        '^host-a true nats://10.77.0.1:4222 604800 true$' \
+        bash -c 'con mesh status --json | jq -r "\"\(.host) \(.connected) \(.server) \(.retention_sec) \(.hosts[0].self)\""'
+check_output "... any user may ask (no task text in it)" '"host":"host-b"' as_user bob con mesh status --json
+
 section "a task from host-a answered on host-b"
 check_output "con-send --to sysadmin@host-b: answered by host-b's sysadmin, sender alice@host-a" \
         '^sender=alice@host-a agent=sysadmin text=hello from a$' \
@@ -256,6 +268,10 @@ check_output "con-send --no-wait: accepted while host-b is away (JetStream has i
         as_user alice timeout 20 con-send --no-wait --id mesh-wait-1 --to sysadmin@host-b while you were away
 sleep 1
 check_output "... still submitted: nobody took it" '^ss "submitted" ""$' result_of alice mesh-wait-1
+check_output "con mesh status: the task waits in host-b's stream (depth 1), its lag counted" \
+        '^1 [0-9]+ true$' bash -c 'con mesh status --json |
+                jq -r ".hosts[] | select(.host == \"host-b\") | \"\(.tasks.messages) \(.tasks.lag_sec) \(.tasks.oldest != null)\""'
+check_output "... and in the table" '^host-b +yes +1 +[0-9]+s ' con mesh status
 touch "$SHARED/resume"
 check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 # Within 10 s: a task the stopping gateway fetched but never handled is given back (nak), not left
@@ -263,6 +279,8 @@ check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 check "the waiting task is delivered and answered (within 10 s)" wait_for 10 bash -c \
         "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-wait-1 | grep -q completed"
 check_output "... by host-b's sysadmin, exactly once" 'text=while you were away' result_of alice mesh-wait-1
+check_output "con mesh status: host-b's stream is empty again" '^0$' bash -c \
+        'con mesh status --json | jq -r ".hosts[] | select(.host == \"host-b\") | .tasks.messages"'
 
 section "without a mesh: section the gateway has nothing to do"
 printf 'agents:\n  - name: concierge\n' >"$T/nomesh.yaml"

@@ -48,6 +48,8 @@ expect "con bootstrap --profile <Tab>" "con bootstrap --profile " "default minim
 expect "con help ta<Tab>: verbs" "con help ta" "task tasks"
 expect "con audit <Tab>: verify" "con audit " "verify"
 expect "con policy <Tab>: its subcommands" "con policy " "check query show"
+expect "con mesh <Tab>: its subcommand" "con mesh " "status"
+expect "con mesh status --<Tab>: its options" "con mesh status --" "--help --json"
 expect "con agent <Tab>: its subcommands" "con agent " "add list remove"
 expect "con agent add x --tier <Tab>: the tiers" "con agent add x --tier " "officer operator worker"
 expect "con policy query root <Tab>: the policy's verbs" "con policy query root " \

@@ -28,6 +28,24 @@ static void test_names(void) {
         g_assert_cmpint(mesh_subject(MESH_KIND_RESULT, "a", &s), ==, 0);
         g_assert_cmpstr(s, ==, "con.result.a");
         free(s);
+        /* stream names back to kind and host (GetStatus lists JetStream's streams) */
+        MeshKind k = MESH_KIND_RESULT;
+        char *h = NULL;
+        g_assert_cmpint(mesh_stream_parse("con-task-host-b", &k, &h), ==, 0);
+        g_assert_cmpint(k, ==, MESH_KIND_TASK);
+        g_assert_cmpstr(h, ==, "host-b");
+        free(h);
+        g_assert_cmpint(mesh_stream_parse("con-result-a", &k, &h), ==, 0);
+        g_assert_cmpint(k, ==, MESH_KIND_RESULT);
+        g_assert_cmpstr(h, ==, "a");
+        free(h);
+        const char *not_ours[] = { "con-task-", "con-task-Host", "con-task-host-", "con-results-a", "orders",
+                                   "con-task-a.b", "xcon-task-a", "" };
+        for (size_t i = 0; i < G_N_ELEMENTS(not_ours); i++) {
+                h = NULL;
+                g_assert_cmpint(mesh_stream_parse(not_ours[i], &k, &h), ==, -EINVAL);
+                g_assert_null(h);
+        }
         g_assert_cmpint(mesh_stream(MESH_KIND_TASK, "host-b", &s), ==, 0);
         g_assert_cmpstr(s, ==, "con-task-host-b");
         free(s);
