@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* conffile.h: the record/history format, the upgrade decisions, and the shipped history
  * (configs/profile-history.sha256) against the profiles in the checkout. The two files parsed are
- * written by root (the record, 0600) or shipped with the package (the history): no one else can
- * write them, so a unit test of the parser stands in for a fuzz target. */
+ * written by root (the record, 0600) or shipped with the package (the history); the parser has a
+ * fuzz target too (tests/fuzz/fuzz-conffile.c). */
 #include <errno.h>
 #include <ftw.h>
 #include <stdlib.h>
