@@ -71,6 +71,15 @@ _con_task_ids() {
 # _con_reply CUR WORDS...: COMPREPLY from the words that start with CUR. A CUR of the form
 # --option=value completes the value; when '=' breaks words, readline replaces only the part
 # after it, so the reply leaves '--option=' out.
+# The installed profiles: the folders with a con.yaml (not profile-history.sha256 next to them).
+_con_profiles() {
+        local d out=""
+        for d in /usr/share/conspiracyos/profiles/*/con.yaml; do
+                [[ -f $d ]] && d=${d%/con.yaml} && out+="${d##*/} "
+        done
+        echo "${out:-default minimal}"
+}
+
 _con_reply() {
         local cur=$1 prefix="" w
         shift
@@ -140,7 +149,7 @@ _con() {
         case $prev in
         --config|-c) _con_reply_files "$cur"; return ;;
         --dir|--contracts-dir) _con_reply_files "$cur" dirs; return ;;
-        --profile|-p) _con_reply "$cur" "$(ls /usr/share/conspiracyos/profiles 2>/dev/null || echo default minimal)"; return ;;
+        --profile|-p) _con_reply "$cur" "$(_con_profiles)"; return ;;
         --lines|-n|--timeout|--reason) COMPREPLY=(); return ;;
         --tier) _con_reply "$cur" officer operator worker; return ;;
         --mode) _con_reply "$cur" on-demand always cron; return ;;
