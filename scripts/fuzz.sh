@@ -90,7 +90,7 @@ for t in "${targets[@]}"; do
         # Per-target libFuzzer options. result: an input with flags 2 or 3 makes a 1 MiB round trip
         # through the queue (about 100 ms of CPU under the instrumentation, the others under 1 ms)
         # and the entropic schedule kept picking them; scaled by execution time it picks the cheap
-        # ones more (about 14 times the executions per CPU second, docs/RELIABILITY.md).
+        # ones more (about 16 times the executions per CPU second, docs/RELIABILITY.md).
         extra=()
         case "$t" in
         result) extra=(-entropic_scale_per_exec_time=1) ;;
