@@ -723,6 +723,31 @@ static char *service_config_error(sd_bus *bus, const char *name, const char *pat
         return s;
 }
 
+/* The tasks sent from here to agents of other hosts (ListTasks on the mesh gateway,
+ * docs/MULTIHOST.md), positioned inside their array of (task_id, to, state, sender); 0 when this
+ * host has no gateway on the bus. */
+static int mesh_list_tasks(sd_bus *bus, sd_bus_message **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        if (!bus || !name_has_owner(bus, CON_MESH_BUS_NAME))
+                return 0;
+        int r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "ListTasks", &e, &reply,
+                                   NULL);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(ssss)");
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(reply);
+        return 1;
+}
+
+/* A remote task's state as a task status (the A2A names): accepted, queued at the remote
+ * agent, is submitted. */
+static const char *mesh_state_a2a(const char *state) {
+        return streq(state, "accepted") ? "submitted" : con_task_state_a2a(state) ?: state;
+}
+
 static int show_agents(int argc, char *argv[], bool full_status) {
         const char *verb = full_status ? "status" : "agents";
         _cleanup_free_ char *config_error = NULL;
@@ -880,6 +905,39 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                                con_mode_to_string(a->mode), bn, !bus ? "unknown" : running ? "yes" : "no",
                                isempty(roles) ? "-" : roles);
         }
+        if (full_status) {
+                /* Tasks sent to other hosts and not finished, with the state their host reported. */
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *mesh = NULL;
+                const char *id, *to, *st, *sender;
+                int connected = 0;
+                r = mesh_list_tasks(bus, &mesh);
+                if (r <= 0)
+                        cJSON_AddNullToObject(root, "mesh");
+                else {
+                        (void) sd_bus_get_property_trivial(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE,
+                                                           "Connected", NULL, 'b', &connected);
+                        cJSON *jm = cJSON_AddObjectToObject(root, "mesh");
+                        cJSON_AddBoolToObject(jm, "connected", connected);
+                        cJSON *jt = cJSON_AddArrayToObject(jm, "tasks");
+                        if (!c.json)
+                                printf("\nmesh        %s\n%-44s %-24s %-10s %s\n",
+                                       connected ? "connected" : "not connected (see 'con mesh status')",
+                                       "REMOTE TASK", "TO", "STATE", "SENDER");
+                        while ((r = sd_bus_message_read(mesh, "(ssss)", &id, &to, &st, &sender)) > 0) {
+                                if (con_task_state_is_final(st))
+                                        continue;
+                                cJSON *o = cJSON_CreateObject();
+                                cJSON_AddItemToArray(jt, o);
+                                cJSON_AddStringToObject(o, "task_id", id);
+                                cJSON_AddStringToObject(o, "agent", to);
+                                cJSON_AddStringToObject(o, "status", mesh_state_a2a(st));
+                                cJSON_AddStringToObject(o, "state", st);
+                                cJSON_AddStringToObject(o, "sender", sender);
+                                if (!c.json)
+                                        printf("%-44s %-24s %-10s %s\n", id, to, st, sender);
+                        }
+                }
+        }
         if (c.json)
                 print_json(full_status ? root : jagents);
         return config_error ? CON_EXIT_CONFIG : CON_EXIT_OK;
@@ -900,7 +958,9 @@ static const char tasks_usage[] =
         "\n"
         "List the tasks the agents know (ListTasks): id, status, sender. You see your own tasks;\n"
         "root sees all. Without AGENT every configured agent is asked (on-demand agents are\n"
-        "started for that and exit again when idle).\n"
+        "started for that and exit again when idle), and the mesh gateway for the tasks sent to\n"
+        "agents of other hosts (AGENT@HOST: only those), with the state their host reported:\n"
+        "submitted, accepted, working, completed, failed, canceled (--json: accepted is submitted).\n"
         "\n"
         "Exit status: 0 ok, 1 an agent could not be asked, 2 usage error, 4 invalid configuration.\n";
 
@@ -921,8 +981,13 @@ int verb_tasks(int argc, char *argv[]) {
                 only = argv[optind];
         if (load_config(&c, &config) < 0)
                 return CON_EXIT_CONFIG;
-        if (only && !con_config_find_agent(config, only))
+        if (only && !strchr(only, '@') && !con_config_find_agent(config, only))
                 return con_fail(CON_EXIT_USAGE, "tasks: no agent '%s' in %s (see 'con agents')", only, c.config);
+        if (only && strchr(only, '@')) {
+                _cleanup_free_ char *agent = NULL, *host = NULL;
+                if (con_mesh_target_split(only, &agent, &host) < 0)
+                        return con_fail(CON_EXIT_USAGE, "tasks: '%s' is not AGENT@HOST", only);
+        }
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
@@ -960,6 +1025,29 @@ int verb_tasks(int argc, char *argv[]) {
                 if (r < 0) {
                         con_fail(CON_EXIT_FAILURE, "tasks: bad reply from %s: %s", a->name, strerror(-r));
                         status = CON_EXIT_FAILURE;
+                }
+        }
+        /* Tasks sent from here to agents of other hosts, with the state their host reported. */
+        if (!only || strchr(only, '@')) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *mesh = NULL;
+                const char *id, *to, *st, *sender;
+                r = mesh_list_tasks(bus, &mesh);
+                if (r < 0) {
+                        con_fail(CON_EXIT_FAILURE, "tasks: cannot ask the mesh gateway: %s", strerror(-r));
+                        status = CON_EXIT_FAILURE;
+                }
+                while (r > 0 && (r = sd_bus_message_read(mesh, "(ssss)", &id, &to, &st, &sender)) > 0) {
+                        if (only && !streq(only, to))
+                                continue;
+                        if (c.json) {
+                                cJSON *o = cJSON_CreateObject();
+                                cJSON_AddStringToObject(o, "agent", to);
+                                cJSON_AddStringToObject(o, "task_id", id);
+                                cJSON_AddStringToObject(o, "status", mesh_state_a2a(st));
+                                cJSON_AddStringToObject(o, "sender", sender);
+                                cJSON_AddItemToArray(root, o);
+                        } else
+                                printf("%-20s %-44s %-10s %s\n", to, id, st, sender);
                 }
         }
         if (c.json)
@@ -1070,6 +1158,65 @@ static int show_transcript(sd_bus *bus, const char *bn, const char *agent, const
         return CON_EXIT_OK;
 }
 
+/* con task ID for a task sent to another host: GetResultInfo of the mesh gateway, whose info also
+ * names the host, the agent and the state. */
+static int show_mesh_task(sd_bus_message *reply, const char *id, bool json) {
+        const char *st, *text, *host = "", *agent = "", *state = NULL;
+        int truncated = 0, replaced = 0, r;
+        uint64_t size = 0;
+
+        r = sd_bus_message_read(reply, "ss", &st, &text);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key;
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        break;
+                if (streq(key, "host"))
+                        r = sd_bus_message_read(reply, "v", "s", &host);
+                else if (streq(key, "agent"))
+                        r = sd_bus_message_read(reply, "v", "s", &agent);
+                else if (streq(key, "state"))
+                        r = sd_bus_message_read(reply, "v", "s", &state);
+                else if (streq(key, "truncated"))
+                        r = sd_bus_message_read(reply, "v", "b", &truncated);
+                else if (streq(key, "replaced"))
+                        r = sd_bus_message_read(reply, "v", "b", &replaced);
+                else if (streq(key, "size"))
+                        r = sd_bus_message_read(reply, "v", "t", &size);
+                else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        }
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "task: the mesh gateway sent an unreadable reply: %s", strerror(-r));
+        _cleanup_free_ char *to = NULL;
+        if (asprintf(&to, "%s@%s", agent, host) < 0)
+                return con_fail(CON_EXIT_FAILURE, "out of memory");
+        if (json) {
+                _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "task_id", id);
+                cJSON_AddStringToObject(o, "agent", to);
+                cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
+                cJSON_AddStringToObject(o, "text", text);
+                cJSON_AddBoolToObject(o, "truncated", truncated);
+                cJSON_AddBoolToObject(o, "replaced", replaced);
+                con_json_add_u64(o, "size", size);
+                print_json(o);
+                return CON_EXIT_OK;
+        }
+        printf("task:   %s\nagent:  %s (another host, through the mesh)\nstatus: %s\n", id, to, state ?: st);
+        if (*text) {
+                fputc('\n', stdout);
+                print_terminal_safe(text);
+                if (text[strlen(text) - 1] != '\n')
+                        fputc('\n', stdout);
+        }
+        return CON_EXIT_OK;
+}
+
 int verb_task(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -1133,6 +1280,17 @@ int verb_task(int argc, char *argv[]) {
                                 printf("\n%s%s", text, text[strlen(text) - 1] == '\n' ? "" : "\n");
                 }
                 return CON_EXIT_OK;
+        }
+        /* A task sent to an agent of another host: the mesh gateway has its state and result. */
+        if (!c.transcript && name_has_owner(bus, CON_MESH_BUS_NAME)) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "GetResultInfo", &e,
+                                       &reply, "s", id);
+                if (r < 0 && sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                        denied_by = "the mesh gateway";
+                if (r >= 0)
+                        return show_mesh_task(reply, id, c.json);
         }
         if (denied_by)
                 return con_fail(CON_EXIT_FAILURE, "task: %s knows task %s, but only its submitter and root may read it",

@@ -47,6 +47,8 @@ typedef enum JobKind {
         JOB_INCOMING,           /* fetch thread -> loop: a message */
         JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
         JOB_STATUS,             /* worker: stream and consumer info, answered by the loop (GetStatus) */
+        JOB_PUBLISH_STATE,      /* worker: a state event, plain NATS (natsConnection_Publish) */
+        JOB_STATE,              /* NATS's thread -> loop: a state event for a task sent from here */
 } JobKind;
 
 typedef struct Job Job;
@@ -70,6 +72,7 @@ struct Job {
 typedef struct Outgoing {      /* a task this host sent, and its result */
         char *id, *agent, *host, *sender;
         uid_t uid;
+        const char *state;      /* submitted, accepted, working (state events) until done */
         bool done;
         MeshResult result;
 } Outgoing;
@@ -86,7 +89,7 @@ struct Mesh {
         sd_event *event;
         sd_bus *bus;
         ConAuthz *authz;
-        sd_bus_slot *object, *completed_match;
+        sd_bus_slot *object, *completed_match, *started_match;
         sd_event_source *wake;
         int efd;
         int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
@@ -104,6 +107,7 @@ struct Mesh {
         natsConnection *nc;
         jsCtx *js;
         natsSubscription *sub[2];
+        natsSubscription *state_sub;    /* con.state.<host>: the state of tasks sent from here */
 
         Outgoing *out;
         size_t n_out;
@@ -258,6 +262,22 @@ static natsStatus pull_subscribe(Mesh *m, MeshKind k, jsErrCode *jerr) {
         return js_PullSubscribe(&m->sub[k], m->js, subject, DURABLE, NULL, &so, jerr);
 }
 
+/* NATS's own delivery thread: the event goes to the loop as it came (the loop parses it). */
+static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
+        Mesh *m = closure;
+        Job *j = calloc(1, sizeof(*j));
+        int len = natsMsg_GetDataLength(msg);
+        if (j && len > 0 && (size_t) len <= MESH_PAYLOAD_MAX && (j->data = malloc((size_t) len + 1))) {
+                memcpy(j->data, natsMsg_GetData(msg), (size_t) len);
+                j->data[len] = 0;
+                j->len = (size_t) len;
+                j->kind = JOB_STATE;
+                hand_to_loop(m, j);
+        } else
+                free(j);
+        natsMsg_Destroy(msg);
+}
+
 static int connect_nats(Mesh *m, char **ret_error) {
         natsOptions *o = NULL;
         natsStatus s;
@@ -284,12 +304,19 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = add_stream(m, k, m->config->mesh.host, &jerr);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
                 s = pull_subscribe(m, k, &jerr);
+        if (s == NATS_OK) {
+                _cleanup_free_ char *subject = NULL;
+                s = mesh_state_subject(m->config->mesh.host, &subject) < 0 ? NATS_NO_MEMORY :
+                    natsConnection_Subscribe(&m->state_sub, m->nc, subject, on_state_msg, m);
+        }
         if (s != NATS_OK) {
                 *ret_error = nats_error_text(s, jerr);
                 for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
                         natsSubscription_Destroy(m->sub[k]);
                         m->sub[k] = NULL;
                 }
+                natsSubscription_Destroy(m->state_sub);
+                m->state_sub = NULL;
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
                 natsConnection_Destroy(m->nc);
@@ -428,6 +455,12 @@ static void run_job(Mesh *m, Job *j) {
                 }
                 s = collect_status(m, j, &jerr);
                 break;
+        case JOB_PUBLISH_STATE:
+                /* Plain NATS: lost when nobody listens (the origin's gateway is down); the result
+                 * is what counts, and it is stored. */
+                if (m->connected)
+                        s = natsConnection_Publish(m->nc, j->subject, j->data, (int) j->len);
+                break;
         case JOB_ACK:
                 s = natsMsg_Ack(j->msg, NULL);
                 break;
@@ -499,6 +532,8 @@ static void *worker_thread(void *p) {
                 run_job(m, j);
                 if (j->kind == JOB_PUBLISH || j->kind == JOB_STATUS)
                         hand_to_loop(m, j);
+                else if (j->kind == JOB_PUBLISH_STATE)
+                        job_free(j);
                 else {
                         /* The message is done with: let its fetch thread take more. */
                         pthread_mutex_lock(&m->lock);
@@ -544,7 +579,7 @@ static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char 
         m->out = n;
         Outgoing *o = &n[m->n_out];
         *o = (Outgoing) { .uid = uid, .id = strdup(id), .agent = strdup(agent), .host = strdup(host),
-                          .sender = strdup(sender) };
+                          .sender = strdup(sender), .state = "submitted" };
         if (!o->id || !o->agent || !o->host || !o->sender) {
                 outgoing_done(o);
                 return NULL;
@@ -591,6 +626,23 @@ static int publish_failure(Mesh *m, const MeshTask *t, const char *detail) {
         MeshResult res = { .id = t->id, .host = m->config->mesh.host, .agent = t->agent, .from = t->from,
                            .status = (char *) "failed", .text = text };
         return publish_result(m, t->origin, &res);
+}
+
+/* A state event for the origin of a task accepted here (no text). */
+static void publish_state(Mesh *m, const char *id, const char *agent, const char *from, const char *origin,
+                          const char *state) {
+        MeshState st = { .id = (char *) id, .host = (char *) m->config->mesh.host, .agent = (char *) agent,
+                         .from = (char *) from, .state = (char *) state };
+        Job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return;
+        j->kind = JOB_PUBLISH_STATE;
+        if (mesh_state_to_json(&st, &j->data) < 0 || mesh_state_subject(origin, &j->subject) < 0) {
+                job_free(j);
+                return;
+        }
+        j->len = strlen(j->data);
+        queue_job(m, j);
 }
 
 static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_);
@@ -663,6 +715,18 @@ static int on_agent_completed(sd_bus_message *msg, void *userdata, sd_bus_error 
         return 0;
 }
 
+/* A local agent's TaskStarted: a delivery's session started (working). */
+static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error _unused_) {
+        Mesh *m = userdata;
+        const char *id, *sender;
+        if (sd_bus_message_read(msg, "ss", &id, &sender) < 0)
+                return 0;
+        Delivery *d = find_delivery(m, id, sender);
+        if (d)
+                publish_state(m, d->id, d->agent, d->from, d->origin, "working");
+        return 0;
+}
+
 struct DeliverCall {
         Mesh *mesh;
         MeshTask task;
@@ -703,6 +767,7 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 
         if (!e) {
                 log_info("Task %s from %s accepted by agent %s", t->id, t->from, t->agent);
+                publish_state(m, t->id, t->agent, t->from, t->origin, "accepted");
                 r = queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg);
                 if (r < 0)
                         release_msg(m, MESH_KIND_TASK, msg);    /* redelivered; Deliver dedups it */
@@ -854,6 +919,31 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         return queue_msg_job(m, JOB_ACK, MESH_KIND_RESULT, msg);
 }
 
+static int state_rank(const char *s) {
+        return streq(s, "working") ? 2 : streq(s, "accepted") ? 1 : 0;
+}
+
+/* A state event for a task sent from here: recorded if it is that task's (its host, agent and
+ * sender) and moves it on; never after its result. */
+static void handle_state(Mesh *m, const Job *j) {
+        MeshState st = {};
+        int r = mesh_state_from_json(j->data, j->len, &st);
+        if (r < 0) {
+                if (r != -ENOMEM)
+                        log_warning("Dropping a malformed state event (%zu bytes)", j->len);
+                return;
+        }
+        Outgoing *o = find_out(m, st.id);
+        const char *at = strrchr(st.from, '@');
+        if (o && !o->done && streq(o->host, st.host) && streq(o->agent, st.agent) &&
+            streq(at + 1, m->config->mesh.host) && strlen(o->sender) == (size_t) (at - st.from) && strncmp(o->sender, st.from, (size_t) (at - st.from)) == 0 &&
+            state_rank(st.state) > state_rank(o->state)) {
+                o->state = state_rank(st.state) == 2 ? "working" : "accepted";
+                log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);
+        }
+        mesh_state_done(&st);
+}
+
 static void handle_published(Mesh *m, Job *j) {
         if (!j->call) {
                 if (j->error)
@@ -958,6 +1048,9 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                         break;
                 case JOB_STATUS:
                         handle_status(m, j);
+                        break;
+                case JOB_STATE:
+                        handle_state(m, j);
                         break;
                 case JOB_INCOMING: {
                         natsMsg *msg = TAKE_PTR(j->msg);
@@ -1114,8 +1207,9 @@ static int result_common(sd_bus_message *msg, Mesh *m, bool with_info, sd_bus_er
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(reply, "ss", o->done ? o->result.status : "submitted",
-                                  o->done ? o->result.text : "");
+        /* The A2A name: accepted (queued at the remote agent) is still submitted. */
+        const char *status = o->done ? o->result.status : streq(o->state, "working") ? "working" : "submitted";
+        r = sd_bus_message_append(reply, "ss", status, o->done ? o->result.text : "");
         if (r >= 0 && with_info) {
                 r = sd_bus_message_open_container(reply, 'a', "{sv}");
                 if (r >= 0)
@@ -1126,6 +1220,10 @@ static int result_common(sd_bus_message *msg, Mesh *m, bool with_info, sd_bus_er
                         r = con_bus_append_entry(reply, "size", "t", o->result.size);
                 if (r >= 0)
                         r = con_bus_append_entry(reply, "host", "s", o->host);
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "agent", "s", o->agent);
+                if (r >= 0)
+                        r = con_bus_append_entry(reply, "state", "s", o->done ? o->result.status : o->state);
                 if (r >= 0)
                         r = sd_bus_message_close_container(reply);
         }
@@ -1140,6 +1238,36 @@ static int method_get_result(sd_bus_message *msg, void *userdata, sd_bus_error *
 
 static int method_get_result_info(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return result_common(msg, userdata, true, error);
+}
+
+/* The tasks sent from here that the gateway still knows (the last KEEP_RESULTS): the caller's own,
+ * all of them for root. State: submitted, accepted, working, then completed, failed, canceled. */
+static int method_list_tasks(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Mesh *m = userdata;
+        uid_t uid;
+        int r;
+
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(ssss)");
+        for (size_t i = 0; r >= 0 && i < m->n_out; i++) {
+                const Outgoing *o = &m->out[i];
+                _cleanup_free_ char *to = NULL;
+                if (uid != 0 && o->uid != uid)
+                        continue;
+                if (asprintf(&to, "%s@%s", o->agent, o->host) < 0)
+                        return -ENOMEM;
+                r = sd_bus_message_append(reply, "(ssss)", o->id, to, o->done ? o->result.status : o->state, o->sender);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
 }
 
 static int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
@@ -1189,6 +1317,8 @@ const sd_bus_vtable mesh_vtable[] = {
                                 method_get_result, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
                                 SD_BUS_RESULT("s", status, "s", text, "a{sv}", info), method_get_result_info,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssss)", tasks), method_list_tasks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStatus", SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a{sv}", status, "a(ssstttbttt)", streams), method_get_status,
@@ -1247,6 +1377,10 @@ int mesh_start(Mesh *m) {
                                       "TaskCompleted", on_agent_completed, NULL, m);
         if (r < 0)
                 return r;
+        r = sd_bus_match_signal_async(m->bus, &m->started_match, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                      "TaskStarted", on_agent_started, NULL, m);
+        if (r < 0)
+                return r;
         r = pthread_create(&m->worker, NULL, worker_thread, m);
         if (r != 0)
                 return -r;
@@ -1284,6 +1418,7 @@ Mesh *mesh_free(Mesh *m) {
         }
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
                 natsSubscription_Destroy(m->sub[k]);
+        natsSubscription_Destroy(m->state_sub);
         jsCtx_Destroy(m->js);
         natsConnection_Destroy(m->nc);
         for (size_t i = 0; i < m->n_out; i++)
@@ -1294,6 +1429,7 @@ Mesh *mesh_free(Mesh *m) {
         free(m->dl);
         sd_bus_slot_unref(m->object);
         sd_bus_slot_unref(m->completed_match);
+        sd_bus_slot_unref(m->started_match);
         sd_event_source_disable_unref(m->wake);
         if (m->efd >= 0)
                 close(m->efd);

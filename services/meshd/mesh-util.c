@@ -54,6 +54,21 @@ void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n) {
         free(s);
 }
 
+int mesh_state_subject(const char *host, char **ret) {
+        if (!con_mesh_host_valid(host))
+                return -EINVAL;
+        return asprintf(ret, "con.state.%s", host) < 0 ? -ENOMEM : 0;
+}
+
+void mesh_state_done(MeshState *s) {
+        free(s->id);
+        free(s->host);
+        free(s->agent);
+        free(s->from);
+        free(s->state);
+        *s = (MeshState) {};
+}
+
 void mesh_task_done(MeshTask *t) {
         free(t->id);
         free(t->from);
@@ -91,6 +106,11 @@ static bool status_valid(const char *s) {
 static bool result_valid(const MeshResult *r) {
         return con_task_id_valid(r->id) && con_mesh_host_valid(r->host) && con_agent_name_valid(r->agent) &&
                 con_remote_sender_valid(r->from) && status_valid(r->status) && text_ok(r->text);
+}
+
+static bool state_valid(const MeshState *m) {
+        return con_task_id_valid(m->id) && con_mesh_host_valid(m->host) && con_agent_name_valid(m->agent) &&
+                con_remote_sender_valid(m->from) && m->state && (streq(m->state, "accepted") || streq(m->state, "working"));
 }
 
 static int print_json(cJSON *o, char **ret) {
@@ -208,6 +228,36 @@ int mesh_result_from_json(const char *data, size_t len, MeshResult *ret) {
         m.truncated = cJSON_IsTrue(tr);
         m.replaced = cJSON_IsTrue(rp);
         m.size = con_json_get_u64(sz);
+        *ret = m;
+        return 0;
+}
+
+int mesh_state_to_json(const MeshState *m, char **ret) {
+        if (!state_valid(m))
+                return -EINVAL;
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", m->id) ||
+            !cJSON_AddStringToObject(o, "host", m->host) || !cJSON_AddStringToObject(o, "agent", m->agent) ||
+            !cJSON_AddStringToObject(o, "from", m->from) || !cJSON_AddStringToObject(o, "state", m->state))
+                return -ENOMEM;
+        return print_json(o, ret);
+}
+
+int mesh_state_from_json(const char *data, size_t len, MeshState *ret) {
+        static const char * const keys[] = { "id", "host", "agent", "from", "state", NULL };
+        _cleanup_cjson_ cJSON *o = NULL;
+        MeshState m = {};
+        int r;
+
+        r = parse_object(data, len, keys, &o);
+        if (r < 0)
+                return r;
+        if ((r = get_string(o, "id", &m.id)) < 0 || (r = get_string(o, "host", &m.host)) < 0 ||
+            (r = get_string(o, "agent", &m.agent)) < 0 || (r = get_string(o, "from", &m.from)) < 0 ||
+            (r = get_string(o, "state", &m.state)) < 0 || (!state_valid(&m) && (r = -EBADMSG) < 0)) {
+                mesh_state_done(&m);
+                return r;
+        }
         *ret = m;
         return 0;
 }

@@ -20,7 +20,12 @@
  *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","status":STATUS,"text":TEXT,
  *    "truncated":B,"replaced":B,"size":N}
  * STATUS is completed, failed or canceled (a refusal on the receiving host is failed, with the
- * reason as text). */
+ * reason as text).
+ *
+ * State events, plain NATS messages (not stored: the result is what counts) on con.state.<origin>,
+ * published by the host that runs the task for the host that sent it, never with text:
+ *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","state":STATE}
+ * STATE is accepted (the agent's journal has the task) or working (its session started). */
 
 #define MESH_PAYLOAD_MAX (2U * 1024 * 1024)
 
@@ -50,6 +55,23 @@ typedef struct MeshStreamStatus {
 } MeshStreamStatus;
 
 void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n);
+
+/* con.state.<host>; -EINVAL for an invalid host. */
+int mesh_state_subject(const char *host, char **ret);
+
+typedef struct MeshState {
+        char *id;
+        char *host;             /* the host that runs the task */
+        char *agent;
+        char *from;             /* the task's sender, USER@ORIGIN */
+        char *state;            /* accepted, working */
+} MeshState;
+
+void mesh_state_done(MeshState *s);
+/* -ENOMEM, or -EINVAL when a field is invalid. */
+int mesh_state_to_json(const MeshState *s, char **ret);
+/* Every field present and valid, no other key; -EBADMSG when malformed, -ENOMEM. */
+int mesh_state_from_json(const char *data, size_t len, MeshState *ret);
 
 typedef struct MeshTask {
         char *id;

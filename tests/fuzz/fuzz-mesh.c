@@ -2,7 +2,7 @@
 /* The mesh's messages as they come off NATS (services/meshd/mesh-util.c): anything a NATS client
  * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
  * valid fields and must write back to a message that parses to the same fields. Input: one byte
- * (bit 0: a result, else a task), then the message. */
+ * ('s': a state event on con.state.<host>; else bit 0: a result, else a task), then the message. */
 #undef NDEBUG
 #include <assert.h>
 #include <stdint.h>
@@ -61,10 +61,33 @@ static void check_result(const char *d, size_t n) {
         mesh_result_done(&m);
 }
 
+static void check_state(const char *d, size_t n) {
+        MeshState m = {}, back = {};
+        _cleanup_free_ char *json = NULL;
+        int r = mesh_state_from_json(d, n, &m);
+        if (r < 0) {
+                assert(r == -EBADMSG || r == -ENOMEM);
+                assert(!m.id && !m.state);
+                return;
+        }
+        assert(con_task_id_valid(m.id) && con_mesh_host_valid(m.host) && con_remote_sender_valid(m.from));
+        assert(con_agent_name_valid(m.agent) && (streq(m.state, "accepted") || streq(m.state, "working")));
+        r = mesh_state_to_json(&m, &json);
+        if (r == 0) {
+                assert(mesh_state_from_json(json, strlen(json), &back) == 0);
+                assert(streq(back.id, m.id) && streq(back.from, m.from) && streq(back.state, m.state));
+                mesh_state_done(&back);
+        } else
+                assert(r == -ENOMEM);
+        mesh_state_done(&m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size < 1 || size > 64 * 1024)
                 return 0;
-        if (data[0] & 1)
+        if (data[0] == 's')
+                check_state((const char *) data + 1, size - 1);
+        else if (data[0] & 1)
                 check_result((const char *) data + 1, size - 1);
         else
                 check_task((const char *) data + 1, size - 1);

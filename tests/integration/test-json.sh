@@ -101,8 +101,8 @@ json_ok "con tasks AGENT --json: task objects of that agent" tasks \
 
 section "status and agents: one agent object"
 json_ok "con status --json: router and agent objects" status \
-        "$(keys_are '["router","config_errors","agents"]') and (.router|$ROUTER and .running and .pid > 1) and
-         .config_errors == [] and
+        "$(keys_are '["router","config_errors","agents","mesh"]') and (.router|$ROUTER and .running and .pid > 1) and
+         .config_errors == [] and .mesh == null and
          (.agents|type == \"array\" and length == 2 and all(.[]; $AGENT)) and
          (.agents[] | select(.name == \"concierge\") | .running and .state != null and .tasks_completed >= 1)" \
         con status --json
@@ -196,6 +196,8 @@ json_ok "con mesh status --json: this host's streams" mesh \
          (.sent_waiting|$J_INT) and (.delivered_running|$J_INT) and
          (.hosts|length == 1 and all(.[]; $MESHHOST) and .[0].self and .[0].joined and
           .[0].tasks.stream == \"con-task-json-test\")" con mesh status --json
+json_ok "con status --json: the mesh object (no remote task yet)" status \
+        ".mesh == {\"connected\": true, \"tasks\": []}" con status --json
 
 section "every data verb is covered, and 'con help VERB' is 'con VERB --help'"
 verbs=$(con --help | awk '/^Commands:/ { f = 1; next } f && /^  [a-z]/ { print $1 }')

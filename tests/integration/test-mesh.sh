@@ -51,7 +51,9 @@ out=$CON_SANDBOX_ARTIFACTS
 step() { echo "$*" >>"$out/steps"; }
 cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
-printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(cat)"
+text=$(cat)
+case $text in *slow*) sleep 4 ;; esac   # long enough to be seen working (and the next one accepted)
+printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$text"
 EOF
 chmod 755 /usr/local/bin/mesh-echo
 mkdir -p /etc/con
@@ -238,6 +240,33 @@ check "a to: file with a conversation" bash -c \
 check "... is rejected by the router" wait_for 20 bash -c 'ls /srv/con/rejected/*mesh-file-3.task.reason'
 check_output "... with the reason" 'to: sysadmin@host-b names an agent of another host, but conversation is for agents of this host' \
         bash -c 'cat /srv/con/rejected/*mesh-file-3.task.reason'
+
+section "the state of remote tasks on the sending host (state events)"
+check_output "two slow tasks sent (--no-wait)" '^mesh-slow-2$' bash -c \
+        'runuser -u alice -- con-send --no-wait --id mesh-slow-1 --to sysadmin@host-b slow one &&
+         runuser -u alice -- con-send --no-wait --id mesh-slow-2 --to sysadmin@host-b slow two'
+check "con tasks: the first is working on host-b" wait_for 10 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-slow-1 +working +alice$"'
+check_output "... the second accepted by host-b's sysadmin (queued behind it)" \
+        '^sysadmin@host-b +mesh-slow-2 +accepted +alice$' as_user alice con tasks sysadmin@host-b
+check_output "con tasks --json: the A2A names (accepted is submitted)" '^mesh-slow-1 working,mesh-slow-2 submitted$' \
+        bash -c 'runuser -u alice -- con tasks --json |
+                 jq -r "[.[] | select(.task_id | startswith(\"mesh-slow\")) | \"\(.task_id) \(.status)\"] | join(\",\")"'
+check_output "con status shows them under mesh, with their state" '^mesh-slow-2 +sysadmin@host-b +accepted +alice$' \
+        con status
+check_output "con status --json: the mesh object" '^true mesh-slow-1 working working$' bash -c \
+        'con status --json | jq -r ".mesh | \"\(.connected) \(.tasks[0].task_id) \(.tasks[0].status) \(.tasks[0].state)\""'
+check_output "bob sees his own remote task, not alice's" '^sysadmin@host-b +mesh-file-2 +failed +bob$' \
+        as_user bob con tasks
+check_fail "... (none of alice's)" grep -q mesh-slow <<<"$LIB_OUT"
+check "both complete" wait_for 20 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-slow-2 +completed +alice$"'
+check_output "con task ID: a remote task's status and answer" \
+        'agent:  sysadmin@host-b \(another host, through the mesh\).*status: completed.*sender=alice@host-a agent=sysadmin text=slow two' \
+        bash -c 'runuser -u alice -- con task mesh-slow-2 | tr "\n" " "'
+check_output "con task ID --json: the result object" '^sysadmin@host-b completed$' \
+        bash -c 'runuser -u alice -- con task mesh-slow-1 --json | jq -r "\"\(.agent) \(.status)\""'
+check_fail "con status no longer lists finished remote tasks" bash -c 'con status | grep -q "^mesh-slow"'
 
 section "host-b's policy decides: bob of host-a is not granted"
 check_fail_output "con-send as bob: refused on host-b (the task fails with the reason)" \

@@ -130,10 +130,50 @@ static void test_result(void) {
         g_assert_cmpint(mesh_result_from_json(bad, strlen(bad), &back), ==, -EBADMSG);
 }
 
+static void test_state(void) {
+        _cleanup_free_ char *json = NULL, *subject = NULL;
+        MeshState st = { .id = (char *) "t-1", .host = (char *) "host-b", .agent = (char *) "sysadmin",
+                         .from = (char *) "alice@host-a", .state = (char *) "accepted" };
+        MeshState back = {};
+
+        g_assert_cmpint(mesh_state_subject("host-a", &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.state.host-a");
+        g_assert_cmpint(mesh_state_subject("Host", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_to_json(&st, &json), ==, 0);
+        g_assert_cmpstr(json, ==, "{\"v\":1,\"id\":\"t-1\",\"host\":\"host-b\",\"agent\":\"sysadmin\","
+                        "\"from\":\"alice@host-a\",\"state\":\"accepted\"}");
+        g_assert_cmpint(mesh_state_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_cmpstr(back.state, ==, "accepted");
+        g_assert_cmpstr(back.from, ==, "alice@host-a");
+        mesh_state_done(&back);
+
+        st.state = (char *) "completed";        /* the end comes as the result, never as a state event */
+        g_assert_cmpint(mesh_state_to_json(&st, &json), ==, -EINVAL);
+        const char *bad[] = {
+                "{\"v\":1,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"done\"}",
+                "{\"v\":1,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"working\","
+                "\"text\":\"secret\"}",
+                "{\"v\":2,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"working\"}",
+                "{\"v\":1,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"state\":\"working\"}",
+                "{\"v\":1,\"id\":\"../t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"working\"}",
+                "[]", "",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                MeshState m = {};
+                g_assert_cmpint(mesh_state_from_json(bad[i], strlen(bad[i]), &m), ==, -EBADMSG);
+                g_assert_null(m.id);
+        }
+        const char *ok = "{\"v\":1,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"working\"}";
+        g_assert_cmpint(mesh_state_from_json(ok, strlen(ok), &back), ==, 0);
+        g_assert_cmpstr(back.state, ==, "working");
+        mesh_state_done(&back);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh/names", test_names);
         g_test_add_func("/mesh/task", test_task);
         g_test_add_func("/mesh/result", test_result);
+        g_test_add_func("/mesh/state", test_state);
         return con_test_run();
 }
