@@ -107,7 +107,7 @@ struct Mesh {
         natsConnection *nc;
         jsCtx *js;
         natsSubscription *sub[2];
-        natsSubscription *state_sub;    /* con.state.<host>: the state of tasks sent from here */
+        natsSubscription *state_sub;    /* con.state.<host>.*: the state of tasks sent from here */
 
         Outgoing *out;
         size_t n_out;
@@ -267,14 +267,15 @@ static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unu
         Mesh *m = closure;
         Job *j = calloc(1, sizeof(*j));
         int len = natsMsg_GetDataLength(msg);
-        if (j && len > 0 && (size_t) len <= MESH_PAYLOAD_MAX && (j->data = malloc((size_t) len + 1))) {
+        if (j && len > 0 && (size_t) len <= MESH_PAYLOAD_MAX && (j->data = malloc((size_t) len + 1)) &&
+            (j->subject = strdup(natsMsg_GetSubject(msg)))) {
                 memcpy(j->data, natsMsg_GetData(msg), (size_t) len);
                 j->data[len] = 0;
                 j->len = (size_t) len;
                 j->kind = JOB_STATE;
                 hand_to_loop(m, j);
         } else
-                free(j);
+                job_free(j);
         natsMsg_Destroy(msg);
 }
 
@@ -306,7 +307,7 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = pull_subscribe(m, k, &jerr);
         if (s == NATS_OK) {
                 _cleanup_free_ char *subject = NULL;
-                s = mesh_state_subject(m->config->mesh.host, &subject) < 0 ? NATS_NO_MEMORY :
+                s = mesh_state_subject(m->config->mesh.host, NULL, &subject) < 0 ? NATS_NO_MEMORY :
                     natsConnection_Subscribe(&m->state_sub, m->nc, subject, on_state_msg, m);
         }
         if (s != NATS_OK) {
@@ -637,7 +638,8 @@ static void publish_state(Mesh *m, const char *id, const char *agent, const char
         if (!j)
                 return;
         j->kind = JOB_PUBLISH_STATE;
-        if (mesh_state_to_json(&st, &j->data) < 0 || mesh_state_subject(origin, &j->subject) < 0) {
+        if (mesh_state_to_json(&st, &j->data) < 0 ||
+            mesh_state_subject(origin, m->config->mesh.host, &j->subject) < 0) {
                 job_free(j);
                 return;
         }
@@ -931,6 +933,14 @@ static void handle_state(Mesh *m, const Job *j) {
         if (r < 0) {
                 if (r != -ENOMEM)
                         log_warning("Dropping a malformed state event (%zu bytes)", j->len);
+                return;
+        }
+        /* The host that ran it is the subject's publisher (the one the server's permissions pin). */
+        const char *publisher = mesh_state_subject_host(j->subject, m->config->mesh.host);
+        if (!publisher || !streq(publisher, st.host)) {
+                log_warning("Dropping a state event of task %s: it names host %s, but came on %s", st.id, st.host,
+                            j->subject);
+                mesh_state_done(&st);
                 return;
         }
         Outgoing *o = find_out(m, st.id);

@@ -54,10 +54,18 @@ void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n) {
         free(s);
 }
 
-int mesh_state_subject(const char *host, char **ret) {
-        if (!con_mesh_host_valid(host))
+int mesh_state_subject(const char *origin, const char *host, char **ret) {
+        if (!con_mesh_host_valid(origin) || (host && !con_mesh_host_valid(host)))
                 return -EINVAL;
-        return asprintf(ret, "con.state.%s", host) < 0 ? -ENOMEM : 0;
+        return asprintf(ret, "con.state.%s.%s", origin, host ?: "*") < 0 ? -ENOMEM : 0;
+}
+
+const char *mesh_state_subject_host(const char *subject, const char *origin) {
+        const char *p = subject ? startswith(subject, "con.state.") : NULL;
+        p = p && origin ? startswith(p, origin) : NULL;
+        if (!p || *p != '.' || !con_mesh_host_valid(p + 1))
+                return NULL;
+        return p + 1;
 }
 
 void mesh_state_done(MeshState *s) {

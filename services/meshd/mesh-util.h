@@ -22,8 +22,9 @@
  * STATUS is completed, failed or canceled (a refusal on the receiving host is failed, with the
  * reason as text).
  *
- * State events, plain NATS messages (not stored: the result is what counts) on con.state.<origin>,
- * published by the host that runs the task for the host that sent it, never with text:
+ * State events, plain NATS messages (not stored: the result is what counts) on
+ * con.state.<origin>.<host>, published by the host that runs the task for the host that sent it,
+ * never with text (the payload's "host" must be the subject's):
  *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","state":STATE}
  * STATE is accepted (the agent's journal has the task) or working (its session started). */
 
@@ -56,8 +57,14 @@ typedef struct MeshStreamStatus {
 
 void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n);
 
-/* con.state.<host>; -EINVAL for an invalid host. */
-int mesh_state_subject(const char *host, char **ret);
+/* con.state.<origin>.<host>: about a task of ORIGIN, published by HOST, the host running it (the
+ * last token names the publisher, as for tasks and results, so per-host NATS publish permissions
+ * can pin it: docs/MULTIHOST.md). HOST NULL: "con.state.<origin>.*", what ORIGIN subscribes to.
+ * -EINVAL for an invalid host name. */
+int mesh_state_subject(const char *origin, const char *host, char **ret);
+/* The publishing host of a state event's subject (con.state.<origin>.<host>, origin given):
+ * a pointer into subject, or NULL when it is not such a subject. */
+const char *mesh_state_subject_host(const char *subject, const char *origin);
 
 typedef struct MeshState {
         char *id;

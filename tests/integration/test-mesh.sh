@@ -301,6 +301,24 @@ check_output "con mesh status: the task waits in host-b's stream (depth 1), its 
         '^1 [0-9]+ true$' bash -c 'con mesh status --json |
                 jq -r ".hosts[] | select(.host == \"host-b\") | \"\(.tasks.messages) \(.tasks.lag_sec) \(.tasks.oldest != null)\""'
 check_output "... and in the table" '^host-b +yes +1 +[0-9]+s ' con mesh status
+# A state event whose payload names another host than its subject's publisher is dropped (NATS
+# protocol by hand: CONNECT, PUB, PING/PONG so it is flushed before we go).
+forge_state() { # SUBJECT PAYLOAD
+        exec 3<>/dev/tcp/10.77.0.1/4222 || return 1
+        read -r -t 5 _ <&3
+        printf 'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n' "$1" "${#2}" "$2" >&3
+        read -r -t 5 pong <&3
+        exec 3<&-
+        [[ $pong == PONG* ]]
+}
+check "a forged state event for mesh-wait-1 (payload host-b, published as host-c)" forge_state \
+        con.state.host-a.host-c \
+        '{"v":1,"id":"mesh-wait-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
+check "... is dropped by host-a's gateway" wait_for 5 grep -q \
+        'Dropping a state event of task mesh-wait-1: it names host host-b, but came on con.state.host-a.host-c' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... the task is still submitted" '^sysadmin@host-b +mesh-wait-1 +submitted +alice$' \
+        as_user alice con tasks sysadmin@host-b
 touch "$SHARED/resume"
 check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 # Within 10 s: a task the stopping gateway fetched but never handled is given back (nak), not left

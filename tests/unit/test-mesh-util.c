@@ -136,9 +136,19 @@ static void test_state(void) {
                          .from = (char *) "alice@host-a", .state = (char *) "accepted" };
         MeshState back = {};
 
-        g_assert_cmpint(mesh_state_subject("host-a", &subject), ==, 0);
-        g_assert_cmpstr(subject, ==, "con.state.host-a");
-        g_assert_cmpint(mesh_state_subject("Host", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("host-a", "host-b", &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.state.host-a.host-b");
+        g_assert_cmpstr(mesh_state_subject_host(subject, "host-a"), ==, "host-b");
+        g_assert_null(mesh_state_subject_host(subject, "host"));
+        g_assert_null(mesh_state_subject_host(subject, "host-b"));
+        g_assert_null(mesh_state_subject_host("con.state.host-a.", "host-a"));
+        g_assert_null(mesh_state_subject_host("con.state.host-a.b.c", "host-a"));
+        g_assert_null(mesh_state_subject_host("con.task.host-a.host-b", "host-a"));
+        free(subject);
+        g_assert_cmpint(mesh_state_subject("host-a", NULL, &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.state.host-a.*");
+        g_assert_cmpint(mesh_state_subject("Host", "b", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("a", "B", &subject), ==, -EINVAL);
         g_assert_cmpint(mesh_state_to_json(&st, &json), ==, 0);
         g_assert_cmpstr(json, ==, "{\"v\":1,\"id\":\"t-1\",\"host\":\"host-b\",\"agent\":\"sysadmin\","
                         "\"from\":\"alice@host-a\",\"state\":\"accepted\"}");
