@@ -201,6 +201,10 @@ static int run_nft(char * const *args, const char *input, char **ret_out, char *
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+bool con_netdoor_nft_available(void) {
+        return access("/usr/sbin/nft", X_OK) >= 0 || access("/sbin/nft", X_OK) >= 0;
+}
+
 int con_netdoor_apply(const char *script, char **ret_error) {
         _cleanup_free_ char *out = NULL, *err = NULL;
         char *args[] = { (char *) "-f", (char *) "-", NULL };

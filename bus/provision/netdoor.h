@@ -44,6 +44,8 @@ int con_netdoor_render(const ConNetdoorAgent *agents, size_t n, unsigned proxy_p
 #define CON_NETDOOR_STATE_DIR CON_SRV_DIR "/state"
 int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_listing, char ***ret_missing);
 
+/* Whether nft is installed where run_nft() looks (/usr/sbin/nft, /sbin/nft). */
+bool con_netdoor_nft_available(void);
 /* Running nft (CON_NFT_PATH or nft in PATH). Errors come back as text. */
 int con_netdoor_apply(const char *script, char **ret_error);
 /* The table as `nft -n list` prints it; -ENOENT when there is no such table. */

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 
@@ -6,6 +7,7 @@
 #include "cron.h"
 #include "macro.h"
 #include "names.h"
+#include "network.h"
 #include "platform.h"
 #include "policy.h"
 #include "strv.h"
@@ -595,6 +597,57 @@ static int render_cron_units(Context *c) {
         return 0;
 }
 
+/* The second layer of the network door under systemd (docs/NETWORK.md, "Under systemd"): the agent
+ * unit (con-agent@.service) has no network at all (PrivateNetwork=yes, AF_UNIX only,
+ * IPAddressDeny=any), which is right for `none` and `gateway`. An agent that reaches the egress
+ * gateway (an allow-list, or a credentialed service names it) gets a drop-in that puts its unit in
+ * the host's network namespace (the gateway listens on the host's 127.0.0.1) with IP sockets, and
+ * lets IP reach only 127.0.0.1 and the address entries of its list (systemd's cgroup BPF filter,
+ * both directions; ports are the nftables table's). No AF_NETLINK: glibc's getaddrinfo() works
+ * without it, and it would show the session the host's interfaces and, through sock_diag, every
+ * socket of the host. con bootstrap removes the drop-in of an agent that no longer needs it
+ * (clients/con/con-enable.c). */
+static int render_agent_network(Context *c) {
+        for (size_t i = 0; i < c->n_agents; i++) {
+                const PlatformAgent *a = &c->agents[i];
+                if (!con_config_agent_uses_egress(c->config, a->agent))
+                        continue;
+                const ConNetwork *n = &a->agent->rt.network;
+                _cleanup_(text_done) Text t = {};
+                if (text_open(&t) < 0)
+                        return -ENOMEM;
+                fprintf(t.f,
+                        "# " GENERATED_NOTE "\n"
+                        "# The network of agent %s (%s; docs/NETWORK.md, \"Under systemd\"): the host's network\n"
+                        "# namespace, so that its sessions reach the egress gateway on 127.0.0.1, and IP to nothing but\n"
+                        "# 127.0.0.1 and the address entries of its allow-list (their ports: the nftables table).\n"
+                        "[Service]\n"
+                        "PrivateNetwork=no\n"
+                        "RestrictAddressFamilies=\n"
+                        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+                        "IPAddressAllow=127.0.0.1/32\n",
+                        a->agent->name,
+                        n->mode == CON_NETWORK_ALLOW ? "network: allow-list" : "a credentialed service names it");
+                for (size_t k = 0; n->mode == CON_NETWORK_ALLOW && k < n->n_allow; k++) {
+                        const ConNetAllow *e = &n->allow[k];
+                        char buf[INET6_ADDRSTRLEN];
+                        if (e->host)
+                                continue;
+                        if (!inet_ntop(e->family, e->addr, buf, sizeof buf))
+                                return -EINVAL;
+                        fprintf(t.f, "IPAddressAllow=%s/%u\n", buf, e->prefix);
+                }
+                char *path = NULL;
+                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/con-agent@%s.service.d/" CON_AGENT_NETWORK_DROPIN,
+                             a->agent->name) < 0)
+                        return -ENOMEM;
+                int r = add_file(c, path, text_take(&t), 0644);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int file_cmp(const void *a, const void *b) {
         return strcmp(((const ConPlatformFile *) a)->path, ((const ConPlatformFile *) b)->path);
 }
@@ -623,6 +676,8 @@ int con_platform_render(const ConConfig *config, const ConPlatformOptions *o, Co
                 r = render_polkit_rules(&c);
         if (r >= 0)
                 r = render_cron_units(&c);
+        if (r >= 0)
+                r = render_agent_network(&c);
         if (r < 0)
                 return r;
 

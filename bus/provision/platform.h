@@ -11,6 +11,10 @@
  * file is static and installed with the project). Pure functions: config in, file texts out. Agent-controlled
  * strings are validated before they reach any file (names.h). */
 
+/* The drop-in of con-agent@NAME.service that gives an agent using the egress gateway its network
+ * (in CON_SYSTEMD_UNIT_DIR/con-agent@NAME.service.d/). */
+#define CON_AGENT_NETWORK_DROPIN "50-con-network.conf"
+
 typedef struct ConPlatformFile {
         char *path;             /* absolute target path, e.g. /etc/dbus-1/system.d/org.conspiracy.conf */
         char *content;

@@ -55,10 +55,31 @@ static void bootstrap_help(FILE *f) {
               f);
 }
 
+typedef struct Changes {
+        bool dry_run;
+        char **restart;         /* agents whose unit's network drop-in was written */
+} Changes;
+
+static void changes_done(Changes *c) {
+        strv_free(c->restart);
+}
+
 static void print_change(const char *change, void *userdata) {
-        bool dry_run = *(bool *) userdata;
-        printf("%s%s\n", dry_run ? "would " : "", change);
+        Changes *c = userdata;
+        printf("%s%s\n", c->dry_run ? "would " : "", change);
         fflush(stdout);
+        /* A running agent unit gets a changed network drop-in (its namespace, its address
+         * families) only when it starts again: con_enable_fabric() restarts it. */
+        const char *n = startswith(change, "write " CON_SYSTEMD_UNIT_DIR "/con-agent@");
+        const char *e = n ? strstr(n, ".service.d/") : NULL;
+        if (e && !c->dry_run) {
+                char *a = strndup(n, e - n);
+                if (a && strv_contains(c->restart, a))
+                        free(a);
+                else if (!a || strv_consume(&c->restart, a) < 0)
+                        fprintf(stderr, "con: bootstrap: warning: out of memory; restart con-agent@%.*s yourself\n",
+                                (int) (e - n), n);
+        }
 }
 
 int verb_bootstrap(int argc, char *argv[]) {
@@ -78,6 +99,7 @@ int verb_bootstrap(int argc, char *argv[]) {
         const char *add_dropin = NULL;
         ConProvisionOptions o = {};
         unsigned checked = 0, changed = 0;
+        _cleanup_(changes_done) Changes ch = {};
         int c, r;
 
         optind = 1;
@@ -157,7 +179,8 @@ int verb_bootstrap(int argc, char *argv[]) {
         STRV_FOREACH(w, con_provision_warnings(p))
                 fprintf(stderr, "con: bootstrap: warning: %s\n", *w);
 
-        r = con_provision_run(p, o.dry_run, print_change, &o.dry_run, &checked, &changed, &error);
+        ch.dry_run = o.dry_run;
+        r = con_provision_run(p, o.dry_run, print_change, &ch, &checked, &changed, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
 
@@ -172,7 +195,7 @@ int verb_bootstrap(int argc, char *argv[]) {
                         _cleanup_free_ char *change = NULL;
                         if (asprintf(&change, "remove %s", path) < 0)
                                 return con_fail(CON_EXIT_FAILURE, "bootstrap: out of memory");
-                        print_change(change, &o.dry_run);
+                        print_change(change, &ch);
                         changed++;
                         if (!o.dry_run && unlink(path) < 0)
                                 return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot remove %s: %m", path);
@@ -193,7 +216,7 @@ int verb_bootstrap(int argc, char *argv[]) {
                         return con_fail(CON_EXIT_FAILURE, "bootstrap: network door: %s", error ?: strerror(-r));
                 checked++;
                 if (change) {
-                        print_change(change, &o.dry_run);
+                        print_change(change, &ch);
                         changed++;
                 }
         }
@@ -206,13 +229,14 @@ int verb_bootstrap(int argc, char *argv[]) {
                         return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
                 checked++;
                 if (change) {
-                        print_change(change, &o.dry_run);
+                        print_change(change, &ch);
                         changed++;
                 }
         }
 
         /* The units: enabled (and started, under systemd) from the config just installed. */
-        r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed);
+        r = con_enable_fabric(o.dry_run ? con_provision_config_path(p) : CON_CONFIG_PATH, o.dry_run, &checked, &changed,
+                              &ch.restart);
         if (r != 0)
                 return r;
 

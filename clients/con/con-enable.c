@@ -3,6 +3,7 @@
  * `systemctl enable` would (so it also works in a root that is not booted, such as an image
  * being built), and only when systemd is PID 1 asks it to reload and start them. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "con.h"
 #include "config.h"
 #include "macro.h"
+#include "platform.h"
 #include "strv.h"
 
 #define TARGET "conspiracyos.target"
@@ -76,7 +78,44 @@ static int unlink_stale(const char *dir, const char *prefix, const char *suffix,
         return 0;
 }
 
-int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed) {
+/* The network drop-in (bus/provision/platform.c) of an agent that no longer uses the egress gateway,
+ * or no longer exists, goes: its unit is back to no network at all. Its agent is added to restart. */
+static int unlink_stale_network(const ConConfig *config, bool dry_run, unsigned *changed, char ***restart) {
+        _cleanup_(closedirp) DIR *d = opendir(CON_SYSTEMD_UNIT_DIR);
+        struct dirent *de;
+
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                const char *n = startswith(de->d_name, "con-agent@");
+                const char *e = n ? strstr(n, ".service.d") : NULL;
+                if (!e || !streq(e, ".service.d") || e == n)
+                        continue;
+                _cleanup_free_ char *name = strndup(n, e - n), *path = NULL;
+                if (!name)
+                        return -ENOMEM;
+                const ConAgent *a = con_config_find_agent(config, name);
+                if (a && con_config_agent_uses_egress(config, a))
+                        continue;
+                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/%s/" CON_AGENT_NETWORK_DROPIN, de->d_name) < 0)
+                        return -ENOMEM;
+                if (access(path, F_OK) < 0)
+                        continue;
+                printf("%sremove %s\n", dry_run ? "would " : "", path);
+                (*changed)++;
+                if (dry_run)
+                        continue;
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return -errno;
+                /* The folder, when nothing else (an admin's own drop-in) is in it. */
+                (void) unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+                if (strv_consume(restart, TAKE_PTR(name)) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed, char ***restart) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(con_error_detail_done) ConErrorDetail e = {};
         _cleanup_strv_free_ char **agents = NULL, **timers = NULL;
@@ -150,6 +189,8 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
         if (r >= 0)
                 r = unlink_stale(CON_SYSTEMD_UNIT_DIR "/timers.target.wants", "con-cron-", ".timer", timers, dry_run,
                                  changed);
+        if (r >= 0)
+                r = unlink_stale_network(config, dry_run, changed, restart);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot enable the fabric's units in " CON_SYSTEMD_UNIT_DIR
                                 ": %s", strerror(-r));
@@ -172,5 +213,16 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl start " TARGET " failed (exit status %d)", r);
         printf("bootstrap: " TARGET " enabled and started (%zu always agents, %zu timers)\n", strv_length(agents),
                strv_length(timers));
+        /* A running agent whose unit's network changed gets it now (its sessions in flight end;
+         * the queue is the keeper's and survives). try-restart: a stopped unit stays stopped. */
+        STRV_FOREACH(a, *restart) {
+                _cleanup_free_ char *u = NULL;
+                if (asprintf(&u, "con-agent@%s.service", *a) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+                r = con_run_command((char *[]) { (char *) "systemctl", (char *) "try-restart", u, NULL });
+                if (r != 0)
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl try-restart %s failed (exit status %d)", u, r);
+                printf("try-restart %s (its network changed)\n", u);
+        }
         return 0;
 }

@@ -44,7 +44,9 @@ int verb_mesh(int argc, char *argv[]);
 
 /* con-enable.c: the enablement links under /etc/systemd/system for the config at CONFIG_PATH;
  * under systemd also daemon-reload and start. 0 or a CON_EXIT_* status (message printed). */
-int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed);
+/* restart: agents whose network drop-in changed (more are added: drop-ins removed here); under
+ * systemd their running units are restarted (try-restart) after the daemon-reload. */
+int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed, char ***restart);
 /* con-fabric.c: runs ARGV (PATH lookup), returns its exit status or -errno. */
 int con_run_command(char *const argv[]);
 
