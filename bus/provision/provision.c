@@ -1445,55 +1445,57 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
  * that the profile installed now no longer has: removed when unedited, kept with a warning when
  * changed here (once: the record forgets them). */
 static int plan_obsolete(ConProvision *p) {
-        _cleanup_strv_free_ char **seen = NULL;
+        _cleanup_strv_free_ char **candidates = NULL;
         int r;
 
         r = load_conffile_state(p);
         if (r < 0)
                 return r;
+        /* Collected first: deciding drops entries from the record. */
         for (int pass = 0; pass < 2; pass++) {
                 const ConFileHashes *h = pass == 0 ? &p->record : &p->history;
                 for (size_t i = 0; i < h->n; i++) {
-                        _cleanup_free_ char *path = strdup(h->e[i].path), *rpath = NULL;
-                        char cur[CON_SHA256_HEX_SIZE];
-                        const char *recorded;
-
-                        if (!path)
-                                return -ENOMEM;
+                        const char *path = h->e[i].path;
                         if (!startswith(path, CON_ETC_DIR "/") || strv_contains(p->conffiles, path) ||
-                            strv_contains(seen, path))
+                            strv_contains(candidates, path))
                                 continue;
-                        r = strv_extend(&seen, path);
+                        r = strv_extend(&candidates, path);
                         if (r < 0)
                                 return r;
-                        r = rooted(p, path, &rpath);
-                        if (r < 0)
-                                return r;
-                        recorded = con_file_hashes_get(&p->record, path);
-                        r = current_hash(rpath, cur);
-                        if (r == -ENOMEM)
-                                return r;
-                        switch (r < 0 ? CON_OBSOLETE_KEEP :
-                                con_obsolete_decide(r > 0 ? cur : NULL, recorded,
-                                                    r > 0 && con_file_hashes_contains(&p->history, path, cur))) {
-                        case CON_OBSOLETE_GONE:
-                                break;
-                        case CON_OBSOLETE_REMOVE: {
-                                Action *a = action_new(p, ACTION_REMOVE, path);
-                                if (!a)
-                                        return -ENOMEM;
-                                a->why = "unedited since installed, no longer in the profile";
-                                break;
-                        }
-                        case CON_OBSOLETE_KEEP:
-                                if ((recorded || !p->record_existed) &&
-                                    strv_extendf(&p->warnings, "%s is no longer in the profile, but was changed here: "
-                                                 "kept (remove it if nothing needs it)", rpath) < 0)
-                                        return -ENOMEM;
-                                break;
-                        }
-                        con_file_hashes_remove(&p->record, path);
                 }
+        }
+        STRV_FOREACH(path, candidates) {
+                _cleanup_free_ char *rpath = NULL;
+                char cur[CON_SHA256_HEX_SIZE];
+                const char *recorded;
+
+                r = rooted(p, *path, &rpath);
+                if (r < 0)
+                        return r;
+                recorded = con_file_hashes_get(&p->record, *path);
+                r = current_hash(rpath, cur);
+                if (r == -ENOMEM)
+                        return r;
+                switch (r < 0 ? CON_OBSOLETE_KEEP :
+                        con_obsolete_decide(r > 0 ? cur : NULL, recorded,
+                                            r > 0 && con_file_hashes_contains(&p->history, *path, cur))) {
+                case CON_OBSOLETE_GONE:
+                        break;
+                case CON_OBSOLETE_REMOVE: {
+                        Action *a = action_new(p, ACTION_REMOVE, *path);
+                        if (!a)
+                                return -ENOMEM;
+                        a->why = "unedited since installed, no longer in the profile";
+                        break;
+                }
+                case CON_OBSOLETE_KEEP:
+                        if ((recorded || !p->record_existed) &&
+                            strv_extendf(&p->warnings, "%s is no longer in the profile, but was changed here: "
+                                         "kept (remove it if nothing needs it)", rpath) < 0)
+                                return -ENOMEM;
+                        break;
+                }
+                con_file_hashes_remove(&p->record, *path);
         }
         return 0;
 }

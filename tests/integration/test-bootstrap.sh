@@ -380,6 +380,15 @@ check_fail "...removes the dropped file" test -e /etc/con/roles/sysadmin/skills/
 check_fail "...and forgets it" grep -q heartbeat-audit "$REC"
 check "...records the new version" grep -qxF "$(hash "$SYS")  $SYS" "$REC"
 check_output "a second run changes nothing" "nothing to change" con bootstrap --profile upgradetest
+# Files no earlier version had (so only the record knows them), added and then dropped together.
+echo "extra a" >"$NEW/roles/sysadmin/skills/extra-a.md"
+echo "extra b" >"$NEW/roles/sysadmin/skills/extra-b.md"
+check_output "a new version adds two files" "^write /etc/con/roles/sysadmin/skills/extra-b.md$" con bootstrap --profile upgradetest
+rm "$NEW/roles/sysadmin/skills/extra-a.md" "$NEW/roles/sysadmin/skills/extra-b.md"
+check "the next one drops both: both are removed" con bootstrap --profile upgradetest
+check_fail "...the first" test -e /etc/con/roles/sysadmin/skills/extra-a.md
+check_fail "...the second" test -e /etc/con/roles/sysadmin/skills/extra-b.md
+check_fail "...and the record forgets them" grep -q extra- "$REC"
 
 section "upgrades: an admin's edit is refused, --force replaces it"
 echo "# admin edit" >>"$SYS"
