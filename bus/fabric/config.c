@@ -1278,6 +1278,8 @@ static const ConYamlField mesh_fields[] = {
         { "credentials", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, credentials),
           .check = absolute_file_check },
         { "retention", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, retention_usec) },
+        { "replicas", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, replicas), .min = 1,
+          .max = CON_MESH_REPLICAS_MAX },
         {}
 };
 
@@ -1447,7 +1449,7 @@ static ConConfig *config_new(const char *filename) {
                         .queue_max = 64,
                         .timeout_usec = 120 * USEC_PER_SEC,
                 },
-                .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC },
+                .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC, .replicas = 1 },
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,

@@ -180,12 +180,14 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
  * (docs/MULTIHOST.md). Absent: enabled false, nothing else set, nothing extra runs. */
 #define CON_MESH_SERVERS_MAX 16
 #define CON_MESH_RETENTION_DEFAULT_USEC (7ULL * 24 * 3600 * 1000000)
+#define CON_MESH_REPLICAS_MAX 5         /* JetStream's limit */
 typedef struct ConMeshConfig {
         bool enabled;                   /* the section was given */
         char *host;                     /* required: this host's name (con_mesh_host_valid) */
         char **servers;                 /* required: nats://HOST:PORT or tls://HOST:PORT, 1..16 */
         char *credentials;              /* absolute path of a NATS credentials file, or NULL */
         uint64_t retention_usec;        /* how long a task may wait in a host's stream (7 days) */
+        unsigned replicas;              /* copies JetStream keeps of each stream: 1, or 3 in a three-node cluster */
 } ConMeshConfig;
 
 typedef struct ConConfig {

@@ -63,6 +63,7 @@ struct Job {
         char *task_id;          /* PUBLISH: the task or result it carries */
         bool is_result;
         int error;              /* the worker's outcome: 0 or a negative errno */
+        unsigned retries;       /* PUBLISH of a result: failed tries so far */
         char *error_text;
         MeshStreamStatus *streams;      /* STATUS */
         size_t n_streams;
@@ -241,6 +242,7 @@ static natsStatus add_stream(Mesh *m, MeshKind k, const char *host, jsErrCode *j
         cfg.Storage = js_FileStorage;
         cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
         cfg.Duplicates = DUPLICATE_WINDOW_NS;
+        cfg.Replicas = (int64_t) m->config->mesh.replicas;
         natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
         if (s == NATS_OK)
                 jsStreamInfo_Destroy(si);
@@ -648,6 +650,38 @@ static void publish_state(Mesh *m, const char *id, const char *agent, const char
 }
 
 static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_);
+static int ask_result(Mesh *m, Delivery *d);
+
+/* Tracks a task of another host that agent AGENT of this host holds, and asks for its result (it
+ * may have ended already). FROM is the sender as the agent records it (USER@HOST), the origin its
+ * host. 0 when already tracked. */
+static int add_delivery(Mesh *m, const char *id, const char *agent, const char *from) {
+        const char *at = strrchr(from, '@');
+        if (!at)
+                return -EINVAL;
+        if (find_delivery(m, id, from))
+                return 0;
+        Delivery *n = realloc(m->dl, sizeof(*n) * (m->n_dl + 1));
+        if (!n)
+                return -ENOMEM;
+        m->dl = n;
+        Delivery d = { .id = strdup(id), .agent = strdup(agent), .from = strdup(from), .origin = strdup(at + 1) };
+        if (!d.id || !d.agent || !d.from || !d.origin) {
+                free(d.id);
+                free(d.agent);
+                free(d.from);
+                free(d.origin);
+                return -ENOMEM;
+        }
+        n[m->n_dl++] = d;
+        return ask_result(m, &n[m->n_dl - 1]);
+}
+
+/* A sender the agent records for a task of another host: USER@HOST with HOST not this one. */
+static bool remote_sender(Mesh *m, const char *sender) {
+        const char *at = strrchr(sender, '@');
+        return at && con_remote_sender_valid(sender) && !streq(at + 1, m->config->mesh.host);
+}
 
 static int ask_result(Mesh *m, Delivery *d) {
         _cleanup_free_ char *bus_name = NULL, *key = NULL;
@@ -705,15 +739,62 @@ static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *r
         return 0;
 }
 
-/* A local agent's TaskCompleted: one of the deliveries ended. */
+/* An asynchronous call whose userdata (allocated) goes with its slot: after the reply, or when the
+ * bus goes first (a gateway stopping with calls in flight). */
+static int call_async_owned(Mesh *m, sd_bus_message *call, sd_bus_message_handler_t callback, void *userdata) {
+        sd_bus_slot *slot = NULL;
+        int r = sd_bus_call_async(m->bus, &slot, call, callback, userdata, 0);
+        if (r < 0)
+                return r;
+        (void) sd_bus_slot_set_destroy_callback(slot, free);
+        (void) sd_bus_slot_set_floating(slot, 1);
+        sd_bus_slot_unref(slot);
+        return 0;
+}
+
+/* Who sent a TaskCompleted of a remote task this gateway has no record of: the bus driver's
+ * answer; only an agent of this host (its user a-AGENT) is believed. */
+static int on_completed_owner(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        _cleanup_free_ char *user = NULL, *agent = NULL;
+        char *key = userdata;   /* freed with the slot */
+        Mesh *m = the_mesh;
+        uint32_t uid;
+        char *nl = strchr(key, '\n');
+        *nl = 0;
+        if (sd_bus_message_is_method_error(reply, NULL) || sd_bus_message_read(reply, "u", &uid) < 0)
+                return 0;
+        if (con_uid_to_name((uid_t) uid, &user) < 0 || con_agent_from_user(user, &agent) < 0 ||
+            !con_config_find_agent(m->config, agent))
+                return 0;
+        log_info("Task %s from %s at agent %s, accepted before this gateway started, ended", key, nl + 1, agent);
+        int r = add_delivery(m, key, agent, nl + 1);
+        if (r < 0)
+                log_error_errno(r, "Cannot track task %s from %s at agent %s: %m", key, nl + 1, agent);
+        return 0;
+}
+
+/* A local agent's TaskCompleted: one of the deliveries ended, or a task of another host accepted
+ * before this gateway started (a restart) whose result must still go back. */
 static int on_agent_completed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error _unused_) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        _cleanup_free_ char *key = NULL;
         Mesh *m = userdata;
-        const char *id, *sender, *status;
+        const char *id, *sender, *status, *owner = sd_bus_message_get_sender(msg);
         if (sd_bus_message_read(msg, "sss", &id, &sender, &status) < 0)
                 return 0;
         Delivery *d = find_delivery(m, id, sender);
-        if (d)
+        if (d) {
                 (void) ask_result(m, d);
+                return 0;
+        }
+        if (!remote_sender(m, sender) || !con_task_id_valid(id) || isempty(owner))
+                return 0;
+        if (asprintf(&key, "%s\n%s", id, sender) < 0)
+                return 0;
+        if (sd_bus_message_new_method_call(m->bus, &call, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                           "org.freedesktop.DBus", "GetConnectionUnixUser") >= 0 &&
+            sd_bus_message_append(call, "s", owner) >= 0 && call_async_owned(m, call, on_completed_owner, key) >= 0)
+                TAKE_PTR(key);
         return 0;
 }
 
@@ -727,6 +808,67 @@ static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *r
         if (d)
                 publish_state(m, d->id, d->agent, d->from, d->origin, "working");
         return 0;
+}
+
+/* After a start: the tasks of other hosts that the agents hold (accepted before this gateway
+ * started, perhaps ended meanwhile) are tracked again, so their results go back. The agents the
+ * policy lets another host task are started for this (an on-demand agent killed with remote tasks
+ * queued would otherwise wait for its next task); the others only if running. */
+static int on_listed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        const char *agent = userdata;   /* freed with the slot */
+        Mesh *m = the_mesh;
+        const char *id, *status, *sender;
+        unsigned n = 0;
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL))
+                return 0;       /* not running (or not answering): nothing to take over */
+        r = sd_bus_message_enter_container(reply, 'a', "(sss)");
+        if (r < 0)
+                return 0;
+        while ((r = sd_bus_message_read(reply, "(sss)", &id, &status, &sender)) > 0) {
+                if (!remote_sender(m, sender) || find_delivery(m, id, sender))
+                        continue;
+                r = add_delivery(m, id, agent, sender);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot track task %s from %s at agent %s: %m", id, sender, agent);
+                        break;
+                }
+                n++;
+        }
+        if (n > 0)
+                log_info("Agent %s holds %u task(s) of other hosts from before this gateway started; their "
+                         "results go back when they end", agent, n);
+        return 0;
+}
+
+/* Whether the policy lets a principal of another host task AGENT (a grant of task to it or to "*"). */
+static bool remote_may_task(const ConConfig *c, const char *agent) {
+        for (size_t i = 0; i < c->n_policy_grants; i++) {
+                const ConPolicyGrantConfig *g = &c->policy_grants[i];
+                ConPrincipalKind kind;
+                const char *name;
+                if (con_principal_parse(g->who, &kind, &name) < 0 || !con_principal_is_remote(kind) ||
+                    !strv_contains(g->may, "task"))
+                        continue;
+                if (strv_contains(g->to, agent) || strv_contains(g->to, "*"))
+                        return true;
+        }
+        return false;
+}
+
+static void take_over(Mesh *m) {
+        for (size_t i = 0; i < m->config->n_agents; i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+                _cleanup_free_ char *bus_name = NULL, *agent = strdup(m->config->agents[i].name);
+                if (!agent || con_agent_bus_name(agent, &bus_name) < 0 ||
+                    sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                   "ListTasks") < 0 ||
+                    sd_bus_message_set_auto_start(call, remote_may_task(m->config, agent)) < 0)
+                        continue;
+                if (call_async_owned(m, call, on_listed, agent) >= 0)
+                        TAKE_PTR(agent);
+        }
 }
 
 struct DeliverCall {
@@ -773,15 +915,9 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
                 r = queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg);
                 if (r < 0)
                         release_msg(m, MESH_KIND_TASK, msg);    /* redelivered; Deliver dedups it */
-                if (!find_delivery(m, t->id, t->from)) {
-                        Delivery *n = realloc(m->dl, sizeof(*n) * (m->n_dl + 1));
-                        if (n) {
-                                m->dl = n;
-                                n[m->n_dl++] = (Delivery) { .id = TAKE_PTR(t->id), .agent = TAKE_PTR(t->agent),
-                                                            .from = TAKE_PTR(t->from), .origin = TAKE_PTR(t->origin) };
-                                (void) ask_result(m, &n[m->n_dl - 1]);  /* it may have ended already */
-                        }
-                }
+                r = add_delivery(m, t->id, t->agent, t->from);
+                if (r < 0)
+                        log_error_errno(r, "Cannot track task %s from %s at agent %s: %m", t->id, t->from, t->agent);
         } else if (transient_error(e)) {
                 log_notice("Task %s from %s not delivered to agent %s for now (%s); JetStream delivers it again",
                            t->id, t->from, t->agent, e->message ?: e->name);
@@ -954,12 +1090,40 @@ static void handle_state(Mesh *m, const Job *j) {
         mesh_state_done(&st);
 }
 
-static void handle_published(Mesh *m, Job *j) {
+static void job_free_void(void *p) {
+        job_free(p);
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = the_mesh;
+        (void) sd_event_source_set_userdata(s, NULL);   /* the worker has it now */
+        queue_job(m, userdata);
+        return 0;
+}
+
+/* Returns true when it kept the job (a result to publish again). */
+static bool handle_published(Mesh *m, Job *j) {
         if (!j->call) {
-                if (j->error)
-                        log_error("Cannot send the result of task %s: %s", j->task_id,
-                                  j->error_text ?: strerror(-j->error));
-                return;
+                if (!j->error)
+                        return false;
+                /* A result is sent again until it is stored (a partition, a NATS server down): its
+                 * task message was acknowledged already, and nothing else would send it before this
+                 * gateway restarts. The same message id: stored once. */
+                if (j->retries++ % 60 == 0)
+                        log_warning("Cannot send the result of task %s yet (trying again every second): %s",
+                                    j->task_id, j->error_text ?: strerror(-j->error));
+                j->error = 0;
+                free(j->error_text);
+                j->error_text = NULL;
+                sd_event_source *t = NULL;
+                if (sd_event_add_time_relative(m->event, &t, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_retry, j) < 0) {
+                        log_error("Cannot send the result of task %s: out of memory", j->task_id);
+                        return false;
+                }
+                (void) sd_event_source_set_destroy_callback(t, job_free_void);
+                (void) sd_event_source_set_floating(t, true);
+                sd_event_source_unref(t);
+                return true;
         }
         if (j->error) {
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
@@ -975,9 +1139,10 @@ static void handle_published(Mesh *m, Job *j) {
                         memmove(o, o + 1, sizeof(*o) * (m->n_out - i - 1));
                         m->n_out--;
                 }
-                return;
+                return false;
         }
         (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
+        return false;
 }
 
 /* GetStatus's answer: the gateway's own counts, and the streams as the worker found them. */
@@ -1049,12 +1214,15 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                 case JOB_CONNECTED:
                         if (j->error)
                                 log_warning("Cannot reach the NATS servers yet (retrying): %s", strempty(j->error_text));
-                        else
+                        else {
                                 log_info("Connected to NATS; consuming con.task.%s and con.result.%s",
                                          m->config->mesh.host, m->config->mesh.host);
+                                take_over(m);
+                        }
                         break;
                 case JOB_PUBLISH:
-                        handle_published(m, j);
+                        if (handle_published(m, j))
+                                continue;       /* kept: sent again */
                         break;
                 case JOB_STATUS:
                         handle_status(m, j);

@@ -203,19 +203,21 @@ static void test_mesh(void) {
         con_config_free(c);
 
         c = parse_ok("mesh:\n  host: host-a\n  servers: [nats://10.77.0.1:4222, \"tls://[fd00::1]:4222\"]\n"
-                     "  credentials: /etc/con/mesh.creds\n  retention: 2d\n" A0);
+                     "  credentials: /etc/con/mesh.creds\n  retention: 2d\n  replicas: 3\n" A0);
         g_assert_true(c->mesh.enabled);
         g_assert_cmpstr(c->mesh.host, ==, "host-a");
         g_assert_cmpuint(strv_length(c->mesh.servers), ==, 2);
         g_assert_cmpstr(c->mesh.servers[1], ==, "tls://[fd00::1]:4222");
         g_assert_cmpstr(c->mesh.credentials, ==, "/etc/con/mesh.creds");
         g_assert_cmpuint(c->mesh.retention_usec, ==, 2ULL * 24 * 3600 * 1000000);
+        g_assert_cmpuint(c->mesh.replicas, ==, 3);
         con_config_free(c);
 
         c = parse_ok("mesh: {host: b, servers: [nats://127.0.0.1:4222]}\n" A0);
         g_assert_true(c->mesh.enabled);
         g_assert_null(c->mesh.credentials);
         g_assert_cmpuint(c->mesh.retention_usec, ==, CON_MESH_RETENTION_DEFAULT_USEC);
+        g_assert_cmpuint(c->mesh.replicas, ==, 1);
         con_config_free(c);
         c = NULL;
 
@@ -245,7 +247,9 @@ static void test_mesh(void) {
                      "con.yaml:4:16: mesh.credentials: 'mesh.creds' is not an absolute path; write the full path of "
                      "the file, e.g. /etc/con/mesh.creds");
         assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  port: 4222\n" A0,
-                     "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials and retention");
+                     "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials, retention and replicas");
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  replicas: 7\n" A0,
+                     "con.yaml:4:13: mesh.replicas: '7' is not allowed; use a whole number from 1 to 5");
 }
 
 static void test_dashboard(void) {
