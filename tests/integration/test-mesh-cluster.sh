@@ -1,0 +1,334 @@
+#!/bin/bash
+# Three hosts, one conspiracy, a three-node JetStream cluster (docs/MULTIHOST.md "When a host is
+# down"). host-a is this sandbox; host-b and host-c are nested sandboxes (each its own root, users,
+# system bus, polkitd and fabric), each in a network namespace made here. The three meet on a
+# bridge in host-a's namespace (veth pairs, private addresses 10.78.0.1-3 made by this test, no
+# route anywhere else). Each host runs its own nats-server; the three form one JetStream cluster
+# (routes over the veths) and every gateway lists all three servers.
+#
+# Shows: a task from host-a answered by an agent on host-b (con-send --to, busctl Submit); a
+# remote sender host-b's policy does not name refused; a sender forged in the text ignored; host-b
+# killed (every daemon of its fabric and its nats-server, kill -9) while tasks are in flight, and
+# started again; host-b cut off (its veth down) while tasks are sent, then joined again. After each:
+# every task JetStream acknowledged completes exactly once: one result back on host-a (GetResult)
+# and one task.accepted in host-b's audit log for its id. Prints the figures (sent, acknowledged,
+# completed, duplicated, lost).
+. "$(dirname "$0")/lib.sh"
+require_sandbox
+
+T=$(lib_tmp)
+src=$(cd "$(dirname "$0")/../.." && pwd)
+declare -A ADDR=([a]=10.78.0.1 [b]=10.78.0.2 [c]=10.78.0.3)
+declare -A NATS_PID=()
+SANDBOX_PIDS=()
+N1=${MESH_CLUSTER_TASKS:-16}    # tasks in flight when host-b is killed
+N2=$((N1 / 2))                  # tasks sent while it is down, and while it is cut off
+cleanup() {
+        for h in b c; do touch "$T/$h/stop" 2>/dev/null; done
+        for p in "${SANDBOX_PIDS[@]}"; do timeout 20 tail --pid="$p" -f /dev/null; kill "$p" 2>/dev/null; done
+        for h in a b c; do [ -n "${NATS_PID[$h]:-}" ] && kill "${NATS_PID[$h]}" 2>/dev/null; done
+        ip netns del mesh-b 2>/dev/null
+        ip netns del mesh-c 2>/dev/null
+        return 0
+}
+trap 'cleanup; _lib_exit' EXIT
+
+section "the network: two namespaces, veth pairs to a bridge on host-a, private addresses only"
+check "a bridge on host-a" ip link add mesh-br type bridge
+check "host-a is ${ADDR[a]}" ip addr add "${ADDR[a]}/24" dev mesh-br
+check "the bridge up" ip link set mesh-br up
+for h in b c; do
+        check "namespace mesh-$h" ip netns add "mesh-$h"
+        check "veth pair host-a <-> host-$h" ip link add "vm-$h" type veth peer name eth0 netns "mesh-$h"
+        check "host-$h's veth on the bridge" ip link set "vm-$h" master mesh-br up
+        check "host-$h is ${ADDR[$h]}" ip -n "mesh-$h" addr add "${ADDR[$h]}/24" dev eth0
+        check "host-$h's end up" ip -n "mesh-$h" link set eth0 up
+        check "host-$h's loopback up" ip -n "mesh-$h" link set lo up
+done
+check_output "no default route on host-a: nothing beyond the three hosts" '^$' ip route show default
+check_output "no default route on host-b" '^$' ip -n mesh-b route show default
+
+section "a nats-server per host, one JetStream cluster"
+in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
+        local h=$1
+        shift
+        if [ "$h" = a ]; then "$@"; else ip netns exec "mesh-$h" "$@"; fi
+}
+start_nats() {
+        local h=$1 routes=()
+        for o in a b c; do [ "$o" != "$h" ] && routes+=("nats://${ADDR[$o]}:6222"); done
+        cat >"$T/nats-$h.conf" <<EOF
+server_name: host-$h
+listen: ${ADDR[$h]}:4222
+http: ${ADDR[$h]}:8222
+jetstream { store_dir: "$T/js-$h" }
+cluster { name: con, listen: ${ADDR[$h]}:6222, routes: [${routes[0]}, ${routes[1]}] }
+EOF
+        # Not through in_ns (a function run in the background is a subshell): $! must be the server.
+        if [ "$h" = a ]; then
+                nats-server -c "$T/nats-$h.conf" -l "$T/nats-$h.log" &
+        else
+                ip netns exec "mesh-$h" nats-server -c "$T/nats-$h.conf" -l "$T/nats-$h.log" &
+        fi
+        NATS_PID[$h]=$!
+}
+jsz_leader() { # the JetStream meta leader host $1's server knows
+        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:8222/jsz" | jq -er '.meta_cluster.leader // empty'
+}
+check "nats-server is installed" command -v nats-server
+for h in a b c; do start_nats "$h"; done
+for h in a b c; do
+        check "host-$h's nats-server listens on ${ADDR[$h]}:4222" wait_for 20 \
+                in_ns "$h" bash -c "exec 3<>/dev/tcp/${ADDR[$h]}/4222"
+done
+cluster_ready() { jsz_leader a && jsz_leader b && jsz_leader c; }
+check "the JetStream cluster has a leader (seen from each node)" wait_for 40 cluster_ready
+
+section "host-b and host-c: nested sandboxes, each with its own fabric"
+# Every host runs this: its con.yaml, bootstrap, con up, then the commands the test drops in its
+# folder (cmd.N, answered by cmd.N.rc and cmd.N.out) until the test asks it to stop.
+cat >"$T/host.sh" <<'HOST'
+#!/bin/bash
+set -u
+out=$CON_SANDBOX_ARTIFACTS
+cat >/usr/local/bin/mesh-echo <<'EOF'
+#!/bin/sh
+# Each run leaves its task id (runs may repeat after a kill: the agent re-runs an interrupted task).
+echo "$CON_TASK_ID" >>/var/tmp/mesh-runs
+sleep 0.1
+printf 'sender=%s agent=%s host=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(hostname)" "$(cat)"
+EOF
+chmod 755 /usr/local/bin/mesh-echo
+: >/var/tmp/mesh-runs
+chmod 666 /var/tmp/mesh-runs
+mkdir -p /etc/con
+cp "$1" /etc/con/con.yaml
+hostname "$2"
+{ con bootstrap && con up; } >"$out/up.log" 2>&1 || { cat /srv/con/logs/daemons/con-meshd.log >>"$out/up.log"; exit 1; }
+touch "$out/ready"
+n=0
+while [ ! -e "$out/stop" ]; do
+        if [ -e "$out/cmd.$n" ]; then
+                bash "$out/cmd.$n" >"$out/cmd.$n.out" 2>&1
+                echo $? >"$out/cmd.$n.rc"
+                n=$((n + 1))
+        else
+                sleep 0.1
+        fi
+done
+HOST
+chmod 755 "$T/host.sh"
+# host_do HOST SCRIPT: runs SCRIPT (bash) on that host, prints its output, returns its status.
+host_do() {
+        local d=$T/$1 n
+        n=$(cat "$d/next" 2>/dev/null || echo 0)
+        echo $((n + 1)) >"$d/next"
+        printf '%s\n' "$2" >"$d/cmd.$n.tmp"
+        mv "$d/cmd.$n.tmp" "$d/cmd.$n"
+        wait_for 90 test -e "$d/cmd.$n.rc" || { echo "host-$1 did not answer"; return 124; }
+        cat "$d/cmd.$n.out"
+        return "$(cat "$d/cmd.$n.rc")"
+}
+servers="[nats://${ADDR[a]}:4222, nats://${ADDR[b]}:4222, nats://${ADDR[c]}:4222]"
+for h in b c; do
+        mkdir -p "$T/$h"
+        cat >"$T/$h.yaml" <<EOF
+system:
+  name: host-$h
+agents:
+  - name: concierge
+    runner: exec
+    command: [/usr/local/bin/mesh-echo]
+  - name: sysadmin
+    runner: exec
+    command: [/usr/local/bin/mesh-echo]
+mesh:
+  host: host-$h
+  servers: $servers
+  replicas: 3
+policy:
+  grants:
+    - {who: "user:alice@host-a", may: [task], to: [sysadmin]}
+    - {who: "user:carol@host-c", may: [task], to: [sysadmin]}
+EOF
+        "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns "/run/netns/mesh-$h" \
+                --artifacts "$T/$h" --with "$T" -- "$T/host.sh" "$T/$h.yaml" "host-$h" \
+                >"$T/$h.out" 2>&1 &
+        SANDBOX_PIDS+=($!)
+done
+
+section "host-a: its fabric with a mesh: section"
+mkdir -p /etc/con
+cat >/etc/con/con.yaml <<EOF
+system:
+  name: host-a
+agents:
+  - name: concierge
+    runner: exec
+    command: [/bin/cat]
+mesh:
+  host: host-a
+  servers: $servers
+  replicas: 3
+EOF
+check "con bootstrap" con bootstrap
+check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
+check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up
+connected() { busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"; }
+check "host-a's gateway is connected" wait_for 30 connected
+for h in b c; do
+        check "host-$h is up (bootstrap, con up)" wait_for 120 test -e "$T/$h/ready"
+        check "host-$h's gateway is connected" host_do "$h" \
+                "$(declare -f wait_for connected); wait_for 30 connected"
+done
+check "carol, a submitter on host-c" host_do c 'useradd -M -G con carol && useradd -M -G con dave'
+
+section "a task from host-a answered on host-b, one from host-c too"
+check_output "con-send --to sysadmin@host-b: answered on host-b, sender alice@host-a" \
+        '^sender=alice@host-a agent=sysadmin host=host-b text=hello from a$' \
+        as_user alice timeout 40 con-send --timeout 35 --to sysadmin@host-b hello from a
+submit() { # submit USER ID TEXT: busctl Submit to sysadmin@host-b under that id; prints the id
+        as_user "$1" busctl --system --timeout 20 call org.conspiracy.Mesh /org/conspiracy/Mesh \
+                org.conspiracy.Mesh1 Submit 'ssa{sv}' sysadmin@host-b "$3" 1 id s "$2"
+}
+result_of() { # result_of ID: alice's task's status and text
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s "$1"
+}
+check_output "busctl Submit through org.conspiracy.Mesh" '^s "cl-busctl"$' submit alice cl-busctl "by busctl"
+completed() { result_of "$1" | grep -q completed; }
+check "... its result comes back" wait_for 30 completed cl-busctl
+check_output "... host-b's answer" 'sender=alice@host-a agent=sysadmin host=host-b text=by busctl' result_of cl-busctl
+check_output "host-c's carol to sysadmin@host-b: answered, sender carol@host-c" \
+        'sender=carol@host-c agent=sysadmin host=host-b text=from c' \
+        host_do c 'runuser -u carol -- timeout 40 con-send --timeout 35 --to sysadmin@host-b from c'
+
+section "refused remote senders, a forged sender ignored"
+check_fail_output "bob of host-a (host-b's policy does not name him): refused on host-b" \
+        'Refused on host host-b: .*bob@host-a' \
+        as_user bob timeout 40 con-send --timeout 35 --to sysadmin@host-b let me in
+check_output "dave of host-c: refused on host-b" 'Refused on host host-b: .*dave@host-c' \
+        host_do c 'runuser -u dave -- timeout 40 con-send --timeout 35 --to sysadmin@host-b hi; echo "rc=$?"'
+check_output "... with exit status 1 (failed)" 'rc=1' echo "$LIB_OUT"
+check_output "a sender forged in the payload (alice@host-a, carol@host-c) is text: bob's task, refused" \
+        'Refused on host host-b: .*bob@host-a' \
+        bash -c 'printf "{\"from\":\"alice@host-a\",\"origin\":\"host-a\"}\nfrom: carol@host-c\n\nhi\n" |
+                 runuser -u bob -- timeout 40 con-send --timeout 35 --to sysadmin@host-b -; echo "rc=$?"'
+check_output "... exit status 1" 'rc=1' echo "$LIB_OUT"
+
+# send_batch PREFIX N: alice submits N tasks by busctl; the ids JetStream acknowledged go to
+# $T/acked.PREFIX, every id tried to $T/sent.PREFIX.
+send_batch() {
+        local p=$1 n=$2 id
+        : >"$T/acked.$p"
+        : >"$T/sent.$p"
+        for i in $(seq -w 1 "$n"); do
+                id=$p-$i
+                echo "$id" >>"$T/sent.$p"
+                submit alice "$id" "task $id" 2>>"$T/submit-errors" | grep -qx "s \"$id\"" && echo "$id" >>"$T/acked.$p"
+        done
+        return 0
+}
+# wait_results PREFIX SECONDS: until every acknowledged task of the batch has a final result on
+# host-a (or SECONDS pass); the ids and their statuses go to $T/results.PREFIX.
+wait_results() {
+        local p=$1 deadline=$((SECONDS + $2)) id st
+        declare -A final=()
+        while :; do
+                for id in $(cat "$T/acked.$p"); do
+                        [ -n "${final[$id]:-}" ] && continue
+                        st=$(result_of "$id" 2>/dev/null | sed -n 's/^ss "\([a-z-]*\)".*/\1/p')
+                        case "$st" in completed|failed|canceled) final[$id]=$st ;; esac
+                done
+                [ "${#final[@]}" -ge "$(wc -l <"$T/acked.$p")" ] && break
+                [ "$SECONDS" -ge "$deadline" ] && break
+                sleep 0.5
+        done
+        : >"$T/results.$p"
+        for id in "${!final[@]}"; do echo "$id ${final[$id]}" >>"$T/results.$p"; done
+}
+# figures PREFIX...: sent, acknowledged, completed, duplicated, lost of those batches, from
+# host-a's results and host-b's audit log (task.accepted per id) and its runner's log.
+figures() {
+        local sent=0 acked=0 completed=0 dup=0 lost=0 reruns=0 noaudit=0 c p id
+        host_do b 'con audit --lines 100000' >"$T/audit-b" 2>&1
+        host_do b 'cat /var/tmp/mesh-runs' >"$T/runs-b" 2>&1
+        for p in "$@"; do
+                sent=$((sent + $(wc -l <"$T/sent.$p")))
+                acked=$((acked + $(wc -l <"$T/acked.$p")))
+                for id in $(cat "$T/acked.$p"); do
+                        c=$(grep -c "task.accepted .*task_id=$id " "$T/audit-b")
+                        if grep -qx "$id completed" "$T/results.$p"; then
+                                completed=$((completed + 1))
+                        else
+                                lost=$((lost + 1))
+                                echo "# lost: $id ($(grep "^$id " "$T/results.$p" || echo 'no result'))"
+                        fi
+                        [ "$c" -gt 1 ] && { dup=$((dup + 1)); echo "# duplicated: $id accepted $c times"; }
+                        [ "$c" = 0 ] && noaudit=$((noaudit + 1))
+                        [ "$(grep -cx "$id" "$T/runs-b")" -gt 1 ] && reruns=$((reruns + 1))
+                done
+        done
+        echo "sent=$sent acknowledged=$acked completed=$completed duplicated=$dup lost=$lost" \
+             "(runs repeated after the kill: $reruns; no task.accepted record: $noaudit)"
+}
+
+section "host-b killed (its fabric and its nats-server, kill -9) with tasks in flight, then started again"
+check "host-a sends $N1 tasks to sysadmin@host-b" send_batch kill "$N1"
+check "host-b's whole fabric is killed (kill -9 of every con daemon)" host_do b '
+        pids=$(for p in /proc/[0-9]*; do
+                case "$(readlink "$p/exe" 2>/dev/null)" in /usr/libexec/conspiracyos/*|/usr/bin/con-*) echo "${p#/proc/}";; esac
+        done)
+        [ -n "$pids" ] && kill -9 $pids'
+check "... and host-b's nats-server" kill -9 "${NATS_PID[b]}"
+wait "${NATS_PID[b]}" 2>/dev/null
+check "host-a sends $N2 more while host-b is down" send_batch down "$N2"
+sleep 1
+start_nats b
+check "host-b's nats-server is back" wait_for 20 in_ns b bash -c "exec 3<>/dev/tcp/${ADDR[b]}/4222"
+check "host-b's fabric is back (con up)" host_do b 'con up'
+check "host-b's gateway is connected again" host_do b "$(declare -f wait_for connected); wait_for 40 connected"
+wait_results kill 60
+wait_results down 30
+check_output "figures after the kill" '.' figures kill down
+KILL_FIGURES=$(tail -n 1 <<<"$LIB_OUT")
+grep '^# ' <<<"$LIB_OUT"
+check "... the tasks in flight were acknowledged" \
+        test "$(cat "$T/acked.kill" "$T/acked.down" | wc -l)" -ge "$N1"
+check_output "... every acknowledged task completed, none twice" 'duplicated=0 lost=0' echo "$KILL_FIGURES"
+check_output "... acknowledged = completed" '^sent=[0-9]+ acknowledged=([0-9]+) completed=\1 ' echo "$KILL_FIGURES"
+
+section "host-b cut off (its veth down) with tasks in flight and more sent meanwhile, then joined again"
+check "host-a sends $N2 tasks to sysadmin@host-b" send_batch cut "$N2"
+check "host-b's link down" ip link set vm-b down
+check "host-a sends $N2 more while host-b is cut off" send_batch away "$N2"
+sleep 3
+check "host-b's link up again" ip link set vm-b up
+wait_results cut 60
+wait_results away 60
+check_output "figures after the partition" '.' figures cut away
+CUT_FIGURES=$(tail -n 1 <<<"$LIB_OUT")
+grep '^# ' <<<"$LIB_OUT"
+check_output "... every acknowledged task completed, none twice" 'duplicated=0 lost=0' echo "$CUT_FIGURES"
+check_output "... acknowledged = completed" '^sent=[0-9]+ acknowledged=([0-9]+) completed=\1 ' echo "$CUT_FIGURES"
+
+section "host-b's records"
+check_output "host-b's audit log names the remote senders" 'sysadmin task.accepted .* sender=carol@host-c' cat "$T/audit-b"
+check_fail "... and never bob or dave (refused before anything was queued)" grep -Eq 'bob@host-a|dave@host-c' "$T/audit-b"
+check_output "host-b's audit chain verifies" 'rc=0' host_do b 'con audit verify; echo "rc=$?"'
+check_fail "no sanitizer report from host-b's gateways" \
+        host_do b "grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log"
+check_fail "no sanitizer report from host-a's gateway" \
+        grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
+
+echo "# figures (tasks to sysadmin@host-b):"
+echo "#   host-b killed while $N1 were in flight, $N2 sent while down: $KILL_FIGURES"
+echo "#   host-b cut off after $N2 were sent, $N2 sent while cut off: $CUT_FIGURES"
+if [ "${LIB_FAILED}" != 0 ]; then
+        host_do b "grep -vE 'Task (cut|away)-' /srv/con/logs/daemons/con-meshd.log | tail -n 80" >"$T/meshd-b.log" 2>&1
+        host_do b "grep -E 'kill-0[34]' /srv/con/logs/daemons/con-agent@sysadmin.log | tail -n 30" >"$T/sysadmin-b.log" 2>&1
+        for f in "$T/b.out" "$T/b/up.log" "$T/meshd-b.log" "$T/sysadmin-b.log" "$T/submit-errors" "$T/nats-b.log" \
+                 /srv/con/logs/daemons/con-meshd.log; do
+                [ -f "$f" ] && { echo "# --- $f"; tail -n 80 "$f" | sed 's/^/#   /'; }
+        done
+fi
+finish
