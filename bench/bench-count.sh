@@ -7,7 +7,8 @@
 #   bench/bench-count.sh build-bench                 # dbus-daemon
 #   CON_BUS_BROKER=dbus-broker bench/bench-count.sh build-bench
 #
-# Prints "SYS PHASE PROCESS SYSCALL CALLS PER_TASK" and "MSG PHASE COUNT TYPE MEMBER" lines.
+# Prints "SYS PHASE PROCESS SYSCALL CALLS PER_TASK USEC_PER_TASK" (the last: time in the syscall as
+# strace -c measures it, strace's own overhead included) and "MSG PHASE COUNT TYPE MEMBER" lines.
 set -euo pipefail
 BUILD=$(realpath "${1:?usage: bench-count.sh BUILD_DIR}")
 N=${BENCH_N:-3000}
@@ -63,7 +64,7 @@ for phase in busdoor filedoor; do
                 name=${f##*/strace-$phase-}
                 awk -v ph="$phase" -v pr="$name" -v n="$N" '
                         $1 ~ /^[0-9.]+$/ && NF >= 5 {sc = $NF; c = $4; if (c == 0) next;
-                                printf "SYS %s %s %s %d %.2f\n", ph, pr, sc, c, c / n}' "$f"
+                                printf "SYS %s %s %s %d %.2f %.2f\n", ph, pr, sc, c, c / n, $2 * 1e6 / n}' "$f"
         done
 done
 wait "$sb" || { cat "$A/out" >&2; exit 1; }

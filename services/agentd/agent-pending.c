@@ -139,7 +139,7 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                           &(ConLogFields) { .task_id = p->task->id, .agent = c->agent->name,
                                                             .sender = p->task->sender, .status = st },
                                           "Task %s of %s: %s", p->task->id, p->task->sender, st);
-                                r = agent_queue_write_files(c->queue, p->task);
+                                r = agent_queue_write_new_files(c->queue, p->task);
                                 if (r < 0) {
                                         log_full(LOG_WARNING, "Failed to write the files of task %s, will retry: %s",
                                                 p->task->id, strerror(-r));

@@ -36,6 +36,7 @@ static inline size_t max_size(size_t a, size_t b) {
 struct AgentQueue {
         int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd, finished_fd;
         int lock_fd, journal_fd;
+        uid_t euid;
 
         AgentTask **tasks;      /* arrival order, owned */
         size_t n_tasks, n_tasks_alloc;
@@ -911,6 +912,7 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->finished_fd = q->lock_fd =
                 q->journal_fd = -EBADF;
         q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
+        q->euid = geteuid();
         q->keep_finished = AGENT_QUEUE_KEEP_FINISHED;
         q->agent_dir_fd = fcntl(agent_dir_fd, F_DUPFD_CLOEXEC, 3);
         if (q->agent_dir_fd < 0)
@@ -1050,11 +1052,13 @@ int agent_queue_compact(AgentQueue *q) {
 
 /* ---- derived files ---- */
 
-/* Root-owned (the service's), 0600, readable by the task's sender through its own ACL entry. */
-static int write_new_file(int dirfd, const char *id, const char *suffix, const char *data, uid_t reader) {
+/* Root-owned (the service's), 0600, readable by the task's sender through its own ACL entry.
+ * With check, a file that exists already is left alone without writing a temp file first. */
+static int write_new_file(AgentQueue *q, int dirfd, const char *id, const char *suffix, const char *data,
+                          uid_t reader, bool check) {
         char name[CON_TASK_ID_MAX + 32];
         (void) snprintf(name, sizeof(name), "%s%s", id, suffix);
-        if (faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0)
+        if (check && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0)
                 return 0;
         ConSpoolWrite o = {
                 .mode = 0600,
@@ -1062,7 +1066,7 @@ static int write_new_file(int dirfd, const char *id, const char *suffix, const c
                 .gid = (gid_t) -1,
                 .sync = false,
                 .noreplace = true,
-                .reader = reader == geteuid() ? (uid_t) -1 : reader,
+                .reader = reader == q->euid ? (uid_t) -1 : reader,
         };
         int r = con_spool_write(dirfd, name, data, strlen(data), &o);
         return r == -EEXIST ? 0 : r;
@@ -1085,9 +1089,7 @@ static int format_task(const AgentTask *t, char **ret) {
 
 /* finished/<id>.json: the "known" record of the task, the submitter's uid included (GetResult
  * authorizes with it after eviction). Written last: its presence means the other files exist. */
-static int write_finished_file(AgentQueue *q, const AgentTask *t) {
-        if (file_exists(q->finished_fd, t->id, ".json"))
-                return 0;
+static int write_finished_file(AgentQueue *q, const AgentTask *t, bool check) {
         _cleanup_(cJSON_Deletep) cJSON *j = record_known(t);
         if (!j)
                 return -ENOMEM;
@@ -1097,10 +1099,10 @@ static int write_finished_file(AgentQueue *q, const AgentTask *t) {
         _cleanup_free_ char *line = NULL;
         if (asprintf(&line, "%s\n", s) < 0)
                 return -ENOMEM;
-        return write_new_file(q->finished_fd, t->id, ".json", line, (uid_t) -1);
+        return write_new_file(q, q->finished_fd, t->id, ".json", line, (uid_t) -1, check);
 }
 
-static int write_task_files(AgentQueue *q, const AgentTask *t) {
+static int write_task_files(AgentQueue *q, const AgentTask *t, bool check) {
         _cleanup_free_ char *formatted = NULL;
         int r;
 
@@ -1113,32 +1115,47 @@ static int write_task_files(AgentQueue *q, const AgentTask *t) {
         }
         if (t->status == AGENT_TASK_DONE) {
                 if (t->result) {
-                        r = write_new_file(q->outbox_fd, t->id, ".response", t->result, t->sender_uid);
+                        r = write_new_file(q, q->outbox_fd, t->id, ".response", t->result, t->sender_uid, check);
                         if (r < 0)
                                 return r;
                 }
                 if (formatted)
-                        return write_new_file(q->processed_fd, t->id, ".task", formatted, t->sender_uid);
+                        return write_new_file(q, q->processed_fd, t->id, ".task", formatted, t->sender_uid, check);
                 return 0;
         }
         if (formatted) {
-                r = write_new_file(q->failed_fd, t->id, ".task", formatted, t->sender_uid);
+                r = write_new_file(q, q->failed_fd, t->id, ".task", formatted, t->sender_uid, check);
                 if (r < 0)
                         return r;
         }
         _cleanup_free_ char *reason = NULL;
         if (asprintf(&reason, "%s\n", strempty(t->result)) < 0)
                 return -ENOMEM;
-        return write_new_file(q->failed_fd, t->id, ".reason", reason, t->sender_uid);
+        return write_new_file(q, q->failed_fd, t->id, ".reason", reason, t->sender_uid, check);
 }
 
-int agent_queue_write_files(AgentQueue *q, const AgentTask *t) {
+static int write_files(AgentQueue *q, AgentTask *t, bool check) {
         if (!agent_task_status_is_final(t->status))
                 return 0;
-        int r = write_task_files(q, t);
+        if (t->files_written)
+                return 0;
+        int r = write_task_files(q, t, check);
         if (r < 0)
                 return r;
-        return write_finished_file(q, t);
+        /* Last: its presence means the other files exist. */
+        r = write_finished_file(q, t, check);
+        if (r < 0)
+                return r;
+        t->files_written = true;
+        return 0;
+}
+
+int agent_queue_write_files(AgentQueue *q, AgentTask *t) {
+        return write_files(q, t, true);
+}
+
+int agent_queue_write_new_files(AgentQueue *q, AgentTask *t) {
+        return write_files(q, t, false);
 }
 
 int agent_queue_write_all_files(AgentQueue *q) {

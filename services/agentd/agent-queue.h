@@ -87,6 +87,7 @@ typedef struct AgentTask {
         char *result;           /* done: response (NULL after compaction: read outbox/); failed,
                                  * cancelled: reason. Always valid text. */
         AgentResultInfo result_info;
+        bool files_written;     /* its derived files are known to exist: eviction needs no lookup */
         void *userdata;         /* the service's session */
 } AgentTask;
 
@@ -201,7 +202,11 @@ void agent_queue_set_compact_threshold(AgentQueue *q, uint64_t bytes);
 /* Writes the derived files of a finished task when missing: outbox/<id>.response (0600) and
  * processed/<id>.task for done tasks; failed/<id>.task and failed/<id>.reason for failed and
  * cancelled ones. Not fsync'ed: the journal is the source of truth. */
-int agent_queue_write_files(AgentQueue *q, const AgentTask *t);
+int agent_queue_write_files(AgentQueue *q, AgentTask *t);
+/* The same for a task that became final in this instance (after the commit of its end record):
+ * none of its files can exist yet, so none is looked up first (one that did would be kept all
+ * the same: the files are renamed into place without replacing). */
+int agent_queue_write_new_files(AgentQueue *q, AgentTask *t);
 /* Writes missing derived files of every finished task (after replay). */
 int agent_queue_write_all_files(AgentQueue *q);
 /* The response or reason of a finished task, from memory or from outbox/ (through

@@ -357,6 +357,42 @@ static void test_files(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* The files of a task that became final in this instance are written without looking first: one
+ * that exists all the same is kept (no replace, no temp file left), and eviction does not write
+ * them again. */
+static void test_new_files(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        AgentTask *t = accept_one(q, "fresh", 5, "do it");
+        g_assert_cmpint(agent_queue_start(q, t, 1), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "done it", 2), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_autofree char *rp = g_build_filename(f->dir, "outbox", "fresh.response", NULL);
+        g_assert_true(g_file_set_contents(rp, "older", -1, NULL));
+        g_assert_cmpint(agent_queue_write_new_files(q, t), ==, 0);
+        g_autofree char *resp = read_file_at(f, "outbox/fresh.response");
+        g_assert_cmpstr(resp, ==, "older");
+        g_autofree char *task = read_file_at(f, "processed/fresh.task");
+        g_assert_nonnull(strstr(task, "do it"));
+        g_autofree char *known = read_file_at(f, "queue/finished/fresh.json");
+        g_assert_nonnull(strstr(known, "\"known\""));
+        g_autofree char *od = g_build_filename(f->dir, "outbox", NULL);
+        GDir *d = g_dir_open(od, 0, NULL);
+        g_assert_nonnull(d);
+        for (const char *n; (n = g_dir_read_name(d));)
+                g_assert_cmpstr(n, ==, "fresh.response");
+        g_dir_close(d);
+
+        /* Written once: eviction goes by the task's flag, not by the files. */
+        g_autofree char *pt = g_build_filename(f->dir, "processed", "fresh.task", NULL);
+        g_assert_cmpint(unlink(pt), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        g_assert_null(agent_queue_find(q, "fresh"));
+        g_assert_false(g_file_test(pt, G_FILE_TEST_EXISTS));
+        g_assert_true(agent_queue_known_on_disk(q, "fresh"));
+        agent_queue_free(q);
+}
+
 static void test_compaction(Fixture *f, gconstpointer data) {
         AgentQueue *q = open_queue(f);
         agent_queue_set_compact_threshold(q, 1024);
@@ -809,6 +845,7 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/retry-counting-across-crashes", test_retry_counting_across_crashes);
         ADD("/agent-queue/requeue", test_requeue);
         ADD("/agent-queue/files", test_files);
+        ADD("/agent-queue/new-files", test_new_files);
         ADD("/agent-queue/compaction", test_compaction);
         ADD("/agent-queue/lock", test_lock);
         ADD("/agent-queue/stale-temps", test_stale_temps);
