@@ -398,26 +398,19 @@ static int fields_inner(const cJSON *fields, char **ret, size_t *ret_len) {
         return 0;
 }
 
-static int append_locked(ConAudit *a, const char *service, const char *event, const char *inner, size_t inner_len) {
-        _cleanup_free_ char *line = NULL;
-        char now[CON_TIMESTAMP_MAX], hash[CON_SHA256_HEX_SIZE];
-        off_t size;
+/* Formats the record after (seq, prev) into line (CON_AUDIT_LINE_MAX + 1 bytes); its length and
+ * hash come back. */
+static int format_record(const char *service, const char *event, const char *inner, size_t inner_len, uint64_t seq,
+                         const char *prev, char *line, size_t *ret_len, char ret_hash[CON_SHA256_HEX_SIZE]) {
+        char now[CON_TIMESTAMP_MAX];
         size_t len = 0;
         int r, n;
 
-        r = current_tail(a, &size);
-        if (r < 0)
-                return r;
         r = con_format_timestamp(con_now(CLOCK_REALTIME), now);
         if (r < 0)
                 return r;
-
-        line = malloc(CON_AUDIT_LINE_MAX + 1);
-        if (!line)
-                return -ENOMEM;
-
         n = snprintf(line, CON_AUDIT_LINE_MAX, "{\"seq\":%" PRIu64 ",\"time\":\"%s\",\"service\":\"%s\",\"event\":\"%s\"",
-                     a->cache_seq + 1, now, service, event);
+                     seq, now, service, event);
         if (n < 0 || (size_t) n >= CON_AUDIT_LINE_MAX)
                 return -E2BIG;
         len = (size_t) n;
@@ -430,22 +423,65 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
         }
         if (len + strlen(",\"prev\":\"\"") + 64 + HASH_SUFFIX_LEN + 1 > CON_AUDIT_LINE_MAX)
                 return -E2BIG;
-        len += (size_t) sprintf(line + len, ",\"prev\":\"%s\"", a->cache_hash);
-        r = body_hash(line, len, hash);
+        len += (size_t) sprintf(line + len, ",\"prev\":\"%s\"", prev);
+        r = body_hash(line, len, ret_hash);
         if (r < 0)
                 return r;
-        len += (size_t) sprintf(line + len, HASH_KEY "%s\"}\n", hash);
+        len += (size_t) sprintf(line + len, HASH_KEY "%s\"}\n", ret_hash);
+        *ret_len = len;
+        return 0;
+}
 
-        r = con_write_all(a->log_fd, line, len);
+/* Appends the n records (already checked: inner[i] of inner_len[i] bytes) with one write. */
+static int append_locked(ConAudit *a, const ConAuditRecord *recs, char * const *inner, const size_t *inner_len,
+                         size_t n) {
+        _cleanup_free_ char *line = NULL, *buf = NULL;
+        char hash[CON_SHA256_HEX_SIZE], prev[CON_SHA256_HEX_SIZE];
+        size_t len = 0, alloc = 0;
+        off_t size;
+        int r;
+
+        r = current_tail(a, &size);
+        if (r < 0)
+                return r;
+        line = malloc(CON_AUDIT_LINE_MAX + 1);
+        if (!line)
+                return -ENOMEM;
+        memcpy(prev, a->cache_hash, sizeof(prev));
+        for (size_t i = 0; i < n; i++) {
+                size_t l;
+                r = format_record(recs[i].service, recs[i].event, inner[i], inner_len[i], a->cache_seq + 1 + i,
+                                  prev, line, &l, hash);
+                if (r < 0)
+                        return r;
+                if (n == 1) {
+                        buf = TAKE_PTR(line);
+                        len = l;
+                        break;
+                }
+                if (alloc - len < l) {
+                        size_t na = 2 * alloc > len + l + 4096 ? 2 * alloc : len + l + 4096;
+                        char *b = realloc(buf, na);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                        alloc = na;
+                }
+                memcpy(buf + len, line, l);
+                len += l;
+                memcpy(prev, hash, sizeof(prev));
+        }
+
+        r = con_write_all(a->log_fd, buf, len);
         if (r < 0) {
-                /* Part of the line may have landed (ENOSPC, EIO): cut it off again, under the lock
-                 * we hold, or the log ends with a partial record and every later append and
+                /* Part of the lines may have landed (ENOSPC, EIO): cut them off again, under the
+                 * lock we hold, or the log ends with a partial record and every later append and
                  * 'con audit verify' fail. If even that fails, make the next append re-read. */
                 if (ftruncate(a->log_fd, size) < 0)
                         a->cache_valid = false;
                 return r;
         }
-        a->cache_seq++;
+        a->cache_seq += n;
         memcpy(a->cache_hash, hash, sizeof(hash));
         a->cache_end = size + (off_t) len;
         a->last_seq = a->cache_seq;
@@ -459,25 +495,44 @@ static int append_locked(ConAudit *a, const char *service, const char *event, co
         return 0;
 }
 
-int con_audit_append(ConAudit *a, const char *service, const char *event, const cJSON *fields) {
-        _cleanup_free_ char *inner = NULL;
-        size_t inner_len = 0;
+int con_audit_append_many(ConAudit *a, const ConAuditRecord *recs, size_t n) {
+        _cleanup_free_ char **inner = NULL;
+        _cleanup_free_ size_t *inner_len = NULL;
         int r, q;
 
-        if (!a || !con_identifier_valid(service) || !con_identifier_valid(event))
+        if (!a || (!recs && n > 0))
                 return -EINVAL;
-        r = fields_inner(fields, &inner, &inner_len);
-        if (r < 0)
-                return r;
-        if (inner_len >= CON_AUDIT_LINE_MAX)
-                return -E2BIG;
+        if (n == 0)
+                return 0;
+        inner = calloc(n, sizeof(char *));
+        inner_len = calloc(n, sizeof(size_t));
+        if (!inner || !inner_len)
+                return -ENOMEM;
+        r = 0;
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                if (!con_identifier_valid(recs[i].service) || !con_identifier_valid(recs[i].event))
+                        r = -EINVAL;
+                else
+                        r = fields_inner(recs[i].fields, &inner[i], &inner_len[i]);
+                if (r >= 0 && inner_len[i] >= CON_AUDIT_LINE_MAX)
+                        r = -E2BIG;
+        }
+        if (r >= 0) {
+                r = flock_retry(a->log_fd, LOCK_EX);
+                if (r >= 0) {
+                        r = append_locked(a, recs, inner, inner_len, n);
+                        q = flock_retry(a->log_fd, LOCK_UN);
+                        if (r >= 0)
+                                r = q;
+                }
+        }
+        for (size_t i = 0; i < n; i++)
+                free(inner[i]);
+        return r;
+}
 
-        r = flock_retry(a->log_fd, LOCK_EX);
-        if (r < 0)
-                return r;
-        r = append_locked(a, service, event, inner, inner_len);
-        q = flock_retry(a->log_fd, LOCK_UN);
-        return r < 0 ? r : q;
+int con_audit_append(ConAudit *a, const char *service, const char *event, const cJSON *fields) {
+        return con_audit_append_many(a, &(ConAuditRecord) { service, event, fields }, 1);
 }
 
 /* Verification */

@@ -28,8 +28,9 @@
  * (journal, another host) to anchor it.
  *
  * Several processes may append at once: every append takes flock(LOCK_EX) on the log, reads
- * the last record (or trusts its cache when the file size is unchanged), appends one line with
- * O_APPEND and unlocks, so the chain stays linear.
+ * the last record (or trusts its cache when the file size is unchanged), appends its lines (one
+ * record, or several with con_audit_append_many()) with one O_APPEND write and unlocks, so the
+ * chain stays linear.
  *
  * Files are created 0640 (the directory 0750 when this library creates it), owned by the
  * caller (root for the services).
@@ -73,6 +74,15 @@ int con_audit_flush(ConAudit *a);
  * con_audit_open (checked again whenever another process appended since); or another
  * negative errno. */
 int con_audit_append(ConAudit *a, const char *service, const char *event, const cJSON *fields);
+/* Appends n records as con_audit_append() would one after the other, but under one lock and with
+ * one write (one syscall, not four, per record). All or none: when one is refused (-EINVAL,
+ * -E2BIG), nothing is written. */
+typedef struct ConAuditRecord {
+        const char *service;
+        const char *event;
+        const cJSON *fields;
+} ConAuditRecord;
+int con_audit_append_many(ConAudit *a, const ConAuditRecord *recs, size_t n);
 /* seq of the last record this handle appended, 0 before the first. */
 uint64_t con_audit_last_seq(const ConAudit *a);
 

@@ -54,13 +54,12 @@ int con_audit_writer_flush(ConAuditWriter *w) {
         return con_audit_flush(w->audit);
 }
 
-int con_audit_writer_append(ConAuditWriter *w, const char *service, const char *event, const cJSON *fields,
-                            bool *ret_first_failure) {
-        int r = con_audit_append(w->audit, service, event, fields);
+int con_audit_writer_append_many(ConAuditWriter *w, const ConAuditRecord *recs, size_t n, bool *ret_first_failure) {
+        int r = con_audit_append_many(w->audit, recs, n);
         if (ret_first_failure)
                 *ret_first_failure = r < 0 && !w->failing;
         w->failing = r < 0;
-        if (r < 0)
+        if (r < 0 || n == 0)
                 return r;
         w->dirty = true;
         /* Armed relative to now and only when not pending already: re-arming a timer whose time
@@ -72,6 +71,11 @@ int con_audit_writer_append(ConAuditWriter *w, const char *service, const char *
                 (void) sd_event_source_set_enabled(w->timer, SD_EVENT_ONESHOT);
         }
         return 0;
+}
+
+int con_audit_writer_append(ConAuditWriter *w, const char *service, const char *event, const cJSON *fields,
+                            bool *ret_first_failure) {
+        return con_audit_writer_append_many(w, &(ConAuditRecord) { service, event, fields }, 1, ret_first_failure);
 }
 
 cJSON *con_audit_task_fields(const char *task_id, const char *agent, const char *sender) {

@@ -32,6 +32,8 @@ static inline void con_audit_writer_freep(ConAuditWriter **w) {
  * append had succeeded, i.e. when this failure is news. */
 int con_audit_writer_append(ConAuditWriter *w, const char *service, const char *event, const cJSON *fields,
                             bool *ret_first_failure);
+/* The same for n records at once (con_audit_append_many(): one lock, one write). */
+int con_audit_writer_append_many(ConAuditWriter *w, const ConAuditRecord *recs, size_t n, bool *ret_first_failure);
 /* Makes every appended record durable now. Returns 0 or a negative errno. */
 int con_audit_writer_flush(ConAuditWriter *w);
 

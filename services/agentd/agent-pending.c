@@ -29,27 +29,62 @@ int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *ca
         return 0;
 }
 
-static void audit_task_event(AgentContext *c, const char *member, const AgentTask *t) {
-        const char *event = streq(member, "TaskAccepted") ? "task.accepted" :
-                            streq(member, "TaskStarted") ? "task.started" :
-                            streq(member, "TaskCompleted") ? "task.completed" : NULL;
-        if (!c->audit || !event)
-                return;
-        _cleanup_cjson_ cJSON *f = con_audit_task_fields(t->id, c->agent->name, t->sender);
+static const char *pending_member(AgentPendingKind kind) {
+        switch (kind) {
+        case PENDING_ACCEPTED:
+                return "TaskAccepted";
+        case PENDING_STARTED:
+                return "TaskStarted";
+        case PENDING_COMPLETED:
+                return "TaskCompleted";
+        default:
+                return NULL;
+        }
+}
+
+static cJSON *audit_task_fields(AgentContext *c, const char *member, const AgentTask *t) {
+        cJSON *f = con_audit_task_fields(t->id, c->agent->name, t->sender);
         if (f && streq(member, "TaskCompleted"))
                 (void) cJSON_AddStringToObject(f, "status", agent_task_status_to_a2a(t->status));
         if (f && streq(member, "TaskAccepted") && t->chain)
                 /* Why an agent tasks another: the chain of tasks above it, the parent last. */
                 (void) cJSON_AddStringToObject(f, "chain", t->chain);
-        bool first = false;
-        int r = f ? con_audit_writer_append(c->audit, c->agent->name, event, f, &first) : -ENOMEM;
-        if (r < 0 && first)
-                log_full(LOG_ERR, "Failed to append to the audit log: %s", strerror(-r));
+        return f;
 }
 
-/* Signals go out after the group commit made the change durable; the audit record with them. */
+/* The audit records of the task events of one group commit, with one append (one lock, one write)
+ * before any of their signals goes out. */
+static void audit_task_events(AgentContext *c) {
+        if (!c->audit || c->n_pending == 0)
+                return;
+        _cleanup_free_ ConAuditRecord *recs = calloc(c->n_pending, sizeof(ConAuditRecord));
+        size_t n = 0;
+        int r = recs ? 0 : -ENOMEM;
+        for (size_t i = 0; i < c->n_pending && r >= 0; i++) {
+                const char *member = pending_member(c->pending[i].kind);
+                if (!member)
+                        continue;
+                const char *event = streq(member, "TaskAccepted") ? "task.accepted" :
+                                    streq(member, "TaskStarted") ? "task.started" : "task.completed";
+                cJSON *f = audit_task_fields(c, member, c->pending[i].task);
+                if (!f)
+                        r = -ENOMEM;
+                else
+                        recs[n++] = (ConAuditRecord) { c->agent->name, event, f };
+        }
+        bool first = false;
+        if (r >= 0)
+                r = con_audit_writer_append_many(c->audit, recs, n, &first);
+        else
+                first = true;
+        if (r < 0 && first)
+                log_full(LOG_ERR, "Failed to append to the audit log: %s", strerror(-r));
+        for (size_t i = 0; i < n; i++)
+                cJSON_Delete((cJSON *) recs[i].fields);
+}
+
+/* Signals go out after the group commit made the change durable, and after their audit records. */
 static void emit_task_signal(AgentContext *c, const char *member, const AgentTask *t) {
-        audit_task_event(c, member, t);
         for (size_t i = 0; i < c->n_buses; i++) {
                 int r;
                 if (!sd_bus_is_open(c->buses[i]))
@@ -100,6 +135,8 @@ static int on_files_retry(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 void agent_pending_run(AgentContext *c, int commit_error) {
+        if (commit_error >= 0)
+                audit_task_events(c);
         for (size_t i = 0; i < c->n_pending; i++) {
                 AgentPending *p = &c->pending[i];
                 int r = 0;

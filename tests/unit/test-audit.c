@@ -416,6 +416,45 @@ static void test_batch(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(v.head_seq, ==, 101);
 }
 
+/* Several records with one append: chained as if appended one by one, all or none. */
+static void test_append_many(Fixture *f, gconstpointer data) {
+        ConAudit *a = NULL;
+        ConAuditVerify v;
+        cJSON *f1 = cJSON_CreateObject(), *bad = cJSON_CreateObject();
+
+        g_assert_nonnull(cJSON_AddStringToObject(f1, "task_id", "t1"));
+        g_assert_nonnull(cJSON_AddStringToObject(bad, "seq", "reserved"));
+        g_assert_cmpint(con_audit_open(f->dir, &a), ==, 0);
+        g_assert_cmpint(con_audit_append(a, "agent", "task.accepted", f1), ==, 0);
+        ConAuditRecord recs[] = {
+                { "agent", "task.started", f1 },
+                { "agent", "task.completed", NULL },
+                { "router", "task.routed", f1 },
+        };
+        g_assert_cmpint(con_audit_append_many(a, recs, ELEMENTSOF(recs)), ==, 0);
+        g_assert_cmpuint(con_audit_last_seq(a), ==, 4);
+        g_assert_cmpint(con_audit_append_many(a, recs, 0), ==, 0);
+        ConAuditRecord refused[] = {
+                { "agent", "task.started", f1 },
+                { "agent", "task.completed", bad },
+        };
+        g_assert_cmpint(con_audit_append_many(a, refused, ELEMENTSOF(refused)), ==, -EINVAL);
+        ConAuditRecord bad_name[] = { { "agent", "not an event", NULL } };
+        g_assert_cmpint(con_audit_append_many(a, bad_name, 1), ==, -EINVAL);
+        g_assert_cmpuint(con_audit_last_seq(a), ==, 4);
+        g_assert_cmpint(con_audit_append(a, "agent", "task.completed", f1), ==, 0);
+        con_audit_close(a);
+        g_assert_cmpint(con_audit_verify(f->dir, &v), ==, 0);
+        g_assert_cmpuint(v.records, ==, 5);
+        g_assert_cmpuint(v.head_seq, ==, 5);
+        g_autofree char *log = NULL;
+        g_assert_true(g_file_get_contents(f->log, &log, NULL, NULL));
+        g_assert_nonnull(strstr(log, "\"seq\":3,"));
+        g_assert_nonnull(strstr(log, "\"event\":\"task.routed\",\"task_id\":\"t1\""));
+        cJSON_Delete(f1);
+        cJSON_Delete(bad);
+}
+
 #define PER_CHILD 500
 
 static void test_concurrent(Fixture *f, gconstpointer data) {
@@ -490,6 +529,7 @@ int main(int argc, char *argv[]) {
         T("/audit/write-fails", test_write_fails);
         T("/audit/head", test_head);
         T("/audit/batch", test_batch);
+        T("/audit/append-many", test_append_many);
         T("/audit/concurrent", test_concurrent);
         return con_test_run();
 }
