@@ -74,6 +74,8 @@ Lane *router_lane_free(Lane *l) {
         if (!l)
                 return NULL;
         sd_event_source_disable_unref(l->quota_timer);
+        if (l->over_quota)
+                router_quota_watch(l->target->router, false);
         free(l->user);
         free(l);
         return NULL;
@@ -297,9 +299,11 @@ static void lane_arm_quota_timer(Lane *l) {
 /* The agent refused a file of this sender for its quota: hold the sender's files back until its
  * tasks finish (a TaskCompleted signal gives one credit) or the timer allows a probe. */
 static void lane_over_quota(Lane *l, const char *why) {
-        if (!l->over_quota)
+        if (!l->over_quota) {
                 log_info("Holding back the files of %s for %s in the inbox: %s", l->user, l->target->agent, why);
-        l->over_quota = true;
+                l->over_quota = true;
+                router_quota_watch(l->target->router, true);
+        }
         l->credits = 0;
         l->quota_refusals++;
         lane_arm_quota_timer(l);
@@ -384,6 +388,7 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                 l->quota_refusals = 0;
                 if (TAILQ_EMPTY(&l->queue)) {
                         l->over_quota = false;
+                        router_quota_watch(r, false);
                         l->credits = 0;
                         (void) sd_event_source_set_enabled(l->quota_timer, SD_EVENT_OFF);
                 } else if (l->credits == 0)

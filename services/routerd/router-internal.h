@@ -139,7 +139,9 @@ struct Router {
         sd_event_source *settle_timer;
         sd_event_source *props_timer;
         sd_event_source *once_timer;
-        sd_bus_slot *match_signals;
+        sd_bus_slot *match_signals;     /* TaskCompleted, only while a lane is over its quota */
+        size_t n_over_quota;            /* lanes over their quota */
+        bool watch_agents;              /* a daemon (not --once): quota credits come from signals */
         ConNameOwners *owners;          /* who owns each target's bus name */
         int exit_status;
 };
@@ -147,6 +149,7 @@ struct Router {
 /* router-service.c */
 void router_audit(Router *r, const char *service, const char *event, cJSON *fields);
 void router_props_changed(Router *r);
+void router_quota_watch(Router *r, bool over);
 
 /* router-deliver.c */
 Item *router_item_free(Item *it);

@@ -123,6 +123,36 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
         return 0;
 }
 
+static int on_match_installed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        const sd_bus_error *e = sd_bus_message_get_error(m);
+        if (e)
+                log_warning("Failed to subscribe to TaskCompleted, the quota timer alone will let held-back "
+                            "files go: %s", e->message ?: e->name);
+        return 0;
+}
+
+/* A lane went over its quota (over) or left it. The agents' TaskCompleted signals are only needed
+ * while some lane waits for them: without the match the bus does not wake the router once per
+ * task of every agent. A signal sent before the match is in place is missed; the lane's probe
+ * timer covers that, as it covers a signal lost any other way. */
+void router_quota_watch(Router *r, bool over) {
+        if (over)
+                r->n_over_quota++;
+        else if (r->n_over_quota > 0)
+                r->n_over_quota--;
+        if (r->n_over_quota == 0) {
+                r->match_signals = sd_bus_slot_unref(r->match_signals);
+                return;
+        }
+        if (r->match_signals || !r->watch_agents || r->shutting_down)
+                return;
+        int k = sd_bus_match_signal_async(r->bus, &r->match_signals, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                          "TaskCompleted", on_agent_signal, on_match_installed, r);
+        if (k < 0)
+                log_warning("Failed to subscribe to TaskCompleted, the quota timer alone will let held-back "
+                            "files go: %s", strerror(-k));
+}
+
 static int router_watch_agents(Router *r) {
         int k;
 
@@ -130,10 +160,7 @@ static int router_watch_agents(Router *r) {
         k = con_name_owners_new(r->bus, "org.conspiracy", true, NULL, NULL, &r->owners);
         if (k < 0)
                 return k;
-        k = sd_bus_match_signal(r->bus, &r->match_signals, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted",
-                                on_agent_signal, r);
-        if (k < 0)
-                return k;
+        r->watch_agents = true;
         for (size_t i = 0; i < r->n_targets; i++) {
                 k = con_name_owners_add(r->owners, r->targets[i]->bus_name);
                 if (k < 0)
@@ -617,7 +644,7 @@ Router *router_free(Router *r) {
         sd_event_source_disable_unref(r->settle_timer);
         sd_event_source_disable_unref(r->props_timer);
         sd_event_source_disable_unref(r->once_timer);
-        sd_bus_slot_unref(r->match_signals);
+        r->match_signals = sd_bus_slot_unref(r->match_signals);
         con_name_owners_free(r->owners);
         sd_bus_flush_close_unref(r->bus);
         con_audit_writer_free(r->audit);
