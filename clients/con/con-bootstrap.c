@@ -38,7 +38,8 @@ static void bootstrap_help(FILE *f) {
               "inet conspiracyos, docs/NETWORK.md), and enable the fabric's systemd units\n"
               "(conspiracyos.target, 'always' agents, cron timers) with links in /etc/systemd/system.\n"
               "Under systemd it then runs systemctl daemon-reload and starts them. Only what differs\n"
-              "is changed; when something did, the running services reload their configuration.\n"
+              "is changed; when something did, the running services reload their configuration\n"
+              "(the egress gateway always: its secrets in /etc/con/env are not bootstrap's to compare).\n"
               "\n"
               "  --config FILE    provision from FILE and install it as /etc/con/con.yaml (the services read that)\n"
               "  --profile NAME   install profile NAME to /etc/con and use it\n"
@@ -240,9 +241,11 @@ int verb_bootstrap(int argc, char *argv[]) {
         if (r != 0)
                 return r;
 
-        /* Running services pick the change up now, without a restart. */
-        if (!o.dry_run && changed > 0) {
-                r = con_reload_services();
+        /* Running services pick the change up now, without a restart. The egress gateway is told
+         * even when nothing here changed: a changed secret in /etc/con/env or a host-name entry
+         * edited in /etc/con/con.yaml is nothing bootstrap writes. */
+        if (!o.dry_run) {
+                r = changed > 0 ? con_reload_services() : con_reload_egress();
                 if (r != 0)
                         return r;
         }

@@ -283,6 +283,20 @@ static bool system_bus_alive(void) {
  * every running fabric service its configuration (Reload), so new agents are served without a
  * restart. Services that do not run are not started. Returns 0, or CON_EXIT_FAILURE when one
  * refused (reported; it keeps the configuration it had). */
+/* The egress gateway has no bus interface: SIGHUP to the process that owns its name (our own
+ * daemon, as con down finds it) makes it read the config, the agent users and the services'
+ * secrets again, and move to a changed egress.port. */
+static int reload_egress(sd_bus *bus) {
+        pid_t pid = 0;
+        if (!name_has_owner(bus, EGRESSD_BUS_NAME))
+                return 0;
+        if (name_pid(bus, EGRESSD_BUS_NAME, &pid) < 0 || pid <= 1 || kill(pid, SIGHUP) < 0)
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: cannot tell con-egressd to reload: %s",
+                                strerror(pid <= 1 ? ESRCH : errno));
+        printf("reload con-egressd\n");
+        return 0;
+}
+
 int con_reload_services(void) {
         static const struct {
                 const char *service, *name, *path, *interface;
@@ -315,18 +329,16 @@ int con_reload_services(void) {
                 } else
                         printf("reload %s\n", services[i].service);
         }
-        /* The egress gateway has no bus interface: SIGHUP to the process that owns its name (our
-         * own daemon, as con down finds it) makes it read the config and the agent users again. */
-        pid_t pid = 0;
-        if (name_has_owner(bus, EGRESSD_BUS_NAME)) {
-                if (name_pid(bus, EGRESSD_BUS_NAME, &pid) < 0 || pid <= 1 || kill(pid, SIGHUP) < 0) {
-                        con_fail(CON_EXIT_FAILURE, "bootstrap: cannot tell con-egressd to reload: %s",
-                                 strerror(pid <= 1 ? ESRCH : errno));
-                        status = CON_EXIT_FAILURE;
-                } else
-                        printf("reload con-egressd\n");
-        }
-        return status;
+        r = reload_egress(bus);
+        return r != 0 ? r : status;
+}
+
+int con_reload_egress(void) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+
+        if (!system_bus_alive() || sd_bus_open_system(&bus) < 0)
+                return 0;
+        return reload_egress(bus);
 }
 
 /* ---- up / down ---- */

@@ -18,6 +18,9 @@ typedef int (*ConVerbFn)(int argc, char *argv[]);
 int verb_bootstrap(int argc, char *argv[]);
 /* The bus and the running fabric services re-read their configuration (con-fabric.c). */
 int con_reload_services(void);
+/* Only the egress gateway: SIGHUP, so it reads the config and the services' secrets (in
+ * /etc/con/env, which bootstrap does not compare) again. 0 when none runs. */
+int con_reload_egress(void);
 /* con-fabric.c */
 int verb_up(int argc, char *argv[]);
 int verb_down(int argc, char *argv[]);

@@ -26,9 +26,12 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <linux/capability.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 
@@ -136,10 +139,20 @@ struct Egress {
         EgressPolicy *policy;
         ConAuditWriter *audit;
         ConHttp *http;
-        char **env;                     /* /etc/con/env, read as root at start: the services' secrets */
+        char **env;                     /* /etc/con/env (root at start, the keeper on SIGHUP): the secrets */
+        char *env_path;
+        /* The secrets keeper (started as root, secrets_keeper()): SIGHUP asks it for the key file
+         * again. -EBADF when the service did not start as root: it reads the file itself. */
+        int secrets_fd;
+        pid_t secrets_pid;
+        sd_event_source *secrets_io;
+        char *secrets_buf;              /* the answer being read: status, length, text */
+        size_t secrets_len;
+        bool secrets_again;             /* another SIGHUP came while a request was out */
         int listen_fd, nl_fd;
         struct sockaddr_storage local;
         unsigned port;
+        bool port_fixed;                /* --port: not the config's */
         sd_event_source *listen_io, *sighup;
         Conn *conns;
         unsigned n_conns;
@@ -1044,9 +1057,169 @@ static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
 /* ---- setup ---- */
 
-/* SIGHUP: the config and the agent users again (a new agent, a changed allow-list or service);
- * connections in flight keep the policy they started under. The secrets and the port stay those
- * of the start (the key file is root's: restart the service for a new secret). */
+/* ---- the services' secrets ---- */
+
+/* The secrets keeper: a child forked while the service is still root, before anything else is
+ * opened, that keeps uid 0 (the key file is root:con-models 0640: its owner reads it) and nothing
+ * else: no capability (capset to empty), no_new_privs, no other descriptor, dies with its parent.
+ * For each byte on its socket it reads the key file and answers: int32 status (0 or -errno),
+ * uint32 length, the text. It never parses, logs or keeps anything. Never returns. */
+_Noreturn static void secrets_keeper(int fd, const char *path) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[2] = {};
+        char c;
+
+        /* Its own name: `pgrep -x con-egressd` (docs/NETWORK.md) finds the gateway alone. */
+        (void) prctl(PR_SET_NAME, "con-egress-keys");
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1 || dup2(fd, 3) < 0 ||
+            close_range(4, ~0U, 0) < 0 || syscall(SYS_capset, &h, d) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                _exit(EXIT_FAILURE);
+        while (read(3, &c, 1) == 1) {
+                _cleanup_free_ char *text = NULL;
+                size_t len = 0;
+                int r = read_file_nofollow(path, ENV_MAX, &text, &len);
+                int32_t status = r < 0 ? r : 0;
+                uint32_t n = r < 0 ? 0 : (uint32_t) len;
+                bool ok = con_write_all(3, &status, sizeof status) >= 0 && con_write_all(3, &n, sizeof n) >= 0 &&
+                          (n == 0 || con_write_all(3, text, n) >= 0);
+                if (text)
+                        explicit_bzero(text, len);
+                if (!ok)
+                        break;
+        }
+        _exit(EXIT_SUCCESS);
+}
+
+static void secrets_use(Egress *g, int status, const char *text, size_t len) {
+        char **env = NULL;
+        unsigned bad = 0;
+        int r = status;
+
+        if (r == -ENOENT)
+                r = 0;          /* no key file: no secrets, as at start */
+        else if (r >= 0)
+                r = con_env_parse(text, len, &env, &bad);
+        if (r < 0) {
+                if (bad > 0)
+                        log_error("%s:%u: not NAME=value; keeping the previous secrets", g->env_path, bad);
+                else
+                        log_error_errno(r, "Cannot read %s again: %m; keeping the previous secrets", g->env_path);
+                return;
+        }
+        STRV_FOREACH(v, g->env)
+                explicit_bzero(*v, strlen(*v));
+        strv_free(g->env);
+        g->env = env;
+        log_info("Reloaded the services' secrets from %s (%zu variable%s)", g->env_path, strv_length(env),
+                 strv_length(env) == 1 ? "" : "s");
+}
+
+static int secrets_request(Egress *g);
+
+static int on_secrets(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Egress *g = userdata;
+        char buf[4096];
+
+        for (;;) {
+                ssize_t n = read(fd, buf, sizeof buf);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        return 0;
+                if (n <= 0 || g->secrets_len + (size_t) n > 8 + ENV_MAX) {
+                        log_error("The secrets keeper is gone; secrets are reloaded only by a restart now");
+                        g->secrets_io = sd_event_source_disable_unref(g->secrets_io);
+                        g->secrets_fd = safe_close(g->secrets_fd);
+                        return 0;
+                }
+                char *b = realloc(g->secrets_buf, g->secrets_len + (size_t) n);
+                if (!b) {
+                        explicit_bzero(buf, sizeof buf);
+                        return log_error_errno(-ENOMEM, "Out of memory");
+                }
+                /* realloc may have left the old copy behind: the keeper's answers are small and
+                 * this process is not dumpable. */
+                g->secrets_buf = b;
+                memcpy(g->secrets_buf + g->secrets_len, buf, (size_t) n);
+                g->secrets_len += (size_t) n;
+                explicit_bzero(buf, sizeof buf);
+                int32_t status;
+                uint32_t len;
+                if (g->secrets_len < 8)
+                        continue;
+                memcpy(&status, g->secrets_buf, 4);
+                memcpy(&len, g->secrets_buf + 4, 4);
+                if (g->secrets_len < 8 + (size_t) len)
+                        continue;
+                secrets_use(g, status, g->secrets_buf + 8, len);
+                explicit_bzero(g->secrets_buf, g->secrets_len);
+                free(g->secrets_buf);
+                g->secrets_buf = NULL;
+                g->secrets_len = 0;
+                (void) sd_event_source_set_enabled(g->secrets_io, SD_EVENT_OFF);
+                if (g->secrets_again) {
+                        g->secrets_again = false;
+                        (void) secrets_request(g);
+                }
+                return 0;
+        }
+}
+
+/* The key file again: through the keeper when the service started as root (it no longer is),
+ * else read here with the same rights as at start. */
+static int secrets_request(Egress *g) {
+        if (g->secrets_fd < 0) {
+                _cleanup_free_ char *text = NULL;
+                size_t len = 0;
+                int r = read_file_nofollow(g->env_path, ENV_MAX, &text, &len);
+                secrets_use(g, r < 0 ? r : 0, text, len);
+                if (text)
+                        explicit_bzero(text, len);
+                return 0;
+        }
+        if (sd_event_source_get_enabled(g->secrets_io, NULL) > 0) {
+                g->secrets_again = true;
+                return 0;
+        }
+        if (write(g->secrets_fd, "r", 1) != 1)
+                return log_error_errno(-errno, "Cannot ask the secrets keeper: %m");
+        return sd_event_source_set_enabled(g->secrets_io, SD_EVENT_ON);
+}
+
+static int listen_on(unsigned port, int *ret_fd) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        _cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return negative_errno();
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(fd, 128) < 0)
+                return negative_errno();
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* A new egress.port: listen there (as con-egress: a port from 1024 up), then stop listening on the
+ * old one. Connections in flight are not touched. */
+static void move_port(Egress *g, unsigned port) {
+        _cleanup_(sd_event_source_disable_unrefp) sd_event_source *io = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        int r = listen_on(port, &fd);
+        if (r >= 0)
+                r = sd_event_add_io(g->event, &io, fd, EPOLLIN, on_listen, g);
+        if (r < 0) {
+                log_error_errno(r, "egress.port is now %u but listening there failed: %m; still on %u", port, g->port);
+                return;
+        }
+        sd_event_source_disable_unref(g->listen_io);
+        safe_close(g->listen_fd);
+        g->listen_io = TAKE_PTR(io);
+        g->listen_fd = TAKE_FD(fd);
+        log_notice("Listening on 127.0.0.1 port %u now (was %u)", port, g->port);
+        g->port = port;
+}
+
+/* SIGHUP: the config and the agent users again (a new agent, a changed allow-list or service),
+ * the services' secrets (through the keeper) and egress.port (a new listening socket);
+ * connections in flight keep the policy they started under. */
 static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Egress *g = userdata;
         EgressPolicy *p = NULL;
@@ -1055,13 +1228,14 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
                 log_error("Reload failed; keeping the previous configuration");
                 return 0;
         }
-        if (p->config->egress.port != g->port)
-                log_notice("egress.port is now %u; still listening on %u until restarted", p->config->egress.port, g->port);
+        if (!g->port_fixed && p->config->egress.port != g->port)
+                move_port(g, p->config->egress.port);
         if (p->config->egress.n_services > 0 && !g->http && con_http_new(g->event, &g->http) < 0)
                 log_error("Cannot set up HTTP for the credentialed services");
         policy_unref(g->policy);
         g->policy = p;
         log_info("Reloaded: %zu agent%s", p->n_agents, p->n_agents == 1 ? "" : "s");
+        (void) secrets_request(g);
         return 0;
 }
 
@@ -1071,11 +1245,38 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
 
         if (!g)
                 return log_error_errno(-ENOMEM, "Out of memory");
-        g->listen_fd = g->nl_fd = -EBADF;
+        g->listen_fd = g->nl_fd = g->secrets_fd = -EBADF;
         g->event = sd_event_ref(e);
         g->config_path = strdup(o->config_path ?: CON_CONFIG_PATH);
-        if (!g->config_path)
+        g->env_path = strdup(o->env_path ?: CON_ENV_PATH);
+        if (!g->config_path || !g->env_path)
                 return log_error_errno(-ENOMEM, "Out of memory");
+        if (geteuid() == 0) {
+                /* Before anything else is opened: the keeper inherits nothing it does not need. */
+                int sv[2];
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                        return log_error_errno(-errno, "Cannot create the secrets keeper's socket: %m");
+                pid_t pid = fork();
+                if (pid < 0) {
+                        r = -errno;
+                        safe_close(sv[0]);
+                        safe_close(sv[1]);
+                        return log_error_errno(r, "Cannot start the secrets keeper: %m");
+                }
+                if (pid == 0) {
+                        safe_close(sv[0]);
+                        secrets_keeper(sv[1], g->env_path);
+                }
+                safe_close(sv[1]);
+                g->secrets_fd = sv[0];
+                g->secrets_pid = pid;
+                (void) fcntl(g->secrets_fd, F_SETFL, O_NONBLOCK);
+                r = sd_event_add_io(e, &g->secrets_io, g->secrets_fd, EPOLLIN, on_secrets, g);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(g->secrets_io, SD_EVENT_OFF);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot watch the secrets keeper: %m");
+        }
         r = policy_load(g->config_path, &g->policy);
         if (r < 0)
                 return r;
@@ -1088,14 +1289,14 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
                 _cleanup_free_ char *text = NULL;
                 size_t len = 0;
                 unsigned bad = 0;
-                r = read_file_nofollow(o->env_path ?: CON_ENV_PATH, ENV_MAX, &text, &len);
+                r = read_file_nofollow(g->env_path, ENV_MAX, &text, &len);
                 if (r < 0 && r != -ENOENT)
-                        return log_error_errno(r, "Cannot read %s: %m", o->env_path ?: CON_ENV_PATH);
+                        return log_error_errno(r, "Cannot read %s: %m", g->env_path);
                 if (r >= 0) {
                         r = con_env_parse(text, len, &g->env, &bad);
                         explicit_bzero(text, len);
                         if (r < 0)
-                                return log_error_errno(r, "%s:%u: not NAME=value", o->env_path ?: CON_ENV_PATH, bad);
+                                return log_error_errno(r, "%s:%u: not NAME=value", g->env_path, bad);
                 }
                 r = con_http_new(e, &g->http);
                 if (r < 0)
@@ -1106,14 +1307,10 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
                 return log_error_errno(-errno, "Cannot open the kernel's socket diagnosis (NETLINK_SOCK_DIAG): %m");
 
         g->port = o->port ?: g->policy->config->egress.port;
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t) g->port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        g->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (g->listen_fd < 0)
-                return log_error_errno(-errno, "Cannot create a socket: %m");
-        (void) setsockopt(g->listen_fd, SOL_SOCKET, SO_REUSEADDR, &(int) { 1 }, sizeof(int));
-        if (bind(g->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(g->listen_fd, 128) < 0)
-                return log_error_errno(-errno, "Cannot listen on 127.0.0.1 port %u: %m", g->port);
+        g->port_fixed = o->port != 0;
+        r = listen_on(g->port, &g->listen_fd);
+        if (r < 0)
+                return log_error_errno(r, "Cannot listen on 127.0.0.1 port %u: %m", g->port);
         *ret = TAKE_PTR(g);
         return 0;
 }
@@ -1158,6 +1355,14 @@ Egress *egress_free(Egress *g) {
         sd_event_source_disable_unref(g->listen_io);
         safe_close(g->listen_fd);
         safe_close(g->nl_fd);
+        sd_event_source_disable_unref(g->secrets_io);
+        safe_close(g->secrets_fd);      /* the keeper reads the end and exits */
+        if (g->secrets_pid > 0)
+                (void) waitpid(g->secrets_pid, NULL, 0);
+        if (g->secrets_buf)
+                explicit_bzero(g->secrets_buf, g->secrets_len);
+        free(g->secrets_buf);
+        free(g->env_path);
         con_audit_writer_free(g->audit);
         con_http_free(g->http);
         STRV_FOREACH(v, g->env)

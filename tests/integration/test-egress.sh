@@ -366,6 +366,51 @@ check_output "a-newbie: through the proxy at once" '^HTTP/1.1 200 Connection est
 check_fail_output "a-newbie: only its own list" '^HTTP/1.1 403' \
         runuser -u a-newbie -- python3 "$NET" connect $PROXY allowed.example.test:8080
 
+section "a changed secret and egress.port take effect on con bootstrap, without a restart"
+EPID=$(pgrep -x con-egressd)
+LOG=/srv/con/logs/daemons/con-egressd.log
+# The admin replaces the key file (a new file renamed over it, as editors do): same owner and
+# mode, so bootstrap has nothing to change, and still tells the gateway.
+set_secret() {
+        printf 'TEST_ECHO_TOKEN=%s\n' "$1" >/etc/con/env.new && chown --reference=/etc/con/env /etc/con/env.new &&
+                chmod --reference=/etc/con/env /etc/con/env.new && mv /etc/con/env.new /etc/con/env
+}
+check "a new secret in /etc/con/env" set_secret "rotated-$SECRET"
+n=$(grep -c "Reloaded the services' secrets" "$LOG")
+check_output "con bootstrap (nothing else changed) tells the gateway" '^reload con-egressd$' con bootstrap
+check_output "... and has nothing else to change" 'nothing to change' echo "$LIB_OUT"
+check "the gateway read the secrets again through its keeper (its log)" wait_for 5 bash -c \
+        "[ \$(grep -c \"Reloaded the services' secrets from /etc/con/env (1 variable)\" '$LOG') -gt $n ]"
+check_output "the service gets the new key now (the test server knows only the old one)" \
+        "^service saw key \\[wrong\\] path /svc/rotated" \
+        runuser -u a-fetcher -- curl -sS -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/rotated"
+check "the old secret again" set_secret "$SECRET"
+check "SIGHUP alone does it too" kill -HUP "$EPID"
+check "... (its log)" wait_for 5 bash -c "[ \$(grep -c \"Reloaded the services' secrets\" '$LOG') -gt \$(( $n + 1 )) ]"
+check_output "the service gets the old key again" "^service saw key \\[ok\\] path /svc/back" \
+        runuser -u a-fetcher -- curl -sS -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/back"
+check_eq "the same process throughout" "$(pgrep -x con-egressd)" "$EPID"
+check_output "the keeper (con-egress-keys) is the gateway's child, root without capabilities" "^0 0000000000000000 0000000000000000$" \
+        bash -c "k=\$(pgrep -x -P $EPID con-egress-keys) && echo \$(stat -c %u /proc/\$k) \$(sed -n 's/^Cap\(Eff\|Prm\):\t//p' /proc/\$k/status)"
+check_output "con-egressd itself runs as con-egress" "^con-egress$" ps -o user= -p "$EPID"
+
+sed -i 's|^egress:$|egress:\n  port: 3129|' "$CFG"
+check_output "egress.port 3129 in the config" "^  port: 3129" cat "$CFG"
+check_output "con bootstrap: the table and the gateway follow" '^reload con-egressd$' con bootstrap
+check_output "the table lets agents reach the new port" "ip daddr 127.0.0.1 tcp dport 3129 accept" \
+        nft -n list table inet conspiracyos
+check "the gateway listens on 3129 (its log)" wait_for 5 grep -q "Listening on 127.0.0.1 port 3129 now (was $PROXY)" "$LOG"
+check_output "a-fetcher: through the proxy on the new port" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-fetcher -- python3 "$NET" connect 3129 allowed.example.test:8080
+check_output "ss sees the gateway listening on 3129" "127.0.0.1:3129" ss -Hltn
+check_fail "nobody listens on the old port any more" bash -c "ss -Hltn | grep -F '127.0.0.1:$PROXY '"
+check_eq "the same process" "$(pgrep -x con-egressd)" "$EPID"
+sed -i '/^  port: 3129$/d' "$CFG"
+check_output "back to the default port" '^reload con-egressd$' con bootstrap
+check "the gateway listens on $PROXY again" wait_for 5 grep -q "Listening on 127.0.0.1 port $PROXY now (was 3129)" "$LOG"
+check_output "a-fetcher: through the proxy on $PROXY" '^HTTP/1.1 200 Connection established' \
+        runuser -u a-fetcher -- python3 "$NET" connect $PROXY allowed.example.test:8080
+
 section "quarantine cuts the agent's network at once; release restores it"
 check "con quarantine fetcher" con quarantine fetcher --reason "egress test"
 check "the table cuts a-fetcher (within 5 s)" wait_for 5 sh -c \

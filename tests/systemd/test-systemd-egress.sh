@@ -29,8 +29,12 @@ if mode == "serve":
     while True:
         c, _ = s.accept(); c.settimeout(5)
         try:
-            c.recv(4096)
+            head = c.recv(4096)
             body = b"hello from %s:%d\n" % (host.encode(), port)
+            if b" /svc/" in head.split(b"\r\n")[0]:
+                # A credentialed service: whether the key was the one given (never the key).
+                key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"x-api-key:")]
+                body = b"service saw key [%s]\n" % (b"ok" if key == [sys.argv[4].encode()] else b"wrong")
             c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         except OSError:
             pass
@@ -74,8 +78,9 @@ cleanup() {
         ip link del con-e0 2>/dev/null
 }
 trap 'cleanup; _lib_exit' EXIT
+SECRET=s3cr3t-$RANDOM$RANDOM
 for a in 10.77.0.2:8080 10.77.0.2:9443 10.77.0.3:9443; do
-        ip netns exec peer python3 "$NET" serve "${a%:*}" "${a#*:}" >/dev/null 2>&1 & PIDS+=($!)
+        ip netns exec peer python3 "$NET" serve "${a%:*}" "${a#*:}" "$SECRET" >/dev/null 2>&1 & PIDS+=($!)
 done
 for a in 10.77.0.2:8080 10.77.0.2:9443 10.77.0.3:9443; do
         check "root reaches the server on $a" wait_for 10 bash -c "python3 $NET tcp ${a%:*} ${a#*:} | grep -q connected"
@@ -101,6 +106,20 @@ cat >>"$CFG" <<'EOF'
     runner: exec
     command: [/usr/local/libexec/con-test-egress/probe]
 EOF
+cat >>"$CFG" <<'EOF'
+egress:
+  services:
+    echo:
+      base_url: http://allowed.example.test:8080/svc
+      header: X-Api-Key
+      secret: TEST_ECHO_TOKEN
+      agents: [fetcher]
+EOF
+set_secret() { # the admin replaces the key file (root:con-models 0640 after bootstrap)
+        printf 'CON_API_KEY=unused\nTEST_ECHO_TOKEN=%s\n' "$1" >/etc/con/env.new && chmod 0640 /etc/con/env.new &&
+                chown root:con-models /etc/con/env.new && mv /etc/con/env.new /etc/con/env
+}
+printf 'CON_API_KEY=unused\nTEST_ECHO_TOKEN=%s\n' "$SECRET" >/etc/con/env
 check_output "the agents are appended to the agents: list" "name: quiet" bash -c "sed -n '/^agents:/,\$p' '$CFG'"
 check "con bootstrap --config (three more agents)" con bootstrap --config "$CFG" --force
 check_output "... wrote fetcher's network drop-in" "write /etc/systemd/system/con-agent@fetcher.service.d/50-con-network.conf" \
@@ -114,8 +133,8 @@ check_output "... IP only to 127.0.0.1 and its address entry" "^(127\.0\.0\.1/32
         systemctl show -P IPAddressAllow con-agent@fetcher.service
 check_output "shut's unit: no network" "^yes$" systemctl show -P PrivateNetwork con-agent@shut.service
 check_output "the units verify without a word" "^verify-clean$" bash -c \
-        "out=\$(systemd-analyze verify con-agent@fetcher.service con-contractd.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
-for u in con-agent@fetcher.service con-contractd.service; do
+        "out=\$(systemd-analyze verify con-agent@fetcher.service con-contractd.service con-egressd.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
+for u in con-agent@fetcher.service con-contractd.service con-egressd.service; do
         check_output "systemd-analyze security $u: OK or better" \
                 "Overall exposure level for $u: [0-4]\.[0-9] (OK|SAFE|PERFECT)" \
                 systemd-analyze security --offline=yes --threshold=49 "$u"
@@ -135,6 +154,24 @@ check "con-agent@fetcher ran it" systemctl is-active con-agent@fetcher.service
 check "the proxy recorded fetcher's allowed request" jq -e -s \
         'map(select(.event == "egress.request" and .agent == "fetcher" and .decision == "allowed" and .host == "allowed.example.test")) | length > 0' \
         /srv/con/logs/audit/audit.jsonl
+
+section "a credentialed service under the hardened gateway unit; a new secret on con bootstrap"
+check_output "a-fetcher calls the service; the gateway added the key" "^service saw key \\[ok\\]$" \
+        runuser -u a-fetcher -- curl -sS -f -m 10 --noproxy '*' "http://127.0.0.1:$PROXY/echo/x"
+EPID=$(systemctl show -P MainPID con-egressd.service)
+check "a new secret in /etc/con/env" set_secret "rotated-$SECRET"
+check_output "con bootstrap tells the gateway" "^reload con-egressd$" con bootstrap
+check "the gateway read it through its keeper (journal)" wait_for 5 bash -c \
+        "journalctl -b --no-pager -u con-egressd.service | grep -q \"Reloaded the services' secrets from /etc/con/env (2 variables)\""
+check_output "the service gets the new key (the test server knows only the old one)" "^service saw key \\[wrong\\]$" \
+        runuser -u a-fetcher -- curl -sS -f -m 10 --noproxy '*' "http://127.0.0.1:$PROXY/echo/x"
+check "the old secret again" set_secret "$SECRET"
+check "systemctl reload con-egressd" systemctl reload con-egressd.service
+check "the old key again (within 5 s)" wait_for 5 bash -c \
+        "runuser -u a-fetcher -- curl -sS -f -m 10 --noproxy '*' http://127.0.0.1:$PROXY/echo/x | grep -q '^service saw key \\[ok\\]$'"
+check_eq "the same gateway process" "$(systemctl show -P MainPID con-egressd.service)" "$EPID"
+check_fail "no failure of the keeper in the journal" bash -c \
+        "journalctl -b --no-pager -u con-egressd.service | grep -E 'keeper|Cannot read /etc/con/env'"
 
 section "the unit's layer: IPAddressDeny=any with the drop-in's IPAddressAllow"
 check_output "fetcher's unit denies every other address" "^(0\.0\.0\.0/0 ::/0|::/0 0\.0\.0\.0/0)$" systemctl show -P IPAddressDeny con-agent@fetcher.service
