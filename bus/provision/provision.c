@@ -891,12 +891,16 @@ static int plan_group(ConProvision *p, const char *name, char **ret_error) {
 
 /* A service's own system user and group (no login, no home). The model gateway's, con-models,
  * alone reads the provider keys (/etc/con/env, root:con-models 0640, set by plan_env_file) and
- * writes /srv/con/logs/models; the status page's, con-web, exists when dashboard.enabled is set;
- * the egress gateway's, con-egress, when an agent has a network allow-list. */
+ * writes /srv/con/logs/models; the status page's is con-web, the egress gateway's con-egress, the
+ * mesh gateway's CON_MESH_USER (docs/MULTIHOST.md). All of them are made on every run, like a
+ * Debian package's postinst makes its service users, whether or not the config enables the
+ * service: the installed bus policy files (org.conspiracy.{Web,Egress,Mesh}.conf) name them, and
+ * dbus-daemon warns at every start about a user it cannot find. A user no service runs as owns
+ * nothing and can log in nowhere (AGENT_SHELL, no home); which services run is decided by
+ * con up and con enable from the config alone. */
 #define MODELS_USER "con-models"
 #define WEB_USER "con-web"
 #define EGRESS_USER "con-egress"
-/* The mesh gateway's (docs/MULTIHOST.md), when the config has a mesh: section: CON_MESH_USER. */
 static int plan_service_user(ConProvision *p, const char *name, const char *gecos, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         gid_t gid;
@@ -1851,11 +1855,11 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                         return r;
         }
         r = plan_service_user(p, MODELS_USER, "ConspiracyOS model gateway", ret_error);
-        if (r >= 0 && p->config->dashboard.enabled)
+        if (r >= 0)
                 r = plan_service_user(p, WEB_USER, "ConspiracyOS status page", ret_error);
-        if (r >= 0 && con_config_needs_egress(p->config))
+        if (r >= 0)
                 r = plan_service_user(p, EGRESS_USER, "ConspiracyOS egress gateway", ret_error);
-        if (r >= 0 && p->config->mesh.enabled)
+        if (r >= 0)
                 r = plan_service_user(p, CON_MESH_USER, "ConspiracyOS mesh gateway", ret_error);
         if (r < 0)
                 return r;

@@ -54,7 +54,9 @@ for d in base tiers roles agents; do
 done
 check "con bootstrap (no dashboard yet)" con bootstrap
 printf 'CON_API_KEY=sk-dashboard-test-0123456789\n' >/etc/con/env
-check_fail "... makes no user con-web while the dashboard is off" id con-web
+# Every service user exists (the installed bus policy names them), the service itself only when enabled.
+check "... makes the service user con-web even while the dashboard is off" id con-web
+check_fail "... but does not enable con-webd.service" test -e /etc/systemd/system/conspiracyos.target.wants/con-webd.service
 printf 'dashboard:\n  enabled: true\n  bind: 127.0.0.1\n  port: %s\n' "$PORT" >>/etc/con/con.yaml
 check "con bootstrap with dashboard.enabled" con bootstrap
 check "bootstrap made the service's user con-web" id con-web

@@ -20,6 +20,14 @@ check "agent users exist here" getent passwd a-concierge
 check "the fabric runs here" pgrep -x con-routerd
 check "/etc/con exists here" test -d /etc/con
 
+section "the main job on a machine with no bus running (con up starts dbus-daemon itself)"
+# What a new user sees: the bus's own start-up output. Its policy files (/usr/share/dbus-1/system.d)
+# name the project's service users; one the bootstrap did not make is an "Unknown username" warning.
+check_output "con up starts dbus-daemon and the task is answered" '^bus: started dbus-daemon --system$' \
+        "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- \
+        sh -c 'con bootstrap --profile default >/dev/null && con up 2>&1 && con-send /agents'
+check_fail "the bus named no unknown user or group at start-up" grep -E 'Unknown (username|group)' <<<"$LIB_OUT"
+
 section "every integration script in a sandbox started from this machine"
 # The nested sandbox sees none of the above: check that directly first.
 check_fail "a nested sandbox has no agent users" "$sandbox" --stage "$CON_SANDBOX_STAGE" --no-bus -- getent passwd a-concierge
