@@ -370,6 +370,16 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
                         item_requeue(it, true);
                         return 0;
                 case ROUTER_REPLY_RETRY:
+                        if (it->remote) {
+                                /* The mesh gateway cannot take it now (not running, no NATS server):
+                                 * the file stays in the inbox and the next rescan tries again; the
+                                 * inbox's agent is not backed off for it. */
+                                log_warning("The mesh gateway cannot take %s/%s for %s now (%s); trying again at "
+                                            "the next rescan", it->inbox->path, it->name, it->remote,
+                                            e->message ?: e->name);
+                                item_done(it);   /* forgotten, not removed: the rescan finds it */
+                                return 0;
+                        }
                         if (t->failures == 0 || !t->backing_off)
                                 log_warning("Agent %s is not available (%s), retrying with backoff", t->agent,
                                             e->message ?: e->name);

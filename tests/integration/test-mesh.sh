@@ -329,6 +329,31 @@ check_output "... by host-b's sysadmin, exactly once" 'text=while you were away'
 check_output "con mesh status: host-b's stream is empty again" '^0$' bash -c \
         'con mesh status --json | jq -r ".hosts[] | select(.host == \"host-b\") | .tasks.messages"'
 
+section "host-a's gateway down: a to: file waits in the inbox, the inbox's other files do not"
+mesh_pid_a() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
+}
+pid=$(mesh_pid_a)
+check "host-a's gateway stopped (by its pid)" bash -c "kill $pid && for _ in \$(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
+check "alice drops a to: file while host-a has no gateway" as_user alice bash -c \
+        'printf -- "---\nto: sysadmin@host-b\n---\nafter the outage\n" >/srv/con/inbox/.mesh-file-4 &&
+         mv /srv/con/inbox/.mesh-file-4 /srv/con/inbox/mesh-file-4.task'
+check "the router keeps it for the next rescan" wait_for 10 grep -q \
+        'The mesh gateway cannot take /srv/con/inbox/mesh-file-4.task for sysadmin@host-b now' \
+        /srv/con/logs/daemons/con-routerd.log
+check "a local file in the same inbox still goes to the concierge at once (no backoff)" bash -c \
+        'echo "local while the mesh is away" >/srv/con/inbox/.local-1 && mv /srv/con/inbox/.local-1 /srv/con/inbox/local-1.task &&
+         for _ in $(seq 100); do [ -e /srv/con/inbox/local-1.task ] || exit 0; sleep 0.1; done; exit 1'
+check "... while the to: file is still there" test -e /srv/con/inbox/mesh-file-4.task
+check_fail "... and the router never backed off the concierge for it" \
+        grep -q 'Agent concierge is not available' /srv/con/logs/daemons/con-routerd.log
+check_output "con up starts host-a's gateway again" 'mesh: started as host host-a' con up
+check "the rescan hands the file over (within 35 s) and its answer comes back" wait_for 45 \
+        test -e /srv/con/mesh/outbox/mesh-file-4.response
+check_output "... host-b's answer to alice" '^sender=alice@host-a agent=sysadmin text=after the outage$' \
+        as_user alice cat /srv/con/mesh/outbox/mesh-file-4.response
+
 section "without a mesh: section the gateway has nothing to do"
 printf 'agents:\n  - name: concierge\n' >"$T/nomesh.yaml"
 check_fail_output "con-meshd refuses to run without mesh:" 'has no mesh: section' \
