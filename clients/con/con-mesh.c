@@ -98,9 +98,9 @@ static int mesh_status(bool json) {
         r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "GetStatus", &e, &reply, "");
         if (r < 0) {
                 if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
-                        return con_fail(CON_EXIT_FAILURE, "mesh: the mesh gateway (%s) is not on the bus: does this "
-                                        "host's con.yaml have a mesh: section, and is the fabric up? (see 'con status')",
-                                        CON_MESH_BUS_NAME);
+                        return con_fail(CON_EXIT_FAILURE, "mesh: the mesh gateway (%s) is not on the bus: does "
+                                        "this host's con.yaml have a mesh: section, and is the fabric up? (see "
+                                        "'con status')", CON_MESH_BUS_NAME);
                 return con_fail(CON_EXIT_FAILURE, "mesh: GetStatus failed: %s", e.message ?: strerror(-r));
         }
 
@@ -226,7 +226,8 @@ static int mesh_status(bool json) {
                 const StreamRow *t = hosts[i].task, *res = hosts[i].result;
                 char lag[32], name[80];
                 format_age(t ? t->oldest_usec : 0, now, lag, sizeof(lag));
-                snprintf(name, sizeof(name), "%s%s", hosts[i].host, streq(hosts[i].host, strempty(host)) ? " (this)" : "");
+                snprintf(name, sizeof(name), "%s%s", hosts[i].host,
+                         streq(hosts[i].host, strempty(host)) ? " (this)" : "");
                 printf("%-20s %-6s %13" PRIu64 " %8s %8" PRIu64 " %11" PRIu64 " %15" PRIu64 "\n", name,
                        t && t->consumer ? "yes" : "no", t ? t->messages : 0, lag, t ? t->ack_pending : 0,
                        t ? t->redelivered : 0, res ? res->messages : 0);

@@ -318,8 +318,9 @@ static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
                                 return r;
                         if (r < 0)
                                 return con_error_textf(ret_error, -EINVAL,
-                                                 "send_task: \"%s\" is not AGENT@HOST (an agent name, '@' and the name "
-                                                 "of a host of the mesh: lower-case letters, digits and '-')", a->agent);
+                                                 "send_task: \"%s\" is not AGENT@HOST (an agent name, '@' and "
+                                                 "the name of a host of the mesh: lower-case letters, digits and "
+                                                 "'-')", a->agent);
                 } else if (!con_agent_name_valid(a->agent))
                         return con_error_textf(ret_error, -EINVAL,
                                          "send_task: \"%s\" is not an agent name (lower-case letters, digits and '-', "

@@ -1081,9 +1081,10 @@ static void handle_state(Mesh *m, const Job *j) {
         }
         Outgoing *o = find_out(m, st.id);
         const char *at = strrchr(st.from, '@');
-        if (o && !o->done && streq(o->host, st.host) && streq(o->agent, st.agent) &&
-            streq(at + 1, m->config->mesh.host) && strlen(o->sender) == (size_t) (at - st.from) && strncmp(o->sender, st.from, (size_t) (at - st.from)) == 0 &&
-            state_rank(st.state) > state_rank(o->state)) {
+        size_t user_len = (size_t) (at - st.from);
+        bool its = o && streq(o->host, st.host) && streq(o->agent, st.agent) && streq(at + 1, m->config->mesh.host) &&
+                   strlen(o->sender) == user_len && strncmp(o->sender, st.from, user_len) == 0;
+        if (its && !o->done && state_rank(st.state) > state_rank(o->state)) {
                 o->state = state_rank(st.state) == 2 ? "working" : "accepted";
                 log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);
         }

@@ -118,7 +118,8 @@ static bool result_valid(const MeshResult *r) {
 
 static bool state_valid(const MeshState *m) {
         return con_task_id_valid(m->id) && con_mesh_host_valid(m->host) && con_agent_name_valid(m->agent) &&
-                con_remote_sender_valid(m->from) && m->state && (streq(m->state, "accepted") || streq(m->state, "working"));
+                con_remote_sender_valid(m->from) && m->state &&
+                (streq(m->state, "accepted") || streq(m->state, "working"));
 }
 
 static int print_json(cJSON *o, char **ret) {
