@@ -353,6 +353,10 @@ check "the rescan hands the file over (within 35 s) and its answer comes back" w
         test -e /srv/con/mesh/outbox/mesh-file-4.response
 check_output "... host-b's answer to alice" '^sender=alice@host-a agent=sysadmin text=after the outage$' \
         as_user alice cat /srv/con/mesh/outbox/mesh-file-4.response
+check_output "host-a's gateway log has both of its runs (the stopped one's exit included)" '^2$' \
+        grep -c 'Ready: Serving the mesh' /srv/con/logs/daemons/con-meshd.log
+check_fail "no sanitizer report from host-a's gateway (stopped with tasks, state events and status asked)" \
+        grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
 section "without a mesh: section the gateway has nothing to do"
 printf 'agents:\n  - name: concierge\n' >"$T/nomesh.yaml"
