@@ -190,6 +190,7 @@ _con() {
                 3) [[ ${positional[1]} == query ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
                 esac
                 ;;
+        mesh) ((n == 0)) && _con_reply "$cur" init issue server-config ;;
         *) COMPREPLY=() ;;
         esac
         return 0

@@ -1058,6 +1058,9 @@ ConConfig *con_config_free(ConConfig *c) {
         free(c->mesh.host);
         strv_free(c->mesh.servers);
         free(c->mesh.credentials);
+        free(c->mesh.ca);
+        free(c->mesh.cert);
+        free(c->mesh.key);
         for (size_t i = 0; i < c->n_agents; i++)
                 agent_done(&c->agents[i]);
         free(c->agents);
@@ -1280,8 +1283,18 @@ static const ConYamlField mesh_fields[] = {
         { "retention", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, retention_usec) },
         { "replicas", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, replicas), .min = 1,
           .max = CON_MESH_REPLICAS_MAX },
+        { "ca", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, ca), .check = absolute_file_check },
+        { "cert", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, cert), .check = absolute_file_check },
+        { "key", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, key), .check = absolute_file_check },
+        { "insecure", .type = CON_YAML_BOOL, .offset = offsetof(ConMeshConfig, insecure) },
         {}
 };
+
+static int mesh_default_file(char **p, const char *name) {
+        if (*p)
+                return 0;
+        return asprintf(p, "%s/%s", CON_MESH_TLS_DIR, name) < 0 ? -ENOMEM : 0;
+}
 
 static int parse_mesh(ConYamlReader *c, const yaml_node_t *v, const char *path, ConMeshConfig *m) {
         if (!v || v->type != YAML_MAPPING_NODE)
@@ -1292,7 +1305,29 @@ static int parse_mesh(ConYamlReader *c, const yaml_node_t *v, const char *path, 
                 return r;
         if (strv_length(m->servers) == 0)
                 return con_yaml_fail(c, v, path, "servers: missing; at least one NATS server is needed, "
-                                     "e.g. servers: [nats://10.0.0.1:4222]");
+                                     "e.g. servers: [tls://10.0.0.1:4222]");
+        /* TLS is on by default: a plaintext server only with an explicit insecure: true. */
+        if (!m->insecure) {
+                const yaml_node_t *sv = con_yaml_mapping_get(c->doc, v, "servers", NULL);
+                for (size_t i = 0; m->servers[i]; i++) {
+                        if (!startswith(m->servers[i], "nats://"))
+                                continue;
+                        const yaml_node_t *at = sv && sv->type == YAML_SEQUENCE_NODE ?
+                                yaml_document_get_node(c->doc, sv->data.sequence.items.start[i]) : v;
+                        _cleanup_free_ char *spath = con_yaml_path_child(path, "servers"),
+                                            *ipath = spath ? con_yaml_path_index(spath, i) : NULL;
+                        return ipath ? con_yaml_fail(c, at, ipath, "'%s' is plaintext; the mesh uses TLS: write "
+                                                     "tls://%s (with this host's certificate from con mesh issue), or "
+                                                     "set mesh.insecure: true to send tasks unencrypted and "
+                                                     "unauthenticated", m->servers[i],
+                                                     m->servers[i] + strlen("nats://")) : -ENOMEM;
+                }
+        }
+        if (!m->insecure || m->ca || m->cert || m->key) {
+                if (mesh_default_file(&m->ca, "ca.crt") < 0 || mesh_default_file(&m->cert, "host.crt") < 0 ||
+                    mesh_default_file(&m->key, "host.key") < 0)
+                        return -ENOMEM;
+        }
         m->enabled = true;
         return 0;
 }

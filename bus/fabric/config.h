@@ -188,7 +188,14 @@ typedef struct ConMeshConfig {
         char *credentials;              /* absolute path of a NATS credentials file, or NULL */
         uint64_t retention_usec;        /* how long a task may wait in a host's stream (7 days) */
         unsigned replicas;              /* copies JetStream keeps of each stream: 1, or 3 in a three-node cluster */
+        /* TLS (docs/MULTIHOST.md, "Identity"): the mesh CA's certificate, this host's certificate
+         * and key (con mesh issue). Default CON_MESH_TLS_DIR/{ca.crt,host.crt,host.key}; all
+         * three NULL only with insecure: true and none given. */
+        char *ca, *cert, *key;
+        bool insecure;                  /* insecure: true: nats:// (plaintext) allowed, TLS optional */
 } ConMeshConfig;
+#define CON_MESH_TLS_DIR "/etc/con/mesh"
+
 
 typedef struct ConConfig {
         char *path;                     /* the file it was read from (or the name given) */

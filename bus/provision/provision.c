@@ -966,6 +966,29 @@ static int plan_env_file(ConProvision *p) {
         return add_attrs(p, CON_ENV_PATH, "root", MODELS_USER, 0640);
 }
 
+/* The mesh's TLS files (con mesh issue, docs/MULTIHOST.md): the CA's and this host's certificate
+ * root:root 0644, this host's key root:con-mesh 0640 without ACL entries, so the gateway reads it
+ * and no agent can. Created empty when missing, so copying the files con mesh issue wrote over
+ * them keeps owner and mode. Only in CON_MESH_TLS_DIR: files configured elsewhere are the
+ * admin's to protect. */
+static int plan_mesh_files(ConProvision *p) {
+        const ConMeshConfig *m = &p->config->mesh;
+        const struct { const char *path, *group; mode_t mode; } files[] = {
+                { m->ca, "root", 0644 }, { m->cert, "root", 0644 }, { m->key, CON_MESH_USER, 0640 },
+        };
+        int r;
+
+        if (!m->enabled || !m->key)
+                return 0;
+        r = add_parents(p, CON_MESH_TLS_DIR "/x");
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(files); i++) {
+                const char *name = files[i].path ? startswith(files[i].path, CON_MESH_TLS_DIR "/") : NULL;
+                if (name && *name && !strchr(name, '/') && !streq(name, ".."))
+                        r = add_attrs(p, files[i].path, "root", files[i].group, files[i].mode);
+        }
+        return r;
+}
+
 static int plan_user(ConProvision *p, const ConAgent *a, char **ret_error) {
         _cleanup_(con_passwd_entry_done) ConPasswdEntry pw = {};
         _cleanup_free_ char *user = NULL, *home = NULL, *gecos = NULL;
@@ -1886,6 +1909,8 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = add_dir(p, CON_MESH_FAILED_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
         if (r >= 0)
                 r = plan_env_file(p);
+        if (r >= 0)
+                r = plan_mesh_files(p);
         if (r >= 0)
                 r = add_parents(p, CON_HOME_ROOT "/x");
         for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)

@@ -30,8 +30,9 @@ typedef struct HostRow {
 } HostRow;
 
 static void mesh_help(FILE *f) {
-        fputs("Usage: con mesh status [--json]\n"
-              "\n"
+        fputs("Usage: con mesh status [--json]\n", f);
+        con_mesh_pki_help(f);
+        fputs("\n"
               "The mesh of hosts as this host's gateway (con-meshd) and JetStream see it: the NATS\n"
               "server it is connected to, and for each host with a stream (the hosts that joined, and\n"
               "those tasks were sent to): whether its gateway joined, the tasks waiting for it (the\n"
@@ -40,7 +41,8 @@ static void mesh_help(FILE *f) {
               "\n"
               "  --json    one JSON object instead (docs/MULTIHOST.md)\n"
               "\n"
-              "Exit status: 0 connected, 1 not connected or no gateway (no mesh: section, fabric down).\n",
+              "Exit status: 0 connected, 1 not connected or no gateway (no mesh: section, fabric down);\n"
+              "init, issue, server-config: 0 ok, 1 failure, 2 usage error.\n",
               f);
 }
 
@@ -245,6 +247,13 @@ int verb_mesh(int argc, char *argv[]) {
         bool json = false;
         int c;
 
+        /* The credentials' subcommands have options of their own (con-mesh-pki.c). */
+        for (int i = 1; i < argc; i++)
+                if (argv[i][0] != '-') {
+                        if (con_mesh_pki_subcommand(argv[i]))
+                                return con_mesh_pki(argc, argv);
+                        break;
+                }
         optind = 1;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
@@ -258,9 +267,9 @@ int verb_mesh(int argc, char *argv[]) {
                         return CON_EXIT_USAGE;
                 }
         if (optind >= argc)
-                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status (see 'con mesh --help')");
+                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status, init, issue or server-config (see 'con mesh --help')");
         if (!streq(argv[optind], "status"))
-                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status)", argv[optind]);
+                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status, init, issue or server-config)", argv[optind]);
         if (optind + 1 < argc)
                 return con_fail(CON_EXIT_USAGE, "mesh status: unexpected argument '%s'", argv[optind + 1]);
         return mesh_status(json);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
 
 /* The `con` command: one file per subcommand (con-<verb>.c), each exporting a verb function
  * listed in the table of con.c. A verb gets argv starting at its own name and returns the
@@ -44,6 +45,10 @@ int verb_agent(int argc, char *argv[]);
 int verb_policy(int argc, char *argv[]);
 /* con-mesh.c */
 int verb_mesh(int argc, char *argv[]);
+/* con-mesh-pki.c: con mesh init | issue | server-config */
+bool con_mesh_pki_subcommand(const char *sub);
+int con_mesh_pki(int argc, char *argv[]);
+void con_mesh_pki_help(FILE *f);
 
 /* con-enable.c: the enablement links under /etc/systemd/system for the config at CONFIG_PATH;
  * under systemd also daemon-reload and start. 0 or a CON_EXIT_* status (message printed). */

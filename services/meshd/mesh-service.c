@@ -12,11 +12,13 @@
 
 #include <nats/nats.h>
 
+#include "audit-writer.h"
 #include "bus-util.h"
 #include "con-paths.h"
 #include "fileio.h"
 #include "spool.h"
 #include "errors.h"
+#include "json-util.h"
 #include "authz.h"
 #include "log.h"
 #include "macro.h"
@@ -61,6 +63,7 @@ struct Job {
         natsMsg *msg;
         sd_bus_message *call;   /* PUBLISH of a Submit: answered by the loop (only the loop touches it) */
         char *task_id;          /* PUBLISH: the task or result it carries */
+        char *host;             /* PUBLISH: the host it goes to */
         bool is_result;
         int error;              /* the worker's outcome: 0 or a negative errno */
         unsigned retries;       /* PUBLISH of a result: failed tries so far */
@@ -109,6 +112,9 @@ struct Mesh {
         jsCtx *js;
         natsSubscription *sub[2];
         natsSubscription *state_sub;    /* con.state.<host>.*: the state of tasks sent from here */
+        char **verified;                /* worker only: hosts whose task stream was checked */
+        char **verified_results;        /* ... and whose result stream */
+        ConAuditWriter *audit;          /* NULL when not opened (not started as root) */
 
         Outgoing *out;
         size_t n_out;
@@ -124,6 +130,7 @@ static void job_free(Job *j) {
         free(j->msg_id);
         free(j->data);
         free(j->task_id);
+        free(j->host);
         free(j->error_text);
         free(j->server);
         mesh_stream_status_free_many(j->streams, j->n_streams);
@@ -206,8 +213,8 @@ static int queue_publish(Mesh *m, MeshKind k, const char *host, const char *msg_
         j->data = data;
         j->len = strlen(data);
         j->call = sd_bus_message_ref(call);
-        if (mesh_subject(k, host, &j->subject) < 0 || !(j->msg_id = strdup(msg_id)) ||
-            !(j->task_id = strdup(task_id))) {
+        if (mesh_subject(k, host, m->config->mesh.host, &j->subject) < 0 || !(j->msg_id = strdup(msg_id)) ||
+            !(j->task_id = strdup(task_id)) || !(j->host = strdup(host))) {
                 job_free(j);
                 return -ENOMEM;
         }
@@ -226,12 +233,14 @@ static char *nats_error_text(natsStatus s, jsErrCode jerr) {
         return t;
 }
 
-static natsStatus add_stream(Mesh *m, MeshKind k, const char *host, jsErrCode *jerr) {
+/* This host's own stream (the NATS server lets a host make and change only its own). */
+static natsStatus add_stream(Mesh *m, MeshKind k, jsErrCode *jerr) {
         _cleanup_free_ char *name = NULL, *subject = NULL;
         jsStreamConfig cfg;
         jsStreamInfo *si = NULL;
+        const char *host = m->config->mesh.host;
 
-        if (mesh_stream(k, host, &name) < 0 || mesh_subject(k, host, &subject) < 0)
+        if (mesh_stream(k, host, &name) < 0 || mesh_subject_filter(k, host, &subject) < 0)
                 return NATS_NO_MEMORY;
         jsStreamConfig_Init(&cfg);
         const char *subjects[] = { subject };
@@ -244,18 +253,53 @@ static natsStatus add_stream(Mesh *m, MeshKind k, const char *host, jsErrCode *j
         cfg.Duplicates = DUPLICATE_WINDOW_NS;
         cfg.Replicas = (int64_t) m->config->mesh.replicas;
         natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
+        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
+                /* Made before: brought to this configuration (the retention may have changed). */
+                *jerr = 0;
+                s = js_UpdateStream(&si, m->js, &cfg, NULL, jerr);
+        }
         if (s == NATS_OK)
                 jsStreamInfo_Destroy(si);
-        else if (*jerr == JSStreamNameExistErr)
-                s = NATS_OK;    /* made before (by this host, or by a host sending to it first) */
         return s;
+}
+
+/* Before the first publish to HOST's stream: it exists and takes exactly con.<kind>.<host>.*.
+ * Streams may not overlap, so no other stream (a compromised host's own, made with other
+ * subjects) can then take those messages. NATS_NOT_FOUND when HOST never joined the mesh. */
+static natsStatus check_stream(Mesh *m, MeshKind k, const char *host, jsErrCode *jerr, char **ret_error) {
+        char ***verified = k == MESH_KIND_TASK ? &m->verified : &m->verified_results;
+        _cleanup_free_ char *name = NULL, *subject = NULL;
+        jsStreamInfo *si = NULL;
+
+        if (strv_contains(*verified, host))
+                return NATS_OK;
+        if (mesh_stream(k, host, &name) < 0 || mesh_subject_filter(k, host, &subject) < 0)
+                return NATS_NO_MEMORY;
+        natsStatus s = js_GetStreamInfo(&si, m->js, name, NULL, jerr);
+        if (s != NATS_OK) {
+                if (*jerr == JSStreamNotFoundErr || s == NATS_NOT_FOUND) {
+                        if (asprintf(ret_error, "host %s has not joined the mesh (no stream %s)", host, name) < 0)
+                                *ret_error = NULL;
+                        return NATS_NOT_FOUND;
+                }
+                return s;
+        }
+        bool ok = si->Config && si->Config->SubjectsLen == 1 && streq(si->Config->Subjects[0], subject);
+        jsStreamInfo_Destroy(si);
+        if (!ok) {
+                if (asprintf(ret_error, "stream %s does not take exactly %s; not sending to it", name, subject) < 0)
+                        *ret_error = NULL;
+                return NATS_ERR;
+        }
+        (void) strv_extend(verified, host);
+        return NATS_OK;
 }
 
 static natsStatus pull_subscribe(Mesh *m, MeshKind k, jsErrCode *jerr) {
         _cleanup_free_ char *name = NULL, *subject = NULL;
         jsSubOptions so;
 
-        if (mesh_stream(k, m->config->mesh.host, &name) < 0 || mesh_subject(k, m->config->mesh.host, &subject) < 0)
+        if (mesh_stream(k, m->config->mesh.host, &name) < 0 || mesh_subject_filter(k, m->config->mesh.host, &subject) < 0)
                 return NATS_NO_MEMORY;
         jsSubOptions_Init(&so);
         so.Stream = name;
@@ -286,6 +330,13 @@ static int connect_nats(Mesh *m, char **ret_error) {
         natsStatus s;
         jsErrCode jerr = 0;
         char * const *servers = m->config->mesh.servers;
+        const ConMeshConfig *mc = &m->config->mesh;
+        _cleanup_free_ char *inbox = NULL;
+
+        /* The inboxes carry this host's name: the NATS server lets each host subscribe only to
+         * its own (con mesh server-config). */
+        if (asprintf(&inbox, "_INBOX.%s", mc->host) < 0)
+                return -ENOMEM;
 
         s = natsOptions_Create(&o);
         if (s == NATS_OK)
@@ -296,15 +347,24 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = natsOptions_SetMaxReconnect(o, -1);
         if (s == NATS_OK)
                 s = natsOptions_SetReconnectWait(o, 1000);
-        if (s == NATS_OK && m->config->mesh.credentials)
-                s = natsOptions_SetUserCredentialsFromFiles(o, m->config->mesh.credentials, NULL);
+        if (s == NATS_OK)
+                s = natsOptions_SetCustomInboxPrefix(o, inbox);
+        if (s == NATS_OK && mc->credentials)
+                s = natsOptions_SetUserCredentialsFromFiles(o, mc->credentials, NULL);
+        /* TLS: the mesh CA verifies the server; this host's certificate is its identity. */
+        if (s == NATS_OK && mc->ca)
+                s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && mc->ca)
+                s = natsOptions_LoadCATrustedCertificates(o, mc->ca);
+        if (s == NATS_OK && mc->cert)
+                s = natsOptions_LoadCertificatesChain(o, mc->cert, mc->key);
         if (s == NATS_OK)
                 s = natsConnection_Connect(&m->nc, o);
         natsOptions_Destroy(o);
         if (s == NATS_OK)
                 s = natsConnection_JetStream(&m->js, m->nc, NULL);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
-                s = add_stream(m, k, m->config->mesh.host, &jerr);
+                s = add_stream(m, k, &jerr);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
                 s = pull_subscribe(m, k, &jerr);
         if (s == NATS_OK) {
@@ -439,14 +499,24 @@ static void run_job(Mesh *m, Job *j) {
                         j->error = -ENOTCONN;
                         break;
                 }
-                s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
-                if (s == NATS_NO_RESPONDERS || jerr == JSStreamNotFoundErr) {
-                        /* The other host never joined: make its stream, so the task waits there
-                         * (within the retention) until it does. */
-                        const char *host = strrchr(j->subject, '.') + 1;
-                        jsErrCode e2 = 0;
-                        if (add_stream(m, j->is_result ? MESH_KIND_RESULT : MESH_KIND_TASK, host, &e2) == NATS_OK)
-                                s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
+                MeshKind k = j->is_result ? MESH_KIND_RESULT : MESH_KIND_TASK;
+                _cleanup_free_ char *stream = NULL;
+                if (mesh_stream(k, j->host, &stream) < 0) {
+                        j->error = -ENOMEM;
+                        break;
+                }
+                s = check_stream(m, k, j->host, &jerr, &j->error_text);
+                if (s == NATS_NOT_FOUND || (s != NATS_OK && j->error_text)) {
+                        j->error = s == NATS_NOT_FOUND ? -EHOSTUNREACH : -EPROTO;
+                        break;
+                }
+                if (s == NATS_OK)
+                        s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
+                if (s == NATS_OK && (!pa || !streq_ptr(pa->Stream, stream))) {
+                        /* Cannot happen after check_stream (streams do not overlap); refuse anyway. */
+                        j->error = -EPROTO;
+                        (void) asprintf(&j->error_text, "stored by stream %s, not %s", pa ? strempty(pa->Stream) : "?",
+                                        stream);
                 }
                 jsPubAck_Destroy(pa);
                 break;
@@ -476,7 +546,7 @@ static void run_job(Mesh *m, Job *j) {
         default:
                 break;
         }
-        if (s != NATS_OK) {
+        if (s != NATS_OK && !j->error) {
                 j->error = -EIO;
                 j->error_text = nats_error_text(s, jerr);
         }
@@ -935,18 +1005,46 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
         return 0;
 }
 
+/* A message whose payload names another host than the one the server let send it. */
+static void audit_forgery(Mesh *m, const char *event, const char *id, const char *agent, const char *claimed,
+                          const char *sent_by) {
+        if (!m->audit)
+                return;
+        _cleanup_cjson_ cJSON *f = con_audit_task_fields(id, agent, claimed);
+        if (!f || !cJSON_AddStringToObject(f, "sent_by", sent_by)) {
+                log_error("Cannot audit the forged message %s: out of memory", id);
+                return;
+        }
+        bool first = false;
+        int r = con_audit_writer_append(m->audit, "con-meshd", event, f, &first);
+        if (r < 0 && first)
+                log_error_errno(r, "Cannot write the audit log: %m");
+}
+
 static int handle_task(Mesh *m, natsMsg *msg) {
         _cleanup_free_ char *bus_name = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
         MeshTask t = {};
         int r;
 
-        r = mesh_task_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &t);
+        const char *sender_host = NULL;
+        r = mesh_subject_sender(MESH_KIND_TASK, m->config->mesh.host, natsMsg_GetSubject(msg), &sender_host);
+        if (r >= 0)
+                r = mesh_task_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &t);
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
                 log_warning("Dropping a malformed task message on %s (%d bytes)", natsMsg_GetSubject(msg),
                             natsMsg_GetDataLength(msg));
+                return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
+        }
+        /* The origin host is the subject's, which the NATS server let only that host publish on;
+         * a payload naming another origin is a forgery by the host that sent it. */
+        if (!streq(t.origin, sender_host)) {
+                log_warning("Dropping task %s: it claims to come from %s but host %s sent it (subject %s)", t.id,
+                            t.from, sender_host, natsMsg_GetSubject(msg));
+                audit_forgery(m, "mesh.task.forged", t.id, t.agent, t.from, sender_host);
+                mesh_task_done(&t);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
         }
         if (!con_config_find_agent(m->config, t.agent)) {
@@ -1015,9 +1113,19 @@ static void write_result_file(Mesh *m, const Outgoing *o) {
 
 static int handle_result(Mesh *m, natsMsg *msg) {
         MeshResult res = {};
-        int r = mesh_result_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &res);
+        const char *sender_host = NULL;
+        int r = mesh_subject_sender(MESH_KIND_RESULT, m->config->mesh.host, natsMsg_GetSubject(msg), &sender_host);
+        if (r >= 0)
+                r = mesh_result_from_json(natsMsg_GetData(msg), (size_t) natsMsg_GetDataLength(msg), &res);
         if (r == -ENOMEM)
                 return r;
+        if (r >= 0 && !streq(res.host, sender_host)) {
+                log_warning("Dropping the result of task %s: it claims to come from host %s but host %s sent it "
+                            "(subject %s)", res.id, res.host, sender_host, natsMsg_GetSubject(msg));
+                audit_forgery(m, "mesh.result.forged", res.id, res.agent, res.from, sender_host);
+                mesh_result_done(&res);
+                return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
+        }
         const char *at = r >= 0 ? strrchr(res.from, '@') : NULL;
         if (r < 0 || !streq(at + 1, m->config->mesh.host)) {
                 log_warning("Dropping a malformed result message on %s", natsMsg_GetSubject(msg));
@@ -1510,19 +1618,24 @@ int mesh_introspect_xml(char **ret) {
         return con_bus_introspect_vtable(CON_MESH_PATH, CON_MESH_INTERFACE, mesh_vtable, ret);
 }
 
-int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, Mesh **ret) {
+int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWriter *audit, Mesh **ret) {
         _cleanup_(mesh_freep) Mesh *m = NULL;
         int r;
 
-        if (!config->mesh.enabled)
+        if (!config->mesh.enabled) {
+                con_audit_writer_free(audit);
                 return -ENOMEDIUM;
+        }
         m = calloc(1, sizeof(*m));
-        if (!m)
+        if (!m) {
+                con_audit_writer_free(audit);
                 return -ENOMEM;
+        }
         m->efd = m->outbox_fd = m->failed_fd = -EBADF;
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
+        m->audit = audit;
         m->event = sd_event_ref(event);
         m->bus = sd_bus_ref(bus);
         m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1617,6 +1730,9 @@ Mesh *mesh_free(Mesh *m) {
         if (m->failed_fd >= 0)
                 close(m->failed_fd);
         con_authz_free(m->authz);
+        con_audit_writer_free(m->audit);
+        strv_free(m->verified);
+        strv_free(m->verified_results);
         sd_bus_unref(m->bus);
         sd_event_unref(m->event);
         pthread_mutex_destroy(&m->lock);

@@ -4,6 +4,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "audit-writer.h"
 #include "config.h"
 
 /* The mesh gateway, con-meshd (docs/MULTIHOST.md): org.conspiracy.Mesh1 on the system bus, and
@@ -14,7 +15,8 @@
 
 typedef struct Mesh Mesh;
 
-int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, Mesh **ret);
+/* Takes AUDIT (may be NULL: the writer of the audit log, opened while root), also on failure. */
+int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWriter *audit, Mesh **ret);
 /* Exports the object, takes the bus name, starts the threads. */
 int mesh_start(Mesh *m);
 /* Stops and joins the threads (bounded by the fetch wait, 1 s). */

@@ -12,10 +12,30 @@
 #include "task.h"
 #include "utf8.h"
 
-int mesh_subject(MeshKind k, const char *host, char **ret) {
+static const char *kind_word(MeshKind k) {
+        return k == MESH_KIND_TASK ? "task" : "result";
+}
+
+int mesh_subject(MeshKind k, const char *to, const char *from, char **ret) {
+        if (!con_mesh_host_valid(to) || !con_mesh_host_valid(from))
+                return -EINVAL;
+        return asprintf(ret, "con.%s.%s.%s", kind_word(k), to, from) < 0 ? -ENOMEM : 0;
+}
+
+int mesh_subject_filter(MeshKind k, const char *host, char **ret) {
         if (!con_mesh_host_valid(host))
                 return -EINVAL;
-        return asprintf(ret, "con.%s.%s", k == MESH_KIND_TASK ? "task" : "result", host) < 0 ? -ENOMEM : 0;
+        return asprintf(ret, "con.%s.%s.*", kind_word(k), host) < 0 ? -ENOMEM : 0;
+}
+
+int mesh_subject_sender(MeshKind k, const char *me, const char *subject, const char **ret_from) {
+        const char *p = subject ? startswith(subject, "con.") : NULL;
+        p = p ? startswith(p, kind_word(k)) : NULL;
+        p = p && *p == '.' ? startswith(p + 1, strempty(me)) : NULL;
+        if (!p || *p != '.' || !con_mesh_host_valid(p + 1))
+                return -EBADMSG;
+        *ret_from = p + 1;
+        return 0;
 }
 
 int mesh_stream(MeshKind k, const char *host, char **ret) {

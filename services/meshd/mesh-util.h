@@ -7,9 +7,13 @@
 
 /* The mesh's wire format and names (docs/MULTIHOST.md). Pure: no I/O, no logging.
  *
- * Subjects and streams, one pair per host:
- *   con.task.<host>     stream con-task-<host>     (work queue: the tasks for <host>'s agents)
- *   con.result.<host>   stream con-result-<host>   (work queue: results for tasks <host> sent)
+ * Subjects and streams, one pair per host. The subject names the host a message is for AND the
+ * host that sent it, so the NATS server's per-host publish permissions (con mesh server-config:
+ * host H may publish only on con.task.*.H and con.result.*.H) make the sender's host name in the
+ * subject a fact the server enforced; the receiver takes the origin host from there, never from
+ * the payload:
+ *   con.task.<to>.<from>     stream con-task-<to>     (con.task.<to>.*: the tasks for <to>'s agents)
+ *   con.result.<to>.<from>   stream con-result-<to>   (con.result.<to>.*: results for tasks <to> sent)
  * The JetStream message id (Nats-Msg-Id) of a task is "<origin>.<task id>", of a result
  * "r.<host>.<task id>", so a publish retried after a lost acknowledgement is stored once.
  *
@@ -35,8 +39,14 @@ typedef enum MeshKind {
         MESH_KIND_RESULT,
 } MeshKind;
 
-/* con.task.<host> / con.result.<host>; -EINVAL for an invalid host. */
-int mesh_subject(MeshKind k, const char *host, char **ret);
+/* con.task.<to>.<from> / con.result.<to>.<from>; -EINVAL for an invalid host name. */
+int mesh_subject(MeshKind k, const char *to, const char *from, char **ret);
+/* The stream's subjects: con.task.<host>.* / con.result.<host>.* */
+int mesh_subject_filter(MeshKind k, const char *host, char **ret);
+/* The sending host of a message that arrived on SUBJECT for host ME (con.task.<me>.<from>):
+ * *ret_from points into subject. -EBADMSG when the subject is not of that form or <from> is
+ * not a valid host name. */
+int mesh_subject_sender(MeshKind k, const char *me, const char *subject, const char **ret_from);
 /* con-task-<host> / con-result-<host> */
 int mesh_stream(MeshKind k, const char *host, char **ret);
 /* The inverse, for the names JetStream lists: 0 with the kind and the host for con-task-<host>

@@ -78,6 +78,8 @@ static int drop_privileges(const char *user) {
 static int run(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(mesh_freep) Mesh *m = NULL;
+        _cleanup_(con_audit_writer_freep) ConAuditWriter *audit = NULL;
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         ConErrorDetail err = {};
         int r;
 
@@ -93,6 +95,13 @@ static int run(int argc, char *argv[]) {
         if (!config->mesh.enabled)
                 return log_error_errno(-ENOMEDIUM, "%s has no mesh: section; nothing to do", arg_config);
         if (geteuid() == 0) {
+                /* As root: the audit log (root's; forged messages are recorded there). */
+                r = sd_event_default(&e);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot create the event loop: %m");
+                r = con_audit_writer_new(e, NULL, &audit);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot open the audit log: %m");
                 r = drop_privileges(arg_user);
                 if (r < 0)
                         return r;
@@ -100,7 +109,7 @@ static int run(int argc, char *argv[]) {
         r = con_service_start(&svc, 0);
         if (r < 0)
                 return r;
-        r = mesh_new(config, svc.event, svc.bus, &m);
+        r = mesh_new(config, svc.event, svc.bus, TAKE_PTR(audit), &m);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up: %m");
         r = mesh_start(m);

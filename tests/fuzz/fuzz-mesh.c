@@ -2,7 +2,9 @@
 /* The mesh's messages as they come off NATS (services/meshd/mesh-util.c): anything a NATS client
  * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
  * valid fields and must write back to a message that parses to the same fields. Input: one byte
- * ('s': a state event on con.state.<host>; else bit 0: a result, else a task), then the message. */
+ * ('s': a state event on con.state.<host>.<from>; else bit 1: the rest is the message's subject
+ * instead, whose sending host must be a valid host name that makes the same subject again; else
+ * bit 0: a result, else a task), then the message. */
 #undef NDEBUG
 #include <assert.h>
 #include <stdint.h>
@@ -82,11 +84,24 @@ static void check_state(const char *d, size_t n) {
         mesh_state_done(&m);
 }
 
+static void check_subject(MeshKind k, const char *d, size_t n) {
+        _cleanup_free_ char *subject = strndup(d, n), *again = NULL;
+        const char *from = NULL;
+        assert(subject);
+        if (mesh_subject_sender(k, "host-b", subject, &from) < 0)
+                return;
+        assert(con_mesh_host_valid(from));
+        assert(mesh_subject(k, "host-b", from, &again) == 0);
+        assert(streq(again, subject));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (size < 1 || size > 64 * 1024)
                 return 0;
         if (data[0] == 's')
                 check_state((const char *) data + 1, size - 1);
+        else if (data[0] & 2)
+                check_subject(data[0] & 1 ? MESH_KIND_RESULT : MESH_KIND_TASK, (const char *) data + 1, size - 1);
         else if (data[0] & 1)
                 check_result((const char *) data + 1, size - 1);
         else

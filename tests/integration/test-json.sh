@@ -180,7 +180,7 @@ nats-server -js -a 127.0.0.1 -p 4222 -sd "$T/jetstream" -l "$T/nats.log" &
 NATS_PID=$!
 trap 'kill "$NATS_PID" 2>/dev/null; _lib_exit' EXIT
 check "nats-server listens on 127.0.0.1:4222" wait_for 15 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'
-printf 'mesh:\n  host: json-test\n  servers: [nats://127.0.0.1:4222]\n' >>/etc/con/con.yaml
+printf 'mesh:\n  host: json-test\n  servers: [nats://127.0.0.1:4222]\n  insecure: true\n' >>/etc/con/con.yaml
 check "con bootstrap with mesh:" con bootstrap
 check "con up starts the gateway" con up
 check "the gateway is connected" wait_for 15 bash -c \

@@ -7,9 +7,16 @@
 # (con-send --to sysadmin@host-b, and busctl on org.conspiracy.Mesh1), the sender recorded as
 # alice@host-a by host-b's agent and audit log; bob, whom host-b's policy does not name, refused
 # there; a sender given in the options or the text ignored; only host-b's gateway may name a remote
-# sender to an agent.
+# sender to an agent. The mesh runs as a user would set it up (docs/MULTIHOST.md): a CA, one TLS
+# client certificate per host and the NATS server's configuration, all made by con mesh; TLS
+# required, each host allowed to publish only under its own name. Shows that a client without a
+# certificate is refused, that host-b's credentials cannot send a task as host-a (the server
+# refuses the publish), that a payload naming another origin than the subject's is dropped and
+# audited by the receiver, and that the key is root:con-mesh 0640, out of the agents' reach.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/mesh-lib.sh"
 require_sandbox
+build=${CON_BUILD_DIR:?CON_BUILD_DIR is not set}
 
 T=$(lib_tmp)
 SHARED=$T/shared               # host-b's --artifacts folder: its reports and the stop signal
@@ -35,11 +42,28 @@ check "host-b's end up" ip -n hostb link set veth-b up
 check "host-b's loopback up" ip -n hostb link set lo up
 check_output "no default route on host-a: nothing beyond the two hosts" '^$' ip route show default
 
+section "the mesh's credentials, made by con mesh"
+check "con mesh: a CA, host-a's and host-b's certificates, the server's configuration" \
+        mesh_pki "$T/pki" 10.77.0.1:4222 host-a host-b
+check_output "the CA key is 0600" '^600$' stat -c %a "$T/pki/ca/ca.key"
+check_output "host-b's bundle: its key 0600, certificate and the CA's" '^ca.crt host.crt host.key $' \
+        bash -c "ls '$T/pki/host-b' | tr '\n' ' '"
+check_output "host-b's certificate names host-b, for client authentication, signed by the CA" \
+        'OK' openssl verify -CAfile "$T/pki/ca/ca.crt" -purpose sslclient "$T/pki/host-b/host.crt"
+check_output "... its name is what verify_and_map maps to the user host-b" 'DNS:host-b' \
+        openssl x509 -noout -ext subjectAltName -in "$T/pki/host-b/host.crt"
+check_fail_output "con mesh init refuses to make a second CA over the first" 'already exists' \
+        con mesh init --ca-dir "$T/pki/ca"
+check_output "the server's configuration: TLS required, verify_and_map" 'verify_and_map: true' \
+        cat "$T/pki/server/nats.conf"
+check_output "... host-b may publish only under its own name" '"con.task.\*.host-b", "con.result.\*.host-b"' \
+        cat "$T/pki/server/nats.conf"
+
 section "a NATS server with JetStream on host-a"
 check "nats-server is installed" command -v nats-server
-nats-server -js -a 10.77.0.1 -p 4222 -sd "$T/jetstream" -l "$T/nats.log" &
-NATS_PID=$!
-check "nats-server listens on 10.77.0.1:4222" wait_for 15 bash -c 'exec 3<>/dev/tcp/10.77.0.1/4222'
+mesh_nats_start "$T/pki"
+NATS_PID=$MESH_NATS_PID
+check "nats-server listens on 10.77.0.1:4222" mesh_nats_wait 10.77.0.1 4222
 check "... and host-b reaches it" wait_for 5 ip netns exec hostb bash -c 'exec 3<>/dev/tcp/10.77.0.1/4222'
 
 section "host-b: a nested sandbox with its own fabric"
@@ -49,6 +73,10 @@ cat >"$T/hostb.sh" <<'HOSTB'
 set -u
 out=$CON_SANDBOX_ARTIFACTS
 step() { echo "$*" >>"$out/steps"; }
+# host-b's TLS files, as its admin copies them from the CA host.
+install -d -m 0755 /etc/con/mesh
+install -m 0644 @BUNDLE@/ca.crt @BUNDLE@/host.crt /etc/con/mesh/
+install -m 0600 @BUNDLE@/host.key /etc/con/mesh/host.key
 cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 text=$(cat)
@@ -69,7 +97,7 @@ agents:
     command: [/usr/local/bin/mesh-echo]
 mesh:
   host: host-b
-  servers: [nats://10.77.0.1:4222]
+  servers: [tls://10.77.0.1:4222]
 policy:
   grants:
     - {who: "user:alice@host-a", may: [task], to: [sysadmin]}
@@ -81,6 +109,9 @@ con up >"$out/up.log" 2>&1 || { step "up failed"; cat /srv/con/logs/daemons/con-
 step "up ok"
 id con-mesh >/dev/null 2>&1 && step "user con-mesh exists"
 ps -o user= -C con-meshd >"$out/meshd-user" 2>&1
+stat -c '%U:%G %a' /etc/con/mesh/host.key >"$out/key-mode" 2>&1
+runuser -u a-sysadmin -- cat /etc/con/mesh/host.key >"$out/key-by-agent" 2>&1
+echo "rc=$?" >>"$out/key-by-agent"
 # Only the gateway may name a remote sender: root (granted everything here) may not.
 busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 Deliver 'a{sv}' 2 \
         text s "forged" origin s "a-concierge@host-a" >"$out/forged-origin" 2>&1
@@ -110,6 +141,7 @@ cp /srv/con/logs/daemons/con-meshd.log "$out/meshd.log" 2>/dev/null
 cp /srv/con/logs/daemons/con-agent@sysadmin.log "$out/sysadmin.log" 2>/dev/null
 touch "$out/done"
 HOSTB
+sed -i "s|@BUNDLE@|$T/pki/host-b|g" "$T/hostb.sh"
 chmod 755 "$T/hostb.sh"
 src=$(cd "$(dirname "$0")/../.." && pwd)
 "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns /run/netns/hostb --artifacts "$SHARED" \
@@ -121,6 +153,8 @@ check_output "host-b made the gateway's user" 'user con-mesh exists' cat "$SHARE
 check_output "host-b's con-meshd runs as con-mesh" '^con-mesh$' cat "$SHARED/meshd-user"
 check_output "host-b: root cannot name a remote sender (only the gateway's user may)" \
         "AccessDenied|only the mesh gateway" cat "$SHARED/forged-origin"
+check_output "host-b: con bootstrap gave the key to root:con-mesh 0640" '^root:con-mesh 640$' cat "$SHARED/key-mode"
+check_output "host-b: its agent cannot read the key" 'Permission denied' cat "$SHARED/key-by-agent"
 
 section "host-a: its fabric with a mesh: section"
 # host-a's concierge runs the tool loop on the scripted model (tests/fake-llm): its send_task
@@ -154,14 +188,22 @@ base:
   model: fake-model
 agents:
   - name: concierge
-mesh:
-  host: host-a
-  servers: [nats://10.77.0.1:4222]
 EOF
+mesh_yaml host-a nats://10.77.0.1:4222 >>/etc/con/con.yaml
+check_fail_output "con bootstrap refuses a plaintext nats:// server without insecure: true (file, line, key)" \
+        "con.yaml:12:[0-9]*: mesh.servers\[0\]: 'nats://10.77.0.1:4222' is plaintext.*insecure: true" con bootstrap
+sed -i 's|nats://|tls://|' /etc/con/con.yaml
+check "host-a's TLS files, copied from the CA host" mesh_install_creds "$T/pki/host-a"
 check "con bootstrap" con bootstrap
 check "con-mesh user made (mesh: is set)" id con-mesh
 printf 'CON_API_KEY=sk-mesh-test\n' >/etc/con/env
+check_output "con bootstrap gave the key to root:con-mesh 0640" '^root:con-mesh 640$' \
+        stat -c '%U:%G %a' /etc/con/mesh/host.key
+check_output "... the certificates stay public" '^root:root 644 root:root 644$' \
+        bash -c 'echo $(stat -c "%U:%G %a" /etc/con/mesh/host.crt /etc/con/mesh/ca.crt)'
 check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
+check_fail_output "host-a's agent cannot read the key" 'Permission denied' runuser -u a-concierge -- cat /etc/con/mesh/host.key
+check_fail_output "... nor can alice" 'Permission denied' runuser -u alice -- cat /etc/con/mesh/host.key
 check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up
 check_output "org.conspiracy.Mesh1 Host is host-a" '^s "host-a"$' \
         busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Host
@@ -290,6 +332,44 @@ check_output "a sender in the text is only text: the task is still bob's, and re
                  runuser -u bob -- timeout 30 con-send --timeout 25 --to sysadmin@host-b -; echo "rc=$?"'
 check_output "... and exit status 1 (failed)" 'rc=1' echo "$LIB_OUT"
 
+section "mesh identity: TLS and per-host permissions, enforced by the NATS server"
+check "the test's NATS client" mesh_probe_install "$build"
+A=(--ca "$T/pki/host-a/ca.crt" --cert "$T/pki/host-a/host.crt" --key "$T/pki/host-a/host.key" --inbox _INBOX.host-a)
+B=(--ca "$T/pki/host-b/ca.crt" --cert "$T/pki/host-b/host.crt" --key "$T/pki/host-b/host.key" --inbox _INBOX.host-b)
+check_output "host-a's certificate connects (the probe works)" '^ok$' mesh_probe "${A[@]}" tls://10.77.0.1:4222 connect
+check_fail_output "a client without a certificate is refused" '^error: connect' \
+        mesh_probe --ca "$T/pki/ca/ca.crt" tls://10.77.0.1:4222 connect
+check_output "... the server says why" "client didn't provide a certificate" cat "$T/pki/nats.log"
+check_fail_output "a plaintext client is refused (TLS required)" '^error: connect' mesh_probe nats://10.77.0.1:4222 connect
+# A certificate of another CA, with a host's name: refused too.
+check "another CA and a 'host-a' certificate of it" bash -c \
+        "con mesh init --ca-dir '$T/rogue/ca' && con mesh issue host-a --ca-dir '$T/rogue/ca' --out '$T/rogue/host-a'"
+check_fail_output "a certificate of another CA is refused" '^error: connect' \
+        mesh_probe --ca "$T/pki/ca/ca.crt" --cert "$T/rogue/host-a/host.crt" --key "$T/rogue/host-a/host.key" \
+        --inbox _INBOX.host-a tls://10.77.0.1:4222 connect
+forged='{"v":1,"id":"forged-1","from":"alice@host-a","origin":"host-a","agent":"sysadmin","text":"forged"}'
+check_fail_output "host-b's credentials cannot publish a task as host-a: the server refuses" \
+        'Permissions Violation for Publish to "con.task.host-b.host-a"' \
+        mesh_probe "${B[@]}" --msg-id host-a.forged-1 tls://10.77.0.1:4222 publish con.task.host-b.host-a "$forged"
+check_output "... and says so in its log" 'Publish Violation - User "host-b", Subject "con.task.host-b.host-a"' \
+        cat "$T/pki/nats.log"
+check_fail_output "host-b's credentials cannot read host-a's inboxes (nor any other)" 'Permissions Violation for Subscription' \
+        mesh_probe "${B[@]/_INBOX.host-b/_INBOX.host-a}" tls://10.77.0.1:4222 publish con.task.host-a.host-b x
+# On its own subject host-b may publish; a payload naming host-a as the origin is a forgery the
+# receiver (host-a's gateway) drops and audits.
+forged='{"v":1,"id":"forged-2","from":"alice@host-a","origin":"host-a","agent":"concierge","text":"forged"}'
+check_output "host-b's credentials may publish on host-b's own subject to host-a (the server lets it)" \
+        'stored in stream con-task-host-a' \
+        mesh_probe "${B[@]}" --msg-id host-b.forged-2 tls://10.77.0.1:4222 publish con.task.host-a.host-b "$forged"
+check "host-a's gateway drops it: the origin is the subject's host-b, not the payload's host-a" wait_for 10 \
+        grep -q 'Dropping task forged-2: it claims to come from alice@host-a but host host-b sent it' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... and audits it" 'con-meshd mesh.task.forged .*task_id=forged-2 .*sender=alice@host-a .*sent_by=host-b' \
+        con audit --lines 50
+check_eq "... host-a's concierge never accepted it" 0 "$(con audit --lines 200 | grep -c 'task.accepted .*task_id=forged-2 ')"
+check_fail_output "a host that never joined the mesh: refused at once, nothing stored" "host host-c has not joined the mesh" \
+        as_user alice timeout 20 con-send --no-wait --to sysadmin@host-c hi
+
 section "host-b's gateway down: the task waits in JetStream"
 touch "$SHARED/pause"
 check "host-b's gateway stopped" wait_for 15 test -e "$SHARED/paused"
@@ -378,7 +458,7 @@ check_eq "host-b's sysadmin accepted the waiting task once" 1 \
         "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
 
 if [ "${LIB_FAILED}" != 0 ]; then
-        for f in "$T/hostb.out" "$SHARED/meshd.log" "$T/nats.log" /srv/con/logs/daemons/con-meshd.log; do
+        for f in "$T/hostb.out" "$SHARED/meshd.log" "$T/pki/nats.log" /srv/con/logs/daemons/con-meshd.log; do
                 [ -f "$f" ] && { echo "# --- $f"; tail -n 30 "$f" | sed 's/^/#   /'; }
         done
 fi

@@ -200,9 +200,11 @@ static void test_mesh(void) {
         g_assert_false(c->mesh.enabled);
         g_assert_null(c->mesh.host);
         g_assert_null(c->mesh.servers);
+        g_assert_null(c->mesh.key);
         con_config_free(c);
 
-        c = parse_ok("mesh:\n  host: host-a\n  servers: [nats://10.77.0.1:4222, \"tls://[fd00::1]:4222\"]\n"
+        /* TLS by default: the CA, certificate and key in /etc/con/mesh. */
+        c = parse_ok("mesh:\n  host: host-a\n  servers: [tls://10.77.0.1:4222, \"tls://[fd00::1]:4222\"]\n"
                      "  credentials: /etc/con/mesh.creds\n  retention: 2d\n  replicas: 3\n" A0);
         g_assert_true(c->mesh.enabled);
         g_assert_cmpstr(c->mesh.host, ==, "host-a");
@@ -211,44 +213,79 @@ static void test_mesh(void) {
         g_assert_cmpstr(c->mesh.credentials, ==, "/etc/con/mesh.creds");
         g_assert_cmpuint(c->mesh.retention_usec, ==, 2ULL * 24 * 3600 * 1000000);
         g_assert_cmpuint(c->mesh.replicas, ==, 3);
+        g_assert_false(c->mesh.insecure);
+        g_assert_cmpstr(c->mesh.ca, ==, CON_MESH_TLS_DIR "/ca.crt");
+        g_assert_cmpstr(c->mesh.cert, ==, CON_MESH_TLS_DIR "/host.crt");
+        g_assert_cmpstr(c->mesh.key, ==, CON_MESH_TLS_DIR "/host.key");
         con_config_free(c);
 
-        c = parse_ok("mesh: {host: b, servers: [nats://127.0.0.1:4222]}\n" A0);
+        c = parse_ok("mesh:\n  host: a\n  servers: [tls://x:1]\n  ca: /srv/ca.pem\n  cert: /srv/a.pem\n"
+                     "  key: /srv/a.key\n" A0);
+        g_assert_cmpstr(c->mesh.ca, ==, "/srv/ca.pem");
+        g_assert_cmpstr(c->mesh.cert, ==, "/srv/a.pem");
+        g_assert_cmpstr(c->mesh.key, ==, "/srv/a.key");
+        con_config_free(c);
+
+        /* Plaintext only with insecure: true; then no certificate unless one is named. */
+        c = parse_ok("mesh: {host: b, servers: [nats://127.0.0.1:4222], insecure: true}\n" A0);
         g_assert_true(c->mesh.enabled);
+        g_assert_true(c->mesh.insecure);
         g_assert_null(c->mesh.credentials);
+        g_assert_null(c->mesh.ca);
+        g_assert_null(c->mesh.cert);
+        g_assert_null(c->mesh.key);
         g_assert_cmpuint(c->mesh.retention_usec, ==, CON_MESH_RETENTION_DEFAULT_USEC);
         g_assert_cmpuint(c->mesh.replicas, ==, 1);
+        con_config_free(c);
+        c = parse_ok("mesh: {host: b, servers: [nats://x:1, tls://y:2], insecure: true, ca: /c.pem}\n" A0);
+        g_assert_cmpstr(c->mesh.ca, ==, "/c.pem");
+        g_assert_cmpstr(c->mesh.key, ==, CON_MESH_TLS_DIR "/host.key");
         con_config_free(c);
         c = NULL;
 
         assert_error("mesh:\n" A0, "con.yaml:1:6: mesh: expected a mapping with host: and servers:, got an empty value");
-        assert_error("mesh:\n  servers: [nats://a:1]\n" A0,
+        assert_error("mesh:\n  servers: [tls://a:1]\n" A0,
                      "con.yaml:2:3: mesh.host: missing; this key is required (this host's name in the mesh, e.g. host: host-a)");
-        assert_error("mesh:\n  host: Host_A\n  servers: [nats://a:1]\n" A0,
+        assert_error("mesh:\n  host: Host_A\n  servers: [tls://a:1]\n" A0,
                      "con.yaml:2:9: mesh.host: 'Host_A' is not a valid host name; use 1 to 63 characters from a-z, "
                      "0-9 and -, starting with a letter, not ending with -");
         assert_error("mesh:\n  host: a\n" A0,
                      "con.yaml:2:3: mesh: servers: missing; at least one NATS server is needed, e.g. servers: "
-                     "[nats://10.0.0.1:4222]");
+                     "[tls://10.0.0.1:4222]");
+        /* nats:// without insecure: true, wherever it is in the list, before or after the key. */
+        assert_error("mesh:\n  host: a\n  servers: [nats://10.0.0.1:4222]\n" A0,
+                     "con.yaml:3:13: mesh.servers[0]: 'nats://10.0.0.1:4222' is plaintext; the mesh uses TLS: write "
+                     "tls://10.0.0.1:4222 (with this host's certificate from con mesh issue), or set mesh.insecure: "
+                     "true to send tasks unencrypted and unauthenticated");
+        assert_error("mesh:\n  host: a\n  insecure: false\n  servers:\n    - tls://x:1\n    - nats://y:2\n" A0,
+                     "con.yaml:6:7: mesh.servers[1]: 'nats://y:2' is plaintext; the mesh uses TLS: write "
+                     "tls://y:2 (with this host's certificate from con mesh issue), or set mesh.insecure: "
+                     "true to send tasks unencrypted and unauthenticated");
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  insecure: yes please\n" A0,
+                     "con.yaml:4:13: mesh.insecure: 'yes please' is not allowed; use true or false");
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  key: host.key\n" A0,
+                     "con.yaml:4:8: mesh.key: 'host.key' is not an absolute path; write the full path of "
+                     "the file, e.g. /etc/con/mesh.creds");
         assert_error("mesh:\n  host: a\n  servers: [http://x:1]\n" A0,
                      "con.yaml:3:13: mesh.servers[0]: 'http://x:1' is not a NATS server URL; use nats://HOST:PORT "
                      "or tls://HOST:PORT");
-        assert_error("mesh:\n  host: a\n  servers: [nats://x:1, nats://x]\n" A0,
-                     "con.yaml:3:25: mesh.servers[1]: 'nats://x' has no port; use nats://HOST:PORT, e.g. "
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1, tls://x]\n" A0,
+                     "con.yaml:3:24: mesh.servers[1]: 'tls://x' has no port; use nats://HOST:PORT, e.g. "
                      "nats://10.0.0.1:4222");
-        assert_error("mesh:\n  host: a\n  servers: [nats://x:99999]\n" A0,
+        assert_error("mesh:\n  host: a\n  servers: [nats://x:99999]\n  insecure: true\n" A0,
                      "con.yaml:3:13: mesh.servers[0]: 'nats://x:99999' has no valid port; use nats://HOST:PORT with "
                      "a port from 1 to 65535");
-        assert_error("mesh:\n  host: a\n  servers: [\"nats://u:p@x:1\"]\n" A0,
-                     "con.yaml:3:13: mesh.servers[0]: 'nats://u:p@x:1' is not a NATS server URL; use "
+        assert_error("mesh:\n  host: a\n  servers: [\"tls://u:p@x:1\"]\n" A0,
+                     "con.yaml:3:13: mesh.servers[0]: 'tls://u:p@x:1' is not a NATS server URL; use "
                      "nats://HOST:PORT or tls://HOST:PORT (no user, password or path: credentials go in "
                      "mesh.credentials)");
-        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  credentials: mesh.creds\n" A0,
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  credentials: mesh.creds\n" A0,
                      "con.yaml:4:16: mesh.credentials: 'mesh.creds' is not an absolute path; write the full path of "
                      "the file, e.g. /etc/con/mesh.creds");
-        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  port: 4222\n" A0,
-                     "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials, retention and replicas");
-        assert_error("mesh:\n  host: a\n  servers: [nats://x:1]\n  replicas: 7\n" A0,
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  port: 4222\n" A0,
+                     "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials, retention, "
+                     "replicas, ca, cert, key and insecure");
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  replicas: 7\n" A0,
                      "con.yaml:4:13: mesh.replicas: '7' is not allowed; use a whole number from 1 to 5");
 }
 

@@ -22,11 +22,14 @@ static void test_names(void) {
                 g_assert_null(a);
                 g_assert_null(h);
         }
-        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "host-b", &s), ==, 0);
-        g_assert_cmpstr(s, ==, "con.task.host-b");
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "host-b", "host-a", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con.task.host-b.host-a");
         free(s);
-        g_assert_cmpint(mesh_subject(MESH_KIND_RESULT, "a", &s), ==, 0);
-        g_assert_cmpstr(s, ==, "con.result.a");
+        g_assert_cmpint(mesh_subject(MESH_KIND_RESULT, "a", "b", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con.result.a.b");
+        free(s);
+        g_assert_cmpint(mesh_subject_filter(MESH_KIND_TASK, "host-b", &s), ==, 0);
+        g_assert_cmpstr(s, ==, "con.task.host-b.*");
         free(s);
         /* stream names back to kind and host (GetStatus lists JetStream's streams) */
         MeshKind k = MESH_KIND_RESULT;
@@ -51,9 +54,23 @@ static void test_names(void) {
         free(s);
         s = NULL;
         /* Never a subject wildcard or a token separator. */
-        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "*", &s), ==, -EINVAL);
-        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "a.b", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "*", "a", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "a", ">", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_subject(MESH_KIND_TASK, "a.b", "c", &s), ==, -EINVAL);
+        g_assert_cmpint(mesh_subject_filter(MESH_KIND_TASK, "a.*", &s), ==, -EINVAL);
         g_assert_cmpint(mesh_stream(MESH_KIND_TASK, ">", &s), ==, -EINVAL);
+        /* The sender's host, as the subject (the server's permissions) says. */
+        const char *from = NULL;
+        g_assert_cmpint(mesh_subject_sender(MESH_KIND_TASK, "host-b", "con.task.host-b.host-a", &from), ==, 0);
+        g_assert_cmpstr(from, ==, "host-a");
+        g_assert_cmpint(mesh_subject_sender(MESH_KIND_RESULT, "a", "con.result.a.b", &from), ==, 0);
+        g_assert_cmpstr(from, ==, "b");
+        const char *bad_subjects[] = { "con.task.host-b", "con.task.host-b.", "con.task.host-b.host-a.x",
+                                       "con.result.host-b.host-a", "con.task.host-bb.host-a", "con.task.host-c.host-a",
+                                       "con.task.host-b.*", "con.task.host-b.Host-A", "xcon.task.host-b.a", "" };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_subjects); i++)
+                g_assert_cmpint(mesh_subject_sender(MESH_KIND_TASK, "host-b", bad_subjects[i], &from), ==, -EBADMSG);
+        g_assert_cmpint(mesh_subject_sender(MESH_KIND_TASK, "host-b", NULL, &from), ==, -EBADMSG);
         g_assert_null(s);
 }
 

@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# The mesh's set-up for the integration tests (docs/MULTIHOST.md), shared by the mesh tests.
+# Source it after lib.sh:
+#
+#   . "$(dirname "$0")/mesh-lib.sh"
+#   mesh_pki "$T/pki" 10.77.0.1:4222 host-a host-b     # CA, server certificate + nats.conf, bundles
+#   mesh_nats_start "$T/pki"                           # nats-server -c $T/pki/server/nats.conf
+#   mesh_install_creds "$T/pki/host-a"                 # this host's /etc/con/mesh/{ca.crt,host.*}
+#   mesh_yaml host-a tls://10.77.0.1:4222 >>/etc/con/con.yaml
+#
+# Everything is made by con itself (con mesh init / issue / server-config): the tests use the
+# credentials and the server configuration a user would.
+
+# mesh_pki DIR LISTEN HOST... [-- EXTRA server-config options]: DIR/ca (the CA), DIR/HOST (each
+# host's bundle: host.key, host.crt, ca.crt), DIR/server (server.key, server.crt, ca.crt and
+# nats.conf listening on LISTEN, JetStream in DIR/jetstream). The server's certificate names the
+# listen address; more with MESH_SERVER_ADDRESSES="ADDR ...".
+mesh_pki() {
+        local dir=$1 listen=$2 h a
+        shift 2
+        local -a hosts=() addr=()
+        for h in "$@"; do hosts+=("$h"); done
+        for a in ${MESH_SERVER_ADDRESSES:-}; do addr+=(--address "$a"); done
+        mkdir -p "$dir" || return 1
+        con mesh init --ca-dir "$dir/ca" >/dev/null || return 1
+        for h in "${hosts[@]}"; do
+                con mesh issue "$h" --ca-dir "$dir/ca" --out "$dir/$h" >/dev/null || return 1
+        done
+        con mesh server-config --ca-dir "$dir/ca" --listen "$listen" "${addr[@]}" --store "$dir/jetstream" \
+                --out "$dir/server" "${hosts[@]}" >/dev/null
+}
+
+# mesh_nats_start DIR [nats-server options...]: starts nats-server with DIR/server/nats.conf,
+# logging to DIR/nats.log; MESH_NATS_PID is its pid. Does not wait (see mesh_nats_wait).
+mesh_nats_start() {
+        local dir=$1
+        shift
+        nats-server -c "$dir/server/nats.conf" -l "$dir/nats.log" "$@" &
+        MESH_NATS_PID=$!
+}
+
+# mesh_nats_wait ADDR PORT [SECONDS]: the server accepts TCP connections.
+mesh_nats_wait() {
+        wait_for "${3:-15}" bash -c "exec 3<>/dev/tcp/$1/$2"
+}
+
+# mesh_install_creds BUNDLE: this host's TLS files, as an admin copies them after con mesh issue
+# (con bootstrap then gives the key to root:con-mesh 0640).
+mesh_install_creds() {
+        install -d -m 0755 /etc/con/mesh &&
+                install -m 0644 "$1/ca.crt" /etc/con/mesh/ca.crt &&
+                install -m 0644 "$1/host.crt" /etc/con/mesh/host.crt &&
+                install -m 0600 "$1/host.key" /etc/con/mesh/host.key
+}
+
+# mesh_yaml HOST URL...: a mesh: section (TLS, the default credentials in /etc/con/mesh).
+mesh_yaml() {
+        local host=$1
+        shift
+        local IFS=,
+        printf 'mesh:\n  host: %s\n  servers: [%s]\n' "$host" "$*"
+}
+
+# mesh_probe ARGS...: the test NATS client (tests/integration/mesh-probe.c), installed by
+# mesh_probe_install BUILD.
+MESH_PROBE=/usr/local/libexec/con-test/mesh-probe
+mesh_probe_install() {
+        install -D -m 0755 "$1/tests/integration/mesh-probe" "$MESH_PROBE"
+}
+mesh_probe() {
+        "$MESH_PROBE" "$@"
+}

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* A NATS client for tests/integration/test-mesh.sh: what a host (or anybody) holding some
+ * credentials can do at the mesh's NATS server, with nats.c as con-meshd uses it.
+ *
+ *   mesh-probe [--ca F] [--cert F --key F] [--inbox PREFIX] [--msg-id ID] URL connect
+ *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
+ *
+ * Prints "ok" (exit 0) or "error: ..." with nats.c's error and the server's asynchronous error
+ * (a permissions violation) when there was one (exit 1). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+static char async_error[512];
+static natsOptions *o;
+static natsConnection *nc;
+static jsCtx *js;
+
+static int done(int status) {
+        fflush(stdout);
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        natsOptions_Destroy(o);
+        nats_Close();
+        return status;
+}
+
+static void on_error(natsConnection *conn, natsSubscription *sub, natsStatus err, void *closure) {
+        (void) sub;
+        (void) closure;
+        const char *last = NULL;
+        (void) natsConnection_GetLastError(conn, &last);
+        snprintf(async_error, sizeof(async_error), "%s%s%s", natsStatus_GetText(err), last ? ": " : "",
+                 last ? last : "");
+}
+
+static int fail(natsStatus s, const char *what) {
+        const char *last = nats_GetLastError(NULL);
+        printf("error: %s: %s%s%s%s%s\n", what, natsStatus_GetText(s), last ? " (" : "", last ? last : "",
+               last ? ")" : "", "");
+        if (async_error[0])
+                printf("async error: %s\n", async_error);
+        return done(1);
+}
+
+int main(int argc, char *argv[]) {
+        static const struct option options[] = {
+                { "ca", required_argument, NULL, 'a' },
+                { "cert", required_argument, NULL, 'c' },
+                { "key", required_argument, NULL, 'k' },
+                { "inbox", required_argument, NULL, 'i' },
+                { "msg-id", required_argument, NULL, 'm' },
+                {}
+        };
+        const char *ca = NULL, *cert = NULL, *key = NULL, *inbox = NULL, *msg_id = NULL;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (c) {
+                case 'a': ca = optarg; break;
+                case 'c': cert = optarg; break;
+                case 'k': key = optarg; break;
+                case 'i': inbox = optarg; break;
+                case 'm': msg_id = optarg; break;
+                default: return 2;
+                }
+        if (argc - optind < 2) {
+                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish SUBJECT DATA\n");
+                return 2;
+        }
+        const char *url = argv[optind], *verb = argv[optind + 1];
+        natsStatus s = natsOptions_Create(&o);
+        if (s == NATS_OK)
+                s = natsOptions_SetURL(o, url);
+        if (s == NATS_OK)
+                s = natsOptions_SetTimeout(o, 5000);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxReconnect(o, 0);
+        if (s == NATS_OK)
+                s = natsOptions_SetErrorHandler(o, on_error, NULL);
+        if (s == NATS_OK && inbox)
+                s = natsOptions_SetCustomInboxPrefix(o, inbox);
+        if (s == NATS_OK && ca)
+                s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && ca)
+                s = natsOptions_LoadCATrustedCertificates(o, ca);
+        if (s == NATS_OK && cert)
+                s = natsOptions_LoadCertificatesChain(o, cert, key);
+        if (s != NATS_OK)
+                return fail(s, "options");
+        s = natsConnection_Connect(&nc, o);
+        if (s != NATS_OK)
+                return fail(s, "connect");
+        if (strcmp(verb, "connect") == 0) {
+                /* A round trip: the server has accepted the connection (and its user). */
+                s = natsConnection_FlushTimeout(nc, 5000);
+                if (s != NATS_OK)
+                        return fail(s, "flush");
+        } else if (strcmp(verb, "publish") == 0 && argc - optind == 4) {
+                jsPubOptions po;
+                jsPubAck *pa = NULL;
+                jsErrCode jerr = 0;
+                jsPubOptions_Init(&po);
+                po.MaxWait = 3000;
+                po.MsgId = msg_id;
+                s = natsConnection_JetStream(&js, nc, NULL);
+                if (s == NATS_OK)
+                        s = js_Publish(&pa, js, argv[optind + 2], argv[optind + 3], (int) strlen(argv[optind + 3]),
+                                       &po, &jerr);
+                if (s != NATS_OK) {
+                        usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
+                        return fail(s, "publish");
+                }
+                printf("stored in stream %s seq %llu\n", pa->Stream, (unsigned long long) pa->Sequence);
+                jsPubAck_Destroy(pa);
+        } else {
+                fprintf(stderr, "mesh-probe: unknown verb '%s'\n", verb);
+                return done(2);
+        }
+        printf("ok\n");
+        return done(0);
+}
