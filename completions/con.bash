@@ -166,7 +166,12 @@ _con() {
                 return
         fi
         if [[ $cur == -* ]]; then
-                _con_reply "$cur" "$(_con_help_options con "$verb") --help"
+                # con mesh's subcommands have options of their own (status, init, issue, server-config).
+                if [[ $verb == mesh && -n ${positional[1]:-} ]]; then
+                        _con_reply "$cur" "$(_con_help_options con mesh "${positional[1]}") --help"
+                else
+                        _con_reply "$cur" "$(_con_help_options con "$verb") --help"
+                fi
                 return
         fi
         case $verb in
@@ -180,7 +185,7 @@ _con() {
                 1) [[ ${positional[1]} == remove ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
                 esac
                 ;;
-        mesh) ((n == 0)) && _con_reply "$cur" status ;;
+        mesh) ((n == 0)) && _con_reply "$cur" status init issue server-config ;;
         policy)
                 case $n in
                 0) _con_reply "$cur" show check query ;;
@@ -190,7 +195,6 @@ _con() {
                 3) [[ ${positional[1]} == query ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
                 esac
                 ;;
-        mesh) ((n == 0)) && _con_reply "$cur" init issue server-config ;;
         *) COMPREPLY=() ;;
         esac
         return 0

@@ -29,9 +29,11 @@ typedef struct HostRow {
         const StreamRow *task, *result;
 } HostRow;
 
-static void mesh_help(FILE *f) {
+/* ALL: also the credentials' subcommands (con mesh --help; not con mesh status --help). */
+static void mesh_help(FILE *f, bool all) {
         fputs("Usage: con mesh status [--json]\n", f);
-        con_mesh_pki_help(f);
+        if (all)
+                con_mesh_pki_help(f);
         fputs("\n"
               "The mesh of hosts as this host's gateway (con-meshd) and JetStream see it: the NATS\n"
               "server it is connected to, and for each host with a stream (the hosts that joined, and\n"
@@ -248,17 +250,19 @@ int verb_mesh(int argc, char *argv[]) {
         int c;
 
         /* The credentials' subcommands have options of their own (con-mesh-pki.c). */
+        bool status_only = false;
         for (int i = 1; i < argc; i++)
                 if (argv[i][0] != '-') {
                         if (con_mesh_pki_subcommand(argv[i]))
                                 return con_mesh_pki(argc, argv);
+                        status_only = streq(argv[i], "status");
                         break;
                 }
         optind = 1;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
-                        mesh_help(stdout);
+                        mesh_help(stdout, !status_only);
                         return CON_EXIT_OK;
                 case ARG_JSON:
                         json = true;

@@ -214,11 +214,11 @@ section "con mesh status"
 check "host-b's gateway joined (its consumer on con-task-host-b)" wait_for 15 bash -c \
         'con mesh status --json | jq -e ".hosts[] | select(.host == \"host-b\") | .joined"'
 check_output "con mesh status: connected, this host and host-b, both joined" \
-        'connected to nats://10\.77\.0\.1:4222' con mesh status
+        'connected to tls://10\.77\.0\.1:4222' con mesh status
 check_output "... host-a's row (this host), joined" '^host-a \(this\) +yes +0 ' echo "$LIB_OUT"
 check_output "... host-b's row, joined, nothing waiting" '^host-b +yes +0 +- ' echo "$LIB_OUT"
 check_output "con mesh status --json: this host, connected, its server, retention 7 days" \
-        '^host-a true nats://10.77.0.1:4222 604800 true$' \
+        '^host-a true tls://10.77.0.1:4222 604800 true$' \
         bash -c 'con mesh status --json | jq -r "\"\(.host) \(.connected) \(.server) \(.retention_sec) \(.hosts[0].self)\""'
 check_output "... any user may ask (no task text in it)" '"host":"host-b"' as_user bob con mesh status --json
 
