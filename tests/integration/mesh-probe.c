@@ -4,6 +4,7 @@
  *
  *   mesh-probe [--ca F] [--cert F --key F] [--inbox PREFIX] [--msg-id ID] URL connect
  *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
+ *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
  *
  * Prints "ok" (exit 0) or "error: ..." with nats.c's error and the server's asynchronous error
  * (a permissions violation) when there was one (exit 1). */
@@ -69,7 +70,7 @@ int main(int argc, char *argv[]) {
                 default: return 2;
                 }
         if (argc - optind < 2) {
-                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish SUBJECT DATA\n");
+                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub SUBJECT DATA\n");
                 return 2;
         }
         const char *url = argv[optind], *verb = argv[optind + 1];
@@ -117,6 +118,15 @@ int main(int argc, char *argv[]) {
                 }
                 printf("stored in stream %s seq %llu\n", pa->Stream, (unsigned long long) pa->Sequence);
                 jsPubAck_Destroy(pa);
+        } else if (strcmp(verb, "pub") == 0 && argc - optind == 4) {
+                s = natsConnection_PublishString(nc, argv[optind + 2], argv[optind + 3]);
+                if (s == NATS_OK)
+                        s = natsConnection_FlushTimeout(nc, 5000);
+                usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
+                if (s == NATS_OK && async_error[0])
+                        s = NATS_NOT_PERMITTED;
+                if (s != NATS_OK)
+                        return fail(s, "pub");
         } else {
                 fprintf(stderr, "mesh-probe: unknown verb '%s'\n", verb);
                 return done(2);

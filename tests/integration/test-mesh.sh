@@ -381,8 +381,9 @@ check_output "con mesh status: the task waits in host-b's stream (depth 1), its 
         '^1 [0-9]+ true$' bash -c 'con mesh status --json |
                 jq -r ".hosts[] | select(.host == \"host-b\") | \"\(.tasks.messages) \(.tasks.lag_sec) \(.tasks.oldest != null)\""'
 check_output "... and in the table" '^host-b +yes +1 +[0-9]+s ' con mesh status
-# A state event whose payload names another host than its subject's publisher is dropped (NATS
-# protocol by hand: CONNECT, PUB, PING/PONG so it is flushed before we go).
+# State events: an anonymous client (NATS protocol by hand: CONNECT, PUB, PING/PONG) cannot publish
+# at all (the server requires TLS and a certificate); host-b's certificate may publish only on
+# con.state.*.host-b, and a payload there naming another host than the subject's is dropped.
 forge_state() { # SUBJECT PAYLOAD
         exec 3<>/dev/tcp/10.77.0.1/4222 || return 1
         read -r -t 5 _ <&3
@@ -391,11 +392,18 @@ forge_state() { # SUBJECT PAYLOAD
         exec 3<&-
         [[ $pong == PONG* ]]
 }
-check "a forged state event for mesh-wait-1 (payload host-b, published as host-c)" forge_state \
+check_fail "an anonymous plaintext client cannot publish a state event (TLS required)" forge_state \
         con.state.host-a.host-c \
-        '{"v":1,"id":"mesh-wait-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
+        '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
+check_fail_output "host-b's certificate cannot publish a state event as host-c (the server refuses)" \
+        'Permissions Violation for Publish to "con.state.host-a.host-c"' mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub \
+        con.state.host-a.host-c \
+        '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
+check "a forged state event for mesh-wait-1 (payload host-c, published with host-b's certificate)" \
+        mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub con.state.host-a.host-b \
+        '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 check "... is dropped by host-a's gateway" wait_for 5 grep -q \
-        'Dropping a state event of task mesh-wait-1: it names host host-b, but came on con.state.host-a.host-c' \
+        'Dropping a state event of task mesh-wait-1: it names host host-c, but came on con.state.host-a.host-b' \
         /srv/con/logs/daemons/con-meshd.log
 check_output "... the task is still submitted" '^sysadmin@host-b +mesh-wait-1 +submitted +alice$' \
         as_user alice con tasks sysadmin@host-b
