@@ -11,23 +11,37 @@
 # Everything is made by con itself (con mesh init / issue / server-config): the tests use the
 # credentials and the server configuration a user would.
 
-# mesh_pki DIR LISTEN HOST... [-- EXTRA server-config options]: DIR/ca (the CA), DIR/HOST (each
-# host's bundle: host.key, host.crt, ca.crt), DIR/server (server.key, server.crt, ca.crt and
-# nats.conf listening on LISTEN, JetStream in DIR/jetstream). The server's certificate names the
-# listen address; more with MESH_SERVER_ADDRESSES="ADDR ...".
+# mesh_pki DIR LISTEN HOST...: DIR/ca (the CA), DIR/HOST (each host's bundle: host.key,
+# host.crt, ca.crt), DIR/server (server.key, server.crt, ca.crt and nats.conf listening on LISTEN,
+# JetStream in DIR/jetstream). The server's certificate names the listen address; more with
+# MESH_SERVER_ADDRESSES="ADDR ...".
 mesh_pki() {
-        local dir=$1 listen=$2 h a
+        local dir=$1 listen=$2
         shift 2
-        local -a hosts=() addr=()
-        for h in "$@"; do hosts+=("$h"); done
-        for a in ${MESH_SERVER_ADDRESSES:-}; do addr+=(--address "$a"); done
+        mesh_pki_hosts "$dir" "$@" && mesh_pki_server "$dir" server "$listen" "$@"
+}
+
+# mesh_pki_hosts DIR HOST...: the CA (DIR/ca) and each host's bundle (DIR/HOST).
+mesh_pki_hosts() {
+        local dir=$1 h
+        shift
         mkdir -p "$dir" || return 1
         con mesh init --ca-dir "$dir/ca" >/dev/null || return 1
-        for h in "${hosts[@]}"; do
+        for h in "$@"; do
                 con mesh issue "$h" --ca-dir "$dir/ca" --out "$dir/$h" >/dev/null || return 1
         done
-        con mesh server-config --ca-dir "$dir/ca" --listen "$listen" "${addr[@]}" --store "$dir/jetstream" \
-                --out "$dir/server" "${hosts[@]}" >/dev/null
+}
+
+# mesh_pki_server DIR NAME LISTEN HOST...: one NATS server's files in DIR/NAME (its certificate
+# for LISTEN's address and MESH_SERVER_ADDRESSES, nats.conf with JetStream in DIR/NAME-js); for a
+# cluster, one per node, then each node's server_name and cluster block appended to its nats.conf.
+mesh_pki_server() {
+        local dir=$1 name=$2 listen=$3 a
+        shift 3
+        local -a addr=()
+        for a in ${MESH_SERVER_ADDRESSES:-}; do addr+=(--address "$a"); done
+        con mesh server-config --ca-dir "$dir/ca" --listen "$listen" "${addr[@]}" --store "$dir/$name-js" \
+                --out "$dir/$name" "$@" >/dev/null
 }
 
 # mesh_nats_start DIR [nats-server options...]: starts nats-server with DIR/server/nats.conf,
@@ -37,6 +51,12 @@ mesh_nats_start() {
         shift
         nats-server -c "$dir/server/nats.conf" -l "$dir/nats.log" "$@" &
         MESH_NATS_PID=$!
+}
+
+# mesh_install_creds_script BUNDLE: the same as shell commands, for a nested sandbox's script.
+mesh_install_creds_script() {
+        printf 'install -d -m 0755 /etc/con/mesh && install -m 0644 %q/ca.crt %q/host.crt /etc/con/mesh/ && install -m 0600 %q/host.key /etc/con/mesh/host.key\n' \
+                "$1" "$1" "$1"
 }
 
 # mesh_nats_wait ADDR PORT [SECONDS]: the server accepts TCP connections.

@@ -4,7 +4,9 @@
 # system bus, polkitd and fabric), each in a network namespace made here. The three meet on a
 # bridge in host-a's namespace (veth pairs, private addresses 10.78.0.1-3 made by this test, no
 # route anywhere else). Each host runs its own nats-server; the three form one JetStream cluster
-# (routes over the veths) and every gateway lists all three servers.
+# (routes over the veths) and every gateway lists all three servers. The mesh runs with TLS and
+# one certificate per host, as con mesh makes them (tests/integration/mesh-lib.sh): each node's
+# configuration is con mesh server-config's plus its name and cluster block.
 #
 # Shows: a task from host-a answered by an agent on host-b (con-send --to, busctl Submit); a
 # remote sender host-b's policy does not name refused; a sender forged in the text ignored; host-b
@@ -14,6 +16,7 @@
 # and one task.accepted in host-b's audit log for its id. Prints the figures (sent, acknowledged,
 # completed, duplicated, lost).
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/mesh-lib.sh"
 require_sandbox
 
 T=$(lib_tmp)
@@ -48,6 +51,13 @@ done
 check_output "no default route on host-a: nothing beyond the three hosts" '^$' ip route show default
 check_output "no default route on host-b" '^$' ip -n mesh-b route show default
 
+section "the mesh's credentials (con mesh): a CA, three hosts, three NATS nodes"
+check "the CA and host-a's, host-b's and host-c's certificates" mesh_pki_hosts "$T/pki" host-a host-b host-c
+for h in a b c; do
+        check "node $h: its certificate and configuration (TLS, verify_and_map, per-host permissions)" \
+                mesh_pki_server "$T/pki" "server-$h" "${ADDR[$h]}:4222" host-a host-b host-c
+done
+
 section "a nats-server per host, one JetStream cluster"
 in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
         local h=$1
@@ -57,11 +67,9 @@ in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
 start_nats() {
         local h=$1 routes=()
         for o in a b c; do [ "$o" != "$h" ] && routes+=("nats://${ADDR[$o]}:6222"); done
-        cat >"$T/nats-$h.conf" <<EOF
+        { cat "$T/pki/server-$h/nats.conf"; cat <<EOF; } >"$T/nats-$h.conf"
 server_name: host-$h
-listen: ${ADDR[$h]}:4222
 http: ${ADDR[$h]}:8222
-jetstream { store_dir: "$T/js-$h" }
 cluster { name: con, listen: ${ADDR[$h]}:6222, routes: [${routes[0]}, ${routes[1]}] }
 EOF
         # Not through in_ns (a function run in the background is a subshell): $! must be the server.
@@ -104,6 +112,7 @@ chmod 666 /var/tmp/mesh-runs
 mkdir -p /etc/con
 cp "$1" /etc/con/con.yaml
 hostname "$2"
+bash "$3"       # this host's TLS files, as its admin copies them from the CA host
 { con bootstrap && con up; } >"$out/up.log" 2>&1 || { cat /srv/con/logs/daemons/con-meshd.log >>"$out/up.log"; exit 1; }
 touch "$out/ready"
 n=0
@@ -129,9 +138,10 @@ host_do() {
         cat "$d/cmd.$n.out"
         return "$(cat "$d/cmd.$n.rc")"
 }
-servers="[nats://${ADDR[a]}:4222, nats://${ADDR[b]}:4222, nats://${ADDR[c]}:4222]"
+servers="[tls://${ADDR[a]}:4222, tls://${ADDR[b]}:4222, tls://${ADDR[c]}:4222]"
 for h in b c; do
         mkdir -p "$T/$h"
+        mesh_install_creds_script "$T/pki/host-$h" >"$T/creds-$h.sh"
         cat >"$T/$h.yaml" <<EOF
 system:
   name: host-$h
@@ -152,7 +162,7 @@ policy:
     - {who: "user:carol@host-c", may: [task], to: [sysadmin]}
 EOF
         "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns "/run/netns/mesh-$h" \
-                --artifacts "$T/$h" --with "$T" -- "$T/host.sh" "$T/$h.yaml" "host-$h" \
+                --artifacts "$T/$h" --with "$T" -- "$T/host.sh" "$T/$h.yaml" "host-$h" "$T/creds-$h.sh" \
                 >"$T/$h.out" 2>&1 &
         SANDBOX_PIDS+=($!)
 done
@@ -171,6 +181,7 @@ mesh:
   servers: $servers
   replicas: 3
 EOF
+check "host-a's TLS files" mesh_install_creds "$T/pki/host-a"
 check "con bootstrap" con bootstrap
 check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
 check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up

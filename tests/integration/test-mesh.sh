@@ -384,14 +384,14 @@ check_output "... and in the table" '^host-b +yes +1 +[0-9]+s ' con mesh status
 # State events: an anonymous client (NATS protocol by hand: CONNECT, PUB, PING/PONG) cannot publish
 # at all (the server requires TLS and a certificate); host-b's certificate may publish only on
 # con.state.*.host-b, and a payload there naming another host than the subject's is dropped.
-forge_state() { # SUBJECT PAYLOAD
-        exec 3<>/dev/tcp/10.77.0.1/4222 || return 1
+forge_state() ( # SUBJECT PAYLOAD (a subshell: the server closing on us may SIGPIPE it)
+        exec 3<>/dev/tcp/10.77.0.1/4222 || exit 1
         read -r -t 5 _ <&3
         printf 'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n' "$1" "${#2}" "$2" >&3
         read -r -t 5 pong <&3
         exec 3<&-
         [[ $pong == PONG* ]]
-}
+)
 check_fail "an anonymous plaintext client cannot publish a state event (TLS required)" forge_state \
         con.state.host-a.host-c \
         '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
