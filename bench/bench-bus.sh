@@ -92,8 +92,8 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR
 range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'; }
 
 # BENCH_COUNT=1 (bench/bench-count.sh, run on the host, attaches strace to the services): one bus
-# door run (BENCH_N Submits, K=64, to the concierge) and one file door run (BENCH_N files), each
-# announced in $CON_SANDBOX_ARTIFACTS/ready-PHASE and started by go-PHASE, with dbus-monitor
+# door run (BENCH_N Submits, BENCH_COUNT_K in flight, default 64, to the concierge) and one file
+# door run (BENCH_N files), each announced in $CON_SANDBOX_ARTIFACTS/ready-PHASE and started by go-PHASE, with dbus-monitor
 # counting the messages on the bus by type and member.
 if [ "${BENCH_COUNT:-0}" = 1 ]; then
         A=${CON_SANDBOX_ARTIFACTS:?BENCH_COUNT needs --artifacts}
@@ -128,7 +128,7 @@ if [ "${BENCH_COUNT:-0}" = 1 ]; then
                 kill -CONT "$router"
                 while (($(find /srv/con/agents/concierge/outbox -name "count-*.response" | wc -l) < N)); do sleep 0.02; done
         }
-        count_phase busdoor "$BB" submit 64 "$N" /ping concierge
+        count_phase busdoor "$BB" submit "${BENCH_COUNT_K:-64}" "$N" /ping concierge
         count_phase filedoor filedoor
         con down >/dev/null || true
         exit 0

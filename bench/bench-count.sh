@@ -2,7 +2,8 @@
 # Per-task cost of both doors (not a test): syscalls of the agents, the router and the bus broker
 # (strace -c -f, attached from the host: the sandbox has no strace) and bus messages by type and
 # member (dbus-monitor inside), for BENCH_N tasks (default 3000) through the bus door (Submit,
-# K=64, to the concierge) and through the file door. As root on the host, release build:
+# BENCH_COUNT_K in flight, default 64, to the concierge) and through the file door. As root on
+# the host, release build:
 #
 #   bench/bench-count.sh build-bench                 # dbus-daemon
 #   CON_BUS_BROKER=dbus-broker bench/bench-count.sh build-bench
