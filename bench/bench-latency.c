@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Submit -> TaskCompleted latency, one task at a time: prints p50, p99 and max in ms.
- *   bench-latency [AGENT] [COUNT] [TEXT] */
+ *   bench-latency [AGENT | AGENT@HOST] [COUNT] [TEXT] [BURST]
+ * AGENT@HOST goes through this host's mesh gateway (org.conspiracy.Mesh1 Submit and its
+ * TaskCompleted, docs/MULTIHOST.md), AGENT straight to the agent. With BURST > 0, after the
+ * sequential tasks: BURST tasks submitted one after another without waiting for their ends, then
+ * every end awaited; prints the tasks/s from the first Submit to the last TaskCompleted. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <systemd/sd-bus.h>
@@ -13,11 +18,22 @@
 
 static const char *wanted;
 static bool done;
+static char **burst_ids;        /* the burst's ids not ended yet (NULL once ended) */
+static unsigned burst_n, burst_left;
 
 static int on_completed(sd_bus_message *m, void *userdata, sd_bus_error *e) {
         const char *id;
-        if (sd_bus_message_read(m, "s", &id) >= 0 && wanted && streq(id, wanted))
+        if (sd_bus_message_read(m, "s", &id) < 0)
+                return 0;
+        if (wanted && streq(id, wanted))
                 done = true;
+        for (unsigned i = 0; i < burst_n; i++)
+                if (burst_ids[i] && streq(burst_ids[i], id)) {
+                        free(burst_ids[i]);
+                        burst_ids[i] = NULL;
+                        burst_left--;
+                        break;
+                }
         return 0;
 }
 
@@ -26,53 +42,118 @@ static int cmp(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
+typedef struct Target {
+        const char *name, *path, *interface;
+        bool mesh;
+} Target;
+
+/* Submits TEXT; the new task's id in *ret (allocated). */
+static int submit(sd_bus *bus, const Target *t, const char *to, const char *text, char **ret) {
+        sd_bus_message *reply = NULL;
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *id;
+        int r;
+
+        if (t->mesh)
+                r = sd_bus_call_method(bus, t->name, t->path, t->interface, "Submit", &e, &reply, "ssa{sv}", to, text,
+                                       0);
+        else
+                r = sd_bus_call_method(bus, t->name, t->path, t->interface, "Submit", &e, &reply, "s", text);
+        if (r < 0) {
+                fprintf(stderr, "Submit failed: %s\n", e.message ?: strerror(-r));
+                sd_bus_error_free(&e);
+                return r;
+        }
+        r = sd_bus_message_read(reply, "s", &id);
+        if (r >= 0 && !(*ret = strdup(id)))
+                r = -ENOMEM;
+        sd_bus_message_unref(reply);
+        return r;
+}
+
+static int wait_until(sd_bus *bus, bool (*cond)(void)) {
+        while (!cond()) {
+                int r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        r = sd_bus_wait(bus, 30 * USEC_PER_SEC);
+                        if (r < 0)
+                                return r;
+                        if (r == 0) {
+                                fprintf(stderr, "no TaskCompleted for 30 s\n");
+                                return -ETIMEDOUT;
+                        }
+                }
+        }
+        return 0;
+}
+
+static bool one_done(void) {
+        return done;
+}
+
+static bool burst_done(void) {
+        return burst_left == 0;
+}
+
 int main(int argc, char *argv[]) {
-        const char *agent = argc > 1 ? argv[1] : "concierge";
+        const char *to = argc > 1 ? argv[1] : "concierge";
         unsigned n = argc > 2 ? (unsigned) atoi(argv[2]) : 1000;
         const char *text = argc > 3 ? argv[3] : "/ping";
+        unsigned burst = argc > 4 ? (unsigned) atoi(argv[4]) : 0;
         _cleanup_free_ char *bn = NULL;
+        Target t = { .name = CON_MESH_BUS_NAME, .path = CON_MESH_PATH, .interface = CON_MESH_INTERFACE,
+                     .mesh = true };
         sd_bus *bus = NULL;
         int r;
 
-        if (n == 0 || con_agent_bus_name(agent, &bn) < 0) {
-                fprintf(stderr, "usage: bench-latency [AGENT] [COUNT] [TEXT]\n");
+        if (!strchr(to, '@')) {
+                if (con_agent_bus_name(to, &bn) < 0)
+                        n = 0;
+                t = (Target) { .name = bn, .path = CON_AGENT_PATH, .interface = CON_AGENT_INTERFACE };
+        }
+        if (n == 0) {
+                fprintf(stderr, "usage: bench-latency [AGENT | AGENT@HOST] [COUNT] [TEXT] [BURST]\n");
                 return 2;
         }
         uint64_t *lat = calloc(n, sizeof *lat);
-        if (!lat || sd_bus_open_system(&bus) < 0)
+        burst_ids = calloc(burst ?: 1, sizeof *burst_ids);
+        if (!lat || !burst_ids || sd_bus_open_system(&bus) < 0)
                 return 1;
-        r = sd_bus_match_signal(bus, NULL, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "TaskCompleted", on_completed, NULL);
+        r = sd_bus_match_signal(bus, NULL, t.name, t.path, t.interface, "TaskCompleted", on_completed, NULL);
         if (r < 0)
                 return 1;
         for (unsigned i = 0; i < n; i++) {
-                sd_bus_message *reply = NULL;
-                sd_bus_error e = SD_BUS_ERROR_NULL;
-                const char *id;
-                _cleanup_free_ char *copy = NULL;
+                _cleanup_free_ char *id = NULL;
                 uint64_t t0 = con_now(CLOCK_MONOTONIC);
                 done = false;
-                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply, "s", text);
-                if (r < 0) {
-                        fprintf(stderr, "Submit failed: %s\n", e.message ?: strerror(-r));
+                if (submit(bus, &t, to, text, &id) < 0)
                         return 1;
-                }
-                if (sd_bus_message_read(reply, "s", &id) < 0 || !(copy = strdup(id)))
+                wanted = id;
+                if (wait_until(bus, one_done) < 0)
                         return 1;
-                wanted = copy;
-                sd_bus_message_unref(reply);
-                while (!done) {
-                        r = sd_bus_process(bus, NULL);
-                        if (r < 0)
-                                return 1;
-                        if (r == 0 && sd_bus_wait(bus, 10 * USEC_PER_SEC) < 0)
-                                return 1;
-                }
+                wanted = NULL;
                 lat[i] = con_now(CLOCK_MONOTONIC) - t0;
         }
         qsort(lat, n, sizeof *lat, cmp);
-        printf("submit->completed n=%u p50=%.3f ms p99=%.3f ms max=%.3f ms\n", n, lat[n / 2] / 1000.0,
+        printf("%s submit->completed n=%u p50=%.3f ms p99=%.3f ms max=%.3f ms\n", to, n, lat[n / 2] / 1000.0,
                lat[(size_t) (n * 0.99) < n ? (size_t) (n * 0.99) : n - 1] / 1000.0, lat[n - 1] / 1000.0);
+        if (burst > 0) {
+                uint64_t t0 = con_now(CLOCK_MONOTONIC);
+                burst_n = burst_left = burst;
+                for (unsigned i = 0; i < burst; i++)
+                        if (submit(bus, &t, to, text, &burst_ids[i]) < 0)
+                                return 1;
+                uint64_t t1 = con_now(CLOCK_MONOTONIC);
+                if (wait_until(bus, burst_done) < 0)
+                        return 1;
+                uint64_t t2 = con_now(CLOCK_MONOTONIC);
+                printf("%s burst n=%u submit=%.0f/s throughput=%.0f tasks/s (first Submit to last TaskCompleted)\n",
+                       to, burst, burst * 1e6 / (double) (t1 - t0), burst * 1e6 / (double) (t2 - t0));
+        }
         sd_bus_flush_close_unref(bus);
         free(lat);
+        free(burst_ids);
         return 0;
 }
