@@ -39,6 +39,9 @@
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
 #define KEEP_RESULTS 10000
+#define ASKS_MAX 32                     /* GetResultInfo calls in flight: with the Deliver calls (at most
+                                         * INFLIGHT_MAX) below the bus's pending replies per connection
+                                         * (128 on the system bus) */
 #define DURABLE "con-meshd"
 
 typedef enum JobKind {
@@ -85,7 +88,8 @@ typedef struct DeliverCall DeliverCall;
 
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
-        bool asking;
+        bool asking;            /* its GetResultInfo is in flight */
+        bool want;              /* one is due, waiting for a free slot (ASKS_MAX) or a retry */
 } Delivery;
 
 struct Mesh {
@@ -121,6 +125,9 @@ struct Mesh {
         Delivery *dl;
         size_t n_dl;
         DeliverCall *calls;             /* Deliver calls in flight, each holding its message */
+        unsigned asks;                  /* GetResultInfo calls in flight */
+        sd_event_source *ask_timer;     /* asks again after a passing trouble */
+        size_t take_over_next;          /* the next agent take_over() asks (one at a time) */
 };
 
 static void job_free(Job *j) {
@@ -757,6 +764,10 @@ static int ask_result(Mesh *m, Delivery *d) {
         _cleanup_free_ char *bus_name = NULL, *key = NULL;
         if (d->asking)
                 return 0;
+        if (m->asks >= ASKS_MAX) {
+                d->want = true;         /* asked when a slot is free (ask_waiting) */
+                return 0;
+        }
         int r = con_agent_bus_name(d->agent, &bus_name);
         if (r < 0)
                 return r;
@@ -769,10 +780,28 @@ static int ask_result(Mesh *m, Delivery *d) {
                 return r;
         TAKE_PTR(key);
         d->asking = true;
+        d->want = false;
+        m->asks++;
         return 0;
 }
 
 static Mesh *the_mesh;  /* the one gateway of the process, for the bus callbacks' keys */
+
+/* The deliveries whose ask waits, while slots are free. */
+static void ask_waiting(Mesh *m) {
+        for (size_t i = 0; i < m->n_dl && m->asks < ASKS_MAX; i++)
+                if (m->dl[i].want && !m->dl[i].asking && ask_result(m, &m->dl[i]) < 0)
+                        break;
+}
+
+static int on_ask_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        m->ask_timer = sd_event_source_disable_unref(m->ask_timer);
+        ask_waiting(m);
+        return 0;
+}
+
+static bool transient_error(const sd_bus_error *e);
 
 static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
         _cleanup_free_ char *key = userdata;
@@ -780,32 +809,53 @@ static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *r
         const char *status, *text;
         char *nl = strchr(key, '\n');
         *nl = 0;
+        if (m->asks > 0)
+                m->asks--;
         Delivery *d = find_delivery(m, key, nl + 1);
-        if (!d)
+        if (!d) {
+                ask_waiting(m);
                 return 0;
+        }
         d->asking = false;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e && transient_error(e)) {
+                /* Asked again in a second (the agent restarting, the bus's limits): the task's
+                 * message is acknowledged, so nothing else would send its result. */
+                log_notice("Cannot read the result of task %s of %s at agent %s yet: %s", d->id, d->from,
+                           d->agent, e->message ?: e->name);
+                d->want = true;
+                if (!m->ask_timer)
+                        (void) sd_event_add_time_relative(m->event, &m->ask_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0,
+                                                          on_ask_timer, m);
+                ask_waiting(m);
+                return 0;
+        }
         if (e) {
-                log_warning("Cannot read the result of task %s of %s at agent %s: %s", d->id, d->from, d->agent,
-                            e->message ?: e->name);
+                log_warning("Cannot read the result of task %s of %s at agent %s: %s; no result goes back", d->id,
+                            d->from, d->agent, e->message ?: e->name);
+                drop_delivery(m, d);
+                ask_waiting(m);
                 return 0;
         }
         ConResultInfo info = {};
-        if (sd_bus_message_read(reply, "ss", &status, &text) < 0 || con_bus_read_result_info(reply, &info) < 0)
-                return 0;
-        if (!con_task_state_is_final(status))
+        if (sd_bus_message_read(reply, "ss", &status, &text) < 0 || con_bus_read_result_info(reply, &info) < 0 ||
+            !con_task_state_is_final(status)) {
+                ask_waiting(m);
                 return 0;       /* TaskCompleted will say when */
+        }
         MeshResult res = { .id = d->id, .host = m->config->mesh.host, .agent = d->agent, .from = d->from,
                            .status = (char *) con_task_state_a2a(status), .text = (char *) text,
                            .truncated = info.truncated, .replaced = info.replaced, .size = info.size };
         int r = publish_result(m, d->origin, &res);
         if (r < 0) {
                 log_error_errno(r, "Cannot send the result of task %s to %s: %m", d->id, d->origin);
+                ask_waiting(m);
                 return 0;
         }
         log_info("Task %s from %s at agent %s ended %s; result sent to %s", d->id, d->from, d->agent,
                  res.status, d->origin);
         drop_delivery(m, d);
+        ask_waiting(m);
         return 0;
 }
 
@@ -884,6 +934,8 @@ static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *r
  * started, perhaps ended meanwhile) are tracked again, so their results go back. The agents the
  * policy lets another host task are started for this (an on-demand agent killed with remote tasks
  * queued would otherwise wait for its next task); the others only if running. */
+static void take_over_next(Mesh *m);
+
 static int on_listed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
         const char *agent = userdata;   /* freed with the slot */
         Mesh *m = the_mesh;
@@ -891,6 +943,7 @@ static int on_listed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_er
         unsigned n = 0;
         int r;
 
+        take_over_next(m);      /* the reply is read already: the next agent's call may go */
         if (sd_bus_message_is_method_error(reply, NULL))
                 return 0;       /* not running (or not answering): nothing to take over */
         r = sd_bus_message_enter_container(reply, 'a', "(sss)");
@@ -927,18 +980,26 @@ static bool remote_may_task(const ConConfig *c, const char *agent) {
         return false;
 }
 
-static void take_over(Mesh *m) {
-        for (size_t i = 0; i < m->config->n_agents; i++) {
+/* Asks the next agent (one at a time: a thousand agents must not exceed the bus's pending replies). */
+static void take_over_next(Mesh *m) {
+        while (m->take_over_next < m->config->n_agents) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
-                _cleanup_free_ char *bus_name = NULL, *agent = strdup(m->config->agents[i].name);
+                _cleanup_free_ char *bus_name = NULL, *agent = strdup(m->config->agents[m->take_over_next++].name);
                 if (!agent || con_agent_bus_name(agent, &bus_name) < 0 ||
                     sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                    "ListTasks") < 0 ||
                     sd_bus_message_set_auto_start(call, remote_may_task(m->config, agent)) < 0)
                         continue;
-                if (call_async_owned(m, call, on_listed, agent) >= 0)
+                if (call_async_owned(m, call, on_listed, agent) >= 0) {
                         TAKE_PTR(agent);
+                        return;
+                }
         }
+}
+
+static void take_over(Mesh *m) {
+        m->take_over_next = 0;
+        take_over_next(m);
 }
 
 struct DeliverCall {
@@ -962,10 +1023,12 @@ static void deliver_call_free(DeliverCall *c) {
         free(c);
 }
 
+/* A trouble that passes: the same call later may work (the bus's limits, the agent restarting). */
 static bool transient_error(const sd_bus_error *e) {
         return sd_bus_error_has_names(e, CON_ERROR_HALTED, CON_ERROR_QUEUE_FULL, CON_ERROR_SENDER_QUOTA,
                                       CON_ERROR_STORAGE_FAILED, CON_ERROR_POLICY_TIMEOUT, SD_BUS_ERROR_NO_REPLY,
-                                      SD_BUS_ERROR_TIMEOUT, SD_BUS_ERROR_DISCONNECTED) ||
+                                      SD_BUS_ERROR_TIMEOUT, SD_BUS_ERROR_DISCONNECTED, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                      SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER) ||
                 (e->name && startswith(e->name, "org.freedesktop.DBus.Error.Spawn."));
 }
 
@@ -1723,6 +1786,7 @@ Mesh *mesh_free(Mesh *m) {
         sd_bus_slot_unref(m->completed_match);
         sd_bus_slot_unref(m->started_match);
         sd_event_source_disable_unref(m->wake);
+        sd_event_source_disable_unref(m->ask_timer);
         if (m->efd >= 0)
                 close(m->efd);
         if (m->outbox_fd >= 0)
