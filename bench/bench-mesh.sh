@@ -37,6 +37,9 @@ NATS_PID="" HOSTB_PID=""
 cleanup() {
         touch "$SHARED/stop"
         [ -n "$HOSTB_PID" ] && { timeout 20 tail --pid="$HOSTB_PID" -f /dev/null || kill "$HOSTB_PID"; } 2>/dev/null
+        if [ -n "${BENCH_LOGS:-}" ]; then      # BENCH_LOGS=DIR (made visible with --artifacts DIR) keeps the logs
+                cp "$SHARED"/*.log "$T/nats.log" /srv/con/logs/daemons/con-meshd.log "$BENCH_LOGS/" 2>/dev/null
+        fi
         [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null
         ip netns del bench-b 2>/dev/null
         rm -rf "$T"
@@ -85,6 +88,9 @@ EOF
 { con bootstrap && con up; } >"$out/up.log" 2>&1 || exit 1
 touch "$out/ready"
 while [ ! -e "$out/stop" ]; do sleep 0.2; done
+cp /srv/con/logs/daemons/con-meshd.log "$out/meshd-b.log"
+cp /srv/con/logs/daemons/con-agent@sysadmin.log "$out/sysadmin-b.log"
+touch "$out/done"
 HOSTB
 chmod 755 "$T/hostb.sh"
 "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns /run/netns/bench-b --artifacts "$SHARED" \
