@@ -12,7 +12,9 @@
 # Two hosts as in tests/integration/test-mesh.sh: host-a is the sandbox, host-b a nested sandbox
 # (its own root, system bus and fabric) in a network namespace made here, linked by a veth pair
 # with the private addresses 10.79.0.1 / 10.79.0.2 and nothing else. One nats-server with
-# JetStream (file storage) on host-a's address; both gateways connect to it. Every task is /ping
+# JetStream (file storage) on host-a's address; both gateways connect to it with TLS and their own
+# certificates (con mesh init / issue / server-config, through tests/integration/mesh-lib.sh, as
+# in the tests). Every task is /ping
 # (the agent's built-in answer, no runner), so the figures are the fabric's and the mesh's:
 #   local     user bench of host-a -> concierge of host-a (org.conspiracy.Concierge Submit)
 #   remote    bench of host-a -> sysadmin@host-b (org.conspiracy.Mesh Submit: host-a's gateway,
@@ -38,7 +40,7 @@ cleanup() {
         touch "$SHARED/stop"
         [ -n "$HOSTB_PID" ] && { timeout 20 tail --pid="$HOSTB_PID" -f /dev/null || kill "$HOSTB_PID"; } 2>/dev/null
         if [ -n "${BENCH_LOGS:-}" ]; then      # BENCH_LOGS=DIR (made visible with --artifacts DIR) keeps the logs
-                cp "$SHARED"/*.log "$T/nats.log" /srv/con/logs/daemons/con-meshd.log "$BENCH_LOGS/" 2>/dev/null
+                cp "$SHARED"/*.log "$T/pki/nats.log" /srv/con/logs/daemons/con-meshd.log "$BENCH_LOGS/" 2>/dev/null
         fi
         [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null
         ip netns del bench-b 2>/dev/null
@@ -62,15 +64,19 @@ ip link set veth-a up
 ip -n bench-b addr add 10.79.0.2/24 dev veth-b
 ip -n bench-b link set veth-b up
 ip -n bench-b link set lo up
-nats-server -js -a 10.79.0.1 -p 4222 -sd "$T/jetstream" -l "$T/nats.log" &
-NATS_PID=$!
-wait_for 15 bash -c 'exec 3<>/dev/tcp/10.79.0.1/4222'
+. "$src/tests/integration/mesh-lib.sh"
+mesh_pki "$T/pki" 10.79.0.1:4222 host-a host-b
+mesh_nats_start "$T/pki"
+NATS_PID=$MESH_NATS_PID
+mesh_nats_wait 10.79.0.1 4222
+mesh_install_creds_script "$T/pki/host-b" >"$T/creds-b.sh"
 
 cat >"$T/hostb.sh" <<'HOSTB'
 #!/bin/bash
 set -u
 out=$CON_SANDBOX_ARTIFACTS
 mkdir -p /etc/con
+bash "$1" || exit 1     # host-b's certificate, key and the CA in /etc/con/mesh
 cat >/etc/con/con.yaml <<'EOF'
 system:
   name: host-b
@@ -80,7 +86,7 @@ agents:
     mode: always
 mesh:
   host: host-b
-  servers: [nats://10.79.0.1:4222]
+  servers: [tls://10.79.0.1:4222]
 policy:
   grants:
     - {who: "user:bench@host-a", may: [task], to: [sysadmin]}
@@ -94,10 +100,11 @@ touch "$out/done"
 HOSTB
 chmod 755 "$T/hostb.sh"
 "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns /run/netns/bench-b --artifacts "$SHARED" \
-        --with "$T" -- "$T/hostb.sh" >"$T/hostb.out" 2>&1 &
+        --with "$T" -- "$T/hostb.sh" "$T/creds-b.sh" >"$T/hostb.out" 2>&1 &
 HOSTB_PID=$!
 
 mkdir -p /etc/con
+mesh_install_creds "$T/pki/host-a"
 cat >/etc/con/con.yaml <<'EOF'
 system:
   name: host-a
@@ -107,7 +114,7 @@ agents:
     mode: always
 mesh:
   host: host-a
-  servers: [nats://10.79.0.1:4222]
+  servers: [tls://10.79.0.1:4222]
 EOF
 con bootstrap >/dev/null
 useradd -M -G con bench         # the submitter (root has no name other hosts can grant)
