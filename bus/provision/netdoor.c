@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -18,6 +19,8 @@
 #include "markers.h"
 #include "names.h"
 #include "netdoor.h"
+#include "platform.h"
+#include "policy-check.h"
 #include "strv.h"
 
 #define TABLE CON_NFT_FAMILY " " CON_NFT_TABLE
@@ -264,6 +267,45 @@ static int first_difference(const char *a, const char *b, char **ret) {
         return 0;
 }
 
+int con_netdoor_check_units(const ConConfig *c, char ***drift) {
+        ConPlatformFile *files = NULL;
+        size_t n = 0;
+        _cleanup_strv_free_ char **want = NULL;
+        int r = con_platform_render(c, NULL, &files, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                if (!startswith(files[i].path, CON_SYSTEMD_UNIT_DIR "/con-agent@") ||
+                    !endswith(files[i].path, ".service.d/" CON_AGENT_NETWORK_DROPIN))
+                        continue;
+                r = strv_extend(&want, files[i].path);
+                if (r >= 0)
+                        r = con_generated_file_check(files[i].path, files[i].content, drift);
+        }
+        con_platform_files_free(files, n);
+        if (r < 0)
+                return r;
+        /* A drop-in the config no longer generates gives an agent a network it may not have. */
+        _cleanup_(closedirp) DIR *d = opendir(CON_SYSTEMD_UNIT_DIR);
+        struct dirent *de;
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *path = NULL;
+                if (!startswith(de->d_name, "con-agent@") || !endswith(de->d_name, ".service.d"))
+                        continue;
+                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/%s/" CON_AGENT_NETWORK_DROPIN, de->d_name) < 0)
+                        return -ENOMEM;
+                if (strv_contains(want, path) || access(path, F_OK) < 0)
+                        continue;
+                r = strv_extendf(drift, "%s: the config does not generate it (the agent does not use the egress gateway); "
+                                 "run con bootstrap", path);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error) {
         _cleanup_free_ char *want = NULL, *have = NULL, *diff = NULL;
         int r;
@@ -273,15 +315,20 @@ int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error) {
                 return con_error_textf(ret_error, r, "cannot render the nftables table: %s", strerror(-r));
         r = con_netdoor_list(&have, ret_error);
         if (r == -ENOENT)
-                return strv_extend(drift, "nftables table " TABLE ": missing; the config generates it (run con bootstrap)");
+                r = strv_extend(drift, "nftables table " TABLE ": missing; the config generates it (run con bootstrap)");
+        else if (r >= 0)
+                r = first_difference(have, want, &diff);
         if (r < 0)
                 return r;
-        r = first_difference(have, want, &diff);
+        if (diff) {
+                r = strv_extendf(drift, "nftables table " TABLE ": %s (run con bootstrap)", diff);
+                if (r < 0)
+                        return r;
+        }
+        r = con_netdoor_check_units(c, drift);
         if (r < 0)
-                return r;
-        if (!diff)
-                return 0;
-        return strv_extendf(drift, "nftables table " TABLE ": %s (run con bootstrap)", diff);
+                return con_error_textf(ret_error, r, "cannot check the agent units' network drop-ins: %s", strerror(-r));
+        return 0;
 }
 
 int con_netdoor_sync(const ConConfig *c, bool dry_run, char **ret_change, char **ret_error) {

@@ -57,6 +57,10 @@ int con_netdoor_remove(char **ret_error);
  * or the first line that differs). Agents whose user does not exist are left out of what is
  * expected (the file door check names them). */
 int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error);
+/* The second layer, part of con_netdoor_check(): each agent unit's network drop-in
+ * (CON_AGENT_NETWORK_DROPIN, bus/provision/platform.c) is what the config generates, and no agent
+ * that no longer uses the egress gateway keeps one. */
+int con_netdoor_check_units(const ConConfig *c, char ***drift);
 
 /* What con bootstrap does: renders the table from c and the agent users, compares it with the
  * kernel's and, unless dry_run, replaces it when it differs. *ret_change (NULL when nothing

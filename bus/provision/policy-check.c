@@ -196,7 +196,7 @@ static int check_acl_path(const ConPolicy *policy, const ConUserDb *db, const ch
 
 #define LINE_QUOTE_MAX 100     /* bytes of a differing line shown */
 
-static int check_file(const char *path, const char *want, char ***drift) {
+int con_generated_file_check(const char *path, const char *want, char ***drift) {
         _cleanup_free_ char *have = NULL;
         size_t len = 0;
         int r;
@@ -431,7 +431,7 @@ int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error) {
                 for (size_t i = 0; i < n_files && !want; i++)
                         if (streq(files[i].path, *p))
                                 want = files[i].content;
-                r = want ? check_file(*p, want, &drift) : -EINVAL;
+                r = want ? con_generated_file_check(*p, want, &drift) : -EINVAL;
         }
         con_platform_files_free(files, n_files);
         if (r < 0)

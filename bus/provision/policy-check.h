@@ -31,3 +31,7 @@ int con_drift_scan(const char *config_path, char * const *paths, char * const *q
  * matches), or a negative errno with *ret_error when the check itself cannot run (the policy
  * cannot be built, the user database cannot be read). Library code: no logging. */
 int con_policy_check(const ConConfig *c, char ***ret_drift, char **ret_error);
+
+/* One generated file against what the config generates: appends "PATH: missing; ...", "PATH: line
+ * N is '...' where the config generates '...' ..." or "PATH: cannot be read: ..." to *drift. */
+int con_generated_file_check(const char *path, const char *want, char ***drift);

@@ -455,6 +455,18 @@ check "insert an accept rule for a-shut" nft insert rule inet conspiracyos outpu
 check_fail_output "network_drift names the altered line" "line 4 is 'meta skuid $(id -u a-shut) accept'" \
         con healthcheck --contracts-dir "$CDIR"
 check_output "con bootstrap replaces it" 'replace nftables table inet conspiracyos' con bootstrap
+D=/etc/systemd/system/con-agent@fetcher.service.d/50-con-network.conf
+check_output "bootstrap wrote fetcher's unit drop-in (the second layer under systemd)" "^IPAddressAllow=10.77.0.2/32$" cat "$D"
+check "an edit of the drop-in" sed -i 's|^IPAddressAllow=10.77.0.2/32$|IPAddressAllow=0.0.0.0/0|' "$D"
+check "a drop-in for quiet (network: gateway)" bash -c \
+        "mkdir -p /etc/systemd/system/con-agent@quiet.service.d && cp '$D' /etc/systemd/system/con-agent@quiet.service.d/"
+check_fail_output "network_drift names the edited drop-in" "$D: line [0-9]+ differs from what the config generates: found 'IPAddressAllow=0.0.0.0/0'" \
+        con healthcheck --contracts-dir "$CDIR"
+check_output "... and the one the config does not generate" \
+        "con-agent@quiet.service.d/50-con-network.conf: the config does not generate it" echo "$LIB_OUT"
+check_output "con policy check agrees" "drift: $D: line" bash -c "con policy check 2>&1; true"
+check_output "con bootstrap repairs the one" "write $D" con bootstrap
+check_output "... and removes the other" "remove /etc/systemd/system/con-agent@quiet.service.d/50-con-network.conf" echo "$LIB_OUT"
 check "network_drift passes again" jq -e \
         '.results | map(select(.check == "network_table" and .status == "pass")) | length == 1' \
         <<<"$(con healthcheck --contracts-dir "$CDIR" --json)"

@@ -206,6 +206,14 @@ check_output "con healthcheck: every contract passes, CON-NET-001 among them" \
         "^summary: (1[0-9]|[2-9][0-9]) passed, 0 failed, 0 skipped" con healthcheck
 check_output "... CON-NET-001 among them" "^CON-NET-001 PASS network_table" echo "$LIB_OUT"
 
+D=/etc/systemd/system/con-agent@fetcher.service.d/50-con-network.conf
+check "an edit of fetcher's drop-in (IP to anywhere)" sed -i 's|^IPAddressAllow=10.77.0.2/32$|IPAddressAllow=0.0.0.0/0|' "$D"
+check_fail_output "con healthcheck (con-contractd): CON-NET-001 names it" \
+        "$D: line [0-9]+ differs from what the config generates: found 'IPAddressAllow=0.0.0.0/0'" con healthcheck
+check_output "con bootstrap rewrites it" "write $D" con bootstrap
+check_output "con healthcheck: every contract passes again" "^summary: (1[0-9]|[2-9][0-9]) passed, 0 failed, 0 skipped" \
+        con healthcheck
+
 section "quarantine cuts the agent's network at once under systemd, release restores it"
 check "con quarantine fetcher" con quarantine fetcher --reason "systemd egress tier"
 check "the table has the cut within 5 s (con-contractd ran nft)" wait_for 5 bash -c \
