@@ -1244,12 +1244,12 @@ static const char *mesh_server_check(const char *s) {
                        "path: credentials go in mesh.credentials)";
         const char *colon = strrchr(h, ':');
         if (!colon || colon == h || (colon[-1] == ':' && h[0] != '['))
-                return "has no port; use nats://HOST:PORT, e.g. nats://10.0.0.1:4222";
+                return "has no port; use tls://HOST:PORT, e.g. tls://10.0.0.1:4222";
         char *end = NULL;
         errno = 0;
         unsigned long port = strtoul(colon + 1, &end, 10);
         if (!colon[1] || *end || errno || port < 1 || port > 65535)
-                return "has no valid port; use nats://HOST:PORT with a port from 1 to 65535";
+                return "has no valid port; use tls://HOST:PORT with a port from 1 to 65535";
         return NULL;
 }
 

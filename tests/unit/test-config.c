@@ -270,10 +270,10 @@ static void test_mesh(void) {
                      "con.yaml:3:13: mesh.servers[0]: 'http://x:1' is not a NATS server URL; use nats://HOST:PORT "
                      "or tls://HOST:PORT");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1, tls://x]\n" A0,
-                     "con.yaml:3:24: mesh.servers[1]: 'tls://x' has no port; use nats://HOST:PORT, e.g. "
-                     "nats://10.0.0.1:4222");
+                     "con.yaml:3:24: mesh.servers[1]: 'tls://x' has no port; use tls://HOST:PORT, e.g. "
+                     "tls://10.0.0.1:4222");
         assert_error("mesh:\n  host: a\n  servers: [nats://x:99999]\n  insecure: true\n" A0,
-                     "con.yaml:3:13: mesh.servers[0]: 'nats://x:99999' has no valid port; use nats://HOST:PORT with "
+                     "con.yaml:3:13: mesh.servers[0]: 'nats://x:99999' has no valid port; use tls://HOST:PORT with "
                      "a port from 1 to 65535");
         assert_error("mesh:\n  host: a\n  servers: [\"tls://u:p@x:1\"]\n" A0,
                      "con.yaml:3:13: mesh.servers[0]: 'tls://u:p@x:1' is not a NATS server URL; use "
