@@ -367,6 +367,15 @@ check "host-a's gateway drops it: the origin is the subject's host-b, not the pa
 check_output "... and audits it" 'con-meshd mesh.task.forged .*task_id=forged-2 .*sender=alice@host-a .*sent_by=host-b' \
         con audit --lines 50
 check_eq "... host-a's concierge never accepted it" 0 "$(con audit --lines 200 | grep -c 'task.accepted .*task_id=forged-2 ')"
+# Results likewise: host-b may answer only as host-b.
+forged='{"v":1,"id":"forged-3","host":"host-c","agent":"sysadmin","from":"alice@host-a","status":"completed","text":"forged","truncated":false,"replaced":false,"size":6}'
+check_output "host-b's credentials publish a result naming host-c on host-b's own subject (stored)" \
+        'stored in stream con-result-host-a' \
+        mesh_probe "${B[@]}" --msg-id r.host-b.forged-3 tls://10.77.0.1:4222 publish con.result.host-a.host-b "$forged"
+check "host-a's gateway drops it: the answering host is the subject's host-b, not host-c" wait_for 10 \
+        grep -q 'Dropping the result of task forged-3: it claims to come from host host-c but host host-b sent it' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... and audits it" 'con-meshd mesh.result.forged .*task_id=forged-3 .*sent_by=host-b' con audit --lines 50
 check_fail_output "a host that never joined the mesh: refused at once, nothing stored" "host host-c has not joined the mesh" \
         as_user alice timeout 20 con-send --no-wait --to sysadmin@host-c hi
 
