@@ -204,8 +204,9 @@ int verb_bootstrap(int argc, char *argv[]) {
         }
 
         /* dbus-daemon reloads its policy when a policy file changes, not when a user it names
-         * appears: a run that only created a user (con-web, after dashboard.enabled was turned on)
-         * would leave that user's <policy user=...> ignored. Ask it to read its files again. */
+         * appears: a run that only created a user (con-web, on the first run after an upgrade from a
+         * version that made it only with dashboard.enabled) would leave that user's
+         * <policy user=...> ignored. Ask it to read its files again. */
         if (!o.dry_run && changed > 0)
                 reload_bus_config();
 
