@@ -41,8 +41,9 @@ deb="build-essential $(sed -n '/^Build-Depends:/,/^[A-Z][A-Za-z-]*:/{/^Build-Dep
 # call and the sanitizer runtimes the test build links; curl and a headless browser (chromium,
 # with one font so its screenshots show text) for the status page's tests (test-dashboard);
 # iputils-ping and python3-minimal (small TCP/UDP servers and clients) for test-network;
-# nats-server (JetStream) for the hosts of test-mesh.
-sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal nats-server"
+# nats-server (JetStream) for the hosts of test-mesh, and openssl, whose command the mesh tests
+# use to inspect and forge certificates (before, it came only as a dependency of ca-certificates).
+sandbox="jq iproute2 libasan8 libubsan1 curl chromium fonts-dejavu-core iputils-ping python3-minimal nats-server openssl"
 # The second bus broker, only in the sandbox's root (tests/sandbox/con-rootfs sandbox), which
 # starts it with CON_BUS_BROKER=dbus-broker (the broker tests, bench/bench-all.sh). Debian's
 # package makes itself the system bus under systemd (dbus.service becomes an alias of
