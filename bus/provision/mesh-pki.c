@@ -230,6 +230,11 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
                 r = san_list(sans, &san);
                 if (r < 0)
                         return r;
+                char *t = NULL;
+                if (asprintf(&t, "%s,DNS:" CON_MESH_ROUTE_NAME, san) < 0)
+                        return -ENOMEM;
+                free(san);
+                san = t;
         }
         if (!base || !*base || strchr(base, '/'))
                 return -EINVAL;
@@ -254,7 +259,7 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
                 return r;
         if ((r = add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
             (r = add_ext(x, ca, NID_key_usage, "critical,digitalSignature")) < 0 ||
-            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_HOST ? "clientAuth" : "serverAuth")) < 0 ||
+            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_HOST ? "clientAuth" : "serverAuth,clientAuth")) < 0 ||
             (r = add_ext(x, ca, NID_subject_alt_name, san)) < 0 ||
             (r = add_ext(x, ca, NID_subject_key_identifier, "hash")) < 0 ||
             (r = add_ext(x, ca, NID_authority_key_identifier, "keyid")) < 0)
@@ -299,14 +304,28 @@ static void append_user(FILE *f, const char *h) {
                 h, h);
 }
 
+/* HOST:PORT, nothing a quoted nats-server string could not hold. */
+static bool host_port_valid(const char *s) {
+        const char *colon = s ? strrchr(s, ':') : NULL;
+        return colon && colon != s && colon[1] && !colon[1 + strspn(colon + 1, "0123456789")] &&
+                !strpbrk(s, "\"\\\n/ ");
+}
+
 int con_mesh_server_config(char * const *hosts, const char *listen, const char *store_dir, const char *tls_dir,
-                           char **ret) {
+                           const char *cluster_listen, char * const *routes, char **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
 
         if (!hosts || !hosts[0] || !listen || strpbrk(listen, "\"\\\n") || !store_dir ||
             strpbrk(store_dir, "\"\\\n") || !tls_dir || strpbrk(tls_dir, "\"\\\n"))
                 return -EINVAL;
+        if (cluster_listen && !host_port_valid(cluster_listen))
+                return -EINVAL;
+        if (!cluster_listen && routes && routes[0])
+                return -EINVAL;
+        STRV_FOREACH(r, (char **) routes)
+                if (!host_port_valid(*r))
+                        return -EINVAL;
         STRV_FOREACH(h, (char **) hosts)
                 if (!con_mesh_host_valid(*h))
                         return -EINVAL;
@@ -325,6 +344,18 @@ int con_mesh_server_config(char * const *hosts, const char *listen, const char *
         STRV_FOREACH(h, (char **) hosts)
                 append_user(f, *h);
         fprintf(f, "  ]\n}\n");
+        if (cluster_listen) {
+                fprintf(f, "\n# The cluster's routes: TLS both ways with this node's certificate; a node must present\n"
+                           "# a server certificate of the mesh's CA (its DNS SAN " CON_MESH_ROUTE_NAME ", which\n"
+                           "# no host certificate carries), else its route is refused.\n"
+                           "cluster {\n  name: \"con\"\n  listen: \"%s\"\n  routes: [", cluster_listen);
+                STRV_FOREACH(r, (char **) routes)
+                        fprintf(f, "%s\"nats://%s\"", r == routes ? "" : ", ", *r);
+                fprintf(f, "]\n  tls {\n    cert_file: \"%s/server.crt\"\n    key_file: \"%s/server.key\"\n"
+                           "    ca_file: \"%s/ca.crt\"\n    verify_and_map: true\n    timeout: 5\n  }\n"
+                           "  authorization {\n    user: \"" CON_MESH_ROUTE_NAME "\"\n  }\n}\n",
+                        tls_dir, tls_dir, tls_dir);
+        }
         if (fclose(f) != 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(buf);

@@ -15,8 +15,14 @@
 
 typedef enum ConMeshCertKind {
         CON_MESH_CERT_HOST,     /* a host's client certificate: CN and DNS SAN = the host name */
-        CON_MESH_CERT_SERVER,   /* the NATS server's: SANs = its addresses and names */
+        CON_MESH_CERT_SERVER,   /* the NATS server's: SANs = its addresses and names, plus
+                                 * CON_MESH_ROUTE_NAME; server and client auth (cluster routes) */
 } ConMeshCertKind;
+
+/* The DNS SAN every server certificate carries and the one user a cluster's routes map to
+ * (verify_and_map): not a valid host name (it has dots), so no host certificate can join a
+ * cluster as a route, whatever CA signed it. */
+#define CON_MESH_ROUTE_NAME "route.con-mesh.invalid"
 
 /* Makes DIR (0700, when missing) with ca.key (0600) and ca.crt (0644). -EEXIST when DIR/ca.key
  * exists: a mesh has one CA, made once. Other negative errnos: I/O; -EIO: OpenSSL failed. */
@@ -34,7 +40,10 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
 /* The nats-server configuration of the mesh: LISTEN (HOST:PORT), JetStream under STORE_DIR, TLS
  * required with the server's certificate, key and the CA in TLS_DIR (server.crt, server.key,
  * ca.crt), verify_and_map, and one user per host of HOSTS (NULL-terminated, valid mesh names)
- * with publish and subscribe permissions limited to its own subjects. -EINVAL for an invalid
- * host name or an empty list. */
+ * with publish and subscribe permissions limited to its own subjects. CLUSTER_LISTEN (HOST:PORT,
+ * NULL: no cluster): a cluster block named "con" listening there, with ROUTES (HOST:PORT,
+ * NULL-terminated, may be empty) and TLS on the routes: the same certificate, verify_and_map, the
+ * one route user CON_MESH_ROUTE_NAME. -EINVAL for an invalid host name, an empty list or a
+ * listen address or route that is not HOST:PORT. */
 int con_mesh_server_config(char * const *hosts, const char *listen, const char *store_dir, const char *tls_dir,
-                           char **ret);
+                           const char *cluster_listen, char * const *routes, char **ret);

@@ -20,7 +20,8 @@ void con_mesh_pki_help(FILE *f) {
         fputs("       con mesh init [--ca-dir DIR]\n"
               "       con mesh issue HOST [--ca-dir DIR] [--out DIR]\n"
               "       con mesh server-config --listen ADDR:PORT [--address ADDR]... [--store DIR]\n"
-              "                              [--tls-dir DIR] [--out DIR] HOST...\n"
+              "                              [--tls-dir DIR] [--out DIR]\n"
+              "                              [--cluster-listen ADDR:PORT [--route ADDR:PORT]...] HOST...\n"
               "\n"
               "  init           make the mesh's certificate authority in DIR (default " CON_MESH_CA_DIR "):\n"
               "                 ca.key (0600, keep it on this host only) and ca.crt; once per mesh\n"
@@ -32,7 +33,10 @@ void con_mesh_pki_help(FILE *f) {
               "                 (default DIR ./mesh-server): TLS required, verify_and_map, one user per HOST\n"
               "                 allowed to publish only under its own name; run\n"
               "                 nats-server -c DIR/nats.conf (--tls-dir: where DIR will be on the server,\n"
-              "                 default the --out folder; --store: JetStream's folder, default /var/lib/nats)\n",
+              "                 default the --out folder; --store: JetStream's folder, default /var/lib/nats);\n"
+              "                 --cluster-listen: a node of a cluster \"con\" whose routes (--route, the\n"
+              "                 other nodes' ADDR:PORT) use TLS with this certificate, verified both ways:\n"
+              "                 a node without a server certificate of the mesh's CA cannot join\n",
               f);
 }
 
@@ -72,7 +76,8 @@ static int mesh_issue(const char *ca_dir, const char *host, const char *out) {
 }
 
 static int mesh_server_config(const char *ca_dir, const char *listen, char **addresses, const char *store,
-                              const char *tls_dir, const char *out, char **hosts) {
+                              const char *tls_dir, const char *cluster_listen, char **routes, const char *out,
+                              char **hosts) {
         _cleanup_strv_free_ char **sans = NULL;
         _cleanup_free_ char *conf = NULL, *path = NULL, *abs_out = NULL;
         int r;
@@ -87,6 +92,18 @@ static int mesh_server_config(const char *ca_dir, const char *listen, char **add
         STRV_FOREACH(h, hosts)
                 if (!con_mesh_host_valid(*h))
                         return con_fail(CON_EXIT_USAGE, "mesh server-config: '%s' is not a valid host name", *h);
+        if (strv_length(routes) > 0 && !cluster_listen)
+                return con_fail(CON_EXIT_USAGE, "mesh server-config: --route needs --cluster-listen");
+        /* Everything checked before the certificate is issued (the TLS folder is not known yet). */
+        r = con_mesh_server_config(hosts, listen, store ?: "/var/lib/nats", tls_dir ?: ".", cluster_listen, routes,
+                                   &conf);
+        if (r == -EINVAL)
+                return con_fail(CON_EXIT_USAGE, "mesh server-config: --listen, --store, --tls-dir, --cluster-listen "
+                                "or --route invalid (ADDR:PORT, no quotes)");
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "mesh server-config: %s", strerror(-r));
+        free(conf);
+        conf = NULL;
         if (strv_length(addresses) == 0) {
                 char *a = strndup(listen, (size_t) (colon - listen));
                 if (!a || strv_consume(&sans, a) < 0) {
@@ -109,7 +126,7 @@ static int mesh_server_config(const char *ca_dir, const char *listen, char **add
                         return con_fail(CON_EXIT_FAILURE, "mesh server-config: %s: %m", out);
                 tls_dir = abs_out;
         }
-        r = con_mesh_server_config(hosts, listen, store ?: "/var/lib/nats", tls_dir, &conf);
+        r = con_mesh_server_config(hosts, listen, store ?: "/var/lib/nats", tls_dir, cluster_listen, routes, &conf);
         if (r < 0)
                 return fail_errno(r, "cannot write the server configuration", out);
         if (asprintf(&path, "%s/nats.conf", out) < 0)
@@ -126,7 +143,7 @@ bool con_mesh_pki_subcommand(const char *sub) {
 }
 
 int con_mesh_pki(int argc, char *argv[]) {
-        enum { ARG_CA_DIR = 0x100, ARG_OUT, ARG_LISTEN, ARG_ADDRESS, ARG_STORE, ARG_TLS_DIR };
+        enum { ARG_CA_DIR = 0x100, ARG_OUT, ARG_LISTEN, ARG_ADDRESS, ARG_STORE, ARG_TLS_DIR, ARG_CLUSTER_LISTEN, ARG_ROUTE };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "ca-dir", required_argument, NULL, ARG_CA_DIR },
@@ -135,10 +152,13 @@ int con_mesh_pki(int argc, char *argv[]) {
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "store", required_argument, NULL, ARG_STORE },
                 { "tls-dir", required_argument, NULL, ARG_TLS_DIR },
+                { "cluster-listen", required_argument, NULL, ARG_CLUSTER_LISTEN },
+                { "route", required_argument, NULL, ARG_ROUTE },
                 {}
         };
-        _cleanup_strv_free_ char **addresses = NULL;
-        const char *ca_dir = CON_MESH_CA_DIR, *out = NULL, *listen = NULL, *store = NULL, *tls_dir = NULL;
+        _cleanup_strv_free_ char **addresses = NULL, **routes = NULL;
+        const char *ca_dir = CON_MESH_CA_DIR, *out = NULL, *listen = NULL, *store = NULL, *tls_dir = NULL,
+                   *cluster_listen = NULL;
         int c;
 
         optind = 1;
@@ -166,6 +186,13 @@ int con_mesh_pki(int argc, char *argv[]) {
                 case ARG_TLS_DIR:
                         tls_dir = optarg;
                         break;
+                case ARG_CLUSTER_LISTEN:
+                        cluster_listen = optarg;
+                        break;
+                case ARG_ROUTE:
+                        if (strv_extend(&routes, optarg) < 0)
+                                return con_fail(CON_EXIT_FAILURE, "mesh: out of memory");
+                        break;
                 default:
                         return CON_EXIT_USAGE;
                 }
@@ -187,6 +214,6 @@ int con_mesh_pki(int argc, char *argv[]) {
                 return mesh_issue(ca_dir, args[0], out);
         }
         if (streq(sub, "server-config"))
-                return mesh_server_config(ca_dir, listen, addresses, store, tls_dir, out, args);
+                return mesh_server_config(ca_dir, listen, addresses, store, tls_dir, cluster_listen, routes, out, args);
         return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s': init, issue or server-config", sub);
 }

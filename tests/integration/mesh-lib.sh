@@ -34,13 +34,17 @@ mesh_pki_hosts() {
 
 # mesh_pki_server DIR NAME LISTEN HOST...: one NATS server's files in DIR/NAME (its certificate
 # for LISTEN's address and MESH_SERVER_ADDRESSES, nats.conf with JetStream in DIR/NAME-js); for a
-# cluster, one per node, then each node's server_name and cluster block appended to its nats.conf.
+# cluster, one per node with MESH_SERVER_CLUSTER="CLUSTER-LISTEN ROUTE..." (its cluster block,
+# routes over TLS), then each node's server_name appended to its nats.conf.
 mesh_pki_server() {
         local dir=$1 name=$2 listen=$3 a
         shift 3
-        local -a addr=()
+        local -a addr=() cl=()
         for a in ${MESH_SERVER_ADDRESSES:-}; do addr+=(--address "$a"); done
-        con mesh server-config --ca-dir "$dir/ca" --listen "$listen" "${addr[@]}" --store "$dir/$name-js" \
+        for a in ${MESH_SERVER_CLUSTER:-}; do
+                if [ "${#cl[@]}" = 0 ]; then cl=(--cluster-listen "$a"); else cl+=(--route "$a"); fi
+        done
+        con mesh server-config --ca-dir "$dir/ca" --listen "$listen" "${addr[@]}" "${cl[@]}" --store "$dir/$name-js" \
                 --out "$dir/$name" "$@" >/dev/null
 }
 

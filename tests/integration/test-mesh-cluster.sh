@@ -6,7 +6,9 @@
 # route anywhere else). Each host runs its own nats-server; the three form one JetStream cluster
 # (routes over the veths) and every gateway lists all three servers. The mesh runs with TLS and
 # one certificate per host, as con mesh makes them (tests/integration/mesh-lib.sh): each node's
-# configuration is con mesh server-config's plus its name and cluster block.
+# configuration is con mesh server-config's (with --cluster-listen and --route: the routes between
+# the nodes use TLS, verified both ways) plus its name. A fourth nats-server without TLS, and one
+# with a host's certificate of the mesh's CA, try to join the cluster and are refused.
 #
 # Shows: a task from host-a answered by an agent on host-b (con-send --to, busctl Submit); a
 # remote sender host-b's policy does not name refused; a sender forged in the text ignored; host-b
@@ -30,7 +32,7 @@ BURST=${MESH_CLUSTER_BURST:-300} # tasks dropped at once through the file door
 cleanup() {
         for h in b c; do touch "$T/$h/stop" 2>/dev/null; done
         for p in "${SANDBOX_PIDS[@]}"; do timeout 20 tail --pid="$p" -f /dev/null; kill "$p" 2>/dev/null; done
-        for h in a b c; do [ -n "${NATS_PID[$h]:-}" ] && kill "${NATS_PID[$h]}" 2>/dev/null; done
+        for h in a b c plain host; do [ -n "${NATS_PID[$h]:-}" ] && kill "${NATS_PID[$h]}" 2>/dev/null; done
         ip netns del mesh-b 2>/dev/null
         ip netns del mesh-c 2>/dev/null
         return 0
@@ -55,9 +57,14 @@ check_output "no default route on host-b" '^$' ip -n mesh-b route show default
 section "the mesh's credentials (con mesh): a CA, three hosts, three NATS nodes"
 check "the CA and host-a's, host-b's and host-c's certificates" mesh_pki_hosts "$T/pki" host-a host-b host-c
 for h in a b c; do
-        check "node $h: its certificate and configuration (TLS, verify_and_map, per-host permissions)" \
+        MESH_SERVER_CLUSTER="${ADDR[$h]}:6222"
+        for o in a b c; do [ "$o" != "$h" ] && MESH_SERVER_CLUSTER+=" ${ADDR[$o]}:6222"; done
+        check "node $h: its certificate and configuration (TLS, verify_and_map, per-host permissions, TLS routes)" \
                 mesh_pki_server "$T/pki" "server-$h" "${ADDR[$h]}:4222" host-a host-b host-c
 done
+unset MESH_SERVER_CLUSTER
+check_output "... its cluster block: TLS on the routes, verified, mapped to the route name" \
+        'verify_and_map: true' sed -n '/^cluster {/,/^}/p' "$T/pki/server-a/nats.conf"
 
 section "a nats-server per host, one JetStream cluster"
 in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
@@ -66,12 +73,10 @@ in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
         if [ "$h" = a ]; then "$@"; else ip netns exec "mesh-$h" "$@"; fi
 }
 start_nats() {
-        local h=$1 routes=()
-        for o in a b c; do [ "$o" != "$h" ] && routes+=("nats://${ADDR[$o]}:6222"); done
+        local h=$1
         { cat "$T/pki/server-$h/nats.conf"; cat <<EOF; } >"$T/nats-$h.conf"
 server_name: host-$h
 http: ${ADDR[$h]}:8222
-cluster { name: con, listen: ${ADDR[$h]}:6222, routes: [${routes[0]}, ${routes[1]}] }
 EOF
         # Not through in_ns (a function run in the background is a subshell): $! must be the server.
         if [ "$h" = a ]; then
@@ -92,6 +97,43 @@ for h in a b c; do
 done
 cluster_ready() { jsz_leader a && jsz_leader b && jsz_leader c; }
 check "the JetStream cluster has a leader (seen from each node)" wait_for 40 cluster_ready
+routes_of() { # routes_of HOST [PORT]: the number of routes of the server whose monitoring port
+              # (default 8222) is on that host's address
+        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:${2:-8222}/routez" | jq -er '.num_routes'
+}
+two_routes() { [ "$(routes_of a)" = 2 ] && [ "$(routes_of b)" = 2 ] && [ "$(routes_of c)" = 2 ]; }
+check "each node has its two routes (TLS, each side verified)" wait_for 20 two_routes
+
+section "a node without a server certificate of the mesh's CA cannot join the cluster"
+# Two would-be nodes on host-a's address, routes to all three: one plaintext, one with TLS and
+# host-a's certificate (signed by the mesh's CA, but a host's, not a server's).
+nats-server -a "${ADDR[a]}" -p 4301 -m 8301 --cluster_name con --cluster "nats://${ADDR[a]}:6301" \
+        --routes "nats://${ADDR[a]}:6222,nats://${ADDR[b]}:6222,nats://${ADDR[c]}:6222" -l "$T/intruder-plain.log" &
+NATS_PID[plain]=$!
+cat >"$T/intruder-host.conf" <<INTRUDER
+listen: ${ADDR[a]}:4302
+http: ${ADDR[a]}:8302
+cluster {
+  name: con
+  listen: ${ADDR[a]}:6302
+  routes: [nats://${ADDR[a]}:6222, nats://${ADDR[b]}:6222, nats://${ADDR[c]}:6222]
+  tls { cert_file: "$T/pki/host-a/host.crt", key_file: "$T/pki/host-a/host.key", ca_file: "$T/pki/host-a/ca.crt" }
+}
+INTRUDER
+nats-server -c "$T/intruder-host.conf" -l "$T/intruder-host.log" &
+NATS_PID[host]=$!
+refused() { grep -q "$1" "$T/nats-$2.log"; }
+check "the plaintext node's routes are refused (host-b: TLS handshake failure)" \
+        wait_for 20 refused 'TLS route handshake error' b
+check "the node with a host's certificate is refused (host-c: authentication failure)" \
+        wait_for 20 refused 'Router connection closed: Authentication Failure' c
+sleep 2
+check_eq "the plaintext node has no route" 0 "$(routes_of a 8301)"
+check_eq "the node with a host's certificate has no route" 0 "$(routes_of a 8302)"
+check "the three nodes still have two routes each, no more" two_routes
+kill "${NATS_PID[plain]}" "${NATS_PID[host]}"
+wait "${NATS_PID[plain]}" "${NATS_PID[host]}" 2>/dev/null
+unset 'NATS_PID[plain]' 'NATS_PID[host]'
 
 section "host-b and host-c: nested sandboxes, each with its own fabric"
 # Every host runs this: its con.yaml, bootstrap, con up, then the commands the test drops in its
