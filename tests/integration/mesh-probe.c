@@ -5,6 +5,9 @@
  *   mesh-probe [--ca F] [--cert F --key F] [--inbox PREFIX] [--msg-id ID] URL connect
  *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
  *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
+ *   mesh-probe ... URL stream NAME SUBJECT         makes a work-queue stream (as a gateway does)
+ *   mesh-probe ... URL next STREAM SUBJECT SECS    fetches one message with the durable consumer
+ *                                                  con-meshd, prints its subject and data, acks it
  *
  * Prints "ok" (exit 0) or "error: ..." with nats.c's error and the server's asynchronous error
  * (a permissions violation) when there was one (exit 1). */
@@ -70,7 +73,7 @@ int main(int argc, char *argv[]) {
                 default: return 2;
                 }
         if (argc - optind < 2) {
-                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub SUBJECT DATA\n");
+                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub|stream|next ARGS...\n");
                 return 2;
         }
         const char *url = argv[optind], *verb = argv[optind + 1];
@@ -127,6 +130,45 @@ int main(int argc, char *argv[]) {
                         s = NATS_NOT_PERMITTED;
                 if (s != NATS_OK)
                         return fail(s, "pub");
+        } else if (strcmp(verb, "stream") == 0 && argc - optind == 4) {
+                jsStreamConfig cfg;
+                jsStreamInfo *si = NULL;
+                jsErrCode jerr = 0;
+                const char *subjects[] = { argv[optind + 3] };
+                jsStreamConfig_Init(&cfg);
+                cfg.Name = argv[optind + 2];
+                cfg.Subjects = subjects;
+                cfg.SubjectsLen = 1;
+                cfg.Retention = js_WorkQueuePolicy;
+                cfg.Storage = js_FileStorage;
+                s = natsConnection_JetStream(&js, nc, NULL);
+                if (s == NATS_OK)
+                        s = js_AddStream(&si, js, &cfg, NULL, &jerr);
+                if (s != NATS_OK)
+                        return fail(s, "stream");
+                jsStreamInfo_Destroy(si);
+        } else if (strcmp(verb, "next") == 0 && argc - optind == 5) {
+                natsSubscription *sub = NULL;
+                natsMsgList list = {};
+                jsSubOptions so;
+                jsErrCode jerr = 0;
+                jsSubOptions_Init(&so);
+                so.Stream = argv[optind + 2];
+                so.Config.AckPolicy = js_AckExplicit;
+                s = natsConnection_JetStream(&js, nc, NULL);
+                if (s == NATS_OK)
+                        s = js_PullSubscribe(&sub, js, argv[optind + 3], "con-meshd", NULL, &so, &jerr);
+                if (s == NATS_OK)
+                        s = natsSubscription_Fetch(&list, sub, 1, atoi(argv[optind + 4]) * 1000, &jerr);
+                if (s == NATS_OK && list.Count == 1) {
+                        printf("%s %.*s\n", natsMsg_GetSubject(list.Msgs[0]), natsMsg_GetDataLength(list.Msgs[0]),
+                               natsMsg_GetData(list.Msgs[0]));
+                        s = natsMsg_Ack(list.Msgs[0], NULL);
+                }
+                natsMsgList_Destroy(&list);
+                natsSubscription_Destroy(sub);
+                if (s != NATS_OK)
+                        return fail(s, "next");
         } else {
                 fprintf(stderr, "mesh-probe: unknown verb '%s'\n", verb);
                 return done(2);

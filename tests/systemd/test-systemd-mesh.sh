@@ -4,7 +4,8 @@
 # and drops to con-mesh: the running process has uid con-mesh and no capability left, it is
 # connected to a local nats-server (TLS, the configuration `con mesh server-config` made), it
 # writes audit records (a task forged by another host's credentials is audited), its unit verifies
-# and is in the OK band of `systemd-analyze security`.
+# and is in the OK band of `systemd-analyze security`; a task host-b sends is refused or, granted,
+# answered by an exec agent of host-a (con-agent@echo), the result on host-b's result stream.
 # The second host is emulated by the test's NATS client (tests/integration/mesh-probe) holding
 # host-b's credentials: a gateway never sends to its own host (docs/MULTIHOST.md).
 # Runs inside tests/systemd/con-boot (one boot); the server listens on the machine's loopback.
@@ -33,9 +34,26 @@ check "host-a's credentials in /etc/con/mesh" mesh_install_creds "$T/pki/host-a"
 section "con bootstrap with a mesh: section enables and starts con-meshd"
 check "con bootstrap --profile default" con bootstrap --profile default
 check_fail "without mesh: the unit is not enabled" systemctl is-enabled -q "$U"
-check "mesh: host-a on tls://127.0.0.1:4223 in con.yaml" bash -c \
-        "$(declare -f mesh_yaml); mesh_yaml host-a tls://127.0.0.1:4223 >>/etc/con/con.yaml"
-check "con bootstrap" con bootstrap
+# An exec agent that answers with what it was given, host-b's alice granted to it, and mesh:.
+cat >/usr/local/bin/mesh-echo <<'EOS'
+#!/bin/sh
+printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(cat)"
+EOS
+chmod 0755 /usr/local/bin/mesh-echo
+CFG=$T/con.yaml
+cp /etc/con/con.yaml "$CFG"
+cat >>"$CFG" <<'EOS'
+  - name: echo
+    tier: worker
+    runner: exec
+    command: [/usr/local/bin/mesh-echo]
+policy:
+  grants:
+    - {who: "user:alice@host-b", may: [task], to: [echo]}
+EOS
+mesh_yaml host-a tls://127.0.0.1:4223 >>"$CFG"
+check_output "con.yaml: agent echo, a grant, mesh: host-a" "^  host: host-a$" cat "$CFG"
+check "con bootstrap --config --force" con bootstrap --config "$CFG" --force
 check "$U is enabled" systemctl is-enabled "$U"
 check "$U is active (systemd started it)" wait_for 20 systemctl is-active "$U"
 check_output "the key is root:con-mesh 0640" "^root:con-mesh 640$" stat -c '%U:%G %a' /etc/con/mesh/host.key
@@ -75,6 +93,27 @@ check_output "... in the hash-chained log it opened as root" '"event":"mesh.task
 check "con audit verify: the chain holds" con audit verify
 check_output "the same main process (no restart)" "^$PID$" systemctl show -P MainPID "$U"
 check_fail "the unit never failed" bash -c "journalctl -b --no-pager -u $U | grep -E 'Failed with result|status=[1-9]'"
+
+section "a task from host-b is answered by host-a's gateway"
+# host-b's result stream, as host-b's gateway would make it (host-b's permissions allow it).
+check_output "host-b makes con-result-host-b" '^ok$' \
+        mesh_probe "${B[@]}" tls://127.0.0.1:4223 stream con-result-host-b 'con.result.host-b.*'
+task='{"v":1,"id":"remote-sd","from":"alice@host-b","origin":"host-b","agent":"concierge","text":"hello from host-b"}'
+check_output "host-b sends alice@host-b's task to concierge@host-a (stored)" 'stored in stream con-task-host-a' \
+        mesh_probe "${B[@]}" --msg-id host-b.remote-sd tls://127.0.0.1:4223 publish con.task.host-a.host-b "$task"
+check_output "host-a's gateway answers on host-b's result stream" '^con.result.host-b.host-a \{' \
+        mesh_probe "${B[@]}" tls://127.0.0.1:4223 next con-result-host-b 'con.result.host-b.*' 30
+check_output "... refused: concierge is not granted to alice@host-b" \
+        '"id":"remote-sd","host":"host-a","agent":"concierge","from":"alice@host-b","status":"failed","text":"Refused on host host-a: Access denied' \
+        echo "$LIB_OUT"
+task='{"v":1,"id":"remote-ok","from":"alice@host-b","origin":"host-b","agent":"echo","text":"hello from host-b"}'
+check_output "host-b sends alice@host-b's task to echo@host-a (granted)" 'stored in stream con-task-host-a' \
+        mesh_probe "${B[@]}" --msg-id host-b.remote-ok tls://127.0.0.1:4223 publish con.task.host-a.host-b "$task"
+check_output "host-a's echo agent answers it, with the sender alice@host-b" \
+        '"id":"remote-ok","host":"host-a","agent":"echo","from":"alice@host-b","status":"completed","text":"sender=alice@host-b agent=echo text=hello from host-b' \
+        mesh_probe "${B[@]}" tls://127.0.0.1:4223 next con-result-host-b 'con.result.host-b.*' 60
+check "con-agent@echo ran it (systemd)" bash -c \
+        "journalctl -b --no-pager -u con-agent@echo.service | grep -q 'Started'"
 
 section "the unit verifies and is in the OK band of systemd-analyze security"
 check_output "systemd-analyze verify $U is silent" "^verify-clean$" bash -c \
