@@ -35,6 +35,7 @@
 #define FETCH_WAIT_MS 1000
 #define INFLIGHT_MAX 64                 /* messages a fetch thread hands over before it waits */
 #define PUBLISH_WAIT_MS 5000
+#define FLUSH_WAIT_MS 2000              /* stopping: a PING's PONG, the naks reaching the server */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
@@ -1743,7 +1744,52 @@ int mesh_start(Mesh *m) {
         return sd_bus_request_name_async(m->bus, NULL, CON_MESH_BUS_NAME, 0, NULL, NULL);
 }
 
+/* Stopping, the fetch threads joined: the messages the server handed to this gateway's pull
+ * requests after their fetch returned are queued in the subscription; they go back (nak). The
+ * server counts a request's expiry from when it read it, so under load the last request outlives
+ * its fetch, and a task published meanwhile (the gateway's bus name is gone already: sd-bus closes
+ * the bus when the loop exits) still comes here. Waits until every request has expired, then takes
+ * what is queued without asking for more. Returns the number of messages given back. */
+static unsigned give_back_queued(Mesh *m) {
+        unsigned n = 0;
+
+        if (!m->connected || !m->nc)
+                return 0;
+        /* Once the server answers this PING it has read every pull request of this connection,
+         * and each expires within FETCH_WAIT_MS. No answer (disconnected): the server dropped
+         * them with the connection. */
+        if (natsConnection_FlushTimeout(m->nc, FLUSH_WAIT_MS) != NATS_OK)
+                return 0;
+        (void) usleep((FETCH_WAIT_MS + 50) * 1000);
+        /* Whatever the server sent before this PONG has come in. */
+        if (natsConnection_FlushTimeout(m->nc, FLUSH_WAIT_MS) != NATS_OK)
+                return 0;
+        for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
+                int pending = 0, bytes = 0;
+                if (!m->sub[k] || natsSubscription_GetPending(m->sub[k], &pending, &bytes) != NATS_OK ||
+                    pending <= 0)
+                        continue;
+                /* A batch of exactly what is queued: the fetch takes it without a request (a
+                 * queued status message makes it ask, without waiting, for one more; that one goes
+                 * back too). */
+                jsFetchRequest req;
+                jsFetchRequest_Init(&req);
+                req.Batch = pending;
+                req.NoWait = true;
+                req.Expires = (int64_t) FLUSH_WAIT_MS * 1000 * 1000;
+                natsMsgList list = {};
+                if (natsSubscription_FetchRequest(&list, m->sub[k], &req) == NATS_OK)
+                        for (int i = 0; i < list.Count; i++)
+                                if (natsMsg_Nak(list.Msgs[i], NULL) == NATS_OK)
+                                        n++;
+                natsMsgList_Destroy(&list);
+        }
+        return n;
+}
+
 Mesh *mesh_free(Mesh *m) {
+        unsigned given_back = 0;
+
         if (!m)
                 return NULL;
         pthread_mutex_lock(&m->lock);
@@ -1757,20 +1803,27 @@ Mesh *mesh_free(Mesh *m) {
                         (void) pthread_join(m->fetch[k], NULL);
         for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
                 job_free(j);
+        given_back += give_back_queued(m);
         /* Deliver calls still in flight: cancelled, their messages given back too. */
         while (m->calls) {
                 DeliverCall *c = m->calls;
-                if (c->msg)
-                        (void) natsMsg_Nak(c->msg, NULL);
+                if (c->msg && natsMsg_Nak(c->msg, NULL) == NATS_OK)
+                        given_back++;
                 deliver_call_free(c);
         }
         /* Messages fetched but never handled (the loop had stopped): back to JetStream at once,
          * rather than after the ack wait, so a gateway stopping cannot hold a task for 30 s. */
         for (Job *j; (j = pop(&m->done, &m->done_tail)); ) {
-                if (j->kind == JOB_INCOMING && j->msg)
-                        (void) natsMsg_Nak(j->msg, NULL);
+                if (j->kind == JOB_INCOMING && j->msg && natsMsg_Nak(j->msg, NULL) == NATS_OK)
+                        given_back++;
                 job_free(j);
         }
+        /* The naks are buffered: sent before the connection closes (it does not flush). */
+        if (m->nc && given_back > 0 && natsConnection_FlushTimeout(m->nc, FLUSH_WAIT_MS) != NATS_OK)
+                log_warning("Stopping: could not confirm giving back %u message(s); JetStream delivers them "
+                            "again after the ack wait", given_back);
+        else if (given_back > 0)
+                log_info("Stopping: gave back %u message(s) fetched but not handled", given_back);
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
                 natsSubscription_Destroy(m->sub[k]);
         natsSubscription_Destroy(m->state_sub);
