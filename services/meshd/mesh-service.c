@@ -729,6 +729,7 @@ static void publish_state(Mesh *m, const char *id, const char *agent, const char
 
 static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_);
 static int ask_result(Mesh *m, Delivery *d);
+static int call_async_owned(Mesh *m, sd_bus_message *call, sd_bus_message_handler_t callback, void *userdata);
 
 /* Tracks a task of another host that agent AGENT of this host holds, and asks for its result (it
  * may have ended already). FROM is the sender as the agent records it (USER@HOST), the origin its
@@ -775,8 +776,15 @@ static int ask_result(Mesh *m, Delivery *d) {
         /* The callback finds the delivery again by id and sender (the array moves). */
         if (asprintf(&key, "%s\n%s", d->id, d->from) < 0)
                 return -ENOMEM;
-        r = sd_bus_call_method_async(m->bus, NULL, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo",
-                                     on_result_info, key, "s", d->id);
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        r = sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                           "GetResultInfo");
+        if (r >= 0)
+                r = sd_bus_message_append(call, "s", d->id);
+        /* The key goes with the slot: freed after the reply, or with the bus when the gateway
+         * stops before the agent answered (it used to leak then). */
+        if (r >= 0)
+                r = call_async_owned(m, call, on_result_info, key);
         if (r < 0)
                 return r;
         TAKE_PTR(key);
@@ -805,7 +813,7 @@ static int on_ask_timer(sd_event_source *s _unused_, uint64_t usec _unused_, voi
 static bool transient_error(const sd_bus_error *e);
 
 static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
-        _cleanup_free_ char *key = userdata;
+        char *key = userdata;   /* freed with the slot */
         Mesh *m = the_mesh;
         const char *status, *text;
         char *nl = strchr(key, '\n');
