@@ -69,6 +69,7 @@ struct Job {
         char *task_id;          /* PUBLISH: the task or result it carries */
         char *host;             /* PUBLISH: the host it goes to */
         bool is_result;
+        bool duplicate;         /* JetStream had its message id already (an earlier send was stored) */
         int error;              /* the worker's outcome: 0 or a negative errno */
         unsigned retries;       /* PUBLISH of a result: failed tries so far */
         char *error_text;
@@ -526,6 +527,8 @@ static void run_job(Mesh *m, Job *j) {
                         (void) asprintf(&j->error_text, "stored by stream %s, not %s", pa ? strempty(pa->Stream) : "?",
                                         stream);
                 }
+                if (s == NATS_OK && pa)
+                        j->duplicate = pa->Duplicate;
                 jsPubAck_Destroy(pa);
                 break;
         }
@@ -861,7 +864,7 @@ static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *r
                 ask_waiting(m);
                 return 0;
         }
-        log_info("Task %s from %s at agent %s ended %s; result sent to %s", d->id, d->from, d->agent,
+        log_info("Task %s from %s at agent %s ended %s; result queued for %s", d->id, d->from, d->agent,
                  res.status, d->origin);
         drop_delivery(m, d);
         ask_waiting(m);
@@ -1285,8 +1288,12 @@ static int on_retry(sd_event_source *s, uint64_t usec _unused_, void *userdata) 
 /* Returns true when it kept the job (a result to publish again). */
 static bool handle_published(Mesh *m, Job *j) {
         if (!j->call) {
-                if (!j->error)
+                if (!j->error) {
+                        /* Only now is the result safe (acknowledged by the stream's quorum). */
+                        log_info("Result of task %s stored for %s%s (after %u retries)", j->task_id, j->host,
+                                 j->duplicate ? " (already there: an earlier send was stored)" : "", j->retries);
                         return false;
+                }
                 /* A result is sent again until it is stored (a partition, a NATS server down): its
                  * task message was acknowledged already, and nothing else would send it before this
                  * gateway restarts. The same message id: stored once. */
