@@ -45,6 +45,16 @@ static size_t scan(const unsigned char *s, size_t n, size_t *ret_skip) {
                 }
                 lo = 0x80, hi = 0xBF;
         }
+        /* Noncharacters (U+FDD0..U+FDEF, U+xxFFFE, U+xxFFFF) are well-formed UTF-8, but sd-bus
+         * refuses strings holding them (its unichar_is_valid()), so a reply carrying one could not
+         * be sent: treat the whole sequence as invalid (one U+FFFD when sanitized). */
+        uint32_t cp = len == 2 ? (c & 0x1Fu) : len == 3 ? (c & 0x0Fu) : (c & 0x07u);
+        for (size_t i = 1; i < len; i++)
+                cp = cp << 6 | (s[i] & 0x3Fu);
+        if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) {
+                *ret_skip = len;
+                return 0;
+        }
         return len;
 }
 

@@ -79,6 +79,8 @@ static bool oracle_utf8_valid(const char *s, size_t n) {
                 }
                 if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
                         return false;
+                if ((c >= 0xFDD0 && c <= 0xFDEF) || (c & 0xFFFE) == 0xFFFE)
+                        return false;   /* noncharacters: sd-bus refuses them */
                 i += len;
         }
         return true;

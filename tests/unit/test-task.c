@@ -63,7 +63,9 @@ static void test_utf8(void) {
                 { "caf\xc3\xa9", 5, CON_TASK_OK, 5 },                    /* 2-byte */
                 { "\xe2\x82\xac", 3, CON_TASK_OK, 3 },                   /* U+20AC 3-byte */
                 { "\xf0\x9f\x98\x80 ok", 7, CON_TASK_OK, 7 },            /* U+1F600 4-byte */
-                { "\xf4\x8f\xbf\xbf", 4, CON_TASK_OK, 4 },               /* U+10FFFF, the maximum */
+                { "\xf4\x8f\xbf\xbd", 4, CON_TASK_OK, 4 },               /* U+10FFFD, the last character */
+                { "\xf4\x8f\xbf\xbf", 4, CON_TASK_BAD_UTF8, 0 },         /* U+10FFFF, a noncharacter (sd-bus refuses it) */
+                { "a\xef\xb7\x90", 4, CON_TASK_BAD_UTF8, 1 },             /* U+FDD0, likewise */
                 { "\xed\x9f\xbf", 3, CON_TASK_OK, 3 },                   /* U+D7FF, below surrogates */
                 { "\xee\x80\x80", 3, CON_TASK_OK, 3 },                   /* U+E000, above surrogates */
                 { "ab\x00" "cd", 5, CON_TASK_NUL_BYTE, 2 },
