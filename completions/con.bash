@@ -68,18 +68,19 @@ _con_task_ids() {
         done
 }
 
-# _con_reply CUR WORDS...: COMPREPLY from the words that start with CUR. A CUR of the form
-# --option=value completes the value; when '=' breaks words, readline replaces only the part
-# after it, so the reply leaves '--option=' out.
 # The installed profiles: the folders with a con.yaml (not profile-history.sha256 next to them).
+# CON_PROFILES_DIR replaces /usr/share/conspiracyos/profiles (for tests/unit/test-completion.sh).
 _con_profiles() {
         local d out=""
-        for d in /usr/share/conspiracyos/profiles/*/con.yaml; do
+        for d in "${CON_PROFILES_DIR:-/usr/share/conspiracyos/profiles}"/*/con.yaml; do
                 [[ -f $d ]] && d=${d%/con.yaml} && out+="${d##*/} "
         done
         echo "${out:-default minimal}"
 }
 
+# _con_reply CUR WORDS...: COMPREPLY from the words that start with CUR. A CUR of the form
+# --option=value completes the value; when '=' breaks words, readline replaces only the part
+# after it, so the reply leaves '--option=' out.
 _con_reply() {
         local cur=$1 prefix="" w
         shift
@@ -144,7 +145,7 @@ _con() {
         case $cur in
         --config=*) _con_reply_files "$cur"; return ;;
         --dir=*|--contracts-dir=*) _con_reply_files "$cur" dirs; return ;;
-        --profile=*) _con_reply "$cur" default minimal; return ;;
+        --profile=*) _con_reply "$cur" "$(_con_profiles)"; return ;;
         esac
         case $prev in
         --config|-c) _con_reply_files "$cur"; return ;;

@@ -19,6 +19,17 @@ check "con-send's too" test -f "$dir/con-send"
 check "it registers con" bash -c ". '$dir/con' && complete -p con | grep -q _con"
 check "it registers con-send" bash -c ". '$dir/con-send' && complete -p con-send | grep -q _con_send"
 
+section "profiles"
+# The installed ones, read from where the project installs them (one more folder, so that the
+# fallback for a system without profiles, "default minimal", cannot pass for them).
+check "CON_PROFILES_DIR is not set" test -z "${CON_PROFILES_DIR+set}"
+mkdir /usr/share/conspiracyos/profiles/lab
+: >/usr/share/conspiracyos/profiles/lab/con.yaml
+check_eq "con bootstrap --profile <Tab>: the installed profiles" "default lab minimal" \
+        "$(completions "con bootstrap --profile ")"
+check_eq "con bootstrap --profile=<Tab>: the same" "default lab minimal" "$(completions "con bootstrap --profile=")"
+rm -r /usr/share/conspiracyos/profiles/lab
+
 section "a running fabric"
 check "con bootstrap --profile default" con bootstrap --profile default
 check "con up" con up

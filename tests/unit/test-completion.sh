@@ -8,7 +8,8 @@ set -uo pipefail
 src=${1:?usage: test-completion.sh SRC con=PATH con-send=PATH}
 shift
 bin=$(mktemp -d)
-trap 'rm -rf "$bin"' EXIT
+profiles=$(mktemp -d)
+trap 'rm -rf "$bin" "$profiles"' EXIT
 for a in "$@"; do ln -s "$(realpath "${a#*=}")" "$bin/${a%%=*}"; done
 export PATH=$bin:$PATH
 # shellcheck source=../lib/complete.sh
@@ -44,7 +45,19 @@ expect "con -<Tab>: the global options" "con -" "--help --version"
 contains "con status --<Tab>: its options" "con status --" --config --help --json
 expect "con up --<Tab>: only its own options (not dbus-daemon's --system)" "con up --" "--config --help"
 contains "con bootstrap --<Tab>" "con bootstrap --" --config --dry-run --force --profile
-expect "con bootstrap --profile <Tab>" "con bootstrap --profile " "default minimal"
+# The profiles: the folders of CON_PROFILES_DIR with a con.yaml. A copy of configs/ (where
+# logrotate/, profile-history.sha256 and CMakeLists.txt are no profiles) and one more, so that
+# what is offered was read from the folder, not the fallback for a system without profiles.
+cp -r "$src/configs/." "$profiles/"
+mkdir "$profiles/lab" "$profiles/empty"
+: >"$profiles/lab/con.yaml"
+export CON_PROFILES_DIR=$profiles
+expect "con bootstrap --profile <Tab>: the folders with a con.yaml" "con bootstrap --profile " "default lab minimal"
+expect "con bootstrap --profile=<Tab>: the same, after the '='" "con bootstrap --profile=" "default lab minimal"
+expect "con bootstrap --profile=m<Tab>" "con bootstrap --profile=m" "minimal"
+CON_PROFILES_DIR=$profiles/empty
+expect "no profile installed: the shipped names" "con bootstrap --profile " "default minimal"
+unset CON_PROFILES_DIR
 expect "con help ta<Tab>: verbs" "con help ta" "task tasks"
 expect "con audit <Tab>: verify" "con audit " "verify"
 expect "con policy <Tab>: its subcommands" "con policy " "check query show"
