@@ -72,7 +72,7 @@ done
 check_output "the bounding set is CAP_SETUID CAP_SETGID only" "^CapBnd:	00000000000000c0$" grep '^CapBnd:' "/proc/$PID/status"
 check_output "NoNewPrivs" "^NoNewPrivs:	1$" grep '^NoNewPrivs:' "/proc/$PID/status"
 check_output "Seccomp filter" "^Seccomp:	2$" grep '^Seccomp:' "/proc/$PID/status"
-check_output "it owns org.conspiracy.Mesh on the system bus" "con-mesh" \
+check_output "it (PID $PID) owns org.conspiracy.Mesh on the system bus" "^PID=$PID$" \
         busctl --system status org.conspiracy.Mesh
 
 section "connected: con mesh status"
