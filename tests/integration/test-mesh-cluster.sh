@@ -343,27 +343,30 @@ check "host-b's fabric is back (con up)" host_do b 'con up'
 check "host-b's gateway is connected again" host_do b "$(declare -f wait_for connected); wait_for 40 connected"
 wait_results kill 60
 wait_results down 30
-check_output "figures after the kill" '.' figures kill down
+check_output "figures after the kill" '^sent=[0-9]+ acknowledged=[0-9]+ completed=' figures kill down
 KILL_FIGURES=$(tail -n 1 <<<"$LIB_OUT")
 grep '^# ' <<<"$LIB_OUT"
-check "... the tasks in flight were acknowledged" \
-        test "$(cat "$T/acked.kill" "$T/acked.down" | wc -l)" -ge "$N1"
+check_eq "... all $N1 in flight (sent before the kill) were acknowledged" "$N1" "$(wc -l <"$T/acked.kill")"
 check_output "... every acknowledged task completed, none twice" 'duplicated=0 lost=0' echo "$KILL_FIGURES"
 check_output "... acknowledged = completed" '^sent=[0-9]+ acknowledged=([0-9]+) completed=\1 ' echo "$KILL_FIGURES"
 
 section "host-b cut off (its veth down) with tasks in flight and more sent meanwhile, then joined again"
 check "host-a sends $N2 tasks to sysadmin@host-b" send_batch cut "$N2"
+check_eq "... all $N2 sent before the cut were acknowledged" "$N2" "$(wc -l <"$T/acked.cut")"
 check "host-b's link down" ip link set vm-b down
 check "host-a sends $N2 more while host-b is cut off" send_batch away "$N2"
 sleep 3
 check "host-b's link up again" ip link set vm-b up
 wait_results cut 60
 wait_results away 60
-check_output "figures after the partition" '.' figures cut away
+check_output "figures after the partition" '^sent=[0-9]+ acknowledged=[0-9]+ completed=' figures cut away
 CUT_FIGURES=$(tail -n 1 <<<"$LIB_OUT")
 grep '^# ' <<<"$LIB_OUT"
 check_output "... every acknowledged task completed, none twice" 'duplicated=0 lost=0' echo "$CUT_FIGURES"
 check_output "... acknowledged = completed" '^sent=[0-9]+ acknowledged=([0-9]+) completed=\1 ' echo "$CUT_FIGURES"
+# No agent was killed here, so each of them has its task.accepted (a kill -9 of the agent may
+# lose that record: docs/RELIABILITY.md, so the kill's figures do not assert it).
+check_output "... each has its task.accepted in host-b's audit log" 'no task.accepted record: 0\)$' echo "$CUT_FIGURES"
 
 section "a burst through the file door: $BURST tasks for sysadmin@host-b dropped at once"
 # More tasks at once than the bus lets one connection wait for replies (128 on the system bus):
