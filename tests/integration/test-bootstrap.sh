@@ -81,7 +81,7 @@ check_fail "... it names no agent" grep -q concierge /usr/share/polkit-1/actions
 check_same_file "the profile's con.yaml is installed" "$PROFILES/default/con.yaml" /etc/con/con.yaml
 stat_is "the key file is created for the model gateway" /etc/con/env "root:con-models 640"
 check_eq "... empty" 0 "$(stat -c %s /etc/con/env)"
-check_fail "... no agent can read it" as_user a-concierge cat /etc/con/env
+check_fail_output "... no agent can read it" 'Permission denied' as_user a-concierge cat /etc/con/env
 
 for g in agents officers operators workers trusted con; do
         check "group $g exists" getent group "$g"
@@ -153,7 +153,7 @@ check_fail "concierge cannot list sysadmin's inbox" as_user a-concierge ls "$ISY
 # The inbox is root's: the agent itself can neither drop, read, move nor delete what its
 # senders left there (the router, root, reads it and hands each task over on the bus).
 check_fail "sysadmin cannot drop a file in its own inbox" as_user a-sysadmin sh -c "echo private >$ISYS/own.task"
-check_fail "sysadmin cannot read a task concierge created" as_user a-sysadmin cat "$ISYS/from-concierge.task"
+check_fail_output "sysadmin cannot read a task concierge created" 'Permission denied' as_user a-sysadmin cat "$ISYS/from-concierge.task"
 check_fail "sysadmin cannot list its inbox" as_user a-sysadmin ls "$ISYS"
 check_fail "sysadmin cannot move a task out of its inbox" as_user a-sysadmin \
         mv "$ISYS/from-concierge.task" /srv/con/agents/sysadmin/workspace/
@@ -171,7 +171,7 @@ check "root writes a response there (0600, as the service does)" \
 for d in outbox processed workspace; do
         check_fail "sysadmin cannot list concierge's $d" as_user a-sysadmin ls "/srv/con/agents/concierge/$d"
 done
-check_fail "sysadmin cannot read concierge's outbox file" as_user a-sysadmin cat /srv/con/agents/concierge/outbox/r.md
+check_fail_output "sysadmin cannot read concierge's outbox file" 'Permission denied' as_user a-sysadmin cat /srv/con/agents/concierge/outbox/r.md
 check_fail "sysadmin cannot write root-executed contracts" as_user a-sysadmin touch /srv/con/contracts/evil.yaml
 check_fail "agents cannot read the audit logs" as_user a-sysadmin ls /srv/con/logs/audit
 check_fail "agents cannot drop into the outer inbox" as_user a-concierge sh -c "echo x >/srv/con/inbox/a.task"
@@ -183,7 +183,7 @@ check_fail "concierge cannot unlink its AGENTS.md" as_user a-concierge rm -f "$A
 check_fail "concierge cannot rename its AGENTS.md" as_user a-concierge mv "$A" "$A.old"
 check_fail "concierge cannot create files in its home" as_user a-concierge touch /home/a-concierge/AGENTS.md.new
 check_fail "concierge cannot chmod its AGENTS.md" as_user a-concierge chmod 644 "$A"
-check_fail "sysadmin cannot read concierge's home" as_user a-sysadmin cat "$A"
+check_fail_output "sysadmin cannot read concierge's home" 'Permission denied' as_user a-sysadmin cat "$A"
 check_fail "sysadmin cannot add a skill" as_user a-sysadmin touch /srv/con/agents/sysadmin/skills/injected.md
 check_fail "sysadmin cannot rename its skills folder" as_user a-sysadmin \
         mv /srv/con/agents/sysadmin/skills /srv/con/agents/sysadmin/skills.old
@@ -198,7 +198,7 @@ check "another con member drops one too" as_user human2 sh -c "echo task >/srv/c
 check_fail "a non-member cannot" as_user outsider sh -c "echo task >/srv/con/inbox/o.task"
 check_fail "members cannot list the outer inbox" as_user human1 ls /srv/con/inbox
 check_fail "members cannot delete each other's tasks (sticky)" as_user human2 rm -f /srv/con/inbox/h1.task
-check_fail "members cannot read each other's tasks" as_user human2 cat /srv/con/inbox/h1.task
+check_fail_output "members cannot read each other's tasks" 'Permission denied' as_user human2 cat /srv/con/inbox/h1.task
 check_fail "members cannot overwrite each other's tasks" as_user human2 sh -c "echo x >/srv/con/inbox/h1.task"
 check_eq "the task is intact" "task" "$(cat /srv/con/inbox/h1.task)"
 
@@ -314,8 +314,8 @@ hash() { sha256sum "$1" | cut -d' ' -f1; }
 section "upgrades: the record of installed files"
 stat_is "the record is root's, 0600" "$REC" "root:root 600"
 stat_is "...in a root-owned folder" /var/lib/conspiracyos "root:root 755"
-check_fail "...no agent can read it" as_user a-sysadmin cat "$REC"
-check_fail "...nor a member of con" as_user human1 cat "$REC"
+check_fail_output "...no agent can read it" 'Permission denied' as_user a-sysadmin cat "$REC"
+check_fail_output "...nor a member of con" 'Permission denied' as_user human1 cat "$REC"
 for f in /etc/con/con.yaml "$SYS" "$SKILL"; do
         check "...it has $f with the SHA-256 of what was written" grep -qxF "$(hash "$f")  $f" "$REC"
 done

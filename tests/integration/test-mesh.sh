@@ -261,7 +261,7 @@ check "the answer comes back as a file, as an agent's outbox/<id>.response" \
         wait_for 25 test -e /srv/con/mesh/outbox/mesh-file-1.response
 check_output "... host-b's answer, the sender being the file's owner (alice@host-a)" \
         '^sender=alice@host-a agent=sysadmin text=by file$' as_user alice cat /srv/con/mesh/outbox/mesh-file-1.response
-check_fail "... which bob cannot read" as_user bob cat /srv/con/mesh/outbox/mesh-file-1.response
+check_fail_output "... which bob cannot read" 'Permission denied' as_user bob cat /srv/con/mesh/outbox/mesh-file-1.response
 stat_is "... con-mesh's own (0600 and an ACL entry: the mask shows as group r)" \
         /srv/con/mesh/outbox/mesh-file-1.response "con-mesh:con-mesh 640"
 check_output "... the ACL entry is alice's, read only" '^user:alice:r--$' \
