@@ -464,7 +464,8 @@ check_fail_output "network_drift names the edited drop-in" "$D: line [0-9]+ diff
         con healthcheck --contracts-dir "$CDIR"
 check_output "... and the one the config does not generate" \
         "con-agent@quiet.service.d/50-con-network.conf: the config does not generate it" echo "$LIB_OUT"
-check_output "con policy check agrees" "drift: $D: line" bash -c "con policy check 2>&1; true"
+check_fail_output "con policy check agrees" "drift: $D: line" con policy check
+check_eq "... with exit status 1 (drift)" 1 "$LIB_RC"
 check_output "con bootstrap repairs the one" "write $D" con bootstrap
 check_output "... and removes the other" "remove /etc/systemd/system/con-agent@quiet.service.d/50-con-network.conf" echo "$LIB_OUT"
 check "network_drift passes again" jq -e \
