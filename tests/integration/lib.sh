@@ -196,6 +196,21 @@ check_eq() {
         fi
 }
 
+# check_file_lacks DESC REGEX FILE: FILE exists, is not empty and has no line matching the
+# extended regular expression REGEX (the matches are shown otherwise). A missing or empty FILE
+# fails: `check_fail grep ... FILE` would pass for a log that was never written.
+check_file_lacks() {
+        local desc=$1 re=$2 f=$3
+        LIB_OUT=""
+        if [ ! -s "$f" ]; then
+                _lib_fail "$desc" "$f is missing or empty"
+        elif LIB_OUT=$(grep -E -m 5 -- "$re" "$f"); then
+                _lib_fail "$desc" "$f has lines matching /$re/"
+        else
+                _lib_pass "$desc"
+        fi
+}
+
 # check_same_file DESC FILE1 FILE2: identical content (shows a diff otherwise).
 check_same_file() {
         LIB_OUT=$(diff -u "$2" "$3" 2>&1)

@@ -397,12 +397,14 @@ check_output "alice submits $BURST more by busctl at once (bench-latency): every
 
 section "host-b's records"
 check_output "host-b's audit log names the remote senders" 'sysadmin task.accepted .* sender=carol@host-c' cat "$T/audit-b"
-check_fail "... and never bob or dave (refused before anything was queued)" grep -Eq 'bob@host-a|dave@host-c' "$T/audit-b"
+check_file_lacks "... and never bob or dave (refused before anything was queued)" 'bob@host-a|dave@host-c' "$T/audit-b"
 check_output "host-b's audit chain verifies" 'rc=0' host_do b 'con audit verify; echo "rc=$?"'
-check_fail "no sanitizer report from host-b's gateways" \
-        host_do b "grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log"
-check_fail "no sanitizer report from host-a's gateway" \
-        grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
+# The log is there and has lines (a grep that fails cannot pass for a clean log, nor can
+# host_do's timeout), as check_file_lacks checks host-a's.
+check "no sanitizer report from host-b's gateways" host_do b "test -s /srv/con/logs/daemons/con-meshd.log &&
+        ! grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log"
+check_file_lacks "no sanitizer report from host-a's gateway" \
+        'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
 echo "# figures (tasks to sysadmin@host-b):"
 echo "#   host-b killed while $N1 were in flight, $N2 sent while down: $KILL_FIGURES"
