@@ -73,10 +73,8 @@ cat >"$T/hostb.sh" <<'HOSTB'
 set -u
 out=$CON_SANDBOX_ARTIFACTS
 step() { echo "$*" >>"$out/steps"; }
-# host-b's TLS files, as its admin copies them from the CA host.
-install -d -m 0755 /etc/con/mesh
-install -m 0644 @BUNDLE@/ca.crt @BUNDLE@/host.crt /etc/con/mesh/
-install -m 0600 @BUNDLE@/host.key /etc/con/mesh/host.key
+# host-b's TLS files, as its admin copies them from the CA host (mesh_install_creds_script).
+. @CREDS@ || { step "credentials not installed"; exit 1; }
 cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 text=$(cat)
@@ -141,7 +139,8 @@ cp /srv/con/logs/daemons/con-meshd.log "$out/meshd.log" 2>/dev/null
 cp /srv/con/logs/daemons/con-agent@sysadmin.log "$out/sysadmin.log" 2>/dev/null
 touch "$out/done"
 HOSTB
-sed -i "s|@BUNDLE@|$T/pki/host-b|g" "$T/hostb.sh"
+mesh_install_creds_script "$T/pki/host-b" >"$T/creds-b.sh"
+sed -i "s|@CREDS@|$T/creds-b.sh|" "$T/hostb.sh"
 chmod 755 "$T/hostb.sh"
 src=$(cd "$(dirname "$0")/../.." && pwd)
 "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns /run/netns/hostb --artifacts "$SHARED" \
