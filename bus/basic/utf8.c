@@ -144,8 +144,12 @@ size_t con_utf8_complete_len(const char *s, size_t n) {
                 size_t o = n - back;
                 if (is_continuation(p[o]))
                         continue;
-                /* A lead whose sequence is valid so far and runs into the end. */
-                if (p[o] >= 0xC2 && p[o] <= 0xF4 && scan(p + o, back, &skip) == 0 && skip == back)
+                /* A lead whose sequence is shorter than the lead asks for, valid so far and running
+                 * into the end. A complete sequence scan() refuses (a noncharacter) is not cut
+                 * short: it stays for the sanitizer to replace. */
+                size_t want = p[o] >= 0xF0 ? 4 : p[o] >= 0xE0 ? 3 : 2;
+                if (p[o] >= 0xC2 && p[o] <= 0xF4 && back < want && scan(p + o, back, &skip) == 0 &&
+                    skip == back)
                         return o;
                 break;
         }

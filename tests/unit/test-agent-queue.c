@@ -635,7 +635,7 @@ static void test_status_strings(void) {
 /* Results are valid text within their limits whatever bytes came: cut on a character boundary
  * with a note, bytes that are not UTF-8 replaced, both recorded with the original size. */
 static void test_result_text(void) {
-        g_autofree char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL;
+        g_autofree char *a = NULL, *b = NULL, *c = NULL, *d = NULL, *e = NULL, *f = NULL;
         AgentResultInfo i;
 
         g_assert_cmpint(agent_result_text("fine \xc3\xa9", 7, 7, 100, &a, &i), ==, 0);
@@ -670,6 +670,12 @@ static void test_result_text(void) {
         g_assert_true(i.truncated);
         g_assert_cmpuint(i.size, ==, 5000);
         g_assert_cmpstr(d, ==, "a\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\n[truncated: 5000 bytes, the first 9 kept]");
+
+        /* A whole noncharacter at the read limit is replaced, not dropped as if cut short. */
+        g_assert_cmpint(agent_result_text("a\xef\xbf\xbf", 4, 5000, 1000, &f, &i), ==, 0);
+        g_assert_true(i.truncated);
+        g_assert_true(i.replaced);
+        g_assert_cmpstr(f, ==, "a\xef\xbf\xbd\n[truncated: 5000 bytes, the first 4 kept]");
 
         /* Replacement grows the text past the limit: cut again. */
         char raw[600];

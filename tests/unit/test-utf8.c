@@ -138,6 +138,10 @@ static void test_sanitize(void) {
                 { "ok\xe2\x82", 4, "ok" FFFD },
                 { "\xf0\x9f\x98", 3, FFFD },
                 { "\xf0\x9f\x98" "x", 4, FFFD "x" },
+                /* Noncharacters (sd-bus refuses them): one U+FFFD for the whole sequence. */
+                { "a\xef\xbf\xbf", 4, "a" FFFD },
+                { "\xef\xb7\x90z", 4, FFFD "z" },
+                { "\xf4\x8f\xbf\xbf", 4, FFFD },
                 /* Latin-1 text. */
                 { "caf\xe9 cr\xe8me", 10, "caf" FFFD " cr" FFFD "me" },
         };
@@ -196,6 +200,15 @@ static void test_cut(void) {
         g_assert_cmpuint(con_utf8_complete_len("a\xed\xa0", 3), ==, 3);     /* a surrogate */
         g_assert_cmpuint(con_utf8_complete_len("a\xf4\x90", 3), ==, 3);     /* above U+10FFFF */
         g_assert_cmpuint(con_utf8_complete_len("a\x80\x80\x80", 4), ==, 4);
+        /* A whole noncharacter at the end is not cut short: it stays, to become one U+FFFD. */
+        g_assert_cmpuint(con_utf8_complete_len("a\xef\xbf\xbf", 4), ==, 4);     /* U+FFFF */
+        g_assert_cmpuint(con_utf8_complete_len("a\xef\xbf\xbe", 4), ==, 4);     /* U+FFFE */
+        g_assert_cmpuint(con_utf8_complete_len("a\xef\xb7\x90", 4), ==, 4);     /* U+FDD0 */
+        g_assert_cmpuint(con_utf8_complete_len("\xef\xbf\xbf", 3), ==, 3);
+        g_assert_cmpuint(con_utf8_complete_len("a\xf0\x9f\xbf\xbf", 5), ==, 5); /* U+1FFFF */
+        /* The front of a noncharacter, cut at the end: still cut short. */
+        g_assert_cmpuint(con_utf8_complete_len("a\xef\xbf", 3), ==, 1);
+        g_assert_cmpuint(con_utf8_complete_len("a\xf4\x8f\xbf", 4), ==, 1);
 
         /* Tails. */
         static const size_t tail[11] = { 10, 10, 10, 10, 6, 6, 6, 3, 3, 1, 0 };
