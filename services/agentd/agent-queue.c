@@ -1090,6 +1090,9 @@ static int format_task(const AgentTask *t, char **ret) {
 /* finished/<id>.json: the "known" record of the task, the submitter's uid included (GetResult
  * authorizes with it after eviction). Written last: its presence means the other files exist. */
 static int write_finished_file(AgentQueue *q, const AgentTask *t, bool check) {
+        /* After replay and on every retry most records exist: do not build them for nothing. */
+        if (check && file_exists(q->finished_fd, t->id, ".json"))
+                return 0;
         _cleanup_(cJSON_Deletep) cJSON *j = record_known(t);
         if (!j)
                 return -ENOMEM;
