@@ -124,10 +124,15 @@ static int on_agent_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_
 }
 
 static int on_match_installed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Router *r = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(m);
-        if (e)
-                log_warning("Failed to subscribe to TaskCompleted, the quota timer alone will let held-back "
-                            "files go: %s", e->message ?: e->name);
+        if (!e)
+                return 0;
+        log_warning("Failed to subscribe to TaskCompleted, the quota timer alone will let held-back "
+                    "files go: %s", e->message ?: e->name);
+        /* Drop the failed match so that the next router_quota_watch() tries again. sd-bus holds its
+         * own reference on the match slot while this install callback runs. */
+        r->match_signals = sd_bus_slot_unref(r->match_signals);
         return 0;
 }
 
