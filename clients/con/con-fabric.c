@@ -279,10 +279,6 @@ static bool system_bus_alive(void) {
 
 /* ---- reload ---- */
 
-/* After con bootstrap changed the machine: the bus re-reads its policy and activation files, then
- * every running fabric service its configuration (Reload), so new agents are served without a
- * restart. Services that do not run are not started. Returns 0, or CON_EXIT_FAILURE when one
- * refused (reported; it keeps the configuration it had). */
 /* The egress gateway has no bus interface: SIGHUP to the process that owns its name (our own
  * daemon, as con down finds it) makes it read the config, the agent users and the services'
  * secrets again, and move to a changed egress.port. */
@@ -297,6 +293,10 @@ static int reload_egress(sd_bus *bus) {
         return 0;
 }
 
+/* After con bootstrap changed the machine: the bus re-reads its policy and activation files, then
+ * every running fabric service its configuration (Reload), so new agents are served without a
+ * restart. Services that do not run are not started. Returns 0, or CON_EXIT_FAILURE when one
+ * refused (reported; it keeps the configuration it had). */
 int con_reload_services(void) {
         static const struct {
                 const char *service, *name, *path, *interface;
