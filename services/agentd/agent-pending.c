@@ -29,24 +29,20 @@ int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *ca
         return 0;
 }
 
-static const char *pending_member(AgentPendingKind kind) {
-        switch (kind) {
-        case PENDING_ACCEPTED:
-                return "TaskAccepted";
-        case PENDING_STARTED:
-                return "TaskStarted";
-        case PENDING_COMPLETED:
-                return "TaskCompleted";
-        default:
-                return NULL;
-        }
-}
+/* The task events: their signal and their audit event. The replies have neither. */
+static const struct {
+        const char *member, *event;
+} task_events[] = {
+        [PENDING_ACCEPTED] = { "TaskAccepted", "task.accepted" },
+        [PENDING_STARTED] = { "TaskStarted", "task.started" },
+        [PENDING_COMPLETED] = { "TaskCompleted", "task.completed" },
+};
 
-static cJSON *audit_task_fields(AgentContext *c, const char *member, const AgentTask *t) {
+static cJSON *audit_task_fields(AgentContext *c, AgentPendingKind kind, const AgentTask *t) {
         cJSON *f = con_audit_task_fields(t->id, c->agent->name, t->sender);
-        if (f && streq(member, "TaskCompleted"))
+        if (f && kind == PENDING_COMPLETED)
                 (void) cJSON_AddStringToObject(f, "status", agent_task_status_to_a2a(t->status));
-        if (f && streq(member, "TaskAccepted") && t->chain)
+        if (f && kind == PENDING_ACCEPTED && t->chain)
                 /* Why an agent tasks another: the chain of tasks above it, the parent last. */
                 (void) cJSON_AddStringToObject(f, "chain", t->chain);
         return f;
@@ -61,16 +57,14 @@ static void audit_task_events(AgentContext *c) {
         size_t n = 0;
         int r = recs ? 0 : -ENOMEM;
         for (size_t i = 0; i < c->n_pending && r >= 0; i++) {
-                const char *member = pending_member(c->pending[i].kind);
-                if (!member)
+                AgentPendingKind kind = c->pending[i].kind;
+                if ((size_t) kind >= ELEMENTSOF(task_events) || !task_events[kind].event)
                         continue;
-                const char *event = streq(member, "TaskAccepted") ? "task.accepted" :
-                                    streq(member, "TaskStarted") ? "task.started" : "task.completed";
-                cJSON *f = audit_task_fields(c, member, c->pending[i].task);
+                cJSON *f = audit_task_fields(c, kind, c->pending[i].task);
                 if (!f)
                         r = -ENOMEM;
                 else
-                        recs[n++] = (ConAuditRecord) { c->agent->name, event, f };
+                        recs[n++] = (ConAuditRecord) { c->agent->name, task_events[kind].event, f };
         }
         bool first = false;
         if (r >= 0)
@@ -84,12 +78,13 @@ static void audit_task_events(AgentContext *c) {
 }
 
 /* Signals go out after the group commit made the change durable, and after their audit records. */
-static void emit_task_signal(AgentContext *c, const char *member, const AgentTask *t) {
+static void emit_task_signal(AgentContext *c, AgentPendingKind kind, const AgentTask *t) {
+        const char *member = task_events[kind].member;
         for (size_t i = 0; i < c->n_buses; i++) {
                 int r;
                 if (!sd_bus_is_open(c->buses[i]))
                         continue;
-                if (streq(member, "TaskCompleted"))
+                if (kind == PENDING_COMPLETED)
                         r = sd_bus_emit_signal(c->buses[i], CON_AGENT_PATH, CON_AGENT_INTERFACE, member, "sss",
                                                t->id, t->sender, agent_task_status_to_a2a(t->status));
                 else
@@ -158,19 +153,19 @@ void agent_pending_run(AgentContext *c, int commit_error) {
                                 r = sd_bus_reply_method_return(p->call, NULL);
                                 break;
                         case PENDING_ACCEPTED:
-                                emit_task_signal(c, "TaskAccepted", p->task);
+                                emit_task_signal(c, p->kind, p->task);
                                 log_event(CON_EVENT_TASK_ACCEPTED, LOG_INFO,
                                           &(ConLogFields) { .task_id = p->task->id, .agent = c->agent->name,
                                                             .sender = p->task->sender },
                                           "Task %s accepted from %s", p->task->id, p->task->sender);
                                 break;
                         case PENDING_STARTED:
-                                emit_task_signal(c, "TaskStarted", p->task);
+                                emit_task_signal(c, p->kind, p->task);
                                 break;
                         case PENDING_COMPLETED: {
                                 const char *st = agent_task_status_to_string(p->task->status);
                                 bool ok = p->task->status == AGENT_TASK_DONE;
-                                emit_task_signal(c, "TaskCompleted", p->task);
+                                emit_task_signal(c, p->kind, p->task);
                                 log_event(ok ? CON_EVENT_TASK_COMPLETED : CON_EVENT_TASK_FAILED,
                                           ok ? LOG_INFO : LOG_NOTICE,
                                           &(ConLogFields) { .task_id = p->task->id, .agent = c->agent->name,
