@@ -496,18 +496,23 @@ static int append_locked(ConAudit *a, const ConAuditRecord *recs, char * const *
 }
 
 int con_audit_append_many(ConAudit *a, const ConAuditRecord *recs, size_t n) {
-        _cleanup_free_ char **inner = NULL;
-        _cleanup_free_ size_t *inner_len = NULL;
+        _cleanup_free_ char **inner_many = NULL;
+        _cleanup_free_ size_t *inner_len_many = NULL;
+        /* One record (con_audit_append(), the common case) needs no allocation for these. */
+        char *inner_one = NULL, **inner = &inner_one;
+        size_t inner_len_one = 0, *inner_len = &inner_len_one;
         int r, q;
 
         if (!a || (!recs && n > 0))
                 return -EINVAL;
         if (n == 0)
                 return 0;
-        inner = calloc(n, sizeof(char *));
-        inner_len = calloc(n, sizeof(size_t));
-        if (!inner || !inner_len)
-                return -ENOMEM;
+        if (n > 1) {
+                inner = inner_many = calloc(n, sizeof(char *));
+                inner_len = inner_len_many = calloc(n, sizeof(size_t));
+                if (!inner || !inner_len)
+                        return -ENOMEM;
+        }
         r = 0;
         for (size_t i = 0; i < n && r >= 0; i++) {
                 if (!con_identifier_valid(recs[i].service) || !con_identifier_valid(recs[i].event))
