@@ -217,6 +217,30 @@ check_same_file() {
         if [ $? = 0 ]; then _lib_pass "$1"; else _lib_fail "$1" "files differ: $2 $3"; fi
 }
 
+# check_units_verify DESC UNIT...: `systemd-analyze verify UNIT...` exits 0 and prints nothing
+# (it only warns, with exit status 0, about unknown keys: any output is a failure).
+check_units_verify() {
+        local desc=$1
+        shift
+        _lib_run systemd-analyze verify "$@"
+        if [ "$LIB_RC" != 0 ]; then _lib_fail "$desc" "expected success" systemd-analyze verify "$@"
+        elif [ -n "$LIB_OUT" ]; then _lib_fail "$desc" "expected no output" systemd-analyze verify "$@"
+        else _lib_pass "$desc"; fi
+}
+
+# check_unit_exposure_ok UNIT [OPTION...]: `systemd-analyze security [OPTION...] UNIT` puts UNIT in
+# the OK band or better: overall exposure below 5.0, i.e. at most 4.9 (--threshold is in tenths,
+# so the command fails above it), band OK, SAFE or PERFECT. Prints the exposure as a comment.
+# --offline=yes judges the unit file; without it, the loaded (running) unit.
+check_unit_exposure_ok() {
+        local u=$1
+        shift
+        check_output "systemd-analyze security${*:+ $*} $u: OK or better" \
+                "Overall exposure level for ${u//./\\.}: [0-4]\.[0-9] (OK|SAFE|PERFECT)" \
+                systemd-analyze security "$@" --threshold=49 "$u"
+        echo "# exposure: $(grep -o "Overall exposure level.*" <<<"$LIB_OUT")"
+}
+
 # as_user USER CMD...: runs CMD as USER with USER's groups (runuser), in /.
 as_user() {
         local user=$1

@@ -132,13 +132,9 @@ check_output "... IP families" "AF_INET" systemctl show -P RestrictAddressFamili
 check_output "... IP only to 127.0.0.1 and its address entry" "^(127\.0\.0\.1/32 10\.77\.0\.2/32|10\.77\.0\.2/32 127\.0\.0\.1/32)$" \
         systemctl show -P IPAddressAllow con-agent@fetcher.service
 check_output "shut's unit: no network" "^yes$" systemctl show -P PrivateNetwork con-agent@shut.service
-check_output "the units verify without a word" "^verify-clean$" bash -c \
-        "out=\$(systemd-analyze verify con-agent@fetcher.service con-contractd.service con-egressd.service 2>&1) && [ -z \"\$out\" ] && echo verify-clean || { echo \"\$out\"; exit 1; }"
+check_units_verify "the units verify without a word" con-agent@fetcher.service con-contractd.service con-egressd.service
 for u in con-agent@fetcher.service con-contractd.service con-egressd.service; do
-        check_output "systemd-analyze security $u: OK or better" \
-                "Overall exposure level for $u: [0-4]\.[0-9] (OK|SAFE|PERFECT)" \
-                systemd-analyze security --offline=yes --threshold=49 "$u"
-        echo "# exposure: $(grep -o "Overall exposure level.*" <<<"$LIB_OUT")"
+        check_unit_exposure_ok "$u" --offline=yes
 done
 
 section "an allow-list agent's session under systemd: the proxy yes, direct no"
