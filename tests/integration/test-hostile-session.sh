@@ -144,8 +144,8 @@ check_output "... with the task and the answer" 'honest-question.*HONEST-ANSWER-
         cat "$A/queue/conversations/$(id -u member)/$VICTIM.json"
 check_output "the sender reads its response file (ACL)" '^HONEST-ANSWER-42$' as_user member cat "$A/outbox/$VICTIM.response"
 check_output "... and its processed task" 'honest-question' as_user member cat "$A/processed/$VICTIM.task"
-check_fail "another member cannot read it" as_user member2 cat "$A/outbox/$VICTIM.response"
-check_fail "... nor the processed task" as_user member2 cat "$A/processed/$VICTIM.task"
+check_fail_output "another member cannot read it" 'Permission denied' as_user member2 cat "$A/outbox/$VICTIM.response"
+check_fail_output "... nor the processed task" 'Permission denied' as_user member2 cat "$A/processed/$VICTIM.task"
 stat_is "the response is root's" "$A/outbox/$VICTIM.response" "root:root 640"
 check_output "... with a read entry for its sender only" "^user:member:r--$" getfacl -p "$A/outbox/$VICTIM.response"
 

@@ -242,7 +242,7 @@ check_fail "... never the prompt or the answer" grep -Eq 'Hi from the fake|bigsp
         /srv/con/logs/models/audit.jsonl
 
 section "no key where an agent can look"
-check_fail "as a-concierge: cat /etc/con/env fails" as_user a-concierge cat /etc/con/env
+check_fail_output "as a-concierge: cat /etc/con/env fails" 'Permission denied' as_user a-concierge cat /etc/con/env
 check_fail "... env shows no key" as_user a-concierge sh -c "env | grep -E '$KEY_C|$KEY_A'"
 check_fail "... /proc/self/environ shows no key" \
         as_user a-concierge sh -c "tr '\\0' '\\n' </proc/self/environ | grep -E '$KEY_C|$KEY_A'"

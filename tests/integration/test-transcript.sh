@@ -89,8 +89,8 @@ check_output "... and the cost" 'cost: +\$0.000156' echo "$LIB_OUT"
 section "transcripts are root's records"
 stat_is "the transcript folder" "$A/queue/transcripts" "root:root 700"
 stat_is "the transcript file" "$A/queue/transcripts/$ID.json" "root:root 600"
-check_fail "the agent user cannot read it" runuser -u a-concierge -- cat "$A/queue/transcripts/$ID.json"
-check_fail "... nor write one" runuser -u a-concierge -- sh -c "echo x >$A/queue/transcripts/forged.json"
+check_fail_output "the agent user cannot read it" 'Permission denied' runuser -u a-concierge -- cat "$A/queue/transcripts/$ID.json"
+check_fail_output "... nor write one" 'Permission denied' runuser -u a-concierge -- sh -c "echo x >$A/queue/transcripts/forged.json"
 check_fail_output "another user cannot fetch root's transcript" 'Access denied' \
         runuser -u alice -- busctl --system call $C $P $I GetTranscript s "$ID"
 runuser -u alice -- con-send --json --timeout 60 "alice asks" >"$T/alice" 2>&1
