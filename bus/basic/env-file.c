@@ -18,8 +18,12 @@ static bool env_name_ok(const char *s, size_t n) {
         return true;
 }
 
+static void env_freep(char ***env) {
+        con_env_free(*env);
+}
+
 int con_env_parse(const char *text, size_t len, char ***ret_env, unsigned *ret_bad_line) {
-        _cleanup_strv_free_ char **env = NULL;
+        _cleanup_(env_freep) char **env = NULL;
         size_t n = 0;
         unsigned line = 0;
 
@@ -61,6 +65,7 @@ int con_env_parse(const char *text, size_t len, char ***ret_env, unsigned *ret_b
                         return -ENOMEM;
                 char **nenv = reallocarray(env, n + 2, sizeof(char *));
                 if (!nenv) {
+                        explicit_bzero(e, strlen(e));
                         free(e);
                         return -ENOMEM;
                 }
@@ -86,4 +91,31 @@ const char *con_env_get(char * const *env, const char *name) {
                 if (strncmp(env[i], name, n) == 0 && env[i][n] == '=')
                         found = env[i] + n + 1; /* the last assignment wins, as in a shell */
         return found && *found ? found : NULL;
+}
+
+size_t con_env_keep(char **env, const char * const *names, size_t n_names) {
+        size_t k = 0;
+
+        for (size_t i = 0; env && env[i]; i++) {
+                const char *eq = strchr(env[i], '=');
+                size_t n = eq ? (size_t) (eq - env[i]) : strlen(env[i]);
+                bool keep = false;
+                for (size_t j = 0; j < n_names && !keep; j++)
+                        keep = names[j] && strlen(names[j]) == n && strncmp(env[i], names[j], n) == 0;
+                if (keep)
+                        env[k++] = env[i];
+                else {
+                        explicit_bzero(env[i], strlen(env[i]));
+                        free(env[i]);
+                }
+        }
+        if (env)
+                env[k] = NULL;
+        return k;
+}
+
+char **con_env_free(char **env) {
+        STRV_FOREACH(v, env)
+                explicit_bzero(*v, strlen(*v));
+        return strv_free(env);
 }

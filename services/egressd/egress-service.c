@@ -1090,6 +1090,21 @@ _Noreturn static void secrets_keeper(int fd, const char *path) {
         _exit(EXIT_SUCCESS);
 }
 
+/* Only the variables that egress.services name stay in this process (the key file holds the model
+ * providers' keys too, which this gateway never needs). Returns how many were kept. */
+static size_t secrets_keep(Egress *g, char **env) {
+        const ConEgressConfig *e = &g->policy->config->egress;
+        _cleanup_free_ const char **names = e->n_services > 0 ? calloc(e->n_services, sizeof(char *)) : NULL;
+
+        if (!names) {
+                con_env_keep(env, NULL, 0);
+                return 0;
+        }
+        for (size_t i = 0; i < e->n_services; i++)
+                names[i] = e->services[i].secret;
+        return con_env_keep(env, names, e->n_services);
+}
+
 static void secrets_use(Egress *g, int status, const char *text, size_t len) {
         char **env = NULL;
         unsigned bad = 0;
@@ -1106,12 +1121,12 @@ static void secrets_use(Egress *g, int status, const char *text, size_t len) {
                         log_error_errno(r, "Cannot read %s again: %m; keeping the previous secrets", g->env_path);
                 return;
         }
-        STRV_FOREACH(v, g->env)
-                explicit_bzero(*v, strlen(*v));
-        strv_free(g->env);
+        size_t n = strv_length(env);
+        size_t kept = secrets_keep(g, env);
+        con_env_free(g->env);
         g->env = env;
-        log_info("Reloaded the services' secrets from %s (%zu variable%s)", g->env_path, strv_length(env),
-                 strv_length(env) == 1 ? "" : "s");
+        log_info("Reloaded the services' secrets from %s (%zu variable%s); kept %zu, those egress.services name",
+                 g->env_path, n, n == 1 ? "" : "s", kept);
 }
 
 static int secrets_request(Egress *g);
@@ -1235,7 +1250,16 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         policy_unref(g->policy);
         g->policy = p;
         log_info("Reloaded: %zu agent%s", p->n_agents, p->n_agents == 1 ? "" : "s");
-        (void) secrets_request(g);
+        if (p->config->egress.n_services > 0)
+                (void) secrets_request(g);
+        else {
+                /* No service: no secret in this process (an answer still on its way is filtered
+                 * by the same rule, secrets_keep()). */
+                g->secrets_again = false;
+                if (g->env)
+                        log_info("No egress.services any more: the services' secrets are dropped");
+                g->env = con_env_free(g->env);
+        }
         return 0;
 }
 
@@ -1297,6 +1321,7 @@ int egress_new(const EgressOptions *o, sd_event *e, Egress **ret) {
                         explicit_bzero(text, len);
                         if (r < 0)
                                 return log_error_errno(r, "%s:%u: not NAME=value", g->env_path, bad);
+                        (void) secrets_keep(g, g->env);
                 }
                 r = con_http_new(e, &g->http);
                 if (r < 0)
@@ -1365,9 +1390,7 @@ Egress *egress_free(Egress *g) {
         free(g->env_path);
         con_audit_writer_free(g->audit);
         con_http_free(g->http);
-        STRV_FOREACH(v, g->env)
-                explicit_bzero(*v, strlen(*v));
-        strv_free(g->env);
+        con_env_free(g->env);
         policy_unref(g->policy);
         free(g->config_path);
         sd_event_source_disable_unref(g->sighup);

@@ -472,6 +472,29 @@ check "network_drift passes again" jq -e \
         '.results | map(select(.check == "network_table" and .status == "pass")) | length == 1' \
         <<<"$(con healthcheck --contracts-dir "$CDIR" --json)"
 
+section "the gateway keeps only the secrets egress.services name, and none without a service"
+# The key file holds the model providers' keys too: the gateway (which handles the agents'
+# traffic) must not keep them, and with no service at all it asks for nothing.
+EPID=$(pgrep -x con-egressd)
+check "a model key next to the service's secret" bash -c "printf 'CON_API_KEY=model-%s\nTEST_ECHO_TOKEN=%s\n' '$SECRET' '$SECRET' >/etc/con/env.new &&
+        chown --reference=/etc/con/env /etc/con/env.new && chmod --reference=/etc/con/env /etc/con/env.new && mv /etc/con/env.new /etc/con/env"
+check "SIGHUP" kill -HUP "$EPID"
+check "the gateway read 2 variables and kept 1 (its log)" wait_for 5 grep -q \
+        "Reloaded the services' secrets from /etc/con/env (2 variables); kept 1, those egress.services name" "$LOG"
+check_output "the service still gets its key" "^service saw key \\[ok\\] path /svc/kept" \
+        runuser -u a-fetcher -- curl -sS -f --noproxy '*' "http://127.0.0.1:$PROXY/echo/kept"
+n=$(grep -c "Reloaded the services' secrets" "$LOG")
+r=$(grep -c "Reloaded: " "$LOG")
+check "no egress.services in the config" sed -i '/^egress:$/,$d' "$CFG"
+check_fail "... (none left)" grep -q "secret:" "$CFG"
+check "SIGHUP" kill -HUP "$EPID"
+check "the gateway reloads (its log)" wait_for 5 bash -c "[ \$(grep -c 'Reloaded: ' '$LOG') -gt $r ]"
+check "... and drops the secrets it held (its log)" wait_for 5 grep -q \
+        "No egress.services any more: the services' secrets are dropped" "$LOG"
+sleep 0.5
+check_eq "... without asking its keeper for the key file" "$(grep -c "Reloaded the services' secrets" "$LOG")" "$n"
+check_eq "the same process" "$(pgrep -x con-egressd)" "$EPID"
+
 section "con down stops it"
 check_output "con down stops the egress gateway" '^egress gateway: stopped' con down
 check_fail "no con-egressd left" pgrep -x con-egressd

@@ -24,6 +24,23 @@ static void test_env(void) {
         g_assert_cmpint(con_env_parse(t, strlen(t), &env, &bad), ==, -EINVAL);
 }
 
+static void test_env_keep(void) {
+        char **env = NULL;
+        const char *t = "CON_API_KEY=sk-1\nGITHUB_TOKEN=gh\nCON_AUTH_ANTHROPIC=ant\nGITHUB=short\nGITHUB_TOKEN=gh2\n";
+        const char *names[] = { "GITHUB_TOKEN", "NOT_SET", NULL };
+        g_assert_cmpint(con_env_parse(t, strlen(t), &env, NULL), ==, 0);
+        g_assert_cmpuint(con_env_keep(env, names, 3), ==, 2);
+        g_assert_cmpuint(strv_length(env), ==, 2);
+        g_assert_cmpstr(env[0], ==, "GITHUB_TOKEN=gh");
+        g_assert_cmpstr(con_env_get(env, "GITHUB_TOKEN"), ==, "gh2"); /* the last one still wins */
+        g_assert_null(con_env_get(env, "CON_API_KEY"));
+        g_assert_null(con_env_get(env, "GITHUB"));
+        g_assert_cmpuint(con_env_keep(env, NULL, 0), ==, 0);
+        g_assert_null(env[0]);
+        g_assert_null(con_env_free(env));
+        g_assert_cmpuint(con_env_keep(NULL, names, 2), ==, 0);
+}
+
 static void test_keys(void) {
         char *env[] = { "CON_API_KEY=global", "CON_OPERATOR_API_KEY=tier", "CON_AUTH_ANTHROPIC=ant",
                         "CON_OPENROUTER_API_KEY=or", "MY_KEY=mine", NULL };
@@ -242,6 +259,7 @@ static void test_rate(void) {
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/model-util/env", test_env);
+        g_test_add_func("/model-util/env-keep", test_env_keep);
         g_test_add_func("/model-util/keys", test_keys);
         g_test_add_func("/model-util/request", test_request);
         g_test_add_func("/model-util/response", test_response);
