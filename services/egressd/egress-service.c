@@ -1062,7 +1062,8 @@ static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdat
 /* The secrets keeper: a child forked while the service is still root, before anything else is
  * opened, that keeps uid 0 (the key file is root:con-models 0640: its owner reads it) and nothing
  * else: no capability (capset to empty), no_new_privs, no other descriptor, dies with its parent.
- * For each byte on its socket it reads the key file and answers: int32 status (0 or -errno),
+ * It ignores SIGHUP: `systemctl kill -s HUP con-egressd` signals every process of the unit, and the
+ * gateway's reload must still find its keeper. For each byte on its socket it reads the key file and answers: int32 status (0 or -errno),
  * uint32 length, the text. It never parses, logs or keeps anything. Never returns. */
 _Noreturn static void secrets_keeper(int fd, const char *path) {
         struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
@@ -1071,7 +1072,7 @@ _Noreturn static void secrets_keeper(int fd, const char *path) {
 
         /* Its own name: `pgrep -x con-egressd` (docs/NETWORK.md) finds the gateway alone. */
         (void) prctl(PR_SET_NAME, "con-egress-keys");
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1 || dup2(fd, 3) < 0 ||
+        if (signal(SIGHUP, SIG_IGN) == SIG_ERR || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() == 1 || dup2(fd, 3) < 0 ||
             close_range(4, ~0U, 0) < 0 || syscall(SYS_capset, &h, d) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 _exit(EXIT_FAILURE);
         while (read(3, &c, 1) == 1) {
@@ -1119,6 +1120,8 @@ static void secrets_use(Egress *g, int status, const char *text, size_t len) {
                         log_error("%s:%u: not NAME=value; keeping the previous secrets", g->env_path, bad);
                 else
                         log_error_errno(r, "Cannot read %s again: %m; keeping the previous secrets", g->env_path);
+                /* ... but only those the services (as now configured) name. */
+                (void) secrets_keep(g, g->env);
                 return;
         }
         size_t n = strv_length(env);
@@ -1250,9 +1253,11 @@ static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void
         policy_unref(g->policy);
         g->policy = p;
         log_info("Reloaded: %zu agent%s", p->n_agents, p->n_agents == 1 ? "" : "s");
-        if (p->config->egress.n_services > 0)
+        if (p->config->egress.n_services > 0) {
+                /* A service removed takes its secret with it now, whatever the key file says. */
+                (void) secrets_keep(g, g->env);
                 (void) secrets_request(g);
-        else {
+        } else {
                 /* No service: no secret in this process (an answer still on its way is filtered
                  * by the same rule, secrets_keep()). */
                 g->secrets_again = false;

@@ -393,6 +393,12 @@ check_eq "the same process throughout" "$(pgrep -x con-egressd)" "$EPID"
 check_output "the keeper (con-egress-keys) is the gateway's child, root without capabilities" "^0 0000000000000000 0000000000000000$" \
         bash -c "k=\$(pgrep -x -P $EPID con-egress-keys) && echo \$(stat -c %u /proc/\$k) \$(sed -n 's/^Cap\(Eff\|Prm\):\t//p' /proc/\$k/status)"
 check_output "con-egressd itself runs as con-egress" "^con-egress$" ps -o user= -p "$EPID"
+KPID=$(pgrep -x -P "$EPID" con-egress-keys)
+check "SIGHUP to the gateway and its keeper at once (as systemctl kill -s HUP does)" kill -HUP "$EPID" "$KPID"
+check "the gateway read the secrets again (its log)" wait_for 5 bash -c \
+        "[ \$(grep -c \"Reloaded the services' secrets\" '$LOG') -gt \$(( $n + 2 )) ]"
+check_eq "... through the same keeper, which ignores SIGHUP" "$(pgrep -x -P "$EPID" con-egress-keys)" "$KPID"
+check_fail "no 'keeper is gone' in its log" grep -q "The secrets keeper is gone" "$LOG"
 
 sed -i 's|^egress:$|egress:\n  port: 3129|' "$CFG"
 check_output "egress.port 3129 in the config" "^  port: 3129" cat "$CFG"
