@@ -1178,7 +1178,9 @@ static void write_result_file(Mesh *m, const Outgoing *o) {
                 return;
         if (asprintf(&name, "%s%s", o->id, ok ? ".response" : ".reason") < 0)
                 return;
-        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .noreplace = true,
+        /* Durable: the result's message is acknowledged right after, and the record of the sent
+         * task is in memory only; a crash must not lose the answer. */
+        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .sync = true, .noreplace = true,
                             .reader = o->uid == geteuid() ? (uid_t) -1 : o->uid };
         int r = con_spool_write(dirfd, name, o->result.text, strlen(o->result.text), &w);
         if (r < 0 && r != -EEXIST)
