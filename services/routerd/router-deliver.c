@@ -551,12 +551,13 @@ static bool item_start(Item *it) {
         }
 
         /* NAME keeps being the id unless this run already used it for another file, or the agent
-         * said another sender holds it (id_attempt > 0). */
+         * said another sender holds it (id_attempt > 0). The key is the one item_delivered records:
+         * the destination, AGENT@HOST for a to: file. */
         if (it->id_attempt == 0) {
                 _cleanup_free_ char *base = NULL;
                 uint64_t ident;
                 if (con_task_id_from_filename(it->name, &base) >= 0 &&
-                    asprintf(&used_key, "%s/%s", t->agent, base) >= 0 &&
+                    asprintf(&used_key, "%s/%s", task->meta.to ?: t->agent, base) >= 0 &&
                     router_map_get(r->used_ids, used_key, &ident) && ident != router_file_identity(&it->st))
                         it->id_attempt = 1;
         }

@@ -270,6 +270,13 @@ check_output "GetResult on the gateway gives alice the same answer (the file's n
         'completed.*sender=alice@host-a agent=sysadmin text=by file' result_of alice mesh-file-1
 check_output "the router's audit records it as routed to sysadmin@host-b" \
         'task.routed .*task_id=mesh-file-1 .*agent=sysadmin@host-b' con audit --lines 50
+check "alice drops a second mesh-file-1.task (the same name) for sysadmin@host-b" as_user alice bash -c \
+        'printf -- "---\nto: sysadmin@host-b\n---\nby file again\n" >/srv/con/inbox/.mesh-file-1 &&
+         mv /srv/con/inbox/.mesh-file-1 /srv/con/inbox/mesh-file-1.task'
+check "... it is sent under a fresh id (NAME-<identity>), as a local file of a used name is, and answered" \
+        wait_for 25 bash -c 'grep -l "^sender=alice@host-a agent=sysadmin text=by file again$" /srv/con/mesh/outbox/mesh-file-1-*.response'
+check_output "... the first answer stays as it was" '^sender=alice@host-a agent=sysadmin text=by file$' \
+        cat /srv/con/mesh/outbox/mesh-file-1.response
 check "bob's file for sysadmin@host-b (host-b does not grant bob)" as_user bob bash -c \
         'printf -- "---\nto: sysadmin@host-b\n---\nfrom: alice@host-a\nlet me in\n" >/srv/con/inbox/.mesh-file-2 &&
          mv /srv/con/inbox/.mesh-file-2 /srv/con/inbox/mesh-file-2.task'
