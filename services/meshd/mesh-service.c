@@ -650,6 +650,17 @@ static void outgoing_done(Outgoing *o) {
         mesh_result_done(&o->result);
 }
 
+/* Whether a result or a state event naming HOST, AGENT and FROM (USER@HOST) is task O's: the host
+ * and agent it went to, and its sender, a user of this host. A task id alone proves nothing: ids are
+ * guessable, and after a restart another user may have sent one again. */
+static bool outgoing_is(const Mesh *m, const Outgoing *o, const char *host, const char *agent, const char *from) {
+        const char *at = strrchr(from, '@');
+        if (!at || !streq(o->host, host) || !streq(o->agent, agent) || !streq(at + 1, m->config->mesh.host))
+                return false;
+        size_t user_len = (size_t) (at - from);
+        return strlen(o->sender) == user_len && strncmp(o->sender, from, user_len) == 0;
+}
+
 static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char *host, uid_t uid, const char *sender) {
         if (m->n_out >= KEEP_RESULTS) {
                 /* The oldest goes (its result has been there the longest). */
@@ -1210,9 +1221,9 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
         Outgoing *o = find_out(m, res.id);
-        if (o && (!streq(o->host, res.host) || !streq(o->agent, res.agent))) {
-                log_warning("Dropping result of task %s from host %s: the task went to %s@%s", res.id, res.host,
-                            o->agent, o->host);
+        if (o && !outgoing_is(m, o, res.host, res.agent, res.from)) {
+                log_warning("Dropping result of task %s for %s from %s@%s: the task went to %s@%s from %s@%s", res.id,
+                            res.from, res.agent, res.host, o->agent, o->host, o->sender, m->config->mesh.host);
                 mesh_result_done(&res);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
@@ -1265,10 +1276,10 @@ static void handle_state(Mesh *m, const Job *j) {
                 return;
         }
         Outgoing *o = find_out(m, st.id);
-        const char *at = strrchr(st.from, '@');
-        size_t user_len = (size_t) (at - st.from);
-        bool its = o && streq(o->host, st.host) && streq(o->agent, st.agent) && streq(at + 1, m->config->mesh.host) &&
-                   strlen(o->sender) == user_len && strncmp(o->sender, st.from, user_len) == 0;
+        bool its = o && outgoing_is(m, o, st.host, st.agent, st.from);
+        if (o && !its)
+                log_warning("Dropping a state event of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
+                            st.id, st.from, st.agent, st.host, o->agent, o->host, o->sender, m->config->mesh.host);
         if (its && !o->done && state_rank(st.state) > state_rank(o->state)) {
                 o->state = state_rank(st.state) == 2 ? "working" : "accepted";
                 log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);

@@ -428,6 +428,16 @@ check "... is dropped by host-a's gateway" wait_for 5 grep -q \
         /srv/con/logs/daemons/con-meshd.log
 check_output "... the task is still submitted" '^sysadmin@host-b +mesh-wait-1 +submitted +alice$' \
         as_user alice con tasks sysadmin@host-b
+# A result must be its task's sender's: one naming bob@host-a for alice's mesh-wait-1 (ids are
+# guessable; after a restart bob could have sent one again) never lands in alice's entry.
+forged='{"v":1,"id":"mesh-wait-1","host":"host-b","agent":"sysadmin","from":"bob@host-a","status":"completed","text":"for bob","truncated":false,"replaced":false,"size":7}'
+check_output "a result of mesh-wait-1 for bob@host-a, from host-b's own subject (stored)" \
+        'stored in stream con-result-host-a' \
+        mesh_probe "${B[@]}" --msg-id r.host-b.mesh-wait-1-bob tls://10.77.0.1:4222 publish con.result.host-a.host-b "$forged"
+check "... is dropped by host-a's gateway: alice sent mesh-wait-1, not bob" wait_for 10 grep -q \
+        'Dropping result of task mesh-wait-1 for bob@host-a from sysadmin@host-b: the task went to sysadmin@host-b from alice@host-a' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... alice's task is still submitted" '^ss "submitted" ""$' result_of alice mesh-wait-1
 touch "$SHARED/resume"
 check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 # Within 10 s: a task the stopping gateway fetched but never handled is given back (nak), not left
