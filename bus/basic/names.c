@@ -158,17 +158,23 @@ bool con_identifier_valid(const char *s) {
         return true;
 }
 
+bool con_mesh_target_valid(const char *to) {
+        char agent[CON_AGENT_NAME_MAX + 1];
+        const char *at = to ? strrchr(to, '@') : NULL;
+        if (!at || at == to || (size_t) (at - to) > CON_AGENT_NAME_MAX)
+                return false;   /* no agent part, or one too long (con_agent_name_check) */
+        memcpy(agent, to, (size_t) (at - to));
+        agent[at - to] = 0;
+        return con_agent_name_valid(agent) && con_mesh_host_valid(at + 1);
+}
+
 int con_mesh_target_split(const char *to, char **ret_agent, char **ret_host) {
-        if (!to)
+        if (!con_mesh_target_valid(to))
                 return -EINVAL;
         const char *at = strrchr(to, '@');
-        if (!at || at == to)
-                return -EINVAL;
         _cleanup_free_ char *agent = strndup(to, (size_t) (at - to)), *host = strdup(at + 1);
         if (!agent || !host)
                 return -ENOMEM;
-        if (!con_agent_name_valid(agent) || !con_mesh_host_valid(host))
-                return -EINVAL;
         *ret_agent = TAKE_PTR(agent);
         *ret_host = TAKE_PTR(host);
         return 0;

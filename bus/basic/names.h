@@ -83,3 +83,5 @@ bool con_mesh_host_valid(const char *s);
 /* "AGENT@HOST" (an agent of another host): 0 with both parts, -EINVAL when either is not valid
  * (con_agent_name_valid, con_mesh_host_valid), -ENOMEM. */
 int con_mesh_target_split(const char *to, char **ret_agent, char **ret_host);
+/* The same check, without the copies. */
+bool con_mesh_target_valid(const char *to);

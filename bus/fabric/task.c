@@ -225,16 +225,13 @@ static int parse_conversation(ConYamlReader *y, const yaml_node_t *v, const char
 }
 
 static int parse_to(ConYamlReader *y, const yaml_node_t *v, const char *path, void *dest, void *userdata _unused_) {
-        _cleanup_free_ char *s = NULL, *agent = NULL, *host = NULL;
+        _cleanup_free_ char *s = NULL;
         int r;
 
         r = fm_string(y, v, path, "AGENT@HOST", &s);
         if (r < 0)
                 return r;
-        r = con_mesh_target_split(s, &agent, &host);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0) {
+        if (!con_mesh_target_valid(s)) {
                 _cleanup_free_ char *q = con_yaml_quote(v);
                 return q ? con_yaml_fail(y, v, path, "%s is not AGENT@HOST (an agent name, '@' and the name of a host "
                                          "of the mesh, e.g. sysadmin@host-b)", q) : -ENOMEM;
@@ -397,12 +394,8 @@ int con_task_format(const ConTask *t, char **ret, size_t *ret_len) {
                 return -EINVAL;
         if (t->meta.conversation && !con_conversation_id_valid(t->meta.conversation))
                 return -EINVAL;
-        if (t->meta.to) {
-                _cleanup_free_ char *agent = NULL, *host = NULL;
-                int r = con_mesh_target_split(t->meta.to, &agent, &host);
-                if (r < 0)
-                        return r;
-        }
+        if (t->meta.to && !con_mesh_target_valid(t->meta.to))
+                return -EINVAL;
 
         /* Front matter when the meta differs from the defaults, and also when the text itself
          * starts with a '---' line: without it the text would be read back as front matter. */

@@ -312,11 +312,7 @@ static int check_args(AgentToolArgs *a, const char *tool, char **ret_error) {
                 return 0;
         case AGENT_TOOL_SEND_TASK:
                 if (strchr(a->agent, '@')) {
-                        _cleanup_free_ char *agent = NULL, *host = NULL;
-                        int r = con_mesh_target_split(a->agent, &agent, &host);
-                        if (r == -ENOMEM)
-                                return r;
-                        if (r < 0)
+                        if (!con_mesh_target_valid(a->agent))
                                 return con_error_textf(ret_error, -EINVAL,
                                                  "send_task: \"%s\" is not AGENT@HOST (an agent name, '@' and "
                                                  "the name of a host of the mesh: lower-case letters, digits and "

@@ -11,6 +11,11 @@
 static void test_names(void) {
         _cleanup_free_ char *agent = NULL, *host = NULL, *s = NULL;
 
+        g_assert_true(con_mesh_target_valid("sysadmin@host-b"));
+        g_assert_false(con_mesh_target_valid(NULL));
+        /* The agent part's length cap (CON_AGENT_NAME_MAX, 29) holds without a copy too. */
+        g_assert_true(con_mesh_target_valid("abcdefghijklmnopqrstuvwxyzabc@h"));
+        g_assert_false(con_mesh_target_valid("abcdefghijklmnopqrstuvwxyzabcd@h"));
         g_assert_cmpint(con_mesh_target_split("sysadmin@host-b", &agent, &host), ==, 0);
         g_assert_cmpstr(agent, ==, "sysadmin");
         g_assert_cmpstr(host, ==, "host-b");
@@ -18,6 +23,7 @@ static void test_names(void) {
                               "a@b.c", "a@b@c", "a@b-", "" };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
                 char *a = NULL, *h = NULL;
+                g_assert_false(con_mesh_target_valid(bad[i]));
                 g_assert_cmpint(con_mesh_target_split(bad[i], &a, &h), ==, -EINVAL);
                 g_assert_null(a);
                 g_assert_null(h);
