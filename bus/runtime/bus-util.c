@@ -129,6 +129,12 @@ int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret) {
                         r = sd_bus_message_read(m, "v", "b", &ret->replaced);
                 else if (streq(key, "size"))
                         r = sd_bus_message_read(m, "v", "t", &ret->size);
+                else if (streq(key, "host"))
+                        r = sd_bus_message_read(m, "v", "s", &ret->host);
+                else if (streq(key, "agent"))
+                        r = sd_bus_message_read(m, "v", "s", &ret->agent);
+                else if (streq(key, "state"))
+                        r = sd_bus_message_read(m, "v", "s", &ret->state);
                 else
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)

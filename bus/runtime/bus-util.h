@@ -27,9 +27,11 @@ int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, .
 
 /* The a{sv} that follows status and text in the reply of org.conspiracy.Agent1.GetResultInfo:
  * "truncated", "replaced" (b) and "size" (t); unknown keys are skipped (later versions may add
- * some), missing ones stay false/0. */
+ * some), missing ones stay false/0. The mesh gateway's GetResultInfo (org.conspiracy.Mesh1) adds
+ * "host", "agent" and "state" (s), borrowed from m (NULL when missing, as in an agent's reply). */
 typedef struct ConResultInfo {
         int truncated, replaced;
         uint64_t size;
+        const char *host, *agent, *state;
 } ConResultInfo;
 int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret);

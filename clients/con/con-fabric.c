@@ -1173,39 +1173,18 @@ static int show_transcript(sd_bus *bus, const char *bn, const char *agent, const
 /* con task ID for a task sent to another host: GetResultInfo of the mesh gateway, whose info also
  * names the host, the agent and the state. */
 static int show_mesh_task(sd_bus_message *reply, const char *id, bool json) {
-        const char *st, *text, *host = "", *agent = "", *state = NULL;
-        int truncated = 0, replaced = 0, r;
-        uint64_t size = 0;
+        const char *st, *text;
+        ConResultInfo info = {};
+        int r;
 
         r = sd_bus_message_read(reply, "ss", &st, &text);
         if (r >= 0)
-                r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                const char *key;
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        break;
-                if (streq(key, "host"))
-                        r = sd_bus_message_read(reply, "v", "s", &host);
-                else if (streq(key, "agent"))
-                        r = sd_bus_message_read(reply, "v", "s", &agent);
-                else if (streq(key, "state"))
-                        r = sd_bus_message_read(reply, "v", "s", &state);
-                else if (streq(key, "truncated"))
-                        r = sd_bus_message_read(reply, "v", "b", &truncated);
-                else if (streq(key, "replaced"))
-                        r = sd_bus_message_read(reply, "v", "b", &replaced);
-                else if (streq(key, "size"))
-                        r = sd_bus_message_read(reply, "v", "t", &size);
-                else
-                        r = sd_bus_message_skip(reply, "v");
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(reply);
-        }
+                r = con_bus_read_result_info(reply, &info);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "task: the mesh gateway sent an unreadable reply: %s", strerror(-r));
+        const char *state = info.state;
         _cleanup_free_ char *to = NULL;
-        if (asprintf(&to, "%s@%s", agent, host) < 0)
+        if (asprintf(&to, "%s@%s", strempty(info.agent), strempty(info.host)) < 0)
                 return con_fail(CON_EXIT_FAILURE, "out of memory");
         if (json) {
                 _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
@@ -1213,9 +1192,9 @@ static int show_mesh_task(sd_bus_message *reply, const char *id, bool json) {
                 cJSON_AddStringToObject(o, "agent", to);
                 cJSON_AddStringToObject(o, "status", con_task_state_a2a(st) ?: st);
                 cJSON_AddStringToObject(o, "text", text);
-                cJSON_AddBoolToObject(o, "truncated", truncated);
-                cJSON_AddBoolToObject(o, "replaced", replaced);
-                con_json_add_u64(o, "size", size);
+                cJSON_AddBoolToObject(o, "truncated", info.truncated);
+                cJSON_AddBoolToObject(o, "replaced", info.replaced);
+                con_json_add_u64(o, "size", info.size);
                 print_json(o);
                 return CON_EXIT_OK;
         }
