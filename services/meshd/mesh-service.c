@@ -24,6 +24,7 @@
 #include "macro.h"
 #include "mesh-service.h"
 #include "mesh-util.h"
+#include "name-owners.h"
 #include "names.h"
 #include "policy-vocab.h"
 #include "strv.h"
@@ -100,6 +101,7 @@ struct Mesh {
         sd_bus *bus;
         ConAuthz *authz;
         sd_bus_slot *object, *completed_match, *started_match;
+        ConNameOwners *owners;          /* who owns the agents' bus names (TaskStarted's senders) */
         sd_event_source *wake;
         int efd;
         int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
@@ -941,15 +943,25 @@ static int on_agent_completed(sd_bus_message *msg, void *userdata, sd_bus_error 
         return 0;
 }
 
-/* A local agent's TaskStarted: a delivery's session started (working). */
+/* A local agent's TaskStarted: a delivery's session started (working). Only the owner of that
+ * agent's bus name speaks for it (any peer of the bus may send the signal). */
 static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error _unused_) {
+        _cleanup_free_ char *bus_name = NULL;
         Mesh *m = userdata;
         const char *id, *sender;
         if (sd_bus_message_read(msg, "ss", &id, &sender) < 0)
                 return 0;
         Delivery *d = find_delivery(m, id, sender);
-        if (d)
-                publish_state(m, d->id, d->agent, d->from, d->origin, "working");
+        if (!d)
+                return 0;
+        const char *owner = con_agent_bus_name(d->agent, &bus_name) >= 0 ?
+                            con_name_owners_get(m->owners, bus_name) : NULL;
+        if (!owner || !streq_ptr(owner, sd_bus_message_get_sender(msg))) {
+                log_notice("Ignoring TaskStarted of task %s from %s: %s does not own agent %s's bus name", d->id,
+                           d->from, sd_bus_message_get_sender(msg) ?: "?", d->agent);
+                return 0;
+        }
+        publish_state(m, d->id, d->agent, d->from, d->origin, "working");
         return 0;
 }
 
@@ -1761,6 +1773,18 @@ int mesh_start(Mesh *m) {
                                       "TaskCompleted", on_agent_completed, NULL, m);
         if (r < 0)
                 return r;
+        /* The agents' names only (arg0namespace), as the router watches them. */
+        r = con_name_owners_new(m->bus, "org.conspiracy", true, NULL, NULL, &m->owners);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m->config->n_agents; i++) {
+                _cleanup_free_ char *bus_name = NULL;
+                r = con_agent_bus_name(m->config->agents[i].name, &bus_name);
+                if (r >= 0)
+                        r = con_name_owners_add(m->owners, bus_name);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_match_signal_async(m->bus, &m->started_match, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                       "TaskStarted", on_agent_started, NULL, m);
         if (r < 0)
@@ -1866,6 +1890,7 @@ Mesh *mesh_free(Mesh *m) {
         sd_bus_slot_unref(m->object);
         sd_bus_slot_unref(m->completed_match);
         sd_bus_slot_unref(m->started_match);
+        con_name_owners_free(m->owners);
         sd_event_source_disable_unref(m->wake);
         sd_event_source_disable_unref(m->ask_timer);
         if (m->efd >= 0)
