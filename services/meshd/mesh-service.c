@@ -37,6 +37,7 @@
 #define INFLIGHT_MAX 64                 /* messages a fetch thread hands over before it waits */
 #define PUBLISH_WAIT_MS 5000
 #define FLUSH_WAIT_MS 2000              /* stopping: a PING's PONG, the naks reaching the server */
+#define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
@@ -112,6 +113,12 @@ struct Mesh {
         Job *done, *done_tail;          /* threads -> loop */
         unsigned inflight[2];           /* incoming messages the loop has not finished, per stream */
         bool stop, connected;
+        /* NATS's threads report under the lock (the loop never asks nats.c, whose connection lock
+         * is held through a reconnect's TCP and TLS handshake): */
+        natsConnection *link_nc;        /* the connection link_up is about */
+        bool link_up;                   /* connected now (disconnected and reconnected callbacks) */
+        bool nats_closed;               /* the closed callback of the connection being closed ran */
+        bool state_sub_done;            /* state_sub is closed and on_state_msg has returned */
         pthread_t worker, fetch[2];
         bool worker_started, fetch_started[2];
 
@@ -336,6 +343,68 @@ static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unu
         natsMsg_Destroy(msg);
 }
 
+static void on_state_sub_complete(void *closure) {
+        Mesh *m = closure;
+        pthread_mutex_lock(&m->lock);
+        m->state_sub_done = true;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* NATS's callback thread: the connection's state, for the loop (GetStatus, Connected). */
+static void set_link(Mesh *m, natsConnection *nc, bool up, bool closed) {
+        pthread_mutex_lock(&m->lock);
+        if (nc == m->link_nc)
+                m->link_up = up;
+        if (closed)
+                m->nats_closed = true;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void on_nats_disconnected(natsConnection *nc, void *closure) {
+        set_link(closure, nc, false, false);
+}
+
+static void on_nats_reconnected(natsConnection *nc, void *closure) {
+        set_link(closure, nc, true, false);
+}
+
+static void on_nats_closed(natsConnection *nc, void *closure) {
+        set_link(closure, nc, false, true);
+}
+
+/* Waits until FLAG (set under the lock by a NATS thread) is true, at most WAIT_MS. */
+static bool wait_flag(Mesh *m, const bool *flag, long wait_ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&m->lock);
+        while (!*flag && pthread_cond_timedwait(&m->cond, &m->lock, &ts) == 0)
+                ;
+        bool done = *flag;
+        pthread_mutex_unlock(&m->lock);
+        return done;
+}
+
+/* Closes and frees the connection once its callbacks have run (they use M): its closed callback
+ * is the last (nats.c runs a connection's callbacks in order on one thread). False when it did not
+ * run in time: M must then stay allocated. */
+static bool close_nats(Mesh *m) {
+        if (!m->nc)
+                return true;
+        natsConnection_Close(m->nc);    /* nothing when closed already (its callback is on its way) */
+        bool done = wait_flag(m, &m->nats_closed, CLOSE_WAIT_MS);
+        natsConnection_Destroy(m->nc);
+        m->nc = NULL;
+        return done;
+}
+
 static int connect_nats(Mesh *m, char **ret_error) {
         natsOptions *o = NULL;
         natsStatus s;
@@ -360,6 +429,12 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = natsOptions_SetReconnectWait(o, 1000);
         if (s == NATS_OK)
                 s = natsOptions_SetCustomInboxPrefix(o, inbox);
+        if (s == NATS_OK)
+                s = natsOptions_SetDisconnectedCB(o, on_nats_disconnected, m);
+        if (s == NATS_OK)
+                s = natsOptions_SetReconnectedCB(o, on_nats_reconnected, m);
+        if (s == NATS_OK)
+                s = natsOptions_SetClosedCB(o, on_nats_closed, m);
         if (s == NATS_OK && mc->credentials)
                 s = natsOptions_SetUserCredentialsFromFiles(o, mc->credentials, NULL);
         /* TLS: the mesh CA verifies the server; this host's certificate is its identity. */
@@ -369,6 +444,9 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = natsOptions_LoadCATrustedCertificates(o, mc->ca);
         if (s == NATS_OK && mc->cert)
                 s = natsOptions_LoadCertificatesChain(o, mc->cert, mc->key);
+        pthread_mutex_lock(&m->lock);
+        m->nats_closed = false;         /* set by this connection's closed callback */
+        pthread_mutex_unlock(&m->lock);
         if (s == NATS_OK)
                 s = natsConnection_Connect(&m->nc, o);
         natsOptions_Destroy(o);
@@ -382,6 +460,9 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 _cleanup_free_ char *subject = NULL;
                 s = mesh_state_subject(m->config->mesh.host, NULL, &subject) < 0 ? NATS_NO_MEMORY :
                     natsConnection_Subscribe(&m->state_sub, m->nc, subject, on_state_msg, m);
+                /* mesh_free waits for it before M goes (on_state_msg runs on NATS's thread). */
+                if (s == NATS_OK)
+                        s = natsSubscription_SetOnCompleteCB(m->state_sub, on_state_sub_complete, m);
         }
         if (s != NATS_OK) {
                 *ret_error = nats_error_text(s, jerr);
@@ -393,8 +474,7 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 m->state_sub = NULL;
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
-                natsConnection_Destroy(m->nc);
-                m->nc = NULL;
+                (void) close_nats(m);
                 return -EHOSTUNREACH;
         }
         return 0;
@@ -595,6 +675,9 @@ static void *worker_thread(void *p) {
         }
         pthread_mutex_lock(&m->lock);
         m->connected = true;
+        m->link_nc = m->nc;
+        /* From now on the callbacks keep it (here, off the loop, asking nats.c may wait). */
+        m->link_up = natsConnection_Status(m->nc) == NATS_CONN_STATUS_CONNECTED;
         pthread_mutex_unlock(&m->lock);
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
                 fetch_args[k] = (FetchArg) { .mesh = m, .kind = k };
@@ -1368,7 +1451,7 @@ static void handle_status(Mesh *m, Job *j) {
                 if (!m->out[i].done)
                         waiting++;
         pthread_mutex_lock(&m->lock);
-        bool connected = m->connected && m->nc && natsConnection_Status(m->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool connected = m->connected && m->link_up;
         pthread_mutex_unlock(&m->lock);
 
         r = sd_bus_message_new_method_return(j->call, &reply);
@@ -1693,7 +1776,7 @@ static int property_connected(sd_bus *bus _unused_, const char *path _unused_, c
                               sd_bus_error *error _unused_) {
         Mesh *m = userdata;
         pthread_mutex_lock(&m->lock);
-        bool c = m->connected && m->nc && natsConnection_Status(m->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool c = m->connected && m->link_up;
         pthread_mutex_unlock(&m->lock);
         return sd_bus_message_append(reply, "b", c);
 }
@@ -1841,6 +1924,7 @@ static unsigned give_back_queued(Mesh *m) {
 
 Mesh *mesh_free(Mesh *m) {
         unsigned given_back = 0;
+        bool quiet = true;      /* NATS's threads are done with M */
 
         if (!m)
                 return NULL;
@@ -1855,6 +1939,13 @@ Mesh *mesh_free(Mesh *m) {
                         (void) pthread_join(m->fetch[k], NULL);
         for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
                 job_free(j);
+        /* The state events stop first: on_state_msg (NATS's delivery thread) queues on done and
+         * wakes the loop with M's lock and eventfd until its completion callback says it returned. */
+        if (m->state_sub) {
+                if (natsSubscription_Unsubscribe(m->state_sub) != NATS_OK)
+                        natsConnection_Close(m->nc);    /* closes every subscription */
+                quiet = wait_flag(m, &m->state_sub_done, CLOSE_WAIT_MS);
+        }
         given_back += give_back_queued(m);
         /* Deliver calls still in flight: cancelled, their messages given back too. */
         while (m->calls) {
@@ -1880,7 +1971,8 @@ Mesh *mesh_free(Mesh *m) {
                 natsSubscription_Destroy(m->sub[k]);
         natsSubscription_Destroy(m->state_sub);
         jsCtx_Destroy(m->js);
-        natsConnection_Destroy(m->nc);
+        if (!close_nats(m))
+                quiet = false;
         for (size_t i = 0; i < m->n_out; i++)
                 outgoing_done(&m->out[i]);
         free(m->out);
@@ -1893,8 +1985,6 @@ Mesh *mesh_free(Mesh *m) {
         con_name_owners_free(m->owners);
         sd_event_source_disable_unref(m->wake);
         sd_event_source_disable_unref(m->ask_timer);
-        if (m->efd >= 0)
-                close(m->efd);
         if (m->outbox_fd >= 0)
                 close(m->outbox_fd);
         if (m->failed_fd >= 0)
@@ -1905,10 +1995,18 @@ Mesh *mesh_free(Mesh *m) {
         strv_free(m->verified_results);
         sd_bus_unref(m->bus);
         sd_event_unref(m->event);
-        pthread_mutex_destroy(&m->lock);
-        pthread_cond_destroy(&m->cond);
         if (the_mesh == m)
                 the_mesh = NULL;
+        if (!quiet) {
+                /* A NATS thread may still touch M: leaving it (and its lock) is safer than a crash. */
+                log_warning("Stopping: the NATS library did not finish with the gateway's callbacks in %d s",
+                            CLOSE_WAIT_MS / 1000);
+                return NULL;
+        }
+        if (m->efd >= 0)
+                close(m->efd);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cond);
         free(m);
         return NULL;
 }
