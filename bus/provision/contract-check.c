@@ -8,11 +8,15 @@
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <linux/capability.h>
 #include <sys/acl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "acl-util.h"
 #include "audit.h"
@@ -701,6 +705,29 @@ static int check_fork(const char *dir, int *ret_fd) {
         return pid;
 }
 
+/* In a shell check's child before its exec: CAP_NET_ADMIN (con-contractd's, for the network_drift
+ * check and the cut, docs/NETWORK.md) goes from every set. The bounding set needs CAP_SETPCAP,
+ * which the service's unit does not give; no_new_privs (the unit's NoNewPrivileges=yes, set here
+ * too) keeps root's exec from regaining it: the new permitted set is then at most the old one. */
+static int drop_net_admin(void) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+        const unsigned i = CAP_TO_INDEX(CAP_NET_ADMIN);
+        const uint32_t bit = CAP_TO_MASK(CAP_NET_ADMIN);
+
+        if (prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) < 0 && errno != EPERM && errno != EINVAL)
+                return -errno;
+        (void) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, CAP_NET_ADMIN, 0, 0);
+        if (syscall(SYS_capget, &h, d) < 0)
+                return -errno;
+        d[i].effective &= ~bit;
+        d[i].permitted &= ~bit;
+        d[i].inheritable &= ~bit;
+        if (syscall(SYS_capset, &h, d) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return -errno;
+        return 0;
+}
+
 int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid_t *ret_pid, int *ret_fd) {
         _cleanup_strv_free_ char **argv = NULL;
         int r = contract_shell_argv(ch, contracts_dir, &argv);
@@ -711,6 +738,11 @@ int contract_shell_spawn(const ContractCheck *ch, const char *contracts_dir, pid
                 return r;
         if (r == 0) {
                 char *envp[] = { (char *) "PATH=" CONTRACT_CHECK_PATH, NULL };
+                r = drop_net_admin();
+                if (r < 0) {
+                        dprintf(STDERR_FILENO, "cannot drop CAP_NET_ADMIN before running %s: %s\n", argv[0], strerror(-r));
+                        _exit(126);
+                }
                 execve(argv[0], argv, envp);
                 dprintf(STDERR_FILENO, "cannot run %s: %s\n", argv[0], strerror(errno));
                 _exit(127);

@@ -243,6 +243,29 @@ slow_done() { results | grep -Eq '"T-SLOW" "blocked" "(pass|fail)"'; }
 check "the check then finishes, with its result from the worker" wait_for 10 slow_done
 rm -f "$C/T-SLOW.yaml"
 
+section "a shell check runs without CAP_NET_ADMIN (the service keeps it for network_drift)"
+# Capability 12 is CAP_NET_ADMIN, 1 CAP_DAC_OVERRIDE: the check's own process reports its sets.
+SPID=$(pgrep -x con-contractd)
+check_output "con-contractd itself holds CAP_NET_ADMIN" '^1$' \
+        bash -c "echo \$(( 0x\$(sed -n 's/^CapEff:\t//p' /proc/$SPID/status) >> 12 & 1 ))"
+contract T-CAPS <<'YAML'
+id: T-CAPS
+type: detective
+frequency: 1h
+checks:
+  - name: no_net_admin
+    command:
+      run: "grep -E '^Cap(Eff|Prm|Inh|Amb):' /proc/self/status | cut -f2 | xargs"
+      test: 'for c in $RESULT; do [ $(( 0x$c >> 12 & 1 )) -eq 0 ] || exit 1; done'
+  - name: keeps_dac_override
+    command:
+      run: "grep '^CapEff:' /proc/self/status | cut -f2"
+      test: '[ $(( 0x$RESULT >> 1 & 1 )) -eq 1 ]'
+YAML
+check_output "con healthcheck (through the service): no CAP_NET_ADMIN in any set of the check" "T-CAPS PASS no_net_admin" con healthcheck
+check_output "... the check still has the service's other capabilities" "T-CAPS PASS keeps_dac_override" echo "$LIB_OUT"
+rm -f "$C/T-CAPS.yaml"
+
 section "access: state-changing methods are root only, reads are open"
 id -u outsider >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin outsider
 check "anyone may List" as_user outsider busctl call org.conspiracy.Contracts /org/conspiracy/Contracts org.conspiracy.Contracts1 List
