@@ -16,13 +16,27 @@ void con_file_hashes_done(ConFileHashes *h) {
         *h = (ConFileHashes) {};
 }
 
-bool con_file_hashes_path_valid(const char *path) {
-        if (!path || !path[0])
+/* len bytes at path: not empty, no control character (NUL included), no "." or ".." segment. */
+static bool path_valid(const char *path, size_t len) {
+        size_t seg = 0;         /* where the current segment starts */
+
+        if (len == 0)
                 return false;
-        for (const unsigned char *s = (const unsigned char *) path; *s; s++)
-                if (*s < 0x20 || *s == 0x7f)
+        for (size_t i = 0; i <= len; i++) {
+                if (i < len && ((unsigned char) path[i] < 0x20 || path[i] == 0x7f))
                         return false;
+                if (i < len && path[i] != '/')
+                        continue;
+                size_t n = i - seg;
+                if ((n == 1 && path[seg] == '.') || (n == 2 && path[seg] == '.' && path[seg + 1] == '.'))
+                        return false;
+                seg = i + 1;
+        }
         return true;
+}
+
+bool con_file_hashes_path_valid(const char *path) {
+        return path && path_valid(path, strlen(path));
 }
 
 static bool hex_valid(const char *s, size_t len) {
@@ -63,10 +77,9 @@ int con_file_hashes_parse(const char *text, size_t len, ConFileHashes *ret, size
                 line++;
                 if (l == 0 || s[0] == '#')
                         continue;
-                /* HEX, two spaces (sha256sum's text mode), a path without control characters */
-                bool ok = l > HEX_LEN + 2 && hex_valid(s, HEX_LEN) && s[HEX_LEN] == ' ' && s[HEX_LEN + 1] == ' ';
-                for (size_t i = HEX_LEN + 2; ok && i < l; i++)
-                        ok = (unsigned char) s[i] >= 0x20 && s[i] != 0x7f;
+                /* HEX, two spaces (sha256sum's text mode), a path con_file_hashes_path_valid() takes */
+                bool ok = l > HEX_LEN + 2 && hex_valid(s, HEX_LEN) && s[HEX_LEN] == ' ' && s[HEX_LEN + 1] == ' ' &&
+                          path_valid(s + HEX_LEN + 2, l - HEX_LEN - 2);
                 if (!ok) {
                         con_file_hashes_done(&h);
                         if (ret_line)

@@ -34,7 +34,7 @@ typedef struct ConFileHashes {
 
 /* Parses text (len bytes, NUL bytes refused). Returns 0, or -EBADMSG with *ret_line the first
  * malformed line (1-based), or -ENOMEM. A path appearing twice keeps every entry (the history
- * lists each version). Paths are non-empty and hold no control character. */
+ * lists each version). Paths are what con_file_hashes_path_valid() takes. */
 int con_file_hashes_parse(const char *text, size_t len, ConFileHashes *ret, size_t *ret_line);
 void con_file_hashes_done(ConFileHashes *h);
 
@@ -43,13 +43,14 @@ const char *con_file_hashes_get(const ConFileHashes *h, const char *path);
 /* Whether some entry has this path and hash. */
 bool con_file_hashes_contains(const ConFileHashes *h, const char *path, const char *hash);
 /* Replaces every entry for path with one holding hash (added when there is none). -EINVAL for a
- * path that cannot be written in the format (empty, a control character). */
+ * path con_file_hashes_path_valid() refuses. */
 int con_file_hashes_set(ConFileHashes *h, const char *path, const char *hash);
 /* Removes every entry for path. */
 void con_file_hashes_remove(ConFileHashes *h, const char *path);
 /* The file's text, entries sorted by path (then hash), after a header comment. */
 int con_file_hashes_format(const ConFileHashes *h, const char *header, char **ret);
-/* Whether path can be stored (non-empty, no control character). */
+/* Whether path can be stored: non-empty, no control character, no "." or ".." segment ("/./",
+ * "/../", a trailing "/." or "/..", a leading "./" or "../"): a path that names the file it says. */
 bool con_file_hashes_path_valid(const char *path);
 
 /* A file a profile (or --config FILE) installs, on a later bootstrap. */

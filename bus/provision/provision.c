@@ -1483,8 +1483,9 @@ static int plan_obsolete(ConProvision *p) {
                 const ConFileHashes *h = pass == 0 ? &p->record : &p->history;
                 for (size_t i = 0; i < h->n; i++) {
                         const char *path = h->e[i].path;
-                        if (!startswith(path, CON_ETC_DIR "/") || strv_contains(p->conffiles, path) ||
-                            strv_contains(candidates, path))
+                        /* Only a path that names the file it says (no "..": it removes files). */
+                        if (!startswith(path, CON_ETC_DIR "/") || !con_file_hashes_path_valid(path) ||
+                            strv_contains(p->conffiles, path) || strv_contains(candidates, path))
                                 continue;
                         r = strv_extend(&candidates, path);
                         if (r < 0)

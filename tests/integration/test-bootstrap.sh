@@ -417,6 +417,18 @@ check_fail "...the record forgets it" grep -q writing-contracts "$REC"
 check_output "a second run says nothing more" "nothing to change" con bootstrap --profile upgradetest
 check_fail "...no warning" grep -q "writing-contracts" <<<"$LIB_OUT"
 
+section "upgrades: a record line whose path has '..' is refused and removes nothing"
+# /etc/con/../../var/lib/X starts with /etc/con/ but names a file outside it: unedited (its hash
+# matches) and in no profile, it would be removed as an obsolete file.
+V=/var/lib/con-test-victim
+echo "not bootstrap's" >"$V"
+echo "$(hash "$V")  /etc/con/../..$V" >>"$REC"
+check_output "bootstrap warns that the record is malformed" "$REC:[0-9]+: not a line 'SHA256  PATH'" \
+        con bootstrap --profile upgradetest
+check "...the file that line named is still there" test -f "$V"
+check_fail "...and the record written anew does not have it" grep -q con-test-victim "$REC"
+rm -f "$V"
+
 section "con-provisiond's runs (--add-dropin) leave the record alone"
 sha256sum "$REC" >"$T/rec.sum"
 printf 'agents:\n  - name: extra\n    tier: worker\n' >"$T/extra.yaml"

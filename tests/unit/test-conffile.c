@@ -60,6 +60,15 @@ static void test_parse(void) {
         g_assert_cmpuint(parse_fails(H1 "  /tab\there\n"), ==, 1);
         g_assert_cmpuint(parse_fails(H1 "  /cr\r\n"), ==, 1);
         g_assert_cmpuint(parse_fails(" " H1 "  /indented\n"), ==, 1);
+        /* a path that does not name the file it says: "." and ".." segments */
+        g_assert_cmpuint(parse_fails(H1 "  /etc/con/../../etc/shadow\n"), ==, 1);
+        g_assert_cmpuint(parse_fails("# ok\n" H1 "  default/../../x\n"), ==, 2);
+        g_assert_cmpuint(parse_fails(H1 "  /etc/con/./x\n"), ==, 1);
+        g_assert_cmpuint(parse_fails(H1 "  /etc/con/..\n"), ==, 1);
+        g_assert_cmpuint(parse_fails(H1 "  /etc/con/.\n"), ==, 1);
+        g_assert_cmpuint(parse_fails(H1 "  ../x\n"), ==, 1);
+        g_assert_cmpuint(parse_fails(H1 "  ./x\n"), ==, 1);
+        g_assert_cmpuint(parse_fails(H1 "  ..\n"), ==, 1);
         {
                 const char nul[] = H1 "  /n\0ul\n";
                 g_assert_cmpint(con_file_hashes_parse(nul, sizeof(nul) - 1, &h, &line), ==, -EBADMSG);
@@ -77,6 +86,13 @@ static void test_set_format(void) {
         g_assert_cmpstr(con_file_hashes_get(&h, "/etc/con/z"), ==, H3);
         g_assert_cmpint(con_file_hashes_set(&h, "/etc/con/new\nline", H1), ==, -EINVAL);
         g_assert_cmpint(con_file_hashes_set(&h, "", H1), ==, -EINVAL);
+        g_assert_cmpint(con_file_hashes_set(&h, "/etc/con/../passwd", H1), ==, -EINVAL);
+        g_assert_false(con_file_hashes_path_valid(NULL));
+        g_assert_false(con_file_hashes_path_valid("/etc/con/x/.."));
+        g_assert_false(con_file_hashes_path_valid("/etc/con/./x"));
+        /* dots inside a name are a name */
+        g_assert_true(con_file_hashes_path_valid("/etc/con/.hidden/..x/x../a.b/..."));
+        g_assert_true(con_file_hashes_path_valid("default/roles/x.md"));
         g_assert_cmpint(con_file_hashes_set(&h, "/x", "123"), ==, -EINVAL);
         g_assert_cmpuint(h.n, ==, 2);
 
