@@ -1468,9 +1468,10 @@ static int plan_copy_file(ConProvision *p, const char *src, const char *dst, mod
         return 0;
 }
 
-/* Files an earlier run installed (the record) or an earlier profile version had (the history)
- * that the profile installed now no longer has: removed when unedited, kept with a warning when
- * changed here (once: the record forgets them). */
+/* Files an earlier run installed (the record) or, on a machine with no record yet, an earlier
+ * profile version had (the history) that the profile installed now no longer has: removed when
+ * unedited, kept with a warning when changed here (once: the record forgets them). With a
+ * record, a file it does not list is not bootstrap's to remove, whatever its content. */
 static int plan_obsolete(ConProvision *p) {
         _cleanup_strv_free_ char **candidates = NULL;
         int r;
@@ -1479,7 +1480,7 @@ static int plan_obsolete(ConProvision *p) {
         if (r < 0)
                 return r;
         /* Collected first: deciding drops entries from the record. */
-        for (int pass = 0; pass < 2; pass++) {
+        for (int pass = 0; pass < (p->record_existed ? 1 : 2); pass++) {
                 const ConFileHashes *h = pass == 0 ? &p->record : &p->history;
                 for (size_t i = 0; i < h->n; i++) {
                         const char *path = h->e[i].path;

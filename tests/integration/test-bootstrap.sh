@@ -417,6 +417,19 @@ check_fail "...the record forgets it" grep -q writing-contracts "$REC"
 check_output "a second run says nothing more" "nothing to change" con bootstrap --profile upgradetest
 check_fail "...no warning" grep -q "writing-contracts" <<<"$LIB_OUT"
 
+section "upgrades: with a record, a file it does not list is not removed"
+# The admin puts back by hand a file the profile dropped (bootstrap removed it above), as a
+# profile version had it: the history knows that content, but the record says bootstrap did not
+# install it; the history is for machines with no record.
+H=/etc/con/roles/sysadmin/skills/heartbeat-audit.md
+cp "$PROFILES/default/roles/sysadmin/skills/heartbeat-audit.md" "$H"
+check "...the record does not list it" bash -c "! grep -q heartbeat-audit '$REC'"
+check "...the shipped history knows its content" grep -qxF "$(hash "$H")  default/roles/sysadmin/skills/heartbeat-audit.md" \
+        "$PROFILES/profile-history.sha256"
+check_output "bootstrap has nothing to change" "nothing to change" con bootstrap --profile upgradetest
+check "...and the file is still there" test -f "$H"
+rm -f "$H"
+
 section "upgrades: a record line whose path has '..' is refused and removes nothing"
 # /etc/con/../../var/lib/X starts with /etc/con/ but names a file outside it: unedited (its hash
 # matches) and in no profile, it would be removed as an obsolete file.
