@@ -217,16 +217,3 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
         (void) fsync(dfd);
         return 0;
 }
-
-int file_content_equal(const char *path, const void *data, size_t len) {
-        _cleanup_free_ char *buf = NULL;
-        size_t l;
-        int r;
-
-        r = read_file_nofollow(path, len + 1, &buf, &l);
-        if (r == -ENOENT || r == -EFBIG)
-                return 0;
-        if (r < 0)
-                return r;
-        return l == len && memcmp(buf, data, len) == 0;
-}

@@ -42,7 +42,3 @@ int read_file_nofollow(const char *path, size_t max, char **ret, size_t *ret_len
  * data, is fsync()ed and renamed over path; then the directory is fsync()ed. uid/gid (uid_t)-1
  * keep the caller's. The parent directory must exist. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
-
-/* 1 when the regular file at path holds exactly data, 0 when it differs or does not exist,
- * -errno on other errors (-ELOOP for a symlink, -EISDIR for a non-regular file). */
-int file_content_equal(const char *path, const void *data, size_t len);
