@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,17 @@ static inline void con_sha256_to_hex(const uint8_t digest[CON_SHA256_DIGEST_SIZE
                 ret[2 * i + 1] = hexdig[digest[i] & 15];
         }
         ret[2 * CON_SHA256_DIGEST_SIZE] = '\0';
+}
+
+/* Whether the len bytes at s are a digest's hex as con_sha256_to_hex() writes it: 64 lower-case
+ * hex digits (s need not be NUL-terminated). */
+static inline bool con_sha256_hex_valid(const char *s, size_t len) {
+        if (!s || len != 2 * CON_SHA256_DIGEST_SIZE)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        return true;
 }
 
 /* One-shot helpers (EVP_Digest needs no allocation that can fail in practice, but its result is

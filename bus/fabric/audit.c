@@ -47,20 +47,13 @@ static int flock_retry(int fd, int op) {
         return 0;
 }
 
-static bool is_hex64(const char *s) {
-        for (unsigned i = 0; i < 64; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return false;
-        return true;
-}
-
 /* Splits a line (without its '\n') into the hashed body (line[0..body_len) + '}') and the stored
  * hash. Returns -EBADMSG when the line does not end in the hash suffix. */
 static int record_split(const char *line, size_t len, size_t *ret_body_len, char ret_hash[CON_SHA256_HEX_SIZE]) {
         if (len < HASH_SUFFIX_LEN + 2 || line[0] != '{')
                 return -EBADMSG;
         const char *suffix = line + len - HASH_SUFFIX_LEN;
-        if (memcmp(suffix, HASH_KEY, HASH_KEY_LEN) != 0 || !is_hex64(suffix + HASH_KEY_LEN) ||
+        if (memcmp(suffix, HASH_KEY, HASH_KEY_LEN) != 0 || !con_sha256_hex_valid(suffix + HASH_KEY_LEN, 64) ||
             memcmp(suffix + HASH_KEY_LEN + 64, "\"}", 2) != 0)
                 return -EBADMSG;
         memcpy(ret_hash, suffix + HASH_KEY_LEN, 64);
@@ -577,7 +570,7 @@ static int read_head(int dir_fd, ConAuditVerify *v, bool *ret_present, char ret_
         o = cJSON_ParseWithLength(buf, got);
         h = cJSON_GetObjectItemCaseSensitive(o, "hash");
         if (got > HEAD_SIZE || !o || !json_seq(o, 0, &v->head_seq) || !cJSON_IsString(h) ||
-            strlen(h->valuestring) != 64 || !is_hex64(h->valuestring))
+            !con_sha256_hex_valid(h->valuestring, strlen(h->valuestring)))
                 return verify_fail(v, 0, 0, CON_AUDIT_HEAD_NAME " is damaged (not {\"seq\":N,\"hash\":\"<hex>\"})");
         memcpy(ret_hash, h->valuestring, CON_SHA256_HEX_SIZE);
         return 0;

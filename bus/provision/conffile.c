@@ -39,15 +39,6 @@ bool con_file_hashes_path_valid(const char *path) {
         return path && path_valid(path, strlen(path));
 }
 
-static bool hex_valid(const char *s, size_t len) {
-        if (len != HEX_LEN)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return false;
-        return true;
-}
-
 static int add(ConFileHashes *h, const char *path, size_t path_len, const char *hash) {
         ConFileHash *n = realloc(h->e, sizeof(*n) * (h->n + 1));
         if (!n)
@@ -78,7 +69,7 @@ int con_file_hashes_parse(const char *text, size_t len, ConFileHashes *ret, size
                 if (l == 0 || s[0] == '#')
                         continue;
                 /* HEX, two spaces (sha256sum's text mode), a path con_file_hashes_path_valid() takes */
-                bool ok = l > HEX_LEN + 2 && hex_valid(s, HEX_LEN) && s[HEX_LEN] == ' ' && s[HEX_LEN + 1] == ' ' &&
+                bool ok = l > HEX_LEN + 2 && con_sha256_hex_valid(s, HEX_LEN) && s[HEX_LEN] == ' ' && s[HEX_LEN + 1] == ' ' &&
                           path_valid(s + HEX_LEN + 2, l - HEX_LEN - 2);
                 if (!ok) {
                         con_file_hashes_done(&h);
@@ -125,7 +116,7 @@ void con_file_hashes_remove(ConFileHashes *h, const char *path) {
 }
 
 int con_file_hashes_set(ConFileHashes *h, const char *path, const char *hash) {
-        if (!con_file_hashes_path_valid(path) || !hash || !hex_valid(hash, strlen(hash)))
+        if (!con_file_hashes_path_valid(path) || !hash || !con_sha256_hex_valid(hash, strlen(hash)))
                 return -EINVAL;
         con_file_hashes_remove(h, path);
         return add(h, path, strlen(path), hash);

@@ -43,7 +43,17 @@ static void test_sha256(void) {
         for (size_t i = 0; i < ELEMENTSOF(v); i++) {
                 g_assert_cmpint(con_sha256_hex(v[i].in, strlen(v[i].in), hex), ==, 0);
                 g_assert_cmpstr(hex, ==, v[i].hex);
+                g_assert_true(con_sha256_hex_valid(hex, strlen(hex)));
         }
+        /* what con_sha256_to_hex writes, and nothing else */
+        g_assert_false(con_sha256_hex_valid(hex, strlen(hex) - 1));
+        g_assert_false(con_sha256_hex_valid(NULL, 64));
+        hex[7] = 'A';
+        g_assert_false(con_sha256_hex_valid(hex, 64));
+        hex[7] = 'g';
+        g_assert_false(con_sha256_hex_valid(hex, 64));
+        hex[7] = '0';
+        g_assert_true(con_sha256_hex_valid(hex, 64));
 
         _cleanup_free_ char *as = malloc(1000000);
         memset(as, 'a', 1000000);
