@@ -115,6 +115,12 @@ void con_file_hashes_remove(ConFileHashes *h, const char *path) {
         h->n = j;
 }
 
+int con_file_hashes_add(ConFileHashes *h, const char *path, const char *hash) {
+        if (!con_file_hashes_path_valid(path) || !hash || !con_sha256_hex_valid(hash, strlen(hash)))
+                return -EINVAL;
+        return add(h, path, strlen(path), hash);
+}
+
 int con_file_hashes_set(ConFileHashes *h, const char *path, const char *hash) {
         if (!con_file_hashes_path_valid(path) || !hash || !con_sha256_hex_valid(hash, strlen(hash)))
                 return -EINVAL;

@@ -45,6 +45,8 @@ bool con_file_hashes_contains(const ConFileHashes *h, const char *path, const ch
 /* Replaces every entry for path with one holding hash (added when there is none). -EINVAL for a
  * path con_file_hashes_path_valid() refuses. */
 int con_file_hashes_set(ConFileHashes *h, const char *path, const char *hash);
+/* Adds an entry (one more for path, as the history has). -EINVAL as con_file_hashes_set(). */
+int con_file_hashes_add(ConFileHashes *h, const char *path, const char *hash);
 /* Removes every entry for path. */
 void con_file_hashes_remove(ConFileHashes *h, const char *path);
 /* The file's text, entries sorted by path (then hash), after a header comment. */

@@ -1369,17 +1369,10 @@ static int load_conffile_state(ConProvision *p) {
                         continue;
                 if (asprintf(&etc, CON_ETC_DIR "%s", rel) < 0)
                         r = -ENOMEM;
-                else {
-                        ConFileHash *n = realloc(p->history.e, sizeof(*n) * (p->history.n + 1));
-                        if (!n)
-                                r = -ENOMEM;
-                        else {
-                                p->history.e = n;
-                                n[p->history.n] = (ConFileHash) { .path = TAKE_PTR(etc) };
-                                memcpy(n[p->history.n].hash, h.e[i].hash, sizeof(n->hash));
-                                p->history.n++;
-                        }
-                }
+                else
+                        r = con_file_hashes_add(&p->history, etc, h.e[i].hash);
+                if (r == -EINVAL)       /* parsed, so valid: never; skipped if ever */
+                        r = 0;
         }
         con_file_hashes_done(&h);
         return r;

@@ -102,6 +102,16 @@ static void test_set_format(void) {
         g_assert_cmpint(con_file_hashes_format(&back, "head", &again), ==, 0);
         g_assert_cmpstr(again, ==, text);
 
+        g_assert_cmpint(con_file_hashes_add(&h, "/etc/con/z", H2), ==, 0);      /* one more entry */
+        g_assert_cmpuint(h.n, ==, 3);
+        g_assert_true(con_file_hashes_contains(&h, "/etc/con/z", H2));
+        g_assert_true(con_file_hashes_contains(&h, "/etc/con/z", H3));
+        g_assert_cmpint(con_file_hashes_add(&h, "/etc/con/./z", H2), ==, -EINVAL);
+        g_assert_cmpint(con_file_hashes_add(&h, "/etc/con/z", "A" H2), ==, -EINVAL);
+        con_file_hashes_remove(&h, "/etc/con/z");
+        g_assert_cmpuint(h.n, ==, 1);
+        g_assert_cmpint(con_file_hashes_set(&h, "/etc/con/z", H3), ==, 0);
+
         con_file_hashes_remove(&h, "/etc/con/a");
         con_file_hashes_remove(&h, "/etc/con/missing");
         g_assert_cmpuint(h.n, ==, 1);
