@@ -145,6 +145,10 @@ int con_netdoor_render_config(const ConConfig *c, char **ret_script, char **ret_
         return 0;
 }
 
+/* Where the nftables package puts nft (Debian: /usr/sbin; /sbin on systems not merged into /usr),
+ * in the order tried. */
+static const char * const nft_paths[] = { "/usr/sbin/nft", "/sbin/nft" };
+
 /* Runs nft with argv (after "nft"), stdin from `input` (may be NULL); stdout and stderr are
  * returned. Returns the exit status (>= 0) or a negative errno. */
 static int run_nft(char * const *args, const char *input, char **ret_out, char **ret_err) {
@@ -180,8 +184,8 @@ static int run_nft(char * const *args, const char *input, char **ret_out, char *
                 char *envp[] = { (char *) "PATH=/usr/sbin:/usr/bin:/sbin:/bin", (char *) "LC_ALL=C", NULL };
                 if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
                         _exit(126);
-                execve("/usr/sbin/nft", argv, envp);
-                execve("/sbin/nft", argv, envp);
+                for (size_t i = 0; i < ELEMENTSOF(nft_paths); i++)
+                        execve(nft_paths[i], argv, envp);
                 dprintf(STDERR_FILENO, "cannot run nft (/usr/sbin/nft): %s; install the nftables package",
                         strerror(errno));
                 _exit(127);
@@ -205,7 +209,10 @@ static int run_nft(char * const *args, const char *input, char **ret_out, char *
 }
 
 bool con_netdoor_nft_available(void) {
-        return access("/usr/sbin/nft", X_OK) >= 0 || access("/sbin/nft", X_OK) >= 0;
+        for (size_t i = 0; i < ELEMENTSOF(nft_paths); i++)
+                if (access(nft_paths[i], X_OK) >= 0)
+                        return true;
+        return false;
 }
 
 int con_netdoor_apply(const char *script, char **ret_error) {
