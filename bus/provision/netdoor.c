@@ -293,23 +293,64 @@ int con_netdoor_check_units(const ConConfig *c, char ***drift) {
         if (r < 0)
                 return r;
         /* A drop-in the config no longer generates gives an agent a network it may not have. */
-        _cleanup_(closedirp) DIR *d = opendir(CON_SYSTEMD_UNIT_DIR);
-        struct dirent *de;
-        if (!d)
-                return errno == ENOENT ? 0 : -errno;
-        while ((de = readdir(d))) {
+        _cleanup_strv_free_ char **names = NULL;
+        r = con_netdoor_dropin_agents(&names);
+        STRV_FOREACH(name, names) {
                 _cleanup_free_ char *path = NULL;
-                if (!startswith(de->d_name, "con-agent@") || !endswith(de->d_name, ".service.d"))
+                if (r >= 0)
+                        r = con_netdoor_dropin_path(*name, NULL, &path);
+                if (r >= 0 && !strv_contains(want, path))
+                        r = strv_extendf(drift, "%s: the config does not generate it (the agent does not use the egress "
+                                         "gateway); run con bootstrap", path);
+        }
+        return r;
+}
+
+int con_netdoor_dropin_path(const char *name, char **ret_dir, char **ret_path) {
+        _cleanup_free_ char *dir = NULL, *path = NULL;
+        if (asprintf(&dir, CON_SYSTEMD_UNIT_DIR "/con-agent@%s.service.d", name) < 0) {
+                dir = NULL;
+                return -ENOMEM;
+        }
+        if (asprintf(&path, "%s/" CON_AGENT_NETWORK_DROPIN, dir) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        if (ret_dir)
+                *ret_dir = TAKE_PTR(dir);
+        if (ret_path)
+                *ret_path = TAKE_PTR(path);
+        return 0;
+}
+
+int con_netdoor_dropin_agents(char ***ret) {
+        _cleanup_(closedirp) DIR *d = opendir(CON_SYSTEMD_UNIT_DIR);
+        _cleanup_strv_free_ char **names = NULL;
+        struct dirent *de;
+        int r;
+
+        if (!d && errno != ENOENT)
+                return -errno;
+        while (d && (de = readdir(d))) {
+                const char *n = startswith(de->d_name, "con-agent@");
+                _cleanup_free_ char *name = NULL, *path = NULL;
+                if (!n || !endswith(n, ".service.d"))
                         continue;
-                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/%s/" CON_AGENT_NETWORK_DROPIN, de->d_name) < 0)
+                name = strndup(n, strlen(n) - strlen(".service.d"));
+                if (!name)
                         return -ENOMEM;
-                if (strv_contains(want, path) || access(path, F_OK) < 0)
+                r = con_netdoor_dropin_path(name, NULL, &path);
+                if (r < 0)
+                        return r;
+                if (access(path, F_OK) < 0)
                         continue;
-                r = strv_extendf(drift, "%s: the config does not generate it (the agent does not use the egress gateway); "
-                                 "run con bootstrap", path);
+                r = strv_consume(&names, TAKE_PTR(name));
                 if (r < 0)
                         return r;
         }
+        if (!names && !(names = calloc(1, sizeof(char *))))
+                return -ENOMEM;
+        *ret = TAKE_PTR(names);
         return 0;
 }
 

@@ -61,6 +61,12 @@ int con_netdoor_check(const ConConfig *c, char ***drift, char **ret_error);
  * (CON_AGENT_NETWORK_DROPIN, bus/provision/platform.c) is what the config generates, and no agent
  * that no longer uses the egress gateway keeps one. */
 int con_netdoor_check_units(const ConConfig *c, char ***drift);
+/* The agents whose unit folder in CON_SYSTEMD_UNIT_DIR (con-agent@NAME.service.d) holds a network
+ * drop-in now, by NAME ("" for the template's con-agent@.service.d), in directory order: what
+ * con_netdoor_check_units() and con bootstrap look for when a drop-in is no longer generated. */
+int con_netdoor_dropin_agents(char ***ret);
+/* CON_SYSTEMD_UNIT_DIR "/con-agent@NAME.service.d", and the network drop-in in it. */
+int con_netdoor_dropin_path(const char *name, char **ret_dir, char **ret_path);
 
 /* What con bootstrap does: renders the table from c and the agent users, compares it with the
  * kernel's and, unless dry_run, replaces it when it differs. *ret_change (NULL when nothing

@@ -16,6 +16,7 @@
 #include "con.h"
 #include "config.h"
 #include "macro.h"
+#include "netdoor.h"
 #include "platform.h"
 #include "strv.h"
 
@@ -81,26 +82,21 @@ static int unlink_stale(const char *dir, const char *prefix, const char *suffix,
 /* The network drop-in (bus/provision/platform.c) of an agent that no longer uses the egress gateway,
  * or no longer exists, goes: its unit is back to no network at all. Its agent is added to restart. */
 static int unlink_stale_network(const ConConfig *config, bool dry_run, unsigned *changed, char ***restart) {
-        _cleanup_(closedirp) DIR *d = opendir(CON_SYSTEMD_UNIT_DIR);
-        struct dirent *de;
+        _cleanup_strv_free_ char **names = NULL;
+        int r = con_netdoor_dropin_agents(&names);
 
-        if (!d)
-                return errno == ENOENT ? 0 : -errno;
-        while ((de = readdir(d))) {
-                const char *n = startswith(de->d_name, "con-agent@");
-                const char *e = n ? strstr(n, ".service.d") : NULL;
-                if (!e || !streq(e, ".service.d") || e == n)
+        STRV_FOREACH(name, names) {
+                _cleanup_free_ char *dir = NULL, *path = NULL;
+                if (r < 0)
+                        break;
+                if (isempty(*name))     /* the template's folder: not an agent's */
                         continue;
-                _cleanup_free_ char *name = strndup(n, e - n), *path = NULL;
-                if (!name)
-                        return -ENOMEM;
-                const ConAgent *a = con_config_find_agent(config, name);
+                const ConAgent *a = con_config_find_agent(config, *name);
                 if (a && con_config_agent_uses_egress(config, a))
                         continue;
-                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/%s/" CON_AGENT_NETWORK_DROPIN, de->d_name) < 0)
-                        return -ENOMEM;
-                if (access(path, F_OK) < 0)
-                        continue;
+                r = con_netdoor_dropin_path(*name, &dir, &path);
+                if (r < 0)
+                        break;
                 printf("%sremove %s\n", dry_run ? "would " : "", path);
                 (*changed)++;
                 if (dry_run)
@@ -108,11 +104,10 @@ static int unlink_stale_network(const ConConfig *config, bool dry_run, unsigned 
                 if (unlink(path) < 0 && errno != ENOENT)
                         return -errno;
                 /* The folder, when nothing else (an admin's own drop-in) is in it. */
-                (void) unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
-                if (strv_consume(restart, TAKE_PTR(name)) < 0)
-                        return -ENOMEM;
+                (void) rmdir(dir);
+                r = strv_extend(restart, *name);
         }
-        return 0;
+        return r;
 }
 
 int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, unsigned *changed, char ***restart) {
