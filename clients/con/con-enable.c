@@ -210,14 +210,24 @@ int con_enable_fabric(const char *config_path, bool dry_run, unsigned *checked, 
                strv_length(timers));
         /* A running agent whose unit's network changed gets it now (its sessions in flight end;
          * the queue is the keeper's and survives). try-restart: a stopped unit stays stopped. */
-        STRV_FOREACH(a, *restart) {
-                _cleanup_free_ char *u = NULL;
-                if (asprintf(&u, "con-agent@%s.service", *a) < 0)
+        if (strv_length(*restart) == 0)
+                return 0;
+        _cleanup_strv_free_ char **units = NULL, **cmd = NULL;
+        STRV_FOREACH(a, *restart)
+                if (strv_extendf(&units, "con-agent@%s.service", *a) < 0)
                         return con_fail(CON_EXIT_FAILURE, "out of memory");
-                r = con_run_command((char *[]) { (char *) "systemctl", (char *) "try-restart", u, NULL });
-                if (r != 0)
-                        return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl try-restart %s failed (exit status %d)", u, r);
-                printf("try-restart %s (its network changed)\n", u);
+        if (strv_extend(&cmd, "systemctl") < 0 || strv_extend(&cmd, "try-restart") < 0)
+                return con_fail(CON_EXIT_FAILURE, "out of memory");
+        STRV_FOREACH(u, units)
+                if (strv_extend(&cmd, *u) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "out of memory");
+        r = con_run_command(cmd);
+        if (r != 0) {
+                _cleanup_free_ char *all = strv_join(units, " ");
+                return con_fail(CON_EXIT_FAILURE, "bootstrap: systemctl try-restart %s failed (exit status %d)",
+                                strempty(all), r);
         }
+        STRV_FOREACH(u, units)
+                printf("try-restart %s (its network changed)\n", *u);
         return 0;
 }
