@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "con-paths.h"
@@ -318,6 +319,20 @@ static int add_file(Context *c, char *path, char *content, mode_t mode) {
         return 0;
 }
 
+/* add_file() with the path formatted from path_format; takes ownership of content, also on failure. */
+_printf_(4, 5)
+static int add_file_at(Context *c, char *content, mode_t mode, const char *path_format, ...) {
+        _cleanup_free_ char *t = content;
+        char *path = NULL;
+        va_list ap;
+        va_start(ap, path_format);
+        int k = vasprintf(&path, path_format, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        return add_file(c, path, TAKE_PTR(t), mode);
+}
+
 typedef struct Text {
         char *buf;
         size_t size;
@@ -406,9 +421,7 @@ static int render_dbus_policy(Context *c) {
 static int render_dbus_services(Context *c) {
         for (size_t i = 0; i < c->n_agents; i++) {
                 const PlatformAgent *a = &c->agents[i];
-                char *path = NULL, *content = NULL;
-                if (asprintf(&path, CON_DBUS_SERVICE_DIR "/%s.service", a->bus_name) < 0)
-                        return -ENOMEM;
+                char *content = NULL;
                 if (asprintf(&content,
                              "# " GENERATED_NOTE "\n"
                              "[D-BUS Service]\n"
@@ -416,11 +429,9 @@ static int render_dbus_services(Context *c) {
                              "Exec=%s/con-agentd --agent %s --log-file=" CON_DAEMON_LOG_DIR "/con-agent@%s.log\n"
                              "User=root\n"
                              "SystemdService=con-agent@%s.service\n",
-                             a->bus_name, c->libexecdir, a->agent->name, a->agent->name, a->agent->name) < 0) {
-                        free(path);
+                             a->bus_name, c->libexecdir, a->agent->name, a->agent->name, a->agent->name) < 0)
                         return -ENOMEM;
-                }
-                int r = add_file(c, path, content, 0644);
+                int r = add_file_at(c, content, 0644, CON_DBUS_SERVICE_DIR "/%s.service", a->bus_name);
                 if (r < 0)
                         return r;
         }
@@ -563,10 +574,7 @@ static int render_cron_units(Context *c) {
                       "\n"
                       "[Install]\n"
                       "WantedBy=timers.target\n", t.f);
-                char *path = NULL;
-                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/con-cron-%s.timer", a->agent->name) < 0)
-                        return -ENOMEM;
-                r = add_file(c, path, text_take(&t), 0644);
+                r = add_file_at(c, text_take(&t), 0644, CON_SYSTEMD_UNIT_DIR "/con-cron-%s.timer", a->agent->name);
                 if (r < 0)
                         return r;
 
@@ -585,12 +593,7 @@ static int render_cron_units(Context *c) {
                              CRON_SERVICE_HARDENING,
                              a->agent->name, c->bindir, a->agent->name) < 0)
                         return -ENOMEM;
-                path = NULL;
-                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/con-cron-%s.service", a->agent->name) < 0) {
-                        free(content);
-                        return -ENOMEM;
-                }
-                r = add_file(c, path, content, 0644);
+                r = add_file_at(c, content, 0644, CON_SYSTEMD_UNIT_DIR "/con-cron-%s.service", a->agent->name);
                 if (r < 0)
                         return r;
         }
@@ -637,11 +640,9 @@ static int render_agent_network(Context *c) {
                                 return -EINVAL;
                         fprintf(t.f, "IPAddressAllow=%s/%u\n", buf, e->prefix);
                 }
-                char *path = NULL;
-                if (asprintf(&path, CON_SYSTEMD_UNIT_DIR "/con-agent@%s.service.d/" CON_AGENT_NETWORK_DROPIN,
-                             a->agent->name) < 0)
-                        return -ENOMEM;
-                int r = add_file(c, path, text_take(&t), 0644);
+                int r = add_file_at(c, text_take(&t), 0644,
+                                    CON_SYSTEMD_UNIT_DIR "/con-agent@%s.service.d/" CON_AGENT_NETWORK_DROPIN,
+                                    a->agent->name);
                 if (r < 0)
                         return r;
         }
