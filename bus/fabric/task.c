@@ -101,7 +101,7 @@ static bool digits(const char *s, size_t n, unsigned *ret) {
 
 /* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM). 'T' and 'Z' may be lower
  * case (RFC 3339 section 5.6). Fractions beyond microseconds are truncated. Years 1970..9999. */
-static int parse_rfc3339(const char *s, size_t len, uint64_t *ret) {
+int con_task_deadline_parse(const char *s, size_t len, uint64_t *ret) {
         unsigned Y, M, D, h, m, sec, oh = 0, om = 0;
         uint64_t usec = 0;
         size_t i;
@@ -198,7 +198,7 @@ static int parse_deadline(ConYamlReader *y, const yaml_node_t *v, const char *pa
         r = fm_string(y, v, path, "a timestamp", &s);
         if (r < 0)
                 return r;
-        if (parse_rfc3339(s, strlen(s), dest) < 0) {
+        if (con_task_deadline_parse(s, strlen(s), dest) < 0) {
                 _cleanup_free_ char *q = con_yaml_quote(v);
                 return q ? con_yaml_fail(y, v, path, "%s is not an RFC 3339 timestamp; write it like "
                                          "2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00", q) : -ENOMEM;

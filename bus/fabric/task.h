@@ -68,6 +68,16 @@ ConTaskProblem con_utf8_check(const char *buf, size_t len, size_t *ret_offset);
  * the defaults). Returns a newly allocated NUL-terminated string. */
 int con_task_format(const ConTask *t, char **ret, size_t *ret_len);
 
+/* A task's priority, the one range of every door (front matter, Deliver, the mesh). */
+static inline bool con_task_priority_valid(long p) {
+        return p >= 0 && p <= CON_TASK_PRIORITY_MAX;
+}
+/* A deadline as the front matter's deadline: key takes it (RFC 3339 with a zone, years
+ * 1970..9999, fraction kept to the microsecond): CLOCK_REALTIME usec. s need not be
+ * NUL-terminated. -EINVAL when it is not such a timestamp. The mesh carries deadlines in this
+ * form (con_format_timestamp() writes it). */
+int con_task_deadline_parse(const char *s, size_t len, uint64_t *ret);
+
 /* Task ids. A new id sorts by creation time and never collides (time + pid + counter +
  * random): "20261129T113045.123456Z-1a2b3c-0001". A dropped NAME.task keeps NAME as its id
  * when NAME is a valid id. Valid ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$, no "..". */

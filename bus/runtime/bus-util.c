@@ -7,6 +7,7 @@
 
 #include "bus-util.h"
 #include "macro.h"
+#include "task.h"
 
 typedef struct IntrospectServer {
         int fd;
@@ -112,6 +113,35 @@ int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, .
         if (k < 0)
                 return k;
         return sd_bus_message_close_container(m);
+}
+
+int con_bus_read_task_option(sd_bus_message *m, const char *key, int *priority, uint64_t *deadline_usec,
+                             sd_bus_error *error) {
+        bool prio = streq(key, "priority");
+        const char *want = prio ? "y" : "t", *contents = NULL;
+        int r;
+
+        if (!prio && !streq(key, "deadline"))
+                return 0;
+        r = sd_bus_message_peek_type(m, NULL, &contents);
+        if (r < 0)
+                return r;
+        if (!streq_ptr(contents, want))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Key '%s' must be of type '%s', got '%s'",
+                                         key, want, strempty(contents));
+        if (!prio) {
+                r = sd_bus_message_read(m, "v", "t", deadline_usec);
+                return r < 0 ? r : 1;
+        }
+        uint8_t y = 0;
+        r = sd_bus_message_read(m, "v", "y", &y);
+        if (r < 0)
+                return r;
+        if (!con_task_priority_valid(y))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Key 'priority': %u is out of range; "
+                                         "allowed are 0 to %d (higher runs first)", y, CON_TASK_PRIORITY_MAX);
+        *priority = y;
+        return 1;
 }
 
 int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret) {

@@ -25,6 +25,14 @@ int con_bus_exit_on_disconnect(sd_bus *bus);
  * sd_bus_message_append(m, type, ...). Returns 0 or a negative errno. */
 int con_bus_append_entry(sd_bus_message *m, const char *key, const char *type, ...);
 
+/* The task options "priority" (y, 0..CON_TASK_PRIORITY_MAX, higher runs first) and "deadline"
+ * (t, CLOCK_REALTIME usec, 0: none), as an agent's Deliver and the mesh gateway's Submit take
+ * them: reads the variant of the entry whose key KEY was just read into *priority or
+ * *deadline_usec. 1 when KEY is one of them, 0 when it is not (nothing read), < 0 with error set
+ * for a wrong type or a priority out of range. */
+int con_bus_read_task_option(sd_bus_message *m, const char *key, int *priority, uint64_t *deadline_usec,
+                             sd_bus_error *error);
+
 /* The a{sv} that follows status and text in the reply of org.conspiracy.Agent1.GetResultInfo:
  * "truncated", "replaced" (b) and "size" (t); unknown keys are skipped (later versions may add
  * some), missing ones stay false/0. The mesh gateway's GetResultInfo (org.conspiracy.Mesh1) adds

@@ -43,6 +43,8 @@ static bool arg_scheduled = false;
 static const char *arg_config = CON_CONFIG_PATH;
 static const char *arg_id = NULL;
 static const char *arg_conversation = NULL; /* NULL: a new conversation */
+static int arg_priority = -1;           /* -1: the default (5) */
+static uint64_t arg_deadline_usec = 0;  /* CLOCK_REALTIME usec, 0: none */
 
 typedef struct Waiter {
         const char *task_id;
@@ -77,6 +79,10 @@ static void help(void) {
                "                    started it); without ID your latest one. Without this option every\n"
                "                    task starts a new conversation\n"
                "  --conversation ID The same as --continue=ID\n"
+               "  --priority N      Priority 0..9, higher runs first (default 5), as a .task file's\n"
+               "  --deadline TIME   Fail the task if it has not started by TIME, an RFC 3339 timestamp\n"
+               "                    (2026-12-01T10:00:00Z, 2026-12-01T11:00:00+01:00), as a .task file's;\n"
+               "                    for AGENT@HOST the clocks of both hosts must agree\n"
                "  -h --help         Show this help\n"
                "     --version      Show the version\n"
                "\n"
@@ -91,7 +97,7 @@ static void help(void) {
 
 static int parse_argv(int argc, char *argv[]) {
         enum { ARG_TO = 0x100, ARG_NO_WAIT, ARG_TIMEOUT, ARG_JSON, ARG_VERSION, ARG_SCHEDULED, ARG_CONFIG, ARG_ID,
-               ARG_CONTINUE, ARG_CONVERSATION, ARG_PROGRESS, ARG_NO_PROGRESS };
+               ARG_CONTINUE, ARG_CONVERSATION, ARG_PROGRESS, ARG_NO_PROGRESS, ARG_PRIORITY, ARG_DEADLINE };
         static const struct option options[] = {
                 { "to", required_argument, NULL, ARG_TO },
                 { "no-wait", no_argument, NULL, ARG_NO_WAIT },
@@ -104,6 +110,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "id", required_argument, NULL, ARG_ID },
                 { "continue", optional_argument, NULL, ARG_CONTINUE },
                 { "conversation", required_argument, NULL, ARG_CONVERSATION },
+                { "priority", required_argument, NULL, ARG_PRIORITY },
+                { "deadline", required_argument, NULL, ARG_DEADLINE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -175,6 +183,25 @@ static int parse_argv(int argc, char *argv[]) {
                                 fprintf(stderr, "con-send: --%s: '%s' is not a conversation id (the id of the "
                                         "task that started it)\n", c == ARG_CONTINUE ? "continue" : "conversation",
                                         arg_conversation);
+                                return -EINVAL;
+                        }
+                        break;
+                case ARG_PRIORITY: {
+                        char *end = NULL;
+                        errno = 0;
+                        long p = strtol(optarg, &end, 10);
+                        if (errno != 0 || end == optarg || *end || !con_task_priority_valid(p)) {
+                                fprintf(stderr, "con-send: --priority: '%s' is not allowed; use a whole number "
+                                        "from 0 to %d (higher runs first)\n", optarg, CON_TASK_PRIORITY_MAX);
+                                return -EINVAL;
+                        }
+                        arg_priority = (int) p;
+                        break;
+                }
+                case ARG_DEADLINE:
+                        if (con_task_deadline_parse(optarg, strlen(optarg), &arg_deadline_usec) < 0) {
+                                fprintf(stderr, "con-send: --deadline: '%s' is not an RFC 3339 timestamp; write "
+                                        "it like 2026-12-01T10:00:00Z or 2026-12-01T11:00:00+01:00\n", optarg);
                                 return -EINVAL;
                         }
                         break;
@@ -319,6 +346,16 @@ static int get_result(sd_bus *bus, const char *bus_name, const char *task_id, ch
         return 1;
 }
 
+/* --priority and --deadline, the same options for Deliver and the mesh gateway's Submit. */
+static int append_task_options(sd_bus_message *m) {
+        int r = 0;
+        if (arg_priority >= 0)
+                r = sd_bus_message_append(m, "{sv}", "priority", "y", (uint8_t) arg_priority);
+        if (r >= 0 && arg_deadline_usec > 0)
+                r = sd_bus_message_append(m, "{sv}", "deadline", "t", arg_deadline_usec);
+        return r;
+}
+
 static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_error *e, sd_bus_message **reply) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r = sd_bus_message_new_method_call(bus, &m, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Deliver");
@@ -330,6 +367,8 @@ static int deliver(sd_bus *bus, const char *bus_name, const char *text, sd_bus_e
                 r = sd_bus_message_append(m, "{sv}", "id", "s", arg_id);
         if (r >= 0 && arg_conversation)
                 r = sd_bus_message_append(m, "{sv}", "conversation", "s", arg_conversation);
+        if (r >= 0)
+                r = append_task_options(m);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -347,6 +386,8 @@ static int mesh_submit(sd_bus *bus, const char *text, sd_bus_error *e, sd_bus_me
                 r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r >= 0 && arg_id)
                 r = sd_bus_message_append(m, "{sv}", "id", "s", arg_id);
+        if (r >= 0)
+                r = append_task_options(m);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -482,10 +523,11 @@ int main(int argc, char *argv[]) {
         }
 
         /* Without --id the agent makes the id (one that no task holds); with it, Deliver keeps it.
-         * Submit takes only the text: Deliver's named arguments carry the id and the conversation. */
+         * Submit takes only the text: Deliver's named arguments carry the id, the conversation, the
+         * priority and the deadline. */
         if (arg_remote)
                 r = mesh_submit(bus, text, &e, &reply);
-        else if (arg_id || arg_conversation)
+        else if (arg_id || arg_conversation || arg_priority >= 0 || arg_deadline_usec > 0)
                 r = deliver(bus, bus_name, text, &e, &reply);
         else
                 r = sd_bus_call_method(bus, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Submit", &e, &reply,

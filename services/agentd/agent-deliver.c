@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "agent-deliver.h"
+#include "bus-util.h"
 #include "policy-vocab.h"
 #include "macro.h"
 #include "names.h"
@@ -95,20 +96,8 @@ int agent_deliver_parse(sd_bus_message *m, AgentDeliverArgs *ret, sd_bus_error *
                                                                  "Key 'reply_to': '%s' is not an agent name: %s",
                                                                  a.reply_to, con_name_problem_to_string(p));
                         }
-                } else if (streq(key, "priority")) {
-                        uint8_t y = 0;
-                        r = want_type(m, key, "y", error);
-                        if (r >= 0)
-                                r = sd_bus_message_read(m, "v", "y", &y);
-                        if (r >= 0 && y > CON_TASK_PRIORITY_MAX)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Key 'priority': %u is out of range; allowed are 0 to %d "
-                                                         "(higher runs first)", y, CON_TASK_PRIORITY_MAX);
-                        a.priority = y;
-                } else if (streq(key, "deadline")) {
-                        r = want_type(m, key, "t", error);
-                        if (r >= 0)
-                                r = sd_bus_message_read(m, "v", "t", &a.deadline_usec);
+                } else if (streq(key, "priority") || streq(key, "deadline")) {
+                        r = con_bus_read_task_option(m, key, &a.priority, &a.deadline_usec, error);
                 } else if (streq(key, "conversation")) {
                         r = read_string(m, key, &a.conversation, error);
                         if (r >= 0 && !con_conversation_id_valid(a.conversation))

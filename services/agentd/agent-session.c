@@ -57,10 +57,14 @@ static int exec_run(const ConRuntimeTask *t, const ConRuntimeEnv *env, int resul
         /* A clean environment: never the service's, never secrets. */
         (void) clearenv();
         (void) snprintf(prio, sizeof(prio), "%d", t->priority);
+        char deadline[CON_TIMESTAMP_MAX] = "";
+        if (t->deadline_usec > 0)
+                (void) con_format_timestamp(t->deadline_usec, deadline);
         if (setenv("PATH", SESSION_PATH, 1) < 0 || setenv("HOME", env->workspace, 1) < 0 ||
             setenv("LANG", "C.UTF-8", 1) < 0 || setenv("CON_AGENT", env->agent->name, 1) < 0 ||
             setenv("CON_TASK_ID", t->id, 1) < 0 || setenv("CON_TASK_SENDER", strempty(t->sender), 1) < 0 ||
             setenv("CON_TASK_PRIORITY", prio, 1) < 0 ||
+            (deadline[0] && setenv("CON_TASK_DEADLINE", deadline, 1) < 0) ||
             (t->reply_to && setenv("CON_REPLY_TO", t->reply_to, 1) < 0) ||
             con_config_agent_proxy_setenv(env->config, env->agent) < 0)
                 return 126;

@@ -1202,6 +1202,14 @@ static void audit_forgery(Mesh *m, const char *event, const char *id, const char
                 log_error_errno(r, "Cannot write the audit log: %m");
 }
 
+/* The task's priority and deadline for the agent's Deliver, as the router gives a file's. */
+static int append_task_options(sd_bus_message *call, const MeshTask *t) {
+        int r = con_bus_append_entry(call, "priority", "y", (uint8_t) t->priority);
+        if (r >= 0 && t->deadline_usec > 0)
+                r = con_bus_append_entry(call, "deadline", "t", t->deadline_usec);
+        return r;
+}
+
 static int handle_task(Mesh *m, natsMsg *msg) {
         _cleanup_free_ char *bus_name = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
@@ -1246,6 +1254,8 @@ static int handle_task(Mesh *m, natsMsg *msg) {
         if (r >= 0)
                 r = sd_bus_message_append(call, "{sv}{sv}{sv}", "text", "s", t.text, "id", "s", t.id, "origin", "s",
                                           t.from);
+        if (r >= 0)
+                r = append_task_options(call, &t);
         if (r >= 0)
                 r = sd_bus_message_close_container(call);
         if (r < 0) {
@@ -1545,6 +1555,28 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
 
 /* ---- bus methods ---- */
 
+/* Submit's options priority and deadline, read and checked as an agent's Deliver does
+ * (con_bus_read_task_option), the deadline also as the mesh carries it (mesh_deadline_valid).
+ * 1: KEY was one of them; 0: another option. */
+static int submit_task_option(sd_bus_message *msg, const char *key, unsigned *seen, int *priority,
+                              uint64_t *deadline, sd_bus_error *error) {
+        unsigned bit = streq(key, "priority") ? 1U : streq(key, "deadline") ? 2U : 0U;
+        if (bit == 0)
+                return 0;
+        if (*seen & bit)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' is given twice", key);
+        *seen |= bit;
+        int r = con_bus_read_task_option(msg, key, priority, deadline, error);
+        if (r < 0)
+                return r;
+        if (!mesh_deadline_valid(*deadline))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Key 'deadline': %" PRIu64 " is not a time the mesh can carry (microseconds "
+                                         "since 1970, from 1970-01-01T00:00:01Z to the year 9999; 0 for none)",
+                                         *deadline);
+        return 1;
+}
+
 static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Mesh *m = userdata;
         _cleanup_free_ char *agent = NULL, *host = NULL, *name = NULL, *from = NULL, *id = NULL, *json = NULL,
@@ -1552,6 +1584,9 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         const char *to, *text, *given_id = NULL;
         uint32_t sender_uid = 0;
         bool has_sender_uid = false;
+        unsigned seen_options = 0;
+        int priority = CON_TASK_PRIORITY_DEFAULT;
+        uint64_t deadline = 0;
         uid_t uid;
         int r;
 
@@ -1566,6 +1601,15 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 r = sd_bus_message_read(msg, "s", &key);
                 if (r < 0)
                         return r;
+                r = submit_task_option(msg, key, &seen_options, &priority, &deadline, error);
+                if (r < 0)
+                        return r;
+                if (r > 0) {
+                        r = sd_bus_message_exit_container(msg);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 if (streq(key, "sender_uid") && !has_sender_uid) {
                         /* The router handing over a .task file: the file's owner (root only). */
                         r = sd_bus_message_read(msg, "v", "u", &sender_uid);
@@ -1580,7 +1624,8 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 }
                 if (!streq(key, "id") || given_id)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Option '%s' is %s; the options are id (s) and sender_uid (u)", key,
+                                                 "Option '%s' is %s; the options are id (s), priority (y), "
+                                                 "deadline (t) and sender_uid (u)", key,
                                                  given_id || has_sender_uid ? "given twice" : "unknown");
                 r = sd_bus_message_read(msg, "v", "s", &given_id);
                 if (r < 0)
@@ -1644,7 +1689,8 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 if (r < 0)
                         return r;
         }
-        MeshTask t = { .id = id, .from = from, .origin = m->config->mesh.host, .agent = agent, .text = (char *) text };
+        MeshTask t = { .id = id, .from = from, .origin = m->config->mesh.host, .agent = agent, .text = (char *) text,
+                       .priority = priority, .deadline_usec = deadline };
         r = mesh_task_to_json(&t, &json);
         if (r == -EINVAL)
                 return con_bus_error_setf(error, CON_ERROR_INVALID_TASK, "The task is not valid UTF-8 text");

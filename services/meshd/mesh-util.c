@@ -10,6 +10,7 @@
 #include "names.h"
 #include "policy-vocab.h"
 #include "task.h"
+#include "time-util.h"
 #include "utf8.h"
 
 static const char *kind_word(MeshKind k) {
@@ -120,9 +121,17 @@ static bool text_ok(const char *s) {
         return s && con_utf8_valid(s, strlen(s));
 }
 
+bool mesh_deadline_valid(uint64_t usec) {
+        char buf[CON_TIMESTAMP_MAX];
+        uint64_t back = 0;
+        return usec == 0 || (con_format_timestamp(usec, buf) >= 0 &&
+                             con_task_deadline_parse(buf, strlen(buf), &back) >= 0 && back == usec);
+}
+
 static bool task_valid(const MeshTask *t) {
         const char *at = t->from ? strrchr(t->from, '@') : NULL;
-        return con_task_id_valid(t->id) && con_remote_sender_valid(t->from) && con_mesh_host_valid(t->origin) &&
+        return con_task_priority_valid(t->priority) && mesh_deadline_valid(t->deadline_usec) &&
+                con_task_id_valid(t->id) && con_remote_sender_valid(t->from) && con_mesh_host_valid(t->origin) &&
                 at && streq(at + 1, t->origin) && con_agent_name_valid(t->agent) && text_ok(t->text) &&
                 t->text[strspn(t->text, " \t\r\n")] != 0;
 }
@@ -158,6 +167,15 @@ int mesh_task_to_json(const MeshTask *t, char **ret) {
             !cJSON_AddStringToObject(o, "from", t->from) || !cJSON_AddStringToObject(o, "origin", t->origin) ||
             !cJSON_AddStringToObject(o, "agent", t->agent) || !cJSON_AddStringToObject(o, "text", t->text))
                 return -ENOMEM;
+        if (t->priority != CON_TASK_PRIORITY_DEFAULT && !cJSON_AddNumberToObject(o, "priority", t->priority))
+                return -ENOMEM;
+        if (t->deadline_usec > 0) {
+                char ts[CON_TIMESTAMP_MAX];
+                if (con_format_timestamp(t->deadline_usec, ts) < 0)
+                        return -EINVAL;
+                if (!cJSON_AddStringToObject(o, "deadline", ts))
+                        return -ENOMEM;
+        }
         return print_json(o, ret);
 }
 
@@ -214,16 +232,36 @@ static int get_string(const cJSON *o, const char *key, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* The optional priority and deadline of a task message, checked as a task file's are. */
+static int get_task_options(const cJSON *o, MeshTask *t) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "priority"),
+                    *d = cJSON_GetObjectItemCaseSensitive(o, "deadline");
+        if (p) {
+                /* The range first: a double out of range converted to an integer is undefined. */
+                if (!cJSON_IsNumber(p) || !(p->valuedouble >= 0 && p->valuedouble <= CON_TASK_PRIORITY_MAX) ||
+                    p->valuedouble != (double) (int) p->valuedouble || !con_task_priority_valid((int) p->valuedouble))
+                        return -EBADMSG;
+                t->priority = (int) p->valuedouble;
+        }
+        if (d) {
+                if (!cJSON_IsString(d) || !d->valuestring ||
+                    con_task_deadline_parse(d->valuestring, strlen(d->valuestring), &t->deadline_usec) < 0 ||
+                    t->deadline_usec == 0)
+                        return -EBADMSG;
+        }
+        return 0;
+}
+
 int mesh_task_from_json(const char *data, size_t len, MeshTask *ret) {
-        static const char * const keys[] = { "id", "from", "origin", "agent", "text", NULL };
+        static const char * const keys[] = { "id", "from", "origin", "agent", "text", "priority", "deadline", NULL };
         _cleanup_cjson_ cJSON *o = NULL;
-        MeshTask t = {};
+        MeshTask t = { .priority = CON_TASK_PRIORITY_DEFAULT };
         int r;
 
         r = parse_object(data, len, keys, &o);
         if (r < 0)
                 return r;
-        if ((r = get_string(o, "id", &t.id)) < 0 || (r = get_string(o, "from", &t.from)) < 0 ||
+        if ((r = get_task_options(o, &t)) < 0 || (r = get_string(o, "id", &t.id)) < 0 || (r = get_string(o, "from", &t.from)) < 0 ||
             (r = get_string(o, "origin", &t.origin)) < 0 || (r = get_string(o, "agent", &t.agent)) < 0 ||
             (r = get_string(o, "text", &t.text)) < 0 || (!task_valid(&t) && (r = -EBADMSG) < 0)) {
                 mesh_task_done(&t);

@@ -18,7 +18,11 @@
  * "r.<host>.<task id>", so a publish retried after a lost acknowledgement is stored once.
  *
  * A task message is one JSON object:
- *   {"v":1,"id":TASK_ID,"from":"USER@ORIGIN","origin":ORIGIN,"agent":AGENT,"text":TEXT}
+ *   {"v":1,"id":TASK_ID,"from":"USER@ORIGIN","origin":ORIGIN,"agent":AGENT,"text":TEXT,
+ *    "priority":P,"deadline":"2026-12-01T10:00:00.000000Z"}
+ * "priority" (0..9) only when not the default 5, "deadline" (RFC 3339 in UTC, the front matter's
+ * syntax: an absolute time, so the hosts' clocks must agree) only when there is one; a receiver
+ * of before them refuses the message (unknown key).
  * "from" is written by the origin host's gateway from the bus credentials of the caller, never
  * from anything the caller sent. A result message:
  *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","status":STATUS,"text":TEXT,
@@ -96,7 +100,13 @@ typedef struct MeshTask {
         char *origin;
         char *agent;
         char *text;
+        int priority;           /* 0..CON_TASK_PRIORITY_MAX */
+        uint64_t deadline_usec; /* CLOCK_REALTIME usec, 0: none */
 } MeshTask;
+
+/* Whether the mesh can carry a deadline (0: none): one that con_format_timestamp() writes and
+ * con_task_deadline_parse() reads back the same, i.e. from 1970-01-01T00:00:01Z to year 9999. */
+bool mesh_deadline_valid(uint64_t usec);
 
 void mesh_task_done(MeshTask *t);
 
@@ -104,7 +114,8 @@ void mesh_task_done(MeshTask *t);
 int mesh_task_to_json(const MeshTask *t, char **ret);
 /* Parses and checks a task message: every field present and valid (task id, USER@ORIGIN with a
  * Unix user name and the origin's host name, agent name, text valid UTF-8 and not empty), no
- * other key. -EBADMSG when malformed, -ENOMEM. */
+ * other key; priority and deadline optional (5 and none when absent), valid as for a task file
+ * (con_task_priority_valid, con_task_deadline_parse). -EBADMSG when malformed, -ENOMEM. */
 int mesh_task_from_json(const char *data, size_t len, MeshTask *ret);
 
 typedef struct MeshResult {

@@ -453,7 +453,8 @@ static int on_deliver_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret
 }
 
 /* A file with "to: AGENT@HOST": Submit on the mesh gateway, with the file's owner as the sender
- * (sender_uid, which the gateway takes from root only) and the file's task id. */
+ * (sender_uid, which the gateway takes from root only), the file's task id, priority and
+ * deadline. */
 static int mesh_submit_message_new(Router *r, const ConTask *task, const Item *it, sd_bus_message **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int k;
@@ -468,7 +469,10 @@ static int mesh_submit_message_new(Router *r, const ConTask *task, const Item *i
         if (k < 0)
                 return k;
         if ((k = con_bus_append_entry(m, "id", "s", it->task_id)) < 0 ||
+            (k = con_bus_append_entry(m, "priority", "y", (uint8_t) task->meta.priority)) < 0 ||
             (k = con_bus_append_entry(m, "sender_uid", "u", (uint32_t) it->st.st_uid)) < 0)
+                return k;
+        if (task->meta.deadline_usec > 0 && (k = con_bus_append_entry(m, "deadline", "t", task->meta.deadline_usec)) < 0)
                 return k;
         k = sd_bus_message_close_container(m);
         if (k < 0)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The mesh's messages as they come off NATS (services/meshd/mesh-util.c): anything a NATS client
  * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
- * valid fields and must write back to a message that parses to the same fields. Input: one byte
+ * valid fields (a task's priority and deadline too) and must write back to a message that parses
+ * to the same fields. Input: one byte
  * ('s': a state event on con.state.<host>.<from>; else bit 1: the rest is the message's subject
  * instead, whose sending host must be a valid host name that makes the same subject again; else
  * bit 0: a result, else a task), then the message. */
@@ -32,10 +33,12 @@ static void check_task(const char *d, size_t n) {
         assert(con_task_id_valid(t.id) && con_agent_name_valid(t.agent) && con_mesh_host_valid(t.origin));
         assert(con_remote_sender_valid(t.from) && streq(strrchr(t.from, '@') + 1, t.origin));
         assert(con_utf8_valid(t.text, strlen(t.text)));
+        assert(con_task_priority_valid(t.priority) && mesh_deadline_valid(t.deadline_usec));
         r = mesh_task_to_json(&t, &json);
         if (r == 0) {
                 assert(mesh_task_from_json(json, strlen(json), &back) == 0);
                 assert(streq(back.id, t.id) && streq(back.from, t.from) && streq(back.text, t.text));
+                assert(back.priority == t.priority && back.deadline_usec == t.deadline_usec);
                 mesh_task_done(&back);
         } else
                 assert(r == -ENOMEM);

@@ -79,6 +79,7 @@ cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 text=$(cat)
 case $text in *slow*) sleep 4 ;; esac   # long enough to be seen working (and the next one accepted)
+case $text in *show-meta*) printf 'priority=%s deadline=%s ' "$CON_TASK_PRIORITY" "${CON_TASK_DEADLINE:-none}" ;; esac
 printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$text"
 EOF
 chmod 755 /usr/local/bin/mesh-echo
@@ -243,6 +244,58 @@ check_output "the same id again: the same task, not sent twice" '^s "mesh-test-1
 check_fail_output "bob cannot take alice's id" 'already used by another sender' \
         as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
         'ssa{sv}' sysadmin@host-b "mine" 1 id s mesh-test-1
+
+section "priority and deadline reach the remote agent, or are refused at the sending door"
+DL=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%S)
+check_output "con-send --priority 7 --deadline: host-b's agent runs it with both (its CON_TASK_PRIORITY, CON_TASK_DEADLINE)" \
+        "^priority=7 deadline=${DL}\.000000Z sender=alice@host-a agent=sysadmin text=show-meta\$" \
+        as_user alice timeout 30 con-send --timeout 25 --priority 7 --deadline "${DL}Z" --to sysadmin@host-b show-meta
+check_output "... a deadline with an offset arrives as the same instant, in UTC" \
+        "^priority=5 deadline=${DL}\.250000Z " \
+        as_user alice timeout 30 con-send --timeout 25 --deadline "$(date -u -d "${DL}Z +1 hour" +%Y-%m-%dT%H:%M:%S).25+01:00" \
+        --to sysadmin@host-b show-meta
+check_output "... without them: priority 5, no deadline" "^priority=5 deadline=none " \
+        as_user alice timeout 30 con-send --timeout 25 --to sysadmin@host-b show-meta
+DLU=$(( $(date -u -d "${DL}Z" +%s) * 1000000 ))
+check "busctl Submit with the options priority (y) and deadline (t)" \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "show-meta by busctl" 3 id s mesh-meta-1 priority y 2 deadline t "$DLU"
+check "... its result comes back" wait_for 25 bash -c "runuser -u alice -- busctl --system call org.conspiracy.Mesh \
+        /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-meta-1 | grep -q completed"
+check_output "... run with both" "priority=2 deadline=${DL}\.000000Z sender=alice@host-a" result_of alice mesh-meta-1
+check "a .task file with to:, priority and deadline" as_user alice bash -c \
+        "printf -- '---\nto: sysadmin@host-b\npriority: 8\ndeadline: ${DL}Z\n---\nshow-meta by file\n' >/srv/con/inbox/.mesh-meta-2 &&
+         mv /srv/con/inbox/.mesh-meta-2 /srv/con/inbox/mesh-meta-2.task"
+check "... answered" wait_for 25 test -e /srv/con/mesh/outbox/mesh-meta-2.response
+check_output "... host-b's agent ran it with the file's priority and deadline" \
+        "^priority=8 deadline=${DL}\.000000Z sender=alice@host-a agent=sysadmin text=show-meta by file\$" \
+        as_user alice cat /srv/con/mesh/outbox/mesh-meta-2.response
+check_fail_output "a deadline already past: the task fails on host-b as a local one does" 'deadline passed' \
+        as_user alice timeout 30 con-send --timeout 25 --deadline 2020-01-01T00:00:00Z --to sysadmin@host-b show-meta
+check_fail_output "con-send --priority 12: refused before anything is sent" \
+        "^con-send: --priority: '12' is not allowed; use a whole number from 0 to 9" \
+        as_user alice con-send --priority 12 --to sysadmin@host-b show-meta
+check_fail_output "con-send --deadline tomorrow: refused" "^con-send: --deadline: 'tomorrow' is not an RFC 3339 timestamp" \
+        as_user alice con-send --deadline tomorrow --to sysadmin@host-b show-meta
+check_fail_output "busctl Submit priority 10: refused, as an agent's Deliver refuses it" \
+        "Key 'priority': 10 is out of range; allowed are 0 to 9" \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "x" 1 priority y 10
+check_fail_output "busctl Submit priority of another type: refused" "Key 'priority' must be of type 'y', got 's'" \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "x" 1 priority s high
+check_fail_output "busctl Submit with a deadline the mesh cannot carry (after the year 9999): refused" \
+        "Key 'deadline': 18446744073709551615 is not a time the mesh can carry" \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "x" 1 deadline t 18446744073709551615
+check_fail_output "busctl Submit with priority twice: refused" "Option 'priority' is given twice" \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "x" 2 priority y 1 priority y 2
+check "a to: file with priority 12" as_user alice bash -c \
+        "printf -- '---\nto: sysadmin@host-b\npriority: 12\n---\nx\n' >/srv/con/inbox/mesh-meta-3.task"
+check "... is rejected by the router" wait_for 20 bash -c 'ls /srv/con/rejected/*mesh-meta-3.task.reason'
+check_output "... with the reason" "priority: '12' is not allowed; use a whole number from 0 to 9" \
+        bash -c 'cat /srv/con/rejected/*mesh-meta-3.task.reason'
 
 section "the tool loop's send_task to AGENT@HOST"
 check_output "host-a's concierge delegates to sysadmin@host-b (send_task) and relays its answer" \

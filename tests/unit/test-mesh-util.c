@@ -6,6 +6,7 @@
 #include "macro.h"
 #include "mesh-util.h"
 #include "names.h"
+#include "task.h"
 #include "test-util.h"
 
 static void test_names(void) {
@@ -93,10 +94,80 @@ static void test_task(void) {
         g_assert_cmpstr(back.origin, ==, "host-a");
         g_assert_cmpstr(back.agent, ==, "sysadmin");
         g_assert_cmpstr(back.text, ==, t.text);
+        g_assert_cmpint(back.priority, ==, 0);
+        g_assert_cmpuint(back.deadline_usec, ==, 0);
         mesh_task_done(&back);
+        g_clear_pointer(&json, free);
+
+        /* Priority and deadline: written only when not the default, read back the same; a
+         * message without them is priority 5, no deadline. */
+        MeshTask pd = t;
+        pd.priority = 7;
+        pd.deadline_usec = UINT64_C(1796119200250000);        /* 2026-12-01T10:00:00.25Z */
+        g_assert_cmpint(mesh_task_to_json(&pd, &json), ==, 0);
+        g_assert_nonnull(strstr(json, "\"priority\":7"));
+        g_assert_nonnull(strstr(json, "\"deadline\":\"2026-12-01T10:00:00.250000Z\""));
+        g_assert_cmpint(mesh_task_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_cmpint(back.priority, ==, 7);
+        g_assert_cmpuint(back.deadline_usec, ==, pd.deadline_usec);
+        mesh_task_done(&back);
+        g_clear_pointer(&json, free);
+        pd.priority = CON_TASK_PRIORITY_DEFAULT;
+        pd.deadline_usec = 0;
+        g_assert_cmpint(mesh_task_to_json(&pd, &json), ==, 0);
+        g_assert_null(strstr(json, "priority"));
+        g_assert_null(strstr(json, "deadline"));
+        g_clear_pointer(&json, free);
+        const char *base = "{\"v\":1,\"id\":\"t\",\"from\":\"a@h\",\"origin\":\"h\",\"agent\":\"x\",\"text\":\"y\"";
+        struct {
+                const char *extra;
+                int priority;
+                uint64_t deadline;
+        } good[] = {
+                { "", 5, 0 },
+                { ",\"priority\":0", 0, 0 },
+                { ",\"priority\":9", 9, 0 },
+                { ",\"deadline\":\"2026-12-01T11:00:00+01:00\"", 5, UINT64_C(1796119200000000) },
+                { ",\"deadline\":\"1970-01-01t00:00:01.0000019z\"", 5, UINT64_C(1000001) },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+                g_autofree char *j = g_strdup_printf("%s%s}", base, good[i].extra);
+                MeshTask x = {};
+                g_assert_cmpint(mesh_task_from_json(j, strlen(j), &x), ==, 0);
+                g_assert_cmpint(x.priority, ==, good[i].priority);
+                g_assert_cmpuint(x.deadline_usec, ==, good[i].deadline);
+                mesh_task_done(&x);
+        }
+        /* Refused as a task file's would be (con_task_priority_valid, con_task_deadline_parse). */
+        const char *bad_options[] = {
+                ",\"priority\":10", ",\"priority\":-1", ",\"priority\":1.5", ",\"priority\":\"7\"",
+                ",\"priority\":1e999", ",\"priority\":null", ",\"priority\":5,\"priority\":5",
+                ",\"deadline\":\"tomorrow\"", ",\"deadline\":1796119200000000", ",\"deadline\":\"\"",
+                ",\"deadline\":\"1970-01-01T00:00:00Z\"", ",\"deadline\":\"2026-02-30T10:00:00Z\"",
+                ",\"deadline\":\"9999-12-31T23:59:59-01:00\"",      /* the year 10000 in UTC */
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_options); i++) {
+                g_autofree char *j = g_strdup_printf("%s%s}", base, bad_options[i]);
+                MeshTask x = {};
+                g_assert_cmpint(mesh_task_from_json(j, strlen(j), &x), ==, -EBADMSG);
+                g_assert_null(x.id);
+        }
+        /* What Submit may send. */
+        g_assert_true(mesh_deadline_valid(0));
+        g_assert_true(mesh_deadline_valid(USEC_PER_SEC));
+        g_assert_true(mesh_deadline_valid(UINT64_C(253402300799999999)));     /* 9999-12-31T23:59:59.999999Z */
+        g_assert_false(mesh_deadline_valid(1));
+        g_assert_false(mesh_deadline_valid(UINT64_C(253402300800000000)));
+        g_assert_false(mesh_deadline_valid(UINT64_MAX));
+        MeshTask wrong = t;
+        wrong.priority = 10;
+        g_assert_cmpint(mesh_task_to_json(&wrong, &json), ==, -EINVAL);
+        wrong = t;
+        wrong.deadline_usec = 1;
+        g_assert_cmpint(mesh_task_to_json(&wrong, &json), ==, -EINVAL);
 
         /* The sender's host must be the origin; every field valid. */
-        MeshTask wrong = t;
+        wrong = t;
         wrong.from = (char *) "alice@host-c";
         g_assert_cmpint(mesh_task_to_json(&wrong, &json), ==, -EINVAL);
         wrong = t;
