@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -29,6 +30,12 @@ int con_spool_write(int dirfd, const char *name, const void *data, size_t len, c
  * writer is the caller, at its start, before it writes: another writer's temp file in progress
  * would go too. Returns the number removed, or a negative errno. */
 int con_spool_remove_temps(int dirfd);
+
+/* Retention: deletes the regular files of dirfd ending in suffix ("" for any; never dot-files, nor
+ * the one named except) last modified before older_than_usec (CLOCK_REALTIME; 0: none for their
+ * age), and those beyond the keep most recently modified (SIZE_MAX: no limit). Returns how many
+ * were deleted. */
+int con_spool_prune(int dirfd, const char *suffix, size_t keep, uint64_t older_than_usec, const char *except);
 
 /* Group commit helper: fsync a directory once after many renames into it. */
 int con_spool_sync_dir(int dirfd);

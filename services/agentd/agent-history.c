@@ -476,67 +476,8 @@ int agent_history_store_turn(int dfd, const char *id, const char *text, size_t l
         return agent_history_commit(dfd, id, turn, 0, budget);
 }
 
-typedef struct Aged {
-        char *name;
-        struct timespec mtime;
-} Aged;
-
-static int cmp_aged(const void *a, const void *b) {
-        const Aged *x = a, *y = b;
-        /* newest first */
-        if (x->mtime.tv_sec != y->mtime.tv_sec)
-                return x->mtime.tv_sec < y->mtime.tv_sec ? 1 : -1;
-        if (x->mtime.tv_nsec != y->mtime.tv_nsec)
-                return x->mtime.tv_nsec < y->mtime.tv_nsec ? 1 : -1;
-        return strcmp(x->name, y->name);
-}
-
 int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *except) {
-        _cleanup_free_ Aged *files = NULL;
-        size_t n = 0, alloc = 0;
-        int r = 0, deleted = 0;
-
-        int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        _cleanup_closedir_ DIR *d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -errno;
-        }
-        rewinddir(d);
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                struct stat st;
-                if (de->d_name[0] == '.' || !endswith(de->d_name, suffix) || streq_ptr(de->d_name, except))
-                        continue;
-                if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-                        continue;
-                if (n == alloc) {
-                        Aged *a = reallocarray(files, alloc ? alloc * 2 : 64, sizeof(Aged));
-                        if (!a) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        files = a;
-                        alloc = alloc ? alloc * 2 : 64;
-                }
-                files[n].name = strdup(de->d_name);
-                if (!files[n].name) {
-                        r = -ENOMEM;
-                        break;
-                }
-                files[n++].mtime = st.st_mtim;
-        }
-        if (r >= 0 && n > keep) {
-                qsort(files, n, sizeof(Aged), cmp_aged);
-                for (size_t i = keep; i < n; i++)
-                        if (unlinkat(dfd, files[i].name, 0) >= 0)
-                                deleted++;
-        }
-        for (size_t i = 0; i < n; i++)
-                free(files[i].name);
-        return r < 0 ? r : deleted;
+        return con_spool_prune(dfd, suffix, keep, 0, except);
 }
 
 int agent_history_end_latest(const char *root, uid_t uid) {

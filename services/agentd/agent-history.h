@@ -98,7 +98,8 @@ int agent_history_store_turn(int dfd, const char *id, const char *text, size_t l
 /* /new: the sender's next --continue without an id starts a new conversation. */
 int agent_history_end_latest(const char *root, uid_t uid);
 /* Deletes the regular files ending in suffix (not starting with '.') of directory dfd beyond the
- * keep most recently modified ones, never the one named except. Returns how many were deleted. */
+ * keep most recently modified ones, never the one named except (con_spool_prune() without an age).
+ * Returns how many were deleted. */
 int agent_history_prune(int dfd, const char *suffix, size_t keep, const char *except);
 /* /forget: deletes the sender's conversations. Returns how many were deleted. */
 int agent_history_forget(const char *root, uid_t uid);

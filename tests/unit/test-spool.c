@@ -365,6 +365,39 @@ static void test_remove_temps(Fixture *f, gconstpointer data) {
         g_assert_cmpint(unlinkat(f->dirfd, ".d.abcdef", AT_REMOVEDIR), ==, 0);
 }
 
+/* Retention by age and count (the mesh's answers; an agent's conversations by count). */
+static void test_prune(Fixture *f, gconstpointer data _unused_) {
+        for (int i = 0; i < 6; i++) {
+                char name[32];
+                (void) snprintf(name, sizeof(name), "a%d.response", i);
+                g_assert_cmpint(con_spool_write(f->dirfd, name, "x", 1, NULL), ==, 0);
+                struct timespec ts[2] = { { .tv_sec = 1000 + i }, { .tv_sec = 1000 + i } };
+                g_assert_cmpint(utimensat(f->dirfd, name, ts, 0), ==, 0);
+        }
+        g_assert_cmpint(con_spool_write(f->dirfd, "old.reason", "x", 1, NULL), ==, 0);
+        struct timespec ts[2] = { { .tv_sec = 10 }, { .tv_sec = 10 } };
+        g_assert_cmpint(utimensat(f->dirfd, "old.reason", ts, 0), ==, 0);
+        g_assert_cmpint(mkdirat(f->dirfd, "d.response", 0700), ==, 0);
+        /* By age: modified before 1002 s (a0, a1); the other suffix and the folder stay. */
+        g_assert_cmpint(con_spool_prune(f->dirfd, ".response", SIZE_MAX, 1002ULL * 1000000, NULL), ==, 2);
+        g_assert_false(exists(f->dirfd, "a0.response"));
+        g_assert_false(exists(f->dirfd, "a1.response"));
+        g_assert_true(exists(f->dirfd, "a2.response"));
+        g_assert_true(exists(f->dirfd, "old.reason"));
+        g_assert_true(exists(f->dirfd, "d.response"));
+        /* By count: the 2 newest stay, and the one named except. */
+        g_assert_cmpint(con_spool_prune(f->dirfd, ".response", 2, 0, "a2.response"), ==, 1);
+        g_assert_false(exists(f->dirfd, "a3.response"));
+        g_assert_true(exists(f->dirfd, "a2.response"));
+        g_assert_true(exists(f->dirfd, "a4.response"));
+        g_assert_true(exists(f->dirfd, "a5.response"));
+        /* Both: nothing young enough beyond the count. */
+        g_assert_cmpint(con_spool_prune(f->dirfd, "", 10, 100ULL * 1000000, NULL), ==, 1);
+        g_assert_false(exists(f->dirfd, "old.reason"));
+        g_assert_cmpint(con_spool_prune(f->dirfd, "", 10, 0, NULL), ==, 0);
+        g_assert_cmpint(unlinkat(f->dirfd, "d.response", AT_REMOVEDIR), ==, 0);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/spool/write", Fixture, NULL, fixture_setup, test_write, fixture_teardown);
@@ -374,6 +407,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/spool/claim-race", Fixture, NULL, fixture_setup, test_claim_race, fixture_teardown);
         g_test_add("/spool/untrusted", Fixture, NULL, fixture_setup, test_untrusted, fixture_teardown);
         g_test_add("/spool/remove-temps", Fixture, NULL, fixture_setup, test_remove_temps, fixture_teardown);
+        g_test_add("/spool/prune", Fixture, NULL, fixture_setup, test_prune, fixture_teardown);
         g_test_add_func("/spool/candidate", test_candidate);
         g_test_add_func("/spool/reject-reason", test_reject_reason);
         return con_test_run();
