@@ -1287,6 +1287,9 @@ static const ConYamlField mesh_fields[] = {
         { "cert", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, cert), .check = absolute_file_check },
         { "key", .type = CON_YAML_STRING, .offset = offsetof(ConMeshConfig, key), .check = absolute_file_check },
         { "insecure", .type = CON_YAML_BOOL, .offset = offsetof(ConMeshConfig, insecure) },
+        { "sent_retention", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, sent_retention_usec) },
+        { "sent_max", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, sent_max), .min = 1,
+          .max = CON_MESH_SENT_MAX_MAX },
         {}
 };
 
@@ -1484,7 +1487,9 @@ static ConConfig *config_new(const char *filename) {
                         .queue_max = 64,
                         .timeout_usec = 120 * USEC_PER_SEC,
                 },
-                .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC, .replicas = 1 },
+                .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC, .replicas = 1,
+                          .sent_retention_usec = CON_MESH_SENT_RETENTION_DEFAULT_USEC,
+                          .sent_max = CON_MESH_SENT_MAX_DEFAULT },
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,

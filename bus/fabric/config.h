@@ -181,6 +181,10 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
 #define CON_MESH_SERVERS_MAX 16
 #define CON_MESH_RETENTION_DEFAULT_USEC (7ULL * 24 * 3600 * 1000000)
 #define CON_MESH_REPLICAS_MAX 5         /* JetStream's limit */
+/* The sending gateway's table of sent tasks and their answers in /srv/con/mesh (docs/MULTIHOST.md). */
+#define CON_MESH_SENT_RETENTION_DEFAULT_USEC (30ULL * 24 * 3600 * 1000000)
+#define CON_MESH_SENT_MAX_DEFAULT 10000
+#define CON_MESH_SENT_MAX_MAX 1000000
 typedef struct ConMeshConfig {
         bool enabled;                   /* the section was given */
         char *host;                     /* required: this host's name (con_mesh_host_valid) */
@@ -188,6 +192,9 @@ typedef struct ConMeshConfig {
         char *credentials;              /* absolute path of a NATS credentials file, or NULL */
         uint64_t retention_usec;        /* how long a task may wait in a host's stream (7 days) */
         unsigned replicas;              /* copies JetStream keeps of each stream: 1, or 3 in a three-node cluster */
+        uint64_t sent_retention_usec;   /* a task sent from here, its record and answer files: kept this
+                                         * long after its result came (30 days) */
+        unsigned sent_max;              /* ... and at most this many (10000), the oldest going first */
         /* TLS (docs/MULTIHOST.md, "Identity"): the mesh CA's certificate, this host's certificate
          * and key (con mesh issue). Default CON_MESH_TLS_DIR/{ca.crt,host.crt,host.key}; all
          * three NULL only with insecure: true and none given. */

@@ -1902,6 +1902,9 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
                 r = add_dir(p, CON_MESH_OUTBOX_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
         if (r >= 0 && p->config->mesh.enabled)
                 r = add_dir(p, CON_MESH_FAILED_DIR, CON_MESH_USER, CON_MESH_USER, 0711, NULL, NULL, 0, false);
+        /* Its records of the tasks sent from here: the gateway's alone. */
+        if (r >= 0 && p->config->mesh.enabled)
+                r = add_dir(p, CON_MESH_SENT_DIR, CON_MESH_USER, CON_MESH_USER, 0700, NULL, NULL, 0, false);
         if (r >= 0)
                 r = plan_env_file(p);
         if (r >= 0)

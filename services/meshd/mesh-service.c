@@ -22,6 +22,7 @@
 #include "authz.h"
 #include "log.h"
 #include "macro.h"
+#include "mesh-sent.h"
 #include "mesh-service.h"
 #include "mesh-util.h"
 #include "name-owners.h"
@@ -41,7 +42,7 @@
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
-#define KEEP_RESULTS 10000
+#define SENT_RETENTION_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
 #define ASKS_MAX 32                     /* GetResultInfo calls in flight: with the Deliver calls (at most
                                          * INFLIGHT_MAX) below the bus's pending replies per connection
                                          * (128 on the system bus) */
@@ -86,6 +87,7 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
         const char *state;      /* submitted, accepted, working (state events) until done */
         bool done;
         MeshResult result;
+        uint64_t submitted_usec, ended_usec;    /* CLOCK_REALTIME: its record's (mesh-sent.h) */
 } Outgoing;
 
 typedef struct DeliverCall DeliverCall;
@@ -106,6 +108,8 @@ struct Mesh {
         sd_event_source *wake;
         int efd;
         int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
+        int sent_fd;                    /* CON_MESH_SENT_DIR: the records of the tasks sent from here */
+        sd_event_source *retention_timer;
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -746,26 +750,165 @@ static bool outgoing_is(const Mesh *m, const Outgoing *o, const char *host, cons
         return strlen(o->sender) == user_len && strncmp(o->sender, from, user_len) == 0;
 }
 
+static void sent_make_room(Mesh *m);
+
 static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char *host, uid_t uid, const char *sender) {
-        if (m->n_out >= KEEP_RESULTS) {
-                /* The oldest goes (its result has been there the longest). */
-                outgoing_done(&m->out[0]);
-                memmove(m->out, m->out + 1, sizeof(*m->out) * (m->n_out - 1));
-                m->n_out--;
-        }
+        sent_make_room(m);
         Outgoing *n = realloc(m->out, sizeof(*n) * (m->n_out + 1));
         if (!n)
                 return NULL;
         m->out = n;
         Outgoing *o = &n[m->n_out];
         *o = (Outgoing) { .uid = uid, .id = strdup(id), .agent = strdup(agent), .host = strdup(host),
-                          .sender = strdup(sender), .state = "submitted" };
+                          .sender = strdup(sender), .state = "submitted",
+                          .submitted_usec = con_now(CLOCK_REALTIME) };
         if (!o->id || !o->agent || !o->host || !o->sender) {
                 outgoing_done(o);
                 return NULL;
         }
         m->n_out++;
         return o;
+}
+
+/* ---- the table of sent tasks on disk (mesh-sent.h; docs/MULTIHOST.md "The table of sent tasks") ---- */
+
+static MeshSent sent_view(const Outgoing *o) {
+        return (MeshSent) { .id = o->id, .agent = o->agent, .host = o->host, .sender = o->sender, .uid = o->uid,
+                            .state = o->state, .submitted_usec = o->submitted_usec, .ended_usec = o->ended_usec,
+                            .done = o->done, .result = o->result };
+}
+
+/* O's record, replaced; with sync on disk when this returns (before Submit's answer, before a
+ * result's message is acknowledged). */
+static int sent_save(Mesh *m, const Outgoing *o, bool sync) {
+        MeshSent s = sent_view(o);
+        return mesh_sent_write(m->sent_fd, &s, m->config->mesh.host, sync);
+}
+
+/* Forgets the I-th sent task: its record, its answer file for its sender, its entry. */
+static void sent_forget(Mesh *m, size_t i) {
+        Outgoing *o = &m->out[i];
+        char name[CON_TASK_ID_MAX + 16];
+        int r = mesh_sent_remove(m->sent_fd, o->id);
+        if (r < 0)
+                log_warning_errno(r, "Cannot remove the record of task %s: %m", o->id);
+        if (o->done) {
+                bool ok = streq_ptr(o->result.status, "completed");
+                int dirfd = ok ? m->outbox_fd : m->failed_fd;
+                (void) snprintf(name, sizeof(name), "%s%s", o->id, ok ? ".response" : ".reason");
+                if (dirfd >= 0 && unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+                        log_warning_errno(-errno, "Cannot remove %s/%s: %m",
+                                          ok ? CON_MESH_OUTBOX_DIR : CON_MESH_FAILED_DIR, name);
+        }
+        outgoing_done(o);
+        memmove(o, o + 1, sizeof(*o) * (m->n_out - i - 1));
+        m->n_out--;
+}
+
+/* Before a task is added: at mesh.sent_max the oldest goes (not silently: it is logged). */
+static void sent_make_room(Mesh *m) {
+        while (m->n_out > 0 && m->n_out >= m->config->mesh.sent_max) {
+                log_notice("Forgetting task %s for %s@%s (%s): mesh.sent_max (%u) tasks are kept", m->out[0].id,
+                           m->out[0].agent, m->out[0].host, m->out[0].done ? m->out[0].result.status : "no result yet",
+                           m->config->mesh.sent_max);
+                sent_forget(m, 0);
+        }
+}
+
+/* The retention: sent tasks older than mesh.sent_retention (after their result; one never answered
+ * after it could last have left its host's stream), and answer files in /srv/con/mesh/ without a
+ * record that are that old, go; so do the oldest beyond mesh.sent_max. */
+static void sent_retention(Mesh *m) {
+        const ConMeshConfig *mc = &m->config->mesh;
+        uint64_t now = con_now(CLOCK_REALTIME);
+        unsigned n = 0;
+
+        for (size_t i = 0; i < m->n_out; ) {
+                MeshSent s = sent_view(&m->out[i]);
+                if (mesh_sent_expired(&s, now, mc->sent_retention_usec, mc->retention_usec)) {
+                        sent_forget(m, i);
+                        n++;
+                } else
+                        i++;
+        }
+        while (m->n_out > mc->sent_max) {
+                sent_forget(m, 0);
+                n++;
+        }
+        if (n > 0)
+                log_info("Forgot %u sent task(s) and their answers (mesh.sent_retention, mesh.sent_max)", n);
+        /* Answers whose record is gone (written before records were kept, or a record lost). */
+        uint64_t cutoff = now > mc->sent_retention_usec ? now - mc->sent_retention_usec : 0;
+        const struct { int fd; const char *dir, *suffix; } dirs[] = {
+                { m->outbox_fd, CON_MESH_OUTBOX_DIR, ".response" }, { m->failed_fd, CON_MESH_FAILED_DIR, ".reason" },
+        };
+        for (size_t i = 0; cutoff > 0 && i < ELEMENTSOF(dirs); i++) {
+                if (dirs[i].fd < 0)
+                        continue;
+                int r = con_spool_prune(dirs[i].fd, dirs[i].suffix, mc->sent_max, cutoff, NULL);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot clean %s: %m", dirs[i].dir);
+                else if (r > 0)
+                        log_info("Removed %d answer(s) older than mesh.sent_retention from %s", r, dirs[i].dir);
+        }
+}
+
+static int on_retention_timer(sd_event_source *s, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        uint64_t period = m->config->mesh.sent_retention_usec / 4;
+        sent_retention(m);
+        if (period < USEC_PER_SEC)
+                period = USEC_PER_SEC;
+        if (period > SENT_RETENTION_PERIOD_MAX_USEC)
+                period = SENT_RETENTION_PERIOD_MAX_USEC;
+        (void) sd_event_source_set_time_relative(s, period);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+/* At the start: the sent tasks of earlier runs, from their records. */
+static int sent_load(Mesh *m) {
+        MeshSent *all = NULL;
+        size_t n = 0;
+        unsigned bad = 0;
+
+        int fd = open_nofollow(CON_MESH_DIR, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+                return log_error_errno(fd, "Cannot open %s (con bootstrap makes it): %m", CON_MESH_DIR);
+        m->sent_fd = mesh_sent_open_dir(fd, "sent");
+        safe_close(fd);
+        if (m->sent_fd < 0)
+                return log_error_errno(m->sent_fd, "Cannot open %s (it must be %s's, 0700): %m", CON_MESH_SENT_DIR,
+                                       CON_MESH_USER);
+        int r = mesh_sent_load(m->sent_fd, m->config->mesh.host, &all, &n, &bad);
+        if (r < 0)
+                return log_error_errno(r, "Cannot read %s: %m", CON_MESH_SENT_DIR);
+        if (bad > 0)
+                log_warning("Skipped %u record(s) in %s that do not parse", bad, CON_MESH_SENT_DIR);
+        m->out = calloc(n ?: 1, sizeof(*m->out));
+        if (!m->out) {
+                mesh_sent_free_many(all, n);
+                return log_error_errno(-ENOMEM, "Cannot read %s: %m", CON_MESH_SENT_DIR);
+        }
+        size_t waiting = 0;
+        for (size_t i = 0; i < n; i++) {
+                MeshSent *s = &all[i];
+                m->out[i] = (Outgoing) { .id = TAKE_PTR(s->id), .agent = TAKE_PTR(s->agent), .host = TAKE_PTR(s->host),
+                                         .sender = TAKE_PTR(s->sender), .uid = s->uid, .state = s->state,
+                                         .done = s->done, .result = s->result, .submitted_usec = s->submitted_usec,
+                                         .ended_usec = s->ended_usec };
+                s->result = (MeshResult) {};
+                waiting += !s->done;
+        }
+        m->n_out = n;
+        mesh_sent_free_many(all, n);
+        if (n > 0)
+                log_info("%zu sent task(s) from earlier runs, %zu of them waiting for their result", n, waiting);
+        sent_retention(m);
+        r = sd_event_add_time_relative(m->event, &m->retention_timer, CLOCK_REALTIME, USEC_PER_SEC, USEC_PER_SEC,
+                                       on_retention_timer, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the retention timer: %m");
+        return 0;
 }
 
 static Delivery *find_delivery(Mesh *m, const char *id, const char *from) {
@@ -1349,7 +1492,12 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 o->result = res;
                 res = (MeshResult) {};
                 o->done = true;
+                o->ended_usec = con_now(CLOCK_REALTIME);
                 log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
+                /* On disk before the result's message is acknowledged (a restart still knows it). */
+                r = sent_save(m, o, true);
+                if (r < 0)
+                        log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
                 write_result_file(m, o);
                 (void) sd_bus_emit_signal(m->bus, CON_MESH_PATH, CON_MESH_INTERFACE, "TaskCompleted", "sss", o->id,
                                           o->sender, o->result.status);
@@ -1388,6 +1536,10 @@ static void handle_state(Mesh *m, const Job *j) {
         if (its && !o->done && state_rank(st.state) > state_rank(o->state)) {
                 o->state = state_rank(st.state) == 2 ? "working" : "accepted";
                 log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);
+                /* Not synced: a state lost in a crash comes again, or the result does. */
+                r = sent_save(m, o, false);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
         }
         mesh_state_done(&st);
 }
@@ -1439,12 +1591,8 @@ static bool handle_published(Mesh *m, Job *j) {
                 (void) sd_bus_reply_method_error(j->call, &e);
                 /* Not stored: forget it, so the same id may be sent again. */
                 Outgoing *o = find_out(m, j->task_id);
-                if (o && !o->done) {
-                        outgoing_done(o);
-                        size_t i = (size_t) (o - m->out);
-                        memmove(o, o + 1, sizeof(*o) * (m->n_out - i - 1));
-                        m->n_out--;
-                }
+                if (o && !o->done)
+                        sent_forget(m, (size_t) (o - m->out));
                 return false;
         }
         (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
@@ -1577,6 +1725,18 @@ static int submit_task_option(sd_bus_message *msg, const char *key, unsigned *se
         return 1;
 }
 
+/* A task about to be sent: its record is on disk before anything goes (Submit's answer means it
+ * exists). Refused with StorageFailed, and forgotten, when it cannot be written. */
+static int sent_record_new(Mesh *m, Outgoing *o, sd_bus_error *error) {
+        int r = sent_save(m, o, true);
+        if (r >= 0)
+                return 0;
+        log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
+        sent_forget(m, (size_t) (o - m->out));
+        return con_bus_error_setf(error, CON_ERROR_STORAGE_FAILED, "The mesh cannot record the task: %s",
+                                  strerror(-r));
+}
+
 static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Mesh *m = userdata;
         _cleanup_free_ char *agent = NULL, *host = NULL, *name = NULL, *from = NULL, *id = NULL, *json = NULL,
@@ -1698,8 +1858,12 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (asprintf(&msg_id, "%s.%s", m->config->mesh.host, id) < 0)
                 return -ENOMEM;
-        if (!add_out(m, id, agent, host, uid, name))
+        Outgoing *o = add_out(m, id, agent, host, uid, name);
+        if (!o)
                 return -ENOMEM;
+        r = sent_record_new(m, o, error);
+        if (r < 0)
+                return r;
         r = queue_publish(m, MESH_KIND_TASK, host, msg_id, TAKE_PTR(json), msg, id);
         if (r < 0)
                 return r;
@@ -1864,7 +2028,7 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWrit
                 con_audit_writer_free(audit);
                 return -ENOMEM;
         }
-        m->efd = m->outbox_fd = m->failed_fd = -EBADF;
+        m->efd = m->outbox_fd = m->failed_fd = m->sent_fd = -EBADF;
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
@@ -1878,11 +2042,14 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWrit
         if (r < 0)
                 return r;
         /* Made by con bootstrap for the gateway's user; without them results are on the bus only. */
-        m->outbox_fd = open_nofollow(CON_MESH_OUTBOX_DIR, O_DIRECTORY | O_PATH, 0);
-        m->failed_fd = open_nofollow(CON_MESH_FAILED_DIR, O_DIRECTORY | O_PATH, 0);
+        m->outbox_fd = open_nofollow(CON_MESH_OUTBOX_DIR, O_DIRECTORY | O_RDONLY, 0);
+        m->failed_fd = open_nofollow(CON_MESH_FAILED_DIR, O_DIRECTORY | O_RDONLY, 0);
         if (m->outbox_fd < 0 || m->failed_fd < 0)
                 log_warning("No %s or %s (con bootstrap makes them): results are on the bus only",
                             CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR);
+        r = sent_load(m);
+        if (r < 0)
+                return r;
         ConAuthzOptions o = { .root_policy = CON_AUTHZ_ROOT_ALLOW };
         r = con_authz_new(bus, event, &o, &m->authz);
         if (r < 0)
@@ -2035,6 +2202,8 @@ Mesh *mesh_free(Mesh *m) {
                 close(m->outbox_fd);
         if (m->failed_fd >= 0)
                 close(m->failed_fd);
+        safe_close(m->sent_fd);
+        sd_event_source_disable_unref(m->retention_timer);
         con_authz_free(m->authz);
         con_audit_writer_free(m->audit);
         strv_free(m->verified);

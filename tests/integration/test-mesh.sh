@@ -78,7 +78,10 @@ step() { echo "$*" >>"$out/steps"; }
 cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 text=$(cat)
-case $text in *slow*) sleep 4 ;; esac   # long enough to be seen working (and the next one accepted)
+case $text in
+*slower*) sleep 10 ;;                   # long enough for host-a's gateway to restart meanwhile
+*slow*) sleep 4 ;;                      # long enough to be seen working (and the next one accepted)
+esac
 case $text in *show-meta*) printf 'priority=%s deadline=%s ' "$CON_TASK_PRIORITY" "${CON_TASK_DEADLINE:-none}" ;; esac
 printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$text"
 EOF
@@ -528,6 +531,76 @@ check_output "... host-b's answer to alice" '^sender=alice@host-a agent=sysadmin
 check_output "host-a's gateway log has both of its runs (the stopped one's exit included)" '^2$' \
         grep -c 'Ready: Serving the mesh' /srv/con/logs/daemons/con-meshd.log
 check_file_lacks "no sanitizer report from host-a's gateway (stopped with tasks, state events and status asked)" \
+        'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
+
+section "host-a's gateway restarted: its table of sent tasks survives (records in /srv/con/mesh/sent)"
+stat_is "the gateway's state folder is con-mesh's alone" /srv/con/mesh/sent "con-mesh:con-mesh 700"
+stat_is "... and so is each record" /srv/con/mesh/sent/mesh-slow-2.sent "con-mesh:con-mesh 600"
+check_fail_output "host-a's agent cannot list the records" 'Permission denied' runuser -u a-concierge -- ls /srv/con/mesh/sent
+check_fail_output "... nor read one" 'Permission denied' runuser -u a-concierge -- cat /srv/con/mesh/sent/mesh-slow-2.sent
+check_fail_output "... nor plant one" 'Permission denied' \
+        runuser -u a-concierge -- sh -c 'echo x >/srv/con/mesh/sent/planted.sent'
+check_fail_output "... nor can alice read hers" 'Permission denied' as_user alice cat /srv/con/mesh/sent/mesh-slow-2.sent
+check_output "a task read and acknowledged before the restart: con task still shows it and its answer" \
+        'agent:  sysadmin@host-b .*status: completed.*sender=alice@host-a agent=sysadmin text=slow two' \
+        bash -c 'runuser -u alice -- con task mesh-slow-2 | tr "\n" " "'
+check_output "... and con tasks" '^sysadmin@host-b +mesh-test-1 +completed +alice$' as_user alice con tasks sysadmin@host-b
+check_output "... GetResult too" 'completed.*text=by busctl' result_of alice mesh-test-1
+check_fail_output "... still alice's only" 'AccessDenied|not yours' result_of bob mesh-test-1
+check_fail_output "... and bob still cannot take her id" 'already used by another sender' \
+        as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
+        'ssa{sv}' sysadmin@host-b "mine" 1 id s mesh-test-1
+restart_gateway_a() {
+        local pid
+        pid=$(mesh_pid_a)
+        [ -n "$pid" ] && kill "$pid" || return 1
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        ! kill -0 "$pid" 2>/dev/null && con up >/dev/null &&
+                wait_for 15 bash -c 'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh \
+                        org.conspiracy.Mesh1 Connected | grep -qx "b true"'
+}
+check_output "a slow task sent (--no-wait)" '^mesh-keep-1$' \
+        as_user alice con-send --no-wait --id mesh-keep-1 --to sysadmin@host-b slower keep
+check "... working on host-b" wait_for 10 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-keep-1 +working +alice$"'
+check "host-a's gateway restarted while it runs" restart_gateway_a
+check_output "con tasks still lists it, not yet answered (working, from its record)" \
+        '^sysadmin@host-b +mesh-keep-1 +working +alice$' as_user alice con tasks sysadmin@host-b
+check_output "... GetResult: working, no text yet" '^ss "working" ""$' result_of alice mesh-keep-1
+check "its result arrives after the restart" wait_for 20 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-keep-1 +completed +alice$"'
+check "host-a's gateway restarted after the result" restart_gateway_a
+check_output "con task ID: completed, with its answer" \
+        'status: completed.*sender=alice@host-a agent=sysadmin text=slower keep' \
+        bash -c 'runuser -u alice -- con task mesh-keep-1 | tr "\n" " "'
+check_output "con tasks: completed" '^sysadmin@host-b +mesh-keep-1 +completed +alice$' \
+        as_user alice con tasks sysadmin@host-b
+check_output "... once: no second TaskCompleted after a restart (the result is known already)" '^1$' \
+        grep -c 'Task mesh-keep-1 for sysadmin@host-b ended completed' /srv/con/logs/daemons/con-meshd.log
+
+section "retention: mesh.sent_retention cleans old answers and records"
+check "the answers are there before" bash -c 'test -e /srv/con/mesh/outbox/mesh-file-1.response &&
+        test -e /srv/con/mesh/failed/mesh-file-2.reason && test -e /srv/con/mesh/sent/mesh-file-1.sent'
+check "an answer without a record (as written before records were kept)" bash -c \
+        'echo stray >/srv/con/mesh/outbox/stray-1.response && touch -d "-1 hour" /srv/con/mesh/outbox/stray-1.response'
+check "mesh.sent_retention: 3s in host-a's con.yaml (the mesh: section is its last)" \
+        bash -c 'printf "  sent_retention: 3s\n" >>/etc/con/con.yaml && sleep 3.5'
+check "host-a's gateway restarted with it" restart_gateway_a
+check "the old answers are gone" bash -c '! test -e /srv/con/mesh/outbox/mesh-file-1.response &&
+        ! test -e /srv/con/mesh/failed/mesh-file-2.reason && ! test -e /srv/con/mesh/outbox/stray-1.response'
+check "... and their records" bash -c '! test -e /srv/con/mesh/sent/mesh-file-1.sent &&
+        ! test -e /srv/con/mesh/sent/mesh-keep-1.sent'
+check_fail_output "... so is the task for con task" "no agent knows a task 'mesh-keep-1'" \
+        as_user alice con task mesh-keep-1
+check_output "the gateway said so in its log" 'Forgot [0-9]+ sent task\(s\) and their answers' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check_output "a new task is answered and kept for the retention" \
+        '^sender=alice@host-a agent=sysadmin text=kept a while$' \
+        as_user alice timeout 30 con-send --timeout 25 --id mesh-keep-2 --to sysadmin@host-b kept a while
+check "... its record is there" test -e /srv/con/mesh/sent/mesh-keep-2.sent
+check "... and goes by itself after 3 s (the retention timer)" wait_for 10 bash -c \
+        '! test -e /srv/con/mesh/sent/mesh-keep-2.sent'
+check_file_lacks "no sanitizer report from host-a's restarted gateways" \
         'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
 section "without a mesh: section the gateway has nothing to do"
