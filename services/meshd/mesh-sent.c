@@ -86,7 +86,7 @@ int mesh_sent_to_text(const MeshSent *s, const char *me, char **ret) {
             !cJSON_AddStringToObject(o, "agent", s->agent) || !cJSON_AddStringToObject(o, "host", s->host) ||
             !con_json_add_u64(o, "uid", s->uid) || !cJSON_AddStringToObject(o, "sender", s->sender) ||
             !cJSON_AddStringToObject(o, "state", s->state) || !con_json_add_u64(o, "ts", s->submitted_usec) ||
-            (s->done && !con_json_add_u64(o, "end", s->ended_usec)))
+            (s->stored && !cJSON_AddTrueToObject(o, "stored")) || (s->done && !con_json_add_u64(o, "end", s->ended_usec)))
                 return -ENOMEM;
         head = cJSON_PrintUnformatted(o);
         if (!head)
@@ -135,9 +135,12 @@ int mesh_sent_from_text(const char *data, size_t len, const char *me, MeshSent *
         if (!o)
                 return cJSON_GetErrorPtr() ? -EBADMSG : -ENOMEM;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "v"),
-                    *st = cJSON_GetObjectItemCaseSensitive(o, "state");
-        if (!cJSON_IsObject(o) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsString(st))
+                    *st = cJSON_GetObjectItemCaseSensitive(o, "state"),
+                    *stored = cJSON_GetObjectItemCaseSensitive(o, "stored");
+        if (!cJSON_IsObject(o) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsString(st) ||
+            (stored && !cJSON_IsBool(stored)))
                 return -EBADMSG;
+        s.stored = cJSON_IsTrue(stored);
         s.state = state_static(st->valuestring);
         if ((r = get_str(o, "id", &s.id)) < 0 || (r = get_str(o, "agent", &s.agent)) < 0 ||
             (r = get_str(o, "host", &s.host)) < 0 || (r = get_str(o, "sender", &s.sender)) < 0 ||

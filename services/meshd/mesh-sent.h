@@ -14,8 +14,8 @@
  *
  * The file is one or two lines. The first is the record:
  *   {"v":1,"id":TASK_ID,"agent":AGENT,"host":HOST,"uid":UID,"sender":USER,"state":STATE,
- *    "ts":SUBMITTED_USEC[,"end":ENDED_USEC]}
- * STATE is submitted, accepted or working (the last state event before the result); the
+ *    "ts":SUBMITTED_USEC[,"stored":true][,"end":ENDED_USEC]}
+ * "stored" once JetStream acknowledged the task. STATE is submitted, accepted or working (the last state event before the result); the
  * timestamps are CLOCK_REALTIME microseconds. The second line, once the result came back, is the
  * result message exactly as the result stream carries it (mesh_result_to_json(): its id, host and
  * agent the record's, its "from" USER@<this host>). Keys the record does not know are ignored (a
@@ -31,6 +31,8 @@ typedef struct MeshSent {
         const char *state;              /* static: "submitted", "accepted" or "working" */
         uint64_t submitted_usec;        /* CLOCK_REALTIME */
         uint64_t ended_usec;            /* when the result came; 0 before */
+        bool stored;                    /* JetStream acknowledged the task (before that, the
+                                         * sender may send it again under the same id) */
         bool done;                      /* result is set */
         MeshResult result;
 } MeshSent;

@@ -88,6 +88,8 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
         bool done;
         MeshResult result;
         uint64_t submitted_usec, ended_usec;    /* CLOCK_REALTIME: its record's (mesh-sent.h) */
+        bool stored;            /* JetStream acknowledged it (in this run or, by its record, before) */
+        bool sending;           /* its publish is queued in this run */
 } Outgoing;
 
 typedef struct DeliverCall DeliverCall;
@@ -775,7 +777,7 @@ static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char 
 static MeshSent sent_view(const Outgoing *o) {
         return (MeshSent) { .id = o->id, .agent = o->agent, .host = o->host, .sender = o->sender, .uid = o->uid,
                             .state = o->state, .submitted_usec = o->submitted_usec, .ended_usec = o->ended_usec,
-                            .done = o->done, .result = o->result };
+                            .stored = o->stored, .done = o->done, .result = o->result };
 }
 
 /* O's record, replaced; with sync on disk when this returns (before Submit's answer, before a
@@ -894,7 +896,7 @@ static int sent_load(Mesh *m) {
                 MeshSent *s = &all[i];
                 m->out[i] = (Outgoing) { .id = TAKE_PTR(s->id), .agent = TAKE_PTR(s->agent), .host = TAKE_PTR(s->host),
                                          .sender = TAKE_PTR(s->sender), .uid = s->uid, .state = s->state,
-                                         .done = s->done, .result = s->result, .submitted_usec = s->submitted_usec,
+                                         .stored = s->stored, .done = s->done, .result = s->result, .submitted_usec = s->submitted_usec,
                                          .ended_usec = s->ended_usec };
                 s->result = (MeshResult) {};
                 waiting += !s->done;
@@ -1595,6 +1597,16 @@ static bool handle_published(Mesh *m, Job *j) {
                         sent_forget(m, (size_t) (o - m->out));
                 return false;
         }
+        Outgoing *o = find_out(m, j->task_id);
+        if (o && !o->stored) {
+                /* Not synced: without it a Submit again under this id sends it again, which
+                 * JetStream (or the receiving agent) recognises as the same task. */
+                o->sending = false;
+                o->stored = true;
+                int r = sent_save(m, o, false);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
+        }
         (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
         return false;
 }
@@ -1834,13 +1846,20 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (!con_remote_sender_valid(from))
                 return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED,
                                           "Access denied: uid %u has no user name other hosts could grant", (unsigned) uid);
+        Outgoing *o = NULL;
         if (given_id) {
-                Outgoing *o = find_out(m, given_id);
+                o = find_out(m, given_id);
                 if (o && o->uid != uid)
                         return con_bus_error_setf(error, CON_ERROR_DUPLICATE_TASK, "Task id '%s' is already used by "
                                                   "another sender; send again under another id", given_id);
-                if (o)
+                /* A task recorded before a restart that JetStream never acknowledged (the gateway
+                 * stopped in between) is sent again: its sender never had an answer. */
+                if (o && (o->stored || o->sending || o->done))
                         return sd_bus_reply_method_return(msg, "s", given_id);
+                if (o && (!streq(o->agent, agent) || !streq(o->host, host))) {
+                        sent_forget(m, (size_t) (o - m->out));  /* never acknowledged: now another task */
+                        o = NULL;
+                }
                 id = strdup(given_id);
                 if (!id)
                         return -ENOMEM;
@@ -1858,12 +1877,15 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (asprintf(&msg_id, "%s.%s", m->config->mesh.host, id) < 0)
                 return -ENOMEM;
-        Outgoing *o = add_out(m, id, agent, host, uid, name);
-        if (!o)
-                return -ENOMEM;
-        r = sent_record_new(m, o, error);
-        if (r < 0)
-                return r;
+        if (!o) {
+                o = add_out(m, id, agent, host, uid, name);
+                if (!o)
+                        return -ENOMEM;
+                r = sent_record_new(m, o, error);
+                if (r < 0)
+                        return r;
+        }
+        o->sending = true;
         r = queue_publish(m, MESH_KIND_TASK, host, msg_id, TAKE_PTR(json), msg, id);
         if (r < 0)
                 return r;

@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 assert(mesh_sent_from_text(text, strlen(text), "host-a", &back) == 0);
                 assert(streq(back.id, s.id) && streq(back.sender, s.sender) && streq(back.state, s.state));
                 assert(back.uid == s.uid && back.submitted_usec == s.submitted_usec && back.done == s.done);
-                assert(back.ended_usec == s.ended_usec);
+                assert(back.ended_usec == s.ended_usec && back.stored == s.stored);
                 if (s.done)
                         assert(streq(back.result.text, s.result.text) && back.result.size == s.result.size);
                 mesh_sent_done(&back);

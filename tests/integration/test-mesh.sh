@@ -569,7 +569,18 @@ check_output "con tasks still lists it, not yet answered (working, from its reco
 check_output "... GetResult: working, no text yet" '^ss "working" ""$' result_of alice mesh-keep-1
 check "its result arrives after the restart" wait_for 20 bash -c \
         'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-keep-1 +completed +alice$"'
+# A record written before Submit answered, of a task JetStream never acknowledged (the gateway
+# stopped in between), as such a crash leaves it: its sender had no answer and sends it again.
+check "a record of a task never acknowledged (no \"stored\"), as a crash before the publish leaves it" bash -c \
+        'printf "{\"v\":1,\"id\":\"mesh-keep-3\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":%s,\"sender\":\"alice\",\"state\":\"submitted\",\"ts\":%s}\n" \
+                "$(id -u alice)" "$(date +%s)000000" >/tmp/mesh-keep-3.tmp &&
+         install -o con-mesh -g con-mesh -m 0600 /tmp/mesh-keep-3.tmp /srv/con/mesh/sent/mesh-keep-3.sent && rm /tmp/mesh-keep-3.tmp'
 check "host-a's gateway restarted after the result" restart_gateway_a
+check_output "the unacknowledged task is listed (submitted)" '^sysadmin@host-b +mesh-keep-3 +submitted +alice$' \
+        as_user alice con tasks sysadmin@host-b
+check_output "... sent again under its id, it really goes (and is answered)" \
+        '^sender=alice@host-a agent=sysadmin text=sent again$' \
+        as_user alice timeout 30 con-send --timeout 25 --id mesh-keep-3 --to sysadmin@host-b sent again
 check_output "con task ID: completed, with its answer" \
         'status: completed.*sender=alice@host-a agent=sysadmin text=slower keep' \
         bash -c 'runuser -u alice -- con task mesh-keep-1 | tr "\n" " "'

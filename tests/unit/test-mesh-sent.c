@@ -15,7 +15,8 @@
 
 static MeshSent sample(bool done) {
         MeshSent s = { .id = (char *) "t-1", .agent = (char *) "sysadmin", .host = (char *) "host-b",
-                       .sender = (char *) "alice", .uid = 1001, .state = "working", .submitted_usec = 1000 * US };
+                       .sender = (char *) "alice", .uid = 1001, .state = "working", .submitted_usec = 1000 * US,
+                       .stored = true };
         if (done) {
                 s.done = true;
                 s.ended_usec = 2000 * US;
@@ -43,6 +44,7 @@ static void test_round_trip(void) {
                 g_assert_cmpuint(back.uid, ==, 1001);
                 g_assert_cmpstr(back.state, ==, "working");
                 g_assert_cmpuint(back.submitted_usec, ==, 1000 * US);
+                g_assert_true(back.stored);
                 g_assert_cmpuint(back.done, ==, (unsigned) done);
                 if (done) {
                         g_assert_cmpuint(back.ended_usec, ==, 2000 * US);
@@ -105,6 +107,8 @@ static void test_invalid(void) {
                 "{\"v\":1,\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1,\"sender\":\"alice\","
                 "\"state\":\"submitted\",\"ts\":1}\n{\"v\":1}\n",
                 "[1]\n",
+                "{\"v\":1,\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1,\"sender\":\"alice\","
+                "\"state\":\"submitted\",\"ts\":1,\"stored\":1}\n",
         };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
                 MeshSent b = {};
@@ -120,6 +124,7 @@ static void test_invalid(void) {
         g_assert_cmpint(mesh_sent_from_text(later, strlen(later), "host-a", &b), ==, 0);
         g_assert_cmpstr(b.state, ==, "accepted");
         g_assert_false(b.done);
+        g_assert_false(b.stored);       /* not said: the sender may send it again */
         mesh_sent_done(&b);
 }
 
@@ -157,6 +162,7 @@ static void test_store(void) {
         b.id = (char *) "t-0";
         b.submitted_usec = 500 * US;
         b.state = "submitted";
+        b.stored = false;
         g_assert_cmpint(mesh_sent_write(dfd, &a, "host-a", true), ==, 0);
         g_assert_cmpint(mesh_sent_write(dfd, &b, "host-a", false), ==, 0);
         g_assert_cmpint(fstatat(dfd, "t-1.sent", &st, 0), ==, 0);
@@ -180,6 +186,8 @@ static void test_store(void) {
         g_assert_cmpuint(bad, ==, 2);
         g_assert_cmpstr(all[0].id, ==, "t-0");          /* in the order they were sent */
         g_assert_cmpstr(all[0].state, ==, "accepted");
+        g_assert_false(all[0].stored);
+        g_assert_true(all[1].stored);
         g_assert_false(all[0].done);
         g_assert_cmpstr(all[1].id, ==, "t-1");
         g_assert_true(all[1].done);
