@@ -167,7 +167,7 @@ _con() {
                 return
         fi
         if [[ $cur == -* ]]; then
-                # con mesh's subcommands have options of their own (status, init, issue, server-config).
+                # con mesh's subcommands have options of their own (status, init, issue, sign, server-config).
                 if [[ $verb == mesh && -n ${positional[1]:-} ]]; then
                         _con_reply "$cur" "$(_con_help_options con mesh "${positional[1]}") --help"
                 else
@@ -186,7 +186,12 @@ _con() {
                 1) [[ ${positional[1]} == remove ]] && _con_reply "$cur" "$(_con_agents "$config")" ;;
                 esac
                 ;;
-        mesh) ((n == 0)) && _con_reply "$cur" status init issue server-config ;;
+        mesh)
+                case $n in
+                0) _con_reply "$cur" status init issue sign server-config ;;
+                1) [[ ${positional[1]} == sign ]] && _con_reply_files "$cur" ;;    # the signing request
+                esac
+                ;;
         policy)
                 case $n in
                 0) _con_reply "$cur" show check query ;;

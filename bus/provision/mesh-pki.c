@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bn.h>
@@ -212,11 +214,9 @@ static int copy_ca(const char *out_dir, X509 *ca) {
         return X509_cmp(there, ca) == 0 ? 0 : -EEXIST;
 }
 
-int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, char * const *sans,
-                   const char *out_dir, const char *base) {
-        _cleanup_(EVP_PKEY_freep) EVP_PKEY *cakey = NULL, *k = NULL;
-        _cleanup_(X509_freep) X509 *ca = NULL, *x = NULL;
-        _cleanup_free_ char *san = NULL, *keyname = NULL, *crtname = NULL, *keypath = NULL, *crtpath = NULL;
+/* The subject alternative names of a certificate of KIND for NAME (SANS: the server's). */
+static int cert_sans(ConMeshCertKind kind, const char *name, char * const *sans, char **ret) {
+        _cleanup_free_ char *san = NULL;
         int r;
 
         if (kind == CON_MESH_CERT_HOST) {
@@ -236,11 +236,53 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
                 free(san);
                 san = t;
         }
+        *ret = TAKE_PTR(san);
+        return 0;
+}
+
+/* The one place a certificate of the mesh is issued (con mesh issue, con mesh sign, con
+ * bootstrap): for the public key of KEY, subject CN=NAME, SAN, signed by CAKEY/CA. */
+static int sign_cert(EVP_PKEY *cakey, X509 *ca, ConMeshCertKind kind, const char *name, const char *san,
+                     EVP_PKEY *key, X509 **ret) {
+        _cleanup_(X509_freep) X509 *x = NULL;
+        int r;
+
+        r = new_cert(key, name, ca, CON_MESH_CERT_DAYS, &x);
+        if (r < 0)
+                return r;
+        if ((r = add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
+            (r = add_ext(x, ca, NID_key_usage, "critical,digitalSignature")) < 0 ||
+            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_HOST ? "clientAuth" : "serverAuth,clientAuth")) < 0 ||
+            (r = add_ext(x, ca, NID_subject_alt_name, san)) < 0 ||
+            (r = add_ext(x, ca, NID_subject_key_identifier, "hash")) < 0 ||
+            (r = add_ext(x, ca, NID_authority_key_identifier, "keyid")) < 0)
+                return r;
+        if (!X509_sign(x, cakey, EVP_sha256()))
+                return -EIO;
+        *ret = TAKE_PTR(x);
+        return 0;
+}
+
+static int read_ca(const char *ca_dir, EVP_PKEY **ret_key, X509 **ret_cert) {
+        int r = read_pem(ca_dir, "ca.key", ret_key, NULL);
+        if (r >= 0)
+                r = read_pem(ca_dir, "ca.crt", NULL, ret_cert);
+        return r;
+}
+
+int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, char * const *sans,
+                   const char *out_dir, const char *base) {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *cakey = NULL, *k = NULL;
+        _cleanup_(X509_freep) X509 *ca = NULL, *x = NULL;
+        _cleanup_free_ char *san = NULL, *keyname = NULL, *crtname = NULL, *keypath = NULL, *crtpath = NULL;
+        int r;
+
+        r = cert_sans(kind, name, sans, &san);
+        if (r < 0)
+                return r;
         if (!base || !*base || strchr(base, '/'))
                 return -EINVAL;
-        r = read_pem(ca_dir, "ca.key", &cakey, NULL);
-        if (r >= 0)
-                r = read_pem(ca_dir, "ca.crt", NULL, &ca);
+        r = read_ca(ca_dir, &cakey, &ca);
         if (r < 0)
                 return r;
         r = ensure_dir(out_dir);
@@ -254,18 +296,9 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
         k = EVP_EC_gen("P-256");
         if (!k)
                 return -EIO;
-        r = new_cert(k, name, ca, CON_MESH_CERT_DAYS, &x);
+        r = sign_cert(cakey, ca, kind, name, san, k, &x);
         if (r < 0)
                 return r;
-        if ((r = add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
-            (r = add_ext(x, ca, NID_key_usage, "critical,digitalSignature")) < 0 ||
-            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_HOST ? "clientAuth" : "serverAuth,clientAuth")) < 0 ||
-            (r = add_ext(x, ca, NID_subject_alt_name, san)) < 0 ||
-            (r = add_ext(x, ca, NID_subject_key_identifier, "hash")) < 0 ||
-            (r = add_ext(x, ca, NID_authority_key_identifier, "keyid")) < 0)
-                return r;
-        if (!X509_sign(x, cakey, EVP_sha256()))
-                return -EIO;
         r = copy_ca(out_dir, ca);
         if (r < 0)
                 return r;
@@ -276,6 +309,287 @@ int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, c
         if (r < 0)
                 (void) unlink(keypath);
         return r;
+}
+
+/* ---- in memory: con bootstrap and con mesh sign -------------------------------------------- */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(BIO *, BIO_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_REQ *, X509_REQ_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_STORE *, X509_STORE_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(X509_STORE_CTX *, X509_STORE_CTX_free);
+
+void con_mesh_pem_erase(char *s) {
+        if (s) {
+                explicit_bzero(s, strlen(s));
+                free(s);
+        }
+}
+
+/* What BIO B holds, as a string. */
+static int bio_string(BIO *b, char **ret) {
+        char *data;
+        long n = BIO_get_mem_data(b, &data);
+        if (n < 0)
+                return -EIO;
+        char *s = strndup(data, (size_t) n);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static BIO *bio_of(const char *pem) {
+        return pem ? BIO_new_mem_buf(pem, -1) : NULL;
+}
+
+static int key_from_pem(const char *pem, EVP_PKEY **ret) {
+        _cleanup_(BIO_freep) BIO *b = bio_of(pem);
+        if (!b)
+                return -ENOMEM;
+        *ret = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+        return *ret ? 0 : -EBADMSG;
+}
+
+static int cert_from_pem(const char *pem, X509 **ret) {
+        _cleanup_(BIO_freep) BIO *b = bio_of(pem);
+        if (!b)
+                return -ENOMEM;
+        *ret = PEM_read_bio_X509(b, NULL, NULL, NULL);
+        return *ret ? 0 : -EBADMSG;
+}
+
+static int key_to_pem(EVP_PKEY *k, char **ret) {
+        _cleanup_(BIO_freep) BIO *b = BIO_new(BIO_s_mem());
+        if (!b)
+                return -ENOMEM;
+        if (PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) != 1)
+                return -EIO;
+        int r = bio_string(b, ret);
+        /* The BIO's buffer held the key too. */
+        char *data;
+        long n = BIO_get_mem_data(b, &data);
+        if (n > 0)
+                explicit_bzero(data, (size_t) n);
+        return r;
+}
+
+static int cert_to_pem(X509 *x, char **ret) {
+        _cleanup_(BIO_freep) BIO *b = BIO_new(BIO_s_mem());
+        if (!b)
+                return -ENOMEM;
+        if (PEM_write_bio_X509(b, x) != 1)
+                return -EIO;
+        return bio_string(b, ret);
+}
+
+/* KEY_PEM's key, or a new one (then *ret_new_pem is its PEM, else NULL). */
+static int key_or_new(const char *key_pem, EVP_PKEY **ret, char **ret_new_pem) {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = NULL;
+        int r;
+
+        *ret_new_pem = NULL;
+        if (key_pem)
+                return key_from_pem(key_pem, ret);
+        k = EVP_EC_gen("P-256");
+        if (!k)
+                return -EIO;
+        r = key_to_pem(k, ret_new_pem);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(k);
+        return 0;
+}
+
+int con_mesh_issue_host_pem(const char *ca_dir, const char *host, const char *key_pem, char **ret_new_key_pem,
+                            char **ret_crt_pem, char **ret_ca_pem) {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *cakey = NULL, *k = NULL;
+        _cleanup_(X509_freep) X509 *ca = NULL, *x = NULL;
+        _cleanup_free_ char *san = NULL, *crt = NULL, *capem = NULL;
+        char *newkey = NULL;
+        int r;
+
+        r = cert_sans(CON_MESH_CERT_HOST, host, NULL, &san);
+        if (r < 0)
+                return r;
+        r = read_ca(ca_dir, &cakey, &ca);
+        if (r < 0)
+                return r;
+        r = key_or_new(key_pem, &k, &newkey);
+        if (r >= 0)
+                r = sign_cert(cakey, ca, CON_MESH_CERT_HOST, host, san, k, &x);
+        if (r >= 0)
+                r = cert_to_pem(x, &crt);
+        if (r >= 0)
+                r = cert_to_pem(ca, &capem);
+        if (r < 0) {
+                con_mesh_pem_erase(newkey);
+                return r;
+        }
+        *ret_new_key_pem = newkey;
+        *ret_crt_pem = TAKE_PTR(crt);
+        *ret_ca_pem = TAKE_PTR(capem);
+        return 0;
+}
+
+int con_mesh_csr_new(const char *host, const char *key_pem, char **ret_new_key_pem, char **ret_csr_pem) {
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = NULL;
+        _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
+        _cleanup_(BIO_freep) BIO *b = NULL;
+        _cleanup_free_ char *csr = NULL;
+        char *newkey = NULL;
+        int r;
+
+        if (!con_mesh_host_valid(host))
+                return -EINVAL;
+        r = key_or_new(key_pem, &k, &newkey);
+        if (r < 0)
+                return r;
+        req = X509_REQ_new();
+        b = BIO_new(BIO_s_mem());
+        if (!req || !b)
+                r = -ENOMEM;
+        X509_NAME *n = req ? X509_REQ_get_subject_name(req) : NULL;
+        if (r >= 0 && (!X509_REQ_set_version(req, 0) || !X509_REQ_set_pubkey(req, k) ||
+                       !X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *) "ConspiracyOS mesh", -1, -1, 0) ||
+                       !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *) host, -1, -1, 0) ||
+                       !X509_REQ_sign(req, k, EVP_sha256()) || PEM_write_bio_X509_REQ(b, req) != 1))
+                r = -EIO;
+        if (r >= 0)
+                r = bio_string(b, &csr);
+        if (r < 0) {
+                con_mesh_pem_erase(newkey);
+                return r;
+        }
+        *ret_new_key_pem = newkey;
+        *ret_csr_pem = TAKE_PTR(csr);
+        return 0;
+}
+
+/* The one CN of subject N, or NULL (none, several, or not text). */
+static char *subject_cn(const X509_NAME *n) {
+        int i = X509_NAME_get_index_by_NID(n, NID_commonName, -1);
+        if (i < 0 || X509_NAME_get_index_by_NID(n, NID_commonName, i) >= 0)
+                return NULL;
+        const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, i));
+        unsigned char *utf8 = NULL;
+        int len = ASN1_STRING_to_UTF8(&utf8, s);
+        if (len < 0)
+                return NULL;
+        char *cn = memchr(utf8, 0, (size_t) len) ? NULL : strndup((const char *) utf8, (size_t) len);
+        OPENSSL_free(utf8);
+        return cn;
+}
+
+/* CSR_PEM's request, its signature checked, and its subject's CN in *ret_name (NULL if none). */
+static int csr_read(const char *csr_pem, size_t len, X509_REQ **ret, char **ret_name) {
+        _cleanup_(BIO_freep) BIO *b = NULL;
+        _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
+
+        if (len > INT_MAX)
+                return -EBADMSG;
+        b = BIO_new_mem_buf(csr_pem, (int) len);
+        if (!b)
+                return -ENOMEM;
+        req = PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
+        if (!req)
+                return -EBADMSG;
+        EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+        if (!pub || X509_REQ_verify(req, pub) != 1)
+                return -EBADMSG;
+        *ret_name = subject_cn(X509_REQ_get_subject_name(req));
+        *ret = TAKE_PTR(req);
+        return 0;
+}
+
+int con_mesh_sign_csr(const char *ca_dir, const char *csr_pem, size_t len, char **ret_host, char **ret_crt_pem) {
+        _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *cakey = NULL;
+        _cleanup_(X509_freep) X509 *ca = NULL, *x = NULL;
+        _cleanup_free_ char *name = NULL, *san = NULL;
+        int r;
+
+        *ret_host = NULL;
+        r = csr_read(csr_pem, len, &req, &name);
+        if (r < 0)
+                return r;
+        if (!name || !con_mesh_host_valid(name)) {
+                *ret_host = TAKE_PTR(name);
+                return -EINVAL;
+        }
+        r = cert_sans(CON_MESH_CERT_HOST, name, NULL, &san);
+        if (r >= 0)
+                r = read_ca(ca_dir, &cakey, &ca);
+        if (r >= 0)
+                r = sign_cert(cakey, ca, CON_MESH_CERT_HOST, name, san, X509_REQ_get0_pubkey(req), &x);
+        if (r >= 0)
+                r = cert_to_pem(x, ret_crt_pem);
+        if (r < 0)
+                return r;
+        *ret_host = TAKE_PTR(name);
+        return 0;
+}
+
+int con_mesh_csr_matches(const char *csr_pem, const char *key_pem, const char *host) {
+        _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = NULL;
+        _cleanup_free_ char *name = NULL;
+        int r;
+
+        r = csr_read(csr_pem, strlen(csr_pem), &req, &name);
+        if (r < 0)
+                return r;
+        r = key_from_pem(key_pem, &k);
+        if (r < 0)
+                return r;
+        return name && streq(name, host) && EVP_PKEY_eq(X509_REQ_get0_pubkey(req), k) == 1;
+}
+
+ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_pem, const char *ca_pem,
+                                          const char *host, time_t now, char **ret_name, time_t *ret_not_after) {
+        _cleanup_(X509_freep) X509 *x = NULL, *ca = NULL;
+        _cleanup_(EVP_PKEY_freep) EVP_PKEY *k = NULL;
+        _cleanup_(X509_STORE_freep) X509_STORE *store = NULL;
+        _cleanup_(X509_STORE_CTX_freep) X509_STORE_CTX *ctx = NULL;
+        struct tm tm;
+
+        *ret_name = NULL;
+        *ret_not_after = 0;
+        if (cert_from_pem(crt_pem, &x) < 0)
+                return CON_MESH_CERT_UNREADABLE;
+        *ret_name = subject_cn(X509_get_subject_name(x));
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+                *ret_not_after = timegm(&tm);
+        if (!con_mesh_host_valid(host) ||
+            X509_check_host(x, host, strlen(host), X509_CHECK_FLAG_NO_WILDCARDS, NULL) != 1 ||
+            !*ret_name || !streq(*ret_name, host))
+                return CON_MESH_CERT_WRONG_HOST;
+        if (!(X509_get_extension_flags(x) & EXFLAG_XKUSAGE) || !(X509_get_extended_key_usage(x) & XKU_SSL_CLIENT) ||
+            X509_check_ca(x) != 0)
+                return CON_MESH_CERT_NOT_CLIENT;
+        if (cert_from_pem(ca_pem, &ca) < 0)
+                return CON_MESH_CERT_CA_UNREADABLE;
+        store = X509_STORE_new();
+        ctx = X509_STORE_CTX_new();
+        if (!store || !ctx || X509_STORE_add_cert(store, ca) != 1 || X509_STORE_CTX_init(ctx, store, x, NULL) != 1)
+                return CON_MESH_CERT_OTHER_CA;
+        /* Whether the CA signed it, whatever the time: the dates are the next checks. */
+        X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_NO_CHECK_TIME);
+        X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+        if (X509_verify_cert(ctx) != 1)
+                return CON_MESH_CERT_OTHER_CA;
+        if (key_pem) {
+                if (key_from_pem(key_pem, &k) < 0)
+                        return CON_MESH_CERT_KEY_UNREADABLE;
+                if (X509_check_private_key(x, k) != 1)
+                        return CON_MESH_CERT_WRONG_KEY;
+        }
+        time_t t = now;
+        if (X509_cmp_time(X509_get0_notAfter(x), &t) <= 0)
+                return CON_MESH_CERT_EXPIRED;
+        t = now + (time_t) CON_MESH_CERT_RENEW_DAYS * 24 * 3600;
+        if (X509_cmp_time(X509_get0_notAfter(x), &t) <= 0)
+                return CON_MESH_CERT_EXPIRING;
+        return CON_MESH_CERT_OK;
 }
 
 /* The permissions of host H (docs/MULTIHOST.md, "Identity"). Publish: tasks, results and state

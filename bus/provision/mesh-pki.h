@@ -8,10 +8,13 @@
  * own name. Keys are ECDSA P-256, made with OpenSSL's libcrypto. Library code: no logging. */
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
 
 #define CON_MESH_CA_DIR "/etc/con/mesh-ca"              /* ca.key (0600) and ca.crt, on one host */
 #define CON_MESH_CA_DAYS 3650
 #define CON_MESH_CERT_DAYS 825
+#define CON_MESH_CERT_RENEW_DAYS 30           /* con bootstrap warns this long before the end */
 
 typedef enum ConMeshCertKind {
         CON_MESH_CERT_HOST,     /* a host's client certificate: CN and DNS SAN = the host name */
@@ -36,6 +39,55 @@ int con_mesh_ca_init(const char *dir);
  * exists, -ENOENT without a CA, -EINVAL for an invalid name or SAN. */
 int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, char * const *sans,
                    const char *out_dir, const char *base);
+
+/* The same in memory, for con bootstrap on the CA's host (docs/MULTIHOST.md, "Setting it up"):
+ * HOST's client certificate signed by the CA in CA_DIR, for the key KEY_PEM (PEM), or for a new
+ * key when KEY_PEM is NULL (then *ret_new_key_pem is it, else NULL; free it with
+ * con_mesh_pem_erase). *ret_crt_pem: the certificate, *ret_ca_pem: the CA's. -ENOENT without a
+ * CA, -EINVAL for an invalid host name, -EBADMSG for a KEY_PEM that is no key. */
+int con_mesh_issue_host_pem(const char *ca_dir, const char *host, const char *key_pem, char **ret_new_key_pem,
+                            char **ret_crt_pem, char **ret_ca_pem);
+
+/* A certificate signing request for HOST (subject O=ConspiracyOS mesh, CN=HOST), for the key
+ * KEY_PEM or a new one (as con_mesh_issue_host_pem). What con bootstrap writes on a host without
+ * the CA; con mesh sign turns it into the certificate. */
+int con_mesh_csr_new(const char *host, const char *key_pem, char **ret_new_key_pem, char **ret_csr_pem);
+
+/* Signs the request CSR_PEM (LEN bytes, from another host: outside input) with the CA in
+ * CA_DIR: a host certificate exactly like con_mesh_issue's for the subject's CN and the
+ * request's public key; nothing else of the request (extensions, other names) is used.
+ * *ret_host: the CN (also on -EINVAL when there is one). -EBADMSG: not a request, or its
+ * signature is wrong; -EINVAL: no single CN, or not a valid host name; -ENOENT: no CA. */
+int con_mesh_sign_csr(const char *ca_dir, const char *csr_pem, size_t len, char **ret_host, char **ret_crt_pem);
+
+/* Zeroes and frees a PEM string that may hold a private key (NULL: nothing). */
+void con_mesh_pem_erase(char *pem);
+static inline void con_mesh_pem_erasep(char **pem) {
+        con_mesh_pem_erase(*pem);
+}
+
+/* 1 when the request CSR_PEM is HOST's, for the key KEY_PEM; 0 when not; -EBADMSG. */
+int con_mesh_csr_matches(const char *csr_pem, const char *key_pem, const char *host);
+
+/* What con bootstrap finds of this host's certificate (the first problem, in this order). */
+typedef enum ConMeshCertState {
+        CON_MESH_CERT_OK,
+        CON_MESH_CERT_UNREADABLE,       /* not a PEM certificate */
+        CON_MESH_CERT_WRONG_HOST,       /* its CN or DNS name is not HOST */
+        CON_MESH_CERT_NOT_CLIENT,       /* a CA, or not for TLS client authentication */
+        CON_MESH_CERT_CA_UNREADABLE,    /* the CA's certificate is not a PEM certificate */
+        CON_MESH_CERT_OTHER_CA,         /* not signed by that CA */
+        CON_MESH_CERT_KEY_UNREADABLE,   /* the key is not a PEM private key */
+        CON_MESH_CERT_WRONG_KEY,        /* the key is not the certificate's */
+        CON_MESH_CERT_EXPIRED,          /* at NOW */
+        CON_MESH_CERT_EXPIRING,         /* within CON_MESH_CERT_RENEW_DAYS of NOW (a warning) */
+} ConMeshCertState;
+
+/* Checks HOST's certificate CRT_PEM against the CA's certificate CA_PEM and the key KEY_PEM
+ * (NULL: not checked) at time NOW. *ret_name: the certificate's CN (NULL when unreadable or
+ * none; to free), *ret_not_after: its end (0 when unreadable). Pure: no files. */
+ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_pem, const char *ca_pem,
+                                          const char *host, time_t now, char **ret_name, time_t *ret_not_after);
 
 /* The nats-server configuration of the mesh: LISTEN (HOST:PORT), JetStream under STORE_DIR, TLS
  * required with the server's certificate, key and the CA in TLS_DIR (server.crt, server.key,

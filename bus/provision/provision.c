@@ -18,6 +18,7 @@
 #include "conffile.h"
 #include "fileio.h"
 #include "macro.h"
+#include "mesh-pki.h"
 #include "names.h"
 #include "platform.h"
 #include "policy.h"
@@ -65,6 +66,7 @@ typedef struct Action {
         size_t len;
         const char *verb;       /* FILE: what replacing an existing file is called ("write") */
         const char *why;        /* FILE, REMOVE: said in parentheses after the path, or NULL */
+        bool secret;            /* FILE: content is a private key, zeroed when freed */
 } Action;
 
 /* One change a failed run reverts: a path it created (removed again), or a file it replaced
@@ -117,6 +119,8 @@ struct ConProvision {
         bool userdb_applied;
         unsigned fail_after;    /* test hook: fail before the Nth change (0: never) */
         bool force;             /* --force: files changed here are replaced too */
+        bool mesh_credentials;  /* make or check this host's mesh certificate (con bootstrap) */
+        char *mesh_request;     /* this host's certificate must come from the CA's host: what to do */
         /* What bootstrap installed into /etc/con (conffile.h), read when a profile or --config
          * FILE is installed: the record (updated by the plan and written last), whether it
          * existed, the earlier versions of the profiles' files (paths below /etc/con), and the
@@ -167,6 +171,8 @@ static void action_done(Action *a) {
                 acl_free(a->access);
         if (a->def)
                 acl_free(a->def);
+        if (a->secret && a->content)
+                explicit_bzero(a->content, a->len);
         free(a->content);
 }
 
@@ -966,24 +972,231 @@ static int plan_env_file(ConProvision *p) {
         return add_attrs(p, CON_ENV_PATH, "root", MODELS_USER, 0640);
 }
 
-/* The mesh's TLS files (con mesh issue, docs/MULTIHOST.md): the CA's and this host's certificate
- * root:root 0644, this host's key root:con-mesh 0640 without ACL entries, so the gateway reads it
- * and no agent can. Created empty when missing, so copying the files con mesh issue wrote over
- * them keeps owner and mode. Only in CON_MESH_TLS_DIR: files configured elsewhere are the
- * admin's to protect. */
-static int plan_mesh_files(ConProvision *p) {
+/* A mesh credential file below the root: its content, or NULL when it is missing or empty (con
+ * bootstrap creates them empty). */
+static int read_mesh_file(ConProvision *p, const char *path, char **ret) {
+        _cleanup_free_ char *full = NULL, *s = NULL;
+        size_t len;
+        int r;
+
+        *ret = NULL;
+        r = rooted(p, path, &full);
+        if (r < 0)
+                return r;
+        r = read_file_nofollow(full, 1U << 20, &s, &len);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (len == 0 || strlen(s) != len) {
+                explicit_bzero(s, len);
+                return len == 0 ? 0 : -EBADMSG;
+        }
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+/* A mesh credential file bootstrap makes (takes CONTENT; a SECRET one is zeroed when freed). */
+static int add_mesh_file(ConProvision *p, const char *path, char *content, const char *group, mode_t mode,
+                         bool secret) {
+        size_t len = strlen(content);
+        int r = add_parents(p, path);
+        Action *a = r < 0 ? NULL : action_new(p, ACTION_FILE, path);
+
+        if (!a) {
+                if (secret)
+                        explicit_bzero(content, len);
+                free(content);
+                return r < 0 ? r : -ENOMEM;
+        }
+        a->content = content;
+        a->len = len;
+        a->secret = secret;
+        return action_set_file_mode(p, a, "root", group, mode);
+}
+
+/* Where con bootstrap writes this host's certificate signing request: next to the certificate,
+ * .crt replaced by .csr (default CON_MESH_TLS_DIR/host.csr). */
+static int mesh_csr_path(const char *cert, char **ret) {
+        const char *e = endswith(cert, ".crt");
+        if (asprintf(ret, "%.*s.csr", (int) (e ? (size_t) (e - cert) : strlen(cert)), cert) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static const char *mesh_fix(void) {
+        return "remove it and run con bootstrap again: it issues a new certificate for this host's key "
+               "(on the CA's host) or writes a signing request for it";
+}
+
+/* This host's mesh certificate (docs/MULTIHOST.md, "Setting it up"). Missing: issued here when
+ * the CA's key is in CON_MESH_CA_DIR (con_mesh_issue_host_pem, what con mesh issue does), else
+ * this host's key and a signing request are written and p->mesh_request says what to run on the
+ * CA's host. Present: checked (host name, CA, key, dates). The files are FILE actions, so a failed
+ * run removes what it wrote. *ret_written: the paths written (their ATTRS actions are skipped). */
+static int plan_mesh_credentials(ConProvision *p, char ***ret_written, char **ret_error) {
+        const ConMeshConfig *m = &p->config->mesh;
+        _cleanup_(con_mesh_pem_erasep) char *key = NULL, *newkey = NULL;
+        _cleanup_free_ char *crt = NULL, *ca = NULL, *name = NULL, *ca_dir = NULL, *ca_key_path = NULL,
+                            *newcrt = NULL, *newca = NULL, *csr_path = NULL, *csr = NULL;
+        time_t not_after = 0;
+        int r;
+
+        if (!p->mesh_credentials || !m->enabled || !m->ca || !m->cert || !m->key)
+                return 0;
+        if ((r = read_mesh_file(p, m->cert, &crt)) < 0)
+                return con_error_textf(ret_error, r, "mesh: %s: cannot read: %s", m->cert, path_error(r));
+        if ((r = read_mesh_file(p, m->key, &key)) < 0)
+                return con_error_textf(ret_error, r, "mesh: %s: cannot read: %s", m->key, path_error(r));
+        if ((r = read_mesh_file(p, m->ca, &ca)) < 0)
+                return con_error_textf(ret_error, r, "mesh: %s: cannot read: %s", m->ca, path_error(r));
+
+        if (crt) {
+                if (!key)
+                        return con_error_textf(ret_error, -ENOKEY, "mesh: %s is there but this host's key %s is "
+                                               "missing or empty: copy the key issued with it, or %s",
+                                               m->cert, m->key, mesh_fix());
+                if (!ca)
+                        return con_error_textf(ret_error, -ENOENT, "mesh: %s is missing or empty: copy the mesh "
+                                               "CA's ca.crt there (from the host where con mesh init ran)", m->ca);
+                ConMeshCertState st = con_mesh_check_host_cert(crt, key, ca, m->host, time(NULL), &name, &not_after);
+                char end[32] = "?";
+                struct tm tm;
+                if (not_after > 0 && gmtime_r(&not_after, &tm))
+                        strftime(end, sizeof(end), "%Y-%m-%d", &tm);
+                switch (st) {
+                case CON_MESH_CERT_OK:
+                        return 0;
+                case CON_MESH_CERT_EXPIRING:
+                        return strv_extendf(&p->warnings, "mesh: %s expires on %s (in less than %d days): %s",
+                                            m->cert, end, CON_MESH_CERT_RENEW_DAYS, mesh_fix());
+                case CON_MESH_CERT_UNREADABLE:
+                        return con_error_textf(ret_error, -EBADMSG, "mesh: %s is not a PEM certificate: %s",
+                                               m->cert, mesh_fix());
+                case CON_MESH_CERT_WRONG_HOST:
+                        return con_error_textf(ret_error, -EKEYREJECTED, "mesh: %s is the certificate of '%s', not of "
+                                               "this host (mesh.host: %s): %s", m->cert, name ?: "?", m->host,
+                                               mesh_fix());
+                case CON_MESH_CERT_NOT_CLIENT:
+                        return con_error_textf(ret_error, -EKEYREJECTED, "mesh: %s is not a host's certificate of "
+                                               "the mesh (a CA, or not for TLS client authentication): %s",
+                                               m->cert, mesh_fix());
+                case CON_MESH_CERT_CA_UNREADABLE:
+                        return con_error_textf(ret_error, -EBADMSG, "mesh: %s is not a PEM certificate: copy the mesh "
+                                               "CA's ca.crt there (from the host where con mesh init ran)", m->ca);
+                case CON_MESH_CERT_OTHER_CA:
+                        return con_error_textf(ret_error, -EKEYREJECTED, "mesh: %s is not signed by the mesh's CA "
+                                               "(%s): it comes from another CA; %s", m->cert, m->ca, mesh_fix());
+                case CON_MESH_CERT_KEY_UNREADABLE:
+                        return con_error_textf(ret_error, -EBADMSG, "mesh: %s is not a PEM private key: copy the "
+                                               "key issued with %s, or remove both and run con bootstrap again",
+                                               m->key, m->cert);
+                case CON_MESH_CERT_WRONG_KEY:
+                        return con_error_textf(ret_error, -EKEYREJECTED, "mesh: %s does not belong to the key %s: "
+                                               "copy the key issued with it, or %s", m->cert, m->key, mesh_fix());
+                case CON_MESH_CERT_EXPIRED:
+                        return con_error_textf(ret_error, -EKEYEXPIRED, "mesh: %s expired on %s: %s", m->cert, end,
+                                               mesh_fix());
+                }
+                return -EINVAL;
+        }
+
+        /* No certificate yet: the CA's key on this host? */
+        if (rooted(p, CON_MESH_CA_DIR, &ca_dir) < 0 || asprintf(&ca_key_path, "%s/ca.key", ca_dir) < 0)
+                return -ENOMEM;
+        if (access(ca_key_path, F_OK) >= 0) {
+                r = con_mesh_issue_host_pem(ca_dir, m->host, key, &newkey, &newcrt, &newca);
+                if (r == -EBADMSG)
+                        return con_error_textf(ret_error, r, "mesh: %s is not a PEM private key: remove it and run "
+                                               "con bootstrap again (it makes a new one)", m->key);
+                if (r < 0)
+                        return con_error_textf(ret_error, r, "mesh: cannot issue this host's certificate with the CA "
+                                               "in %s: %s", CON_MESH_CA_DIR, strerror(-r));
+                if (ca && !streq(ca, newca))
+                        return con_error_textf(ret_error, -EKEYREJECTED, "mesh: %s is not the certificate of the CA "
+                                               "in %s: copy %s/ca.crt there, or remove it", m->ca,
+                                               CON_MESH_CA_DIR, CON_MESH_CA_DIR);
+                if (newkey) {
+                        r = add_mesh_file(p, m->key, TAKE_PTR(newkey), CON_MESH_USER, 0640, true);
+                        if (r >= 0)
+                                r = strv_extend(ret_written, m->key);
+                }
+                if (r >= 0)
+                        r = add_mesh_file(p, m->cert, TAKE_PTR(newcrt), "root", 0644, false);
+                if (r >= 0)
+                        r = strv_extend(ret_written, m->cert);
+                if (r >= 0 && !ca) {
+                        r = add_mesh_file(p, m->ca, TAKE_PTR(newca), "root", 0644, false);
+                        if (r >= 0)
+                                r = strv_extend(ret_written, m->ca);
+                }
+                return r;
+        }
+
+        /* Not the CA's host: this host's key (made here, never sent) and a signing request. */
+        r = mesh_csr_path(m->cert, &csr_path);
+        if (r < 0)
+                return r;
+        r = read_mesh_file(p, csr_path, &csr);
+        if (r < 0)
+                return con_error_textf(ret_error, r, "mesh: %s: cannot read: %s", csr_path, path_error(r));
+        if (csr && key && con_mesh_csr_matches(csr, key, m->host) <= 0) {
+                free(csr);
+                csr = NULL;
+        }
+        if (!key || !csr) {
+                _cleanup_free_ char *newcsr = NULL;
+                r = con_mesh_csr_new(m->host, key, &newkey, &newcsr);
+                if (r == -EBADMSG)
+                        return con_error_textf(ret_error, r, "mesh: %s is not a PEM private key: remove it and run "
+                                               "con bootstrap again (it makes a new one)", m->key);
+                if (r < 0)
+                        return con_error_textf(ret_error, r, "mesh: cannot make this host's key and signing request: %s",
+                                               strerror(-r));
+                if (newkey) {
+                        r = add_mesh_file(p, m->key, TAKE_PTR(newkey), CON_MESH_USER, 0640, true);
+                        if (r >= 0)
+                                r = strv_extend(ret_written, m->key);
+                        if (r < 0)
+                                return r;
+                }
+                r = add_mesh_file(p, csr_path, TAKE_PTR(newcsr), "root", 0644, false);
+                if (r < 0)
+                        return r;
+        }
+        if (asprintf(&p->mesh_request,
+                     "mesh: this host (%s) has no certificate yet and the mesh's CA is not here (no %s/ca.key). "
+                     "Its key stays in %s; its signing request is %s. Copy that file to the CA's host and run there:\n"
+                     "    con mesh sign %s.csr --out %s.crt\n"
+                     "then copy %s.crt to this host's %s and the CA's ca.crt (%s/ca.crt there) to %s, and run "
+                     "con bootstrap again",
+                     m->host, CON_MESH_CA_DIR, m->key, csr_path, m->host, m->host, m->host, m->cert, CON_MESH_CA_DIR,
+                     m->ca) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* The mesh's TLS files (docs/MULTIHOST.md): the CA's and this host's certificate root:root 0644,
+ * this host's key root:con-mesh 0640 without ACL entries, so the gateway reads it and no agent
+ * can. Made or checked by plan_mesh_credentials (con bootstrap); otherwise created empty when
+ * missing, so copying the files con mesh issue wrote over them keeps owner and mode. Only in
+ * CON_MESH_TLS_DIR: files configured elsewhere are the admin's to protect. */
+static int plan_mesh_files(ConProvision *p, char **ret_error) {
         const ConMeshConfig *m = &p->config->mesh;
         const struct { const char *path, *group; mode_t mode; } files[] = {
                 { m->ca, "root", 0644 }, { m->cert, "root", 0644 }, { m->key, CON_MESH_USER, 0640 },
         };
+        _cleanup_strv_free_ char **written = NULL;
         int r;
 
         if (!m->enabled || !m->key)
                 return 0;
         r = add_parents(p, CON_MESH_TLS_DIR "/x");
+        if (r >= 0)
+                r = plan_mesh_credentials(p, &written, ret_error);
         for (size_t i = 0; r >= 0 && i < ELEMENTSOF(files); i++) {
                 const char *name = files[i].path ? startswith(files[i].path, CON_MESH_TLS_DIR "/") : NULL;
-                if (name && *name && !strchr(name, '/') && !streq(name, ".."))
+                if (name && *name && !strchr(name, '/') && !streq(name, "..") && !strv_contains(written, files[i].path))
                         r = add_attrs(p, files[i].path, "root", files[i].group, files[i].mode);
         }
         return r;
@@ -1795,6 +2008,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         p->profiles_dir = strdup(o->profiles_dir ?: CON_PROFILESDIR);
         p->fail_after = o->fail_after;
         p->force = o->force;
+        p->mesh_credentials = o->mesh_credentials;
         if (!p->root || !p->profiles_dir)
                 return -ENOMEM;
 
@@ -1908,7 +2122,7 @@ int con_provision_new(const ConProvisionOptions *o, ConProvision **ret, char **r
         if (r >= 0)
                 r = plan_env_file(p);
         if (r >= 0)
-                r = plan_mesh_files(p);
+                r = plan_mesh_files(p, ret_error);
         if (r >= 0)
                 r = add_parents(p, CON_HOME_ROOT "/x");
         for (size_t i = 0; r >= 0 && i < p->config->n_agents; i++)
@@ -1960,6 +2174,7 @@ ConProvision *con_provision_free(ConProvision *p) {
         con_userdb_unlock(&p->lock);
         con_config_free(p->config);
         free(p->config_path);
+        free(p->mesh_request);
         free(p->outer_root);
         free(p->profile_dir);
         free(p->root);
@@ -2002,4 +2217,8 @@ const ConConfig *con_provision_config(const ConProvision *p) {
 
 char * const *con_provision_warnings(const ConProvision *p) {
         return p->warnings;
+}
+
+const char *con_provision_mesh_request(const ConProvision *p) {
+        return p->mesh_request;
 }

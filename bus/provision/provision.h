@@ -37,6 +37,11 @@ typedef struct ConProvisionOptions {
         const char *extra_dropin_name;  /* a file name, con_config_dropin_name_valid() */
         const char *extra_dropin_text;
         const char *omit_dropin;
+        /* con bootstrap: with a mesh: section, make this host's TLS key and certificate when they
+         * are missing (issued here when the mesh CA's key is in CON_MESH_CA_DIR, else a signing
+         * request: con_provision_mesh_request()) and check an existing certificate (its host name,
+         * its CA, its key, its dates): docs/MULTIHOST.md, "Setting it up". */
+        bool mesh_credentials;
 } ConProvisionOptions;
 
 typedef struct ConProvision ConProvision;
@@ -57,6 +62,9 @@ const char *con_provision_profile_dir(const ConProvision *p);
 const ConConfig *con_provision_config(const ConProvision *p);
 /* Non-fatal findings (e.g. an agent without any AGENTS.md layer). */
 char * const *con_provision_warnings(const ConProvision *p);
+/* With mesh_credentials and no certificate for this host and no CA here: what to run on the
+ * CA's host (the run writes this host's key and signing request), else NULL. */
+const char *con_provision_mesh_request(const ConProvision *p);
 
 /* Called once per change, before it is applied, with a line like "create user a-concierge
  * (uid 998)" or "set acl /srv/con/agents/sysadmin/inbox". */

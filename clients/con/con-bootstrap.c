@@ -169,6 +169,7 @@ int verb_bootstrap(int argc, char *argv[]) {
                 o.extra_dropin_text = dropin_text;
         }
 
+        o.mesh_credentials = true;
         r = con_provision_new(&o, &p, &error);
         if (r < 0)
                 return con_fail(r == -ENOEXEC ? CON_EXIT_CONFIG : CON_EXIT_FAILURE, "bootstrap: %s%s",
@@ -184,6 +185,15 @@ int verb_bootstrap(int argc, char *argv[]) {
         r = con_provision_run(p, o.dry_run, print_change, &ch, &checked, &changed, &error);
         if (r < 0)
                 return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", error ?: strerror(-r));
+
+        /* This host's mesh key and signing request are written; its certificate comes from the
+         * CA's host. The gateway cannot connect without it: stop before the units are enabled. */
+        if (con_provision_mesh_request(p)) {
+                if (o.dry_run)
+                        fprintf(stderr, "con: bootstrap: would stop here: %s\n", con_provision_mesh_request(p));
+                else
+                        return con_fail(CON_EXIT_FAILURE, "bootstrap: %s", con_provision_mesh_request(p));
+        }
 
         /* A retired agent's drop-in goes once everything was provisioned without it, before the
          * services reload. */

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* con mesh init | issue | server-config: the mesh's credentials (docs/MULTIHOST.md, "Identity");
+/* con mesh init | issue | sign | server-config: the mesh's credentials (docs/MULTIHOST.md, "Identity");
  * con mesh status is con-mesh.c. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "con.h"
 #include "config.h"
@@ -19,6 +21,7 @@
 void con_mesh_pki_help(FILE *f) {
         fputs("       con mesh init [--ca-dir DIR]\n"
               "       con mesh issue HOST [--ca-dir DIR] [--out DIR]\n"
+              "       con mesh sign CSR [--ca-dir DIR] [--out FILE]\n"
               "       con mesh server-config --listen ADDR:PORT [--address ADDR]... [--store DIR]\n"
               "                              [--tls-dir DIR] [--out DIR]\n"
               "                              [--cluster-listen ADDR:PORT [--route ADDR:PORT]...] HOST...\n"
@@ -27,7 +30,12 @@ void con_mesh_pki_help(FILE *f) {
               "                 ca.key (0600, keep it on this host only) and ca.crt; once per mesh\n"
               "  issue          HOST's TLS client certificate: DIR/host.key, DIR/host.crt and DIR/ca.crt\n"
               "                 (default DIR ./mesh-HOST); copy the folder to HOST's " CON_MESH_TLS_DIR "/,\n"
-              "                 where con bootstrap gives the key to the gateway's user only\n"
+              "                 where con bootstrap gives the key to the gateway's user only (con bootstrap\n"
+              "                 does this itself on the CA's host)\n"
+              "  sign           the certificate of the host named in CSR, the signing request con bootstrap\n"
+              "                 wrote on a host without the CA (" CON_MESH_TLS_DIR "/host.csr): the same\n"
+              "                 certificate as issue's, for the host's own key; written to FILE (default\n"
+              "                 ./HOST.crt); copy it and DIR/ca.crt to HOST's " CON_MESH_TLS_DIR "/\n"
               "  server-config  the NATS server's certificate (DIR/server.key, DIR/server.crt, with the\n"
               "                 --address names and IP addresses, default the --listen host) and DIR/nats.conf\n"
               "                 (default DIR ./mesh-server): TLS required, verify_and_map, one user per HOST\n"
@@ -72,6 +80,52 @@ static int mesh_issue(const char *ca_dir, const char *host, const char *out) {
         if (r < 0)
                 return fail_errno(r, "cannot issue the certificate", out);
         printf("%s/host.key, %s/host.crt, %s/ca.crt: copy them to %s's %s/\n", out, out, out, host, CON_MESH_TLS_DIR);
+        return CON_EXIT_OK;
+}
+
+/* PATH made (never overwriting, never following a link) with DATA, 0644. */
+static int write_file_new(const char *path, const char *data, size_t len) {
+        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return -errno;
+        int r = con_write_all(fd, data, len);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(path);
+        return r;
+}
+
+static int mesh_sign(const char *ca_dir, const char *csr_path, const char *out) {
+        _cleanup_free_ char *csr = NULL, *host = NULL, *crt = NULL, *def = NULL;
+        size_t len;
+        int r;
+
+        _cleanup_close_ int fd = open(csr_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        r = fd < 0 ? -errno : read_fd(fd, 64U << 10, &csr, &len);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "mesh sign: cannot read %s: %s", csr_path, strerror(-r));
+        r = con_mesh_sign_csr(ca_dir, csr, len, &host, &crt);
+        if (r == -EBADMSG)
+                return con_fail(CON_EXIT_FAILURE, "mesh sign: %s is not a certificate signing request, or its "
+                                "signature is wrong", csr_path);
+        if (r == -EINVAL)
+                return con_fail(CON_EXIT_FAILURE, "mesh sign: %s asks for '%s', not a valid host name (a-z, 0-9 "
+                                "and -, starting with a letter); refusing to sign it", csr_path, strempty(host));
+        if (r == -ENOENT)
+                return con_fail(CON_EXIT_FAILURE, "mesh sign: no CA in %s; make it first with con mesh init", ca_dir);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "mesh sign: cannot sign %s: %s", csr_path, strerror(-r));
+        if (!out) {
+                if (asprintf(&def, "%s.crt", host) < 0)
+                        return con_fail(CON_EXIT_FAILURE, "mesh sign: out of memory");
+                out = def;
+        }
+        r = write_file_new(out, crt, strlen(crt));
+        if (r < 0)
+                return fail_errno(r, "cannot write the certificate", out);
+        printf("%s: the certificate of %s; copy it to %s's %s/host.crt and %s/ca.crt to its %s/ca.crt, then run "
+               "con bootstrap there again\n", out, host, host, CON_MESH_TLS_DIR, ca_dir, CON_MESH_TLS_DIR);
         return CON_EXIT_OK;
 }
 
@@ -139,7 +193,7 @@ static int mesh_server_config(const char *ca_dir, const char *listen, char **add
 }
 
 bool con_mesh_pki_subcommand(const char *sub) {
-        return streq(sub, "init") || streq(sub, "issue") || streq(sub, "server-config");
+        return streq(sub, "init") || streq(sub, "issue") || streq(sub, "sign") || streq(sub, "server-config");
 }
 
 int con_mesh_pki(int argc, char *argv[]) {
@@ -197,7 +251,7 @@ int con_mesh_pki(int argc, char *argv[]) {
                         return CON_EXIT_USAGE;
                 }
         if (optind >= argc)
-                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: init, issue or server-config "
+                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: init, issue, sign or server-config "
                                 "(see 'con mesh --help')");
         const char *sub = argv[optind++];
         char **args = argv + optind;
@@ -213,7 +267,12 @@ int con_mesh_pki(int argc, char *argv[]) {
                         return con_fail(CON_EXIT_USAGE, "mesh issue: name one host: con mesh issue HOST");
                 return mesh_issue(ca_dir, args[0], out);
         }
+        if (streq(sub, "sign")) {
+                if (n_args != 1)
+                        return con_fail(CON_EXIT_USAGE, "mesh sign: name one signing request: con mesh sign CSR");
+                return mesh_sign(ca_dir, args[0], out);
+        }
         if (streq(sub, "server-config"))
                 return mesh_server_config(ca_dir, listen, addresses, store, tls_dir, cluster_listen, routes, out, args);
-        return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s': init, issue or server-config", sub);
+        return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s': init, issue, sign or server-config", sub);
 }

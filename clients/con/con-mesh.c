@@ -271,9 +271,9 @@ int verb_mesh(int argc, char *argv[]) {
                         return CON_EXIT_USAGE;
                 }
         if (optind >= argc)
-                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status, init, issue or server-config (see 'con mesh --help')");
+                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status, init, issue, sign or server-config (see 'con mesh --help')");
         if (!streq(argv[optind], "status"))
-                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status, init, issue or server-config)", argv[optind]);
+                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status, init, issue, sign or server-config)", argv[optind]);
         if (optind + 1 < argc)
                 return con_fail(CON_EXIT_USAGE, "mesh status: unexpected argument '%s'", argv[optind + 1]);
         return mesh_status(json);

@@ -450,4 +450,80 @@ check "...the record is as it was" sha256sum -c --quiet "$T/rec.sum"
 check "bootstrap --remove-dropin" con bootstrap --remove-dropin extra.yaml
 check "...the record is as it was" sha256sum -c --quiet "$T/rec.sum"
 
+section "mesh: this host's TLS key and certificate, made by con bootstrap (docs/MULTIHOST.md)"
+# host-b has no CA: bootstrap writes its key and a signing request and stops; the CA's host (here
+# a folder, $MCA) signs it with con mesh sign; the second bootstrap proceeds. Then refusals of
+# certificates that are not this host's, and the CA's host, where bootstrap issues it itself.
+MCA=$T/mesh-ca
+MK=/etc/con/mesh/host.key MC=/etc/con/mesh/host.crt MR=/etc/con/mesh/host.csr MA=/etc/con/mesh/ca.crt
+check "the CA's host: con mesh init" con mesh init --ca-dir "$MCA"
+cp /etc/con/con.yaml "$T/con.yaml.nomesh"
+printf 'mesh:\n  host: host-b\n  servers: [tls://127.0.0.1:4222]\n' >>/etc/con/con.yaml
+snapshot "$T/m0"
+check_output "--dry-run: would write the key and the request, and stop" \
+        "would stop here: mesh: this host \(host-b\) has no certificate yet" con bootstrap --dry-run
+check_output "...the key" "^would write $MK$" echo "$LIB_OUT"
+check_output "...the request" "^would write $MR$" echo "$LIB_OUT"
+# Fail before the change after the request (one line per change up to there): key and request written.
+n=$(grep '^would ' <<<"$LIB_OUT" | grep -nxF "would write $MR" | cut -d: -f1)
+n=$((n + 1))
+snapshot "$T/m1"
+check_same_file "...and changes nothing" "$T/m0" "$T/m1"
+check_status "a run that fails after writing the key and the request (before change $n)" 1 env CON_TEST_BOOTSTRAP_FAIL_AT="$n" con bootstrap
+check_output "...is rolled back" "rolled back \([0-9]+ changes reverted\)" echo "$LIB_OUT"
+check_fail "...the key it wrote is gone" test -e "$MK"
+check_fail "...and so is the request" test -e "$MR"
+check_fail_output "con bootstrap without the CA: stops, saying what to run on the CA's host" \
+        "con mesh sign host-b.csr --out host-b.crt" con bootstrap
+check_output "...names the request" "its signing request is $MR" echo "$LIB_OUT"
+check_output "...and where the certificate goes" "copy host-b.crt to this host's $MC and the CA's ca.crt" echo "$LIB_OUT"
+stat_is "...this host's key: root:con-mesh 0640" "$MK" "root:con-mesh 640"
+stat_is "...the request: root:root 0644" "$MR" "root:root 644"
+check_output "...a request of host-b, validly signed" "CN ?= ?host-b" openssl req -in "$MR" -noout -verify -subject
+check_fail "...with no private key in it" grep -q PRIVATE "$MR"
+sha256sum "$MK" "$MR" >"$T/mesh-key.sum"
+check_fail_output "a second run without the certificate stops the same way" "con mesh sign host-b.csr" con bootstrap
+check "...keeping the key and the request" sha256sum -c --quiet "$T/mesh-key.sum"
+cp "$MR" "$T/host-b.csr"
+check_output "the CA's host signs it (con mesh sign)" "host-b.crt: the certificate of host-b" \
+        bash -c "cd '$T' && con mesh sign host-b.csr --ca-dir '$MCA'"
+check_output "...a client certificate of host-b" "DNS:host-b" openssl x509 -in "$T/host-b.crt" -noout -ext subjectAltName
+check_eq "...for this host's key" "$(openssl pkey -in "$MK" -pubout)" "$(openssl x509 -in "$T/host-b.crt" -noout -pubkey)"
+cp "$T/host-b.crt" "$MC"
+cp "$MCA/ca.crt" "$MA"
+check "con bootstrap proceeds once the certificate is there" con bootstrap
+check_output "...it verifies against the mesh's CA" "OK" openssl verify -CAfile "$MA" -purpose sslclient "$MC"
+stat_is "...the key stays root:con-mesh 0640" "$MK" "root:con-mesh 640"
+check_output "...a second run changes nothing" "nothing to change" con bootstrap
+cp "$MK" "$T/good.key"
+# Refused: another host's certificate, one from another CA, a key that is not the certificate's.
+check "the CA issues host-z's certificate" con mesh issue host-z --ca-dir "$MCA" --out "$T/host-z"
+cp "$T/host-z/host.crt" "$MC" && cp "$T/host-z/host.key" "$MK"
+check_fail_output "con bootstrap refuses another host's certificate" \
+        "mesh: $MC is the certificate of 'host-z', not of this host \(mesh.host: host-b\): remove it and run con bootstrap again" \
+        con bootstrap
+check "another CA issues a certificate of host-b" bash -c \
+        "con mesh init --ca-dir '$T/rogue' && con mesh issue host-b --ca-dir '$T/rogue' --out '$T/rogue-b'"
+cp "$T/rogue-b/host.crt" "$MC" && cp "$T/rogue-b/host.key" "$MK"
+check_fail_output "con bootstrap refuses a certificate from another CA" \
+        "mesh: $MC is not signed by the mesh's CA \($MA\): it comes from another CA" con bootstrap
+cp "$T/host-b.crt" "$MC"
+check_fail_output "con bootstrap refuses a key that is not the certificate's" \
+        "mesh: $MC does not belong to the key $MK: copy the key issued with it" con bootstrap
+cp "$T/good.key" "$MK"
+check "with the right key it proceeds" con bootstrap
+# The CA's host: bootstrap issues the certificate itself (for a new key), as con mesh issue does.
+rm -f "$MK" "$MC" "$MR" "$MA"
+mkdir -p /etc/con/mesh-ca && cp -a "$MCA/." /etc/con/mesh-ca/
+check_output "on the CA's host con bootstrap issues this host's certificate" "^write $MC$" con bootstrap
+check_output "...signed by the CA, for host-b" "OK" openssl verify -CAfile "$MCA/ca.crt" -purpose sslclient "$MC"
+check_eq "...for its key" "$(openssl pkey -in "$MK" -pubout)" "$(openssl x509 -in "$MC" -noout -pubkey)"
+stat_is "...the key root:con-mesh 0640" "$MK" "root:con-mesh 640"
+check_output "...the certificates root:root 0644" "^root:root 644 root:root 644$" \
+        bash -c "echo \$(stat -c '%U:%G %a' '$MC' '$MA')"
+check_fail "...no signing request" test -e "$MR"
+check_output "...a second run changes nothing" "nothing to change" con bootstrap
+rm -rf /etc/con/mesh-ca
+cp "$T/con.yaml.nomesh" /etc/con/con.yaml
+
 finish

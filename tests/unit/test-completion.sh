@@ -61,9 +61,11 @@ unset CON_PROFILES_DIR
 expect "con help ta<Tab>: verbs" "con help ta" "task tasks"
 expect "con audit <Tab>: verify" "con audit " "verify"
 expect "con policy <Tab>: its subcommands" "con policy " "check query show"
-expect "con mesh <Tab>: its subcommands" "con mesh " "init issue server-config status"
+expect "con mesh <Tab>: its subcommands" "con mesh " "init issue server-config sign status"
 expect "con mesh issue x --<Tab>: its options, not status's" "con mesh issue x --" "--address --ca-dir --cluster-listen --help --listen --out --route --store --tls-dir"
 expect "con mesh status --<Tab>: its options" "con mesh status --" "--help --json"
+expect "con mesh sign x --<Tab>: its options" "con mesh sign x --" "--address --ca-dir --cluster-listen --help --listen --out --route --store --tls-dir"
+expect "con mesh sign <Tab>: files (the signing request)" "con mesh sign $profiles/la" "$profiles/lab"
 expect "con agent <Tab>: its subcommands" "con agent " "add list remove"
 expect "con agent add x --tier <Tab>: the tiers" "con agent add x --tier " "officer operator worker"
 expect "con policy query root <Tab>: the policy's verbs" "con policy query root " \

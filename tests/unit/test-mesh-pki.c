@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -90,9 +91,156 @@ static void test_server_config(void) {
         g_assert_null(c);
 }
 
+/* This host's certificate as con bootstrap checks it: name, CA, key, dates. */
+static void test_check(void) {
+        g_autofree char *tmp = test_tmpdir_new();
+        g_autofree char *ca = g_strdup_printf("%s/ca", tmp), *rogue = g_strdup_printf("%s/rogue", tmp);
+        char *key = NULL, *crt = NULL, *capem = NULL, *rkey = NULL, *rcrt = NULL, *rcapem = NULL, *name = NULL;
+        char *again = NULL, *crt2 = NULL, *capem2 = NULL;
+        time_t now = time(NULL), end = 0;
+        const time_t day = 24 * 3600;
+
+        g_assert_cmpint(con_mesh_ca_init(ca), ==, 0);
+        g_assert_cmpint(con_mesh_ca_init(rogue), ==, 0);
+        g_assert_cmpint(con_mesh_issue_host_pem(ca, "host-a", NULL, &key, &crt, &capem), ==, 0);
+        g_assert_nonnull(strstr(key, "PRIVATE KEY"));
+        g_assert_cmpint(con_mesh_issue_host_pem(rogue, "host-a", NULL, &rkey, &rcrt, &rcapem), ==, 0);
+        g_assert_cmpint(con_mesh_issue_host_pem(ca, "Host_A", NULL, &again, &crt2, &capem2), ==, -EINVAL);
+        g_assert_cmpint(con_mesh_issue_host_pem(tmp, "host-a", NULL, &again, &crt2, &capem2), ==, -ENOENT);
+
+#define CHECK(c, k, a, h, t, want) do {                                                         \
+                g_assert_cmpint(con_mesh_check_host_cert(c, k, a, h, t, &name, &end), ==, want); \
+                free(name);                                                                     \
+                name = NULL;                                                                    \
+        } while (0)
+        CHECK(crt, key, capem, "host-a", now, CON_MESH_CERT_OK);
+        CHECK(crt, NULL, capem, "host-a", now, CON_MESH_CERT_OK);
+        g_assert_cmpint(con_mesh_check_host_cert(crt, key, capem, "host-b", now, &name, &end), ==,
+                        CON_MESH_CERT_WRONG_HOST);
+        g_assert_cmpstr(name, ==, "host-a");    /* for the message */
+        g_assert_cmpint(end, >, now + (CON_MESH_CERT_DAYS - 1) * day);
+        g_assert_cmpint(end, <=, now + CON_MESH_CERT_DAYS * day);
+        free(name);
+        name = NULL;
+        CHECK(rcrt, rkey, capem, "host-a", now, CON_MESH_CERT_OTHER_CA);
+        CHECK(crt, key, rcapem, "host-a", now, CON_MESH_CERT_OTHER_CA);
+        CHECK(crt, rkey, capem, "host-a", now, CON_MESH_CERT_WRONG_KEY);
+        CHECK(crt, "junk", capem, "host-a", now, CON_MESH_CERT_KEY_UNREADABLE);
+        CHECK(crt, key, "junk", "host-a", now, CON_MESH_CERT_CA_UNREADABLE);
+        CHECK("junk", key, capem, "host-a", now, CON_MESH_CERT_UNREADABLE);
+        CHECK(capem, key, capem, "host-a", now, CON_MESH_CERT_WRONG_HOST);     /* the CA's own */
+        CHECK(crt, key, capem, "host-a", now + (CON_MESH_CERT_DAYS - CON_MESH_CERT_RENEW_DAYS - 2) * day,
+              CON_MESH_CERT_OK);
+        CHECK(crt, key, capem, "host-a", now + (CON_MESH_CERT_DAYS - CON_MESH_CERT_RENEW_DAYS + 1) * day,
+              CON_MESH_CERT_EXPIRING);
+        CHECK(crt, key, capem, "host-a", now + (CON_MESH_CERT_DAYS + 1) * day, CON_MESH_CERT_EXPIRED);
+
+        /* A new certificate for the same key (what bootstrap does on the CA's host when only the
+         * certificate is missing): no new key. */
+        g_assert_cmpint(con_mesh_issue_host_pem(ca, "host-a", key, &again, &crt2, &capem2), ==, 0);
+        g_assert_null(again);
+        g_assert_cmpstr(capem2, ==, capem);
+        CHECK(crt2, key, capem, "host-a", now, CON_MESH_CERT_OK);
+        g_assert_cmpint(con_mesh_issue_host_pem(ca, "host-a", "junk", &again, &crt2, &capem2), ==, -EBADMSG);
+
+        con_mesh_pem_erase(key);
+        con_mesh_pem_erase(rkey);
+        free(crt);
+        free(capem);
+        free(rcrt);
+        free(rcapem);
+        free(crt2);
+        free(capem2);
+        test_tmpdir_remove(tmp);
+}
+
+/* A request made with OpenSSL directly, subject CN=CN (NULL: none). */
+static char *foreign_csr(const char *cn) {
+        EVP_PKEY *k = EVP_EC_gen("P-256");
+        X509_REQ *req = X509_REQ_new();
+        BIO *b = BIO_new(BIO_s_mem());
+        g_assert_true(k && req && b);
+        g_assert_true(X509_REQ_set_pubkey(req, k));
+        if (cn)
+                g_assert_true(X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_UTF8,
+                                                         (const unsigned char *) cn, -1, -1, 0));
+        g_assert_true(X509_REQ_sign(req, k, EVP_sha256()));
+        g_assert_true(PEM_write_bio_X509_REQ(b, req));
+        char *data;
+        long n = BIO_get_mem_data(b, &data);
+        char *s = g_strndup(data, (size_t) n);
+        BIO_free(b);
+        X509_REQ_free(req);
+        EVP_PKEY_free(k);
+        return s;
+}
+
+/* The key and request of a host without the CA, and con mesh sign. */
+static void test_csr(void) {
+        g_autofree char *tmp = test_tmpdir_new();
+        g_autofree char *ca = g_strdup_printf("%s/ca", tmp);
+        char *key = NULL, *csr = NULL, *host = NULL, *crt = NULL, *name = NULL, *none = NULL, *csr2 = NULL;
+        g_autofree char *capem = NULL;
+        time_t end;
+
+        g_assert_cmpint(con_mesh_ca_init(ca), ==, 0);
+        g_autofree char *cafile = g_strdup_printf("%s/ca.crt", ca);
+        g_assert_true(g_file_get_contents(cafile, &capem, NULL, NULL));
+        g_assert_cmpint(con_mesh_csr_new("Host_B", NULL, &key, &csr), ==, -EINVAL);
+        g_assert_cmpint(con_mesh_csr_new("host-b", NULL, &key, &csr), ==, 0);
+        g_assert_nonnull(strstr(key, "PRIVATE KEY"));
+        g_assert_nonnull(strstr(csr, "CERTIFICATE REQUEST"));
+        g_assert_null(strstr(csr, "PRIVATE"));
+        g_assert_cmpint(con_mesh_csr_matches(csr, key, "host-b"), ==, 1);
+        g_assert_cmpint(con_mesh_csr_matches(csr, key, "host-c"), ==, 0);
+        /* The same key again: no new key. */
+        g_assert_cmpint(con_mesh_csr_new("host-b", key, &none, &csr2), ==, 0);
+        g_assert_null(none);
+        g_assert_cmpint(con_mesh_csr_matches(csr2, key, "host-b"), ==, 1);
+
+        g_assert_cmpint(con_mesh_sign_csr(ca, csr, strlen(csr), &host, &crt), ==, 0);
+        g_assert_cmpstr(host, ==, "host-b");
+        g_assert_cmpint(con_mesh_check_host_cert(crt, key, capem, "host-b", time(NULL), &name, &end), ==,
+                        CON_MESH_CERT_OK);
+        free(name);
+        free(host);
+        free(crt);
+        host = crt = NULL;
+
+        /* Refused: not a request, a broken signature, no CN, a CN that is no host name, no CA. */
+        g_assert_cmpint(con_mesh_sign_csr(ca, "junk", 4, &host, &crt), ==, -EBADMSG);
+        g_assert_null(host);
+        g_autofree char *broken = g_strdup(csr);
+        char *mid = broken + strlen("-----BEGIN CERTIFICATE REQUEST-----\n") + 150;
+        *mid = *mid == 'A' ? 'B' : 'A';
+        g_assert_cmpint(con_mesh_sign_csr(ca, broken, strlen(broken), &host, &crt), ==, -EBADMSG);
+        g_autofree char *nocn = foreign_csr(NULL), *dotted = foreign_csr("nats.example.com"),
+                        *good = foreign_csr("host-c");
+        g_assert_cmpint(con_mesh_sign_csr(ca, nocn, strlen(nocn), &host, &crt), ==, -EINVAL);
+        g_assert_null(host);
+        g_assert_cmpint(con_mesh_sign_csr(ca, dotted, strlen(dotted), &host, &crt), ==, -EINVAL);
+        g_assert_cmpstr(host, ==, "nats.example.com");
+        free(host);
+        host = NULL;
+        g_assert_cmpint(con_mesh_sign_csr(tmp, good, strlen(good), &host, &crt), ==, -ENOENT);
+        free(host);
+        host = NULL;
+        g_assert_cmpint(con_mesh_sign_csr(ca, good, strlen(good), &host, &crt), ==, 0);
+        g_assert_cmpstr(host, ==, "host-c");
+        free(host);
+        free(crt);
+
+        con_mesh_pem_erase(key);
+        free(csr);
+        free(csr2);
+        test_tmpdir_remove(tmp);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh-pki/certs", test_certs);
         g_test_add_func("/mesh-pki/server-config", test_server_config);
+        g_test_add_func("/mesh-pki/check", test_check);
+        g_test_add_func("/mesh-pki/csr", test_csr);
         return con_test_run();
 }
