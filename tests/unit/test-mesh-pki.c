@@ -91,6 +91,36 @@ static void test_server_config(void) {
         g_assert_null(c);
 }
 
+/* A self-signed certificate CN=host-a, DNS:host-a, without an extended key usage: no client
+ * certificate of the mesh (made with OpenSSL directly; con mesh makes none such). */
+static char *plain_cert(void) {
+        EVP_PKEY *k = EVP_EC_gen("P-256");
+        X509 *x = X509_new();
+        BIO *b = BIO_new(BIO_s_mem());
+        g_assert_true(k && x && b);
+        g_assert_true(X509_set_version(x, 2) && ASN1_INTEGER_set(X509_get_serialNumber(x), 7));
+        g_assert_true(X509_gmtime_adj(X509_getm_notBefore(x), -60) && X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+        g_assert_true(X509_set_pubkey(x, k));
+        X509_NAME *n = X509_get_subject_name(x);
+        g_assert_true(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *) "host-a", -1, -1, 0));
+        g_assert_true(X509_set_issuer_name(x, n));
+        X509V3_CTX ctx;
+        X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, "DNS:host-a");
+        g_assert_nonnull(e);
+        g_assert_true(X509_add_ext(x, e, -1));
+        X509_EXTENSION_free(e);
+        g_assert_true(X509_sign(x, k, EVP_sha256()));
+        g_assert_true(PEM_write_bio_X509(b, x));
+        char *data;
+        long len = BIO_get_mem_data(b, &data);
+        char *s = g_strndup(data, (size_t) len);
+        BIO_free(b);
+        X509_free(x);
+        EVP_PKEY_free(k);
+        return s;
+}
+
 /* This host's certificate as con bootstrap checks it: name, CA, key, dates. */
 static void test_check(void) {
         g_autofree char *tmp = test_tmpdir_new();
@@ -129,6 +159,8 @@ static void test_check(void) {
         CHECK(crt, key, "junk", "host-a", now, CON_MESH_CERT_CA_UNREADABLE);
         CHECK("junk", key, capem, "host-a", now, CON_MESH_CERT_UNREADABLE);
         CHECK(capem, key, capem, "host-a", now, CON_MESH_CERT_WRONG_HOST);     /* the CA's own */
+        g_autofree char *plain = plain_cert();
+        CHECK(plain, NULL, plain, "host-a", now, CON_MESH_CERT_NOT_CLIENT);
         CHECK(crt, key, capem, "host-a", now + (CON_MESH_CERT_DAYS - CON_MESH_CERT_RENEW_DAYS - 2) * day,
               CON_MESH_CERT_OK);
         CHECK(crt, key, capem, "host-a", now + (CON_MESH_CERT_DAYS - CON_MESH_CERT_RENEW_DAYS + 1) * day,
