@@ -33,7 +33,17 @@
 #include "time-util.h"
 #include "user-util.h"
 
-#define FETCH_BATCH 16
+/* One message per natsSubscription_Fetch. libnats 3.4.1's _fetch() (Debian 12) first takes the
+ * messages already queued in the subscription (C of them), then asks the server for BATCH - C and
+ * stores that smaller number back as the batch it waits for; its loop runs until the count *equals*
+ * it. With C > BATCH / 2 the count is past it already and never equals it: the fetch collects until
+ * its deadline and writes every further message past the array of BATCH pointers it allocated (a
+ * heap overflow in the library; our read of list.Msgs[BATCH] was where AddressSanitizer saw it).
+ * Messages are queued there when a pull request outlives its fetch (the server counts the expiry
+ * from when it read the request, and that same bug leaves C messages of every such fetch's request
+ * in flight). With a batch of 1 the count is 0 or 1 and cannot pass it; queued messages are taken
+ * without a request (docs/MULTIHOST.md, "A crash seen once"). */
+#define FETCH_BATCH 1
 #define FETCH_WAIT_MS 1000
 #define INFLIGHT_MAX 64                 /* messages a fetch thread hands over before it waits */
 #define PUBLISH_WAIT_MS 5000
@@ -514,6 +524,15 @@ static void *fetch_thread(void *p) {
                         if (s != NATS_TIMEOUT)
                                 usleep(200 * 1000);     /* disconnected: nats.c reconnects */
                         continue;
+                }
+                if (list.Count > FETCH_BATCH) {
+                        /* The library wrote past the array it allocated (see FETCH_BATCH): the
+                         * heap is not to be trusted, nor any pointer past the batch. The messages
+                         * are unacknowledged: JetStream delivers them again after the ack wait. */
+                        static const char fatal[] = "con-meshd: natsSubscription_Fetch returned more messages than "
+                                                    "the batch it was asked for; aborting\n";
+                        (void) !write(STDERR_FILENO, fatal, sizeof(fatal) - 1);
+                        abort();
                 }
                 for (int i = 0; i < list.Count; i++) {
                         Job *j = calloc(1, sizeof(*j));
@@ -2139,20 +2158,24 @@ static unsigned give_back_queued(Mesh *m) {
                 if (!m->sub[k] || natsSubscription_GetPending(m->sub[k], &pending, &bytes) != NATS_OK ||
                     pending <= 0)
                         continue;
-                /* A batch of exactly what is queued: the fetch takes it without a request (a
-                 * queued status message makes it ask, without waiting, for one more; that one goes
-                 * back too). */
-                jsFetchRequest req;
-                jsFetchRequest_Init(&req);
-                req.Batch = pending;
-                req.NoWait = true;
-                req.Expires = (int64_t) FLUSH_WAIT_MS * 1000 * 1000;
-                natsMsgList list = {};
-                if (natsSubscription_FetchRequest(&list, m->sub[k], &req) == NATS_OK)
-                        for (int i = 0; i < list.Count; i++)
-                                if (natsMsg_Nak(list.Msgs[i], NULL) == NATS_OK)
+                /* One at a time (FETCH_BATCH), as many as are queued: a queued message is taken
+                 * without a request (where only status messages are queued the fetch asks, without
+                 * waiting, for one more; that one goes back too). */
+                for (int i = 0; i < pending; i++) {
+                        jsFetchRequest req;
+                        jsFetchRequest_Init(&req);
+                        req.Batch = FETCH_BATCH;
+                        req.NoWait = true;
+                        req.Expires = (int64_t) FLUSH_WAIT_MS * 1000 * 1000;
+                        natsMsgList list = {};
+                        natsStatus s = natsSubscription_FetchRequest(&list, m->sub[k], &req);
+                        for (int l = 0; s == NATS_OK && l < list.Count && l < FETCH_BATCH; l++)
+                                if (natsMsg_Nak(list.Msgs[l], NULL) == NATS_OK)
                                         n++;
-                natsMsgList_Destroy(&list);
+                        natsMsgList_Destroy(&list);
+                        if (s != NATS_OK)
+                                break;
+                }
         }
         return n;
 }

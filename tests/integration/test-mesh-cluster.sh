@@ -29,7 +29,30 @@ SANDBOX_PIDS=()
 N1=${MESH_CLUSTER_TASKS:-16}    # tasks in flight when host-b is killed
 N2=$((N1 / 2))                  # tasks sent while it is down, and while it is cut off
 BURST=${MESH_CLUSTER_BURST:-300} # tasks dropped at once through the file door
+# keep_logs: every host's daemon logs, audit log and runner log, the NATS nodes' logs and the
+# test's own records, to $CON_SANDBOX_ARTIFACTS/test-mesh-cluster.<time> (test-artifacts/ of the
+# build folder), when a check failed or MESH_CLUSTER_KEEP_LOGS=1. Needs the hosts still running.
+keep_logs() {
+        [ -n "${CON_SANDBOX_ARTIFACTS:-}" ] || return 0
+        local k h
+        k=$CON_SANDBOX_ARTIFACTS/test-mesh-cluster.$(date +%Y%m%dT%H%M%S).$$
+        mkdir -p "$k/host-a" || return 0
+        for h in b c; do
+                [ -e "$T/$h/ready" ] && [ ! -e "$T/$h/stop" ] || continue
+                host_do "$h" 'mkdir -p "$CON_SANDBOX_ARTIFACTS/logs" && cp -a /srv/con/logs/. "$CON_SANDBOX_ARTIFACTS/logs/" &&
+                        cp /var/tmp/mesh-runs "$CON_SANDBOX_ARTIFACTS/logs/" && con audit --lines 1000000 >"$CON_SANDBOX_ARTIFACTS/logs/audit.txt"' \
+                        >/dev/null 2>&1
+                cp -a "$T/$h" "$k/host-$h" 2>/dev/null
+        done
+        cp -a /srv/con/logs/. "$k/host-a/" 2>/dev/null
+        cp -a "$T"/nats-*.log "$T"/acked.* "$T"/sent.* "$T"/results.* "$T"/submit-errors "$T"/audit-b "$T"/runs-b "$T"/meshd-b-all \
+                "$k/" 2>/dev/null
+        echo "# logs kept in $k"
+}
 cleanup() {
+        if [ "${LIB_FAILED:-0}" != 0 ] || [ "${MESH_CLUSTER_KEEP_LOGS:-0}" = 1 ] || ((!LIB_FINISHED)); then
+                keep_logs
+        fi
         for h in b c; do touch "$T/$h/stop" 2>/dev/null; done
         for p in "${SANDBOX_PIDS[@]}"; do timeout 20 tail --pid="$p" -f /dev/null; kill "$p" 2>/dev/null; done
         for h in a b c plain host; do [ -n "${NATS_PID[$h]:-}" ] && kill "${NATS_PID[$h]}" 2>/dev/null; done
