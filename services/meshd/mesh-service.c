@@ -2,6 +2,7 @@
 /* The mesh gateway: org.conspiracy.Mesh1 and the NATS JetStream side (docs/MULTIHOST.md). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -51,6 +52,7 @@
 #define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
+#define STAGED_TRIES 3                  /* "staged, not stored" answers under a message id before a fresh one */
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
 #define SENT_RETENTION_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
 #define ASKS_MAX 32                     /* GetResultInfo calls in flight: with the Deliver calls (at most
@@ -83,6 +85,8 @@ struct Job {
         char *host;             /* PUBLISH: the host it goes to */
         bool is_result;
         bool duplicate;         /* JetStream had its message id already (an earlier send was stored) */
+        uint64_t seq;           /* PUBLISH: the stream sequence JetStream stored it as */
+        unsigned staged;        /* PUBLISH: answers "duplicate of sequence 0" (see run_job) so far */
         int error;              /* the worker's outcome: 0 or a negative errno */
         unsigned retries;       /* PUBLISH of a result: failed tries so far */
         char *error_text;
@@ -608,12 +612,23 @@ static void run_job(Mesh *m, Job *j) {
         case JOB_PUBLISH: {
                 jsPubOptions po;
                 jsPubAck *pa = NULL;
+                _cleanup_free_ char *fresh_id = NULL;
                 jsPubOptions_Init(&po);
                 po.MsgId = j->msg_id;
                 po.MaxWait = PUBLISH_WAIT_MS;
                 if (!m->connected) {
                         j->error = -ENOTCONN;
                         break;
+                }
+                /* Its own message id was answered "staged, not stored" STAGED_TRIES times: that
+                 * earlier publish was lost at the stream's leader (below), and JetStream would answer
+                 * so for the whole de-duplication window. A fresh id, derived from it: stored now. */
+                if (j->staged >= STAGED_TRIES) {
+                        if (asprintf(&fresh_id, "%s.%u", j->msg_id, j->staged) < 0) {
+                                j->error = -ENOMEM;
+                                break;
+                        }
+                        po.MsgId = fresh_id;
                 }
                 MeshKind k = j->is_result ? MESH_KIND_RESULT : MESH_KIND_TASK;
                 _cleanup_free_ char *stream = NULL;
@@ -634,8 +649,21 @@ static void run_job(Mesh *m, Job *j) {
                         (void) asprintf(&j->error_text, "stored by stream %s, not %s", pa ? strempty(pa->Stream) : "?",
                                         stream);
                 }
-                if (s == NATS_OK && pa)
+                if (s == NATS_OK && pa && !j->error && pa->Duplicate && pa->Sequence == 0) {
+                        /* nats-server 2.9 (clustered streams) records a message id at the stream's
+                         * leader before the message's proposal is committed, and answers a publish
+                         * with that id "duplicate" with sequence 0 meanwhile; when that proposal is
+                         * lost (a leader change, no quorum) it keeps answering so for the duplicate
+                         * window, and the message was never stored. Not stored, then: again later. */
+                        j->staged++;
+                        j->error = -EAGAIN;
+                        if (asprintf(&j->error_text, "JetStream answered message id %s as a duplicate of sequence "
+                                     "0 (staged at the stream's leader, not stored)", po.MsgId) < 0)
+                                j->error_text = NULL;
+                } else if (s == NATS_OK && pa) {
                         j->duplicate = pa->Duplicate;
+                        j->seq = pa->Sequence;
+                }
                 jsPubAck_Destroy(pa);
                 break;
         }
@@ -1576,33 +1604,49 @@ static int on_retry(sd_event_source *s, uint64_t usec _unused_, void *userdata) 
         return 0;
 }
 
+/* Queues J again in a second (the worker publishes it again). False when out of memory. */
+static bool publish_again(Mesh *m, Job *j) {
+        j->error = 0;
+        free(j->error_text);
+        j->error_text = NULL;
+        sd_event_source *t = NULL;
+        if (sd_event_add_time_relative(m->event, &t, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_retry, j) < 0)
+                return false;
+        (void) sd_event_source_set_destroy_callback(t, job_free_void);
+        (void) sd_event_source_set_floating(t, true);
+        sd_event_source_unref(t);
+        return true;
+}
+
 /* Returns true when it kept the job (a result to publish again). */
 static bool handle_published(Mesh *m, Job *j) {
         if (!j->call) {
                 if (!j->error) {
                         /* Only now is the result safe (acknowledged by the stream's quorum). */
-                        log_info("Result of task %s stored for %s%s (after %u retries)", j->task_id, j->host,
+                        log_info("Result of task %s stored for %s as sequence %" PRIu64 "%s (after %u retries)",
+                                 j->task_id, j->host, j->seq,
                                  j->duplicate ? " (already there: an earlier send was stored)" : "", j->retries);
                         return false;
                 }
                 /* A result is sent again until it is stored (a partition, a NATS server down): its
                  * task message was acknowledged already, and nothing else would send it before this
                  * gateway restarts. The same message id: stored once. */
-                if (j->retries++ % 60 == 0)
+                if (j->retries++ % 60 == 0 || j->error == -EAGAIN)
                         log_warning("Cannot send the result of task %s yet (trying again every second): %s",
                                     j->task_id, j->error_text ?: strerror(-j->error));
-                j->error = 0;
-                free(j->error_text);
-                j->error_text = NULL;
-                sd_event_source *t = NULL;
-                if (sd_event_add_time_relative(m->event, &t, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_retry, j) < 0) {
+                if (!publish_again(m, j)) {
                         log_error("Cannot send the result of task %s: out of memory", j->task_id);
                         return false;
                 }
-                (void) sd_event_source_set_destroy_callback(t, job_free_void);
-                (void) sd_event_source_set_floating(t, true);
-                sd_event_source_unref(t);
                 return true;
+        }
+        if (j->error == -EAGAIN && j->staged <= STAGED_TRIES + 1) {
+                /* Staged, not stored (run_job): not acknowledged to the caller yet; again in a
+                 * second, under a fresh message id after STAGED_TRIES such answers. */
+                log_warning("Task %s: %s; sending it again", j->task_id, strempty(j->error_text));
+                if (publish_again(m, j))
+                        return true;
+                j->error = -ENOMEM;
         }
         if (j->error) {
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
