@@ -441,6 +441,10 @@ check "no sanitizer report from host-b's gateways" host_do b "test -s /srv/con/l
         ! grep -Eq 'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log"
 check_file_lacks "no sanitizer report from host-a's gateway" \
         'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
+# Each answer file is synced with its folder before the result is acknowledged (its folder was once
+# opened O_PATH: every fsync of it failed with EBADF after the file was in place).
+check_file_lacks "every answer file written and synced on host-a" 'Cannot write /srv/con/mesh/' \
+        /srv/con/logs/daemons/con-meshd.log
 
 echo "# figures (tasks to sysadmin@host-b):"
 echo "#   host-b killed while $N1 were in flight, $N2 sent while down: $KILL_FIGURES"
