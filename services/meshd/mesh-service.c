@@ -1618,7 +1618,7 @@ static bool publish_again(Mesh *m, Job *j) {
         return true;
 }
 
-/* Returns true when it kept the job (a result to publish again). */
+/* Returns true when it kept the job (to publish again: a result until stored, a task staged). */
 static bool handle_published(Mesh *m, Job *j) {
         if (!j->call) {
                 if (!j->error) {
@@ -1630,7 +1630,8 @@ static bool handle_published(Mesh *m, Job *j) {
                 }
                 /* A result is sent again until it is stored (a partition, a NATS server down): its
                  * task message was acknowledged already, and nothing else would send it before this
-                 * gateway restarts. The same message id: stored once. */
+                 * gateway restarts. The same message id: stored once (a fresh one after
+                 * STAGED_TRIES answers "staged, not stored": run_job). */
                 if (j->retries++ % 60 == 0 || j->error == -EAGAIN)
                         log_warning("Cannot send the result of task %s yet (trying again every second): %s",
                                     j->task_id, j->error_text ?: strerror(-j->error));
