@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -485,6 +486,8 @@ static int csr_read(const char *csr_pem, size_t len, X509_REQ **ret, char **ret_
         _cleanup_(BIO_freep) BIO *b = NULL;
         _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
 
+        /* OpenSSL's queue of errors grows with every refused input; nobody reads it here. */
+        ERR_clear_error();
         if (len > INT_MAX)
                 return -EBADMSG;
         b = BIO_new_mem_buf(csr_pem, (int) len);
@@ -554,6 +557,7 @@ ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_p
 
         *ret_name = NULL;
         *ret_not_after = 0;
+        ERR_clear_error();
         if (cert_from_pem(crt_pem, &x) < 0)
                 return CON_MESH_CERT_UNREADABLE;
         *ret_name = subject_cn(X509_get_subject_name(x));
