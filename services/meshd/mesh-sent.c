@@ -215,6 +215,24 @@ int mesh_sent_write(int dir_fd, const MeshSent *s, const char *me, bool sync) {
         return con_spool_write(dir_fd, name, text, strlen(text), &w);
 }
 
+int mesh_sent_sync(int dir_fd, char * const *ids) {
+        char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
+        for (size_t i = 0; ids && ids[i]; i++) {
+                int r = file_name(ids[i], name, sizeof(name));
+                if (r < 0)
+                        return r;
+                _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                if (fd < 0) {
+                        if (errno == ENOENT)
+                                continue;       /* forgotten meanwhile */
+                        return -errno;
+                }
+                if (fdatasync(fd) < 0)
+                        return -errno;
+        }
+        return con_spool_sync_dir(dir_fd);
+}
+
 int mesh_sent_remove(int dir_fd, const char *id) {
         char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
         int r = file_name(id, name, sizeof(name));

@@ -57,6 +57,9 @@ int mesh_sent_open_dir(int parent_fd, const char *name);
 /* Writes S as DIR_FD/<id>.sent (0600), replacing it; with sync, the file and the folder are on
  * disk when it returns. */
 int mesh_sent_write(int dir_fd, const MeshSent *s, const char *me, bool sync);
+/* Makes the records of IDS, written without sync, durable: fdatasync() of each (one gone since is
+ * skipped), then fsync() of the folder. One journal commit usually covers the whole group. */
+int mesh_sent_sync(int dir_fd, char * const *ids);
 /* Removes <id>.sent; 0 when it was not there. */
 int mesh_sent_remove(int dir_fd, const char *id);
 /* Reads every <id>.sent of DIR_FD (removing the temp files of a writer killed mid-write first: the

@@ -108,6 +108,12 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
 
 typedef struct DeliverCall DeliverCall;
 
+typedef struct SentWaiter {     /* waits until the records written so far are on disk */
+        sd_bus_message *call;   /* a Submit, answered with task_id */
+        char *task_id;
+        natsMsg *ack;           /* or a result message, acknowledged */
+} SentWaiter;
+
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
         bool asking;            /* its GetResultInfo is in flight */
@@ -126,6 +132,10 @@ struct Mesh {
         int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
         int sent_fd;                    /* CON_MESH_SENT_DIR: the records of the tasks sent from here */
         sd_event_source *retention_timer;
+        SentWaiter *waiters;            /* replies and acks waiting for the records' next sync */
+        char **dirty;                   /* ids of the records written since that sync */
+        size_t n_waiters;
+        sd_event_source *sync_event;    /* that sync, at the end of this loop iteration */
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -831,7 +841,80 @@ static MeshSent sent_view(const Outgoing *o) {
  * result's message is acknowledged). */
 static int sent_save(Mesh *m, const Outgoing *o, bool sync) {
         MeshSent s = sent_view(o);
-        return mesh_sent_write(m->sent_fd, &s, m->config->mesh.host, sync);
+        int r = mesh_sent_write(m->sent_fd, &s, m->config->mesh.host, sync);
+        if (r >= 0 && !sync && !strv_contains(m->dirty, o->id) && strv_extend(&m->dirty, o->id) < 0)
+                return -ENOMEM;
+        return r;
+}
+
+/* Group commit of the records: a Submit is answered, and a result's message acknowledged, only once
+ * the records written before are on disk. Records are written without fsync; at the end of the
+ * loop iteration they are synced together (mesh_sent_sync: one journal commit usually covers the
+ * group), so a burst costs about one commit per iteration, not two fsyncs per task on the loop. */
+static int on_sent_sync(sd_event_source *s _unused_, void *userdata) {
+        Mesh *m = userdata;
+        SentWaiter *w = TAKE_PTR(m->waiters);
+        size_t n = m->n_waiters;
+        m->n_waiters = 0;
+        m->sync_event = sd_event_source_disable_unref(m->sync_event);
+
+        _cleanup_strv_free_ char **dirty = TAKE_PTR(m->dirty);
+        int r = mesh_sent_sync(m->sent_fd, dirty);
+        if (r < 0)
+                log_error_errno(r, "Cannot sync %s: %m", CON_MESH_SENT_DIR);
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].call) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        if (r < 0) {
+                                (void) con_bus_error_setf(&e, CON_ERROR_STORAGE_FAILED, "The mesh sent task %s but "
+                                                          "cannot record it: %s", w[i].task_id, strerror(-r));
+                                (void) sd_bus_reply_method_error(w[i].call, &e);
+                        } else
+                                (void) sd_bus_reply_method_return(w[i].call, "s", w[i].task_id);
+                        sd_bus_message_unref(w[i].call);
+                        free(w[i].task_id);
+                } else if (r < 0 || queue_msg_job(m, JOB_ACK, MESH_KIND_RESULT, w[i].ack) < 0)
+                        release_msg(m, MESH_KIND_RESULT, w[i].ack);     /* delivered again */
+        }
+        free(w);
+        return 0;
+}
+
+/* Takes CALL (a Submit to answer with TASK_ID) or ACK (a result message to acknowledge). */
+static int sent_after_sync(Mesh *m, sd_bus_message *call, const char *task_id, natsMsg *ack) {
+        SentWaiter *n = reallocarray(m->waiters, m->n_waiters + 1, sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        m->waiters = n;
+        SentWaiter w = { .call = sd_bus_message_ref(call), .task_id = task_id ? strdup(task_id) : NULL, .ack = ack };
+        if (call && !w.task_id) {
+                sd_bus_message_unref(w.call);
+                return -ENOMEM;
+        }
+        if (!m->sync_event) {
+                int r = sd_event_add_defer(m->event, &m->sync_event, on_sent_sync, m);
+                if (r < 0) {
+                        sd_bus_message_unref(w.call);
+                        free(w.task_id);
+                        return r;
+                }
+        }
+        n[m->n_waiters++] = w;
+        return 0;
+}
+
+static void sent_waiters_free(Mesh *m) {
+        for (size_t i = 0; i < m->n_waiters; i++) {
+                sd_bus_message_unref(m->waiters[i].call);
+                free(m->waiters[i].task_id);
+                if (m->waiters[i].ack)
+                        natsMsg_Destroy(m->waiters[i].ack);     /* delivered again after the ack wait */
+        }
+        free(m->waiters);
+        m->waiters = NULL;
+        m->dirty = strv_free(m->dirty);
+        m->n_waiters = 0;
+        m->sync_event = sd_event_source_disable_unref(m->sync_event);
 }
 
 /* Forgets the I-th sent task: its record, its answer file for its sender, its entry. */
@@ -1543,8 +1626,9 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 o->done = true;
                 o->ended_usec = con_now(CLOCK_REALTIME);
                 log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
-                /* On disk before the result's message is acknowledged (a restart still knows it). */
-                r = sent_save(m, o, true);
+                /* On disk before the result's message is acknowledged (on_sent_sync): a restart still
+                 * knows it. */
+                r = sent_save(m, o, false);
                 if (r < 0)
                         log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
                 write_result_file(m, o);
@@ -1552,7 +1636,7 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                                           o->sender, o->result.status);
         }
         mesh_result_done(&res);
-        return queue_msg_job(m, JOB_ACK, MESH_KIND_RESULT, msg);
+        return sent_after_sync(m, NULL, NULL, msg);
 }
 
 static int state_rank(const char *s) {
@@ -1663,15 +1747,17 @@ static bool handle_published(Mesh *m, Job *j) {
         }
         Outgoing *o = find_out(m, j->task_id);
         if (o && !o->stored) {
-                /* Not synced: without it a Submit again under this id sends it again, which
-                 * JetStream (or the receiving agent) recognises as the same task. */
+                /* Synced with the others: without it a Submit again under this id sends it again,
+                 * which JetStream (or the receiving agent) recognises as the same task. */
                 o->sending = false;
                 o->stored = true;
                 int r = sent_save(m, o, false);
                 if (r < 0)
                         log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
         }
-        (void) sd_bus_reply_method_return(j->call, "s", j->task_id);
+        /* Answered once its record is on disk. */
+        if (sent_after_sync(m, j->call, j->task_id, NULL) < 0)
+                (void) sd_bus_reply_method_errno(j->call, -ENOMEM, NULL);
         return false;
 }
 
@@ -1801,10 +1887,10 @@ static int submit_task_option(sd_bus_message *msg, const char *key, unsigned *se
         return 1;
 }
 
-/* A task about to be sent: its record is on disk before anything goes (Submit's answer means it
- * exists). Refused with StorageFailed, and forgotten, when it cannot be written. */
+/* A task about to be sent: its record is written before anything goes, and on disk before Submit
+ * answers (on_sent_sync: the answer means it exists). Refused with StorageFailed, and forgotten, when it cannot be written. */
 static int sent_record_new(Mesh *m, Outgoing *o, sd_bus_error *error) {
-        int r = sent_save(m, o, true);
+        int r = sent_save(m, o, false);         /* synced before Submit answers (on_sent_sync) */
         if (r >= 0)
                 return 0;
         log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
@@ -2257,6 +2343,7 @@ Mesh *mesh_free(Mesh *m) {
                         given_back++;
                 deliver_call_free(c);
         }
+        sent_waiters_free(m);
         /* Messages fetched but never handled (the loop had stopped): back to JetStream at once,
          * rather than after the ack wait, so a gateway stopping cannot hold a task for 30 s. */
         for (Job *j; (j = pop(&m->done, &m->done_tail)); ) {
