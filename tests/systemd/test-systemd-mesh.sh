@@ -115,6 +115,17 @@ check_output "host-a's echo agent answers it, with the sender alice@host-b" \
 check "con-agent@echo ran it (systemd)" bash -c \
         "journalctl -b --no-pager -u con-agent@echo.service | grep -q 'Started'"
 
+section "a task sent from host-a: its record on disk under the hardened unit (docs/MULTIHOST.md)"
+check_output "host-b makes con-task-host-b (as its gateway would)" '^ok$' \
+        mesh_probe "${B[@]}" tls://127.0.0.1:4223 stream con-task-host-b 'con.task.host-b.*'
+check "alice, a submitter on host-a" useradd -M -G con alice
+check_output "alice's Submit to sysadmin@host-b is answered (JetStream stored it, its record synced)" \
+        '^s "sent-sd"$' as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh \
+        org.conspiracy.Mesh1 Submit 'ssa{sv}' sysadmin@host-b "from host-a" 1 id s sent-sd
+check_output "the record is con-mesh's, in its 0700 folder" '^con-mesh:con-mesh 600 con-mesh:con-mesh 700$' \
+        bash -c 'echo $(stat -c "%U:%G %a" /srv/con/mesh/sent/sent-sd.sent /srv/con/mesh/sent)'
+check_fail_output "... which alice cannot read" 'Permission denied' as_user alice cat /srv/con/mesh/sent/sent-sd.sent
+
 section "the unit verifies and is in the OK band of systemd-analyze security"
 check_units_verify "systemd-analyze verify $U is silent" "$U"
 check_unit_exposure_ok "$U"     # the running unit (not --offline)
@@ -127,4 +138,15 @@ check "a new process" test "$PID2" != "$PID"
 check_output "... uid con-mesh, CapEff 0" "^CapEff:	0000000000000000$" bash -c \
         "grep -q '^Uid:	$(id -u con-mesh)	' /proc/$PID2/status && grep '^CapEff:' /proc/$PID2/status"
 check "... connected (within 20 s)" wait_for 20 bash -c 'con mesh status --json | jq -e ".connected == true"'
+check_output "alice's task sent before the restart: still known, still waiting" '^ss "submitted" ""$' \
+        as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s sent-sd
+result='{"v":1,"id":"sent-sd","host":"host-b","agent":"sysadmin","from":"alice@host-a","status":"completed","text":"done on b","truncated":false,"replaced":false,"size":9}'
+check_output "host-b answers it (stored in con-result-host-a)" 'stored in stream con-result-host-a' \
+        mesh_probe "${B[@]}" --msg-id r.host-b.sent-sd tls://127.0.0.1:4223 publish con.result.host-a.host-b "$result"
+check "alice's GetResult: completed, with host-b's answer" wait_for 20 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s sent-sd | grep -qx 'ss \"completed\" \"done on b\"'"
+check "systemctl restart $U (after the result)" systemctl restart "$U"
+check "... alice's result is still there" wait_for 20 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s sent-sd | grep -qx 'ss \"completed\" \"done on b\"'"
+check_fail "the unit never failed" bash -c "journalctl -b --no-pager -u $U | grep -E 'Failed with result|status=[1-9]'"
 finish
