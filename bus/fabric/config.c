@@ -1320,7 +1320,7 @@ static int parse_mesh(ConYamlReader *c, const yaml_node_t *v, const char *path, 
                         _cleanup_free_ char *spath = con_yaml_path_child(path, "servers"),
                                             *ipath = spath ? con_yaml_path_index(spath, i) : NULL;
                         return ipath ? con_yaml_fail(c, at, ipath, "'%s' is plaintext; the mesh uses TLS: write "
-                                                     "tls://%s (with this host's certificate from con mesh issue), or "
+                                                     "tls://%s (with this host's certificate, which con bootstrap makes), or "
                                                      "set mesh.insecure: true to send tasks unencrypted and "
                                                      "unauthenticated", m->servers[i],
                                                      m->servers[i] + strlen("nats://")) : -ENOMEM;

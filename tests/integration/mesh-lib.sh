@@ -8,8 +8,9 @@
 #   mesh_install_creds "$T/pki/host-a"                 # this host's /etc/con/mesh/{ca.crt,host.*}
 #   mesh_yaml host-a tls://10.77.0.1:4222 >>/etc/con/con.yaml
 #
-# Everything is made by con itself (con mesh init / issue / server-config): the tests use the
-# credentials and the server configuration a user would.
+# Everything is made by con itself (con mesh init / issue / server-config; test-mesh has its hosts'
+# certificates made by con bootstrap and con mesh sign): the tests use the credentials and the
+# server configuration a user would.
 
 # mesh_pki DIR LISTEN HOST...: DIR/ca (the CA), DIR/HOST (each host's bundle: host.key,
 # host.crt, ca.crt), DIR/server (server.key, server.crt, ca.crt and nats.conf listening on LISTEN,

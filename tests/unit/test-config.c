@@ -260,11 +260,11 @@ static void test_mesh(void) {
         /* nats:// without insecure: true, wherever it is in the list, before or after the key. */
         assert_error("mesh:\n  host: a\n  servers: [nats://10.0.0.1:4222]\n" A0,
                      "con.yaml:3:13: mesh.servers[0]: 'nats://10.0.0.1:4222' is plaintext; the mesh uses TLS: write "
-                     "tls://10.0.0.1:4222 (with this host's certificate from con mesh issue), or set mesh.insecure: "
+                     "tls://10.0.0.1:4222 (with this host's certificate, which con bootstrap makes), or set mesh.insecure: "
                      "true to send tasks unencrypted and unauthenticated");
         assert_error("mesh:\n  host: a\n  insecure: false\n  servers:\n    - tls://x:1\n    - nats://y:2\n" A0,
                      "con.yaml:6:7: mesh.servers[1]: 'nats://y:2' is plaintext; the mesh uses TLS: write "
-                     "tls://y:2 (with this host's certificate from con mesh issue), or set mesh.insecure: "
+                     "tls://y:2 (with this host's certificate, which con bootstrap makes), or set mesh.insecure: "
                      "true to send tasks unencrypted and unauthenticated");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  insecure: yes please\n" A0,
                      "con.yaml:4:13: mesh.insecure: 'yes please' is not allowed; use true or false");
