@@ -859,7 +859,7 @@ static int on_sent_sync(sd_event_source *s _unused_, void *userdata) {
         m->sync_event = sd_event_source_disable_unref(m->sync_event);
 
         _cleanup_strv_free_ char **dirty = TAKE_PTR(m->dirty);
-        int r = mesh_sent_sync(m->sent_fd, dirty);
+        int r = dirty ? mesh_sent_sync(m->sent_fd, dirty) : 0;     /* nothing written: nothing to wait for */
         if (r < 0)
                 log_error_errno(r, "Cannot sync %s: %m", CON_MESH_SENT_DIR);
         for (size_t i = 0; i < n; i++) {
