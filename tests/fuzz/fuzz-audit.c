@@ -144,8 +144,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 buf_add(&hd, h, sizeof(h));
         }
 
-        fuzz_dir_put(CON_AUDIT_LOG_NAME, log.p ?: "", log.n);
-        fuzz_dir_put(CON_AUDIT_HEAD_NAME, hd.p ?: (head ? "" : NULL), hd.n);
+        fuzz_dir_rewrite(CON_AUDIT_LOG_NAME, log.p ?: "", log.n);
+        fuzz_dir_rewrite(CON_AUDIT_HEAD_NAME, hd.p ?: (head ? "" : NULL), hd.n);
         free(log.p);
         free(hd.p);
 
