@@ -1297,10 +1297,43 @@ static const char cancel_usage[] =
         "Cancel task ID (Cancel on the agent that knows it): a queued task is dropped, a running one's\n"
         "session is killed with every process it started; the task ends as canceled. A finished task\n"
         "stays as it is. The submitter may always cancel its own tasks; others need the policy's\n"
-        "cancel grant (root by default).\n"
+        "cancel grant (root by default). A task sent from here to an agent of another host (AGENT@HOST)\n"
+        "is canceled through the mesh gateway: only by its sender and root.\n"
         "\n"
         "Exit status: 0 canceled (or already finished: its status is printed), 1 not found or\n"
         "refused, 2 usage error, 4 invalid configuration.\n";
+
+/* Cancel on the mesh gateway (docs/MULTIHOST.md): an exit status, or -ENOENT when it knows no such
+ * task (or does not run). */
+static int cancel_remote(sd_bus *bus, const char *id) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        ConResultInfo info = {};
+        const char *st, *text;
+
+        if (!name_has_owner(bus, CON_MESH_BUS_NAME))
+                return -ENOENT;
+        int r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "Cancel", &e, NULL, "s",
+                                   id);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
+                        return -ENOENT;
+                return con_fail(CON_EXIT_FAILURE, "cancel: the mesh gateway refused to cancel task %s: %s", id,
+                                e.message ?: strerror(-r));
+        }
+        sd_bus_error_free(&e);
+        r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "GetResultInfo", &e, &reply,
+                               "s", id);
+        if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0 || con_bus_read_result_info(reply, &info) < 0 ||
+            !info.agent || !info.host) {
+                printf("Asked the mesh gateway to cancel task %s.\n", id);
+                return CON_EXIT_OK;
+        }
+        /* The result comes back from the other host: until then the task is being canceled. */
+        printf("Task %s on agent %s@%s: %s\n", id, info.agent, info.host,
+               con_task_state_is_final(st) ? st : "canceling (asked its host; the result comes back as canceled)");
+        return CON_EXIT_OK;
+}
 
 int verb_cancel(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
@@ -1353,6 +1386,12 @@ int verb_cancel(int argc, char *argv[]) {
                        streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
                                                                       : con_task_state_a2a(st) ?: st);
                 return CON_EXIT_OK;
+        }
+        /* A task sent from here to an agent of another host: the mesh gateway passes the cancel on. */
+        if (config->mesh.enabled) {
+                r = cancel_remote(bus, id);
+                if (r != -ENOENT)
+                        return r;
         }
         return con_fail(CON_EXIT_FAILURE, "cancel: no agent knows a task '%s' (see 'con tasks')", id);
 }

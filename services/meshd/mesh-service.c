@@ -68,8 +68,9 @@ typedef enum JobKind {
         JOB_INCOMING,           /* fetch thread -> loop: a message */
         JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
         JOB_STATUS,             /* worker: stream and consumer info, answered by the loop (GetStatus) */
-        JOB_PUBLISH_STATE,      /* worker: a state event, plain NATS (natsConnection_Publish) */
+        JOB_PUBLISH_STATE,      /* worker: a state event or a cancel, plain NATS (natsConnection_Publish) */
         JOB_STATE,              /* NATS's thread -> loop: a state event for a task sent from here */
+        JOB_CANCEL,             /* NATS's thread -> loop: a cancel of a task another host sent here */
 } JobKind;
 
 typedef struct Job Job;
@@ -114,9 +115,15 @@ typedef struct SentWaiter {     /* waits until the records written so far are on
         natsMsg *ack;           /* or a result message, acknowledged */
 } SentWaiter;
 
+typedef struct PendingCancel {  /* a cancel of a task sent from here whose result is not back yet */
+        MeshCancel cancel;
+        char *host;             /* the host running the task */
+} PendingCancel;
+
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
         bool asking;            /* its GetResultInfo is in flight */
+        bool canceling;         /* its sender's cancel was passed to the agent */
         bool want;              /* one is due, waiting for a free slot (ASKS_MAX) or a retry */
 } Delivery;
 
@@ -149,6 +156,7 @@ struct Mesh {
         bool link_up;                   /* connected now (disconnected and reconnected callbacks) */
         bool nats_closed;               /* the closed callback of the connection being closed ran */
         bool state_sub_done;            /* state_sub is closed and on_state_msg has returned */
+        bool cancel_sub_done;           /* the same for cancel_sub */
         pthread_t worker, fetch[2];
         bool worker_started, fetch_started[2];
 
@@ -157,6 +165,7 @@ struct Mesh {
         jsCtx *js;
         natsSubscription *sub[2];
         natsSubscription *state_sub;    /* con.state.<host>.*: the state of tasks sent from here */
+        natsSubscription *cancel_sub;   /* con.cancel.<host>.*: cancels of tasks other hosts sent here */
         char **verified;                /* worker only: hosts whose task stream was checked */
         char **verified_results;        /* ... and whose result stream */
         ConAuditWriter *audit;          /* NULL when not opened (not started as root) */
@@ -169,6 +178,9 @@ struct Mesh {
         unsigned asks;                  /* GetResultInfo calls in flight */
         sd_event_source *ask_timer;     /* asks again after a passing trouble */
         size_t take_over_next;          /* the next agent take_over() asks (one at a time) */
+        PendingCancel *cancels;         /* cancels of tasks sent from here, sent again until the result */
+        size_t n_cancels;
+        sd_event_source *cancel_timer;
 };
 
 static void job_free(Job *j) {
@@ -356,9 +368,8 @@ static natsStatus pull_subscribe(Mesh *m, MeshKind k, jsErrCode *jerr) {
         return js_PullSubscribe(&m->sub[k], m->js, subject, DURABLE, NULL, &so, jerr);
 }
 
-/* NATS's own delivery thread: the event goes to the loop as it came (the loop parses it). */
-static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
-        Mesh *m = closure;
+/* NATS's own delivery thread: a plain message goes to the loop as it came (the loop parses it). */
+static void plain_msg_to_loop(Mesh *m, natsMsg *msg, JobKind kind) {
         Job *j = calloc(1, sizeof(*j));
         int len = natsMsg_GetDataLength(msg);
         if (j && len > 0 && (size_t) len <= MESH_PAYLOAD_MAX && (j->data = malloc((size_t) len + 1)) &&
@@ -366,11 +377,39 @@ static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unu
                 memcpy(j->data, natsMsg_GetData(msg), (size_t) len);
                 j->data[len] = 0;
                 j->len = (size_t) len;
-                j->kind = JOB_STATE;
+                j->kind = kind;
                 hand_to_loop(m, j);
         } else
                 job_free(j);
         natsMsg_Destroy(msg);
+}
+
+static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
+        plain_msg_to_loop(closure, msg, JOB_STATE);
+}
+
+static void on_cancel_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
+        plain_msg_to_loop(closure, msg, JOB_CANCEL);
+}
+
+static void on_cancel_sub_complete(void *closure) {
+        Mesh *m = closure;
+        pthread_mutex_lock(&m->lock);
+        m->cancel_sub_done = true;
+        pthread_cond_broadcast(&m->cond);
+        pthread_mutex_unlock(&m->lock);
+}
+
+/* con.cancel.<host>.*: the cancels of the tasks other hosts sent here (docs/MULTIHOST.md). */
+static natsStatus subscribe_cancels(Mesh *m) {
+        _cleanup_free_ char *subject = NULL;
+        if (mesh_cancel_subject(m->config->mesh.host, NULL, &subject) < 0)
+                return NATS_NO_MEMORY;
+        natsStatus s = natsConnection_Subscribe(&m->cancel_sub, m->nc, subject, on_cancel_msg, m);
+        /* mesh_free waits for it before M goes (on_cancel_msg runs on NATS's thread). */
+        if (s == NATS_OK)
+                s = natsSubscription_SetOnCompleteCB(m->cancel_sub, on_cancel_sub_complete, m);
+        return s;
 }
 
 static void on_state_sub_complete(void *closure) {
@@ -494,6 +533,8 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 if (s == NATS_OK)
                         s = natsSubscription_SetOnCompleteCB(m->state_sub, on_state_sub_complete, m);
         }
+        if (s == NATS_OK)
+                s = subscribe_cancels(m);
         if (s != NATS_OK) {
                 *ret_error = nats_error_text(s, jerr);
                 for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
@@ -502,6 +543,8 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 }
                 natsSubscription_Destroy(m->state_sub);
                 m->state_sub = NULL;
+                natsSubscription_Destroy(m->cancel_sub);
+                m->cancel_sub = NULL;
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
                 (void) close_nats(m);
@@ -1677,6 +1720,193 @@ static void handle_state(Mesh *m, const Job *j) {
         mesh_state_done(&st);
 }
 
+/* ---- cancels (docs/MULTIHOST.md, "Canceling a remote task") ---- */
+
+#define CANCEL_RETRY_USEC (3 * USEC_PER_SEC)
+
+static void pending_cancel_done(PendingCancel *p) {
+        mesh_cancel_done(&p->cancel);
+        free(p->host);
+}
+
+static void cancels_free(Mesh *m) {
+        for (size_t i = 0; i < m->n_cancels; i++)
+                pending_cancel_done(&m->cancels[i]);
+        free(m->cancels);
+        m->cancels = NULL;
+        m->n_cancels = 0;
+        m->cancel_timer = sd_event_source_disable_unref(m->cancel_timer);
+}
+
+/* Plain NATS, like a state event: lost when the receiving gateway is not listening, hence sent
+ * again (on_cancel_timer) until the task's result is back. */
+static void publish_cancel(Mesh *m, const PendingCancel *p) {
+        Job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return;
+        j->kind = JOB_PUBLISH_STATE;
+        if (mesh_cancel_to_json(&p->cancel, &j->data) < 0 ||
+            mesh_cancel_subject(p->host, m->config->mesh.host, &j->subject) < 0) {
+                job_free(j);
+                return;
+        }
+        j->len = strlen(j->data);
+        queue_job(m, j);
+}
+
+static int on_cancel_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        size_t k = 0;
+        for (size_t i = 0; i < m->n_cancels; i++) {
+                PendingCancel *p = &m->cancels[i];
+                Outgoing *o = find_out(m, p->cancel.id);
+                if (!o || o->done || !outgoing_is(m, o, p->host, p->cancel.agent, p->cancel.from)) {
+                        pending_cancel_done(p);         /* its result is back (or forgotten) */
+                        continue;
+                }
+                publish_cancel(m, p);
+                m->cancels[k++] = *p;
+        }
+        m->n_cancels = k;
+        if (k > 0)
+                (void) sd_event_source_set_time_relative(m->cancel_timer, CANCEL_RETRY_USEC);
+        return sd_event_source_set_enabled(m->cancel_timer, k > 0 ? SD_EVENT_ONESHOT : SD_EVENT_OFF);
+}
+
+/* Cancel(task_id): a task sent from here, by its sender or root. Sent to the host running it (and
+ * sent again every CANCEL_RETRY_USEC until its result is back); that result says canceled, or what
+ * the task ended as if it ended first. A task whose result is back: nothing to do, as an agent's
+ * Cancel of a finished task. */
+static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Mesh *m = userdata;
+        _cleanup_free_ char *name = NULL;
+        _cleanup_(pending_cancel_done) PendingCancel p = {};
+        const char *id;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        Outgoing *o = find_out(m, id);
+        if (!o)
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "The mesh knows no task '%s' sent from here", id);
+        if (o->uid != uid && uid != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: task '%s' is not yours "
+                                          "(only its sender and root may cancel it)", id);
+        if (o->done)
+                return sd_bus_reply_method_return(msg, NULL);
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        if (asprintf(&p.cancel.from, "%s@%s", o->sender, m->config->mesh.host) < 0 ||
+            asprintf(&p.cancel.by, "%s@%s", name, m->config->mesh.host) < 0 || !(p.cancel.id = strdup(o->id)) ||
+            !(p.cancel.agent = strdup(o->agent)) || !(p.host = strdup(o->host)))
+                return -ENOMEM;
+        if (!mesh_cancel_allowed(p.cancel.from, p.cancel.by))
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: '%s' has no user name "
+                                          "other hosts could check", p.cancel.by);
+        publish_cancel(m, &p);
+        log_info("Task %s for %s@%s: cancel sent by %s", o->id, o->agent, o->host, p.cancel.by);
+        bool again = false;
+        for (size_t i = 0; i < m->n_cancels && !again; i++)
+                again = streq(m->cancels[i].cancel.id, id);
+        if (!again) {
+                PendingCancel *n = realloc(m->cancels, sizeof(*n) * (m->n_cancels + 1));
+                if (!n)
+                        return -ENOMEM;
+                m->cancels = n;
+                n[m->n_cancels++] = p;
+                p = (PendingCancel) {};
+        }
+        if (!m->cancel_timer)
+                r = sd_event_add_time_relative(m->event, &m->cancel_timer, CLOCK_MONOTONIC, CANCEL_RETRY_USEC, 0,
+                                               on_cancel_timer, m);
+        else if (sd_event_source_get_enabled(m->cancel_timer, NULL) == 0) {
+                r = sd_event_source_set_time_relative(m->cancel_timer, CANCEL_RETRY_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->cancel_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_warning_errno(r, "Cannot arm the cancel retry timer (the cancel is sent once): %m");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static void audit_cancel(Mesh *m, const char *event, const MeshCancel *c, const char *sent_by) {
+        if (!m->audit)
+                return;
+        _cleanup_cjson_ cJSON *f = con_audit_task_fields(c->id, c->agent, c->from);
+        if (!f || !cJSON_AddStringToObject(f, "by", c->by) ||
+            (sent_by && !cJSON_AddStringToObject(f, "sent_by", sent_by))) {
+                log_error("Cannot audit the cancel of task %s: out of memory", c->id);
+                return;
+        }
+        bool first = false;
+        int r = con_audit_writer_append(m->audit, "con-meshd", event, f, &first);
+        if (r < 0 && first)
+                log_error_errno(r, "Cannot write the audit log: %m");
+}
+
+static int on_agent_canceled(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e)
+                log_warning("Agent refused to cancel task %s: %s", (const char *) userdata, e->message ?: e->name);
+        return 0;
+}
+
+/* A cancel from another host: believed only for a task that host sent (the subject's host, which
+ * the server's permissions pin, is the origin of both the task's sender and the canceller), by its
+ * sender or that host's root, and only for a task an agent here holds for that sender. The agent's
+ * Cancel is called as the gateway, the task's owner here: its result (canceled) goes back as any. */
+static void handle_cancel(Mesh *m, Job *j) {
+        _cleanup_(mesh_cancel_done) MeshCancel c = {};
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        _cleanup_free_ char *bus_name = NULL, *key = NULL;
+        int r = mesh_cancel_from_json(j->data, j->len, &c);
+        if (r < 0) {
+                if (r != -ENOMEM)
+                        log_warning("Dropping a malformed cancel (%zu bytes)", j->len);
+                return;
+        }
+        const char *publisher = mesh_cancel_subject_host(j->subject, m->config->mesh.host);
+        if (!publisher || !streq(publisher, strrchr(c.from, '@') + 1)) {
+                log_warning("Dropping the cancel of task %s: it claims to come from %s but host %s sent it (subject %s)",
+                            c.id, c.by, publisher ?: "?", j->subject);
+                audit_cancel(m, "mesh.cancel.forged", &c, publisher ?: "?");
+                return;
+        }
+        if (!mesh_cancel_allowed(c.from, c.by)) {
+                log_warning("Refusing the cancel of task %s by %s: only its sender %s or root@%s may cancel it",
+                            c.id, c.by, c.from, publisher);
+                audit_cancel(m, "mesh.cancel.refused", &c, publisher);
+                return;
+        }
+        Delivery *d = find_delivery(m, c.id, c.from);
+        if (!d || !streq(d->agent, c.agent)) {
+                /* Not here yet (waiting in JetStream, or its Deliver in flight: the sender sends the
+                 * cancel again), or ended (its result is on the way). */
+                log_debug("Cancel of task %s from %s: agent %s holds no such task now", c.id, c.from, c.agent);
+                return;
+        }
+        if (d->canceling)
+                return;         /* sent again before the result went: the agent has it */
+        if ((r = con_agent_bus_name(c.agent, &bus_name)) < 0 ||
+            (r = sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                "Cancel")) < 0 ||
+            (r = sd_bus_message_append(call, "s", c.id)) < 0 || !(key = strdup(c.id)) ||
+            (r = call_async_owned(m, call, on_agent_canceled, key)) < 0) {
+                log_error_errno(r ?: -ENOMEM, "Cannot cancel task %s of agent %s: %m", c.id, c.agent);
+                return;
+        }
+        TAKE_PTR(key);
+        d->canceling = true;
+        log_info("Task %s of agent %s from %s: canceled by %s", c.id, c.agent, c.from, c.by);
+        audit_cancel(m, "mesh.task.cancel", &c, NULL);
+}
+
 static void job_free_void(void *p) {
         job_free(p);
 }
@@ -1845,6 +2075,9 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                         break;
                 case JOB_STATE:
                         handle_state(m, j);
+                        break;
+                case JOB_CANCEL:
+                        handle_cancel(m, j);
                         break;
                 case JOB_INCOMING: {
                         natsMsg *msg = TAKE_PTR(j->msg);
@@ -2174,6 +2407,8 @@ const sd_bus_vtable mesh_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("GetResultInfo", SD_BUS_ARGS("s", task_id),
                                 SD_BUS_RESULT("s", status, "s", text, "a{sv}", info), method_get_result_info,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("s", task_id), SD_BUS_NO_RESULT, method_cancel,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssss)", tasks), method_list_tasks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStatus", SD_BUS_NO_ARGS,
@@ -2335,6 +2570,11 @@ Mesh *mesh_free(Mesh *m) {
                         natsConnection_Close(m->nc);    /* closes every subscription */
                 quiet = wait_flag(m, &m->state_sub_done, CLOSE_WAIT_MS);
         }
+        if (m->cancel_sub) {
+                if (natsSubscription_Unsubscribe(m->cancel_sub) != NATS_OK)
+                        natsConnection_Close(m->nc);
+                quiet = wait_flag(m, &m->cancel_sub_done, CLOSE_WAIT_MS) && quiet;
+        }
         given_back += give_back_queued(m);
         /* Deliver calls still in flight: cancelled, their messages given back too. */
         while (m->calls) {
@@ -2360,6 +2600,7 @@ Mesh *mesh_free(Mesh *m) {
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
                 natsSubscription_Destroy(m->sub[k]);
         natsSubscription_Destroy(m->state_sub);
+        natsSubscription_Destroy(m->cancel_sub);
         jsCtx_Destroy(m->js);
         if (!close_nats(m))
                 quiet = false;
@@ -2375,6 +2616,7 @@ Mesh *mesh_free(Mesh *m) {
         con_name_owners_free(m->owners);
         sd_event_source_disable_unref(m->wake);
         sd_event_source_disable_unref(m->ask_timer);
+        cancels_free(m);
         if (m->outbox_fd >= 0)
                 close(m->outbox_fd);
         if (m->failed_fd >= 0)

@@ -328,3 +328,72 @@ int mesh_state_from_json(const char *data, size_t len, MeshState *ret) {
         *ret = m;
         return 0;
 }
+
+int mesh_cancel_subject(const char *to, const char *from, char **ret) {
+        if (!con_mesh_host_valid(to) || (from && !con_mesh_host_valid(from)))
+                return -EINVAL;
+        return asprintf(ret, "con.cancel.%s.%s", to, from ?: "*") < 0 ? -ENOMEM : 0;
+}
+
+const char *mesh_cancel_subject_host(const char *subject, const char *me) {
+        const char *p = subject ? startswith(subject, "con.cancel.") : NULL;
+        p = p && me ? startswith(p, me) : NULL;
+        if (!p || *p != '.' || !con_mesh_host_valid(p + 1))
+                return NULL;
+        return p + 1;
+}
+
+void mesh_cancel_done(MeshCancel *c) {
+        free(c->id);
+        free(c->agent);
+        free(c->from);
+        free(c->by);
+        *c = (MeshCancel) {};
+}
+
+static const char *sender_host(const char *s) {
+        const char *at = s ? strrchr(s, '@') : NULL;
+        return at ? at + 1 : NULL;
+}
+
+static bool cancel_valid(const MeshCancel *c) {
+        return con_task_id_valid(c->id) && con_agent_name_valid(c->agent) && con_remote_sender_valid(c->from) &&
+                con_remote_sender_valid(c->by) && streq(sender_host(c->from), sender_host(c->by));
+}
+
+bool mesh_cancel_allowed(const char *from, const char *by) {
+        const char *h = sender_host(from);
+        if (!con_remote_sender_valid(from) || !con_remote_sender_valid(by) || !streq_ptr(h, sender_host(by)))
+                return false;
+        return streq(from, by) || (startswith(by, "root@") && streq(by + strlen("root@"), h));
+}
+
+int mesh_cancel_to_json(const MeshCancel *c, char **ret) {
+        if (!cancel_valid(c))
+                return -EINVAL;
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", c->id) ||
+            !cJSON_AddStringToObject(o, "agent", c->agent) || !cJSON_AddStringToObject(o, "from", c->from) ||
+            !cJSON_AddStringToObject(o, "by", c->by))
+                return -ENOMEM;
+        return print_json(o, ret);
+}
+
+int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret) {
+        static const char * const keys[] = { "id", "agent", "from", "by", NULL };
+        _cleanup_cjson_ cJSON *o = NULL;
+        MeshCancel c = {};
+        int r;
+
+        r = parse_object(data, len, keys, &o);
+        if (r < 0)
+                return r;
+        if ((r = get_string(o, "id", &c.id)) < 0 || (r = get_string(o, "agent", &c.agent)) < 0 ||
+            (r = get_string(o, "from", &c.from)) < 0 || (r = get_string(o, "by", &c.by)) < 0 ||
+            (!cancel_valid(&c) && (r = -EBADMSG) < 0)) {
+                mesh_cancel_done(&c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}

@@ -94,6 +94,35 @@ int mesh_state_to_json(const MeshState *s, char **ret);
 /* Every field present and valid, no other key; -EBADMSG when malformed, -ENOMEM. */
 int mesh_state_from_json(const char *data, size_t len, MeshState *ret);
 
+/* Cancels, plain NATS messages (not stored: the sending gateway sends one again every few seconds
+ * until the task's result is back) on con.cancel.<to>.<from>, published by FROM, the host that
+ * sent the task, for TO, the host running it (the last token names the publisher, so the server's
+ * per-host permissions pin it). FROM NULL: "con.cancel.<to>.*", what TO subscribes to. -EINVAL for
+ * an invalid host name. */
+int mesh_cancel_subject(const char *to, const char *from, char **ret);
+/* The publishing host of a cancel's subject (con.cancel.<me>.<from>): a pointer into subject, or
+ * NULL when it is not such a subject. */
+const char *mesh_cancel_subject_host(const char *subject, const char *me);
+
+/*   {"v":1,"id":TASK_ID,"agent":AGENT,"from":"USER@ORIGIN","by":"USER@ORIGIN"}
+ * "from" is the task's sender, "by" who cancels it (the sender, or root of the origin), both of
+ * the same host: the cancel's origin, which the receiver checks against the subject's. */
+typedef struct MeshCancel {
+        char *id;
+        char *agent;
+        char *from;
+        char *by;
+} MeshCancel;
+
+void mesh_cancel_done(MeshCancel *c);
+/* -ENOMEM, or -EINVAL when a field is invalid. */
+int mesh_cancel_to_json(const MeshCancel *c, char **ret);
+/* Every field present and valid, from and by of one host, no other key; -EBADMSG, -ENOMEM. */
+int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret);
+/* Whether BY may cancel a task FROM sent (both valid USER@HOST): FROM itself, or root of FROM's
+ * host. */
+bool mesh_cancel_allowed(const char *from, const char *by);
+
 typedef struct MeshTask {
         char *id;
         char *from;             /* USER@ORIGIN */

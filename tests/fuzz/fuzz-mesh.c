@@ -3,7 +3,7 @@
  * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
  * valid fields (a task's priority and deadline too) and must write back to a message that parses
  * to the same fields. Input: one byte
- * ('s': a state event on con.state.<host>.<from>; else bit 1: the rest is the message's subject
+ * ('s': a state event on con.state.<host>.<from>; 'c': a cancel on con.cancel.<host>.<from>; else bit 1: the rest is the message's subject
  * instead, whose sending host must be a valid host name that makes the same subject again; else
  * bit 0: a result, else a task), then the message. */
 #undef NDEBUG
@@ -87,6 +87,32 @@ static void check_state(const char *d, size_t n) {
         mesh_state_done(&m);
 }
 
+static void check_cancel(const char *d, size_t n) {
+        MeshCancel c = {}, back = {};
+        _cleanup_free_ char *json = NULL;
+        int r = mesh_cancel_from_json(d, n, &c);
+        if (r < 0) {
+                assert(r == -EBADMSG || r == -ENOMEM);
+                assert(!c.id && !c.by);
+                return;
+        }
+        assert(con_task_id_valid(c.id) && con_agent_name_valid(c.agent));
+        assert(con_remote_sender_valid(c.from) && con_remote_sender_valid(c.by));
+        assert(streq(strrchr(c.from, '@'), strrchr(c.by, '@')));
+        /* Allowed: the sender itself or root of its host, never another. */
+        if (mesh_cancel_allowed(c.from, c.by))
+                assert(streq(c.from, c.by) || startswith(c.by, "root@"));
+        r = mesh_cancel_to_json(&c, &json);
+        if (r == 0) {
+                assert(mesh_cancel_from_json(json, strlen(json), &back) == 0);
+                assert(streq(back.id, c.id) && streq(back.agent, c.agent) && streq(back.from, c.from) &&
+                       streq(back.by, c.by));
+                mesh_cancel_done(&back);
+        } else
+                assert(r == -ENOMEM);
+        mesh_cancel_done(&c);
+}
+
 static void check_subject(MeshKind k, const char *d, size_t n) {
         _cleanup_free_ char *subject = strndup(d, n), *again = NULL;
         const char *from = NULL;
@@ -103,6 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         if (data[0] == 's')
                 check_state((const char *) data + 1, size - 1);
+        else if (data[0] == 'c')
+                check_cancel((const char *) data + 1, size - 1);
         else if (data[0] & 2)
                 check_subject(data[0] & 1 ? MESH_KIND_RESULT : MESH_KIND_TASK, (const char *) data + 1, size - 1);
         else if (data[0] & 1)

@@ -82,6 +82,7 @@ case $text in
 *slower*) sleep 10 ;;                   # long enough for host-a's gateway to restart meanwhile
 *slow*) sleep 4 ;;                      # long enough to be seen working (and the next one accepted)
 esac
+case $text in *long-cancel*) sleep 60 ;; esac  # canceled from host-a long before
 case $text in *show-meta*) printf 'priority=%s deadline=%s ' "$CON_TASK_PRIORITY" "${CON_TASK_DEADLINE:-none}" ;; esac
 printf 'sender=%s agent=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$text"
 EOF
@@ -459,6 +460,49 @@ check_output "... and audits it" 'con-meshd mesh.result.forged .*task_id=forged-
 check_fail_output "a host that never joined the mesh: refused at once, nothing stored" "host host-c has not joined the mesh" \
         as_user alice timeout 20 con-send --no-wait --to sysadmin@host-c hi
 
+section "a remote task canceled from the sending host"
+check_output "alice sends a long task (--no-wait)" '^mesh-cancel-1$' \
+        as_user alice con-send --no-wait --id mesh-cancel-1 --to sysadmin@host-b long-cancel-me
+check "... it is working on host-b" wait_for 15 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-cancel-1 +working +alice$"'
+check_fail_output "bob cannot cancel it (refused by host-a's gateway)" \
+        "cancel: the mesh gateway refused to cancel task mesh-cancel-1: Access denied: task 'mesh-cancel-1' is not yours" \
+        as_user bob con cancel mesh-cancel-1
+cancel_by_carol='{"v":1,"id":"mesh-cancel-1","agent":"sysadmin","from":"alice@host-a","by":"carol@host-a"}'
+check "a cancel of it by carol@host-a, with host-a's credentials on host-a's own subject (as a bad gateway would)" \
+        mesh_probe "${A[@]}" tls://10.77.0.1:4222 pub con.cancel.host-b.host-a "$cancel_by_carol"
+check_fail_output "host-b's credentials cannot publish a cancel as host-a (the server refuses)" \
+        'Permissions Violation for Publish to "con.cancel.host-b.host-a"' \
+        mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub con.cancel.host-b.host-a \
+        '{"v":1,"id":"mesh-cancel-1","agent":"sysadmin","from":"alice@host-a","by":"alice@host-a"}'
+check "host-b's credentials, on host-b's own subject, a cancel claiming alice@host-a" \
+        mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub con.cancel.host-a.host-b \
+        '{"v":1,"id":"forged-4","agent":"concierge","from":"alice@host-a","by":"alice@host-a"}'
+check "... host-a's gateway drops it: the subject's host-b is not the canceller's host" wait_for 10 grep -q \
+        'Dropping the cancel of task forged-4: it claims to come from alice@host-a but host host-b sent it' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... and audits it" 'con-meshd mesh.cancel.forged .*task_id=forged-4 .*sent_by=host-b' con audit --lines 50
+sleep 2
+check_output "carol's cancel changed nothing: the task is still working" \
+        '^sysadmin@host-b +mesh-cancel-1 +working +alice$' as_user alice con tasks sysadmin@host-b
+check_output "alice: con cancel ID (a task sent to another host)" \
+        '^Task mesh-cancel-1 on agent sysadmin@host-b: canceling' as_user alice con cancel mesh-cancel-1
+check "... it ends canceled: its result came back" wait_for 15 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-1 | grep -q '\"canceled\"'"
+check_output "... con tasks shows it" '^sysadmin@host-b +mesh-cancel-1 +canceled +alice$' \
+        as_user alice con tasks sysadmin@host-b
+check_output "con cancel again: it ended, nothing to do (its state)" \
+        '^Task mesh-cancel-1 on agent sysadmin@host-b: canceled$' as_user alice con cancel mesh-cancel-1
+check_fail_output "con cancel of an id nobody knows (no agent, not the mesh)" \
+        "cancel: no agent knows a task 'mesh-no-such'" as_user alice con cancel mesh-no-such
+check_output "root of host-a may cancel alice's remote task" '^mesh-cancel-2$' \
+        as_user alice con-send --no-wait --id mesh-cancel-2 --to sysadmin@host-b long-cancel-me
+check "... once it is accepted there" wait_for 15 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-cancel-2 +(accepted|working) +alice$"'
+check_output "... con cancel as root" '^Task mesh-cancel-2 on agent sysadmin@host-b: canceling' con cancel mesh-cancel-2
+check "... it ends canceled" wait_for 15 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-2 | grep -q '\"canceled\"'"
+
 section "host-b's gateway down: the task waits in JetStream"
 touch "$SHARED/pause"
 check "host-b's gateway stopped" wait_for 15 test -e "$SHARED/paused"
@@ -647,6 +691,16 @@ check_file_lacks "host-b's stopping gateway gave back what it had been handed (n
 check_output "host-b's audit log names the remote sender" 'sysadmin task.accepted .* sender=alice@host-a' cat "$SHARED/audit"
 check_file_lacks "... and never bob (refused before anything was queued)" 'bob@host-a' "$SHARED/audit"
 check_output "host-b's audit chain verifies" 'rc=0' cat "$SHARED/audit-verify"
+check_output "host-b's gateway passed alice's cancel to its agent (audited)" \
+        'con-meshd mesh.task.cancel .*task_id=mesh-cancel-1 .*sender=alice@host-a .*by=alice@host-a' cat "$SHARED/audit"
+check_output "... and root@host-a's" 'con-meshd mesh.task.cancel .*task_id=mesh-cancel-2 .*by=root@host-a' cat "$SHARED/audit"
+check_output "host-b refused carol's cancel of alice's task (audited)" \
+        'con-meshd mesh.cancel.refused .*task_id=mesh-cancel-1 .*sender=alice@host-a .*by=carol@host-a .*sent_by=host-a' \
+        cat "$SHARED/audit"
+check_output "... and logged it" 'Refusing the cancel of task mesh-cancel-1 by carol@host-a: only its sender alice@host-a or root@host-a may' \
+        cat "$SHARED/meshd.log"
+check_output "host-b's sysadmin ended mesh-cancel-1 as canceled" 'sysadmin task.completed .*task_id=mesh-cancel-1 .*status=canceled' \
+        cat "$SHARED/audit"
 check_output "host-b's gateway logged the refusal" 'refused by agent sysadmin' cat "$SHARED/meshd.log"
 check_file_lacks "no sanitizer report from host-b's gateway (stopped and started again)" \
         'AddressSanitizer|LeakSanitizer|runtime error' "$SHARED/meshd.log"

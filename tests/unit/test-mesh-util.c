@@ -273,11 +273,67 @@ static void test_state(void) {
         mesh_state_done(&back);
 }
 
+static void test_cancel(void) {
+        _cleanup_free_ char *subject = NULL, *all = NULL, *json = NULL;
+
+        g_assert_cmpint(mesh_cancel_subject("host-b", "host-a", &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.cancel.host-b.host-a");
+        g_assert_cmpint(mesh_cancel_subject("host-b", NULL, &all), ==, 0);
+        g_assert_cmpstr(all, ==, "con.cancel.host-b.*");
+        g_assert_cmpint(mesh_cancel_subject("host-b", "Host-A", &json), ==, -EINVAL);
+        g_assert_cmpstr(mesh_cancel_subject_host("con.cancel.host-b.host-a", "host-b"), ==, "host-a");
+        g_assert_null(mesh_cancel_subject_host("con.cancel.host-c.host-a", "host-b"));
+        g_assert_null(mesh_cancel_subject_host("con.state.host-b.host-a", "host-b"));
+        g_assert_null(mesh_cancel_subject_host("con.cancel.host-b.host-a.x", "host-b"));
+        g_assert_null(mesh_cancel_subject_host("con.cancel.host-b", "host-b"));
+
+        MeshCancel c = { .id = (char *) "t-1", .agent = (char *) "sysadmin", .from = (char *) "alice@host-a",
+                         .by = (char *) "root@host-a" }, back = {};
+        g_assert_cmpint(mesh_cancel_to_json(&c, &json), ==, 0);
+        g_assert_cmpint(mesh_cancel_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_cmpstr(back.id, ==, "t-1");
+        g_assert_cmpstr(back.agent, ==, "sysadmin");
+        g_assert_cmpstr(back.from, ==, "alice@host-a");
+        g_assert_cmpstr(back.by, ==, "root@host-a");
+        mesh_cancel_done(&back);
+        g_clear_pointer(&json, free);
+        MeshCancel wrong = c;
+        wrong.by = (char *) "root@host-b";     /* from and by of one host */
+        g_assert_cmpint(mesh_cancel_to_json(&wrong, &json), ==, -EINVAL);
+
+        const char *bad[] = {
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@g\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"text\":\"y\"}",
+                "{\"v\":2,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\"}",
+                "{\"v\":1,\"id\":\"../t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"root\",\"from\":\"a@h\",\"by\":\"a@h\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"by\":\"a@h\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":7}",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+                MeshCancel x = {};
+                g_assert_cmpint(mesh_cancel_from_json(bad[i], strlen(bad[i]), &x), ==, -EBADMSG);
+                g_assert_null(x.id);
+        }
+
+        /* Only the sender, or root of the sender's host. */
+        g_assert_true(mesh_cancel_allowed("alice@host-a", "alice@host-a"));
+        g_assert_true(mesh_cancel_allowed("alice@host-a", "root@host-a"));
+        g_assert_false(mesh_cancel_allowed("alice@host-a", "bob@host-a"));
+        g_assert_false(mesh_cancel_allowed("alice@host-a", "root@host-b"));
+        g_assert_false(mesh_cancel_allowed("alice@host-a", "alice@host-b"));
+        g_assert_false(mesh_cancel_allowed("alice@host-a", "rooted@host-a"));
+        g_assert_false(mesh_cancel_allowed("alice@host-a", "root@host-ab"));
+        g_assert_false(mesh_cancel_allowed(NULL, "root@host-a"));
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh/names", test_names);
         g_test_add_func("/mesh/task", test_task);
         g_test_add_func("/mesh/result", test_result);
         g_test_add_func("/mesh/state", test_state);
+        g_test_add_func("/mesh/cancel", test_cancel);
         return con_test_run();
 }
