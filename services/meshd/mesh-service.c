@@ -123,7 +123,7 @@ typedef struct PendingCancel {  /* a cancel of a task sent from here whose resul
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
         bool asking;            /* its GetResultInfo is in flight */
-        bool canceling;         /* its sender's cancel was passed to the agent */
+        bool canceling;         /* its sender's cancel was passed to the agent (and audited) */
         bool want;              /* one is due, waiting for a free slot (ASKS_MAX) or a retry */
 } Delivery;
 
@@ -1888,11 +1888,12 @@ static void handle_cancel(Mesh *m, Job *j) {
         if (!d || !streq(d->agent, c.agent)) {
                 /* Not here yet (waiting in JetStream, or its Deliver in flight: the sender sends the
                  * cancel again), or ended (its result is on the way). */
-                log_debug("Cancel of task %s from %s: agent %s holds no such task now", c.id, c.from, c.agent);
+                log_info("Cancel of task %s from %s by %s: agent %s holds no such task now (not delivered yet, or "
+                         "ended)", c.id, c.from, c.by, c.agent);
                 return;
         }
-        if (d->canceling)
-                return;         /* sent again before the result went: the agent has it */
+        /* Sent again (the result is not back yet): the agent is asked again, Cancel being idempotent,
+         * so a passing trouble (a timeout, an agent restarting) does not lose it; audited once. */
         if ((r = con_agent_bus_name(c.agent, &bus_name)) < 0 ||
             (r = sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                 "Cancel")) < 0 ||
@@ -1902,6 +1903,8 @@ static void handle_cancel(Mesh *m, Job *j) {
                 return;
         }
         TAKE_PTR(key);
+        if (d->canceling)
+                return;
         d->canceling = true;
         log_info("Task %s of agent %s from %s: canceled by %s", c.id, c.agent, c.from, c.by);
         audit_cancel(m, "mesh.task.cancel", &c, NULL);

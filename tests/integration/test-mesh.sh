@@ -708,6 +708,7 @@ check_eq "host-b's sysadmin accepted the waiting task once" 1 \
         "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
 
 if [ "${LIB_FAILED}" != 0 ]; then
+        grep -h -i 'cancel' "$SHARED/meshd.log" /srv/con/logs/daemons/con-meshd.log | sed 's/^/# cancel: /'
         for f in "$T/hostb.out" "$SHARED/meshd.log" "$T/pki/nats.log" /srv/con/logs/daemons/con-meshd.log; do
                 [ -f "$f" ] && { echo "# --- $f"; tail -n 30 "$f" | sed 's/^/#   /'; }
         done
