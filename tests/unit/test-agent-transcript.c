@@ -79,6 +79,31 @@ static void test_text_and_bounds(void) {
         agent_transcript_done(&t);
 }
 
+/* A line of valid JSON longer than AGENT_TRANSCRIPT_LINE_MAX is dropped whole; one of exactly
+ * that length is read (the fuzz target's 4096-byte inputs cannot reach the first case). */
+static void test_line_max(void) {
+        AgentTranscript t = {};
+        unsigned turn = 0;
+        const char *phase = NULL;
+        const char *head = "{\"ev\":\"model\",\"turn\":1,\"model\":\"m\",\"pad\":\"";
+        const char *tail = "\"}";
+        _cleanup_free_ char *line = malloc(AGENT_TRANSCRIPT_LINE_MAX + 2);
+        g_assert_nonnull(line);
+
+        for (size_t len = AGENT_TRANSCRIPT_LINE_MAX; len <= AGENT_TRANSCRIPT_LINE_MAX + 1; len++) {
+                size_t pad = len - strlen(head) - strlen(tail);
+                strcpy(line, head);
+                memset(line + strlen(head), 'x', pad);
+                strcpy(line + strlen(head) + pad, tail);
+                g_assert_cmpuint(strlen(line), ==, len);
+                g_assert_cmpint(agent_transcript_add_line(&t, line, len, &turn, &phase), ==, 0);
+        }
+        g_assert_cmpint(cJSON_GetArraySize(t.steps), ==, 1);
+        g_assert_cmpuint(t.n_dropped, ==, 1);
+        g_assert_cmpuint(t.turns, ==, 1);
+        agent_transcript_done(&t);
+}
+
 static void test_files(void) {
         char *dir = test_tmpdir_new();
         int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -167,6 +192,7 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/agent-transcript/lines", test_lines);
         g_test_add_func("/agent-transcript/text-and-bounds", test_text_and_bounds);
+        g_test_add_func("/agent-transcript/line-max", test_line_max);
         g_test_add_func("/agent-transcript/files", test_files);
         g_test_add_func("/agent-transcript/step-line", test_step_line);
         return con_test_run();
