@@ -4,6 +4,7 @@
 # vanish: the agent refuses the id (DuplicateTask), the router delivers the file again under a new
 # id, the task completes with its own result, and neither user can read or cancel the other's
 # task. con-send --id reports the collision; the rules hold across a restart of the agent.
+# con-send --priority and --deadline reach a local agent (with Deliver) and are checked.
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
@@ -72,6 +73,15 @@ check_output "first: the same --id again is its own task (nothing new runs)" "Bu
         as_user first con-send --id collide1 /ping
 check_output "second: a fresh --id works" '^pong$' as_user second con-send --id second-own /ping
 check_status "con-send --id with an invalid id: usage error" 2 as_user second con-send --id ../x /ping
+DL=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%S)
+check_output "con-send --priority 9 --deadline: sent with Deliver" '^pong$' \
+        as_user second con-send --id meta-1 --priority 9 --deadline "${DL}+00:00" /ping
+check_output "... the agent kept both (processed/<id>.task's front matter)" "priority: 9 .*deadline: ${DL}" \
+        bash -c 'tr "\n" " " </srv/con/agents/concierge/processed/meta-1.task'
+check_fail_output "con-send --deadline already past: the task fails as a .task file's would" 'deadline passed' \
+        as_user second con-send --deadline 2020-01-01T00:00:00Z /ping
+check_status "con-send --priority 10: usage error" 2 as_user second con-send --priority 10 /ping
+check_status "con-send --deadline 'tomorrow': usage error" 2 as_user second con-send --deadline tomorrow /ping
 
 section "a contract escalation whose id a hijacked agent took first"
 # The escalation id is contract-<id>-<check>-<since seconds>: predictable. a-concierge may task
