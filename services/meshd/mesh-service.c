@@ -24,6 +24,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mesh-sent.h"
+#include "mesh-fetch.h"
 #include "mesh-service.h"
 #include "mesh-util.h"
 #include "name-owners.h"
@@ -34,17 +35,6 @@
 #include "time-util.h"
 #include "user-util.h"
 
-/* One message per natsSubscription_Fetch. libnats 3.4.1's _fetch() (Debian 12) first takes the
- * messages already queued in the subscription (C of them), then asks the server for BATCH - C and
- * stores that smaller number back as the batch it waits for; its loop runs until the count *equals*
- * it. With C > BATCH / 2 the count is past it already and never equals it: the fetch collects until
- * its deadline and writes every further message past the array of BATCH pointers it allocated (a
- * heap overflow in the library; our read of list.Msgs[BATCH] was where AddressSanitizer saw it).
- * Messages are queued there when a pull request outlives its fetch (the server counts the expiry
- * from when it read the request, and that same bug leaves C messages of every such fetch's request
- * in flight). With a batch of 1 the count is 0 or 1 and cannot pass it; queued messages are taken
- * without a request (docs/MULTIHOST.md, "A crash seen once"). */
-#define FETCH_BATCH 1
 #define FETCH_WAIT_MS 1000
 #define INFLIGHT_MAX 64                 /* messages a fetch thread hands over before it waits */
 #define PUBLISH_WAIT_MS 5000
@@ -573,23 +563,23 @@ static void *fetch_thread(void *p) {
                 if (stop)
                         return NULL;
 
+                /* One message at a time (mesh-fetch.h: libnats 3.4.1's fetch of a batch overflows). */
                 natsMsgList list = {};
-                jsErrCode jerr = 0;
-                natsStatus s = natsSubscription_Fetch(&list, m->sub[a->kind], FETCH_BATCH, FETCH_WAIT_MS, &jerr);
-                if (s != NATS_OK) {
-                        natsMsgList_Destroy(&list);
-                        if (s != NATS_TIMEOUT)
-                                usleep(200 * 1000);     /* disconnected: nats.c reconnects */
-                        continue;
-                }
-                if (list.Count > FETCH_BATCH) {
-                        /* The library wrote past the array it allocated (see FETCH_BATCH): the
-                         * heap is not to be trusted, nor any pointer past the batch. The messages
-                         * are unacknowledged: JetStream delivers them again after the ack wait. */
+                int r = mesh_fetch(m->sub[a->kind], FETCH_WAIT_MS, false, &list);
+                if (r == -EOVERFLOW) {
+                        /* The library wrote past the array it allocated: the heap is not to be
+                         * trusted. The messages are unacknowledged: JetStream delivers them again
+                         * after the ack wait. */
                         static const char fatal[] = "con-meshd: natsSubscription_Fetch returned more messages than "
                                                     "the batch it was asked for; aborting\n";
                         (void) !write(STDERR_FILENO, fatal, sizeof(fatal) - 1);
                         abort();
+                }
+                if (r < 0) {
+                        natsMsgList_Destroy(&list);
+                        if (r != -ETIMEDOUT)
+                                usleep(200 * 1000);     /* disconnected: nats.c reconnects */
+                        continue;
                 }
                 for (int i = 0; i < list.Count; i++) {
                         Job *j = calloc(1, sizeof(*j));
@@ -2527,22 +2517,17 @@ static unsigned give_back_queued(Mesh *m) {
                 if (!m->sub[k] || natsSubscription_GetPending(m->sub[k], &pending, &bytes) != NATS_OK ||
                     pending <= 0)
                         continue;
-                /* One at a time (FETCH_BATCH), as many as are queued: a queued message is taken
+                /* One at a time (mesh-fetch.h), as many as are queued: a queued message is taken
                  * without a request (where only status messages are queued the fetch asks, without
                  * waiting, for one more; that one goes back too). */
                 for (int i = 0; i < pending; i++) {
-                        jsFetchRequest req;
-                        jsFetchRequest_Init(&req);
-                        req.Batch = FETCH_BATCH;
-                        req.NoWait = true;
-                        req.Expires = (int64_t) FLUSH_WAIT_MS * 1000 * 1000;
                         natsMsgList list = {};
-                        natsStatus s = natsSubscription_FetchRequest(&list, m->sub[k], &req);
-                        for (int l = 0; s == NATS_OK && l < list.Count && l < FETCH_BATCH; l++)
+                        int r = mesh_fetch(m->sub[k], FLUSH_WAIT_MS, true, &list);
+                        for (int l = 0; r >= 0 && l < list.Count; l++)
                                 if (natsMsg_Nak(list.Msgs[l], NULL) == NATS_OK)
                                         n++;
                         natsMsgList_Destroy(&list);
-                        if (s != NATS_OK)
+                        if (r < 0)
                                 break;
                 }
         }

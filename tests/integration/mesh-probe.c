@@ -8,16 +8,27 @@
  *   mesh-probe ... URL stream NAME SUBJECT         makes a work-queue stream (as a gateway does)
  *   mesh-probe ... URL next STREAM SUBJECT SECS    fetches one message with the durable consumer
  *                                                  con-meshd, prints its subject and data, acks it
+ *   mesh-probe ... URL fetch-queued QUEUED LATE    the gateway's pull (mesh_fetch) where libnats
+ *                                                  3.4.1's batch fetch overflows: stream
+ *                                                  probe-fetch, QUEUED messages queued in the
+ *                                                  subscription by an earlier request, LATE more
+ *                                                  arriving from another one during the fetch;
+ *                                                  fetches until all came, prints how many and
+ *                                                  the most one fetch returned
  *
  * Prints "ok" (exit 0) or "error: ..." with nats.c's error and the server's asynchronous error
  * (a permissions violation) when there was one (exit 1). */
+#include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <nats/nats.h>
+
+#include "mesh-fetch.h"
 
 static char async_error[512];
 static natsOptions *o;
@@ -51,6 +62,84 @@ static int fail(natsStatus s, const char *what) {
         return done(1);
 }
 
+static const char *fetch_inbox;
+static int fetch_late;
+
+/* Another pull request's messages, arriving while the first fetch runs. */
+static void *late_request(void *p) {
+        char req[64];
+        (void) p;
+        usleep(200 * 1000);
+        snprintf(req, sizeof(req), "{\"batch\":%d}", fetch_late);
+        (void) natsConnection_PublishRequestString(nc, "$JS.API.CONSUMER.MSG.NEXT.probe-fetch.probe", fetch_inbox, req);
+        (void) natsConnection_Flush(nc);
+        return NULL;
+}
+
+static int fetch_queued(int queued, int late) {
+        jsStreamConfig cfg;
+        jsStreamInfo *si = NULL;
+        jsSubOptions so;
+        natsSubscription *sub = NULL;
+        jsErrCode jerr = 0;
+        const char *subjects[] = { "probe.fetch" };
+        char req[64];
+        int pending = 0, bytes = 0, got = 0, most = 0;
+        pthread_t t;
+
+        jsStreamConfig_Init(&cfg);
+        cfg.Name = "probe-fetch";
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Retention = js_WorkQueuePolicy;
+        natsStatus s = natsConnection_JetStream(&js, nc, NULL);
+        if (s == NATS_OK)
+                s = js_AddStream(&si, js, &cfg, NULL, &jerr);
+        jsStreamInfo_Destroy(si);
+        for (int i = 0; s == NATS_OK && i < queued + late + 3; i++)
+                s = js_Publish(NULL, js, "probe.fetch", "m", 1, NULL, &jerr);
+        jsSubOptions_Init(&so);
+        so.Config.AckPolicy = js_AckExplicit;
+        if (s == NATS_OK)
+                s = js_PullSubscribe(&sub, js, "probe.fetch", "probe", NULL, &so, &jerr);
+        if (s != NATS_OK)
+                return fail(s, "fetch-queued: set-up");
+        /* What a pull request that outlived its fetch leaves: messages queued in the subscription. */
+        fetch_inbox = natsSubscription_GetSubject(sub);
+        fetch_late = late;
+        snprintf(req, sizeof(req), "{\"batch\":%d}", queued);
+        s = natsConnection_PublishRequestString(nc, "$JS.API.CONSUMER.MSG.NEXT.probe-fetch.probe", fetch_inbox, req);
+        for (int i = 0; s == NATS_OK && i < 50 && pending < queued; i++) {
+                usleep(100 * 1000);
+                s = natsSubscription_GetPending(sub, &pending, &bytes);
+        }
+        if (s != NATS_OK || pending < queued)
+                return fail(s != NATS_OK ? s : NATS_TIMEOUT, "fetch-queued: queueing");
+        if (pthread_create(&t, NULL, late_request, NULL) != 0)
+                return fail(NATS_ERR, "fetch-queued: thread");
+        for (int tries = 0; got < queued + late && tries < 3 * (queued + late); tries++) {
+                natsMsgList list = {};
+                int r = mesh_fetch(sub, 1000, false, &list);
+                if (r == -EOVERFLOW) {
+                        printf("error: a fetch returned more messages than its batch of %d\n", MESH_FETCH_BATCH);
+                        fflush(stdout);
+                        _exit(1);       /* the library wrote past its array: no clean-up on that heap */
+                }
+                for (int i = 0; r >= 0 && i < list.Count; i++)
+                        (void) natsMsg_Ack(list.Msgs[i], NULL);
+                if (r >= 0) {
+                        got += list.Count;
+                        most = list.Count > most ? list.Count : most;
+                }
+                natsMsgList_Destroy(&list);
+        }
+        (void) pthread_join(t, NULL);
+        natsSubscription_Destroy(sub);
+        printf("fetched %d of %d messages (%d queued before the first fetch), at most %d per fetch (batch %d)\n", got,
+               queued + late, pending, most, MESH_FETCH_BATCH);
+        return got == queued + late ? 0 : 1;
+}
+
 int main(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "ca", required_argument, NULL, 'a' },
@@ -73,7 +162,7 @@ int main(int argc, char *argv[]) {
                 default: return 2;
                 }
         if (argc - optind < 2) {
-                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub|stream|next ARGS...\n");
+                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub|stream|next|fetch-queued ARGS...\n");
                 return 2;
         }
         const char *url = argv[optind], *verb = argv[optind + 1];
@@ -147,6 +236,9 @@ int main(int argc, char *argv[]) {
                 if (s != NATS_OK)
                         return fail(s, "stream");
                 jsStreamInfo_Destroy(si);
+        } else if (strcmp(verb, "fetch-queued") == 0 && argc - optind == 4) {
+                if (fetch_queued(atoi(argv[optind + 2]), atoi(argv[optind + 3])) != 0)
+                        return done(1);
         } else if (strcmp(verb, "next") == 0 && argc - optind == 5) {
                 natsSubscription *sub = NULL;
                 natsMsgList list = {};

@@ -414,6 +414,20 @@ check_output "... and exit status 1 (failed)" 'rc=1' echo "$LIB_OUT"
 
 section "mesh identity: TLS and per-host permissions, enforced by the NATS server"
 check "the test's NATS client" mesh_probe_install "$build"
+
+section "the gateway's pull, where libnats 3.4.1's batch fetch writes past its array"
+# A JetStream server of its own on loopback. 12 messages queued in the subscription by an earlier
+# pull request (as one that outlived its fetch leaves them), 5 more arriving from another during
+# the fetch: with a batch of 16, libnats 3.4.1's fetch returns 21 (written past its array of 16:
+# docs/MULTIHOST.md, "A crash seen once"). mesh_fetch, the gateway's pull, takes one at a time.
+nats-server -js -a 127.0.0.1 -p 4399 -sd "$T/js-fetch" -l "$T/nats-fetch.log" &
+FETCH_NATS_PID=$!
+check "a JetStream server on 127.0.0.1:4399" mesh_nats_wait 127.0.0.1 4399
+check_output "12 queued and 5 arriving during the fetch: all 17 fetched, never more than the batch of 1" \
+        '^fetched 17 of 17 messages \(12 queued before the first fetch\), at most 1 per fetch \(batch 1\)$' \
+        timeout 60 "$MESH_PROBE" nats://127.0.0.1:4399 fetch-queued 12 5
+kill "$FETCH_NATS_PID"
+wait "$FETCH_NATS_PID" 2>/dev/null
 A=(--ca "$T/pki/host-a/ca.crt" --cert "$T/pki/host-a/host.crt" --key "$T/pki/host-a/host.key" --inbox _INBOX.host-a)
 B=(--ca "$T/pki/host-b/ca.crt" --cert "$T/pki/host-b/host.crt" --key "$T/pki/host-b/host.key" --inbox _INBOX.host-b)
 check_output "host-a's certificate connects (the probe works)" '^ok$' mesh_probe "${A[@]}" tls://10.77.0.1:4222 connect
