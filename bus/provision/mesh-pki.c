@@ -597,15 +597,25 @@ ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_p
 }
 
 /* The permissions of host H (docs/MULTIHOST.md, "Identity"). Publish: tasks, results, state
- * events and cancels that carry H as the sender; the JetStream API for H's own two streams and their consumer only, and
+ * events (con.state.<origin>.H.<id>) and cancels that carry H as the sender; making the shared state
+ * stream con-state (never changing it) and H's own pull consumer on it (con-meshd-H: made, deleted
+ * and made again at each start, read, acknowledged); the JetStream API for H's own two streams and their consumer only, and
  * the information of any stream and of any stream's con-meshd consumer (a sender checks the
  * receiver's stream before it publishes; con mesh status shows every host's depth and lag; a
  * NATS wildcard is a whole token, so "con-task-*" could not say "the mesh's streams"). Subscribe: H's own inboxes only (nats.c's inbox prefix _INBOX.H, which
- * con-meshd sets): a host never sees another's replies, fetched messages or tasks; and the state
- * events and cancels addressed to H. */
+ * con-meshd sets): a host never sees another's replies, fetched messages or tasks (the state
+ * events come through its consumer, in its inboxes); and the cancels addressed to H. */
 static void append_user(FILE *f, const char *h) {
         fprintf(f, "    {\n      user: \"%s\"\n      permissions: {\n        publish: {\n          allow: [\n", h);
-        fprintf(f, "            \"con.task.*.%s\", \"con.result.*.%s\", \"con.state.*.%s\",\n", h, h, h);
+        fprintf(f, "            \"con.task.*.%s\", \"con.result.*.%s\", \"con.state.*.%s.*\",\n", h, h, h);
+        fprintf(f, "            \"$JS.API.STREAM.CREATE.con-state\",\n");
+        fprintf(f, "            \"$JS.API.CONSUMER.DURABLE.CREATE.con-state.con-meshd-%s\", "
+                "\"$JS.API.CONSUMER.CREATE.con-state.con-meshd-%s\",\n", h, h);
+        fprintf(f, "            \"$JS.API.CONSUMER.CREATE.con-state.con-meshd-%s.>\", "
+                "\"$JS.API.CONSUMER.INFO.con-state.con-meshd-%s\",\n", h, h);
+        fprintf(f, "            \"$JS.API.CONSUMER.DELETE.con-state.con-meshd-%s\", "
+                "\"$JS.API.CONSUMER.MSG.NEXT.con-state.con-meshd-%s\",\n", h, h);
+        fprintf(f, "            \"$JS.ACK.con-state.con-meshd-%s.>\",\n", h);
         fprintf(f, "            \"con.cancel.*.%s\",\n", h);
         fprintf(f, "            \"$JS.API.INFO\",\n");
         fprintf(f, "            \"$JS.API.STREAM.INFO.*\", \"$JS.API.STREAM.LIST\", \"$JS.API.STREAM.NAMES\",\n");
@@ -620,8 +630,8 @@ static void append_user(FILE *f, const char *h) {
                 fprintf(f, "            \"$JS.API.CONSUMER.MSG.NEXT.con-%s-%s.con-meshd\", "
                         "\"$JS.ACK.con-%s-%s.con-meshd.>\"%s\n", s, h, s, h, i == 0 ? "," : "");
         }
-        fprintf(f, "          ]\n        }\n        subscribe: { allow: [\"_INBOX.%s.>\", \"con.state.%s.*\", \"con.cancel.%s.*\"] }\n"
-                "      }\n    }\n", h, h, h);
+        fprintf(f, "          ]\n        }\n        subscribe: { allow: [\"_INBOX.%s.>\", \"con.cancel.%s.*\"] }\n"
+                "      }\n    }\n", h, h);
 }
 
 /* HOST:PORT, nothing a quoted nats-server string could not hold. */

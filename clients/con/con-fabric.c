@@ -948,6 +948,15 @@ static int show_agents(int argc, char *argv[], bool full_status) {
                                 if (!c.json)
                                         printf("%-44s %-24s %-10s %s\n", id, to, st, sender);
                         }
+                        /* The tasks between any two hosts (the stream con-state; root: all). */
+                        if (!c.json)
+                                printf("\nmesh tasks  between any hosts, not ended or ended in the last %d min\n",
+                                       CON_MESH_STATES_RECENT_SEC / 60);
+                        r = con_mesh_show_states(bus, c.json ? jm : NULL, "all_tasks", 20);
+                        if (r < 0 && !c.json)
+                                printf("(cannot ask the mesh gateway: %s)\n", strerror(-r));
+                        else if (r < 0)
+                                cJSON_AddNullToObject(jm, "all_tasks");
                 }
         }
         if (c.json)

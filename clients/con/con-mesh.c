@@ -39,7 +39,10 @@ static void mesh_help(FILE *f, bool all) {
               "server it is connected to, and for each host with a stream (the hosts that joined, and\n"
               "those tasks were sent to): whether its gateway joined, the tasks waiting for it (the\n"
               "depth of con-task-HOST), the age of the oldest (lag), those given to its gateway\n"
-              "and not yet acknowledged, and the results waiting for it (con-result-HOST).\n"
+              "and not yet acknowledged, and the results waiting for it (con-result-HOST). Then the\n"
+              "tasks between any two hosts (the stream con-state: id, sender USER@HOST, AGENT@HOST,\n"
+              "state, age), not ended or ended in the last 10 minutes; root sees all, anyone else the\n"
+              "tasks they sent from this host.\n"
               "\n"
               "  --json    one JSON object instead (docs/MULTIHOST.md)\n"
               "\n"
@@ -83,6 +86,85 @@ static cJSON *stream_json(const StreamRow *r, uint64_t now) {
                 return NULL;
         }
         return o;
+}
+
+typedef struct StateRow {
+        const char *id, *from, *to, *state;
+        uint64_t since_usec, updated_usec;
+} StateRow;
+
+static bool state_final(const char *s) {
+        return streq(s, "completed") || streq(s, "failed") || streq(s, "canceled");
+}
+
+int con_mesh_show_states(sd_bus *bus, cJSON *obj, const char *key, size_t max) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ StateRow *rows = NULL;
+        size_t n = 0;
+        uint64_t now = con_now(CLOCK_REALTIME);
+
+        int r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "ListStates", &e, &reply,
+                                   NULL);
+        if (r < 0) {
+                if (sd_bus_error_has_names(&e, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER)) {
+                        if (obj)
+                                cJSON_AddNullToObject(obj, key);
+                        return 0;
+                }
+                return r;
+        }
+        r = sd_bus_message_enter_container(reply, 'a', "(sssstt)");
+        while (r >= 0) {
+                StateRow row = {};
+                r = sd_bus_message_read(reply, "(sssstt)", &row.id, &row.from, &row.to, &row.state, &row.since_usec,
+                                        &row.updated_usec);
+                if (r <= 0)
+                        break;
+                if (state_final(row.state) && row.updated_usec + CON_MESH_STATES_RECENT_SEC * USEC_PER_SEC < now)
+                        continue;
+                StateRow *a = realloc(rows, sizeof(*a) * (n + 1));
+                if (!a)
+                        return -ENOMEM;
+                rows = a;
+                rows[n++] = row;
+        }
+        if (r < 0)
+                return r;
+        if (obj) {
+                cJSON *arr = cJSON_AddArrayToObject(obj, key);
+                for (size_t i = 0; arr && i < n; i++) {
+                        char since[CON_TIMESTAMP_MAX], updated[CON_TIMESTAMP_MAX];
+                        cJSON *o = cJSON_CreateObject();
+                        if (!o || !cJSON_AddItemToArray(arr, o))
+                                return -ENOMEM;
+                        if (con_format_timestamp(rows[i].since_usec, since) < 0 ||
+                            con_format_timestamp(rows[i].updated_usec, updated) < 0)
+                                since[0] = updated[0] = 0;
+                        if (!cJSON_AddStringToObject(o, "task_id", rows[i].id) ||
+                            !cJSON_AddStringToObject(o, "from", rows[i].from) ||
+                            !cJSON_AddStringToObject(o, "to", rows[i].to) ||
+                            !cJSON_AddStringToObject(o, "state", rows[i].state) ||
+                            !cJSON_AddStringToObject(o, "since", since) ||
+                            !cJSON_AddStringToObject(o, "updated", updated) ||
+                            !con_json_add_u64(o, "age_sec", now > rows[i].since_usec ?
+                                              (now - rows[i].since_usec) / USEC_PER_SEC : 0))
+                                return -ENOMEM;
+                }
+                return arr ? 0 : -ENOMEM;
+        }
+        printf("%-36s %-24s %-24s %-10s %s\n", "TASK", "FROM", "TO", "STATE", "AGE");
+        /* Newest first: the table is oldest first. */
+        size_t shown = 0;
+        for (size_t i = n; i > 0 && (max == 0 || shown < max); i--, shown++) {
+                char age[32];
+                format_age(rows[i - 1].since_usec, now, age, sizeof(age));
+                printf("%-36s %-24s %-24s %-10s %s\n", rows[i - 1].id, rows[i - 1].from, rows[i - 1].to,
+                       rows[i - 1].state, age);
+        }
+        if (shown < n)
+                printf("... and %zu older (--json lists all)\n", n - shown);
+        return 0;
 }
 
 static int mesh_status(bool json) {
@@ -206,6 +288,9 @@ static int mesh_status(bool json) {
                                 ok = t && cJSON_AddItemToObject(h, "results", t);
                         }
                 }
+                r = ok ? con_mesh_show_states(bus, o, "tasks", 0) : -ENOMEM;
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "mesh: ListStates failed: %s", strerror(-r));
                 _cleanup_free_ char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
                 if (!s)
                         return con_fail(CON_EXIT_FAILURE, "mesh: out of memory");
@@ -222,10 +307,9 @@ static int mesh_status(bool json) {
                 printf("mesh: JetStream not asked: %s\n", error);
         printf("sent from here, answer not back yet: %" PRIu64 "; accepted here from other hosts, not ended: %" PRIu64
                "\n", sent_waiting, running);
-        if (n_hosts == 0)
-                return connected ? CON_EXIT_OK : CON_EXIT_FAILURE;
-        printf("\n%-20s %-6s %13s %8s %8s %11s %15s\n", "HOST", "JOINED", "TASKS-WAITING", "LAG", "UNACKED",
-               "REDELIVERED", "RESULTS-WAITING");
+        if (n_hosts > 0)
+                printf("\n%-20s %-6s %13s %8s %8s %11s %15s\n", "HOST", "JOINED", "TASKS-WAITING", "LAG",
+                       "UNACKED", "REDELIVERED", "RESULTS-WAITING");
         for (size_t i = 0; i < n_hosts; i++) {
                 const StreamRow *t = hosts[i].task, *res = hosts[i].result;
                 char lag[32], name[80];
@@ -236,6 +320,11 @@ static int mesh_status(bool json) {
                        t && t->consumer ? "yes" : "no", t ? t->messages : 0, lag, t ? t->ack_pending : 0,
                        t ? t->redelivered : 0, res ? res->messages : 0);
         }
+        /* The tasks between any two hosts: newest first, the 50 latest (--json: all). */
+        printf("\n");
+        r = con_mesh_show_states(bus, NULL, NULL, 50);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "mesh: ListStates failed: %s", strerror(-r));
         return connected ? CON_EXIT_OK : CON_EXIT_FAILURE;
 }
 

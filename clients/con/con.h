@@ -45,6 +45,15 @@ int verb_agent(int argc, char *argv[]);
 int verb_policy(int argc, char *argv[]);
 /* con-mesh.c */
 int verb_mesh(int argc, char *argv[]);
+/* The tasks between any two hosts of the mesh (ListStates on this host's gateway: root sees all,
+ * anyone else the tasks they sent from here): those not ended and those that ended in the last
+ * CON_MESH_STATES_RECENT_SEC. JSON: an array KEY of OBJ. Otherwise a table, newest first, at most
+ * MAX rows (0: all). 0 when shown, 0 with nothing shown when the gateway is not on the bus (JSON:
+ * KEY null), a negative errno when it could not be asked. */
+#define CON_MESH_STATES_RECENT_SEC 600
+typedef struct sd_bus sd_bus;
+struct cJSON;
+int con_mesh_show_states(sd_bus *bus, struct cJSON *obj, const char *key, size_t max);
 /* con-mesh-pki.c: con mesh init | issue | server-config */
 bool con_mesh_pki_subcommand(const char *sub);
 int con_mesh_pki(int argc, char *argv[]);

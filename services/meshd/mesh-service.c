@@ -26,6 +26,7 @@
 #include "mesh-sent.h"
 #include "mesh-fetch.h"
 #include "mesh-service.h"
+#include "mesh-state.h"
 #include "mesh-util.h"
 #include "name-owners.h"
 #include "names.h"
@@ -58,8 +59,8 @@ typedef enum JobKind {
         JOB_INCOMING,           /* fetch thread -> loop: a message */
         JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
         JOB_STATUS,             /* worker: stream and consumer info, answered by the loop (GetStatus) */
-        JOB_PUBLISH_STATE,      /* worker: a state event or a cancel, plain NATS (natsConnection_Publish) */
-        JOB_STATE,              /* NATS's thread -> loop: a state event for a task sent from here */
+        JOB_PUBLISH_STATE,      /* worker: a state event (stream con-state keeps it) or a cancel, plain NATS */
+        JOB_STATE,              /* state fetch thread -> loop: a state event of any host's task */
         JOB_CANCEL,             /* NATS's thread -> loop: a cancel of a task another host sent here */
 } JobKind;
 
@@ -70,6 +71,7 @@ struct Job {
         MeshKind stream;        /* INCOMING: which stream */
         char *subject, *msg_id, *data;
         size_t len;
+        uint64_t time_usec;     /* STATE: when JetStream stored it */
         natsMsg *msg;
         sd_bus_message *call;   /* PUBLISH of a Submit: answered by the loop (only the loop touches it) */
         char *task_id;          /* PUBLISH: the task or result it carries */
@@ -145,8 +147,7 @@ struct Mesh {
         natsConnection *link_nc;        /* the connection link_up is about */
         bool link_up;                   /* connected now (disconnected and reconnected callbacks) */
         bool nats_closed;               /* the closed callback of the connection being closed ran */
-        bool state_sub_done;            /* state_sub is closed and on_state_msg has returned */
-        bool cancel_sub_done;           /* the same for cancel_sub */
+        bool cancel_sub_done;           /* cancel_sub is closed and on_cancel_msg has returned */
         pthread_t worker, fetch[2];
         bool worker_started, fetch_started[2];
 
@@ -154,7 +155,10 @@ struct Mesh {
         natsConnection *nc;
         jsCtx *js;
         natsSubscription *sub[2];
-        natsSubscription *state_sub;    /* con.state.<host>.*: the state of tasks sent from here */
+        natsSubscription *state_sub;    /* the pull consumer con-meshd-<host> on con-state (every host's) */
+        pthread_t state_fetch;
+        bool state_fetch_started;
+        MeshStateTable states;          /* the loop's: the recent state of every host's remote tasks */
         natsSubscription *cancel_sub;   /* con.cancel.<host>.*: cancels of tasks other hosts sent here */
         char **verified;                /* worker only: hosts whose task stream was checked */
         char **verified_results;        /* ... and whose result stream */
@@ -374,10 +378,6 @@ static void plain_msg_to_loop(Mesh *m, natsMsg *msg, JobKind kind) {
         natsMsg_Destroy(msg);
 }
 
-static void on_state_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
-        plain_msg_to_loop(closure, msg, JOB_STATE);
-}
-
 static void on_cancel_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
         plain_msg_to_loop(closure, msg, JOB_CANCEL);
 }
@@ -402,12 +402,113 @@ static natsStatus subscribe_cancels(Mesh *m) {
         return s;
 }
 
-static void on_state_sub_complete(void *closure) {
-        Mesh *m = closure;
-        pthread_mutex_lock(&m->lock);
-        m->state_sub_done = true;
-        pthread_cond_broadcast(&m->cond);
-        pthread_mutex_unlock(&m->lock);
+/* The stream of every host's state events (docs/MULTIHOST.md, "The state of remote tasks"): the
+ * last event of each subject (one per task and publisher) for mesh.retention. Any host may make it
+ * (the first one's configuration stays: no host may change it); then it must take exactly
+ * MESH_STATE_FILTER, so no stream of other subjects is mistaken for it. */
+static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr) {
+        jsStreamConfig cfg;
+        jsStreamInfo *si = NULL;
+        const char *subjects[] = { MESH_STATE_FILTER };
+
+        jsStreamConfig_Init(&cfg);
+        cfg.Name = MESH_STATE_STREAM;
+        cfg.Subjects = subjects;
+        cfg.SubjectsLen = 1;
+        cfg.Retention = js_LimitsPolicy;
+        cfg.Storage = js_FileStorage;
+        cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
+        cfg.MaxMsgsPerSubject = 1;
+        cfg.MaxMsgs = 4 * MESH_STATE_KEEP;
+        cfg.Discard = js_DiscardOld;
+        cfg.Replicas = (int64_t) m->config->mesh.replicas;
+        natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
+        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
+                *jerr = 0;
+                s = js_GetStreamInfo(&si, m->js, MESH_STATE_STREAM, NULL, jerr);
+                if (s == NATS_OK && !(si->Config && si->Config->SubjectsLen == 1 &&
+                                      streq(si->Config->Subjects[0], MESH_STATE_FILTER))) {
+                        s = NATS_ERR;   /* "exists" with other subjects: not ours */
+                        *jerr = JSStreamNameExistErr;
+                }
+        }
+        if (si)
+                jsStreamInfo_Destroy(si);
+        return s;
+}
+
+/* This host's pull consumer on con-state, made again at each start from the last event of every
+ * subject, so a restarted gateway rebuilds its table from the stream. */
+static natsStatus state_subscribe(Mesh *m, jsErrCode *jerr) {
+        _cleanup_free_ char *durable = NULL;
+        jsSubOptions so;
+
+        if (asprintf(&durable, "%s-%s", DURABLE, m->config->mesh.host) < 0)
+                return NATS_NO_MEMORY;
+        jsErrCode e2 = 0;
+        (void) js_DeleteConsumer(m->js, MESH_STATE_STREAM, durable, NULL, &e2);  /* none yet: fine */
+        jsSubOptions_Init(&so);
+        so.Stream = MESH_STATE_STREAM;
+        so.Config.AckPolicy = js_AckAll;
+        so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+        so.Config.AckWait = ACK_WAIT_NS;
+        return js_PullSubscribe(&m->state_sub, m->js, MESH_STATE_FILTER, durable, NULL, &so, jerr);
+}
+
+/* Pulls the state events for the loop (which parses and checks them) and acknowledges them (AckAll:
+ * the last acknowledges all before it). A lost acknowledgement only means an event read twice. */
+static void *state_fetch_thread(void *p) {
+        Mesh *m = p;
+
+        for (;;) {
+                pthread_mutex_lock(&m->lock);
+                bool stop = m->stop;
+                pthread_mutex_unlock(&m->lock);
+                if (stop)
+                        return NULL;
+                /* One at a time, as the other fetch threads (mesh-fetch.h). */
+                natsMsgList list = {};
+                int r = mesh_fetch(m->state_sub, FETCH_WAIT_MS, false, &list);
+                if (r == -EOVERFLOW) {
+                        static const char fatal[] = "con-meshd: natsSubscription_Fetch returned more state events "
+                                                    "than the batch it was asked for; aborting\n";
+                        (void) !write(STDERR_FILENO, fatal, sizeof(fatal) - 1);
+                        abort();
+                }
+                if (r < 0) {
+                        natsMsgList_Destroy(&list);
+                        if (r != -ETIMEDOUT)
+                                usleep(200 * 1000);     /* disconnected: nats.c reconnects */
+                        continue;
+                }
+                natsMsg *last = NULL;
+                for (int i = 0; i < list.Count && list.Msgs[i]; i++) {
+                        natsMsg *msg = list.Msgs[i];
+                        int len = natsMsg_GetDataLength(msg);
+                        jsMsgMetaData *meta = NULL;
+                        last = msg;
+                        Job *j = calloc(1, sizeof(*j));
+                        if (!j || len <= 0 || (size_t) len > MESH_PAYLOAD_MAX || !(j->data = malloc((size_t) len + 1)) ||
+                            !(j->subject = strdup(natsMsg_GetSubject(msg)))) {
+                                job_free(j);
+                                continue;
+                        }
+                        memcpy(j->data, natsMsg_GetData(msg), (size_t) len);
+                        j->data[len] = 0;
+                        j->len = (size_t) len;
+                        j->kind = JOB_STATE;
+                        if (natsMsg_GetMetaData(&meta, msg) == NATS_OK && meta->Timestamp > 0)
+                                j->time_usec = (uint64_t) meta->Timestamp / 1000;
+                        jsMsgMetaData_Destroy(meta);
+                        pthread_mutex_lock(&m->lock);
+                        push(&m->done, &m->done_tail, j);
+                        pthread_mutex_unlock(&m->lock);
+                }
+                if (last)
+                        (void) natsMsg_Ack(last, NULL);
+                natsMsgList_Destroy(&list);
+                wake_loop(m);
+        }
 }
 
 /* NATS's callback thread: the connection's state, for the loop (GetStatus, Connected). */
@@ -515,14 +616,10 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 s = add_stream(m, k, &jerr);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
                 s = pull_subscribe(m, k, &jerr);
-        if (s == NATS_OK) {
-                _cleanup_free_ char *subject = NULL;
-                s = mesh_state_subject(m->config->mesh.host, NULL, &subject) < 0 ? NATS_NO_MEMORY :
-                    natsConnection_Subscribe(&m->state_sub, m->nc, subject, on_state_msg, m);
-                /* mesh_free waits for it before M goes (on_state_msg runs on NATS's thread). */
-                if (s == NATS_OK)
-                        s = natsSubscription_SetOnCompleteCB(m->state_sub, on_state_sub_complete, m);
-        }
+        if (s == NATS_OK)
+                s = add_state_stream(m, &jerr);
+        if (s == NATS_OK)
+                s = state_subscribe(m, &jerr);
         if (s == NATS_OK)
                 s = subscribe_cancels(m);
         if (s != NATS_OK) {
@@ -718,8 +815,8 @@ static void run_job(Mesh *m, Job *j) {
                 s = collect_status(m, j, &jerr);
                 break;
         case JOB_PUBLISH_STATE:
-                /* Plain NATS: lost when nobody listens (the origin's gateway is down); the result
-                 * is what counts, and it is stored. */
+                /* Plain NATS, no acknowledgement awaited (the worker does not wait a round trip per
+                 * state): the stream con-state stores it; nats.c buffers it while reconnecting. */
                 if (m->connected)
                         s = natsConnection_Publish(m->nc, j->subject, j->data, (int) j->len);
                 break;
@@ -779,6 +876,7 @@ static void *worker_thread(void *p) {
                 fetch_args[k] = (FetchArg) { .mesh = m, .kind = k };
                 m->fetch_started[k] = pthread_create(&m->fetch[k], NULL, fetch_thread, &fetch_args[k]) == 0;
         }
+        m->state_fetch_started = pthread_create(&m->state_fetch, NULL, state_fetch_thread, m) == 0;
         Job *c = calloc(1, sizeof(*c));
         if (c) {
                 c->kind = JOB_CONNECTED;
@@ -1106,6 +1204,9 @@ static int publish_result(Mesh *m, const char *origin, MeshResult *res) {
         return queue_publish(m, MESH_KIND_RESULT, origin, msg_id, json, NULL, res->id);
 }
 
+static void publish_state(Mesh *m, const char *id, const char *agent, const char *host, const char *from,
+                          const char *origin, const char *state);
+
 /* A refusal or failure on this host, as the task's result. */
 static int publish_failure(Mesh *m, const MeshTask *t, const char *detail) {
         _cleanup_free_ char *text = NULL;
@@ -1113,20 +1214,24 @@ static int publish_failure(Mesh *m, const MeshTask *t, const char *detail) {
                 return -ENOMEM;
         MeshResult res = { .id = t->id, .host = m->config->mesh.host, .agent = t->agent, .from = t->from,
                            .status = (char *) "failed", .text = text };
-        return publish_result(m, t->origin, &res);
+        int r = publish_result(m, t->origin, &res);
+        if (r >= 0)
+                publish_state(m, t->id, t->agent, m->config->mesh.host, t->from, t->origin, "failed");
+        return r;
 }
 
-/* A state event for the origin of a task accepted here (no text). */
-static void publish_state(Mesh *m, const char *id, const char *agent, const char *from, const char *origin,
-                          const char *state) {
-        MeshState st = { .id = (char *) id, .host = (char *) m->config->mesh.host, .agent = (char *) agent,
+/* A state event of task ID of FROM (USER@ORIGIN) to AGENT@HOST, for every host (no text): this host
+ * publishes as HOST (accepted, working, the end) or as the origin (submitted). */
+static void publish_state(Mesh *m, const char *id, const char *agent, const char *host, const char *from,
+                          const char *origin, const char *state) {
+        MeshState st = { .id = (char *) id, .host = (char *) host, .agent = (char *) agent,
                          .from = (char *) from, .state = (char *) state };
         Job *j = calloc(1, sizeof(*j));
         if (!j)
                 return;
         j->kind = JOB_PUBLISH_STATE;
         if (mesh_state_to_json(&st, &j->data) < 0 ||
-            mesh_state_subject(origin, m->config->mesh.host, &j->subject) < 0) {
+            mesh_state_subject(origin, m->config->mesh.host, id, &j->subject) < 0) {
                 job_free(j);
                 return;
         }
@@ -1270,6 +1375,7 @@ static int on_result_info(sd_bus_message *reply, void *userdata, sd_bus_error *r
         }
         log_info("Task %s from %s at agent %s ended %s; result queued for %s", d->id, d->from, d->agent,
                  res.status, d->origin);
+        publish_state(m, d->id, d->agent, m->config->mesh.host, d->from, d->origin, res.status);
         drop_delivery(m, d);
         ask_waiting(m);
         return 0;
@@ -1352,7 +1458,7 @@ static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *r
                            d->from, sd_bus_message_get_sender(msg) ?: "?", d->agent);
                 return 0;
         }
-        publish_state(m, d->id, d->agent, d->from, d->origin, "working");
+        publish_state(m, d->id, d->agent, m->config->mesh.host, d->from, d->origin, "working");
         return 0;
 }
 
@@ -1470,7 +1576,7 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
 
         if (!e) {
                 log_info("Task %s from %s accepted by agent %s", t->id, t->from, t->agent);
-                publish_state(m, t->id, t->agent, t->from, t->origin, "accepted");
+                publish_state(m, t->id, t->agent, m->config->mesh.host, t->from, t->origin, "accepted");
                 r = queue_msg_job(m, JOB_ACK, MESH_KIND_TASK, msg);
                 if (r < 0)
                         release_msg(m, MESH_KIND_TASK, msg);    /* redelivered; Deliver dedups it */
@@ -1672,35 +1778,45 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         return sent_after_sync(m, NULL, NULL, msg);
 }
 
-static int state_rank(const char *s) {
-        return streq(s, "working") ? 2 : streq(s, "accepted") ? 1 : 0;
-}
-
-/* A state event for a task sent from here: recorded if it is that task's (its host, agent and
- * sender) and moves it on; never after its result. */
+/* A state event of any host's task (stream con-state): believed only from the host its subject's
+ * publisher token names (the one the server's permissions pin) when that host may say it
+ * (mesh_state_check), recorded in the mesh-wide table, and, for a task sent from here (its host,
+ * agent and sender), moving that task on; never after its result. */
 static void handle_state(Mesh *m, const Job *j) {
+        _cleanup_free_ char *publisher = NULL;
+        const char *why = NULL;
         MeshState st = {};
         int r = mesh_state_from_json(j->data, j->len, &st);
         if (r < 0) {
                 if (r != -ENOMEM)
-                        log_warning("Dropping a malformed state event (%zu bytes)", j->len);
+                        log_warning("Dropping a malformed state event on %s (%zu bytes)", j->subject, j->len);
                 return;
         }
-        /* The host that ran it is the subject's publisher (the one the server's permissions pin). */
-        const char *publisher = mesh_state_subject_host(j->subject, m->config->mesh.host);
-        if (!publisher || !streq(publisher, st.host)) {
-                log_warning("Dropping a state event of task %s: it names host %s, but came on %s", st.id, st.host,
-                            j->subject);
+        r = mesh_state_check(j->subject, &st, &publisher, &why);
+        if (r == -EPERM) {
+                log_warning("Dropping a state event of task %s (%s to %s@%s, %s): %s; it came on %s", st.id, st.from,
+                            st.agent, st.host, st.state, why, j->subject);
+                audit_forgery(m, "mesh.state.forged", st.id, st.agent, st.from, publisher);
+        } else if (r < 0)
+                log_warning("Dropping a state event of task %s on %s: %s", st.id, j->subject,
+                            r == -ENOMEM ? "out of memory" : "not a state event's subject");
+        if (r < 0) {
                 mesh_state_done(&st);
                 return;
         }
-        Outgoing *o = find_out(m, st.id);
+        r = mesh_state_table_apply(&m->states, &st, j->time_usec ?: con_now(CLOCK_REALTIME));
+        if (r < 0)
+                log_error_errno(r, "Cannot record the state of task %s: %m", st.id);
+        const char *at = strrchr(st.from, '@');
+        Outgoing *o = streq(at + 1, m->config->mesh.host) ? find_out(m, st.id) : NULL;
         bool its = o && outgoing_is(m, o, st.host, st.agent, st.from);
         if (o && !its)
-                log_warning("Dropping a state event of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
+                log_warning("Ignoring a state event of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
                             st.id, st.from, st.agent, st.host, o->agent, o->host, o->sender, m->config->mesh.host);
-        if (its && !o->done && state_rank(st.state) > state_rank(o->state)) {
-                o->state = state_rank(st.state) == 2 ? "working" : "accepted";
+        /* Only the two middle states: the end comes with the result (its text). */
+        int rank = mesh_state_rank(st.state);
+        if (its && !o->done && (rank == 1 || rank == 2) && rank > mesh_state_rank(o->state)) {
+                o->state = rank == 2 ? "working" : "accepted";
                 log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);
                 /* Not synced: a state lost in a crash comes again, or the result does. */
                 r = sent_save(m, o, false);
@@ -1981,6 +2097,11 @@ static bool handle_published(Mesh *m, Job *j) {
         /* Answered once its record is on disk. */
         if (sent_after_sync(m, j->call, j->task_id, NULL) < 0)
                 (void) sd_bus_reply_method_errno(j->call, -ENOMEM, NULL);
+        if (o && !j->duplicate) {
+                _cleanup_free_ char *from = NULL;
+                if (asprintf(&from, "%s@%s", o->sender, m->config->mesh.host) >= 0)
+                        publish_state(m, o->id, o->agent, o->host, from, m->config->mesh.host, "submitted");
+        }
         return false;
 }
 
@@ -2352,6 +2473,42 @@ static int method_list_tasks(sd_bus_message *msg, void *userdata, sd_bus_error *
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* The recent state of every host's remote tasks (the stream con-state, as this gateway read it):
+ * all of them for root, as ListTasks; for anyone else only the tasks they sent from this host
+ * (USER@THIS-HOST). (task_id, from USER@ORIGIN, to AGENT@HOST, state, since, updated), oldest
+ * first; the times in microseconds of CLOCK_REALTIME. */
+static int method_list_states(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *name = NULL, *mine = NULL;
+        Mesh *m = userdata;
+        uid_t uid;
+        int r;
+
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        if (uid != 0 && (con_uid_to_name(uid, &name) < 0 || asprintf(&mine, "%s@%s", name, m->config->mesh.host) < 0))
+                mine = NULL;    /* no name: nothing of its own to see */
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "(sssstt)");
+        for (size_t i = 0; r >= 0 && i < m->states.n; i++) {
+                const MeshStateEntry *e = &m->states.entries[i];
+                _cleanup_free_ char *to = NULL;
+                if (uid != 0 && !streq_ptr(mine, e->from))
+                        continue;
+                if (asprintf(&to, "%s@%s", e->agent, e->host) < 0)
+                        return -ENOMEM;
+                r = sd_bus_message_append(reply, "(sssstt)", e->id, e->from, to, e->state, e->since_usec,
+                                          e->updated_usec);
+        }
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 static int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
         Mesh *m = userdata;
         pthread_mutex_lock(&m->lock);
@@ -2403,6 +2560,8 @@ const sd_bus_vtable mesh_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("s", task_id), SD_BUS_NO_RESULT, method_cancel,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListTasks", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(ssss)", tasks), method_list_tasks,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListStates", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sssstt)", tasks), method_list_states,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetStatus", SD_BUS_NO_ARGS,
                                 SD_BUS_RESULT("a{sv}", status, "a(ssstttbttt)", streams), method_get_status,
@@ -2549,19 +2708,17 @@ Mesh *mesh_free(Mesh *m) {
         for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++)
                 if (m->fetch_started[k])
                         (void) pthread_join(m->fetch[k], NULL);
+        if (m->state_fetch_started)
+                (void) pthread_join(m->state_fetch, NULL);
         for (Job *j; (j = pop(&m->todo, &m->todo_tail)); )
                 job_free(j);
-        /* The state events stop first: on_state_msg (NATS's delivery thread) queues on done and
-         * wakes the loop with M's lock and eventfd until its completion callback says it returned. */
-        if (m->state_sub) {
-                if (natsSubscription_Unsubscribe(m->state_sub) != NATS_OK)
-                        natsConnection_Close(m->nc);    /* closes every subscription */
-                quiet = wait_flag(m, &m->state_sub_done, CLOSE_WAIT_MS);
-        }
+        /* The cancels stop first: on_cancel_msg (NATS's delivery thread) queues on done and wakes
+         * the loop with M's lock and eventfd until its completion callback says it returned. (The
+         * state events' fetch thread was joined above.) */
         if (m->cancel_sub) {
                 if (natsSubscription_Unsubscribe(m->cancel_sub) != NATS_OK)
                         natsConnection_Close(m->nc);
-                quiet = wait_flag(m, &m->cancel_sub_done, CLOSE_WAIT_MS) && quiet;
+                quiet = wait_flag(m, &m->cancel_sub_done, CLOSE_WAIT_MS);
         }
         given_back += give_back_queued(m);
         /* Deliver calls still in flight: cancelled, their messages given back too. */
@@ -2595,6 +2752,7 @@ Mesh *mesh_free(Mesh *m) {
         for (size_t i = 0; i < m->n_out; i++)
                 outgoing_done(&m->out[i]);
         free(m->out);
+        mesh_state_table_done(&m->states);
         while (m->n_dl > 0)
                 drop_delivery(m, &m->dl[0]);
         free(m->dl);

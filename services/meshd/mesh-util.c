@@ -75,18 +75,40 @@ void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n) {
         free(s);
 }
 
-int mesh_state_subject(const char *origin, const char *host, char **ret) {
-        if (!con_mesh_host_valid(origin) || (host && !con_mesh_host_valid(host)))
+int mesh_state_subject(const char *origin, const char *publisher, const char *id, char **ret) {
+        if (!con_mesh_host_valid(origin) || !con_mesh_host_valid(publisher) || !con_task_id_valid(id) ||
+            strchr(id, '~'))
                 return -EINVAL;
-        return asprintf(ret, "con.state.%s.%s", origin, host ?: "*") < 0 ? -ENOMEM : 0;
+        char *s = NULL;
+        if (asprintf(&s, "con.state.%s.%s.%s", origin, publisher, id) < 0)
+                return -ENOMEM;
+        for (char *p = s + strlen(s) - strlen(id); *p; p++)
+                if (*p == '.')
+                        *p = '~';
+        *ret = s;
+        return 0;
 }
 
-const char *mesh_state_subject_host(const char *subject, const char *origin) {
+int mesh_state_subject_parse(const char *subject, char **ret_origin, char **ret_publisher, char **ret_id) {
         const char *p = subject ? startswith(subject, "con.state.") : NULL;
-        p = p && origin ? startswith(p, origin) : NULL;
-        if (!p || *p != '.' || !con_mesh_host_valid(p + 1))
-                return NULL;
-        return p + 1;
+        const char *d1 = p ? strchr(p, '.') : NULL, *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+        if (!d2 || strchr(d2 + 1, '.'))
+                return -EBADMSG;
+        _cleanup_free_ char *origin = strndup(p, (size_t) (d1 - p)), *publisher = strndup(d1 + 1, (size_t) (d2 - d1 - 1)),
+                            *id = strdup(d2 + 1);
+        if (!origin || !publisher || !id)
+                return -ENOMEM;
+        if (strchr(id, '.'))
+                return -EBADMSG;
+        for (char *q = id; *q; q++)
+                if (*q == '~')
+                        *q = '.';
+        if (!con_mesh_host_valid(origin) || !con_mesh_host_valid(publisher) || !con_task_id_valid(id))
+                return -EBADMSG;
+        *ret_origin = TAKE_PTR(origin);
+        *ret_publisher = TAKE_PTR(publisher);
+        *ret_id = TAKE_PTR(id);
+        return 0;
 }
 
 void mesh_state_done(MeshState *s) {
@@ -148,7 +170,8 @@ static bool result_valid(const MeshResult *r) {
 static bool state_valid(const MeshState *m) {
         return con_task_id_valid(m->id) && con_mesh_host_valid(m->host) && con_agent_name_valid(m->agent) &&
                 con_remote_sender_valid(m->from) && m->state &&
-                (streq(m->state, "accepted") || streq(m->state, "working"));
+                (streq(m->state, "submitted") || streq(m->state, "accepted") || streq(m->state, "working") ||
+                 status_valid(m->state));
 }
 
 static int print_json(cJSON *o, char **ret) {

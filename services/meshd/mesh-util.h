@@ -30,11 +30,11 @@
  * STATUS is completed, failed or canceled (a refusal on the receiving host is failed, with the
  * reason as text).
  *
- * State events, plain NATS messages (not stored: the result is what counts) on
- * con.state.<origin>.<host>, published by the host that runs the task for the host that sent it,
- * never with text (the payload's "host" must be the subject's):
+ * State events (ids, names and a state, never text) go to the one JetStream stream con-state that
+ * every host reads (mesh-state.h), on con.state.<origin>.<publisher>.<id~>, published by the host
+ * that runs the task (accepted, working, completed, failed, canceled) or by its origin (submitted):
  *   {"v":1,"id":TASK_ID,"host":HOST,"agent":AGENT,"from":"USER@ORIGIN","state":STATE}
- * STATE is accepted (the agent's journal has the task) or working (its session started). */
+ * HOST is the host that runs the task; <id~> is the task id with its dots as '~' (one token). */
 
 #define MESH_PAYLOAD_MAX (2U * 1024 * 1024)
 
@@ -71,21 +71,23 @@ typedef struct MeshStreamStatus {
 
 void mesh_stream_status_free_many(MeshStreamStatus *s, size_t n);
 
-/* con.state.<origin>.<host>: about a task of ORIGIN, published by HOST, the host running it (the
- * last token names the publisher, as for tasks and results, so per-host NATS publish permissions
- * can pin it: docs/MULTIHOST.md). HOST NULL: "con.state.<origin>.*", what ORIGIN subscribes to.
- * -EINVAL for an invalid host name. */
-int mesh_state_subject(const char *origin, const char *host, char **ret);
-/* The publishing host of a state event's subject (con.state.<origin>.<host>, origin given):
- * a pointer into subject, or NULL when it is not such a subject. */
-const char *mesh_state_subject_host(const char *subject, const char *origin);
+/* con.state.<origin>.<publisher>.<id~>: about task ID of ORIGIN, published by PUBLISHER (the last
+ * but one token names the publisher, so per-host NATS publish permissions pin it: con.state.*.H.*;
+ * docs/MULTIHOST.md). The id's dots are written '~' (a task id has no '~'), so it is one token and
+ * the stream keeps the last event of each (origin, publisher, task). -EINVAL for an invalid name. */
+int mesh_state_subject(const char *origin, const char *publisher, const char *id, char **ret);
+#define MESH_STATE_STREAM "con-state"
+#define MESH_STATE_FILTER "con.state.*.*.*"
+/* The inverse: the origin, the publisher and the task id (dots back). -EBADMSG when SUBJECT is not
+ * such a subject of valid names, -ENOMEM. */
+int mesh_state_subject_parse(const char *subject, char **ret_origin, char **ret_publisher, char **ret_id);
 
 typedef struct MeshState {
         char *id;
         char *host;             /* the host that runs the task */
         char *agent;
         char *from;             /* the task's sender, USER@ORIGIN */
-        char *state;            /* accepted, working */
+        char *state;            /* submitted, accepted, working, completed, failed, canceled */
 } MeshState;
 
 void mesh_state_done(MeshState *s);

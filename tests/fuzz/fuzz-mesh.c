@@ -3,7 +3,9 @@
  * could publish on con.task.<host> or con.result.<host>. A message that parses must hold only
  * valid fields (a task's priority and deadline too) and must write back to a message that parses
  * to the same fields. Input: one byte
- * ('s': a state event on con.state.<host>.<from>; 'c': a cancel on con.cancel.<host>.<from>; else bit 1: the rest is the message's subject
+ * ('s': a state event; 'S': a state event's subject, a newline, then the event, checked as the
+ * gateway checks it (mesh_state_check) and recorded in a small table; 'c': a cancel on
+ * con.cancel.<host>.<from>; else bit 1: the rest is the message's subject
  * instead, whose sending host must be a valid host name that makes the same subject again; else
  * bit 0: a result, else a task), then the message. */
 #undef NDEBUG
@@ -13,6 +15,7 @@
 #include <string.h>
 
 #include "macro.h"
+#include "mesh-state.h"
 #include "mesh-util.h"
 #include "names.h"
 #include "policy-vocab.h"
@@ -76,7 +79,7 @@ static void check_state(const char *d, size_t n) {
                 return;
         }
         assert(con_task_id_valid(m.id) && con_mesh_host_valid(m.host) && con_remote_sender_valid(m.from));
-        assert(con_agent_name_valid(m.agent) && (streq(m.state, "accepted") || streq(m.state, "working")));
+        assert(con_agent_name_valid(m.agent) && mesh_state_rank(m.state) >= 0);
         r = mesh_state_to_json(&m, &json);
         if (r == 0) {
                 assert(mesh_state_from_json(json, strlen(json), &back) == 0);
@@ -113,6 +116,46 @@ static void check_cancel(const char *d, size_t n) {
         mesh_cancel_done(&c);
 }
 
+static MeshStateTable table = { .max = 4 };
+
+static void check_state_subject(const char *d, size_t n) {
+        const char *nl = memchr(d, '\n', n);
+        if (!nl)
+                return;
+        _cleanup_free_ char *subject = strndup(d, (size_t) (nl - d)), *origin = NULL, *publisher = NULL, *id = NULL,
+                            *again = NULL, *who = NULL;
+        assert(subject);
+        int r = mesh_state_subject_parse(subject, &origin, &publisher, &id);
+        if (r < 0) {
+                assert(r == -EBADMSG || r == -ENOMEM);
+                assert(!origin && !publisher && !id);
+        } else {
+                assert(con_mesh_host_valid(origin) && con_mesh_host_valid(publisher) && con_task_id_valid(id));
+                assert(mesh_state_subject(origin, publisher, id, &again) == 0);
+                assert(streq(again, subject));
+        }
+        MeshState m = {};
+        if (mesh_state_from_json(nl + 1, n - (size_t) (nl + 1 - d), &m) < 0)
+                return;
+        const char *why = NULL;
+        r = mesh_state_check(subject, &m, &who, &why);
+        assert(r == 0 || r == -EBADMSG || r == -EPERM || r == -ENOMEM);
+        assert((r == -EPERM) == (why != NULL));
+        if (r == -EBADMSG)
+                assert(!origin);
+        if (r == 0) {
+                /* Believed: the subject is about this task, from its origin or the host running it. */
+                assert(origin && streq(id, m.id) && streq(strrchr(m.from, '@') + 1, origin));
+                assert(streq(publisher, m.host) || (streq(publisher, origin) && streq(m.state, "submitted")));
+                r = mesh_state_table_apply(&table, &m, n);
+                assert(r >= 0 || r == -ENOMEM);
+                const MeshStateEntry *e = mesh_state_table_find(&table, m.id, m.host, m.agent, m.from);
+                assert(r == -ENOMEM || (e && mesh_state_rank(e->state) >= mesh_state_rank(m.state)));
+                assert(table.n <= 4);
+        }
+        mesh_state_done(&m);
+}
+
 static void check_subject(MeshKind k, const char *d, size_t n) {
         _cleanup_free_ char *subject = strndup(d, n), *again = NULL;
         const char *from = NULL;
@@ -131,6 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 check_state((const char *) data + 1, size - 1);
         else if (data[0] == 'c')
                 check_cancel((const char *) data + 1, size - 1);
+        else if (data[0] == 'S')
+                check_state_subject((const char *) data + 1, size - 1);
         else if (data[0] & 2)
                 check_subject(data[0] & 1 ? MESH_KIND_RESULT : MESH_KIND_TASK, (const char *) data + 1, size - 1);
         else if (data[0] & 1)

@@ -191,13 +191,13 @@ STREAM="$(keys_are '["stream","messages","bytes","oldest","lag_sec","consumer","
 MESHHOST="$(keys_are '["host","self","joined","tasks","results"]') and (.host|$J_STR) and (.self|$J_BOOL) and
         (.joined|$J_BOOL) and (.tasks|$STREAM) and (.results|$STREAM)"
 json_ok "con mesh status --json: this host's streams" mesh \
-        "$(keys_are '["host","connected","server","retention_sec","sent_waiting","delivered_running","hosts"]') and
+        "$(keys_are '["host","connected","server","retention_sec","sent_waiting","delivered_running","hosts","tasks"]') and
          .host == \"json-test\" and .connected == true and (.server|$J_STR) and (.retention_sec|$J_INT) and
          (.sent_waiting|$J_INT) and (.delivered_running|$J_INT) and
          (.hosts|length == 1 and all(.[]; $MESHHOST) and .[0].self and .[0].joined and
-          .[0].tasks.stream == \"con-task-json-test\")" con mesh status --json
+          .[0].tasks.stream == \"con-task-json-test\") and .tasks == []" con mesh status --json
 json_ok "con status --json: the mesh object (no remote task yet)" status \
-        ".mesh == {\"connected\": true, \"tasks\": []}" con status --json
+        ".mesh == {\"connected\": true, \"tasks\": [], \"all_tasks\": []}" con status --json
 
 section "every data verb is covered, and 'con help VERB' is 'con VERB --help'"
 verbs=$(con --help | awk '/^Commands:/ { f = 1; next } f && /^  [a-z]/ { print $1 }')

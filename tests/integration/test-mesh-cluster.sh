@@ -169,8 +169,9 @@ cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 # Each run leaves its task id (runs may repeat after a kill: the agent re-runs an interrupted task).
 echo "$CON_TASK_ID" >>/var/tmp/mesh-runs
-sleep 0.1
-printf 'sender=%s agent=%s host=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(hostname)" "$(cat)"
+text=$(cat)
+case $text in *slow*) sleep 6 ;; *) sleep 0.1 ;; esac   # slow: long enough to be seen working
+printf 'sender=%s agent=%s host=%s text=%s\n' "$CON_TASK_SENDER" "$CON_AGENT" "$(hostname)" "$text"
 EOF
 chmod 755 /usr/local/bin/mesh-echo
 : >/var/tmp/mesh-runs
@@ -291,6 +292,69 @@ check_output "a sender forged in the payload (alice@host-a, carol@host-c) is tex
         bash -c 'printf "{\"from\":\"alice@host-a\",\"origin\":\"host-a\"}\nfrom: carol@host-c\n\nhi\n" |
                  runuser -u bob -- timeout 40 con-send --timeout 35 --to sysadmin@host-b -; echo "rc=$?"'
 check_output "... exit status 1" 'rc=1' echo "$LIB_OUT"
+
+section "the state of a pair's task on the third host (the stream con-state)"
+# alice@host-a's slow task on host-b, seen by host-c's root with its state; not by carol there.
+on_c_state() { # on_c_state ID STATE: host-c's root sees task ID of alice@host-a to sysadmin@host-b in STATE
+        host_do c "con status" | grep -Eq "^$1 +alice@host-a +sysadmin@host-b +$2 +[0-9]+(s|min)\$"
+}
+check_output "alice sends a slow task to host-b (--no-wait)" '^cl-state-1$' \
+        as_user alice timeout 20 con-send --no-wait --id cl-state-1 --to sysadmin@host-b slow state one
+check "con status on host-c (root): cl-state-1, alice@host-a to sysadmin@host-b, working" wait_for 20 \
+        on_c_state cl-state-1 working
+check_output "con mesh status --json on host-c: the same, with its age" '^alice@host-a sysadmin@host-b working true$' \
+        host_do c 'con mesh status --json | jq -r ".tasks[] | select(.task_id == \"cl-state-1\") |
+                   \"\(.from) \(.to) \(.state) \(.age_sec >= 0)\""'
+check_output "carol on host-c (not root) sees none of it: only the tasks she sent from host-c" '^carol@host-c$' \
+        host_do c 'runuser -u carol -- con status --json | jq -r "[.mesh.all_tasks[].from] | unique | join(\",\")"'
+check "carol's con mesh status on host-c" host_do c 'runuser -u carol -- con mesh status'
+check_fail "... lists none of it" grep -q cl-state-1 <<<"$LIB_OUT"
+check "cl-state-1 completed, on host-c too" wait_for 20 on_c_state cl-state-1 completed
+# The origin's gateway stopped while its task runs: the states published meanwhile are in the
+# stream, and host-a's gateway reads them when it is back (before this they were lost).
+mesh_pid_a() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
+}
+check_output "two slow tasks from alice (the second waits behind the first)" '^cl-state-3$' bash -c \
+        'runuser -u alice -- timeout 20 con-send --no-wait --id cl-state-2 --to sysadmin@host-b slow two &&
+         runuser -u alice -- timeout 20 con-send --no-wait --id cl-state-3 --to sysadmin@host-b slow three'
+check "host-c sees cl-state-2 working" wait_for 20 on_c_state cl-state-2 working
+pid=$(mesh_pid_a)
+check "host-a's gateway stopped (by its pid) while they run" bash -c \
+        "kill $pid && for _ in \$(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
+away_states() { on_c_state cl-state-2 completed && on_c_state cl-state-3 working; }
+check "host-c sees cl-state-2 completed and cl-state-3 working, published while host-a's gateway is away" \
+        wait_for 30 away_states
+check_output "con up starts host-a's gateway again" 'mesh: started as host host-a' con up
+check "... connected" wait_for 30 connected
+check_output "host-a's con status (root): cl-state-2 completed, read from the stream" \
+        '^cl-state-2 +alice@host-a +sysadmin@host-b +completed ' bash -c 'con status | grep -E "^cl-state-2 "'
+check_output "... cl-state-3 working or completed (not lost, not submitted)" \
+        '^cl-state-3 +alice@host-a +sysadmin@host-b +(working|completed) ' bash -c 'con status | grep -E "^cl-state-3 "'
+check "alice's results come back (the result stream)" wait_for 30 completed cl-state-3
+check_output "... cl-state-2 too" 'text=slow two' result_of cl-state-2
+# Forged state events: a host may publish only as itself (the server), and as itself only what it
+# may say (every gateway checks): host-c saying how alice@host-a's task goes on host-b is dropped
+# and audited, on host-a and on host-b, and changes no one's table.
+C=(--ca "$T/pki/host-c/ca.crt" --cert "$T/pki/host-c/host.crt" --key "$T/pki/host-c/host.key" --inbox _INBOX.host-c)
+check "the test's NATS client" mesh_probe_install "$CON_BUILD_DIR"
+check "host-c's credentials publish 'cl-state-1 is working on host-b' on host-c's own subject" \
+        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.state.host-a.host-c.cl-state-1 \
+        '{"v":1,"id":"cl-state-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
+check "host-a's gateway drops it" wait_for 10 grep -q \
+        'Dropping a state event of task cl-state-1 (alice@host-a to sysadmin@host-b, working): its publisher is neither the task.s origin nor the host that runs it; it came on con.state.host-a.host-c.cl-state-1' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "... and audits it (sent by host-c)" 'con-meshd mesh.state.forged .*task_id=cl-state-1 .*sent_by=host-c' \
+        con audit --lines 50
+check_output "host-b's gateway audits it too" 'mesh.state.forged .*task_id=cl-state-1 .*sent_by=host-c' \
+        host_do b 'con audit --lines 50'
+check_output "cl-state-1 is still completed everywhere" '^cl-state-1 +alice@host-a +sysadmin@host-b +completed ' \
+        bash -c 'con status | grep -E "^cl-state-1 "'
+check_fail_output "host-c's certificate cannot publish as host-b (the server refuses)" \
+        'Permissions Violation for Publish to "con.state.host-a.host-b.cl-state-1"' \
+        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.state.host-a.host-b.cl-state-1 \
+        '{"v":1,"id":"cl-state-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 
 # send_batch PREFIX N: alice submits N tasks by busctl; the ids JetStream acknowledged go to
 # $T/acked.PREFIX, every id tried to $T/sent.PREFIX.

@@ -377,9 +377,15 @@ check_output "con status shows them under mesh, with their state" '^mesh-slow-2 
         con status
 check_output "con status --json: the mesh object" '^true mesh-slow-1 working working$' bash -c \
         'con status --json | jq -r ".mesh | \"\(.connected) \(.tasks[0].task_id) \(.tasks[0].status) \(.tasks[0].state)\""'
+check_output "con status: the tasks between hosts (stream con-state), from and to, with their state" \
+        '^mesh-slow-2 +alice@host-a +sysadmin@host-b +accepted +[0-9]+s$' con status
+check_output "con mesh status --json: the same, with since and age" '^alice@host-a sysadmin@host-b working true$' bash -c \
+        'con mesh status --json | jq -r ".tasks[] | select(.task_id == \"mesh-slow-1\") | \"\(.from) \(.to) \(.state) \(.since != null and .age_sec >= 0)\""'
 check_output "bob sees his own remote task, not alice's" '^sysadmin@host-b +mesh-file-2 +failed +bob$' \
         as_user bob con tasks
 check_fail "... (none of alice's)" grep -q mesh-slow <<<"$LIB_OUT"
+check_output "... nor in the tasks between hosts (con status --json as bob): only his own" '^bob@host-a$' bash -c \
+        'runuser -u bob -- con status --json | jq -r "[.mesh.all_tasks[].from] | unique | join(\",\")"'
 check "both complete" wait_for 20 bash -c \
         'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-slow-2 +completed +alice$"'
 check_output "con task ID: a remote task's status and answer" \
@@ -388,7 +394,9 @@ check_output "con task ID: a remote task's status and answer" \
 check_output "con task ID --json: the result object" '^sysadmin@host-b completed$' \
         bash -c 'runuser -u alice -- con task mesh-slow-1 --json | jq -r "\"\(.agent) \(.status)\""'
 check_output "con status: the remote tasks' table" '^REMOTE TASK +TO +STATE +SENDER$' con status
-check_fail "... no longer lists the finished ones" grep -q '^mesh-slow' <<<"$LIB_OUT"
+check_fail "... no longer lists the finished ones" grep -Eq '^mesh-slow-[12] +sysadmin@host-b' <<<"$LIB_OUT"
+check_output "... the tasks between hosts show them ended (for 10 minutes)" \
+        '^mesh-slow-2 +alice@host-a +sysadmin@host-b +completed ' bash -c 'con status | grep -E "^mesh-slow-2 "' 
 
 section "host-b's policy decides: bob of host-a is not granted"
 check_fail_output "con-send as bob: refused on host-b (the task fails with the reason)" \
@@ -530,7 +538,7 @@ check_output "con mesh status: the task waits in host-b's stream (depth 1), its 
 check_output "... and in the table" '^host-b +yes +1 +[0-9]+s ' con mesh status
 # State events: an anonymous client (NATS protocol by hand: CONNECT, PUB, PING/PONG) cannot publish
 # at all (the server requires TLS and a certificate); host-b's certificate may publish only on
-# con.state.*.host-b, and a payload there naming another host than the subject's is dropped.
+# con.state.*.host-b.*, and a payload there naming another host than the subject's is dropped.
 # forge_state exits 0 when the server answered PONG (took the PUB), 1 when it did not, 2 when it
 # could not be reached or did not greet with INFO (so the refusal below is the server's).
 forge_state() ( # SUBJECT PAYLOAD (a subshell; a write after the server closed fails, no SIGPIPE)
@@ -544,18 +552,21 @@ forge_state() ( # SUBJECT PAYLOAD (a subshell; a write after the server closed f
         [[ $pong == PONG* ]]
 )
 check_status "an anonymous plaintext client cannot publish a state event (TLS required)" 1 forge_state \
-        con.state.host-a.host-c \
+        con.state.host-a.host-c.mesh-wait-1 \
         '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 check_fail_output "host-b's certificate cannot publish a state event as host-c (the server refuses)" \
-        'Permissions Violation for Publish to "con.state.host-a.host-c"' mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub \
-        con.state.host-a.host-c \
+        'Permissions Violation for Publish to "con.state.host-a.host-c.mesh-wait-1"' mesh_probe "${B[@]}" \
+        tls://10.77.0.1:4222 pub con.state.host-a.host-c.mesh-wait-1 \
         '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 check "a forged state event for mesh-wait-1 (payload host-c, published with host-b's certificate)" \
-        mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub con.state.host-a.host-b \
+        mesh_probe "${B[@]}" tls://10.77.0.1:4222 pub con.state.host-a.host-b.mesh-wait-1 \
         '{"v":1,"id":"mesh-wait-1","host":"host-c","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 check "... is dropped by host-a's gateway" wait_for 5 grep -q \
-        'Dropping a state event of task mesh-wait-1: it names host host-c, but came on con.state.host-a.host-b' \
+        'Dropping a state event of task mesh-wait-1 (alice@host-a to sysadmin@host-c, working): its publisher is neither the task.s origin nor the host that runs it; it came on con.state.host-a.host-b.mesh-wait-1' \
         /srv/con/logs/daemons/con-meshd.log
+check_output "... and audited" 'con-meshd mesh.state.forged .*task_id=mesh-wait-1 .*sent_by=host-b' con audit --lines 50
+check_fail "... not in the mesh-wide table (root's con mesh status --json)" bash -c \
+        'con mesh status --json | jq -r ".tasks[] | select(.task_id == \"mesh-wait-1\") | .to" | grep -q host-c' 
 check_output "... the task is still submitted" '^sysadmin@host-b +mesh-wait-1 +submitted +alice$' \
         as_user alice con tasks sysadmin@host-b
 # A result must be its task's sender's: one naming bob@host-a for alice's mesh-wait-1 (ids are

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "macro.h"
+#include "mesh-state.h"
 #include "mesh-util.h"
 #include "names.h"
 #include "task.h"
@@ -230,19 +231,34 @@ static void test_state(void) {
                          .from = (char *) "alice@host-a", .state = (char *) "accepted" };
         MeshState back = {};
 
-        g_assert_cmpint(mesh_state_subject("host-a", "host-b", &subject), ==, 0);
-        g_assert_cmpstr(subject, ==, "con.state.host-a.host-b");
-        g_assert_cmpstr(mesh_state_subject_host(subject, "host-a"), ==, "host-b");
-        g_assert_null(mesh_state_subject_host(subject, "host"));
-        g_assert_null(mesh_state_subject_host(subject, "host-b"));
-        g_assert_null(mesh_state_subject_host("con.state.host-a.", "host-a"));
-        g_assert_null(mesh_state_subject_host("con.state.host-a.b.c", "host-a"));
-        g_assert_null(mesh_state_subject_host("con.task.host-a.host-b", "host-a"));
+        _cleanup_free_ char *origin = NULL, *publisher = NULL, *id = NULL;
+        g_assert_cmpint(mesh_state_subject("host-a", "host-b", "t-1", &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.state.host-a.host-b.t-1");
         free(subject);
-        g_assert_cmpint(mesh_state_subject("host-a", NULL, &subject), ==, 0);
-        g_assert_cmpstr(subject, ==, "con.state.host-a.*");
-        g_assert_cmpint(mesh_state_subject("Host", "b", &subject), ==, -EINVAL);
-        g_assert_cmpint(mesh_state_subject("a", "B", &subject), ==, -EINVAL);
+        /* A task id's dots are one token's tildes, and come back. */
+        g_assert_cmpint(mesh_state_subject("host-a", "host-b", "a.b..c.", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("host-a", "host-b", "a.b.c", &subject), ==, 0);
+        g_assert_cmpstr(subject, ==, "con.state.host-a.host-b.a~b~c");
+        g_assert_cmpint(mesh_state_subject_parse(subject, &origin, &publisher, &id), ==, 0);
+        g_assert_cmpstr(origin, ==, "host-a");
+        g_assert_cmpstr(publisher, ==, "host-b");
+        g_assert_cmpstr(id, ==, "a.b.c");
+        free(subject);
+        subject = NULL;
+        g_assert_cmpint(mesh_state_subject("Host", "b", "t", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("a", "B", "t", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("a", "b", "t~1", &subject), ==, -EINVAL);
+        g_assert_cmpint(mesh_state_subject("a", "b", "../t", &subject), ==, -EINVAL);
+        const char *bad_subjects[] = {
+                "con.state.host-a.host-b", "con.state.host-a.host-b.", "con.state.host-a.host-b.t.x",
+                "con.state.host-a..t", "con.state..host-b.t", "con.task.host-a.host-b.t", "con.state.Host.b.t",
+                "con.state.a.b.~t", "con.state.a.b.t*", "con.state.a.b.>", "",
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_subjects); i++) {
+                char *o = NULL, *p = NULL, *t = NULL;
+                g_assert_cmpint(mesh_state_subject_parse(bad_subjects[i], &o, &p, &t), ==, -EBADMSG);
+                g_assert_null(o);
+        }
         g_assert_cmpint(mesh_state_to_json(&st, &json), ==, 0);
         g_assert_cmpstr(json, ==, "{\"v\":1,\"id\":\"t-1\",\"host\":\"host-b\",\"agent\":\"sysadmin\","
                         "\"from\":\"alice@host-a\",\"state\":\"accepted\"}");
@@ -251,7 +267,13 @@ static void test_state(void) {
         g_assert_cmpstr(back.from, ==, "alice@host-a");
         mesh_state_done(&back);
 
-        st.state = (char *) "completed";        /* the end comes as the result, never as a state event */
+        free(json);
+        json = NULL;
+        st.state = (char *) "completed";        /* the end too (no text) */
+        g_assert_cmpint(mesh_state_to_json(&st, &json), ==, 0);
+        free(json);
+        json = NULL;
+        st.state = (char *) "done";
         g_assert_cmpint(mesh_state_to_json(&st, &json), ==, -EINVAL);
         const char *bad[] = {
                 "{\"v\":1,\"id\":\"t\",\"host\":\"b\",\"agent\":\"sysadmin\",\"from\":\"a@a\",\"state\":\"done\"}",
@@ -328,6 +350,91 @@ static void test_cancel(void) {
         g_assert_false(mesh_cancel_allowed(NULL, "root@host-a"));
 }
 
+static void test_state_check(void) {
+        MeshState st = { .id = (char *) "t.1", .host = (char *) "host-b", .agent = (char *) "sysadmin",
+                         .from = (char *) "alice@host-a", .state = (char *) "working" };
+        const struct {
+                const char *subject, *state, *host;
+                int r;
+                const char *publisher;
+        } cases[] = {
+                { "con.state.host-a.host-b.t~1", "working", "host-b", 0, NULL },
+                { "con.state.host-a.host-b.t~1", "accepted", "host-b", 0, NULL },
+                { "con.state.host-a.host-b.t~1", "completed", "host-b", 0, NULL },
+                { "con.state.host-a.host-a.t~1", "submitted", "host-b", 0, NULL },
+                /* The origin says only submitted, the host that runs it everything else. */
+                { "con.state.host-a.host-a.t~1", "working", "host-b", -EPERM, "host-a" },
+                { "con.state.host-a.host-b.t~1", "submitted", "host-b", -EPERM, "host-b" },
+                /* A third host says nothing about the pair's task. */
+                { "con.state.host-a.host-c.t~1", "working", "host-b", -EPERM, "host-c" },
+                /* The payload's host is not the publisher's (and the publisher is not the origin). */
+                { "con.state.host-a.host-b.t~1", "working", "host-c", -EPERM, "host-b" },
+                /* Another task's subject; another origin than the sender's host. */
+                { "con.state.host-a.host-b.t~2", "working", "host-b", -EPERM, "host-b" },
+                { "con.state.host-c.host-b.t~1", "working", "host-b", -EPERM, "host-b" },
+                /* A host does not send to itself. */
+                { "con.state.host-a.host-a.t~1", "working", "host-a", -EPERM, "host-a" },
+                { "con.state.host-a.host-b", "working", "host-b", -EBADMSG, NULL },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                _cleanup_free_ char *publisher = NULL;
+                const char *why = NULL;
+                st.state = (char *) cases[i].state;
+                st.host = (char *) cases[i].host;
+                g_assert_cmpint(mesh_state_check(cases[i].subject, &st, &publisher, &why), ==, cases[i].r);
+                g_assert_cmpstr(publisher, ==, cases[i].publisher);
+                g_assert_true((why != NULL) == (cases[i].r == -EPERM));
+        }
+        g_assert_cmpint(mesh_state_rank("submitted"), ==, 0);
+        g_assert_cmpint(mesh_state_rank("working"), ==, 2);
+        g_assert_cmpint(mesh_state_rank("canceled"), ==, 3);
+        g_assert_cmpint(mesh_state_rank("queued"), ==, -1);
+        g_assert_cmpint(mesh_state_rank(NULL), ==, -1);
+}
+
+static void test_state_table(void) {
+        MeshStateTable t = { .max = 3 };
+        MeshState st = { .id = (char *) "t-1", .host = (char *) "host-b", .agent = (char *) "sysadmin",
+                         .from = (char *) "alice@host-a", .state = (char *) "working" };
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 200), ==, 1);
+        /* Read again, or an older event after it: nothing changes but the first time seen. */
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 300), ==, 0);
+        st.state = (char *) "accepted";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 250), ==, 0);
+        st.state = (char *) "submitted";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 100), ==, 1);
+        const MeshStateEntry *e = mesh_state_table_find(&t, "t-1", "host-b", "sysadmin", "alice@host-a");
+        g_assert_nonnull(e);
+        g_assert_cmpstr(e->state, ==, "working");
+        g_assert_cmpuint(e->since_usec, ==, 100);
+        g_assert_cmpuint(e->updated_usec, ==, 200);
+        /* The end is final: another end does not replace it. */
+        st.state = (char *) "failed";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 400), ==, 1);
+        st.state = (char *) "completed";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 500), ==, 0);
+        g_assert_cmpstr(e->state, ==, "failed");
+        g_assert_cmpuint(e->updated_usec, ==, 400);
+        g_assert_cmpuint(t.n, ==, 1);
+        /* Another claim about the same id (another sender, agent or host) is another entry. */
+        st.from = (char *) "bob@host-a";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 600), ==, 1);
+        st.host = (char *) "host-c";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 700), ==, 1);
+        g_assert_cmpuint(t.n, ==, 3);
+        /* Bounded: the oldest goes. */
+        st.id = (char *) "t-2";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 800), ==, 1);
+        g_assert_cmpuint(t.n, ==, 3);
+        g_assert_null(mesh_state_table_find(&t, "t-1", "host-b", "sysadmin", "alice@host-a"));
+        g_assert_nonnull(mesh_state_table_find(&t, "t-2", "host-c", "sysadmin", "bob@host-a"));
+        st.state = (char *) "nonsense";
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 900), ==, 0);
+        mesh_state_table_done(&t);
+        g_assert_cmpuint(t.n, ==, 0);
+        g_assert_cmpuint(t.max, ==, 3);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh/names", test_names);
@@ -335,5 +442,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/mesh/result", test_result);
         g_test_add_func("/mesh/state", test_state);
         g_test_add_func("/mesh/cancel", test_cancel);
+        g_test_add_func("/mesh/state-check", test_state_check);
+        g_test_add_func("/mesh/state-table", test_state_table);
         return con_test_run();
 }
