@@ -43,6 +43,7 @@
 #define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
+#define LIST_TRIES 60                   /* take-over: a second apart, an agent's ListTasks failing for a passing reason */
 #define STAGED_TRIES 3                  /* "staged, not stored" answers under a message id before a fresh one */
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
 #define SENT_RETENTION_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
@@ -172,6 +173,11 @@ struct Mesh {
         unsigned asks;                  /* GetResultInfo calls in flight */
         sd_event_source *ask_timer;     /* asks again after a passing trouble */
         size_t take_over_next;          /* the next agent take_over() asks (one at a time) */
+        bool listing;                   /* a ListTasks of take_over() is in flight */
+        char **list_now;                /* agents take_over() asks again now (after the configured ones) */
+        char **list_again;              /* ... and in a second: their ListTasks failed for a passing reason */
+        unsigned list_tries;            /* those second tries so far (LIST_TRIES at most) */
+        sd_event_source *list_timer;
         PendingCancel *cancels;         /* cancels of tasks sent from here, sent again until the result */
         size_t n_cancels;
         sd_event_source *cancel_timer;
@@ -1467,6 +1473,20 @@ static int on_agent_started(sd_bus_message *msg, void *userdata, sd_bus_error *r
  * policy lets another host task are started for this (an on-demand agent killed with remote tasks
  * queued would otherwise wait for its next task); the others only if running. */
 static void take_over_next(Mesh *m);
+static bool remote_may_task(const ConConfig *c, const char *agent);
+
+/* The agents whose ListTasks failed for a passing reason are asked again. */
+static int on_list_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        m->list_timer = sd_event_source_disable_unref(m->list_timer);
+        m->list_tries++;
+        for (size_t i = 0; m->list_again && m->list_again[i]; i++)
+                if (!strv_contains(m->list_now, m->list_again[i]))
+                        (void) strv_extend(&m->list_now, m->list_again[i]);
+        m->list_again = strv_free(m->list_again);
+        take_over_next(m);
+        return 0;
+}
 
 static int on_listed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
         const char *agent = userdata;   /* freed with the slot */
@@ -1475,8 +1495,22 @@ static int on_listed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_er
         unsigned n = 0;
         int r;
 
+        m->listing = false;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e && transient_error(e) && remote_may_task(m->config, agent)) {
+                /* Starting, restarting, the bus's limits: it may hold tasks of other hosts that
+                 * ended while this gateway was down, whose results only this sends back. */
+                if (m->list_tries < LIST_TRIES && strv_extend(&m->list_again, agent) >= 0) {
+                        if (!m->list_timer)
+                                (void) sd_event_add_time_relative(m->event, &m->list_timer, CLOCK_MONOTONIC,
+                                                                  USEC_PER_SEC, 0, on_list_timer, m);
+                } else
+                        log_warning("Cannot list the tasks of agent %s (%s); the results of tasks of other hosts "
+                                    "that ended while this gateway was down are not sent back", agent,
+                                    e->message ?: e->name);
+        }
         take_over_next(m);      /* the reply is read already: the next agent's call may go */
-        if (sd_bus_message_is_method_error(reply, NULL))
+        if (e)
                 return 0;       /* not running (or not answering): nothing to take over */
         r = sd_bus_message_enter_container(reply, 'a', "(sss)");
         if (r < 0)
@@ -1512,11 +1546,18 @@ static bool remote_may_task(const ConConfig *c, const char *agent) {
         return false;
 }
 
-/* Asks the next agent (one at a time: a thousand agents must not exceed the bus's pending replies). */
+/* Asks the next agent (one at a time: a thousand agents must not exceed the bus's pending replies):
+ * the configured ones, then those to ask again (list_now). */
 static void take_over_next(Mesh *m) {
-        while (m->take_over_next < m->config->n_agents) {
+        while (!m->listing && (m->take_over_next < m->config->n_agents || (m->list_now && m->list_now[0]))) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
-                _cleanup_free_ char *bus_name = NULL, *agent = strdup(m->config->agents[m->take_over_next++].name);
+                _cleanup_free_ char *bus_name = NULL, *agent = NULL;
+                if (m->take_over_next < m->config->n_agents)
+                        agent = strdup(m->config->agents[m->take_over_next++].name);
+                else {
+                        agent = m->list_now[0];
+                        memmove(m->list_now, m->list_now + 1, sizeof(char *) * strv_length(m->list_now));
+                }
                 if (!agent || con_agent_bus_name(agent, &bus_name) < 0 ||
                     sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
                                                    "ListTasks") < 0 ||
@@ -1524,6 +1565,7 @@ static void take_over_next(Mesh *m) {
                         continue;
                 if (call_async_owned(m, call, on_listed, agent) >= 0) {
                         TAKE_PTR(agent);
+                        m->listing = true;
                         return;
                 }
         }
@@ -2762,6 +2804,9 @@ Mesh *mesh_free(Mesh *m) {
         con_name_owners_free(m->owners);
         sd_event_source_disable_unref(m->wake);
         sd_event_source_disable_unref(m->ask_timer);
+        sd_event_source_disable_unref(m->list_timer);
+        strv_free(m->list_now);
+        strv_free(m->list_again);
         cancels_free(m);
         if (m->outbox_fd >= 0)
                 close(m->outbox_fd);
