@@ -6,6 +6,7 @@
  *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
  *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
  *   mesh-probe ... URL stream NAME SUBJECT         makes a work-queue stream (as a gateway does)
+ *   mesh-probe ... URL request SUBJECT JSON       a request (the JetStream API's), prints the reply
  *   mesh-probe ... URL next STREAM SUBJECT SECS    fetches one message with the durable consumer
  *                                                  con-meshd, prints its subject and data, acks it
  *   mesh-probe ... URL fetch-queued QUEUED LATE    the gateway's pull (mesh_fetch) where libnats
@@ -162,7 +163,7 @@ int main(int argc, char *argv[]) {
                 default: return 2;
                 }
         if (argc - optind < 2) {
-                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub|stream|next|fetch-queued ARGS...\n");
+                fprintf(stderr, "usage: mesh-probe [OPTIONS] URL connect|publish|pub|request|stream|next|fetch-queued ARGS...\n");
                 return 2;
         }
         const char *url = argv[optind], *verb = argv[optind + 1];
@@ -236,6 +237,15 @@ int main(int argc, char *argv[]) {
                 if (s != NATS_OK)
                         return fail(s, "stream");
                 jsStreamInfo_Destroy(si);
+        } else if (strcmp(verb, "request") == 0 && argc - optind == 4) {
+                natsMsg *reply = NULL;
+                s = natsConnection_RequestString(&reply, nc, argv[optind + 2], argv[optind + 3], 3000);
+                if (s != NATS_OK) {
+                        usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
+                        return fail(s, "request");
+                }
+                printf("%.*s\n", natsMsg_GetDataLength(reply), natsMsg_GetData(reply));
+                natsMsg_Destroy(reply);
         } else if (strcmp(verb, "fetch-queued") == 0 && argc - optind == 4) {
                 if (fetch_queued(atoi(argv[optind + 2]), atoi(argv[optind + 3])) != 0)
                         return done(1);
