@@ -6,6 +6,9 @@
 #   cmake --build build-bench -j2
 #   tests/sandbox/con-sandbox --build build-bench -- "$PWD/bench/bench-mesh.sh" build-bench
 #
+# (on a shared machine, inside a private network namespace as the integration tests are:
+#   unshare --net sh -c 'ip link set lo up && tests/sandbox/con-sandbox ...')
+#
 # (inside, the current folder is /: the script's path must be absolute; BUILD_DIR may be relative
 # to the checkout.) BENCH_N=200 BENCH_BURST=500 is the short version.
 #
@@ -22,7 +25,8 @@
 # For each: Submit -> TaskCompleted p50/p99/max over BENCH_N sequential tasks (default 1000), then
 # BENCH_BURST tasks (default 2000) submitted one after another without waiting, tasks/s from the
 # first Submit to the last TaskCompleted (bench/bench-latency.c). Prints the load average before
-# and after: the machine may be shared.
+# and after: the machine may be shared. BENCH_STRACE=PATH then counts host-a's gateway's system calls
+# over BENCH_N more sequential remote tasks (strace -c -f; not part of the figures).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:?usage: bench-mesh.sh BUILD_DIR}
@@ -135,3 +139,23 @@ lat concierge "$N" /ping "$BURST"
 echo "== remote: sysadmin@host-b through both gateways and JetStream"
 lat sysadmin@host-b "$N" /ping "$BURST"
 echo "INFO load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+
+# BENCH_STRACE=PATH (a strace binary, absolute; the sandbox's root has none: copy the host's and
+# its libunwind libraries into one folder of the checkout, they are found there): after the
+# figures (strace slows what it traces), the system calls of host-a's gateway (strace -c -f) over
+# BENCH_N more sequential remote tasks: what a waiting caller pays for.
+if [ -n "${BENCH_STRACE:-}" ]; then
+        gw=""
+        for p in $(pidof con-meshd); do         # host-b's gateway is in a nested PID namespace
+                [ "$(readlink "/proc/$p/ns/pid")" = "$(readlink /proc/self/ns/pid)" ] && gw=$p
+        done
+        [ -n "$gw" ] || { echo "bench-mesh.sh: no con-meshd of host-a" >&2; exit 1; }
+        LD_LIBRARY_PATH=$(dirname "$BENCH_STRACE") "$BENCH_STRACE" -c -f -o "$T/strace-a.txt" -p "$gw" &
+        strace_pid=$!
+        sleep 1                                 # attached to every thread
+        echo "== strace -c -f of host-a's gateway over $N sequential tasks to sysadmin@host-b"
+        lat sysadmin@host-b "$N" /ping
+        kill -INT "$strace_pid"
+        wait "$strace_pid" || true
+        cat "$T/strace-a.txt"
+fi
