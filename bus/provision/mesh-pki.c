@@ -622,8 +622,9 @@ static void append_user(FILE *f, const char *h) {
         fprintf(f, "            \"$JS.API.CONSUMER.INFO.*.con-meshd\",\n");
         for (int i = 0; i < 2; i++) {
                 const char *s = i == 0 ? "task" : "result";
-                fprintf(f, "            \"$JS.API.STREAM.CREATE.con-%s-%s\", \"$JS.API.STREAM.UPDATE.con-%s-%s\",\n",
-                        s, h, s, h);
+                /* CREATE only, never UPDATE: no host may change a stream once it exists
+                 * (a CREATE of an existing stream with another configuration is refused). */
+                fprintf(f, "            \"$JS.API.STREAM.CREATE.con-%s-%s\",\n", s, h);
                 fprintf(f, "            \"$JS.API.CONSUMER.DURABLE.CREATE.con-%s-%s.con-meshd\",\n", s, h);
                 fprintf(f, "            \"$JS.API.CONSUMER.CREATE.con-%s-%s.con-meshd\", "
                         "\"$JS.API.CONSUMER.CREATE.con-%s-%s.con-meshd.>\",\n", s, h, s, h);

@@ -293,11 +293,66 @@ static char *nats_error_text(natsStatus s, jsErrCode jerr) {
         return t;
 }
 
-/* This host's own stream (the NATS server lets a host make and change only its own). */
-static natsStatus add_stream(Mesh *m, MeshKind k, jsErrCode *jerr) {
+static void stream_shape(const jsStreamConfig *c, int64_t duplicates_ns, MeshStreamShape *ret) {
+        *ret = (MeshStreamShape) {
+                .subjects = (const char * const *) c->Subjects,
+                .n_subjects = c->SubjectsLen > 0 ? (size_t) c->SubjectsLen : 0,
+                .n_sources = c->SourcesLen > 0 ? (size_t) c->SourcesLen : 0,
+                .mirror = c->Mirror != NULL,
+                .retention = (int) c->Retention,
+                .max_age_ns = c->MaxAge,
+                .replicas = c->Replicas,
+                .duplicates_ns = duplicates_ns,
+        };
+}
+
+/* Makes stream WANT, or finds it made before: no host may change a stream once it exists (the
+ * server config gives no host STREAM.UPDATE, and a STREAM.CREATE of an existing stream with
+ * another configuration is refused), so an existing one is checked, never updated. A stream with
+ * sources, a mirror or other subjects: NATS_ERR, *ret_error names it and what is wrong (the
+ * gateway does not connect). Other settings only: *ret_warning says it keeps its own. */
+static natsStatus make_or_check_stream(Mesh *m, const jsStreamConfig *want, bool check_duplicates, jsErrCode *jerr,
+                                       char **ret_warning, char **ret_error) {
+        jsStreamInfo *si = NULL;
+        MeshStreamShape have_shape, want_shape;
+
+        natsStatus s = js_AddStream(&si, m->js, (jsStreamConfig *) want, NULL, jerr);
+        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
+                *jerr = 0;
+                s = js_GetStreamInfo(&si, m->js, want->Name, NULL, jerr);
+        }
+        if (s != NATS_OK)
+                return s;
+        if (!si->Config) {
+                jsStreamInfo_Destroy(si);
+                return NATS_ERR;
+        }
+        stream_shape(si->Config, si->Config->Duplicates, &have_shape);
+        stream_shape(want, check_duplicates ? want->Duplicates : -1, &want_shape);
+        _cleanup_free_ char *text = NULL;
+        int r = mesh_stream_shape_check(want->Name, &have_shape, &want_shape, &text);
+        jsStreamInfo_Destroy(si);
+        if (r == -ENOMEM)
+                return NATS_NO_MEMORY;
+        if (r < 0) {
+                free(*ret_error);
+                *ret_error = TAKE_PTR(text);
+                return NATS_ERR;
+        }
+        if (r > 0) {
+                _cleanup_free_ char *joined = NULL;
+                if (asprintf(&joined, "%s%s%s", strempty(*ret_warning), *ret_warning ? "; " : "", text) < 0)
+                        return NATS_NO_MEMORY;
+                free(*ret_warning);
+                *ret_warning = TAKE_PTR(joined);
+        }
+        return NATS_OK;
+}
+
+/* This host's own stream (the NATS server lets a host make only its own, never change it). */
+static natsStatus add_stream(Mesh *m, MeshKind k, jsErrCode *jerr, char **ret_warning, char **ret_error) {
         _cleanup_free_ char *name = NULL, *subject = NULL;
         jsStreamConfig cfg;
-        jsStreamInfo *si = NULL;
         const char *host = m->config->mesh.host;
 
         if (mesh_stream(k, host, &name) < 0 || mesh_subject_filter(k, host, &subject) < 0)
@@ -312,15 +367,7 @@ static natsStatus add_stream(Mesh *m, MeshKind k, jsErrCode *jerr) {
         cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
         cfg.Duplicates = DUPLICATE_WINDOW_NS;
         cfg.Replicas = (int64_t) m->config->mesh.replicas;
-        natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
-        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
-                /* Made before: brought to this configuration (the retention may have changed). */
-                *jerr = 0;
-                s = js_UpdateStream(&si, m->js, &cfg, NULL, jerr);
-        }
-        if (s == NATS_OK)
-                jsStreamInfo_Destroy(si);
-        return s;
+        return make_or_check_stream(m, &cfg, true, jerr, ret_warning, ret_error);
 }
 
 /* Before the first publish to HOST's stream: it exists and takes exactly con.<kind>.<host>.*.
@@ -412,9 +459,8 @@ static natsStatus subscribe_cancels(Mesh *m) {
  * last event of each subject (one per task and publisher) for mesh.retention. Any host may make it
  * (the first one's configuration stays: no host may change it); then it must take exactly
  * MESH_STATE_FILTER, so no stream of other subjects is mistaken for it. */
-static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr) {
+static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr, char **ret_warning, char **ret_error) {
         jsStreamConfig cfg;
-        jsStreamInfo *si = NULL;
         const char *subjects[] = { MESH_STATE_FILTER };
 
         jsStreamConfig_Init(&cfg);
@@ -428,19 +474,8 @@ static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr) {
         cfg.MaxMsgs = 4 * MESH_STATE_KEEP;
         cfg.Discard = js_DiscardOld;
         cfg.Replicas = (int64_t) m->config->mesh.replicas;
-        natsStatus s = js_AddStream(&si, m->js, &cfg, NULL, jerr);
-        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
-                *jerr = 0;
-                s = js_GetStreamInfo(&si, m->js, MESH_STATE_STREAM, NULL, jerr);
-                if (s == NATS_OK && !(si->Config && si->Config->SubjectsLen == 1 &&
-                                      streq(si->Config->Subjects[0], MESH_STATE_FILTER))) {
-                        s = NATS_ERR;   /* "exists" with other subjects: not ours */
-                        *jerr = JSStreamNameExistErr;
-                }
-        }
-        if (si)
-                jsStreamInfo_Destroy(si);
-        return s;
+        /* The server's duplicate window (2 min, or MaxAge when shorter) is not compared. */
+        return make_or_check_stream(m, &cfg, false, jerr, ret_warning, ret_error);
 }
 
 /* This host's pull consumer on con-state, made again at each start from the last event of every
@@ -571,10 +606,11 @@ static bool close_nats(Mesh *m) {
         return done;
 }
 
-static int connect_nats(Mesh *m, char **ret_error) {
+static int connect_nats(Mesh *m, char **ret_warning, char **ret_error) {
         natsOptions *o = NULL;
         natsStatus s;
         jsErrCode jerr = 0;
+        _cleanup_free_ char *refused = NULL;
         char * const *servers = m->config->mesh.servers;
         const ConMeshConfig *mc = &m->config->mesh;
         _cleanup_free_ char *inbox = NULL;
@@ -619,17 +655,21 @@ static int connect_nats(Mesh *m, char **ret_error) {
         if (s == NATS_OK)
                 s = natsConnection_JetStream(&m->js, m->nc, NULL);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
-                s = add_stream(m, k, &jerr);
+                s = add_stream(m, k, &jerr, ret_warning, &refused);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
                 s = pull_subscribe(m, k, &jerr);
         if (s == NATS_OK)
-                s = add_state_stream(m, &jerr);
+                s = add_state_stream(m, &jerr, ret_warning, &refused);
         if (s == NATS_OK)
                 s = state_subscribe(m, &jerr);
         if (s == NATS_OK)
                 s = subscribe_cancels(m);
         if (s != NATS_OK) {
-                *ret_error = nats_error_text(s, jerr);
+                /* A stream made by someone else (sources, a mirror, other subjects): not used. */
+                bool tampered = refused;
+                *ret_error = refused ? TAKE_PTR(refused) : nats_error_text(s, jerr);
+                free(*ret_warning);
+                *ret_warning = NULL;
                 for (MeshKind k = MESH_KIND_TASK; k <= MESH_KIND_RESULT; k++) {
                         natsSubscription_Destroy(m->sub[k]);
                         m->sub[k] = NULL;
@@ -641,7 +681,7 @@ static int connect_nats(Mesh *m, char **ret_error) {
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
                 (void) close_nats(m);
-                return -EHOSTUNREACH;
+                return tampered ? -EPERM : -EHOSTUNREACH;
         }
         return 0;
 }
@@ -848,6 +888,7 @@ static void *worker_thread(void *p) {
         Mesh *m = p;
 
         /* Connect first (retrying); only then the fetch threads. */
+        _cleanup_free_ char *warning = NULL;
         for (;;) {
                 _cleanup_free_ char *error = NULL;
                 pthread_mutex_lock(&m->lock);
@@ -855,12 +896,13 @@ static void *worker_thread(void *p) {
                 pthread_mutex_unlock(&m->lock);
                 if (stop)
                         return NULL;
-                if (connect_nats(m, &error) >= 0)
+                int r = connect_nats(m, &warning, &error);
+                if (r >= 0)
                         break;
                 Job *j = calloc(1, sizeof(*j));
                 if (j) {
                         j->kind = JOB_CONNECTED;
-                        j->error = -EHOSTUNREACH;
+                        j->error = r;
                         j->error_text = TAKE_PTR(error);
                         hand_to_loop(m, j);
                 }
@@ -886,6 +928,7 @@ static void *worker_thread(void *p) {
         Job *c = calloc(1, sizeof(*c));
         if (c) {
                 c->kind = JOB_CONNECTED;
+                c->error_text = TAKE_PTR(warning);  /* a stream that keeps its own settings */
                 hand_to_loop(m, c);
         }
 
@@ -2214,9 +2257,14 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                 int r = 0;
                 switch (j->kind) {
                 case JOB_CONNECTED:
-                        if (j->error)
+                        if (j->error == -EPERM)
+                                log_error("Not serving the mesh through a stream made by someone else (retrying): %s",
+                                          strempty(j->error_text));
+                        else if (j->error)
                                 log_warning("Cannot reach the NATS servers yet (retrying): %s", strempty(j->error_text));
                         else {
+                                if (j->error_text)
+                                        log_warning("%s", j->error_text);
                                 log_info("Connected to NATS; consuming con.task.%s and con.result.%s",
                                          m->config->mesh.host, m->config->mesh.host);
                                 take_over(m);

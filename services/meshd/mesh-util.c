@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,4 +420,40 @@ int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret) {
         }
         *ret = c;
         return 0;
+}
+
+int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
+                            char **ret_text) {
+        char *t = NULL;
+        bool subjects_ok = have->n_subjects == want->n_subjects;
+
+        *ret_text = NULL;
+        for (size_t i = 0; subjects_ok && i < want->n_subjects; i++)
+                subjects_ok = have->subjects[i] && streq(have->subjects[i], want->subjects[i]);
+        if (have->mirror || have->n_sources > 0 || !subjects_ok || have->retention != want->retention) {
+                if (asprintf(&t, "stream %s %s; not using it (the mesh's streams are made by the gateways "
+                             "and never changed: docs/MULTIHOST.md)", name,
+                             have->mirror ? "mirrors another stream" :
+                             have->n_sources > 0 ? "has sources (it copies other streams)" :
+                             !subjects_ok ? "does not take exactly the mesh's subjects" :
+                             "has another retention policy") < 0)
+                        return -ENOMEM;
+                *ret_text = t;
+                return -EPERM;
+        }
+        bool age = want->max_age_ns >= 0 && have->max_age_ns != want->max_age_ns;
+        bool rep = want->replicas >= 0 && have->replicas != want->replicas;
+        bool dup = want->duplicates_ns >= 0 && have->duplicates_ns != want->duplicates_ns;
+        if (!age && !rep && !dup)
+                return 0;
+        if (asprintf(&t, "stream %s keeps its settings (max age %" PRIi64 " s, %" PRIi64 " replica(s), duplicate "
+                     "window %" PRIi64 " s), not mesh.retention %" PRIi64 " s and mesh.replicas %" PRIi64
+                     ": no host may change a stream once it exists; an administrator changes it with "
+                     "`nats stream edit %s --max-age=... --replicas=...` as a NATS user without the hosts' "
+                     "restrictions (docs/MULTIHOST.md)", name, have->max_age_ns / 1000000000,
+                     have->replicas, have->duplicates_ns / 1000000000, want->max_age_ns / 1000000000,
+                     want->replicas, name) < 0)
+                return -ENOMEM;
+        *ret_text = t;
+        return 1;
 }

@@ -163,3 +163,23 @@ typedef struct MeshResult {
 void mesh_result_done(MeshResult *r);
 int mesh_result_to_json(const MeshResult *r, char **ret);
 int mesh_result_from_json(const char *data, size_t len, MeshResult *ret);
+
+/* The shape of a JetStream stream as the gateway checks it (filled from jsStreamConfig, kept
+ * free of nats.h). In WANT a negative max_age_ns, replicas or duplicates_ns is not compared. */
+typedef struct MeshStreamShape {
+        const char * const *subjects;
+        size_t n_subjects;
+        size_t n_sources;
+        bool mirror;
+        int retention;                  /* jsRetentionPolicy */
+        int64_t max_age_ns, replicas, duplicates_ns;
+} MeshStreamShape;
+
+/* Whether the existing stream NAME (HAVE) is the one the gateway would make (WANT): since no host
+ * may change a stream once it exists (docs/MULTIHOST.md), a stream with sources, a mirror,
+ * another subject list or another retention policy was made by someone else: -EPERM, *ret_text
+ * says what is wrong. 1 when only the settings mesh.retention and mesh.replicas give (and the
+ * duplicate window) differ: *ret_text says the stream keeps its own. 0 when identical
+ * (*ret_text NULL). -ENOMEM. */
+int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
+                            char **ret_text);

@@ -32,6 +32,12 @@ as() {
 captured() {
         as inspector request '$JS.API.STREAM.INFO.con-task-host-c' '' | grep -q '"messages":1,'
 }
+# no_sources STREAM: its info, as the server answers it, names no source and no mirror.
+no_sources() {
+        local o
+        o=$(as inspector request "\$JS.API.STREAM.INFO.$1" '') &&
+                grep -q "\"config\":{\"name\":\"$1\"" <<<"$o" && ! grep -Eq '"sources"|"mirror"' <<<"$o"
+}
 nats_start() {
         mesh_nats_start "$T/pki"
         NATS_PID=$MESH_NATS_PID
@@ -73,5 +79,36 @@ check_output "... under the subject host-b published it on, not the delivery sub
 check_output "host-c's gateway consumer has nothing to fetch" '"num_pending":0[,}]' \
         as host-c request '$JS.API.CONSUMER.INFO.con-task-host-c.con-meshd' ''
 check_fail_output "... and fetches nothing" 'Timeout' as host-c next con-task-host-c 'con.task.host-c.*' 2
+
+section "no host may change a stream once it exists (its sources, say)"
+# The server configuration gives a host CREATE of its own streams, never UPDATE: NATS permissions
+# name the API subject only, never the body, and an update adding "sources" would copy another
+# host's tasks into host-b's stream for it to read (docs/MULTIHOST.md, "What this means when a
+# host is compromised"). A CREATE of an existing stream with another configuration is refused.
+NAME_IN_USE='"error":\{"code":400,"err_code":10058,"description":"stream name already in use with a different configuration"\}'
+B_TASKS='{"name":"con-task-host-b","subjects":["con.task.host-b.*"],"retention":"workqueue","storage":"file"'
+check_output "host-b makes its task stream" '"did_create":true' \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS}"
+check_output "... and may make it again, the same (its gateway's every start)" '"type":"io.nats.jetstream.api.v1.stream_create_response","config":\{"name":"con-task-host-b"' \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS}"
+check_output "host-a sends host-c a task" 'stored in stream con-task-host-c seq 2' \
+        as host-a publish con.task.host-c.host-a SECRET-TASK-FOR-C
+check_fail_output "host-b's UPDATE of its own stream adding host-c's as a source: refused by the server" \
+        'Permissions Violation for Publish to "\$JS.API.STREAM.UPDATE.con-task-host-b"' \
+        as host-b request '$JS.API.STREAM.UPDATE.con-task-host-b' "$B_TASKS"',"sources":[{"name":"con-task-host-c"}]}'
+check_output "host-b's CREATE of its existing stream with that source: refused (another configuration)" \
+        "$NAME_IN_USE" \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS"',"sources":[{"name":"con-task-host-c"}]}'
+check_output "... as is one with a mirror (a mirror takes no subjects)" "$NAME_IN_USE" \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' \
+        '{"name":"con-task-host-b","retention":"workqueue","storage":"file","mirror":{"name":"con-task-host-c"}}'
+check "host-b's stream still has no sources and no mirror" no_sources con-task-host-b
+check_output "... and holds nothing" '"messages":0,' \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_fail_output "host-b's fetch on its stream with a filter on con.task.host-c.* gets nothing" \
+        'consumer filter subject is not a valid subset of the interest subjects' \
+        as host-b next con-task-host-b 'con.task.host-c.*' 2
+check_output "host-c's task is still there, for host-c alone" '"messages":2,' \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-c' ''
 
 finish

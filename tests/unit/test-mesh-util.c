@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The mesh's names and messages (services/meshd/mesh-util.c, docs/MULTIHOST.md). */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "macro.h"
@@ -435,6 +436,77 @@ static void test_state_table(void) {
         g_assert_cmpuint(t.max, ==, 3);
 }
 
+/* The existing stream's shape: tampering refused, other settings only warned about. */
+static void test_stream_shape(void) {
+        const char *filter[] = { "con.task.host-b.*" };
+        const char *other[] = { "con.task.host-c.*" };
+        const char *two[] = { "con.task.host-b.*", "con.task.host-c.*" };
+        /* 2: js_WorkQueuePolicy's value does not matter here, only that it is compared. */
+        const MeshStreamShape want = { .subjects = filter, .n_subjects = 1, .retention = 2,
+                                       .max_age_ns = 7 * 86400 * 1000000000LL, .replicas = 1,
+                                       .duplicates_ns = 120 * 1000000000LL };
+        MeshStreamShape have = want;
+        char *text = NULL;
+
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 0);
+        g_assert_null(text);
+
+        have.n_sources = 1;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "stream con-task-host-b has sources"));
+        free(text);
+        have = want;
+        have.mirror = true;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "mirrors another stream"));
+        free(text);
+        have = want;
+        have.subjects = other;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "does not take exactly"));
+        free(text);
+        have = want;
+        have.subjects = two;
+        have.n_subjects = 2;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        free(text);
+        have = want;
+        have.n_subjects = 0;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        free(text);
+        have = want;
+        have.retention = 0;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "another retention policy"));
+        free(text);
+        /* Tampering wins over settings. */
+        have.max_age_ns = 1;
+        have.n_sources = 2;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        free(text);
+
+        have = want;
+        have.max_age_ns = 86400 * 1000000000LL;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "keeps its settings (max age 86400 s"));
+        g_assert_nonnull(strstr(text, "mesh.retention 604800 s"));
+        g_assert_nonnull(strstr(text, "nats stream edit con-task-host-b"));
+        free(text);
+        have = want;
+        have.replicas = 3;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 1);
+        free(text);
+        have = want;
+        have.duplicates_ns = 60 * 1000000000LL;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 1);
+        free(text);
+        /* A negative wanted setting is not compared (con-state's duplicate window). */
+        MeshStreamShape want2 = want;
+        want2.duplicates_ns = -1;
+        g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want2, &text), ==, 0);
+        g_assert_null(text);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh/names", test_names);
@@ -444,5 +516,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/mesh/cancel", test_cancel);
         g_test_add_func("/mesh/state-check", test_state_check);
         g_test_add_func("/mesh/state-table", test_state_table);
+        g_test_add_func("/mesh/stream-shape", test_stream_shape);
         return con_test_run();
 }
