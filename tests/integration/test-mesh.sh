@@ -679,9 +679,18 @@ check "the answers are there before" bash -c 'test -e /srv/con/mesh/outbox/mesh-
         test -e /srv/con/mesh/failed/mesh-file-2.reason && test -e /srv/con/mesh/sent/mesh-file-1.sent'
 check "an answer without a record (as written before records were kept)" bash -c \
         'echo stray >/srv/con/mesh/outbox/stray-1.response && touch -d "-1 hour" /srv/con/mesh/outbox/stray-1.response'
-check "mesh.sent_retention: 3s in host-a's con.yaml (the mesh: section is its last)" \
-        bash -c 'printf "  sent_retention: 3s\n" >>/etc/con/con.yaml && sleep 3.5'
+check_file_lacks "host-a's gateway found its streams as it makes them (no warning so far)" \
+        'keeps its settings|not using it' /srv/con/logs/daemons/con-meshd.log
+check "mesh.sent_retention: 3s and mesh.retention: 1d in host-a's con.yaml (the mesh: section is its last)" \
+        bash -c 'printf "  sent_retention: 3s\n  retention: 1d\n" >>/etc/con/con.yaml && sleep 3.5'
 check "host-a's gateway restarted with it" restart_gateway_a
+# No host may change a stream once it exists (docs/MULTIHOST.md): the streams keep 7 days.
+check_output "the changed mesh.retention does not change host-a's existing task stream: a warning says so" \
+        'stream con-task-host-a keeps its settings \(max age 604800 s, 1 replica\(s\), duplicate window 600 s\), not mesh.retention 86400 s.*nats stream edit con-task-host-a' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check_output "... nor its result stream, nor con-state" \
+        'stream con-result-host-a keeps its settings.*stream con-state keeps its settings' \
+        cat /srv/con/logs/daemons/con-meshd.log
 check "the old answers are gone" bash -c '! test -e /srv/con/mesh/outbox/mesh-file-1.response &&
         ! test -e /srv/con/mesh/failed/mesh-file-2.reason && ! test -e /srv/con/mesh/outbox/stray-1.response'
 check "... and their records" bash -c '! test -e /srv/con/mesh/sent/mesh-file-1.sent &&
