@@ -458,7 +458,8 @@ static natsStatus subscribe_cancels(Mesh *m) {
 /* The stream of every host's state events (docs/MULTIHOST.md, "The state of remote tasks"): the
  * last event of each subject (one per task and publisher) for mesh.retention. Any host may make it
  * (the first one's configuration stays: no host may change it); then it must take exactly
- * MESH_STATE_FILTER, so no stream of other subjects is mistaken for it. */
+ * MESH_STATE_FILTER, with no sources and no mirror (make_or_check_stream), so no stream of other
+ * subjects is mistaken for it. */
 static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr, char **ret_warning, char **ret_error) {
         jsStreamConfig cfg;
         const char *subjects[] = { MESH_STATE_FILTER };
