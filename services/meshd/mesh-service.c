@@ -971,6 +971,34 @@ static Outgoing *find_out(Mesh *m, const char *id) {
         return NULL;
 }
 
+/* The task (argument "s") a caller names, when it is one this host sent and the caller its
+ * sender or root: 1 with *ret_id, the caller's *ret_uid (when not NULL) and *ret; 0 with error set (NoSuchTask, AccessDenied with
+ * why_suffix after its reason); negative errno. */
+static int caller_outgoing(Mesh *m, sd_bus_message *msg, const char *why_suffix, const char **ret_id,
+                           uid_t *ret_uid, Outgoing **ret, sd_bus_error *error) {
+        const char *id;
+        uid_t uid;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &id);
+        if (r < 0)
+                return r;
+        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        if (r <= 0)
+                return r;
+        Outgoing *o = find_out(m, id);
+        if (!o)
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "The mesh knows no task '%s' sent from here", id);
+        if (o->uid != uid && uid != 0)
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: task '%s' is not yours%s",
+                                          id, why_suffix);
+        *ret_id = id;
+        if (ret_uid)
+                *ret_uid = uid;
+        *ret = o;
+        return 1;
+}
+
 static void outgoing_done(Outgoing *o) {
         free(o->id);
         free(o->agent);
@@ -1974,21 +2002,13 @@ static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         _cleanup_free_ char *name = NULL;
         _cleanup_(pending_cancel_done) PendingCancel p = {};
         const char *id;
+        Outgoing *o;
         uid_t uid;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &id);
-        if (r < 0)
-                return r;
-        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        r = caller_outgoing(m, msg, " (only its sender and root may cancel it)", &id, &uid, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        Outgoing *o = find_out(m, id);
-        if (!o)
-                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "The mesh knows no task '%s' sent from here", id);
-        if (o->uid != uid && uid != 0)
-                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: task '%s' is not yours "
-                                          "(only its sender and root may cancel it)", id);
         if (o->done)
                 return sd_bus_reply_method_return(msg, NULL);
         r = con_uid_to_name(uid, &name);
@@ -2484,20 +2504,12 @@ static int method_submit(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 static int result_common(sd_bus_message *msg, Mesh *m, bool with_info, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *id;
-        uid_t uid;
+        Outgoing *o;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &id);
-        if (r < 0)
-                return r;
-        r = con_authz_caller_uid(m->authz, msg, &uid, error);
+        r = caller_outgoing(m, msg, "", &id, NULL, &o, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
-        Outgoing *o = find_out(m, id);
-        if (!o)
-                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "The mesh knows no task '%s' sent from here", id);
-        if (o->uid != uid && uid != 0)
-                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: task '%s' is not yours", id);
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;
