@@ -217,3 +217,19 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
         (void) fsync(dfd);
         return 0;
 }
+
+int con_opendir_dup(int dirfd, DIR **ret) {
+        int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                int k = -errno;
+                safe_close(fd);
+                return k;
+        }
+        /* A duplicate shares the file offset: a stream made before may have read on. */
+        rewinddir(d);
+        *ret = d;
+        return 0;
+}

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <dirent.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -28,6 +30,10 @@ int open_parent_nofollow(const char *path, const char **ret_name);
 /* Writes all len bytes of buf to fd, retrying after EINTR and short writes. Returns 0 or -errno;
  * -EIO when write() makes no progress. */
 int con_write_all(int fd, const void *buf, size_t len);
+
+/* A directory stream over a duplicate of dirfd (dirfd stays open and the caller's), from its
+ * first entry: -errno on failure. */
+int con_opendir_dup(int dirfd, DIR **ret);
 /* Reads from fd into buf until len bytes are in or end of file, retrying after EINTR. Returns the
  * number of bytes read (less than len only at end of file) or -errno. */
 ssize_t con_read_full(int fd, void *buf, size_t len);

@@ -327,15 +327,10 @@ int con_spool_prune(int dfd, const char *suffix, size_t keep, uint64_t older_tha
         size_t n = 0, alloc = 0;
         int r = 0, deleted = 0;
 
-        int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        _cleanup_closedir_ DIR *d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -errno;
-        }
-        rewinddir(d);
+        _cleanup_closedir_ DIR *d = NULL;
+        r = con_opendir_dup(dfd, &d);
+        if (r < 0)
+                return r;
         struct dirent *de;
         while ((de = readdir(d))) {
                 struct stat st;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "json-util.h"
 #include "macro.h"
 #include "mesh-sent.h"
@@ -257,16 +258,10 @@ int mesh_sent_load(int dir_fd, const char *me, MeshSent **ret, size_t *ret_n, un
         int r = con_spool_remove_temps(dir_fd);
         if (r < 0)
                 return r;
-        int fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        _cleanup_closedir_ DIR *d = fdopendir(fd);
-        if (!d) {
-                safe_close(fd);
-                return -errno;
-        }
-        rewinddir(d);
-        r = 0;
+        _cleanup_closedir_ DIR *d = NULL;
+        r = con_opendir_dup(dir_fd, &d);
+        if (r < 0)
+                return r;
         for (struct dirent *de; (de = readdir(d)); ) {
                 _cleanup_free_ char *data = NULL;
                 size_t len = 0;
