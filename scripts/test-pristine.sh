@@ -14,7 +14,8 @@
 # Caches on this host, to save downloads only (they prove nothing and change no result):
 # downloaded .deb files in /var/cache/conspiracyos/apt-archives, and the sandbox root
 # filesystems under /var/cache/conspiracyos/rootfs, shared with the container. The container
-# uses this host's network for apt. Its /var/tmp is on this host's disk, not the overlay, so the
+# uses this host's network only to install the packages (and make a missing sandbox root); the
+# command runs in a network namespace of its own, with nothing but a loopback. Its /var/tmp is on this host's disk, not the overlay, so the
 # test sandboxes inside can put their own overlays there. CI=true is passed on. Exit status: the command's; 125 on
 # set-up failure.
 set -euo pipefail
@@ -61,18 +62,26 @@ inner() {
         # apt in the container keeps what it downloads (a pristine root would delete nothing,
         # but say so explicitly so the cache fills).
         echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >"$R/etc/apt/apt.conf.d/00con-keep-debs"
-        echo "test-pristine: running '$cmd' in a pristine Debian 12 root (systemd-nspawn)" >&2
+        local nspawn=(systemd-nspawn --quiet -D "$R" --register=no --keep-unit --as-pid2
+                --bind="$cache/apt-archives:/var/cache/apt/archives"
+                --bind="$cache/rootfs"
+                --bind="$T/vartmp:/var/tmp"
+                --setenv=CI="${CI:-}" --setenv=DEBIAN_FRONTEND=noninteractive
+                --chdir=/root/conspiracyos)
+        # First, with this host's network (apt and mmdebstrap download): the packages (the
+        # first step of both README commands, a no-op when they run again) and the test
+        # sandboxes' root filesystems (cached on this host; made here only when missing).
+        echo "test-pristine: installing the packages in a pristine Debian 12 root (systemd-nspawn)" >&2
+        "${nspawn[@]}" bash -c 'scripts/install-deps.sh && tests/sandbox/con-rootfs sandbox >/dev/null &&
+                tests/sandbox/con-rootfs systemd >/dev/null' || exit 125
+        # Then the command in a network namespace of its own (loopback only): the main job's
+        # con bootstrap writes an nftables table and con up opens ports on 127.0.0.1, which
+        # in this host's namespace would replace this host's table and take its ports.
+        # CAP_NET_ADMIN: each test sandbox inside brings up the loopback of its own namespace.
+        echo "test-pristine: running '$cmd' there, in a private network namespace" >&2
         set +e
-        # CAP_NET_ADMIN: nspawn drops it when the container shares the host's network, but
-        # each test sandbox inside brings up the loopback of its own network namespace.
-        systemd-nspawn --quiet -D "$R" --register=no --keep-unit --as-pid2 \
-                --capability=CAP_NET_ADMIN \
-                --bind="$cache/apt-archives:/var/cache/apt/archives" \
-                --bind="$cache/rootfs" \
-                --bind="$T/vartmp:/var/tmp" \
-                --setenv=CI="${CI:-}" --setenv=DEBIAN_FRONTEND=noninteractive \
-                --chdir=/root/conspiracyos \
-                bash -c "$cmd"
+        "${nspawn[@]}" --private-network --capability=CAP_NET_ADMIN \
+                bash -c "ip link set lo up && { $cmd; }"
         rc=$?
         exit $rc
 }
