@@ -255,6 +255,27 @@ stat_is() {
         check_eq "$desc ($path)" "$want" "$got"
 }
 
+# caps_contract: prints contract T-CAPS, whose two shell checks report the capability sets of the
+# check's own process: no_net_admin passes when CAP_NET_ADMIN (12) is in none of them (the contract
+# service keeps it for its native network check, a shell check must not have it), keeps_dac_override
+# when CAP_DAC_OVERRIDE (1) is still effective (the check keeps the service's other capabilities).
+caps_contract() {
+        cat <<'YAML'
+id: T-CAPS
+type: detective
+frequency: 1h
+checks:
+  - name: no_net_admin
+    command:
+      run: "grep -E '^Cap(Eff|Prm|Inh|Amb):' /proc/self/status | cut -f2 | xargs"
+      test: 'for c in $RESULT; do [ $(( 0x$c >> 12 & 1 )) -eq 0 ] || exit 1; done'
+  - name: keeps_dac_override
+    command:
+      run: "grep '^CapEff:' /proc/self/status | cut -f2"
+      test: '[ $(( 0x$RESULT >> 1 & 1 )) -eq 1 ]'
+YAML
+}
+
 # A scratch path private to this script run.
 lib_tmp() {
         echo "$LIB_TMP"

@@ -248,20 +248,7 @@ section "a shell check runs without CAP_NET_ADMIN (the service keeps it for netw
 SPID=$(pgrep -x con-contractd)
 check_output "con-contractd itself holds CAP_NET_ADMIN" '^1$' \
         bash -c "echo \$(( 0x\$(sed -n 's/^CapEff:\t//p' /proc/$SPID/status) >> 12 & 1 ))"
-contract T-CAPS <<'YAML'
-id: T-CAPS
-type: detective
-frequency: 1h
-checks:
-  - name: no_net_admin
-    command:
-      run: "grep -E '^Cap(Eff|Prm|Inh|Amb):' /proc/self/status | cut -f2 | xargs"
-      test: 'for c in $RESULT; do [ $(( 0x$c >> 12 & 1 )) -eq 0 ] || exit 1; done'
-  - name: keeps_dac_override
-    command:
-      run: "grep '^CapEff:' /proc/self/status | cut -f2"
-      test: '[ $(( 0x$RESULT >> 1 & 1 )) -eq 1 ]'
-YAML
+caps_contract | contract T-CAPS
 check_output "con healthcheck (through the service): no CAP_NET_ADMIN in any set of the check" "T-CAPS PASS no_net_admin" con healthcheck
 check_output "... the check still has the service's other capabilities" "T-CAPS PASS keeps_dac_override" echo "$LIB_OUT"
 rm -f "$C/T-CAPS.yaml"

@@ -211,20 +211,7 @@ check_output "con healthcheck: every contract passes again" "^summary: (1[0-9]|[
         con healthcheck
 # A shell check runs in the same sandbox without CAP_NET_ADMIN (12), which the service keeps for
 # the native check above; CAP_DAC_OVERRIDE (1) stays.
-cat >/srv/con/contracts/.T-CAPS.tmp <<'YAML'
-id: T-CAPS
-type: detective
-frequency: 1h
-checks:
-  - name: no_net_admin
-    command:
-      run: "grep -E '^Cap(Eff|Prm|Inh|Amb):' /proc/self/status | cut -f2 | xargs"
-      test: 'for c in $RESULT; do [ $(( 0x$c >> 12 & 1 )) -eq 0 ] || exit 1; done'
-  - name: keeps_dac_override
-    command:
-      run: "grep '^CapEff:' /proc/self/status | cut -f2"
-      test: '[ $(( 0x$RESULT >> 1 & 1 )) -eq 1 ]'
-YAML
+caps_contract >/srv/con/contracts/.T-CAPS.tmp
 mv /srv/con/contracts/.T-CAPS.tmp /srv/con/contracts/T-CAPS.yaml
 check_output "con healthcheck (con-contractd): a shell check has no CAP_NET_ADMIN in any set" \
         "^T-CAPS PASS no_net_admin" con healthcheck
