@@ -331,6 +331,9 @@ static const ConYamlField system_fields[] = {
           .min = 1, .max = CON_MAX_QUEUED_PER_SENDER_LIMIT },
         { "max_delegation_hops", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, max_delegation_hops),
           .min = 0, .max = CON_MAX_DELEGATION_HOPS_LIMIT },
+        { "result_retention", .type = CON_YAML_DURATION, .offset = offsetof(ConConfig, result_retention_usec) },
+        { "result_max", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, result_max), .min = 1,
+          .max = CON_RESULT_MAX_LIMIT },
         { "agent_uid_min", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, agent_uid_min),
           .min = CON_AGENT_UID_LOWEST, .max = CON_AGENT_UID_HIGHEST },
         { "agent_uid_max", .type = CON_YAML_UINT, .offset = offsetof(ConConfig, agent_uid_max),
@@ -1474,6 +1477,8 @@ static ConConfig *config_new(const char *filename) {
                 .task_max_size = DEFAULT_TASK_MAX_SIZE,
                 .max_queued_per_sender = CON_MAX_QUEUED_PER_SENDER_DEFAULT,
                 .max_delegation_hops = CON_MAX_DELEGATION_HOPS_DEFAULT,
+                .result_retention_usec = CON_RESULT_RETENTION_DEFAULT_USEC,
+                .result_max = CON_RESULT_MAX_DEFAULT,
                 .agent_uid_min = CON_AGENT_UID_MIN_DEFAULT,
                 .agent_uid_max = CON_AGENT_UID_MAX_DEFAULT,
                 .contracts = {

@@ -121,6 +121,11 @@ typedef struct ConPolicyGrantConfig {
 /* system.max_delegation_hops: how deep agents may task agents (docs/AGENT.md "Delegation"). */
 #define CON_MAX_DELEGATION_HOPS_DEFAULT 4U
 #define CON_MAX_DELEGATION_HOPS_LIMIT 32U
+/* system.result_retention, system.result_max: how long and how many finished tasks each agent keeps
+ * on disk (queue/finished/, outbox/, processed/, failed/; docs/AGENT.md "Retention"). */
+#define CON_RESULT_RETENTION_DEFAULT_USEC (30ULL * 24 * 3600 * 1000000)
+#define CON_RESULT_MAX_DEFAULT 10000U
+#define CON_RESULT_MAX_LIMIT 1000000U
 
 /* system.agent_uid_min/max: the block agent users' UIDs come from (docs/BOOTSTRAP.md), outside the
  * 100..999 system range and the 1000.. range of people; never containing 65534 (nobody) or 65535. */
@@ -211,6 +216,8 @@ typedef struct ConConfig {
         uint64_t task_max_size;         /* bytes, default 1 MiB */
         unsigned max_queued_per_sender; /* unfinished tasks one sender may have at one agent */
         unsigned max_delegation_hops;   /* agent-to-agent hops below a task a human or root sent */
+        uint64_t result_retention_usec; /* a finished task's files at each agent: kept this long (30 days) */
+        unsigned result_max;            /* ... and at most this many per agent (10000), the oldest going first */
         unsigned agent_uid_min, agent_uid_max; /* agent users' UIDs, default 60000..60999 */
         ConRuntimeSettings base;        /* as written (unresolved) */
         ConRuntimeSettings tiers[_CON_TIER_MAX]; /* as written; index CON_TIER_NONE unused */

@@ -332,10 +332,12 @@ static void test_errors_top(void) {
                      "con.yaml:1:9: agents: expected a list of agents (- name: ...), got a mapping");
         assert_error("system: x\n" A0,
                      "con.yaml:1:9: system: expected a mapping of name, submitters_group, task_max_size, "
-                     "max_queued_per_sender, max_delegation_hops, agent_uid_min and agent_uid_max, got a string");
+                     "max_queued_per_sender, max_delegation_hops, result_retention, result_max, agent_uid_min and "
+                     "agent_uid_max, got a string");
         assert_error("system:\n  nmae: x\n" A0,
                      "con.yaml:2:3: system.nmae: unknown key; allowed keys are name, submitters_group, "
-                     "task_max_size, max_queued_per_sender, max_delegation_hops, agent_uid_min and agent_uid_max");
+                     "task_max_size, max_queued_per_sender, max_delegation_hops, result_retention, result_max, "
+                     "agent_uid_min and agent_uid_max");
         assert_error("system:\n  name: [x]\n" A0, "con.yaml:2:9: system.name: expected a string, got a list");
         assert_error("system:\n  name: \"\"\n" A0,
                      "con.yaml:2:9: system.name: '' is not allowed; use 1 to 64 printable characters");
@@ -374,6 +376,16 @@ static void test_errors_top(void) {
         assert_error("system:\n  max_delegation_hops: 33\n" A0,
                      "con.yaml:2:24: system.max_delegation_hops: '33' is not allowed; use a whole number from 0 "
                      "to 32");
+        assert_error("system:\n  result_retention: 0\n" A0,
+                     "con.yaml:2:21: system.result_retention: '0' is not allowed; the duration must be longer than 0");
+        assert_error("system:\n  result_retention: 30 days\n" A0,
+                     "con.yaml:2:21: system.result_retention: '30 days' is not a valid duration; use seconds (90) "
+                     "or a number with a unit: 250ms, 90s, 5m, 1h, 2d, 1h30m");
+        assert_error("system:\n  result_max: 0\n" A0,
+                     "con.yaml:2:15: system.result_max: '0' is not allowed; use a whole number from 1 to 1000000");
+        assert_error("system:\n  result_max: 1000001\n" A0,
+                     "con.yaml:2:15: system.result_max: '1000001' is not allowed; use a whole number from 1 to "
+                     "1000000");
         assert_error("system:\n  agent_uid_min: 999\n" A0,
                      "con.yaml:2:18: system.agent_uid_min: '999' is not allowed; use a whole number from 1000 "
                      "to 2147483646");
@@ -666,6 +678,8 @@ static void test_defaults(void) {
         g_assert_cmpuint(c->task_max_size, ==, 1024 * 1024);
         g_assert_cmpuint(c->max_queued_per_sender, ==, 1000);
         g_assert_cmpuint(c->max_delegation_hops, ==, 4);
+        g_assert_cmpuint(c->result_retention_usec, ==, 30ULL * 24 * 3600 * USEC_PER_SEC);
+        g_assert_cmpuint(c->result_max, ==, 10000);
         g_assert_cmpuint(c->agent_uid_min, ==, 60000);
         g_assert_cmpuint(c->agent_uid_max, ==, 60999);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 15);
@@ -722,6 +736,8 @@ static void test_all_keys(void) {
                 "  task_max_size: 512K\n"
                 "  max_queued_per_sender: 250\n"
                 "  max_delegation_hops: 2\n"
+                "  result_retention: 7d12h\n"
+                "  result_max: 500\n"
                 "contracts:\n"
                 "  system:\n"
                 "    disk_min_free_pct: 20\n"
@@ -757,6 +773,8 @@ static void test_all_keys(void) {
         g_assert_cmpuint(c->task_max_size, ==, 512 * 1024);
         g_assert_cmpuint(c->max_queued_per_sender, ==, 250);
         g_assert_cmpuint(c->max_delegation_hops, ==, 2);
+        g_assert_cmpuint(c->result_retention_usec, ==, (7ULL * 24 + 12) * 3600 * USEC_PER_SEC);
+        g_assert_cmpuint(c->result_max, ==, 500);
         g_assert_cmpuint(c->contracts.disk_min_free_pct, ==, 20);
         g_assert_cmpuint(c->contracts.mem_min_free_pct, ==, 5);
         g_assert_cmpfloat(c->contracts.max_load_factor, ==, 4.5);
