@@ -33,6 +33,13 @@ static inline size_t max_size(size_t a, size_t b) {
         return a > b ? a : b;
 }
 
+/* A finished task's record in queue/finished/ seen by the retention pass. */
+typedef struct PruneEntry {
+        char *id;
+        uint64_t mtime_usec;
+        bool pinned;            /* in memory: never removed, counts as kept */
+} PruneEntry;
+
 struct AgentQueue {
         int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd, finished_fd;
         int lock_fd, journal_fd;
@@ -55,12 +62,25 @@ struct AgentQueue {
         size_t batch_len, batch_alloc;
 
         uint64_t journal_size, n_records, compact_threshold;
+        uint64_t retention_usec;        /* finished longer ago: files not (re)written, evicted; 0: none */
+        bool pruned_since_compact;      /* the retention removed tasks the journal may still hold */
+
+        /* The retention pass in progress (agent_queue_prune()): reading queue/finished/, then
+         * removing the oldest beyond keep. */
+        DIR *prune_dir;
+        PruneEntry *prune_kept;         /* records younger than the cutoff */
+        size_t n_prune_kept, prune_kept_alloc, prune_pos;
+        bool prune_excess;
         bool untrusted_journal;
         unsigned n_corrupt;
         bool torn_tail;
 };
 
-static size_t evict_to(AgentQueue *q, size_t keep);
+static size_t evict_some(AgentQueue *q, size_t keep, uint64_t before_usec);
+static inline size_t evict_to(AgentQueue *q, size_t keep) {
+        return evict_some(q, keep, 0);
+}
+static void prune_reset(AgentQueue *q);
 
 static const char * const status_table[_AGENT_TASK_STATUS_MAX] = {
         [AGENT_TASK_QUEUED] = "queued",
@@ -128,6 +148,7 @@ AgentQueue *agent_queue_free(AgentQueue *q) {
         free(q->tasks);
         free(q->heap);
         free(q->batch);
+        prune_reset(q);
         safe_close(q->journal_fd);
         safe_close(q->lock_fd);
         safe_close(q->queue_fd);
@@ -906,6 +927,11 @@ static int take_lock(int fd, uint64_t timeout_usec) {
 }
 
 int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **ret) {
+        return agent_queue_open_retained(agent_dir_fd, lock_timeout_usec, 0, ret);
+}
+
+int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint64_t retention_usec,
+                              AgentQueue **ret) {
         _cleanup_(agent_queue_freep) AgentQueue *q = calloc(1, sizeof(AgentQueue));
         if (!q)
                 return -ENOMEM;
@@ -914,6 +940,7 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
         q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
         q->euid = geteuid();
         q->keep_finished = AGENT_QUEUE_KEEP_FINISHED;
+        q->retention_usec = retention_usec;
         q->agent_dir_fd = fcntl(agent_dir_fd, F_DUPFD_CLOEXEC, 3);
         if (q->agent_dir_fd < 0)
                 return -errno;
@@ -959,8 +986,11 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
                 return r;
         /* Tasks failed by replay_finish() have their end record in the batch: the first commit,
          * then agent_queue_evict(), deal with them. */
-        if (q->batch_len == 0)
-                (void) evict_to(q, q->keep_finished);
+        if (q->batch_len == 0) {
+                uint64_t now = con_now(CLOCK_REALTIME);
+                (void) evict_some(q, q->keep_finished,
+                                  retention_usec > 0 && now > retention_usec ? now - retention_usec : 0);
+        }
         *ret = TAKE_PTR(q);
         return 0;
 }
@@ -969,7 +999,7 @@ int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **
 
 bool agent_queue_want_compact(const AgentQueue *q) {
         return q->n_queued == 0 && q->n_running == 0 && q->batch_len == 0 &&
-                q->journal_size > q->compact_threshold;
+                (q->journal_size > q->compact_threshold || q->pruned_since_compact);
 }
 
 int agent_queue_compact(AgentQueue *q) {
@@ -1036,6 +1066,7 @@ int agent_queue_compact(AgentQueue *q) {
                 return -errno;
         q->journal_size = size;
         q->n_records = q->n_tasks + (q->n_evicted > 0);
+        q->pruned_since_compact = false;
 
         /* Texts and responses now live only in processed/ and outbox/. */
         for (size_t i = 0; i < q->n_tasks; i++) {
@@ -1102,7 +1133,16 @@ static int write_finished_file(AgentQueue *q, const AgentTask *t, bool check) {
         _cleanup_free_ char *line = NULL;
         if (asprintf(&line, "%s\n", s) < 0)
                 return -ENOMEM;
-        return write_new_file(q, q->finished_fd, t->id, ".json", line, (uid_t) -1, check);
+        int r = write_new_file(q, q->finished_fd, t->id, ".json", line, (uid_t) -1, check);
+        if (r < 0 || !check || t->finished_usec == 0)
+                return r;
+        /* Regenerated: the retention counts from when the task finished, not from now. */
+        char name[CON_TASK_ID_MAX + 32];
+        (void) snprintf(name, sizeof(name), "%s.json", t->id);
+        struct timespec ts = { .tv_sec = (time_t) (t->finished_usec / USEC_PER_SEC),
+                               .tv_nsec = (long) (t->finished_usec % USEC_PER_SEC) * 1000 };
+        (void) utimensat(q->finished_fd, name, (const struct timespec[2]) { ts, ts }, AT_SYMLINK_NOFOLLOW);
+        return 0;
 }
 
 static int write_task_files(AgentQueue *q, const AgentTask *t, bool check) {
@@ -1137,10 +1177,21 @@ static int write_task_files(AgentQueue *q, const AgentTask *t, bool check) {
         return write_new_file(q, q->failed_fd, t->id, ".reason", reason, t->sender_uid, check);
 }
 
+static bool expired(const AgentQueue *q, const AgentTask *t) {
+        if (q->retention_usec == 0 || t->finished_usec == 0)
+                return false;
+        uint64_t now = con_now(CLOCK_REALTIME);
+        return now > q->retention_usec && t->finished_usec < now - q->retention_usec;
+}
+
 static int write_files(AgentQueue *q, AgentTask *t, bool check) {
         if (!agent_task_status_is_final(t->status))
                 return 0;
         if (t->files_written)
+                return 0;
+        /* Past the retention (replayed from a journal not compacted since): its files were removed
+         * or are about to be; never written again. */
+        if (expired(q, t))
                 return 0;
         int r = write_task_files(q, t, check);
         if (r < 0)
@@ -1225,17 +1276,18 @@ int agent_queue_read_result(AgentQueue *q, const AgentTask *t, char **ret, Agent
 
 /* Frees the oldest finished tasks (arrival order) beyond keep, once their files (finished/<id>.json
  * last) are on disk; a task whose files cannot be written stays. Returns how many went. */
-static size_t evict_to(AgentQueue *q, size_t keep) {
+static size_t evict_some(AgentQueue *q, size_t keep, uint64_t before_usec) {
         size_t n_final = q->n_tasks - q->n_queued - q->n_running;
-        if (n_final <= keep)
+        if (n_final <= keep && before_usec == 0)
                 return 0;
-        size_t excess = n_final - keep, evicted = 0, j = 0;
+        size_t excess = n_final > keep ? n_final - keep : 0, evicted = 0, j = 0;
 
         /* The heap may still point at finished tasks (dropped lazily): not after this. */
         heap_purge(q);
         for (size_t i = 0; i < q->n_tasks; i++) {
                 AgentTask *t = q->tasks[i];
-                if (evicted < excess && agent_task_status_is_final(t->status) &&
+                bool old = before_usec > 0 && t->finished_usec > 0 && t->finished_usec < before_usec;
+                if ((evicted < excess || old) && agent_task_status_is_final(t->status) &&
                     agent_queue_write_files(q, t) >= 0) {
                         (void) tdelete(t, &q->index, task_cmp);
                         agent_task_free(t);
@@ -1261,6 +1313,151 @@ size_t agent_queue_evict(AgentQueue *q) {
         if (q->batch_len > 0)
                 return 0; /* finished tasks whose end is not on disk yet must not go */
         return evict_to(q, q->keep_finished);
+}
+
+size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec) {
+        if (q->batch_len > 0 || before_usec == 0)
+                return 0;
+        return evict_some(q, q->keep_finished, before_usec);
+}
+
+/* ---- retention ---- */
+
+static void prune_reset(AgentQueue *q) {
+        if (q->prune_dir) {
+                closedir(q->prune_dir);
+                q->prune_dir = NULL;
+        }
+        for (size_t i = 0; i < q->n_prune_kept; i++)
+                free(q->prune_kept[i].id);
+        q->prune_kept = mfree(q->prune_kept);
+        q->n_prune_kept = q->prune_kept_alloc = q->prune_pos = 0;
+        q->prune_excess = false;
+}
+
+/* Removes a finished task's files, its record last: while the record exists the task is known
+ * (GetResult, dedup), so a crash in between leaves a record that the next pass removes again,
+ * never files without one. unlinkat() removes a symbolic link, never what it points to. */
+static int forget_task(AgentQueue *q, const char *id) {
+        const struct {
+                int fd;
+                const char *suffix;
+        } files[] = {
+                { q->outbox_fd, ".response" },
+                { q->processed_fd, ".task" },
+                { q->failed_fd, ".task" },
+                { q->failed_fd, ".reason" },
+                { q->finished_fd, ".json" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                char name[CON_TASK_ID_MAX + 32];
+                (void) snprintf(name, sizeof(name), "%s%s", id, files[i].suffix);
+                if (unlinkat(files[i].fd, name, 0) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+        q->pruned_since_compact = true;
+        return 0;
+}
+
+static int cmp_prune_newest_first(const void *a, const void *b) {
+        const PruneEntry *x = a, *y = b;
+        if (x->mtime_usec != y->mtime_usec)
+                return x->mtime_usec < y->mtime_usec ? 1 : -1;
+        return strcmp(x->id, y->id);
+}
+
+/* One entry of queue/finished/: removed at once when older than the cutoff, else remembered for
+ * the count. Returns 1 when the task was removed. */
+static int prune_consider(AgentQueue *q, const char *name, uint64_t older_than_usec) {
+        char id[CON_TASK_ID_MAX + 1];
+        const char *e = endswith(name, ".json");
+        size_t l = e ? (size_t) (e - name) : 0;
+        if (l == 0 || l > CON_TASK_ID_MAX)
+                return 0;
+        memcpy(id, name, l);
+        id[l] = 0;
+        if (!con_task_id_valid(id))
+                return 0;
+        struct stat st;
+        if (fstatat(q->finished_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        uint64_t mtime = (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC + (uint64_t) st.st_mtim.tv_nsec / 1000;
+        bool pinned = agent_queue_find(q, id) != NULL;
+        if (!pinned && older_than_usec > 0 && mtime < older_than_usec) {
+                int r = forget_task(q, id);
+                return r < 0 ? r : 1;
+        }
+        if (q->n_prune_kept == q->prune_kept_alloc) {
+                size_t n = q->prune_kept_alloc ? q->prune_kept_alloc * 2 : 64;
+                PruneEntry *a = reallocarray(q->prune_kept, n, sizeof(PruneEntry));
+                if (!a)
+                        return -ENOMEM;
+                q->prune_kept = a;
+                q->prune_kept_alloc = n;
+        }
+        char *copy = strdup(id);
+        if (!copy)
+                return -ENOMEM;
+        q->prune_kept[q->n_prune_kept++] = (PruneEntry) { .id = copy, .mtime_usec = mtime, .pinned = pinned };
+        return 0;
+}
+
+int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size_t budget, size_t *ret_removed) {
+        size_t work = 0, removed = 0;
+        int r = 0;
+
+        if (budget == 0)
+                budget = 1;
+        if (!q->prune_dir && !q->prune_excess) {
+                r = con_opendir_dup(q->finished_fd, &q->prune_dir);
+                if (r < 0)
+                        goto finish;
+        }
+        while (q->prune_dir && work < budget) {
+                errno = 0;
+                struct dirent *de = readdir(q->prune_dir);
+                if (!de) {
+                        if (errno != 0) {
+                                r = -errno;
+                                goto finish;
+                        }
+                        closedir(q->prune_dir);
+                        q->prune_dir = NULL;
+                        /* The newest keep stay (those in memory among them); the rest go. */
+                        qsort(q->prune_kept, q->n_prune_kept, sizeof(PruneEntry), cmp_prune_newest_first);
+                        q->prune_pos = keep;
+                        q->prune_excess = true;
+                        break;
+                }
+                if (de->d_name[0] == '.')
+                        continue;
+                work++;
+                r = prune_consider(q, de->d_name, older_than_usec);
+                if (r < 0)
+                        goto finish;
+                removed += (size_t) r;
+        }
+        while (q->prune_excess && work < budget && q->prune_pos < q->n_prune_kept) {
+                const PruneEntry *p = &q->prune_kept[q->prune_pos++];
+                work++;
+                if (p->pinned || agent_queue_find(q, p->id))
+                        continue;
+                r = forget_task(q, p->id);
+                if (r < 0)
+                        goto finish;
+                removed++;
+        }
+        if (q->prune_excess && q->prune_pos >= q->n_prune_kept) {
+                prune_reset(q);
+                r = 0;
+        } else
+                r = 1;
+finish:
+        if (r < 0)
+                prune_reset(q); /* the next pass starts over */
+        if (ret_removed)
+                *ret_removed = removed;
+        return r;
 }
 
 int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret) {

@@ -129,6 +129,12 @@ typedef struct AgentQueueStats {
  * they reached AGENT_QUEUE_MAX_TRIES (those end records are in the batch: commit them).
  * Returns -EWOULDBLOCK when the lock cannot be taken. */
 int agent_queue_open(int agent_dir_fd, uint64_t lock_timeout_usec, AgentQueue **ret);
+/* The same with a retention (system.result_retention; 0: none): a finished task that ended longer
+ * ago than that is past its retention. Its derived files are never written (again, when replay
+ * meets it in a journal not compacted since), and it is evicted at open and by
+ * agent_queue_evict_before(). */
+int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint64_t retention_usec,
+                              AgentQueue **ret);
 AgentQueue *agent_queue_free(AgentQueue *q);
 static inline void agent_queue_freep(AgentQueue **q) {
         agent_queue_free(*q);
@@ -179,6 +185,20 @@ int agent_queue_commit(AgentQueue *q);
 /* Evicts the oldest finished tasks beyond the limit (only with an empty batch, i.e. right after a
  * commit; the caller must hold no pointer to finished tasks). Returns how many went. */
 size_t agent_queue_evict(AgentQueue *q);
+/* Evicts, besides those beyond the limit, the finished tasks that ended before before_usec
+ * (CLOCK_REALTIME); same conditions as agent_queue_evict(). */
+size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec);
+/* The retention of finished tasks on disk (docs/AGENT.md "Retention"), one bounded step of a pass
+ * over queue/finished/: each record of a task not in memory that was last modified before
+ * older_than_usec (CLOCK_REALTIME; 0: none for their age) goes, and once all are read, those
+ * beyond the keep most recent (tasks in memory count, never go). A task goes with its files:
+ * outbox/<id>.response, processed/<id>.task, failed/<id>.task, failed/<id>.reason, then
+ * queue/finished/<id>.json (so GetResult then finds no task). At most budget entries are looked at
+ * or removed per call; the pass goes on at the next call. Returns 1 while the pass goes on, 0 when
+ * it ended (the next call starts another), or -errno (the pass starts over); *ret_removed (may be
+ * NULL): tasks removed by this call. Removals make agent_queue_want_compact() true, so the journal
+ * forgets them at its next idle moment. */
+int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size_t budget, size_t *ret_removed);
 /* Test knob: finished tasks kept in memory (default AGENT_QUEUE_KEEP_FINISHED). */
 void agent_queue_set_keep_finished(AgentQueue *q, size_t n);
 /* Whether the files of a finished task with this id exist (queue/finished/<id>.json,
@@ -190,7 +210,8 @@ bool agent_queue_known_on_disk(AgentQueue *q, const char *id);
  * unknown, -EBADMSG when the file is malformed. */
 int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret);
 
-/* True when nothing is queued or running and the journal has grown past its threshold. */
+/* True when nothing is queued or running and the journal has grown past its threshold, or the
+ * retention removed tasks since the last compaction. */
 bool agent_queue_want_compact(const AgentQueue *q);
 /* Rewrites the journal as one "known" record per task (ids, senders, status, reasons: the dedup
  * index survives; texts and responses go, responses stay in outbox/). Only when nothing is

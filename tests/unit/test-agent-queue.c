@@ -10,6 +10,7 @@
 #include "agent-session.h"
 #include "macro.h"
 #include "test-util.h"
+#include "time-util.h"
 
 typedef struct Fixture {
         char *dir;
@@ -837,6 +838,138 @@ static void test_stale_temps(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+static void set_mtime(Fixture *f, const char *rel, uint64_t usec) {
+        struct timespec ts = { .tv_sec = (time_t) (usec / USEC_PER_SEC), .tv_nsec = 0 };
+        g_assert_cmpint(utimensat(f->dfd, rel, (const struct timespec[2]) { ts, ts }, AT_SYMLINK_NOFOLLOW), ==, 0);
+}
+
+static bool exists_at(Fixture *f, const char *rel) {
+        return faccessat(f->dfd, rel, F_OK, AT_SYMLINK_NOFOLLOW) >= 0;
+}
+
+/* Runs a retention pass to its end; returns how many tasks went, *ret_calls how many steps. */
+static size_t prune_all(AgentQueue *q, uint64_t older_than, size_t keep, size_t budget, unsigned *ret_calls) {
+        size_t total = 0, n;
+        unsigned calls = 0;
+        int r;
+        do {
+                r = agent_queue_prune(q, older_than, keep, budget, &n);
+                g_assert_cmpint(r, >=, 0);
+                total += n;
+                g_assert_cmpuint(++calls, <, 1000);
+        } while (r > 0);
+        if (ret_calls)
+                *ret_calls = calls;
+        return total;
+}
+
+static void test_prune(Fixture *f, gconstpointer data) {
+        const uint64_t day = 24ULL * 3600 * USEC_PER_SEC, now = con_now(CLOCK_REALTIME);
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 2);
+        run_tasks(q, 10);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 8);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_false(agent_queue_want_compact(q));
+        /* e0000..e0004 finished 40 days ago (e0004 failed), e0005..e0007 a few seconds ago; e0008
+         * and e0009 are in memory. */
+        char rel[64];
+        for (int i = 0; i < 10; i++) {
+                (void) snprintf(rel, sizeof(rel), "queue/finished/e%04d.json", i);
+                set_mtime(f, rel, i < 5 ? now - 40 * day : i < 8 ? now - (uint64_t) (8 - i) * USEC_PER_SEC : now);
+        }
+        /* Planted links are removed as links, never followed: the file they point at stays. */
+        g_autofree char *victim = g_build_filename(f->dir, "victim", NULL);
+        g_assert_true(g_file_set_contents(victim, "keep me", -1, NULL));
+        g_assert_cmpint(unlinkat(f->dfd, "outbox/e0001.response", 0), ==, 0);
+        g_assert_cmpint(symlinkat(victim, f->dfd, "outbox/e0001.response"), ==, 0);
+        g_assert_cmpint(symlinkat(victim, f->dfd, "queue/finished/link.json"), ==, 0);
+        set_mtime(f, "queue/finished/link.json", now - 40 * day);
+
+        /* By age, a few entries per step. */
+        unsigned calls;
+        g_assert_cmpuint(prune_all(q, now - 30 * day, 100, 2, &calls), ==, 5);
+        g_assert_cmpuint(calls, >, 3);
+        for (int i = 0; i < 5; i++) {
+                char id[16];
+                (void) snprintf(id, sizeof(id), "e%04d", i);
+                AgentTask *none = NULL;
+                g_assert_cmpint(agent_queue_load_finished(q, id, &none), ==, -ENOENT);
+                g_assert_false(agent_queue_known_on_disk(q, id));
+        }
+        g_assert_false(exists_at(f, "outbox/e0000.response"));
+        g_assert_false(exists_at(f, "processed/e0000.task"));
+        g_assert_false(exists_at(f, "failed/e0004.task"));
+        g_assert_false(exists_at(f, "failed/e0004.reason"));
+        g_assert_false(exists_at(f, "outbox/e0001.response"));
+        g_autofree char *v = NULL;
+        g_assert_true(g_file_get_contents(victim, &v, NULL, NULL));
+        g_assert_cmpstr(v, ==, "keep me");
+        g_assert_true(exists_at(f, "queue/finished/link.json"));
+        g_assert_true(exists_at(f, "outbox/e0005.response"));
+        g_assert_true(exists_at(f, "queue/finished/e0007.json"));
+        /* The journal still holds them: it is compacted at the next idle moment. */
+        g_assert_true(agent_queue_want_compact(q));
+        g_assert_cmpint(agent_queue_compact(q), ==, 1);
+        g_assert_false(agent_queue_want_compact(q));
+
+        /* A removed id is free again, for any sender. */
+        AgentTaskRequest other = { .id = "e0002", .sender_uid = 1001, .priority = 5, .text = "mine now" };
+        AgentTask *t = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &other, 1, &t), ==, 0);
+        g_assert_nonnull(t);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+
+        /* By count: the 3 most recent records stay (those in memory among them, never removed):
+         * e0008, e0009 and e0007; e0005 and e0006 go. Nothing for its age. */
+        g_assert_cmpuint(prune_all(q, 0, 3, 100, NULL), ==, 2);
+        g_assert_false(exists_at(f, "queue/finished/e0005.json"));
+        g_assert_false(exists_at(f, "outbox/e0006.response"));
+        g_assert_true(exists_at(f, "queue/finished/e0007.json"));
+        g_assert_true(exists_at(f, "queue/finished/e0008.json"));
+        g_assert_true(exists_at(f, "queue/finished/e0009.json"));
+        /* Tasks in memory stay whatever their count or age. */
+        set_mtime(f, "queue/finished/e0009.json", now - 40 * day);
+        g_assert_cmpuint(prune_all(q, now - 30 * day, 1, 1, NULL), ==, 1); /* e0007 */
+        g_assert_true(exists_at(f, "queue/finished/e0008.json"));
+        g_assert_true(exists_at(f, "queue/finished/e0009.json"));
+        g_assert_nonnull(agent_queue_find(q, "e0009"));
+        /* A pass can be left in the middle: freeing the queue frees it. */
+        g_assert_cmpint(agent_queue_prune(q, 0, 100, 1, NULL), ==, 1);
+        agent_queue_free(q);
+}
+
+/* A journal not compacted since holds tasks past the retention: replay neither keeps them in
+ * memory nor writes their files again; without a retention their record gets its end as mtime. */
+static void test_prune_replay(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        run_tasks(q, 3); /* finished at 2 us after the epoch */
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        agent_queue_free(q);
+        g_assert_cmpint(unlinkat(f->dfd, "queue/finished/e0000.json", 0), ==, 0);
+        g_assert_cmpint(unlinkat(f->dfd, "outbox/e0000.response", 0), ==, 0);
+
+        q = NULL;
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, 30ULL * 24 * 3600 * USEC_PER_SEC, &q), ==, 0);
+        g_assert_null(agent_queue_find(q, "e0000"));
+        g_assert_null(agent_queue_find(q, "e0001"));
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_false(exists_at(f, "queue/finished/e0000.json"));
+        g_assert_false(exists_at(f, "outbox/e0000.response"));
+        agent_queue_free(q);
+
+        q = open_queue(f);
+        g_assert_nonnull(agent_queue_find(q, "e0000"));
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        struct stat st;
+        g_assert_cmpint(fstatat(f->dfd, "queue/finished/e0000.json", &st, AT_SYMLINK_NOFOLLOW), ==, 0);
+        g_assert_cmpint(st.st_mtim.tv_sec, ==, 0);
+        g_assert_true(exists_at(f, "outbox/e0000.response"));
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -857,6 +990,8 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/stale-temps", test_stale_temps);
         ADD("/agent-queue/evict-bound", test_evict_bound);
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
+        ADD("/agent-queue/prune", test_prune);
+        ADD("/agent-queue/prune-replay", test_prune_replay);
         g_test_add_func("/agent-queue/result-text", test_result_text);
         g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
