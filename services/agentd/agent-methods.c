@@ -328,8 +328,11 @@ static int find_task(AgentContext *c, const char *id, AgentTask **ret, AgentTask
                         t = *ret_owned;
         }
         if (!t)
-                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK, "Agent '%s' knows no task '%s'",
-                                          c->agent->name, id);
+                /* Never sent there, or removed by the retention (docs/AGENT.md "Retention"). */
+                return con_bus_error_setf(error, CON_ERROR_NO_SUCH_TASK,
+                                          "Agent '%s' knows no task '%s' (never sent there, or finished and removed: "
+                                          "an agent keeps finished tasks for system.result_retention and at most "
+                                          "system.result_max of them, /etc/con/con.yaml)", c->agent->name, id);
         *ret = t;
         return 0;
 }

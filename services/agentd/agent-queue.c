@@ -1424,7 +1424,8 @@ int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size
                         closedir(q->prune_dir);
                         q->prune_dir = NULL;
                         /* The newest keep stay (those in memory among them); the rest go. */
-                        qsort(q->prune_kept, q->n_prune_kept, sizeof(PruneEntry), cmp_prune_newest_first);
+                        if (q->n_prune_kept > 1)
+                                qsort(q->prune_kept, q->n_prune_kept, sizeof(PruneEntry), cmp_prune_newest_first);
                         q->prune_pos = keep;
                         q->prune_excess = true;
                         break;

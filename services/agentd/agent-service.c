@@ -16,6 +16,12 @@
 #include "names.h"
 
 #define DEFAULT_STOP_GRACE (5 * USEC_PER_SEC)
+/* The retention of finished tasks: entries looked at or removed per step, the pause between the
+ * steps of a pass (bus calls are served in between), and the bounds of the time between passes. */
+#define PRUNE_BUDGET 256
+#define PRUNE_STEP_USEC (50 * USEC_PER_MSEC)
+#define PRUNE_PERIOD_MIN_USEC (100 * USEC_PER_MSEC)
+#define PRUNE_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
 
 /* ---- the small API of agent-api.h ---- */
 
@@ -382,6 +388,66 @@ int agent_context_request_name(AgentContext *c, sd_bus_error *error) {
         return sd_bus_request_name(c->buses[0], c->bus_name, 0);
 }
 
+/* ---- the retention of finished tasks (docs/AGENT.md "Retention") ---- */
+
+static void format_duration(uint64_t usec, char *buf, size_t size) {
+        static const struct {
+                uint64_t usec;
+                const char *unit;
+        } units[] = {
+                { 24ULL * 3600 * USEC_PER_SEC, "d" }, { 3600 * USEC_PER_SEC, "h" }, { 60 * USEC_PER_SEC, "m" },
+                { USEC_PER_SEC, "s" }, { USEC_PER_MSEC, "ms" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (usec >= units[i].usec && usec % units[i].usec == 0) {
+                        (void) snprintf(buf, size, "%llu%s", (unsigned long long) (usec / units[i].usec),
+                                        units[i].unit);
+                        return;
+                }
+        (void) snprintf(buf, size, "%lluus", (unsigned long long) usec);
+}
+
+static int on_prune(sd_event_source *s, uint64_t usec, void *userdata) {
+        AgentContext *c = userdata;
+        uint64_t retention = c->config->result_retention_usec, now = con_now(CLOCK_REALTIME);
+        uint64_t cutoff = now > retention ? now - retention : 0;
+        size_t n = 0;
+
+        /* Tasks in memory are never removed from disk: those past the retention leave memory first,
+         * when no pending reply or signal points at a task (as after a flush). */
+        if (!c->prune_in_pass && c->n_pending == 0 && !agent_queue_has_batch(c->queue))
+                (void) agent_queue_evict_before(c->queue, cutoff);
+        int r = agent_queue_prune(c->queue, cutoff, c->config->result_max, PRUNE_BUDGET, &n);
+        c->n_pruned += n;
+        if (r < 0)
+                log_full(LOG_WARNING, "Failed to remove the finished tasks past system.result_retention or "
+                         "system.result_max in %s, will retry: %s", c->data_dir, strerror(-r));
+        if (r != 1 && c->n_pruned > 0) {
+                char d[32];
+                format_duration(retention, d, sizeof(d));
+                log_full(LOG_INFO, "Removed %zu finished task(s) and their files (queue/finished/, outbox/, "
+                         "processed/, failed/): finished more than %s ago (system.result_retention) or beyond the "
+                         "%u most recent (system.result_max)", c->n_pruned, d, c->config->result_max);
+                c->n_pruned = 0;
+                /* The journal may still hold them: compacted at the next idle moment. */
+                agent_context_schedule_flush(c);
+        }
+        c->prune_in_pass = r == 1;
+        uint64_t period = retention / 4;
+        period = period < PRUNE_PERIOD_MIN_USEC ? PRUNE_PERIOD_MIN_USEC :
+                 period > PRUNE_PERIOD_MAX_USEC ? PRUNE_PERIOD_MAX_USEC : period;
+        (void) sd_event_source_set_time_relative(s, r == 1 ? PRUNE_STEP_USEC : period);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static void prune_arm(AgentContext *c) {
+        /* The first pass right away: an on-demand agent may not run long. */
+        int r = sd_event_add_time_relative(c->event, &c->prune_source, CLOCK_MONOTONIC, 0, 0, on_prune, c);
+        if (r < 0)
+                log_full(LOG_WARNING, "Failed to arm the retention timer, finished tasks are kept: %s", strerror(-r));
+}
+
 int agent_context_start(AgentContext *c) {
         int r = agent_queue_write_all_files(c->queue);
         if (r < 0) {
@@ -389,6 +455,7 @@ int agent_context_start(AgentContext *c) {
                         strerror(-r));
                 agent_files_retry_arm(c);
         }
+        prune_arm(c);
         agent_context_schedule_flush(c);
         return 0;
 }
@@ -431,6 +498,7 @@ AgentContext *agent_context_free(AgentContext *c) {
         sd_event_source_disable_unref(c->flush_source);
         sd_event_source_disable_unref(c->idle_source);
         sd_event_source_disable_unref(c->files_retry_source);
+        sd_event_source_disable_unref(c->prune_source);
         sd_event_source_disable_unref(c->stop_source);
         agent_queue_free(c->queue);
         safe_close(c->data_dir_fd);
@@ -534,7 +602,8 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                 (void) asprintf(ret_error, "cannot create %s: %s", c->workspace, strerror(-r));
                 return r;
         }
-        r = agent_queue_open(c->data_dir_fd, o->lock_timeout_usec, &c->queue);
+        r = agent_queue_open_retained(c->data_dir_fd, o->lock_timeout_usec, config->result_retention_usec,
+                                      &c->queue);
         if (r < 0) {
                 if (r == -EWOULDBLOCK)
                         (void) asprintf(ret_error, "another con-agentd holds %s/queue/lock", c->data_dir);
@@ -547,6 +616,9 @@ int agent_context_new(sd_event *e, ConConfig *config, const AgentContextOptions 
                                         strerror(-r));
                 return r;
         }
+        /* At most system.result_max finished tasks in memory too (those in memory stay on disk). */
+        if (config->result_max < AGENT_QUEUE_KEEP_FINISHED)
+                agent_queue_set_keep_finished(c->queue, config->result_max);
         /* Nothing runs yet: records left by an instance that died are stale. */
         r = agent_chain_running_clear(c->data_dir_fd);
         if (r < 0)

@@ -106,6 +106,9 @@ typedef struct AgentContext {
         size_t n_pending, n_pending_alloc;
         sd_event_source *flush_source, *idle_source, *stop_source;
         sd_event_source *files_retry_source;    /* derived files that could not be written */
+        sd_event_source *prune_source;  /* the retention of finished tasks (system.result_retention) */
+        bool prune_in_pass;             /* a pass is under way: the next step comes soon */
+        size_t n_pruned;                /* tasks removed by the pass so far */
         AgentPropsSnapshot props;
 
         size_t n_sessions;      /* real session processes */
