@@ -7,7 +7,9 @@
 # tool loop with the scripted model (tests/fake-llm): a tool result of printf '\377' and a
 # read_file of a Latin-1 file reach the model as U+FFFD with a note, never fail the task, never go
 # raw into the conversation files, and the next task of the agent still works, also one that
-# continues a conversation written with raw bytes. Runs as root inside tests/sandbox/con-sandbox.
+# continues a conversation written with raw bytes. Last, the retention (system.result_retention):
+# finished tasks older than it lose their files and GetResult says NoSuchTask, newer ones stay,
+# also across a restart. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
@@ -187,6 +189,47 @@ check_output "..." 'HELLO-AFTER' con-send --timeout 120 "say-hello once more"
 for h in $(find "$SESS" -name '*.json'); do
         check "... $h holds no raw bytes" utf8_ok "$h"
 done
+
+section "retention: finished tasks past system.result_retention are removed, recent ones kept"
+# With a retention of 3 s: a new task's files stay within the 3 s, then go, and GetResult says so;
+# a task 2 s younger stays; rawout's task above ($RID), in memory at the restart, goes too.
+O=/srv/con/agents/rawout
+files_of() { # files_of ID: the files of a done task of rawout that exist
+        local f
+        for f in "$O/queue/finished/$1.json" "$O/outbox/$1.response" "$O/processed/$1.task"; do
+                [ -e "$f" ] && echo "$f"
+        done
+        return 0
+}
+check_eq "the files of $RID are there" 3 "$(files_of "$RID" | wc -l)"
+check "system.result_retention: 3s" sed -i 's/^  name: results-test$/&\n  result_retention: 3s/' /etc/con/con.yaml
+check "rawout restarts (it reads the retention at start)" restart_agent org.conspiracy.Rawout
+check_output "a new task of rawout" 'raw' con-send --to rawout --timeout 120 go
+NEW=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
+check "... its id is listed (${NEW:-none}), not $RID's" test -n "$NEW" -a "$NEW" != "$RID"
+check_eq "$NEW (just finished): its files are there" 3 "$(files_of "$NEW" | wc -l)"
+check_output "... GetResult of $NEW works" '^ss "completed"' busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
+sleep 2
+check_output "a second task, 2 s later" 'raw' con-send --to rawout --timeout 120 go
+NEW2=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
+check "$NEW's files go once it finished 3 s ago (the check every 0.75 s)" \
+        wait_for 5 test ! -e "$O/queue/finished/$NEW.json"
+check_eq "... all of them" "" "$(files_of "$NEW")"
+check_eq "... $NEW2's stay (${NEW2:-none})" 3 "$(files_of "$NEW2" | wc -l)"
+check_eq "$RID (older still, in memory at the restart): its files were removed too" "" "$(files_of "$RID")"
+check_fail_output "... GetResult of $RID: NoSuchTask, saying why" \
+        "org.conspiracy.Agent1.Error.NoSuchTask: Agent 'rawout' knows no task '$RID' \(never sent there, or finished and removed: an agent keeps finished tasks for system.result_retention" \
+        dbus-send --system --print-reply --dest=org.conspiracy.Rawout $A $I.GetResult string:"$RID"
+check_fail_output "GetResult of $NEW now: NoSuchTask, not a crash" "knows no task '$NEW' \(never sent there, or finished and removed" \
+        busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
+check_fail_output "con task $NEW says it is not known" "$NEW" con task "$NEW"
+check_output "the agent's log says what it removed" \
+        'Removed [0-9]+ finished task\(s\) and their files .*finished more than 3s ago \(system.result_retention\)' \
+        cat /srv/con/logs/daemons/con-agent@rawout.log
+check "rawout restarts" restart_agent org.conspiracy.Rawout
+check_fail_output "after the restart (replay of a journal that held it) $NEW is still gone" "knows no task '$NEW'" \
+        busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
+check_eq "... and its files were not written again" "" "$(files_of "$NEW")"
 
 kill "$FAKE_PID" 2>/dev/null
 finish
