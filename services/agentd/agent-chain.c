@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent-chain.h"
+#include "fileio.h"
 #include "json-util.h"
 #include "macro.h"
 #include "names.h"
@@ -156,14 +157,10 @@ int agent_chain_parent_read(const char *agents_dir, const char *agent, uid_t own
                 return -errno;
         if (st.st_uid != owner || (st.st_mode & 0022))
                 return -EPERM;
-        int dfd2 = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-        if (dfd2 < 0)
-                return -errno;
-        _cleanup_(closedirp) DIR *d = fdopendir(dfd2);
-        if (!d) {
-                safe_close(dfd2);
-                return -errno;
-        }
+        _cleanup_(closedirp) DIR *d = NULL;
+        r = con_opendir_dup(dfd, &d);
+        if (r < 0)
+                return r;
         struct dirent *de;
         while ((de = readdir(d))) {
                 if (!con_spool_name_is_candidate(de->d_name, ".json"))
@@ -256,14 +253,10 @@ int agent_chain_running_clear(int data_dir_fd) {
         _cleanup_close_ int dfd = running_dir(data_dir_fd, true);
         if (dfd < 0)
                 return dfd;
-        int dfd2 = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-        if (dfd2 < 0)
-                return -errno;
-        _cleanup_(closedirp) DIR *d = fdopendir(dfd2);
-        if (!d) {
-                safe_close(dfd2);
-                return -errno;
-        }
+        _cleanup_(closedirp) DIR *d = NULL;
+        int r = con_opendir_dup(dfd, &d);
+        if (r < 0)
+                return r;
         struct dirent *de;
         while ((de = readdir(d)))
                 if (de->d_name[0] != '.')

@@ -63,9 +63,10 @@ int agent_llm_load_skills(const char *dir, uid_t owner, char ***ret_names, char 
                         return -ENOMEM;
                 return 0;
         }
-        _cleanup_closedir_ DIR *d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
-        if (!d)
-                return -errno;
+        _cleanup_closedir_ DIR *d = NULL;
+        int k = con_opendir_dup(dfd, &d);
+        if (k < 0)
+                return k;
         struct dirent *de;
         while ((de = readdir(d))) {
                 const char *e = endswith(de->d_name, ".md");

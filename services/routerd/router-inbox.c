@@ -18,6 +18,7 @@
 #include "audit-writer.h"
 #include "bus-util.h"
 #include "con-paths.h"
+#include "fileio.h"
 #include "config.h"
 #include "cron.h"
 #include "errors.h"
@@ -78,16 +79,10 @@ static unsigned inbox_scan(Inbox *in) {
                 if (k < 0)
                         log_warning("Failed to watch %s: %s", in->path, strerror(-k));
         }
-        int dfd = fcntl(in->fd, F_DUPFD_CLOEXEC, 3);
-        if (dfd < 0)
+        /* A stream over a duplicate of in->fd, rewound: the last scan left the shared offset at the end. */
+        _cleanup_closedir_ DIR *d = NULL;
+        if (con_opendir_dup(in->fd, &d) < 0)
                 return 0;
-        _cleanup_closedir_ DIR *d = fdopendir(dfd);
-        if (!d) {
-                safe_close(dfd);
-                return 0;
-        }
-        /* The duplicate shares the file offset with in->fd, which the last scan left at the end. */
-        rewinddir(d);
         now = con_now(CLOCK_REALTIME);
         struct dirent *de;
         while ((de = readdir(d))) {
