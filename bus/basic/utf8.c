@@ -108,16 +108,16 @@ int con_utf8_sanitize(const char *s, size_t n, char **ret, size_t *ret_len) {
         memcpy(out, s, bad);
         j = bad;
         for (size_t i = bad; i < n;) {
-                size_t l = scan(p + i, n - i, &skip);
-                if (l == 0) {
-                        memcpy(out + j, CON_UTF8_REPLACEMENT, 3);
-                        j += 3;
-                        i += skip;
-                } else {
-                        memcpy(out + j, p + i, l);
-                        j += l;
-                        i += l;
-                }
+                /* At an invalid subpart: one U+FFFD for it, then the valid run after it copied
+                 * whole (not a copy per character). */
+                (void) scan(p + i, n - i, &skip);
+                memcpy(out + j, CON_UTF8_REPLACEMENT, 3);
+                j += 3;
+                i += skip;
+                size_t run = con_utf8_invalid_offset(s + i, n - i);
+                memcpy(out + j, p + i, run);
+                j += run;
+                i += run;
         }
         out[j] = 0;
         *ret = out;

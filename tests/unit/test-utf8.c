@@ -144,6 +144,9 @@ static void test_sanitize(void) {
                 { "\xf4\x8f\xbf\xbf", 4, FFFD },
                 /* Latin-1 text. */
                 { "caf\xe9 cr\xe8me", 10, "caf" FFFD " cr" FFFD "me" },
+                /* Valid runs of several characters between invalid bytes, at both ends. */
+                { "\xff\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z\xfe\xfe" "ab\xc3", 16,
+                  FFFD "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80z" FFFD FFFD "ab" FFFD },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 g_autofree char *out = NULL;
