@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +14,49 @@
 
 static char fuzz_dir_path[256];
 
+/* Removes everything below the open folder DFD: its files at every depth and, with rmdirs, its
+ * folders too (without, every folder stays, empty). Reads the entries with getdents64 into a
+ * buffer on the stack: no DIR allocation and no stat per entry (d_type), about four system calls
+ * per folder plus one per entry (`result` empties a queue's six folders per input this way).
+ * One pass: removing an entry already read never hides one not yet read (POSIX leaves open only
+ * whether the removed one is still returned). Aborts when something cannot be removed: the next
+ * input would not start from an empty folder. */
+static inline void fuzz_tree_clear(int dfd, bool rmdirs) {
+        char buf[4096] __attribute__((aligned(8)));
+        if (lseek(dfd, 0, SEEK_SET) < 0)
+                abort();
+        for (ssize_t got; (got = getdents64(dfd, buf, sizeof(buf))) != 0;) {
+                if (got < 0)
+                        abort();
+                for (ssize_t o = 0; o < got;) {
+                        struct dirent64 *de = (struct dirent64 *) (buf + o);
+                        o += de->d_reclen;
+                        const char *name = de->d_name;
+                        if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+                                continue;
+                        if (de->d_type == DT_UNKNOWN)
+                                abort(); /* a file system without d_type: not the scratch tmpfs */
+                        if (de->d_type != DT_DIR) {
+                                if (unlinkat(dfd, name, 0) < 0)
+                                        abort();
+                                continue;
+                        }
+                        int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub < 0)
+                                abort();
+                        fuzz_tree_clear(sub, rmdirs);
+                        close(sub);
+                        if (rmdirs && unlinkat(dfd, name, AT_REMOVEDIR) < 0)
+                                abort();
+                }
+        }
+}
+
 static void fuzz_dir_remove(void) {
-        DIR *d = opendir(fuzz_dir_path);
-        if (d) {
-                struct dirent *de;
-                while ((de = readdir(d)))
-                        if (de->d_name[0] != '.')
-                                (void) unlinkat(dirfd(d), de->d_name, 0);
-                closedir(d);
+        int dfd = open(fuzz_dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                fuzz_tree_clear(dfd, true);
+                close(dfd);
         }
         (void) rmdir(fuzz_dir_path);
 }
