@@ -11,6 +11,7 @@
 #include "json-util.h"
 #include "agent-queue.h"
 #include "fileio.h"
+#include "journal.h"
 #include "macro.h"
 #include "spool.h"
 #include "task.h"
@@ -19,10 +20,11 @@
 
 #define JOURNAL_NAME "journal"
 #define LOCK_NAME "lock"
-#define COMPACT_TMP_NAME ".journal.compact"
 #define FINISHED_DIR "finished"
 #define FINISHED_FILE_MAX (256U * 1024)
 #define DEFAULT_COMPACT_THRESHOLD (8ULL * 1024 * 1024)
+/* A record longer than this (a task text or result is at most a few MiB, escaped) is corrupt. */
+#define JOURNAL_LINE_MAX (256U * 1024 * 1024)
 
 static inline void *mfree(void *p) {
         free(p);
@@ -42,7 +44,8 @@ typedef struct PruneEntry {
 
 struct AgentQueue {
         int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd, finished_fd;
-        int lock_fd, journal_fd;
+        int lock_fd;
+        ConJournal *journal;    /* bus/basic/journal.h: the batch, commits, replay, compaction */
         uid_t euid;
 
         AgentTask **tasks;      /* arrival order, owned */
@@ -58,10 +61,7 @@ struct AgentQueue {
         size_t keep_finished;   /* finished tasks kept in memory */
         uint64_t n_evicted;     /* tasks accepted but no longer in memory */
 
-        char *batch;
-        size_t batch_len, batch_alloc;
-
-        uint64_t journal_size, n_records, compact_threshold;
+        uint64_t n_records, compact_threshold;
         uint64_t retention_usec;        /* finished longer ago: files not (re)written, evicted; 0: none */
         bool pruned_since_compact;      /* the retention removed tasks the journal may still hold */
 
@@ -147,9 +147,8 @@ AgentQueue *agent_queue_free(AgentQueue *q) {
                 agent_task_free(q->tasks[i]);
         free(q->tasks);
         free(q->heap);
-        free(q->batch);
         prune_reset(q);
-        safe_close(q->journal_fd);
+        con_journal_free(q->journal);
         safe_close(q->lock_fd);
         safe_close(q->queue_fd);
         safe_close(q->outbox_fd);
@@ -181,7 +180,7 @@ void agent_queue_get_stats(const AgentQueue *q, AgentQueueStats *ret) {
                 .n_done = q->n_done,
                 .n_failed = q->n_failed,
                 .n_cancelled = q->n_cancelled,
-                .journal_size = q->journal_size,
+                .journal_size = q->journal ? con_journal_size(q->journal) : 0,
                 .untrusted_journal = q->untrusted_journal,
                 .n_records = q->n_records,
                 .n_corrupt = q->n_corrupt,
@@ -273,47 +272,15 @@ static int batch_append_json(AgentQueue *q, cJSON *j) {
         _cleanup_free_ char *s = cJSON_PrintUnformatted(j);
         if (!s)
                 return -ENOMEM;
-        size_t l = strlen(s);
-        if (q->batch_len + l + 1 > q->batch_alloc) {
-                size_t n = max_size(q->batch_alloc * 2, q->batch_len + l + 1 + 4096);
-                char *b = realloc(q->batch, n);
-                if (!b)
-                        return -ENOMEM;
-                q->batch = b;
-                q->batch_alloc = n;
-        }
-        memcpy(q->batch + q->batch_len, s, l);
-        q->batch[q->batch_len + l] = '\n';
-        q->batch_len += l + 1;
-        return 0;
+        return con_journal_append(q->journal, s);      /* cJSON escapes every '\n' */
 }
 
 bool agent_queue_has_batch(const AgentQueue *q) {
-        return q->batch_len > 0;
+        return con_journal_has_batch(q->journal);
 }
 
 int agent_queue_commit(AgentQueue *q) {
-        if (q->batch_len == 0)
-                return 0;
-        int r = con_write_all(q->journal_fd, q->batch, q->batch_len);
-        if (r < 0) {
-                (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
-                return r;
-        }
-        if (fdatasync(q->journal_fd) < 0) {
-                r = -errno;
-                (void) ftruncate(q->journal_fd, (off_t) q->journal_size);
-                return r;
-        }
-        q->journal_size += q->batch_len;
-        q->batch_len = 0;
-        /* Do not keep a huge buffer around after a burst. */
-        if (q->batch_alloc > 1024 * 1024) {
-                free(q->batch);
-                q->batch = NULL;
-                q->batch_alloc = 0;
-        }
-        return 0;
+        return con_journal_commit(q->journal, true);
 }
 
 static int json_add_str(cJSON *j, const char *k, const char *v) {
@@ -790,55 +757,35 @@ static int replay_line(AgentQueue *q, const char *line) {
         return -EBADMSG;
 }
 
+typedef struct ReplayState {
+        AgentQueue *q;
+        size_t evict_at;
+} ReplayState;
+
+static int replay_one(char *line, size_t len _unused_, void *userdata) {
+        ReplayState *rs = userdata;
+        AgentQueue *q = rs->q;
+        int r = replay_line(q, line);
+        if (r < 0)
+                return r;
+        /* Keep the peak low on a long journal: evict in steps, not per line (and when files
+         * cannot be written, the tasks stay: do not retry at every line). */
+        if (q->n_tasks - q->n_queued - q->n_running > rs->evict_at) {
+                (void) evict_to(q, q->keep_finished);
+                rs->evict_at = q->n_tasks - q->n_queued - q->n_running + q->keep_finished + 256;
+        }
+        return 0;
+}
+
 static int replay(AgentQueue *q) {
-        int fd = fcntl(q->journal_fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
-                return -errno;
-        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
-        if (!f) {
-                safe_close(fd);
-                return -errno;
-        }
-        if (fseeko(f, 0, SEEK_SET) < 0)
-                return -errno;
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0, evict_at = 2 * q->keep_finished + 256;
-        uint64_t off = 0;
-        for (;;) {
-                errno = 0;
-                ssize_t n = getline(&line, &cap, f);
-                if (n < 0) {
-                        if (errno != 0)
-                                return -errno;
-                        break;
-                }
-                if (line[n - 1] != '\n') {
-                        /* A torn last line: a crash in the middle of a write. It was never
-                         * acknowledged, so drop it. */
-                        if (ftruncate(q->journal_fd, (off_t) off) < 0)
-                                return -errno;
-                        q->torn_tail = true;
-                        break;
-                }
-                off += (uint64_t) n;
-                line[n - 1] = 0;
-                int r = replay_line(q, line);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0)
-                        q->n_corrupt++;
-                else
-                        q->n_records++;
-                /* Keep the peak low on a long journal: evict in steps, not per line (and when
-                 * files cannot be written, the tasks stay: do not retry at every line). */
-                if (q->n_tasks - q->n_queued - q->n_running > evict_at) {
-                        (void) evict_to(q, q->keep_finished);
-                        evict_at = q->n_tasks - q->n_queued - q->n_running + q->keep_finished + 256;
-                }
-        }
-        q->journal_size = off;
-        if (lseek(q->journal_fd, (off_t) off, SEEK_SET) < 0)
-                return -errno;
+        ReplayState rs = { .q = q, .evict_at = 2 * q->keep_finished + 256 };
+        ConJournalReplay st = {};
+        int r = con_journal_replay(q->journal, JOURNAL_LINE_MAX, replay_one, &rs, &st);
+        if (r < 0)
+                return r;
+        q->n_records += st.n_lines;
+        q->n_corrupt = st.n_corrupt;
+        q->torn_tail = st.torn_tail;
         return 0;
 }
 
@@ -889,29 +836,6 @@ static int open_subdir(int dirfd, const char *name) {
         return TAKE_FD(fd);
 }
 
-/* A journal someone else could have written is never replayed: it is kept aside for inspection. */
-static int open_journal(AgentQueue *q) {
-        struct stat st;
-        for (unsigned i = 0; i < 2; i++) {
-                q->journal_fd = openat(q->queue_fd, JOURNAL_NAME, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-                if (q->journal_fd < 0)
-                        return -errno;
-                if (fstat(q->journal_fd, &st) < 0)
-                        return -errno;
-                if (S_ISREG(st.st_mode) && owned_by_service(&st))
-                        return 0;
-                if (i > 0)
-                        return -EPERM;
-                char aside[64];
-                (void) snprintf(aside, sizeof(aside), JOURNAL_NAME ".untrusted-%" PRIu64, con_now(CLOCK_REALTIME));
-                q->journal_fd = safe_close(q->journal_fd);
-                if (renameat2(q->queue_fd, JOURNAL_NAME, q->queue_fd, aside, RENAME_NOREPLACE) < 0)
-                        return -errno;
-                q->untrusted_journal = true;
-        }
-        return -EPERM;
-}
-
 static int take_lock(int fd, uint64_t timeout_usec) {
         uint64_t waited = 0;
         for (;;) {
@@ -935,8 +859,7 @@ int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint
         _cleanup_(agent_queue_freep) AgentQueue *q = calloc(1, sizeof(AgentQueue));
         if (!q)
                 return -ENOMEM;
-        q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->finished_fd = q->lock_fd =
-                q->journal_fd = -EBADF;
+        q->queue_fd = q->outbox_fd = q->processed_fd = q->failed_fd = q->finished_fd = q->lock_fd = -EBADF;
         q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
         q->euid = geteuid();
         q->keep_finished = AGENT_QUEUE_KEEP_FINISHED;
@@ -972,10 +895,10 @@ int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint
                 if (r < 0)
                         return r;
         }
-        if (unlinkat(q->queue_fd, COMPACT_TMP_NAME, 0) < 0 && errno != ENOENT)
-                return -errno;
 
-        r = open_journal(q);
+        /* A journal someone else could have written is never replayed: it is kept aside for
+         * inspection (a session runs as another user). */
+        r = con_journal_open(q->queue_fd, JOURNAL_NAME, &q->journal, &q->untrusted_journal);
         if (r < 0)
                 return r;
         r = replay(q);
@@ -986,7 +909,7 @@ int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint
                 return r;
         /* Tasks failed by replay_finish() have their end record in the batch: the first commit,
          * then agent_queue_evict(), deal with them. */
-        if (q->batch_len == 0) {
+        if (!con_journal_has_batch(q->journal)) {
                 uint64_t now = con_now(CLOCK_REALTIME);
                 (void) evict_some(q, q->keep_finished,
                                   retention_usec > 0 && now > retention_usec ? now - retention_usec : 0);
@@ -998,32 +921,12 @@ int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint
 /* ---- compaction ---- */
 
 bool agent_queue_want_compact(const AgentQueue *q) {
-        return q->n_queued == 0 && q->n_running == 0 && q->batch_len == 0 &&
-                (q->journal_size > q->compact_threshold || q->pruned_since_compact);
+        return q->n_queued == 0 && q->n_running == 0 && !con_journal_has_batch(q->journal) &&
+                (con_journal_size(q->journal) > q->compact_threshold || q->pruned_since_compact);
 }
 
-int agent_queue_compact(AgentQueue *q) {
-        if (q->n_queued > 0 || q->n_running > 0 || q->batch_len > 0)
-                return -EBUSY;
-
-        (void) unlinkat(q->queue_fd, COMPACT_TMP_NAME, 0);
-        _cleanup_close_ int fd = openat(q->queue_fd, COMPACT_TMP_NAME,
-                                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return -errno;
-        int wfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (wfd < 0)
-                return -errno;
-        _cleanup_fclose_ FILE *f = fdopen(wfd, "w");
-        if (!f) {
-                safe_close(wfd);
-                return -errno;
-        }
-        /* The journal is about to forget the evicted tasks: their files in finished/, outbox/,
-         * processed/ and failed/ (written without fsync) become the only record of them. */
-        if (q->n_evicted > 0 && syncfs(q->finished_fd) < 0)
-                return -errno;
-        uint64_t size = 0;
+static int write_compacted(FILE *f, void *userdata) {
+        AgentQueue *q = userdata;
         if (q->n_evicted > 0) {
                 uint64_t d = q->n_done, fl = q->n_failed, c = q->n_cancelled;
                 for (size_t i = 0; i < q->n_tasks; i++) {
@@ -1034,12 +937,12 @@ int agent_queue_compact(AgentQueue *q) {
                 }
                 _cleanup_free_ char *s = NULL;
                 if (asprintf(&s, "{\"op\":\"counters\",\"accepted\":%llu,\"done\":%llu,\"failed\":%llu,"
-                             "\"cancelled\":%llu}\n", (unsigned long long) q->n_evicted, (unsigned long long) d,
+                             "\"cancelled\":%llu}", (unsigned long long) q->n_evicted, (unsigned long long) d,
                              (unsigned long long) fl, (unsigned long long) c) < 0)
                         return -ENOMEM;
-                if (fputs(s, f) < 0)
-                        return -EIO;
-                size += strlen(s);
+                int r = con_journal_put(f, s);
+                if (r < 0)
+                        return r;
         }
         for (size_t i = 0; i < q->n_tasks; i++) {
                 _cleanup_(cJSON_Deletep) cJSON *j = record_known(q->tasks[i]);
@@ -1048,23 +951,24 @@ int agent_queue_compact(AgentQueue *q) {
                 _cleanup_free_ char *s = cJSON_PrintUnformatted(j);
                 if (!s)
                         return -ENOMEM;
-                if (fputs(s, f) < 0 || fputc('\n', f) < 0)
-                        return -EIO;
-                size += strlen(s) + 1;
+                int r = con_journal_put(f, s);
+                if (r < 0)
+                        return r;
         }
-        if (fflush(f) != 0)
-                return negative_errno();
-        if (fsync(fd) < 0)
-                return -errno;
-        if (renameat(q->queue_fd, COMPACT_TMP_NAME, q->queue_fd, JOURNAL_NAME) < 0)
-                return -errno;
-        (void) fsync(q->queue_fd);
+        return 0;
+}
 
-        safe_close(q->journal_fd);
-        q->journal_fd = TAKE_FD(fd);
-        if (lseek(q->journal_fd, 0, SEEK_END) < 0)
+int agent_queue_compact(AgentQueue *q) {
+        if (q->n_queued > 0 || q->n_running > 0 || con_journal_has_batch(q->journal))
+                return -EBUSY;
+
+        /* The journal is about to forget the evicted tasks: their files in finished/, outbox/,
+         * processed/ and failed/ (written without fsync) become the only record of them. */
+        if (q->n_evicted > 0 && syncfs(q->finished_fd) < 0)
                 return -errno;
-        q->journal_size = size;
+        int r = con_journal_rewrite(q->journal, write_compacted, q);
+        if (r < 0)
+                return r;
         q->n_records = q->n_tasks + (q->n_evicted > 0);
         q->pruned_since_compact = false;
 
@@ -1310,13 +1214,13 @@ static size_t evict_some(AgentQueue *q, size_t keep, uint64_t before_usec) {
 }
 
 size_t agent_queue_evict(AgentQueue *q) {
-        if (q->batch_len > 0)
+        if (con_journal_has_batch(q->journal))
                 return 0; /* finished tasks whose end is not on disk yet must not go */
         return evict_to(q, q->keep_finished);
 }
 
 size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec) {
-        if (q->batch_len > 0 || before_usec == 0)
+        if (con_journal_has_batch(q->journal) || before_usec == 0)
                 return 0;
         return evict_some(q, q->keep_finished, before_usec);
 }
