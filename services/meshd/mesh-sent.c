@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The sending gateway's records of the tasks it sent (mesh-sent.h). */
 #include <dirent.h>
+#include <search.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,12 +11,14 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "journal.h"
 #include "json-util.h"
 #include "macro.h"
 #include "mesh-sent.h"
 #include "names.h"
 #include "policy-vocab.h"
 #include "spool.h"
+#include "strv.h"
 #include "task.h"
 
 void mesh_sent_done(MeshSent *s) {
@@ -23,6 +26,7 @@ void mesh_sent_done(MeshSent *s) {
         free(s->agent);
         free(s->host);
         free(s->sender);
+        free(s->cancel_by);
         mesh_result_done(&s->result);
         *s = (MeshSent) {};
 }
@@ -66,8 +70,10 @@ static bool head_valid(const MeshSent *s) {
                 state_static(s->state) && s->uid != (uid_t) -1;
 }
 
-int mesh_sent_to_text(const MeshSent *s, const char *me, char **ret) {
-        _cleanup_free_ char *from = NULL, *head = NULL, *result = NULL;
+/* The record's head as an object, "op" OP after "v" when not NULL (with the result's text in
+ * *RET_RESULT when done). */
+static int head_object(const MeshSent *s, const char *me, const char *op, cJSON **ret, char **ret_result) {
+        _cleanup_free_ char *from = NULL, *result = NULL;
         int r;
 
         if (!head_valid(s))
@@ -83,18 +89,55 @@ int mesh_sent_to_text(const MeshSent *s, const char *me, char **ret) {
                         return r;
         }
         _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", s->id) ||
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || (op && !cJSON_AddStringToObject(o, "op", op)) ||
+            !cJSON_AddStringToObject(o, "id", s->id) ||
             !cJSON_AddStringToObject(o, "agent", s->agent) || !cJSON_AddStringToObject(o, "host", s->host) ||
             !con_json_add_u64(o, "uid", s->uid) || !cJSON_AddStringToObject(o, "sender", s->sender) ||
             !cJSON_AddStringToObject(o, "state", s->state) || !con_json_add_u64(o, "ts", s->submitted_usec) ||
             (s->stored && !cJSON_AddTrueToObject(o, "stored")) || (s->done && !con_json_add_u64(o, "end", s->ended_usec)))
                 return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        *ret_result = TAKE_PTR(result);
+        return 0;
+}
+
+int mesh_sent_to_text(const MeshSent *s, const char *me, char **ret) {
+        _cleanup_free_ char *head = NULL, *result = NULL;
+        _cleanup_cjson_ cJSON *o = NULL;
+        int r = head_object(s, me, NULL, &o, &result);
+        if (r < 0)
+                return r;
         head = cJSON_PrintUnformatted(o);
         if (!head)
                 return -ENOMEM;
         if (asprintf(ret, "%s\n%s%s", head, strempty(result), result ? "\n" : "") < 0)
                 return -ENOMEM;
         return 0;
+}
+
+/* A cancel's asker: USER@ME, the task's sender or root (mesh_cancel_allowed). */
+static bool cancel_by_valid(const char *by, const char *from) {
+        return con_remote_sender_valid(by) && mesh_cancel_allowed(from, by) &&
+                streq(strrchr(by, '@'), strrchr(from, '@'));
+}
+
+int mesh_sent_to_record(const MeshSent *s, const char *me, char **ret) {
+        _cleanup_free_ char *result = NULL, *from = NULL;
+        _cleanup_cjson_ cJSON *o = NULL;
+        int r = head_object(s, me, "put", &o, &result);
+        if (r < 0)
+                return r;
+        if (s->cancel_by) {
+                if ((r = sender_at(s->sender, me, &from)) < 0)
+                        return r;
+                if (!cancel_by_valid(s->cancel_by, from))
+                        return -EINVAL;
+        }
+        if ((s->cancel_by && !cJSON_AddStringToObject(o, "cancel", s->cancel_by)) ||
+            (result && !cJSON_AddStringToObject(o, "result", result)))
+                return -ENOMEM;
+        *ret = cJSON_PrintUnformatted(o);
+        return *ret ? 0 : -ENOMEM;
 }
 
 static int get_str(const cJSON *o, const char *key, char **ret) {
@@ -119,11 +162,49 @@ static int get_u64(const cJSON *o, const char *key, bool required, uint64_t *ret
         return 0;
 }
 
+/* The head's fields from O into S (valid ones only); *RET_FROM: USER@ME. */
+static int head_parse(const cJSON *o, const char *me, MeshSent *s, char **ret_from) {
+        uint64_t uid = 0;
+        int r;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "v"),
+                    *st = cJSON_GetObjectItemCaseSensitive(o, "state"),
+                    *stored = cJSON_GetObjectItemCaseSensitive(o, "stored");
+        if (!cJSON_IsObject(o) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsString(st) ||
+            (stored && !cJSON_IsBool(stored)))
+                return -EBADMSG;
+        s->stored = cJSON_IsTrue(stored);
+        s->state = state_static(st->valuestring);
+        if ((r = get_str(o, "id", &s->id)) < 0 || (r = get_str(o, "agent", &s->agent)) < 0 ||
+            (r = get_str(o, "host", &s->host)) < 0 || (r = get_str(o, "sender", &s->sender)) < 0 ||
+            (r = get_u64(o, "uid", true, &uid)) < 0 || (r = get_u64(o, "ts", true, &s->submitted_usec)) < 0 ||
+            (r = get_u64(o, "end", false, &s->ended_usec)) < 0)
+                return r;
+        if (uid >= (uid_t) -1)
+                return -EBADMSG;
+        s->uid = (uid_t) uid;
+        if (!head_valid(s))
+                return -EBADMSG;
+        r = sender_at(s->sender, me, ret_from);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EBADMSG;
+        return 0;
+}
+
+/* The result message's text RES (LEN bytes, no '\n') into S, which must be its task's. */
+static int result_parse(const char *res, size_t len, const char *from, MeshSent *s) {
+        int r = mesh_result_from_json(res, len, &s->result);
+        if (r < 0)
+                return r;
+        if (!result_is(s, from))
+                return -EBADMSG;
+        s->done = true;
+        return 0;
+}
+
 int mesh_sent_from_text(const char *data, size_t len, const char *me, MeshSent *ret) {
         _cleanup_free_ char *from = NULL;
         _cleanup_cjson_ cJSON *o = NULL;
         _cleanup_(mesh_sent_done) MeshSent s = { .uid = (uid_t) -1 };
-        uint64_t uid = 0;
         int r;
 
         if (!data || len == 0 || len > MESH_SENT_FILE_MAX || memchr(data, 0, len))
@@ -135,38 +216,71 @@ int mesh_sent_from_text(const char *data, size_t len, const char *me, MeshSent *
         o = cJSON_ParseWithLength(data, head_len);
         if (!o)
                 return cJSON_GetErrorPtr() ? -EBADMSG : -ENOMEM;
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "v"),
-                    *st = cJSON_GetObjectItemCaseSensitive(o, "state"),
-                    *stored = cJSON_GetObjectItemCaseSensitive(o, "stored");
-        if (!cJSON_IsObject(o) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsString(st) ||
-            (stored && !cJSON_IsBool(stored)))
-                return -EBADMSG;
-        s.stored = cJSON_IsTrue(stored);
-        s.state = state_static(st->valuestring);
-        if ((r = get_str(o, "id", &s.id)) < 0 || (r = get_str(o, "agent", &s.agent)) < 0 ||
-            (r = get_str(o, "host", &s.host)) < 0 || (r = get_str(o, "sender", &s.sender)) < 0 ||
-            (r = get_u64(o, "uid", true, &uid)) < 0 || (r = get_u64(o, "ts", true, &s.submitted_usec)) < 0 ||
-            (r = get_u64(o, "end", false, &s.ended_usec)) < 0)
-                return r;
-        if (uid >= (uid_t) -1)
-                return -EBADMSG;
-        s.uid = (uid_t) uid;
-        if (!head_valid(&s))
-                return -EBADMSG;
-        r = sender_at(s.sender, me, &from);
+        r = head_parse(o, me, &s, &from);
         if (r < 0)
-                return r == -ENOMEM ? r : -EBADMSG;
+                return r;
         if (rest > 0) {
                 /* The result: one line, and the last. */
                 const char *res = nl + 1;
                 if (res[rest - 1] != '\n' || memchr(res, '\n', rest - 1))
                         return -EBADMSG;
-                r = mesh_result_from_json(res, rest - 1, &s.result);
+                r = result_parse(res, rest - 1, from, &s);
                 if (r < 0)
                         return r;
-                if (!result_is(&s, from))
+        } else if (s.ended_usec != 0)
+                return -EBADMSG;        /* ended, but no result */
+        *ret = s;
+        s = (MeshSent) {};
+        return 0;
+}
+
+int mesh_sent_from_record(const char *line, size_t len, const char *me, MeshSent *ret) {
+        _cleanup_free_ char *from = NULL;
+        _cleanup_cjson_ cJSON *o = NULL;
+        _cleanup_(mesh_sent_done) MeshSent s = { .uid = (uid_t) -1 };
+        int r;
+
+        if (!line || len == 0 || len > MESH_SENT_RECORD_MAX || memchr(line, 0, len) || memchr(line, '\n', len))
+                return -EBADMSG;
+        o = cJSON_ParseWithLength(line, len);
+        if (!o)
+                return cJSON_GetErrorPtr() ? -EBADMSG : -ENOMEM;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "v"),
+                    *op = cJSON_GetObjectItemCaseSensitive(o, "op"),
+                    *cancel = cJSON_GetObjectItemCaseSensitive(o, "cancel"),
+                    *res = cJSON_GetObjectItemCaseSensitive(o, "result");
+        if (!cJSON_IsObject(o) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsString(op) || !op->valuestring)
+                return -EBADMSG;
+        if (streq(op->valuestring, "forget")) {
+                if ((r = get_str(o, "id", &s.id)) < 0)
+                        return r;
+                if (!con_task_id_valid(s.id))
                         return -EBADMSG;
-                s.done = true;
+                *ret = s;
+                s = (MeshSent) {};
+                return 1;
+        }
+        if (!streq(op->valuestring, "put"))
+                return -EBADMSG;
+        r = head_parse(o, me, &s, &from);
+        if (r < 0)
+                return r;
+        if (cancel) {
+                if (!cJSON_IsString(cancel) || !cancel->valuestring || !cancel_by_valid(cancel->valuestring, from))
+                        return -EBADMSG;
+                s.cancel_by = strdup(cancel->valuestring);
+                if (!s.cancel_by)
+                        return -ENOMEM;
+        }
+        if (res) {
+                if (!cJSON_IsString(res) || !res->valuestring)
+                        return -EBADMSG;
+                size_t l = strlen(res->valuestring);
+                if (l == 0 || memchr(res->valuestring, '\n', l))
+                        return -EBADMSG;
+                r = result_parse(res->valuestring, l, from, &s);
+                if (r < 0)
+                        return r;
         } else if (s.ended_usec != 0)
                 return -EBADMSG;        /* ended, but no result */
         *ret = s;
@@ -194,54 +308,6 @@ int mesh_sent_open_dir(int parent_fd, const char *name) {
         if (st.st_uid != geteuid() || (st.st_mode & 077))
                 return -EPERM;
         return TAKE_FD(fd);
-}
-
-static int file_name(const char *id, char *buf, size_t size) {
-        if (!con_task_id_valid(id))
-                return -EINVAL;
-        int n = snprintf(buf, size, "%s%s", id, MESH_SENT_SUFFIX);
-        return n < 0 || (size_t) n >= size ? -ENAMETOOLONG : 0;
-}
-
-int mesh_sent_write(int dir_fd, const MeshSent *s, const char *me, bool sync) {
-        _cleanup_free_ char *text = NULL;
-        char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
-        int r = file_name(s->id, name, sizeof(name));
-        if (r < 0)
-                return r;
-        r = mesh_sent_to_text(s, me, &text);
-        if (r < 0)
-                return r;
-        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .sync = sync };
-        return con_spool_write(dir_fd, name, text, strlen(text), &w);
-}
-
-int mesh_sent_sync(int dir_fd, char * const *ids) {
-        char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
-        for (size_t i = 0; ids && ids[i]; i++) {
-                int r = file_name(ids[i], name, sizeof(name));
-                if (r < 0)
-                        return r;
-                _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-                if (fd < 0) {
-                        if (errno == ENOENT)
-                                continue;       /* forgotten meanwhile */
-                        return -errno;
-                }
-                if (fdatasync(fd) < 0)
-                        return -errno;
-        }
-        return con_spool_sync_dir(dir_fd);
-}
-
-int mesh_sent_remove(int dir_fd, const char *id) {
-        char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
-        int r = file_name(id, name, sizeof(name));
-        if (r < 0)
-                return r;
-        if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
-                return -errno;
-        return 0;
 }
 
 static int cmp_sent(const void *a, const void *b) {
@@ -302,5 +368,281 @@ int mesh_sent_load(int dir_fd, const char *me, MeshSent **ret, size_t *ret_n, un
         *ret = all;
         *ret_n = n;
         *ret_bad = bad;
+        return 0;
+}
+
+/* ---- the journal ---- */
+
+struct MeshSentJournal {
+        ConJournal *journal;
+        char *me;
+        uint64_t n_records;     /* lines in the journal, committed or in the batch */
+};
+
+MeshSentJournal *mesh_sent_journal_free(MeshSentJournal *j) {
+        if (!j)
+                return NULL;
+        con_journal_free(j->journal);
+        free(j->me);
+        free(j);
+        return NULL;
+}
+
+static int cmp_id(const void *a, const void *b) {
+        return strcmp(((const MeshSent *) a)->id, ((const MeshSent *) b)->id);
+}
+
+/* Replay: the records by id (a tsearch() tree of MeshSent*), in the order first seen. */
+typedef struct Replay {
+        const char *me;
+        MeshSent **all;         /* owned; a forgotten one is freed and NULL */
+        size_t n, alloc;
+        void *index;
+} Replay;
+
+static void noop_free(void *p _unused_) {
+}
+
+static void replay_done(Replay *rp) {
+        tdestroy(rp->index, noop_free);
+        for (size_t i = 0; i < rp->n; i++)
+                if (rp->all[i]) {
+                        mesh_sent_done(rp->all[i]);
+                        free(rp->all[i]);
+                }
+        free(rp->all);
+        *rp = (Replay) {};
+}
+
+/* Takes S: replaces the record of its id, or adds it. */
+static int replay_put(Replay *rp, MeshSent *s) {
+        MeshSent **found = tfind(s, &rp->index, cmp_id);
+        if (found) {
+                mesh_sent_done(*found);
+                **found = *s;   /* the tree's key (the id) is compared by value: same id */
+                *s = (MeshSent) {};
+                return 0;
+        }
+        if (rp->n == rp->alloc) {
+                size_t a = rp->alloc ? rp->alloc * 2 : 64;
+                MeshSent **p = reallocarray(rp->all, a, sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                rp->all = p;
+                rp->alloc = a;
+        }
+        MeshSent *e = malloc(sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        *e = *s;
+        if (!tsearch(e, &rp->index, cmp_id)) {
+                free(e);
+                return -ENOMEM;
+        }
+        *s = (MeshSent) {};
+        rp->all[rp->n++] = e;
+        return 0;
+}
+
+static void replay_forget(Replay *rp, const MeshSent *key) {
+        MeshSent **found = tfind(key, &rp->index, cmp_id);
+        if (!found)
+                return;
+        MeshSent *e = *found;
+        (void) tdelete(key, &rp->index, cmp_id);
+        for (size_t i = 0; i < rp->n; i++)
+                if (rp->all[i] == e) {
+                        rp->all[i] = NULL;
+                        break;
+                }
+        mesh_sent_done(e);
+        free(e);
+}
+
+static int replay_line(char *line, size_t len, void *userdata) {
+        Replay *rp = userdata;
+        _cleanup_(mesh_sent_done) MeshSent s = {};
+        int r = mesh_sent_from_record(line, len, rp->me, &s);
+        if (r < 0)
+                return r;
+        if (r == 1) {
+                replay_forget(rp, &s);
+                return 0;
+        }
+        return replay_put(rp, &s);
+}
+
+/* The earlier version's <id>.sent files: into the journal (synced), then removed. */
+static int migrate(MeshSentJournal *j, int dir_fd, Replay *rp, MeshSentLoadStats *st) {
+        MeshSent *files = NULL;
+        size_t n = 0;
+        _cleanup_strv_free_ char **ids = NULL;
+        int r = mesh_sent_load(dir_fd, j->me, &files, &n, &st->n_bad_files);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                r = strv_extend(&ids, files[i].id);
+                if (r < 0)
+                        break;
+                /* A migration cut short left files the journal holds already: the journal's win. */
+                if (tfind(&files[i], &rp->index, cmp_id))
+                        continue;
+                r = mesh_sent_journal_put(j, &files[i]);
+                if (r >= 0)
+                        r = replay_put(rp, &files[i]);
+        }
+        mesh_sent_free_many(files, n);
+        if (r >= 0)
+                r = mesh_sent_journal_commit(j, true);
+        if (r < 0)
+                return r;
+        /* On disk in the journal: the files go. */
+        for (size_t i = 0; ids && ids[i]; i++) {
+                char name[CON_TASK_ID_MAX + sizeof(MESH_SENT_SUFFIX)];
+                (void) snprintf(name, sizeof(name), "%s%s", ids[i], MESH_SENT_SUFFIX);
+                if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
+                        return -errno;
+        }
+        if (n > 0 && fsync(dir_fd) < 0)
+                return -errno;
+        st->n_migrated = n;
+        return 0;
+}
+
+static int cmp_sent_ptr(const void *a, const void *b) {
+        return cmp_sent(*(const MeshSent * const *) a, *(const MeshSent * const *) b);
+}
+
+int mesh_sent_journal_open(int dir_fd, const char *me, MeshSentJournal **ret, MeshSent **ret_all,
+                           size_t *ret_n, MeshSentLoadStats *ret_stats) {
+        _cleanup_(mesh_sent_journal_freep) MeshSentJournal *j = calloc(1, sizeof(*j));
+        _cleanup_(replay_done) Replay rp = { .me = me };
+        MeshSentLoadStats st = {};
+        ConJournalReplay jr = {};
+
+        if (!j)
+                return -ENOMEM;
+        if (!con_mesh_host_valid(me))
+                return -EINVAL;
+        j->me = strdup(me);
+        if (!j->me)
+                return -ENOMEM;
+        int r = con_journal_open(dir_fd, MESH_SENT_JOURNAL, &j->journal, &st.set_aside);
+        if (r < 0)
+                return r;
+        r = con_journal_replay(j->journal, MESH_SENT_RECORD_MAX, replay_line, &rp, &jr);
+        if (r < 0)
+                return r;
+        j->n_records = jr.n_lines + jr.n_corrupt;
+        st.n_corrupt = jr.n_corrupt;
+        st.torn_tail = jr.torn_tail;
+        r = migrate(j, dir_fd, &rp, &st);
+        if (r < 0)
+                return r;
+
+        /* The records, in the order they were sent. */
+        size_t n = 0;
+        for (size_t i = 0; i < rp.n; i++)
+                if (rp.all[i])
+                        rp.all[n++] = rp.all[i];
+        rp.n = n;
+        if (n > 0)
+                qsort(rp.all, n, sizeof(*rp.all), cmp_sent_ptr);
+        MeshSent *all = calloc(n ?: 1, sizeof(*all));
+        if (!all)
+                return -ENOMEM;
+        tdestroy(rp.index, noop_free);
+        rp.index = NULL;
+        for (size_t i = 0; i < n; i++) {
+                all[i] = *rp.all[i];
+                free(rp.all[i]);
+                rp.all[i] = NULL;
+        }
+        *ret = TAKE_PTR(j);
+        *ret_all = all;
+        *ret_n = n;
+        if (ret_stats)
+                *ret_stats = st;
+        return 0;
+}
+
+int mesh_sent_journal_put(MeshSentJournal *j, const MeshSent *s) {
+        _cleanup_free_ char *line = NULL;
+        int r = mesh_sent_to_record(s, j->me, &line);
+        if (r < 0)
+                return r;
+        r = con_journal_append(j->journal, line);
+        if (r < 0)
+                return r;
+        j->n_records++;
+        return 0;
+}
+
+int mesh_sent_journal_forget(MeshSentJournal *j, const char *id) {
+        _cleanup_free_ char *line = NULL;
+        if (!con_task_id_valid(id))
+                return -EINVAL;
+        _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "op", "forget") ||
+            !cJSON_AddStringToObject(o, "id", id))
+                return -ENOMEM;
+        line = cJSON_PrintUnformatted(o);
+        if (!line)
+                return -ENOMEM;
+        int r = con_journal_append(j->journal, line);
+        if (r < 0)
+                return r;
+        j->n_records++;
+        return 0;
+}
+
+bool mesh_sent_journal_has_batch(const MeshSentJournal *j) {
+        return con_journal_has_batch(j->journal);
+}
+
+int mesh_sent_journal_commit(MeshSentJournal *j, bool sync) {
+        return con_journal_commit(j->journal, sync);
+}
+
+uint64_t mesh_sent_journal_size(const MeshSentJournal *j) {
+        return con_journal_size(j->journal);
+}
+
+bool mesh_sent_journal_want_compact(const MeshSentJournal *j, size_t n_live) {
+        /* A task takes about five records (sent, stored, accepted, working, result) and a forget:
+         * rewritten once the dead ones clearly outnumber the live. */
+        return !con_journal_has_batch(j->journal) && j->n_records > 4 * (uint64_t) n_live + 4096;
+}
+
+typedef struct CompactArgs {
+        MeshSentJournal *j;
+        const MeshSent *all;
+        size_t n;
+        uint64_t n_written;
+} CompactArgs;
+
+static int write_compacted(FILE *f, void *userdata) {
+        CompactArgs *a = userdata;
+        for (size_t i = 0; i < a->n; i++) {
+                _cleanup_free_ char *line = NULL;
+                int r = mesh_sent_to_record(&a->all[i], a->j->me, &line);
+                if (r == -EINVAL)
+                        continue;       /* never written either */
+                if (r < 0)
+                        return r;
+                r = con_journal_put(f, line);
+                if (r < 0)
+                        return r;
+                a->n_written++;
+        }
+        return 0;
+}
+
+int mesh_sent_journal_compact(MeshSentJournal *j, const MeshSent *all, size_t n) {
+        CompactArgs a = { .j = j, .all = all, .n = n };
+        int r = con_journal_rewrite(j->journal, write_compacted, &a);
+        if (r < 0)
+                return r;
+        j->n_records = a.n_written;
         return 0;
 }

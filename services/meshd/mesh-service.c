@@ -98,12 +98,13 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
         uint64_t submitted_usec, ended_usec;    /* CLOCK_REALTIME: its record's (mesh-sent.h) */
         bool stored;            /* JetStream acknowledged it (in this run or, by its record, before) */
         bool sending;           /* its publish is queued in this run */
+        char *cancel_by;        /* USER@<this host> who asked to cancel it (kept in its record), or NULL */
 } Outgoing;
 
 typedef struct DeliverCall DeliverCall;
 
 typedef struct SentWaiter {     /* waits until the records written so far are on disk */
-        sd_bus_message *call;   /* a Submit, answered with task_id */
+        sd_bus_message *call;   /* a Submit, answered with task_id (a Cancel: empty, task_id NULL) */
         char *task_id;
         natsMsg *ack;           /* or a result message, acknowledged */
 } SentWaiter;
@@ -130,12 +131,11 @@ struct Mesh {
         sd_event_source *wake;
         int efd;
         int outbox_fd, failed_fd;       /* CON_MESH_OUTBOX_DIR, CON_MESH_FAILED_DIR: results for their senders */
-        int sent_fd;                    /* CON_MESH_SENT_DIR: the records of the tasks sent from here */
+        MeshSentJournal *sent;          /* CON_MESH_SENT_DIR/journal: the records of the tasks sent from here */
         sd_event_source *retention_timer;
-        SentWaiter *waiters;            /* replies and acks waiting for the records' next sync */
-        char **dirty;                   /* ids of the records written since that sync */
+        SentWaiter *waiters;            /* replies and acks waiting for the records' next commit */
         size_t n_waiters;
-        sd_event_source *sync_event;    /* that sync, at the end of this loop iteration */
+        sd_event_source *sync_event;    /* that commit, at the end of this loop iteration */
 
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -1004,6 +1004,7 @@ static void outgoing_done(Outgoing *o) {
         free(o->agent);
         free(o->host);
         free(o->sender);
+        free(o->cancel_by);
         mesh_result_done(&o->result);
 }
 
@@ -1043,23 +1044,32 @@ static Outgoing *add_out(Mesh *m, const char *id, const char *agent, const char 
 static MeshSent sent_view(const Outgoing *o) {
         return (MeshSent) { .id = o->id, .agent = o->agent, .host = o->host, .sender = o->sender, .uid = o->uid,
                             .state = o->state, .submitted_usec = o->submitted_usec, .ended_usec = o->ended_usec,
-                            .stored = o->stored, .done = o->done, .result = o->result };
+                            .stored = o->stored, .done = o->done, .cancel_by = o->cancel_by, .result = o->result };
 }
 
-/* O's record, replaced; with sync on disk when this returns (before Submit's answer, before a
- * result's message is acknowledged). */
-static int sent_save(Mesh *m, const Outgoing *o, bool sync) {
+static int on_sent_sync(sd_event_source *s, void *userdata);
+static void sent_compact(Mesh *m);
+
+static int sent_schedule_commit(Mesh *m) {
+        if (m->sync_event)
+                return 0;
+        return sd_event_add_defer(m->event, &m->sync_event, on_sent_sync, m);
+}
+
+/* O's record, into the journal's batch: written at the end of this loop iteration (on_sent_sync),
+ * and on disk before Submit's answer and before a result's message is acknowledged. */
+static int sent_save(Mesh *m, const Outgoing *o) {
         MeshSent s = sent_view(o);
-        int r = mesh_sent_write(m->sent_fd, &s, m->config->mesh.host, sync);
-        if (r >= 0 && !sync && !strv_contains(m->dirty, o->id) && strv_extend(&m->dirty, o->id) < 0)
-                return -ENOMEM;
-        return r;
+        int r = mesh_sent_journal_put(m->sent, &s);
+        if (r < 0)
+                return r;
+        return sent_schedule_commit(m);
 }
 
-/* Group commit of the records: a Submit is answered, and a result's message acknowledged, only once
- * the records written before are on disk. Records are written without fsync; at the end of the
- * loop iteration they are synced together (mesh_sent_sync: one journal commit usually covers the
- * group), so a burst costs about one commit per iteration, not two fsyncs per task on the loop. */
+/* The records' group commit (docs/MULTIHOST.md, "The table of sent tasks"): the records of this
+ * loop iteration go to the journal in one write; when a Submit's answer, a Cancel's or a result's
+ * acknowledgement waits for them, with one fdatasync(). A burst costs one commit per iteration,
+ * not one per task. */
 static int on_sent_sync(sd_event_source *s _unused_, void *userdata) {
         Mesh *m = userdata;
         SentWaiter *w = TAKE_PTR(m->waiters);
@@ -1067,12 +1077,20 @@ static int on_sent_sync(sd_event_source *s _unused_, void *userdata) {
         m->n_waiters = 0;
         m->sync_event = sd_event_source_disable_unref(m->sync_event);
 
-        _cleanup_strv_free_ char **dirty = TAKE_PTR(m->dirty);
-        int r = dirty ? mesh_sent_sync(m->sent_fd, dirty) : 0;     /* nothing written: nothing to wait for */
+        int r = mesh_sent_journal_commit(m->sent, n > 0);
         if (r < 0)
-                log_error_errno(r, "Cannot sync %s: %m", CON_MESH_SENT_DIR);
+                log_error_errno(r, "Cannot write %s/%s: %m", CON_MESH_SENT_DIR, MESH_SENT_JOURNAL);
         for (size_t i = 0; i < n; i++) {
-                if (w[i].call) {
+                if (w[i].call && !w[i].task_id) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                        if (r < 0) {
+                                (void) con_bus_error_setf(&e, CON_ERROR_STORAGE_FAILED, "The mesh cannot record "
+                                                          "the cancel: %s", strerror(-r));
+                                (void) sd_bus_reply_method_error(w[i].call, &e);
+                        } else
+                                (void) sd_bus_reply_method_return(w[i].call, NULL);
+                        sd_bus_message_unref(w[i].call);
+                } else if (w[i].call) {
                         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                         if (r < 0) {
                                 (void) con_bus_error_setf(&e, CON_ERROR_STORAGE_FAILED, "The mesh sent task %s but "
@@ -1086,30 +1104,48 @@ static int on_sent_sync(sd_event_source *s _unused_, void *userdata) {
                         release_msg(m, MESH_KIND_RESULT, w[i].ack);     /* delivered again */
         }
         free(w);
+        if (r >= 0 && mesh_sent_journal_want_compact(m->sent, m->n_out))
+                sent_compact(m);
         return 0;
 }
 
-/* Takes CALL (a Submit to answer with TASK_ID) or ACK (a result message to acknowledge). */
+/* Takes CALL (a Submit to answer with TASK_ID, or a Cancel to answer empty: TASK_ID NULL) or ACK (a result message to acknowledge). */
 static int sent_after_sync(Mesh *m, sd_bus_message *call, const char *task_id, natsMsg *ack) {
         SentWaiter *n = reallocarray(m->waiters, m->n_waiters + 1, sizeof(*n));
         if (!n)
                 return -ENOMEM;
         m->waiters = n;
         SentWaiter w = { .call = sd_bus_message_ref(call), .task_id = task_id ? strdup(task_id) : NULL, .ack = ack };
-        if (call && !w.task_id) {
+        if (call && task_id && !w.task_id) {
                 sd_bus_message_unref(w.call);
                 return -ENOMEM;
         }
-        if (!m->sync_event) {
-                int r = sd_event_add_defer(m->event, &m->sync_event, on_sent_sync, m);
-                if (r < 0) {
-                        sd_bus_message_unref(w.call);
-                        free(w.task_id);
-                        return r;
-                }
+        int r = sent_schedule_commit(m);
+        if (r < 0) {
+                sd_bus_message_unref(w.call);
+                free(w.task_id);
+                return r;
         }
         n[m->n_waiters++] = w;
         return 0;
+}
+
+static void sent_compact(Mesh *m) {
+        MeshSent *views = calloc(m->n_out ?: 1, sizeof(*views));
+        if (!views) {
+                log_error("Out of memory");
+                return;
+        }
+        for (size_t i = 0; i < m->n_out; i++)
+                views[i] = sent_view(&m->out[i]);
+        uint64_t before = mesh_sent_journal_size(m->sent);
+        int r = mesh_sent_journal_compact(m->sent, views, m->n_out);
+        free(views);
+        if (r < 0)
+                log_warning_errno(r, "Cannot compact %s/%s: %m", CON_MESH_SENT_DIR, MESH_SENT_JOURNAL);
+        else
+                log_debug("Compacted %s/%s: %" PRIu64 " bytes, %" PRIu64 " before", CON_MESH_SENT_DIR,
+                          MESH_SENT_JOURNAL, mesh_sent_journal_size(m->sent), before);
 }
 
 static void sent_waiters_free(Mesh *m) {
@@ -1121,7 +1157,6 @@ static void sent_waiters_free(Mesh *m) {
         }
         free(m->waiters);
         m->waiters = NULL;
-        m->dirty = strv_free(m->dirty);
         m->n_waiters = 0;
         m->sync_event = sd_event_source_disable_unref(m->sync_event);
 }
@@ -1130,9 +1165,12 @@ static void sent_waiters_free(Mesh *m) {
 static void sent_forget(Mesh *m, size_t i) {
         Outgoing *o = &m->out[i];
         char name[CON_TASK_ID_MAX + 16];
-        int r = mesh_sent_remove(m->sent_fd, o->id);
+        /* Not synced: a forget lost in a crash is made again by the retention. */
+        int r = mesh_sent_journal_forget(m->sent, o->id);
+        if (r >= 0)
+                r = sent_schedule_commit(m);
         if (r < 0)
-                log_warning_errno(r, "Cannot remove the record of task %s: %m", o->id);
+                log_warning_errno(r, "Cannot forget the record of task %s: %m", o->id);
         if (o->done) {
                 bool ok = streq_ptr(o->result.status, "completed");
                 int dirfd = ok ? m->outbox_fd : m->failed_fd;
@@ -1206,37 +1244,55 @@ static int on_retention_timer(sd_event_source *s, uint64_t usec _unused_, void *
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
-/* At the start: the sent tasks of earlier runs, from their records. */
+static void cancel_pending_add(Mesh *m, const Outgoing *o, const char *by, bool publish_now);
+static void write_result_file(Mesh *m, const Outgoing *o, bool missing_only);
+
+/* At the start: the sent tasks of earlier runs, from the journal (and an earlier version's files),
+ * their pending cancels sent again. */
 static int sent_load(Mesh *m) {
+        _cleanup_close_ int sent_fd = -EBADF;
+        MeshSentLoadStats st = {};
         MeshSent *all = NULL;
         size_t n = 0;
-        unsigned bad = 0;
 
         int fd = open_nofollow(CON_MESH_DIR, O_RDONLY | O_DIRECTORY, 0);
         if (fd < 0)
                 return log_error_errno(fd, "Cannot open %s (con bootstrap makes it): %m", CON_MESH_DIR);
-        m->sent_fd = mesh_sent_open_dir(fd, "sent");
+        sent_fd = mesh_sent_open_dir(fd, "sent");
         safe_close(fd);
-        if (m->sent_fd < 0)
-                return log_error_errno(m->sent_fd, "Cannot open %s (it must be %s's, 0700): %m", CON_MESH_SENT_DIR,
+        if (sent_fd < 0)
+                return log_error_errno(sent_fd, "Cannot open %s (it must be %s's, 0700): %m", CON_MESH_SENT_DIR,
                                        CON_MESH_USER);
-        int r = mesh_sent_load(m->sent_fd, m->config->mesh.host, &all, &n, &bad);
+        int r = mesh_sent_journal_open(sent_fd, m->config->mesh.host, &m->sent, &all, &n, &st);
         if (r < 0)
                 return log_error_errno(r, "Cannot read %s: %m", CON_MESH_SENT_DIR);
-        if (bad > 0)
-                log_warning("Skipped %u record(s) in %s that do not parse", bad, CON_MESH_SENT_DIR);
+        if (st.set_aside)
+                log_warning("%s/%s was not %s's own file (owner, mode or links): set aside as %s.untrusted-*, "
+                            "not read", CON_MESH_SENT_DIR, MESH_SENT_JOURNAL, CON_MESH_USER, MESH_SENT_JOURNAL);
+        if (st.torn_tail)
+                log_notice("%s/%s: cut off a torn last record (a crash while it was written; never acknowledged)",
+                           CON_MESH_SENT_DIR, MESH_SENT_JOURNAL);
+        if (st.n_corrupt > 0)
+                log_warning("Skipped %u record(s) in %s/%s that do not parse", st.n_corrupt, CON_MESH_SENT_DIR,
+                            MESH_SENT_JOURNAL);
+        if (st.n_migrated > 0)
+                log_info("Moved %zu record file(s) of an earlier version into %s/%s", st.n_migrated,
+                         CON_MESH_SENT_DIR, MESH_SENT_JOURNAL);
+        if (st.n_bad_files > 0)
+                log_warning("Skipped %u record file(s) in %s that do not parse (left in place)", st.n_bad_files,
+                            CON_MESH_SENT_DIR);
         m->out = calloc(n ?: 1, sizeof(*m->out));
         if (!m->out) {
                 mesh_sent_free_many(all, n);
                 return log_error_errno(-ENOMEM, "Cannot read %s: %m", CON_MESH_SENT_DIR);
         }
-        size_t waiting = 0;
+        size_t waiting = 0, canceling = 0;
         for (size_t i = 0; i < n; i++) {
                 MeshSent *s = &all[i];
                 m->out[i] = (Outgoing) { .id = TAKE_PTR(s->id), .agent = TAKE_PTR(s->agent), .host = TAKE_PTR(s->host),
                                          .sender = TAKE_PTR(s->sender), .uid = s->uid, .state = s->state,
                                          .stored = s->stored, .done = s->done, .result = s->result, .submitted_usec = s->submitted_usec,
-                                         .ended_usec = s->ended_usec };
+                                         .ended_usec = s->ended_usec, .cancel_by = TAKE_PTR(s->cancel_by) };
                 s->result = (MeshResult) {};
                 waiting += !s->done;
         }
@@ -1245,6 +1301,18 @@ static int sent_load(Mesh *m) {
         if (n > 0)
                 log_info("%zu sent task(s) from earlier runs, %zu of them waiting for their result", n, waiting);
         sent_retention(m);
+        /* Answer files are written without a sync: one a crash lost is written again from its record. */
+        for (size_t i = 0; i < m->n_out; i++)
+                if (m->out[i].done)
+                        write_result_file(m, &m->out[i], true);
+        /* Cancels asked before the restart: sent again until the result is back. */
+        for (size_t i = 0; i < m->n_out; i++)
+                if (!m->out[i].done && m->out[i].cancel_by) {
+                        cancel_pending_add(m, &m->out[i], m->out[i].cancel_by, false);
+                        canceling++;
+                }
+        if (canceling > 0)
+                log_info("%zu cancel(s) asked before the restart: sent again until their result is back", canceling);
         r = sd_event_add_time_relative(m->event, &m->retention_timer, CLOCK_REALTIME, USEC_PER_SEC, USEC_PER_SEC,
                                        on_retention_timer, m);
         if (r < 0)
@@ -1813,7 +1881,10 @@ static int handle_task(Mesh *m, natsMsg *msg) {
 /* The answer as a file for its sender, as an agent writes outbox/<id>.response (completed) or
  * failed/<id>.reason (failed, canceled): con-mesh 0600 plus u:<sender>:r--, never replaced. A
  * .task file's sender reads it there; anyone else through GetResult. */
-static void write_result_file(Mesh *m, const Outgoing *o) {
+/* The answer file, written once. Not synced: the result is in the task's record (the journal, synced
+ * before the result's message is acknowledged), and sent_load() writes the file again from it
+ * when a crash lost it. With MISSING_ONLY, nothing is written when it exists. */
+static void write_result_file(Mesh *m, const Outgoing *o, bool missing_only) {
         bool ok = streq(o->result.status, "completed");
         int dirfd = ok ? m->outbox_fd : m->failed_fd;
         _cleanup_free_ char *name = NULL;
@@ -1822,9 +1893,9 @@ static void write_result_file(Mesh *m, const Outgoing *o) {
                 return;
         if (asprintf(&name, "%s%s", o->id, ok ? ".response" : ".reason") < 0)
                 return;
-        /* Durable: the result's message is acknowledged right after, and the record of the sent
-         * task is in memory only; a crash must not lose the answer. */
-        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .sync = true, .noreplace = true,
+        if (missing_only && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) >= 0)
+                return;
+        ConSpoolWrite w = { .mode = 0600, .uid = (uid_t) -1, .gid = (gid_t) -1, .noreplace = true,
                             .reader = o->uid == geteuid() ? (uid_t) -1 : o->uid };
         int r = con_spool_write(dirfd, name, o->result.text, strlen(o->result.text), &w);
         if (r < 0 && r != -EEXIST)
@@ -1881,10 +1952,10 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
                 /* On disk before the result's message is acknowledged (on_sent_sync): a restart still
                  * knows it. */
-                r = sent_save(m, o, false);
+                r = sent_save(m, o);
                 if (r < 0)
                         log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
-                write_result_file(m, o);
+                write_result_file(m, o, false);
                 (void) sd_bus_emit_signal(m->bus, CON_MESH_PATH, CON_MESH_INTERFACE, "TaskCompleted", "sss", o->id,
                                           o->sender, o->result.status);
         }
@@ -1933,7 +2004,7 @@ static void handle_state(Mesh *m, const Job *j) {
                 o->state = rank == 2 ? "working" : "accepted";
                 log_debug("Task %s for %s@%s: %s", o->id, o->agent, o->host, o->state);
                 /* Not synced: a state lost in a crash comes again, or the result does. */
-                r = sent_save(m, o, false);
+                r = sent_save(m, o);
                 if (r < 0)
                         log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
         }
@@ -1997,39 +2068,28 @@ static int on_cancel_timer(sd_event_source *s _unused_, uint64_t usec _unused_, 
  * sent again every CANCEL_RETRY_USEC until its result is back); that result says canceled, or what
  * the task ended as if it ended first. A task whose result is back: nothing to do, as an agent's
  * Cancel of a finished task. */
-static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Mesh *m = userdata;
-        _cleanup_free_ char *name = NULL;
+/* O's cancel, asked by BY (USER@<this host>), kept until its result is back: sent now (or at the
+ * retry timer) and again every CANCEL_RETRY_USEC. */
+static void cancel_pending_add(Mesh *m, const Outgoing *o, const char *by, bool publish_now) {
         _cleanup_(pending_cancel_done) PendingCancel p = {};
-        const char *id;
-        Outgoing *o;
-        uid_t uid;
-        int r;
+        int r = 0;
 
-        r = caller_outgoing(m, msg, " (only its sender and root may cancel it)", &id, &uid, &o, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-        if (o->done)
-                return sd_bus_reply_method_return(msg, NULL);
-        r = con_uid_to_name(uid, &name);
-        if (r < 0)
-                return r;
-        if (asprintf(&p.cancel.from, "%s@%s", o->sender, m->config->mesh.host) < 0 ||
-            asprintf(&p.cancel.by, "%s@%s", name, m->config->mesh.host) < 0 || !(p.cancel.id = strdup(o->id)) ||
-            !(p.cancel.agent = strdup(o->agent)) || !(p.host = strdup(o->host)))
-                return -ENOMEM;
-        if (!mesh_cancel_allowed(p.cancel.from, p.cancel.by))
-                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: '%s' has no user name "
-                                          "other hosts could check", p.cancel.by);
-        publish_cancel(m, &p);
-        log_info("Task %s for %s@%s: cancel sent by %s", o->id, o->agent, o->host, p.cancel.by);
+        if (asprintf(&p.cancel.from, "%s@%s", o->sender, m->config->mesh.host) < 0 || !(p.cancel.by = strdup(by)) ||
+            !(p.cancel.id = strdup(o->id)) || !(p.cancel.agent = strdup(o->agent)) || !(p.host = strdup(o->host))) {
+                log_error("Out of memory");
+                return;
+        }
+        if (publish_now)
+                publish_cancel(m, &p);
         bool again = false;
         for (size_t i = 0; i < m->n_cancels && !again; i++)
-                again = streq(m->cancels[i].cancel.id, id);
+                again = streq(m->cancels[i].cancel.id, o->id);
         if (!again) {
                 PendingCancel *n = realloc(m->cancels, sizeof(*n) * (m->n_cancels + 1));
-                if (!n)
-                        return -ENOMEM;
+                if (!n) {
+                        log_error("Out of memory");
+                        return;
+                }
                 m->cancels = n;
                 n[m->n_cancels++] = p;
                 p = (PendingCancel) {};
@@ -2044,7 +2104,49 @@ static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         }
         if (r < 0)
                 log_warning_errno(r, "Cannot arm the cancel retry timer (the cancel is sent once): %m");
-        return sd_bus_reply_method_return(msg, NULL);
+}
+
+/* Cancel(task_id): a task sent from here, by its sender or root. Kept in the task's record (on disk
+ * before Cancel answers: a restart sends it again), sent to the host running it and again every
+ * CANCEL_RETRY_USEC until its result is back; that result says canceled, or what the task ended as
+ * if it ended first. A task whose result is back: nothing to do, as an agent's Cancel of a finished
+ * task. */
+static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Mesh *m = userdata;
+        _cleanup_free_ char *name = NULL, *from = NULL, *by = NULL;
+        const char *id;
+        Outgoing *o;
+        uid_t uid;
+        int r;
+
+        r = caller_outgoing(m, msg, " (only its sender and root may cancel it)", &id, &uid, &o, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        if (o->done)
+                return sd_bus_reply_method_return(msg, NULL);
+        r = con_uid_to_name(uid, &name);
+        if (r < 0)
+                return r;
+        if (asprintf(&from, "%s@%s", o->sender, m->config->mesh.host) < 0 ||
+            asprintf(&by, "%s@%s", name, m->config->mesh.host) < 0)
+                return -ENOMEM;
+        if (!mesh_cancel_allowed(from, by))
+                return con_bus_error_setf(error, CON_ERROR_ACCESS_DENIED, "Access denied: '%s' has no user name "
+                                          "other hosts could check", by);
+        if (!o->cancel_by) {
+                o->cancel_by = strdup(by);
+                if (!o->cancel_by)
+                        return -ENOMEM;
+                r = sent_save(m, o);
+                if (r < 0)
+                        return con_bus_error_setf(error, CON_ERROR_STORAGE_FAILED, "The mesh cannot record the "
+                                                  "cancel: %s", strerror(-r));
+        }
+        cancel_pending_add(m, o, by, true);
+        log_info("Task %s for %s@%s: cancel sent by %s", o->id, o->agent, o->host, by);
+        /* Answered once the cancel is on disk (on_sent_sync). */
+        r = sent_after_sync(m, msg, NULL, NULL);
+        return r < 0 ? r : 1;
 }
 
 static void audit_cancel(Mesh *m, const char *event, const MeshCancel *c, const char *sent_by) {
@@ -2196,7 +2298,7 @@ static bool handle_published(Mesh *m, Job *j) {
                  * which JetStream (or the receiving agent) recognises as the same task. */
                 o->sending = false;
                 o->stored = true;
-                int r = sent_save(m, o, false);
+                int r = sent_save(m, o);
                 if (r < 0)
                         log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
         }
@@ -2348,7 +2450,7 @@ static int submit_task_option(sd_bus_message *msg, const char *key, unsigned *se
 /* A task about to be sent: its record is written before anything goes, and on disk before Submit
  * answers (on_sent_sync: the answer means it exists). Refused with StorageFailed, and forgotten, when it cannot be written. */
 static int sent_record_new(Mesh *m, Outgoing *o, sd_bus_error *error) {
-        int r = sent_save(m, o, false);         /* synced before Submit answers (on_sent_sync) */
+        int r = sent_save(m, o);                /* synced before Submit answers (on_sent_sync) */
         if (r >= 0)
                 return 0;
         log_error_errno(r, "Cannot write the record of task %s in %s: %m", o->id, CON_MESH_SENT_DIR);
@@ -2690,7 +2792,7 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWrit
                 con_audit_writer_free(audit);
                 return -ENOMEM;
         }
-        m->efd = m->outbox_fd = m->failed_fd = m->sent_fd = -EBADF;
+        m->efd = m->outbox_fd = m->failed_fd = -EBADF;
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
@@ -2873,7 +2975,7 @@ Mesh *mesh_free(Mesh *m) {
                 close(m->outbox_fd);
         if (m->failed_fd >= 0)
                 close(m->failed_fd);
-        safe_close(m->sent_fd);
+        mesh_sent_journal_free(m->sent);
         sd_event_source_disable_unref(m->retention_timer);
         con_authz_free(m->authz);
         con_audit_writer_free(m->audit);

@@ -509,6 +509,8 @@ check_output "carol's cancel changed nothing: the task is still working" \
         '^sysadmin@host-b +mesh-cancel-1 +working +alice$' as_user alice con tasks sysadmin@host-b
 check_output "alice: con cancel ID (a task sent to another host)" \
         '^Task mesh-cancel-1 on agent sysadmin@host-b: canceling' as_user alice con cancel mesh-cancel-1
+check "... the cancel is in the task's record (on disk before con cancel answered: a restart sends it again)" \
+        grep -q '"id":"mesh-cancel-1",.*"cancel":"alice@host-a"' /srv/con/mesh/sent/journal
 check "... it ends canceled: its result came back" wait_for 15 bash -c \
         "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-1 | grep -q '\"canceled\"'"
 check_output "... con tasks shows it" '^sysadmin@host-b +mesh-cancel-1 +canceled +alice$' \
@@ -618,14 +620,15 @@ check_output "host-a's gateway log has both of its runs (the stopped one's exit 
 check_file_lacks "no sanitizer report from host-a's gateway (stopped with tasks, state events and status asked)" \
         'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
-section "host-a's gateway restarted: its table of sent tasks survives (records in /srv/con/mesh/sent)"
+section "host-a's gateway restarted: its table of sent tasks survives (the journal /srv/con/mesh/sent/journal)"
 stat_is "the gateway's state folder is con-mesh's alone" /srv/con/mesh/sent "con-mesh:con-mesh 700"
-stat_is "... and so is each record" /srv/con/mesh/sent/mesh-slow-2.sent "con-mesh:con-mesh 600"
+stat_is "... and so is the journal of records" /srv/con/mesh/sent/journal "con-mesh:con-mesh 600"
+check "... which holds the records (one line each)" grep -q '"op":"put","id":"mesh-slow-2",' /srv/con/mesh/sent/journal
 check_fail_output "host-a's agent cannot list the records" 'Permission denied' runuser -u a-concierge -- ls /srv/con/mesh/sent
-check_fail_output "... nor read one" 'Permission denied' runuser -u a-concierge -- cat /srv/con/mesh/sent/mesh-slow-2.sent
+check_fail_output "... nor read them" 'Permission denied' runuser -u a-concierge -- cat /srv/con/mesh/sent/journal
 check_fail_output "... nor plant one" 'Permission denied' \
-        runuser -u a-concierge -- sh -c 'echo x >/srv/con/mesh/sent/planted.sent'
-check_fail_output "... nor can alice read hers" 'Permission denied' as_user alice cat /srv/con/mesh/sent/mesh-slow-2.sent
+        runuser -u a-concierge -- sh -c 'echo x >>/srv/con/mesh/sent/journal'
+check_fail_output "... nor can alice read hers" 'Permission denied' as_user alice cat /srv/con/mesh/sent/journal
 check_output "a task read and acknowledged before the restart: con task still shows it and its answer" \
         'agent:  sysadmin@host-b .*status: completed.*sender=alice@host-a agent=sysadmin text=slow two' \
         bash -c 'runuser -u alice -- con task mesh-slow-2 | tr "\n" " "'
@@ -635,12 +638,15 @@ check_fail_output "... still alice's only" 'AccessDenied|not yours' result_of bo
 check_fail_output "... and bob still cannot take her id" 'already used by another sender' \
         as_user bob busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Submit \
         'ssa{sv}' sysadmin@host-b "mine" 1 id s mesh-test-1
+# restart_gateway_a [COMMAND...]: COMMAND runs while the gateway is stopped.
 restart_gateway_a() {
         local pid
         pid=$(mesh_pid_a)
         [ -n "$pid" ] && kill "$pid" || return 1
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        ! kill -0 "$pid" 2>/dev/null && con up >/dev/null &&
+        ! kill -0 "$pid" 2>/dev/null || return 1
+        if [ $# -gt 0 ]; then "$@" || return 1; fi
+        con up >/dev/null &&
                 wait_for 15 bash -c 'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh \
                         org.conspiracy.Mesh1 Connected | grep -qx "b true"'
 }
@@ -648,19 +654,43 @@ check_output "a slow task sent (--no-wait)" '^mesh-keep-1$' \
         as_user alice con-send --no-wait --id mesh-keep-1 --to sysadmin@host-b slower keep
 check "... working on host-b" wait_for 10 bash -c \
         'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-keep-1 +working +alice$"'
-check "host-a's gateway restarted while it runs" restart_gateway_a
+check_output "a long task sent, to be canceled across the restart" '^mesh-cancel-3$' \
+        as_user alice con-send --no-wait --id mesh-cancel-3 --to sysadmin@host-b long-cancel-me
+check "... stored in host-a's journal" wait_for 10 grep -q '"op":"put","id":"mesh-cancel-3",.*"stored":true' /srv/con/mesh/sent/journal
+# While the gateway is stopped: its journal gets a cancel of mesh-cancel-3 (as Cancel writes it, never
+# sent yet: as a crash right after Cancel answered leaves it), then half a record (a crash in the
+# middle of a write). The restarted gateway must cut the torn record off and send the cancel.
+plant_cancel_and_torn() {
+        local rec
+        rec=$(grep '"op":"put","id":"mesh-cancel-3",' /srv/con/mesh/sent/journal | tail -n 1) && [ -n "$rec" ] &&
+                printf '%s\n{"v":1,"op":"forget","id":"mesh-keep-1"' \
+                        "${rec/\"op\":\"put\",/\"op\":\"put\",\"cancel\":\"alice@host-a\",}" >>/srv/con/mesh/sent/journal
+}
+check "host-a's gateway restarted while it runs (a cancel and a torn record left in its journal)" \
+        restart_gateway_a plant_cancel_and_torn
+check_output "... the torn record was cut off" 'cut off a torn last record' cat /srv/con/logs/daemons/con-meshd.log
+check_output "... the cancel asked before the restart is sent again" \
+        "1 cancel\(s\) asked before the restart: sent again until their result is back" \
+        cat /srv/con/logs/daemons/con-meshd.log
 check_output "con tasks still lists it, not yet answered (working, from its record)" \
         '^sysadmin@host-b +mesh-keep-1 +working +alice$' as_user alice con tasks sysadmin@host-b
 check_output "... GetResult: working, no text yet" '^ss "working" ""$' result_of alice mesh-keep-1
 check "its result arrives after the restart" wait_for 20 bash -c \
         'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-keep-1 +completed +alice$"'
+check_output "... and mesh-cancel-3 ends canceled (the cancel came from the journal)" \
+        '^sysadmin@host-b +mesh-cancel-3 +canceled +alice$' \
+        bash -c 'for _ in $(seq 150); do runuser -u alice -- con tasks sysadmin@host-b | grep -E " mesh-cancel-3 +canceled " && exit 0; sleep 0.1; done; exit 1'
 # A record written before Submit answered, of a task JetStream never acknowledged (the gateway
-# stopped in between), as such a crash leaves it: its sender had no answer and sends it again.
-check "a record of a task never acknowledged (no \"stored\"), as a crash before the publish leaves it" bash -c \
+# stopped in between), as such a crash leaves it: its sender had no answer and sends it again. It is
+# an earlier version's record file (one per task): the upgraded gateway moves it into its journal.
+check "an earlier version's record file of a task never acknowledged (no \"stored\"), as a crash before the publish leaves it" bash -c \
         'printf "{\"v\":1,\"id\":\"mesh-keep-3\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":%s,\"sender\":\"alice\",\"state\":\"submitted\",\"ts\":%s}\n" \
                 "$(id -u alice)" "$(date +%s)000000" >/tmp/mesh-keep-3.tmp &&
          install -o con-mesh -g con-mesh -m 0600 /tmp/mesh-keep-3.tmp /srv/con/mesh/sent/mesh-keep-3.sent && rm /tmp/mesh-keep-3.tmp'
 check "host-a's gateway restarted after the result" restart_gateway_a
+check "... it moved the record file into its journal" bash -c '! test -e /srv/con/mesh/sent/mesh-keep-3.sent &&
+        grep -q "\"op\":\"put\",\"id\":\"mesh-keep-3\"," /srv/con/mesh/sent/journal &&
+        grep -q "Moved 1 record file(s) of an earlier version into" /srv/con/logs/daemons/con-meshd.log'
 check_output "the unacknowledged task is listed (submitted)" '^sysadmin@host-b +mesh-keep-3 +submitted +alice$' \
         as_user alice con tasks sysadmin@host-b
 check_output "... sent again under its id, it really goes (and is answered)" \
@@ -676,7 +706,7 @@ check_output "... once: no second TaskCompleted after a restart (the result is k
 
 section "retention: mesh.sent_retention cleans old answers and records"
 check "the answers are there before" bash -c 'test -e /srv/con/mesh/outbox/mesh-file-1.response &&
-        test -e /srv/con/mesh/failed/mesh-file-2.reason && test -e /srv/con/mesh/sent/mesh-file-1.sent'
+        test -e /srv/con/mesh/failed/mesh-file-2.reason && grep -q "\"op\":\"put\",\"id\":\"mesh-file-1\"," /srv/con/mesh/sent/journal'
 check "an answer without a record (as written before records were kept)" bash -c \
         'echo stray >/srv/con/mesh/outbox/stray-1.response && touch -d "-1 hour" /srv/con/mesh/outbox/stray-1.response'
 check_file_lacks "host-a's gateway found its streams as it makes them (no warning so far)" \
@@ -693,8 +723,9 @@ check_output "... nor its result stream, nor con-state" \
         cat /srv/con/logs/daemons/con-meshd.log
 check "the old answers are gone" bash -c '! test -e /srv/con/mesh/outbox/mesh-file-1.response &&
         ! test -e /srv/con/mesh/failed/mesh-file-2.reason && ! test -e /srv/con/mesh/outbox/stray-1.response'
-check "... and their records" bash -c '! test -e /srv/con/mesh/sent/mesh-file-1.sent &&
-        ! test -e /srv/con/mesh/sent/mesh-keep-1.sent'
+check "... and their records (forgotten in the journal)" bash -c \
+        'grep -q "\"op\":\"forget\",\"id\":\"mesh-file-1\"}" /srv/con/mesh/sent/journal &&
+         grep -q "\"op\":\"forget\",\"id\":\"mesh-keep-1\"}" /srv/con/mesh/sent/journal'
 check_fail_output "... so is the task for con task" "no agent knows a task 'mesh-keep-1'" \
         as_user alice con task mesh-keep-1
 check_output "the gateway said so in its log" 'Forgot [0-9]+ sent task\(s\) and their answers' \
@@ -702,9 +733,9 @@ check_output "the gateway said so in its log" 'Forgot [0-9]+ sent task\(s\) and 
 check_output "a new task is answered and kept for the retention" \
         '^sender=alice@host-a agent=sysadmin text=kept a while$' \
         as_user alice timeout 30 con-send --timeout 25 --id mesh-keep-2 --to sysadmin@host-b kept a while
-check "... its record is there" test -e /srv/con/mesh/sent/mesh-keep-2.sent
-check "... and goes by itself after 3 s (the retention timer)" wait_for 10 bash -c \
-        '! test -e /srv/con/mesh/sent/mesh-keep-2.sent'
+check "... its record is there" grep -q '"op":"put","id":"mesh-keep-2",' /srv/con/mesh/sent/journal
+check "... and goes by itself after 3 s (the retention timer)" wait_for 10 \
+        grep -q '"op":"forget","id":"mesh-keep-2"}' /srv/con/mesh/sent/journal
 check_file_lacks "no sanitizer report from host-a's restarted gateways" \
         'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 

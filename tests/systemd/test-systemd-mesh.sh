@@ -122,9 +122,10 @@ check "alice, a submitter on host-a" useradd -M -G con alice
 check_output "alice's Submit to sysadmin@host-b is answered (JetStream stored it, its record synced)" \
         '^s "sent-sd"$' as_user alice busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh \
         org.conspiracy.Mesh1 Submit 'ssa{sv}' sysadmin@host-b "from host-a" 1 id s sent-sd
-check_output "the record is con-mesh's, in its 0700 folder" '^con-mesh:con-mesh 600 con-mesh:con-mesh 700$' \
-        bash -c 'echo $(stat -c "%U:%G %a" /srv/con/mesh/sent/sent-sd.sent /srv/con/mesh/sent)'
-check_fail_output "... which alice cannot read" 'Permission denied' as_user alice cat /srv/con/mesh/sent/sent-sd.sent
+check_output "the record is in the journal, con-mesh's, in its 0700 folder" '^con-mesh:con-mesh 600 con-mesh:con-mesh 700$' \
+        bash -c 'grep -q "\"op\":\"put\",\"id\":\"sent-sd\",.*\"stored\":true" /srv/con/mesh/sent/journal &&
+                 echo $(stat -c "%U:%G %a" /srv/con/mesh/sent/journal /srv/con/mesh/sent)'
+check_fail_output "... which alice cannot read" 'Permission denied' as_user alice cat /srv/con/mesh/sent/journal
 
 section "the unit verifies and is in the OK band of systemd-analyze security"
 check_units_verify "systemd-analyze verify $U is silent" "$U"

@@ -148,7 +148,7 @@ static bool exists(int dfd, const char *name) {
         return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static void test_store(void) {
+static void test_legacy_load(void) {
         _cleanup_free_ char *dir = test_tmpdir_new();
         _cleanup_close_ int pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         g_assert_cmpint(pfd, >=, 0);
@@ -161,21 +161,17 @@ static void test_store(void) {
         MeshSent a = sample(true), b = sample(false);
         b.id = (char *) "t-0";
         b.submitted_usec = 500 * US;
-        b.state = "submitted";
-        b.stored = false;
-        g_assert_cmpint(mesh_sent_write(dfd, &a, "host-a", true), ==, 0);
-        g_assert_cmpint(mesh_sent_write(dfd, &b, "host-a", false), ==, 0);
-        g_assert_cmpint(fstatat(dfd, "t-1.sent", &st, 0), ==, 0);
-        g_assert_cmpuint(st.st_mode & 07777, ==, 0600);
-        /* A state moves on: the record is replaced. */
         b.state = "accepted";
-        g_assert_cmpint(mesh_sent_write(dfd, &b, "host-a", false), ==, 0);
+        b.stored = false;
+        _cleanup_free_ char *ta = NULL, *tb = NULL;
+        g_assert_cmpint(mesh_sent_to_text(&a, "host-a", &ta), ==, 0);
+        g_assert_cmpint(mesh_sent_to_text(&b, "host-a", &tb), ==, 0);
+        g_assert_cmpint(con_spool_write(dfd, "t-1.sent", ta, strlen(ta), NULL), ==, 0);
+        g_assert_cmpint(con_spool_write(dfd, "t-0.sent", tb, strlen(tb), NULL), ==, 0);
         /* Not loaded: a file that does not parse, one under another id's name, a temp file (removed). */
         g_assert_cmpint(con_spool_write(dfd, "t-9.sent", "junk\n", 5, NULL), ==, 0);
-        _cleanup_free_ char *text = NULL;
-        g_assert_cmpint(mesh_sent_to_text(&a, "host-a", &text), ==, 0);
-        g_assert_cmpint(con_spool_write(dfd, "t-8.sent", text, strlen(text), NULL), ==, 0);
-        g_assert_cmpint(con_spool_write(dfd, ".t-7.sent.AbCdEf", text, strlen(text), NULL), ==, 0);
+        g_assert_cmpint(con_spool_write(dfd, "t-8.sent", ta, strlen(ta), NULL), ==, 0);
+        g_assert_cmpint(con_spool_write(dfd, ".t-7.sent.AbCdEf", ta, strlen(ta), NULL), ==, 0);
         g_assert_cmpint(con_spool_write(dfd, "notes.txt", "x", 1, NULL), ==, 0);
 
         MeshSent *all = NULL;
@@ -196,17 +192,30 @@ static void test_store(void) {
         g_assert_false(exists(dfd, ".t-7.sent.AbCdEf"));
         g_assert_true(exists(dfd, "t-9.sent"));
 
-        /* The group's sync: every record named, one forgotten meanwhile skipped. */
-        char *ids[] = { (char *) "t-0", (char *) "t-1", (char *) "t-gone", NULL };
-        g_assert_cmpint(mesh_sent_sync(dfd, ids), ==, 0);
-        g_assert_cmpint(mesh_sent_sync(dfd, NULL), ==, 0);
-        char *bad_ids[] = { (char *) "../t-0", NULL };
-        g_assert_cmpint(mesh_sent_sync(dfd, bad_ids), ==, -EINVAL);
-
-        g_assert_cmpint(mesh_sent_remove(dfd, "t-1"), ==, 0);
+        /* An upgraded host: the journal takes the files over, and they go (the bad ones stay). */
+        MeshSentJournal *j = NULL;
+        MeshSentLoadStats ls = {};
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_cmpuint(n, ==, 2);
+        g_assert_cmpuint(ls.n_migrated, ==, 2);
+        g_assert_cmpuint(ls.n_bad_files, ==, 2);
+        g_assert_cmpstr(all[0].id, ==, "t-0");
+        g_assert_cmpstr(all[1].result.text, ==, a.result.text);
+        mesh_sent_free_many(all, n);
+        mesh_sent_journal_free(j);
+        g_assert_false(exists(dfd, "t-0.sent"));
         g_assert_false(exists(dfd, "t-1.sent"));
-        g_assert_cmpint(mesh_sent_remove(dfd, "t-1"), ==, 0);
-        g_assert_cmpint(mesh_sent_remove(dfd, "../t-0"), ==, -EINVAL);
+        g_assert_true(exists(dfd, "t-9.sent"));
+        g_assert_true(exists(dfd, "t-8.sent"));
+        g_assert_cmpint(fstatat(dfd, MESH_SENT_JOURNAL, &st, 0), ==, 0);
+        g_assert_cmpuint(st.st_mode & 07777, ==, 0600);
+        /* Read again: from the journal alone, nothing lost, nothing doubled. */
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_cmpuint(n, ==, 2);
+        g_assert_cmpuint(ls.n_migrated, ==, 0);
+        g_assert_cmpstr(all[0].state, ==, "accepted");
+        mesh_sent_free_many(all, n);
+        mesh_sent_journal_free(j);
 
         /* A folder open to others is refused. */
         g_assert_cmpint(mkdirat(pfd, "open", 0755), ==, 0);
@@ -215,11 +224,160 @@ static void test_store(void) {
         test_tmpdir_remove(dir);
 }
 
+static void test_record(void) {
+        for (int done = 0; done <= 1; done++) {
+                MeshSent s = sample(done), back = {};
+                s.cancel_by = (char *) "root@host-a";
+                _cleanup_free_ char *line = NULL;
+                g_assert_cmpint(mesh_sent_to_record(&s, "host-a", &line), ==, 0);
+                g_assert_null(strchr(line, '\n'));
+                g_assert_cmpint(mesh_sent_from_record(line, strlen(line), "host-a", &back), ==, 0);
+                g_assert_cmpstr(back.id, ==, "t-1");
+                g_assert_cmpstr(back.cancel_by, ==, "root@host-a");
+                g_assert_cmpuint(back.done, ==, done);
+                if (done) {
+                        g_assert_cmpstr(back.result.text, ==, s.result.text);
+                        g_assert_cmpuint(back.ended_usec, ==, s.ended_usec);
+                }
+                mesh_sent_done(&back);
+                /* Another host's reader refuses it (the sender is USER@host-a). */
+                g_assert_cmpint(mesh_sent_from_record(line, strlen(line), "host-c", &back), ==, -EBADMSG);
+        }
+        /* A cancel only its sender or root may ask, of this host. */
+        MeshSent s = sample(false);
+        _cleanup_free_ char *line = NULL;
+        s.cancel_by = (char *) "mallory@host-a";
+        g_assert_cmpint(mesh_sent_to_record(&s, "host-a", &line), ==, -EINVAL);
+        s.cancel_by = (char *) "alice@host-b";
+        g_assert_cmpint(mesh_sent_to_record(&s, "host-a", &line), ==, -EINVAL);
+
+        MeshSent back = {};
+        const char *forget = "{\"v\":1,\"op\":\"forget\",\"id\":\"t-1\"}";
+        g_assert_cmpint(mesh_sent_from_record(forget, strlen(forget), "host-a", &back), ==, 1);
+        g_assert_cmpstr(back.id, ==, "t-1");
+        mesh_sent_done(&back);
+        const char *hostile[] = {
+                "{\"v\":1,\"op\":\"forget\",\"id\":\"../t-1\"}",
+                "{\"v\":1,\"op\":\"forget\"}",
+                "{\"v\":2,\"op\":\"forget\",\"id\":\"t-1\"}",
+                "{\"v\":1,\"op\":\"drop\",\"id\":\"t-1\"}",
+                "[1,2]",
+                "{\"v\":1,\"op\":\"put\",\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1001,"
+                "\"sender\":\"alice\",\"state\":\"working\",\"ts\":1,\"cancel\":\"mallory@host-a\"}",
+                "{\"v\":1,\"op\":\"put\",\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1001,"
+                "\"sender\":\"alice\",\"state\":\"working\",\"ts\":1,\"end\":5}",
+                "{\"v\":1,\"op\":\"put\",\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1001,"
+                "\"sender\":\"alice\",\"state\":\"working\",\"ts\":1,\"end\":5,\"result\":\"{}\"}",
+                "{\"v\":1,\"op\":\"put\",\"id\":\"t-1\",\"agent\":\"sysadmin\",\"host\":\"host-b\",\"uid\":1001,"
+                "\"sender\":\"alice\",\"state\":\"working\",\"ts\":1,\"result\":7}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(hostile); i++)
+                g_assert_cmpint(mesh_sent_from_record(hostile[i], strlen(hostile[i]), "host-a", &back), ==, -EBADMSG);
+}
+
+static void test_journal(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_close_ int pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int dfd = mesh_sent_open_dir(pfd, "sent");
+        g_assert_cmpint(dfd, >=, 0);
+        MeshSentJournal *j = NULL;
+        MeshSent *all = NULL;
+        size_t n = 0;
+        MeshSentLoadStats ls = {};
+        struct stat st;
+
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_cmpuint(n, ==, 0);
+        free(all);
+        MeshSent a = sample(false), b = sample(false), c = sample(true);
+        a.id = (char *) "t-a";
+        a.submitted_usec = 800 * US;
+        a.state = "submitted";
+        a.stored = false;
+        b.id = (char *) "t-b";
+        b.submitted_usec = 900 * US;
+        g_assert_cmpint(mesh_sent_journal_put(j, &a), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_put(j, &b), ==, 0);
+        g_assert_true(mesh_sent_journal_has_batch(j));
+        /* Nothing on disk before the commit. */
+        g_assert_cmpint(fstatat(dfd, MESH_SENT_JOURNAL, &st, 0), ==, 0);
+        g_assert_cmpint(st.st_size, ==, 0);
+        g_assert_cmpint(mesh_sent_journal_commit(j, true), ==, 0);
+        g_assert_false(mesh_sent_journal_has_batch(j));
+        /* Moving on: stored, a cancel, the result of t-1, then t-b forgotten. */
+        a.stored = true;
+        a.cancel_by = (char *) "alice@host-a";
+        g_assert_cmpint(mesh_sent_journal_put(j, &a), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_put(j, &c), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_forget(j, "t-b"), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_forget(j, "../x"), ==, -EINVAL);
+        g_assert_cmpint(mesh_sent_journal_commit(j, false), ==, 0);
+        uint64_t size = mesh_sent_journal_size(j);
+        mesh_sent_journal_free(j);
+
+        /* A torn last record (a crash mid-write) and a hostile line in the middle. */
+        _cleanup_close_ int fd = openat(dfd, MESH_SENT_JOURNAL, O_WRONLY | O_APPEND | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        const char *junk = "{\"v\":1,\"op\":\"forget\",\"id\":\"../../etc\"}\nnot json\n{\"v\":1,\"op\":\"forget\",\"id\":\"t-a\"";
+        g_assert_cmpint(write(fd, junk, strlen(junk)), ==, (ssize_t) strlen(junk));
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_true(ls.torn_tail);
+        g_assert_cmpuint(ls.n_corrupt, ==, 2);
+        g_assert_cmpuint(n, ==, 2);
+        g_assert_cmpstr(all[0].id, ==, "t-a");         /* the torn forget never happened */
+        g_assert_true(all[0].stored);
+        g_assert_cmpstr(all[0].cancel_by, ==, "alice@host-a");
+        g_assert_cmpstr(all[1].id, ==, "t-1");
+        g_assert_true(all[1].done);
+        g_assert_cmpstr(all[1].result.text, ==, c.result.text);
+        /* The torn tail is cut off; the hostile lines stay (counted again, never believed). */
+        g_assert_cmpint(fstatat(dfd, MESH_SENT_JOURNAL, &st, 0), ==, 0);
+        g_assert_cmpuint((uint64_t) st.st_size, ==, size + strlen(junk) - strlen(strrchr(junk, '\n') + 1));
+
+        /* Compaction: only when the dead records clearly outnumber the live ones, then one each. */
+        g_assert_false(mesh_sent_journal_want_compact(j, n));
+        for (int i = 0; i < 5000; i++)
+                g_assert_cmpint(mesh_sent_journal_put(j, &a), ==, 0);
+        g_assert_false(mesh_sent_journal_want_compact(j, n));  /* the batch first */
+        g_assert_cmpint(mesh_sent_journal_commit(j, true), ==, 0);
+        g_assert_true(mesh_sent_journal_want_compact(j, n));
+        g_assert_cmpint(mesh_sent_journal_compact(j, all, n), ==, 0);
+        g_assert_false(mesh_sent_journal_want_compact(j, n));
+        g_assert_cmpuint(mesh_sent_journal_size(j), <, size);
+        mesh_sent_free_many(all, n);
+        /* Appends go on after it, to the new file. */
+        g_assert_cmpint(mesh_sent_journal_forget(j, "t-a"), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_commit(j, true), ==, 0);
+        mesh_sent_journal_free(j);
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_false(ls.torn_tail);
+        g_assert_cmpuint(ls.n_corrupt, ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpstr(all[0].id, ==, "t-1");
+        g_assert_null(all[0].cancel_by);
+        mesh_sent_free_many(all, n);
+        mesh_sent_journal_free(j);
+
+        /* A journal another could have written (group-writable) is set aside, not read. */
+        g_assert_cmpint(fchmodat(dfd, MESH_SENT_JOURNAL, 0620, 0), ==, 0);
+        g_assert_cmpint(mesh_sent_journal_open(dfd, "host-a", &j, &all, &n, &ls), ==, 0);
+        g_assert_true(ls.set_aside);
+        g_assert_cmpuint(n, ==, 0);
+        free(all);
+        mesh_sent_journal_free(j);
+        g_assert_cmpint(fstatat(dfd, MESH_SENT_JOURNAL, &st, 0), ==, 0);
+        g_assert_cmpuint(st.st_mode & 07777, ==, 0600);
+        g_assert_cmpint(st.st_size, ==, 0);
+        test_tmpdir_remove(dir);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh-sent/round-trip", test_round_trip);
         g_test_add_func("/mesh-sent/invalid", test_invalid);
         g_test_add_func("/mesh-sent/expired", test_expired);
-        g_test_add_func("/mesh-sent/store", test_store);
+        g_test_add_func("/mesh-sent/legacy-load", test_legacy_load);
+        g_test_add_func("/mesh-sent/record", test_record);
+        g_test_add_func("/mesh-sent/journal", test_journal);
         return con_test_run();
 }
