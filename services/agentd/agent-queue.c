@@ -35,6 +35,14 @@ static inline size_t max_size(size_t a, size_t b) {
         return a > b ? a : b;
 }
 
+/* Replay: the last "forget" record of an id (its line number in the journal). An accept or known
+ * record of the id before it belongs to a task the retention removed: that task is not brought
+ * back. */
+typedef struct ForgetMark {
+        char *id;
+        uint64_t line;
+} ForgetMark;
+
 /* A finished task's record in queue/finished/ seen by the retention pass. */
 typedef struct PruneEntry {
         char *id;
@@ -64,6 +72,10 @@ struct AgentQueue {
         uint64_t n_records, compact_threshold;
         uint64_t retention_usec;        /* finished longer ago: files not (re)written, evicted; 0: none */
         bool pruned_since_compact;      /* the retention removed tasks the journal may still hold */
+        /* Tasks whose "forget" record is in the batch: their files go once it is committed. */
+        char **forget_ids;
+        size_t n_forget_ids, forget_ids_alloc;
+        void *forget_marks;             /* replay only: ForgetMark by id */
 
         /* The retention pass in progress (agent_queue_prune()): reading queue/finished/, then
          * removing the oldest beyond keep. */
@@ -81,6 +93,8 @@ static inline size_t evict_to(AgentQueue *q, size_t keep) {
         return evict_some(q, keep, 0);
 }
 static void prune_reset(AgentQueue *q);
+static void remove_forgotten_files(AgentQueue *q);
+static void forget_marks_free(AgentQueue *q);
 
 static const char * const status_table[_AGENT_TASK_STATUS_MAX] = {
         [AGENT_TASK_QUEUED] = "queued",
@@ -148,6 +162,10 @@ AgentQueue *agent_queue_free(AgentQueue *q) {
         free(q->tasks);
         free(q->heap);
         prune_reset(q);
+        for (size_t i = 0; i < q->n_forget_ids; i++)
+                free(q->forget_ids[i]);
+        free(q->forget_ids);
+        forget_marks_free(q);
         con_journal_free(q->journal);
         safe_close(q->lock_fd);
         safe_close(q->queue_fd);
@@ -280,7 +298,12 @@ bool agent_queue_has_batch(const AgentQueue *q) {
 }
 
 int agent_queue_commit(AgentQueue *q) {
-        return con_journal_commit(q->journal, true);
+        int r = con_journal_commit(q->journal, true);
+        if (r < 0)
+                return r;
+        /* The "forget" records are durable: the files of those tasks can go now. */
+        remove_forgotten_files(q);
+        return 0;
 }
 
 static int json_add_str(cJSON *j, const char *k, const char *v) {
@@ -337,6 +360,15 @@ static int record_end(AgentQueue *q, const AgentTask *t) {
             json_add_str(j, "status", agent_task_status_to_string(t->status)) < 0 ||
             json_add_num(j, "ts", t->finished_usec) < 0 || json_add_str(j, "result", t->result) < 0 ||
             json_add_result_info(j, &t->result_info) < 0)
+                return -ENOMEM;
+        return batch_append_json(q, j);
+}
+
+static int record_forget(AgentQueue *q, const char *id, uint64_t now) {
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_CreateObject();
+        if (!j)
+                return -ENOMEM;
+        if (json_add_str(j, "op", "forget") < 0 || json_add_str(j, "id", id) < 0 || json_add_num(j, "ts", now) < 0)
                 return -ENOMEM;
         return batch_append_json(q, j);
 }
@@ -687,8 +719,75 @@ static int task_from_record(const cJSON *j, const char *id, bool accept, AgentTa
         return 0;
 }
 
-/* Returns 0 when applied, -EBADMSG for a malformed record, -ENOMEM. */
-static int replay_line(AgentQueue *q, const char *line) {
+typedef struct ReplayState {
+        AgentQueue *q;
+        size_t evict_at;
+        uint64_t lineno;        /* of the next line handed over */
+} ReplayState;
+
+/* ---- "forget" records at replay ---- */
+
+static int mark_cmp(const void *a, const void *b) {
+        return strcmp(((const ForgetMark *) a)->id, ((const ForgetMark *) b)->id);
+}
+
+static void mark_free(void *p) {
+        ForgetMark *m = p;
+        free(m->id);
+        free(m);
+}
+
+static void forget_marks_free(AgentQueue *q) {
+        tdestroy(q->forget_marks, mark_free);
+        q->forget_marks = NULL;
+}
+
+/* Whether a "forget" record of id comes after line lineno: a record of the id there belongs to a
+ * task the retention removed (a later accept of the same id is another task). */
+static bool forgotten_after(const AgentQueue *q, const char *id, uint64_t lineno) {
+        ForgetMark key = { .id = (char *) id };
+        void *p = tfind(&key, &q->forget_marks, mark_cmp);
+        return p && lineno < (*(ForgetMark **) p)->line;
+}
+
+/* The first pass of replay: the last "forget" record of each id. Only lines naming "forget" are
+ * parsed (inside a JSON string a quote is escaped, so a task text rarely makes one match). */
+static int scan_forget(char *line, size_t len _unused_, void *userdata) {
+        ReplayState *rs = userdata;
+        AgentQueue *q = rs->q;
+        uint64_t lineno = rs->lineno++;
+        if (!strstr(line, "\"forget\""))
+                return 0;
+        _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(line);
+        if (!j || !cJSON_IsObject(j) || !streq_ptr(jstr(j, "op"), "forget"))
+                return 0;
+        const char *id = jstr(j, "id");
+        if (!id || !con_task_id_valid(id))
+                return 0; /* counted as corrupt by the second pass */
+        ForgetMark key = { .id = (char *) id };
+        void *p = tfind(&key, &q->forget_marks, mark_cmp);
+        if (p) {
+                (*(ForgetMark **) p)->line = lineno;
+                return 0;
+        }
+        _cleanup_free_ ForgetMark *m = calloc(1, sizeof(ForgetMark));
+        if (!m || !(m->id = strdup(id)))
+                return -ENOMEM;
+        m->line = lineno;
+        p = tsearch(m, &q->forget_marks, mark_cmp);
+        if (!p) {
+                free(m->id);
+                return -ENOMEM;
+        }
+        TAKE_PTR(m);
+        /* The journal holds removed tasks: compacted at the next idle moment. */
+        q->pruned_since_compact = true;
+        return 0;
+}
+
+/* Returns 0 when applied, -EBADMSG for a malformed record, -ENOMEM. lineno: the record's line number
+ * in the journal (the lines the replay handed over, from 0). */
+static int replay_line(AgentQueue *q, const char *line, uint64_t lineno) {
         _cleanup_(cJSON_Deletep) cJSON *j = cJSON_Parse(line);
         if (!j || !cJSON_IsObject(j))
                 return -EBADMSG;
@@ -709,9 +808,20 @@ static int replay_line(AgentQueue *q, const char *line) {
                 return -EBADMSG;
         AgentTask *e = agent_queue_find(q, id);
 
+        if (streq(op, "forget"))
+                return 0; /* applied by scan_forget() */
+        /* A task the retention removed after this record: not brought back (its files are gone, its
+         * id may have been given to a task accepted after the "forget"). Counted, as evicted. */
+        bool forgotten = !e && forgotten_after(q, id, lineno);
         if (streq(op, "accept") || streq(op, "known")) {
                 if (e)
                         return 0; /* dedup: the first record wins */
+                if (forgotten) {
+                        q->n_evicted++;
+                        if (streq(op, "known"))
+                                count_final(q, agent_task_status_from_string(jstr(j, "status")));
+                        return 0;
+                }
                 _cleanup_(agent_task_freep) AgentTask *t = NULL;
                 int r = task_from_record(j, id, streq(op, "accept"), &t);
                 if (r < 0)
@@ -724,6 +834,11 @@ static int replay_line(AgentQueue *q, const char *line) {
                         q->n_queued++;
                 else
                         count_final(q, tt->status);
+                return 0;
+        }
+        if (!e && forgotten) {
+                if (streq(op, "end"))
+                        count_final(q, agent_task_status_from_string(jstr(j, "status")));
                 return 0;
         }
         if (!e)
@@ -757,15 +872,10 @@ static int replay_line(AgentQueue *q, const char *line) {
         return -EBADMSG;
 }
 
-typedef struct ReplayState {
-        AgentQueue *q;
-        size_t evict_at;
-} ReplayState;
-
 static int replay_one(char *line, size_t len _unused_, void *userdata) {
         ReplayState *rs = userdata;
         AgentQueue *q = rs->q;
-        int r = replay_line(q, line);
+        int r = replay_line(q, line, rs->lineno++);
         if (r < 0)
                 return r;
         /* Keep the peak low on a long journal: evict in steps, not per line (and when files
@@ -780,12 +890,21 @@ static int replay_one(char *line, size_t len _unused_, void *userdata) {
 static int replay(AgentQueue *q) {
         ReplayState rs = { .q = q, .evict_at = 2 * q->keep_finished + 256 };
         ConJournalReplay st = {};
-        int r = con_journal_replay(q->journal, JOURNAL_LINE_MAX, replay_one, &rs, &st);
+        /* Two passes: the "forget" records first (a torn last line is cut off by this one), then
+         * the records in order, each line numbered the same way. */
+        int r = con_journal_replay(q->journal, JOURNAL_LINE_MAX, scan_forget, &rs, &st);
+        if (r < 0)
+                return r;
+        q->torn_tail = st.torn_tail;
+        rs.lineno = 0;
+        st = (ConJournalReplay) {};
+        r = con_journal_replay(q->journal, JOURNAL_LINE_MAX, replay_one, &rs, &st);
+        forget_marks_free(q);
         if (r < 0)
                 return r;
         q->n_records += st.n_lines;
         q->n_corrupt = st.n_corrupt;
-        q->torn_tail = st.torn_tail;
+        q->torn_tail |= st.torn_tail;
         return 0;
 }
 
@@ -1240,9 +1359,9 @@ static void prune_reset(AgentQueue *q) {
 }
 
 /* Removes a finished task's files, its record last: while the record exists the task is known
- * (GetResult, dedup), so a crash in between leaves a record that the next pass removes again,
+ * (GetResult, dedup), so a failure in between leaves a record that the next pass removes again,
  * never files without one. unlinkat() removes a symbolic link, never what it points to. */
-static int forget_task(AgentQueue *q, const char *id) {
+static int remove_task_files(AgentQueue *q, const char *id) {
         const struct {
                 int fd;
                 const char *suffix;
@@ -1259,6 +1378,40 @@ static int forget_task(AgentQueue *q, const char *id) {
                 if (unlinkat(files[i].fd, name, 0) < 0 && errno != ENOENT)
                         return -errno;
         }
+        return 0;
+}
+
+/* Called by agent_queue_commit() once the "forget" records are durable. A task whose files
+ * cannot all be removed keeps its record: the next pass forgets it again. */
+static void remove_forgotten_files(AgentQueue *q) {
+        for (size_t i = 0; i < q->n_forget_ids; i++) {
+                (void) remove_task_files(q, q->forget_ids[i]);
+                free(q->forget_ids[i]);
+        }
+        q->n_forget_ids = 0;
+}
+
+/* A task the retention removes: a "forget" record goes into the batch, and its files go only after
+ * agent_queue_commit() made that record durable. Until then the id stays taken (its record in
+ * queue/finished/ exists); after, a restart before the next compaction does not bring the task
+ * back, nor drop a task accepted with the same id after it (replay keeps the records after the
+ * last "forget" of an id). */
+static int forget_task(AgentQueue *q, const char *id) {
+        if (q->n_forget_ids == q->forget_ids_alloc) {
+                size_t n = q->forget_ids_alloc ? q->forget_ids_alloc * 2 : 64;
+                char **a = reallocarray(q->forget_ids, n, sizeof(char *));
+                if (!a)
+                        return -ENOMEM;
+                q->forget_ids = a;
+                q->forget_ids_alloc = n;
+        }
+        _cleanup_free_ char *copy = strdup(id);
+        if (!copy)
+                return -ENOMEM;
+        int r = record_forget(q, id, con_now(CLOCK_REALTIME));
+        if (r < 0)
+                return r;
+        q->forget_ids[q->n_forget_ids++] = TAKE_PTR(copy);
         q->pruned_since_compact = true;
         return 0;
 }
@@ -1358,6 +1511,15 @@ int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size
         } else
                 r = 1;
 finish:
+        /* The "forget" records of this step (and whatever else the batch holds) made durable with one
+         * commit, then the files go. */
+        if (q->n_forget_ids > 0) {
+                int k = agent_queue_commit(q);
+                if (k < 0 && r >= 0) {
+                        r = k;
+                        removed = 0;
+                }
+        }
         if (r < 0)
                 prune_reset(q); /* the next pass starts over */
         if (ret_removed)

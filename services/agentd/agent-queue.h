@@ -18,6 +18,9 @@
  *    [,"replaced":true][,"size":..]}             size: the producer's bytes, when cut or replaced
  *   {"op":"known","id":..,"uid":..,"sender":..,"status":..,"ts":..,"reason":..,"chain":..[,"truncated",
  *    "replaced","size" as in end]}                after compaction
+ *   {"op":"forget","id":..,"ts":..}              the retention removed the finished task: replay
+ *                                                drops every record of the id before its last
+ *                                                forget (a later accept is a new task)
  *
  * Records are collected in an in-memory batch and written with one write() + fdatasync() by
  * agent_queue_commit() (group commit); nothing may be acknowledged before that returns. A torn
@@ -196,8 +199,10 @@ size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec);
  * queue/finished/<id>.json (so GetResult then finds no task). At most budget entries are looked at
  * or removed per call; the pass goes on at the next call. Returns 1 while the pass goes on, 0 when
  * it ended (the next call starts another), or -errno (the pass starts over); *ret_removed (may be
- * NULL): tasks removed by this call. Removals make agent_queue_want_compact() true, so the journal
- * forgets them at its next idle moment. */
+ * NULL): tasks removed by this call. Each removal appends a "forget" record; a call that removed
+ * tasks ends with agent_queue_commit() (the whole batch), and the files go only once that
+ * succeeded, so the id is free only when a restart cannot bring the task back. Removals make
+ * agent_queue_want_compact() true, so the journal drops them at its next idle moment. */
 int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size_t budget, size_t *ret_removed);
 /* Test knob: finished tasks kept in memory (default AGENT_QUEUE_KEEP_FINISHED). */
 void agent_queue_set_keep_finished(AgentQueue *q, size_t n);

@@ -970,6 +970,99 @@ static void test_prune_replay(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* A task the retention removed while the agent was busy (no compaction since), its id given again
+ * to a new task, then a restart: the journal's "forget" record keeps the removed task gone (not in
+ * memory, its files not written again) and the new task kept. data: bit 0 removed for its count
+ * (system.result_max) rather than its age, bit 1 the id reused by the same sender. */
+static void test_prune_forget_replay(Fixture *f, gconstpointer data) {
+        const uint64_t day = 24ULL * 3600 * USEC_PER_SEC, ret = 30 * day, now = con_now(CLOCK_REALTIME);
+        const bool by_count = GPOINTER_TO_UINT(data) & 1, same = GPOINTER_TO_UINT(data) & 2;
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        AgentTaskRequest alice = { .id = "report", .sender_uid = 1000, .sender = "alice", .priority = 5,
+                                   .text = "alice's task" };
+        AgentTask *t = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &alice, now - 41 * day, &t), ==, 0);
+        g_assert_cmpint(agent_queue_start(q, t, now - 41 * day), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "alice's answer",
+                                           by_count ? now - 10 * USEC_PER_SEC : now - 40 * day), ==, 0);
+        /* Something queued: the agent is busy, no compaction. */
+        AgentTaskRequest busy = { .id = "busy", .sender_uid = 1000, .sender = "alice", .priority = 0, .text = "x" };
+        g_assert_cmpint(agent_queue_accept(q, &busy, now, &t), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        g_assert_true(exists_at(f, "outbox/report.response"));
+        if (!by_count)
+                set_mtime(f, "queue/finished/report.json", now - 40 * day);
+        g_assert_cmpuint(prune_all(q, by_count ? 0 : now - ret, by_count ? 0 : 100, 100, NULL), ==, 1);
+        g_assert_false(exists_at(f, "queue/finished/report.json"));
+        g_assert_false(exists_at(f, "outbox/report.response"));
+        g_assert_false(agent_queue_want_compact(q)); /* busy */
+        agent_queue_free(q);
+
+        /* A restart before any compaction: the removed task stays removed. */
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, ret, &q), ==, 0);
+        g_assert_null(agent_queue_find(q, "report"));
+        g_assert_nonnull(agent_queue_find(q, "busy"));
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_false(exists_at(f, "queue/finished/report.json"));
+        g_assert_false(exists_at(f, "outbox/report.response"));
+        g_assert_false(exists_at(f, "processed/report.task"));
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 2); /* the removed one counted as accepted */
+        g_assert_cmpuint(st.n_done, ==, 1);
+        g_assert_cmpuint(st.n_corrupt, ==, 0);
+
+        /* The id is free: another sender (or the same) gets a new task with it, acknowledged. */
+        AgentTaskRequest again = { .id = "report", .sender_uid = same ? 1000 : 2000, .sender = same ? "alice" : "bob",
+                                   .priority = 5, .text = "the new task" };
+        g_assert_cmpint(agent_queue_accept(q, &again, now, &t), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        agent_queue_free(q);
+
+        /* Another restart, still before a compaction: the new task is the one kept. */
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, ret, &q), ==, 0);
+        t = agent_queue_find(q, "report");
+        g_assert_nonnull(t);
+        g_assert_cmpuint(t->sender_uid, ==, again.sender_uid);
+        g_assert_cmpstr(t->text, ==, "the new task");
+        g_assert_cmpint(t->status, ==, AGENT_TASK_QUEUED);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_false(exists_at(f, "outbox/report.response"));
+        AgentTask *d = NULL;
+        g_assert_cmpint(agent_queue_load_finished(q, "report", &d), ==, -ENOENT);
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 3);
+        g_assert_cmpuint(st.n_queued, ==, 2);
+        g_assert_cmpuint(st.n_corrupt, ==, 0);
+
+        /* It runs and its answer is the one written; a restart and a compaction keep it. */
+        g_assert_cmpint(agent_queue_start(q, t, now), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "the new answer", now), ==, 0);
+        t = agent_queue_find(q, "busy");
+        g_assert_cmpint(agent_queue_start(q, t, now), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "ok", now), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        agent_queue_free(q);
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, ret, &q), ==, 0);
+        g_assert_true(agent_queue_want_compact(q)); /* removed tasks the journal still held */
+        g_assert_cmpint(agent_queue_compact(q), ==, 1);
+        agent_queue_free(q);
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, ret, &q), ==, 0);
+        t = agent_queue_find(q, "report");
+        g_assert_nonnull(t);
+        g_assert_cmpuint(t->sender_uid, ==, again.sender_uid);
+        g_autofree char *resp = read_file_at(f, "outbox/report.response");
+        g_assert_cmpstr(resp, ==, "the new answer");
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 3);
+        g_assert_cmpuint(st.n_done, ==, 3);
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -992,6 +1085,14 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/evict-dedup-from-disk", test_evict_dedup_from_disk);
         ADD("/agent-queue/prune", test_prune);
         ADD("/agent-queue/prune-replay", test_prune_replay);
+        g_test_add("/agent-queue/prune-forget-replay/age-other-sender", Fixture, GUINT_TO_POINTER(0), fixture_setup,
+                   test_prune_forget_replay, fixture_teardown);
+        g_test_add("/agent-queue/prune-forget-replay/count-other-sender", Fixture, GUINT_TO_POINTER(1), fixture_setup,
+                   test_prune_forget_replay, fixture_teardown);
+        g_test_add("/agent-queue/prune-forget-replay/age-same-sender", Fixture, GUINT_TO_POINTER(2), fixture_setup,
+                   test_prune_forget_replay, fixture_teardown);
+        g_test_add("/agent-queue/prune-forget-replay/count-same-sender", Fixture, GUINT_TO_POINTER(3), fixture_setup,
+                   test_prune_forget_replay, fixture_teardown);
         g_test_add_func("/agent-queue/result-text", test_result_text);
         g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
