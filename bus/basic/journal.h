@@ -44,7 +44,8 @@ static inline void con_journal_freep(ConJournal **j) {
         con_journal_free(*j);
 }
 
-/* Reads the journal from its start, once, before anything is appended. */
+/* Reads the journal from its start, before anything is appended (a reader may make several passes:
+ * each hands over the same lines; the first cuts a torn last line off). */
 int con_journal_replay(ConJournal *j, size_t line_max, ConJournalLineFn fn, void *userdata, ConJournalReplay *ret);
 
 /* Adds LINE (without '\n'; -EINVAL when it holds one) to the batch. */
