@@ -133,7 +133,7 @@ _con() {
         for ((i = 0; i < ${#args[@]}; i++)); do
                 case ${args[i]} in
                 --config|--dir|--contracts-dir|--lines|--timeout|--reason|--profile|-n|-c|-p) ((i++)) ;;
-                --tier|--mode|--cron|--cron-task|--role|--instructions|--may-task|--tasked-by|--runner|--provider|--model|--network) ((i++)) ;;
+                --tier|--mode|--cron|--cron-task|--role|--instructions|--may-task|--tasked-by|--runner|--provider|--model|--network|--agent) ((i++)) ;;
                 -*) ;;
                 *) positional+=("${args[i]}") ;;
                 esac
@@ -146,6 +146,7 @@ _con() {
         --config=*) _con_reply_files "$cur"; return ;;
         --dir=*|--contracts-dir=*) _con_reply_files "$cur" dirs; return ;;
         --profile=*) _con_reply "$cur" "$(_con_profiles)"; return ;;
+        --agent=*) _con_reply "$cur" "$(_con_agents "$config")"; return ;;
         esac
         case $prev in
         --config|-c) _con_reply_files "$cur"; return ;;
@@ -156,7 +157,7 @@ _con() {
         --mode) _con_reply "$cur" on-demand always cron; return ;;
         --runner) _con_reply "$cur" picoclaw claude codex; return ;;
         --network) _con_reply "$cur" none gateway; return ;;
-        --may-task|--tasked-by) _con_reply "$cur" "$(_con_agents "$config")"; return ;;
+        --may-task|--tasked-by|--agent) _con_reply "$cur" "$(_con_agents "$config")"; return ;;
         --instructions) _con_reply_files "$cur"; return ;;
         --cron|--cron-task|--role|--provider|--model) COMPREPLY=(); return ;;
         esac

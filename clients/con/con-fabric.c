@@ -62,10 +62,11 @@ typedef struct Common {
         unsigned lines;         /* audit -n */
         uint64_t timeout_usec;
         bool transcript;        /* task --transcript */
+        const char *agent;      /* task, cancel --agent */
 } Common;
 
 static int parse_common(int argc, char *argv[], const char *verb, const char *usage, bool json_ok, Common *c) {
-        enum { ARG_JSON = 0x100, ARG_CONFIG, ARG_DIR, ARG_TIMEOUT, ARG_TRANSCRIPT };
+        enum { ARG_JSON = 0x100, ARG_CONFIG, ARG_DIR, ARG_TIMEOUT, ARG_TRANSCRIPT, ARG_AGENT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "json", no_argument, NULL, ARG_JSON },
@@ -74,6 +75,7 @@ static int parse_common(int argc, char *argv[], const char *verb, const char *us
                 { "timeout", required_argument, NULL, ARG_TIMEOUT },
                 { "lines", required_argument, NULL, 'n' },
                 { "transcript", no_argument, NULL, ARG_TRANSCRIPT },
+                { "agent", required_argument, NULL, ARG_AGENT },
                 {}
         };
         int o;
@@ -102,6 +104,13 @@ static int parse_common(int argc, char *argv[], const char *verb, const char *us
                                 return -EINVAL;
                         }
                         c->transcript = true;
+                        break;
+                case ARG_AGENT:
+                        if (!streq(verb, "task") && !streq(verb, "cancel")) {
+                                con_fail(CON_EXIT_USAGE, "%s: --agent does not apply here", verb);
+                                return -EINVAL;
+                        }
+                        c->agent = optarg;
                         break;
                 case ARG_DIR:
                         c->dir = optarg;
@@ -161,23 +170,78 @@ static bool name_has_owner(sd_bus *bus, const char *name) {
         return sd_bus_message_read(reply, "b", &b) >= 0 && b;
 }
 
-/* The configured agents, those running first: a task that runs or waits is at a running agent,
- * and asking one that is not running starts it. *ret (free it; not the agents) holds n pointers. */
-static int agents_running_first(sd_bus *bus, const ConConfig *config, const ConAgent ***ret) {
-        const ConAgent **v = calloc(config->n_agents + 1, sizeof(*v));
-        size_t n = 0;
-        if (!v)
+/* Which of this host's agents know task ID (--agent: that one only), asked with GetResultInfo:
+ * known[] answered (the caller may read the task: its submitter, or root), denied[] know it but
+ * refused the caller. Task ids are unique per agent and sender only, so several agents may know
+ * one: a verb that acts on one task must not pick for the caller. The running agents are asked
+ * first, and the others (asking starts them) only when none of those knows ID: a task that waits
+ * or runs is at a running agent, and an on-demand agent is not woken for nothing. */
+typedef struct TaskWhere {
+        const ConAgent **known, **denied;
+        size_t n_known, n_denied;
+} TaskWhere;
+
+static void task_where_done(TaskWhere *w) {
+        free(w->known);
+        free(w->denied);
+}
+
+static void task_where_ask(sd_bus *bus, const ConAgent *a, const char *id, TaskWhere *w) {
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *bn = NULL;
+        if (con_agent_bus_name(a->name, &bn) < 0)
+                return;
+        int r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e, NULL, "s", id);
+        if (r >= 0)
+                w->known[w->n_known++] = a;
+        else if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                w->denied[w->n_denied++] = a;
+}
+
+static int task_where(sd_bus *bus, const ConConfig *config, const char *only, const char *id, TaskWhere *ret) {
+        size_t n = config->n_agents;
+        TaskWhere w = { .known = calloc(n + 1, sizeof(*w.known)), .denied = calloc(n + 1, sizeof(*w.denied)) };
+        if (!w.known || !w.denied) {
+                task_where_done(&w);
                 return -ENOMEM;
-        for (int pass = 0; pass < 2; pass++)
-                for (size_t i = 0; i < config->n_agents; i++) {
-                        _cleanup_free_ char *bn = NULL;
-                        if (con_agent_bus_name(config->agents[i].name, &bn) < 0)
-                                continue;
-                        if (name_has_owner(bus, bn) == (pass == 0))
-                                v[n++] = &config->agents[i];
-                }
-        *ret = v;
-        return (int) n;
+        }
+        if (only) {
+                const ConAgent *a = con_config_find_agent(config, only);
+                if (a)
+                        task_where_ask(bus, a, id, &w);
+        } else
+                for (int pass = 0; pass < 2 && w.n_known + w.n_denied == 0; pass++)
+                        for (size_t i = 0; i < n; i++) {
+                                _cleanup_free_ char *bn = NULL;
+                                if (con_agent_bus_name(config->agents[i].name, &bn) >= 0 &&
+                                    name_has_owner(bus, bn) == (pass == 0))
+                                        task_where_ask(bus, &config->agents[i], id, &w);
+                        }
+        *ret = w;
+        return 0;
+}
+
+/* "a, b and c" (at least one name), or NULL when out of memory. */
+static char *agent_names(const ConAgent *const *v, size_t n) {
+        char *s = strdup("");
+        for (size_t i = 0; s && i < n; i++) {
+                char *t = NULL;
+                if (asprintf(&t, "%s%s%s", s, i == 0 ? "" : i + 1 == n ? " and " : ", ", v[i]->name) < 0)
+                        t = NULL;
+                free(s);
+                s = t;
+        }
+        return s;
+}
+
+/* --agent names a configured agent: a usage error otherwise. */
+static int check_agent_option(const Common *c, const ConConfig *config, const char *verb) {
+        if (c->agent && !con_config_find_agent(config, c->agent)) {
+                con_fail(CON_EXIT_USAGE, "%s: --agent: %s names no agent '%s' (see 'con agents')", verb, c->config,
+                         c->agent);
+                return -ENOENT;
+        }
+        return 0;
 }
 
 static int name_pid(sd_bus *bus, const char *name, pid_t *ret) {
@@ -1077,7 +1141,7 @@ int verb_tasks(int argc, char *argv[]) {
 }
 
 static const char task_usage[] =
-        "Usage: con task ID [--transcript] [--json] [--config FILE]\n"
+        "Usage: con task ID [--agent NAME] [--transcript] [--json] [--config FILE]\n"
         "\n"
         "Find task ID across the agents and show its agent, status and result (GetResultInfo): the\n"
         "response when done, the reason when failed or cancelled. Only the submitter and root may\n"
@@ -1087,8 +1151,10 @@ static const char task_usage[] =
         "--transcript shows what the agent did instead (GetTranscript): the model, each turn's\n"
         "tokens and time, each tool call with its arguments, exit code and output size, the\n"
         "delegation chain, tokens in and out, cost and duration.\n"
+        "When several agents know ID (ids are unique per agent and sender only), --agent NAME\n"
+        "names the one to show.\n"
         "\n"
-        "Exit status: 0 found (any status), 1 not found or not readable, 2 usage error,\n"
+        "Exit status: 0 found (any status), 1 not found, several found or not readable, 2 usage error,\n"
         "4 invalid configuration.\n";
 
 /* Prints s for a terminal: control characters (what a model or an agent put into tool arguments
@@ -1235,29 +1301,36 @@ int verb_task(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        _cleanup_free_ const ConAgent **agents = NULL;
-        int n = agents_running_first(bus, config, &agents);
-        if (n < 0)
-                return con_fail(CON_EXIT_FAILURE, "task: %s", strerror(-n));
-        for (int i = 0; i < n; i++) {
-                const ConAgent *a = agents[i];
+        if (check_agent_option(&c, config, "task") < 0)
+                return CON_EXIT_USAGE;
+
+        _cleanup_(task_where_done) TaskWhere w = {};
+        r = task_where(bus, config, c.agent, id, &w);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "task: %s", strerror(-r));
+        if (w.n_known > 1) {
+                _cleanup_free_ char *names = agent_names(w.known, w.n_known);
+                return con_fail(CON_EXIT_FAILURE, "task: agents %s each know a task '%s': name one with --agent NAME",
+                                names ?: "(several)", id);
+        }
+        if (w.n_denied > 0)
+                denied_by = w.denied[0]->name;
+        if (w.n_known == 1) {
+                const ConAgent *a = w.known[0];
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                 _cleanup_free_ char *bn = NULL;
                 const char *st, *text;
-                if (con_agent_bus_name(a->name, &bn) < 0)
-                        continue;
-                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e,
-                                       &reply, "s", id);
-                if (r < 0) {
-                        if (sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
-                                denied_by = a->name;
-                        continue;
-                }
+                r = con_agent_bus_name(a->name, &bn);
+                if (r >= 0)
+                        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResultInfo", &e,
+                                               &reply, "s", id);
+                if (r < 0)
+                        return con_fail(CON_EXIT_FAILURE, "task: %s: %s", a->name, e.message ?: strerror(-r));
                 ConResultInfo info = {};
                 if (sd_bus_message_read(reply, "ss", &st, &text) < 0 ||
                     con_bus_read_result_info(reply, &info) < 0)
-                        continue;
+                        return con_fail(CON_EXIT_FAILURE, "task: %s sent a reply that cannot be read", a->name);
                 if (c.transcript)
                         return show_transcript(bus, bn, a->name, id, c.json);
                 if (c.json) {
@@ -1282,7 +1355,7 @@ int verb_task(int argc, char *argv[]) {
                 return CON_EXIT_OK;
         }
         /* A task sent to an agent of another host: the mesh gateway has its state and result. */
-        if (!c.transcript && name_has_owner(bus, CON_MESH_BUS_NAME)) {
+        if (!c.transcript && !c.agent && name_has_owner(bus, CON_MESH_BUS_NAME)) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
                 r = sd_bus_call_method(bus, CON_MESH_BUS_NAME, CON_MESH_PATH, CON_MESH_INTERFACE, "GetResultInfo", &e,
@@ -1301,15 +1374,17 @@ int verb_task(int argc, char *argv[]) {
 /* ---- cancel ---- */
 
 static const char cancel_usage[] =
-        "Usage: con cancel ID [--config FILE]\n"
+        "Usage: con cancel ID [--agent NAME] [--config FILE]\n"
         "\n"
         "Cancel task ID (Cancel on the agent that knows it): a queued task is dropped, a running one's\n"
         "session is killed with every process it started; the task ends as canceled. A finished task\n"
         "stays as it is. The submitter may always cancel its own tasks; others need the policy's\n"
         "cancel grant (root by default). A task sent from here to an agent of another host (AGENT@HOST)\n"
         "is canceled through the mesh gateway: only by its sender and root.\n"
+        "Task ids are unique per agent and sender only: when several agents know ID, con cancel\n"
+        "refuses to pick one; --agent NAME names the agent.\n"
         "\n"
-        "Exit status: 0 canceled (or already finished: its status is printed), 1 not found or\n"
+        "Exit status: 0 canceled (or already finished: its status is printed), 1 not found, several found or\n"
         "refused, 2 usage error, 4 invalid configuration.\n";
 
 /* Cancel on the mesh gateway (docs/MULTIHOST.md): an exit status, or -ENOENT when it knows no such
@@ -1344,6 +1419,35 @@ static int cancel_remote(sd_bus *bus, const char *id) {
         return CON_EXIT_OK;
 }
 
+/* Cancel on agent a, then print the task's state: an exit status; with quiet_denied, -EACCES
+ * (nothing printed) when the agent refuses the caller. */
+static int cancel_on_agent(sd_bus *bus, const ConAgent *a, const char *id, bool quiet_denied) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *bn = NULL;
+        const char *st, *text;
+        int r = con_agent_bus_name(a->name, &bn);
+        if (r >= 0)
+                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s", id);
+        if (r < 0) {
+                if (quiet_denied && sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                        return -EACCES;
+                return con_fail(CON_EXIT_FAILURE, "cancel: %s refused to cancel task %s: %s", a->name, id,
+                                e.message ?: strerror(-r));
+        }
+        sd_bus_error_free(&e);
+        r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply, "s", id);
+        if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0) {
+                printf("Asked %s to cancel task %s.\n", a->name, id);
+                return CON_EXIT_OK;
+        }
+        /* A running session ends once its processes are gone: the state follows. */
+        printf("Task %s on agent %s: %s\n", id, a->name,
+               streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
+                                                              : con_task_state_a2a(st) ?: st);
+        return CON_EXIT_OK;
+}
+
 int verb_cancel(int argc, char *argv[]) {
         _cleanup_(con_config_freep) ConConfig *config = NULL;
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -1363,45 +1467,46 @@ int verb_cancel(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        _cleanup_free_ const ConAgent **agents = NULL;
-        int n = agents_running_first(bus, config, &agents);
-        if (n < 0)
-                return con_fail(CON_EXIT_FAILURE, "cancel: %s", strerror(-n));
-        for (int i = 0; i < n; i++) {
-                const ConAgent *a = agents[i];
-                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                _cleanup_free_ char *bn = NULL;
-                const char *st, *text;
-                if (con_agent_bus_name(a->name, &bn) < 0)
-                        continue;
-                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e, NULL, "s",
-                                       id);
-                if (r < 0) {
-                        if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
-                                continue;
-                        return con_fail(CON_EXIT_FAILURE, "cancel: %s refused to cancel task %s: %s", a->name,
-                                        id, e.message ?: strerror(-r));
-                }
-                sd_bus_error_free(&e);
-                r = sd_bus_call_method(bus, bn, CON_AGENT_PATH, CON_AGENT_INTERFACE, "GetResult", &e, &reply,
-                                       "s", id);
-                if (r < 0 || sd_bus_message_read(reply, "ss", &st, &text) < 0) {
-                        printf("Asked %s to cancel task %s.\n", a->name, id);
-                        return CON_EXIT_OK;
-                }
-                /* A running session ends once its processes are gone: the state follows. */
-                printf("Task %s on agent %s: %s\n", id, a->name,
-                       streq_ptr(con_task_state_a2a(st), "working") ? "canceling (its session is being killed)"
-                                                                      : con_task_state_a2a(st) ?: st);
-                return CON_EXIT_OK;
+        if (check_agent_option(&c, config, "cancel") < 0)
+                return CON_EXIT_USAGE;
+
+        _cleanup_(task_where_done) TaskWhere w = {};
+        r = task_where(bus, config, c.agent, id, &w);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "cancel: %s", strerror(-r));
+        if (w.n_known > 1) {
+                _cleanup_free_ char *names = agent_names(w.known, w.n_known);
+                return con_fail(CON_EXIT_FAILURE,
+                                "cancel: agents %s each know a task '%s': name one with --agent NAME",
+                                names ?: "(several)", id);
+        }
+        if (w.n_known == 1)
+                return cancel_on_agent(bus, w.known[0], id, false);
+        /* A task the caller may not read: another user's. The policy's cancel grant may still
+         * allow it (the agent decides), but only where it is not ambiguous. */
+        const char *refused_by = NULL;
+        if (w.n_denied == 1) {
+                r = cancel_on_agent(bus, w.denied[0], id, true);
+                if (r != -EACCES)
+                        return r;
+                refused_by = w.denied[0]->name;
         }
         /* A task sent from here to an agent of another host: the mesh gateway passes the cancel on. */
-        if (config->mesh.enabled) {
+        if (!c.agent && config->mesh.enabled) {
                 r = cancel_remote(bus, id);
                 if (r != -ENOENT)
                         return r;
         }
+        if (w.n_denied > 1) {
+                _cleanup_free_ char *names = agent_names(w.denied, w.n_denied);
+                return con_fail(CON_EXIT_FAILURE,
+                                "cancel: agents %s each know a task '%s' of another user; with the policy's cancel "
+                                "grant, name one with --agent NAME", names ?: "(several)", id);
+        }
+        if (refused_by)
+                return con_fail(CON_EXIT_FAILURE,
+                                "cancel: %s refused to cancel task %s: only its submitter, root and holders of the "
+                                "policy's cancel grant may cancel it", refused_by, id);
         return con_fail(CON_EXIT_FAILURE, "cancel: no agent knows a task '%s' (see 'con tasks')", id);
 }
 

@@ -65,6 +65,26 @@ check_fail "... does not show collide1" grep -q '"collide1"' <<<"$LIB_OUT"
 check_output "ListTasks as first shows collide1" '"collide1"' agent_call first ListTasks
 check_fail "... but not second's task" grep -q "$NEW" <<<"$LIB_OUT"
 
+section "con task and con cancel when two agents know one id"
+S=org.conspiracy.Sysadmin
+check_output "root delivers collide1 to the sysadmin too" '^s "collide1"$' \
+        busctl --system call "$S" "$P" "$I" Deliver a{sv} 2 text s "/help" id s collide1
+check "... it completes" wait_for 20 bash -c "busctl --system call $S $P $I GetResult s collide1 | grep -q completed"
+check_fail_output "root: con task collide1 names both, shows neither (exit 1)" \
+        "agents (concierge and sysadmin|sysadmin and concierge) each know a task 'collide1': name one with --agent" \
+        con task collide1
+check_output "root: con task collide1 --agent sysadmin" 'agent:  sysadmin' con task collide1 --agent sysadmin
+check_fail_output "root: con cancel collide1 cancels nothing, names both" "each know a task 'collide1'" con cancel collide1
+check_output "root: con cancel collide1 --agent sysadmin" '^Task collide1 on agent sysadmin: completed$' \
+        con cancel collide1 --agent sysadmin
+check_status "con cancel --agent nobody: usage error" 2 con cancel collide1 --agent nobody
+check_output "first: con task collide1 is first's own (the sysadmin's is root's)" 'agent:  concierge' \
+        as_user first con task collide1
+check_output "first: con cancel collide1 reaches first's own" '^Task collide1 on agent concierge: completed$' \
+        as_user first con cancel collide1
+check_fail_output "second: con cancel collide1 (first's and root's): refused, not picked" \
+        "each know a task 'collide1' of another user" as_user second con cancel collide1
+
 section "con-send --id"
 check_status "second: con-send --id collide1 is refused (exit 3)" 3 as_user second con-send --id collide1 /ping
 check_output "... saying the id is used by another sender" \

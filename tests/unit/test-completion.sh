@@ -76,6 +76,9 @@ expect "con --config FILE run c<Tab>" "con --config $cfg run c" "concierge"
 expect "con policy --config=FILE query root task <Tab>: agents" "con policy --config=$cfg query root task " \
         "concierge sysadmin"
 expect "con tasks concierge <Tab>: one agent only" "con tasks --config $cfg concierge " ""
+contains "con cancel --<Tab>: --agent among its options" "con cancel --" --agent --config --help
+expect "con cancel --config FILE --agent <Tab>: agents" "con cancel --config $cfg --agent " "concierge sysadmin"
+expect "con task --config FILE --agent=s<Tab>" "con task --config $cfg --agent=s" "sysadmin"
 cd "$src" || exit 1
 expect "con --config=configs/default/con.y<Tab>: files, after the '='" "con status --config=configs/default/con.y" \
         "configs/default/con.yaml"
