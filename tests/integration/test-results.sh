@@ -8,8 +8,10 @@
 # read_file of a Latin-1 file reach the model as U+FFFD with a note, never fail the task, never go
 # raw into the conversation files, and the next task of the agent still works, also one that
 # continues a conversation written with raw bytes. Last, the retention (system.result_retention):
-# finished tasks older than it lose their files and GetResult says NoSuchTask, newer ones stay,
-# also across a restart. Runs as root inside tests/sandbox/con-sandbox.
+# finished tasks older than it lose their files and GetResult says NoSuchTask, newer ones stay; a
+# restart while the agent is busy (its journal not compacted, still holding the removed task) does
+# not bring it back, and a task sent again under its id is the one kept. Runs as root inside
+# tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
 FAKE=${CON_BUILD_DIR:?}/tests/fake-llm/con-fake-llm
@@ -25,11 +27,11 @@ toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
         printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "%s", "arguments": %s } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2" "$3"
 }
 utf8_ok() { iconv -f UTF-8 -t UTF-8 "$1" >/dev/null; }
-restart_agent() { # restart_agent BUSNAME: kill it by its pid; the next call starts it again
+restart_agent() { # restart_agent BUSNAME [SIGNAL]: kill it by its pid; the next call starts it again
         local pid
         pid=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
                 GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
-        [ -n "$pid" ] && kill "$pid"
+        [ -n "$pid" ] && kill -s "${2:-TERM}" "$pid"
         for _ in $(seq 100); do
                 busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner \
                         s "$1" | grep -q false && return 0
@@ -191,8 +193,10 @@ for h in $(find "$SESS" -name '*.json'); do
 done
 
 section "retention: finished tasks past system.result_retention are removed, recent ones kept"
-# With a retention of 3 s: a new task's files stay within the 3 s, then go, and GetResult says so;
-# a task 2 s younger stays; rawout's task above ($RID), in memory at the restart, goes too.
+# With a retention of 5 s: a new task's files stay within the 5 s, then go, and GetResult says so;
+# a task 3 s younger stays (the check runs every 1.25 s: at least 1.5 s to spare); rawout's task
+# above ($RID), in memory at the restart, goes too. A slow task keeps rawout busy meanwhile, so
+# its journal is not compacted and still holds the removed task across a restart.
 O=/srv/con/agents/rawout
 files_of() { # files_of ID: the files of a done task of rawout that exist
         local f
@@ -201,19 +205,26 @@ files_of() { # files_of ID: the files of a done task of rawout that exist
         done
         return 0
 }
+# A task saying "slow" waits until $R/release exists.
+printf '#!/bin/sh\nif grep -q slow; then\n\twhile [ ! -e %s/release ]; do sleep 0.1; done\nfi\n%s\n' \
+        "$R" "printf '\\377\\376 raw\\000nul\\n'" >"$R/rawout"
+check_output "rawout's runner still prints the same bytes" '^ff fe 20 72 61 77 00 6e 75 6c 0a$' \
+        bash -c "echo go | '$R/rawout' | od -An -tx1 | tr -s ' \n' ' ' | sed 's/^ //; s/ \$//'"
 check_eq "the files of $RID are there" 3 "$(files_of "$RID" | wc -l)"
-check "system.result_retention: 3s" sed -i 's/^  name: results-test$/&\n  result_retention: 3s/' /etc/con/con.yaml
+check "system.result_retention: 5s" sed -i 's/^  name: results-test$/&\n  result_retention: 5s/' /etc/con/con.yaml
 check "rawout restarts (it reads the retention at start)" restart_agent org.conspiracy.Rawout
 check_output "a new task of rawout" 'raw' con-send --to rawout --timeout 120 go
 NEW=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
 check "... its id is listed (${NEW:-none}), not $RID's" test -n "$NEW" -a "$NEW" != "$RID"
 check_eq "$NEW (just finished): its files are there" 3 "$(files_of "$NEW" | wc -l)"
 check_output "... GetResult of $NEW works" '^ss "completed"' busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
-sleep 2
-check_output "a second task, 2 s later" 'raw' con-send --to rawout --timeout 120 go
+sleep 3
+check_output "a second task, 3 s later" 'raw' con-send --to rawout --timeout 120 go
 NEW2=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
-check "$NEW's files go once it finished 3 s ago (the check every 0.75 s)" \
-        wait_for 5 test ! -e "$O/queue/finished/$NEW.json"
+SLOW=$(con-send --to rawout --no-wait slow)
+check "a slow task keeps rawout busy (${SLOW:-none})" test -n "$SLOW"
+check "$NEW's files go once it finished 5 s ago (the check every 1.25 s)" \
+        wait_for 8 test ! -e "$O/queue/finished/$NEW.json"
 check_eq "... all of them" "" "$(files_of "$NEW")"
 check_eq "... $NEW2's stay (${NEW2:-none})" 3 "$(files_of "$NEW2" | wc -l)"
 check_eq "$RID (older still, in memory at the restart): its files were removed too" "" "$(files_of "$RID")"
@@ -224,12 +235,23 @@ check_fail_output "GetResult of $NEW now: NoSuchTask, not a crash" "knows no tas
         busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
 check_fail_output "con task $NEW says it is not known" "$NEW" con task "$NEW"
 check_output "the agent's log says what it removed" \
-        'Removed [0-9]+ finished task\(s\) and their files .*finished more than 3s ago \(system.result_retention\)' \
+        'Removed [0-9]+ finished task\(s\) and their files .*finished more than 5s ago \(system.result_retention\)' \
         cat /srv/con/logs/daemons/con-agent@rawout.log
-check "rawout restarts" restart_agent org.conspiracy.Rawout
-check_fail_output "after the restart (replay of a journal that held it) $NEW is still gone" "knows no task '$NEW'" \
-        busctl --system call org.conspiracy.Rawout $A $I GetResult s "$NEW"
-check_eq "... and its files were not written again" "" "$(files_of "$NEW")"
+check_output "rawout is busy with $SLOW" '^(submitted|working)$' bash -c "con task '$SLOW' --json | jq -r .status"
+check "... so its journal was not compacted: it still holds $NEW" \
+        grep -Eq "\"op\":\"(accept|known)\",\"id\":\"$NEW\"" "$O/queue/journal"
+check "... and the record that it was removed" grep -q "\"op\":\"forget\",\"id\":\"$NEW\"" "$O/queue/journal"
+check_output "the id $NEW is free again: a new task under it is accepted" "^$NEW\$" \
+        con-send --to rawout --no-wait --id "$NEW" "go again"
+check "rawout is killed while busy (no compaction on the way out)" restart_agent org.conspiracy.Rawout KILL
+check_output "after the restart (replay of that journal), $NEW is the new task, waiting behind $SLOW" \
+        '^(submitted|working)$' bash -c "con task '$NEW' --json | jq -r .status"
+check_eq "... the removed task's files were not written again" "" "$(files_of "$NEW")"
+touch "$R/release"
+check "once $SLOW is let go, the new $NEW completes" \
+        wait_for 60 bash -c "con task '$NEW' --json | jq -e '.status == \"completed\"'"
+check "... its files are the new task's" grep -q 'go again' "$O/processed/$NEW.task"
+check_eq "... all of them" 3 "$(files_of "$NEW" | wc -l)"
 
 kill "$FAKE_PID" 2>/dev/null
 finish
