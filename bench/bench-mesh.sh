@@ -73,6 +73,7 @@ mesh_pki "$T/pki" 10.79.0.1:4222 host-a host-b
 mesh_nats_start "$T/pki"
 NATS_PID=$MESH_NATS_PID
 mesh_nats_wait 10.79.0.1 4222
+mesh_streams "$T/pki" tls://10.79.0.1:4222 >/dev/null || { echo "con mesh streams failed" >&2; exit 1; }
 mesh_install_creds_script "$T/pki/host-b" >"$T/creds-b.sh"
 
 cat >"$T/hostb.sh" <<'HOSTB'

@@ -168,7 +168,7 @@ _con() {
                 return
         fi
         if [[ $cur == -* ]]; then
-                # con mesh's subcommands have options of their own (status, init, issue, sign, server-config).
+                # con mesh's subcommands have options of their own (status; init, issue, sign, server-config, streams).
                 if [[ $verb == mesh && -n ${positional[1]:-} ]]; then
                         _con_reply "$cur" "$(_con_help_options con mesh "${positional[1]}") --help"
                 else
@@ -189,7 +189,7 @@ _con() {
                 ;;
         mesh)
                 case $n in
-                0) _con_reply "$cur" status init issue sign server-config ;;
+                0) _con_reply "$cur" status init issue sign server-config streams ;;
                 1) [[ ${positional[1]} == sign ]] && _con_reply_files "$cur" ;;    # the signing request
                 esac
                 ;;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -191,6 +192,9 @@ static int san_list(char * const *sans, char **ret) {
                 if (!ip && (!**p || strlen(*p) > 253 ||
                             (*p)[strspn(*p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")]))
                         return -EINVAL;
+                /* The server's key must not make it the administrator (verify_and_map). */
+                if (!ip && strcasecmp(*p, CON_MESH_ADMIN_NAME) == 0)
+                        return -EINVAL;
                 char *t = NULL;
                 if (asprintf(&t, "%s%s%s:%s", strempty(s), s ? "," : "", ip ? "IP" : "DNS", *p) < 0)
                         return -ENOMEM;
@@ -220,8 +224,9 @@ static int cert_sans(ConMeshCertKind kind, const char *name, char * const *sans,
         _cleanup_free_ char *san = NULL;
         int r;
 
-        if (kind == CON_MESH_CERT_HOST) {
-                if (!con_mesh_host_valid(name) || (sans && sans[0]))
+        if (kind == CON_MESH_CERT_HOST || kind == CON_MESH_CERT_ADMIN) {
+                if ((kind == CON_MESH_CERT_HOST ? !con_mesh_host_valid(name) : !streq_ptr(name, CON_MESH_ADMIN_NAME)) ||
+                    (sans && sans[0]))
                         return -EINVAL;
                 if (asprintf(&san, "DNS:%s", name) < 0)
                         return -ENOMEM;
@@ -253,7 +258,7 @@ static int sign_cert(EVP_PKEY *cakey, X509 *ca, ConMeshCertKind kind, const char
                 return r;
         if ((r = add_ext(x, ca, NID_basic_constraints, "critical,CA:FALSE")) < 0 ||
             (r = add_ext(x, ca, NID_key_usage, "critical,digitalSignature")) < 0 ||
-            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_HOST ? "clientAuth" : "serverAuth,clientAuth")) < 0 ||
+            (r = add_ext(x, ca, NID_ext_key_usage, kind == CON_MESH_CERT_SERVER ? "serverAuth,clientAuth" : "clientAuth")) < 0 ||
             (r = add_ext(x, ca, NID_subject_alt_name, san)) < 0 ||
             (r = add_ext(x, ca, NID_subject_key_identifier, "hash")) < 0 ||
             (r = add_ext(x, ca, NID_authority_key_identifier, "keyid")) < 0)
@@ -596,9 +601,12 @@ ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_p
         return CON_MESH_CERT_OK;
 }
 
-/* The permissions of host H (docs/MULTIHOST.md, "Identity"). Publish: tasks, results, state
- * events (con.state.<origin>.H.<id>) and cancels that carry H as the sender; making the shared state
- * stream con-state (never changing it) and H's own pull consumer on it (con-meshd-H: made, deleted
+/* The permissions of host H (docs/MULTIHOST.md, "Identity"). No stream API that makes, changes or
+ * removes a stream (NATS permissions name the API subject, never the request's body: a host
+ * allowed to make its own stream could give it "sources" and copy other hosts' tasks into it);
+ * the administrator makes them (append_admin). Publish: tasks, results, state
+ * events (con.state.<origin>.H.<id>) and cancels that carry H as the sender; H's own pull consumer on
+ * the shared state stream con-state (con-meshd-H: made, deleted
  * and made again at each start, read, acknowledged); the JetStream API for H's own two streams and their consumer only, and
  * the information of any stream and of any stream's con-meshd consumer (a sender checks the
  * receiver's stream before it publishes; con mesh status shows every host's depth and lag; a
@@ -608,7 +616,6 @@ ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_p
 static void append_user(FILE *f, const char *h) {
         fprintf(f, "    {\n      user: \"%s\"\n      permissions: {\n        publish: {\n          allow: [\n", h);
         fprintf(f, "            \"con.task.*.%s\", \"con.result.*.%s\", \"con.state.*.%s.*\",\n", h, h, h);
-        fprintf(f, "            \"$JS.API.STREAM.CREATE.con-state\",\n");
         fprintf(f, "            \"$JS.API.CONSUMER.DURABLE.CREATE.con-state.con-meshd-%s\", "
                 "\"$JS.API.CONSUMER.CREATE.con-state.con-meshd-%s\",\n", h, h);
         fprintf(f, "            \"$JS.API.CONSUMER.CREATE.con-state.con-meshd-%s.>\", "
@@ -622,9 +629,6 @@ static void append_user(FILE *f, const char *h) {
         fprintf(f, "            \"$JS.API.CONSUMER.INFO.*.con-meshd\",\n");
         for (int i = 0; i < 2; i++) {
                 const char *s = i == 0 ? "task" : "result";
-                /* CREATE only, never UPDATE: no host may change a stream once it exists
-                 * (a CREATE of an existing stream with another configuration is refused). */
-                fprintf(f, "            \"$JS.API.STREAM.CREATE.con-%s-%s\",\n", s, h);
                 fprintf(f, "            \"$JS.API.CONSUMER.DURABLE.CREATE.con-%s-%s.con-meshd\",\n", s, h);
                 fprintf(f, "            \"$JS.API.CONSUMER.CREATE.con-%s-%s.con-meshd\", "
                         "\"$JS.API.CONSUMER.CREATE.con-%s-%s.con-meshd.>\",\n", s, h, s, h);
@@ -633,6 +637,63 @@ static void append_user(FILE *f, const char *h) {
         }
         fprintf(f, "          ]\n        }\n        subscribe: { allow: [\"_INBOX.%s.>\", \"con.cancel.%s.*\"] }\n"
                 "      }\n    }\n", h, h);
+}
+
+/* The administrator (CON_MESH_ADMIN_NAME): makes, changes, removes and reads the configuration of
+ * the mesh's streams (con mesh streams), by name: each host's two and con-state, no other stream;
+ * no consumer, no message, no subject of the mesh. Subscribe: its own inboxes. */
+static void append_admin(FILE *f, char * const *hosts) {
+        static const char * const ops[] = { "CREATE", "UPDATE", "DELETE", "INFO" };
+
+        fprintf(f, "    {\n      user: \"" CON_MESH_ADMIN_NAME "\"\n      permissions: {\n        publish: {\n"
+                   "          allow: [\n            \"$JS.API.INFO\", \"$JS.API.STREAM.NAMES\", \"$JS.API.STREAM.LIST\",\n");
+        for (size_t o = 0; o < ELEMENTSOF(ops); o++) {
+                fprintf(f, "            \"$JS.API.STREAM.%s.con-state\"", ops[o]);
+                STRV_FOREACH(h, (char **) hosts)
+                        fprintf(f, ", \"$JS.API.STREAM.%s.con-task-%s\", \"$JS.API.STREAM.%s.con-result-%s\"",
+                                ops[o], *h, ops[o], *h);
+                fprintf(f, "%s\n", o + 1 < ELEMENTSOF(ops) ? "," : "");
+        }
+        fprintf(f, "          ]\n        }\n        subscribe: { allow: [\"" CON_MESH_ADMIN_INBOX ".>\"] }\n"
+                   "      }\n    }\n");
+}
+
+int con_mesh_hosts_format(char * const *hosts, char **ret) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+
+        STRV_FOREACH(h, (char **) hosts)
+                if (!con_mesh_host_valid(*h))
+                        return -EINVAL;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return -ENOMEM;
+        STRV_FOREACH(h, (char **) hosts)
+                fprintf(f, "%s\n", *h);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int con_mesh_hosts_parse(const char *text, char ***ret) {
+        _cleanup_strv_free_ char **hosts = NULL;
+
+        for (const char *p = text; *p;) {
+                size_t n = strcspn(p, "\n");
+                if (n > 0) {
+                        _cleanup_free_ char *h = strndup(p, n);
+                        if (!h)
+                                return -ENOMEM;
+                        if (!con_mesh_host_valid(h) || strv_contains(hosts, h))
+                                return -EBADMSG;
+                        if (strv_consume(&hosts, TAKE_PTR(h)) < 0)
+                                return -ENOMEM;
+                }
+                p += n + (p[n] == '\n');
+        }
+        *ret = TAKE_PTR(hosts);   /* NULL: none */
+        return 0;
 }
 
 /* HOST:PORT, nothing a quoted nats-server string could not hold. */
@@ -674,6 +735,7 @@ int con_mesh_server_config(char * const *hosts, const char *listen, const char *
         fprintf(f, "authorization {\n  users = [\n");
         STRV_FOREACH(h, (char **) hosts)
                 append_user(f, *h);
+        append_admin(f, hosts);
         fprintf(f, "  ]\n}\n");
         if (cluster_listen) {
                 fprintf(f, "\n# The cluster's routes: TLS both ways with this node's certificate; a node must present\n"

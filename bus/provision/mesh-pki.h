@@ -20,12 +20,22 @@ typedef enum ConMeshCertKind {
         CON_MESH_CERT_HOST,     /* a host's client certificate: CN and DNS SAN = the host name */
         CON_MESH_CERT_SERVER,   /* the NATS server's: SANs = its addresses and names, plus
                                  * CON_MESH_ROUTE_NAME; server and client auth (cluster routes) */
+        CON_MESH_CERT_ADMIN,    /* the mesh's administrator: CN and DNS SAN CON_MESH_ADMIN_NAME,
+                                 * client auth; the only identity that makes and changes streams */
 } ConMeshCertKind;
 
 /* The DNS SAN every server certificate carries and the one user a cluster's routes map to
  * (verify_and_map): not a valid host name (it has dots), so no host certificate can join a
  * cluster as a route, whatever CA signed it. */
 #define CON_MESH_ROUTE_NAME "route.con-mesh.invalid"
+
+/* The administrator's NATS user (its certificate's CN and DNS SAN; docs/MULTIHOST.md, "Who makes
+ * the streams"): not a valid host name either, so no host certificate maps to it, and no server
+ * certificate carries it (refused as an --address). Its key and certificate live beside the CA's
+ * (CON_MESH_CA_DIR/admin.key, admin.crt); its inboxes are CON_MESH_ADMIN_INBOX (a host's are
+ * _INBOX.<host>, and a host name has no '_'). */
+#define CON_MESH_ADMIN_NAME "admin.con-mesh.invalid"
+#define CON_MESH_ADMIN_INBOX "_INBOX._admin"
 
 /* Makes DIR (0700, when missing) with ca.key (0600) and ca.crt (0644). -EEXIST when DIR/ca.key
  * exists: a mesh has one CA, made once. Other negative errnos: I/O; -EIO: OpenSSL failed. */
@@ -34,7 +44,8 @@ int con_mesh_ca_init(const char *dir);
 /* Issues a certificate signed by the CA in CA_DIR and writes OUT_DIR/BASE.key (0600),
  * OUT_DIR/BASE.crt and a copy of OUT_DIR/ca.crt (0644; made when missing, refused with -EEXIST
  * when a different one is there). OUT_DIR is made (0700) when missing. NAME: the host's mesh
- * name (con_mesh_host_valid) for a host, a label for the server. SANS (server only): IP
+ * name (con_mesh_host_valid) for a host, a label for the server, CON_MESH_ADMIN_NAME for the
+ * administrator. SANS (server only): IP
  * addresses and DNS names, NULL-terminated, at least one. -EEXIST when BASE.key or BASE.crt
  * exists, -ENOENT without a CA, -EINVAL for an invalid name or SAN. */
 int con_mesh_issue(const char *ca_dir, ConMeshCertKind kind, const char *name, char * const *sans,
@@ -92,10 +103,18 @@ ConMeshCertState con_mesh_check_host_cert(const char *crt_pem, const char *key_p
 /* The nats-server configuration of the mesh: LISTEN (HOST:PORT), JetStream under STORE_DIR, TLS
  * required with the server's certificate, key and the CA in TLS_DIR (server.crt, server.key,
  * ca.crt), verify_and_map, and one user per host of HOSTS (NULL-terminated, valid mesh names)
- * with publish and subscribe permissions limited to its own subjects. CLUSTER_LISTEN (HOST:PORT,
+ * with publish and subscribe permissions limited to its own subjects and no way to make, change
+ * or remove a stream; plus the administrator CON_MESH_ADMIN_NAME, who may make, change, remove and
+ * read the configuration of the mesh's streams (each host's two and con-state) and nothing else. CLUSTER_LISTEN (HOST:PORT,
  * NULL: no cluster): a cluster block named "con" listening there, with ROUTES (HOST:PORT,
  * NULL-terminated, may be empty) and TLS on the routes: the same certificate, verify_and_map, the
  * one route user CON_MESH_ROUTE_NAME. -EINVAL for an invalid host name, an empty list or a
  * listen address or route that is not HOST:PORT. */
+/* The hosts of HOSTS (NULL-terminated, valid names) as the file CON_MESH_CA_DIR/hosts holds them:
+ * one name a line (what con mesh server-config was last given; con mesh streams reads it back). */
+int con_mesh_hosts_format(char * const *hosts, char **ret);
+/* The inverse: every non-empty line a valid host name, at most once; -EBADMSG otherwise, -ENOMEM. */
+int con_mesh_hosts_parse(const char *text, char ***ret);
+
 int con_mesh_server_config(char * const *hosts, const char *listen, const char *store_dir, const char *tls_dir,
                            const char *cluster_listen, char * const *routes, char **ret);

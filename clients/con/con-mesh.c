@@ -47,7 +47,8 @@ static void mesh_help(FILE *f, bool all) {
               "  --json    one JSON object instead (docs/MULTIHOST.md)\n"
               "\n"
               "Exit status: 0 connected, 1 not connected or no gateway (no mesh: section, fabric down);\n"
-              "init, issue, server-config: 0 ok, 1 failure, 2 usage error.\n",
+              "init, issue, sign, server-config: 0 ok, 1 failure, 2 usage error; streams: 0 every stream\n"
+              "the mesh's, 1 not (or an error), 2 usage error.\n",
               f);
 }
 
@@ -360,9 +361,9 @@ int verb_mesh(int argc, char *argv[]) {
                         return CON_EXIT_USAGE;
                 }
         if (optind >= argc)
-                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status, init, issue, sign or server-config (see 'con mesh --help')");
+                return con_fail(CON_EXIT_USAGE, "mesh: missing subcommand: status, init, issue, sign, server-config or streams (see 'con mesh --help')");
         if (!streq(argv[optind], "status"))
-                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status, init, issue, sign or server-config)", argv[optind]);
+                return con_fail(CON_EXIT_USAGE, "mesh: unknown subcommand '%s' (use status, init, issue, sign, server-config or streams)", argv[optind]);
         if (optind + 1 < argc)
                 return con_fail(CON_EXIT_USAGE, "mesh status: unexpected argument '%s'", argv[optind + 1]);
         return mesh_status(json);

@@ -31,7 +31,7 @@ static const struct {
         { "quarantine",  verb_quarantine,  "quarantine an agent" },
         { "release",     verb_release,     "end an agent's quarantine" },
         { "policy",      verb_policy,      "show the access policy, check the four doors against it" },
-        { "mesh",        verb_mesh,        "the mesh: hosts and lag (status); CA, host certificates, NATS server config" },
+        { "mesh",        verb_mesh,        "the mesh: hosts and lag (status); CA, host certificates, NATS server config, streams" },
 };
 
 int con_fail(int status, const char *fmt, ...) {

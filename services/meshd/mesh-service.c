@@ -27,6 +27,7 @@
 #include "mesh-fetch.h"
 #include "mesh-service.h"
 #include "mesh-state.h"
+#include "mesh-streams.h"
 #include "mesh-util.h"
 #include "name-owners.h"
 #include "names.h"
@@ -42,7 +43,6 @@
 #define FLUSH_WAIT_MS 2000              /* stopping: a PING's PONG, the naks reaching the server */
 #define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
-#define DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
 #define LIST_TRIES 60                   /* take-over: a second apart, an agent's ListTasks failing for a passing reason */
 #define STAGED_TRIES 3                  /* "staged, not stored" answers under a message id before a fresh one */
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
@@ -163,6 +163,7 @@ struct Mesh {
         natsSubscription *cancel_sub;   /* con.cancel.<host>.*: cancels of tasks other hosts sent here */
         char **verified;                /* worker only: hosts whose task stream was checked */
         char **verified_results;        /* ... and whose result stream */
+        char *refused_stream;           /* loop only: the stream last found not the mesh's (audited once) */
         ConAuditWriter *audit;          /* NULL when not opened (not started as root) */
 
         Outgoing *out;
@@ -293,81 +294,51 @@ static char *nats_error_text(natsStatus s, jsErrCode jerr) {
         return t;
 }
 
-static void stream_shape(const jsStreamConfig *c, int64_t duplicates_ns, MeshStreamShape *ret) {
-        *ret = (MeshStreamShape) {
-                .subjects = (const char * const *) c->Subjects,
-                .n_subjects = c->SubjectsLen > 0 ? (size_t) c->SubjectsLen : 0,
-                .n_sources = c->SourcesLen > 0 ? (size_t) c->SourcesLen : 0,
-                .mirror = c->Mirror != NULL,
-                .retention = (int) c->Retention,
-                .max_age_ns = c->MaxAge,
-                .replicas = c->Replicas,
-                .duplicates_ns = duplicates_ns,
-        };
-}
+/* Stream ID (of this host; con-state) as the mesh's administrator made it: the gateway never makes,
+ * changes or removes a stream (its NATS user may not; docs/MULTIHOST.md, "Who makes the streams"),
+ * it only checks each is there and exactly the mesh's. Missing, or with sources, a mirror, a
+ * republish or other subjects, retention or storage: NATS_ERR and *ret_error says what and which
+ * command makes it right (the gateway does not connect; it tries again). Other settings only
+ * (max age, replicas): *ret_warning says so. */
+static natsStatus check_own_stream(Mesh *m, MeshStreamId id, jsErrCode *jerr, char **ret_warning, char **ret_error,
+                                   char **ret_wrong) {
+        _cleanup_(mesh_stream_config_done) MeshStreamConfig c = {};
+        _cleanup_free_ char *text = NULL;
+        MeshStreamFound found;
 
-/* Makes stream WANT, or finds it made before: no host may change a stream once it exists (the
- * server config gives no host STREAM.UPDATE, and a STREAM.CREATE of an existing stream with
- * another configuration is refused), so an existing one is checked, never updated. A stream with
- * sources, a mirror or other subjects: NATS_ERR, *ret_error names it and what is wrong (the
- * gateway does not connect). Other settings only: *ret_warning says it keeps its own. */
-static natsStatus make_or_check_stream(Mesh *m, const jsStreamConfig *want, bool check_duplicates, jsErrCode *jerr,
-                                       char **ret_warning, char **ret_error) {
-        jsStreamInfo *si = NULL;
-        MeshStreamShape have_shape, want_shape;
-
-        natsStatus s = js_AddStream(&si, m->js, (jsStreamConfig *) want, NULL, jerr);
-        if (s != NATS_OK && *jerr == JSStreamNameExistErr) {
-                *jerr = 0;
-                s = js_GetStreamInfo(&si, m->js, want->Name, NULL, jerr);
-        }
+        if (mesh_stream_config(id, m->config->mesh.host, m->config->mesh.retention_usec, m->config->mesh.replicas,
+                               &c) < 0)
+                return NATS_NO_MEMORY;
+        natsStatus s = mesh_stream_inspect(m->js, &c, &found, &text, jerr);
         if (s != NATS_OK)
                 return s;
-        if (!si->Config) {
-                jsStreamInfo_Destroy(si);
-                return NATS_ERR;
-        }
-        stream_shape(si->Config, si->Config->Duplicates, &have_shape);
-        stream_shape(want, check_duplicates ? want->Duplicates : -1, &want_shape);
-        _cleanup_free_ char *text = NULL;
-        int r = mesh_stream_shape_check(want->Name, &have_shape, &want_shape, &text);
-        jsStreamInfo_Destroy(si);
-        if (r == -ENOMEM)
-                return NATS_NO_MEMORY;
-        if (r < 0) {
-                free(*ret_error);
-                *ret_error = TAKE_PTR(text);
-                return NATS_ERR;
-        }
-        if (r > 0) {
+        switch (found) {
+        case MESH_STREAM_FOUND_OK:
+                return NATS_OK;
+        case MESH_STREAM_FOUND_SETTINGS: {
                 _cleanup_free_ char *joined = NULL;
                 if (asprintf(&joined, "%s%s%s", strempty(*ret_warning), *ret_warning ? "; " : "", text) < 0)
                         return NATS_NO_MEMORY;
                 free(*ret_warning);
                 *ret_warning = TAKE_PTR(joined);
+                return NATS_OK;
         }
-        return NATS_OK;
-}
-
-/* This host's own stream (the NATS server lets a host make only its own, never change it). */
-static natsStatus add_stream(Mesh *m, MeshKind k, jsErrCode *jerr, char **ret_warning, char **ret_error) {
-        _cleanup_free_ char *name = NULL, *subject = NULL;
-        jsStreamConfig cfg;
-        const char *host = m->config->mesh.host;
-
-        if (mesh_stream(k, host, &name) < 0 || mesh_subject_filter(k, host, &subject) < 0)
-                return NATS_NO_MEMORY;
-        jsStreamConfig_Init(&cfg);
-        const char *subjects[] = { subject };
-        cfg.Name = name;
-        cfg.Subjects = subjects;
-        cfg.SubjectsLen = 1;
-        cfg.Retention = js_WorkQueuePolicy;
-        cfg.Storage = js_FileStorage;
-        cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
-        cfg.Duplicates = DUPLICATE_WINDOW_NS;
-        cfg.Replicas = (int64_t) m->config->mesh.replicas;
-        return make_or_check_stream(m, &cfg, true, jerr, ret_warning, ret_error);
+        case MESH_STREAM_FOUND_MISSING:
+                free(*ret_error);
+                if (asprintf(ret_error, "stream %s does not exist; the mesh's administrator makes it: con mesh streams "
+                             "on the CA's host (docs/MULTIHOST.md)", c.name) < 0)
+                        *ret_error = NULL;
+                return NATS_ERR;
+        case MESH_STREAM_FOUND_WRONG:
+        default:
+                free(*ret_wrong);
+                *ret_wrong = TAKE_PTR(c.name);
+                free(*ret_error);
+                if (asprintf(ret_error, "%s; not using it (con mesh streams --check on the CA's host shows it, "
+                             "--replace makes it anew)", text) < 0)
+                        *ret_error = NULL;
+                return NATS_ERR;
+        }
 }
 
 /* Before the first publish to HOST's stream: it exists and takes exactly con.<kind>.<host>.*.
@@ -385,7 +356,8 @@ static natsStatus check_stream(Mesh *m, MeshKind k, const char *host, jsErrCode 
         natsStatus s = js_GetStreamInfo(&si, m->js, name, NULL, jerr);
         if (s != NATS_OK) {
                 if (*jerr == JSStreamNotFoundErr || s == NATS_NOT_FOUND) {
-                        if (asprintf(ret_error, "host %s has not joined the mesh (no stream %s)", host, name) < 0)
+                        if (asprintf(ret_error, "host %s has not joined the mesh (no stream %s; the mesh's "
+                                     "administrator makes it with con mesh streams)", host, name) < 0)
                                 *ret_error = NULL;
                         return NATS_NOT_FOUND;
                 }
@@ -453,30 +425,6 @@ static natsStatus subscribe_cancels(Mesh *m) {
         if (s == NATS_OK)
                 s = natsSubscription_SetOnCompleteCB(m->cancel_sub, on_cancel_sub_complete, m);
         return s;
-}
-
-/* The stream of every host's state events (docs/MULTIHOST.md, "The state of remote tasks"): the
- * last event of each subject (one per task and publisher) for mesh.retention. Any host may make it
- * (the first one's configuration stays: no host may change it); then it must take exactly
- * MESH_STATE_FILTER, with no sources and no mirror (make_or_check_stream), so no stream of other
- * subjects is mistaken for it. */
-static natsStatus add_state_stream(Mesh *m, jsErrCode *jerr, char **ret_warning, char **ret_error) {
-        jsStreamConfig cfg;
-        const char *subjects[] = { MESH_STATE_FILTER };
-
-        jsStreamConfig_Init(&cfg);
-        cfg.Name = MESH_STATE_STREAM;
-        cfg.Subjects = subjects;
-        cfg.SubjectsLen = 1;
-        cfg.Retention = js_LimitsPolicy;
-        cfg.Storage = js_FileStorage;
-        cfg.MaxAge = (int64_t) m->config->mesh.retention_usec * 1000;
-        cfg.MaxMsgsPerSubject = 1;
-        cfg.MaxMsgs = 4 * MESH_STATE_KEEP;
-        cfg.Discard = js_DiscardOld;
-        cfg.Replicas = (int64_t) m->config->mesh.replicas;
-        /* The server's duplicate window (2 min, or MaxAge when shorter) is not compared. */
-        return make_or_check_stream(m, &cfg, false, jerr, ret_warning, ret_error);
 }
 
 /* This host's pull consumer on con-state, made again at each start from the last event of every
@@ -607,11 +555,13 @@ static bool close_nats(Mesh *m) {
         return done;
 }
 
-static int connect_nats(Mesh *m, char **ret_warning, char **ret_error) {
+/* -EHOSTUNREACH: no server, or NATS failed; -ENOENT: a stream is missing; -EPERM: the stream
+ * *ret_wrong is not the mesh's. *ret_error says why. */
+static int connect_nats(Mesh *m, char **ret_warning, char **ret_error, char **ret_wrong) {
         natsOptions *o = NULL;
         natsStatus s;
         jsErrCode jerr = 0;
-        _cleanup_free_ char *refused = NULL;
+        _cleanup_free_ char *refused = NULL, *wrong = NULL;
         char * const *servers = m->config->mesh.servers;
         const ConMeshConfig *mc = &m->config->mesh;
         _cleanup_free_ char *inbox = NULL;
@@ -655,19 +605,21 @@ static int connect_nats(Mesh *m, char **ret_warning, char **ret_error) {
         natsOptions_Destroy(o);
         if (s == NATS_OK)
                 s = natsConnection_JetStream(&m->js, m->nc, NULL);
-        for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
-                s = add_stream(m, k, &jerr, ret_warning, &refused);
+        for (MeshStreamId id = MESH_STREAM_TASK; s == NATS_OK && id <= MESH_STREAM_STATE; id++)
+                s = check_own_stream(m, id, &jerr, ret_warning, &refused, &wrong);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
                 s = pull_subscribe(m, k, &jerr);
-        if (s == NATS_OK)
-                s = add_state_stream(m, &jerr, ret_warning, &refused);
         if (s == NATS_OK)
                 s = state_subscribe(m, &jerr);
         if (s == NATS_OK)
                 s = subscribe_cancels(m);
         if (s != NATS_OK) {
-                /* A stream made by someone else (sources, a mirror, other subjects): not used. */
-                bool tampered = refused;
+                /* A stream missing, or not the mesh's (sources, a mirror, other subjects): not used. */
+                int error = wrong ? -EPERM : refused ? -ENOENT : -EHOSTUNREACH;
+                if (wrong) {
+                        free(*ret_wrong);
+                        *ret_wrong = TAKE_PTR(wrong);
+                }
                 *ret_error = refused ? TAKE_PTR(refused) : nats_error_text(s, jerr);
                 free(*ret_warning);
                 *ret_warning = NULL;
@@ -682,7 +634,7 @@ static int connect_nats(Mesh *m, char **ret_warning, char **ret_error) {
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
                 (void) close_nats(m);
-                return tampered ? -EPERM : -EHOSTUNREACH;
+                return error;
         }
         return 0;
 }
@@ -891,13 +843,13 @@ static void *worker_thread(void *p) {
         /* Connect first (retrying); only then the fetch threads. */
         _cleanup_free_ char *warning = NULL;
         for (;;) {
-                _cleanup_free_ char *error = NULL;
+                _cleanup_free_ char *error = NULL, *wrong = NULL;
                 pthread_mutex_lock(&m->lock);
                 bool stop = m->stop;
                 pthread_mutex_unlock(&m->lock);
                 if (stop)
                         return NULL;
-                int r = connect_nats(m, &warning, &error);
+                int r = connect_nats(m, &warning, &error, &wrong);
                 if (r >= 0)
                         break;
                 Job *j = calloc(1, sizeof(*j));
@@ -905,6 +857,7 @@ static void *worker_thread(void *p) {
                         j->kind = JOB_CONNECTED;
                         j->error = r;
                         j->error_text = TAKE_PTR(error);
+                        j->host = TAKE_PTR(wrong);      /* the stream not the mesh's */
                         hand_to_loop(m, j);
                 }
                 struct timespec ts;
@@ -2366,6 +2319,27 @@ static void handle_status(Mesh *m, Job *j) {
         }
 }
 
+/* A stream of this host (or con-state) that is not the mesh's: logged at every try, audited when
+ * it is news (mesh.stream.refused, the stream and why). */
+static void refused_stream(Mesh *m, const char *stream, const char *why) {
+        log_error("Not serving the mesh through a stream that is not the mesh's (retrying): %s", strempty(why));
+        if (streq_ptr(m->refused_stream, stream))
+                return;
+        free(m->refused_stream);
+        m->refused_stream = stream ? strdup(stream) : NULL;
+        if (!m->audit || !stream)
+                return;
+        _cleanup_cjson_ cJSON *f = cJSON_CreateObject();
+        if (!f || !cJSON_AddStringToObject(f, "stream", stream) || !cJSON_AddStringToObject(f, "reason", strempty(why))) {
+                log_error("Cannot audit the refused stream %s: out of memory", stream);
+                return;
+        }
+        bool first = false;
+        int r = con_audit_writer_append(m->audit, "con-meshd", "mesh.stream.refused", f, &first);
+        if (r < 0 && first)
+                log_error_errno(r, "Cannot write the audit log: %m");
+}
+
 static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused_, void *userdata) {
         Mesh *m = userdata;
         uint64_t n;
@@ -2381,13 +2355,16 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                 switch (j->kind) {
                 case JOB_CONNECTED:
                         if (j->error == -EPERM)
-                                log_error("Not serving the mesh through a stream made by someone else (retrying): %s",
-                                          strempty(j->error_text));
+                                refused_stream(m, j->host, j->error_text);
+                        else if (j->error == -ENOENT)
+                                log_error("Not serving the mesh yet (retrying): %s", strempty(j->error_text));
                         else if (j->error)
                                 log_warning("Cannot reach the NATS servers yet (retrying): %s", strempty(j->error_text));
                         else {
                                 if (j->error_text)
                                         log_warning("%s", j->error_text);
+                                free(m->refused_stream);
+                                m->refused_stream = NULL;
                                 log_info("Connected to NATS; consuming con.task.%s and con.result.%s",
                                          m->config->mesh.host, m->config->mesh.host);
                                 take_over(m);
@@ -2981,6 +2958,7 @@ Mesh *mesh_free(Mesh *m) {
         con_audit_writer_free(m->audit);
         strv_free(m->verified);
         strv_free(m->verified_results);
+        free(m->refused_stream);
         sd_bus_unref(m->bus);
         sd_event_unref(m->event);
         if (the_mesh == m)

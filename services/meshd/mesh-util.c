@@ -430,13 +430,15 @@ int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const
         *ret_text = NULL;
         for (size_t i = 0; subjects_ok && i < want->n_subjects; i++)
                 subjects_ok = have->subjects[i] && streq(have->subjects[i], want->subjects[i]);
-        if (have->mirror || have->n_sources > 0 || !subjects_ok || have->retention != want->retention) {
-                if (asprintf(&t, "stream %s %s; not using it (the mesh's streams are made by the gateways "
-                             "and never changed: docs/MULTIHOST.md)", name,
-                             have->mirror ? "mirrors another stream" :
-                             have->n_sources > 0 ? "has sources (it copies other streams)" :
-                             !subjects_ok ? "does not take exactly the mesh's subjects" :
-                             "has another retention policy") < 0)
+        const char *wrong = have->mirror ? "mirrors another stream" :
+                            have->n_sources > 0 ? "has sources (it copies other streams)" :
+                            have->republish ? "republishes its messages on other subjects" :
+                            !subjects_ok ? "does not take exactly the mesh's subjects" :
+                            have->retention != want->retention ? "has another retention policy" :
+                            have->storage != want->storage ? "has another storage" : NULL;
+        if (wrong) {
+                if (asprintf(&t, "stream %s %s; not the mesh's stream (only the mesh's administrator makes them, "
+                             "with con mesh streams: docs/MULTIHOST.md)", name, wrong) < 0)
                         return -ENOMEM;
                 *ret_text = t;
                 return -EPERM;
@@ -444,15 +446,16 @@ int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const
         bool age = want->max_age_ns >= 0 && have->max_age_ns != want->max_age_ns;
         bool rep = want->replicas >= 0 && have->replicas != want->replicas;
         bool dup = want->duplicates_ns >= 0 && have->duplicates_ns != want->duplicates_ns;
-        if (!age && !rep && !dup)
+        bool lim = have->max_msgs != want->max_msgs || have->max_msgs_per_subject != want->max_msgs_per_subject ||
+                   have->discard != want->discard;
+        if (!age && !rep && !dup && !lim)
                 return 0;
-        if (asprintf(&t, "stream %s keeps its settings (max age %" PRIi64 " s, %" PRIi64 " replica(s), duplicate "
-                     "window %" PRIi64 " s), not mesh.retention %" PRIi64 " s and mesh.replicas %" PRIi64
-                     ": no host may change a stream once it exists; an administrator changes it with "
-                     "`nats stream edit %s --max-age=... --replicas=...` as a NATS user without the hosts' "
-                     "restrictions (docs/MULTIHOST.md)", name, have->max_age_ns / 1000000000,
-                     have->replicas, have->duplicates_ns / 1000000000, want->max_age_ns / 1000000000,
-                     want->replicas, name) < 0)
+        if (asprintf(&t, "stream %s has max age %" PRIi64 " s, %" PRIi64 " replica(s), duplicate window %" PRIi64
+                     " s%s, not %" PRIi64 " s and %" PRIi64 " replica(s) (mesh.retention, mesh.replicas)%s: the mesh's "
+                     "administrator sets them with con mesh streams (docs/MULTIHOST.md)", name,
+                     have->max_age_ns / 1000000000, have->replicas, have->duplicates_ns / 1000000000,
+                     lim ? " and other limits" : "", want->max_age_ns / 1000000000, want->replicas,
+                     dup ? " and a duplicate window of other length" : "") < 0)
                 return -ENOMEM;
         *ret_text = t;
         return 1;

@@ -171,15 +171,20 @@ typedef struct MeshStreamShape {
         size_t n_subjects;
         size_t n_sources;
         bool mirror;
+        bool republish;                 /* republishes what it stores on other subjects */
         int retention;                  /* jsRetentionPolicy */
+        int storage;                    /* jsStorageType */
         int64_t max_age_ns, replicas, duplicates_ns;
+        int64_t max_msgs, max_msgs_per_subject;  /* con-state's limits (0 and 0 elsewhere: unlimited) */
+        int discard;                    /* jsDiscardPolicy */
 } MeshStreamShape;
 
-/* Whether the existing stream NAME (HAVE) is the one the gateway would make (WANT): since no host
- * may change a stream once it exists (docs/MULTIHOST.md), a stream with sources, a mirror,
- * another subject list or another retention policy was made by someone else: -EPERM, *ret_text
- * says what is wrong. 1 when only the settings mesh.retention and mesh.replicas give (and the
- * duplicate window) differ: *ret_text says the stream keeps its own. 0 when identical
- * (*ret_text NULL). -ENOMEM. */
+/* Whether the existing stream NAME (HAVE) is the one the mesh's administrator makes (WANT;
+ * docs/MULTIHOST.md, "Who makes the streams"): a stream with sources, a mirror, a republish,
+ * another subject list, another retention policy or another storage is not the mesh's: -EPERM,
+ * *ret_text says what is wrong (what con mesh streams cannot change in place). 1 when only the
+ * settings differ (mesh.retention's max age, mesh.replicas, the duplicate window, con-state's
+ * limits): *ret_text says which (con mesh streams changes them). 0 when identical (*ret_text
+ * NULL). -ENOMEM. */
 int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
                             char **ret_text);

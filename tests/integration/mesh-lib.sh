@@ -5,6 +5,7 @@
 #   . "$(dirname "$0")/mesh-lib.sh"
 #   mesh_pki "$T/pki" 10.77.0.1:4222 host-a host-b     # CA, server certificate + nats.conf, bundles
 #   mesh_nats_start "$T/pki"                           # nats-server -c $T/pki/server/nats.conf
+#   mesh_streams "$T/pki" tls://10.77.0.1:4222         # the administrator makes the streams
 #   mesh_install_creds "$T/pki/host-a"                 # this host's /etc/con/mesh/{ca.crt,host.*}
 #   mesh_yaml host-a tls://10.77.0.1:4222 >>/etc/con/con.yaml
 #
@@ -12,7 +13,8 @@
 # certificates made by con bootstrap and con mesh sign): the tests use the credentials and the
 # server configuration a user would.
 
-# mesh_pki DIR LISTEN HOST...: DIR/ca (the CA), DIR/HOST (each host's bundle: host.key,
+# mesh_pki DIR LISTEN HOST...: DIR/ca (the CA, the administrator's credentials and the list of
+# hosts server-config records), DIR/HOST (each host's bundle: host.key,
 # host.crt, ca.crt), DIR/server (server.key, server.crt, ca.crt and nats.conf listening on LISTEN,
 # JetStream in DIR/jetstream). The server's certificate names the listen address; more with
 # MESH_SERVER_ADDRESSES="ADDR ...".
@@ -56,6 +58,15 @@ mesh_nats_start() {
         shift
         nats-server -c "$dir/server/nats.conf" -l "$dir/nats.log" "$@" &
         MESH_NATS_PID=$!
+}
+
+# mesh_streams DIR URL [con mesh streams options...]: the administrator (DIR/ca/admin.*) makes every
+# host's streams and con-state (the hosts server-config recorded), as docs/MULTIHOST.md says; a
+# gateway makes none. Retention and replicas: 7d and 1 unless given (the options given last win).
+mesh_streams() {
+        local dir=$1 url=$2
+        shift 2
+        con mesh streams --ca-dir "$dir/ca" --server "$url" --retention 7d --replicas 1 "$@"
 }
 
 # mesh_install_creds_script BUNDLE: the same as shell commands, for a nested sandbox's script.

@@ -182,6 +182,8 @@ trap 'kill "$NATS_PID" 2>/dev/null; _lib_exit' EXIT
 check "nats-server listens on 127.0.0.1:4222" wait_for 15 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222'
 printf 'mesh:\n  host: json-test\n  servers: [nats://127.0.0.1:4222]\n  insecure: true\n' >>/etc/con/con.yaml
 check "con bootstrap with mesh:" con bootstrap
+check_output "con mesh streams makes the host's streams (the administrator does; plaintext here)" '^con-state: made$' \
+        con mesh streams json-test
 check "con up starts the gateway" con up
 check "the gateway is connected" wait_for 15 bash -c \
         'busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"'

@@ -120,6 +120,8 @@ for h in a b c; do
 done
 cluster_ready() { jsz_leader a && jsz_leader b && jsz_leader c; }
 check "the JetStream cluster has a leader (seen from each node)" wait_for 40 cluster_ready
+check_output "con mesh streams: the administrator makes every host's streams and con-state, 3 replicas each" \
+        '^con-state: made$' mesh_streams "$T/pki" "tls://${ADDR[a]}:4222" --replicas 3
 routes_of() { # routes_of HOST [PORT]: the number of routes of the server whose monitoring port
               # (default 8222) is on that host's address
         in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:${2:-8222}/routez" | jq -er '.num_routes'

@@ -10,6 +10,9 @@
 # under the subject it was first published on (con.state.host-b.host-b.1, which names host-b),
 # not the delivery subject, so it falls outside host-c's gateway consumer's filter
 # (con.task.host-c.*) and host-c's gateway never sees it. This test fails if that ever changes.
+# Then who makes the streams (docs/MULTIHOST.md, "Who makes the streams"): only the mesh's
+# administrator (con mesh streams, with the certificate con mesh init made); a host's certificate
+# may not make, change or remove any stream, with or without sources, nor con-state.
 # shellcheck disable=SC2016 # the JetStream API's subjects begin with a literal $
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mesh-lib.sh"
@@ -22,10 +25,15 @@ trap '[ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null; _lib_exit' EXIT
 mesh_probe_install "$build"
 ip link set lo up 2>/dev/null
 
-# as HOST ARGS...: mesh-probe with HOST's certificate and inboxes.
+# as HOST ARGS...: mesh-probe with HOST's certificate and inboxes; as admin: the administrator's.
 as() {
         local h=$1
         shift
+        if [ "$h" = admin ]; then
+                mesh_probe --ca "$T/pki/ca/ca.crt" --cert "$T/pki/ca/admin.crt" --key "$T/pki/ca/admin.key" \
+                        --inbox _INBOX._admin tls://127.0.0.1:4222 "$@"
+                return
+        fi
         mesh_probe --ca "$T/pki/ca/ca.crt" --cert "$T/pki/$h/host.crt" --key "$T/pki/$h/host.key" \
                 --inbox "_INBOX.$h" tls://127.0.0.1:4222 "$@"
 }
@@ -53,12 +61,40 @@ check "the credentials and the server's configuration" bash -c "
 check "... plus the test's unrestricted inspector" \
         sed -i 's/^  users = \[$/  users = [\n    { user: "inspector" }/' "$T/pki/server/nats.conf"
 check "nats-server starts" nats_start
-check "host-c's task stream, as its gateway makes it" as host-c stream con-task-host-c 'con.task.host-c.*'
+
+section "only the administrator makes the streams"
+denied() { echo "Permissions Violation for Publish to \"\\\$JS.API.STREAM.$1\""; }
+B_TASKS='{"name":"con-task-host-b","subjects":["con.task.host-b.*"],"retention":"workqueue","storage":"file"'
+check_fail_output "host-b's certificate may not make its own task stream" "$(denied CREATE.con-task-host-b)" \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS}"
+check_fail_output "... nor with host-c's as a source" "$(denied CREATE.con-task-host-b)" \
+        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS"',"sources":[{"name":"con-task-host-c"}]}'
+check_fail_output "... nor con-state (no host is its first maker)" "$(denied CREATE.con-state)" \
+        as host-b request '$JS.API.STREAM.CREATE.con-state' '{"name":"con-state","subjects":["con.state.>"]}'
+check_output "con mesh streams: the administrator makes every host's two streams and con-state" \
+        '^con-task-host-a: made con-result-host-a: made con-task-host-b: made con-result-host-b: made con-task-host-c: made con-result-host-c: made con-state: made $' \
+        bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
+check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source" \
+        '"config":\{"name":"con-task-host-b","subjects":\["con.task.host-b.\*"\],"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":604800000000000,"max_msgs_per_subject":-1,"max_msg_size":-1,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":600000000000' \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_output "... con-state the last event per subject" \
+        '"config":\{"name":"con-state","subjects":\["con.state.\*.\*.\*"\],"retention":"limits","max_consumers":-1,"max_msgs":40000,.*"max_age":604800000000000,"max_msgs_per_subject":1,' \
+        as inspector request '$JS.API.STREAM.INFO.con-state' ''
+check_output "con mesh streams again changes nothing (ok, exit 0)" '^(con-[a-z-]+: ok )+$' \
+        bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
+check_output "con mesh streams --check: all the mesh's" '^con-state: ok$' \
+        bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 --check"
+check_output "... with 1d the streams' settings differ: reported, exit 1, nothing changed" \
+        'con-task-host-a: stream con-task-host-a has max age 604800 s, 1 replica\(s\), duplicate window 600 s, not 86400 s' \
+        bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 --check --retention 1d; echo rc=\$?"
+check_output "... exit 1" 'rc=1' echo "$LIB_OUT"
+check_fail_output "the administrator may touch only the mesh's streams" "$(denied CREATE.other)" \
+        as admin request '$JS.API.STREAM.CREATE.other' '{"name":"other","subjects":["other.>"]}'
+check_fail_output "... and no subject of the mesh" 'Permissions Violation for Publish to "con.task.host-c.host-a"' \
+        as admin pub con.task.host-c.host-a forged
 check_output "... and its gateway's pull consumer, for con.task.host-c.* only" '"name":"con-meshd"' \
         as host-c request '$JS.API.CONSUMER.DURABLE.CREATE.con-task-host-c.con-meshd' \
         '{"stream_name":"con-task-host-c","config":{"durable_name":"con-meshd","ack_policy":"explicit","filter_subject":"con.task.host-c.*"}}'
-check_output "host-b makes con-state (every host may)" '"did_create":true' \
-        as host-b request '$JS.API.STREAM.CREATE.con-state' '{"name":"con-state","subjects":["con.state.>"]}'
 check_output "host-b stores a task claiming origin host-a in con-state" 'stored in stream con-state seq 1' \
         as host-b publish con.state.host-b.host-b.1 '{"origin":"host-a","from":"alice@host-a","text":"forged"}'
 
@@ -80,28 +116,22 @@ check_output "host-c's gateway consumer has nothing to fetch" '"num_pending":0[,
         as host-c request '$JS.API.CONSUMER.INFO.con-task-host-c.con-meshd' ''
 check_fail_output "... and fetches nothing" 'Timeout' as host-c next con-task-host-c 'con.task.host-c.*' 2
 
-section "no host may change a stream once it exists (its sources, say)"
-# The server configuration gives a host CREATE of its own streams, never UPDATE: NATS permissions
-# name the API subject only, never the body, and an update adding "sources" would copy another
-# host's tasks into host-b's stream for it to read (docs/MULTIHOST.md, "What this means when a
-# host is compromised"). A CREATE of an existing stream with another configuration is refused.
-NAME_IN_USE='"error":\{"code":400,"err_code":10058,"description":"stream name already in use with a different configuration"\}'
-B_TASKS='{"name":"con-task-host-b","subjects":["con.task.host-b.*"],"retention":"workqueue","storage":"file"'
-check_output "host-b makes its task stream" '"did_create":true' \
-        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS}"
-check_output "... and may make it again, the same (its gateway's every start)" '"type":"io.nats.jetstream.api.v1.stream_create_response","config":\{"name":"con-task-host-b"' \
-        as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS}"
+section "no host may change or remove a stream once it exists (its sources, say)"
+# NATS permissions name the API subject only, never the body: an update or a create adding
+# "sources" would copy another host's tasks into host-b's stream for it to read (docs/MULTIHOST.md,
+# "What this means when a host is compromised").
 check_output "host-a sends host-c a task" 'stored in stream con-task-host-c seq 2' \
         as host-a publish con.task.host-c.host-a SECRET-TASK-FOR-C
 check_fail_output "host-b's UPDATE of its own stream adding host-c's as a source: refused by the server" \
         'Permissions Violation for Publish to "\$JS.API.STREAM.UPDATE.con-task-host-b"' \
         as host-b request '$JS.API.STREAM.UPDATE.con-task-host-b' "$B_TASKS"',"sources":[{"name":"con-task-host-c"}]}'
-check_output "host-b's CREATE of its existing stream with that source: refused (another configuration)" \
-        "$NAME_IN_USE" \
+check_fail_output "... and its CREATE of it with that source" "$(denied CREATE.con-task-host-b)" \
         as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' "$B_TASKS"',"sources":[{"name":"con-task-host-c"}]}'
-check_output "... as is one with a mirror (a mirror takes no subjects)" "$NAME_IN_USE" \
+check_fail_output "... or with a mirror" "$(denied CREATE.con-task-host-b)" \
         as host-b request '$JS.API.STREAM.CREATE.con-task-host-b' \
         '{"name":"con-task-host-b","retention":"workqueue","storage":"file","mirror":{"name":"con-task-host-c"}}'
+check_fail_output "... and its DELETE of it" "$(denied DELETE.con-task-host-b)" \
+        as host-b request '$JS.API.STREAM.DELETE.con-task-host-b' ''
 check "host-b's stream still has no sources and no mirror" no_sources con-task-host-b
 check_output "... and holds nothing" '"messages":0,' \
         as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
@@ -110,5 +140,22 @@ check_fail_output "host-b's fetch on its stream with a filter on con.task.host-c
         as host-b next con-task-host-b 'con.task.host-c.*' 2
 check_output "host-c's task is still there, for host-c alone" '"messages":2,' \
         as inspector request '$JS.API.STREAM.INFO.con-task-host-c' ''
+
+section "a stream that is not the mesh's, made with the administrator's credentials (a mirror)"
+check_output "the administrator removes host-c's result stream" '"success":true' \
+        as admin request '$JS.API.STREAM.DELETE.con-result-host-c' ''
+check_output "... and makes it a mirror of host-c's task stream" '"mirror":\{"name":"con-task-host-c"' \
+        as admin request '$JS.API.STREAM.CREATE.con-result-host-c' \
+        '{"name":"con-result-host-c","retention":"limits","storage":"file","mirror":{"name":"con-task-host-c"}}'
+# streams OPTIONS...: con mesh streams' lines and its exit status, on one line.
+streams() { bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 $*; echo rc=\$?" | tr '\n' ' '; }
+check_output "con mesh streams --check reports it (exit 1)" \
+        'con-result-host-c: stream con-result-host-c mirrors another stream; not the mesh.s stream .*--replace removes it.*rc=1' \
+        streams --check
+check_output "con mesh streams leaves it (exit 1): only --replace removes a stream" 'mirrors another stream.*rc=1' streams
+check_output "con mesh streams --replace makes it anew" 'con-result-host-c: replaced \(it was not the mesh.s\).*rc=0' \
+        streams --replace
+check "... without a mirror now" no_sources con-result-host-c
+check_output "... and --check finds every stream the mesh's" 'con-result-host-c: ok.*rc=0' streams --check
 
 finish

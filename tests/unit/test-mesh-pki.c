@@ -14,10 +14,16 @@
 #include "macro.h"
 #include "mesh-pki.h"
 #include "names.h"
+#include "strv.h"
 #include "test-util.h"
 
-/* DIR/NAME's extended key usage flags and whether its SANs name the route name. */
+/* DIR/NAME's extended key usage flags and whether its SANs name the route name (the
+ * administrator's name: ret_admin, may be NULL). */
+static void cert_props_admin(const char *dir, const char *name, uint32_t *ret_xku, bool *ret_route, bool *ret_admin);
 static void cert_props(const char *dir, const char *name, uint32_t *ret_xku, bool *ret_route) {
+        cert_props_admin(dir, name, ret_xku, ret_route, NULL);
+}
+static void cert_props_admin(const char *dir, const char *name, uint32_t *ret_xku, bool *ret_route, bool *ret_admin) {
         g_autofree char *p = g_strdup_printf("%s/%s", dir, name);
         FILE *f = fopen(p, "re");
         g_assert_nonnull(f);
@@ -26,7 +32,35 @@ static void cert_props(const char *dir, const char *name, uint32_t *ret_xku, boo
         g_assert_nonnull(x);
         *ret_xku = X509_get_extended_key_usage(x);
         *ret_route = X509_check_host(x, CON_MESH_ROUTE_NAME, 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1;
+        if (ret_admin)
+                *ret_admin = X509_check_host(x, CON_MESH_ADMIN_NAME, 0, X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1;
         X509_free(x);
+}
+
+/* The list of hosts server-config records for con mesh streams. */
+static void test_hosts(void) {
+        char *hosts[] = { (char *) "host-a", (char *) "host-b", NULL };
+        _cleanup_free_ char *t = NULL;
+        _cleanup_strv_free_ char **back = NULL;
+
+        g_assert_cmpint(con_mesh_hosts_format(hosts, &t), ==, 0);
+        g_assert_cmpstr(t, ==, "host-a\nhost-b\n");
+        g_assert_cmpint(con_mesh_hosts_parse(t, &back), ==, 0);
+        g_assert_true(strv_equal(back, hosts));
+        back = strv_free(back);
+        g_assert_cmpint(con_mesh_hosts_parse("\nhost-a\n\nhost-b", &back), ==, 0);      /* empty lines, no last \n */
+        g_assert_true(strv_equal(back, hosts));
+        back = strv_free(back);
+        g_assert_cmpint(con_mesh_hosts_parse("", &back), ==, 0);
+        g_assert_null(back);
+        const char *bad[] = { "host-a\nhost-a\n", "Host-a\n", "host-a \n", "host.a\n", "-a\n",
+                              CON_MESH_ADMIN_NAME "\n", "host-a\r\n" };
+        for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+                g_assert_cmpint(con_mesh_hosts_parse(bad[i], &back), ==, -EBADMSG);
+        char *invalid[] = { (char *) "host a", NULL };
+        free(t);
+        t = NULL;
+        g_assert_cmpint(con_mesh_hosts_format(invalid, &t), ==, -EINVAL);
 }
 
 static void test_certs(void) {
@@ -49,6 +83,26 @@ static void test_certs(void) {
         g_assert_false(xku & XKU_SSL_SERVER);
         g_assert_false(route);                  /* a host cannot be a route */
         g_assert_false(con_mesh_host_valid(CON_MESH_ROUTE_NAME));
+
+        /* The administrator: its reserved name (no host's), client authentication only. */
+        bool admin;
+        g_assert_false(con_mesh_host_valid(CON_MESH_ADMIN_NAME));
+        g_assert_cmpint(con_mesh_issue(ca, CON_MESH_CERT_ADMIN, CON_MESH_ADMIN_NAME, NULL, ca, "admin"), ==, 0);
+        cert_props_admin(ca, "admin.crt", &xku, &route, &admin);
+        g_assert_true(admin);
+        g_assert_true(xku & XKU_SSL_CLIENT);
+        g_assert_false(xku & XKU_SSL_SERVER);
+        g_assert_false(route);
+        g_assert_cmpint(con_mesh_issue(ca, CON_MESH_CERT_ADMIN, CON_MESH_ADMIN_NAME, NULL, ca, "admin"), ==, -EEXIST);
+        g_assert_cmpint(con_mesh_issue(ca, CON_MESH_CERT_ADMIN, "host-a", NULL, ca, "admin2"), ==, -EINVAL);
+        g_assert_cmpint(con_mesh_issue(ca, CON_MESH_CERT_HOST, CON_MESH_ADMIN_NAME, NULL, ca, "admin3"), ==, -EINVAL);
+        cert_props_admin(host, "host.crt", &xku, &route, &admin);
+        g_assert_false(admin);
+        cert_props_admin(srv, "server.crt", &xku, &route, &admin);
+        g_assert_false(admin);
+        /* The server's certificate may not carry it (it would map to the administrator). */
+        char *admin_san[] = { (char *) "ADMIN.con-mesh.invalid", NULL };
+        g_assert_cmpint(con_mesh_issue(ca, CON_MESH_CERT_SERVER, "server", admin_san, tmp, "srv2"), ==, -EINVAL);
         test_tmpdir_remove(tmp);
 }
 
@@ -60,6 +114,28 @@ static void test_server_config(void) {
 
         g_assert_cmpint(con_mesh_server_config(hosts, "10.0.0.2:4222", "/js", "/tls", NULL, NULL, &c), ==, 0);
         g_assert_null(strstr(c, "cluster {"));
+        /* No host may make, change or remove a stream; the administrator may, the mesh's only. */
+        const char *adm = strstr(c, "user: \"" CON_MESH_ADMIN_NAME "\"");
+        g_assert_nonnull(adm);
+        g_autofree char *users = g_strndup(c, (size_t) (adm - c));
+        g_assert_null(strstr(users, "$JS.API.STREAM.CREATE"));
+        g_assert_null(strstr(users, "$JS.API.STREAM.UPDATE"));
+        g_assert_null(strstr(users, "$JS.API.STREAM.DELETE"));
+        g_assert_nonnull(strstr(users, "\"$JS.API.CONSUMER.DURABLE.CREATE.con-task-host-a.con-meshd\""));
+        const char *ops[] = { "CREATE", "UPDATE", "DELETE", "INFO" };
+        for (size_t i = 0; i < G_N_ELEMENTS(ops); i++) {
+                g_autofree char *st = g_strdup_printf("\"$JS.API.STREAM.%s.con-state\", "
+                                                      "\"$JS.API.STREAM.%s.con-task-host-a\", "
+                                                      "\"$JS.API.STREAM.%s.con-result-host-a\", "
+                                                      "\"$JS.API.STREAM.%s.con-task-host-b\", "
+                                                      "\"$JS.API.STREAM.%s.con-result-host-b\"",
+                                                      ops[i], ops[i], ops[i], ops[i], ops[i]);
+                g_assert_nonnull(strstr(adm, st));
+        }
+        g_assert_null(strstr(adm, "STREAM.CREATE.*"));
+        g_assert_null(strstr(adm, "\"con."));          /* no subject of the mesh */
+        g_assert_null(strstr(adm, "CONSUMER"));
+        g_assert_nonnull(strstr(adm, "subscribe: { allow: [\"" CON_MESH_ADMIN_INBOX ".>\"] }"));
         free(c);
         c = NULL;
         g_assert_cmpint(con_mesh_server_config(hosts, "10.0.0.2:4222", "/js", "/tls", "10.0.0.2:6222", routes, &c),
@@ -275,6 +351,7 @@ static void test_csr(void) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/mesh-pki/certs", test_certs);
+        g_test_add_func("/mesh-pki/hosts", test_hosts);
         g_test_add_func("/mesh-pki/server-config", test_server_config);
         g_test_add_func("/mesh-pki/check", test_check);
         g_test_add_func("/mesh-pki/csr", test_csr);

@@ -479,6 +479,16 @@ static void test_stream_shape(void) {
         g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
         g_assert_nonnull(strstr(text, "another retention policy"));
         free(text);
+        have = want;
+        have.republish = true;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "republishes its messages"));
+        free(text);
+        have = want;
+        have.storage = 1;       /* memory: the tasks would not survive a restart of the server */
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, -EPERM);
+        g_assert_nonnull(strstr(text, "another storage"));
+        free(text);
         /* Tampering wins over settings. */
         have.max_age_ns = 1;
         have.n_sources = 2;
@@ -488,9 +498,9 @@ static void test_stream_shape(void) {
         have = want;
         have.max_age_ns = 86400 * 1000000000LL;
         g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 1);
-        g_assert_nonnull(strstr(text, "keeps its settings (max age 86400 s"));
-        g_assert_nonnull(strstr(text, "mesh.retention 604800 s"));
-        g_assert_nonnull(strstr(text, "nats stream edit con-task-host-b"));
+        g_assert_nonnull(strstr(text, "stream con-task-host-b has max age 86400 s"));
+        g_assert_nonnull(strstr(text, "not 604800 s and 1 replica(s) (mesh.retention"));
+        g_assert_nonnull(strstr(text, "con mesh streams"));
         free(text);
         have = want;
         have.replicas = 3;
@@ -500,6 +510,13 @@ static void test_stream_shape(void) {
         have.duplicates_ns = 60 * 1000000000LL;
         g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want, &text), ==, 1);
         free(text);
+        have = want;
+        have.max_msgs_per_subject = 5;  /* con-state's limits: settings too */
+        g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "other limits"));
+        free(text);
+        have = want;
+        have.duplicates_ns = 60 * 1000000000LL;
         /* A negative wanted setting is not compared (con-state's duplicate window). */
         MeshStreamShape want2 = want;
         want2.duplicates_ns = -1;

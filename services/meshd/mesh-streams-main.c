@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/* con-mesh-streams: the mesh's JetStream streams, made and checked with the administrator's
+ * credentials (docs/MULTIHOST.md, "Who makes the streams"). Run by con mesh streams, which finds
+ * the credentials, the hosts and the settings; not meant to be run by hand:
+ *
+ *   con-mesh-streams [--ca F --cert F --key F] --inbox PREFIX --server URL... --retention-usec N
+ *                    --replicas N [--check] [--replace] HOST...
+ *
+ * For each HOST its task and result streams, then con-state: made when missing, changed when only
+ * their settings differ (max age, replicas, duplicate window, con-state's limits), left alone when
+ * exactly the mesh's; one that is not the mesh's (sources, a mirror, a republish, other subjects,
+ * retention or storage) is removed and made anew only with --replace. --check changes nothing and
+ * reports. Then any other stream that copies one of them (a source or a mirror) is reported. One
+ * line per stream on standard output; exit 0 when every stream is (now) the mesh's, 1 otherwise
+ * or on error, 2 usage. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+#include "macro.h"
+#include "mesh-streams.h"
+#include "names.h"
+#include "strv.h"
+
+static const char *nats_text(natsStatus s) {
+        const char *last = nats_GetLastError(NULL);
+        return last && *last ? last : natsStatus_GetText(s);
+}
+
+/* One stream: made, changed, replaced or reported. 0: the mesh's now; 1: not; -1: error. */
+static int one_stream(jsCtx *js, const MeshStreamConfig *c, bool check, bool replace) {
+        _cleanup_free_ char *text = NULL;
+        MeshStreamFound found;
+        jsErrCode jerr = 0;
+        jsStreamInfo *si = NULL;
+
+        natsStatus s = mesh_stream_inspect(js, c, &found, &text, &jerr);
+        if (s != NATS_OK) {
+                printf("%s: cannot ask JetStream: %s (JetStream error %d)\n", c->name, nats_text(s), (int) jerr);
+                return -1;
+        }
+        const char *done = NULL;
+        switch (found) {
+        case MESH_STREAM_FOUND_OK:
+                printf("%s: ok\n", c->name);
+                return 0;
+        case MESH_STREAM_FOUND_MISSING:
+                if (check) {
+                        printf("%s: missing\n", c->name);
+                        return 1;
+                }
+                s = js_AddStream(&si, js, (jsStreamConfig *) &c->cfg, NULL, &jerr);
+                done = "made";
+                break;
+        case MESH_STREAM_FOUND_SETTINGS:
+                if (check) {
+                        printf("%s: %s\n", c->name, text);
+                        return 1;
+                }
+                s = js_UpdateStream(&si, js, (jsStreamConfig *) &c->cfg, NULL, &jerr);
+                done = "changed to the mesh's settings";
+                break;
+        case MESH_STREAM_FOUND_WRONG:
+        default:
+                if (check || !replace) {
+                        printf("%s: %s; con mesh streams --replace removes it, with the messages it holds, and "
+                               "makes it anew\n", c->name, text);
+                        return 1;
+                }
+                s = js_DeleteStream(js, c->name, NULL, &jerr);
+                if (s == NATS_OK)
+                        s = js_AddStream(&si, js, (jsStreamConfig *) &c->cfg, NULL, &jerr);
+                done = "replaced (it was not the mesh's)";
+                break;
+        }
+        jsStreamInfo_Destroy(si);
+        if (s != NATS_OK) {
+                printf("%s: cannot be %s: %s (JetStream error %d)\n", c->name,
+                       found == MESH_STREAM_FOUND_MISSING ? "made" : found == MESH_STREAM_FOUND_SETTINGS ? "changed" :
+                       "replaced", nats_text(s), (int) jerr);
+                return -1;
+        }
+        /* What the server has now must be exactly the mesh's. */
+        free(text);
+        text = NULL;
+        s = mesh_stream_inspect(js, c, &found, &text, &jerr);
+        if (s != NATS_OK || found != MESH_STREAM_FOUND_OK) {
+                printf("%s: %s, but the server has %s\n", c->name, done,
+                       s != NATS_OK ? nats_text(s) : text ? text : "no such stream");
+                return -1;
+        }
+        printf("%s: %s\n", c->name, done);
+        return 0;
+}
+
+/* Any other stream that copies one of the mesh's (NAMES): a source or a mirror. */
+static int other_streams(jsCtx *js, char * const *names) {
+        jsStreamInfoList *list = NULL;
+        jsErrCode jerr = 0;
+        int bad = 0;
+
+        natsStatus s = js_Streams(&list, js, NULL, &jerr);
+        if (s == NATS_NOT_FOUND)
+                return 0;
+        if (s != NATS_OK) {
+                printf("cannot list the streams: %s (JetStream error %d)\n", nats_text(s), (int) jerr);
+                return -1;
+        }
+        for (int i = 0; i < list->Count; i++) {
+                const jsStreamInfo *si = list->List[i];
+                if (!si || !si->Config || strv_contains(names, si->Config->Name))
+                        continue;
+                STRV_FOREACH(n, names)
+                        if (mesh_stream_copies(si->Config, *n)) {
+                                printf("%s: not the mesh's, and copies %s (remove it)\n", si->Config->Name, *n);
+                                bad = 1;
+                        }
+        }
+        jsStreamInfoList_Destroy(list);
+        return bad;
+}
+
+int main(int argc, char *argv[]) {
+        enum { ARG_CA = 0x100, ARG_CERT, ARG_KEY, ARG_INBOX, ARG_SERVER, ARG_RETENTION, ARG_REPLICAS, ARG_CHECK,
+               ARG_REPLACE };
+        static const struct option options[] = {
+                { "ca", required_argument, NULL, ARG_CA },
+                { "cert", required_argument, NULL, ARG_CERT },
+                { "key", required_argument, NULL, ARG_KEY },
+                { "inbox", required_argument, NULL, ARG_INBOX },
+                { "server", required_argument, NULL, ARG_SERVER },
+                { "retention-usec", required_argument, NULL, ARG_RETENTION },
+                { "replicas", required_argument, NULL, ARG_REPLICAS },
+                { "check", no_argument, NULL, ARG_CHECK },
+                { "replace", no_argument, NULL, ARG_REPLACE },
+                {}
+        };
+        _cleanup_strv_free_ char **servers = NULL, **names = NULL;
+        const char *ca = NULL, *cert = NULL, *key = NULL, *inbox = NULL;
+        uint64_t retention_usec = 0;
+        unsigned replicas = 0;
+        bool check = false, replace = false;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (c) {
+                case ARG_CA: ca = optarg; break;
+                case ARG_CERT: cert = optarg; break;
+                case ARG_KEY: key = optarg; break;
+                case ARG_INBOX: inbox = optarg; break;
+                case ARG_SERVER:
+                        if (strv_extend(&servers, optarg) < 0)
+                                return 1;
+                        break;
+                case ARG_RETENTION: retention_usec = strtoull(optarg, NULL, 10); break;
+                case ARG_REPLICAS: replicas = (unsigned) strtoul(optarg, NULL, 10); break;
+                case ARG_CHECK: check = true; break;
+                case ARG_REPLACE: replace = true; break;
+                default: return 2;
+                }
+        if ((!ca) != (!cert) || (!ca) != (!key) || !inbox || !servers || retention_usec == 0 || replicas == 0 || optind >= argc) {
+                fprintf(stderr, "con-mesh-streams: run by con mesh streams (see con mesh --help)\n");
+                return 2;
+        }
+        for (int i = optind; i < argc; i++)
+                if (!con_mesh_host_valid(argv[i])) {
+                        fprintf(stderr, "con-mesh-streams: '%s' is not a valid host name\n", argv[i]);
+                        return 2;
+                }
+
+        natsOptions *o = NULL;
+        natsConnection *nc = NULL;
+        jsCtx *js = NULL;
+        natsStatus s = natsOptions_Create(&o);
+        if (s == NATS_OK)
+                s = natsOptions_SetServers(o, (const char **) servers, (int) strv_length(servers));
+        if (s == NATS_OK)
+                s = natsOptions_SetName(o, "con mesh streams");
+        if (s == NATS_OK)
+                s = natsOptions_SetCustomInboxPrefix(o, inbox);
+        /* Without --ca: a plaintext mesh (insecure: true), where no user is checked. */
+        if (s == NATS_OK && ca)
+                s = natsOptions_SetSecure(o, true);
+        if (s == NATS_OK && ca)
+                s = natsOptions_LoadCATrustedCertificates(o, ca);
+        if (s == NATS_OK && ca)
+                s = natsOptions_LoadCertificatesChain(o, cert, key);
+        if (s == NATS_OK)
+                s = natsOptions_SetMaxReconnect(o, 0);
+        if (s == NATS_OK)
+                s = natsConnection_Connect(&nc, o);
+        if (s == NATS_OK)
+                s = natsConnection_JetStream(&js, nc, NULL);
+        int bad = 0;
+        if (s != NATS_OK) {
+                printf("cannot connect to the NATS server as the mesh's administrator: %s\n", nats_text(s));
+                bad = -1;
+        }
+        for (int i = optind; bad >= 0 && i <= argc; i++)
+                for (MeshStreamId id = i < argc ? MESH_STREAM_TASK : MESH_STREAM_STATE;
+                     bad >= 0 && id <= (i < argc ? MESH_STREAM_RESULT : MESH_STREAM_STATE); id++) {
+                        _cleanup_(mesh_stream_config_done) MeshStreamConfig sc = {};
+                        if (mesh_stream_config(id, i < argc ? argv[i] : NULL, retention_usec, replicas, &sc) < 0 ||
+                            strv_extend(&names, sc.name) < 0) {
+                                bad = -1;
+                                break;
+                        }
+                        int r = one_stream(js, &sc, check, replace);
+                        bad = r < 0 ? -1 : r > bad ? r : bad;
+                }
+        if (bad >= 0) {
+                int r = other_streams(js, names);
+                bad = r < 0 ? -1 : r > bad ? r : bad;
+        }
+        fflush(stdout);
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        natsOptions_Destroy(o);
+        nats_Close();
+        return bad == 0 ? 0 : 1;
+}
