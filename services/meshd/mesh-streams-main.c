@@ -27,6 +27,27 @@
 #include "names.h"
 #include "strv.h"
 
+static void help(void) {
+        printf("Usage: con-mesh-streams [--ca FILE --cert FILE --key FILE] --inbox PREFIX --server URL...\n"
+               "                        --retention-usec N --replicas N [--check] [--replace] HOST...\n"
+               "\n"
+               "Makes (or with --check only checks) every HOST's task and result streams and con-state in\n"
+               "JetStream as the mesh needs them, with the mesh administrator's credentials. Run by\n"
+               "con mesh streams, which finds them (see con(1), docs/MULTIHOST.md).\n"
+               "\n"
+               "  --ca FILE --cert FILE --key FILE  the mesh CA and the administrator's certificate and key\n"
+               "                                    (none: a plaintext nats:// server)\n"
+               "  --inbox PREFIX       the administrator's inboxes\n"
+               "  --server URL         a NATS server (repeatable)\n"
+               "  --retention-usec N   the streams' max age\n"
+               "  --replicas N         copies of each stream\n"
+               "  --check              change nothing; report\n"
+               "  --replace            remove a stream that is not the mesh's and make it anew\n"
+               "  --help               this text\n"
+               "\n"
+               "Exit status: 0 every stream is the mesh's, 1 not or an error, 2 usage error.\n");
+}
+
 static const char *nats_text(natsStatus s) {
         const char *last = nats_GetLastError(NULL);
         return last && *last ? last : natsStatus_GetText(s);
@@ -138,6 +159,7 @@ int main(int argc, char *argv[]) {
                 { "replicas", required_argument, NULL, ARG_REPLICAS },
                 { "check", no_argument, NULL, ARG_CHECK },
                 { "replace", no_argument, NULL, ARG_REPLACE },
+                { "help", no_argument, NULL, 'h' },
                 {}
         };
         _cleanup_strv_free_ char **servers = NULL, **names = NULL;
@@ -161,6 +183,7 @@ int main(int argc, char *argv[]) {
                 case ARG_REPLICAS: replicas = (unsigned) strtoul(optarg, NULL, 10); break;
                 case ARG_CHECK: check = true; break;
                 case ARG_REPLACE: replace = true; break;
+                case 'h': help(); return 0;
                 default: return 2;
                 }
         if ((!ca) != (!cert) || (!ca) != (!key) || !inbox || !servers || retention_usec == 0 || replicas == 0 || optind >= argc) {
