@@ -119,6 +119,23 @@ static int one_stream(jsCtx *js, const MeshStreamConfig *c, bool check, bool rep
         return 0;
 }
 
+/* Stream ID of HOST (NULL: con-state), its name added to NAMES. */
+static int stream_of(jsCtx *js, MeshStreamId id, const char *host, uint64_t retention_usec, unsigned replicas,
+                     bool check, bool replace, char ***names) {
+        _cleanup_(mesh_stream_config_done) MeshStreamConfig sc = {};
+
+        if (mesh_stream_config(id, host, retention_usec, replicas, &sc) < 0 || strv_extend(names, sc.name) < 0) {
+                printf("out of memory\n");
+                return -1;
+        }
+        return one_stream(js, &sc, check, replace);
+}
+
+/* -1 (an error) wins, then 1 (a stream not the mesh's), then 0. */
+static int worst(int a, int b) {
+        return a < 0 || b < 0 ? -1 : a > b ? a : b;
+}
+
 /* Any other stream that copies one of the mesh's (NAMES): a source or a mirror. */
 static int other_streams(jsCtx *js, char * const *names) {
         jsStreamInfoList *list = NULL;
@@ -171,20 +188,39 @@ int main(int argc, char *argv[]) {
 
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (c) {
-                case ARG_CA: ca = optarg; break;
-                case ARG_CERT: cert = optarg; break;
-                case ARG_KEY: key = optarg; break;
-                case ARG_INBOX: inbox = optarg; break;
+                case ARG_CA:
+                        ca = optarg;
+                        break;
+                case ARG_CERT:
+                        cert = optarg;
+                        break;
+                case ARG_KEY:
+                        key = optarg;
+                        break;
+                case ARG_INBOX:
+                        inbox = optarg;
+                        break;
                 case ARG_SERVER:
                         if (strv_extend(&servers, optarg) < 0)
                                 return 1;
                         break;
-                case ARG_RETENTION: retention_usec = strtoull(optarg, NULL, 10); break;
-                case ARG_REPLICAS: replicas = (unsigned) strtoul(optarg, NULL, 10); break;
-                case ARG_CHECK: check = true; break;
-                case ARG_REPLACE: replace = true; break;
-                case 'h': help(); return 0;
-                default: return 2;
+                case ARG_RETENTION:
+                        retention_usec = strtoull(optarg, NULL, 10);
+                        break;
+                case ARG_REPLICAS:
+                        replicas = (unsigned) strtoul(optarg, NULL, 10);
+                        break;
+                case ARG_CHECK:
+                        check = true;
+                        break;
+                case ARG_REPLACE:
+                        replace = true;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                default:
+                        return 2;
                 }
         if ((!ca) != (!cert) || (!ca) != (!key) || !inbox || !servers || retention_usec == 0 || replicas == 0 || optind >= argc) {
                 fprintf(stderr, "con-mesh-streams: run by con mesh streams (see con mesh --help)\n");
@@ -224,21 +260,15 @@ int main(int argc, char *argv[]) {
                 printf("cannot connect to the NATS server as the mesh's administrator: %s\n", nats_text(s));
                 bad = -1;
         }
-        for (int i = optind; bad >= 0 && i <= argc; i++)
-                for (MeshStreamId id = i < argc ? MESH_STREAM_TASK : MESH_STREAM_STATE;
-                     bad >= 0 && id <= (i < argc ? MESH_STREAM_RESULT : MESH_STREAM_STATE); id++) {
-                        _cleanup_(mesh_stream_config_done) MeshStreamConfig sc = {};
-                        if (mesh_stream_config(id, i < argc ? argv[i] : NULL, retention_usec, replicas, &sc) < 0 ||
-                            strv_extend(&names, sc.name) < 0) {
-                                bad = -1;
-                                break;
-                        }
-                        int r = one_stream(js, &sc, check, replace);
-                        bad = r < 0 ? -1 : r > bad ? r : bad;
-                }
+        /* Each host's two streams, then con-state. */
+        for (int i = optind; bad >= 0 && i < argc; i++)
+                for (MeshStreamId id = MESH_STREAM_TASK; bad >= 0 && id <= MESH_STREAM_RESULT; id++)
+                        bad = worst(bad, stream_of(js, id, argv[i], retention_usec, replicas, check, replace, &names));
+        if (bad >= 0)
+                bad = worst(bad, stream_of(js, MESH_STREAM_STATE, NULL, retention_usec, replicas, check, replace,
+                                           &names));
         if (bad >= 0) {
-                int r = other_streams(js, names);
-                bad = r < 0 ? -1 : r > bad ? r : bad;
+                bad = worst(bad, other_streams(js, names));
         }
         fflush(stdout);
         jsCtx_Destroy(js);
