@@ -99,10 +99,11 @@ static int builtin_tasks(AgentContext *c, AgentTask *t) {
         AgentTask * const *tasks = agent_queue_tasks(agent_context_queue(c), &n);
         Buf b = {};
         /* The submitter's own recent tasks (root sees all, but only the text of its own: a task's
-         * text is for its sender), newest first, without this one. */
+         * text is for its sender), newest first, without this one. Own: the same principal too, as
+         * the tasks of every other host's senders share the mesh gateway's uid. */
         for (size_t i = n; i > 0 && shown < RECENT_TASKS; i--) {
                 const AgentTask *x = tasks[i - 1];
-                bool own = x->sender_uid == t->sender_uid;
+                bool own = agent_task_same_sender(x, t->sender_uid, t->sender);
                 if (x == t || (t->sender_uid != 0 && !own))
                         continue;
                 char first[61] = "";

@@ -132,6 +132,10 @@ AgentTaskStatus agent_task_status_from_string(const char *s) {
         return _AGENT_TASK_STATUS_INVALID;
 }
 
+bool agent_task_same_sender(const AgentTask *t, uid_t uid, const char *sender) {
+        return t->sender_uid == uid && streq(strempty(t->sender), strempty(sender));
+}
+
 AgentTask *agent_task_free(AgentTask *t) {
         if (!t)
                 return NULL;
@@ -490,21 +494,21 @@ bool agent_queue_known_on_disk(AgentQueue *q, const char *id) {
                 file_exists(q->failed_fd, id, ".task");
 }
 
-/* Who holds an id that is not in memory: 1 with *ret_uid when a finished task of that id is on
- * disk ((uid_t) -1 when its record is missing or unreadable: an older tree, or a damaged file;
- * treated as another sender's), 0 when the id is free. */
-static int owner_on_disk(AgentQueue *q, const char *id, uid_t *ret_uid) {
+/* Who holds an id that is not in memory: 1 when a finished task of that id is on disk, with
+ * *ret_mine whether it is REQ's sender's (false when its record is missing or unreadable: an older
+ * tree, or a damaged file; treated as another sender's), 0 when the id is free. */
+static int owner_on_disk(AgentQueue *q, const AgentTaskRequest *req, bool *ret_mine) {
         _cleanup_(agent_task_freep) AgentTask *t = NULL;
-        int r = agent_queue_load_finished(q, id, &t);
+        int r = agent_queue_load_finished(q, req->id, &t);
         if (r == -ENOMEM)
                 return r;
         if (r >= 0) {
-                *ret_uid = t->sender_uid;
+                *ret_mine = agent_task_same_sender(t, req->sender_uid, req->sender);
                 return 1;
         }
-        if (r == -ENOENT && !agent_queue_known_on_disk(q, id))
+        if (r == -ENOENT && !agent_queue_known_on_disk(q, req->id))
                 return 0;
-        *ret_uid = (uid_t) -1;
+        *ret_mine = false;
         return 1;
 }
 
@@ -515,21 +519,22 @@ int agent_queue_accept(AgentQueue *q, const AgentTaskRequest *req, uint64_t now_
         if (req->id) {
                 if (!con_task_id_valid(req->id))
                         return -EINVAL;
-                /* Ids are scoped by sender: the same sender sending an id again gets its task back
-                 * (idempotent), another sender is refused and must pick another id. */
+                /* Ids are scoped by sender (uid and principal): the same sender sending an id again
+                 * gets its task back (idempotent), another sender is refused and must pick another
+                 * id; it learns nothing of the task that holds it. */
                 AgentTask *e = agent_queue_find(q, req->id);
                 if (e) {
-                        if (e->sender_uid != req->sender_uid)
+                        if (!agent_task_same_sender(e, req->sender_uid, req->sender))
                                 return -EEXIST;
                         *ret = e;
                         return 1;
                 }
-                uid_t owner;
-                r = owner_on_disk(q, req->id, &owner);
+                bool mine;
+                r = owner_on_disk(q, req, &mine);
                 if (r < 0)
                         return r;
                 if (r > 0) {
-                        if (owner == (uid_t) -1 || owner != req->sender_uid)
+                        if (!mine)
                                 return -EEXIST;
                         *ret = NULL;
                         return 2;

@@ -99,6 +99,11 @@ static inline void agent_task_freep(AgentTask **t) {
         agent_task_free(*t);
 }
 
+/* Whether T is of the sender UID, SENDER: the same uid and the same principal. Every task of
+ * another host is held under the one uid of the mesh gateway, so the uid alone does not tell
+ * alice@host-a from mallory@host-b; a local sender's principal is its uid's name. */
+bool agent_task_same_sender(const AgentTask *t, uid_t uid, const char *sender);
+
 /* What a submitter gives; id NULL means "make a new one". */
 typedef struct AgentTaskRequest {
         const char *id;
@@ -148,7 +153,8 @@ AgentTask *agent_queue_find(AgentQueue *q, const char *id);
 /* All tasks known, in arrival order. */
 AgentTask * const *agent_queue_tasks(const AgentQueue *q, size_t *ret_n);
 
-/* Accepts a task into the batch. Ids are scoped by sender (sender_uid): returns 0 and the new
+/* Accepts a task into the batch. Ids are scoped by sender (sender_uid and the principal sender:
+ * the mesh gateway delivers for many remote principals under its one uid): returns 0 and the new
  * task, 1 and the existing task when the same sender already holds the id (dedup), or 2 and NULL
  * when the id belongs to a finished task of the same sender evicted from memory (also dedup:
  * nothing to add). -EEXIST when the id is held by another sender, in memory or on disk

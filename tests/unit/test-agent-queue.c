@@ -155,6 +155,70 @@ static void test_dedup(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* Every task of another host is held under the one uid of the mesh gateway: the id is scoped by the
+ * principal too. A second remote sender reusing an id is refused (it learns nothing of the task),
+ * the first sender's task stays as it was, in memory, after a restart and evicted to disk. */
+static void test_dedup_remote_principal(Fixture *f, gconstpointer data) {
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        AgentTaskRequest alice = { .id = "x1", .sender_uid = 995, .sender = "alice@host-a", .priority = 5,
+                                   .text = "alice's task" };
+        AgentTaskRequest mallory = { .id = "x1", .sender_uid = 995, .sender = "mallory@host-b", .priority = 9,
+                                     .text = "mallory's task" };
+        AgentTask *a = NULL, *m = (AgentTask *) 0x1;
+        g_assert_cmpint(agent_queue_accept(q, &alice, 1, &a), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        /* Queued: refused, nothing added; the same principal gets its task back. */
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 2, &m), ==, -EEXIST);
+        g_assert_true(m == (AgentTask *) 0x1);
+        g_assert_false(agent_queue_has_batch(q));
+        /* A local user of that name, or a principal without a host, is another sender too. */
+        mallory.sender = "alice";
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 2, &m), ==, -EEXIST);
+        mallory.sender = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 2, &m), ==, -EEXIST);
+        mallory.sender = "mallory@host-b";
+        AgentTask *again = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &alice, 3, &again), ==, 1);
+        g_assert_true(again == a);
+        g_assert_cmpstr(a->text, ==, "alice's task");
+        g_assert_cmpstr(a->sender, ==, "alice@host-a");
+        g_assert_cmpint(a->priority, ==, 5);
+        g_assert_cmpint(a->status, ==, AGENT_TASK_QUEUED);
+
+        /* Finished, in memory, then evicted to disk: still alice's, still refused to mallory. */
+        g_assert_cmpint(agent_queue_start(q, a, 4), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, a, AGENT_TASK_DONE, "alice's answer", 5), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 6, &m), ==, -EEXIST);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        g_assert_null(agent_queue_find(q, "x1"));
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 7, &m), ==, -EEXIST);
+        g_assert_false(agent_queue_has_batch(q));
+        AgentTask *none = (AgentTask *) 0x1;
+        g_assert_cmpint(agent_queue_accept(q, &alice, 7, &none), ==, 2);
+        g_assert_null(none);
+        agent_queue_free(q);
+
+        /* After a restart (replay): the same rule, the task and its answer untouched. */
+        q = open_queue(f);
+        g_assert_cmpint(agent_queue_accept(q, &mallory, 8, &m), ==, -EEXIST);
+        g_assert_false(agent_queue_has_batch(q));
+        _cleanup_(agent_task_freep) AgentTask *done = NULL;
+        AgentTask *t = agent_queue_find(q, "x1");
+        if (!t) {
+                g_assert_cmpint(agent_queue_load_finished(q, "x1", &done), ==, 0);
+                t = done;
+        }
+        g_assert_cmpstr(t->sender, ==, "alice@host-a");
+        g_assert_cmpint(t->status, ==, AGENT_TASK_DONE);
+        g_autofree char *res = NULL;
+        g_assert_cmpint(agent_queue_read_result(q, t, &res, NULL), ==, 0);
+        g_assert_cmpstr(res, ==, "alice's answer");
+        agent_queue_free(q);
+}
+
 static void test_torn_tail(Fixture *f, gconstpointer data) {
         AgentQueue *q = open_queue(f);
         accept_one(q, "good", 5, "x");
@@ -450,7 +514,7 @@ static void test_compaction(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(agent_queue_find(q, "t08")->sender, ==, "alice");
         g_assert_cmpstr(agent_queue_find(q, "post")->text, ==, "after compaction");
         /* Dedup, and the sender scope of ids, survive compaction. */
-        AgentTaskRequest req = { .id = "t20", .sender_uid = 1000, .priority = 5, .text = "again" };
+        AgentTaskRequest req = { .id = "t20", .sender_uid = 1000, .priority = 5, .text = "again", .sender = "alice" };
         AgentTask *d = NULL;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 1);
         g_assert_cmpint(d->status, ==, AGENT_TASK_DONE);
@@ -516,7 +580,7 @@ static void test_evict_dedup_from_disk(Fixture *f, gconstpointer data) {
         g_assert_cmpint(agent_queue_commit(q), ==, 0);
         g_assert_cmpuint(agent_queue_evict(q), ==, 8);
 
-        AgentTaskRequest req = { .id = "e0001", .sender_uid = 1000, .priority = 5, .text = "again" };
+        AgentTaskRequest req = { .id = "e0001", .sender_uid = 1000, .priority = 5, .text = "again", .sender = "alice" };
         AgentTask *d = (AgentTask *) 0x1;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
         g_assert_null(d);
@@ -584,7 +648,7 @@ static void test_evict_replay_and_compaction(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(st.n_in_memory, ==, AGENT_QUEUE_KEEP_FINISHED + 1);
         g_assert_cmpuint(st.n_corrupt, ==, 0);
         g_assert_null(agent_queue_find(q, "e0000"));
-        AgentTaskRequest req = { .id = "e0000", .sender_uid = 1000, .priority = 5, .text = "again" };
+        AgentTaskRequest req = { .id = "e0000", .sender_uid = 1000, .priority = 5, .text = "again", .sender = "alice" };
         AgentTask *d = NULL;
         g_assert_cmpint(agent_queue_accept(q, &req, 1, &d), ==, 2);
         AgentTaskRequest other = { .id = "e0000", .sender_uid = 0, .priority = 5, .text = "again" };
@@ -1070,6 +1134,7 @@ int main(int argc, char **argv) {
         ADD("/agent-queue/accept-replay-order", test_accept_replay_order);
         ADD("/agent-queue/uncommitted-lost", test_uncommitted_lost);
         ADD("/agent-queue/dedup", test_dedup);
+        ADD("/agent-queue/dedup-remote-principal", test_dedup_remote_principal);
         ADD("/agent-queue/torn-tail", test_torn_tail);
         ADD("/agent-queue/corrupt-middle", test_corrupt_middle);
         ADD("/agent-queue/untrusted-journal", test_untrusted_journal);
