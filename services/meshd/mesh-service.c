@@ -44,6 +44,11 @@
 #define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define LIST_TRIES 60                   /* take-over: a second apart, an agent's ListTasks failing for a passing reason */
+#define STATE_PUBLISH_TRIES 5           /* a state event is published at most this many times */
+#define STATE_RETRY_USEC (2 * USEC_PER_SEC)
+#define STATE_PENDING_MAX 4096          /* state events awaiting JetStream's acknowledgement */
+#define STATE_STALL_MS 100              /* the worker waits at most this long when that many are */
+#define TRIES_HEADER "Con-Tries"
 #define STAGED_TRIES 3                  /* "staged, not stored" answers under a message id before a fresh one */
 #define CONNECT_RETRY_USEC (2 * USEC_PER_SEC)
 #define SENT_RETENTION_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
@@ -60,7 +65,9 @@ typedef enum JobKind {
         JOB_INCOMING,           /* fetch thread -> loop: a message */
         JOB_CONNECTED,          /* worker -> loop: streams and consumers ready */
         JOB_STATUS,             /* worker: stream and consumer info, answered by the loop (GetStatus) */
-        JOB_PUBLISH_STATE,      /* worker: a state event (stream con-state keeps it) or a cancel, plain NATS */
+        JOB_PUBLISH_STATE,      /* worker: a cancel, plain NATS */
+        JOB_PUBLISH_EVENT,      /* worker: a state event, published to con-state and acknowledged by JetStream
+                                 * on NATS's thread; NATS's thread -> loop: one that failed, sent again */
         JOB_STATE,              /* state fetch thread -> loop: a state event of any host's task */
         JOB_CANCEL,             /* NATS's thread -> loop: a cancel of a task another host sent here */
 } JobKind;
@@ -155,6 +162,7 @@ struct Mesh {
         /* Owned by the worker thread until connected, then read-only for the fetch threads. */
         natsConnection *nc;
         jsCtx *js;
+        jsCtx *js_state;                /* state events: asynchronous publishes, acknowledged */
         natsSubscription *sub[2];
         natsSubscription *state_sub;    /* the pull consumer con-meshd-<host> on con-state (every host's) */
         pthread_t state_fetch;
@@ -182,6 +190,8 @@ struct Mesh {
         PendingCancel *cancels;         /* cancels of tasks sent from here, sent again until the result */
         size_t n_cancels;
         sd_event_source *cancel_timer;
+        Job *state_retry, *state_retry_tail;    /* loop: state events to publish again */
+        sd_event_source *state_retry_timer;
 };
 
 static void job_free(Job *j) {
@@ -555,6 +565,54 @@ static bool close_nats(Mesh *m) {
         return done;
 }
 
+/* A job that sends MSG (a state event nats.c gives back) again; NULL when out of memory. */
+static Job *state_job_from_msg(natsMsg *msg, natsStatus err, const char *err_text) {
+        const char *msg_id = NULL, *tries = NULL;
+        Job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return NULL;
+        j->kind = JOB_PUBLISH_EVENT;
+        j->error = -EIO;
+        (void) natsMsgHeader_Get(msg, "Nats-Msg-Id", &msg_id);
+        (void) natsMsgHeader_Get(msg, TRIES_HEADER, &tries);
+        j->retries = tries ? (unsigned) strtoul(tries, NULL, 10) : 0;
+        j->len = (size_t) natsMsg_GetDataLength(msg);
+        j->subject = strdup(natsMsg_GetSubject(msg));
+        j->data = malloc(j->len + 1);
+        j->msg_id = msg_id ? strdup(msg_id) : NULL;
+        j->error_text = strdup(err_text ?: natsStatus_GetText(err));
+        if (!j->subject || !j->data || (msg_id && !j->msg_id)) {
+                job_free(j);
+                return NULL;
+        }
+        memcpy(j->data, natsMsg_GetData(msg), j->len);
+        j->data[j->len] = 0;
+        return j;
+}
+
+/* NATS's thread: JetStream refused a state event, or its acknowledgement did not come in time. To
+ * the loop, which sends it again (state_publish_failed). Out of memory, the event is lost (the
+ * task's next one, or its result, comes). */
+static void on_state_publish_error(jsCtx *js _unused_, jsPubAckErr *pae, void *closure) {
+        Job *j = pae->Msg ? state_job_from_msg(pae->Msg, pae->Err, pae->ErrText) : NULL;
+        if (j)
+                hand_to_loop(closure, j);
+}
+
+/* The JetStream context of state events: asynchronous publishes (the worker waits for no round
+ * trip), their failures to on_state_publish_error. */
+static natsStatus state_js(Mesh *m) {
+        jsOptions o;
+        natsStatus s = jsOptions_Init(&o);
+        if (s != NATS_OK)
+                return s;
+        o.PublishAsync.MaxPending = STATE_PENDING_MAX;
+        o.PublishAsync.StallWait = STATE_STALL_MS;
+        o.PublishAsync.ErrHandler = on_state_publish_error;
+        o.PublishAsync.ErrHandlerClosure = m;
+        return natsConnection_JetStream(&m->js_state, m->nc, &o);
+}
+
 /* -EHOSTUNREACH: no server, or NATS failed; -ENOENT: a stream is missing; -EPERM: the stream
  * *ret_wrong is not the mesh's. *ret_error says why. */
 static int connect_nats(Mesh *m, char **ret_warning, char **ret_error, char **ret_wrong) {
@@ -605,6 +663,8 @@ static int connect_nats(Mesh *m, char **ret_warning, char **ret_error, char **re
         natsOptions_Destroy(o);
         if (s == NATS_OK)
                 s = natsConnection_JetStream(&m->js, m->nc, NULL);
+        if (s == NATS_OK)
+                s = state_js(m);
         for (MeshStreamId id = MESH_STREAM_TASK; s == NATS_OK && id <= MESH_STREAM_STATE; id++)
                 s = check_own_stream(m, id, &jerr, ret_warning, &refused, &wrong);
         for (MeshKind k = MESH_KIND_TASK; s == NATS_OK && k <= MESH_KIND_RESULT; k++)
@@ -633,6 +693,8 @@ static int connect_nats(Mesh *m, char **ret_warning, char **ret_error, char **re
                 m->cancel_sub = NULL;
                 jsCtx_Destroy(m->js);
                 m->js = NULL;
+                jsCtx_Destroy(m->js_state);
+                m->js_state = NULL;
                 (void) close_nats(m);
                 return error;
         }
@@ -814,11 +876,33 @@ static void run_job(Mesh *m, Job *j) {
                 s = collect_status(m, j, &jerr);
                 break;
         case JOB_PUBLISH_STATE:
-                /* Plain NATS, no acknowledgement awaited (the worker does not wait a round trip per
-                 * state): the stream con-state stores it; nats.c buffers it while reconnecting. */
+                /* A cancel: plain NATS (sent again until the result comes); nats.c buffers it while
+                 * reconnecting. */
                 if (m->connected)
                         s = natsConnection_Publish(m->nc, j->subject, j->data, (int) j->len);
                 break;
+        case JOB_PUBLISH_EVENT: {
+                /* Acknowledged by JetStream without the worker waiting: a failure, or no
+                 * acknowledgement within PUBLISH_WAIT_MS, comes to on_state_publish_error. */
+                natsMsg *msg = NULL;
+                jsPubOptions po;
+                char tries[16];
+                if (!m->connected || !m->js_state) {
+                        j->error = -ENOTCONN;
+                        break;
+                }
+                jsPubOptions_Init(&po);
+                po.MsgId = j->msg_id;
+                po.MaxWait = PUBLISH_WAIT_MS;
+                (void) snprintf(tries, sizeof(tries), "%u", j->retries);
+                s = natsMsg_Create(&msg, j->subject, NULL, j->data, (int) j->len);
+                if (s == NATS_OK)
+                        s = natsMsgHeader_Set(msg, TRIES_HEADER, tries);
+                if (s == NATS_OK)
+                        s = js_PublishMsgAsync(m->js_state, &msg, &po);
+                natsMsg_Destroy(msg);   /* NULL once nats.c took it */
+                break;
+        }
         case JOB_ACK:
                 s = natsMsg_Ack(j->msg, NULL);
                 break;
@@ -896,9 +980,9 @@ static void *worker_thread(void *p) {
                 if (stop)
                         return NULL;
                 run_job(m, j);
-                if (j->kind == JOB_PUBLISH || j->kind == JOB_STATUS)
+                if (j->kind == JOB_PUBLISH || j->kind == JOB_STATUS || (j->kind == JOB_PUBLISH_EVENT && j->error))
                         hand_to_loop(m, j);
-                else if (j->kind == JOB_PUBLISH_STATE)
+                else if (j->kind == JOB_PUBLISH_STATE || j->kind == JOB_PUBLISH_EVENT)
                         job_free(j);
                 else {
                         /* The message is done with: let its fetch thread take more. */
@@ -1328,9 +1412,12 @@ static void publish_state(Mesh *m, const char *id, const char *agent, const char
         Job *j = calloc(1, sizeof(*j));
         if (!j)
                 return;
-        j->kind = JOB_PUBLISH_STATE;
+        j->kind = JOB_PUBLISH_EVENT;
+        /* Its JetStream message id: a retry whose first try was stored after all is not stored again. */
         if (mesh_state_to_json(&st, &j->data) < 0 ||
-            mesh_state_subject(origin, m->config->mesh.host, id, &j->subject) < 0) {
+            mesh_state_subject(origin, m->config->mesh.host, id, &j->subject) < 0 ||
+            asprintf(&j->msg_id, "%s.%s.%s", j->subject, from, state) < 0) {
+                j->msg_id = NULL;
                 job_free(j);
                 return;
         }
@@ -1916,6 +2003,61 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         return sent_after_sync(m, NULL, NULL, msg);
 }
 
+/* Whether state event J is still worth publishing: not when con-state has (as read back from it)
+ * that state or a later one of its task; a later one would be overwritten (con-state keeps the
+ * last event of each subject). */
+static bool state_event_current(Mesh *m, const Job *j) {
+        _cleanup_(mesh_state_done) MeshState st = {};
+        if (mesh_state_from_json(j->data, j->len, &st) < 0)
+                return false;
+        const MeshStateEntry *e = mesh_state_table_find(&m->states, st.id, st.host, st.agent, st.from);
+        return !e || mesh_state_rank(e->state) < mesh_state_rank(st.state);
+}
+
+static int on_state_retry_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        for (Job *j; (j = pop(&m->state_retry, &m->state_retry_tail)); ) {
+                if (!state_event_current(m, j)) {
+                        job_free(j);
+                        continue;
+                }
+                j->error = 0;
+                free(j->error_text);
+                j->error_text = NULL;
+                queue_job(m, j);
+        }
+        return 0;
+}
+
+/* A state event JetStream did not acknowledge (or the worker could not send: not connected): sent
+ * again after STATE_RETRY_USEC, at most STATE_PUBLISH_TRIES times, unless con-state has its state
+ * or a later one meanwhile. True when J is kept. */
+static bool state_publish_failed(Mesh *m, Job *j) {
+        j->retries++;
+        if (!state_event_current(m, j))
+                return false;
+        if (j->retries >= STATE_PUBLISH_TRIES) {
+                log_warning("Dropping a state event on %s after %u tries: %s", j->subject, j->retries,
+                            j->error == -ENOTCONN ? "not connected" : strempty(j->error_text));
+                return false;
+        }
+        log_debug("State event on %s not acknowledged (%s): sent again", j->subject,
+                  j->error == -ENOTCONN ? "not connected" : strempty(j->error_text));
+        push(&m->state_retry, &m->state_retry_tail, j);
+        int r = 0;
+        if (!m->state_retry_timer)
+                r = sd_event_add_time_relative(m->event, &m->state_retry_timer, CLOCK_MONOTONIC, STATE_RETRY_USEC, 0,
+                                               on_state_retry_timer, m);
+        else if (sd_event_source_get_enabled(m->state_retry_timer, NULL) == 0) {
+                r = sd_event_source_set_time_relative(m->state_retry_timer, STATE_RETRY_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->state_retry_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_warning_errno(r, "Cannot arm the state events' retry timer: %m");
+        return true;
+}
+
 /* A state event of any host's task (stream con-state): believed only from the host its subject's
  * publisher token names (the one the server's permissions pin) when that host may say it
  * (mesh_state_check), recorded in the mesh-wide table, and, for a task sent from here (its host,
@@ -2382,6 +2524,10 @@ static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused
                         break;
                 case JOB_CANCEL:
                         handle_cancel(m, j);
+                        break;
+                case JOB_PUBLISH_EVENT:
+                        if (state_publish_failed(m, j))
+                                continue;       /* kept: sent again */
                         break;
                 case JOB_INCOMING: {
                         natsMsg *msg = TAKE_PTR(j->msg);
@@ -2929,8 +3075,16 @@ Mesh *mesh_free(Mesh *m) {
         natsSubscription_Destroy(m->state_sub);
         natsSubscription_Destroy(m->cancel_sub);
         jsCtx_Destroy(m->js);
+        jsCtx_Destroy(m->js_state);
         if (!close_nats(m))
                 quiet = false;
+        /* State events refused while the connection closed (on_state_publish_error), and those
+         * waiting to be sent again: lost (the states of tasks still running are published again). */
+        for (Job *j; (j = pop(&m->done, &m->done_tail)); )
+                job_free(j);
+        for (Job *j; (j = pop(&m->state_retry, &m->state_retry_tail)); )
+                job_free(j);
+        sd_event_source_disable_unref(m->state_retry_timer);
         for (size_t i = 0; i < m->n_out; i++)
                 outgoing_done(&m->out[i]);
         free(m->out);

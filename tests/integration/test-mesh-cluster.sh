@@ -518,6 +518,18 @@ check_output "... host-b's gateway stored every result (a real stream sequence)"
 # No agent was killed here, so each of them has its task.accepted (a kill -9 of the agent may
 # lose that record: docs/RELIABILITY.md, so the kill's figures do not assert it).
 check_output "... each has its task.accepted in host-b's audit log" 'no task.accepted record: 0\)$' echo "$CUT_FIGURES"
+# The state events host-b's gateway published while cut off (its node without a quorum for
+# con-state) were not acknowledged by JetStream then: sent again until stored, so host-c, which
+# only reads con-state, sees each of those tasks end.
+partition_states_on_c() {
+        local done_ids
+        done_ids=$(host_do c 'con mesh status --json | jq -r ".tasks[] | select(.from == \"alice@host-a\" and .state == \"completed\") | .task_id"') || return 1
+        for id in $(cat "$T/acked.cut" "$T/acked.away"); do
+                grep -qx "$id" <<<"$done_ids" || return 1
+        done
+}
+check "host-c sees every task of the partition completed (host-b's state events, sent again until stored)" \
+        wait_for 30 partition_states_on_c
 
 section "a burst through the file door: $BURST tasks for sysadmin@host-b dropped at once"
 # More tasks at once than the bus lets one connection wait for replies (128 on the system bus):

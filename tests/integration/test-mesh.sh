@@ -771,6 +771,8 @@ check_output "a new task is answered and kept for the retention" \
 check "... its record is there" grep -q '"op":"put","id":"mesh-keep-2",' /srv/con/mesh/sent/journal
 check "... and goes by itself after 3 s (the retention timer)" wait_for 10 \
         grep -q '"op":"forget","id":"mesh-keep-2"}' /srv/con/mesh/sent/journal
+check_file_lacks "every state event host-a's gateways published was stored by JetStream (none dropped after its tries)" \
+        'Dropping a state event on [^ ]+ after' /srv/con/logs/daemons/con-meshd.log
 check_file_lacks "no sanitizer report from host-a's restarted gateways" \
         'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
