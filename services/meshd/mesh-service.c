@@ -44,8 +44,10 @@
 #define CLOSE_WAIT_MS 10000             /* stopping: NATS's threads done with the gateway's callbacks */
 #define ACK_WAIT_NS (30LL * 1000 * 1000 * 1000)
 #define LIST_TRIES 60                   /* take-over: a second apart, an agent's ListTasks failing for a passing reason */
-#define STATE_PUBLISH_TRIES 5           /* a state event is published at most this many times */
-#define STATE_RETRY_USEC (2 * USEC_PER_SEC)
+#define STATE_PUBLISH_TRIES 20          /* a state event is published at most this many times: */
+#define STATE_RETRY_USEC (2 * USEC_PER_SEC)     /* again after 2 s, 4, 8, 16, then every 30 s (about */
+#define STATE_RETRY_MAX_USEC (30 * USEC_PER_SEC) /* 8 minutes in all: a partition healed) */
+#define STATE_RETRY_MAX 4096            /* state events waiting to be sent again, at most */
 #define STATE_PENDING_MAX 4096          /* state events awaiting JetStream's acknowledgement */
 #define STATE_STALL_MS 100              /* the worker waits at most this long when that many are */
 #define TRIES_HEADER "Con-Tries"
@@ -80,6 +82,7 @@ struct Job {
         char *subject, *msg_id, *data;
         size_t len;
         uint64_t time_usec;     /* STATE: when JetStream stored it */
+        uint64_t due_usec;      /* PUBLISH_EVENT waiting to be sent again: when (CLOCK_MONOTONIC) */
         natsMsg *msg;
         sd_bus_message *call;   /* PUBLISH of a Submit: answered by the loop (only the loop touches it) */
         char *task_id;          /* PUBLISH: the task or result it carries */
@@ -2014,11 +2017,26 @@ static bool state_event_current(Mesh *m, const Job *j) {
         return !e || mesh_state_rank(e->state) < mesh_state_rank(st.state);
 }
 
-static int on_state_retry_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+static size_t state_retry_count(Mesh *m) {
+        size_t n = 0;
+        for (Job *j = m->state_retry; j; j = j->next)
+                n++;
+        return n;
+}
+
+/* Every STATE_RETRY_USEC while some wait: those due go to the worker, unless con-state has their
+ * state or a later one by now. */
+static int on_state_retry_timer(sd_event_source *s, uint64_t usec _unused_, void *userdata) {
         Mesh *m = userdata;
+        uint64_t now = con_now(CLOCK_MONOTONIC);
+        Job *keep = NULL, *keep_tail = NULL;
         for (Job *j; (j = pop(&m->state_retry, &m->state_retry_tail)); ) {
                 if (!state_event_current(m, j)) {
                         job_free(j);
+                        continue;
+                }
+                if (j->due_usec > now) {
+                        push(&keep, &keep_tail, j);
                         continue;
                 }
                 j->error = 0;
@@ -2026,21 +2044,30 @@ static int on_state_retry_timer(sd_event_source *s _unused_, uint64_t usec _unus
                 j->error_text = NULL;
                 queue_job(m, j);
         }
-        return 0;
+        m->state_retry = keep;
+        m->state_retry_tail = keep_tail;
+        if (!keep)
+                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(s, STATE_RETRY_USEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
 /* A state event JetStream did not acknowledge (or the worker could not send: not connected): sent
- * again after STATE_RETRY_USEC, at most STATE_PUBLISH_TRIES times, unless con-state has its state
- * or a later one meanwhile. True when J is kept. */
+ * again after 2 s, then 4, 8, 16 and every 30 s, STATE_PUBLISH_TRIES times in all (long enough for a
+ * partition to heal), unless con-state has its state or a later one meanwhile. True when J is
+ * kept. */
 static bool state_publish_failed(Mesh *m, Job *j) {
         j->retries++;
         if (!state_event_current(m, j))
                 return false;
-        if (j->retries >= STATE_PUBLISH_TRIES) {
+        if (j->retries >= STATE_PUBLISH_TRIES || state_retry_count(m) >= STATE_RETRY_MAX) {
                 log_warning("Dropping a state event on %s after %u tries: %s", j->subject, j->retries,
-                            j->error == -ENOTCONN ? "not connected" : strempty(j->error_text));
+                            j->retries >= STATE_PUBLISH_TRIES ? (j->error == -ENOTCONN ? "not connected" :
+                            strempty(j->error_text)) : "too many waiting to be sent again");
                 return false;
         }
+        uint64_t delay = j->retries >= 5 ? STATE_RETRY_MAX_USEC : STATE_RETRY_USEC << (j->retries - 1);
+        j->due_usec = con_now(CLOCK_MONOTONIC) + (delay < STATE_RETRY_MAX_USEC ? delay : STATE_RETRY_MAX_USEC);
         log_debug("State event on %s not acknowledged (%s): sent again", j->subject,
                   j->error == -ENOTCONN ? "not connected" : strempty(j->error_text));
         push(&m->state_retry, &m->state_retry_tail, j);

@@ -529,7 +529,7 @@ partition_states_on_c() {
         done
 }
 check "host-c sees every task of the partition completed (host-b's state events, sent again until stored)" \
-        wait_for 30 partition_states_on_c
+        wait_for 60 partition_states_on_c
 
 section "a burst through the file door: $BURST tasks for sysadmin@host-b dropped at once"
 # More tasks at once than the bus lets one connection wait for replies (128 on the system bus):
