@@ -1789,6 +1789,9 @@ static bool transient_error(const sd_bus_error *e) {
                 (e->name && startswith(e->name, "org.freedesktop.DBus.Error.Spawn."));
 }
 
+static void audit_forgery(Mesh *m, const char *event, const char *id, const char *agent, const char *claimed,
+                          const char *sent_by);
+
 /* The local agent answered Deliver: accepted durably (its journal is on disk) → ack; refused →
  * a failed result to the origin, then ack; a passing trouble → nak (JetStream redelivers). */
 static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
@@ -1815,6 +1818,12 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
                         release_msg(m, MESH_KIND_TASK, msg);
         } else {
                 log_notice("Task %s from %s refused by agent %s: %s", t->id, t->from, t->agent, e->message ?: e->name);
+                /* Another sender (of this host or another) holds that id at the agent: nothing is
+                 * tracked for this sender, so neither that task's result nor a cancel reaches it, and
+                 * the refusal names only the id. Audited (the task record as audit_forgery writes
+                 * it): a host reusing the ids of others' tasks is probing. */
+                if (sd_bus_error_has_name(e, CON_ERROR_DUPLICATE_TASK))
+                        audit_forgery(m, "mesh.task.id-taken", t->id, t->agent, t->from, t->origin);
                 r = publish_failure(m, t, e->message ?: e->name);
                 if (r < 0)
                         log_error_errno(r, "Cannot send the refusal of task %s: %m", t->id);

@@ -11,7 +11,8 @@
 # with a host's certificate of the mesh's CA, try to join the cluster and are refused.
 #
 # Shows: a task from host-a answered by an agent on host-b (con-send --to, busctl Submit); a
-# remote sender host-b's policy does not name refused; a sender forged in the text ignored; host-b
+# remote sender host-b's policy does not name refused; a sender forged in the text ignored; host-c
+# reusing the ids of host-a's tasks (refused; its cancel reaches nothing of host-a's); host-b
 # killed (every daemon of its fabric and its nats-server, kill -9) while tasks are in flight, and
 # started again; host-b cut off (its veth down) while tasks are sent, then joined again. After each:
 # every task JetStream acknowledged completes exactly once: one result back on host-a (GetResult)
@@ -275,8 +276,8 @@ mesh:
   replicas: 3
 policy:
   grants:
-    - {who: "user:alice@host-a", may: [task], to: [sysadmin]}
-    - {who: "user:carol@host-c", may: [task], to: [sysadmin]}
+    - {who: "user:alice@host-a", may: [task], to: [sysadmin, concierge]}
+    - {who: "user:carol@host-c", may: [task], to: [sysadmin, concierge]}
 EOF
         "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns "/run/netns/mesh-$h" \
                 --artifacts "$T/$h" --with "$T" -- "$T/host.sh" "$T/$h.yaml" "host-$h" "$T/creds-$h.sh" \
@@ -343,6 +344,48 @@ check_output "a sender forged in the payload (alice@host-a, carol@host-c) is tex
                  runuser -u bob -- timeout 40 con-send --timeout 35 --to sysadmin@host-b -; echo "rc=$?"'
 check_output "... exit status 1" 'rc=1' echo "$LIB_OUT"
 
+section "host-c reuses the id of host-a's task: refused, host-a's task untouched"
+# The agents hold every task of another host under the gateway's one uid: an id is scoped by the
+# full sender principal (docs/MULTIHOST.md "Identity"). Ids are no secret (con-state), so host-c may
+# send a task under the id of alice@host-a's, then cancel "its" task of that id: it gets a refusal
+# naming only the id, never alice's result, and its cancel reaches nothing.
+check_fail_output "carol@host-c sends a task under the id of alice's finished cl-busctl: refused on host-b" \
+        "Refused on host host-b: Task id 'cl-busctl' is already used on agent 'sysadmin' by another sender" \
+        host_do c 'runuser -u carol -- timeout 40 con-send --timeout 35 --id cl-busctl --to sysadmin@host-b mine'
+check_fail "... nothing of alice's task or result" grep -Eq 'alice|by busctl' <<<"$LIB_OUT"
+check_output "alice sends a slow task cl-dup-1 to concierge@host-b (--no-wait)" '^cl-dup-1$' \
+        as_user alice timeout 20 con-send --no-wait --id cl-dup-1 --to concierge@host-b slow dup one
+check "... it runs on host-b" wait_for 20 host_do b 'grep -qx cl-dup-1 /var/tmp/mesh-runs'
+check_output "while it runs, carol@host-c sends cl-dup-1 to concierge@host-b (--no-wait)" '^cl-dup-1$' \
+        host_do c 'runuser -u carol -- timeout 20 con-send --no-wait --id cl-dup-1 --to concierge@host-b mine'
+check "... host-b's gateway had the agent's answer to it" wait_for 20 host_do b \
+        'grep -Eq "Task cl-dup-1 from carol@host-c (accepted|refused) by agent concierge" /srv/con/logs/daemons/con-meshd.log'
+C=(--ca "$T/pki/host-c/ca.crt" --cert "$T/pki/host-c/host.crt" --key "$T/pki/host-c/host.key" --inbox _INBOX.host-c)
+check "the test's NATS client" mesh_probe_install "$CON_BUILD_DIR"
+check "host-c cancels its cl-dup-1 at concierge@host-b (carol's cancel, host-c's credentials)" \
+        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.cancel.host-b.host-c \
+        '{"v":1,"id":"cl-dup-1","agent":"concierge","from":"carol@host-c","by":"carol@host-c"}'
+check "host-b's gateway: concierge holds no cl-dup-1 of carol@host-c, nothing canceled" wait_for 10 host_do b \
+        'grep -q "Cancel of task cl-dup-1 from carol@host-c by carol@host-c: agent concierge holds no such task" \
+         /srv/con/logs/daemons/con-meshd.log'
+carol_result() { # carol_result ID: her task's status and text on host-c
+        host_do c "runuser -u carol -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh \
+                   org.conspiracy.Mesh1 GetResult s $1"
+}
+carol_failed() { carol_result "$1" | grep -q '"failed"'; }
+check "carol's cl-dup-1 failed" wait_for 20 carol_failed cl-dup-1
+check_output "... refused on host-b, only the id named (busctl quotes the quotes)" \
+        "Refused on host host-b: Task id .{1,2}cl-dup-1.{1,2} is already used on agent .{1,2}concierge.{1,2} by another sender" \
+        carol_result cl-dup-1
+check_fail "... nothing of alice's task" grep -Eq 'alice|slow dup' <<<"$LIB_OUT"
+check_output "carol's /tasks at concierge@host-b lists none of alice's (the gateway's uid is shared)" \
+        'no earlier tasks' host_do c 'runuser -u carol -- timeout 40 con-send --timeout 35 --to concierge@host-b /tasks'
+check_fail "... nothing of alice's task" grep -Eq 'alice|slow dup|cl-dup-1' <<<"$LIB_OUT"
+check_output "host-b audits both refusals (sent by host-c)" \
+        'mesh.task.id-taken .*task_id=cl-busctl .*sent_by=host-c.*mesh.task.id-taken .*task_id=cl-dup-1 .*sent_by=host-c' \
+        host_do b 'con audit --lines 100 | grep mesh.task.id-taken | tr "\n" " "'
+# (alice's cl-dup-1 ends after the next section: its result is checked there)
+
 section "the state of a pair's task on the third host (the stream con-state)"
 # alice@host-a's slow task on host-b, seen by host-c's root with its state; not by carol there.
 on_c_state() { # on_c_state ID STATE: host-c's root sees task ID of alice@host-a to sysadmin@host-b in STATE
@@ -385,11 +428,13 @@ check_output "... cl-state-3 working or completed (not lost, not submitted)" \
         '^cl-state-3 +alice@host-a +sysadmin@host-b +(working|completed) ' bash -c 'con status | grep -E "^cl-state-3 "'
 check "alice's results come back (the result stream)" wait_for 30 completed cl-state-3
 check_output "... cl-state-2 too" 'text=slow two' result_of cl-state-2
+check "alice's cl-dup-1 completed (host-c's cancel did not reach it)" wait_for 20 completed cl-dup-1
+check_output "... host-b's answer to alice's text, run once" \
+        'sender=alice@host-a agent=concierge host=host-b text=slow dup one' result_of cl-dup-1
+check_output "... run once on host-b (carol's text never ran)" '^1$' host_do b 'grep -cx cl-dup-1 /var/tmp/mesh-runs'
 # Forged state events: a host may publish only as itself (the server), and as itself only what it
 # may say (every gateway checks): host-c saying how alice@host-a's task goes on host-b is dropped
 # and audited, on host-a and on host-b, and changes no one's table.
-C=(--ca "$T/pki/host-c/ca.crt" --cert "$T/pki/host-c/host.crt" --key "$T/pki/host-c/host.key" --inbox _INBOX.host-c)
-check "the test's NATS client" mesh_probe_install "$CON_BUILD_DIR"
 check "host-c's credentials publish 'cl-state-1 is working on host-b' on host-c's own subject" \
         mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.state.host-a.host-c.cl-state-1 \
         '{"v":1,"id":"cl-state-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
