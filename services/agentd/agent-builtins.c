@@ -6,6 +6,7 @@
 #include "agent-history.h"
 #include "macro.h"
 #include "names.h"
+#include "policy-vocab.h"
 #include "strv.h"
 #include "utf8.h"
 
@@ -286,10 +287,25 @@ static int builtin_agents(AgentContext *c, AgentTask *t) {
 }
 
 /* Conversations are the sender's own, in the service's state (agent-history.h): these touch only
- * the caller's directory. */
+ * the caller's directory. The tasks of every sender of another host share one: the mesh gateway's
+ * uid (and never continue a conversation): one of them may neither end nor delete the others'. 1
+ * when T is such a task, failed here. */
+static int refuse_remote(AgentContext *c, AgentTask *t) {
+        if (!con_remote_sender_valid(t->sender))
+                return 0;
+        int r = agent_context_complete(c, t, AGENT_TASK_FAILED,
+                                       "The conversations of senders of other hosts are not kept apart on this "
+                                       "host (a task of another host never continues one): nothing of yours "
+                                       "to end or delete");
+        return r < 0 ? r : 1;
+}
+
 static int builtin_new(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *reason = NULL;
-        int r = agent_history_end_latest(agent_context_conversations_dir(c), t->sender_uid);
+        int r = refuse_remote(c, t);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        r = agent_history_end_latest(agent_context_conversations_dir(c), t->sender_uid);
         if (r < 0) {
                 if (asprintf(&reason, "cannot end your latest conversation: %s", strerror(-r)) < 0)
                         return -ENOMEM;
@@ -303,7 +319,10 @@ static int builtin_new(AgentContext *c, AgentTask *t) {
 
 static int builtin_forget(AgentContext *c, AgentTask *t) {
         _cleanup_free_ char *text = NULL;
-        int r = agent_history_forget(agent_context_conversations_dir(c), t->sender_uid);
+        int r = refuse_remote(c, t);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        r = agent_history_forget(agent_context_conversations_dir(c), t->sender_uid);
         if (r < 0) {
                 if (asprintf(&text, "cannot delete your conversations: %s", strerror(-r)) < 0)
                         return -ENOMEM;

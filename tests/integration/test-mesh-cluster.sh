@@ -381,6 +381,9 @@ check_fail "... nothing of alice's task" grep -Eq 'alice|slow dup' <<<"$LIB_OUT"
 check_output "carol's /tasks at concierge@host-b lists none of alice's (the gateway's uid is shared)" \
         'no earlier tasks' host_do c 'runuser -u carol -- timeout 40 con-send --timeout 35 --to concierge@host-b /tasks'
 check_fail "... nothing of alice's task" grep -Eq 'alice|slow dup|cl-dup-1' <<<"$LIB_OUT"
+check_fail_output "carol's /forget there deletes no one's conversations (they share that uid)" \
+        'not kept apart on this host' \
+        host_do c 'runuser -u carol -- timeout 40 con-send --timeout 35 --to concierge@host-b /forget'
 check_output "host-b audits both refusals (sent by host-c)" \
         'mesh.task.id-taken .*task_id=cl-busctl .*sent_by=host-c.*mesh.task.id-taken .*task_id=cl-dup-1 .*sent_by=host-c' \
         host_do b 'con audit --lines 100 | grep mesh.task.id-taken | tr "\n" " "'
