@@ -25,6 +25,7 @@
 #include "macro.h"
 #include "mesh-sent.h"
 #include "mesh-fetch.h"
+#include "mesh-flood.h"
 #include "mesh-service.h"
 #include "mesh-state.h"
 #include "mesh-streams.h"
@@ -58,6 +59,12 @@
                                          * INFLIGHT_MAX) below the bus's pending replies per connection
                                          * (128 on the system bus) */
 #define DURABLE "con-meshd"
+/* Floods (docs/MULTIHOST.md, "Floods"): what a hostile host can make the gateway hold and write. */
+#define CANCELS_QUEUED_MAX 256          /* cancels waiting for the loop; more are dropped (counted) */
+#define STATES_QUEUED_MAX 256           /* state events waiting for the loop; the fetch thread waits */
+#define WAKE_BATCH 64                   /* jobs on_wake handles before the loop serves others */
+#define FLOOD_INTERVAL_USEC (10 * USEC_PER_SEC)
+#define FLOOD_BURST 10                  /* hostile-message lines and records per host and interval */
 
 typedef enum JobKind {
         JOB_PUBLISH,            /* worker: js_Publish, answer */
@@ -152,6 +159,10 @@ struct Mesh {
         Job *todo, *todo_tail;          /* loop -> worker */
         Job *done, *done_tail;          /* threads -> loop */
         unsigned inflight[2];           /* incoming messages the loop has not finished, per stream */
+        unsigned queued_cancels;        /* JOB_CANCEL in done (CANCELS_QUEUED_MAX at most) */
+        unsigned queued_states;         /* JOB_STATE in done (STATES_QUEUED_MAX at most) */
+        uint64_t dropped_cancels;       /* since the loop's last report: the queue was full */
+        uint64_t oversized_cancels, oversized_states;   /* ... and larger than MESH_EVENT_MAX */
         bool stop, connected;
         /* NATS's threads report under the lock (the loop never asks nats.c, whose connection lock
          * is held through a reconnect's TCP and TLS handshake): */
@@ -195,6 +206,9 @@ struct Mesh {
         sd_event_source *cancel_timer;
         Job *state_retry, *state_retry_tail;    /* loop: state events to publish again */
         sd_event_source *state_retry_timer;
+        MeshFlood flood;                /* the budget of hostile-message lines and records, per host */
+        sd_event_source *flood_timer;   /* reports the counts: mesh_flood_due, the dropped events */
+        uint64_t drops_reported_usec;   /* CLOCK_MONOTONIC of the last report of dropped events */
 };
 
 static void job_free(Job *j) {
@@ -400,24 +414,53 @@ static natsStatus pull_subscribe(Mesh *m, MeshKind k, jsErrCode *jerr) {
         return js_PullSubscribe(&m->sub[k], m->js, subject, DURABLE, NULL, &so, jerr);
 }
 
-/* NATS's own delivery thread: a plain message goes to the loop as it came (the loop parses it). */
-static void plain_msg_to_loop(Mesh *m, natsMsg *msg, JobKind kind) {
-        Job *j = calloc(1, sizeof(*j));
+/* Counts an event dropped by a NATS thread; the first since the loop's last report wakes it (it
+ * reports them, at most once per FLOOD_INTERVAL_USEC). Caller holds the lock. */
+static bool count_drop(Mesh *m, uint64_t *counter) {
+        bool first = m->dropped_cancels + m->oversized_cancels + m->oversized_states == 0;
+        (*counter)++;
+        return first;
+}
+
+/* NATS's own delivery thread: a cancel goes to the loop as it came (the loop parses it), unless it
+ * is larger than any cancel a gateway sends or CANCELS_QUEUED_MAX wait already (a flood: cancels
+ * are plain NATS messages, no stream limits them, and nats.c's slow-consumer limits count only
+ * what this callback has not taken yet). Cancels are sent again every few seconds: one dropped is
+ * not lost. */
+static void cancel_to_loop(Mesh *m, natsMsg *msg) {
         int len = natsMsg_GetDataLength(msg);
-        if (j && len > 0 && (size_t) len <= MESH_PAYLOAD_MAX && (j->data = malloc((size_t) len + 1)) &&
-            (j->subject = strdup(natsMsg_GetSubject(msg)))) {
+        bool wake = false;
+        Job *j = NULL;
+
+        if (len > 0 && (size_t) len <= MESH_EVENT_MAX && (j = calloc(1, sizeof(*j))) &&
+            (j->data = malloc((size_t) len + 1)) && (j->subject = strdup(natsMsg_GetSubject(msg)))) {
                 memcpy(j->data, natsMsg_GetData(msg), (size_t) len);
                 j->data[len] = 0;
                 j->len = (size_t) len;
-                j->kind = kind;
-                hand_to_loop(m, j);
-        } else
+                j->kind = JOB_CANCEL;
+        } else {
                 job_free(j);
+                j = NULL;
+        }
+        pthread_mutex_lock(&m->lock);
+        if (j && m->queued_cancels < CANCELS_QUEUED_MAX) {
+                push(&m->done, &m->done_tail, j);
+                m->queued_cancels++;
+                wake = true;
+                j = NULL;
+        } else if (j)
+                wake = count_drop(m, &m->dropped_cancels);
+        else if (len > 0 && (size_t) len > MESH_EVENT_MAX)
+                wake = count_drop(m, &m->oversized_cancels);
+        pthread_mutex_unlock(&m->lock);
+        job_free(j);
         natsMsg_Destroy(msg);
+        if (wake)
+                wake_loop(m);
 }
 
 static void on_cancel_msg(natsConnection *nc _unused_, natsSubscription *sub _unused_, natsMsg *msg, void *closure) {
-        plain_msg_to_loop(closure, msg, JOB_CANCEL);
+        cancel_to_loop(closure, msg);
 }
 
 static void on_cancel_sub_complete(void *closure) {
@@ -465,6 +508,8 @@ static void *state_fetch_thread(void *p) {
 
         for (;;) {
                 pthread_mutex_lock(&m->lock);
+                while (!m->stop && m->queued_states >= STATES_QUEUED_MAX)
+                        pthread_cond_wait(&m->cond, &m->lock);
                 bool stop = m->stop;
                 pthread_mutex_unlock(&m->lock);
                 if (stop)
@@ -485,13 +530,21 @@ static void *state_fetch_thread(void *p) {
                         continue;
                 }
                 natsMsg *last = NULL;
+                bool wake = false;
                 for (int i = 0; i < list.Count && list.Msgs[i]; i++) {
                         natsMsg *msg = list.Msgs[i];
                         int len = natsMsg_GetDataLength(msg);
                         jsMsgMetaData *meta = NULL;
                         last = msg;
+                        if (len > 0 && (size_t) len > MESH_EVENT_MAX) {
+                                /* Larger than any state event: not copied, not parsed (counted). */
+                                pthread_mutex_lock(&m->lock);
+                                wake = count_drop(m, &m->oversized_states) || wake;
+                                pthread_mutex_unlock(&m->lock);
+                                continue;
+                        }
                         Job *j = calloc(1, sizeof(*j));
-                        if (!j || len <= 0 || (size_t) len > MESH_PAYLOAD_MAX || !(j->data = malloc((size_t) len + 1)) ||
+                        if (!j || len <= 0 || !(j->data = malloc((size_t) len + 1)) ||
                             !(j->subject = strdup(natsMsg_GetSubject(msg)))) {
                                 job_free(j);
                                 continue;
@@ -505,12 +558,15 @@ static void *state_fetch_thread(void *p) {
                         jsMsgMetaData_Destroy(meta);
                         pthread_mutex_lock(&m->lock);
                         push(&m->done, &m->done_tail, j);
+                        m->queued_states++;
                         pthread_mutex_unlock(&m->lock);
+                        wake = true;
                 }
                 if (last)
                         (void) natsMsg_Ack(last, NULL);
                 natsMsgList_Destroy(&list);
-                wake_loop(m);
+                if (wake)
+                        wake_loop(m);
         }
 }
 
@@ -1834,6 +1890,95 @@ static int on_delivered(sd_bus_message *reply, void *userdata, sd_bus_error *ret
         return 0;
 }
 
+/* ---- floods (docs/MULTIHOST.md, "Floods") ---- */
+
+static int on_flood_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static bool drops_counted(Mesh *m) {
+        pthread_mutex_lock(&m->lock);
+        bool any = m->dropped_cancels + m->oversized_cancels + m->oversized_states > 0;
+        pthread_mutex_unlock(&m->lock);
+        return any;
+}
+
+/* The flood timer at the next report due (mesh_flood_next_usec, the dropped events' at most once
+ * per FLOOD_INTERVAL_USEC), off when none is. */
+static void flood_timer_arm(Mesh *m) {
+        uint64_t next = mesh_flood_next_usec(&m->flood);
+        uint64_t drops = m->drops_reported_usec == 0 ? 1 : m->drops_reported_usec + FLOOD_INTERVAL_USEC;
+        if (drops_counted(m) && drops < next)
+                next = drops;
+        if (next == 0)
+                next = 1;       /* due now (0 is not a time for sd-event) */
+        if (next == UINT64_MAX) {
+                if (m->flood_timer)
+                        (void) sd_event_source_set_enabled(m->flood_timer, SD_EVENT_OFF);
+                return;
+        }
+        int r;
+        if (!m->flood_timer)
+                r = sd_event_add_time(m->event, &m->flood_timer, CLOCK_MONOTONIC, next, 0, on_flood_timer, m);
+        else {
+                r = sd_event_source_set_time(m->flood_timer, next);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->flood_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the timer of the flood reports: %m");
+}
+
+/* Whether a line (and an audit record) about a hostile message from HOST (the publisher the
+ * server's permissions pin; NULL: unknown) is due: FLOOD_BURST per host and interval, the rest
+ * counted and reported once the interval ends (report_floods). */
+static bool flood_allow(Mesh *m, const char *host) {
+        int r = mesh_flood_note(&m->flood, host ?: "?", con_now(CLOCK_MONOTONIC));
+        if (r == 0)
+                flood_timer_arm(m);
+        return r != 0;  /* out of memory: recorded */
+}
+
+static void report_floods(Mesh *m) {
+        uint64_t now = con_now(CLOCK_MONOTONIC), n;
+        const char *host;
+
+        while (mesh_flood_due(&m->flood, now, &host, &n) > 0) {
+                log_warning("Host %s sent %" PRIu64 " more forged, refused or malformed messages (or cancels of "
+                            "tasks not here) in %llu s: dropped, not logged or audited one by one", host, n,
+                            (unsigned long long) (FLOOD_INTERVAL_USEC / USEC_PER_SEC));
+                if (!m->audit)
+                        continue;
+                _cleanup_cjson_ cJSON *f = cJSON_CreateObject();
+                if (!f || !cJSON_AddStringToObject(f, "sent_by", host) ||
+                    !cJSON_AddNumberToObject(f, "count", (double) n)) {
+                        log_error("Cannot audit the messages of host %s: out of memory", host);
+                        continue;
+                }
+                bool first = false;
+                int r = con_audit_writer_append(m->audit, "con-meshd", "mesh.flood", f, &first);
+                if (r < 0 && first)
+                        log_error_errno(r, "Cannot write the audit log: %m");
+        }
+        if (m->drops_reported_usec != 0 && now < m->drops_reported_usec + FLOOD_INTERVAL_USEC)
+                return;
+        pthread_mutex_lock(&m->lock);
+        uint64_t full = m->dropped_cancels, big = m->oversized_cancels, big_states = m->oversized_states;
+        m->dropped_cancels = m->oversized_cancels = m->oversized_states = 0;
+        pthread_mutex_unlock(&m->lock);
+        if (full + big + big_states == 0)
+                return;
+        m->drops_reported_usec = now;
+        log_warning("Dropped %" PRIu64 " cancels (%d were waiting already: a flood?), %" PRIu64 " cancels and %" PRIu64
+                    " state events larger than %u bytes, since the last report", full, CANCELS_QUEUED_MAX, big,
+                    big_states, MESH_EVENT_MAX);
+}
+
+static int on_flood_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        report_floods(m);
+        flood_timer_arm(m);
+        return 0;
+}
+
 /* A message whose payload names another host than the one the server let send it. */
 static void audit_forgery(Mesh *m, const char *event, const char *id, const char *agent, const char *claimed,
                           const char *sent_by) {
@@ -1871,16 +2016,19 @@ static int handle_task(Mesh *m, natsMsg *msg) {
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                log_warning("Dropping a malformed task message on %s (%d bytes)", natsMsg_GetSubject(msg),
-                            natsMsg_GetDataLength(msg));
+                if (flood_allow(m, sender_host))
+                        log_warning("Dropping a malformed task message on %s (%d bytes)", natsMsg_GetSubject(msg),
+                                    natsMsg_GetDataLength(msg));
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
         }
         /* The origin host is the subject's, which the NATS server let only that host publish on;
          * a payload naming another origin is a forgery by the host that sent it. */
         if (!streq(t.origin, sender_host)) {
-                log_warning("Dropping task %s: it claims to come from %s but host %s sent it (subject %s)", t.id,
-                            t.from, sender_host, natsMsg_GetSubject(msg));
-                audit_forgery(m, "mesh.task.forged", t.id, t.agent, t.from, sender_host);
+                if (flood_allow(m, sender_host)) {
+                        log_warning("Dropping task %s: it claims to come from %s but host %s sent it (subject %s)",
+                                    t.id, t.from, sender_host, natsMsg_GetSubject(msg));
+                        audit_forgery(m, "mesh.task.forged", t.id, t.agent, t.from, sender_host);
+                }
                 mesh_task_done(&t);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
         }
@@ -1964,22 +2112,27 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         if (r == -ENOMEM)
                 return r;
         if (r >= 0 && !streq(res.host, sender_host)) {
-                log_warning("Dropping the result of task %s: it claims to come from host %s but host %s sent it "
-                            "(subject %s)", res.id, res.host, sender_host, natsMsg_GetSubject(msg));
-                audit_forgery(m, "mesh.result.forged", res.id, res.agent, res.from, sender_host);
+                if (flood_allow(m, sender_host)) {
+                        log_warning("Dropping the result of task %s: it claims to come from host %s but host %s "
+                                    "sent it (subject %s)", res.id, res.host, sender_host, natsMsg_GetSubject(msg));
+                        audit_forgery(m, "mesh.result.forged", res.id, res.agent, res.from, sender_host);
+                }
                 mesh_result_done(&res);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
         const char *at = r >= 0 ? strrchr(res.from, '@') : NULL;
         if (r < 0 || !streq(at + 1, m->config->mesh.host)) {
-                log_warning("Dropping a malformed result message on %s", natsMsg_GetSubject(msg));
+                if (flood_allow(m, sender_host))
+                        log_warning("Dropping a malformed result message on %s", natsMsg_GetSubject(msg));
                 mesh_result_done(&res);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
         Outgoing *o = find_out(m, res.id);
         if (o && !outgoing_is(m, o, res.host, res.agent, res.from)) {
-                log_warning("Dropping result of task %s for %s from %s@%s: the task went to %s@%s from %s@%s", res.id,
-                            res.from, res.agent, res.host, o->agent, o->host, o->sender, m->config->mesh.host);
+                if (flood_allow(m, sender_host))
+                        log_warning("Dropping result of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
+                                    res.id, res.from, res.agent, res.host, o->agent, o->host, o->sender,
+                                    m->config->mesh.host);
                 mesh_result_done(&res);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
@@ -2104,16 +2257,20 @@ static void handle_state(Mesh *m, const Job *j) {
         MeshState st = {};
         int r = mesh_state_from_json(j->data, j->len, &st);
         if (r < 0) {
-                if (r != -ENOMEM)
+                _cleanup_free_ char *origin = NULL, *from = NULL, *id = NULL;
+                (void) mesh_state_subject_parse(j->subject, &origin, &from, &id);
+                if (r != -ENOMEM && flood_allow(m, from))
                         log_warning("Dropping a malformed state event on %s (%zu bytes)", j->subject, j->len);
                 return;
         }
         r = mesh_state_check(j->subject, &st, &publisher, &why);
         if (r == -EPERM) {
-                log_warning("Dropping a state event of task %s (%s to %s@%s, %s): %s; it came on %s", st.id, st.from,
-                            st.agent, st.host, st.state, why, j->subject);
-                audit_forgery(m, "mesh.state.forged", st.id, st.agent, st.from, publisher);
-        } else if (r < 0)
+                if (flood_allow(m, publisher)) {
+                        log_warning("Dropping a state event of task %s (%s to %s@%s, %s): %s; it came on %s", st.id,
+                                    st.from, st.agent, st.host, st.state, why, j->subject);
+                        audit_forgery(m, "mesh.state.forged", st.id, st.agent, st.from, publisher);
+                }
+        } else if (r < 0 && flood_allow(m, publisher))
                 log_warning("Dropping a state event of task %s on %s: %s", st.id, j->subject,
                             r == -ENOMEM ? "out of memory" : "not a state event's subject");
         if (r < 0) {
@@ -2126,7 +2283,7 @@ static void handle_state(Mesh *m, const Job *j) {
         const char *at = strrchr(st.from, '@');
         Outgoing *o = streq(at + 1, m->config->mesh.host) ? find_out(m, st.id) : NULL;
         bool its = o && outgoing_is(m, o, st.host, st.agent, st.from);
-        if (o && !its)
+        if (o && !its && flood_allow(m, publisher))
                 log_warning("Ignoring a state event of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
                             st.id, st.from, st.agent, st.host, o->agent, o->host, o->sender, m->config->mesh.host);
         /* Only the two middle states: the end comes with the result (its text). */
@@ -2310,31 +2467,36 @@ static void handle_cancel(Mesh *m, Job *j) {
         _cleanup_(mesh_cancel_done) MeshCancel c = {};
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
         _cleanup_free_ char *bus_name = NULL, *key = NULL;
+        const char *publisher = mesh_cancel_subject_host(j->subject, m->config->mesh.host);
         int r = mesh_cancel_from_json(j->data, j->len, &c);
         if (r < 0) {
-                if (r != -ENOMEM)
-                        log_warning("Dropping a malformed cancel (%zu bytes)", j->len);
+                if (r != -ENOMEM && flood_allow(m, publisher))
+                        log_warning("Dropping a malformed cancel (%zu bytes) on %s", j->len, j->subject);
                 return;
         }
-        const char *publisher = mesh_cancel_subject_host(j->subject, m->config->mesh.host);
         if (!publisher || !streq(publisher, strrchr(c.from, '@') + 1)) {
-                log_warning("Dropping the cancel of task %s: it claims to come from %s but host %s sent it (subject %s)",
-                            c.id, c.by, publisher ?: "?", j->subject);
-                audit_cancel(m, "mesh.cancel.forged", &c, publisher ?: "?");
+                if (flood_allow(m, publisher)) {
+                        log_warning("Dropping the cancel of task %s: it claims to come from %s but host %s sent it "
+                                    "(subject %s)", c.id, c.by, publisher ?: "?", j->subject);
+                        audit_cancel(m, "mesh.cancel.forged", &c, publisher ?: "?");
+                }
                 return;
         }
         if (!mesh_cancel_allowed(c.from, c.by)) {
-                log_warning("Refusing the cancel of task %s by %s: only its sender %s or root@%s may cancel it",
-                            c.id, c.by, c.from, publisher);
-                audit_cancel(m, "mesh.cancel.refused", &c, publisher);
+                if (flood_allow(m, publisher)) {
+                        log_warning("Refusing the cancel of task %s by %s: only its sender %s or root@%s may cancel it",
+                                    c.id, c.by, c.from, publisher);
+                        audit_cancel(m, "mesh.cancel.refused", &c, publisher);
+                }
                 return;
         }
         Delivery *d = find_delivery(m, c.id, c.from);
         if (!d || !streq(d->agent, c.agent)) {
                 /* Not here yet (waiting in JetStream, or its Deliver in flight: the sender sends the
                  * cancel again), or ended (its result is on the way). */
-                log_info("Cancel of task %s from %s by %s: agent %s holds no such task now (not delivered yet, or "
-                         "ended)", c.id, c.from, c.by, c.agent);
+                if (flood_allow(m, publisher))
+                        log_info("Cancel of task %s from %s by %s: agent %s holds no such task now (not delivered "
+                                 "yet, or ended)", c.id, c.from, c.by, c.agent);
                 return;
         }
         /* Sent again (the result is not back yet): the agent is asked again, Cancel being idempotent,
@@ -2518,17 +2680,29 @@ static void refused_stream(Mesh *m, const char *stream, const char *why) {
                 log_error_errno(r, "Cannot write the audit log: %m");
 }
 
+/* The jobs the threads handed over, WAKE_BATCH at a time: with more, the loop is woken again, after
+ * what else is pending (bus calls, timers), so a flood of them cannot stall it. */
 static int on_wake(sd_event_source *s _unused_, int fd, uint32_t revents _unused_, void *userdata) {
         Mesh *m = userdata;
         uint64_t n;
         (void) !read(fd, &n, sizeof(n));
 
-        for (;;) {
+        for (unsigned handled = 0;; handled++) {
                 pthread_mutex_lock(&m->lock);
-                Job *j = pop(&m->done, &m->done_tail);
+                Job *j = handled < WAKE_BATCH ? pop(&m->done, &m->done_tail) : NULL;
+                bool more = handled >= WAKE_BATCH && m->done;
+                if (j && j->kind == JOB_CANCEL && m->queued_cancels > 0)
+                        m->queued_cancels--;
+                if (j && j->kind == JOB_STATE && m->queued_states > 0 && m->queued_states-- == STATES_QUEUED_MAX)
+                        pthread_cond_broadcast(&m->cond);       /* the state fetch thread may go on */
                 pthread_mutex_unlock(&m->lock);
-                if (!j)
+                if (!j) {
+                        if (more)
+                                wake_loop(m);
+                        if (drops_counted(m))
+                                flood_timer_arm(m);
                         return 0;
+                }
                 int r = 0;
                 switch (j->kind) {
                 case JOB_CONNECTED:
@@ -2952,6 +3126,7 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWrit
                 return -ENOMEM;
         }
         m->efd = m->outbox_fd = m->failed_fd = -EBADF;
+        m->flood = (MeshFlood) { .interval_usec = FLOOD_INTERVAL_USEC, .burst = FLOOD_BURST };
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
@@ -3144,6 +3319,8 @@ Mesh *mesh_free(Mesh *m) {
                 close(m->failed_fd);
         mesh_sent_journal_free(m->sent);
         sd_event_source_disable_unref(m->retention_timer);
+        sd_event_source_disable_unref(m->flood_timer);
+        mesh_flood_done(&m->flood);
         con_authz_free(m->authz);
         con_audit_writer_free(m->audit);
         strv_free(m->verified);

@@ -5,6 +5,9 @@
  *   mesh-probe [--ca F] [--cert F --key F] [--inbox PREFIX] [--msg-id ID] URL connect
  *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
  *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
+ *   mesh-probe ... [--count N] [--pad N] URL pub ...   N messages (a flood), DATA followed by N
+ *                                                  spaces (publish too: --pad); prints how many
+ *                                                  and their size
  *   mesh-probe ... URL stream NAME SUBJECT         makes a work-queue stream (as a gateway does)
  *   mesh-probe ... URL request SUBJECT JSON       a request (the JetStream API's), prints the reply
  *   mesh-probe ... URL next STREAM SUBJECT SECS    fetches one message with the durable consumer
@@ -35,9 +38,11 @@ static char async_error[512];
 static natsOptions *o;
 static natsConnection *nc;
 static jsCtx *js;
+static char *data;      /* what pub and publish send */
 
 static int done(int status) {
         fflush(stdout);
+        free(data);
         jsCtx_Destroy(js);
         natsConnection_Destroy(nc);
         natsOptions_Destroy(o);
@@ -148,9 +153,12 @@ int main(int argc, char *argv[]) {
                 { "key", required_argument, NULL, 'k' },
                 { "inbox", required_argument, NULL, 'i' },
                 { "msg-id", required_argument, NULL, 'm' },
+                { "count", required_argument, NULL, 'n' },
+                { "pad", required_argument, NULL, 'p' },
                 {}
         };
         const char *ca = NULL, *cert = NULL, *key = NULL, *inbox = NULL, *msg_id = NULL;
+        long count = 1, pad = 0;
         int c;
 
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -160,6 +168,8 @@ int main(int argc, char *argv[]) {
                 case 'k': key = optarg; break;
                 case 'i': inbox = optarg; break;
                 case 'm': msg_id = optarg; break;
+                case 'n': count = strtol(optarg, NULL, 10); break;
+                case 'p': pad = strtol(optarg, NULL, 10); break;
                 default: return 2;
                 }
         if (argc - optind < 2) {
@@ -167,6 +177,20 @@ int main(int argc, char *argv[]) {
                 return 2;
         }
         const char *url = argv[optind], *verb = argv[optind + 1];
+        size_t len = 0;
+        if (count < 1 || pad < 0 || pad > 64L * 1024 * 1024) {
+                fprintf(stderr, "mesh-probe: --count must be 1 or more, --pad 0 to 64 MiB\n");
+                return 2;
+        }
+        if (argc - optind >= 4) {
+                len = strlen(argv[optind + 3]) + (size_t) pad;
+                data = malloc(len + 1);
+                if (!data)
+                        return 2;
+                memcpy(data, argv[optind + 3], strlen(argv[optind + 3]));
+                memset(data + strlen(argv[optind + 3]), ' ', (size_t) pad);
+                data[len] = 0;
+        }
         natsStatus s = natsOptions_Create(&o);
         if (s == NATS_OK)
                 s = natsOptions_SetURL(o, url);
@@ -203,8 +227,7 @@ int main(int argc, char *argv[]) {
                 po.MsgId = msg_id;
                 s = natsConnection_JetStream(&js, nc, NULL);
                 if (s == NATS_OK)
-                        s = js_Publish(&pa, js, argv[optind + 2], argv[optind + 3], (int) strlen(argv[optind + 3]),
-                                       &po, &jerr);
+                        s = js_Publish(&pa, js, argv[optind + 2], data, (int) len, &po, &jerr);
                 if (s != NATS_OK) {
                         usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
                         return fail(s, "publish");
@@ -212,14 +235,17 @@ int main(int argc, char *argv[]) {
                 printf("stored in stream %s seq %llu\n", pa->Stream, (unsigned long long) pa->Sequence);
                 jsPubAck_Destroy(pa);
         } else if (strcmp(verb, "pub") == 0 && argc - optind == 4) {
-                s = natsConnection_PublishString(nc, argv[optind + 2], argv[optind + 3]);
+                for (long i = 0; i < count && s == NATS_OK; i++)
+                        s = natsConnection_Publish(nc, argv[optind + 2], data, (int) len);
                 if (s == NATS_OK)
-                        s = natsConnection_FlushTimeout(nc, 5000);
+                        s = natsConnection_FlushTimeout(nc, 30000);
                 usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
                 if (s == NATS_OK && async_error[0])
                         s = NATS_NOT_PERMITTED;
                 if (s != NATS_OK)
                         return fail(s, "pub");
+                if (count > 1)
+                        printf("sent %ld messages of %zu bytes\n", count, len);
         } else if (strcmp(verb, "stream") == 0 && argc - optind == 4) {
                 jsStreamConfig cfg;
                 jsStreamInfo *si = NULL;
