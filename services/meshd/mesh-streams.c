@@ -48,9 +48,12 @@ int mesh_stream_config(MeshStreamId id, const char *host, uint64_t retention_use
                 c.cfg.Retention = js_LimitsPolicy;
                 c.cfg.MaxMsgsPerSubject = 1;
                 c.cfg.MaxMsgs = 4 * MESH_STATE_KEEP;
+                c.cfg.MaxMsgSize = MESH_STATE_MSG_MAX;
+                c.cfg.MaxBytes = (int64_t) c.cfg.MaxMsgs * MESH_STATE_MSG_MAX;
                 c.cfg.Discard = js_DiscardOld;
         } else {
                 c.cfg.Retention = js_WorkQueuePolicy;
+                c.cfg.MaxMsgSize = MESH_STREAM_MSG_MAX;
                 c.cfg.Duplicates = MESH_DUPLICATE_WINDOW_NS;
                 c.check_duplicates = true;
         }
@@ -77,6 +80,8 @@ static void shape_of(const jsStreamConfig *c, int64_t duplicates_ns, MeshStreamS
                 /* Unlimited is -1 from the server and may be 0 in a configuration. */
                 .max_msgs = c->MaxMsgs > 0 ? c->MaxMsgs : -1,
                 .max_msgs_per_subject = c->MaxMsgsPerSubject > 0 ? c->MaxMsgsPerSubject : -1,
+                .max_bytes = c->MaxBytes > 0 ? c->MaxBytes : -1,
+                .max_msg_size = c->MaxMsgSize > 0 ? c->MaxMsgSize : -1,
                 .discard = (int) c->Discard,
         };
 }

@@ -13,7 +13,17 @@
 
 #include <nats/nats.h>
 
+#include "mesh-flood.h"
+#include "mesh-util.h"
+
 #define MESH_DUPLICATE_WINDOW_NS (10LL * 60 * 1000 * 1000 * 1000)
+/* The largest message each stream stores (JetStream counts the headers too: a message id is one):
+ * a task or result of MESH_PAYLOAD_MAX and its headers; a state event of MESH_EVENT_MAX, headers
+ * included (the largest legitimate one is about 400 bytes). con-state's MaxBytes is its MaxMsgs
+ * such events, so a hostile host fills it with 40 MB at most (docs/MULTIHOST.md, "Floods"). */
+#define MESH_STREAM_HEADERS_MAX 4096
+#define MESH_STREAM_MSG_MAX ((int32_t) (MESH_PAYLOAD_MAX + MESH_STREAM_HEADERS_MAX))
+#define MESH_STATE_MSG_MAX ((int32_t) MESH_EVENT_MAX)
 
 typedef enum MeshStreamId {
         MESH_STREAM_TASK,       /* con-task-<host>: con.task.<host>.*, work queue */

@@ -447,6 +447,7 @@ int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const
         bool rep = want->replicas >= 0 && have->replicas != want->replicas;
         bool dup = want->duplicates_ns >= 0 && have->duplicates_ns != want->duplicates_ns;
         bool lim = have->max_msgs != want->max_msgs || have->max_msgs_per_subject != want->max_msgs_per_subject ||
+                   have->max_bytes != want->max_bytes || have->max_msg_size != want->max_msg_size ||
                    have->discard != want->discard;
         if (!age && !rep && !dup && !lim)
                 return 0;

@@ -176,6 +176,7 @@ typedef struct MeshStreamShape {
         int storage;                    /* jsStorageType */
         int64_t max_age_ns, replicas, duplicates_ns;
         int64_t max_msgs, max_msgs_per_subject;  /* con-state's limits (0 and 0 elsewhere: unlimited) */
+        int64_t max_bytes, max_msg_size;        /* con-state's; every stream's largest message */
         int discard;                    /* jsDiscardPolicy */
 } MeshStreamShape;
 
@@ -183,8 +184,8 @@ typedef struct MeshStreamShape {
  * docs/MULTIHOST.md, "Who makes the streams"): a stream with sources, a mirror, a republish,
  * another subject list, another retention policy or another storage is not the mesh's: -EPERM,
  * *ret_text says what is wrong (what con mesh streams cannot change in place). 1 when only the
- * settings differ (mesh.retention's max age, mesh.replicas, the duplicate window, con-state's
- * limits): *ret_text says which (con mesh streams changes them). 0 when identical (*ret_text
+ * settings differ (mesh.retention's max age, mesh.replicas, the duplicate window, the limits:
+ * con-state's messages and bytes, every stream's largest message): *ret_text says which (con mesh streams changes them). 0 when identical (*ret_text
  * NULL). -ENOMEM. */
 int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
                             char **ret_text);

@@ -13,6 +13,8 @@
 # Then who makes the streams (docs/MULTIHOST.md, "Who makes the streams"): only the mesh's
 # administrator (con mesh streams, with the certificate con mesh init made); a host's certificate
 # may not make, change or remove any stream, with or without sources, nor con-state.
+# Last, con-state's byte limits (docs/MULTIHOST.md, "Floods"): the largest legitimate state event
+# stored, a larger one refused by the server; the limits removed are reported and put back.
 # shellcheck disable=SC2016 # the JetStream API's subjects begin with a literal $
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mesh-lib.sh"
@@ -74,11 +76,11 @@ check_fail_output "... nor con-state (no host is its first maker)" "$(denied CRE
 check_output "con mesh streams: the administrator makes every host's two streams and con-state" \
         '^con-task-host-a: made con-result-host-a: made con-task-host-b: made con-result-host-b: made con-task-host-c: made con-result-host-c: made con-state: made $' \
         bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
-check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source" \
-        '"config":\{"name":"con-task-host-b","subjects":\["con.task.host-b.\*"\],"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":604800000000000,"max_msgs_per_subject":-1,"max_msg_size":-1,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":600000000000' \
+check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source, messages up to 2 MiB and 4 kB of headers" \
+        '"config":\{"name":"con-task-host-b","subjects":\["con.task.host-b.\*"\],"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":604800000000000,"max_msgs_per_subject":-1,"max_msg_size":2101248,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":600000000000' \
         as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
-check_output "... con-state the last event per subject" \
-        '"config":\{"name":"con-state","subjects":\["con.state.\*.\*.\*"\],"retention":"limits","max_consumers":-1,"max_msgs":40000,.*"max_age":604800000000000,"max_msgs_per_subject":1,' \
+check_output "... con-state the last event per subject, events of 1 KiB at most, 40000 of them in bytes" \
+        '"config":\{"name":"con-state","subjects":\["con.state.\*.\*.\*"\],"retention":"limits","max_consumers":-1,"max_msgs":40000,"max_bytes":40960000,"max_age":604800000000000,"max_msgs_per_subject":1,"max_msg_size":1024,' \
         as inspector request '$JS.API.STREAM.INFO.con-state' ''
 check_output "con mesh streams again changes nothing (ok, exit 0)" '^(con-[a-z-]+: ok )+$' \
         bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
@@ -157,5 +159,31 @@ check_output "con mesh streams --replace makes it anew" 'con-result-host-c: repl
         streams --replace
 check "... without a mirror now" no_sources con-result-host-c
 check_output "... and --check finds every stream the mesh's" 'con-result-host-c: ok.*rc=0' streams --check
+
+
+section "con-state's byte limits (docs/MULTIHOST.md, \"Floods\")"
+# A state event larger than any legitimate one: refused by the server. The largest legitimate one
+# (every name at its longest, as test-mesh-flood builds it) fits, with a message id.
+state_count() {
+        as inspector request '$JS.API.STREAM.INFO.con-state' '' | grep -oE '"state":\{"messages":[0-9]+' | grep -oE '[0-9]+$'
+}
+n0=$(state_count)
+long_id=$(printf 'i%.0s' $(seq 128))
+longest_state="{\"v\":1,\"id\":\"$long_id\",\"host\":\"host-b\",\"agent\":\"$(printf 'a%.0s' $(seq 29))\",\"from\":\"$(printf 'u%.0s' $(seq 31))@$(printf 'h%.0s' $(seq 63))\",\"state\":\"submitted\"}"
+check_output "host-b's certificate stores the largest legitimate state event, with a message id" \
+        'stored in stream con-state' \
+        as host-b --msg-id "s.host-b.$long_id.submitted" publish con.state.host-b.host-b.big "$longest_state"
+check_fail_output "... but not one of 1 KiB and 1 byte: the server refuses it" 'message size exceeds maximum allowed' \
+        as host-b --pad 944 publish con.state.host-b.host-b.flood \
+        '{"v":1,"id":"x","host":"host-b","agent":"a","from":"u@host-b","state":"accepted"}'
+check_eq "... con-state holds one more event" "$((n0 + 1))" "$(state_count)"
+check_output "an administrator's update without the byte limits (a con-state of before)" '"max_msg_size":-1' \
+        as admin request '$JS.API.STREAM.UPDATE.con-state' \
+        '{"name":"con-state","subjects":["con.state.*.*.*"],"retention":"limits","max_msgs":40000,"max_age":604800000000000,"max_msgs_per_subject":1,"discard":"old","storage":"file"}'
+check_output "... con mesh streams --check reports it (exit 1)" 'con-state: stream con-state has .* and other limits.*rc=1' \
+        streams --check
+check_output "... con mesh streams changes it back" 'con-state: changed.*rc=0' streams
+check_output "... with its limits" '"max_bytes":40960000,.*"max_msg_size":1024,' \
+        as inspector request '$JS.API.STREAM.INFO.con-state' ''
 
 finish

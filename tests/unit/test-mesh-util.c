@@ -515,6 +515,22 @@ static void test_stream_shape(void) {
         g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want, &text), ==, 1);
         g_assert_nonnull(strstr(text, "other limits"));
         free(text);
+        /* The byte limits (docs/MULTIHOST.md, "Floods"): none, or others, are settings too. */
+        MeshStreamShape want_state = want;
+        want_state.max_bytes = 40000 * 1024;
+        want_state.max_msg_size = 1024;
+        have = want_state;
+        g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want_state, &text), ==, 0);
+        g_assert_null(text);
+        have.max_bytes = -1;
+        g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want_state, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "other limits"));
+        free(text);
+        have = want_state;
+        have.max_msg_size = 1024 * 1024;
+        g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want_state, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "other limits"));
+        free(text);
         have = want;
         have.duplicates_ns = 60 * 1000000000LL;
         /* A negative wanted setting is not compared (con-state's duplicate window). */
