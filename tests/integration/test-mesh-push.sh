@@ -169,10 +169,13 @@ state_count() {
 }
 n0=$(state_count)
 long_id=$(printf 'i%.0s' $(seq 128))
-longest_state="{\"v\":1,\"id\":\"$long_id\",\"host\":\"host-b\",\"agent\":\"$(printf 'a%.0s' $(seq 29))\",\"from\":\"$(printf 'u%.0s' $(seq 31))@$(printf 'h%.0s' $(seq 63))\",\"state\":\"submitted\"}"
-check_output "host-b's certificate stores the largest legitimate state event, with a message id" \
+long_host=$(printf 'h%.0s' $(seq 63))
+long_from=$(printf 'u%.0s' $(seq 31))@$long_host
+longest_state="{\"v\":1,\"id\":\"$long_id\",\"host\":\"host-b\",\"agent\":\"$(printf 'a%.0s' $(seq 29))\",\"from\":\"$long_from\",\"state\":\"submitted\"}"
+check_output "host-b's certificate stores the largest legitimate state event, with its message id (as a gateway sends it)" \
         'stored in stream con-state' \
-        as host-b --msg-id "s.host-b.$long_id.submitted" publish con.state.host-b.host-b.big "$longest_state"
+        as host-b --msg-id "con.state.$long_host.host-b.$long_id.$long_from.submitted" \
+        publish "con.state.$long_host.host-b.$long_id" "$longest_state"
 check_fail_output "... but not one of 1 KiB and 1 byte: the server refuses it" 'message size exceeds maximum allowed' \
         as host-b --pad 944 publish con.state.host-b.host-b.flood \
         '{"v":1,"id":"x","host":"host-b","agent":"a","from":"u@host-b","state":"accepted"}'

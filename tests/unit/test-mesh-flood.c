@@ -105,6 +105,13 @@ static void test_largest_events(void) {
         g_test_message("largest state event %zu bytes, cancel %zu bytes", strlen(state), strlen(cancel));
         g_assert_cmpuint(strlen(state), <, MESH_EVENT_MAX / 2);
         g_assert_cmpuint(strlen(cancel), <, MESH_EVENT_MAX / 2);
+        /* A state event goes to con-state (MaxMsgSize MESH_EVENT_MAX, headers included) with its
+         * message id "<subject>.<from>.<state>" (publish_state) and the gateway's tries header. */
+        g_assert_cmpint(mesh_state_subject(host, host, id, &subject), ==, 0);
+        size_t headers = strlen("NATS/1.0\r\nNats-Msg-Id: \r\nCon-Tries: 4294967295\r\n\r\n") +
+                         strlen(subject) + 1 + strlen(from) + 1 + strlen("submitted");
+        g_test_message("... with its headers %zu bytes", strlen(state) + headers);
+        g_assert_cmpuint(strlen(state) + headers, <, MESH_EVENT_MAX - 128);
         /* ... and they are read back (the limit is not below them). */
         MeshState st2 = {};
         g_assert_cmpint(mesh_state_from_json(state, strlen(state), &st2), ==, 0);
