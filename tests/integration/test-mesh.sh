@@ -509,8 +509,10 @@ check_output "... and audits it" 'con-meshd mesh.cancel.forged .*task_id=forged-
 sleep 2
 check_output "carol's cancel changed nothing: the task is still working" \
         '^sysadmin@host-b +mesh-cancel-1 +working +alice$' as_user alice con tasks sysadmin@host-b
+# "canceling" while the result is on its way; "canceled" when it came back before con cancel asked
+# for the state (a few ms on this loopback: seen once under load).
 check_output "alice: con cancel ID (a task sent to another host)" \
-        '^Task mesh-cancel-1 on agent sysadmin@host-b: canceling' as_user alice con cancel mesh-cancel-1
+        '^Task mesh-cancel-1 on agent sysadmin@host-b: cancel(ing|ed)' as_user alice con cancel mesh-cancel-1
 check "... the cancel is in the task's record (on disk before con cancel answered: a restart sends it again)" \
         grep -q '"id":"mesh-cancel-1",.*"cancel":"alice@host-a"' /srv/con/mesh/sent/journal
 check "... it ends canceled: its result came back" wait_for 15 bash -c \
@@ -525,7 +527,7 @@ check_output "root of host-a may cancel alice's remote task" '^mesh-cancel-2$' \
         as_user alice con-send --no-wait --id mesh-cancel-2 --to sysadmin@host-b long-cancel-me
 check "... once it is accepted there" wait_for 15 bash -c \
         'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-cancel-2 +(accepted|working) +alice$"'
-check_output "... con cancel as root" '^Task mesh-cancel-2 on agent sysadmin@host-b: canceling' con cancel mesh-cancel-2
+check_output "... con cancel as root" '^Task mesh-cancel-2 on agent sysadmin@host-b: cancel(ing|ed)' con cancel mesh-cancel-2
 check "... it ends canceled" wait_for 15 bash -c \
         "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-2 | grep -q '\"canceled\"'"
 
