@@ -1927,11 +1927,14 @@ static void flood_timer_arm(Mesh *m) {
                 log_error_errno(r, "Cannot arm the timer of the flood reports: %m");
 }
 
-/* Whether a line (and an audit record) about a hostile message from HOST (the publisher the
- * server's permissions pin; NULL: unknown) is due: FLOOD_BURST per host and interval, the rest
+/* Whether a line (and an audit record) about a hostile message of KIND (task, result, state,
+ * cancel) from HOST (the publisher the server's permissions pin; NULL: unknown) is due:
+ * FLOOD_BURST per host, kind and interval (a flood of one kind does not hide another), the rest
  * counted and reported once the interval ends (report_floods). */
-static bool flood_allow(Mesh *m, const char *host) {
-        int r = mesh_flood_note(&m->flood, host ?: "?", con_now(CLOCK_MONOTONIC));
+static bool flood_allow(Mesh *m, const char *host, const char *kind) {
+        char key[CON_MESH_HOST_MAX + 16];
+        (void) snprintf(key, sizeof(key), "%s %s", host ?: "?", kind);  /* a host name has no space */
+        int r = mesh_flood_note(&m->flood, key, con_now(CLOCK_MONOTONIC));
         if (r == 0)
                 flood_timer_arm(m);
         return r != 0;  /* out of memory: recorded */
@@ -1939,16 +1942,23 @@ static bool flood_allow(Mesh *m, const char *host) {
 
 static void report_floods(Mesh *m) {
         uint64_t now = con_now(CLOCK_MONOTONIC), n;
-        const char *host;
+        const char *key;
 
-        while (mesh_flood_due(&m->flood, now, &host, &n) > 0) {
-                log_warning("Host %s sent %" PRIu64 " more forged, refused or malformed messages (or cancels of "
-                            "tasks not here) in %llu s: dropped, not logged or audited one by one", host, n,
+        while (mesh_flood_due(&m->flood, now, &key, &n) > 0) {
+                const char *space = strchr(key, ' ');
+                _cleanup_free_ char *host = space ? strndup(key, (size_t) (space - key)) : strdup(key);
+                const char *kind = space ? space + 1 : "?";
+                if (!host) {
+                        log_error("Cannot report the messages of %s: out of memory", key);
+                        continue;
+                }
+                log_warning("Host %s sent %" PRIu64 " more forged, refused or malformed %s messages (cancels: or "
+                            "of tasks not here) in %llu s: dropped, not logged or audited one by one", host, n, kind,
                             (unsigned long long) (FLOOD_INTERVAL_USEC / USEC_PER_SEC));
                 if (!m->audit)
                         continue;
                 _cleanup_cjson_ cJSON *f = cJSON_CreateObject();
-                if (!f || !cJSON_AddStringToObject(f, "sent_by", host) ||
+                if (!f || !cJSON_AddStringToObject(f, "sent_by", host) || !cJSON_AddStringToObject(f, "kind", kind) ||
                     !cJSON_AddNumberToObject(f, "count", (double) n)) {
                         log_error("Cannot audit the messages of host %s: out of memory", host);
                         continue;
@@ -2016,7 +2026,7 @@ static int handle_task(Mesh *m, natsMsg *msg) {
         if (r == -ENOMEM)
                 return r;
         if (r < 0) {
-                if (flood_allow(m, sender_host))
+                if (flood_allow(m, sender_host, "task"))
                         log_warning("Dropping a malformed task message on %s (%d bytes)", natsMsg_GetSubject(msg),
                                     natsMsg_GetDataLength(msg));
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_TASK, msg);
@@ -2024,7 +2034,7 @@ static int handle_task(Mesh *m, natsMsg *msg) {
         /* The origin host is the subject's, which the NATS server let only that host publish on;
          * a payload naming another origin is a forgery by the host that sent it. */
         if (!streq(t.origin, sender_host)) {
-                if (flood_allow(m, sender_host)) {
+                if (flood_allow(m, sender_host, "task")) {
                         log_warning("Dropping task %s: it claims to come from %s but host %s sent it (subject %s)",
                                     t.id, t.from, sender_host, natsMsg_GetSubject(msg));
                         audit_forgery(m, "mesh.task.forged", t.id, t.agent, t.from, sender_host);
@@ -2112,7 +2122,7 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         if (r == -ENOMEM)
                 return r;
         if (r >= 0 && !streq(res.host, sender_host)) {
-                if (flood_allow(m, sender_host)) {
+                if (flood_allow(m, sender_host, "result")) {
                         log_warning("Dropping the result of task %s: it claims to come from host %s but host %s "
                                     "sent it (subject %s)", res.id, res.host, sender_host, natsMsg_GetSubject(msg));
                         audit_forgery(m, "mesh.result.forged", res.id, res.agent, res.from, sender_host);
@@ -2122,14 +2132,14 @@ static int handle_result(Mesh *m, natsMsg *msg) {
         }
         const char *at = r >= 0 ? strrchr(res.from, '@') : NULL;
         if (r < 0 || !streq(at + 1, m->config->mesh.host)) {
-                if (flood_allow(m, sender_host))
+                if (flood_allow(m, sender_host, "result"))
                         log_warning("Dropping a malformed result message on %s", natsMsg_GetSubject(msg));
                 mesh_result_done(&res);
                 return queue_msg_job(m, JOB_TERM, MESH_KIND_RESULT, msg);
         }
         Outgoing *o = find_out(m, res.id);
         if (o && !outgoing_is(m, o, res.host, res.agent, res.from)) {
-                if (flood_allow(m, sender_host))
+                if (flood_allow(m, sender_host, "result"))
                         log_warning("Dropping result of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
                                     res.id, res.from, res.agent, res.host, o->agent, o->host, o->sender,
                                     m->config->mesh.host);
@@ -2259,18 +2269,18 @@ static void handle_state(Mesh *m, const Job *j) {
         if (r < 0) {
                 _cleanup_free_ char *origin = NULL, *from = NULL, *id = NULL;
                 (void) mesh_state_subject_parse(j->subject, &origin, &from, &id);
-                if (r != -ENOMEM && flood_allow(m, from))
+                if (r != -ENOMEM && flood_allow(m, from, "state"))
                         log_warning("Dropping a malformed state event on %s (%zu bytes)", j->subject, j->len);
                 return;
         }
         r = mesh_state_check(j->subject, &st, &publisher, &why);
         if (r == -EPERM) {
-                if (flood_allow(m, publisher)) {
+                if (flood_allow(m, publisher, "state")) {
                         log_warning("Dropping a state event of task %s (%s to %s@%s, %s): %s; it came on %s", st.id,
                                     st.from, st.agent, st.host, st.state, why, j->subject);
                         audit_forgery(m, "mesh.state.forged", st.id, st.agent, st.from, publisher);
                 }
-        } else if (r < 0 && flood_allow(m, publisher))
+        } else if (r < 0 && flood_allow(m, publisher, "state"))
                 log_warning("Dropping a state event of task %s on %s: %s", st.id, j->subject,
                             r == -ENOMEM ? "out of memory" : "not a state event's subject");
         if (r < 0) {
@@ -2283,7 +2293,7 @@ static void handle_state(Mesh *m, const Job *j) {
         const char *at = strrchr(st.from, '@');
         Outgoing *o = streq(at + 1, m->config->mesh.host) ? find_out(m, st.id) : NULL;
         bool its = o && outgoing_is(m, o, st.host, st.agent, st.from);
-        if (o && !its && flood_allow(m, publisher))
+        if (o && !its && flood_allow(m, publisher, "state"))
                 log_warning("Ignoring a state event of task %s for %s from %s@%s: the task went to %s@%s from %s@%s",
                             st.id, st.from, st.agent, st.host, o->agent, o->host, o->sender, m->config->mesh.host);
         /* Only the two middle states: the end comes with the result (its text). */
@@ -2470,12 +2480,12 @@ static void handle_cancel(Mesh *m, Job *j) {
         const char *publisher = mesh_cancel_subject_host(j->subject, m->config->mesh.host);
         int r = mesh_cancel_from_json(j->data, j->len, &c);
         if (r < 0) {
-                if (r != -ENOMEM && flood_allow(m, publisher))
+                if (r != -ENOMEM && flood_allow(m, publisher, "cancel"))
                         log_warning("Dropping a malformed cancel (%zu bytes) on %s", j->len, j->subject);
                 return;
         }
         if (!publisher || !streq(publisher, strrchr(c.from, '@') + 1)) {
-                if (flood_allow(m, publisher)) {
+                if (flood_allow(m, publisher, "cancel")) {
                         log_warning("Dropping the cancel of task %s: it claims to come from %s but host %s sent it "
                                     "(subject %s)", c.id, c.by, publisher ?: "?", j->subject);
                         audit_cancel(m, "mesh.cancel.forged", &c, publisher ?: "?");
@@ -2483,7 +2493,7 @@ static void handle_cancel(Mesh *m, Job *j) {
                 return;
         }
         if (!mesh_cancel_allowed(c.from, c.by)) {
-                if (flood_allow(m, publisher)) {
+                if (flood_allow(m, publisher, "cancel")) {
                         log_warning("Refusing the cancel of task %s by %s: only its sender %s or root@%s may cancel it",
                                     c.id, c.by, c.from, publisher);
                         audit_cancel(m, "mesh.cancel.refused", &c, publisher);
@@ -2494,7 +2504,7 @@ static void handle_cancel(Mesh *m, Job *j) {
         if (!d || !streq(d->agent, c.agent)) {
                 /* Not here yet (waiting in JetStream, or its Deliver in flight: the sender sends the
                  * cancel again), or ended (its result is on the way). */
-                if (flood_allow(m, publisher))
+                if (flood_allow(m, publisher, "cancel"))
                         log_info("Cancel of task %s from %s by %s: agent %s holds no such task now (not delivered "
                                  "yet, or ended)", c.id, c.from, c.by, c.agent);
                 return;

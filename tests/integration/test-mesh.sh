@@ -674,7 +674,7 @@ flood_accounted() {
         local queued audited counted
         queued=$(flood_sum '[0-9]+ cancels \(256 were waiting')
         audited=$(($(forged_cancels) - audits0))
-        counted=$(grep '"event":"mesh.flood".*"sent_by":"host-b"' /srv/con/logs/audit/audit.jsonl |
+        counted=$(grep '"event":"mesh.flood".*"sent_by":"host-b","kind":"cancel"' /srv/con/logs/audit/audit.jsonl |
                 grep -oE '"count":[0-9]+' | awk -F: '{ n += $2 } END { print n + 0 }')
         echo "dropped $queued, audited $audited, counted $counted"
         [ $((queued + audited + counted)) = 50000 ]
@@ -684,7 +684,7 @@ check "host-b's forged cancels: each dropped (a full queue), audited or counted 
 echo "# $(flood_accounted)"
 check_output "... the large cancels, all 200 dropped unread" '^200$' flood_sum '[0-9]+ cancels and'
 check_output "... the large state event dropped unread" '^1$' flood_sum '[0-9]+ state events larger than 1024 bytes'
-check "... the mesh.flood record's log line" grep -q 'Host host-b sent [0-9]* more forged, refused or malformed' \
+check "... the mesh.flood record's log line" grep -q 'Host host-b sent [0-9]* more forged, refused or malformed cancel' \
         /srv/con/logs/daemons/con-meshd.log
 
 section "host-a's gateway down: a to: file waits in the inbox, the inbox's other files do not"
