@@ -376,7 +376,10 @@ int agent_llm_response_parse(const char *json, ConLlmResponse **ret, char **ret_
         if (cJSON_IsObject(usage)) {
                 const cJSON *in = cJSON_GetObjectItemCaseSensitive(usage, "input_tokens");
                 const cJSON *out = cJSON_GetObjectItemCaseSensitive(usage, "output_tokens");
-                if (cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0) {
+                /* Below 2^64: a model's figure out of uint64_t's range (or 1e999, infinity) would make
+                 * the conversion undefined. */
+                if (cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0 &&
+                    in->valuedouble < 0x1p64 && out->valuedouble < 0x1p64) {
                         resp->has_usage = true;
                         resp->input_tokens = (uint64_t) in->valuedouble;
                         resp->output_tokens = (uint64_t) out->valuedouble;

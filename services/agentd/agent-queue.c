@@ -645,9 +645,11 @@ static const char *jstr(const cJSON *j, const char *k) {
         return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* A non-negative number below 2^64 (a journal line is hostile input: converting a NaN or a value
+ * out of uint64_t's range is undefined). */
 static bool jnum(const cJSON *j, const char *k, uint64_t *ret) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0)
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 0x1p64))
                 return false;
         *ret = (uint64_t) v->valuedouble;
         return true;

@@ -252,7 +252,8 @@ static void restore_usage(Models *m, const char *dir) {
                 else if (today_agent && cJSON_IsString(task) && streq(event->valuestring, "model.task_ended"))
                         (void) model_ledger_unregister(m->ledger, agent->valuestring, task->valuestring);
                 else if (today_agent && streq(event->valuestring, "model.call") &&
-                    cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0) {
+                    cJSON_IsNumber(in) && cJSON_IsNumber(out) && in->valuedouble >= 0 && out->valuedouble >= 0 &&
+                    in->valuedouble < 0x1p64 && out->valuedouble < 0x1p64) {
                         ConModelBudget b;
                         con_config_model_budget(m->config, agent->valuestring, &b);
                         (void) model_ledger_add(m->ledger, today(), agent->valuestring,

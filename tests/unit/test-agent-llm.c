@@ -239,6 +239,17 @@ static void test_neutral_json(void) {
         g_assert_true(r->has_usage);
         g_assert_cmpuint(r->output_tokens, ==, 4);
 
+        /* Usage figures out of uint64_t's range (1e999 is infinity) are no usage, not undefined
+         * conversions (UBSan fails this case on the code before). */
+        static const char *const huge[] = { "1e30", "1e999", "18446744073709551616" };
+        for (size_t i = 0; i < G_N_ELEMENTS(huge); i++) {
+                _cleanup_(con_llm_response_freep) ConLlmResponse *h = NULL;
+                _cleanup_free_ char *json = g_strdup_printf("{\"text\":\"t\",\"usage\":{\"input_tokens\":%s,"
+                                                            "\"output_tokens\":1}}", huge[i]);
+                g_assert_cmpint(agent_llm_response_parse(json, &h, &err), ==, 0);
+                g_assert_false(h->has_usage);
+        }
+
         ConLlmResponse *bad = NULL;
         g_assert_cmpint(agent_llm_response_parse("[]", &bad, &err), ==, -EBADMSG);
         free(err);
