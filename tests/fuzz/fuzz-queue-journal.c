@@ -40,12 +40,8 @@ typedef struct Finished {
 
 static int queue_dir(void) {
         static int dfd = -1;
-        if (dfd < 0) {
-                dfd = openat(fuzz_dir_dfd(), "agent", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd < 0 && (mkdirat(fuzz_dir_dfd(), "agent", 0700) < 0 ||
-                                (dfd = openat(fuzz_dir_dfd(), "agent", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0))
-                        abort();
-        }
+        if (dfd < 0)
+                dfd = fuzz_subdir_dfd("agent");
         return dfd;
 }
 

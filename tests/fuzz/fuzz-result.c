@@ -152,12 +152,8 @@ static void check_result(AgentQueue *q, AgentTask *t, size_t max, uint64_t want_
  * restarted service finds them), instead of a new folder made and removed per input. */
 static int queue_dir(void) {
         static int dfd = -1;
-        if (dfd < 0) {
-                dfd = openat(fuzz_dir_dfd(), "agent", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd < 0 && (mkdirat(fuzz_dir_dfd(), "agent", 0700) < 0 ||
-                                (dfd = openat(fuzz_dir_dfd(), "agent", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0))
-                        abort();
-        }
+        if (dfd < 0)
+                dfd = fuzz_subdir_dfd("agent");
         return dfd;
 }
 

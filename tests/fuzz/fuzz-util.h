@@ -82,6 +82,16 @@ static inline int fuzz_dir_dfd(void) {
         return fuzz_dir_fd;
 }
 
+/* The folder NAME in the scratch directory, made on first use and kept open: one per process (a
+ * target empties it with fuzz_tree_clear() between inputs rather than making a new one). */
+static inline int fuzz_subdir_dfd(const char *name) {
+        int dfd = openat(fuzz_dir_dfd(), name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 && (mkdirat(fuzz_dir_dfd(), name, 0700) < 0 ||
+                        (dfd = openat(fuzz_dir_dfd(), name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0))
+                abort();
+        return dfd;
+}
+
 static inline void fuzz_write_all(int fd, const void *data, size_t len) {
         for (size_t done = 0; done < len;) {
                 ssize_t k = write(fd, (const char *) data + done, len - done);
