@@ -34,6 +34,23 @@
                 _fd_;                           \
         })
 
+/* Room for one more element in ARRAY, which holds N of ALLOC allocated: when full, ALLOC doubles
+ * (from 64). 0, or -ENOMEM with ARRAY and ALLOC as they were. */
+#define GROW_ONE(array, n, alloc)                                                               \
+        ({                                                                                      \
+                int _grow_r_ = 0;                                                               \
+                if ((n) >= (alloc)) {                                                           \
+                        size_t _grow_n_ = (alloc) ? (alloc) * 2 : 64;                           \
+                        typeof(array) _grow_a_ = reallocarray((array), _grow_n_, sizeof(*(array))); \
+                        if (_grow_a_) {                                                         \
+                                (array) = _grow_a_;                                             \
+                                (alloc) = _grow_n_;                                             \
+                        } else                                                                  \
+                                _grow_r_ = -ENOMEM;                                             \
+                }                                                                               \
+                _grow_r_;                                                                       \
+        })
+
 static inline void freep(void *p) {
         free(*(void **) p);
 }

@@ -338,14 +338,9 @@ int con_spool_prune(int dfd, const char *suffix, size_t keep, uint64_t older_tha
                         continue;
                 if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
                         continue;
-                if (n == alloc) {
-                        Aged *a = reallocarray(files, alloc ? alloc * 2 : 64, sizeof(Aged));
-                        if (!a) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        files = a;
-                        alloc = alloc ? alloc * 2 : 64;
+                if (GROW_ONE(files, n, alloc) < 0) {
+                        r = -ENOMEM;
+                        break;
                 }
                 files[n].name = strdup(de->d_name);
                 if (!files[n].name) {

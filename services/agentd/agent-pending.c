@@ -12,14 +12,8 @@
 /* ---- pending replies and signals ---- */
 
 int agent_pending_add(AgentContext *c, AgentPendingKind kind, sd_bus_message *call, AgentTask *t) {
-        if (c->n_pending == c->n_pending_alloc) {
-                size_t n = c->n_pending_alloc ? c->n_pending_alloc * 2 : 64;
-                AgentPending *p = reallocarray(c->pending, n, sizeof(AgentPending));
-                if (!p)
-                        return -ENOMEM;
-                c->pending = p;
-                c->n_pending_alloc = n;
-        }
+        if (GROW_ONE(c->pending, c->n_pending, c->n_pending_alloc) < 0)
+                return -ENOMEM;
         c->pending[c->n_pending++] = (AgentPending) {
                 .kind = kind,
                 .call = call ? sd_bus_message_ref(call) : NULL,

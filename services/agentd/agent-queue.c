@@ -233,14 +233,8 @@ static void heap_swap(AgentQueue *q, size_t i, size_t j) {
 }
 
 static int heap_push(AgentQueue *q, AgentTask *t) {
-        if (q->n_heap == q->n_heap_alloc) {
-                size_t n = q->n_heap_alloc ? q->n_heap_alloc * 2 : 64;
-                AgentTask **h = reallocarray(q->heap, n, sizeof(AgentTask *));
-                if (!h)
-                        return -ENOMEM;
-                q->heap = h;
-                q->n_heap_alloc = n;
-        }
+        if (GROW_ONE(q->heap, q->n_heap, q->n_heap_alloc) < 0)
+                return -ENOMEM;
         size_t i = q->n_heap++;
         q->heap[i] = t;
         while (i > 0 && heap_before(q->heap[i], q->heap[(i - 1) / 2])) {
@@ -396,14 +390,8 @@ static cJSON *record_known(const AgentTask *t) {
 /* ---- state changes (shared by the API and replay) ---- */
 
 static int task_insert(AgentQueue *q, AgentTask *t) {
-        if (q->n_tasks == q->n_tasks_alloc) {
-                size_t n = q->n_tasks_alloc ? q->n_tasks_alloc * 2 : 64;
-                AgentTask **a = reallocarray(q->tasks, n, sizeof(AgentTask *));
-                if (!a)
-                        return -ENOMEM;
-                q->tasks = a;
-                q->n_tasks_alloc = n;
-        }
+        if (GROW_ONE(q->tasks, q->n_tasks, q->n_tasks_alloc) < 0)
+                return -ENOMEM;
         void *p = tsearch(t, &q->index, task_cmp);
         if (!p)
                 return -ENOMEM;
@@ -1404,14 +1392,8 @@ static void remove_forgotten_files(AgentQueue *q) {
  * back, nor drop a task accepted with the same id after it (replay keeps the records after the
  * last "forget" of an id). */
 static int forget_task(AgentQueue *q, const char *id) {
-        if (q->n_forget_ids == q->forget_ids_alloc) {
-                size_t n = q->forget_ids_alloc ? q->forget_ids_alloc * 2 : 64;
-                char **a = reallocarray(q->forget_ids, n, sizeof(char *));
-                if (!a)
-                        return -ENOMEM;
-                q->forget_ids = a;
-                q->forget_ids_alloc = n;
-        }
+        if (GROW_ONE(q->forget_ids, q->n_forget_ids, q->forget_ids_alloc) < 0)
+                return -ENOMEM;
         _cleanup_free_ char *copy = strdup(id);
         if (!copy)
                 return -ENOMEM;
@@ -1451,14 +1433,8 @@ static int prune_consider(AgentQueue *q, const char *name, uint64_t older_than_u
                 int r = forget_task(q, id);
                 return r < 0 ? r : 1;
         }
-        if (q->n_prune_kept == q->prune_kept_alloc) {
-                size_t n = q->prune_kept_alloc ? q->prune_kept_alloc * 2 : 64;
-                PruneEntry *a = reallocarray(q->prune_kept, n, sizeof(PruneEntry));
-                if (!a)
-                        return -ENOMEM;
-                q->prune_kept = a;
-                q->prune_kept_alloc = n;
-        }
+        if (GROW_ONE(q->prune_kept, q->n_prune_kept, q->prune_kept_alloc) < 0)
+                return -ENOMEM;
         char *copy = strdup(id);
         if (!copy)
                 return -ENOMEM;

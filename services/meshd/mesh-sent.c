@@ -347,15 +347,10 @@ int mesh_sent_load(int dir_fd, const char *me, MeshSent **ret, size_t *ret_n, un
                         r = 0;
                         continue;
                 }
-                if (n == alloc) {
-                        MeshSent *a = reallocarray(all, alloc ? alloc * 2 : 64, sizeof(*a));
-                        if (!a) {
-                                mesh_sent_done(&s);
-                                r = -ENOMEM;
-                                break;
-                        }
-                        all = a;
-                        alloc = alloc ? alloc * 2 : 64;
+                if (GROW_ONE(all, n, alloc) < 0) {
+                        mesh_sent_done(&s);
+                        r = -ENOMEM;
+                        break;
                 }
                 all[n++] = s;
         }
