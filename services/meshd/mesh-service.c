@@ -2198,6 +2198,17 @@ static size_t state_retry_count(Mesh *m) {
 
 /* Every STATE_RETRY_USEC while some wait: those due go to the worker, unless con-state has their
  * state or a later one by now. */
+/* A one-shot timer USEC from now, made on first use; one already pending keeps its time (a retry
+ * is not pushed back by each new entry). */
+static int arm_retry_timer(Mesh *m, sd_event_source **t, uint64_t usec, sd_event_time_handler_t handler) {
+        if (!*t)
+                return sd_event_add_time_relative(m->event, t, CLOCK_MONOTONIC, usec, 0, handler, m);
+        if (sd_event_source_get_enabled(*t, NULL) != 0)
+                return 0;
+        int r = sd_event_source_set_time_relative(*t, usec);
+        return r < 0 ? r : sd_event_source_set_enabled(*t, SD_EVENT_ONESHOT);
+}
+
 static int on_state_retry_timer(sd_event_source *s, uint64_t usec _unused_, void *userdata) {
         Mesh *m = userdata;
         uint64_t now = con_now(CLOCK_MONOTONIC);
@@ -2243,15 +2254,7 @@ static bool state_publish_failed(Mesh *m, Job *j) {
         log_debug("State event on %s not acknowledged (%s): sent again", j->subject,
                   j->error == -ENOTCONN ? "not connected" : strempty(j->error_text));
         push(&m->state_retry, &m->state_retry_tail, j);
-        int r = 0;
-        if (!m->state_retry_timer)
-                r = sd_event_add_time_relative(m->event, &m->state_retry_timer, CLOCK_MONOTONIC, STATE_RETRY_USEC, 0,
-                                               on_state_retry_timer, m);
-        else if (sd_event_source_get_enabled(m->state_retry_timer, NULL) == 0) {
-                r = sd_event_source_set_time_relative(m->state_retry_timer, STATE_RETRY_USEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->state_retry_timer, SD_EVENT_ONESHOT);
-        }
+        int r = arm_retry_timer(m, &m->state_retry_timer, STATE_RETRY_USEC, on_state_retry_timer);
         if (r < 0)
                 log_warning_errno(r, "Cannot arm the state events' retry timer: %m");
         return true;
@@ -2370,7 +2373,6 @@ static int on_cancel_timer(sd_event_source *s _unused_, uint64_t usec _unused_, 
  * retry timer) and again every CANCEL_RETRY_USEC. */
 static void cancel_pending_add(Mesh *m, const Outgoing *o, const char *by, bool publish_now) {
         _cleanup_(pending_cancel_done) PendingCancel p = {};
-        int r = 0;
 
         if (asprintf(&p.cancel.from, "%s@%s", o->sender, m->config->mesh.host) < 0 || !(p.cancel.by = strdup(by)) ||
             !(p.cancel.id = strdup(o->id)) || !(p.cancel.agent = strdup(o->agent)) || !(p.host = strdup(o->host))) {
@@ -2392,14 +2394,7 @@ static void cancel_pending_add(Mesh *m, const Outgoing *o, const char *by, bool 
                 n[m->n_cancels++] = p;
                 p = (PendingCancel) {};
         }
-        if (!m->cancel_timer)
-                r = sd_event_add_time_relative(m->event, &m->cancel_timer, CLOCK_MONOTONIC, CANCEL_RETRY_USEC, 0,
-                                               on_cancel_timer, m);
-        else if (sd_event_source_get_enabled(m->cancel_timer, NULL) == 0) {
-                r = sd_event_source_set_time_relative(m->cancel_timer, CANCEL_RETRY_USEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->cancel_timer, SD_EVENT_ONESHOT);
-        }
+        int r = arm_retry_timer(m, &m->cancel_timer, CANCEL_RETRY_USEC, on_cancel_timer);
         if (r < 0)
                 log_warning_errno(r, "Cannot arm the cancel retry timer (the cancel is sent once): %m");
 }
