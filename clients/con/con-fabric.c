@@ -234,12 +234,21 @@ static char *agent_names(const ConAgent *const *v, size_t n) {
         return s;
 }
 
-/* --agent names a configured agent: a usage error otherwise. */
-static int check_agent_option(const Common *c, const ConConfig *config, const char *verb) {
-        if (c->agent && !con_config_find_agent(config, c->agent)) {
-                con_fail(CON_EXIT_USAGE, "%s: --agent: %s names no agent '%s' (see 'con agents')", verb, c->config,
-                         c->agent);
-                return -ENOENT;
+/* Where task ID is, for VERB, which acts on one task: the --agent option checked (a usage error
+ * when it names no agent), task_where() asked, and several agents that let the caller read an ID
+ * refused (the caller names one). 0, or the exit status of what was printed. */
+static int task_where_one(const Common *c, sd_bus *bus, const ConConfig *config, const char *verb, const char *id,
+                          TaskWhere *ret) {
+        if (c->agent && !con_config_find_agent(config, c->agent))
+                return con_fail(CON_EXIT_USAGE, "%s: --agent: %s names no agent '%s' (see 'con agents')", verb,
+                                c->config, c->agent);
+        int r = task_where(bus, config, c->agent, id, ret);
+        if (r < 0)
+                return con_fail(CON_EXIT_FAILURE, "%s: %s", verb, strerror(-r));
+        if (ret->n_known > 1) {
+                _cleanup_free_ char *names = agent_names(ret->known, ret->n_known);
+                return con_fail(CON_EXIT_FAILURE, "%s: agents %s each know a task '%s': name one with --agent NAME",
+                                verb, names ?: "(several)", id);
         }
         return 0;
 }
@@ -1301,18 +1310,10 @@ int verb_task(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        if (check_agent_option(&c, config, "task") < 0)
-                return CON_EXIT_USAGE;
-
         _cleanup_(task_where_done) TaskWhere w = {};
-        r = task_where(bus, config, c.agent, id, &w);
-        if (r < 0)
-                return con_fail(CON_EXIT_FAILURE, "task: %s", strerror(-r));
-        if (w.n_known > 1) {
-                _cleanup_free_ char *names = agent_names(w.known, w.n_known);
-                return con_fail(CON_EXIT_FAILURE, "task: agents %s each know a task '%s': name one with --agent NAME",
-                                names ?: "(several)", id);
-        }
+        r = task_where_one(&c, bus, config, "task", id, &w);
+        if (r != 0)
+                return r;
         if (w.n_denied > 0)
                 denied_by = w.denied[0]->name;
         if (w.n_known == 1) {
@@ -1467,19 +1468,10 @@ int verb_cancel(int argc, char *argv[]) {
         if (open_bus(&bus) < 0)
                 return CON_EXIT_FAILURE;
 
-        if (check_agent_option(&c, config, "cancel") < 0)
-                return CON_EXIT_USAGE;
-
         _cleanup_(task_where_done) TaskWhere w = {};
-        r = task_where(bus, config, c.agent, id, &w);
-        if (r < 0)
-                return con_fail(CON_EXIT_FAILURE, "cancel: %s", strerror(-r));
-        if (w.n_known > 1) {
-                _cleanup_free_ char *names = agent_names(w.known, w.n_known);
-                return con_fail(CON_EXIT_FAILURE,
-                                "cancel: agents %s each know a task '%s': name one with --agent NAME",
-                                names ?: "(several)", id);
-        }
+        r = task_where_one(&c, bus, config, "cancel", id, &w);
+        if (r != 0)
+                return r;
         if (w.n_known == 1)
                 return cancel_on_agent(bus, w.known[0], id, false);
         /* A task the caller may not read: another user's. The policy's cancel grant may still
