@@ -60,6 +60,77 @@ static void entry_done(MeshStateEntry *e) {
         free(e->state);
 }
 
+/* The host mesh_state_check believed for ST: the origin says submitted, the host running it the rest. */
+static const char *event_publisher(const MeshState *st) {
+        if (streq(st->state, "submitted")) {
+                const char *at = strrchr(st->from, '@');
+                return at ? at + 1 : st->from;
+        }
+        return st->host;
+}
+
+static MeshStateOwner *owner_find(const MeshStateTable *t, const char *host) {
+        for (size_t i = 0; i < t->n_owners; i++)
+                if (t->owners[i].host == host || streq(t->owners[i].host, host))
+                        return &t->owners[i];
+        return NULL;
+}
+
+size_t mesh_state_table_owned(const MeshStateTable *t, const char *host) {
+        const MeshStateOwner *o = owner_find(t, host);
+        return o ? o->n : 0;
+}
+
+/* One more row charged to HOST; *ret_host the owner's string, which the row borrows. */
+static int owner_charge(MeshStateTable *t, const char *host, const char **ret_host) {
+        MeshStateOwner *o = owner_find(t, host);
+        if (!o) {
+                char *h = strdup(host);
+                MeshStateOwner *a = h ? realloc(t->owners, sizeof(*a) * (t->n_owners + 1)) : NULL;
+                if (!a) {
+                        free(h);
+                        return -ENOMEM;
+                }
+                t->owners = a;
+                o = &a[t->n_owners++];
+                *o = (MeshStateOwner) { .host = h };
+        }
+        o->n++;
+        *ret_host = o->host;
+        return 0;
+}
+
+/* One row less charged to HOST (a row's owner string): the owner goes with its last row. */
+static void owner_discharge(MeshStateTable *t, const char *host) {
+        MeshStateOwner *o = owner_find(t, host);
+        if (!o || --o->n > 0)
+                return;
+        free(o->host);
+        *o = t->owners[--t->n_owners];
+}
+
+static void entry_remove(MeshStateTable *t, size_t i) {
+        owner_discharge(t, t->entries[i].owner);
+        entry_done(&t->entries[i]);
+        memmove(t->entries + i, t->entries + i + 1, sizeof(*t->entries) * (t->n - i - 1));
+        t->n--;
+}
+
+/* The oldest row of the host charged with the most (of those with as many, the oldest row). */
+static void evict_one(MeshStateTable *t) {
+        size_t most = 0;
+        for (size_t i = 0; i < t->n_owners; i++)
+                if (t->owners[i].n > most)
+                        most = t->owners[i].n;
+        for (size_t i = 0; i < t->n; i++) {
+                const MeshStateOwner *o = owner_find(t, t->entries[i].owner);
+                if (!o || o->n == most) {
+                        entry_remove(t, i);
+                        return;
+                }
+        }
+}
+
 const MeshStateEntry *mesh_state_table_find(const MeshStateTable *t, const char *id, const char *host,
                                             const char *agent, const char *from) {
         /* Newest first: the events of a running task are about a recent one. */
@@ -72,12 +143,22 @@ const MeshStateEntry *mesh_state_table_find(const MeshStateTable *t, const char 
 }
 
 int mesh_state_table_apply(MeshStateTable *t, const MeshState *st, uint64_t when_usec) {
-        int rank = mesh_state_rank(st->state);
-        if (rank < 0)
+        int r, rank = mesh_state_rank(st->state);
+        if (rank < 0 || !st->id || !st->host || !st->agent || !st->from)
                 return 0;
+        const char *publisher = event_publisher(st);
         MeshStateEntry *e = (MeshStateEntry *) mesh_state_table_find(t, st->id, st->host, st->agent, st->from);
         if (e) {
                 bool changed = false;
+                if (rank == 0 && !streq(e->owner, publisher)) {
+                        /* The origin's task: charged to the origin from now on. */
+                        const char *owner;
+                        r = owner_charge(t, publisher, &owner);
+                        if (r < 0)
+                                return r;
+                        owner_discharge(t, e->owner);
+                        e->owner = owner;
+                }
                 if (when_usec < e->since_usec) {
                         e->since_usec = when_usec;
                         changed = true;
@@ -94,11 +175,8 @@ int mesh_state_table_apply(MeshStateTable *t, const MeshState *st, uint64_t when
                 return changed;
         }
         size_t max = t->max ?: MESH_STATE_KEEP;
-        if (t->n >= max) {
-                entry_done(&t->entries[0]);
-                memmove(t->entries, t->entries + 1, sizeof(*t->entries) * (t->n - 1));
-                t->n--;
-        }
+        while (t->n >= max)
+                evict_one(t);
         MeshStateEntry n = { .id = strdup(st->id), .host = strdup(st->host), .agent = strdup(st->agent),
                              .from = strdup(st->from), .state = strdup(st->state), .since_usec = when_usec,
                              .updated_usec = when_usec };
@@ -109,6 +187,11 @@ int mesh_state_table_apply(MeshStateTable *t, const MeshState *st, uint64_t when
                 return -ENOMEM;
         }
         t->entries = a;
+        r = owner_charge(t, publisher, &n.owner);
+        if (r < 0) {
+                entry_done(&n);
+                return r;
+        }
         a[t->n++] = n;
         return 1;
 }
@@ -117,5 +200,8 @@ void mesh_state_table_done(MeshStateTable *t) {
         for (size_t i = 0; i < t->n; i++)
                 entry_done(&t->entries[i]);
         free(t->entries);
+        for (size_t i = 0; i < t->n_owners; i++)
+                free(t->owners[i].host);
+        free(t->owners);
         *t = (MeshStateTable) { .max = t->max };
 }

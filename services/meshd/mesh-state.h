@@ -25,21 +25,40 @@ int mesh_state_rank(const char *state);
 
 typedef struct MeshStateEntry {
         char *id, *host, *agent, *from, *state;   /* from is USER@ORIGIN */
+        const char *owner;              /* the host the row is charged to (mesh_state_table_apply): its
+                                         * MeshStateOwner's string */
         uint64_t since_usec;            /* the first event's time (CLOCK_REALTIME) */
         uint64_t updated_usec;          /* the time of the event that set the state */
 } MeshStateEntry;
 
+typedef struct MeshStateOwner {
+        char *host;
+        size_t n;                       /* its rows (at least 1: an owner without rows goes) */
+} MeshStateOwner;
+
 typedef struct MeshStateTable {
         MeshStateEntry *entries;        /* oldest first */
         size_t n, max;                  /* max 0: MESH_STATE_KEEP */
+        MeshStateOwner *owners;         /* the hosts rows are charged to, in no order */
+        size_t n_owners;
 } MeshStateTable;
 
 #define MESH_STATE_KEEP 10000
 
-/* Records ST (checked) seen at WHEN_USEC: a task is (id, host, agent, from); its state only moves
- * forward (an end is final), so events read again or out of order change nothing. When the table is
- * full the oldest task goes. 1 when something changed, 0 when not, -ENOMEM. */
+/* Records ST (checked by mesh_state_check) seen at WHEN_USEC: a task is (id, host, agent, from); its
+ * state only moves forward (an end is final), so events read again or out of order change nothing.
+ *
+ * Each row is charged to a host that published about it (the publisher mesh_state_check believed:
+ * the task's origin for submitted, the host that runs it otherwise): the publisher of its first
+ * event, and the origin once the origin said submitted (a task the origin sent is the origin's, even
+ * when the event of the host running it was read first). When the table is full, the oldest row of
+ * the host charged with the most rows goes (of those with as many, the one holding the oldest row):
+ * a host that floods the table with events about tasks it claims to run or send pushes out only its
+ * own rows, and never a row of a host holding fewer than MAX / (number of hosts). 1 when something
+ * changed, 0 when not, -ENOMEM. */
 int mesh_state_table_apply(MeshStateTable *t, const MeshState *st, uint64_t when_usec);
+/* The number of rows charged to HOST. */
+size_t mesh_state_table_owned(const MeshStateTable *t, const char *host);
 const MeshStateEntry *mesh_state_table_find(const MeshStateTable *t, const char *id, const char *host,
                                             const char *agent, const char *from);
 void mesh_state_table_done(MeshStateTable *t);

@@ -152,6 +152,13 @@ static void check_state_subject(const char *d, size_t n) {
                 const MeshStateEntry *e = mesh_state_table_find(&table, m.id, m.host, m.agent, m.from);
                 assert(r == -ENOMEM || (e && mesh_state_rank(e->state) >= mesh_state_rank(m.state)));
                 assert(table.n <= 4);
+                /* Every row is charged to one host, and the counts add up. */
+                size_t sum = 0;
+                for (size_t i = 0; i < table.n_owners; i++)
+                        sum += table.owners[i].n;
+                assert(sum == table.n);
+                for (size_t i = 0; i < table.n; i++)
+                        assert(mesh_state_table_owned(&table, table.entries[i].owner) > 0);
         }
         mesh_state_done(&m);
 }

@@ -436,6 +436,84 @@ static void test_state_table(void) {
         g_assert_cmpuint(t.max, ==, 3);
 }
 
+static void apply_state(MeshStateTable *t, const char *id, const char *host, const char *from, const char *state,
+                        uint64_t when) {
+        MeshState st = { .id = (char *) id, .host = (char *) host, .agent = (char *) "sysadmin",
+                         .from = (char *) from, .state = (char *) state };
+        g_assert_cmpint(mesh_state_table_apply(t, &st, when), ==, 1);
+}
+
+/* Fair per publishing host: a host flooding the full table pushes out only its own rows. */
+static void test_state_table_fair(void) {
+        MeshStateTable t = { .max = 10 };
+        char id[32];
+        /* host-a's tasks: 3 to host-b (submitted, said by host-a), 1 to host-c that host-c's event
+         * was read of first (charged to host-c until host-a's submitted). */
+        for (int i = 0; i < 3; i++) {
+                snprintf(id, sizeof(id), "a-%d", i);
+                apply_state(&t, id, "host-b", "alice@host-a", "submitted", 100 + i);
+        }
+        apply_state(&t, "a-c", "host-c", "alice@host-a", "working", 110);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-a"), ==, 3);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-c"), ==, 1);
+        MeshState st = { .id = (char *) "a-c", .host = (char *) "host-c", .agent = (char *) "sysadmin",
+                         .from = (char *) "alice@host-a", .state = (char *) "submitted" };
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 120), ==, 0);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-a"), ==, 4);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-c"), ==, 0);
+        g_assert_cmpuint(t.n_owners, ==, 1);
+        /* host-b says how host-a's tasks go: still host-a's rows. */
+        st = (MeshState) { .id = (char *) "a-0", .host = (char *) "host-b", .agent = (char *) "sysadmin",
+                           .from = (char *) "alice@host-a", .state = (char *) "working" };
+        g_assert_cmpint(mesh_state_table_apply(&t, &st, 130), ==, 1);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-a"), ==, 4);
+        /* host-c's one task to host-b. */
+        apply_state(&t, "c-0", "host-b", "carol@host-c", "submitted", 140);
+        /* host-b floods: 1000 tasks it claims to run for host-a's users and 1000 it claims to send. */
+        for (int i = 0; i < 2000; i++) {
+                snprintf(id, sizeof(id), "flood-%d", i);
+                if (i % 2)
+                        apply_state(&t, id, "host-b", "mallory@host-a", "working", 1000 + i);
+                else
+                        apply_state(&t, id, "host-c", "mallory@host-b", "submitted", 1000 + i);
+                g_assert_cmpuint(t.n, <=, 10);
+        }
+        g_assert_cmpuint(t.n, ==, 10);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-a"), ==, 4);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-c"), ==, 1);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-b"), ==, 5);
+        for (int i = 0; i < 3; i++) {
+                snprintf(id, sizeof(id), "a-%d", i);
+                g_assert_nonnull(mesh_state_table_find(&t, id, "host-b", "sysadmin", "alice@host-a"));
+        }
+        g_assert_nonnull(mesh_state_table_find(&t, "a-c", "host-c", "sysadmin", "alice@host-a"));
+        g_assert_nonnull(mesh_state_table_find(&t, "c-0", "host-b", "sysadmin", "carol@host-c"));
+        /* host-b's newest rows are the ones kept: its oldest went. */
+        g_assert_null(mesh_state_table_find(&t, "flood-0", "host-c", "sysadmin", "mallory@host-b"));
+        g_assert_nonnull(mesh_state_table_find(&t, "flood-1999", "host-b", "sysadmin", "mallory@host-a"));
+        /* host-a sends more: its first new row takes one of host-b's (the host with the most);
+         * then host-a holds the most, and its own oldest rows go. */
+        for (int i = 0; i < 6; i++) {
+                snprintf(id, sizeof(id), "a-more-%d", i);
+                apply_state(&t, id, "host-b", "alice@host-a", "submitted", 5000 + i);
+        }
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-c"), ==, 1);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-a"), ==, 5);
+        g_assert_cmpuint(mesh_state_table_owned(&t, "host-b"), ==, 4);
+        g_assert_null(mesh_state_table_find(&t, "a-0", "host-b", "sysadmin", "alice@host-a"));
+        g_assert_nonnull(mesh_state_table_find(&t, "a-more-5", "host-b", "sysadmin", "alice@host-a"));
+        /* Every row's owner is counted, and the counts add up. */
+        size_t sum = 0;
+        for (size_t i = 0; i < t.n_owners; i++)
+                sum += t.owners[i].n;
+        g_assert_cmpuint(sum, ==, t.n);
+        for (size_t i = 0; i < t.n; i++)
+                g_assert_cmpuint(mesh_state_table_owned(&t, t.entries[i].owner), >, 0);
+        mesh_state_table_done(&t);
+        g_assert_cmpuint(t.n_owners, ==, 0);
+        g_assert_null(t.owners);
+}
+
 /* The existing stream's shape: tampering refused, other settings only warned about. */
 static void test_stream_shape(void) {
         const char *filter[] = { "con.task.host-b.*" };
@@ -549,6 +627,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/mesh/cancel", test_cancel);
         g_test_add_func("/mesh/state-check", test_state_check);
         g_test_add_func("/mesh/state-table", test_state_table);
+        g_test_add_func("/mesh/state-table-fair", test_state_table_fair);
         g_test_add_func("/mesh/stream-shape", test_stream_shape);
         return con_test_run();
 }
