@@ -1066,7 +1066,17 @@ static int tool_send_task(const AgentToolContext *ctx, const AgentToolArgs *a, c
                 if (r < 0)
                         return tool_result(ret, true, "send_task: cannot watch for the result: %s", strerror(-r));
         }
-        if (remote)
+        if (remote && ctx->deadline_usec > 0) {
+                /* The receiving agent cannot see this session: hand it this task's deadline (the
+                 * session's own limit, which a local child inherits through the delegation record)
+                 * as the remote task's, on the realtime clock the mesh carries. */
+                uint64_t now = con_now(CLOCK_MONOTONIC);
+                if (now >= ctx->deadline_usec)
+                        return tool_result(ret, true, "send_task: the task's time is up");
+                r = sd_bus_call_method(ctx->bus, bus_name, path, interface, "Submit", &e, &reply, "ssa{sv}", a->agent,
+                                       a->text, 1, "deadline", "t",
+                                       con_now(CLOCK_REALTIME) + (ctx->deadline_usec - now));
+        } else if (remote)
                 r = sd_bus_call_method(ctx->bus, bus_name, path, interface, "Submit", &e, &reply, "ssa{sv}", a->agent,
                                        a->text, 0);
         else

@@ -187,7 +187,7 @@ toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
 cat >"$T/script.json" <<EOF
 { "rules": [
   { "path": "$P", "match": "delegate-to-host-b",
-    "body": $(toolcall call_m send_task '"{\"agent\":\"sysadmin@host-b\",\"text\":\"remote-disk-check\",\"wait\":true}"') },
+    "body": $(toolcall call_m send_task '"{\"agent\":\"sysadmin@host-b\",\"text\":\"remote-disk-check show-meta\",\"wait\":true}"') },
   { "path": "$P", "match": "sender=a-concierge@host-a agent=sysadmin text=remote-disk-check",
     "body": $(answer "RELAYED-FROM-HOST-B") },
   { "path": "$P", "body": $(answer "fallback answer") }
@@ -323,8 +323,16 @@ section "the tool loop's send_task to AGENT@HOST"
 check_output "host-a's concierge delegates to sysadmin@host-b (send_task) and relays its answer" \
         'RELAYED-FROM-HOST-B' timeout 120 con-send --timeout 110 --to concierge delegate-to-host-b
 check_output "the tool result was host-b's answer, sent as a-concierge@host-a" \
-        'sysadmin@host-b finished task .* \(completed\):.{1,2}sender=a-concierge@host-a agent=sysadmin text=remote-disk-check' \
+        'sysadmin@host-b finished task .* \(completed\):.{1,2}priority=5 deadline=[0-9T:.-]+Z sender=a-concierge@host-a agent=sysadmin text=remote-disk-check show-meta' \
         jq 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log"
+# The remote task inherits the session's deadline, as a local child does (docs/AGENT.md): the
+# concierge's session may last contracts.system.max_session_min (30 min by default).
+remote_deadline() {
+        jq -r 'select(.body.messages[-1].role == "tool") | .body.messages[-1].content' "$T/fake.log" |
+                sed -n 's/.*priority=5 deadline=\([^ ]*\) sender=a-concierge.*/\1/p' | head -n 1
+}
+check "... with the concierge's session deadline (after now, within its 30 min)" bash -c \
+        "d=\$(date -d '$(remote_deadline)' +%s) && now=\$(date +%s) && test \$d -gt \$now && test \$d -le \$((now + 1800))"
 
 section "the file door: a .task file with to: AGENT@HOST"
 check "alice drops a .task file for sysadmin@host-b into the inbox" as_user alice bash -c \
