@@ -336,20 +336,29 @@ static int on_err(sd_event_source *src, int fd, uint32_t revents, void *userdata
         return 0;
 }
 
-/* The session is over once its cgroup is empty: then it is removed and the task can end. */
-static int on_cgroup_events(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
-        AgentSession *s = userdata;
+/* The session is over once its cgroup is empty: then it is removed. Never ends the session itself
+ * (its callers may still use it): the callers call session_maybe_finish() when done with it. */
+static void session_check_cgroup(AgentSession *s) {
         int r = con_cgroup_events_populated(s->cg_events_fd);
         if (r > 0) {
                 (void) con_cgroup_kill(s->cg_fd); /* a fork that raced the first kill */
-                return 0;
+                return;
         }
         s->cg_waiting = false;
         session_remove_cgroup(s);
-        session_maybe_finish(s);
+}
+
+static int on_cgroup_events(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        AgentSession *s = userdata;
+        session_check_cgroup(s);
+        session_maybe_finish(s); /* may free s */
         return 0;
 }
 
+/* After the main process exited: waits for the cgroup to empty (a killed tool may still be
+ * exiting). Does not end the session, even when the cgroup emptied meanwhile: on_child still reads
+ * the pipes and then ends it. (It used to: the task ended and the session was freed in the middle
+ * of on_child, which read it afterwards, and con-agentd died of that use-after-free.) */
 static void session_wait_cgroup(AgentSession *s) {
         if (s->cg_fd < 0 || con_cgroup_populated(s->cg_fd) <= 0) {
                 session_remove_cgroup(s);
@@ -363,7 +372,7 @@ static void session_wait_cgroup(AgentSession *s) {
         }
         s->cg_waiting = true;
         /* It may have emptied between the check and the watch. */
-        (void) on_cgroup_events(s->cg_source, s->cg_events_fd, 0, s);
+        session_check_cgroup(s);
 }
 
 static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
@@ -391,7 +400,7 @@ static int on_child(sd_event_source *src, const siginfo_t *si, void *userdata) {
         session_close_turn(s);
         session_close_progress(s);
         session_close_err(s);
-        session_maybe_finish(s);
+        session_maybe_finish(s); /* may free s */
         return 0;
 }
 

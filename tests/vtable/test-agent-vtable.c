@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "agent-service.h"
+#include "cgroup-util.h"
 #include "errors.h"
 #include "macro.h"
 #include "names.h"
@@ -48,7 +49,20 @@ typedef struct Server {
         size_t keep_finished;   /* 0: the default */
         unsigned quota;         /* system.max_queued_per_sender, 0: the highest allowed */
         const char *agent;
+        const char *cgroup_dir; /* the agent's cgroup folder (sessions get children); NULL: none */
 } Server;
+
+/* The kernel's answer to "is the session's cgroup still populated?" at the first look after the
+ * session's main process exited, as it is when a killed tool is still exiting: populated. The
+ * looks after it get the real state (linked with --wrap=con_cgroup_populated, tests/vtable/
+ * CMakeLists.txt). Set before server_start; the server process inherits it. */
+static bool fake_tool_still_exiting;
+int __real_con_cgroup_populated(int cg_fd);
+int __wrap_con_cgroup_populated(int cg_fd);
+int __wrap_con_cgroup_populated(int cg_fd) {
+        int r = __real_con_cgroup_populated(cg_fd);
+        return fake_tool_still_exiting && r >= 0 ? 1 : r;
+}
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         AgentContext *c = userdata;
@@ -89,7 +103,8 @@ static _Noreturn void server_main(Server *sv) {
         }
         if (sd_event_new(&e) < 0)
                 _exit(92);
-        AgentContextOptions o = { .agent = sv->agent ?: "worker", .data_dir = sv->data, .state_dir = sv->state };
+        AgentContextOptions o = { .agent = sv->agent ?: "worker", .data_dir = sv->data, .state_dir = sv->state,
+                                  .cgroup_dir = sv->cgroup_dir };
         char *emsg = NULL;
         if (agent_context_new(e, config, &o, &c, &emsg) < 0) {
                 fprintf(stderr, "context: %s\n", emsg);
@@ -1103,6 +1118,66 @@ static void test_kill_sessions(void) {
         server_done(&sv);
 }
 
+/* A session ends (exits, is canceled, is killed by KillSessions) while a process of its cgroup is
+ * still exiting: populated at the first look, empty at the next one a moment later. The task ends
+ * once, with the session's whole output, and the service lives on. (It used to finish the task
+ * from inside the check, free the session and go on reading it: a use-after-free that killed
+ * con-agentd just after it answered Cancel; the next call activated it again and it ran the
+ * interrupted task again, test-transcript's and test-hostile-session's flake.) */
+static void test_cgroup_emptying(void) {
+        _cleanup_free_ char *own = NULL, *dir = NULL;
+        if (geteuid() != 0 || con_cgroup_own_dir(&own) < 0) {
+                con_test_skip("needs root and cgroup2");
+                return;
+        }
+        g_assert_cmpint(asprintf(&dir, "%s/con-vtable-%d", own, (int) getpid()), >, 0);
+        if (mkdir(dir, 0755) < 0) {
+                g_assert_true(errno == EACCES || errno == EROFS || errno == EPERM);
+                con_test_skip("cannot create a cgroup here");
+                return;
+        }
+        Server sv;
+        Client cl = {};
+        uint32_t killed = 0;
+        server_init(&sv, 2);
+        server_stop(&sv, SIGTERM);
+        sv.cgroup_dir = dir;
+        fake_tool_still_exiting = true;
+        server_start(&sv);
+        fake_tool_still_exiting = false;
+        g_assert_cmpint(client_connect(&cl, &sv), >=, 0);
+
+        for (int i = 0; i < 3; i++) {
+                _cleanup_free_ char *done = submit(&cl, "echo all of it; sleep 30 & exit 0");
+                g_autofree char *sd = wait_completed(&cl, done, 10 * USEC_PER_SEC);
+                g_assert_cmpstr(sd, ==, "completed");
+                assert_result(&cl, done, "completed", "all of it");
+
+                _cleanup_free_ char *victim = submit(&cl, "sleep 30 & sleep 31; echo never");
+                wait_status(&cl, victim, "working");
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                g_assert_cmpint(sd_bus_call_method(cl.bus, NULL, CON_AGENT_PATH, CON_AGENT_INTERFACE, "Cancel", &e,
+                                                   NULL, "s", victim), >=, 0);
+                g_autofree char *sv6 = wait_completed(&cl, victim, 10 * USEC_PER_SEC);
+                g_assert_cmpstr(sv6, ==, "canceled");
+                assert_result(&cl, victim, "canceled", "cancelled by root");
+
+                _cleanup_free_ char *k = submit(&cl, "sleep 30 & sleep 32; wait");
+                wait_status(&cl, k, "working");
+                call_reason(&cl, "KillSessions", "cgroup test", &killed);
+                g_assert_cmpuint(killed, ==, 1);
+                g_autofree char *sk = wait_completed(&cl, k, 10 * USEC_PER_SEC);
+                g_assert_cmpstr(sk, ==, "failed");
+                assert_result(&cl, k, "failed", "cgroup test");
+        }
+        /* Still the same service: it never died and came back. */
+        int status = 0;
+        g_assert_cmpint(waitpid(sv.pid, &status, WNOHANG), ==, 0);
+        client_done(&cl);
+        server_done(&sv);
+        (void) rmdir(dir);
+}
+
 static void test_quarantine(void) {
         Server sv;
         Client cl = {};
@@ -1235,6 +1310,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/agent-vtable/halt-resume", test_halt_resume);
         g_test_add_func("/agent-vtable/kill-sessions", test_kill_sessions);
         g_test_add_func("/agent-vtable/sender-quota", test_sender_quota);
+        g_test_add_func("/agent-vtable/cgroup-emptying", test_cgroup_emptying);
         g_test_add_func("/agent-vtable/quarantine", test_quarantine);
         g_test_add_func("/agent-vtable/markers", test_markers);
         g_test_add_func("/agent-vtable/picoclaw-not-configured", test_picoclaw_not_configured);
