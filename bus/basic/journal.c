@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ struct ConJournal {
         int dir_fd, fd;
         char *name, *compact_name;
         uint64_t size;          /* committed bytes */
+        bool dir_unsynced;      /* the folder's entries changed and are not on disk yet */
         char *batch;
         size_t batch_len, batch_alloc;
 };
@@ -46,7 +48,12 @@ static bool trusted(const struct stat *st) {
 static int open_trusted(ConJournal *j, bool *ret_set_aside) {
         struct stat st;
         for (unsigned i = 0; i < 2; i++) {
-                j->fd = openat(j->dir_fd, j->name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+                j->fd = openat(j->dir_fd, j->name, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+                if (j->fd < 0 && errno == ENOENT) {
+                        j->fd = openat(j->dir_fd, j->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+                                       0600);
+                        j->dir_unsynced = true;
+                }
                 if (j->fd < 0 && errno != ELOOP)
                         return -errno;
                 if (j->fd >= 0) {
@@ -64,6 +71,7 @@ static int open_trusted(ConJournal *j, bool *ret_set_aside) {
                         return -ENAMETOOLONG;
                 if (renameat2(j->dir_fd, j->name, j->dir_fd, aside, RENAME_NOREPLACE) < 0)
                         return -errno;
+                j->dir_unsynced = true;
                 if (ret_set_aside)
                         *ret_set_aside = true;
         }
@@ -82,10 +90,16 @@ int con_journal_open(int dir_fd, const char *name, ConJournal **ret, bool *ret_s
         j->name = strdup(name);
         if (!j->name || asprintf(&j->compact_name, COMPACT_PREFIX "%s" COMPACT_SUFFIX, name) < 0)
                 return -ENOMEM;
-        j->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+        /* A description of the folder of its own, so that the lock below is this journal's alone
+         * (flock() locks belong to the open file description, which a dup() would share). */
+        j->dir_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (j->dir_fd < 0)
                 return -errno;
-        /* The one writer: a compacted copy left by a writer killed mid-write goes. */
+        /* The one writer: a second process (or a second open in this one) would append at an
+         * offset of its own over the first's records, and cut its writes in progress as torn. */
+        if (flock(j->dir_fd, LOCK_EX | LOCK_NB) < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        /* A compacted copy left by a writer killed mid-write goes. */
         if (unlinkat(j->dir_fd, j->compact_name, 0) < 0 && errno != ENOENT)
                 return -errno;
         int r = open_trusted(j, ret_set_aside);
@@ -217,6 +231,13 @@ uint64_t con_journal_size(const ConJournal *j) {
 int con_journal_commit(ConJournal *j, bool sync) {
         if (j->batch_len == 0)
                 return 0;
+        /* The journal's own name must be on disk before anything in it counts as committed (made
+         * at open, or renamed into place by a compaction whose folder sync failed). */
+        if (sync && j->dir_unsynced) {
+                if (fsync(j->dir_fd) < 0)
+                        return -errno;
+                j->dir_unsynced = false;
+        }
         int r = con_write_all(j->fd, j->batch, j->batch_len);
         if (r >= 0 && sync && fdatasync(j->fd) < 0)
                 r = -errno;
@@ -275,7 +296,9 @@ int con_journal_rewrite(ConJournal *j, ConJournalWriteFn fn, void *userdata) {
                 (void) unlinkat(j->dir_fd, j->compact_name, 0);
                 return r;
         }
-        (void) fsync(j->dir_fd);
+        /* The rename is done: a failed folder sync cannot undo it, so the next synced commit
+         * syncs the folder before it counts (con_journal_commit()). */
+        j->dir_unsynced = fsync(j->dir_fd) < 0;
         safe_close(j->fd);
         j->fd = TAKE_FD(fd);
         j->size = (uint64_t) size;

@@ -37,7 +37,10 @@ typedef int (*ConJournalLineFn)(char *line, size_t len, void *userdata);
 typedef int (*ConJournalWriteFn)(FILE *f, void *userdata);
 
 /* Opens DIR_FD/NAME (made 0600 when missing), removes a half-written compacted copy. *RET_SET_ASIDE
- * (may be NULL): an untrusted file was set aside. */
+ * (may be NULL): an untrusted file was set aside. One journal per folder, one writer: the folder is
+ * locked (flock) until con_journal_free(); -EBUSY when another process, or another open journal of
+ * this one, holds it. The folder is fsync()ed by the first synced commit when the open made or
+ * set aside a file. */
 int con_journal_open(int dir_fd, const char *name, ConJournal **ret, bool *ret_set_aside);
 ConJournal *con_journal_free(ConJournal *j);
 static inline void con_journal_freep(ConJournal **j) {
@@ -51,13 +54,15 @@ int con_journal_replay(ConJournal *j, size_t line_max, ConJournalLineFn fn, void
 /* Adds LINE (without '\n'; -EINVAL when it holds one) to the batch. */
 int con_journal_append(ConJournal *j, const char *line);
 bool con_journal_has_batch(const ConJournal *j);
-/* Writes the batch; with SYNC, on disk when it returns (fdatasync). 0 when the batch is empty. */
+/* Writes the batch; with SYNC, on disk when it returns (fdatasync, and the folder's fsync when its
+ * entries changed since the last one). 0 when the batch is empty. */
 int con_journal_commit(ConJournal *j, bool sync);
 /* The journal's bytes on disk (committed). */
 uint64_t con_journal_size(const ConJournal *j);
 
-/* Replaces the journal by what FN writes (fsync()ed, renamed over it, the folder fsync()ed).
- * -EBUSY while a batch waits. On failure the old journal stays. */
+/* Replaces the journal by what FN writes (fsync()ed, renamed over it, the folder fsync()ed; when
+ * that last sync fails, the next synced commit syncs it first). -EBUSY while a batch waits. On
+ * failure the old journal stays. */
 int con_journal_rewrite(ConJournal *j, ConJournalWriteFn fn, void *userdata);
 /* One line (and its '\n') into a compacted journal; -EINVAL when LINE holds a '\n'. */
 int con_journal_put(FILE *f, const char *line);

@@ -1360,6 +1360,9 @@ static int sent_load(Mesh *m) {
                 return log_error_errno(sent_fd, "Cannot open %s (it must be %s's, 0700): %m", CON_MESH_SENT_DIR,
                                        CON_MESH_USER);
         int r = mesh_sent_journal_open(sent_fd, m->config->mesh.host, &m->sent, &all, &n, &st);
+        if (r == -EBUSY)
+                return log_error_errno(r, "Another con-meshd holds %s/%s (one gateway per host): stop it first",
+                                       CON_MESH_SENT_DIR, MESH_SENT_JOURNAL);
         if (r < 0)
                 return log_error_errno(r, "Cannot read %s: %m", CON_MESH_SENT_DIR);
         if (st.set_aside)

@@ -733,6 +733,13 @@ check_fail_output "... nor read them" 'Permission denied' runuser -u a-concierge
 check_fail_output "... nor plant one" 'Permission denied' \
         runuser -u a-concierge -- sh -c 'echo x >>/srv/con/mesh/sent/journal'
 check_fail_output "... nor can alice read hers" 'Permission denied' as_user alice cat /srv/con/mesh/sent/journal
+cp /srv/con/mesh/sent/journal "$T/journal-before"
+check_fail_output "a second con-meshd beside the running one is refused (the journal's one writer)" \
+        'Another con-meshd holds /srv/con/mesh/sent/journal \(one gateway per host\): stop it first' \
+        runuser -u con-mesh -- timeout 30 /usr/libexec/conspiracyos/con-meshd
+check "... and the journal is as it was" cmp /srv/con/mesh/sent/journal "$T/journal-before"
+check "... and the running gateway is still connected" bash -c 'busctl --system get-property org.conspiracy.Mesh \
+        /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"'
 check_output "a task read and acknowledged before the restart: con task still shows it and its answer" \
         'agent:  sysadmin@host-b .*status: completed.*sender=alice@host-a agent=sysadmin text=slow two' \
         bash -c 'runuser -u alice -- con task mesh-slow-2 | tr "\n" " "'

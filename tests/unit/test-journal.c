@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The append-only journal of lines (bus/basic/journal.c): group commit, replay, a torn last line,
- * lines too long or holding a NUL, compaction, a file not the process's own. */
+ * lines too long or holding a NUL, compaction, a file not the process's own, the one-writer lock. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "journal.h"
@@ -132,8 +134,40 @@ static void test_journal(void) {
         test_tmpdir_remove(dir);
 }
 
+/* One writer per folder: a second open, in this process or another, is refused until the first
+ * journal is freed; the caller's own descriptor of the folder is not the lock. */
+static void test_journal_lock(void) {
+        _cleanup_free_ char *dir = test_tmpdir_new();
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ConJournal *j = NULL, *k = NULL;
+
+        g_assert_cmpint(con_journal_open(dfd, "j", &j, NULL), ==, 0);
+        g_assert_cmpint(con_journal_open(dfd, "j", &k, NULL), ==, -EBUSY);
+        g_assert_null(k);
+        g_assert_cmpint(con_journal_open(dfd, "other", &k, NULL), ==, -EBUSY);
+        /* The lock is on the folder itself: the caller's own descriptor of it cannot take it either. */
+        g_assert_cmpint(flock(dfd, LOCK_EX | LOCK_NB), ==, -1);
+        g_assert_cmpint(errno, ==, EWOULDBLOCK);
+
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                ConJournal *c = NULL;
+                _exit(con_journal_open(dfd, "j", &c, NULL) == -EBUSY ? 0 : 1);
+        }
+        int status = 0;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        con_journal_free(j);
+        g_assert_cmpint(con_journal_open(dfd, "j", &k, NULL), ==, 0);
+        con_journal_free(k);
+        test_tmpdir_remove(dir);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/journal/journal", test_journal);
+        g_test_add_func("/journal/lock", test_journal_lock);
         return con_test_run();
 }
