@@ -402,6 +402,18 @@ static int task_insert(AgentQueue *q, AgentTask *t) {
         return 0;
 }
 
+/* Takes a finished task out of memory (replay: nothing points at it, it is on no heap). */
+static void task_remove(AgentQueue *q, AgentTask *t) {
+        (void) tdelete(t, &q->index, task_cmp);
+        for (size_t i = 0; i < q->n_tasks; i++)
+                if (q->tasks[i] == t) {
+                        memmove(q->tasks + i, q->tasks + i + 1, (q->n_tasks - i - 1) * sizeof(AgentTask *));
+                        q->n_tasks--;
+                        break;
+                }
+        agent_task_free(t);
+}
+
 static void count_final(AgentQueue *q, AgentTaskStatus st) {
         if (st == AGENT_TASK_DONE)
                 q->n_done++;
@@ -809,8 +821,15 @@ static int replay_line(AgentQueue *q, const char *line, uint64_t lineno) {
          * id may have been given to a task accepted after the "forget"). Counted, as evicted. */
         bool forgotten = !e && forgotten_after(q, id, lineno);
         if (streq(op, "accept") || streq(op, "known")) {
-                if (e)
-                        return 0; /* dedup: the first record wins */
+                /* A live service writes a second accept of an id only once the id is free: its
+                 * finished task left memory without a file naming it (past the retention: evicted
+                 * at open or at a retention pass's start, its files never written) and without a
+                 * "forget" record. The later task, acknowledged last, replaces the finished one
+                 * (counted, as evicted). Otherwise the first record wins: a retry (the same id and
+                 * sender) is never recorded twice, and an unfinished task is never replaced. */
+                bool replace = e && streq(op, "accept") && agent_task_status_is_final(e->status);
+                if (e && !replace)
+                        return 0;
                 if (forgotten) {
                         q->n_evicted++;
                         if (streq(op, "known"))
@@ -821,6 +840,11 @@ static int replay_line(AgentQueue *q, const char *line, uint64_t lineno) {
                 int r = task_from_record(j, id, streq(op, "accept"), &t);
                 if (r < 0)
                         return r;
+                if (replace) {
+                        task_remove(q, e);
+                        q->n_evicted++;
+                        q->pruned_since_compact = true; /* the journal holds a replaced task */
+                }
                 r = task_insert(q, t);
                 if (r < 0)
                         return r;

@@ -22,6 +22,11 @@
  *                                                drops every record of the id before its last
  *                                                forget (a later accept is a new task)
  *
+ * Replay: the first accept or known record of an id makes its task; a later one is ignored (a
+ * retry is never recorded twice), except an accept of an id whose task has finished: it replaces
+ * that task (the id was freed without a forget record: a task past the retention evicted without
+ * its files). A queued or running task is never replaced.
+ *
  * Records are collected in an in-memory batch and written with one write() + fdatasync() by
  * agent_queue_commit() (group commit); nothing may be acknowledged before that returns. A torn
  * last line (crash in the middle of a write) is ignored and cut off at open. The files in

@@ -5,7 +5,9 @@
  * with its tasks; no task in memory is one a "forget" record removed (an oracle written here reads
  * the lines independently: a task whose id has a forget record must have an accept or known record
  * after the last one); replaying again gives the same finished tasks, and so does replaying the
- * compacted journal. */
+ * compacted journal; and a model of replay's rules, written here from the records alone, gives each
+ * id's task (present or not, from which record: its sender and uid, whether finished), a second
+ * accept of an id whose task finished replacing it. */
 /* The checks below are the point of the target: keep them in every build type. */
 #undef NDEBUG
 #include <assert.h>
@@ -25,12 +27,32 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A record of the input that names an id, as the oracle reads it. */
+typedef enum OracleOp {
+        ORACLE_FORGET,
+        ORACLE_ACCEPT,          /* with a text: a task can come of it */
+        ORACLE_KNOWN,           /* with a final status */
+        ORACLE_END,             /* with a final status */
+        ORACLE_OTHER,           /* an accept or known record replay refuses */
+} OracleOp;
+
 typedef struct OracleRecord {
         char id[CON_TASK_ID_MAX + 1];
         uint64_t line;          /* among the lines replay hands over: complete, without NUL */
-        bool forget;            /* else accept or known */
+        OracleOp op;
+        bool forget;            /* a forget record replay's first pass sees (its raw line names "forget") */
         int64_t uid;            /* of an accept or known record with a plain uid, else -1 */
+        char *sender;           /* of an accept or known record: its "sender" string, or "" */
 } OracleRecord;
+
+/* What the oracle expects of an id after replay: present (its task in memory, unless evicted) and
+ * from which record, by these rules (docs/AGENT.md "Replay"): records of an id before its last
+ * forget are skipped; the first accept or known record after it makes the task; an end record
+ * finishes it; an accept of an id whose task is finished replaces that task (a live service writes
+ * it only once the id was freed); any other record of a present id changes nothing. */
+typedef struct OracleTask {
+        const OracleRecord *from;
+        bool final;
+} OracleTask;
 
 typedef struct Finished {
         char *id;
@@ -63,26 +85,50 @@ static OracleRecord *oracle_read(const char *s, size_t n, size_t *ret_n) {
                 const cJSON *op = cJSON_GetObjectItemCaseSensitive(j, "op");
                 const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
                 if (cJSON_IsObject(j) && cJSON_IsString(op) && cJSON_IsString(id) &&
-                    con_task_id_valid(id->valuestring) &&
+                    con_task_id_valid(id->valuestring) && !streq(op->valuestring, "counters") &&
                     (streq(op->valuestring, "forget") || streq(op->valuestring, "accept") ||
-                     streq(op->valuestring, "known"))) {
+                     streq(op->valuestring, "known") || streq(op->valuestring, "end"))) {
                         OracleRecord *a = reallocarray(recs, nrecs + 1, sizeof(OracleRecord));
                         if (!a)
                                 abort();
                         recs = a;
-                        snprintf(recs[nrecs].id, sizeof(recs[nrecs].id), "%s", id->valuestring);
-                        recs[nrecs].line = at;
-                        recs[nrecs].forget = streq(op->valuestring, "forget");
+                        OracleRecord *rec = &recs[nrecs++];
+                        *rec = (OracleRecord) { .line = at };
+                        snprintf(rec->id, sizeof(rec->id), "%s", id->valuestring);
+                        const char *o = op->valuestring;
+                        const cJSON *status = cJSON_GetObjectItemCaseSensitive(j, "status");
+                        bool final = cJSON_IsString(status) &&
+                                agent_task_status_is_final(agent_task_status_from_string(status->valuestring));
+                        if (streq(o, "forget")) {
+                                rec->op = ORACLE_FORGET;
+                                /* The first pass parses only the lines that name it plainly. */
+                                rec->forget = memmem(l, len, "\"forget\"", 8) != NULL;
+                        } else if (streq(o, "accept"))
+                                rec->op = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "text")) ?
+                                        ORACLE_ACCEPT : ORACLE_OTHER;
+                        else if (streq(o, "known"))
+                                rec->op = final ? ORACLE_KNOWN : ORACLE_OTHER;
+                        else
+                                rec->op = final ? ORACLE_END : ORACLE_OTHER;
                         const cJSON *uid = cJSON_GetObjectItemCaseSensitive(j, "uid");
-                        recs[nrecs].uid = cJSON_IsNumber(uid) && uid->valuedouble >= 0 &&
+                        rec->uid = cJSON_IsNumber(uid) && uid->valuedouble >= 0 &&
                                 uid->valuedouble < 65536 && uid->valuedouble == (double) (int) uid->valuedouble ?
                                 (int64_t) uid->valuedouble : -1;
-                        nrecs++;
+                        const cJSON *sender = cJSON_GetObjectItemCaseSensitive(j, "sender");
+                        rec->sender = strdup(cJSON_IsString(sender) ? sender->valuestring : "");
+                        if (!rec->sender)
+                                abort();
                 }
                 cJSON_Delete(j);
         }
         *ret_n = nrecs;
         return recs;
+}
+
+static void oracle_free(OracleRecord *recs, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(recs[i].sender);
+        free(recs);
 }
 
 /* A task in memory whose id has a forget record came in after the last one: an accept or known
@@ -97,10 +143,56 @@ static bool oracle_allows(const OracleRecord *recs, size_t n, const AgentTask *t
                         last_forget = recs[i].line;
                 }
         for (size_t i = 0; i < n; i++)
-                if (!recs[i].forget && streq(recs[i].id, id) && (!forgotten || recs[i].line > last_forget) &&
+                if ((recs[i].op == ORACLE_ACCEPT || recs[i].op == ORACLE_KNOWN) && streq(recs[i].id, id) &&
+                    (!forgotten || recs[i].line > last_forget) &&
                     (recs[i].uid < 0 || (uid_t) recs[i].uid == t->sender_uid))
                         return true;
         return false;
+}
+
+/* The id's task by the rules of OracleTask, from the records alone. */
+static OracleTask oracle_expect(const OracleRecord *recs, size_t n, const char *id) {
+        OracleTask t = {};
+        bool forgotten = false;
+        uint64_t last_forget = 0;
+        for (size_t i = 0; i < n; i++)
+                if (recs[i].forget && streq(recs[i].id, id)) {
+                        forgotten = true;
+                        last_forget = recs[i].line;
+                }
+        for (size_t i = 0; i < n; i++) {
+                const OracleRecord *r = &recs[i];
+                if (!streq(r->id, id) || (!t.from && forgotten && r->line < last_forget))
+                        continue;
+                if ((r->op == ORACLE_ACCEPT && (!t.from || t.final)) || (r->op == ORACLE_KNOWN && !t.from))
+                        t = (OracleTask) { .from = r, .final = r->op == ORACLE_KNOWN };
+                else if (r->op == ORACLE_END && t.from)
+                        t.final = true;
+        }
+        return t;
+}
+
+/* Each id's task is the one the rules give: from the same record (its sender, its uid), in memory
+ * exactly when expected (when nothing was evicted for the memory bound: a short journal). */
+static void oracle_check_all(const OracleRecord *recs, size_t n, AgentQueue *q) {
+        size_t nt;
+        AgentTask * const *tasks = agent_queue_tasks(q, &nt);
+        if (n > AGENT_QUEUE_KEEP_FINISHED)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                OracleTask e = oracle_expect(recs, n, recs[i].id);
+                AgentTask *t = agent_queue_find(q, recs[i].id);
+                assert(!!t == !!e.from);
+                if (!t)
+                        continue;
+                assert(streq(t->sender, e.from->sender));
+                assert(e.from->uid < 0 || (uid_t) e.from->uid == t->sender_uid);
+                /* Finished at replay stays finished (an unfinished one may fail after its tries). */
+                if (e.final)
+                        assert(agent_task_status_is_final(t->status));
+        }
+        for (size_t i = 0; i < nt; i++)
+                assert(oracle_expect(recs, n, tasks[i]->id).from);
 }
 
 static void check_counts(AgentQueue *q) {
@@ -190,7 +282,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         AgentTask * const *tasks = agent_queue_tasks(q, &n);
         for (size_t i = 0; i < n; i++)
                 assert(oracle_allows(recs, nrecs, tasks[i]));
-        free(recs);
+        oracle_check_all(recs, nrecs, q);
+        oracle_free(recs, nrecs);
         /* The end records of tasks failed after too many tries, and the derived files. */
         assert(agent_queue_commit(q) == 0);
         (void) agent_queue_write_all_files(q);

@@ -1127,6 +1127,108 @@ static void test_prune_forget_replay(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* An id freed without a "forget" record: a task past the retention leaves memory at open without
+ * its files ever written (they never reached the disk), so its id is free; a task accepted under it
+ * and acknowledged is the one a restart keeps (not the old task's accept, earlier in the journal).
+ * A retry of the new task (same id, same sender) stays that one task. data: 1 when the id is
+ * reused by the same sender. */
+static void test_freed_id_replay(Fixture *f, gconstpointer data) {
+        const uint64_t hour = 3600ULL * USEC_PER_SEC, now = con_now(CLOCK_REALTIME);
+        const bool same = GPOINTER_TO_UINT(data);
+        AgentQueue *q = NULL;
+        AgentTask *t = NULL;
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+        AgentTaskRequest alice = { .id = "x1", .sender_uid = 1001, .sender = "alice", .text = "alice's task" };
+        g_assert_cmpint(agent_queue_accept(q, &alice, now - 2 * hour, &t), ==, 0);
+        g_assert_cmpint(agent_queue_start(q, t, now - 2 * hour), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "alice's answer", now - 2 * hour), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        agent_queue_free(q); /* its files were never written */
+
+        /* Past the retention: evicted at open, no file names it, the id is free. */
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+        g_assert_null(agent_queue_find(q, "x1"));
+        g_assert_false(agent_queue_known_on_disk(q, "x1"));
+        AgentTaskRequest bob = { .id = "x1", .sender_uid = same ? 1001 : 1002, .sender = same ? "alice" : "bob",
+                                 .text = "the new task" };
+        g_assert_cmpint(agent_queue_accept(q, &bob, now, &t), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        agent_queue_free(q);
+
+        /* A restart before any compaction keeps the new task, queued; the old one is counted. */
+        for (int round = 0; round < 2; round++) {
+                g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+                t = agent_queue_find(q, "x1");
+                g_assert_nonnull(t);
+                g_assert_cmpuint(t->sender_uid, ==, bob.sender_uid);
+                g_assert_cmpstr(t->sender, ==, bob.sender);
+                g_assert_cmpstr(t->text, ==, "the new task");
+                g_assert_cmpint(t->status, ==, AGENT_TASK_QUEUED);
+                AgentQueueStats st;
+                agent_queue_get_stats(q, &st);
+                g_assert_cmpuint(st.n_tasks, ==, 2);
+                g_assert_cmpuint(st.n_queued, ==, 1);
+                g_assert_cmpuint(st.n_done, ==, 1);
+                g_assert_cmpuint(st.n_corrupt, ==, 0);
+                g_assert_true(agent_queue_peek(q) == t);
+                /* Its sender's retry is the same task: nothing new recorded. */
+                AgentTask *again = NULL;
+                g_assert_cmpint(agent_queue_accept(q, &bob, now, &again), ==, 1);
+                g_assert_true(again == t);
+                g_assert_false(agent_queue_has_batch(q));
+                agent_queue_free(q);
+        }
+
+        /* It runs once; after a restart it is done, not queued again, and its answer is written. */
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+        t = agent_queue_peek(q);
+        g_assert_nonnull(t);
+        g_assert_cmpint(agent_queue_start(q, t, now), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "the new answer", now), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        agent_queue_free(q);
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+        t = agent_queue_find(q, "x1");
+        g_assert_nonnull(t);
+        g_assert_cmpint(t->status, ==, AGENT_TASK_DONE);
+        g_assert_null(agent_queue_peek(q));
+        g_assert_cmpuint(t->tries, ==, 1);
+        g_autofree char *resp = read_file_at(f, "outbox/x1.response");
+        g_assert_cmpstr(resp, ==, "the new answer");
+        /* Compacted, the same. */
+        g_assert_cmpint(agent_queue_compact(q), ==, 1);
+        agent_queue_free(q);
+        g_assert_cmpint(agent_queue_open_retained(f->dfd, 0, hour, &q), ==, 0);
+        t = agent_queue_find(q, "x1");
+        g_assert_nonnull(t);
+        g_assert_cmpuint(t->sender_uid, ==, bob.sender_uid);
+        g_assert_cmpint(t->status, ==, AGENT_TASK_DONE);
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 2);
+        g_assert_cmpuint(st.n_done, ==, 2);
+        agent_queue_free(q);
+}
+
+/* A second accept of an id whose task is still queued or running is never taken (the first wins):
+ * a journal holding one (a live service never writes it) runs the task once. */
+static void test_second_accept_unfinished(Fixture *f, gconstpointer data) {
+        append_raw(f, "{\"op\":\"accept\",\"id\":\"y\",\"uid\":1,\"sender\":\"a\",\"ts\":1,\"text\":\"first\"}\n"
+                      "{\"op\":\"start\",\"id\":\"y\",\"ts\":2}\n"
+                      "{\"op\":\"accept\",\"id\":\"y\",\"uid\":2,\"sender\":\"b\",\"ts\":3,\"text\":\"second\"}\n");
+        AgentQueue *q = open_queue(f);
+        AgentTask *t = agent_queue_find(q, "y");
+        g_assert_nonnull(t);
+        g_assert_cmpstr(t->text, ==, "first");
+        g_assert_cmpint(t->status, ==, AGENT_TASK_QUEUED);
+        g_assert_cmpuint(t->tries, ==, 1);
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_tasks, ==, 1);
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -1158,6 +1260,11 @@ int main(int argc, char **argv) {
                    test_prune_forget_replay, fixture_teardown);
         g_test_add("/agent-queue/prune-forget-replay/count-same-sender", Fixture, GUINT_TO_POINTER(3), fixture_setup,
                    test_prune_forget_replay, fixture_teardown);
+        g_test_add("/agent-queue/freed-id-replay/other-sender", Fixture, GUINT_TO_POINTER(0), fixture_setup,
+                   test_freed_id_replay, fixture_teardown);
+        g_test_add("/agent-queue/freed-id-replay/same-sender", Fixture, GUINT_TO_POINTER(1), fixture_setup,
+                   test_freed_id_replay, fixture_teardown);
+        ADD("/agent-queue/second-accept-unfinished", test_second_accept_unfinished);
         g_test_add_func("/agent-queue/result-text", test_result_text);
         g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
