@@ -185,6 +185,8 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
  * (docs/MULTIHOST.md). Absent: enabled false, nothing else set, nothing extra runs. */
 #define CON_MESH_SERVERS_MAX 16
 #define CON_MESH_RETENTION_DEFAULT_USEC (7ULL * 24 * 3600 * 1000000)
+/* JetStream's MaxAge is in nanoseconds (int64): ten years is far below its end. */
+#define CON_MESH_RETENTION_MAX_USEC (3650ULL * 24 * 3600 * 1000000)
 #define CON_MESH_REPLICAS_MAX 5         /* JetStream's limit */
 /* The sending gateway's table of sent tasks and their answers in /srv/con/mesh (docs/MULTIHOST.md). */
 #define CON_MESH_SENT_RETENTION_DEFAULT_USEC (30ULL * 24 * 3600 * 1000000)

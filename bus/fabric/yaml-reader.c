@@ -480,8 +480,21 @@ static int read_field(ConYamlReader *y, const ConYamlField *fl, const yaml_node_
                 return con_yaml_get_uint(y, v, path, (unsigned) fl->min, (unsigned) fl->max, p);
         case CON_YAML_DOUBLE:
                 return con_yaml_get_double(y, v, path, fl->min, fl->flags & CON_YAML_MIN_EXCLUSIVE, fl->max, p);
-        case CON_YAML_DURATION:
-                return con_yaml_get_duration(y, v, path, fl->flags & CON_YAML_ZERO_OK, p);
+        case CON_YAML_DURATION: {
+                uint64_t u = *(uint64_t *) p;  /* no value: the default stays */
+                r = con_yaml_get_duration(y, v, path, fl->flags & CON_YAML_ZERO_OK, &u);
+                if (r < 0)
+                        return r;
+                if (fl->max > 0 && u > (uint64_t) fl->max) {
+                        _cleanup_free_ char *q = con_yaml_quote(v);
+                        if (!q)
+                                return -ENOMEM;
+                        return con_yaml_fail(y, v, path, "%s is too long; at most %" PRIu64 " days", q,
+                                             (uint64_t) (fl->max / (24.0 * 3600 * 1000000)));
+                }
+                *(uint64_t *) p = u;
+                return 0;
+        }
         case CON_YAML_SIZE:
                 return con_yaml_get_size(y, v, path, (uint64_t) fl->max, p);
         case CON_YAML_ENUM:

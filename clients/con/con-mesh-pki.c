@@ -245,7 +245,7 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
         uint64_t retention_usec = CON_MESH_RETENTION_DEFAULT_USEC;
         unsigned replicas = 1;
         char * const *servers = a->servers;
-        ConErrorDetail e = {};
+        _cleanup_(con_error_detail_done) ConErrorDetail e = {};
         size_t len;
         int r;
 
@@ -262,9 +262,11 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
                 if (!servers)
                         servers = config->mesh.servers;
         }
-        if (a->retention && (con_parse_duration(a->retention, &retention_usec) < 0 || retention_usec < USEC_PER_SEC))
-                return con_fail(CON_EXIT_USAGE, "mesh streams: --retention '%s' is not a duration of at least 1s "
-                                "(7d, 12h, 30m...)", a->retention);
+        if (a->retention && (con_parse_duration(a->retention, &retention_usec) < 0 || retention_usec < USEC_PER_SEC ||
+                             retention_usec > CON_MESH_RETENTION_MAX_USEC))
+                return con_fail(CON_EXIT_USAGE, "mesh streams: --retention '%s' is not a duration from 1s to %llud "
+                                "(7d, 12h, 30m...)", a->retention,
+                                CON_MESH_RETENTION_MAX_USEC / (24ULL * 3600 * USEC_PER_SEC));
         if (a->replicas) {
                 char *end = NULL;
                 unsigned long n = strtoul(a->replicas, &end, 10);

@@ -22,6 +22,7 @@
 
 #include <nats/nats.h>
 
+#include "config.h"
 #include "macro.h"
 #include "mesh-streams.h"
 #include "names.h"
@@ -163,6 +164,20 @@ static int other_streams(jsCtx *js, char * const *names) {
         return bad;
 }
 
+/* A whole decimal number from 1 to MAX, nothing else (not "3x", "-1", "1e9" or an empty string). */
+static int parse_count(const char *option, const char *s, uint64_t max, uint64_t *ret) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : 0;
+        if (!end || *end || errno != 0 || n < 1 || n > max) {
+                fprintf(stderr, "con-mesh-streams: --%s '%s' is not a whole number from 1 to %" PRIu64 "\n", option, s,
+                        max);
+                return -EINVAL;
+        }
+        *ret = n;
+        return 0;
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_CA = 0x100, ARG_CERT, ARG_KEY, ARG_INBOX, ARG_SERVER, ARG_RETENTION, ARG_REPLICAS, ARG_CHECK,
                ARG_REPLACE };
@@ -205,11 +220,16 @@ int main(int argc, char *argv[]) {
                                 return 1;
                         break;
                 case ARG_RETENTION:
-                        retention_usec = strtoull(optarg, NULL, 10);
+                        if (parse_count("retention-usec", optarg, CON_MESH_RETENTION_MAX_USEC, &retention_usec) < 0)
+                                return 2;
                         break;
-                case ARG_REPLICAS:
-                        replicas = (unsigned) strtoul(optarg, NULL, 10);
+                case ARG_REPLICAS: {
+                        uint64_t n;
+                        if (parse_count("replicas", optarg, CON_MESH_REPLICAS_MAX, &n) < 0)
+                                return 2;
+                        replicas = (unsigned) n;
                         break;
+                }
                 case ARG_CHECK:
                         check = true;
                         break;

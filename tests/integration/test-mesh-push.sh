@@ -90,6 +90,15 @@ check_output "... with 1d the streams' settings differ: reported, exit 1, nothin
         'con-task-host-a: stream con-task-host-a has max age 604800 s, 1 replica\(s\), duplicate window 600 s, not 86400 s' \
         bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 --check --retention 1d; echo rc=\$?"
 check_output "... exit 1" 'rc=1' echo "$LIB_OUT"
+check_output "con mesh streams --retention beyond ten years: refused, naming the range (exit 2)" \
+        "--retention '300000d' is not a duration from 1s to 3650d.*rc=2" \
+        bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 --retention 300000d 2>&1 | tr '\n' ' '; echo rc=\${PIPESTATUS[0]}"
+for bad in "--retention-usec 1e9" "--retention-usec 0" "--replicas 3x" "--replicas -1" "--replicas 6"; do
+        check_output "con-mesh-streams $bad: refused, naming the option (exit 2)" \
+                "^con-mesh-streams: ${bad%% *} '${bad#* }' is not a whole number from 1 to [0-9]+ rc=2\$" \
+                bash -c "/usr/libexec/conspiracyos/con-mesh-streams --ca '$T/pki/ca/ca.crt' --cert c --key k --inbox i \
+                        --server tls://127.0.0.1:4222 $bad host-a 2>&1 | tr '\n' ' '; echo rc=\${PIPESTATUS[0]}"
+done
 check_fail_output "the administrator may touch only the mesh's streams" "$(denied CREATE.other)" \
         as admin request '$JS.API.STREAM.CREATE.other' '{"name":"other","subjects":["other.>"]}'
 check_fail_output "... and no subject of the mesh" 'Permissions Violation for Publish to "con.task.host-c.host-a"' \

@@ -294,6 +294,13 @@ static void test_mesh(void) {
                      "con.yaml:4:13: mesh.sent_max: '0' is not allowed; use a whole number from 1 to 1000000");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  replicas: 7\n" A0,
                      "con.yaml:4:13: mesh.replicas: '7' is not allowed; use a whole number from 1 to 5");
+        /* JetStream's MaxAge is int64 nanoseconds: a retention beyond ten years is refused, not wrapped. */
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  retention: 300000d\n" A0,
+                     "con.yaml:4:14: mesh.retention: '300000d' is too long; at most 3650 days");
+        c = parse_ok("mesh: {host: b, servers: [tls://x:1], retention: 3650d}\n" A0);
+        g_assert_cmpuint(c->mesh.retention_usec, ==, CON_MESH_RETENTION_MAX_USEC);
+        con_config_free(c);
+        c = NULL;
 }
 
 static void test_dashboard(void) {
