@@ -15,9 +15,10 @@
 
 /* A per-host budget of log lines and audit records about hostile messages (forged, refused,
  * malformed): BURST of them per host and interval, the rest only counted; the count is reported
- * (one line and one record) once the interval has ended. Hosts are the publishers the server's
- * permissions pin (at most MESH_FLOOD_HOSTS_MAX are kept apart; beyond them, while every kept host
- * has a count to report, they share one budget named "*"). */
+ * (one line and one record) once the interval has ended. A key is what the caller keeps apart: the
+ * gateway's is "HOST KIND", the publisher the server's permissions pin and the message's kind, so 4
+ * kinds of 64 hosts fill the table. At most MESH_FLOOD_HOSTS_MAX keys are kept apart; beyond them,
+ * while every kept key has a count to report, the others share one budget named "*". */
 #define MESH_FLOOD_HOSTS_MAX 256U
 
 typedef struct MeshFloodHost {

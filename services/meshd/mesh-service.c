@@ -1948,9 +1948,11 @@ static void report_floods(Mesh *m) {
         const char *key;
 
         while (mesh_flood_due(&m->flood, now, &key, &n) > 0) {
+                /* "HOST KIND" (flood_allow), or "*": the budget the hosts and kinds beyond the
+                 * table's share. */
                 const char *space = strchr(key, ' ');
                 _cleanup_free_ char *host = space ? strndup(key, (size_t) (space - key)) : strdup(key);
-                const char *kind = space ? space + 1 : "?";
+                const char *kind = space ? space + 1 : "any";
                 if (!host) {
                         log_error("Cannot report the messages of %s: out of memory", key);
                         continue;
