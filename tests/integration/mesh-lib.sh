@@ -106,3 +106,147 @@ mesh_probe_install() {
 mesh_probe() {
         "$MESH_PROBE" "$@"
 }
+
+# --- Three hosts and a three-node JetStream cluster (test-mesh-cluster.sh, bench/bench-mesh.sh
+# --cluster). host-a is the calling sandbox; host-b and host-c are network namespaces mesh-b and
+# mesh-c, each linked by a veth pair (eth0 inside) to a bridge mesh-br in host-a's namespace, with
+# the private addresses MESH_ADDR and no route anywhere else. Each host runs a nats-server; the three
+# form one JetStream cluster (routes over TLS, verified both ways) and each host's fabric is a
+# nested sandbox (mesh_host_start). The names are the sandbox's own (its /run is private).
+declare -gA MESH_ADDR=([a]=10.78.0.1 [b]=10.78.0.2 [c]=10.78.0.3)
+MESH_SERVERS="[tls://${MESH_ADDR[a]}:4222, tls://${MESH_ADDR[b]}:4222, tls://${MESH_ADDR[c]}:4222]"
+
+# mesh_cluster_net: the bridge with host-a's address, then host-b's and host-c's namespaces.
+mesh_cluster_net() {
+        local h
+        ip link add mesh-br type bridge && ip addr add "${MESH_ADDR[a]}/24" dev mesh-br && ip link set mesh-br up ||
+                return 1
+        for h in b c; do
+                ip netns add "mesh-$h" &&
+                        ip link add "vm-$h" type veth peer name eth0 netns "mesh-$h" &&
+                        ip link set "vm-$h" master mesh-br up &&
+                        ip -n "mesh-$h" addr add "${MESH_ADDR[$h]}/24" dev eth0 &&
+                        ip -n "mesh-$h" link set eth0 up &&
+                        ip -n "mesh-$h" link set lo up || return 1
+        done
+}
+
+# mesh_cluster_net_del: removes host-b's and host-c's namespaces (their veths go with them).
+mesh_cluster_net_del() {
+        ip netns del mesh-b 2>/dev/null
+        ip netns del mesh-c 2>/dev/null
+        return 0
+}
+
+# mesh_in_ns HOST CMD...: CMD in that host's network namespace (a: this one).
+mesh_in_ns() {
+        local h=$1
+        shift
+        if [ "$h" = a ]; then "$@"; else ip netns exec "mesh-$h" "$@"; fi
+}
+
+# mesh_cluster_pki DIR: the CA and host-a's, host-b's and host-c's bundles (mesh_pki_hosts), and
+# each node's files in DIR/server-HOST (mesh_pki_server: its address, TLS routes to the other two).
+mesh_cluster_pki() {
+        local dir=$1 h o
+        mesh_pki_hosts "$dir" host-a host-b host-c || return 1
+        for h in a b c; do
+                local MESH_SERVER_CLUSTER="${MESH_ADDR[$h]}:6222"
+                for o in a b c; do [ "$o" != "$h" ] && MESH_SERVER_CLUSTER+=" ${MESH_ADDR[$o]}:6222"; done
+                mesh_pki_server "$dir" "server-$h" "${MESH_ADDR[$h]}:4222" host-a host-b host-c || return 1
+        done
+}
+
+# mesh_cluster_nats_start DIR HOST: that host's node, in its namespace: DIR/pki/server-HOST/nats.conf
+# (made by mesh_cluster_pki DIR/pki) with its server_name (host-HOST) and a monitoring port (8222) as DIR/nats-HOST.conf, logging to
+# DIR/nats-HOST.log; MESH_NATS_PID is its pid. Does not wait (mesh_cluster_ready).
+mesh_cluster_nats_start() {
+        local dir=$1 h=$2
+        { cat "$dir/pki/server-$h/nats.conf"; printf 'server_name: host-%s\nhttp: %s:8222\n' "$h" "${MESH_ADDR[$h]}"; } \
+                >"$dir/nats-$h.conf" || return 1
+        # Not through mesh_in_ns (a function run in the background is a subshell): $! must be the server.
+        if [ "$h" = a ]; then
+                nats-server -c "$dir/nats-$h.conf" -l "$dir/nats-$h.log" &
+        else
+                ip netns exec "mesh-$h" nats-server -c "$dir/nats-$h.conf" -l "$dir/nats-$h.log" &
+        fi
+        MESH_NATS_PID=$!
+}
+
+# mesh_jsz_leader HOST: the JetStream meta leader that host's node knows.
+mesh_jsz_leader() {
+        mesh_in_ns "$1" curl -s --max-time 2 "http://${MESH_ADDR[$1]}:8222/jsz" | jq -er '.meta_cluster.leader // empty'
+}
+
+# mesh_cluster_ready: every node knows a JetStream meta leader.
+mesh_cluster_ready() {
+        mesh_jsz_leader a && mesh_jsz_leader b && mesh_jsz_leader c
+}
+
+# mesh_routes_of HOST [PORT]: the number of routes of the server whose monitoring port (default
+# 8222) is on that host's address.
+mesh_routes_of() {
+        mesh_in_ns "$1" curl -s --max-time 2 "http://${MESH_ADDR[$1]}:${2:-8222}/routez" | jq -er '.num_routes'
+}
+
+# mesh_two_routes: each node has its two routes.
+mesh_two_routes() {
+        [ "$(mesh_routes_of a)" = 2 ] && [ "$(mesh_routes_of b)" = 2 ] && [ "$(mesh_routes_of c)" = 2 ]
+}
+
+# mesh_connected: this host's gateway says it is connected.
+mesh_connected() {
+        busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"
+}
+
+# mesh_host_start DIR HOST SRC [SETUP]: host-HOST's fabric, a nested sandbox (its own root, users,
+# system bus and fabric) in its namespace, started in the background (MESH_HOST_PID): it runs
+# SETUP (a bash script, if given), takes DIR/HOST.yaml as its con.yaml and its credentials from
+# DIR/pki/host-HOST, runs con bootstrap and con up (output in DIR/HOST/up.log), touches
+# DIR/HOST/ready, then runs the commands mesh_host_do drops in DIR/HOST until DIR/HOST/stop exists.
+# SRC is the checkout (its tests/sandbox/con-sandbox).
+mesh_host_start() {
+        local dir=$1 h=$2 src=$3 setup=${4:-}
+        mkdir -p "$dir/$h" || return 1
+        mesh_install_creds_script "$dir/pki/host-$h" >"$dir/creds-$h.sh" || return 1
+        cat >"$dir/host.sh" <<'HOST' || return 1
+#!/bin/bash
+set -u
+out=$CON_SANDBOX_ARTIFACTS
+if [ -n "$4" ]; then bash "$4" || exit 1; fi
+mkdir -p /etc/con
+cp "$1" /etc/con/con.yaml
+hostname "$2"
+bash "$3"       # this host's TLS files, as its admin copies them from the CA host
+{ con bootstrap && con up; } >"$out/up.log" 2>&1 || { cat /srv/con/logs/daemons/con-meshd.log >>"$out/up.log"; exit 1; }
+touch "$out/ready"
+n=0
+while [ ! -e "$out/stop" ]; do
+        if [ -e "$out/cmd.$n" ]; then
+                bash "$out/cmd.$n" >"$out/cmd.$n.out" 2>&1
+                echo $? >"$out/cmd.$n.rc"
+                n=$((n + 1))
+        else
+                sleep 0.1
+        fi
+done
+HOST
+        chmod 755 "$dir/host.sh"
+        "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns "/run/netns/mesh-$h" \
+                --artifacts "$dir/$h" --with "$dir" -- "$dir/host.sh" "$dir/$h.yaml" "host-$h" "$dir/creds-$h.sh" "$setup" \
+                >"$dir/$h.out" 2>&1 &
+        MESH_HOST_PID=$!
+}
+
+# mesh_host_do DIR HOST SCRIPT: runs SCRIPT (bash) on host-HOST (mesh_host_start), prints its
+# output, returns its status (124 when the host does not answer within 90 s).
+mesh_host_do() {
+        local d=$1/$2 n
+        n=$(cat "$d/next" 2>/dev/null || echo 0)
+        echo $((n + 1)) >"$d/next"
+        printf '%s\n' "$3" >"$d/cmd.$n.tmp"
+        mv "$d/cmd.$n.tmp" "$d/cmd.$n"
+        wait_for 90 test -e "$d/cmd.$n.rc" || { echo "host-$2 did not answer"; return 124; }
+        cat "$d/cmd.$n.out"
+        return "$(cat "$d/cmd.$n.rc")"
+}

@@ -24,7 +24,6 @@ require_sandbox
 
 T=$(lib_tmp)
 src=$(cd "$(dirname "$0")/../.." && pwd)
-declare -A ADDR=([a]=10.78.0.1 [b]=10.78.0.2 [c]=10.78.0.3)
 declare -A NATS_PID=()
 SANDBOX_PIDS=()
 N1=${MESH_CLUSTER_TASKS:-16}    # tasks in flight when host-b is killed
@@ -57,94 +56,50 @@ cleanup() {
         for h in b c; do touch "$T/$h/stop" 2>/dev/null; done
         for p in "${SANDBOX_PIDS[@]}"; do timeout 20 tail --pid="$p" -f /dev/null; kill "$p" 2>/dev/null; done
         for h in a b c plain host; do [ -n "${NATS_PID[$h]:-}" ] && kill "${NATS_PID[$h]}" 2>/dev/null; done
-        ip netns del mesh-b 2>/dev/null
-        ip netns del mesh-c 2>/dev/null
-        return 0
+        mesh_cluster_net_del
 }
 trap 'cleanup; _lib_exit' EXIT
 
 section "the network: two namespaces, veth pairs to a bridge on host-a, private addresses only"
-check "a bridge on host-a" ip link add mesh-br type bridge
-check "host-a is ${ADDR[a]}" ip addr add "${ADDR[a]}/24" dev mesh-br
-check "the bridge up" ip link set mesh-br up
-for h in b c; do
-        check "namespace mesh-$h" ip netns add "mesh-$h"
-        check "veth pair host-a <-> host-$h" ip link add "vm-$h" type veth peer name eth0 netns "mesh-$h"
-        check "host-$h's veth on the bridge" ip link set "vm-$h" master mesh-br up
-        check "host-$h is ${ADDR[$h]}" ip -n "mesh-$h" addr add "${ADDR[$h]}/24" dev eth0
-        check "host-$h's end up" ip -n "mesh-$h" link set eth0 up
-        check "host-$h's loopback up" ip -n "mesh-$h" link set lo up
-done
+check "a bridge on host-a (${MESH_ADDR[a]}), host-b and host-c as namespaces (${MESH_ADDR[b]}, ${MESH_ADDR[c]}) with a veth pair to it" \
+        mesh_cluster_net
 check_output "no default route on host-a: nothing beyond the three hosts" '^$' ip route show default
 check_output "no default route on host-b" '^$' ip -n mesh-b route show default
 
 section "the mesh's credentials (con mesh): a CA, three hosts, three NATS nodes"
-check "the CA and host-a's, host-b's and host-c's certificates" mesh_pki_hosts "$T/pki" host-a host-b host-c
-for h in a b c; do
-        MESH_SERVER_CLUSTER="${ADDR[$h]}:6222"
-        for o in a b c; do [ "$o" != "$h" ] && MESH_SERVER_CLUSTER+=" ${ADDR[$o]}:6222"; done
-        check "node $h: its certificate and configuration (TLS, verify_and_map, per-host permissions, TLS routes)" \
-                mesh_pki_server "$T/pki" "server-$h" "${ADDR[$h]}:4222" host-a host-b host-c
-done
-unset MESH_SERVER_CLUSTER
+check "the CA, host-a's, host-b's and host-c's certificates; each node's certificate and configuration (TLS, verify_and_map, per-host permissions, TLS routes)" \
+        mesh_cluster_pki "$T/pki"
 check_output "... its cluster block: TLS on the routes, verified, mapped to the route name" \
         'verify_and_map: true' sed -n '/^cluster {/,/^}/p' "$T/pki/server-a/nats.conf"
 
 section "a nats-server per host, one JetStream cluster"
-in_ns() { # in_ns HOST CMD...: CMD in that host's network namespace
-        local h=$1
-        shift
-        if [ "$h" = a ]; then "$@"; else ip netns exec "mesh-$h" "$@"; fi
-}
-start_nats() {
-        local h=$1
-        { cat "$T/pki/server-$h/nats.conf"; cat <<EOF; } >"$T/nats-$h.conf"
-server_name: host-$h
-http: ${ADDR[$h]}:8222
-EOF
-        # Not through in_ns (a function run in the background is a subshell): $! must be the server.
-        if [ "$h" = a ]; then
-                nats-server -c "$T/nats-$h.conf" -l "$T/nats-$h.log" &
-        else
-                ip netns exec "mesh-$h" nats-server -c "$T/nats-$h.conf" -l "$T/nats-$h.log" &
-        fi
-        NATS_PID[$h]=$!
-}
-jsz_leader() { # the JetStream meta leader host $1's server knows
-        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:8222/jsz" | jq -er '.meta_cluster.leader // empty'
-}
+start_nats() { mesh_cluster_nats_start "$T" "$1" && NATS_PID[$1]=$MESH_NATS_PID; }
 check "nats-server is installed" command -v nats-server
 for h in a b c; do start_nats "$h"; done
 for h in a b c; do
-        check "host-$h's nats-server listens on ${ADDR[$h]}:4222" wait_for 20 \
-                in_ns "$h" bash -c "exec 3<>/dev/tcp/${ADDR[$h]}/4222"
+        check "host-$h's nats-server listens on ${MESH_ADDR[$h]}:4222" wait_for 20 \
+                mesh_in_ns "$h" bash -c "exec 3<>/dev/tcp/${MESH_ADDR[$h]}/4222"
 done
-cluster_ready() { jsz_leader a && jsz_leader b && jsz_leader c; }
-check "the JetStream cluster has a leader (seen from each node)" wait_for 40 cluster_ready
+check "the JetStream cluster has a leader (seen from each node)" wait_for 40 mesh_cluster_ready
 check_output "con mesh streams: the administrator makes every host's streams and con-state, 3 replicas each" \
-        '^con-state: made$' mesh_streams "$T/pki" "tls://${ADDR[a]}:4222" --replicas 3
-routes_of() { # routes_of HOST [PORT]: the number of routes of the server whose monitoring port
-              # (default 8222) is on that host's address
-        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:${2:-8222}/routez" | jq -er '.num_routes'
-}
-two_routes() { [ "$(routes_of a)" = 2 ] && [ "$(routes_of b)" = 2 ] && [ "$(routes_of c)" = 2 ]; }
-check "each node has its two routes (TLS, each side verified)" wait_for 20 two_routes
+        '^con-state: made$' mesh_streams "$T/pki" "tls://${MESH_ADDR[a]}:4222" --replicas 3
+check "each node has its two routes (TLS, each side verified)" wait_for 20 mesh_two_routes
 
 section "a node without a server certificate of the mesh's CA cannot join the cluster"
 # Two would-be nodes on host-a's address, routes to all three: one plaintext, one with TLS and
 # host-a's certificate (signed by the mesh's CA, but a host's, not a server's). Each has a name of
 # its own, so a node's /routez would show it if it were let in.
-nats-server -n intruder-plain -a "${ADDR[a]}" -p 4301 -m 8301 --cluster_name con --cluster "nats://${ADDR[a]}:6301" \
-        --routes "nats://${ADDR[a]}:6222,nats://${ADDR[b]}:6222,nats://${ADDR[c]}:6222" -l "$T/intruder-plain.log" &
+nats-server -n intruder-plain -a "${MESH_ADDR[a]}" -p 4301 -m 8301 --cluster_name con --cluster "nats://${MESH_ADDR[a]}:6301" \
+        --routes "nats://${MESH_ADDR[a]}:6222,nats://${MESH_ADDR[b]}:6222,nats://${MESH_ADDR[c]}:6222" -l "$T/intruder-plain.log" &
 NATS_PID[plain]=$!
 cat >"$T/intruder-host.conf" <<INTRUDER
 server_name: intruder-host
-listen: ${ADDR[a]}:4302
-http: ${ADDR[a]}:8302
+listen: ${MESH_ADDR[a]}:4302
+http: ${MESH_ADDR[a]}:8302
 cluster {
   name: con
-  listen: ${ADDR[a]}:6302
-  routes: [nats://${ADDR[a]}:6222, nats://${ADDR[b]}:6222, nats://${ADDR[c]}:6222]
+  listen: ${MESH_ADDR[a]}:6302
+  routes: [nats://${MESH_ADDR[a]}:6222, nats://${MESH_ADDR[b]}:6222, nats://${MESH_ADDR[c]}:6222]
   tls { cert_file: "$T/pki/host-a/host.crt", key_file: "$T/pki/host-a/host.key", ca_file: "$T/pki/host-a/ca.crt" }
 }
 INTRUDER
@@ -163,11 +118,11 @@ done
 check_output "the node with a host's certificate is told why by each node (its log: 'Authorization Violation' from all three)" \
         '^3$' bash -c "grep \"Route Error 'Authorization Violation'\" '$T/intruder-host.log' | grep -o '10\.78\.0\.[123]:6222' | sort -u | wc -l"
 server_id() { # server_id HOST [PORT]: the id of the server whose monitoring port is on that address
-        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:${2:-8222}/varz" | jq -er '.server_id'
+        mesh_in_ns "$1" curl -s --max-time 2 "http://${MESH_ADDR[$1]}:${2:-8222}/varz" | jq -er '.server_id'
 }
 peers_of() { # peers_of HOST: the server ids of its routes, sorted (nats-server 2.9's /routez has
              # no remote_name: remote_id is the peer's server_id)
-        in_ns "$1" curl -s --max-time 2 "http://${ADDR[$1]}:8222/routez" | jq -er '[.routes[].remote_id] | sort | join(" ")'
+        mesh_in_ns "$1" curl -s --max-time 2 "http://${MESH_ADDR[$1]}:8222/routez" | jq -er '[.routes[].remote_id] | sort | join(" ")'
 }
 declare -A SID=()
 for h in a b c; do SID[$h]=$(server_id "$h"); done
@@ -192,7 +147,7 @@ done
 short_lived() { # short_lived MONITOR_PORT LOG
         local rids="" out r
         for _ in $(seq 30); do
-                out=$(curl -s --max-time 2 "http://${ADDR[a]}:$1/routez") || return 1
+                out=$(curl -s --max-time 2 "http://${MESH_ADDR[a]}:$1/routez") || return 1
                 jq -e .server_id <<<"$out" >/dev/null || return 1
                 rids+=" $(jq -r '.routes[]?.rid' <<<"$out")"
                 sleep 0.1
@@ -204,18 +159,15 @@ short_lived() { # short_lived MONITOR_PORT LOG
 }
 check "the plaintext node: every route it lists (3 s) is closed by the node" short_lived 8301 "$T/intruder-plain.log"
 check "the node with a host's certificate: every route it lists (3 s) is closed by the node" short_lived 8302 "$T/intruder-host.log"
-check "the three nodes still have two routes each, no more" two_routes
+check "the three nodes still have two routes each, no more" mesh_two_routes
 kill "${NATS_PID[plain]}" "${NATS_PID[host]}"
 wait "${NATS_PID[plain]}" "${NATS_PID[host]}" 2>/dev/null
 unset 'NATS_PID[plain]' 'NATS_PID[host]'
 
 section "host-b and host-c: nested sandboxes, each with its own fabric"
-# Every host runs this: its con.yaml, bootstrap, con up, then the commands the test drops in its
-# folder (cmd.N, answered by cmd.N.rc and cmd.N.out) until the test asks it to stop.
-cat >"$T/host.sh" <<'HOST'
-#!/bin/bash
-set -u
-out=$CON_SANDBOX_ARTIFACTS
+# Every host runs mesh_host_start's script: this set-up first, then its con.yaml, con bootstrap,
+# con up, then the commands host_do drops in its folder until the test asks it to stop.
+cat >"$T/setup.sh" <<'SETUP'
 cat >/usr/local/bin/mesh-echo <<'EOF'
 #!/bin/sh
 # Each run leaves its task id (runs may repeat after a kill: the agent re-runs an interrupted task).
@@ -227,39 +179,9 @@ EOF
 chmod 755 /usr/local/bin/mesh-echo
 : >/var/tmp/mesh-runs
 chmod 666 /var/tmp/mesh-runs
-mkdir -p /etc/con
-cp "$1" /etc/con/con.yaml
-hostname "$2"
-bash "$3"       # this host's TLS files, as its admin copies them from the CA host
-{ con bootstrap && con up; } >"$out/up.log" 2>&1 || { cat /srv/con/logs/daemons/con-meshd.log >>"$out/up.log"; exit 1; }
-touch "$out/ready"
-n=0
-while [ ! -e "$out/stop" ]; do
-        if [ -e "$out/cmd.$n" ]; then
-                bash "$out/cmd.$n" >"$out/cmd.$n.out" 2>&1
-                echo $? >"$out/cmd.$n.rc"
-                n=$((n + 1))
-        else
-                sleep 0.1
-        fi
-done
-HOST
-chmod 755 "$T/host.sh"
-# host_do HOST SCRIPT: runs SCRIPT (bash) on that host, prints its output, returns its status.
-host_do() {
-        local d=$T/$1 n
-        n=$(cat "$d/next" 2>/dev/null || echo 0)
-        echo $((n + 1)) >"$d/next"
-        printf '%s\n' "$2" >"$d/cmd.$n.tmp"
-        mv "$d/cmd.$n.tmp" "$d/cmd.$n"
-        wait_for 90 test -e "$d/cmd.$n.rc" || { echo "host-$1 did not answer"; return 124; }
-        cat "$d/cmd.$n.out"
-        return "$(cat "$d/cmd.$n.rc")"
-}
-servers="[tls://${ADDR[a]}:4222, tls://${ADDR[b]}:4222, tls://${ADDR[c]}:4222]"
+SETUP
+host_do() { mesh_host_do "$T" "$@"; } # host_do HOST SCRIPT: runs SCRIPT (bash) on that host
 for h in b c; do
-        mkdir -p "$T/$h"
-        mesh_install_creds_script "$T/pki/host-$h" >"$T/creds-$h.sh"
         cat >"$T/$h.yaml" <<EOF
 system:
   name: host-$h
@@ -272,17 +194,15 @@ agents:
     command: [/usr/local/bin/mesh-echo]
 mesh:
   host: host-$h
-  servers: $servers
+  servers: $MESH_SERVERS
   replicas: 3
 policy:
   grants:
     - {who: "user:alice@host-a", may: [task], to: [sysadmin, concierge]}
     - {who: "user:carol@host-c", may: [task], to: [sysadmin, concierge]}
 EOF
-        "$src/tests/sandbox/con-sandbox" --stage "$CON_SANDBOX_STAGE" --netns "/run/netns/mesh-$h" \
-                --artifacts "$T/$h" --with "$T" -- "$T/host.sh" "$T/$h.yaml" "host-$h" "$T/creds-$h.sh" \
-                >"$T/$h.out" 2>&1 &
-        SANDBOX_PIDS+=($!)
+        mesh_host_start "$T" "$h" "$src" "$T/setup.sh"
+        SANDBOX_PIDS+=("$MESH_HOST_PID")
 done
 
 section "host-a: its fabric with a mesh: section"
@@ -296,19 +216,18 @@ agents:
     command: [/bin/cat]
 mesh:
   host: host-a
-  servers: $servers
+  servers: $MESH_SERVERS
   replicas: 3
 EOF
 check "host-a's TLS files" mesh_install_creds "$T/pki/host-a"
 check "con bootstrap" con bootstrap
 check "alice and bob, submitters on host-a" bash -c 'useradd -M -G con alice && useradd -M -G con bob'
 check_output "con up starts the mesh gateway" 'mesh: started as host host-a' con up
-connected() { busctl --system get-property org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 Connected | grep -qx "b true"; }
-check "host-a's gateway is connected" wait_for 30 connected
+check "host-a's gateway is connected" wait_for 30 mesh_connected
 for h in b c; do
         check "host-$h is up (bootstrap, con up)" wait_for 120 test -e "$T/$h/ready"
         check "host-$h's gateway is connected" host_do "$h" \
-                "$(declare -f wait_for connected); wait_for 30 connected"
+                "$(declare -f wait_for mesh_connected); wait_for 30 mesh_connected"
 done
 check "carol, a submitter on host-c" host_do c 'useradd -M -G con carol && useradd -M -G con dave'
 
@@ -363,7 +282,7 @@ check "... host-b's gateway had the agent's answer to it" wait_for 20 host_do b 
 C=(--ca "$T/pki/host-c/ca.crt" --cert "$T/pki/host-c/host.crt" --key "$T/pki/host-c/host.key" --inbox _INBOX.host-c)
 check "the test's NATS client" mesh_probe_install "$CON_BUILD_DIR"
 check "host-c cancels its cl-dup-1 at concierge@host-b (carol's cancel, host-c's credentials)" \
-        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.cancel.host-b.host-c \
+        mesh_probe "${C[@]}" tls://${MESH_ADDR[a]}:4222 pub con.cancel.host-b.host-c \
         '{"v":1,"id":"cl-dup-1","agent":"concierge","from":"carol@host-c","by":"carol@host-c"}'
 check "host-b's gateway: concierge holds no cl-dup-1 of carol@host-c, nothing canceled" wait_for 10 host_do b \
         'grep -q "Cancel of task cl-dup-1 from carol@host-c by carol@host-c: agent concierge holds no such task" \
@@ -423,7 +342,7 @@ away_states() { on_c_state cl-state-2 completed && on_c_state cl-state-3 working
 check "host-c sees cl-state-2 completed and cl-state-3 working, published while host-a's gateway is away" \
         wait_for 30 away_states
 check_output "con up starts host-a's gateway again" 'mesh: started as host host-a' con up
-check "... connected" wait_for 30 connected
+check "... connected" wait_for 30 mesh_connected
 # (the restarted gateway reads the stream again, one event at a time: give it the time)
 check "host-a's con status (root): cl-state-2 completed, read from the stream" wait_for 20 bash -c \
         'con status | grep -Eq "^cl-state-2 +alice@host-a +sysadmin@host-b +completed "'
@@ -439,7 +358,7 @@ check_output "... run once on host-b (carol's text never ran)" '^1$' host_do b '
 # may say (every gateway checks): host-c saying how alice@host-a's task goes on host-b is dropped
 # and audited, on host-a and on host-b, and changes no one's table.
 check "host-c's credentials publish 'cl-state-1 is working on host-b' on host-c's own subject" \
-        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.state.host-a.host-c.cl-state-1 \
+        mesh_probe "${C[@]}" tls://${MESH_ADDR[a]}:4222 pub con.state.host-a.host-c.cl-state-1 \
         '{"v":1,"id":"cl-state-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 check "host-a's gateway drops it" wait_for 10 grep -q \
         'Dropping a state event of task cl-state-1 (alice@host-a to sysadmin@host-b, working): its publisher is neither the task.s origin nor the host that runs it; it came on con.state.host-a.host-c.cl-state-1' \
@@ -452,7 +371,7 @@ check_output "cl-state-1 is still completed everywhere" '^cl-state-1 +alice@host
         bash -c 'con status | grep -E "^cl-state-1 "'
 check_fail_output "host-c's certificate cannot publish as host-b (the server refuses)" \
         'Permissions Violation for Publish to "con.state.host-a.host-b.cl-state-1"' \
-        mesh_probe "${C[@]}" tls://${ADDR[a]}:4222 pub con.state.host-a.host-b.cl-state-1 \
+        mesh_probe "${C[@]}" tls://${MESH_ADDR[a]}:4222 pub con.state.host-a.host-b.cl-state-1 \
         '{"v":1,"id":"cl-state-1","host":"host-b","agent":"sysadmin","from":"alice@host-a","state":"working"}'
 
 # send_batch PREFIX N: alice submits N tasks by busctl; the ids JetStream acknowledged go to
@@ -533,9 +452,9 @@ wait "${NATS_PID[b]}" 2>/dev/null
 check "host-a sends $N2 more while host-b is down" send_batch down "$N2"
 sleep 1
 start_nats b
-check "host-b's nats-server is back" wait_for 20 in_ns b bash -c "exec 3<>/dev/tcp/${ADDR[b]}/4222"
+check "host-b's nats-server is back" wait_for 20 mesh_in_ns b bash -c "exec 3<>/dev/tcp/${MESH_ADDR[b]}/4222"
 check "host-b's fabric is back (con up)" host_do b 'con up'
-check "host-b's gateway is connected again" host_do b "$(declare -f wait_for connected); wait_for 40 connected"
+check "host-b's gateway is connected again" host_do b "$(declare -f wait_for mesh_connected); wait_for 40 mesh_connected"
 wait_results kill 60
 wait_results down 30
 check_output "figures after the kill" '^sent=[0-9]+ acknowledged=[0-9]+ completed=' figures kill down
