@@ -261,8 +261,10 @@ int con_journal_commit(ConJournal *j, bool sync) {
 int con_journal_put(FILE *f, const char *line) {
         if (strchr(line, '\n'))
                 return -EINVAL;
+        /* What the write said (a full disk is ENOSPC), not a generic I/O error. */
+        errno = 0;
         if (fputs(line, f) < 0 || fputc('\n', f) < 0)
-                return -EIO;
+                return negative_errno();
         return 0;
 }
 

@@ -64,5 +64,6 @@ uint64_t con_journal_size(const ConJournal *j);
  * that last sync fails, the next synced commit syncs it first). -EBUSY while a batch waits. On
  * failure the old journal stays. */
 int con_journal_rewrite(ConJournal *j, ConJournalWriteFn fn, void *userdata);
-/* One line (and its '\n') into a compacted journal; -EINVAL when LINE holds a '\n'. */
+/* One line (and its '\n') into a compacted journal; -EINVAL when LINE holds a '\n', the write's
+ * -errno (-ENOSPC for a full disk) when stdio reports a failure. */
 int con_journal_put(FILE *f, const char *line);

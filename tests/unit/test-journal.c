@@ -136,6 +136,17 @@ static void test_journal(void) {
 
 /* One writer per folder: a second open, in this process or another, is refused until the first
  * journal is freed; the caller's own descriptor of the folder is not the lock. */
+/* A failed write is reported with its errno: a full disk is "No space left on device", not an
+ * input/output error (the log and StorageFailed name it). */
+static void test_journal_put_errno(void) {
+        FILE *f = fopen("/dev/full", "we");
+        g_assert_nonnull(f);
+        g_assert_cmpint(setvbuf(f, NULL, _IONBF, 0), ==, 0);
+        g_assert_cmpint(con_journal_put(f, "a\nb"), ==, -EINVAL);
+        g_assert_cmpint(con_journal_put(f, "line"), ==, -ENOSPC);
+        (void) fclose(f);
+}
+
 static void test_journal_lock(void) {
         _cleanup_free_ char *dir = test_tmpdir_new();
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -169,5 +180,6 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/journal/journal", test_journal);
         g_test_add_func("/journal/lock", test_journal_lock);
+        g_test_add_func("/journal/put-errno", test_journal_put_errno);
         return con_test_run();
 }
