@@ -84,6 +84,7 @@ struct AgentQueue {
         size_t n_prune_kept, prune_kept_alloc, prune_pos;
         bool prune_excess;
         bool untrusted_journal;
+        int commit_error;               /* a commit failed: the first error, returned by every later one */
         unsigned n_corrupt;
         bool torn_tail;
 };
@@ -296,9 +297,17 @@ bool agent_queue_has_batch(const AgentQueue *q) {
 }
 
 int agent_queue_commit(AgentQueue *q) {
+        if (q->commit_error < 0)
+                return q->commit_error;
         int r = con_journal_commit(q->journal, true);
-        if (r < 0)
+        if (r < 0) {
+                /* Whoever waited for this batch is told nothing was accepted (StorageFailed, "try
+                 * again later"): it must never become durable, nor anything after it (records of a
+                 * state the disk no longer matches). The queue writes nothing any more; the "forget"
+                 * records' files stay. */
+                q->commit_error = r;
                 return r;
+        }
         /* The "forget" records are durable: the files of those tasks can go now. */
         remove_forgotten_files(q);
         return 0;

@@ -193,7 +193,9 @@ int agent_result_text(const char *data, size_t len, uint64_t size, size_t max, c
 bool agent_queue_has_batch(const AgentQueue *q);
 /* Writes the batch and fdatasync()s once. On failure the journal is cut back to its last good
  * size and the error returned: the in-memory state is then ahead of the disk, the caller must
- * stop. */
+ * stop. The failure is final: what the batch held was refused to its callers ("nothing was
+ * accepted"), so neither it nor anything appended later is ever written; every later commit
+ * returns the same error without writing (and agent_queue_prune() removes no file). */
 int agent_queue_commit(AgentQueue *q);
 
 /* Evicts the oldest finished tasks beyond the limit (only with an empty batch, i.e. right after a

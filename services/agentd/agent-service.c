@@ -419,9 +419,13 @@ static int on_prune(sd_event_source *s, uint64_t usec, void *userdata) {
                 (void) agent_queue_evict_before(c->queue, cutoff);
         int r = agent_queue_prune(c->queue, cutoff, c->config->result_max, PRUNE_BUDGET, &n);
         c->n_pruned += n;
-        if (r < 0)
+        if (r < 0) {
                 log_full(LOG_WARNING, "Failed to remove the finished tasks past system.result_retention or "
                          "system.result_max in %s, will retry: %s", c->data_dir, strerror(-r));
+                /* When it was the commit, the flush meets the same error: it answers who waits and
+                 * stops the service. */
+                agent_context_schedule_flush(c);
+        }
         if (r != 1 && c->n_pruned > 0) {
                 char d[32];
                 format_duration(retention, d, sizeof(d));
@@ -464,7 +468,9 @@ AgentContext *agent_context_free(AgentContext *c) {
         if (!c)
                 return NULL;
         if (c->queue) {
-                /* Whatever is still in the batch was never acknowledged; writing it is harmless. */
+                /* Whatever is still in the batch was never acknowledged; writing it is harmless. After
+                 * a failed commit nothing is written: its callers were told nothing was accepted
+                 * (agent_queue_commit() keeps failing). */
                 (void) agent_queue_commit(c->queue);
                 size_t n;
                 AgentTask * const *tasks = agent_queue_tasks(c->queue, &n);

@@ -2,6 +2,8 @@
 /* The agent queue: journal append, group commit, replay, torn tails, dedup, ordering, retry
  * counting, compaction and the derived files. */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1229,6 +1231,60 @@ static void test_second_accept_unfinished(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* A commit that fails (here: the file size limit, as a full disk would) is final: its callers are
+ * told nothing was accepted, so neither that batch nor anything after it is written by a later
+ * commit (the service's exit commits once more), and a retention step's files stay. */
+static void test_commit_failure_final(Fixture *f, gconstpointer data) {
+        const uint64_t day = 24ULL * 3600 * USEC_PER_SEC, now = con_now(CLOCK_REALTIME);
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        run_tasks(q, 1); /* e0000, done */
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_all_files(q), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        set_mtime(f, "queue/finished/e0000.json", now - 40 * day);
+        AgentTask *a = accept_one(q, "kept", 5, "acknowledged");
+        g_assert_nonnull(a);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        AgentQueueStats st;
+        agent_queue_get_stats(q, &st);
+
+        /* The journal may not grow: the next write fails with EFBIG. */
+        struct rlimit old, lim;
+        g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+        lim = old;
+        lim.rlim_cur = (rlim_t) st.journal_size;
+        void (*sig)(int) = signal(SIGXFSZ, SIG_IGN);
+        g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &lim), ==, 0);
+        accept_one(q, "refused", 5, "answered StorageFailed");
+        int r = agent_queue_commit(q);
+        /* The retention step's forget record cannot be written either: the files stay. */
+        int p = agent_queue_prune(q, now - 30 * day, 100, 100, NULL);
+        g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+        (void) signal(SIGXFSZ, sig);
+        g_assert_cmpint(r, ==, -EFBIG);
+        g_assert_cmpint(p, ==, -EFBIG);
+
+        /* The disk has room again: still nothing is written. */
+        g_assert_cmpint(agent_queue_commit(q), ==, -EFBIG);
+        accept_one(q, "later", 5, "after the failure");
+        g_assert_cmpint(agent_queue_commit(q), ==, -EFBIG);
+        g_assert_cmpint(agent_queue_prune(q, now - 30 * day, 100, 100, NULL), ==, -EFBIG);
+        g_assert_true(exists_at(f, "queue/finished/e0000.json"));
+        g_assert_true(exists_at(f, "outbox/e0000.response"));
+        agent_queue_free(q);
+
+        q = open_queue(f);
+        g_assert_nonnull(agent_queue_find(q, "kept"));
+        g_assert_null(agent_queue_find(q, "refused"));
+        g_assert_null(agent_queue_find(q, "later"));
+        g_assert_true(agent_queue_known_on_disk(q, "e0000"));
+        agent_queue_get_stats(q, &st);
+        g_assert_cmpuint(st.n_corrupt, ==, 0);
+        g_assert_false(st.torn_tail);
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -1265,6 +1321,7 @@ int main(int argc, char **argv) {
         g_test_add("/agent-queue/freed-id-replay/same-sender", Fixture, GUINT_TO_POINTER(1), fixture_setup,
                    test_freed_id_replay, fixture_teardown);
         ADD("/agent-queue/second-accept-unfinished", test_second_accept_unfinished);
+        ADD("/agent-queue/commit-failure-final", test_commit_failure_final);
         g_test_add_func("/agent-queue/result-text", test_result_text);
         g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
