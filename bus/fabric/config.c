@@ -1294,6 +1294,10 @@ static const ConYamlField mesh_fields[] = {
         { "sent_retention", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, sent_retention_usec) },
         { "sent_max", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, sent_max), .min = 1,
           .max = CON_MESH_SENT_MAX_MAX },
+        { "stream_max_bytes", .type = CON_YAML_SIZE, .offset = offsetof(ConMeshConfig, stream_max_bytes),
+          .max = CON_MESH_STREAM_MAX_BYTES_MAX },
+        { "stream_max_per_host", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, stream_max_per_host),
+          .min = 1, .max = CON_MESH_STREAM_MAX_PER_HOST_MAX },
         {}
 };
 
@@ -1310,6 +1314,13 @@ static int parse_mesh(ConYamlReader *c, const yaml_node_t *v, const char *path, 
         int r = con_yaml_read_mapping(c, v, path, mesh_fields, m, NULL, NULL);
         if (r < 0)
                 return r;
+        if (m->stream_max_bytes < CON_MESH_STREAM_MAX_BYTES_MIN) {
+                const yaml_node_t *at = con_yaml_mapping_get(c->doc, v, "stream_max_bytes", NULL);
+                _cleanup_free_ char *kpath = con_yaml_path_child(path, "stream_max_bytes");
+                return kpath ? con_yaml_fail(c, at ?: v, kpath, "%" PRIu64 " bytes is too small; at least %llu (4MiB: "
+                                             "one task of the largest size fits)", m->stream_max_bytes,
+                                             CON_MESH_STREAM_MAX_BYTES_MIN) : -ENOMEM;
+        }
         if (strv_length(m->servers) == 0)
                 return con_yaml_fail(c, v, path, "servers: missing; at least one NATS server is needed, "
                                      "e.g. servers: [tls://10.0.0.1:4222]");
@@ -1495,7 +1506,9 @@ static ConConfig *config_new(const char *filename) {
                 },
                 .mesh = { .retention_usec = CON_MESH_RETENTION_DEFAULT_USEC, .replicas = 1,
                           .sent_retention_usec = CON_MESH_SENT_RETENTION_DEFAULT_USEC,
-                          .sent_max = CON_MESH_SENT_MAX_DEFAULT },
+                          .sent_max = CON_MESH_SENT_MAX_DEFAULT,
+                          .stream_max_bytes = CON_MESH_STREAM_MAX_BYTES_DEFAULT,
+                          .stream_max_per_host = CON_MESH_STREAM_MAX_PER_HOST_DEFAULT },
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,

@@ -192,6 +192,14 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
 #define CON_MESH_SENT_RETENTION_DEFAULT_USEC (30ULL * 24 * 3600 * 1000000)
 #define CON_MESH_SENT_MAX_DEFAULT 10000
 #define CON_MESH_SENT_MAX_MAX 1000000
+/* The limits of every host's task and result streams (docs/MULTIHOST.md, "Floods"): bytes in each
+ * stream (at least one message of the largest size, MESH_STREAM_MSG_MAX, fits), and messages of one
+ * sending host in each. */
+#define CON_MESH_STREAM_MAX_BYTES_DEFAULT (1ULL << 30)
+#define CON_MESH_STREAM_MAX_BYTES_MIN (4ULL << 20)
+#define CON_MESH_STREAM_MAX_BYTES_MAX (1ULL << 40)
+#define CON_MESH_STREAM_MAX_PER_HOST_DEFAULT 10000
+#define CON_MESH_STREAM_MAX_PER_HOST_MAX 10000000
 typedef struct ConMeshConfig {
         bool enabled;                   /* the section was given */
         char *host;                     /* required: this host's name (con_mesh_host_valid) */
@@ -202,6 +210,9 @@ typedef struct ConMeshConfig {
         uint64_t sent_retention_usec;   /* a task sent from here, its record and answer files: kept this
                                          * long after its result came (30 days) */
         unsigned sent_max;              /* ... and at most this many (10000), the oldest going first */
+        uint64_t stream_max_bytes;      /* each task and result stream holds at most this (1 GiB) ... */
+        unsigned stream_max_per_host;   /* ... and this many messages of one sending host (10000); full,
+                                         * a new message is refused, a stored one never dropped */
         /* TLS (docs/MULTIHOST.md, "Identity"): the mesh CA's certificate, this host's certificate
          * and key (con mesh issue). Default CON_MESH_TLS_DIR/{ca.crt,host.crt,host.key}; all
          * three NULL only with insecure: true and none given. */

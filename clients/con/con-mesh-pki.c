@@ -32,7 +32,8 @@ void con_mesh_pki_help(FILE *f) {
               "                              [--tls-dir DIR] [--out DIR]\n"
               "                              [--cluster-listen ADDR:PORT [--route ADDR:PORT]...] HOST...\n"
               "       con mesh streams [--check | --replace] [--server URL]... [--retention DURATION]\n"
-              "                        [--replicas N] [--config FILE] [--ca-dir DIR] [HOST...]\n"
+              "                        [--replicas N] [--max-bytes SIZE] [--max-per-host N]\n"
+              "                        [--config FILE] [--ca-dir DIR] [HOST...]\n"
               "\n"
               "  init           make the mesh's certificate authority in DIR (default " CON_MESH_CA_DIR "):\n"
               "                 ca.key (0600, keep it on this host only) and ca.crt; once per mesh; and\n"
@@ -60,7 +61,11 @@ void con_mesh_pki_help(FILE *f) {
               "                 exactly as the mesh needs them, with the administrator's credentials\n"
               "                 (hosts may not make or change streams): missing ones made, settings\n"
               "                 changed (max age --retention, default mesh.retention of this host's\n"
-              "                 con.yaml or 7d; --replicas, default mesh.replicas or 1), a stream that is\n"
+              "                 con.yaml or 7d; --replicas, default mesh.replicas or 1; the task and\n"
+              "                 result streams' bytes --max-bytes, default mesh.stream_max_bytes or 1GiB,\n"
+              "                 and messages of one sending host --max-per-host, default\n"
+              "                 mesh.stream_max_per_host or 10000: full, a new one is refused,\n"
+              "                 none stored is dropped), a stream that is\n"
               "                 not the mesh's (sources, a mirror, other subjects...) reported, or with\n"
               "                 --replace removed (with its messages) and made anew; --check changes\n"
               "                 nothing. HOST...: default the hosts server-config recorded; --server:\n"
@@ -233,7 +238,7 @@ static int mesh_server_config(const char *ca_dir, const char *listen, char **add
 typedef struct StreamsArgs {
         bool check, replace;
         char **servers;
-        const char *retention, *replicas, *config;
+        const char *retention, *replicas, *max_bytes, *max_per_host, *config;
 } StreamsArgs;
 
 /* con mesh streams: finds the credentials, the hosts, the servers and the settings, then runs
@@ -244,6 +249,8 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
         _cleanup_free_ char *ca = NULL, *cert = NULL, *key = NULL, *hosts_path = NULL, *text = NULL;
         uint64_t retention_usec = CON_MESH_RETENTION_DEFAULT_USEC;
         unsigned replicas = 1;
+        uint64_t max_bytes = CON_MESH_STREAM_MAX_BYTES_DEFAULT;
+        unsigned max_per_host = CON_MESH_STREAM_MAX_PER_HOST_DEFAULT;
         char * const *servers = a->servers;
         _cleanup_(con_error_detail_done) ConErrorDetail e = {};
         size_t len;
@@ -259,6 +266,8 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
         if (config && config->mesh.enabled) {
                 retention_usec = config->mesh.retention_usec;
                 replicas = config->mesh.replicas;
+                max_bytes = config->mesh.stream_max_bytes;
+                max_per_host = config->mesh.stream_max_per_host;
                 if (!servers)
                         servers = config->mesh.servers;
         }
@@ -274,6 +283,18 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
                         return con_fail(CON_EXIT_USAGE, "mesh streams: --replicas '%s' is not 1 to %u", a->replicas,
                                         CON_MESH_REPLICAS_MAX);
                 replicas = (unsigned) n;
+        }
+        if (a->max_bytes && (con_parse_size(a->max_bytes, &max_bytes) < 0 || max_bytes < CON_MESH_STREAM_MAX_BYTES_MIN ||
+                             max_bytes > CON_MESH_STREAM_MAX_BYTES_MAX))
+                return con_fail(CON_EXIT_USAGE, "mesh streams: --max-bytes '%s' is not a size from 4MiB to 1TiB "
+                                "(512MiB, 1GiB, 10G...)", a->max_bytes);
+        if (a->max_per_host) {
+                char *end = NULL;
+                unsigned long n = strtoul(a->max_per_host, &end, 10);
+                if (!*a->max_per_host || *end || *a->max_per_host == '-' || n < 1 || n > CON_MESH_STREAM_MAX_PER_HOST_MAX)
+                        return con_fail(CON_EXIT_USAGE, "mesh streams: --max-per-host '%s' is not 1 to %u",
+                                        a->max_per_host, CON_MESH_STREAM_MAX_PER_HOST_MAX);
+                max_per_host = (unsigned) n;
         }
         if (!servers || !servers[0])
                 return con_fail(CON_EXIT_USAGE, "mesh streams: name the NATS server (--server tls://ADDR:PORT; "
@@ -326,6 +347,10 @@ static int mesh_streams(const char *ca_dir, const StreamsArgs *a, char **args) {
                 r = strv_extendf(&argv, "--retention-usec=%" PRIu64, retention_usec);
         if (r >= 0)
                 r = strv_extendf(&argv, "--replicas=%u", replicas);
+        if (r >= 0)
+                r = strv_extendf(&argv, "--max-bytes=%" PRIu64, max_bytes);
+        if (r >= 0)
+                r = strv_extendf(&argv, "--max-per-host=%u", max_per_host);
         if (r >= 0 && a->check)
                 r = strv_extend(&argv, "--check");
         if (r >= 0 && a->replace)
@@ -349,7 +374,8 @@ bool con_mesh_pki_subcommand(const char *sub) {
 
 int con_mesh_pki(int argc, char *argv[]) {
         enum { ARG_CA_DIR = 0x100, ARG_OUT, ARG_LISTEN, ARG_ADDRESS, ARG_STORE, ARG_TLS_DIR, ARG_CLUSTER_LISTEN, ARG_ROUTE,
-               ARG_ADMIN, ARG_CHECK, ARG_REPLACE, ARG_SERVER, ARG_RETENTION, ARG_REPLICAS, ARG_CONFIG };
+               ARG_ADMIN, ARG_CHECK, ARG_REPLACE, ARG_SERVER, ARG_RETENTION, ARG_REPLICAS, ARG_CONFIG,
+               ARG_MAX_BYTES, ARG_MAX_PER_HOST };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "ca-dir", required_argument, NULL, ARG_CA_DIR },
@@ -366,6 +392,8 @@ int con_mesh_pki(int argc, char *argv[]) {
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "retention", required_argument, NULL, ARG_RETENTION },
                 { "replicas", required_argument, NULL, ARG_REPLICAS },
+                { "max-bytes", required_argument, NULL, ARG_MAX_BYTES },
+                { "max-per-host", required_argument, NULL, ARG_MAX_PER_HOST },
                 { "config", required_argument, NULL, ARG_CONFIG },
                 {}
         };
@@ -426,6 +454,12 @@ int con_mesh_pki(int argc, char *argv[]) {
                         break;
                 case ARG_REPLICAS:
                         sa.replicas = optarg;
+                        break;
+                case ARG_MAX_BYTES:
+                        sa.max_bytes = optarg;
+                        break;
+                case ARG_MAX_PER_HOST:
+                        sa.max_per_host = optarg;
                         break;
                 case ARG_CONFIG:
                         sa.config = optarg;

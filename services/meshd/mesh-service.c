@@ -333,8 +333,13 @@ static natsStatus check_own_stream(Mesh *m, MeshStreamId id, jsErrCode *jerr, ch
         _cleanup_free_ char *text = NULL;
         MeshStreamFound found;
 
-        if (mesh_stream_config(id, m->config->mesh.host, m->config->mesh.retention_usec, m->config->mesh.replicas,
-                               &c) < 0)
+        const MeshStreamSettings settings = {
+                .retention_usec = m->config->mesh.retention_usec,
+                .replicas = m->config->mesh.replicas,
+                .max_bytes = m->config->mesh.stream_max_bytes,
+                .max_per_host = m->config->mesh.stream_max_per_host,
+        };
+        if (mesh_stream_config(id, m->config->mesh.host, &settings, &c) < 0)
                 return NATS_NO_MEMORY;
         natsStatus s = mesh_stream_inspect(m->js, &c, &found, &text, jerr);
         if (s != NATS_OK)
@@ -864,6 +869,46 @@ static natsStatus collect_status(Mesh *m, Job *j, jsErrCode *jerr) {
         return NATS_OK;
 }
 
+/* After a publish to STREAM (K's, of host TO) failed with S and JERR: when JetStream refused it
+ * because the stream is full (its MaxBytes, MaxMsgs, or MaxMsgsPerSubject for this sending host;
+ * DiscardNew: nothing stored was dropped), -ENOSPC and *ret_text names the limit, its value as the
+ * stream has it, and the command that changes it. 0 when the failure is another. Worker thread. */
+static int stream_full(Mesh *m, MeshKind k, const char *stream, const char *to, natsStatus s, jsErrCode jerr,
+                       char **ret_text) {
+        const char *last = nats_GetLastError(NULL);
+        if (s == NATS_OK || jerr != JSStreamStoreFailedErr || !last)
+                return 0;
+        /* The server's words (nats.c puts its own source position before them). */
+        const char *what = strstr(last, "maximum messages per subject exceeded") ? "maximum messages per subject exceeded" :
+                           strstr(last, "maximum bytes exceeded") ? "maximum bytes exceeded" :
+                           strstr(last, "maximum messages exceeded") ? "maximum messages exceeded" : NULL;
+        if (!what)
+                return 0;
+        bool per_host = streq(what, "maximum messages per subject exceeded"), bytes = streq(what, "maximum bytes exceeded");
+        int64_t limit = -1;
+        jsStreamInfo *si = NULL;
+        jsErrCode e2 = 0;
+        if (js_GetStreamInfo(&si, m->js, stream, NULL, &e2) == NATS_OK && si && si->Config)
+                limit = per_host ? si->Config->MaxMsgsPerSubject : bytes ? si->Config->MaxBytes : si->Config->MaxMsgs;
+        jsStreamInfo_Destroy(si);
+        const char *items = k == MESH_KIND_TASK ? "tasks" : "results";
+        int r;
+        if (per_host)
+                r = asprintf(ret_text, "stream %s is full for %s sent from %s (%s: at most %" PRIi64 " %s of one "
+                             "sending host wait there until %s's gateway takes them); nothing was stored. The mesh's "
+                             "administrator raises the limit with con mesh streams --max-per-host N "
+                             "(mesh.stream_max_per_host) on the CA's host", stream, items, m->config->mesh.host,
+                             what, limit, items, to);
+        else
+                r = asprintf(ret_text, "stream %s is full (%s: it holds at most %" PRIi64 " %s until %s's gateway "
+                             "takes them); nothing was stored. The mesh's administrator raises the limit with "
+                             "con mesh streams --max-bytes SIZE (mesh.stream_max_bytes) on the CA's host", stream,
+                             what, limit, bytes ? "bytes" : "messages", to);
+        if (r < 0)
+                *ret_text = NULL;
+        return -ENOSPC;
+}
+
 static void run_job(Mesh *m, Job *j) {
         natsStatus s = NATS_OK;
         jsErrCode jerr = 0;
@@ -903,6 +948,11 @@ static void run_job(Mesh *m, Job *j) {
                 }
                 if (s == NATS_OK)
                         s = js_Publish(&pa, m->js, j->subject, j->data, (int) j->len, &po, &jerr);
+                if (s != NATS_OK) {
+                        j->error = stream_full(m, k, stream, j->host, s, jerr, &j->error_text);
+                        if (j->error < 0)
+                                break;
+                }
                 if (s == NATS_OK && (!pa || !streq_ptr(pa->Stream, stream))) {
                         /* Cannot happen after check_stream (streams do not overlap); refuse anyway. */
                         j->error = -EPROTO;
@@ -2585,9 +2635,15 @@ static bool handle_published(Mesh *m, Job *j) {
         }
         if (j->error) {
                 _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
-                (void) con_bus_error_setf(&e, CON_ERROR_AGENT_UNAVAILABLE, "The mesh cannot take the task now: %s",
-                                          j->error == -ENOTCONN ? "not connected to a NATS server yet" :
-                                          (j->error_text ?: strerror(-j->error)));
+                if (j->error == -ENOSPC)
+                        /* The receiving host's stream is full (stream_full): not worth trying again
+                         * until its gateway takes tasks or the administrator raises the limit. */
+                        (void) con_bus_error_setf(&e, CON_ERROR_QUEUE_FULL, "The mesh cannot take the task: %s",
+                                                  j->error_text ?: strerror(-j->error));
+                else
+                        (void) con_bus_error_setf(&e, CON_ERROR_AGENT_UNAVAILABLE, "The mesh cannot take the task now: %s",
+                                                  j->error == -ENOTCONN ? "not connected to a NATS server yet" :
+                                                  (j->error_text ?: strerror(-j->error)));
                 (void) sd_bus_reply_method_error(j->call, &e);
                 /* Not stored: forget it, so the same id may be sent again. */
                 Outgoing *o = find_out(m, j->task_id);

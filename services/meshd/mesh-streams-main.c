@@ -4,10 +4,10 @@
  * the credentials, the hosts and the settings; not meant to be run by hand:
  *
  *   con-mesh-streams [--ca F --cert F --key F] --inbox PREFIX --server URL... --retention-usec N
- *                    --replicas N [--check] [--replace] HOST...
+ *                    --replicas N --max-bytes N --max-per-host N [--check] [--replace] HOST...
  *
  * For each HOST its task and result streams, then con-state: made when missing, changed when only
- * their settings differ (max age, replicas, duplicate window, con-state's limits), left alone when
+ * their settings differ (max age, replicas, duplicate window, the limits), left alone when
  * exactly the mesh's; one that is not the mesh's (sources, a mirror, a republish, other subjects,
  * retention or storage) is removed and made anew only with --replace. --check changes nothing and
  * reports. Then any other stream that copies one of them (a source or a mirror) is reported. One
@@ -30,7 +30,8 @@
 
 static void help(void) {
         printf("Usage: con-mesh-streams [--ca FILE --cert FILE --key FILE] --inbox PREFIX --server URL...\n"
-               "                        --retention-usec N --replicas N [--check] [--replace] HOST...\n"
+               "                        --retention-usec N --replicas N --max-bytes N --max-per-host N\n"
+               "                        [--check] [--replace] HOST...\n"
                "\n"
                "Makes (or with --check only checks) every HOST's task and result streams and con-state in\n"
                "JetStream as the mesh needs them, with the mesh administrator's credentials. Run by\n"
@@ -42,6 +43,8 @@ static void help(void) {
                "  --server URL         a NATS server (repeatable)\n"
                "  --retention-usec N   the streams' max age\n"
                "  --replicas N         copies of each stream\n"
+               "  --max-bytes N        bytes each task and result stream holds at most\n"
+               "  --max-per-host N     messages of one sending host each task and result stream holds at most\n"
                "  --check              change nothing; report\n"
                "  --replace            remove a stream that is not the mesh's and make it anew\n"
                "  --help               this text\n"
@@ -121,11 +124,11 @@ static int one_stream(jsCtx *js, const MeshStreamConfig *c, bool check, bool rep
 }
 
 /* Stream ID of HOST (NULL: con-state), its name added to NAMES. */
-static int stream_of(jsCtx *js, MeshStreamId id, const char *host, uint64_t retention_usec, unsigned replicas,
-                     bool check, bool replace, char ***names) {
+static int stream_of(jsCtx *js, MeshStreamId id, const char *host, const MeshStreamSettings *settings, bool check,
+                     bool replace, char ***names) {
         _cleanup_(mesh_stream_config_done) MeshStreamConfig sc = {};
 
-        if (mesh_stream_config(id, host, retention_usec, replicas, &sc) < 0 || strv_extend(names, sc.name) < 0) {
+        if (mesh_stream_config(id, host, settings, &sc) < 0 || strv_extend(names, sc.name) < 0) {
                 printf("out of memory\n");
                 return -1;
         }
@@ -180,7 +183,7 @@ static int parse_count(const char *option, const char *s, uint64_t max, uint64_t
 
 int main(int argc, char *argv[]) {
         enum { ARG_CA = 0x100, ARG_CERT, ARG_KEY, ARG_INBOX, ARG_SERVER, ARG_RETENTION, ARG_REPLICAS, ARG_CHECK,
-               ARG_REPLACE };
+               ARG_REPLACE, ARG_MAX_BYTES, ARG_MAX_PER_HOST };
         static const struct option options[] = {
                 { "ca", required_argument, NULL, ARG_CA },
                 { "cert", required_argument, NULL, ARG_CERT },
@@ -189,6 +192,8 @@ int main(int argc, char *argv[]) {
                 { "server", required_argument, NULL, ARG_SERVER },
                 { "retention-usec", required_argument, NULL, ARG_RETENTION },
                 { "replicas", required_argument, NULL, ARG_REPLICAS },
+                { "max-bytes", required_argument, NULL, ARG_MAX_BYTES },
+                { "max-per-host", required_argument, NULL, ARG_MAX_PER_HOST },
                 { "check", no_argument, NULL, ARG_CHECK },
                 { "replace", no_argument, NULL, ARG_REPLACE },
                 { "help", no_argument, NULL, 'h' },
@@ -196,8 +201,7 @@ int main(int argc, char *argv[]) {
         };
         _cleanup_strv_free_ char **servers = NULL, **names = NULL;
         const char *ca = NULL, *cert = NULL, *key = NULL, *inbox = NULL;
-        uint64_t retention_usec = 0;
-        unsigned replicas = 0;
+        MeshStreamSettings settings = {};
         bool check = false, replace = false;
         int c;
 
@@ -220,14 +224,26 @@ int main(int argc, char *argv[]) {
                                 return 1;
                         break;
                 case ARG_RETENTION:
-                        if (parse_count("retention-usec", optarg, CON_MESH_RETENTION_MAX_USEC, &retention_usec) < 0)
+                        if (parse_count("retention-usec", optarg, CON_MESH_RETENTION_MAX_USEC,
+                                        &settings.retention_usec) < 0)
                                 return 2;
                         break;
+                case ARG_MAX_BYTES:
+                        if (parse_count("max-bytes", optarg, CON_MESH_STREAM_MAX_BYTES_MAX, &settings.max_bytes) < 0)
+                                return 2;
+                        break;
+                case ARG_MAX_PER_HOST: {
+                        uint64_t n;
+                        if (parse_count("max-per-host", optarg, CON_MESH_STREAM_MAX_PER_HOST_MAX, &n) < 0)
+                                return 2;
+                        settings.max_per_host = (unsigned) n;
+                        break;
+                }
                 case ARG_REPLICAS: {
                         uint64_t n;
                         if (parse_count("replicas", optarg, CON_MESH_REPLICAS_MAX, &n) < 0)
                                 return 2;
-                        replicas = (unsigned) n;
+                        settings.replicas = (unsigned) n;
                         break;
                 }
                 case ARG_CHECK:
@@ -242,7 +258,8 @@ int main(int argc, char *argv[]) {
                 default:
                         return 2;
                 }
-        if ((!ca) != (!cert) || (!ca) != (!key) || !inbox || !servers || retention_usec == 0 || replicas == 0 || optind >= argc) {
+        if ((!ca) != (!cert) || (!ca) != (!key) || !inbox || !servers || settings.retention_usec == 0 || settings.replicas == 0 ||
+            settings.max_bytes == 0 || settings.max_per_host == 0 || optind >= argc) {
                 fprintf(stderr, "con-mesh-streams: run by con mesh streams (see con mesh --help)\n");
                 return 2;
         }
@@ -283,10 +300,9 @@ int main(int argc, char *argv[]) {
         /* Each host's two streams, then con-state. */
         for (int i = optind; bad >= 0 && i < argc; i++)
                 for (MeshStreamId id = MESH_STREAM_TASK; bad >= 0 && id <= MESH_STREAM_RESULT; id++)
-                        bad = worst(bad, stream_of(js, id, argv[i], retention_usec, replicas, check, replace, &names));
+                        bad = worst(bad, stream_of(js, id, argv[i], &settings, check, replace, &names));
         if (bad >= 0)
-                bad = worst(bad, stream_of(js, MESH_STREAM_STATE, NULL, retention_usec, replicas, check, replace,
-                                           &names));
+                bad = worst(bad, stream_of(js, MESH_STREAM_STATE, NULL, &settings, check, replace, &names));
         if (bad >= 0) {
                 bad = worst(bad, other_streams(js, names));
         }

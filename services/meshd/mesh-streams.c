@@ -15,8 +15,7 @@ void mesh_stream_config_done(MeshStreamConfig *c) {
         *c = (MeshStreamConfig) {};
 }
 
-int mesh_stream_config(MeshStreamId id, const char *host, uint64_t retention_usec, unsigned replicas,
-                       MeshStreamConfig *ret) {
+int mesh_stream_config(MeshStreamId id, const char *host, const MeshStreamSettings *settings, MeshStreamConfig *ret) {
         MeshStreamConfig c = {};
         int r;
 
@@ -40,8 +39,8 @@ int mesh_stream_config(MeshStreamId id, const char *host, uint64_t retention_use
         jsStreamConfig_Init(&c.cfg);
         c.cfg.Name = c.name;
         c.cfg.Storage = js_FileStorage;
-        c.cfg.MaxAge = (int64_t) retention_usec * 1000;
-        c.cfg.Replicas = (int64_t) replicas;
+        c.cfg.MaxAge = (int64_t) settings->retention_usec * 1000;
+        c.cfg.Replicas = (int64_t) settings->replicas;
         if (id == MESH_STREAM_STATE) {
                 /* The last event of each subject (task and publisher) for the retention. The
                  * server's duplicate window (2 min, or MaxAge when shorter) is not compared. */
@@ -54,6 +53,13 @@ int mesh_stream_config(MeshStreamId id, const char *host, uint64_t retention_use
         } else {
                 c.cfg.Retention = js_WorkQueuePolicy;
                 c.cfg.MaxMsgSize = MESH_STREAM_MSG_MAX;
+                /* Full, a new message is refused and its publisher told (a Submit's caller, a
+                 * result sent again): a stored task or result is never dropped. The last subject
+                 * token is the sending host, so one host fills only its own share. */
+                c.cfg.MaxBytes = (int64_t) settings->max_bytes;
+                c.cfg.MaxMsgsPerSubject = (int64_t) settings->max_per_host;
+                c.cfg.Discard = js_DiscardNew;
+                c.cfg.DiscardNewPerSubject = true;
                 c.cfg.Duplicates = MESH_DUPLICATE_WINDOW_NS;
                 c.check_duplicates = true;
         }
@@ -83,6 +89,7 @@ static void shape_of(const jsStreamConfig *c, int64_t duplicates_ns, MeshStreamS
                 .max_bytes = c->MaxBytes > 0 ? c->MaxBytes : -1,
                 .max_msg_size = c->MaxMsgSize > 0 ? c->MaxMsgSize : -1,
                 .discard = (int) c->Discard,
+                .discard_new_per_subject = c->DiscardNewPerSubject,
         };
 }
 

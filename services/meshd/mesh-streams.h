@@ -39,10 +39,21 @@ typedef struct MeshStreamConfig {
         bool check_duplicates;          /* con-state: the server picks its duplicate window */
 } MeshStreamConfig;
 
-/* The configuration of stream ID (of HOST; NULL for con-state) for a retention of RETENTION_USEC
- * (the streams' MaxAge) and REPLICAS copies. -EINVAL for an invalid host, -ENOMEM. */
-int mesh_stream_config(MeshStreamId id, const char *host, uint64_t retention_usec, unsigned replicas,
-                       MeshStreamConfig *ret);
+/* The administrator's settings (con mesh streams: its options, else mesh: of the con.yaml there). */
+typedef struct MeshStreamSettings {
+        uint64_t retention_usec;        /* every stream's MaxAge (mesh.retention) */
+        unsigned replicas;              /* mesh.replicas */
+        /* The task and result streams (docs/MULTIHOST.md, "Floods"): at most MAX_BYTES in each
+         * (MaxBytes, mesh.stream_max_bytes) and MAX_PER_HOST messages of one sending host (the last
+         * subject token: MaxMsgsPerSubject, mesh.stream_max_per_host); a full stream refuses a new
+         * message (DiscardNew, DiscardNewPerSubject) and never drops a stored one. */
+        uint64_t max_bytes;
+        unsigned max_per_host;
+} MeshStreamSettings;
+
+/* The configuration of stream ID (of HOST; NULL for con-state) with SETTINGS. -EINVAL for an
+ * invalid host, -ENOMEM. */
+int mesh_stream_config(MeshStreamId id, const char *host, const MeshStreamSettings *settings, MeshStreamConfig *ret);
 void mesh_stream_config_done(MeshStreamConfig *c);
 
 typedef enum MeshStreamFound {

@@ -422,6 +422,31 @@ int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret) {
         return 0;
 }
 
+static void limit_text(FILE *f, const char *what, int64_t v) {
+        if (v < 0)
+                fprintf(f, "no %s, ", what);
+        else
+                fprintf(f, "%s %" PRIi64 ", ", what, v);
+}
+
+/* "max bytes 1073741824, max messages per subject 10000, ..., discard new per subject" */
+static int limits_text(const MeshStreamShape *s, char **ret) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        limit_text(f, "max messages", s->max_msgs);
+        limit_text(f, "max messages per subject", s->max_msgs_per_subject);
+        limit_text(f, "max bytes", s->max_bytes);
+        limit_text(f, "max message size", s->max_msg_size);
+        fprintf(f, "discard %s%s", s->discard == 1 ? "new" : "old", s->discard_new_per_subject ? " per subject" : "");
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
 int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
                             char **ret_text) {
         char *t = NULL;
@@ -448,15 +473,21 @@ int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const
         bool dup = want->duplicates_ns >= 0 && have->duplicates_ns != want->duplicates_ns;
         bool lim = have->max_msgs != want->max_msgs || have->max_msgs_per_subject != want->max_msgs_per_subject ||
                    have->max_bytes != want->max_bytes || have->max_msg_size != want->max_msg_size ||
-                   have->discard != want->discard;
+                   have->discard != want->discard || have->discard_new_per_subject != want->discard_new_per_subject;
         if (!age && !rep && !dup && !lim)
                 return 0;
+        _cleanup_free_ char *have_lim = NULL, *want_lim = NULL;
+        if (lim && (limits_text(have, &have_lim) < 0 || limits_text(want, &want_lim) < 0))
+                return -ENOMEM;
         if (asprintf(&t, "stream %s has max age %" PRIi64 " s, %" PRIi64 " replica(s), duplicate window %" PRIi64
-                     " s%s, not %" PRIi64 " s and %" PRIi64 " replica(s) (mesh.retention, mesh.replicas)%s: the mesh's "
-                     "administrator sets them with con mesh streams (docs/MULTIHOST.md)", name,
+                     " s%s%s%s, not %" PRIi64 " s and %" PRIi64 " replica(s) (mesh.retention, mesh.replicas)%s%s%s%s: "
+                     "the mesh's administrator sets them with con mesh streams (docs/MULTIHOST.md)", name,
                      have->max_age_ns / 1000000000, have->replicas, have->duplicates_ns / 1000000000,
-                     lim ? " and other limits" : "", want->max_age_ns / 1000000000, want->replicas,
-                     dup ? " and a duplicate window of other length" : "") < 0)
+                     lim ? " and other limits (" : "", strempty(have_lim), lim ? ")" : "",
+                     want->max_age_ns / 1000000000, want->replicas,
+                     dup ? " and a duplicate window of other length" : "",
+                     lim ? " and the limits " : "", strempty(want_lim),
+                     lim ? " (mesh.stream_max_bytes, mesh.stream_max_per_host)" : "") < 0)
                 return -ENOMEM;
         *ret_text = t;
         return 1;

@@ -175,9 +175,10 @@ typedef struct MeshStreamShape {
         int retention;                  /* jsRetentionPolicy */
         int storage;                    /* jsStorageType */
         int64_t max_age_ns, replicas, duplicates_ns;
-        int64_t max_msgs, max_msgs_per_subject;  /* con-state's limits (0 and 0 elsewhere: unlimited) */
-        int64_t max_bytes, max_msg_size;        /* con-state's; every stream's largest message */
+        int64_t max_msgs, max_msgs_per_subject;  /* con-state's; the task and result streams' per sending host */
+        int64_t max_bytes, max_msg_size;        /* every stream's bytes; its largest message */
         int discard;                    /* jsDiscardPolicy */
+        bool discard_new_per_subject;   /* the task and result streams' */
 } MeshStreamShape;
 
 /* Whether the existing stream NAME (HAVE) is the one the mesh's administrator makes (WANT;
@@ -185,7 +186,7 @@ typedef struct MeshStreamShape {
  * another subject list, another retention policy or another storage is not the mesh's: -EPERM,
  * *ret_text says what is wrong (what con mesh streams cannot change in place). 1 when only the
  * settings differ (mesh.retention's max age, mesh.replicas, the duplicate window, the limits:
- * con-state's messages and bytes, every stream's largest message): *ret_text says which (con mesh streams changes them). 0 when identical (*ret_text
+ * messages, messages per subject, bytes, the largest message, the discard policy): *ret_text says which (con mesh streams changes them). 0 when identical (*ret_text
  * NULL). -ENOMEM. */
 int mesh_stream_shape_check(const char *name, const MeshStreamShape *have, const MeshStreamShape *want,
                             char **ret_text);

@@ -4,6 +4,8 @@
  *
  *   mesh-probe [--ca F] [--cert F --key F] [--inbox PREFIX] [--msg-id ID] URL connect
  *   mesh-probe ... URL publish SUBJECT DATA       JetStream publish, waits for the stream's ack
+ *                                                  (prints the stream and sequence, and whether it was a
+ *                                                  duplicate of a message id stored before)
  *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
  *   mesh-probe ... [--count N] [--pad N] URL pub ...   N messages (a flood), DATA followed by N
  *                                                  spaces (publish too: --pad); prints how many
@@ -232,7 +234,8 @@ int main(int argc, char *argv[]) {
                         usleep(200 * 1000);     /* the server's -ERR, if any, arrives */
                         return fail(s, "publish");
                 }
-                printf("stored in stream %s seq %llu\n", pa->Stream, (unsigned long long) pa->Sequence);
+                printf("stored in stream %s seq %llu%s\n", pa->Stream, (unsigned long long) pa->Sequence,
+                       pa->Duplicate ? " (a duplicate: stored before)" : "");
                 jsPubAck_Destroy(pa);
         } else if (strcmp(verb, "pub") == 0 && argc - optind == 4) {
                 for (long i = 0; i < count && s == NATS_OK; i++)

@@ -13,8 +13,11 @@
 # Then who makes the streams (docs/MULTIHOST.md, "Who makes the streams"): only the mesh's
 # administrator (con mesh streams, with the certificate con mesh init made); a host's certificate
 # may not make, change or remove any stream, with or without sources, nor con-state.
-# Last, con-state's byte limits (docs/MULTIHOST.md, "Floods"): the largest legitimate state event
+# Then con-state's byte limits (docs/MULTIHOST.md, "Floods"): the largest legitimate state event
 # stored, a larger one refused by the server; the limits removed are reported and put back.
+# Last, the task and result streams' limits: a stream of before without them reported and changed in
+# place; one sending host's share full (a new task refused, a retry of a stored one a duplicate)
+# while another host's task is still stored; the byte limit; none stored ever dropped.
 # shellcheck disable=SC2016 # the JetStream API's subjects begin with a literal $
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/mesh-lib.sh"
@@ -76,9 +79,16 @@ check_fail_output "... nor con-state (no host is its first maker)" "$(denied CRE
 check_output "con mesh streams: the administrator makes every host's two streams and con-state" \
         '^con-task-host-a: made con-result-host-a: made con-task-host-b: made con-result-host-b: made con-task-host-c: made con-result-host-c: made con-state: made $' \
         bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
-check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source, messages up to 2 MiB and 4 kB of headers" \
-        '"config":\{"name":"con-task-host-b","subjects":\["con.task.host-b.\*"\],"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":604800000000000,"max_msgs_per_subject":-1,"max_msg_size":2101248,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":600000000000' \
+# The task and result streams' exact configuration: a work queue on its host's subjects, file
+# storage, 7 days, messages up to 2 MiB and 4 kB of headers, 1 GiB and 10000 messages per sending
+# host (the last subject token) at most, full: a new message refused (discard new, per subject too).
+TASK_CONFIG='"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":1073741824,"max_age":604800000000000,"max_msgs_per_subject":10000,"max_msg_size":2101248,"discard":"new","storage":"file","num_replicas":1,"duplicate_window":600000000000,"allow_direct":false,"mirror_direct":false,"discard_new_per_subject":true,'
+check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source, messages up to 2 MiB and 4 kB of headers, 1 GiB and 10000 per sending host, discard new per subject" \
+        "\"config\":\\{\"name\":\"con-task-host-b\",\"subjects\":\\[\"con.task.host-b.\\*\"\\],$TASK_CONFIG" \
         as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_output "... the result streams the same" \
+        "\"config\":\\{\"name\":\"con-result-host-a\",\"subjects\":\\[\"con.result.host-a.\\*\"\\],$TASK_CONFIG" \
+        as inspector request '$JS.API.STREAM.INFO.con-result-host-a' ''
 check_output "... con-state the last event per subject, events of 1 KiB at most, 40000 of them in bytes" \
         '"config":\{"name":"con-state","subjects":\["con.state.\*.\*.\*"\],"retention":"limits","max_consumers":-1,"max_msgs":40000,"max_bytes":40960000,"max_age":604800000000000,"max_msgs_per_subject":1,"max_msg_size":1024,' \
         as inspector request '$JS.API.STREAM.INFO.con-state' ''
@@ -197,5 +207,66 @@ check_output "... con mesh streams --check reports it (exit 1)" 'con-state: stre
 check_output "... con mesh streams changes it back" 'con-state: changed.*rc=0' streams
 check_output "... with its limits" '"max_bytes":40960000,.*"max_msg_size":1024,' \
         as inspector request '$JS.API.STREAM.INFO.con-state' ''
+
+section "the task and result streams' limits (docs/MULTIHOST.md, \"Floods\"): full, a new task is refused, none stored dropped"
+# messages STREAM: how many it holds.
+messages() {
+        as inspector request "\$JS.API.STREAM.INFO.$1" '' | grep -oE '"state":\{"messages":[0-9]+' | grep -oE '[0-9]+$'
+}
+check_output "an administrator's update of host-b's task stream without them (a stream of before: no byte or per-host limit, discard old)" \
+        '"max_bytes":-1,.*"max_msgs_per_subject":-1,.*"discard":"old",' \
+        as admin request '$JS.API.STREAM.UPDATE.con-task-host-b' \
+        '{"name":"con-task-host-b","subjects":["con.task.host-b.*"],"retention":"workqueue","max_age":604800000000000,"max_msg_size":2101248,"discard":"old","storage":"file","duplicate_window":600000000000}'
+check_output "... con mesh streams --check reports its limits and the mesh's (exit 1)" \
+        'con-task-host-b: stream con-task-host-b has max age 604800 s, 1 replica\(s\), duplicate window 600 s and other limits \(no max messages, no max messages per subject, no max bytes, max message size 2101248, discard old\), not 604800 s and 1 replica\(s\) \(mesh.retention, mesh.replicas\) and the limits no max messages, max messages per subject 10000, max bytes 1073741824, max message size 2101248, discard new per subject \(mesh.stream_max_bytes, mesh.stream_max_per_host\): the mesh.s administrator sets them with con mesh streams.*rc=1' \
+        streams --check
+check_output "... con mesh streams changes it in place (STREAM.UPDATE)" 'con-task-host-b: changed to the mesh.s settings.*rc=0' streams
+check_output "... exactly the mesh's again" \
+        "\"config\":\\{\"name\":\"con-task-host-b\",\"subjects\":\\[\"con.task.host-b.\\*\"\\],$TASK_CONFIG" \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_output "con mesh streams --max-per-host 2: every task and result stream changed" \
+        '^con-task-host-a: changed to the mesh.s settings con-result-host-a: changed to the mesh.s settings con-task-host-b: changed to the mesh.s settings con-result-host-b: changed to the mesh.s settings con-task-host-c: changed to the mesh.s settings con-result-host-c: changed to the mesh.s settings con-state: ok rc=0 $' \
+        streams --max-per-host 2
+check_output "... 2 messages of one sending host" '"max_msgs_per_subject":2,.*"discard":"new",.*"discard_new_per_subject":true' \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_eq "host-b's task stream is empty" 0 "$(messages con-task-host-b)"
+check_output "host-a sends host-b a task: stored" 'stored in stream con-task-host-b seq [0-9]+$' \
+        as host-a --msg-id host-a.full-1 publish con.task.host-b.host-a full-1
+check_output "... and a second one" 'stored in stream con-task-host-b seq [0-9]+$' \
+        as host-a --msg-id host-a.full-2 publish con.task.host-b.host-a full-2
+check_fail_output "... a third one is refused by the server: host-a's share is full" \
+        'maximum messages per subject exceeded' \
+        as host-a --msg-id host-a.full-3 publish con.task.host-b.host-a full-3
+check_output "... the first sent again (a retry after a lost acknowledgement): a duplicate, not a refusal" \
+        'stored in stream con-task-host-b seq [0-9]+ \(a duplicate: stored before\)' \
+        as host-a --msg-id host-a.full-1 publish con.task.host-b.host-a full-1
+check_output "host-c sends host-b a task meanwhile: stored (its own share)" 'stored in stream con-task-host-b seq [0-9]+$' \
+        as host-c --msg-id host-c.full-c-1 publish con.task.host-b.host-c full-c-1
+check_eq "... host-b's stream holds all three stored tasks: none dropped" 3 "$(messages con-task-host-b)"
+for i in 1 2; do
+        check_output "host-b's results to host-a are bounded the same way ($i stored)" \
+                'stored in stream con-result-host-a seq [0-9]+$' \
+                as host-b --msg-id "r.host-b.r$i" publish con.result.host-a.host-b "r$i"
+done
+check_fail_output "... the third refused" 'maximum messages per subject exceeded' \
+        as host-b --msg-id r.host-b.r3 publish con.result.host-a.host-b r3
+check_output "con mesh streams --max-bytes 4MiB (and 10000 per host again)" 'con-task-host-b: changed to the mesh.s settings.*rc=0' \
+        streams --max-bytes 4MiB
+check_output "... 4 MiB in each task and result stream" '"max_bytes":4194304,.*"max_msgs_per_subject":10000,' \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+# Tasks of 1 MB (the server's max_payload is 1 MiB): 4 more fit beside the 3 small ones (4000012
+# bytes and their headers, below 4194304), the next not.
+for i in 1 2 3 4; do
+        check_output "host-c's task of 1 MB ($i) stored" 'stored in stream con-task-host-b' \
+                as host-c --msg-id "host-c.big-$i" --pad 1000000 publish con.task.host-b.host-c big
+done
+check_fail_output "... the fifth is refused by the server: the stream holds 4 MiB at most" 'maximum bytes exceeded' \
+        as host-c --msg-id host-c.big-5 --pad 1000000 publish con.task.host-b.host-c big
+check_eq "... host-b's stream holds all seven stored tasks: none dropped" 7 "$(messages con-task-host-b)"
+check_output "con mesh streams (the defaults again)" 'con-task-host-b: changed to the mesh.s settings.*rc=0' streams
+check_output "... exactly the mesh's" \
+        "\"config\":\\{\"name\":\"con-task-host-b\",\"subjects\":\\[\"con.task.host-b.\\*\"\\],$TASK_CONFIG" \
+        as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
+check_output "... and --check finds every stream the mesh's" '^(con-[a-z-]+: ok )+rc=0 $' streams --check
 
 finish

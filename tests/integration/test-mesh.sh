@@ -56,6 +56,15 @@ check_output "... its name is what verify_and_map maps to the user host-b" 'DNS:
         openssl x509 -noout -ext subjectAltName -in "$T/pki/host-b/host.crt"
 check_fail_output "con mesh init refuses to make a second CA over the first" 'already exists' \
         con mesh init --ca-dir "$T/pki/ca"
+# host-c: a third host's certificate and a NATS user that may only send tasks (its streams are never
+# made: it never joins); it stands in for another sending host (the per-host share of host-b's
+# task stream, below).
+add_host_c() {
+        con mesh issue host-c --ca-dir "$T/pki/ca" --out "$T/pki/host-c" >/dev/null &&
+                sed -i 's/^  users = \[$/  users = [\n    { user: "host-c", permissions: { publish: { allow: ["con.task.*.host-c"] }, subscribe: { allow: ["_INBOX.host-c.>"] } } }/' \
+                        "$T/pki/server/nats.conf" && grep -q 'user: "host-c"' "$T/pki/server/nats.conf"
+}
+check "... and host-c's certificate, with a NATS user that may only send tasks (it never joins)" add_host_c
 check_output "the server's configuration: TLS required, verify_and_map" 'verify_and_map: true' \
         cat "$T/pki/server/nats.conf"
 check_output "... host-b may publish only under its own name" '"con.task.\*.host-b", "con.result.\*.host-b"' \
@@ -143,6 +152,11 @@ for _ in $(seq 1200); do
         fi
         if [ -e "$out/resume" ] && [ ! -e "$out/resumed" ]; then
                 con up >"$out/up2.log" 2>&1 && touch "$out/resumed"
+        fi
+        # On request, a copy of the gateway's log as it is now.
+        if [ -e "$out/log-please" ]; then
+                cp /srv/con/logs/daemons/con-meshd.log "$out/meshd-now.tmp" && mv "$out/meshd-now.tmp" "$out/meshd-now.log"
+                rm -f "$out/log-please"
         fi
         [ -e "$out/stop" ] && break
         sleep 0.1
@@ -660,6 +674,31 @@ check "... is dropped by host-a's gateway: alice sent mesh-wait-1, not bob" wait
         'Dropping result of task mesh-wait-1 for bob@host-a from sysadmin@host-b: the task went to sysadmin@host-b from alice@host-a' \
         /srv/con/logs/daemons/con-meshd.log
 check_output "... alice's task is still submitted" '^ss "submitted" ""$' result_of alice mesh-wait-1
+# One sending host's share of host-b's task stream (docs/MULTIHOST.md, "Floods"): the administrator
+# allows 2 tasks per sending host; with mesh-wait-1 waiting, alice's second is stored, her third
+# refused (the limit and the command named; nothing kept, so the same id may be sent again), and
+# host-c's task still stored in host-b's stream: host-a's full share takes nothing from host-c.
+C=(--ca "$T/pki/host-c/ca.crt" --cert "$T/pki/host-c/host.crt" --key "$T/pki/host-c/host.key" --inbox _INBOX.host-c)
+check_output "the administrator allows 2 tasks per sending host (con mesh streams --max-per-host 2)" \
+        'con-task-host-b: changed to the mesh.s settings' mesh_streams "$T/pki" tls://10.77.0.1:4222 --max-per-host 2
+check_output "alice's second task for host-b while it is away: stored" '^mesh-full-1$' \
+        as_user alice timeout 20 con-send --no-wait --id mesh-full-1 --to sysadmin@host-b second while you were away
+check_fail_output "... her third: refused at once, naming the limit and the command that raises it" \
+        'The mesh cannot take the task: stream con-task-host-b is full for tasks sent from host-a \(maximum messages per subject exceeded: at most 2 tasks of one sending host wait there until host-b.s gateway takes them\); nothing was stored. The mesh.s administrator raises the limit with con mesh streams --max-per-host N \(mesh.stream_max_per_host\) on the CA.s host' \
+        as_user alice timeout 20 con-send --no-wait --id mesh-full-2 --to sysadmin@host-b third while you were away
+check_output "... (con-send's exit status: unavailable, try later)" '^rc=5$' \
+        bash -c "runuser -u alice -- con-send --no-wait --id mesh-full-2 --to sysadmin@host-b third >/dev/null 2>&1; echo rc=\$?"
+check_fail_output "... nothing kept of it" 'The mesh knows no task .mesh-full-2. sent from here' result_of alice mesh-full-2
+check_output "host-c's task for host-b meanwhile: stored by JetStream in host-b's stream (its own share)" \
+        'stored in stream con-task-host-b seq [0-9]+$' \
+        mesh_probe "${C[@]}" --msg-id host-c.full-c-1 tls://10.77.0.1:4222 publish con.task.host-b.host-c \
+        '{"v":1,"id":"full-c-1","from":"carol@host-a","origin":"host-a","agent":"sysadmin","text":"host-c claims host-a"}'
+check_output "con mesh status: host-b's stream holds the 3 stored tasks" '^3$' bash -c \
+        'con mesh status --json | jq -r ".hosts[] | select(.host == \"host-b\") | .tasks.messages"'
+check_output "the administrator puts the default back (con mesh streams)" 'con-task-host-b: changed to the mesh.s settings' \
+        mesh_streams "$T/pki" tls://10.77.0.1:4222
+check_output "... alice sends her third again under its id: stored now" '^mesh-full-2$' \
+        as_user alice timeout 20 con-send --no-wait --id mesh-full-2 --to sysadmin@host-b third while you were away
 touch "$SHARED/resume"
 check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 # Within 10 s: a task the stopping gateway fetched but never handled is given back (nak), not left
@@ -667,6 +706,10 @@ check "host-b's gateway is back (con up)" wait_for 20 test -e "$SHARED/resumed"
 check "the waiting task is delivered and answered (within 10 s)" wait_for 10 bash -c \
         "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-wait-1 | grep -q completed"
 check_output "... by host-b's sysadmin, exactly once" 'text=while you were away' result_of alice mesh-wait-1
+for id in mesh-full-1 mesh-full-2; do
+        check "... and alice's $id too" wait_for 15 bash -c \
+                "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s $id | grep -q completed"
+done
 check_output "con mesh status: host-b's stream is empty again" '^0$' bash -c \
         'con mesh status --json | jq -r ".hosts[] | select(.host == \"host-b\") | .tasks.messages"'
 
@@ -815,13 +858,46 @@ check_output "con tasks: completed" '^sysadmin@host-b +mesh-keep-1 +completed +a
 check_output "... once: no second TaskCompleted after a restart (the result is known already)" '^1$' \
         grep -c 'Task mesh-keep-1 for sysadmin@host-b ended completed' /srv/con/logs/daemons/con-meshd.log
 
+section "a result for a full result stream: sent again until stored, never lost"
+# hostb_log_has PATTERN: host-b's gateway log, copied now by host-b's loop, matches.
+hostb_log_has() {
+        rm -f "$SHARED/meshd-now.log"
+        touch "$SHARED/log-please"
+        for _ in $(seq 50); do [ -e "$SHARED/meshd-now.log" ] && break; sleep 0.1; done
+        grep -Eq -- "$1" "$SHARED/meshd-now.log" 2>/dev/null
+}
+# While host-a's gateway is stopped, host-b's certificate stores a message in con-result-host-a
+# (not a result: host-a's gateway drops it later), filling host-b's share (1); alice's slower task
+# ends on host-b meanwhile: its result is refused, logged, and sent again every second.
+fill_results() {
+        mesh_probe "${B[@]}" --msg-id r.host-b.filler tls://10.77.0.1:4222 publish con.result.host-a.host-b filler |
+                grep -q 'stored in stream con-result-host-a' &&
+                wait_for 40 hostb_log_has 'result of task mesh-rfull-1.*stream con-result-host-a is full for results sent from host-b \(maximum messages per subject exceeded: at most 1 results of one sending host wait there until host-a.s gateway takes them\)'
+}
+check_output "the administrator allows 1 result per sending host (con mesh streams --max-per-host 1)" \
+        'con-result-host-a: changed to the mesh.s settings' mesh_streams "$T/pki" tls://10.77.0.1:4222 --max-per-host 1
+check_output "alice sends host-b a slower task" '^mesh-rfull-1$' \
+        as_user alice timeout 20 con-send --no-wait --id mesh-rfull-1 --to sysadmin@host-b slower: answered into a full stream
+check "host-a's gateway stopped, host-b's share of con-result-host-a filled, host-b's gateway logs its result refused and sends it again; host-a's gateway started" \
+        restart_gateway_a fill_results
+check "alice's task completes: host-a's gateway took the filler, and the result sent again was stored" wait_for 15 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-rfull-1 | grep -q completed"
+check_output "... with host-b's answer" 'text=slower: answered into a full stream' result_of alice mesh-rfull-1
+check_output "host-a's gateway, started while its streams allow 1 per sending host, warned and served them (other limits)" \
+        'warning: stream con-task-host-a has max age .*stream con-result-host-a has max age 604800 s, 1 replica\(s\), duplicate window 600 s and other limits \(no max messages, max messages per subject 1, max bytes 1073741824, max message size 2101248, discard new per subject\), not 604800 s and 1 replica\(s\) \(mesh.retention, mesh.replicas\) and the limits no max messages, max messages per subject 10000, max bytes 1073741824, max message size 2101248, discard new per subject \(mesh.stream_max_bytes, mesh.stream_max_per_host\): the mesh.s administrator sets them with con mesh streams' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check "host-a's gateway dropped the filler" grep -q 'Dropping a malformed result message on con.result.host-a.host-b' \
+        /srv/con/logs/daemons/con-meshd.log
+check_output "the administrator puts the default back (con mesh streams)" 'con-result-host-a: changed to the mesh.s settings' \
+        mesh_streams "$T/pki" tls://10.77.0.1:4222
+
 section "retention: mesh.sent_retention cleans old answers and records"
 check "the answers are there before" bash -c 'test -e /srv/con/mesh/outbox/mesh-file-1.response &&
         test -e /srv/con/mesh/failed/mesh-file-2.reason && grep -q "\"op\":\"put\",\"id\":\"mesh-file-1\"," /srv/con/mesh/sent/journal'
 check "an answer without a record (as written before records were kept)" bash -c \
         'echo stray >/srv/con/mesh/outbox/stray-1.response && touch -d "-1 hour" /srv/con/mesh/outbox/stray-1.response'
-check_file_lacks "host-a's gateway found its streams exactly the mesh's (no warning so far)" \
-        'has max age|not the mesh' /srv/con/logs/daemons/con-meshd.log
+check_fail "host-a's gateway found its streams exactly the mesh's (no warning so far but the one of the full result stream)" \
+        bash -c "grep -E 'has max age|not the mesh' /srv/con/logs/daemons/con-meshd.log | grep -v 'max messages per subject 1, max bytes' | grep ."
 check "mesh.sent_retention: 3s and mesh.retention: 1d in host-a's con.yaml (the mesh: section is its last)" \
         bash -c 'printf "  sent_retention: 3s\n  retention: 1d\n" >>/etc/con/con.yaml && sleep 3.5'
 check "host-a's gateway restarted with it" restart_gateway_a
@@ -917,6 +993,8 @@ check_file_lacks "no sanitizer report from host-b's gateway (stopped and started
         'AddressSanitizer|LeakSanitizer|runtime error' "$SHARED/meshd.log"
 check_eq "host-b's sysadmin accepted the waiting task once" 1 \
         "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
+check_output "host-b's gateway dropped host-c's task (it claimed host-a) and audited it: it was in host-b's stream" \
+        'con-meshd mesh.task.forged .*task_id=full-c-1 .*sent_by=host-c' cat "$SHARED/audit"
 
 if [ "${LIB_FAILED}" != 0 ]; then
         grep -h -i 'cancel' "$SHARED/meshd.log" /srv/con/logs/daemons/con-meshd.log | sed 's/^/# cancel: /'

@@ -609,6 +609,35 @@ static void test_stream_shape(void) {
         g_assert_cmpint(mesh_stream_shape_check("con-state", &have, &want_state, &text), ==, 1);
         g_assert_nonnull(strstr(text, "other limits"));
         free(text);
+        /* The task and result streams' limits (docs/MULTIHOST.md, "Floods"): a stream of before
+         * without them (no byte or per-host limit, discard old) is the mesh's, with other settings;
+         * the text names both. */
+        MeshStreamShape want_task = want;
+        want_task.max_msgs = -1;       /* as shape_of() writes an unlimited one */
+        want_task.max_bytes = 1LL << 30;
+        want_task.max_msgs_per_subject = 10000;
+        want_task.max_msg_size = 2101248;
+        want_task.discard = 1;
+        want_task.discard_new_per_subject = true;
+        have = want_task;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want_task, &text), ==, 0);
+        g_assert_null(text);
+        have.discard_new_per_subject = false;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want_task, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "discard new), not"));
+        free(text);
+        have = want_task;
+        have.max_bytes = have.max_msgs_per_subject = -1;
+        have.discard = 0;
+        have.discard_new_per_subject = false;
+        g_assert_cmpint(mesh_stream_shape_check("con-task-host-b", &have, &want_task, &text), ==, 1);
+        g_assert_nonnull(strstr(text, "and other limits (no max messages, no max messages per subject, no max bytes, "
+                                      "max message size 2101248, discard old), not "));
+        g_assert_nonnull(strstr(text, "and the limits no max messages, max messages per subject 10000, max bytes "
+                                      "1073741824, max message size 2101248, discard new per subject "
+                                      "(mesh.stream_max_bytes, mesh.stream_max_per_host): the mesh's administrator "
+                                      "sets them with con mesh streams"));
+        free(text);
         have = want;
         have.duplicates_ns = 60 * 1000000000LL;
         /* A negative wanted setting is not compared (con-state's duplicate window). */
