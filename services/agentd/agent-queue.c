@@ -43,12 +43,38 @@ typedef struct ForgetMark {
         uint64_t line;
 } ForgetMark;
 
-/* A finished task's record in queue/finished/ seen by the retention pass. */
+/* The retention pass (agent_queue_prune()): a scan of queue/finished/ for age, then, only when more
+ * than keep records are left, rounds of two scans for the count: one counting each sender's records,
+ * one picking each sender's oldest beyond its fair share, then their removal. */
+typedef enum PrunePhase {
+        PRUNE_AGE,
+        PRUNE_COUNT,
+        PRUNE_SELECT,
+        PRUNE_REMOVE,
+} PrunePhase;
+
+/* Senders told apart in a pass; the records of any further sender (and unreadable records) count
+ * as one more. */
+#define PRUNE_SENDERS_MAX 1024
+/* Records removed for the count per round: the memory of a pass stays bounded whatever the number
+ * of files (another round follows while more must go). */
+#define PRUNE_ROUND_MAX 16384
+
 typedef struct PruneEntry {
         char *id;
         uint64_t mtime_usec;
-        bool pinned;            /* in memory: never removed, counts as kept */
 } PruneEntry;
+
+/* One sender (uid and principal: remote senders share the gateway's uid) in a round. */
+typedef struct PruneSender {
+        uid_t uid;
+        char *principal;
+        size_t n, n_pinned;     /* its records; those of tasks in memory (never removed) */
+        uint64_t oldest_usec;   /* the mtime of its oldest record */
+        size_t remove;          /* how many of its oldest go in this round */
+        PruneEntry *sel;        /* the oldest seen so far, at most remove: a heap, the newest on top */
+        size_t n_sel;
+} PruneSender;
 
 struct AgentQueue {
         int agent_dir_fd, queue_fd, outbox_fd, processed_fd, failed_fd, finished_fd;
@@ -77,12 +103,22 @@ struct AgentQueue {
         size_t n_forget_ids, forget_ids_alloc;
         void *forget_marks;             /* replay only: ForgetMark by id */
 
-        /* The retention pass in progress (agent_queue_prune()): reading queue/finished/, then
-         * removing the oldest beyond keep. */
-        DIR *prune_dir;
-        PruneEntry *prune_kept;         /* records younger than the cutoff */
-        size_t n_prune_kept, prune_kept_alloc, prune_pos;
-        bool prune_excess;
+        /* The retention pass in progress (agent_queue_prune()). Its memory is bounded: a counter
+         * per sender (at most PRUNE_SENDERS_MAX + 1) and at most PRUNE_ROUND_MAX records picked. */
+        DIR *prune_dir;                 /* open while a pass goes on */
+        PrunePhase prune_phase;
+        size_t prune_n_live;            /* AGE: records left after the age */
+        void *prune_index;              /* PruneSender by uid and principal */
+        PruneSender **prune_senders;
+        size_t n_prune_senders, prune_senders_alloc;
+        PruneSender *prune_overflow;    /* the senders beyond PRUNE_SENDERS_MAX, unreadable records */
+        PruneEntry *prune_sel;          /* REMOVE: the records picked by this round */
+        size_t n_prune_sel, prune_pos;
+        bool prune_more;                /* this round was cut at PRUNE_ROUND_MAX: another follows */
+        size_t prune_senders_max, prune_round_max;      /* PRUNE_*_MAX (a test knob) */
+        size_t prune_n_removed;         /* tasks whose files all went, since the last prune call */
+        size_t prune_n_failed;          /* tasks whose files could not all be removed, since ... */
+        int prune_error;                /* the first of those failures */
         bool untrusted_journal;
         int commit_error;               /* a commit failed: the first error, returned by every later one */
         unsigned n_corrupt;
@@ -217,6 +253,11 @@ void agent_queue_set_compact_threshold(AgentQueue *q, uint64_t bytes) {
 
 void agent_queue_set_keep_finished(AgentQueue *q, size_t n) {
         q->keep_finished = n;
+}
+
+void agent_queue_set_prune_limits(AgentQueue *q, size_t senders_max, size_t round_max) {
+        q->prune_senders_max = senders_max;
+        q->prune_round_max = round_max > 0 ? round_max : 1;
 }
 
 /* ---- the ready heap: priority first, then arrival ---- */
@@ -1010,6 +1051,8 @@ int agent_queue_open_retained(int agent_dir_fd, uint64_t lock_timeout_usec, uint
         q->compact_threshold = DEFAULT_COMPACT_THRESHOLD;
         q->euid = geteuid();
         q->keep_finished = AGENT_QUEUE_KEEP_FINISHED;
+        q->prune_senders_max = PRUNE_SENDERS_MAX;
+        q->prune_round_max = PRUNE_ROUND_MAX;
         q->retention_usec = retention_usec;
         q->agent_dir_fd = fcntl(agent_dir_fd, F_DUPFD_CLOEXEC, 3);
         if (q->agent_dir_fd < 0)
@@ -1374,16 +1417,56 @@ size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec) {
 
 /* ---- retention ---- */
 
+static void prune_entry_done(PruneEntry *e) {
+        e->id = mfree(e->id);
+}
+
+static void prune_sender_free(void *p) {
+        PruneSender *s = p;
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n_sel; i++)
+                prune_entry_done(&s->sel[i]);
+        free(s->sel);
+        free(s->principal);
+        free(s);
+}
+
+static void prune_sender_freep(PruneSender **s) {
+        prune_sender_free(*s);
+}
+
+static int prune_sender_cmp(const void *a, const void *b) {
+        const PruneSender *x = a, *y = b;
+        if (x->uid != y->uid)
+                return x->uid < y->uid ? -1 : 1;
+        return strcmp(x->principal, y->principal);
+}
+
+/* The senders and picks of a round. */
+static void prune_round_reset(AgentQueue *q) {
+        tdestroy(q->prune_index, noop_free);
+        q->prune_index = NULL;
+        for (size_t i = 0; i < q->n_prune_senders; i++)
+                prune_sender_free(q->prune_senders[i]);
+        q->prune_senders = mfree(q->prune_senders);
+        q->n_prune_senders = q->prune_senders_alloc = 0;
+        q->prune_overflow = NULL; /* one of prune_senders */
+        for (size_t i = 0; i < q->n_prune_sel; i++)
+                prune_entry_done(&q->prune_sel[i]);
+        q->prune_sel = mfree(q->prune_sel);
+        q->n_prune_sel = q->prune_pos = 0;
+        q->prune_more = false;
+}
+
 static void prune_reset(AgentQueue *q) {
         if (q->prune_dir) {
                 closedir(q->prune_dir);
                 q->prune_dir = NULL;
         }
-        for (size_t i = 0; i < q->n_prune_kept; i++)
-                free(q->prune_kept[i].id);
-        q->prune_kept = mfree(q->prune_kept);
-        q->n_prune_kept = q->prune_kept_alloc = q->prune_pos = 0;
-        q->prune_excess = false;
+        prune_round_reset(q);
+        q->prune_phase = PRUNE_AGE;
+        q->prune_n_live = 0;
 }
 
 /* Removes a finished task's files, its record last: while the record exists the task is known
@@ -1410,10 +1493,16 @@ static int remove_task_files(AgentQueue *q, const char *id) {
 }
 
 /* Called by agent_queue_commit() once the "forget" records are durable. A task whose files
- * cannot all be removed keeps its record: the next pass forgets it again. */
+ * cannot all be removed keeps its record: the next pass forgets it again. Counts both. */
 static void remove_forgotten_files(AgentQueue *q) {
         for (size_t i = 0; i < q->n_forget_ids; i++) {
-                (void) remove_task_files(q, q->forget_ids[i]);
+                int r = remove_task_files(q, q->forget_ids[i]);
+                if (r < 0) {
+                        q->prune_n_failed++;
+                        if (q->prune_error == 0)
+                                q->prune_error = r;
+                } else
+                        q->prune_n_removed++;
                 free(q->forget_ids[i]);
         }
         q->n_forget_ids = 0;
@@ -1438,109 +1527,315 @@ static int forget_task(AgentQueue *q, const char *id) {
         return 0;
 }
 
-static int cmp_prune_newest_first(const void *a, const void *b) {
-        const PruneEntry *x = a, *y = b;
-        if (x->mtime_usec != y->mtime_usec)
-                return x->mtime_usec < y->mtime_usec ? 1 : -1;
-        return strcmp(x->id, y->id);
-}
-
-/* One entry of queue/finished/: removed at once when older than the cutoff, else remembered for
- * the count. Returns 1 when the task was removed. */
-static int prune_consider(AgentQueue *q, const char *name, uint64_t older_than_usec) {
-        char id[CON_TASK_ID_MAX + 1];
-        const char *e = endswith(name, ".json");
-        size_t l = e ? (size_t) (e - name) : 0;
+/* The next entry of queue/finished/: 1 for a record (its id and mtime), 2 for anything else (a
+ * dot file is not counted in *work), 0 at the end of the folder. */
+static int prune_next(AgentQueue *q, char id[static CON_TASK_ID_MAX + 1], uint64_t *ret_mtime, size_t *work) {
+        errno = 0;
+        struct dirent *de = readdir(q->prune_dir);
+        if (!de)
+                return errno != 0 ? -errno : 0;
+        if (de->d_name[0] == '.')
+                return 2;
+        (*work)++;
+        const char *e = endswith(de->d_name, ".json");
+        size_t l = e ? (size_t) (e - de->d_name) : 0;
         if (l == 0 || l > CON_TASK_ID_MAX)
-                return 0;
-        memcpy(id, name, l);
+                return 2;
+        memcpy(id, de->d_name, l);
         id[l] = 0;
         if (!con_task_id_valid(id))
-                return 0;
+                return 2;
         struct stat st;
-        if (fstatat(q->finished_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-                return 0;
-        uint64_t mtime = (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC + (uint64_t) st.st_mtim.tv_nsec / 1000;
-        bool pinned = agent_queue_find(q, id) != NULL;
-        if (!pinned && older_than_usec > 0 && mtime < older_than_usec) {
-                int r = forget_task(q, id);
-                return r < 0 ? r : 1;
+        if (fstatat(q->finished_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                return 2;
+        *ret_mtime = (uint64_t) st.st_mtim.tv_sec * USEC_PER_SEC + (uint64_t) st.st_mtim.tv_nsec / 1000;
+        return 1;
+}
+
+/* The sender a record counts for: from memory (a pinned task: never removed) or from its record;
+ * an unreadable record, and with CREATE false or beyond PRUNE_SENDERS_MAX a sender not met yet,
+ * counts for the overflow bucket (NULL when CREATE is false and it has none). */
+static int prune_sender_of(AgentQueue *q, const char *id, bool create, PruneSender **ret, bool *ret_pinned) {
+        _cleanup_(agent_task_freep) AgentTask *loaded = NULL;
+        AgentTask *t = agent_queue_find(q, id);
+        *ret_pinned = t != NULL;
+        if (!t) {
+                int r = agent_queue_load_finished(q, id, &loaded);
+                if (r == -ENOMEM)
+                        return r;
+                t = loaded;
         }
-        if (GROW_ONE(q->prune_kept, q->n_prune_kept, q->prune_kept_alloc) < 0)
+        if (t) {
+                PruneSender key = { .uid = t->sender_uid, .principal = (char *) strempty(t->sender) };
+                void *p = tfind(&key, &q->prune_index, prune_sender_cmp);
+                if (p) {
+                        *ret = *(PruneSender **) p;
+                        return 0;
+                }
+        }
+        bool overflow = !t || !create || q->n_prune_senders >= q->prune_senders_max;
+        if (overflow && (q->prune_overflow || !create)) {
+                *ret = q->prune_overflow;
+                return 0;
+        }
+        if (GROW_ONE(q->prune_senders, q->n_prune_senders, q->prune_senders_alloc) < 0)
                 return -ENOMEM;
-        char *copy = strdup(id);
-        if (!copy)
+        _cleanup_(prune_sender_freep) PruneSender *s = calloc(1, sizeof(PruneSender));
+        if (!s)
                 return -ENOMEM;
-        q->prune_kept[q->n_prune_kept++] = (PruneEntry) { .id = copy, .mtime_usec = mtime, .pinned = pinned };
+        s->uid = overflow ? (uid_t) -1 : t->sender_uid;
+        s->principal = strdup(overflow ? "" : strempty(t->sender));
+        if (!s->principal)
+                return -ENOMEM;
+        if (!overflow) {
+                void *p = tsearch(s, &q->prune_index, prune_sender_cmp);
+                if (!p)
+                        return -ENOMEM;
+        } else
+                q->prune_overflow = s;
+        q->prune_senders[q->n_prune_senders++] = s;
+        *ret = TAKE_PTR(s);
         return 0;
 }
 
+/* Newer: a later mtime, then the id (a total order: the same records go whatever the listing order). */
+static bool prune_newer(const PruneEntry *a, uint64_t mtime, const char *id) {
+        if (a->mtime_usec != mtime)
+                return a->mtime_usec > mtime;
+        return strcmp(a->id, id) > 0;
+}
+
+static void prune_heap_down(PruneEntry *h, size_t n, size_t i) {
+        for (;;) {
+                size_t l = 2 * i + 1, r = l + 1, m = i;
+                if (l < n && prune_newer(&h[l], h[m].mtime_usec, h[m].id))
+                        m = l;
+                if (r < n && prune_newer(&h[r], h[m].mtime_usec, h[m].id))
+                        m = r;
+                if (m == i)
+                        return;
+                PruneEntry t = h[i];
+                h[i] = h[m];
+                h[m] = t;
+                i = m;
+        }
+}
+
+/* Keeps the record when it is among the sender's REMOVE oldest seen so far. */
+static int prune_pick(PruneSender *s, const char *id, uint64_t mtime) {
+        if (s->n_sel == s->remove && !prune_newer(&s->sel[0], mtime, id))
+                return 0;
+        char *copy = strdup(id);
+        if (!copy)
+                return -ENOMEM;
+        if (s->n_sel == s->remove) {
+                /* Replaces the newest picked. */
+                free(s->sel[0].id);
+                s->sel[0] = (PruneEntry) { .id = copy, .mtime_usec = mtime };
+                prune_heap_down(s->sel, s->n_sel, 0);
+                return 0;
+        }
+        size_t i = s->n_sel++;
+        s->sel[i] = (PruneEntry) { .id = copy, .mtime_usec = mtime };
+        while (i > 0 && prune_newer(&s->sel[i], s->sel[(i - 1) / 2].mtime_usec, s->sel[(i - 1) / 2].id)) {
+                PruneEntry t = s->sel[i];
+                s->sel[i] = s->sel[(i - 1) / 2];
+                s->sel[(i - 1) / 2] = t;
+                i = (i - 1) / 2;
+        }
+        return 0;
+}
+
+/* Fewest records first; between equals, the one whose oldest record is the newest (so the oldest
+ * record goes first), then by uid and principal (the same order whatever the listing's). */
+static int cmp_sender_fewest(const void *a, const void *b) {
+        const PruneSender *x = *(PruneSender * const *) a, *y = *(PruneSender * const *) b;
+        if (x->n != y->n)
+                return x->n < y->n ? -1 : 1;
+        if (x->oldest_usec != y->oldest_usec)
+                return x->oldest_usec > y->oldest_usec ? -1 : 1;
+        return prune_sender_cmp(x, y);
+}
+
+static int cmp_sender_most_removed(const void *a, const void *b) {
+        const PruneSender *x = *(PruneSender * const *) a, *y = *(PruneSender * const *) b;
+        return x->remove > y->remove ? -1 : x->remove < y->remove;
+}
+
+/* The fair share of keep: senders with fewer records than an equal share keep them all, what they
+ * leave is shared by the others (max-min fairness), so the sender holding the most loses records
+ * first and a flood from one sender removes only its own. Sets each sender's remove (never a
+ * record in memory), at most PRUNE_ROUND_MAX in all, taken from those with the most to remove
+ * first; returns the total. */
+static size_t prune_allocate(AgentQueue *q, size_t keep) {
+        size_t m = q->n_prune_senders, left = keep, total = 0;
+        if (m == 0)
+                return 0;
+        qsort(q->prune_senders, m, sizeof(PruneSender *), cmp_sender_fewest);
+        for (size_t i = 0; i < m; i++) {
+                PruneSender *s = q->prune_senders[i];
+                /* Rounded up: what does not divide goes to the smaller senders, never to the largest. */
+                size_t share = (left + (m - i) - 1) / (m - i), quota = s->n < share ? s->n : share;
+                left -= quota;
+                size_t over = s->n - quota, removable = s->n - (s->n_pinned < s->n ? s->n_pinned : s->n);
+                s->remove = over < removable ? over : removable;
+        }
+        qsort(q->prune_senders, m, sizeof(PruneSender *), cmp_sender_most_removed);
+        for (size_t i = 0; i < m; i++) {
+                PruneSender *s = q->prune_senders[i];
+                if (total + s->remove > q->prune_round_max) {
+                        s->remove = q->prune_round_max - total;
+                        q->prune_more = true;
+                }
+                total += s->remove;
+        }
+        return total;
+}
+
+/* The end of a scan of queue/finished/: on to the next phase, or the pass ends (returns 0). */
+static int prune_scan_end(AgentQueue *q, size_t keep) {
+        if (q->prune_phase == PRUNE_AGE && q->prune_n_live <= keep)
+                return 0;
+        if (q->prune_phase == PRUNE_AGE || q->prune_phase == PRUNE_COUNT) {
+                if (q->prune_phase == PRUNE_COUNT) {
+                        size_t total = prune_allocate(q, keep);
+                        if (total == 0)
+                                return 0;
+                        for (size_t i = 0; i < q->n_prune_senders; i++) {
+                                PruneSender *s = q->prune_senders[i];
+                                if (s->remove > 0 && !(s->sel = calloc(s->remove, sizeof(PruneEntry))))
+                                        return -ENOMEM;
+                        }
+                }
+                q->prune_phase = q->prune_phase == PRUNE_AGE ? PRUNE_COUNT : PRUNE_SELECT;
+                rewinddir(q->prune_dir);
+                return 1;
+        }
+        /* SELECT: the picks of every sender, to remove. */
+        size_t n = 0;
+        for (size_t i = 0; i < q->n_prune_senders; i++)
+                n += q->prune_senders[i]->n_sel;
+        q->prune_sel = calloc(max_size(n, 1), sizeof(PruneEntry));
+        if (!q->prune_sel)
+                return -ENOMEM;
+        for (size_t i = 0; i < q->n_prune_senders; i++) {
+                PruneSender *s = q->prune_senders[i];
+                if (s->n_sel > 0)
+                        memcpy(q->prune_sel + q->n_prune_sel, s->sel, s->n_sel * sizeof(PruneEntry));
+                q->n_prune_sel += s->n_sel;
+                s->sel = mfree(s->sel);
+                s->n_sel = 0;
+        }
+        q->prune_phase = PRUNE_REMOVE;
+        q->prune_pos = 0;
+        return 1;
+}
+
 int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size_t budget, size_t *ret_removed) {
-        size_t work = 0, removed = 0;
+        size_t work = 0;
         int r = 0;
 
         if (budget == 0)
                 budget = 1;
-        if (!q->prune_dir && !q->prune_excess) {
+        q->prune_n_removed = 0;
+        if (!q->prune_dir) {
+                prune_reset(q);
                 r = con_opendir_dup(q->finished_fd, &q->prune_dir);
                 if (r < 0)
                         goto finish;
         }
-        while (q->prune_dir && work < budget) {
-                errno = 0;
-                struct dirent *de = readdir(q->prune_dir);
-                if (!de) {
-                        if (errno != 0) {
-                                r = -errno;
+        while (work < budget) {
+                char id[CON_TASK_ID_MAX + 1];
+                uint64_t mtime = 0;
+                bool pinned = false;
+                PruneSender *s = NULL;
+
+                if (q->prune_phase == PRUNE_REMOVE) {
+                        if (q->prune_pos >= q->n_prune_sel) {
+                                /* The round is done; another while more must go for the count. */
+                                if (!q->prune_more) {
+                                        r = 0;
+                                        goto finish;
+                                }
+                                prune_round_reset(q);
+                                q->prune_phase = PRUNE_COUNT;
+                                rewinddir(q->prune_dir);
+                                r = 1;
                                 goto finish;
                         }
-                        closedir(q->prune_dir);
-                        q->prune_dir = NULL;
-                        /* The newest keep stay (those in memory among them); the rest go. */
-                        if (q->n_prune_kept > 1)
-                                qsort(q->prune_kept, q->n_prune_kept, sizeof(PruneEntry), cmp_prune_newest_first);
-                        q->prune_pos = keep;
-                        q->prune_excess = true;
+                        const PruneEntry *p = &q->prune_sel[q->prune_pos++];
+                        work++;
+                        if (agent_queue_find(q, p->id))
+                                continue;
+                        r = forget_task(q, p->id);
+                        if (r < 0)
+                                goto finish;
+                        continue;
+                }
+                r = prune_next(q, id, &mtime, &work);
+                if (r < 0)
+                        goto finish;
+                if (r == 0) {
+                        /* A scan ended: this step ends too, so the next scan finds none of the files
+                         * this one removed (they go with the commit below). */
+                        r = prune_scan_end(q, keep);
+                        goto finish;
+                }
+                if (r == 2)
+                        continue;
+                switch (q->prune_phase) {
+                case PRUNE_AGE:
+                        if (!agent_queue_find(q, id) && older_than_usec > 0 && mtime < older_than_usec) {
+                                r = forget_task(q, id);
+                                if (r < 0)
+                                        goto finish;
+                        } else
+                                q->prune_n_live++;
+                        break;
+                case PRUNE_COUNT:
+                        r = prune_sender_of(q, id, true, &s, &pinned);
+                        if (r < 0)
+                                goto finish;
+                        if (s->n == 0 || mtime < s->oldest_usec)
+                                s->oldest_usec = mtime;
+                        s->n++;
+                        s->n_pinned += pinned;
+                        break;
+                case PRUNE_SELECT:
+                        r = prune_sender_of(q, id, false, &s, &pinned);
+                        if (r >= 0 && s && !pinned && s->remove > 0)
+                                r = prune_pick(s, id, mtime);
+                        if (r < 0)
+                                goto finish;
+                        break;
+                default:
                         break;
                 }
-                if (de->d_name[0] == '.')
-                        continue;
-                work++;
-                r = prune_consider(q, de->d_name, older_than_usec);
-                if (r < 0)
-                        goto finish;
-                removed += (size_t) r;
         }
-        while (q->prune_excess && work < budget && q->prune_pos < q->n_prune_kept) {
-                const PruneEntry *p = &q->prune_kept[q->prune_pos++];
-                work++;
-                if (p->pinned || agent_queue_find(q, p->id))
-                        continue;
-                r = forget_task(q, p->id);
-                if (r < 0)
-                        goto finish;
-                removed++;
-        }
-        if (q->prune_excess && q->prune_pos >= q->n_prune_kept) {
-                prune_reset(q);
-                r = 0;
-        } else
-                r = 1;
+        r = 1;
 finish:
         /* The "forget" records of this step (and whatever else the batch holds) made durable with one
          * commit, then the files go. */
         if (q->n_forget_ids > 0) {
                 int k = agent_queue_commit(q);
-                if (k < 0 && r >= 0) {
+                if (k < 0 && r >= 0)
                         r = k;
-                        removed = 0;
-                }
         }
-        if (r < 0)
-                prune_reset(q); /* the next pass starts over */
+        if (r <= 0)
+                prune_reset(q); /* the pass ended, or starts over */
         if (ret_removed)
-                *ret_removed = removed;
+                *ret_removed = q->prune_n_removed;
+        q->prune_n_removed = 0;
         return r;
+}
+
+size_t agent_queue_prune_failures(AgentQueue *q, int *ret_error) {
+        size_t n = q->prune_n_failed;
+        if (ret_error)
+                *ret_error = q->prune_error;
+        q->prune_n_failed = 0;
+        q->prune_error = 0;
+        return n;
 }
 
 int agent_queue_load_finished(AgentQueue *q, const char *id, AgentTask **ret) {

@@ -206,17 +206,30 @@ size_t agent_queue_evict(AgentQueue *q);
 size_t agent_queue_evict_before(AgentQueue *q, uint64_t before_usec);
 /* The retention of finished tasks on disk (docs/AGENT.md "Retention"), one bounded step of a pass
  * over queue/finished/: each record of a task not in memory that was last modified before
- * older_than_usec (CLOCK_REALTIME; 0: none for their age) goes, and once all are read, those
- * beyond the keep most recent (tasks in memory count, never go). A task goes with its files:
+ * older_than_usec (CLOCK_REALTIME; 0: none for their age) goes; then, when more than keep are
+ * left, keep is shared fairly between the senders (uid and principal, read from each record):
+ * a sender with fewer records than an equal share keeps them all, the others keep an equal share
+ * of the rest, each its most recent (tasks in memory count, never go), so the sender holding the
+ * most loses records first and a flood removes only the flooder's own. The pass's memory is
+ * bounded (a counter per sender, at most 1,025 told apart: further senders and unreadable records
+ * count as one; at most 16,384 records picked per round, another round following while more must
+ * go). A task goes with its files:
  * outbox/<id>.response, processed/<id>.task, failed/<id>.task, failed/<id>.reason, then
  * queue/finished/<id>.json (so GetResult then finds no task). At most budget entries are looked at
  * or removed per call; the pass goes on at the next call. Returns 1 while the pass goes on, 0 when
  * it ended (the next call starts another), or -errno (the pass starts over); *ret_removed (may be
- * NULL): tasks removed by this call. Each removal appends a "forget" record; a call that removed
+ * NULL): tasks whose files all went in this call. Each removal appends a "forget" record; a call that removed
  * tasks ends with agent_queue_commit() (the whole batch), and the files go only once that
  * succeeded, so the id is free only when a restart cannot bring the task back. Removals make
  * agent_queue_want_compact() true, so the journal drops them at its next idle moment. */
 int agent_queue_prune(AgentQueue *q, uint64_t older_than_usec, size_t keep, size_t budget, size_t *ret_removed);
+/* The tasks whose files could not all be removed since the last call (their forget record is
+ * written, their record stays: the task stays known and the next pass tries again; not counted in
+ * *ret_removed), and the first one's -errno in *ret_error (may be NULL). Resets both. */
+size_t agent_queue_prune_failures(AgentQueue *q, int *ret_error);
+/* Test knob: the senders a retention pass tells apart (default 1,024) and the records it removes
+ * for the count per round (default 16,384). */
+void agent_queue_set_prune_limits(AgentQueue *q, size_t senders_max, size_t round_max);
 /* Test knob: finished tasks kept in memory (default AGENT_QUEUE_KEEP_FINISHED). */
 void agent_queue_set_keep_finished(AgentQueue *q, size_t n);
 /* Whether the files of a finished task with this id exist (queue/finished/<id>.json,

@@ -22,6 +22,9 @@
 #define PRUNE_STEP_USEC (50 * USEC_PER_MSEC)
 #define PRUNE_PERIOD_MIN_USEC (100 * USEC_PER_MSEC)
 #define PRUNE_PERIOD_MAX_USEC (3600 * USEC_PER_SEC)
+/* A pass starts early, whatever the period, once this share of system.result_max has finished
+ * since the last one began: a flood of cheap tasks never holds far more results than the cap. */
+#define PRUNE_EARLY_DIVISOR 10
 
 /* ---- the small API of agent-api.h ---- */
 
@@ -144,6 +147,7 @@ static bool context_idle(AgentContext *c) {
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static void prune_maybe_early(AgentContext *c);
 
 static void update_idle(AgentContext *c) {
         bool idle = context_idle(c);
@@ -186,6 +190,7 @@ int agent_context_flush(AgentContext *c) {
         agent_pending_run(c, 0);
         /* No pending entry points at a task any more: finished tasks beyond the limit can go. */
         (void) agent_queue_evict(c->queue);
+        prune_maybe_early(c);
         emit_props_changed(c);
         if (agent_queue_want_compact(c->queue)) {
                 r = agent_queue_compact(c->queue);
@@ -407,18 +412,52 @@ static void format_duration(uint64_t usec, char *buf, size_t size) {
         (void) snprintf(buf, size, "%lluus", (unsigned long long) usec);
 }
 
+/* Tasks finished for the life of the journal (evicted ones included). */
+static uint64_t finished_count(AgentContext *c) {
+        AgentQueueStats st;
+        agent_queue_get_stats(c->queue, &st);
+        return st.n_done + st.n_failed + st.n_cancelled;
+}
+
+/* After a flush: a pass now, rather than at its period, once a tenth of system.result_max has
+ * finished since the last pass began. */
+static void prune_maybe_early(AgentContext *c) {
+        if (!c->prune_source || c->prune_in_pass)
+                return;
+        uint64_t early = c->config->result_max / PRUNE_EARLY_DIVISOR + 1;
+        if (finished_count(c) - c->prune_finished_mark < early)
+                return;
+        c->prune_finished_mark = finished_count(c); /* armed once */
+        (void) sd_event_source_set_time_relative(c->prune_source, 0);
+        (void) sd_event_source_set_enabled(c->prune_source, SD_EVENT_ONESHOT);
+}
+
 static int on_prune(sd_event_source *s, uint64_t usec, void *userdata) {
         AgentContext *c = userdata;
         uint64_t retention = c->config->result_retention_usec, now = con_now(CLOCK_REALTIME);
         uint64_t cutoff = now > retention ? now - retention : 0;
         size_t n = 0;
 
+        if (!c->prune_in_pass)
+                c->prune_finished_mark = finished_count(c);
         /* Tasks in memory are never removed from disk: those past the retention leave memory first,
          * when no pending reply or signal points at a task (as after a flush). */
         if (!c->prune_in_pass && c->n_pending == 0 && !agent_queue_has_batch(c->queue))
                 (void) agent_queue_evict_before(c->queue, cutoff);
         int r = agent_queue_prune(c->queue, cutoff, c->config->result_max, PRUNE_BUDGET, &n);
         c->n_pruned += n;
+        int e = 0;
+        size_t failed = agent_queue_prune_failures(c->queue, &e);
+        if (failed > 0 && c->prune_error == 0)
+                c->prune_error = e;
+        c->n_prune_failed += failed;
+        if (r != 1 && c->n_prune_failed > 0) {
+                log_full(LOG_WARNING, "Failed to remove the files of %zu finished task(s) past system.result_retention "
+                         "or system.result_max in %s: %s; they stay known, the next pass tries again",
+                         c->n_prune_failed, c->data_dir, strerror(-c->prune_error));
+                c->n_prune_failed = 0;
+                c->prune_error = 0;
+        }
         if (r < 0) {
                 log_full(LOG_WARNING, "Failed to remove the finished tasks past system.result_retention or "
                          "system.result_max in %s, will retry: %s", c->data_dir, strerror(-r));
@@ -431,7 +470,8 @@ static int on_prune(sd_event_source *s, uint64_t usec, void *userdata) {
                 format_duration(retention, d, sizeof(d));
                 log_full(LOG_INFO, "Removed %zu finished task(s) and their files (queue/finished/, outbox/, "
                          "processed/, failed/): finished more than %s ago (system.result_retention) or beyond the "
-                         "%u most recent (system.result_max)", c->n_pruned, d, c->config->result_max);
+                         "%u most recent (system.result_max, shared fairly between the senders)", c->n_pruned, d,
+                         c->config->result_max);
                 c->n_pruned = 0;
                 /* The journal may still hold them: compacted at the next idle moment. */
                 agent_context_schedule_flush(c);

@@ -109,6 +109,9 @@ typedef struct AgentContext {
         sd_event_source *prune_source;  /* the retention of finished tasks (system.result_retention) */
         bool prune_in_pass;             /* a pass is under way: the next step comes soon */
         size_t n_pruned;                /* tasks removed by the pass so far */
+        size_t n_prune_failed;          /* tasks whose files could not all be removed, so far */
+        int prune_error;                /* the first of those failures */
+        uint64_t prune_finished_mark;   /* tasks finished (counted) when the last pass began */
         AgentPropsSnapshot props;
 
         size_t n_sessions;      /* real session processes */

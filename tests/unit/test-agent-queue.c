@@ -1285,6 +1285,120 @@ static void test_commit_failure_final(Fixture *f, gconstpointer data) {
         agent_queue_free(q);
 }
 
+/* One finished task of SENDER (uid), its record's mtime set to MTIME, evicted from memory. */
+static void finished_of_sender(Fixture *f, AgentQueue *q, const char *id, uid_t uid, const char *sender,
+                               uint64_t mtime) {
+        AgentTaskRequest req = { .id = id, .sender_uid = uid, .sender = sender, .priority = 5, .text = "/tasks" };
+        AgentTask *t = NULL;
+        g_assert_cmpint(agent_queue_accept(q, &req, mtime, &t), ==, 0);
+        g_assert_cmpint(agent_queue_start(q, t, mtime), ==, 0);
+        g_assert_cmpint(agent_queue_finish(q, t, AGENT_TASK_DONE, "answer", mtime), ==, 0);
+        g_assert_cmpint(agent_queue_commit(q), ==, 0);
+        g_assert_cmpint(agent_queue_write_new_files(q, t), ==, 0);
+        g_assert_cmpuint(agent_queue_evict(q), ==, 1);
+        char rel[64];
+        (void) snprintf(rel, sizeof(rel), "queue/finished/%s.json", id);
+        set_mtime(f, rel, mtime);
+}
+
+/* system.result_max is shared fairly between the senders (uid and principal: remote senders share
+ * the gateway's uid): one sender's flood of finished tasks removes only its own results, the
+ * oldest first, however old the others' are. data: the round and sender limits made tiny (the
+ * pass's bounded memory: several rounds, senders beyond the limit counted as one). */
+static void test_prune_fair(Fixture *f, gconstpointer data) {
+        const bool tiny = GPOINTER_TO_UINT(data);
+        const uint64_t now = con_now(CLOCK_REALTIME);
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        if (tiny)
+                agent_queue_set_prune_limits(q, 3, 2);
+        finished_of_sender(f, q, "alice-1", 1001, "alice", now - 1000 * USEC_PER_SEC);
+        finished_of_sender(f, q, "carol-1", 900, "carol@host-c", now - 900 * USEC_PER_SEC);
+        finished_of_sender(f, q, "bob-1", 1002, "bob", now - 800 * USEC_PER_SEC);
+        finished_of_sender(f, q, "bob-2", 1002, "bob", now - 700 * USEC_PER_SEC);
+        char id[32];
+        for (int i = 0; i < 6; i++) {
+                (void) snprintf(id, sizeof(id), "mallory-%d", i);
+                finished_of_sender(f, q, id, 900, "mallory@host-b", now - (uint64_t) (600 - i) * USEC_PER_SEC);
+        }
+        /* 10 results, at most 5: alice, carol and bob (4 together) stay, mallory keeps its newest. */
+        unsigned calls;
+        g_assert_cmpuint(prune_all(q, 0, 5, 3, &calls), ==, 5);
+        g_assert_cmpuint(agent_queue_prune_failures(q, NULL), ==, 0);
+        g_assert_true(agent_queue_known_on_disk(q, "alice-1"));
+        g_assert_true(agent_queue_known_on_disk(q, "carol-1"));
+        g_assert_true(exists_at(f, "outbox/alice-1.response"));
+        g_assert_true(agent_queue_known_on_disk(q, "bob-2"));
+        g_assert_true(agent_queue_known_on_disk(q, "mallory-5"));
+        for (int i = 0; i < 4; i++) {
+                (void) snprintf(id, sizeof(id), "mallory-%d", i);
+                g_assert_false(agent_queue_known_on_disk(q, id));
+        }
+        if (!tiny) {
+                g_assert_true(agent_queue_known_on_disk(q, "bob-1"));
+                g_assert_false(agent_queue_known_on_disk(q, "mallory-4"));
+        } else {
+                /* Rounds of 2 (one of the 4 senders counted as "the others", beyond the limit of 3):
+                 * mallory down to 2, then a tie with bob's 2, where the oldest record goes. */
+                g_assert_cmpuint(calls, >, 10);
+                g_assert_false(agent_queue_known_on_disk(q, "bob-1"));
+                g_assert_true(agent_queue_known_on_disk(q, "mallory-4"));
+        }
+        /* Under the cap: nothing more goes. */
+        g_assert_cmpuint(prune_all(q, 0, 5, 3, NULL), ==, 0);
+        if (tiny) {
+                agent_queue_free(q);
+                return;
+        }
+
+        /* With a tighter cap the senders holding the most lose first: 4 left of 5, 3 of 4. */
+        g_assert_cmpuint(prune_all(q, 0, 4, 100, NULL), ==, 1);
+        g_assert_true(agent_queue_known_on_disk(q, "alice-1"));
+        g_assert_true(agent_queue_known_on_disk(q, "carol-1"));
+        g_assert_true(agent_queue_known_on_disk(q, "mallory-5"));
+        g_assert_false(agent_queue_known_on_disk(q, "bob-1")); /* bob's oldest */
+        g_assert_true(agent_queue_known_on_disk(q, "bob-2"));
+        if (!tiny) {
+                /* Ties: the next one taken is the oldest of the senders with the most (1 each). */
+                g_assert_cmpuint(prune_all(q, 0, 3, 100, NULL), ==, 1);
+                g_assert_false(agent_queue_known_on_disk(q, "alice-1"));
+        }
+        agent_queue_free(q);
+
+        /* Restarted before a compaction: the removed stay removed, the others known. */
+        q = open_queue(f);
+        g_assert_null(agent_queue_find(q, "mallory-0"));
+        g_assert_true(agent_queue_known_on_disk(q, "carol-1"));
+        agent_queue_free(q);
+}
+
+/* A task whose files cannot be removed (here a folder where its response was) is not counted as
+ * removed: agent_queue_prune_failures() says how many and why; its record stays, the next pass
+ * tries again and succeeds once the obstacle is gone. */
+static void test_prune_remove_failure(Fixture *f, gconstpointer data) {
+        const uint64_t day = 24ULL * 3600 * USEC_PER_SEC, now = con_now(CLOCK_REALTIME);
+        AgentQueue *q = open_queue(f);
+        agent_queue_set_keep_finished(q, 0);
+        finished_of_sender(f, q, "stuck", 1001, "alice", now - 40 * day);
+        finished_of_sender(f, q, "goes", 1001, "alice", now - 40 * day);
+        g_assert_cmpint(unlinkat(f->dfd, "outbox/stuck.response", 0), ==, 0);
+        g_assert_cmpint(mkdirat(f->dfd, "outbox/stuck.response", 0700), ==, 0);
+        int e = 0;
+        g_assert_cmpuint(prune_all(q, now - 30 * day, 100, 100, NULL), ==, 1);
+        g_assert_cmpuint(agent_queue_prune_failures(q, &e), ==, 1);
+        g_assert_cmpint(e, ==, -EISDIR);
+        g_assert_cmpuint(agent_queue_prune_failures(q, &e), ==, 0);
+        g_assert_cmpint(e, ==, 0);
+        g_assert_false(agent_queue_known_on_disk(q, "goes"));
+        g_assert_true(exists_at(f, "queue/finished/stuck.json"));
+        g_assert_true(agent_queue_known_on_disk(q, "stuck"));
+        g_assert_cmpint(unlinkat(f->dfd, "outbox/stuck.response", AT_REMOVEDIR), ==, 0);
+        g_assert_cmpuint(prune_all(q, now - 30 * day, 100, 100, NULL), ==, 1);
+        g_assert_cmpuint(agent_queue_prune_failures(q, NULL), ==, 0);
+        g_assert_false(agent_queue_known_on_disk(q, "stuck"));
+        agent_queue_free(q);
+}
+
 #define ADD(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -1322,6 +1436,11 @@ int main(int argc, char **argv) {
                    test_freed_id_replay, fixture_teardown);
         ADD("/agent-queue/second-accept-unfinished", test_second_accept_unfinished);
         ADD("/agent-queue/commit-failure-final", test_commit_failure_final);
+        g_test_add("/agent-queue/prune-fair/default", Fixture, GUINT_TO_POINTER(0), fixture_setup, test_prune_fair,
+                   fixture_teardown);
+        g_test_add("/agent-queue/prune-fair/tiny-limits", Fixture, GUINT_TO_POINTER(1), fixture_setup, test_prune_fair,
+                   fixture_teardown);
+        ADD("/agent-queue/prune-remove-failure", test_prune_remove_failure);
         g_test_add_func("/agent-queue/result-text", test_result_text);
         g_test_add_func("/agent-queue/session-exit-reason", test_session_exit_reason);
         ADD("/agent-queue/result-invalid-bytes", test_result_invalid_bytes);
