@@ -10,7 +10,8 @@
 # continues a conversation written with raw bytes. Last, the retention (system.result_retention):
 # finished tasks older than it lose their files and GetResult says NoSuchTask, newer ones stay; a
 # restart while the agent is busy (its journal not compacted, still holding the removed task) does
-# not bring it back, and a task sent again under its id is the one kept. Runs as root inside
+# not bring it back, and a task sent again under its id is the one kept. Then system.result_max:
+# another sender's result survives root's flood, removed by passes that start early. Runs as root inside
 # tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
@@ -252,6 +253,36 @@ check "once $SLOW is let go, the new $NEW completes" \
         wait_for 60 bash -c "con task '$NEW' --json | jq -e '.status == \"completed\"'"
 check "... its files are the new task's" grep -q 'go again' "$O/processed/$NEW.task"
 check_eq "... all of them" 3 "$(files_of "$NEW" | wc -l)"
+
+section "result_max: shared between senders, a flood removes only its flooder's results, passes start early"
+# system.result_max 6 and a retention of 1 h: passes come every 15 min, unless a tenth of
+# result_max finished since the last one began (here every task). The concierge (another sender:
+# its agent user) sends one task, root then floods rawout with 15: the concierge's result stays,
+# root's oldest go within seconds, not 15 minutes later. The 6 tasks in memory (result_max of
+# them) are never removed: at most 7 records stay.
+check "system.result_retention: 1h, system.result_max: 6" \
+        sed -i 's/^  result_retention: 5s$/  result_retention: 1h\n  result_max: 6/' /etc/con/con.yaml
+check "rawout restarts (it reads them at start)" restart_agent org.conspiracy.Rawout
+OTHER=$(as_user a-concierge con-send --to rawout --no-wait "another sender's task")
+check "the concierge's task ($OTHER) completes" \
+        wait_for 60 bash -c "con task '$OTHER' --json | jq -e '.status == \"completed\"'"
+check_eq "... its files are there" 3 "$(files_of "$OTHER" | wc -l)"
+removed_before=$(grep -c 'Removed [0-9]* finished task' /srv/con/logs/daemons/con-agent@rawout.log)
+flood() {
+        local i
+        for i in $(seq 1 15); do con-send --to rawout --timeout 60 "flood $i" >/dev/null || return 1; done
+}
+check "root sends 15 tasks, one after the other" flood
+check "within seconds at most 7 records are left" \
+        wait_for 10 bash -c "((\$(find '$O/queue/finished' -name '*.json' | wc -l) <= 7))"
+echo "# $(find "$O/queue/finished" -name '*.json' | wc -l) records in $O/queue/finished"
+check_eq "... the concierge's task and its files stay" 3 "$(files_of "$OTHER" | wc -l)"
+check_output "... GetResult of it as root still works" '^ss "completed"' \
+        busctl --system call org.conspiracy.Rawout $A $I GetResult s "$OTHER"
+removed_after=$(grep -c 'Removed [0-9]* finished task.*shared fairly between the senders' \
+        /srv/con/logs/daemons/con-agent@rawout.log)
+check "the log says what was removed ($removed_before lines before the flood, $removed_after after)" \
+        test "$removed_after" -gt "$removed_before"
 
 kill "$FAKE_PID" 2>/dev/null
 finish
