@@ -22,9 +22,10 @@
 # nested sandboxes in namespaces on a bridge of host-a's (10.78.0.1-3), each host its own fabric
 # and its own nats-server, the three one cluster (routes over TLS verified both ways), every
 # gateway listing the three servers, the streams made by the administrator with
-# `con mesh streams --replicas 3`; then (unless BENCH_R1=0) the administrator changes them to one
-# replica (`con mesh streams --replicas 1`, the same cluster, gateways and connections) and the
-# remote figures are taken again. Either way every gateway connects with TLS and its own
+# `con mesh streams --replicas 3`; then (unless BENCH_R1=0) the administrator changes them
+# (con mesh streams --replicas N [HOST...], on the same cluster, gateways and connections) and the
+# remote figures are taken again, three times: host-b's streams alone with 3 copies (con-state and
+# host-a's result stream 1), every stream 1, con-state alone 3 (and host-c's idle streams). Either way every gateway connects with TLS and its own
 # certificate (con mesh init / issue / server-config, as in the tests). Every task is /ping (the
 # agent's built-in answer, no runner), so the figures are the fabric's and the mesh's:
 #   local     user bench of host-a -> concierge of host-a (org.conspiracy.Concierge Submit)
@@ -33,8 +34,10 @@
 # For each: Submit -> TaskCompleted p50/p99/max over BENCH_N sequential tasks (default 1000), then
 # BENCH_BURST tasks (default 2000) submitted one after another without waiting, tasks/s from the
 # first Submit to the last TaskCompleted (bench/bench-latency.c). Prints the load average before
-# each figure: the machine may be shared. With --cluster, also where each stream's copies are (its
-# leader and replicas, from the nodes' /jsz) and which node each gateway is connected to.
+# each figure: the machine may be shared, and after each remote figure the CPU time per task the
+# nats-servers and the gateways used. With --cluster, also where each stream's copies are (its
+# leader and followers, from the nodes' /jsz), which node each gateway is connected to, and how many
+# messages each stream stored per remote task.
 # BENCH_STRACE=PATH then counts host-a's gateway's system calls over BENCH_N more sequential remote
 # tasks (strace -c -f; not part of the figures).
 set -euo pipefail
@@ -163,7 +166,8 @@ jsz_all() {
         for h in a b c; do
                 mesh_in_ns "$h" curl -s --max-time 5 "http://${MESH_ADDR[$h]}:8222/jsz?accounts=true&streams=true" |
                         jq -c --arg n "host-$h" '.account_details[]?.stream_detail[]? | select(.cluster.leader == $n) |
-                                {name, leader: .cluster.leader, followers: ([.cluster.replicas[]?.name] | sort | join(","))}'
+                                {name, leader: .cluster.leader, followers: ([.cluster.replicas[]?.name] | sort | join(",")),
+                                 seq: .state.last_seq}'
         done | sort
 }
 where() {
@@ -192,10 +196,18 @@ cpu() {
 # remote: the remote figures, then the CPU time per task of the nats-servers and of the gateways
 # over them (BENCH_N + BENCH_BURST tasks).
 remote() {
-        local n0 g0 n1 g1 tasks=$((N + BURST))
+        local n0 g0 n1 g1 s0 s1 tasks=$((N + BURST))
+        ((CLUSTER)) && s0=$(jsz_all)
         n0=$(cpu nats-server) g0=$(cpu con-meshd)
         lat sysadmin@host-b "$N" /ping "$BURST"
         n1=$(cpu nats-server) g1=$(cpu con-meshd)
+        if ((CLUSTER)); then    # messages stored per task, by stream (their last sequence numbers)
+                s1=$(jsz_all)
+                jq -rs --argjson t "$tasks" '(.[0] | map({(.name): .seq}) | add) as $a | (.[1] | map({(.name): .seq}) | add) as $b |
+                        [$b | to_entries[] | select(.value - ($a[.key] // 0) > 0) | "\(.key) \((.value - ($a[.key] // 0)) / $t * 100 | round / 100)"]
+                        | "INFO messages stored per remote task: " + join(", ")' \
+                        <(jq -s . <<<"$s0") <(jq -s . <<<"$s1")
+        fi
         echo "INFO CPU time per remote task: nats-server $(((n1 - n0) * 1000 / tasks)) us (${#NATS_PIDS[@]} node(s)), con-meshd $(((g1 - g0) * 1000 / tasks)) us (every host's gateway)"
 }
 lat concierge 20 /ping >/dev/null
@@ -233,6 +245,9 @@ if ((CLUSTER)) && [ "${BENCH_R1:-1}" != 0 ]; then
         # result stream and con-state get 1. Then every stream 1.
         again 1 "3 replicas for host-b's streams only (con-task-host-b), 1 for con-result-host-a and con-state" host-a host-c
         again 1 "every stream changed to 1 replica"
+        # con-state alone with 3 copies again (and host-c's streams, which this path does not use:
+        # con mesh streams always includes con-state with the hosts it is given).
+        again 3 "3 replicas for con-state only (and host-c's idle streams), 1 for con-task-host-b and con-result-host-a" host-c
 fi
 echo "INFO load average $(load) at the end"
 
