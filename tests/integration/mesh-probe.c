@@ -9,7 +9,8 @@
  *   mesh-probe ... URL pub SUBJECT DATA           plain NATS publish, then a round trip
  *   mesh-probe ... [--count N] [--pad N] URL pub ...   N messages (a flood), DATA followed by N
  *                                                  spaces (publish too: --pad); prints how many
- *                                                  and their size
+ *                                                  and their size; --seq: each message's SUBJECT
+ *                                                  and DATA with %N written as its number (1..N)
  *   mesh-probe ... URL stream NAME SUBJECT         makes a work-queue stream (as a gateway does)
  *   mesh-probe ... URL request SUBJECT JSON       a request (the JetStream API's), prints the reply
  *   mesh-probe ... URL next STREAM SUBJECT SECS    fetches one message with the durable consumer
@@ -27,6 +28,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,26 @@ static int fetch_queued(int queued, int late) {
         return got == queued + late ? 0 : 1;
 }
 
+/* S with every %N written as N. */
+static char *with_seq(const char *s, long n) {
+        char num[32], *r, *p;
+        size_t k = 0;
+        int w = snprintf(num, sizeof(num), "%ld", n);
+        for (const char *q = strstr(s, "%N"); q; q = strstr(q + 2, "%N"))
+                k++;
+        r = p = malloc(strlen(s) + k * (size_t) w + 1);
+        if (!r)
+                return NULL;
+        for (const char *q; (q = strstr(s, "%N")); s = q + 2) {
+                memcpy(p, s, (size_t) (q - s));
+                p += q - s;
+                memcpy(p, num, (size_t) w);
+                p += w;
+        }
+        strcpy(p, s);
+        return r;
+}
+
 int main(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "ca", required_argument, NULL, 'a' },
@@ -157,10 +179,12 @@ int main(int argc, char *argv[]) {
                 { "msg-id", required_argument, NULL, 'm' },
                 { "count", required_argument, NULL, 'n' },
                 { "pad", required_argument, NULL, 'p' },
+                { "seq", no_argument, NULL, 's' },
                 {}
         };
         const char *ca = NULL, *cert = NULL, *key = NULL, *inbox = NULL, *msg_id = NULL;
         long count = 1, pad = 0;
+        bool seq = false;
         int c;
 
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -172,6 +196,7 @@ int main(int argc, char *argv[]) {
                 case 'm': msg_id = optarg; break;
                 case 'n': count = strtol(optarg, NULL, 10); break;
                 case 'p': pad = strtol(optarg, NULL, 10); break;
+                case 's': seq = true; break;
                 default: return 2;
                 }
         if (argc - optind < 2) {
@@ -238,8 +263,16 @@ int main(int argc, char *argv[]) {
                        pa->Duplicate ? " (a duplicate: stored before)" : "");
                 jsPubAck_Destroy(pa);
         } else if (strcmp(verb, "pub") == 0 && argc - optind == 4) {
-                for (long i = 0; i < count && s == NATS_OK; i++)
-                        s = natsConnection_Publish(nc, argv[optind + 2], data, (int) len);
+                for (long i = 0; i < count && s == NATS_OK; i++) {
+                        if (!seq) {
+                                s = natsConnection_Publish(nc, argv[optind + 2], data, (int) len);
+                                continue;
+                        }
+                        char *subject = with_seq(argv[optind + 2], i + 1), *d = with_seq(data, i + 1);
+                        s = subject && d ? natsConnection_PublishString(nc, subject, d) : NATS_NO_MEMORY;
+                        free(subject);
+                        free(d);
+                }
                 if (s == NATS_OK)
                         s = natsConnection_FlushTimeout(nc, 30000);
                 usleep(200 * 1000);     /* the server's -ERR, if any, arrives */

@@ -968,6 +968,27 @@ check_fail_output "con-meshd refuses to run without mesh:" 'has no mesh: section
 check_output "con bootstrap made the gateway's user from mesh: (sysusers.d)" '^u con-mesh ' \
         cat /etc/sysusers.d/conspiracyos.conf
 
+section "host-b floods con-state: host-a's table of remote states keeps host-a's rows"
+# The table (10000 rows) is fair per publishing host (docs/MULTIHOST.md, "The state of remote
+# tasks"): host-b's certificate publishes 10500 believable state events (tasks it claims to run for
+# a user of host-a); host-a's gateway reads them all, and what goes is host-b's oldest rows, not
+# host-a's. Last in the test: every restart of host-a's gateway reads con-state again.
+# other_rows: host-a's table (root's con mesh status --json) without host-b's flood.
+other_rows() { con mesh status --json | jq -r '[.tasks[] | select(.task_id | startswith("qflood-") | not) | "\(.task_id) \(.from) \(.to)"] | sort | join(",")'; }
+rows_before=$(other_rows)
+check "host-a's table has rows of host-a's own tasks" test "$(tr ',' '\n' <<<"$rows_before" | grep -c '^mesh-')" -ge 10
+check_output "host-b's certificate publishes 10500 state events about tasks it claims to run" '^sent 10500 messages' \
+        mesh_probe "${B[@]}" --count 10500 --seq tls://10.77.0.1:4222 pub 'con.state.host-a.host-b.qflood-%N' \
+        '{"v":1,"id":"qflood-%N","host":"host-b","agent":"sysadmin","from":"mallory@host-a","state":"working"}'
+flood_start=$(date +%s%N)
+check "host-a's gateway reads them all (the last one is in its table)" wait_for 180 bash -c \
+        'con mesh status --json | jq -e ".tasks[] | select(.task_id == \"qflood-10500\")" >/dev/null'
+echo "# host-a's gateway read host-b's 10500 state events in $((($(date +%s%N) - flood_start) / 1000000)) ms"
+check_eq "... its table is full: 10000 rows" 10000 "$(con mesh status --json | jq '.tasks | length')"
+check_eq "... every row of the other hosts' tasks is still there" "$rows_before" "$(other_rows)"
+check_fail "... what went is host-b's oldest rows (qflood-1)" bash -c \
+        'con mesh status --json | jq -e ".tasks[] | select(.task_id == \"qflood-1\")"'
+
 section "host-b's records"
 touch "$SHARED/stop"
 check "host-b wrote its records" wait_for 30 test -e "$SHARED/done"
