@@ -1298,6 +1298,7 @@ static const ConYamlField mesh_fields[] = {
           .max = CON_MESH_STREAM_MAX_BYTES_MAX },
         { "stream_max_per_host", .type = CON_YAML_UINT, .offset = offsetof(ConMeshConfig, stream_max_per_host),
           .min = 1, .max = CON_MESH_STREAM_MAX_PER_HOST_MAX },
+        { "result_wait", .type = CON_YAML_DURATION, .offset = offsetof(ConMeshConfig, result_wait_usec) },
         {}
 };
 
@@ -1508,7 +1509,8 @@ static ConConfig *config_new(const char *filename) {
                           .sent_retention_usec = CON_MESH_SENT_RETENTION_DEFAULT_USEC,
                           .sent_max = CON_MESH_SENT_MAX_DEFAULT,
                           .stream_max_bytes = CON_MESH_STREAM_MAX_BYTES_DEFAULT,
-                          .stream_max_per_host = CON_MESH_STREAM_MAX_PER_HOST_DEFAULT },
+                          .stream_max_per_host = CON_MESH_STREAM_MAX_PER_HOST_DEFAULT,
+                          .result_wait_usec = CON_MESH_RESULT_WAIT_DEFAULT_USEC },
                 .dashboard = {
                         .bind = strdup(CON_DASHBOARD_BIND_DEFAULT),
                         .port = CON_DASHBOARD_PORT_DEFAULT,

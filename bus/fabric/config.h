@@ -200,6 +200,9 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
 #define CON_MESH_STREAM_MAX_BYTES_MAX (1ULL << 40)
 #define CON_MESH_STREAM_MAX_PER_HOST_DEFAULT 10000
 #define CON_MESH_STREAM_MAX_PER_HOST_MAX 10000000
+/* A task sent from here that ended on its host (its final state event) but whose result has not
+ * come this long after: the gateway asks that host to send it again (docs/MULTIHOST.md). */
+#define CON_MESH_RESULT_WAIT_DEFAULT_USEC (60ULL * 1000000)
 typedef struct ConMeshConfig {
         bool enabled;                   /* the section was given */
         char *host;                     /* required: this host's name (con_mesh_host_valid) */
@@ -213,6 +216,8 @@ typedef struct ConMeshConfig {
         uint64_t stream_max_bytes;      /* each task and result stream holds at most this (1 GiB) ... */
         unsigned stream_max_per_host;   /* ... and this many messages of one sending host (10000); full,
                                          * a new message is refused, a stored one never dropped */
+        uint64_t result_wait_usec;      /* a result not back this long after its task ended on its host
+                                         * is asked for again, then with a backoff (60 s) */
         /* TLS (docs/MULTIHOST.md, "Identity"): the mesh CA's certificate, this host's certificate
          * and key (con mesh issue). Default CON_MESH_TLS_DIR/{ca.crt,host.crt,host.key}; all
          * three NULL only with insecure: true and none given. */

@@ -165,6 +165,8 @@ int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret) {
                         r = sd_bus_message_read(m, "v", "s", &ret->agent);
                 else if (streq(key, "state"))
                         r = sd_bus_message_read(m, "v", "s", &ret->state);
+                else if (streq(key, "sender"))
+                        r = sd_bus_message_read(m, "v", "s", &ret->sender);
                 else
                         r = sd_bus_message_skip(m, "v");
                 if (r < 0)

@@ -36,10 +36,10 @@ int con_bus_read_task_option(sd_bus_message *m, const char *key, int *priority, 
 /* The a{sv} that follows status and text in the reply of org.conspiracy.Agent1.GetResultInfo:
  * "truncated", "replaced" (b) and "size" (t); unknown keys are skipped (later versions may add
  * some), missing ones stay false/0. The mesh gateway's GetResultInfo (org.conspiracy.Mesh1) adds
- * "host", "agent" and "state" (s), borrowed from m (NULL when missing, as in an agent's reply). */
+ * "host", "agent" and "state" (s), an agent's "sender" (s), borrowed from m (NULL when missing). */
 typedef struct ConResultInfo {
         int truncated, replaced;
         uint64_t size;
-        const char *host, *agent, *state;
+        const char *host, *agent, *state, *sender;
 } ConResultInfo;
 int con_bus_read_result_info(sd_bus_message *m, ConResultInfo *ret);

@@ -372,13 +372,19 @@ int agent_method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) 
 }
 
 int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
-                        bool with_info) {
+                        const char *sender, bool with_info) {
         if (!with_info)
                 return sd_bus_message_append(reply, "ss", agent_task_status_to_a2a(st), strempty(text));
-        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_a2a(st), strempty(text), 3,
+        if (!sender)
+                return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_a2a(st), strempty(text), 3,
+                                             "truncated", "b", (int) info->truncated,
+                                             "replaced", "b", (int) info->replaced,
+                                             "size", "t", info->size);
+        return sd_bus_message_append(reply, "ssa{sv}", agent_task_status_to_a2a(st), strempty(text), 4,
                                      "truncated", "b", (int) info->truncated,
                                      "replaced", "b", (int) info->replaced,
-                                     "size", "t", info->size);
+                                     "size", "t", info->size,
+                                     "sender", "s", sender);
 }
 
 /* GetResult and GetResultInfo: one reply, with or without the info dictionary. */
@@ -418,7 +424,10 @@ static int get_result(sd_bus_message *m, void *userdata, sd_bus_error *error, bo
         r = sd_bus_message_new_method_return(m, &reply);
         if (r < 0)
                 return r;
-        r = agent_result_append(reply, t->status, text, &info, with_info);
+        /* "sender": the task's principal (alice, or alice@host-a for a task of another host), which the
+         * caller may see (its own task, or read-result): the mesh gateway checks it before it sends a
+         * result again to the host that asks (docs/MULTIHOST.md). */
+        r = agent_result_append(reply, t->status, text, &info, t->sender, with_info);
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);

@@ -167,11 +167,11 @@ void agent_caller_done(AgentCaller *a);
 int agent_context_complete_output(AgentContext *c, AgentTask *t, AgentTaskStatus st, const char *data, size_t len,
                                   uint64_t size);
 
-/* The out-arguments of GetResult ("ss") or, with_info, GetResultInfo ("ssa{sv}"): text comes
- * from agent_queue_read_result(), so it is valid text (a D-Bus string) whatever a runner wrote.
- * Exposed for tests/fuzz/fuzz-result.c. */
+/* The out-arguments of GetResult ("ss") or, with_info, GetResultInfo ("ssa{sv}", with the task's
+ * SENDER as "sender" when not NULL): text comes from agent_queue_read_result(), so it is valid text
+ * (a D-Bus string) whatever a runner wrote. Exposed for tests/fuzz/fuzz-result.c. */
 int agent_result_append(sd_bus_message *reply, AgentTaskStatus st, const char *text, const AgentResultInfo *info,
-                        bool with_info);
+                        const char *sender, bool with_info);
 
 /* ---- Internal: shared by the files of the service (agent-*.c) ---- */
 

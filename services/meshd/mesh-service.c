@@ -65,6 +65,11 @@
 #define WAKE_BATCH 64                   /* jobs on_wake handles before the loop serves others */
 #define FLOOD_INTERVAL_USEC (10 * USEC_PER_SEC)
 #define FLOOD_BURST 10                  /* hostile-message lines and records per host and interval */
+/* A result lost on the way (docs/MULTIHOST.md, "A result lost on the way"). */
+#define RESEND_WAIT_MAX_USEC (30 * 60 * USEC_PER_SEC)   /* the backoff between requests grows to this */
+#define RESEND_ASKS_PER_SEC 8           /* requests a gateway sends per second at most */
+#define RESEND_BURST 100                /* requests believed per asking host and FLOOD_INTERVAL_USEC (10 s) */
+#define RESENT_KEEP 1024                /* results sent again, remembered for their interval */
 
 typedef enum JobKind {
         JOB_PUBLISH,            /* worker: js_Publish, answer */
@@ -116,6 +121,11 @@ typedef struct Outgoing {      /* a task this host sent, and its result */
         bool stored;            /* JetStream acknowledged it (in this run or, by its record, before) */
         bool sending;           /* its publish is queued in this run */
         char *cancel_by;        /* USER@<this host> who asked to cancel it (kept in its record), or NULL */
+        /* A result lost on the way (resend_*): CLOCK_MONOTONIC when its host's final state event came
+         * (read again from con-state after a restart), when to ask that host for it again, how often
+         * it was asked for. */
+        uint64_t ended_there_usec, ask_due_usec;
+        unsigned asked;
 } Outgoing;
 
 typedef struct DeliverCall DeliverCall;
@@ -130,6 +140,12 @@ typedef struct PendingCancel {  /* a cancel of a task sent from here whose resul
         MeshCancel cancel;
         char *host;             /* the host running the task */
 } PendingCancel;
+
+typedef struct Resent {        /* a result sent again here on the request of the task's origin */
+        char *id, *from;
+        uint64_t last_usec;     /* CLOCK_MONOTONIC of the last request believed (one per RESEND_INTERVAL) */
+        bool audited;           /* mesh.result.resend written (once per task) */
+} Resent;
 
 typedef struct Delivery {      /* a task of another host accepted by a local agent */
         char *id, *agent, *from, *origin;
@@ -209,6 +225,10 @@ struct Mesh {
         MeshFlood flood;                /* the budget of hostile-message lines and records, per host */
         sd_event_source *flood_timer;   /* reports the counts: mesh_flood_due, the dropped events */
         uint64_t drops_reported_usec;   /* CLOCK_MONOTONIC of the last report of dropped events */
+        sd_event_source *resend_timer;  /* asks other hosts for the results of tasks that ended there */
+        Resent *resent;                 /* results sent again on request (RESENT_KEEP at most) */
+        size_t n_resent;
+        MeshFlood resend_budget;        /* requests believed per host and FLOOD_INTERVAL_USEC */
 };
 
 static void job_free(Job *j) {
@@ -1486,17 +1506,24 @@ static void drop_delivery(Mesh *m, Delivery *d) {
         m->n_dl--;
 }
 
-static int publish_result(Mesh *m, const char *origin, MeshResult *res) {
+/* RES for ORIGIN's result stream, under the message id r.<this host>.<id>, or with AGAIN (a result
+ * sent again on request, which JetStream must not drop as a duplicate) r.<this host>.<id>.<AGAIN>. */
+static int publish_result_as(Mesh *m, const char *origin, MeshResult *res, uint64_t again) {
         _cleanup_free_ char *msg_id = NULL;
         char *json = NULL;
         int r = mesh_result_to_json(res, &json);
         if (r < 0)
                 return r;
-        if (asprintf(&msg_id, "r.%s.%s", m->config->mesh.host, res->id) < 0) {
+        if ((again ? asprintf(&msg_id, "r.%s.%s.%" PRIu64, m->config->mesh.host, res->id, again) :
+                     asprintf(&msg_id, "r.%s.%s", m->config->mesh.host, res->id)) < 0) {
                 free(json);
                 return -ENOMEM;
         }
         return queue_publish(m, MESH_KIND_RESULT, origin, msg_id, json, NULL, res->id);
+}
+
+static int publish_result(Mesh *m, const char *origin, MeshResult *res) {
+        return publish_result_as(m, origin, res, 0);
 }
 
 static void publish_state(Mesh *m, const char *id, const char *agent, const char *host, const char *from,
@@ -2220,6 +2247,9 @@ static int handle_result(Mesh *m, natsMsg *msg) {
                 o->done = true;
                 o->ended_usec = con_now(CLOCK_REALTIME);
                 log_info("Task %s for %s@%s ended %s", o->id, o->agent, o->host, o->result.status);
+                if (o->asked > 0)
+                        log_info("Task %s: its result came after %u request(s) to %s to send it again", o->id,
+                                 o->asked, o->host);
                 /* On disk before the result's message is acknowledged (on_sent_sync): a restart still
                  * knows it. */
                 r = sent_save(m, o);
@@ -2315,6 +2345,8 @@ static bool state_publish_failed(Mesh *m, Job *j) {
         return true;
 }
 
+static void resend_note_ended(Mesh *m, Outgoing *o);
+
 /* A state event of any host's task (stream con-state): believed only from the host its subject's
  * publisher token names (the one the server's permissions pin) when that host may say it
  * (mesh_state_check), recorded in the mesh-wide table, and, for a task sent from here (its host,
@@ -2364,6 +2396,8 @@ static void handle_state(Mesh *m, const Job *j) {
                 if (r < 0)
                         log_warning_errno(r, "Cannot write the record of task %s: %m", o->id);
         }
+        if (its && !o->done && rank == 3)
+                resend_note_ended(m, o);
         mesh_state_done(&st);
 }
 
@@ -2387,18 +2421,21 @@ static void cancels_free(Mesh *m) {
 
 /* Plain NATS, like a state event: lost when the receiving gateway is not listening, hence sent
  * again (on_cancel_timer) until the task's result is back. */
-static void publish_cancel(Mesh *m, const PendingCancel *p) {
+static void publish_cancel_to(Mesh *m, const MeshCancel *c, const char *host) {
         Job *j = calloc(1, sizeof(*j));
         if (!j)
                 return;
         j->kind = JOB_PUBLISH_STATE;
-        if (mesh_cancel_to_json(&p->cancel, &j->data) < 0 ||
-            mesh_cancel_subject(p->host, m->config->mesh.host, &j->subject) < 0) {
+        if (mesh_cancel_to_json(c, &j->data) < 0 || mesh_cancel_subject(host, m->config->mesh.host, &j->subject) < 0) {
                 job_free(j);
                 return;
         }
         j->len = strlen(j->data);
         queue_job(m, j);
+}
+
+static void publish_cancel(Mesh *m, const PendingCancel *p) {
+        publish_cancel_to(m, &p->cancel, p->host);
 }
 
 static int on_cancel_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
@@ -2519,6 +2556,8 @@ static int on_agent_canceled(sd_bus_message *reply, void *userdata, sd_bus_error
         return 0;
 }
 
+static void handle_resend(Mesh *m, const MeshCancel *c, const char *publisher);
+
 /* A cancel from another host: believed only for a task that host sent (the subject's host, which
  * the server's permissions pin, is the origin of both the task's sender and the canceller), by its
  * sender or that host's root, and only for a task an agent here holds for that sender. The agent's
@@ -2550,6 +2589,10 @@ static void handle_cancel(Mesh *m, Job *j) {
                 }
                 return;
         }
+        if (c.resend) {
+                handle_resend(m, &c, publisher);
+                return;
+        }
         Delivery *d = find_delivery(m, c.id, c.from);
         if (!d || !streq(d->agent, c.agent)) {
                 /* Not here yet (waiting in JetStream, or its Deliver in flight: the sender sends the
@@ -2575,6 +2618,277 @@ static void handle_cancel(Mesh *m, Job *j) {
         d->canceling = true;
         log_info("Task %s of agent %s from %s: canceled by %s", c.id, c.agent, c.from, c.by);
         audit_cancel(m, "mesh.task.cancel", &c, NULL);
+}
+
+/* ---- a result lost on the way (docs/MULTIHOST.md, "A result lost on the way") ---- */
+
+/* The sending side. A task sent from here whose host said (its final state event in con-state) that
+ * it ended, and whose result has not come mesh.result_wait later, is asked for again: a request on
+ * the cancels' subject (con.cancel.<host>.<this host>, "resend": true), then again after twice the
+ * wait, four times, ... at most RESEND_WAIT_MAX_USEC apart, until the result is back or the task is
+ * forgotten. A restarted gateway reads con-state's last events again, so its tasks without a result
+ * (its journal's) are asked for again too. */
+
+static int on_resend_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* The timer at the earliest request due, off when none is. */
+static void resend_timer_arm(Mesh *m) {
+        uint64_t next = UINT64_MAX;
+        int r;
+
+        for (size_t i = 0; i < m->n_out; i++)
+                if (!m->out[i].done && m->out[i].ask_due_usec > 0 && m->out[i].ask_due_usec < next)
+                        next = m->out[i].ask_due_usec;
+        if (next == UINT64_MAX) {
+                if (m->resend_timer)
+                        (void) sd_event_source_set_enabled(m->resend_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (!m->resend_timer)
+                r = sd_event_add_time(m->event, &m->resend_timer, CLOCK_MONOTONIC, next, 0, on_resend_timer, m);
+        else {
+                r = sd_event_source_set_time(m->resend_timer, next);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->resend_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the timer that asks for results lost on the way: %m");
+}
+
+/* Task O ended on its host (its final state event): its result is due. */
+static void resend_note_ended(Mesh *m, Outgoing *o) {
+        if (o->done || o->ended_there_usec > 0)
+                return;
+        o->ended_there_usec = con_now(CLOCK_MONOTONIC);
+        o->ask_due_usec = o->ended_there_usec + m->config->mesh.result_wait_usec;
+        resend_timer_arm(m);
+}
+
+/* The wait after the N-th request: mesh.result_wait doubled N times, at most RESEND_WAIT_MAX_USEC
+ * (or mesh.result_wait when longer). */
+static uint64_t resend_backoff(uint64_t wait, unsigned n) {
+        uint64_t max = wait > RESEND_WAIT_MAX_USEC ? wait : RESEND_WAIT_MAX_USEC;
+        for (unsigned i = 0; i < n && wait < max; i++)
+                wait *= 2;
+        return wait < max ? wait : max;
+}
+
+static void resend_audit(Mesh *m, const char *event, const char *id, const char *agent, const char *from,
+                         const char *key, const char *value) {
+        if (!m->audit)
+                return;
+        _cleanup_cjson_ cJSON *f = con_audit_task_fields(id, agent, from);
+        if (!f || !cJSON_AddStringToObject(f, key, value)) {
+                log_error("Cannot audit %s of task %s: out of memory", event, id);
+                return;
+        }
+        bool first = false;
+        int r = con_audit_writer_append(m->audit, "con-meshd", event, f, &first);
+        if (r < 0 && first)
+                log_error_errno(r, "Cannot write the audit log: %m");
+}
+
+static int on_resend_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mesh *m = userdata;
+        uint64_t now = con_now(CLOCK_MONOTONIC), wait = m->config->mesh.result_wait_usec;
+        unsigned sent = 0;
+
+        for (size_t i = 0; i < m->n_out; i++) {
+                Outgoing *o = &m->out[i];
+                _cleanup_free_ char *from = NULL;
+                if (o->done || o->ask_due_usec == 0 || o->ask_due_usec > now)
+                        continue;
+                if (sent >= RESEND_ASKS_PER_SEC) {
+                        o->ask_due_usec = now + USEC_PER_SEC;   /* a burst spreads over seconds */
+                        continue;
+                }
+                if (asprintf(&from, "%s@%s", o->sender, m->config->mesh.host) < 0) {
+                        log_error("Cannot ask for the result of task %s: out of memory", o->id);
+                        o->ask_due_usec = now + USEC_PER_SEC;
+                        continue;
+                }
+                MeshCancel c = { .id = o->id, .agent = o->agent, .from = from, .by = from, .resend = true };
+                publish_cancel_to(m, &c, o->host);
+                o->asked++;
+                o->ask_due_usec = now + resend_backoff(wait, o->asked);
+                sent++;
+                log_full(o->asked == 1 ? LOG_NOTICE : LOG_INFO, "Task %s for %s@%s ended there %.1f s ago, but its "
+                         "result has not come: asking %s to send it again (request %u; the next in %.0f s unless "
+                         "it comes)", o->id, o->agent, o->host, (double) (now - o->ended_there_usec) / USEC_PER_SEC,
+                         o->host, o->asked, (double) (o->ask_due_usec - now) / USEC_PER_SEC);
+                if (o->asked == 1)
+                        resend_audit(m, "mesh.result.asked", o->id, o->agent, from, "host", o->host);
+        }
+        resend_timer_arm(m);
+        return 0;
+}
+
+/* The receiving side. A request is believed under a cancel's rules (handle_cancel: the host of
+ * "from" is the subject's, the one the server let publish it), for an agent other hosts may task,
+ * about a task that agent holds for exactly that sender: the agent's GetResultInfo (the gateway
+ * owns every remote task there) names it. Bounded: RESEND_BURST requests per asking host and
+ * FLOOD_INTERVAL_USEC, one per task and resend_interval(), at most ASKS_MAX calls in flight with the
+ * deliveries' own; the rest are dropped (the sender asks again). */
+
+static uint64_t resend_interval(const Mesh *m) {
+        uint64_t i = m->config->mesh.result_wait_usec / 2;
+        return i > USEC_PER_SEC ? i : USEC_PER_SEC;
+}
+
+static void resent_done(Resent *e) {
+        free(e->id);
+        free(e->from);
+}
+
+static void resend_free(Mesh *m) {
+        for (size_t i = 0; i < m->n_resent; i++)
+                resent_done(&m->resent[i]);
+        free(m->resent);
+        m->resent = NULL;
+        m->n_resent = 0;
+        sd_event_source_disable_unref(m->resend_timer);
+        m->resend_timer = NULL;
+        mesh_flood_done(&m->resend_budget);
+}
+
+static Resent *resent_find(Mesh *m, const char *id, const char *from) {
+        for (size_t i = 0; i < m->n_resent; i++)
+                if (streq(m->resent[i].id, id) && streq(m->resent[i].from, from))
+                        return &m->resent[i];
+        return NULL;
+}
+
+/* The entry of (ID, FROM), made when missing: entries past their interval go first, then (at
+ * RESENT_KEEP) the oldest. */
+static Resent *resent_add(Mesh *m, const char *id, const char *from, uint64_t now) {
+        Resent *e = resent_find(m, id, from);
+        if (e)
+                return e;
+        size_t k = 0;
+        for (size_t i = 0; i < m->n_resent; i++) {
+                if (now >= m->resent[i].last_usec + resend_interval(m))
+                        resent_done(&m->resent[i]);
+                else
+                        m->resent[k++] = m->resent[i];
+        }
+        m->n_resent = k;
+        if (m->n_resent >= RESENT_KEEP) {
+                resent_done(&m->resent[0]);
+                memmove(m->resent, m->resent + 1, sizeof(*m->resent) * --m->n_resent);
+        }
+        Resent *n = reallocarray(m->resent, m->n_resent + 1, sizeof(*n));
+        if (!n)
+                return NULL;
+        m->resent = n;
+        Resent x = { .id = strdup(id), .from = strdup(from) };
+        if (!x.id || !x.from) {
+                resent_done(&x);
+                return NULL;
+        }
+        n[m->n_resent] = x;
+        return &n[m->n_resent++];
+}
+
+static int on_resend_info(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        char *key = userdata;   /* "ID\nFROM\nAGENT\nHOST", freed with the slot */
+        Mesh *m = the_mesh;
+        const char *status, *text;
+        ConResultInfo info = {};
+        char *id = key, *from = strchr(id, '\n') + 1, *agent = strchr(from, '\n') + 1, *host = strchr(agent, '\n') + 1;
+        from[-1] = agent[-1] = host[-1] = 0;
+
+        if (m->asks > 0)
+                m->asks--;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        if (e) {
+                if (flood_allow(m, host, "cancel"))
+                        log_notice("Cannot send the result of task %s of %s again for host %s: agent %s: %s", id, from,
+                                   host, agent, e->message ?: e->name);
+        } else if (sd_bus_message_read(reply, "ss", &status, &text) < 0 || con_bus_read_result_info(reply, &info) < 0)
+                log_warning("Cannot read agent %s's result of task %s: not sent again", agent, id);
+        else if (!streq_ptr(info.sender, from)) {
+                /* Another sender's task under that id (ids are public in con-state): nothing of it goes. */
+                if (flood_allow(m, host, "cancel")) {
+                        log_warning("Refusing host %s's request to send the result of task %s of %s again: agent %s "
+                                    "holds no such task of that sender", host, id, from, agent);
+                        resend_audit(m, "mesh.result.resend-refused", id, agent, from, "sent_by", host);
+                }
+        } else if (!con_task_state_is_final(status))
+                log_info("Host %s asks for the result of task %s of %s again, but it has not ended at agent %s (%s): "
+                         "it goes when it does", host, id, from, agent, status);
+        else {
+                MeshResult res = { .id = id, .host = m->config->mesh.host, .agent = agent, .from = from,
+                                   .status = (char *) con_task_state_a2a(status), .text = (char *) text,
+                                   .truncated = info.truncated, .replaced = info.replaced, .size = info.size };
+                /* A fresh message id: JetStream would drop the first one's as a duplicate. */
+                int r = publish_result_as(m, host, &res, con_now(CLOCK_REALTIME));
+                if (r < 0)
+                        log_error_errno(r, "Cannot send the result of task %s to %s again: %m", id, host);
+                else {
+                        log_notice("Sending the result of task %s of %s at agent %s (%s) to %s again: its gateway "
+                                   "saw the task end and did not get it", id, from, agent, res.status, host);
+                        Resent *x = resent_find(m, id, from);
+                        if (x && !x->audited) {
+                                x->audited = true;
+                                resend_audit(m, "mesh.result.resend", id, agent, from, "status", res.status);
+                        }
+                }
+        }
+        ask_waiting(m);
+        return 0;
+}
+
+static void handle_resend(Mesh *m, const MeshCancel *c, const char *publisher) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
+        _cleanup_free_ char *bus_name = NULL, *key = NULL;
+        uint64_t now = con_now(CLOCK_MONOTONIC);
+        int r;
+
+        if (mesh_flood_note(&m->resend_budget, publisher, now) != 1) {
+                if (flood_allow(m, publisher, "cancel"))
+                        log_warning("Dropping host %s's request to send the result of task %s again: more than %u "
+                                    "such requests in %u s (it asks again)", publisher, c->id, RESEND_BURST,
+                                    (unsigned) (FLOOD_INTERVAL_USEC / USEC_PER_SEC));
+                return;
+        }
+        if (!con_config_find_agent(m->config, c->agent) || !remote_may_task(m->config, c->agent)) {
+                if (flood_allow(m, publisher, "cancel"))
+                        log_info("Host %s asks for the result of task %s of %s again: agent %s here takes no tasks "
+                                 "of other hosts", publisher, c->id, c->from, c->agent);
+                return;
+        }
+        if (find_delivery(m, c->id, c->from)) {
+                log_debug("Host %s asks for the result of task %s of %s again: it is still tracked here (its "
+                          "result goes when it ends)", publisher, c->id, c->from);
+                return;
+        }
+        Resent *e = resent_find(m, c->id, c->from);
+        if (e && now < e->last_usec + resend_interval(m)) {
+                log_debug("Host %s asks for the result of task %s again within %.1f s: ignored", publisher, c->id,
+                          (double) resend_interval(m) / USEC_PER_SEC);
+                return;
+        }
+        if (m->asks >= ASKS_MAX) {
+                log_debug("Host %s asks for the result of task %s again: %d calls in flight, dropped (it asks "
+                          "again)", publisher, c->id, ASKS_MAX);
+                return;
+        }
+        if (asprintf(&key, "%s\n%s\n%s\n%s", c->id, c->from, c->agent, publisher) < 0 ||
+            !(e = resent_add(m, c->id, c->from, now))) {
+                log_error("Cannot send the result of task %s again: out of memory", c->id);
+                return;
+        }
+        e->last_usec = now;
+        if ((r = con_agent_bus_name(c->agent, &bus_name)) < 0 ||
+            (r = sd_bus_message_new_method_call(m->bus, &call, bus_name, CON_AGENT_PATH, CON_AGENT_INTERFACE,
+                                                "GetResultInfo")) < 0 ||
+            (r = sd_bus_message_append(call, "s", c->id)) < 0 ||
+            (r = call_async_owned(m, call, on_resend_info, key)) < 0) {
+                log_error_errno(r, "Cannot ask agent %s for the result of task %s: %m", c->agent, c->id);
+                return;
+        }
+        TAKE_PTR(key);
+        m->asks++;
 }
 
 static void job_free_void(void *p) {
@@ -3193,6 +3507,7 @@ int mesh_new(const ConConfig *config, sd_event *event, sd_bus *bus, ConAuditWrit
         }
         m->efd = m->outbox_fd = m->failed_fd = -EBADF;
         m->flood = (MeshFlood) { .interval_usec = FLOOD_INTERVAL_USEC, .burst = FLOOD_BURST };
+        m->resend_budget = (MeshFlood) { .interval_usec = FLOOD_INTERVAL_USEC, .burst = RESEND_BURST };
         pthread_mutex_init(&m->lock, NULL);
         pthread_cond_init(&m->cond, NULL);
         m->config = config;
@@ -3298,6 +3613,8 @@ static unsigned give_back_queued(Mesh *m) {
         return n;
 }
 
+static void resend_free(Mesh *m);
+
 Mesh *mesh_free(Mesh *m) {
         unsigned given_back = 0;
         bool quiet = true;      /* NATS's threads are done with M */
@@ -3387,6 +3704,7 @@ Mesh *mesh_free(Mesh *m) {
         sd_event_source_disable_unref(m->retention_timer);
         sd_event_source_disable_unref(m->flood_timer);
         mesh_flood_done(&m->flood);
+        resend_free(m);
         con_authz_free(m->authz);
         con_audit_writer_free(m->audit);
         strv_free(m->verified);

@@ -382,7 +382,8 @@ static const char *sender_host(const char *s) {
 
 static bool cancel_valid(const MeshCancel *c) {
         return con_task_id_valid(c->id) && con_agent_name_valid(c->agent) && con_remote_sender_valid(c->from) &&
-                con_remote_sender_valid(c->by) && streq(sender_host(c->from), sender_host(c->by));
+                con_remote_sender_valid(c->by) && streq(sender_host(c->from), sender_host(c->by)) &&
+                (!c->resend || streq(c->from, c->by));
 }
 
 bool mesh_cancel_allowed(const char *from, const char *by) {
@@ -398,13 +399,13 @@ int mesh_cancel_to_json(const MeshCancel *c, char **ret) {
         _cleanup_cjson_ cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddNumberToObject(o, "v", 1) || !cJSON_AddStringToObject(o, "id", c->id) ||
             !cJSON_AddStringToObject(o, "agent", c->agent) || !cJSON_AddStringToObject(o, "from", c->from) ||
-            !cJSON_AddStringToObject(o, "by", c->by))
+            !cJSON_AddStringToObject(o, "by", c->by) || (c->resend && !cJSON_AddTrueToObject(o, "resend")))
                 return -ENOMEM;
         return print_json(o, ret);
 }
 
 int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret) {
-        static const char * const keys[] = { "id", "agent", "from", "by", NULL };
+        static const char * const keys[] = { "id", "agent", "from", "by", "resend", NULL };
         _cleanup_cjson_ cJSON *o = NULL;
         MeshCancel c = {};
         int r;
@@ -412,6 +413,11 @@ int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret) {
         r = parse_object(data, len, keys, &o);
         if (r < 0)
                 return r;
+        /* "resend" only as true: one spelling for each message. */
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "resend");
+        if (rs && !cJSON_IsTrue(rs))
+                return -EBADMSG;
+        c.resend = rs != NULL;
         if ((r = get_string(o, "id", &c.id)) < 0 || (r = get_string(o, "agent", &c.agent)) < 0 ||
             (r = get_string(o, "from", &c.from)) < 0 || (r = get_string(o, "by", &c.by)) < 0 ||
             (!cancel_valid(&c) && (r = -EBADMSG) < 0)) {

@@ -106,20 +106,26 @@ int mesh_cancel_subject(const char *to, const char *from, char **ret);
  * NULL when it is not such a subject. */
 const char *mesh_cancel_subject_host(const char *subject, const char *me);
 
-/*   {"v":1,"id":TASK_ID,"agent":AGENT,"from":"USER@ORIGIN","by":"USER@ORIGIN"}
+/*   {"v":1,"id":TASK_ID,"agent":AGENT,"from":"USER@ORIGIN","by":"USER@ORIGIN"[,"resend":true]}
  * "from" is the task's sender, "by" who cancels it (the sender, or root of the origin), both of
- * the same host: the cancel's origin, which the receiver checks against the subject's. */
+ * the same host: the cancel's origin, which the receiver checks against the subject's.
+ * With "resend": true it is no cancel but a request to send the task's result again (the origin's
+ * gateway saw the task end and its result did not come: docs/MULTIHOST.md, "A result lost on the
+ * way"); "by" is then the task's sender ("from"), asked for by its gateway. A receiver of before it
+ * drops the message as malformed (unknown key). */
 typedef struct MeshCancel {
         char *id;
         char *agent;
         char *from;
         char *by;
+        bool resend;
 } MeshCancel;
 
 void mesh_cancel_done(MeshCancel *c);
 /* -ENOMEM, or -EINVAL when a field is invalid. */
 int mesh_cancel_to_json(const MeshCancel *c, char **ret);
-/* Every field present and valid, from and by of one host, no other key; -EBADMSG, -ENOMEM. */
+/* Every field present and valid, from and by of one host (the same USER@HOST with "resend", which
+ * is true when present), no other key; -EBADMSG, -ENOMEM. */
 int mesh_cancel_from_json(const char *data, size_t len, MeshCancel *ret);
 /* Whether BY may cancel a task FROM sent (both valid USER@HOST): FROM itself, or root of FROM's
  * host. */

@@ -102,6 +102,9 @@ static void check_cancel(const char *d, size_t n) {
         assert(con_task_id_valid(c.id) && con_agent_name_valid(c.agent));
         assert(con_remote_sender_valid(c.from) && con_remote_sender_valid(c.by));
         assert(streq(strrchr(c.from, '@'), strrchr(c.by, '@')));
+        /* A request to send the result again is the sender's own, through its gateway. */
+        if (c.resend)
+                assert(streq(c.from, c.by));
         /* Allowed: the sender itself or root of its host, never another. */
         if (mesh_cancel_allowed(c.from, c.by))
                 assert(streq(c.from, c.by) || startswith(c.by, "root@"));
@@ -109,7 +112,7 @@ static void check_cancel(const char *d, size_t n) {
         if (r == 0) {
                 assert(mesh_cancel_from_json(json, strlen(json), &back) == 0);
                 assert(streq(back.id, c.id) && streq(back.agent, c.agent) && streq(back.from, c.from) &&
-                       streq(back.by, c.by));
+                       streq(back.by, c.by) && back.resend == c.resend);
                 mesh_cancel_done(&back);
         } else
                 assert(r == -ENOMEM);

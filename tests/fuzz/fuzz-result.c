@@ -114,7 +114,7 @@ static void check_reply(AgentTaskStatus st, const char *text, const AgentResultI
                 if (sd_bus_message_new_method_call(fuzz_bus(), &m, "org.conspiracy.Fuzz", "/org/conspiracy/Agent",
                                                    "org.conspiracy.Agent1", "GetResultInfo") < 0)
                         abort();
-                assert(agent_result_append(m, st, text, info, with_info) >= 0);
+                assert(agent_result_append(m, st, text, info, with_info ? "alice@host-a" : NULL, with_info) >= 0);
                 assert(sd_bus_message_seal(m, 1, 0) >= 0);
         }
 }

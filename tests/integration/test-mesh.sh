@@ -890,6 +890,79 @@ check "host-a's gateway dropped the filler" grep -q 'Dropping a malformed result
         /srv/con/logs/daemons/con-meshd.log
 check_output "the administrator puts the default back (con mesh streams)" 'con-result-host-a: changed to the mesh.s settings' \
         mesh_streams "$T/pki" tls://10.77.0.1:4222
+section "a result lost on the way: the sending gateway asks for it again (mesh.result_wait)"
+# JetStream once lost a stored result (docs/MULTIHOST.md, "A result lost on the way"). Here the
+# result really goes: host-a's gateway is frozen (SIGSTOP) while the task ends on host-b, and the
+# result host-b stored in con-result-host-a is taken from there (host-a's own credentials, its
+# gateway's consumer) before the gateway wakes. It sees the task's final state event in con-state,
+# waits mesh.result_wait (3 s here) and asks host-b, which sends the result again.
+check "host-a's gateway restarted with mesh.result_wait: 3s" \
+        restart_gateway_a bash -c 'printf "  result_wait: 3s\n" >>/etc/con/con.yaml'
+ADM=(--ca "$T/pki/ca/ca.crt" --cert "$T/pki/ca/admin.crt" --key "$T/pki/ca/admin.key" --inbox _INBOX._admin)
+# lose_result ID: with host-a's gateway frozen, waits for ID's result in con-result-host-a and takes it
+# (fetched and acknowledged with the gateway's consumer: gone from the work queue, never delivered).
+lose_result() {
+        local out
+        out=$(mesh_probe "${A[@]}" tls://10.77.0.1:4222 next con-result-host-a 'con.result.host-a.*' 25) || return 1
+        echo "$out" | head -c 300
+        grep -q "^con.result.host-a.host-b .*\"id\":\"$1\"" <<<"$out"
+}
+results_stored_a() {
+        mesh_probe "${ADM[@]}" tls://10.77.0.1:4222 request '$JS.API.STREAM.INFO.con-result-host-a' '' |
+                sed -n 's/.*"state":{"messages":\([0-9]*\),.*/\1/p'
+}
+check_output "a slow task sent (--no-wait)" '^mesh-lost-1$' \
+        as_user alice con-send --no-wait --id mesh-lost-1 --to sysadmin@host-b slower lost
+check "... working on host-b" wait_for 10 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-lost-1 +working +alice$"'
+pid=$(mesh_pid_a)
+check "host-a's gateway frozen (SIGSTOP)" kill -STOP "$pid"
+check_output "host-b stores the result in con-result-host-a; it is taken from there before host-a's gateway can fetch it" \
+        '"id":"mesh-lost-1"' lose_result mesh-lost-1
+check_output "... con-result-host-a holds nothing now (the administrator's stream info)" '^0$' results_stored_a
+check "host-a's gateway resumes (SIGCONT)" kill -CONT "$pid"
+check "the result arrives all the same: con tasks shows mesh-lost-1 completed" wait_for 30 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-lost-1 +completed +alice$"'
+check_output "... with host-b's answer" 'completed.*sender=alice@host-a agent=sysadmin text=slower lost' \
+        result_of alice mesh-lost-1
+check_output "host-a's gateway asked host-b for it, once the wait was over" \
+        'Task mesh-lost-1 for sysadmin@host-b ended there [0-9.]+ s ago, but its result has not come: asking host-b to send it again \(request 1;' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check_output "... and logged that it came" 'Task mesh-lost-1: its result came after 1 request\(s\) to host-b to send it again' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check_output "... audited the request once (mesh.result.asked)" \
+        '^1$' bash -c "con audit --lines 400 | grep -c 'con-meshd mesh.result.asked .*task_id=mesh-lost-1 .*sender=alice@host-a .*host=host-b'"
+check_eq "the task completed exactly once for its sender (one TaskCompleted)" 1 \
+        "$(grep -c 'Task mesh-lost-1 for sysadmin@host-b ended completed' /srv/con/logs/daemons/con-meshd.log)"
+asks_lost_1() { grep -c 'Task mesh-lost-1 for sysadmin@host-b ended there' /srv/con/logs/daemons/con-meshd.log; }
+n_asks=$(asks_lost_1)
+sleep 7
+check_eq "... and no more requests once it came (none in the next 7 s, the backoff's next being 6 s)" "$n_asks" "$(asks_lost_1)"
+check_output "carol@host-a asking host-b for alice's result under its id: nothing sent (refused on host-b)" '^ok$' \
+        mesh_probe "${A[@]}" tls://10.77.0.1:4222 pub con.cancel.host-b.host-a \
+        '{"v":1,"id":"mesh-lost-1","agent":"sysadmin","from":"carol@host-a","by":"carol@host-a","resend":true}'
+# The same across a restart: the restarted gateway knows from its journal that the task has no
+# result, and from con-state (read again) that it ended on host-b.
+check_output "a second slow task sent" '^mesh-lost-2$' \
+        as_user alice con-send --no-wait --id mesh-lost-2 --to sysadmin@host-b slower lost again
+check "... working on host-b" wait_for 10 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-lost-2 +working +alice$"'
+pid=$(mesh_pid_a)
+check "host-a's gateway frozen (SIGSTOP)" kill -STOP "$pid"
+check_output "its result is taken from con-result-host-a" '"id":"mesh-lost-2"' lose_result mesh-lost-2
+check "host-a's gateway stopped (SIGTERM, SIGCONT) and started again (con up)" bash -c \
+        "kill -TERM $pid && kill -CONT $pid && for _ in \$(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
+check_output "... con up" 'mesh: started as host host-a' con up
+check "the result arrives after the restart" wait_for 30 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-lost-2 +completed +alice$"'
+check_output "... with host-b's answer" 'completed.*text=slower lost again' result_of alice mesh-lost-2
+check_output "... asked for by the restarted gateway" \
+        'Task mesh-lost-2 for sysadmin@host-b ended there [0-9.]+ s ago, but its result has not come: asking host-b to send it again \(request 1;' \
+        cat /srv/con/logs/daemons/con-meshd.log
+check_eq "... completed exactly once" 1 \
+        "$(grep -c 'Task mesh-lost-2 for sysadmin@host-b ended completed' /srv/con/logs/daemons/con-meshd.log)"
+check_file_lacks "no sanitizer report from host-a's gateway (frozen, asking again, restarted)" \
+        'AddressSanitizer|LeakSanitizer|runtime error' /srv/con/logs/daemons/con-meshd.log
 
 section "retention: mesh.sent_retention cleans old answers and records"
 check "the answers are there before" bash -c 'test -e /srv/con/mesh/outbox/mesh-file-1.response &&
@@ -909,7 +982,6 @@ check_output "... its result stream and con-state likewise" \
         'stream con-result-host-a has max age.*stream con-state has max age' cat /srv/con/logs/daemons/con-meshd.log
 
 section "a stream that is not the mesh's (made with the administrator's credentials): not served through"
-ADM=(--ca "$T/pki/ca/ca.crt" --cert "$T/pki/ca/admin.crt" --key "$T/pki/ca/admin.key" --inbox _INBOX._admin)
 stop_gateway_a() {
         local pid
         pid=$(mesh_pid_a)
@@ -1016,6 +1088,21 @@ check_eq "host-b's sysadmin accepted the waiting task once" 1 \
         "$(grep -c 'task.accepted .*task_id=mesh-wait-1 ' "$SHARED/audit")"
 check_output "host-b's gateway dropped host-c's task (it claimed host-a) and audited it: it was in host-b's stream" \
         'con-meshd mesh.task.forged .*task_id=full-c-1 .*sent_by=host-c' cat "$SHARED/audit"
+check_output "host-b sent mesh-lost-1's result again when host-a's gateway asked (logged)" \
+        'Sending the result of task mesh-lost-1 of alice@host-a at agent sysadmin \(completed\) to host-a again' \
+        cat "$SHARED/meshd.log"
+check_eq "... once (and mesh-lost-2's once)" "1 1" \
+        "$(grep -c 'Sending the result of task mesh-lost-1 ' "$SHARED/meshd.log") $(grep -c 'Sending the result of task mesh-lost-2 ' "$SHARED/meshd.log")"
+check_output "... under a fresh message id, stored again by JetStream (two stored results of mesh-lost-1)" '^2$' \
+        grep -c 'Result of task mesh-lost-1 stored for host-a as sequence [1-9]' "$SHARED/meshd.log"
+check_output "... audited once (mesh.result.resend)" '^1$' \
+        grep -c 'con-meshd mesh.result.resend .*task_id=mesh-lost-1 .*sender=alice@host-a .*status=completed' "$SHARED/audit"
+check_output "carol's request for alice's result was refused (logged)" \
+        "Refusing host host-a's request to send the result of task mesh-lost-1 of carol@host-a again: agent sysadmin holds no such task of that sender" \
+        cat "$SHARED/meshd.log"
+check_output "... and audited" 'con-meshd mesh.result.resend-refused .*task_id=mesh-lost-1 .*sender=carol@host-a .*sent_by=host-a' \
+        cat "$SHARED/audit"
+check_file_lacks "host-b's gateway never put a result's text in its log" 'text=slower lost' "$SHARED/meshd.log"
 
 if [ "${LIB_FAILED}" != 0 ]; then
         grep -h -i 'cancel' "$SHARED/meshd.log" /srv/con/logs/daemons/con-meshd.log | sed 's/^/# cancel: /'

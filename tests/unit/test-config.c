@@ -206,7 +206,7 @@ static void test_mesh(void) {
         /* TLS by default: the CA, certificate and key in /etc/con/mesh. */
         c = parse_ok("mesh:\n  host: host-a\n  servers: [tls://10.77.0.1:4222, \"tls://[fd00::1]:4222\"]\n"
                      "  credentials: /etc/con/mesh.creds\n  retention: 2d\n  replicas: 3\n  sent_retention: 90s\n"
-                     "  sent_max: 50\n  stream_max_bytes: 512MiB\n  stream_max_per_host: 500\n" A0);
+                     "  sent_max: 50\n  stream_max_bytes: 512MiB\n  stream_max_per_host: 500\n  result_wait: 5s\n" A0);
         g_assert_true(c->mesh.enabled);
         g_assert_cmpstr(c->mesh.host, ==, "host-a");
         g_assert_cmpuint(strv_length(c->mesh.servers), ==, 2);
@@ -218,6 +218,7 @@ static void test_mesh(void) {
         g_assert_cmpuint(c->mesh.sent_max, ==, 50);
         g_assert_cmpuint(c->mesh.stream_max_bytes, ==, 512ULL << 20);
         g_assert_cmpuint(c->mesh.stream_max_per_host, ==, 500);
+        g_assert_cmpuint(c->mesh.result_wait_usec, ==, 5ULL * 1000000);
         g_assert_false(c->mesh.insecure);
         g_assert_cmpstr(c->mesh.ca, ==, CON_MESH_TLS_DIR "/ca.crt");
         g_assert_cmpstr(c->mesh.cert, ==, CON_MESH_TLS_DIR "/host.crt");
@@ -247,6 +248,7 @@ static void test_mesh(void) {
         g_assert_cmpuint(c->mesh.stream_max_bytes, ==, 1ULL << 30);
         g_assert_cmpuint(c->mesh.stream_max_per_host, ==, CON_MESH_STREAM_MAX_PER_HOST_DEFAULT);
         g_assert_cmpuint(c->mesh.stream_max_per_host, ==, 10000);
+        g_assert_cmpuint(c->mesh.result_wait_usec, ==, CON_MESH_RESULT_WAIT_DEFAULT_USEC);
         con_config_free(c);
         c = parse_ok("mesh: {host: b, servers: [nats://x:1, tls://y:2], insecure: true, ca: /c.pem}\n" A0);
         g_assert_cmpstr(c->mesh.ca, ==, "/c.pem");
@@ -295,8 +297,8 @@ static void test_mesh(void) {
                      "the file, e.g. /etc/con/mesh.creds");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  port: 4222\n" A0,
                      "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials, retention, "
-                     "replicas, ca, cert, key, insecure, sent_retention, sent_max, stream_max_bytes and "
-                     "stream_max_per_host");
+                     "replicas, ca, cert, key, insecure, sent_retention, sent_max, stream_max_bytes, "
+                     "stream_max_per_host and result_wait");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  sent_max: 0\n" A0,
                      "con.yaml:4:13: mesh.sent_max: '0' is not allowed; use a whole number from 1 to 1000000");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  stream_max_per_host: 0\n" A0,

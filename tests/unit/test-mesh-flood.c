@@ -100,7 +100,8 @@ static void test_largest_events(void) {
         by = strdup(from);
         MeshState st = { .id = id, .host = host, .agent = agent, .from = from, .state = (char *) "submitted" };
         g_assert_cmpint(mesh_state_to_json(&st, &state), ==, 0);
-        MeshCancel c = { .id = id, .agent = agent, .from = from, .by = by };
+        /* The largest cancel is a request to send a result again ("resend": true, by the sender). */
+        MeshCancel c = { .id = id, .agent = agent, .from = from, .by = by, .resend = true };
         g_assert_cmpint(mesh_cancel_to_json(&c, &cancel), ==, 0);
         g_test_message("largest state event %zu bytes, cancel %zu bytes", strlen(state), strlen(cancel));
         g_assert_cmpuint(strlen(state), <, MESH_EVENT_MAX / 2);
@@ -118,6 +119,7 @@ static void test_largest_events(void) {
         mesh_state_done(&st2);
         MeshCancel c2 = {};
         g_assert_cmpint(mesh_cancel_from_json(cancel, strlen(cancel), &c2), ==, 0);
+        g_assert_true(c2.resend);
         mesh_cancel_done(&c2);
 }
 

@@ -318,11 +318,28 @@ static void test_cancel(void) {
         g_assert_cmpstr(back.agent, ==, "sysadmin");
         g_assert_cmpstr(back.from, ==, "alice@host-a");
         g_assert_cmpstr(back.by, ==, "root@host-a");
+        g_assert_false(back.resend);
+        g_assert_null(strstr(json, "resend"));
         mesh_cancel_done(&back);
         g_clear_pointer(&json, free);
         MeshCancel wrong = c;
         wrong.by = (char *) "root@host-b";     /* from and by of one host */
         g_assert_cmpint(mesh_cancel_to_json(&wrong, &json), ==, -EINVAL);
+
+        /* A request to send the result again: "resend": true, by the task's sender. */
+        MeshCancel ask = { .id = (char *) "t-1", .agent = (char *) "sysadmin", .from = (char *) "alice@host-a",
+                           .by = (char *) "alice@host-a", .resend = true };
+        g_assert_cmpint(mesh_cancel_to_json(&ask, &json), ==, 0);
+        g_assert_cmpstr(json, ==, "{\"v\":1,\"id\":\"t-1\",\"agent\":\"sysadmin\",\"from\":\"alice@host-a\","
+                        "\"by\":\"alice@host-a\",\"resend\":true}");
+        g_assert_cmpint(mesh_cancel_from_json(json, strlen(json), &back), ==, 0);
+        g_assert_true(back.resend);
+        g_assert_cmpstr(back.from, ==, "alice@host-a");
+        g_assert_cmpstr(back.by, ==, "alice@host-a");
+        mesh_cancel_done(&back);
+        g_clear_pointer(&json, free);
+        ask.by = (char *) "root@host-a";        /* asked by another than the sender: not one */
+        g_assert_cmpint(mesh_cancel_to_json(&ask, &json), ==, -EINVAL);
 
         const char *bad[] = {
                 "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\"}",
@@ -333,6 +350,11 @@ static void test_cancel(void) {
                 "{\"v\":1,\"id\":\"t\",\"agent\":\"root\",\"from\":\"a@h\",\"by\":\"a@h\"}",
                 "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"by\":\"a@h\"}",
                 "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":7}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"resend\":false}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"resend\":1}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"resend\":\"true\"}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"root@h\",\"resend\":true}",
+                "{\"v\":1,\"id\":\"t\",\"agent\":\"x\",\"from\":\"a@h\",\"by\":\"a@h\",\"resend\":true,\"resend\":true}",
         };
         for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
                 MeshCancel x = {};

@@ -5,6 +5,7 @@
  * SO_PEERCRED (needs root; those cases are skipped otherwise). */
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -306,12 +307,19 @@ static void get_result_info(Client *cl, const char *id, char **ret_text, int *re
                         g_assert_cmpint(sd_bus_message_read(reply, "v", "b", ret_replaced), >, 0);
                 else if (streq(key, "size"))
                         g_assert_cmpint(sd_bus_message_read(reply, "v", "t", ret_size), >, 0);
-                else
+                else if (streq(key, "sender")) {
+                        /* The task's sender: the caller (a task it submitted). */
+                        const char *sender;
+                        g_assert_cmpint(sd_bus_message_read(reply, "v", "s", &sender), >, 0);
+                        struct passwd *pw = getpwuid(geteuid());
+                        g_autofree char *me = pw ? g_strdup(pw->pw_name) : g_strdup_printf("%u", (unsigned) geteuid());
+                        g_assert_cmpstr(sender, ==, me);
+                } else
                         g_error("unexpected key %s", key);
                 g_assert_cmpint(sd_bus_message_exit_container(reply), >, 0);
                 n++;
         }
-        g_assert_cmpint(n, ==, 3);
+        g_assert_cmpint(n, ==, 4);
 }
 
 static bool have_signal(Client *cl, const char *line) {
