@@ -143,7 +143,7 @@ mesh_pid() {
         busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
                 GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
 }
-for _ in $(seq 1200); do
+for _ in $(seq 3000); do               # until the test says stop (at most about 5 minutes)
         if [ -e "$out/pause" ] && [ ! -e "$out/paused" ]; then
                 pid=$(mesh_pid)
                 [ -n "$pid" ] && kill "$pid"
@@ -162,6 +162,7 @@ for _ in $(seq 1200); do
         sleep 0.1
 done
 con audit --lines 200 >"$out/audit" 2>&1
+{ ps -ef; con mesh status; busctl --system call org.conspiracy.Sysadmin /org/conspiracy/Agent org.conspiracy.Agent1 ListTasks; } >"$out/diag" 2>&1
 con audit verify >"$out/audit-verify" 2>&1; echo "rc=$?" >>"$out/audit-verify"
 cp /srv/con/logs/daemons/con-meshd.log "$out/meshd.log" 2>/dev/null
 cp /srv/con/logs/daemons/con-agent@sysadmin.log "$out/sysadmin.log" 2>/dev/null
@@ -1106,6 +1107,10 @@ check_file_lacks "host-b's gateway never put a result's text in its log" 'text=s
 
 if [ "${LIB_FAILED}" != 0 ]; then
         grep -h -i 'cancel' "$SHARED/meshd.log" /srv/con/logs/daemons/con-meshd.log | sed 's/^/# cancel: /'
+        mesh_probe "${B[@]}" tls://10.77.0.1:4222 request '$JS.API.CONSUMER.INFO.con-task-host-b.con-meshd' '' | sed 's/^/# consumer: /'
+        mesh_probe "${ADM[@]}" tls://10.77.0.1:4222 request '$JS.API.STREAM.INFO.con-task-host-b' '' | sed 's/^/# stream: /'
+        sed 's/^/# diag: /' "$SHARED/diag"
+        tail -n 20 "$SHARED/sysadmin.log" | sed 's/^/# sysadmin: /'
         for f in "$T/hostb.out" "$SHARED/meshd.log" "$T/pki/nats.log" /srv/con/logs/daemons/con-meshd.log; do
                 [ -f "$f" ] && { echo "# --- $f"; tail -n 30 "$f" | sed 's/^/#   /'; }
         done

@@ -299,6 +299,8 @@ static void test_mesh(void) {
                      "con.yaml:4:3: mesh.port: unknown key; allowed keys are host, servers, credentials, retention, "
                      "replicas, ca, cert, key, insecure, sent_retention, sent_max, stream_max_bytes, "
                      "stream_max_per_host and result_wait");
+        assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  result_wait: 0\n" A0,
+                     "con.yaml:4:16: mesh.result_wait: '0' is not allowed; the duration must be longer than 0");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  sent_max: 0\n" A0,
                      "con.yaml:4:13: mesh.sent_max: '0' is not allowed; use a whole number from 1 to 1000000");
         assert_error("mesh:\n  host: a\n  servers: [tls://x:1]\n  stream_max_per_host: 0\n" A0,
