@@ -143,7 +143,7 @@ typedef struct PendingCancel {  /* a cancel of a task sent from here whose resul
 
 typedef struct Resent {        /* a result sent again here on the request of the task's origin */
         char *id, *from;
-        uint64_t last_usec;     /* CLOCK_MONOTONIC of the last request believed (one per RESEND_INTERVAL) */
+        uint64_t last_usec;     /* CLOCK_MONOTONIC of the last request believed (one per resend_interval()) */
         bool audited;           /* mesh.result.resend written (once per task) */
 } Resent;
 
