@@ -29,8 +29,18 @@ _lib_exit() {
         if ((!LIB_FINISHED)); then
                 echo "# script ended early (exit status $rc) after $((LIB_PASSED + LIB_FAILED)) checks"
                 echo "$LIB_PASSED passed, $((LIB_FAILED + 1)) failed"
-                rm -rf "$LIB_TMP"
+                _lib_remove_tmp 1
                 exit 1
+        fi
+        _lib_remove_tmp "$((LIB_FAILED > 0 || LIB_PASSED == 0))"
+}
+
+# _lib_remove_tmp FAILED: removes the scratch folder, but not that of a failed script in
+# tests/sandbox/con-sandbox: the sandbox throws it away itself, after keeping it with the run's
+# evidence (docs/TESTING.md, "Evidence of a failed run").
+_lib_remove_tmp() {
+        if [ "$1" = 1 ] && [ "${CON_SANDBOX:-0}" = 1 ] && [ -n "${CON_SANDBOX_ARTIFACTS:-}" ]; then
+                return 0
         fi
         rm -rf "$LIB_TMP"
 }
