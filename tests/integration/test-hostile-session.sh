@@ -27,7 +27,9 @@ service_pid() {
         busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
                 GetConnectionUnixProcessID s "$C" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
 }
-agent_procs() { pgrep -u a-concierge -l; }
+# The processes of a-concierge (exit status 1 when none), with their parent, state (Z: dead, not yet
+# reaped by its parent) and age, so that a failed check shows what was left.
+agent_procs() { ps -u a-concierge -o pid=,ppid=,stat=,etime=,args=; }
 
 answer() {
         printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
