@@ -195,7 +195,7 @@ int con_config_agent_proxy_setenv(const ConConfig *c, const ConAgent *a);
 /* The limits of every host's task and result streams (docs/MULTIHOST.md, "Floods"): bytes in each
  * stream (at least one message of the largest size, MESH_STREAM_MSG_MAX, fits), and messages of one
  * sending host in each. */
-#define CON_MESH_STREAM_MAX_BYTES_DEFAULT (1ULL << 30)
+#define CON_MESH_STREAM_MAX_BYTES_DEFAULT (128ULL << 20)
 #define CON_MESH_STREAM_MAX_BYTES_MIN (4ULL << 20)
 #define CON_MESH_STREAM_MAX_BYTES_MAX (1ULL << 40)
 #define CON_MESH_STREAM_MAX_PER_HOST_DEFAULT 10000
@@ -213,7 +213,7 @@ typedef struct ConMeshConfig {
         uint64_t sent_retention_usec;   /* a task sent from here, its record and answer files: kept this
                                          * long after its result came (30 days) */
         unsigned sent_max;              /* ... and at most this many (10000), the oldest going first */
-        uint64_t stream_max_bytes;      /* each task and result stream holds at most this (1 GiB) ... */
+        uint64_t stream_max_bytes;      /* each task and result stream holds at most this (128 MiB) ... */
         unsigned stream_max_per_host;   /* ... and this many messages of one sending host (10000); full,
                                          * a new message is refused, a stored one never dropped */
         uint64_t result_wait_usec;      /* a result not back this long after its task ended on its host

@@ -62,7 +62,7 @@ void con_mesh_pki_help(FILE *f) {
               "                 (hosts may not make or change streams): missing ones made, settings\n"
               "                 changed (max age --retention, default mesh.retention of this host's\n"
               "                 con.yaml or 7d; --replicas, default mesh.replicas or 1; the task and\n"
-              "                 result streams' bytes --max-bytes, default mesh.stream_max_bytes or 1GiB,\n"
+              "                 result streams' bytes --max-bytes, default mesh.stream_max_bytes or 128MiB,\n"
               "                 and messages of one sending host --max-per-host, default\n"
               "                 mesh.stream_max_per_host or 10000: full, a new one is refused,\n"
               "                 none stored is dropped), a stream that is\n"

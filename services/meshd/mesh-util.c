@@ -435,7 +435,7 @@ static void limit_text(FILE *f, const char *what, int64_t v) {
                 fprintf(f, "%s %" PRIi64 ", ", what, v);
 }
 
-/* "max bytes 1073741824, max messages per subject 10000, ..., discard new per subject" */
+/* "max bytes 134217728, max messages per subject 10000, ..., discard new per subject" */
 static int limits_text(const MeshStreamShape *s, char **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t size = 0;

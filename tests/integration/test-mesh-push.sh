@@ -80,10 +80,10 @@ check_output "con mesh streams: the administrator makes every host's two streams
         '^con-task-host-a: made con-result-host-a: made con-task-host-b: made con-result-host-b: made con-task-host-c: made con-result-host-c: made con-state: made $' \
         bash -c ". '$(dirname "$0")/mesh-lib.sh'; mesh_streams '$T/pki' tls://127.0.0.1:4222 | tr '\n' ' '"
 # The task and result streams' exact configuration: a work queue on its host's subjects, file
-# storage, 7 days, messages up to 2 MiB and 4 kB of headers, 1 GiB and 10000 messages per sending
+# storage, 7 days, messages up to 2 MiB and 4 kB of headers, 128 MiB and 10000 messages per sending
 # host (the last subject token) at most, full: a new message refused (discard new, per subject too).
-TASK_CONFIG='"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":1073741824,"max_age":604800000000000,"max_msgs_per_subject":10000,"max_msg_size":2101248,"discard":"new","storage":"file","num_replicas":1,"duplicate_window":600000000000,"allow_direct":false,"mirror_direct":false,"discard_new_per_subject":true,'
-check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source, messages up to 2 MiB and 4 kB of headers, 1 GiB and 10000 per sending host, discard new per subject" \
+TASK_CONFIG='"retention":"workqueue","max_consumers":-1,"max_msgs":-1,"max_bytes":134217728,"max_age":604800000000000,"max_msgs_per_subject":10000,"max_msg_size":2101248,"discard":"new","storage":"file","num_replicas":1,"duplicate_window":600000000000,"allow_direct":false,"mirror_direct":false,"discard_new_per_subject":true,'
+check_output "... exactly the mesh's: a work queue on its host's subjects, file storage, 7 days, no source, messages up to 2 MiB and 4 kB of headers, 128 MiB and 10000 per sending host, discard new per subject" \
         "\"config\":\\{\"name\":\"con-task-host-b\",\"subjects\":\\[\"con.task.host-b.\\*\"\\],$TASK_CONFIG" \
         as inspector request '$JS.API.STREAM.INFO.con-task-host-b' ''
 check_output "... the result streams the same" \
@@ -218,7 +218,7 @@ check_output "an administrator's update of host-b's task stream without them (a 
         as admin request '$JS.API.STREAM.UPDATE.con-task-host-b' \
         '{"name":"con-task-host-b","subjects":["con.task.host-b.*"],"retention":"workqueue","max_age":604800000000000,"max_msg_size":2101248,"discard":"old","storage":"file","duplicate_window":600000000000}'
 check_output "... con mesh streams --check reports its limits and the mesh's (exit 1)" \
-        'con-task-host-b: stream con-task-host-b has max age 604800 s, 1 replica\(s\), duplicate window 600 s and other limits \(no max messages, no max messages per subject, no max bytes, max message size 2101248, discard old\), not 604800 s and 1 replica\(s\) \(mesh.retention, mesh.replicas\) and the limits no max messages, max messages per subject 10000, max bytes 1073741824, max message size 2101248, discard new per subject \(mesh.stream_max_bytes, mesh.stream_max_per_host\): the mesh.s administrator sets them with con mesh streams.*rc=1' \
+        'con-task-host-b: stream con-task-host-b has max age 604800 s, 1 replica\(s\), duplicate window 600 s and other limits \(no max messages, no max messages per subject, no max bytes, max message size 2101248, discard old\), not 604800 s and 1 replica\(s\) \(mesh.retention, mesh.replicas\) and the limits no max messages, max messages per subject 10000, max bytes 134217728, max message size 2101248, discard new per subject \(mesh.stream_max_bytes, mesh.stream_max_per_host\): the mesh.s administrator sets them with con mesh streams.*rc=1' \
         streams --check
 check_output "... con mesh streams changes it in place (STREAM.UPDATE)" 'con-task-host-b: changed to the mesh.s settings.*rc=0' streams
 check_output "... exactly the mesh's again" \

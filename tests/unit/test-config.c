@@ -245,7 +245,7 @@ static void test_mesh(void) {
         g_assert_cmpuint(c->mesh.sent_retention_usec, ==, CON_MESH_SENT_RETENTION_DEFAULT_USEC);
         g_assert_cmpuint(c->mesh.sent_max, ==, CON_MESH_SENT_MAX_DEFAULT);
         g_assert_cmpuint(c->mesh.stream_max_bytes, ==, CON_MESH_STREAM_MAX_BYTES_DEFAULT);
-        g_assert_cmpuint(c->mesh.stream_max_bytes, ==, 1ULL << 30);
+        g_assert_cmpuint(c->mesh.stream_max_bytes, ==, 128ULL << 20);
         g_assert_cmpuint(c->mesh.stream_max_per_host, ==, CON_MESH_STREAM_MAX_PER_HOST_DEFAULT);
         g_assert_cmpuint(c->mesh.stream_max_per_host, ==, 10000);
         g_assert_cmpuint(c->mesh.result_wait_usec, ==, CON_MESH_RESULT_WAIT_DEFAULT_USEC);

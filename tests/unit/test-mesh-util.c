@@ -636,7 +636,7 @@ static void test_stream_shape(void) {
          * the text names both. */
         MeshStreamShape want_task = want;
         want_task.max_msgs = -1;       /* as shape_of() writes an unlimited one */
-        want_task.max_bytes = 1LL << 30;
+        want_task.max_bytes = 128LL << 20;
         want_task.max_msgs_per_subject = 10000;
         want_task.max_msg_size = 2101248;
         want_task.discard = 1;
@@ -656,7 +656,7 @@ static void test_stream_shape(void) {
         g_assert_nonnull(strstr(text, "and other limits (no max messages, no max messages per subject, no max bytes, "
                                       "max message size 2101248, discard old), not "));
         g_assert_nonnull(strstr(text, "and the limits no max messages, max messages per subject 10000, max bytes "
-                                      "1073741824, max message size 2101248, discard new per subject "
+                                      "134217728, max message size 2101248, discard new per subject "
                                       "(mesh.stream_max_bytes, mesh.stream_max_per_host): the mesh's administrator "
                                       "sets them with con mesh streams"));
         free(text);
