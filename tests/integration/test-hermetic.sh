@@ -44,8 +44,13 @@ for t in "$here"/test-*.sh; do
         [ "$(basename "$t")" = "$(basename "$0")" ] && continue
         case " $timing_bound " in *" $(basename "$t") "*) continue ;; esac
         n=$((n + 1))
+        # A nested script that fails keeps its evidence next to this test's (docs/TESTING.md,
+        # "Evidence of a failed run"), and its failed checks are shown, not only its last lines.
         check "$(basename "$t" .sh) passes after the main job ran" \
-                "$sandbox" --stage "$CON_SANDBOX_STAGE" --with "$CON_BUILD_DIR" -- "$t"
+                env CON_TEST_NAME="test-hermetic.$(basename "$t" .sh)" \
+                "$sandbox" --stage "$CON_SANDBOX_STAGE" --with "$CON_BUILD_DIR" \
+                ${CON_SANDBOX_ARTIFACTS:+--artifacts "$CON_SANDBOX_ARTIFACTS"} -- "$t"
+        [ "$LIB_RC" = 0 ] || grep -E -A 4 '^(not ok|con-sandbox: )' <<<"$LIB_OUT" | sed 's/^/#   nested: /'
 done
 check "at least ten integration scripts ran" test "$n" -ge 10
 finish
