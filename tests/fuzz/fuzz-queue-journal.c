@@ -131,17 +131,24 @@ static void oracle_free(OracleRecord *recs, size_t n) {
         free(recs);
 }
 
+/* Whether ID has a forget record, and the line of its last one. */
+static bool oracle_last_forget(const OracleRecord *recs, size_t n, const char *id, uint64_t *ret_line) {
+        bool forgotten = false;
+        *ret_line = 0;
+        for (size_t i = 0; i < n; i++)
+                if (recs[i].forget && streq(recs[i].id, id)) {
+                        forgotten = true;
+                        *ret_line = recs[i].line;
+                }
+        return forgotten;
+}
+
 /* A task in memory whose id has a forget record came in after the last one: an accept or known
  * record of its id and its sender's uid follows it (a record before it is a removed task's). */
 static bool oracle_allows(const OracleRecord *recs, size_t n, const AgentTask *t) {
         const char *id = t->id;
-        bool forgotten = false;
-        uint64_t last_forget = 0;
-        for (size_t i = 0; i < n; i++)
-                if (recs[i].forget && streq(recs[i].id, id)) {
-                        forgotten = true;
-                        last_forget = recs[i].line;
-                }
+        uint64_t last_forget;
+        bool forgotten = oracle_last_forget(recs, n, id, &last_forget);
         for (size_t i = 0; i < n; i++)
                 if ((recs[i].op == ORACLE_ACCEPT || recs[i].op == ORACLE_KNOWN) && streq(recs[i].id, id) &&
                     (!forgotten || recs[i].line > last_forget) &&
@@ -153,13 +160,8 @@ static bool oracle_allows(const OracleRecord *recs, size_t n, const AgentTask *t
 /* The id's task by the rules of OracleTask, from the records alone. */
 static OracleTask oracle_expect(const OracleRecord *recs, size_t n, const char *id) {
         OracleTask t = {};
-        bool forgotten = false;
-        uint64_t last_forget = 0;
-        for (size_t i = 0; i < n; i++)
-                if (recs[i].forget && streq(recs[i].id, id)) {
-                        forgotten = true;
-                        last_forget = recs[i].line;
-                }
+        uint64_t last_forget;
+        bool forgotten = oracle_last_forget(recs, n, id, &last_forget);
         for (size_t i = 0; i < n; i++) {
                 const OracleRecord *r = &recs[i];
                 if (!streq(r->id, id) || (!t.from && forgotten && r->line < last_forget))
