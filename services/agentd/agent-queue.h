@@ -44,7 +44,11 @@
 
 #define AGENT_QUEUE_MAX_TRIES 3
 /* Stored results are valid text (bus/basic/utf8.h) of at most these many bytes, the cut note included. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define AGENT_QUEUE_RESULT_MAX (64 * 1024) /* = AGENT_SESSION_OUTPUT_MAX of the fuzz build */
+#else
 #define AGENT_QUEUE_RESULT_MAX (1024 * 1024)
+#endif
 #define AGENT_QUEUE_REASON_MAX 4096
 /* Finished tasks kept in memory (ListTasks, /tasks show these); older ones live on disk only. */
 #define AGENT_QUEUE_KEEP_FINISHED 1000

@@ -9,7 +9,11 @@
  *
  * Input: one flag byte, then the output bytes. Flags: bit 0 failed (the bytes are stderr), bits
  * 2-7 a small limit for agent_result_text() itself; bit 1 with bits 2-7 clear: the runner wrote
- * more than was read (the bytes are repeated past the 1 MiB read limit, or fill the stderr ring). */
+ * more than was read (the bytes are repeated past the read limit, or fill the stderr ring).
+ *
+ * The read limit and the result limit are 1 MiB; the libFuzzer build scales both to 64 KiB
+ * (FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, agent-session.h), the corpus replay of the suite
+ * (fuzz-result, ctest -L fuzz) runs every input against the real ones. "1 MiB" below means the limit. */
 /* The checks below are the point of the target (some call the code under test): keep them in
  * every build type. */
 #undef NDEBUG
