@@ -1,14 +1,16 @@
 #!/bin/bash
 # Runs the libFuzzer targets of tests/fuzz (docs/HACKING.md, "Fuzzing").
 #
-#   scripts/fuzz.sh [--time SECONDS | --runs N] [--build DIR] [TARGET...]
+#   scripts/fuzz.sh [--time SECONDS | --runs N] [--fork JOBS] [--build DIR] [TARGET...]
 #
 # Builds the fuzz build folder (default build-fuzz: clang, ASan + UBSan + libFuzzer, only the
 # `fuzzers` target), then runs every target (or the TARGETs named, e.g. cron config) one after the
 # other for SECONDS each (default 60), each from a fresh working corpus seeded with
 # tests/fuzz/corpus/<target>/, and prints one table: executions, coverage, corpus size, findings.
 # --runs N runs each target for N executions instead (the long run of docs/RELIABILITY.md:
-# --runs 10000000), however long that takes.
+# --runs 10000000), however long that takes. --fork JOBS runs each target as one libFuzzer run in
+# JOBS processes at once (libFuzzer's -fork: one core each; the executions and the corpus are the
+# run's, summed over its processes), for the slow targets' long runs.
 # Exit status 1 when any target found a crash, a leak, a timeout or an out-of-memory, or did not
 # run; 2 on a usage error.
 #
@@ -24,6 +26,7 @@ usage() {
 
 time_s=60
 runs=
+fork=
 build=build-fuzz
 targets=()
 while [ $# -gt 0 ]; do
@@ -32,6 +35,8 @@ while [ $# -gt 0 ]; do
         --time=*) time_s="${1#--time=}"; shift ;;
         --runs) runs="${2:?--runs needs N}"; shift 2 ;;
         --runs=*) runs="${1#--runs=}"; shift ;;
+        --fork) fork="${2:?--fork needs JOBS}"; shift 2 ;;
+        --fork=*) fork="${1#--fork=}"; shift ;;
         --build) build="${2:?--build needs DIR}"; shift 2 ;;
         --build=*) build="${1#--build=}"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
 done
 case "$time_s" in ''|*[!0-9]*|0) echo "fuzz.sh: --time wants a positive number of seconds" >&2; exit 2 ;; esac
 case "$runs" in *[!0-9]*|0) echo "fuzz.sh: --runs wants a positive number of executions" >&2; exit 2 ;; esac
+case "$fork" in *[!0-9]*|0) echo "fuzz.sh: --fork wants a positive number of processes" >&2; exit 2 ;; esac
 
 all=()
 for f in tests/fuzz/fuzz-*.c; do
@@ -95,6 +101,7 @@ for t in "${targets[@]}"; do
         case "$t" in
         result) extra=(-entropic_scale_per_exec_time=1) ;;
         esac
+        [ -z "$fork" ] || extra+=(-fork="$fork")
         rc=0
         start=$(date +%s)
         "$bin" "${limit[@]}" ${extra[@]+"${extra[@]}"} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
@@ -103,7 +110,12 @@ for t in "${targets[@]}"; do
         secs=$(($(date +%s) - start))
         [ "$secs" -gt 0 ] || secs=1
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+        # -fork: the parent prints no final stats; its status lines are "#N: cov: .. ft: .. corp: ..".
         last=$(grep -E '^#[0-9]+' "$log" | grep -E ' cov: ' | tail -n1 || true)
+        if [ -n "$fork" ] && [ -z "$execs" ]; then
+                execs=$(sed -n 's/^INFO: fuzzed for \([0-9]*\) iterations.*/\1/p' "$log" | tail -n1)
+                [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' <<<"$last")
+        fi
         cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
         ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
         corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$last")
