@@ -174,8 +174,10 @@ static bool name_has_owner(sd_bus *bus, const char *name) {
  * known[] answered (the caller may read the task: its submitter, or root), denied[] know it but
  * refused the caller. Task ids are unique per agent and sender only, so several agents may know
  * one: a verb that acts on one task must not pick for the caller. The running agents are asked
- * first, and the others (asking starts them) only when none of those knows ID: a task that waits
- * or runs is at a running agent, and an on-demand agent is not woken for nothing. */
+ * first, and the others (asking starts them) only when none of those lets the caller read ID: a
+ * task that waits or runs is at a running agent, and an on-demand agent is not woken for nothing,
+ * but another user's task of that id at a running agent must not hide the caller's own, finished
+ * at an agent that has exited since. */
 typedef struct TaskWhere {
         const ConAgent **known, **denied;
         size_t n_known, n_denied;
@@ -209,14 +211,23 @@ static int task_where(sd_bus *bus, const ConConfig *config, const char *only, co
                 const ConAgent *a = con_config_find_agent(config, only);
                 if (a)
                         task_where_ask(bus, a, id, &w);
-        } else
-                for (int pass = 0; pass < 2 && w.n_known + w.n_denied == 0; pass++)
+        } else {
+                /* Each agent once: one that exits between the passes is not asked again. */
+                _cleanup_free_ bool *asked = calloc(n + 1, sizeof(bool));
+                if (!asked) {
+                        task_where_done(&w);
+                        return -ENOMEM;
+                }
+                for (int pass = 0; pass < 2 && w.n_known == 0; pass++)
                         for (size_t i = 0; i < n; i++) {
                                 _cleanup_free_ char *bn = NULL;
-                                if (con_agent_bus_name(config->agents[i].name, &bn) >= 0 &&
-                                    name_has_owner(bus, bn) == (pass == 0))
+                                if (!asked[i] && con_agent_bus_name(config->agents[i].name, &bn) >= 0 &&
+                                    (pass == 1 || name_has_owner(bus, bn))) {
+                                        asked[i] = true;
                                         task_where_ask(bus, &config->agents[i], id, &w);
+                                }
                         }
+        }
         *ret = w;
         return 0;
 }
@@ -1383,14 +1394,16 @@ static const char cancel_usage[] =
         "cancel grant (root by default). A task sent from here to an agent of another host (AGENT@HOST)\n"
         "is canceled through the mesh gateway: only by its sender and root.\n"
         "Task ids are unique per agent and sender only: when several agents know ID, con cancel\n"
-        "refuses to pick one; --agent NAME names the agent.\n"
+        "refuses to pick one; --agent NAME names the agent. The caller's own task comes first: one\n"
+        "sent to another host is canceled rather than another user's of that id here.\n"
         "\n"
         "Exit status: 0 canceled (or already finished: its status is printed), 1 not found, several found or\n"
         "refused, 2 usage error, 4 invalid configuration.\n";
 
 /* Cancel on the mesh gateway (docs/MULTIHOST.md): an exit status, or -ENOENT when it knows no such
- * task (or does not run). */
-static int cancel_remote(sd_bus *bus, const char *id) {
+ * task (or does not run); with quiet_denied, -EACCES (nothing printed) when the task is not the
+ * caller's. */
+static int cancel_remote(sd_bus *bus, const char *id, bool quiet_denied) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
         ConResultInfo info = {};
@@ -1403,6 +1416,8 @@ static int cancel_remote(sd_bus *bus, const char *id) {
         if (r < 0) {
                 if (sd_bus_error_has_name(&e, CON_ERROR_NO_SUCH_TASK))
                         return -ENOENT;
+                if (quiet_denied && sd_bus_error_has_names(&e, CON_ERROR_ACCESS_DENIED, SD_BUS_ERROR_ACCESS_DENIED))
+                        return -EACCES;
                 return con_fail(CON_EXIT_FAILURE, "cancel: the mesh gateway refused to cancel task %s: %s", id,
                                 e.message ?: strerror(-r));
         }
@@ -1474,20 +1489,24 @@ int verb_cancel(int argc, char *argv[]) {
                 return r;
         if (w.n_known == 1)
                 return cancel_on_agent(bus, w.known[0], id, false);
+        /* A task sent from here to an agent of another host: the mesh gateway passes the cancel on.
+         * Asked before the local tasks the caller may not read: the caller's own task of that id
+         * comes first, and another user's here is canceled only when the caller has none. */
+        const char *refused_by = NULL;
+        if (!c.agent && config->mesh.enabled) {
+                r = cancel_remote(bus, id, w.n_denied > 0);
+                if (r == -EACCES)
+                        refused_by = "the mesh gateway";
+                else if (r != -ENOENT)
+                        return r;
+        }
         /* A task the caller may not read: another user's. The policy's cancel grant may still
          * allow it (the agent decides), but only where it is not ambiguous. */
-        const char *refused_by = NULL;
         if (w.n_denied == 1) {
                 r = cancel_on_agent(bus, w.denied[0], id, true);
                 if (r != -EACCES)
                         return r;
                 refused_by = w.denied[0]->name;
-        }
-        /* A task sent from here to an agent of another host: the mesh gateway passes the cancel on. */
-        if (!c.agent && config->mesh.enabled) {
-                r = cancel_remote(bus, id);
-                if (r != -ENOENT)
-                        return r;
         }
         if (w.n_denied > 1) {
                 _cleanup_free_ char *names = agent_names(w.denied, w.n_denied);

@@ -220,10 +220,13 @@ base:
   model: fake-model
 agents:
   - name: concierge
+policy:
+  grants:
+    - {who: "group:con", may: [cancel], to: [concierge]}   # a remote task canceled from the sending host
 EOF
 mesh_yaml host-a nats://10.77.0.1:4222 >>/etc/con/con.yaml
 check_fail_output "con bootstrap refuses a plaintext nats:// server without insecure: true (file, line, key)" \
-        "con.yaml:12:[0-9]*: mesh.servers\[0\]: 'nats://10.77.0.1:4222' is plaintext.*insecure: true" con bootstrap
+        "con.yaml:15:[0-9]*: mesh.servers\[0\]: 'nats://10.77.0.1:4222' is plaintext.*insecure: true" con bootstrap
 sed -i 's|nats://|tls://|' /etc/con/con.yaml
 # host-a is the CA's host: con bootstrap issues host-a's certificate itself.
 check "host-a keeps the mesh's CA in /etc/con/mesh-ca" bash -c \
@@ -553,6 +556,22 @@ check "... once it is accepted there" wait_for 15 bash -c \
 check_output "... con cancel as root" '^Task mesh-cancel-2 on agent sysadmin@host-b: cancel(ing|ed)' con cancel mesh-cancel-2
 check "... it ends canceled" wait_for 15 bash -c \
         "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-2 | grep -q '\"canceled\"'"
+# One id, two tasks: bob's here and alice's on host-b. Group con holds the policy's cancel grant on
+# the concierge (host-a's con.yaml), so the concierge would let alice cancel bob's task: con cancel
+# must take alice's own, and reach bob's only with --agent.
+check_output "bob: a local task mesh-cancel-own" '^pong$' as_user bob con-send --id mesh-cancel-own /ping
+check_output "alice: a remote task mesh-cancel-own" '^mesh-cancel-own$' \
+        as_user alice con-send --no-wait --id mesh-cancel-own --to sysadmin@host-b long-cancel-me
+check "... once it is accepted there" wait_for 15 bash -c \
+        'runuser -u alice -- con tasks sysadmin@host-b | grep -Eq "^sysadmin@host-b +mesh-cancel-own +(accepted|working) +alice$"'
+check_output "alice: con cancel mesh-cancel-own cancels her own (remote), not bob's (local)" \
+        '^Task mesh-cancel-own on agent sysadmin@host-b: cancel(ing|ed)' as_user alice con cancel mesh-cancel-own
+check "... it ends canceled" wait_for 15 bash -c \
+        "runuser -u alice -- busctl --system call org.conspiracy.Mesh /org/conspiracy/Mesh org.conspiracy.Mesh1 GetResult s mesh-cancel-own | grep -q '\"canceled\"'"
+check_output "alice: con cancel mesh-cancel-own --agent concierge reaches bob's (the grant)" \
+        '^Asked concierge to cancel task mesh-cancel-own\.$' as_user alice con cancel mesh-cancel-own --agent concierge
+check_output "... bob's task had ended: it stays completed" '^status: completed$' \
+        con task mesh-cancel-own --agent concierge
 
 section "a flood from host-b: host-a's gateway stays responsive, its memory and audit log bounded"
 # Cancels are plain NATS messages (no stream limits them): host-b's certificate may publish as many

@@ -85,6 +85,27 @@ check_output "first: con cancel collide1 reaches first's own" '^Task collide1 on
 check_fail_output "second: con cancel collide1 (first's and root's): refused, not picked" \
         "each know a task 'collide1' of another user" as_user second con cancel collide1
 
+section "an agent that has exited is still asked when a running one refuses the caller"
+# first's collide1 is at the concierge, root's at the sysadmin (both on-demand). With the concierge
+# gone and the sysadmin running, the sysadmin refuses first: con task and con cancel must still ask
+# the concierge (which starts it) and find first's own task.
+has_owner() { busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        NameHasOwner s "$1" | grep -qx 'b true'; }
+stop_concierge() { # the concierge exits (as when idle); the sysadmin runs (a call keeps it from idling)
+        busctl --system call "$S" "$P" "$I" GetResultInfo s collide1 >/dev/null &&
+                kill -TERM "$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s "$C" | awk '{print $2}')" && wait_for 10 bash -c "! busctl --system call \
+                org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s $C | grep -qx 'b true'"
+}
+check "the concierge exits, the sysadmin runs" stop_concierge
+check "... the sysadmin owns its name" has_owner "$S"
+check_output "first: con task collide1 finds first's own at the concierge" 'agent:  concierge' \
+        as_user first con task collide1
+check "... the sysadmin was running all along (it refused first first)" has_owner "$S"
+check "the concierge exits again" stop_concierge
+check_output "first: con cancel collide1 reaches first's own at the concierge" \
+        '^Task collide1 on agent concierge: completed$' as_user first con cancel collide1
+
 section "con-send --id"
 check_status "second: con-send --id collide1 is refused (exit 3)" 3 as_user second con-send --id collide1 /ping
 check_output "... saying the id is used by another sender" \
