@@ -119,7 +119,11 @@ probe_files() {
 
 section "set up: a per-sender quota of $Q, a slow exec agent, two senders"
 check "con bootstrap --profile default" con bootstrap --profile default
-sed -i "s/^system:\$/system:\n  max_queued_per_sender: $Q/" /etc/con/con.yaml
+# result_max above everything this test finishes: the checks count the flood's answers in outbox/,
+# and with the default (10,000) the agent's retention rightly removes the oldest of them once the
+# flooder holds more than its share (a pass starts early every 1,000 finished tasks), so under a
+# slow run the count never reached N (CI, 2026-12-07: 8,787 of 20,000 kept, 11,213 removed).
+sed -i "s/^system:\$/system:\n  max_queued_per_sender: $Q\n  result_max: $((N + 10000))/" /etc/con/con.yaml
 cat >>/etc/con/con.yaml <<'YAML'
   - name: slow
     tier: worker
@@ -133,6 +137,7 @@ policy:
     - {who: "group:con", may: [task], to: [slow]}
 YAML
 check_output "the quota is in the configuration" "max_queued_per_sender: $Q" cat /etc/con/con.yaml
+check_output "... and result_max above the flood" "result_max: $((N + 10000))" cat /etc/con/con.yaml
 check "con bootstrap with the slow agent" con bootstrap
 for u in flooder other; do
         id -u "$u" >/dev/null 2>&1 || useradd -M -N -g users -G con -s /usr/sbin/nologin "$u"
