@@ -1492,16 +1492,15 @@ int verb_cancel(int argc, char *argv[]) {
         /* A task sent from here to an agent of another host: the mesh gateway passes the cancel on.
          * Asked before the local tasks the caller may not read: the caller's own task of that id
          * comes first, and another user's here is canceled only when the caller has none. */
-        const char *refused_by = NULL;
         if (!c.agent && config->mesh.enabled) {
+                /* -EACCES only with local candidates, whose refusal is the one printed below. */
                 r = cancel_remote(bus, id, w.n_denied > 0);
-                if (r == -EACCES)
-                        refused_by = "the mesh gateway";
-                else if (r != -ENOENT)
+                if (r != -ENOENT && r != -EACCES)
                         return r;
         }
         /* A task the caller may not read: another user's. The policy's cancel grant may still
          * allow it (the agent decides), but only where it is not ambiguous. */
+        const char *refused_by = NULL;
         if (w.n_denied == 1) {
                 r = cancel_on_agent(bus, w.denied[0], id, true);
                 if (r != -EACCES)
