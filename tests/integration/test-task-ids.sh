@@ -89,13 +89,14 @@ section "an agent that has exited is still asked when a running one refuses the 
 # first's collide1 is at the concierge, root's at the sysadmin (both on-demand). With the concierge
 # gone and the sysadmin running, the sysadmin refuses first: con task and con cancel must still ask
 # the concierge (which starts it) and find first's own task.
-has_owner() { busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        NameHasOwner s "$1" | grep -qx 'b true'; }
+DBUS=(org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus)
+has_owner() { busctl --system call "${DBUS[@]}" NameHasOwner s "$1" | grep -qx 'b true'; }
+no_owner() { ! has_owner "$1"; }
 stop_concierge() { # the concierge exits (as when idle); the sysadmin runs (a call keeps it from idling)
+        local pid
         busctl --system call "$S" "$P" "$I" GetResultInfo s collide1 >/dev/null &&
-                kill -TERM "$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$C" | awk '{print $2}')" && wait_for 10 bash -c "! busctl --system call \
-                org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s $C | grep -qx 'b true'"
+                pid=$(busctl --system call "${DBUS[@]}" GetConnectionUnixProcessID s "$C" | awk '{print $2}') &&
+                kill -TERM "$pid" && wait_for 10 no_owner "$C"
 }
 check "the concierge exits, the sysadmin runs" stop_concierge
 check "... the sysadmin owns its name" has_owner "$S"
