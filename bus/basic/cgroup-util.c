@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 #include "cgroup-util.h"
 #include "fileio.h"
 #include "macro.h"
+#include "time-util.h"
 
 #define CGROUP_FILE_MAX (64U * 1024U)
 #define KILL_ROUNDS 64
@@ -223,4 +227,69 @@ int con_cgroup_events_populated(int events_fd) {
 int con_cgroup_open_events(int cg_fd) {
         int fd = openat(cg_fd, "cgroup.events", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         return fd < 0 ? negative_errno() : fd;
+}
+
+/* Waits until the cgroup has no process, polling cgroup.events (EPOLLPRI on each change) until
+ * the deadline (CLOCK_MONOTONIC). */
+static int wait_unpopulated(int cg_fd, uint64_t deadline) {
+        _cleanup_close_ int ev = con_cgroup_open_events(cg_fd);
+        if (ev < 0)
+                return ev;
+        for (;;) {
+                int r = con_cgroup_events_populated(ev);
+                if (r <= 0)
+                        return r;
+                uint64_t now = con_now(CLOCK_MONOTONIC);
+                if (now >= deadline)
+                        return -EBUSY;
+                uint64_t left_ms = (deadline - now + 999) / 1000;
+                struct pollfd p = { .fd = ev, .events = POLLPRI };
+                if (poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int) left_ms) < 0 && errno != EINTR)
+                        return negative_errno();
+        }
+}
+
+static int reap_one(int parent_fd, const char *name, uint64_t deadline) {
+        _cleanup_close_ int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        int r = con_cgroup_populated(fd);
+        if (r > 0) {
+                r = con_cgroup_kill(fd);
+                if (r < 0)
+                        return r;
+                r = wait_unpopulated(fd, deadline);
+        }
+        if (r < 0)
+                return r;
+        return unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 ? negative_errno() : 0;
+}
+
+int con_cgroup_reap_children(int parent_fd, const char *prefix, uint64_t timeout_usec) {
+        if (!prefix || !*prefix)
+                return -EINVAL;
+        int dfd = openat(parent_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return negative_errno();
+        _cleanup_closedir_ DIR *d = fdopendir(dfd);
+        if (!d) {
+                int r = negative_errno();
+                safe_close(dfd);
+                return r;
+        }
+        uint64_t deadline = con_now(CLOCK_MONOTONIC) + timeout_usec;
+        int first_error = 0, removed = 0;
+        for (struct dirent *de; (errno = 0, de = readdir(d)); ) {
+                if (de->d_type != DT_DIR || !startswith(de->d_name, prefix))
+                        continue;
+                int r = reap_one(parent_fd, de->d_name, deadline);
+                if (r < 0 && r != -ENOENT) {
+                        if (first_error == 0)
+                                first_error = r;
+                } else if (r == 0)
+                        removed++;
+        }
+        if (errno != 0 && first_error == 0)
+                first_error = negative_errno();
+        return first_error < 0 ? first_error : removed;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* cgroup v2 helpers for session containment (docs/AGENT.md, "Sessions"). Library code: negative
@@ -29,3 +30,9 @@ int con_cgroup_populated(int cg_fd);
  * be answered by reading it again (con_cgroup_events_populated()), or poll keeps reporting it. */
 int con_cgroup_open_events(int cg_fd);
 int con_cgroup_events_populated(int events_fd);
+
+/* Kills and removes every child cgroup of parent_fd whose name starts with prefix: the sessions of
+ * a previous instance of the service that died without ending them (SIGKILL, a crash). Waits up to
+ * timeout_usec in all for the killed processes to leave. Returns how many were removed, or the
+ * first error (-EBUSY: a cgroup still had processes at the deadline); the others are still tried. */
+int con_cgroup_reap_children(int parent_fd, const char *prefix, uint64_t timeout_usec);

@@ -19,6 +19,8 @@
 
 #define SANE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOCK_TIMEOUT (10 * USEC_PER_SEC)
+/* How long the start waits for a dead instance's session processes to die (SIGKILL: at once). */
+#define REAP_TIMEOUT (5 * USEC_PER_SEC)
 
 static void help(void);
 static ConService svc = { .name = "con-agentd", .help = help, .introspect = agent_introspect_xml };
@@ -262,6 +264,19 @@ static int run(int argc, char **argv) {
                                        r == -EEXIST ? " (another process owns it)" :
                                        r == -EACCES ? " (the bus policy /etc/dbus-1/system.d/org.conspiracy.conf "
                                        "does not allow this user to own it)" : "");
+        /* Sessions a previous instance left running when it died (SIGKILL, a crash; under systemd
+         * the unit's stop kills them first): their tasks are queued again by the replay, so the
+         * old processes must not go on as the agent's user. Safe here: this process holds the
+         * queue lock, so no live instance owns a session. */
+        if (c->cgroup_fd >= 0) {
+                r = con_cgroup_reap_children(c->cgroup_fd, "session-", REAP_TIMEOUT);
+                if (r > 0)
+                        log_notice("Killed and removed %i session cgroup(s) a previous instance left in %s", r,
+                                   cgroup_dir);
+                else if (r < 0)
+                        log_warning_errno(r, "Cannot remove every session cgroup a previous instance left in %s: %m",
+                                          cgroup_dir);
+        }
         r = agent_context_start(c);
         if (r < 0)
                 return log_error_errno(r, "Cannot start the queue: %m");

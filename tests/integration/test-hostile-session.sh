@@ -6,7 +6,8 @@
 # (then the service is killed with SIGKILL and activated again to replay it), rename or add
 # skills, and take the agent's bus name. Every attempt must fail, and honest tasks sent
 # meanwhile complete with their true result. Then Cancel and KillSessions of sessions whose exec
-# tool left a double-forked daemon: no process of a-concierge survives.
+# tool left a double-forked daemon: no process of a-concierge survives; nor when the service is
+# killed with SIGKILL under such a session (the next start kills what it left).
 # Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
@@ -30,6 +31,14 @@ service_pid() {
 # The processes of a-concierge (exit status 1 when none), with their parent, state (Z: dead, not yet
 # reaped by its parent) and age, so that a failed check shows what was left.
 agent_procs() { ps -u a-concierge -o pid=,ppid=,stat=,etime=,args=; }
+# The cgroup2 folder of process PID (the sandbox's cgroup2 mount joined with its "0::" line): where
+# the agent really put it, whatever other con-concierge folders the host has.
+proc_cgroup_dir() {
+        local mnt path
+        mnt=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
+        path=$(sed -n 's/^0:://p' "/proc/$1/cgroup")
+        [ -n "$mnt" ] && [ -n "$path" ] && printf '%s%s\n' "$mnt" "$path"
+}
 
 answer() {
         printf '{ "choices": [ { "message": { "content": "%s" }, "finish_reason": "stop" } ], "usage": { "prompt_tokens": 5, "completion_tokens": 5 } }' "$1"
@@ -211,19 +220,18 @@ check_output "the prompt carries the shipped skills" '## Skill: heartbeat-audit'
 check_fail "... and nothing planted" grep -q INJECTED-SKILL "$T/last-system"
 
 section "Cancel kills the whole session: a double-forked daemon and the tool's sleep"
-CG=$(find /sys/fs/cgroup -maxdepth 3 -type d -name con-concierge 2>/dev/null | head -n1)
-check "the agent has a cgroup (${CG:-none})" test -n "$CG"
 X=$(submit root spawn-a-daemon)
 check "the daemon runs as a-concierge" wait_for 30 pgrep -u a-concierge -f "sleep 300"
 check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
 DAEMON=$(pgrep -u a-concierge -f "sleep 300" | head -n1)
 check_fail "the daemon left the session's process group" test "$(ps -o pgid= -p "$DAEMON" | tr -d ' ')" = \
         "$(ps -o pgid= -p "$(pgrep -u a-concierge -f "sleep 120" | head -n1)" | tr -d ' ')"
-check_output "... but not the session's cgroup" "/con-concierge/session-$X-" cat "/proc/$DAEMON/cgroup"
+SESS=$(proc_cgroup_dir "$DAEMON")
+check "... but not the session's cgroup (${SESS:-none})" bash -c "[[ '$SESS' == /*/con-concierge/session-$X-* ]] && test -d '$SESS'"
 check "Cancel" busctl --system call "$C" "$P" "$I" Cancel s "$X"
 check "the task is cancelled" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $X | grep -q canceled"
 check_fail "no process of a-concierge survives" agent_procs
-check_fail "the session's cgroup is removed" bash -c "ls -d $CG/session-$X-*"
+check_fail "the session's cgroup is removed" test -d "$SESS"
 
 section "KillSessions too"
 Y=$(submit root spawn-a-daemon)
@@ -238,6 +246,25 @@ check_fail "no process of a-concierge survives" agent_procs
 check "the service survived" busctl --system status "$C"
 check_output "an honest task after that still completes" 'HONEST-ANSWER-42' \
         bash -c "id=\$(busctl --system call $C $P $I Submit s honest-question | cut -d'\"' -f2); for i in \$(seq 100); do busctl --system call $C $P $I GetResult s \$id | grep HONEST && break; sleep 0.2; done"
+
+section "a session the killed service left behind dies at the next start"
+Z=$(submit root spawn-a-daemon)
+check "the daemon runs again" wait_for 30 pgrep -u a-concierge -f "sleep 300"
+check "... and the tool's sleep" wait_for 30 pgrep -u a-concierge -f "sleep 120"
+OLD=$(pgrep -u a-concierge -f "sleep 300" | head -n1)
+OLD_CG=$(proc_cgroup_dir "$OLD")
+check "the daemon is in the session's cgroup (${OLD_CG:-none})" bash -c "[[ '$OLD_CG' == /*/con-concierge/session-$Z-* ]] && test -d '$OLD_CG'"
+kill -9 "$(service_pid)"
+check "the service is gone" wait_for 10 bash -c "! busctl --system status $C"
+check "... and its session's daemon runs on" kill -0 "$OLD"
+check_output "activated again" '.' submit root /ping
+check "the old session's daemon is killed" wait_for 10 bash -c "! kill -0 $OLD 2>/dev/null"
+check_fail "... and its cgroup removed" test -d "$OLD_CG"
+# The replay queued the task again (its second try): that session is the service's own.
+check "the task runs again" wait_for 30 bash -c "busctl --system call $C $P $I GetResult s $Z | grep -q working"
+check "Cancel it" busctl --system call "$C" "$P" "$I" Cancel s "$Z"
+check "the task is cancelled" wait_for 20 bash -c "busctl --system call $C $P $I GetResult s $Z | grep -q canceled"
+check_fail "no process of a-concierge survives" agent_procs
 
 kill "$FAKE_PID" 2>/dev/null
 finish

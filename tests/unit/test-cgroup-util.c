@@ -113,9 +113,75 @@ static void test_kill(void) {
         g_assert_cmpint(unlinkat(parent, name, AT_REMOVEDIR), ==, 0);
 }
 
+/* A previous instance's sessions: every "session-" child is killed and removed, a process that
+ * left for its own session and process group included; other children stay. */
+static void test_reap(void) {
+        _cleanup_free_ char *own = NULL;
+        if (geteuid() != 0 || con_cgroup_own_dir(&own) < 0) {
+                con_test_skip("needs root and cgroup2");
+                return;
+        }
+        _cleanup_close_ int top = open(own, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_assert_cmpint(top, >=, 0);
+        char name[64];
+        (void) snprintf(name, sizeof(name), "con-unit-reap-%d", (int) getpid());
+        int parent = -1;
+        int r = con_cgroup_create(top, name, &parent);
+        if (r == -EACCES || r == -EROFS || r == -EPERM) {
+                con_test_skip("cannot create a cgroup here");
+                return;
+        }
+        g_assert_cmpint(r, ==, 0);
+        int busy = -1, empty = -1, other = -1;
+        g_assert_cmpint(con_cgroup_create(parent, "session-busy", &busy), ==, 0);
+        g_assert_cmpint(con_cgroup_create(parent, "session-empty", &empty), ==, 0);
+        g_assert_cmpint(con_cgroup_create(parent, "keep-me", &other), ==, 0);
+        int procs = openat(busy, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(procs, >=, 0);
+        int p[2];
+        g_assert_cmpint(pipe(p), ==, 0);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                if (write(procs, "0", 1) != 1)
+                        _exit(1);
+                if (fork() == 0) {
+                        (void) setsid();
+                        (void) write(p[1], "x", 1);
+                        pause();
+                }
+                pause();
+                _exit(0);
+        }
+        close(procs);
+        close(p[1]);
+        char c;
+        g_assert_cmpint(read(p[0], &c, 1), ==, 1);
+        close(p[0]);
+        g_assert_cmpint(con_cgroup_populated(busy), ==, 1);
+
+        g_assert_cmpint(con_cgroup_reap_children(parent, "", USEC_PER_SEC), ==, -EINVAL);
+        g_assert_cmpint(con_cgroup_reap_children(parent, "session-", 5 * USEC_PER_SEC), ==, 2);
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        g_assert_cmpint(faccessat(parent, "session-busy", F_OK, 0), ==, -1);
+        g_assert_cmpint(faccessat(parent, "session-empty", F_OK, 0), ==, -1);
+        g_assert_cmpint(faccessat(parent, "keep-me", F_OK, 0), ==, 0);
+        g_assert_cmpint(con_cgroup_populated(busy), <, 0); /* the removed cgroup's files are gone */
+        g_assert_cmpint(con_cgroup_reap_children(parent, "session-", USEC_PER_SEC), ==, 0);
+        close(busy);
+        close(empty);
+        close(other);
+        g_assert_cmpint(unlinkat(parent, "keep-me", AT_REMOVEDIR), ==, 0);
+        close(parent);
+        g_assert_cmpint(unlinkat(top, name, AT_REMOVEDIR), ==, 0);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/cgroup-util/parse", test_parse);
         g_test_add_func("/cgroup-util/kill", test_kill);
+        g_test_add_func("/cgroup-util/reap", test_reap);
         return con_test_run();
 }
