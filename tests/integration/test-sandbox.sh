@@ -4,7 +4,8 @@
 # --artifacts DIR/NAME/TIME/ and prints that path; a passing or skipped run leaves nothing; a con
 # daemon that dies of a sanitizer error fails the run although the command passed (the bus started
 # the daemon again and the next call was answered), and so does a report a program the command ran
-# wrote to ASAN_OPTIONS' log_path. Runs as root inside tests/sandbox/con-sandbox.
+# wrote to ASAN_OPTIONS' log_path. Each machine runs in a cgroup of its own, removed at its end with
+# whatever was made in it. Runs as root inside tests/sandbox/con-sandbox.
 . "$(dirname "$0")/lib.sh"
 require_sandbox
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,6 +58,23 @@ check_status "a passing run" 0 nested passing true
 check_eq "nothing kept" "" "$(kept passing)"
 check_status "a skipped run" 77 nested skipped bash -c 'exit 77'
 check_eq "nothing kept" "" "$(kept skipped)"
+
+section "a machine has a cgroup of its own, removed at its end with what was made in it"
+MNT=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
+OWN=$(sed -n 's/^0:://p' /proc/self/cgroup)
+check_output "this machine runs in one" '^/(.+/)?con-sandbox-[A-Za-z0-9]+$' echo "$OWN"
+# Inside, as an agent does: a folder below its own cgroup and a session folder with a process in it.
+check_status "a nested machine leaves a cgroup folder and a process behind" 0 nested cgroup bash -c '
+        c=$(findmnt -n -t cgroup2 -o TARGET | head -n1)$(sed -n "s/^0:://p" /proc/self/cgroup)
+        echo "$c"
+        mkdir -p "$c/con-left/session-x"
+        (echo $BASHPID >"$c/con-left/session-x/cgroup.procs" && exec setsid sleep 600) &
+        for _ in $(seq 100); do grep -qx "populated 1" "$c/con-left/session-x/cgroup.events" && exit 0; sleep 0.05; done
+        exit 1'
+NESTED=$(grep -m1 '^/' <<<"$LIB_OUT")
+check_output "... in a cgroup below this one's" "^$MNT$OWN/con-sandbox-[A-Za-z0-9]+$" echo "$NESTED"
+check_fail "it is gone, with what was made in it" test -d "$NESTED"
+check_eq "no other folder is left here" "" "$(find "$MNT$OWN" -mindepth 1 -maxdepth 1 -type d -name 'con-sandbox-*')"
 
 section "a daemon that died of a sanitizer error fails a passing run"
 if grep -q '^CON_SANITIZE:BOOL=ON$' "$CON_BUILD_DIR/CMakeCache.txt"; then
