@@ -53,26 +53,31 @@ static void test_parse(void) {
         g_assert_null(d);
 }
 
-/* The real thing where this process may create cgroups (root with cgroup2): a double-forked
- * child outside the process group dies with cgroup.kill. Reported as skipped otherwise. */
-static void test_kill(void) {
+/* A fresh cgroup NAME-PID below this process's own, into *ret_top (the own one) and *ret_cg, or
+ * false with the test reported as skipped (not root, no cgroup2, not allowed to create one). */
+static bool test_cgroup(const char *name, int *ret_top, int *ret_cg, char ret_name[static 64]) {
         _cleanup_free_ char *own = NULL;
         if (geteuid() != 0 || con_cgroup_own_dir(&own) < 0) {
                 con_test_skip("needs root and cgroup2");
-                return;
+                return false;
         }
-        _cleanup_close_ int parent = open(own, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        g_assert_cmpint(parent, >=, 0);
-        char name[64];
-        (void) snprintf(name, sizeof(name), "con-unit-%d", (int) getpid());
-        int cg = -1;
-        int r = con_cgroup_create(parent, name, &cg);
+        int top = open(own, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        g_assert_cmpint(top, >=, 0);
+        (void) snprintf(ret_name, 64, "%s-%d", name, (int) getpid());
+        int r = con_cgroup_create(top, ret_name, ret_cg);
         if (r == -EACCES || r == -EROFS || r == -EPERM) {
+                close(top);
                 con_test_skip("cannot create a cgroup here");
-                return;
+                return false;
         }
         g_assert_cmpint(r, ==, 0);
-        g_assert_cmpint(con_cgroup_create(parent, name, &(int) { -1 }), ==, -EEXIST);
+        *ret_top = top;
+        return true;
+}
+
+/* Forks a child into the cgroup cg; it double-forks a daemon (its own session and process group)
+ * and waits. Returns once the daemon runs: the child's pid. */
+static pid_t spawn_with_daemon(int cg) {
         int procs = openat(cg, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         g_assert_cmpint(procs, >=, 0);
         int p[2];
@@ -98,73 +103,55 @@ static void test_kill(void) {
         char c;
         g_assert_cmpint(read(p[0], &c, 1), ==, 1);
         close(p[0]);
+        return pid;
+}
+
+static void assert_killed(pid_t pid) {
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+/* The real thing where this process may create cgroups (root with cgroup2): a double-forked
+ * child outside the process group dies with cgroup.kill. Reported as skipped otherwise. */
+static void test_kill(void) {
+        char name[64];
+        int parent = -1, cg = -1;
+        if (!test_cgroup("con-unit", &parent, &cg, name))
+                return;
+        g_assert_cmpint(con_cgroup_create(parent, name, &(int) { -1 }), ==, -EEXIST);
+        pid_t pid = spawn_with_daemon(cg);
         g_assert_cmpint(con_cgroup_populated(cg), ==, 1);
         int ev = con_cgroup_open_events(cg);
         g_assert_cmpint(ev, >=, 0);
         g_assert_cmpint(con_cgroup_kill(cg), ==, 0);
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        assert_killed(pid);
         for (int i = 0; i < 1000 && con_cgroup_events_populated(ev) != 0; i++)
                 usleep(1000);
         g_assert_cmpint(con_cgroup_events_populated(ev), ==, 0); /* the daemon is gone too */
         close(ev);
         close(cg);
         g_assert_cmpint(unlinkat(parent, name, AT_REMOVEDIR), ==, 0);
+        close(parent);
 }
 
 /* A previous instance's sessions: every "session-" child is killed and removed, a process that
  * left for its own session and process group included; other children stay. */
 static void test_reap(void) {
-        _cleanup_free_ char *own = NULL;
-        if (geteuid() != 0 || con_cgroup_own_dir(&own) < 0) {
-                con_test_skip("needs root and cgroup2");
-                return;
-        }
-        _cleanup_close_ int top = open(own, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        g_assert_cmpint(top, >=, 0);
         char name[64];
-        (void) snprintf(name, sizeof(name), "con-unit-reap-%d", (int) getpid());
-        int parent = -1;
-        int r = con_cgroup_create(top, name, &parent);
-        if (r == -EACCES || r == -EROFS || r == -EPERM) {
-                con_test_skip("cannot create a cgroup here");
+        int top = -1, parent = -1;
+        if (!test_cgroup("con-unit-reap", &top, &parent, name))
                 return;
-        }
-        g_assert_cmpint(r, ==, 0);
         int busy = -1, empty = -1, other = -1;
         g_assert_cmpint(con_cgroup_create(parent, "session-busy", &busy), ==, 0);
         g_assert_cmpint(con_cgroup_create(parent, "session-empty", &empty), ==, 0);
         g_assert_cmpint(con_cgroup_create(parent, "keep-me", &other), ==, 0);
-        int procs = openat(busy, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-        g_assert_cmpint(procs, >=, 0);
-        int p[2];
-        g_assert_cmpint(pipe(p), ==, 0);
-        pid_t pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0) {
-                if (write(procs, "0", 1) != 1)
-                        _exit(1);
-                if (fork() == 0) {
-                        (void) setsid();
-                        (void) write(p[1], "x", 1);
-                        pause();
-                }
-                pause();
-                _exit(0);
-        }
-        close(procs);
-        close(p[1]);
-        char c;
-        g_assert_cmpint(read(p[0], &c, 1), ==, 1);
-        close(p[0]);
+        pid_t pid = spawn_with_daemon(busy);
         g_assert_cmpint(con_cgroup_populated(busy), ==, 1);
 
         g_assert_cmpint(con_cgroup_reap_children(parent, "", USEC_PER_SEC), ==, -EINVAL);
         g_assert_cmpint(con_cgroup_reap_children(parent, "session-", 5 * USEC_PER_SEC), ==, 2);
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        assert_killed(pid);
         g_assert_cmpint(faccessat(parent, "session-busy", F_OK, 0), ==, -1);
         g_assert_cmpint(faccessat(parent, "session-empty", F_OK, 0), ==, -1);
         g_assert_cmpint(faccessat(parent, "keep-me", F_OK, 0), ==, 0);
@@ -176,6 +163,7 @@ static void test_reap(void) {
         g_assert_cmpint(unlinkat(parent, "keep-me", AT_REMOVEDIR), ==, 0);
         close(parent);
         g_assert_cmpint(unlinkat(top, name, AT_REMOVEDIR), ==, 0);
+        close(top);
 }
 
 int main(int argc, char **argv) {
