@@ -107,6 +107,29 @@ wait_for() {
         return 1
 }
 
+# bus_owner_pid NAME: prints the pid of the process owning NAME on the system bus; nothing, status
+# 1, when no one owns it. Never starts it (GetConnectionUnixProcessID, not a call to NAME).
+bus_owner_pid() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p' | grep .
+}
+# bus_has_owner NAME: status 0 when someone owns NAME on the system bus now (never starts it);
+# bus_no_owner NAME: the opposite, for wait_for.
+bus_has_owner() {
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                NameHasOwner s "$1" 2>/dev/null | grep -qx 'b true'
+}
+bus_no_owner() { ! bus_has_owner "$1"; }
+# bus_stop NAME [SIGNAL]: SIGNAL (TERM) to NAME's owner, if any, by its pid; then waits up to 10 s
+# until no one owns NAME (status 1 when someone still does). The next call to NAME starts it again.
+bus_stop() {
+        local pid
+        if pid=$(bus_owner_pid "$1"); then
+                kill -s "${2:-TERM}" "$pid" || return 1
+        fi
+        wait_for 10 bus_no_owner "$1"
+}
+
 section() {
         echo "# --- $* ---"
 }

@@ -94,8 +94,7 @@ polkit.addRule(function (action, subject) {
 });
 RULES
 sleep 1.5 # polkitd reloads rules on its own inotify watch
-CPID=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        GetConnectionUnixProcessID s "$C" | awk '{print $2}')
+CPID=$(bus_owner_pid "$C")
 check_fail "slowpoke gives up after 0.5 s" as_user slowpoke busctl --system --timeout=0.5 call "$C" "$P" "$I" Submit s "/ping"
 sleep 2.5
 check "the concierge is still the same process" kill -0 "$CPID"
@@ -135,8 +134,7 @@ exec {CALLER[1]}>&-
 wait "$CALLER_PID" 2>/dev/null
 
 section "polkitd stopped"
-pk_pid=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        GetConnectionUnixProcessID s org.freedesktop.PolicyKit1 | awk '{print $2}')
+pk_pid=$(bus_owner_pid org.freedesktop.PolicyKit1)
 mv /usr/share/dbus-1/system-services/org.freedesktop.PolicyKit1.service "$T/"
 busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
 kill "$pk_pid"

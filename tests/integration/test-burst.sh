@@ -33,10 +33,6 @@ wait_count() { # wait_count DIR GLOB WANT: until DIR holds WANT files matching G
         return 1
 }
 
-pid_of() { # the process owning a bus name
-        busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$1" 2>/dev/null | awk '{print $2}'
-}
 
 # The agent's view: every id exactly once in ListTasks (as root: all tasks).
 ids_unique() {
@@ -80,15 +76,15 @@ check "every id once at the agent" ids_unique a- "$N"
 section "kill -9 of the router and of the agent during a burst of $M"
 for i in $(seq -w 1 "$M"); do printf '/ping\n' >"/srv/con/inbox/b-$i.task"; done
 sleep 1
-rp=$(pid_of org.conspiracy.Router)
+rp=$(bus_owner_pid org.conspiracy.Router)
 check "router pid known ($rp)" test -n "$rp"
 kill -9 "$rp"
 sleep 0.5
-ap=$(pid_of org.conspiracy.Concierge)
+ap=$(bus_owner_pid org.conspiracy.Concierge)
 [ -n "$ap" ] && kill -9 "$ap"
 check "con up restarts the router" con up
 sleep 2
-ap=$(pid_of org.conspiracy.Concierge)
+ap=$(bus_owner_pid org.conspiracy.Concierge)
 [ -n "$ap" ] && kill -9 "$ap"   # once more, while the router is delivering
 check "all $M answered" wait_count "$AGENT_DIR/outbox" 'b-*.response' "$M"
 check "all $M processed" wait_count "$AGENT_DIR/processed" 'b-*.task' "$M"

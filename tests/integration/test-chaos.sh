@@ -37,10 +37,6 @@ AGENTS="concierge runner pinger"
 S=/srv/con
 DEADLINE=$((SECONDS + TIMEOUT))
 
-bus_pid() { # bus_pid BUSNAME: pid of the name's owner, empty when none (never activates)
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
-}
 camel() { echo "org.conspiracy.$(tr '[:lower:]' '[:upper:]' <<<"${1:0:1}")${1:1}"; }
 wait_for() { # wait_for SECONDS CMD...
         local end=$((SECONDS + $1))
@@ -155,7 +151,7 @@ restarts=0 bus_restarted=0 polkit_killed=0
 declare -A kills=()
 kill_name() { # kill_name LABEL BUSNAME
         local p
-        p=$(bus_pid "$2")
+        p=$(bus_owner_pid "$2")
         [ -n "$p" ] || return 1
         kill -9 "$p" 2>/dev/null || return 1
         kills[$1]=$((${kills[$1]:-0} + 1))
@@ -367,8 +363,8 @@ echo "# $(wc -l <"$T/full-acked") Submits were acknowledged before the journal f
 # Now the disk contract (CON-SYS-001, on the file system of /srv/con) with a threshold: it halts
 # the agents, which would refuse the Submits above for that reason instead.
 sed -i 's/^\( *disk_min_free_pct:\).*/\1 5/' /etc/con/con.yaml
-kill "$(bus_pid org.conspiracy.Contracts)"
-wait_for 10 test -z "$(bus_pid org.conspiracy.Contracts)"
+kill "$(bus_owner_pid org.conspiracy.Contracts)"
+wait_for 10 test -z "$(bus_owner_pid org.conspiracy.Contracts)"
 check "con up starts the contract service on the full disk" con up
 mv $S/agents/runner/inbox/.full-1.tmp $S/agents/runner/inbox/full-1.task
 busctl --system call org.conspiracy.Router /org/conspiracy/Router org.conspiracy.Router1 Rescan >/dev/null 2>&1

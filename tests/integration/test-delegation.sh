@@ -153,8 +153,7 @@ check_fail "the concierge never got the ping back" grep -q ping-again "$A/concie
 check "at most 4 model calls for the whole exchange" test $(($(wc -l <"$T/fake.log") - BEFORE)) -le 4
 
 section "an agent that cannot start because con.yaml is invalid says so (not 'Launch helper exited')"
-check_output "the spare agent has not been started yet" '^b false$' busctl --system call org.freedesktop.DBus \
-        /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s org.conspiracy.Spare
+check "the spare agent has not been started yet" bus_no_owner org.conspiracy.Spare
 cp /etc/con/con.yaml "$T/con.yaml.good"
 printf 'system:\n  max_delegation_hops: many\n' >>/etc/con/con.yaml
 check_fail_output "con-send /ping names the file and what is wrong" \

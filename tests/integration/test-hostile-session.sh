@@ -24,10 +24,7 @@ mkdir -p "$BIN"
 submit() { # submit USER TEXT: prints the task id
         as_user "$1" busctl --system call "$C" "$P" "$I" Submit s "$2" | sed -n 's/^s "\(.*\)"$/\1/p'
 }
-service_pid() {
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$C" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
-}
+service_pid() { bus_owner_pid "$C"; }
 # The processes of a-concierge (exit status 1 when none), with their parent, state (Z: dead, not yet
 # reaped by its parent) and age, so that a failed check shows what was left.
 agent_procs() { ps -u a-concierge -o pid=,ppid=,stat=,etime=,args=; }

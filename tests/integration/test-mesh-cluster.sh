@@ -330,10 +330,7 @@ check_fail "... lists none of it" grep -q cl-state-1 <<<"$LIB_OUT"
 check "cl-state-1 completed, on host-c too" wait_for 20 on_c_state cl-state-1 completed
 # The origin's gateway stopped while its task runs: the states published meanwhile are in the
 # stream, and host-a's gateway reads them when it is back (before this they were lost).
-mesh_pid_a() {
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
-}
+mesh_pid_a() { bus_owner_pid org.conspiracy.Mesh; }
 check_output "two slow tasks from alice (the second waits behind the first)" '^cl-state-3$' bash -c \
         'runuser -u alice -- timeout 20 con-send --no-wait --id cl-state-2 --to sysadmin@host-b slow two &&
          runuser -u alice -- timeout 20 con-send --no-wait --id cl-state-3 --to sysadmin@host-b slow three'

@@ -576,8 +576,7 @@ check_output "... bob's task had ended: it stays completed" '^status: completed$
 section "a flood from host-b: host-a's gateway stays responsive, its memory and audit log bounded"
 # Cancels are plain NATS messages (no stream limits them): host-b's certificate may publish as many
 # as it likes on its own subject con.cancel.host-a.host-b (docs/MULTIHOST.md, "Floods").
-gw_a=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        GetConnectionUnixProcessID s org.conspiracy.Mesh | sed -n 's/^u \([0-9]*\)$/\1/p')
+gw_a=$(bus_owner_pid org.conspiracy.Mesh)
 rss_a() { awk '/^VmRSS:/ { print $2 }' "/proc/$gw_a/status"; }
 forged_cancels() { grep -c '"event":"mesh.cancel.forged".*"task_id":"flood-' /srv/con/logs/audit/audit.jsonl; }
 # get_result_ms: how long host-a's gateway takes to answer alice's GetResult (its loop's answer).
@@ -759,10 +758,7 @@ check "... the mesh.flood record's log line" grep -q 'Host host-b sent [0-9]* mo
         /srv/con/logs/daemons/con-meshd.log
 
 section "host-a's gateway down: a to: file waits in the inbox, the inbox's other files do not"
-mesh_pid_a() {
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s org.conspiracy.Mesh 2>/dev/null | sed -n 's/^u \([0-9]*\)$/\1/p'
-}
+mesh_pid_a() { bus_owner_pid org.conspiracy.Mesh; }
 pid=$(mesh_pid_a)
 check "host-a's gateway stopped (by its pid)" bash -c "kill $pid && for _ in \$(seq 100); do kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
 check "alice drops a to: file while host-a has no gateway" as_user alice bash -c \

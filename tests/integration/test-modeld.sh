@@ -22,10 +22,7 @@ register() { # register USER METHOD AGENT TASK: Models1.RegisterTask / Unregiste
         as_user "$1" dbus-send --system --print-reply --dest=org.conspiracy.Models /org/conspiracy/Models \
                 "org.conspiracy.Models1.$2" "string:$3" "string:$4"
 }
-gateway_pid() {
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s org.conspiracy.Models 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
-}
+gateway_pid() { bus_owner_pid org.conspiracy.Models; }
 requests() { cat "$T/fake.log" "$T/fake2.log" 2>/dev/null | wc -l; }
 
 section "two fake LLM servers"

@@ -7,15 +7,6 @@
 . "$(dirname "$0")/lib.sh"
 require_sandbox
 
-has_owner() { # has_owner BUSNAME: the name is owned now (never activates)
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                NameHasOwner s "$1" | grep -qx 'b true'
-}
-no_owner() { ! has_owner "$1"; }
-owner_pid() { # owner_pid BUSNAME: prints the pid of the name's owner
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$1" | sed -n 's/^u \([0-9][0-9]*\)$/\1/p'
-}
 proc_user() { # proc_user PID: the user owning the process
         stat -c %U "/proc/$1"
 }
@@ -68,40 +59,40 @@ check_fail "PID 1 is not systemd here (no /run/systemd/system)" test -d /run/sys
 section "con up (no systemd): router, and the always agent"
 check "con up" con up
 T_UP=$SECONDS
-check "the router owns its name" has_owner org.conspiracy.Router
-check "the always agent owns its name after con up" has_owner org.conspiracy.Keeper
-KPID=$(owner_pid org.conspiracy.Keeper)
+check "the router owns its name" bus_has_owner org.conspiracy.Router
+check "the always agent owns its name after con up" bus_has_owner org.conspiracy.Keeper
+KPID=$(bus_owner_pid org.conspiracy.Keeper)
 check_output "the always agent's service runs as root (pid ${KPID:-none})" '^root$' proc_user "${KPID:-0}"
-check "the on-demand agent is not started by con up" no_owner org.conspiracy.Sleeper
+check "the on-demand agent is not started by con up" bus_no_owner org.conspiracy.Sleeper
 check_output "con status: sleeper activatable" '^sleeper .*activatable' con status
 check_output "con status --json" '"keeper"' con status --json
 
 section "on-demand: D-Bus activation, idle exit, activation again"
 check_output "Submit to the on-demand agent activates it" '^s "' agent_call org.conspiracy.Sleeper Submit s /ping
-check "the on-demand agent owns its name" has_owner org.conspiracy.Sleeper
-SPID=$(owner_pid org.conspiracy.Sleeper)
+check "the on-demand agent owns its name" bus_has_owner org.conspiracy.Sleeper
+SPID=$(bus_owner_pid org.conspiracy.Sleeper)
 check_output "its service runs as root (pid ${SPID:-none})" '^root$' proc_user "${SPID:-0}"
 check_output "its Mode is on-demand" '"on-demand"' busctl --system get-property org.conspiracy.Sleeper \
         /org/conspiracy/Agent org.conspiracy.Agent1 Mode
 sleep 1
-check "after 1 s (idle_exit 2s) it still owns its name" has_owner org.conspiracy.Sleeper
-check "it releases its name once idle for idle_exit" wait_for 10 no_owner org.conspiracy.Sleeper
+check "after 1 s (idle_exit 2s) it still owns its name" bus_has_owner org.conspiracy.Sleeper
+check "it releases its name once idle for idle_exit" wait_for 10 bus_no_owner org.conspiracy.Sleeper
 check "its process is gone" wait_for 10 proc_gone "${SPID:-0}"
 check_output "con status: sleeper activatable again" '^sleeper .*activatable' con status
 check_output "a new call activates it again" '^s "' agent_call org.conspiracy.Sleeper Submit s /ping
-SPID2=$(owner_pid org.conspiracy.Sleeper)
+SPID2=$(bus_owner_pid org.conspiracy.Sleeper)
 check "a new process (pid ${SPID2:-none})" test -n "$SPID2" -a "${SPID2:-0}" != "${SPID:-0}"
 check_output "... as root" '^root$' proc_user "${SPID2:-0}"
 check_output "both tasks are done" '"completed".*"completed"' agent_call org.conspiracy.Sleeper ListTasks
-check "it exits again when idle" wait_for 10 no_owner org.conspiracy.Sleeper
+check "it exits again when idle" wait_for 10 bus_no_owner org.conspiracy.Sleeper
 
 section "always: stays up past idle_exit"
 check_output "its Mode is always" '"always"' busctl --system get-property org.conspiracy.Keeper \
         /org/conspiracy/Agent org.conspiracy.Agent1 Mode
 check_output "it answers" '^s "' agent_call org.conspiracy.Keeper Submit s /ping
 sleep 5
-check "after 2x idle_exit it still owns its name" has_owner org.conspiracy.Keeper
-check_eq "... with the same process" "${KPID:-none}" "$(owner_pid org.conspiracy.Keeper)"
+check "after 2x idle_exit it still owns its name" bus_has_owner org.conspiracy.Keeper
+check_eq "... with the same process" "${KPID:-none}" "$(bus_owner_pid org.conspiracy.Keeper)"
 check_output "con status: keeper running" '^keeper .*running' con status
 
 section "cron: the router submits the cron_task each minute"
@@ -109,9 +100,9 @@ check "a scheduled /ping completed for the cron agent" wait_for $((75 - (SECONDS
 check_output "ListTasks: a done task sent by root" '"[^"]*" "completed" "root"' agent_call org.conspiracy.Ticker ListTasks
 check "the audit trail has task.scheduled for ticker" \
         bash -c 'grep "task.scheduled" /srv/con/logs/audit/audit.jsonl | grep -q "\"ticker\""'
-check "the cron agent exits when idle" wait_for 10 no_owner org.conspiracy.Ticker
-check "the always agent is still up" has_owner org.conspiracy.Keeper
+check "the cron agent exits when idle" wait_for 10 bus_no_owner org.conspiracy.Ticker
+check "the always agent is still up" bus_has_owner org.conspiracy.Keeper
 
 check "con down" con down
-check "the always agent is stopped" wait_for 15 no_owner org.conspiracy.Keeper
+check "the always agent is stopped" wait_for 15 bus_no_owner org.conspiracy.Keeper
 finish

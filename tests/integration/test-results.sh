@@ -28,18 +28,6 @@ toolcall() { # toolcall ID NAME ARGS_JSON_AS_STRING
         printf '{ "choices": [ { "message": { "content": null, "tool_calls": [ { "id": "%s", "type": "function", "function": { "name": "%s", "arguments": %s } } ] }, "finish_reason": "tool_calls" } ] }' "$1" "$2" "$3"
 }
 utf8_ok() { iconv -f UTF-8 -t UTF-8 "$1" >/dev/null; }
-restart_agent() { # restart_agent BUSNAME [SIGNAL]: kill it by its pid; the next call starts it again
-        local pid
-        pid=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-                GetConnectionUnixProcessID s "$1" 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
-        [ -n "$pid" ] && kill -s "${2:-TERM}" "$pid"
-        for _ in $(seq 100); do
-                busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner \
-                        s "$1" | grep -q false && return 0
-                sleep 0.1
-        done
-        return 1
-}
 
 section "runners that print what they like"
 # Where the agent users can reach them (/usr is the sandbox's overlay; the scratch folder is not).
@@ -135,7 +123,7 @@ check_output "con task --json: truncated, the original size, not replaced" \
 check_output "con task says it was truncated" 'result: 1200001 bytes from the runner, truncated' con task "$ID"
 check_output "GetResult over the bus works" '^ss "completed"' busctl --system call org.conspiracy.Bigout $A $I GetResult s "$ID"
 check "the file door's response is valid UTF-8" utf8_ok "/srv/con/agents/bigout/outbox/$ID.response"
-check "bigout restarts" restart_agent org.conspiracy.Bigout
+check "bigout restarts" bus_stop org.conspiracy.Bigout
 check_output "after the restart (replay), con task --json still says so" '^true 1200001$' \
         bash -c "con task '$ID' --json | jq -r '[.truncated, .size] | map(tostring) | join(\" \")'"
 
@@ -213,7 +201,7 @@ check_output "rawout's runner still prints the same bytes" '^ff fe 20 72 61 77 0
         bash -c "echo go | '$R/rawout' | od -An -tx1 | tr -s ' \n' ' ' | sed 's/^ //; s/ \$//'"
 check_eq "the files of $RID are there" 3 "$(files_of "$RID" | wc -l)"
 check "system.result_retention: 5s" sed -i 's/^  name: results-test$/&\n  result_retention: 5s/' /etc/con/con.yaml
-check "rawout restarts (it reads the retention at start)" restart_agent org.conspiracy.Rawout
+check "rawout restarts (it reads the retention at start)" bus_stop org.conspiracy.Rawout
 check_output "a new task of rawout" 'raw' con-send --to rawout --timeout 120 go
 NEW=$(busctl --system --json=short call org.conspiracy.Rawout $A $I ListTasks | jq -r '.data[0][-1][0]')
 check "... its id is listed (${NEW:-none}), not $RID's" test -n "$NEW" -a "$NEW" != "$RID"
@@ -244,7 +232,7 @@ check "... so its journal was not compacted: it still holds $NEW" \
 check "... and the record that it was removed" grep -q "\"op\":\"forget\",\"id\":\"$NEW\"" "$O/queue/journal"
 check_output "the id $NEW is free again: a new task under it is accepted" "^$NEW\$" \
         con-send --to rawout --no-wait --id "$NEW" "go again"
-check "rawout is killed while busy (no compaction on the way out)" restart_agent org.conspiracy.Rawout KILL
+check "rawout is killed while busy (no compaction on the way out)" bus_stop org.conspiracy.Rawout KILL
 check_output "after the restart (replay of that journal), $NEW is the new task, waiting behind $SLOW" \
         '^(submitted|working)$' bash -c "con task '$NEW' --json | jq -r .status"
 check_eq "... the removed task's files were not written again" "" "$(files_of "$NEW")"
@@ -262,7 +250,7 @@ section "result_max: shared between senders, a flood removes only its flooder's 
 # them) are never removed: at most 7 records stay.
 check "system.result_retention: 1h, system.result_max: 6" \
         sed -i 's/^  result_retention: 5s$/  result_retention: 1h\n  result_max: 6/' /etc/con/con.yaml
-check "rawout restarts (it reads them at start)" restart_agent org.conspiracy.Rawout
+check "rawout restarts (it reads them at start)" bus_stop org.conspiracy.Rawout
 OTHER=$(as_user a-concierge con-send --to rawout --no-wait "another sender's task")
 check "the concierge's task ($OTHER) completes" \
         wait_for 60 bash -c "con task '$OTHER' --json | jq -e '.status == \"completed\"'"

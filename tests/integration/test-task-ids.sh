@@ -89,20 +89,15 @@ section "an agent that has exited is still asked when a running one refuses the 
 # first's collide1 is at the concierge, root's at the sysadmin (both on-demand). With the concierge
 # gone and the sysadmin running, the sysadmin refuses first: con task and con cancel must still ask
 # the concierge (which starts it) and find first's own task.
-DBUS=(org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus)
-has_owner() { busctl --system call "${DBUS[@]}" NameHasOwner s "$1" | grep -qx 'b true'; }
-no_owner() { ! has_owner "$1"; }
 stop_concierge() { # the concierge exits (as when idle); the sysadmin runs (a call keeps it from idling)
-        local pid
         busctl --system call "$S" "$P" "$I" GetResultInfo s collide1 >/dev/null &&
-                pid=$(busctl --system call "${DBUS[@]}" GetConnectionUnixProcessID s "$C" | awk '{print $2}') &&
-                kill -TERM "$pid" && wait_for 10 no_owner "$C"
+                bus_owner_pid "$C" >/dev/null && bus_stop "$C"
 }
 check "the concierge exits, the sysadmin runs" stop_concierge
-check "... the sysadmin owns its name" has_owner "$S"
+check "... the sysadmin owns its name" bus_has_owner "$S"
 check_output "first: con task collide1 finds first's own at the concierge" 'agent:  concierge' \
         as_user first con task collide1
-check "... the sysadmin was running all along (it refused first first)" has_owner "$S"
+check "... the sysadmin was running all along (it refused first first)" bus_has_owner "$S"
 check "the concierge exits again" stop_concierge
 check_output "first: con cancel collide1 reaches first's own at the concierge" \
         '^Task collide1 on agent concierge: completed$' as_user first con cancel collide1

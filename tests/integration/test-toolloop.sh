@@ -241,16 +241,7 @@ for _ in $(seq 300); do
 done
 mv /usr/share/dbus-1/system-services/org.conspiracy.Models.service "$T/"
 busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
-MPID=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        GetConnectionUnixProcessID s org.conspiracy.Models 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
-[ -n "$MPID" ] && kill "$MPID"
-for _ in $(seq 100); do
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s \
-                org.conspiracy.Models | grep -q false && break
-        sleep 0.1
-done
-check_output "con-modeld is stopped" 'false' busctl --system call org.freedesktop.DBus /org/freedesktop/DBus \
-        org.freedesktop.DBus NameHasOwner s org.conspiracy.Models
+check "con-modeld is stopped" bus_stop org.conspiracy.Models
 check_status "free text: exit status 1" 1 con-send --timeout 60 "say-hello-direct"
 check_output "... the gateway is named as not available" \
         'the model gateway org\.conspiracy\.Models is not available \(org\.freedesktop\.DBus\.Error\.ServiceUnknown' \
@@ -262,14 +253,7 @@ section "without a model, free text still fails with the clear message"
 sed -i 's/^  model: fake-model$//' /etc/con/con.yaml
 check "con bootstrap without a model" con bootstrap
 # Restart the concierge so it reads the new config (by its pid, from the bus).
-CPID=$(busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
-        GetConnectionUnixProcessID s org.conspiracy.Concierge 2>/dev/null | sed -n 's/^u \([0-9][0-9]*\)$/\1/p')
-[ -n "$CPID" ] && kill "$CPID"
-for _ in $(seq 100); do
-        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s \
-                org.conspiracy.Concierge | grep -q false && break
-        sleep 0.1
-done
+check "the concierge is stopped" bus_stop org.conspiracy.Concierge
 check_fail_output "free text: the missing model is named" "has no model configured: set agents\[0\]\.model or base\.model" \
         con-send --timeout 60 "hello without a model"
 check_output "built-in commands still work" 'pong' con-send --timeout 60 /ping
